@@ -1,0 +1,81 @@
+using System.CommandLine;
+using KvAdaQuant.Engine;
+using KvAdaQuant.Evaluation;
+using KvAdaQuant.Formats;
+using KvAdaQuant.KvCache;
+
+namespace KvAdaQuant.Cli.Commands;
+
+/// <summary><c>kvaq perplexity</c>: llama.cpp-style perplexity over a text file.</summary>
+internal static class PerplexityCommand
+{
+    public static Command Create()
+    {
+        var model = CommonOptions.Model();
+        var tokenizer = CommonOptions.Tokenizer();
+        var data = new Option<string>("--data", "-f") { Description = "text file (a path, or relative to ../shared/data)", Required = true };
+        var ctx = new Option<int>("--ctx", "-c") { Description = "tokens per chunk", DefaultValueFactory = _ => 512 };
+        var chars = new Option<int>("--chars") { Description = "use only the first N characters of the file (0 = all)", DefaultValueFactory = _ => 0 };
+        var chunks = new Option<int>("--chunks") { Description = "score at most N chunks (0 = all)", DefaultValueFactory = _ => 0 };
+        var kv = CommonOptions.Kv();
+        var threads = CommonOptions.Threads();
+        var json = CommonOptions.Json();
+        var cmd = new Command("perplexity", "Perplexity over a text file by llama.cpp's method (chunks of --ctx tokens, second half scored).")
+        {
+            model, tokenizer, data, ctx, chars, chunks, kv, threads, json,
+        };
+        cmd.SetAction(r => CliRunner.Run(() =>
+        {
+            using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
+            var tok = m.Tokenizer ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
+            var path = ModelPaths.ResolveData(r.GetValue(data)!);
+            var text = File.ReadAllText(path);
+            int nChars = r.GetValue(chars);
+            if (nChars < 0)
+            {
+                throw new ArgumentException($"--chars must be >= 0, got {nChars}");
+            }
+
+            if (nChars > 0 && nChars < text.Length)
+            {
+                text = text[..nChars];
+            }
+
+            if (text.Length == 0)
+            {
+                throw new ArgumentException($"--data {path}: the text is empty");
+            }
+
+            var tokens = tok.Encode(text, addBos: true);
+            var transformer = new Transformer(m, r.GetValue(threads));
+            string spec = r.GetValue(kv)!;
+            int maxChunks = r.GetValue(chunks) is > 0 and var mc ? mc : int.MaxValue;
+            bool asJson = r.GetValue(json);
+            var result = PerplexityEvaluator.Evaluate(transformer, tokens, r.GetValue(ctx), layout => KvCacheFactory.Create(spec, layout), tok.BosToken,
+                asJson ? null : (i, n, ppl) => Console.Error.Write($"\r[{i}/{n}] ppl {ppl:F4}   "), maxChunks);
+            if (asJson)
+            {
+                CliRunner.PrintJson(new
+                {
+                    Model = m.Path,
+                    Data = path,
+                    Kv = spec,
+                    result.Perplexity,
+                    result.TokensScored,
+                    result.Chunks,
+                    Ctx = result.ContextLength,
+                    result.TextTokens,
+                    result.Seconds,
+                });
+            }
+            else
+            {
+                Console.Error.WriteLine();
+                Console.Out.WriteLine($"perplexity {result.Perplexity:F4} over {result.TokensScored} tokens ({result.Chunks} chunks of {result.ContextLength}; KV {spec}; {result.Seconds:F1} s)");
+            }
+
+            return 0;
+        }));
+        return cmd;
+    }
+}

@@ -1,0 +1,21 @@
+using System.CommandLine;
+using KvAdaQuant.Cli.Commands;
+
+namespace KvAdaQuant.Cli;
+
+/// <summary>Entry point of <c>kvaq</c>.</summary>
+public static class Program
+{
+    /// <summary>Builds the command tree.</summary>
+    public static RootCommand BuildRoot()
+    {
+        var root = new RootCommand("kvaq: Llama-family inference with an adaptive mixed-precision quantized KV cache (KV-AdaQuant).");
+        root.Subcommands.Add(GenerateCommand.Create());
+        root.Subcommands.Add(PerplexityCommand.Create());
+        root.Subcommands.Add(InfoCommand.Create());
+        return root;
+    }
+
+    /// <summary>Runs <c>kvaq</c> with <paramref name="args"/>.</summary>
+    public static int Main(string[] args) => BuildRoot().Parse(args).Invoke();
+}

@@ -1,0 +1,57 @@
+using KvAdaQuant.KvCache;
+
+namespace KvAdaQuant.Engine;
+
+/// <summary>One sequence's state: the engine, its KV cache and the position reached.</summary>
+public sealed class InferenceSession : IDisposable
+{
+    private readonly float[] _logits;
+
+    /// <summary>Creates a session over <paramref name="transformer"/> with <paramref name="cache"/>.</summary>
+    public InferenceSession(Transformer transformer, IKvCache cache)
+    {
+        Transformer = transformer;
+        Cache = cache;
+        _logits = new float[transformer.Config.VocabSize];
+    }
+
+    /// <summary>The engine.</summary>
+    public Transformer Transformer { get; }
+
+    /// <summary>The cache.</summary>
+    public IKvCache Cache { get; }
+
+    /// <summary>Positions processed.</summary>
+    public int Position => Cache.Length;
+
+    /// <summary>Largest batch a single prefill call processes at once.</summary>
+    public int BatchSize { get; init; } = 64;
+
+    /// <summary>Logits after the last call (valid until the next).</summary>
+    public ReadOnlySpan<float> Logits => _logits;
+
+    /// <summary>Processes <paramref name="tokens"/> in batches and returns the logits of the last one.</summary>
+    public ReadOnlySpan<float> Prefill(ReadOnlySpan<int> tokens, IForwardObserver? observer = null)
+    {
+        for (int i = 0; i < tokens.Length; i += BatchSize)
+        {
+            var chunk = tokens.Slice(i, Math.Min(BatchSize, tokens.Length - i));
+            Transformer.Forward(chunk, Position, Cache, _logits, allLogits: false, observer);
+        }
+
+        return _logits;
+    }
+
+    /// <summary>Processes one token and returns its logits.</summary>
+    public ReadOnlySpan<float> Decode(int token, IForwardObserver? observer = null)
+    {
+        Transformer.Forward([token], Position, Cache, _logits, allLogits: false, observer);
+        return _logits;
+    }
+
+    /// <summary>Forgets the sequence.</summary>
+    public void Reset() => Cache.Clear();
+
+    /// <inheritdoc/>
+    public void Dispose() => Cache.Dispose();
+}

@@ -1,0 +1,250 @@
+using System.Buffers;
+using System.Numerics.Tensors;
+using KvAdaQuant.KvCache;
+using KvAdaQuant.Model;
+using KvAdaQuant.Numerics;
+
+namespace KvAdaQuant.Engine;
+
+/// <summary>
+/// The Llama-family forward pass. One call processes a batch of consecutive positions (prefill) or a
+/// single one (decode): embed, then per layer RMSNorm, Q/K/V projections (+bias), RoPE, append K/V to
+/// the layer's cache, attention through the cache, output projection, RMSNorm, SwiGLU MLP; final norm
+/// and classifier. Not thread-safe: one instance serves one sequence at a time.
+/// </summary>
+public sealed class Transformer
+{
+    private readonly LlamaModel _model;
+    private readonly ParallelOptions _parallel;
+    private readonly RopeTable _rope;
+    private Workspace _ws = new(0, null!);
+
+    /// <summary>Creates the engine over <paramref name="model"/> using <paramref name="threads"/> threads (0 = all cores).</summary>
+    public Transformer(LlamaModel model, int threads = 0)
+    {
+        _model = model;
+        Threads = threads > 0 ? threads : Environment.ProcessorCount;
+        _parallel = new ParallelOptions { MaxDegreeOfParallelism = Threads };
+        _rope = new RopeTable(model.Config, model.Weights.RopeFrequencyFactors);
+    }
+
+    /// <summary>Model shape.</summary>
+    public ModelConfig Config => _model.Config;
+
+    /// <summary>The model.</summary>
+    public LlamaModel Model => _model;
+
+    /// <summary>Worker threads.</summary>
+    public int Threads { get; }
+
+    /// <summary>Creates a cache layout for this model with room for <paramref name="capacity"/> positions.</summary>
+    public KvLayout CacheLayout(int capacity) => new(Config.Layers, Config.KvHeads, Config.HeadDim, capacity);
+
+    /// <summary>
+    /// Runs <paramref name="tokens"/> at positions pos0.. (the cache must hold exactly pos0 positions).
+    /// Writes logits of every position ([tokens, vocab]) when <paramref name="allLogits"/>, else of the last one.
+    /// </summary>
+    public void Forward(ReadOnlySpan<int> tokens, int pos0, IKvCache cache, Span<float> logits, bool allLogits, IForwardObserver? observer = null)
+    {
+        var c = Config;
+        var w = _model.Weights;
+        int n = tokens.Length;
+        if (n == 0)
+        {
+            throw new ArgumentException("no tokens to process", nameof(tokens));
+        }
+
+        if (cache.Length != pos0)
+        {
+            throw new InvalidOperationException($"cache holds {cache.Length} positions but the batch starts at {pos0}");
+        }
+
+        if (pos0 + n > cache.Layout.Capacity)
+        {
+            throw new KvCacheException($"context full: {pos0} + {n} tokens exceed the context of {cache.Layout.Capacity}");
+        }
+
+        int outRows = allLogits ? n : 1;
+        if (logits.Length < outRows * c.VocabSize)
+        {
+            throw new ArgumentException($"logits buffer holds {logits.Length} floats, need {outRows * c.VocabSize}");
+        }
+
+        if (_ws.Tokens < n)
+        {
+            _ws = new Workspace(Math.Max(n, 1), c);
+        }
+
+        var ws = _ws;
+        int dim = c.Dim, qd = c.QDim, kvd = c.KvDim, hd = c.HeadDim, hid = c.HiddenDim;
+        var x = ws.X.AsSpan(0, n * dim);
+        for (int t = 0; t < n; t++)
+        {
+            int tok = tokens[t];
+            if ((uint)tok >= (uint)c.VocabSize)
+            {
+                throw new ArgumentOutOfRangeException(nameof(tokens), $"token {tok} at batch index {t} is outside the vocabulary of {c.VocabSize}");
+            }
+
+            w.TokenEmbedding.DequantizeRow(tok, x.Slice(t * dim, dim));
+        }
+
+        for (int t = 0; t < n; t++)
+        {
+            _rope.Angles(pos0 + t, ws.Cos.AsSpan(t * _rope.Half, _rope.Half), ws.Sin.AsSpan(t * _rope.Half, _rope.Half));
+        }
+
+        bool interleaved = c.RopeLayout == RopeLayout.Interleaved;
+        for (int l = 0; l < c.Layers; l++)
+        {
+            var lw = w.Layers[l];
+            var xb = ws.Xb.AsSpan(0, n * dim);
+            for (int t = 0; t < n; t++)
+            {
+                Kernels.RmsNorm(x.Slice(t * dim, dim), lw.AttentionNorm, c.NormEps, xb.Slice(t * dim, dim));
+            }
+
+            var q = ws.Q.AsSpan(0, n * qd);
+            var k = ws.K.AsSpan(0, n * kvd);
+            var v = ws.V.AsSpan(0, n * kvd);
+            lw.Wq.MatMul(xb, q, n, _parallel);
+            lw.Wk.MatMul(xb, k, n, _parallel);
+            lw.Wv.MatMul(xb, v, n, _parallel);
+            for (int t = 0; t < n; t++)
+            {
+                if (lw.Bq is not null)
+                {
+                    TensorPrimitives.Add(q.Slice(t * qd, qd), lw.Bq, q.Slice(t * qd, qd));
+                }
+
+                if (lw.Bk is not null)
+                {
+                    TensorPrimitives.Add(k.Slice(t * kvd, kvd), lw.Bk, k.Slice(t * kvd, kvd));
+                }
+
+                if (lw.Bv is not null)
+                {
+                    TensorPrimitives.Add(v.Slice(t * kvd, kvd), lw.Bv, v.Slice(t * kvd, kvd));
+                }
+            }
+
+            if (observer is not null)
+            {
+                k.CopyTo(ws.KPre.AsSpan(0, n * kvd));
+            }
+
+            for (int t = 0; t < n; t++)
+            {
+                var cos = ws.Cos.AsSpan(t * _rope.Half, _rope.Half);
+                var sin = ws.Sin.AsSpan(t * _rope.Half, _rope.Half);
+                Kernels.Rope(q.Slice(t * qd, qd), hd, cos, sin, interleaved);
+                Kernels.Rope(k.Slice(t * kvd, kvd), hd, cos, sin, interleaved);
+            }
+
+            observer?.OnKeyValues(l, pos0, n, ws.KPre.AsSpan(0, n * kvd), k, v);
+            var layerCache = cache.Layers[l];
+            layerCache.Append(k, v, n);
+            Attention(layerCache, n, pos0);
+            var att = ws.Att.AsSpan(0, n * qd);
+            observer?.OnAttentionOutput(l, pos0, n, att);
+            lw.Wo.MatMul(att, xb, n, _parallel);
+            TensorPrimitives.Add(x, xb, x);
+
+            for (int t = 0; t < n; t++)
+            {
+                Kernels.RmsNorm(x.Slice(t * dim, dim), lw.FfnNorm, c.NormEps, xb.Slice(t * dim, dim));
+            }
+
+            var h1 = ws.H1.AsSpan(0, n * hid);
+            var h3 = ws.H3.AsSpan(0, n * hid);
+            lw.W1.MatMul(xb, h1, n, _parallel);
+            lw.W3.MatMul(xb, h3, n, _parallel);
+            Kernels.SwiGlu(h1, h3);
+            lw.W2.MatMul(h1, xb, n, _parallel);
+            TensorPrimitives.Add(x, xb, x);
+            observer?.OnResidual(l, pos0, n, x);
+        }
+
+        int first = allLogits ? 0 : n - 1;
+        var xf = ws.Xb.AsSpan(0, outRows * dim);
+        for (int t = first; t < n; t++)
+        {
+            Kernels.RmsNorm(x.Slice(t * dim, dim), w.FinalNorm, c.NormEps, xf.Slice((t - first) * dim, dim));
+        }
+
+        w.Output.MatMul(xf, logits, outRows, _parallel);
+    }
+
+    private void Attention(IKvLayerCache cache, int n, int pos0)
+    {
+        var c = Config;
+        int groups = c.KvHeads, rep = c.GroupSize, hd = c.HeadDim, qd = c.QDim;
+        var ws = _ws;
+        Parallel.For(0, n * groups, _parallel, item =>
+        {
+            int t = item / groups;
+            int g = item % groups;
+            int length = pos0 + t + 1;
+            float[] scores = ArrayPool<float>.Shared.Rent(rep * length);
+            try
+            {
+                var qs = new ReadOnlySpan<float>(ws.Q, (t * qd) + (g * rep * hd), rep * hd);
+                var o = new Span<float>(ws.Att, (t * qd) + (g * rep * hd), rep * hd);
+                cache.Attend(g, qs, rep, length, o, scores);
+            }
+            finally
+            {
+                ArrayPool<float>.Shared.Return(scores);
+            }
+        });
+    }
+
+    private sealed class Workspace
+    {
+        public Workspace(int tokens, ModelConfig c)
+        {
+            Tokens = tokens;
+            if (tokens == 0)
+            {
+                X = Xb = Q = K = KPre = V = Att = H1 = H3 = Cos = Sin = [];
+                return;
+            }
+
+            X = new float[tokens * c.Dim];
+            Xb = new float[tokens * Math.Max(c.Dim, c.QDim)];
+            Q = new float[tokens * c.QDim];
+            K = new float[tokens * c.KvDim];
+            KPre = new float[tokens * c.KvDim];
+            V = new float[tokens * c.KvDim];
+            Att = new float[tokens * c.QDim];
+            H1 = new float[tokens * c.HiddenDim];
+            H3 = new float[tokens * c.HiddenDim];
+            Cos = new float[tokens * c.HeadDim / 2];
+            Sin = new float[tokens * c.HeadDim / 2];
+        }
+
+        public int Tokens { get; }
+
+        public float[] X { get; }
+
+        public float[] Xb { get; }
+
+        public float[] Q { get; }
+
+        public float[] K { get; }
+
+        public float[] KPre { get; }
+
+        public float[] V { get; }
+
+        public float[] Att { get; }
+
+        public float[] H1 { get; }
+
+        public float[] H3 { get; }
+
+        public float[] Cos { get; }
+
+        public float[] Sin { get; }
+    }
+}

@@ -1,0 +1,139 @@
+using System.Numerics.Tensors;
+using KvAdaQuant.Numerics;
+
+namespace KvAdaQuant.KvCache;
+
+/// <summary>Unquantized layer cache in FP32 or FP16, stored head-major ([kvHead][position][headDim]) for streaming reads.</summary>
+public sealed class FullPrecisionKvStore : IKvLayerCache, IDisposable
+{
+    private readonly KvLayout _layout;
+    private readonly bool _half;
+    private readonly NativeBuffer _k;
+    private readonly NativeBuffer _v;
+
+    /// <summary>Creates an empty store of <paramref name="layout"/>.Capacity positions.</summary>
+    public FullPrecisionKvStore(KvLayout layout, bool half)
+    {
+        _layout = layout;
+        _half = half;
+        long bytes = (long)layout.KvHeads * layout.Capacity * layout.HeadDim * (half ? 2 : 4);
+        _k = new NativeBuffer(bytes);
+        _v = new NativeBuffer(bytes);
+    }
+
+    /// <inheritdoc/>
+    public int Length { get; private set; }
+
+    /// <inheritdoc/>
+    public long ByteCount => 2L * Length * _layout.KvDim * (_half ? 2 : 4);
+
+    /// <inheritdoc/>
+    public void Append(ReadOnlySpan<float> keys, ReadOnlySpan<float> values, int tokens)
+    {
+        int hd = _layout.HeadDim;
+        if (Length + tokens > _layout.Capacity)
+        {
+            throw new KvCacheException($"KV cache full: {Length} + {tokens} positions exceed the capacity of {_layout.Capacity}");
+        }
+
+        KvGuard.CheckFinite(keys[..(tokens * _layout.KvDim)], "K", Length);
+        KvGuard.CheckFinite(values[..(tokens * _layout.KvDim)], "V", Length);
+        for (int t = 0; t < tokens; t++)
+        {
+            for (int g = 0; g < _layout.KvHeads; g++)
+            {
+                long dst = (((long)g * _layout.Capacity) + Length + t) * hd;
+                var ks = keys.Slice((t * _layout.KvDim) + (g * hd), hd);
+                var vs = values.Slice((t * _layout.KvDim) + (g * hd), hd);
+                if (_half)
+                {
+                    TensorPrimitives.ConvertToHalf(ks, _k.AsSpan<Half>(dst, hd));
+                    TensorPrimitives.ConvertToHalf(vs, _v.AsSpan<Half>(dst, hd));
+                }
+                else
+                {
+                    ks.CopyTo(_k.AsSpan<float>(dst, hd));
+                    vs.CopyTo(_v.AsSpan<float>(dst, hd));
+                }
+            }
+        }
+
+        Length += tokens;
+    }
+
+    /// <inheritdoc/>
+    public void Attend(int kvHead, ReadOnlySpan<float> queries, int queryHeads, int length, Span<float> output, Span<float> scores)
+    {
+        int hd = _layout.HeadDim;
+        float scale = _layout.Scale;
+        Span<float> row = stackalloc float[hd];
+        long baseIdx = (long)kvHead * _layout.Capacity * hd;
+        for (int j = 0; j < length; j++)
+        {
+            var k = Row(_k, baseIdx + ((long)j * hd), hd, row);
+            for (int r = 0; r < queryHeads; r++)
+            {
+                scores[(r * length) + j] = TensorPrimitives.Dot(queries.Slice(r * hd, hd), k) * scale;
+            }
+        }
+
+        for (int r = 0; r < queryHeads; r++)
+        {
+            var s = scores.Slice(r * length, length);
+            TensorPrimitives.SoftMax(s, s);
+        }
+
+        output[..(queryHeads * hd)].Clear();
+        for (int j = 0; j < length; j++)
+        {
+            var v = Row(_v, baseIdx + ((long)j * hd), hd, row);
+            for (int r = 0; r < queryHeads; r++)
+            {
+                var o = output.Slice(r * hd, hd);
+                TensorPrimitives.MultiplyAdd(v, scores[(r * length) + j], o, o);
+            }
+        }
+    }
+
+    /// <inheritdoc/>
+    public void ReadKeys(int kvHead, int start, int count, Span<float> dst) => Read(_k, kvHead, start, count, dst);
+
+    /// <inheritdoc/>
+    public void ReadValues(int kvHead, int start, int count, Span<float> dst) => Read(_v, kvHead, start, count, dst);
+
+    /// <inheritdoc/>
+    public void Clear() => Length = 0;
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        _k.Dispose();
+        _v.Dispose();
+    }
+
+    private void Read(NativeBuffer buf, int kvHead, int start, int count, Span<float> dst)
+    {
+        int hd = _layout.HeadDim;
+        if (start < 0 || count < 0 || start + count > Length)
+        {
+            throw new ArgumentOutOfRangeException(nameof(count), $"positions {start}..{start + count} outside 0..{Length}");
+        }
+
+        for (int j = 0; j < count; j++)
+        {
+            var d = dst.Slice(j * hd, hd);
+            Row(buf, (((long)kvHead * _layout.Capacity) + start + j) * hd, hd, d).CopyTo(d);
+        }
+    }
+
+    private ReadOnlySpan<float> Row(NativeBuffer buf, long index, int hd, Span<float> tmp)
+    {
+        if (_half)
+        {
+            TensorPrimitives.ConvertToSingle(buf.AsSpan<Half>(index, hd), tmp);
+            return tmp;
+        }
+
+        return buf.AsSpan<float>(index, hd);
+    }
+}

@@ -1,0 +1,34 @@
+namespace KvAdaQuant.Tokenization;
+
+/// <summary>Text to token ids and back.</summary>
+public interface ITokenizer
+{
+    /// <summary>Number of tokens.</summary>
+    int VocabSize { get; }
+
+    /// <summary>Beginning-of-sequence id, or -1.</summary>
+    int BosToken { get; }
+
+    /// <summary>End-of-sequence id, or -1.</summary>
+    int EosToken { get; }
+
+    /// <summary>Encodes <paramref name="text"/>, with BOS first when <paramref name="addBos"/>.</summary>
+    List<int> Encode(string text, bool addBos);
+
+    /// <summary>Raw bytes of <paramref name="token"/> when it follows <paramref name="previous"/> (-1 at the start).</summary>
+    byte[] DecodeBytes(int previous, int token);
+
+    /// <summary>Decodes a whole sequence into text.</summary>
+    string Decode(IReadOnlyList<int> tokens)
+    {
+        var bytes = new List<byte>();
+        int prev = -1;
+        foreach (int t in tokens)
+        {
+            bytes.AddRange(DecodeBytes(prev, t));
+            prev = t;
+        }
+
+        return System.Text.Encoding.UTF8.GetString(bytes.ToArray());
+    }
+}

@@ -1,0 +1,106 @@
+using KvAdaQuant.Formats;
+
+namespace KvAdaQuant.Tests.Formats;
+
+/// <summary>Malformed llama2.c checkpoints and tokenizers fail with a message naming the file and the problem.</summary>
+public class Llama2cBadInputTests
+{
+    private static ModelFormatException LoadFails(string path)
+        => Assert.Throws<ModelFormatException>(() => ModelLoader.Load(path, Fixtures.Stories260KTokenizer).Dispose());
+
+    [Fact]
+    public void TruncatedFp32FileIsRejected()
+    {
+        using var dir = new TempDir();
+        var bytes = File.ReadAllBytes(Fixtures.Stories260K);
+        var path = dir.File("truncated.bin");
+        File.WriteAllBytes(path, bytes[..(bytes.Length - 1000)]);
+        var e = LoadFails(path);
+        Assert.Contains("truncated.bin", e.Message);
+        Assert.Contains("implies 1056540 bytes but the file has 1055540", e.Message);
+    }
+
+    [Fact]
+    public void TruncatedQ80FileIsRejected()
+    {
+        using var dir = new TempDir();
+        var bytes = File.ReadAllBytes(Fixtures.Stories3M);
+        var path = dir.File("q80.bin");
+        File.WriteAllBytes(path, bytes[..300]);
+        var e = LoadFails(path);
+        Assert.Contains("q80.bin", e.Message);
+        Assert.Contains("but the file has 300", e.Message);
+    }
+
+    [Fact]
+    public void ForgedHeaderClaimingTerabytesIsRejectedWithoutAllocating()
+    {
+        using var dir = new TempDir();
+        var bytes = File.ReadAllBytes(Fixtures.Stories260K);
+        BitConverter.GetBytes(65536).CopyTo(bytes, 0);     // dim
+        BitConverter.GetBytes(262144).CopyTo(bytes, 4);    // hidden
+        BitConverter.GetBytes(1024).CopyTo(bytes, 8);      // layers
+        BitConverter.GetBytes(512).CopyTo(bytes, 12);      // heads
+        BitConverter.GetBytes(512).CopyTo(bytes, 16);      // kv heads
+        var path = dir.File("forged.bin");
+        File.WriteAllBytes(path, bytes);
+        long before = GC.GetTotalAllocatedBytes(precise: true);
+        var e = LoadFails(path);
+        long allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
+        Assert.Contains("forged.bin", e.Message);
+        Assert.Matches("implies [0-9]{13,} bytes", e.Message);
+        Assert.True(allocated < 50_000_000, $"allocated {allocated} bytes while rejecting a forged header");
+    }
+
+    [Fact]
+    public void ImpossibleShapeIsRejected()
+    {
+        using var dir = new TempDir();
+        var bytes = File.ReadAllBytes(Fixtures.Stories260K);
+        BitConverter.GetBytes(3).CopyTo(bytes, 16); // 8 heads, 3 kv heads
+        var path = dir.File("shape.bin");
+        File.WriteAllBytes(path, bytes);
+        var e = LoadFails(path);
+        Assert.Contains("n_kv_heads must divide n_heads (8), found 3", e.Message);
+    }
+
+    [Fact]
+    public void WrongQ80VersionIsRejected()
+    {
+        using var dir = new TempDir();
+        var bytes = File.ReadAllBytes(Fixtures.Stories3M);
+        BitConverter.GetBytes(7).CopyTo(bytes, 4);
+        var path = dir.File("v7.bin");
+        File.WriteAllBytes(path, bytes);
+        var e = LoadFails(path);
+        Assert.Contains("version 7 is not supported", e.Message);
+    }
+
+    [Fact]
+    public void TinyFileIsRejected()
+    {
+        using var dir = new TempDir();
+        var path = dir.File("tiny.bin");
+        File.WriteAllBytes(path, [1, 2]);
+        var e = LoadFails(path);
+        Assert.Contains("too short", e.Message);
+    }
+
+    [Fact]
+    public void TokenizerWithWrongVocabularyIsRejected()
+    {
+        var e = Assert.Throws<ModelFormatException>(() => ModelLoader.Load(Fixtures.Stories3M, Fixtures.Stories260KTokenizer).Dispose());
+        Assert.Contains("tok512.bin", e.Message);
+        Assert.Contains("4096", e.Message);
+
+        var e2 = Assert.Throws<ModelFormatException>(() => ModelLoader.Load(Fixtures.Stories260K, Fixtures.Stories3MTokenizer).Dispose());
+        Assert.Contains("vocabularies disagree", e2.Message);
+    }
+
+    [Fact]
+    public void MissingModelNamesThePlacesSearched()
+    {
+        var e = Assert.Throws<FileNotFoundException>(() => ModelLoader.Load("no-such-model"));
+        Assert.Contains("no-such-model", e.Message);
+    }
+}
