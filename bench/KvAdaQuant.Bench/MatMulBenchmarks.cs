@@ -1,0 +1,67 @@
+using BenchmarkDotNet.Attributes;
+using KvAdaQuant.Numerics;
+
+namespace KvAdaQuant.Bench;
+
+/// <summary>Matrix-vector product (decode) for the weight types, at a Llama-3.2-1B MLP shape.</summary>
+[MemoryDiagnoser]
+public unsafe class MatMulBenchmarks : IDisposable
+{
+    private const int Rows = 8192;
+    private const int Cols = 2048;
+    private NativeBuffer _buffer = null!;
+    private WeightMatrix _matrix = null!;
+    private float[] _x = null!;
+    private float[] _y = null!;
+    private readonly ParallelOptions _parallel = new() { MaxDegreeOfParallelism = 2 };
+
+    [Params(GgmlType.F32, GgmlType.F16, GgmlType.Q8_0)]
+    public GgmlType Type { get; set; }
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        long bytes = GgmlTypeInfo.ByteSize(Type, (long)Rows * Cols);
+        _buffer = new NativeBuffer(bytes);
+        var rng = new Random(1);
+        var span = new Span<byte>(_buffer.Pointer, (int)bytes);
+        rng.NextBytes(span);
+        if (Type == GgmlType.F32)
+        {
+            var f = new Span<float>(_buffer.Pointer, Rows * Cols);
+            for (int i = 0; i < f.Length; i++)
+            {
+                f[i] = (float)(rng.NextDouble() - 0.5);
+            }
+        }
+        else if (Type == GgmlType.F16)
+        {
+            var h = new Span<Half>(_buffer.Pointer, Rows * Cols);
+            for (int i = 0; i < h.Length; i++)
+            {
+                h[i] = (Half)(rng.NextDouble() - 0.5);
+            }
+        }
+        else
+        {
+            for (long b = 0; b < (long)Rows * Cols / 32; b++)
+            {
+                *(Half*)(_buffer.Pointer + (b * 34)) = (Half)0.01f;
+            }
+        }
+
+        _matrix = new WeightMatrix("bench", Type, Rows, Cols, _buffer.Pointer);
+        _x = Enumerable.Range(0, Cols).Select(i => (float)Math.Sin(i)).ToArray();
+        _y = new float[Rows];
+    }
+
+    [Benchmark]
+    public void MatVec() => _matrix.MatMul(_x, _y, 1, _parallel);
+
+    [GlobalCleanup]
+    public void Dispose()
+    {
+        _buffer?.Dispose();
+        GC.SuppressFinalize(this);
+    }
+}
