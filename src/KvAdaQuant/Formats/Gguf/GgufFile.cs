@@ -1,0 +1,355 @@
+using System.Buffers.Binary;
+using System.Text;
+using KvAdaQuant.Numerics;
+
+namespace KvAdaQuant.Formats.Gguf;
+
+/// <summary>
+/// A GGUF (v2/v3) file, memory-mapped: metadata key/values and tensor descriptors are parsed with every
+/// length and offset checked against the file size, so a truncated or forged file fails with a clear
+/// message and no large allocation. Tensor data stay in the mapping.
+/// </summary>
+public sealed unsafe class GgufFile : IDisposable
+{
+    /// <summary>"GGUF" read as a little-endian uint32.</summary>
+    public const uint Magic = 0x46554747;
+
+    private readonly MappedFile _file;
+    private readonly Dictionary<string, object> _metadata = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, GgufValueType> _types = new(StringComparer.Ordinal);
+    private readonly List<GgufTensorInfo> _tensors = [];
+    private readonly Dictionary<string, GgufTensorInfo> _byName = new(StringComparer.Ordinal);
+
+    private GgufFile(MappedFile file)
+    {
+        _file = file;
+    }
+
+    /// <summary>File path.</summary>
+    public string Path => _file.Path;
+
+    /// <summary>Format version (2 or 3).</summary>
+    public uint Version { get; private set; }
+
+    /// <summary>Data alignment (general.alignment, default 32).</summary>
+    public int Alignment { get; private set; } = 32;
+
+    /// <summary>Absolute offset of the tensor data section.</summary>
+    public long DataOffset { get; private set; }
+
+    /// <summary>Metadata: numbers as their CLR type, strings, bools, arrays as CLR arrays (string[], float[], int[], ...).</summary>
+    public IReadOnlyDictionary<string, object> Metadata => _metadata;
+
+    /// <summary>GGUF type of each metadata value.</summary>
+    public IReadOnlyDictionary<string, GgufValueType> MetadataTypes => _types;
+
+    /// <summary>Tensors in file order.</summary>
+    public IReadOnlyList<GgufTensorInfo> Tensors => _tensors;
+
+    /// <summary>Start of the mapping.</summary>
+    public byte* BasePointer => _file.Pointer;
+
+    /// <summary>Opens and parses <paramref name="path"/>.</summary>
+    public static GgufFile Open(string path)
+    {
+        var file = new MappedFile(path);
+        var g = new GgufFile(file);
+        try
+        {
+            g.Parse();
+            return g;
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>True when <paramref name="head"/> starts with the GGUF magic.</summary>
+    public static bool IsGguf(ReadOnlySpan<byte> head) => head.Length >= 4 && BinaryPrimitives.ReadUInt32LittleEndian(head) == Magic;
+
+    /// <summary>Tensor by name, or null.</summary>
+    public GgufTensorInfo? FindTensor(string name) => _byName.GetValueOrDefault(name);
+
+    /// <summary>Pointer to a tensor's data.</summary>
+    public byte* TensorData(GgufTensorInfo t) => _file.Pointer + t.Offset;
+
+    /// <summary>Metadata value by key, or null.</summary>
+    public object? Get(string key) => _metadata.GetValueOrDefault(key);
+
+    /// <summary>Metadata string, or <paramref name="fallback"/>.</summary>
+    public string? GetString(string key, string? fallback = null) => _metadata.GetValueOrDefault(key) as string ?? fallback;
+
+    /// <summary>Metadata integer (any integer type), or <paramref name="fallback"/>; throws naming the key when not an integer.</summary>
+    public long? GetInteger(string key, long? fallback = null)
+    {
+        if (!_metadata.TryGetValue(key, out var v))
+        {
+            return fallback;
+        }
+
+        return v switch
+        {
+            byte b => b,
+            sbyte sb => sb,
+            ushort us => us,
+            short s => s,
+            uint ui => ui,
+            int i => i,
+            ulong ul => ul > long.MaxValue ? throw new ModelFormatException(Path, $"metadata '{key}' = {ul} is out of range") : (long)ul,
+            long l => l,
+            _ => throw new ModelFormatException(Path, $"metadata '{key}' should be an integer but is {_types[key]}"),
+        };
+    }
+
+    /// <summary>Metadata float (float32 or float64), or <paramref name="fallback"/>.</summary>
+    public double? GetFloat(string key, double? fallback = null) => _metadata.TryGetValue(key, out var v)
+        ? v switch
+        {
+            float f => f,
+            double d => d,
+            _ => GetInteger(key),
+        }
+        : fallback;
+
+    /// <inheritdoc/>
+    public void Dispose() => _file.Dispose();
+
+    private void Parse()
+    {
+        var r = new Reader(_file);
+        uint magic = r.U32();
+        if (magic != Magic)
+        {
+            throw new ModelFormatException(Path, $"not a GGUF file: magic 0x{magic:x8}, expected 0x{Magic:x8} (\"GGUF\")");
+        }
+
+        Version = r.U32();
+        if (Version is not (2 or 3))
+        {
+            throw new ModelFormatException(Path, $"GGUF version {Version} is not supported (expected 2 or 3)");
+        }
+
+        ulong tensorCount = r.U64();
+        ulong kvCount = r.U64();
+        // Every key/value takes at least 12 bytes and every tensor descriptor at least 24: bound the counts by the file size.
+        if (kvCount > (ulong)(_file.Length / 12) || tensorCount > (ulong)(_file.Length / 24))
+        {
+            throw new ModelFormatException(Path, $"header claims {tensorCount} tensors and {kvCount} metadata entries, more than a {_file.Length}-byte file can hold");
+        }
+
+        for (ulong i = 0; i < kvCount; i++)
+        {
+            string key = r.Str("metadata key");
+            var type = (GgufValueType)r.U32();
+            object value = ReadValue(r, type, key);
+            if (!_metadata.TryAdd(key, value))
+            {
+                throw new ModelFormatException(Path, $"metadata key '{key}' appears twice");
+            }
+
+            _types[key] = type;
+        }
+
+        if (GetInteger("general.alignment") is { } a)
+        {
+            if (a <= 0 || a > 1 << 20 || (a & (a - 1)) != 0)
+            {
+                throw new ModelFormatException(Path, $"general.alignment {a} must be a power of two");
+            }
+
+            Alignment = (int)a;
+        }
+
+        var pending = new List<(string Name, long[] Shape, GgmlType Type, ulong Offset)>();
+        for (ulong i = 0; i < tensorCount; i++)
+        {
+            string name = r.Str("tensor name");
+            uint nDims = r.U32();
+            if (nDims is 0 or > 4)
+            {
+                throw new ModelFormatException(Path, $"tensor '{name}': {nDims} dimensions (expected 1..4)");
+            }
+
+            var shape = new long[nDims];
+            for (int d = 0; d < nDims; d++)
+            {
+                ulong ne = r.U64();
+                if (ne == 0 || ne > (ulong)_file.Length * 8)
+                {
+                    throw new ModelFormatException(Path, $"tensor '{name}': dimension {d} is {ne}, impossible for a {_file.Length}-byte file");
+                }
+
+                shape[d] = (long)ne;
+            }
+
+            uint rawType = r.U32();
+            var type = (GgmlType)rawType;
+            if (GgmlTypeInfo.Geometry(type) is null)
+            {
+                throw new ModelFormatException(Path, $"tensor '{name}': unknown tensor type {rawType}");
+            }
+
+            pending.Add((name, shape, type, r.U64()));
+        }
+
+        DataOffset = (r.Position + Alignment - 1) / Alignment * Alignment;
+        foreach (var (name, shape, type, offset) in pending)
+        {
+            long elements;
+            try
+            {
+                elements = shape.Aggregate(1L, (x, y) => checked(x * y));
+            }
+            catch (OverflowException)
+            {
+                throw new ModelFormatException(Path, $"tensor '{name}': shape [{string.Join(", ", shape)}] overflows");
+            }
+
+            var geo = GgmlTypeInfo.Geometry(type)!.Value;
+            if (shape[0] % geo.BlockElements != 0)
+            {
+                throw new ModelFormatException(Path, $"tensor '{name}': row length {shape[0]} is not a multiple of the {type} block size {geo.BlockElements}");
+            }
+
+            long bytes = elements / geo.BlockElements * geo.BlockBytes;
+            if (offset % (ulong)Alignment != 0)
+            {
+                throw new ModelFormatException(Path, $"tensor '{name}': data offset {offset} is not aligned to {Alignment}");
+            }
+
+            if (offset > (ulong)_file.Length || DataOffset + (long)offset + bytes > _file.Length)
+            {
+                throw new ModelFormatException(Path, $"tensor '{name}' ({type} [{string.Join(", ", shape)}], {bytes} bytes at data offset {offset}) runs past the end of the {_file.Length}-byte file: truncated?");
+            }
+
+            var info = new GgufTensorInfo(name, shape, type, DataOffset + (long)offset, bytes);
+            if (!_byName.TryAdd(name, info))
+            {
+                throw new ModelFormatException(Path, $"tensor '{name}' appears twice");
+            }
+
+            _tensors.Add(info);
+        }
+    }
+
+    private object ReadValue(Reader r, GgufValueType type, string key) => type switch
+    {
+        GgufValueType.UInt8 => r.Span(1, key)[0],
+        GgufValueType.Int8 => (sbyte)r.Span(1, key)[0],
+        GgufValueType.UInt16 => BinaryPrimitives.ReadUInt16LittleEndian(r.Span(2, key)),
+        GgufValueType.Int16 => BinaryPrimitives.ReadInt16LittleEndian(r.Span(2, key)),
+        GgufValueType.UInt32 => r.U32(),
+        GgufValueType.Int32 => (int)r.U32(),
+        GgufValueType.Float32 => BinaryPrimitives.ReadSingleLittleEndian(r.Span(4, key)),
+        GgufValueType.Bool => r.Span(1, key)[0] != 0,
+        GgufValueType.String => r.Str(key),
+        GgufValueType.UInt64 => r.U64(),
+        GgufValueType.Int64 => (long)r.U64(),
+        GgufValueType.Float64 => BinaryPrimitives.ReadDoubleLittleEndian(r.Span(8, key)),
+        GgufValueType.Array => ReadArray(r, key),
+        _ => throw new ModelFormatException(Path, $"metadata '{key}': unknown value type {(uint)type}"),
+    };
+
+    private object ReadArray(Reader r, string key)
+    {
+        var et = (GgufValueType)r.U32();
+        ulong count = r.U64();
+        int minSize = et switch
+        {
+            GgufValueType.UInt8 or GgufValueType.Int8 or GgufValueType.Bool => 1,
+            GgufValueType.UInt16 or GgufValueType.Int16 => 2,
+            GgufValueType.UInt32 or GgufValueType.Int32 or GgufValueType.Float32 => 4,
+            GgufValueType.UInt64 or GgufValueType.Int64 or GgufValueType.Float64 or GgufValueType.String => 8,
+            GgufValueType.Array => 12,
+            _ => throw new ModelFormatException(Path, $"metadata '{key}': unknown array element type {(uint)et}"),
+        };
+        if (count > (ulong)((_file.Length - r.Position) / minSize))
+        {
+            throw new ModelFormatException(Path, $"metadata '{key}': array of {count} elements runs past the end of the file");
+        }
+
+        int n = (int)count;
+        switch (et)
+        {
+            case GgufValueType.String:
+                {
+                    var a = new string[n];
+                    for (int i = 0; i < n; i++)
+                    {
+                        a[i] = r.Str(key);
+                    }
+
+                    return a;
+                }
+
+            case GgufValueType.Float32:
+                {
+                    var a = new float[n];
+                    var s = r.Span(n * 4, key);
+                    for (int i = 0; i < n; i++)
+                    {
+                        a[i] = BinaryPrimitives.ReadSingleLittleEndian(s[(i * 4)..]);
+                    }
+
+                    return a;
+                }
+
+            case GgufValueType.Int32 or GgufValueType.UInt32:
+                {
+                    var a = new int[n];
+                    var s = r.Span(n * 4, key);
+                    for (int i = 0; i < n; i++)
+                    {
+                        a[i] = BinaryPrimitives.ReadInt32LittleEndian(s[(i * 4)..]);
+                    }
+
+                    return a;
+                }
+
+            default:
+                {
+                    var a = new object[n];
+                    for (int i = 0; i < n; i++)
+                    {
+                        a[i] = ReadValue(r, et, key);
+                    }
+
+                    return a;
+                }
+        }
+    }
+
+    private sealed class Reader(MappedFile file)
+    {
+        public long Position { get; private set; }
+
+        public ReadOnlySpan<byte> Span(int n, string what)
+        {
+            if (Position + n > file.Length)
+            {
+                throw new ModelFormatException(file.Path, $"{what}: needs {n} bytes at offset {Position} but the file ends at {file.Length}: truncated?");
+            }
+
+            var s = file.Span(Position, n);
+            Position += n;
+            return s;
+        }
+
+        public uint U32() => BinaryPrimitives.ReadUInt32LittleEndian(Span(4, "header"));
+
+        public ulong U64() => BinaryPrimitives.ReadUInt64LittleEndian(Span(8, "header"));
+
+        public string Str(string what)
+        {
+            ulong len = BinaryPrimitives.ReadUInt64LittleEndian(Span(8, what));
+            if (len > (ulong)(file.Length - Position))
+            {
+                throw new ModelFormatException(file.Path, $"{what}: string of {len} bytes at offset {Position} runs past the end of the file");
+            }
+
+            return Encoding.UTF8.GetString(Span((int)len, what));
+        }
+    }
+}
