@@ -74,16 +74,35 @@ public sealed unsafe class MatMulKernel : IParallelWork
         switch (w.Type)
         {
             case GgmlType.F32:
-                for (int r = r0; r < r1; r++)
                 {
-                    var row = new ReadOnlySpan<float>(w.RowPointer(r), cols);
-                    for (int t = 0; t < n; t++)
+                    // Tiles of four rows: each activation vector is read once per four rows.
+                    float* tile = stackalloc float[4];
+                    int r = r0;
+                    for (; r + 4 <= r1; r += 4)
                     {
-                        _y[((long)t * rows) + r] = TensorPrimitives.Dot(row, new ReadOnlySpan<float>(_x + ((long)t * cols), cols));
+                        float* w4 = (float*)w.RowPointer(r);
+                        for (int t = 0; t < n; t++)
+                        {
+                            DotTile.Dot4(w4, cols, _x + ((long)t * cols), cols, tile);
+                            float* yt = _y + ((long)t * rows) + r;
+                            yt[0] = tile[0];
+                            yt[1] = tile[1];
+                            yt[2] = tile[2];
+                            yt[3] = tile[3];
+                        }
                     }
-                }
 
-                break;
+                    for (; r < r1; r++)
+                    {
+                        var row = new ReadOnlySpan<float>(w.RowPointer(r), cols);
+                        for (int t = 0; t < n; t++)
+                        {
+                            _y[((long)t * rows) + r] = TensorPrimitives.Dot(row, new ReadOnlySpan<float>(_x + ((long)t * cols), cols));
+                        }
+                    }
+
+                    break;
+                }
 
             case GgmlType.Q8_0:
             case GgmlType.Q4_0:
