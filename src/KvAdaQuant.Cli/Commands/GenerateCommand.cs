@@ -44,7 +44,7 @@ internal static class GenerateCommand
             }
 
             c = c == 0 ? m.Config.ContextLength : c;
-            var transformer = new Transformer(m, r.GetValue(threads));
+            using var transformer = new Transformer(m, r.GetValue(threads));
             var plan = KvCacheFactory.ResolvePlan(r.GetValue(kv), r.GetValue(kvPlan), m.Config.Layers);
             using var session = new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(c)));
             var sampler = new Sampler(r.GetValue(temperature), r.GetValue(topK), r.GetValue(topP), r.GetValue(seed));
