@@ -62,12 +62,12 @@ public class GgufModelLoaderTests(ConvertedModels models) : IClassFixture<Conver
     [InlineData(GgmlType.Q4_0, 12.0, 2.0, 0.85)]
     public void QuantizedConversionsStayCloseToF32(GgmlType type, double maxAbs, double rms, double top1)
     {
-        // Measured on this text: Q8_0 max 0.27, rms 0.057, top-1 36/36; Q4_0 max 8.7, rms 1.38, top-1 34/36
+        // Measured on this text: Q8_0 max 0.37, rms 0.071, top-1 36/36; Q4_0 max 8.7, rms 1.39, top-1 34/36
         // (stories260K is 64 wide, so 4-bit weights hurt it far more than a real-size model).
         using var f32 = ModelLoader.Load(models.Stories(GgmlType.F32), Fixtures.Stories260KTokenizer);
         using var q = ModelLoader.Load(models.Stories(type), Fixtures.Stories260KTokenizer);
         Assert.Equal(type, q.Weights.Layers[0].Wq.Type);
-        Assert.Equal(GgmlType.F16, q.Weights.Layers[0].W2.Type); // rows of 172 are not whole blocks: F16 fallback
+        Assert.Equal(GgmlType.F32, q.Weights.Layers[0].W2.Type); // rows of 172 are not whole blocks: F32 fallback
         var tokens = f32.Tokenizer!.Encode(Text, addBos: true).ToArray();
         var a = AllLogits(f32, tokens);
         var b = AllLogits(q, tokens);
