@@ -28,6 +28,11 @@ public static class ModelLoader
             }
         }
 
+        if (Gguf.GgufFile.IsGguf(head))
+        {
+            return LoadGguf(path, tokenizerPath);
+        }
+
         var (config, weights, format) = Llama2cLoader.Load(path);
         try
         {
@@ -45,6 +50,58 @@ public static class ModelLoader
             weights.Dispose();
             throw;
         }
+    }
+
+    private static LlamaModel LoadGguf(string path, string? tokenizerPath)
+    {
+        var file = Gguf.GgufFile.Open(path);
+        ModelConfig config;
+        ModelWeights weights;
+        try
+        {
+            (config, weights) = Gguf.GgufModelLoader.Load(file);
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+
+        try
+        {
+            var model = new LlamaModel(path, "gguf", config, weights, null);
+            if (tokenizerPath is not null)
+            {
+                model.Tokenizer = LoadTokenizer(tokenizerPath, config.VocabSize);
+            }
+            else
+            {
+                model.Tokenizer = CreateGgufTokenizer(file);
+                if (model.Tokenizer is null && file.GetString("tokenizer.ggml.model") is null or "llama"
+                    && FindLlama2cTokenizer(path, config.VocabSize) is { } beside)
+                {
+                    model.Tokenizer = LoadTokenizer(beside, config.VocabSize);
+                }
+            }
+
+            return model;
+        }
+        catch
+        {
+            weights.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Seam for the tokenizer stored in a GGUF file (<c>tokenizer.ggml.model</c> = llama / gpt2). The GGUF
+    /// tokenizers are built on another branch (GgufTokenizerFactory.Create); until they land, GGUF models get
+    /// their tokenizer from <c>--tokenizer</c> or a llama2.c tokenizer file beside the model, so this returns null.
+    /// </summary>
+    private static ITokenizer? CreateGgufTokenizer(Gguf.GgufFile file)
+    {
+        _ = file;
+        return null;
     }
 
     /// <summary>Loads a tokenizer file for a model of <paramref name="vocabSize"/> tokens.</summary>
