@@ -26,7 +26,7 @@ public class LlamaCppAgreementTests(ConvertedModels converted, ITestOutputHelper
 
         var expected = OurLogits(ours, tokens);
         using var model = LlamaCppModel.Load(gguf);
-        using var ctx = model.CreateContext(new LlamaCppContextOptions { ContextSize = 128, TypeK = LlamaCppCacheType.F32, TypeV = LlamaCppCacheType.F32 });
+        using var ctx = model.CreateContext(new LlamaCppContextOptions { ContextSize = 128, TypeK = LlamaCppCacheType.F32, TypeV = LlamaCppCacheType.F32, Threads = 1 });
         var actual = ctx.EvaluateAll(tokens);
 
         double maxDiff = MaxAbsDiff(expected, actual);
@@ -86,11 +86,39 @@ public class LlamaCppAgreementTests(ConvertedModels converted, ITestOutputHelper
         Assert.Equal(ours.Tokenizer!.Encode(text, addBos: true), model.Tokenize(text, addBos: true));
     }
 
+    [LlamaCppFact]
+    public void Stories3M_F32Gguf_PerplexityOnWikiText20kCharsAgreesWithinHalfPercent()
+    {
+        var gguf = converted.Get("stories3M-q80", GgmlType.F32);
+        using var ours = ModelLoader.Load(gguf);
+        var text = WikiText(20_000);
+        using var llama = LlamaCppModel.Load(gguf);
+        var tokens = llama.Tokenize(text, addBos: true);
+        using (var file = KvAdaQuant.Formats.Gguf.GgufFile.Open(gguf))
+        {
+            Assert.Equal(tokens, KvAdaQuant.Tokenization.GgufTokenizerFactory.Create(file).Encode(text, addBos: true));
+        }
+
+        const int ctx = 512;
+        var sw = System.Diagnostics.Stopwatch.StartNew();
+        var expected = PerplexityEvaluator.Evaluate(new Transformer(ours, 1), tokens, ctx, layout => new FullPrecisionKvCache(layout, half: false), llama.BosToken);
+        using var context = llama.CreateContext(new LlamaCppContextOptions { ContextSize = ctx, TypeK = LlamaCppCacheType.F32, TypeV = LlamaCppCacheType.F32, Threads = 1 });
+        double oursSeconds = sw.Elapsed.TotalSeconds;
+        var actual = LlamaCppPerplexity.Evaluate(context, tokens, ctx);
+        double llamaSeconds = sw.Elapsed.TotalSeconds - oursSeconds;
+
+        output.WriteLine($"stories3M-q80 F32 GGUF, {tokens.Length} tokens, ctx {ctx}: kvaq {expected.Perplexity:F4}, llama.cpp {actual.Perplexity:F4} over {actual.TokensScored} tokens ({oursSeconds:F1} s / {llamaSeconds:F1} s)");
+        Assert.Equal(expected.TokensScored, actual.TokensScored);
+        Assert.True(actual.Chunks >= 2, $"only {actual.Chunks} chunk(s)");
+        double rel = Math.Abs(expected.Perplexity - actual.Perplexity) / actual.Perplexity;
+        Assert.True(rel <= 0.005, $"perplexity kvaq {expected.Perplexity:F4} vs llama.cpp {actual.Perplexity:F4}: {rel:P3} apart");
+    }
+
     private void AssertAgreement(string what, Model.LlamaModel ours, string gguf, int[] tokens, double tolerance, double minTop1Agreement)
     {
         var expected = OurLogits(ours, tokens);
         using var model = LlamaCppModel.Load(gguf);
-        using var ctx = model.CreateContext(new LlamaCppContextOptions { ContextSize = tokens.Length, TypeK = LlamaCppCacheType.F32, TypeV = LlamaCppCacheType.F32 });
+        using var ctx = model.CreateContext(new LlamaCppContextOptions { ContextSize = tokens.Length, TypeK = LlamaCppCacheType.F32, TypeV = LlamaCppCacheType.F32, Threads = 1 });
         var actual = ctx.EvaluateAll(tokens);
         double maxDiff = MaxAbsDiff(expected, actual);
         double maxAbs = expected.Max(MathF.Abs);
