@@ -1,3 +1,5 @@
+using System.Buffers;
+using System.Numerics.Tensors;
 using KvAdaQuant.KvCache;
 using KvAdaQuant.Quantization;
 
@@ -7,6 +9,8 @@ namespace KvAdaQuant.Analysis;
 /// A cache that returns K and V exactly as a quantized cache of the given specs would, by storing each
 /// appended row after a <see cref="KvQuantizer"/> round trip in an FP32 store. Exact for per-token specs without
 /// a residual window or sinks (each row is then quantized on its own as it arrives); other specs are refused.
+/// Attention subtracts the largest score before exponentiating, so the large logits that coarse keys can
+/// produce do not overflow.
 /// </summary>
 internal sealed class RoundTripKvCache : IKvCache
 {
@@ -65,8 +69,45 @@ internal sealed class RoundTripKvCache : IKvCache
             inner.Append(_k.AsSpan(0, n), _v.AsSpan(0, n), tokens);
         }
 
-        public void Attend(int kvHead, ReadOnlySpan<float> queries, int queryHeads, int length, Span<float> output, Span<float> scores) =>
-            inner.Attend(kvHead, queries, queryHeads, length, output, scores);
+        public void Attend(int kvHead, ReadOnlySpan<float> queries, int queryHeads, int length, Span<float> output, Span<float> scores)
+        {
+            int hd = layout.HeadDim;
+            float[] rows = ArrayPool<float>.Shared.Rent(length * hd);
+            try
+            {
+                var kv = rows.AsSpan(0, length * hd);
+                inner.ReadKeys(kvHead, 0, length, kv);
+                for (int r = 0; r < queryHeads; r++)
+                {
+                    var q = queries.Slice(r * hd, hd);
+                    var s = scores.Slice(r * length, length);
+                    for (int j = 0; j < length; j++)
+                    {
+                        s[j] = TensorPrimitives.Dot(q, kv.Slice(j * hd, hd)) * layout.Scale;
+                    }
+
+                    TensorPrimitives.Subtract(s, TensorPrimitives.Max(s), s);
+                    TensorPrimitives.Exp(s, s);
+                    TensorPrimitives.Divide(s, TensorPrimitives.Sum(s), s);
+                }
+
+                inner.ReadValues(kvHead, 0, length, kv);
+                output[..(queryHeads * hd)].Clear();
+                for (int j = 0; j < length; j++)
+                {
+                    var v = kv.Slice(j * hd, hd);
+                    for (int r = 0; r < queryHeads; r++)
+                    {
+                        var o = output.Slice(r * hd, hd);
+                        TensorPrimitives.MultiplyAdd(v, scores[(r * length) + j], o, o);
+                    }
+                }
+            }
+            finally
+            {
+                ArrayPool<float>.Shared.Return(rows);
+            }
+        }
 
         public void ReadKeys(int kvHead, int start, int count, Span<float> dst) => inner.ReadKeys(kvHead, start, count, dst);
 
