@@ -8,7 +8,8 @@ namespace KvAdaQuant.Allocation;
 /// <item>the reference implementation's published norms (<c>{"w_k": [...], "w_v": [...]}</c>, one number per layer; the
 /// file itself is either Frobenius or spectral, so <c>score</c> is not consulted and the source is always the weights);</item>
 /// <item>our <c>analysis.json</c> (<c>layers[i].k</c>, <c>.v</c>, <c>.w_k</c>, <c>.w_v</c>, each with <c>frobenius</c> and
-/// <c>spectral</c>, a number or a list over KV heads). A per-head list is combined into the layer's norm: Frobenius as
+/// <c>spectral</c>, a number or a list over KV heads; <c>whole_frobenius</c> / <c>whole_spectral</c>, where present as for the
+/// weights, are the whole matrix's norms and take precedence). A per-head list is combined into the layer's norm: Frobenius as
 /// the root of the sum of squares (exact), spectral as the maximum over heads (a lower bound of the spectral norm of the
 /// concatenated heads).</item>
 /// </list>
@@ -79,6 +80,11 @@ public static class LayerNormsReader
         if (layer.ValueKind != JsonValueKind.Object || !layer.TryGetProperty(field, out var t) || t.ValueKind != JsonValueKind.Object || !t.TryGetProperty(scoreField, out var v))
         {
             throw new InvalidDataException($"{where} is missing");
+        }
+
+        if (t.TryGetProperty("whole_" + scoreField, out var whole) && whole.ValueKind == JsonValueKind.Number)
+        {
+            return whole.GetDouble();
         }
 
         if (v.ValueKind == JsonValueKind.Number)
