@@ -35,12 +35,11 @@ public static class GridHeatmap
         var plot = new Plot();
         var hm = plot.Add.Heatmap(data);
         hm.Colormap = new ScottPlot.Colormaps.Viridis();
-        hm.Extent = new CoordinateRect(0, ks.Length, 0, vs.Length);
         plot.Add.ColorBar(hm);
         foreach (var r in cells)
         {
-            double x = Array.IndexOf(ks, r.KeyBits!.Value) + 0.5;
-            double y = Array.IndexOf(vs, r.ValueBits!.Value) + 0.5;
+            double x = Array.IndexOf(ks, r.KeyBits!.Value);
+            double y = Array.IndexOf(vs, r.ValueBits!.Value);
             var t = plot.Add.Text(EvaluationTable.Format(metric, r.Result.Metrics[metric]), x, y);
             t.LabelAlignment = Alignment.MiddleCenter;
             t.LabelFontColor = Colors.White;
@@ -49,10 +48,10 @@ public static class GridHeatmap
         }
 
         plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(
-            ks.Select((_, i) => i + 0.5).ToArray(), ks.Select(k => "K" + k.ToString("0.##", CultureInfo.InvariantCulture)).ToArray());
+            ks.Select((_, i) => (double)i).ToArray(), ks.Select(k => "K" + k.ToString("0.##", CultureInfo.InvariantCulture)).ToArray());
         plot.Axes.Left.TickGenerator = new ScottPlot.TickGenerators.NumericManual(
-            vs.Select((_, i) => i + 0.5).ToArray(), vs.Select(v => "V" + v.ToString("0.##", CultureInfo.InvariantCulture)).ToArray());
-        plot.Axes.SetLimits(0, ks.Length, 0, vs.Length);
+            vs.Select((_, i) => (double)i).ToArray(), vs.Select(v => "V" + v.ToString("0.##", CultureInfo.InvariantCulture)).ToArray());
+        plot.Axes.SetLimits(-0.5, ks.Length - 0.5, -0.5, vs.Length - 0.5);
         plot.Title($"{table.Task}: {metric} by K and V bits");
         plot.XLabel("key bits");
         plot.YLabel("value bits");

@@ -58,66 +58,66 @@ public sealed class TaskEvaluator
         switch (o.Task)
         {
             case "perplexity":
-            {
-                var r = PerplexityEvaluator.Evaluate(_transformer, TextTokens(), o.Context, cacheFactory, _tokenizer.BosToken, (i, n, _) => progress?.Invoke(i, n), limit);
-                return new EvaluationResult(new Dictionary<string, double> { ["perplexity"] = r.Perplexity }, r.TokensScored, r.Seconds);
-            }
-
-            case "kl":
-            {
-                _klReference ??= KlReference.Compute(_transformer, TextTokens(), o.Context, l => new FullPrecisionKvCache(l, half: false), _tokenizer.BosToken, limit);
-                var r = _klReference.Compare(cacheFactory, progress);
-                return new EvaluationResult(
-                    new Dictionary<string, double>
-                    {
-                        ["mean_kl"] = r.MeanKl,
-                        ["p99_kl"] = r.P99Kl,
-                        ["max_kl"] = r.MaxKl,
-                        ["top1_agreement"] = r.Top1Agreement,
-                        ["perplexity"] = r.Perplexity,
-                        ["reference_perplexity"] = r.ReferencePerplexity,
-                    },
-                    r.Positions,
-                    r.Seconds);
-            }
-
-            case "lambada":
-            {
-                _lambada ??= DatasetReader.ReadLambada(DataPath()).Take(limit).ToList();
-                using var scorer = new LogLikelihoodScorer(_transformer, _tokenizer, cacheFactory, o.Context);
-                var r = LambadaEvaluator.Evaluate(scorer, _lambada, progress);
-                return new EvaluationResult(new Dictionary<string, double> { ["acc"] = r.Acc, ["perplexity"] = r.Perplexity }, r.Items, r.Seconds);
-            }
-
-            case "gsm8k":
-            {
-                _gsm8k ??= DatasetReader.ReadGsm8k(DataPath());
-                var r = new Gsm8kEvaluator(_transformer, _tokenizer).Evaluate(_gsm8k, o.Shots, limit, o.MaxNewTokens, o.Context, cacheFactory, progress);
-                return new EvaluationResult(
-                    new Dictionary<string, double>
-                    {
-                        ["exact_match_strict"] = r.StrictMatch,
-                        ["exact_match_flexible"] = r.FlexibleExtract,
-                        ["shots_min"] = r.MinShots,
-                        ["shots_max"] = r.MaxShots,
-                    },
-                    r.Items,
-                    r.Seconds);
-            }
-
-            default:
-            {
-                _choiceItems ??= ReadChoices().Take(limit).ToList();
-                using var scorer = new LogLikelihoodScorer(_transformer, _tokenizer, cacheFactory, o.Context);
-                var r = MultipleChoiceEvaluator.Evaluate(scorer, _choiceItems, progress);
-                var metrics = new Dictionary<string, double> { ["acc"] = r.Acc };
-                if (o.Task is "arc_easy" or "arc_challenge" or "hellaswag" or "piqa")
                 {
-                    metrics["acc_norm"] = r.AccNorm;
+                    var r = PerplexityEvaluator.Evaluate(_transformer, TextTokens(), o.Context, cacheFactory, _tokenizer.BosToken, (i, n, _) => progress?.Invoke(i, n), limit);
+                    return new EvaluationResult(new Dictionary<string, double> { ["perplexity"] = r.Perplexity }, r.TokensScored, r.Seconds);
                 }
 
-                return new EvaluationResult(metrics, r.Items, r.Seconds);
-            }
+            case "kl":
+                {
+                    _klReference ??= KlReference.Compute(_transformer, TextTokens(), o.Context, l => new FullPrecisionKvCache(l, half: false), _tokenizer.BosToken, limit);
+                    var r = _klReference.Compare(cacheFactory, progress);
+                    return new EvaluationResult(
+                        new Dictionary<string, double>
+                        {
+                            ["mean_kl"] = r.MeanKl,
+                            ["p99_kl"] = r.P99Kl,
+                            ["max_kl"] = r.MaxKl,
+                            ["top1_agreement"] = r.Top1Agreement,
+                            ["perplexity"] = r.Perplexity,
+                            ["reference_perplexity"] = r.ReferencePerplexity,
+                        },
+                        r.Positions,
+                        r.Seconds);
+                }
+
+            case "lambada":
+                {
+                    _lambada ??= DatasetReader.ReadLambada(DataPath()).Take(limit).ToList();
+                    using var scorer = new LogLikelihoodScorer(_transformer, _tokenizer, cacheFactory, o.Context);
+                    var r = LambadaEvaluator.Evaluate(scorer, _lambada, progress);
+                    return new EvaluationResult(new Dictionary<string, double> { ["acc"] = r.Acc, ["perplexity"] = r.Perplexity }, r.Items, r.Seconds);
+                }
+
+            case "gsm8k":
+                {
+                    _gsm8k ??= DatasetReader.ReadGsm8k(DataPath());
+                    var r = new Gsm8kEvaluator(_transformer, _tokenizer).Evaluate(_gsm8k, o.Shots, limit, o.MaxNewTokens, o.Context, cacheFactory, progress);
+                    return new EvaluationResult(
+                        new Dictionary<string, double>
+                        {
+                            ["exact_match_strict"] = r.StrictMatch,
+                            ["exact_match_flexible"] = r.FlexibleExtract,
+                            ["shots_min"] = r.MinShots,
+                            ["shots_max"] = r.MaxShots,
+                        },
+                        r.Items,
+                        r.Seconds);
+                }
+
+            default:
+                {
+                    _choiceItems ??= ReadChoices().Take(limit).ToList();
+                    using var scorer = new LogLikelihoodScorer(_transformer, _tokenizer, cacheFactory, o.Context);
+                    var r = MultipleChoiceEvaluator.Evaluate(scorer, _choiceItems, progress);
+                    var metrics = new Dictionary<string, double> { ["acc"] = r.Acc };
+                    if (o.Task is "arc_easy" or "arc_challenge" or "hellaswag" or "piqa")
+                    {
+                        metrics["acc_norm"] = r.AccNorm;
+                    }
+
+                    return new EvaluationResult(metrics, r.Items, r.Seconds);
+                }
         }
     }
 
