@@ -25,7 +25,7 @@ public class ScoringTests
     public void Same_cache_gives_zero_kl_and_full_agreement_and_fp16_a_small_positive_kl()
     {
         using var model = ModelLoader.Load("stories260K");
-        var transformer = new Transformer(model, 2);
+        using var transformer = new Transformer(model, 2);
         var tokens = ModelTextSampler.Sample(transformer, model.Tokenizer!, 128, 64, 42);
         Assert.Equal(tokens, ModelTextSampler.Sample(transformer, model.Tokenizer!, 128, 64, 42));
         var reference = KlReference.Compute(transformer, tokens, 64, Fp32, 1);
@@ -45,7 +45,7 @@ public class ScoringTests
     {
         using var model = ModelLoader.Load("stories260K");
         var tok = model.Tokenizer!;
-        var transformer = new Transformer(model, 2);
+        using var transformer = new Transformer(model, 2);
         var item = DatasetReader.ReadArc(Fixtures.Path("data", "arc", "ARC-Easy-Test.jsonl"))[0];
         using var scorer = new LogLikelihoodScorer(transformer, tok, Fp32, 512);
 
@@ -92,7 +92,7 @@ public class ScoringTests
     public void Trailing_context_spaces_move_to_the_continuation()
     {
         using var model = ModelLoader.Load("stories260K");
-        var transformer = new Transformer(model, 2);
+        using var transformer = new Transformer(model, 2);
         using var scorer = new LogLikelihoodScorer(transformer, model.Tokenizer!, Fp32, 512);
         var a = scorer.Score("Once upon a time there was a ", "girl");
         var b = scorer.Score("Once upon a time there was a", " girl");
