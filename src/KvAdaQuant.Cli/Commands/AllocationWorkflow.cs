@@ -119,29 +119,29 @@ internal sealed class AllocationWorkflow
             case "uniform":
                 return UniformAllocator.Allocate(Layers, budget, Range, Cost);
             case "fixed":
-            {
-                var m = System.Text.RegularExpressions.Regex.Match((fixedPair ?? string.Empty).Trim().ToLowerInvariant(), @"^k([0-9.]+)v([0-9.]+)$");
-                if (!m.Success)
                 {
-                    throw new ArgumentException($"--fixed '{fixedPair}': the fixed policy needs a pair such as k4v2");
-                }
+                    var m = System.Text.RegularExpressions.Regex.Match((fixedPair ?? string.Empty).Trim().ToLowerInvariant(), @"^k([0-9.]+)v([0-9.]+)$");
+                    if (!m.Success)
+                    {
+                        throw new ArgumentException($"--fixed '{fixedPair}': the fixed policy needs a pair such as k4v2");
+                    }
 
-                double k = double.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
-                double v = double.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture);
-                SpecBitCost.ToKvBits(k);
-                SpecBitCost.ToKvBits(v);
-                return BitAllocation.Uniform(Layers, k, v);
-            }
+                    double k = double.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
+                    double v = double.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture);
+                    SpecBitCost.ToKvBits(k);
+                    SpecBitCost.ToKvBits(v);
+                    return BitAllocation.Uniform(Layers, k, v);
+                }
 
             case "key-favoring":
                 return KeyFavoringAllocator.Allocate(Layers, budget, Range, Cost);
             case "norm-aware":
                 return NormAwareAllocator.Allocate(CheckLayers(norms()), budget, Range, Cost);
             case "group-aware":
-            {
-                var pair = KeyFavoringAllocator.Allocate(Layers, budget, Range, Cost);
-                return GroupAwareAllocator.Allocate(CheckLayers(norms()), groupBudget, groupSizes, pair.KeyBits[0], pair.ValueBits[0]);
-            }
+                {
+                    var pair = KeyFavoringAllocator.Allocate(Layers, budget, Range, Cost);
+                    return GroupAwareAllocator.Allocate(CheckLayers(norms()), groupBudget, groupSizes, pair.KeyBits[0], pair.ValueBits[0]);
+                }
 
             case "sensitivity":
                 return SensitivityAllocator.Allocate(profile(), budget, Cost);

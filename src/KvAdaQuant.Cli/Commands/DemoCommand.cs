@@ -25,11 +25,11 @@ internal static class DemoCommand
         var tokenizer = CommonOptions.Tokenizer();
         var outDir = new Option<string>("--out", "-o") { Description = "report folder", DefaultValueFactory = _ => "demo" };
         var budget = new Option<string>("--budget", "-b") { Description = "budget: bits per element, or a uniform pair meaning its real cost", DefaultValueFactory = _ => "k3v3" };
-        var range = new Option<string>("--bit-range") { Description = "widths the policies choose from", DefaultValueFactory = _ => "1.58,2,3,4,6" };
+        var range = new Option<string>("--bit-range") { Description = "widths the policies choose from", DefaultValueFactory = _ => "1,1.58,2,3,4,6,8" };
         var spec = new Option<string>("--spec") { Description = "quantization options of every tensor (--kv syntax)", DefaultValueFactory = _ => string.Empty };
         var ctx = new Option<int>("--ctx") { Description = "evaluation chunk length", DefaultValueFactory = _ => 256 };
-        var chunks = new Option<int>("--chunks") { Description = "evaluation chunks", DefaultValueFactory = _ => 2 };
-        var calibTokens = new Option<int>("--calib-tokens") { Description = "calibration tokens", DefaultValueFactory = _ => 64 };
+        var chunks = new Option<int>("--chunks") { Description = "evaluation chunks", DefaultValueFactory = _ => 4 };
+        var calibTokens = new Option<int>("--calib-tokens") { Description = "calibration tokens", DefaultValueFactory = _ => 128 };
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
         var cmd = new Command("demo", "The paper end to end: analyse, allocate at budget K3V3 (key-favoring, norm-aware, sensitivity), evaluate FP16, K4V2, K2V4, K3V3 and the plans on KL and perplexity, write the report.")
