@@ -43,7 +43,7 @@ internal static class GenerateCommand
             }
 
             c = c == 0 ? m.Config.ContextLength : c;
-            var transformer = new Transformer(m, r.GetValue(threads));
+            using var transformer = new Transformer(m, r.GetValue(threads));
             using var session = new InferenceSession(transformer, KvCacheFactory.Create(r.GetValue(kv)!, transformer.CacheLayout(c)));
             var sampler = new Sampler(r.GetValue(temperature), r.GetValue(topK), r.GetValue(topP), r.GetValue(seed));
             bool asJson = r.GetValue(json);

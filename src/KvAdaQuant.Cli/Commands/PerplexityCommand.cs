@@ -47,7 +47,7 @@ internal static class PerplexityCommand
             }
 
             var tokens = tok.Encode(text, addBos: true);
-            var transformer = new Transformer(m, r.GetValue(threads));
+            using var transformer = new Transformer(m, r.GetValue(threads));
             string spec = r.GetValue(kv)!;
             int maxChunks = r.GetValue(chunks) is > 0 and var mc ? mc : int.MaxValue;
             bool asJson = r.GetValue(json);
