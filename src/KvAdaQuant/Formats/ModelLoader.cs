@@ -30,6 +30,11 @@ public static class ModelLoader
             }
         }
 
+        if (Gguf.GgufFile.IsGguf(head))
+        {
+            return LoadGguf(path, tokenizerPath);
+        }
+
         var (config, weights, format) = Llama2cLoader.Load(path);
         try
         {
@@ -48,6 +53,51 @@ public static class ModelLoader
             throw;
         }
     }
+
+    private static LlamaModel LoadGguf(string path, string? tokenizerPath)
+    {
+        var file = Gguf.GgufFile.Open(path);
+        ModelConfig config;
+        ModelWeights weights;
+        try
+        {
+            (config, weights) = Gguf.GgufModelLoader.Load(file);
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+
+        try
+        {
+            var model = new LlamaModel(path, "gguf", config, weights, null);
+            if (tokenizerPath is not null)
+            {
+                model.Tokenizer = LoadTokenizer(tokenizerPath, config.VocabSize);
+            }
+            else
+            {
+                model.Tokenizer = CreateGgufTokenizer(file);
+                if (model.Tokenizer is null && file.GetString("tokenizer.ggml.model") is null or "llama"
+                    && FindLlama2cTokenizer(path, config.VocabSize) is { } beside)
+                {
+                    model.Tokenizer = LoadTokenizer(beside, config.VocabSize);
+                }
+            }
+
+            return model;
+        }
+        catch
+        {
+            weights.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The tokenizer stored in a GGUF file (<c>tokenizer.ggml.model</c> = llama / gpt2), or null when it has none.</summary>
+    private static ITokenizer? CreateGgufTokenizer(Gguf.GgufFile file)
+        => file.GetString("tokenizer.ggml.model") is null ? null : GgufTokenizerFactory.Create(file);
 
     /// <summary>
     /// Loads a tokenizer file for a model of <paramref name="vocabSize"/> tokens: a Hugging Face <c>tokenizer.json</c>,
