@@ -73,7 +73,7 @@ public class KvQuantizerProbeTests
             Assert.True(e[2].K < 0.5 * 2 / 255.0 * 8, $"layer {l.Layer}: 8-bit K error {e[2].K}");
         }
 
-        Assert.Equal("4:g0:pt:asym:r0:sink0", a.Schemes[1]);
+        Assert.Equal("4:gauto:pt:asym:r0:sink0", a.Schemes[1]); // group 0 = the whole head
         Assert.True(a["k", 8]!.KlMean < a["k", 2]!.KlMean);
         Assert.True(a["v", 8]!.KlMean < a["v", 2]!.KlMean);
     }
