@@ -34,6 +34,8 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     private readonly NativeBuffer _ring;
     private readonly float[] _flushValues;
     private readonly byte[] _flushCodes;
+    private readonly float _symStep;
+    private readonly float _symOffset;
     private int _quantized;
 
     public QuantizedTensorStore(KvLayout layout, KvSpec spec)
@@ -63,6 +65,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         _ring = new NativeBuffer((long)_heads * _ringCap * _hd * 2);
         _flushValues = new float[_chunk * _hd];
         _flushCodes = new byte[_chunk * _hd];
+        (_symStep, _symOffset) = spec.Symmetric ? AffineQuantizer.Effective(new QuantParams(Half.One, default), _bits, true) : (1f, 0f);
     }
 
     public KvSpec Spec => _spec;
@@ -179,10 +182,17 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
             else if (j < s0 + _quantized)
             {
                 int m = j - s0;
+                if (!_perChannel)
+                {
+                    DequantizeRow(kvHead, m, d);
+                    continue;
+                }
+
                 BitPacking.UnpackScalar(CodeRow(kvHead, m), _bits, d);
+                var prm = ChunkParams(kvHead, m / _chunk);
                 for (int c = 0; c < hd; c++)
                 {
-                    var (a, b) = _perChannel ? Effective(ChunkParams(kvHead, m / _chunk), c) : Effective(TokenParams(kvHead, m), c / _groupChannels);
+                    var (a, b) = Effective(prm, c);
                     d[c] = (a * d[c]) + b;
                 }
             }
@@ -226,36 +236,13 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         }
     }
 
-    // Per-token groups: score = sum_g a_g (q_g · c_g) + b_g sum(q_g).
+    // Per-token groups: each row is unpacked and dequantized (a_g c + b_g per group) into one head-sized register block.
     private void ScoresPerToken(int kvHead, ReadOnlySpan<float> queries, int rep, int length, Span<float> scores, int s0, int end, Span<float> buf)
     {
-        int hd = _hd, gc = _groupChannels, gpr = _groupsPerRow;
-        Span<float> qsum = stackalloc float[rep * gpr];
-        for (int r = 0; r < rep; r++)
-        {
-            for (int g = 0; g < gpr; g++)
-            {
-                qsum[(r * gpr) + g] = TensorPrimitives.Sum(queries.Slice((r * hd) + (g * gc), gc));
-            }
-        }
-
         for (int j = s0; j < end; j++)
         {
-            int m = j - s0;
-            BitPacking.Unpack(CodeRow(kvHead, m), _bits, buf);
-            var p = TokenParams(kvHead, m);
-            for (int r = 0; r < rep; r++)
-            {
-                var q = queries.Slice(r * hd, hd);
-                float s = 0;
-                for (int g = 0; g < gpr; g++)
-                {
-                    var (a, b) = Effective(p, g);
-                    s += (a * TensorPrimitives.Dot(q.Slice(g * gc, gc), buf.Slice(g * gc, gc))) + (b * qsum[(r * gpr) + g]);
-                }
-
-                scores[(r * length) + j] = s;
-            }
+            DequantizeRow(kvHead, j - s0, buf);
+            DotAll(queries, rep, buf, scores, length, j);
         }
     }
 
@@ -289,38 +276,26 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         }
     }
 
-    // Per-token groups: out_g += (p a_g) c_g, and p b_g summed per group then added once.
     private void AccumulatePerToken(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output, int s0, int end, Span<float> buf)
     {
-        int hd = _hd, gc = _groupChannels, gpr = _groupsPerRow;
-        Span<float> offsets = stackalloc float[rep * gpr];
-        offsets.Clear();
         for (int j = s0; j < end; j++)
         {
-            int m = j - s0;
-            BitPacking.Unpack(CodeRow(kvHead, m), _bits, buf);
-            var p = TokenParams(kvHead, m);
-            for (int g = 0; g < gpr; g++)
-            {
-                var (a, b) = Effective(p, g);
-                var x = buf.Slice(g * gc, gc);
-                for (int r = 0; r < rep; r++)
-                {
-                    float w = probs[(r * length) + j];
-                    var o = output.Slice((r * hd) + (g * gc), gc);
-                    TensorPrimitives.MultiplyAdd(x, w * a, o, o);
-                    offsets[(r * gpr) + g] += w * b;
-                }
-            }
+            DequantizeRow(kvHead, j - s0, buf);
+            AxpyAll(probs, rep, buf, output, length, j);
         }
+    }
 
-        for (int r = 0; r < rep; r++)
+    private void DequantizeRow(int kvHead, int m, Span<float> buf)
+    {
+        BitPacking.Unpack(CodeRow(kvHead, m), _bits, buf);
+        var p = TokenParams(kvHead, m);
+        int gc = _groupChannels;
+        for (int g = 0; g < _groupsPerRow; g++)
         {
-            for (int g = 0; g < gpr; g++)
-            {
-                var o = output.Slice((r * hd) + (g * gc), gc);
-                TensorPrimitives.Add(o, offsets[(r * gpr) + g], o);
-            }
+            var (a, b) = Effective(p, g);
+            var x = buf.Slice(g * gc, gc);
+            TensorPrimitives.Multiply(x, a, x);
+            TensorPrimitives.Add(x, b, x);
         }
     }
 
@@ -424,8 +399,9 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
 
     private (float A, float B) Effective(Span<Half> prm, int group)
     {
-        var qp = new QuantParams(prm[group * _pp], _pp == 2 ? prm[(group * _pp) + 1] : default);
-        return AffineQuantizer.Effective(qp, _bits, _spec.Symmetric);
+        // Same values as AffineQuantizer.Effective, with the symmetric multipliers precomputed.
+        float scale = (float)prm[group * _pp];
+        return _pp == 2 ? (scale, (float)prm[(group * _pp) + 1]) : (scale * _symStep, scale * _symOffset);
     }
 
     private void ChunkEffective(int kvHead, int chunk, Span<float> a, Span<float> b)
