@@ -217,24 +217,11 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         _ring.Dispose();
     }
 
-    private static void DotAll(ReadOnlySpan<float> queries, int rep, ReadOnlySpan<float> x, Span<float> scores, int length, int j)
-    {
-        int hd = x.Length;
-        for (int r = 0; r < rep; r++)
-        {
-            scores[(r * length) + j] = TensorPrimitives.Dot(queries.Slice(r * hd, hd), x);
-        }
-    }
+    private static void DotAll(ReadOnlySpan<float> queries, int rep, ReadOnlySpan<float> x, Span<float> scores, int length, int j) =>
+        AttentionKernels.MultiDot(queries, rep, x, scores, length, j);
 
-    private static void AxpyAll(ReadOnlySpan<float> probs, int rep, ReadOnlySpan<float> x, Span<float> output, int length, int j)
-    {
-        int hd = x.Length;
-        for (int r = 0; r < rep; r++)
-        {
-            var o = output.Slice(r * hd, hd);
-            TensorPrimitives.MultiplyAdd(x, probs[(r * length) + j], o, o);
-        }
-    }
+    private static void AxpyAll(ReadOnlySpan<float> probs, int rep, ReadOnlySpan<float> x, Span<float> output, int length, int j) =>
+        AttentionKernels.MultiAxpy(probs, rep, x, output, length, j);
 
     // Per-token groups: each row is unpacked and dequantized (a_g c + b_g per group) into one head-sized register block.
     private void ScoresPerToken(int kvHead, ReadOnlySpan<float> queries, int rep, int length, Span<float> scores, int s0, int end, Span<float> buf)
@@ -268,9 +255,10 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
             for (int m = m0; m < last; m++)
             {
                 BitPacking.Unpack(CodeRow(kvHead, m), _bits, buf);
+                AttentionKernels.MultiDot(qa, rep, buf, scores, length, s0 + m);
                 for (int r = 0; r < rep; r++)
                 {
-                    scores[(r * length) + s0 + m] = TensorPrimitives.Dot(qa.Slice(r * hd, hd), buf) + k0[r];
+                    scores[(r * length) + s0 + m] += k0[r];
                 }
             }
         }
@@ -293,9 +281,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         for (int g = 0; g < _groupsPerRow; g++)
         {
             var (a, b) = Effective(p, g);
-            var x = buf.Slice(g * gc, gc);
-            TensorPrimitives.Multiply(x, a, x);
-            TensorPrimitives.Add(x, b, x);
+            AttentionKernels.Affine(buf.Slice(g * gc, gc), a, b);
         }
     }
 
@@ -315,12 +301,10 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
             for (int m = m0; m < last; m++)
             {
                 BitPacking.Unpack(CodeRow(kvHead, m), _bits, buf);
+                AttentionKernels.MultiAxpy(probs, rep, buf, acc, length, s0 + m);
                 for (int r = 0; r < rep; r++)
                 {
-                    float w = probs[(r * length) + s0 + m];
-                    var ar = acc.Slice(r * hd, hd);
-                    TensorPrimitives.MultiplyAdd(buf, w, ar, ar);
-                    psum[r] += w;
+                    psum[r] += probs[(r * length) + s0 + m];
                 }
             }
 
