@@ -9,8 +9,8 @@ namespace KvAdaQuant.KvCache;
 /// streaming reads: the sink rows (FP16), the packed code rows of quantized tokens ([token][packed head vector]),
 /// their FP16 parameters (per-token: [token][group][scale, zero]; per-channel: [chunk][channel][scale, zero]),
 /// and a ring of Residual + FlushChunk FP16 rows for the full-precision window. Attention reads the packed rows
-/// directly: each row is unpacked into one head-sized register block (never a cache-sized buffer) and combined
-/// with the queries through the affine identity q · (a c + b) = a (q · c) + b sum(q).
+/// directly: each row is unpacked and dequantized into one head-sized block (never a cache-sized buffer) that
+/// serves every query head of the KV head; per-channel chunks fold scales into the queries, q · (a c + b) = (q a) · c + q · b.
 /// </summary>
 internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
 {
