@@ -13,7 +13,8 @@ public unsafe class MatMulBenchmarks : IDisposable
     private WeightMatrix _matrix = null!;
     private float[] _x = null!;
     private float[] _y = null!;
-    private readonly ParallelOptions _parallel = new() { MaxDegreeOfParallelism = 2 };
+    private readonly WorkerPool _pool = new(2);
+    private MatMulKernel _kernel = null!;
 
     [Params(GgmlType.F32, GgmlType.F16, GgmlType.Q8_0)]
     public GgmlType Type { get; set; }
@@ -53,15 +54,17 @@ public unsafe class MatMulBenchmarks : IDisposable
         _matrix = new WeightMatrix("bench", Type, Rows, Cols, _buffer.Pointer);
         _x = Enumerable.Range(0, Cols).Select(i => (float)Math.Sin(i)).ToArray();
         _y = new float[Rows];
+        _kernel = new MatMulKernel(_pool);
     }
 
     [Benchmark]
-    public void MatVec() => _matrix.MatMul(_x, _y, 1, _parallel);
+    public void MatVec() => _kernel.MatMul(_matrix, _x, _y, 1);
 
     [GlobalCleanup]
     public void Dispose()
     {
         _buffer?.Dispose();
+        _pool.Dispose();
         GC.SuppressFinalize(this);
     }
 }

@@ -1,4 +1,3 @@
-using System.Buffers;
 using System.Numerics.Tensors;
 using KvAdaQuant.KvCache;
 using KvAdaQuant.Model;
@@ -12,10 +11,12 @@ namespace KvAdaQuant.Engine;
 /// the layer's cache, attention through the cache, output projection, RMSNorm, SwiGLU MLP; final norm
 /// and classifier. Not thread-safe: one instance serves one sequence at a time.
 /// </summary>
-public sealed class Transformer
+public sealed class Transformer : IDisposable
 {
     private readonly LlamaModel _model;
-    private readonly ParallelOptions _parallel;
+    private readonly WorkerPool _pool;
+    private readonly MatMulKernel _matmul;
+    private readonly AttentionWork _attention;
     private readonly RopeTable _rope;
     private Workspace _ws = new(0, null!);
 
@@ -23,8 +24,9 @@ public sealed class Transformer
     public Transformer(LlamaModel model, int threads = 0)
     {
         _model = model;
-        Threads = threads > 0 ? threads : Environment.ProcessorCount;
-        _parallel = new ParallelOptions { MaxDegreeOfParallelism = Threads };
+        _pool = new WorkerPool(threads);
+        _matmul = new MatMulKernel(_pool);
+        _attention = new AttentionWork(this);
         _rope = new RopeTable(model.Config, model.Weights.RopeFrequencyFactors);
     }
 
@@ -35,7 +37,10 @@ public sealed class Transformer
     public LlamaModel Model => _model;
 
     /// <summary>Worker threads.</summary>
-    public int Threads { get; }
+    public int Threads => _pool.Threads;
+
+    /// <summary>The matrix product kernel (and its worker pool), for callers that run their own products.</summary>
+    public MatMulKernel MatMul => _matmul;
 
     /// <summary>Creates a cache layout for this model with room for <paramref name="capacity"/> positions.</summary>
     public KvLayout CacheLayout(int capacity) => new(Config.Layers, Config.KvHeads, Config.HeadDim, capacity);
@@ -107,9 +112,9 @@ public sealed class Transformer
             var q = ws.Q.AsSpan(0, n * qd);
             var k = ws.K.AsSpan(0, n * kvd);
             var v = ws.V.AsSpan(0, n * kvd);
-            lw.Wq.MatMul(xb, q, n, _parallel);
-            lw.Wk.MatMul(xb, k, n, _parallel);
-            lw.Wv.MatMul(xb, v, n, _parallel);
+            _matmul.MatMul(lw.Wq, xb, q, n);
+            _matmul.MatMul(lw.Wk, xb, k, n);
+            _matmul.MatMul(lw.Wv, xb, v, n);
             for (int t = 0; t < n; t++)
             {
                 if (lw.Bq is not null)
@@ -147,7 +152,7 @@ public sealed class Transformer
             Attention(layerCache, n, pos0);
             var att = ws.Att.AsSpan(0, n * qd);
             observer?.OnAttentionOutput(l, pos0, n, att);
-            lw.Wo.MatMul(att, xb, n, _parallel);
+            _matmul.MatMul(lw.Wo, att, xb, n);
             TensorPrimitives.Add(x, xb, x);
 
             for (int t = 0; t < n; t++)
@@ -157,10 +162,10 @@ public sealed class Transformer
 
             var h1 = ws.H1.AsSpan(0, n * hid);
             var h3 = ws.H3.AsSpan(0, n * hid);
-            lw.W1.MatMul(xb, h1, n, _parallel);
-            lw.W3.MatMul(xb, h3, n, _parallel);
+            _matmul.MatMul(lw.W1, xb, h1, n);
+            _matmul.MatMul(lw.W3, xb, h3, n);
             Kernels.SwiGlu(h1, h3);
-            lw.W2.MatMul(h1, xb, n, _parallel);
+            _matmul.MatMul(lw.W2, h1, xb, n);
             TensorPrimitives.Add(x, xb, x);
             observer?.OnResidual(l, pos0, n, x);
         }
@@ -172,31 +177,55 @@ public sealed class Transformer
             Kernels.RmsNorm(x.Slice(t * dim, dim), w.FinalNorm, c.NormEps, xf.Slice((t - first) * dim, dim));
         }
 
-        w.Output.MatMul(xf, logits, outRows, _parallel);
+        _matmul.MatMul(w.Output, xf, logits, outRows);
     }
+
+    /// <inheritdoc/>
+    public void Dispose() => _pool.Dispose();
 
     private void Attention(IKvLayerCache cache, int n, int pos0)
     {
-        var c = Config;
-        int groups = c.KvHeads, rep = c.GroupSize, hd = c.HeadDim, qd = c.QDim;
-        var ws = _ws;
-        Parallel.For(0, n * groups, _parallel, item =>
+        _attention.Cache = cache;
+        _attention.Tokens = n;
+        _attention.Pos0 = pos0;
+        _pool.Run(_attention, n * Config.KvHeads);
+        _attention.Cache = null;
+    }
+
+    /// <summary>Attention for one (token, KV head) item: all query heads of the group against the cache.</summary>
+    private sealed class AttentionWork(Transformer owner) : IParallelWork
+    {
+        private readonly float[][] _scores = Enumerable.Range(0, owner.Threads).Select(_ => Array.Empty<float>()).ToArray();
+
+        public IKvLayerCache? Cache { get; set; }
+
+        public int Tokens { get; set; }
+
+        public int Pos0 { get; set; }
+
+        public void Execute(int index, int worker)
         {
-            int t = item / groups;
-            int g = item % groups;
-            int length = pos0 + t + 1;
-            float[] scores = ArrayPool<float>.Shared.Rent(rep * length);
-            try
+            var c = owner.Config;
+            int groups = c.KvHeads, rep = c.GroupSize, hd = c.HeadDim, qd = c.QDim;
+            int t = index / groups;
+            int g = index % groups;
+            int length = Pos0 + t + 1;
+            var scores = Scratch(worker, rep * length);
+            var ws = owner._ws;
+            var qs = new ReadOnlySpan<float>(ws.Q, (t * qd) + (g * rep * hd), rep * hd);
+            var o = new Span<float>(ws.Att, (t * qd) + (g * rep * hd), rep * hd);
+            Cache!.Attend(g, qs, rep, length, o, scores);
+        }
+
+        private Span<float> Scratch(int worker, int size)
+        {
+            if (_scores[worker].Length < size)
             {
-                var qs = new ReadOnlySpan<float>(ws.Q, (t * qd) + (g * rep * hd), rep * hd);
-                var o = new Span<float>(ws.Att, (t * qd) + (g * rep * hd), rep * hd);
-                cache.Attend(g, qs, rep, length, o, scores);
+                _scores[worker] = new float[Math.Max(size, 1024)];
             }
-            finally
-            {
-                ArrayPool<float>.Shared.Return(scores);
-            }
-        });
+
+            return _scores[worker].AsSpan(0, size);
+        }
     }
 
     private sealed class Workspace

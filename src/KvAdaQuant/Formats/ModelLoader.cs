@@ -58,7 +58,8 @@ public static class ModelLoader
         return Llama2cTokenizer.Load(path, vocabSize);
     }
 
-    private static string? FindLlama2cTokenizer(string modelPath, int vocab)
+    /// <summary>The llama2.c tokenizer beside <paramref name="modelPath"/> (<c>tok{vocab}.bin</c>, then <c>tokenizer.bin</c>), or null.</summary>
+    public static string? FindLlama2cTokenizer(string modelPath, int vocab)
     {
         var dir = Path.GetDirectoryName(modelPath)!;
         foreach (var name in new[] { $"tok{vocab}.bin", "tokenizer.bin" })

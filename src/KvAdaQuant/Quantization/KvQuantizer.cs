@@ -57,7 +57,7 @@ public static class KvQuantizer
         int first = Math.Min(spec.Sinks, tokens);
         int q = spec.QuantizedTokens(tokens);
         var region = result.Slice(first * headDim, q * headDim);
-        Span<byte> codes = stackalloc byte[Math.Max(headDim, spec.Axis == QuantAxis.PerChannel ? Math.Min(spec.GroupSize, 4096) : 1)];
+        Span<byte> codes = stackalloc byte[Math.Max(headDim, spec.Axis == QuantAxis.PerChannel ? Math.Min(spec.TokenGroup, 4096) : 1)];
         if (spec.Axis == QuantAxis.PerToken)
         {
             int g = spec.ChannelGroup(headDim);
@@ -74,7 +74,7 @@ public static class KvQuantizer
             return;
         }
 
-        int chunk = spec.GroupSize;
+        int chunk = spec.TokenGroup;
         byte[]? big = chunk > codes.Length ? new byte[chunk] : null;
         Span<byte> chunkCodes = big ?? codes;
         for (int t0 = 0; t0 < q; t0 += chunk)

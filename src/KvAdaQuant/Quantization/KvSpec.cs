@@ -4,15 +4,20 @@ namespace KvAdaQuant.Quantization;
 
 /// <summary>
 /// How one tensor kind (K or V) of one layer is cached. <see cref="GroupSize"/> counts channels per group for
-/// <see cref="QuantAxis.PerToken"/> (0 = the whole head) and tokens per chunk for <see cref="QuantAxis.PerChannel"/>.
+/// <see cref="QuantAxis.PerToken"/> and tokens per chunk for <see cref="QuantAxis.PerChannel"/>; 0 (the default) means
+/// 32 channels (llama.cpp's block), or the largest divisor of the head dimension not above 32 for smaller or odd heads,
+/// and 32 tokens per chunk per-channel.
 /// Scales and zero points are FP16. The first <see cref="Sinks"/> tokens and the most recent <see cref="Residual"/>
 /// tokens are kept in FP16; per-token specs quantize a token as soon as it leaves the residual window, per-channel
 /// specs quantize GroupSize tokens at a time once the window holds Residual + GroupSize of them.
 /// </summary>
 public sealed record KvSpec(KvBits Bits, int GroupSize = KvSpec.DefaultGroupSize, QuantAxis Axis = QuantAxis.PerToken, bool Symmetric = false, int Residual = 0, int Sinks = 0)
 {
-    /// <summary>Default group: 32 channels (llama.cpp's block size; divides every common head size).</summary>
-    public const int DefaultGroupSize = 32;
+    /// <summary>Default group: 0, meaning automatic (32 channels or tokens, see the type's remarks).</summary>
+    public const int DefaultGroupSize = 0;
+
+    /// <summary>The automatic group size.</summary>
+    public const int AutoGroup = 32;
 
     /// <summary>Unquantized FP32.</summary>
     public static KvSpec Fp32 { get; } = new(KvBits.Fp32, 0);
@@ -27,10 +32,29 @@ public sealed record KvSpec(KvBits Bits, int GroupSize = KvSpec.DefaultGroupSize
     public int ParamBytes => Symmetric ? 2 : 4;
 
     /// <summary>Channels per per-token group for a head of <paramref name="headDim"/> (GroupSize, or the head when 0).</summary>
-    public int ChannelGroup(int headDim) => GroupSize == 0 ? headDim : GroupSize;
+    public int ChannelGroup(int headDim)
+    {
+        if (GroupSize != 0)
+        {
+            return GroupSize;
+        }
 
-    /// <summary>Tokens quantized at once when the residual window overflows: 1 per-token, GroupSize per-channel.</summary>
-    public int FlushChunk => Axis == QuantAxis.PerChannel ? GroupSize : 1;
+        for (int g = Math.Min(AutoGroup, headDim); g > 1; g--)
+        {
+            if (headDim % g == 0)
+            {
+                return g;
+            }
+        }
+
+        return 1;
+    }
+
+    /// <summary>Tokens per per-channel group (GroupSize, or 32 when 0).</summary>
+    public int TokenGroup => GroupSize == 0 ? AutoGroup : GroupSize;
+
+    /// <summary>Tokens quantized at once when the residual window overflows: 1 per-token, TokenGroup per-channel.</summary>
+    public int FlushChunk => Axis == QuantAxis.PerChannel ? TokenGroup : 1;
 
     /// <summary>
     /// Checks the spec against a head size; returns null when valid, else what is wrong, naming the field
@@ -62,7 +86,7 @@ public sealed record KvSpec(KvBits Bits, int GroupSize = KvSpec.DefaultGroupSize
         {
             if (GroupSize < 0 || GroupSize > headDim)
             {
-                return $"{field}group {GroupSize} is larger than the head dimension {headDim} (per-token groups run along the head; use 0 for the whole head)";
+                return $"{field}group {GroupSize} is larger than the head dimension {headDim} (per-token groups run along the head)";
             }
 
             if (GroupSize > 0 && headDim % GroupSize != 0)
@@ -70,9 +94,9 @@ public sealed record KvSpec(KvBits Bits, int GroupSize = KvSpec.DefaultGroupSize
                 return $"{field}group {GroupSize} does not divide the head dimension {headDim}";
             }
         }
-        else if (GroupSize <= 0)
+        else if (GroupSize < 0)
         {
-            return $"{field}group must be > 0 tokens for per-channel quantization, got {GroupSize}";
+            return $"{field}group must be >= 0 tokens for per-channel quantization, got {GroupSize}";
         }
 
         return null;
@@ -92,7 +116,7 @@ public sealed record KvSpec(KvBits Bits, int GroupSize = KvSpec.DefaultGroupSize
         int row = BitPacking.PackedBytes(headDim, Bits);
         return Axis == QuantAxis.PerToken
             ? row + (headDim / ChannelGroup(headDim) * ParamBytes)
-            : row + ((double)headDim * ParamBytes / GroupSize);
+            : row + ((double)headDim * ParamBytes / TokenGroup);
     }
 
     /// <summary>Positions among the first <paramref name="tokens"/> that are held quantized (the rest are sinks or residual, in FP16).</summary>
@@ -121,12 +145,12 @@ public sealed record KvSpec(KvBits Bits, int GroupSize = KvSpec.DefaultGroupSize
         long row = BitPacking.PackedBytes(headDim, Bits);
         long param = Axis == QuantAxis.PerToken
             ? q * (headDim / ChannelGroup(headDim)) * ParamBytes
-            : q / GroupSize * headDim * ParamBytes;
+            : q / TokenGroup * headDim * ParamBytes;
         return (fp * headDim * 2) + (q * row) + param;
     }
 
     /// <summary>Canonical text of this spec's bit width and options (e.g. "4:g32:pt:asym:r0:sink0", or "fp16").</summary>
     public override string ToString() => IsQuantized
-        ? string.Create(CultureInfo.InvariantCulture, $"{Bits.Name()}:g{GroupSize}:{(Axis == QuantAxis.PerToken ? "pt" : "pc")}:{(Symmetric ? "sym" : "asym")}:r{Residual}:sink{Sinks}")
+        ? string.Create(CultureInfo.InvariantCulture, $"{Bits.Name()}:g{(GroupSize == 0 ? "auto" : GroupSize)}:{(Axis == QuantAxis.PerToken ? "pt" : "pc")}:{(Symmetric ? "sym" : "asym")}:r{Residual}:sink{Sinks}")
         : Bits.Name();
 }

@@ -15,7 +15,7 @@ public class ReferenceGreedyTests
         var reference = Fixtures.ReferenceGreedy(name);
         var expected = reference.GetProperty("greedy_token_ids").EnumerateArray().Select(e => e.GetInt32()).Take(expectedTokens).ToArray();
         using var model = ModelLoader.Load(name);
-        var transformer = new Transformer(model, 2);
+        using var transformer = new Transformer(model, 2);
         using var session = new InferenceSession(transformer, new FullPrecisionKvCache(transformer.CacheLayout(model.Config.ContextLength), half: false));
         var result = new Generator(session, model.Tokenizer!).Generate([1], expectedTokens, new Sampler());
         Assert.Equal(expected, result.Tokens.ToArray());
@@ -29,7 +29,7 @@ public class ReferenceGreedyTests
     {
         var reference = Fixtures.ReferenceGreedy(name);
         using var model = ModelLoader.Load(name);
-        var transformer = new Transformer(model, 2);
+        using var transformer = new Transformer(model, 2);
         using var session = new InferenceSession(transformer, new FullPrecisionKvCache(transformer.CacheLayout(16), half: false));
         var logits = session.Prefill([1]).ToArray();
         foreach (var pair in reference.GetProperty("top5_logits_at_pos0").EnumerateArray())
@@ -48,7 +48,7 @@ public class ReferenceGreedyTests
     {
         using var model = ModelLoader.Load("stories3M-q80");
         var tokens = model.Tokenizer!.Encode("Once upon a time there was a tiny robot who wanted to see the sea.", addBos: true).ToArray();
-        var transformer = new Transformer(model, 2);
+        using var transformer = new Transformer(model, 2);
         var layout = transformer.CacheLayout(64);
         using var batched = new FullPrecisionKvCache(layout, half: false);
         using var stepped = new FullPrecisionKvCache(layout, half: false);
@@ -72,7 +72,7 @@ public class ReferenceGreedyTests
         var reference = Fixtures.ReferenceGreedy("stories260K");
         var expected = reference.GetProperty("greedy_token_ids").EnumerateArray().Select(e => e.GetInt32()).ToArray();
         using var model = ModelLoader.Load("stories260K");
-        var transformer = new Transformer(model, 2);
+        using var transformer = new Transformer(model, 2);
         using var session = new InferenceSession(transformer, KvCacheFactory.Create("fp16", transformer.CacheLayout(128)));
         var result = new Generator(session, model.Tokenizer!).Generate([1], 64, new Sampler());
         Assert.Equal(expected, result.Tokens.ToArray());
@@ -82,7 +82,7 @@ public class ReferenceGreedyTests
     public void GenerationStopsAtContextLimit()
     {
         using var model = ModelLoader.Load("stories260K");
-        var transformer = new Transformer(model, 2);
+        using var transformer = new Transformer(model, 2);
         using var session = new InferenceSession(transformer, new FullPrecisionKvCache(transformer.CacheLayout(10), half: false));
         var result = new Generator(session, model.Tokenizer!).Generate([1], 100, new Sampler());
         Assert.Equal("context_full", result.StopReason);
@@ -93,7 +93,7 @@ public class ReferenceGreedyTests
     public void SeededSamplingIsReproducible()
     {
         using var model = ModelLoader.Load("stories260K");
-        var transformer = new Transformer(model, 2);
+        using var transformer = new Transformer(model, 2);
         using var session = new InferenceSession(transformer, new FullPrecisionKvCache(transformer.CacheLayout(64), half: false));
         var gen = new Generator(session, model.Tokenizer!);
         var a = gen.Generate("Once", 30, new Sampler(0.9f, 40, 0.95f, 7)).Tokens.ToArray();

@@ -1,0 +1,215 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace KvAdaQuant.Numerics;
+
+/// <summary>
+/// Dot products of one Q8_0 or Q4_0 weight row with activations quantized to int8 blocks of 32
+/// (<see cref="Q8Activations"/>), as llama.cpp's vec_dot_q8_0_q8_0 / vec_dot_q4_0_q8_0: integer products
+/// per block, scaled by the two block scales. Each has a scalar twin; the AVX2 path uses VNNI
+/// (vpdpbusd) when present, else maddubs + madd.
+/// </summary>
+public static unsafe class QuantizedDot
+{
+    /// <summary>True when the vector path runs on this machine.</summary>
+    public static bool VectorPathSupported => Avx2.IsSupported && Fma.IsSupported;
+
+    /// <summary>Q8_0 row (blocks of 34 bytes) · int8 activations.</summary>
+    public static float DotQ8_0(byte* row, sbyte* xq, float* xd, int blocks)
+        => VectorPathSupported ? DotQ8_0Avx2(row, xq, xd, blocks) : DotQ8_0Scalar(row, xq, xd, blocks);
+
+    /// <summary>Q4_0 row (blocks of 18 bytes) · int8 activations.</summary>
+    public static float DotQ4_0(byte* row, sbyte* xq, float* xd, int blocks)
+        => VectorPathSupported ? DotQ4_0Avx2(row, xq, xd, blocks) : DotQ4_0Scalar(row, xq, xd, blocks);
+
+    /// <summary>Scalar twin of <see cref="DotQ8_0"/>.</summary>
+    public static float DotQ8_0Scalar(byte* row, sbyte* xq, float* xd, int blocks)
+    {
+        float sum = 0;
+        for (int b = 0; b < blocks; b++)
+        {
+            byte* blk = row + (b * 34);
+            sbyte* w = (sbyte*)(blk + 2);
+            sbyte* x = xq + (b * 32);
+            int s = 0;
+            for (int i = 0; i < 32; i++)
+            {
+                s += w[i] * x[i];
+            }
+
+            sum += s * ((float)*(Half*)blk * xd[b]);
+        }
+
+        return sum;
+    }
+
+    /// <summary>Scalar twin of <see cref="DotQ4_0"/>.</summary>
+    public static float DotQ4_0Scalar(byte* row, sbyte* xq, float* xd, int blocks)
+    {
+        float sum = 0;
+        for (int b = 0; b < blocks; b++)
+        {
+            byte* blk = row + (b * 18);
+            byte* qs = blk + 2;
+            sbyte* x = xq + (b * 32);
+            int s = 0;
+            for (int i = 0; i < 16; i++)
+            {
+                s += (((qs[i] & 0x0F) - 8) * x[i]) + (((qs[i] >> 4) - 8) * x[i + 16]);
+            }
+
+            sum += s * ((float)*(Half*)blk * xd[b]);
+        }
+
+        return sum;
+    }
+
+    /// <summary>AVX2 (+VNNI) path of <see cref="DotQ8_0"/>.</summary>
+    public static float DotQ8_0Avx2(byte* row, sbyte* xq, float* xd, int blocks)
+    {
+        var acc = Vector256<float>.Zero;
+        for (int b = 0; b < blocks; b++)
+        {
+            byte* blk = row + (b * 34);
+            var w = Avx.LoadVector256((sbyte*)(blk + 2));
+            var x = Avx.LoadVector256(xq + (b * 32));
+            var p = DotBlock(w, x);
+            float scale = (float)*(Half*)blk * xd[b];
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p), Vector256.Create(scale), acc);
+        }
+
+        return Vector256.Sum(acc);
+    }
+
+    /// <summary>AVX2 (+VNNI) path of <see cref="DotQ4_0"/>.</summary>
+    public static float DotQ4_0Avx2(byte* row, sbyte* xq, float* xd, int blocks)
+    {
+        var acc = Vector256<float>.Zero;
+        var low = Vector128.Create((byte)0x0F);
+        var eight = Vector256.Create((sbyte)8);
+        for (int b = 0; b < blocks; b++)
+        {
+            byte* blk = row + (b * 18);
+            var q = Sse2.LoadVector128(blk + 2);
+            var lo = Sse2.And(q, low);
+            var hi = Sse2.And(Sse2.ShiftRightLogical(q.AsUInt16(), 4).AsByte(), low);
+            var w = Avx2.Subtract(Vector256.Create(lo, hi).AsSByte(), eight);
+            var x = Avx.LoadVector256(xq + (b * 32));
+            var p = DotBlock(w, x);
+            float scale = (float)*(Half*)blk * xd[b];
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p), Vector256.Create(scale), acc);
+        }
+
+        return Vector256.Sum(acc);
+    }
+
+    /// <summary>Q4_K row (super-blocks of 256 in 144 bytes) · int8 activations; <paramref name="xsum"/> holds each 32-block's sum of int8 values.</summary>
+    public static float DotQ4_K(byte* row, sbyte* xq, float* xd, int* xsum, int superBlocks)
+        => VectorPathSupported ? DotQ4_KAvx2(row, xq, xd, xsum, superBlocks) : DotQ4_KScalar(row, xq, xd, xsum, superBlocks);
+
+    /// <summary>Scalar twin of <see cref="DotQ4_K"/>. Sub-block j of a super-block has value d*sc_j*q - dmin*m_j.</summary>
+    public static float DotQ4_KScalar(byte* row, sbyte* xq, float* xd, int* xsum, int superBlocks)
+    {
+        float sum = 0;
+        for (int b = 0; b < superBlocks; b++)
+        {
+            byte* blk = row + (b * 144);
+            float d = (float)*(Half*)blk;
+            float dmin = (float)*(Half*)(blk + 2);
+            byte* scales = blk + 4;
+            byte* qs = blk + 16;
+            for (int j = 0; j < 8; j++)
+            {
+                ScaleMinK4(j, scales, out int sc, out int m);
+                int xb = (b * 8) + j;
+                sbyte* x = xq + (xb * 32);
+                byte* q = qs + ((j / 2) * 32);
+                int shift = (j % 2) * 4;
+                int s = 0;
+                for (int l = 0; l < 32; l++)
+                {
+                    s += ((q[l] >> shift) & 0x0F) * x[l];
+                }
+
+                sum += xd[xb] * ((d * sc * s) - (dmin * m * xsum[xb]));
+            }
+        }
+
+        return sum;
+    }
+
+    /// <summary>AVX2 (+VNNI) path of <see cref="DotQ4_K"/>: the 4-bit values are unsigned, so they feed vpdpbusd directly.</summary>
+    public static float DotQ4_KAvx2(byte* row, sbyte* xq, float* xd, int* xsum, int superBlocks)
+    {
+        var acc = Vector256<float>.Zero;
+        float mins = 0;
+        var low = Vector256.Create((byte)0x0F);
+        for (int b = 0; b < superBlocks; b++)
+        {
+            byte* blk = row + (b * 144);
+            float d = (float)*(Half*)blk;
+            float dmin = (float)*(Half*)(blk + 2);
+            byte* scales = blk + 4;
+            byte* qs = blk + 16;
+            for (int c = 0; c < 4; c++)
+            {
+                var q = Avx.LoadVector256(qs + (c * 32));
+                var lo = Avx2.And(q, low);
+                var hi = Avx2.And(Avx2.ShiftRightLogical(q.AsUInt16(), 4).AsByte(), low);
+                int xb = (b * 8) + (2 * c);
+                ScaleMinK4(2 * c, scales, out int sc0, out int m0);
+                ScaleMinK4((2 * c) + 1, scales, out int sc1, out int m1);
+                var p0 = UnsignedDot(lo, Avx.LoadVector256(xq + (xb * 32)));
+                var p1 = UnsignedDot(hi, Avx.LoadVector256(xq + ((xb + 1) * 32)));
+                acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p0), Vector256.Create(xd[xb] * d * sc0), acc);
+                acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p1), Vector256.Create(xd[xb + 1] * d * sc1), acc);
+                mins += (xd[xb] * dmin * m0 * xsum[xb]) + (xd[xb + 1] * dmin * m1 * xsum[xb + 1]);
+            }
+        }
+
+        return Vector256.Sum(acc) - mins;
+    }
+
+    /// <summary>ggml's get_scale_min_k4: the 6-bit scale and min of sub-block <paramref name="j"/> from the 12 packed bytes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void ScaleMinK4(int j, byte* q, out int scale, out int min)
+    {
+        if (j < 4)
+        {
+            scale = q[j] & 63;
+            min = q[j + 4] & 63;
+        }
+        else
+        {
+            scale = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
+            min = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> UnsignedDot(Vector256<byte> u, Vector256<sbyte> x)
+    {
+        if (AvxVnni.IsSupported)
+        {
+            return AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, u, x);
+        }
+
+        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, x), Vector256.Create((short)1));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> DotBlock(Vector256<sbyte> w, Vector256<sbyte> x)
+    {
+        // |w| as unsigned times x with w's sign: the unsigned-by-signed product that vpdpbusd / vpmaddubsw need.
+        var aw = Avx2.Abs(w);
+        var sx = Avx2.Sign(x, w);
+        if (AvxVnni.IsSupported)
+        {
+            return AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, aw, sx);
+        }
+
+        var pairs = Avx2.MultiplyAddAdjacent(aw, sx);
+        return Avx2.MultiplyAddAdjacent(pairs, Vector256.Create((short)1));
+    }
+}

@@ -1,0 +1,133 @@
+using KvAdaQuant.Numerics;
+
+namespace KvAdaQuant.Tests.Numerics;
+
+public unsafe class QuantizedDotTests
+{
+    private static byte[] RandomBlocks(Random rng, int blocks, int blockBytes)
+    {
+        var data = new byte[blocks * blockBytes];
+        rng.NextBytes(data);
+        for (int b = 0; b < blocks; b++)
+        {
+            fixed (byte* p = &data[b * blockBytes])
+            {
+                *(Half*)p = (Half)(float)((rng.NextDouble() * 0.02) + 0.001);
+            }
+
+            if (blockBytes == 34)
+            {
+                // Q8_0 values come from round(x/d) with |x/d| <= 127: never -128.
+                for (int i = 2; i < 34; i++)
+                {
+                    if (data[(b * 34) + i] == 0x80)
+                    {
+                        data[(b * 34) + i] = 0x81;
+                    }
+                }
+            }
+        }
+
+        return data;
+    }
+
+    private static (sbyte[] Q, float[] D, float[] X) Activations(Random rng, int cols)
+    {
+        var x = Enumerable.Range(0, cols).Select(_ => (float)((rng.NextDouble() * 4) - 2)).ToArray();
+        var a = new Q8Activations();
+        a.Quantize(x, 1, cols);
+        return (a.Values[..cols], a.Scales[..(cols / 32)], x);
+    }
+
+    [SkippableTheory]
+    [InlineData(1)]
+    [InlineData(7)]
+    [InlineData(64)]
+    public void VectorPathsEqualScalarTwins(int blocks)
+    {
+        Skip.IfNot(QuantizedDot.VectorPathSupported, "no AVX2/FMA on this CPU");
+        var rng = new Random(blocks);
+        for (int trial = 0; trial < 20; trial++)
+        {
+            var (q, d, _) = Activations(rng, blocks * 32);
+            var w8 = RandomBlocks(rng, blocks, 34);
+            var w4 = RandomBlocks(rng, blocks, 18);
+            fixed (byte* p8 = w8)
+            fixed (byte* p4 = w4)
+            fixed (sbyte* pq = q)
+            fixed (float* pd = d)
+            {
+                float s8 = QuantizedDot.DotQ8_0Scalar(p8, pq, pd, blocks);
+                float v8 = QuantizedDot.DotQ8_0Avx2(p8, pq, pd, blocks);
+                float s4 = QuantizedDot.DotQ4_0Scalar(p4, pq, pd, blocks);
+                float v4 = QuantizedDot.DotQ4_0Avx2(p4, pq, pd, blocks);
+                Assert.True(MathF.Abs(s8 - v8) <= 1e-5f * (1 + MathF.Abs(s8)), $"Q8_0 scalar {s8} vs vector {v8}");
+                Assert.True(MathF.Abs(s4 - v4) <= 1e-5f * (1 + MathF.Abs(s4)), $"Q4_0 scalar {s4} vs vector {v4}");
+            }
+        }
+    }
+
+    [Fact]
+    public void IntegerDotIsCloseToFloatDotOfDequantizedRow()
+    {
+        var rng = new Random(3);
+        const int blocks = 64;
+        var (q, d, x) = Activations(rng, blocks * 32);
+        foreach (var (type, size) in new[] { (GgmlType.Q8_0, 34), (GgmlType.Q4_0, 18) })
+        {
+            var w = RandomBlocks(rng, blocks, size);
+            var deq = Dequantize(type, w, blocks);
+            double exact = 0, norm = 0;
+            for (int i = 0; i < deq.Length; i++)
+            {
+                exact += deq[i] * x[i];
+                norm += Math.Abs(deq[i] * x[i]);
+            }
+
+            fixed (byte* p = w)
+            fixed (sbyte* pq = q)
+            fixed (float* pd = d)
+            {
+                float got = type == GgmlType.Q8_0 ? QuantizedDot.DotQ8_0(p, pq, pd, blocks) : QuantizedDot.DotQ4_0(p, pq, pd, blocks);
+
+                // int8 activations: relative error per product about 1/254; bound against the absolute sum.
+                Assert.True(Math.Abs(got - exact) <= 0.01 * norm, $"{type}: {got} vs {exact} (sum |w x| {norm})");
+            }
+        }
+    }
+
+    // Independent of RowDequantizer: ggml's Q8_0 (d, 32 x int8) and Q4_0 (d, 16 bytes: low nibbles are
+    // elements 0..15, high nibbles 16..31, each minus 8) written out directly.
+    private static float[] Dequantize(GgmlType type, byte[] w, int blocks)
+    {
+        var r = new float[blocks * 32];
+        for (int b = 0; b < blocks; b++)
+        {
+            int size = type == GgmlType.Q8_0 ? 34 : 18;
+            float d = (float)BitConverter.UInt16BitsToHalf(BitConverter.ToUInt16(w, b * size));
+            for (int i = 0; i < 32; i++)
+            {
+                r[(b * 32) + i] = type == GgmlType.Q8_0
+                    ? (sbyte)w[(b * size) + 2 + i] * d
+                    : (i < 16 ? (w[(b * size) + 2 + i] & 0x0F) - 8 : (w[(b * size) + 2 + i - 16] >> 4) - 8) * d;
+            }
+        }
+
+        return r;
+    }
+
+    [Fact]
+    public void ActivationQuantizationFollowsGgmlRule()
+    {
+        var x = new float[32];
+        x[0] = 1.27f;
+        x[1] = -0.635f;
+        x[2] = 0.005f;
+        var q = new sbyte[32];
+        Q8Activations.QuantizeBlock(x, q, out float d);
+        Assert.Equal((float)(Half)(1.27f / 127f), d);
+        Assert.Equal(127, q[0]);
+        Assert.Equal(-64, q[1]); // -63.5 rounds away from zero
+        Assert.Equal(1, q[2]);   // 0.5 rounds away from zero
+    }
+}
