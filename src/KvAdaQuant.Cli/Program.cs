@@ -17,6 +17,9 @@ public static class Program
         root.Subcommands.Add(PullCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());
         root.Subcommands.Add(AnalyzeCommand.Create());
+        root.Subcommands.Add(AllocateCommand.Create());
+        root.Subcommands.Add(EvalCommand.Create());
+        root.Subcommands.Add(DemoCommand.Create());
         return root;
     }
 
