@@ -155,6 +155,16 @@ public sealed class LlamaCppContext : IDisposable
             throw new LlamaCppException($"{model.Path}: the file has no weights (vocabulary only); it can tokenize but not evaluate");
         }
 
+        int headDim = model.EmbeddingSize / Math.Max(1, model.Heads);
+        foreach (var (name, type) in new[] { ("type_k", options.TypeK), ("type_v", options.TypeV) })
+        {
+            if (LlamaCppCacheTypes.IsQuantized(type) && headDim % 32 != 0)
+            {
+                throw new ArgumentException(
+                    $"{model.Path}: llama.cpp's {name} {LlamaCppCacheTypes.Name(type)} packs blocks of 32 values, which do not divide the head size {headDim}", nameof(options));
+            }
+        }
+
         int batch = options.EffectiveBatchSize;
         var p = new ModelParams(model.Path)
         {

@@ -1,0 +1,121 @@
+using System.CommandLine;
+using KvAdaQuant.Cli.Bench;
+using KvAdaQuant.Engine;
+using KvAdaQuant.Evaluation;
+using KvAdaQuant.Formats;
+using KvAdaQuant.KvCache;
+
+namespace KvAdaQuant.Cli.Commands;
+
+/// <summary>
+/// <c>kvaq compare</c>: perplexity of one GGUF model under several kvaq KV caches next to llama.cpp's own cache types,
+/// on the same tokens and chunks (llama.cpp's method), as one table.
+/// </summary>
+internal static class CompareCommand
+{
+    public static Command Create()
+    {
+        var model = CommonOptions.Model();
+        var tokenizer = CommonOptions.Tokenizer();
+        var data = new Option<string>("--data", "-f") { Description = "text file (a path, or relative to ../shared/data)", Required = true };
+        var ctx = new Option<int>("--ctx", "-c") { Description = "tokens per chunk", DefaultValueFactory = _ => 512 };
+        var chars = new Option<int>("--chars") { Description = "use only the first N characters of the file (0 = all)", DefaultValueFactory = _ => 0 };
+        var chunks = new Option<int>("--chunks") { Description = "score at most N chunks (0 = all)", DefaultValueFactory = _ => 0 };
+        var kv = new Option<string>("--kv") { Description = "comma-separated kvaq caches, e.g. fp32,k8v8,k4v4", DefaultValueFactory = _ => "fp32,k8v8,k4v4" };
+        var vsCache = new Option<string>("--vs-cache") { Description = "comma-separated llama.cpp cache types, TYPE or K/V from f32, f16, q8_0, q4_0 (empty: none)", DefaultValueFactory = _ => "f32,q8_0,q4_0" };
+        var threads = new Option<int>("--threads", "-t") { Description = "threads for both engines (0 = all cores)", DefaultValueFactory = _ => 2 };
+        var json = CommonOptions.Json();
+        var cmd = new Command("compare", "Perplexity table: kvaq KV caches next to llama.cpp's cache types on the same GGUF file, tokens and chunks.")
+        {
+            model, tokenizer, data, ctx, chars, chunks, kv, vsCache, threads, json,
+        };
+        cmd.SetAction(r => CliRunner.Run(() =>
+        {
+            using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
+            var tok = m.Tokenizer ?? (IsGguf(m.Path) ? GgufTokenizer(m.Path) : null)
+                ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
+            var path = ModelPaths.ResolveData(r.GetValue(data)!);
+            var text = File.ReadAllText(path);
+            int nChars = r.GetValue(chars);
+            if (nChars < 0)
+            {
+                throw new ArgumentException($"--chars must be >= 0, got {nChars}");
+            }
+
+            if (nChars > 0 && nChars < text.Length)
+            {
+                text = text[..nChars];
+            }
+
+            if (text.Length == 0)
+            {
+                throw new ArgumentException($"--data {path}: the text is empty");
+            }
+
+            int n = r.GetValue(ctx);
+            int nThreads = r.GetValue(threads) is > 0 and var t ? t : Environment.ProcessorCount;
+            int maxChunks = r.GetValue(chunks) is > 0 and var mc ? mc : int.MaxValue;
+            var specs = r.GetValue(kv)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            var llamaTypes = r.GetValue(vsCache)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            if (llamaTypes.Length > 0 && !IsGguf(m.Path))
+            {
+                throw new ArgumentException($"--vs-cache: {m.Path} is not a GGUF file; llama.cpp needs the same model as GGUF (kvaq convert)");
+            }
+
+            var tokens = tok.Encode(text, addBos: true);
+            var rows = new List<Dictionary<string, object>>();
+            var transformer = new Transformer(m, nThreads);
+            foreach (var spec in specs)
+            {
+                var res = PerplexityEvaluator.Evaluate(transformer, tokens, n, layout => KvCacheFactory.Create(spec, layout), tok.BosToken, null, maxChunks);
+                rows.Add(new() { ["engine"] = "kvaq", ["cache"] = spec, ["perplexity"] = res.Perplexity, ["tokens_scored"] = res.TokensScored });
+            }
+
+            foreach (var type in llamaTypes)
+            {
+                var (k, v) = LlamaCppCacheMatch.Parse(type);
+                var res = LlamaCppPerplexityRunner.Run(m.Path, tokens, n, k, v, nThreads, maxChunks);
+                rows.Add(new() { ["engine"] = "llama.cpp", ["cache"] = res.Cache, ["perplexity"] = res.Perplexity, ["tokens_scored"] = res.TokensScored });
+            }
+
+            if (r.GetValue(json))
+            {
+                CliRunner.PrintJson(new Dictionary<string, object>
+                {
+                    ["model"] = m.Path,
+                    ["data"] = path,
+                    ["chars"] = text.Length,
+                    ["text_tokens"] = tokens.Count,
+                    ["ctx"] = n,
+                    ["rows"] = rows,
+                });
+            }
+            else
+            {
+                Console.Out.WriteLine($"{m.Path}: {text.Length} characters of {path}, {tokens.Count} tokens, chunks of {n}");
+                Console.Out.WriteLine("| engine | KV cache | perplexity | tokens scored |");
+                Console.Out.WriteLine("|---|---|---|---|");
+                foreach (var row in rows)
+                {
+                    Console.Out.WriteLine($"| {row["engine"]} | {row["cache"]} | {(double)row["perplexity"]:F4} | {row["tokens_scored"]} |");
+                }
+            }
+
+            return 0;
+        }));
+        return cmd;
+    }
+
+    private static Tokenization.ITokenizer GgufTokenizer(string path)
+    {
+        using var file = Formats.Gguf.GgufFile.Open(path);
+        return Tokenization.GgufTokenizerFactory.Create(file);
+    }
+
+    private static bool IsGguf(string path)
+    {
+        Span<byte> magic = stackalloc byte[4];
+        using var fs = File.OpenRead(path);
+        return fs.ReadAtLeast(magic, 4, throwOnEndOfStream: false) == 4 && magic.SequenceEqual("GGUF"u8);
+    }
+}
