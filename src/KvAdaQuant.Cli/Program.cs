@@ -14,6 +14,8 @@ public static class Program
         root.Subcommands.Add(PerplexityCommand.Create());
         root.Subcommands.Add(InfoCommand.Create());
         root.Subcommands.Add(ConvertCommand.Create());
+        root.Subcommands.Add(PullCommand.Create());
+        root.Subcommands.Add(BenchCommand.Create());
         root.Subcommands.Add(AnalyzeCommand.Create());
         root.Subcommands.Add(AllocateCommand.Create());
         root.Subcommands.Add(EvalCommand.Create());

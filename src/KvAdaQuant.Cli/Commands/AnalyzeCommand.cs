@@ -1,8 +1,8 @@
 using System.CommandLine;
-using System.Globalization;
 using KvAdaQuant.Analysis;
 using KvAdaQuant.Engine;
 using KvAdaQuant.Formats;
+using KvAdaQuant.Quantization;
 using KvAdaQuant.Tokenization;
 using Spectre.Console;
 
@@ -17,14 +17,15 @@ internal static class AnalyzeCommand
         var tokenizer = CommonOptions.Tokenizer();
         var data = new Option<string>("--data", "-f") { Description = "calibration text file (a path, or relative to ../shared/data)", Required = true };
         var tokens = new Option<int>("--tokens", "-n") { Description = "calibration tokens: BOS then the tokenized text, truncated to N", DefaultValueFactory = _ => 512 };
-        var bits = new Option<string>("--kv-bits") { Description = "bit widths for quantization error and propagation, comma-separated (empty: none)", DefaultValueFactory = _ => "1,2,3,4,8" };
+        var bits = new Option<string>("--kv-bits") { Description = "bit widths for quantization error and propagation, comma-separated, from 1, 1.58, 2, 3, 4, 5, 6, 8 (empty: none)", DefaultValueFactory = _ => "1,2,3,4,8" };
+        var group = new Option<int?>("--group") { Description = "channels per quantization group along head_dim, per token (default: 32, or the whole head when smaller)" };
         var outDir = new Option<string>("--out", "-o") { Description = "output folder", DefaultValueFactory = _ => "analysis" };
         var skipTop = new Option<int>("--skip-top") { Description = "leave the N largest singular values out of the spectrum figure", DefaultValueFactory = _ => 0 };
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
         var cmd = new Command("analyze", "Capture K and V on calibration text; singular values, norms, weight norms, quantization error and error propagation; JSON, CSV, plots and report.html.")
         {
-            model, tokenizer, data, tokens, bits, outDir, skipTop, threads, json,
+            model, tokenizer, data, tokens, bits, group, outDir, skipTop, threads, json,
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
@@ -47,7 +48,9 @@ internal static class AnalyzeCommand
             var ids = CalibrationTokens(tok, path, n);
             var dir = Path.GetFullPath(r.GetValue(outDir)!);
             bool asJson = r.GetValue(json);
-            IKvQuantizationProbe? probe = null; // wired to the quantized KV cache once it lands
+            int g = r.GetValue(group) ?? Math.Min(KvSpec.DefaultGroupSize, m.Config.HeadDim);
+            var probe = new KvQuantizerProbe(new KvSpec(KvBits.Four, g));
+            probe.Validate(m.Config.HeadDim);
             var analyzer = new KvAnalyzer(new Transformer(m, r.GetValue(threads)));
             var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
             KvAnalysis result = null!;
@@ -113,14 +116,14 @@ internal static class AnalyzeCommand
         }
     }
 
-    internal static List<int> ParseBits(string text)
+    internal static List<KvBits> ParseBits(string text)
     {
-        var list = new List<int>();
+        var list = new List<KvBits>();
         foreach (var part in text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
         {
-            if (!int.TryParse(part, NumberStyles.Integer, CultureInfo.InvariantCulture, out int b) || b is < 1 or > 8)
+            if (KvBitsInfo.TryParse(part) is not { } b || !b.IsQuantized())
             {
-                throw new ArgumentException($"--kv-bits: '{part}' is not a bit width in 1..8 (expected a list such as 1,2,3,4,8)");
+                throw new ArgumentException($"--kv-bits: '{part}' is not a quantized bit width (expected a list of 1, 1.58, 2, 3, 4, 5, 6, 8 such as 1,2,3,4,8)");
             }
 
             if (!list.Contains(b))

@@ -108,25 +108,37 @@ public sealed class AnalysisPlotter
 
     private PlotFile QuantizationError(KvAnalysis a, string dir)
     {
-        var p = new Plot();
-        double[] bits = a.Bits.Select(b => (double)b).ToArray();
-        foreach (var (pick, color, label) in new[] { ((Func<QuantizationError, double>)(q => q.K), KeyColor, "K"), (q => q.V, ValueColor, "V") })
+        var rel = new Plot();
+        var abs = new Plot();
+        double[] bits = a.Bits;
+        foreach (var (pick, norm, color, label) in new[]
         {
-            var perBits = a.Bits.Select(b => a.Layers.Select(l => pick(l.Quantization.First(q => q.Bits == b))).ToArray()).ToArray();
-            var fill = p.Add.FillY(bits, perBits.Select(v => Log10(v.Min())).ToArray(), perBits.Select(v => Log10(v.Max())).ToArray());
-            fill.FillColor = color.WithAlpha(0.2);
-            fill.LineWidth = 0;
-            var line = p.Add.Scatter(bits, perBits.Select(v => Log10(v.Average())).ToArray(), color);
-            line.LegendText = $"{label}";
+            ((Func<QuantizationError, double>)(q => q.K), (Func<LayerAnalysis, double>)(l => TensorNorm(l.K)), KeyColor, "K"),
+            (q => q.V, l => TensorNorm(l.V), ValueColor, "V"),
+        })
+        {
+            foreach (var (p, scale) in new[] { (rel, false), (abs, true) })
+            {
+                var perBits = a.Bits.Select(b => a.Layers.Select(l => pick(l.Quantization.First(q => q.Bits == b)) * (scale ? norm(l) : 1)).ToArray()).ToArray();
+                var fill = p.Add.FillY(bits, perBits.Select(v => Log10(v.Min())).ToArray(), perBits.Select(v => Log10(v.Max())).ToArray());
+                fill.FillColor = color.WithAlpha(0.2);
+                fill.LineWidth = 0;
+                var line = p.Add.Scatter(bits, perBits.Select(v => Log10(v.Average())).ToArray(), color);
+                line.LegendText = label;
+            }
         }
 
-        p.Title("Relative quantization error ||A - Q(A)||_F / ||A||_F");
-        p.XLabel("bits");
-        p.YLabel("relative error (log scale)");
-        LogAxis(p);
-        p.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { IntegerTicksOnly = true };
-        p.ShowLegend(Alignment.UpperRight);
-        return Save([p], dir, "quantization_error", "Quantization error by bits, K vs V: mean over layers, band min-max");
+        rel.Title("Relative error ||A - Q(A)|| / ||A||");
+        abs.Title("Absolute error ||A - Q(A)||");
+        foreach (var p in new[] { rel, abs })
+        {
+            p.XLabel("bits");
+            p.YLabel("Frobenius error (log scale)");
+            LogAxis(p);
+            p.ShowLegend(Alignment.UpperRight);
+        }
+
+        return Save([rel, abs], dir, "quantization_error", "Quantization error of K and V by bits (Frobenius, whole layer): mean over layers, band min-max");
     }
 
     private PlotFile Propagation(KvAnalysis a, string dir)
@@ -143,12 +155,12 @@ public sealed class AnalysisPlotter
             line.LegendText = $"only {run.Quantized.ToUpperInvariant()} at {run.Bits} bits (KL {run.KlMean:G3})";
         }
 
-        p.Title("Error propagation: residual stream relative error after each layer");
+        p.Title("Residual stream relative error after each layer");
         p.XLabel("layer");
         p.YLabel("relative error (log scale)");
         LogAxis(p);
         p.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { IntegerTicksOnly = true };
-        p.ShowLegend(Alignment.LowerRight);
+        p.ShowLegend(Edge.Right);
         return Save([p], dir, "error_propagation", "Error propagation by layer, only K vs only V quantized");
     }
 
@@ -165,6 +177,8 @@ public sealed class AnalysisPlotter
         line.LegendText = label;
     }
 
+    private static double TensorNorm(HeadSpectra s) => Math.Sqrt(s.Frobenius.Sum(f => f * f));
+
     private static double Log10(double v) => v > 0 && double.IsFinite(v) ? Math.Log10(v) : double.NaN;
 
     private static void LogAxis(Plot p)
@@ -180,7 +194,7 @@ public sealed class AnalysisPlotter
     {
         string png = Path.Combine(dir, name + ".png");
         string svg = Path.Combine(dir, name + ".svg");
-        int width = PanelWidth * panels.Count;
+        int width = panels.Count == 1 ? PanelWidth * 2 : PanelWidth * panels.Count;
         if (panels.Count == 1)
         {
             panels[0].SavePng(png, width, Height);

@@ -55,7 +55,7 @@ public static class AnalysisReport
         {
             sb.Append("<h2>Relative quantization error ||A - Q(A)||<sub>F</sub> / ||A||<sub>F</sub></h2>\n");
             var header = new List<string> { "layer" };
-            foreach (int b in a.Bits)
+            foreach (double b in a.Bits)
             {
                 header.Add($"K {b}b");
                 header.Add($"V {b}b");

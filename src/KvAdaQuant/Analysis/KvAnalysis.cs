@@ -17,8 +17,8 @@ public sealed class KvAnalysis
     /// <summary>The calibration token ids.</summary>
     public required int[] TokenIds { get; init; }
 
-    /// <summary>Bit widths measured.</summary>
-    public required int[] Bits { get; init; }
+    /// <summary>Bit widths measured (nominal bits; 1.58 for ternary).</summary>
+    public required double[] Bits { get; init; }
 
     /// <summary>Quantization scheme per bit width (empty when none was measured).</summary>
     public required string[] Schemes { get; init; }
@@ -34,5 +34,5 @@ public sealed class KvAnalysis
 
     /// <summary>Run of <paramref name="quantized"/> ("k" or "v") at <paramref name="bits"/>, or null.</summary>
     [JsonIgnore]
-    public PropagationRun? this[string quantized, int bits] => Propagation.FirstOrDefault(p => p.Quantized == quantized && p.Bits == bits);
+    public PropagationRun? this[string quantized, double bits] => Propagation.FirstOrDefault(p => p.Quantized == quantized && p.Bits == bits);
 }

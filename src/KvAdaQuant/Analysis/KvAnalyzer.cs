@@ -3,6 +3,7 @@ using System.Numerics.Tensors;
 using KvAdaQuant.Engine;
 using KvAdaQuant.KvCache;
 using KvAdaQuant.Model;
+using KvAdaQuant.Quantization;
 
 namespace KvAdaQuant.Analysis;
 
@@ -31,7 +32,7 @@ public sealed class KvAnalyzer
     /// Analyses <paramref name="tokens"/>. Quantization error and error propagation are measured for every width in
     /// <paramref name="bits"/> when <paramref name="probe"/> is given; otherwise only spectra and norms.
     /// </summary>
-    public KvAnalysis Run(IReadOnlyList<int> tokens, string data, IReadOnlyList<int> bits, IKvQuantizationProbe? probe, IProgress<AnalysisProgress>? progress = null)
+    public KvAnalysis Run(IReadOnlyList<int> tokens, string data, IReadOnlyList<KvBits> bits, IKvQuantizationProbe? probe, IProgress<AnalysisProgress>? progress = null)
     {
         var c = _transformer.Config;
         if (tokens.Count == 0)
@@ -44,11 +45,11 @@ public sealed class KvAnalyzer
             throw new ArgumentException($"--tokens: {tokens.Count} calibration tokens exceed the model's context of {c.ContextLength}");
         }
 
-        foreach (int b in bits)
+        foreach (var b in bits)
         {
-            if (b is < 1 or > 16)
+            if (!b.IsQuantized())
             {
-                throw new ArgumentException($"--kv-bits: bit width {b} is outside 1..16");
+                throw new ArgumentException($"--kv-bits: {b.Name()} is not a quantized width (expected {KvBitsInfo.Accepted} without fp16/fp32)");
             }
         }
 
@@ -102,17 +103,17 @@ public sealed class KvAnalyzer
         if (probe is not null && bits.Count > 0)
         {
             done = 0;
-            foreach (int b in bits)
+            foreach (var b in bits)
             {
                 for (int l = 0; l < c.Layers; l++)
                 {
-                    quant[l].Add(new QuantizationError(b, RoundTripError(reference, l, KvTensorKind.Keys, b, probe), RoundTripError(reference, l, KvTensorKind.Values, b, probe)));
+                    quant[l].Add(new QuantizationError(b.NominalBits(), RoundTripError(reference, l, KvTensorKind.Keys, b, probe), RoundTripError(reference, l, KvTensorKind.Values, b, probe)));
                     progress?.Report(new AnalysisProgress(QuantizeStage, ++done, bits.Count * c.Layers));
                 }
             }
 
             done = 0;
-            foreach (int b in bits)
+            foreach (var b in bits)
             {
                 foreach (bool keys in new[] { true, false })
                 {
@@ -143,7 +144,7 @@ public sealed class KvAnalyzer
             Data = data,
             Tokens = n,
             TokenIds = tokens.ToArray(),
-            Bits = probe is null ? [] : bits.ToArray(),
+            Bits = probe is null ? [] : bits.Select(b => b.NominalBits()).ToArray(),
             Schemes = probe is null ? [] : bits.Select(probe.Describe).ToArray(),
             Layers = layers,
             Propagation = propagation,
@@ -202,7 +203,7 @@ public sealed class KvAnalyzer
         }
     }
 
-    private double RoundTripError(ForwardCapture reference, int layer, KvTensorKind kind, int bits, IKvQuantizationProbe probe)
+    private double RoundTripError(ForwardCapture reference, int layer, KvTensorKind kind, KvBits bits, IKvQuantizationProbe probe)
     {
         var c = reference.Config;
         int n = reference.Length;
@@ -223,7 +224,7 @@ public sealed class KvAnalyzer
         return num == 0 ? 0 : Math.Sqrt(num / den);
     }
 
-    private PropagationRun Propagate(IReadOnlyList<int> tokens, KvLayout layout, ForwardCapture reference, float[] refLogits, int bits, bool keys, IKvQuantizationProbe probe)
+    private PropagationRun Propagate(IReadOnlyList<int> tokens, KvLayout layout, ForwardCapture reference, float[] refLogits, KvBits bits, bool keys, IKvQuantizationProbe probe)
     {
         var c = _transformer.Config;
         int n = tokens.Count, vocab = c.VocabSize;
@@ -256,7 +257,7 @@ public sealed class KvAnalyzer
 
         return new PropagationRun
         {
-            Bits = bits,
+            Bits = bits.NominalBits(),
             Quantized = keys ? "k" : "v",
             Scheme = probe.Describe(bits),
             AttentionError = att,

@@ -6,8 +6,8 @@ namespace KvAdaQuant.Analysis;
 /// </summary>
 public sealed class PropagationRun
 {
-    /// <summary>Bits of the quantized tensor.</summary>
-    public required int Bits { get; init; }
+    /// <summary>Nominal bits of the quantized tensor (1.58 for ternary).</summary>
+    public required double Bits { get; init; }
 
     /// <summary>"k" (only keys quantized) or "v" (only values).</summary>
     public required string Quantized { get; init; }

@@ -1,6 +1,7 @@
 using KvAdaQuant.Analysis;
 using KvAdaQuant.Engine;
 using KvAdaQuant.Formats;
+using KvAdaQuant.Quantization;
 using SkiaSharp;
 
 namespace KvAdaQuant.Tests.Analysis;
@@ -13,7 +14,7 @@ public class AnalysisReportTests
     {
         using var model = ModelLoader.Load("stories260K");
         int[] tokens = [1, .. model.Tokenizer!.Encode("Tom and Sue went to the shop. They bought a red ball and a big cake for mom.", addBos: false)];
-        var a = new KvAnalyzer(new Transformer(model, 2)).Run(tokens, "inline", [2, 4], new RowAffineProbe());
+        var a = new KvAnalyzer(new Transformer(model, 2)).Run(tokens, "inline", [KvBits.Two, KvBits.Four], new RowAffineProbe());
         using var dir = new TempDir();
         var written = AnalysisWriter.Write(a, dir.Path);
         var plots = new AnalysisPlotter { SkipTopSingularValues = 1 }.Write(a, dir.Path);
@@ -64,7 +65,7 @@ public class AnalysisReportTests
     public void WithoutQuantizationOnlySpectraAndNormsArePlotted()
     {
         using var model = ModelLoader.Load("stories260K");
-        var a = new KvAnalyzer(new Transformer(model, 2)).Run([1, 300, 301, 302, 303, 304, 305, 306, 307, 308], "inline", [4], null);
+        var a = new KvAnalyzer(new Transformer(model, 2)).Run([1, 300, 301, 302, 303, 304, 305, 306, 307, 308], "inline", [KvBits.Four], null);
         using var dir = new TempDir();
         var plots = new AnalysisPlotter().Write(a, dir.Path);
         Assert.Equal(["singular_values", "norms_by_layer"], plots.Select(p => p.Name).ToArray());

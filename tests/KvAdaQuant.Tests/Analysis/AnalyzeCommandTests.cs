@@ -1,6 +1,7 @@
 using KvAdaQuant.Cli;
 using KvAdaQuant.Cli.Commands;
 using KvAdaQuant.Formats;
+using KvAdaQuant.Quantization;
 
 namespace KvAdaQuant.Tests.Analysis;
 
@@ -23,6 +24,7 @@ public class AnalyzeCommandTests
     [InlineData("2,x", "--kv-bits")]
     [InlineData("0", "--kv-bits")]
     [InlineData("9", "--kv-bits")]
+    [InlineData("fp16", "--kv-bits")]
     public void BadBitListsAreRefusedNamingTheOption(string bits, string expected)
     {
         var e = Assert.Throws<ArgumentException>(() => AnalyzeCommand.ParseBits(bits));
@@ -32,7 +34,7 @@ public class AnalyzeCommandTests
     [Fact]
     public void BitListsAreParsedSortedAndDeduplicated()
     {
-        Assert.Equal([1, 2, 4, 8], AnalyzeCommand.ParseBits("8, 2,1,4,2"));
+        Assert.Equal([KvBits.One, KvBits.Ternary, KvBits.Two, KvBits.Four, KvBits.Eight], AnalyzeCommand.ParseBits("8, 2,1,1.58,4,2"));
         Assert.Empty(AnalyzeCommand.ParseBits(string.Empty));
     }
 
@@ -54,6 +56,8 @@ public class AnalyzeCommandTests
     [InlineData("--tokens", "100000")]
     [InlineData("--skip-top", "-1")]
     [InlineData("--kv-bits", "3,banana")]
+    [InlineData("--group", "3")]
+    [InlineData("--group", "16")]
     public void BadOptionsExitWithCodeOne(string option, string value)
     {
         using var dir = new TempDir();

@@ -2,6 +2,7 @@ using System.Text.Json;
 using KvAdaQuant.Analysis;
 using KvAdaQuant.Engine;
 using KvAdaQuant.Formats;
+using KvAdaQuant.Quantization;
 
 namespace KvAdaQuant.Tests.Analysis;
 
@@ -15,7 +16,7 @@ public class KvAnalyzerTests
     public void ExactQuantizerGivesZeroErrorEverywhere()
     {
         using var model = ModelLoader.Load("stories260K");
-        var a = new KvAnalyzer(new Transformer(model, 2)).Run(Tokens(model, 64), "ptb", [2, 4], new RowAffineProbe { Exact = true });
+        var a = new KvAnalyzer(new Transformer(model, 2)).Run(Tokens(model, 64), "ptb", [KvBits.Two, KvBits.Four], new RowAffineProbe { Exact = true });
         Assert.All(a.Layers, l => Assert.All(l.Quantization, q => Assert.Equal((0.0, 0.0), (q.K, q.V))));
         Assert.Equal(4, a.Propagation.Count);
         Assert.All(a.Propagation, p =>
@@ -32,8 +33,8 @@ public class KvAnalyzerTests
     {
         using var model = ModelLoader.Load("stories260K");
         var c = model.Config;
-        var a = new KvAnalyzer(new Transformer(model, 2)).Run(Tokens(model, 96), "ptb", [2, 8], new RowAffineProbe());
-        Assert.Equal([2, 8], a.Bits);
+        var a = new KvAnalyzer(new Transformer(model, 2)).Run(Tokens(model, 96), "ptb", [KvBits.Two, KvBits.Eight], new RowAffineProbe());
+        Assert.Equal([2.0, 8.0], a.Bits);
         foreach (var l in a.Layers)
         {
             Assert.Equal(c.KvHeads, l.K.Frobenius.Length);
@@ -61,7 +62,7 @@ public class KvAnalyzerTests
     {
         using var model = ModelLoader.Load("stories260K");
         var c = model.Config;
-        var a = new KvAnalyzer(new Transformer(model, 2)).Run(Tokens(model, 64), "ptb", [4], new RowAffineProbe());
+        var a = new KvAnalyzer(new Transformer(model, 2)).Run(Tokens(model, 64), "ptb", [KvBits.Four], new RowAffineProbe());
         using var doc = JsonDocument.Parse(AnalysisWriter.ToJson(a));
         var root = doc.RootElement;
         Assert.Equal(64, root.GetProperty("tokens").GetInt32());
@@ -135,7 +136,7 @@ public class KvAnalyzerTests
         var analyzer = new KvAnalyzer(new Transformer(model, 2));
         var e = Assert.Throws<ArgumentException>(() => analyzer.Run(new int[model.Config.ContextLength + 1], "x", [], null));
         Assert.Contains("--tokens", e.Message);
-        e = Assert.Throws<ArgumentException>(() => analyzer.Run([1, 2], "x", [0], new RowAffineProbe()));
+        e = Assert.Throws<ArgumentException>(() => analyzer.Run([1, 2], "x", [KvBits.Fp16], new RowAffineProbe()));
         Assert.Contains("--kv-bits", e.Message);
         Assert.Throws<ArgumentException>(() => analyzer.Run([], "x", [], null));
     }

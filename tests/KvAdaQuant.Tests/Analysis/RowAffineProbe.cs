@@ -1,5 +1,6 @@
 using KvAdaQuant.Analysis;
 using KvAdaQuant.KvCache;
+using KvAdaQuant.Quantization;
 
 namespace KvAdaQuant.Tests.Analysis;
 
@@ -11,9 +12,9 @@ internal sealed class RowAffineProbe : IKvQuantizationProbe
 {
     public bool Exact { get; init; }
 
-    public string Describe(int bits) => Exact ? "exact (no quantization)" : $"test: per-row affine {bits}-bit";
+    public string Describe(KvBits bits) => Exact ? "exact (no quantization)" : $"test: per-row affine {bits.Name()}-bit";
 
-    public void RoundTrip(bool keys, int bits, ReadOnlySpan<float> rows, int tokens, int headDim, Span<float> dst)
+    public void RoundTrip(bool keys, KvBits bits, ReadOnlySpan<float> rows, int tokens, int headDim, Span<float> dst)
     {
         for (int t = 0; t < tokens; t++)
         {
@@ -21,9 +22,9 @@ internal sealed class RowAffineProbe : IKvQuantizationProbe
         }
     }
 
-    public IKvCache CreateCache(KvLayout layout, int? keyBits, int? valueBits) => new RoundTripCache(this, layout, keyBits, valueBits);
+    public IKvCache CreateCache(KvLayout layout, KvBits? keyBits, KvBits? valueBits) => new RoundTripCache(this, layout, keyBits, valueBits);
 
-    private void Quantize(int bits, ReadOnlySpan<float> x, Span<float> y)
+    private void Quantize(KvBits bits, ReadOnlySpan<float> x, Span<float> y)
     {
         if (Exact)
         {
@@ -38,7 +39,7 @@ internal sealed class RowAffineProbe : IKvQuantizationProbe
             max = Math.Max(max, v);
         }
 
-        int levels = (1 << bits) - 1;
+        int levels = bits.Levels() - 1;
         float scale = (max - min) / levels;
         for (int i = 0; i < x.Length; i++)
         {
@@ -51,11 +52,11 @@ internal sealed class RowAffineProbe : IKvQuantizationProbe
         private readonly FullPrecisionKvCache _inner;
         private readonly IKvLayerCache[] _layers;
 
-        public RoundTripCache(RowAffineProbe probe, KvLayout layout, int? keyBits, int? valueBits)
+        public RoundTripCache(RowAffineProbe probe, KvLayout layout, KvBits? keyBits, KvBits? valueBits)
         {
             _inner = new FullPrecisionKvCache(layout, half: false);
             _layers = _inner.Layers.Select(l => (IKvLayerCache)new Layer(probe, l, layout, keyBits, valueBits)).ToArray();
-            Description = $"test k{keyBits?.ToString() ?? "32"}v{valueBits?.ToString() ?? "32"}";
+            Description = $"test k{keyBits?.Name() ?? "32"}v{valueBits?.Name() ?? "32"}";
         }
 
         public KvLayout Layout => _inner.Layout;
@@ -67,7 +68,7 @@ internal sealed class RowAffineProbe : IKvQuantizationProbe
         public void Dispose() => _inner.Dispose();
     }
 
-    private sealed class Layer(RowAffineProbe probe, IKvLayerCache inner, KvLayout layout, int? keyBits, int? valueBits) : IKvLayerCache
+    private sealed class Layer(RowAffineProbe probe, IKvLayerCache inner, KvLayout layout, KvBits? keyBits, KvBits? valueBits) : IKvLayerCache
     {
         public int Length => inner.Length;
 
@@ -77,12 +78,12 @@ internal sealed class RowAffineProbe : IKvQuantizationProbe
         {
             var k = keys[..(tokens * layout.KvDim)].ToArray();
             var v = values[..(tokens * layout.KvDim)].ToArray();
-            if (keyBits is int kb)
+            if (keyBits is { } kb)
             {
                 probe.RoundTrip(true, kb, keys, tokens * layout.KvHeads, layout.HeadDim, k);
             }
 
-            if (valueBits is int vb)
+            if (valueBits is { } vb)
             {
                 probe.RoundTrip(false, vb, values, tokens * layout.KvHeads, layout.HeadDim, v);
             }

@@ -107,7 +107,7 @@ public static class GgufModelExporter
                 throw new ArgumentException($"rope factors: {factors.Length} values, expected head_dim / 2 = {c.HeadDim / 2}");
             }
 
-            w.AddTensor("rope_freqs.weight", GgmlType.F32, [factors.Length], (first, count, dst) => factors.AsSpan((int)first, count).CopyTo(dst));
+            w.AddTensor("rope_freqs.weight", GgmlType.F32, [factors.Length], (_, _, dst) => factors.AsSpan().CopyTo(dst));
         }
 
         return w;
