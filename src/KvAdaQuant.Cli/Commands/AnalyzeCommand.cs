@@ -20,12 +20,13 @@ internal static class AnalyzeCommand
         var bits = new Option<string>("--kv-bits") { Description = "bit widths for quantization error and propagation, comma-separated, from 1, 1.58, 2, 3, 4, 5, 6, 8 (empty: none)", DefaultValueFactory = _ => "1,2,3,4,8" };
         var group = new Option<int?>("--group") { Description = "channels per quantization group along head_dim, per token (default: 32, or the whole head when smaller)" };
         var outDir = new Option<string>("--out", "-o") { Description = "output folder", DefaultValueFactory = _ => "analysis" };
+        var emulated = new Option<bool>("--emulated-cache") { Description = "only-K/only-V runs use the analysis's round-trip cache (FP32 rows after quantize-dequantize, max-subtracted softmax) instead of the library's quantized cache" };
         var skipTop = new Option<int>("--skip-top") { Description = "leave the N largest singular values out of the spectrum figure", DefaultValueFactory = _ => 0 };
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
         var cmd = new Command("analyze", "Capture K and V on calibration text; singular values, norms, weight norms, quantization error and error propagation; JSON, CSV, plots and report.html.")
         {
-            model, tokenizer, data, tokens, bits, group, outDir, skipTop, threads, json,
+            model, tokenizer, data, tokens, bits, group, emulated, outDir, skipTop, threads, json,
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
@@ -49,7 +50,7 @@ internal static class AnalyzeCommand
             var dir = Path.GetFullPath(r.GetValue(outDir)!);
             bool asJson = r.GetValue(json);
             int g = r.GetValue(group) ?? Math.Min(KvSpec.DefaultGroupSize, m.Config.HeadDim);
-            var probe = new KvQuantizerProbe(new KvSpec(KvBits.Four, g));
+            var probe = new KvQuantizerProbe(new KvSpec(KvBits.Four, g)) { EmulatedCache = r.GetValue(emulated) };
             probe.Validate(m.Config.HeadDim);
             var analyzer = new KvAnalyzer(new Transformer(m, r.GetValue(threads)));
             var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
@@ -159,6 +160,7 @@ internal static class AnalyzeCommand
             p.KlMean,
             p.KlLast,
             p.Top1Agreement,
+            p.Failure,
         }),
     };
 
@@ -174,6 +176,12 @@ internal static class AnalyzeCommand
 
         foreach (var p in a.Propagation)
         {
+            if (p.Failure is not null)
+            {
+                o.WriteLine($"only {p.Quantized.ToUpperInvariant()} at {p.Bits} bits: failed: {p.Failure}");
+                continue;
+            }
+
             o.WriteLine($"only {p.Quantized.ToUpperInvariant()} at {p.Bits} bits: residual error after last layer {p.ResidualError[^1]:G3}, KL mean {p.KlMean:G3}, top-1 agreement {p.Top1Agreement:P1}");
         }
 

@@ -146,7 +146,7 @@ public sealed class AnalysisPlotter
         var p = new Plot();
         var palette = new ScottPlot.Palettes.Category10();
         var bitsList = a.Propagation.Select(r => r.Bits).Distinct().OrderBy(b => b).ToArray();
-        foreach (var run in a.Propagation)
+        foreach (var run in a.Propagation.Where(r => r.Failure is null))
         {
             double[] xs = Enumerable.Range(0, run.ResidualError.Length).Select(i => (double)i).ToArray();
             var line = p.Add.Scatter(xs, run.ResidualError.Select(Log10).ToArray(), palette.GetColor(Array.IndexOf(bitsList, run.Bits)));

@@ -73,6 +73,11 @@ public static class AnalysisReport
             header.AddRange(["KL mean", "KL last", "top-1 agreement"]);
             Table(sb, header, a.Propagation.Select(p => new object[] { $"only {p.Quantized.ToUpperInvariant()} at {p.Bits} bits" }
                 .Concat(p.ResidualError.Cast<object>()).Concat(new object[] { p.KlMean, p.KlLast, p.Top1Agreement }).ToArray()));
+            foreach (var p in a.Propagation.Where(p => p.Failure is not null))
+            {
+                sb.Append("<p><b>").Append(E($"only {p.Quantized.ToUpperInvariant()} at {p.Bits} bits failed:")).Append("</b> ").Append(E(p.Failure!)).Append("</p>\n");
+            }
+
             sb.Append("<h3>Attention output relative error per layer</h3>\n");
             var aheader = new List<string> { "run" };
             aheader.AddRange(Enumerable.Range(0, layers).Select(l => $"attention L{l}"));

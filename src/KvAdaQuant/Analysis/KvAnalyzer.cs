@@ -230,9 +230,26 @@ public sealed class KvAnalyzer
         int n = tokens.Count, vocab = c.VocabSize;
         var capture = new ForwardCapture(c, n, keysAndValues: false);
         var logits = new float[(long)n * vocab];
-        using (var cache = probe.CreateCache(layout, keys ? bits : null, keys ? null : bits))
+        try
         {
+            using var cache = probe.CreateCache(layout, keys ? bits : null, keys ? null : bits);
             Forward(tokens, cache, capture, logits);
+        }
+        catch (KvCacheException e)
+        {
+            var nan = Enumerable.Repeat(double.NaN, c.Layers).ToArray();
+            return new PropagationRun
+            {
+                Bits = bits.NominalBits(),
+                Quantized = keys ? "k" : "v",
+                Scheme = probe.Describe(bits),
+                AttentionError = nan,
+                ResidualError = nan,
+                KlMean = double.NaN,
+                KlLast = double.NaN,
+                Top1Agreement = double.NaN,
+                Failure = e.Message,
+            };
         }
 
         var att = new double[c.Layers];

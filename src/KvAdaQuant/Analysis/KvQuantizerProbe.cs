@@ -15,6 +15,12 @@ public sealed class KvQuantizerProbe : IKvQuantizationProbe
         Template = template;
     }
 
+    /// <summary>
+    /// Whether only-K / only-V runs use the analysis's own round-trip cache (FP32 storage of quantize-dequantized
+    /// rows, max-subtracted softmax; per-token specs without residual or sinks) instead of the library's quantized cache.
+    /// </summary>
+    public bool EmulatedCache { get; init; }
+
     /// <summary>The spec whose bits are replaced by each measured width.</summary>
     public KvSpec Template { get; }
 
@@ -38,6 +44,10 @@ public sealed class KvQuantizerProbe : IKvQuantizationProbe
         KvQuantizer.RoundTrip(rows, tokens, headDim, Spec(bits), dst);
 
     /// <inheritdoc/>
-    public IKvCache CreateCache(KvLayout layout, KvBits? keyBits, KvBits? valueBits) =>
-        new RoundTripKvCache(layout, keyBits is { } kb ? Spec(kb) : KvSpec.Fp32, valueBits is { } vb ? Spec(vb) : KvSpec.Fp32);
+    public IKvCache CreateCache(KvLayout layout, KvBits? keyBits, KvBits? valueBits)
+    {
+        var k = keyBits is { } kb ? Spec(kb) : KvSpec.Fp32;
+        var v = valueBits is { } vb ? Spec(vb) : KvSpec.Fp32;
+        return EmulatedCache ? new RoundTripKvCache(layout, k, v) : KvCacheFactory.Create(KvPlan.Uniform(k, v, layout.Layers), layout);
+    }
 }

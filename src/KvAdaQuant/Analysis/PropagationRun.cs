@@ -29,4 +29,7 @@ public sealed class PropagationRun
 
     /// <summary>Fraction of positions whose arg-max next token is unchanged.</summary>
     public required double Top1Agreement { get; init; }
+
+    /// <summary>Why the run could not finish (the cache refused a non-finite value), or null; the errors are then NaN.</summary>
+    public string? Failure { get; init; }
 }

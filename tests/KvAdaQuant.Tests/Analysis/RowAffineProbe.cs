@@ -12,6 +12,8 @@ internal sealed class RowAffineProbe : IKvQuantizationProbe
 {
     public bool Exact { get; init; }
 
+    public bool RefuseKeys { get; init; }
+
     public string Describe(KvBits bits) => Exact ? "exact (no quantization)" : $"test: per-row affine {bits.Name()}-bit";
 
     public void RoundTrip(bool keys, KvBits bits, ReadOnlySpan<float> rows, int tokens, int headDim, Span<float> dst)
@@ -22,7 +24,8 @@ internal sealed class RowAffineProbe : IKvQuantizationProbe
         }
     }
 
-    public IKvCache CreateCache(KvLayout layout, KvBits? keyBits, KvBits? valueBits) => new RoundTripCache(this, layout, keyBits, valueBits);
+    public IKvCache CreateCache(KvLayout layout, KvBits? keyBits, KvBits? valueBits) =>
+        RefuseKeys && keyBits is not null ? throw new KvCacheException("test: refusing keys") : new RoundTripCache(this, layout, keyBits, valueBits);
 
     private void Quantize(KvBits bits, ReadOnlySpan<float> x, Span<float> y)
     {
