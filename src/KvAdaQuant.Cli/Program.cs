@@ -22,6 +22,7 @@ public static class Program
         root.Subcommands.Add(DemoCommand.Create());
 
         root.Subcommands.Add(CompareCommand.Create());
+
         return root;
     }
 

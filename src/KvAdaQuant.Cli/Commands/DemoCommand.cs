@@ -101,8 +101,17 @@ internal static class DemoCommand
                 {
                     var c = configs[i];
                     int done = i;
-                    var res = evaluator.Evaluate(l => KvCacheFactory.Create(c.Plan, l), (d, n) => report(done + ((double)d / n), configs.Count));
-                    results.Add(new EvaluationRow(c.Name, null, null, c.Plan.AverageBits(cfg.KvHeads, cfg.HeadDim, evalCtx), res));
+                    double avg = c.Plan.AverageBits(cfg.KvHeads, cfg.HeadDim, evalCtx);
+                    try
+                    {
+                        var res = evaluator.Evaluate(l => KvCacheFactory.Create(c.Plan, l), (d, n) => report(done + ((double)d / n), configs.Count));
+                        results.Add(new EvaluationRow(c.Name, null, null, avg, res));
+                    }
+                    catch (KvCacheException e)
+                    {
+                        results.Add(new EvaluationRow(c.Name, null, null, avg, new EvaluationResult(new Dictionary<string, double>(), 0, 0), e.Message));
+                    }
+
                     report(i + 1, configs.Count);
                 }
             });

@@ -135,8 +135,18 @@ internal static class EvalCommand
             {
                 var c = configs[i];
                 int done = i;
-                var result = evaluator.Evaluate(l => KvCacheFactory.Create(c.Plan, l), (d, n) => report(done + ((double)d / n), configs.Count));
-                rows.Add(new EvaluationRow(c.Name, c.KeyBits, c.ValueBits, c.Plan.AverageBits(kvHeads, headDim, evaluator.Options.Context), result));
+                double avg = c.Plan.AverageBits(kvHeads, headDim, evaluator.Options.Context);
+                try
+                {
+                    var result = evaluator.Evaluate(l => KvCacheFactory.Create(c.Plan, l), (d, n) => report(done + ((double)d / n), configs.Count));
+                    rows.Add(new EvaluationRow(c.Name, c.KeyBits, c.ValueBits, avg, result));
+                }
+                catch (KvCacheException e) when (configs.Count > 1)
+                {
+                    // One cache refusing (non-finite values) must not lose the rest of a grid; the row says why.
+                    rows.Add(new EvaluationRow(c.Name, c.KeyBits, c.ValueBits, avg, new EvaluationResult(new Dictionary<string, double>(), 0, 0), e.Message));
+                }
+
                 report(i + 1, configs.Count);
             }
         });

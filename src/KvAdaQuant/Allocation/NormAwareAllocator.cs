@@ -4,7 +4,8 @@ namespace KvAdaQuant.Allocation;
 /// The reference implementation's layer-wise greedy (mohsenhariri/spectral-kv, <c>bit_pattern</c>), reproduced step for
 /// step: the tensors are interleaved K0, V0, K1, V1, ...; each weighs c_i = norm_i^2; all start at the lowest width;
 /// while the spent budget is below 2 * layers * budget (tolerance 1e-6), raise to its next width the tensor with the
-/// largest gain c_i (2^-2b - 2^-2b') / (cost(b') - cost(b)) among those whose raise keeps the total within budget; a
+/// largest gain c_i (2^-2b - 2^-2b') / (cost(b') - cost(b)) among those whose raise keeps the total within budget (a raise
+/// that costs nothing under the real accounting counts as an infinite gain); a
 /// gain must beat the best so far by more than 1e-6 to replace it, so ties go to the lowest index (K before V, lower
 /// layers first). Widths enter as numbers, so ternary is b = 1.58 in the error model. With <see cref="NominalBitCost"/>
 /// this is exactly the reference; with the real cost the budget counts scales, zero points and full-precision windows.
@@ -57,12 +58,14 @@ public static class NormAwareAllocator
                 }
 
                 double delta = Cost(cost, i, next) - Cost(cost, i, bits[i]);
-                if (used + delta - total > Tolerance || delta <= 0)
+                if (used + delta - total > Tolerance)
                 {
                     continue;
                 }
 
-                double gain = ((c[i] * Math.Pow(2, -RateDistortionExponent * bits[i])) - (c[i] * Math.Pow(2, -RateDistortionExponent * next))) / delta;
+                // A raise that costs nothing (ternary packs into as many bytes as 2 bits for small groups) is an infinite gain.
+                double gain = delta <= 0 ? double.PositiveInfinity
+                    : ((c[i] * Math.Pow(2, -RateDistortionExponent * bits[i])) - (c[i] * Math.Pow(2, -RateDistortionExponent * next))) / delta;
                 if (gain > bestGain + Tolerance)
                 {
                     (bestGain, best, bestNext, bestDelta) = (gain, i, next, delta);

@@ -58,7 +58,7 @@ public static class SensitivityAllocator
                     }
 
                     double v = best[c] + kl[i, j];
-                    if (v < next[c2])
+                    if (v < next[c2] && !double.IsPositiveInfinity(kl[i, j]))
                     {
                         next[c2] = v;
                         choice[i, c2] = (byte)j;

@@ -2,7 +2,8 @@ namespace KvAdaQuant.Allocation;
 
 /// <summary>
 /// Measured damage of quantizing one tensor alone: for every layer, K or V, and width of <see cref="Range"/>, the mean
-/// KL divergence of the next-token distribution from the unquantized model's when only that tensor is quantized.
+/// KL divergence of the next-token distribution from the unquantized model's when only that tensor is quantized; positive
+/// infinity where the quantized cache refused the run (non-finite values), so that no plan picks that width.
 /// </summary>
 public sealed record SensitivityProfile
 {
@@ -16,9 +17,9 @@ public sealed record SensitivityProfile
 
         foreach (var row in keyKl.Concat(valueKl))
         {
-            if (row.Count != range.Widths.Count || row.Any(x => !double.IsFinite(x)))
+            if (row.Count != range.Widths.Count || row.Any(x => double.IsNaN(x) || x < 0) || row.All(double.IsPositiveInfinity))
             {
-                throw new ArgumentException($"sensitivity profile: every layer needs {range.Widths.Count} finite KL values, one per width of {range}");
+                throw new ArgumentException($"sensitivity profile: every tensor needs {range.Widths.Count} non-negative KL values, one per width of {range}, at least one finite (infinite = the cache failed at that width)");
             }
         }
 

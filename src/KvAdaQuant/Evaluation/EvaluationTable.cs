@@ -41,7 +41,8 @@ public sealed class EvaluationTable
         foreach (var r in Rows)
         {
             sb.Append("| ").Append(r.Name).Append(" | ").Append(r.AverageBits.ToString("0.###", CultureInfo.InvariantCulture)).Append(" | ");
-            sb.Append(string.Join(" | ", Metrics.Select(m => r.Result.Metrics.TryGetValue(m, out double v) ? Format(m, v) : string.Empty))).AppendLine(" |");
+            sb.Append(r.Error is not null ? $"failed: {r.Error.Replace("|", "/", StringComparison.Ordinal)}" + string.Concat(Enumerable.Repeat(" |", Math.Max(Metrics.Count - 1, 0))) :
+                string.Join(" | ", Metrics.Select(m => r.Result.Metrics.TryGetValue(m, out double v) ? Format(m, v) : string.Empty))).AppendLine(" |");
         }
 
         return sb.ToString();
@@ -78,6 +79,7 @@ public sealed class EvaluationTable
                 items = r.Result.Items,
                 seconds = r.Result.Seconds,
                 metrics = r.Result.Metrics,
+                error = r.Error,
             }),
         },
         new JsonSerializerOptions { WriteIndented = true });

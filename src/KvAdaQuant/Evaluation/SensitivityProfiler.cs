@@ -28,13 +28,26 @@ public static class SensitivityProfiler
             v[l] = new double[range.Widths.Count];
             for (int j = 0; j < range.Widths.Count; j++)
             {
-                k[l][j] = calibration.Compare(cacheFor(baseline.With(l, KvTensorKind.Key, range.Widths[j]))).MeanKl;
+                k[l][j] = Kl(calibration, cacheFor(baseline.With(l, KvTensorKind.Key, range.Widths[j])));
                 progress?.Invoke(++done, total);
-                v[l][j] = calibration.Compare(cacheFor(baseline.With(l, KvTensorKind.Value, range.Widths[j]))).MeanKl;
+                v[l][j] = Kl(calibration, cacheFor(baseline.With(l, KvTensorKind.Value, range.Widths[j])));
                 progress?.Invoke(++done, total);
             }
         }
 
         return new SensitivityProfile(range, k, v, source);
+    }
+
+    /// <summary>Mean KL, or positive infinity when the cache refuses the run (non-finite values in the forward pass).</summary>
+    private static double Kl(KlReference calibration, Func<KvLayout, IKvCache> cache)
+    {
+        try
+        {
+            return calibration.Compare(cache).MeanKl;
+        }
+        catch (KvCacheException)
+        {
+            return double.PositiveInfinity;
+        }
     }
 }

@@ -1,4 +1,5 @@
 using KvAdaQuant.Allocation;
+using KvAdaQuant.Quantization;
 
 namespace KvAdaQuant.Tests.Allocation;
 
@@ -80,6 +81,18 @@ public class NormAwareAllocatorTests
         var nominal = NormAwareAllocator.Allocate(norms, 4, ReferenceRange, new NominalBitCost());
         Assert.Equal(nominal.KeyBits, plan.KeyBits);
         Assert.Equal(nominal.ValueBits, plan.ValueBits);
+    }
+
+    [Fact]
+    public void A_free_raise_does_not_stall_the_greedy()
+    {
+        // Head dim 8, groups of 8: ternary (2 bytes + 4 bytes of scale/zero) costs as much as 2 bits, 6 bits per element.
+        var cost = new SpecBitCost(new KvSpec(KvBits.Four, GroupSize: 8), new KvSpec(KvBits.Four, GroupSize: 8), 8, 256);
+        Assert.Equal(cost.BitsPerElement(KvTensorKind.Key, 0, 2), cost.BitsPerElement(KvTensorKind.Key, 0, 1.58));
+        var norms = new LayerNorms([10, 10], [3, 3], "synthetic");
+        var plan = NormAwareAllocator.Allocate(norms, 7, BitRange.Parse("1,1.58,2,3,4,6,8"), cost);
+        Assert.Equal(7.0, plan.AverageBits(cost), 9);
+        Assert.All(plan.KeyBits.Concat(plan.ValueBits), b => Assert.True(b >= 2, plan.ToString()));
     }
 
     [Fact]
