@@ -1,0 +1,54 @@
+using KvAdaQuant.Gpu.Cuda;
+
+namespace KvAdaQuant.Gpu;
+
+/// <summary>
+/// One prepared decode-attention pass on the GPU: the split kernel over the packed tokens, the residual
+/// window's kernel, and the combine kernel; <see cref="Run"/> queues all three and allocates nothing.
+/// </summary>
+public sealed class PackedKvAttentionPass : IDisposable
+{
+    private readonly List<CudaLaunch> _launches;
+    private readonly CudaDeviceBuffer _partialOutputs;
+    private readonly CudaDeviceBuffer _partialStats;
+
+    internal PackedKvAttentionPass(List<CudaLaunch> launches, CudaDeviceBuffer partialOutputs, CudaDeviceBuffer partialStats, int splits, int tokensPerSplit, bool fast)
+    {
+        _launches = launches;
+        _partialOutputs = partialOutputs;
+        _partialStats = partialStats;
+        Splits = splits;
+        TokensPerSplit = tokensPerSplit;
+        UsesFastKernel = fast;
+    }
+
+    /// <summary>Splits of the packed tokens (the residual window adds one more partial).</summary>
+    public int Splits { get; }
+
+    /// <summary>Packed tokens per split.</summary>
+    public int TokensPerSplit { get; }
+
+    /// <summary>Whether the K4V2 tensor-core kernel runs (else the generic FP32 kernel).</summary>
+    public bool UsesFastKernel { get; }
+
+    /// <summary>Queues the pass on the default stream.</summary>
+    public void Run()
+    {
+        foreach (CudaLaunch launch in _launches)
+        {
+            launch.Launch();
+        }
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        foreach (CudaLaunch launch in _launches)
+        {
+            launch.Dispose();
+        }
+
+        _partialOutputs.Dispose();
+        _partialStats.Dispose();
+    }
+}
