@@ -51,9 +51,9 @@ internal static class GpuBenchCommand
                 ok &= Verify(context, attention, report);
             }
 
-            if (options.Mode is "bench" or "all")
+            if (options.Mode is "bench" or "all" or "profile")
             {
-                ok &= Bench(context, attention, options, report);
+                ok &= Bench(context, attention, options, report, options.Mode == "profile");
             }
 
             File.WriteAllText(Path.Combine(options.OutDir, "gpu_report.md"), report.ToString());
@@ -155,16 +155,35 @@ internal static class GpuBenchCommand
 
     private sealed record Shape(int Batch, int Positions);
 
-    private static bool Bench(CudaContext context, CudaPackedKvAttention attention, GpuBenchOptions options, StringBuilder report)
+    private static readonly (string Name, string[] Defines)[] Variants =
+    [
+        ("cpasync-s3-b4", ["FAST_CPASYNC=1", "FAST_STAGES=3", "FAST_MIN_BLOCKS=4"]),
+        ("cpasync-s2-b4", ["FAST_CPASYNC=1", "FAST_STAGES=2", "FAST_MIN_BLOCKS=4"]),
+
+        ("regprefetch-b2", ["FAST_CPASYNC=0", "FAST_MIN_BLOCKS=2"]),
+    ];
+
+    private static bool Bench(CudaContext context, CudaPackedKvAttention attention, GpuBenchOptions options, StringBuilder report, bool profileOnly)
     {
         const int kvHeads = 8, qHeads = 32, residual = 64;
         var kf = new PackedKvFormat(4, 64, PackedKvAxis.PerToken, HeadDim);
         var vf = new PackedKvFormat(2, 64, PackedKvAxis.PerToken, HeadDim);
-        Shape[] shapes = [new(8, 32768), new(1, 32768), new(1, 131072), new(16, 8192)];
+        Shape[] shapes = profileOnly ? [new(8, 32768)] : [new(8, 32768), new(1, 32768), new(1, 131072), new(16, 8192)];
         JsonElement? torch = null;
         if (options.TorchJson is not null && File.Exists(options.TorchJson))
         {
             torch = JsonDocument.Parse(File.ReadAllText(options.TorchJson)).RootElement;
+        }
+
+        var variants = new List<(string Name, CudaPackedKvAttention Module)> { (Variants[0].Name, attention) };
+        if (!profileOnly && options.Cubin is null)
+        {
+            foreach (var v in Variants.Skip(1))
+            {
+                var module = new CudaPackedKvAttention(context, HeadDim, null, v.Defines);
+                variants.Add((v.Name, module));
+                report.AppendLine(CultureInfo.InvariantCulture, $"variant {v.Name}: kvq_k4v2_fast {module.Fast.Registers} registers, {module.Fast.LocalBytes} B local");
+            }
         }
 
         double copyGbps = torch?.GetProperty("copy_gbps").GetDouble() ?? double.NaN;
@@ -188,36 +207,61 @@ internal static class GpuBenchCommand
             using CudaDeviceBuffer q = context.Upload<float>(queries);
             using CudaDeviceBuffer output = context.Allocate(4L * queries.Length);
             using CudaDeviceBuffer outputGeneric = context.Allocate(4L * queries.Length);
-
             int auto = attention.DefaultTokensPerSplit(caches[0]);
-            var timings = new List<(int Tps, double Us)>();
-            foreach (int tps in new[] { auto, 256, 512, 1024, 2048 }.Distinct())
+            if (profileOnly)
             {
-                var passes = caches.Select(c => attention.Prepare(c, q, output, true, tps)).ToList();
-                double us = MedianMicroseconds(context, passes, options.Iterations);
-                timings.Add((tps, us));
-                sweep.AppendLine(CultureInfo.InvariantCulture, $"| {s.Batch} x {s.Positions} | {tps}{(tps == auto ? " (auto)" : string.Empty)} | {passes[0].Splits} | {us:F1} | {bytesOne / us / 1e3:F0} |");
-                passes.ForEach(p => p.Dispose());
+                using PackedKvAttentionPass p = attention.Prepare(caches[0], q, output, true, auto);
+                for (int i = 0; i < 5; i++)
+                {
+                    p.Run();
+                }
+
+                context.Synchronize();
+                caches.ForEach(c => c.Dispose());
+                return true;
             }
 
-            double autoUs = timings[0].Us;
-            (int bestTps, double bestUs) = timings.MinBy(t => t.Us);
-
-            // Same bytes through the generic FP32 kernel, and the two outputs compared.
-            using PackedKvAttentionPass fastPass = attention.Prepare(caches[0], q, output, true, auto);
             using PackedKvAttentionPass genericPass = attention.Prepare(caches[0], q, outputGeneric, false);
-            output.Fill(0x7FC00000u);
             outputGeneric.Fill(0x7FC00000u);
-            fastPass.Run();
             genericPass.Run();
             context.Synchronize();
-            var a = new float[queries.Length];
-            var b = new float[queries.Length];
-            output.CopyTo<float>(a);
-            outputGeneric.CopyTo<float>(b);
-            var (maxRel, _, finite) = Compare(a, b);
-            ok &= finite && maxRel <= 1e-3;
+            var reference = new float[queries.Length];
+            outputGeneric.CopyTo<float>(reference);
             double genericUs = MedianMicroseconds(context, [genericPass], 10);
+
+            double defaultUs = double.NaN, bestUs = double.MaxValue, worstRel = 0, kernelOnlyUs = double.NaN, combineUs = double.NaN;
+            string bestAt = string.Empty;
+            foreach (var (name, module) in variants)
+            {
+                foreach (int tps in new[] { auto, 256, 512, 1024, 2048, 4096 }.Distinct())
+                {
+                    var passes = caches.Select(c => module.Prepare(c, q, output, true, tps)).ToList();
+                    double us = MedianMicroseconds(context, passes, options.Iterations);
+                    output.Fill(0x7FC00000u);
+                    passes[0].Run();
+                    context.Synchronize();
+                    var got = new float[queries.Length];
+                    output.CopyTo<float>(got);
+                    var (maxRel, _, finite) = Compare(got, reference);
+                    worstRel = Math.Max(worstRel, finite ? maxRel : double.PositiveInfinity);
+                    ok &= finite && maxRel <= 1e-3;
+                    if (name == variants[0].Name && tps == auto)
+                    {
+                        defaultUs = us;
+                        kernelOnlyUs = MedianStage(context, passes, 0, options.Iterations);
+                        combineUs = MedianStage(context, passes, passes[0].LaunchCount - 1, options.Iterations);
+                    }
+
+                    if (us < bestUs)
+                    {
+                        bestUs = us;
+                        bestAt = $"{name}, {tps}";
+                    }
+
+                    sweep.AppendLine(CultureInfo.InvariantCulture, $"| {s.Batch} x {s.Positions} | {name} | {tps}{(tps == auto ? " (auto)" : string.Empty)} | {passes[0].Splits} | {us:F1} | {bytesOne / us / 1e3:F0} | {maxRel:E1} |");
+                    passes.ForEach(p => p.Dispose());
+                }
+            }
 
             string torchCols = " | | ";
             if (torch is JsonElement t)
@@ -227,16 +271,21 @@ internal static class GpuBenchCommand
                     if (e.GetProperty("batch").GetInt32() == s.Batch && e.GetProperty("tokens").GetInt32() == s.Positions)
                     {
                         double sdpa = e.GetProperty("sdpa_fp16_us").GetDouble(), deq = e.GetProperty("dequant_sdpa_us").GetDouble();
-                        torchCols = string.Create(CultureInfo.InvariantCulture, $" | {sdpa:F1} ({sdpa / autoUs:F1}x) | {deq:F0} ({deq / autoUs:F0}x)");
+                        torchCols = string.Create(CultureInfo.InvariantCulture, $" | {sdpa:F1} ({sdpa / defaultUs:F1}x) | {deq:F0} ({deq / defaultUs:F0}x)");
                     }
                 }
             }
 
             rows.Add(string.Create(
                 CultureInfo.InvariantCulture,
-                $"| {s.Batch} x {s.Positions:N0} | {bytesOne / 1e6:F1} | {autoUs:F1} | {bytesOne / autoUs / 1e3:F0} | {(double.IsNaN(copyGbps) ? "-" : (100 * bytesOne / autoUs / 1e3 / copyGbps).ToString("F0", CultureInfo.InvariantCulture) + "%")} | {bestUs:F1} @ {bestTps} | {genericUs:F0}{torchCols} | {maxRel:E1} |"));
+                $"| {s.Batch} x {s.Positions:N0} | {bytesOne / 1e6:F1} | {defaultUs:F1} | {bytesOne / defaultUs / 1e3:F0} | {(double.IsNaN(copyGbps) ? "-" : (100 * bytesOne / defaultUs / 1e3 / copyGbps).ToString("F0", CultureInfo.InvariantCulture) + "%")} | {kernelOnlyUs:F1} + {combineUs:F1} | {bestUs:F1} ({bestAt}) | {genericUs:F0}{torchCols} | {worstRel:E1} |"));
             Console.WriteLine(rows[^1]);
             caches.ForEach(c => c.Dispose());
+        }
+
+        foreach (var v in variants.Skip(1))
+        {
+            v.Module.Dispose();
         }
 
         report.AppendLine();
@@ -248,17 +297,32 @@ internal static class GpuBenchCommand
             report.AppendLine();
         }
 
-        report.AppendLine("| batch x positions | packed MB | ours (us, median) | GB/s | of copy BW | best split (us @ tokens/split) | generic FP32 kernel (us) | PyTorch SDPA FP16 (us) | dequantize + SDPA (us) | max rel diff tensor-core vs FP32 |");
-        report.AppendLine("|---|---|---|---|---|---|---|---|---|---|");
+        report.AppendLine("| batch x positions | packed MB | ours (us, median) | GB/s | of copy BW | split kernel + combine alone (us) | best variant (us) | generic FP32 kernel (us) | PyTorch SDPA FP16 (us) | dequantize + SDPA (us) | max rel diff vs FP32 kernel |");
+        report.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|");
         rows.ForEach(r => report.AppendLine(r));
         report.AppendLine();
-        report.AppendLine("### Split sweep (tensor-core kernel)");
+        report.AppendLine("### Variant and split sweep (tensor-core kernel)");
         report.AppendLine();
-        report.AppendLine("| batch x positions | tokens per split | splits | us (median) | GB/s |");
-        report.AppendLine("|---|---|---|---|---|");
+        report.AppendLine("| batch x positions | variant | tokens per split | splits | us (median) | GB/s | max rel diff vs FP32 kernel |");
+        report.AppendLine("|---|---|---|---|---|---|---|");
         report.Append(sweep);
         Console.WriteLine(report.ToString()[report.ToString().IndexOf("## Decode attention", StringComparison.Ordinal)..]);
         return ok;
+    }
+
+    private static double MedianStage(CudaContext context, IReadOnlyList<PackedKvAttentionPass> passes, int stage, int iterations)
+    {
+        var timers = Enumerable.Range(0, iterations).Select(_ => new CudaEventTimer(context)).ToList();
+        for (int i = 0; i < iterations; i++)
+        {
+            timers[i].Start();
+            passes[i % passes.Count].RunLaunch(stage);
+            timers[i].Stop();
+        }
+
+        var ms = timers.Select(t => (double)t.ElapsedMilliseconds()).Order().ToList();
+        timers.ForEach(t => t.Dispose());
+        return ms[ms.Count / 2] * 1000.0;
     }
 
     private static double MedianMicroseconds(CudaContext context, IReadOnlyList<PackedKvAttentionPass> passes, int iterations)

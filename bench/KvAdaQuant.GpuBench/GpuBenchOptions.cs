@@ -6,9 +6,9 @@ internal sealed record GpuBenchOptions(string Mode, string OutDir, string? Torch
     public static GpuBenchOptions Parse(string[] args)
     {
         string mode = args.Length > 0 ? args[0] : "all";
-        if (mode is not ("verify" or "bench" or "all"))
+        if (mode is not ("verify" or "bench" or "all" or "profile"))
         {
-            throw new ArgumentException($"mode: '{mode}' is not verify, bench or all.");
+            throw new ArgumentException($"mode: '{mode}' is not verify, bench, all or profile.");
         }
 
         string outDir = ".";

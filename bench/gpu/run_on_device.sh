@@ -23,3 +23,9 @@ if [ $rc -ne 0 ] && [ $rc -ne 1 ] && [ -f "$OUT/PackedKvAttention.cubin" ]; then
   echo "NVRTC path failed (rc=$rc); retrying with the nvcc cubin"
   timeout 300 ./KvAdaQuant.GpuBench "${1:-all}" --out "$OUT" --torch "$OUT/torch.json" --cubin "$OUT/PackedKvAttention.cubin" 2>&1 | tee "$OUT/bench_cubin.log"
 fi
+if [ "${PROFILE:-0}" = "1" ]; then
+  timeout 200 ncu --clock-control none --target-processes all -k regex:kvq_k4v2_fast -s 1 -c 1 \
+    --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
+    ./KvAdaQuant.GpuBench profile --out "$OUT/prof" > "$OUT/ncu.txt" 2>&1
+  echo "ncu rc=$?"; grep -E "Duration|Throughput|Registers|Achieved Occupancy|Theoretical Occupancy|Stall|Warp Cycles|Issued|Eligible|Block Limit|Local|L1/TEX Hit|L2 Hit|Mem Busy|Max Bandwidth|DRAM" "$OUT/ncu.txt" | head -60
+fi

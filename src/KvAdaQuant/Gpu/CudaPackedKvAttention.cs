@@ -15,7 +15,7 @@ public sealed class CudaPackedKvAttention : IDisposable
 
     /// <summary>Compiles (or loads <paramref name="cubin"/>) and finds the kernels.</summary>
     /// <exception cref="CudaException">NVRTC is missing or compilation failed.</exception>
-    public CudaPackedKvAttention(CudaContext context, int headDim, byte[]? cubin = null)
+    public CudaPackedKvAttention(CudaContext context, int headDim, byte[]? cubin = null, IReadOnlyList<string>? defines = null)
     {
         ArgumentNullException.ThrowIfNull(context);
         _context = context;
@@ -28,7 +28,7 @@ public sealed class CudaPackedKvAttention : IDisposable
             }
 
             var watch = System.Diagnostics.Stopwatch.StartNew();
-            cubin = nvrtc!.CompileToCubin(KernelSource(), "PackedKvAttention.cu", context.Arch, [$"HEAD_DIM={headDim}"]);
+            cubin = nvrtc!.CompileToCubin(KernelSource(), "PackedKvAttention.cu", context.Arch, [$"HEAD_DIM={headDim}", .. defines ?? []]);
             BuildNote = string.Create(CultureInfo.InvariantCulture, $"NVRTC {nvrtc.Version} ({nvrtc.LibraryPath}), {context.Arch}, {watch.ElapsedMilliseconds} ms");
         }
         else
@@ -45,6 +45,9 @@ public sealed class CudaPackedKvAttention : IDisposable
         FillParams = _module.Function("kvq_fill_params");
         FillHalves = _module.Function("kvq_fill_halves");
     }
+
+    /// <summary>Most partials the combine kernel merges (its shared weight array).</summary>
+    public const int MaxSplits = 2048;
 
     /// <summary>Head dimension compiled in.</summary>
     public int HeadDim { get; }
@@ -133,8 +136,9 @@ public sealed class CudaPackedKvAttention : IDisposable
     }
 
     /// <summary>
-    /// Default packed tokens per split: the largest of 2048, 1024, 512, 256, 128 (multiples of a 128-token block
-    /// step) that still gives at least three blocks per multiprocessor.
+    /// Default packed tokens per split for the fast kernel: the largest of 2048, 1024, 512, 256 that still gives
+    /// at least 1.9 blocks per multiprocessor (chosen from the H200 sweep in the README: long splits amortise each
+    /// block's start and merge, but too few blocks leave multiprocessors idle).
     /// </summary>
     public int DefaultTokensPerSplit(PackedKvDeviceCache cache)
     {
@@ -142,7 +146,7 @@ public sealed class CudaPackedKvAttention : IDisposable
         foreach (int tps in new[] { 2048, 1024, 512, 256 })
         {
             long blocks = (long)cache.Batch * cache.KvHeads * ((cache.QuantizedTokens + tps - 1) / tps);
-            if (blocks >= 3L * _context.MultiprocessorCount)
+            if (blocks * 10 >= 19L * _context.MultiprocessorCount)
             {
                 return tps;
             }
@@ -191,16 +195,22 @@ public sealed class CudaPackedKvAttention : IDisposable
 
         int splits = cache.QuantizedTokens == 0 ? 0 : (cache.QuantizedTokens + tps - 1) / tps;
         int total = splits + (cache.ResidualTokens > 0 ? 1 : 0);
+        if (total > MaxSplits)
+        {
+            throw new ArgumentException($"tokensPerSplit: {tps} gives {total} splits, more than the combine kernel's {MaxSplits}.", nameof(tokensPerSplit));
+        }
         long rows = (long)cache.Batch * cache.QueryHeads;
         CudaDeviceBuffer partO = _context.Allocate(rows * total * cache.HeadDim * 4);
         CudaDeviceBuffer partML = _context.Allocate(rows * total * 2 * 4);
         float scaleLog2 = (float)(1.0 / Math.Sqrt(cache.HeadDim) / Math.Log(2.0));
         var launches = new List<CudaLaunch>();
         (int, int, int) grid = (splits, cache.KvHeads, cache.Batch);
-        if (splits > 0 && fast)
+        if (fast)
         {
+            // The residual window is the fast kernel's last split.
             launches.Add(Fast.Prepare(
-                grid, 128, cache.KeyCodes, cache.KeyParams, cache.ValueCodes, cache.ValueParams,
+                (total, cache.KvHeads, cache.Batch), 128, cache.KeyCodes, cache.KeyParams, cache.ValueCodes, cache.ValueParams,
+                cache.ResidualKeys, cache.ResidualValues, cache.ResidualTokens,
                 queries, partO, partML, cache.QuantizedTokens, tps, total, ratio, scaleLog2));
         }
         else if (splits > 0)
@@ -213,7 +223,7 @@ public sealed class CudaPackedKvAttention : IDisposable
                 queries, partO, partML, cache.QuantizedTokens, tps, total, ratio, scaleLog2));
         }
 
-        if (cache.ResidualTokens > 0)
+        if (cache.ResidualTokens > 0 && !fast)
         {
             launches.Add(Residual.Prepare(
                 (1, cache.KvHeads, cache.Batch), 128, cache.ResidualKeys, cache.ResidualValues, cache.ResidualTokens,

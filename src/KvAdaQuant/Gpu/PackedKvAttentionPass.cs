@@ -40,6 +40,12 @@ public sealed class PackedKvAttentionPass : IDisposable
         }
     }
 
+    /// <summary>Kernel launches in one pass.</summary>
+    public int LaunchCount => _launches.Count;
+
+    /// <summary>Queues only launch <paramref name="index"/> (to time stages).</summary>
+    public void RunLaunch(int index) => _launches[index].Launch();
+
     /// <inheritdoc/>
     public void Dispose()
     {

@@ -226,22 +226,38 @@ extern "C" __global__ void __launch_bounds__(128) kvq_generic_fp16(
     generic_attend(ks, vs, 0, R, q, ratio, scaleLog2, partO, partML, totalSplits, splitIndex, kvh * ratio, kvHeads * ratio, b);
 }
 
-// Merges the splits: grid (batch * queryHeads), block 128.
+// Merges the splits: grid (batch * queryHeads), block 128, totalSplits <= 2048. The split weights are computed once
+// into shared memory; each thread then sums its dimension over the splits with independent loads.
 extern "C" __global__ void __launch_bounds__(128) kvq_combine(const float* partO, const float* partML, float* out, int totalSplits)
 {
+    __shared__ float sw[2048];
+    __shared__ float red[2][4];
     const size_t row = blockIdx.x;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const float* ml = partML + row * totalSplits * 2;
     float mx = NEG_BIG;
-    for (int s = 0; s < totalSplits; s++) mx = fmaxf(mx, ml[2 * s]);
+    for (int s = threadIdx.x; s < totalSplits; s += blockDim.x) mx = fmaxf(mx, ml[2 * s]);
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    if (lane == 0) red[0][warp] = mx;
+    __syncthreads();
+    mx = fmaxf(fmaxf(red[0][0], red[0][1]), fmaxf(red[0][2], red[0][3]));
+    float l = 0.f;
+    for (int s = threadIdx.x; s < totalSplits; s += blockDim.x)
+    {
+        float w = exp2f(ml[2 * s] - mx);
+        sw[s] = w;
+        l = fmaf(w, ml[2 * s + 1], l);
+    }
+    for (int o = 16; o > 0; o >>= 1) l += __shfl_xor_sync(0xffffffffu, l, o);
+    if (lane == 0) red[1][warp] = l;
+    __syncthreads();
+    l = (red[1][0] + red[1][1]) + (red[1][2] + red[1][3]);
+    const float* po = partO + row * totalSplits * HEAD_DIM;
     for (int d = threadIdx.x; d < HEAD_DIM; d += blockDim.x)
     {
-        float o = 0.f, l = 0.f;
-        for (int s = 0; s < totalSplits; s++)
-        {
-            float w = exp2f(ml[2 * s] - mx);
-            l = fmaf(w, ml[2 * s + 1], l);
-            o = fmaf(w, partO[(row * totalSplits + s) * HEAD_DIM + d], o);
-        }
+        float o = 0.f;
+#pragma unroll 8
+        for (int s = 0; s < totalSplits; s++) o = fmaf(sw[s], po[(size_t)s * HEAD_DIM + d], o);
         out[row * HEAD_DIM + d] = o / l;
     }
 }
@@ -275,14 +291,24 @@ struct FastRaw
     u32 vp[2][4];    // (scale, min) of group g/4 of those tokens
 };
 
-__device__ __forceinline__ void fast_load(FastRaw& r, const u8* kc, const u32* kpar, const u8* vc, const u32* vpar, int base, int g, int t)
+// Gathers one 32-token step's operands for thread (g, t); kc, kpar, vc, vpar point at the step's first token.
+template <bool SHARED>
+__device__ __forceinline__ void fast_gather(FastRaw& r, const u8* kc, const u32* kpar, const u8* vc, const u32* vpar, int g, int t)
 {
 #pragma unroll
     for (int n = 0; n < 4; n++)
     {
-        int tok = base + 8 * n + g;
-        r.k[n] = ldg_stream16(kc + (size_t)tok * 64 + 16 * t);
-        r.kp[n] = ldg_stream4(kpar + (size_t)tok * 2 + (t >> 1));
+        int tok = 8 * n + g;
+        if (SHARED)
+        {
+            r.k[n] = *(const uint4*)(kc + tok * 64 + 16 * t);
+            r.kp[n] = kpar[tok * 2 + (t >> 1)];
+        }
+        else
+        {
+            r.k[n] = ldg_stream16(kc + (size_t)tok * 64 + 16 * t);
+            r.kp[n] = ldg_stream4(kpar + (size_t)tok * 2 + (t >> 1));
+        }
     }
 #pragma unroll
     for (int s = 0; s < 2; s++)
@@ -290,18 +316,229 @@ __device__ __forceinline__ void fast_load(FastRaw& r, const u8* kc, const u32* k
 #pragma unroll
         for (int i = 0; i < 4; i++)
         {
-            int tok = base + 16 * s + 2 * t + (i & 1) + 8 * (i >> 1);
-            r.v[s][i] = ldg_stream4(vc + (size_t)tok * 32 + 4 * g);
-            r.vp[s][i] = ldg_stream4(vpar + (size_t)tok * 2 + (g >> 2));
+            int tok = 16 * s + 2 * t + (i & 1) + 8 * (i >> 1);
+            if (SHARED)
+            {
+                r.v[s][i] = *(const u32*)(vc + tok * 32 + 4 * g);
+                r.vp[s][i] = vpar[tok * 2 + (g >> 2)];
+            }
+            else
+            {
+                r.v[s][i] = ldg_stream4(vc + (size_t)tok * 32 + 4 * g);
+                r.vp[s][i] = ldg_stream4(vpar + (size_t)tok * 2 + (g >> 2));
+            }
         }
     }
 }
 
-extern "C" __global__ void __launch_bounds__(128, 3) kvq_k4v2_fast(
-    const u8* kCodes, const u32* kParams, const u8* vCodes, const u32* vParams,
+__device__ __forceinline__ u32 and_or(u32 a, u32 mask, u32 orv)
+{
+    u32 r;
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(a), "r"(mask), "r"(orv));
+    return r;
+}
+
+__device__ __forceinline__ u32 transpose8x8(u32 x)
+{
+    u32 r;
+    asm("movmatrix.sync.aligned.m8n8.trans.b16 %0, %1;" : "=r"(r) : "r"(x));
+    return r;
+}
+
+// One 32-token step with the heads on the N side of every product (no zero padding):
+//   S^T (16 tokens x 8 heads) = K (16 tokens x 16 dims) Q^T, two token tiles x 8 k-steps;
+//   online softmax per head (thread holds heads 2t, 2t+1 of tokens g, g+8);
+//   P^T fragments by movmatrix transposes; O^T (16 dims x 8 heads) += V^T (16 dims x 16 tokens) P^T.
+// Rows of O^T tile k are dims 16g + 2k (rows 0..7) and 16g + 2k + 1 (rows 8..15).
+__device__ __forceinline__ void fast_step(const FastRaw& cur, const u32* qb0, const u32* qb1, float (*o)[4], float* mRun, float* lRun)
+{
+    const u32 magic = 0x64006400u, m4 = 0x000F000Fu, m2 = 0x00030003u;
+    float s[2][4];
+#pragma unroll
+    for (int m = 0; m < 2; m++)
+    {
+        s[m][0] = 0.f; s[m][1] = 0.f; s[m][2] = 0.f; s[m][3] = 0.f;
+        const u32 sLo = __byte_perm(cur.kp[2 * m], 0u, 0x1010), mLo = __byte_perm(cur.kp[2 * m], 0u, 0x3232);
+        const u32 sHi = __byte_perm(cur.kp[2 * m + 1], 0u, 0x1010), mHi = __byte_perm(cur.kp[2 * m + 1], 0u, 0x3232);
+        const u32 wl[4] = {cur.k[2 * m].x, cur.k[2 * m].y, cur.k[2 * m].z, cur.k[2 * m].w};
+        const u32 wh[4] = {cur.k[2 * m + 1].x, cur.k[2 * m + 1].y, cur.k[2 * m + 1].z, cur.k[2 * m + 1].w};
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+        {
+            const int sh = (j & 1) * 8;
+            const u32 xl = wl[j >> 1] >> sh, xh = wh[j >> 1] >> sh;
+            u32 a0 = hfma2(hsub2(and_or(xl, m4, magic), magic), sLo, mLo);
+            u32 a2 = hfma2(hsub2(and_or(xl >> 4, m4, magic), magic), sLo, mLo);
+            u32 a1 = hfma2(hsub2(and_or(xh, m4, magic), magic), sHi, mHi);
+            u32 a3 = hfma2(hsub2(and_or(xh >> 4, m4, magic), magic), sHi, mHi);
+            mma16816(s[m], a0, a1, a2, a3, qb0[j], qb1[j]);
+        }
+    }
+
+    float mx0 = fmaxf(fmaxf(s[0][0], s[0][2]), fmaxf(s[1][0], s[1][2]));
+    float mx1 = fmaxf(fmaxf(s[0][1], s[0][3]), fmaxf(s[1][1], s[1][3]));
+#pragma unroll
+    for (int off = 4; off < 32; off <<= 1)
+    {
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+    }
+    const float n0 = fmaxf(mRun[0], mx0), n1 = fmaxf(mRun[1], mx1);
+    const float al0 = fast_exp2(mRun[0] - n0), al1 = fast_exp2(mRun[1] - n1);
+    mRun[0] = n0;
+    mRun[1] = n1;
+    u32 pb0[2], pb1[2];
+    float ps0 = 0.f, ps1 = 0.f;
+#pragma unroll
+    for (int m = 0; m < 2; m++)
+    {
+        const float p0 = fast_exp2(s[m][0] - n0), p1 = fast_exp2(s[m][1] - n1);
+        const float p2 = fast_exp2(s[m][2] - n0), p3 = fast_exp2(s[m][3] - n1);
+        ps0 += p0 + p2;
+        ps1 += p1 + p3;
+        pb0[m] = transpose8x8(pack_h2(p0, p1));  // tokens 2t, 2t+1 of rows 0..7, head g
+        pb1[m] = transpose8x8(pack_h2(p2, p3));  // tokens 8 + 2t, 8 + 2t + 1, head g
+    }
+    lRun[0] = lRun[0] * al0 + ps0;
+    lRun[1] = lRun[1] * al1 + ps1;
+#pragma unroll
+    for (int k = 0; k < 8; k++) { o[k][0] *= al0; o[k][1] *= al1; o[k][2] *= al0; o[k][3] *= al1; }
+
+#pragma unroll
+    for (int st = 0; st < 2; st++)
+    {
+        const u32 sAB01 = __byte_perm(cur.vp[st][0], cur.vp[st][1], 0x5410);
+        const u32 mAB01 = __byte_perm(cur.vp[st][0], cur.vp[st][1], 0x7632);
+        const u32 sAB89 = __byte_perm(cur.vp[st][2], cur.vp[st][3], 0x5410);
+        const u32 mAB89 = __byte_perm(cur.vp[st][2], cur.vp[st][3], 0x7632);
+#pragma unroll
+        for (int half = 0; half < 2; half++)
+        {
+            const u32 sel = half ? 0x7632u : 0x5410u;
+            const u32 y01 = __byte_perm(cur.v[st][0], cur.v[st][1], sel);
+            const u32 y89 = __byte_perm(cur.v[st][2], cur.v[st][3], sel);
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++)
+            {
+                const int c = 2 * kk;  // codes c (row g) and c + 1 (row g + 8) of this half
+                u32 a0 = hfma2(hsub2(and_or(y01 >> (2 * c), m2, magic), magic), sAB01, mAB01);
+                u32 a1 = hfma2(hsub2(and_or(y01 >> (2 * c + 2), m2, magic), magic), sAB01, mAB01);
+                u32 a2 = hfma2(hsub2(and_or(y89 >> (2 * c), m2, magic), magic), sAB89, mAB89);
+                u32 a3 = hfma2(hsub2(and_or(y89 >> (2 * c + 2), m2, magic), magic), sAB89, mAB89);
+                mma16816(o[4 * half + kk], a0, a1, a2, a3, pb0[st], pb1[st]);
+            }
+        }
+    }
+}
+
+#ifndef FAST_MIN_BLOCKS
+#define FAST_MIN_BLOCKS 4
+#endif
+#ifndef FAST_CPASYNC
+#define FAST_CPASYNC 1
+#endif
+#ifndef FAST_STAGES
+#define FAST_STAGES 3
+#endif
+#define FAST_STAGE_BYTES 3584  // 32 tokens: K codes 2048, K pairs 256, V codes 1024, V pairs 256
+
+__device__ __forceinline__ u32 smem_addr(const void* p)
+{
+    unsigned long long a;
+    asm("cvta.to.shared.u64 %0, %1;" : "=l"(a) : "l"(p));
+    return (u32)a;
+}
+
+__device__ __forceinline__ void cp_async16(u32 dst, const void* src) { asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src)); }
+__device__ __forceinline__ void cp_async8(u32 dst, const void* src) { asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(dst), "l"(src)); }
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
+
+// Copies one 32-token step (contiguous in every array) into a warp's stage: 8 copies per lane, coalesced.
+__device__ __forceinline__ void fast_issue(u32 stage, const u8* kc, const u32* kpar, const u8* vc, const u32* vpar, int base, int lane)
+{
+    const u8* k = kc + (size_t)base * 64;
+    const u8* kp = (const u8*)(kpar + (size_t)base * 2);
+    const u8* v = vc + (size_t)base * 32;
+    const u8* vp = (const u8*)(vpar + (size_t)base * 2);
+#pragma unroll
+    for (int i = 0; i < 4; i++) cp_async16(stage + 16 * (lane + 32 * i), k + 16 * (lane + 32 * i));
+    cp_async8(stage + 2048 + 8 * lane, kp + 8 * lane);
+#pragma unroll
+    for (int i = 0; i < 2; i++) cp_async16(stage + 2304 + 16 * (lane + 32 * i), v + 16 * (lane + 32 * i));
+    cp_async8(stage + 3328 + 8 * lane, vp + 8 * lane);
+}
+
+// The FP16 residual window inside the fast kernel (its last split, when R > 0): warp w takes tokens w, w+4, ...;
+// lane holds dims 4*lane..4*lane+3 of every query head; online softmax per token in FP32.
+__device__ __forceinline__ void fast_residual(const u16* kr, const u16* vr, int R, const float* qrows, int ratio, float scaleLog2,
+                                              int warp, int lane, float (*so)[MAX_RATIO][HEAD_DIM], float (*sml)[MAX_RATIO][2])
+{
+    float qv[MAX_RATIO][4], acc[MAX_RATIO][4], m[MAX_RATIO], l[MAX_RATIO];
+#pragma unroll
+    for (int h = 0; h < MAX_RATIO; h++)
+    {
+        m[h] = NEG_BIG;
+        l[h] = 0.f;
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+        {
+            qv[h][i] = h < ratio ? qrows[h * HEAD_DIM + 4 * lane + i] * scaleLog2 : 0.f;
+            acc[h][i] = 0.f;
+        }
+    }
+    for (int tok = warp; tok < R; tok += 4)
+    {
+        uint2 kk = *(const uint2*)(kr + (size_t)tok * HEAD_DIM + 4 * lane);
+        uint2 vv = *(const uint2*)(vr + (size_t)tok * HEAD_DIM + 4 * lane);
+        float k[4] = {h2f((u16)(kk.x & 0xFFFF)), h2f((u16)(kk.x >> 16)), h2f((u16)(kk.y & 0xFFFF)), h2f((u16)(kk.y >> 16))};
+        float v[4] = {h2f((u16)(vv.x & 0xFFFF)), h2f((u16)(vv.x >> 16)), h2f((u16)(vv.y & 0xFFFF)), h2f((u16)(vv.y >> 16))};
+#pragma unroll
+        for (int h = 0; h < MAX_RATIO; h++)
+        {
+            if (h < ratio)
+            {
+                float s = qv[h][0] * k[0] + qv[h][1] * k[1] + qv[h][2] * k[2] + qv[h][3] * k[3];
+                for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+                float mNew = fmaxf(m[h], s);
+                float alpha = exp2f(m[h] - mNew), p = exp2f(s - mNew);
+                m[h] = mNew;
+                l[h] = l[h] * alpha + p;
+#pragma unroll
+                for (int i = 0; i < 4; i++) acc[h][i] = fmaf(p, v[i], acc[h][i] * alpha);
+            }
+        }
+    }
+#pragma unroll
+    for (int h = 0; h < MAX_RATIO; h++)
+    {
+        if (h < ratio)
+        {
+#pragma unroll
+            for (int i = 0; i < 4; i++) so[warp][h][4 * lane + i] = acc[h][i];
+            if (lane == 0) { sml[warp][h][0] = m[h]; sml[warp][h][1] = l[h]; }
+        }
+    }
+}
+
+// Grid (quantized splits + (R > 0), kvHeads, batch); the last split takes the residual window.
+
+// Grid (quantized splits + (R > 0), kvHeads, batch); the last split takes the residual window.
+// FAST_CPASYNC 1: each warp streams its 32-token steps through FAST_STAGES shared-memory stages with cp.async;
+// 0: the next step is prefetched into registers.
+extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast(
+    const u8* kCodes, const u32* kParams, const u8* vCodes, const u32* vParams, const u16* kRes, const u16* vRes, int R,
     const float* q, float* partO, float* partML, int T, int tokensPerSplit, int totalSplits, int ratio, float scaleLog2)
 {
-    __shared__ float so[4][MAX_RATIO][HEAD_DIM];
+#if FAST_CPASYNC
+    __shared__ alignas(16) u8 stages[4][FAST_STAGES][FAST_STAGE_BYTES];
+    float (*so)[MAX_RATIO][HEAD_DIM] = (float (*)[MAX_RATIO][HEAD_DIM])&stages[0][0][0];
+    static_assert(sizeof(stages) >= 4 * MAX_RATIO * HEAD_DIM * sizeof(float), "merge area aliases the stages");
+#else
+    __shared__ float soBuf[4][MAX_RATIO][HEAD_DIM];
+    float (*so)[MAX_RATIO][HEAD_DIM] = soBuf;
+#endif
     __shared__ float sml[4][MAX_RATIO][2];
     const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z, kvHeads = gridDim.y;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -313,125 +550,104 @@ extern "C" __global__ void __launch_bounds__(128, 3) kvq_k4v2_fast(
     const u8* vc = vCodes + bh * T * 32;
     const u32* vpar = vParams + bh * T * 2;
 
-    // Q fragments (rows = query heads g < ratio), pre-scaled by log2(e)/sqrt(D).
-    u32 qa0[8], qa2[8];
+    if (R > 0 && split == gridDim.x - 1)
     {
-        const float* qrow = q + ((size_t)b * hqTotal + kvh * ratio + (g < ratio ? g : 0)) * HEAD_DIM;
-#pragma unroll
-        for (int j = 0; j < 8; j++)
-        {
-            if (g < ratio)
-            {
-                qa0[j] = pack_h2(qrow[fast_q_dim(j, t, 0)] * scaleLog2, qrow[fast_q_dim(j, t, 1)] * scaleLog2);
-                qa2[j] = pack_h2(qrow[fast_q_dim(j, t, 8)] * scaleLog2, qrow[fast_q_dim(j, t, 9)] * scaleLog2);
-            }
-            else
-            {
-                qa0[j] = 0u;
-                qa2[j] = 0u;
-            }
-        }
+        fast_residual(kRes + bh * R * HEAD_DIM, vRes + bh * R * HEAD_DIM, R, q + ((size_t)b * hqTotal + kvh * ratio) * HEAD_DIM,
+                      ratio, scaleLog2, warp, lane, so, sml);
     }
-
-    float o[16][4];
-#pragma unroll
-    for (int i = 0; i < 16; i++) { o[i][0] = 0.f; o[i][1] = 0.f; o[i][2] = 0.f; o[i][3] = 0.f; }
-    float mRun = NEG_BIG, lRun = 0.f;
-
-    const int t0 = split * tokensPerSplit;
-    const int t1 = min(T, t0 + tokensPerSplit);
-    const u32 magic = 0x64006400u;
-
-    int base = t0 + 32 * warp;
-    FastRaw cur;
-    if (base < t1) fast_load(cur, kc, kpar, vc, vpar, base, g, t);
-    for (; base < t1; base += 128)
+    else
     {
-        FastRaw nxt;
-        const bool more = base + 128 < t1;
-        if (more) fast_load(nxt, kc, kpar, vc, vpar, base + 128, g, t);
-
-        // S = Q K^T for 4 tiles of 8 tokens.
-        float s[4][4];
+        const int t0 = split * tokensPerSplit;
+        const int t1 = min(T, t0 + tokensPerSplit);
+#if FAST_CPASYNC
+        const u32 myStages = smem_addr(&stages[warp][0][0]);
 #pragma unroll
-        for (int n = 0; n < 4; n++)
+        for (int k = 0; k < FAST_STAGES - 1; k++)
         {
-            s[n][0] = 0.f; s[n][1] = 0.f; s[n][2] = 0.f; s[n][3] = 0.f;
-            const u32 sc = cur.kp[n] & 0xFFFFu, mn = cur.kp[n] >> 16;
-            const u32 s2 = sc | (sc << 16), m2 = mn | (mn << 16);
-            const u32 words[4] = {cur.k[n].x, cur.k[n].y, cur.k[n].z, cur.k[n].w};
+            int nb = t0 + 32 * warp + 128 * k;
+            if (nb < t1) fast_issue(myStages + k * FAST_STAGE_BYTES, kc, kpar, vc, vpar, nb, lane);
+            cp_async_commit();
+        }
+#endif
+        // Q fragments (rows = query heads g < ratio), pre-scaled by log2(e)/sqrt(D).
+        u32 qa0[8], qa2[8];  // B fragments of Q^T: b0 = Q[head g][slots 2t, 2t+1], b1 = slots 2t+8, 2t+9
+        {
+            const float* qrow = q + ((size_t)b * hqTotal + kvh * ratio + (g < ratio ? g : 0)) * HEAD_DIM;
 #pragma unroll
             for (int j = 0; j < 8; j++)
             {
-                const u32 w = words[j >> 1] >> ((j & 1) * 8);
-                u32 b0 = (w & 0x000F000Fu) | magic;
-                u32 b1 = ((w >> 4) & 0x000F000Fu) | magic;
-                b0 = hfma2(hsub2(b0, magic), s2, m2);
-                b1 = hfma2(hsub2(b1, magic), s2, m2);
-                mma16816(s[n], qa0[j], 0u, qa2[j], 0u, b0, b1);
-            }
-        }
-
-        // Online softmax for row g over this step's 32 tokens (tokens past t1 cannot occur: T % 32 == 0).
-        float mx = fmaxf(fmaxf(fmaxf(s[0][0], s[0][1]), fmaxf(s[1][0], s[1][1])), fmaxf(fmaxf(s[2][0], s[2][1]), fmaxf(s[3][0], s[3][1])));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float mNew = fmaxf(mRun, mx);
-        const float alpha = fast_exp2(mRun - mNew);
-        mRun = mNew;
-        u32 pa[4];
-        float psum = 0.f;
-#pragma unroll
-        for (int n = 0; n < 4; n++)
-        {
-            float p0 = fast_exp2(s[n][0] - mNew), p1 = fast_exp2(s[n][1] - mNew);
-            pa[n] = pack_h2(p0, p1);
-            psum += p0 + p1;
-        }
-        lRun = lRun * alpha + psum;
-#pragma unroll
-        for (int i = 0; i < 16; i++) { o[i][0] *= alpha; o[i][1] *= alpha; }
-
-        // O += P V for 2 steps of 16 tokens.
-#pragma unroll
-        for (int st = 0; st < 2; st++)
-        {
-            const u32 sAB01 = __byte_perm(cur.vp[st][0], cur.vp[st][1], 0x5410);
-            const u32 mAB01 = __byte_perm(cur.vp[st][0], cur.vp[st][1], 0x7632);
-            const u32 sAB89 = __byte_perm(cur.vp[st][2], cur.vp[st][3], 0x5410);
-            const u32 mAB89 = __byte_perm(cur.vp[st][2], cur.vp[st][3], 0x7632);
-#pragma unroll
-            for (int half = 0; half < 2; half++)
-            {
-                const u32 sel = half ? 0x7632u : 0x5410u;
-                const u32 y01 = __byte_perm(cur.v[st][0], cur.v[st][1], sel);
-                const u32 y89 = __byte_perm(cur.v[st][2], cur.v[st][3], sel);
-#pragma unroll
-                for (int i = 0; i < 8; i++)
+                if (g < ratio)
                 {
-                    u32 b0 = ((y01 >> (2 * i)) & 0x00030003u) | magic;
-                    u32 b1 = ((y89 >> (2 * i)) & 0x00030003u) | magic;
-                    b0 = hfma2(hsub2(b0, magic), sAB01, mAB01);
-                    b1 = hfma2(hsub2(b1, magic), sAB89, mAB89);
-                    mma16816(o[8 * half + i], pa[2 * st], 0u, pa[2 * st + 1], 0u, b0, b1);
+                    qa0[j] = pack_h2(qrow[fast_q_dim(j, t, 0)] * scaleLog2, qrow[fast_q_dim(j, t, 1)] * scaleLog2);
+                    qa2[j] = pack_h2(qrow[fast_q_dim(j, t, 8)] * scaleLog2, qrow[fast_q_dim(j, t, 9)] * scaleLog2);
+                }
+                else
+                {
+                    qa0[j] = 0u;
+                    qa2[j] = 0u;
                 }
             }
         }
-        if (more) cur = nxt;
-    }
 
-    // Row sums over the 4 threads of row g, then merge the 4 warps through shared memory.
-    lRun += __shfl_xor_sync(0xffffffffu, lRun, 1);
-    lRun += __shfl_xor_sync(0xffffffffu, lRun, 2);
-    if (g < ratio)
-    {
+        float o[8][4];
 #pragma unroll
-        for (int i = 0; i < 16; i++)
+        for (int k = 0; k < 8; k++) { o[k][0] = 0.f; o[k][1] = 0.f; o[k][2] = 0.f; o[k][3] = 0.f; }
+        float mRun[2] = {NEG_BIG, NEG_BIG}, lRun[2] = {0.f, 0.f};
+
+#if FAST_CPASYNC
+        int it = 0;
+        for (int base = t0 + 32 * warp; base < t1; base += 128, it++)
         {
-            so[warp][g][16 * (2 * t) + i] = o[i][0];
-            so[warp][g][16 * (2 * t + 1) + i] = o[i][1];
+            int nb = base + 128 * (FAST_STAGES - 1);
+            if (nb < t1) fast_issue(myStages + ((it + FAST_STAGES - 1) % FAST_STAGES) * FAST_STAGE_BYTES, kc, kpar, vc, vpar, nb, lane);
+            cp_async_commit();
+            cp_async_wait<FAST_STAGES - 1>();
+            __syncwarp();
+            const u8* st = &stages[warp][it % FAST_STAGES][0];
+            FastRaw cur;
+            fast_gather<true>(cur, st, (const u32*)(st + 2048), st + 2304, (const u32*)(st + 3328), g, t);
+            fast_step(cur, qa0, qa2, o, mRun, lRun);
+            __syncwarp();
         }
-        if (t == 0) { sml[warp][g][0] = mRun; sml[warp][g][1] = lRun; }
+        cp_async_wait<0>();
+        __syncthreads();  // every warp is done with the stages before they become the merge area
+#else
+        int base = t0 + 32 * warp;
+        FastRaw cur;
+        if (base < t1) fast_gather<false>(cur, kc + (size_t)base * 64, kpar + (size_t)base * 2, vc + (size_t)base * 32, vpar + (size_t)base * 2, g, t);
+        for (; base < t1; base += 128)
+        {
+            FastRaw nxt;
+            const bool more = base + 128 < t1;
+            const int nb = base + 128;
+            if (more) fast_gather<false>(nxt, kc + (size_t)nb * 64, kpar + (size_t)nb * 2, vc + (size_t)nb * 32, vpar + (size_t)nb * 2, g, t);
+            fast_step(cur, qa0, qa2, o, mRun, lRun);
+            if (more) cur = nxt;
+        }
+#endif
+
+        // Sums of heads 2t, 2t+1 over the 8 lane groups, then the warp's partial into the merge area.
+#pragma unroll
+        for (int off = 4; off < 32; off <<= 1)
+        {
+            lRun[0] += __shfl_xor_sync(0xffffffffu, lRun[0], off);
+            lRun[1] += __shfl_xor_sync(0xffffffffu, lRun[1], off);
+        }
+#pragma unroll
+        for (int e = 0; e < 2; e++)
+        {
+            const int h = 2 * t + e;
+            if (h < ratio)
+            {
+#pragma unroll
+                for (int k = 0; k < 8; k++)
+                {
+                    so[warp][h][16 * g + 2 * k] = o[k][e];
+                    so[warp][h][16 * g + 2 * k + 1] = o[k][2 + e];
+                }
+                if (g == 0) { sml[warp][h][0] = mRun[e]; sml[warp][h][1] = lRun[e]; }
+            }
+        }
     }
     __syncthreads();
     const int d = threadIdx.x;
