@@ -155,12 +155,13 @@ internal static class GpuBenchCommand
 
     private sealed record Shape(int Batch, int Positions);
 
+    // The first entry is the default build (the defaults in PackedKvAttention.cu); the others are compiled for comparison.
     private static readonly (string Name, string[] Defines)[] Variants =
     [
-        ("cpasync-s3-b4", ["FAST_CPASYNC=1", "FAST_STAGES=3", "FAST_MIN_BLOCKS=4"]),
-        ("cpasync-s2-b4", ["FAST_CPASYNC=1", "FAST_STAGES=2", "FAST_MIN_BLOCKS=4"]),
-
-        ("regprefetch-b2", ["FAST_CPASYNC=0", "FAST_MIN_BLOCKS=2"]),
+        ("cpasync-s3-b4-shiftless", ["FAST_CPASYNC=1", "FAST_STAGES=3", "FAST_MIN_BLOCKS=4", "FAST_SHIFTLESS=1"]),
+        ("cpasync-s3-b4-shifts", ["FAST_CPASYNC=1", "FAST_STAGES=3", "FAST_MIN_BLOCKS=4", "FAST_SHIFTLESS=0"]),
+        ("cpasync-s2-b4-shiftless-splitchain", ["FAST_CPASYNC=1", "FAST_STAGES=2", "FAST_MIN_BLOCKS=4", "FAST_SHIFTLESS=1", "FAST_SPLIT_CHAIN=1"]),
+        ("regprefetch-b2-shiftless", ["FAST_CPASYNC=0", "FAST_MIN_BLOCKS=2", "FAST_SHIFTLESS=1"]),
     ];
 
     private static bool Bench(CudaContext context, CudaPackedKvAttention attention, GpuBenchOptions options, StringBuilder report, bool profileOnly)

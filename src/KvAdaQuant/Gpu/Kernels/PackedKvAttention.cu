@@ -12,6 +12,13 @@
 #define HEAD_DIM 128
 #endif
 #define MAX_RATIO 8
+// Fast-kernel variants (the bench compares them): masks in place instead of shifts, and two accumulator chains for QK.
+#ifndef FAST_SHIFTLESS
+#define FAST_SHIFTLESS 1
+#endif
+#ifndef FAST_SPLIT_CHAIN
+#define FAST_SPLIT_CHAIN 0
+#endif
 #define NEG_BIG (-1.0e30f)
 
 typedef unsigned int u32;
@@ -22,6 +29,7 @@ __device__ __forceinline__ float h2f(u16 h) { float f; asm("cvt.f32.f16 %0, %1;"
 // Two floats to a half2 register: lo in bits 0..15, hi in bits 16..31.
 __device__ __forceinline__ u32 pack_h2(float lo, float hi) { u32 r; asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r; }
 __device__ __forceinline__ u32 hsub2(u32 a, u32 b) { u32 r; asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b)); return r; }
+__device__ __forceinline__ u32 hmul2(u32 a, u32 b) { u32 r; asm("mul.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b)); return r; }
 __device__ __forceinline__ u32 hfma2(u32 a, u32 b, u32 c) { u32 r; asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c)); return r; }
 __device__ __forceinline__ float fast_exp2(float x) { float r; asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x)); return r; }
 
@@ -354,12 +362,22 @@ __device__ __forceinline__ void fast_step(const FastRaw& cur, const u32* qb0, co
 {
     const u32 magic = 0x64006400u, m4 = 0x000F000Fu, m2 = 0x00030003u;
     float s[2][4];
+#if FAST_SPLIT_CHAIN
+    float s2[2][4];
+#endif
 #pragma unroll
     for (int m = 0; m < 2; m++)
     {
         s[m][0] = 0.f; s[m][1] = 0.f; s[m][2] = 0.f; s[m][3] = 0.f;
+#if FAST_SPLIT_CHAIN
+        s2[m][0] = 0.f; s2[m][1] = 0.f; s2[m][2] = 0.f; s2[m][3] = 0.f;
+#endif
         const u32 sLo = __byte_perm(cur.kp[2 * m], 0u, 0x1010), mLo = __byte_perm(cur.kp[2 * m], 0u, 0x3232);
         const u32 sHi = __byte_perm(cur.kp[2 * m + 1], 0u, 0x1010), mHi = __byte_perm(cur.kp[2 * m + 1], 0u, 0x3232);
+#if FAST_SHIFTLESS
+        // (c << 4) | 0x6400 is the half 1024 + 16c: minus 1024 is 16c exactly, times scale/16 (exact in the normal range).
+        const u32 sLo16 = hmul2(sLo, 0x2C002C00u), sHi16 = hmul2(sHi, 0x2C002C00u);
+#endif
         const u32 wl[4] = {cur.k[2 * m].x, cur.k[2 * m].y, cur.k[2 * m].z, cur.k[2 * m].w};
         const u32 wh[4] = {cur.k[2 * m + 1].x, cur.k[2 * m + 1].y, cur.k[2 * m + 1].z, cur.k[2 * m + 1].w};
 #pragma unroll
@@ -368,11 +386,23 @@ __device__ __forceinline__ void fast_step(const FastRaw& cur, const u32* qb0, co
             const int sh = (j & 1) * 8;
             const u32 xl = wl[j >> 1] >> sh, xh = wh[j >> 1] >> sh;
             u32 a0 = hfma2(hsub2(and_or(xl, m4, magic), magic), sLo, mLo);
-            u32 a2 = hfma2(hsub2(and_or(xl >> 4, m4, magic), magic), sLo, mLo);
             u32 a1 = hfma2(hsub2(and_or(xh, m4, magic), magic), sHi, mHi);
+#if FAST_SHIFTLESS
+            u32 a2 = hfma2(hsub2(and_or(xl, m4 << 4, magic), magic), sLo16, mLo);
+            u32 a3 = hfma2(hsub2(and_or(xh, m4 << 4, magic), magic), sHi16, mHi);
+#else
+            u32 a2 = hfma2(hsub2(and_or(xl >> 4, m4, magic), magic), sLo, mLo);
             u32 a3 = hfma2(hsub2(and_or(xh >> 4, m4, magic), magic), sHi, mHi);
+#endif
+#if FAST_SPLIT_CHAIN
+            mma16816((j & 1) ? s2[m] : s[m], a0, a1, a2, a3, qb0[j], qb1[j]);
+#else
             mma16816(s[m], a0, a1, a2, a3, qb0[j], qb1[j]);
+#endif
         }
+#if FAST_SPLIT_CHAIN
+        s[m][0] += s2[m][0]; s[m][1] += s2[m][1]; s[m][2] += s2[m][2]; s[m][3] += s2[m][3];
+#endif
     }
 
     float mx0 = fmaxf(fmaxf(s[0][0], s[0][2]), fmaxf(s[1][0], s[1][2]));
@@ -411,6 +441,11 @@ __device__ __forceinline__ void fast_step(const FastRaw& cur, const u32* qb0, co
         const u32 mAB01 = __byte_perm(cur.vp[st][0], cur.vp[st][1], 0x7632);
         const u32 sAB89 = __byte_perm(cur.vp[st][2], cur.vp[st][3], 0x5410);
         const u32 mAB89 = __byte_perm(cur.vp[st][2], cur.vp[st][3], 0x7632);
+#if FAST_SHIFTLESS
+        // Code c of a byte masked in place is 4^c times the code: scales divided by 4^c (exact in the normal range).
+        const u32 sA[4] = {sAB01, hmul2(sAB01, 0x34003400u), hmul2(sAB01, 0x2C002C00u), hmul2(sAB01, 0x24002400u)};
+        const u32 sB[4] = {sAB89, hmul2(sAB89, 0x34003400u), hmul2(sAB89, 0x2C002C00u), hmul2(sAB89, 0x24002400u)};
+#endif
 #pragma unroll
         for (int half = 0; half < 2; half++)
         {
@@ -421,10 +456,19 @@ __device__ __forceinline__ void fast_step(const FastRaw& cur, const u32* qb0, co
             for (int kk = 0; kk < 4; kk++)
             {
                 const int c = 2 * kk;  // codes c (row g) and c + 1 (row g + 8) of this half
+#if FAST_SHIFTLESS
+                const u32 z01 = kk >= 2 ? y01 >> 8 : y01, z89 = kk >= 2 ? y89 >> 8 : y89;
+                const int c0 = c & 3;
+                u32 a0 = hfma2(hsub2(and_or(z01, m2 << (2 * c0), magic), magic), sA[c0], mAB01);
+                u32 a1 = hfma2(hsub2(and_or(z01, m2 << (2 * c0 + 2), magic), magic), sA[c0 + 1], mAB01);
+                u32 a2 = hfma2(hsub2(and_or(z89, m2 << (2 * c0), magic), magic), sB[c0], mAB89);
+                u32 a3 = hfma2(hsub2(and_or(z89, m2 << (2 * c0 + 2), magic), magic), sB[c0 + 1], mAB89);
+#else
                 u32 a0 = hfma2(hsub2(and_or(y01 >> (2 * c), m2, magic), magic), sAB01, mAB01);
                 u32 a1 = hfma2(hsub2(and_or(y01 >> (2 * c + 2), m2, magic), magic), sAB01, mAB01);
                 u32 a2 = hfma2(hsub2(and_or(y89 >> (2 * c), m2, magic), magic), sAB89, mAB89);
                 u32 a3 = hfma2(hsub2(and_or(y89 >> (2 * c + 2), m2, magic), magic), sAB89, mAB89);
+#endif
                 mma16816(o[4 * half + kk], a0, a1, a2, a3, pb0[st], pb1[st]);
             }
         }
