@@ -28,9 +28,13 @@ internal static class CommonOptions
         DefaultValueFactory = _ => 0,
     };
 
-    public static Option<string> Kv() => new("--kv")
+    public static Option<string?> Kv() => new("--kv")
     {
-        Description = "KV cache: fp32 or fp16",
-        DefaultValueFactory = _ => "fp32",
+        Description = "KV cache: fp32 (default), fp16, or k<bits>v<bits>[:g<N>][:r<N>][:sink<N>][:asym|:sym][:pt|:pc] with bits 1, 1.58, 2, 3, 4, 5, 6, 8, 16, 32 (e.g. k4v2, k8v8:g32:sym, k2v2:kpc:g32:r32); options prefixed k or v apply to one side",
+    };
+
+    public static Option<string?> KvPlan() => new("--kv-plan")
+    {
+        Description = "JSON file with a K and V spec per layer (see the README); exclusive with --kv",
     };
 }

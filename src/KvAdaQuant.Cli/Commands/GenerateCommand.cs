@@ -20,11 +20,12 @@ internal static class GenerateCommand
         var seed = new Option<ulong>("--seed") { Description = "random seed", DefaultValueFactory = _ => 42UL };
         var ctx = new Option<int>("--ctx") { Description = "context length (0 = the model's)", DefaultValueFactory = _ => 0 };
         var kv = CommonOptions.Kv();
+        var kvPlan = CommonOptions.KvPlan();
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
         var cmd = new Command("generate", "Generate text from a prompt, streaming it, then print speed and KV memory.")
         {
-            model, tokenizer, prompt, maxTokens, temperature, topK, topP, seed, ctx, kv, threads, json,
+            model, tokenizer, prompt, maxTokens, temperature, topK, topP, seed, ctx, kv, kvPlan, threads, json,
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
@@ -44,7 +45,8 @@ internal static class GenerateCommand
 
             c = c == 0 ? m.Config.ContextLength : c;
             using var transformer = new Transformer(m, r.GetValue(threads));
-            using var session = new InferenceSession(transformer, KvCacheFactory.Create(r.GetValue(kv)!, transformer.CacheLayout(c)));
+            var plan = KvCacheFactory.ResolvePlan(r.GetValue(kv), r.GetValue(kvPlan), m.Config.Layers);
+            using var session = new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(c)));
             var sampler = new Sampler(r.GetValue(temperature), r.GetValue(topK), r.GetValue(topP), r.GetValue(seed));
             bool asJson = r.GetValue(json);
             var gen = new Generator(session, tok);
@@ -69,6 +71,7 @@ internal static class GenerateCommand
                     PrefillTokensPerSecond = result.PrefillTokensPerSecond,
                     DecodeTokensPerSecond = result.DecodeTokensPerSecond,
                     KvBytes = result.KvBytes,
+                    KvBitsPerElement = plan.AverageBits(m.Config.KvHeads, m.Config.HeadDim, result.PromptTokens.Count + result.Tokens.Count),
                 });
             }
             else

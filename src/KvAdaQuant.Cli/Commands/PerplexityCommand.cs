@@ -18,16 +18,19 @@ internal static class PerplexityCommand
         var chars = new Option<int>("--chars") { Description = "use only the first N characters of the file (0 = all)", DefaultValueFactory = _ => 0 };
         var chunks = new Option<int>("--chunks") { Description = "score at most N chunks (0 = all)", DefaultValueFactory = _ => 0 };
         var kv = CommonOptions.Kv();
+        var kvPlan = CommonOptions.KvPlan();
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
         var cmd = new Command("perplexity", "Perplexity over a text file by llama.cpp's method (chunks of --ctx tokens, second half scored).")
         {
-            model, tokenizer, data, ctx, chars, chunks, kv, threads, json,
+            model, tokenizer, data, ctx, chars, chunks, kv, kvPlan, threads, json,
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
             using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
             var tok = m.Tokenizer ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
+            var plan = KvCacheFactory.ResolvePlan(r.GetValue(kv), r.GetValue(kvPlan), m.Config.Layers);
+            plan.Validate(m.Config.Layers, m.Config.HeadDim);
             var path = ModelPaths.ResolveData(r.GetValue(data)!);
             var text = File.ReadAllText(path);
             int nChars = r.GetValue(chars);
@@ -48,10 +51,10 @@ internal static class PerplexityCommand
 
             var tokens = tok.Encode(text, addBos: true);
             using var transformer = new Transformer(m, r.GetValue(threads));
-            string spec = r.GetValue(kv)!;
+            string spec = plan.Name;
             int maxChunks = r.GetValue(chunks) is > 0 and var mc ? mc : int.MaxValue;
             bool asJson = r.GetValue(json);
-            var result = PerplexityEvaluator.Evaluate(transformer, tokens, r.GetValue(ctx), layout => KvCacheFactory.Create(spec, layout), tok.BosToken,
+            var result = PerplexityEvaluator.Evaluate(transformer, tokens, r.GetValue(ctx), layout => KvCacheFactory.Create(plan, layout), tok.BosToken,
                 asJson ? null : (i, n, ppl) => Console.Error.Write($"\r[{i}/{n}] ppl {ppl:F4}   "), maxChunks);
             if (asJson)
             {

@@ -1,3 +1,5 @@
+using KvAdaQuant.Formats.Gguf;
+using KvAdaQuant.Formats.Safetensors;
 using KvAdaQuant.Model;
 using KvAdaQuant.Tokenization;
 
@@ -15,7 +17,7 @@ public static class ModelLoader
         var path = ModelPaths.ResolveModel(nameOrPath);
         if (Directory.Exists(path))
         {
-            throw new ModelFormatException(path, "Hugging Face folders (config.json + safetensors) are not supported yet");
+            return HfModelLoader.Load(path, tokenizerPath);
         }
 
         Span<byte> head = stackalloc byte[4];
@@ -26,6 +28,11 @@ public static class ModelLoader
             {
                 throw new ModelFormatException(path, $"file is {read} bytes long: too short to be a model");
             }
+        }
+
+        if (Gguf.GgufFile.IsGguf(head))
+        {
+            return LoadGguf(path, tokenizerPath);
         }
 
         var (config, weights, format) = Llama2cLoader.Load(path);
@@ -47,7 +54,55 @@ public static class ModelLoader
         }
     }
 
-    /// <summary>Loads a tokenizer file for a model of <paramref name="vocabSize"/> tokens.</summary>
+    private static LlamaModel LoadGguf(string path, string? tokenizerPath)
+    {
+        var file = Gguf.GgufFile.Open(path);
+        ModelConfig config;
+        ModelWeights weights;
+        try
+        {
+            (config, weights) = Gguf.GgufModelLoader.Load(file);
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
+
+        try
+        {
+            var model = new LlamaModel(path, "gguf", config, weights, null);
+            if (tokenizerPath is not null)
+            {
+                model.Tokenizer = LoadTokenizer(tokenizerPath, config.VocabSize);
+            }
+            else
+            {
+                model.Tokenizer = CreateGgufTokenizer(file);
+                if (model.Tokenizer is null && file.GetString("tokenizer.ggml.model") is null or "llama"
+                    && FindLlama2cTokenizer(path, config.VocabSize) is { } beside)
+                {
+                    model.Tokenizer = LoadTokenizer(beside, config.VocabSize);
+                }
+            }
+
+            return model;
+        }
+        catch
+        {
+            weights.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>The tokenizer stored in a GGUF file (<c>tokenizer.ggml.model</c> = llama / gpt2), or null when it has none.</summary>
+    private static ITokenizer? CreateGgufTokenizer(Gguf.GgufFile file)
+        => file.GetString("tokenizer.ggml.model") is null ? null : GgufTokenizerFactory.Create(file);
+
+    /// <summary>
+    /// Loads a tokenizer file for a model of <paramref name="vocabSize"/> tokens: a Hugging Face <c>tokenizer.json</c>,
+    /// the vocabulary of a <c>.gguf</c> file, or a llama2.c <c>tokenizer.bin</c>.
+    /// </summary>
     public static ITokenizer LoadTokenizer(string path, int vocabSize)
     {
         if (!File.Exists(path))
@@ -55,10 +110,31 @@ public static class ModelLoader
             throw new FileNotFoundException($"{path}: tokenizer file not found", path);
         }
 
-        return Llama2cTokenizer.Load(path, vocabSize);
+        ITokenizer tokenizer;
+        if (path.EndsWith(".json", StringComparison.OrdinalIgnoreCase))
+        {
+            tokenizer = HfTokenizerJson.Load(path);
+        }
+        else if (path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase))
+        {
+            using var g = GgufFile.Open(path);
+            tokenizer = GgufTokenizerFactory.Create(g);
+        }
+        else
+        {
+            return Llama2cTokenizer.Load(path, vocabSize);
+        }
+
+        if (tokenizer.VocabSize > vocabSize)
+        {
+            throw new ModelFormatException(path, $"tokenizer has {tokenizer.VocabSize} tokens but the model's vocabulary has only {vocabSize}: tokenizer and model vocabularies disagree");
+        }
+
+        return tokenizer;
     }
 
-    private static string? FindLlama2cTokenizer(string modelPath, int vocab)
+    /// <summary>The llama2.c tokenizer beside <paramref name="modelPath"/> (<c>tok{vocab}.bin</c>, then <c>tokenizer.bin</c>), or null.</summary>
+    public static string? FindLlama2cTokenizer(string modelPath, int vocab)
     {
         var dir = Path.GetDirectoryName(modelPath)!;
         foreach (var name in new[] { $"tok{vocab}.bin", "tokenizer.bin" })

@@ -20,4 +20,19 @@ internal static class KvGuard
             }
         }
     }
+
+    /// <summary>Throws when <paramref name="data"/> holds a magnitude an FP16 store or an FP16 scale cannot hold.</summary>
+    public static void CheckHalfRange(ReadOnlySpan<float> data, string what, int firstPosition)
+    {
+        if (data.Length > 0 && TensorPrimitives.MaxMagnitude(data) > 65504f)
+        {
+            for (int i = 0; i < data.Length; i++)
+            {
+                if (MathF.Abs(data[i]) > 65504f)
+                {
+                    throw new KvCacheException($"{what} value {data[i]} at position {firstPosition} + element {i} is beyond the FP16 range (65504) of this cache: refusing to cache it");
+                }
+            }
+        }
+    }
 }

@@ -4,7 +4,7 @@ namespace KvAdaQuant.Numerics;
 
 /// <summary>
 /// Computes y = W x for a batch of vectors on a <see cref="WorkerPool"/>, split into chunks of rows.
-/// Q8_0 and Q4_0 weights multiply int8-quantized activations with integer dot products (as llama.cpp
+/// Q8_0, Q4_0 and Q4_K weights multiply int8-quantized activations with integer dot products (as llama.cpp
 /// does); F32 rows are read in place; other types are dequantized one row at a time into per-thread
 /// scratch. Each weight row is read once per batch. Not thread-safe: one per engine.
 /// </summary>
@@ -41,7 +41,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
             throw new ArgumentException($"{w.Name}: buffers too small for {n} x [{w.Rows}, {w.Cols}]");
         }
 
-        bool integer = w.Type is GgmlType.Q8_0 or GgmlType.Q4_0;
+        bool integer = w.Type is GgmlType.Q8_0 or GgmlType.Q4_0 or GgmlType.Q4_K;
         if (integer)
         {
             _xq.Quantize(x, n, w.Cols);
@@ -74,16 +74,35 @@ public sealed unsafe class MatMulKernel : IParallelWork
         switch (w.Type)
         {
             case GgmlType.F32:
-                for (int r = r0; r < r1; r++)
                 {
-                    var row = new ReadOnlySpan<float>(w.RowPointer(r), cols);
-                    for (int t = 0; t < n; t++)
+                    // Tiles of four rows: each activation vector is read once per four rows.
+                    float* tile = stackalloc float[4];
+                    int r = r0;
+                    for (; r + 4 <= r1; r += 4)
                     {
-                        _y[((long)t * rows) + r] = TensorPrimitives.Dot(row, new ReadOnlySpan<float>(_x + ((long)t * cols), cols));
+                        float* w4 = (float*)w.RowPointer(r);
+                        for (int t = 0; t < n; t++)
+                        {
+                            DotTile.Dot4(w4, cols, _x + ((long)t * cols), cols, tile);
+                            float* yt = _y + ((long)t * rows) + r;
+                            yt[0] = tile[0];
+                            yt[1] = tile[1];
+                            yt[2] = tile[2];
+                            yt[3] = tile[3];
+                        }
                     }
-                }
 
-                break;
+                    for (; r < r1; r++)
+                    {
+                        var row = new ReadOnlySpan<float>(w.RowPointer(r), cols);
+                        for (int t = 0; t < n; t++)
+                        {
+                            _y[((long)t * rows) + r] = TensorPrimitives.Dot(row, new ReadOnlySpan<float>(_x + ((long)t * cols), cols));
+                        }
+                    }
+
+                    break;
+                }
 
             case GgmlType.Q8_0:
             case GgmlType.Q4_0:
@@ -101,6 +120,26 @@ public sealed unsafe class MatMulKernel : IParallelWork
                                 sbyte* q = xq + ((long)t * cols);
                                 float* d = xd + ((long)t * blocks);
                                 _y[((long)t * rows) + r] = q8 ? QuantizedDot.DotQ8_0(row, q, d, blocks) : QuantizedDot.DotQ4_0(row, q, d, blocks);
+                            }
+                        }
+                    }
+
+                    break;
+                }
+
+            case GgmlType.Q4_K:
+                {
+                    int blocks = cols / 32;
+                    fixed (sbyte* xq = _xq.Values)
+                    fixed (float* xd = _xq.Scales)
+                    fixed (int* xs = _xq.Sums)
+                    {
+                        for (int r = r0; r < r1; r++)
+                        {
+                            byte* row = w.RowPointer(r);
+                            for (int t = 0; t < n; t++)
+                            {
+                                _y[((long)t * rows) + r] = QuantizedDot.DotQ4_K(row, xq + ((long)t * cols), xd + ((long)t * blocks), xs + ((long)t * blocks), cols / 256);
                             }
                         }
                     }

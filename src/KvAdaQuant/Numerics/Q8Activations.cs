@@ -9,12 +9,16 @@ public sealed class Q8Activations
 {
     private sbyte[] _q = [];
     private float[] _d = [];
+    private int[] _sums = [];
 
     /// <summary>Quantized values, [vectors, cols].</summary>
     public sbyte[] Values => _q;
 
     /// <summary>Block scales, [vectors, cols / 32].</summary>
     public float[] Scales => _d;
+
+    /// <summary>Sum of the int8 values of each block, [vectors, cols / 32] (for K-quant minimums).</summary>
+    public int[] Sums => _sums;
 
     /// <summary>Quantizes <paramref name="n"/> vectors of <paramref name="cols"/> floats (cols a multiple of 32).</summary>
     public void Quantize(ReadOnlySpan<float> x, int n, int cols)
@@ -28,12 +32,21 @@ public sealed class Q8Activations
         {
             _q = new sbyte[n * cols];
             _d = new float[n * cols / 32];
+            _sums = new int[n * cols / 32];
         }
 
         int blocks = n * cols / 32;
         for (int b = 0; b < blocks; b++)
         {
-            QuantizeBlock(x.Slice(b * 32, 32), _q.AsSpan(b * 32, 32), out _d[b]);
+            var q = _q.AsSpan(b * 32, 32);
+            QuantizeBlock(x.Slice(b * 32, 32), q, out _d[b]);
+            int s = 0;
+            foreach (sbyte v in q)
+            {
+                s += v;
+            }
+
+            _sums[b] = s;
         }
     }
 

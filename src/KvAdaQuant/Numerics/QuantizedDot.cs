@@ -104,6 +104,100 @@ public static unsafe class QuantizedDot
         return Vector256.Sum(acc);
     }
 
+    /// <summary>Q4_K row (super-blocks of 256 in 144 bytes) · int8 activations; <paramref name="xsum"/> holds each 32-block's sum of int8 values.</summary>
+    public static float DotQ4_K(byte* row, sbyte* xq, float* xd, int* xsum, int superBlocks)
+        => VectorPathSupported ? DotQ4_KAvx2(row, xq, xd, xsum, superBlocks) : DotQ4_KScalar(row, xq, xd, xsum, superBlocks);
+
+    /// <summary>Scalar twin of <see cref="DotQ4_K"/>. Sub-block j of a super-block has value d*sc_j*q - dmin*m_j.</summary>
+    public static float DotQ4_KScalar(byte* row, sbyte* xq, float* xd, int* xsum, int superBlocks)
+    {
+        float sum = 0;
+        for (int b = 0; b < superBlocks; b++)
+        {
+            byte* blk = row + (b * 144);
+            float d = (float)*(Half*)blk;
+            float dmin = (float)*(Half*)(blk + 2);
+            byte* scales = blk + 4;
+            byte* qs = blk + 16;
+            for (int j = 0; j < 8; j++)
+            {
+                ScaleMinK4(j, scales, out int sc, out int m);
+                int xb = (b * 8) + j;
+                sbyte* x = xq + (xb * 32);
+                byte* q = qs + ((j / 2) * 32);
+                int shift = (j % 2) * 4;
+                int s = 0;
+                for (int l = 0; l < 32; l++)
+                {
+                    s += ((q[l] >> shift) & 0x0F) * x[l];
+                }
+
+                sum += xd[xb] * ((d * sc * s) - (dmin * m * xsum[xb]));
+            }
+        }
+
+        return sum;
+    }
+
+    /// <summary>AVX2 (+VNNI) path of <see cref="DotQ4_K"/>: the 4-bit values are unsigned, so they feed vpdpbusd directly.</summary>
+    public static float DotQ4_KAvx2(byte* row, sbyte* xq, float* xd, int* xsum, int superBlocks)
+    {
+        var acc = Vector256<float>.Zero;
+        float mins = 0;
+        var low = Vector256.Create((byte)0x0F);
+        for (int b = 0; b < superBlocks; b++)
+        {
+            byte* blk = row + (b * 144);
+            float d = (float)*(Half*)blk;
+            float dmin = (float)*(Half*)(blk + 2);
+            byte* scales = blk + 4;
+            byte* qs = blk + 16;
+            for (int c = 0; c < 4; c++)
+            {
+                var q = Avx.LoadVector256(qs + (c * 32));
+                var lo = Avx2.And(q, low);
+                var hi = Avx2.And(Avx2.ShiftRightLogical(q.AsUInt16(), 4).AsByte(), low);
+                int xb = (b * 8) + (2 * c);
+                ScaleMinK4(2 * c, scales, out int sc0, out int m0);
+                ScaleMinK4((2 * c) + 1, scales, out int sc1, out int m1);
+                var p0 = UnsignedDot(lo, Avx.LoadVector256(xq + (xb * 32)));
+                var p1 = UnsignedDot(hi, Avx.LoadVector256(xq + ((xb + 1) * 32)));
+                acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p0), Vector256.Create(xd[xb] * d * sc0), acc);
+                acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p1), Vector256.Create(xd[xb + 1] * d * sc1), acc);
+                mins += (xd[xb] * dmin * m0 * xsum[xb]) + (xd[xb + 1] * dmin * m1 * xsum[xb + 1]);
+            }
+        }
+
+        return Vector256.Sum(acc) - mins;
+    }
+
+    /// <summary>ggml's get_scale_min_k4: the 6-bit scale and min of sub-block <paramref name="j"/> from the 12 packed bytes.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void ScaleMinK4(int j, byte* q, out int scale, out int min)
+    {
+        if (j < 4)
+        {
+            scale = q[j] & 63;
+            min = q[j + 4] & 63;
+        }
+        else
+        {
+            scale = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
+            min = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> UnsignedDot(Vector256<byte> u, Vector256<sbyte> x)
+    {
+        if (AvxVnni.IsSupported)
+        {
+            return AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, u, x);
+        }
+
+        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, x), Vector256.Create((short)1));
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> DotBlock(Vector256<sbyte> w, Vector256<sbyte> x)
     {

@@ -11,7 +11,8 @@ namespace KvAdaQuant.Numerics;
 public static class RowDequantizer
 {
     /// <summary>True when rows of this type can be dequantized.</summary>
-    public static bool Supports(GgmlType type) => type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 or GgmlType.Q8_0;
+    public static bool Supports(GgmlType type) => type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 or GgmlType.Q8_0
+        or GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1 or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K;
 
     /// <summary>Dequantizes <paramref name="dst"/>.Length elements from <paramref name="src"/>.</summary>
     public static void Dequantize(GgmlType type, ReadOnlySpan<byte> src, Span<float> dst)
@@ -38,6 +39,27 @@ public static class RowDequantizer
             case GgmlType.Q8_0:
                 DequantizeQ8_0(src, dst);
                 break;
+            case GgmlType.Q4_0:
+                DequantizeQ4_0(src, dst);
+                break;
+            case GgmlType.Q4_1:
+                DequantizeQ4_1(src, dst);
+                break;
+            case GgmlType.Q5_0:
+                DequantizeQ5_0(src, dst);
+                break;
+            case GgmlType.Q5_1:
+                DequantizeQ5_1(src, dst);
+                break;
+            case GgmlType.Q4_K:
+                DequantizeQ4_K(src, dst);
+                break;
+            case GgmlType.Q5_K:
+                DequantizeQ5_K(src, dst);
+                break;
+            case GgmlType.Q6_K:
+                DequantizeQ6_K(src, dst);
+                break;
             default:
                 throw new NotSupportedException($"tensor type {type} cannot be dequantized");
         }
@@ -55,6 +77,199 @@ public static class RowDequantizer
             for (int i = 0; i < 32; i++)
             {
                 o[i] = q[i] * d;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Scale and min of sub-block <paramref name="j"/> (0..7) of a Q4_K/Q5_K block, packed as 6-bit values in
+    /// 12 bytes: sub-blocks 0..3 in the low 6 bits of bytes j and j+4; sub-blocks 4..7 in the nibbles of
+    /// bytes j+4, with their top 2 bits in the top bits of bytes j-4 (scale) and j (min). (ggml's get_scale_min_k4.)
+    /// </summary>
+    public static (int Scale, int Min) ScaleMinK4(int j, ReadOnlySpan<byte> scales)
+    {
+        if (j < 4)
+        {
+            return (scales[j] & 63, scales[j + 4] & 63);
+        }
+
+        return ((scales[j + 4] & 0xF) | ((scales[j - 4] >> 6) << 4), (scales[j + 4] >> 4) | ((scales[j] >> 6) << 4));
+    }
+
+    // block_q4_0: fp16 d, 16 bytes of nibbles; element j is the low nibble of byte j, element j+16 the high one; value (q - 8) * d.
+    private static void DequantizeQ4_0(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        int blocks = dst.Length / 32;
+        for (int b = 0; b < blocks; b++)
+        {
+            var block = src.Slice(b * 18, 18);
+            float d = (float)BinaryPrimitives.ReadHalfLittleEndian(block);
+            var qs = block[2..];
+            var o = dst.Slice(b * 32, 32);
+            for (int j = 0; j < 16; j++)
+            {
+                o[j] = ((qs[j] & 0x0F) - 8) * d;
+                o[j + 16] = ((qs[j] >> 4) - 8) * d;
+            }
+        }
+    }
+
+    // block_q4_1: fp16 d, fp16 m, 16 bytes of nibbles; value q * d + m.
+    private static void DequantizeQ4_1(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        int blocks = dst.Length / 32;
+        for (int b = 0; b < blocks; b++)
+        {
+            var block = src.Slice(b * 20, 20);
+            float d = (float)BinaryPrimitives.ReadHalfLittleEndian(block);
+            float m = (float)BinaryPrimitives.ReadHalfLittleEndian(block[2..]);
+            var qs = block[4..];
+            var o = dst.Slice(b * 32, 32);
+            for (int j = 0; j < 16; j++)
+            {
+                o[j] = ((qs[j] & 0x0F) * d) + m;
+                o[j + 16] = ((qs[j] >> 4) * d) + m;
+            }
+        }
+    }
+
+    // block_q5_0: fp16 d, 32 high bits qh (uint32), 16 bytes of nibbles; bit j of qh is the 5th bit of element j; value (q - 16) * d.
+    private static void DequantizeQ5_0(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        int blocks = dst.Length / 32;
+        for (int b = 0; b < blocks; b++)
+        {
+            var block = src.Slice(b * 22, 22);
+            float d = (float)BinaryPrimitives.ReadHalfLittleEndian(block);
+            uint qh = BinaryPrimitives.ReadUInt32LittleEndian(block[2..]);
+            var qs = block[6..];
+            var o = dst.Slice(b * 32, 32);
+            for (int j = 0; j < 16; j++)
+            {
+                int h0 = (int)((qh >> j) << 4) & 0x10;
+                int h1 = (int)(qh >> (j + 12)) & 0x10;
+                o[j] = (((qs[j] & 0x0F) | h0) - 16) * d;
+                o[j + 16] = (((qs[j] >> 4) | h1) - 16) * d;
+            }
+        }
+    }
+
+    // block_q5_1: fp16 d, fp16 m, qh, nibbles; value q * d + m.
+    private static void DequantizeQ5_1(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        int blocks = dst.Length / 32;
+        for (int b = 0; b < blocks; b++)
+        {
+            var block = src.Slice(b * 24, 24);
+            float d = (float)BinaryPrimitives.ReadHalfLittleEndian(block);
+            float m = (float)BinaryPrimitives.ReadHalfLittleEndian(block[2..]);
+            uint qh = BinaryPrimitives.ReadUInt32LittleEndian(block[4..]);
+            var qs = block[8..];
+            var o = dst.Slice(b * 32, 32);
+            for (int j = 0; j < 16; j++)
+            {
+                int h0 = (int)((qh >> j) << 4) & 0x10;
+                int h1 = (int)(qh >> (j + 12)) & 0x10;
+                o[j] = (((qs[j] & 0x0F) | h0) * d) + m;
+                o[j + 16] = (((qs[j] >> 4) | h1) * d) + m;
+            }
+        }
+    }
+
+    // block_q4_K (256 elements, 144 bytes): fp16 d, fp16 dmin, 12 bytes of 6-bit scales/mins, 128 bytes of nibbles.
+    // Each 64 elements: 32 low nibbles with sub-block 2i, 32 high nibbles with sub-block 2i+1; value d*sc*q - dmin*m.
+    private static void DequantizeQ4_K(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        int blocks = dst.Length / 256;
+        for (int b = 0; b < blocks; b++)
+        {
+            var block = src.Slice(b * 144, 144);
+            float d = (float)BinaryPrimitives.ReadHalfLittleEndian(block);
+            float min = (float)BinaryPrimitives.ReadHalfLittleEndian(block[2..]);
+            var scales = block.Slice(4, 12);
+            var q = block[16..];
+            var o = dst.Slice(b * 256, 256);
+            for (int j = 0, sub = 0; j < 256; j += 64, sub += 2)
+            {
+                var (sc0, m0) = ScaleMinK4(sub, scales);
+                var (sc1, m1) = ScaleMinK4(sub + 1, scales);
+                float d1 = d * sc0, mm1 = min * m0;
+                float d2 = d * sc1, mm2 = min * m1;
+                var qq = q.Slice(j / 2, 32);
+                for (int l = 0; l < 32; l++)
+                {
+                    o[j + l] = (d1 * (qq[l] & 0xF)) - mm1;
+                    o[j + 32 + l] = (d2 * (qq[l] >> 4)) - mm2;
+                }
+            }
+        }
+    }
+
+    // block_q5_K (256 elements, 176 bytes): fp16 d, fp16 dmin, 12 bytes scales, 32 bytes qh, 128 bytes nibbles.
+    // The 5th bit of element l of the i-th 32-group is bit i of qh[l].
+    private static void DequantizeQ5_K(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        int blocks = dst.Length / 256;
+        for (int b = 0; b < blocks; b++)
+        {
+            var block = src.Slice(b * 176, 176);
+            float d = (float)BinaryPrimitives.ReadHalfLittleEndian(block);
+            float min = (float)BinaryPrimitives.ReadHalfLittleEndian(block[2..]);
+            var scales = block.Slice(4, 12);
+            var qh = block.Slice(16, 32);
+            var ql = block[48..];
+            var o = dst.Slice(b * 256, 256);
+            int u1 = 1, u2 = 2;
+            for (int j = 0, sub = 0; j < 256; j += 64, sub += 2)
+            {
+                var (sc0, m0) = ScaleMinK4(sub, scales);
+                var (sc1, m1) = ScaleMinK4(sub + 1, scales);
+                float d1 = d * sc0, mm1 = min * m0;
+                float d2 = d * sc1, mm2 = min * m1;
+                var qq = ql.Slice(j / 2, 32);
+                for (int l = 0; l < 32; l++)
+                {
+                    o[j + l] = (d1 * ((qq[l] & 0xF) + ((qh[l] & u1) != 0 ? 16 : 0))) - mm1;
+                    o[j + 32 + l] = (d2 * ((qq[l] >> 4) + ((qh[l] & u2) != 0 ? 16 : 0))) - mm2;
+                }
+
+                u1 <<= 2;
+                u2 <<= 2;
+            }
+        }
+    }
+
+    // block_q6_K (256 elements, 210 bytes): 128 bytes low nibbles ql, 64 bytes high 2-bit pairs qh, 16 int8 scales, fp16 d.
+    // Value d * scale[sub] * (q - 32), 16 elements per scale.
+    private static void DequantizeQ6_K(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        int blocks = dst.Length / 256;
+        for (int b = 0; b < blocks; b++)
+        {
+            var block = src.Slice(b * 210, 210);
+            var ql = block[..128];
+            var qh = block.Slice(128, 64);
+            var sc = MemoryMarshal.Cast<byte, sbyte>(block.Slice(192, 16));
+            float d = (float)BinaryPrimitives.ReadHalfLittleEndian(block[208..]);
+            var o = dst.Slice(b * 256, 256);
+            for (int n = 0; n < 2; n++)
+            {
+                var l4 = ql.Slice(n * 64, 64);
+                var h4 = qh.Slice(n * 32, 32);
+                var s8 = sc.Slice(n * 8, 8);
+                var y = o.Slice(n * 128, 128);
+                for (int l = 0; l < 32; l++)
+                {
+                    int s = l / 16;
+                    int q1 = ((l4[l] & 0xF) | (((h4[l] >> 0) & 3) << 4)) - 32;
+                    int q2 = ((l4[l + 32] & 0xF) | (((h4[l] >> 2) & 3) << 4)) - 32;
+                    int q3 = ((l4[l] >> 4) | (((h4[l] >> 4) & 3) << 4)) - 32;
+                    int q4 = ((l4[l + 32] >> 4) | (((h4[l] >> 6) & 3) << 4)) - 32;
+                    y[l] = d * s8[s] * q1;
+                    y[l + 32] = d * s8[s + 2] * q2;
+                    y[l + 64] = d * s8[s + 4] * q3;
+                    y[l + 96] = d * s8[s + 6] * q4;
+                }
             }
         }
     }

@@ -1,0 +1,106 @@
+using System.Numerics.Tensors;
+using KvAdaQuant.Numerics;
+using KvAdaQuant.Quantization;
+
+namespace KvAdaQuant.KvCache;
+
+/// <summary>One tensor kind in FP32 or FP16, head-major [kvHead][position][headDim].</summary>
+internal sealed class FullPrecisionTensorStore : IKvTensorStore
+{
+    private readonly KvLayout _layout;
+    private readonly bool _half;
+    private readonly NativeBuffer _data;
+
+    public FullPrecisionTensorStore(KvLayout layout, KvSpec spec)
+    {
+        _layout = layout;
+        Spec = spec;
+        _half = spec.Bits == KvBits.Fp16;
+        _data = new NativeBuffer((long)layout.KvHeads * layout.Capacity * layout.HeadDim * (_half ? 2 : 4));
+    }
+
+    public KvSpec Spec { get; }
+
+    public int Length { get; private set; }
+
+    public long ByteCount => (long)Length * _layout.KvDim * (_half ? 2 : 4);
+
+    public void Append(ReadOnlySpan<float> rows, int tokens)
+    {
+        int hd = _layout.HeadDim;
+        for (int t = 0; t < tokens; t++)
+        {
+            for (int g = 0; g < _layout.KvHeads; g++)
+            {
+                long dst = (((long)g * _layout.Capacity) + Length + t) * hd;
+                var src = rows.Slice((t * _layout.KvDim) + (g * hd), hd);
+                if (_half)
+                {
+                    TensorPrimitives.ConvertToHalf(src, _data.AsSpan<Half>(dst, hd));
+                }
+                else
+                {
+                    src.CopyTo(_data.AsSpan<float>(dst, hd));
+                }
+            }
+        }
+
+        Length += tokens;
+    }
+
+    public void Scores(int kvHead, ReadOnlySpan<float> queries, int rep, int length, Span<float> scores)
+    {
+        int hd = _layout.HeadDim;
+        Span<float> buf = stackalloc float[hd];
+        for (int j = 0; j < length; j++)
+        {
+            var x = Row(kvHead, j, buf);
+            for (int r = 0; r < rep; r++)
+            {
+                scores[(r * length) + j] = TensorPrimitives.Dot(queries.Slice(r * hd, hd), x);
+            }
+        }
+    }
+
+    public void Accumulate(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output)
+    {
+        int hd = _layout.HeadDim;
+        Span<float> buf = stackalloc float[hd];
+        for (int j = 0; j < length; j++)
+        {
+            var x = Row(kvHead, j, buf);
+            for (int r = 0; r < rep; r++)
+            {
+                var o = output.Slice(r * hd, hd);
+                TensorPrimitives.MultiplyAdd(x, probs[(r * length) + j], o, o);
+            }
+        }
+    }
+
+    public void Read(int kvHead, int start, int count, Span<float> dst)
+    {
+        int hd = _layout.HeadDim;
+        for (int j = 0; j < count; j++)
+        {
+            var d = dst.Slice(j * hd, hd);
+            Row(kvHead, start + j, d).CopyTo(d);
+        }
+    }
+
+    public void Clear() => Length = 0;
+
+    public void Dispose() => _data.Dispose();
+
+    private ReadOnlySpan<float> Row(int kvHead, int position, Span<float> tmp)
+    {
+        int hd = _layout.HeadDim;
+        long index = (((long)kvHead * _layout.Capacity) + position) * hd;
+        if (_half)
+        {
+            TensorPrimitives.ConvertToSingle(_data.AsSpan<Half>(index, hd), tmp);
+            return tmp;
+        }
+
+        return _data.AsSpan<float>(index, hd);
+    }
+}

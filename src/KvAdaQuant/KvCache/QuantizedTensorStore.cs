@@ -1,0 +1,449 @@
+using System.Numerics.Tensors;
+using KvAdaQuant.Numerics;
+using KvAdaQuant.Quantization;
+
+namespace KvAdaQuant.KvCache;
+
+/// <summary>
+/// One tensor kind of one layer, quantized by a <see cref="KvSpec"/>. Per KV head it holds, each contiguous for
+/// streaming reads: the sink rows (FP16), the packed code rows of quantized tokens ([token][packed head vector]),
+/// their FP16 parameters (per-token: [token][group][scale, zero]; per-channel: [chunk][channel][scale, zero]),
+/// and a ring of Residual + FlushChunk FP16 rows for the full-precision window. Attention reads the packed rows
+/// directly: each row is unpacked into one head-sized register block (never a cache-sized buffer) and combined
+/// with the queries through the affine identity q · (a c + b) = a (q · c) + b sum(q).
+/// </summary>
+internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
+{
+    private readonly KvSpec _spec;
+    private readonly KvBits _bits;
+    private readonly int _heads;
+    private readonly int _hd;
+    private readonly int _cap;
+    private readonly int _rowBytes;
+    private readonly int _groupChannels;
+    private readonly int _groupsPerRow;
+    private readonly int _pp;
+    private readonly int _sinkCap;
+    private readonly int _ringCap;
+    private readonly int _chunk;
+    private readonly bool _perChannel;
+    private readonly long _paramsPerHead;
+    private readonly NativeBuffer _codes;
+    private readonly NativeBuffer _params;
+    private readonly NativeBuffer _sinks;
+    private readonly NativeBuffer _ring;
+    private readonly float[] _flushValues;
+    private readonly byte[] _flushCodes;
+    private int _quantized;
+
+    public QuantizedTensorStore(KvLayout layout, KvSpec spec)
+    {
+        if (spec.Problem(layout.HeadDim) is { } problem)
+        {
+            throw new ArgumentException(problem);
+        }
+
+        _spec = spec;
+        _bits = spec.Bits;
+        _heads = layout.KvHeads;
+        _hd = layout.HeadDim;
+        _cap = layout.Capacity;
+        _rowBytes = BitPacking.PackedBytes(_hd, _bits);
+        _perChannel = spec.Axis == QuantAxis.PerChannel;
+        _groupChannels = _perChannel ? 1 : spec.ChannelGroup(_hd);
+        _groupsPerRow = _hd / _groupChannels;
+        _pp = spec.Symmetric ? 1 : 2;
+        _sinkCap = Math.Min(spec.Sinks, _cap);
+        _chunk = spec.FlushChunk;
+        _ringCap = (int)Math.Min((long)spec.Residual + _chunk, _cap + (long)_chunk);
+        _paramsPerHead = _perChannel ? ((long)(_cap / _chunk) + 1) * _hd * _pp : (long)_cap * _groupsPerRow * _pp;
+        _codes = new NativeBuffer((long)_heads * _cap * _rowBytes);
+        _params = new NativeBuffer(_heads * _paramsPerHead * 2);
+        _sinks = new NativeBuffer((long)_heads * _sinkCap * _hd * 2);
+        _ring = new NativeBuffer((long)_heads * _ringCap * _hd * 2);
+        _flushValues = new float[_chunk * _hd];
+        _flushCodes = new byte[_chunk * _hd];
+    }
+
+    public KvSpec Spec => _spec;
+
+    public int Length { get; private set; }
+
+    /// <summary>Tokens held quantized (the rest are sinks or in the residual window).</summary>
+    public int QuantizedCount => _quantized;
+
+    public long ByteCount => _heads * _spec.BytesPerHead(_hd, Length);
+
+    private int SinksHeld => Math.Min(_sinkCap, Length);
+
+    public void Append(ReadOnlySpan<float> rows, int tokens)
+    {
+        int kvDim = _heads * _hd;
+        for (int t = 0; t < tokens; t++)
+        {
+            int p = Length;
+            for (int h = 0; h < _heads; h++)
+            {
+                var src = rows.Slice((t * kvDim) + (h * _hd), _hd);
+                TensorPrimitives.ConvertToHalf(src, p < _sinkCap ? SinkRow(h, p) : RingRow(h, p - _sinkCap));
+            }
+
+            Length++;
+            if (p >= _sinkCap && Length - _sinkCap - _quantized >= _spec.Residual + _chunk)
+            {
+                Flush();
+            }
+        }
+    }
+
+    public void Scores(int kvHead, ReadOnlySpan<float> queries, int rep, int length, Span<float> scores)
+    {
+        int hd = _hd;
+        Span<float> buf = stackalloc float[hd];
+        int s0 = SinksHeld;
+        int sinkEnd = Math.Min(s0, length);
+        int quantEnd = Math.Min(s0 + _quantized, length);
+        for (int j = 0; j < sinkEnd; j++)
+        {
+            TensorPrimitives.ConvertToSingle(SinkRow(kvHead, j), buf);
+            DotAll(queries, rep, buf, scores, length, j);
+        }
+
+        if (quantEnd > s0)
+        {
+            if (_perChannel)
+            {
+                ScoresPerChannel(kvHead, queries, rep, length, scores, s0, quantEnd, buf);
+            }
+            else
+            {
+                ScoresPerToken(kvHead, queries, rep, length, scores, s0, quantEnd, buf);
+            }
+        }
+
+        for (int j = Math.Max(quantEnd, s0); j < length; j++)
+        {
+            TensorPrimitives.ConvertToSingle(RingRow(kvHead, j - s0), buf);
+            DotAll(queries, rep, buf, scores, length, j);
+        }
+    }
+
+    public void Accumulate(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output)
+    {
+        int hd = _hd;
+        Span<float> buf = stackalloc float[hd];
+        int s0 = SinksHeld;
+        int sinkEnd = Math.Min(s0, length);
+        int quantEnd = Math.Min(s0 + _quantized, length);
+        for (int j = 0; j < sinkEnd; j++)
+        {
+            TensorPrimitives.ConvertToSingle(SinkRow(kvHead, j), buf);
+            AxpyAll(probs, rep, buf, output, length, j);
+        }
+
+        if (quantEnd > s0)
+        {
+            if (_perChannel)
+            {
+                AccumulatePerChannel(kvHead, probs, rep, length, output, s0, quantEnd, buf);
+            }
+            else
+            {
+                AccumulatePerToken(kvHead, probs, rep, length, output, s0, quantEnd, buf);
+            }
+        }
+
+        for (int j = Math.Max(quantEnd, s0); j < length; j++)
+        {
+            TensorPrimitives.ConvertToSingle(RingRow(kvHead, j - s0), buf);
+            AxpyAll(probs, rep, buf, output, length, j);
+        }
+    }
+
+    public void Read(int kvHead, int start, int count, Span<float> dst)
+    {
+        if (start < 0 || count < 0 || start + count > Length)
+        {
+            throw new ArgumentOutOfRangeException(nameof(count), $"positions {start}..{start + count} outside 0..{Length}");
+        }
+
+        int hd = _hd;
+        int s0 = SinksHeld;
+        for (int j = start; j < start + count; j++)
+        {
+            var d = dst.Slice((j - start) * hd, hd);
+            if (j < s0)
+            {
+                TensorPrimitives.ConvertToSingle(SinkRow(kvHead, j), d);
+            }
+            else if (j < s0 + _quantized)
+            {
+                int m = j - s0;
+                BitPacking.UnpackScalar(CodeRow(kvHead, m), _bits, d);
+                for (int c = 0; c < hd; c++)
+                {
+                    var (a, b) = _perChannel ? Effective(ChunkParams(kvHead, m / _chunk), c) : Effective(TokenParams(kvHead, m), c / _groupChannels);
+                    d[c] = (a * d[c]) + b;
+                }
+            }
+            else
+            {
+                TensorPrimitives.ConvertToSingle(RingRow(kvHead, j - s0), d);
+            }
+        }
+    }
+
+    public void Clear()
+    {
+        Length = 0;
+        _quantized = 0;
+    }
+
+    public void Dispose()
+    {
+        _codes.Dispose();
+        _params.Dispose();
+        _sinks.Dispose();
+        _ring.Dispose();
+    }
+
+    private static void DotAll(ReadOnlySpan<float> queries, int rep, ReadOnlySpan<float> x, Span<float> scores, int length, int j)
+    {
+        int hd = x.Length;
+        for (int r = 0; r < rep; r++)
+        {
+            scores[(r * length) + j] = TensorPrimitives.Dot(queries.Slice(r * hd, hd), x);
+        }
+    }
+
+    private static void AxpyAll(ReadOnlySpan<float> probs, int rep, ReadOnlySpan<float> x, Span<float> output, int length, int j)
+    {
+        int hd = x.Length;
+        for (int r = 0; r < rep; r++)
+        {
+            var o = output.Slice(r * hd, hd);
+            TensorPrimitives.MultiplyAdd(x, probs[(r * length) + j], o, o);
+        }
+    }
+
+    // Per-token groups: score = sum_g a_g (q_g · c_g) + b_g sum(q_g).
+    private void ScoresPerToken(int kvHead, ReadOnlySpan<float> queries, int rep, int length, Span<float> scores, int s0, int end, Span<float> buf)
+    {
+        int hd = _hd, gc = _groupChannels, gpr = _groupsPerRow;
+        Span<float> qsum = stackalloc float[rep * gpr];
+        for (int r = 0; r < rep; r++)
+        {
+            for (int g = 0; g < gpr; g++)
+            {
+                qsum[(r * gpr) + g] = TensorPrimitives.Sum(queries.Slice((r * hd) + (g * gc), gc));
+            }
+        }
+
+        for (int j = s0; j < end; j++)
+        {
+            int m = j - s0;
+            BitPacking.Unpack(CodeRow(kvHead, m), _bits, buf);
+            var p = TokenParams(kvHead, m);
+            for (int r = 0; r < rep; r++)
+            {
+                var q = queries.Slice(r * hd, hd);
+                float s = 0;
+                for (int g = 0; g < gpr; g++)
+                {
+                    var (a, b) = Effective(p, g);
+                    s += (a * TensorPrimitives.Dot(q.Slice(g * gc, gc), buf.Slice(g * gc, gc))) + (b * qsum[(r * gpr) + g]);
+                }
+
+                scores[(r * length) + j] = s;
+            }
+        }
+    }
+
+    // Per-channel groups: per chunk, qa = q * a (per channel) and k0 = q · b, then score = qa · c + k0.
+    private void ScoresPerChannel(int kvHead, ReadOnlySpan<float> queries, int rep, int length, Span<float> scores, int s0, int end, Span<float> buf)
+    {
+        int hd = _hd;
+        Span<float> qa = stackalloc float[rep * hd];
+        Span<float> k0 = stackalloc float[rep];
+        Span<float> a = stackalloc float[hd];
+        Span<float> b = stackalloc float[hd];
+        for (int m0 = 0; s0 + m0 < end; m0 += _chunk)
+        {
+            ChunkEffective(kvHead, m0 / _chunk, a, b);
+            for (int r = 0; r < rep; r++)
+            {
+                var q = queries.Slice(r * hd, hd);
+                TensorPrimitives.Multiply(q, a, qa.Slice(r * hd, hd));
+                k0[r] = TensorPrimitives.Dot(q, b);
+            }
+
+            int last = Math.Min(m0 + _chunk, end - s0);
+            for (int m = m0; m < last; m++)
+            {
+                BitPacking.Unpack(CodeRow(kvHead, m), _bits, buf);
+                for (int r = 0; r < rep; r++)
+                {
+                    scores[(r * length) + s0 + m] = TensorPrimitives.Dot(qa.Slice(r * hd, hd), buf) + k0[r];
+                }
+            }
+        }
+    }
+
+    // Per-token groups: out_g += (p a_g) c_g, and p b_g summed per group then added once.
+    private void AccumulatePerToken(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output, int s0, int end, Span<float> buf)
+    {
+        int hd = _hd, gc = _groupChannels, gpr = _groupsPerRow;
+        Span<float> offsets = stackalloc float[rep * gpr];
+        offsets.Clear();
+        for (int j = s0; j < end; j++)
+        {
+            int m = j - s0;
+            BitPacking.Unpack(CodeRow(kvHead, m), _bits, buf);
+            var p = TokenParams(kvHead, m);
+            for (int g = 0; g < gpr; g++)
+            {
+                var (a, b) = Effective(p, g);
+                var x = buf.Slice(g * gc, gc);
+                for (int r = 0; r < rep; r++)
+                {
+                    float w = probs[(r * length) + j];
+                    var o = output.Slice((r * hd) + (g * gc), gc);
+                    TensorPrimitives.MultiplyAdd(x, w * a, o, o);
+                    offsets[(r * gpr) + g] += w * b;
+                }
+            }
+        }
+
+        for (int r = 0; r < rep; r++)
+        {
+            for (int g = 0; g < gpr; g++)
+            {
+                var o = output.Slice((r * hd) + (g * gc), gc);
+                TensorPrimitives.Add(o, offsets[(r * gpr) + g], o);
+            }
+        }
+    }
+
+    // Per-channel groups: per chunk acc = sum_j p_j c_j and P = sum_j p_j, then out += a * acc + b * P.
+    private void AccumulatePerChannel(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output, int s0, int end, Span<float> buf)
+    {
+        int hd = _hd;
+        Span<float> acc = stackalloc float[rep * hd];
+        Span<float> psum = stackalloc float[rep];
+        Span<float> a = stackalloc float[hd];
+        Span<float> b = stackalloc float[hd];
+        for (int m0 = 0; s0 + m0 < end; m0 += _chunk)
+        {
+            acc.Clear();
+            psum.Clear();
+            int last = Math.Min(m0 + _chunk, end - s0);
+            for (int m = m0; m < last; m++)
+            {
+                BitPacking.Unpack(CodeRow(kvHead, m), _bits, buf);
+                for (int r = 0; r < rep; r++)
+                {
+                    float w = probs[(r * length) + s0 + m];
+                    var ar = acc.Slice(r * hd, hd);
+                    TensorPrimitives.MultiplyAdd(buf, w, ar, ar);
+                    psum[r] += w;
+                }
+            }
+
+            ChunkEffective(kvHead, m0 / _chunk, a, b);
+            for (int r = 0; r < rep; r++)
+            {
+                var o = output.Slice(r * hd, hd);
+                TensorPrimitives.MultiplyAdd(acc.Slice(r * hd, hd), a, o, o);
+                TensorPrimitives.MultiplyAdd(b, psum[r], o, o);
+            }
+        }
+    }
+
+    private void Flush()
+    {
+        int hd = _hd, c = _chunk;
+        int m0 = _quantized;
+        var values = _flushValues.AsSpan(0, c * hd);
+        var codes = _flushCodes.AsSpan(0, c * hd);
+        for (int h = 0; h < _heads; h++)
+        {
+            for (int k = 0; k < c; k++)
+            {
+                TensorPrimitives.ConvertToSingle(RingRow(h, m0 + k), values.Slice(k * hd, hd));
+            }
+
+            if (_perChannel)
+            {
+                var prm = ChunkParams(h, m0 / c);
+                for (int ch = 0; ch < hd; ch++)
+                {
+                    var qp = Quantize(values[ch..], hd, c, codes[ch..]);
+                    prm[ch * _pp] = qp.Scale;
+                    if (_pp == 2)
+                    {
+                        prm[(ch * _pp) + 1] = qp.Zero;
+                    }
+                }
+            }
+            else
+            {
+                var prm = TokenParams(h, m0);
+                for (int g = 0; g < _groupsPerRow; g++)
+                {
+                    int off = g * _groupChannels;
+                    var qp = Quantize(values[off..], 1, _groupChannels, codes[off..]);
+                    prm[g * _pp] = qp.Scale;
+                    if (_pp == 2)
+                    {
+                        prm[(g * _pp) + 1] = qp.Zero;
+                    }
+                }
+            }
+
+            for (int k = 0; k < c; k++)
+            {
+                BitPacking.Pack(codes.Slice(k * hd, hd), _bits, CodeRow(h, m0 + k));
+            }
+        }
+
+        _quantized += c;
+    }
+
+    private QuantParams Quantize(ReadOnlySpan<float> src, int stride, int count, Span<byte> codes)
+    {
+        // Quantize writes codes contiguously; strided groups (per channel) are scattered back afterwards.
+        Span<byte> tmp = stackalloc byte[count];
+        var p = AffineQuantizer.Quantize(src, stride, count, _bits, _spec.Symmetric, tmp);
+        for (int i = 0; i < count; i++)
+        {
+            codes[i * stride] = tmp[i];
+        }
+
+        return p;
+    }
+
+    private (float A, float B) Effective(Span<Half> prm, int group)
+    {
+        var qp = new QuantParams(prm[group * _pp], _pp == 2 ? prm[(group * _pp) + 1] : default);
+        return AffineQuantizer.Effective(qp, _bits, _spec.Symmetric);
+    }
+
+    private void ChunkEffective(int kvHead, int chunk, Span<float> a, Span<float> b)
+    {
+        var prm = ChunkParams(kvHead, chunk);
+        for (int c = 0; c < _hd; c++)
+        {
+            (a[c], b[c]) = Effective(prm, c);
+        }
+    }
+
+    private Span<Half> SinkRow(int h, int p) => new((Half*)_sinks.Pointer + ((((long)h * _sinkCap) + p) * _hd), _hd);
+
+    private Span<Half> RingRow(int h, int m) => new((Half*)_ring.Pointer + ((((long)h * _ringCap) + (m % _ringCap)) * _hd), _hd);
+
+    private Span<byte> CodeRow(int h, int m) => new(_codes.Pointer + ((((long)h * _cap) + m) * _rowBytes), _rowBytes);
+
+    private Span<Half> TokenParams(int h, int m) => new((Half*)_params.Pointer + (h * _paramsPerHead) + ((long)m * _groupsPerRow * _pp), _groupsPerRow * _pp);
+
+    private Span<Half> ChunkParams(int h, int chunk) => new((Half*)_params.Pointer + (h * _paramsPerHead) + ((long)chunk * _hd * _pp), _hd * _pp);
+}

@@ -1,0 +1,32 @@
+using KvAdaQuant.Engine;
+using KvAdaQuant.Formats;
+using KvAdaQuant.KvCache;
+
+namespace KvAdaQuant.Tests.Engine;
+
+[Collection(NonParallelCollection.Name)]
+public class DecodeAllocationTests
+{
+    [Fact]
+    public void DecodeStepsAllocateNothingAfterWarmUp()
+    {
+        using var model = ModelLoader.Load("stories3M-q80");
+        using var transformer = new Transformer(model, 2);
+        using var session = new InferenceSession(transformer, new FullPrecisionKvCache(transformer.CacheLayout(512), half: true));
+        session.Prefill([1, 403, 407, 261]);
+        int token = 378;
+        for (int i = 0; i < 120; i++)
+        {
+            token = Sampler.ArgMax(session.Decode(token));
+        }
+
+        long before = GC.GetTotalAllocatedBytes(precise: true);
+        for (int i = 0; i < 50; i++)
+        {
+            token = Sampler.ArgMax(session.Decode(token));
+        }
+
+        long allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
+        Assert.True(allocated < 1024, $"50 decode steps allocated {allocated} bytes");
+    }
+}

@@ -1,0 +1,129 @@
+using System.Buffers.Binary;
+using KvAdaQuant.Formats;
+using KvAdaQuant.Numerics;
+
+namespace KvAdaQuant.Tests.Formats;
+
+/// <summary>Corrupted GGUF model files: each fails with a clear error naming the file and the problem, without large allocations.</summary>
+public class GgufBadInputTests(ConvertedModels models) : IClassFixture<ConvertedModels>
+{
+    private string Source => models.Stories(GgmlType.F32);
+
+    private static ModelFormatException LoadFails(string path)
+    {
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        var e = Assert.Throws<ModelFormatException>(() => ModelLoader.Load(path, Fixtures.Stories260KTokenizer).Dispose());
+        Assert.True(GC.GetAllocatedBytesForCurrentThread() - before < 64 << 20, "more than 64 MB allocated while rejecting the file");
+        Assert.Contains(Path.GetFileName(path), e.Message);
+        return e;
+    }
+
+    /// <summary>Offset of the u32 type field of a tensor descriptor (name, n_dims, ne[], type, offset).</summary>
+    private static int TypeFieldOf(byte[] bytes, string tensor)
+    {
+        int name = ConvertedModels.IndexOf(bytes, tensor);
+        int dims = BinaryPrimitives.ReadInt32LittleEndian(bytes.AsSpan(name + tensor.Length));
+        return name + tensor.Length + 4 + (8 * dims);
+    }
+
+    [Fact]
+    public void TruncatedTensorDataIsRejected()
+    {
+        var path = models.Patched(Source, "truncated.gguf", b => b[..^1000]);
+        var e = LoadFails(path);
+        Assert.Contains("runs past the end", e.Message);
+        Assert.Contains("truncated", e.Message);
+    }
+
+    [Fact]
+    public void WrongMagicIsRejected()
+    {
+        var path = models.Patched(Source, "magic.gguf", b =>
+        {
+            b[3] = (byte)'X';
+            return b;
+        });
+        var e = Assert.Throws<ModelFormatException>(() => KvAdaQuant.Formats.Gguf.GgufFile.Open(path).Dispose());
+        Assert.Contains("magic.gguf", e.Message);
+        Assert.Contains("not a GGUF file", e.Message);
+    }
+
+    [Fact]
+    public void UnknownTensorTypeIsRejected()
+    {
+        var path = models.Patched(Source, "type.gguf", b =>
+        {
+            BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(TypeFieldOf(b, "blk.0.attn_k.weight")), 99);
+            return b;
+        });
+        var e = LoadFails(path);
+        Assert.Contains("'blk.0.attn_k.weight': unknown tensor type 99", e.Message);
+    }
+
+    [Fact]
+    public void MissingTensorIsRejected()
+    {
+        var path = models.Patched(Source, "missing.gguf", b =>
+        {
+            int i = ConvertedModels.IndexOf(b, "blk.0.attn_q.weight");
+            b[i + 11] = (byte)'x'; // blk.0.attn_x.weight
+            return b;
+        });
+        var e = LoadFails(path);
+        Assert.Contains("tensor 'blk.0.attn_q.weight' is missing", e.Message);
+    }
+
+    [Fact]
+    public void TensorShapeDisagreeingWithMetadataIsRejected()
+    {
+        var path = models.Patched(Source, "shape.gguf", b =>
+        {
+            // llama.feed_forward_length: key, then u32 type 4, then the value 172 -> 176
+            int key = ConvertedModels.IndexOf(b, "llama.feed_forward_length");
+            int value = key + "llama.feed_forward_length".Length + 4;
+            Assert.Equal(172u, BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(value)));
+            BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(value), 176);
+            return b;
+        });
+        var e = LoadFails(path);
+        Assert.Contains("tensor 'blk.0.ffn_gate.weight' has shape [64, 172] but the metadata implies [64, 176]", e.Message);
+    }
+
+    [Fact]
+    public void ForgedHeaderClaimingTerabytesIsRejectedWithoutAllocating()
+    {
+        var path = models.Patched(Source, "forged.gguf", b =>
+        {
+            // token_embd.weight: [64, 512] F32 -> [2^20, 2^20] F32, 4 TiB of data in a 1 MB file
+            int ne = ConvertedModels.IndexOf(b, "token_embd.weight") + "token_embd.weight".Length + 4;
+            BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(ne), 1UL << 20);
+            BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(ne + 8), 1UL << 20);
+            return b;
+        });
+        var e = LoadFails(path);
+        Assert.Contains("'token_embd.weight'", e.Message);
+        Assert.Contains("runs past the end", e.Message);
+    }
+
+    [Fact]
+    public void TokenizerWithAnotherVocabularyIsRejected()
+    {
+        var e = Assert.Throws<ModelFormatException>(() => ModelLoader.Load(Source, Fixtures.Stories3MTokenizer).Dispose());
+        Assert.Contains("tok4096.bin", e.Message);
+        Assert.Contains("vocabularies disagree", e.Message);
+    }
+
+    [Fact]
+    public void VocabularySizeDisagreeingWithEmbeddingRowsIsRejected()
+    {
+        var path = models.Patched(Source, "vocab.gguf", b =>
+        {
+            int i = ConvertedModels.IndexOf(b, "llama.vocab_size");
+            int value = i + "llama.vocab_size".Length + 4;
+            BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(value), 600);
+            return b;
+        });
+        var e = LoadFails(path);
+        Assert.Contains("llama.vocab_size is 600 but token_embd.weight has 512 rows", e.Message);
+    }
+}

@@ -1,0 +1,163 @@
+using System.Buffers.Binary;
+using System.Text;
+using System.Text.Json;
+using KvAdaQuant.Formats;
+using KvAdaQuant.Formats.Safetensors;
+
+namespace KvAdaQuant.Tests.Formats;
+
+/// <summary>Malformed Hugging Face folders fail with a message naming the file and what is wrong.</summary>
+public class HfBadInputTests
+{
+    private static ModelFormatException LoadFails(string dir)
+        => Assert.Throws<ModelFormatException>(() => ModelLoader.Load(dir).Dispose());
+
+    private static TempDir Folder()
+    {
+        var dir = new TempDir();
+        HfFolderWriter.Write(Fixtures.Stories260K, dir.Path);
+        return dir;
+    }
+
+    [Fact]
+    public void TruncatedSafetensorsIsRejected()
+    {
+        using var dir = Folder();
+        var path = dir.File("model.safetensors");
+        var bytes = File.ReadAllBytes(path);
+        File.WriteAllBytes(path, bytes[..(bytes.Length - 100)]);
+        var e = LoadFails(dir.Path);
+        Assert.Contains("model.safetensors", e.Message);
+        Assert.Contains("truncated?", e.Message);
+        Assert.Contains("model.norm.weight", e.Message); // the last tensor is the one cut short
+    }
+
+    [Fact]
+    public void HeaderLengthLargerThanFileIsRejected()
+    {
+        using var dir = Folder();
+        var path = dir.File("model.safetensors");
+        var bytes = File.ReadAllBytes(path);
+        BinaryPrimitives.WriteUInt64LittleEndian(bytes, 1UL << 40); // a forged terabyte header
+        File.WriteAllBytes(path, bytes);
+        var e = LoadFails(dir.Path);
+        Assert.Contains("model.safetensors", e.Message);
+        Assert.Contains($"header length {1UL << 40} is larger than the rest of the {bytes.Length}-byte file", e.Message);
+    }
+
+    [Fact]
+    public void TinyFileIsRejected()
+    {
+        using var dir = Folder();
+        File.WriteAllBytes(dir.File("model.safetensors"), [1, 2, 3]);
+        Assert.Contains("too short for the 8-byte safetensors header length", LoadFails(dir.Path).Message);
+    }
+
+    [Fact]
+    public void UnknownDtypeIsRejected()
+    {
+        using var dir = Folder();
+        var path = dir.File("model.safetensors");
+        var bytes = File.ReadAllBytes(path);
+        int headerLength = (int)BinaryPrimitives.ReadUInt64LittleEndian(bytes);
+        var header = Encoding.UTF8.GetString(bytes, 8, headerLength);
+        int at = header.IndexOf("\"F32\"", StringComparison.Ordinal);
+        var forged = header[..at] + "\"Q9X\"" + header[(at + 5)..];
+        Encoding.UTF8.GetBytes(forged).CopyTo(bytes, 8);
+        File.WriteAllBytes(path, bytes);
+        var e = LoadFails(dir.Path);
+        Assert.Contains("model.safetensors", e.Message);
+        Assert.Contains("unknown dtype 'Q9X'", e.Message);
+    }
+
+    [Fact]
+    public void UnsupportedWeightDtypeIsRejected()
+    {
+        using var dir = Folder();
+        new SafetensorsWriter()
+            .Add("model.embed_tokens.weight", "I32", [512, 64], new byte[512 * 64 * 4])
+            .Write(dir.File("model.safetensors"));
+        var e = LoadFails(dir.Path);
+        Assert.Contains("model.embed_tokens.weight", e.Message);
+        Assert.Contains("dtype I32 is not supported for weights", e.Message);
+    }
+
+    [Fact]
+    public void MissingTensorIsRejected()
+    {
+        using var dir = Folder();
+        var path = dir.File("model.safetensors");
+        using (var f = SafetensorsFile.Open(path))
+        {
+            Assert.True(f.Tensors.ContainsKey("model.layers.3.mlp.up_proj.weight"));
+        }
+
+        // Rewrite the file without one tensor.
+        var writer = new SafetensorsWriter();
+        using (var f = SafetensorsFile.Open(path))
+        {
+            foreach (var t in f.Tensors.Values.Where(t => t.Name != "model.layers.3.mlp.up_proj.weight"))
+            {
+                unsafe
+                {
+                    writer.Add(t.Name, t.DType, t.Shape, new ReadOnlySpan<byte>(f.Data(t), (int)t.ByteCount).ToArray());
+                }
+            }
+        }
+
+        writer.Write(path);
+        var e = LoadFails(dir.Path);
+        Assert.Contains(dir.Path, e.Message);
+        Assert.Contains("tensor 'model.layers.3.mlp.up_proj.weight' is missing", e.Message);
+    }
+
+    [Fact]
+    public void WrongShapeIsRejected()
+    {
+        using var dir = Folder();
+        var cfg = JsonSerializer.Deserialize<Dictionary<string, JsonElement>>(File.ReadAllText(dir.File("config.json")))!;
+        var edited = cfg.ToDictionary(k => k.Key, k => (object)k.Value);
+        edited["intermediate_size"] = 176;
+        File.WriteAllText(dir.File("config.json"), JsonSerializer.Serialize(edited));
+        var e = LoadFails(dir.Path);
+        Assert.Contains("model.safetensors", e.Message);
+        Assert.Contains("has shape [172, 64] but config.json implies [176, 64]", e.Message);
+    }
+
+    [Theory]
+    [InlineData("hidden_size")]
+    [InlineData("num_hidden_layers")]
+    [InlineData("vocab_size")]
+    public void ConfigMissingFieldIsRejected(string field)
+    {
+        using var dir = Folder();
+        var cfg = JsonSerializer.Deserialize<Dictionary<string, JsonElement>>(File.ReadAllText(dir.File("config.json")))!;
+        cfg.Remove(field);
+        File.WriteAllText(dir.File("config.json"), JsonSerializer.Serialize(cfg));
+        var e = LoadFails(dir.Path);
+        Assert.Contains("config.json", e.Message);
+        Assert.Contains($"required field '{field}' is missing", e.Message);
+    }
+
+    [Fact]
+    public void MissingShardIsRejected()
+    {
+        using var dir = new TempDir();
+        HfFolderWriter.Write(Fixtures.Stories260K, dir.Path, shards: 2);
+        File.Delete(dir.File("model-00002-of-00002.safetensors"));
+        var e = LoadFails(dir.Path);
+        Assert.Contains(HfModelLoader.IndexFileName, e.Message);
+        Assert.Contains("shard 'model-00002-of-00002.safetensors' listed in weight_map is missing", e.Message);
+    }
+
+    [Fact]
+    public void TokenizerLargerThanModelVocabularyIsRejected()
+    {
+        using var dir = Folder();
+        var vocab = Enumerable.Range(0, 600).ToDictionary(i => $"t{i}", i => i);
+        File.WriteAllText(dir.File("tokenizer.json"), JsonSerializer.Serialize(new { model = new { type = "BPE", vocab, merges = Array.Empty<string>() } }));
+        var e = LoadFails(dir.Path);
+        Assert.Contains("tokenizer.json", e.Message);
+        Assert.Contains("tokenizer has 600 tokens but config.json's vocab_size is 512", e.Message);
+    }
+}

@@ -1,0 +1,154 @@
+using KvAdaQuant.KvCache;
+using KvAdaQuant.Quantization;
+
+namespace KvAdaQuant.Tests.KvCache;
+
+/// <summary>Fused attention on packed data against dequantize-then-attend (float64 reference over ReadKeys/ReadValues).</summary>
+public class FusedAttentionTests
+{
+    private const int HeadDim = 32;
+    private const int KvHeads = 2;
+    private const int Rep = 3;
+
+    public static TheoryData<string> Specs()
+    {
+        var data = new TheoryData<string>();
+        foreach (var b in new[] { "1", "1.58", "2", "3", "4", "5", "6", "8" })
+        {
+            data.Add($"k{b}v{b}");
+            data.Add($"k{b}v{b}:sym:g8");
+            data.Add($"k{b}v{b}:pc:g8:r5:sink3");
+            data.Add($"k{b}v{b}:sym:pc:g16:sink2");
+            data.Add($"k{b}v{b}:g16:r7:sink4");
+        }
+
+        data.Add("k4v2:kpc:kg16:kr16:vr16");
+        data.Add("k16v2:r4");
+        data.Add("k2v32:sink1");
+        data.Add("k1.58v4:vsym:ksink6");
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(Specs))]
+    public void FusedEqualsDequantizeThenAttendAcrossFlushesAndSinks(string text)
+    {
+        var plan = KvPlan.Parse(text, 1);
+        var layout = new KvLayout(1, KvHeads, HeadDim, 80);
+        using var cache = new QuantizedKvCache(plan, layout);
+        var layer = cache.Layers[0];
+        var rng = new Random(text.GetHashCode(StringComparison.Ordinal));
+        int[] chunks = [1, 2, 7, 1, 13, 1, 1, 19, 3, 1, 24];
+        var q = new float[Rep * HeadDim];
+        var output = new float[Rep * HeadDim];
+        var scores = new float[Rep * layout.Capacity];
+        var keys = new float[layout.Capacity * HeadDim];
+        var values = new float[layout.Capacity * HeadDim];
+        foreach (int n in chunks)
+        {
+            var k = Random(rng, n * layout.KvDim, 2);
+            var v = Random(rng, n * layout.KvDim, 1);
+            layer.Append(k, v, n);
+            foreach (int length in new[] { layer.Length, Math.Max(1, layer.Length - 5) })
+            {
+                for (int g = 0; g < KvHeads; g++)
+                {
+                    Random(rng, q.Length, 1).CopyTo(q, 0);
+                    layer.Attend(g, q, Rep, length, output, scores);
+                    layer.ReadKeys(g, 0, length, keys);
+                    layer.ReadValues(g, 0, length, values);
+                    var want = Reference(q, keys, values, length, layout.Scale);
+                    double scale = want.Max(Math.Abs);
+                    for (int i = 0; i < want.Length; i++)
+                    {
+                        Assert.True(Math.Abs(output[i] - want[i]) <= 1e-5 * scale, $"{text}: length {length}, head {g}, element {i}: fused {output[i]} vs reference {want[i]}");
+                    }
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData("k4v2:pc:g8:r5:sink3")]
+    [InlineData("k3v5:g16:r7:sink4")]
+    [InlineData("k1.58v6:sym")]
+    public void CachedRowsEqualKvQuantizerRoundTrip(string text)
+    {
+        var plan = KvPlan.Parse(text, 1);
+        var layout = new KvLayout(1, 1, HeadDim, 64);
+        using var cache = new QuantizedKvCache(plan, layout);
+        var rng = new Random(5);
+        var k = Random(rng, 50 * HeadDim, 3);
+        var v = Random(rng, 50 * HeadDim, 1);
+        for (int t = 0; t < 50; t += 10)
+        {
+            cache.Layers[0].Append(k.AsSpan(t * HeadDim), v.AsSpan(t * HeadDim), 10);
+        }
+
+        var got = new float[50 * HeadDim];
+        var want = new float[50 * HeadDim];
+        cache.Layers[0].ReadKeys(0, 0, 50, got);
+        KvQuantizer.RoundTrip(k, 50, HeadDim, plan.Layers[0].K, want);
+        Assert.Equal(want, got);
+        cache.Layers[0].ReadValues(0, 0, 50, got);
+        KvQuantizer.RoundTrip(v, 50, HeadDim, plan.Layers[0].V, want);
+        Assert.Equal(want, got);
+    }
+
+    [Theory]
+    [InlineData(float.NaN, "non-finite V value NaN at position 3 + element 37")]
+    [InlineData(float.PositiveInfinity, "non-finite V value")]
+    [InlineData(1e6f, "beyond the FP16 range")]
+    public void NonFiniteOrOutOfRangeValuesAreRejected(float bad, string message)
+    {
+        var layout = new KvLayout(1, KvHeads, HeadDim, 16);
+        using var cache = new QuantizedKvCache(KvPlan.Parse("k4v2", 1), layout);
+        var k = new float[2 * layout.KvDim];
+        var v = new float[2 * layout.KvDim];
+        cache.Layers[0].Append(k, v, 2);
+        cache.Layers[0].Append(k, v, 1);
+        v[37] = bad;
+        var e = Assert.Throws<KvCacheException>(() => cache.Layers[0].Append(k, v, 2));
+        Assert.Contains(message, e.Message);
+        Assert.Equal(3, cache.Layers[0].Length);
+    }
+
+    private static float[] Random(Random rng, int n, double scale) =>
+        Enumerable.Range(0, n).Select(_ => (float)(scale * ((rng.NextDouble() * 2) - 1 + (rng.NextDouble() < 0.05 ? 3 : 0)))).ToArray();
+
+    private static double[] Reference(float[] q, float[] keys, float[] values, int length, float scale)
+    {
+        var o = new double[Rep * HeadDim];
+        var s = new double[length];
+        for (int r = 0; r < Rep; r++)
+        {
+            for (int j = 0; j < length; j++)
+            {
+                double d = 0;
+                for (int c = 0; c < HeadDim; c++)
+                {
+                    d += (double)q[(r * HeadDim) + c] * keys[(j * HeadDim) + c];
+                }
+
+                s[j] = d * scale;
+            }
+
+            double max = s.Max(), sum = 0;
+            for (int j = 0; j < length; j++)
+            {
+                s[j] = Math.Exp(s[j] - max);
+                sum += s[j];
+            }
+
+            for (int j = 0; j < length; j++)
+            {
+                for (int c = 0; c < HeadDim; c++)
+                {
+                    o[(r * HeadDim) + c] += s[j] / sum * values[(j * HeadDim) + c];
+                }
+            }
+        }
+
+        return o;
+    }
+}

@@ -1,0 +1,128 @@
+using KvAdaQuant.KvCache;
+using KvAdaQuant.Quantization;
+
+namespace KvAdaQuant.Tests.KvCache;
+
+/// <summary>The --kv syntax, JSON plans, their validation and exact memory accounting.</summary>
+public class KvPlanTests
+{
+    [Fact]
+    public void TextSyntaxSetsEveryOption()
+    {
+        var p = KvPlan.Parse("k4v2:g64:r128:sym:sink4:kpc:vg16", 3);
+        Assert.Equal(3, p.Layers.Count);
+        Assert.Equal(new KvSpec(KvBits.Four, 64, QuantAxis.PerChannel, true, 128, 4), p.Layers[2].K);
+        Assert.Equal(new KvSpec(KvBits.Two, 16, QuantAxis.PerToken, true, 128, 4), p.Layers[2].V);
+        Assert.Equal(new KvSpec(KvBits.Ternary), KvPlan.Parse("k1.58v16", 1).Layers[0].K);
+        Assert.Equal(KvBits.Fp16, KvPlan.Parse("k1.58v16", 1).Layers[0].V.Bits);
+        Assert.True(KvPlan.Parse("fp16", 2).IsUniformFullPrecision);
+        Assert.False(KvPlan.Parse("k8v8", 2).IsUniformFullPrecision);
+    }
+
+    [Theory]
+    [InlineData("k7v2", "K bits '7' is not one of")]
+    [InlineData("k4v9", "V bits '9' is not one of")]
+    [InlineData("q4", "'q4' is not a cache type")]
+    [InlineData("k4v2:x", "unknown option 'x'")]
+    [InlineData("k4v2:gabc", "option 'gabc': group must be a whole number")]
+    [InlineData("k4v2:g64", "k.group 64 is larger than the head dimension 32")]
+    [InlineData("k4v2:vg12", "v.group 12 does not divide the head dimension 32")]
+    public void BadTextIsRejectedNamingTheField(string text, string message)
+    {
+        var e = Assert.Throws<ArgumentException>(() => KvPlan.Parse(text, 6).Validate(6, 32));
+        Assert.Contains($"--kv '{text}'", e.Message);
+        Assert.Contains(message, e.Message);
+    }
+
+    [Fact]
+    public void JsonPlanRoundTrips()
+    {
+        var layers = new[]
+        {
+            new KvLayerSpec(new KvSpec(KvBits.Eight, 32, Symmetric: true), new KvSpec(KvBits.Four)),
+            new KvLayerSpec(new KvSpec(KvBits.Four, 16, QuantAxis.PerChannel, false, 32, 4), new KvSpec(KvBits.Ternary, 8)),
+            new KvLayerSpec(KvSpec.Fp16, new KvSpec(KvBits.Two, 0, Residual: 64)),
+        };
+        var plan = new KvPlan(layers, "mixed", "test");
+        var again = KvPlan.FromJson(plan.ToJson(), "again");
+        Assert.Equal(layers, again.Layers);
+        Assert.Equal("mixed", again.Name);
+    }
+
+    [Theory]
+    [InlineData("{\"layers\": [{\"k\": {\"bits\": 7}, \"v\": {\"bits\": 2}}]}", "layers[0].k.bits 7 is not one of")]
+    [InlineData("{\"layers\": [{\"k\": {\"bits\": 4, \"group\": 24}, \"v\": {\"bits\": 2}}]}", "layers[0].k.group 24 does not divide the head dimension 32")]
+    [InlineData("{\"layers\": [{\"k\": {\"bits\": 4}, \"v\": {\"bits\": 2, \"group\": 64}}]}", "layers[0].v.group 64 is larger than the head dimension 32")]
+    [InlineData("{\"layers\": [{\"k\": {\"bits\": 4}, \"v\": {\"bits\": 2}}, {\"k\": {\"bits\": 4}, \"v\": {\"bits\": 2}}]}", "layers has 2 entries but the model has 1 layers")]
+    [InlineData("{\"layers\": [{\"k\": {\"bits\": 4}, \"v\": {\"bits\": 2}}", "malformed JSON")]
+    [InlineData("{\"layers\": [{\"k\": {\"bits\": 4, \"grup\": 32}, \"v\": {\"bits\": 2}}]}", "layers[0].k: unknown field 'grup'")]
+    [InlineData("{\"layers\": [{\"k\": {\"bits\": 4}}]}", "layers[0].v is missing")]
+    [InlineData("{\"layers\": [{\"k\": {\"group\": 32}, \"v\": {\"bits\": 2}}]}", "layers[0].k.bits is missing")]
+    [InlineData("{\"layers\": [{\"k\": {\"bits\": 4, \"residual\": -1}, \"v\": {\"bits\": 2}}]}", "layers[0].k.residual must be a whole number >= 0")]
+    [InlineData("{\"layers\": [{\"k\": {\"bits\": 4, \"axis\": \"row\"}, \"v\": {\"bits\": 2}}]}", "layers[0].k.axis 'row' is not")]
+    [InlineData("[1, 2]", "must be a JSON object")]
+    [InlineData("{\"plan\": []}", "unknown field 'plan'")]
+    public void BadJsonPlansAreRejectedNamingTheField(string json, string message)
+    {
+        using var dir = new TempDir();
+        var path = dir.File("plan.json");
+        File.WriteAllText(path, json);
+        var e = Assert.Throws<ArgumentException>(() => KvPlan.Load(path).Validate(1, 32));
+        Assert.Contains($"--kv-plan {path}", e.Message);
+        Assert.Contains(message, e.Message);
+    }
+
+    [Fact]
+    public void Stories3MAtK4V2Takes384BytesPerTokenAgainst1536ForFp16()
+    {
+        // 6 layers, 2 KV heads, head dim 32; K: 16 code bytes + FP16 scale and zero = 20, V: 8 + 4 = 12, per head per token.
+        var plan = KvPlan.Parse("k4v2:g32:pt:asym", 6);
+        Assert.Equal(384, plan.BytesPerToken(2, 32));
+        Assert.Equal(384L * 512, plan.BytesAt(2, 32, 512));
+        Assert.Equal(1536, KvPlan.Parse("fp16", 6).BytesPerToken(2, 32));
+        Assert.Equal(4.0, plan.AverageBits(2, 32, 512));
+    }
+
+    [Fact]
+    public void ResidualSinksAndPerChannelBytesFollowTheFormula()
+    {
+        // k4v2 r64 sink4 at 512 tokens: 4 sinks + 64 residual in FP16 (64 bytes per head), 444 quantized.
+        // per head: K 68*64 + 444*20 = 13232, V 68*64 + 444*12 = 9680; x 2 heads x 6 layers.
+        Assert.Equal(6 * 2 * (13232 + 9680), KvPlan.Parse("k4v2:r64:sink4", 6).BytesAt(2, 32, 512));
+
+        // per-channel K, 16-token chunks, residual 8: at 100 tokens 80 are quantized (5 chunks), 20 stay FP16.
+        // K per head: 20*64 + 80*16 + 5 chunks * 32 channels * 4 = 1280 + 1280 + 640; V per-token 4-bit: 100 * 20.
+        var pc = KvPlan.Parse("k4v4:kpc:kg16:kr8", 1);
+        Assert.Equal(80, pc.Layers[0].K.QuantizedTokens(100));
+        Assert.Equal(3200 + 2000, pc.BytesAt(1, 32, 100));
+        Assert.Equal(16 + 8 + 20, pc.BytesPerToken(1, 32));
+    }
+
+    [Theory]
+    [InlineData("k4v2:r64:sink4")]
+    [InlineData("k3v5:kpc:kg16:kr8:vsym")]
+    [InlineData("k1.58v8:pc:g8:sink3")]
+    [InlineData("k16v2:r5")]
+    public void CacheStateMatchesTheAccounting(string text)
+    {
+        var plan = KvPlan.Parse(text, 2);
+        var layout = new KvLayout(2, 2, 32, 200);
+        using var cache = new QuantizedKvCache(plan, layout);
+        var rng = new Random(3);
+        int length = 0;
+        foreach (int n in new[] { 1, 5, 64, 1, 1, 30, 77 })
+        {
+            var k = Enumerable.Range(0, n * layout.KvDim).Select(_ => (float)rng.NextDouble()).ToArray();
+            foreach (var layer in cache.Layers)
+            {
+                layer.Append(k, k, n);
+            }
+
+            length += n;
+            var store = (QuantizedKvStore)cache.Layers[1];
+            Assert.Equal(plan.Layers[1].K.QuantizedTokens(length), store.QuantizedCounts.Keys);
+            Assert.Equal(plan.Layers[1].V.QuantizedTokens(length), store.QuantizedCounts.Values);
+            Assert.Equal(plan.BytesAt(2, 32, length), ((IKvCache)cache).ByteCount);
+        }
+    }
+}
