@@ -1,9 +1,11 @@
+using KvAdaQuant.Quantization;
+
 namespace KvAdaQuant.Gpu;
 
 /// <summary>
-/// Quantizes full-precision K/V rows into the packed GPU layout: asymmetric min/max, round to nearest,
-/// scale = (max - min) / (levels - 1) and min rounded to FP16 first, codes from the rounded pair, so that
-/// |x - (scale * code + min)| &lt;= scale / 2 + |min - FP16(min)|.
+/// Quantizes full-precision K/V rows into the packed GPU layout with the CPU cache's own asymmetric quantizer
+/// (<see cref="AffineQuantizer"/>: zero = min rounded down to FP16, scale rounded up, round to nearest code),
+/// so the bytes equal what QuantizedTensorStore holds for each head and |x - (scale * code + zero)| &lt;= scale / 2.
 /// </summary>
 public static class PackedKvQuantizer
 {
@@ -76,6 +78,18 @@ public static class PackedKvQuantizer
         int tokens = dst.Tokens;
         bool perToken = f.Axis == PackedKvAxis.PerToken;
         int groupsAcross = perToken ? tokens * (d / f.GroupSize) : (tokens / f.GroupSize) * d;
+        KvBits bits = f.BitsCode switch
+        {
+            1 => KvBits.One,
+            PackedKvFormat.TernaryCode => KvBits.Ternary,
+            2 => KvBits.Two,
+            3 => KvBits.Three,
+            4 => KvBits.Four,
+            5 => KvBits.Five,
+            6 => KvBits.Six,
+            _ => KvBits.Eight,
+        };
+        Span<byte> codes = stackalloc byte[f.GroupSize];
         for (int grp = 0; grp < groupsAcross; grp++)
         {
             // Element i of group grp: per token (token, d0 + i); per channel (t0 + i, channel).
@@ -91,39 +105,26 @@ public static class PackedKvQuantizer
                 d0 = grp % d;
             }
 
-            float min = float.PositiveInfinity, max = float.NegativeInfinity;
-            for (int i = 0; i < f.GroupSize; i++)
+            int start = (token0 * d) + d0;
+            int stride = perToken ? 1 : d;
+            QuantParams qp;
+            try
             {
-                float x = perToken ? rows[(token0 * d) + d0 + i] : rows[((token0 + i) * d) + d0];
-                if (!float.IsFinite(x))
-                {
-                    throw new ArgumentException($"{name}: {x} at batch {b}, head {h} cannot be quantized.", name);
-                }
-
-                min = Math.Min(min, x);
-                max = Math.Max(max, x);
+                qp = AffineQuantizer.Quantize(rows[start..], stride, f.GroupSize, bits, symmetric: false, codes);
+            }
+            catch (ArgumentException e)
+            {
+                throw new ArgumentException($"{name}: batch {b}, head {h}: {e.Message}", name, e);
             }
 
-            Half scaleHalf = (Half)((max - min) / (f.Levels - 1));
-            Half minHalf = (Half)min;
-            if (!Half.IsFinite(scaleHalf) || !Half.IsFinite(minHalf))
-            {
-                throw new ArgumentException($"{name}: group range [{min}, {max}] at batch {b}, head {h} exceeds FP16.", name);
-            }
-
-            double scale = (double)scaleHalf;
-            double mn = (double)minHalf;
-            uint pair = BitConverter.HalfToUInt16Bits(scaleHalf) | ((uint)BitConverter.HalfToUInt16Bits(minHalf) << 16);
+            uint pair = BitConverter.HalfToUInt16Bits(qp.Scale) | ((uint)BitConverter.HalfToUInt16Bits(qp.Zero) << 16);
             for (int i = 0; i < f.GroupSize; i++)
             {
                 int token = perToken ? token0 : token0 + i;
                 int dim = perToken ? d0 + i : d0;
-                float x = rows[(token * d) + dim];
-                int code = scale > 0 ? (int)Math.Clamp(Math.Round((x - mn) / scale, MidpointRounding.ToEven), 0, f.Levels - 1) : 0;
-                PackedKvCodes.Set(dst.Row(b, h, token), f.BitsCode, dim, code);
+                PackedKvCodes.Set(dst.Row(b, h, token), f.BitsCode, dim, codes[i]);
                 dst.Params[dst.ParamIndex(b, h, token, dim)] = pair;
             }
         }
-
     }
 }
