@@ -3,20 +3,19 @@ using KvAdaQuant.Gpu.Cuda;
 namespace KvAdaQuant.Gpu;
 
 /// <summary>
-/// One prepared decode-attention pass on the GPU: the split kernel over the packed tokens, the residual
-/// window's kernel, and the combine kernel; <see cref="Run"/> queues all three and allocates nothing.
+/// One prepared decode-attention pass on the GPU: the split kernel over the packed tokens (with the residual
+/// window as its last split and the combine fused into it, for the fast kernel), or the generic split kernel,
+/// the residual window's kernel and the combine kernel; <see cref="Run"/> queues them and allocates nothing.
 /// </summary>
 public sealed class PackedKvAttentionPass : IDisposable
 {
     private readonly List<CudaLaunch> _launches;
-    private readonly CudaDeviceBuffer _partialOutputs;
-    private readonly CudaDeviceBuffer _partialStats;
+    private readonly CudaDeviceBuffer[] _scratch;
 
-    internal PackedKvAttentionPass(List<CudaLaunch> launches, CudaDeviceBuffer partialOutputs, CudaDeviceBuffer partialStats, int splits, int tokensPerSplit, bool fast)
+    internal PackedKvAttentionPass(List<CudaLaunch> launches, CudaDeviceBuffer[] scratch, int splits, int tokensPerSplit, bool fast)
     {
         _launches = launches;
-        _partialOutputs = partialOutputs;
-        _partialStats = partialStats;
+        _scratch = scratch;
         Splits = splits;
         TokensPerSplit = tokensPerSplit;
         UsesFastKernel = fast;
@@ -54,7 +53,9 @@ public sealed class PackedKvAttentionPass : IDisposable
             launch.Dispose();
         }
 
-        _partialOutputs.Dispose();
-        _partialStats.Dispose();
+        foreach (CudaDeviceBuffer buffer in _scratch)
+        {
+            buffer.Dispose();
+        }
     }
 }

@@ -8,11 +8,12 @@ public class CudaPackedKvAttentionTests
 {
     [SkippableTheory]
     [InlineData("4:g64:tok", "2:g64:tok", true)]
+    [InlineData("4:g64:tok", "2:g64:tok", true, true)]
     [InlineData("4:g64:tok", "2:g64:tok", false)]
     [InlineData("1.58:g64:tok", "3:g32:tok", false)]
     [InlineData("6:g64:chan", "5:g128:tok", false)]
     [InlineData("1:g32:chan", "8:g64:chan", false)]
-    public void GpuMatchesTheCpuReference(string kText, string vText, bool fast)
+    public void GpuMatchesTheCpuReference(string kText, string vText, bool fast, bool fuseCombine = false)
     {
         bool open = CudaContext.TryOpen(out CudaContext? context, out string reason);
         Skip.IfNot(open, reason);
@@ -31,7 +32,7 @@ public class CudaPackedKvAttentionTests
             using CudaDeviceBuffer qd = context!.Upload<float>(q);
             using CudaDeviceBuffer od = context.Allocate(4L * q.Length);
             od.Fill(0x7FC00000u);
-            using PackedKvAttentionPass pass = attention.Prepare(device, qd, od, fast);
+            using PackedKvAttentionPass pass = attention.Prepare(device, qd, od, fast, fuseCombine: fuseCombine);
             Assert.Equal(fast, pass.UsesFastKernel);
             pass.Run();
             context.Synchronize();

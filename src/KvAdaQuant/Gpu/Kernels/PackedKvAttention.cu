@@ -47,6 +47,13 @@ __device__ __forceinline__ uint4 ldg_stream16(const void* p)
     return r;
 }
 
+__device__ __forceinline__ float ld_cg(const float* p)
+{
+    float r;
+    asm volatile("ld.global.cg.f32 %0, [%1];" : "=f"(r) : "l"(p) : "memory");
+    return r;
+}
+
 __device__ __forceinline__ u32 ldg_stream4(const void* p)
 {
     u32 r;
@@ -573,7 +580,8 @@ __device__ __forceinline__ void fast_residual(const u16* kr, const u16* vr, int 
 // 0: the next step is prefetched into registers.
 extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast(
     const u8* kCodes, const u32* kParams, const u8* vCodes, const u32* vParams, const u16* kRes, const u16* vRes, int R,
-    const float* q, float* partO, float* partML, int T, int tokensPerSplit, int totalSplits, int ratio, float scaleLog2)
+    const float* q, float* partO, float* partML, int T, int tokensPerSplit, int totalSplits, int ratio, float scaleLog2,
+    float* out, u32* counters)
 {
 #if FAST_CPASYNC
     __shared__ alignas(16) u8 stages[4][FAST_STAGES][FAST_STAGE_BYTES];
@@ -709,6 +717,51 @@ extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast
         size_t slot = ((size_t)b * hqTotal + kvh * ratio + h) * totalSplits + split;
         partO[slot * HEAD_DIM + d] = acc;
         if (d == 0) { partML[slot * 2] = mx; partML[slot * 2 + 1] = l; }
+    }
+
+    // Fused combine (counters != null): the last block of this (batch, KV head) to finish merges all its splits.
+    if (counters != nullptr)
+    {
+        __shared__ int sLast;
+        __shared__ float red[2][4];
+        __threadfence();
+        __syncthreads();
+        if (threadIdx.x == 0) sLast = atomicAdd(counters + bh, 1u) == (u32)(gridDim.x - 1);
+        __syncthreads();
+        if (sLast)
+        {
+            __threadfence();
+            float* sw = &so[0][0][0];  // the merge area is free again
+            for (int h = 0; h < ratio; h++)
+            {
+                const size_t row = (size_t)b * hqTotal + kvh * ratio + h;
+                const float* ml = partML + row * totalSplits * 2;
+                float mx = NEG_BIG;
+                for (int s = threadIdx.x; s < totalSplits; s += blockDim.x) mx = fmaxf(mx, ld_cg(ml + 2 * s));
+                for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+                if (lane == 0) red[0][warp] = mx;
+                __syncthreads();
+                mx = fmaxf(fmaxf(red[0][0], red[0][1]), fmaxf(red[0][2], red[0][3]));
+                float l = 0.f;
+                for (int s = threadIdx.x; s < totalSplits; s += blockDim.x)
+                {
+                    float w = exp2f(ld_cg(ml + 2 * s) - mx);
+                    sw[s] = w;
+                    l = fmaf(w, ld_cg(ml + 2 * s + 1), l);
+                }
+                for (int o = 16; o > 0; o >>= 1) l += __shfl_xor_sync(0xffffffffu, l, o);
+                if (lane == 0) red[1][warp] = l;
+                __syncthreads();
+                l = (red[1][0] + red[1][1]) + (red[1][2] + red[1][3]);
+                const float* po = partO + row * totalSplits * HEAD_DIM;
+                float acc = 0.f;
+#pragma unroll 8
+                for (int s = 0; s < totalSplits; s++) acc = fmaf(sw[s], ld_cg(po + (size_t)s * HEAD_DIM + d), acc);
+                out[row * HEAD_DIM + d] = acc / l;
+                __syncthreads();
+            }
+            if (threadIdx.x == 0) counters[bh] = 0u;
+        }
     }
 }
 
