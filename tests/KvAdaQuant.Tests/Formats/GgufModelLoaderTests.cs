@@ -84,7 +84,7 @@ public class GgufModelLoaderTests(ConvertedModels models) : IClassFixture<Conver
         Assert.Equal(("qwen2", RopeLayout.HalfSplit, true, 4, 2, 32, 1e6f, 1e-6f), (c.Architecture, c.RopeLayout, c.TiedEmbeddings, c.Heads, c.KvHeads, c.HeadDim, c.RopeTheta, c.NormEps));
         Assert.Same(m.Weights.TokenEmbedding, m.Weights.Output);
         Assert.All(m.Weights.Layers, l => Assert.Equal(c.KvDim, l.Bk!.Length));
-        Assert.Null(m.Tokenizer); // GGUF tokenizers come from the tokenizer branch
+        Assert.Equal(c.VocabSize, m.Tokenizer!.VocabSize); // the synthetic vocabulary stored in the file
         var logits = AllLogits(m, [1, 300, 301, 302]);
         Assert.All(logits, x => Assert.True(float.IsFinite(x) && Math.Abs(x) < 50));
     }

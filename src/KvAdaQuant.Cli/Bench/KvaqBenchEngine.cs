@@ -1,0 +1,51 @@
+using System.Diagnostics;
+using KvAdaQuant.Engine;
+using KvAdaQuant.KvCache;
+using KvAdaQuant.Model;
+
+namespace KvAdaQuant.Cli.Bench;
+
+/// <summary>Our engine under <c>kvaq bench</c>.</summary>
+internal sealed class KvaqBenchEngine(LlamaModel model, string kvSpec, int threads) : IBenchEngine
+{
+    private readonly Transformer _transformer = new(model, threads);
+    private InferenceSession? _session;
+
+    public string Name => "kvaq";
+
+    public string CacheDescription => _session?.Cache.Description ?? kvSpec;
+
+    public long KvBytes => _session?.Cache.ByteCount ?? 0;
+
+    public void Prepare(int ctx)
+    {
+        _session?.Dispose();
+        _session = null;
+        _session = new InferenceSession(_transformer, KvCacheFactory.Create(kvSpec, _transformer.CacheLayout(ctx)));
+    }
+
+    public double Prefill(ReadOnlySpan<int> tokens)
+    {
+        var s = Session;
+        s.Reset();
+        long t0 = Stopwatch.GetTimestamp();
+        s.Prefill(tokens);
+        return Stopwatch.GetElapsedTime(t0).TotalSeconds;
+    }
+
+    public double Decode(ReadOnlySpan<int> tokens)
+    {
+        var s = Session;
+        long t0 = Stopwatch.GetTimestamp();
+        foreach (int t in tokens)
+        {
+            s.Decode(t);
+        }
+
+        return Stopwatch.GetElapsedTime(t0).TotalSeconds;
+    }
+
+    public void Dispose() => _session?.Dispose();
+
+    private InferenceSession Session => _session ?? throw new InvalidOperationException("Prepare was not called");
+}

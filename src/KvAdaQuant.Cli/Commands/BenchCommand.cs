@@ -1,0 +1,172 @@
+using System.CommandLine;
+using System.Globalization;
+using KvAdaQuant.Cli.Bench;
+using KvAdaQuant.Formats;
+
+namespace KvAdaQuant.Cli.Commands;
+
+/// <summary><c>kvaq bench</c>: prefill and decode tokens/s, KV bytes and peak RSS, optionally side by side with llama.cpp.</summary>
+internal static class BenchCommand
+{
+    public static Command Create()
+    {
+        var model = CommonOptions.Model();
+        var tokenizer = CommonOptions.Tokenizer();
+        var kv = new Option<string>("--kv") { Description = "KV cache of kvaq (fp32, fp16, or a plan such as k8v8)", DefaultValueFactory = _ => "fp16" };
+        var ctx = new Option<string>("--ctx", "-c") { Description = "comma-separated context depths, e.g. 128,4096,16384", DefaultValueFactory = _ => "128" };
+        var threads = new Option<int>("--threads", "-t") { Description = "threads for both engines (0 = all cores)", DefaultValueFactory = _ => 2 };
+        var vs = new Option<string?>("--vs") { Description = "also run llama.cpp (through LLamaSharp) on the same GGUF file: llama.cpp" };
+        var vsCache = new Option<string?>("--vs-cache") { Description = "llama.cpp cache type, TYPE or K/V from f32, f16, q8_0, q4_0 (default: the closest to --kv)" };
+        var decodeTokens = new Option<int>("--decode-tokens") { Description = "decode steps timed per run", DefaultValueFactory = _ => 32 };
+        var runs = new Option<int>("--runs") { Description = "timed runs per engine and context (medians are reported)", DefaultValueFactory = _ => 3 };
+        var json = CommonOptions.Json();
+        var cmd = new Command("bench", "Prefill and decode tokens/s, KV bytes and peak RSS; with --vs llama.cpp the same from llama.cpp, engines alternated run by run.")
+        {
+            model, tokenizer, kv, ctx, threads, vs, vsCache, decodeTokens, runs, json,
+        };
+        cmd.SetAction(r => CliRunner.Run(() =>
+        {
+            var contexts = ParseContexts(r.GetValue(ctx)!);
+            int nDecode = r.GetValue(decodeTokens);
+            int nRuns = r.GetValue(runs);
+            int nThreads = r.GetValue(threads);
+            if (nThreads < 0)
+            {
+                throw new ArgumentException($"--threads must be >= 0, got {nThreads}");
+            }
+
+            nThreads = nThreads == 0 ? Environment.ProcessorCount : nThreads;
+            if (nDecode < 1)
+            {
+                throw new ArgumentException($"--decode-tokens must be at least 1, got {nDecode}");
+            }
+
+            if (nRuns < 1)
+            {
+                throw new ArgumentException($"--runs must be at least 1, got {nRuns}");
+            }
+
+            string? vsName = r.GetValue(vs);
+            if (vsName is not null && vsName != "llama.cpp")
+            {
+                throw new ArgumentException($"--vs '{vsName}': the only engine to compare with is llama.cpp");
+            }
+
+            foreach (int c in contexts)
+            {
+                if (c <= nDecode)
+                {
+                    throw new ArgumentException($"--ctx {c} must exceed --decode-tokens {nDecode} (the prompt is ctx - decode tokens)");
+                }
+            }
+
+            string spec = r.GetValue(kv)!;
+            bool asJson = r.GetValue(json);
+            Action<string>? log = asJson ? null : Console.Error.WriteLine;
+            using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
+            foreach (int c in contexts)
+            {
+                if (c > m.Config.ContextLength)
+                {
+                    throw new ArgumentException($"--ctx {c} exceeds the model's context length {m.Config.ContextLength}");
+                }
+            }
+
+            var engines = new List<IBenchEngine>();
+            try
+            {
+                engines.Add(new KvaqBenchEngine(m, spec, nThreads));
+
+                // kvaq alone first: its peak RSS before llama.cpp maps its copy of the weights.
+                foreach (int c in contexts)
+                {
+                    BenchRunner.Run(engines, c, nDecode, 1, m.Config.VocabSize, null);
+                }
+
+                long kvaqPeak = ProcessMemory.PeakResidentBytes();
+                string? llamaCache = null;
+                if (vsName is not null)
+                {
+                    if (!IsGguf(m.Path))
+                    {
+                        throw new ArgumentException($"--vs llama.cpp: {m.Path} is not a GGUF file; llama.cpp needs the same model as GGUF (kvaq convert)");
+                    }
+
+                    var (tk, tv) = r.GetValue(vsCache) is { } vc ? LlamaCppCacheMatch.Parse(vc) : LlamaCppCacheMatch.For(spec);
+                    engines.Add(LlamaCppBenchEngineFactory.Create(m.Path, tk, tv, nThreads));
+                    llamaCache = $"{tk}/{tv}";
+                }
+
+                var results = contexts.Select(c => BenchRunner.Run(engines, c, nDecode, nRuns, m.Config.VocabSize, log)).ToList();
+                long peak = ProcessMemory.PeakResidentBytes();
+                if (asJson)
+                {
+                    var report = new Dictionary<string, object?>
+                    {
+                        ["model"] = m.Path,
+                        ["kv"] = spec,
+                        ["llama_cpp.cache"] = llamaCache,
+                        ["threads"] = nThreads,
+                        ["runs"] = nRuns,
+                        ["kvaq.peak_rss_bytes"] = kvaqPeak,
+                        ["peak_rss_bytes"] = peak,
+                        ["contexts"] = results.Select(x => x.ToJson()).ToList(),
+                    };
+                    CliRunner.PrintJson(report);
+                }
+                else
+                {
+                    PrintTable(results, nThreads, kvaqPeak, peak);
+                }
+            }
+            finally
+            {
+                foreach (var e in engines)
+                {
+                    e.Dispose();
+                }
+            }
+
+            return 0;
+        }));
+        return cmd;
+    }
+
+    private static int[] ParseContexts(string text)
+    {
+        var parts = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (parts.Length == 0)
+        {
+            throw new ArgumentException("--ctx: no context given");
+        }
+
+        return parts.Select(p => int.TryParse(p, NumberStyles.None, CultureInfo.InvariantCulture, out int v) && v > 0
+            ? v
+            : throw new ArgumentException($"--ctx '{text}': '{p}' is not a positive integer")).ToArray();
+    }
+
+    private static bool IsGguf(string path)
+    {
+        Span<byte> magic = stackalloc byte[4];
+        using var fs = File.OpenRead(path);
+        return fs.ReadAtLeast(magic, 4, throwOnEndOfStream: false) == 4 && magic.SequenceEqual("GGUF"u8);
+    }
+
+    private static void PrintTable(List<BenchContextResult> results, int threads, long kvaqPeak, long peak)
+    {
+        Console.Out.WriteLine($"threads {threads}; medians; peak RSS kvaq alone {kvaqPeak / 1048576.0:F0} MiB, whole run {peak / 1048576.0:F0} MiB");
+        Console.Out.WriteLine($"{"ctx",7} {"engine",-10} {"cache",-34} {"prefill tok/s",14} {"decode tok/s",13} {"KV bytes",14}");
+        foreach (var res in results)
+        {
+            foreach (var e in res.Engines)
+            {
+                Console.Out.WriteLine($"{res.Ctx,7} {e.Name,-10} {e.Cache,-34} {e.PrefillTokensPerSecond,14:F1} {e.DecodeTokensPerSecond,13:F2} {e.KvBytes,14:N0}");
+            }
+
+            if (res.Engines.Count == 2)
+            {
+                Console.Out.WriteLine($"{res.Ctx,7} {"ratio",-10} {"kvaq / llama.cpp",-34} {res.Engines[0].PrefillTokensPerSecond / res.Engines[1].PrefillTokensPerSecond,14:F2} {res.Engines[0].DecodeTokensPerSecond / res.Engines[1].DecodeTokensPerSecond,13:F2}");
+            }
+        }
+    }
+}

@@ -1,0 +1,8 @@
+namespace KvAdaQuant.LlamaCpp;
+
+/// <summary>Perplexity measured by llama.cpp.</summary>
+/// <param name="Perplexity">exp of the mean negative log-likelihood.</param>
+/// <param name="MeanNll">Mean negative log-likelihood per scored token (nats).</param>
+/// <param name="TokensScored">Predictions scored.</param>
+/// <param name="Chunks">Chunks evaluated.</param>
+public sealed record LlamaCppPerplexityResult(double Perplexity, double MeanNll, int TokensScored, int Chunks);

@@ -1,0 +1,4 @@
+namespace KvAdaQuant.Evaluation;
+
+/// <summary>One evaluated cache configuration: its name, the K and V widths when uniform (for grids), its real average bits per element, and the result.</summary>
+public sealed record EvaluationRow(string Name, double? KeyBits, double? ValueBits, double AverageBits, EvaluationResult Result);
