@@ -20,9 +20,7 @@ public static class Program
         root.Subcommands.Add(AllocateCommand.Create());
         root.Subcommands.Add(EvalCommand.Create());
         root.Subcommands.Add(DemoCommand.Create());
-
         root.Subcommands.Add(CompareCommand.Create());
-
         return root;
     }
 
