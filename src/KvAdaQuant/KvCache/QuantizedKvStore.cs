@@ -87,6 +87,7 @@ public sealed class QuantizedKvStore : IKvLayerCache, IDisposable
         for (int r = 0; r < queryHeads; r++)
         {
             var row = s.Slice(r * length, length);
+            TensorPrimitives.Subtract(row, TensorPrimitives.Max(row), row); // SoftMax does not subtract the max: exp overflows above ~88
             TensorPrimitives.SoftMax(row, row);
         }
 

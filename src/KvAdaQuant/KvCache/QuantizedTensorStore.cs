@@ -9,8 +9,8 @@ namespace KvAdaQuant.KvCache;
 /// streaming reads: the sink rows (FP16), the packed code rows of quantized tokens ([token][packed head vector]),
 /// their FP16 parameters (per-token: [token][group][scale, zero]; per-channel: [chunk][channel][scale, zero]),
 /// and a ring of Residual + FlushChunk FP16 rows for the full-precision window. Attention reads the packed rows
-/// directly: each row is unpacked into one head-sized register block (never a cache-sized buffer) and combined
-/// with the queries through the affine identity q · (a c + b) = a (q · c) + b sum(q).
+/// directly: each row is unpacked and dequantized into one head-sized block (never a cache-sized buffer) that
+/// serves every query head of the KV head; per-channel chunks fold scales into the queries, q · (a c + b) = (q a) · c + q · b.
 /// </summary>
 internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
 {
@@ -34,6 +34,8 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     private readonly NativeBuffer _ring;
     private readonly float[] _flushValues;
     private readonly byte[] _flushCodes;
+    private readonly float _symStep;
+    private readonly float _symOffset;
     private int _quantized;
 
     public QuantizedTensorStore(KvLayout layout, KvSpec spec)
@@ -63,6 +65,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         _ring = new NativeBuffer((long)_heads * _ringCap * _hd * 2);
         _flushValues = new float[_chunk * _hd];
         _flushCodes = new byte[_chunk * _hd];
+        (_symStep, _symOffset) = spec.Symmetric ? AffineQuantizer.Effective(new QuantParams(Half.One, default), _bits, true) : (1f, 0f);
     }
 
     public KvSpec Spec => _spec;
@@ -179,10 +182,17 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
             else if (j < s0 + _quantized)
             {
                 int m = j - s0;
+                if (!_perChannel)
+                {
+                    DequantizeRow(kvHead, m, d);
+                    continue;
+                }
+
                 BitPacking.UnpackScalar(CodeRow(kvHead, m), _bits, d);
+                var prm = ChunkParams(kvHead, m / _chunk);
                 for (int c = 0; c < hd; c++)
                 {
-                    var (a, b) = _perChannel ? Effective(ChunkParams(kvHead, m / _chunk), c) : Effective(TokenParams(kvHead, m), c / _groupChannels);
+                    var (a, b) = Effective(prm, c);
                     d[c] = (a * d[c]) + b;
                 }
             }
@@ -207,55 +217,19 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         _ring.Dispose();
     }
 
-    private static void DotAll(ReadOnlySpan<float> queries, int rep, ReadOnlySpan<float> x, Span<float> scores, int length, int j)
-    {
-        int hd = x.Length;
-        for (int r = 0; r < rep; r++)
-        {
-            scores[(r * length) + j] = TensorPrimitives.Dot(queries.Slice(r * hd, hd), x);
-        }
-    }
+    private static void DotAll(ReadOnlySpan<float> queries, int rep, ReadOnlySpan<float> x, Span<float> scores, int length, int j) =>
+        AttentionKernels.MultiDot(queries, rep, x, scores, length, j);
 
-    private static void AxpyAll(ReadOnlySpan<float> probs, int rep, ReadOnlySpan<float> x, Span<float> output, int length, int j)
-    {
-        int hd = x.Length;
-        for (int r = 0; r < rep; r++)
-        {
-            var o = output.Slice(r * hd, hd);
-            TensorPrimitives.MultiplyAdd(x, probs[(r * length) + j], o, o);
-        }
-    }
+    private static void AxpyAll(ReadOnlySpan<float> probs, int rep, ReadOnlySpan<float> x, Span<float> output, int length, int j) =>
+        AttentionKernels.MultiAxpy(probs, rep, x, output, length, j);
 
-    // Per-token groups: score = sum_g a_g (q_g · c_g) + b_g sum(q_g).
+    // Per-token groups: each row is unpacked and dequantized (a_g c + b_g per group) into one head-sized register block.
     private void ScoresPerToken(int kvHead, ReadOnlySpan<float> queries, int rep, int length, Span<float> scores, int s0, int end, Span<float> buf)
     {
-        int hd = _hd, gc = _groupChannels, gpr = _groupsPerRow;
-        Span<float> qsum = stackalloc float[rep * gpr];
-        for (int r = 0; r < rep; r++)
-        {
-            for (int g = 0; g < gpr; g++)
-            {
-                qsum[(r * gpr) + g] = TensorPrimitives.Sum(queries.Slice((r * hd) + (g * gc), gc));
-            }
-        }
-
         for (int j = s0; j < end; j++)
         {
-            int m = j - s0;
-            BitPacking.Unpack(CodeRow(kvHead, m), _bits, buf);
-            var p = TokenParams(kvHead, m);
-            for (int r = 0; r < rep; r++)
-            {
-                var q = queries.Slice(r * hd, hd);
-                float s = 0;
-                for (int g = 0; g < gpr; g++)
-                {
-                    var (a, b) = Effective(p, g);
-                    s += (a * TensorPrimitives.Dot(q.Slice(g * gc, gc), buf.Slice(g * gc, gc))) + (b * qsum[(r * gpr) + g]);
-                }
-
-                scores[(r * length) + j] = s;
-            }
+            DequantizeRow(kvHead, j - s0, buf);
+            DotAll(queries, rep, buf, scores, length, j);
         }
     }
 
@@ -281,46 +255,33 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
             for (int m = m0; m < last; m++)
             {
                 BitPacking.Unpack(CodeRow(kvHead, m), _bits, buf);
+                AttentionKernels.MultiDot(qa, rep, buf, scores, length, s0 + m);
                 for (int r = 0; r < rep; r++)
                 {
-                    scores[(r * length) + s0 + m] = TensorPrimitives.Dot(qa.Slice(r * hd, hd), buf) + k0[r];
+                    scores[(r * length) + s0 + m] += k0[r];
                 }
             }
         }
     }
 
-    // Per-token groups: out_g += (p a_g) c_g, and p b_g summed per group then added once.
     private void AccumulatePerToken(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output, int s0, int end, Span<float> buf)
     {
-        int hd = _hd, gc = _groupChannels, gpr = _groupsPerRow;
-        Span<float> offsets = stackalloc float[rep * gpr];
-        offsets.Clear();
         for (int j = s0; j < end; j++)
         {
-            int m = j - s0;
-            BitPacking.Unpack(CodeRow(kvHead, m), _bits, buf);
-            var p = TokenParams(kvHead, m);
-            for (int g = 0; g < gpr; g++)
-            {
-                var (a, b) = Effective(p, g);
-                var x = buf.Slice(g * gc, gc);
-                for (int r = 0; r < rep; r++)
-                {
-                    float w = probs[(r * length) + j];
-                    var o = output.Slice((r * hd) + (g * gc), gc);
-                    TensorPrimitives.MultiplyAdd(x, w * a, o, o);
-                    offsets[(r * gpr) + g] += w * b;
-                }
-            }
+            DequantizeRow(kvHead, j - s0, buf);
+            AxpyAll(probs, rep, buf, output, length, j);
         }
+    }
 
-        for (int r = 0; r < rep; r++)
+    private void DequantizeRow(int kvHead, int m, Span<float> buf)
+    {
+        BitPacking.Unpack(CodeRow(kvHead, m), _bits, buf);
+        var p = TokenParams(kvHead, m);
+        int gc = _groupChannels;
+        for (int g = 0; g < _groupsPerRow; g++)
         {
-            for (int g = 0; g < gpr; g++)
-            {
-                var o = output.Slice((r * hd) + (g * gc), gc);
-                TensorPrimitives.Add(o, offsets[(r * gpr) + g], o);
-            }
+            var (a, b) = Effective(p, g);
+            AttentionKernels.Affine(buf.Slice(g * gc, gc), a, b);
         }
     }
 
@@ -340,12 +301,10 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
             for (int m = m0; m < last; m++)
             {
                 BitPacking.Unpack(CodeRow(kvHead, m), _bits, buf);
+                AttentionKernels.MultiAxpy(probs, rep, buf, acc, length, s0 + m);
                 for (int r = 0; r < rep; r++)
                 {
-                    float w = probs[(r * length) + s0 + m];
-                    var ar = acc.Slice(r * hd, hd);
-                    TensorPrimitives.MultiplyAdd(buf, w, ar, ar);
-                    psum[r] += w;
+                    psum[r] += probs[(r * length) + s0 + m];
                 }
             }
 
@@ -424,8 +383,9 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
 
     private (float A, float B) Effective(Span<Half> prm, int group)
     {
-        var qp = new QuantParams(prm[group * _pp], _pp == 2 ? prm[(group * _pp) + 1] : default);
-        return AffineQuantizer.Effective(qp, _bits, _spec.Symmetric);
+        // Same values as AffineQuantizer.Effective, with the symmetric multipliers precomputed.
+        float scale = (float)prm[group * _pp];
+        return _pp == 2 ? (scale, (float)prm[(group * _pp) + 1]) : (scale * _symStep, scale * _symOffset);
     }
 
     private void ChunkEffective(int kvHead, int chunk, Span<float> a, Span<float> b)

@@ -18,6 +18,8 @@ public sealed class MergesBpeTokenizer : ITokenizer
     private readonly TokenType[] _types;
     private readonly Dictionary<string, int> _lookup;
     private readonly Dictionary<string, int> _ranks;
+    private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _rankLookup;
+    private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _spanLookup;
     private readonly byte[][] _pieces;
     private readonly int[] _byteTokens = new int[256];
     private readonly SpecialTokenSplitter _splitter;
@@ -62,6 +64,8 @@ public sealed class MergesBpeTokenizer : ITokenizer
             _ranks.TryAdd(m, i); // a repeated merge keeps its first (best) rank
         }
 
+        _rankLookup = _ranks.GetAlternateLookup<ReadOnlySpan<char>>();
+        _spanLookup = _lookup.GetAlternateLookup<ReadOnlySpan<char>>();
         for (int b = 0; b < 256; b++)
         {
             _byteTokens[b] = _lookup.TryGetValue($"<0x{b:X2}>", out int id) ? id : -1;
@@ -235,6 +239,7 @@ public sealed class MergesBpeTokenizer : ITokenizer
 
         // Lowest rank first, then leftmost (llama.cpp's llm_bigram_bpe comparator).
         var queue = new PriorityQueue<(int Left, int Right, int LeftLength, int RightLength), (int Rank, int Left)>();
+        var keyBuffer = new char[word.Length + 1];
         void TryAdd(int left, int right)
         {
             if (left < 0 || right < 0)
@@ -242,8 +247,11 @@ public sealed class MergesBpeTokenizer : ITokenizer
                 return;
             }
 
-            var key = string.Concat(word.AsSpan(start[left], length[left]), " ", word.AsSpan(start[right], length[right]));
-            if (_ranks.TryGetValue(key, out int rank))
+            // Key "left right" built in a reused buffer: no string per candidate pair.
+            word.AsSpan(start[left], length[left]).CopyTo(keyBuffer);
+            keyBuffer[length[left]] = ' ';
+            word.AsSpan(start[right], length[right]).CopyTo(keyBuffer.AsSpan(length[left] + 1));
+            if (_rankLookup.TryGetValue(keyBuffer.AsSpan(0, length[left] + 1 + length[right]), out int rank))
             {
                 queue.Enqueue((left, right, length[left], length[right]), (rank, left));
             }
@@ -276,12 +284,13 @@ public sealed class MergesBpeTokenizer : ITokenizer
 
         for (int i = 0; i >= 0; i = next[i])
         {
-            var s = word.Substring(start[i], length[i]);
-            if (_lookup.TryGetValue(s, out int id))
+            if (_spanLookup.TryGetValue(word.AsSpan(start[i], length[i]), out int id))
             {
                 output.Add(id);
                 continue;
             }
+
+            var s = word.Substring(start[i], length[i]);
 
             if (Options.ByteLevel)
             {

@@ -19,6 +19,7 @@ public sealed class SentencePieceBpeTokenizer : ITokenizer
     private readonly float[] _scores;
     private readonly TokenType[] _types;
     private readonly Dictionary<string, int> _lookup;
+    private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _spanLookup;
     private readonly int[] _byteTokens = new int[256];
     private readonly byte[][] _pieces;
     private readonly SpecialTokenSplitter _splitter;
@@ -53,6 +54,7 @@ public sealed class SentencePieceBpeTokenizer : ITokenizer
             }
         }
 
+        _spanLookup = _lookup.GetAlternateLookup<ReadOnlySpan<char>>();
         for (int b = 0; b < 256; b++)
         {
             _byteTokens[b] = _lookup.TryGetValue($"<0x{b:X2}>", out int id) ? id
@@ -192,8 +194,7 @@ public sealed class SentencePieceBpeTokenizer : ITokenizer
                 return;
             }
 
-            var s = text.Substring(start[left], len[left] + len[right]);
-            if (_lookup.TryGetValue(s, out int id))
+            if (_spanLookup.TryGetValue(text.AsSpan(start[left], len[left] + len[right]), out int id))
             {
                 queue.Enqueue((left, right, size[left] + size[right]), (-_scores[id], left));
             }
@@ -228,12 +229,13 @@ public sealed class SentencePieceBpeTokenizer : ITokenizer
         Span<byte> utf8 = stackalloc byte[4];
         for (int i = 0; i >= 0; i = next[i])
         {
-            var s = text.Substring(start[i], len[i]);
-            if (_lookup.TryGetValue(s, out int id))
+            if (_spanLookup.TryGetValue(text.AsSpan(start[i], len[i]), out int id))
             {
                 output.Add(id);
                 continue;
             }
+
+            var s = text.Substring(start[i], len[i]);
 
             // Only single code points can be missing from the vocabulary (merged symbols always are tokens).
             foreach (var rune in s.EnumerateRunes())

@@ -13,7 +13,7 @@ namespace KvAdaQuant.Tests.Formats;
 /// </summary>
 public static class HfFolderWriter
 {
-    public static void Write(string llama2cPath, string dir, string dtype = "F32", int shards = 1, bool writeConfigTie = true, Action<Dictionary<string, object>>? editConfig = null)
+    public static void Write(string llama2cPath, string dir, string dtype = "F32", int shards = 1, bool writeConfigTie = true, Action<Dictionary<string, object>>? editConfig = null, bool untieOutput = false, bool qkvBias = false)
     {
         using var model = ModelLoader.Load(llama2cPath);
         var c = model.Config;
@@ -56,6 +56,13 @@ public static class HfFolderWriter
             tensors.Add((p + "self_attn.k_proj.weight", [c.KvDim, c.Dim], Rows(l.Wk, HalfSplitOrder(c.KvHeads))));
             tensors.Add((p + "self_attn.v_proj.weight", [c.KvDim, c.Dim], Rows(l.Wv)));
             tensors.Add((p + "self_attn.o_proj.weight", [c.Dim, c.QDim], Rows(l.Wo)));
+            if (qkvBias)
+            {
+                tensors.Add((p + "self_attn.q_proj.bias", [c.QDim], Enumerable.Range(0, c.QDim).Select(k => (i * 0.1f) + (k * 0.01f)).ToArray()));
+                tensors.Add((p + "self_attn.k_proj.bias", [c.KvDim], Enumerable.Range(0, c.KvDim).Select(k => -k * 0.02f).ToArray()));
+                tensors.Add((p + "self_attn.v_proj.bias", [c.KvDim], Enumerable.Range(0, c.KvDim).Select(k => k * 0.005f).ToArray()));
+            }
+
             tensors.Add((p + "post_attention_layernorm.weight", [c.Dim], l.FfnNorm));
             tensors.Add((p + "mlp.gate_proj.weight", [c.HiddenDim, c.Dim], Rows(l.W1)));
             tensors.Add((p + "mlp.up_proj.weight", [c.HiddenDim, c.Dim], Rows(l.W3)));
@@ -63,7 +70,7 @@ public static class HfFolderWriter
         }
 
         tensors.Add(("model.norm.weight", [c.Dim], w.FinalNorm));
-        if (!c.TiedEmbeddings)
+        if (!c.TiedEmbeddings || untieOutput)
         {
             tensors.Add(("lm_head.weight", [c.VocabSize, c.Dim], Rows(w.Output)));
         }
@@ -106,7 +113,7 @@ public static class HfFolderWriter
         };
         if (writeConfigTie)
         {
-            config["tie_word_embeddings"] = c.TiedEmbeddings;
+            config["tie_word_embeddings"] = c.TiedEmbeddings && !untieOutput;
         }
 
         editConfig?.Invoke(config);

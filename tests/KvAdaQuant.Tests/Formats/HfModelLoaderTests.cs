@@ -115,4 +115,33 @@ public class HfModelLoaderTests
         using var model = ModelLoader.Load(dir.Path);
         Assert.Same(model.Weights.TokenEmbedding, model.Weights.Output);
     }
+
+    [Fact]
+    public void SeparateLmHeadIsLoadedAndComputesTheSameFunction()
+    {
+        using var dir = new TempDir();
+        HfFolderWriter.Write(Fixtures.Stories260K, dir.Path, untieOutput: true);
+        using var model = ModelLoader.Load(dir.Path);
+        Assert.False(model.Config.TiedEmbeddings);
+        Assert.NotSame(model.Weights.TokenEmbedding, model.Weights.Output);
+        Assert.Equal("lm_head.weight", model.Weights.Output.Name);
+        var expected = Fixtures.ReferenceGreedy("stories260K").GetProperty("greedy_token_ids").EnumerateArray().Select(e => e.GetInt32()).Take(32).ToArray();
+        Assert.Equal(expected, Greedy(model, 32));
+    }
+
+    [Fact]
+    public void QkvBiasesAreMappedToTheirLayers()
+    {
+        using var dir = new TempDir();
+        HfFolderWriter.Write(Fixtures.Stories260K, dir.Path, qkvBias: true);
+        using var model = ModelLoader.Load(dir.Path);
+        var l3 = model.Weights.Layers[3];
+        Assert.Equal(Enumerable.Range(0, 64).Select(k => (3 * 0.1f) + (k * 0.01f)), l3.Bq!);
+        Assert.Equal(Enumerable.Range(0, 32).Select(k => -k * 0.02f), l3.Bk!);
+        Assert.Equal(Enumerable.Range(0, 32).Select(k => k * 0.005f), l3.Bv!);
+
+        // The biases take part in the forward pass: logits move.
+        using var plain = ModelLoader.Load(Fixtures.Stories260K);
+        Assert.NotEqual(LogitsAtZero(plain), LogitsAtZero(model));
+    }
 }

@@ -11,7 +11,7 @@ public class QuantizedCacheEngineTests
     public void Fp32ThroughTheQuantizedStoreEqualsTheUnquantizedCacheTokenForToken()
     {
         using var model = ModelLoader.Load("stories3M-q80");
-        var transformer = new Transformer(model, 2);
+        using var transformer = new Transformer(model, 2);
         var layout = transformer.CacheLayout(80);
         using var plain = new InferenceSession(transformer, new FullPrecisionKvCache(layout, half: false));
         var expected = new Generator(plain, model.Tokenizer!).Generate("Once upon a time", 64, new Sampler());
@@ -30,7 +30,7 @@ public class QuantizedCacheEngineTests
         var reference = Fixtures.ReferenceGreedy("stories260K");
         var expected = reference.GetProperty("greedy_token_ids").EnumerateArray().Select(e => e.GetInt32()).Take(64).ToArray();
         using var model = ModelLoader.Load("stories260K");
-        var transformer = new Transformer(model, 2);
+        using var transformer = new Transformer(model, 2);
         using var session = new InferenceSession(transformer, KvCacheFactory.Create("k8v8", transformer.CacheLayout(128)));
         Assert.IsType<QuantizedKvCache>(session.Cache);
         var result = new Generator(session, model.Tokenizer!).Generate([1], 64, new Sampler());
@@ -42,7 +42,7 @@ public class QuantizedCacheEngineTests
     {
         // guards the tests above against a cache that silently ignores its plan
         using var model = ModelLoader.Load("stories3M-q80");
-        var transformer = new Transformer(model, 2);
+        using var transformer = new Transformer(model, 2);
         var layout = transformer.CacheLayout(80);
         using var plain = new InferenceSession(transformer, new FullPrecisionKvCache(layout, half: false));
         using var k2 = new InferenceSession(transformer, KvCacheFactory.Create("k2v2:g32", layout));

@@ -8,8 +8,8 @@ namespace KvAdaQuant.Formats.Gguf;
 /// tokenizer, and tensors <c>token_embd</c>, <c>blk.N.{attn_norm, attn_q, attn_k, attn_v, attn_q/k/v.bias,
 /// attn_output, ffn_norm, ffn_gate, ffn_down, ffn_up}</c>, <c>output_norm</c>, <c>output</c> (left out when
 /// tied) and <c>rope_freqs</c> (Llama 3 scaling). Norms, biases and rope factors are always F32; matrices
-/// take the requested type, or F16 when their rows are not a whole number of its blocks (as llama.cpp's
-/// quantizer falls back).
+/// take the requested type, or F32 when their rows are not a whole number of its blocks (llama.cpp's
+/// quantizer falls back too, to F16; F32 keeps such tensors exact in both engines).
 /// </summary>
 public static class GgufModelExporter
 {
@@ -60,7 +60,7 @@ public static class GgufModelExporter
         void Matrix(string n, long cols, long rows)
         {
             var geo = GgmlTypeInfo.Geometry(type)!.Value;
-            var t = cols % geo.BlockElements == 0 ? type : GgmlType.F16;
+            var t = cols % geo.BlockElements == 0 ? type : GgmlType.F32;
             long[] shape = [cols, rows];
             w.AddTensor(n, t, shape, source(n, shape));
         }

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One device run: GPU facts, offline nvcc build of the kernels (resource report), the PyTorch comparison,
+# then the C# program (NVRTC build, verification against the CPU reference, benchmark). Run from the folder
+# holding KvAdaQuant.GpuBench (self-contained linux-x64 publish), PackedKvAttention.cu and torch_baseline.py.
+# Results go to $OUT (or ./out).
+set -o pipefail
+OUT=${OUT:-./out}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,memory.total --format=csv 2>&1 | tee "$OUT/gpu.txt"
+nvcc --version 2>&1 | tail -2
+nvcc -cubin -arch=sm_90 -Xptxas -v -DHEAD_DIM=128 -o "$OUT/PackedKvAttention.cubin" PackedKvAttention.cu > "$OUT/ptxas.txt" 2>&1
+echo "nvcc rc=$?"; grep -E "error|Compiling|Used|spill" "$OUT/ptxas.txt" | head -40
+find /usr/local /opt /usr/lib -name 'libnvrtc.so*' 2>/dev/null | grep -v builtins | head -5
+if [ -z "$KVAQ_NVRTC" ]; then
+  KVAQ_NVRTC=$(find /usr/local/cuda*/ /usr/lib /opt -name 'libnvrtc.so*' 2>/dev/null | grep -v builtins | grep -v alt | head -1); export KVAQ_NVRTC
+fi
+echo "KVAQ_NVRTC=$KVAQ_NVRTC"
+PYTHONUNBUFFERED=1 timeout 240 python3 torch_baseline.py "$OUT/torch.json" 2>&1 | tee "$OUT/torch.log"
+chmod +x ./KvAdaQuant.GpuBench
+timeout 300 ./KvAdaQuant.GpuBench "${1:-all}" --out "$OUT" --torch "$OUT/torch.json" 2>&1 | tee "$OUT/bench.log"
+rc=$?
+if [ $rc -ne 0 ] && [ $rc -ne 1 ] && [ -f "$OUT/PackedKvAttention.cubin" ]; then
+  echo "NVRTC path failed (rc=$rc); retrying with the nvcc cubin"
+  timeout 300 ./KvAdaQuant.GpuBench "${1:-all}" --out "$OUT" --torch "$OUT/torch.json" --cubin "$OUT/PackedKvAttention.cubin" 2>&1 | tee "$OUT/bench_cubin.log"
+fi
+if [ "${PROFILE:-0}" = "1" ]; then
+  timeout 200 ncu --clock-control none --target-processes all -k regex:kvq_k4v2_fast -s 1 -c 1 \
+    --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section SchedulerStats --section MemoryWorkloadAnalysis \
+    ./KvAdaQuant.GpuBench profile --out "$OUT/prof" > "$OUT/ncu.txt" 2>&1
+  echo "ncu rc=$?"; grep -E "Duration|Throughput|Registers|Achieved Occupancy|Theoretical Occupancy|Stall|Warp Cycles|Issued|Eligible|Block Limit|Local|L1/TEX Hit|L2 Hit|Mem Busy|Max Bandwidth|DRAM" "$OUT/ncu.txt" | head -60
+fi

@@ -1,0 +1,184 @@
+using System.CommandLine;
+using System.Globalization;
+using KvAdaQuant.Allocation;
+using KvAdaQuant.Engine;
+using KvAdaQuant.Formats;
+using KvAdaQuant.KvCache;
+using KvAdaQuant.Model;
+using KvAdaQuant.Quantization;
+
+namespace KvAdaQuant.Cli.Commands;
+
+/// <summary><c>kvaq allocate</c>: statistics and a bit budget in, a per-layer K/V plan out.</summary>
+internal static class AllocateCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<string?>("--model", "-m") { Description = $"model (file, folder or name); default {ModelPaths.DefaultModel}, or none when --stats holds the reference's norms and --head-dim is given" };
+        var tokenizer = CommonOptions.Tokenizer();
+        var budget = new Option<string?>("--budget", "-b") { Description = "average bits per cached element, real accounting by default (scales, zero points, residual, sinks included), or a uniform pair such as k3v3 meaning its cost" };
+        var range = new Option<string>("--bit-range") { Description = "widths to choose from", DefaultValueFactory = _ => "1,1.58,2,3,4,6,8" };
+        var policy = new Option<string>("--policy", "-p") { Description = $"one of {string.Join(", ", AllocationWorkflow.Policies)}", DefaultValueFactory = _ => "norm-aware" };
+        var stats = new Option<string?>("--stats") { Description = "analysis.json from kvaq analyze, or the reference's norms file ({\"w_k\": [...], \"w_v\": [...]}); default: analyse --calib now" };
+        var calib = new Option<string>("--calib") { Description = "calibration text for the analysis and the sensitivity policy: a file, or 'sampled' (text sampled from the model, seed 7)", DefaultValueFactory = _ => "sampled" };
+        var calibTokens = new Option<int>("--calib-tokens") { Description = "calibration tokens", DefaultValueFactory = _ => 128 };
+        var outFile = new Option<string?>("--out", "-o") { Description = "write the plan JSON here (loadable with --kv-plan)" };
+        var score = new Option<string>("--score") { Description = "frobenius or spectral", DefaultValueFactory = _ => "frobenius" };
+        var normSource = new Option<string>("--norm-source") { Description = "activations (measured K/V) or weights (W_K/W_V, as the reference)", DefaultValueFactory = _ => "activations" };
+        var spec = new Option<string>("--spec") { Description = "quantization options every tensor gets, in the --kv option syntax (e.g. g64:r64:sym); widths come from the policy", DefaultValueFactory = _ => string.Empty };
+        var ctx = new Option<int>("--ctx") { Description = "context at which the real cost is counted (0 = the model's context length)", DefaultValueFactory = _ => 0 };
+        var accounting = new Option<string>("--accounting") { Description = "real (bytes the cache stores) or nominal (the reference's: bits only)", DefaultValueFactory = _ => "real" };
+        var fixedPair = new Option<string?>("--fixed") { Description = "the pair for --policy fixed, e.g. k4v2" };
+        var groupBudget = new Option<int>("--group-budget") { Description = "group-aware: target average group size", DefaultValueFactory = _ => 32 };
+        var groupSizes = new Option<string>("--group-sizes") { Description = "group-aware: allowed group sizes", DefaultValueFactory = _ => "8,16,32" };
+        var headDim = new Option<int>("--head-dim") { Description = "without a model: head dimension for the real accounting", DefaultValueFactory = _ => 128 };
+        var threads = CommonOptions.Threads();
+        var json = CommonOptions.Json();
+        var cmd = new Command("allocate", "Turn per-layer statistics and a bit budget into a per-layer K/V bit plan.")
+        {
+            model, tokenizer, budget, range, policy, stats, calib, calibTokens, outFile, score, normSource, spec, ctx, accounting, fixedPair, groupBudget, groupSizes, headDim, threads, json,
+        };
+        cmd.SetAction(r => CliRunner.Run(() =>
+        {
+            string pol = r.GetValue(policy)!.Trim().ToLowerInvariant();
+            var sc = ParseScore(r.GetValue(score)!);
+            var src = ParseSource(r.GetValue(normSource)!);
+            string? statsPath = r.GetValue(stats);
+            string? modelName = r.GetValue(model);
+            if (modelName is null && statsPath is null)
+            {
+                modelName = ModelPaths.DefaultModel;
+            }
+
+            using var m = modelName is null ? null : ModelLoader.Load(modelName, r.GetValue(tokenizer));
+            LayerNorms? loaded = statsPath is null ? null : LayerNormsReader.Read(statsPath, sc, src);
+            int layers = m?.Config.Layers ?? loaded!.Layers;
+            int kvHeads = m?.Config.KvHeads ?? 1;
+            int hd = m?.Config.HeadDim ?? r.GetValue(headDim);
+            int context = r.GetValue(ctx) is > 0 and var c ? c : m?.Config.ContextLength ?? 4096;
+            var (kBase, vBase) = BaseSpecs(r.GetValue(spec)!, layers, hd);
+            string acc = r.GetValue(accounting)!.Trim().ToLowerInvariant();
+            if (acc is not ("real" or "nominal"))
+            {
+                throw new ArgumentException($"--accounting '{acc}': expected real or nominal");
+            }
+
+            var wf = new AllocationWorkflow(layers, kvHeads, hd, context, new SpecBitCost(kBase, vBase, hd, context), acc == "nominal", BitRange.Parse(r.GetValue(range)!));
+            string? budgetText = r.GetValue(budget);
+            if (budgetText is null && pol != "fixed")
+            {
+                throw new ArgumentException($"--budget is required for --policy {pol}");
+            }
+
+            double b = budgetText is null ? double.NaN : wf.ParseBudget(budgetText);
+            using var transformer = m is null ? null : new Transformer(m, r.GetValue(threads));
+            (IReadOnlyList<int> Tokens, string Name)? calibration = null;
+            (IReadOnlyList<int>, string) Calib() => calibration ??= CalibrationText.Load(r.GetValue(calib)!, transformer ?? throw new ArgumentException("--model is needed to measure on calibration text"), m!.Tokenizer ?? throw new ArgumentException("--tokenizer: none found"), r.GetValue(calibTokens));
+            var sizes = r.GetValue(groupSizes)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(s => int.TryParse(s, CultureInfo.InvariantCulture, out int g) ? g : throw new ArgumentException($"--group-sizes: '{s}' is not an integer")).ToArray();
+            string normsFrom = string.Empty;
+            var allocation = wf.Allocate(
+                pol,
+                b,
+                r.GetValue(fixedPair),
+                () =>
+                {
+                    var n = loaded ?? AllocationWorkflow.Norms(null, sc, src, transformer, () => Calib().Item1, Calib().Item2);
+                    normsFrom = n.Source;
+                    return n;
+                },
+                () =>
+                {
+                    var (t, name) = Calib();
+                    SensitivityProfile p = null!;
+                    CliProgress.Run(r.GetValue(json), task =>
+                    {
+                        var report = task("sensitivity: KL per layer, K/V and width");
+                        p = wf.Sensitivity(transformer!, t, t.Count, name, report);
+                    });
+                    normsFrom = p.Source;
+                    return p;
+                },
+                r.GetValue(groupBudget),
+                sizes);
+            string name = $"{pol}-{(budgetText ?? r.GetValue(fixedPair))}";
+            double real = wf.RealAverage(allocation);
+            double nominal = allocation.AverageBits(new NominalBitCost());
+            string description = string.Create(
+                CultureInfo.InvariantCulture,
+                $"kvaq allocate: policy {pol}; budget {budgetText ?? "none"} ({(double.IsNaN(b) ? "-" : b.ToString("0.####", CultureInfo.InvariantCulture))} bits/element, {wf.Cost.Name} accounting); bit range {wf.Range}; base spec K {kBase}, V {vBase}; " +
+                $"score {sc.ToString().ToLowerInvariant()}, norm source {src.ToString().ToLowerInvariant()}; inputs: {(normsFrom.Length > 0 ? normsFrom : "none")}; model {m?.Path ?? "none"}; " +
+                $"achieved: {real:0.####} real bits/element at {context} tokens (nominal {nominal:0.####}); {allocation}");
+            string planJson = wf.PlanJson(allocation, name, description);
+            if (r.GetValue(outFile) is { } o)
+            {
+                File.WriteAllText(o, planJson);
+            }
+
+            if (r.GetValue(json))
+            {
+                CliRunner.PrintJson(new
+                {
+                    Policy = pol,
+                    Budget = budgetText,
+                    BudgetBits = double.IsNaN(b) ? (double?)null : b,
+                    Accounting = wf.Cost.Name,
+                    BitRange = wf.Range.Widths,
+                    KBits = allocation.KeyBits,
+                    VBits = allocation.ValueBits,
+                    KGroups = allocation.KeyGroups,
+                    VGroups = allocation.ValueGroups,
+                    AverageBitsReal = real,
+                    AverageBitsNominal = nominal,
+                    Context = context,
+                    Inputs = normsFrom,
+                    Plan = r.GetValue(outFile),
+                });
+            }
+            else
+            {
+                Console.Out.WriteLine($"{pol}: {allocation}");
+                Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"average {real:0.####} real bits per element at {context} tokens (nominal {nominal:0.####}); budget {(double.IsNaN(b) ? "-" : b.ToString("0.####", CultureInfo.InvariantCulture))} ({wf.Cost.Name})"));
+                if (r.GetValue(outFile) is { } path)
+                {
+                    Console.Out.WriteLine($"plan written to {path}");
+                }
+            }
+
+            return 0;
+        }));
+        return cmd;
+    }
+
+    /// <summary>The base K and V specs: the --spec options applied to a k4v4 plan (the widths are replaced per tensor).</summary>
+    public static (KvSpec K, KvSpec V) BaseSpecs(string spec, int layers, int headDim)
+    {
+        string text = string.IsNullOrWhiteSpace(spec) ? "k4v4" : "k4v4:" + spec.Trim().TrimStart(':');
+        KvPlan plan;
+        try
+        {
+            plan = KvPlan.Parse(text, layers);
+        }
+        catch (ArgumentException e)
+        {
+            throw new ArgumentException($"--spec '{spec}': {e.Message}");
+        }
+
+        plan.Validate(layers, headDim);
+        return (plan.Layers[0].K, plan.Layers[0].V);
+    }
+
+    public static NormScore ParseScore(string s) => s.Trim().ToLowerInvariant() switch
+    {
+        "frobenius" or "fro" => NormScore.Frobenius,
+        "spectral" => NormScore.Spectral,
+        _ => throw new ArgumentException($"--score '{s}': expected frobenius or spectral"),
+    };
+
+    public static NormSource ParseSource(string s) => s.Trim().ToLowerInvariant() switch
+    {
+        "activations" => NormSource.Activations,
+        "weights" => NormSource.Weights,
+        _ => throw new ArgumentException($"--norm-source '{s}': expected activations or weights"),
+    };
+}

@@ -1,0 +1,173 @@
+using System.Globalization;
+using System.Text.Json;
+using KvAdaQuant.Allocation;
+using KvAdaQuant.Analysis;
+using KvAdaQuant.Engine;
+using KvAdaQuant.Evaluation;
+using KvAdaQuant.KvCache;
+using KvAdaQuant.Tokenization;
+
+namespace KvAdaQuant.Cli.Commands;
+
+/// <summary>
+/// What <c>kvaq allocate</c> and <c>kvaq demo</c> share: parsing a budget, getting per-layer norms (a stats file, or a
+/// fresh analysis of calibration tokens), measuring sensitivity, running a policy and turning its allocation into a plan
+/// that records the policy's inputs and the achieved average.
+/// </summary>
+internal sealed class AllocationWorkflow
+{
+    public static readonly IReadOnlyList<string> Policies = ["uniform", "fixed", "key-favoring", "norm-aware", "group-aware", "sensitivity"];
+
+    public AllocationWorkflow(int layers, int kvHeads, int headDim, int ctx, SpecBitCost real, bool nominal, BitRange range)
+    {
+        Layers = layers;
+        KvHeads = kvHeads;
+        HeadDim = headDim;
+        Context = ctx;
+        Real = real;
+        Cost = nominal ? new NominalBitCost() : real;
+        Range = range;
+    }
+
+    public int Layers { get; }
+
+    public int KvHeads { get; }
+
+    public int HeadDim { get; }
+
+    public int Context { get; }
+
+    public SpecBitCost Real { get; }
+
+    public IBitCost Cost { get; }
+
+    public BitRange Range { get; }
+
+    /// <summary>A number of bits per element, or a uniform pair such as <c>k3v3</c> meaning that plan's cost under the accounting in force.</summary>
+    public double ParseBudget(string text)
+    {
+        var t = text.Trim().ToLowerInvariant();
+        if (double.TryParse(t, NumberStyles.Float, CultureInfo.InvariantCulture, out double b))
+        {
+            if (!(b > 0 && b <= 32))
+            {
+                throw new ArgumentException($"--budget {text}: must be a positive number of bits per element (at most 32)");
+            }
+
+            return b;
+        }
+
+        var m = System.Text.RegularExpressions.Regex.Match(t, @"^k([0-9.]+)v([0-9.]+)$");
+        if (m.Success
+            && double.TryParse(m.Groups[1].Value, NumberStyles.Float, CultureInfo.InvariantCulture, out double k)
+            && double.TryParse(m.Groups[2].Value, NumberStyles.Float, CultureInfo.InvariantCulture, out double v))
+        {
+            return BitAllocation.Uniform(Layers, k, v).AverageBits(Cost);
+        }
+
+        throw new ArgumentException($"--budget '{text}': expected bits per element (e.g. 3 or 4.5) or a uniform pair such as k3v3 (its cost)");
+    }
+
+    /// <summary>Per-layer norms from <paramref name="stats"/>, or from analysing <paramref name="calibTokens"/> when null.</summary>
+    public static LayerNorms Norms(string? stats, NormScore score, NormSource source, Transformer? transformer, Func<IReadOnlyList<int>>? calibTokens, string calibName)
+    {
+        if (stats is not null)
+        {
+            return LayerNormsReader.Read(stats, score, source);
+        }
+
+        if (transformer is null || calibTokens is null)
+        {
+            throw new ArgumentException("--stats is required when no model is given");
+        }
+
+        var analysis = Analyze(transformer, calibTokens(), calibName);
+        return NormsOf(analysis, score, source);
+    }
+
+    /// <summary>Runs the analysis (spectra and norms only) over calibration tokens.</summary>
+    public static KvAnalysis Analyze(Transformer transformer, IReadOnlyList<int> tokens, string name) =>
+        new KvAnalyzer(transformer).Run(tokens, name, [], null);
+
+    /// <summary>Norms read through analysis.json's schema, exactly as <c>--stats analysis.json</c> would read them.</summary>
+    public static LayerNorms NormsOf(KvAnalysis analysis, NormScore score, NormSource source)
+    {
+        using var doc = JsonDocument.Parse(AnalysisWriter.ToJson(analysis));
+        return LayerNormsReader.Parse(doc.RootElement, "analysis of " + analysis.Data, score, source);
+    }
+
+    /// <summary>Measures single-tensor sensitivity on calibration tokens.</summary>
+    public SensitivityProfile Sensitivity(Transformer transformer, IReadOnlyList<int> calibTokens, int ctx, string calibName, Action<double, double>? progress = null)
+    {
+        int chunk = Math.Min(ctx, calibTokens.Count);
+        var reference = KlReference.Compute(transformer, calibTokens, chunk, l => new FullPrecisionKvCache(l, half: false), transformer.Config.BosToken, scoreFrom: 1);
+        return SensitivityProfiler.Measure(reference, Range, a => CacheFor(a), $"{calibName}, {reference.Positions} positions", (d, n) => progress?.Invoke(d, n));
+    }
+
+    /// <summary>A cache factory for an allocation over the base specs.</summary>
+    public Func<KvLayout, IKvCache> CacheFor(BitAllocation a)
+    {
+        var plan = AllocationPlan.ToKvPlan(a, Real, "profile");
+        return l => KvCacheFactory.Create(plan, l);
+    }
+
+    /// <summary>Runs a policy. <paramref name="norms"/> and <paramref name="profile"/> are computed on demand by the callbacks.</summary>
+    public BitAllocation Allocate(string policy, double budget, string? fixedPair, Func<LayerNorms> norms, Func<SensitivityProfile> profile, int groupBudget, IReadOnlyList<int> groupSizes)
+    {
+        switch (policy)
+        {
+            case "uniform":
+                return UniformAllocator.Allocate(Layers, budget, Range, Cost);
+            case "fixed":
+                {
+                    var m = System.Text.RegularExpressions.Regex.Match((fixedPair ?? string.Empty).Trim().ToLowerInvariant(), @"^k([0-9.]+)v([0-9.]+)$");
+                    if (!m.Success)
+                    {
+                        throw new ArgumentException($"--fixed '{fixedPair}': the fixed policy needs a pair such as k4v2");
+                    }
+
+                    double k = double.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
+                    double v = double.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture);
+                    SpecBitCost.ToKvBits(k);
+                    SpecBitCost.ToKvBits(v);
+                    return BitAllocation.Uniform(Layers, k, v);
+                }
+
+            case "key-favoring":
+                return KeyFavoringAllocator.Allocate(Layers, budget, Range, Cost);
+            case "norm-aware":
+                return NormAwareAllocator.Allocate(CheckLayers(norms()), budget, Range, Cost);
+            case "group-aware":
+                {
+                    var pair = KeyFavoringAllocator.Allocate(Layers, budget, Range, Cost);
+                    return GroupAwareAllocator.Allocate(CheckLayers(norms()), groupBudget, groupSizes, pair.KeyBits[0], pair.ValueBits[0]);
+                }
+
+            case "sensitivity":
+                return SensitivityAllocator.Allocate(profile(), budget, Cost);
+            default:
+                throw new ArgumentException($"--policy '{policy}': unknown policy (expected one of {string.Join(", ", Policies)})");
+        }
+    }
+
+    /// <summary>The plan JSON (the cache's schema) with a description recording the policy's inputs and the achieved average.</summary>
+    public string PlanJson(BitAllocation a, string name, string description)
+    {
+        var plan = AllocationPlan.ToKvPlan(a, Real, name);
+        plan.Validate(Layers, HeadDim);
+        var node = System.Text.Json.Nodes.JsonNode.Parse(plan.ToJson())!.AsObject();
+        var ordered = new System.Text.Json.Nodes.JsonObject
+        {
+            ["name"] = name,
+            ["description"] = description,
+            ["layers"] = node["layers"]!.DeepClone(),
+        };
+        return ordered.ToJsonString(new JsonSerializerOptions { WriteIndented = true });
+    }
+
+    /// <summary>Average real bits per element of an allocation (scales, zero points, residual and sinks included, at <see cref="Context"/> tokens).</summary>
+    public double RealAverage(BitAllocation a) => AllocationPlan.ToKvPlan(a, Real, "x").AverageBits(KvHeads, HeadDim, Context);
+
+    private LayerNorms CheckLayers(LayerNorms n) => n.Layers == Layers ? n
+        : throw new ArgumentException($"--stats {n.Source}: has {n.Layers} layers but the model has {Layers}");
+}

@@ -1,0 +1,148 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using KvAdaQuant.Allocation;
+using KvAdaQuant.Analysis;
+using KvAdaQuant.Engine;
+using KvAdaQuant.Evaluation;
+using KvAdaQuant.Formats;
+using KvAdaQuant.KvCache;
+
+namespace KvAdaQuant.Cli.Commands;
+
+/// <summary>
+/// <c>kvaq demo</c>: the paper end to end on one model. Calibration text (sampled from the model, seed 7) is analysed;
+/// plans are allocated at the budget of K3V3 (key-favoring, norm-aware on the measured activation norms, sensitivity);
+/// FP16, K4V2, K2V4, K3V3 and each plan are evaluated on KL divergence, top-1 agreement and perplexity against the FP32
+/// cache on evaluation text sampled from the model with another seed (42); the table is printed and the report written.
+/// </summary>
+internal static class DemoCommand
+{
+    public static Command Create()
+    {
+        var model = CommonOptions.Model();
+        var tokenizer = CommonOptions.Tokenizer();
+        var outDir = new Option<string>("--out", "-o") { Description = "report folder", DefaultValueFactory = _ => "demo" };
+        var budget = new Option<string>("--budget", "-b") { Description = "budget: bits per element, or a uniform pair meaning its real cost", DefaultValueFactory = _ => "k3v3" };
+        var range = new Option<string>("--bit-range") { Description = "widths the policies choose from", DefaultValueFactory = _ => "1,1.58,2,3,4,6,8" };
+        var spec = new Option<string>("--spec") { Description = "quantization options of every tensor (--kv syntax)", DefaultValueFactory = _ => string.Empty };
+        var ctx = new Option<int>("--ctx") { Description = "evaluation chunk length", DefaultValueFactory = _ => 256 };
+        var chunks = new Option<int>("--chunks") { Description = "evaluation chunks", DefaultValueFactory = _ => 4 };
+        var calibTokens = new Option<int>("--calib-tokens") { Description = "calibration tokens", DefaultValueFactory = _ => 128 };
+        var threads = CommonOptions.Threads();
+        var json = CommonOptions.Json();
+        var cmd = new Command("demo", "The paper end to end: analyse, allocate at budget K3V3 (key-favoring, norm-aware, sensitivity), evaluate FP16, K4V2, K2V4, K3V3 and the plans on KL and perplexity, write the report.")
+        {
+            model, tokenizer, outDir, budget, range, spec, ctx, chunks, calibTokens, threads, json,
+        };
+        cmd.SetAction(r => CliRunner.Run(() =>
+        {
+            var sw = Stopwatch.StartNew();
+            using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
+            var tok = m.Tokenizer ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
+            using var transformer = new Transformer(m, r.GetValue(threads));
+            var cfg = m.Config;
+            int evalCtx = Math.Min(r.GetValue(ctx), cfg.ContextLength);
+            string dir = Path.GetFullPath(r.GetValue(outDir)!);
+            Directory.CreateDirectory(dir);
+            var (kBase, vBase) = AllocateCommand.BaseSpecs(r.GetValue(spec)!, cfg.Layers, cfg.HeadDim);
+            var wf = new AllocationWorkflow(cfg.Layers, cfg.KvHeads, cfg.HeadDim, evalCtx, new SpecBitCost(kBase, vBase, cfg.HeadDim, evalCtx), nominal: false, BitRange.Parse(r.GetValue(range)!));
+            double b = wf.ParseBudget(r.GetValue(budget)!);
+            bool quiet = r.GetValue(json);
+            var log = new StringBuilder();
+            void Say(string line)
+            {
+                log.AppendLine(line);
+                if (!quiet)
+                {
+                    Console.Error.WriteLine(line);
+                }
+            }
+
+            Say($"model {m.Path}: {cfg.Layers} layers, {cfg.KvHeads} KV heads, head dim {cfg.HeadDim}");
+            var (calib, calibName) = CalibrationText.Load("sampled", transformer, tok, r.GetValue(calibTokens));
+            var analysis = AllocationWorkflow.Analyze(transformer, calib, calibName);
+            AnalysisWriter.Write(analysis, Path.Combine(dir, "analysis"));
+            var norms = AllocationWorkflow.NormsOf(analysis, NormScore.Frobenius, NormSource.Activations);
+            Say($"analysed {calib.Count} calibration tokens ({calibName}) in {sw.Elapsed.TotalSeconds:F1} s; K/V Frobenius by layer: " +
+                string.Join(", ", norms.Keys.Select((k, i) => (k / norms.Values[i]).ToString("0.00", CultureInfo.InvariantCulture))));
+
+            SensitivityProfile profile = null!;
+            var results = new List<EvaluationRow>();
+            var evaluator = new TaskEvaluator(transformer, tok, new EvaluationOptions { Task = "kl", Data = "sampled", Seed = 42, Context = evalCtx, Limit = r.GetValue(chunks) });
+            var configs = new List<EvalCommand.Config>();
+            foreach (var name in new[] { "fp16", "k4v2", "k2v4", "k3v3" })
+            {
+                var p = KvPlan.Parse(name + (string.IsNullOrWhiteSpace(r.GetValue(spec)) || name == "fp16" ? string.Empty : ":" + r.GetValue(spec)!.Trim().TrimStart(':')), cfg.Layers);
+                configs.Add(new EvalCommand.Config(name.ToUpperInvariant(), p, null, null));
+            }
+
+            var planFiles = new List<string>();
+            CliProgress.Run(quiet, task =>
+            {
+                var sens = task("sensitivity (calibration)");
+                profile = wf.Sensitivity(transformer, calib, calib.Count, calibName, sens);
+                foreach (var policy in new[] { "key-favoring", "norm-aware", "sensitivity" })
+                {
+                    var a = wf.Allocate(policy, b, null, () => norms, () => profile, 32, [8, 16, 32]);
+                    string planName = $"{policy} @{r.GetValue(budget)}";
+                    string desc = string.Create(CultureInfo.InvariantCulture, $"kvaq demo: policy {policy}; budget {r.GetValue(budget)} = {b:0.####} real bits/element; bit range {wf.Range}; inputs: {(policy == "sensitivity" ? profile.Source : policy == "norm-aware" ? norms.Source : "none")}; achieved {wf.RealAverage(a):0.####}; {a}");
+                    string file = Path.Combine(dir, $"plan-{policy}.json");
+                    File.WriteAllText(file, wf.PlanJson(a, planName, desc));
+                    planFiles.Add(file);
+                    configs.Add(new EvalCommand.Config(planName, KvPlan.Load(file), null, null));
+                    Say($"{policy}: {a}");
+                }
+
+                var report = task($"kl + perplexity: {configs.Count} caches");
+                evaluator.TextTokens();
+                for (int i = 0; i < configs.Count; i++)
+                {
+                    var c = configs[i];
+                    int done = i;
+                    double avg = c.Plan.AverageBits(cfg.KvHeads, cfg.HeadDim, evalCtx);
+                    try
+                    {
+                        var res = evaluator.Evaluate(l => KvCacheFactory.Create(c.Plan, l), (d, n) => report(done + ((double)d / n), configs.Count));
+                        results.Add(new EvaluationRow(c.Name, null, null, avg, res));
+                    }
+                    catch (KvCacheException e)
+                    {
+                        results.Add(new EvaluationRow(c.Name, null, null, avg, new EvaluationResult(new Dictionary<string, double>(), 0, 0), e.Message));
+                    }
+
+                    report(i + 1, configs.Count);
+                }
+            });
+
+            var table = new EvaluationTable(m.Path, "kl", evaluator.DataDescription, results);
+            File.WriteAllText(Path.Combine(dir, "results.csv"), table.ToCsv());
+            File.WriteAllText(Path.Combine(dir, "results.json"), table.ToJson());
+            var md = new StringBuilder();
+            md.AppendLine("# kvaq demo").AppendLine();
+            md.AppendLine(CultureInfo.InvariantCulture, $"Model `{m.Path}`; budget {r.GetValue(budget)} = {b:0.####} real bits per element (scales and zero points included) at {evalCtx} tokens; base spec K `{kBase}`, V `{vBase}`.").AppendLine();
+            md.AppendLine(CultureInfo.InvariantCulture, $"Evaluation text: {evaluator.DataDescription}, {r.GetValue(chunks)} chunks of {evalCtx} tokens, second half of each scored; reference: the FP32 cache.").AppendLine();
+            md.AppendLine(table.ToMarkdown());
+            md.AppendLine("## Log").AppendLine().AppendLine("```").Append(log).AppendLine("```");
+            md.AppendLine().AppendLine(CultureInfo.InvariantCulture, $"Plans: {string.Join(", ", planFiles.Select(Path.GetFileName))}; analysis: analysis/analysis.json; total {sw.Elapsed.TotalSeconds:F1} s.");
+            File.WriteAllText(Path.Combine(dir, "report.md"), md.ToString());
+            if (quiet)
+            {
+                Console.Out.WriteLine(table.ToJson());
+            }
+            else
+            {
+                Console.Out.WriteLine();
+                Console.Out.WriteLine($"KL and perplexity vs the FP32 cache on {evaluator.DataDescription}:");
+                Console.Out.WriteLine();
+                Console.Out.Write(table.ToMarkdown());
+                Console.Out.WriteLine();
+                Console.Out.WriteLine($"report: {Path.Combine(dir, "report.md")} ({sw.Elapsed.TotalSeconds:F1} s)");
+            }
+
+            return 0;
+        }));
+        return cmd;
+    }
+}

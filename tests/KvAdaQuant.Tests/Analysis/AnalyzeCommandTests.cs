@@ -1,0 +1,79 @@
+using KvAdaQuant.Cli;
+using KvAdaQuant.Cli.Commands;
+using KvAdaQuant.Formats;
+using KvAdaQuant.Quantization;
+
+namespace KvAdaQuant.Tests.Analysis;
+
+/// <summary><c>kvaq analyze</c>: options, bad input, files written.</summary>
+public class AnalyzeCommandTests
+{
+    [Fact]
+    public void AnalyzeWritesJsonCsvPlotsAndReport()
+    {
+        using var dir = new TempDir();
+        int rc = Program.BuildRoot().Parse(["analyze", "--model", "stories260K", "--data", Fixtures.Path("data", "ptb", "ptb.test.txt"), "--tokens", "64", "--kv-bits", "", "--out", dir.Path, "--threads", "2"]).Invoke();
+        Assert.Equal(0, rc);
+        foreach (var f in new[] { "analysis.json", "norms.csv", "weights.csv", "singular_values.csv", "report.html", "singular_values.png", "singular_values.svg", "norms_by_layer.png", "norms_by_layer.svg" })
+        {
+            Assert.True(File.Exists(dir.File(f)), $"{f} not written");
+        }
+    }
+
+    [Theory]
+    [InlineData("2,x", "--kv-bits")]
+    [InlineData("0", "--kv-bits")]
+    [InlineData("9", "--kv-bits")]
+    [InlineData("fp16", "--kv-bits")]
+    public void BadBitListsAreRefusedNamingTheOption(string bits, string expected)
+    {
+        var e = Assert.Throws<ArgumentException>(() => AnalyzeCommand.ParseBits(bits));
+        Assert.Contains(expected, e.Message);
+    }
+
+    [Fact]
+    public void BitListsAreParsedSortedAndDeduplicated()
+    {
+        Assert.Equal([KvBits.One, KvBits.Ternary, KvBits.Two, KvBits.Four, KvBits.Eight], AnalyzeCommand.ParseBits("8, 2,1,1.58,4,2"));
+        Assert.Empty(AnalyzeCommand.ParseBits(string.Empty));
+    }
+
+    [Fact]
+    public void CalibrationTokensAreBosThenTheTextTruncated()
+    {
+        using var model = ModelLoader.Load("stories260K");
+        var tok = model.Tokenizer!;
+        var path = Fixtures.Path("data", "ptb", "ptb.test.txt");
+        var ids = AnalyzeCommand.CalibrationTokens(tok, path, 100);
+        Assert.Equal(100, ids.Count);
+        Assert.Equal(1, ids[0]);
+        var text = File.ReadAllText(path);
+        Assert.Equal(tok.Encode(text[..20000], addBos: false).Take(99), ids.Skip(1));
+    }
+
+    [Theory]
+    [InlineData("--tokens", "1")]
+    [InlineData("--tokens", "100000")]
+    [InlineData("--skip-top", "-1")]
+    [InlineData("--kv-bits", "3,banana")]
+    [InlineData("--group", "3")]
+    [InlineData("--group", "16")]
+    public void BadOptionsExitWithCodeOne(string option, string value)
+    {
+        using var dir = new TempDir();
+        int rc = Program.BuildRoot().Parse(["analyze", "--model", "stories260K", "--data", Fixtures.Path("data", "ptb", "ptb.test.txt"), option, value, "--out", dir.Path]).Invoke();
+        Assert.Equal(1, rc);
+        Assert.False(File.Exists(dir.File("analysis.json")));
+    }
+
+    [Fact]
+    public void EmptyDataFileIsRefused()
+    {
+        using var dir = new TempDir();
+        File.WriteAllText(dir.File("empty.txt"), "  \n");
+        using var model = ModelLoader.Load("stories260K");
+        var e = Assert.Throws<ArgumentException>(() => AnalyzeCommand.CalibrationTokens(model.Tokenizer!, dir.File("empty.txt"), 10));
+        Assert.Contains("empty.txt", e.Message);
+        Assert.Contains("empty", e.Message);
+    }
+}

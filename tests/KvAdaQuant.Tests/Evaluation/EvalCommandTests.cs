@@ -1,0 +1,92 @@
+using System.Text.Json;
+using KvAdaQuant.Allocation;
+using KvAdaQuant.Cli;
+using KvAdaQuant.Engine;
+using KvAdaQuant.Evaluation;
+using KvAdaQuant.Formats;
+using KvAdaQuant.KvCache;
+using KvAdaQuant.Quantization;
+
+namespace KvAdaQuant.Tests.Evaluation;
+
+/// <summary><c>kvaq eval</c> and the sensitivity measurement on the real quantized cache.</summary>
+public class EvalCommandTests
+{
+    [Fact]
+    public void Grid_writes_table_csv_json_and_heatmap_and_more_bits_mean_less_kl()
+    {
+        using var dir = new TempDir();
+        int rc = Program.BuildRoot().Parse(["eval", "--model", "stories260K", "--task", "kl", "--data", "sampled", "--ctx", "64", "--limit", "2",
+            "--kv", "fp32", "--grid", "k2,8xv2,8", "--out", dir.Path, "--threads", "2"]).Invoke();
+        Assert.Equal(0, rc);
+        foreach (var f in new[] { "results.md", "results.csv", "results.json", "heatmap.png", "heatmap.svg", "heatmap_perplexity.png" })
+        {
+            Assert.True(File.Exists(dir.File(f)), f);
+        }
+
+        using var doc = JsonDocument.Parse(File.ReadAllText(dir.File("results.json")));
+        var rows = doc.RootElement.GetProperty("results").EnumerateArray().ToDictionary(r => r.GetProperty("cache").GetString()!, r => r.GetProperty("metrics"));
+        Assert.Equal(5, rows.Count);
+        Assert.Equal(0, rows["fp32"].GetProperty("mean_kl").GetDouble());
+        Assert.Equal(1, rows["fp32"].GetProperty("top1_agreement").GetDouble());
+        Assert.True(rows["k8v8"].GetProperty("mean_kl").GetDouble() < rows["k2v2"].GetProperty("mean_kl").GetDouble());
+        Assert.True(rows["k8v8"].GetProperty("mean_kl").GetDouble() < 0.01);
+    }
+
+    [Theory]
+    [InlineData("--grid", "k2,4v2")]
+    [InlineData("--grid", "k2,7xv2")]
+    [InlineData("--task", "mmlu")]
+    [InlineData("--limit", "-1")]
+    [InlineData("--plans", "/nonexistent/plan.json")]
+    [InlineData("--data", "/nonexistent/text.txt")]
+    public void Bad_options_exit_with_code_one(string option, string value)
+    {
+        var args = new List<string> { "eval", "--model", "stories260K", "--limit", "1", "--ctx", "32" };
+        if (option != "--task")
+        {
+            args.AddRange(["--task", "kl"]);
+        }
+
+        args.AddRange([option, value]);
+        Assert.Equal(1, Program.BuildRoot().Parse(args.ToArray()).Invoke());
+    }
+
+    [Fact]
+    public void Multiple_choice_and_gsm8k_run_through_a_quantized_cache()
+    {
+        using var model = ModelLoader.Load("stories260K");
+        using var transformer = new Transformer(model, 2);
+        Func<KvLayout, IKvCache> k4v2 = l => KvCacheFactory.Create("k4v2", l);
+        var arc = new TaskEvaluator(transformer, model.Tokenizer!, new EvaluationOptions { Task = "arc_easy", Limit = 4 }).Evaluate(k4v2);
+        Assert.Equal(4, arc.Items);
+        Assert.InRange(arc.Metrics["acc"], 0, 1);
+        Assert.Contains("acc_norm", arc.Metrics.Keys);
+        var gsm = new TaskEvaluator(transformer, model.Tokenizer!, new EvaluationOptions { Task = "gsm8k", Limit = 1, Shots = 5, MaxNewTokens = 16, Context = 512 }).Evaluate(k4v2);
+        Assert.Equal(1, gsm.Items);
+
+        // stories260K's 512-token context holds no 5-shot GSM8K prompt: shots are dropped until the prompt fits.
+        Assert.True(gsm.Metrics["shots_max"] < 5);
+    }
+
+    [Fact]
+    public void Sensitivity_profile_on_the_real_cache_falls_with_bits()
+    {
+        using var model = ModelLoader.Load("stories260K");
+        using var transformer = new Transformer(model, 2);
+        var tokens = ModelTextSampler.Sample(transformer, model.Tokenizer!, 48, 48, 7);
+        var reference = KlReference.Compute(transformer, tokens, 48, l => new FullPrecisionKvCache(l, false), 1, scoreFrom: 1);
+        var cost = new SpecBitCost(new KvSpec(KvBits.Four), new KvSpec(KvBits.Four), 8, 48);
+        var range = BitRange.Parse("2,8");
+        var profile = SensitivityProfiler.Measure(reference, range, a => l => KvCacheFactory.Create(AllocationPlan.ToKvPlan(a, cost, "p"), l), "test");
+        for (int l = 0; l < 5; l++)
+        {
+            Assert.True(profile.KeyKl[l][1] < profile.KeyKl[l][0], $"layer {l} K: {profile.KeyKl[l][1]} !< {profile.KeyKl[l][0]}");
+            Assert.True(profile.ValueKl[l][1] < profile.ValueKl[l][0], $"layer {l} V");
+        }
+
+        var plan = SensitivityAllocator.Allocate(profile, 4.5, new NominalBitCost());
+        // Ten tensors at 2 or 8 bits within 45 bits: at most four at 8 bits; since more bits always cut the KL here, the optimum takes all four.
+        Assert.Equal(4.4, plan.AverageBits(new NominalBitCost()), 9);
+    }
+}
