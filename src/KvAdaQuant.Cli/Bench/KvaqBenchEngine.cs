@@ -45,7 +45,11 @@ internal sealed class KvaqBenchEngine(LlamaModel model, string kvSpec, int threa
         return Stopwatch.GetElapsedTime(t0).TotalSeconds;
     }
 
-    public void Dispose() => _session?.Dispose();
+    public void Dispose()
+    {
+        _session?.Dispose();
+        _transformer.Dispose();
+    }
 
     private InferenceSession Session => _session ?? throw new InvalidOperationException("Prepare was not called");
 }

@@ -64,7 +64,7 @@ internal static class CompareCommand
 
             var tokens = tok.Encode(text, addBos: true);
             var rows = new List<Dictionary<string, object>>();
-            var transformer = new Transformer(m, nThreads);
+            using var transformer = new Transformer(m, nThreads);
             foreach (var spec in specs)
             {
                 var res = PerplexityEvaluator.Evaluate(transformer, tokens, n, layout => KvCacheFactory.Create(spec, layout), tok.BosToken, null, maxChunks);

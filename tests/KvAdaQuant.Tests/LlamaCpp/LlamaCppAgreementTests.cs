@@ -101,7 +101,8 @@ public class LlamaCppAgreementTests(ConvertedModels converted, ITestOutputHelper
 
         const int ctx = 512;
         var sw = System.Diagnostics.Stopwatch.StartNew();
-        var expected = PerplexityEvaluator.Evaluate(new Transformer(ours, 1), tokens, ctx, layout => new FullPrecisionKvCache(layout, half: false), llama.BosToken);
+        using var transformer = new Transformer(ours, 1);
+        var expected = PerplexityEvaluator.Evaluate(transformer, tokens, ctx, layout => new FullPrecisionKvCache(layout, half: false), llama.BosToken);
         using var context = llama.CreateContext(new LlamaCppContextOptions { ContextSize = ctx, TypeK = LlamaCppCacheType.F32, TypeV = LlamaCppCacheType.F32, Threads = 1 });
         double oursSeconds = sw.Elapsed.TotalSeconds;
         var actual = LlamaCppPerplexity.Evaluate(context, tokens, ctx);
@@ -151,7 +152,7 @@ public class LlamaCppAgreementTests(ConvertedModels converted, ITestOutputHelper
 
     private static float[] OurLogits(Model.LlamaModel model, int[] tokens)
     {
-        var transformer = new Transformer(model, 2);
+        using var transformer = new Transformer(model, 2);
         using var cache = new FullPrecisionKvCache(transformer.CacheLayout(tokens.Length), half: false);
         var logits = new float[tokens.Length * model.Config.VocabSize];
         transformer.Forward(tokens, 0, cache, logits, allLogits: true);
