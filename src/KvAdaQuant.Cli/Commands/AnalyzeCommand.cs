@@ -18,7 +18,9 @@ internal static class AnalyzeCommand
         var data = new Option<string>("--data", "-f") { Description = "calibration text file (a path, or relative to ../shared/data)", Required = true };
         var tokens = new Option<int>("--tokens", "-n") { Description = "calibration tokens: BOS then the tokenized text, truncated to N", DefaultValueFactory = _ => 512 };
         var bits = new Option<string>("--kv-bits") { Description = "bit widths for quantization error and propagation, comma-separated, from 1, 1.58, 2, 3, 4, 5, 6, 8 (empty: none)", DefaultValueFactory = _ => "1,2,3,4,8" };
-        var group = new Option<int?>("--group") { Description = "channels per quantization group along head_dim, per token (default: 32, or the whole head when smaller)" };
+        var group = new Option<int?>("--group") { Description = "elements per quantization group: channels along head_dim per token, or tokens per channel with --axis channel (default: 32, or the whole head when smaller)" };
+        var axis = new Option<string>("--axis") { Description = "quantization groups: token (along head_dim of each token, as the paper) or channel (along tokens of each channel, as KIVI for keys)", DefaultValueFactory = _ => "token" };
+        var symmetric = new Option<bool>("--symmetric") { Description = "symmetric quantization (scale only) instead of asymmetric min/max" };
         var outDir = new Option<string>("--out", "-o") { Description = "output folder", DefaultValueFactory = _ => "analysis" };
         var emulated = new Option<bool>("--emulated-cache") { Description = "only-K/only-V runs use the analysis's round-trip cache (FP32 rows after quantize-dequantize, max-subtracted softmax) instead of the library's quantized cache" };
         var skipTop = new Option<int>("--skip-top") { Description = "leave the N largest singular values out of the spectrum figure", DefaultValueFactory = _ => 0 };
@@ -26,7 +28,7 @@ internal static class AnalyzeCommand
         var json = CommonOptions.Json();
         var cmd = new Command("analyze", "Capture K and V on calibration text; singular values, norms, weight norms, quantization error and error propagation; JSON, CSV, plots and report.html.")
         {
-            model, tokenizer, data, tokens, bits, group, emulated, outDir, skipTop, threads, json,
+            model, tokenizer, data, tokens, bits, group, axis, symmetric, emulated, outDir, skipTop, threads, json,
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
@@ -50,7 +52,13 @@ internal static class AnalyzeCommand
             var dir = Path.GetFullPath(r.GetValue(outDir)!);
             bool asJson = r.GetValue(json);
             int g = r.GetValue(group) ?? Math.Min(KvSpec.DefaultGroupSize, m.Config.HeadDim);
-            var probe = new KvQuantizerProbe(new KvSpec(KvBits.Four, g)) { EmulatedCache = r.GetValue(emulated) };
+            var quantAxis = r.GetValue(axis) switch
+            {
+                "token" => QuantAxis.PerToken,
+                "channel" => QuantAxis.PerChannel,
+                var other => throw new ArgumentException($"--axis must be token or channel, got '{other}'"),
+            };
+            var probe = new KvQuantizerProbe(new KvSpec(KvBits.Four, g, quantAxis, r.GetValue(symmetric))) { EmulatedCache = r.GetValue(emulated) };
             probe.Validate(m.Config.HeadDim);
             var analyzer = new KvAnalyzer(new Transformer(m, r.GetValue(threads)));
             var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });

@@ -20,6 +20,16 @@ public class AnalyzeCommandTests
         }
     }
 
+    [Fact]
+    public void PerChannelSymmetricQuantizationIsAnalysed()
+    {
+        using var dir = new TempDir();
+        int rc = Program.BuildRoot().Parse(["analyze", "--model", "stories260K", "--data", Fixtures.Path("data", "ptb", "ptb.test.txt"), "--tokens", "64", "--kv-bits", "2,8", "--axis", "channel", "--group", "16", "--symmetric", "--out", dir.Path, "--threads", "2"]).Invoke();
+        Assert.Equal(0, rc);
+        var json = File.ReadAllText(dir.File("analysis.json"));
+        Assert.Contains(":g16:pc:sym:", json);
+    }
+
     [Theory]
     [InlineData("2,x", "--kv-bits")]
     [InlineData("0", "--kv-bits")]
@@ -58,6 +68,7 @@ public class AnalyzeCommandTests
     [InlineData("--kv-bits", "3,banana")]
     [InlineData("--group", "3")]
     [InlineData("--group", "16")]
+    [InlineData("--axis", "diagonal")]
     public void BadOptionsExitWithCodeOne(string option, string value)
     {
         using var dir = new TempDir();
