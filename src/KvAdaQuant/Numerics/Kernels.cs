@@ -5,11 +5,17 @@ namespace KvAdaQuant.Numerics;
 /// <summary>Element-wise building blocks of the forward pass, over spans.</summary>
 public static class Kernels
 {
-    /// <summary>o = x / sqrt(mean(x^2) + eps) * w.</summary>
+    /// <summary>o = x / sqrt(mean(x^2) + eps) * w; the sum of squares is accumulated in double, as ggml does.</summary>
     public static void RmsNorm(ReadOnlySpan<float> x, ReadOnlySpan<float> w, float eps, Span<float> o)
     {
-        float ss = TensorPrimitives.SumOfSquares(x) / x.Length;
-        float inv = 1f / MathF.Sqrt(ss + eps);
+        double sum = 0;
+        foreach (float v in x)
+        {
+            sum += v * v;
+        }
+
+        float mean = (float)(sum / x.Length);
+        float inv = 1f / MathF.Sqrt(mean + eps);
         TensorPrimitives.Multiply(x, inv, o);
         TensorPrimitives.Multiply(o, w, o);
     }

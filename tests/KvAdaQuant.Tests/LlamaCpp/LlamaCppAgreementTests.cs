@@ -34,13 +34,14 @@ public class LlamaCppAgreementTests(ConvertedModels converted, ITestOutputHelper
         Assert.True(maxDiff <= 1e-3, $"max |logit difference| {maxDiff:E3} > 1e-3");
     }
 
-    // Q8_0/Q4_0 weights: 1e-3 is NOT reached (see README "Agreement with llama.cpp"). Both engines quantize activations
-    // to Q8_0 blocks for these matrices and agree to ~2e-7 on the first positions, then drift apart by a few 1e-2
-    // once one position's K/V differs; stories260K also keeps ffn_down in F16 (172 columns is no multiple of 32),
-    // where llama.cpp rounds activations to F16 and we do not. These tests pin the measured bounds and top-1 agreement.
+    // Q8_0/Q4_0 weights: both engines quantize activations to Q8_0 blocks for these matrices, so a 1-ulp difference
+    // upstream can flip one int8 rounding and the logits drift apart. Since RMSNorm accumulates in double as ggml does,
+    // tiny-qwen2 Q8_0 agrees to 4.8e-7 (it was 5.1e-2); Q4_0 (llama.cpp runs repacked Q4_0 kernels with another
+    // summation order) and stories260K (attention/SiLU ulps) still differ by 0.04-0.25 (see README "Agreement with
+    // llama.cpp"). These tests hold tiny-qwen2 Q8_0 to 1e-3 and pin the other measured bounds and top-1 agreement.
     [LlamaCppTheory]
-    [InlineData(GgmlType.Q8_0, 0.5)]
-    [InlineData(GgmlType.Q4_0, 0.6)]
+    [InlineData(GgmlType.Q8_0, 0.4)]
+    [InlineData(GgmlType.Q4_0, 0.4)]
     public void Stories260K_QuantizedGguf_BothEnginesOnSameFile_LogitsAgreeWithinMeasuredBound(GgmlType type, double bound)
     {
         var gguf = converted.Get("stories260K", type);
@@ -52,7 +53,7 @@ public class LlamaCppAgreementTests(ConvertedModels converted, ITestOutputHelper
 
     [LlamaCppTheory]
     [InlineData(GgmlType.F32, 1e-3)]
-    [InlineData(GgmlType.Q8_0, 0.1)]
+    [InlineData(GgmlType.Q8_0, 1e-3)]
     [InlineData(GgmlType.Q4_0, 0.1)]
     public void SyntheticQwen2_GqaHalfSplitRopeQkvBias_LogitsAgree(GgmlType type, double bound)
     {
