@@ -67,6 +67,28 @@ public unsafe class QuantizedDotTests
         }
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(64)]
+    public void FourRowTileEqualsSingleRowsBitForBit(int blocks)
+    {
+        var rng = new Random(100 + blocks);
+        var (q, d, _) = Activations(rng, blocks * 32);
+        var w = RandomBlocks(rng, 4 * blocks, 34);
+        var tile = new float[4];
+        fixed (byte* pw = w)
+        fixed (sbyte* pq = q)
+        fixed (float* pd = d)
+        fixed (float* pt = tile)
+        {
+            QuantizedDot.DotQ8_0x4(pw, blocks * 34, pq, pd, blocks, pt);
+            for (int r = 0; r < 4; r++)
+            {
+                Assert.Equal(QuantizedDot.DotQ8_0(pw + (r * blocks * 34), pq, pd, blocks), tile[r]);
+            }
+        }
+    }
+
     [Fact]
     public void IntegerDotIsCloseToFloatDotOfDequantizedRow()
     {
