@@ -111,6 +111,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
                     bool q8 = w.Type == GgmlType.Q8_0;
                     fixed (sbyte* xq = _xq.Values)
                     fixed (float* xd = _xq.Scales)
+                    fixed (int* xs = _xq.Sums)
                     {
                         int r = r0;
                         if (q8 && n > 1)
@@ -139,7 +140,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
                             {
                                 sbyte* q = xq + ((long)t * cols);
                                 float* d = xd + ((long)t * blocks);
-                                _y[((long)t * rows) + r] = q8 ? QuantizedDot.DotQ8_0(row, q, d, blocks) : QuantizedDot.DotQ4_0(row, q, d, blocks);
+                                _y[((long)t * rows) + r] = q8 ? QuantizedDot.DotQ8_0(row, q, d, blocks) : QuantizedDot.DotQ4_0(row, q, d, xs + ((long)t * blocks), blocks);
                             }
                         }
                     }

@@ -70,6 +70,27 @@ public unsafe class QuantizedDotTests
     [Theory]
     [InlineData(1)]
     [InlineData(64)]
+    public void Q4_0WithBlockSumsEqualsScalarTwin(int blocks)
+    {
+        var rng = new Random(200 + blocks);
+        var x = Enumerable.Range(0, blocks * 32).Select(_ => (float)((rng.NextDouble() * 4) - 2)).ToArray();
+        var a = new Q8Activations();
+        a.Quantize(x, 1, x.Length);
+        var w = RandomBlocks(rng, blocks, 18);
+        fixed (byte* pw = w)
+        fixed (sbyte* pq = a.Values)
+        fixed (float* pd = a.Scales)
+        fixed (int* ps = a.Sums)
+        {
+            float scalar = QuantizedDot.DotQ4_0Scalar(pw, pq, pd, blocks);
+            float withSums = QuantizedDot.DotQ4_0(pw, pq, pd, ps, blocks);
+            Assert.True(MathF.Abs(scalar - withSums) <= 1e-5f * (1 + MathF.Abs(scalar)), $"scalar {scalar} vs block-sum path {withSums}");
+        }
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(64)]
     public void FourRowTileEqualsSingleRowsBitForBit(int blocks)
     {
         var rng = new Random(100 + blocks);
