@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using KvAdaQuant.Numerics;
 
 namespace KvAdaQuant.Engine;
 
@@ -56,8 +57,7 @@ public sealed class Sampler
 
         var p = _probs.AsSpan(0, n);
         TensorPrimitives.Divide(logits, _temperature, p);
-        TensorPrimitives.Subtract(p, TensorPrimitives.Max(p), p); // SoftMax does not subtract the max: exp overflows above ~88
-        TensorPrimitives.SoftMax(p, p);
+        Kernels.SoftMax(p);
         var idx = _index.AsSpan(0, n);
         for (int i = 0; i < n; i++)
         {

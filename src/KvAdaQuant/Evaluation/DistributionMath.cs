@@ -8,6 +8,16 @@ public static class DistributionMath
     /// <summary>Writes log softmax(<paramref name="logits"/>) into <paramref name="logProbs"/>.</summary>
     public static void LogSoftmax(ReadOnlySpan<float> logits, Span<float> logProbs)
     {
+        double logZ = LogSumExp(logits);
+        for (int i = 0; i < logits.Length; i++)
+        {
+            logProbs[i] = (float)(logits[i] - logZ);
+        }
+    }
+
+    /// <summary>log sum exp(logits), computed in double after subtracting the maximum.</summary>
+    public static double LogSumExp(ReadOnlySpan<float> logits)
+    {
         float max = TensorPrimitives.Max(logits);
         double sum = 0;
         foreach (float l in logits)
@@ -15,11 +25,7 @@ public static class DistributionMath
             sum += Math.Exp(l - max);
         }
 
-        double logZ = max + Math.Log(sum);
-        for (int i = 0; i < logits.Length; i++)
-        {
-            logProbs[i] = (float)(logits[i] - logZ);
-        }
+        return max + Math.Log(sum);
     }
 
     /// <summary>KL(P || Q) = sum p (log p - log q) from log-probabilities; zero for identical distributions.</summary>

@@ -72,15 +72,5 @@ public static class PerplexityEvaluator
     }
 
     /// <summary>log softmax(logits)[index], computed in double.</summary>
-    public static double LogSoftmaxAt(ReadOnlySpan<float> logits, int index)
-    {
-        float max = System.Numerics.Tensors.TensorPrimitives.Max(logits);
-        double sum = 0;
-        foreach (float l in logits)
-        {
-            sum += Math.Exp(l - max);
-        }
-
-        return logits[index] - max - Math.Log(sum);
-    }
+    public static double LogSoftmaxAt(ReadOnlySpan<float> logits, int index) => logits[index] - DistributionMath.LogSumExp(logits);
 }

@@ -80,8 +80,7 @@ public sealed class FullPrecisionKvStore : IKvLayerCache, IDisposable
         for (int r = 0; r < queryHeads; r++)
         {
             var s = scores.Slice(r * length, length);
-            TensorPrimitives.Subtract(s, TensorPrimitives.Max(s), s); // SoftMax does not subtract the max: exp overflows above ~88
-            TensorPrimitives.SoftMax(s, s);
+            Kernels.SoftMax(s);
         }
 
         output[..(queryHeads * hd)].Clear();

@@ -1,5 +1,6 @@
 using System.Numerics.Tensors;
 using KvAdaQuant.Quantization;
+using KvAdaQuant.Numerics;
 
 namespace KvAdaQuant.KvCache;
 
@@ -87,8 +88,7 @@ public sealed class QuantizedKvStore : IKvLayerCache, IDisposable
         for (int r = 0; r < queryHeads; r++)
         {
             var row = s.Slice(r * length, length);
-            TensorPrimitives.Subtract(row, TensorPrimitives.Max(row), row); // SoftMax does not subtract the max: exp overflows above ~88
-            TensorPrimitives.SoftMax(row, row);
+            Kernels.SoftMax(row);
         }
 
         var o = output[..(queryHeads * hd)];

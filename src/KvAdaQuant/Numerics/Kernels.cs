@@ -20,6 +20,16 @@ public static class Kernels
         TensorPrimitives.Multiply(o, w, o);
     }
 
+    /// <summary>
+    /// Softmax in place, numerically stable: the maximum is subtracted first, because
+    /// <see cref="TensorPrimitives.SoftMax(ReadOnlySpan{float}, Span{float})"/> does not and exp overflows above ~88.
+    /// </summary>
+    public static void SoftMax(Span<float> x)
+    {
+        TensorPrimitives.Subtract(x, TensorPrimitives.Max(x), x);
+        TensorPrimitives.SoftMax(x, x);
+    }
+
     /// <summary>g = silu(g) * u, in place on <paramref name="gate"/>.</summary>
     public static void SwiGlu(Span<float> gate, ReadOnlySpan<float> up)
     {
