@@ -184,6 +184,13 @@ public sealed class LlamaCppContext : IDisposable
             ? LLamaFlashAttentionType.LLAMA_FLASH_ATTENTION_TYPE_ENABLED
             : LLamaFlashAttentionType.LLAMA_FLASH_ATTENTION_TYPE_DISABLED;
         native.no_perf = true;
+        if (options.Trace is not null)
+        {
+            var (callback, userData) = options.Trace.Bind(LlamaCppRuntime.GgmlBaseLibrary());
+            native.cb_eval = callback;
+            native.cb_eval_user_data = userData;
+        }
+
         try
         {
             var handle = SafeLLamaContextHandle.Create(model.Handle, native);

@@ -24,6 +24,9 @@ public sealed record LlamaCppContextOptions
     /// <summary>Most tokens per llama_decode call (0: the context size, capped at 512).</summary>
     public int BatchSize { get; init; }
 
+    /// <summary>Records llama.cpp's intermediate tensors while this context evaluates (null: none, the normal case).</summary>
+    public LlamaCppTensorTrace? Trace { get; init; }
+
     /// <summary>The flash-attention setting actually used.</summary>
     public bool EffectiveFlashAttention => FlashAttention ?? LlamaCppCacheTypes.IsQuantized(TypeV);
 

@@ -30,6 +30,19 @@ public static class LlamaCppRuntime
         return info.Error is null;
     }
 
+    /// <summary>Path of the ggml base library next to the loaded <c>libllama.so</c> (ggml's tensor functions live there).</summary>
+    public static string GgmlBaseLibrary()
+    {
+        var info = Load();
+        var dir = Path.GetDirectoryName(info.LibraryPath);
+        if (string.IsNullOrEmpty(dir))
+        {
+            throw new LlamaCppException($"the loaded llama.cpp library's path is unknown ({info.LibraryPath}); cannot find libggml-base.so beside it");
+        }
+
+        return Path.Combine(dir, OperatingSystem.IsWindows() ? "ggml-base.dll" : OperatingSystem.IsMacOS() ? "libggml-base.dylib" : "libggml-base.so");
+    }
+
     private static LlamaCppRuntimeInfo LoadOnce()
     {
         try

@@ -164,7 +164,7 @@ public sealed class Transformer : IDisposable
             var h3 = ws.H3.AsSpan(0, n * hid);
             _matmul.MatMul(lw.W1, xb, h1, n);
             _matmul.MatMul(lw.W3, xb, h3, n);
-            Kernels.SwiGlu(h1, h3);
+            Kernels.SwiGlu(h1, h3, hid);
             _matmul.MatMul(lw.W2, h1, xb, n);
             TensorPrimitives.Add(x, xb, x);
             observer?.OnResidual(l, pos0, n, x);

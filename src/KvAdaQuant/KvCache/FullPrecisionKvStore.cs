@@ -64,6 +64,10 @@ public sealed class FullPrecisionKvStore : IKvLayerCache, IDisposable
     /// <inheritdoc/>
     public void Attend(int kvHead, ReadOnlySpan<float> queries, int queryHeads, int length, Span<float> output, Span<float> scores)
     {
+        // The arithmetic of llama.cpp's CPU attention with an F32 cache and flash attention off, so both engines round
+        // alike: q·k in ggml_vec_dot_f32's order, times the scale, ggml's softmax, and p·V in the order of its batched
+        // F32 matrix product (llamafile tinyBLAS: position j accumulates, fused, into lane j mod 16, then the 16 lanes
+        // are reduced as _mm512_reduce_add_ps does).
         int hd = _layout.HeadDim;
         float scale = _layout.Scale;
         Span<float> row = stackalloc float[hd];
@@ -73,7 +77,7 @@ public sealed class FullPrecisionKvStore : IKvLayerCache, IDisposable
             var k = Row(_k, baseIdx + ((long)j * hd), hd, row);
             for (int r = 0; r < queryHeads; r++)
             {
-                scores[(r * length) + j] = TensorPrimitives.Dot(queries.Slice(r * hd, hd), k) * scale;
+                scores[(r * length) + j] = GgmlArithmetic.Dot(queries.Slice(r * hd, hd), k) * scale;
             }
         }
 
@@ -83,15 +87,30 @@ public sealed class FullPrecisionKvStore : IKvLayerCache, IDisposable
             Kernels.SoftMax(s);
         }
 
-        output[..(queryHeads * hd)].Clear();
+        int laneFloats = 16 * hd;
+        int total = queryHeads * laneFloats;
+        float[]? rented = total > 4096 ? System.Buffers.ArrayPool<float>.Shared.Rent(total) : null;
+        Span<float> lanes = rented is null ? stackalloc float[total] : rented.AsSpan(0, total);
+        lanes.Clear();
         for (int j = 0; j < length; j++)
         {
             var v = Row(_v, baseIdx + ((long)j * hd), hd, row);
+            int lane = (j & 15) * hd;
             for (int r = 0; r < queryHeads; r++)
             {
-                var o = output.Slice(r * hd, hd);
-                TensorPrimitives.MultiplyAdd(v, scores[(r * length) + j], o, o);
+                var acc = lanes.Slice((r * laneFloats) + lane, hd);
+                TensorPrimitives.FusedMultiplyAdd(v, scores[(r * length) + j], acc, acc);
             }
+        }
+
+        for (int r = 0; r < queryHeads; r++)
+        {
+            GgmlArithmetic.ReduceLanes16(lanes.Slice(r * laneFloats, laneFloats), hd, output.Slice(r * hd, hd));
+        }
+
+        if (rented is not null)
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(rented);
         }
     }
 

@@ -21,27 +21,79 @@ public static class Kernels
     }
 
     /// <summary>
-    /// Softmax in place, numerically stable: the maximum is subtracted first, because
-    /// <see cref="TensorPrimitives.SoftMax(ReadOnlySpan{float}, Span{float})"/> does not and exp overflows above ~88.
+    /// Softmax in place, as ggml's CPU soft_max computes it (so that our logits can agree with llama.cpp's to the bit):
+    /// the maximum is subtracted first (exp overflows above ~88 otherwise), exp is <see cref="GgmlArithmetic.Exp"/>,
+    /// the values are summed in groups of 16 (a partial last group padded with zeros) by
+    /// <see cref="GgmlArithmetic.Sum16(ReadOnlySpan{float})"/>, the group sums accumulated in double, and every value
+    /// multiplied by (float)(1 / sum).
     /// </summary>
     public static void SoftMax(Span<float> x)
     {
-        TensorPrimitives.Subtract(x, TensorPrimitives.Max(x), x);
-        TensorPrimitives.SoftMax(x, x);
+        float max = float.NegativeInfinity;
+        foreach (float v in x)
+        {
+            max = v > max ? v : max;
+        }
+
+        double sum = 0;
+        Span<float> lanes = stackalloc float[16];
+        for (int i = 0; i < x.Length; i += 16)
+        {
+            int m = Math.Min(16, x.Length - i);
+            lanes.Clear();
+            for (int l = 0; l < m; l++)
+            {
+                float e = GgmlArithmetic.Exp(x[i + l] - max);
+                x[i + l] = e;
+                lanes[l] = e;
+            }
+
+            sum += GgmlArithmetic.Sum16(lanes);
+        }
+
+        TensorPrimitives.Multiply(x, (float)(1.0 / sum), x);
     }
 
-    /// <summary>g = silu(g) * u, in place on <paramref name="gate"/>.</summary>
+    /// <summary>
+    /// g = silu(g) * u, in place on <paramref name="gate"/>, row by row (<paramref name="rowLength"/> values each), as
+    /// ggml's swiglu: the first multiple of 16 of each row uses <see cref="GgmlArithmetic.Silu"/> (its vectorized exp),
+    /// the rest of the row the C library's expf.
+    /// </summary>
+    public static void SwiGlu(Span<float> gate, ReadOnlySpan<float> up, int rowLength)
+    {
+        if (rowLength <= 0 || gate.Length % rowLength != 0 || up.Length < gate.Length)
+        {
+            throw new ArgumentException($"{gate.Length} gate values are not whole rows of {rowLength} (up has {up.Length})");
+        }
+
+        for (int r = 0; r < gate.Length; r += rowLength)
+        {
+            SwiGlu(gate.Slice(r, rowLength), up.Slice(r, rowLength));
+        }
+    }
+
+    /// <summary>g = silu(g) * u, in place on <paramref name="gate"/>, as one row of ggml's swiglu (see the overload with rows).</summary>
     public static void SwiGlu(Span<float> gate, ReadOnlySpan<float> up)
     {
-        // silu(x) = x * sigmoid(x)
-        for (int i = 0; i < gate.Length; i++)
+        int n = gate.Length;
+        int vec = n & ~15;
+        for (int i = 0; i < vec; i++)
+        {
+            gate[i] = GgmlArithmetic.Silu(gate[i]) * up[i];
+        }
+
+        for (int i = vec; i < n; i++)
         {
             float g = gate[i];
             gate[i] = g / (1f + MathF.Exp(-g)) * up[i];
         }
     }
 
-    /// <summary>Rotates each head of <paramref name="v"/> (heads x headDim) by the angles in cos/sin (headDim/2 each).</summary>
+    /// <summary>
+    /// Rotates each head of <paramref name="v"/> (heads x headDim) by the angles in cos/sin (headDim/2 each):
+    /// x0' = x0 cos - x1 sin and x1' = x0 sin + x1 cos, each with the first product fused into the add, as the compiled
+    /// ggml rope kernel rounds.
+    /// </summary>
     public static void Rope(Span<float> v, int headDim, ReadOnlySpan<float> cos, ReadOnlySpan<float> sin, bool interleaved)
     {
         int half = headDim / 2;
@@ -53,8 +105,8 @@ public static class Kernels
                 int a = interleaved ? 2 * i : i;
                 int b = interleaved ? (2 * i) + 1 : i + half;
                 float x0 = x[a], x1 = x[b];
-                x[a] = (x0 * cos[i]) - (x1 * sin[i]);
-                x[b] = (x0 * sin[i]) + (x1 * cos[i]);
+                x[a] = MathF.FusedMultiplyAdd(x0, cos[i], -(x1 * sin[i]));
+                x[b] = MathF.FusedMultiplyAdd(x0, sin[i], x1 * cos[i]);
             }
         }
     }

@@ -1,8 +1,8 @@
 namespace KvAdaQuant.Numerics;
 
 /// <summary>
-/// Activation vectors quantized to int8 in blocks of 32 with one scale each (ggml's Q8_0 rule: d = max|x| / 127
-/// rounded to FP16, q = round(x / d)), the right-hand side of the Q8_0 and Q4_0 integer dot products.
+/// Activation vectors quantized to int8 in blocks of 32 with one scale each (ggml's x86 Q8_0 rule: d = max|x| / 127
+/// rounded to FP16, q = x * (127 / max|x|) rounded half to even), the right-hand side of the Q8_0 and Q4_0 integer dot products.
 /// Buffers grow on demand and are reused.
 /// </summary>
 public sealed class Q8Activations
@@ -50,7 +50,11 @@ public sealed class Q8Activations
         }
     }
 
-    /// <summary>One block of 32 by ggml's reference rule.</summary>
+    /// <summary>
+    /// One block of 32 as ggml's x86 quantize_row_q8_0 does it (the code llama.cpp runs here): multiplier 127 / max|x|,
+    /// round half to even. (The C reference multiplies by 1 / d and rounds half away from zero; ties and the one-ulp
+    /// difference of the multipliers flip a value now and then, which shows in the logits.)
+    /// </summary>
     public static void QuantizeBlock(ReadOnlySpan<float> x, Span<sbyte> q, out float scale)
     {
         float amax = 0;
@@ -60,10 +64,10 @@ public sealed class Q8Activations
         }
 
         float d = amax / 127f;
-        float id = d != 0 ? 1f / d : 0f;
+        float id = amax != 0 ? 127f / amax : 0f;
         for (int i = 0; i < 32; i++)
         {
-            q[i] = (sbyte)MathF.Round(x[i] * id, MidpointRounding.AwayFromZero);
+            q[i] = (sbyte)MathF.Round(x[i] * id, MidpointRounding.ToEven);
         }
 
         scale = (float)(Half)d;

@@ -79,7 +79,7 @@ public static unsafe class QuantizedDot
             acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p), Vector256.Create(scale), acc);
         }
 
-        return Vector256.Sum(acc);
+        return GgmlArithmetic.Sum8(acc);
     }
 
     /// <summary>
@@ -114,10 +114,10 @@ public static unsafe class QuantizedDot
             a3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotBlock(Avx.LoadVector256((sbyte*)(r3 + o + 2)), x)), Vector256.Create((float)*(Half*)(r3 + o) * dx), a3);
         }
 
-        output[0] = Vector256.Sum(a0);
-        output[1] = Vector256.Sum(a1);
-        output[2] = Vector256.Sum(a2);
-        output[3] = Vector256.Sum(a3);
+        output[0] = GgmlArithmetic.Sum8(a0);
+        output[1] = GgmlArithmetic.Sum8(a1);
+        output[2] = GgmlArithmetic.Sum8(a2);
+        output[3] = GgmlArithmetic.Sum8(a3);
     }
 
     /// <summary>
@@ -145,7 +145,7 @@ public static unsafe class QuantizedDot
             acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p), Vector256.Create(scale), acc);
         }
 
-        return Vector256.Sum(acc);
+        return GgmlArithmetic.Sum8(acc);
     }
 
     /// <summary>AVX2 (+VNNI) path of <see cref="DotQ4_0"/>.</summary>
@@ -167,7 +167,7 @@ public static unsafe class QuantizedDot
             acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p), Vector256.Create(scale), acc);
         }
 
-        return Vector256.Sum(acc);
+        return GgmlArithmetic.Sum8(acc);
     }
 
     /// <summary>Q4_K row (super-blocks of 256 in 144 bytes) · int8 activations; <paramref name="xsum"/> holds each 32-block's sum of int8 values.</summary>

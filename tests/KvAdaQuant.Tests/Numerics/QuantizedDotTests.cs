@@ -160,17 +160,23 @@ public unsafe class QuantizedDotTests
     }
 
     [Fact]
-    public void ActivationQuantizationFollowsGgmlRule()
+    public void ActivationQuantizationFollowsGgmlX86Rule()
     {
+        // ggml's x86 quantize_row_q8_0: scale d = max / 127 stored as FP16, values x * (127 / max) rounded half to
+        // even (the C reference's roundf would round ties away from zero). With max = 127 the multiplier is exactly 1.
         var x = new float[32];
-        x[0] = 1.27f;
-        x[1] = -0.635f;
-        x[2] = 0.005f;
+        x[0] = 127f;
+        x[1] = -63.5f;
+        x[2] = 2.5f;
+        x[3] = 3.5f;
+        x[4] = -0.5f;
         var q = new sbyte[32];
         Q8Activations.QuantizeBlock(x, q, out float d);
-        Assert.Equal((float)(Half)(1.27f / 127f), d);
+        Assert.Equal(1f, d);
         Assert.Equal(127, q[0]);
-        Assert.Equal(-64, q[1]); // -63.5 rounds away from zero
-        Assert.Equal(1, q[2]);   // 0.5 rounds away from zero
+        Assert.Equal(-64, q[1]);
+        Assert.Equal(2, q[2]);
+        Assert.Equal(4, q[3]);
+        Assert.Equal(0, q[4]);
     }
 }

@@ -1,0 +1,241 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.InteropServices;
+using System.Runtime.Intrinsics;
+
+namespace KvAdaQuant.Numerics;
+
+/// <summary>
+/// The float arithmetic of ggml's CPU backend as built for x86 with AVX-512 (llama.cpp through LLamaSharp.Backend.Cpu),
+/// reproduced operation by operation so that our engine and llama.cpp round the same way: its vectorized exp (a
+/// polynomial adapted from Arm's optimized routines, with <c>vscalefps</c> for the exponent), the order in which
+/// <c>_mm512_reduce_add_ps</c> and <c>hsum_float_8</c> add their lanes, and the accumulation order of
+/// <c>ggml_vec_dot_f32</c> (four 16-lane accumulators over chunks of 64, then a plain float tail). Written from the
+/// algorithm, not copied. Each vector path has a scalar twin that gives the same bits.
+/// </summary>
+public static class GgmlArithmetic
+{
+    // Constants of the exp polynomial, as float bit patterns (0x1.8p23, 0x1.715476p+0, ...).
+    private static readonly float Shift = BitConverter.Int32BitsToSingle(0x4B400000);      // 1.5 * 2^23: rounds to an integer
+    private static readonly float Log2E = BitConverter.Int32BitsToSingle(0x3FB8AA3B);      // 1/ln 2
+    private static readonly float Ln2Hi = BitConverter.Int32BitsToSingle(0x3F317200);      // ln 2, high part
+    private static readonly float Ln2Lo = BitConverter.Int32BitsToSingle(0x35BFBE8E);      // ln 2, low part
+    private static readonly float C0 = BitConverter.Int32BitsToSingle(0x3C072010);
+    private static readonly float C1 = BitConverter.Int32BitsToSingle(0x3D2B9F17);
+    private static readonly float C2 = BitConverter.Int32BitsToSingle(0x3E2AAF33);
+    private static readonly float C3 = BitConverter.Int32BitsToSingle(0x3EFFFEDB);
+    private static readonly float C4 = BitConverter.Int32BitsToSingle(0x3F7FFFF6);
+
+    /// <summary>
+    /// e^x as one lane of ggml's AVX-512 <c>ggml_v_expf</c>: n = round(x / ln 2), b = x - n ln 2 (in two fused steps),
+    /// a degree-5 polynomial j(b) evaluated with fused multiply-adds, then j * 2^n rounded once. |n| &gt; 192 gives 0 or
+    /// infinity; NaN stays NaN. Within 1.5 ulp of the true value; what matters here is that the bits are ggml's.
+    /// </summary>
+    public static float Exp(float x)
+    {
+        float z = MathF.FusedMultiplyAdd(x, Log2E, Shift);
+        float n = z - Shift;
+        float b = MathF.FusedMultiplyAdd(-n, Ln2Lo, MathF.FusedMultiplyAdd(-n, Ln2Hi, x));
+        if (MathF.Abs(n) > 192f)
+        {
+            return n <= 0 ? 0f : float.PositiveInfinity;
+        }
+
+        float u = b * b;
+        float j = MathF.FusedMultiplyAdd(
+            MathF.FusedMultiplyAdd(MathF.FusedMultiplyAdd(C0, b, C1), u, MathF.FusedMultiplyAdd(C2, b, C3)),
+            u,
+            MathF.FusedMultiplyAdd(C4, b, 1f));
+        if (float.IsNaN(n))
+        {
+            return float.NaN;
+        }
+
+        int e = (int)n;
+        if (e is >= -126 and <= 127)
+        {
+            // 2^e is a normal float: one rounding, as vscalefps does.
+            return j * BitConverter.Int32BitsToSingle((e + 127) << 23);
+        }
+
+        // j * 2^e is exact in double; the conversion rounds once (to a subnormal, zero or infinity).
+        return (float)Math.ScaleB((double)j, e);
+    }
+
+    /// <summary>silu(x) = x / (1 + e^-x) with <see cref="Exp"/>, as ggml's vectorized <c>ggml_v_silu</c>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Silu(float x) => x / (1f + Exp(0f - x));
+
+    /// <summary>
+    /// Sum of 16 lanes in the order of GCC's <c>_mm512_reduce_add_ps</c>: upper 8 + lower 8, then upper 4 + lower 4,
+    /// then (l0 + l2) + (l1 + l3).
+    /// </summary>
+    public static float Sum16(ReadOnlySpan<float> lanes)
+    {
+        if (lanes.Length != 16)
+        {
+            throw new ArgumentException($"expected 16 lanes, got {lanes.Length}", nameof(lanes));
+        }
+
+        Span<float> t8 = stackalloc float[8];
+        for (int i = 0; i < 8; i++)
+        {
+            t8[i] = lanes[i + 8] + lanes[i];
+        }
+
+        Span<float> t4 = stackalloc float[4];
+        for (int i = 0; i < 4; i++)
+        {
+            t4[i] = t8[i + 4] + t8[i];
+        }
+
+        return (t4[0] + t4[2]) + (t4[1] + t4[3]);
+    }
+
+    /// <summary><see cref="Sum16"/> of a 16-lane vector held as two 8-lane halves (lanes 0-7, lanes 8-15).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Sum16(Vector256<float> low, Vector256<float> high)
+    {
+        var t8 = high + low;
+        var t4 = t8.GetUpper() + t8.GetLower();
+        return (t4.GetElement(0) + t4.GetElement(2)) + (t4.GetElement(1) + t4.GetElement(3));
+    }
+
+    /// <summary>
+    /// For each d in 0..n-1, <see cref="Sum16(ReadOnlySpan{float})"/> of lanes[l * n + d] over l = 0..15 (16 rows of
+    /// n partial sums, reduced as one 16-lane register per d), written to <paramref name="output"/>; lanes is overwritten.
+    /// </summary>
+    public static void ReduceLanes16(Span<float> lanes, int n, Span<float> output)
+    {
+        if (lanes.Length < 16 * n || output.Length < n)
+        {
+            throw new ArgumentException($"need 16 x {n} lanes and {n} outputs, got {lanes.Length} and {output.Length}");
+        }
+
+        // element-wise adds, in the tree order of Sum16: rows l + 8 onto l, then l + 4 onto l, then (0 + 2) + (1 + 3).
+        for (int l = 0; l < 8; l++)
+        {
+            System.Numerics.Tensors.TensorPrimitives.Add(lanes.Slice((l + 8) * n, n), lanes.Slice(l * n, n), lanes.Slice(l * n, n));
+        }
+
+        for (int l = 0; l < 4; l++)
+        {
+            System.Numerics.Tensors.TensorPrimitives.Add(lanes.Slice((l + 4) * n, n), lanes.Slice(l * n, n), lanes.Slice(l * n, n));
+        }
+
+        System.Numerics.Tensors.TensorPrimitives.Add(lanes.Slice(0, n), lanes.Slice(2 * n, n), lanes.Slice(0, n));
+        System.Numerics.Tensors.TensorPrimitives.Add(lanes.Slice(n, n), lanes.Slice(3 * n, n), lanes.Slice(n, n));
+        System.Numerics.Tensors.TensorPrimitives.Add(lanes.Slice(0, n), lanes.Slice(n, n), output[..n]);
+    }
+
+    /// <summary>
+    /// Sum of 8 lanes in the order of ggml's <c>hsum_float_8</c> (and llamafile's hsum of a __m256): upper 4 + lower 4,
+    /// then (l0 + l2) + (l1 + l3). .NET's <c>Vector256.Sum</c> adds in another order.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static float Sum8(Vector256<float> v)
+    {
+        var t4 = v.GetUpper() + v.GetLower();
+        return (t4.GetElement(0) + t4.GetElement(2)) + (t4.GetElement(1) + t4.GetElement(3));
+    }
+
+    /// <summary>Scalar twin of <see cref="Sum8(Vector256{float})"/>.</summary>
+    public static float Sum8Scalar(ReadOnlySpan<float> lanes)
+    {
+        if (lanes.Length != 8)
+        {
+            throw new ArgumentException($"expected 8 lanes, got {lanes.Length}", nameof(lanes));
+        }
+
+        float t0 = lanes[4] + lanes[0], t1 = lanes[5] + lanes[1], t2 = lanes[6] + lanes[2], t3 = lanes[7] + lanes[3];
+        return (t0 + t2) + (t1 + t3);
+    }
+
+    /// <summary>
+    /// x · y in the order of ggml's <c>ggml_vec_dot_f32</c> on AVX-512: four 16-lane fused accumulators over chunks of
+    /// 64, combined (a0 + a2) + (a1 + a3), reduced by <see cref="Sum16(ReadOnlySpan{float})"/>, then the remaining
+    /// elements added one by one in float (product rounded, then added).
+    /// </summary>
+    public static float Dot(ReadOnlySpan<float> x, ReadOnlySpan<float> y)
+        => Vector256.IsHardwareAccelerated ? DotVector(x, y) : DotScalar(x, y);
+
+    /// <summary>Scalar twin of <see cref="Dot"/>.</summary>
+    public static float DotScalar(ReadOnlySpan<float> x, ReadOnlySpan<float> y)
+    {
+        CheckLengths(x, y);
+        int n = x.Length;
+        int np = n & ~63;
+        float sum = 0f;
+        if (np > 0)
+        {
+            Span<float> acc = stackalloc float[64];
+            acc.Clear();
+            for (int i = 0; i < np; i += 64)
+            {
+                for (int l = 0; l < 64; l++)
+                {
+                    acc[l] = MathF.FusedMultiplyAdd(x[i + l], y[i + l], acc[l]);
+                }
+            }
+
+            Span<float> v = stackalloc float[16];
+            for (int l = 0; l < 16; l++)
+            {
+                v[l] = (acc[l] + acc[32 + l]) + (acc[16 + l] + acc[48 + l]);
+            }
+
+            sum = Sum16(v);
+        }
+
+        for (int i = np; i < n; i++)
+        {
+            sum += x[i] * y[i];
+        }
+
+        return sum;
+    }
+
+    /// <summary>Vector path of <see cref="Dot"/> (each 16-lane accumulator as two Vector256 halves); same bits as the scalar twin.</summary>
+    public static float DotVector(ReadOnlySpan<float> x, ReadOnlySpan<float> y)
+    {
+        CheckLengths(x, y);
+        int n = x.Length;
+        int np = n & ~63;
+        float sum = 0f;
+        if (np > 0)
+        {
+            ref float xr = ref MemoryMarshal.GetReference(x);
+            ref float yr = ref MemoryMarshal.GetReference(y);
+            Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+            for (int i = 0; i < np; i += 64)
+            {
+                nuint o = (nuint)i;
+                a0 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref xr, o), Vector256.LoadUnsafe(ref yr, o), a0);
+                a1 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref xr, o + 8), Vector256.LoadUnsafe(ref yr, o + 8), a1);
+                a2 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref xr, o + 16), Vector256.LoadUnsafe(ref yr, o + 16), a2);
+                a3 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref xr, o + 24), Vector256.LoadUnsafe(ref yr, o + 24), a3);
+                a4 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref xr, o + 32), Vector256.LoadUnsafe(ref yr, o + 32), a4);
+                a5 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref xr, o + 40), Vector256.LoadUnsafe(ref yr, o + 40), a5);
+                a6 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref xr, o + 48), Vector256.LoadUnsafe(ref yr, o + 48), a6);
+                a7 = Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref xr, o + 56), Vector256.LoadUnsafe(ref yr, o + 56), a7);
+            }
+
+            // accumulators 0..3 are 16 lanes each: (a0,a1), (a2,a3), (a4,a5), (a6,a7).
+            sum = Sum16((a0 + a4) + (a2 + a6), (a1 + a5) + (a3 + a7));
+        }
+
+        for (int i = np; i < n; i++)
+        {
+            sum += x[i] * y[i];
+        }
+
+        return sum;
+    }
+
+    private static void CheckLengths(ReadOnlySpan<float> x, ReadOnlySpan<float> y)
+    {
+        if (x.Length != y.Length)
+        {
+            throw new ArgumentException($"vectors of {x.Length} and {y.Length} floats");
+        }
+    }
+}
