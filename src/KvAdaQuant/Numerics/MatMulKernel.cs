@@ -58,11 +58,23 @@ public sealed unsafe class MatMulKernel : IParallelWork
             // Enough chunks to balance the threads, few enough that dispatch stays cheap.
             int target = _pool.Threads * 8;
             _rowsPerChunk = Math.Max(4, (w.Rows + target - 1) / target);
+            if (Q4_0InRowGroups(w))
+            {
+                _rowsPerChunk = (_rowsPerChunk + 7) & ~7;
+            }
+
             int chunks = (w.Rows + _rowsPerChunk - 1) / _rowsPerChunk;
             _pool.Run(this, chunks);
             _w = null;
         }
     }
+
+    /// <summary>
+    /// Whether a Q4_0 matrix is multiplied in groups of 8 rows with one running float per row (the summation order of
+    /// llama.cpp's repacked q4_0_8x8 kernels, which its x86 builds use when the row count is a multiple of 8); other
+    /// Q4_0 matrices sum each row in 8 float lanes as ggml_vec_dot_q4_0_q8_0 does.
+    /// </summary>
+    public static bool Q4_0InRowGroups(WeightMatrix w) => w.Type == GgmlType.Q4_0 && w.Rows % 8 == 0;
 
     /// <inheritdoc/>
     public void Execute(int index, int worker)
@@ -114,6 +126,20 @@ public sealed unsafe class MatMulKernel : IParallelWork
                     fixed (int* xs = _xq.Sums)
                     {
                         int r = r0;
+                        if (!q8 && Q4_0InRowGroups(w))
+                        {
+                            // llama.cpp repacks these into groups of 8 rows and sums each row block by block in one float.
+                            float* group = stackalloc float[8];
+                            for (; r + 8 <= r1; r += 8)
+                            {
+                                for (int t = 0; t < n; t++)
+                                {
+                                    QuantizedDot.DotQ4_0x8Chain(w.RowPointer(r), w.RowByteCount, xq + ((long)t * cols), xd + ((long)t * blocks), xs + ((long)t * blocks), blocks, group);
+                                    new ReadOnlySpan<float>(group, 8).CopyTo(new Span<float>(_y + ((long)t * rows) + r, 8));
+                                }
+                            }
+                        }
+
                         if (q8 && n > 1)
                         {
                             // Batches (prefill): tiles of four rows share each activation block; identical per-row arithmetic.
@@ -140,7 +166,9 @@ public sealed unsafe class MatMulKernel : IParallelWork
                             {
                                 sbyte* q = xq + ((long)t * cols);
                                 float* d = xd + ((long)t * blocks);
-                                _y[((long)t * rows) + r] = q8 ? QuantizedDot.DotQ8_0(row, q, d, blocks) : QuantizedDot.DotQ4_0(row, q, d, xs + ((long)t * blocks), blocks);
+                                // (Q4_0 here: the signed form, whose 8 int lanes are ggml_vec_dot_q4_0_q8_0's; the block-sum form folds
+                                // -8 sum(x) into one lane and rounds differently.)
+                                _y[((long)t * rows) + r] = q8 ? QuantizedDot.DotQ8_0(row, q, d, blocks) : QuantizedDot.DotQ4_0(row, q, d, blocks);
                             }
                         }
                     }

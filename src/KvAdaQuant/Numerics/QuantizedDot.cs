@@ -170,6 +170,74 @@ public static unsafe class QuantizedDot
         return GgmlArithmetic.Sum8(acc);
     }
 
+    /// <summary>
+    /// Eight consecutive Q4_0 rows (<paramref name="rowStride"/> bytes apart) · the same int8 activations, in the order of
+    /// llama.cpp's repacked Q4_0 kernels (ggml_gemv/gemm_q4_0_8x8_q8_0, which x86 builds use for every Q4_0 matrix whose
+    /// row count is a multiple of 8): per 32-block an exact integer dot product, converted to float and fused into one
+    /// running sum per row, y = fma(isum_b, d_w * d_x, y) block after block. The AVX2 path keeps the eight rows' sums in
+    /// the eight lanes of one register; <see cref="DotQ4_0ChainScalar"/> is its twin, row by row.
+    /// </summary>
+    public static void DotQ4_0x8Chain(byte* rows, long rowStride, sbyte* xq, float* xd, int* xsum, int blocks, float* output)
+    {
+        if (!VectorPathSupported)
+        {
+            for (int r = 0; r < 8; r++)
+            {
+                output[r] = DotQ4_0ChainScalar(rows + (r * rowStride), xq, xd, blocks);
+            }
+
+            return;
+        }
+
+        var acc = Vector256<float>.Zero;
+        var low = Vector128.Create((byte)0x0F);
+        float* scale = stackalloc float[8];
+        for (int b = 0; b < blocks; b++)
+        {
+            var x = Avx.LoadVector256(xq + (b * 32));
+            var eightSum = Vector256.CreateScalar(8 * xsum[b]);
+            float dx = xd[b];
+            byte* blk0 = rows + (b * 18L);
+            var p0 = RowBlock(blk0, x, low, eightSum, dx, scale, 0);
+            var p1 = RowBlock(blk0 + rowStride, x, low, eightSum, dx, scale, 1);
+            var p2 = RowBlock(blk0 + (2 * rowStride), x, low, eightSum, dx, scale, 2);
+            var p3 = RowBlock(blk0 + (3 * rowStride), x, low, eightSum, dx, scale, 3);
+            var p4 = RowBlock(blk0 + (4 * rowStride), x, low, eightSum, dx, scale, 4);
+            var p5 = RowBlock(blk0 + (5 * rowStride), x, low, eightSum, dx, scale, 5);
+            var p6 = RowBlock(blk0 + (6 * rowStride), x, low, eightSum, dx, scale, 6);
+            var p7 = RowBlock(blk0 + (7 * rowStride), x, low, eightSum, dx, scale, 7);
+
+            // integer horizontal sums of the eight rows into the eight lanes (exact): pairwise adds, then 128-bit halves.
+            var h0123 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(p0, p1), Avx2.HorizontalAdd(p2, p3));
+            var h4567 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(p4, p5), Avx2.HorizontalAdd(p6, p7));
+            var sums = Avx2.Add(Avx2.Permute2x128(h0123, h4567, 0x20), Avx2.Permute2x128(h0123, h4567, 0x31));
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), Avx.LoadVector256(scale), acc);
+        }
+
+        acc.Store(output);
+    }
+
+    /// <summary>Scalar twin of <see cref="DotQ4_0x8Chain"/> for one row: exact block sums fused into one running float.</summary>
+    public static float DotQ4_0ChainScalar(byte* row, sbyte* xq, float* xd, int blocks)
+    {
+        float sum = 0;
+        for (int b = 0; b < blocks; b++)
+        {
+            byte* blk = row + (b * 18);
+            byte* qs = blk + 2;
+            sbyte* x = xq + (b * 32);
+            int s = 0;
+            for (int i = 0; i < 16; i++)
+            {
+                s += (((qs[i] & 0x0F) - 8) * x[i]) + (((qs[i] >> 4) - 8) * x[i + 16]);
+            }
+
+            sum = MathF.FusedMultiplyAdd(s, (float)*(Half*)blk * xd[b], sum);
+        }
+
+        return sum;
+    }
+
     /// <summary>Q4_K row (super-blocks of 256 in 144 bytes) · int8 activations; <paramref name="xsum"/> holds each 32-block's sum of int8 values.</summary>
     public static float DotQ4_K(byte* row, sbyte* xq, float* xd, int* xsum, int superBlocks)
         => VectorPathSupported ? DotQ4_KAvx2(row, xq, xd, xsum, superBlocks) : DotQ4_KScalar(row, xq, xd, xsum, superBlocks);
@@ -251,6 +319,17 @@ public static unsafe class QuantizedDot
             scale = (q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4);
             min = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
         }
+    }
+
+    // One row's block: the eight int32 partial sums of (q - 8) x (the -8 x sum folded into lane 0), and its scale d_w * d_x.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> RowBlock(byte* blk, Vector256<sbyte> x, Vector128<byte> low, Vector256<int> eightSum, float dx, float* scale, int r)
+    {
+        var q = Sse2.LoadVector128(blk + 2);
+        var lo = Sse2.And(q, low);
+        var hi = Sse2.And(Sse2.ShiftRightLogical(q.AsUInt16(), 4).AsByte(), low);
+        scale[r] = (float)*(Half*)blk * dx;
+        return Avx2.Subtract(UnsignedDot(Vector256.Create(lo, hi), x), eightSum);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -54,7 +54,7 @@ public class LlamaCppAgreementTests(ConvertedModels converted, ITestOutputHelper
     [LlamaCppTheory]
     [InlineData(GgmlType.F32, 1e-3)]
     [InlineData(GgmlType.Q8_0, 1e-3)]
-    [InlineData(GgmlType.Q4_0, 0.1)]
+    [InlineData(GgmlType.Q4_0, 1e-3)]
     public void SyntheticQwen2_GqaHalfSplitRopeQkvBias_LogitsAgree(GgmlType type, double bound)
     {
         var gguf = converted.GetSynthetic("tiny-qwen2", type);
