@@ -153,7 +153,8 @@ public static class GgmlArithmetic
     /// <summary>
     /// x · y in the order of ggml's <c>ggml_vec_dot_f32</c> on AVX-512: four 16-lane fused accumulators over chunks of
     /// 64, combined (a0 + a2) + (a1 + a3), reduced by <see cref="Sum16(ReadOnlySpan{float})"/>, then the remaining
-    /// elements added one by one in float (product rounded, then added).
+    /// elements added one by one in float: as the shipped binary's compiled loop does (read from its disassembly), the
+    /// products of whole groups of 8 are rounded before the add, the last n % 8 are fused multiply-adds.
     /// </summary>
     public static float Dot(ReadOnlySpan<float> x, ReadOnlySpan<float> y)
         => Vector256.IsHardwareAccelerated ? DotVector(x, y) : DotScalar(x, y);
@@ -186,12 +187,7 @@ public static class GgmlArithmetic
             sum = Sum16(v);
         }
 
-        for (int i = np; i < n; i++)
-        {
-            sum += x[i] * y[i];
-        }
-
-        return sum;
+        return Tail(x, y, np, sum);
     }
 
     /// <summary>Vector path of <see cref="Dot"/> (each 16-lane accumulator as two Vector256 halves); same bits as the scalar twin.</summary>
@@ -223,9 +219,24 @@ public static class GgmlArithmetic
             sum = Sum16((a0 + a4) + (a2 + a6), (a1 + a5) + (a3 + a7));
         }
 
-        for (int i = np; i < n; i++)
+        return Tail(x, y, np, sum);
+    }
+
+    // The tail after the chunks of 64, as the compiled loop does it (GCC vectorized `sum += x[i] * y[i]` without
+    // reassociating): products rounded then added one by one for the elements in whole groups of 8, the last n % 8
+    // elements fused (vfmadd231ss).
+    private static float Tail(ReadOnlySpan<float> x, ReadOnlySpan<float> y, int from, float sum)
+    {
+        int n = x.Length;
+        int unfused = from + ((n - from) & ~7);
+        for (int i = from; i < unfused; i++)
         {
             sum += x[i] * y[i];
+        }
+
+        for (int i = unfused; i < n; i++)
+        {
+            sum = MathF.FusedMultiplyAdd(x[i], y[i], sum);
         }
 
         return sum;

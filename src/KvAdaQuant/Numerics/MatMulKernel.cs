@@ -85,6 +85,22 @@ public sealed unsafe class MatMulKernel : IParallelWork
         int cols = w.Cols, rows = w.Rows, n = _n;
         switch (w.Type)
         {
+            case GgmlType.F32 when cols % 16 != 0:
+                {
+                    // Rows llama.cpp's batched F32 kernel (tinyBLAS, 16 lanes) cannot take: it falls back to
+                    // ggml_vec_dot_f32, whose order GgmlArithmetic.Dot follows (stories260K's 172-wide FFN down rows).
+                    for (int r = r0; r < r1; r++)
+                    {
+                        var row = new ReadOnlySpan<float>(w.RowPointer(r), cols);
+                        for (int t = 0; t < n; t++)
+                        {
+                            _y[((long)t * rows) + r] = GgmlArithmetic.Dot(row, new ReadOnlySpan<float>(_x + ((long)t * cols), cols));
+                        }
+                    }
+
+                    break;
+                }
+
             case GgmlType.F32:
                 {
                     // Tiles of four rows: each activation vector is read once per four rows.
