@@ -72,12 +72,32 @@ public sealed class FullPrecisionKvStore : IKvLayerCache, IDisposable
         float scale = _layout.Scale;
         Span<float> row = stackalloc float[hd];
         long baseIdx = (long)kvHead * _layout.Capacity * hd;
-        for (int j = 0; j < length; j++)
+        if (_half)
         {
-            var k = Row(_k, baseIdx + ((long)j * hd), hd, row);
+            // FP16 keys are widened a chunk of positions at a time (16 KiB of stack at most).
+            int chunk = Math.Max(1, 4096 / hd);
+            Span<float> keys = stackalloc float[chunk * hd];
+            for (int j0 = 0; j0 < length; j0 += chunk)
+            {
+                int m = Math.Min(chunk, length - j0);
+                TensorPrimitives.ConvertToSingle(_k.AsSpan<Half>(baseIdx + ((long)j0 * hd), m * hd), keys[..(m * hd)]);
+                for (int r = 0; r < queryHeads; r++)
+                {
+                    var s = scores.Slice((r * length) + j0, m);
+                    GgmlArithmetic.DotRows(queries.Slice(r * hd, hd), keys[..(m * hd)], m, s);
+                    TensorPrimitives.Multiply(s, scale, s);
+                }
+            }
+        }
+        else
+        {
+            // the keys of this head are contiguous: positions 0..length-1, hd floats each.
+            var keys = _k.AsSpan<float>(baseIdx, length * hd);
             for (int r = 0; r < queryHeads; r++)
             {
-                scores[(r * length) + j] = GgmlArithmetic.Dot(queries.Slice(r * hd, hd), k) * scale;
+                var s = scores.Slice(r * length, length);
+                GgmlArithmetic.DotRows(queries.Slice(r * hd, hd), keys, length, s);
+                TensorPrimitives.Multiply(s, scale, s);
             }
         }
 
