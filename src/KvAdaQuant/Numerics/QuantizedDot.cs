@@ -75,7 +75,7 @@ public static unsafe class QuantizedDot
             var w = Avx.LoadVector256((sbyte*)(blk + 2));
             var x = Avx.LoadVector256(xq + (b * 32));
             var p = DotBlock(w, x);
-            float scale = (float)*(Half*)blk * xd[b];
+            float scale = HalfBits.ToSingle(*(ushort*)blk) * xd[b];
             acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p), Vector256.Create(scale), acc);
         }
 
@@ -108,10 +108,10 @@ public static unsafe class QuantizedDot
             long o = b * 34L;
             var x = Avx.LoadVector256(xq + (b * 32));
             float dx = xd[b];
-            a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotBlock(Avx.LoadVector256((sbyte*)(r0 + o + 2)), x)), Vector256.Create((float)*(Half*)(r0 + o) * dx), a0);
-            a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotBlock(Avx.LoadVector256((sbyte*)(r1 + o + 2)), x)), Vector256.Create((float)*(Half*)(r1 + o) * dx), a1);
-            a2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotBlock(Avx.LoadVector256((sbyte*)(r2 + o + 2)), x)), Vector256.Create((float)*(Half*)(r2 + o) * dx), a2);
-            a3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotBlock(Avx.LoadVector256((sbyte*)(r3 + o + 2)), x)), Vector256.Create((float)*(Half*)(r3 + o) * dx), a3);
+            a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotBlock(Avx.LoadVector256((sbyte*)(r0 + o + 2)), x)), Vector256.Create(HalfBits.ToSingle(*(ushort*)(r0 + o)) * dx), a0);
+            a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotBlock(Avx.LoadVector256((sbyte*)(r1 + o + 2)), x)), Vector256.Create(HalfBits.ToSingle(*(ushort*)(r1 + o)) * dx), a1);
+            a2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotBlock(Avx.LoadVector256((sbyte*)(r2 + o + 2)), x)), Vector256.Create(HalfBits.ToSingle(*(ushort*)(r2 + o)) * dx), a2);
+            a3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotBlock(Avx.LoadVector256((sbyte*)(r3 + o + 2)), x)), Vector256.Create(HalfBits.ToSingle(*(ushort*)(r3 + o)) * dx), a3);
         }
 
         output[0] = Vector256.Sum(a0);
@@ -141,7 +141,7 @@ public static unsafe class QuantizedDot
             var hi = Sse2.And(Sse2.ShiftRightLogical(q.AsUInt16(), 4).AsByte(), low);
             var p = UnsignedDot(Vector256.Create(lo, hi), Avx.LoadVector256(xq + (b * 32)));
             p = Avx2.Subtract(p, Vector256.CreateScalar(8 * xsum[b]));
-            float scale = (float)*(Half*)blk * xd[b];
+            float scale = HalfBits.ToSingle(*(ushort*)blk) * xd[b];
             acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p), Vector256.Create(scale), acc);
         }
 
@@ -163,7 +163,7 @@ public static unsafe class QuantizedDot
             var w = Avx2.Subtract(Vector256.Create(lo, hi).AsSByte(), eight);
             var x = Avx.LoadVector256(xq + (b * 32));
             var p = DotBlock(w, x);
-            float scale = (float)*(Half*)blk * xd[b];
+            float scale = HalfBits.ToSingle(*(ushort*)blk) * xd[b];
             acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p), Vector256.Create(scale), acc);
         }
 
@@ -214,8 +214,8 @@ public static unsafe class QuantizedDot
         for (int b = 0; b < superBlocks; b++)
         {
             byte* blk = row + (b * 144);
-            float d = (float)*(Half*)blk;
-            float dmin = (float)*(Half*)(blk + 2);
+            float d = HalfBits.ToSingle(*(ushort*)blk);
+            float dmin = HalfBits.ToSingle(*(ushort*)(blk + 2));
             byte* scales = blk + 4;
             byte* qs = blk + 16;
             for (int c = 0; c < 4; c++)
