@@ -189,6 +189,26 @@ public sealed unsafe class MatMulKernel : IParallelWork
                             }
                         }
 
+                        if (!q8 && n > 1)
+                        {
+                            for (; r + 4 <= r1; r += 4)
+                            {
+                                int t = 0;
+                                for (; t + 4 <= n; t += 4)
+                                {
+                                    QuantizedDot.DotQ4_0Tile4x4(w.RowPointer(r), w.RowByteCount, xq + ((long)t * cols), cols, xd + ((long)t * blocks), xs + ((long)t * blocks), blocks, blocks, y + ((long)t * rows) + r, rows);
+                                }
+
+                                for (; t < n; t++)
+                                {
+                                    for (int i = 0; i < 4; i++)
+                                    {
+                                        y[((long)t * rows) + r + i] = QuantizedDot.DotQ4_0(w.RowPointer(r + i), xq + ((long)t * cols), xd + ((long)t * blocks), xs + ((long)t * blocks), blocks);
+                                    }
+                                }
+                            }
+                        }
+
                         for (; r < r1; r++)
                         {
                             byte* row = w.RowPointer(r);
