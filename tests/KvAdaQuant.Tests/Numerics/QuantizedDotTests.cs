@@ -110,6 +110,73 @@ public unsafe class QuantizedDotTests
         }
     }
 
+    [Theory]
+    [InlineData(1)]
+    [InlineData(64)]
+    public void FourByFourPrefillTileEqualsSingleRowDotsBitForBit(int blocks)
+    {
+        var rng = new Random(300 + blocks);
+        int cols = blocks * 32;
+        var x = Enumerable.Range(0, 4 * cols).Select(_ => (float)((rng.NextDouble() * 6) - 3)).ToArray();
+        var a = new Q8Activations();
+        a.Quantize(x, 4, cols);
+        var w = RandomBlocks(rng, 4 * blocks, 34);
+
+        // Extreme codes exercise the offset trick's range: -128/127 weights against -127/127 activations.
+        w[2] = 0x80;
+        w[3] = 0x7F;
+        var y = new float[4 * 5];
+        fixed (byte* pw = w)
+        fixed (sbyte* pq = a.Values)
+        fixed (float* pd = a.Scales)
+        fixed (float* py = y)
+        {
+            QuantizedDot.DotQ8_0Tile4x4(pw, blocks * 34, pq, cols, pd, blocks, blocks, py, 5);
+            for (int t = 0; t < 4; t++)
+            {
+                for (int r = 0; r < 4; r++)
+                {
+                    float single = QuantizedDot.DotQ8_0(pw + (r * blocks * 34), pq + (t * cols), pd + (t * blocks), blocks);
+                    Assert.Equal(BitConverter.SingleToInt32Bits(single), BitConverter.SingleToInt32Bits(y[(t * 5) + r]));
+                    float scalar = QuantizedDot.DotQ8_0Scalar(pw + (r * blocks * 34), pq + (t * cols), pd + (t * blocks), blocks);
+                    Assert.True(MathF.Abs(scalar - y[(t * 5) + r]) <= 1e-5f * (1 + MathF.Abs(scalar)), $"scalar {scalar} vs tile {y[(t * 5) + r]}");
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(64)]
+    public void Q4_0PrefillTileEqualsSingleRowDotsBitForBit(int blocks)
+    {
+        var rng = new Random(400 + blocks);
+        int cols = blocks * 32;
+        var x = Enumerable.Range(0, 4 * cols).Select(_ => (float)((rng.NextDouble() * 6) - 3)).ToArray();
+        var a = new Q8Activations();
+        a.Quantize(x, 4, cols);
+        var w = RandomBlocks(rng, 4 * blocks, 18);
+        var y = new float[4 * 6];
+        fixed (byte* pw = w)
+        fixed (sbyte* pq = a.Values)
+        fixed (float* pd = a.Scales)
+        fixed (int* ps = a.Sums)
+        fixed (float* py = y)
+        {
+            QuantizedDot.DotQ4_0Tile4x4(pw, blocks * 18, pq, cols, pd, ps, blocks, blocks, py, 6);
+            for (int t = 0; t < 4; t++)
+            {
+                for (int r = 0; r < 4; r++)
+                {
+                    float single = QuantizedDot.DotQ4_0(pw + (r * blocks * 18), pq + (t * cols), pd + (t * blocks), ps + (t * blocks), blocks);
+                    Assert.Equal(BitConverter.SingleToInt32Bits(single), BitConverter.SingleToInt32Bits(y[(t * 6) + r]));
+                    float scalar = QuantizedDot.DotQ4_0Scalar(pw + (r * blocks * 18), pq + (t * cols), pd + (t * blocks), blocks);
+                    Assert.True(MathF.Abs(scalar - y[(t * 6) + r]) <= 1e-5f * (1 + MathF.Abs(scalar)), $"scalar {scalar} vs tile {y[(t * 6) + r]}");
+                }
+            }
+        }
+    }
+
     [Fact]
     public void IntegerDotIsCloseToFloatDotOfDequantizedRow()
     {
@@ -162,21 +229,50 @@ public unsafe class QuantizedDotTests
     [Fact]
     public void ActivationQuantizationFollowsGgmlX86Rule()
     {
-        // ggml's x86 quantize_row_q8_0: scale d = max / 127 stored as FP16, values x * (127 / max) rounded half to
-        // even (the C reference's roundf would round ties away from zero). With max = 127 the multiplier is exactly 1.
         var x = new float[32];
         x[0] = 127f;
         x[1] = -63.5f;
-        x[2] = 2.5f;
-        x[3] = 3.5f;
-        x[4] = -0.5f;
-        var q = new sbyte[32];
-        Q8Activations.QuantizeBlock(x, q, out float d);
-        Assert.Equal(1f, d);
-        Assert.Equal(127, q[0]);
-        Assert.Equal(-64, q[1]);
-        Assert.Equal(2, q[2]);
-        Assert.Equal(4, q[3]);
-        Assert.Equal(0, q[4]);
+        x[2] = 0.5f;
+        x[3] = 2.5f;
+        x[4] = -1.5f;
+        foreach (bool vector in new[] { false, true })
+        {
+            var a = new Q8Activations();
+            a.Quantize(x, 1, 32, vector);
+            Assert.Equal((float)(Half)(127f / 127f), a.Scales[0]);
+            Assert.Equal(127, a.Values[0]);
+            Assert.Equal(-64, a.Values[1]); // -63.5 rounds to even
+            Assert.Equal(0, a.Values[2]);   // 0.5 rounds to even
+            Assert.Equal(2, a.Values[3]);   // 2.5 rounds to even
+            Assert.Equal(-2, a.Values[4]);
+            Assert.Equal(127 - 64 + 2 - 2, a.Sums[0]);
+        }
+    }
+
+    [Fact]
+    public void ActivationQuantizationVectorPathEqualsScalarTwin()
+    {
+        var rng = new Random(11);
+        const int n = 3, cols = 256;
+        var x = new float[n * cols];
+        for (int i = 0; i < x.Length; i++)
+        {
+            // Mixed magnitudes, exact halves (ties) and an all-zero block.
+            x[i] = (i / 32) switch
+            {
+                2 => 0f,
+                3 => (rng.Next(-254, 255) * 0.5f) + 0f,
+                _ => (float)((rng.NextDouble() - 0.5) * Math.Pow(10, rng.Next(-3, 3))),
+            };
+        }
+
+        var s = new Q8Activations();
+        var v = new Q8Activations();
+        s.Quantize(x, n, cols, vector: false);
+        v.Quantize(x, n, cols, vector: true);
+        Assert.Equal(s.Values.AsSpan(0, n * cols).ToArray(), v.Values.AsSpan(0, n * cols).ToArray());
+        Assert.Equal(s.Scales.AsSpan(0, n * cols / 32).ToArray(), v.Scales.AsSpan(0, n * cols / 32).ToArray());
+        Assert.Equal(s.Sums.AsSpan(0, n * cols / 32).ToArray(), v.Sums.AsSpan(0, n * cols / 32).ToArray());
+        Assert.All(v.Values.AsSpan(64, 32).ToArray(), q => Assert.Equal(0, q));
     }
 }
