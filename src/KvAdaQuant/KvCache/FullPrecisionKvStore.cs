@@ -118,8 +118,7 @@ public sealed class FullPrecisionKvStore : IKvLayerCache, IDisposable
             int lane = (j & 15) * hd;
             for (int r = 0; r < queryHeads; r++)
             {
-                var acc = lanes.Slice((r * laneFloats) + lane, hd);
-                TensorPrimitives.FusedMultiplyAdd(v, scores[(r * length) + j], acc, acc);
+                GgmlArithmetic.FusedMultiplyAddInPlace(v, scores[(r * length) + j], lanes.Slice((r * laneFloats) + lane, hd));
             }
         }
 

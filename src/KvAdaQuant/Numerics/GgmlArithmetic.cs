@@ -146,7 +146,7 @@ public static class GgmlArithmetic
 
     /// <summary>
     /// For each d in 0..n-1, <see cref="Sum16(ReadOnlySpan{float})"/> of lanes[l * n + d] over l = 0..15 (16 rows of
-    /// n partial sums, reduced as one 16-lane register per d), written to <paramref name="output"/>; lanes is overwritten.
+    /// n partial sums, reduced as one 16-lane register per d), written to <paramref name="output"/>.
     /// </summary>
     public static void ReduceLanes16(Span<float> lanes, int n, Span<float> output)
     {
@@ -155,20 +155,59 @@ public static class GgmlArithmetic
             throw new ArgumentException($"need 16 x {n} lanes and {n} outputs, got {lanes.Length} and {output.Length}");
         }
 
-        // element-wise adds, in the tree order of Sum16: rows l + 8 onto l, then l + 4 onto l, then (0 + 2) + (1 + 3).
-        for (int l = 0; l < 8; l++)
+        // element-wise adds in the tree order of Sum16 (rows l + 8 onto l, then l + 4 onto l, then (0 + 2) + (1 + 3)),
+        // eight columns at a time in registers; the same adds one column at a time for the rest.
+        ref float lr = ref MemoryMarshal.GetReference(lanes);
+        int d = 0;
+        if (Vector256.IsHardwareAccelerated)
         {
-            System.Numerics.Tensors.TensorPrimitives.Add(lanes.Slice((l + 8) * n, n), lanes.Slice(l * n, n), lanes.Slice(l * n, n));
+            for (; d + 8 <= n; d += 8)
+            {
+                ref float c = ref Unsafe.Add(ref lr, d);
+                var t0 = (Vector256.LoadUnsafe(ref c, (nuint)(12 * n)) + Vector256.LoadUnsafe(ref c, (nuint)(4 * n))) + (Vector256.LoadUnsafe(ref c, (nuint)(8 * n)) + Vector256.LoadUnsafe(ref c));
+                var t1 = (Vector256.LoadUnsafe(ref c, (nuint)(13 * n)) + Vector256.LoadUnsafe(ref c, (nuint)(5 * n))) + (Vector256.LoadUnsafe(ref c, (nuint)(9 * n)) + Vector256.LoadUnsafe(ref c, (nuint)n));
+                var t2 = (Vector256.LoadUnsafe(ref c, (nuint)(14 * n)) + Vector256.LoadUnsafe(ref c, (nuint)(6 * n))) + (Vector256.LoadUnsafe(ref c, (nuint)(10 * n)) + Vector256.LoadUnsafe(ref c, (nuint)(2 * n)));
+                var t3 = (Vector256.LoadUnsafe(ref c, (nuint)(15 * n)) + Vector256.LoadUnsafe(ref c, (nuint)(7 * n))) + (Vector256.LoadUnsafe(ref c, (nuint)(11 * n)) + Vector256.LoadUnsafe(ref c, (nuint)(3 * n)));
+                ((t0 + t2) + (t1 + t3)).StoreUnsafe(ref MemoryMarshal.GetReference(output), (nuint)d);
+            }
         }
 
-        for (int l = 0; l < 4; l++)
+        for (; d < n; d++)
         {
-            System.Numerics.Tensors.TensorPrimitives.Add(lanes.Slice((l + 4) * n, n), lanes.Slice(l * n, n), lanes.Slice(l * n, n));
+            float t0 = (lanes[(12 * n) + d] + lanes[(4 * n) + d]) + (lanes[(8 * n) + d] + lanes[d]);
+            float t1 = (lanes[(13 * n) + d] + lanes[(5 * n) + d]) + (lanes[(9 * n) + d] + lanes[n + d]);
+            float t2 = (lanes[(14 * n) + d] + lanes[(6 * n) + d]) + (lanes[(10 * n) + d] + lanes[(2 * n) + d]);
+            float t3 = (lanes[(15 * n) + d] + lanes[(7 * n) + d]) + (lanes[(11 * n) + d] + lanes[(3 * n) + d]);
+            output[d] = (t0 + t2) + (t1 + t3);
+        }
+    }
+
+    /// <summary>acc[i] = fma(x[i], p, acc[i]) for every i (one rounding each, as vfmadd does).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static void FusedMultiplyAddInPlace(ReadOnlySpan<float> x, float p, Span<float> acc)
+    {
+        int n = x.Length;
+        if (acc.Length < n)
+        {
+            throw new ArgumentException($"accumulator of {acc.Length} floats for {n} values");
         }
 
-        System.Numerics.Tensors.TensorPrimitives.Add(lanes.Slice(0, n), lanes.Slice(2 * n, n), lanes.Slice(0, n));
-        System.Numerics.Tensors.TensorPrimitives.Add(lanes.Slice(n, n), lanes.Slice(3 * n, n), lanes.Slice(n, n));
-        System.Numerics.Tensors.TensorPrimitives.Add(lanes.Slice(0, n), lanes.Slice(n, n), output[..n]);
+        ref float xr = ref MemoryMarshal.GetReference(x);
+        ref float ar = ref MemoryMarshal.GetReference(acc);
+        int i = 0;
+        if (Vector256.IsHardwareAccelerated)
+        {
+            var pv = Vector256.Create(p);
+            for (; i + 8 <= n; i += 8)
+            {
+                Vector256.FusedMultiplyAdd(Vector256.LoadUnsafe(ref xr, (nuint)i), pv, Vector256.LoadUnsafe(ref ar, (nuint)i)).StoreUnsafe(ref ar, (nuint)i);
+            }
+        }
+
+        for (; i < n; i++)
+        {
+            Unsafe.Add(ref ar, i) = MathF.FusedMultiplyAdd(Unsafe.Add(ref xr, i), p, Unsafe.Add(ref ar, i));
+        }
     }
 
     /// <summary>
@@ -268,7 +307,7 @@ public static class GgmlArithmetic
 
     /// <summary>
     /// dst[j] = <see cref="Dot"/>(x, rows[j]) for <paramref name="count"/> rows of x.Length floats stored one after
-    /// another: the same bits as one call per row, with the sequential tails of four rows interleaved so that their
+    /// another: the same bits as one call per row, with the sequential tails of eight rows interleaved so that their
     /// dependency chains overlap.
     /// </summary>
     public static unsafe void DotRows(ReadOnlySpan<float> x, ReadOnlySpan<float> rows, int count, Span<float> dst)
@@ -285,40 +324,58 @@ public static class GgmlArithmetic
         fixed (float* px = x)
         fixed (float* pr = rows)
         {
-            for (; j + 4 <= count; j += 4)
+            for (; j + 8 <= count; j += 8)
             {
-                float* r0 = pr + ((long)j * n), r1 = r0 + n, r2 = r1 + n, r3 = r2 + n;
-                float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f;
+                float* r0 = pr + ((long)j * n);
+                float s0 = 0f, s1 = 0f, s2 = 0f, s3 = 0f, s4 = 0f, s5 = 0f, s6 = 0f, s7 = 0f;
                 if (np > 0)
                 {
                     s0 = DotVector(x[..np], new ReadOnlySpan<float>(r0, np));
-                    s1 = DotVector(x[..np], new ReadOnlySpan<float>(r1, np));
-                    s2 = DotVector(x[..np], new ReadOnlySpan<float>(r2, np));
-                    s3 = DotVector(x[..np], new ReadOnlySpan<float>(r3, np));
+                    s1 = DotVector(x[..np], new ReadOnlySpan<float>(r0 + n, np));
+                    s2 = DotVector(x[..np], new ReadOnlySpan<float>(r0 + (2 * n), np));
+                    s3 = DotVector(x[..np], new ReadOnlySpan<float>(r0 + (3 * n), np));
+                    s4 = DotVector(x[..np], new ReadOnlySpan<float>(r0 + (4 * n), np));
+                    s5 = DotVector(x[..np], new ReadOnlySpan<float>(r0 + (5 * n), np));
+                    s6 = DotVector(x[..np], new ReadOnlySpan<float>(r0 + (6 * n), np));
+                    s7 = DotVector(x[..np], new ReadOnlySpan<float>(r0 + (7 * n), np));
                 }
 
                 for (int i = np; i < unfused; i++)
                 {
                     float xi = px[i];
-                    s0 += xi * r0[i];
-                    s1 += xi * r1[i];
-                    s2 += xi * r2[i];
-                    s3 += xi * r3[i];
+                    float* c = r0 + i;
+                    s0 += xi * c[0];
+                    s1 += xi * c[n];
+                    s2 += xi * c[2 * n];
+                    s3 += xi * c[3 * n];
+                    s4 += xi * c[4 * n];
+                    s5 += xi * c[5 * n];
+                    s6 += xi * c[6 * n];
+                    s7 += xi * c[7 * n];
                 }
 
                 for (int i = unfused; i < n; i++)
                 {
                     float xi = px[i];
-                    s0 = MathF.FusedMultiplyAdd(xi, r0[i], s0);
-                    s1 = MathF.FusedMultiplyAdd(xi, r1[i], s1);
-                    s2 = MathF.FusedMultiplyAdd(xi, r2[i], s2);
-                    s3 = MathF.FusedMultiplyAdd(xi, r3[i], s3);
+                    float* c = r0 + i;
+                    s0 = MathF.FusedMultiplyAdd(xi, c[0], s0);
+                    s1 = MathF.FusedMultiplyAdd(xi, c[n], s1);
+                    s2 = MathF.FusedMultiplyAdd(xi, c[2 * n], s2);
+                    s3 = MathF.FusedMultiplyAdd(xi, c[3 * n], s3);
+                    s4 = MathF.FusedMultiplyAdd(xi, c[4 * n], s4);
+                    s5 = MathF.FusedMultiplyAdd(xi, c[5 * n], s5);
+                    s6 = MathF.FusedMultiplyAdd(xi, c[6 * n], s6);
+                    s7 = MathF.FusedMultiplyAdd(xi, c[7 * n], s7);
                 }
 
                 dst[j] = s0;
                 dst[j + 1] = s1;
                 dst[j + 2] = s2;
                 dst[j + 3] = s3;
+                dst[j + 4] = s4;
+                dst[j + 5] = s5;
+                dst[j + 6] = s6;
+                dst[j + 7] = s7;
             }
         }
 

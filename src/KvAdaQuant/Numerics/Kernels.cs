@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.InteropServices;
 using System.Runtime.Intrinsics;
 
 namespace KvAdaQuant.Numerics;
@@ -72,10 +73,11 @@ public static class Kernels
         int i = 0;
         for (; i + 16 <= x.Length; i += 16)
         {
-            var lo = GgmlArithmetic.Exp(Vector256.Create<float>(x.Slice(i, 8)) - vmax);
-            var hi = GgmlArithmetic.Exp(Vector256.Create<float>(x.Slice(i + 8, 8)) - vmax);
-            lo.CopyTo(x.Slice(i, 8));
-            hi.CopyTo(x.Slice(i + 8, 8));
+            ref float xr = ref MemoryMarshal.GetReference(x);
+            var lo = GgmlArithmetic.Exp(Vector256.LoadUnsafe(ref xr, (nuint)i) - vmax);
+            var hi = GgmlArithmetic.Exp(Vector256.LoadUnsafe(ref xr, (nuint)(i + 8)) - vmax);
+            lo.StoreUnsafe(ref xr, (nuint)i);
+            hi.StoreUnsafe(ref xr, (nuint)(i + 8));
             sum += GgmlArithmetic.Sum16(lo, hi);
         }
 
@@ -133,9 +135,11 @@ public static class Kernels
         int i = 0;
         if (Vector256.IsHardwareAccelerated)
         {
+            ref float gr = ref MemoryMarshal.GetReference(gate);
+            ref float ur = ref MemoryMarshal.GetReference(up);
             for (; i < vec; i += 8)
             {
-                (GgmlArithmetic.Silu(Vector256.Create<float>(gate.Slice(i, 8))) * Vector256.Create<float>(up.Slice(i, 8))).CopyTo(gate.Slice(i, 8));
+                (GgmlArithmetic.Silu(Vector256.LoadUnsafe(ref gr, (nuint)i)) * Vector256.LoadUnsafe(ref ur, (nuint)i)).StoreUnsafe(ref gr, (nuint)i);
             }
         }
 

@@ -196,13 +196,11 @@ public sealed unsafe class MatMulKernel : IParallelWork
                         {
                             // llama.cpp repacks these into groups of 8 rows and sums each row block by block in one float
                             // (decode and prefill alike). Other Q4_0 rows below: the signed 8-lane form of its vec_dot.
-                            float* group = stackalloc float[8];
                             for (; r + 8 <= r1; r += 8)
                             {
-                                for (int t = 0; t < n; t++)
+                                for (int t = 0; t < n; t += 4)
                                 {
-                                    QuantizedDot.DotQ4_0x8Chain(w.RowPointer(r), w.RowByteCount, xq + ((long)t * cols), xd + ((long)t * blocks), xs + ((long)t * blocks), blocks, group);
-                                    new ReadOnlySpan<float>(group, 8).CopyTo(new Span<float>(y + ((long)t * rows) + r, 8));
+                                    QuantizedDot.DotQ4_0x8ChainTokens(w.RowPointer(r), w.RowByteCount, Math.Min(4, n - t), xq + ((long)t * cols), cols, xd + ((long)t * blocks), xs + ((long)t * blocks), blocks, blocks, y + ((long)t * rows) + r, rows);
                                 }
                             }
                         }

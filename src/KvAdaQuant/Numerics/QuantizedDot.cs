@@ -375,43 +375,94 @@ public static unsafe class QuantizedDot
     /// the eight lanes of one register; <see cref="DotQ4_0ChainScalar"/> is its twin, row by row.
     /// </summary>
     public static void DotQ4_0x8Chain(byte* rows, long rowStride, sbyte* xq, float* xd, int* xsum, int blocks, float* output)
+        => DotQ4_0x8ChainTokens(rows, rowStride, 1, xq, 0, xd, xsum, 0, blocks, output, 0);
+
+    /// <summary>
+    /// <see cref="DotQ4_0x8Chain"/> for <paramref name="tokens"/> (1 to 4) activation vectors at once, sharing the
+    /// unpacked weights of each block: token k reads xq + k * xStride, xd / xsum + k * blockStride and writes its eight
+    /// results at output + k * outStride. Each result's arithmetic is exactly that of the single-token call.
+    /// </summary>
+    public static void DotQ4_0x8ChainTokens(byte* rows, long rowStride, int tokens, sbyte* xq, long xStride, float* xd, int* xsum, long blockStride, int blocks, float* output, long outStride)
     {
+        if (tokens is < 1 or > 4)
+        {
+            throw new ArgumentOutOfRangeException(nameof(tokens), tokens, "1 to 4 tokens per call");
+        }
+
         if (!VectorPathSupported)
         {
-            for (int r = 0; r < 8; r++)
+            for (int k = 0; k < tokens; k++)
             {
-                output[r] = DotQ4_0ChainScalar(rows + (r * rowStride), xq, xd, blocks);
+                for (int r = 0; r < 8; r++)
+                {
+                    output[(k * outStride) + r] = DotQ4_0ChainScalar(rows + (r * rowStride), xq + (k * xStride), xd + (k * blockStride), blocks);
+                }
             }
 
             return;
         }
 
-        var acc = Vector256<float>.Zero;
+        var acc0 = Vector256<float>.Zero;
+        var acc1 = Vector256<float>.Zero;
+        var acc2 = Vector256<float>.Zero;
+        var acc3 = Vector256<float>.Zero;
         var low = Vector128.Create((byte)0x0F);
-        float* scale = stackalloc float[8];
         for (int b = 0; b < blocks; b++)
         {
-            var x = Avx.LoadVector256(xq + (b * 32));
-            var eightSum = Vector256.CreateScalar(8 * xsum[b]);
-            float dx = xd[b];
-            byte* blk0 = rows + (b * 18L);
-            var p0 = RowBlock(blk0, x, low, eightSum, dx, scale, 0);
-            var p1 = RowBlock(blk0 + rowStride, x, low, eightSum, dx, scale, 1);
-            var p2 = RowBlock(blk0 + (2 * rowStride), x, low, eightSum, dx, scale, 2);
-            var p3 = RowBlock(blk0 + (3 * rowStride), x, low, eightSum, dx, scale, 3);
-            var p4 = RowBlock(blk0 + (4 * rowStride), x, low, eightSum, dx, scale, 4);
-            var p5 = RowBlock(blk0 + (5 * rowStride), x, low, eightSum, dx, scale, 5);
-            var p6 = RowBlock(blk0 + (6 * rowStride), x, low, eightSum, dx, scale, 6);
-            var p7 = RowBlock(blk0 + (7 * rowStride), x, low, eightSum, dx, scale, 7);
+            byte* blk = rows + (b * 18L);
+            var u0 = Nibbles(blk, low);
+            var u1 = Nibbles(blk + rowStride, low);
+            var u2 = Nibbles(blk + (2 * rowStride), low);
+            var u3 = Nibbles(blk + (3 * rowStride), low);
+            var u4 = Nibbles(blk + (4 * rowStride), low);
+            var u5 = Nibbles(blk + (5 * rowStride), low);
+            var u6 = Nibbles(blk + (6 * rowStride), low);
+            var u7 = Nibbles(blk + (7 * rowStride), low);
+            var dw = HalfToSingle(Vector256.Create(
+                *(ushort*)blk,
+                *(ushort*)(blk + rowStride),
+                *(ushort*)(blk + (2 * rowStride)),
+                *(ushort*)(blk + (3 * rowStride)),
+                *(ushort*)(blk + (4 * rowStride)),
+                *(ushort*)(blk + (5 * rowStride)),
+                *(ushort*)(blk + (6 * rowStride)),
+                *(ushort*)(blk + (7 * rowStride))));
+            for (int k = 0; k < tokens; k++)
+            {
+                var x = Avx.LoadVector256(xq + (k * xStride) + (b * 32));
+                var h0123 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(UnsignedDot(u0, x), UnsignedDot(u1, x)), Avx2.HorizontalAdd(UnsignedDot(u2, x), UnsignedDot(u3, x)));
+                var h4567 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(UnsignedDot(u4, x), UnsignedDot(u5, x)), Avx2.HorizontalAdd(UnsignedDot(u6, x), UnsignedDot(u7, x)));
 
-            // integer horizontal sums of the eight rows into the eight lanes (exact): pairwise adds, then 128-bit halves.
-            var h0123 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(p0, p1), Avx2.HorizontalAdd(p2, p3));
-            var h4567 = Avx2.HorizontalAdd(Avx2.HorizontalAdd(p4, p5), Avx2.HorizontalAdd(p6, p7));
-            var sums = Avx2.Add(Avx2.Permute2x128(h0123, h4567, 0x20), Avx2.Permute2x128(h0123, h4567, 0x31));
-            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums), Avx.LoadVector256(scale), acc);
+                // the eight rows' exact block sums, one per lane (pairwise adds, then the two 128-bit halves), less
+                // 8 sum(x) for the nibbles' offset: sum((q - 8) x) = sum(q x) - 8 sum(x), exact in integers.
+                var isum = Avx2.Add(Avx2.Permute2x128(h0123, h4567, 0x20), Avx2.Permute2x128(h0123, h4567, 0x31));
+                var sums = Avx.ConvertToVector256Single(Avx2.Subtract(isum, Vector256.Create(8 * xsum[(k * blockStride) + b])));
+                var scale = dw * Vector256.Create(xd[(k * blockStride) + b]);
+                switch (k)
+                {
+                    case 0: acc0 = Fma.MultiplyAdd(sums, scale, acc0); break;
+                    case 1: acc1 = Fma.MultiplyAdd(sums, scale, acc1); break;
+                    case 2: acc2 = Fma.MultiplyAdd(sums, scale, acc2); break;
+                    default: acc3 = Fma.MultiplyAdd(sums, scale, acc3); break;
+                }
+            }
         }
 
-        acc.Store(output);
+        acc0.Store(output);
+        if (tokens > 1)
+        {
+            acc1.Store(output + outStride);
+        }
+
+        if (tokens > 2)
+        {
+            acc2.Store(output + (2 * outStride));
+        }
+
+        if (tokens > 3)
+        {
+            acc3.Store(output + (3 * outStride));
+        }
     }
 
     /// <summary>Scalar twin of <see cref="DotQ4_0x8Chain"/> for one row: exact block sums fused into one running float.</summary>
@@ -518,15 +569,23 @@ public static unsafe class QuantizedDot
         }
     }
 
-    // One row's block: the eight int32 partial sums of (q - 8) x (the -8 x sum folded into lane 0), and its scale d_w * d_x.
+    /// <summary>
+    /// Eight FP16 bit patterns (finite) to floats, exactly: the magnitude bits moved into a float's place (a value
+    /// 2^112 too small, subnormal halves included) times 2^112, then the sign.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> RowBlock(byte* blk, Vector256<sbyte> x, Vector128<byte> low, Vector256<int> eightSum, float dx, float* scale, int r)
+    internal static Vector256<float> HalfToSingle(Vector256<int> bits)
+    {
+        var magnitude = ((bits & Vector256.Create(0x7FFF)) << 13).AsSingle() * Vector256.Create(BitConverter.Int32BitsToSingle(0x77800000));
+        return (magnitude.AsInt32() | ((bits & Vector256.Create(0x8000)) << 16)).AsSingle();
+    }
+
+    // One row's block of 32 unsigned 4-bit values in element order (low nibbles, then high nibbles).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> Nibbles(byte* blk, Vector128<byte> low)
     {
         var q = Sse2.LoadVector128(blk + 2);
-        var lo = Sse2.And(q, low);
-        var hi = Sse2.And(Sse2.ShiftRightLogical(q.AsUInt16(), 4).AsByte(), low);
-        scale[r] = (float)*(Half*)blk * dx;
-        return Avx2.Subtract(UnsignedDot(Vector256.Create(lo, hi), x), eightSum);
+        return Vector256.Create(Sse2.And(q, low), Sse2.And(Sse2.ShiftRightLogical(q.AsUInt16(), 4).AsByte(), low));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
