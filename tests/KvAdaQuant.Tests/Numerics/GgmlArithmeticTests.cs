@@ -236,7 +236,14 @@ public unsafe class GgmlArithmeticTests
         {
             fixed (byte* p = &w[r * 18])
             {
-                *(Half*)p = (Half)(float)((rng.NextDouble() * 0.02) + 0.001);
+                // signed scales (Q4_0's d = max / -8), some FP16 subnormals and zeros: the vector FP16 conversion covers them.
+                *(Half*)p = (r % 5) switch
+                {
+                    0 => (Half)(float)(-((rng.NextDouble() * 0.02) + 0.001)),
+                    1 => (Half)(float)(rng.NextDouble() * 5e-5),
+                    2 => (Half)0f,
+                    _ => (Half)(float)((rng.NextDouble() * 0.02) + 0.001),
+                };
             }
         }
 
@@ -251,6 +258,26 @@ public unsafe class GgmlArithmeticTests
         fixed (float* po = output)
         {
             QuantizedDot.DotQ4_0x8Chain(pw, blocks * 18, pq, pd, ps, blocks, po);
+            var twoTokens = new float[16];
+            fixed (float* pt = twoTokens)
+            {
+                // the same activations twice: both tokens must give the single-token bits.
+                var q2 = a.Values.AsSpan(0, blocks * 32).ToArray().Concat(a.Values.AsSpan(0, blocks * 32).ToArray()).ToArray();
+                var d2 = a.Scales.AsSpan(0, blocks).ToArray().Concat(a.Scales.AsSpan(0, blocks).ToArray()).ToArray();
+                var s2 = a.Sums.AsSpan(0, blocks).ToArray().Concat(a.Sums.AsSpan(0, blocks).ToArray()).ToArray();
+                fixed (sbyte* pq2 = q2)
+                fixed (float* pd2 = d2)
+                fixed (int* ps2 = s2)
+                {
+                    QuantizedDot.DotQ4_0x8ChainTokens(pw, blocks * 18, 2, pq2, blocks * 32, pd2, ps2, blocks, blocks, pt, 8);
+                }
+            }
+
+            for (int r = 0; r < 8; r++)
+            {
+                Assert.True(Same(output[r], twoTokens[r]) && Same(output[r], twoTokens[8 + r]), $"row {r}: two-token call differs");
+            }
+
             for (int r = 0; r < 8; r++)
             {
                 float scalar = QuantizedDot.DotQ4_0ChainScalar(pw + (r * blocks * 18), pq, pd, blocks);
