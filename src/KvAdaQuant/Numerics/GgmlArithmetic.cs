@@ -62,9 +62,8 @@ public static class GgmlArithmetic
     }
 
     /// <summary>
-    /// <see cref="Exp"/> of 8 lanes at once: the same operations lane by lane, so the same bits. Lanes whose exponent
-    /// leaves the normal range (results below 2^-126 or above 2^127, and the |n| &gt; 192 cases) are recomputed by the
-    /// scalar twin.
+    /// <see cref="Exp"/> of 8 lanes at once: the same operations lane by lane, so the same bits (the scalar twin's
+    /// single rounding of j * 2^n included, for subnormal, zero and infinite results too).
     /// </summary>
     public static Vector256<float> Exp(Vector256<float> x)
     {
@@ -78,27 +77,19 @@ public static class GgmlArithmetic
             u,
             Vector256.FusedMultiplyAdd(Vector256.Create(C4), b, Vector256<float>.One));
 
-        // NaN compares false here, so NaN lanes also take the scalar route.
-        var inRange = Vector256.GreaterThanOrEqual(n, Vector256.Create(-126f)) & Vector256.LessThanOrEqual(n, Vector256.Create(127f));
-        var e = Vector256.ConvertToInt32(n);
-        var scale = ((e + Vector256.Create(127)) << 23).AsSingle();
-        var result = j * scale;
-        if (inRange.AsInt32() == Vector256<int>.AllBitsSet)
-        {
-            return result;
-        }
-
-        Span<float> lanes = stackalloc float[8];
-        result.CopyTo(lanes);
-        for (int l = 0; l < 8; l++)
-        {
-            if (inRange.GetElement(l) == 0f)
-            {
-                lanes[l] = Exp(x.GetElement(l));
-            }
-        }
-
-        return Vector256.Create<float>(lanes);
+        // j * 2^n rounded once, without a scalar route: 2^n is split into two normal powers of two, k = 0 when 2^n is
+        // normal, -96 below (the first product stays exact and normal, the second rounds once into the subnormals or to
+        // zero), +96 above (the second product overflows to infinity as vscalefps does). |n| > 192: 0 or infinity.
+        var nc = Vector256.Min(Vector256.Max(n, Vector256.Create(-192f)), Vector256.Create(192f));
+        var e = Vector256.ConvertToInt32(nc);
+        var k = Vector256.ConditionalSelect(Vector256.LessThan(e, Vector256.Create(-126)), Vector256.Create(-96),
+            Vector256.ConditionalSelect(Vector256.GreaterThan(e, Vector256.Create(127)), Vector256.Create(96), Vector256<int>.Zero));
+        var s1 = ((e - k + Vector256.Create(127)) << 23).AsSingle();
+        var s2 = ((k + Vector256.Create(127)) << 23).AsSingle();
+        var result = (j * s1) * s2;
+        var beyond = Vector256.GreaterThan(Vector256.Abs(n), Vector256.Create(192f));
+        var alt = Vector256.ConditionalSelect(Vector256.LessThanOrEqual(n, Vector256<float>.Zero), Vector256<float>.Zero, Vector256.Create(float.PositiveInfinity));
+        return Vector256.ConditionalSelect(beyond, alt, result);
     }
 
     /// <summary>silu(x) = x / (1 + e^-x) with <see cref="Exp"/>, as ggml's vectorized <c>ggml_v_silu</c>.</summary>

@@ -410,6 +410,20 @@ public static unsafe class QuantizedDot
         for (int b = 0; b < blocks; b++)
         {
             byte* blk = rows + (b * 18L);
+            if ((b & 3) == 0)
+            {
+                // eight streams at once defeat the hardware prefetcher on matrices that do not fit in cache.
+                byte* ahead = blk + 512;
+                Sse.Prefetch0(ahead);
+                Sse.Prefetch0(ahead + rowStride);
+                Sse.Prefetch0(ahead + (2 * rowStride));
+                Sse.Prefetch0(ahead + (3 * rowStride));
+                Sse.Prefetch0(ahead + (4 * rowStride));
+                Sse.Prefetch0(ahead + (5 * rowStride));
+                Sse.Prefetch0(ahead + (6 * rowStride));
+                Sse.Prefetch0(ahead + (7 * rowStride));
+            }
+
             var u0 = Nibbles(blk, low);
             var u1 = Nibbles(blk + rowStride, low);
             var u2 = Nibbles(blk + (2 * rowStride), low);
