@@ -4,7 +4,7 @@ using KvAdaQuant.Numerics;
 namespace KvAdaQuant.KvCache;
 
 /// <summary>Unquantized layer cache in FP32 or FP16, stored head-major ([kvHead][position][headDim]) for streaming reads.</summary>
-public sealed class FullPrecisionKvStore : IKvLayerCache, IDisposable
+public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IDisposable
 {
     private readonly KvLayout _layout;
     private readonly bool _half;
@@ -66,6 +66,12 @@ public sealed class FullPrecisionKvStore : IKvLayerCache, IDisposable
     {
         int hd = _layout.HeadDim;
         float scale = _layout.Scale;
+        if (FusedAttentionKernels.IsSupported && FusedAttentionKernels.SupportsDense(hd) && length > 0)
+        {
+            AttendFused(kvHead, queries, queryHeads, length, output, scores);
+            return;
+        }
+
         Span<float> row = stackalloc float[hd];
         long baseIdx = (long)kvHead * _layout.Capacity * hd;
         for (int j = 0; j < length; j++)
@@ -92,6 +98,30 @@ public sealed class FullPrecisionKvStore : IKvLayerCache, IDisposable
                 var o = output.Slice(r * hd, hd);
                 TensorPrimitives.MultiplyAdd(v, scores[(r * length) + j], o, o);
             }
+        }
+    }
+
+    // Scores of all positions first (FusedAttentionKernels.ScoresDense), softmax per head, then the weighted sum of values.
+    private void AttendFused(int kvHead, ReadOnlySpan<float> queries, int queryHeads, int length, Span<float> output, Span<float> scores)
+    {
+        int hd = _layout.HeadDim;
+        long offset = (long)kvHead * _layout.Capacity * hd * (_half ? 2 : 4);
+        var s = scores[..(queryHeads * length)];
+        var o = output[..(queryHeads * hd)];
+        _ = queries[(queryHeads * hd) - 1];
+        fixed (float* q = queries)
+        fixed (float* sp = s)
+        fixed (float* op = o)
+        {
+            FusedAttentionKernels.ScoresDense(_k.Pointer + offset, _half, length, hd, q, queryHeads, sp, length);
+            TensorPrimitives.Multiply(s, _layout.Scale, s);
+            for (int r = 0; r < queryHeads; r++)
+            {
+                Kernels.SoftMax(s.Slice(r * length, length));
+            }
+
+            o.Clear();
+            FusedAttentionKernels.AccumulateDense(_v.Pointer + offset, _half, length, hd, sp, length, queryHeads, op);
         }
     }
 
