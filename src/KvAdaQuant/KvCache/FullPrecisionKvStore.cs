@@ -10,12 +10,20 @@ public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IDisposable
     private readonly bool _half;
     private readonly NativeBuffer _k;
     private readonly NativeBuffer _v;
+    private readonly bool _fused;
 
     /// <summary>Creates an empty store of <paramref name="layout"/>.Capacity positions.</summary>
     public FullPrecisionKvStore(KvLayout layout, bool half)
+        : this(layout, half, allowFused: true)
+    {
+    }
+
+    /// <summary>Creates an empty store; <paramref name="allowFused"/> false keeps the row-at-a-time path (for A/B benchmarks).</summary>
+    internal FullPrecisionKvStore(KvLayout layout, bool half, bool allowFused)
     {
         _layout = layout;
         _half = half;
+        _fused = allowFused && FusedAttentionKernels.IsSupported && FusedAttentionKernels.SupportsDense(layout.HeadDim);
         long bytes = (long)layout.KvHeads * layout.Capacity * layout.HeadDim * (half ? 2 : 4);
         _k = new NativeBuffer(bytes);
         _v = new NativeBuffer(bytes);
@@ -66,7 +74,7 @@ public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IDisposable
     {
         int hd = _layout.HeadDim;
         float scale = _layout.Scale;
-        if (FusedAttentionKernels.IsSupported && FusedAttentionKernels.SupportsDense(hd) && length > 0)
+        if (_fused && length > 0)
         {
             AttendFused(kvHead, queries, queryHeads, length, output, scores);
             return;

@@ -10,10 +10,12 @@ internal sealed unsafe class FullPrecisionTensorStore : IKvTensorStore
     private readonly KvLayout _layout;
     private readonly bool _half;
     private readonly NativeBuffer _data;
+    private readonly bool _fused;
 
-    public FullPrecisionTensorStore(KvLayout layout, KvSpec spec)
+    public FullPrecisionTensorStore(KvLayout layout, KvSpec spec, bool allowFused = true)
     {
         _layout = layout;
+        _fused = allowFused && FusedAttentionKernels.IsSupported && FusedAttentionKernels.SupportsDense(layout.HeadDim);
         Spec = spec;
         _half = spec.Bits == KvBits.Fp16;
         _data = new NativeBuffer((long)layout.KvHeads * layout.Capacity * layout.HeadDim * (_half ? 2 : 4));
@@ -115,7 +117,7 @@ internal sealed unsafe class FullPrecisionTensorStore : IKvTensorStore
 
     public void Clear() => Length = 0;
 
-    private bool Fused => FusedAttentionKernels.IsSupported && FusedAttentionKernels.SupportsDense(_layout.HeadDim);
+    private bool Fused => _fused;
 
     private byte* HeadPointer(int kvHead) => _data.Pointer + ((long)kvHead * _layout.Capacity * _layout.HeadDim * (_half ? 2 : 4));
 

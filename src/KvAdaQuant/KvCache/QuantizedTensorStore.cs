@@ -42,7 +42,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     private readonly bool _fused;
     private int _quantized;
 
-    public QuantizedTensorStore(KvLayout layout, KvSpec spec)
+    public QuantizedTensorStore(KvLayout layout, KvSpec spec, bool allowFused = true)
     {
         if (spec.Problem(layout.HeadDim) is { } problem)
         {
@@ -70,7 +70,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         _flushValues = new float[_chunk * _hd];
         _flushCodes = new byte[_chunk * _hd];
         (_symStep, _symOffset) = spec.Symmetric ? AffineQuantizer.Effective(new QuantParams(Half.One, default), _bits, true) : (1f, 0f);
-        _fused = FusedAttentionKernels.IsSupported && !_perChannel && FusedAttentionKernels.SupportsPacked(_bits.IntegerBits(), _hd, _groupChannels);
+        _fused = allowFused && FusedAttentionKernels.IsSupported && !_perChannel && FusedAttentionKernels.SupportsPacked(_bits.IntegerBits(), _hd, _groupChannels);
     }
 
     /// <summary>Whether attention runs through <see cref="FusedAttentionKernels"/> (else the row-at-a-time general path).</summary>

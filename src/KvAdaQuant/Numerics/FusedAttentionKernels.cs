@@ -86,16 +86,26 @@ internal static unsafe class FusedAttentionKernels
     /// </summary>
     public static void ScoresPacked(in PackedRows rows, float* permutedQueries, int rep, float* scores, int stride)
     {
+        bool wide = ChunkInOneGroup(rows);
         switch (rows.Bits)
         {
+            case 2 when wide:
+                Scores<Packed2<BroadcastParams>>(rows, permutedQueries, rep, scores, stride);
+                break;
             case 2:
-                Scores<Packed2>(rows, permutedQueries, rep, scores, stride);
+                Scores<Packed2<PermutedParams>>(rows, permutedQueries, rep, scores, stride);
+                break;
+            case 4 when wide:
+                Scores<Packed4<BroadcastParams>>(rows, permutedQueries, rep, scores, stride);
                 break;
             case 4:
-                Scores<Packed4>(rows, permutedQueries, rep, scores, stride);
+                Scores<Packed4<PermutedParams>>(rows, permutedQueries, rep, scores, stride);
+                break;
+            case 8 when wide:
+                Scores<Packed8<BroadcastParams>>(rows, permutedQueries, rep, scores, stride);
                 break;
             default:
-                Scores<Packed8>(rows, permutedQueries, rep, scores, stride);
+                Scores<Packed8<PermutedParams>>(rows, permutedQueries, rep, scores, stride);
                 break;
         }
     }
@@ -103,19 +113,32 @@ internal static unsafe class FusedAttentionKernels
     /// <summary>permutedOutput[r] += sum_t probs[r * stride + t] x_t (outputs in <see cref="PermutedChannel"/> order).</summary>
     public static void AccumulatePacked(in PackedRows rows, float* probs, int stride, int rep, float* permutedOutput)
     {
+        bool wide = ChunkInOneGroup(rows);
         switch (rows.Bits)
         {
+            case 2 when wide:
+                Accumulate<Packed2<BroadcastParams>>(rows, probs, stride, rep, permutedOutput);
+                break;
             case 2:
-                Accumulate<Packed2>(rows, probs, stride, rep, permutedOutput);
+                Accumulate<Packed2<PermutedParams>>(rows, probs, stride, rep, permutedOutput);
+                break;
+            case 4 when wide:
+                Accumulate<Packed4<BroadcastParams>>(rows, probs, stride, rep, permutedOutput);
                 break;
             case 4:
-                Accumulate<Packed4>(rows, probs, stride, rep, permutedOutput);
+                Accumulate<Packed4<PermutedParams>>(rows, probs, stride, rep, permutedOutput);
+                break;
+            case 8 when wide:
+                Accumulate<Packed8<BroadcastParams>>(rows, probs, stride, rep, permutedOutput);
                 break;
             default:
-                Accumulate<Packed8>(rows, probs, stride, rep, permutedOutput);
+                Accumulate<Packed8<PermutedParams>>(rows, probs, stride, rep, permutedOutput);
                 break;
         }
     }
+
+    // Whether every 16-byte chunk of codes lies in one parameter group (then a and b are broadcast, not permuted).
+    private static bool ChunkInOneGroup(in PackedRows rows) => rows.GroupChannels % (16 * 8 / rows.Bits) == 0;
 
     /// <summary>scores[r * stride + t] = q_r · x_t over <paramref name="count"/> FP16 (or FP32) rows of headDim (natural order).</summary>
     public static void ScoresDense(void* data, bool half, int count, int headDim, float* queries, int rep, float* scores, int stride)
@@ -265,6 +288,7 @@ internal static unsafe class FusedAttentionKernels
         }
 
         var fold = stackalloc Vector256<float>[HeadBlock * 8];
+        int rowBytes = rows.RowBytes;
         for (int h0 = 0; h0 < rep; h0 += HeadBlock)
         {
             int nh = Math.Min(HeadBlock, rep - h0);
@@ -281,11 +305,12 @@ internal static unsafe class FusedAttentionKernels
                 }
 
                 int t = 0;
+                byte* block = rows.Codes + ((long)t0 * rowBytes);
                 for (; t + 8 <= n; t += 8)
                 {
-                    for (int u = 0; u < 8; u++)
+                    for (int u = 0; u < 8; u += 2)
                     {
-                        ScoreToken<TDecoder>(rows, t0 + t + u, pbuf + ((t + u) * np), idx, q0, q1, q2, q3, out fold[u], out fold[8 + u], out fold[16 + u], out fold[24 + u]);
+                        ScorePair<TDecoder>(block + ((t + u) * rowBytes), rowBytes, hd, pbuf + ((t + u) * np), np, idx, q0, q1, q2, q3, fold + u);
                     }
 
                     for (int r = 0; r < nh; r++)
@@ -296,7 +321,7 @@ internal static unsafe class FusedAttentionKernels
 
                 for (; t < n; t++)
                 {
-                    ScoreToken<TDecoder>(rows, t0 + t, pbuf + (t * np), idx, q0, q1, q2, q3, out fold[0], out fold[8], out fold[16], out fold[24]);
+                    ScoreToken<TDecoder>(block + (t * rowBytes), hd, pbuf + (t * np), idx, q0, q1, q2, q3, out fold[0], out fold[8], out fold[16], out fold[24]);
                     for (int r = 0; r < nh; r++)
                     {
                         scores[((h0 + r) * stride) + t0 + t] = Vector256.Sum(fold[r * 8]);
@@ -307,45 +332,111 @@ internal static unsafe class FusedAttentionKernels
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void ScoreToken<TDecoder>(in PackedRows rows, int t, float* prm, int* idx, float* q0, float* q1, float* q2, float* q3, out Vector256<float> f0, out Vector256<float> f1, out Vector256<float> f2, out Vector256<float> f3)
+    private static void ScoreToken<TDecoder>(byte* row, int hd, float* prm, int* idx, float* q0, float* q1, float* q2, float* q3, out Vector256<float> f0, out Vector256<float> f1, out Vector256<float> f2, out Vector256<float> f3)
         where TDecoder : ISlabDecoder
     {
-        int hd = rows.HeadDim;
-        byte* row = rows.Codes + ((long)t * rows.RowBytes);
         Vector512<float> p0 = default, p1 = default;
-        if (TDecoder.HasParams)
+        if (TDecoder.NeedsParamVectors)
         {
             p0 = Vector512.Load(prm);
             p1 = Vector512.Load(prm + 16);
         }
 
+        // Two partial sums per head (slots 0-1 and 2-3 of each slab) halve the dependent FMA chain of a token.
         var a0 = Vector512<float>.Zero;
         var a1 = Vector512<float>.Zero;
         var a2 = Vector512<float>.Zero;
         var a3 = Vector512<float>.Zero;
+        var b0 = Vector512<float>.Zero;
+        var b1 = Vector512<float>.Zero;
+        var b2 = Vector512<float>.Zero;
+        var b3 = Vector512<float>.Zero;
         for (int s = 0; s < hd; s += Slab)
         {
-            TDecoder.Decode(row, s, p0, p1, idx, out var y0, out var y1, out var y2, out var y3);
-            a0 = Dot4(y0, y1, y2, y3, q0 + s, a0);
-            a1 = Dot4(y0, y1, y2, y3, q1 + s, a1);
-            a2 = Dot4(y0, y1, y2, y3, q2 + s, a2);
-            a3 = Dot4(y0, y1, y2, y3, q3 + s, a3);
+            TDecoder.Decode(row, s, prm, p0, p1, idx, out var y0, out var y1, out var y2, out var y3);
+            a0 = Dot2(y0, y1, q0 + s, a0);
+            b0 = Dot2(y2, y3, q0 + s + 32, b0);
+            a1 = Dot2(y0, y1, q1 + s, a1);
+            b1 = Dot2(y2, y3, q1 + s + 32, b1);
+            a2 = Dot2(y0, y1, q2 + s, a2);
+            b2 = Dot2(y2, y3, q2 + s + 32, b2);
+            a3 = Dot2(y0, y1, q3 + s, a3);
+            b3 = Dot2(y2, y3, q3 + s + 32, b3);
         }
 
+        a0 += b0;
+        a1 += b1;
+        a2 += b2;
+        a3 += b3;
         f0 = a0.GetLower() + a0.GetUpper();
         f1 = a1.GetLower() + a1.GetUpper();
         f2 = a2.GetLower() + a2.GetUpper();
         f3 = a3.GetLower() + a3.GetUpper();
     }
 
+    // Two consecutive tokens at once: each query vector loaded once serves both (loads, not FMAs, bound this loop).
+    // Writes the two tokens' 8-lane partial sums to fold[r * 8] and fold[r * 8 + 1] for the four heads r.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> Dot4(Vector512<float> y0, Vector512<float> y1, Vector512<float> y2, Vector512<float> y3, float* q, Vector512<float> acc)
+    private static void ScorePair<TDecoder>(byte* row, int rowBytes, int hd, float* prm, int np, int* idx, float* q0, float* q1, float* q2, float* q3, Vector256<float>* fold)
+        where TDecoder : ISlabDecoder
     {
-        acc = Vector512.FusedMultiplyAdd(y0, Vector512.Load(q), acc);
-        acc = Vector512.FusedMultiplyAdd(y1, Vector512.Load(q + 16), acc);
-        acc = Vector512.FusedMultiplyAdd(y2, Vector512.Load(q + 32), acc);
-        return Vector512.FusedMultiplyAdd(y3, Vector512.Load(q + 48), acc);
+        Vector512<float> p0 = default, p1 = default, r0 = default, r1 = default;
+        if (TDecoder.NeedsParamVectors)
+        {
+            p0 = Vector512.Load(prm);
+            p1 = Vector512.Load(prm + 16);
+            r0 = Vector512.Load(prm + np);
+            r1 = Vector512.Load(prm + np + 16);
+        }
+
+        var a0 = Vector512<float>.Zero;
+        var a1 = Vector512<float>.Zero;
+        var a2 = Vector512<float>.Zero;
+        var a3 = Vector512<float>.Zero;
+        var b0 = Vector512<float>.Zero;
+        var b1 = Vector512<float>.Zero;
+        var b2 = Vector512<float>.Zero;
+        var b3 = Vector512<float>.Zero;
+        for (int s = 0; s < hd; s += Slab)
+        {
+            TDecoder.Decode(row, s, prm, p0, p1, idx, out var y0, out var y1, out var y2, out var y3);
+            TDecoder.Decode(row + rowBytes, s, prm + np, r0, r1, idx, out var z0, out var z1, out var z2, out var z3);
+            DotPair(y0, y1, y2, y3, z0, z1, z2, z3, q0 + s, ref a0, ref b0);
+            DotPair(y0, y1, y2, y3, z0, z1, z2, z3, q1 + s, ref a1, ref b1);
+            DotPair(y0, y1, y2, y3, z0, z1, z2, z3, q2 + s, ref a2, ref b2);
+            DotPair(y0, y1, y2, y3, z0, z1, z2, z3, q3 + s, ref a3, ref b3);
+        }
+
+        fold[0] = a0.GetLower() + a0.GetUpper();
+        fold[1] = b0.GetLower() + b0.GetUpper();
+        fold[8] = a1.GetLower() + a1.GetUpper();
+        fold[9] = b1.GetLower() + b1.GetUpper();
+        fold[16] = a2.GetLower() + a2.GetUpper();
+        fold[17] = b2.GetLower() + b2.GetUpper();
+        fold[24] = a3.GetLower() + a3.GetUpper();
+        fold[25] = b3.GetLower() + b3.GetUpper();
     }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void DotPair(Vector512<float> y0, Vector512<float> y1, Vector512<float> y2, Vector512<float> y3, Vector512<float> z0, Vector512<float> z1, Vector512<float> z2, Vector512<float> z3, float* q, ref Vector512<float> a, ref Vector512<float> b)
+    {
+        var v = Vector512.Load(q);
+        a = Vector512.FusedMultiplyAdd(y0, v, a);
+        b = Vector512.FusedMultiplyAdd(z0, v, b);
+        v = Vector512.Load(q + 16);
+        a = Vector512.FusedMultiplyAdd(y1, v, a);
+        b = Vector512.FusedMultiplyAdd(z1, v, b);
+        v = Vector512.Load(q + 32);
+        a = Vector512.FusedMultiplyAdd(y2, v, a);
+        b = Vector512.FusedMultiplyAdd(z2, v, b);
+        v = Vector512.Load(q + 48);
+        a = Vector512.FusedMultiplyAdd(y3, v, a);
+        b = Vector512.FusedMultiplyAdd(z3, v, b);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Dot2(Vector512<float> y0, Vector512<float> y1, float* q, Vector512<float> acc) =>
+        Vector512.FusedMultiplyAdd(y1, Vector512.Load(q + 16), Vector512.FusedMultiplyAdd(y0, Vector512.Load(q), acc));
 
     // Eight 8-lane partial sums (one per token) -> the eight token sums, by a horizontal-add tree.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -405,17 +496,18 @@ internal static unsafe class FusedAttentionKernels
         Vector512<float> c10 = default, c11 = default, c12 = default, c13 = default;
         Vector512<float> c20 = default, c21 = default, c22 = default, c23 = default;
         Vector512<float> c30 = default, c31 = default, c32 = default, c33 = default;
-        byte* row = rows.Codes + ((long)t0 * rows.RowBytes);
+        int rowBytes = rows.RowBytes;
+        byte* row = rows.Codes + ((long)t0 * rowBytes);
         Vector512<float> p0 = default, p1 = default;
-        for (int t = 0; t < n; t++, row += rows.RowBytes)
+        for (int t = 0; t < n; t++, row += rowBytes)
         {
-            if (TDecoder.HasParams)
+            if (TDecoder.NeedsParamVectors)
             {
                 p0 = Vector512.Load(pbuf + (t * np));
                 p1 = Vector512.Load(pbuf + (t * np) + 16);
             }
 
-            TDecoder.Decode(row, s, p0, p1, idx, out var y0, out var y1, out var y2, out var y3);
+            TDecoder.Decode(row, s, pbuf + (t * np), p0, p1, idx, out var y0, out var y1, out var y2, out var y3);
             var w = Vector512.Create(pr0[t]);
             c00 = Vector512.FusedMultiplyAdd(y0, w, c00);
             c01 = Vector512.FusedMultiplyAdd(y1, w, c01);
@@ -535,19 +627,24 @@ internal static unsafe class FusedAttentionKernels
     {
         static abstract bool HasParams { get; }
 
-        static abstract void Decode(byte* row, int slab, Vector512<float> p0, Vector512<float> p1, int* idx, out Vector512<float> y0, out Vector512<float> y1, out Vector512<float> y2, out Vector512<float> y3);
+        /// <summary>Whether Decode reads the parameters as two vectors p0, p1 (else straight from prm).</summary>
+        static abstract bool NeedsParamVectors { get; }
+
+        static abstract void Decode(byte* row, int slab, float* prm, Vector512<float> p0, Vector512<float> p1, int* idx, out Vector512<float> y0, out Vector512<float> y1, out Vector512<float> y2, out Vector512<float> y3);
     }
 
-    private readonly struct Packed2 : ISlabDecoder
+    private readonly struct Packed2<TSpread> : ISlabDecoder
+        where TSpread : IParamSpread
     {
         public static bool HasParams => true;
 
+        public static bool NeedsParamVectors => TSpread.NeedsVectors;
+
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static void Decode(byte* row, int slab, Vector512<float> p0, Vector512<float> p1, int* idx, out Vector512<float> y0, out Vector512<float> y1, out Vector512<float> y2, out Vector512<float> y3)
+        public static void Decode(byte* row, int slab, float* prm, Vector512<float> p0, Vector512<float> p1, int* idx, out Vector512<float> y0, out Vector512<float> y1, out Vector512<float> y2, out Vector512<float> y3)
         {
             int c = slab / 64; // one 16-byte chunk per slab
-            var a = Avx512F.PermuteVar16x32x2(p0, Vector512.Load(idx + (c * 32)), p1);
-            var b = Avx512F.PermuteVar16x32x2(p0, Vector512.Load(idx + (c * 32) + 16), p1);
+            TSpread.Get(c, prm, p0, p1, idx, out var a, out var b);
             var w = Widen(row + (c * 16));
             var m = Vector512.Create(3);
             y0 = Affine(w & m, a, b);
@@ -557,42 +654,84 @@ internal static unsafe class FusedAttentionKernels
         }
     }
 
-    private readonly struct Packed4 : ISlabDecoder
+    private readonly struct Packed4<TSpread> : ISlabDecoder
+        where TSpread : IParamSpread
     {
         public static bool HasParams => true;
 
+        public static bool NeedsParamVectors => TSpread.NeedsVectors;
+
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static void Decode(byte* row, int slab, Vector512<float> p0, Vector512<float> p1, int* idx, out Vector512<float> y0, out Vector512<float> y1, out Vector512<float> y2, out Vector512<float> y3)
+        public static void Decode(byte* row, int slab, float* prm, Vector512<float> p0, Vector512<float> p1, int* idx, out Vector512<float> y0, out Vector512<float> y1, out Vector512<float> y2, out Vector512<float> y3)
         {
             int c = slab / 32; // two 16-byte chunks per slab
             var m = Vector512.Create(15);
-            var a = Avx512F.PermuteVar16x32x2(p0, Vector512.Load(idx + (c * 32)), p1);
-            var b = Avx512F.PermuteVar16x32x2(p0, Vector512.Load(idx + (c * 32) + 16), p1);
+            TSpread.Get(c, prm, p0, p1, idx, out var a, out var b);
             var w = Widen(row + (c * 16));
             y0 = Affine(w & m, a, b);
             y1 = Affine(Avx512F.ShiftRightLogical(w, 4), a, b);
-            a = Avx512F.PermuteVar16x32x2(p0, Vector512.Load(idx + (c * 32) + 32), p1);
-            b = Avx512F.PermuteVar16x32x2(p0, Vector512.Load(idx + (c * 32) + 48), p1);
+            TSpread.Get(c + 1, prm, p0, p1, idx, out a, out b);
             w = Widen(row + (c * 16) + 16);
             y2 = Affine(w & m, a, b);
             y3 = Affine(Avx512F.ShiftRightLogical(w, 4), a, b);
         }
     }
 
-    private readonly struct Packed8 : ISlabDecoder
+    private readonly struct Packed8<TSpread> : ISlabDecoder
+        where TSpread : IParamSpread
     {
         public static bool HasParams => true;
 
+        public static bool NeedsParamVectors => TSpread.NeedsVectors;
+
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static void Decode(byte* row, int slab, Vector512<float> p0, Vector512<float> p1, int* idx, out Vector512<float> y0, out Vector512<float> y1, out Vector512<float> y2, out Vector512<float> y3)
+        public static void Decode(byte* row, int slab, float* prm, Vector512<float> p0, Vector512<float> p1, int* idx, out Vector512<float> y0, out Vector512<float> y1, out Vector512<float> y2, out Vector512<float> y3)
         {
             int c = slab / 16; // four 16-byte chunks per slab
             byte* r = row + slab;
-            int* ix = idx + (c * 32);
-            y0 = Affine(Widen(r), Avx512F.PermuteVar16x32x2(p0, Vector512.Load(ix), p1), Avx512F.PermuteVar16x32x2(p0, Vector512.Load(ix + 16), p1));
-            y1 = Affine(Widen(r + 16), Avx512F.PermuteVar16x32x2(p0, Vector512.Load(ix + 32), p1), Avx512F.PermuteVar16x32x2(p0, Vector512.Load(ix + 48), p1));
-            y2 = Affine(Widen(r + 32), Avx512F.PermuteVar16x32x2(p0, Vector512.Load(ix + 64), p1), Avx512F.PermuteVar16x32x2(p0, Vector512.Load(ix + 80), p1));
-            y3 = Affine(Widen(r + 48), Avx512F.PermuteVar16x32x2(p0, Vector512.Load(ix + 96), p1), Avx512F.PermuteVar16x32x2(p0, Vector512.Load(ix + 112), p1));
+            TSpread.Get(c, prm, p0, p1, idx, out var a, out var b);
+            y0 = Affine(Widen(r), a, b);
+            TSpread.Get(c + 1, prm, p0, p1, idx, out a, out b);
+            y1 = Affine(Widen(r + 16), a, b);
+            TSpread.Get(c + 2, prm, p0, p1, idx, out a, out b);
+            y2 = Affine(Widen(r + 32), a, b);
+            TSpread.Get(c + 3, prm, p0, p1, idx, out a, out b);
+            y3 = Affine(Widen(r + 48), a, b);
+        }
+    }
+
+    /// <summary>How a 16-byte chunk's lanes get their group's step a and offset b.</summary>
+    private interface IParamSpread
+    {
+        static abstract bool NeedsVectors { get; }
+
+        static abstract void Get(int chunk, float* prm, Vector512<float> p0, Vector512<float> p1, int* idx, out Vector512<float> a, out Vector512<float> b);
+    }
+
+    // Lanes of one chunk in different groups: one two-table permute each for a and b.
+    private readonly struct PermutedParams : IParamSpread
+    {
+        public static bool NeedsVectors => true;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Get(int chunk, float* prm, Vector512<float> p0, Vector512<float> p1, int* idx, out Vector512<float> a, out Vector512<float> b)
+        {
+            a = Avx512F.PermuteVar16x32x2(p0, Vector512.Load(idx + (chunk * 32)), p1);
+            b = Avx512F.PermuteVar16x32x2(p0, Vector512.Load(idx + (chunk * 32) + 16), p1);
+        }
+    }
+
+    // The whole chunk in one group: a and b broadcast from memory (no shuffle).
+    private readonly struct BroadcastParams : IParamSpread
+    {
+        public static bool NeedsVectors => false;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Get(int chunk, float* prm, Vector512<float> p0, Vector512<float> p1, int* idx, out Vector512<float> a, out Vector512<float> b)
+        {
+            float* g = prm + idx[chunk * 32];
+            a = Vector512.Create(g[0]);
+            b = Vector512.Create(g[1]);
         }
     }
 
@@ -600,8 +739,10 @@ internal static unsafe class FusedAttentionKernels
     {
         public static bool HasParams => false;
 
+        public static bool NeedsParamVectors => false;
+
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static void Decode(byte* row, int slab, Vector512<float> p0, Vector512<float> p1, int* idx, out Vector512<float> y0, out Vector512<float> y1, out Vector512<float> y2, out Vector512<float> y3)
+        public static void Decode(byte* row, int slab, float* prm, Vector512<float> p0, Vector512<float> p1, int* idx, out Vector512<float> y0, out Vector512<float> y1, out Vector512<float> y2, out Vector512<float> y3)
         {
             ushort* r = (ushort*)row + slab;
             y0 = HalfToSingle(r);
@@ -615,8 +756,10 @@ internal static unsafe class FusedAttentionKernels
     {
         public static bool HasParams => false;
 
+        public static bool NeedsParamVectors => false;
+
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static void Decode(byte* row, int slab, Vector512<float> p0, Vector512<float> p1, int* idx, out Vector512<float> y0, out Vector512<float> y1, out Vector512<float> y2, out Vector512<float> y3)
+        public static void Decode(byte* row, int slab, float* prm, Vector512<float> p0, Vector512<float> p1, int* idx, out Vector512<float> y0, out Vector512<float> y1, out Vector512<float> y2, out Vector512<float> y3)
         {
             float* r = (float*)row + slab;
             y0 = Vector512.Load(r);
