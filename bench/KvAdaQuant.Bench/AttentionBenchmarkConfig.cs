@@ -35,7 +35,7 @@ public sealed class AttentionBenchmarkConfig : ManualConfig
         }
 
         var ps = c.Parameters;
-        return ps["Kv"] is string kv && ps["Context"] is int ctx && ps["Shape"] is string shape ? AttentionBenchmarks.CacheBytes(shape, kv, ctx) : null;
+        return ps["Kv"] is string kv && ps["Context"] is int ctx && ps["Shape"] is string shape ? AttentionStepBenchmark.CacheBytes(shape, kv, ctx) : null;
     }
 
     private static double? GigabytesPerSecond(Summary summary, BenchmarkCase c)
@@ -87,7 +87,7 @@ public sealed class AttentionBenchmarkConfig : ManualConfig
             {
                 case Kind.Layers:
                     var ps = benchmarkCase.Parameters;
-                    return ps["Kv"] is string kv && ps["Context"] is int ctx && ps["Shape"] is string shape ? AttentionBenchmarks.LayersFor(shape, kv, ctx).ToString(ci) : "-";
+                    return ps["Kv"] is string kv && ps["Context"] is int ctx && ps["Shape"] is string shape ? AttentionStepBenchmark.LayersFor(shape, kv, ctx).ToString(ci) : "-";
                 case Kind.Megabytes:
                     return BytesOf(benchmarkCase) is long b ? (b / 1e6).ToString("F2", ci) : "-";
                 case Kind.Bandwidth:
