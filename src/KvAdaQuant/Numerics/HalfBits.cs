@@ -16,15 +16,14 @@ public static class HalfBits
     public static float ToSingle(ushort bits)
     {
         uint magnitude = bits & 0x7FFFu;
-        if (magnitude >= 0x7C00u)
-        {
-            // Infinity and NaN keep an all-ones exponent.
-            return (float)BitConverter.UInt16BitsToHalf(bits);
-        }
 
-        // Normal halves: exponent and mantissa shifted into place, then scaled by 2^112 (exact). Subnormal halves
-        // land on float subnormals, and the same exact scaling normalizes them.
-        float f = BitConverter.UInt32BitsToSingle(magnitude << 13) * ExponentRebias;
-        return BitConverter.UInt32BitsToSingle(BitConverter.SingleToUInt32Bits(f) | ((uint)(bits & 0x8000) << 16));
+        // Finite halves: exponent and mantissa shifted into place, then scaled by 2^112 (exact); subnormal halves land
+        // on float subnormals, and the same exact scaling normalizes them. Infinity and NaN (all-ones exponent) are
+        // selected without a branch or call, so hot loops keep their accumulators in registers.
+        uint shifted = magnitude << 13;
+        uint finite = BitConverter.SingleToUInt32Bits(BitConverter.UInt32BitsToSingle(shifted) * ExponentRebias);
+        uint special = shifted | 0x7F800000u;
+        uint result = magnitude >= 0x7C00u ? special : finite;
+        return BitConverter.UInt32BitsToSingle(result | ((uint)(bits & 0x8000) << 16));
     }
 }
