@@ -40,6 +40,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     private readonly float _symStep;
     private readonly float _symOffset;
     private readonly bool _fused;
+    private readonly int[] _permutation;
     private int _quantized;
 
     public QuantizedTensorStore(KvLayout layout, KvSpec spec, bool allowFused = true)
@@ -71,6 +72,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         _flushCodes = new byte[_chunk * _hd];
         (_symStep, _symOffset) = spec.Symmetric ? AffineQuantizer.Effective(new QuantParams(Half.One, default), _bits, true) : (1f, 0f);
         _fused = allowFused && FusedAttentionKernels.IsSupported && !_perChannel && FusedAttentionKernels.SupportsPacked(_bits.IntegerBits(), _hd, _groupChannels);
+        _permutation = _fused ? FusedAttentionKernels.PermutationTable(_hd, _bits.IntegerBits()) : [];
     }
 
     /// <summary>Whether attention runs through <see cref="FusedAttentionKernels"/> (else the row-at-a-time general path).</summary>
@@ -244,13 +246,13 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
             return;
         }
 
-        int hd = _hd, bits = _bits.IntegerBits();
+        int hd = _hd;
         int s0 = SinksHeld;
         int sinkEnd = Math.Min(s0, length);
         int quantEnd = Math.Min(s0 + _quantized, length);
         _ = scores[(rep * length) - 1];
         Span<float> permuted = stackalloc float[rep * hd];
-        FusedAttentionKernels.Permute(queries[..(rep * hd)], hd, bits, permuted);
+        FusedAttentionKernels.Permute(queries[..(rep * hd)], _permutation, permuted);
         fixed (float* q = queries)
         fixed (float* pq = permuted)
         fixed (float* sc = scores)
@@ -282,7 +284,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
             return;
         }
 
-        int hd = _hd, bits = _bits.IntegerBits();
+        int hd = _hd;
         int s0 = SinksHeld;
         int sinkEnd = Math.Min(s0, length);
         int quantEnd = Math.Min(s0 + _quantized, length);
@@ -305,7 +307,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
                     FusedAttentionKernels.AccumulatePacked(Rows(kvHead, quantEnd - s0), p + s0, length, rep, po);
                 }
 
-                FusedAttentionKernels.AddUnpermuted(permuted, hd, bits, output);
+                FusedAttentionKernels.AddUnpermuted(permuted, _permutation, output);
             }
 
             for (int j = Math.Max(quantEnd, s0); j < length;)

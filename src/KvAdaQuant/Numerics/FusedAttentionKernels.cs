@@ -56,26 +56,44 @@ internal static unsafe class FusedAttentionKernels
         return (s * Slab) + (chunk * 16 * cpb) + (lane * cpb) + k;
     }
 
-    /// <summary>dst[p] = src[PermutedChannel(p)] for each head of headDim in <paramref name="src"/>.</summary>
-    public static void Permute(ReadOnlySpan<float> src, int headDim, int bits, Span<float> dst)
+    /// <summary>The table p -> <see cref="PermutedChannel"/>(p, bits) for one head (identity for 8 bits).</summary>
+    public static int[] PermutationTable(int headDim, int bits)
     {
-        for (int h = 0; h < src.Length; h += headDim)
+        var table = new int[headDim];
+        for (int p = 0; p < headDim; p++)
         {
-            for (int p = 0; p < headDim; p++)
+            table[p] = PermutedChannel(p, bits);
+        }
+
+        return table;
+    }
+
+    /// <summary>dst[h + p] = src[h + table[p]] for each head h of table.Length in <paramref name="src"/>.</summary>
+    public static void Permute(ReadOnlySpan<float> src, ReadOnlySpan<int> table, Span<float> dst)
+    {
+        int hd = table.Length;
+        for (int h = 0; h < src.Length; h += hd)
+        {
+            var s = src.Slice(h, hd);
+            var d = dst.Slice(h, hd);
+            for (int p = 0; p < hd; p++)
             {
-                dst[h + p] = src[h + PermutedChannel(p, bits)];
+                d[p] = s[table[p]];
             }
         }
     }
 
-    /// <summary>dst[PermutedChannel(p)] += src[p] for each head of headDim in <paramref name="src"/>.</summary>
-    public static void AddUnpermuted(ReadOnlySpan<float> src, int headDim, int bits, Span<float> dst)
+    /// <summary>dst[h + table[p]] += src[h + p] for each head h of table.Length in <paramref name="src"/>.</summary>
+    public static void AddUnpermuted(ReadOnlySpan<float> src, ReadOnlySpan<int> table, Span<float> dst)
     {
-        for (int h = 0; h < src.Length; h += headDim)
+        int hd = table.Length;
+        for (int h = 0; h < src.Length; h += hd)
         {
-            for (int p = 0; p < headDim; p++)
+            var s = src.Slice(h, hd);
+            var d = dst.Slice(h, hd);
+            for (int p = 0; p < hd; p++)
             {
-                dst[h + PermutedChannel(p, bits)] += src[h + p];
+                d[table[p]] += s[p];
             }
         }
     }

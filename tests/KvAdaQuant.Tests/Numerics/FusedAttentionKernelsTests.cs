@@ -79,7 +79,7 @@ public unsafe class FusedAttentionKernelsTests
                     var want = new float[rep * stride];
                     var got = new float[rep * stride];
                     var pq = new float[rep * hd];
-                    FusedAttentionKernels.Permute(q, hd, bits, pq);
+                    FusedAttentionKernels.Permute(q, FusedAttentionKernels.PermutationTable(hd, bits), pq);
                     fixed (float* qp = q, pqp = pq, w = want, gp = got)
                     {
                         FusedAttentionKernels.ScoresPackedScalar(rows, qp, rep, w, stride);
@@ -97,7 +97,7 @@ public unsafe class FusedAttentionKernelsTests
                         FusedAttentionKernels.AccumulatePacked(rows, pr, stride, rep, gp);
                     }
 
-                    FusedAttentionKernels.AddUnpermuted(gotP, hd, bits, gotO);
+                    FusedAttentionKernels.AddUnpermuted(gotP, FusedAttentionKernels.PermutationTable(hd, bits), gotO);
                     AssertClose(wantO, gotO, 1e-4f * count, $"sums bits {bits} hd {hd} g {g} sym {symmetric} count {count} rep {rep}");
                 }
             }
