@@ -17,31 +17,34 @@ chmod +x "$K"
 T0=$(date +%s)
 log() { echo "[$(( $(date +%s) - T0 )) s] $*" | tee -a "$OUT/run.log"; }
 has() { [[ ",$STAGES," == *",$1,"* ]]; }
-nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1
+# At most a few files come back from the device: run.log, verify.md, bench.txt, fit.txt, misc.txt.
+MISC="$OUT/misc.txt"; BENCH="$OUT/bench.txt"; FIT="$OUT/fit.txt"; VERIFY="$OUT/verify.md"
+nvidia-smi >> "$MISC" 2>&1
 
 if has verify; then
   log "smoke: verify-decode stories260K fp16"
-  timeout 150 "$K" verify-decode --model "$M/stories260K.bin" --synthetic "" --kv fp16 --steps 128 --greedy 32 > "$OUT/smoke.md" 2> "$OUT/smoke.err"
+  timeout 150 "$K" verify-decode --model "$M/stories260K.bin" --synthetic "" --kv fp16 --steps 128 --greedy 32 >> "$VERIFY" 2>> "$MISC"
   rc=$?; log "smoke rc=$rc"
-  if [ $rc -ne 0 ] && [ $rc -ne 2 ]; then cat "$OUT/smoke.err" | tail -30; exit 1; fi
+  if [ $rc -ne 0 ] && [ $rc -ne 2 ]; then tail -30 "$MISC"; exit 1; fi
   log "verify-decode: stories260K, stories3M-q80, synthetic tiny models"
-  timeout 240 "$K" verify-decode --model "$M/stories260K.bin" --model "$M/stories3M-q80.bin" --out "$OUT/verify-decode.md" > "$OUT/verify.log" 2>&1
+  timeout ${VERIFY_TIMEOUT:-240} "$K" verify-decode --model "$M/stories260K.bin" --model "$M/stories3M-q80.bin" >> "$VERIFY" 2>> "$MISC"
   log "verify rc=$?"
 fi
 
 bench() {  # model-file tag kv batch ctxs
   log "bench $2 --kv $3 --batch $4 --ctx $5"
-  timeout 120 "$K" bench -m "$1" --device cuda --kv "$3" --batch "$4" --ctx "$5" --decode-tokens 32 --runs 3 --json > "$OUT/bench-$2-$3-b$4.json" 2> "$OUT/bench-$2-$3-b$4.err"
+  echo "=== $2 --kv $3 --batch $4 --ctx $5" >> "$BENCH"
+  timeout 120 "$K" bench -m "$1" --device cuda --kv "$3" --batch "$4" --ctx "$5" --decode-tokens 32 --runs 3 >> "$BENCH" 2>> "$MISC"
   log "rc=$?"
 }
 
 if has 1b; then
   for t in q8_0 f16; do
-    [ -f "$W/l1b-$t.gguf" ] || timeout 120 "$K" convert --synthetic llama-3.2-1b --type $t --out "$W/l1b-$t.gguf" >> "$OUT/convert.log" 2>&1
+    [ -f "$W/l1b-$t.gguf" ] || timeout 120 "$K" convert --synthetic llama-3.2-1b --type $t --out "$W/l1b-$t.gguf" >> "$MISC" 2>&1
     log "converted 1b $t rc=$?"
   done
   log "generate 1b q8_0"
-  timeout 60 "$K" generate -m "$W/l1b-q8_0.gguf" --device cuda --ctx 4096 -n 48 -p "Once upon a time" > "$OUT/generate-1b.txt" 2>&1
+  timeout 60 "$K" generate -m "$W/l1b-q8_0.gguf" --device cuda --ctx 4096 -n 48 -p "Once upon a time" >> "$MISC" 2>&1
   for t in q8_0 f16; do
     for kv in fp16 k4v2; do bench "$W/l1b-$t.gguf" 1b-$t $kv 1 4096,32768; done
   done
@@ -49,7 +52,7 @@ if has 1b; then
 fi
 
 if has 8b; then
-  [ -f "$W/l8b-q8_0.gguf" ] || timeout 200 "$K" convert --synthetic llama-3.1-8b --type q8_0 --out "$W/l8b-q8_0.gguf" >> "$OUT/convert.log" 2>&1
+  [ -f "$W/l8b-q8_0.gguf" ] || timeout 200 "$K" convert --synthetic llama-3.1-8b --type q8_0 --out "$W/l8b-q8_0.gguf" >> "$MISC" 2>&1
   log "converted 8b q8_0 rc=$?"
   for kv in fp16 k4v2; do bench "$W/l8b-q8_0.gguf" 8b-q8_0 $kv 1 4096,32768; done
   for kv in fp16 k4v2; do bench "$W/l8b-q8_0.gguf" 8b-q8_0 $kv 8 4096,32768; done
@@ -60,7 +63,8 @@ if has fit; then
     for kv in fp16 k4v2; do
       [ -f "$W/$m.gguf" ] || continue
       log "fit $m $kv"
-      timeout 120 "$K" bench -m "$W/$m.gguf" --device cuda --kv $kv --fit --ctx 4096,32768,131072 --json > "$OUT/fit-$m-$kv.json" 2> "$OUT/fit-$m-$kv.err"
+      echo "=== $m --kv $kv" >> "$FIT"
+      timeout 120 "$K" bench -m "$W/$m.gguf" --device cuda --kv $kv --fit --ctx 4096,32768,131072 >> "$FIT" 2>> "$MISC"
       log "rc=$?"
     done
   done
