@@ -56,6 +56,9 @@ if has 8b; then
   log "converted 8b q8_0 rc=$?"
   for kv in fp16 k4v2; do bench "$W/l8b-q8_0.gguf" 8b-q8_0 $kv 1 4096,32768; done
   for kv in fp16 k4v2; do bench "$W/l8b-q8_0.gguf" 8b-q8_0 $kv 8 4096,32768; done
+  [ -f "$W/l8b-f16.gguf" ] || timeout 200 "$K" convert --synthetic llama-3.1-8b --type f16 --out "$W/l8b-f16.gguf" >> "$MISC" 2>&1
+  log "converted 8b f16 rc=$?"
+  for kv in fp16 k4v2; do bench "$W/l8b-f16.gguf" 8b-f16 $kv 1 4096,32768; done
 fi
 
 if has fit; then

@@ -66,6 +66,20 @@ internal static class CudaBenchRunner
             }
 
             double perSeq = BenchRunner.Median(speeds);
+
+            // Launch overhead vs GPU work of one step (see CudaDecoder.TimeStep).
+            decoder.FillRandom(ctx - decodeTokens - 1, 99);
+            Array.Fill(tok, Math.Min(1000, m.Config.VocabSize - 1));
+            decoder.Step(tok);
+            var queue = new List<double>();
+            var gpu = new List<double>();
+            for (int i = 0; i < 5; i++)
+            {
+                var (q, g) = decoder.TimeStep();
+                queue.Add(q);
+                gpu.Add(g);
+            }
+
             var row = new Dictionary<string, object?>
             {
                 ["ctx"] = ctx,
@@ -73,6 +87,8 @@ internal static class CudaBenchRunner
                 ["decode_tokens_per_second_per_sequence"] = perSeq,
                 ["decode_tokens_per_second_total"] = perSeq * batch,
                 ["ms_per_step"] = 1000.0 / perSeq,
+                ["gpu_ms_per_step"] = BenchRunner.Median(gpu),
+                ["queue_ms_per_step"] = BenchRunner.Median(queue),
                 ["kv_bytes_at_ctx"] = decoder.Layout.Layers.Count == 0 ? 0 : KvBytesAt(decoder.Layout, ctx),
                 ["kv_bytes_allocated"] = decoder.CacheBytes,
                 ["device_bytes"] = decoder.DeviceBytes,
@@ -98,10 +114,10 @@ internal static class CudaBenchRunner
                 Console.Out.WriteLine($"{kv.Key}: {kv.Value}");
             }
 
-            Console.Out.WriteLine($"{"ctx",7} {"batch",6} {"tok/s/seq",10} {"tok/s total",12} {"ms/step",8} {"KV bytes at ctx",16} {"device bytes",16}");
+            Console.Out.WriteLine($"{"ctx",7} {"batch",6} {"tok/s/seq",10} {"tok/s total",12} {"ms/step",8} {"GPU ms",7} {"queue ms",9} {"KV bytes at ctx",16} {"device bytes",16}");
             foreach (var r in rows)
             {
-                Console.Out.WriteLine($"{r["ctx"],7} {r["batch"],6} {(double)r["decode_tokens_per_second_per_sequence"]!,10:F1} {(double)r["decode_tokens_per_second_total"]!,12:F1} {(double)r["ms_per_step"]!,8:F2} {(long)r["kv_bytes_at_ctx"]!,16:N0} {(long)r["device_bytes"]!,16:N0}");
+                Console.Out.WriteLine($"{r["ctx"],7} {r["batch"],6} {(double)r["decode_tokens_per_second_per_sequence"]!,10:F1} {(double)r["decode_tokens_per_second_total"]!,12:F1} {(double)r["ms_per_step"]!,8:F2} {(double)r["gpu_ms_per_step"]!,7:F2} {(double)r["queue_ms_per_step"]!,9:F2} {(long)r["kv_bytes_at_ctx"]!,16:N0} {(long)r["device_bytes"]!,16:N0}");
             }
         }
 

@@ -48,6 +48,16 @@ public class GpuKvCacheLayoutTests
         Assert.Equal(PackedKvFormat.Parse("4:g32:tok", 128), layout.Layers[0].Values);
     }
 
+    [Fact]
+    public void ChunkOfOneMirrorsTheCpuWindowAndLeavesTheK4V2Kernel()
+    {
+        var layout = GpuKvCacheLayout.Create(KvPlan.Parse("k4v2", 32), Llama8B, 1, 1024, window: 63, flushChunk: 1);
+        Assert.Equal(64, layout.ResidualCapacity);
+        Assert.All(layout.Layers, l => Assert.False(l.UsesFastKernel));
+        Assert.All(GpuKvCacheLayout.Create(KvPlan.Parse("k4v2", 32), Llama8B, 1, 1024).WithoutFastKernel().Layers, l => Assert.False(l.UsesFastKernel));
+        Assert.Equal("k4:g64:tok/v2:g64:tok x32; FP16 window 63 + 1", layout.ToString());
+    }
+
     [Theory]
     [InlineData("fp32", "fp32")]
     [InlineData("k4v2:pc", "per-channel")]

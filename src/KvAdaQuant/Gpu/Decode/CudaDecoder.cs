@@ -26,7 +26,7 @@ public sealed class CudaDecoder : IDisposable
     private readonly CudaPackedKvAttention _packed;
     private readonly CudaKvCacheBuffers _cache;
     private readonly CudaDeviceBuffer _tokens, _x, _xb, _qkv, _q, _att, _gu, _h, _logits, _partO, _partML, _rng;
-    private readonly CudaLaunch _embed, _finalNorm, _argmax, _sample;
+    private readonly CudaLaunch _embed, _finalNorm, _argmax, _sample, _spin;
     private readonly List<CudaLaunch> _output;
     private readonly LayerLaunches[] _layers;
     private readonly int _maxSplits;
@@ -42,7 +42,8 @@ public sealed class CudaDecoder : IDisposable
     /// <param name="capacity">Positions per sequence.</param>
     /// <param name="keepQuantized">Keep Q8_0/Q4_0 matrices as such (else everything is FP16).</param>
     /// <param name="kernels">Compiled kernels to reuse (compiled here when null).</param>
-    public CudaDecoder(CudaContext context, LlamaModel model, KvPlan plan, int batch, int capacity, bool keepQuantized = true, CudaDecodeKernels? kernels = null)
+    /// <param name="layout">The cache layout (default: <see cref="GpuKvCacheLayout.Create"/> of the plan with its defaults).</param>
+    public CudaDecoder(CudaContext context, LlamaModel model, KvPlan plan, int batch, int capacity, bool keepQuantized = true, CudaDecodeKernels? kernels = null, GpuKvCacheLayout? layout = null)
     {
         ArgumentNullException.ThrowIfNull(context);
         ArgumentNullException.ThrowIfNull(model);
@@ -50,7 +51,12 @@ public sealed class CudaDecoder : IDisposable
         _c = model.Config;
         Batch = batch;
         Capacity = capacity;
-        Layout = GpuKvCacheLayout.Create(plan, _c, batch, capacity);
+        Layout = layout ?? GpuKvCacheLayout.Create(plan, _c, batch, capacity);
+        if (Layout.Batch != batch || Layout.Capacity != capacity || Layout.Layers.Count != _c.Layers)
+        {
+            throw new ArgumentException("layout: its batch, capacity or layer count differs from the decoder's", nameof(layout));
+        }
+
         int hd = _c.HeadDim;
         if (hd % 8 != 0 || hd > 256)
         {
@@ -165,7 +171,7 @@ public sealed class CudaDecoder : IDisposable
             {
                 int nb = Math.Min(8, batch - b0);
                 list.Add(Own(matvec[(m.Type, nb)].Prepare(
-                    ((m.Rows + 7) / 8, 1, 1), 256, m.Codes, m.Scales, m.LeadingDimension,
+                    ((m.Rows + 3) / 4, 1, 1), 256, m.Codes, m.Scales, m.LeadingDimension,
                     CudaArgument.FromUInt64(x.Pointer + ((ulong)b0 * (ulong)ldx * 4)), ldx,
                     CudaArgument.FromUInt64(y.Pointer + ((ulong)b0 * (ulong)ldy * 4)), ldy, m.Rows, m.Cols, accumulate ? 1 : 0)));
             }
@@ -208,7 +214,7 @@ public sealed class CudaDecoder : IDisposable
                 PackedKvFormat kf = ll.Keys!, vf = ll.Values!;
                 int rcap = Layout.ResidualCapacity;
                 layer.Flush = Own(K("dec_kv_flush").Prepare(
-                    (_c.KvHeads, batch, 1), 128, cl.Keys, cl.Values, CudaArgument.FromUInt64(headStride), 0, GpuKvCacheLayout.FlushChunk,
+                    (_c.KvHeads, batch, 1), 128, cl.Keys, cl.Values, CudaArgument.FromUInt64(headStride), 0, Layout.FlushChunk,
                     cl.KeyCodes!, cl.KeyParams!, kf.BitsCode, kf.RowBytes, kf.GroupSize,
                     cl.ValueCodes!, cl.ValueParams!, vf.BitsCode, vf.RowBytes, vf.GroupSize,
                     CudaArgument.FromUInt64((ulong)capacity), 0));
@@ -236,6 +242,7 @@ public sealed class CudaDecoder : IDisposable
         _finalNorm = Own(rms.Prepare((batch, 1, 1), 256, _x, finalNorm, _xb, dim, _c.NormEps));
         _output = MatVec(output, _xb, dim, _logits, _c.VocabSize, false);
         _argmax = Own(K("dec_argmax").Prepare((batch, 1, 1), 1024, _logits, _c.VocabSize, _tokens));
+        _spin = Own(K("dec_spin").Prepare((1, 1, 1), 32, CudaArgument.FromUInt64(40_000_000)));
         _sample = Own(K("dec_sample").Prepare((batch, 1, 1), 1024, _logits, _c.VocabSize, 1f, 0, 1f, _rng, _tokens));
         DeviceBytes = WeightBytes + _cache.ByteCount + _owned.OfType<CudaDeviceBuffer>().Sum(b => b.Length);
     }
@@ -300,7 +307,7 @@ public sealed class CudaDecoder : IDisposable
         if (layout.AnyPacked)
         {
             bool fast = layout.Layers.Any(l => l.UsesFastKernel);
-            for (int t = 0; t <= layout.Capacity; t += GpuKvCacheLayout.FlushChunk)
+            for (int t = 0; t <= layout.Capacity; t += layout.FlushChunk)
             {
                 int total = (fast ? (t + FastTokensPerSplit(perHead, t, multiprocessors) - 1) / FastTokensPerSplit(perHead, t, multiprocessors) : 0) + 1;
                 total = Math.Max(total, ((t + 255) / 256) + 1);
@@ -387,6 +394,26 @@ public sealed class CudaDecoder : IDisposable
         _tokens.CopyTo(tokens[..Batch]);
     }
 
+    /// <summary>
+    /// Benchmarks: one decode step plus the device argmax, timed twice: on the host, the time to queue its launches
+    /// (wall time of the calls), and on the device with CUDA events while the work runs back to back (queued behind a
+    /// spin kernel, so the GPU never waits for the host). Advances the position by one.
+    /// </summary>
+    public (double QueueMilliseconds, double GpuMilliseconds) TimeStep()
+    {
+        using var timer = new CudaEventTimer(_ctx);
+        _ctx.Synchronize();
+        _spin.Launch();
+        timer.Start();
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        Forward();
+        _argmax.Launch();
+        double queue = watch.Elapsed.TotalMilliseconds;
+        timer.Stop();
+        double gpu = timer.ElapsedMilliseconds();
+        return (queue, gpu);
+    }
+
     /// <summary>Copies the logits of the last step ([batch][vocab]) to <paramref name="logits"/>.</summary>
     public void CopyLogits(Span<float> logits) => _logits.CopyTo(logits[..(Batch * _c.VocabSize)]);
 
@@ -418,7 +445,7 @@ public sealed class CudaDecoder : IDisposable
         _ctx.Synchronize();
         Position = positions;
         int w = Layout.Window;
-        _residual = positions <= w ? positions : w + ((positions - w) % GpuKvCacheLayout.FlushChunk);
+        _residual = positions <= w ? positions : w + ((positions - w) % Layout.FlushChunk);
         _quantized = positions - _residual;
     }
 
@@ -453,8 +480,8 @@ public sealed class CudaDecoder : IDisposable
                 }
             }
 
-            _quantized += GpuKvCacheLayout.FlushChunk;
-            _residual -= GpuKvCacheLayout.FlushChunk;
+            _quantized += Layout.FlushChunk;
+            _residual -= Layout.FlushChunk;
         }
 
         int pos = Position;
@@ -509,7 +536,7 @@ public sealed class CudaDecoder : IDisposable
         int sms = _ctx.MultiprocessorCount;
         long perHead = (long)Batch * _c.KvHeads;
 
-        // FP16: about 32 warps per multiprocessor, each at least 32 positions.
+        // FP16: about 64 warps per multiprocessor, each at least 32 positions.
         int splits = Fp16Splits(perHead, sms);
         int tpw = Math.Max(32, (((length + splits - 1) / splits) + 7) / 8 * 8);
         splits = (length + tpw - 1) / tpw;
@@ -558,7 +585,7 @@ public sealed class CudaDecoder : IDisposable
         }
     }
 
-    private static int Fp16Splits(long perHead, int sms) => (int)Math.Clamp(((sms * 32L) + perHead - 1) / perHead, 1, MaxFp16Splits);
+    private static int Fp16Splits(long perHead, int sms) => (int)Math.Clamp(((sms * 64L) + perHead - 1) / perHead, 1, MaxFp16Splits);
 
     // The K4V2 kernel's positions per split: the largest of 2048..256 that still gives 1.9 blocks per multiprocessor, else 128.
     private static int FastTokensPerSplit(long perHead, int t, int sms)

@@ -14,7 +14,7 @@ public static class CudaKvFlushCheck
     public static long Run(CudaContext context, int headDim, double keyBits, double valueBits, int group, uint seed, CudaDecodeKernels? kernels = null)
     {
         ArgumentNullException.ThrowIfNull(context);
-        const int batch = 2, kvHeads = 2, chunk = GpuKvCacheLayout.FlushChunk, count = chunk + 8, capacity = 64, t0 = 32;
+        const int batch = 2, kvHeads = 2, chunk = GpuKvCacheLayout.DefaultFlushChunk, count = chunk + 8, capacity = 64, t0 = 32;
         var kf = new PackedKvFormat(keyBits, group, PackedKvAxis.PerToken, headDim);
         var vf = new PackedKvFormat(valueBits, group, PackedKvAxis.PerToken, headDim);
         kernels ??= new CudaDecodeKernels(context);

@@ -6,17 +6,17 @@ using KvAdaQuant.Model;
 namespace KvAdaQuant.Gpu.Decode;
 
 /// <summary>
-/// Runs the CPU <see cref="Transformer"/> and the <see cref="CudaDecoder"/> side by side on the same model: teacher
-/// forced (the same token streams, one per sequence of the GPU batch, each compared with its own CPU session) for
-/// the logits, then free-running greedy decoding for the tokens.
+/// Runs the <see cref="CudaDecoder"/> side by side with a reference: the CPU <see cref="Transformer"/> (teacher forced on
+/// the same token streams, one CPU session per sequence of the GPU batch, then free-running greedy decoding), or a second
+/// GPU decoder (to check the K4V2 kernel against the generic FP32 kernel inside the decode path).
 /// </summary>
 public static class DecodeVerification
 {
     /// <summary>
-    /// The CPU cache spec matching the GPU's handling of <paramref name="kv"/>: packed plans get g64 (when 64 divides the
-    /// head, else the CPU's own automatic group, which the GPU also picks) and r64 unless given.
+    /// The CPU cache spec for a GPU packed plan <paramref name="kv"/>: group 64 when 64 divides the head (else the CPU's
+    /// automatic group, which the GPU also picks) and a residual window of <paramref name="window"/>, unless given.
     /// </summary>
-    public static string CpuSpec(string kv, int headDim)
+    public static string CpuSpec(string kv, int headDim, int window = GpuKvCacheLayout.DefaultWindow)
     {
         ArgumentNullException.ThrowIfNull(kv);
         string t = kv.Trim().ToLowerInvariant();
@@ -33,79 +33,44 @@ public static class DecodeVerification
 
         if (!t.Contains(":r", StringComparison.Ordinal))
         {
-            s += ":r" + GpuKvCacheLayout.DefaultWindow;
+            s += ":r" + window;
         }
 
         return s;
     }
 
-    /// <summary>Compares the engines on <paramref name="model"/> with cache <paramref name="kv"/>.</summary>
+    /// <summary>
+    /// Compares the GPU decoder on <paramref name="gpuModel"/> with the CPU engine on <paramref name="cpuModel"/> (the same
+    /// model, or its F32 dequantized copy) using CPU cache <paramref name="cpuKv"/>.
+    /// </summary>
     public static DecodeCheckRow Compare(
-        CudaContext context, LlamaModel model, string modelName, string kv, int batch, int steps, int greedyTokens, bool keepQuantized, double tolerance, int threads, CudaDecodeKernels? kernels = null)
+        CudaContext context, LlamaModel gpuModel, LlamaModel cpuModel, string modelName, string kv, string cpuKv, int window, int flushChunk,
+        int batch, int steps, int greedyTokens, double tolerance, int threads, CudaDecodeKernels? kernels = null)
     {
-        ArgumentNullException.ThrowIfNull(model);
-        ModelConfig c = model.Config;
+        ArgumentNullException.ThrowIfNull(gpuModel);
+        ArgumentNullException.ThrowIfNull(cpuModel);
+        ModelConfig c = gpuModel.Config;
         int capacity = Math.Max(steps, greedyTokens + 1);
         KvPlan plan = KvPlan.Parse(kv, c.Layers);
-        KvPlan cpuPlan = KvPlan.Parse(CpuSpec(kv, c.HeadDim), c.Layers);
-        using var decoder = new CudaDecoder(context, model, plan, batch, capacity, keepQuantized, kernels);
-        using var transformer = new Transformer(model, threads);
-        var rng = new Random(1234);
+        KvPlan cpuPlan = KvPlan.Parse(cpuKv, c.Layers);
+        var layout = GpuKvCacheLayout.Create(plan, c, batch, capacity, window, flushChunk);
+        using var decoder = new CudaDecoder(context, gpuModel, plan, batch, capacity, true, kernels, layout);
+        using var transformer = new Transformer(cpuModel, threads);
         int vocab = c.VocabSize;
-        var streams = new int[batch][];
+        int[][] streams = Streams(c, batch, steps);
+        var reference = new float[batch][];
         for (int b = 0; b < batch; b++)
         {
-            streams[b] = new int[steps];
-            streams[b][0] = c.BosToken;
-            for (int i = 1; i < steps; i++)
-            {
-                streams[b][i] = rng.Next(Math.Min(3, vocab - 1), vocab);
-            }
-        }
-
-        // CPU logits of every step and sequence.
-        var cpu = new float[batch][];
-        for (int b = 0; b < batch; b++)
-        {
-            cpu[b] = new float[(long)steps * vocab];
+            reference[b] = new float[(long)steps * vocab];
             using var session = new InferenceSession(transformer, KvCacheFactory.Create(cpuPlan, transformer.CacheLayout(capacity)));
-            session.Prefill(streams[b].AsSpan(0, 1)).CopyTo(cpu[b].AsSpan(0, vocab));
+            session.Prefill(streams[b].AsSpan(0, 1)).CopyTo(reference[b].AsSpan(0, vocab));
             for (int i = 1; i < steps; i++)
             {
-                session.Decode(streams[b][i]).CopyTo(cpu[b].AsSpan(i * vocab, vocab));
+                session.Decode(streams[b][i]).CopyTo(reference[b].AsSpan(i * vocab, vocab));
             }
         }
 
-        var gpuLogits = new float[batch * vocab];
-        var tok = new int[batch];
-        double maxErr = 0, maxRef = 0;
-        int agree = 0;
-        decoder.Reset();
-        for (int i = 0; i < steps; i++)
-        {
-            for (int b = 0; b < batch; b++)
-            {
-                tok[b] = streams[b][i];
-            }
-
-            decoder.Step(tok);
-            decoder.CopyLogits(gpuLogits);
-            for (int b = 0; b < batch; b++)
-            {
-                ReadOnlySpan<float> g = gpuLogits.AsSpan(b * vocab, vocab);
-                ReadOnlySpan<float> r = cpu[b].AsSpan(i * vocab, vocab);
-                for (int v = 0; v < vocab; v++)
-                {
-                    maxErr = Math.Max(maxErr, Math.Abs(g[v] - r[v]));
-                    maxRef = Math.Max(maxRef, Math.Abs(r[v]));
-                }
-
-                if (Sampler.ArgMax(g) == Sampler.ArgMax(r))
-                {
-                    agree++;
-                }
-            }
-        }
+        (double rel, double top1) = TeacherForced(decoder, streams, reference, vocab);
 
         // Free-running greedy, sequence 0 (every GPU sequence gets the same tokens).
         var cpuTokens = new List<int>();
@@ -123,6 +88,7 @@ public static class DecodeVerification
             }
         }
 
+        var tok = new int[batch];
         decoder.Reset();
         Array.Fill(tok, c.BosToken);
         decoder.Step(tok);
@@ -146,10 +112,107 @@ public static class DecodeVerification
             }
         }
 
-        double rel = maxErr / Math.Max(maxRef, 1e-30);
-        double top1 = agree / (double)(steps * batch);
-        bool packed = decoder.Layout.AnyPacked;
-        bool pass = rel <= tolerance && (packed ? top1 >= 0.9 : equal == greedyTokens);
-        return new DecodeCheckRow(modelName, decoder.WeightTypes, $"{kv} (CPU {CpuSpec(kv, c.HeadDim)})", batch, steps, rel, top1, equal, greedyTokens, tolerance, pass);
+        bool pass = double.IsNaN(tolerance) || (rel <= tolerance && equal == greedyTokens);
+        return new DecodeCheckRow(
+            modelName, decoder.WeightTypes, decoder.Layout.ToString(), $"CPU {cpuModel.Format}, --kv {cpuKv}", batch, steps, rel, top1, equal, greedyTokens, tolerance, pass);
+    }
+
+    /// <summary>
+    /// The K4V2 tensor-core kernel inside the decode path against the generic FP32 kernel on the same layout (window,
+    /// chunk): two GPU decoders, teacher forced on the same streams.
+    /// </summary>
+    public static DecodeCheckRow CompareFastKernel(
+        CudaContext context, LlamaModel model, string modelName, string kv, int batch, int steps, double tolerance, CudaDecodeKernels? kernels = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ModelConfig c = model.Config;
+        KvPlan plan = KvPlan.Parse(kv, c.Layers);
+        var layout = GpuKvCacheLayout.Create(plan, c, batch, steps);
+        int vocab = c.VocabSize;
+        int[][] streams = Streams(c, batch, steps);
+        var reference = new float[batch][];
+        using (var generic = new CudaDecoder(context, model, plan, batch, steps, true, kernels, layout.WithoutFastKernel()))
+        {
+            var logits = new float[batch * vocab];
+            var tok = new int[batch];
+            for (int b = 0; b < batch; b++)
+            {
+                reference[b] = new float[(long)steps * vocab];
+            }
+
+            for (int i = 0; i < steps; i++)
+            {
+                for (int b = 0; b < batch; b++)
+                {
+                    tok[b] = streams[b][i];
+                }
+
+                generic.Step(tok);
+                generic.CopyLogits(logits);
+                for (int b = 0; b < batch; b++)
+                {
+                    logits.AsSpan(b * vocab, vocab).CopyTo(reference[b].AsSpan(i * vocab, vocab));
+                }
+            }
+        }
+
+        using var fast = new CudaDecoder(context, model, plan, batch, steps, true, kernels, layout);
+        (double rel, double top1) = TeacherForced(fast, streams, reference, vocab);
+        return new DecodeCheckRow(
+            modelName, fast.WeightTypes, fast.Layout + " (K4V2 kernel)", "GPU, same layout, generic FP32 kernel", batch, steps, rel, top1, -1, 0, tolerance, rel <= tolerance);
+    }
+
+    private static int[][] Streams(ModelConfig c, int batch, int steps)
+    {
+        var rng = new Random(1234);
+        var streams = new int[batch][];
+        for (int b = 0; b < batch; b++)
+        {
+            streams[b] = new int[steps];
+            streams[b][0] = c.BosToken;
+            for (int i = 1; i < steps; i++)
+            {
+                streams[b][i] = rng.Next(Math.Min(3, c.VocabSize - 1), c.VocabSize);
+            }
+        }
+
+        return streams;
+    }
+
+    private static (double Relative, double Top1) TeacherForced(CudaDecoder decoder, int[][] streams, float[][] reference, int vocab)
+    {
+        int batch = streams.Length, steps = streams[0].Length;
+        var logits = new float[batch * vocab];
+        var tok = new int[batch];
+        double maxErr = 0, maxRef = 0;
+        int agree = 0;
+        decoder.Reset();
+        for (int i = 0; i < steps; i++)
+        {
+            for (int b = 0; b < batch; b++)
+            {
+                tok[b] = streams[b][i];
+            }
+
+            decoder.Step(tok);
+            decoder.CopyLogits(logits);
+            for (int b = 0; b < batch; b++)
+            {
+                ReadOnlySpan<float> g = logits.AsSpan(b * vocab, vocab);
+                ReadOnlySpan<float> r = reference[b].AsSpan(i * vocab, vocab);
+                for (int v = 0; v < vocab; v++)
+                {
+                    maxErr = Math.Max(maxErr, Math.Abs(g[v] - r[v]));
+                    maxRef = Math.Max(maxRef, Math.Abs(r[v]));
+                }
+
+                if (Sampler.ArgMax(g) == Sampler.ArgMax(r))
+                {
+                    agree++;
+                }
+            }
+        }
+
+        return (maxErr / Math.Max(maxRef, 1e-30), agree / (double)(steps * batch));
     }
 }

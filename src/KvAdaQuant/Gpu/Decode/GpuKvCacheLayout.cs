@@ -12,8 +12,8 @@ namespace KvAdaQuant.Gpu.Decode;
 /// </summary>
 public sealed class GpuKvCacheLayout
 {
-    /// <summary>Tokens quantized at once when the window is full (a multiple of 32, as the K4V2 kernel needs).</summary>
-    public const int FlushChunk = 32;
+    /// <summary>Default tokens quantized at once when the window is full (a multiple of 32, as the K4V2 kernel needs).</summary>
+    public const int DefaultFlushChunk = 32;
 
     /// <summary>Residual window of a plan that gives none (the 64).</summary>
     public const int DefaultWindow = 64;
@@ -21,8 +21,9 @@ public sealed class GpuKvCacheLayout
     /// <summary>Packed per-token group of a plan that leaves it open (0).</summary>
     public const int DefaultGroup = 64;
 
-    private GpuKvCacheLayout(IReadOnlyList<GpuKvLayerLayout> layers, int batch, int kvHeads, int headDim, int capacity, int window, string name)
+    private GpuKvCacheLayout(IReadOnlyList<GpuKvLayerLayout> layers, int batch, int kvHeads, int headDim, int capacity, int window, int flushChunk, string name)
     {
+        FlushChunk = flushChunk;
         Layers = layers;
         Batch = batch;
         KvHeads = kvHeads;
@@ -50,6 +51,9 @@ public sealed class GpuKvCacheLayout
     /// <summary>FP16 residual window of packed layers (tokens kept unquantized at least).</summary>
     public int Window { get; }
 
+    /// <summary>Tokens quantized at once when the window holds <see cref="Window"/> + this many.</summary>
+    public int FlushChunk { get; }
+
     /// <summary>Rows of the residual buffer: window + flush chunk.</summary>
     public int ResidualCapacity => Window + FlushChunk;
 
@@ -63,8 +67,19 @@ public sealed class GpuKvCacheLayout
     public long ByteCount => Layers.Sum(l => l.ByteCount((long)Batch * KvHeads, Capacity, HeadDim, ResidualCapacity));
 
     /// <summary>Builds the layout; throws naming the option when the plan cannot run on the GPU.</summary>
-    public static GpuKvCacheLayout Create(KvPlan plan, ModelConfig config, int batch, int capacity)
+    /// <param name="plan">The KV plan.</param>
+    /// <param name="config">The model.</param>
+    /// <param name="batch">Sequences.</param>
+    /// <param name="capacity">Positions per sequence.</param>
+    /// <param name="window">FP16 window (0: the plan's residual rounded up to the chunk, or <see cref="DefaultWindow"/>).</param>
+    /// <param name="flushChunk">Tokens quantized at once; the K4V2 kernel needs a multiple of 32 (1 mirrors the CPU cache, which quantizes token by token).</param>
+    public static GpuKvCacheLayout Create(KvPlan plan, ModelConfig config, int batch, int capacity, int window = 0, int flushChunk = DefaultFlushChunk)
     {
+        if (flushChunk is < 1 or > 64)
+        {
+            throw new ArgumentException($"flushChunk: {flushChunk} must be in 1..64");
+        }
+
         ArgumentNullException.ThrowIfNull(plan);
         ArgumentNullException.ThrowIfNull(config);
         if (batch < 1)
@@ -82,7 +97,6 @@ public sealed class GpuKvCacheLayout
             throw new ArgumentException($"--kv '{plan.Name}': the plan has {plan.Layers.Count} layers, the model {config.Layers}");
         }
 
-        int window = 0;
         var layers = new List<GpuKvLayerLayout>();
         for (int l = 0; l < plan.Layers.Count; l++)
         {
@@ -103,13 +117,38 @@ public sealed class GpuKvCacheLayout
                 throw new ArgumentException($"--kv '{plan.Name}': layer {l} quantizes only one of K and V; the GPU cache needs both packed or both fp16");
             }
 
-            window = Math.Max(window, Math.Max(k.Residual, v.Residual));
             layers.Add(new GpuKvLayerLayout(Format(k, config.HeadDim, plan.Name, l, "K"), Format(v, config.HeadDim, plan.Name, l, "V")));
         }
 
-        window = window == 0 ? DefaultWindow : (window + FlushChunk - 1) / FlushChunk * FlushChunk;
-        return new GpuKvCacheLayout(layers, batch, config.KvHeads, config.HeadDim, capacity, window, plan.Name);
+        int planWindow = 0;
+        foreach (KvLayerSpec ls in plan.Layers)
+        {
+            planWindow = Math.Max(planWindow, Math.Max(ls.K.Residual, ls.V.Residual));
+        }
+
+        if (window <= 0)
+        {
+            window = planWindow == 0 ? DefaultWindow : (planWindow + flushChunk - 1) / flushChunk * flushChunk;
+        }
+
+        if (flushChunk % 32 != 0)
+        {
+            layers = layers.Select(l => l with { AllowFastKernel = false }).ToList();
+        }
+
+        return new GpuKvCacheLayout(layers, batch, config.KvHeads, config.HeadDim, capacity, window, flushChunk, plan.Name);
     }
+
+    /// <summary>"fp16 x32" or "k4:g64:tok/v2:g64:tok x32, window 64 + 32".</summary>
+    public override string ToString()
+    {
+        var groups = Layers.GroupBy(l => l.ToString()).Select(g => $"{g.Key} x{g.Count()}");
+        return string.Join(", ", groups) + (AnyPacked ? $"; FP16 window {Window} + {FlushChunk}" : string.Empty);
+    }
+
+    /// <summary>The same layout with every packed layer served by the generic FP32 kernel (to check the K4V2 kernel against it).</summary>
+    public GpuKvCacheLayout WithoutFastKernel() =>
+        new(Layers.Select(l => l with { AllowFastKernel = false }).ToList(), Batch, KvHeads, HeadDim, Capacity, Window, FlushChunk, Name);
 
     private static PackedKvFormat Format(KvSpec s, int headDim, string plan, int layer, string which)
     {

@@ -7,11 +7,14 @@ namespace KvAdaQuant.Gpu.Decode;
 /// </summary>
 public sealed record GpuKvLayerLayout(PackedKvFormat? Keys, PackedKvFormat? Values)
 {
+    /// <summary>Whether the K4V2 kernel may serve the layer (off for flush chunks that are not multiples of 32, or to compare kernels).</summary>
+    public bool AllowFastKernel { get; init; } = true;
+
     /// <summary>Whether the layer stores packed codes (else FP16 rows).</summary>
     public bool IsPacked => Keys is not null;
 
     /// <summary>Whether the K4V2 tensor-core kernel serves this layer (K 4-bit and V 2-bit per-token g64, head dim 128).</summary>
-    public bool UsesFastKernel => Keys is { BitsCode: 4, GroupSize: 64, Axis: PackedKvAxis.PerToken, HeadDim: 128 }
+    public bool UsesFastKernel => AllowFastKernel && Keys is { BitsCode: 4, GroupSize: 64, Axis: PackedKvAxis.PerToken, HeadDim: 128 }
         && Values is { BitsCode: 2, GroupSize: 64, Axis: PackedKvAxis.PerToken };
 
     /// <summary>Device bytes of this layer for <paramref name="heads"/> (batch x KV heads) heads.</summary>
