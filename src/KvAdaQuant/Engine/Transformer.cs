@@ -112,9 +112,7 @@ public sealed class Transformer : IDisposable
             var q = ws.Q.AsSpan(0, n * qd);
             var k = ws.K.AsSpan(0, n * kvd);
             var v = ws.V.AsSpan(0, n * kvd);
-            _matmul.MatMul(lw.Wq, xb, q, n);
-            _matmul.MatMul(lw.Wk, xb, k, n);
-            _matmul.MatMul(lw.Wv, xb, v, n);
+            _matmul.MatMul(lw.Wq, q, lw.Wk, k, lw.Wv, v, xb, n);
             for (int t = 0; t < n; t++)
             {
                 if (lw.Bq is not null)
@@ -162,8 +160,7 @@ public sealed class Transformer : IDisposable
 
             var h1 = ws.H1.AsSpan(0, n * hid);
             var h3 = ws.H3.AsSpan(0, n * hid);
-            _matmul.MatMul(lw.W1, xb, h1, n);
-            _matmul.MatMul(lw.W3, xb, h3, n);
+            _matmul.MatMul(lw.W1, h1, lw.W3, h3, null, default, xb, n);
             Kernels.SwiGlu(h1, h3);
             _matmul.MatMul(lw.W2, h1, xb, n);
             TensorPrimitives.Add(x, xb, x);

@@ -13,11 +13,13 @@ public sealed unsafe class MatMulKernel : IParallelWork
     private readonly WorkerPool _pool;
     private readonly float[][] _scratch;
     private readonly Q8Activations _xq = new();
-    private WeightMatrix? _w;
+    private readonly WeightMatrix?[] _ws = new WeightMatrix?[3];
+    private readonly nint[] _ys = new nint[3];
+    private readonly int[] _rowsPerChunk = new int[3];
+    private readonly int[] _chunkEnd = new int[3];
+    private int _count;
     private float* _x;
-    private float* _y;
     private int _n;
-    private int _rowsPerChunk;
 
     /// <summary>Creates a kernel running on <paramref name="pool"/>.</summary>
     public MatMulKernel(WorkerPool pool)
@@ -34,42 +36,90 @@ public sealed unsafe class MatMulKernel : IParallelWork
     public WorkerPool Pool => _pool;
 
     /// <summary>y[t, r] = sum_c W[r, c] x[t, c] for t in 0..n-1; x is [n, Cols], y is [n, Rows].</summary>
-    public void MatMul(WeightMatrix w, ReadOnlySpan<float> x, Span<float> y, int n)
+    public void MatMul(WeightMatrix w, ReadOnlySpan<float> x, Span<float> y, int n) => MatMul(w, y, null, default, null, default, x, n);
+
+    /// <summary>
+    /// Two or three products of the same input, y_i = W_i x (as for Q, K and V, or the two MLP inputs), in one pass
+    /// over the workers: the input is quantized once when the weight types share an integer path. Each product's
+    /// arithmetic is exactly that of <see cref="MatMul(WeightMatrix, ReadOnlySpan{float}, Span{float}, int)"/>.
+    /// </summary>
+    public void MatMul(WeightMatrix w0, Span<float> y0, WeightMatrix? w1, Span<float> y1, WeightMatrix? w2, Span<float> y2, ReadOnlySpan<float> x, int n)
     {
-        if (x.Length < n * w.Cols || y.Length < n * w.Rows)
+        if (w1 is not null && (w1.Cols != w0.Cols || IsInteger(w1.Type) != IsInteger(w0.Type)))
         {
-            throw new ArgumentException($"{w.Name}: buffers too small for {n} x [{w.Rows}, {w.Cols}]");
+            // Different inputs or input encodings: separate passes.
+            MatMul(w0, y0, null, default, null, default, x, n);
+            MatMul(w1, y1, w2, y2, null, default, x, n);
+            return;
         }
 
-        bool integer = w.Type is GgmlType.Q8_0 or GgmlType.Q4_0 or GgmlType.Q4_K;
-        if (integer)
+        if (w2 is not null && (w2.Cols != w0.Cols || IsInteger(w2.Type) != IsInteger(w0.Type)))
         {
-            _xq.Quantize(x, n, w.Cols);
+            MatMul(w0, y0, w1, y1, null, default, x, n);
+            MatMul(w2, y2, null, default, null, default, x, n);
+            return;
+        }
+
+        if (x.Length < n * w0.Cols)
+        {
+            throw new ArgumentException($"{w0.Name}: input holds {x.Length} floats, need {n} x {w0.Cols}");
+        }
+
+        if (IsInteger(w0.Type))
+        {
+            _xq.Quantize(x, n, w0.Cols);
         }
 
         fixed (float* px = x)
-        fixed (float* py = y)
+        fixed (float* p0 = y0)
+        fixed (float* p1 = y1)
+        fixed (float* p2 = y2)
         {
-            _w = w;
             _x = px;
-            _y = py;
             _n = n;
-
-            // Enough chunks to balance the threads, few enough that dispatch stays cheap.
-            int target = _pool.Threads * 8;
-            _rowsPerChunk = Math.Max(4, (w.Rows + target - 1) / target);
-            int chunks = (w.Rows + _rowsPerChunk - 1) / _rowsPerChunk;
+            _count = 0;
+            int chunks = 0;
+            chunks = Add(w0, y0, p0, n, chunks);
+            chunks = w1 is null ? chunks : Add(w1, y1, p1, n, chunks);
+            chunks = w2 is null ? chunks : Add(w2, y2, p2, n, chunks);
             _pool.Run(this, chunks);
-            _w = null;
+            Array.Clear(_ws);
         }
+    }
+
+    private static bool IsInteger(GgmlType type) => type is GgmlType.Q8_0 or GgmlType.Q4_0 or GgmlType.Q4_K;
+
+    private int Add(WeightMatrix w, Span<float> y, float* py, int n, int chunks)
+    {
+        if (y.Length < n * w.Rows)
+        {
+            throw new ArgumentException($"{w.Name}: output holds {y.Length} floats, need {n} x {w.Rows}");
+        }
+
+        // Enough chunks to balance the threads, few enough that dispatch stays cheap.
+        int target = _pool.Threads * 8;
+        int rowsPerChunk = Math.Max(4, (w.Rows + target - 1) / target);
+        int m = _count++;
+        _ws[m] = w;
+        _ys[m] = (nint)py;
+        _rowsPerChunk[m] = rowsPerChunk;
+        _chunkEnd[m] = chunks + ((w.Rows + rowsPerChunk - 1) / rowsPerChunk);
+        return _chunkEnd[m];
     }
 
     /// <inheritdoc/>
     public void Execute(int index, int worker)
     {
-        var w = _w!;
-        int r0 = index * _rowsPerChunk;
-        int r1 = Math.Min(w.Rows, r0 + _rowsPerChunk);
+        int m = 0;
+        while (index >= _chunkEnd[m])
+        {
+            m++;
+        }
+
+        var w = _ws[m]!;
+        float* y = (float*)_ys[m];
+        int r0 = (index - (m == 0 ? 0 : _chunkEnd[m - 1])) * _rowsPerChunk[m];
+        int r1 = Math.Min(w.Rows, r0 + _rowsPerChunk[m]);
         int cols = w.Cols, rows = w.Rows, n = _n;
         switch (w.Type)
         {
@@ -84,7 +134,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
                         for (int t = 0; t < n; t++)
                         {
                             DotTile.Dot4(w4, cols, _x + ((long)t * cols), cols, tile);
-                            float* yt = _y + ((long)t * rows) + r;
+                            float* yt = y + ((long)t * rows) + r;
                             yt[0] = tile[0];
                             yt[1] = tile[1];
                             yt[2] = tile[2];
@@ -97,7 +147,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
                         var row = new ReadOnlySpan<float>(w.RowPointer(r), cols);
                         for (int t = 0; t < n; t++)
                         {
-                            _y[((long)t * rows) + r] = TensorPrimitives.Dot(row, new ReadOnlySpan<float>(_x + ((long)t * cols), cols));
+                            y[((long)t * rows) + r] = TensorPrimitives.Dot(row, new ReadOnlySpan<float>(_x + ((long)t * cols), cols));
                         }
                     }
 
@@ -116,19 +166,45 @@ public sealed unsafe class MatMulKernel : IParallelWork
                         int r = r0;
                         if (q8 && n > 1)
                         {
-                            // Batches (prefill): tiles of four rows share each activation block; identical per-row arithmetic.
-                            // (Measured slower for single-token decode, which keeps one row at a time.)
+                            // Batches (prefill): tiles of four rows by four tokens share each weight and activation block; identical
+                            // per-result arithmetic. (Four-row tiles measured slower for single-token decode, which keeps one row.)
                             float* tile = stackalloc float[4];
                             for (; r + 4 <= r1; r += 4)
                             {
-                                for (int t = 0; t < n; t++)
+                                int t = 0;
+                                for (; t + 4 <= n; t += 4)
+                                {
+                                    QuantizedDot.DotQ8_0Tile4x4(w.RowPointer(r), w.RowByteCount, xq + ((long)t * cols), cols, xd + ((long)t * blocks), blocks, blocks, y + ((long)t * rows) + r, rows);
+                                }
+
+                                for (; t < n; t++)
                                 {
                                     QuantizedDot.DotQ8_0x4(w.RowPointer(r), w.RowByteCount, xq + ((long)t * cols), xd + ((long)t * blocks), blocks, tile);
-                                    float* yt = _y + ((long)t * rows) + r;
+                                    float* yt = y + ((long)t * rows) + r;
                                     yt[0] = tile[0];
                                     yt[1] = tile[1];
                                     yt[2] = tile[2];
                                     yt[3] = tile[3];
+                                }
+                            }
+                        }
+
+                        if (!q8 && n > 1)
+                        {
+                            for (; r + 4 <= r1; r += 4)
+                            {
+                                int t = 0;
+                                for (; t + 4 <= n; t += 4)
+                                {
+                                    QuantizedDot.DotQ4_0Tile4x4(w.RowPointer(r), w.RowByteCount, xq + ((long)t * cols), cols, xd + ((long)t * blocks), xs + ((long)t * blocks), blocks, blocks, y + ((long)t * rows) + r, rows);
+                                }
+
+                                for (; t < n; t++)
+                                {
+                                    for (int i = 0; i < 4; i++)
+                                    {
+                                        y[((long)t * rows) + r + i] = QuantizedDot.DotQ4_0(w.RowPointer(r + i), xq + ((long)t * cols), xd + ((long)t * blocks), xs + ((long)t * blocks), blocks);
+                                    }
                                 }
                             }
                         }
@@ -140,7 +216,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
                             {
                                 sbyte* q = xq + ((long)t * cols);
                                 float* d = xd + ((long)t * blocks);
-                                _y[((long)t * rows) + r] = q8 ? QuantizedDot.DotQ8_0(row, q, d, blocks) : QuantizedDot.DotQ4_0(row, q, d, xs + ((long)t * blocks), blocks);
+                                y[((long)t * rows) + r] = q8 ? QuantizedDot.DotQ8_0(row, q, d, blocks) : QuantizedDot.DotQ4_0(row, q, d, xs + ((long)t * blocks), blocks);
                             }
                         }
                     }
@@ -160,7 +236,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
                             byte* row = w.RowPointer(r);
                             for (int t = 0; t < n; t++)
                             {
-                                _y[((long)t * rows) + r] = QuantizedDot.DotQ4_K(row, xq + ((long)t * cols), xd + ((long)t * blocks), xs + ((long)t * blocks), cols / 256);
+                                y[((long)t * rows) + r] = QuantizedDot.DotQ4_K(row, xq + ((long)t * cols), xd + ((long)t * blocks), xs + ((long)t * blocks), cols / 256);
                             }
                         }
                     }
@@ -181,7 +257,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
                         w.DequantizeRow(r, buf);
                         for (int t = 0; t < n; t++)
                         {
-                            _y[((long)t * rows) + r] = TensorPrimitives.Dot(buf, new ReadOnlySpan<float>(_x + ((long)t * cols), cols));
+                            y[((long)t * rows) + r] = TensorPrimitives.Dot(buf, new ReadOnlySpan<float>(_x + ((long)t * cols), cols));
                         }
                     }
 
