@@ -226,13 +226,12 @@ public sealed class CudaDecoder : IDisposable
                 }
                 else
                 {
-                    layer.AttnGeneric = Own(_packed.Generic.Prepare(
+                    layer.AttnPacked = Own(K("dec_attn_packed").Prepare(
                         (1, _c.KvHeads, batch), 128,
-                        cl.KeyCodes!, cl.KeyParams!, kf.BitsCode, kf.RowBytes, kf.GroupSize, 0,
-                        cl.ValueCodes!, cl.ValueParams!, vf.BitsCode, vf.RowBytes, vf.GroupSize, 0,
-                        _q, _partO, _partML, 0, 256, 1, ratio, scaleLog2, capacity));
-                    layer.AttnResidual = Own(_packed.Residual.Prepare(
-                        (1, _c.KvHeads, batch), 128, cl.Keys, cl.Values, 0, _q, _partO, _partML, 1, 0, ratio, scaleLog2, rcap));
+                        cl.KeyCodes!, cl.KeyParams!, kf.BitsCode, kf.RowBytes, kf.GroupSize,
+                        cl.ValueCodes!, cl.ValueParams!, vf.BitsCode, vf.RowBytes, vf.GroupSize,
+                        cl.Keys, cl.Values, CudaArgument.FromUInt64((ulong)capacity), CudaArgument.FromUInt64(headStride),
+                        _q, _partO, _partML, 0, 0, 32, ratio, scaleLog2));
                 }
             }
 
@@ -298,20 +297,19 @@ public sealed class CudaDecoder : IDisposable
         ArgumentNullException.ThrowIfNull(layout);
         long perHead = (long)layout.Batch * layout.KvHeads;
         int most = 0;
-        if (layout.Layers.Any(l => !l.IsPacked))
+        if (layout.Layers.Any(l => !l.UsesFastKernel))
         {
+            // FP16 layers and packed layers served by dec_attn_packed split the positions the same way.
             int splits = Fp16Splits(perHead, multiprocessors);
             most = Math.Min(4 * ((Math.Min(splits, (layout.Capacity + 31) / 32) + 3) / 4), 4 * ((MaxFp16Splits + 3) / 4));
         }
 
-        if (layout.AnyPacked)
+        if (layout.Layers.Any(l => l.UsesFastKernel))
         {
-            bool fast = layout.Layers.Any(l => l.UsesFastKernel);
             for (int t = 0; t <= layout.Capacity; t += layout.FlushChunk)
             {
-                int total = (fast ? (t + FastTokensPerSplit(perHead, t, multiprocessors) - 1) / FastTokensPerSplit(perHead, t, multiprocessors) : 0) + 1;
-                total = Math.Max(total, ((t + 255) / 256) + 1);
-                most = Math.Max(most, total);
+                int tps = FastTokensPerSplit(perHead, t, multiprocessors);
+                most = Math.Max(most, ((t + tps - 1) / tps) + 1);
             }
         }
 
@@ -505,12 +503,7 @@ public sealed class CudaDecoder : IDisposable
             }
             else
             {
-                if (_quantized > 0)
-                {
-                    l.AttnGeneric!.Launch();
-                }
-
-                l.AttnResidual!.Launch();
+                l.AttnPacked!.Launch();
             }
 
             l.Combine.Launch();
@@ -547,7 +540,6 @@ public sealed class CudaDecoder : IDisposable
         int t = _quantized, r = _residual + 1;
         int fastTps = FastTokensPerSplit(perHead, t, sms);
         int fastSplits = (t + fastTps - 1) / fastTps;
-        int genericSplits = (t + 255) / 256;
         foreach (LayerLaunches l in _layers)
         {
             if (l.AttnFp16 is not null)
@@ -569,18 +561,11 @@ public sealed class CudaDecoder : IDisposable
             }
             else
             {
-                int total = genericSplits + 1;
-                if (genericSplits > 0)
-                {
-                    l.AttnGeneric!.SetGrid((genericSplits, _c.KvHeads, Batch));
-                }
-
-                l.AttnGeneric!.SetArgument(15, t);
-                l.AttnGeneric.SetArgument(17, total);
-                l.AttnResidual!.SetArgument(2, r);
-                l.AttnResidual.SetArgument(6, total);
-                l.AttnResidual.SetArgument(7, genericSplits);
-                l.Combine.SetArgument(3, total);
+                l.AttnPacked!.SetGrid((gx, _c.KvHeads, Batch));
+                l.AttnPacked.SetArgument(17, t);
+                l.AttnPacked.SetArgument(18, r);
+                l.AttnPacked.SetArgument(19, tpw);
+                l.Combine.SetArgument(3, fp16Total);
             }
         }
     }
@@ -650,9 +635,7 @@ public sealed class CudaDecoder : IDisposable
 
         public CudaLaunch? AttnFast { get; set; }
 
-        public CudaLaunch? AttnGeneric { get; set; }
-
-        public CudaLaunch? AttnResidual { get; set; }
+        public CudaLaunch? AttnPacked { get; set; }
 
         public CudaLaunch? Flush { get; set; }
 

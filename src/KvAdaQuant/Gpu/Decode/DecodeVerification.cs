@@ -118,7 +118,7 @@ public static class DecodeVerification
     }
 
     /// <summary>
-    /// The K4V2 tensor-core kernel inside the decode path against the generic FP32 kernel on the same layout (window,
+    /// The K4V2 tensor-core kernel inside the decode path against the FP32 packed kernel (dec_attn_packed) on the same layout (window,
     /// chunk): two GPU decoders, teacher forced on the same streams.
     /// </summary>
     public static DecodeCheckRow CompareFastKernel(
@@ -159,7 +159,7 @@ public static class DecodeVerification
         using var fast = new CudaDecoder(context, model, plan, batch, steps, true, kernels, layout);
         (double rel, double top1) = TeacherForced(fast, streams, reference, vocab);
         return new DecodeCheckRow(
-            modelName, fast.WeightTypes, fast.Layout + " (K4V2 kernel)", "GPU, same layout, generic FP32 kernel", batch, steps, rel, top1, -1, 0, tolerance, rel <= tolerance);
+            modelName, fast.WeightTypes, fast.Layout + " (K4V2 kernel)", "GPU, same layout, FP32 kernel dec_attn_packed", batch, steps, rel, top1, -1, 0, tolerance, rel <= tolerance);
     }
 
     private static int[][] Streams(ModelConfig c, int batch, int steps)

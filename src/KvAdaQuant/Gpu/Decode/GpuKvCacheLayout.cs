@@ -146,7 +146,7 @@ public sealed class GpuKvCacheLayout
         return string.Join(", ", groups) + (AnyPacked ? $"; FP16 window {Window} + {FlushChunk}" : string.Empty);
     }
 
-    /// <summary>The same layout with every packed layer served by the generic FP32 kernel (to check the K4V2 kernel against it).</summary>
+    /// <summary>The same layout with every packed layer served by the FP32 packed kernel (to check the K4V2 kernel against it).</summary>
     public GpuKvCacheLayout WithoutFastKernel() =>
         new(Layers.Select(l => l with { AllowFastKernel = false }).ToList(), Batch, KvHeads, HeadDim, Capacity, Window, FlushChunk, Name);
 

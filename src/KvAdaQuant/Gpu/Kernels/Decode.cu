@@ -90,6 +90,7 @@ __device__ __forceinline__ void matvec(const u8* W, const u16* S, int ldw, const
     }
     if ((cols & 7) == 0 && (ldx & 3) == 0)
     {
+#pragma unroll 2
         for (int c = threadIdx.x * 8; c < cols; c += MV_THREADS * 8)
         {
             float w[MV_ROWS][8];
@@ -314,9 +315,8 @@ __device__ __forceinline__ void load_halves(const u16* p, float* out)
     }
 }
 
-extern "C" __global__ void __launch_bounds__(128) dec_attn_fp16(
-    const u16* kCache, const u16* vCache, u64 headStride, const float* q, float* partO, float* partML,
-    int T, int tokensPerWarp, int ratio, float scaleLog2)
+template <class SRC>
+__device__ __forceinline__ void attn_split(const SRC& src, const float* q, float* partO, float* partML, int T, int tokensPerWarp, int ratio, float scaleLog2)
 {
     __shared__ alignas(16) float sq[MAX_RATIO][4][QK_PAD];
     const int kvh = blockIdx.y, b = blockIdx.z, kvHeads = gridDim.y;
@@ -333,8 +333,7 @@ extern "C" __global__ void __launch_bounds__(128) dec_attn_fp16(
     }
     __syncthreads();
 
-    const u16* kh = kCache + bh * headStride;
-    const u16* vh = vCache + bh * headStride;
+    const SRC rows = src.head(bh);
     const int t0 = split * tokensPerWarp;
     const int t1 = min(T, t0 + tokensPerWarp);
     float m[MAX_RATIO], l[MAX_RATIO], acc[MAX_RATIO][PV_DPL];
@@ -356,7 +355,7 @@ extern "C" __global__ void __launch_bounds__(128) dec_attn_fp16(
 #pragma unroll
         for (int j = 0; j < 8; j++)
         {
-            if (base + j < t1 && lane < PV_LANES) load_halves<PV_DPL>(vh + (size_t)(base + j) * HEAD_DIM + lane * PV_DPL, vv[j]);
+            if (base + j < t1 && lane < PV_LANES) rows.template value_row<PV_DPL>(base + j, lane * PV_DPL, vv[j]);
             else
             {
 #pragma unroll
@@ -369,7 +368,7 @@ extern "C" __global__ void __launch_bounds__(128) dec_attn_fp16(
         if (valid)
         {
             float k[QK_DPL];
-            load_halves<QK_DPL>(kh + (size_t)tok * HEAD_DIM + t * QK_DPL, k);
+            rows.template key_row<QK_DPL>(tok, t * QK_DPL, k);
 #pragma unroll
             for (int h = 0; h < MAX_RATIO; h++)
             {
@@ -456,6 +455,119 @@ extern "C" __global__ void __launch_bounds__(128) dec_attn_fp16(
             if (lane == 0) { partML[slot * 2] = m[h]; partML[slot * 2 + 1] = l[h]; }
         }
     }
+}
+
+
+// Rows of the FP16 cache: [batch][kvHead][headStride / HEAD_DIM][HEAD_DIM].
+struct Fp16Rows
+{
+    const u16* k;
+    const u16* v;
+    u64 headStride;
+
+    __device__ __forceinline__ Fp16Rows head(size_t bh) const { return Fp16Rows{k + bh * headStride, v + bh * headStride, headStride}; }
+
+    template <int N>
+    __device__ __forceinline__ void key_row(int tok, int d0, float* out) const { load_halves<N>(k + (size_t)tok * HEAD_DIM + d0, out); }
+
+    template <int N>
+    __device__ __forceinline__ void value_row(int tok, int d0, float* out) const { load_halves<N>(v + (size_t)tok * HEAD_DIM + d0, out); }
+};
+
+// One packed tensor of one head (per-token groups): code d of token tok dequantized as scale * code + min.
+struct PackedRow
+{
+    const u8* codes;
+    const u32* params;
+    int bits;
+    int rowBytes;
+    int group;
+
+    template <int N>
+    __device__ __forceinline__ void load(int tok, int d0, float* out) const
+    {
+        const u8* row = codes + (size_t)tok * rowBytes;
+        const u32* par = params + (size_t)tok * (HEAD_DIM / group);
+#pragma unroll
+        for (int i = 0; i < N; i++)
+        {
+            int d = d0 + i;
+            u32 q;
+            if (bits == 158)
+            {
+                u32 byte = row[d / 5];
+                int digit = d % 5;
+                for (int j = 0; j < digit; j++) byte /= 3;
+                q = byte % 3;
+            }
+            else
+            {
+                int bit = d * bits;
+                u32 w = row[bit >> 3];
+                if ((bit & 7) + bits > 8) w |= (u32)row[(bit >> 3) + 1] << 8;
+                q = (w >> (bit & 7)) & ((1u << bits) - 1u);
+            }
+            u32 p = par[d / group];
+            out[i] = fmaf(lo_h(p), (float)q, hi_h(p));
+        }
+    }
+};
+
+// Rows of a packed layer: positions [0, T) packed, [T, T + R) in the FP16 window.
+struct PackedRows
+{
+    PackedRow k;
+    PackedRow v;
+    const u16* resK;
+    const u16* resV;
+    u64 tokenStride;
+    u64 resHeadStride;
+    int T;
+
+    __device__ __forceinline__ PackedRows head(size_t bh) const
+    {
+        PackedRows r = *this;
+        r.k.codes += bh * tokenStride * k.rowBytes;
+        r.k.params += bh * tokenStride * (HEAD_DIM / k.group);
+        r.v.codes += bh * tokenStride * v.rowBytes;
+        r.v.params += bh * tokenStride * (HEAD_DIM / v.group);
+        r.resK += bh * resHeadStride;
+        r.resV += bh * resHeadStride;
+        return r;
+    }
+
+    template <int N>
+    __device__ __forceinline__ void key_row(int tok, int d0, float* out) const
+    {
+        if (tok < T) k.template load<N>(tok, d0, out);
+        else load_halves<N>(resK + (size_t)(tok - T) * HEAD_DIM + d0, out);
+    }
+
+    template <int N>
+    __device__ __forceinline__ void value_row(int tok, int d0, float* out) const
+    {
+        if (tok < T) v.template load<N>(tok, d0, out);
+        else load_halves<N>(resV + (size_t)(tok - T) * HEAD_DIM + d0, out);
+    }
+};
+
+extern "C" __global__ void __launch_bounds__(128) dec_attn_fp16(
+    const u16* kCache, const u16* vCache, u64 headStride, const float* q, float* partO, float* partML,
+    int T, int tokensPerWarp, int ratio, float scaleLog2)
+{
+    attn_split(Fp16Rows{kCache, vCache, headStride}, q, partO, partML, T, tokensPerWarp, ratio, scaleLog2);
+}
+
+// Any per-token packed format (1, 1.58, 2, 3, 4, 5, 6, 8 bits, any group dividing HEAD_DIM) plus the FP16 window:
+// the same split scheme as dec_attn_fp16 over T + R positions, codes dequantized in FP32.
+extern "C" __global__ void __launch_bounds__(128) dec_attn_packed(
+    const u8* kCodes, const u32* kParams, int kBits, int kRowBytes, int kGroup,
+    const u8* vCodes, const u32* vParams, int vBits, int vRowBytes, int vGroup,
+    const u16* resK, const u16* resV, u64 tokenStride, u64 resHeadStride,
+    const float* q, float* partO, float* partML, int T, int R, int tokensPerWarp, int ratio, float scaleLog2)
+{
+    PackedRows src{PackedRow{kCodes, kParams, kBits, kRowBytes, kGroup}, PackedRow{vCodes, vParams, vBits, vRowBytes, vGroup}, resK, resV, tokenStride, resHeadStride, T};
+    attn_split(src, q, partO, partML, T + R, tokensPerWarp, ratio, scaleLog2);
 }
 
 // ---------------------------------------------------------------------------------------------------
