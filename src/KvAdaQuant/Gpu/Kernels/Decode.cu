@@ -90,7 +90,6 @@ __device__ __forceinline__ void matvec(const u8* W, const u16* S, int ldw, const
     }
     if ((cols & 7) == 0 && (ldx & 3) == 0)
     {
-#pragma unroll 2
         for (int c = threadIdx.x * 8; c < cols; c += MV_THREADS * 8)
         {
             float w[MV_ROWS][8];
@@ -488,6 +487,28 @@ struct PackedRow
     {
         const u8* row = codes + (size_t)tok * rowBytes;
         const u32* par = params + (size_t)tok * (HEAD_DIM / group);
+        // Whole bytes inside one group (e.g. 4-bit keys, 16 dimensions a lane): one wide load, one (scale, min) pair.
+        const int nbits = N * bits;
+        if (bits != 158 && nbits <= 64 && ((d0 * bits) & 7) == 0 && (d0 % group) + N <= group)
+        {
+            const int byte0 = (d0 * bits) >> 3;
+            const int nbytes = (nbits + 7) >> 3;
+            const u8* src = row + byte0;
+            u64 w = 0;
+            if (nbytes == 8 && ((size_t)src & 7) == 0) w = *(const u64*)src;
+            else if (nbytes == 4 && ((size_t)src & 3) == 0) w = *(const u32*)src;
+            else if (nbytes == 2 && ((size_t)src & 1) == 0) w = *(const u16*)src;
+            else
+            {
+                for (int j = 0; j < nbytes; j++) w |= (u64)src[j] << (8 * j);
+            }
+            const u32 p = par[d0 / group];
+            const float sc = lo_h(p), mn = hi_h(p);
+            const u64 mask = (1ull << bits) - 1ull;
+#pragma unroll
+            for (int i = 0; i < N; i++) out[i] = fmaf(sc, (float)(u32)((w >> (i * bits)) & mask), mn);
+            return;
+        }
 #pragma unroll
         for (int i = 0; i < N; i++)
         {
