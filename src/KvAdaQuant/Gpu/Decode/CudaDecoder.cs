@@ -226,7 +226,8 @@ public sealed class CudaDecoder : IDisposable
                 }
                 else
                 {
-                    layer.AttnPacked = Own(K("dec_attn_packed").Prepare(
+                    bool k4v2 = kf.BitsCode == 4 && vf.BitsCode == 2;
+                    layer.AttnPacked = Own(K(k4v2 ? "dec_attn_packed_k4v2" : "dec_attn_packed").Prepare(
                         (1, _c.KvHeads, batch), 128,
                         cl.KeyCodes!, cl.KeyParams!, kf.BitsCode, kf.RowBytes, kf.GroupSize,
                         cl.ValueCodes!, cl.ValueParams!, vf.BitsCode, vf.RowBytes, vf.GroupSize,

@@ -474,6 +474,8 @@ struct Fp16Rows
 };
 
 // One packed tensor of one head (per-token groups): code d of token tok dequantized as scale * code + min.
+// BITS > 0 fixes the width at compile time (constant shifts); 0 reads it from `bits`.
+template <int BITS>
 struct PackedRow
 {
     const u8* codes;
@@ -485,36 +487,39 @@ struct PackedRow
     template <int N>
     __device__ __forceinline__ void load(int tok, int d0, float* out) const
     {
+        const int b = BITS > 0 ? BITS : bits;
         const u8* row = codes + (size_t)tok * rowBytes;
         const u32* par = params + (size_t)tok * (HEAD_DIM / group);
-        // Whole bytes inside one group (e.g. 4-bit keys, 16 dimensions a lane): one wide load, one (scale, min) pair.
-        const int nbits = N * bits;
-        if (bits != 158 && nbits <= 64 && ((d0 * bits) & 7) == 0 && (d0 % group) + N <= group)
+        // Widths dividing 32 (codes never straddle 32-bit words), rows of whole words, dimensions inside one group:
+        // one or two word loads and one (scale, min) pair.
+        if (b != 158 && (32 % b) == 0 && (rowBytes & 3) == 0 && (d0 % group) + N <= group)
         {
-            const int byte0 = (d0 * bits) >> 3;
-            const int nbytes = (nbits + 7) >> 3;
-            const u8* src = row + byte0;
-            u64 w = 0;
-            if (nbytes == 8 && ((size_t)src & 7) == 0) w = *(const u64*)src;
-            else if (nbytes == 4 && ((size_t)src & 3) == 0) w = *(const u32*)src;
-            else if (nbytes == 2 && ((size_t)src & 1) == 0) w = *(const u16*)src;
-            else
+            const int bit0 = d0 * b;
+            const int off = bit0 & 31;
+            if (off + N * b <= 64)
             {
-                for (int j = 0; j < nbytes; j++) w |= (u64)src[j] << (8 * j);
-            }
-            const u32 p = par[d0 / group];
-            const float sc = lo_h(p), mn = hi_h(p);
-            const u64 mask = (1ull << bits) - 1ull;
+                const u32* words = (const u32*)row + (bit0 >> 5);
+                const u32 w0 = words[0];
+                const u32 w1 = off + N * b > 32 ? words[1] : 0u;
+                const u32 p = par[d0 / group];
+                const float sc = lo_h(p), mn = hi_h(p);
+                const u32 mask = (1u << b) - 1u;
 #pragma unroll
-            for (int i = 0; i < N; i++) out[i] = fmaf(sc, (float)(u32)((w >> (i * bits)) & mask), mn);
-            return;
+                for (int i = 0; i < N; i++)
+                {
+                    const int pos = off + i * b;
+                    const u32 w = pos < 32 ? w0 : w1;
+                    out[i] = fmaf(sc, (float)((w >> (pos & 31)) & mask), mn);
+                }
+                return;
+            }
         }
 #pragma unroll
         for (int i = 0; i < N; i++)
         {
             int d = d0 + i;
             u32 q;
-            if (bits == 158)
+            if (b == 158)
             {
                 u32 byte = row[d / 5];
                 int digit = d % 5;
@@ -523,10 +528,10 @@ struct PackedRow
             }
             else
             {
-                int bit = d * bits;
+                int bit = d * b;
                 u32 w = row[bit >> 3];
-                if ((bit & 7) + bits > 8) w |= (u32)row[(bit >> 3) + 1] << 8;
-                q = (w >> (bit & 7)) & ((1u << bits) - 1u);
+                if ((bit & 7) + b > 8) w |= (u32)row[(bit >> 3) + 1] << 8;
+                q = (w >> (bit & 7)) & ((1u << b) - 1u);
             }
             u32 p = par[d / group];
             out[i] = fmaf(lo_h(p), (float)q, hi_h(p));
@@ -535,10 +540,11 @@ struct PackedRow
 };
 
 // Rows of a packed layer: positions [0, T) packed, [T, T + R) in the FP16 window.
+template <int KB, int VB>
 struct PackedRows
 {
-    PackedRow k;
-    PackedRow v;
+    PackedRow<KB> k;
+    PackedRow<VB> v;
     const u16* resK;
     const u16* resV;
     u64 tokenStride;
@@ -580,16 +586,21 @@ extern "C" __global__ void __launch_bounds__(128) dec_attn_fp16(
 }
 
 // Any per-token packed format (1, 1.58, 2, 3, 4, 5, 6, 8 bits, any group dividing HEAD_DIM) plus the FP16 window:
-// the same split scheme as dec_attn_fp16 over T + R positions, codes dequantized in FP32.
-extern "C" __global__ void __launch_bounds__(128) dec_attn_packed(
-    const u8* kCodes, const u32* kParams, int kBits, int kRowBytes, int kGroup,
-    const u8* vCodes, const u32* vParams, int vBits, int vRowBytes, int vGroup,
-    const u16* resK, const u16* resV, u64 tokenStride, u64 resHeadStride,
-    const float* q, float* partO, float* partML, int T, int R, int tokensPerWarp, int ratio, float scaleLog2)
-{
-    PackedRows src{PackedRow{kCodes, kParams, kBits, kRowBytes, kGroup}, PackedRow{vCodes, vParams, vBits, vRowBytes, vGroup}, resK, resV, tokenStride, resHeadStride, T};
-    attn_split(src, q, partO, partML, T + R, tokensPerWarp, ratio, scaleLog2);
-}
+// the same split scheme as dec_attn_fp16 over T + R positions, codes dequantized in FP32. _k4v2: widths fixed at 4 / 2.
+#define DEC_ATTN_PACKED(NAME, KB, VB)                                                                                            \
+    extern "C" __global__ void __launch_bounds__(128) NAME(                                                                      \
+        const u8* kCodes, const u32* kParams, int kBits, int kRowBytes, int kGroup,                                              \
+        const u8* vCodes, const u32* vParams, int vBits, int vRowBytes, int vGroup,                                              \
+        const u16* resK, const u16* resV, u64 tokenStride, u64 resHeadStride,                                                    \
+        const float* q, float* partO, float* partML, int T, int R, int tokensPerWarp, int ratio, float scaleLog2)                \
+    {                                                                                                                            \
+        PackedRows<KB, VB> src{PackedRow<KB>{kCodes, kParams, kBits, kRowBytes, kGroup}, PackedRow<VB>{vCodes, vParams, vBits, vRowBytes, vGroup}, \
+                               resK, resV, tokenStride, resHeadStride, T};                                                       \
+        attn_split(src, q, partO, partML, T + R, tokensPerWarp, ratio, scaleLog2);                                               \
+    }
+
+DEC_ATTN_PACKED(dec_attn_packed, 0, 0)
+DEC_ATTN_PACKED(dec_attn_packed_k4v2, 4, 2)
 
 // ---------------------------------------------------------------------------------------------------
 // Packed cache: quantize the oldest `chunk` rows of the FP16 residual window into packed rows [T, T + chunk)
