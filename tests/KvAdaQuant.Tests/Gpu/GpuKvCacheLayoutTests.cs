@@ -10,7 +10,14 @@ public class GpuKvCacheLayoutTests
 {
     private static readonly ModelConfig Llama8B = new()
     {
-        Dim = 4096, HiddenDim = 14336, Layers = 32, Heads = 32, KvHeads = 8, HeadDim = 128, VocabSize = 128256, ContextLength = 131072,
+        Dim = 4096,
+        HiddenDim = 14336,
+        Layers = 32,
+        Heads = 32,
+        KvHeads = 8,
+        HeadDim = 128,
+        VocabSize = 128256,
+        ContextLength = 131072,
     };
 
     [Fact]
