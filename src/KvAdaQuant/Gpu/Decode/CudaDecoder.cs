@@ -31,8 +31,7 @@ public sealed class CudaDecoder : IDisposable
     private readonly LayerLaunches[] _layers;
     private readonly int _maxSplits;
     private readonly int[] _hostTokens;
-    private int _quantized;
-    private int _residual;
+    private GpuKvWindow _window;
 
     /// <summary>Uploads <paramref name="model"/>'s weights, compiles the kernels and allocates a cache of <paramref name="capacity"/> positions for <paramref name="batch"/> sequences.</summary>
     /// <param name="context">The device.</param>
@@ -278,7 +277,7 @@ public sealed class CudaDecoder : IDisposable
     public string BuildNote { get; }
 
     /// <summary>Packed positions (per sequence) and FP16 window rows now held by packed layers.</summary>
-    public (int Quantized, int Residual) PackedState => (_quantized, _residual);
+    public (int Quantized, int Residual) PackedState => (_window.Quantized, _window.Residual);
 
     /// <summary>
     /// Device bytes besides the weights and the cache for <paramref name="layout"/>: activations, logits, attention
@@ -330,8 +329,7 @@ public sealed class CudaDecoder : IDisposable
     public void Reset()
     {
         Position = 0;
-        _quantized = 0;
-        _residual = 0;
+        _window = default;
     }
 
     /// <summary>Seeds the per-sequence xorshift64* states of the device sampler (sequence b gets seed + b, never 0).</summary>
@@ -443,9 +441,7 @@ public sealed class CudaDecoder : IDisposable
 
         _ctx.Synchronize();
         Position = positions;
-        int w = Layout.Window;
-        _residual = positions <= w ? positions : w + ((positions - w) % Layout.FlushChunk);
-        _quantized = positions - _residual;
+        _window = GpuKvWindow.At(positions, Layout.Window, Layout.FlushChunk);
     }
 
     /// <inheritdoc/>
@@ -467,20 +463,19 @@ public sealed class CudaDecoder : IDisposable
         }
 
         bool packed = Layout.AnyPacked;
-        if (packed && _residual == Layout.ResidualCapacity)
+        if (packed && _window.NeedsFlush(Layout.Window, Layout.FlushChunk))
         {
             foreach (LayerLaunches l in _layers)
             {
                 if (l.Flush is not null)
                 {
-                    l.Flush.SetArgument(3, _residual);
-                    l.Flush.SetArgument(16, _quantized);
+                    l.Flush.SetArgument(3, _window.Residual);
+                    l.Flush.SetArgument(16, _window.Quantized);
                     l.Flush.Launch();
                 }
             }
 
-            _quantized += Layout.FlushChunk;
-            _residual -= Layout.FlushChunk;
+            _window.Flush(Layout.FlushChunk);
         }
 
         int pos = Position;
@@ -492,7 +487,7 @@ public sealed class CudaDecoder : IDisposable
             l.AttnNorm.Launch();
             Run(l.Qkv);
             l.Rope.SetArgument(6, pos);
-            l.Rope.SetArgument(14, l.Layout.IsPacked ? _residual : pos);
+            l.Rope.SetArgument(14, l.Layout.IsPacked ? _window.Residual : pos);
             l.Rope.Launch();
             if (l.AttnFp16 is not null)
             {
@@ -520,7 +515,7 @@ public sealed class CudaDecoder : IDisposable
         Position++;
         if (packed)
         {
-            _residual++;
+            _window.Append();
         }
     }
 
@@ -530,17 +525,12 @@ public sealed class CudaDecoder : IDisposable
         int sms = _ctx.MultiprocessorCount;
         long perHead = (long)Batch * _c.KvHeads;
 
-        // FP16: about 64 warps per multiprocessor, each at least 32 positions.
-        int splits = Fp16Splits(perHead, sms);
-        int tpw = Math.Max(32, (((length + splits - 1) / splits) + 7) / 8 * 8);
-        splits = (length + tpw - 1) / tpw;
-        int gx = (splits + 3) / 4;
+        (int tpw, int gx) = WarpSplits(perHead, sms, length);
         int fp16Total = 4 * gx;
 
         // Packed: T quantized positions, R + 1 window rows (the new token is appended before attention).
-        int t = _quantized, r = _residual + 1;
-        int fastTps = FastTokensPerSplit(perHead, t, sms);
-        int fastSplits = (t + fastTps - 1) / fastTps;
+        int t = _window.Quantized, r = _window.Residual + 1;
+        (int fastTps, int fastSplits) = FastSplits(perHead, t, sms);
         foreach (LayerLaunches l in _layers)
         {
             if (l.AttnFp16 is not null)
@@ -569,6 +559,25 @@ public sealed class CudaDecoder : IDisposable
                 l.Combine.SetArgument(3, fp16Total);
             }
         }
+    }
+
+    /// <summary>
+    /// Split of <paramref name="length"/> positions for dec_attn_fp16 / dec_attn_packed: about 64 warps per
+    /// multiprocessor, each at least 32 positions (a multiple of 8); blocks of 4 warps.
+    /// </summary>
+    internal static (int PositionsPerWarp, int Blocks) WarpSplits(long perHead, int sms, int length)
+    {
+        int splits = Fp16Splits(perHead, sms);
+        int tpw = Math.Max(32, (((length + splits - 1) / splits) + 7) / 8 * 8);
+        splits = (length + tpw - 1) / tpw;
+        return (tpw, (splits + 3) / 4);
+    }
+
+    /// <summary>Split of <paramref name="quantized"/> packed positions for the K4V2 kernel (its window adds one more split).</summary>
+    internal static (int TokensPerSplit, int Splits) FastSplits(long perHead, int quantized, int sms)
+    {
+        int tps = FastTokensPerSplit(perHead, quantized, sms);
+        return (tps, (quantized + tps - 1) / tps);
     }
 
     private static int Fp16Splits(long perHead, int sms) => (int)Math.Clamp(((sms * 64L) + perHead - 1) / perHead, 1, MaxFp16Splits);
