@@ -171,6 +171,19 @@ internal static class VerifyDecodeCommand
             }
 
             Line(string.Empty);
+            Line("Device sampling (argmax / temperature + top-k + top-p on the GPU) against the device's own logits, 4 sequences x 64 steps:");
+            Line(string.Empty);
+            Line("| model | violations | top-k 5 draws | distinct tokens drawn | pass |");
+            Line("|---|---|---|---|---|");
+            foreach (string path in r.GetValue(models)!)
+            {
+                using LlamaModel m = ModelLoader.Load(path);
+                var (violations, draws, distinct) = DecodeVerification.CheckSampling(context, m, 4, 64, kernels);
+                allPass &= violations == 0;
+                Line(string.Create(CultureInfo.InvariantCulture, $"| {Path.GetFileName(path)} | {violations} | {draws} | {distinct} | {(violations == 0 ? "yes" : "NO")} |"));
+            }
+
+            Line(string.Empty);
             Line(kernels.Note);
             Line(allPass ? "ALL PASS" : "SOME CHECKS FAILED");
             if (r.GetValue(output) is { } outPath)

@@ -162,6 +162,95 @@ public static class DecodeVerification
             modelName, fast.WeightTypes, fast.Layout + " (K4V2 kernel)", "GPU, same layout, FP32 kernel dec_attn_packed", batch, steps, rel, top1, -1, 0, tolerance, rel <= tolerance);
     }
 
+    /// <summary>
+    /// Device sampling, checked against the device's own logits at every step of a free-running batch: top-k 1 and top-p
+    /// 1e-6 must pick the argmax, temperature 0.9 with top-k 5 a token among the 5 largest logits, and top-p 0.5 a token
+    /// whose logit is at least the smallest one of the nucleus (largest logits summing to half the probability).
+    /// Returns the number of violations (0 = pass) and how many distinct tokens the top-k 5 draws produced.
+    /// </summary>
+    public static (int Violations, int Draws, int Distinct) CheckSampling(CudaContext context, LlamaModel model, int batch, int steps, CudaDecodeKernels? kernels = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ModelConfig c = model.Config;
+        using var decoder = new CudaDecoder(context, model, KvPlan.Parse("fp16", c.Layers), batch, steps + 1, true, kernels);
+        int vocab = c.VocabSize;
+        var logits = new float[batch * vocab];
+        var tok = new int[batch];
+        var order = new int[vocab];
+        var distinct = new HashSet<int>();
+        int violations = 0, draws = 0;
+        decoder.SeedSampler(7);
+        Array.Fill(tok, c.BosToken);
+        decoder.Step(tok);
+        for (int i = 0; i < steps; i++)
+        {
+            decoder.CopyLogits(logits);
+            int mode = i % 4;
+            switch (mode)
+            {
+                case 0: decoder.Sample(1f, 1, 1f, tok); break;
+                case 1: decoder.Sample(1f, 0, 1e-6f, tok); break;
+                case 2: decoder.Sample(0.9f, 5, 1f, tok); break;
+                default: decoder.Sample(1f, 0, 0.5f, tok); break;
+            }
+
+            for (int b = 0; b < batch; b++)
+            {
+                ReadOnlySpan<float> row = logits.AsSpan(b * vocab, vocab);
+                for (int v = 0; v < vocab; v++)
+                {
+                    order[v] = v;
+                }
+
+                float[] copy = row.ToArray();
+                Array.Sort(order, (x, y) => copy[y].CompareTo(copy[x]));
+                bool ok = (uint)tok[b] < (uint)vocab;
+                if (ok && mode < 2)
+                {
+                    ok = copy[tok[b]] == copy[order[0]];
+                }
+                else if (ok && mode == 2)
+                {
+                    ok = copy[tok[b]] >= copy[order[4]];
+                    draws++;
+                    distinct.Add(tok[b]);
+                }
+                else if (ok)
+                {
+                    // Nucleus of mass 0.5 at temperature 1 (a 1e-4 margin for float sums).
+                    double max = copy[order[0]], total = 0;
+                    foreach (float x in copy)
+                    {
+                        total += Math.Exp(x - max);
+                    }
+
+                    double cum = 0;
+                    float smallest = copy[order[0]];
+                    foreach (int v in order)
+                    {
+                        cum += Math.Exp(copy[v] - max) / total;
+                        smallest = copy[v];
+                        if (cum >= 0.5 + 1e-4)
+                        {
+                            break;
+                        }
+                    }
+
+                    ok = copy[tok[b]] >= smallest;
+                }
+
+                if (!ok)
+                {
+                    violations++;
+                }
+            }
+
+            decoder.StepSampled();
+        }
+
+        return (violations, draws, distinct.Count);
+    }
+
     private static int[][] Streams(ModelConfig c, int batch, int steps)
     {
         var rng = new Random(1234);
