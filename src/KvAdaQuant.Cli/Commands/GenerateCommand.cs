@@ -107,7 +107,7 @@ internal static class GenerateCommand
         var p = r.GetValue(prompt) ?? string.Empty;
         if (!asJson)
         {
-            Console.Error.WriteLine($"[cuda: {context.DeviceName}; {decoder.BuildNote}; weights {decoder.WeightTypes}, {decoder.WeightBytes:N0} bytes uploaded in {decoder.UploadSeconds:F1} s; KV cache {decoder.Layout} x{m.Config.Layers}, {decoder.CacheBytes:N0} bytes for {c} positions]");
+            Console.Error.WriteLine($"[cuda: {context.DeviceName}; {decoder.BuildNote}; weights {decoder.WeightTypes}, {decoder.WeightBytes:N0} bytes uploaded in {decoder.UploadSeconds:F1} s; KV cache {decoder.Layout}, {decoder.CacheBytes:N0} bytes for {c} positions]");
             Console.Out.Write(p);
         }
 
