@@ -3,7 +3,10 @@ using KvAdaQuant.Numerics;
 
 namespace KvAdaQuant.Bench;
 
-/// <summary>Matrix-vector product (decode) for the weight types, at a Llama-3.2-1B MLP shape.</summary>
+/// <summary>
+/// Matrix-vector (decode, Tokens = 1) and matrix-matrix (prefill, Tokens = 64) products for the weight types, at a
+/// Llama-3.2-1B MLP shape, two threads. GB/s of weights read: bytes / time (per token for prefill, it reads them once).
+/// </summary>
 [MemoryDiagnoser]
 public unsafe class MatMulBenchmarks : IDisposable
 {
@@ -16,8 +19,11 @@ public unsafe class MatMulBenchmarks : IDisposable
     private readonly WorkerPool _pool = new(2);
     private MatMulKernel _kernel = null!;
 
-    [Params(GgmlType.F32, GgmlType.F16, GgmlType.Q8_0)]
+    [Params(GgmlType.F32, GgmlType.F16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K)]
     public GgmlType Type { get; set; }
+
+    [Params(1, 64)]
+    public int Tokens { get; set; }
 
     [GlobalSetup]
     public void Setup()
@@ -45,20 +51,26 @@ public unsafe class MatMulBenchmarks : IDisposable
         }
         else
         {
-            for (long b = 0; b < (long)Rows * Cols / 32; b++)
+            // Sane block scales over random codes (random bytes would make some scales NaN or infinite).
+            int blockBytes = (int)GgmlTypeInfo.ByteSize(Type, Type == GgmlType.Q4_K ? 256 : 32);
+            for (long b = 0; b < bytes / blockBytes; b++)
             {
-                *(Half*)(_buffer.Pointer + (b * 34)) = (Half)0.01f;
+                *(Half*)(_buffer.Pointer + (b * blockBytes)) = (Half)0.01f;
+                if (Type == GgmlType.Q4_K)
+                {
+                    *(Half*)(_buffer.Pointer + (b * blockBytes) + 2) = (Half)0.001f;
+                }
             }
         }
 
         _matrix = new WeightMatrix("bench", Type, Rows, Cols, _buffer.Pointer);
-        _x = Enumerable.Range(0, Cols).Select(i => (float)Math.Sin(i)).ToArray();
-        _y = new float[Rows];
+        _x = Enumerable.Range(0, Cols * Tokens).Select(i => (float)Math.Sin(i)).ToArray();
+        _y = new float[Rows * Tokens];
         _kernel = new MatMulKernel(_pool);
     }
 
     [Benchmark]
-    public void MatVec() => _kernel.MatMul(_matrix, _x, _y, 1);
+    public void MatMul() => _kernel.MatMul(_matrix, _x, _y, Tokens);
 
     [GlobalCleanup]
     public void Dispose()

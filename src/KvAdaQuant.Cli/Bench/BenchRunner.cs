@@ -1,37 +1,57 @@
 namespace KvAdaQuant.Cli.Bench;
 
 /// <summary>
-/// Times prefill and decode of engines on the same tokens: per context, a prompt of ctx - decodeTokens tokens and then
-/// decodeTokens single-token steps (so decode runs at depth ctx - decodeTokens .. ctx), one untimed warm-up per engine,
-/// then <c>runs</c> timed runs with the engines alternated run by run (the first engine swaps each run), reporting medians.
+/// Times prefill and decode of engines on the same tokens. Per context: a prompt of ctx - runs x decodeTokens tokens,
+/// an untimed warm-up (a short prompt and a few steps), <c>prefillRuns</c> timed prefills of the whole prompt, then
+/// <c>runs</c> timed decode segments of decodeTokens single-token steps each, continuing from the last prefill (so
+/// decode runs at depth prompt .. ctx). Engines are alternated run by run (the first engine swaps each run); medians
+/// are reported. Decoding in segments after one prefill keeps long contexts affordable: a 16k prompt is prefilled once
+/// per engine, not once per run.
 /// </summary>
 internal static class BenchRunner
 {
-    public static BenchContextResult Run(IReadOnlyList<IBenchEngine> engines, int ctx, int decodeTokens, int runs, int vocab, Action<string>? log)
+    /// <summary>Prompt length for <paramref name="ctx"/>: what is left after the decode segments.</summary>
+    public static int PromptLength(int ctx, int decodeTokens, int runs) => ctx - (runs * decodeTokens);
+
+    public static BenchContextResult Run(IReadOnlyList<IBenchEngine> engines, int ctx, int decodeTokens, int runs, int prefillRuns, int vocab, Action<string>? log)
     {
-        int prompt = ctx - decodeTokens;
+        int prompt = PromptLength(ctx, decodeTokens, runs);
+        if (prompt < 1)
+        {
+            throw new ArgumentException($"--ctx {ctx} leaves no prompt after {runs} runs x {decodeTokens} decode tokens");
+        }
+
         var tokens = SampleTokens(ctx, vocab, seed: ctx);
         var promptTokens = tokens.AsSpan(0, prompt).ToArray();
-        var decodeIds = tokens.AsSpan(prompt, decodeTokens).ToArray();
         var prefill = engines.Select(_ => new List<double>()).ToArray();
         var decode = engines.Select(_ => new List<double>()).ToArray();
         foreach (var e in engines)
         {
             e.Prepare(ctx);
-            e.Prefill(promptTokens);
-            e.Decode(decodeIds);
+            e.Prefill(promptTokens.AsSpan(0, Math.Min(prompt, 32)));
+            e.Decode(tokens.AsSpan(prompt, Math.Min(decodeTokens, 4)));
+        }
+
+        for (int r = 0; r < prefillRuns; r++)
+        {
+            for (int j = 0; j < engines.Count; j++)
+            {
+                int i = Order(r, j, engines.Count);
+                double tp = engines[i].Prefill(promptTokens);
+                prefill[i].Add(prompt / tp);
+                log?.Invoke($"ctx {ctx} prefill run {r + 1}/{prefillRuns} {engines[i].Name}: {prompt} tokens, {prompt / tp:F1} tok/s");
+            }
         }
 
         for (int r = 0; r < runs; r++)
         {
+            var segment = tokens.AsSpan(prompt + (r * decodeTokens), decodeTokens);
             for (int j = 0; j < engines.Count; j++)
             {
-                int i = (r % 2 == 0) ? j : engines.Count - 1 - j;
-                double tp = engines[i].Prefill(promptTokens);
-                double td = engines[i].Decode(decodeIds);
-                prefill[i].Add(prompt / tp);
+                int i = Order(r, j, engines.Count);
+                double td = engines[i].Decode(segment);
                 decode[i].Add(decodeTokens / td);
-                log?.Invoke($"ctx {ctx} run {r + 1}/{runs} {engines[i].Name}: prefill {prompt / tp:F1} tok/s, decode {decodeTokens / td:F2} tok/s");
+                log?.Invoke($"ctx {ctx} decode run {r + 1}/{runs} {engines[i].Name}: depth {prompt + (r * decodeTokens)}, {decodeTokens / td:F2} tok/s");
             }
         }
 
@@ -44,6 +64,8 @@ internal static class BenchRunner
         var s = values.Order().ToArray();
         return s.Length % 2 == 1 ? s[s.Length / 2] : 0.5 * (s[(s.Length / 2) - 1] + s[s.Length / 2]);
     }
+
+    private static int Order(int run, int slot, int count) => (run % 2 == 0) ? slot : count - 1 - slot;
 
     // Deterministic ids away from the special tokens at the start of the vocabulary.
     private static int[] SampleTokens(int n, int vocab, int seed)

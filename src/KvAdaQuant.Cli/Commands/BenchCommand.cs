@@ -18,14 +18,15 @@ internal static class BenchCommand
         var vs = new Option<string?>("--vs") { Description = "also run llama.cpp (through LLamaSharp) on the same GGUF file: llama.cpp" };
         var vsCache = new Option<string?>("--vs-cache") { Description = "llama.cpp cache type, TYPE or K/V from f32, f16, q8_0, q4_0 (default: the closest to --kv)" };
         var decodeTokens = new Option<int>("--decode-tokens") { Description = "decode steps timed per run", DefaultValueFactory = _ => 32 };
-        var runs = new Option<int>("--runs") { Description = "timed runs per engine and context (medians are reported)", DefaultValueFactory = _ => 3 };
+        var runs = new Option<int>("--runs") { Description = "timed decode runs per engine and context (medians are reported)", DefaultValueFactory = _ => 3 };
+        var prefillRuns = new Option<int?>("--prefill-runs") { Description = "timed prefills per engine and context (default: --runs up to ctx 2048, else 1)" };
         var json = CommonOptions.Json();
         var device = DeviceOptions.Device();
         var batch = new Option<int>("--batch") { Description = "sequences decoded together (--device cuda)", DefaultValueFactory = _ => 1 };
         var fit = new Option<bool>("--fit") { Description = "with --device cuda: the largest batch per --ctx whose cache fits next to the weights (computed from exact byte counts, verified by allocating it)" };
         var cmd = new Command("bench", "Prefill and decode tokens/s, KV bytes and peak RSS; with --vs llama.cpp the same from llama.cpp, engines alternated run by run; with --device cuda the GPU decode path.")
         {
-            model, tokenizer, kv, ctx, threads, vs, vsCache, decodeTokens, runs, json, device, batch, fit,
+            model, tokenizer, kv, ctx, threads, vs, vsCache, decodeTokens, runs, prefillRuns, json, device, batch, fit,
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
@@ -55,13 +56,21 @@ internal static class BenchCommand
                 throw new ArgumentException($"--vs '{vsName}': the only engine to compare with is llama.cpp");
             }
 
+            int? nPrefillRuns = r.GetValue(prefillRuns);
+            if (nPrefillRuns is < 1)
+            {
+                throw new ArgumentException($"--prefill-runs must be at least 1, got {nPrefillRuns}");
+            }
+
             foreach (int c in contexts)
             {
-                if (c <= nDecode)
+                if (BenchRunner.PromptLength(c, nDecode, nRuns) < 1)
                 {
-                    throw new ArgumentException($"--ctx {c} must exceed --decode-tokens {nDecode} (the prompt is ctx - decode tokens)");
+                    throw new ArgumentException($"--ctx {c} must exceed --runs x --decode-tokens = {nRuns * nDecode} (the prompt is ctx - runs x decode tokens)");
                 }
             }
+
+            int PrefillRunsFor(int c) => nPrefillRuns ?? (c <= 2048 ? nRuns : 1);
 
             string spec = r.GetValue(kv)!;
             bool asJson = r.GetValue(json);
@@ -102,10 +111,11 @@ internal static class BenchCommand
             {
                 engines.Add(new KvaqBenchEngine(m, spec, nThreads));
 
-                // kvaq alone first: its peak RSS before llama.cpp maps its copy of the weights.
-                foreach (int c in contexts)
+                // kvaq alone first, at the largest context: its peak RSS before llama.cpp maps its copy of the weights.
+                // Without --vs the whole run is kvaq alone, so this pass is skipped.
+                if (vsName is not null)
                 {
-                    BenchRunner.Run(engines, c, nDecode, 1, m.Config.VocabSize, null);
+                    BenchRunner.Run(engines, contexts.Max(), nDecode, 1, 1, m.Config.VocabSize, null);
                 }
 
                 long kvaqPeak = ProcessMemory.PeakResidentBytes();
@@ -122,8 +132,12 @@ internal static class BenchCommand
                     llamaCache = $"{tk}/{tv}";
                 }
 
-                var results = contexts.Select(c => BenchRunner.Run(engines, c, nDecode, nRuns, m.Config.VocabSize, log)).ToList();
+                var results = contexts.Select(c => BenchRunner.Run(engines, c, nDecode, nRuns, PrefillRunsFor(c), m.Config.VocabSize, log)).ToList();
                 long peak = ProcessMemory.PeakResidentBytes();
+                if (vsName is null)
+                {
+                    kvaqPeak = peak;
+                }
                 if (asJson)
                 {
                     var report = new Dictionary<string, object?>

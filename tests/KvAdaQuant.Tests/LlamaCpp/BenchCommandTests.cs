@@ -33,6 +33,7 @@ public class BenchCommandTests
 
             // tiny-llama: 2 layers x 2 KV heads x head size 16, K and V, 2 bytes each in FP16.
             int ctx = c.GetProperty("ctx").GetInt32();
+            Assert.Equal(ctx - 8, c.GetProperty("prefill_tokens").GetInt32());
             Assert.Equal(2L * 2 * 16 * 2 * 2 * ctx, c.GetProperty("kvaq.kv_bytes").GetInt64());
             Assert.True(c.GetProperty("llama_cpp.kv_bytes").GetInt64() >= 2L * 2 * 16 * 2 * 2 * ctx);
         }
@@ -58,7 +59,7 @@ public class BenchCommandTests
         Assert.Contains("--ctx '128,x'", stderr);
         (code, _, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--ctx", "16", "--decode-tokens", "32"]);
         Assert.Equal(1, code);
-        Assert.Contains("--ctx 16 must exceed --decode-tokens 32", stderr);
+        Assert.Contains("--ctx 16 must exceed --runs x --decode-tokens = 96", stderr);
     }
 
     [LlamaCppFact]
