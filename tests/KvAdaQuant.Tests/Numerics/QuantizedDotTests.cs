@@ -132,6 +132,18 @@ public unsafe class QuantizedDotTests
         fixed (float* py = y)
         {
             QuantizedDot.DotQ8_0Tile4x4(pw, blocks * 34, pq, cols, pd, blocks, blocks, py, 5);
+            var prepared = new float[4 * 5];
+            var scales = new float[blocks * 4];
+            var corrections = new int[blocks * 32];
+            fixed (float* pp = prepared)
+            fixed (float* ps = scales)
+            fixed (int* pc = corrections)
+            {
+                QuantizedDot.PrepareQ8_0Tile(pw, blocks * 34, blocks, ps, pc);
+                QuantizedDot.DotQ8_0Tile4x4Prepared(pw, blocks * 34, ps, pc, pq, cols, pd, blocks, blocks, pp, 5);
+            }
+
+            Assert.Equal(y, prepared);
             for (int t = 0; t < 4; t++)
             {
                 for (int r = 0; r < 4; r++)
@@ -227,17 +239,52 @@ public unsafe class QuantizedDotTests
     }
 
     [Fact]
-    public void ActivationQuantizationFollowsGgmlRule()
+    public void ActivationQuantizationFollowsGgmlX86Rule()
     {
         var x = new float[32];
-        x[0] = 1.27f;
-        x[1] = -0.635f;
-        x[2] = 0.005f;
-        var q = new sbyte[32];
-        Q8Activations.QuantizeBlock(x, q, out float d);
-        Assert.Equal((float)(Half)(1.27f / 127f), d);
-        Assert.Equal(127, q[0]);
-        Assert.Equal(-64, q[1]); // -63.5 rounds away from zero
-        Assert.Equal(1, q[2]);   // 0.5 rounds away from zero
+        x[0] = 127f;
+        x[1] = -63.5f;
+        x[2] = 0.5f;
+        x[3] = 2.5f;
+        x[4] = -1.5f;
+        foreach (bool vector in new[] { false, true })
+        {
+            var a = new Q8Activations();
+            a.Quantize(x, 1, 32, vector);
+            Assert.Equal((float)(Half)(127f / 127f), a.Scales[0]);
+            Assert.Equal(127, a.Values[0]);
+            Assert.Equal(-64, a.Values[1]); // -63.5 rounds to even
+            Assert.Equal(0, a.Values[2]);   // 0.5 rounds to even
+            Assert.Equal(2, a.Values[3]);   // 2.5 rounds to even
+            Assert.Equal(-2, a.Values[4]);
+            Assert.Equal(127 - 64 + 2 - 2, a.Sums[0]);
+        }
+    }
+
+    [Fact]
+    public void ActivationQuantizationVectorPathEqualsScalarTwin()
+    {
+        var rng = new Random(11);
+        const int n = 3, cols = 256;
+        var x = new float[n * cols];
+        for (int i = 0; i < x.Length; i++)
+        {
+            // Mixed magnitudes, exact halves (ties) and an all-zero block.
+            x[i] = (i / 32) switch
+            {
+                2 => 0f,
+                3 => (rng.Next(-254, 255) * 0.5f) + 0f,
+                _ => (float)((rng.NextDouble() - 0.5) * Math.Pow(10, rng.Next(-3, 3))),
+            };
+        }
+
+        var s = new Q8Activations();
+        var v = new Q8Activations();
+        s.Quantize(x, n, cols, vector: false);
+        v.Quantize(x, n, cols, vector: true);
+        Assert.Equal(s.Values.AsSpan(0, n * cols).ToArray(), v.Values.AsSpan(0, n * cols).ToArray());
+        Assert.Equal(s.Scales.AsSpan(0, n * cols / 32).ToArray(), v.Scales.AsSpan(0, n * cols / 32).ToArray());
+        Assert.Equal(s.Sums.AsSpan(0, n * cols / 32).ToArray(), v.Sums.AsSpan(0, n * cols / 32).ToArray());
+        Assert.All(v.Values.AsSpan(64, 32).ToArray(), q => Assert.Equal(0, q));
     }
 }
