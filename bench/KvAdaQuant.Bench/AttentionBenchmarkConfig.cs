@@ -1,3 +1,4 @@
+using System.Globalization;
 using BenchmarkDotNet.Columns;
 using BenchmarkDotNet.Configs;
 using BenchmarkDotNet.Reports;
@@ -5,32 +6,73 @@ using BenchmarkDotNet.Running;
 
 namespace KvAdaQuant.Bench;
 
-/// <summary>Adds the cache-size and effective-bandwidth columns to <see cref="AttentionBenchmarks"/>.</summary>
+/// <summary>
+/// Adds the Layers, CacheMB, GB/s and %Triad columns to <see cref="AttentionBenchmarks"/> and <see cref="TriadBenchmark"/>.
+/// GB/s is bytes over the median time (robust on a shared machine); %Triad divides by the triad's GB/s, found in the
+/// same summary when the two run together with <c>--join</c>.
+/// </summary>
 public sealed class AttentionBenchmarkConfig : ManualConfig
 {
     /// <summary>Creates the config.</summary>
     public AttentionBenchmarkConfig()
     {
-        AddColumn(new CacheColumn(bandwidth: false), new CacheColumn(bandwidth: true));
+        AddColumn(new CacheColumn(Kind.Layers), new CacheColumn(Kind.Megabytes), new CacheColumn(Kind.Bandwidth), new CacheColumn(Kind.TriadShare));
     }
 
-    private sealed class CacheColumn(bool bandwidth) : IColumn
+    private enum Kind
     {
-        public string Id => bandwidth ? "GBps" : "CacheMB";
+        Layers,
+        Megabytes,
+        Bandwidth,
+        TriadShare,
+    }
 
-        public string ColumnName => bandwidth ? "GB/s" : "CacheMB";
+    private static long? BytesOf(BenchmarkCase c)
+    {
+        if (c.Descriptor.Type == typeof(TriadBenchmark))
+        {
+            return TriadBenchmark.Bytes;
+        }
+
+        var ps = c.Parameters;
+        return ps["Kv"] is string kv && ps["Context"] is int ctx && ps["Shape"] is string shape ? AttentionStepBenchmark.CacheBytes(shape, kv, ctx) : null;
+    }
+
+    private static double? GigabytesPerSecond(Summary summary, BenchmarkCase c)
+    {
+        var stats = summary[c]?.ResultStatistics;
+        return BytesOf(c) is long bytes && stats is not null ? bytes / stats.Median : null;
+    }
+
+    private sealed class CacheColumn(Kind kind) : IColumn
+    {
+        public string Id => kind.ToString();
+
+        public string ColumnName => kind switch
+        {
+            Kind.Layers => "Layers",
+            Kind.Megabytes => "CacheMB",
+            Kind.Bandwidth => "GB/s",
+            _ => "%Triad",
+        };
 
         public bool AlwaysShow => true;
 
         public ColumnCategory Category => ColumnCategory.Custom;
 
-        public int PriorityInCategory => bandwidth ? 1 : 0;
+        public int PriorityInCategory => (int)kind;
 
         public bool IsNumeric => true;
 
         public UnitType UnitType => UnitType.Dimensionless;
 
-        public string Legend => bandwidth ? "bytes of K and V read per step / mean time, in 1e9 bytes per second" : "bytes of K and V held (and read) per step, in 1e6 bytes";
+        public string Legend => kind switch
+        {
+            Kind.Layers => "filled layers the steps cycle through (working set = Layers x CacheMB)",
+            Kind.Megabytes => "bytes of K and V read per step (packed codes + FP16 scales/zeros; triad: 12 bytes per element), in 1e6 bytes",
+            Kind.Bandwidth => "bytes read per step / median time, in 1e9 bytes per second",
+            _ => "GB/s as a percentage of the triad's GB/s in the same summary",
+        };
 
         public bool IsDefault(Summary summary, BenchmarkCase benchmarkCase) => false;
 
@@ -40,20 +82,22 @@ public sealed class AttentionBenchmarkConfig : ManualConfig
 
         public string GetValue(Summary summary, BenchmarkCase benchmarkCase, SummaryStyle style)
         {
-            var ps = benchmarkCase.Parameters;
-            if (ps["Kv"] is not string kv || ps["Context"] is not int ctx)
+            var ci = CultureInfo.InvariantCulture;
+            switch (kind)
             {
-                return "-";
+                case Kind.Layers:
+                    var ps = benchmarkCase.Parameters;
+                    return ps["Kv"] is string kv && ps["Context"] is int ctx && ps["Shape"] is string shape ? AttentionStepBenchmark.LayersFor(shape, kv, ctx).ToString(ci) : "-";
+                case Kind.Megabytes:
+                    return BytesOf(benchmarkCase) is long b ? (b / 1e6).ToString("F2", ci) : "-";
+                case Kind.Bandwidth:
+                    return GigabytesPerSecond(summary, benchmarkCase) is double g ? g.ToString("F2", ci) : "-";
+                default:
+                    var triad = summary.BenchmarksCases.FirstOrDefault(c => c.Descriptor.Type == typeof(TriadBenchmark));
+                    return triad is not null && GigabytesPerSecond(summary, triad) is double t && GigabytesPerSecond(summary, benchmarkCase) is double m
+                        ? (100 * m / t).ToString("F1", ci)
+                        : "-";
             }
-
-            long bytes = AttentionBenchmarks.CacheBytes(kv, ctx);
-            if (!bandwidth)
-            {
-                return (bytes / 1e6).ToString("F2", System.Globalization.CultureInfo.InvariantCulture);
-            }
-
-            var stats = summary[benchmarkCase]?.ResultStatistics;
-            return stats is null ? "-" : (bytes / stats.Mean).ToString("F2", System.Globalization.CultureInfo.InvariantCulture);
         }
     }
 }

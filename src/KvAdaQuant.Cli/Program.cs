@@ -21,6 +21,7 @@ public static class Program
         root.Subcommands.Add(EvalCommand.Create());
         root.Subcommands.Add(DemoCommand.Create());
         root.Subcommands.Add(CompareCommand.Create());
+        root.Subcommands.Add(VerifyDecodeCommand.Create());
         return root;
     }
 

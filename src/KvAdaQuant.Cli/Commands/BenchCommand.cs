@@ -21,9 +21,12 @@ internal static class BenchCommand
         var runs = new Option<int>("--runs") { Description = "timed decode runs per engine and context (medians are reported)", DefaultValueFactory = _ => 3 };
         var prefillRuns = new Option<int?>("--prefill-runs") { Description = "timed prefills per engine and context (default: --runs up to ctx 2048, else 1)" };
         var json = CommonOptions.Json();
-        var cmd = new Command("bench", "Prefill and decode tokens/s, KV bytes and peak RSS; with --vs llama.cpp the same from llama.cpp, engines alternated run by run.")
+        var device = DeviceOptions.Device();
+        var batch = new Option<int>("--batch") { Description = "sequences decoded together (--device cuda)", DefaultValueFactory = _ => 1 };
+        var fit = new Option<bool>("--fit") { Description = "with --device cuda: the largest batch per --ctx whose cache fits next to the weights (computed from exact byte counts, verified by allocating it)" };
+        var cmd = new Command("bench", "Prefill and decode tokens/s, KV bytes and peak RSS; with --vs llama.cpp the same from llama.cpp, engines alternated run by run; with --device cuda the GPU decode path.")
         {
-            model, tokenizer, kv, ctx, threads, vs, vsCache, decodeTokens, runs, prefillRuns, json,
+            model, tokenizer, kv, ctx, threads, vs, vsCache, decodeTokens, runs, prefillRuns, json, device, batch, fit,
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
@@ -79,6 +82,28 @@ internal static class BenchCommand
                 {
                     throw new ArgumentException($"--ctx {c} exceeds the model's context length {m.Config.ContextLength}");
                 }
+            }
+
+            if (r.GetValue(device) == DeviceOptions.Cuda)
+            {
+                if (vsName is not null)
+                {
+                    throw new ArgumentException("--vs llama.cpp runs on the CPU; it cannot be combined with --device cuda");
+                }
+
+                int b = r.GetValue(batch);
+                if (b < 1)
+                {
+                    throw new ArgumentException($"--batch must be >= 1, got {b}");
+                }
+
+                var gpuPlan = KvAdaQuant.KvCache.KvPlan.Parse(spec, m.Config.Layers);
+                return CudaBenchRunner.Run(m, gpuPlan, contexts, nDecode, nRuns, b, r.GetValue(fit), asJson);
+            }
+
+            if (r.GetValue(batch) != 1 || r.GetValue(fit))
+            {
+                throw new ArgumentException("--batch and --fit apply to --device cuda only");
             }
 
             var engines = new List<IBenchEngine>();

@@ -25,7 +25,8 @@ internal static class CliRunner
             return body();
         }
         catch (Exception e) when (e is ModelFormatException or FileNotFoundException or DirectoryNotFoundException or ArgumentException
-            or KvCacheException or NotSupportedException or InvalidDataException or FormatException or IOException or JsonException)
+            or KvCacheException or NotSupportedException or InvalidDataException or FormatException or IOException or JsonException
+            or KvAdaQuant.Gpu.Cuda.CudaException)
         {
             Console.Error.WriteLine($"kvaq: error: {e.Message}");
             return 1;

@@ -1,7 +1,10 @@
 using System.CommandLine;
 using KvAdaQuant.Engine;
 using KvAdaQuant.Formats;
+using KvAdaQuant.Gpu.Cuda;
+using KvAdaQuant.Gpu.Decode;
 using KvAdaQuant.KvCache;
+using KvAdaQuant.Model;
 
 namespace KvAdaQuant.Cli.Commands;
 
@@ -23,9 +26,10 @@ internal static class GenerateCommand
         var kvPlan = CommonOptions.KvPlan();
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
+        var device = DeviceOptions.Device();
         var cmd = new Command("generate", "Generate text from a prompt, streaming it, then print speed and KV memory.")
         {
-            model, tokenizer, prompt, maxTokens, temperature, topK, topP, seed, ctx, kv, kvPlan, threads, json,
+            model, tokenizer, prompt, maxTokens, temperature, topK, topP, seed, ctx, kv, kvPlan, threads, json, device,
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
@@ -44,6 +48,11 @@ internal static class GenerateCommand
             }
 
             c = c == 0 ? m.Config.ContextLength : c;
+            if (r.GetValue(device) == DeviceOptions.Cuda)
+            {
+                return GenerateOnGpu(r, m, tok, c, n, prompt, temperature, topK, topP, seed, kv, kvPlan, json);
+            }
+
             using var transformer = new Transformer(m, r.GetValue(threads));
             var plan = KvCacheFactory.ResolvePlan(r.GetValue(kv), r.GetValue(kvPlan), m.Config.Layers);
             using var session = new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(c)));
@@ -83,5 +92,51 @@ internal static class GenerateCommand
             return 0;
         }));
         return cmd;
+    }
+
+    private static int GenerateOnGpu(
+        ParseResult r, LlamaModel m, Tokenization.ITokenizer tok, int c, int n, Option<string> prompt, Option<float> temperature, Option<int> topK,
+        Option<float> topP, Option<ulong> seed, Option<string?> kv, Option<string?> kvPlan, Option<bool> json)
+    {
+        string? kvText = r.GetValue(kv);
+        string? planPath = r.GetValue(kvPlan);
+        var plan = KvCacheFactory.ResolvePlan(string.IsNullOrWhiteSpace(kvText) && string.IsNullOrWhiteSpace(planPath) ? "fp16" : kvText, planPath, m.Config.Layers);
+        using CudaContext context = DeviceOptions.OpenCuda();
+        using var decoder = new CudaDecoder(context, m, plan, 1, c);
+        bool asJson = r.GetValue(json);
+        var p = r.GetValue(prompt) ?? string.Empty;
+        if (!asJson)
+        {
+            Console.Error.WriteLine($"[cuda: {context.DeviceName}; {decoder.BuildNote}; weights {decoder.WeightTypes}, {decoder.WeightBytes:N0} bytes uploaded in {decoder.UploadSeconds:F1} s; KV cache {decoder.Layout}, {decoder.CacheBytes:N0} bytes for {c} positions]");
+            Console.Out.Write(p);
+        }
+
+        var result = new CudaGenerator(decoder, tok).Generate(p, n, r.GetValue(temperature), r.GetValue(topK), r.GetValue(topP), r.GetValue(seed), asJson ? null : s => Console.Out.Write(s));
+        if (asJson)
+        {
+            CliRunner.PrintJson(new
+            {
+                Model = m.Path,
+                Device = $"cuda: {context.DeviceName}",
+                Kv = plan.Name,
+                Prompt = p,
+                PromptTokens = result.PromptTokens,
+                Tokens = result.Tokens,
+                Text = result.Text,
+                StopReason = result.StopReason,
+                PrefillTokensPerSecond = result.PrefillTokensPerSecond,
+                DecodeTokensPerSecond = result.DecodeTokensPerSecond,
+                KvBytes = result.KvBytes,
+                WeightBytes = decoder.WeightBytes,
+                DeviceBytes = decoder.DeviceBytes,
+            });
+        }
+        else
+        {
+            Console.Out.WriteLine();
+            Console.Error.WriteLine($"[{result.PromptTokens.Count} prompt tokens, {result.Tokens.Count} generated ({result.StopReason}); prefill {result.PrefillTokensPerSecond:F1} tok/s (position by position), decode {result.DecodeTokensPerSecond:F1} tok/s on the GPU; KV cache {plan.Name} {result.KvBytes:N0} bytes allocated]");
+        }
+
+        return 0;
     }
 }

@@ -221,7 +221,8 @@ public sealed class CudaPackedKvAttention : IDisposable
                 (total, cache.KvHeads, cache.Batch), 128, cache.KeyCodes, cache.KeyParams, cache.ValueCodes, cache.ValueParams,
                 cache.ResidualKeys, cache.ResidualValues, cache.ResidualTokens,
                 queries, partO, partML, cache.QuantizedTokens, tps, total, ratio, scaleLog2,
-                fused ? output : CudaArgument.FromUInt64(0), fused ? counters : CudaArgument.FromUInt64(0)));
+                fused ? output : CudaArgument.FromUInt64(0), fused ? counters : CudaArgument.FromUInt64(0),
+                cache.QuantizedTokens, cache.ResidualTokens));
         }
         else if (splits > 0)
         {
@@ -230,14 +231,14 @@ public sealed class CudaPackedKvAttention : IDisposable
                 grid, 128,
                 cache.KeyCodes, cache.KeyParams, k.BitsCode, k.RowBytes, k.GroupSize, k.Axis == PackedKvAxis.PerChannel ? 1 : 0,
                 cache.ValueCodes, cache.ValueParams, v.BitsCode, v.RowBytes, v.GroupSize, v.Axis == PackedKvAxis.PerChannel ? 1 : 0,
-                queries, partO, partML, cache.QuantizedTokens, tps, total, ratio, scaleLog2));
+                queries, partO, partML, cache.QuantizedTokens, tps, total, ratio, scaleLog2, cache.QuantizedTokens));
         }
 
         if (cache.ResidualTokens > 0 && !fast)
         {
             launches.Add(Residual.Prepare(
                 (1, cache.KvHeads, cache.Batch), 128, cache.ResidualKeys, cache.ResidualValues, cache.ResidualTokens,
-                queries, partO, partML, total, splits, ratio, scaleLog2));
+                queries, partO, partML, total, splits, ratio, scaleLog2, cache.ResidualTokens));
         }
 
         if (!fused)

@@ -4,18 +4,26 @@ using KvAdaQuant.Numerics;
 namespace KvAdaQuant.KvCache;
 
 /// <summary>Unquantized layer cache in FP32 or FP16, stored head-major ([kvHead][position][headDim]) for streaming reads.</summary>
-public sealed class FullPrecisionKvStore : IKvLayerCache, IDisposable
+public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IDisposable
 {
     private readonly KvLayout _layout;
     private readonly bool _half;
     private readonly NativeBuffer _k;
     private readonly NativeBuffer _v;
+    private readonly bool _fused;
 
     /// <summary>Creates an empty store of <paramref name="layout"/>.Capacity positions.</summary>
     public FullPrecisionKvStore(KvLayout layout, bool half)
+        : this(layout, half, allowFused: true)
+    {
+    }
+
+    /// <summary>Creates an empty store; <paramref name="allowFused"/> false keeps the row-at-a-time path (for A/B benchmarks).</summary>
+    internal FullPrecisionKvStore(KvLayout layout, bool half, bool allowFused)
     {
         _layout = layout;
         _half = half;
+        _fused = allowFused && FusedAttentionKernels.IsSupported && FusedAttentionKernels.SupportsDense(layout.HeadDim);
         long bytes = (long)layout.KvHeads * layout.Capacity * layout.HeadDim * (half ? 2 : 4);
         _k = new NativeBuffer(bytes);
         _v = new NativeBuffer(bytes);
@@ -70,6 +78,12 @@ public sealed class FullPrecisionKvStore : IKvLayerCache, IDisposable
         // are reduced as _mm512_reduce_add_ps does).
         int hd = _layout.HeadDim;
         float scale = _layout.Scale;
+        if (_fused && length > 0)
+        {
+            AttendFused(kvHead, queries, queryHeads, length, output, scores);
+            return;
+        }
+
         Span<float> row = stackalloc float[hd];
         long baseIdx = (long)kvHead * _layout.Capacity * hd;
         if (_half)
@@ -130,6 +144,30 @@ public sealed class FullPrecisionKvStore : IKvLayerCache, IDisposable
         if (rented is not null)
         {
             System.Buffers.ArrayPool<float>.Shared.Return(rented);
+        }
+    }
+
+    // Scores of all positions first (FusedAttentionKernels.ScoresDense), softmax per head, then the weighted sum of values.
+    private void AttendFused(int kvHead, ReadOnlySpan<float> queries, int queryHeads, int length, Span<float> output, Span<float> scores)
+    {
+        int hd = _layout.HeadDim;
+        long offset = (long)kvHead * _layout.Capacity * hd * (_half ? 2 : 4);
+        var s = scores[..(queryHeads * length)];
+        var o = output[..(queryHeads * hd)];
+        _ = queries[(queryHeads * hd) - 1];
+        fixed (float* q = queries)
+        fixed (float* sp = s)
+        fixed (float* op = o)
+        {
+            FusedAttentionKernels.ScoresDense(_k.Pointer + offset, _half, length, hd, q, queryHeads, sp, length);
+            TensorPrimitives.Multiply(s, _layout.Scale, s);
+            for (int r = 0; r < queryHeads; r++)
+            {
+                Kernels.SoftMax(s.Slice(r * length, length));
+            }
+
+            o.Clear();
+            FusedAttentionKernels.AccumulateDense(_v.Pointer + offset, _half, length, hd, sp, length, queryHeads, op);
         }
     }
 

@@ -5,15 +5,17 @@ using KvAdaQuant.Quantization;
 namespace KvAdaQuant.KvCache;
 
 /// <summary>One tensor kind in FP32 or FP16, head-major [kvHead][position][headDim].</summary>
-internal sealed class FullPrecisionTensorStore : IKvTensorStore
+internal sealed unsafe class FullPrecisionTensorStore : IKvTensorStore
 {
     private readonly KvLayout _layout;
     private readonly bool _half;
     private readonly NativeBuffer _data;
+    private readonly bool _fused;
 
-    public FullPrecisionTensorStore(KvLayout layout, KvSpec spec)
+    public FullPrecisionTensorStore(KvLayout layout, KvSpec spec, bool allowFused = true)
     {
         _layout = layout;
+        _fused = allowFused && FusedAttentionKernels.IsSupported && FusedAttentionKernels.SupportsDense(layout.HeadDim);
         Spec = spec;
         _half = spec.Bits == KvBits.Fp16;
         _data = new NativeBuffer((long)layout.KvHeads * layout.Capacity * layout.HeadDim * (_half ? 2 : 4));
@@ -51,6 +53,19 @@ internal sealed class FullPrecisionTensorStore : IKvTensorStore
     public void Scores(int kvHead, ReadOnlySpan<float> queries, int rep, int length, Span<float> scores)
     {
         int hd = _layout.HeadDim;
+        if (Fused && length > 0)
+        {
+            _ = queries[(rep * hd) - 1];
+            _ = scores[(rep * length) - 1];
+            fixed (float* q = queries)
+            fixed (float* s = scores)
+            {
+                FusedAttentionKernels.ScoresDense(HeadPointer(kvHead), _half, length, hd, q, rep, s, length);
+            }
+
+            return;
+        }
+
         Span<float> buf = stackalloc float[hd];
         for (int j = 0; j < length; j++)
         {
@@ -65,6 +80,19 @@ internal sealed class FullPrecisionTensorStore : IKvTensorStore
     public void Accumulate(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output)
     {
         int hd = _layout.HeadDim;
+        if (Fused && length > 0)
+        {
+            _ = probs[(rep * length) - 1];
+            _ = output[(rep * hd) - 1];
+            fixed (float* p = probs)
+            fixed (float* o = output)
+            {
+                FusedAttentionKernels.AccumulateDense(HeadPointer(kvHead), _half, length, hd, p, length, rep, o);
+            }
+
+            return;
+        }
+
         Span<float> buf = stackalloc float[hd];
         for (int j = 0; j < length; j++)
         {
@@ -88,6 +116,10 @@ internal sealed class FullPrecisionTensorStore : IKvTensorStore
     }
 
     public void Clear() => Length = 0;
+
+    private bool Fused => _fused;
+
+    private byte* HeadPointer(int kvHead) => _data.Pointer + ((long)kvHead * _layout.Capacity * _layout.HeadDim * (_half ? 2 : 4));
 
     public void Dispose() => _data.Dispose();
 

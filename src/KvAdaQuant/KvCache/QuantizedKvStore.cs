@@ -17,13 +17,19 @@ public sealed class QuantizedKvStore : IKvLayerCache, IDisposable
 
     /// <summary>Creates an empty store for <paramref name="layout"/>.Capacity positions.</summary>
     public QuantizedKvStore(KvLayout layout, KvLayerSpec spec)
+        : this(layout, spec, allowFused: true)
+    {
+    }
+
+    /// <summary>Creates an empty store; <paramref name="allowFused"/> false keeps the row-at-a-time general path (for A/B benchmarks).</summary>
+    internal QuantizedKvStore(KvLayout layout, KvLayerSpec spec, bool allowFused)
     {
         _layout = layout;
         Spec = spec;
-        _k = Create(layout, spec.K);
+        _k = Create(layout, spec.K, allowFused);
         try
         {
-            _v = Create(layout, spec.V);
+            _v = Create(layout, spec.V, allowFused);
         }
         catch
         {
@@ -116,6 +122,6 @@ public sealed class QuantizedKvStore : IKvLayerCache, IDisposable
         _v.Dispose();
     }
 
-    private static IKvTensorStore Create(KvLayout layout, KvSpec spec) =>
-        spec.IsQuantized ? new QuantizedTensorStore(layout, spec) : new FullPrecisionTensorStore(layout, spec);
+    private static IKvTensorStore Create(KvLayout layout, KvSpec spec, bool allowFused) =>
+        spec.IsQuantized ? new QuantizedTensorStore(layout, spec, allowFused) : new FullPrecisionTensorStore(layout, spec, allowFused);
 }

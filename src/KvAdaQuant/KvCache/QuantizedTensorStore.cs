@@ -14,6 +14,9 @@ namespace KvAdaQuant.KvCache;
 /// </summary>
 internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
 {
+    /// <summary>Largest rep * headDim the fused path handles (its permuted queries and outputs live on the stack).</summary>
+    private const int MaxFusedFloats = 8192;
+
     private readonly KvSpec _spec;
     private readonly KvBits _bits;
     private readonly int _heads;
@@ -36,9 +39,11 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     private readonly byte[] _flushCodes;
     private readonly float _symStep;
     private readonly float _symOffset;
+    private readonly bool _fused;
+    private readonly int[] _permutation;
     private int _quantized;
 
-    public QuantizedTensorStore(KvLayout layout, KvSpec spec)
+    public QuantizedTensorStore(KvLayout layout, KvSpec spec, bool allowFused = true)
     {
         if (spec.Problem(layout.HeadDim) is { } problem)
         {
@@ -66,7 +71,12 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         _flushValues = new float[_chunk * _hd];
         _flushCodes = new byte[_chunk * _hd];
         (_symStep, _symOffset) = spec.Symmetric ? AffineQuantizer.Effective(new QuantParams(Half.One, default), _bits, true) : (1f, 0f);
+        _fused = allowFused && FusedAttentionKernels.IsSupported && !_perChannel && FusedAttentionKernels.SupportsPacked(_bits.IntegerBits(), _hd, _groupChannels);
+        _permutation = _fused ? FusedAttentionKernels.PermutationTable(_hd, _bits.IntegerBits()) : [];
     }
+
+    /// <summary>Whether attention runs through <see cref="FusedAttentionKernels"/> (else the row-at-a-time general path).</summary>
+    public bool IsFused => _fused;
 
     public KvSpec Spec => _spec;
 
@@ -101,6 +111,12 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
 
     public void Scores(int kvHead, ReadOnlySpan<float> queries, int rep, int length, Span<float> scores)
     {
+        if (_fused && rep * _hd <= MaxFusedFloats)
+        {
+            ScoresFused(kvHead, queries, rep, length, scores);
+            return;
+        }
+
         int hd = _hd;
         Span<float> buf = stackalloc float[hd];
         int s0 = SinksHeld;
@@ -133,6 +149,12 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
 
     public void Accumulate(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output)
     {
+        if (_fused && rep * _hd <= MaxFusedFloats)
+        {
+            AccumulateFused(kvHead, probs, rep, length, output);
+            return;
+        }
+
         int hd = _hd;
         Span<float> buf = stackalloc float[hd];
         int s0 = SinksHeld;
@@ -216,6 +238,104 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         _sinks.Dispose();
         _ring.Dispose();
     }
+
+    private void ScoresFused(int kvHead, ReadOnlySpan<float> queries, int rep, int length, Span<float> scores)
+    {
+        if (length == 0)
+        {
+            return;
+        }
+
+        int hd = _hd;
+        int s0 = SinksHeld;
+        int sinkEnd = Math.Min(s0, length);
+        int quantEnd = Math.Min(s0 + _quantized, length);
+        _ = scores[(rep * length) - 1];
+        Span<float> permuted = stackalloc float[rep * hd];
+        FusedAttentionKernels.Permute(queries[..(rep * hd)], _permutation, permuted);
+        fixed (float* q = queries)
+        fixed (float* pq = permuted)
+        fixed (float* sc = scores)
+        {
+            if (sinkEnd > 0)
+            {
+                FusedAttentionKernels.ScoresDense(SinkPointer(kvHead, 0), true, sinkEnd, hd, q, rep, sc, length);
+            }
+
+            if (quantEnd > s0)
+            {
+                var rows = Rows(kvHead, quantEnd - s0);
+                FusedAttentionKernels.ScoresPacked(rows, pq, rep, sc + s0, length);
+            }
+
+            for (int j = Math.Max(quantEnd, s0); j < length;)
+            {
+                int n = RingRun(j - s0, length - j);
+                FusedAttentionKernels.ScoresDense(RingPointer(kvHead, j - s0), true, n, hd, q, rep, sc + j, length);
+                j += n;
+            }
+        }
+    }
+
+    private void AccumulateFused(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output)
+    {
+        if (length == 0)
+        {
+            return;
+        }
+
+        int hd = _hd;
+        int s0 = SinksHeld;
+        int sinkEnd = Math.Min(s0, length);
+        int quantEnd = Math.Min(s0 + _quantized, length);
+        _ = probs[(rep * length) - 1];
+        _ = output[(rep * hd) - 1];
+        fixed (float* p = probs)
+        fixed (float* o = output)
+        {
+            if (sinkEnd > 0)
+            {
+                FusedAttentionKernels.AccumulateDense(SinkPointer(kvHead, 0), true, sinkEnd, hd, p, length, rep, o);
+            }
+
+            if (quantEnd > s0)
+            {
+                Span<float> permuted = stackalloc float[rep * hd];
+                permuted.Clear();
+                fixed (float* po = permuted)
+                {
+                    FusedAttentionKernels.AccumulatePacked(Rows(kvHead, quantEnd - s0), p + s0, length, rep, po);
+                }
+
+                FusedAttentionKernels.AddUnpermuted(permuted, _permutation, output);
+            }
+
+            for (int j = Math.Max(quantEnd, s0); j < length;)
+            {
+                int n = RingRun(j - s0, length - j);
+                FusedAttentionKernels.AccumulateDense(RingPointer(kvHead, j - s0), true, n, hd, p + j, length, rep, o);
+                j += n;
+            }
+        }
+    }
+
+    private PackedRows Rows(int kvHead, int count) => new(
+        _codes.Pointer + ((long)kvHead * _cap * _rowBytes),
+        (ushort*)_params.Pointer + (kvHead * _paramsPerHead),
+        count,
+        _hd,
+        _bits.IntegerBits(),
+        _groupChannels,
+        _spec.Symmetric,
+        _symStep,
+        _symOffset);
+
+    // Rows from residual index m on that are contiguous in the ring (up to count).
+    private int RingRun(int m, int count) => Math.Min(count, _ringCap - (m % _ringCap));
+
+    private Half* SinkPointer(int h, int p) => (Half*)_sinks.Pointer + ((((long)h * _sinkCap) + p) * _hd);
+
+    private Half* RingPointer(int h, int m) => (Half*)_ring.Pointer + ((((long)h * _ringCap) + (m % _ringCap)) * _hd);
 
     private static void DotAll(ReadOnlySpan<float> queries, int rep, ReadOnlySpan<float> x, Span<float> scores, int length, int j) =>
         AttentionKernels.MultiDot(queries, rep, x, scores, length, j);

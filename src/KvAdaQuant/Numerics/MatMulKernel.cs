@@ -12,6 +12,8 @@ public sealed unsafe class MatMulKernel : IParallelWork
 {
     private readonly WorkerPool _pool;
     private readonly float[][] _scratch;
+    private readonly float[][] _tileScales;
+    private readonly int[][] _tileCorrections;
     private readonly Q8Activations _xq = new();
     private readonly WeightMatrix?[] _ws = new WeightMatrix?[3];
     private readonly nint[] _ys = new nint[3];
@@ -26,9 +28,13 @@ public sealed unsafe class MatMulKernel : IParallelWork
     {
         _pool = pool;
         _scratch = new float[pool.Threads][];
+        _tileScales = new float[pool.Threads][];
+        _tileCorrections = new int[pool.Threads][];
         for (int i = 0; i < _scratch.Length; i++)
         {
             _scratch[i] = [];
+            _tileScales[i] = [];
+            _tileCorrections[i] = [];
         }
     }
 
@@ -93,6 +99,18 @@ public sealed unsafe class MatMulKernel : IParallelWork
     /// Q4_0 matrices sum each row in 8 float lanes as ggml_vec_dot_q4_0_q8_0 does.
     /// </summary>
     public static bool Q4_0InRowGroups(WeightMatrix w) => w.Type == GgmlType.Q4_0 && w.Rows % 8 == 0;
+
+    private float[] TileScratch(int worker, int blocks, out int[] corrections)
+    {
+        if (_tileScales[worker].Length < blocks * 4)
+        {
+            _tileScales[worker] = new float[blocks * 4];
+            _tileCorrections[worker] = new int[blocks * 32];
+        }
+
+        corrections = _tileCorrections[worker];
+        return _tileScales[worker];
+    }
 
     private static bool IsInteger(GgmlType type) => type is GgmlType.Q8_0 or GgmlType.Q4_0 or GgmlType.Q4_K;
 
@@ -210,12 +228,26 @@ public sealed unsafe class MatMulKernel : IParallelWork
                             // Batches (prefill): tiles of four rows by four tokens share each weight and activation block; identical
                             // per-result arithmetic. (Four-row tiles measured slower for single-token decode, which keeps one row.)
                             float* tile = stackalloc float[4];
+                            var tileScales = TileScratch(worker, blocks, out var tileCorrections);
                             for (; r + 4 <= r1; r += 4)
                             {
                                 int t = 0;
-                                for (; t + 4 <= n; t += 4)
+                                fixed (float* ts = tileScales)
+                                fixed (int* tc = tileCorrections)
                                 {
-                                    QuantizedDot.DotQ8_0Tile4x4(w.RowPointer(r), w.RowByteCount, xq + ((long)t * cols), cols, xd + ((long)t * blocks), blocks, blocks, y + ((long)t * rows) + r, rows);
+                                    if (n >= 8)
+                                    {
+                                        QuantizedDot.PrepareQ8_0Tile(w.RowPointer(r), w.RowByteCount, blocks, ts, tc);
+                                        for (; t + 4 <= n; t += 4)
+                                        {
+                                            QuantizedDot.DotQ8_0Tile4x4Prepared(w.RowPointer(r), w.RowByteCount, ts, tc, xq + ((long)t * cols), cols, xd + ((long)t * blocks), blocks, blocks, y + ((long)t * rows) + r, rows);
+                                        }
+                                    }
+
+                                    for (; t + 4 <= n; t += 4)
+                                    {
+                                        QuantizedDot.DotQ8_0Tile4x4(w.RowPointer(r), w.RowByteCount, xq + ((long)t * cols), cols, xd + ((long)t * blocks), blocks, blocks, y + ((long)t * rows) + r, rows);
+                                    }
                                 }
 
                                 for (; t < n; t++)

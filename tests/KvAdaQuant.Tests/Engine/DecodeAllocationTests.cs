@@ -20,13 +20,22 @@ public class DecodeAllocationTests
             token = Sampler.ArgMax(session.Decode(token));
         }
 
-        long before = GC.GetTotalAllocatedBytes(precise: true);
-        for (int i = 0; i < 50; i++)
+        // The counter is process-wide: the test runner's own threads (still reporting earlier tests) can allocate
+        // during a window. An allocation on the decode path shows up in every window; up to three are measured.
+        var windows = new List<long>();
+        long allocated = long.MaxValue;
+        for (int attempt = 0; attempt < 3 && allocated >= 1024; attempt++)
         {
-            token = Sampler.ArgMax(session.Decode(token));
+            long before = GC.GetTotalAllocatedBytes(precise: true);
+            for (int i = 0; i < 50; i++)
+            {
+                token = Sampler.ArgMax(session.Decode(token));
+            }
+
+            allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
+            windows.Add(allocated);
         }
 
-        long allocated = GC.GetTotalAllocatedBytes(precise: true) - before;
-        Assert.True(allocated < 1024, $"50 decode steps allocated {allocated} bytes");
+        Assert.True(allocated < 1024, $"50 decode steps allocated {string.Join(", then ", windows)} bytes in {windows.Count} windows");
     }
 }

@@ -29,21 +29,42 @@ public class FusedAttentionTests
         return data;
     }
 
+    /// <summary>Specs the AVX-512 kernels specialize (2/4/8 bits per token, head dims 64 and 128), with sinks and residual windows.</summary>
+    public static TheoryData<string, int> FusedSpecs()
+    {
+        var data = new TheoryData<string, int>();
+        foreach (int hd in new[] { 64, 128 })
+        {
+            foreach (var spec in new[] { "k4v2", "k4v4", "k8v8", "k2v2", "k2v4", "k4v2:g64", $"k4v2:g{hd}", "k8v8:sym:g16", "k4v2:sym", "k4v2:r5:sink3", "k2v8:g8:r7:sink4", "k4v2:kpc:vr3", "k16v2:r4", "k4v32:ksink2", "fp16", "fp32" }.Distinct())
+            {
+                data.Add(spec, hd);
+            }
+        }
+
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(FusedSpecs))]
+    public void SpecializedKernelsEqualDequantizeThenAttend(string text, int headDim) => CheckAgainstReference(text, headDim, headDim == 64 ? 5 : 4, 2);
+
     [Theory]
     [MemberData(nameof(Specs))]
-    public void FusedEqualsDequantizeThenAttendAcrossFlushesAndSinks(string text)
+    public void FusedEqualsDequantizeThenAttendAcrossFlushesAndSinks(string text) => CheckAgainstReference(text, HeadDim, Rep, 2);
+
+    private static void CheckAgainstReference(string text, int headDim, int rep, int kvHeads)
     {
         var plan = KvPlan.Parse(text, 1);
-        var layout = new KvLayout(1, KvHeads, HeadDim, 80);
-        using var cache = new QuantizedKvCache(plan, layout);
+        var layout = new KvLayout(1, kvHeads, headDim, 80);
+        using var cache = KvCacheFactory.Create(plan, layout);
         var layer = cache.Layers[0];
-        var rng = new Random(text.GetHashCode(StringComparison.Ordinal));
+        var rng = new Random(text.GetHashCode(StringComparison.Ordinal) + headDim);
         int[] chunks = [1, 2, 7, 1, 13, 1, 1, 19, 3, 1, 24];
-        var q = new float[Rep * HeadDim];
-        var output = new float[Rep * HeadDim];
-        var scores = new float[Rep * layout.Capacity];
-        var keys = new float[layout.Capacity * HeadDim];
-        var values = new float[layout.Capacity * HeadDim];
+        var q = new float[rep * headDim];
+        var output = new float[rep * headDim];
+        var scores = new float[rep * layout.Capacity];
+        var keys = new float[layout.Capacity * headDim];
+        var values = new float[layout.Capacity * headDim];
         foreach (int n in chunks)
         {
             var k = Random(rng, n * layout.KvDim, 2);
@@ -51,13 +72,13 @@ public class FusedAttentionTests
             layer.Append(k, v, n);
             foreach (int length in new[] { layer.Length, Math.Max(1, layer.Length - 5) })
             {
-                for (int g = 0; g < KvHeads; g++)
+                for (int g = 0; g < kvHeads; g++)
                 {
                     Random(rng, q.Length, 1).CopyTo(q, 0);
-                    layer.Attend(g, q, Rep, length, output, scores);
+                    layer.Attend(g, q, rep, length, output, scores);
                     layer.ReadKeys(g, 0, length, keys);
                     layer.ReadValues(g, 0, length, values);
-                    var want = Reference(q, keys, values, length, layout.Scale);
+                    var want = Reference(q, keys, values, length, layout.Scale, rep, headDim);
                     double scale = want.Max(Math.Abs);
                     for (int i = 0; i < want.Length; i++)
                     {
@@ -66,6 +87,30 @@ public class FusedAttentionTests
                 }
             }
         }
+    }
+
+    [Theory]
+    [InlineData("k4v2:r5:sink3", 64)]
+    [InlineData("k8v8:sym", 128)]
+    [InlineData("fp16", 128)]
+    public void FusedAttendAllocatesNothing(string text, int headDim)
+    {
+        var layout = new KvLayout(1, 2, headDim, 300);
+        using var cache = KvCacheFactory.Create(KvPlan.Parse(text, 1), layout);
+        var layer = cache.Layers[0];
+        var rng = new Random(3);
+        layer.Append(Random(rng, 290 * layout.KvDim, 1), Random(rng, 290 * layout.KvDim, 1), 290);
+        var q = Random(rng, 4 * headDim, 1);
+        var output = new float[4 * headDim];
+        var scores = new float[4 * 300];
+        layer.Attend(1, q, 4, 290, output, scores);
+        long before = GC.GetAllocatedBytesForCurrentThread();
+        for (int i = 0; i < 20; i++)
+        {
+            layer.Attend(i % 2, q, 4, 290 - i, output, scores);
+        }
+
+        Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
     }
 
     [Theory]
@@ -116,18 +161,18 @@ public class FusedAttentionTests
     private static float[] Random(Random rng, int n, double scale) =>
         Enumerable.Range(0, n).Select(_ => (float)(scale * ((rng.NextDouble() * 2) - 1 + (rng.NextDouble() < 0.05 ? 3 : 0)))).ToArray();
 
-    private static double[] Reference(float[] q, float[] keys, float[] values, int length, float scale)
+    private static double[] Reference(float[] q, float[] keys, float[] values, int length, float scale, int rep, int headDim)
     {
-        var o = new double[Rep * HeadDim];
+        var o = new double[rep * headDim];
         var s = new double[length];
-        for (int r = 0; r < Rep; r++)
+        for (int r = 0; r < rep; r++)
         {
             for (int j = 0; j < length; j++)
             {
                 double d = 0;
-                for (int c = 0; c < HeadDim; c++)
+                for (int c = 0; c < headDim; c++)
                 {
-                    d += (double)q[(r * HeadDim) + c] * keys[(j * HeadDim) + c];
+                    d += (double)q[(r * headDim) + c] * keys[(j * headDim) + c];
                 }
 
                 s[j] = d * scale;
@@ -142,9 +187,9 @@ public class FusedAttentionTests
 
             for (int j = 0; j < length; j++)
             {
-                for (int c = 0; c < HeadDim; c++)
+                for (int c = 0; c < headDim; c++)
                 {
-                    o[(r * HeadDim) + c] += s[j] / sum * values[(j * HeadDim) + c];
+                    o[(r * headDim) + c] += s[j] / sum * values[(j * headDim) + c];
                 }
             }
         }

@@ -132,6 +132,18 @@ public unsafe class QuantizedDotTests
         fixed (float* py = y)
         {
             QuantizedDot.DotQ8_0Tile4x4(pw, blocks * 34, pq, cols, pd, blocks, blocks, py, 5);
+            var prepared = new float[4 * 5];
+            var scales = new float[blocks * 4];
+            var corrections = new int[blocks * 32];
+            fixed (float* pp = prepared)
+            fixed (float* ps = scales)
+            fixed (int* pc = corrections)
+            {
+                QuantizedDot.PrepareQ8_0Tile(pw, blocks * 34, blocks, ps, pc);
+                QuantizedDot.DotQ8_0Tile4x4Prepared(pw, blocks * 34, ps, pc, pq, cols, pd, blocks, blocks, pp, 5);
+            }
+
+            Assert.Equal(y, prepared);
             for (int t = 0; t < 4; t++)
             {
                 for (int r = 0; r < 4; r++)

@@ -37,6 +37,22 @@ public sealed unsafe class CudaDeviceBuffer : IDisposable
         }
     }
 
+    /// <summary>Copies host data into the buffer at <paramref name="byteOffset"/>.</summary>
+    public void CopyFrom<T>(ReadOnlySpan<T> data, long byteOffset)
+        where T : unmanaged
+    {
+        long bytes = (long)data.Length * sizeof(T);
+        if (byteOffset < 0 || byteOffset + bytes > Length)
+        {
+            throw new ArgumentException($"data: {bytes} bytes at offset {byteOffset} do not fit in {Length}.", nameof(data));
+        }
+
+        fixed (T* p = data)
+        {
+            _api.Check(_api.cuMemcpyHtoD(Pointer + (ulong)byteOffset, p, (nuint)bytes), "cuMemcpyHtoD");
+        }
+    }
+
     /// <summary>Copies the start of the buffer to host memory.</summary>
     public void CopyTo<T>(Span<T> data)
         where T : unmanaged

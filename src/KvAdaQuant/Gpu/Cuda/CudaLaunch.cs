@@ -7,7 +7,7 @@ public sealed unsafe class CudaLaunch : IDisposable
 {
     private readonly CudaDriverApi _api;
     private readonly CudaKernel _kernel;
-    private readonly (int X, int Y, int Z) _grid;
+    private (int X, int Y, int Z) _grid;
     private readonly int _block;
     private readonly int _count;
     private ulong* _values;
@@ -27,6 +27,21 @@ public sealed unsafe class CudaLaunch : IDisposable
             _values[i] = arguments[i].Bits;
             _pointers[i] = &_values[i];
         }
+    }
+
+    /// <summary>Replaces argument <paramref name="index"/> for the following launches (allocates nothing).</summary>
+    public void SetArgument(int index, CudaArgument value)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(index);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(index, _count);
+        _values[index] = value.Bits;
+    }
+
+    /// <summary>Replaces the grid for the following launches.</summary>
+    public void SetGrid((int X, int Y, int Z) grid)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(grid.X);
+        _grid = grid;
     }
 
     /// <summary>Queues the kernel on the default stream.</summary>

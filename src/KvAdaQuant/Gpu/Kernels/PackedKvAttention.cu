@@ -214,16 +214,16 @@ __device__ void generic_attend(KS ks, VS vs, int t0, int t1, const float* q, int
 extern "C" __global__ void __launch_bounds__(128) kvq_generic_packed(
     const u8* kCodes, const u32* kParams, int kBits, int kRowBytes, int kGroup, int kPerChannel,
     const u8* vCodes, const u32* vParams, int vBits, int vRowBytes, int vGroup, int vPerChannel,
-    const float* q, float* partO, float* partML, int T, int tokensPerSplit, int totalSplits, int ratio, float scaleLog2)
+    const float* q, float* partO, float* partML, int T, int tokensPerSplit, int totalSplits, int ratio, float scaleLog2, int tStride)
 {
     const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z, kvHeads = gridDim.y;
     const size_t bh = (size_t)b * kvHeads + kvh;
-    const int kParamRows = kPerChannel ? T / kGroup : T;
+    const int kParamRows = kPerChannel ? tStride / kGroup : tStride;
     const int kParamCols = kPerChannel ? HEAD_DIM : HEAD_DIM / kGroup;
-    const int vParamRows = vPerChannel ? T / vGroup : T;
+    const int vParamRows = vPerChannel ? tStride / vGroup : tStride;
     const int vParamCols = vPerChannel ? HEAD_DIM : HEAD_DIM / vGroup;
-    PackedSource ks{kCodes + bh * T * kRowBytes, kParams + bh * kParamRows * kParamCols, kBits, kRowBytes, kGroup, kPerChannel};
-    PackedSource vs{vCodes + bh * T * vRowBytes, vParams + bh * vParamRows * vParamCols, vBits, vRowBytes, vGroup, vPerChannel};
+    PackedSource ks{kCodes + bh * tStride * kRowBytes, kParams + bh * kParamRows * kParamCols, kBits, kRowBytes, kGroup, kPerChannel};
+    PackedSource vs{vCodes + bh * tStride * vRowBytes, vParams + bh * vParamRows * vParamCols, vBits, vRowBytes, vGroup, vPerChannel};
     int t0 = split * tokensPerSplit;
     int t1 = min(T, t0 + tokensPerSplit);
     generic_attend(ks, vs, t0, t1, q, ratio, scaleLog2, partO, partML, totalSplits, split, kvh * ratio, kvHeads * ratio, b);
@@ -232,12 +232,12 @@ extern "C" __global__ void __launch_bounds__(128) kvq_generic_packed(
 // The FP16 residual window: grid (1, kvHeads, batch), block 128; writes split slot splitIndex.
 extern "C" __global__ void __launch_bounds__(128) kvq_generic_fp16(
     const u16* kRows, const u16* vRows, int R, const float* q, float* partO, float* partML,
-    int totalSplits, int splitIndex, int ratio, float scaleLog2)
+    int totalSplits, int splitIndex, int ratio, float scaleLog2, int rStride)
 {
     const int kvh = blockIdx.y, b = blockIdx.z, kvHeads = gridDim.y;
     const size_t bh = (size_t)b * kvHeads + kvh;
-    Fp16Source ks{kRows + bh * R * HEAD_DIM};
-    Fp16Source vs{vRows + bh * R * HEAD_DIM};
+    Fp16Source ks{kRows + bh * rStride * HEAD_DIM};
+    Fp16Source vs{vRows + bh * rStride * HEAD_DIM};
     generic_attend(ks, vs, 0, R, q, ratio, scaleLog2, partO, partML, totalSplits, splitIndex, kvh * ratio, kvHeads * ratio, b);
 }
 
@@ -581,7 +581,7 @@ __device__ __forceinline__ void fast_residual(const u16* kr, const u16* vr, int 
 extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast(
     const u8* kCodes, const u32* kParams, const u8* vCodes, const u32* vParams, const u16* kRes, const u16* vRes, int R,
     const float* q, float* partO, float* partML, int T, int tokensPerSplit, int totalSplits, int ratio, float scaleLog2,
-    float* out, u32* counters)
+    float* out, u32* counters, int tStride, int rStride)
 {
 #if FAST_CPASYNC
     __shared__ alignas(16) u8 stages[4][FAST_STAGES][FAST_STAGE_BYTES];
@@ -597,14 +597,14 @@ extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast
     const int g = lane >> 2, t = lane & 3;
     const size_t bh = (size_t)b * kvHeads + kvh;
     const int hqTotal = kvHeads * ratio;
-    const u8* kc = kCodes + bh * T * 64;
-    const u32* kpar = kParams + bh * T * 2;
-    const u8* vc = vCodes + bh * T * 32;
-    const u32* vpar = vParams + bh * T * 2;
+    const u8* kc = kCodes + bh * tStride * 64;
+    const u32* kpar = kParams + bh * tStride * 2;
+    const u8* vc = vCodes + bh * tStride * 32;
+    const u32* vpar = vParams + bh * tStride * 2;
 
     if (R > 0 && split == gridDim.x - 1)
     {
-        fast_residual(kRes + bh * R * HEAD_DIM, vRes + bh * R * HEAD_DIM, R, q + ((size_t)b * hqTotal + kvh * ratio) * HEAD_DIM,
+        fast_residual(kRes + bh * rStride * HEAD_DIM, vRes + bh * rStride * HEAD_DIM, R, q + ((size_t)b * hqTotal + kvh * ratio) * HEAD_DIM,
                       ratio, scaleLog2, warp, lane, so, sml);
     }
     else

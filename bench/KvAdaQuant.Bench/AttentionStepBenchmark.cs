@@ -1,0 +1,133 @@
+using BenchmarkDotNet.Attributes;
+using KvAdaQuant.KvCache;
+
+namespace KvAdaQuant.Bench;
+
+/// <summary>
+/// One decode step of attention for one whole layer (8 KV heads, 4 query heads each) of a Llama-3.2-1B-shaped
+/// (head dim 64) or Llama-3.1-8B-shaped (head dim 128) model, single-threaded, read straight from the cache over
+/// random keys and values. Each invocation attends the next of <see cref="Layers"/> filled layers, so the bytes
+/// read per step stream from memory rather than from the last-level cache (up to the model's layer count, and
+/// at least 256 MB in all where the model has that many layers). The CacheMB, GB/s and %Triad columns
+/// (<see cref="AttentionBenchmarkConfig"/>) give the bytes of K and V one step reads (packed codes, scales, zero
+/// points), that over the median time, and that as a share of <see cref="TriadBenchmark"/>'s bandwidth in the same run.
+/// </summary>
+public abstract class AttentionStepBenchmark : IDisposable
+{
+    /// <summary>KV heads per layer (both shapes).</summary>
+    public const int KvHeads = 8;
+
+    /// <summary>Query heads per KV head (both shapes).</summary>
+    public const int QueryHeads = 4;
+
+    private const long TargetBytes = 256L << 20;
+
+    private IKvLayerCache[] _layers = [];
+    private IDisposable[] _owners = [];
+    private float[] _q = null!;
+    private float[] _output = null!;
+    private float[] _scores = null!;
+    private int _next;
+
+    /// <summary>Model shape: llama-3.2-1b (head dim 64, 16 layers) or llama-3.1-8b (head dim 128, 32 layers).</summary>
+    public abstract string Shape { get; set; }
+
+    /// <summary>Cached positions.</summary>
+    public abstract int Context { get; set; }
+
+    /// <summary>Cache spec (--kv syntax).</summary>
+    public abstract string Kv { get; set; }
+
+    /// <summary>Whether the fused kernels run (false: the row-at-a-time path, for an A/B in the same run).</summary>
+    public abstract bool Fused { get; set; }
+
+    /// <summary>Layers filled and cycled through.</summary>
+    public int Layers => LayersFor(Shape, Kv, Context);
+
+    /// <summary>Head dimension of a shape.</summary>
+    public static int HeadDimOf(string shape) => shape switch
+    {
+        "llama-3.2-1b" => 64,
+        "llama-3.1-8b" => 128,
+        _ => throw new ArgumentException($"unknown shape {shape}"),
+    };
+
+    /// <summary>Layers of a shape.</summary>
+    public static int ModelLayersOf(string shape) => shape == "llama-3.2-1b" ? 16 : 32;
+
+    /// <summary>Bytes of K and V one step (one layer, every KV head) reads for a spec and context.</summary>
+    public static long CacheBytes(string shape, string kv, int context) => KvPlan.Parse(kv, 1).BytesAt(KvHeads, HeadDimOf(shape), context);
+
+    /// <summary>Layers cycled through: enough for 256 MB, at most the model's.</summary>
+    public static int LayersFor(string shape, string kv, int context) =>
+        (int)Math.Clamp((TargetBytes + CacheBytes(shape, kv, context) - 1) / CacheBytes(shape, kv, context), 1, ModelLayersOf(shape));
+
+    /// <summary>Fills <see cref="Layers"/> layers with <see cref="Context"/> random positions.</summary>
+    [GlobalSetup]
+    public void Setup()
+    {
+        int hd = HeadDimOf(Shape);
+        int layers = Layers;
+        var layout = new KvLayout(1, KvHeads, hd, Context);
+        var plan = KvPlan.Parse(Kv, 1);
+        _layers = new IKvLayerCache[layers];
+        _owners = new IDisposable[layers];
+        var rng = new Random(7);
+        const int Pool = 4096;
+        var k = new float[Pool * KvHeads * hd];
+        var v = new float[Pool * KvHeads * hd];
+        for (int i = 0; i < k.Length; i++)
+        {
+            k[i] = (float)((rng.NextDouble() * 4) - 2);
+            v[i] = (float)((rng.NextDouble() * 2) - 1);
+        }
+
+        for (int l = 0; l < layers; l++)
+        {
+            IKvLayerCache layer = plan.IsUniformFullPrecision
+                ? new FullPrecisionKvStore(layout, plan.Layers[0].K.Bits == Quantization.KvBits.Fp16, Fused)
+                : new QuantizedKvStore(layout, plan.Layers[0], Fused);
+            _layers[l] = layer;
+            _owners[l] = (IDisposable)layer;
+            const int Batch = 256;
+            for (int t = 0; t < Context; t += Batch)
+            {
+                int off = ((t + (l * 977)) % (Pool - Batch)) * KvHeads * hd;
+                layer.Append(k.AsSpan(off), v.AsSpan(off), Math.Min(Batch, Context - t));
+            }
+        }
+
+        _q = Enumerable.Range(0, KvHeads * QueryHeads * hd).Select(i => (float)Math.Sin(i * 0.37)).ToArray();
+        _output = new float[KvHeads * QueryHeads * hd];
+        _scores = new float[QueryHeads * Context];
+    }
+
+    /// <summary>One decode step of one layer over the whole context (every KV head).</summary>
+    [Benchmark]
+    public void DecodeStep() => Step();
+
+    private void Step()
+    {
+        var layer = _layers[_next];
+        _next = (_next + 1) % _layers.Length;
+        int hd = HeadDimOf(Shape);
+        int span = QueryHeads * hd;
+        for (int g = 0; g < KvHeads; g++)
+        {
+            layer.Attend(g, _q.AsSpan(g * span, span), QueryHeads, Context, _output.AsSpan(g * span, span), _scores);
+        }
+    }
+
+    /// <inheritdoc/>
+    [GlobalCleanup]
+    public void Dispose()
+    {
+        foreach (var o in _owners)
+        {
+            o.Dispose();
+        }
+
+        _owners = [];
+        GC.SuppressFinalize(this);
+    }
+}

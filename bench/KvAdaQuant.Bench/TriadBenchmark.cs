@@ -1,0 +1,68 @@
+using System.Runtime.Intrinsics;
+using BenchmarkDotNet.Attributes;
+using KvAdaQuant.Numerics;
+
+namespace KvAdaQuant.Bench;
+
+/// <summary>
+/// STREAM-style triad a[i] = b[i] + s * c[i] over three 128 MB float arrays, single-threaded with 512-bit (or
+/// 256-bit) vectors: the memory bandwidth the attention benchmark is compared with. Bytes counted as STREAM counts
+/// them: 12 per float element (two reads, one write; the write-allocate read is not counted).
+/// </summary>
+[Config(typeof(AttentionBenchmarkConfig))]
+public unsafe class TriadBenchmark : IDisposable
+{
+    /// <summary>Elements per array.</summary>
+    public const int Elements = 32 << 20;
+
+    /// <summary>Bytes one triad counts.</summary>
+    public const long Bytes = 12L * Elements;
+
+    private NativeBuffer _a = null!;
+    private NativeBuffer _b = null!;
+    private NativeBuffer _c = null!;
+
+    /// <summary>Allocates and touches the arrays.</summary>
+    [GlobalSetup]
+    public void Setup()
+    {
+        _a = new NativeBuffer(4L * Elements);
+        _b = new NativeBuffer(4L * Elements);
+        _c = new NativeBuffer(4L * Elements);
+        new Span<float>(_b.Pointer, Elements).Fill(1f);
+        new Span<float>(_c.Pointer, Elements).Fill(2f);
+    }
+
+    /// <summary>One triad over the arrays.</summary>
+    [Benchmark]
+    public void Triad()
+    {
+        float* a = (float*)_a.Pointer, b = (float*)_b.Pointer, c = (float*)_c.Pointer;
+        if (Vector512.IsHardwareAccelerated)
+        {
+            var s = Vector512.Create(3f);
+            for (int i = 0; i < Elements; i += 16)
+            {
+                Vector512.FusedMultiplyAdd(Vector512.Load(c + i), s, Vector512.Load(b + i)).Store(a + i);
+            }
+
+            return;
+        }
+
+        var s8 = Vector256.Create(3f);
+        for (int i = 0; i < Elements; i += 8)
+        {
+            Vector256.FusedMultiplyAdd(Vector256.Load(c + i), s8, Vector256.Load(b + i)).Store(a + i);
+        }
+    }
+
+    /// <inheritdoc/>
+    [GlobalCleanup]
+    public void Dispose()
+    {
+        _a?.Dispose();
+        _b?.Dispose();
+        _c?.Dispose();
+        GC.SuppressFinalize(this);
+    }
+}

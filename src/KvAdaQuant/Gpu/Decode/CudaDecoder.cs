@@ -1,0 +1,664 @@
+using System.Globalization;
+using KvAdaQuant.Engine;
+using KvAdaQuant.Gpu.Cuda;
+using KvAdaQuant.KvCache;
+using KvAdaQuant.Model;
+using KvAdaQuant.Numerics;
+
+namespace KvAdaQuant.Gpu.Decode;
+
+/// <summary>
+/// The Llama-family decode step on the GPU for a batch of sequences that advance together: embedding, per layer
+/// RMSNorm, fused Q/K/V product (+bias), RoPE and the append to the layer's cache (FP16 rows, or the FP16 window of
+/// the packed cache, quantized on the device 32 tokens at a time), split-KV attention (FP16 kernel, K4V2 tensor-core
+/// kernel or the generic packed kernel) and its combine, output product added to the residual, RMSNorm, fused
+/// gate/up product, SwiGLU, down product added to the residual; final norm, classifier, and greedy or
+/// temperature/top-k/top-p sampling on the device. Weights are FP16, or Q8_0/Q4_0 codes and scales as in the file.
+/// Every launch is prepared once; a step only rewrites integer arguments, so it allocates nothing.
+/// </summary>
+public sealed class CudaDecoder : IDisposable
+{
+    private const int MaxFp16Splits = 512;
+    private readonly CudaContext _ctx;
+    private readonly ModelConfig _c;
+    private readonly List<IDisposable> _owned = [];
+    private readonly CudaModule _module;
+    private readonly CudaPackedKvAttention _packed;
+    private readonly CudaKvCacheBuffers _cache;
+    private readonly CudaDeviceBuffer _tokens, _x, _xb, _qkv, _q, _att, _gu, _h, _logits, _partO, _partML, _rng;
+    private readonly CudaLaunch _embed, _finalNorm, _argmax, _sample, _spin;
+    private readonly List<CudaLaunch> _output;
+    private readonly LayerLaunches[] _layers;
+    private readonly int _maxSplits;
+    private readonly int[] _hostTokens;
+    private GpuKvWindow _window;
+
+    /// <summary>Uploads <paramref name="model"/>'s weights, compiles the kernels and allocates a cache of <paramref name="capacity"/> positions for <paramref name="batch"/> sequences.</summary>
+    /// <param name="context">The device.</param>
+    /// <param name="model">The model (any weight type the CPU engine reads).</param>
+    /// <param name="plan">fp16 or a packed plan (per-token, asymmetric).</param>
+    /// <param name="batch">Sequences decoded together.</param>
+    /// <param name="capacity">Positions per sequence.</param>
+    /// <param name="keepQuantized">Keep Q8_0/Q4_0 matrices as such (else everything is FP16).</param>
+    /// <param name="kernels">Compiled kernels to reuse (compiled here when null).</param>
+    /// <param name="layout">The cache layout (default: <see cref="GpuKvCacheLayout.Create"/> of the plan with its defaults).</param>
+    public CudaDecoder(CudaContext context, LlamaModel model, KvPlan plan, int batch, int capacity, bool keepQuantized = true, CudaDecodeKernels? kernels = null, GpuKvCacheLayout? layout = null)
+    {
+        ArgumentNullException.ThrowIfNull(context);
+        ArgumentNullException.ThrowIfNull(model);
+        _ctx = context;
+        _c = model.Config;
+        Batch = batch;
+        Capacity = capacity;
+        Layout = layout ?? GpuKvCacheLayout.Create(plan, _c, batch, capacity);
+        if (Layout.Batch != batch || Layout.Capacity != capacity || Layout.Layers.Count != _c.Layers)
+        {
+            throw new ArgumentException("layout: its batch, capacity or layer count differs from the decoder's", nameof(layout));
+        }
+
+        int hd = _c.HeadDim;
+        if (hd % 8 != 0 || hd > 256)
+        {
+            throw new ArgumentException($"model: head dimension {hd} is not a multiple of 8 up to 256, which the GPU kernels need");
+        }
+
+        if (_c.GroupSize > 8)
+        {
+            throw new ArgumentException($"model: {_c.GroupSize} query heads per KV head; the GPU attention kernels serve at most 8");
+        }
+
+        if (capacity > _c.ContextLength)
+        {
+            throw new ArgumentException($"--ctx {capacity} exceeds the model's context length {_c.ContextLength}");
+        }
+
+        kernels ??= new CudaDecodeKernels(context);
+        (byte[] decodeCubin, byte[] packedCubin) = kernels.For(hd);
+        _module = Own(context.LoadModule(decodeCubin));
+        _packed = Own(new CudaPackedKvAttention(context, hd, packedCubin));
+        BuildNote = kernels.Note;
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        ModelWeights w = model.Weights;
+        CudaWeightMatrix embedding = Own(CudaWeightMatrix.Upload(context, [w.TokenEmbedding], keepQuantized));
+        CudaWeightMatrix output = ReferenceEquals(w.Output, w.TokenEmbedding) ? embedding : Own(CudaWeightMatrix.Upload(context, [w.Output], keepQuantized));
+        CudaDeviceBuffer finalNorm = Own(context.Upload<float>(w.FinalNorm));
+        int dim = _c.Dim, qd = _c.QDim, kvd = _c.KvDim, hid = _c.HiddenDim, qkvRows = qd + (2 * kvd);
+        var layerWeights = new (CudaWeightMatrix Qkv, CudaWeightMatrix Wo, CudaWeightMatrix W13, CudaWeightMatrix W2, CudaDeviceBuffer AttnNorm, CudaDeviceBuffer FfnNorm, CudaDeviceBuffer? Bias)[_c.Layers];
+        for (int l = 0; l < _c.Layers; l++)
+        {
+            LayerWeights lw = w.Layers[l];
+            CudaDeviceBuffer? bias = null;
+            if (lw.Bq is not null || lw.Bk is not null || lw.Bv is not null)
+            {
+                var b = new float[qkvRows];
+                lw.Bq?.CopyTo(b, 0);
+                lw.Bk?.CopyTo(b, qd);
+                lw.Bv?.CopyTo(b, qd + kvd);
+                bias = Own(context.Upload<float>(b));
+            }
+
+            layerWeights[l] = (
+                Own(CudaWeightMatrix.Upload(context, [lw.Wq, lw.Wk, lw.Wv], keepQuantized)),
+                Own(CudaWeightMatrix.Upload(context, [lw.Wo], keepQuantized)),
+                Own(CudaWeightMatrix.Upload(context, [lw.W1, lw.W3], keepQuantized)),
+                Own(CudaWeightMatrix.Upload(context, [lw.W2], keepQuantized)),
+                Own(context.Upload<float>(lw.AttentionNorm)),
+                Own(context.Upload<float>(lw.FfnNorm)),
+                bias);
+        }
+
+        WeightBytes = embedding.ByteCount + (ReferenceEquals(output, embedding) ? 0 : output.ByteCount)
+            + layerWeights.Sum(x => x.Qkv.ByteCount + x.Wo.ByteCount + x.W13.ByteCount + x.W2.ByteCount);
+        WeightTypes = string.Join(
+            ", ",
+            layerWeights.SelectMany(x => new[] { x.Qkv.Type, x.Wo.Type, x.W13.Type, x.W2.Type }).Append(embedding.Type).Append(output.Type)
+                .GroupBy(t => t).Select(g => $"{g.Key} x{g.Count()}"));
+        UploadSeconds = watch.Elapsed.TotalSeconds;
+
+        // RoPE angles of every position, from the CPU engine's own table.
+        var rope = new RopeTable(_c, w.RopeFrequencyFactors);
+        int half = rope.Half;
+        var cos = new float[(long)capacity * half];
+        var sin = new float[(long)capacity * half];
+        for (int p = 0; p < capacity; p++)
+        {
+            rope.Angles(p, cos.AsSpan(p * half, half), sin.AsSpan(p * half, half));
+        }
+
+        CudaDeviceBuffer cosT = Own(context.Upload<float>(cos));
+        CudaDeviceBuffer sinT = Own(context.Upload<float>(sin));
+
+        _cache = Own(new CudaKvCacheBuffers(context, Layout));
+        int rows = batch * _c.Heads;
+        _maxSplits = MaxSplits(Layout, context.MultiprocessorCount);
+        if (_maxSplits > CudaPackedKvAttention.MaxSplits)
+        {
+            throw new ArgumentException($"--ctx {capacity}: more than {CudaPackedKvAttention.MaxSplits} attention splits; the packed cache holds at most {(CudaPackedKvAttention.MaxSplits - 1) * 128} positions");
+        }
+
+        long[] sizes = WorkspaceSizes(_c, batch, _maxSplits);
+        _tokens = Buffer(sizes[0]);
+        _x = Buffer(sizes[1]);
+        _xb = Buffer(sizes[2]);
+        _qkv = Buffer(sizes[3]);
+        _q = Buffer(sizes[4]);
+        _att = Buffer(sizes[5]);
+        _gu = Buffer(sizes[6]);
+        _h = Buffer(sizes[7]);
+        _logits = Buffer(sizes[8]);
+        _partO = Buffer(sizes[9]);
+        _partML = Buffer(sizes[10]);
+        _rng = Buffer(sizes[11]);
+        _hostTokens = new int[batch];
+        SeedSampler(42);
+
+        CudaKernel K(string name) => _module.Function(name);
+        CudaKernel rms = K("dec_rmsnorm");
+        var matvec = new Dictionary<(GpuWeightType, int), CudaKernel>();
+        foreach ((GpuWeightType t, string n) in new[] { (GpuWeightType.F16, "f16"), (GpuWeightType.Q8_0, "q8"), (GpuWeightType.Q4_0, "q4") })
+        {
+            for (int nb = 1; nb <= 8; nb++)
+            {
+                matvec[(t, nb)] = K($"dec_matvec_{n}_{nb}");
+            }
+        }
+
+        List<CudaLaunch> MatVec(CudaWeightMatrix m, CudaDeviceBuffer x, int ldx, CudaDeviceBuffer y, int ldy, bool accumulate)
+        {
+            var list = new List<CudaLaunch>();
+            for (int b0 = 0; b0 < batch; b0 += 8)
+            {
+                int nb = Math.Min(8, batch - b0);
+                list.Add(Own(matvec[(m.Type, nb)].Prepare(
+                    ((m.Rows + 3) / 4, 1, 1), 256, m.Codes, m.Scales, m.LeadingDimension,
+                    CudaArgument.FromUInt64(x.Pointer + ((ulong)b0 * (ulong)ldx * 4)), ldx,
+                    CudaArgument.FromUInt64(y.Pointer + ((ulong)b0 * (ulong)ldy * 4)), ldy, m.Rows, m.Cols, accumulate ? 1 : 0)));
+            }
+
+            return list;
+        }
+
+        _embed = Own(K("dec_embed").Prepare((batch, 1, 1), 256, embedding.Codes, embedding.Scales, embedding.LeadingDimension, (int)embedding.Type, _tokens, _x, dim));
+        float scaleLog2 = (float)(1.0 / Math.Sqrt(hd) / Math.Log(2.0));
+        int ratio = _c.GroupSize;
+        _layers = new LayerLaunches[_c.Layers];
+        for (int l = 0; l < _c.Layers; l++)
+        {
+            var lw = layerWeights[l];
+            GpuKvLayerLayout ll = Layout.Layers[l];
+            CudaKvCacheBuffers.Layer cl = _cache.Layers[l];
+            ulong headStride = (ulong)(ll.IsPacked ? Layout.ResidualCapacity : capacity) * (ulong)hd;
+            var layer = new LayerLaunches
+            {
+                Layout = ll,
+                AttnNorm = Own(rms.Prepare((batch, 1, 1), 256, _x, lw.AttnNorm, _xb, dim, _c.NormEps)),
+                Qkv = MatVec(lw.Qkv, _xb, dim, _qkv, qkvRows, false),
+                Rope = Own(K("dec_rope_append").Prepare(
+                    (batch, 1, 1), 256, _qkv, qkvRows, lw.Bias is null ? CudaArgument.FromUInt64(0) : lw.Bias, cosT, sinT, CudaArgument.FromUInt64(0), 0,
+                    _c.Heads, _c.KvHeads, _c.RopeLayout == RopeLayout.Interleaved ? 1 : 0, _q, cl.Keys, cl.Values, CudaArgument.FromUInt64(headStride), 0)),
+                Wo = MatVec(lw.Wo, _att, qd, _x, dim, true),
+                FfnNorm = Own(rms.Prepare((batch, 1, 1), 256, _x, lw.FfnNorm, _xb, dim, _c.NormEps)),
+                W13 = MatVec(lw.W13, _xb, dim, _gu, 2 * hid, false),
+                SwiGlu = Own(K("dec_swiglu").Prepare((Math.Min(4096, ((batch * hid) + 255) / 256), 1, 1), 256, _gu, _h, hid, batch)),
+                W2 = MatVec(lw.W2, _h, hid, _x, dim, true),
+                Combine = Own(_packed.Combine.Prepare((rows, 1, 1), 128, _partO, _partML, _att, 1)),
+            };
+            if (!ll.IsPacked)
+            {
+                layer.AttnFp16 = Own(K("dec_attn_fp16").Prepare(
+                    (1, _c.KvHeads, batch), 128, cl.Keys, cl.Values, CudaArgument.FromUInt64(headStride), _q, _partO, _partML, 1, 32, ratio, scaleLog2));
+            }
+            else
+            {
+                PackedKvFormat kf = ll.Keys!, vf = ll.Values!;
+                int rcap = Layout.ResidualCapacity;
+                layer.Flush = Own(K("dec_kv_flush").Prepare(
+                    (_c.KvHeads, batch, 1), 128, cl.Keys, cl.Values, CudaArgument.FromUInt64(headStride), 0, Layout.FlushChunk,
+                    cl.KeyCodes!, cl.KeyParams!, kf.BitsCode, kf.RowBytes, kf.GroupSize,
+                    cl.ValueCodes!, cl.ValueParams!, vf.BitsCode, vf.RowBytes, vf.GroupSize,
+                    CudaArgument.FromUInt64((ulong)capacity), 0));
+                if (ll.UsesFastKernel)
+                {
+                    layer.AttnFast = Own(_packed.Fast.Prepare(
+                        (1, _c.KvHeads, batch), 128, cl.KeyCodes!, cl.KeyParams!, cl.ValueCodes!, cl.ValueParams!, cl.Keys, cl.Values, 0,
+                        _q, _partO, _partML, 0, 128, 1, ratio, scaleLog2, CudaArgument.FromUInt64(0), CudaArgument.FromUInt64(0), capacity, rcap));
+                }
+                else
+                {
+                    bool k4v2 = kf.BitsCode == 4 && vf.BitsCode == 2;
+                    layer.AttnPacked = Own(K(k4v2 ? "dec_attn_packed_k4v2" : "dec_attn_packed").Prepare(
+                        (1, _c.KvHeads, batch), 128,
+                        cl.KeyCodes!, cl.KeyParams!, kf.BitsCode, kf.RowBytes, kf.GroupSize,
+                        cl.ValueCodes!, cl.ValueParams!, vf.BitsCode, vf.RowBytes, vf.GroupSize,
+                        cl.Keys, cl.Values, CudaArgument.FromUInt64((ulong)capacity), CudaArgument.FromUInt64(headStride),
+                        _q, _partO, _partML, 0, 0, 32, ratio, scaleLog2));
+                }
+            }
+
+            _layers[l] = layer;
+        }
+
+        _finalNorm = Own(rms.Prepare((batch, 1, 1), 256, _x, finalNorm, _xb, dim, _c.NormEps));
+        _output = MatVec(output, _xb, dim, _logits, _c.VocabSize, false);
+        _argmax = Own(K("dec_argmax").Prepare((batch, 1, 1), 1024, _logits, _c.VocabSize, _tokens));
+        _spin = Own(K("dec_spin").Prepare((1, 1, 1), 32, CudaArgument.FromUInt64(40_000_000)));
+        _sample = Own(K("dec_sample").Prepare((batch, 1, 1), 1024, _logits, _c.VocabSize, 1f, 0, 1f, _rng, _tokens));
+        DeviceBytes = WeightBytes + _cache.ByteCount + _owned.OfType<CudaDeviceBuffer>().Sum(b => b.Length);
+    }
+
+    /// <summary>Sequences decoded together.</summary>
+    public int Batch { get; }
+
+    /// <summary>Positions per sequence.</summary>
+    public int Capacity { get; }
+
+    /// <summary>Positions processed so far (the same for every sequence).</summary>
+    public int Position { get; private set; }
+
+    /// <summary>The cache layout.</summary>
+    public GpuKvCacheLayout Layout { get; }
+
+    /// <summary>Device bytes of the weights as uploaded.</summary>
+    public long WeightBytes { get; }
+
+    /// <summary>Device bytes of the cache.</summary>
+    public long CacheBytes => _cache.ByteCount;
+
+    /// <summary>Device bytes this decoder allocated (weights, cache, activations, attention partials, RoPE tables).</summary>
+    public long DeviceBytes { get; }
+
+    /// <summary>GPU weight types and how many matrices have each.</summary>
+    public string WeightTypes { get; }
+
+    /// <summary>Seconds spent packing and uploading the weights.</summary>
+    public double UploadSeconds { get; }
+
+    /// <summary>How the kernels were built.</summary>
+    public string BuildNote { get; }
+
+    /// <summary>Packed positions (per sequence) and FP16 window rows now held by packed layers.</summary>
+    public (int Quantized, int Residual) PackedState => (_window.Quantized, _window.Residual);
+
+    /// <summary>
+    /// Device bytes besides the weights and the cache for <paramref name="layout"/>: activations, logits, attention
+    /// partials (sized for the most splits the split policy can ask for), sampler states and the RoPE tables.
+    /// </summary>
+    public static long WorkspaceBytes(ModelConfig config, GpuKvCacheLayout layout, int multiprocessors)
+    {
+        ArgumentNullException.ThrowIfNull(config);
+        ArgumentNullException.ThrowIfNull(layout);
+        long rope = 2L * Math.Max(4, (long)layout.Capacity * (config.HeadDim / 2) * 4);
+        return WorkspaceSizes(config, layout.Batch, MaxSplits(layout, multiprocessors)).Sum() + rope;
+    }
+
+    /// <summary>The most attention partials per (sequence, query head) the split policy uses for any length up to the capacity.</summary>
+    public static int MaxSplits(GpuKvCacheLayout layout, int multiprocessors)
+    {
+        ArgumentNullException.ThrowIfNull(layout);
+        long perHead = (long)layout.Batch * layout.KvHeads;
+        int most = 0;
+        if (layout.Layers.Any(l => !l.UsesFastKernel))
+        {
+            // FP16 layers and packed layers served by dec_attn_packed split the positions the same way.
+            int splits = Fp16Splits(perHead, multiprocessors);
+            most = Math.Min(4 * ((Math.Min(splits, (layout.Capacity + 31) / 32) + 3) / 4), 4 * ((MaxFp16Splits + 3) / 4));
+        }
+
+        if (layout.Layers.Any(l => l.UsesFastKernel))
+        {
+            for (int t = 0; t <= layout.Capacity; t += layout.FlushChunk)
+            {
+                int tps = FastTokensPerSplit(perHead, t, multiprocessors);
+                most = Math.Max(most, ((t + tps - 1) / tps) + 1);
+            }
+        }
+
+        return Math.Max(most, 1);
+    }
+
+    /// <summary>The embedded CUDA C source of the decode kernels.</summary>
+    public static string KernelSource()
+    {
+        using Stream stream = typeof(CudaDecoder).Assembly.GetManifestResourceStream("KvAdaQuant.Gpu.Decode.cu")
+            ?? throw new InvalidOperationException("The decode kernel source resource is missing from the assembly.");
+        using var reader = new StreamReader(stream);
+        return reader.ReadToEnd();
+    }
+
+    /// <summary>Forgets every position (the cache contents are overwritten as it refills).</summary>
+    public void Reset()
+    {
+        Position = 0;
+        _window = default;
+    }
+
+    /// <summary>Seeds the per-sequence xorshift64* states of the device sampler (sequence b gets seed + b, never 0).</summary>
+    public void SeedSampler(ulong seed)
+    {
+        var states = new ulong[Batch];
+        for (int b = 0; b < Batch; b++)
+        {
+            ulong s = seed + (ulong)b;
+            states[b] = s == 0 ? 0x9E3779B97F4A7C15UL : s;
+        }
+
+        _rng.CopyFrom<ulong>(states);
+    }
+
+    /// <summary>Runs one position for every sequence with <paramref name="tokens"/> (one per sequence); logits stay on the device.</summary>
+    public void Step(ReadOnlySpan<int> tokens)
+    {
+        if (tokens.Length != Batch)
+        {
+            throw new ArgumentException($"tokens: {tokens.Length} given for a batch of {Batch}", nameof(tokens));
+        }
+
+        foreach (int t in tokens)
+        {
+            if ((uint)t >= (uint)_c.VocabSize)
+            {
+                throw new ArgumentOutOfRangeException(nameof(tokens), $"token {t} is outside the vocabulary of {_c.VocabSize}");
+            }
+        }
+
+        _tokens.CopyFrom(tokens);
+        Forward();
+    }
+
+    /// <summary>Runs one position with the tokens the last <see cref="SampleGreedy"/> / <see cref="Sample"/> left on the device.</summary>
+    public void StepSampled() => Forward();
+
+    /// <summary>Greedy pick per sequence (the first index on ties), on the device; copies the tokens to <paramref name="tokens"/>.</summary>
+    public void SampleGreedy(Span<int> tokens)
+    {
+        _argmax.Launch();
+        _tokens.CopyTo(tokens[..Batch]);
+    }
+
+    /// <summary>Temperature / top-k / top-p sampling on the device (greedy at temperature 0).</summary>
+    public void Sample(float temperature, int topK, float topP, Span<int> tokens)
+    {
+        if (temperature == 0f)
+        {
+            SampleGreedy(tokens);
+            return;
+        }
+
+        _sample.SetArgument(2, 1f / temperature);
+        _sample.SetArgument(3, topK);
+        _sample.SetArgument(4, topP);
+        _sample.Launch();
+        _tokens.CopyTo(tokens[..Batch]);
+    }
+
+    /// <summary>
+    /// Benchmarks: one decode step plus the device argmax, timed twice: on the host, the time to queue its launches
+    /// (wall time of the calls), and on the device with CUDA events while the work runs back to back (queued behind a
+    /// spin kernel, so the GPU never waits for the host). Advances the position by one.
+    /// </summary>
+    public (double QueueMilliseconds, double GpuMilliseconds) TimeStep()
+    {
+        using var timer = new CudaEventTimer(_ctx);
+        _ctx.Synchronize();
+        _spin.Launch();
+        timer.Start();
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        Forward();
+        _argmax.Launch();
+        double queue = watch.Elapsed.TotalMilliseconds;
+        timer.Stop();
+        double gpu = timer.ElapsedMilliseconds();
+        return (queue, gpu);
+    }
+
+    /// <summary>Copies the logits of the last step ([batch][vocab]) to <paramref name="logits"/>.</summary>
+    public void CopyLogits(Span<float> logits) => _logits.CopyTo(logits[..(Batch * _c.VocabSize)]);
+
+    /// <summary>Waits for the device.</summary>
+    public void Synchronize() => _ctx.Synchronize();
+
+    /// <summary>
+    /// Benchmarks: fills every cache buffer with random values (FP16 in [-1, 1), packed codes hashed, valid pairs) and
+    /// sets the position to <paramref name="positions"/>, as if that many tokens had been decoded.
+    /// </summary>
+    public void FillRandom(int positions, uint seed)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(positions);
+        ArgumentOutOfRangeException.ThrowIfGreaterThan(positions, Capacity);
+        uint s = seed;
+        foreach (CudaKvCacheBuffers.Layer l in _cache.Layers)
+        {
+            Fill(_packed.FillHalves, l.Keys, l.Keys.Length / 2, s++);
+            Fill(_packed.FillHalves, l.Values, l.Values.Length / 2, s++);
+            if (l.KeyCodes is not null)
+            {
+                Fill(_packed.FillBytes, l.KeyCodes, l.KeyCodes.Length / 4, s++);
+                Fill(_packed.FillParams, l.KeyParams!, l.KeyParams!.Length / 4, s++);
+                Fill(_packed.FillBytes, l.ValueCodes!, l.ValueCodes!.Length / 4, s++);
+                Fill(_packed.FillParams, l.ValueParams!, l.ValueParams!.Length / 4, s++);
+            }
+        }
+
+        _ctx.Synchronize();
+        Position = positions;
+        _window = GpuKvWindow.At(positions, Layout.Window, Layout.FlushChunk);
+    }
+
+    /// <inheritdoc/>
+    public void Dispose()
+    {
+        for (int i = _owned.Count - 1; i >= 0; i--)
+        {
+            _owned[i].Dispose();
+        }
+
+        _owned.Clear();
+    }
+
+    private void Forward()
+    {
+        if (Position >= Capacity)
+        {
+            throw new KvCacheException($"context full: {Position} positions fill the GPU cache of {Capacity}");
+        }
+
+        bool packed = Layout.AnyPacked;
+        if (packed && _window.NeedsFlush(Layout.Window, Layout.FlushChunk))
+        {
+            foreach (LayerLaunches l in _layers)
+            {
+                if (l.Flush is not null)
+                {
+                    l.Flush.SetArgument(3, _window.Residual);
+                    l.Flush.SetArgument(16, _window.Quantized);
+                    l.Flush.Launch();
+                }
+            }
+
+            _window.Flush(Layout.FlushChunk);
+        }
+
+        int pos = Position;
+        int length = pos + 1;
+        ConfigureAttention(length);
+        _embed.Launch();
+        foreach (LayerLaunches l in _layers)
+        {
+            l.AttnNorm.Launch();
+            Run(l.Qkv);
+            l.Rope.SetArgument(6, pos);
+            l.Rope.SetArgument(14, l.Layout.IsPacked ? _window.Residual : pos);
+            l.Rope.Launch();
+            if (l.AttnFp16 is not null)
+            {
+                l.AttnFp16.Launch();
+            }
+            else if (l.AttnFast is not null)
+            {
+                l.AttnFast.Launch();
+            }
+            else
+            {
+                l.AttnPacked!.Launch();
+            }
+
+            l.Combine.Launch();
+            Run(l.Wo);
+            l.FfnNorm.Launch();
+            Run(l.W13);
+            l.SwiGlu.Launch();
+            Run(l.W2);
+        }
+
+        _finalNorm.Launch();
+        Run(_output);
+        Position++;
+        if (packed)
+        {
+            _window.Append();
+        }
+    }
+
+    // Sets the split counts of every layer's attention for a sequence length of `length` (the new token included).
+    private void ConfigureAttention(int length)
+    {
+        int sms = _ctx.MultiprocessorCount;
+        long perHead = (long)Batch * _c.KvHeads;
+
+        (int tpw, int gx) = WarpSplits(perHead, sms, length);
+        int fp16Total = 4 * gx;
+
+        // Packed: T quantized positions, R + 1 window rows (the new token is appended before attention).
+        int t = _window.Quantized, r = _window.Residual + 1;
+        (int fastTps, int fastSplits) = FastSplits(perHead, t, sms);
+        foreach (LayerLaunches l in _layers)
+        {
+            if (l.AttnFp16 is not null)
+            {
+                l.AttnFp16.SetGrid((gx, _c.KvHeads, Batch));
+                l.AttnFp16.SetArgument(6, length);
+                l.AttnFp16.SetArgument(7, tpw);
+                l.Combine.SetArgument(3, fp16Total);
+            }
+            else if (l.AttnFast is not null)
+            {
+                int total = fastSplits + 1;
+                l.AttnFast.SetGrid((total, _c.KvHeads, Batch));
+                l.AttnFast.SetArgument(6, r);
+                l.AttnFast.SetArgument(10, t);
+                l.AttnFast.SetArgument(11, fastTps);
+                l.AttnFast.SetArgument(12, total);
+                l.Combine.SetArgument(3, total);
+            }
+            else
+            {
+                l.AttnPacked!.SetGrid((gx, _c.KvHeads, Batch));
+                l.AttnPacked.SetArgument(17, t);
+                l.AttnPacked.SetArgument(18, r);
+                l.AttnPacked.SetArgument(19, tpw);
+                l.Combine.SetArgument(3, fp16Total);
+            }
+        }
+    }
+
+    /// <summary>
+    /// Split of <paramref name="length"/> positions for dec_attn_fp16 / dec_attn_packed: about 64 warps per
+    /// multiprocessor, each at least 32 positions (a multiple of 8); blocks of 4 warps.
+    /// </summary>
+    internal static (int PositionsPerWarp, int Blocks) WarpSplits(long perHead, int sms, int length)
+    {
+        int splits = Fp16Splits(perHead, sms);
+        int tpw = Math.Max(32, (((length + splits - 1) / splits) + 7) / 8 * 8);
+        splits = (length + tpw - 1) / tpw;
+        return (tpw, (splits + 3) / 4);
+    }
+
+    /// <summary>Split of <paramref name="quantized"/> packed positions for the K4V2 kernel (its window adds one more split).</summary>
+    internal static (int TokensPerSplit, int Splits) FastSplits(long perHead, int quantized, int sms)
+    {
+        int tps = FastTokensPerSplit(perHead, quantized, sms);
+        return (tps, (quantized + tps - 1) / tps);
+    }
+
+    private static int Fp16Splits(long perHead, int sms) => (int)Math.Clamp(((sms * 64L) + perHead - 1) / perHead, 1, MaxFp16Splits);
+
+    // The K4V2 kernel's positions per split: the largest of 2048..256 that still gives 1.9 blocks per multiprocessor, else 128.
+    private static int FastTokensPerSplit(long perHead, int t, int sms)
+    {
+        foreach (int tps in new[] { 2048, 1024, 512, 256 })
+        {
+            if (perHead * ((t + tps - 1) / tps) * 10 >= 19L * sms)
+            {
+                return tps;
+            }
+        }
+
+        return 128;
+    }
+
+    private static long[] WorkspaceSizes(ModelConfig c, int batch, int maxSplits)
+    {
+        long rows = (long)batch * c.Heads;
+        long[] sizes =
+        [
+            4L * batch, 4L * batch * c.Dim, 4L * batch * Math.Max(c.Dim, c.QDim), 4L * batch * (c.QDim + (2 * c.KvDim)), 4L * batch * c.QDim,
+            4L * batch * c.QDim, 4L * batch * 2 * c.HiddenDim, 4L * batch * c.HiddenDim, 4L * batch * c.VocabSize,
+            4L * rows * maxSplits * c.HeadDim, 4L * rows * maxSplits * 2, 8L * batch,
+        ];
+        return sizes.Select(x => Math.Max(4, x)).ToArray();
+    }
+
+    private static void Run(List<CudaLaunch> launches)
+    {
+        foreach (CudaLaunch launch in launches)
+        {
+            launch.Launch();
+        }
+    }
+
+    private void Fill(CudaKernel kernel, CudaDeviceBuffer buffer, long count, uint seed)
+    {
+        using CudaLaunch launch = kernel.Prepare((1024, 1, 1), 256, buffer, CudaArgument.FromUInt64((ulong)Math.Max(1, count)), (int)seed);
+        launch.Launch();
+    }
+
+    private CudaDeviceBuffer Buffer(long bytes) => Own(_ctx.Allocate(Math.Max(4, bytes)));
+
+    private T Own<T>(T item)
+        where T : IDisposable
+    {
+        _owned.Add(item);
+        return item;
+    }
+
+    private sealed class LayerLaunches
+    {
+        public required GpuKvLayerLayout Layout { get; init; }
+
+        public required CudaLaunch AttnNorm { get; init; }
+
+        public required List<CudaLaunch> Qkv { get; init; }
+
+        public required CudaLaunch Rope { get; init; }
+
+        public CudaLaunch? AttnFp16 { get; set; }
+
+        public CudaLaunch? AttnFast { get; set; }
+
+        public CudaLaunch? AttnPacked { get; set; }
+
+        public CudaLaunch? Flush { get; set; }
+
+        public required CudaLaunch Combine { get; init; }
+
+        public required List<CudaLaunch> Wo { get; init; }
+
+        public required CudaLaunch FfnNorm { get; init; }
+
+        public required List<CudaLaunch> W13 { get; init; }
+
+        public required CudaLaunch SwiGlu { get; init; }
+
+        public required List<CudaLaunch> W2 { get; init; }
+    }
+}

@@ -1,0 +1,307 @@
+using KvAdaQuant.Engine;
+using KvAdaQuant.Gpu.Cuda;
+using KvAdaQuant.KvCache;
+using KvAdaQuant.Model;
+
+namespace KvAdaQuant.Gpu.Decode;
+
+/// <summary>
+/// Runs the <see cref="CudaDecoder"/> side by side with a reference: the CPU <see cref="Transformer"/> (teacher forced on
+/// the same token streams, one CPU session per sequence of the GPU batch, then free-running greedy decoding), or a second
+/// GPU decoder (to check the K4V2 kernel against the generic FP32 kernel inside the decode path).
+/// </summary>
+public static class DecodeVerification
+{
+    /// <summary>
+    /// The CPU cache spec for a GPU packed plan <paramref name="kv"/>: group 64 when 64 divides the head (else the CPU's
+    /// automatic group, which the GPU also picks) and a residual window of <paramref name="window"/>, unless given.
+    /// </summary>
+    public static string CpuSpec(string kv, int headDim, int window = GpuKvCacheLayout.DefaultWindow)
+    {
+        ArgumentNullException.ThrowIfNull(kv);
+        string t = kv.Trim().ToLowerInvariant();
+        if (t is "fp16" or "fp32" or "16" or "32")
+        {
+            return t;
+        }
+
+        string s = t;
+        if (!t.Contains(":g", StringComparison.Ordinal) && headDim % GpuKvCacheLayout.DefaultGroup == 0)
+        {
+            s += ":g" + GpuKvCacheLayout.DefaultGroup;
+        }
+
+        if (!t.Contains(":r", StringComparison.Ordinal))
+        {
+            s += ":r" + window;
+        }
+
+        return s;
+    }
+
+    /// <summary>
+    /// Compares the GPU decoder on <paramref name="gpuModel"/> with the CPU engine on <paramref name="cpuModel"/> (the same
+    /// model, or its F32 dequantized copy) using CPU cache <paramref name="cpuKv"/>.
+    /// </summary>
+    public static DecodeCheckRow Compare(
+        CudaContext context, LlamaModel gpuModel, LlamaModel cpuModel, string modelName, string kv, string cpuKv, int window, int flushChunk,
+        int batch, int steps, int greedyTokens, double tolerance, int threads, CudaDecodeKernels? kernels = null)
+    {
+        ArgumentNullException.ThrowIfNull(gpuModel);
+        ArgumentNullException.ThrowIfNull(cpuModel);
+        ModelConfig c = gpuModel.Config;
+        int capacity = Math.Max(steps, greedyTokens + 1);
+        KvPlan plan = KvPlan.Parse(kv, c.Layers);
+        KvPlan cpuPlan = KvPlan.Parse(cpuKv, c.Layers);
+        var layout = GpuKvCacheLayout.Create(plan, c, batch, capacity, window, flushChunk);
+        using var decoder = new CudaDecoder(context, gpuModel, plan, batch, capacity, true, kernels, layout);
+        using var transformer = new Transformer(cpuModel, threads);
+        int vocab = c.VocabSize;
+        int[][] streams = Streams(c, batch, steps);
+        var reference = new float[batch][];
+        for (int b = 0; b < batch; b++)
+        {
+            reference[b] = new float[(long)steps * vocab];
+            using var session = new InferenceSession(transformer, KvCacheFactory.Create(cpuPlan, transformer.CacheLayout(capacity)));
+            session.Prefill(streams[b].AsSpan(0, 1)).CopyTo(reference[b].AsSpan(0, vocab));
+            for (int i = 1; i < steps; i++)
+            {
+                session.Decode(streams[b][i]).CopyTo(reference[b].AsSpan(i * vocab, vocab));
+            }
+        }
+
+        (double rel, double top1) = TeacherForced(decoder, streams, reference, vocab);
+
+        // Free-running greedy, sequence 0 (every GPU sequence gets the same tokens).
+        var cpuTokens = new List<int>();
+        using (var session = new InferenceSession(transformer, KvCacheFactory.Create(cpuPlan, transformer.CacheLayout(capacity))))
+        {
+            ReadOnlySpan<float> logits = session.Prefill([c.BosToken]);
+            while (cpuTokens.Count < greedyTokens)
+            {
+                int next = Sampler.ArgMax(logits);
+                cpuTokens.Add(next);
+                if (cpuTokens.Count < greedyTokens)
+                {
+                    logits = session.Decode(next);
+                }
+            }
+        }
+
+        var tok = new int[batch];
+        decoder.Reset();
+        Array.Fill(tok, c.BosToken);
+        decoder.Step(tok);
+        int equal = 0;
+        bool diverged = false;
+        for (int i = 0; i < greedyTokens; i++)
+        {
+            decoder.SampleGreedy(tok);
+            if (!diverged && tok[0] == cpuTokens[i])
+            {
+                equal++;
+            }
+            else
+            {
+                diverged = true;
+            }
+
+            if (i + 1 < greedyTokens)
+            {
+                decoder.StepSampled();
+            }
+        }
+
+        bool pass = double.IsNaN(tolerance) || (rel <= tolerance && equal == greedyTokens);
+        return new DecodeCheckRow(
+            modelName, decoder.WeightTypes, decoder.Layout.ToString(), $"CPU {cpuModel.Format}, --kv {cpuKv}", batch, steps, rel, top1, equal, greedyTokens, tolerance, pass);
+    }
+
+    /// <summary>
+    /// The K4V2 tensor-core kernel inside the decode path against the FP32 packed kernel (dec_attn_packed) on the same layout (window,
+    /// chunk): two GPU decoders, teacher forced on the same streams.
+    /// </summary>
+    public static DecodeCheckRow CompareFastKernel(
+        CudaContext context, LlamaModel model, string modelName, string kv, int batch, int steps, double tolerance, CudaDecodeKernels? kernels = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ModelConfig c = model.Config;
+        KvPlan plan = KvPlan.Parse(kv, c.Layers);
+        var layout = GpuKvCacheLayout.Create(plan, c, batch, steps);
+        int vocab = c.VocabSize;
+        int[][] streams = Streams(c, batch, steps);
+        var reference = new float[batch][];
+        using (var generic = new CudaDecoder(context, model, plan, batch, steps, true, kernels, layout.WithoutFastKernel()))
+        {
+            var logits = new float[batch * vocab];
+            var tok = new int[batch];
+            for (int b = 0; b < batch; b++)
+            {
+                reference[b] = new float[(long)steps * vocab];
+            }
+
+            for (int i = 0; i < steps; i++)
+            {
+                for (int b = 0; b < batch; b++)
+                {
+                    tok[b] = streams[b][i];
+                }
+
+                generic.Step(tok);
+                generic.CopyLogits(logits);
+                for (int b = 0; b < batch; b++)
+                {
+                    logits.AsSpan(b * vocab, vocab).CopyTo(reference[b].AsSpan(i * vocab, vocab));
+                }
+            }
+        }
+
+        using var fast = new CudaDecoder(context, model, plan, batch, steps, true, kernels, layout);
+        (double rel, double top1) = TeacherForced(fast, streams, reference, vocab);
+        return new DecodeCheckRow(
+            modelName, fast.WeightTypes, fast.Layout + " (K4V2 kernel)", "GPU, same layout, FP32 kernel dec_attn_packed", batch, steps, rel, top1, -1, 0, tolerance, rel <= tolerance);
+    }
+
+    /// <summary>
+    /// Device sampling, checked against the device's own logits at every step of a free-running batch: top-k 1 and top-p
+    /// 1e-6 must pick the argmax, temperature 0.9 with top-k 5 a token among the 5 largest logits, and top-p 0.5 a token
+    /// whose logit is at least the smallest one of the nucleus (largest logits summing to half the probability).
+    /// Returns the number of violations (0 = pass) and how many distinct tokens the top-k 5 draws produced.
+    /// </summary>
+    public static (int Violations, int Draws, int Distinct) CheckSampling(CudaContext context, LlamaModel model, int batch, int steps, CudaDecodeKernels? kernels = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ModelConfig c = model.Config;
+        using var decoder = new CudaDecoder(context, model, KvPlan.Parse("fp16", c.Layers), batch, steps + 1, true, kernels);
+        int vocab = c.VocabSize;
+        var logits = new float[batch * vocab];
+        var tok = new int[batch];
+        var order = new int[vocab];
+        var distinct = new HashSet<int>();
+        int violations = 0, draws = 0;
+        decoder.SeedSampler(7);
+        Array.Fill(tok, c.BosToken);
+        decoder.Step(tok);
+        for (int i = 0; i < steps; i++)
+        {
+            decoder.CopyLogits(logits);
+            int mode = i % 4;
+            switch (mode)
+            {
+                case 0: decoder.Sample(1f, 1, 1f, tok); break;
+                case 1: decoder.Sample(1f, 0, 1e-6f, tok); break;
+                case 2: decoder.Sample(0.9f, 5, 1f, tok); break;
+                default: decoder.Sample(1f, 0, 0.5f, tok); break;
+            }
+
+            for (int b = 0; b < batch; b++)
+            {
+                ReadOnlySpan<float> row = logits.AsSpan(b * vocab, vocab);
+                for (int v = 0; v < vocab; v++)
+                {
+                    order[v] = v;
+                }
+
+                float[] copy = row.ToArray();
+                Array.Sort(order, (x, y) => copy[y].CompareTo(copy[x]));
+                bool ok = (uint)tok[b] < (uint)vocab;
+                if (ok && mode < 2)
+                {
+                    ok = copy[tok[b]] == copy[order[0]];
+                }
+                else if (ok && mode == 2)
+                {
+                    ok = copy[tok[b]] >= copy[order[4]];
+                    draws++;
+                    distinct.Add(tok[b]);
+                }
+                else if (ok)
+                {
+                    // Nucleus of mass 0.5 at temperature 1 (a 1e-4 margin for float sums).
+                    double max = copy[order[0]], total = 0;
+                    foreach (float x in copy)
+                    {
+                        total += Math.Exp(x - max);
+                    }
+
+                    double cum = 0;
+                    float smallest = copy[order[0]];
+                    foreach (int v in order)
+                    {
+                        cum += Math.Exp(copy[v] - max) / total;
+                        smallest = copy[v];
+                        if (cum >= 0.5 + 1e-4)
+                        {
+                            break;
+                        }
+                    }
+
+                    ok = copy[tok[b]] >= smallest;
+                }
+
+                if (!ok)
+                {
+                    violations++;
+                }
+            }
+
+            decoder.StepSampled();
+        }
+
+        return (violations, draws, distinct.Count);
+    }
+
+    private static int[][] Streams(ModelConfig c, int batch, int steps)
+    {
+        var rng = new Random(1234);
+        var streams = new int[batch][];
+        for (int b = 0; b < batch; b++)
+        {
+            streams[b] = new int[steps];
+            streams[b][0] = c.BosToken;
+            for (int i = 1; i < steps; i++)
+            {
+                streams[b][i] = rng.Next(Math.Min(3, c.VocabSize - 1), c.VocabSize);
+            }
+        }
+
+        return streams;
+    }
+
+    private static (double Relative, double Top1) TeacherForced(CudaDecoder decoder, int[][] streams, float[][] reference, int vocab)
+    {
+        int batch = streams.Length, steps = streams[0].Length;
+        var logits = new float[batch * vocab];
+        var tok = new int[batch];
+        double maxErr = 0, maxRef = 0;
+        int agree = 0;
+        decoder.Reset();
+        for (int i = 0; i < steps; i++)
+        {
+            for (int b = 0; b < batch; b++)
+            {
+                tok[b] = streams[b][i];
+            }
+
+            decoder.Step(tok);
+            decoder.CopyLogits(logits);
+            for (int b = 0; b < batch; b++)
+            {
+                ReadOnlySpan<float> g = logits.AsSpan(b * vocab, vocab);
+                ReadOnlySpan<float> r = reference[b].AsSpan(i * vocab, vocab);
+                for (int v = 0; v < vocab; v++)
+                {
+                    maxErr = Math.Max(maxErr, Math.Abs(g[v] - r[v]));
+                    maxRef = Math.Max(maxRef, Math.Abs(r[v]));
+                }
+
+                if (Sampler.ArgMax(g) == Sampler.ArgMax(r))
+                {
+                    agree++;
+                }
+            }
+        }
+
+        return (maxErr / Math.Max(maxRef, 1e-30), agree / (double)(steps * batch));
+    }
+}

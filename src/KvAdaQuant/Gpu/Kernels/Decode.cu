@@ -1,0 +1,889 @@
+// The GPU decode path of KvAdaQuant (kvaq generate/bench --device cuda): one token per sequence per step for a
+// batch of sequences at the same position. Compiled at run time with NVRTC (-DHEAD_DIM=<model head dim>);
+// needs no header. Activations are FP32 [batch][width]; weights FP16, or Q8_0 / Q4_0 repacked into a code array
+// and an FP16 scale array (one scale per 32 elements of a row, the GGUF block's own scale):
+//   type 0 (F16):  u16 halves [rows][ldw]
+//   type 1 (Q8_0): s8 codes [rows][cols], scales [rows][cols/32]; w = code * scale
+//   type 2 (Q4_0): u8 [rows][cols/2], element 2i in the low nibble of byte i, 2i+1 in the high one; w = (nibble - 8) * scale
+// The FP16 KV cache is [layer][batch][kvHead][capacity][HEAD_DIM]; the packed cache uses the layout of
+// PackedKvAttention.cu with a token stride of `capacity` and a residual window stride of `window capacity`.
+
+#ifndef HEAD_DIM
+#define HEAD_DIM 128
+#endif
+#define MAX_RATIO 8
+#define NEG_BIG (-1.0e30f)
+
+typedef unsigned int u32;
+typedef unsigned short u16;
+typedef unsigned char u8;
+typedef unsigned long long u64;
+
+__device__ __forceinline__ float h2f(u16 h) { float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f; }
+__device__ __forceinline__ u16 f2h(float f) { u16 h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h; }
+__device__ __forceinline__ float lo_h(u32 w) { return h2f((u16)(w & 0xFFFFu)); }
+__device__ __forceinline__ float hi_h(u32 w) { return h2f((u16)(w >> 16)); }
+
+// ---------------------------------------------------------------------------------------------------
+// Weight rows: 8 consecutive elements [c, c+8) of row `row` as floats (c a multiple of 8), or one element.
+// ---------------------------------------------------------------------------------------------------
+
+template <int TYPE>
+__device__ __forceinline__ void weight8(const u8* W, const u16* S, int ldw, int cols, int row, int c, float* w)
+{
+    if (TYPE == 0)
+    {
+        uint4 v = *(const uint4*)((const u16*)W + (size_t)row * ldw + c);
+        w[0] = lo_h(v.x); w[1] = hi_h(v.x); w[2] = lo_h(v.y); w[3] = hi_h(v.y);
+        w[4] = lo_h(v.z); w[5] = hi_h(v.z); w[6] = lo_h(v.w); w[7] = hi_h(v.w);
+    }
+    else if (TYPE == 1)
+    {
+        uint2 v = *(const uint2*)(W + (size_t)row * cols + c);
+        float s = h2f(S[(size_t)row * (cols >> 5) + (c >> 5)]);
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+        {
+            w[i] = (float)(int)(signed char)(u8)(v.x >> (8 * i)) * s;
+            w[4 + i] = (float)(int)(signed char)(u8)(v.y >> (8 * i)) * s;
+        }
+    }
+    else
+    {
+        u32 v = *(const u32*)(W + (size_t)row * (cols >> 1) + (c >> 1));
+        float s = h2f(S[(size_t)row * (cols >> 5) + (c >> 5)]);
+#pragma unroll
+        for (int i = 0; i < 8; i++) w[i] = (float)((int)((v >> (4 * i)) & 15u) - 8) * s;
+    }
+}
+
+template <int TYPE>
+__device__ __forceinline__ float weight1(const u8* W, const u16* S, int ldw, int cols, int row, int c)
+{
+    if (TYPE == 0) return h2f(((const u16*)W)[(size_t)row * ldw + c]);
+    float s = h2f(S[(size_t)row * (cols >> 5) + (c >> 5)]);
+    if (TYPE == 1) return (float)(int)(signed char)W[(size_t)row * cols + c] * s;
+    u32 b = W[(size_t)row * (cols >> 1) + (c >> 1)];
+    return (float)((int)((c & 1) ? (b >> 4) : (b & 15u)) - 8) * s;
+}
+
+// y[b][row] (+)= sum_c W[row][c] * x[b][c] for NB batch rows. A block of 256 threads takes MV_ROWS consecutive rows;
+// its threads split the columns (8 consecutive columns a thread, 2048 a block step), so each x element loaded serves
+// MV_ROWS rows (x is read from L1/L2 once per block and row group, not once per row); warp shuffles, then shared
+// memory, sum the partials.
+#define MV_ROWS 4
+#define MV_THREADS 256
+template <int NB, int TYPE>
+__device__ __forceinline__ void matvec(const u8* W, const u16* S, int ldw, const float* x, int ldx, float* y, int ldy,
+                                       int rows, int cols, int accumulate)
+{
+    __shared__ float red[MV_THREADS / 32][MV_ROWS][NB];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int row0 = blockIdx.x * MV_ROWS;
+    const int nr = min(MV_ROWS, rows - row0);
+    float acc[MV_ROWS][NB];
+#pragma unroll
+    for (int r = 0; r < MV_ROWS; r++)
+    {
+#pragma unroll
+        for (int b = 0; b < NB; b++) acc[r][b] = 0.f;
+    }
+    if ((cols & 7) == 0 && (ldx & 3) == 0)
+    {
+        for (int c = threadIdx.x * 8; c < cols; c += MV_THREADS * 8)
+        {
+            float w[MV_ROWS][8];
+#pragma unroll
+            for (int r = 0; r < MV_ROWS; r++)
+            {
+                if (r < nr) weight8<TYPE>(W, S, ldw, cols, row0 + r, c, w[r]);
+                else
+                {
+#pragma unroll
+                    for (int i = 0; i < 8; i++) w[r][i] = 0.f;
+                }
+            }
+#pragma unroll
+            for (int b = 0; b < NB; b++)
+            {
+                float4 x0 = __ldg((const float4*)(x + (size_t)b * ldx + c));
+                float4 x1 = __ldg((const float4*)(x + (size_t)b * ldx + c + 4));
+#pragma unroll
+                for (int r = 0; r < MV_ROWS; r++)
+                {
+                    float a = acc[r][b];
+                    a = fmaf(w[r][0], x0.x, a); a = fmaf(w[r][1], x0.y, a); a = fmaf(w[r][2], x0.z, a); a = fmaf(w[r][3], x0.w, a);
+                    a = fmaf(w[r][4], x1.x, a); a = fmaf(w[r][5], x1.y, a); a = fmaf(w[r][6], x1.z, a); a = fmaf(w[r][7], x1.w, a);
+                    acc[r][b] = a;
+                }
+            }
+        }
+    }
+    else
+    {
+        for (int c = threadIdx.x; c < cols; c += MV_THREADS)
+        {
+#pragma unroll
+            for (int r = 0; r < MV_ROWS; r++)
+            {
+                float w = r < nr ? weight1<TYPE>(W, S, ldw, cols, row0 + r, c) : 0.f;
+#pragma unroll
+                for (int b = 0; b < NB; b++) acc[r][b] = fmaf(w, x[(size_t)b * ldx + c], acc[r][b]);
+            }
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < MV_ROWS; r++)
+    {
+#pragma unroll
+        for (int b = 0; b < NB; b++)
+        {
+            float a = acc[r][b];
+            for (int o = 16; o > 0; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
+            if (lane == 0) red[warp][r][b] = a;
+        }
+    }
+    __syncthreads();
+    for (int i = threadIdx.x; i < nr * NB; i += MV_THREADS)
+    {
+        int r = i / NB, b = i % NB;
+        float a = 0.f;
+#pragma unroll
+        for (int w = 0; w < MV_THREADS / 32; w++) a += red[w][r][b];
+        float* dst = y + (size_t)b * ldy + row0 + r;
+        *dst = accumulate ? *dst + a : a;
+    }
+}
+
+#define DEC_MATVEC(TNAME, TYPE, NB)                                                                                       \
+    extern "C" __global__ void __launch_bounds__(MV_THREADS) dec_matvec_##TNAME##_##NB(                                          \
+        const u8* W, const u16* S, int ldw, const float* x, int ldx, float* y, int ldy, int rows, int cols, int accumulate) \
+    {                                                                                                                     \
+        matvec<NB, TYPE>(W, S, ldw, x, ldx, y, ldy, rows, cols, accumulate);                                              \
+    }
+
+#define DEC_MATVEC_ALL(TNAME, TYPE) \
+    DEC_MATVEC(TNAME, TYPE, 1) DEC_MATVEC(TNAME, TYPE, 2) DEC_MATVEC(TNAME, TYPE, 3) DEC_MATVEC(TNAME, TYPE, 4) \
+    DEC_MATVEC(TNAME, TYPE, 5) DEC_MATVEC(TNAME, TYPE, 6) DEC_MATVEC(TNAME, TYPE, 7) DEC_MATVEC(TNAME, TYPE, 8)
+
+DEC_MATVEC_ALL(f16, 0)
+DEC_MATVEC_ALL(q8, 1)
+DEC_MATVEC_ALL(q4, 2)
+
+// x[b][i] = embedding row tokens[b]; grid (batch), block 256.
+extern "C" __global__ void __launch_bounds__(256) dec_embed(const u8* W, const u16* S, int ldw, int type, const int* tokens, float* x, int dim)
+{
+    const int b = blockIdx.x;
+    const int tok = tokens[b];
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+    {
+        float v = type == 0 ? weight1<0>(W, S, ldw, dim, tok, i) : type == 1 ? weight1<1>(W, S, ldw, dim, tok, i) : weight1<2>(W, S, ldw, dim, tok, i);
+        x[(size_t)b * dim + i] = v;
+    }
+}
+
+// out[b] = x[b] / sqrt(mean(x[b]^2) + eps) * w, the sum of squares in double as the CPU engine does; grid (batch), block 256.
+extern "C" __global__ void __launch_bounds__(256) dec_rmsnorm(const float* x, const float* w, float* out, int dim, float eps)
+{
+    __shared__ double red[8];
+    const int b = blockIdx.x;
+    const float* xr = x + (size_t)b * dim;
+    double s = 0.0;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x)
+    {
+        float v = xr[i];
+        s += (double)(v * v);
+    }
+    for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = s;
+    __syncthreads();
+    double total = 0.0;
+    for (int i = 0; i < (int)(blockDim.x >> 5); i++) total += red[i];
+    float mean = (float)(total / dim);
+    float inv = 1.f / sqrtf(mean + eps);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) out[(size_t)b * dim + i] = __fmul_rn(__fmul_rn(xr[i], inv), w[i]);
+}
+
+// qkv = [b][q | k | v] (+ bias); rotates q and k (RoPE from the host's cos/sin table at `pos`), writes q to qOut
+// [b][heads][HEAD_DIM] and k, v as FP16 to the cache rows [b][kvHead][slot] (head stride `headStride` elements).
+// Grid (batch), block 256.
+extern "C" __global__ void __launch_bounds__(256) dec_rope_append(
+    const float* qkv, int ldqkv, const float* bias, const float* cosT, const float* sinT, const int* posPtr, int pos, int heads, int kvHeads,
+    int interleaved, float* qOut, u16* kCache, u16* vCache, u64 headStride, int slot)
+{
+    const int b = blockIdx.x;
+    const int half = HEAD_DIM / 2;
+    if (posPtr != 0) pos = *posPtr;
+    const float* row = qkv + (size_t)b * ldqkv;
+    const float* cs = cosT + (size_t)pos * half;
+    const float* sn = sinT + (size_t)pos * half;
+    const int qd = heads * HEAD_DIM, kvd = kvHeads * HEAD_DIM;
+    for (int i = threadIdx.x; i < (heads + kvHeads) * half; i += blockDim.x)
+    {
+        int h = i / half, p = i % half;
+        int a = interleaved ? 2 * p : p;
+        int c = interleaved ? 2 * p + 1 : p + half;
+        int base = h * HEAD_DIM;
+        float x0 = row[base + a], x1 = row[base + c];
+        if (bias != 0) { x0 = __fadd_rn(x0, bias[base + a]); x1 = __fadd_rn(x1, bias[base + c]); }
+        float y0 = __fsub_rn(__fmul_rn(x0, cs[p]), __fmul_rn(x1, sn[p]));
+        float y1 = __fadd_rn(__fmul_rn(x0, sn[p]), __fmul_rn(x1, cs[p]));
+        if (h < heads)
+        {
+            float* q = qOut + (size_t)b * qd + base;
+            q[a] = y0;
+            q[c] = y1;
+        }
+        else
+        {
+            int kvh = h - heads;
+            u16* k = kCache + ((size_t)b * kvHeads + kvh) * headStride + (size_t)slot * HEAD_DIM;
+            k[a] = f2h(y0);
+            k[c] = f2h(y1);
+        }
+    }
+    for (int i = threadIdx.x; i < kvd; i += blockDim.x)
+    {
+        float v = row[qd + kvd + i];
+        if (bias != 0) v = __fadd_rn(v, bias[qd + kvd + i]);
+        int kvh = i / HEAD_DIM, d = i % HEAD_DIM;
+        vCache[((size_t)b * kvHeads + kvh) * headStride + (size_t)slot * HEAD_DIM + d] = f2h(v);
+    }
+}
+
+// out[b][i] = silu(gu[b][i]) * gu[b][hidden + i], as the CPU's g / (1 + exp(-g)) * u; grid-stride.
+extern "C" __global__ void __launch_bounds__(256) dec_swiglu(const float* gu, float* out, int hidden, int batch)
+{
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < (size_t)batch * hidden; i += (size_t)gridDim.x * blockDim.x)
+    {
+        size_t b = i / hidden, j = i % hidden;
+        float g = gu[b * 2 * hidden + j];
+        float u = gu[b * 2 * hidden + hidden + j];
+        out[i] = __fmul_rn(__fdiv_rn(g, __fadd_rn(1.f, expf(-g))), u);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Decode attention on the FP16 cache, split-KV: each warp takes `tokensPerWarp` positions of one (batch, KV head)
+// for all its query heads and writes an unnormalised partial (log2-domain max and sum) that kvq_combine merges.
+// Grid (ceil(splits / 4), kvHeads, batch), block 128; split index = 4 * blockIdx.x + warp; totalSplits = 4 * gridDim.x.
+// QK: 8 tokens per warp step, 4 lanes per token, each lane HEAD_DIM / 4 dimensions. PV: each lane HEAD_DIM / 32
+// consecutive dimensions (one when HEAD_DIM < 32, lanes beyond HEAD_DIM idle).
+// ---------------------------------------------------------------------------------------------------
+
+#define QK_DPL (HEAD_DIM / 4)
+#define PV_DPL (HEAD_DIM >= 32 ? HEAD_DIM / 32 : 1)
+#define PV_LANES (HEAD_DIM / PV_DPL)
+#define QK_PAD (QK_DPL + 4)
+
+template <int N>
+__device__ __forceinline__ void load_halves(const u16* p, float* out)
+{
+    if constexpr (N % 8 == 0)
+    {
+#pragma unroll
+        for (int i = 0; i < N / 8; i++)
+        {
+            uint4 v = *(const uint4*)(p + 8 * i);
+            out[8 * i + 0] = lo_h(v.x); out[8 * i + 1] = hi_h(v.x); out[8 * i + 2] = lo_h(v.y); out[8 * i + 3] = hi_h(v.y);
+            out[8 * i + 4] = lo_h(v.z); out[8 * i + 5] = hi_h(v.z); out[8 * i + 6] = lo_h(v.w); out[8 * i + 7] = hi_h(v.w);
+        }
+    }
+    else if constexpr (N % 4 == 0)
+    {
+#pragma unroll
+        for (int i = 0; i < N / 4; i++)
+        {
+            uint2 v = *(const uint2*)(p + 4 * i);
+            out[4 * i + 0] = lo_h(v.x); out[4 * i + 1] = hi_h(v.x); out[4 * i + 2] = lo_h(v.y); out[4 * i + 3] = hi_h(v.y);
+        }
+    }
+    else if constexpr (N % 2 == 0)
+    {
+#pragma unroll
+        for (int i = 0; i < N / 2; i++)
+        {
+            u32 v = *(const u32*)(p + 2 * i);
+            out[2 * i] = lo_h(v); out[2 * i + 1] = hi_h(v);
+        }
+    }
+    else
+    {
+#pragma unroll
+        for (int i = 0; i < N; i++) out[i] = h2f(p[i]);
+    }
+}
+
+template <class SRC>
+__device__ __forceinline__ void attn_split(const SRC& src, const float* q, float* partO, float* partML, int T, int tokensPerWarp, int ratio, float scaleLog2)
+{
+    __shared__ alignas(16) float sq[MAX_RATIO][4][QK_PAD];
+    const int kvh = blockIdx.y, b = blockIdx.z, kvHeads = gridDim.y;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int split = blockIdx.x * 4 + warp;
+    const int totalSplits = gridDim.x * 4;
+    const int hqTotal = kvHeads * ratio;
+    const size_t bh = (size_t)b * kvHeads + kvh;
+    for (int i = threadIdx.x; i < ratio * HEAD_DIM; i += blockDim.x)
+    {
+        int h = i / HEAD_DIM, d = i % HEAD_DIM;
+        sq[h][d / QK_DPL][d % QK_DPL] = q[((size_t)b * hqTotal + kvh * ratio + h) * HEAD_DIM + d] * scaleLog2;
+    }
+    __syncthreads();
+
+    const SRC rows = src.head(bh);
+    const int t0 = split * tokensPerWarp;
+    const int t1 = min(T, t0 + tokensPerWarp);
+    float m[MAX_RATIO], l[MAX_RATIO], acc[MAX_RATIO][PV_DPL];
+#pragma unroll
+    for (int h = 0; h < MAX_RATIO; h++)
+    {
+        m[h] = NEG_BIG;
+        l[h] = 0.f;
+#pragma unroll
+        for (int i = 0; i < PV_DPL; i++) acc[h][i] = 0.f;
+    }
+
+    for (int base = t0; base < t1; base += 8)
+    {
+        const int tok = base + g;
+        const bool valid = tok < t1;
+        // V rows of the 8 positions, loaded before the scores so that K and V loads are in flight together.
+        float vv[8][PV_DPL];
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+        {
+            if (base + j < t1 && lane < PV_LANES) rows.template value_row<PV_DPL>(base + j, lane * PV_DPL, vv[j]);
+            else
+            {
+#pragma unroll
+                for (int i = 0; i < PV_DPL; i++) vv[j][i] = 0.f;
+            }
+        }
+        float s[MAX_RATIO];
+#pragma unroll
+        for (int h = 0; h < MAX_RATIO; h++) s[h] = 0.f;
+        if (valid)
+        {
+            float k[QK_DPL];
+            rows.template key_row<QK_DPL>(tok, t * QK_DPL, k);
+#pragma unroll
+            for (int h = 0; h < MAX_RATIO; h++)
+            {
+                if (h < ratio)
+                {
+                    float a = 0.f;
+                    if constexpr (QK_DPL % 4 == 0)
+                    {
+#pragma unroll
+                        for (int j = 0; j < QK_DPL; j += 4)
+                        {
+                            float4 qv = *(const float4*)&sq[h][t][j];
+                            a = fmaf(qv.x, k[j], a); a = fmaf(qv.y, k[j + 1], a); a = fmaf(qv.z, k[j + 2], a); a = fmaf(qv.w, k[j + 3], a);
+                        }
+                    }
+                    else
+                    {
+#pragma unroll
+                        for (int j = 0; j < QK_DPL; j++) a = fmaf(sq[h][t][j], k[j], a);
+                    }
+                    s[h] = a;
+                }
+            }
+        }
+        float p[MAX_RATIO];
+#pragma unroll
+        for (int h = 0; h < MAX_RATIO; h++)
+        {
+            if (h < ratio)
+            {
+                float v = s[h];
+                v += __shfl_xor_sync(0xffffffffu, v, 1);
+                v += __shfl_xor_sync(0xffffffffu, v, 2);
+                v = valid ? v : NEG_BIG;
+                float mx = v;
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 4));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+                float mNew = fmaxf(m[h], mx);
+                float alpha = exp2f(m[h] - mNew);
+                float pv = valid ? exp2f(v - mNew) : 0.f;
+                float sum = pv;
+                sum += __shfl_xor_sync(0xffffffffu, sum, 4);
+                sum += __shfl_xor_sync(0xffffffffu, sum, 8);
+                sum += __shfl_xor_sync(0xffffffffu, sum, 16);
+                l[h] = l[h] * alpha + sum;
+                m[h] = mNew;
+#pragma unroll
+                for (int i = 0; i < PV_DPL; i++) acc[h][i] *= alpha;
+                p[h] = pv;
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+        {
+            const bool have = base + j < t1 && lane < PV_LANES;
+#pragma unroll
+            for (int h = 0; h < MAX_RATIO; h++)
+            {
+                if (h < ratio)
+                {
+                    float pj = __shfl_sync(0xffffffffu, p[h], 4 * j);
+                    if (have)
+                    {
+#pragma unroll
+                        for (int i = 0; i < PV_DPL; i++) acc[h][i] = fmaf(pj, vv[j][i], acc[h][i]);
+                    }
+                }
+            }
+        }
+    }
+
+#pragma unroll
+    for (int h = 0; h < MAX_RATIO; h++)
+    {
+        if (h < ratio)
+        {
+            size_t slot = ((size_t)b * hqTotal + kvh * ratio + h) * totalSplits + split;
+            if (lane < PV_LANES)
+            {
+#pragma unroll
+                for (int i = 0; i < PV_DPL; i++) partO[slot * HEAD_DIM + lane * PV_DPL + i] = acc[h][i];
+            }
+            if (lane == 0) { partML[slot * 2] = m[h]; partML[slot * 2 + 1] = l[h]; }
+        }
+    }
+}
+
+
+// Rows of the FP16 cache: [batch][kvHead][headStride / HEAD_DIM][HEAD_DIM].
+struct Fp16Rows
+{
+    const u16* k;
+    const u16* v;
+    u64 headStride;
+
+    __device__ __forceinline__ Fp16Rows head(size_t bh) const { return Fp16Rows{k + bh * headStride, v + bh * headStride, headStride}; }
+
+    template <int N>
+    __device__ __forceinline__ void key_row(int tok, int d0, float* out) const { load_halves<N>(k + (size_t)tok * HEAD_DIM + d0, out); }
+
+    template <int N>
+    __device__ __forceinline__ void value_row(int tok, int d0, float* out) const { load_halves<N>(v + (size_t)tok * HEAD_DIM + d0, out); }
+};
+
+// One packed tensor of one head (per-token groups): code d of token tok dequantized as scale * code + min.
+// BITS > 0 fixes the width at compile time (constant shifts); 0 reads it from `bits`.
+template <int BITS>
+struct PackedRow
+{
+    const u8* codes;
+    const u32* params;
+    int bits;
+    int rowBytes;
+    int group;
+
+    template <int N>
+    __device__ __forceinline__ void load(int tok, int d0, float* out) const
+    {
+        const int b = BITS > 0 ? BITS : bits;
+        const u8* row = codes + (size_t)tok * rowBytes;
+        const u32* par = params + (size_t)tok * (HEAD_DIM / group);
+        // Widths dividing 32 (codes never straddle 32-bit words), rows of whole words, dimensions inside one group:
+        // one or two word loads and one (scale, min) pair.
+        if (b != 158 && (32 % b) == 0 && (rowBytes & 3) == 0 && (d0 % group) + N <= group)
+        {
+            const int bit0 = d0 * b;
+            const int off = bit0 & 31;
+            if (off + N * b <= 64)
+            {
+                const u32* words = (const u32*)row + (bit0 >> 5);
+                const u32 w0 = words[0];
+                const u32 w1 = off + N * b > 32 ? words[1] : 0u;
+                const u32 p = par[d0 / group];
+                const float sc = lo_h(p), mn = hi_h(p);
+                const u32 mask = (1u << b) - 1u;
+#pragma unroll
+                for (int i = 0; i < N; i++)
+                {
+                    const int pos = off + i * b;
+                    const u32 w = pos < 32 ? w0 : w1;
+                    out[i] = fmaf(sc, (float)((w >> (pos & 31)) & mask), mn);
+                }
+                return;
+            }
+        }
+#pragma unroll
+        for (int i = 0; i < N; i++)
+        {
+            int d = d0 + i;
+            u32 q;
+            if (b == 158)
+            {
+                u32 byte = row[d / 5];
+                int digit = d % 5;
+                for (int j = 0; j < digit; j++) byte /= 3;
+                q = byte % 3;
+            }
+            else
+            {
+                int bit = d * b;
+                u32 w = row[bit >> 3];
+                if ((bit & 7) + b > 8) w |= (u32)row[(bit >> 3) + 1] << 8;
+                q = (w >> (bit & 7)) & ((1u << b) - 1u);
+            }
+            u32 p = par[d / group];
+            out[i] = fmaf(lo_h(p), (float)q, hi_h(p));
+        }
+    }
+};
+
+// Rows of a packed layer: positions [0, T) packed, [T, T + R) in the FP16 window.
+template <int KB, int VB>
+struct PackedRows
+{
+    PackedRow<KB> k;
+    PackedRow<VB> v;
+    const u16* resK;
+    const u16* resV;
+    u64 tokenStride;
+    u64 resHeadStride;
+    int T;
+
+    __device__ __forceinline__ PackedRows head(size_t bh) const
+    {
+        PackedRows r = *this;
+        r.k.codes += bh * tokenStride * k.rowBytes;
+        r.k.params += bh * tokenStride * (HEAD_DIM / k.group);
+        r.v.codes += bh * tokenStride * v.rowBytes;
+        r.v.params += bh * tokenStride * (HEAD_DIM / v.group);
+        r.resK += bh * resHeadStride;
+        r.resV += bh * resHeadStride;
+        return r;
+    }
+
+    template <int N>
+    __device__ __forceinline__ void key_row(int tok, int d0, float* out) const
+    {
+        if (tok < T) k.template load<N>(tok, d0, out);
+        else load_halves<N>(resK + (size_t)(tok - T) * HEAD_DIM + d0, out);
+    }
+
+    template <int N>
+    __device__ __forceinline__ void value_row(int tok, int d0, float* out) const
+    {
+        if (tok < T) v.template load<N>(tok, d0, out);
+        else load_halves<N>(resV + (size_t)(tok - T) * HEAD_DIM + d0, out);
+    }
+};
+
+extern "C" __global__ void __launch_bounds__(128) dec_attn_fp16(
+    const u16* kCache, const u16* vCache, u64 headStride, const float* q, float* partO, float* partML,
+    int T, int tokensPerWarp, int ratio, float scaleLog2)
+{
+    attn_split(Fp16Rows{kCache, vCache, headStride}, q, partO, partML, T, tokensPerWarp, ratio, scaleLog2);
+}
+
+// Any per-token packed format (1, 1.58, 2, 3, 4, 5, 6, 8 bits, any group dividing HEAD_DIM) plus the FP16 window:
+// the same split scheme as dec_attn_fp16 over T + R positions, codes dequantized in FP32. _k4v2: widths fixed at 4 / 2.
+#define DEC_ATTN_PACKED(NAME, KB, VB)                                                                                            \
+    extern "C" __global__ void __launch_bounds__(128) NAME(                                                                      \
+        const u8* kCodes, const u32* kParams, int kBits, int kRowBytes, int kGroup,                                              \
+        const u8* vCodes, const u32* vParams, int vBits, int vRowBytes, int vGroup,                                              \
+        const u16* resK, const u16* resV, u64 tokenStride, u64 resHeadStride,                                                    \
+        const float* q, float* partO, float* partML, int T, int R, int tokensPerWarp, int ratio, float scaleLog2)                \
+    {                                                                                                                            \
+        PackedRows<KB, VB> src{PackedRow<KB>{kCodes, kParams, kBits, kRowBytes, kGroup}, PackedRow<VB>{vCodes, vParams, vBits, vRowBytes, vGroup}, \
+                               resK, resV, tokenStride, resHeadStride, T};                                                       \
+        attn_split(src, q, partO, partML, T + R, tokensPerWarp, ratio, scaleLog2);                                               \
+    }
+
+DEC_ATTN_PACKED(dec_attn_packed, 0, 0)
+DEC_ATTN_PACKED(dec_attn_packed_k4v2, 4, 2)
+
+// ---------------------------------------------------------------------------------------------------
+// Packed cache: quantize the oldest `chunk` rows of the FP16 residual window into packed rows [T, T + chunk)
+// (per-token groups, asymmetric, the CPU AffineQuantizer's arithmetic in double: zero = min rounded down to FP16,
+// scale = (max - zero) / (levels - 1) rounded up to FP16, code = round-half-away((x - zero) / scale) clamped),
+// then move window rows [chunk, count) to [0, count - chunk). Grid (kvHeads, batch), block 128 (>= 2 * chunk).
+// ---------------------------------------------------------------------------------------------------
+
+__device__ __forceinline__ double half_to_double(u16 h) { return (double)h2f(h); }
+
+__device__ __forceinline__ u16 half_next_up(u16 h)
+{
+    if (h == 0x8000u) return 0x0001u;
+    return (h & 0x8000u) ? (u16)(h - 1) : (u16)(h + 1);
+}
+
+__device__ __forceinline__ u16 half_next_down(u16 h)
+{
+    if (h == 0x0000u) return 0x8001u;
+    return (h & 0x8000u) ? (u16)(h + 1) : (u16)(h - 1);
+}
+
+__device__ __forceinline__ u16 half_round_down(double x)
+{
+    u16 h = f2h((float)x);
+    if ((h & 0x7FFFu) > 0x7BFFu) h = (h & 0x8000u) | 0x7BFFu;  // beyond FP16: the largest finite of that sign
+    return half_to_double(h) > x ? half_next_down(h) : h;
+}
+
+__device__ __forceinline__ u16 half_round_up(double x)
+{
+    u16 h = f2h((float)x);
+    if ((h & 0x7FFFu) > 0x7BFFu) return (h & 0x8000u) | 0x7BFFu;
+    return half_to_double(h) < x ? half_next_up(h) : h;
+}
+
+// Quantizes one FP16 row of HEAD_DIM values into `codes` (rowBytes) and `params` (HEAD_DIM / group pairs).
+__device__ void quantize_row(const u16* src, u8* codes, u32* params, int bits, int group)
+{
+    const int top = (bits == 158 ? 3 : (1 << bits)) - 1;
+    u32 accBits = 0;
+    int nacc = 0, outByte = 0;
+    u32 tern = 0;
+    const u32 pow3[5] = {1u, 3u, 9u, 27u, 81u};
+    for (int g0 = 0; g0 < HEAD_DIM; g0 += group)
+    {
+        float mn = 3.0e38f, mx = -3.0e38f;
+        for (int i = 0; i < group; i++)
+        {
+            float v = h2f(src[g0 + i]);
+            mn = fminf(mn, v);
+            mx = fmaxf(mx, v);
+        }
+        u16 zh = half_round_down((double)mn);
+        double z = half_to_double(zh);
+        u16 sh = half_round_up(((double)mx - z) / top);
+        double s = half_to_double(sh);
+        params[g0 / group] = (u32)sh | ((u32)zh << 16);
+        for (int i = 0; i < group; i++)
+        {
+            int d = g0 + i;
+            double c = s == 0.0 ? 0.0 : round(((double)h2f(src[d]) - z) / s);
+            u32 code = (u32)(c < 0.0 ? 0.0 : c > top ? (double)top : c);
+            if (bits == 158)
+            {
+                tern += code * pow3[d % 5];
+                if (d % 5 == 4 || d == HEAD_DIM - 1) { codes[d / 5] = (u8)tern; tern = 0; }
+            }
+            else
+            {
+                accBits |= code << nacc;
+                nacc += bits;
+                while (nacc >= 8) { codes[outByte++] = (u8)(accBits & 0xFFu); accBits >>= 8; nacc -= 8; }
+            }
+        }
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(128) dec_kv_flush(
+    u16* resK, u16* resV, u64 resHeadStride, int count, int chunk,
+    u8* kCodes, u32* kParams, int kBits, int kRowBytes, int kGroup,
+    u8* vCodes, u32* vParams, int vBits, int vRowBytes, int vGroup,
+    u64 tokenStride, int T)
+{
+    const int kvh = blockIdx.x, b = blockIdx.y, kvHeads = gridDim.x;
+    const size_t bh = (size_t)b * kvHeads + kvh;
+    u16* rk = resK + bh * resHeadStride;
+    u16* rv = resV + bh * resHeadStride;
+    const int i = threadIdx.x;
+    if (i < chunk)
+    {
+        size_t tok = bh * tokenStride + T + i;
+        quantize_row(rk + (size_t)i * HEAD_DIM, kCodes + tok * kRowBytes, kParams + tok * (HEAD_DIM / kGroup), kBits, kGroup);
+    }
+    else if (i < 2 * chunk)
+    {
+        int r = i - chunk;
+        size_t tok = bh * tokenStride + T + r;
+        quantize_row(rv + (size_t)r * HEAD_DIM, vCodes + tok * vRowBytes, vParams + tok * (HEAD_DIM / vGroup), vBits, vGroup);
+    }
+    __syncthreads();
+    for (int first = chunk; first < count; first += chunk)
+    {
+        int n = min(chunk, count - first) * HEAD_DIM;
+        for (int e = threadIdx.x; e < n; e += blockDim.x)
+        {
+            rk[(size_t)(first - chunk) * HEAD_DIM + e] = rk[(size_t)first * HEAD_DIM + e];
+            rv[(size_t)(first - chunk) * HEAD_DIM + e] = rv[(size_t)first * HEAD_DIM + e];
+        }
+        __syncthreads();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Sampling on the device, one block of 1024 threads per batch row.
+// ---------------------------------------------------------------------------------------------------
+
+#define SAMPLE_THREADS 1024
+
+__device__ __forceinline__ void argmax_pair(float& v, int& i, float ov, int oi)
+{
+    if (ov > v || (ov == v && oi < i)) { v = ov; i = oi; }
+}
+
+__device__ float block_sum(float x, float* red)
+{
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = x;
+    __syncthreads();
+    float t = 0.f;
+    for (int w = 0; w < SAMPLE_THREADS / 32; w++) t += red[w];
+    return t;
+}
+
+__device__ float block_max(float x, float* red)
+{
+    for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = x;
+    __syncthreads();
+    float t = red[0];
+    for (int w = 1; w < SAMPLE_THREADS / 32; w++) t = fmaxf(t, red[w]);
+    return t;
+}
+
+// The index of the largest logit, the first on ties; grid (batch), block 1024.
+extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) dec_argmax(const float* logits, int vocab, int* out)
+{
+    __shared__ float rv[32];
+    __shared__ int ri[32];
+    const float* row = logits + (size_t)blockIdx.x * vocab;
+    float v = -3.4e38f;
+    int idx = 0x7FFFFFFF;
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) argmax_pair(v, idx, row[i], i);
+    for (int o = 16; o > 0; o >>= 1)
+    {
+        float ov = __shfl_xor_sync(0xffffffffu, v, o);
+        int oi = __shfl_xor_sync(0xffffffffu, idx, o);
+        argmax_pair(v, idx, ov, oi);
+    }
+    if ((threadIdx.x & 31) == 0) { rv[threadIdx.x >> 5] = v; ri[threadIdx.x >> 5] = idx; }
+    __syncthreads();
+    if (threadIdx.x == 0)
+    {
+        for (int w = 1; w < SAMPLE_THREADS / 32; w++) argmax_pair(v, idx, rv[w], ri[w]);
+        out[blockIdx.x] = idx;
+    }
+}
+
+// Temperature / top-k / top-p sampling: p_i = exp((l_i - max) / T); top-k keeps the values >= the k-th largest
+// (bisection on the threshold), top-p then keeps the largest values whose mass reaches top_p of the total
+// (bisection), and a token is drawn by inverse CDF in index order with a uniform number from the row's
+// xorshift64* state (llama2.c's generator). Grid (batch), block 1024.
+extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS) dec_sample(
+    const float* logits, int vocab, float invTemp, int topK, float topP, u64* states, int* out)
+{
+    __shared__ float red[32];
+    __shared__ float chunkSum[SAMPLE_THREADS];
+    const float* row = logits + (size_t)blockIdx.x * vocab;
+    float mx = -3.4e38f;
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) mx = fmaxf(mx, row[i]);
+    mx = block_max(mx, red);
+    float total = 0.f;
+    for (int i = threadIdx.x; i < vocab; i += blockDim.x) total += expf((row[i] - mx) * invTemp);
+    total = block_sum(total, red);
+
+    float threshold = 0.f;  // keep p_i >= threshold
+    if (topK > 0 && topK < vocab)
+    {
+        float lo = 0.f, hi = 1.f;  // count(p >= hi) <= ... the largest p is 1
+        for (int it = 0; it < 40; it++)
+        {
+            float mid = 0.5f * (lo + hi);
+            float cnt = 0.f;
+            for (int i = threadIdx.x; i < vocab; i += blockDim.x) cnt += expf((row[i] - mx) * invTemp) >= mid ? 1.f : 0.f;
+            cnt = block_sum(cnt, red);
+            if (cnt >= (float)topK) lo = mid; else hi = mid;
+        }
+        threshold = lo;
+    }
+    if (topP < 1.f)
+    {
+        float lo = threshold, hi = 1.f;
+        for (int it = 0; it < 40; it++)
+        {
+            float mid = 0.5f * (lo + hi);
+            float mass = 0.f;
+            for (int i = threadIdx.x; i < vocab; i += blockDim.x)
+            {
+                float p = expf((row[i] - mx) * invTemp);
+                mass += p >= mid ? p : 0.f;
+            }
+            mass = block_sum(mass, red);
+            if (mass >= topP * total) lo = mid; else hi = mid;
+        }
+        threshold = lo;
+    }
+
+    // Contiguous chunks per thread, their kept mass, and an inverse-CDF pick.
+    const int per = (vocab + SAMPLE_THREADS - 1) / SAMPLE_THREADS;
+    const int c0 = threadIdx.x * per, c1 = min(vocab, c0 + per);
+    float mine = 0.f;
+    for (int i = c0; i < c1; i++)
+    {
+        float p = expf((row[i] - mx) * invTemp);
+        mine += p >= threshold ? p : 0.f;
+    }
+    chunkSum[threadIdx.x] = mine;
+    __syncthreads();
+    __shared__ float target;
+    __shared__ int pick;
+    if (threadIdx.x == 0)
+    {
+        u64 s = states[blockIdx.x];
+        s ^= s >> 12;
+        s ^= s << 25;
+        s ^= s >> 27;
+        states[blockIdx.x] = s;
+        float u = (float)((s * 0x2545F4914F6CDD1DULL) >> 40) / 16777216.0f;
+        float kept = 0.f;
+        for (int w = 0; w < SAMPLE_THREADS; w++) kept += chunkSum[w];
+        target = u * kept;
+        pick = -1;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0)
+    {
+        float accum = 0.f;
+        int last = 0;
+        for (int w = 0; w < SAMPLE_THREADS && pick < 0; w++)
+        {
+            if (chunkSum[w] > 0.f) last = w;
+            if (accum + chunkSum[w] > target)
+            {
+                int w0 = w * per, w1 = min(vocab, w0 + per);
+                float a = accum;
+                for (int i = w0; i < w1; i++)
+                {
+                    float p = expf((row[i] - mx) * invTemp);
+                    if (p >= threshold)
+                    {
+                        a += p;
+                        pick = i;
+                        if (a > target) break;
+                    }
+                }
+            }
+            accum += chunkSum[w];
+        }
+        if (pick < 0)
+        {
+            int w0 = last * per, w1 = min(vocab, w0 + per);
+            for (int i = w0; i < w1; i++) if (expf((row[i] - mx) * invTemp) >= threshold) pick = i;
+        }
+        out[blockIdx.x] = pick < 0 ? 0 : pick;
+    }
+}
+
+// Benchmarks: keeps the device busy for `cycles` clock cycles, so that the work queued behind it runs back to back
+// (its events then time the GPU work alone, not the host's launch rate).
+extern "C" __global__ void dec_spin(long long cycles)
+{
+    long long t0 = clock64();
+    while (clock64() - t0 < cycles) { }
+}

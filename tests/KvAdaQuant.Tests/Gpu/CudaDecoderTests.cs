@@ -1,0 +1,75 @@
+using System.Diagnostics;
+using KvAdaQuant.Formats;
+using KvAdaQuant.Gpu.Cuda;
+using KvAdaQuant.Gpu.Decode;
+
+namespace KvAdaQuant.Tests.Gpu;
+
+/// <summary>
+/// The GPU decode path against the CPU engine (runs only where libcuda and NVRTC load; skipped with the reason
+/// elsewhere, as in CI), and the CLI's error when there is no CUDA driver.
+/// </summary>
+public class CudaDecoderTests
+{
+    [SkippableTheory]
+    [InlineData("fp16")]
+    [InlineData("k4v2")]
+    public void GpuDecodeMatchesTheCpuEngineOnStories260K(string kv)
+    {
+        bool open = CudaContext.TryOpen(out CudaContext? context, out string reason);
+        Skip.IfNot(open, reason);
+        Skip.IfNot(NvrtcCompiler.TryLoad(out _, out string nvrtcReason), nvrtcReason);
+        using (context)
+        {
+            using var model = ModelLoader.Load(Fixtures.Stories260K);
+            bool packed = kv != "fp16";
+
+            // Packed: a GPU window of 63 + 1 quantizes exactly the tokens the CPU cache's r64 does.
+            DecodeCheckRow row = DecodeVerification.Compare(
+                context!, model, model, "stories260K", kv, packed ? DecodeVerification.CpuSpec(kv, model.Config.HeadDim) : kv, packed ? 63 : 0, packed ? 1 : 32, 3, 128, 100, 1e-2, 2);
+            Assert.True(row.Pass, row.ToString());
+        }
+    }
+
+    [SkippableFact]
+    public void DeviceQuantizationEqualsTheCpuQuantizer()
+    {
+        bool open = CudaContext.TryOpen(out CudaContext? context, out string reason);
+        Skip.IfNot(open, reason);
+        Skip.IfNot(NvrtcCompiler.TryLoad(out _, out string nvrtcReason), nvrtcReason);
+        using (context)
+        {
+            Assert.Equal(0, CudaKvFlushCheck.Run(context!, 128, 4, 2, 64, 5));
+            Assert.Equal(0, CudaKvFlushCheck.Run(context!, 64, 1.58, 3, 32, 6));
+        }
+    }
+
+    [Fact]
+    public void KernelSourceIsEmbedded()
+    {
+        string source = CudaDecoder.KernelSource();
+        Assert.Contains("dec_attn_fp16", source, StringComparison.Ordinal);
+        Assert.Contains("dec_kv_flush", source, StringComparison.Ordinal);
+    }
+
+    [SkippableFact]
+    public void DeviceCudaWithoutADriverIsOneClearError()
+    {
+        Skip.If(CudaContext.TryOpen(out CudaContext? context, out _), "this machine has a CUDA device");
+        context?.Dispose();
+        var dll = Path.Combine(AppContext.BaseDirectory, "kvaq.dll");
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (string a in new[] { dll, "generate", "--model", Fixtures.Stories260K, "--device", "cuda", "-n", "4" })
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        using var p = Process.Start(psi)!;
+        string stderr = p.StandardError.ReadToEnd();
+        p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        Assert.Equal(1, p.ExitCode);
+        Assert.StartsWith("kvaq: error: --device cuda:", stderr, StringComparison.Ordinal);
+        Assert.Contains("driver", stderr, StringComparison.Ordinal);
+    }
+}

@@ -1,0 +1,89 @@
+using KvAdaQuant.Gpu;
+using KvAdaQuant.Gpu.Decode;
+using KvAdaQuant.KvCache;
+using KvAdaQuant.Model;
+
+namespace KvAdaQuant.Tests.Gpu;
+
+/// <summary>The GPU decode cache: exact device byte counts and clear errors for plans it cannot hold.</summary>
+public class GpuKvCacheLayoutTests
+{
+    private static readonly ModelConfig Llama8B = new()
+    {
+        Dim = 4096,
+        HiddenDim = 14336,
+        Layers = 32,
+        Heads = 32,
+        KvHeads = 8,
+        HeadDim = 128,
+        VocabSize = 128256,
+        ContextLength = 131072,
+    };
+
+    [Fact]
+    public void Fp16CacheBytesAreTwoHalvesPerElement()
+    {
+        var layout = GpuKvCacheLayout.Create(KvPlan.Parse("fp16", 32), Llama8B, 8, 32768);
+        Assert.False(layout.AnyPacked);
+
+        // 32 layers x (K + V) x 8 sequences x 8 KV heads x 32768 positions x 128 dims x 2 bytes = 32 GiB.
+        Assert.Equal(32L * 2 * 8 * 8 * 32768 * 128 * 2, layout.ByteCount);
+        Assert.Equal(32L << 30, layout.ByteCount);
+    }
+
+    [Fact]
+    public void K4V2CacheBytesCountCodesPairsAndTheWindow()
+    {
+        var layout = GpuKvCacheLayout.Create(KvPlan.Parse("k4v2", 32), Llama8B, 8, 32768);
+        Assert.True(layout.AnyPacked);
+        Assert.Equal(64, layout.Window);
+        Assert.Equal(96, layout.ResidualCapacity);
+        Assert.All(layout.Layers, l => Assert.True(l.UsesFastKernel));
+
+        // Per head: K 64 code bytes + 2 pairs x 4 bytes, V 32 + 8 bytes per position; window 96 rows x 128 x 2 bytes x (K + V).
+        long perHead = (32768L * (64 + 8)) + (32768L * (32 + 8)) + (96L * 128 * 2 * 2);
+        Assert.Equal(32L * 8 * 8 * perHead, layout.ByteCount);
+    }
+
+    [Fact]
+    public void ExplicitGroupAndWindowAreKept()
+    {
+        var layout = GpuKvCacheLayout.Create(KvPlan.Parse("k8v4:g32:r100", 32), Llama8B, 1, 1024);
+        Assert.Equal(128, layout.Window);
+        Assert.Equal(32, layout.Layers[0].Keys!.GroupSize);
+        Assert.False(layout.Layers[0].UsesFastKernel);
+        Assert.Equal(PackedKvFormat.Parse("4:g32:tok", 128), layout.Layers[0].Values);
+    }
+
+    [Fact]
+    public void ChunkOfOneMirrorsTheCpuWindowAndLeavesTheK4V2Kernel()
+    {
+        var layout = GpuKvCacheLayout.Create(KvPlan.Parse("k4v2", 32), Llama8B, 1, 1024, window: 63, flushChunk: 1);
+        Assert.Equal(64, layout.ResidualCapacity);
+        Assert.All(layout.Layers, l => Assert.False(l.UsesFastKernel));
+        Assert.All(GpuKvCacheLayout.Create(KvPlan.Parse("k4v2", 32), Llama8B, 1, 1024).WithoutFastKernel().Layers, l => Assert.False(l.UsesFastKernel));
+        Assert.Equal("k4:g64:tok/v2:g64:tok x32; FP16 window 63 + 1", layout.ToString());
+    }
+
+    [Theory]
+    [InlineData("fp32", "fp32")]
+    [InlineData("k4v2:pc", "per-channel")]
+    [InlineData("k4v2:sym", "symmetric")]
+    [InlineData("k4v16", "only one of K and V")]
+    [InlineData("k4v2:sink4", "sinks")]
+    public void PlansTheGpuCannotHoldAreClearErrors(string spec, string message)
+    {
+        var e = Assert.Throws<ArgumentException>(() => GpuKvCacheLayout.Create(KvPlan.Parse(spec, 32), Llama8B, 1, 1024));
+        Assert.Contains(message, e.Message, StringComparison.Ordinal);
+        Assert.Contains("--kv", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void CpuSpecMatchesTheGpuGroupAndWindow()
+    {
+        Assert.Equal("fp16", DecodeVerification.CpuSpec("fp16", 128));
+        Assert.Equal("k4v2:g64:r64", DecodeVerification.CpuSpec("k4v2", 128));
+        Assert.Equal("k4v2:r64", DecodeVerification.CpuSpec("k4v2", 8));
+        Assert.Equal("k4v2:g32:r64", DecodeVerification.CpuSpec("k4v2:g32", 128));
+    }
+}

@@ -1,0 +1,210 @@
+using System.Runtime.InteropServices;
+using KvAdaQuant.Numerics;
+
+namespace KvAdaQuant.Tests.Numerics;
+
+/// <summary>The fused decode-attention kernels (AVX-512) against their scalar twins, on random packed and FP16/FP32 rows.</summary>
+public unsafe class FusedAttentionKernelsTests
+{
+    public static TheoryData<int, int, int, bool> PackedShapes()
+    {
+        var data = new TheoryData<int, int, int, bool>();
+        foreach (int bits in new[] { 2, 4, 8 })
+        {
+            foreach (int hd in new[] { 64, 128 })
+            {
+                foreach (int g in new[] { 8, 16, 32, 64, hd }.Distinct())
+                {
+                    if (g <= hd && FusedAttentionKernels.SupportsPacked(bits, hd, g))
+                    {
+                        data.Add(bits, hd, g, false);
+                        data.Add(bits, hd, g, true);
+                    }
+                }
+            }
+        }
+
+        return data;
+    }
+
+    [Fact]
+    public void PermutationIsABijectionPerSlab()
+    {
+        foreach (int bits in new[] { 2, 4, 8 })
+        {
+            var seen = new bool[128];
+            for (int p = 0; p < 128; p++)
+            {
+                int c = FusedAttentionKernels.PermutedChannel(p, bits);
+                Assert.Equal(p / 64, c / 64);
+                Assert.False(seen[c]);
+                seen[c] = true;
+            }
+        }
+
+        Assert.Equal(3, FusedAttentionKernels.PermutedChannel(17, 4));
+        Assert.Equal(5, FusedAttentionKernels.PermutedChannel(17, 2));
+        Assert.Equal(17, FusedAttentionKernels.PermutedChannel(17, 8));
+        Assert.Equal(64 + 32 + 6 + 1, FusedAttentionKernels.PermutedChannel(64 + 48 + 3, 4));
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(PackedShapes))]
+    public void PackedScoresAndSumsMatchTheScalarTwin(int bits, int hd, int g, bool symmetric)
+    {
+        Skip.IfNot(FusedAttentionKernels.IsSupported, "AVX-512 not available");
+        var rng = new Random((bits * 1000) + (hd * 10) + g + (symmetric ? 7 : 0));
+        foreach (int count in new[] { 1, 7, 8, 9, 63, 64, 65, 130 })
+        {
+            foreach (int rep in new[] { 1, 3, 4, 5 })
+            {
+                int rowBytes = hd * bits / 8;
+                int np = hd / g * (symmetric ? 1 : 2);
+                var codes = new byte[count * rowBytes];
+                rng.NextBytes(codes);
+                var prm = new ushort[(count * np) + 32];
+                for (int i = 0; i < count * np; i++)
+                {
+                    prm[i] = BitConverter.HalfToUInt16Bits((Half)((rng.NextDouble() * 2) - (symmetric || i % 2 == 0 ? 0.2 : 1)));
+                }
+
+                var q = Random(rng, rep * hd);
+                int stride = count + 3;
+                var probs = Random(rng, rep * stride);
+                float step = 1, offset = symmetric ? -((1 << bits) / 2 - 1) : 0;
+                fixed (byte* c = codes)
+                fixed (ushort* p = prm)
+                {
+                    var rows = new PackedRows(c, p, count, hd, bits, g, symmetric, step, offset);
+                    var want = new float[rep * stride];
+                    var got = new float[rep * stride];
+                    var pq = new float[rep * hd];
+                    FusedAttentionKernels.Permute(q, FusedAttentionKernels.PermutationTable(hd, bits), pq);
+                    fixed (float* qp = q, pqp = pq, w = want, gp = got)
+                    {
+                        FusedAttentionKernels.ScoresPackedScalar(rows, qp, rep, w, stride);
+                        FusedAttentionKernels.ScoresPacked(rows, pqp, rep, gp, stride);
+                    }
+
+                    AssertClose(want, got, ScoreBound(rows, q, rep), $"scores bits {bits} hd {hd} g {g} sym {symmetric} count {count} rep {rep}");
+
+                    var wantO = Random(rng, rep * hd);
+                    var gotP = new float[rep * hd];
+                    var gotO = wantO.ToArray();
+                    fixed (float* pr = probs, w = wantO, gp = gotP)
+                    {
+                        FusedAttentionKernels.AccumulatePackedScalar(rows, pr, stride, rep, w);
+                        FusedAttentionKernels.AccumulatePacked(rows, pr, stride, rep, gp);
+                    }
+
+                    FusedAttentionKernels.AddUnpermuted(gotP, FusedAttentionKernels.PermutationTable(hd, bits), gotO);
+                    AssertClose(wantO, gotO, 1e-4f * count, $"sums bits {bits} hd {hd} g {g} sym {symmetric} count {count} rep {rep}");
+                }
+            }
+        }
+    }
+
+    [SkippableTheory]
+    [InlineData(64, true)]
+    [InlineData(128, true)]
+    [InlineData(64, false)]
+    [InlineData(128, false)]
+    [InlineData(192, true)]
+    public void DenseScoresAndSumsMatchTheScalarTwin(int hd, bool half)
+    {
+        Skip.IfNot(FusedAttentionKernels.IsSupported, "AVX-512 not available");
+        var rng = new Random(hd + (half ? 1 : 0));
+        foreach (int count in new[] { 1, 7, 8, 9, 64, 65, 130 })
+        {
+            foreach (int rep in new[] { 1, 2, 4, 6 })
+            {
+                var values = Random(rng, count * hd);
+                var halves = values.Select(v => (Half)v).ToArray();
+                var q = Random(rng, rep * hd);
+                int stride = count + 1;
+                var probs = Random(rng, rep * stride);
+                var want = new float[rep * stride];
+                var got = new float[rep * stride];
+                var wantO = Random(rng, rep * hd);
+                var gotO = wantO.ToArray();
+                fixed (float* f = values)
+                fixed (Half* h = halves)
+                fixed (float* qp = q, w = want, gp = got, pr = probs, wo = wantO, go = gotO)
+                {
+                    void* data = half ? h : f;
+                    FusedAttentionKernels.ScoresDenseScalar(data, half, count, hd, qp, rep, w, stride);
+                    FusedAttentionKernels.ScoresDense(data, half, count, hd, qp, rep, gp, stride);
+                    FusedAttentionKernels.AccumulateDenseScalar(data, half, count, hd, pr, stride, rep, wo);
+                    FusedAttentionKernels.AccumulateDense(data, half, count, hd, pr, stride, rep, go);
+                }
+
+                AssertClose(want, got, 1e-5f * hd, $"dense scores hd {hd} half {half} count {count} rep {rep}");
+                AssertClose(wantO, gotO, 1e-5f * count, $"dense sums hd {hd} half {half} count {count} rep {rep}");
+            }
+        }
+    }
+
+    [SkippableFact]
+    public void HalfConversionIsExactForEveryFiniteHalf()
+    {
+        Skip.IfNot(FusedAttentionKernels.IsSupported, "AVX-512 not available");
+        var all = Enumerable.Range(0, 65536).Select(i => (ushort)i).Where(u => Half.IsFinite(BitConverter.UInt16BitsToHalf(u))).ToArray();
+        int n = all.Length / 16 * 16;
+        var scores = new float[n];
+        fixed (float* s = scores)
+        {
+            // Rows of 64 halves holding one value in channel 0 and a one-hot query: each score is that value.
+            var rows = new ushort[n * 64];
+            for (int i = 0; i < n; i++)
+            {
+                rows[i * 64] = all[i];
+            }
+
+            var q64 = new float[64];
+            q64[0] = 1;
+            fixed (ushort* r = rows)
+            fixed (float* q64p = q64)
+            {
+                FusedAttentionKernels.ScoresDense(r, true, n, 64, q64p, 1, s, n);
+            }
+        }
+
+        for (int i = 0; i < n; i++)
+        {
+            Assert.Equal((float)BitConverter.UInt16BitsToHalf(all[i]), scores[i]);
+        }
+    }
+
+    private static float ScoreBound(in PackedRows rows, float[] q, int rep)
+    {
+        // Float rounding of a dot product of hd terms: a few ulps of the sum of |q| |x|.
+        float* x = stackalloc float[rows.HeadDim];
+        float worst = 0;
+        for (int t = 0; t < rows.Count; t++)
+        {
+            FusedAttentionKernels.DequantizeScalar(rows, t, x);
+            for (int r = 0; r < rep; r++)
+            {
+                float s = 0;
+                for (int c = 0; c < rows.HeadDim; c++)
+                {
+                    s += MathF.Abs(q[(r * rows.HeadDim) + c] * x[c]);
+                }
+
+                worst = MathF.Max(worst, s);
+            }
+        }
+
+        return (2e-6f * worst) + 1e-30f;
+    }
+
+    private static void AssertClose(float[] want, float[] got, float tol, string what)
+    {
+        for (int i = 0; i < want.Length; i++)
+        {
+            Assert.True(MathF.Abs(want[i] - got[i]) <= tol, $"{what}: element {i}: vector {got[i]} vs scalar {want[i]} (tolerance {tol})");
+        }
+    }
+
+    private static float[] Random(Random rng, int n) => Enumerable.Range(0, n).Select(_ => (float)((rng.NextDouble() * 2) - 1)).ToArray();
+}
