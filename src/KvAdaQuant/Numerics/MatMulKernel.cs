@@ -235,18 +235,10 @@ public sealed unsafe class MatMulKernel : IParallelWork
                                 fixed (float* ts = tileScales)
                                 fixed (int* tc = tileCorrections)
                                 {
-                                    if (n >= 8)
-                                    {
-                                        QuantizedDot.PrepareQ8_0Tile(w.RowPointer(r), w.RowByteCount, blocks, ts, tc);
-                                        for (; t + 4 <= n; t += 4)
-                                        {
-                                            QuantizedDot.DotQ8_0Tile4x4Prepared(w.RowPointer(r), w.RowByteCount, ts, tc, xq + ((long)t * cols), cols, xd + ((long)t * blocks), blocks, blocks, y + ((long)t * rows) + r, rows);
-                                        }
-                                    }
-
+                                    QuantizedDot.PrepareQ8_0Tile(w.RowPointer(r), w.RowByteCount, blocks, ts, tc);
                                     for (; t + 4 <= n; t += 4)
                                     {
-                                        QuantizedDot.DotQ8_0Tile4x4(w.RowPointer(r), w.RowByteCount, xq + ((long)t * cols), cols, xd + ((long)t * blocks), blocks, blocks, y + ((long)t * rows) + r, rows);
+                                        QuantizedDot.DotQ8_0Tile4x4Prepared(w.RowPointer(r), w.RowByteCount, ts, tc, xq + ((long)t * cols), cols, xd + ((long)t * blocks), blocks, blocks, y + ((long)t * rows) + r, rows);
                                     }
                                 }
 

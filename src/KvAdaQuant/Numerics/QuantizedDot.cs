@@ -129,90 +129,14 @@ public static unsafe class QuantizedDot
     /// </summary>
     public static void DotQ8_0Tile4x4(byte* rows, long rowStride, sbyte* xq, long xStride, float* xd, long dStride, int blocks, float* y, long yStride)
     {
-        if (!VectorPathSupported || !AvxVnni.IsSupported)
+        var scales = new float[blocks * 4];
+        var corrections = new int[blocks * 32];
+        fixed (float* ps = scales)
+        fixed (int* pc = corrections)
         {
-            for (int t = 0; t < 4; t++)
-            {
-                for (int r = 0; r < 4; r++)
-                {
-                    y[(t * yStride) + r] = DotQ8_0(rows + (r * rowStride), xq + (t * xStride), xd + (t * dStride), blocks);
-                }
-            }
-
-            return;
+            PrepareQ8_0Tile(rows, rowStride, blocks, ps, pc);
+            DotQ8_0Tile4x4Prepared(rows, rowStride, ps, pc, xq, xStride, xd, dStride, blocks, y, yStride);
         }
-
-        Vector256<float> a00 = default, a01 = default, a02 = default, a03 = default;
-        Vector256<float> a10 = default, a11 = default, a12 = default, a13 = default;
-        Vector256<float> a20 = default, a21 = default, a22 = default, a23 = default;
-        Vector256<float> a30 = default, a31 = default, a32 = default, a33 = default;
-        byte* r0 = rows, r1 = rows + rowStride, r2 = rows + (2 * rowStride), r3 = rows + (3 * rowStride);
-        sbyte* x0 = xq, x1 = xq + xStride, x2 = xq + (2 * xStride), x3 = xq + (3 * xStride);
-        float* d0 = xd, d1 = xd + dStride, d2 = xd + (2 * dStride), d3 = xd + (3 * dStride);
-        var offset = Vector256.Create((byte)0x80);
-        for (int b = 0; b < blocks; b++)
-        {
-            long o = b * 34L;
-            int xo = b * 32;
-            var w0 = Avx.LoadVector256((sbyte*)(r0 + o + 2));
-            var w1 = Avx.LoadVector256((sbyte*)(r1 + o + 2));
-            var w2 = Avx.LoadVector256((sbyte*)(r2 + o + 2));
-            var w3 = Avx.LoadVector256((sbyte*)(r3 + o + 2));
-            var c0 = Vector256<int>.Zero - AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, offset, w0);
-            var c1 = Vector256<int>.Zero - AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, offset, w1);
-            var c2 = Vector256<int>.Zero - AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, offset, w2);
-            var c3 = Vector256<int>.Zero - AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, offset, w3);
-            var s0 = Vector256.Create(HalfBits.ToSingle(*(ushort*)(r0 + o)));
-            var s1 = Vector256.Create(HalfBits.ToSingle(*(ushort*)(r1 + o)));
-            var s2 = Vector256.Create(HalfBits.ToSingle(*(ushort*)(r2 + o)));
-            var s3 = Vector256.Create(HalfBits.ToSingle(*(ushort*)(r3 + o)));
-
-            var u = Avx.LoadVector256((byte*)(x0 + xo)) ^ offset;
-            var dx = Vector256.Create(d0[b]);
-            a00 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c0, u, w0)), s0 * dx, a00);
-            a01 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c1, u, w1)), s1 * dx, a01);
-            a02 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c2, u, w2)), s2 * dx, a02);
-            a03 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c3, u, w3)), s3 * dx, a03);
-
-            u = Avx.LoadVector256((byte*)(x1 + xo)) ^ offset;
-            dx = Vector256.Create(d1[b]);
-            a10 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c0, u, w0)), s0 * dx, a10);
-            a11 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c1, u, w1)), s1 * dx, a11);
-            a12 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c2, u, w2)), s2 * dx, a12);
-            a13 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c3, u, w3)), s3 * dx, a13);
-
-            u = Avx.LoadVector256((byte*)(x2 + xo)) ^ offset;
-            dx = Vector256.Create(d2[b]);
-            a20 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c0, u, w0)), s0 * dx, a20);
-            a21 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c1, u, w1)), s1 * dx, a21);
-            a22 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c2, u, w2)), s2 * dx, a22);
-            a23 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c3, u, w3)), s3 * dx, a23);
-
-            u = Avx.LoadVector256((byte*)(x3 + xo)) ^ offset;
-            dx = Vector256.Create(d3[b]);
-            a30 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c0, u, w0)), s0 * dx, a30);
-            a31 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c1, u, w1)), s1 * dx, a31);
-            a32 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c2, u, w2)), s2 * dx, a32);
-            a33 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c3, u, w3)), s3 * dx, a33);
-        }
-
-        float* y0 = y, y1 = y + yStride, y2 = y + (2 * yStride), y3 = y + (3 * yStride);
-        y0[0] = GgmlArithmetic.Sum8(a00);
-        y0[1] = GgmlArithmetic.Sum8(a01);
-        y0[2] = GgmlArithmetic.Sum8(a02);
-        y0[3] = GgmlArithmetic.Sum8(a03);
-        y1[0] = GgmlArithmetic.Sum8(a10);
-        y1[1] = GgmlArithmetic.Sum8(a11);
-        y1[2] = GgmlArithmetic.Sum8(a12);
-        y1[3] = GgmlArithmetic.Sum8(a13);
-        y2[0] = GgmlArithmetic.Sum8(a20);
-        y2[1] = GgmlArithmetic.Sum8(a21);
-        y2[2] = GgmlArithmetic.Sum8(a22);
-        y2[3] = GgmlArithmetic.Sum8(a23);
-        y3[0] = GgmlArithmetic.Sum8(a30);
-        y3[1] = GgmlArithmetic.Sum8(a31);
-        y3[2] = GgmlArithmetic.Sum8(a32);
-        y3[3] = GgmlArithmetic.Sum8(a33);
     }
 
     /// <summary>
@@ -329,108 +253,6 @@ public static unsafe class QuantizedDot
         y3[1] = GgmlArithmetic.Sum8(a31);
         y3[2] = GgmlArithmetic.Sum8(a32);
         y3[3] = GgmlArithmetic.Sum8(a33);
-    }
-
-    /// <summary>
-    /// Prefill tile for Q4_0: four rows times four activation vectors, y[t * yStride + r], each result with exactly the
-    /// arithmetic of <see cref="DotQ4_0(byte*, sbyte*, float*, int*, int)"/>; each weight block is unpacked once for
-    /// four tokens.
-    /// </summary>
-    public static void DotQ4_0Tile4x4(byte* rows, long rowStride, sbyte* xq, long xStride, float* xd, int* xsum, long dStride, int blocks, float* y, long yStride)
-    {
-        if (!VectorPathSupported || !AvxVnni.IsSupported)
-        {
-            for (int t = 0; t < 4; t++)
-            {
-                for (int r = 0; r < 4; r++)
-                {
-                    y[(t * yStride) + r] = DotQ4_0(rows + (r * rowStride), xq + (t * xStride), xd + (t * dStride), xsum + (t * dStride), blocks);
-                }
-            }
-
-            return;
-        }
-
-        Vector256<float> a00 = default, a01 = default, a02 = default, a03 = default;
-        Vector256<float> a10 = default, a11 = default, a12 = default, a13 = default;
-        Vector256<float> a20 = default, a21 = default, a22 = default, a23 = default;
-        Vector256<float> a30 = default, a31 = default, a32 = default, a33 = default;
-        byte* r0 = rows, r1 = rows + rowStride, r2 = rows + (2 * rowStride), r3 = rows + (3 * rowStride);
-        sbyte* x0 = xq, x1 = xq + xStride, x2 = xq + (2 * xStride), x3 = xq + (3 * xStride);
-        float* d0 = xd, d1 = xd + dStride, d2 = xd + (2 * dStride), d3 = xd + (3 * dStride);
-        int* m0 = xsum, m1 = xsum + dStride, m2 = xsum + (2 * dStride), m3 = xsum + (3 * dStride);
-        for (int b = 0; b < blocks; b++)
-        {
-            long o = b * 18L;
-            int xo = b * 32;
-            var w0 = Nibbles(r0 + o + 2);
-            var w1 = Nibbles(r1 + o + 2);
-            var w2 = Nibbles(r2 + o + 2);
-            var w3 = Nibbles(r3 + o + 2);
-            var s0 = Vector256.Create(HalfBits.ToSingle(*(ushort*)(r0 + o)));
-            var s1 = Vector256.Create(HalfBits.ToSingle(*(ushort*)(r1 + o)));
-            var s2 = Vector256.Create(HalfBits.ToSingle(*(ushort*)(r2 + o)));
-            var s3 = Vector256.Create(HalfBits.ToSingle(*(ushort*)(r3 + o)));
-
-            var x = Avx.LoadVector256(x0 + xo);
-            var c = Vector256.CreateScalar(-8 * m0[b]);
-            var dx = Vector256.Create(d0[b]);
-            a00 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c, w0, x)), s0 * dx, a00);
-            a01 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c, w1, x)), s1 * dx, a01);
-            a02 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c, w2, x)), s2 * dx, a02);
-            a03 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c, w3, x)), s3 * dx, a03);
-
-            x = Avx.LoadVector256(x1 + xo);
-            c = Vector256.CreateScalar(-8 * m1[b]);
-            dx = Vector256.Create(d1[b]);
-            a10 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c, w0, x)), s0 * dx, a10);
-            a11 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c, w1, x)), s1 * dx, a11);
-            a12 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c, w2, x)), s2 * dx, a12);
-            a13 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c, w3, x)), s3 * dx, a13);
-
-            x = Avx.LoadVector256(x2 + xo);
-            c = Vector256.CreateScalar(-8 * m2[b]);
-            dx = Vector256.Create(d2[b]);
-            a20 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c, w0, x)), s0 * dx, a20);
-            a21 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c, w1, x)), s1 * dx, a21);
-            a22 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c, w2, x)), s2 * dx, a22);
-            a23 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c, w3, x)), s3 * dx, a23);
-
-            x = Avx.LoadVector256(x3 + xo);
-            c = Vector256.CreateScalar(-8 * m3[b]);
-            dx = Vector256.Create(d3[b]);
-            a30 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c, w0, x)), s0 * dx, a30);
-            a31 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c, w1, x)), s1 * dx, a31);
-            a32 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c, w2, x)), s2 * dx, a32);
-            a33 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c, w3, x)), s3 * dx, a33);
-        }
-
-        float* y0 = y, y1 = y + yStride, y2 = y + (2 * yStride), y3 = y + (3 * yStride);
-        y0[0] = GgmlArithmetic.Sum8(a00);
-        y0[1] = GgmlArithmetic.Sum8(a01);
-        y0[2] = GgmlArithmetic.Sum8(a02);
-        y0[3] = GgmlArithmetic.Sum8(a03);
-        y1[0] = GgmlArithmetic.Sum8(a10);
-        y1[1] = GgmlArithmetic.Sum8(a11);
-        y1[2] = GgmlArithmetic.Sum8(a12);
-        y1[3] = GgmlArithmetic.Sum8(a13);
-        y2[0] = GgmlArithmetic.Sum8(a20);
-        y2[1] = GgmlArithmetic.Sum8(a21);
-        y2[2] = GgmlArithmetic.Sum8(a22);
-        y2[3] = GgmlArithmetic.Sum8(a23);
-        y3[0] = GgmlArithmetic.Sum8(a30);
-        y3[1] = GgmlArithmetic.Sum8(a31);
-        y3[2] = GgmlArithmetic.Sum8(a32);
-        y3[3] = GgmlArithmetic.Sum8(a33);
-    }
-
-    /// <summary>The 32 unsigned 4-bit values of a Q4_0 block (16 bytes at <paramref name="qs"/>) in element order.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<byte> Nibbles(byte* qs)
-    {
-        var q = Sse2.LoadVector128(qs);
-        var low = Vector128.Create((byte)0x0F);
-        return Vector256.Create(Sse2.And(q, low), Sse2.And(Sse2.ShiftRightLogical(q.AsUInt16(), 4).AsByte(), low));
     }
 
     /// <summary>

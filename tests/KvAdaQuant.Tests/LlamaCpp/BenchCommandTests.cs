@@ -60,6 +60,9 @@ public class BenchCommandTests
         (code, _, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--ctx", "16", "--decode-tokens", "32"]);
         Assert.Equal(1, code);
         Assert.Contains("--ctx 16 must exceed --runs x --decode-tokens = 96", stderr);
+        (code, _, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--prefill-runs", "0"]);
+        Assert.Equal(1, code);
+        Assert.Contains("--prefill-runs must be at least 1, got 0", stderr);
     }
 
     [LlamaCppFact]

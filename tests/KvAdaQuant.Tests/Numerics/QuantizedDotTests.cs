@@ -157,38 +157,6 @@ public unsafe class QuantizedDotTests
         }
     }
 
-    [Theory]
-    [InlineData(1)]
-    [InlineData(64)]
-    public void Q4_0PrefillTileEqualsSingleRowDotsBitForBit(int blocks)
-    {
-        var rng = new Random(400 + blocks);
-        int cols = blocks * 32;
-        var x = Enumerable.Range(0, 4 * cols).Select(_ => (float)((rng.NextDouble() * 6) - 3)).ToArray();
-        var a = new Q8Activations();
-        a.Quantize(x, 4, cols);
-        var w = RandomBlocks(rng, 4 * blocks, 18);
-        var y = new float[4 * 6];
-        fixed (byte* pw = w)
-        fixed (sbyte* pq = a.Values)
-        fixed (float* pd = a.Scales)
-        fixed (int* ps = a.Sums)
-        fixed (float* py = y)
-        {
-            QuantizedDot.DotQ4_0Tile4x4(pw, blocks * 18, pq, cols, pd, ps, blocks, blocks, py, 6);
-            for (int t = 0; t < 4; t++)
-            {
-                for (int r = 0; r < 4; r++)
-                {
-                    float single = QuantizedDot.DotQ4_0(pw + (r * blocks * 18), pq + (t * cols), pd + (t * blocks), ps + (t * blocks), blocks);
-                    Assert.Equal(BitConverter.SingleToInt32Bits(single), BitConverter.SingleToInt32Bits(y[(t * 6) + r]));
-                    float scalar = QuantizedDot.DotQ4_0Scalar(pw + (r * blocks * 18), pq + (t * cols), pd + (t * blocks), blocks);
-                    Assert.True(MathF.Abs(scalar - y[(t * 6) + r]) <= 1e-5f * (1 + MathF.Abs(scalar)), $"scalar {scalar} vs tile {y[(t * 6) + r]}");
-                }
-            }
-        }
-    }
-
     [Fact]
     public void IntegerDotIsCloseToFloatDotOfDequantizedRow()
     {
