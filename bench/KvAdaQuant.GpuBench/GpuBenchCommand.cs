@@ -132,10 +132,10 @@ internal static class GpuBenchCommand
             using PackedKvDeviceCache device = attention.Upload(batch);
             using CudaDeviceBuffer q = context.Upload<float>(queries);
             using CudaDeviceBuffer output = context.Allocate(4L * queries.Length);
-            foreach (bool fast in device.FastPathApplies ? new[] { false, true } : new[] { false })
+            foreach (var (fast, fused) in device.FastPathApplies ? new[] { (false, false), (true, false), (true, true) } : new[] { (false, false) })
             {
                 output.Fill(0x7FC00000u);
-                using PackedKvAttentionPass pass = attention.Prepare(device, q, output, fast);
+                using PackedKvAttentionPass pass = attention.Prepare(device, q, output, fast, fuseCombine: fused);
                 pass.Run();
                 context.Synchronize();
                 var got = new float[queries.Length];
@@ -144,10 +144,9 @@ internal static class GpuBenchCommand
                 double tol = fast ? 1e-3 : 1e-5;
                 bool ok = finite && maxRel <= tol;
                 allOk &= ok;
-                report.AppendLine(CultureInfo.InvariantCulture, $"| {c.K} | {c.V} | {c.B} | {c.KvHeads} | {c.QHeads} | {c.Positions} | {c.Residual} | {(pass.UsesFastKernel ? "k4v2 tensor-core (FP16)" : "generic (FP32)")} | {maxRel:E2} | {l2Rel:E2} | {tol:E0} | {(ok ? "pass" : "FAIL")} |");
+                report.AppendLine(CultureInfo.InvariantCulture, $"| {c.K} | {c.V} | {c.B} | {c.KvHeads} | {c.QHeads} | {c.Positions} | {c.Residual} | {(pass.UsesFastKernel ? pass.LaunchCount == 1 ? "k4v2 tensor-core (FP16), fused merge" : "k4v2 tensor-core (FP16)" : "generic (FP32)")} | {maxRel:E2} | {l2Rel:E2} | {tol:E0} | {(ok ? "pass" : "FAIL")} |");
+                Console.WriteLine(report.ToString().Split('\n')[^2]);
             }
-
-            Console.WriteLine(report.ToString().Split('\n')[^2]);
         }
 
         return allOk;
@@ -158,10 +157,11 @@ internal static class GpuBenchCommand
     // The first entry is the default build (the defaults in PackedKvAttention.cu); the others are compiled for comparison.
     private static readonly (string Name, string[] Defines)[] Variants =
     [
-        ("cpasync-s3-b4-shiftless", ["FAST_CPASYNC=1", "FAST_STAGES=3", "FAST_MIN_BLOCKS=4", "FAST_SHIFTLESS=1"]),
-        ("cpasync-s3-b4-shifts", ["FAST_CPASYNC=1", "FAST_STAGES=3", "FAST_MIN_BLOCKS=4", "FAST_SHIFTLESS=0"]),
-        ("cpasync-s2-b4-shiftless-splitchain", ["FAST_CPASYNC=1", "FAST_STAGES=2", "FAST_MIN_BLOCKS=4", "FAST_SHIFTLESS=1", "FAST_SPLIT_CHAIN=1"]),
-        ("regprefetch-b2-shiftless", ["FAST_CPASYNC=0", "FAST_MIN_BLOCKS=2", "FAST_SHIFTLESS=1"]),
+        ("fold-b4", []),
+        ("fold-pipe-b4", ["FAST_PIPE=1"]),
+        ("fold-pipe-b3", ["FAST_PIPE=1", "FAST_MIN_BLOCKS=3"]),
+        ("fold-b3", ["FAST_MIN_BLOCKS=3"]),
+        ("classic-b4", ["FAST_FOLD=0"]),
     ];
 
     private static bool Bench(CudaContext context, CudaPackedKvAttention attention, GpuBenchOptions options, StringBuilder report, bool profileOnly)
@@ -230,7 +230,7 @@ internal static class GpuBenchCommand
             outputGeneric.CopyTo<float>(reference);
             double genericUs = MedianMicroseconds(context, [genericPass], 10);
 
-            double defaultUs = double.NaN, bestUs = double.MaxValue, worstRel = 0, kernelOnlyUs = double.NaN, combineUs = double.NaN, fusedUs = double.NaN;
+            double defaultUs = double.NaN, bestUs = double.MaxValue, worstRel = 0, kernelOnlyUs = double.NaN, combineUs = double.NaN, fusedUs = double.NaN, ordinaryUs = double.NaN;
             string bestAt = string.Empty;
             foreach (var (name, module) in variants)
             {
@@ -261,6 +261,16 @@ internal static class GpuBenchCommand
                         var (fusedRel, _, fusedFinite) = Compare(fusedOut, reference);
                         ok &= fusedFinite && fusedRel <= 1e-3;
                         fusedPasses.ForEach(p => p.Dispose());
+                        var ordinaryPasses = caches.Select(c => module.Prepare(c, q, output, true, tps, dependentCombine: false)).ToList();
+                        ordinaryUs = MedianMicroseconds(context, ordinaryPasses, options.Iterations);
+                        output.Fill(0x7FC00000u);
+                        ordinaryPasses[0].Run();
+                        context.Synchronize();
+                        var ordinaryOut = new float[queries.Length];
+                        output.CopyTo<float>(ordinaryOut);
+                        var (ordinaryRel, _, ordinaryFinite) = Compare(ordinaryOut, reference);
+                        ok &= ordinaryFinite && ordinaryRel <= 1e-3;
+                        ordinaryPasses.ForEach(p => p.Dispose());
                     }
 
                     if (us < bestUs)
@@ -289,7 +299,7 @@ internal static class GpuBenchCommand
 
             rows.Add(string.Create(
                 CultureInfo.InvariantCulture,
-                $"| {s.Batch} x {s.Positions:N0} | {bytesOne / 1e6:F1} | {defaultUs:F1} | {bytesOne / defaultUs / 1e3:F0} | {(double.IsNaN(copyGbps) ? "-" : (100 * bytesOne / defaultUs / 1e3 / copyGbps).ToString("F0", CultureInfo.InvariantCulture) + "%")} | {fusedUs:F1} | {kernelOnlyUs:F1} + {combineUs:F1} | {bestUs:F1} ({bestAt}) | {genericUs:F0}{torchCols} | {worstRel:E1} |"));
+                $"| {s.Batch} x {s.Positions:N0} | {bytesOne / 1e6:F1} | {defaultUs:F1} | {bytesOne / defaultUs / 1e3:F0} | {(double.IsNaN(copyGbps) ? "-" : (100 * bytesOne / defaultUs / 1e3 / copyGbps).ToString("F0", CultureInfo.InvariantCulture) + "%")} | {fusedUs:F1} | {ordinaryUs:F1} | {kernelOnlyUs:F1} + {combineUs:F1} | {bestUs:F1} ({bestAt}) | {genericUs:F0}{torchCols} | {worstRel:E1} |"));
             Console.WriteLine(rows[^1]);
             caches.ForEach(c => c.Dispose());
         }
@@ -308,8 +318,8 @@ internal static class GpuBenchCommand
             report.AppendLine();
         }
 
-        report.AppendLine("| batch x positions | packed MB | ours (us, median) | GB/s | of copy BW | with the fused combine (us) | split kernel + combine alone (us) | best variant (us) | generic FP32 kernel (us) | PyTorch SDPA FP16 (us) | dequantize + SDPA (us) | max rel diff vs FP32 kernel |");
-        report.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        report.AppendLine("| batch x positions | packed MB | ours (us, median) | GB/s | of copy BW | with the fused combine (us) | combine as an ordinary launch (us) | split kernel + combine alone (us) | best variant (us) | generic FP32 kernel (us) | PyTorch SDPA FP16 (us) | dequantize + SDPA (us) | max rel diff vs FP32 kernel |");
+        report.AppendLine("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
         rows.ForEach(r => report.AppendLine(r));
         report.AppendLine();
         report.AppendLine("### Variant and split sweep (tensor-core kernel)");

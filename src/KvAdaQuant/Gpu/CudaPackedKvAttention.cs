@@ -49,6 +49,12 @@ public sealed class CudaPackedKvAttention : IDisposable
     /// <summary>Most partials the combine kernel merges (its shared weight array).</summary>
     public const int MaxSplits = 2048;
 
+    /// <summary>
+    /// Most split weights (query heads per KV head x partials) the fast kernel's fused merge keeps in shared memory
+    /// (its pipeline stages, 2 x 4 x 3,584 bytes at least); beyond that a pass uses the separate combine kernel.
+    /// </summary>
+    public const int FusedMergeWeights = 7168;
+
     /// <summary>Head dimension compiled in.</summary>
     public int HeadDim { get; }
 
@@ -161,11 +167,15 @@ public sealed class CudaPackedKvAttention : IDisposable
     /// </summary>
     /// <remarks>
     /// With <paramref name="fuseCombine"/> the fast kernel's last block per (batch, KV head) merges the splits itself
-    /// (a per-head arrival counter in device memory), so a pass is one launch; by default, and for the generic
-    /// kernel, a separate combine kernel runs (on the H200 the fused form measured slower: 104 against 96 us at 8 x 32k).
+    /// (a per-head arrival counter in device memory, all heads of the KV head at once), so a pass is one launch;
+    /// otherwise, for the generic kernel, and when the split weights exceed <see cref="FusedMergeWeights"/>, a separate
+    /// combine kernel runs. With <paramref name="dependentCombine"/> (the default) that combine kernel is queued as a
+    /// programmatic dependent launch after the fast kernel (it starts while the split kernel drains and waits for its
+    /// results on the device; an ordinary launch where the driver lacks cuLaunchKernelEx).
     /// </remarks>
     public PackedKvAttentionPass Prepare(
-        PackedKvDeviceCache cache, CudaDeviceBuffer queries, CudaDeviceBuffer output, bool preferFast, int tokensPerSplit = 0, bool fuseCombine = false)
+        PackedKvDeviceCache cache, CudaDeviceBuffer queries, CudaDeviceBuffer output, bool preferFast, int tokensPerSplit = 0, bool fuseCombine = false,
+        bool dependentCombine = true)
     {
         ArgumentNullException.ThrowIfNull(cache);
         ArgumentNullException.ThrowIfNull(queries);
@@ -210,7 +220,7 @@ public sealed class CudaPackedKvAttention : IDisposable
         CudaDeviceBuffer partML = _context.Allocate(rows * total * 2 * 4);
         float scaleLog2 = (float)(1.0 / Math.Sqrt(cache.HeadDim) / Math.Log(2.0));
         var launches = new List<CudaLaunch>();
-        bool fused = fast && fuseCombine;
+        bool fused = fast && fuseCombine && ratio * total <= FusedMergeWeights;
         CudaDeviceBuffer counters = _context.Allocate(4L * cache.Batch * cache.KvHeads);
         counters.Fill(0u);
         (int, int, int) grid = (splits, cache.KvHeads, cache.Batch);
@@ -243,7 +253,9 @@ public sealed class CudaPackedKvAttention : IDisposable
 
         if (!fused)
         {
-            launches.Add(Combine.Prepare(((int)rows, 1, 1), 128, partO, partML, output, total));
+            launches.Add(dependentCombine && fast
+                ? Combine.PrepareDependent(((int)rows, 1, 1), 128, partO, partML, output, total)
+                : Combine.Prepare(((int)rows, 1, 1), 128, partO, partML, output, total));
         }
 
         return new PackedKvAttentionPass(launches, [partO, partML, counters], splits, tps, fast);

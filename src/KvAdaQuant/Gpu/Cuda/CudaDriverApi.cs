@@ -32,6 +32,9 @@ public sealed unsafe class CudaDriverApi
         cuMemsetD32 = (delegate* unmanaged<ulong, uint, nuint, int>)Get("cuMemsetD32_v2");
         cuMemGetInfo = (delegate* unmanaged<nuint*, nuint*, int>)Get("cuMemGetInfo_v2");
         cuLaunchKernel = (delegate* unmanaged<nint, uint, uint, uint, uint, uint, uint, uint, nint, void**, void**, int>)Get("cuLaunchKernel");
+        cuLaunchKernelEx = NativeLibrary.TryGetExport(library, "cuLaunchKernelEx", out nint launchEx)
+            ? (delegate* unmanaged<void*, nint, void**, void**, int>)launchEx
+            : null;
         cuEventCreate = (delegate* unmanaged<nint*, uint, int>)Get("cuEventCreate");
         cuEventRecord = (delegate* unmanaged<nint, nint, int>)Get("cuEventRecord");
         cuEventSynchronize = (delegate* unmanaged<nint, int>)Get("cuEventSynchronize");
@@ -61,12 +64,16 @@ public sealed unsafe class CudaDriverApi
     internal readonly delegate* unmanaged<ulong, uint, nuint, int> cuMemsetD32;
     internal readonly delegate* unmanaged<nuint*, nuint*, int> cuMemGetInfo;
     internal readonly delegate* unmanaged<nint, uint, uint, uint, uint, uint, uint, uint, nint, void**, void**, int> cuLaunchKernel;
+    internal readonly delegate* unmanaged<void*, nint, void**, void**, int> cuLaunchKernelEx;  // null before CUDA 12
     internal readonly delegate* unmanaged<nint*, uint, int> cuEventCreate;
     internal readonly delegate* unmanaged<nint, nint, int> cuEventRecord;
     internal readonly delegate* unmanaged<nint, int> cuEventSynchronize;
     internal readonly delegate* unmanaged<float*, nint, nint, int> cuEventElapsedTime;
     internal readonly delegate* unmanaged<nint, int> cuEventDestroy;
 #pragma warning restore SA1300, SA1310, IDE1006
+
+    /// <summary>Whether the driver has cuLaunchKernelEx (launch attributes such as programmatic dependent launch).</summary>
+    public bool HasLaunchKernelEx => cuLaunchKernelEx != null;
 
     /// <summary>Handle of the loaded libcuda.</summary>
     public nint Library { get; }

@@ -29,7 +29,16 @@ public sealed unsafe class CudaKernel
 
     /// <summary>Prepares a launch with fixed grid, block and arguments; launching it allocates nothing.</summary>
     public CudaLaunch Prepare((int X, int Y, int Z) grid, int blockThreads, params CudaArgument[] arguments) =>
-        new(_api, this, grid, blockThreads, arguments);
+        new(_api, this, grid, blockThreads, arguments, programmaticDependent: false);
+
+    /// <summary>
+    /// Prepares a launch that may start while the kernel queued before it on the stream is still running
+    /// (programmatic dependent launch, compute capability 9.0+): the kernel must wait for its predecessor's
+    /// results itself (<c>griddepcontrol.wait</c>). Falls back to an ordinary launch when the driver has no
+    /// cuLaunchKernelEx.
+    /// </summary>
+    public CudaLaunch PrepareDependent((int X, int Y, int Z) grid, int blockThreads, params CudaArgument[] arguments) =>
+        new(_api, this, grid, blockThreads, arguments, programmaticDependent: _api.HasLaunchKernelEx);
 
     private int Attribute(int attribute)
     {

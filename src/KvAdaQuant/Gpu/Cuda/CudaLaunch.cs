@@ -13,7 +13,10 @@ public sealed unsafe class CudaLaunch : IDisposable
     private ulong* _values;
     private void** _pointers;
 
-    internal CudaLaunch(CudaDriverApi api, CudaKernel kernel, (int X, int Y, int Z) grid, int block, CudaArgument[] arguments)
+    // cuLaunchKernelEx's CUlaunchConfig (56 bytes) followed by one CUlaunchAttribute (72 bytes), or null.
+    private byte* _config;
+
+    internal CudaLaunch(CudaDriverApi api, CudaKernel kernel, (int X, int Y, int Z) grid, int block, CudaArgument[] arguments, bool programmaticDependent)
     {
         _api = api;
         _kernel = kernel;
@@ -27,7 +30,19 @@ public sealed unsafe class CudaLaunch : IDisposable
             _values[i] = arguments[i].Bits;
             _pointers[i] = &_values[i];
         }
+
+        if (programmaticDependent)
+        {
+            _config = (byte*)NativeMemory.AllocZeroed(ConfigBytes + AttributeBytes);
+        }
     }
+
+    private const int ConfigBytes = 56;
+    private const int AttributeBytes = 72;
+    private const int ProgrammaticStreamSerialization = 6;  // CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+
+    /// <summary>Whether this launch may overlap the end of the kernel before it (programmatic dependent launch).</summary>
+    public bool IsProgrammaticDependent => _config != null;
 
     /// <summary>Replaces argument <paramref name="index"/> for the following launches (allocates nothing).</summary>
     public void SetArgument(int index, CudaArgument value)
@@ -45,10 +60,34 @@ public sealed unsafe class CudaLaunch : IDisposable
     }
 
     /// <summary>Queues the kernel on the default stream.</summary>
-    public void Launch() =>
-        _api.Check(
-            _api.cuLaunchKernel(_kernel.Handle, (uint)_grid.X, (uint)_grid.Y, (uint)_grid.Z, (uint)_block, 1, 1, 0, 0, _pointers, null),
-            _kernel.Name);
+    public void Launch()
+    {
+        if (_config == null)
+        {
+            _api.Check(
+                _api.cuLaunchKernel(_kernel.Handle, (uint)_grid.X, (uint)_grid.Y, (uint)_grid.Z, (uint)_block, 1, 1, 0, 0, _pointers, null),
+                _kernel.Name);
+            return;
+        }
+
+        // CUlaunchConfig: grid x/y/z, block x/y/z, shared bytes (7 x u32), stream at 32, attrs at 40, numAttrs at 48.
+        uint* dims = (uint*)_config;
+        dims[0] = (uint)_grid.X;
+        dims[1] = (uint)_grid.Y;
+        dims[2] = (uint)_grid.Z;
+        dims[3] = (uint)_block;
+        dims[4] = 1;
+        dims[5] = 1;
+        dims[6] = 0;
+        *(nint*)(_config + 32) = 0;
+        *(byte**)(_config + 40) = _config + ConfigBytes;
+        *(uint*)(_config + 48) = 1;
+
+        // CUlaunchAttribute: id at 0, value (union) at 8: programmaticStreamSerializationAllowed = 1.
+        *(int*)(_config + ConfigBytes) = ProgrammaticStreamSerialization;
+        *(int*)(_config + ConfigBytes + 8) = 1;
+        _api.Check(_api.cuLaunchKernelEx(_config, _kernel.Handle, _pointers, null), _kernel.Name + " (cuLaunchKernelEx)");
+    }
 
     /// <inheritdoc/>
     public void Dispose()
@@ -59,6 +98,12 @@ public sealed unsafe class CudaLaunch : IDisposable
             NativeMemory.Free(_pointers);
             _values = null;
             _pointers = null;
+        }
+
+        if (_config != null)
+        {
+            NativeMemory.Free(_config);
+            _config = null;
         }
     }
 }

@@ -242,14 +242,26 @@ extern "C" __global__ void __launch_bounds__(128) kvq_generic_fp16(
 }
 
 // Merges the splits: grid (batch * queryHeads), block 128, totalSplits <= 2048. The split weights are computed once
-// into shared memory; each thread then sums its dimension over the splits with independent loads.
+// into shared memory; each thread then sums its dimension over the splits with independent loads. The first
+// COMBINE_PREFETCH partials of the thread's dimension are loaded before the weights are known, so the block waits on
+// memory about once. Queued as a programmatic dependent launch, it may start while the split kernel drains:
+// griddepcontrol.wait (a no-op after an ordinary launch) holds it until that kernel's results are visible.
+#define COMBINE_PREFETCH 16
 extern "C" __global__ void __launch_bounds__(128) kvq_combine(const float* partO, const float* partML, float* out, int totalSplits)
 {
     __shared__ float sw[2048];
     __shared__ float red[2][4];
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
     const size_t row = blockIdx.x;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const float* ml = partML + row * totalSplits * 2;
+    const float* po = partO + row * totalSplits * HEAD_DIM;
+    float pre[COMBINE_PREFETCH];
+#pragma unroll
+    for (int i = 0; i < COMBINE_PREFETCH; i++)
+        pre[i] = i < totalSplits && threadIdx.x < HEAD_DIM ? po[(size_t)i * HEAD_DIM + threadIdx.x] : 0.f;
     float mx = NEG_BIG;
     for (int s = threadIdx.x; s < totalSplits; s += blockDim.x) mx = fmaxf(mx, ml[2 * s]);
     for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
@@ -267,12 +279,19 @@ extern "C" __global__ void __launch_bounds__(128) kvq_combine(const float* partO
     if (lane == 0) red[1][warp] = l;
     __syncthreads();
     l = (red[1][0] + red[1][1]) + (red[1][2] + red[1][3]);
-    const float* po = partO + row * totalSplits * HEAD_DIM;
     for (int d = threadIdx.x; d < HEAD_DIM; d += blockDim.x)
     {
         float o = 0.f;
+        int s0 = 0;
+        if (d == (int)threadIdx.x)
+        {
+#pragma unroll
+            for (int i = 0; i < COMBINE_PREFETCH; i++)
+                if (i < totalSplits) o = fmaf(sw[i], pre[i], o);
+            s0 = COMBINE_PREFETCH;
+        }
 #pragma unroll 8
-        for (int s = 0; s < totalSplits; s++) o = fmaf(sw[s], po[(size_t)s * HEAD_DIM + d], o);
+        for (int s = s0; s < totalSplits; s++) o = fmaf(sw[s], po[(size_t)s * HEAD_DIM + d], o);
         out[row * HEAD_DIM + d] = o / l;
     }
 }
@@ -521,6 +540,227 @@ __device__ __forceinline__ void fast_issue(u32 stage, const u8* kc, const u32* k
     cp_async8(stage + 3328 + 8 * lane, vp + 8 * lane);
 }
 
+// ---------------------------------------------------------------------------------------------------
+// FAST_FOLD 1 (default): the dequantization scales and zeros are folded out of the per-element work.
+//
+// K (S = sum over the two groups g of scale_g * (q_g . c_g) + zero_g * sum(q_g)): the codes are turned into
+// halves without any scale: a nibble masked into bits 4..7 of a 16-bit lane OR 0x5400 is the half 64 + c
+// exactly (one lop3 per two codes, after a shift that brings the nibble there), so the tensor cores compute
+// X_g = sum q_g * (64 + c) per group into their own accumulators, started at -64 * sum(q_g) (the Q halves'
+// exact sum), which leaves q_g . c_g; the FP32 epilogue then applies scale and zero per (token, group).
+// Per-token groups of 64 with head dim 128 give two groups per token; ldmatrix hands each lane 16-byte
+// segments that never cross a group, so every k-step of an mma stays inside one group.
+//
+// V (O = sum_t p_t (scale_t c_t + zero_t) = sum_t (p_t scale_t) c_t + sum_t p_t zero_t): P is multiplied by the
+// token's scale per group before the mma (FP16, per-group B fragments); the zero term is an FP32 sum per
+// (group, head). The 2-bit codes are masked in place at bit 4, 6 or 8 of a 16-bit lane OR 0x6400, which is the
+// half 1024 + m c with m = 16, 64 or 256 per output row (dimension); one more mma per group with an all-1024 A
+// operand accumulates 1024 * sum_t P'_t on the same FP16 P' values, and O = (acc - that) / m + zero term.
+// Only bit positions >= 4 are used, so the 1024 offset is at most 43x the code term (errors stay ~1e-6 of it).
+// ldmatrix.trans delivers, for lane (g, t), halfword g of one group of tokens 2t and 2t + 1 (the A fragment's
+// two k values) in one instruction per 16 tokens.
+//
+// Shared stage layout as for FAST_FOLD 0, but the 16-byte chunks are XOR-swizzled so that ldmatrix is
+// conflict-free: K chunk (token, segment s) at token * 64 + 16 * (s ^ ((token >> 1) & 3)); V chunk (token,
+// group) at 2304 + token * 32 + 16 * (group ^ ((token >> 2) & 1)).
+// ---------------------------------------------------------------------------------------------------
+
+#ifndef FAST_FOLD
+#define FAST_FOLD 1
+#endif
+#ifndef FAST_TAU
+#define FAST_TAU 6
+#endif
+#ifndef FAST_PIPE
+#define FAST_PIPE 0
+#endif
+#if FAST_FOLD && !FAST_CPASYNC
+#error "FAST_FOLD needs FAST_CPASYNC"
+#endif
+
+__device__ __forceinline__ void ldsm_x4(u32 addr, u32& r0, u32& r1, u32& r2, u32& r3)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];" : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr) : "memory");
+}
+
+__device__ __forceinline__ void ldsm_x4_trans(u32 addr, u32& r0, u32& r1, u32& r2, u32& r3)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];" : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr) : "memory");
+}
+
+__device__ __forceinline__ float h2f_lo(u32 x) { return h2f((u16)(x & 0xFFFFu)); }
+__device__ __forceinline__ float h2f_hi(u32 x) { return h2f((u16)(x >> 16)); }
+
+// Copies one 32-token step into a warp's stage with the swizzled chunk order (kDst, vDst: this lane's offsets).
+__device__ __forceinline__ void fold_issue(u32 stage, const u8* kc, const u32* kpar, const u8* vc, const u32* vpar, int base, int lane, u32 kDst, u32 vDst)
+{
+    const u8* k = kc + (size_t)base * 64;
+    const u8* kp = (const u8*)(kpar + (size_t)base * 2);
+    const u8* v = vc + (size_t)base * 32;
+    const u8* vp = (const u8*)(vpar + (size_t)base * 2);
+#pragma unroll
+    for (int i = 0; i < 4; i++) cp_async16(stage + kDst + 512 * i, k + 16 * (lane + 32 * i));
+    cp_async8(stage + 2048 + 8 * lane, kp + 8 * lane);
+#pragma unroll
+    for (int i = 0; i < 2; i++) cp_async16(stage + 2304 + vDst + 512 * i, v + 16 * (lane + 32 * i));
+    cp_async8(stage + 3328 + 8 * lane, vp + 8 * lane);
+}
+
+struct FoldQ
+{
+    u32 b0[4][2], b1[4][2];  // Q^T B fragments per (16-byte segment, half of its codes)
+    float init[2][2];        // -64 * sum(q) per (group, head 2t + e): the start of the K accumulators
+    float sig[2][2];         // sum(q) per (group, head 2t + e)
+};
+
+__device__ __forceinline__ void mma16816_c(float* d, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1, float c0, float c1, float c2, float c3)
+{
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1), "f"(c0), "f"(c1), "f"(c2), "f"(c3));
+}
+
+// One 32-token step, in three parts (the pipelined loop interleaves the scores of the next step with the P.V of this one).
+// kAddr/vAddr: this lane's ldmatrix row addresses in the stage; st: the stage.
+// o[4 * group + i]: O^T tile of group, rows g / g + 8 = dims 64 group + 8 g + 2 i / + 1, columns heads 2t, 2t + 1.
+// w[group]: 1024 * sum P' (all rows equal); z[group][e]: this lane's share of sum p * zero for head 2t + e.
+
+// Scores in the log2 domain: s[m][0..3] = (token 16m + g, head 2t), (16m + g, 2t + 1), (16m + 8 + g, 2t), (16m + 8 + g, 2t + 1).
+__device__ __forceinline__ void fold_scores(u32 kAddr, const u8* st, const FoldQ& fq, int g, float (*s)[4])
+{
+    const u32 magicK = 0x54005400u, maskK = 0x00F000F0u;
+    const uint2* kp = (const uint2*)(st + 2048);
+#pragma unroll
+    for (int m = 0; m < 2; m++)
+    {
+        u32 wa[4], wb[4];  // tokens 16m + g and 16m + 8 + g: word t of each 16-byte segment
+        ldsm_x4(kAddr + 1024 * m, wa[0], wa[1], wa[2], wa[3]);
+        ldsm_x4(kAddr + 1024 * m + 512, wb[0], wb[1], wb[2], wb[3]);
+        float x[2][4];
+#pragma unroll
+        for (int grp = 0; grp < 2; grp++)
+        {
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+            {
+                const int seg = 2 * grp + h;
+                const u32 a = wa[seg], b = wb[seg];
+                // codes (0, 4) and (1, 5) of the word: nibbles of bytes 0 and 2
+                const u32 a0 = and_or(a << 4, maskK, magicK), a1 = and_or(b << 4, maskK, magicK);
+                const u32 a2 = and_or(a, maskK, magicK), a3 = and_or(b, maskK, magicK);
+                if (h == 0)
+                    mma16816_c(x[grp], a0, a1, a2, a3, fq.b0[seg][0], fq.b1[seg][0], fq.init[grp][0], fq.init[grp][1], fq.init[grp][0], fq.init[grp][1]);
+                else
+                    mma16816(x[grp], a0, a1, a2, a3, fq.b0[seg][0], fq.b1[seg][0]);
+                // codes (2, 6) and (3, 7): nibbles of bytes 1 and 3
+                mma16816(x[grp], and_or(a >> 4, maskK, magicK), and_or(b >> 4, maskK, magicK), and_or(a >> 8, maskK, magicK), and_or(b >> 8, maskK, magicK),
+                         fq.b0[seg][1], fq.b1[seg][1]);
+            }
+        }
+        const uint2 pa = kp[16 * m + g], pb = kp[16 * m + 8 + g];
+        const float sa0 = h2f_lo(pa.x), za0 = h2f_hi(pa.x), sa1 = h2f_lo(pa.y), za1 = h2f_hi(pa.y);
+        const float sb0 = h2f_lo(pb.x), zb0 = h2f_hi(pb.x), sb1 = h2f_lo(pb.y), zb1 = h2f_hi(pb.y);
+#pragma unroll
+        for (int e = 0; e < 2; e++)
+        {
+            s[m][e] = fmaf(sa0, x[0][e], fmaf(sa1, x[1][e], fmaf(za0, fq.sig[0][e], za1 * fq.sig[1][e])));
+            s[m][2 + e] = fmaf(sb0, x[0][2 + e], fmaf(sb1, x[1][2 + e], fmaf(zb0, fq.sig[0][e], zb1 * fq.sig[1][e])));
+        }
+    }
+}
+
+// Moves the exponent reference (running maximum) when needed and rescales the accumulators.
+__device__ __forceinline__ void fold_reference(const float (*s)[4], float (*o)[4], float (*w)[4], float (*z)[2], float* mRun, float* lRun)
+{
+#if FAST_TAU > 0
+    // The exponent reference only moves when a score exceeds it by more than FAST_TAU (log2 units): then p <= 2^TAU
+    // (FP16 keeps it), and in the common step no maximum is reduced across the lanes at all.
+    const bool over = fmaxf(fmaxf(s[0][0], s[0][2]), fmaxf(s[1][0], s[1][2])) > mRun[0] + FAST_TAU
+                      || fmaxf(fmaxf(s[0][1], s[0][3]), fmaxf(s[1][1], s[1][3])) > mRun[1] + FAST_TAU;
+    if (__any_sync(0xffffffffu, over))
+#endif
+    {
+        float mx0 = fmaxf(fmaxf(s[0][0], s[0][2]), fmaxf(s[1][0], s[1][2]));
+        float mx1 = fmaxf(fmaxf(s[0][1], s[0][3]), fmaxf(s[1][1], s[1][3]));
+#pragma unroll
+        for (int off = 4; off < 32; off <<= 1)
+        {
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+        }
+        const float n0 = fmaxf(mRun[0], mx0), n1 = fmaxf(mRun[1], mx1);
+        // Rescale only when some head's reference moved (alpha is then exactly 1 for every other head).
+        if (__any_sync(0xffffffffu, n0 > mRun[0] || n1 > mRun[1]))
+        {
+            const float al0 = fast_exp2(mRun[0] - n0), al1 = fast_exp2(mRun[1] - n1);
+            lRun[0] *= al0;
+            lRun[1] *= al1;
+#pragma unroll
+            for (int k = 0; k < 8; k++) { o[k][0] *= al0; o[k][1] *= al1; o[k][2] *= al0; o[k][3] *= al1; }
+#pragma unroll
+            for (int grp = 0; grp < 2; grp++)
+            {
+                w[grp][0] *= al0; w[grp][1] *= al1; w[grp][2] *= al0; w[grp][3] *= al1;
+                z[grp][0] *= al0; z[grp][1] *= al1;
+            }
+            mRun[0] = n0;
+            mRun[1] = n1;
+        }
+    }
+}
+
+// P = 2^(s - reference), then O += V^T P'^T per group.
+__device__ __forceinline__ void fold_pv(u32 vAddr, const u8* st, const float (*s)[4], float (*o)[4], float (*w)[4], float (*z)[2],
+                                        const float* mRun, float* lRun, int g)
+{
+    const u32 magicV = 0x64006400u;
+    const uint2* vp = (const uint2*)(st + 3328);
+    const float n0 = mRun[0], n1 = mRun[1];
+#pragma unroll
+    for (int m = 0; m < 2; m++)
+    {
+        const float p0 = fast_exp2(s[m][0] - n0), p1 = fast_exp2(s[m][1] - n1);
+        const float p2 = fast_exp2(s[m][2] - n0), p3 = fast_exp2(s[m][3] - n1);
+        lRun[0] += p0 + p2;
+        lRun[1] += p1 + p3;
+        const u32 pk01 = pack_h2(p0, p1), pk23 = pack_h2(p2, p3);  // token g / g + 8, heads 2t, 2t + 1
+        const uint2 va = vp[16 * m + g], vb = vp[16 * m + 8 + g];
+        u32 yv[4];  // ldmatrix.trans: [group] tokens 2t, 2t + 1; [2 + group] tokens 8 + 2t, 9 + 2t; halfword g
+        ldsm_x4_trans(vAddr + 512 * m, yv[0], yv[1], yv[2], yv[3]);
+#pragma unroll
+        for (int grp = 0; grp < 2; grp++)
+        {
+            const u32 pairA = grp ? va.y : va.x, pairB = grp ? vb.y : vb.x;
+            const u32 b0 = transpose8x8(hmul2(pk01, __byte_perm(pairA, 0u, 0x1010)));
+            const u32 b1 = transpose8x8(hmul2(pk23, __byte_perm(pairB, 0u, 0x1010)));
+            const float zA = h2f_hi(pairA), zB = h2f_hi(pairB);
+            z[grp][0] = fmaf(p0, zA, fmaf(p2, zB, z[grp][0]));
+            z[grp][1] = fmaf(p1, zA, fmaf(p3, zB, z[grp][1]));
+            const u32 yA = yv[grp], yB = yv[2 + grp];
+            const u32 yA4 = yA << 4, yB4 = yB << 4, yA6 = yA >> 6, yB6 = yB >> 6;
+            const u32 c2 = 0x00300030u, c3 = 0x00C000C0u, c4 = 0x03000300u;
+            // tile 0: codes 0 (bit 4 of y << 4) and 1 (bit 6 of y << 4)
+            mma16816(o[4 * grp + 0], and_or(yA4, c2, magicV), and_or(yA4, c3, magicV), and_or(yB4, c2, magicV), and_or(yB4, c3, magicV), b0, b1);
+            // tile 1: codes 2 (bit 4) and 3 (bit 6) in place
+            mma16816(o[4 * grp + 1], and_or(yA, c2, magicV), and_or(yA, c3, magicV), and_or(yB, c2, magicV), and_or(yB, c3, magicV), b0, b1);
+            // tile 2: codes 4 (bit 8 in place) and 5 (bit 4 of y >> 6)
+            mma16816(o[4 * grp + 2], and_or(yA, c4, magicV), and_or(yA6, c2, magicV), and_or(yB, c4, magicV), and_or(yB6, c2, magicV), b0, b1);
+            // tile 3: codes 6 (bit 6 of y >> 6) and 7 (bit 8 of y >> 6)
+            mma16816(o[4 * grp + 3], and_or(yA6, c3, magicV), and_or(yA6, c4, magicV), and_or(yB6, c3, magicV), and_or(yB6, c4, magicV), b0, b1);
+            mma16816(w[grp], magicV, magicV, magicV, magicV, b0, b1);
+        }
+    }
+}
+
+__device__ __forceinline__ void fold_step(u32 kAddr, u32 vAddr, const u8* st, const FoldQ& fq, float (*o)[4], float (*w)[4], float (*z)[2],
+                                          float* mRun, float* lRun, int g)
+{
+    float s[2][4];
+    fold_scores(kAddr, st, fq, g, s);
+    fold_reference(s, o, w, z, mRun, lRun);
+    fold_pv(vAddr, st, s, o, w, z, mRun, lRun, g);
+}
+
 // The FP16 residual window inside the fast kernel (its last split, when R > 0): warp w takes tokens w, w+4, ...;
 // lane holds dims 4*lane..4*lane+3 of every query head; online softmax per token in FP32.
 __device__ __forceinline__ void fast_residual(const u16* kr, const u16* vr, int R, const float* qrows, int ratio, float scaleLog2,
@@ -574,8 +814,6 @@ __device__ __forceinline__ void fast_residual(const u16* kr, const u16* vr, int 
 }
 
 // Grid (quantized splits + (R > 0), kvHeads, batch); the last split takes the residual window.
-
-// Grid (quantized splits + (R > 0), kvHeads, batch); the last split takes the residual window.
 // FAST_CPASYNC 1: each warp streams its 32-token steps through FAST_STAGES shared-memory stages with cp.async;
 // 0: the next step is prefetched into registers.
 extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast(
@@ -597,6 +835,11 @@ extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast
     const int g = lane >> 2, t = lane & 3;
     const size_t bh = (size_t)b * kvHeads + kvh;
     const int hqTotal = kvHeads * ratio;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    // A combine kernel queued as a programmatic dependent launch may be scheduled once every block got here; it
+    // waits on the device for this grid's results (griddepcontrol.wait), so this only hides its launch.
+    asm volatile("griddepcontrol.launch_dependents;");
+#endif
     const u8* kc = kCodes + bh * tStride * 64;
     const u32* kpar = kParams + bh * tStride * 2;
     const u8* vc = vCodes + bh * tStride * 32;
@@ -611,6 +854,137 @@ extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast
     {
         const int t0 = split * tokensPerSplit;
         const int t1 = min(T, t0 + tokensPerSplit);
+#if FAST_FOLD
+        const u32 myStages = smem_addr(&stages[warp][0][0]);
+        const u32 kDst = (lane >> 2) * 64 + (((lane & 3) ^ ((lane >> 3) & 3)) << 4);
+        const u32 vDst = (lane >> 1) * 32 + (((lane & 1) ^ ((lane >> 3) & 1)) << 4);
+        const int li = lane >> 3, lr = lane & 7;  // ldmatrix: this lane addresses row lr of matrix li
+        const u32 kOff = lr * 64 + ((li ^ ((lr >> 1) & 3)) << 4);
+        const u32 vOff = 2304 + 256 * (li >> 1) + 32 * lr + (((li & 1) ^ ((lr >> 2) & 1)) << 4);
+#pragma unroll
+        for (int k = 0; k < FAST_STAGES - 1; k++)
+        {
+            int nb = t0 + 32 * warp + 128 * k;
+            if (nb < t1) fold_issue(myStages + k * FAST_STAGE_BYTES, kc, kpar, vc, vpar, nb, lane, kDst, vDst);
+            cp_async_commit();
+        }
+        // Q^T fragments of head g (zero for g >= ratio), pre-scaled by log2(e)/sqrt(D); dims 32 seg + 8 t + code.
+        FoldQ fq;
+        {
+            const float* qrow = q + ((size_t)b * hqTotal + kvh * ratio + (g < ratio ? g : 0)) * HEAD_DIM;
+            const float qs = g < ratio ? scaleLog2 : 0.f;
+            float sum[2] = {0.f, 0.f};
+#pragma unroll
+            for (int seg = 0; seg < 4; seg++)
+            {
+#pragma unroll
+                for (int e = 0; e < 2; e++)
+                {
+                    const int d = 32 * seg + 8 * t + 2 * e;
+                    fq.b0[seg][e] = pack_h2(qrow[d] * qs, qrow[d + 4] * qs);
+                    fq.b1[seg][e] = pack_h2(qrow[d + 1] * qs, qrow[d + 5] * qs);
+                    sum[seg >> 1] += (h2f_lo(fq.b0[seg][e]) + h2f_hi(fq.b0[seg][e])) + (h2f_lo(fq.b1[seg][e]) + h2f_hi(fq.b1[seg][e]));
+                }
+            }
+#pragma unroll
+            for (int grp = 0; grp < 2; grp++)
+            {
+                sum[grp] += __shfl_xor_sync(0xffffffffu, sum[grp], 1);
+                sum[grp] += __shfl_xor_sync(0xffffffffu, sum[grp], 2);
+#pragma unroll
+                for (int e = 0; e < 2; e++)
+                {
+                    fq.sig[grp][e] = __shfl_sync(0xffffffffu, sum[grp], 4 * (2 * t + e));
+                    fq.init[grp][e] = -64.f * fq.sig[grp][e];
+                }
+            }
+        }
+
+        float o[8][4], w[2][4], z[2][2];
+#pragma unroll
+        for (int k = 0; k < 8; k++) { o[k][0] = 0.f; o[k][1] = 0.f; o[k][2] = 0.f; o[k][3] = 0.f; }
+#pragma unroll
+        for (int grp = 0; grp < 2; grp++) { w[grp][0] = 0.f; w[grp][1] = 0.f; w[grp][2] = 0.f; w[grp][3] = 0.f; z[grp][0] = 0.f; z[grp][1] = 0.f; }
+        float mRun[2] = {NEG_BIG, NEG_BIG}, lRun[2] = {0.f, 0.f};
+#if FAST_PIPE
+        // Software-pipelined: step it's P.V and step it + 1's scores share one basic block, so the scheduler can
+        // interleave two independent streams (stage it + 1 must have landed first: one stage fewer in flight).
+        const int nSteps = t1 > t0 + 32 * warp ? (t1 - t0 - 32 * warp + 127) / 128 : 0;
+        float sc[2][4];
+        cp_async_wait<FAST_STAGES - 2>();
+        __syncwarp();
+        fold_scores(myStages + kOff, &stages[warp][0][0], fq, g, sc);
+        for (int it = 0; it < nSteps; it++)
+        {
+            const int nb = t0 + 32 * warp + 128 * (it + FAST_STAGES - 1);
+            if (nb < t1) fold_issue(myStages + ((it + FAST_STAGES - 1) % FAST_STAGES) * FAST_STAGE_BYTES, kc, kpar, vc, vpar, nb, lane, kDst, vDst);
+            cp_async_commit();
+            fold_reference(sc, o, w, z, mRun, lRun);
+            cp_async_wait<FAST_STAGES - 2>();
+            __syncwarp();
+            const int cur = it % FAST_STAGES, nxt = (it + 1) % FAST_STAGES;
+            float sn[2][4];
+            fold_pv(myStages + cur * FAST_STAGE_BYTES + vOff, &stages[warp][cur][0], sc, o, w, z, mRun, lRun, g);
+            // On the last step this reads a stage that holds no new tokens; the scores are discarded.
+            fold_scores(myStages + nxt * FAST_STAGE_BYTES + kOff, &stages[warp][nxt][0], fq, g, sn);
+            __syncwarp();
+#pragma unroll
+            for (int m = 0; m < 2; m++) { sc[m][0] = sn[m][0]; sc[m][1] = sn[m][1]; sc[m][2] = sn[m][2]; sc[m][3] = sn[m][3]; }
+        }
+#else
+        int it = 0;
+        for (int base = t0 + 32 * warp; base < t1; base += 128, it++)
+        {
+            int nb = base + 128 * (FAST_STAGES - 1);
+            if (nb < t1) fold_issue(myStages + ((it + FAST_STAGES - 1) % FAST_STAGES) * FAST_STAGE_BYTES, kc, kpar, vc, vpar, nb, lane, kDst, vDst);
+            cp_async_commit();
+            cp_async_wait<FAST_STAGES - 1>();
+            __syncwarp();
+            const int sIdx = it % FAST_STAGES;
+            const u32 stAddr = myStages + sIdx * FAST_STAGE_BYTES;
+            fold_step(stAddr + kOff, stAddr + vOff, &stages[warp][sIdx][0], fq, o, w, z, mRun, lRun, g);
+            __syncwarp();
+        }
+#endif
+        cp_async_wait<0>();
+        __syncthreads();  // every warp is done with the stages before they become the merge area
+
+#pragma unroll
+        for (int off = 4; off < 32; off <<= 1)
+        {
+            lRun[0] += __shfl_xor_sync(0xffffffffu, lRun[0], off);
+            lRun[1] += __shfl_xor_sync(0xffffffffu, lRun[1], off);
+#pragma unroll
+            for (int grp = 0; grp < 2; grp++)
+            {
+                z[grp][0] += __shfl_xor_sync(0xffffffffu, z[grp][0], off);
+                z[grp][1] += __shfl_xor_sync(0xffffffffu, z[grp][1], off);
+            }
+        }
+        // 1/m of tile i's rows g (code 2i) and g + 8 (code 2i + 1).
+        const float invA[4] = {1.f / 16.f, 1.f / 16.f, 1.f / 256.f, 1.f / 64.f};
+        const float invB[4] = {1.f / 64.f, 1.f / 64.f, 1.f / 16.f, 1.f / 256.f};
+#pragma unroll
+        for (int e = 0; e < 2; e++)
+        {
+            const int h = 2 * t + e;
+            if (h < ratio)
+            {
+#pragma unroll
+                for (int grp = 0; grp < 2; grp++)
+                {
+#pragma unroll
+                    for (int i = 0; i < 4; i++)
+                    {
+                        const int d = 64 * grp + 8 * g + 2 * i;
+                        so[warp][h][d] = fmaf(o[4 * grp + i][e] - w[grp][e], invA[i], z[grp][e]);
+                        so[warp][h][d + 1] = fmaf(o[4 * grp + i][2 + e] - w[grp][e], invB[i], z[grp][e]);
+                    }
+                }
+                if (g == 0) { sml[warp][h][0] = mRun[e]; sml[warp][h][1] = lRun[e]; }
+            }
+        }
+#else
 #if FAST_CPASYNC
         const u32 myStages = smem_addr(&stages[warp][0][0]);
 #pragma unroll
@@ -700,6 +1074,7 @@ extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast
                 if (g == 0) { sml[warp][h][0] = mRun[e]; sml[warp][h][1] = lRun[e]; }
             }
         }
+#endif
     }
     __syncthreads();
     const int d = threadIdx.x;
@@ -723,42 +1098,50 @@ extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast
     if (counters != nullptr)
     {
         __shared__ int sLast;
-        __shared__ float red[2][4];
         __threadfence();
         __syncthreads();
         if (threadIdx.x == 0) sLast = atomicAdd(counters + bh, 1u) == (u32)(gridDim.x - 1);
         __syncthreads();
         if (sLast)
         {
+            // All heads at once (the host keeps ratio * totalSplits within the merge area): warp w finds the split
+            // weights of heads w, w + 4; then each thread sums its dimension of every head over the splits.
             __threadfence();
-            float* sw = &so[0][0][0];  // the merge area is free again
-            for (int h = 0; h < ratio; h++)
+            __shared__ float sInvL[MAX_RATIO];
+            float* sw = &so[0][0][0];  // [ratio][totalSplits]; the merge area is free again
+            for (int h = warp; h < ratio; h += 4)
             {
-                const size_t row = (size_t)b * hqTotal + kvh * ratio + h;
-                const float* ml = partML + row * totalSplits * 2;
+                const float* ml = partML + ((size_t)b * hqTotal + kvh * ratio + h) * totalSplits * 2;
                 float mx = NEG_BIG;
-                for (int s = threadIdx.x; s < totalSplits; s += blockDim.x) mx = fmaxf(mx, ld_cg(ml + 2 * s));
+                for (int s = lane; s < totalSplits; s += 32) mx = fmaxf(mx, ld_cg(ml + 2 * s));
                 for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
-                if (lane == 0) red[0][warp] = mx;
-                __syncthreads();
-                mx = fmaxf(fmaxf(red[0][0], red[0][1]), fmaxf(red[0][2], red[0][3]));
                 float l = 0.f;
-                for (int s = threadIdx.x; s < totalSplits; s += blockDim.x)
+                for (int s = lane; s < totalSplits; s += 32)
                 {
                     float w = exp2f(ld_cg(ml + 2 * s) - mx);
-                    sw[s] = w;
+                    sw[h * totalSplits + s] = w;
                     l = fmaf(w, ld_cg(ml + 2 * s + 1), l);
                 }
                 for (int o = 16; o > 0; o >>= 1) l += __shfl_xor_sync(0xffffffffu, l, o);
-                if (lane == 0) red[1][warp] = l;
-                __syncthreads();
-                l = (red[1][0] + red[1][1]) + (red[1][2] + red[1][3]);
-                const float* po = partO + row * totalSplits * HEAD_DIM;
-                float acc = 0.f;
-#pragma unroll 8
-                for (int s = 0; s < totalSplits; s++) acc = fmaf(sw[s], ld_cg(po + (size_t)s * HEAD_DIM + d), acc);
-                out[row * HEAD_DIM + d] = acc / l;
-                __syncthreads();
+                if (lane == 0) sInvL[h] = 1.f / l;
+            }
+            __syncthreads();
+            const float* po = partO + ((size_t)b * hqTotal + kvh * ratio) * totalSplits * HEAD_DIM + d;
+            float acc[MAX_RATIO];
+#pragma unroll
+            for (int h = 0; h < MAX_RATIO; h++) acc[h] = 0.f;
+            for (int s = 0; s < totalSplits; s++)
+            {
+#pragma unroll
+                for (int h = 0; h < MAX_RATIO; h++)
+                {
+                    if (h < ratio) acc[h] = fmaf(sw[h * totalSplits + s], ld_cg(po + ((size_t)h * totalSplits + s) * HEAD_DIM), acc[h]);
+                }
+            }
+#pragma unroll
+            for (int h = 0; h < MAX_RATIO; h++)
+            {
+                if (h < ratio) out[((size_t)b * hqTotal + kvh * ratio + h) * HEAD_DIM + d] = acc[h] * sInvL[h];
             }
             if (threadIdx.x == 0) counters[bh] = 0u;
         }
