@@ -12,8 +12,9 @@ public sealed class PackedKvAttentionPass : IDisposable
     private readonly List<CudaLaunch> _launches;
     private readonly CudaDeviceBuffer[] _scratch;
 
-    internal PackedKvAttentionPass(List<CudaLaunch> launches, CudaDeviceBuffer[] scratch, int splits, int tokensPerSplit, bool fast)
+    internal PackedKvAttentionPass(List<CudaLaunch> launches, CudaDeviceBuffer[] scratch, int splits, int tokensPerSplit, bool fast, int launchBlocks)
     {
+        LaunchBlocks = launchBlocks;
         _launches = launches;
         _scratch = scratch;
         Splits = splits;
@@ -21,11 +22,14 @@ public sealed class PackedKvAttentionPass : IDisposable
         UsesFastKernel = fast;
     }
 
-    /// <summary>Splits of the packed tokens (the residual window adds one more partial).</summary>
+    /// <summary>Split slots per head for packed tokens (the residual window adds one more partial).</summary>
     public int Splits { get; }
 
-    /// <summary>Packed tokens per split.</summary>
+    /// <summary>Packed tokens per split (0 for a balanced plan, whose blocks take equal shares of all heads).</summary>
     public int TokensPerSplit { get; }
+
+    /// <summary>Blocks in the split kernel's grid.</summary>
+    public int LaunchBlocks { get; }
 
     /// <summary>Whether the K4V2 tensor-core kernel runs (else the generic FP32 kernel).</summary>
     public bool UsesFastKernel { get; }
