@@ -158,9 +158,8 @@ internal static class GpuBenchCommand
     private static readonly (string Name, string[] Defines)[] Variants =
     [
         ("fold-b4", []),
-        ("fold-b4-inline", ["FAST_SEG_INLINE=1"]),
         ("fold-b3", ["FAST_MIN_BLOCKS=3"]),
-        ("classic-b4", ["FAST_FOLD=0", "FAST_SEG_INLINE=1"]),
+        ("classic-b4", ["FAST_FOLD=0"]),
     ];
 
     private static bool Bench(CudaContext context, CudaPackedKvAttention attention, GpuBenchOptions options, StringBuilder report, bool profileOnly)

@@ -588,13 +588,6 @@ __device__ __forceinline__ void ldsm_x4_trans(u32 addr, u32& r0, u32& r1, u32& r
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];" : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr) : "memory");
 }
 
-__device__ __forceinline__ uint2 lds_u2(u32 addr)
-{
-    uint2 r;
-    asm volatile("ld.shared.v2.u32 {%0,%1}, [%2];" : "=r"(r.x), "=r"(r.y) : "r"(addr) : "memory");
-    return r;
-}
-
 __device__ __forceinline__ float h2f_lo(u32 x) { return h2f((u16)(x & 0xFFFFu)); }
 __device__ __forceinline__ float h2f_hi(u32 x) { return h2f((u16)(x >> 16)); }
 
@@ -633,10 +626,10 @@ __device__ __forceinline__ void mma16816_c(float* d, u32 a0, u32 a1, u32 a2, u32
 // w[group]: 1024 * sum P' (all rows equal); z[group][e]: this lane's share of sum p * zero for head 2t + e.
 
 // Scores in the log2 domain: s[m][0..3] = (token 16m + g, head 2t), (16m + g, 2t + 1), (16m + 8 + g, 2t), (16m + 8 + g, 2t + 1).
-__device__ __forceinline__ void fold_scores(u32 kAddr, u32 st, const FoldQ& fq, int g, float (*s)[4])
+__device__ __forceinline__ void fold_scores(u32 kAddr, const u8* st, const FoldQ& fq, int g, float (*s)[4])
 {
     const u32 magicK = 0x54005400u, maskK = 0x00F000F0u;
-    const u32 kp = st + 2048;  // (scale, zero) pairs: 8 bytes per token
+    const uint2* kp = (const uint2*)(st + 2048);
 #pragma unroll
     for (int m = 0; m < 2; m++)
     {
@@ -664,7 +657,7 @@ __device__ __forceinline__ void fold_scores(u32 kAddr, u32 st, const FoldQ& fq, 
                          fq.b0[seg][1], fq.b1[seg][1]);
             }
         }
-        const uint2 pa = lds_u2(kp + 8 * (16 * m + g)), pb = lds_u2(kp + 8 * (16 * m + 8 + g));
+        const uint2 pa = kp[16 * m + g], pb = kp[16 * m + 8 + g];
         const float sa0 = h2f_lo(pa.x), za0 = h2f_hi(pa.x), sa1 = h2f_lo(pa.y), za1 = h2f_hi(pa.y);
         const float sb0 = h2f_lo(pb.x), zb0 = h2f_hi(pb.x), sb1 = h2f_lo(pb.y), zb1 = h2f_hi(pb.y);
 #pragma unroll
@@ -717,11 +710,11 @@ __device__ __forceinline__ void fold_reference(const float (*s)[4], float (*o)[4
 }
 
 // P = 2^(s - reference), then O += V^T P'^T per group.
-__device__ __forceinline__ void fold_pv(u32 vAddr, u32 st, const float (*s)[4], float (*o)[4], float (*w)[4], float (*z)[2],
+__device__ __forceinline__ void fold_pv(u32 vAddr, const u8* st, const float (*s)[4], float (*o)[4], float (*w)[4], float (*z)[2],
                                         const float* mRun, float* lRun, int g)
 {
     const u32 magicV = 0x64006400u;
-    const u32 vp = st + 3328;
+    const uint2* vp = (const uint2*)(st + 3328);
     const float n0 = mRun[0], n1 = mRun[1];
 #pragma unroll
     for (int m = 0; m < 2; m++)
@@ -731,7 +724,7 @@ __device__ __forceinline__ void fold_pv(u32 vAddr, u32 st, const float (*s)[4], 
         lRun[0] += p0 + p2;
         lRun[1] += p1 + p3;
         const u32 pk01 = pack_h2(p0, p1), pk23 = pack_h2(p2, p3);  // token g / g + 8, heads 2t, 2t + 1
-        const uint2 va = lds_u2(vp + 8 * (16 * m + g)), vb = lds_u2(vp + 8 * (16 * m + 8 + g));
+        const uint2 va = vp[16 * m + g], vb = vp[16 * m + 8 + g];
         u32 yv[4];  // ldmatrix.trans: [group] tokens 2t, 2t + 1; [2 + group] tokens 8 + 2t, 9 + 2t; halfword g
         ldsm_x4_trans(vAddr + 512 * m, yv[0], yv[1], yv[2], yv[3]);
 #pragma unroll
@@ -759,7 +752,7 @@ __device__ __forceinline__ void fold_pv(u32 vAddr, u32 st, const float (*s)[4], 
     }
 }
 
-__device__ __forceinline__ void fold_step(u32 kAddr, u32 vAddr, u32 st, const FoldQ& fq, float (*o)[4], float (*w)[4], float (*z)[2],
+__device__ __forceinline__ void fold_step(u32 kAddr, u32 vAddr, const u8* st, const FoldQ& fq, float (*o)[4], float (*w)[4], float (*z)[2],
                                           float* mRun, float* lRun, int g)
 {
     float s[2][4];
@@ -822,15 +815,7 @@ __device__ __forceinline__ void fast_residual(const u16* kr, const u16* vr, int 
 
 // One range of one (batch, KV head) in the fast kernel: packed tokens [t0, t1), or the FP16 residual window when
 // `residual`; the block's merged partial goes to split slot `split`. All threads of the block call it.
-#ifndef FAST_SEG_INLINE
-#define FAST_SEG_INLINE 0
-#endif
-#if FAST_SEG_INLINE
-#define FAST_SEG_ATTR __forceinline__
-#else
-#define FAST_SEG_ATTR __noinline__  // one copy, register-allocated apart from the balanced loop around it
-#endif
-__device__ FAST_SEG_ATTR void fast_segment(u8 (*stages)[FAST_STAGES][FAST_STAGE_BYTES], float (*so)[MAX_RATIO][HEAD_DIM], float (*sml)[MAX_RATIO][2],
+__device__ __forceinline__ void fast_segment(u8 (*stages)[FAST_STAGES][FAST_STAGE_BYTES], float (*so)[MAX_RATIO][HEAD_DIM], float (*sml)[MAX_RATIO][2],
                                              const u8* kCodes, const u32* kParams, const u8* vCodes, const u32* vParams, const u16* kRes,
                                              const u16* vRes, int R, const float* q, float* partO, float* partML, int totalSplits, int ratio,
                                              float scaleLog2, int tStride, int rStride, int b, int kvh, int kvHeads, int t0, int t1, bool residual,
@@ -911,7 +896,7 @@ __device__ FAST_SEG_ATTR void fast_segment(u8 (*stages)[FAST_STAGES][FAST_STAGE_
         float sc[2][4];
         cp_async_wait<FAST_STAGES - 2>();
         __syncwarp();
-        fold_scores(myStages + kOff, myStages, fq, g, sc);
+        fold_scores(myStages + kOff, &stages[warp][0][0], fq, g, sc);
         for (int it = 0; it < nSteps; it++)
         {
             const int nb = t0 + 32 * warp + 128 * (it + FAST_STAGES - 1);
@@ -922,9 +907,9 @@ __device__ FAST_SEG_ATTR void fast_segment(u8 (*stages)[FAST_STAGES][FAST_STAGE_
             __syncwarp();
             const int cur = it % FAST_STAGES, nxt = (it + 1) % FAST_STAGES;
             float sn[2][4];
-            fold_pv(myStages + cur * FAST_STAGE_BYTES + vOff, myStages + cur * FAST_STAGE_BYTES, sc, o, w, z, mRun, lRun, g);
+            fold_pv(myStages + cur * FAST_STAGE_BYTES + vOff, &stages[warp][cur][0], sc, o, w, z, mRun, lRun, g);
             // On the last step this reads a stage that holds no new tokens; the scores are discarded.
-            fold_scores(myStages + nxt * FAST_STAGE_BYTES + kOff, myStages + nxt * FAST_STAGE_BYTES, fq, g, sn);
+            fold_scores(myStages + nxt * FAST_STAGE_BYTES + kOff, &stages[warp][nxt][0], fq, g, sn);
             __syncwarp();
 #pragma unroll
             for (int m = 0; m < 2; m++) { sc[m][0] = sn[m][0]; sc[m][1] = sn[m][1]; sc[m][2] = sn[m][2]; sc[m][3] = sn[m][3]; }
@@ -940,7 +925,7 @@ __device__ FAST_SEG_ATTR void fast_segment(u8 (*stages)[FAST_STAGES][FAST_STAGE_
             __syncwarp();
             const int sIdx = it % FAST_STAGES;
             const u32 stAddr = myStages + sIdx * FAST_STAGE_BYTES;
-            fold_step(stAddr + kOff, stAddr + vOff, stAddr, fq, o, w, z, mRun, lRun, g);
+            fold_step(stAddr + kOff, stAddr + vOff, &stages[warp][sIdx][0], fq, o, w, z, mRun, lRun, g);
             __syncwarp();
         }
 #endif
