@@ -163,10 +163,7 @@ public sealed class CudaPackedKvAttention : IDisposable
 
     /// <summary>
     /// Prepares a pass: <paramref name="queries"/> is [batch][queryHeads][D] FP32, <paramref name="output"/> likewise.
-    /// The fast kernel is used when <paramref name="preferFast"/> and the cache's format allows it; then, with
-    /// <paramref name="balance"/> and no <paramref name="tokensPerSplit"/>, its work is cut into equal ranges for the
-    /// blocks the device holds at once (<see cref="BalancedSplitPlan"/>), else into splits of
-    /// <paramref name="tokensPerSplit"/> (default <see cref="DefaultTokensPerSplit"/>).
+    /// The fast kernel is used when <paramref name="preferFast"/> and the cache's format allows it.
     /// </summary>
     /// <remarks>
     /// With <paramref name="fuseCombine"/> the fast kernel's last block per (batch, KV head) merges the splits itself
@@ -178,7 +175,7 @@ public sealed class CudaPackedKvAttention : IDisposable
     /// </remarks>
     public PackedKvAttentionPass Prepare(
         PackedKvDeviceCache cache, CudaDeviceBuffer queries, CudaDeviceBuffer output, bool preferFast, int tokensPerSplit = 0, bool fuseCombine = false,
-        bool dependentCombine = true, bool balance = true)
+        bool dependentCombine = true)
     {
         ArgumentNullException.ThrowIfNull(cache);
         ArgumentNullException.ThrowIfNull(queries);
@@ -201,11 +198,6 @@ public sealed class CudaPackedKvAttention : IDisposable
         }
 
         bool fast = preferFast && cache.FastPathApplies;
-        if (fast && balance && tokensPerSplit == 0 && !fuseCombine)
-        {
-            return PrepareBalanced(cache, queries, output, ratio, dependentCombine);
-        }
-
         int tps = tokensPerSplit > 0 ? tokensPerSplit : fast ? DefaultTokensPerSplit(cache) : 256;
         if (fast && tps % 128 != 0)
         {
@@ -240,7 +232,7 @@ public sealed class CudaPackedKvAttention : IDisposable
                 cache.ResidualKeys, cache.ResidualValues, cache.ResidualTokens,
                 queries, partO, partML, cache.QuantizedTokens, tps, total, ratio, scaleLog2,
                 fused ? output : CudaArgument.FromUInt64(0), fused ? counters : CudaArgument.FromUInt64(0),
-                cache.QuantizedTokens, cache.ResidualTokens, 0, 0));
+                cache.QuantizedTokens, cache.ResidualTokens));
         }
         else if (splits > 0)
         {
@@ -266,56 +258,11 @@ public sealed class CudaPackedKvAttention : IDisposable
                 : Combine.Prepare(((int)rows, 1, 1), 128, partO, partML, output, total));
         }
 
-        return new PackedKvAttentionPass(launches, [partO, partML, counters], splits, tps, fast, (fast ? total : splits) * cache.KvHeads * cache.Batch);
-    }
-
-    /// <summary>The balanced plan a fast pass over <paramref name="cache"/> uses (one block per resident slot at most).</summary>
-    public BalancedSplitPlan BalancedPlan(PackedKvDeviceCache cache)
-    {
-        ArgumentNullException.ThrowIfNull(cache);
-        int resident = _context.MultiprocessorCount * Fast.MaxActiveBlocksPerMultiprocessor(128);
-        return BalancedSplitPlan.Create(cache.Batch * cache.KvHeads, cache.QuantizedTokens, cache.ResidualTokens, resident);
+        return new PackedKvAttentionPass(launches, [partO, partML, counters], splits, tps, fast);
     }
 
     /// <inheritdoc/>
     public void Dispose() => _module.Dispose();
-
-    // Balanced fast pass: a grid of at most the resident blocks, each an equal share of all heads' steps (BalancedSplitPlan);
-    // split slots no block writes keep a (-1e30, 0) weight pair and zero partials, set here once.
-    private PackedKvAttentionPass PrepareBalanced(PackedKvDeviceCache cache, CudaDeviceBuffer queries, CudaDeviceBuffer output, int ratio, bool dependentCombine)
-    {
-        BalancedSplitPlan plan = BalancedPlan(cache);
-        int total = plan.TotalSlots;
-        if (total > MaxSplits)
-        {
-            throw new ArgumentException($"cache: the balanced plan needs {total} split slots, more than the combine kernel's {MaxSplits}.", nameof(cache));
-        }
-
-        long rows = (long)cache.Batch * cache.QueryHeads;
-        CudaDeviceBuffer partO = _context.Allocate(rows * total * cache.HeadDim * 4);
-        partO.Fill(0u);
-        var emptyWeights = new float[rows * total * 2];
-        for (long i = 0; i < emptyWeights.LongLength; i += 2)
-        {
-            emptyWeights[i] = -1.0e30f;
-        }
-
-        CudaDeviceBuffer partML = _context.Upload<float>(emptyWeights);
-        float scaleLog2 = (float)(1.0 / Math.Sqrt(cache.HeadDim) / Math.Log(2.0));
-        var launches = new List<CudaLaunch>
-        {
-            Fast.Prepare(
-                (plan.Blocks, 1, 1), 128, cache.KeyCodes, cache.KeyParams, cache.ValueCodes, cache.ValueParams,
-                cache.ResidualKeys, cache.ResidualValues, cache.ResidualTokens,
-                queries, partO, partML, cache.QuantizedTokens, 0, total, ratio, scaleLog2,
-                CudaArgument.FromUInt64(0), CudaArgument.FromUInt64(0), cache.QuantizedTokens, cache.ResidualTokens,
-                cache.Batch * cache.KvHeads, cache.KvHeads),
-            dependentCombine
-                ? Combine.PrepareDependent(((int)rows, 1, 1), 128, partO, partML, output, total)
-                : Combine.Prepare(((int)rows, 1, 1), 128, partO, partML, output, total),
-        };
-        return new PackedKvAttentionPass(launches, [partO, partML], plan.PackedSlots, 0, true, plan.Blocks);
-    }
 
     private static long RoundUp4(long bytes) => Math.Max(4, (bytes + 3) / 4 * 4);
 

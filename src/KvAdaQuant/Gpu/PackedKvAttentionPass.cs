@@ -12,9 +12,8 @@ public sealed class PackedKvAttentionPass : IDisposable
     private readonly List<CudaLaunch> _launches;
     private readonly CudaDeviceBuffer[] _scratch;
 
-    internal PackedKvAttentionPass(List<CudaLaunch> launches, CudaDeviceBuffer[] scratch, int splits, int tokensPerSplit, bool fast, int launchBlocks)
+    internal PackedKvAttentionPass(List<CudaLaunch> launches, CudaDeviceBuffer[] scratch, int splits, int tokensPerSplit, bool fast)
     {
-        LaunchBlocks = launchBlocks;
         _launches = launches;
         _scratch = scratch;
         Splits = splits;
@@ -22,14 +21,11 @@ public sealed class PackedKvAttentionPass : IDisposable
         UsesFastKernel = fast;
     }
 
-    /// <summary>Split slots per head for packed tokens (the residual window adds one more partial).</summary>
+    /// <summary>Splits of the packed tokens (the residual window adds one more partial).</summary>
     public int Splits { get; }
 
-    /// <summary>Packed tokens per split (0 for a balanced plan, whose blocks take equal shares of all heads).</summary>
+    /// <summary>Packed tokens per split.</summary>
     public int TokensPerSplit { get; }
-
-    /// <summary>Blocks in the split kernel's grid.</summary>
-    public int LaunchBlocks { get; }
 
     /// <summary>Whether the K4V2 tensor-core kernel runs (else the generic FP32 kernel).</summary>
     public bool UsesFastKernel { get; }

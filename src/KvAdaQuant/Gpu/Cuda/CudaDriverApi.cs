@@ -25,7 +25,6 @@ public sealed unsafe class CudaDriverApi
         cuModuleUnload = (delegate* unmanaged<nint, int>)Get("cuModuleUnload");
         cuModuleGetFunction = (delegate* unmanaged<nint*, nint, byte*, int>)Get("cuModuleGetFunction");
         cuFuncGetAttribute = (delegate* unmanaged<int*, int, nint, int>)Get("cuFuncGetAttribute");
-        cuOccupancyMaxActiveBlocksPerMultiprocessor = (delegate* unmanaged<int*, nint, int, nuint, int>)Get("cuOccupancyMaxActiveBlocksPerMultiprocessor");
         cuMemAlloc = (delegate* unmanaged<ulong*, nuint, int>)Get("cuMemAlloc_v2");
         cuMemFree = (delegate* unmanaged<ulong, int>)Get("cuMemFree_v2");
         cuMemcpyHtoD = (delegate* unmanaged<ulong, void*, nuint, int>)Get("cuMemcpyHtoD_v2");
@@ -58,7 +57,6 @@ public sealed unsafe class CudaDriverApi
     internal readonly delegate* unmanaged<nint, int> cuModuleUnload;
     internal readonly delegate* unmanaged<nint*, nint, byte*, int> cuModuleGetFunction;
     internal readonly delegate* unmanaged<int*, int, nint, int> cuFuncGetAttribute;
-    internal readonly delegate* unmanaged<int*, nint, int, nuint, int> cuOccupancyMaxActiveBlocksPerMultiprocessor;
     internal readonly delegate* unmanaged<ulong*, nuint, int> cuMemAlloc;
     internal readonly delegate* unmanaged<ulong, int> cuMemFree;
     internal readonly delegate* unmanaged<ulong, void*, nuint, int> cuMemcpyHtoD;

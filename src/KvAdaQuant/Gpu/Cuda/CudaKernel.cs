@@ -27,14 +27,6 @@ public sealed unsafe class CudaKernel
     /// <summary>Static shared memory per block in bytes.</summary>
     public int SharedBytes => Attribute(1);
 
-    /// <summary>Blocks of <paramref name="blockThreads"/> threads that fit on one multiprocessor at once (no dynamic shared memory).</summary>
-    public int MaxActiveBlocksPerMultiprocessor(int blockThreads)
-    {
-        int blocks;
-        _api.Check(_api.cuOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, Handle, blockThreads, 0), $"cuOccupancyMaxActiveBlocksPerMultiprocessor({Name})");
-        return blocks;
-    }
-
     /// <summary>Prepares a launch with fixed grid, block and arguments; launching it allocates nothing.</summary>
     public CudaLaunch Prepare((int X, int Y, int Z) grid, int blockThreads, params CudaArgument[] arguments) =>
         new(_api, this, grid, blockThreads, arguments, programmaticDependent: false);

@@ -221,7 +221,7 @@ public sealed class CudaDecoder : IDisposable
                 {
                     layer.AttnFast = Own(_packed.Fast.Prepare(
                         (1, _c.KvHeads, batch), 128, cl.KeyCodes!, cl.KeyParams!, cl.ValueCodes!, cl.ValueParams!, cl.Keys, cl.Values, 0,
-                        _q, _partO, _partML, 0, 128, 1, ratio, scaleLog2, CudaArgument.FromUInt64(0), CudaArgument.FromUInt64(0), capacity, rcap, 0, 0));
+                        _q, _partO, _partML, 0, 128, 1, ratio, scaleLog2, CudaArgument.FromUInt64(0), CudaArgument.FromUInt64(0), capacity, rcap));
                 }
                 else
                 {

@@ -813,30 +813,47 @@ __device__ __forceinline__ void fast_residual(const u16* kr, const u16* vr, int 
     }
 }
 
-// One range of one (batch, KV head) in the fast kernel: packed tokens [t0, t1), or the FP16 residual window when
-// `residual`; the block's merged partial goes to split slot `split`. All threads of the block call it.
-__device__ __forceinline__ void fast_segment(u8 (*stages)[FAST_STAGES][FAST_STAGE_BYTES], float (*so)[MAX_RATIO][HEAD_DIM], float (*sml)[MAX_RATIO][2],
-                                             const u8* kCodes, const u32* kParams, const u8* vCodes, const u32* vParams, const u16* kRes,
-                                             const u16* vRes, int R, const float* q, float* partO, float* partML, int totalSplits, int ratio,
-                                             float scaleLog2, int tStride, int rStride, int b, int kvh, int kvHeads, int t0, int t1, bool residual,
-                                             int split)
+// Grid (quantized splits + (R > 0), kvHeads, batch); the last split takes the residual window.
+// FAST_CPASYNC 1: each warp streams its 32-token steps through FAST_STAGES shared-memory stages with cp.async;
+// 0: the next step is prefetched into registers.
+extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast(
+    const u8* kCodes, const u32* kParams, const u8* vCodes, const u32* vParams, const u16* kRes, const u16* vRes, int R,
+    const float* q, float* partO, float* partML, int T, int tokensPerSplit, int totalSplits, int ratio, float scaleLog2,
+    float* out, u32* counters, int tStride, int rStride)
 {
+#if FAST_CPASYNC
+    __shared__ alignas(16) u8 stages[4][FAST_STAGES][FAST_STAGE_BYTES];
+    float (*so)[MAX_RATIO][HEAD_DIM] = (float (*)[MAX_RATIO][HEAD_DIM])&stages[0][0][0];
+    static_assert(sizeof(stages) >= 4 * MAX_RATIO * HEAD_DIM * sizeof(float), "merge area aliases the stages");
+#else
+    __shared__ float soBuf[4][MAX_RATIO][HEAD_DIM];
+    float (*so)[MAX_RATIO][HEAD_DIM] = soBuf;
+#endif
+    __shared__ float sml[4][MAX_RATIO][2];
+    const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z, kvHeads = gridDim.y;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const size_t bh = (size_t)b * kvHeads + kvh;
     const int hqTotal = kvHeads * ratio;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    // A combine kernel queued as a programmatic dependent launch may be scheduled once every block got here; it
+    // waits on the device for this grid's results (griddepcontrol.wait), so this only hides its launch.
+    asm volatile("griddepcontrol.launch_dependents;");
+#endif
     const u8* kc = kCodes + bh * tStride * 64;
     const u32* kpar = kParams + bh * tStride * 2;
     const u8* vc = vCodes + bh * tStride * 32;
     const u32* vpar = vParams + bh * tStride * 2;
 
-    if (residual)
+    if (R > 0 && split == gridDim.x - 1)
     {
         fast_residual(kRes + bh * rStride * HEAD_DIM, vRes + bh * rStride * HEAD_DIM, R, q + ((size_t)b * hqTotal + kvh * ratio) * HEAD_DIM,
                       ratio, scaleLog2, warp, lane, so, sml);
     }
     else
     {
+        const int t0 = split * tokensPerSplit;
+        const int t1 = min(T, t0 + tokensPerSplit);
 #if FAST_FOLD
         const u32 myStages = smem_addr(&stages[warp][0][0]);
         const u32 kDst = (lane >> 2) * 64 + (((lane & 3) ^ ((lane >> 3) & 3)) << 4);
@@ -1076,83 +1093,6 @@ __device__ __forceinline__ void fast_segment(u8 (*stages)[FAST_STAGES][FAST_STAG
         partO[slot * HEAD_DIM + d] = acc;
         if (d == 0) { partML[slot * 2] = mx; partML[slot * 2 + 1] = l; }
     }
-}
-
-#ifndef FAST_RES_WEIGHT
-#define FAST_RES_WEIGHT 2  // the residual window's cost in 32-token steps when splits are balanced
-#endif
-
-// Fixed splits (bhCount == 0): grid (quantized splits + (R > 0), kvHeads, batch), split x takes tokens
-// [x * tokensPerSplit, ...), the last split the residual window.
-// Balanced (bhCount > 0, kvHeadsB KV heads per sequence): grid (blocks, 1, 1). Every (batch, KV head) costs T / 32 steps
-// plus FAST_RES_WEIGHT for its residual window; the concatenation of all of them is cut into gridDim.x equal ranges,
-// one per block, so that a grid of exactly the resident blocks finishes together. A range that crosses from one
-// (batch, KV head) into the next yields one partial for each: slot (block - first block of that head) for packed
-// tokens, slot totalSplits - 1 for the residual window; slots no block writes keep the (-1e30, 0) and zeros the host
-// put there.
-// FAST_CPASYNC 1: each warp streams its 32-token steps through FAST_STAGES shared-memory stages with cp.async;
-// 0: the next step is prefetched into registers.
-extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast(
-    const u8* kCodes, const u32* kParams, const u8* vCodes, const u32* vParams, const u16* kRes, const u16* vRes, int R,
-    const float* q, float* partO, float* partML, int T, int tokensPerSplit, int totalSplits, int ratio, float scaleLog2,
-    float* out, u32* counters, int tStride, int rStride, int bhCount, int kvHeadsB)
-{
-#if FAST_CPASYNC
-    __shared__ alignas(16) u8 stages[4][FAST_STAGES][FAST_STAGE_BYTES];
-    float (*so)[MAX_RATIO][HEAD_DIM] = (float (*)[MAX_RATIO][HEAD_DIM])&stages[0][0][0];
-    static_assert(sizeof(stages) >= 4 * MAX_RATIO * HEAD_DIM * sizeof(float), "merge area aliases the stages");
-#else
-    __shared__ float soBuf[4][MAX_RATIO][HEAD_DIM];
-    float (*so)[MAX_RATIO][HEAD_DIM] = soBuf;
-    u8 (*stages)[FAST_STAGES][FAST_STAGE_BYTES] = nullptr;
-#endif
-    __shared__ float sml[4][MAX_RATIO][2];
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    // A combine kernel queued as a programmatic dependent launch may be scheduled once every block got here; it
-    // waits on the device for this grid's results (griddepcontrol.wait), so this only hides its launch.
-    asm volatile("griddepcontrol.launch_dependents;");
-#endif
-    if (bhCount > 0)
-    {
-        const long long sph = T / 32;
-        const long long C = sph + (R > 0 ? FAST_RES_WEIGHT : 0);
-        const long long N = (long long)bhCount * C;
-        const long long nB = gridDim.x;
-        long long x = (long long)blockIdx.x * N / nB;
-        const long long end = ((long long)blockIdx.x + 1) * N / nB;
-        while (x < end)
-        {
-            const int bhI = (int)(x / C);
-            const long long base = (long long)bhI * C;
-            const long long off = x - base;
-            const long long segEnd = (end < base + C ? end : base + C) - base;
-            const int b = bhI / kvHeadsB, kvh = bhI % kvHeadsB;
-            if (off < sph)
-            {
-                const int first = (int)(((base + 1) * nB - 1) / N);  // the block whose range holds this head's first step
-                fast_segment(stages, so, sml, kCodes, kParams, vCodes, vParams, kRes, vRes, R, q, partO, partML, totalSplits, ratio, scaleLog2,
-                             tStride, rStride, b, kvh, kvHeadsB, (int)(32 * off), (int)(32 * (segEnd < sph ? segEnd : sph)), false, (int)blockIdx.x - first);
-                __syncthreads();
-            }
-            if (R > 0 && off <= sph && sph < segEnd)
-            {
-                fast_segment(stages, so, sml, kCodes, kParams, vCodes, vParams, kRes, vRes, R, q, partO, partML, totalSplits, ratio, scaleLog2,
-                             tStride, rStride, b, kvh, kvHeadsB, 0, 0, true, totalSplits - 1);
-                __syncthreads();
-            }
-            x = base + segEnd;
-        }
-        return;
-    }
-
-    const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z, kvHeads = gridDim.y;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const size_t bh = (size_t)b * kvHeads + kvh;
-    const int hqTotal = kvHeads * ratio;
-    const int d = threadIdx.x;
-    const int t0 = split * tokensPerSplit;
-    fast_segment(stages, so, sml, kCodes, kParams, vCodes, vParams, kRes, vRes, R, q, partO, partML, totalSplits, ratio, scaleLog2,
-                 tStride, rStride, b, kvh, kvHeads, t0, min(T, t0 + tokensPerSplit), R > 0 && split == gridDim.x - 1, split);
 
     // Fused combine (counters != null): the last block of this (batch, KV head) to finish merges all its splits.
     if (counters != nullptr)
