@@ -158,8 +158,6 @@ internal static class GpuBenchCommand
     private static readonly (string Name, string[] Defines)[] Variants =
     [
         ("fold-b4", []),
-        ("fold-pipe-b4", ["FAST_PIPE=1"]),
-        ("fold-pipe-b3", ["FAST_PIPE=1", "FAST_MIN_BLOCKS=3"]),
         ("fold-b3", ["FAST_MIN_BLOCKS=3"]),
         ("classic-b4", ["FAST_FOLD=0"]),
     ];

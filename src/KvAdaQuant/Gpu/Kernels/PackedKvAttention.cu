@@ -571,9 +571,6 @@ __device__ __forceinline__ void fast_issue(u32 stage, const u8* kc, const u32* k
 #ifndef FAST_TAU
 #define FAST_TAU 6
 #endif
-#ifndef FAST_PIPE
-#define FAST_PIPE 0
-#endif
 #if FAST_FOLD && !FAST_CPASYNC
 #error "FAST_FOLD needs FAST_CPASYNC"
 #endif
@@ -620,7 +617,7 @@ __device__ __forceinline__ void mma16816_c(float* d, u32 a0, u32 a1, u32 a2, u32
         : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1), "f"(c0), "f"(c1), "f"(c2), "f"(c3));
 }
 
-// One 32-token step, in three parts (the pipelined loop interleaves the scores of the next step with the P.V of this one).
+// One 32-token step, in three parts.
 // kAddr/vAddr: this lane's ldmatrix row addresses in the stage; st: the stage.
 // o[4 * group + i]: O^T tile of group, rows g / g + 8 = dims 64 group + 8 g + 2 i / + 1, columns heads 2t, 2t + 1.
 // w[group]: 1024 * sum P' (all rows equal); z[group][e]: this lane's share of sum p * zero for head 2t + e.
@@ -906,32 +903,6 @@ extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast
 #pragma unroll
         for (int grp = 0; grp < 2; grp++) { w[grp][0] = 0.f; w[grp][1] = 0.f; w[grp][2] = 0.f; w[grp][3] = 0.f; z[grp][0] = 0.f; z[grp][1] = 0.f; }
         float mRun[2] = {NEG_BIG, NEG_BIG}, lRun[2] = {0.f, 0.f};
-#if FAST_PIPE
-        // Software-pipelined: step it's P.V and step it + 1's scores share one basic block, so the scheduler can
-        // interleave two independent streams (stage it + 1 must have landed first: one stage fewer in flight).
-        const int nSteps = t1 > t0 + 32 * warp ? (t1 - t0 - 32 * warp + 127) / 128 : 0;
-        float sc[2][4];
-        cp_async_wait<FAST_STAGES - 2>();
-        __syncwarp();
-        fold_scores(myStages + kOff, &stages[warp][0][0], fq, g, sc);
-        for (int it = 0; it < nSteps; it++)
-        {
-            const int nb = t0 + 32 * warp + 128 * (it + FAST_STAGES - 1);
-            if (nb < t1) fold_issue(myStages + ((it + FAST_STAGES - 1) % FAST_STAGES) * FAST_STAGE_BYTES, kc, kpar, vc, vpar, nb, lane, kDst, vDst);
-            cp_async_commit();
-            fold_reference(sc, o, w, z, mRun, lRun);
-            cp_async_wait<FAST_STAGES - 2>();
-            __syncwarp();
-            const int cur = it % FAST_STAGES, nxt = (it + 1) % FAST_STAGES;
-            float sn[2][4];
-            fold_pv(myStages + cur * FAST_STAGE_BYTES + vOff, &stages[warp][cur][0], sc, o, w, z, mRun, lRun, g);
-            // On the last step this reads a stage that holds no new tokens; the scores are discarded.
-            fold_scores(myStages + nxt * FAST_STAGE_BYTES + kOff, &stages[warp][nxt][0], fq, g, sn);
-            __syncwarp();
-#pragma unroll
-            for (int m = 0; m < 2; m++) { sc[m][0] = sn[m][0]; sc[m][1] = sn[m][1]; sc[m][2] = sn[m][2]; sc[m][3] = sn[m][3]; }
-        }
-#else
         int it = 0;
         for (int base = t0 + 32 * warp; base < t1; base += 128, it++)
         {
@@ -945,7 +916,6 @@ extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast
             fold_step(stAddr + kOff, stAddr + vOff, &stages[warp][sIdx][0], fq, o, w, z, mRun, lRun, g);
             __syncwarp();
         }
-#endif
         cp_async_wait<0>();
         __syncthreads();  // every warp is done with the stages before they become the merge area
 
