@@ -218,7 +218,9 @@ public sealed class Transformer : IDisposable
         {
             if (_scores[worker].Length < size)
             {
-                _scores[worker] = new float[Math.Max(size, 1024)];
+                // Grow geometrically: the attended length grows by one per position, and a new array per position
+                // left prefill and decode allocating (and the large-object heap holding) gigabytes at 32k context.
+                _scores[worker] = new float[Math.Max(size, Math.Max(1024, 2 * _scores[worker].Length))];
             }
 
             return _scores[worker].AsSpan(0, size);

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json;
 
 namespace KvAdaQuant.Tests.Cli;
@@ -60,20 +59,14 @@ public class KvOptionsCliTests
         Assert.Contains("are exclusive", stderr);
     }
 
-    private static (int Rc, string Stdout, string Stderr) Kvaq(params string[] args)
+    [Fact]
+    public void VerifyDecodeRejectsSensitivityNoiseOutsideTheUnitInterval()
     {
-        var dll = Path.Combine(AppContext.BaseDirectory, "kvaq.dll");
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        psi.ArgumentList.Add(dll);
-        foreach (var a in args)
-        {
-            psi.ArgumentList.Add(a);
-        }
-
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEnd();
-        p.WaitForExit();
-        return (p.ExitCode, stdout.Result, stderr);
+        // Checked before any device is opened, so the error is the same with or without CUDA.
+        var (rc, _, stderr) = Kvaq("verify-decode", "--model", Fixtures.Stories260K, "--sensitivity-noise", "1.5");
+        Assert.Equal(1, rc);
+        Assert.Contains("--sensitivity-noise: 1.5 is not in [0, 1)", stderr);
     }
+
+    private static (int Rc, string Stdout, string Stderr) Kvaq(params string[] args) => KvaqProcess.Run(args);
 }

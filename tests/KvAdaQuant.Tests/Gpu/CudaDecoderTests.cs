@@ -1,7 +1,7 @@
-using System.Diagnostics;
 using KvAdaQuant.Formats;
 using KvAdaQuant.Gpu.Cuda;
 using KvAdaQuant.Gpu.Decode;
+using KvAdaQuant.Tests.Cli;
 
 namespace KvAdaQuant.Tests.Gpu;
 
@@ -57,18 +57,8 @@ public class CudaDecoderTests
     {
         Skip.If(CudaContext.TryOpen(out CudaContext? context, out _), "this machine has a CUDA device");
         context?.Dispose();
-        var dll = Path.Combine(AppContext.BaseDirectory, "kvaq.dll");
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (string a in new[] { dll, "generate", "--model", Fixtures.Stories260K, "--device", "cuda", "-n", "4" })
-        {
-            psi.ArgumentList.Add(a);
-        }
-
-        using var p = Process.Start(psi)!;
-        string stderr = p.StandardError.ReadToEnd();
-        p.StandardOutput.ReadToEnd();
-        p.WaitForExit();
-        Assert.Equal(1, p.ExitCode);
+        var (rc, _, stderr) = KvaqProcess.Run("generate", "--model", Fixtures.Stories260K, "--device", "cuda", "-n", "4");
+        Assert.Equal(1, rc);
         Assert.StartsWith("kvaq: error: --device cuda:", stderr, StringComparison.Ordinal);
         Assert.Contains("driver", stderr, StringComparison.Ordinal);
     }

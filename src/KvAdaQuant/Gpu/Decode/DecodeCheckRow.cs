@@ -15,4 +15,14 @@ namespace KvAdaQuant.Gpu.Decode;
 /// <param name="Pass">Error within tolerance and every greedy token equal (always true for informational rows).</param>
 public sealed record DecodeCheckRow(
     string Model, string Weights, string Cache, string Reference, int Batch, int Steps, double MaxRelativeLogitError, double Top1Agreement,
-    int GreedyEqual, int GreedyTokens, double Tolerance, bool Pass);
+    int GreedyEqual, int GreedyTokens, double Tolerance, bool Pass)
+{
+    /// <summary>
+    /// The CPU engine's own max relative logit change when its cache inputs are perturbed by the verification's noise level
+    /// (<see cref="DecodeVerification.CpuLogits"/>); NaN when not measured (unquantized caches).
+    /// </summary>
+    public double Sensitivity { get; init; } = double.NaN;
+
+    /// <summary>The bound actually applied: <see cref="DecodeVerification.EffectiveTolerance"/>.</summary>
+    public double EffectiveTolerance { get; init; } = Tolerance;
+}

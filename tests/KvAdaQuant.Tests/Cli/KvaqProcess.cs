@@ -1,0 +1,24 @@
+using System.Diagnostics;
+
+namespace KvAdaQuant.Tests.Cli;
+
+/// <summary>Runs the real kvaq executable (the kvaq.dll next to the tests) and captures its exit code and output.</summary>
+internal static class KvaqProcess
+{
+    public static (int Rc, string Stdout, string Stderr) Run(params string[] args)
+    {
+        var dll = Path.Combine(AppContext.BaseDirectory, "kvaq.dll");
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add(dll);
+        foreach (var a in args)
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, stdout.Result, stderr);
+    }
+}
