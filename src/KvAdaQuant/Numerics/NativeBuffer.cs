@@ -9,11 +9,20 @@ public sealed unsafe class NativeBuffer : IDisposable
 
     /// <summary>Allocates <paramref name="bytes"/> zeroed bytes aligned to 64.</summary>
     public NativeBuffer(long bytes)
+        : this(bytes, zeroed: true)
+    {
+    }
+
+    /// <summary>Allocates <paramref name="bytes"/> bytes aligned to 64, zeroed or left as they come (for a buffer the caller fills whole).</summary>
+    public NativeBuffer(long bytes, bool zeroed)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
         Length = bytes;
         _ptr = NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 64);
-        NativeMemory.Clear(_ptr, (nuint)Math.Max(bytes, 1));
+        if (zeroed)
+        {
+            NativeMemory.Clear(_ptr, (nuint)Math.Max(bytes, 1));
+        }
     }
 
     /// <summary>Size in bytes.</summary>

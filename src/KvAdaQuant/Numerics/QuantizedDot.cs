@@ -438,6 +438,129 @@ public static unsafe class QuantizedDot
         return sum;
     }
 
+    /// <summary>
+    /// Eight Q4_0 rows from their row-group copy (<see cref="Q4_0RowGroups"/>: <paramref name="group"/> is the group's first
+    /// unit) · <paramref name="tokens"/> (1 to 4) int8 activation vectors, laid out as for <see cref="DotQ4_0x8ChainTokens"/>.
+    /// Exactly the arithmetic of <see cref="DotQ4_0x8ChainTokens"/> on the original rows (exact integer block sums, then
+    /// y = fma(isum_b - 8 sum(x_b), d_w * d_x, y) block after block, one float per row), reading one sequential stream.
+    /// </summary>
+    public static void DotQ4_0RowGroup(byte* group, int tokens, sbyte* xq, long xStride, float* xd, int* xsum, long blockStride, int blocks, float* output, long outStride)
+    {
+        if (VectorPathSupported)
+        {
+            DotQ4_0RowGroupAvx2(group, tokens, xq, xStride, xd, xsum, blockStride, blocks, output, outStride);
+        }
+        else
+        {
+            DotQ4_0RowGroupScalar(group, tokens, xq, xStride, xd, blockStride, blocks, output, outStride);
+        }
+    }
+
+    /// <summary>Scalar twin of <see cref="DotQ4_0RowGroup"/>: row by row, token by token, as <see cref="DotQ4_0ChainScalar"/>.</summary>
+    public static void DotQ4_0RowGroupScalar(byte* group, int tokens, sbyte* xq, long xStride, float* xd, long blockStride, int blocks, float* output, long outStride)
+    {
+        if (tokens is < 1 or > 4)
+        {
+            throw new ArgumentOutOfRangeException(nameof(tokens), tokens, "1 to 4 tokens per call");
+        }
+
+        for (int k = 0; k < tokens; k++)
+        {
+            for (int r = 0; r < 8; r++)
+            {
+                float sum = 0;
+                byte* scale = group + (2 * r);
+                byte* qs = group + 16 + (16 * Q4_0RowGroups.QuantSlot(r));
+                for (int b = 0; b < blocks; b++)
+                {
+                    long unit = b * (long)Q4_0RowGroups.UnitBytes;
+                    sbyte* x = xq + (k * xStride) + (b * 32);
+                    byte* q = qs + unit;
+                    int s = 0;
+                    for (int i = 0; i < 16; i++)
+                    {
+                        s += (((q[i] & 0x0F) - 8) * x[i]) + (((q[i] >> 4) - 8) * x[i + 16]);
+                    }
+
+                    sum = MathF.FusedMultiplyAdd(s, (float)*(Half*)(scale + unit) * xd[(k * blockStride) + b], sum);
+                }
+
+                output[(k * outStride) + r] = sum;
+            }
+        }
+    }
+
+    /// <summary>AVX2 (+VNNI) path of <see cref="DotQ4_0RowGroup"/>: the eight rows' running sums in the lanes of one register per token.</summary>
+    public static void DotQ4_0RowGroupAvx2(byte* group, int tokens, sbyte* xq, long xStride, float* xd, int* xsum, long blockStride, int blocks, float* output, long outStride)
+    {
+        if (tokens is < 1 or > 4)
+        {
+            throw new ArgumentOutOfRangeException(nameof(tokens), tokens, "1 to 4 tokens per call");
+        }
+
+        var acc0 = Vector256<float>.Zero;
+        var acc1 = Vector256<float>.Zero;
+        var acc2 = Vector256<float>.Zero;
+        var acc3 = Vector256<float>.Zero;
+        var low = Vector256.Create((byte)0x0F);
+        byte* unit = group;
+        for (int b = 0; b < blocks; b++, unit += Q4_0RowGroups.UnitBytes)
+        {
+            var dw = HalfToSingle(Avx2.ConvertToVector256Int32(Sse2.LoadVector128((ushort*)unit)));
+
+            // rows (0, 4), (1, 5), (2, 6), (3, 7): 16 quant bytes each, low nibbles = elements 0..15, high = 16..31.
+            var q04 = Avx.LoadVector256(unit + 16);
+            var q15 = Avx.LoadVector256(unit + 48);
+            var q26 = Avx.LoadVector256(unit + 80);
+            var q37 = Avx.LoadVector256(unit + 112);
+            var l04 = q04 & low;
+            var l15 = q15 & low;
+            var l26 = q26 & low;
+            var l37 = q37 & low;
+            var h04 = Avx2.ShiftRightLogical(q04.AsUInt16(), 4).AsByte() & low;
+            var h15 = Avx2.ShiftRightLogical(q15.AsUInt16(), 4).AsByte() & low;
+            var h26 = Avx2.ShiftRightLogical(q26.AsUInt16(), 4).AsByte() & low;
+            var h37 = Avx2.ShiftRightLogical(q37.AsUInt16(), 4).AsByte() & low;
+            for (int k = 0; k < tokens; k++)
+            {
+                sbyte* x = xq + (k * xStride) + (b * 32);
+                var xl = Avx2.BroadcastVector128ToVector256(x);
+                var xh = Avx2.BroadcastVector128ToVector256(x + 16);
+
+                // four int partial sums per row in each 128-bit half; pairwise adds leave [r0 r1 r2 r3 | r4 r5 r6 r7],
+                // the exact block sums, less 8 sum(x) for the nibbles' offset (exact in integers).
+                var isum = Avx2.HorizontalAdd(
+                    Avx2.HorizontalAdd(UnsignedDot2(l04, xl, h04, xh), UnsignedDot2(l15, xl, h15, xh)),
+                    Avx2.HorizontalAdd(UnsignedDot2(l26, xl, h26, xh), UnsignedDot2(l37, xl, h37, xh)));
+                var sums = Avx.ConvertToVector256Single(Avx2.Subtract(isum, Vector256.Create(8 * xsum[(k * blockStride) + b])));
+                var scale = dw * Vector256.Create(xd[(k * blockStride) + b]);
+                switch (k)
+                {
+                    case 0: acc0 = Fma.MultiplyAdd(sums, scale, acc0); break;
+                    case 1: acc1 = Fma.MultiplyAdd(sums, scale, acc1); break;
+                    case 2: acc2 = Fma.MultiplyAdd(sums, scale, acc2); break;
+                    default: acc3 = Fma.MultiplyAdd(sums, scale, acc3); break;
+                }
+            }
+        }
+
+        acc0.Store(output);
+        if (tokens > 1)
+        {
+            acc1.Store(output + outStride);
+        }
+
+        if (tokens > 2)
+        {
+            acc2.Store(output + (2 * outStride));
+        }
+
+        if (tokens > 3)
+        {
+            acc3.Store(output + (3 * outStride));
+        }
+    }
+
     /// <summary>Q4_K row (super-blocks of 256 in 144 bytes) · int8 activations; <paramref name="xsum"/> holds each 32-block's sum of int8 values.</summary>
     public static float DotQ4_K(byte* row, sbyte* xq, float* xd, int* xsum, int superBlocks)
         => VectorPathSupported ? DotQ4_KAvx2(row, xq, xd, xsum, superBlocks) : DotQ4_KScalar(row, xq, xd, xsum, superBlocks);
@@ -549,6 +672,20 @@ public static unsafe class QuantizedDot
         }
 
         return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, x), Vector256.Create((short)1));
+    }
+
+    // u1 · x1 + u2 · x2 in four int lanes per 128-bit half (unsigned 4-bit u, signed x: the 16-bit pair sums of the
+    // non-VNNI path stay within 4 x 15 x 128, no saturation).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> UnsignedDot2(Vector256<byte> u1, Vector256<sbyte> x1, Vector256<byte> u2, Vector256<sbyte> x2)
+    {
+        if (AvxVnni.IsSupported)
+        {
+            return AvxVnni.MultiplyWideningAndAdd(AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, u1, x1), u2, x2);
+        }
+
+        var pairs = Avx2.Add(Avx2.MultiplyAddAdjacent(u1, x1), Avx2.MultiplyAddAdjacent(u2, x2));
+        return Avx2.MultiplyAddAdjacent(pairs, Vector256.Create((short)1));
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -2,11 +2,16 @@ namespace KvAdaQuant.Numerics;
 
 /// <summary>
 /// A row-major weight matrix W of shape [Rows, Cols] in any supported ggml type, held in unmanaged or
-/// memory-mapped memory it does not own. Products compute y = W x for each input vector x.
+/// memory-mapped memory it does not own. Products compute y = W x for each input vector x. A Q4_0 matrix whose row
+/// count is a multiple of 8 also gets, on its first product, an interleaved copy it owns (<see cref="Q4_0RowGroups"/>),
+/// which the matrix kernels read instead of the rows; <see cref="RowData"/> and <see cref="RowPointer"/> keep giving the
+/// original rows.
 /// </summary>
-public sealed unsafe class WeightMatrix
+public sealed unsafe class WeightMatrix : IDisposable
 {
     private readonly byte* _data;
+    private readonly Lock _rowGroupsLock = new();
+    private NativeBuffer? _rowGroups;
 
     /// <summary>Wraps <paramref name="rows"/> x <paramref name="cols"/> elements of <paramref name="type"/> at <paramref name="data"/>.</summary>
     public WeightMatrix(string name, GgmlType type, int rows, int cols, byte* data)
@@ -50,4 +55,87 @@ public sealed unsafe class WeightMatrix
 
     /// <summary>Pointer to the first byte of row <paramref name="row"/>.</summary>
     public byte* RowPointer(int row) => _data + (row * RowByteCount);
+
+    /// <summary>
+    /// Whether the data lies in a read-only file mapping: after the Q4_0 row-group copy is made, the original pages are
+    /// then dropped from the process (<see cref="MappedPages"/>), so the copy does not double the resident memory; rows
+    /// read later come back from the file.
+    /// </summary>
+    public bool IsFileMapped { get; init; }
+
+    /// <summary>Whether products read the Q4_0 row-group copy: Q4_0 with a row count that is a multiple of 8.</summary>
+    public bool HasQ4_0RowGroups => Type == GgmlType.Q4_0 && Rows % Q4_0RowGroups.GroupRows == 0;
+
+    /// <summary>Whether the row-group copy exists now.</summary>
+    public bool IsRepacked => Volatile.Read(ref _rowGroups) is not null;
+
+    /// <summary>
+    /// The Q4_0 row-group copy (<see cref="Q4_0RowGroups"/>; row group g at g * 8 * <see cref="RowByteCount"/>), made on
+    /// the first call, on <paramref name="pool"/> when given (thread-safe: concurrent first calls make one copy).
+    /// </summary>
+    public byte* Q4_0RowGroupData(WorkerPool? pool = null)
+    {
+        var buffer = Volatile.Read(ref _rowGroups);
+        if (buffer is not null)
+        {
+            return buffer.Pointer;
+        }
+
+        if (!HasQ4_0RowGroups)
+        {
+            throw new InvalidOperationException($"{Name}: a {Type} matrix of {Rows} rows has no Q4_0 row groups (Q4_0, rows a multiple of 8)");
+        }
+
+        lock (_rowGroupsLock)
+        {
+            buffer = _rowGroups;
+            if (buffer is null)
+            {
+                buffer = new NativeBuffer(ByteCount, zeroed: false);
+                int groups = Rows / Q4_0RowGroups.GroupRows;
+                if (pool is null || pool.Threads == 1)
+                {
+                    Q4_0RowGroups.Repack(this, buffer.Pointer, 0, groups);
+                }
+                else
+                {
+                    int perChunk = Math.Max(1, groups / (pool.Threads * 4));
+                    pool.Run(new Q4_0RowGroupRepack(this, buffer.Pointer, perChunk), Q4_0RowGroupRepack.Chunks(groups, perChunk));
+                }
+
+                if (IsFileMapped)
+                {
+                    MappedPages.Release(_data, ByteCount);
+                }
+
+                GC.AddMemoryPressure(ByteCount);
+                Volatile.Write(ref _rowGroups, buffer);
+            }
+        }
+
+        return buffer.Pointer;
+    }
+
+    /// <summary>Frees the row-group copy, if any. The matrix stays usable: the next product makes the copy again.</summary>
+    public void Dispose()
+    {
+        Free();
+        GC.SuppressFinalize(this);
+    }
+
+    /// <summary>Frees the row-group copy of a matrix that was never disposed.</summary>
+    ~WeightMatrix() => Free();
+
+    private void Free()
+    {
+        lock (_rowGroupsLock)
+        {
+            if (_rowGroups is not null)
+            {
+                _rowGroups.Dispose();
+                _rowGroups = null;
+                GC.RemoveMemoryPressure(ByteCount);
+            }
+        }
+    }
 }

@@ -1,0 +1,58 @@
+using System.Runtime.Intrinsics;
+
+namespace KvAdaQuant.Numerics;
+
+/// <summary>
+/// The interleaved copy of a Q4_0 matrix that the 8-row kernel (<see cref="QuantizedDot.DotQ4_0RowGroup"/>) streams, in
+/// the spirit of llama.cpp's block_q4_0x8 repacking: rows are taken in groups of 8, and for each group and each 32-column
+/// block one unit of <see cref="UnitBytes"/> bytes holds the 8 rows' FP16 scales (row r at bytes 2r) followed by their
+/// 16 quant bytes each, in the row order 0, 4, 1, 5, 2, 6, 3, 7 (<see cref="QuantSlot"/>), so that one 256-bit load takes
+/// rows r and r + 4 and the kernel's pairwise integer sums land in row order. Group g's units are consecutive, and the
+/// groups follow one another: a row group is one sequential stream of 8 x (row bytes), the same size as the 8 rows.
+/// The bytes are the original ones, moved: the arithmetic on them is unchanged.
+/// </summary>
+public static unsafe class Q4_0RowGroups
+{
+    /// <summary>Rows per group.</summary>
+    public const int GroupRows = 8;
+
+    /// <summary>Bytes of one unit: 8 FP16 scales and 8 x 16 quant bytes (8 Q4_0 blocks of 18 bytes).</summary>
+    public const int UnitBytes = 144;
+
+    /// <summary>Position (0..7) of row <paramref name="row"/>'s 16 quant bytes within a unit's quant area.</summary>
+    public static int QuantSlot(int row) => ((row % 4) * 2) + (row / 4);
+
+    /// <summary>
+    /// Writes row groups [<paramref name="groupStart"/>, <paramref name="groupEnd"/>) of the Q4_0 matrix <paramref name="w"/>
+    /// (rows a multiple of 8) into <paramref name="destination"/>, which holds the whole matrix's copy (w.ByteCount bytes).
+    /// </summary>
+    public static void Repack(WeightMatrix w, byte* destination, int groupStart, int groupEnd)
+    {
+        ArgumentNullException.ThrowIfNull(w);
+        if (w.Type != GgmlType.Q4_0 || w.Rows % GroupRows != 0)
+        {
+            throw new ArgumentException($"{w.Name}: a {w.Type} matrix of {w.Rows} rows has no Q4_0 row groups (Q4_0, rows a multiple of 8)", nameof(w));
+        }
+
+        if (groupStart < 0 || groupEnd > w.Rows / GroupRows || groupStart > groupEnd)
+        {
+            throw new ArgumentOutOfRangeException(nameof(groupEnd), $"{w.Name}: groups [{groupStart}, {groupEnd}) of {w.Rows / GroupRows}");
+        }
+
+        int blocks = w.Cols / 32;
+        for (int g = groupStart; g < groupEnd; g++)
+        {
+            byte* unit = destination + ((long)g * blocks * UnitBytes);
+            byte* row0 = w.RowPointer(g * GroupRows);
+            for (int b = 0; b < blocks; b++, unit += UnitBytes)
+            {
+                for (int r = 0; r < GroupRows; r++)
+                {
+                    byte* block = row0 + (r * w.RowByteCount) + (b * 18L);
+                    *(ushort*)(unit + (2 * r)) = *(ushort*)block;
+                    Vector128.Load(block + 2).Store(unit + 16 + (16 * QuantSlot(r)));
+                }
+            }
+        }
+    }
+}
