@@ -469,20 +469,18 @@ public static unsafe class QuantizedDot
             for (int r = 0; r < 8; r++)
             {
                 float sum = 0;
-                byte* scale = group + (2 * r);
-                byte* qs = group + 16 + (16 * Q4_0RowGroups.QuantSlot(r));
                 for (int b = 0; b < blocks; b++)
                 {
-                    long unit = b * (long)Q4_0RowGroups.UnitBytes;
+                    byte* unit = group + (b * (long)Q4_0RowGroups.UnitBytes);
                     sbyte* x = xq + (k * xStride) + (b * 32);
-                    byte* q = qs + unit;
                     int s = 0;
                     for (int i = 0; i < 16; i++)
                     {
-                        s += (((q[i] & 0x0F) - 8) * x[i]) + (((q[i] >> 4) - 8) * x[i + 16]);
+                        byte q = unit[Q4_0RowGroups.QuantOffset(r, i)];
+                        s += (((q & 0x0F) - 8) * x[i]) + (((q >> 4) - 8) * x[i + 16]);
                     }
 
-                    sum = MathF.FusedMultiplyAdd(s, (float)*(Half*)(scale + unit) * xd[(k * blockStride) + b], sum);
+                    sum = MathF.FusedMultiplyAdd(s, (float)*(Half*)(unit + (2 * r)) * xd[(k * blockStride) + b], sum);
                 }
 
                 output[(k * outStride) + r] = sum;
@@ -490,7 +488,12 @@ public static unsafe class QuantizedDot
         }
     }
 
-    /// <summary>AVX2 (+VNNI) path of <see cref="DotQ4_0RowGroup"/>: the eight rows' running sums in the lanes of one register per token.</summary>
+    /// <summary>
+    /// AVX2 (+VNNI) path of <see cref="DotQ4_0RowGroup"/>: each chunk load gives every row four quant bytes in its own
+    /// 32-bit lane, so the integer block sums build up lane by lane against broadcast activations, starting from
+    /// -8 sum(x) (the nibbles' offset: sum((q - 8) x) = sum(q x) - 8 sum(x), exact in integers); the eight rows' running
+    /// float sums sit in the lanes of one register per token.
+    /// </summary>
     public static void DotQ4_0RowGroupAvx2(byte* group, int tokens, sbyte* xq, long xStride, float* xd, int* xsum, long blockStride, int blocks, float* output, long outStride)
     {
         if (tokens is < 1 or > 4)
@@ -507,32 +510,23 @@ public static unsafe class QuantizedDot
         for (int b = 0; b < blocks; b++, unit += Q4_0RowGroups.UnitBytes)
         {
             var dw = HalfToSingle(Avx2.ConvertToVector256Int32(Sse2.LoadVector128((ushort*)unit)));
-
-            // rows (0, 4), (1, 5), (2, 6), (3, 7): 16 quant bytes each, low nibbles = elements 0..15, high = 16..31.
-            var q04 = Avx.LoadVector256(unit + 16);
-            var q15 = Avx.LoadVector256(unit + 48);
-            var q26 = Avx.LoadVector256(unit + 80);
-            var q37 = Avx.LoadVector256(unit + 112);
-            var l04 = q04 & low;
-            var l15 = q15 & low;
-            var l26 = q26 & low;
-            var l37 = q37 & low;
-            var h04 = Avx2.ShiftRightLogical(q04.AsUInt16(), 4).AsByte() & low;
-            var h15 = Avx2.ShiftRightLogical(q15.AsUInt16(), 4).AsByte() & low;
-            var h26 = Avx2.ShiftRightLogical(q26.AsUInt16(), 4).AsByte() & low;
-            var h37 = Avx2.ShiftRightLogical(q37.AsUInt16(), 4).AsByte() & low;
+            var q0 = Avx.LoadVector256(unit + 16);
+            var q1 = Avx.LoadVector256(unit + 48);
+            var q2 = Avx.LoadVector256(unit + 80);
+            var q3 = Avx.LoadVector256(unit + 112);
+            var l0 = q0 & low;
+            var l1 = q1 & low;
+            var l2 = q2 & low;
+            var l3 = q3 & low;
+            var h0 = Avx2.ShiftRightLogical(q0.AsUInt16(), 4).AsByte() & low;
+            var h1 = Avx2.ShiftRightLogical(q1.AsUInt16(), 4).AsByte() & low;
+            var h2 = Avx2.ShiftRightLogical(q2.AsUInt16(), 4).AsByte() & low;
+            var h3 = Avx2.ShiftRightLogical(q3.AsUInt16(), 4).AsByte() & low;
             for (int k = 0; k < tokens; k++)
             {
-                sbyte* x = xq + (k * xStride) + (b * 32);
-                var xl = Avx2.BroadcastVector128ToVector256(x);
-                var xh = Avx2.BroadcastVector128ToVector256(x + 16);
-
-                // four int partial sums per row in each 128-bit half; pairwise adds leave [r0 r1 r2 r3 | r4 r5 r6 r7],
-                // the exact block sums, less 8 sum(x) for the nibbles' offset (exact in integers).
-                var isum = Avx2.HorizontalAdd(
-                    Avx2.HorizontalAdd(UnsignedDot2(l04, xl, h04, xh), UnsignedDot2(l15, xl, h15, xh)),
-                    Avx2.HorizontalAdd(UnsignedDot2(l26, xl, h26, xh), UnsignedDot2(l37, xl, h37, xh)));
-                var sums = Avx.ConvertToVector256Single(Avx2.Subtract(isum, Vector256.Create(8 * xsum[(k * blockStride) + b])));
+                int* x = (int*)(xq + (k * xStride) + (b * 32));
+                var isum = LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, x, -8 * xsum[(k * blockStride) + b]);
+                var sums = Avx.ConvertToVector256Single(isum);
                 var scale = dw * Vector256.Create(xd[(k * blockStride) + b]);
                 switch (k)
                 {
@@ -674,18 +668,30 @@ public static unsafe class QuantizedDot
         return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, x), Vector256.Create((short)1));
     }
 
-    // u1 · x1 + u2 · x2 in four int lanes per 128-bit half (unsigned 4-bit u, signed x: the 16-bit pair sums of the
-    // non-VNNI path stay within 4 x 15 x 128, no saturation).
+    // Lane r: start + the dot product of row r's 32 nibbles (chunk c's low nibbles l_c: elements 4c..4c+3, high h_c:
+    // 16+4c..16+4c+3) with the activations x (as 8 ints of 4 bytes), each 4-byte group broadcast to all lanes. Without
+    // VNNI the 16-bit pair sums stay within 8 x 2 x 15 x 128 = 30,720: no saturation.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> UnsignedDot2(Vector256<byte> u1, Vector256<sbyte> x1, Vector256<byte> u2, Vector256<sbyte> x2)
+    private static Vector256<int> LaneDots(Vector256<byte> l0, Vector256<byte> l1, Vector256<byte> l2, Vector256<byte> l3, Vector256<byte> h0, Vector256<byte> h1, Vector256<byte> h2, Vector256<byte> h3, int* x, int start)
     {
         if (AvxVnni.IsSupported)
         {
-            return AvxVnni.MultiplyWideningAndAdd(AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, u1, x1), u2, x2);
+            var a = AvxVnni.MultiplyWideningAndAdd(Vector256.Create(start), l0, Vector256.Create(x[0]).AsSByte());
+            var c = AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, h0, Vector256.Create(x[4]).AsSByte());
+            a = AvxVnni.MultiplyWideningAndAdd(a, l1, Vector256.Create(x[1]).AsSByte());
+            c = AvxVnni.MultiplyWideningAndAdd(c, h1, Vector256.Create(x[5]).AsSByte());
+            a = AvxVnni.MultiplyWideningAndAdd(a, l2, Vector256.Create(x[2]).AsSByte());
+            c = AvxVnni.MultiplyWideningAndAdd(c, h2, Vector256.Create(x[6]).AsSByte());
+            a = AvxVnni.MultiplyWideningAndAdd(a, l3, Vector256.Create(x[3]).AsSByte());
+            c = AvxVnni.MultiplyWideningAndAdd(c, h3, Vector256.Create(x[7]).AsSByte());
+            return a + c;
         }
 
-        var pairs = Avx2.Add(Avx2.MultiplyAddAdjacent(u1, x1), Avx2.MultiplyAddAdjacent(u2, x2));
-        return Avx2.MultiplyAddAdjacent(pairs, Vector256.Create((short)1));
+        var p = Avx2.MultiplyAddAdjacent(l0, Vector256.Create(x[0]).AsSByte()) + Avx2.MultiplyAddAdjacent(h0, Vector256.Create(x[4]).AsSByte());
+        p += Avx2.MultiplyAddAdjacent(l1, Vector256.Create(x[1]).AsSByte()) + Avx2.MultiplyAddAdjacent(h1, Vector256.Create(x[5]).AsSByte());
+        p += Avx2.MultiplyAddAdjacent(l2, Vector256.Create(x[2]).AsSByte()) + Avx2.MultiplyAddAdjacent(h2, Vector256.Create(x[6]).AsSByte());
+        p += Avx2.MultiplyAddAdjacent(l3, Vector256.Create(x[3]).AsSByte()) + Avx2.MultiplyAddAdjacent(h3, Vector256.Create(x[7]).AsSByte());
+        return Avx2.MultiplyAddAdjacent(p, Vector256.Create((short)1)) + Vector256.Create(start);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -58,7 +58,7 @@ public sealed unsafe class WeightMatrix : IDisposable
 
     /// <summary>
     /// Whether the data lies in a read-only file mapping: after the Q4_0 row-group copy is made, the original pages are
-    /// then dropped from the process (<see cref="MappedPages"/>), so the copy does not double the resident memory; rows
+    /// then dropped from the process (<see cref="PageAdvice"/>), so the copy does not double the resident memory; rows
     /// read later come back from the file.
     /// </summary>
     public bool IsFileMapped { get; init; }
@@ -91,21 +91,33 @@ public sealed unsafe class WeightMatrix : IDisposable
             buffer = _rowGroups;
             if (buffer is null)
             {
-                buffer = new NativeBuffer(ByteCount, zeroed: false);
+                // huge pages (where the kernel grants them): 512 times fewer page faults while the copy is written, and
+                // fewer TLB misses while the kernels stream it.
+                buffer = new NativeBuffer(ByteCount, zeroed: false, alignment: PageAdvice.HugePageBytes);
+                PageAdvice.UseHugePages(buffer.Pointer, buffer.Length);
+
+                // chunks of about 4 MB, each releasing its mapped rows once copied: the original pages of at most a chunk
+                // per thread are resident alongside the copy, never a whole matrix.
                 int groups = Rows / Q4_0RowGroups.GroupRows;
-                if (pool is null || pool.Threads == 1)
+                int perChunk = (int)Math.Clamp((4L << 20) / (Q4_0RowGroups.GroupRows * RowByteCount), 1, groups);
+                var repack = new Q4_0RowGroupRepack(this, buffer.Pointer, perChunk);
+                int chunks = Q4_0RowGroupRepack.Chunks(groups, perChunk);
+                if (pool is null)
                 {
-                    Q4_0RowGroups.Repack(this, buffer.Pointer, 0, groups);
+                    for (int i = 0; i < chunks; i++)
+                    {
+                        repack.Execute(i, 0);
+                    }
                 }
                 else
                 {
-                    int perChunk = Math.Max(1, groups / (pool.Threads * 4));
-                    pool.Run(new Q4_0RowGroupRepack(this, buffer.Pointer, perChunk), Q4_0RowGroupRepack.Chunks(groups, perChunk));
+                    pool.Run(repack, chunks);
                 }
 
                 if (IsFileMapped)
                 {
-                    MappedPages.Release(_data, ByteCount);
+                    // the pages straddling two chunks, which neither released.
+                    PageAdvice.ReleaseFilePages(_data, ByteCount);
                 }
 
                 GC.AddMemoryPressure(ByteCount);

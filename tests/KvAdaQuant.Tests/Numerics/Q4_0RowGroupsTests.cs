@@ -52,18 +52,22 @@ public unsafe class Q4_0RowGroupsTests
                 Q4_0RowGroups.Repack(w, c, 0, rows / 8);
             }
 
-            // Expected position of each original byte, from the layout's definition (rows 0, 4, 1, 5, 2, 6, 3, 7).
-            int[] slotOfRow = [0, 2, 4, 6, 1, 3, 5, 7];
+            // Expected position of each original byte, from the layout's definition: after the 8 scales, four chunks of
+            // 32 bytes, chunk c holding quant bytes 4c..4c+3 of rows 0..7 in turn.
             for (int r = 0; r < rows; r++)
             {
                 for (int b = 0; b < blocks; b++)
                 {
-                    int unit = ((((r / 8) * blocks) + b) * 144);
+                    int unit = (((r / 8) * blocks) + b) * 144;
                     int src = ((r * blocks) + b) * 18;
                     Assert.Equal(data[src], copy[unit + (2 * (r % 8))]);
                     Assert.Equal(data[src + 1], copy[unit + (2 * (r % 8)) + 1]);
-                    Assert.Equal(slotOfRow[r % 8], Q4_0RowGroups.QuantSlot(r % 8));
-                    Assert.True(data.AsSpan(src + 2, 16).SequenceEqual(copy.AsSpan(unit + 16 + (16 * slotOfRow[r % 8]), 16)), $"row {r} block {b}");
+                    for (int i = 0; i < 16; i++)
+                    {
+                        int at = unit + 16 + ((i / 4) * 32) + ((r % 8) * 4) + (i % 4);
+                        Assert.Equal(at - unit, Q4_0RowGroups.QuantOffset(r % 8, i));
+                        Assert.True(data[src + 2 + i] == copy[at], $"row {r} block {b} quant byte {i}");
+                    }
                 }
             }
         }
