@@ -501,11 +501,60 @@ public static unsafe class QuantizedDot
             throw new ArgumentOutOfRangeException(nameof(tokens), tokens, "1 to 4 tokens per call");
         }
 
+        if (tokens == 4)
+        {
+            DotQ4_0RowGroupTile4(group, xq, xStride, xd, xsum, blockStride, blocks, output, outStride);
+            return;
+        }
+
+        // one token at a time (decode, and the tail of a batch): the same arithmetic per token.
+        for (int k = 0; k < tokens; k++)
+        {
+            DotQ4_0RowGroupToken(group, xq + (k * xStride), xd + (k * blockStride), xsum + (k * blockStride), blocks, output + (k * outStride));
+        }
+    }
+
+    // One token: eight rows' running sums in one register.
+    private static void DotQ4_0RowGroupToken(byte* group, sbyte* xq, float* xd, int* xsum, int blocks, float* output)
+    {
+        var acc = Vector256<float>.Zero;
+        var low = Vector256.Create((byte)0x0F);
+        byte* unit = group;
+        for (int b = 0; b < blocks; b++, unit += Q4_0RowGroups.UnitBytes)
+        {
+            var dw = HalfToSingle(Avx2.ConvertToVector256Int32(Sse2.LoadVector128((ushort*)unit)));
+            var q0 = Avx.LoadVector256(unit + 16);
+            var q1 = Avx.LoadVector256(unit + 48);
+            var q2 = Avx.LoadVector256(unit + 80);
+            var q3 = Avx.LoadVector256(unit + 112);
+            var isum = LaneDots(
+                q0 & low,
+                q1 & low,
+                q2 & low,
+                q3 & low,
+                Avx2.ShiftRightLogical(q0.AsUInt16(), 4).AsByte() & low,
+                Avx2.ShiftRightLogical(q1.AsUInt16(), 4).AsByte() & low,
+                Avx2.ShiftRightLogical(q2.AsUInt16(), 4).AsByte() & low,
+                Avx2.ShiftRightLogical(q3.AsUInt16(), 4).AsByte() & low,
+                (int*)(xq + (b * 32)),
+                -8 * xsum[b]);
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(isum), dw * Vector256.Create(xd[b]), acc);
+        }
+
+        acc.Store(output);
+    }
+
+    // Four tokens sharing each block's unpacked nibbles; four registers of running sums.
+    private static void DotQ4_0RowGroupTile4(byte* group, sbyte* xq, long xStride, float* xd, int* xsum, long blockStride, int blocks, float* output, long outStride)
+    {
         var acc0 = Vector256<float>.Zero;
         var acc1 = Vector256<float>.Zero;
         var acc2 = Vector256<float>.Zero;
         var acc3 = Vector256<float>.Zero;
         var low = Vector256.Create((byte)0x0F);
+        sbyte* x0 = xq, x1 = xq + xStride, x2 = xq + (2 * xStride), x3 = xq + (3 * xStride);
+        float* d0 = xd, d1 = xd + blockStride, d2 = xd + (2 * blockStride), d3 = xd + (3 * blockStride);
+        int* s0 = xsum, s1 = xsum + blockStride, s2 = xsum + (2 * blockStride), s3 = xsum + (3 * blockStride);
         byte* unit = group;
         for (int b = 0; b < blocks; b++, unit += Q4_0RowGroups.UnitBytes)
         {
@@ -522,37 +571,17 @@ public static unsafe class QuantizedDot
             var h1 = Avx2.ShiftRightLogical(q1.AsUInt16(), 4).AsByte() & low;
             var h2 = Avx2.ShiftRightLogical(q2.AsUInt16(), 4).AsByte() & low;
             var h3 = Avx2.ShiftRightLogical(q3.AsUInt16(), 4).AsByte() & low;
-            for (int k = 0; k < tokens; k++)
-            {
-                int* x = (int*)(xq + (k * xStride) + (b * 32));
-                var isum = LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, x, -8 * xsum[(k * blockStride) + b]);
-                var sums = Avx.ConvertToVector256Single(isum);
-                var scale = dw * Vector256.Create(xd[(k * blockStride) + b]);
-                switch (k)
-                {
-                    case 0: acc0 = Fma.MultiplyAdd(sums, scale, acc0); break;
-                    case 1: acc1 = Fma.MultiplyAdd(sums, scale, acc1); break;
-                    case 2: acc2 = Fma.MultiplyAdd(sums, scale, acc2); break;
-                    default: acc3 = Fma.MultiplyAdd(sums, scale, acc3); break;
-                }
-            }
+            int o = b * 32;
+            acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(x0 + o), -8 * s0[b])), dw * Vector256.Create(d0[b]), acc0);
+            acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(x1 + o), -8 * s1[b])), dw * Vector256.Create(d1[b]), acc1);
+            acc2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(x2 + o), -8 * s2[b])), dw * Vector256.Create(d2[b]), acc2);
+            acc3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(x3 + o), -8 * s3[b])), dw * Vector256.Create(d3[b]), acc3);
         }
 
         acc0.Store(output);
-        if (tokens > 1)
-        {
-            acc1.Store(output + outStride);
-        }
-
-        if (tokens > 2)
-        {
-            acc2.Store(output + (2 * outStride));
-        }
-
-        if (tokens > 3)
-        {
-            acc3.Store(output + (3 * outStride));
-        }
+        acc1.Store(output + outStride);
+        acc2.Store(output + (2 * outStride));
+        acc3.Store(output + (3 * outStride));
     }
 
     /// <summary>Q4_K row (super-blocks of 256 in 144 bytes) · int8 activations; <paramref name="xsum"/> holds each 32-block's sum of int8 values.</summary>
