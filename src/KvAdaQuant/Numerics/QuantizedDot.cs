@@ -310,7 +310,9 @@ public static unsafe class QuantizedDot
     /// llama.cpp's repacked Q4_0 kernels (ggml_gemv/gemm_q4_0_8x8_q8_0, which x86 builds use for every Q4_0 matrix whose
     /// row count is a multiple of 8): per 32-block an exact integer dot product, converted to float and fused into one
     /// running sum per row, y = fma(isum_b, d_w * d_x, y) block after block. The AVX2 path keeps the eight rows' sums in
-    /// the eight lanes of one register; <see cref="DotQ4_0ChainScalar"/> is its twin, row by row.
+    /// the eight lanes of one register; <see cref="DotQ4_0ChainScalar"/> is its twin, row by row. The engine multiplies
+    /// from the matrix's repacked copy instead (<see cref="DotQ4_0RowGroup"/>, one stream instead of eight); this form on
+    /// the rows in place is the reference its tests hold it to, bit for bit.
     /// </summary>
     public static void DotQ4_0x8Chain(byte* rows, long rowStride, sbyte* xq, float* xd, int* xsum, int blocks, float* output)
         => DotQ4_0x8ChainTokens(rows, rowStride, 1, xq, 0, xd, xsum, 0, blocks, output, 0);

@@ -12,6 +12,7 @@ public sealed unsafe class WeightMatrix : IDisposable
     private readonly byte* _data;
     private readonly Lock _rowGroupsLock = new();
     private NativeBuffer? _rowGroups;
+    private bool _finalizerSuppressed;
 
     /// <summary>Wraps <paramref name="rows"/> x <paramref name="cols"/> elements of <paramref name="type"/> at <paramref name="data"/>.</summary>
     public WeightMatrix(string name, GgmlType type, int rows, int cols, byte* data)
@@ -102,16 +103,24 @@ public sealed unsafe class WeightMatrix : IDisposable
                 int perChunk = (int)Math.Clamp((4L << 20) / (Q4_0RowGroups.GroupRows * RowByteCount), 1, groups);
                 var repack = new Q4_0RowGroupRepack(this, buffer.Pointer, perChunk);
                 int chunks = Q4_0RowGroupRepack.Chunks(groups, perChunk);
-                if (pool is null)
+                try
                 {
-                    for (int i = 0; i < chunks; i++)
+                    if (pool is null)
                     {
-                        repack.Execute(i, 0);
+                        for (int i = 0; i < chunks; i++)
+                        {
+                            repack.Execute(i, 0);
+                        }
+                    }
+                    else
+                    {
+                        pool.Run(repack, chunks);
                     }
                 }
-                else
+                catch
                 {
-                    pool.Run(repack, chunks);
+                    buffer.Dispose();
+                    throw;
                 }
 
                 if (IsFileMapped)
@@ -121,6 +130,13 @@ public sealed unsafe class WeightMatrix : IDisposable
                 }
 
                 GC.AddMemoryPressure(ByteCount);
+                if (_finalizerSuppressed)
+                {
+                    // a copy made again after Dispose: freed at collection if never disposed again.
+                    GC.ReRegisterForFinalize(this);
+                    _finalizerSuppressed = false;
+                }
+
                 Volatile.Write(ref _rowGroups, buffer);
             }
         }
@@ -131,23 +147,31 @@ public sealed unsafe class WeightMatrix : IDisposable
     /// <summary>Frees the row-group copy, if any. The matrix stays usable: the next product makes the copy again.</summary>
     public void Dispose()
     {
-        Free();
-        GC.SuppressFinalize(this);
+        lock (_rowGroupsLock)
+        {
+            FreeRowGroups();
+            GC.SuppressFinalize(this);
+            _finalizerSuppressed = true;
+        }
     }
 
     /// <summary>Frees the row-group copy of a matrix that was never disposed.</summary>
-    ~WeightMatrix() => Free();
-
-    private void Free()
+    ~WeightMatrix()
     {
         lock (_rowGroupsLock)
         {
-            if (_rowGroups is not null)
-            {
-                _rowGroups.Dispose();
-                _rowGroups = null;
-                GC.RemoveMemoryPressure(ByteCount);
-            }
+            FreeRowGroups();
+        }
+    }
+
+    // Under _rowGroupsLock.
+    private void FreeRowGroups()
+    {
+        if (_rowGroups is not null)
+        {
+            _rowGroups.Dispose();
+            _rowGroups = null;
+            GC.RemoveMemoryPressure(ByteCount);
         }
     }
 }
