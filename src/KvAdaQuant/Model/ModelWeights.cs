@@ -39,6 +39,12 @@ public sealed class ModelWeights : IDisposable
     /// <inheritdoc/>
     public void Dispose()
     {
+        // The matrices' Q4_0 row-group copies (a matrix shared with other weights makes its copy again if multiplied).
+        foreach (var m in Layers.SelectMany(l => new[] { l.Wq, l.Wk, l.Wv, l.Wo, l.W1, l.W2, l.W3 }).Append(TokenEmbedding).Append(Output).Distinct())
+        {
+            m.Dispose();
+        }
+
         foreach (var o in _owned)
         {
             o.Dispose();

@@ -17,6 +17,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
     private readonly Q8Activations _xq = new();
     private readonly WeightMatrix?[] _ws = new WeightMatrix?[3];
     private readonly nint[] _ys = new nint[3];
+    private readonly nint[] _rowGroups = new nint[3];
     private readonly int[] _rowsPerChunk = new int[3];
     private readonly int[] _chunkEnd = new int[3];
     private int _count;
@@ -90,15 +91,17 @@ public sealed unsafe class MatMulKernel : IParallelWork
             chunks = w2 is null ? chunks : Add(w2, y2, p2, n, chunks);
             _pool.Run(this, chunks);
             Array.Clear(_ws);
+            Array.Clear(_rowGroups);
         }
     }
 
     /// <summary>
     /// Whether a Q4_0 matrix is multiplied in groups of 8 rows with one running float per row (the summation order of
-    /// llama.cpp's repacked q4_0_8x8 kernels, which its x86 builds use when the row count is a multiple of 8); other
-    /// Q4_0 matrices sum each row in 8 float lanes as ggml_vec_dot_q4_0_q8_0 does.
+    /// llama.cpp's repacked q4_0_8x8 kernels, which its x86 builds use when the row count is a multiple of 8), reading
+    /// the matrix's interleaved row-group copy (<see cref="Q4_0RowGroups"/>, made on its first product); other Q4_0
+    /// matrices sum each row in 8 float lanes as ggml_vec_dot_q4_0_q8_0 does.
     /// </summary>
-    public static bool Q4_0InRowGroups(WeightMatrix w) => w.Type == GgmlType.Q4_0 && w.Rows % 8 == 0;
+    public static bool Q4_0InRowGroups(WeightMatrix w) => w.HasQ4_0RowGroups;
 
     private float[] TileScratch(int worker, int blocks, out int[] corrections)
     {
@@ -132,6 +135,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
         int m = _count++;
         _ws[m] = w;
         _ys[m] = (nint)py;
+        _rowGroups[m] = Q4_0InRowGroups(w) ? (nint)w.Q4_0RowGroupData(_pool) : 0;
         _rowsPerChunk[m] = rowsPerChunk;
         _chunkEnd[m] = chunks + ((w.Rows + rowsPerChunk - 1) / rowsPerChunk);
         return _chunkEnd[m];
@@ -213,12 +217,15 @@ public sealed unsafe class MatMulKernel : IParallelWork
                         if (!q8 && Q4_0InRowGroups(w))
                         {
                             // llama.cpp repacks these into groups of 8 rows and sums each row block by block in one float
-                            // (decode and prefill alike). Other Q4_0 rows below: the signed 8-lane form of its vec_dot.
+                            // (decode and prefill alike); so do we, from the interleaved copy: one sequential stream per
+                            // group. Other Q4_0 rows below: the signed 8-lane form of its vec_dot.
+                            long groupBytes = 8 * w.RowByteCount;
                             for (; r + 8 <= r1; r += 8)
                             {
+                                byte* group = (byte*)_rowGroups[m] + ((r / 8) * groupBytes);
                                 for (int t = 0; t < n; t += 4)
                                 {
-                                    QuantizedDot.DotQ4_0x8ChainTokens(w.RowPointer(r), w.RowByteCount, Math.Min(4, n - t), xq + ((long)t * cols), cols, xd + ((long)t * blocks), xs + ((long)t * blocks), blocks, blocks, y + ((long)t * rows) + r, rows);
+                                    QuantizedDot.DotQ4_0RowGroup(group, Math.Min(4, n - t), xq + ((long)t * cols), cols, xd + ((long)t * blocks), xs + ((long)t * blocks), blocks, blocks, y + ((long)t * rows) + r, rows);
                                 }
                             }
                         }

@@ -9,11 +9,28 @@ public sealed unsafe class NativeBuffer : IDisposable
 
     /// <summary>Allocates <paramref name="bytes"/> zeroed bytes aligned to 64.</summary>
     public NativeBuffer(long bytes)
+        : this(bytes, zeroed: true, alignment: 64)
+    {
+    }
+
+    /// <summary>
+    /// Allocates <paramref name="bytes"/> bytes aligned to <paramref name="alignment"/> (a power of two), zeroed or left
+    /// as they come (for a buffer the caller fills whole).
+    /// </summary>
+    public NativeBuffer(long bytes, bool zeroed, int alignment)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(bytes);
+        if (alignment < 1 || (alignment & (alignment - 1)) != 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(alignment), alignment, "alignment must be a power of two");
+        }
+
         Length = bytes;
-        _ptr = NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), 64);
-        NativeMemory.Clear(_ptr, (nuint)Math.Max(bytes, 1));
+        _ptr = NativeMemory.AlignedAlloc((nuint)Math.Max(bytes, 1), (nuint)alignment);
+        if (zeroed)
+        {
+            NativeMemory.Clear(_ptr, (nuint)Math.Max(bytes, 1));
+        }
     }
 
     /// <summary>Size in bytes.</summary>

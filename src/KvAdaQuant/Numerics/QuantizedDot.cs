@@ -310,7 +310,9 @@ public static unsafe class QuantizedDot
     /// llama.cpp's repacked Q4_0 kernels (ggml_gemv/gemm_q4_0_8x8_q8_0, which x86 builds use for every Q4_0 matrix whose
     /// row count is a multiple of 8): per 32-block an exact integer dot product, converted to float and fused into one
     /// running sum per row, y = fma(isum_b, d_w * d_x, y) block after block. The AVX2 path keeps the eight rows' sums in
-    /// the eight lanes of one register; <see cref="DotQ4_0ChainScalar"/> is its twin, row by row.
+    /// the eight lanes of one register; <see cref="DotQ4_0ChainScalar"/> is its twin, row by row. The engine multiplies
+    /// from the matrix's repacked copy instead (<see cref="DotQ4_0RowGroup"/>, one stream instead of eight); this form on
+    /// the rows in place is the reference its tests hold it to, bit for bit.
     /// </summary>
     public static void DotQ4_0x8Chain(byte* rows, long rowStride, sbyte* xq, float* xd, int* xsum, int blocks, float* output)
         => DotQ4_0x8ChainTokens(rows, rowStride, 1, xq, 0, xd, xsum, 0, blocks, output, 0);
@@ -438,6 +440,152 @@ public static unsafe class QuantizedDot
         return sum;
     }
 
+    /// <summary>
+    /// Eight Q4_0 rows from their row-group copy (<see cref="Q4_0RowGroups"/>: <paramref name="group"/> is the group's first
+    /// unit) · <paramref name="tokens"/> (1 to 4) int8 activation vectors, laid out as for <see cref="DotQ4_0x8ChainTokens"/>.
+    /// Exactly the arithmetic of <see cref="DotQ4_0x8ChainTokens"/> on the original rows (exact integer block sums, then
+    /// y = fma(isum_b - 8 sum(x_b), d_w * d_x, y) block after block, one float per row), reading one sequential stream.
+    /// </summary>
+    public static void DotQ4_0RowGroup(byte* group, int tokens, sbyte* xq, long xStride, float* xd, int* xsum, long blockStride, int blocks, float* output, long outStride)
+    {
+        if (VectorPathSupported)
+        {
+            DotQ4_0RowGroupAvx2(group, tokens, xq, xStride, xd, xsum, blockStride, blocks, output, outStride);
+        }
+        else
+        {
+            DotQ4_0RowGroupScalar(group, tokens, xq, xStride, xd, blockStride, blocks, output, outStride);
+        }
+    }
+
+    /// <summary>Scalar twin of <see cref="DotQ4_0RowGroup"/>: row by row, token by token, as <see cref="DotQ4_0ChainScalar"/>.</summary>
+    public static void DotQ4_0RowGroupScalar(byte* group, int tokens, sbyte* xq, long xStride, float* xd, long blockStride, int blocks, float* output, long outStride)
+    {
+        if (tokens is < 1 or > 4)
+        {
+            throw new ArgumentOutOfRangeException(nameof(tokens), tokens, "1 to 4 tokens per call");
+        }
+
+        for (int k = 0; k < tokens; k++)
+        {
+            for (int r = 0; r < 8; r++)
+            {
+                float sum = 0;
+                for (int b = 0; b < blocks; b++)
+                {
+                    byte* unit = group + (b * (long)Q4_0RowGroups.UnitBytes);
+                    sbyte* x = xq + (k * xStride) + (b * 32);
+                    int s = 0;
+                    for (int i = 0; i < 16; i++)
+                    {
+                        byte q = unit[Q4_0RowGroups.QuantOffset(r, i)];
+                        s += (((q & 0x0F) - 8) * x[i]) + (((q >> 4) - 8) * x[i + 16]);
+                    }
+
+                    sum = MathF.FusedMultiplyAdd(s, (float)*(Half*)(unit + (2 * r)) * xd[(k * blockStride) + b], sum);
+                }
+
+                output[(k * outStride) + r] = sum;
+            }
+        }
+    }
+
+    /// <summary>
+    /// AVX2 (+VNNI) path of <see cref="DotQ4_0RowGroup"/>: each chunk load gives every row four quant bytes in its own
+    /// 32-bit lane, so the integer block sums build up lane by lane against broadcast activations, starting from
+    /// -8 sum(x) (the nibbles' offset: sum((q - 8) x) = sum(q x) - 8 sum(x), exact in integers); the eight rows' running
+    /// float sums sit in the lanes of one register per token.
+    /// </summary>
+    public static void DotQ4_0RowGroupAvx2(byte* group, int tokens, sbyte* xq, long xStride, float* xd, int* xsum, long blockStride, int blocks, float* output, long outStride)
+    {
+        if (tokens is < 1 or > 4)
+        {
+            throw new ArgumentOutOfRangeException(nameof(tokens), tokens, "1 to 4 tokens per call");
+        }
+
+        if (tokens == 4)
+        {
+            DotQ4_0RowGroupTile4(group, xq, xStride, xd, xsum, blockStride, blocks, output, outStride);
+            return;
+        }
+
+        // one token at a time (decode, and the tail of a batch): the same arithmetic per token.
+        for (int k = 0; k < tokens; k++)
+        {
+            DotQ4_0RowGroupToken(group, xq + (k * xStride), xd + (k * blockStride), xsum + (k * blockStride), blocks, output + (k * outStride));
+        }
+    }
+
+    // One token: eight rows' running sums in one register.
+    private static void DotQ4_0RowGroupToken(byte* group, sbyte* xq, float* xd, int* xsum, int blocks, float* output)
+    {
+        var acc = Vector256<float>.Zero;
+        var low = Vector256.Create((byte)0x0F);
+        byte* unit = group;
+        for (int b = 0; b < blocks; b++, unit += Q4_0RowGroups.UnitBytes)
+        {
+            var dw = HalfToSingle(Avx2.ConvertToVector256Int32(Sse2.LoadVector128((ushort*)unit)));
+            var q0 = Avx.LoadVector256(unit + 16);
+            var q1 = Avx.LoadVector256(unit + 48);
+            var q2 = Avx.LoadVector256(unit + 80);
+            var q3 = Avx.LoadVector256(unit + 112);
+            var isum = LaneDots(
+                q0 & low,
+                q1 & low,
+                q2 & low,
+                q3 & low,
+                Avx2.ShiftRightLogical(q0.AsUInt16(), 4).AsByte() & low,
+                Avx2.ShiftRightLogical(q1.AsUInt16(), 4).AsByte() & low,
+                Avx2.ShiftRightLogical(q2.AsUInt16(), 4).AsByte() & low,
+                Avx2.ShiftRightLogical(q3.AsUInt16(), 4).AsByte() & low,
+                (int*)(xq + (b * 32)),
+                -8 * xsum[b]);
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(isum), dw * Vector256.Create(xd[b]), acc);
+        }
+
+        acc.Store(output);
+    }
+
+    // Four tokens sharing each block's unpacked nibbles; four registers of running sums.
+    private static void DotQ4_0RowGroupTile4(byte* group, sbyte* xq, long xStride, float* xd, int* xsum, long blockStride, int blocks, float* output, long outStride)
+    {
+        var acc0 = Vector256<float>.Zero;
+        var acc1 = Vector256<float>.Zero;
+        var acc2 = Vector256<float>.Zero;
+        var acc3 = Vector256<float>.Zero;
+        var low = Vector256.Create((byte)0x0F);
+        sbyte* x0 = xq, x1 = xq + xStride, x2 = xq + (2 * xStride), x3 = xq + (3 * xStride);
+        float* d0 = xd, d1 = xd + blockStride, d2 = xd + (2 * blockStride), d3 = xd + (3 * blockStride);
+        int* s0 = xsum, s1 = xsum + blockStride, s2 = xsum + (2 * blockStride), s3 = xsum + (3 * blockStride);
+        byte* unit = group;
+        for (int b = 0; b < blocks; b++, unit += Q4_0RowGroups.UnitBytes)
+        {
+            var dw = HalfToSingle(Avx2.ConvertToVector256Int32(Sse2.LoadVector128((ushort*)unit)));
+            var q0 = Avx.LoadVector256(unit + 16);
+            var q1 = Avx.LoadVector256(unit + 48);
+            var q2 = Avx.LoadVector256(unit + 80);
+            var q3 = Avx.LoadVector256(unit + 112);
+            var l0 = q0 & low;
+            var l1 = q1 & low;
+            var l2 = q2 & low;
+            var l3 = q3 & low;
+            var h0 = Avx2.ShiftRightLogical(q0.AsUInt16(), 4).AsByte() & low;
+            var h1 = Avx2.ShiftRightLogical(q1.AsUInt16(), 4).AsByte() & low;
+            var h2 = Avx2.ShiftRightLogical(q2.AsUInt16(), 4).AsByte() & low;
+            var h3 = Avx2.ShiftRightLogical(q3.AsUInt16(), 4).AsByte() & low;
+            int o = b * 32;
+            acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(x0 + o), -8 * s0[b])), dw * Vector256.Create(d0[b]), acc0);
+            acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(x1 + o), -8 * s1[b])), dw * Vector256.Create(d1[b]), acc1);
+            acc2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(x2 + o), -8 * s2[b])), dw * Vector256.Create(d2[b]), acc2);
+            acc3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(x3 + o), -8 * s3[b])), dw * Vector256.Create(d3[b]), acc3);
+        }
+
+        acc0.Store(output);
+        acc1.Store(output + outStride);
+        acc2.Store(output + (2 * outStride));
+        acc3.Store(output + (3 * outStride));
+    }
+
     /// <summary>Q4_K row (super-blocks of 256 in 144 bytes) · int8 activations; <paramref name="xsum"/> holds each 32-block's sum of int8 values.</summary>
     public static float DotQ4_K(byte* row, sbyte* xq, float* xd, int* xsum, int superBlocks)
         => VectorPathSupported ? DotQ4_KAvx2(row, xq, xd, xsum, superBlocks) : DotQ4_KScalar(row, xq, xd, xsum, superBlocks);
@@ -549,6 +697,32 @@ public static unsafe class QuantizedDot
         }
 
         return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, x), Vector256.Create((short)1));
+    }
+
+    // Lane r: start + the dot product of row r's 32 nibbles (chunk c's low nibbles l_c: elements 4c..4c+3, high h_c:
+    // 16+4c..16+4c+3) with the activations x (as 8 ints of 4 bytes), each 4-byte group broadcast to all lanes. Without
+    // VNNI the 16-bit pair sums stay within 8 x 2 x 15 x 128 = 30,720: no saturation.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> LaneDots(Vector256<byte> l0, Vector256<byte> l1, Vector256<byte> l2, Vector256<byte> l3, Vector256<byte> h0, Vector256<byte> h1, Vector256<byte> h2, Vector256<byte> h3, int* x, int start)
+    {
+        if (AvxVnni.IsSupported)
+        {
+            var a = AvxVnni.MultiplyWideningAndAdd(Vector256.Create(start), l0, Vector256.Create(x[0]).AsSByte());
+            var c = AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, h0, Vector256.Create(x[4]).AsSByte());
+            a = AvxVnni.MultiplyWideningAndAdd(a, l1, Vector256.Create(x[1]).AsSByte());
+            c = AvxVnni.MultiplyWideningAndAdd(c, h1, Vector256.Create(x[5]).AsSByte());
+            a = AvxVnni.MultiplyWideningAndAdd(a, l2, Vector256.Create(x[2]).AsSByte());
+            c = AvxVnni.MultiplyWideningAndAdd(c, h2, Vector256.Create(x[6]).AsSByte());
+            a = AvxVnni.MultiplyWideningAndAdd(a, l3, Vector256.Create(x[3]).AsSByte());
+            c = AvxVnni.MultiplyWideningAndAdd(c, h3, Vector256.Create(x[7]).AsSByte());
+            return a + c;
+        }
+
+        var p = Avx2.MultiplyAddAdjacent(l0, Vector256.Create(x[0]).AsSByte()) + Avx2.MultiplyAddAdjacent(h0, Vector256.Create(x[4]).AsSByte());
+        p += Avx2.MultiplyAddAdjacent(l1, Vector256.Create(x[1]).AsSByte()) + Avx2.MultiplyAddAdjacent(h1, Vector256.Create(x[5]).AsSByte());
+        p += Avx2.MultiplyAddAdjacent(l2, Vector256.Create(x[2]).AsSByte()) + Avx2.MultiplyAddAdjacent(h2, Vector256.Create(x[6]).AsSByte());
+        p += Avx2.MultiplyAddAdjacent(l3, Vector256.Create(x[3]).AsSByte()) + Avx2.MultiplyAddAdjacent(h3, Vector256.Create(x[7]).AsSByte());
+        return Avx2.MultiplyAddAdjacent(p, Vector256.Create((short)1)) + Vector256.Create(start);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

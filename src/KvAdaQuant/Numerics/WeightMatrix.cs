@@ -2,11 +2,17 @@ namespace KvAdaQuant.Numerics;
 
 /// <summary>
 /// A row-major weight matrix W of shape [Rows, Cols] in any supported ggml type, held in unmanaged or
-/// memory-mapped memory it does not own. Products compute y = W x for each input vector x.
+/// memory-mapped memory it does not own. Products compute y = W x for each input vector x. A Q4_0 matrix whose row
+/// count is a multiple of 8 also gets, on its first product, an interleaved copy it owns (<see cref="Q4_0RowGroups"/>),
+/// which the matrix kernels read instead of the rows; <see cref="RowData"/> and <see cref="RowPointer"/> keep giving the
+/// original rows.
 /// </summary>
-public sealed unsafe class WeightMatrix
+public sealed unsafe class WeightMatrix : IDisposable
 {
     private readonly byte* _data;
+    private readonly Lock _rowGroupsLock = new();
+    private NativeBuffer? _rowGroups;
+    private bool _finalizerSuppressed;
 
     /// <summary>Wraps <paramref name="rows"/> x <paramref name="cols"/> elements of <paramref name="type"/> at <paramref name="data"/>.</summary>
     public WeightMatrix(string name, GgmlType type, int rows, int cols, byte* data)
@@ -50,4 +56,122 @@ public sealed unsafe class WeightMatrix
 
     /// <summary>Pointer to the first byte of row <paramref name="row"/>.</summary>
     public byte* RowPointer(int row) => _data + (row * RowByteCount);
+
+    /// <summary>
+    /// Whether the data lies in a read-only file mapping: after the Q4_0 row-group copy is made, the original pages are
+    /// then dropped from the process (<see cref="PageAdvice"/>), so the copy does not double the resident memory; rows
+    /// read later come back from the file.
+    /// </summary>
+    public bool IsFileMapped { get; init; }
+
+    /// <summary>Whether products read the Q4_0 row-group copy: Q4_0 with a row count that is a multiple of 8.</summary>
+    public bool HasQ4_0RowGroups => Type == GgmlType.Q4_0 && Rows % Q4_0RowGroups.GroupRows == 0;
+
+    /// <summary>Whether the row-group copy exists now.</summary>
+    public bool IsRepacked => Volatile.Read(ref _rowGroups) is not null;
+
+    /// <summary>
+    /// The Q4_0 row-group copy (<see cref="Q4_0RowGroups"/>; row group g at g * 8 * <see cref="RowByteCount"/>), made on
+    /// the first call, on <paramref name="pool"/> when given (thread-safe: concurrent first calls make one copy).
+    /// </summary>
+    public byte* Q4_0RowGroupData(WorkerPool? pool = null)
+    {
+        var buffer = Volatile.Read(ref _rowGroups);
+        if (buffer is not null)
+        {
+            return buffer.Pointer;
+        }
+
+        if (!HasQ4_0RowGroups)
+        {
+            throw new InvalidOperationException($"{Name}: a {Type} matrix of {Rows} rows has no Q4_0 row groups (Q4_0, rows a multiple of 8)");
+        }
+
+        lock (_rowGroupsLock)
+        {
+            buffer = _rowGroups;
+            if (buffer is null)
+            {
+                // huge pages (where the kernel grants them): 512 times fewer page faults while the copy is written, and
+                // fewer TLB misses while the kernels stream it.
+                buffer = new NativeBuffer(ByteCount, zeroed: false, alignment: PageAdvice.HugePageBytes);
+                PageAdvice.UseHugePages(buffer.Pointer, buffer.Length);
+
+                // chunks of about 4 MB, each releasing its mapped rows once copied: the original pages of at most a chunk
+                // per thread are resident alongside the copy, never a whole matrix.
+                int groups = Rows / Q4_0RowGroups.GroupRows;
+                int perChunk = (int)Math.Clamp((4L << 20) / (Q4_0RowGroups.GroupRows * RowByteCount), 1, groups);
+                var repack = new Q4_0RowGroupRepack(this, buffer.Pointer, perChunk);
+                int chunks = Q4_0RowGroupRepack.Chunks(groups, perChunk);
+                try
+                {
+                    if (pool is null)
+                    {
+                        for (int i = 0; i < chunks; i++)
+                        {
+                            repack.Execute(i, 0);
+                        }
+                    }
+                    else
+                    {
+                        pool.Run(repack, chunks);
+                    }
+                }
+                catch
+                {
+                    buffer.Dispose();
+                    throw;
+                }
+
+                if (IsFileMapped)
+                {
+                    // the pages straddling two chunks, which neither released.
+                    PageAdvice.ReleaseFilePages(_data, ByteCount);
+                }
+
+                GC.AddMemoryPressure(ByteCount);
+                if (_finalizerSuppressed)
+                {
+                    // a copy made again after Dispose: freed at collection if never disposed again.
+                    GC.ReRegisterForFinalize(this);
+                    _finalizerSuppressed = false;
+                }
+
+                Volatile.Write(ref _rowGroups, buffer);
+            }
+        }
+
+        return buffer.Pointer;
+    }
+
+    /// <summary>Frees the row-group copy, if any. The matrix stays usable: the next product makes the copy again.</summary>
+    public void Dispose()
+    {
+        lock (_rowGroupsLock)
+        {
+            FreeRowGroups();
+            GC.SuppressFinalize(this);
+            _finalizerSuppressed = true;
+        }
+    }
+
+    /// <summary>Frees the row-group copy of a matrix that was never disposed.</summary>
+    ~WeightMatrix()
+    {
+        lock (_rowGroupsLock)
+        {
+            FreeRowGroups();
+        }
+    }
+
+    // Under _rowGroupsLock.
+    private void FreeRowGroups()
+    {
+        if (_rowGroups is not null)
+        {
+            _rowGroups.Dispose();
+            _rowGroups = null;
+            GC.RemoveMemoryPressure(ByteCount);
+        }
+    }
 }

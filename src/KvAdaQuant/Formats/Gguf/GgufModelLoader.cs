@@ -153,7 +153,7 @@ public static unsafe class GgufModelLoader
         WeightMatrix Mat(string name, long cols, long rows)
         {
             var t = Find(name, cols, rows);
-            return new WeightMatrix(name, t.Type, (int)rows, (int)cols, g.TensorData(t));
+            return new WeightMatrix(name, t.Type, (int)rows, (int)cols, g.TensorData(t)) { IsFileMapped = true };
         }
 
         float[] Vec(string name, long length)
