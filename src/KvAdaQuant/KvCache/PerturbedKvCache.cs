@@ -46,6 +46,9 @@ public sealed class PerturbedKvCache : IKvCache
     /// <summary>The multiplier <c>1 + relative·u</c> for one element (exposed for tests).</summary>
     public static float Factor(double relative, int seed, int layer, int position, int element, bool value)
     {
+        // Bit fields XORed, then the SplitMix64 finalizer. The fields overlap only for positions >= 4,096 (bits 32+ of
+        // position << 20 meet the seed's), where two (seed, position) pairs can share a pattern: harmless for a noise
+        // source, and kept so that the published sensitivities stay reproducible.
         ulong x = ((ulong)(uint)seed << 32) ^ ((ulong)(uint)layer << 48) ^ ((ulong)(uint)position << 20) ^ (uint)element ^ (value ? 0x8000_0000_0000_0000UL : 0);
         x += 0x9E3779B97F4A7C15UL;
         x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9UL;
