@@ -21,7 +21,7 @@ internal static class GenerateCommand
         var topK = new Option<int>("--top-k") { Description = "keep the k most likely tokens (0 = all)", DefaultValueFactory = _ => 0 };
         var topP = new Option<float>("--top-p") { Description = "nucleus sampling mass", DefaultValueFactory = _ => 1f };
         var seed = new Option<ulong>("--seed") { Description = "random seed", DefaultValueFactory = _ => 42UL };
-        var ctx = new Option<int>("--ctx") { Description = "context length (0 = the model's)", DefaultValueFactory = _ => 0 };
+        var ctx = new Option<int>("--ctx") { Description = "context length (0 = what the run needs: prompt + --max-tokens, at least 256, at most the model's)", DefaultValueFactory = _ => 0 };
         var kv = CommonOptions.Kv();
         var kvPlan = CommonOptions.KvPlan();
         var threads = CommonOptions.Threads();
@@ -47,7 +47,14 @@ internal static class GenerateCommand
                 throw new ArgumentException($"--ctx must be in 0..{m.Config.ContextLength} (the model's context), got {c}");
             }
 
-            c = c == 0 ? m.Config.ContextLength : c;
+            if (c == 0)
+            {
+                // What this run can use, as a dynamic cache would: the prompt and the tokens asked for (256 positions at
+                // least), at most the model's context. Allocating the model's whole context (131,072 positions for
+                // Llama 3.x) cost gigabytes and tens of seconds before the first token.
+                int promptTokens = tok.Encode(r.GetValue(prompt) ?? string.Empty, addBos: true).Count;
+                c = (int)Math.Min(m.Config.ContextLength, Math.Max(256L, (long)promptTokens + n));
+            }
             if (r.GetValue(device) == DeviceOptions.Cuda)
             {
                 return GenerateOnGpu(r, m, tok, c, n, prompt, temperature, topK, topP, seed, kv, kvPlan, json);
@@ -72,6 +79,7 @@ internal static class GenerateCommand
                 {
                     Model = m.Path,
                     Kv = session.Cache.Description,
+                    Ctx = c,
                     Prompt = p,
                     PromptTokens = result.PromptTokens,
                     Tokens = result.Tokens,

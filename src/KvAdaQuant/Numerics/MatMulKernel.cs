@@ -18,6 +18,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
     private readonly WeightMatrix?[] _ws = new WeightMatrix?[3];
     private readonly nint[] _ys = new nint[3];
     private readonly nint[] _rowGroups = new nint[3];
+    private readonly nint[] _rows = new nint[3];
     private readonly int[] _rowsPerChunk = new int[3];
     private readonly int[] _chunkEnd = new int[3];
     private int _count;
@@ -92,6 +93,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
             _pool.Run(this, chunks);
             Array.Clear(_ws);
             Array.Clear(_rowGroups);
+            Array.Clear(_rows);
         }
     }
 
@@ -136,6 +138,9 @@ public sealed unsafe class MatMulKernel : IParallelWork
         _ws[m] = w;
         _ys[m] = (nint)py;
         _rowGroups[m] = Q4_0InRowGroups(w) ? (nint)w.Q4_0RowGroupData(_pool) : 0;
+
+        // Q8_0 rows from their resident copy when the matrix has one (same bytes, huge pages), else from the matrix.
+        _rows[m] = w.HasResidentRows ? (nint)w.ResidentRowData(_pool) : (nint)w.RowPointer(0);
         _rowsPerChunk[m] = rowsPerChunk;
         _chunkEnd[m] = chunks + ((w.Rows + rowsPerChunk - 1) / rowsPerChunk);
         return _chunkEnd[m];
@@ -209,6 +214,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
                 {
                     int blocks = cols / 32;
                     bool q8 = w.Type == GgmlType.Q8_0;
+                    byte* rowBase = (byte*)_rows[m];
                     fixed (sbyte* xq = _xq.Values)
                     fixed (float* xd = _xq.Scales)
                     fixed (int* xs = _xq.Sums)
@@ -242,16 +248,16 @@ public sealed unsafe class MatMulKernel : IParallelWork
                                 fixed (float* ts = tileScales)
                                 fixed (int* tc = tileCorrections)
                                 {
-                                    QuantizedDot.PrepareQ8_0Tile(w.RowPointer(r), w.RowByteCount, blocks, ts, tc);
+                                    QuantizedDot.PrepareQ8_0Tile(rowBase + (r * w.RowByteCount), w.RowByteCount, blocks, ts, tc);
                                     for (; t + 4 <= n; t += 4)
                                     {
-                                        QuantizedDot.DotQ8_0Tile4x4Prepared(w.RowPointer(r), w.RowByteCount, ts, tc, xq + ((long)t * cols), cols, xd + ((long)t * blocks), blocks, blocks, y + ((long)t * rows) + r, rows);
+                                        QuantizedDot.DotQ8_0Tile4x4Prepared(rowBase + (r * w.RowByteCount), w.RowByteCount, ts, tc, xq + ((long)t * cols), cols, xd + ((long)t * blocks), blocks, blocks, y + ((long)t * rows) + r, rows);
                                     }
                                 }
 
                                 for (; t < n; t++)
                                 {
-                                    QuantizedDot.DotQ8_0x4(w.RowPointer(r), w.RowByteCount, xq + ((long)t * cols), xd + ((long)t * blocks), blocks, tile);
+                                    QuantizedDot.DotQ8_0x4(rowBase + (r * w.RowByteCount), w.RowByteCount, xq + ((long)t * cols), xd + ((long)t * blocks), blocks, tile);
                                     float* yt = y + ((long)t * rows) + r;
                                     yt[0] = tile[0];
                                     yt[1] = tile[1];
@@ -263,7 +269,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
 
                         for (; r < r1; r++)
                         {
-                            byte* row = w.RowPointer(r);
+                            byte* row = rowBase + (r * w.RowByteCount);
                             for (int t = 0; t < n; t++)
                             {
                                 sbyte* q = xq + ((long)t * cols);

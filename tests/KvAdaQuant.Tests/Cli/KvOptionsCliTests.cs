@@ -60,6 +60,33 @@ public class KvOptionsCliTests
     }
 
     [Fact]
+    public void GenerateSizesItsCacheForTheRunUnlessToldOtherwise()
+    {
+        // stories260K's context is 512: an empty prompt (BOS) and 4 tokens get the 256-position floor, --ctx wins.
+        var (rc, stdout, stderr) = Kvaq("generate", "--model", Fixtures.Stories260K, "-n", "4", "--json");
+        Assert.True(rc == 0, stderr);
+        using (var doc = JsonDocument.Parse(stdout))
+        {
+            Assert.Equal(256, doc.RootElement.GetProperty("ctx").GetInt32());
+            Assert.Equal(4, doc.RootElement.GetProperty("tokens").GetArrayLength());
+        }
+
+        (rc, stdout, stderr) = Kvaq("generate", "--model", Fixtures.Stories260K, "-n", "400", "--json");
+        Assert.True(rc == 0, stderr);
+        using (var doc = JsonDocument.Parse(stdout))
+        {
+            Assert.Equal(401, doc.RootElement.GetProperty("ctx").GetInt32());
+        }
+
+        (rc, stdout, stderr) = Kvaq("generate", "--model", Fixtures.Stories260K, "-n", "4", "--ctx", "300", "--json");
+        Assert.True(rc == 0, stderr);
+        using (var doc = JsonDocument.Parse(stdout))
+        {
+            Assert.Equal(300, doc.RootElement.GetProperty("ctx").GetInt32());
+        }
+    }
+
+    [Fact]
     public void VerifyDecodeRejectsSensitivityNoiseOutsideTheUnitInterval()
     {
         // Checked before any device is opened, so the error is the same with or without CUDA.

@@ -237,11 +237,11 @@ public unsafe class Q4_0RowGroupsTests
             }
         }
 
-        long before = MappingResidentKb(path);
+        long before = ProcessMappings.ResidentKb(path);
         Assert.True(before >= data.Length / 1024 - 8, $"touched mapping resident {before} kB, expected about {data.Length / 1024} kB");
         using var pool = new WorkerPool(2);
         w.Q4_0RowGroupData(pool);
-        long after = MappingResidentKb(path);
+        long after = ProcessMappings.ResidentKb(path);
         Assert.True(after <= 8, $"mapping still resident after repacking: {after} kB (was {before} kB)");
 
         // read back from the file, unchanged (MADV_DONTNEED on a file mapping never zeroes).
@@ -256,33 +256,5 @@ public unsafe class Q4_0RowGroupsTests
         }
 
         Assert.Equal(sum, again);
-    }
-
-    // Rss of this process's mapping of path, from /proc/self/smaps.
-    private static long MappingResidentKb(string path)
-    {
-        long total = 0;
-        bool inMapping = false;
-        foreach (var line in File.ReadLines("/proc/self/smaps"))
-        {
-            if (IsHeader(line))
-            {
-                inMapping = line.EndsWith(path, StringComparison.Ordinal);
-            }
-            else if (inMapping && line.StartsWith("Rss:", StringComparison.Ordinal))
-            {
-                total += long.Parse(line["Rss:".Length..].Trim().Split(' ')[0], System.Globalization.CultureInfo.InvariantCulture);
-            }
-        }
-
-        return total;
-    }
-
-    // A mapping header: "start-end perms offset dev inode [path]".
-    private static bool IsHeader(string line)
-    {
-        int dash = line.IndexOf('-', StringComparison.Ordinal);
-        int space = line.IndexOf(' ', StringComparison.Ordinal);
-        return dash > 0 && space > dash && line[..dash].All(char.IsAsciiHexDigit);
     }
 }
