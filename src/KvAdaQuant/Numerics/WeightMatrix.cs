@@ -69,8 +69,8 @@ public sealed unsafe class WeightMatrix : IDisposable
 
     /// <summary>
     /// Whether products read a resident copy of the rows (the same bytes in the same layout, in transparent huge pages):
-    /// file-mapped Q8_0 matrices. A file mapping comes in 4 KB pages; streaming a matrix from huge pages instead made
-    /// 1B Q8_0 decode 5-10 % faster (README, Speed vs llama.cpp).
+    /// file-mapped Q8_0 matrices. A file mapping comes in 4 KB pages; streaming the matrices from huge pages instead made
+    /// 1B Q8_0 decode and prefill faster (README, Speed vs llama.cpp).
     /// </summary>
     public bool HasResidentRows => IsFileMapped && Type == GgmlType.Q8_0;
 
