@@ -139,7 +139,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
         _ys[m] = (nint)py;
         _rowGroups[m] = Q4_0InRowGroups(w) ? (nint)w.Q4_0RowGroupData(_pool) : 0;
 
-        // Q8_0 rows from their resident copy when the matrix has one (same bytes, huge pages), else from the matrix.
+        // Q8_0 / F16 rows from their resident copy when the matrix has one (same bytes, huge pages), else from the matrix.
         _rows[m] = w.HasResidentRows ? (nint)w.ResidentRowData(_pool) : (nint)w.RowPointer(0);
         _rowsPerChunk[m] = rowsPerChunk;
         _chunkEnd[m] = chunks + ((w.Rows + rowsPerChunk - 1) / rowsPerChunk);
@@ -278,6 +278,22 @@ public sealed unsafe class MatMulKernel : IParallelWork
                                 // -8 sum(x) into one lane and rounds differently.)
                                 y[((long)t * rows) + r] = q8 ? QuantizedDot.DotQ8_0(row, q, d, blocks) : QuantizedDot.DotQ4_0(row, q, d, blocks);
                             }
+                        }
+                    }
+
+                    break;
+                }
+
+            case GgmlType.F16:
+                {
+                    // Halves widened in registers, one row against each token (the row stays in L1 across tokens).
+                    byte* rowBase = (byte*)_rows[m];
+                    for (int r = r0; r < r1; r++)
+                    {
+                        ushort* row = (ushort*)(rowBase + (r * w.RowByteCount));
+                        for (int t = 0; t < n; t++)
+                        {
+                            y[((long)t * rows) + r] = HalfDot.Dot(row, _x + ((long)t * cols), cols);
                         }
                     }
 

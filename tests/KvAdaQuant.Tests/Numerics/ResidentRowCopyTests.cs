@@ -72,7 +72,7 @@ public unsafe class ResidentRowCopyTests
     }
 
     [Fact]
-    public void OnlyFileMappedQ8_0MatricesGetACopy()
+    public void OnlyFileMappedQ8_0AndF16MatricesGetACopy()
     {
         var data = new byte[4 * 34];
         fixed (byte* p = data)
@@ -81,6 +81,9 @@ public unsafe class ResidentRowCopyTests
             var e = Assert.Throws<InvalidOperationException>(() => plain.ResidentRowData());
             Assert.Contains("blk.0.attn_q.weight", e.Message);
             Assert.Contains("not file-mapped Q8_0", e.Message);
+
+            using var q4 = new WeightMatrix("blk.0.ffn_down.weight", GgmlType.Q4_K, 1, 256, p) { IsFileMapped = true };
+            Assert.False(q4.HasResidentRows);
         }
     }
 }
