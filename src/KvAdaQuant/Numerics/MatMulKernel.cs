@@ -286,12 +286,18 @@ public sealed unsafe class MatMulKernel : IParallelWork
 
             case GgmlType.F16:
                 {
-                    // Halves widened in registers, one row against each token (the row stays in L1 across tokens).
+                    // Halves widened in registers, once per four tokens; each result has the single-token arithmetic.
                     byte* rowBase = (byte*)_rows[m];
                     for (int r = r0; r < r1; r++)
                     {
                         ushort* row = (ushort*)(rowBase + (r * w.RowByteCount));
-                        for (int t = 0; t < n; t++)
+                        int t = 0;
+                        for (; t + 4 <= n; t += 4)
+                        {
+                            HalfDot.Dot4(row, _x + ((long)t * cols), cols, cols, y + ((long)t * rows) + r, rows);
+                        }
+
+                        for (; t < n; t++)
                         {
                             y[((long)t * rows) + r] = HalfDot.Dot(row, _x + ((long)t * cols), cols);
                         }

@@ -62,11 +62,35 @@ public unsafe class HalfDotTests
         }
     }
 
+    [Theory]
+    [InlineData(15)]
+    [InlineData(100)]
+    [InlineData(2048)]
+    public void Dot4_GivesEachTokenTheBitsOfTheSingleDot(int n)
+    {
+        var rng = new Random(n + 1);
+        var row = Enumerable.Range(0, n).Select(_ => BitConverter.HalfToUInt16Bits((Half)((rng.NextDouble() * 2) - 1))).ToArray();
+        int stride = n + 3;
+        var x = Enumerable.Range(0, 4 * stride).Select(_ => (float)((rng.NextDouble() * 4) - 2)).ToArray();
+        var output = new float[4 * 5];
+        fixed (ushort* r = row)
+        fixed (float* px = x)
+        fixed (float* po = output)
+        {
+            HalfDot.Dot4(r, px, stride, n, po, 5);
+            for (int k = 0; k < 4; k++)
+            {
+                float single = HalfDot.Dot(r, px + (k * stride), n);
+                Assert.Equal(BitConverter.SingleToInt32Bits(single), BitConverter.SingleToInt32Bits(output[k * 5]));
+            }
+        }
+    }
+
     [Fact]
     public void MatMul_OfAnF16MatrixMatchesTheDequantizedRowDots()
     {
         var rng = new Random(3);
-        const int rows = 37, cols = 200, tokens = 3;
+        const int rows = 37, cols = 200, tokens = 7;
         var w = Enumerable.Range(0, rows * cols).Select(_ => BitConverter.HalfToUInt16Bits((Half)((rng.NextDouble() * 2) - 1))).ToArray();
         var x = Enumerable.Range(0, tokens * cols).Select(_ => (float)((rng.NextDouble() * 4) - 2)).ToArray();
         var y = new float[tokens * rows];
