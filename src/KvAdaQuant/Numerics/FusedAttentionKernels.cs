@@ -30,7 +30,6 @@ internal static unsafe class FusedAttentionKernels
     /// <summary>Largest number of float parameters (a, b per group) of one token the permutes reach.</summary>
     public const int MaxParamFloats = 32;
 
-    private const float ExponentRebias = 5.192296858534828e33f;
 
     /// <summary>Whether the vector kernels run on this CPU.</summary>
     public static bool IsSupported => Avx512F.IsSupported && Vector512.IsHardwareAccelerated;
@@ -630,7 +629,7 @@ internal static unsafe class FusedAttentionKernels
     {
         var h = Avx512F.ConvertToVector512Int32(Vector256.Load((short*)src));
         var bits = Avx512F.ShiftLeftLogical(h, 13) & Vector512.Create(unchecked((int)0x8FFFE000));
-        return bits.AsSingle() * Vector512.Create(ExponentRebias);
+        return bits.AsSingle() * Vector512.Create(HalfBits.ExponentRebias);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -10,8 +10,6 @@ namespace KvAdaQuant.Numerics;
 /// </summary>
 public static unsafe class HalfDot
 {
-    private const float ExponentRebias = 5.192296858534828e33f;
-
     /// <summary>True when the vector path runs on this machine.</summary>
     public static bool VectorPathSupported => Avx512F.IsSupported && Vector512.IsHardwareAccelerated;
 
@@ -42,10 +40,10 @@ public static unsafe class HalfDot
         int i = 0;
         for (; i + 64 <= n; i += 64)
         {
-            var w0 = ToSingle16(row + i);
-            var w1 = ToSingle16(row + i + 16);
-            var w2 = ToSingle16(row + i + 32);
-            var w3 = ToSingle16(row + i + 48);
+            var w0 = HalfBits.ToSingle16(row + i);
+            var w1 = HalfBits.ToSingle16(row + i + 16);
+            var w2 = HalfBits.ToSingle16(row + i + 32);
+            var w3 = HalfBits.ToSingle16(row + i + 48);
             a00 = Vector512.FusedMultiplyAdd(w0, Vector512.Load(x0 + i), a00);
             a01 = Vector512.FusedMultiplyAdd(w1, Vector512.Load(x0 + i + 16), a01);
             a02 = Vector512.FusedMultiplyAdd(w2, Vector512.Load(x0 + i + 32), a02);
@@ -66,7 +64,7 @@ public static unsafe class HalfDot
 
         for (; i + 16 <= n; i += 16)
         {
-            var w0 = ToSingle16(row + i);
+            var w0 = HalfBits.ToSingle16(row + i);
             a00 = Vector512.FusedMultiplyAdd(w0, Vector512.Load(x0 + i), a00);
             a10 = Vector512.FusedMultiplyAdd(w0, Vector512.Load(x1 + i), a10);
             a20 = Vector512.FusedMultiplyAdd(w0, Vector512.Load(x2 + i), a20);
@@ -91,19 +89,6 @@ public static unsafe class HalfDot
         return sum;
     }
 
-    /// <summary>Sixteen halves to floats, exactly as <see cref="HalfBits.ToSingle"/> converts each (Inf and NaN included).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector512<float> ToSingle16(ushort* src)
-    {
-        var h = Avx512F.ConvertToVector512Int32(Vector256.Load(src));
-        var magnitude = h & Vector512.Create(0x7FFF);
-        var shifted = magnitude << 13;
-        var finite = shifted.AsSingle() * Vector512.Create(ExponentRebias);
-        var special = (shifted | Vector512.Create(0x7F800000)).AsSingle();
-        var value = Vector512.ConditionalSelect(Vector512.GreaterThanOrEqual(magnitude, Vector512.Create(0x7C00)).AsSingle(), special, finite);
-        return (value.AsInt32() | ((h & Vector512.Create(0x8000)) << 16)).AsSingle();
-    }
-
     private static float DotAvx512(ushort* row, float* x, int n)
     {
         var a0 = Vector512<float>.Zero;
@@ -113,15 +98,15 @@ public static unsafe class HalfDot
         int i = 0;
         for (; i + 64 <= n; i += 64)
         {
-            a0 = Vector512.FusedMultiplyAdd(ToSingle16(row + i), Vector512.Load(x + i), a0);
-            a1 = Vector512.FusedMultiplyAdd(ToSingle16(row + i + 16), Vector512.Load(x + i + 16), a1);
-            a2 = Vector512.FusedMultiplyAdd(ToSingle16(row + i + 32), Vector512.Load(x + i + 32), a2);
-            a3 = Vector512.FusedMultiplyAdd(ToSingle16(row + i + 48), Vector512.Load(x + i + 48), a3);
+            a0 = Vector512.FusedMultiplyAdd(HalfBits.ToSingle16(row + i), Vector512.Load(x + i), a0);
+            a1 = Vector512.FusedMultiplyAdd(HalfBits.ToSingle16(row + i + 16), Vector512.Load(x + i + 16), a1);
+            a2 = Vector512.FusedMultiplyAdd(HalfBits.ToSingle16(row + i + 32), Vector512.Load(x + i + 32), a2);
+            a3 = Vector512.FusedMultiplyAdd(HalfBits.ToSingle16(row + i + 48), Vector512.Load(x + i + 48), a3);
         }
 
         for (; i + 16 <= n; i += 16)
         {
-            a0 = Vector512.FusedMultiplyAdd(ToSingle16(row + i), Vector512.Load(x + i), a0);
+            a0 = Vector512.FusedMultiplyAdd(HalfBits.ToSingle16(row + i), Vector512.Load(x + i), a0);
         }
 
         return Finish(a0, a1, a2, a3, row, x, i, n);

@@ -10,8 +10,8 @@ namespace KvAdaQuant.Numerics;
 public sealed unsafe class WeightMatrix : IDisposable
 {
     private readonly byte* _data;
-    private readonly Lock _rowGroupsLock = new();
-    private NativeBuffer? _rowGroups;
+    private readonly Lock _copyLock = new();
+    private NativeBuffer? _copy;
     private bool _finalizerSuppressed;
 
     /// <summary>Wraps <paramref name="rows"/> x <paramref name="cols"/> elements of <paramref name="type"/> at <paramref name="data"/>.</summary>
@@ -58,7 +58,7 @@ public sealed unsafe class WeightMatrix : IDisposable
     public byte* RowPointer(int row) => _data + (row * RowByteCount);
 
     /// <summary>
-    /// Whether the data lies in a read-only file mapping: after the Q4_0 row-group copy is made, the original pages are
+    /// Whether the data lies in a read-only file mapping: after the products' copy (Q4_0 row groups or resident rows) is made, the original pages are
     /// then dropped from the process (<see cref="PageAdvice"/>), so the copy does not double the resident memory; rows
     /// read later come back from the file.
     /// </summary>
@@ -75,7 +75,7 @@ public sealed unsafe class WeightMatrix : IDisposable
     public bool HasResidentRows => IsFileMapped && Type is GgmlType.Q8_0 or GgmlType.F16;
 
     /// <summary>Whether the products' copy (Q4_0 row groups or resident rows) exists now.</summary>
-    public bool IsRepacked => Volatile.Read(ref _rowGroups) is not null;
+    public bool IsRepacked => Volatile.Read(ref _copy) is not null;
 
     /// <summary>
     /// The Q4_0 row-group copy (<see cref="Q4_0RowGroups"/>; row group g at g * 8 * <see cref="RowByteCount"/>), made on
@@ -83,16 +83,17 @@ public sealed unsafe class WeightMatrix : IDisposable
     /// </summary>
     public byte* Q4_0RowGroupData(WorkerPool? pool = null)
     {
+        if (Volatile.Read(ref _copy) is { } made)
+        {
+            return made.Pointer;
+        }
+
         if (!HasQ4_0RowGroups)
         {
             throw new InvalidOperationException($"{Name}: a {Type} matrix of {Rows} rows has no Q4_0 row groups (Q4_0, rows a multiple of 8)");
         }
 
-        // chunks of about 4 MB, each releasing its mapped rows once copied: the original pages of at most a chunk per
-        // thread are resident alongside the copy, never a whole matrix.
-        int groups = Rows / Q4_0RowGroups.GroupRows;
-        int perChunk = (int)Math.Clamp((4L << 20) / (Q4_0RowGroups.GroupRows * RowByteCount), 1, groups);
-        return Copy(pool, Q4_0RowGroupRepack.Chunks(groups, perChunk), destination => new Q4_0RowGroupRepack(this, (byte*)destination, perChunk));
+        return Copy(pool, RowGroupCopy);
     }
 
     /// <summary>
@@ -101,26 +102,40 @@ public sealed unsafe class WeightMatrix : IDisposable
     /// </summary>
     public byte* ResidentRowData(WorkerPool? pool = null)
     {
+        if (Volatile.Read(ref _copy) is { } made)
+        {
+            return made.Pointer;
+        }
+
         if (!HasResidentRows)
         {
             throw new InvalidOperationException($"{Name}: only file-mapped Q8_0 and F16 matrices get a resident copy (this is {(IsFileMapped ? "file-mapped" : "not file-mapped")} {Type})");
         }
 
-        int perChunk = (int)Math.Clamp((4L << 20) / RowByteCount, 1, Rows);
-        return Copy(pool, ResidentRowCopy.Chunks(Rows, perChunk), destination => new ResidentRowCopy(this, destination, perChunk));
+        return Copy(pool, IdentityCopy);
     }
 
-    private byte* Copy(WorkerPool? pool, int chunks, Func<nint, IParallelWork> work)
+    // Chunks of about 4 MB; MappedRowsCopy releases each chunk's mapped rows once copied.
+    private MappedRowsCopy RowGroupCopy(nint destination)
     {
-        var buffer = Volatile.Read(ref _rowGroups);
-        if (buffer is not null)
-        {
-            return buffer.Pointer;
-        }
+        const int g = Q4_0RowGroups.GroupRows;
+        int groupsPerChunk = (int)Math.Clamp((4L << 20) / (g * RowByteCount), 1, Rows / g);
+        return new MappedRowsCopy(this, groupsPerChunk * g, (r0, r1) => Q4_0RowGroups.Repack(this, (byte*)destination, r0 / g, r1 / g));
+    }
 
-        lock (_rowGroupsLock)
+    private MappedRowsCopy IdentityCopy(nint destination) => new(this, (int)Math.Clamp((4L << 20) / RowByteCount, 1, Rows), (r0, r1) =>
+    {
+        long bytes = (r1 - r0) * RowByteCount;
+        Buffer.MemoryCopy(RowPointer(r0), (byte*)destination + (r0 * RowByteCount), bytes, bytes);
+    });
+
+    // Makes the products' copy once (the callers have checked that none exists yet).
+    private byte* Copy(WorkerPool? pool, Func<nint, MappedRowsCopy> work)
+    {
+        NativeBuffer? buffer;
+        lock (_copyLock)
         {
-            buffer = _rowGroups;
+            buffer = _copy;
             if (buffer is null)
             {
                 // huge pages (where the kernel grants them): 512 times fewer page faults while the copy is written, and
@@ -128,6 +143,7 @@ public sealed unsafe class WeightMatrix : IDisposable
                 buffer = new NativeBuffer(ByteCount, zeroed: false, alignment: PageAdvice.HugePageBytes);
                 PageAdvice.UseHugePages(buffer.Pointer, buffer.Length);
                 var copy = work((nint)buffer.Pointer);
+                int chunks = copy.Chunks;
                 try
                 {
                     if (pool is null)
@@ -162,40 +178,40 @@ public sealed unsafe class WeightMatrix : IDisposable
                     _finalizerSuppressed = false;
                 }
 
-                Volatile.Write(ref _rowGroups, buffer);
+                Volatile.Write(ref _copy, buffer);
             }
         }
 
         return buffer.Pointer;
     }
 
-    /// <summary>Frees the row-group copy, if any. The matrix stays usable: the next product makes the copy again.</summary>
+    /// <summary>Frees the products' copy, if any. The matrix stays usable: the next product makes the copy again.</summary>
     public void Dispose()
     {
-        lock (_rowGroupsLock)
+        lock (_copyLock)
         {
-            FreeRowGroups();
+            FreeCopy();
             GC.SuppressFinalize(this);
             _finalizerSuppressed = true;
         }
     }
 
-    /// <summary>Frees the row-group copy of a matrix that was never disposed.</summary>
+    /// <summary>Frees the products' copy of a matrix that was never disposed.</summary>
     ~WeightMatrix()
     {
-        lock (_rowGroupsLock)
+        lock (_copyLock)
         {
-            FreeRowGroups();
+            FreeCopy();
         }
     }
 
-    // Under _rowGroupsLock.
-    private void FreeRowGroups()
+    // Under _copyLock.
+    private void FreeCopy()
     {
-        if (_rowGroups is not null)
+        if (_copy is not null)
         {
-            _rowGroups.Dispose();
-            _rowGroups = null;
+            _copy.Dispose();
+            _copy = null;
             GC.RemoveMemoryPressure(ByteCount);
         }
     }

@@ -22,7 +22,7 @@ public unsafe class HalfDotTests
         {
             for (int i = 0; i < bits.Length; i += 16)
             {
-                var v = HalfDot.ToSingle16(p + i);
+                var v = HalfBits.ToSingle16(p + i);
                 for (int k = 0; k < 16; k++)
                 {
                     float expected = HalfBits.ToSingle(bits[i + k]);
