@@ -17,7 +17,11 @@ internal static class ConvertCommand
         var model = new Option<string?>("--model", "-m") { Description = "model to convert (file or bare name)" };
         var synthetic = new Option<string?>("--synthetic") { Description = $"write seeded random weights in the shape of a preset: {SyntheticModelPreset.Names}" };
         var output = new Option<string>("--out", "-o") { Description = "output .gguf file", Required = true };
-        var type = new Option<string>("--type") { Description = "matrix type: f32, f16, q8_0 or q4_0 (norms stay f32)", DefaultValueFactory = _ => "f32" };
+        var type = new Option<string>("--type")
+        {
+            Description = "matrix type: f32, f16, q8_0 or q4_0 (norms stay f32); q4_k_m, q4_k_s or q6_k: quantized by llama.cpp through LLamaSharp from the f16 (synthetic) or f32 file kvaq writes first",
+            DefaultValueFactory = _ => "f32",
+        };
         var tokenizer = CommonOptions.Tokenizer();
         var seed = new Option<ulong>("--seed") { Description = "random seed for --synthetic", DefaultValueFactory = _ => 1UL };
         var threads = CommonOptions.Threads();
@@ -28,9 +32,12 @@ internal static class ConvertCommand
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
-            var t = ParseType(r.GetValue(type)!);
-            var outPath = r.GetValue(output)!;
+            string typeName = r.GetValue(type)!.ToLowerInvariant();
             string? preset = r.GetValue(synthetic);
+            bool byLlamaCpp = LlamaCppConvertQuantizer.TypeNames.Contains(typeName);
+            var t = byLlamaCpp ? (preset is not null ? GgmlType.F16 : GgmlType.F32) : ParseType(typeName);
+            var outPath = r.GetValue(output)!;
+            var writePath = byLlamaCpp ? outPath + ".unquantized" : outPath;
             string? modelName = r.GetValue(model);
             if ((preset is null) == (modelName is null))
             {
@@ -70,16 +77,33 @@ internal static class ConvertCommand
                         Console.Error.Write($"\r{pc,3}%");
                     }
                 });
-                long bytes = writer.Write(outPath, r.GetValue(threads), progress);
+                long bytes = writer.Write(writePath, r.GetValue(threads), progress);
+                string written = t.ToString();
+                if (byLlamaCpp)
+                {
+                    try
+                    {
+                        int n = r.GetValue(threads);
+                        LlamaCppConvertQuantizer.Quantize(writePath, outPath, typeName, n > 0 ? n : Environment.ProcessorCount);
+                    }
+                    finally
+                    {
+                        File.Delete(writePath);
+                    }
+
+                    bytes = new FileInfo(outPath).Length;
+                    written = $"{typeName.ToUpperInvariant()} (quantized by llama.cpp through LLamaSharp from {t})";
+                }
+
                 double seconds = sw.Elapsed.TotalSeconds;
                 if (asJson)
                 {
-                    CliRunner.PrintJson(new { Source = source, Out = Path.GetFullPath(outPath), Type = t.ToString(), Tensors = writer.TensorCount, Bytes = bytes, Seconds = seconds });
+                    CliRunner.PrintJson(new { Source = source, Out = Path.GetFullPath(outPath), Type = byLlamaCpp ? typeName.ToUpperInvariant() : t.ToString(), Tensors = writer.TensorCount, Bytes = bytes, Seconds = seconds });
                 }
                 else
                 {
                     Console.Error.WriteLine();
-                    Console.Out.WriteLine($"wrote {outPath}: {writer.TensorCount} tensors, {bytes:N0} bytes, {t} from {source} in {seconds:F1} s");
+                    Console.Out.WriteLine($"wrote {outPath}: {writer.TensorCount} tensors, {bytes:N0} bytes, {written} from {source} in {seconds:F1} s");
                 }
             }
             finally
@@ -98,6 +122,6 @@ internal static class ConvertCommand
         "f16" => GgmlType.F16,
         "q8_0" => GgmlType.Q8_0,
         "q4_0" => GgmlType.Q4_0,
-        _ => throw new ArgumentException($"--type: '{s}' is not one of f32, f16, q8_0, q4_0"),
+        _ => throw new ArgumentException($"--type: '{s}' is not one of f32, f16, q8_0, q4_0, {string.Join(", ", LlamaCppConvertQuantizer.TypeNames)}"),
     };
 }

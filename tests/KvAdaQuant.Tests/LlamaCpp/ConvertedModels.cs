@@ -1,5 +1,6 @@
 using KvAdaQuant.Formats;
 using KvAdaQuant.Formats.Gguf;
+using KvAdaQuant.LlamaCpp;
 using KvAdaQuant.Numerics;
 
 namespace KvAdaQuant.Tests.LlamaCpp;
@@ -41,6 +42,26 @@ public sealed class ConvertedModels : IDisposable
             {
                 path = _dir.File(key + ".gguf");
                 SyntheticModelWriter.Create(SyntheticModelPreset.Find(preset), type, seed: 7).Write(path, threads: 2);
+                _files[key] = path;
+            }
+
+            return path;
+        }
+    }
+
+    /// <summary>
+    /// <paramref name="source"/> (a file from <see cref="Get"/> or <see cref="GetSynthetic"/>) quantized by llama.cpp's own
+    /// quantizer to <paramref name="type"/>.
+    /// </summary>
+    public string GetLlamaCppQuantized(string source, LlamaCppQuantizationType type)
+    {
+        lock (_lock)
+        {
+            var key = $"{Path.GetFileNameWithoutExtension(source)}-llama.cpp-{type}";
+            if (!_files.TryGetValue(key, out var path))
+            {
+                path = _dir.File(key + ".gguf");
+                LlamaCppQuantizer.Quantize(source, path, type, threads: 2);
                 _files[key] = path;
             }
 

@@ -1,0 +1,173 @@
+using KvAdaQuant.Engine;
+using KvAdaQuant.Formats;
+using KvAdaQuant.Formats.Gguf;
+using KvAdaQuant.KvCache;
+using KvAdaQuant.LlamaCpp;
+using KvAdaQuant.Numerics;
+using Xunit.Abstractions;
+
+namespace KvAdaQuant.Tests.LlamaCpp;
+
+/// <summary>
+/// K-quant GGUF files (Q4_K_M, Q4_K_S, Q6_K) made by llama.cpp's own quantizer from our F16/F32 conversions: which
+/// tensor types each file gets, and the logits of both engines on the same file, batched and token by token. The logits
+/// agree within a stated tolerance, not to the bit: llama.cpp quantizes the activations of K-quant products to Q8_K
+/// (one float scale per 256 values), kvaq to Q8_0 blocks of 32, and the two roundings differ.
+/// </summary>
+public class LlamaCppKQuantTests(ConvertedModels converted, ITestOutputHelper output) : IClassFixture<ConvertedModels>
+{
+    [LlamaCppFact]
+    public void Q4_K_M_OfTinyLlama256_HasQ4_KMatricesAndQ6_KOutputValuesAndHalfTheFfnDown()
+    {
+        var gguf = converted.GetLlamaCppQuantized(converted.GetSynthetic("tiny-llama-256", GgmlType.F16), LlamaCppQuantizationType.Q4_K_M);
+        var types = TensorTypes(gguf);
+        output.WriteLine(string.Join(", ", types.Select(kv => $"{kv.Key} {kv.Value}")));
+        Assert.Equal(GgmlType.Q6_K, types["output.weight"]);
+        Assert.Equal(GgmlType.Q4_K, types["token_embd.weight"]);
+        foreach (var m in new[] { "attn_q", "attn_k", "attn_output", "ffn_gate", "ffn_up" })
+        {
+            Assert.Equal(GgmlType.Q4_K, types[$"blk.0.{m}.weight"]);
+            Assert.Equal(GgmlType.Q4_K, types[$"blk.1.{m}.weight"]);
+        }
+
+        // llama.cpp's use_more_bits with 2 layers: the last layer's attn_v and ffn_down get Q6_K, the first keeps Q4_K.
+        Assert.Equal(GgmlType.Q4_K, types["blk.0.attn_v.weight"]);
+        Assert.Equal(GgmlType.Q6_K, types["blk.1.attn_v.weight"]);
+        Assert.Equal(GgmlType.Q4_K, types["blk.0.ffn_down.weight"]);
+        Assert.Equal(GgmlType.Q6_K, types["blk.1.ffn_down.weight"]);
+        Assert.Equal(GgmlType.F32, types["blk.0.attn_norm.weight"]);
+    }
+
+    [LlamaCppFact]
+    public void Q4_K_M_OfTinyLlama_RowsNotMultiplesOf256_FallBackToLegacyTypes()
+    {
+        // tiny-llama's rows are 128 and 384 wide: no matrix can be a K-quant; llama.cpp picks its fallbacks.
+        var gguf = converted.GetLlamaCppQuantized(converted.GetSynthetic("tiny-llama", GgmlType.F16), LlamaCppQuantizationType.Q4_K_M);
+        var types = TensorTypes(gguf);
+        output.WriteLine(string.Join(", ", types.Select(kv => $"{kv.Key} {kv.Value}")));
+        Assert.DoesNotContain(types.Values, t => t is GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K);
+        Assert.Contains(types.Values, t => t is GgmlType.Q5_0 or GgmlType.Q5_1 or GgmlType.Q8_0 or GgmlType.Q4_0);
+    }
+
+    [LlamaCppFact]
+    public void Quantize_NotAGgufFile_ThrowsNamingTheFile()
+    {
+        using var dir = new TempDir();
+        var bogus = dir.File("not-a-model.gguf");
+        File.WriteAllText(bogus, "this is not a GGUF file");
+        var e = Assert.Throws<LlamaCppException>(() => LlamaCppQuantizer.Quantize(bogus, dir.File("out.gguf"), LlamaCppQuantizationType.Q4_K_M, threads: 1));
+        Assert.Contains("not-a-model.gguf", e.Message);
+        Assert.Throws<FileNotFoundException>(() => LlamaCppQuantizer.Quantize(dir.File("missing.gguf"), dir.File("out.gguf"), LlamaCppQuantizationType.Q6_K, threads: 1));
+    }
+
+    [LlamaCppFact]
+    public void ConvertCommand_TypeQ4_K_M_WritesLlamaCppQuantizedFileAndRemovesTheIntermediate()
+    {
+        using var dir = new TempDir();
+        var outPath = dir.File("t.gguf");
+        Assert.Equal(0, KvAdaQuant.Cli.Program.BuildRoot().Parse(["convert", "--synthetic", "tiny-llama-256", "--out", outPath, "--type", "q4_k_m", "--threads", "2", "--json"]).Invoke());
+        var types = TensorTypes(outPath);
+        Assert.Equal(GgmlType.Q4_K, types["blk.0.attn_q.weight"]);
+        Assert.Equal(GgmlType.Q6_K, types["output.weight"]);
+        Assert.Equal([outPath], Directory.GetFiles(dir.Path));
+        using var m = ModelLoader.Load(outPath);
+        Assert.Equal(256, m.Config.Dim);
+    }
+
+    [Fact]
+    public void TryParse_AcceptsLlamaQuantizeNamesOnly()
+    {
+        Assert.True(LlamaCppQuantizer.TryParse("q4_k_m", out var t));
+        Assert.Equal(LlamaCppQuantizationType.Q4_K_M, t);
+        Assert.True(LlamaCppQuantizer.TryParse("Q6_K", out t));
+        Assert.Equal(LlamaCppQuantizationType.Q6_K, t);
+        Assert.False(LlamaCppQuantizer.TryParse("q4_k", out _));
+        Assert.False(LlamaCppQuantizer.TryParse("1", out _));
+    }
+
+    [LlamaCppTheory]
+    [InlineData(LlamaCppQuantizationType.Q4_K_M, false)]
+    [InlineData(LlamaCppQuantizationType.Q4_K_M, true)]
+    [InlineData(LlamaCppQuantizationType.Q6_K, false)]
+    [InlineData(LlamaCppQuantizationType.Q4_K_S, false)]
+    public void TinyLlama256_KQuantFile_LogitsAgreeWithLlamaCpp(LlamaCppQuantizationType type, bool tokenByToken)
+    {
+        var gguf = converted.GetLlamaCppQuantized(converted.GetSynthetic("tiny-llama-256", GgmlType.F16), type);
+        using var ours = ModelLoader.Load(gguf);
+        var tokens = RandomTokens(128, ours.Config.VocabSize, seed: 13);
+        AssertAgreement($"tiny-llama-256 {type}{(tokenByToken ? " token by token" : string.Empty)}", ours, gguf, tokens, tokenByToken, tolerance: 0.25);
+    }
+
+    [LlamaCppFact]
+    public void Stories3M_Q4_K_M_LogitsAgreeWithLlamaCpp()
+    {
+        // stories3M-q80's 192-wide rows fall back (Q5_0 / Q8_0); its 512-wide ffn_down rows are Q4_K / Q6_K.
+        var gguf = converted.GetLlamaCppQuantized(converted.Get("stories3M-q80", GgmlType.F32), LlamaCppQuantizationType.Q4_K_M);
+        output.WriteLine(string.Join(", ", TensorTypes(gguf).Where(kv => !kv.Key.Contains("norm", StringComparison.Ordinal)).Select(kv => $"{kv.Key} {kv.Value}")));
+        using var ours = ModelLoader.Load(gguf);
+        var tokens = RandomTokens(128, ours.Config.VocabSize, seed: 14);
+        AssertAgreement("stories3M-q80 Q4_K_M", ours, gguf, tokens, tokenByToken: false, tolerance: 1.5);
+    }
+
+    private static Dictionary<string, GgmlType> TensorTypes(string gguf)
+    {
+        using var f = GgufFile.Open(gguf);
+        return f.Tensors.ToDictionary(t => t.Name, t => t.Type);
+    }
+
+    private void AssertAgreement(string what, Model.LlamaModel ours, string gguf, int[] tokens, bool tokenByToken, double tolerance)
+    {
+        int vocab = ours.Config.VocabSize;
+        var expected = new float[tokens.Length * vocab];
+        using (var transformer = new Transformer(ours, 2))
+        using (var cache = new FullPrecisionKvCache(transformer.CacheLayout(tokens.Length), half: false))
+        {
+            if (tokenByToken)
+            {
+                for (int t = 0; t < tokens.Length; t++)
+                {
+                    transformer.Forward(tokens.AsSpan(t, 1), t, cache, expected.AsSpan(t * vocab, vocab), allLogits: true);
+                }
+            }
+            else
+            {
+                transformer.Forward(tokens, 0, cache, expected, allLogits: true);
+            }
+        }
+
+        using var model = LlamaCppModel.Load(gguf);
+        using var ctx = model.CreateContext(new LlamaCppContextOptions { ContextSize = tokens.Length, TypeK = LlamaCppCacheType.F32, TypeV = LlamaCppCacheType.F32, Threads = 1, BatchSize = tokenByToken ? 1 : tokens.Length });
+        var actual = ctx.EvaluateAll(tokens);
+        Assert.Equal(expected.Length, actual.Length);
+        double maxDiff = 0, maxAbs = 0;
+        int sameTop1 = 0;
+        for (int i = 0; i < expected.Length; i++)
+        {
+            Assert.False(float.IsNaN(actual[i]), $"llama.cpp logit {i} is NaN");
+            maxDiff = Math.Max(maxDiff, Math.Abs(expected[i] - actual[i]));
+            maxAbs = Math.Max(maxAbs, Math.Abs(expected[i]));
+        }
+
+        for (int p = 0; p < tokens.Length; p++)
+        {
+            sameTop1 += System.Numerics.Tensors.TensorPrimitives.IndexOfMax(expected.AsSpan(p * vocab, vocab)) == System.Numerics.Tensors.TensorPrimitives.IndexOfMax(actual.AsSpan(p * vocab, vocab)) ? 1 : 0;
+        }
+
+        output.WriteLine($"{what}: max |logit difference| over {tokens.Length} x {vocab} = {maxDiff:E3} (largest |logit| {maxAbs:F2}); same top-1 at {sameTop1}/{tokens.Length}");
+        Assert.True(maxDiff <= tolerance, $"{what}: max |logit difference| {maxDiff:E3} > {tolerance:E1}");
+        Assert.True(sameTop1 >= 0.9 * tokens.Length, $"{what}: same top-1 token at only {sameTop1}/{tokens.Length} positions");
+    }
+
+    private static int[] RandomTokens(int n, int vocab, int seed)
+    {
+        var rng = new Random(seed);
+        var t = new int[n];
+        t[0] = 1;
+        for (int i = 1; i < n; i++)
+        {
+            t[i] = rng.Next(3, vocab);
+        }
+
+        return t;
+    }
+}
