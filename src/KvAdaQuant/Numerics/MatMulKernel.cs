@@ -4,8 +4,8 @@ namespace KvAdaQuant.Numerics;
 
 /// <summary>
 /// Computes y = W x for a batch of vectors on a <see cref="WorkerPool"/>, split into chunks of rows.
-/// Q8_0, Q4_0 and Q4_K weights multiply int8-quantized activations with integer dot products (as llama.cpp
-/// does); F32 rows are read in place; other types are dequantized one row at a time into per-thread
+/// Q8_0, Q4_0, Q4_K and Q6_K weights multiply int8-quantized activations with integer dot products (as llama.cpp
+/// does); F32 rows are read in place, F16 rows widened in registers; other types are dequantized one row at a time into per-thread
 /// scratch. Each weight row is read once per batch. Not thread-safe: one per engine.
 /// </summary>
 public sealed unsafe class MatMulKernel : IParallelWork
@@ -117,7 +117,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
         return _tileScales[worker];
     }
 
-    private static bool IsInteger(GgmlType type) => type is GgmlType.Q8_0 or GgmlType.Q4_0 or GgmlType.Q4_K;
+    private static bool IsInteger(GgmlType type) => type is GgmlType.Q8_0 or GgmlType.Q4_0 or GgmlType.Q4_K or GgmlType.Q6_K;
 
     private int Add(WeightMatrix w, Span<float> y, float* py, int n, int chunks)
     {
@@ -139,7 +139,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
         _ys[m] = (nint)py;
         _rowGroups[m] = Q4_0InRowGroups(w) ? (nint)w.Q4_0RowGroupData(_pool) : 0;
 
-        // Q8_0 / F16 rows from their resident copy when the matrix has one (same bytes, huge pages), else from the matrix.
+        // Q8_0 / F16 / Q4_K / Q6_K rows from their resident copy when the matrix has one (same bytes, huge pages), else from the matrix.
         _rows[m] = w.HasResidentRows ? (nint)w.ResidentRowData(_pool) : (nint)w.RowPointer(0);
         _rowsPerChunk[m] = rowsPerChunk;
         _chunkEnd[m] = chunks + ((w.Rows + rowsPerChunk - 1) / rowsPerChunk);
@@ -307,18 +307,31 @@ public sealed unsafe class MatMulKernel : IParallelWork
                 }
 
             case GgmlType.Q4_K:
+            case GgmlType.Q6_K:
                 {
-                    int blocks = cols / 32;
+                    // K-quant rows: each super-block unpacked once for up to four tokens (KQuantDot); the same bits per token
+                    // whatever the batch.
+                    int blocks = cols / 32, superBlocks = cols / 256;
+                    bool q6 = w.Type == GgmlType.Q6_K;
+                    byte* rowBase = (byte*)_rows[m];
                     fixed (sbyte* xq = _xq.Values)
                     fixed (float* xd = _xq.Scales)
                     fixed (int* xs = _xq.Sums)
                     {
                         for (int r = r0; r < r1; r++)
                         {
-                            byte* row = w.RowPointer(r);
-                            for (int t = 0; t < n; t++)
+                            byte* row = rowBase + (r * w.RowByteCount);
+                            for (int t = 0; t < n; t += 4)
                             {
-                                y[((long)t * rows) + r] = QuantizedDot.DotQ4_K(row, xq + ((long)t * cols), xd + ((long)t * blocks), xs + ((long)t * blocks), cols / 256);
+                                int tokens = Math.Min(4, n - t);
+                                if (q6)
+                                {
+                                    KQuantDot.DotQ6_K(row, tokens, xq + ((long)t * cols), cols, xd + ((long)t * blocks), blocks, superBlocks, y + ((long)t * rows) + r, rows);
+                                }
+                                else
+                                {
+                                    KQuantDot.DotQ4_K(row, tokens, xq + ((long)t * cols), cols, xd + ((long)t * blocks), xs + ((long)t * blocks), blocks, superBlocks, y + ((long)t * rows) + r, rows);
+                                }
                             }
                         }
                     }

@@ -69,10 +69,10 @@ public sealed unsafe class WeightMatrix : IDisposable
 
     /// <summary>
     /// Whether products read a resident copy of the rows (the same bytes in the same layout, in transparent huge pages):
-    /// file-mapped Q8_0 and F16 matrices. A file mapping comes in 4 KB pages; streaming the matrices from huge pages instead
-    /// made 1B Q8_0 decode and prefill faster (README, Speed vs llama.cpp).
+    /// file-mapped Q8_0, F16, Q4_K and Q6_K matrices. A file mapping comes in 4 KB pages; streaming the matrices from huge
+    /// pages instead made 1B Q8_0 decode and prefill faster (README, Speed vs llama.cpp).
     /// </summary>
-    public bool HasResidentRows => IsFileMapped && Type is GgmlType.Q8_0 or GgmlType.F16;
+    public bool HasResidentRows => IsFileMapped && Type is GgmlType.Q8_0 or GgmlType.F16 or GgmlType.Q4_K or GgmlType.Q6_K;
 
     /// <summary>Whether the products' copy (Q4_0 row groups or resident rows) exists now.</summary>
     public bool IsRepacked => Volatile.Read(ref _copy) is not null;
@@ -109,7 +109,7 @@ public sealed unsafe class WeightMatrix : IDisposable
 
         if (!HasResidentRows)
         {
-            throw new InvalidOperationException($"{Name}: only file-mapped Q8_0 and F16 matrices get a resident copy (this is {(IsFileMapped ? "file-mapped" : "not file-mapped")} {Type})");
+            throw new InvalidOperationException($"{Name}: only file-mapped Q8_0, F16, Q4_K and Q6_K matrices get a resident copy (this is {(IsFileMapped ? "file-mapped" : "not file-mapped")} {Type})");
         }
 
         return Copy(pool, IdentityCopy);

@@ -5,16 +5,22 @@ namespace KvAdaQuant.Tests.Numerics;
 
 public unsafe class ResidentRowCopyTests
 {
-    // Random Q8_0 rows: an FP16 scale and 32 int8 quants per block.
-    private static byte[] RandomRows(Random rng, int rows, int blocks)
+    // Random rows of Q8_0 (an FP16 scale and 32 int8 quants per block), Q4_K or Q6_K (random codes, sane FP16 scales).
+    private static byte[] RandomRows(Random rng, GgmlType type, int rows, int cols)
     {
-        var w = new byte[rows * blocks * 34];
+        int blockValues = type == GgmlType.Q8_0 ? 32 : 256;
+        int blockBytes = (int)GgmlTypeInfo.ByteSize(type, blockValues);
+        var w = new byte[rows * (cols / blockValues) * blockBytes];
         rng.NextBytes(w);
-        for (int i = 0; i < rows * blocks; i++)
+        for (int i = 0; i < w.Length / blockBytes; i++)
         {
-            fixed (byte* p = &w[i * 34])
+            fixed (byte* p = &w[i * blockBytes])
             {
-                *(Half*)p = (Half)(float)((rng.NextDouble() * 0.02) - 0.01);
+                *(Half*)(p + (type == GgmlType.Q6_K ? 208 : 0)) = (Half)(float)((rng.NextDouble() * 0.02) - 0.01);
+                if (type == GgmlType.Q4_K)
+                {
+                    *(Half*)(p + 2) = (Half)(float)(rng.NextDouble() * 0.01);
+                }
             }
         }
 
@@ -22,9 +28,13 @@ public unsafe class ResidentRowCopyTests
     }
 
     [Theory]
-    [InlineData(1)]
-    [InlineData(6)]
-    public void FileMappedQ8_0_ProductsReadTheCopyWithTheSameBitsAndTheMappedPagesLeave(int tokens)
+    [InlineData(GgmlType.Q8_0, 1)]
+    [InlineData(GgmlType.Q8_0, 6)]
+    [InlineData(GgmlType.Q4_K, 1)]
+    [InlineData(GgmlType.Q4_K, 6)]
+    [InlineData(GgmlType.Q6_K, 1)]
+    [InlineData(GgmlType.Q6_K, 6)]
+    public void FileMappedRows_ProductsReadTheCopyWithTheSameBitsAndTheMappedPagesLeave(GgmlType type, int tokens)
     {
         if (!OperatingSystem.IsLinux())
         {
@@ -32,21 +42,22 @@ public unsafe class ResidentRowCopyTests
         }
 
         var rng = new Random(31 + tokens);
-        const int rows = 256, blocks = 64, cols = blocks * 32; // 557,056 bytes: 136 pages
-        var data = RandomRows(rng, rows, blocks);
+        const int rows = 256, cols = 2048; // Q8_0: 557,056 bytes, 136 pages; Q6_K 430,080 bytes; Q4_K 294,912 bytes
+        var data = RandomRows(rng, type, rows, cols);
+        long rowBytes = GgmlTypeInfo.ByteSize(type, cols);
         using var dir = new TempDir();
-        string path = dir.File("q8_0-rows.bin");
+        string path = dir.File($"{type}-rows.bin");
         File.WriteAllBytes(path, data);
         var x = Enumerable.Range(0, tokens * cols).Select(_ => (float)((rng.NextDouble() * 4) - 2)).ToArray();
         using var pool = new WorkerPool(2);
         var kernel = new MatMulKernel(pool);
         using var file = new MappedFile(path);
-        using var mapped = new WeightMatrix("w", GgmlType.Q8_0, rows, cols, file.Pointer) { IsFileMapped = true };
+        using var mapped = new WeightMatrix("w", type, rows, cols, file.Pointer) { IsFileMapped = true };
         Assert.True(mapped.HasResidentRows);
         Assert.False(mapped.IsRepacked);
 
         // the same rows read in place (a matrix that is not file-mapped gets no copy)
-        using var inPlace = new WeightMatrix("w", GgmlType.Q8_0, rows, cols, file.Pointer);
+        using var inPlace = new WeightMatrix("w", type, rows, cols, file.Pointer);
         Assert.False(inPlace.HasResidentRows);
         var expected = new float[tokens * rows];
         kernel.MatMul(inPlace, x, expected, tokens);
@@ -63,7 +74,7 @@ public unsafe class ResidentRowCopyTests
         // rows read back from the file unchanged, and a second product (from the copy) gives the same bits
         for (int r = 0; r < rows; r++)
         {
-            Assert.True(mapped.RowData(r).SequenceEqual(data.AsSpan(r * blocks * 34, blocks * 34)), $"row {r}");
+            Assert.True(mapped.RowData(r).SequenceEqual(data.AsSpan((int)(r * rowBytes), (int)rowBytes)), $"row {r}");
         }
 
         var again = new float[y.Length];
@@ -72,9 +83,9 @@ public unsafe class ResidentRowCopyTests
     }
 
     [Fact]
-    public void OnlyFileMappedQ8_0AndF16MatricesGetACopy()
+    public void OnlyFileMappedQ8_0F16Q4_KAndQ6_KMatricesGetACopy()
     {
-        var data = new byte[4 * 34];
+        var data = new byte[256];
         fixed (byte* p = data)
         {
             using var plain = new WeightMatrix("blk.0.attn_q.weight", GgmlType.Q8_0, 4, 32, p);
@@ -83,7 +94,11 @@ public unsafe class ResidentRowCopyTests
             Assert.Contains("not file-mapped Q8_0", e.Message);
 
             using var q4 = new WeightMatrix("blk.0.ffn_down.weight", GgmlType.Q4_K, 1, 256, p) { IsFileMapped = true };
-            Assert.False(q4.HasResidentRows);
+            Assert.True(q4.HasResidentRows);
+            using var q6 = new WeightMatrix("blk.0.ffn_down.weight", GgmlType.Q6_K, 1, 256, p) { IsFileMapped = true };
+            Assert.True(q6.HasResidentRows);
+            using var q5 = new WeightMatrix("blk.0.ffn_down.weight", GgmlType.Q5_K, 1, 256, p) { IsFileMapped = true };
+            Assert.False(q5.HasResidentRows);
         }
     }
 }
