@@ -6,11 +6,14 @@ namespace KvAdaQuant.Numerics;
 
 /// <summary>
 /// Dot products of one Q4_K or Q6_K weight row (super-blocks of 256 values) with up to four activation vectors
-/// quantized to int8 blocks of 32 (<see cref="Q8Activations"/>): each weight super-block is loaded and unpacked once for
-/// all the tokens (prefill batches), and the integers of each 32-block are multiplied exactly. Per token, the float
-/// arithmetic is fixed: 8 float lanes, lane i of block j fused-added as int_i(j) x (activation scale x weight scale), the
-/// lanes summed in <see cref="GgmlArithmetic.Sum8(Vector256{float})"/>'s order at the end; so the AVX2 path (with or
-/// without VNNI) and its scalar twin give the same bits, and one token gives the same bits alone or in a batch.
+/// quantized to Q8_K (<see cref="Q8KActivations"/>: int8 in blocks of 256, one float scale, sums of 16), as llama.cpp
+/// pairs them. Each weight super-block is loaded and unpacked once for all the tokens (prefill batches). Per token and
+/// super-block the products are summed exactly in 8 integer lanes (lane i: the values 4i..4i+3 of each 32-block, times
+/// their 6-bit or int8 scale), converted and fused-added times (activation scale x d) into 8 float lanes, which are summed
+/// at the end in <see cref="GgmlArithmetic.Sum8(Vector256{float})"/>'s order; Q4_K's minimums are summed exactly per
+/// super-block from the 16-value sums and subtracted as one float per super-block. So the AVX2 path and its scalar twin
+/// give the same bits, and a token gives the same bits alone or in a batch. Token t's activations start at
+/// t x (superBlocks x 256) values, t x superBlocks scales and t x (superBlocks x 16) sums.
 /// </summary>
 public static unsafe class KQuantDot
 {
@@ -23,54 +26,47 @@ public static unsafe class KQuantDot
     /// <summary>True when the vector path runs on this machine.</summary>
     public static bool VectorPathSupported => Avx2.IsSupported && Fma.IsSupported;
 
-    /// <summary>
-    /// output[t * outStride] = row · x_t for t &lt; <paramref name="tokens"/> (1 to 4); token t's int8 values at
-    /// xq + t * xStride, its block scales at xd + t * dStride.
-    /// </summary>
-    public static void DotQ6_K(byte* row, int tokens, sbyte* xq, long xStride, float* xd, long dStride, int superBlocks, float* output, long outStride)
+    /// <summary>output[t * outStride] = row · x_t for t &lt; <paramref name="tokens"/> (1 to 4), a Q6_K row.</summary>
+    public static void DotQ6_K(byte* row, int superBlocks, int tokens, sbyte* xq, float* xd, float* output, long outStride)
     {
         if (VectorPathSupported)
         {
-            DotQ6_KAvx2(row, tokens, xq, xStride, xd, dStride, superBlocks, output, outStride);
+            DotQ6_KAvx2(row, superBlocks, tokens, xq, xd, output, outStride);
         }
         else
         {
-            DotQ6_KScalar(row, tokens, xq, xStride, xd, dStride, superBlocks, output, outStride);
+            DotQ6_KScalar(row, superBlocks, tokens, xq, xd, output, outStride);
         }
     }
 
     /// <summary>
-    /// Scalar twin of <see cref="DotQ6_K"/>. Value l of sub-block s (16 values) is d * scale_s * (q - 32), q the 6-bit
-    /// value; lane i of 32-block j is scale * sum over values 4i..4i+3 of (q - 32) x, the scale that of the values' sub-block.
+    /// Scalar twin of <see cref="DotQ6_K"/>. Value e of a super-block is d * scale_(e/16) * (q_e - 32), q the 6-bit value.
     /// </summary>
-    public static void DotQ6_KScalar(byte* row, int tokens, sbyte* xq, long xStride, float* xd, long dStride, int superBlocks, float* output, long outStride)
+    public static void DotQ6_KScalar(byte* row, int superBlocks, int tokens, sbyte* xq, float* xd, float* output, long outStride)
     {
         CheckTokens(tokens);
         Span<float> lanes = stackalloc float[8];
+        Span<int> sums = stackalloc int[8];
         for (int t = 0; t < tokens; t++)
         {
             lanes.Clear();
-            sbyte* x = xq + (t * xStride);
-            float* dx = xd + (t * dStride);
+            sbyte* x = xq + ((long)t * superBlocks * 256);
+            float* dx = xd + ((long)t * superBlocks);
             for (int b = 0; b < superBlocks; b++)
             {
                 byte* blk = row + (b * Q6_KBlockBytes);
                 float d = HalfBits.ToSingle(*(ushort*)(blk + 208));
                 sbyte* sc = (sbyte*)(blk + 192);
-                for (int j = 0; j < 8; j++)
+                sums.Clear();
+                for (int e = 0; e < 256; e++)
                 {
-                    int xb = (b * 8) + j;
-                    float s = dx[xb] * d;
-                    for (int i = 0; i < 8; i++)
-                    {
-                        int sum = 0;
-                        for (int e = 4 * i; e < (4 * i) + 4; e++)
-                        {
-                            sum += (Q6Value(blk, (j * 32) + e) - 32) * x[(xb * 32) + e];
-                        }
+                    sums[(e % 32) / 4] += sc[e / 16] * (Q6Value(blk, e) - 32) * x[(b * 256) + e];
+                }
 
-                        lanes[i] = MathF.FusedMultiplyAdd(sc[(2 * j) + (i / 4)] * sum, s, lanes[i]);
-                    }
+                float s = d * dx[b];
+                for (int i = 0; i < 8; i++)
+                {
+                    lanes[i] = MathF.FusedMultiplyAdd(sums[i], s, lanes[i]);
                 }
             }
 
@@ -89,9 +85,10 @@ public static unsafe class KQuantDot
     }
 
     /// <summary>AVX2 path of <see cref="DotQ6_K"/>: the 6-bit values unpacked once per super-block for all tokens.</summary>
-    public static void DotQ6_KAvx2(byte* row, int tokens, sbyte* xq, long xStride, float* xd, long dStride, int superBlocks, float* output, long outStride)
+    public static void DotQ6_KAvx2(byte* row, int superBlocks, int tokens, sbyte* xq, float* xd, float* output, long outStride)
     {
         CheckTokens(tokens);
+        long xStride = (long)superBlocks * 256;
         var acc0 = Vector256<float>.Zero;
         var acc1 = Vector256<float>.Zero;
         var acc2 = Vector256<float>.Zero;
@@ -104,6 +101,11 @@ public static unsafe class KQuantDot
             byte* blk = row + (b * Q6_KBlockBytes);
             float d = HalfBits.ToSingle(*(ushort*)(blk + 208));
             var scales = Sse2.LoadVector128(blk + 192);
+            var s0 = Vector256<int>.Zero;
+            var s1 = Vector256<int>.Zero;
+            var s2 = Vector256<int>.Zero;
+            var s3 = Vector256<int>.Zero;
+            sbyte* x = xq + (b * 256);
             for (int h = 0; h < 2; h++)
             {
                 var ql0 = Avx.LoadVector256(blk + (h * 64));
@@ -114,81 +116,112 @@ public static unsafe class KQuantDot
                 var u2 = (Avx2.ShiftRightLogical(ql0.AsUInt16(), 4).AsByte() & m4) | (qh & m30);
                 var u3 = (Avx2.ShiftRightLogical(ql1.AsUInt16(), 4).AsByte() & m4) | (Avx2.ShiftRightLogical(qh.AsUInt16(), 2).AsByte() & m30);
                 int j = h * 4;
-                Q6Block(u0, Q6Scales(scales, pick, j), (b * 8) + j, d, tokens, xq, xStride, xd, dStride, ref acc0, ref acc1, ref acc2, ref acc3);
-                Q6Block(u1, Q6Scales(scales, pick, j + 1), (b * 8) + j + 1, d, tokens, xq, xStride, xd, dStride, ref acc0, ref acc1, ref acc2, ref acc3);
-                Q6Block(u2, Q6Scales(scales, pick, j + 2), (b * 8) + j + 2, d, tokens, xq, xStride, xd, dStride, ref acc0, ref acc1, ref acc2, ref acc3);
-                Q6Block(u3, Q6Scales(scales, pick, j + 3), (b * 8) + j + 3, d, tokens, xq, xStride, xd, dStride, ref acc0, ref acc1, ref acc2, ref acc3);
+                Q6Block(u0, Q6Scales(scales, pick, j), x + (j * 32), xStride, tokens, ref s0, ref s1, ref s2, ref s3);
+                Q6Block(u1, Q6Scales(scales, pick, j + 1), x + ((j + 1) * 32), xStride, tokens, ref s0, ref s1, ref s2, ref s3);
+                Q6Block(u2, Q6Scales(scales, pick, j + 2), x + ((j + 2) * 32), xStride, tokens, ref s0, ref s1, ref s2, ref s3);
+                Q6Block(u3, Q6Scales(scales, pick, j + 3), x + ((j + 3) * 32), xStride, tokens, ref s0, ref s1, ref s2, ref s3);
+            }
+
+            acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s0), Vector256.Create(d * xd[b]), acc0);
+            if (tokens > 1)
+            {
+                acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s1), Vector256.Create(d * xd[superBlocks + b]), acc1);
+                if (tokens > 2)
+                {
+                    acc2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s2), Vector256.Create(d * xd[(2 * superBlocks) + b]), acc2);
+                    if (tokens > 3)
+                    {
+                        acc3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s3), Vector256.Create(d * xd[(3 * superBlocks) + b]), acc3);
+                    }
+                }
             }
         }
 
-        Store(tokens, acc0, acc1, acc2, acc3, output, outStride);
+        output[0] = GgmlArithmetic.Sum8(acc0);
+        if (tokens > 1)
+        {
+            output[outStride] = GgmlArithmetic.Sum8(acc1);
+        }
+
+        if (tokens > 2)
+        {
+            output[2 * outStride] = GgmlArithmetic.Sum8(acc2);
+        }
+
+        if (tokens > 3)
+        {
+            output[3 * outStride] = GgmlArithmetic.Sum8(acc3);
+        }
     }
 
     /// <summary>As <see cref="DotQ6_K"/> for a Q4_K row (value l of sub-block j: d * scale_j * q - dmin * min_j).</summary>
-    public static void DotQ4_K(byte* row, int tokens, sbyte* xq, long xStride, float* xd, int* xsum, long dStride, int superBlocks, float* output, long outStride)
+    public static void DotQ4_K(byte* row, int superBlocks, int tokens, sbyte* xq, float* xd, short* xsum, float* output, long outStride)
     {
         if (VectorPathSupported)
         {
-            DotQ4_KAvx2(row, tokens, xq, xStride, xd, xsum, dStride, superBlocks, output, outStride);
+            DotQ4_KAvx2(row, superBlocks, tokens, xq, xd, xsum, output, outStride);
         }
         else
         {
-            DotQ4_KScalar(row, tokens, xq, xStride, xd, xsum, dStride, superBlocks, output, outStride);
+            DotQ4_KScalar(row, superBlocks, tokens, xq, xd, xsum, output, outStride);
         }
     }
 
     /// <summary>
-    /// Scalar twin of <see cref="DotQ4_K(byte*, int, sbyte*, long, float*, int*, long, int, float*, long)"/>: lane i of
-    /// 32-block j is the sum over values 4i..4i+3 of q x, fused-added times (activation scale x d) x scale_j; the minimums
-    /// are summed in one float, block after block, as activation scale x dmin x min_j x (sum of the block's int8 values),
-    /// and subtracted from the lanes' sum at the end.
+    /// Scalar twin of <see cref="DotQ4_K"/>: per super-block the lanes' integer sums of scale_j q x, fused-added times
+    /// d x (activation scale); the minimums' integer sum, min_j x (sum of the activations of sub-block j), added times
+    /// dmin x (activation scale) to one float, which is subtracted from the lanes' sum at the end.
     /// </summary>
-    public static void DotQ4_KScalar(byte* row, int tokens, sbyte* xq, long xStride, float* xd, int* xsum, long dStride, int superBlocks, float* output, long outStride)
+    public static void DotQ4_KScalar(byte* row, int superBlocks, int tokens, sbyte* xq, float* xd, short* xsum, float* output, long outStride)
     {
         CheckTokens(tokens);
         Span<float> lanes = stackalloc float[8];
+        Span<int> sums = stackalloc int[8];
         for (int t = 0; t < tokens; t++)
         {
             lanes.Clear();
             float mins = 0;
-            sbyte* x = xq + (t * xStride);
-            float* dx = xd + (t * dStride);
-            int* sx = xsum + (t * dStride);
+            sbyte* x = xq + ((long)t * superBlocks * 256);
+            float* dx = xd + ((long)t * superBlocks);
+            short* sx = xsum + ((long)t * superBlocks * 16);
             for (int b = 0; b < superBlocks; b++)
             {
                 byte* blk = row + (b * Q4_KBlockBytes);
                 float d = HalfBits.ToSingle(*(ushort*)blk);
                 float dmin = HalfBits.ToSingle(*(ushort*)(blk + 2));
+                sums.Clear();
+                int summ = 0;
                 for (int j = 0; j < 8; j++)
                 {
                     QuantizedDot.ScaleMinK4(j, blk + 4, out int sc, out int m);
-                    int xb = (b * 8) + j;
                     byte* q = blk + 16 + ((j / 2) * 32);
                     int shift = (j % 2) * 4;
-                    float s = dx[xb] * d * sc;
-                    for (int i = 0; i < 8; i++)
+                    for (int e = 0; e < 32; e++)
                     {
-                        int sum = 0;
-                        for (int e = 4 * i; e < (4 * i) + 4; e++)
-                        {
-                            sum += ((q[e] >> shift) & 0x0F) * x[(xb * 32) + e];
-                        }
-
-                        lanes[i] = MathF.FusedMultiplyAdd(sum, s, lanes[i]);
+                        sums[e / 4] += sc * ((q[e] >> shift) & 0x0F) * x[(b * 256) + (j * 32) + e];
                     }
 
-                    mins += dx[xb] * dmin * m * sx[xb];
+                    summ += m * (sx[(b * 16) + (2 * j)] + sx[(b * 16) + (2 * j) + 1]);
                 }
+
+                float s = d * dx[b];
+                for (int i = 0; i < 8; i++)
+                {
+                    lanes[i] = MathF.FusedMultiplyAdd(sums[i], s, lanes[i]);
+                }
+
+                mins += dmin * dx[b] * summ;
             }
 
             output[t * outStride] = GgmlArithmetic.Sum8Scalar(lanes) - mins;
         }
     }
 
-    /// <summary>AVX2 (+VNNI) path of the Q4_K dot: the nibbles of each super-block split once for all tokens.</summary>
-    public static void DotQ4_KAvx2(byte* row, int tokens, sbyte* xq, long xStride, float* xd, int* xsum, long dStride, int superBlocks, float* output, long outStride)
+    /// <summary>AVX2 path of <see cref="DotQ4_K"/>: the nibbles and 6-bit scales of each super-block unpacked once for all tokens.</summary>
+    public static void DotQ4_KAvx2(byte* row, int superBlocks, int tokens, sbyte* xq, float* xd, short* xsum, float* output, long outStride)
     {
         CheckTokens(tokens);
+        long xStride = (long)superBlocks * 256;
         var acc0 = Vector256<float>.Zero;
         var acc1 = Vector256<float>.Zero;
         var acc2 = Vector256<float>.Zero;
@@ -200,17 +233,49 @@ public static unsafe class KQuantDot
             byte* blk = row + (b * Q4_KBlockBytes);
             float d = HalfBits.ToSingle(*(ushort*)blk);
             float dmin = HalfBits.ToSingle(*(ushort*)(blk + 2));
+
+            // ggml's 6-bit unpacking, four sub-blocks per 32-bit word: scales 0-7, then mins 0-7, one byte each.
+            uint w0 = *(uint*)(blk + 4), w1 = *(uint*)(blk + 8), w2 = *(uint*)(blk + 12);
+            ulong scaleBytes = (w0 & 0x3F3F3F3Fu) | ((ulong)((w2 & 0x0F0F0F0Fu) | (((w0 >> 6) & 0x03030303u) << 4)) << 32);
+            ulong minBytes = (w1 & 0x3F3F3F3Fu) | ((ulong)(((w2 >> 4) & 0x0F0F0F0Fu) | (((w1 >> 6) & 0x03030303u) << 4)) << 32);
+            var scales = Sse41.ConvertToVector128Int16(Vector128.CreateScalarUnsafe(scaleBytes).AsByte());
+            var mins = Sse41.ConvertToVector128Int16(Vector128.CreateScalarUnsafe(minBytes).AsByte());
+            var scales2 = Vector256.Create(scales, scales).AsByte();
+
+            var s0 = Vector256<int>.Zero;
+            var s1 = Vector256<int>.Zero;
+            var s2 = Vector256<int>.Zero;
+            var s3 = Vector256<int>.Zero;
+            sbyte* x = xq + (b * 256);
             for (int c = 0; c < 4; c++)
             {
                 var q = Avx.LoadVector256(blk + 16 + (c * 32));
                 var lo = q & low;
                 var hi = Avx2.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & low;
-                int j = 2 * c;
-                QuantizedDot.ScaleMinK4(j, blk + 4, out int sc0, out int m0);
-                QuantizedDot.ScaleMinK4(j + 1, blk + 4, out int sc1, out int m1);
-                int xb = (b * 8) + j;
-                Q4Block(lo, sc0, m0, xb, d, dmin, tokens, xq, xStride, xd, xsum, dStride, ref acc0, ref acc1, ref acc2, ref acc3, ref mins0, ref mins1, ref mins2, ref mins3);
-                Q4Block(hi, sc1, m1, xb + 1, d, dmin, tokens, xq, xStride, xd, xsum, dStride, ref acc0, ref acc1, ref acc2, ref acc3, ref mins0, ref mins1, ref mins2, ref mins3);
+                var sc0 = Avx2.Shuffle(scales2, Vector256.Create((ushort)(0x0100 + (0x0404 * c))).AsByte()).AsInt16();
+                var sc1 = Avx2.Shuffle(scales2, Vector256.Create((ushort)(0x0302 + (0x0404 * c))).AsByte()).AsInt16();
+                Q4Block(lo, sc0, hi, sc1, x + (c * 64), xStride, tokens, ref s0, ref s1, ref s2, ref s3);
+            }
+
+            acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s0), Vector256.Create(d * xd[b]), acc0);
+            mins0 += dmin * xd[b] * MinSum(mins, xsum + (b * 16));
+            if (tokens > 1)
+            {
+                long o = superBlocks + b;
+                acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s1), Vector256.Create(d * xd[o]), acc1);
+                mins1 += dmin * xd[o] * MinSum(mins, xsum + (o * 16));
+                if (tokens > 2)
+                {
+                    o += superBlocks;
+                    acc2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s2), Vector256.Create(d * xd[o]), acc2);
+                    mins2 += dmin * xd[o] * MinSum(mins, xsum + (o * 16));
+                    if (tokens > 3)
+                    {
+                        o += superBlocks;
+                        acc3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s3), Vector256.Create(d * xd[o]), acc3);
+                        mins3 += dmin * xd[o] * MinSum(mins, xsum + (o * 16));
+                    }
+                }
             }
         }
 
@@ -239,91 +304,62 @@ public static unsafe class KQuantDot
         }
     }
 
-    private static void Store(int tokens, Vector256<float> acc0, Vector256<float> acc1, Vector256<float> acc2, Vector256<float> acc3, float* output, long outStride)
+    // sum_j min_j x (sums of 16 values 2j and 2j+1): exact (at most 63 x 2 x 16 x 127 per term).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int MinSum(Vector128<short> mins, short* sums16)
     {
-        output[0] = GgmlArithmetic.Sum8(acc0);
-        if (tokens > 1)
-        {
-            output[outStride] = GgmlArithmetic.Sum8(acc1);
-        }
-
-        if (tokens > 2)
-        {
-            output[2 * outStride] = GgmlArithmetic.Sum8(acc2);
-        }
-
-        if (tokens > 3)
-        {
-            output[3 * outStride] = GgmlArithmetic.Sum8(acc3);
-        }
+        var pairs = Ssse3.HorizontalAdd(Sse2.LoadVector128(sums16), Sse2.LoadVector128(sums16 + 8));
+        return Vector128.Sum(Sse2.MultiplyAddAdjacent(mins, pairs));
     }
 
-    // 16 int16 lanes: 8 x scale 2j (values 0-15 of block j), then 8 x scale 2j+1 (values 16-31).
+    // 16 int16 lanes: 8 x scale 2j (values 0-15 of 32-block j), then 8 x scale 2j+1 (values 16-31).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<short> Q6Scales(Vector128<byte> scales, Vector128<byte> pick, int j)
         => Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, pick + Vector128.Create((byte)(2 * j))).AsSByte());
 
-    // Lane i: scale * sum over values 4i..4i+3 of (u - 32) x, exactly: the 16-bit pair sums u x (at most 2 x 63 x 128)
-    // minus 32 (x0 + x1) stay within 16 bits, and the scaled 32-bit sums within 2^24 (exact as floats).
+    // Lane i += scale * sum over values 4i..4i+3 of (u - 32) x, exactly: the 16-bit pair sums u x (at most 2 x 63 x 128)
+    // minus 32 (x0 + x1) stay within 16 bits; a super-block's lane sums stay below 8 x 4 x 32 x 127 x 128 < 2^24.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Q6Lanes(Vector256<byte> u, Vector256<short> scales, sbyte* x)
+    private static void Q6Block(Vector256<byte> u, Vector256<short> scales, sbyte* x, long xStride, int tokens, ref Vector256<int> s0, ref Vector256<int> s1, ref Vector256<int> s2, ref Vector256<int> s3)
     {
-        var xv = Avx.LoadVector256(x);
-        var pairs = Avx2.MultiplyAddAdjacent(u, xv) - Avx2.MultiplyAddAdjacent(Vector256.Create((byte)32), xv);
-        return Avx2.MultiplyAddAdjacent(pairs, scales);
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Q6Block(Vector256<byte> u, Vector256<short> scales, int xb, float d, int tokens, sbyte* xq, long xStride, float* xd, long dStride, ref Vector256<float> acc0, ref Vector256<float> acc1, ref Vector256<float> acc2, ref Vector256<float> acc3)
-    {
-        acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Q6Lanes(u, scales, xq + (xb * 32))), Vector256.Create(xd[xb] * d), acc0);
+        var thirtyTwo = Vector256.Create((byte)32);
+        var x0 = Avx.LoadVector256(x);
+        s0 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, x0) - Avx2.MultiplyAddAdjacent(thirtyTwo, x0), scales);
         if (tokens > 1)
         {
-            acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Q6Lanes(u, scales, xq + xStride + (xb * 32))), Vector256.Create(xd[dStride + xb] * d), acc1);
+            var x1 = Avx.LoadVector256(x + xStride);
+            s1 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, x1) - Avx2.MultiplyAddAdjacent(thirtyTwo, x1), scales);
             if (tokens > 2)
             {
-                acc2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Q6Lanes(u, scales, xq + (2 * xStride) + (xb * 32))), Vector256.Create(xd[(2 * dStride) + xb] * d), acc2);
+                var x2 = Avx.LoadVector256(x + (2 * xStride));
+                s2 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, x2) - Avx2.MultiplyAddAdjacent(thirtyTwo, x2), scales);
                 if (tokens > 3)
                 {
-                    acc3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Q6Lanes(u, scales, xq + (3 * xStride) + (xb * 32))), Vector256.Create(xd[(3 * dStride) + xb] * d), acc3);
+                    var x3 = Avx.LoadVector256(x + (3 * xStride));
+                    s3 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, x3) - Avx2.MultiplyAddAdjacent(thirtyTwo, x3), scales);
                 }
             }
         }
     }
 
-    // Lane i: sum over values 4i..4i+3 of u x (u the unsigned nibbles).
+    // Lane i += scale * sum over values 4i..4i+3 of q x for the low-nibble block (values 0-31 of x) and the high-nibble
+    // block (values 32-63): 16-bit pair sums at most 2 x 15 x 128, scaled 32-bit sums below 8 x 63 x 4 x 15 x 128.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Q4Lanes(Vector256<byte> u, sbyte* x)
+    private static void Q4Block(Vector256<byte> lo, Vector256<short> scLo, Vector256<byte> hi, Vector256<short> scHi, sbyte* x, long xStride, int tokens, ref Vector256<int> s0, ref Vector256<int> s1, ref Vector256<int> s2, ref Vector256<int> s3)
     {
-        var xv = Avx.LoadVector256(x);
-        if (AvxVnni.IsSupported)
-        {
-            return AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, u, xv);
-        }
-
-        return Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(u, xv), Vector256.Create((short)1));
-    }
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Q4Block(Vector256<byte> u, int sc, int m, int xb, float d, float dmin, int tokens, sbyte* xq, long xStride, float* xd, int* xsum, long dStride, ref Vector256<float> acc0, ref Vector256<float> acc1, ref Vector256<float> acc2, ref Vector256<float> acc3, ref float mins0, ref float mins1, ref float mins2, ref float mins3)
-    {
-        acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Q4Lanes(u, xq + (xb * 32))), Vector256.Create(xd[xb] * d * sc), acc0);
-        mins0 += xd[xb] * dmin * m * xsum[xb];
+        s0 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo, Avx.LoadVector256(x)), scLo) + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(hi, Avx.LoadVector256(x + 32)), scHi);
         if (tokens > 1)
         {
-            long o = dStride + xb;
-            acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Q4Lanes(u, xq + xStride + (xb * 32))), Vector256.Create(xd[o] * d * sc), acc1);
-            mins1 += xd[o] * dmin * m * xsum[o];
+            sbyte* x1 = x + xStride;
+            s1 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo, Avx.LoadVector256(x1)), scLo) + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(hi, Avx.LoadVector256(x1 + 32)), scHi);
             if (tokens > 2)
             {
-                o += dStride;
-                acc2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Q4Lanes(u, xq + (2 * xStride) + (xb * 32))), Vector256.Create(xd[o] * d * sc), acc2);
-                mins2 += xd[o] * dmin * m * xsum[o];
+                sbyte* x2 = x1 + xStride;
+                s2 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo, Avx.LoadVector256(x2)), scLo) + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(hi, Avx.LoadVector256(x2 + 32)), scHi);
                 if (tokens > 3)
                 {
-                    o += dStride;
-                    acc3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Q4Lanes(u, xq + (3 * xStride) + (xb * 32))), Vector256.Create(xd[o] * d * sc), acc3);
-                    mins3 += xd[o] * dmin * m * xsum[o];
+                    sbyte* x3 = x2 + xStride;
+                    s3 += Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo, Avx.LoadVector256(x3)), scLo) + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(hi, Avx.LoadVector256(x3 + 32)), scHi);
                 }
             }
         }

@@ -4,8 +4,8 @@ namespace KvAdaQuant.Numerics;
 
 /// <summary>
 /// Computes y = W x for a batch of vectors on a <see cref="WorkerPool"/>, split into chunks of rows.
-/// Q8_0, Q4_0, Q4_K and Q6_K weights multiply int8-quantized activations with integer dot products (as llama.cpp
-/// does); F32 rows are read in place, F16 rows widened in registers; other types are dequantized one row at a time into per-thread
+/// Q8_0 and Q4_0 weights multiply activations quantized to Q8_0, Q4_K and Q6_K weights activations quantized to Q8_K,
+/// with integer dot products (as llama.cpp does); F32 rows are read in place, F16 rows widened in registers; other types are dequantized one row at a time into per-thread
 /// scratch. Each weight row is read once per batch. Not thread-safe: one per engine.
 /// </summary>
 public sealed unsafe class MatMulKernel : IParallelWork
@@ -15,6 +15,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
     private readonly float[][] _tileScales;
     private readonly int[][] _tileCorrections;
     private readonly Q8Activations _xq = new();
+    private readonly Q8KActivations _xk = new();
     private readonly WeightMatrix?[] _ws = new WeightMatrix?[3];
     private readonly nint[] _ys = new nint[3];
     private readonly nint[] _rowGroups = new nint[3];
@@ -53,7 +54,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
     /// </summary>
     public void MatMul(WeightMatrix w0, Span<float> y0, WeightMatrix? w1, Span<float> y1, WeightMatrix? w2, Span<float> y2, ReadOnlySpan<float> x, int n)
     {
-        if (w1 is not null && (w1.Cols != w0.Cols || IsInteger(w1.Type) != IsInteger(w0.Type)))
+        if (w1 is not null && (w1.Cols != w0.Cols || InputEncoding(w1.Type) != InputEncoding(w0.Type)))
         {
             // Different inputs or input encodings: separate passes.
             MatMul(w0, y0, null, default, null, default, x, n);
@@ -61,7 +62,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
             return;
         }
 
-        if (w2 is not null && (w2.Cols != w0.Cols || IsInteger(w2.Type) != IsInteger(w0.Type)))
+        if (w2 is not null && (w2.Cols != w0.Cols || InputEncoding(w2.Type) != InputEncoding(w0.Type)))
         {
             MatMul(w0, y0, w1, y1, null, default, x, n);
             MatMul(w2, y2, null, default, null, default, x, n);
@@ -73,9 +74,14 @@ public sealed unsafe class MatMulKernel : IParallelWork
             throw new ArgumentException($"{w0.Name}: input holds {x.Length} floats, need {n} x {w0.Cols}");
         }
 
-        if (IsInteger(w0.Type))
+        switch (InputEncoding(w0.Type))
         {
-            _xq.Quantize(x, n, w0.Cols);
+            case GgmlType.Q8_0:
+                _xq.Quantize(x, n, w0.Cols);
+                break;
+            case GgmlType.Q8_K:
+                _xk.Quantize(x, n, w0.Cols);
+                break;
         }
 
         fixed (float* px = x)
@@ -117,7 +123,13 @@ public sealed unsafe class MatMulKernel : IParallelWork
         return _tileScales[worker];
     }
 
-    private static bool IsInteger(GgmlType type) => type is GgmlType.Q8_0 or GgmlType.Q4_0 or GgmlType.Q4_K or GgmlType.Q6_K;
+    // How the products of a weight type take their input: Q8_0 blocks (Q8_0, Q4_0), Q8_K blocks (Q4_K, Q6_K), or floats (F32).
+    private static GgmlType InputEncoding(GgmlType type) => type switch
+    {
+        GgmlType.Q8_0 or GgmlType.Q4_0 => GgmlType.Q8_0,
+        GgmlType.Q4_K or GgmlType.Q6_K => GgmlType.Q8_K,
+        _ => GgmlType.F32,
+    };
 
     private int Add(WeightMatrix w, Span<float> y, float* py, int n, int chunks)
     {
@@ -309,14 +321,14 @@ public sealed unsafe class MatMulKernel : IParallelWork
             case GgmlType.Q4_K:
             case GgmlType.Q6_K:
                 {
-                    // K-quant rows: each super-block unpacked once for up to four tokens (KQuantDot); the same bits per token
-                    // whatever the batch.
-                    int blocks = cols / 32, superBlocks = cols / 256;
+                    // K-quant rows times Q8_K activations (KQuantDot): each super-block unpacked once for up to four tokens;
+                    // the same bits per token whatever the batch.
+                    int superBlocks = cols / 256;
                     bool q6 = w.Type == GgmlType.Q6_K;
                     byte* rowBase = (byte*)_rows[m];
-                    fixed (sbyte* xq = _xq.Values)
-                    fixed (float* xd = _xq.Scales)
-                    fixed (int* xs = _xq.Sums)
+                    fixed (sbyte* xq = _xk.Values)
+                    fixed (float* xd = _xk.Scales)
+                    fixed (short* xs = _xk.Sums16)
                     {
                         for (int r = r0; r < r1; r++)
                         {
@@ -326,11 +338,11 @@ public sealed unsafe class MatMulKernel : IParallelWork
                                 int tokens = Math.Min(4, n - t);
                                 if (q6)
                                 {
-                                    KQuantDot.DotQ6_K(row, tokens, xq + ((long)t * cols), cols, xd + ((long)t * blocks), blocks, superBlocks, y + ((long)t * rows) + r, rows);
+                                    KQuantDot.DotQ6_K(row, superBlocks, tokens, xq + ((long)t * cols), xd + ((long)t * superBlocks), y + ((long)t * rows) + r, rows);
                                 }
                                 else
                                 {
-                                    KQuantDot.DotQ4_K(row, tokens, xq + ((long)t * cols), cols, xd + ((long)t * blocks), xs + ((long)t * blocks), blocks, superBlocks, y + ((long)t * rows) + r, rows);
+                                    KQuantDot.DotQ4_K(row, superBlocks, tokens, xq + ((long)t * cols), xd + ((long)t * superBlocks), xs + ((long)t * superBlocks * 16), y + ((long)t * rows) + r, rows);
                                 }
                             }
                         }

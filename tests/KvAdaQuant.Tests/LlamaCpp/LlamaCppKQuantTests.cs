@@ -11,8 +11,9 @@ namespace KvAdaQuant.Tests.LlamaCpp;
 /// <summary>
 /// K-quant GGUF files (Q4_K_M, Q4_K_S, Q6_K) made by llama.cpp's own quantizer from our F16/F32 conversions: which
 /// tensor types each file gets, and the logits of both engines on the same file, batched and token by token. The logits
-/// agree within a stated tolerance, not to the bit: llama.cpp quantizes the activations of K-quant products to Q8_K
-/// (one float scale per 256 values), kvaq to Q8_0 blocks of 32, and the two roundings differ.
+/// agree within a stated tolerance, not to the bit: both engines quantize the activations of K-quant products to Q8_K
+/// (one float scale per 256 values) and multiply in integers, but sum the floats in different orders, and llama.cpp's
+/// batched Q4_K kernel quantizes its activations by another routine.
 /// </summary>
 public class LlamaCppKQuantTests(ConvertedModels converted, ITestOutputHelper output) : IClassFixture<ConvertedModels>
 {
@@ -85,28 +86,35 @@ public class LlamaCppKQuantTests(ConvertedModels converted, ITestOutputHelper ou
         Assert.False(LlamaCppQuantizer.TryParse("1", out _));
     }
 
+    // Both engines multiply Q4_K and Q6_K rows with Q8_K activations in integers; the files with only those types agree
+    // within 1e-4 over the first positions (at least 16 asserted; 29-71 measured) until a 1-ulp difference elsewhere (float
+    // summation orders differ) moves one activation across a Q8_K rounding boundary, which later positions carry (0.05-0.07
+    // measured). Q4_K_S also has Q5_K matrices, which kvaq multiplies in floats (no integer Q5_K kernel): apart from position 0.
     [LlamaCppTheory]
-    [InlineData(LlamaCppQuantizationType.Q4_K_M, false)]
-    [InlineData(LlamaCppQuantizationType.Q4_K_M, true)]
-    [InlineData(LlamaCppQuantizationType.Q6_K, false)]
-    [InlineData(LlamaCppQuantizationType.Q4_K_S, false)]
-    public void TinyLlama256_KQuantFile_LogitsAgreeWithLlamaCpp(LlamaCppQuantizationType type, bool tokenByToken)
+    [InlineData(LlamaCppQuantizationType.Q4_K_M, false, 16)]
+    [InlineData(LlamaCppQuantizationType.Q4_K_M, true, 16)]
+    [InlineData(LlamaCppQuantizationType.Q6_K, false, 16)]
+    [InlineData(LlamaCppQuantizationType.Q6_K, true, 16)]
+    [InlineData(LlamaCppQuantizationType.Q4_K_S, false, 0)]
+    [InlineData(LlamaCppQuantizationType.Q4_K_S, true, 0)]
+    public void TinyLlama256_KQuantFile_LogitsAgreeWithLlamaCpp(LlamaCppQuantizationType type, bool tokenByToken, int positionsWithinOneTenThousandth)
     {
         var gguf = converted.GetLlamaCppQuantized(converted.GetSynthetic("tiny-llama-256", GgmlType.F16), type);
         using var ours = ModelLoader.Load(gguf);
         var tokens = RandomTokens(128, ours.Config.VocabSize, seed: 13);
-        AssertAgreement($"tiny-llama-256 {type}{(tokenByToken ? " token by token" : string.Empty)}", ours, gguf, tokens, tokenByToken, tolerance: 0.25);
+        AssertAgreement($"tiny-llama-256 {type}{(tokenByToken ? " token by token" : string.Empty)}", ours, gguf, tokens, tokenByToken, tolerance: 0.25, positionsWithinOneTenThousandth);
     }
 
     [LlamaCppFact]
     public void Stories3M_Q4_K_M_LogitsAgreeWithLlamaCpp()
     {
-        // stories3M-q80's 192-wide rows fall back (Q5_0 / Q8_0); its 512-wide ffn_down rows are Q4_K / Q6_K.
+        // stories3M-q80's 192-wide rows fall back (Q5_0 / Q8_0); its 512-wide ffn_down rows are Q4_K / Q6_K. kvaq multiplies
+        // Q5_0 rows in floats, llama.cpp with Q8_0 activations: apart from position 0, within 1.5 (logits up to 19).
         var gguf = converted.GetLlamaCppQuantized(converted.Get("stories3M-q80", GgmlType.F32), LlamaCppQuantizationType.Q4_K_M);
         output.WriteLine(string.Join(", ", TensorTypes(gguf).Where(kv => !kv.Key.Contains("norm", StringComparison.Ordinal)).Select(kv => $"{kv.Key} {kv.Value}")));
         using var ours = ModelLoader.Load(gguf);
         var tokens = RandomTokens(128, ours.Config.VocabSize, seed: 14);
-        AssertAgreement("stories3M-q80 Q4_K_M", ours, gguf, tokens, tokenByToken: false, tolerance: 1.5);
+        AssertAgreement("stories3M-q80 Q4_K_M", ours, gguf, tokens, tokenByToken: false, tolerance: 1.5, positionsWithinOneTenThousandth: 0);
     }
 
     private static Dictionary<string, GgmlType> TensorTypes(string gguf)
@@ -115,7 +123,7 @@ public class LlamaCppKQuantTests(ConvertedModels converted, ITestOutputHelper ou
         return f.Tensors.ToDictionary(t => t.Name, t => t.Type);
     }
 
-    private void AssertAgreement(string what, Model.LlamaModel ours, string gguf, int[] tokens, bool tokenByToken, double tolerance)
+    private void AssertAgreement(string what, Model.LlamaModel ours, string gguf, int[] tokens, bool tokenByToken, double tolerance, int positionsWithinOneTenThousandth)
     {
         int vocab = ours.Config.VocabSize;
         var expected = new float[tokens.Length * vocab];
@@ -148,13 +156,20 @@ public class LlamaCppKQuantTests(ConvertedModels converted, ITestOutputHelper ou
             maxAbs = Math.Max(maxAbs, Math.Abs(expected[i]));
         }
 
+        int firstApart = -1;
         for (int p = 0; p < tokens.Length; p++)
         {
+            for (int v = 0; v < vocab && firstApart < 0; v++)
+            {
+                firstApart = Math.Abs(expected[(p * vocab) + v] - actual[(p * vocab) + v]) > 1e-4 ? p : -1;
+            }
+
             sameTop1 += System.Numerics.Tensors.TensorPrimitives.IndexOfMax(expected.AsSpan(p * vocab, vocab)) == System.Numerics.Tensors.TensorPrimitives.IndexOfMax(actual.AsSpan(p * vocab, vocab)) ? 1 : 0;
         }
 
-        output.WriteLine($"{what}: max |logit difference| over {tokens.Length} x {vocab} = {maxDiff:E3} (largest |logit| {maxAbs:F2}); same top-1 at {sameTop1}/{tokens.Length}");
+        output.WriteLine($"{what}: max |logit difference| over {tokens.Length} x {vocab} = {maxDiff:E3} (largest |logit| {maxAbs:F2}); same top-1 at {sameTop1}/{tokens.Length}; first position apart by > 1e-4: {firstApart}");
         Assert.True(maxDiff <= tolerance, $"{what}: max |logit difference| {maxDiff:E3} > {tolerance:E1}");
+        Assert.True(firstApart < 0 || firstApart >= positionsWithinOneTenThousandth, $"{what}: logits apart by more than 1e-4 from position {firstApart}");
         Assert.True(sameTop1 >= 0.9 * tokens.Length, $"{what}: same top-1 token at only {sameTop1}/{tokens.Length} positions");
     }
 

@@ -17,8 +17,9 @@ public sealed record SyntheticModelPreset(string Name, ModelConfig Config, bool 
         new("tiny-llama", Llama(128, 384, 2, 8, 2, 512, 512, 500000f, new RopeScaling(32f, 1f, 4f, 8192), tied: false), false),
         new("tiny-qwen2", Qwen2(128, 320, 2, 4, 2, 512, 512, 1000000f, 1e-6f), true),
 
-        // Every row a multiple of 256 elements, so llama.cpp's quantizer can give each matrix a K-quant type (Q4_K_M tests).
-        new("tiny-llama-256", Llama(256, 768, 2, 4, 2, 512, 512, 500000f, new RopeScaling(32f, 1f, 4f, 8192), tied: false), false),
+        // Every row a multiple of 256 elements, so llama.cpp's quantizer can give each matrix a K-quant type (Q4_K_M tests);
+        // heads of 32, whose attention kvaq computes in ggml's order (the fused kernels take multiples of 64).
+        new("tiny-llama-256", Llama(256, 768, 2, 8, 2, 512, 512, 500000f, new RopeScaling(32f, 1f, 4f, 8192), tied: false), false),
     ];
 
     /// <summary>Preset names, comma-separated.</summary>
