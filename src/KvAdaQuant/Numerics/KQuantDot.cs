@@ -23,20 +23,16 @@ public static unsafe class KQuantDot
     /// <summary>Bytes of one Q6_K super-block: ql[128] (low 4 bits), qh[64] (high 2 bits), 16 int8 scales, d (FP16).</summary>
     public const int Q6_KBlockBytes = 210;
 
-    /// <summary>True when the AVX2 path can run on this machine.</summary>
+    /// <summary>
+    /// True when the AVX2 path runs on this machine. (AVX-512 variants, two 32-blocks per instruction, measured slower on
+    /// this machine's cores and were dropped: README, K-quant weights.)
+    /// </summary>
     public static bool VectorPathSupported => Avx2.IsSupported && Fma.IsSupported;
-
-    /// <summary>True when the AVX-512 path (two 32-blocks per instruction) can run on this machine; it is then the one used.</summary>
-    public static bool Avx512PathSupported => Avx512BW.IsSupported && Fma.IsSupported;
 
     /// <summary>output[t * outStride] = row · x_t for t &lt; <paramref name="tokens"/> (1 to 4), a Q6_K row.</summary>
     public static void DotQ6_K(byte* row, int superBlocks, int tokens, sbyte* xq, float* xd, float* output, long outStride)
     {
-        if (Avx512PathSupported)
-        {
-            DotQ6_KAvx512(row, superBlocks, tokens, xq, xd, output, outStride);
-        }
-        else if (VectorPathSupported)
+        if (VectorPathSupported)
         {
             DotQ6_KAvx2(row, superBlocks, tokens, xq, xd, output, outStride);
         }
@@ -102,7 +98,14 @@ public static unsafe class KQuantDot
         var acc3 = Vector256<float>.Zero;
         var m4 = Vector256.Create((byte)0x0F);
         var m30 = Vector256.Create((byte)0x30);
-        var pick = Vector128.Create((byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+
+        // shuffles picking scale 2j into bytes 0-7 and scale 2j+1 into bytes 8-15, j = 0..7
+        byte* pick = stackalloc byte[8 * 16];
+        for (int j = 0; j < 8; j++)
+        {
+            (Vector128.Create((byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1) + Vector128.Create((byte)(2 * j))).Store(pick + (j * 16));
+        }
+
         for (int b = 0; b < superBlocks; b++)
         {
             byte* blk = row + (b * Q6_KBlockBytes);
@@ -181,11 +184,7 @@ public static unsafe class KQuantDot
     /// <summary>As <see cref="DotQ6_K"/> for a Q4_K row (value l of sub-block j: d * scale_j * q - dmin * min_j).</summary>
     public static void DotQ4_K(byte* row, int superBlocks, int tokens, sbyte* xq, float* xd, short* xsum, float* output, long outStride)
     {
-        if (Avx512PathSupported)
-        {
-            DotQ4_KAvx512(row, superBlocks, tokens, xq, xd, xsum, output, outStride);
-        }
-        else if (VectorPathSupported)
+        if (VectorPathSupported)
         {
             DotQ4_KAvx2(row, superBlocks, tokens, xq, xd, xsum, output, outStride);
         }
@@ -256,6 +255,14 @@ public static unsafe class KQuantDot
         var acc3 = Vector256<float>.Zero;
         float mins0 = 0, mins1 = 0, mins2 = 0, mins3 = 0;
         var low = Vector256.Create((byte)0x0F);
+
+        // shuffles picking scale j's two bytes into every 16-bit lane, j = 0..7 (loaded, not rebuilt, in the loop)
+        byte* pickScale = stackalloc byte[8 * 32];
+        for (int j = 0; j < 8; j++)
+        {
+            Vector256.Create((ushort)(0x0100 + (0x0202 * j))).AsByte().Store(pickScale + (j * 32));
+        }
+
         for (int b = 0; b < superBlocks; b++)
         {
             byte* blk = row + (b * Q4_KBlockBytes);
@@ -280,8 +287,8 @@ public static unsafe class KQuantDot
                 var q = Avx.LoadVector256(blk + 16 + (c * 32));
                 var lo = q & low;
                 var hi = Avx2.ShiftRightLogical(q.AsUInt16(), 4).AsByte() & low;
-                var sc0 = Avx2.Shuffle(scales2, Vector256.Create((ushort)(0x0100 + (0x0404 * c))).AsByte()).AsInt16();
-                var sc1 = Avx2.Shuffle(scales2, Vector256.Create((ushort)(0x0302 + (0x0404 * c))).AsByte()).AsInt16();
+                var sc0 = Avx2.Shuffle(scales2, Avx.LoadVector256(pickScale + (c * 64))).AsInt16();
+                var sc1 = Avx2.Shuffle(scales2, Avx.LoadVector256(pickScale + (c * 64) + 32)).AsInt16();
                 sbyte* xc = x + (c * 64);
                 s0 += Q4Lanes(lo, sc0, hi, sc1, xc);
                 if (tokens > 1)
@@ -339,198 +346,6 @@ public static unsafe class KQuantDot
         }
     }
 
-    /// <summary>
-    /// AVX-512 path of <see cref="DotQ6_K"/>: two 32-blocks per instruction in 16 integer lanes, whose upper and lower
-    /// halves are added (exact integers) into the AVX2 path's 8 lanes before the float stage: the same bits.
-    /// </summary>
-    public static void DotQ6_KAvx512(byte* row, int superBlocks, int tokens, sbyte* xq, float* xd, float* output, long outStride)
-    {
-        CheckTokens(tokens);
-        long xStride = (long)superBlocks * 256;
-        var acc0 = Vector256<float>.Zero;
-        var acc1 = Vector256<float>.Zero;
-        var acc2 = Vector256<float>.Zero;
-        var acc3 = Vector256<float>.Zero;
-        var m4 = Vector512.Create((byte)0x0F);
-        var m30 = Vector512.Create((byte)0x30);
-        var thirtyTwo = Vector512.Create((byte)32);
-        var shiftLow = Vector512.Create(Vector256.Create((ushort)4), Vector256.Create((ushort)2));
-        var shiftHigh = Vector512.Create(Vector256.Create((ushort)0), Vector256.Create((ushort)2));
-        var pick = Vector256.Create((byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-        for (int b = 0; b < superBlocks; b++)
-        {
-            byte* blk = row + (b * Q6_KBlockBytes);
-            float d = HalfBits.ToSingle(*(ushort*)(blk + 208));
-            var scales = Sse2.LoadVector128(blk + 192);
-            var scales2 = Vector256.Create(scales, scales);
-            var s0 = Vector512<int>.Zero;
-            var s1 = Vector512<int>.Zero;
-            var s2 = Vector512<int>.Zero;
-            var s3 = Vector512<int>.Zero;
-            sbyte* x = xq + (b * 256);
-            for (int h = 0; h < 2; h++)
-            {
-                var ql = Vector512.Load(blk + (h * 64));
-                var qh = Avx.LoadVector256(blk + 128 + (h * 32));
-                var qh2 = Vector512.Create(qh, qh).AsUInt16();
-                var u01 = (ql & m4) | (Avx512BW.ShiftLeftLogicalVariable(qh2, shiftLow).AsByte() & m30);
-                var u23 = (Avx512BW.ShiftRightLogical(ql.AsUInt16(), 4).AsByte() & m4) | (Avx512BW.ShiftRightLogicalVariable(qh2, shiftHigh).AsByte() & m30);
-                int j = h * 4;
-                var c01 = Avx512BW.ConvertToVector512Int16(Avx2.Shuffle(scales2, pick + Vector256.Create((byte)(2 * j))).AsSByte());
-                var c23 = Avx512BW.ConvertToVector512Int16(Avx2.Shuffle(scales2, pick + Vector256.Create((byte)((2 * j) + 4))).AsSByte());
-                sbyte* xh = x + (j * 32);
-                s0 += Q6Lanes512(u01, c01, xh, thirtyTwo) + Q6Lanes512(u23, c23, xh + 64, thirtyTwo);
-                if (tokens > 1)
-                {
-                    xh += xStride;
-                    s1 += Q6Lanes512(u01, c01, xh, thirtyTwo) + Q6Lanes512(u23, c23, xh + 64, thirtyTwo);
-                    if (tokens > 2)
-                    {
-                        xh += xStride;
-                        s2 += Q6Lanes512(u01, c01, xh, thirtyTwo) + Q6Lanes512(u23, c23, xh + 64, thirtyTwo);
-                        if (tokens > 3)
-                        {
-                            xh += xStride;
-                            s3 += Q6Lanes512(u01, c01, xh, thirtyTwo) + Q6Lanes512(u23, c23, xh + 64, thirtyTwo);
-                        }
-                    }
-                }
-            }
-
-            acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s0.GetLower() + s0.GetUpper()), Vector256.Create(d * xd[b]), acc0);
-            if (tokens > 1)
-            {
-                acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s1.GetLower() + s1.GetUpper()), Vector256.Create(d * xd[superBlocks + b]), acc1);
-                if (tokens > 2)
-                {
-                    acc2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s2.GetLower() + s2.GetUpper()), Vector256.Create(d * xd[(2 * superBlocks) + b]), acc2);
-                    if (tokens > 3)
-                    {
-                        acc3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s3.GetLower() + s3.GetUpper()), Vector256.Create(d * xd[(3 * superBlocks) + b]), acc3);
-                    }
-                }
-            }
-        }
-
-        output[0] = GgmlArithmetic.Sum8(acc0);
-        if (tokens > 1)
-        {
-            output[outStride] = GgmlArithmetic.Sum8(acc1);
-        }
-
-        if (tokens > 2)
-        {
-            output[2 * outStride] = GgmlArithmetic.Sum8(acc2);
-        }
-
-        if (tokens > 3)
-        {
-            output[3 * outStride] = GgmlArithmetic.Sum8(acc3);
-        }
-    }
-
-    /// <summary>
-    /// AVX-512 path of <see cref="DotQ4_K"/>: a 32-byte chunk's low and high nibbles (two 32-blocks) in one 64-byte
-    /// vector, 16 integer lanes whose halves are added (exact integers) into the AVX2 path's 8 lanes: the same bits.
-    /// </summary>
-    public static void DotQ4_KAvx512(byte* row, int superBlocks, int tokens, sbyte* xq, float* xd, short* xsum, float* output, long outStride)
-    {
-        CheckTokens(tokens);
-        long xStride = (long)superBlocks * 256;
-        var acc0 = Vector256<float>.Zero;
-        var acc1 = Vector256<float>.Zero;
-        var acc2 = Vector256<float>.Zero;
-        var acc3 = Vector256<float>.Zero;
-        float mins0 = 0, mins1 = 0, mins2 = 0, mins3 = 0;
-        var low = Vector512.Create((byte)0x0F);
-        for (int b = 0; b < superBlocks; b++)
-        {
-            byte* blk = row + (b * Q4_KBlockBytes);
-            float d = HalfBits.ToSingle(*(ushort*)blk);
-            float dmin = HalfBits.ToSingle(*(ushort*)(blk + 2));
-            uint w0 = *(uint*)(blk + 4), w1 = *(uint*)(blk + 8), w2 = *(uint*)(blk + 12);
-            ulong scaleBytes = (w0 & 0x3F3F3F3Fu) | ((ulong)((w2 & 0x0F0F0F0Fu) | (((w0 >> 6) & 0x03030303u) << 4)) << 32);
-            ulong minBytes = (w1 & 0x3F3F3F3Fu) | ((ulong)(((w2 >> 4) & 0x0F0F0F0Fu) | (((w1 >> 6) & 0x03030303u) << 4)) << 32);
-            var scales = Sse41.ConvertToVector128Int16(Vector128.CreateScalarUnsafe(scaleBytes).AsByte());
-            var mins = Sse41.ConvertToVector128Int16(Vector128.CreateScalarUnsafe(minBytes).AsByte());
-            var scales2 = Vector256.Create(scales, scales).AsByte();
-            var scales4 = Vector512.Create(scales2, scales2);
-
-            var s0 = Vector512<int>.Zero;
-            var s1 = Vector512<int>.Zero;
-            var s2 = Vector512<int>.Zero;
-            var s3 = Vector512<int>.Zero;
-            sbyte* x = xq + (b * 256);
-            for (int c = 0; c < 4; c++)
-            {
-                var q = Avx.LoadVector256(blk + 16 + (c * 32));
-                var u = Vector512.Create(q, Avx2.ShiftRightLogical(q.AsUInt16(), 4).AsByte()) & low;
-                var sc = Avx512BW.Shuffle(scales4, Vector512.Create(Vector256.Create((ushort)(0x0100 + (0x0404 * c))), Vector256.Create((ushort)(0x0302 + (0x0404 * c)))).AsByte()).AsInt16();
-                sbyte* xc = x + (c * 64);
-                s0 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(u, Vector512.Load(xc)), sc);
-                if (tokens > 1)
-                {
-                    xc += xStride;
-                    s1 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(u, Vector512.Load(xc)), sc);
-                    if (tokens > 2)
-                    {
-                        xc += xStride;
-                        s2 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(u, Vector512.Load(xc)), sc);
-                        if (tokens > 3)
-                        {
-                            s3 += Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(u, Vector512.Load(xc + xStride)), sc);
-                        }
-                    }
-                }
-            }
-
-            acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s0.GetLower() + s0.GetUpper()), Vector256.Create(d * xd[b]), acc0);
-            mins0 += dmin * xd[b] * MinSum(mins, xsum + (b * 16));
-            if (tokens > 1)
-            {
-                long o = superBlocks + b;
-                acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s1.GetLower() + s1.GetUpper()), Vector256.Create(d * xd[o]), acc1);
-                mins1 += dmin * xd[o] * MinSum(mins, xsum + (o * 16));
-                if (tokens > 2)
-                {
-                    o += superBlocks;
-                    acc2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s2.GetLower() + s2.GetUpper()), Vector256.Create(d * xd[o]), acc2);
-                    mins2 += dmin * xd[o] * MinSum(mins, xsum + (o * 16));
-                    if (tokens > 3)
-                    {
-                        o += superBlocks;
-                        acc3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s3.GetLower() + s3.GetUpper()), Vector256.Create(d * xd[o]), acc3);
-                        mins3 += dmin * xd[o] * MinSum(mins, xsum + (o * 16));
-                    }
-                }
-            }
-        }
-
-        output[0] = GgmlArithmetic.Sum8(acc0) - mins0;
-        if (tokens > 1)
-        {
-            output[outStride] = GgmlArithmetic.Sum8(acc1) - mins1;
-        }
-
-        if (tokens > 2)
-        {
-            output[2 * outStride] = GgmlArithmetic.Sum8(acc2) - mins2;
-        }
-
-        if (tokens > 3)
-        {
-            output[3 * outStride] = GgmlArithmetic.Sum8(acc3) - mins3;
-        }
-    }
-
-    // Q6Lanes for two consecutive 32-blocks (16 lanes).
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<int> Q6Lanes512(Vector512<byte> u, Vector512<short> scales, sbyte* x, Vector512<byte> thirtyTwo)
-    {
-        var xv = Vector512.Load(x);
-        return Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(u, xv) - Avx512BW.MultiplyAddAdjacent(thirtyTwo, xv), scales);
-    }
-
     private static void CheckTokens(int tokens)
     {
         if (tokens is < 1 or > 4)
@@ -549,8 +364,8 @@ public static unsafe class KQuantDot
 
     // 16 int16 lanes: 8 x scale 2j (values 0-15 of 32-block j), then 8 x scale 2j+1 (values 16-31).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<short> Q6Scales(Vector128<byte> scales, Vector128<byte> pick, int j)
-        => Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, pick + Vector128.Create((byte)(2 * j))).AsSByte());
+    private static Vector256<short> Q6Scales(Vector128<byte> scales, byte* pick, int j)
+        => Avx2.ConvertToVector256Int16(Ssse3.Shuffle(scales, Sse2.LoadVector128(pick + (j * 16))).AsSByte());
 
     // Lane i: scale * sum over values 4i..4i+3 of (u - 32) x, exactly: the 16-bit pair sums u x (at most 2 x 63 x 128)
     // minus 32 (x0 + x1) stay within 16 bits; a super-block's lane sums stay below 8 x 4 x 32 x 127 x 128 < 2^24.

@@ -103,9 +103,6 @@ public unsafe class KQuantDotTests
     private static void Q6Vector(byte* row, int superBlocks, int tokens, sbyte* xq, float* xd, short* xsum, float* output, long outStride)
         => KQuantDot.DotQ6_KAvx2(row, superBlocks, tokens, xq, xd, output, outStride);
 
-    private static void Q6Vector512(byte* row, int superBlocks, int tokens, sbyte* xq, float* xd, short* xsum, float* output, long outStride)
-        => KQuantDot.DotQ6_KAvx512(row, superBlocks, tokens, xq, xd, output, outStride);
-
     [Theory]
     [InlineData(false, 1)]
     [InlineData(false, 3)]
@@ -124,8 +121,6 @@ public unsafe class KQuantDotTests
         a.Quantize(x, tokens, cols);
         Dot scalar = q6 ? Q6Scalar : KQuantDot.DotQ4_KScalar;
         Dot vector = q6 ? Q6Vector : KQuantDot.DotQ4_KAvx2;
-        Dot vector512 = q6 ? Q6Vector512 : KQuantDot.DotQ4_KAvx512;
-        var vector512Batch = new float[tokens * 3];
         var batch = new float[tokens * 3];
         var single = new float[tokens];
         var vectorBatch = new float[tokens * 3];
@@ -136,7 +131,6 @@ public unsafe class KQuantDotTests
         fixed (float* pb = batch)
         fixed (float* p1 = single)
         fixed (float* pv = vectorBatch)
-        fixed (float* pv5 = vector512Batch)
         {
             scalar(pw, count, tokens, pq, pd, ps, pb, 3);
             for (int t = 0; t < tokens; t++)
@@ -147,11 +141,6 @@ public unsafe class KQuantDotTests
             if (KQuantDot.VectorPathSupported)
             {
                 vector(pw, count, tokens, pq, pd, ps, pv, 3);
-            }
-
-            if (KQuantDot.Avx512PathSupported)
-            {
-                vector512(pw, count, tokens, pq, pd, ps, pv5, 3);
             }
         }
 
@@ -169,11 +158,6 @@ public unsafe class KQuantDotTests
             if (KQuantDot.VectorPathSupported)
             {
                 Assert.Equal(BitConverter.SingleToInt32Bits(batch[t * 3]), BitConverter.SingleToInt32Bits(vectorBatch[t * 3]));
-            }
-
-            if (KQuantDot.Avx512PathSupported)
-            {
-                Assert.Equal(BitConverter.SingleToInt32Bits(batch[t * 3]), BitConverter.SingleToInt32Bits(vector512Batch[t * 3]));
             }
         }
     }
@@ -209,12 +193,6 @@ public unsafe class KQuantDotTests
             if (KQuantDot.VectorPathSupported)
             {
                 KQuantDot.DotQ6_KAvx2(pw, 1, 1, pq, pd, &vector, 1);
-                Assert.Equal(scalar, vector);
-            }
-
-            if (KQuantDot.Avx512PathSupported)
-            {
-                KQuantDot.DotQ6_KAvx512(pw, 1, 1, pq, pd, &vector, 1);
                 Assert.Equal(scalar, vector);
             }
         }
