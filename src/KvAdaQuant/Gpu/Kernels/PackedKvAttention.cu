@@ -773,10 +773,6 @@ __device__ __forceinline__ void fold_step(u32 kAddr, u32 vAddr, const u8* st, co
 #ifndef FAST_V3
 #define FAST_V3 1
 #endif
-// FAST_QSMEM 1: the Q^T B fragments live in shared memory (one copy per block, 2 KB) instead of 16 registers a lane.
-#ifndef FAST_QSMEM
-#define FAST_QSMEM 0
-#endif
 
 __device__ __forceinline__ void mma1688_c(float* d, u32 a0, u32 a1, u32 b0, float c0, float c1, float c2, float c3)
 {
@@ -793,8 +789,7 @@ struct V3Q
 };
 
 // Scores relative to the reference n (log2 domain), s[m][..] as in fold_scores.
-// qsm: this lane's Q fragments in shared memory (FAST_QSMEM): qsm[32 * seg] = (b0[seg][0], b1[seg][0], b0[seg][1], b1[seg][1]).
-__device__ __forceinline__ void v3_scores(u32 kAddr, const u8* st, const V3Q& fq, const uint4* qsm, int g, float negN0, float negN1, float (*s)[4])
+__device__ __forceinline__ void v3_scores(u32 kAddr, const u8* st, const V3Q& fq, int g, float negN0, float negN1, float (*s)[4])
 {
     const u32 m64 = 0x54005400u, m1024 = 0x64006400u, lo = 0x000F000Fu, hi = 0x00F000F0u;
     const uint2* kp = (const uint2*)(st + 2048);
@@ -812,12 +807,7 @@ __device__ __forceinline__ void v3_scores(u32 kAddr, const u8* st, const V3Q& fq
             for (int h = 0; h < 2; h++)
             {
                 const int seg = 2 * grp + h;
-#if FAST_QSMEM
-                const uint4 qv = qsm[32 * seg];
-                const u32 qb00 = qv.x, qb10 = qv.y, qb01 = qv.z, qb11 = qv.w;
-#else
                 const u32 qb00 = fq.b0[seg][0], qb10 = fq.b1[seg][0], qb01 = fq.b0[seg][1], qb11 = fq.b1[seg][1];
-#endif
                 const u32 a = wa[seg], b = wb[seg], a8 = a >> 8, b8 = b >> 8;
                 // codes (0, 4) at bits 0..3 (1024 + c) and (1, 5) at bits 4..7 (64 + c)
                 const u32 a0 = and_or(a, lo, m1024), a1 = and_or(b, lo, m1024), a2 = and_or(a, hi, m64), a3 = and_or(b, hi, m64);
@@ -931,7 +921,7 @@ __device__ __forceinline__ void v3_pv(u32 vAddr, const u8* st, const float (*p)[
     }
 }
 
-// The FP16 residual window inside the fast kernel (its last split, when R > 0): warp w takes tokens w, w+4, ...;
+// The FP16 residual window (or one chunk of it) inside the fast kernel, in its last blocks of each head: warp w takes tokens w, w+4, ...;
 // lane holds dims 4*lane..4*lane+3 of every query head; online softmax per token in FP32.
 __device__ __forceinline__ void fast_residual(const u16* kr, const u16* vr, int R, const float* qrows, int ratio, float scaleLog2,
                                               int warp, int lane, float (*so)[MAX_RATIO][HEAD_DIM], float (*sml)[MAX_RATIO][2])
@@ -1120,18 +1110,6 @@ extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast
             const u32 loH = pack_h2(sig[0] - h2f_lo(hiH), sig[1] - h2f_hi(hiH));
             fq.sigB = t == 0 ? hiH : t == 1 ? loH : 0u;
         }
-#if FAST_QSMEM
-        __shared__ uint4 qShared[4 * 32];
-        if (warp == 0)
-        {
-#pragma unroll
-            for (int seg = 0; seg < 4; seg++) qShared[32 * seg + lane] = make_uint4(fq.b0[seg][0], fq.b1[seg][0], fq.b0[seg][1], fq.b1[seg][1]);
-        }
-        __syncthreads();
-        const uint4* qsm = qShared + lane;
-#else
-        const uint4* qsm = nullptr;
-#endif
 
         float o[8][4], w[2][4], z[2][2];
 #pragma unroll
@@ -1160,7 +1138,7 @@ extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast
             const u32 stAddr = myStages + rOff;
             const u8* st = myStagesGen + rOff;
             float s[2][4], p[2][4], ps[2];
-            v3_scores(stAddr + kOff, st, fq, qsm, g, nNeg[0], nNeg[1], s);
+            v3_scores(stAddr + kOff, st, fq, g, nNeg[0], nNeg[1], s);
             v3_reference(s, o, w, z, nNeg, lRun, firstStep);
             v3_exp(s, p, ps);
             firstStep = false;
