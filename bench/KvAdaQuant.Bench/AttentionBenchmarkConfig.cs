@@ -34,6 +34,11 @@ public sealed class AttentionBenchmarkConfig : ManualConfig
             return TriadBenchmark.Bytes;
         }
 
+        if (!c.Descriptor.Type.IsSubclassOf(typeof(AttentionStepBenchmark)))
+        {
+            return null; // AttentionPartsBenchmarks: each part reads only some of the step's bytes
+        }
+
         var ps = c.Parameters;
         return ps["Kv"] is string kv && ps["Context"] is int ctx && ps["Shape"] is string shape ? AttentionStepBenchmark.CacheBytes(shape, kv, ctx) : null;
     }

@@ -109,11 +109,53 @@ public static class Kernels
         TensorPrimitives.Multiply(x, (float)(1.0 / sum), x);
     }
 
+    /// <summary>
+    /// x = softmax(scale * x) in place, with the bits of <c>TensorPrimitives.Multiply(x, scale, x)</c> followed by
+    /// <see cref="SoftMax"/>; on AVX-512 the scaling is fused into the maximum's pass (one pass over x fewer).
+    /// </summary>
+    public static void ScaledSoftMax(Span<float> x, float scale)
+    {
+        if (!(Vector512.IsHardwareAccelerated && Avx512F.IsSupported))
+        {
+            TensorPrimitives.Multiply(x, scale, x);
+            SoftMax(x);
+            return;
+        }
+
+        ref float xr = ref MemoryMarshal.GetReference(x);
+        var vs = Vector512.Create(scale);
+        var m = Vector512.Create(float.NegativeInfinity);
+        int i = 0;
+        for (; i + 16 <= x.Length; i += 16)
+        {
+            var v = Vector512.LoadUnsafe(ref xr, (nuint)i) * vs;
+            v.StoreUnsafe(ref xr, (nuint)i);
+            m = Avx512F.Max(v, m);
+        }
+
+        float max = float.NegativeInfinity;
+        for (int l = 0; l < 16; l++)
+        {
+            float v = m.GetElement(l);
+            max = v > max ? v : max;
+        }
+
+        for (; i < x.Length; i++)
+        {
+            float v = Unsafe.Add(ref xr, i) * scale;
+            Unsafe.Add(ref xr, i) = v;
+            max = v > max ? v : max;
+        }
+
+        SoftMaxVector512(x, max);
+    }
+
     // SoftMaxVector with one 16-lane register per group: the same exp lane by lane and the same Sum16 tree (upper 8 +
     // lower 8 first), so the same bits.
-    private static void SoftMaxVector512(Span<float> x)
+    private static void SoftMaxVector512(Span<float> x) => SoftMaxVector512(x, MaxVector(x));
+
+    private static void SoftMaxVector512(Span<float> x, float max)
     {
-        float max = MaxVector(x);
         double sum = 0;
         var vmax = Vector512.Create(max);
         ref float xr = ref MemoryMarshal.GetReference(x);

@@ -79,6 +79,27 @@ public unsafe class GgmlArithmeticTests
     }
 
     [Fact]
+    public void ScaledSoftMax_GivesTheBitsOfMultiplyThenSoftMax()
+    {
+        var rng = new Random(13);
+        foreach (int n in new[] { 1, 15, 16, 17, 31, 33, 1000, 4099 })
+        {
+            foreach (float scale in new[] { 0.125f, 1f / MathF.Sqrt(128), 3f })
+            {
+                var x = Enumerable.Range(0, n).Select(_ => (float)((rng.NextDouble() * 80) - 40)).ToArray();
+                var want = (float[])x.Clone();
+                System.Numerics.Tensors.TensorPrimitives.Multiply(want, scale, want);
+                Kernels.SoftMax(want);
+                Kernels.ScaledSoftMax(x, scale);
+                for (int i = 0; i < n; i++)
+                {
+                    Assert.True(Same(want[i], x[i]), $"n {n}, scale {scale}, i {i}: {want[i]:R} vs {x[i]:R}");
+                }
+            }
+        }
+    }
+
+    [Fact]
     public void SoftMax_VectorMaximumSkipsNaNsAndEqualsTheScalarLoop()
     {
         var rng = new Random(12);
