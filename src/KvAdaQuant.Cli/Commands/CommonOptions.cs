@@ -37,4 +37,32 @@ internal static class CommonOptions
     {
         Description = "JSON file with a K and V spec per layer (see the README); exclusive with --kv",
     };
+
+    /// <summary>The text file of <c>kvaq perplexity</c> and <c>kvaq compare</c>.</summary>
+    public static Option<string> TextData() => new("--data", "-f")
+    {
+        Description = "text file (a path, or relative to ../shared/data)",
+        Required = true,
+    };
+
+    /// <summary>Tokens per perplexity chunk.</summary>
+    public static Option<int> ChunkContext() => new("--ctx", "-c")
+    {
+        Description = "tokens per chunk",
+        DefaultValueFactory = _ => 512,
+    };
+
+    /// <summary>A prefix of the text file.</summary>
+    public static Option<int> Chars() => new("--chars")
+    {
+        Description = "use only the first N characters of the file (0 = all)",
+        DefaultValueFactory = _ => 0,
+    };
+
+    /// <summary>At most this many perplexity chunks.</summary>
+    public static Option<int> Chunks() => new("--chunks")
+    {
+        Description = "score at most N chunks (0 = all)",
+        DefaultValueFactory = _ => 0,
+    };
 }

@@ -17,10 +17,10 @@ internal static class CompareCommand
     {
         var model = CommonOptions.Model();
         var tokenizer = CommonOptions.Tokenizer();
-        var data = new Option<string>("--data", "-f") { Description = "text file (a path, or relative to ../shared/data)", Required = true };
-        var ctx = new Option<int>("--ctx", "-c") { Description = "tokens per chunk", DefaultValueFactory = _ => 512 };
-        var chars = new Option<int>("--chars") { Description = "use only the first N characters of the file (0 = all)", DefaultValueFactory = _ => 0 };
-        var chunks = new Option<int>("--chunks") { Description = "score at most N chunks (0 = all)", DefaultValueFactory = _ => 0 };
+        var data = CommonOptions.TextData();
+        var ctx = CommonOptions.ChunkContext();
+        var chars = CommonOptions.Chars();
+        var chunks = CommonOptions.Chunks();
         var kv = new Option<string>("--kv") { Description = "comma-separated kvaq caches, e.g. fp32,k8v8,k4v4", DefaultValueFactory = _ => "fp32,k8v8,k4v4" };
         var vsCache = new Option<string>("--vs-cache") { Description = "comma-separated llama.cpp cache types, TYPE or K/V from f32, f16, q8_0, q4_0 (empty: none)", DefaultValueFactory = _ => "f32,q8_0,q4_0" };
         var threads = new Option<int>("--threads", "-t") { Description = "threads for both engines (0 = all cores)", DefaultValueFactory = _ => 2 };

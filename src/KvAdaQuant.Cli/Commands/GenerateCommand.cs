@@ -127,6 +127,7 @@ internal static class GenerateCommand
                 Model = m.Path,
                 Device = $"cuda: {context.DeviceName}",
                 Kv = plan.Name,
+                Ctx = c,
                 Prompt = p,
                 PromptTokens = result.PromptTokens,
                 Tokens = result.Tokens,

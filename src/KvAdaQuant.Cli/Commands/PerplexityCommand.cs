@@ -13,10 +13,10 @@ internal static class PerplexityCommand
     {
         var model = CommonOptions.Model();
         var tokenizer = CommonOptions.Tokenizer();
-        var data = new Option<string>("--data", "-f") { Description = "text file (a path, or relative to ../shared/data)", Required = true };
-        var ctx = new Option<int>("--ctx", "-c") { Description = "tokens per chunk", DefaultValueFactory = _ => 512 };
-        var chars = new Option<int>("--chars") { Description = "use only the first N characters of the file (0 = all)", DefaultValueFactory = _ => 0 };
-        var chunks = new Option<int>("--chunks") { Description = "score at most N chunks (0 = all)", DefaultValueFactory = _ => 0 };
+        var data = CommonOptions.TextData();
+        var ctx = CommonOptions.ChunkContext();
+        var chars = CommonOptions.Chars();
+        var chunks = CommonOptions.Chunks();
         var kv = CommonOptions.Kv();
         var kvPlan = CommonOptions.KvPlan();
         var threads = CommonOptions.Threads();

@@ -1,5 +1,3 @@
-using System.Diagnostics;
-using System.Text;
 using KvAdaQuant.Tokenization;
 
 namespace KvAdaQuant.Engine;
@@ -25,65 +23,19 @@ public sealed class Generator
     }
 
     /// <summary>Generates after already tokenized <paramref name="promptTokens"/>.</summary>
-    public GenerationResult Generate(IReadOnlyList<int> promptTokens, int maxTokens, Sampler sampler, Action<string>? onText = null)
-    {
-        int capacity = _session.Cache.Layout.Capacity;
-        if (promptTokens.Count == 0)
-        {
-            throw new ArgumentException("the prompt has no tokens (not even BOS)");
-        }
-
-        if (promptTokens.Count > capacity)
-        {
-            throw new ArgumentException($"the prompt has {promptTokens.Count} tokens but the context holds {capacity}");
-        }
-
-        _session.Reset();
-        var sw = Stopwatch.StartNew();
-        var logits = _session.Prefill(promptTokens.ToArray());
-        double prefillSeconds = sw.Elapsed.TotalSeconds;
-        var decoder = new StreamingTextDecoder(_tokenizer, promptTokens[^1]);
-        var text = new StringBuilder();
-        var generated = new List<int>();
-        string reason = "max_tokens";
-        sw.Restart();
-        int decodeSteps = 0;
-        while (generated.Count < maxTokens)
-        {
-            int next = sampler.Sample(logits);
-            if (next == _tokenizer.EosToken || next == _tokenizer.BosToken)
-            {
-                reason = "eos";
-                break;
-            }
-
-            generated.Add(next);
-            var piece = decoder.Push(next);
-            text.Append(piece);
-            onText?.Invoke(piece);
-            if (generated.Count >= maxTokens)
-            {
-                break;
-            }
-
-            if (_session.Position >= capacity)
-            {
-                reason = "context_full";
-                break;
-            }
-
-            logits = _session.Decode(next);
-            decodeSteps++;
-        }
-
-        double decodeSeconds = sw.Elapsed.TotalSeconds;
-        return new GenerationResult(
+    public GenerationResult Generate(IReadOnlyList<int> promptTokens, int maxTokens, Sampler sampler, Action<string>? onText = null) =>
+        GenerationLoop.Run(
             promptTokens,
-            generated,
-            text.ToString(),
-            reason,
-            promptTokens.Count / Math.Max(prefillSeconds, 1e-9),
-            decodeSteps == 0 ? 0 : decodeSteps / Math.Max(decodeSeconds, 1e-9),
-            _session.Cache.ByteCount);
-    }
+            _tokenizer,
+            maxTokens,
+            _session.Cache.Layout.Capacity,
+            prefill: () =>
+            {
+                _session.Reset();
+                return sampler.Sample(_session.Prefill(promptTokens.ToArray()));
+            },
+            step: t => sampler.Sample(_session.Decode(t)),
+            position: () => _session.Position,
+            kvBytes: () => _session.Cache.ByteCount,
+            onText);
 }

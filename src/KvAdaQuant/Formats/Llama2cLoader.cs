@@ -112,18 +112,7 @@ public static unsafe class Llama2cLoader
         var finalNorm = Vec(d);
         off += cfg.ContextLength * (long)cfg.HeadDim * 4; // freq_cis_real and freq_cis_imag (unused: RoPE is computed)
         var output = shared ? emb : Mat("wcls", vsz, d);
-        var layers = Enumerable.Range(0, (int)l).Select(i => new LayerWeights
-        {
-            AttentionNorm = attNorm[i],
-            Wq = wq[i],
-            Wk = wk[i],
-            Wv = wv[i],
-            Wo = wo[i],
-            FfnNorm = ffnNorm[i],
-            W1 = w1[i],
-            W2 = w2[i],
-            W3 = w3[i],
-        }).ToArray();
+        var layers = Zip(attNorm, wq, wk, wv, wo, ffnNorm, w1, w2, w3);
         return (cfg, new ModelWeights(emb, layers, finalNorm, output, [file]), "llama2c-fp32");
     }
 
@@ -196,7 +185,14 @@ public static unsafe class Llama2cLoader
         var w3 = Enumerable.Range(0, (int)l).Select(i => Mat($"layers.{i}.w3", h, d)).ToArray();
         var output = shared ? emb : Mat("output", vsz, d);
         file.Dispose();
-        var layers = Enumerable.Range(0, (int)l).Select(i => new LayerWeights
+        var layers = Zip(attNorm, wq, wk, wv, wo, ffnNorm, w1, w2, w3);
+        return (cfg, new ModelWeights(emb, layers, finalNorm, output, owned), "llama2c-q80");
+    }
+
+    // The per-layer arrays (each file format reads them in its own order) as one LayerWeights per layer.
+    private static LayerWeights[] Zip(
+        float[][] attNorm, WeightMatrix[] wq, WeightMatrix[] wk, WeightMatrix[] wv, WeightMatrix[] wo, float[][] ffnNorm, WeightMatrix[] w1, WeightMatrix[] w2, WeightMatrix[] w3) =>
+        Enumerable.Range(0, attNorm.Length).Select(i => new LayerWeights
         {
             AttentionNorm = attNorm[i],
             Wq = wq[i],
@@ -208,6 +204,4 @@ public static unsafe class Llama2cLoader
             W2 = w2[i],
             W3 = w3[i],
         }).ToArray();
-        return (cfg, new ModelWeights(emb, layers, finalNorm, output, owned), "llama2c-q80");
-    }
 }

@@ -1,5 +1,3 @@
-using System.Diagnostics;
-using System.Text;
 using KvAdaQuant.Engine;
 using KvAdaQuant.Tokenization;
 
@@ -41,73 +39,34 @@ public sealed class CudaGenerator
         }
 
         var promptTokens = _tokenizer.Encode(prompt, addBos: true);
-        if (promptTokens.Count == 0)
-        {
-            throw new ArgumentException("the prompt has no tokens (not even BOS)");
-        }
-
-        if (promptTokens.Count > _decoder.Capacity)
-        {
-            throw new ArgumentException($"the prompt has {promptTokens.Count} tokens but the context holds {_decoder.Capacity}");
-        }
-
-        int batch = _decoder.Batch;
-        var step = new int[batch];
-        var picked = new int[batch];
-        _decoder.Reset();
-        _decoder.SeedSampler(seed);
-        var sw = Stopwatch.StartNew();
-        foreach (int t in promptTokens)
-        {
-            Array.Fill(step, t);
-            _decoder.Step(step);
-        }
-
-        _decoder.Sample(temperature, topK, topP, picked);
-        double prefillSeconds = sw.Elapsed.TotalSeconds;
-        var text = new StringBuilder();
-        var generated = new List<int>();
-        var streaming = new StreamingTextDecoder(_tokenizer, promptTokens[^1]);
-        string reason = "max_tokens";
-        int decodeSteps = 0;
-        sw.Restart();
-        while (generated.Count < maxTokens)
-        {
-            int next = picked[0];
-            if (next == _tokenizer.EosToken || next == _tokenizer.BosToken)
-            {
-                reason = "eos";
-                break;
-            }
-
-            generated.Add(next);
-            string piece = streaming.Push(next);
-            text.Append(piece);
-            onText?.Invoke(piece);
-            if (generated.Count >= maxTokens)
-            {
-                break;
-            }
-
-            if (_decoder.Position >= _decoder.Capacity)
-            {
-                reason = "context_full";
-                break;
-            }
-
-            _decoder.StepSampled();
-            _decoder.Sample(temperature, topK, topP, picked);
-            decodeSteps++;
-        }
-
-        double decodeSeconds = sw.Elapsed.TotalSeconds;
-        return new GenerationResult(
+        int[] step = new int[_decoder.Batch], picked = new int[_decoder.Batch];
+        return GenerationLoop.Run(
             promptTokens,
-            generated,
-            text.ToString(),
-            reason,
-            promptTokens.Count / Math.Max(prefillSeconds, 1e-9),
-            decodeSteps == 0 ? 0 : decodeSteps / Math.Max(decodeSeconds, 1e-9),
-            _decoder.CacheBytes);
+            _tokenizer,
+            maxTokens,
+            _decoder.Capacity,
+            prefill: () =>
+            {
+                _decoder.Reset();
+                _decoder.SeedSampler(seed);
+                foreach (int t in promptTokens)
+                {
+                    Array.Fill(step, t);
+                    _decoder.Step(step);
+                }
+
+                _decoder.Sample(temperature, topK, topP, picked);
+                return picked[0];
+            },
+            step: _ =>
+            {
+                // The device appends the tokens it sampled itself (every sequence its own); sequence 0 is streamed.
+                _decoder.StepSampled();
+                _decoder.Sample(temperature, topK, topP, picked);
+                return picked[0];
+            },
+            position: () => _decoder.Position,
+            kvBytes: () => _decoder.CacheBytes,
+            onText);
     }
 }

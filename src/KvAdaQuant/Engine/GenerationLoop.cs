@@ -1,0 +1,96 @@
+using System.Diagnostics;
+using System.Text;
+using KvAdaQuant.Tokenization;
+
+namespace KvAdaQuant.Engine;
+
+/// <summary>
+/// The generation loop every engine shares: check the prompt against the context, run it (timed as prefill,
+/// including the first sample), then stream, stop on EOS/BOS, the token limit or a full context, and step
+/// (timed as decode). The engine supplies how to run the prompt and how to advance by one token.
+/// </summary>
+internal static class GenerationLoop
+{
+    /// <summary>Runs one generation.</summary>
+    /// <param name="promptTokens">Tokenized prompt (BOS included).</param>
+    /// <param name="tokenizer">Streams text and names the stop tokens.</param>
+    /// <param name="maxTokens">Tokens to generate at most.</param>
+    /// <param name="capacity">Positions the cache holds.</param>
+    /// <param name="prefill">Runs the whole prompt from an empty cache and returns the first sampled token.</param>
+    /// <param name="step">Appends the given token and returns the next sampled one.</param>
+    /// <param name="position">Positions cached so far.</param>
+    /// <param name="kvBytes">Bytes of the cache, read after the run.</param>
+    /// <param name="onText">Receives text as it completes.</param>
+    public static GenerationResult Run(
+        IReadOnlyList<int> promptTokens,
+        ITokenizer tokenizer,
+        int maxTokens,
+        int capacity,
+        Func<int> prefill,
+        Func<int, int> step,
+        Func<int> position,
+        Func<long> kvBytes,
+        Action<string>? onText)
+    {
+        if (maxTokens < 0)
+        {
+            throw new ArgumentOutOfRangeException(nameof(maxTokens), $"--max-tokens must be >= 0, got {maxTokens}");
+        }
+
+        if (promptTokens.Count == 0)
+        {
+            throw new ArgumentException("the prompt has no tokens (not even BOS)");
+        }
+
+        if (promptTokens.Count > capacity)
+        {
+            throw new ArgumentException($"the prompt has {promptTokens.Count} tokens but the context holds {capacity}");
+        }
+
+        var sw = Stopwatch.StartNew();
+        int next = prefill();
+        double prefillSeconds = sw.Elapsed.TotalSeconds;
+        var streaming = new StreamingTextDecoder(tokenizer, promptTokens[^1]);
+        var text = new StringBuilder();
+        var generated = new List<int>();
+        string reason = "max_tokens";
+        int decodeSteps = 0;
+        sw.Restart();
+        while (generated.Count < maxTokens)
+        {
+            if (next == tokenizer.EosToken || next == tokenizer.BosToken)
+            {
+                reason = "eos";
+                break;
+            }
+
+            generated.Add(next);
+            string piece = streaming.Push(next);
+            text.Append(piece);
+            onText?.Invoke(piece);
+            if (generated.Count >= maxTokens)
+            {
+                break;
+            }
+
+            if (position() >= capacity)
+            {
+                reason = "context_full";
+                break;
+            }
+
+            next = step(next);
+            decodeSteps++;
+        }
+
+        double decodeSeconds = sw.Elapsed.TotalSeconds;
+        return new GenerationResult(
+            promptTokens,
+            generated,
+            text.ToString(),
+            reason,
+            promptTokens.Count / Math.Max(prefillSeconds, 1e-9),
+            decodeSteps == 0 ? 0 : decodeSteps / Math.Max(decodeSeconds, 1e-9),
+            kvBytes());
+    }
+}
