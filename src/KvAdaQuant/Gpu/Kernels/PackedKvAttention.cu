@@ -510,7 +510,20 @@ __device__ __forceinline__ void fast_step(const FastRaw& cur, const u32* qb0, co
 #ifndef FAST_STAGES
 #define FAST_STAGES 3
 #endif
-#define FAST_STAGE_BYTES 3584  // 32 tokens: K codes 2048, K pairs 256, V codes 1024, V pairs 256
+// The K4V2 kernel's head dimension: 128 (two 64-dim groups per token) or 64 (one). The default path (FAST_FOLD and
+// FAST_V3) handles both; the older variants kept for measurement assume 128. For any other HEAD_DIM the file still
+// compiles (the generic kernels serve it) but the host never launches kvq_k4v2_fast.
+#if HEAD_DIM == 64
+#define FAST_HD 64
+#else
+#define FAST_HD 128
+#endif
+#define FAST_GROUPS (FAST_HD / 64)                            // per-token groups of 64 per head row
+#define FAST_SEGS (FAST_HD / 32)                              // 16-byte K segments per token (32 dims each)
+#define FAST_KP_OFF (16 * FAST_HD)                            // 32 tokens of K codes: 2048 / 1024 bytes
+#define FAST_V_OFF (FAST_KP_OFF + 128 * FAST_GROUPS)          // K (scale, zero) pairs: 256 / 128 bytes
+#define FAST_VP_OFF (FAST_V_OFF + 8 * FAST_HD)                // V codes: 1024 / 512 bytes
+#define FAST_STAGE_BYTES (FAST_VP_OFF + 128 * FAST_GROUPS)    // V pairs: 256 / 128 bytes; 3584 / 1792 in all
 
 __device__ __forceinline__ u32 smem_addr(const void* p)
 {
@@ -521,6 +534,7 @@ __device__ __forceinline__ u32 smem_addr(const void* p)
 
 __device__ __forceinline__ void cp_async16(u32 dst, const void* src) { asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src)); }
 __device__ __forceinline__ void cp_async8(u32 dst, const void* src) { asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(dst), "l"(src)); }
+__device__ __forceinline__ void cp_async4(u32 dst, const void* src) { asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(dst), "l"(src)); }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
@@ -783,8 +797,8 @@ __device__ __forceinline__ void mma1688_c(float* d, u32 a0, u32 a1, u32 b0, floa
 
 struct V3Q
 {
-    u32 b0[4][2], b1[4][2];  // Q^T B fragments per (16-byte segment, half of its codes), as FoldQ
-    float init[2][2];        // -(1024 sum(q even) + 64 sum(q odd)) per (group, head 2t + e)
+    u32 b0[FAST_SEGS][2], b1[FAST_SEGS][2];  // Q^T B fragments per (16-byte segment, half of its codes), as FoldQ
+    float init[FAST_GROUPS][2];              // -(1024 sum(q even) + 64 sum(q odd)) per (group, head 2t + e)
     u32 sigB;                // zero-term B fragment for head g: t = 0: hi halves of (sum(q_0), sum(q_1)); t = 1: lo halves; else 0
 };
 
@@ -792,16 +806,25 @@ struct V3Q
 __device__ __forceinline__ void v3_scores(u32 kAddr, const u8* st, const V3Q& fq, int g, float negN0, float negN1, float (*s)[4])
 {
     const u32 m64 = 0x54005400u, m1024 = 0x64006400u, lo = 0x000F000Fu, hi = 0x00F000F0u;
-    const uint2* kp = (const uint2*)(st + 2048);
+#if FAST_HD == 128
+    const uint2* kp = (const uint2*)(st + FAST_KP_OFF);
+#else
+    const u32* kp = (const u32*)(st + FAST_KP_OFF);
+#endif
 #pragma unroll
     for (int m = 0; m < 2; m++)
     {
-        u32 wa[4], wb[4];  // tokens 16m + g and 16m + 8 + g: word t of each 16-byte segment
+        u32 wa[FAST_SEGS], wb[FAST_SEGS];  // tokens 16m + g and 16m + 8 + g: word t of each 16-byte segment
+#if FAST_HD == 128
         ldsm_x4(kAddr + 1024 * m, wa[0], wa[1], wa[2], wa[3]);
         ldsm_x4(kAddr + 1024 * m + 512, wb[0], wb[1], wb[2], wb[3]);
-        float x[2][4];
+#else
+        // 32-byte rows: matrices (tokens 0..7, segment 0), (0..7, 1), (8..15, 0), (8..15, 1) of the 16 tokens.
+        ldsm_x4(kAddr + 512 * m, wa[0], wa[1], wb[0], wb[1]);
+#endif
+        float x[FAST_GROUPS][4];
 #pragma unroll
-        for (int grp = 0; grp < 2; grp++)
+        for (int grp = 0; grp < FAST_GROUPS; grp++)
         {
 #pragma unroll
             for (int h = 0; h < 2; h++)
@@ -819,6 +842,7 @@ __device__ __forceinline__ void v3_scores(u32 kAddr, const u8* st, const V3Q& fq
                 mma16816(x[grp], and_or(a8, lo, m1024), and_or(b8, lo, m1024), and_or(a8, hi, m64), and_or(b8, hi, m64), qb01, qb11);
             }
         }
+#if FAST_HD == 128
         const uint2 pa = kp[16 * m + g], pb = kp[16 * m + 8 + g];
         const u32 za = __byte_perm(pa.x, pa.y, 0x7632), zb = __byte_perm(pb.x, pb.y, 0x7632);  // (z_0, z_1) of the token
         float zt[4];
@@ -830,6 +854,19 @@ __device__ __forceinline__ void v3_scores(u32 kAddr, const u8* st, const V3Q& fq
             s[m][e] = fmaf(sa0, x[0][e], fmaf(sa1, x[1][e], zt[e]));
             s[m][2 + e] = fmaf(sb0, x[0][2 + e], fmaf(sb1, x[1][2 + e], zt[2 + e]));
         }
+#else
+        const u32 pa = kp[16 * m + g], pb = kp[16 * m + 8 + g];
+        const u32 za = __byte_perm(pa, 0u, 0x7632), zb = __byte_perm(pb, 0u, 0x7632);  // (z_0, 0) of the token
+        float zt[4];
+        mma1688_c(zt, za, zb, fq.sigB, negN0, negN1, negN0, negN1);
+        const float sa0 = h2f_lo(pa), sb0 = h2f_lo(pb);
+#pragma unroll
+        for (int e = 0; e < 2; e++)
+        {
+            s[m][e] = fmaf(sa0, x[0][e], zt[e]);
+            s[m][2 + e] = fmaf(sb0, x[0][2 + e], zt[2 + e]);
+        }
+#endif
     }
 }
 
@@ -858,9 +895,9 @@ __device__ __forceinline__ void v3_reference(float (*s)[4], float (*o)[4], float
                 lRun[0] *= al0;
                 lRun[1] *= al1;
 #pragma unroll
-                for (int k = 0; k < 8; k++) { o[k][0] *= al0; o[k][1] *= al1; o[k][2] *= al0; o[k][3] *= al1; }
+                for (int k = 0; k < 4 * FAST_GROUPS; k++) { o[k][0] *= al0; o[k][1] *= al1; o[k][2] *= al0; o[k][3] *= al1; }
 #pragma unroll
-                for (int grp = 0; grp < 2; grp++)
+                for (int grp = 0; grp < FAST_GROUPS; grp++)
                 {
                     w[grp][0] *= al0; w[grp][1] *= al1; w[grp][2] *= al0; w[grp][3] *= al1;
                     z[grp][0] *= al0; z[grp][1] *= al1;
@@ -891,19 +928,34 @@ __device__ __forceinline__ void v3_exp(const float (*s)[4], float (*p)[4], float
 __device__ __forceinline__ void v3_pv(u32 vAddr, const u8* st, const float (*p)[4], float (*o)[4], float (*w)[4], float (*z)[2], int g)
 {
     const u32 magicV = 0x64006400u;
-    const uint2* vp = (const uint2*)(st + 3328);
+#if FAST_HD == 128
+    const uint2* vp = (const uint2*)(st + FAST_VP_OFF);
+#else
+    const u32* vp = (const u32*)(st + FAST_VP_OFF);
+    u32 yAll[4];  // 16-byte rows: matrices of tokens 0..7, 8..15, 16..23, 24..31
+    ldsm_x4_trans(vAddr, yAll[0], yAll[1], yAll[2], yAll[3]);
+#endif
 #pragma unroll
     for (int m = 0; m < 2; m++)
     {
         const float p0 = p[m][0], p1 = p[m][1], p2 = p[m][2], p3 = p[m][3];
         const u32 pk01 = pack_h2(p0, p1), pk23 = pack_h2(p2, p3);
+#if FAST_HD == 128
         const uint2 va = vp[16 * m + g], vb = vp[16 * m + 8 + g];
-        u32 yv[4];
+        u32 yv[4];  // (tokens 0..7, group 0), (0..7, 1), (8..15, 0), (8..15, 1)
         ldsm_x4_trans(vAddr + 512 * m, yv[0], yv[1], yv[2], yv[3]);
+#else
+        const u32 vA = vp[16 * m + g], vB = vp[16 * m + 8 + g];
+        const u32 yv[4] = {yAll[2 * m], 0u, yAll[2 * m + 1], 0u};  // indexed as for 128: group 0 only
+#endif
 #pragma unroll
-        for (int grp = 0; grp < 2; grp++)
+        for (int grp = 0; grp < FAST_GROUPS; grp++)
         {
+#if FAST_HD == 128
             const u32 pairA = grp ? va.y : va.x, pairB = grp ? vb.y : vb.x;
+#else
+            const u32 pairA = vA, pairB = vB;
+#endif
             const u32 b0 = transpose8x8(hmul2(pk01, __byte_perm(pairA, 0u, 0x1010)));
             const u32 b1 = transpose8x8(hmul2(pk23, __byte_perm(pairB, 0u, 0x1010)));
             const float zA = h2f_hi(pairA), zB = h2f_hi(pairB);
@@ -922,34 +974,48 @@ __device__ __forceinline__ void v3_pv(u32 vAddr, const u8* st, const float (*p)[
 }
 
 // The FP16 residual window (or one chunk of it) inside the fast kernel, in its last blocks of each head: warp w takes tokens w, w+4, ...;
-// lane holds dims 4*lane..4*lane+3 of every query head; online softmax per token in FP32.
+// lane holds dims FAST_DPL*lane.. of every query head (4 for head dim 128, 2 for 64); online softmax per token in FP32.
+#define FAST_DPL (FAST_HD / 32)
 __device__ __forceinline__ void fast_residual(const u16* kr, const u16* vr, int R, const float* qrows, int ratio, float scaleLog2,
                                               int warp, int lane, float (*so)[MAX_RATIO][HEAD_DIM], float (*sml)[MAX_RATIO][2])
 {
-    float qv[MAX_RATIO][4], acc[MAX_RATIO][4], m[MAX_RATIO], l[MAX_RATIO];
+    float qv[MAX_RATIO][FAST_DPL], acc[MAX_RATIO][FAST_DPL], m[MAX_RATIO], l[MAX_RATIO];
 #pragma unroll
     for (int h = 0; h < MAX_RATIO; h++)
     {
         m[h] = NEG_BIG;
         l[h] = 0.f;
 #pragma unroll
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < FAST_DPL; i++)
         {
-            qv[h][i] = h < ratio ? qrows[h * HEAD_DIM + 4 * lane + i] * scaleLog2 : 0.f;
+            qv[h][i] = h < ratio ? qrows[h * HEAD_DIM + FAST_DPL * lane + i] * scaleLog2 : 0.f;
             acc[h][i] = 0.f;
         }
     }
     for (int tok = warp; tok < R; tok += 4)
     {
+#if FAST_DPL == 4
         uint2 kk = *(const uint2*)(kr + (size_t)tok * HEAD_DIM + 4 * lane);
         uint2 vv = *(const uint2*)(vr + (size_t)tok * HEAD_DIM + 4 * lane);
         float k[4] = {h2f((u16)(kk.x & 0xFFFF)), h2f((u16)(kk.x >> 16)), h2f((u16)(kk.y & 0xFFFF)), h2f((u16)(kk.y >> 16))};
         float v[4] = {h2f((u16)(vv.x & 0xFFFF)), h2f((u16)(vv.x >> 16)), h2f((u16)(vv.y & 0xFFFF)), h2f((u16)(vv.y >> 16))};
+#else
+        u32 kk = *(const u32*)(kr + (size_t)tok * HEAD_DIM + 2 * lane);
+        u32 vv = *(const u32*)(vr + (size_t)tok * HEAD_DIM + 2 * lane);
+        float k[2] = {h2f_lo(kk), h2f_hi(kk)};
+        float v[2] = {h2f_lo(vv), h2f_hi(vv)};
+#endif
         // Every head unconditionally (q is 0 beyond ratio), so the eight shuffle chains interleave instead of
         // running one after another behind a branch on ratio.
         float sc[MAX_RATIO];
 #pragma unroll
-        for (int h = 0; h < MAX_RATIO; h++) sc[h] = qv[h][0] * k[0] + qv[h][1] * k[1] + qv[h][2] * k[2] + qv[h][3] * k[3];
+        for (int h = 0; h < MAX_RATIO; h++)
+        {
+            sc[h] = qv[h][0] * k[0] + qv[h][1] * k[1];
+#if FAST_DPL == 4
+            sc[h] += qv[h][2] * k[2] + qv[h][3] * k[3];
+#endif
+        }
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1)
         {
@@ -964,7 +1030,7 @@ __device__ __forceinline__ void fast_residual(const u16* kr, const u16* vr, int 
             m[h] = mNew;
             l[h] = l[h] * alpha + p;
 #pragma unroll
-            for (int i = 0; i < 4; i++) acc[h][i] = fmaf(p, v[i], acc[h][i] * alpha);
+            for (int i = 0; i < FAST_DPL; i++) acc[h][i] = fmaf(p, v[i], acc[h][i] * alpha);
         }
     }
 #pragma unroll
@@ -973,11 +1039,34 @@ __device__ __forceinline__ void fast_residual(const u16* kr, const u16* vr, int 
         if (h < ratio)
         {
 #pragma unroll
-            for (int i = 0; i < 4; i++) so[warp][h][4 * lane + i] = acc[h][i];
+            for (int i = 0; i < FAST_DPL; i++) so[warp][h][FAST_DPL * lane + i] = acc[h][i];
             if (lane == 0) { sml[warp][h][0] = m[h]; sml[warp][h][1] = l[h]; }
         }
     }
 }
+
+// One 32-token step into a warp's stage (FAST_V3): K codes, K pairs, V codes, V pairs from this lane's sources.
+__device__ __forceinline__ void fast_v3_issue(u32 stg, const u8* kG, const u8* kpG, const u8* vG, const u8* vpG, u32 kDst, u32 vDst, int lane)
+{
+#if FAST_HD == 128
+#pragma unroll
+    for (int i = 0; i < 4; i++) cp_async16(stg + kDst + 512 * i, kG + 512 * i);
+    cp_async8(stg + FAST_KP_OFF + 8 * lane, kpG);
+#pragma unroll
+    for (int i = 0; i < 2; i++) cp_async16(stg + FAST_V_OFF + vDst + 512 * i, vG + 512 * i);
+    cp_async8(stg + FAST_VP_OFF + 8 * lane, vpG);
+#else
+#pragma unroll
+    for (int i = 0; i < 2; i++) cp_async16(stg + kDst + 512 * i, kG + 512 * i);
+    cp_async4(stg + FAST_KP_OFF + 4 * lane, kpG);
+    cp_async16(stg + FAST_V_OFF + vDst, vG);
+    cp_async4(stg + FAST_VP_OFF + 4 * lane, vpG);
+#endif
+}
+
+#if FAST_HD != 128 && !(FAST_FOLD && FAST_V3)
+#error "head dim 64 in kvq_k4v2_fast needs the default path (FAST_FOLD 1, FAST_V3 1)"
+#endif
 
 // Grid (quantized splits + residual blocks, kvHeads, batch); the residual window is split over the last blocks.
 // FAST_CPASYNC 1: each warp streams its 32-token steps through FAST_STAGES shared-memory stages with cp.async;
@@ -1025,10 +1114,10 @@ extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast
     // waits on the device for this grid's results (griddepcontrol.wait), so this only hides its launch.
     asm volatile("griddepcontrol.launch_dependents;");
 #endif
-    const u8* kc = kCodes + bh * tStride * 64;
-    const u32* kpar = kParams + bh * tStride * 2;
-    const u8* vc = vCodes + bh * tStride * 32;
-    const u32* vpar = vParams + bh * tStride * 2;
+    const u8* kc = kCodes + bh * tStride * (FAST_HD / 2);
+    const u32* kpar = kParams + bh * tStride * FAST_GROUPS;
+    const u8* vc = vCodes + bh * tStride * (FAST_HD / 4);
+    const u32* vpar = vParams + bh * tStride * FAST_GROUPS;
 
     if (R > 0 && split >= qSplits)
     {
@@ -1046,42 +1135,45 @@ extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast
 #if FAST_FOLD && FAST_V3
         const u32 myStages = smem_addr(&stages[warp][0][0]);
         const u8* myStagesGen = &stages[warp][0][0];
+        const int li = lane >> 3, lr = lane & 7;  // ldmatrix: this lane addresses row lr of matrix li
+#if FAST_HD == 128
         const u32 kDst = (lane >> 2) * 64 + (((lane & 3) ^ ((lane >> 3) & 3)) << 4);
         const u32 vDst = (lane >> 1) * 32 + (((lane & 1) ^ ((lane >> 3) & 1)) << 4);
-        const int li = lane >> 3, lr = lane & 7;  // ldmatrix: this lane addresses row lr of matrix li
         const u32 kOff = lr * 64 + ((li ^ ((lr >> 1) & 3)) << 4);
-        const u32 vOff = 2304 + 256 * (li >> 1) + 32 * lr + (((li & 1) ^ ((lr >> 2) & 1)) << 4);
+        const u32 vOff = FAST_V_OFF + 256 * (li >> 1) + 32 * lr + (((li & 1) ^ ((lr >> 2) & 1)) << 4);
+#else
+        // 32-byte K rows: segment s of token r at r * 32 + 16 (s ^ ((r >> 2) & 1)) (ldmatrix conflict-free);
+        // 16-byte V rows unswizzled (eight consecutive rows are 128 bytes).
+        const u32 kDst = (lane >> 1) * 32 + (((lane & 1) ^ ((lane >> 3) & 1)) << 4);
+        const u32 vDst = 16 * lane;
+        const u32 kOff = (8 * (li >> 1) + lr) * 32 + (((li & 1) ^ ((lr >> 2) & 1)) << 4);
+        const u32 vOff = FAST_V_OFF + 16 * lane;
+#endif
         // This lane's cp.async sources for the warp's next step to issue; they advance by 128 tokens per step.
         const size_t first = (size_t)(t0 + 32 * warp);
-        const u8* kG = kc + first * 64 + 16 * lane;
-        const u8* vG = vc + first * 32 + 16 * lane;
-        const u8* kpG = (const u8*)kpar + first * 8 + 8 * lane;  // (scale, zero) pairs: 8 bytes a token, 8-byte copies
-        const u8* vpG = (const u8*)vpar + first * 8 + 8 * lane;
+        const u8* kG = kc + first * (FAST_HD / 2) + 16 * lane;
+        const u8* vG = vc + first * (FAST_HD / 4) + 16 * lane;
+        // (scale, zero) pairs: 8 bytes a token and 8-byte copies (head dim 128), 4 and 4 (64)
+        const u8* kpG = (const u8*)kpar + first * 4 * FAST_GROUPS + 4 * FAST_GROUPS * lane;
+        const u8* vpG = (const u8*)vpar + first * 4 * FAST_GROUPS + 4 * FAST_GROUPS * lane;
         int nb = t0 + 32 * warp;
 #pragma unroll
         for (int k = 0; k < FAST_STAGES - 1; k++)
         {
-            if (nb < t1)
-            {
-                const u32 stg = myStages + k * FAST_STAGE_BYTES;
-#pragma unroll
-                for (int i = 0; i < 4; i++) cp_async16(stg + kDst + 512 * i, kG + 512 * i);
-                cp_async8(stg + 2048 + 8 * lane, kpG);
-#pragma unroll
-                for (int i = 0; i < 2; i++) cp_async16(stg + 2304 + vDst + 512 * i, vG + 512 * i);
-                cp_async8(stg + 3328 + 8 * lane, vpG);
-            }
+            if (nb < t1) fast_v3_issue(myStages + k * FAST_STAGE_BYTES, kG, kpG, vG, vpG, kDst, vDst, lane);
             cp_async_commit();
             nb += 128;
-            kG += 128 * 64; kpG += 128 * 8; vG += 128 * 32; vpG += 128 * 8;
+            kG += 128 * (FAST_HD / 2); kpG += 128 * 4 * FAST_GROUPS; vG += 128 * (FAST_HD / 4); vpG += 128 * 4 * FAST_GROUPS;
         }
         V3Q fq;
         {
             const float* qrow = q + ((size_t)b * hqTotal + kvh * ratio + (g < ratio ? g : 0)) * HEAD_DIM;
             const float qs = g < ratio ? scaleLog2 : 0.f;
-            float sumE[2] = {0.f, 0.f}, sumO[2] = {0.f, 0.f};
+            float sumE[FAST_GROUPS], sumO[FAST_GROUPS];
 #pragma unroll
-            for (int seg = 0; seg < 4; seg++)
+            for (int grp = 0; grp < FAST_GROUPS; grp++) { sumE[grp] = 0.f; sumO[grp] = 0.f; }
+#pragma unroll
+            for (int seg = 0; seg < FAST_SEGS; seg++)
             {
 #pragma unroll
                 for (int e = 0; e < 2; e++)
@@ -1093,9 +1185,9 @@ extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast
                     sumO[seg >> 1] += h2f_lo(fq.b1[seg][e]) + h2f_hi(fq.b1[seg][e]);
                 }
             }
-            float sig[2];
+            float sig[2] = {0.f, 0.f};  // head dim 64: the second group's sum stays 0 (its zero is 0 in the A fragment too)
 #pragma unroll
-            for (int grp = 0; grp < 2; grp++)
+            for (int grp = 0; grp < FAST_GROUPS; grp++)
             {
                 sumE[grp] += __shfl_xor_sync(0xffffffffu, sumE[grp], 1);
                 sumE[grp] += __shfl_xor_sync(0xffffffffu, sumE[grp], 2);
@@ -1111,28 +1203,19 @@ extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast
             fq.sigB = t == 0 ? hiH : t == 1 ? loH : 0u;
         }
 
-        float o[8][4], w[2][4], z[2][2];
+        float o[4 * FAST_GROUPS][4], w[FAST_GROUPS][4], z[FAST_GROUPS][2];
 #pragma unroll
-        for (int k = 0; k < 8; k++) { o[k][0] = 0.f; o[k][1] = 0.f; o[k][2] = 0.f; o[k][3] = 0.f; }
+        for (int k = 0; k < 4 * FAST_GROUPS; k++) { o[k][0] = 0.f; o[k][1] = 0.f; o[k][2] = 0.f; o[k][3] = 0.f; }
 #pragma unroll
-        for (int grp = 0; grp < 2; grp++) { w[grp][0] = 0.f; w[grp][1] = 0.f; w[grp][2] = 0.f; w[grp][3] = 0.f; z[grp][0] = 0.f; z[grp][1] = 0.f; }
+        for (int grp = 0; grp < FAST_GROUPS; grp++) { w[grp][0] = 0.f; w[grp][1] = 0.f; w[grp][2] = 0.f; w[grp][3] = 0.f; z[grp][0] = 0.f; z[grp][1] = 0.f; }
         float nNeg[2] = {0.f, 0.f}, lRun[2] = {0.f, 0.f};  // minus the reference, and the sum of p
         bool firstStep = true;
         u32 rOff = 0, wOff = (FAST_STAGES - 1) * FAST_STAGE_BYTES;  // stage read now / written now (the one read last)
         for (int base = t0 + 32 * warp; base < t1; base += 128)
         {
-            if (base + 128 * (FAST_STAGES - 1) < t1)
-            {
-                const u32 stg = myStages + wOff;
-#pragma unroll
-                for (int i = 0; i < 4; i++) cp_async16(stg + kDst + 512 * i, kG + 512 * i);
-                cp_async8(stg + 2048 + 8 * lane, kpG);
-#pragma unroll
-                for (int i = 0; i < 2; i++) cp_async16(stg + 2304 + vDst + 512 * i, vG + 512 * i);
-                cp_async8(stg + 3328 + 8 * lane, vpG);
-            }
+            if (base + 128 * (FAST_STAGES - 1) < t1) fast_v3_issue(myStages + wOff, kG, kpG, vG, vpG, kDst, vDst, lane);
             cp_async_commit();
-            kG += 128 * 64; kpG += 128 * 8; vG += 128 * 32; vpG += 128 * 8;
+            kG += 128 * (FAST_HD / 2); kpG += 128 * 4 * FAST_GROUPS; vG += 128 * (FAST_HD / 4); vpG += 128 * 4 * FAST_GROUPS;
             cp_async_wait<FAST_STAGES - 1>();
             __syncwarp();
             const u32 stAddr = myStages + rOff;
@@ -1165,7 +1248,7 @@ extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast
             lRun[0] += __shfl_xor_sync(0xffffffffu, lRun[0], off);
             lRun[1] += __shfl_xor_sync(0xffffffffu, lRun[1], off);
 #pragma unroll
-            for (int grp = 0; grp < 2; grp++)
+            for (int grp = 0; grp < FAST_GROUPS; grp++)
             {
                 z[grp][0] += __shfl_xor_sync(0xffffffffu, z[grp][0], off);
                 z[grp][1] += __shfl_xor_sync(0xffffffffu, z[grp][1], off);
@@ -1180,7 +1263,7 @@ extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast
             if (h < ratio)
             {
 #pragma unroll
-                for (int grp = 0; grp < 2; grp++)
+                for (int grp = 0; grp < FAST_GROUPS; grp++)
                 {
 #pragma unroll
                     for (int i = 0; i < 4; i++)
@@ -1390,7 +1473,7 @@ extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast
     }
     __syncthreads();
     const int d = threadIdx.x;
-    for (int h = 0; h < ratio; h++)
+    for (int h = 0; h < ratio && d < HEAD_DIM; h++)
     {
         float mx = fmaxf(fmaxf(sml[0][h][0], sml[1][h][0]), fmaxf(sml[2][h][0], sml[3][h][0]));
         float acc = 0.f, l = 0.f;
@@ -1440,6 +1523,7 @@ extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast
             __syncthreads();
             const float* po = partO + ((size_t)b * hqTotal + kvh * ratio) * totalSplits * HEAD_DIM + d;
             float acc[MAX_RATIO];
+            const int dRatio = d < HEAD_DIM ? ratio : 0;  // threads beyond the head dimension (head dim 64) idle
 #pragma unroll
             for (int h = 0; h < MAX_RATIO; h++) acc[h] = 0.f;
             for (int s = 0; s < totalSplits; s++)
@@ -1447,13 +1531,13 @@ extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast
 #pragma unroll
                 for (int h = 0; h < MAX_RATIO; h++)
                 {
-                    if (h < ratio) acc[h] = fmaf(sw[h * totalSplits + s], ld_cg(po + ((size_t)h * totalSplits + s) * HEAD_DIM), acc[h]);
+                    if (h < dRatio) acc[h] = fmaf(sw[h * totalSplits + s], ld_cg(po + ((size_t)h * totalSplits + s) * HEAD_DIM), acc[h]);
                 }
             }
 #pragma unroll
             for (int h = 0; h < MAX_RATIO; h++)
             {
-                if (h < ratio) out[((size_t)b * hqTotal + kvh * ratio + h) * HEAD_DIM + d] = acc[h] * sInvL[h];
+                if (h < dRatio) out[((size_t)b * hqTotal + kvh * ratio + h) * HEAD_DIM + d] = acc[h] * sInvL[h];
             }
             if (threadIdx.x == 0) counters[bh] = 0u;
         }
