@@ -8,8 +8,8 @@ namespace KvAdaQuant.Bench;
 
 /// <summary>
 /// Adds the Layers, CacheMB, GB/s and %Triad columns to <see cref="AttentionBenchmarks"/> and <see cref="TriadBenchmark"/>.
-/// GB/s is bytes over the median time (robust on a shared machine); %Triad divides by the triad's GB/s, found in the
-/// same summary when the two run together with <c>--join</c>.
+/// GB/s is bytes over the median time (robust on a shared machine); %Triad divides by the GB/s of the triad with the
+/// same thread count (Threads parameter, 1 where absent), found in the same summary when they run together with <c>--join</c>.
 /// </summary>
 public sealed class AttentionBenchmarkConfig : ManualConfig
 {
@@ -34,9 +34,18 @@ public sealed class AttentionBenchmarkConfig : ManualConfig
             return TriadBenchmark.Bytes;
         }
 
+        if (!c.Descriptor.Type.IsSubclassOf(typeof(AttentionStepBenchmark)))
+        {
+            return null; // AttentionPartsBenchmarks: each part reads only some of the step's bytes
+        }
+
         var ps = c.Parameters;
         return ps["Kv"] is string kv && ps["Context"] is int ctx && ps["Shape"] is string shape ? AttentionStepBenchmark.CacheBytes(shape, kv, ctx) : null;
     }
+
+    // The Threads parameter of a case (1 where it has none): attention rows are compared with the triad of the same count.
+    private static int ThreadsOf(BenchmarkCase c) =>
+        c.Parameters.Items.FirstOrDefault(p => p.Name == "Threads")?.Value is int t ? t : 1;
 
     private static double? GigabytesPerSecond(Summary summary, BenchmarkCase c)
     {
@@ -71,7 +80,7 @@ public sealed class AttentionBenchmarkConfig : ManualConfig
             Kind.Layers => "filled layers the steps cycle through (working set = Layers x CacheMB)",
             Kind.Megabytes => "bytes of K and V read per step (packed codes + FP16 scales/zeros; triad: 12 bytes per element), in 1e6 bytes",
             Kind.Bandwidth => "bytes read per step / median time, in 1e9 bytes per second",
-            _ => "GB/s as a percentage of the triad's GB/s in the same summary",
+            _ => "GB/s as a percentage of the GB/s of the triad with the same Threads in the same summary",
         };
 
         public bool IsDefault(Summary summary, BenchmarkCase benchmarkCase) => false;
@@ -93,7 +102,8 @@ public sealed class AttentionBenchmarkConfig : ManualConfig
                 case Kind.Bandwidth:
                     return GigabytesPerSecond(summary, benchmarkCase) is double g ? g.ToString("F2", ci) : "-";
                 default:
-                    var triad = summary.BenchmarksCases.FirstOrDefault(c => c.Descriptor.Type == typeof(TriadBenchmark));
+                    int threads = ThreadsOf(benchmarkCase);
+                    var triad = summary.BenchmarksCases.FirstOrDefault(c => c.Descriptor.Type == typeof(TriadBenchmark) && ThreadsOf(c) == threads);
                     return triad is not null && GigabytesPerSecond(summary, triad) is double t && GigabytesPerSecond(summary, benchmarkCase) is double m
                         ? (100 * m / t).ToString("F1", ci)
                         : "-";

@@ -2,7 +2,7 @@ using BenchmarkDotNet.Attributes;
 
 namespace KvAdaQuant.Bench;
 
-/// <summary>The attention grid: both shapes x 4k/32k x six cache kinds, fused kernels (setup and columns: <see cref="AttentionStepBenchmark"/>).</summary>
+/// <summary>The attention grid: both shapes x 4k/32k x six cache kinds x 1 and 2 threads, fused kernels (setup and columns: <see cref="AttentionStepBenchmark"/>).</summary>
 [Config(typeof(AttentionBenchmarkConfig))]
 public class AttentionBenchmarks : AttentionStepBenchmark
 {
@@ -20,4 +20,8 @@ public class AttentionBenchmarks : AttentionStepBenchmark
 
     /// <inheritdoc/>
     public override bool Fused { get; set; } = true;
+
+    /// <inheritdoc/>
+    [Params(1, 2)]
+    public override int Threads { get; set; } = 1;
 }

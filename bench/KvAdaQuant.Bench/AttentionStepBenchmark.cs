@@ -1,18 +1,21 @@
 using BenchmarkDotNet.Attributes;
 using KvAdaQuant.KvCache;
+using KvAdaQuant.Numerics;
 
 namespace KvAdaQuant.Bench;
 
 /// <summary>
 /// One decode step of attention for one whole layer (8 KV heads, 4 query heads each) of a Llama-3.2-1B-shaped
-/// (head dim 64) or Llama-3.1-8B-shaped (head dim 128) model, single-threaded, read straight from the cache over
+/// (head dim 64) or Llama-3.1-8B-shaped (head dim 128) model, on <see cref="Threads"/> threads (1: the caller
+/// alone; more: the KV heads handed out by the engine's <see cref="WorkerPool"/> as decode does, each thread with
+/// its own score scratch), read straight from the cache over
 /// random keys and values. Each invocation attends the next of <see cref="Layers"/> filled layers, so the bytes
 /// read per step stream from memory rather than from the last-level cache (up to the model's layer count, and
 /// at least 256 MB in all where the model has that many layers). The CacheMB, GB/s and %Triad columns
 /// (<see cref="AttentionBenchmarkConfig"/>) give the bytes of K and V one step reads (packed codes, scales, zero
 /// points), that over the median time, and that as a share of <see cref="TriadBenchmark"/>'s bandwidth in the same run.
 /// </summary>
-public abstract class AttentionStepBenchmark : IDisposable
+public abstract class AttentionStepBenchmark : IDisposable, IParallelWork
 {
     /// <summary>KV heads per layer (both shapes).</summary>
     public const int KvHeads = 8;
@@ -26,7 +29,9 @@ public abstract class AttentionStepBenchmark : IDisposable
     private IDisposable[] _owners = [];
     private float[] _q = null!;
     private float[] _output = null!;
-    private float[] _scores = null!;
+    private float[][] _scores = [];
+    private WorkerPool? _pool;
+    private IKvLayerCache? _layer;
     private int _next;
 
     /// <summary>Model shape: llama-3.2-1b (head dim 64, 16 layers) or llama-3.1-8b (head dim 128, 32 layers).</summary>
@@ -40,6 +45,9 @@ public abstract class AttentionStepBenchmark : IDisposable
 
     /// <summary>Whether the fused kernels run (false: the row-at-a-time path, for an A/B in the same run).</summary>
     public abstract bool Fused { get; set; }
+
+    /// <summary>Threads attending the step's KV heads (1 = single-threaded, no pool).</summary>
+    public virtual int Threads { get; set; } = 1;
 
     /// <summary>Layers filled and cycled through.</summary>
     public int Layers => LayersFor(Shape, Kv, Context);
@@ -99,22 +107,34 @@ public abstract class AttentionStepBenchmark : IDisposable
 
         _q = Enumerable.Range(0, KvHeads * QueryHeads * hd).Select(i => (float)Math.Sin(i * 0.37)).ToArray();
         _output = new float[KvHeads * QueryHeads * hd];
-        _scores = new float[QueryHeads * Context];
+        _scores = Enumerable.Range(0, Threads).Select(_ => new float[QueryHeads * Context]).ToArray();
+        _pool = Threads > 1 ? new WorkerPool(Threads) : null;
     }
 
     /// <summary>One decode step of one layer over the whole context (every KV head).</summary>
     [Benchmark]
     public void DecodeStep() => Step();
 
+    /// <summary>Attends KV head <paramref name="index"/> of the current layer (a <see cref="WorkerPool"/> item).</summary>
+    public void Execute(int index, int worker)
+    {
+        int span = QueryHeads * HeadDimOf(Shape);
+        _layer!.Attend(index, _q.AsSpan(index * span, span), QueryHeads, Context, _output.AsSpan(index * span, span), _scores[worker]);
+    }
+
     private void Step()
     {
-        var layer = _layers[_next];
+        _layer = _layers[_next];
         _next = (_next + 1) % _layers.Length;
-        int hd = HeadDimOf(Shape);
-        int span = QueryHeads * hd;
+        if (_pool is { } pool)
+        {
+            pool.Run(this, KvHeads);
+            return;
+        }
+
         for (int g = 0; g < KvHeads; g++)
         {
-            layer.Attend(g, _q.AsSpan(g * span, span), QueryHeads, Context, _output.AsSpan(g * span, span), _scores);
+            Execute(g, 0);
         }
     }
 
@@ -128,6 +148,8 @@ public abstract class AttentionStepBenchmark : IDisposable
         }
 
         _owners = [];
+        _pool?.Dispose();
+        _pool = null;
         GC.SuppressFinalize(this);
     }
 }

@@ -22,7 +22,7 @@ internal static class GpuBenchCommand
         catch (Exception e) when (e is ArgumentException or FormatException)
         {
             Console.Error.WriteLine(e.Message);
-            Console.Error.WriteLine("usage: kvaq-gpubench verify|bench|all [--out DIR] [--torch FILE] [--cubin FILE] [--iters N]");
+            Console.Error.WriteLine("usage: kvaq-gpubench verify|bench|all [--out DIR] [--torch FILE] [--cubin FILE] [--iters N] [--splits auto|all]");
             return 2;
         }
 
@@ -155,11 +155,12 @@ internal static class GpuBenchCommand
     private sealed record Shape(int Batch, int Positions);
 
     // The first entry is the default build (the defaults in PackedKvAttention.cu); the others are compiled for comparison.
-    private static readonly (string Name, string[] Defines)[] Variants =
+    // ResidualBlocks: blocks the FP16 window is split over (0: the library's default).
+    private static readonly (string Name, string[] Defines, int ResidualBlocks)[] Variants =
     [
-        ("fold-b4", []),
-        ("fold-b3", ["FAST_MIN_BLOCKS=3"]),
-        ("classic-b4", ["FAST_FOLD=0"]),
+        ("v3-b3", [], 0),
+        ("v3-b3-r1", [], 1),
+        ("fold-b4-r1", ["FAST_V3=0", "FAST_MIN_BLOCKS=4"], 1),
     ];
 
     private static bool Bench(CudaContext context, CudaPackedKvAttention attention, GpuBenchOptions options, StringBuilder report, bool profileOnly)
@@ -174,13 +175,13 @@ internal static class GpuBenchCommand
             torch = JsonDocument.Parse(File.ReadAllText(options.TorchJson)).RootElement;
         }
 
-        var variants = new List<(string Name, CudaPackedKvAttention Module)> { (Variants[0].Name, attention) };
+        var variants = new List<(string Name, CudaPackedKvAttention Module, int ResidualBlocks)> { (Variants[0].Name, attention, Variants[0].ResidualBlocks) };
         if (!profileOnly && options.Cubin is null)
         {
             foreach (var v in Variants.Skip(1))
             {
-                var module = new CudaPackedKvAttention(context, HeadDim, null, v.Defines);
-                variants.Add((v.Name, module));
+                var module = v.Defines.Length == 0 ? attention : new CudaPackedKvAttention(context, HeadDim, null, v.Defines);
+                variants.Add((v.Name, module, v.ResidualBlocks));
                 report.AppendLine(CultureInfo.InvariantCulture, $"variant {v.Name}: kvq_k4v2_fast {module.Fast.Registers} registers, {module.Fast.LocalBytes} B local");
             }
         }
@@ -230,11 +231,11 @@ internal static class GpuBenchCommand
 
             double defaultUs = double.NaN, bestUs = double.MaxValue, worstRel = 0, kernelOnlyUs = double.NaN, combineUs = double.NaN, fusedUs = double.NaN, ordinaryUs = double.NaN;
             string bestAt = string.Empty;
-            foreach (var (name, module) in variants)
+            foreach (var (name, module, residualBlocks) in variants)
             {
-                foreach (int tps in new[] { auto, 256, 512, 1024, 2048, 4096 }.Distinct())
+                foreach (int tps in (options.SweepSplits ? new[] { auto, 1024, 2048, 3072, 4096, 5504 } : new[] { auto }).Distinct())
                 {
-                    var passes = caches.Select(c => module.Prepare(c, q, output, true, tps)).ToList();
+                    var passes = caches.Select(c => module.Prepare(c, q, output, true, tps, residualBlocks: residualBlocks)).ToList();
                     double us = MedianMicroseconds(context, passes, options.Iterations);
                     output.Fill(0x7FC00000u);
                     passes[0].Run();
@@ -302,7 +303,7 @@ internal static class GpuBenchCommand
             caches.ForEach(c => c.Dispose());
         }
 
-        foreach (var v in variants.Skip(1))
+        foreach (var v in variants.Skip(1).Where(v => v.Module != attention))
         {
             v.Module.Dispose();
         }

@@ -1,7 +1,7 @@
 namespace KvAdaQuant.GpuBench;
 
 /// <summary>Command-line options of the GPU benchmark.</summary>
-internal sealed record GpuBenchOptions(string Mode, string OutDir, string? TorchJson, string? Cubin, int Iterations)
+internal sealed record GpuBenchOptions(string Mode, string OutDir, string? TorchJson, string? Cubin, int Iterations, bool SweepSplits)
 {
     public static GpuBenchOptions Parse(string[] args)
     {
@@ -14,6 +14,7 @@ internal sealed record GpuBenchOptions(string Mode, string OutDir, string? Torch
         string outDir = ".";
         string? torch = null, cubin = null;
         int iters = 200;
+        bool sweep = true;
         for (int i = 1; i < args.Length; i++)
         {
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]}: missing value.");
@@ -23,10 +24,18 @@ internal sealed record GpuBenchOptions(string Mode, string OutDir, string? Torch
                 case "--torch": torch = Next(); break;
                 case "--cubin": cubin = Next(); break;
                 case "--iters": iters = int.Parse(Next(), System.Globalization.CultureInfo.InvariantCulture); break;
+                case "--splits":
+                    sweep = Next() switch
+                    {
+                        "auto" => false,
+                        "all" => true,
+                        string other => throw new ArgumentException($"--splits: '{other}' is not auto or all."),
+                    };
+                    break;
                 default: throw new ArgumentException($"{args[i]}: unknown option.");
             }
         }
 
-        return new GpuBenchOptions(mode, outDir, torch, cubin, iters);
+        return new GpuBenchOptions(mode, outDir, torch, cubin, iters, sweep);
     }
 }

@@ -2,7 +2,8 @@
 # One device run: GPU facts, offline nvcc build of the kernels (resource report), the PyTorch comparison,
 # then the C# program (NVRTC build, verification against the CPU reference, benchmark). Run from the folder
 # holding KvAdaQuant.GpuBench (self-contained linux-x64 publish), PackedKvAttention.cu and torch_baseline.py.
-# Results go to $OUT (or ./out).
+# Results go to $OUT (or ./out). Environment: TORCH=0 skips PyTorch, BENCH_ARGS are passed to the program
+# (e.g. "--splits auto"), PTXAS_DEFS lists defines whose fast-kernel register report is added, SASS=1, PROFILE=1.
 set -o pipefail
 OUT=${OUT:-./out}
 mkdir -p "$OUT"
@@ -13,6 +14,11 @@ nvcc -cubin -arch=sm_90 -Xptxas -v -DHEAD_DIM=128 -o "$CUBIN" PackedKvAttention.
 nvcc_rc=$?
 echo "nvcc rc=$nvcc_rc"; grep -E "error|Compiling|Used|spill" "$OUT/ptxas.txt" | head -40
 if [ $nvcc_rc -ne 0 ]; then head -60 "$OUT/ptxas.txt"; exit 2; fi
+# PTXAS_DEFS="A=1 B=2": the fast kernel's resource report for each define built alone (variants).
+for def in $PTXAS_DEFS; do
+  echo "-D$def:" >> "$OUT/ptxas.txt"
+  nvcc -cubin -arch=sm_90 -Xptxas -v -DHEAD_DIM=128 -D$def -o /tmp/variant.cubin PackedKvAttention.cu 2>&1 | grep -A2 "kvq_k4v2_fast" >> "$OUT/ptxas.txt"
+done
 find /usr/local /opt /usr/lib -name 'libnvrtc.so*' 2>/dev/null | grep -v builtins | head -5
 if [ -z "$KVAQ_NVRTC" ]; then
   KVAQ_NVRTC=$(find /usr/local/cuda*/ /usr/lib /opt -name 'libnvrtc.so*' 2>/dev/null | grep -v builtins | grep -v alt | head -1); export KVAQ_NVRTC
@@ -22,7 +28,7 @@ if [ "${TORCH:-1}" = "1" ]; then
   PYTHONUNBUFFERED=1 timeout 240 python3 torch_baseline.py "$OUT/torch.json" 2>&1 | tee "$OUT/torch.log"
 fi
 chmod +x ./KvAdaQuant.GpuBench
-timeout 300 ./KvAdaQuant.GpuBench "${1:-all}" --out "$OUT" --torch "$OUT/torch.json" 2>&1 | tee "$OUT/bench.log"
+timeout 300 ./KvAdaQuant.GpuBench "${1:-all}" --out "$OUT" --torch "$OUT/torch.json" $BENCH_ARGS 2>&1 | tee "$OUT/bench.log"
 rc=$?
 if [ $rc -ne 0 ] && [ $rc -ne 1 ] && [ -f "$CUBIN" ]; then
   echo "NVRTC path failed (rc=$rc); retrying with the nvcc cubin"

@@ -133,7 +133,10 @@ internal static class BenchCommand
                 }
 
                 var results = contexts.Select(c => BenchRunner.Run(engines, c, nDecode, nRuns, PrefillRunsFor(c), m.Config.VocabSize, log)).ToList();
-                long peak = ProcessMemory.PeakResidentBytes();
+                // The whole run includes the kvaq pass read above. VmHWM is max(recorded high-water mark, current RSS)
+                // and the kernel's current RSS is an approximate per-CPU sum, so a later reading can come out a few
+                // pages lower than an earlier one (seen once in the tests).
+                long peak = Math.Max(ProcessMemory.PeakResidentBytes(), kvaqPeak);
                 if (vsName is null)
                 {
                     kvaqPeak = peak;

@@ -38,10 +38,32 @@ internal static class VerifyDecodeCommand
         },
         false);
 
+    // A tiny Llama with head dimension 64 and 4 query heads per KV head (as Llama 3.2 1B), so the K4V2 tensor-core
+    // kernel's head-64 variant serves the packed cache.
+    private static readonly SyntheticModelPreset TinyHd64 = new(
+        "tiny-llama-hd64",
+        new ModelConfig
+        {
+            Architecture = "llama",
+            Dim = 512,
+            HiddenDim = 1024,
+            Layers = 2,
+            Heads = 8,
+            KvHeads = 2,
+            HeadDim = 64,
+            VocabSize = 512,
+            ContextLength = 1024,
+            NormEps = 1e-5f,
+            RopeTheta = 500000f,
+            RopeScaling = new RopeScaling(32f, 1f, 4f, 8192),
+            RopeLayout = RopeLayout.Interleaved,
+        },
+        false);
+
     public static Command Create()
     {
         var models = new Option<string[]>("--model", "-m") { Description = "model files to check (repeatable)", AllowMultipleArgumentsPerToken = true, DefaultValueFactory = _ => [] };
-        var synthetic = new Option<string>("--synthetic") { Description = "synthetic presets written to a temporary folder and checked (comma-separated; tiny-llama-hd128 is a head-128 tiny Llama; empty: none)", DefaultValueFactory = _ => "tiny-llama,tiny-qwen2,tiny-llama-hd128" };
+        var synthetic = new Option<string>("--synthetic") { Description = "synthetic presets written to a temporary folder and checked (comma-separated; tiny-llama-hd128 / tiny-llama-hd64 are tiny Llamas with head dim 128 / 64; empty: none)", DefaultValueFactory = _ => "tiny-llama,tiny-qwen2,tiny-llama-hd128,tiny-llama-hd64" };
         var types = new Option<string>("--types") { Description = "weight types of the synthetic models", DefaultValueFactory = _ => "f16,q8_0,q4_0" };
         var kv = new Option<string>("--kv") { Description = "GPU caches to check, comma-separated (packed ones against the CPU cache with the same group and a window of 64)", DefaultValueFactory = _ => "fp16,k4v2,k8v4,k1.58v3" };
         var batch = new Option<int>("--batch") { Description = "sequences decoded together on the GPU", DefaultValueFactory = _ => 3 };
@@ -118,7 +140,7 @@ internal static class VerifyDecodeCommand
 
                 foreach (string preset in Split(r.GetValue(synthetic)!))
                 {
-                    SyntheticModelPreset p = preset == TinyHd128.Name ? TinyHd128 : SyntheticModelPreset.Find(preset);
+                    SyntheticModelPreset p = preset == TinyHd128.Name ? TinyHd128 : preset == TinyHd64.Name ? TinyHd64 : SyntheticModelPreset.Find(preset);
                     foreach (string type in Split(r.GetValue(types)!))
                     {
                         GgmlType t = type switch

@@ -44,6 +44,7 @@ public sealed class CudaPackedKvAttention : IDisposable
         FillBytes = _module.Function("kvq_fill_bytes");
         FillParams = _module.Function("kvq_fill_params");
         FillHalves = _module.Function("kvq_fill_halves");
+        FastBlocksPerMultiprocessor = ResidentBlocks(Fast.Registers, Fast.SharedBytes);
     }
 
     /// <summary>Most partials the combine kernel merges (its shared weight array).</summary>
@@ -142,23 +143,95 @@ public sealed class CudaPackedKvAttention : IDisposable
     }
 
     /// <summary>
-    /// Default packed tokens per split for the fast kernel: the largest of 2048, 1024, 512, 256 that still gives
-    /// at least 1.9 blocks per multiprocessor (chosen from the H200 sweep in the README: long splits amortise each
-    /// block's start and merge, but too few blocks leave multiprocessors idle).
+    /// Blocks of the fast kernel (4 warps) resident on one multiprocessor: registers are allocated per warp in units
+    /// of 256 out of 64K, and each block takes its static shared memory plus 1 KB of the 228 KB (Hopper's limits).
+    /// </summary>
+    public int FastBlocksPerMultiprocessor { get; }
+
+    /// <summary>
+    /// Default packed tokens per split for the fast kernel (a model fitted to the H200 sweeps in the README): the
+    /// kernel runs its packed-token blocks first, spread evenly over the multiprocessors, and a multiprocessor's time
+    /// follows the tokens it is given, so among the splits from 1,024 to 6,144 tokens (multiples of 128) whose blocks
+    /// all fit in one wave of resident blocks (<see cref="FastBlocksPerMultiprocessor"/> per multiprocessor) it takes
+    /// the one that gives the busiest multiprocessor the fewest tokens, counting each block's start and merge as
+    /// <see cref="BlockOverheadTokens"/> more (ties: the longest). When none fits one wave, the one of 4,096, 3,072 and
+    /// 2,048 whose last wave is fullest.
     /// </summary>
     public int DefaultTokensPerSplit(PackedKvDeviceCache cache)
     {
         ArgumentNullException.ThrowIfNull(cache);
-        foreach (int tps in new[] { 2048, 1024, 512, 256 })
+        int sms = _context.MultiprocessorCount;
+        return DefaultTokensPerSplit(cache.Batch * cache.KvHeads, cache.QuantizedTokens, sms, sms * FastBlocksPerMultiprocessor);
+    }
+
+    /// <summary>A block's start and merge in the split policy, in packed tokens of work.</summary>
+    internal const int BlockOverheadTokens = 256;
+
+    /// <summary>The split policy of <see cref="DefaultTokensPerSplit(PackedKvDeviceCache)"/> for <paramref name="heads"/> (batch x KV heads) of <paramref name="tokens"/> packed tokens.</summary>
+    internal static int DefaultTokensPerSplit(long heads, int tokens, int multiprocessors, long slots)
+    {
+        long Blocks(int tps) => heads * ((Math.Max(1L, tokens) + tps - 1) / tps);
+        int best = 0;
+        long bestCost = long.MaxValue;
+        int longest = Math.Min(RoundUpTo(Math.Max(tokens, 1024), 128), 6144);
+        for (int tps = longest; tps >= 1024; tps -= 128)
         {
-            long blocks = (long)cache.Batch * cache.KvHeads * ((cache.QuantizedTokens + tps - 1) / tps);
-            if (blocks * 10 >= 19L * _context.MultiprocessorCount)
+            long blocks = Blocks(tps);
+            if (blocks > slots)
             {
-                return tps;
+                continue;
+            }
+
+            long cost = ((blocks + multiprocessors - 1) / multiprocessors) * (tps + BlockOverheadTokens);
+            if (cost < bestCost)
+            {
+                best = tps;
+                bestCost = cost;
             }
         }
 
-        return 128;
+        if (best > 0)
+        {
+            return best;
+        }
+
+        best = 4096;
+        double bestIdle = double.MaxValue;
+        foreach (int tps in new[] { 4096, 3072, 2048 })
+        {
+            double waves = (double)Blocks(tps) / slots;
+            double idle = Math.Ceiling(waves) - waves;
+            if (idle < bestIdle - 1e-9)
+            {
+                best = tps;
+                bestIdle = idle;
+            }
+        }
+
+        return best;
+    }
+
+    /// <summary>
+    /// Blocks per (batch, KV head) the fast kernel splits an FP16 residual window of <paramref name="residualTokens"/>
+    /// rows over, after <paramref name="splits"/> packed-token blocks per head (from the H200 sweeps in the README):
+    /// as many as fit in the resident block slots the packed-token blocks leave free, 1 to 4 (shorter window blocks
+    /// finish alongside the long ones); 4 when not even one per head fits (they then run after the long blocks, and
+    /// short ones end sooner). At least 8 rows a block.
+    /// </summary>
+    public static int FastResidualBlocks(long heads, int splits, int residualTokens, long slots)
+    {
+        long free = slots - (heads * splits);
+        int blocks = free >= heads ? (int)Math.Clamp(free / heads, 1, 4) : 4;
+        return Math.Max(1, Math.Min(blocks, residualTokens / 8));
+    }
+
+    /// <summary>Resident 128-thread blocks per multiprocessor for a kernel's registers per thread and static shared bytes.</summary>
+    internal static int ResidentBlocks(int registers, int sharedBytes)
+    {
+        int perWarp = RoundUpTo(Math.Max(1, registers) * 32, 256);
+        int byRegisters = 65536 / perWarp / 4;
+        int byShared = (228 * 1024) / (sharedBytes + 1024);
+        return Math.Max(1, Math.Min(Math.Min(byRegisters, byShared), 16));
     }
 
     /// <summary>
@@ -175,7 +248,7 @@ public sealed class CudaPackedKvAttention : IDisposable
     /// </remarks>
     public PackedKvAttentionPass Prepare(
         PackedKvDeviceCache cache, CudaDeviceBuffer queries, CudaDeviceBuffer output, bool preferFast, int tokensPerSplit = 0, bool fuseCombine = false,
-        bool dependentCombine = true)
+        bool dependentCombine = true, int residualBlocks = 0)
     {
         ArgumentNullException.ThrowIfNull(cache);
         ArgumentNullException.ThrowIfNull(queries);
@@ -210,7 +283,10 @@ public sealed class CudaPackedKvAttention : IDisposable
         }
 
         int splits = cache.QuantizedTokens == 0 ? 0 : (cache.QuantizedTokens + tps - 1) / tps;
-        int total = splits + (cache.ResidualTokens > 0 ? 1 : 0);
+        int windowBlocks = !fast || cache.ResidualTokens == 0 ? (cache.ResidualTokens > 0 ? 1 : 0)
+            : residualBlocks > 0 ? Math.Min(residualBlocks, cache.ResidualTokens)
+            : FastResidualBlocks((long)cache.Batch * cache.KvHeads, splits, cache.ResidualTokens, (long)_context.MultiprocessorCount * FastBlocksPerMultiprocessor);
+        int total = splits + windowBlocks;
         if (total > MaxSplits)
         {
             throw new ArgumentException($"tokensPerSplit: {tps} gives {total} splits, more than the combine kernel's {MaxSplits}.", nameof(tokensPerSplit));
@@ -226,7 +302,7 @@ public sealed class CudaPackedKvAttention : IDisposable
         (int, int, int) grid = (splits, cache.KvHeads, cache.Batch);
         if (fast)
         {
-            // The residual window is the fast kernel's last split.
+            // The residual window is split over the fast kernel's last windowBlocks blocks.
             launches.Add(Fast.Prepare(
                 (total, cache.KvHeads, cache.Batch), 128, cache.KeyCodes, cache.KeyParams, cache.ValueCodes, cache.ValueParams,
                 cache.ResidualKeys, cache.ResidualValues, cache.ResidualTokens,

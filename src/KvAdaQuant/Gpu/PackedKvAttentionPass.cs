@@ -3,9 +3,9 @@ using KvAdaQuant.Gpu.Cuda;
 namespace KvAdaQuant.Gpu;
 
 /// <summary>
-/// One prepared decode-attention pass on the GPU: the split kernel over the packed tokens (with the residual
-/// window as its last split and the combine fused into it, for the fast kernel), or the generic split kernel,
-/// the residual window's kernel and the combine kernel; <see cref="Run"/> queues them and allocates nothing.
+/// One prepared decode-attention pass on the GPU: the split kernel over the packed tokens (for the fast kernel with
+/// the residual window over its last blocks of each head, and optionally the combine fused into it), or the generic
+/// split kernel, the residual window's kernel and the combine kernel; <see cref="Run"/> queues them and allocates nothing.
 /// </summary>
 public sealed class PackedKvAttentionPass : IDisposable
 {
@@ -21,7 +21,7 @@ public sealed class PackedKvAttentionPass : IDisposable
         UsesFastKernel = fast;
     }
 
-    /// <summary>Splits of the packed tokens (the residual window adds one more partial).</summary>
+    /// <summary>Splits of the packed tokens (the residual window adds one partial per block it is split over).</summary>
     public int Splits { get; }
 
     /// <summary>Packed tokens per split.</summary>

@@ -160,10 +160,9 @@ public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IDisposable
         fixed (float* op = o)
         {
             FusedAttentionKernels.ScoresDense(_k.Pointer + offset, _half, length, hd, q, queryHeads, sp, length);
-            TensorPrimitives.Multiply(s, _layout.Scale, s);
             for (int r = 0; r < queryHeads; r++)
             {
-                Kernels.SoftMax(s.Slice(r * length, length));
+                Kernels.ScaledSoftMax(s.Slice(r * length, length), _layout.Scale);
             }
 
             o.Clear();

@@ -1,4 +1,3 @@
-using System.Numerics.Tensors;
 using KvAdaQuant.Quantization;
 using KvAdaQuant.Numerics;
 
@@ -90,11 +89,9 @@ public sealed class QuantizedKvStore : IKvLayerCache, IDisposable
         int hd = _layout.HeadDim;
         var s = scores[..(queryHeads * length)];
         _k.Scores(kvHead, queries, queryHeads, length, s);
-        TensorPrimitives.Multiply(s, _layout.Scale, s);
         for (int r = 0; r < queryHeads; r++)
         {
-            var row = s.Slice(r * length, length);
-            Kernels.SoftMax(row);
+            Kernels.ScaledSoftMax(s.Slice(r * length, length), _layout.Scale);
         }
 
         var o = output[..(queryHeads * hd)];

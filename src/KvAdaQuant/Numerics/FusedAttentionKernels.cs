@@ -13,7 +13,8 @@ namespace KvAdaQuant.Numerics;
 /// lanes by one permute per 16 bytes), dequantized once and used by up to four query heads. Packed codes are
 /// decoded in their natural byte order, so the channels come out permuted within each 64-channel slab
 /// (<see cref="PermutedChannel"/>); the queries are permuted to match and the weighted sums un-permuted, once per
-/// step. Scores are reduced eight tokens at a time with a horizontal-add tree.
+/// step. Scores are reduced sixteen tokens at a time by a transposing tree of shuffles and adds that leaves one
+/// token per lane (a tail of eight by a horizontal-add tree, the rest one token at a time).
 /// AVX-512 only (<see cref="IsSupported"/>); each kernel has a scalar twin that the tests compare it with.
 /// </summary>
 internal static unsafe class FusedAttentionKernels
@@ -305,6 +306,7 @@ internal static unsafe class FusedAttentionKernels
         }
 
         var fold = stackalloc Vector256<float>[HeadBlock * 8];
+        var pairs = stackalloc Vector512<float>[HeadBlock * 8];
         int rowBytes = rows.RowBytes;
         for (int h0 = 0; h0 < rep; h0 += HeadBlock)
         {
@@ -323,6 +325,11 @@ internal static unsafe class FusedAttentionKernels
 
                 int t = 0;
                 byte* block = rows.Codes + ((long)t0 * rowBytes);
+                for (; t + 16 <= n; t += 16)
+                {
+                    Score16<TDecoder>(block + (t * rowBytes), rowBytes, hd, pbuf + (t * np), np, idx, q0, q1, q2, q3, pairs, scores + (h0 * stride) + t0 + t, stride, nh);
+                }
+
                 for (; t + 8 <= n; t += 8)
                 {
                     for (int u = 0; u < 8; u += 2)
@@ -390,6 +397,88 @@ internal static unsafe class FusedAttentionKernels
         f2 = a2.GetLower() + a2.GetUpper();
         f3 = a3.GetLower() + a3.GetUpper();
     }
+
+    // Sixteen consecutive tokens' scores for the four heads, one 16-lane vector per head (lane j = token j): the
+    // tokens go through in pairs (ScorePairWide), whose 16-lane partial sums (lanes 0-7 the first token's, 8-15 the
+    // second's) wait in <paramref name="pairs"/>; then a transposing tree of block and lane shuffles (Merge2..Merge4:
+    // 7 shuffle pairs and adds per head, after the 8 of Merge1) instead of a horizontal reduction per token leaves
+    // token j + 4i in lane 4j + i, and one permute puts them in order.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Score16<TDecoder>(byte* row, int rowBytes, int hd, float* prm, int np, int* idx, float* q0, float* q1, float* q2, float* q3, Vector512<float>* pairs, float* dst, int stride, int nh)
+        where TDecoder : ISlabDecoder
+    {
+        for (int u = 0; u < 8; u++)
+        {
+            ScorePairWide<TDecoder>(row + (2 * u * rowBytes), rowBytes, hd, prm + (2 * u * np), np, idx, q0, q1, q2, q3, pairs + u);
+        }
+
+        var order = Vector512.Create(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        for (int r = 0; r < nh; r++)
+        {
+            var z = pairs + (r * 8);
+            var v0 = Merge3(Merge2(z[0], z[1]), Merge2(z[2], z[3]));
+            var v1 = Merge3(Merge2(z[4], z[5]), Merge2(z[6], z[7]));
+            Avx512F.PermuteVar16x32(Merge4(v0, v1), order).Store(dst + (r * stride));
+        }
+    }
+
+    // Two tokens: per head r, z[r * 8] gets the first token's eight partial sums in lanes 0-7 and the second's in 8-15.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ScorePairWide<TDecoder>(byte* row, int rowBytes, int hd, float* prm, int np, int* idx, float* q0, float* q1, float* q2, float* q3, Vector512<float>* z)
+        where TDecoder : ISlabDecoder
+    {
+        Vector512<float> p0 = default, p1 = default, r0 = default, r1 = default;
+        if (TDecoder.NeedsParamVectors)
+        {
+            p0 = Vector512.Load(prm);
+            p1 = Vector512.Load(prm + 16);
+            r0 = Vector512.Load(prm + np);
+            r1 = Vector512.Load(prm + np + 16);
+        }
+
+        var a0 = Vector512<float>.Zero;
+        var a1 = Vector512<float>.Zero;
+        var a2 = Vector512<float>.Zero;
+        var a3 = Vector512<float>.Zero;
+        var b0 = Vector512<float>.Zero;
+        var b1 = Vector512<float>.Zero;
+        var b2 = Vector512<float>.Zero;
+        var b3 = Vector512<float>.Zero;
+        for (int s = 0; s < hd; s += Slab)
+        {
+            TDecoder.Decode(row, s, prm, p0, p1, idx, out var y0, out var y1, out var y2, out var y3);
+            TDecoder.Decode(row + rowBytes, s, prm + np, r0, r1, idx, out var x0, out var x1, out var x2, out var x3);
+            DotPair(y0, y1, y2, y3, x0, x1, x2, x3, q0 + s, ref a0, ref b0);
+            DotPair(y0, y1, y2, y3, x0, x1, x2, x3, q1 + s, ref a1, ref b1);
+            DotPair(y0, y1, y2, y3, x0, x1, x2, x3, q2 + s, ref a2, ref b2);
+            DotPair(y0, y1, y2, y3, x0, x1, x2, x3, q3 + s, ref a3, ref b3);
+        }
+
+        z[0] = Merge1(a0, b0);
+        z[8] = Merge1(a1, b1);
+        z[16] = Merge1(a2, b2);
+        z[24] = Merge1(a3, b3);
+    }
+
+    // [a.b0 + a.b2, a.b1 + a.b3, b.b0 + b.b2, b.b1 + b.b3] (128-bit blocks): 8 partial sums of a, then 8 of b.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Merge1(Vector512<float> a, Vector512<float> b) =>
+        Avx512F.Shuffle4x128(a, b, 0x44) + Avx512F.Shuffle4x128(a, b, 0xEE);
+
+    // Blocks [a.b0 + a.b1, a.b2 + a.b3, b.b0 + b.b1, b.b2 + b.b3]: four tokens, one block of 4 partial sums each.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Merge2(Vector512<float> a, Vector512<float> b) =>
+        Avx512F.Shuffle4x128(a, b, 0x88) + Avx512F.Shuffle4x128(a, b, 0xDD);
+
+    // Per block: [a0 + a2, a1 + a3, b0 + b2, b1 + b3]: block j holds a's token j and b's token j, two partials each.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Merge3(Vector512<float> a, Vector512<float> b) =>
+        Avx512F.Shuffle(a, b, 0x44) + Avx512F.Shuffle(a, b, 0xEE);
+
+    // Per block: [a0 + a1, a2 + a3, b0 + b1, b2 + b3]: one sum per token.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Merge4(Vector512<float> a, Vector512<float> b) =>
+        Avx512F.Shuffle(a, b, 0x88) + Avx512F.Shuffle(a, b, 0xDD);
 
     // Two consecutive tokens at once: each query vector loaded once serves both (loads, not FMAs, bound this loop).
     // Writes the two tokens' 8-lane partial sums to fold[r * 8] and fold[r * 8 + 1] for the four heads r.

@@ -92,6 +92,30 @@ public static class GgmlArithmetic
         return Vector256.ConditionalSelect(beyond, alt, result);
     }
 
+    /// <summary><see cref="Exp(Vector256{float})"/> of 16 lanes at once: the same operations lane by lane, so the same bits.</summary>
+    public static Vector512<float> Exp(Vector512<float> x)
+    {
+        var shift = Vector512.Create(Shift);
+        var z = Vector512.FusedMultiplyAdd(x, Vector512.Create(Log2E), shift);
+        var n = z - shift;
+        var b = Vector512.FusedMultiplyAdd(-n, Vector512.Create(Ln2Lo), Vector512.FusedMultiplyAdd(-n, Vector512.Create(Ln2Hi), x));
+        var u = b * b;
+        var j = Vector512.FusedMultiplyAdd(
+            Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(Vector512.Create(C0), b, Vector512.Create(C1)), u, Vector512.FusedMultiplyAdd(Vector512.Create(C2), b, Vector512.Create(C3))),
+            u,
+            Vector512.FusedMultiplyAdd(Vector512.Create(C4), b, Vector512<float>.One));
+        var nc = Vector512.Min(Vector512.Max(n, Vector512.Create(-192f)), Vector512.Create(192f));
+        var e = Vector512.ConvertToInt32(nc);
+        var k = Vector512.ConditionalSelect(Vector512.LessThan(e, Vector512.Create(-126)), Vector512.Create(-96),
+            Vector512.ConditionalSelect(Vector512.GreaterThan(e, Vector512.Create(127)), Vector512.Create(96), Vector512<int>.Zero));
+        var s1 = ((e - k + Vector512.Create(127)) << 23).AsSingle();
+        var s2 = ((k + Vector512.Create(127)) << 23).AsSingle();
+        var result = (j * s1) * s2;
+        var beyond = Vector512.GreaterThan(Vector512.Abs(n), Vector512.Create(192f));
+        var alt = Vector512.ConditionalSelect(Vector512.LessThanOrEqual(n, Vector512<float>.Zero), Vector512<float>.Zero, Vector512.Create(float.PositiveInfinity));
+        return Vector512.ConditionalSelect(beyond, alt, result);
+    }
+
     /// <summary>silu(x) = x / (1 + e^-x) with <see cref="Exp"/>, as ggml's vectorized <c>ggml_v_silu</c>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static float Silu(float x) => x / (1f + Exp(0f - x));

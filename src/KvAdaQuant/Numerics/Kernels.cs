@@ -1,6 +1,8 @@
 using System.Numerics.Tensors;
 using System.Runtime.InteropServices;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 
 namespace KvAdaQuant.Numerics;
 
@@ -64,9 +66,18 @@ public static class Kernels
         TensorPrimitives.Multiply(x, (float)(1.0 / sum), x);
     }
 
-    /// <summary>Vector path of <see cref="SoftMax"/> (two Vector256 per group of 16); same bits as the scalar twin.</summary>
+    /// <summary>
+    /// Vector path of <see cref="SoftMax"/>: each group of 16 as one Vector512 where 512-bit vectors are accelerated
+    /// (else two Vector256), the maximum found by <see cref="MaxVector"/>; same bits as the scalar twin.
+    /// </summary>
     public static void SoftMaxVector(Span<float> x)
     {
+        if (Vector512.IsHardwareAccelerated && Avx512F.IsSupported)
+        {
+            SoftMaxVector512(x);
+            return;
+        }
+
         float max = Max(x);
         double sum = 0;
         var vmax = Vector256.Create(max);
@@ -96,6 +107,124 @@ public static class Kernels
         }
 
         TensorPrimitives.Multiply(x, (float)(1.0 / sum), x);
+    }
+
+    /// <summary>
+    /// x = softmax(scale * x) in place, with the bits of <c>TensorPrimitives.Multiply(x, scale, x)</c> followed by
+    /// <see cref="SoftMax"/>; on AVX-512 the scaling is fused into the maximum's pass (one pass over x fewer).
+    /// </summary>
+    public static void ScaledSoftMax(Span<float> x, float scale)
+    {
+        if (!(Vector512.IsHardwareAccelerated && Avx512F.IsSupported))
+        {
+            TensorPrimitives.Multiply(x, scale, x);
+            SoftMax(x);
+            return;
+        }
+
+        ref float xr = ref MemoryMarshal.GetReference(x);
+        var vs = Vector512.Create(scale);
+        var m = Vector512.Create(float.NegativeInfinity);
+        int i = 0;
+        for (; i + 16 <= x.Length; i += 16)
+        {
+            var v = Vector512.LoadUnsafe(ref xr, (nuint)i) * vs;
+            v.StoreUnsafe(ref xr, (nuint)i);
+            m = Avx512F.Max(v, m);
+        }
+
+        float max = float.NegativeInfinity;
+        for (int l = 0; l < 16; l++)
+        {
+            float v = m.GetElement(l);
+            max = v > max ? v : max;
+        }
+
+        for (; i < x.Length; i++)
+        {
+            float v = Unsafe.Add(ref xr, i) * scale;
+            Unsafe.Add(ref xr, i) = v;
+            max = v > max ? v : max;
+        }
+
+        SoftMaxVector512(x, max);
+    }
+
+    // SoftMaxVector with one 16-lane register per group: the same exp lane by lane and the same Sum16 tree (upper 8 +
+    // lower 8 first), so the same bits.
+    private static void SoftMaxVector512(Span<float> x) => SoftMaxVector512(x, MaxVector(x));
+
+    private static void SoftMaxVector512(Span<float> x, float max)
+    {
+        double sum = 0;
+        var vmax = Vector512.Create(max);
+        ref float xr = ref MemoryMarshal.GetReference(x);
+        int i = 0;
+        for (; i + 16 <= x.Length; i += 16)
+        {
+            var e = GgmlArithmetic.Exp(Vector512.LoadUnsafe(ref xr, (nuint)i) - vmax);
+            e.StoreUnsafe(ref xr, (nuint)i);
+            sum += GgmlArithmetic.Sum16(e.GetLower(), e.GetUpper());
+        }
+
+        if (i < x.Length)
+        {
+            Span<float> lanes = stackalloc float[16];
+            lanes.Clear();
+            for (int l = 0; i + l < x.Length; l++)
+            {
+                float e = GgmlArithmetic.Exp(x[i + l] - max);
+                x[i + l] = e;
+                lanes[l] = e;
+            }
+
+            sum += GgmlArithmetic.Sum16(lanes);
+        }
+
+        TensorPrimitives.Multiply(x, (float)(1.0 / sum), x);
+    }
+
+    /// <summary>
+    /// The maximum as the scalar loop of <see cref="SoftMax"/> finds it (v &gt; max ? v : max from -infinity, so NaNs are
+    /// skipped), 16 lanes at a time with <c>vmaxps</c> (which returns its second operand unless the first is greater:
+    /// the same rule per lane), the lanes then combined by the same rule. Only the sign of a zero maximum can differ
+    /// from the scalar order, and x - (+0) and x - (-0) have the same exp.
+    /// </summary>
+    public static float MaxVector(ReadOnlySpan<float> x)
+    {
+        ref float xr = ref MemoryMarshal.GetReference(x);
+        int i = 0;
+        float max = float.NegativeInfinity;
+        if (Avx512F.IsSupported && x.Length >= 16)
+        {
+            var m0 = Vector512.Create(float.NegativeInfinity);
+            var m1 = m0;
+            for (; i + 32 <= x.Length; i += 32)
+            {
+                m0 = Avx512F.Max(Vector512.LoadUnsafe(ref xr, (nuint)i), m0);
+                m1 = Avx512F.Max(Vector512.LoadUnsafe(ref xr, (nuint)(i + 16)), m1);
+            }
+
+            for (; i + 16 <= x.Length; i += 16)
+            {
+                m0 = Avx512F.Max(Vector512.LoadUnsafe(ref xr, (nuint)i), m0);
+            }
+
+            m0 = Avx512F.Max(m1, m0);
+            for (int l = 0; l < 16; l++)
+            {
+                float v = m0.GetElement(l);
+                max = v > max ? v : max;
+            }
+        }
+
+        for (; i < x.Length; i++)
+        {
+            float v = Unsafe.Add(ref xr, i);
+            max = v > max ? v : max;
+        }
+
+        return max;
     }
 
     private static float Max(ReadOnlySpan<float> x)

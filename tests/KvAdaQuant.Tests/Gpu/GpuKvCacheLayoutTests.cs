@@ -46,6 +46,25 @@ public class GpuKvCacheLayoutTests
     }
 
     [Fact]
+    public void K4V2OnHeadDim64UsesTheTensorCoreKernel()
+    {
+        // Llama 3.2 1B: 16 layers, 8 KV heads of 64 dims, one per-token group of 64 per head row.
+        var llama1B = new ModelConfig { Dim = 2048, HiddenDim = 8192, Layers = 16, Heads = 32, KvHeads = 8, HeadDim = 64, VocabSize = 128256, ContextLength = 131072 };
+        var layout = GpuKvCacheLayout.Create(KvPlan.Parse("k4v2", 16), llama1B, 8, 32768);
+        Assert.All(layout.Layers, l => Assert.True(l.UsesFastKernel));
+
+        // Per head: K 32 code bytes + 1 pair x 4 bytes, V 16 + 4 bytes per position; window 96 rows x 64 x 2 bytes x (K + V).
+        long perHead = (32768L * (32 + 4)) + (32768L * (16 + 4)) + (96L * 64 * 2 * 2);
+        Assert.Equal(16L * 8 * 8 * perHead, layout.ByteCount);
+
+        // Other head dims, other groups or a chunk other than a multiple of 32 stay on the FP32 kernel.
+        var hd16 = llama1B with { Dim = 128, Heads = 8, KvHeads = 2, HeadDim = 16 };
+        Assert.All(GpuKvCacheLayout.Create(KvPlan.Parse("k4v2", 16), hd16, 1, 1024).Layers, l => Assert.False(l.UsesFastKernel));
+        Assert.All(GpuKvCacheLayout.Create(KvPlan.Parse("k4v2:g32", 16), llama1B, 1, 1024).Layers, l => Assert.False(l.UsesFastKernel));
+        Assert.All(GpuKvCacheLayout.Create(KvPlan.Parse("k4v2", 16), llama1B, 1, 1024, window: 63, flushChunk: 1).Layers, l => Assert.False(l.UsesFastKernel));
+    }
+
+    [Fact]
     public void ExplicitGroupAndWindowAreKept()
     {
         var layout = GpuKvCacheLayout.Create(KvPlan.Parse("k8v4:g32:r100", 32), Llama8B, 1, 1024);

@@ -54,7 +54,7 @@ public unsafe class FusedAttentionKernelsTests
     {
         Skip.IfNot(FusedAttentionKernels.IsSupported, "AVX-512 not available");
         var rng = new Random((bits * 1000) + (hd * 10) + g + (symmetric ? 7 : 0));
-        foreach (int count in new[] { 1, 7, 8, 9, 63, 64, 65, 130 })
+        foreach (int count in new[] { 1, 7, 8, 9, 16, 17, 24, 31, 48, 63, 64, 65, 130 })
         {
             foreach (int rep in new[] { 1, 3, 4, 5 })
             {
@@ -114,7 +114,7 @@ public unsafe class FusedAttentionKernelsTests
     {
         Skip.IfNot(FusedAttentionKernels.IsSupported, "AVX-512 not available");
         var rng = new Random(hd + (half ? 1 : 0));
-        foreach (int count in new[] { 1, 7, 8, 9, 64, 65, 130 })
+        foreach (int count in new[] { 1, 7, 8, 9, 16, 24, 31, 64, 65, 130 })
         {
             foreach (int rep in new[] { 1, 2, 4, 6 })
             {

@@ -61,6 +61,64 @@ public unsafe class GgmlArithmeticTests
                 Assert.True(Same(ss, sv) || (float.IsNaN(ss) && float.IsNaN(sv)), $"silu({xs[i + l]:R})");
             }
         }
+
+        while (xs.Count % 16 != 0)
+        {
+            xs.Add(-3f);
+        }
+
+        for (int i = 0; i < xs.Count; i += 16)
+        {
+            var v = GgmlArithmetic.Exp(Vector512.Create<float>(xs.GetRange(i, 16).ToArray()));
+            for (int l = 0; l < 16; l++)
+            {
+                float s = GgmlArithmetic.Exp(xs[i + l]);
+                Assert.True(Same(s, v.GetElement(l)) || (float.IsNaN(s) && float.IsNaN(v.GetElement(l))), $"exp512({xs[i + l]:R}): vector {v.GetElement(l):R}, scalar {s:R}");
+            }
+        }
+    }
+
+    [Fact]
+    public void ScaledSoftMax_GivesTheBitsOfMultiplyThenSoftMax()
+    {
+        var rng = new Random(13);
+        foreach (int n in new[] { 1, 15, 16, 17, 31, 33, 1000, 4099 })
+        {
+            foreach (float scale in new[] { 0.125f, 1f / MathF.Sqrt(128), 3f })
+            {
+                var x = Enumerable.Range(0, n).Select(_ => (float)((rng.NextDouble() * 80) - 40)).ToArray();
+                var want = (float[])x.Clone();
+                System.Numerics.Tensors.TensorPrimitives.Multiply(want, scale, want);
+                Kernels.SoftMax(want);
+                Kernels.ScaledSoftMax(x, scale);
+                for (int i = 0; i < n; i++)
+                {
+                    Assert.True(Same(want[i], x[i]), $"n {n}, scale {scale}, i {i}: {want[i]:R} vs {x[i]:R}");
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public void SoftMax_VectorMaximumSkipsNaNsAndEqualsTheScalarLoop()
+    {
+        var rng = new Random(12);
+        foreach (int n in new[] { 0, 1, 15, 16, 17, 31, 32, 33, 100, 1000 })
+        {
+            var x = Enumerable.Range(0, n).Select(_ => (float)((rng.NextDouble() * 200) - 100)).ToArray();
+            for (int i = 0; i < n; i += 7)
+            {
+                x[i] = i % 3 == 0 ? float.NaN : float.NegativeInfinity;
+            }
+
+            float expected = float.NegativeInfinity;
+            foreach (float v in x)
+            {
+                expected = v > expected ? v : expected;
+            }
+
+            Assert.True(Same(expected, Kernels.MaxVector(x)), $"n {n}");
+        }
     }
 
     [Fact]
@@ -183,7 +241,7 @@ public unsafe class GgmlArithmeticTests
     public void SoftMax_VectorPathGivesTheBitsOfTheScalarTwinAndIsAccurate()
     {
         var rng = new Random(8);
-        foreach (int n in new[] { 1, 2, 15, 16, 17, 33, 100, 160, 257 })
+        foreach (int n in new[] { 1, 2, 15, 16, 17, 33, 100, 160, 257, 4099, 32768 })
         {
             var x = Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() * 40 - 30)).ToArray();
             if (n > 3)

@@ -13,8 +13,8 @@ public sealed record GpuKvLayerLayout(PackedKvFormat? Keys, PackedKvFormat? Valu
     /// <summary>Whether the layer stores packed codes (else FP16 rows).</summary>
     public bool IsPacked => Keys is not null;
 
-    /// <summary>Whether the K4V2 tensor-core kernel serves this layer (K 4-bit and V 2-bit per-token g64, head dim 128).</summary>
-    public bool UsesFastKernel => AllowFastKernel && Keys is { BitsCode: 4, GroupSize: 64, Axis: PackedKvAxis.PerToken, HeadDim: 128 }
+    /// <summary>Whether the K4V2 tensor-core kernel serves this layer (K 4-bit and V 2-bit per-token g64, head dim 128 or 64).</summary>
+    public bool UsesFastKernel => AllowFastKernel && Keys is { BitsCode: 4, GroupSize: 64, Axis: PackedKvAxis.PerToken, HeadDim: 128 or 64 }
         && Values is { BitsCode: 2, GroupSize: 64, Axis: PackedKvAxis.PerToken };
 
     /// <summary>Device bytes of this layer for <paramref name="heads"/> (batch x KV heads) heads.</summary>

@@ -502,7 +502,7 @@ __device__ __forceinline__ void fast_step(const FastRaw& cur, const u32* qb0, co
 }
 
 #ifndef FAST_MIN_BLOCKS
-#define FAST_MIN_BLOCKS 4
+#define FAST_MIN_BLOCKS 3
 #endif
 #ifndef FAST_CPASYNC
 #define FAST_CPASYNC 1
@@ -510,7 +510,20 @@ __device__ __forceinline__ void fast_step(const FastRaw& cur, const u32* qb0, co
 #ifndef FAST_STAGES
 #define FAST_STAGES 3
 #endif
-#define FAST_STAGE_BYTES 3584  // 32 tokens: K codes 2048, K pairs 256, V codes 1024, V pairs 256
+// The K4V2 kernel's head dimension: 128 (two 64-dim groups per token) or 64 (one). The default path (FAST_FOLD and
+// FAST_V3) handles both; the older variants kept for measurement assume 128. For any other HEAD_DIM the file still
+// compiles (the generic kernels serve it) but the host never launches kvq_k4v2_fast.
+#if HEAD_DIM == 64
+#define FAST_HD 64
+#else
+#define FAST_HD 128
+#endif
+#define FAST_GROUPS (FAST_HD / 64)                            // per-token groups of 64 per head row
+#define FAST_SEGS (FAST_HD / 32)                              // 16-byte K segments per token (32 dims each)
+#define FAST_KP_OFF (16 * FAST_HD)                            // 32 tokens of K codes: 2048 / 1024 bytes
+#define FAST_V_OFF (FAST_KP_OFF + 128 * FAST_GROUPS)          // K (scale, zero) pairs: 256 / 128 bytes
+#define FAST_VP_OFF (FAST_V_OFF + 8 * FAST_HD)                // V codes: 1024 / 512 bytes
+#define FAST_STAGE_BYTES (FAST_VP_OFF + 128 * FAST_GROUPS)    // V pairs: 256 / 128 bytes; 3584 / 1792 in all
 
 __device__ __forceinline__ u32 smem_addr(const void* p)
 {
@@ -521,6 +534,7 @@ __device__ __forceinline__ u32 smem_addr(const void* p)
 
 __device__ __forceinline__ void cp_async16(u32 dst, const void* src) { asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src)); }
 __device__ __forceinline__ void cp_async8(u32 dst, const void* src) { asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"(dst), "l"(src)); }
+__device__ __forceinline__ void cp_async4(u32 dst, const void* src) { asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"(dst), "l"(src)); }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;"); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N)); }
@@ -758,44 +772,265 @@ __device__ __forceinline__ void fold_step(u32 kAddr, u32 vAddr, const u8* st, co
     fold_pv(vAddr, st, s, o, w, z, mRun, lRun, g);
 }
 
-// The FP16 residual window inside the fast kernel (its last split, when R > 0): warp w takes tokens w, w+4, ...;
-// lane holds dims 4*lane..4*lane+3 of every query head; online softmax per token in FP32.
+// ---------------------------------------------------------------------------------------------------
+// FAST_V3 (default): FAST_FOLD with fewer instructions per step.
+// - K codes without a shift for half of them: a nibble in bits 0..3 of a 16-bit lane OR 0x6400 is the half
+//   1024 + c, one in bits 4..7 OR 0x5400 is 64 + c (both exact), so a 32-bit word of 8 codes needs one shift
+//   (>> 8) and four lop3 instead of three shifts and four lop3. The accumulators start at
+//   -(1024 sum(q even dims) + 64 sum(q odd dims)) (the FP16 Q halves' sum), which leaves q . c.
+// - K's zero term z_g sum(q_g) and the running reference -n come out of one more mma per 16 tokens: A holds the
+//   token's two FP16 zeros (z_0, z_1 at k = 0, 1 and again at 2, 3), B the FP16 hi (k = 0, 1) and lo (k = 2, 3)
+//   parts of (sum(q_0), sum(q_1)) per head, zero elsewhere, C = -n: the score epilogue is then two FFMA per
+//   element and the scores come out already relative to the reference (p = 2^s).
+// - cp.async addresses advance by constants and the stages rotate without a modulo.
+// ---------------------------------------------------------------------------------------------------
+#ifndef FAST_V3
+#define FAST_V3 1
+#endif
+
+__device__ __forceinline__ void mma1688_c(float* d, u32 a0, u32 a1, u32 b0, float c0, float c1, float c2, float c3)
+{
+    asm("mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%7,%8,%9,%10};"
+        : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+        : "r"(a0), "r"(a1), "r"(b0), "f"(c0), "f"(c1), "f"(c2), "f"(c3));
+}
+
+struct V3Q
+{
+    u32 b0[FAST_SEGS][2], b1[FAST_SEGS][2];  // Q^T B fragments per (16-byte segment, half of its codes), as FoldQ
+    float init[FAST_GROUPS][2];              // -(1024 sum(q even) + 64 sum(q odd)) per (group, head 2t + e)
+    u32 sigB;                // zero-term B fragment for head g: t = 0: hi halves of (sum(q_0), sum(q_1)); t = 1: lo halves; else 0
+};
+
+// Scores relative to the reference n (log2 domain), s[m][..] as in fold_scores.
+__device__ __forceinline__ void v3_scores(u32 kAddr, const u8* st, const V3Q& fq, int g, float negN0, float negN1, float (*s)[4])
+{
+    const u32 m64 = 0x54005400u, m1024 = 0x64006400u, lo = 0x000F000Fu, hi = 0x00F000F0u;
+#if FAST_HD == 128
+    const uint2* kp = (const uint2*)(st + FAST_KP_OFF);
+#else
+    const u32* kp = (const u32*)(st + FAST_KP_OFF);
+#endif
+#pragma unroll
+    for (int m = 0; m < 2; m++)
+    {
+        u32 wa[FAST_SEGS], wb[FAST_SEGS];  // tokens 16m + g and 16m + 8 + g: word t of each 16-byte segment
+#if FAST_HD == 128
+        ldsm_x4(kAddr + 1024 * m, wa[0], wa[1], wa[2], wa[3]);
+        ldsm_x4(kAddr + 1024 * m + 512, wb[0], wb[1], wb[2], wb[3]);
+#else
+        // 32-byte rows: matrices (tokens 0..7, segment 0), (0..7, 1), (8..15, 0), (8..15, 1) of the 16 tokens.
+        ldsm_x4(kAddr + 512 * m, wa[0], wa[1], wb[0], wb[1]);
+#endif
+        float x[FAST_GROUPS][4];
+#pragma unroll
+        for (int grp = 0; grp < FAST_GROUPS; grp++)
+        {
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+            {
+                const int seg = 2 * grp + h;
+                const u32 qb00 = fq.b0[seg][0], qb10 = fq.b1[seg][0], qb01 = fq.b0[seg][1], qb11 = fq.b1[seg][1];
+                const u32 a = wa[seg], b = wb[seg], a8 = a >> 8, b8 = b >> 8;
+                // codes (0, 4) at bits 0..3 (1024 + c) and (1, 5) at bits 4..7 (64 + c)
+                const u32 a0 = and_or(a, lo, m1024), a1 = and_or(b, lo, m1024), a2 = and_or(a, hi, m64), a3 = and_or(b, hi, m64);
+                if (h == 0)
+                    mma16816_c(x[grp], a0, a1, a2, a3, qb00, qb10, fq.init[grp][0], fq.init[grp][1], fq.init[grp][0], fq.init[grp][1]);
+                else
+                    mma16816(x[grp], a0, a1, a2, a3, qb00, qb10);
+                // codes (2, 6) and (3, 7) of the word shifted by 8
+                mma16816(x[grp], and_or(a8, lo, m1024), and_or(b8, lo, m1024), and_or(a8, hi, m64), and_or(b8, hi, m64), qb01, qb11);
+            }
+        }
+#if FAST_HD == 128
+        const uint2 pa = kp[16 * m + g], pb = kp[16 * m + 8 + g];
+        const u32 za = __byte_perm(pa.x, pa.y, 0x7632), zb = __byte_perm(pb.x, pb.y, 0x7632);  // (z_0, z_1) of the token
+        float zt[4];
+        mma1688_c(zt, za, zb, fq.sigB, negN0, negN1, negN0, negN1);
+        const float sa0 = h2f_lo(pa.x), sa1 = h2f_lo(pa.y), sb0 = h2f_lo(pb.x), sb1 = h2f_lo(pb.y);
+#pragma unroll
+        for (int e = 0; e < 2; e++)
+        {
+            s[m][e] = fmaf(sa0, x[0][e], fmaf(sa1, x[1][e], zt[e]));
+            s[m][2 + e] = fmaf(sb0, x[0][2 + e], fmaf(sb1, x[1][2 + e], zt[2 + e]));
+        }
+#else
+        const u32 pa = kp[16 * m + g], pb = kp[16 * m + 8 + g];
+        const u32 za = __byte_perm(pa, 0u, 0x7632), zb = __byte_perm(pb, 0u, 0x7632);  // (z_0, 0) of the token
+        float zt[4];
+        mma1688_c(zt, za, zb, fq.sigB, negN0, negN1, negN0, negN1);
+        const float sa0 = h2f_lo(pa), sb0 = h2f_lo(pb);
+#pragma unroll
+        for (int e = 0; e < 2; e++)
+        {
+            s[m][e] = fmaf(sa0, x[0][e], zt[e]);
+            s[m][2 + e] = fmaf(sb0, x[0][2 + e], zt[2 + e]);
+        }
+#endif
+    }
+}
+
+// Scores are relative to the reference; it moves when one exceeds it by more than FAST_TAU, and on a warp's first
+// step (reference 0 before) it is set to the step's maximum. Moving it by d rescales the accumulators by 2^-d.
+__device__ __forceinline__ void v3_reference(float (*s)[4], float (*o)[4], float (*w)[4], float (*z)[2], float* nNeg, float* lRun, bool first)
+{
+    const bool over = fmaxf(fmaxf(s[0][0], s[0][2]), fmaxf(s[1][0], s[1][2])) > (float)FAST_TAU
+                      || fmaxf(fmaxf(s[0][1], s[0][3]), fmaxf(s[1][1], s[1][3])) > (float)FAST_TAU;
+    if (__any_sync(0xffffffffu, over) || first)
+    {
+        float mx0 = fmaxf(fmaxf(s[0][0], s[0][2]), fmaxf(s[1][0], s[1][2]));
+        float mx1 = fmaxf(fmaxf(s[0][1], s[0][3]), fmaxf(s[1][1], s[1][3]));
+#pragma unroll
+        for (int off = 4; off < 32; off <<= 1)
+        {
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+        }
+        const float d0 = first ? mx0 : fmaxf(mx0, 0.f), d1 = first ? mx1 : fmaxf(mx1, 0.f);
+        if (__any_sync(0xffffffffu, d0 != 0.f || d1 != 0.f))
+        {
+            if (!first)
+            {
+                const float al0 = fast_exp2(-d0), al1 = fast_exp2(-d1);
+                lRun[0] *= al0;
+                lRun[1] *= al1;
+#pragma unroll
+                for (int k = 0; k < 4 * FAST_GROUPS; k++) { o[k][0] *= al0; o[k][1] *= al1; o[k][2] *= al0; o[k][3] *= al1; }
+#pragma unroll
+                for (int grp = 0; grp < FAST_GROUPS; grp++)
+                {
+                    w[grp][0] *= al0; w[grp][1] *= al1; w[grp][2] *= al0; w[grp][3] *= al1;
+                    z[grp][0] *= al0; z[grp][1] *= al1;
+                }
+            }
+            nNeg[0] -= d0;
+            nNeg[1] -= d1;
+#pragma unroll
+            for (int m = 0; m < 2; m++) { s[m][0] -= d0; s[m][1] -= d1; s[m][2] -= d0; s[m][3] -= d1; }
+        }
+    }
+}
+
+// p = 2^s (scores relative to the reference): the sums per head of this lane's p, for the softmax denominator.
+__device__ __forceinline__ void v3_exp(const float (*s)[4], float (*p)[4], float* ps)
+{
+#pragma unroll
+    for (int m = 0; m < 2; m++)
+    {
+#pragma unroll
+        for (int i = 0; i < 4; i++) p[m][i] = fast_exp2(s[m][i]);
+    }
+    ps[0] = (p[0][0] + p[0][2]) + (p[1][0] + p[1][2]);
+    ps[1] = (p[0][1] + p[0][3]) + (p[1][1] + p[1][3]);
+}
+
+// O += V^T P'^T per group (as fold_pv), P' = p * scale.
+__device__ __forceinline__ void v3_pv(u32 vAddr, const u8* st, const float (*p)[4], float (*o)[4], float (*w)[4], float (*z)[2], int g)
+{
+    const u32 magicV = 0x64006400u;
+#if FAST_HD == 128
+    const uint2* vp = (const uint2*)(st + FAST_VP_OFF);
+#else
+    const u32* vp = (const u32*)(st + FAST_VP_OFF);
+    u32 yAll[4];  // 16-byte rows: matrices of tokens 0..7, 8..15, 16..23, 24..31
+    ldsm_x4_trans(vAddr, yAll[0], yAll[1], yAll[2], yAll[3]);
+#endif
+#pragma unroll
+    for (int m = 0; m < 2; m++)
+    {
+        const float p0 = p[m][0], p1 = p[m][1], p2 = p[m][2], p3 = p[m][3];
+        const u32 pk01 = pack_h2(p0, p1), pk23 = pack_h2(p2, p3);
+#if FAST_HD == 128
+        const uint2 va = vp[16 * m + g], vb = vp[16 * m + 8 + g];
+        u32 yv[4];  // (tokens 0..7, group 0), (0..7, 1), (8..15, 0), (8..15, 1)
+        ldsm_x4_trans(vAddr + 512 * m, yv[0], yv[1], yv[2], yv[3]);
+#else
+        const u32 vA = vp[16 * m + g], vB = vp[16 * m + 8 + g];
+        const u32 yv[4] = {yAll[2 * m], 0u, yAll[2 * m + 1], 0u};  // indexed as for 128: group 0 only
+#endif
+#pragma unroll
+        for (int grp = 0; grp < FAST_GROUPS; grp++)
+        {
+#if FAST_HD == 128
+            const u32 pairA = grp ? va.y : va.x, pairB = grp ? vb.y : vb.x;
+#else
+            const u32 pairA = vA, pairB = vB;
+#endif
+            const u32 b0 = transpose8x8(hmul2(pk01, __byte_perm(pairA, 0u, 0x1010)));
+            const u32 b1 = transpose8x8(hmul2(pk23, __byte_perm(pairB, 0u, 0x1010)));
+            const float zA = h2f_hi(pairA), zB = h2f_hi(pairB);
+            z[grp][0] = fmaf(p0, zA, fmaf(p2, zB, z[grp][0]));
+            z[grp][1] = fmaf(p1, zA, fmaf(p3, zB, z[grp][1]));
+            const u32 yA = yv[grp], yB = yv[2 + grp];
+            const u32 yA4 = yA << 4, yB4 = yB << 4, yA6 = yA >> 6, yB6 = yB >> 6;
+            const u32 c2 = 0x00300030u, c3 = 0x00C000C0u, c4 = 0x03000300u;
+            mma16816(o[4 * grp + 0], and_or(yA4, c2, magicV), and_or(yA4, c3, magicV), and_or(yB4, c2, magicV), and_or(yB4, c3, magicV), b0, b1);
+            mma16816(o[4 * grp + 1], and_or(yA, c2, magicV), and_or(yA, c3, magicV), and_or(yB, c2, magicV), and_or(yB, c3, magicV), b0, b1);
+            mma16816(o[4 * grp + 2], and_or(yA, c4, magicV), and_or(yA6, c2, magicV), and_or(yB, c4, magicV), and_or(yB6, c2, magicV), b0, b1);
+            mma16816(o[4 * grp + 3], and_or(yA6, c3, magicV), and_or(yA6, c4, magicV), and_or(yB6, c3, magicV), and_or(yB6, c4, magicV), b0, b1);
+            mma16816(w[grp], magicV, magicV, magicV, magicV, b0, b1);
+        }
+    }
+}
+
+// The FP16 residual window (or one chunk of it) inside the fast kernel, in its last blocks of each head: warp w takes tokens w, w+4, ...;
+// lane holds dims FAST_DPL*lane.. of every query head (4 for head dim 128, 2 for 64); online softmax per token in FP32.
+#define FAST_DPL (FAST_HD / 32)
 __device__ __forceinline__ void fast_residual(const u16* kr, const u16* vr, int R, const float* qrows, int ratio, float scaleLog2,
                                               int warp, int lane, float (*so)[MAX_RATIO][HEAD_DIM], float (*sml)[MAX_RATIO][2])
 {
-    float qv[MAX_RATIO][4], acc[MAX_RATIO][4], m[MAX_RATIO], l[MAX_RATIO];
+    float qv[MAX_RATIO][FAST_DPL], acc[MAX_RATIO][FAST_DPL], m[MAX_RATIO], l[MAX_RATIO];
 #pragma unroll
     for (int h = 0; h < MAX_RATIO; h++)
     {
         m[h] = NEG_BIG;
         l[h] = 0.f;
 #pragma unroll
-        for (int i = 0; i < 4; i++)
+        for (int i = 0; i < FAST_DPL; i++)
         {
-            qv[h][i] = h < ratio ? qrows[h * HEAD_DIM + 4 * lane + i] * scaleLog2 : 0.f;
+            qv[h][i] = h < ratio ? qrows[h * HEAD_DIM + FAST_DPL * lane + i] * scaleLog2 : 0.f;
             acc[h][i] = 0.f;
         }
     }
     for (int tok = warp; tok < R; tok += 4)
     {
+#if FAST_DPL == 4
         uint2 kk = *(const uint2*)(kr + (size_t)tok * HEAD_DIM + 4 * lane);
         uint2 vv = *(const uint2*)(vr + (size_t)tok * HEAD_DIM + 4 * lane);
         float k[4] = {h2f((u16)(kk.x & 0xFFFF)), h2f((u16)(kk.x >> 16)), h2f((u16)(kk.y & 0xFFFF)), h2f((u16)(kk.y >> 16))};
         float v[4] = {h2f((u16)(vv.x & 0xFFFF)), h2f((u16)(vv.x >> 16)), h2f((u16)(vv.y & 0xFFFF)), h2f((u16)(vv.y >> 16))};
+#else
+        u32 kk = *(const u32*)(kr + (size_t)tok * HEAD_DIM + 2 * lane);
+        u32 vv = *(const u32*)(vr + (size_t)tok * HEAD_DIM + 2 * lane);
+        float k[2] = {h2f_lo(kk), h2f_hi(kk)};
+        float v[2] = {h2f_lo(vv), h2f_hi(vv)};
+#endif
+        // Every head unconditionally (q is 0 beyond ratio), so the eight shuffle chains interleave instead of
+        // running one after another behind a branch on ratio.
+        float sc[MAX_RATIO];
 #pragma unroll
         for (int h = 0; h < MAX_RATIO; h++)
         {
-            if (h < ratio)
-            {
-                float s = qv[h][0] * k[0] + qv[h][1] * k[1] + qv[h][2] * k[2] + qv[h][3] * k[3];
-                for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
-                float mNew = fmaxf(m[h], s);
-                float alpha = exp2f(m[h] - mNew), p = exp2f(s - mNew);
-                m[h] = mNew;
-                l[h] = l[h] * alpha + p;
+            sc[h] = qv[h][0] * k[0] + qv[h][1] * k[1];
+#if FAST_DPL == 4
+            sc[h] += qv[h][2] * k[2] + qv[h][3] * k[3];
+#endif
+        }
 #pragma unroll
-                for (int i = 0; i < 4; i++) acc[h][i] = fmaf(p, v[i], acc[h][i] * alpha);
-            }
+        for (int o = 16; o > 0; o >>= 1)
+        {
+#pragma unroll
+            for (int h = 0; h < MAX_RATIO; h++) sc[h] += __shfl_xor_sync(0xffffffffu, sc[h], o);
+        }
+#pragma unroll
+        for (int h = 0; h < MAX_RATIO; h++)
+        {
+            const float mNew = fmaxf(m[h], sc[h]);
+            const float alpha = exp2f(m[h] - mNew), p = exp2f(sc[h] - mNew);
+            m[h] = mNew;
+            l[h] = l[h] * alpha + p;
+#pragma unroll
+            for (int i = 0; i < FAST_DPL; i++) acc[h][i] = fmaf(p, v[i], acc[h][i] * alpha);
         }
     }
 #pragma unroll
@@ -804,13 +1039,36 @@ __device__ __forceinline__ void fast_residual(const u16* kr, const u16* vr, int 
         if (h < ratio)
         {
 #pragma unroll
-            for (int i = 0; i < 4; i++) so[warp][h][4 * lane + i] = acc[h][i];
+            for (int i = 0; i < FAST_DPL; i++) so[warp][h][FAST_DPL * lane + i] = acc[h][i];
             if (lane == 0) { sml[warp][h][0] = m[h]; sml[warp][h][1] = l[h]; }
         }
     }
 }
 
-// Grid (quantized splits + (R > 0), kvHeads, batch); the last split takes the residual window.
+// One 32-token step into a warp's stage (FAST_V3): K codes, K pairs, V codes, V pairs from this lane's sources.
+__device__ __forceinline__ void fast_v3_issue(u32 stg, const u8* kG, const u8* kpG, const u8* vG, const u8* vpG, u32 kDst, u32 vDst, int lane)
+{
+#if FAST_HD == 128
+#pragma unroll
+    for (int i = 0; i < 4; i++) cp_async16(stg + kDst + 512 * i, kG + 512 * i);
+    cp_async8(stg + FAST_KP_OFF + 8 * lane, kpG);
+#pragma unroll
+    for (int i = 0; i < 2; i++) cp_async16(stg + FAST_V_OFF + vDst + 512 * i, vG + 512 * i);
+    cp_async8(stg + FAST_VP_OFF + 8 * lane, vpG);
+#else
+#pragma unroll
+    for (int i = 0; i < 2; i++) cp_async16(stg + kDst + 512 * i, kG + 512 * i);
+    cp_async4(stg + FAST_KP_OFF + 4 * lane, kpG);
+    cp_async16(stg + FAST_V_OFF + vDst, vG);
+    cp_async4(stg + FAST_VP_OFF + 4 * lane, vpG);
+#endif
+}
+
+#if FAST_HD != 128 && !(FAST_FOLD && FAST_V3)
+#error "head dim 64 in kvq_k4v2_fast needs the default path (FAST_FOLD 1, FAST_V3 1)"
+#endif
+
+// Grid (quantized splits + residual blocks, kvHeads, batch); the residual window is split over the last blocks.
 // FAST_CPASYNC 1: each warp streams its 32-token steps through FAST_STAGES shared-memory stages with cp.async;
 // 0: the next step is prefetched into registers.
 extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast(
@@ -827,7 +1085,26 @@ extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast
     float (*so)[MAX_RATIO][HEAD_DIM] = soBuf;
 #endif
     __shared__ float sml[4][MAX_RATIO][2];
-    const int split = blockIdx.x, kvh = blockIdx.y, b = blockIdx.z, kvHeads = gridDim.y;
+    // Splits [0, qSplits) of a (batch, KV head) take the packed tokens, the other gridDim.x - qSplits blocks equal
+    // chunks of the residual window. The linear block order puts every packed-token block first (head-major), then
+    // the window's blocks, so the long blocks spread evenly over the multiprocessors and the short ones fill in.
+    const int kvHeads = gridDim.y;
+    const int qSplits = T > 0 ? (T + tokensPerSplit - 1) / tokensPerSplit : 0;
+    const int lin = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+    const int heavy = kvHeads * gridDim.z * qSplits;
+    int split, headIdx;
+    if (lin < heavy)
+    {
+        headIdx = lin / qSplits;
+        split = lin - headIdx * qSplits;
+    }
+    else
+    {
+        const int rBlocks = gridDim.x - qSplits;
+        headIdx = (lin - heavy) / rBlocks;
+        split = qSplits + (lin - heavy - headIdx * rBlocks);
+    }
+    const int kvh = headIdx % kvHeads, b = headIdx / kvHeads;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const size_t bh = (size_t)b * kvHeads + kvh;
@@ -837,21 +1114,169 @@ extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast
     // waits on the device for this grid's results (griddepcontrol.wait), so this only hides its launch.
     asm volatile("griddepcontrol.launch_dependents;");
 #endif
-    const u8* kc = kCodes + bh * tStride * 64;
-    const u32* kpar = kParams + bh * tStride * 2;
-    const u8* vc = vCodes + bh * tStride * 32;
-    const u32* vpar = vParams + bh * tStride * 2;
+    const u8* kc = kCodes + bh * tStride * (FAST_HD / 2);
+    const u32* kpar = kParams + bh * tStride * FAST_GROUPS;
+    const u8* vc = vCodes + bh * tStride * (FAST_HD / 4);
+    const u32* vpar = vParams + bh * tStride * FAST_GROUPS;
 
-    if (R > 0 && split == gridDim.x - 1)
+    if (R > 0 && split >= qSplits)
     {
-        fast_residual(kRes + bh * rStride * HEAD_DIM, vRes + bh * rStride * HEAD_DIM, R, q + ((size_t)b * hqTotal + kvh * ratio) * HEAD_DIM,
+        const int rBlocks = gridDim.x - qSplits;
+        const int chunk = (R + rBlocks - 1) / rBlocks;
+        const int r0 = min(R, (split - qSplits) * chunk);
+        const size_t rowOff = (bh * rStride + r0) * HEAD_DIM;
+        fast_residual(kRes + rowOff, vRes + rowOff, min(chunk, R - r0), q + ((size_t)b * hqTotal + kvh * ratio) * HEAD_DIM,
                       ratio, scaleLog2, warp, lane, so, sml);
     }
     else
     {
         const int t0 = split * tokensPerSplit;
         const int t1 = min(T, t0 + tokensPerSplit);
-#if FAST_FOLD
+#if FAST_FOLD && FAST_V3
+        const u32 myStages = smem_addr(&stages[warp][0][0]);
+        const u8* myStagesGen = &stages[warp][0][0];
+        const int li = lane >> 3, lr = lane & 7;  // ldmatrix: this lane addresses row lr of matrix li
+#if FAST_HD == 128
+        const u32 kDst = (lane >> 2) * 64 + (((lane & 3) ^ ((lane >> 3) & 3)) << 4);
+        const u32 vDst = (lane >> 1) * 32 + (((lane & 1) ^ ((lane >> 3) & 1)) << 4);
+        const u32 kOff = lr * 64 + ((li ^ ((lr >> 1) & 3)) << 4);
+        const u32 vOff = FAST_V_OFF + 256 * (li >> 1) + 32 * lr + (((li & 1) ^ ((lr >> 2) & 1)) << 4);
+#else
+        // 32-byte K rows: segment s of token r at r * 32 + 16 (s ^ ((r >> 2) & 1)) (ldmatrix conflict-free);
+        // 16-byte V rows unswizzled (eight consecutive rows are 128 bytes).
+        const u32 kDst = (lane >> 1) * 32 + (((lane & 1) ^ ((lane >> 3) & 1)) << 4);
+        const u32 vDst = 16 * lane;
+        const u32 kOff = (8 * (li >> 1) + lr) * 32 + (((li & 1) ^ ((lr >> 2) & 1)) << 4);
+        const u32 vOff = FAST_V_OFF + 16 * lane;
+#endif
+        // This lane's cp.async sources for the warp's next step to issue; they advance by 128 tokens per step.
+        const size_t first = (size_t)(t0 + 32 * warp);
+        const u8* kG = kc + first * (FAST_HD / 2) + 16 * lane;
+        const u8* vG = vc + first * (FAST_HD / 4) + 16 * lane;
+        // (scale, zero) pairs: 8 bytes a token and 8-byte copies (head dim 128), 4 and 4 (64)
+        const u8* kpG = (const u8*)kpar + first * 4 * FAST_GROUPS + 4 * FAST_GROUPS * lane;
+        const u8* vpG = (const u8*)vpar + first * 4 * FAST_GROUPS + 4 * FAST_GROUPS * lane;
+        int nb = t0 + 32 * warp;
+#pragma unroll
+        for (int k = 0; k < FAST_STAGES - 1; k++)
+        {
+            if (nb < t1) fast_v3_issue(myStages + k * FAST_STAGE_BYTES, kG, kpG, vG, vpG, kDst, vDst, lane);
+            cp_async_commit();
+            nb += 128;
+            kG += 128 * (FAST_HD / 2); kpG += 128 * 4 * FAST_GROUPS; vG += 128 * (FAST_HD / 4); vpG += 128 * 4 * FAST_GROUPS;
+        }
+        V3Q fq;
+        {
+            const float* qrow = q + ((size_t)b * hqTotal + kvh * ratio + (g < ratio ? g : 0)) * HEAD_DIM;
+            const float qs = g < ratio ? scaleLog2 : 0.f;
+            float sumE[FAST_GROUPS], sumO[FAST_GROUPS];
+#pragma unroll
+            for (int grp = 0; grp < FAST_GROUPS; grp++) { sumE[grp] = 0.f; sumO[grp] = 0.f; }
+#pragma unroll
+            for (int seg = 0; seg < FAST_SEGS; seg++)
+            {
+#pragma unroll
+                for (int e = 0; e < 2; e++)
+                {
+                    const int d = 32 * seg + 8 * t + 2 * e;
+                    fq.b0[seg][e] = pack_h2(qrow[d] * qs, qrow[d + 4] * qs);      // even dims (codes at bits 0..3)
+                    fq.b1[seg][e] = pack_h2(qrow[d + 1] * qs, qrow[d + 5] * qs);  // odd dims (codes at bits 4..7)
+                    sumE[seg >> 1] += h2f_lo(fq.b0[seg][e]) + h2f_hi(fq.b0[seg][e]);
+                    sumO[seg >> 1] += h2f_lo(fq.b1[seg][e]) + h2f_hi(fq.b1[seg][e]);
+                }
+            }
+            float sig[2] = {0.f, 0.f};  // head dim 64: the second group's sum stays 0 (its zero is 0 in the A fragment too)
+#pragma unroll
+            for (int grp = 0; grp < FAST_GROUPS; grp++)
+            {
+                sumE[grp] += __shfl_xor_sync(0xffffffffu, sumE[grp], 1);
+                sumE[grp] += __shfl_xor_sync(0xffffffffu, sumE[grp], 2);
+                sumO[grp] += __shfl_xor_sync(0xffffffffu, sumO[grp], 1);
+                sumO[grp] += __shfl_xor_sync(0xffffffffu, sumO[grp], 2);
+                sig[grp] = sumE[grp] + sumO[grp];  // head g, every lane of the quad
+                const float negOff = fmaf(-1024.f, sumE[grp], -64.f * sumO[grp]);
+#pragma unroll
+                for (int e = 0; e < 2; e++) fq.init[grp][e] = __shfl_sync(0xffffffffu, negOff, 4 * (2 * t + e));
+            }
+            const u32 hiH = pack_h2(sig[0], sig[1]);
+            const u32 loH = pack_h2(sig[0] - h2f_lo(hiH), sig[1] - h2f_hi(hiH));
+            fq.sigB = t == 0 ? hiH : t == 1 ? loH : 0u;
+        }
+
+        float o[4 * FAST_GROUPS][4], w[FAST_GROUPS][4], z[FAST_GROUPS][2];
+#pragma unroll
+        for (int k = 0; k < 4 * FAST_GROUPS; k++) { o[k][0] = 0.f; o[k][1] = 0.f; o[k][2] = 0.f; o[k][3] = 0.f; }
+#pragma unroll
+        for (int grp = 0; grp < FAST_GROUPS; grp++) { w[grp][0] = 0.f; w[grp][1] = 0.f; w[grp][2] = 0.f; w[grp][3] = 0.f; z[grp][0] = 0.f; z[grp][1] = 0.f; }
+        float nNeg[2] = {0.f, 0.f}, lRun[2] = {0.f, 0.f};  // minus the reference, and the sum of p
+        bool firstStep = true;
+        u32 rOff = 0, wOff = (FAST_STAGES - 1) * FAST_STAGE_BYTES;  // stage read now / written now (the one read last)
+        for (int base = t0 + 32 * warp; base < t1; base += 128)
+        {
+            if (base + 128 * (FAST_STAGES - 1) < t1) fast_v3_issue(myStages + wOff, kG, kpG, vG, vpG, kDst, vDst, lane);
+            cp_async_commit();
+            kG += 128 * (FAST_HD / 2); kpG += 128 * 4 * FAST_GROUPS; vG += 128 * (FAST_HD / 4); vpG += 128 * 4 * FAST_GROUPS;
+            cp_async_wait<FAST_STAGES - 1>();
+            __syncwarp();
+            const u32 stAddr = myStages + rOff;
+            const u8* st = myStagesGen + rOff;
+            float s[2][4], p[2][4], ps[2];
+            v3_scores(stAddr + kOff, st, fq, g, nNeg[0], nNeg[1], s);
+            v3_reference(s, o, w, z, nNeg, lRun, firstStep);
+            v3_exp(s, p, ps);
+            firstStep = false;
+            lRun[0] += ps[0];
+            lRun[1] += ps[1];
+            v3_pv(stAddr + vOff, st, p, o, w, z, g);
+            __syncwarp();
+#if FAST_STAGES == 3
+            const u32 nr = 3 * FAST_STAGE_BYTES - rOff - wOff;  // the third stage
+#else
+            const u32 nr = rOff + FAST_STAGE_BYTES == FAST_STAGES * FAST_STAGE_BYTES ? 0u : rOff + FAST_STAGE_BYTES;
+#endif
+            wOff = rOff;
+            rOff = nr;
+        }
+        cp_async_wait<0>();
+        __syncthreads();  // every warp is done with the stages before they become the merge area
+        // The reference; with no step this warp's partial weighs nothing.
+        const float mRun[2] = {firstStep ? NEG_BIG : -nNeg[0], firstStep ? NEG_BIG : -nNeg[1]};
+
+#pragma unroll
+        for (int off = 4; off < 32; off <<= 1)
+        {
+            lRun[0] += __shfl_xor_sync(0xffffffffu, lRun[0], off);
+            lRun[1] += __shfl_xor_sync(0xffffffffu, lRun[1], off);
+#pragma unroll
+            for (int grp = 0; grp < FAST_GROUPS; grp++)
+            {
+                z[grp][0] += __shfl_xor_sync(0xffffffffu, z[grp][0], off);
+                z[grp][1] += __shfl_xor_sync(0xffffffffu, z[grp][1], off);
+            }
+        }
+        const float invA[4] = {1.f / 16.f, 1.f / 16.f, 1.f / 256.f, 1.f / 64.f};
+        const float invB[4] = {1.f / 64.f, 1.f / 64.f, 1.f / 16.f, 1.f / 256.f};
+#pragma unroll
+        for (int e = 0; e < 2; e++)
+        {
+            const int h = 2 * t + e;
+            if (h < ratio)
+            {
+#pragma unroll
+                for (int grp = 0; grp < FAST_GROUPS; grp++)
+                {
+#pragma unroll
+                    for (int i = 0; i < 4; i++)
+                    {
+                        const int d = 64 * grp + 8 * g + 2 * i;
+                        so[warp][h][d] = fmaf(o[4 * grp + i][e] - w[grp][e], invA[i], z[grp][e]);
+                        so[warp][h][d + 1] = fmaf(o[4 * grp + i][2 + e] - w[grp][e], invB[i], z[grp][e]);
+                    }
+                }
+                if (g == 0) { sml[warp][h][0] = mRun[e]; sml[warp][h][1] = lRun[e]; }
+            }
+        }
+#elif FAST_FOLD
         const u32 myStages = smem_addr(&stages[warp][0][0]);
         const u32 kDst = (lane >> 2) * 64 + (((lane & 3) ^ ((lane >> 3) & 3)) << 4);
         const u32 vDst = (lane >> 1) * 32 + (((lane & 1) ^ ((lane >> 3) & 1)) << 4);
@@ -1048,7 +1473,7 @@ extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast
     }
     __syncthreads();
     const int d = threadIdx.x;
-    for (int h = 0; h < ratio; h++)
+    for (int h = 0; h < ratio && d < HEAD_DIM; h++)
     {
         float mx = fmaxf(fmaxf(sml[0][h][0], sml[1][h][0]), fmaxf(sml[2][h][0], sml[3][h][0]));
         float acc = 0.f, l = 0.f;
@@ -1098,6 +1523,7 @@ extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast
             __syncthreads();
             const float* po = partO + ((size_t)b * hqTotal + kvh * ratio) * totalSplits * HEAD_DIM + d;
             float acc[MAX_RATIO];
+            const int dRatio = d < HEAD_DIM ? ratio : 0;  // threads beyond the head dimension (head dim 64) idle
 #pragma unroll
             for (int h = 0; h < MAX_RATIO; h++) acc[h] = 0.f;
             for (int s = 0; s < totalSplits; s++)
@@ -1105,13 +1531,13 @@ extern "C" __global__ void __launch_bounds__(128, FAST_MIN_BLOCKS) kvq_k4v2_fast
 #pragma unroll
                 for (int h = 0; h < MAX_RATIO; h++)
                 {
-                    if (h < ratio) acc[h] = fmaf(sw[h * totalSplits + s], ld_cg(po + ((size_t)h * totalSplits + s) * HEAD_DIM), acc[h]);
+                    if (h < dRatio) acc[h] = fmaf(sw[h * totalSplits + s], ld_cg(po + ((size_t)h * totalSplits + s) * HEAD_DIM), acc[h]);
                 }
             }
 #pragma unroll
             for (int h = 0; h < MAX_RATIO; h++)
             {
-                if (h < ratio) out[((size_t)b * hqTotal + kvh * ratio + h) * HEAD_DIM + d] = acc[h] * sInvL[h];
+                if (h < dRatio) out[((size_t)b * hqTotal + kvh * ratio + h) * HEAD_DIM + d] = acc[h] * sInvL[h];
             }
             if (threadIdx.x == 0) counters[bh] = 0u;
         }

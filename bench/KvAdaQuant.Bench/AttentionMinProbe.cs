@@ -1,0 +1,106 @@
+using System.Diagnostics;
+using System.Globalization;
+using KvAdaQuant.KvCache;
+using KvAdaQuant.Numerics;
+
+namespace KvAdaQuant.Bench;
+
+/// <summary>
+/// A stopwatch A/B probe for a shared machine: the fastest of many single-threaded decode steps of one layer (8 KV
+/// heads x 4 query heads, 32k positions, random keys and values, layers cycled as in <see cref="AttentionStepBenchmark"/>),
+/// timed as a whole (<c>QuantizedKvStore.Attend</c>) and in its three parts (scores, scale + softmax, values) on
+/// the same stores. The minimum filters out the time slices other processes take; run two builds one after the other.
+/// <c>dotnet run -c Release --project bench/KvAdaQuant.Bench -- --attention-min-probe k4v2</c>.
+/// </summary>
+public static class AttentionMinProbe
+{
+    /// <summary>Runs the probe for a cache spec on both shapes and prints one line per shape.</summary>
+    public static void Run(string kv)
+    {
+        Run("llama-3.2-1b", kv, 32768, 120);
+        Run("llama-3.1-8b", kv, 32768, 60);
+    }
+
+    private static void Run(string shape, string kv, int context, int steps)
+    {
+        const int Heads = AttentionStepBenchmark.KvHeads, Rep = AttentionStepBenchmark.QueryHeads;
+        int hd = AttentionStepBenchmark.HeadDimOf(shape);
+        int layers = AttentionStepBenchmark.LayersFor(shape, kv, context);
+        var layout = new KvLayout(1, Heads, hd, context);
+        var spec = KvPlan.Parse(kv, 1).Layers[0];
+        var stores = new QuantizedKvStore[layers];
+        var keys = new QuantizedTensorStore[layers];
+        var values = new QuantizedTensorStore[layers];
+        var rng = new Random(7);
+        const int Batch = 256;
+        var k = new float[Batch * Heads * hd];
+        var v = new float[Batch * Heads * hd];
+        for (int i = 0; i < k.Length; i++)
+        {
+            k[i] = (float)((rng.NextDouble() * 4) - 2);
+            v[i] = (float)((rng.NextDouble() * 2) - 1);
+        }
+
+        for (int l = 0; l < layers; l++)
+        {
+            stores[l] = new QuantizedKvStore(layout, spec);
+            keys[l] = new QuantizedTensorStore(layout, spec.K);
+            values[l] = new QuantizedTensorStore(layout, spec.V);
+            for (int t = 0; t < context; t += Batch)
+            {
+                int n = Math.Min(Batch, context - t);
+                stores[l].Append(k, v, n);
+                keys[l].Append(k, n);
+                values[l].Append(v, n);
+            }
+        }
+
+        var q = Enumerable.Range(0, Heads * Rep * hd).Select(i => (float)Math.Sin(i * 0.37)).ToArray();
+        var o = new float[Rep * hd];
+        var s = new float[Rep * context];
+        double step = double.MaxValue, scores = double.MaxValue, softmax = double.MaxValue, sums = double.MaxValue;
+        var sw = new Stopwatch();
+        for (int it = 0; it < steps; it++)
+        {
+            int l = it % layers;
+            sw.Restart();
+            for (int g = 0; g < Heads; g++)
+            {
+                stores[l].Attend(g, q.AsSpan(g * Rep * hd, Rep * hd), Rep, context, o, s);
+            }
+
+            step = Math.Min(step, sw.Elapsed.TotalMilliseconds);
+            double a = 0, b = 0, c = 0;
+            for (int g = 0; g < Heads; g++)
+            {
+                sw.Restart();
+                keys[l].Scores(g, q.AsSpan(g * Rep * hd, Rep * hd), Rep, context, s);
+                a += sw.Elapsed.TotalMilliseconds;
+                sw.Restart();
+                System.Numerics.Tensors.TensorPrimitives.Multiply(s, layout.Scale, s);
+                for (int r = 0; r < Rep; r++)
+                {
+                    Kernels.SoftMax(s.AsSpan(r * context, context));
+                }
+
+                b += sw.Elapsed.TotalMilliseconds;
+                sw.Restart();
+                Array.Clear(o);
+                values[l].Accumulate(g, s, Rep, context, o);
+                c += sw.Elapsed.TotalMilliseconds;
+            }
+
+            scores = Math.Min(scores, a);
+            softmax = Math.Min(softmax, b);
+            sums = Math.Min(sums, c);
+        }
+
+        foreach (var d in stores.Cast<IDisposable>().Concat(keys).Concat(values))
+        {
+            d.Dispose();
+        }
+
+        var ci = CultureInfo.InvariantCulture;
+        Console.WriteLine(string.Create(ci, $"{shape} {kv} {context}: min of {steps} steps: step {step:F3} ms ({AttentionStepBenchmark.CacheBytes(shape, kv, context) / (step * 1e6):F2} GB/s); parts: scores {scores:F3} ms, scale + softmax {softmax:F3} ms, values {sums:F3} ms"));
+    }
+}
