@@ -10,8 +10,6 @@ namespace KvAdaQuant.GpuBench;
 /// <summary>Verifies the GPU kernels against the CPU reference and times them; prints tables, writes results.</summary>
 internal static class GpuBenchCommand
 {
-    private const int HeadDim = 128;
-
     public static int Run(string[] args)
     {
         GpuBenchOptions options;
@@ -22,7 +20,7 @@ internal static class GpuBenchCommand
         catch (Exception e) when (e is ArgumentException or FormatException)
         {
             Console.Error.WriteLine(e.Message);
-            Console.Error.WriteLine("usage: kvaq-gpubench verify|bench|all [--out DIR] [--torch FILE] [--cubin FILE] [--iters N] [--splits auto|all]");
+            Console.Error.WriteLine("usage: kvaq-gpubench verify|bench|all [--out DIR] [--torch FILE] [--cubin FILE] [--iters N] [--splits auto|all] [--head-dim 128|64]");
             return 2;
         }
 
@@ -36,7 +34,8 @@ internal static class GpuBenchCommand
         {
             Directory.CreateDirectory(options.OutDir);
             byte[]? cubin = options.Cubin is null ? null : File.ReadAllBytes(options.Cubin);
-            using var attention = new CudaPackedKvAttention(context!, HeadDim, cubin);
+            int headDim = options.HeadDim;
+            using var attention = new CudaPackedKvAttention(context!, headDim, cubin);
             var report = new StringBuilder();
             report.AppendLine(CultureInfo.InvariantCulture, $"device: {context!.DeviceName}, {context.Arch}, {context.MultiprocessorCount} SMs; module: {attention.BuildNote}");
             foreach (CudaKernel k in new[] { attention.Fast, attention.Generic, attention.Residual, attention.Combine })
@@ -48,12 +47,12 @@ internal static class GpuBenchCommand
             bool ok = true;
             if (options.Mode is "verify" or "all")
             {
-                ok &= Verify(context, attention, report);
+                ok &= Verify(context, attention, report, headDim);
             }
 
             if (options.Mode is "bench" or "all" or "profile")
             {
-                ok &= Bench(context, attention, options, report, options.Mode == "profile");
+                ok &= Bench(context, attention, options, report, options.Mode == "profile", headDim);
             }
 
             File.WriteAllText(Path.Combine(options.OutDir, "gpu_report.md"), report.ToString());
@@ -61,6 +60,9 @@ internal static class GpuBenchCommand
             return ok ? 0 : 1;
         }
     }
+
+    // The group size of a format spec such as "4:g64:tok".
+    private static int GroupOf(string spec) => int.Parse(spec.Split(':')[1][1..], CultureInfo.InvariantCulture);
 
     private static (double MaxRel, double L2Rel, bool Finite) Compare(float[] got, float[] reference)
     {
@@ -88,7 +90,7 @@ internal static class GpuBenchCommand
         }
     }
 
-    private static bool Verify(CudaContext context, CudaPackedKvAttention attention, StringBuilder report)
+    private static bool Verify(CudaContext context, CudaPackedKvAttention attention, StringBuilder report, int headDim)
     {
         var cases = new List<(string K, string V, int B, int KvHeads, int QHeads, int Positions, int Residual)>();
         foreach (string bits in new[] { "1", "1.58", "2", "3", "4", "5", "6", "8" })
@@ -118,15 +120,20 @@ internal static class GpuBenchCommand
         foreach (var c in cases)
         {
             var rng = new Random(seed++);
-            PackedKvFormat kf = PackedKvFormat.Parse(c.K, HeadDim), vf = PackedKvFormat.Parse(c.V, HeadDim);
-            int n = c.B * c.KvHeads * c.Positions * HeadDim;
+            if (GroupOf(c.K) > headDim || GroupOf(c.V) > headDim)
+            {
+                continue; // e.g. groups of 128 at head dim 64
+            }
+
+            PackedKvFormat kf = PackedKvFormat.Parse(c.K, headDim), vf = PackedKvFormat.Parse(c.V, headDim);
+            int n = c.B * c.KvHeads * c.Positions * headDim;
             var keys = new float[n];
             var values = new float[n];
-            var queries = new float[c.B * c.QHeads * HeadDim];
-            double[] channelBias = Enumerable.Range(0, HeadDim).Select(i => (i % 17 == 0 ? 4.0 : 0.5) * Math.Sin(i)).ToArray();
-            Random(rng, keys, 1.0, i => channelBias[i], HeadDim);
-            Random(rng, values, 1.0, i => Math.Cos(0.3 * i), HeadDim);
-            Random(rng, queries, 2.0, _ => 0, HeadDim);
+            var queries = new float[c.B * c.QHeads * headDim];
+            double[] channelBias = Enumerable.Range(0, headDim).Select(i => (i % 17 == 0 ? 4.0 : 0.5) * Math.Sin(i)).ToArray();
+            Random(rng, keys, 1.0, i => channelBias[i], headDim);
+            Random(rng, values, 1.0, i => Math.Cos(0.3 * i), headDim);
+            Random(rng, queries, 2.0, _ => 0, headDim);
             PackedKvBatch batch = PackedKvQuantizer.Quantize(keys, values, c.B, c.KvHeads, c.QHeads, c.Positions, c.Residual, kf, vf);
             float[] reference = PackedKvAttentionReference.Attend(batch, queries);
             using PackedKvDeviceCache device = attention.Upload(batch);
@@ -163,11 +170,11 @@ internal static class GpuBenchCommand
         ("fold-b4-r1", ["FAST_V3=0", "FAST_MIN_BLOCKS=4"], 1),
     ];
 
-    private static bool Bench(CudaContext context, CudaPackedKvAttention attention, GpuBenchOptions options, StringBuilder report, bool profileOnly)
+    private static bool Bench(CudaContext context, CudaPackedKvAttention attention, GpuBenchOptions options, StringBuilder report, bool profileOnly, int headDim)
     {
         const int kvHeads = 8, qHeads = 32, residual = 64;
-        var kf = new PackedKvFormat(4, 64, PackedKvAxis.PerToken, HeadDim);
-        var vf = new PackedKvFormat(2, 64, PackedKvAxis.PerToken, HeadDim);
+        var kf = new PackedKvFormat(4, 64, PackedKvAxis.PerToken, headDim);
+        var vf = new PackedKvFormat(2, 64, PackedKvAxis.PerToken, headDim);
         Shape[] shapes = profileOnly ? [new(8, 32768)] : [new(8, 32768), new(1, 32768), new(1, 131072), new(16, 8192)];
         JsonElement? torch = null;
         if (options.TorchJson is not null && File.Exists(options.TorchJson))
@@ -178,9 +185,9 @@ internal static class GpuBenchCommand
         var variants = new List<(string Name, CudaPackedKvAttention Module, int ResidualBlocks)> { (Variants[0].Name, attention, Variants[0].ResidualBlocks) };
         if (!profileOnly && options.Cubin is null)
         {
-            foreach (var v in Variants.Skip(1))
+            foreach (var v in Variants.Skip(1).Where(v => headDim == 128 || v.Defines.Length == 0))
             {
-                var module = v.Defines.Length == 0 ? attention : new CudaPackedKvAttention(context, HeadDim, null, v.Defines);
+                var module = v.Defines.Length == 0 ? attention : new CudaPackedKvAttention(context, headDim, null, v.Defines);
                 variants.Add((v.Name, module, v.ResidualBlocks));
                 report.AppendLine(CultureInfo.InvariantCulture, $"variant {v.Name}: kvq_k4v2_fast {module.Fast.Registers} registers, {module.Fast.LocalBytes} B local");
             }
@@ -194,7 +201,7 @@ internal static class GpuBenchCommand
         foreach (Shape s in shapes)
         {
             int quantized = s.Positions - residual;
-            long bytesOne = ((long)s.Batch * kvHeads * (kf.BytesPerHead(quantized) + vf.BytesPerHead(quantized))) + (4L * s.Batch * kvHeads * residual * HeadDim);
+            long bytesOne = ((long)s.Batch * kvHeads * (kf.BytesPerHead(quantized) + vf.BytesPerHead(quantized))) + (4L * s.Batch * kvHeads * residual * headDim);
             int copies = (int)Math.Clamp((3L * 60_000_000 + bytesOne - 1) / bytesOne, 1, 16);
             var caches = new List<PackedKvDeviceCache>();
             for (int i = 0; i < copies; i++)
@@ -202,8 +209,8 @@ internal static class GpuBenchCommand
                 caches.Add(attention.AllocateRandom(kf, vf, s.Batch, kvHeads, qHeads, quantized, residual, (uint)(100 + (17 * i))));
             }
 
-            var queries = new float[s.Batch * qHeads * HeadDim];
-            Random(rng, queries, 1.0, _ => 0, HeadDim);
+            var queries = new float[s.Batch * qHeads * headDim];
+            Random(rng, queries, 1.0, _ => 0, headDim);
             using CudaDeviceBuffer q = context.Upload<float>(queries);
             using CudaDeviceBuffer output = context.Allocate(4L * queries.Length);
             using CudaDeviceBuffer outputGeneric = context.Allocate(4L * queries.Length);
@@ -309,7 +316,7 @@ internal static class GpuBenchCommand
         }
 
         report.AppendLine();
-        report.AppendLine("## Decode attention, K4V2 (per-token groups of 64, FP16 scale and min) + FP16 residual window of 64; 32 query heads, 8 KV heads, head dim 128");
+        report.AppendLine(CultureInfo.InvariantCulture, $"## Decode attention, K4V2 (per-token groups of 64, FP16 scale and min) + FP16 residual window of 64; 32 query heads, 8 KV heads, head dim {headDim}");
         report.AppendLine();
         if (torch is JsonElement tj)
         {

@@ -1,7 +1,7 @@
 namespace KvAdaQuant.GpuBench;
 
 /// <summary>Command-line options of the GPU benchmark.</summary>
-internal sealed record GpuBenchOptions(string Mode, string OutDir, string? TorchJson, string? Cubin, int Iterations, bool SweepSplits)
+internal sealed record GpuBenchOptions(string Mode, string OutDir, string? TorchJson, string? Cubin, int Iterations, bool SweepSplits, int HeadDim = 128)
 {
     public static GpuBenchOptions Parse(string[] args)
     {
@@ -15,6 +15,7 @@ internal sealed record GpuBenchOptions(string Mode, string OutDir, string? Torch
         string? torch = null, cubin = null;
         int iters = 200;
         bool sweep = true;
+        int headDim = 128;
         for (int i = 1; i < args.Length; i++)
         {
             string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]}: missing value.");
@@ -32,10 +33,18 @@ internal sealed record GpuBenchOptions(string Mode, string OutDir, string? Torch
                         string other => throw new ArgumentException($"--splits: '{other}' is not auto or all."),
                     };
                     break;
+                case "--head-dim":
+                    headDim = Next() switch
+                    {
+                        "128" => 128,
+                        "64" => 64,
+                        string other => throw new ArgumentException($"--head-dim: '{other}' is not 64 or 128."),
+                    };
+                    break;
                 default: throw new ArgumentException($"{args[i]}: unknown option.");
             }
         }
 
-        return new GpuBenchOptions(mode, outDir, torch, cubin, iters, sweep);
+        return new GpuBenchOptions(mode, outDir, torch, cubin, iters, sweep, headDim);
     }
 }

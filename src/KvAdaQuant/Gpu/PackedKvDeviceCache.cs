@@ -72,9 +72,9 @@ public sealed class PackedKvDeviceCache : IDisposable
         ((long)Batch * KvHeads * (KeyFormat.BytesPerHead(QuantizedTokens) + ValueFormat.BytesPerHead(QuantizedTokens)))
         + (4L * Batch * KvHeads * ResidualTokens * HeadDim);
 
-    /// <summary>True when the K4V2 tensor-core kernel applies: K 4-bit and V 2-bit per-token groups of 64, D 128, GQA ratio &lt;= 8, 32 | T.</summary>
+    /// <summary>True when the K4V2 tensor-core kernel applies: K 4-bit and V 2-bit per-token groups of 64, D 128 or 64, GQA ratio &lt;= 8, 32 | T.</summary>
     public bool FastPathApplies =>
-        KeyFormat is { BitsCode: 4, GroupSize: 64, Axis: PackedKvAxis.PerToken, HeadDim: 128 }
+        KeyFormat is { BitsCode: 4, GroupSize: 64, Axis: PackedKvAxis.PerToken, HeadDim: 128 or 64 }
         && ValueFormat is { BitsCode: 2, GroupSize: 64, Axis: PackedKvAxis.PerToken }
         && QueryHeads / KvHeads <= 8
         && QuantizedTokens % 32 == 0;
