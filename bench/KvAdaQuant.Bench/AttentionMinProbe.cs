@@ -35,11 +35,7 @@ public static class AttentionMinProbe
         const int Batch = 256;
         var k = new float[Batch * Heads * hd];
         var v = new float[Batch * Heads * hd];
-        for (int i = 0; i < k.Length; i++)
-        {
-            k[i] = (float)((rng.NextDouble() * 4) - 2);
-            v[i] = (float)((rng.NextDouble() * 2) - 1);
-        }
+        AttentionStepBenchmark.RandomKeysAndValues(rng, k, v);
 
         for (int l = 0; l < layers; l++)
         {

@@ -55,12 +55,7 @@ public class AttentionPartsBenchmarks : IDisposable
             _values[l] = new QuantizedTensorStore(layout, spec.V);
             for (int t = 0; t < Context; t += Batch)
             {
-                for (int i = 0; i < k.Length; i++)
-                {
-                    k[i] = (float)((rng.NextDouble() * 4) - 2);
-                    v[i] = (float)((rng.NextDouble() * 2) - 1);
-                }
-
+                AttentionStepBenchmark.RandomKeysAndValues(rng, k, v);
                 int n = Math.Min(Batch, Context - t);
                 _keys[l].Append(k, n);
                 _values[l].Append(v, n);

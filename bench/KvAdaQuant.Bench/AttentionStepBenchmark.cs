@@ -70,6 +70,16 @@ public abstract class AttentionStepBenchmark : IDisposable, IParallelWork
     public static int LayersFor(string shape, string kv, int context) =>
         (int)Math.Clamp((TargetBytes + CacheBytes(shape, kv, context) - 1) / CacheBytes(shape, kv, context), 1, ModelLayersOf(shape));
 
+    /// <summary>Keys uniform in [-2, 2) and values in [-1, 1), drawn alternately (k[i], then v[i]) from <paramref name="rng"/>.</summary>
+    public static void RandomKeysAndValues(Random rng, float[] k, float[] v)
+    {
+        for (int i = 0; i < k.Length; i++)
+        {
+            k[i] = (float)((rng.NextDouble() * 4) - 2);
+            v[i] = (float)((rng.NextDouble() * 2) - 1);
+        }
+    }
+
     /// <summary>Fills <see cref="Layers"/> layers with <see cref="Context"/> random positions.</summary>
     [GlobalSetup]
     public void Setup()
@@ -84,11 +94,7 @@ public abstract class AttentionStepBenchmark : IDisposable, IParallelWork
         const int Pool = 4096;
         var k = new float[Pool * KvHeads * hd];
         var v = new float[Pool * KvHeads * hd];
-        for (int i = 0; i < k.Length; i++)
-        {
-            k[i] = (float)((rng.NextDouble() * 4) - 2);
-            v[i] = (float)((rng.NextDouble() * 2) - 1);
-        }
+        RandomKeysAndValues(rng, k, v);
 
         for (int l = 0; l < layers; l++)
         {

@@ -17,48 +17,13 @@ namespace KvAdaQuant.Cli.Commands;
 /// </summary>
 internal static class VerifyDecodeCommand
 {
-    // A tiny Llama with head dimension 128, so the K4V2 tensor-core kernel serves the packed cache.
-    private static readonly SyntheticModelPreset TinyHd128 = new(
-        "tiny-llama-hd128",
-        new ModelConfig
-        {
-            Architecture = "llama",
-            Dim = 512,
-            HiddenDim = 1024,
-            Layers = 2,
-            Heads = 4,
-            KvHeads = 2,
-            HeadDim = 128,
-            VocabSize = 512,
-            ContextLength = 1024,
-            NormEps = 1e-5f,
-            RopeTheta = 500000f,
-            RopeScaling = new RopeScaling(32f, 1f, 4f, 8192),
-            RopeLayout = RopeLayout.Interleaved,
-        },
-        false);
+    // Tiny Llamas with head dimension 128 (4 heads) and 64 (8 heads, 4 query heads per KV head as Llama 3.2 1B), so the
+    // K4V2 tensor-core kernel's head-128 and head-64 variants serve the packed cache.
+    private static readonly SyntheticModelPreset TinyHd128 = TinyLlama("tiny-llama-hd128", heads: 4);
+    private static readonly SyntheticModelPreset TinyHd64 = TinyLlama("tiny-llama-hd64", heads: 8);
 
-    // A tiny Llama with head dimension 64 and 4 query heads per KV head (as Llama 3.2 1B), so the K4V2 tensor-core
-    // kernel's head-64 variant serves the packed cache.
-    private static readonly SyntheticModelPreset TinyHd64 = new(
-        "tiny-llama-hd64",
-        new ModelConfig
-        {
-            Architecture = "llama",
-            Dim = 512,
-            HiddenDim = 1024,
-            Layers = 2,
-            Heads = 8,
-            KvHeads = 2,
-            HeadDim = 64,
-            VocabSize = 512,
-            ContextLength = 1024,
-            NormEps = 1e-5f,
-            RopeTheta = 500000f,
-            RopeScaling = new RopeScaling(32f, 1f, 4f, 8192),
-            RopeLayout = RopeLayout.Interleaved,
-        },
-        false);
+    private static SyntheticModelPreset TinyLlama(string name, int heads) =>
+        new(name, SyntheticModelPreset.Llama(512, 1024, 2, heads, 2, 512, 1024, 500000f, new RopeScaling(32f, 1f, 4f, 8192), tied: false), false);
 
     public static Command Create()
     {

@@ -334,7 +334,14 @@ internal static unsafe class FusedAttentionKernels
                 {
                     for (int u = 0; u < 8; u += 2)
                     {
-                        ScorePair<TDecoder>(block + ((t + u) * rowBytes), rowBytes, hd, pbuf + ((t + u) * np), np, idx, q0, q1, q2, q3, fold + u);
+                        // The pair's 16-lane sums split into the two tokens' 8-lane partials (the same adds as a
+                        // lower + upper fold of each token's accumulator).
+                        ScorePairWide<TDecoder>(block + ((t + u) * rowBytes), rowBytes, hd, pbuf + ((t + u) * np), np, idx, q0, q1, q2, q3, pairs);
+                        for (int r = 0; r < HeadBlock; r++)
+                        {
+                            fold[(r * 8) + u] = pairs[r * 8].GetLower();
+                            fold[(r * 8) + u + 1] = pairs[r * 8].GetUpper();
+                        }
                     }
 
                     for (int r = 0; r < nh; r++)
@@ -479,49 +486,6 @@ internal static unsafe class FusedAttentionKernels
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Merge4(Vector512<float> a, Vector512<float> b) =>
         Avx512F.Shuffle(a, b, 0x88) + Avx512F.Shuffle(a, b, 0xDD);
-
-    // Two consecutive tokens at once: each query vector loaded once serves both (loads, not FMAs, bound this loop).
-    // Writes the two tokens' 8-lane partial sums to fold[r * 8] and fold[r * 8 + 1] for the four heads r.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void ScorePair<TDecoder>(byte* row, int rowBytes, int hd, float* prm, int np, int* idx, float* q0, float* q1, float* q2, float* q3, Vector256<float>* fold)
-        where TDecoder : ISlabDecoder
-    {
-        Vector512<float> p0 = default, p1 = default, r0 = default, r1 = default;
-        if (TDecoder.NeedsParamVectors)
-        {
-            p0 = Vector512.Load(prm);
-            p1 = Vector512.Load(prm + 16);
-            r0 = Vector512.Load(prm + np);
-            r1 = Vector512.Load(prm + np + 16);
-        }
-
-        var a0 = Vector512<float>.Zero;
-        var a1 = Vector512<float>.Zero;
-        var a2 = Vector512<float>.Zero;
-        var a3 = Vector512<float>.Zero;
-        var b0 = Vector512<float>.Zero;
-        var b1 = Vector512<float>.Zero;
-        var b2 = Vector512<float>.Zero;
-        var b3 = Vector512<float>.Zero;
-        for (int s = 0; s < hd; s += Slab)
-        {
-            TDecoder.Decode(row, s, prm, p0, p1, idx, out var y0, out var y1, out var y2, out var y3);
-            TDecoder.Decode(row + rowBytes, s, prm + np, r0, r1, idx, out var z0, out var z1, out var z2, out var z3);
-            DotPair(y0, y1, y2, y3, z0, z1, z2, z3, q0 + s, ref a0, ref b0);
-            DotPair(y0, y1, y2, y3, z0, z1, z2, z3, q1 + s, ref a1, ref b1);
-            DotPair(y0, y1, y2, y3, z0, z1, z2, z3, q2 + s, ref a2, ref b2);
-            DotPair(y0, y1, y2, y3, z0, z1, z2, z3, q3 + s, ref a3, ref b3);
-        }
-
-        fold[0] = a0.GetLower() + a0.GetUpper();
-        fold[1] = b0.GetLower() + b0.GetUpper();
-        fold[8] = a1.GetLower() + a1.GetUpper();
-        fold[9] = b1.GetLower() + b1.GetUpper();
-        fold[16] = a2.GetLower() + a2.GetUpper();
-        fold[17] = b2.GetLower() + b2.GetUpper();
-        fold[24] = a3.GetLower() + a3.GetUpper();
-        fold[25] = b3.GetLower() + b3.GetUpper();
-    }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void DotPair(Vector512<float> y0, Vector512<float> y1, Vector512<float> y2, Vector512<float> y3, Vector512<float> z0, Vector512<float> z1, Vector512<float> z2, Vector512<float> z3, float* q, ref Vector512<float> a, ref Vector512<float> b)

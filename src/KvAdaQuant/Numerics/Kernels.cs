@@ -48,22 +48,28 @@ public static class Kernels
     {
         float max = Max(x);
         double sum = 0;
-        Span<float> lanes = stackalloc float[16];
         for (int i = 0; i < x.Length; i += 16)
         {
-            int m = Math.Min(16, x.Length - i);
-            lanes.Clear();
-            for (int l = 0; l < m; l++)
-            {
-                float e = GgmlArithmetic.Exp(x[i + l] - max);
-                x[i + l] = e;
-                lanes[l] = e;
-            }
-
-            sum += GgmlArithmetic.Sum16(lanes);
+            sum += ExpGroup(x.Slice(i, Math.Min(16, x.Length - i)), max);
         }
 
         TensorPrimitives.Multiply(x, (float)(1.0 / sum), x);
+    }
+
+    // One softmax group of up to 16 values, scalar: x = exp(x - max) in place, returning the group's Sum16 (missing
+    // lanes zero).
+    private static float ExpGroup(Span<float> group, float max)
+    {
+        Span<float> lanes = stackalloc float[16];
+        lanes.Clear();
+        for (int l = 0; l < group.Length; l++)
+        {
+            float e = GgmlArithmetic.Exp(group[l] - max);
+            group[l] = e;
+            lanes[l] = e;
+        }
+
+        return GgmlArithmetic.Sum16(lanes);
     }
 
     /// <summary>
@@ -94,16 +100,7 @@ public static class Kernels
 
         if (i < x.Length)
         {
-            Span<float> lanes = stackalloc float[16];
-            lanes.Clear();
-            for (int l = 0; i + l < x.Length; l++)
-            {
-                float e = GgmlArithmetic.Exp(x[i + l] - max);
-                x[i + l] = e;
-                lanes[l] = e;
-            }
-
-            sum += GgmlArithmetic.Sum16(lanes);
+            sum += ExpGroup(x[i..], max);
         }
 
         TensorPrimitives.Multiply(x, (float)(1.0 / sum), x);
@@ -169,16 +166,7 @@ public static class Kernels
 
         if (i < x.Length)
         {
-            Span<float> lanes = stackalloc float[16];
-            lanes.Clear();
-            for (int l = 0; i + l < x.Length; l++)
-            {
-                float e = GgmlArithmetic.Exp(x[i + l] - max);
-                x[i + l] = e;
-                lanes[l] = e;
-            }
-
-            sum += GgmlArithmetic.Sum16(lanes);
+            sum += ExpGroup(x[i..], max);
         }
 
         TensorPrimitives.Multiply(x, (float)(1.0 / sum), x);

@@ -62,7 +62,7 @@ public class LlamaCppAgreementTests(ConvertedModels converted, ITestOutputHelper
         Assert.True(ours.Config.KvHeads < ours.Config.Heads, "tiny-qwen2 should use grouped-query attention");
         Assert.Equal(Model.RopeLayout.HalfSplit, ours.Config.RopeLayout);
         Assert.NotNull(ours.Weights.Layers[0].Bq);
-        var tokens = RandomTokens(128, ours.Config.VocabSize, seed: 11);
+        var tokens = AgreementTokens.Random(128, ours.Config.VocabSize, seed: 11);
         AssertAgreement($"tiny-qwen2 {type}", ours, gguf, tokens, bound, minTop1Agreement: 1.0, bitIdentical: type != GgmlType.F32);
     }
 
@@ -75,7 +75,7 @@ public class LlamaCppAgreementTests(ConvertedModels converted, ITestOutputHelper
         var gguf = converted.GetSynthetic("tiny-llama", type);
         using var ours = ModelLoader.Load(gguf);
         Assert.True(ours.Config.RopeScaling is not null || ours.Weights.RopeFrequencyFactors is not null, "tiny-llama should carry Llama 3 rope scaling");
-        var tokens = RandomTokens(128, ours.Config.VocabSize, seed: 12);
+        var tokens = AgreementTokens.Random(128, ours.Config.VocabSize, seed: 12);
         AssertAgreement($"tiny-llama {type}", ours, gguf, tokens, 1e-3, minTop1Agreement: 1.0, bitIdentical: type != GgmlType.F32);
     }
 
@@ -89,7 +89,7 @@ public class LlamaCppAgreementTests(ConvertedModels converted, ITestOutputHelper
         var gguf = name == "stories260K" ? converted.Get(name, type) : converted.GetSynthetic(name, type);
         using var ours = ModelLoader.Load(gguf);
         using var text = ModelLoader.Load("stories260K");
-        var tokens = name == "stories260K" ? text.Tokenizer!.Encode(WikiText(2000), addBos: true).Take(128).ToArray() : RandomTokens(128, ours.Config.VocabSize, seed: 11);
+        var tokens = name == "stories260K" ? text.Tokenizer!.Encode(WikiText(2000), addBos: true).Take(128).ToArray() : AgreementTokens.Random(128, ours.Config.VocabSize, seed: 11);
         int vocab = ours.Config.VocabSize;
         var expected = new float[tokens.Length * vocab];
         using (var transformer = new Transformer(ours, 2))
@@ -192,19 +192,6 @@ public class LlamaCppAgreementTests(ConvertedModels converted, ITestOutputHelper
     }
 
     private static int ArgMax(ReadOnlySpan<float> v) => System.Numerics.Tensors.TensorPrimitives.IndexOfMax(v);
-
-    private static int[] RandomTokens(int n, int vocab, int seed)
-    {
-        var rng = new Random(seed);
-        var t = new int[n];
-        t[0] = 1;
-        for (int i = 1; i < n; i++)
-        {
-            t[i] = rng.Next(3, vocab);
-        }
-
-        return t;
-    }
 
     private static float[] OurLogits(Model.LlamaModel model, int[] tokens)
     {

@@ -101,7 +101,7 @@ public class LlamaCppKQuantTests(ConvertedModels converted, ITestOutputHelper ou
     {
         var gguf = converted.GetLlamaCppQuantized(converted.GetSynthetic("tiny-llama-256", GgmlType.F16), type);
         using var ours = ModelLoader.Load(gguf);
-        var tokens = RandomTokens(128, ours.Config.VocabSize, seed: 13);
+        var tokens = AgreementTokens.Random(128, ours.Config.VocabSize, seed: 13);
         AssertAgreement($"tiny-llama-256 {type}{(tokenByToken ? " token by token" : string.Empty)}", ours, gguf, tokens, tokenByToken, tolerance: 0.25, positionsWithinOneTenThousandth);
     }
 
@@ -113,7 +113,7 @@ public class LlamaCppKQuantTests(ConvertedModels converted, ITestOutputHelper ou
         var gguf = converted.GetLlamaCppQuantized(converted.Get("stories3M-q80", GgmlType.F32), LlamaCppQuantizationType.Q4_K_M);
         output.WriteLine(string.Join(", ", TensorTypes(gguf).Where(kv => !kv.Key.Contains("norm", StringComparison.Ordinal)).Select(kv => $"{kv.Key} {kv.Value}")));
         using var ours = ModelLoader.Load(gguf);
-        var tokens = RandomTokens(128, ours.Config.VocabSize, seed: 14);
+        var tokens = AgreementTokens.Random(128, ours.Config.VocabSize, seed: 14);
         AssertAgreement("stories3M-q80 Q4_K_M", ours, gguf, tokens, tokenByToken: false, tolerance: 1.5, positionsWithinOneTenThousandth: 0);
     }
 
@@ -171,18 +171,5 @@ public class LlamaCppKQuantTests(ConvertedModels converted, ITestOutputHelper ou
         Assert.True(maxDiff <= tolerance, $"{what}: max |logit difference| {maxDiff:E3} > {tolerance:E1}");
         Assert.True(firstApart < 0 || firstApart >= positionsWithinOneTenThousandth, $"{what}: logits apart by more than 1e-4 from position {firstApart}");
         Assert.True(sameTop1 >= 0.9 * tokens.Length, $"{what}: same top-1 token at only {sameTop1}/{tokens.Length} positions");
-    }
-
-    private static int[] RandomTokens(int n, int vocab, int seed)
-    {
-        var rng = new Random(seed);
-        var t = new int[n];
-        t[0] = 1;
-        for (int i = 1; i < n; i++)
-        {
-            t[i] = rng.Next(3, vocab);
-        }
-
-        return t;
     }
 }

@@ -29,7 +29,8 @@ public sealed record SyntheticModelPreset(string Name, ModelConfig Config, bool 
     public static SyntheticModelPreset Find(string name) => All.FirstOrDefault(p => p.Name == name)
         ?? throw new ArgumentException($"--synthetic: unknown preset '{name}'; known presets: {Names}");
 
-    private static ModelConfig Llama(int dim, int hidden, int layers, int heads, int kvHeads, int vocab, int ctx, float theta, RopeScaling scaling, bool tied) => new()
+    /// <summary>A Llama configuration (head dim = dim / heads, RMS eps 1e-5, interleaved rope), as the llama presets use.</summary>
+    public static ModelConfig Llama(int dim, int hidden, int layers, int heads, int kvHeads, int vocab, int ctx, float theta, RopeScaling scaling, bool tied) => new()
     {
         Architecture = "llama",
         Dim = dim,
