@@ -9,7 +9,7 @@ namespace KvAdaQuant.Bench;
 /// A stopwatch A/B probe for a shared machine: the fastest of many single-threaded decode steps of one layer (8 KV
 /// heads x 4 query heads, 32k positions, random keys and values, layers cycled as in <see cref="AttentionStepBenchmark"/>),
 /// timed as a whole (<c>QuantizedKvStore.Attend</c>) and in its three parts (scores, scale + softmax, values) on
-/// the same stores. The minimum filters out the time slices other processes take; run two builds one after the other.
+/// the same stores, and the same with int8 scores (<see cref="AttentionPrecision.Int8"/>: the step, the int8 scores, the exp-and-sum pass). The minimum filters out the time slices other processes take; run two builds one after the other.
 /// <c>dotnet run -c Release --project bench/KvAdaQuant.Bench -- --attention-min-probe k4v2</c>.
 /// </summary>
 public static class AttentionMinProbe
@@ -29,6 +29,7 @@ public static class AttentionMinProbe
         var layout = new KvLayout(1, Heads, hd, context);
         var spec = KvPlan.Parse(kv, 1).Layers[0];
         var stores = new QuantizedKvStore[layers];
+        var int8Stores = new QuantizedKvStore[layers];
         var keys = new QuantizedTensorStore[layers];
         var values = new QuantizedTensorStore[layers];
         var rng = new Random(7);
@@ -40,12 +41,14 @@ public static class AttentionMinProbe
         for (int l = 0; l < layers; l++)
         {
             stores[l] = new QuantizedKvStore(layout, spec);
+            int8Stores[l] = new QuantizedKvStore(layout, spec, AttentionPrecision.Int8);
             keys[l] = new QuantizedTensorStore(layout, spec.K);
             values[l] = new QuantizedTensorStore(layout, spec.V);
             for (int t = 0; t < context; t += Batch)
             {
                 int n = Math.Min(Batch, context - t);
                 stores[l].Append(k, v, n);
+                int8Stores[l].Append(k, v, n);
                 keys[l].Append(k, n);
                 values[l].Append(v, n);
             }
@@ -55,6 +58,8 @@ public static class AttentionMinProbe
         var o = new float[Rep * hd];
         var s = new float[Rep * context];
         double step = double.MaxValue, scores = double.MaxValue, softmax = double.MaxValue, sums = double.MaxValue;
+        double int8Step = double.MaxValue, int8Scores = double.MaxValue, expSum = double.MaxValue;
+        var max = new float[Rep];
         var sw = new Stopwatch();
         for (int it = 0; it < steps; it++)
         {
@@ -86,17 +91,48 @@ public static class AttentionMinProbe
                 c += sw.Elapsed.TotalMilliseconds;
             }
 
+            sw.Restart();
+            for (int g = 0; g < Heads; g++)
+            {
+                int8Stores[l].Attend(g, q.AsSpan(g * Rep * hd, Rep * hd), Rep, context, o, s);
+            }
+
+            int8Step = Math.Min(int8Step, sw.Elapsed.TotalMilliseconds);
+            double d8 = 0, e8 = 0;
+            for (int g = 0; g < Heads; g++)
+            {
+                sw.Restart();
+                keys[l].ScoresInt8(g, q.AsSpan(g * Rep * hd, Rep * hd), Rep, context, s, max);
+                d8 += sw.Elapsed.TotalMilliseconds;
+                sw.Restart();
+                unsafe
+                {
+                    fixed (float* sp = s)
+                    {
+                        for (int r = 0; r < Rep; r++)
+                        {
+                            Int8AttentionKernels.ExpSum(sp + (r * context), context, max[r]);
+                        }
+                    }
+                }
+
+                e8 += sw.Elapsed.TotalMilliseconds;
+            }
+
+            int8Scores = Math.Min(int8Scores, d8);
+            expSum = Math.Min(expSum, e8);
             scores = Math.Min(scores, a);
             softmax = Math.Min(softmax, b);
             sums = Math.Min(sums, c);
         }
 
-        foreach (var d in stores.Cast<IDisposable>().Concat(keys).Concat(values))
+        foreach (var d in stores.Cast<IDisposable>().Concat(int8Stores).Concat(keys).Concat(values))
         {
             d.Dispose();
         }
 
         var ci = CultureInfo.InvariantCulture;
         Console.WriteLine(string.Create(ci, $"{shape} {kv} {context}: min of {steps} steps: step {step:F3} ms ({AttentionStepBenchmark.CacheBytes(shape, kv, context) / (step * 1e6):F2} GB/s); parts: scores {scores:F3} ms, scale + softmax {softmax:F3} ms, values {sums:F3} ms"));
+        Console.WriteLine(string.Create(ci, $"{shape} {kv} {context} int8: step {int8Step:F3} ms ({AttentionStepBenchmark.CacheBytes(shape, kv, context) / (int8Step * 1e6):F2} GB/s); parts: int8 scores {int8Scores:F3} ms, exp-sum {expSum:F3} ms"));
     }
 }

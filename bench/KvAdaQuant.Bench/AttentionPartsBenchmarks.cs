@@ -5,10 +5,11 @@ using KvAdaQuant.Numerics;
 namespace KvAdaQuant.Bench;
 
 /// <summary>
-/// The three parts of one decode step of <see cref="AttentionStepBenchmark"/> (one layer, 8 KV heads x 4 query heads,
+/// The parts of one decode step of <see cref="AttentionStepBenchmark"/> (one layer, 8 KV heads x 4 query heads,
 /// single-threaded) timed apart on the quantized stores of a k4v2 cache: <see cref="Scores"/> (q · k of every position
 /// from the packed keys), <see cref="SoftMax"/> (the softmax of the 4 score rows of every KV head) and
-/// <see cref="Values"/> (the probability-weighted sum of the packed values). The layers cycle as in the step benchmark.
+/// <see cref="Values"/> (the probability-weighted sum of the packed values), and the int8 path's replacements for the first
+/// two, <see cref="ScoresInt8"/> and <see cref="ExpSum"/>. The layers cycle as in the step benchmark.
 /// </summary>
 [Config(typeof(AttentionBenchmarkConfig))]
 public class AttentionPartsBenchmarks : IDisposable
@@ -21,6 +22,7 @@ public class AttentionPartsBenchmarks : IDisposable
     private float[] _q = null!;
     private float[] _output = null!;
     private float[] _scores = null!;
+    private float[] _max = null!;
     private int _next;
 
     /// <summary>Model shape (<see cref="AttentionStepBenchmark.HeadDimOf"/>).</summary>
@@ -65,6 +67,7 @@ public class AttentionPartsBenchmarks : IDisposable
         _q = Enumerable.Range(0, KvHeads * QueryHeads * hd).Select(i => (float)Math.Sin(i * 0.37) / MathF.Sqrt(hd)).ToArray();
         _output = new float[QueryHeads * hd];
         _scores = new float[KvHeads * QueryHeads * Context];
+        _max = new float[KvHeads * QueryHeads];
         for (int g = 0; g < KvHeads; g++)
         {
             SoftMaxHead(g);
@@ -81,6 +84,37 @@ public class AttentionPartsBenchmarks : IDisposable
         {
             keys.Scores(g, _q.AsSpan(g * span, span), QueryHeads, Context, _scores.AsSpan(g * QueryHeads * Context, QueryHeads * Context));
         }
+    }
+
+    /// <summary>Scores of every KV head of the next layer with int8 queries (<see cref="AttentionPrecision.Int8"/>), with each row's maximum.</summary>
+    [Benchmark]
+    public void ScoresInt8()
+    {
+        var keys = _keys[Advance()];
+        int span = QueryHeads * AttentionStepBenchmark.HeadDimOf(Shape);
+        for (int g = 0; g < KvHeads; g++)
+        {
+            keys.ScoresInt8(g, _q.AsSpan(g * span, span), QueryHeads, Context, _scores.AsSpan(g * QueryHeads * Context, QueryHeads * Context), _max.AsSpan(g * QueryHeads, QueryHeads));
+        }
+    }
+
+    /// <summary>
+    /// The int8 path's softmax of the 4 x 8 score rows: one exp-and-sum pass from the maxima the int8 scores return (the
+    /// normalisation is folded into the value sum), in place.
+    /// </summary>
+    [Benchmark]
+    public unsafe float ExpSum()
+    {
+        float total = 0;
+        fixed (float* s = _scores)
+        {
+            for (int row = 0; row < KvHeads * QueryHeads; row++)
+            {
+                total += Int8AttentionKernels.ExpSum(s + ((long)row * Context), Context, _max[row]);
+            }
+        }
+
+        return total;
     }
 
     /// <summary>Softmax of the 4 x 8 score rows (in place; the rows stay probabilities from run to run).</summary>

@@ -49,6 +49,9 @@ public abstract class AttentionStepBenchmark : IDisposable, IParallelWork
     /// <summary>Threads attending the step's KV heads (1 = single-threaded, no pool).</summary>
     public virtual int Threads { get; set; } = 1;
 
+    /// <summary>Score precision of quantized caches: fp32 (default) or int8 (<see cref="AttentionPrecision.Int8"/>).</summary>
+    public virtual string Attention { get; set; } = "fp32";
+
     /// <summary>Layers filled and cycled through.</summary>
     public int Layers => LayersFor(Shape, Kv, Context);
 
@@ -100,7 +103,7 @@ public abstract class AttentionStepBenchmark : IDisposable, IParallelWork
         {
             IKvLayerCache layer = plan.IsUniformFullPrecision
                 ? new FullPrecisionKvStore(layout, plan.Layers[0].K.Bits == Quantization.KvBits.Fp16, Fused)
-                : new QuantizedKvStore(layout, plan.Layers[0], Fused);
+                : new QuantizedKvStore(layout, plan.Layers[0], Fused, Attention == "int8" ? AttentionPrecision.Int8 : AttentionPrecision.Fp32);
             _layers[l] = layer;
             _owners[l] = (IDisposable)layer;
             const int Batch = 256;

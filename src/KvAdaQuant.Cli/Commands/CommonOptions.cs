@@ -38,6 +38,19 @@ internal static class CommonOptions
         Description = "JSON file with a K and V spec per layer (see the README); exclusive with --kv",
     };
 
+    /// <summary><c>--attn-int8</c>: int8 queries and integer dot products for the attention scores over quantized keys.</summary>
+    public static Option<bool> AttnInt8() => new("--attn-int8")
+    {
+        Description = "attention scores with int8 queries (one FP32 step per key group, like llama.cpp's Q8_0) and integer dot products (AVX-VNNI) over the packed keys; needs quantized keys (2, 4 or 8 bits, per token); layers whose keys do not qualify keep FP32 attention",
+    };
+
+    /// <summary>The precision <c>--attn-int8</c> selects.</summary>
+    public static KvAdaQuant.KvCache.AttentionPrecision Attention(bool int8) =>
+        int8 ? KvAdaQuant.KvCache.AttentionPrecision.Int8 : KvAdaQuant.KvCache.AttentionPrecision.Fp32;
+
+    /// <summary>The <c>"attention"</c> value of the JSON outputs: <c>int8</c> or <c>fp32</c>.</summary>
+    public static string AttentionName(bool int8) => int8 ? "int8" : "fp32";
+
     /// <summary>The text file of <c>kvaq perplexity</c> and <c>kvaq compare</c>.</summary>
     public static Option<string> TextData() => new("--data", "-f")
     {

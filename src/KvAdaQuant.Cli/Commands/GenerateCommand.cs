@@ -27,9 +27,10 @@ internal static class GenerateCommand
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
         var device = DeviceOptions.Device();
+        var attnInt8 = CommonOptions.AttnInt8();
         var cmd = new Command("generate", "Generate text from a prompt, streaming it, then print speed and KV memory.")
         {
-            model, tokenizer, prompt, maxTokens, temperature, topK, topP, seed, ctx, kv, kvPlan, threads, json, device,
+            model, tokenizer, prompt, maxTokens, temperature, topK, topP, seed, ctx, kv, kvPlan, threads, json, device, attnInt8,
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
@@ -55,14 +56,20 @@ internal static class GenerateCommand
                 int promptTokens = tok.Encode(r.GetValue(prompt) ?? string.Empty, addBos: true).Count;
                 c = (int)Math.Min(m.Config.ContextLength, Math.Max(256L, (long)promptTokens + n));
             }
+            bool int8 = r.GetValue(attnInt8);
             if (r.GetValue(device) == DeviceOptions.Cuda)
             {
+                if (int8)
+                {
+                    throw new ArgumentException("--attn-int8 selects a CPU attention kernel; it cannot be combined with --device cuda");
+                }
+
                 return GenerateOnGpu(r, m, tok, c, n, prompt, temperature, topK, topP, seed, kv, kvPlan, json);
             }
 
             using var transformer = new Transformer(m, r.GetValue(threads));
             var plan = KvCacheFactory.ResolvePlan(r.GetValue(kv), r.GetValue(kvPlan), m.Config.Layers);
-            using var session = new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(c)));
+            using var session = new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(c), CommonOptions.Attention(int8)));
             var sampler = new Sampler(r.GetValue(temperature), r.GetValue(topK), r.GetValue(topP), r.GetValue(seed));
             bool asJson = r.GetValue(json);
             var gen = new Generator(session, tok);
@@ -79,6 +86,7 @@ internal static class GenerateCommand
                 {
                     Model = m.Path,
                     Kv = session.Cache.Description,
+                    Attention = CommonOptions.AttentionName(int8),
                     Ctx = c,
                     Prompt = p,
                     PromptTokens = result.PromptTokens,
@@ -94,7 +102,7 @@ internal static class GenerateCommand
             else
             {
                 Console.Out.WriteLine();
-                Console.Error.WriteLine($"[{result.PromptTokens.Count} prompt tokens, {result.Tokens.Count} generated ({result.StopReason}); prefill {result.PrefillTokensPerSecond:F1} tok/s, decode {result.DecodeTokensPerSecond:F1} tok/s; KV cache {session.Cache.Description} {result.KvBytes:N0} bytes]");
+                Console.Error.WriteLine($"[{result.PromptTokens.Count} prompt tokens, {result.Tokens.Count} generated ({result.StopReason}); prefill {result.PrefillTokensPerSecond:F1} tok/s, decode {result.DecodeTokensPerSecond:F1} tok/s; KV cache {session.Cache.Description} {result.KvBytes:N0} bytes; attention {CommonOptions.AttentionName(int8)}]");
             }
 
             return 0;

@@ -21,9 +21,10 @@ internal static class PerplexityCommand
         var kvPlan = CommonOptions.KvPlan();
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
+        var attnInt8 = CommonOptions.AttnInt8();
         var cmd = new Command("perplexity", "Perplexity over a text file by llama.cpp's method (chunks of --ctx tokens, second half scored).")
         {
-            model, tokenizer, data, ctx, chars, chunks, kv, kvPlan, threads, json,
+            model, tokenizer, data, ctx, chars, chunks, kv, kvPlan, threads, json, attnInt8,
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
@@ -31,6 +32,8 @@ internal static class PerplexityCommand
             var tok = m.Tokenizer ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
             var plan = KvCacheFactory.ResolvePlan(r.GetValue(kv), r.GetValue(kvPlan), m.Config.Layers);
             plan.Validate(m.Config.Layers, m.Config.HeadDim);
+            bool int8 = r.GetValue(attnInt8);
+            var attention = CommonOptions.Attention(int8);
             var path = ModelPaths.ResolveData(r.GetValue(data)!);
             var text = File.ReadAllText(path);
             int nChars = r.GetValue(chars);
@@ -54,7 +57,7 @@ internal static class PerplexityCommand
             string spec = plan.Name;
             int maxChunks = r.GetValue(chunks) is > 0 and var mc ? mc : int.MaxValue;
             bool asJson = r.GetValue(json);
-            var result = PerplexityEvaluator.Evaluate(transformer, tokens, r.GetValue(ctx), layout => KvCacheFactory.Create(plan, layout), tok.BosToken,
+            var result = PerplexityEvaluator.Evaluate(transformer, tokens, r.GetValue(ctx), layout => KvCacheFactory.Create(plan, layout, attention), tok.BosToken,
                 asJson ? null : (i, n, ppl) => Console.Error.Write($"\r[{i}/{n}] ppl {ppl:F4}   "), maxChunks);
             if (asJson)
             {
@@ -63,6 +66,7 @@ internal static class PerplexityCommand
                     Model = m.Path,
                     Data = path,
                     Kv = spec,
+                    Attention = CommonOptions.AttentionName(int8),
                     result.Perplexity,
                     result.TokensScored,
                     result.Chunks,
@@ -74,7 +78,7 @@ internal static class PerplexityCommand
             else
             {
                 Console.Error.WriteLine();
-                Console.Out.WriteLine($"perplexity {result.Perplexity:F4} over {result.TokensScored} tokens ({result.Chunks} chunks of {result.ContextLength}; KV {spec}; {result.Seconds:F1} s)");
+                Console.Out.WriteLine($"perplexity {result.Perplexity:F4} over {result.TokensScored} tokens ({result.Chunks} chunks of {result.ContextLength}; KV {spec}; attention {CommonOptions.AttentionName(int8)}; {result.Seconds:F1} s)");
             }
 
             return 0;

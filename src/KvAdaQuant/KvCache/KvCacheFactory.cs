@@ -7,9 +7,34 @@ public static class KvCacheFactory
     public static IKvCache Create(string spec, KvLayout layout) => Create(KvPlan.Parse(spec, layout.Layers), layout);
 
     /// <summary>Creates a cache following <paramref name="plan"/>; uniform fp32/fp16 plans get the plain <see cref="FullPrecisionKvCache"/>.</summary>
-    public static IKvCache Create(KvPlan plan, KvLayout layout)
+    public static IKvCache Create(KvPlan plan, KvLayout layout) => Create(plan, layout, AttentionPrecision.Fp32);
+
+    /// <summary>
+    /// Creates a cache following <paramref name="plan"/> whose attention scores use <paramref name="attention"/>. With
+    /// <see cref="AttentionPrecision.Int8"/>, layers whose keys the int8 kernel cannot read keep FP32 attention; a plan
+    /// where no layer qualifies (FP16/FP32 keys, per-channel keys, 1-, 1.58-, 3-, 5- or 6-bit keys, ...) is an
+    /// <see cref="ArgumentException"/> naming <c>--attn-int8</c>.
+    /// </summary>
+    public static IKvCache Create(KvPlan plan, KvLayout layout, AttentionPrecision attention)
     {
         plan.Validate(layout.Layers, layout.HeadDim);
+        if (attention == AttentionPrecision.Int8)
+        {
+            if (plan.IsUniformFullPrecision)
+            {
+                throw new ArgumentException($"--attn-int8: the int8 attention path reads quantized keys, but the KV plan '{plan.Name}' stores them as full-precision floats; use a quantized key cache such as --kv k4v2");
+            }
+
+            var cache = new QuantizedKvCache(plan, layout, attention);
+            if (cache.Int8Layers == 0)
+            {
+                cache.Dispose();
+                throw new ArgumentException($"--attn-int8: no layer of the KV plan '{plan.Name}' has keys the int8 kernel reads (per-token groups of 2-, 4- or 8-bit codes, head dim a multiple of 64, at most 4 groups per head, group channels a multiple of 32 / bits); head dim {layout.HeadDim}");
+            }
+
+            return cache;
+        }
+
         if (plan.IsUniformFullPrecision)
         {
             return new FullPrecisionKvCache(layout, half: plan.Layers[0].K.Bits == Quantization.KvBits.Fp16);

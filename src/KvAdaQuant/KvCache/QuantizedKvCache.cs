@@ -7,6 +7,15 @@ public sealed class QuantizedKvCache : IKvCache
 
     /// <summary>Creates the cache; throws <see cref="ArgumentException"/> when the plan does not fit the layout.</summary>
     public QuantizedKvCache(KvPlan plan, KvLayout layout)
+        : this(plan, layout, AttentionPrecision.Fp32)
+    {
+    }
+
+    /// <summary>
+    /// Creates the cache with scores computed as <paramref name="attention"/> asks in every layer whose keys allow it
+    /// (<see cref="QuantizedKvStore.UsesInt8"/>); throws <see cref="ArgumentException"/> when the plan does not fit the layout.
+    /// </summary>
+    public QuantizedKvCache(KvPlan plan, KvLayout layout, AttentionPrecision attention)
     {
         plan.Validate(layout.Layers, layout.HeadDim);
         Plan = plan;
@@ -16,7 +25,7 @@ public sealed class QuantizedKvCache : IKvCache
         {
             foreach (var spec in plan.Layers)
             {
-                layers.Add(new QuantizedKvStore(layout, spec));
+                layers.Add(new QuantizedKvStore(layout, spec, attention));
             }
         }
         catch
@@ -27,6 +36,9 @@ public sealed class QuantizedKvCache : IKvCache
 
         _layers = [.. layers];
     }
+
+    /// <summary>Layers whose scores run with int8 queries (0 unless <see cref="AttentionPrecision.Int8"/> was asked).</summary>
+    public int Int8Layers => _layers.Count(l => l.UsesInt8);
 
     /// <summary>The plan.</summary>
     public KvPlan Plan { get; }

@@ -13,6 +13,7 @@ public sealed class QuantizedKvStore : IKvLayerCache, IDisposable
     private readonly KvLayout _layout;
     private readonly IKvTensorStore _k;
     private readonly IKvTensorStore _v;
+    private readonly QuantizedTensorStore? _int8Keys;
 
     /// <summary>Creates an empty store for <paramref name="layout"/>.Capacity positions.</summary>
     public QuantizedKvStore(KvLayout layout, KvLayerSpec spec)
@@ -20,12 +21,19 @@ public sealed class QuantizedKvStore : IKvLayerCache, IDisposable
     {
     }
 
+    /// <summary>Creates an empty store whose scores use <paramref name="attention"/> where its keys allow (<see cref="UsesInt8"/>).</summary>
+    public QuantizedKvStore(KvLayout layout, KvLayerSpec spec, AttentionPrecision attention)
+        : this(layout, spec, allowFused: true, attention)
+    {
+    }
+
     /// <summary>Creates an empty store; <paramref name="allowFused"/> false keeps the row-at-a-time general path (for A/B benchmarks).</summary>
-    internal QuantizedKvStore(KvLayout layout, KvLayerSpec spec, bool allowFused)
+    internal QuantizedKvStore(KvLayout layout, KvLayerSpec spec, bool allowFused, AttentionPrecision attention = AttentionPrecision.Fp32)
     {
         _layout = layout;
         Spec = spec;
         _k = Create(layout, spec.K, allowFused);
+        _int8Keys = attention == AttentionPrecision.Int8 && _k is QuantizedTensorStore { SupportsInt8: true } qk ? qk : null;
         try
         {
             _v = Create(layout, spec.V, allowFused);
@@ -45,6 +53,9 @@ public sealed class QuantizedKvStore : IKvLayerCache, IDisposable
 
     /// <inheritdoc/>
     public long ByteCount => _k.ByteCount + _v.ByteCount;
+
+    /// <summary>Whether this layer's scores run with int8 queries (<see cref="AttentionPrecision.Int8"/> asked and its keys allow it).</summary>
+    public bool UsesInt8 => _int8Keys is not null;
 
     /// <summary>Bytes used by keys alone.</summary>
     public long KeyBytes => _k.ByteCount;
@@ -86,6 +97,12 @@ public sealed class QuantizedKvStore : IKvLayerCache, IDisposable
     /// <inheritdoc/>
     public void Attend(int kvHead, ReadOnlySpan<float> queries, int queryHeads, int length, Span<float> output, Span<float> scores)
     {
+        if (_int8Keys is { } qk && length > 0)
+        {
+            AttendInt8(qk, kvHead, queries, queryHeads, length, output, scores);
+            return;
+        }
+
         int hd = _layout.HeadDim;
         var s = scores[..(queryHeads * length)];
         _k.Scores(kvHead, queries, queryHeads, length, s);
@@ -97,6 +114,35 @@ public sealed class QuantizedKvStore : IKvLayerCache, IDisposable
         var o = output[..(queryHeads * hd)];
         o.Clear();
         _v.Accumulate(kvHead, s, queryHeads, length, o);
+    }
+
+    // Int8 scores from queries pre-multiplied by the softmax scale (the kernel also returns each row's maximum), one
+    // exp-and-sum pass instead of the scale/max, exp/sum and normalise passes, the value sum over the unnormalised
+    // weights, and the output divided by the weights' sum at the end.
+    private unsafe void AttendInt8(QuantizedTensorStore qk, int kvHead, ReadOnlySpan<float> queries, int queryHeads, int length, Span<float> output, Span<float> scores)
+    {
+        int hd = _layout.HeadDim;
+        var s = scores[..(queryHeads * length)];
+        Span<float> scaled = queryHeads * hd <= 4096 ? stackalloc float[queryHeads * hd] : new float[queryHeads * hd];
+        Span<float> max = queryHeads <= 64 ? stackalloc float[queryHeads] : new float[queryHeads];
+        System.Numerics.Tensors.TensorPrimitives.Multiply(queries[..(queryHeads * hd)], _layout.Scale, scaled);
+        qk.ScoresInt8(kvHead, scaled, queryHeads, length, s, max);
+        Span<float> sums = queryHeads <= 64 ? stackalloc float[queryHeads] : new float[queryHeads];
+        fixed (float* p = s)
+        {
+            for (int r = 0; r < queryHeads; r++)
+            {
+                sums[r] = Int8AttentionKernels.ExpSum(p + (r * length), length, max[r]);
+            }
+        }
+
+        var o = output[..(queryHeads * hd)];
+        o.Clear();
+        _v.Accumulate(kvHead, s, queryHeads, length, o);
+        for (int r = 0; r < queryHeads; r++)
+        {
+            System.Numerics.Tensors.TensorPrimitives.Multiply(o.Slice(r * hd, hd), 1f / sums[r], o.Slice(r * hd, hd));
+        }
     }
 
     /// <inheritdoc/>

@@ -17,6 +17,9 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     /// <summary>Largest rep * headDim the fused path handles (its permuted queries and outputs live on the stack).</summary>
     private const int MaxFusedFloats = 8192;
 
+    /// <summary>Bytes after the parameters that <see cref="Int8AttentionKernels"/> may read (never used).</summary>
+    private const int ParamPadBytes = 128;
+
     private readonly KvSpec _spec;
     private readonly KvBits _bits;
     private readonly int _heads;
@@ -41,6 +44,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     private readonly float _symOffset;
     private readonly bool _fused;
     private readonly int[] _permutation;
+    private readonly bool _int8;
     private int _quantized;
 
     public QuantizedTensorStore(KvLayout layout, KvSpec spec, bool allowFused = true)
@@ -65,7 +69,8 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         _ringCap = (int)Math.Min((long)spec.Residual + _chunk, _cap + (long)_chunk);
         _paramsPerHead = _perChannel ? ((long)(_cap / _chunk) + 1) * _hd * _pp : (long)_cap * _groupsPerRow * _pp;
         _codes = new NativeBuffer((long)_heads * _cap * _rowBytes);
-        _params = new NativeBuffer(_heads * _paramsPerHead * 2);
+        // Padded so the int8 kernel's 64-word parameter window of the last eight tokens stays inside the buffer.
+        _params = new NativeBuffer((_heads * _paramsPerHead * 2) + ParamPadBytes);
         _sinks = new NativeBuffer((long)_heads * _sinkCap * _hd * 2);
         _ring = new NativeBuffer((long)_heads * _ringCap * _hd * 2);
         _flushValues = new float[_chunk * _hd];
@@ -73,7 +78,14 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         (_symStep, _symOffset) = spec.Symmetric ? AffineQuantizer.Effective(new QuantParams(Half.One, default), _bits, true) : (1f, 0f);
         _fused = allowFused && FusedAttentionKernels.IsSupported && !_perChannel && FusedAttentionKernels.SupportsPacked(_bits.IntegerBits(), _hd, _groupChannels);
         _permutation = _fused ? FusedAttentionKernels.PermutationTable(_hd, _bits.IntegerBits()) : [];
+        _int8 = !_perChannel && _bits.IntegerBits() is 2 or 4 or 8 && Int8AttentionKernels.Supports(_bits.IntegerBits(), _hd, _groupChannels);
     }
+
+    /// <summary>
+    /// Whether <see cref="ScoresInt8"/> handles this store: per-token groups of 2-, 4- or 8-bit codes in a shape
+    /// <see cref="Int8AttentionKernels.Supports"/> (else the caller keeps FP32 attention for it).
+    /// </summary>
+    public bool SupportsInt8 => _int8;
 
     /// <summary>Whether attention runs through <see cref="FusedAttentionKernels"/> (else the row-at-a-time general path).</summary>
     public bool IsFused => _fused;
@@ -237,6 +249,99 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         _params.Dispose();
         _sinks.Dispose();
         _ring.Dispose();
+    }
+
+    /// <summary>
+    /// Scores with int8 queries (<see cref="Int8AttentionKernels"/>) over the quantized rows, FP32 over the sinks and the
+    /// residual window: scores[r * length + j] for the rep heads of <paramref name="queries"/> (already multiplied by the
+    /// softmax scale), and max[r] = the largest score of head r. Requires <see cref="SupportsInt8"/>.
+    /// </summary>
+    public void ScoresInt8(int kvHead, ReadOnlySpan<float> queries, int rep, int length, Span<float> scores, Span<float> max)
+    {
+        if (!_int8)
+        {
+            throw new InvalidOperationException($"int8 attention does not handle keys stored as {_spec}");
+        }
+
+        int hd = _hd;
+        _ = scores[(rep * length) - 1];
+        _ = max[rep - 1];
+        _ = queries[(rep * hd) - 1];
+        int s0 = SinksHeld;
+        int sinkEnd = Math.Min(s0, length);
+        int quantEnd = Math.Min(s0 + _quantized, length);
+        int groups = _groupsPerRow;
+        sbyte* q8 = stackalloc sbyte[Int8AttentionKernels.HeadBlock * hd];
+        int* dwords = stackalloc int[Int8AttentionKernels.DwordCount(hd)];
+        float* steps = stackalloc float[Int8AttentionKernels.HeadBlock * groups];
+        float* sums = stackalloc float[Int8AttentionKernels.HeadBlock * groups];
+        float* blockMax = stackalloc float[Int8AttentionKernels.HeadBlock];
+        fixed (float* q = queries)
+        fixed (float* sc = scores)
+        {
+            if (sinkEnd > 0)
+            {
+                DenseScores(SinkPointer(kvHead, 0), sinkEnd, q, rep, sc, length);
+            }
+
+            for (int j = Math.Max(quantEnd, s0); j < length;)
+            {
+                int n = RingRun(j - s0, length - j);
+                DenseScores(RingPointer(kvHead, j - s0), n, q, rep, sc + j, length);
+                j += n;
+            }
+
+            for (int r = 0; r < rep; r++)
+            {
+                var row = scores.Slice(r * length, length);
+                float m = sinkEnd > 0 ? Kernels.MaxVector(row[..sinkEnd]) : float.NegativeInfinity;
+                int ringStart = Math.Max(quantEnd, s0);
+                if (ringStart < length)
+                {
+                    m = MathF.Max(m, Kernels.MaxVector(row[ringStart..]));
+                }
+
+                max[r] = m;
+            }
+
+            if (quantEnd > s0)
+            {
+                var rows = Rows(kvHead, quantEnd - s0);
+                for (int h0 = 0; h0 < rep; h0 += Int8AttentionKernels.HeadBlock)
+                {
+                    int nh = Math.Min(Int8AttentionKernels.HeadBlock, rep - h0);
+                    Int8AttentionKernels.QuantizeQueries(q + (h0 * hd), nh, hd, rows.Bits, _groupChannels, q8, steps, sums, dwords);
+                    Int8AttentionKernels.Scores(rows, q8, dwords, steps, sums, nh, sc + (h0 * length) + s0, length, blockMax);
+                    for (int r = 0; r < nh; r++)
+                    {
+                        max[h0 + r] = MathF.Max(max[h0 + r], blockMax[r]);
+                    }
+                }
+            }
+        }
+    }
+
+    // FP32 scores of FP16 rows (sinks, residual window): the fused dense kernel where it runs, else row by row.
+    private void DenseScores(Half* rows, int count, float* q, int rep, float* scores, int stride)
+    {
+        if (FusedAttentionKernels.IsSupported && FusedAttentionKernels.SupportsDense(_hd))
+        {
+            FusedAttentionKernels.ScoresDense(rows, true, count, _hd, q, rep, scores, stride);
+            return;
+        }
+
+        int hd = _hd;
+        Span<float> buf = stackalloc float[hd];
+        var queries = new ReadOnlySpan<float>(q, rep * hd);
+        var all = new Span<float>(scores, ((rep - 1) * stride) + count);
+        for (int j = 0; j < count; j++)
+        {
+            TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(rows + ((long)j * hd), hd), buf);
+            for (int r = 0; r < rep; r++)
+            {
+                all[(r * stride) + j] = TensorPrimitives.Dot(queries.Slice(r * hd, hd), buf);
+            }
+        }
     }
 
     private void ScoresFused(int kvHead, ReadOnlySpan<float> queries, int rep, int length, Span<float> scores)

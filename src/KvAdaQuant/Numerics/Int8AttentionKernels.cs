@@ -1,0 +1,547 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace KvAdaQuant.Numerics;
+
+/// <summary>
+/// Decode-attention scores with int8 queries over packed 2-, 4- or 8-bit key rows (the idea of llama.cpp's quantized
+/// K cache: the query goes to the key type's dot type and the dot products are integer). Each query head is quantized
+/// per parameter group of the keys (symmetric, round to nearest, one FP32 step sq = max|q| / 127 per group, codes in
+/// [-127, 127], like Q8_0), and a token's score is
+/// <c>s = sum_g ( (a_g * sq_g) * idot_g + b_g * qsum_g )</c>, with idot_g = sum over the group of code * q8 (exact, int32),
+/// a_g, b_g the token's FP16 group step and offset, and qsum_g the exact FP32 sum of the query over the group.
+/// The codes stay in their byte layout. Eight tokens at a time: each 16-byte chunk of their rows is transposed (two
+/// unpack levels) so that lane i of a 256-bit vector holds four code bytes of token i, the bit fields are split with
+/// shifts and masks, and <c>vpdpbusd</c> (AVX-VNNI, u8 x s8 -> s32; 256 bits is the widest .NET 10 exposes on this CPU)
+/// multiplies them with a broadcast dword of four int8 query channels, for up to four query heads of a GQA group per
+/// pass. The FP16 parameters of the eight tokens are gathered with one word permute and converted by bit arithmetic.
+/// Scalar twin: <see cref="ScoresScalar"/> (bit-identical: the integer dots are exact, the float steps the same).
+/// </summary>
+internal static unsafe class Int8AttentionKernels
+{
+    /// <summary>Query heads served per pass over the rows.</summary>
+    public const int HeadBlock = 4;
+
+    /// <summary>Tokens per vector step (the eight int32 lanes of a 256-bit vector).</summary>
+    public const int TokenStep = 8;
+
+    /// <summary>Whether the vector kernel runs on this CPU (AVX-VNNI and AVX-512BW with VL).</summary>
+    public static bool IsSupported => AvxVnni.IsSupported && Avx512BW.IsSupported && Avx512BW.VL.IsSupported && Avx512F.IsSupported;
+
+    /// <summary>
+    /// Whether this key layout is handled: 2, 4 or 8 bits, rows of whole 16-byte chunks (head dim x bits a multiple of
+    /// 128: head dim 32 at 4 and 8 bits, any multiple of 64 at 2 bits), whole dwords of codes per group
+    /// (group channels a multiple of 32 / bits), and at most 4 groups per token (the eight tokens' FP16 parameters
+    /// then lie in one 64-word window).
+    /// </summary>
+    public static bool Supports(int bits, int headDim, int groupChannels) =>
+        bits is 2 or 4 or 8 && headDim > 0 && headDim * bits % 128 == 0 && groupChannels > 0 && headDim % groupChannels == 0
+        && groupChannels % (32 / bits) == 0 && headDim / groupChannels <= 4;
+
+    /// <summary>Ints of the dword table <see cref="QuantizeQueries"/> fills for one head block: headDim / 4 per head, each repeated 8 times.</summary>
+    public static int DwordCount(int headDim) => headDim / 4 * HeadBlock * 8;
+
+    /// <summary>
+    /// Quantizes <paramref name="nh"/> (at most <see cref="HeadBlock"/>) query heads of <paramref name="headDim"/> floats
+    /// per group of <paramref name="groupChannels"/>: <paramref name="q8"/> [HeadBlock][headDim] the int8 codes
+    /// (round(q / sq), sq = max|q| / 127 of the group; 0 where the group is all zero), <paramref name="steps"/>[g * 4 + r] = sq,
+    /// <paramref name="sums"/>[g * 4 + r] = the exact sum of q over the group, and <paramref name="dwords"/>
+    /// [((k * cpb + j) * 4 + r) * 8 + lane] the four int8 codes of channels (4k + i) * cpb + j (i = 0..3; cpb = 8 / bits)
+    /// that meet the code bytes 4k..4k+3 of a row at shift j * bits, repeated in 8 lanes (so the kernel's
+    /// <c>vpdpbusd</c> reads them as a memory operand, no broadcast instruction). Heads nh..3 are zero.
+    /// </summary>
+    public static void QuantizeQueries(float* q, int nh, int headDim, int bits, int groupChannels, sbyte* q8, float* steps, float* sums, int* dwords)
+    {
+        int groups = headDim / groupChannels;
+        for (int r = 0; r < HeadBlock; r++)
+        {
+            for (int g = 0; g < groups; g++)
+            {
+                float* src = q + (r * headDim) + (g * groupChannels);
+                sbyte* dst = q8 + (r * headDim) + (g * groupChannels);
+                float amax = 0, sum = 0;
+                if (r < nh)
+                {
+                    for (int c = 0; c < groupChannels; c++)
+                    {
+                        amax = MathF.Max(amax, MathF.Abs(src[c]));
+                        sum += src[c];
+                    }
+                }
+
+                float step = amax / 127f;
+                float inv = amax > 0 ? 127f / amax : 0f;
+                for (int c = 0; c < groupChannels; c++)
+                {
+                    dst[c] = r < nh ? (sbyte)Math.Clamp(MathF.Round(src[c] * inv), -127f, 127f) : (sbyte)0;
+                }
+
+                steps[(g * HeadBlock) + r] = r < nh ? step : 0f;
+                sums[(g * HeadBlock) + r] = sum;
+            }
+        }
+
+        int cpb = 8 / bits;
+        int columns = headDim * bits / 32;
+        for (int k = 0; k < columns; k++)
+        {
+            for (int j = 0; j < cpb; j++)
+            {
+                for (int r = 0; r < HeadBlock; r++)
+                {
+                    sbyte* qr = q8 + (r * headDim);
+                    int c0 = 4 * k * cpb;
+                    uint packed = (byte)qr[c0 + j] | ((uint)(byte)qr[c0 + cpb + j] << 8) | ((uint)(byte)qr[c0 + (2 * cpb) + j] << 16) | ((uint)(byte)qr[c0 + (3 * cpb) + j] << 24);
+                    new Span<int>(dwords + ((((k * cpb) + j) * HeadBlock) + r) * 8, 8).Fill((int)packed);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// scores[r * stride + t] for t &lt; rows.Count and r &lt; nh (the formula of the type's remarks), and max[r] = the
+    /// largest of them (-infinity for no rows); vector path where <see cref="IsSupported"/>, else <see cref="ScoresScalar"/>.
+    /// </summary>
+    public static void Scores(in PackedRows rows, sbyte* q8, int* dwords, float* steps, float* sums, int nh, float* scores, int stride, float* max)
+    {
+        if (!IsSupported)
+        {
+            ScoresScalar(rows, q8, steps, sums, nh, scores, stride, max);
+            return;
+        }
+
+        switch (rows.Bits)
+        {
+            case 2:
+                ScoresVector<Width2>(rows, q8, dwords, steps, sums, nh, scores, stride, max);
+                break;
+            case 4:
+                ScoresVector<Width4>(rows, q8, dwords, steps, sums, nh, scores, stride, max);
+                break;
+            default:
+                ScoresVector<Width8>(rows, q8, dwords, steps, sums, nh, scores, stride, max);
+                break;
+        }
+    }
+
+    /// <summary>Scalar twin of <see cref="Scores"/>: the same integer dots and the same float steps in the same order.</summary>
+    public static void ScoresScalar(in PackedRows rows, sbyte* q8, float* steps, float* sums, int nh, float* scores, int stride, float* max)
+    {
+        for (int r = 0; r < nh; r++)
+        {
+            max[r] = float.NegativeInfinity;
+        }
+
+        ScoresScalarRange(rows, 0, rows.Count, q8, steps, sums, nh, scores, stride, max);
+    }
+
+    /// <summary>
+    /// x = exp(x - max) in place (the <see cref="GgmlArithmetic.Exp(Vector512{float})"/> polynomial), returning the sum
+    /// of the new x: the softmax without its normalisation, which the caller folds into the weighted value sum.
+    /// </summary>
+    public static float ExpSum(float* x, int n, float max)
+    {
+        int i = 0;
+        float sum = 0;
+        if (Vector512.IsHardwareAccelerated && Avx512F.IsSupported)
+        {
+            var vm = Vector512.Create(max);
+            var s0 = Vector512<float>.Zero;
+            var s1 = Vector512<float>.Zero;
+            for (; i + 32 <= n; i += 32)
+            {
+                var e0 = GgmlArithmetic.Exp(Vector512.Load(x + i) - vm);
+                var e1 = GgmlArithmetic.Exp(Vector512.Load(x + i + 16) - vm);
+                e0.Store(x + i);
+                e1.Store(x + i + 16);
+                s0 += e0;
+                s1 += e1;
+            }
+
+            for (; i + 16 <= n; i += 16)
+            {
+                var e0 = GgmlArithmetic.Exp(Vector512.Load(x + i) - vm);
+                e0.Store(x + i);
+                s0 += e0;
+            }
+
+            sum = Vector512.Sum(s0 + s1);
+        }
+
+        for (; i < n; i++)
+        {
+            float e = GgmlArithmetic.Exp(x[i] - max);
+            x[i] = e;
+            sum += e;
+        }
+
+        return sum;
+    }
+
+    /// <summary>Scalar twin of <see cref="ExpSum"/> (the same exp per element; the sum in another order, so not bit-identical).</summary>
+    public static float ExpSumScalar(float* x, int n, float max)
+    {
+        float sum = 0;
+        for (int i = 0; i < n; i++)
+        {
+            float e = GgmlArithmetic.Exp(x[i] - max);
+            x[i] = e;
+            sum += e;
+        }
+
+        return sum;
+    }
+
+    private static void ScoresScalarRange(in PackedRows rows, int t0, int t1, sbyte* q8, float* steps, float* sums, int nh, float* scores, int stride, float* max)
+    {
+        int hd = rows.HeadDim, bits = rows.Bits, gc = rows.GroupChannels, groups = hd / gc;
+        int pp = rows.Symmetric ? 1 : 2;
+        uint mask = (1u << bits) - 1;
+        for (int t = t0; t < t1; t++)
+        {
+            byte* row = rows.Codes + ((long)t * rows.RowBytes);
+            ushort* prm = rows.Params + ((long)t * groups * pp);
+            for (int r = 0; r < nh; r++)
+            {
+                sbyte* qr = q8 + (r * hd);
+                float s = 0;
+                for (int g = 0; g < groups; g++)
+                {
+                    int idot = 0;
+                    for (int c = g * gc; c < (g + 1) * gc; c++)
+                    {
+                        int bit = c * bits;
+                        int code = (int)(((uint)row[bit >> 3] >> (bit & 7)) & mask);
+                        idot += code * qr[c];
+                    }
+
+                    float a, b;
+                    if (rows.Symmetric)
+                    {
+                        float sc = HalfBits.ToSingle(prm[g]);
+                        a = sc * rows.SymStep;
+                        b = sc * rows.SymOffset;
+                    }
+                    else
+                    {
+                        a = HalfBits.ToSingle(prm[2 * g]);
+                        b = HalfBits.ToSingle(prm[(2 * g) + 1]);
+                    }
+
+                    s = MathF.FusedMultiplyAdd(idot, a * steps[(g * HeadBlock) + r], s);
+                    s = MathF.FusedMultiplyAdd(b, sums[(g * HeadBlock) + r], s);
+                }
+
+                scores[(r * stride) + t] = s;
+                max[r] = s > max[r] ? s : max[r];
+            }
+        }
+    }
+
+    private static void ScoresVector<TWidth>(in PackedRows rows, sbyte* q8, int* dwords, float* steps, float* sums, int nh, float* scores, int stride, float* max)
+        where TWidth : ICodeWidth
+    {
+        int hd = rows.HeadDim, gc = rows.GroupChannels, groups = hd / gc;
+        int rb = rows.RowBytes;
+        int chunks = rb / 16;
+        int columnsPerGroup = gc * TWidth.Bits / 32;
+        int pp = rows.Symmetric ? 1 : 2;
+        int paramWords = TokenStep * groups * pp;
+        ushort* index = stackalloc ushort[64];
+        BuildParamIndex(groups, rows.Symmetric, index);
+        var idxLo = Vector512.Load(index);
+        var idxHi = Vector512.Load(index + 32);
+        var symScale = rows.Symmetric
+            ? Vector512.Create(Vector256.Create(rows.SymStep), Vector256.Create(rows.SymOffset))
+            : Vector512<float>.One;
+        float* prm = stackalloc float[(16 * groups) + 16];
+        var m0 = Vector256.Create(float.NegativeInfinity);
+        var m1 = m0;
+        var m2 = m0;
+        var m3 = m0;
+        int n = rows.Count;
+        int t = 0;
+        for (; t + TokenStep <= n; t += TokenStep)
+        {
+            ConvertParams(rows.Params + ((long)t * groups * pp), paramWords, groups, idxLo, idxHi, rows.Symmetric, symScale, prm);
+            byte* blk = rows.Codes + ((long)t * rb);
+            var f0 = Vector256<float>.Zero;
+            var f1 = Vector256<float>.Zero;
+            var f2 = Vector256<float>.Zero;
+            var f3 = Vector256<float>.Zero;
+            Accumulators acc = default;
+            int left = columnsPerGroup, g = 0;
+            int* q = dwords;
+            int qColumn = 8 / TWidth.Bits * HeadBlock * 8;
+            for (int c = 0; c < chunks; c++)
+            {
+                byte* p = blk + (c * 16);
+                var r0 = Vector256.Create(Vector128.Load(p), Vector128.Load(p + (4 * rb))).AsInt32();
+                var r1 = Vector256.Create(Vector128.Load(p + rb), Vector128.Load(p + (5 * rb))).AsInt32();
+                var r2 = Vector256.Create(Vector128.Load(p + (2 * rb)), Vector128.Load(p + (6 * rb))).AsInt32();
+                var r3 = Vector256.Create(Vector128.Load(p + (3 * rb)), Vector128.Load(p + (7 * rb))).AsInt32();
+                var u0 = Avx2.UnpackLow(r0, r1).AsInt64();
+                var u1 = Avx2.UnpackHigh(r0, r1).AsInt64();
+                var u2 = Avx2.UnpackLow(r2, r3).AsInt64();
+                var u3 = Avx2.UnpackHigh(r2, r3).AsInt64();
+                TWidth.Dot(Avx2.UnpackLow(u0, u2).AsUInt32(), q, false, ref acc);
+                if (--left == 0)
+                {
+                    Flush(ref acc, prm, steps, sums, ref g, ref f0, ref f1, ref f2, ref f3);
+                    left = columnsPerGroup;
+                }
+
+                TWidth.Dot(Avx2.UnpackHigh(u0, u2).AsUInt32(), q + qColumn, true, ref acc);
+                if (--left == 0)
+                {
+                    Flush(ref acc, prm, steps, sums, ref g, ref f0, ref f1, ref f2, ref f3);
+                    left = columnsPerGroup;
+                }
+
+                TWidth.Dot(Avx2.UnpackLow(u1, u3).AsUInt32(), q + (2 * qColumn), false, ref acc);
+                if (--left == 0)
+                {
+                    Flush(ref acc, prm, steps, sums, ref g, ref f0, ref f1, ref f2, ref f3);
+                    left = columnsPerGroup;
+                }
+
+                TWidth.Dot(Avx2.UnpackHigh(u1, u3).AsUInt32(), q + (3 * qColumn), true, ref acc);
+                if (--left == 0)
+                {
+                    Flush(ref acc, prm, steps, sums, ref g, ref f0, ref f1, ref f2, ref f3);
+                    left = columnsPerGroup;
+                }
+
+                q += 4 * qColumn;
+            }
+
+            f0.Store(scores + t);
+            m0 = Avx.Max(f0, m0);
+            if (nh > 1)
+            {
+                f1.Store(scores + stride + t);
+                m1 = Avx.Max(f1, m1);
+            }
+
+            if (nh > 2)
+            {
+                f2.Store(scores + (2 * stride) + t);
+                m2 = Avx.Max(f2, m2);
+            }
+
+            if (nh > 3)
+            {
+                f3.Store(scores + (3 * stride) + t);
+                m3 = Avx.Max(f3, m3);
+            }
+        }
+
+        max[0] = MaxOf(m0);
+        if (nh > 1)
+        {
+            max[1] = MaxOf(m1);
+        }
+
+        if (nh > 2)
+        {
+            max[2] = MaxOf(m2);
+        }
+
+        if (nh > 3)
+        {
+            max[3] = MaxOf(m3);
+        }
+
+        ScoresScalarRange(rows, t, n, q8, steps, sums, nh, scores, stride, max);
+    }
+
+    // Folds group g's integer dots into the float scores (f_r += cvt(A_r + B_r) * (a * sq_r) + b * qsum_r), clears them, moves to g + 1.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Flush(ref Accumulators acc, float* prm, float* steps, float* sums, ref int g, ref Vector256<float> f0, ref Vector256<float> f1, ref Vector256<float> f2, ref Vector256<float> f3)
+    {
+        var a = Vector256.Load(prm + (g * 16));
+        var b = Vector256.Load(prm + (g * 16) + 8);
+        float* sg = steps + (g * HeadBlock);
+        float* zg = sums + (g * HeadBlock);
+        f0 = Vector256.FusedMultiplyAdd(b, Vector256.Create(zg[0]), Vector256.FusedMultiplyAdd(Avx.ConvertToVector256Single(acc.A0 + acc.B0), a * Vector256.Create(sg[0]), f0));
+        f1 = Vector256.FusedMultiplyAdd(b, Vector256.Create(zg[1]), Vector256.FusedMultiplyAdd(Avx.ConvertToVector256Single(acc.A1 + acc.B1), a * Vector256.Create(sg[1]), f1));
+        f2 = Vector256.FusedMultiplyAdd(b, Vector256.Create(zg[2]), Vector256.FusedMultiplyAdd(Avx.ConvertToVector256Single(acc.A2 + acc.B2), a * Vector256.Create(sg[2]), f2));
+        f3 = Vector256.FusedMultiplyAdd(b, Vector256.Create(zg[3]), Vector256.FusedMultiplyAdd(Avx.ConvertToVector256Single(acc.A3 + acc.B3), a * Vector256.Create(sg[3]), f3));
+        acc = default;
+        g++;
+    }
+
+    private static float MaxOf(Vector256<float> v)
+    {
+        float m = float.NegativeInfinity;
+        for (int l = 0; l < 8; l++)
+        {
+            float x = v.GetElement(l);
+            m = x > m ? x : m;
+        }
+
+        return m;
+    }
+
+    // Word index into the eight tokens' FP16 parameters for output word o = g * 16 + ab * 8 + token: the step a (ab 0) or
+    // offset b (ab 1) of group g; symmetric rows have one scale per group, used for both (scaled by step / offset later).
+    private static void BuildParamIndex(int groups, bool symmetric, ushort* index)
+    {
+        for (int o = 0; o < 64; o++)
+        {
+            int g = o / 16, ab = (o % 16) / 8, tok = o % 8;
+            int src = g >= groups ? 0 : symmetric ? (tok * groups) + g : (tok * 2 * groups) + (2 * g) + ab;
+            index[o] = (ushort)src;
+        }
+    }
+
+    // The eight tokens' parameters as floats [g][a x 8, b x 8]: one word permute per two groups (vpermw / vpermt2w
+    // over the 64-word window), then sixteen halves to floats by bit arithmetic (exact, as HalfBits.ToSingle).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void ConvertParams(ushort* src, int words, int groups, Vector512<ushort> idxLo, Vector512<ushort> idxHi, bool symmetric, Vector512<float> symScale, float* dst)
+    {
+        // The parameter buffer is padded (QuantizedTensorStore) so a 64-word window never reads past its end.
+        var w0 = Vector512.Load(src);
+        Vector512<ushort> lo, hi = default;
+        if (words <= 32)
+        {
+            lo = Avx512BW.PermuteVar32x16(w0, idxLo);
+            if (groups > 2)
+            {
+                hi = Avx512BW.PermuteVar32x16(w0, idxHi);
+            }
+        }
+        else
+        {
+            var w1 = Vector512.Load(src + 32);
+            lo = Avx512BW.PermuteVar32x16x2(w0, idxLo, w1);
+            hi = Avx512BW.PermuteVar32x16x2(w0, idxHi, w1);
+        }
+
+        var f = HalfToSingle(lo.GetLower());
+        if (symmetric)
+        {
+            f *= symScale;
+        }
+
+        f.Store(dst);
+        if (groups > 1)
+        {
+            f = HalfToSingle(lo.GetUpper());
+            if (symmetric)
+            {
+                f *= symScale;
+            }
+
+            f.Store(dst + 16);
+        }
+
+        if (groups > 2)
+        {
+            f = HalfToSingle(hi.GetLower());
+            if (symmetric)
+            {
+                f *= symScale;
+            }
+
+            f.Store(dst + 32);
+            f = HalfToSingle(hi.GetUpper());
+            if (symmetric)
+            {
+                f *= symScale;
+            }
+
+            f.Store(dst + 48);
+        }
+    }
+
+    // Sixteen finite halves to floats: sign-extend, shift the exponent and mantissa into place, rebias by 2^112 (exact).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> HalfToSingle(Vector256<ushort> h16)
+    {
+        var h = Avx512F.ConvertToVector512Int32(h16.AsInt16());
+        var bits = Avx512F.ShiftLeftLogical(h, 13) & Vector512.Create(unchecked((int)0x8FFFE000));
+        return bits.AsSingle() * Vector512.Create(HalfBits.ExponentRebias);
+    }
+
+    /// <summary>One code width: the dot of a transposed column (four code bytes per token lane) with the query dwords.</summary>
+    private interface ICodeWidth
+    {
+        static abstract int Bits { get; }
+
+        /// <summary>
+        /// acc_r += dot(fields of col, q[(j * 4) + r]) for each bit field j of the bytes and head r, split over the A and B
+        /// accumulators (two dependency chains per head; <paramref name="odd"/>: the column's parity, used where a column has one field).
+        /// </summary>
+        static abstract void Dot(Vector256<uint> col, int* q, bool odd, ref Accumulators acc);
+    }
+
+    /// <summary>Two int32 dot accumulators per head (A, B: independent chains, summed at the group's end).</summary>
+    private struct Accumulators
+    {
+        public Vector256<int> A0;
+        public Vector256<int> A1;
+        public Vector256<int> A2;
+        public Vector256<int> A3;
+        public Vector256<int> B0;
+        public Vector256<int> B1;
+        public Vector256<int> B2;
+        public Vector256<int> B3;
+    }
+
+    private readonly struct Width2 : ICodeWidth
+    {
+        public static int Bits => 2;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Dot(Vector256<uint> col, int* q, bool odd, ref Accumulators acc)
+        {
+            var m = Vector256.Create(0x03030303u);
+            Dot4((col & m).AsByte(), q, ref acc.A0, ref acc.A1, ref acc.A2, ref acc.A3);
+            Dot4(((col >> 2) & m).AsByte(), q + 32, ref acc.B0, ref acc.B1, ref acc.B2, ref acc.B3);
+            Dot4(((col >> 4) & m).AsByte(), q + 64, ref acc.A0, ref acc.A1, ref acc.A2, ref acc.A3);
+            Dot4(((col >> 6) & m).AsByte(), q + 96, ref acc.B0, ref acc.B1, ref acc.B2, ref acc.B3);
+        }
+    }
+
+    private readonly struct Width4 : ICodeWidth
+    {
+        public static int Bits => 4;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Dot(Vector256<uint> col, int* q, bool odd, ref Accumulators acc)
+        {
+            var m = Vector256.Create(0x0F0F0F0Fu);
+            Dot4((col & m).AsByte(), q, ref acc.A0, ref acc.A1, ref acc.A2, ref acc.A3);
+            Dot4(((col >> 4) & m).AsByte(), q + 32, ref acc.B0, ref acc.B1, ref acc.B2, ref acc.B3);
+        }
+    }
+
+    private readonly struct Width8 : ICodeWidth
+    {
+        public static int Bits => 8;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Dot(Vector256<uint> col, int* q, bool odd, ref Accumulators acc)
+        {
+            if (odd)
+            {
+                Dot4(col.AsByte(), q, ref acc.B0, ref acc.B1, ref acc.B2, ref acc.B3);
+            }
+            else
+            {
+                Dot4(col.AsByte(), q, ref acc.A0, ref acc.A1, ref acc.A2, ref acc.A3);
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Dot4(Vector256<byte> codes, int* q, ref Vector256<int> i0, ref Vector256<int> i1, ref Vector256<int> i2, ref Vector256<int> i3)
+    {
+        i0 = AvxVnni.MultiplyWideningAndAdd(i0, codes, Vector256.Load((sbyte*)q));
+        i1 = AvxVnni.MultiplyWideningAndAdd(i1, codes, Vector256.Load((sbyte*)(q + 8)));
+        i2 = AvxVnni.MultiplyWideningAndAdd(i2, codes, Vector256.Load((sbyte*)(q + 16)));
+        i3 = AvxVnni.MultiplyWideningAndAdd(i3, codes, Vector256.Load((sbyte*)(q + 24)));
+    }
+}
