@@ -1,0 +1,55 @@
+using System.Text.Json;
+
+namespace KvAdaQuant.Tests.Cli;
+
+/// <summary><c>--attn-int8</c> through the real kvaq executable.</summary>
+public class AttnInt8CliTests
+{
+    [Fact]
+    public void GenerateAndPerplexityReportTheAttentionPath()
+    {
+        foreach (var (flag, name) in new[] { ("--attn-int8", "int8"), (string.Empty, "fp32") })
+        {
+            string[] extra = flag.Length > 0 ? [flag] : [];
+            var (rc, stdout, stderr) = KvaqProcess.Run(["generate", "--model", Fixtures.Stories3M, "--kv", "k4v2", "-n", "8", "--json", .. extra]);
+            Assert.True(rc == 0, stderr);
+            using (var doc = JsonDocument.Parse(stdout))
+            {
+                Assert.Equal(name, doc.RootElement.GetProperty("attention").GetString());
+                Assert.Equal(8, doc.RootElement.GetProperty("tokens").GetArrayLength());
+            }
+
+            (rc, stdout, stderr) = KvaqProcess.Run(["perplexity", "--model", Fixtures.Stories3M, "--data", "wikitext-2/wiki.test.raw", "--chars", "3000", "--ctx", "128", "--kv", "k4v2", "--json", .. extra]);
+            Assert.True(rc == 0, stderr);
+            using (var doc = JsonDocument.Parse(stdout))
+            {
+                Assert.Equal(name, doc.RootElement.GetProperty("attention").GetString());
+                Assert.True(doc.RootElement.GetProperty("perplexity").GetDouble() > 1);
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData("generate", "fp16")]
+    [InlineData("perplexity", "fp32")]
+    public void Int8WithAFullPrecisionCacheIsOneClearError(string command, string kv)
+    {
+        string[] args = command == "generate"
+            ? ["generate", "--model", Fixtures.Stories3M, "--kv", kv, "-n", "4", "--attn-int8"]
+            : ["perplexity", "--model", Fixtures.Stories3M, "--data", "wikitext-2/wiki.test.raw", "--chars", "2000", "--kv", kv, "--attn-int8"];
+        var (rc, _, stderr) = KvaqProcess.Run(args);
+        Assert.Equal(1, rc);
+        Assert.StartsWith("kvaq: error: --attn-int8: ", stderr);
+        Assert.Contains($"'{kv}' stores them as full-precision floats", stderr);
+    }
+
+    [Fact]
+    public void Int8WithHeadDimEightIsOneClearError()
+    {
+        // stories260K has head dim 8: rows of 4 bytes at 4 bits, below the kernel's 16-byte chunks.
+        var (rc, _, stderr) = KvaqProcess.Run("generate", "--model", Fixtures.Stories260K, "--kv", "k4v2", "-n", "4", "--attn-int8");
+        Assert.Equal(1, rc);
+        Assert.StartsWith("kvaq: error: --attn-int8: no layer of the KV plan 'k4v2'", stderr);
+        Assert.Contains("head dim 8", stderr);
+    }
+}
