@@ -109,6 +109,40 @@ public class ComputePeakBenchmarks
     }
 
     /// <summary>
+    /// Signed int16 pairs into int32 (<c>vpdpwssd</c>, AVX-VNNI 256-bit: 16 MACs per instruction): the rate an int16
+    /// formulation of the value sum (probability weights of 15 bits times widened codes) could reach.
+    /// </summary>
+    [Benchmark(OperationsPerInvoke = Iterations * Chains * 16)]
+    public int Int16Dpwssd256()
+    {
+        if (!AvxVnni.IsSupported)
+        {
+            return -1;
+        }
+
+        var u = Vector256.Create((short)(_x > 1 ? 3 : 2));
+        var s = Vector256.Create((short)-1);
+        Vector256<int> c0 = default, c1 = default, c2 = default, c3 = default, c4 = default, c5 = default, c6 = default, c7 = default, c8 = default, c9 = default, c10 = default, c11 = default;
+        for (int i = 0; i < Iterations; i++)
+        {
+            c0 = AvxVnni.MultiplyWideningAndAdd(c0, u, s);
+            c1 = AvxVnni.MultiplyWideningAndAdd(c1, u, s);
+            c2 = AvxVnni.MultiplyWideningAndAdd(c2, u, s);
+            c3 = AvxVnni.MultiplyWideningAndAdd(c3, u, s);
+            c4 = AvxVnni.MultiplyWideningAndAdd(c4, u, s);
+            c5 = AvxVnni.MultiplyWideningAndAdd(c5, u, s);
+            c6 = AvxVnni.MultiplyWideningAndAdd(c6, u, s);
+            c7 = AvxVnni.MultiplyWideningAndAdd(c7, u, s);
+            c8 = AvxVnni.MultiplyWideningAndAdd(c8, u, s);
+            c9 = AvxVnni.MultiplyWideningAndAdd(c9, u, s);
+            c10 = AvxVnni.MultiplyWideningAndAdd(c10, u, s);
+            c11 = AvxVnni.MultiplyWideningAndAdd(c11, u, s);
+        }
+
+        return Vector256.Sum(c0 + c1 + c2 + c3 + c4 + c5 + c6 + c7 + c8 + c9 + c10 + c11);
+    }
+
+    /// <summary>
     /// Unsigned x signed int8 pairs summed to int16 (<c>vpmaddubsw</c>), then pairs of those to int32 (<c>vpmaddwd</c> by 1)
     /// and accumulated: the AVX-512BW route to int8 dot products, 64 MACs per three instructions (plus the add).
     /// </summary>

@@ -83,6 +83,43 @@ public unsafe class Int8AttentionKernelsTests
         }
     }
 
+    [SkippableTheory]
+    [InlineData(4, 128, 128)]
+    [InlineData(4, 64, 64)]
+    [InlineData(2, 128, 128)]
+    [InlineData(8, 128, 128)]
+    public void ExtremeCodesAndQueriesDoNotOverflowTheVectorSums(int bits, int hd, int g)
+    {
+        // Every code at its maximum and every int8 query at +127 or -127: the largest int16 pair sums the 16-token path
+        // accumulates before widening, and the largest int32 dots.
+        Skip.IfNot(Int8AttentionKernels.IsSupported, "AVX-VNNI / AVX-512BW not available");
+        const int Count = 37;
+        using var data = new RowData(Count, hd, bits, g, false);
+        Array.Fill(data.Codes, (byte)0xFF);
+        for (int i = 0; i < data.Params.Length; i++)
+        {
+            data.Params[i] = BitConverter.HalfToUInt16Bits((Half)(i % 2 == 0 ? 0.5f : -2f));
+        }
+
+        foreach (float sign in new[] { 1f, -1f })
+        {
+            var q = Enumerable.Repeat(3f * sign, 4 * hd).ToArray();
+            using var query = new QueryBlock(q, 4, hd, bits, g);
+            var want = new float[4 * Count];
+            var got = new float[4 * Count];
+            var m = new float[4];
+            fixed (float* w = want, gp = got, mp = m)
+            {
+                Int8AttentionKernels.ScoresScalar(data.Rows, query.Q8, query.Steps, query.Sums, 4, w, Count, mp);
+                Int8AttentionKernels.Scores(data.Rows, query.Q8, query.Dwords, query.Steps, query.Sums, 4, gp, Count, mp);
+            }
+
+            Assert.Equal(want, got);
+            float exact = hd * 3f * sign * ((0.5f * ((1 << bits) - 1)) - 2f);
+            Assert.All(got, s => Assert.True(MathF.Abs(s - exact) <= 1e-4f * MathF.Abs(exact), $"{s} vs {exact}"));
+        }
+    }
+
     [Theory]
     [MemberData(nameof(Shapes))]
     public void ScoresStayWithinTheQueryQuantizationBound(int bits, int hd, int g, bool symmetric)
