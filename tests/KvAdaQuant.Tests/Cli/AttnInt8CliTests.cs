@@ -29,6 +29,28 @@ public class AttnInt8CliTests
         }
     }
 
+    [Fact]
+    public void BenchReportsTheAttentionPath()
+    {
+        var (rc, stdout, stderr) = KvaqProcess.Run("bench", "--model", Fixtures.Stories3M, "--kv", "k4v2", "--ctx", "64", "--decode-tokens", "4", "--runs", "1", "--threads", "1", "--json", "--attn-int8");
+        Assert.True(rc == 0, stderr);
+        using var doc = JsonDocument.Parse(stdout);
+        Assert.Equal("int8", doc.RootElement.GetProperty("attention").GetString());
+        var c = doc.RootElement.GetProperty("contexts")[0];
+        Assert.Equal("k4v2, int8 attention", c.GetProperty("kvaq.cache").GetString());
+        Assert.True(c.GetProperty("kvaq.decode_tokens_per_second").GetDouble() > 0);
+    }
+
+    [Theory]
+    [InlineData("generate")]
+    [InlineData("bench")]
+    public void Int8WithTheGpuIsOneClearError(string command)
+    {
+        var (rc, _, stderr) = KvaqProcess.Run(command, "--model", Fixtures.Stories3M, "--kv", "k4v2", "--device", "cuda", "--attn-int8");
+        Assert.Equal(1, rc);
+        Assert.Contains("--attn-int8 selects a CPU attention kernel; it cannot be combined with --device cuda", stderr);
+    }
+
     [Theory]
     [InlineData("generate", "fp16")]
     [InlineData("perplexity", "fp32")]
