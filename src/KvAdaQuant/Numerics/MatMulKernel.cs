@@ -141,7 +141,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
         // Enough chunks to balance the threads, few enough that dispatch stays cheap.
         int target = _pool.Threads * 8;
         int rowsPerChunk = Math.Max(4, (w.Rows + target - 1) / target);
-        if (Q4_0InRowGroups(w))
+        if (Q4_0InRowGroups(w) || w.HasKQuantRowGroups)
         {
             rowsPerChunk = (rowsPerChunk + 7) & ~7;
         }
@@ -149,7 +149,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
         int m = _count++;
         _ws[m] = w;
         _ys[m] = (nint)py;
-        _rowGroups[m] = Q4_0InRowGroups(w) ? (nint)w.Q4_0RowGroupData(_pool) : 0;
+        _rowGroups[m] = Q4_0InRowGroups(w) ? (nint)w.Q4_0RowGroupData(_pool) : w.HasKQuantRowGroups ? (nint)w.KQuantRowGroupData(_pool) : 0;
 
         // Q8_0 / F16 / Q4_K / Q6_K rows from their resident copy when the matrix has one (same bytes, huge pages), else from the matrix.
         _rows[m] = w.HasResidentRows ? (nint)w.ResidentRowData(_pool) : (nint)w.RowPointer(0);
@@ -321,15 +321,41 @@ public sealed unsafe class MatMulKernel : IParallelWork
             case GgmlType.Q4_K:
             case GgmlType.Q6_K:
                 {
-                    // K-quant rows times Q8_K activations (KQuantDot): each super-block unpacked once for up to four tokens;
-                    // the same bits per token whatever the batch.
+                    // K-quant rows times Q8_K activations: each super-block unpacked once for up to four tokens; the same
+                    // bits per token whatever the batch. Rows in groups of 8 from the row-group copy (KQuantRowGroupDot),
+                    // other matrices row by row (KQuantDot).
                     int superBlocks = cols / 256;
                     bool q6 = w.Type == GgmlType.Q6_K;
                     byte* rowBase = (byte*)_rows[m];
                     fixed (sbyte* xq = _xk.Values)
                     fixed (float* xd = _xk.Scales)
                     fixed (short* xs = _xk.Sums16)
+                    fixed (int* xp16 = _xk.Sums16Pairs)
+                    fixed (int* xp32 = _xk.Sums32Pairs)
                     {
+                        if (w.HasKQuantRowGroups)
+                        {
+                            long groupBytes = 8 * w.RowByteCount;
+                            for (int r = r0; r < r1; r += 8)
+                            {
+                                byte* group = (byte*)_rowGroups[m] + ((r / 8) * groupBytes);
+                                for (int t = 0; t < n; t += 4)
+                                {
+                                    int tokens = Math.Min(4, n - t);
+                                    if (q6)
+                                    {
+                                        KQuantRowGroupDot.DotQ6_K(group, superBlocks, tokens, xq + ((long)t * cols), cols, xd + ((long)t * superBlocks), xs + ((long)t * superBlocks * 16), xp16 + ((long)t * superBlocks * 8), y + ((long)t * rows) + r, rows);
+                                    }
+                                    else
+                                    {
+                                        KQuantRowGroupDot.DotQ4_K(group, superBlocks, tokens, xq + ((long)t * cols), cols, xd + ((long)t * superBlocks), xs + ((long)t * superBlocks * 16), xp32 + ((long)t * superBlocks * 4), y + ((long)t * rows) + r, rows);
+                                    }
+                                }
+                            }
+
+                            break;
+                        }
+
                         for (int r = r0; r < r1; r++)
                         {
                             byte* row = rowBase + (r * w.RowByteCount);
