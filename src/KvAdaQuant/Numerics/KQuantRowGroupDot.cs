@@ -186,8 +186,10 @@ public static unsafe class KQuantRowGroupDot
         }
     }
 
-    // Lanes += the dot products of each lane's 4 unsigned bytes with the 4 int8 activations x (broadcast). Without VNNI
-    // the 16-bit pair sums stay within 2 x 63 x 127: no saturation.
+    // Lanes += the dot products of each lane's 4 unsigned bytes with the 4 int8 activations x (broadcast). (vpdpbusd in
+    // its VEX form, the only one .NET 10 exposes, reaches registers 0-15 only: loops keep at most 8 accumulators live, or
+    // the JIT copies each one in and out around every instruction.) Without VNNI the 16-bit pair sums stay within
+    // 2 x 63 x 127: no saturation.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector256<int> Dp(Vector256<int> acc, Vector256<byte> u, int x)
     {
@@ -290,62 +292,79 @@ public static unsafe class KQuantRowGroupDot
         (sumf - minf).Store(output);
     }
 
-    // Four tokens sharing each chunk's nibbles: sub-blocks 2g and 2g + 1 at a time, two accumulators per token.
+    // Four tokens sharing each chunk's nibbles, one sub-block at a time (four accumulators: see Dp). The per-token
+    // integer and float sums stay in memory (touched once per sub-block or super-block), so that the accumulators of the
+    // inner loops get registers 0-15.
     private static void Q4_KTile4(byte* group, int superBlocks, sbyte* xq, long xStride, float* xd, int* xpairs, float* output, long outStride)
     {
-        Vector256<float> f0 = default, f1 = default, f2 = default, f3 = default;
-        Vector256<float> m0 = default, m1 = default, m2 = default, m3 = default;
-        var low = Vector256.Create((byte)0x0F);
+        var f = stackalloc Vector256<float>[8];
+        for (int t = 0; t < 8; t++)
+        {
+            f[t] = default;
+        }
+
         long pStride = (long)superBlocks * 4;
         byte* unit = group;
         for (int b = 0; b < superBlocks; b++, unit += KQuantRowGroups.Q4_KUnitBytes)
         {
-            Q4Scales(unit, out var scLo, out var scHi, out var mnLo, out var mnHi);
             Vector256<int> s0 = default, s1 = default, s2 = default, s3 = default;
-            for (int g = 0; g < 4; g++)
+            int* x = (int*)(xq + (b * 256));
+            for (int j = 0; j < 8; j++)
             {
-                int* x0 = (int*)(xq + (b * 256) + (g * 64));
-                int* x1 = (int*)((sbyte*)x0 + xStride);
-                int* x2 = (int*)((sbyte*)x1 + xStride);
-                int* x3 = (int*)((sbyte*)x2 + xStride);
-                Vector256<int> l0 = default, l1 = default, l2 = default, l3 = default;
-                Vector256<int> h0 = default, h1 = default, h2 = default, h3 = default;
-                byte* q = unit + 128 + (g * 32);
-                for (int c = 0; c < 8; c++, q += 128)
-                {
-                    var v = Avx.LoadVector256(q);
-                    var lo = v & low;
-                    var hi = Avx2.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & low;
-                    l0 = Dp(l0, lo, x0[c]);
-                    h0 = Dp(h0, hi, x0[c + 8]);
-                    l1 = Dp(l1, lo, x1[c]);
-                    h1 = Dp(h1, hi, x1[c + 8]);
-                    l2 = Dp(l2, lo, x2[c]);
-                    h2 = Dp(h2, hi, x2[c + 8]);
-                    l3 = Dp(l3, lo, x3[c]);
-                    h3 = Dp(h3, hi, x3[c + 8]);
-                }
-
-                var scA = g < 2 ? ByteOf(scLo, 2 * g) : ByteOf(scHi, (2 * g) - 4);
-                var scB = g < 2 ? ByteOf(scLo, (2 * g) + 1) : ByteOf(scHi, (2 * g) - 3);
-                s0 += (l0 * scA) + (h0 * scB);
-                s1 += (l1 * scA) + (h1 * scB);
-                s2 += (l2 * scA) + (h2 * scB);
-                s3 += (l3 * scA) + (h3 * scB);
+                // sub-block j: low nibbles of chunk column j / 2 (j even), high nibbles (j odd)
+                Q4Stream(unit + 128 + ((j / 2) * 32), j % 2 == 1, x + (8 * j), xStride, out var a0, out var a1, out var a2, out var a3);
+                var sc = Q4Scale(unit, j);
+                s0 += a0 * sc;
+                s1 += a1 * sc;
+                s2 += a2 * sc;
+                s3 += a3 * sc;
             }
 
+            Q4Scales(unit, out _, out _, out var mnLo, out var mnHi);
             var d = Halves(unit);
             var dmin = Halves(unit + 16);
-            Q4Finish(s0, mnLo, mnHi, xpairs + (b * 4), xd[b], d, dmin, ref f0, ref m0);
-            Q4Finish(s1, mnLo, mnHi, xpairs + pStride + (b * 4), xd[superBlocks + b], d, dmin, ref f1, ref m1);
-            Q4Finish(s2, mnLo, mnHi, xpairs + (2 * pStride) + (b * 4), xd[(2 * superBlocks) + b], d, dmin, ref f2, ref m2);
-            Q4Finish(s3, mnLo, mnHi, xpairs + (3 * pStride) + (b * 4), xd[(3 * superBlocks) + b], d, dmin, ref f3, ref m3);
+            Q4Finish(s0, mnLo, mnHi, xpairs + (b * 4), xd[b], d, dmin, ref f[0], ref f[1]);
+            Q4Finish(s1, mnLo, mnHi, xpairs + pStride + (b * 4), xd[superBlocks + b], d, dmin, ref f[2], ref f[3]);
+            Q4Finish(s2, mnLo, mnHi, xpairs + (2 * pStride) + (b * 4), xd[(2 * superBlocks) + b], d, dmin, ref f[4], ref f[5]);
+            Q4Finish(s3, mnLo, mnHi, xpairs + (3 * pStride) + (b * 4), xd[(3 * superBlocks) + b], d, dmin, ref f[6], ref f[7]);
         }
 
-        (f0 - m0).Store(output);
-        (f1 - m1).Store(output + outStride);
-        (f2 - m2).Store(output + (2 * outStride));
-        (f3 - m3).Store(output + (3 * outStride));
+        for (int t = 0; t < 4; t++)
+        {
+            (f[2 * t] - f[(2 * t) + 1]).Store(output + (t * outStride));
+        }
+    }
+
+    // The 8 rows' 6-bit scale of sub-block j.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Q4Scale(byte* unit, int j)
+    {
+        Q4Scales(unit, out var scLo, out var scHi, out _, out _);
+        return j < 4 ? ByteOf(scLo, j) : ByteOf(scHi, j - 4);
+    }
+
+    // One sub-block of four tokens: the 8 chunks (128 bytes apart) of its nibbles, low or high, against the activations
+    // x (as ints; token t at t x xStride bytes on), 4 values per chunk.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q4Stream(byte* q, bool high, int* x, long xStride, out Vector256<int> a0, out Vector256<int> a1, out Vector256<int> a2, out Vector256<int> a3)
+    {
+        var low = Vector256.Create((byte)0x0F);
+        int* x1 = (int*)((sbyte*)x + xStride);
+        int* x2 = (int*)((sbyte*)x1 + xStride);
+        int* x3 = (int*)((sbyte*)x2 + xStride);
+        a0 = default;
+        a1 = default;
+        a2 = default;
+        a3 = default;
+        for (int c = 0; c < 8; c++, q += 128)
+        {
+            var v = Avx.LoadVector256(q);
+            var u = high ? Avx2.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & low : v & low;
+            a0 = Dp(a0, u, x[c]);
+            a1 = Dp(a1, u, x1[c]);
+            a2 = Dp(a2, u, x2[c]);
+            a3 = Dp(a3, u, x3[c]);
+        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -417,84 +436,105 @@ public static unsafe class KQuantRowGroupDot
         sum.Store(output);
     }
 
-    // Four tokens: per half h and chunk parity, four sub-block accumulators per token.
+    // Four tokens: one sub-block at a time (four accumulators: see Dp); the per-token sums in memory, as in Q4_KTile4.
     private static void Q6_KTile4(byte* group, int superBlocks, sbyte* xq, long xStride, float* xd, int* xpairs, float* output, long outStride)
     {
-        Vector256<float> f0 = default, f1 = default, f2 = default, f3 = default;
-        var m4 = Vector256.Create((byte)0x0F);
-        var m30 = Vector256.Create((byte)0x30);
+        var f = stackalloc Vector256<float>[4];
+        for (int t = 0; t < 4; t++)
+        {
+            f[t] = default;
+        }
+
         long pStride = (long)superBlocks * 8;
         byte* unit = group;
         for (int b = 0; b < superBlocks; b++, unit += KQuantRowGroups.Q6_KUnitBytes)
         {
-            var sc0 = Avx.LoadVector256((int*)(unit + 16));
-            var sc1 = Avx.LoadVector256((int*)(unit + 48));
-            var sc2 = Avx.LoadVector256((int*)(unit + 80));
-            var sc3 = Avx.LoadVector256((int*)(unit + 112));
-            var s0 = Vector256<int>.Zero - Q6Offset(sc0, sc1, sc2, sc3, xpairs + (b * 8));
-            var s1 = Vector256<int>.Zero - Q6Offset(sc0, sc1, sc2, sc3, xpairs + pStride + (b * 8));
-            var s2 = Vector256<int>.Zero - Q6Offset(sc0, sc1, sc2, sc3, xpairs + (2 * pStride) + (b * 8));
-            var s3 = Vector256<int>.Zero - Q6Offset(sc0, sc1, sc2, sc3, xpairs + (3 * pStride) + (b * 8));
-            for (int h = 0; h < 2; h++)
-            {
-                var lo = h == 0 ? sc0 : sc2;
-                var hi = h == 0 ? sc1 : sc3;
-                for (int p = 0; p < 2; p++)
-                {
-                    // chunks c = 4p .. 4p + 3: sub-blocks 8h + p + 0, 2, 4, 6
-                    int* x0 = (int*)(xq + (b * 256) + (h * 128)) + (4 * p);
-                    int* x1 = (int*)((sbyte*)x0 + xStride);
-                    int* x2 = (int*)((sbyte*)x1 + xStride);
-                    int* x3 = (int*)((sbyte*)x2 + xStride);
-                    Vector256<int> a00 = default, a01 = default, a02 = default, a03 = default;
-                    Vector256<int> a10 = default, a11 = default, a12 = default, a13 = default;
-                    Vector256<int> a20 = default, a21 = default, a22 = default, a23 = default;
-                    Vector256<int> a30 = default, a31 = default, a32 = default, a33 = default;
-                    byte* q = unit + 144 + (((h * 8) + (4 * p)) * 96);
-                    for (int c = 0; c < 4; c++, q += 96)
-                    {
-                        Q6Unpack(q, m4, m30, out var u0, out var u1, out var u2, out var u3);
-                        a00 = Dp(a00, u0, x0[c]);
-                        a01 = Dp(a01, u1, x0[c + 8]);
-                        a02 = Dp(a02, u2, x0[c + 16]);
-                        a03 = Dp(a03, u3, x0[c + 24]);
-                        a10 = Dp(a10, u0, x1[c]);
-                        a11 = Dp(a11, u1, x1[c + 8]);
-                        a12 = Dp(a12, u2, x1[c + 16]);
-                        a13 = Dp(a13, u3, x1[c + 24]);
-                        a20 = Dp(a20, u0, x2[c]);
-                        a21 = Dp(a21, u1, x2[c + 8]);
-                        a22 = Dp(a22, u2, x2[c + 16]);
-                        a23 = Dp(a23, u3, x2[c + 24]);
-                        a30 = Dp(a30, u0, x3[c]);
-                        a31 = Dp(a31, u1, x3[c + 8]);
-                        a32 = Dp(a32, u2, x3[c + 16]);
-                        a33 = Dp(a33, u3, x3[c + 24]);
-                    }
+            var s0 = Q6NegativeOffset(unit, xpairs + (b * 8));
+            var s1 = Q6NegativeOffset(unit, xpairs + pStride + (b * 8));
+            var s2 = Q6NegativeOffset(unit, xpairs + (2 * pStride) + (b * 8));
+            var s3 = Q6NegativeOffset(unit, xpairs + (3 * pStride) + (b * 8));
 
-                    // sub-block 8h + p + 2i: scale vector lo (i < 2) or hi, byte p + 2 (i % 2)
-                    var c0 = SignedByteOf(lo, p);
-                    var c1 = SignedByteOf(lo, p + 2);
-                    var c2 = SignedByteOf(hi, p);
-                    var c3 = SignedByteOf(hi, p + 2);
-                    s0 += (a00 * c0) + (a01 * c1) + (a02 * c2) + (a03 * c3);
-                    s1 += (a10 * c0) + (a11 * c1) + (a12 * c2) + (a13 * c3);
-                    s2 += (a20 * c0) + (a21 * c1) + (a22 * c2) + (a23 * c3);
-                    s3 += (a30 * c0) + (a31 * c1) + (a32 * c2) + (a33 * c3);
-                }
+            for (int hp = 0; hp < 4; hp++)
+            {
+                // sub-blocks k = 8h + 2i + p (i = 0..3): values 128h + 32i + 16p.., from part i of chunks c = 4p .. 4p + 3
+                // of half h; scale k in vector 2h + i / 2 (at 16 + 64h, + 32), byte 2 (i % 2) + p.
+                int h = hp / 2, p = hp % 2;
+                byte* q = unit + 144 + (((h * 8) + (4 * p)) * 96);
+                int* x = (int*)(xq + (b * 256) + (h * 128) + (16 * p));
+                int* sc = (int*)(unit + 16 + (64 * h));
+                var a0 = Q6Stream(q, 0, x, xStride, out var a1, out var a2, out var a3);
+                Q6Scale(a0, a1, a2, a3, SignedByteOf(Avx.LoadVector256(sc), p), ref s0, ref s1, ref s2, ref s3);
+                a0 = Q6Stream(q, 1, x + 8, xStride, out a1, out a2, out a3);
+                Q6Scale(a0, a1, a2, a3, SignedByteOf(Avx.LoadVector256(sc), p + 2), ref s0, ref s1, ref s2, ref s3);
+                a0 = Q6Stream(q, 2, x + 16, xStride, out a1, out a2, out a3);
+                Q6Scale(a0, a1, a2, a3, SignedByteOf(Avx.LoadVector256(sc + 8), p), ref s0, ref s1, ref s2, ref s3);
+                a0 = Q6Stream(q, 3, x + 24, xStride, out a1, out a2, out a3);
+                Q6Scale(a0, a1, a2, a3, SignedByteOf(Avx.LoadVector256(sc + 8), p + 2), ref s0, ref s1, ref s2, ref s3);
             }
 
             var d = Halves(unit);
-            f0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s0), d * Vector256.Create(xd[b]), f0);
-            f1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s1), d * Vector256.Create(xd[superBlocks + b]), f1);
-            f2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s2), d * Vector256.Create(xd[(2 * superBlocks) + b]), f2);
-            f3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s3), d * Vector256.Create(xd[(3 * superBlocks) + b]), f3);
+            f[0] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s0), d * Vector256.Create(xd[b]), f[0]);
+            f[1] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s1), d * Vector256.Create(xd[superBlocks + b]), f[1]);
+            f[2] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s2), d * Vector256.Create(xd[(2 * superBlocks) + b]), f[2]);
+            f[3] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s3), d * Vector256.Create(xd[(3 * superBlocks) + b]), f[3]);
         }
 
-        f0.Store(output);
-        f1.Store(output + outStride);
-        f2.Store(output + (2 * outStride));
-        f3.Store(output + (3 * outStride));
+        for (int t = 0; t < 4; t++)
+        {
+            f[t].Store(output + (t * outStride));
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Q6NegativeOffset(byte* unit, int* pairs) => Vector256<int>.Zero - Q6Offset(
+        Avx.LoadVector256((int*)(unit + 16)),
+        Avx.LoadVector256((int*)(unit + 48)),
+        Avx.LoadVector256((int*)(unit + 80)),
+        Avx.LoadVector256((int*)(unit + 112)),
+        pairs);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q6Scale(Vector256<int> a0, Vector256<int> a1, Vector256<int> a2, Vector256<int> a3, Vector256<int> scale, ref Vector256<int> s0, ref Vector256<int> s1, ref Vector256<int> s2, ref Vector256<int> s3)
+    {
+        s0 += a0 * scale;
+        s1 += a1 * scale;
+        s2 += a2 * scale;
+        s3 += a3 * scale;
+    }
+
+    // One Q6_K sub-block of four tokens: part i (0..3: u0..u3 of Q6Unpack) of the 4 chunk triples from q (96 bytes
+    // apart) against the activations x (as ints; token t at t x xStride bytes on). Returns token 0's lanes.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Q6Stream(byte* q, int i, int* x, long xStride, out Vector256<int> a1, out Vector256<int> a2, out Vector256<int> a3)
+    {
+        var m4 = Vector256.Create((byte)0x0F);
+        var m30 = Vector256.Create((byte)0x30);
+        int* x1 = (int*)((sbyte*)x + xStride);
+        int* x2 = (int*)((sbyte*)x1 + xStride);
+        int* x3 = (int*)((sbyte*)x2 + xStride);
+        Vector256<int> a0 = default;
+        a1 = default;
+        a2 = default;
+        a3 = default;
+        byte* ql = q + ((i % 2) * 32);
+        for (int c = 0; c < 4; c++, ql += 96)
+        {
+            var v = Avx.LoadVector256(ql);
+            var qh = Avx.LoadVector256(ql + 64 - ((i % 2) * 32)).AsUInt16();
+            var u = i switch
+            {
+                0 => (v & m4) | (Avx2.ShiftLeftLogical(qh, 4).AsByte() & m30),
+                1 => (v & m4) | (Avx2.ShiftLeftLogical(qh, 2).AsByte() & m30),
+                2 => (Avx2.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & m4) | (qh.AsByte() & m30),
+                _ => (Avx2.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & m4) | (Avx2.ShiftRightLogical(qh, 2).AsByte() & m30),
+            };
+            a0 = Dp(a0, u, x[c]);
+            a1 = Dp(a1, u, x1[c]);
+            a2 = Dp(a2, u, x2[c]);
+            a3 = Dp(a3, u, x3[c]);
+        }
+
+        return a0;
     }
 
     // The four 6-bit value vectors of one chunk triple (ql[64h + 4c..], ql[64h + 32 + 4c..], qh[32h + 4c..]): values
