@@ -118,10 +118,15 @@ public static unsafe class KQuantRowGroups
             *(uint*)(unit + 32 + (32 * k) + (4 * r)) = *(uint*)(block + 4 + (4 * k));
         }
 
+        // (Q4_KQuantOffset written out: nibble word 8g + c to chunk 4c + g)
         uint* quants = (uint*)(block + 16);
-        for (int i = 0; i < 32; i++)
+        byte* row = unit + 128 + (4 * r);
+        for (int g = 0; g < 4; g++)
         {
-            *(uint*)(unit + Q4_KQuantOffset(r, 4 * i)) = quants[i];
+            for (int c = 0; c < 8; c++)
+            {
+                *(uint*)(row + ((((c * 4) + g) * 32))) = quants[(g * 8) + c];
+            }
         }
     }
 
@@ -133,10 +138,18 @@ public static unsafe class KQuantRowGroups
             *(uint*)(unit + 16 + (32 * v) + (4 * r)) = *(uint*)(block + 192 + (4 * v));
         }
 
+        // (Q6_KQuantOffset written out: for half h and c, words 16h + c, 16h + 8 + c of ql and 8h + c of qh to the
+        // chunk triple 8h + c)
         uint* quants = (uint*)block;
-        for (int i = 0; i < 48; i++)
+        for (int h = 0; h < 2; h++)
         {
-            *(uint*)(unit + Q6_KQuantOffset(r, 4 * i)) = quants[i];
+            for (int c = 0; c < 8; c++)
+            {
+                byte* triple = unit + 144 + (((h * 8) + c) * 96) + (4 * r);
+                *(uint*)triple = quants[(h * 16) + c];
+                *(uint*)(triple + 32) = quants[(h * 16) + 8 + c];
+                *(uint*)(triple + 64) = quants[32 + (h * 8) + c];
+            }
         }
     }
 }
