@@ -5,7 +5,7 @@ using System.Runtime.Intrinsics.X86;
 namespace KvAdaQuant.Numerics;
 
 /// <summary>
-/// Eight Q4_K or Q6_K rows from their row-group copy (<see cref="KQuantRowGroups"/>; <c>group</c> is the group's first
+/// Eight Q4_K, Q5_K or Q6_K rows from their row-group copy (<see cref="KQuantRowGroups"/>; <c>group</c> is the group's first
 /// unit) times 1 to 4 activation vectors quantized to Q8_K (<see cref="Q8KActivations"/>). Token t's values start at
 /// t x <c>xStride</c>, its scales at t x superBlocks, its 16-value sums at t x superBlocks x 16 and its sum pairs at
 /// t x superBlocks x 8 (<see cref="Q8KActivations.Sums16Pairs"/>) or x 4 (<see cref="Q8KActivations.Sums32Pairs"/>);
@@ -15,6 +15,7 @@ namespace KvAdaQuant.Numerics;
 /// <item>Q4_K: per super-block the exact integers S = sum_j scale_j (sum of q x over sub-block j) and
 /// M = sum_j min_j (sum of x over sub-block j); sumf = fma(S, d x dx, sumf), minf = fma(M, dmin x dx, minf); the result is
 /// sumf - minf.</item>
+/// <item>Q5_K: as Q4_K, with q the 5-bit value.</item>
 /// <item>Q6_K: per super-block the exact integer S = sum_k scale_k (sum of (q - 32) x over the 16 values of k);
 /// sum = fma(S, d x dx, sum).</item>
 /// </list>
@@ -39,6 +40,19 @@ public static unsafe class KQuantRowGroupDot
         }
     }
 
+    /// <summary>Q5_K row group · Q8_K activations (<paramref name="xpairs"/>: <see cref="Q8KActivations.Sums32Pairs"/>), as <see cref="DotQ4_K"/>.</summary>
+    public static void DotQ5_K(byte* group, int superBlocks, int tokens, sbyte* xq, long xStride, float* xd, short* xsum, int* xpairs, float* output, long outStride)
+    {
+        if (VectorPathSupported)
+        {
+            DotQ5_KAvx2(group, superBlocks, tokens, xq, xStride, xd, xpairs, output, outStride);
+        }
+        else
+        {
+            DotQ5_KScalar(group, superBlocks, tokens, xq, xStride, xd, xsum, output, outStride);
+        }
+    }
+
     /// <summary>Q6_K row group · Q8_K activations (vector path where supported, else the scalar twin).</summary>
     public static void DotQ6_K(byte* group, int superBlocks, int tokens, sbyte* xq, long xStride, float* xd, short* xsum, int* xpairs, float* output, long outStride)
     {
@@ -54,8 +68,16 @@ public static unsafe class KQuantRowGroupDot
 
     /// <summary>Scalar twin of the Q4_K vector path: row by row, token by token, reading the unit through <see cref="KQuantRowGroups.Q4_KQuantOffset"/>.</summary>
     public static void DotQ4_KScalar(byte* group, int superBlocks, int tokens, sbyte* xq, long xStride, float* xd, short* xsum, float* output, long outStride)
+        => Q4Q5Scalar(false, group, superBlocks, tokens, xq, xStride, xd, xsum, output, outStride);
+
+    /// <summary>Scalar twin of the Q5_K vector path, reading the unit through <see cref="KQuantRowGroups.Q5_KQuantOffset"/>.</summary>
+    public static void DotQ5_KScalar(byte* group, int superBlocks, int tokens, sbyte* xq, long xStride, float* xd, short* xsum, float* output, long outStride)
+        => Q4Q5Scalar(true, group, superBlocks, tokens, xq, xStride, xd, xsum, output, outStride);
+
+    private static void Q4Q5Scalar(bool q5, byte* group, int superBlocks, int tokens, sbyte* xq, long xStride, float* xd, short* xsum, float* output, long outStride)
     {
         CheckTokens(tokens);
+        int unitBytes = q5 ? KQuantRowGroups.Q5_KUnitBytes : KQuantRowGroups.Q4_KUnitBytes;
         byte* packed = stackalloc byte[12];
         for (int t = 0; t < tokens; t++)
         {
@@ -64,7 +86,7 @@ public static unsafe class KQuantRowGroupDot
                 float sumf = 0, minf = 0;
                 for (int b = 0; b < superBlocks; b++)
                 {
-                    byte* unit = group + ((long)b * KQuantRowGroups.Q4_KUnitBytes);
+                    byte* unit = group + ((long)b * unitBytes);
                     sbyte* x = xq + (t * xStride) + (b * 256);
                     short* sums = xsum + (((long)t * superBlocks) + b) * 16;
                     for (int k = 0; k < 3; k++)
@@ -80,8 +102,19 @@ public static unsafe class KQuantRowGroupDot
                         int sub = 0;
                         for (int e = 0; e < 32; e++)
                         {
-                            byte q = unit[KQuantRowGroups.Q4_KQuantOffset(r, ((j / 2) * 32) + e)];
-                            sub += ((q >> shift) & 0x0F) * x[(j * 32) + e];
+                            int nibbleByte = ((j / 2) * 32) + e;
+                            int v;
+                            if (q5)
+                            {
+                                byte qh = unit[KQuantRowGroups.Q5_KQuantOffset(r, e)];
+                                v = ((unit[KQuantRowGroups.Q5_KQuantOffset(r, 32 + nibbleByte)] >> shift) & 0x0F) | (((qh >> j) & 1) << 4);
+                            }
+                            else
+                            {
+                                v = (unit[KQuantRowGroups.Q4_KQuantOffset(r, nibbleByte)] >> shift) & 0x0F;
+                            }
+
+                            sub += v * x[(j * 32) + e];
                         }
 
                         s += sc * sub;
@@ -159,6 +192,22 @@ public static unsafe class KQuantRowGroupDot
         for (int t = 0; t < tokens; t++)
         {
             Q4_KToken(group, superBlocks, xq + (t * xStride), xd + ((long)t * superBlocks), xpairs + ((long)t * superBlocks * 4), output + (t * outStride));
+        }
+    }
+
+    /// <summary>Vector path for Q5_K row groups (AVX-VNNI where present, else AVX2 multiply-adds).</summary>
+    public static void DotQ5_KAvx2(byte* group, int superBlocks, int tokens, sbyte* xq, long xStride, float* xd, int* xpairs, float* output, long outStride)
+    {
+        CheckTokens(tokens);
+        if (tokens == 4)
+        {
+            Q5_KTile4(group, superBlocks, xq, xStride, xd, xpairs, output, outStride);
+            return;
+        }
+
+        for (int t = 0; t < tokens; t++)
+        {
+            Q5_KToken(group, superBlocks, xq + (t * xStride), xd + ((long)t * superBlocks), xpairs + ((long)t * superBlocks * 4), output + (t * outStride));
         }
     }
 
@@ -373,6 +422,133 @@ public static unsafe class KQuantRowGroupDot
         var dx = Vector256.Create(xd);
         sumf = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s), d * dx, sumf);
         minf = Fma.MultiplyAdd(Avx.ConvertToVector256Single(Q4Mins(mnLo, mnHi, pairs)), dmin * dx, minf);
+    }
+
+    // Bit k of each byte of h moved to bit 4 (the fifth bit of a Q5_K value).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> FifthBit(Vector256<ushort> h, int k)
+    {
+        var m10 = Vector256.Create((byte)0x10);
+        return k switch
+        {
+            0 => Avx2.ShiftLeftLogical(h, 4).AsByte() & m10,
+            1 => Avx2.ShiftLeftLogical(h, 3).AsByte() & m10,
+            2 => Avx2.ShiftLeftLogical(h, 2).AsByte() & m10,
+            3 => Avx2.ShiftLeftLogical(h, 1).AsByte() & m10,
+            4 => h.AsByte() & m10,
+            5 => Avx2.ShiftRightLogical(h, 1).AsByte() & m10,
+            6 => Avx2.ShiftRightLogical(h, 2).AsByte() & m10,
+            _ => Avx2.ShiftRightLogical(h, 3).AsByte() & m10,
+        };
+    }
+
+    // One token of Q5_K: Q4_KToken with each nibble's fifth bit from the qh chunk.
+    private static void Q5_KToken(byte* group, int superBlocks, sbyte* xq, float* xd, int* xpairs, float* output)
+    {
+        var sumf = Vector256<float>.Zero;
+        var minf = Vector256<float>.Zero;
+        var low = Vector256.Create((byte)0x0F);
+        byte* unit = group;
+        for (int b = 0; b < superBlocks; b++, unit += KQuantRowGroups.Q5_KUnitBytes)
+        {
+            int* x = (int*)(xq + (b * 256));
+            Vector256<int> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+            byte* q = unit + 384;
+            byte* hq = unit + 128;
+            for (int c = 0; c < 8; c++, q += 128, hq += 32, x++)
+            {
+                var h = Avx.LoadVector256((ushort*)hq);
+                var v0 = Avx.LoadVector256(q);
+                var v1 = Avx.LoadVector256(q + 32);
+                a0 = Dp(a0, (v0 & low) | FifthBit(h, 0), x[0]);
+                a1 = Dp(a1, (Avx2.ShiftRightLogical(v0.AsUInt16(), 4).AsByte() & low) | FifthBit(h, 1), x[8]);
+                a2 = Dp(a2, (v1 & low) | FifthBit(h, 2), x[16]);
+                a3 = Dp(a3, (Avx2.ShiftRightLogical(v1.AsUInt16(), 4).AsByte() & low) | FifthBit(h, 3), x[24]);
+                var v2 = Avx.LoadVector256(q + 64);
+                var v3 = Avx.LoadVector256(q + 96);
+                a4 = Dp(a4, (v2 & low) | FifthBit(h, 4), x[32]);
+                a5 = Dp(a5, (Avx2.ShiftRightLogical(v2.AsUInt16(), 4).AsByte() & low) | FifthBit(h, 5), x[40]);
+                a6 = Dp(a6, (v3 & low) | FifthBit(h, 6), x[48]);
+                a7 = Dp(a7, (Avx2.ShiftRightLogical(v3.AsUInt16(), 4).AsByte() & low) | FifthBit(h, 7), x[56]);
+            }
+
+            Q4Scales(unit, out var scLo, out var scHi, out var mnLo, out var mnHi);
+            var s = (a0 * ByteOf(scLo, 0)) + (a1 * ByteOf(scLo, 1)) + (a2 * ByteOf(scLo, 2)) + (a3 * ByteOf(scLo, 3));
+            s += (a4 * ByteOf(scHi, 0)) + (a5 * ByteOf(scHi, 1)) + (a6 * ByteOf(scHi, 2)) + (a7 * ByteOf(scHi, 3));
+            var m = Q4Mins(mnLo, mnHi, xpairs + (b * 4));
+            var dx = Vector256.Create(xd[b]);
+            sumf = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s), Halves(unit) * dx, sumf);
+            minf = Fma.MultiplyAdd(Avx.ConvertToVector256Single(m), Halves(unit + 16) * dx, minf);
+        }
+
+        (sumf - minf).Store(output);
+    }
+
+    // Four tokens of Q5_K, one sub-block at a time, as Q4_KTile4.
+    private static void Q5_KTile4(byte* group, int superBlocks, sbyte* xq, long xStride, float* xd, int* xpairs, float* output, long outStride)
+    {
+        var f = stackalloc Vector256<float>[8];
+        for (int t = 0; t < 8; t++)
+        {
+            f[t] = default;
+        }
+
+        long pStride = (long)superBlocks * 4;
+        byte* unit = group;
+        for (int b = 0; b < superBlocks; b++, unit += KQuantRowGroups.Q5_KUnitBytes)
+        {
+            Vector256<int> s0 = default, s1 = default, s2 = default, s3 = default;
+            int* x = (int*)(xq + (b * 256));
+            for (int j = 0; j < 8; j++)
+            {
+                Q5Stream(unit + 384 + ((j / 2) * 32), unit + 128, j, x + (8 * j), xStride, out var a0, out var a1, out var a2, out var a3);
+                var sc = Q4Scale(unit, j);
+                s0 += a0 * sc;
+                s1 += a1 * sc;
+                s2 += a2 * sc;
+                s3 += a3 * sc;
+            }
+
+            Q4Scales(unit, out _, out _, out var mnLo, out var mnHi);
+            var d = Halves(unit);
+            var dmin = Halves(unit + 16);
+            Q4Finish(s0, mnLo, mnHi, xpairs + (b * 4), xd[b], d, dmin, ref f[0], ref f[1]);
+            Q4Finish(s1, mnLo, mnHi, xpairs + pStride + (b * 4), xd[superBlocks + b], d, dmin, ref f[2], ref f[3]);
+            Q4Finish(s2, mnLo, mnHi, xpairs + (2 * pStride) + (b * 4), xd[(2 * superBlocks) + b], d, dmin, ref f[4], ref f[5]);
+            Q4Finish(s3, mnLo, mnHi, xpairs + (3 * pStride) + (b * 4), xd[(3 * superBlocks) + b], d, dmin, ref f[6], ref f[7]);
+        }
+
+        for (int t = 0; t < 4; t++)
+        {
+            (f[2 * t] - f[(2 * t) + 1]).Store(output + (t * outStride));
+        }
+    }
+
+    // One Q5_K sub-block j of four tokens: Q4Stream's nibbles (high ones for odd j) with bit j of the qh chunks.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q5Stream(byte* q, byte* hq, int j, int* x, long xStride, out Vector256<int> a0, out Vector256<int> a1, out Vector256<int> a2, out Vector256<int> a3)
+    {
+        var low = Vector256.Create((byte)0x0F);
+        var one = Vector256.Create((byte)0x01);
+        var count = Vector128.CreateScalar((ushort)j);
+        bool high = j % 2 == 1;
+        int* x1 = (int*)((sbyte*)x + xStride);
+        int* x2 = (int*)((sbyte*)x1 + xStride);
+        int* x3 = (int*)((sbyte*)x2 + xStride);
+        a0 = default;
+        a1 = default;
+        a2 = default;
+        a3 = default;
+        for (int c = 0; c < 8; c++, q += 128, hq += 32)
+        {
+            var v = Avx.LoadVector256(q);
+            var bit = Avx2.ShiftLeftLogical((Avx2.ShiftRightLogical(Avx.LoadVector256((ushort*)hq), count).AsByte() & one).AsUInt16(), 4).AsByte();
+            var u = (high ? Avx2.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & low : v & low) | bit;
+            a0 = Dp(a0, u, x[c]);
+            a1 = Dp(a1, u, x1[c]);
+            a2 = Dp(a2, u, x2[c]);
+            a3 = Dp(a3, u, x3[c]);
+        }
     }
 
     // 32 sum_k scale_k b_k (the -32 offset of Q6_K's values), exact: scales (k, k + 2) as 16-bit pairs against (b_k, b_k+2).

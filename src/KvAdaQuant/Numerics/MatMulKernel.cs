@@ -4,7 +4,8 @@ namespace KvAdaQuant.Numerics;
 
 /// <summary>
 /// Computes y = W x for a batch of vectors on a <see cref="WorkerPool"/>, split into chunks of rows.
-/// Q8_0 and Q4_0 weights multiply activations quantized to Q8_0, Q4_K and Q6_K weights activations quantized to Q8_K,
+/// Q8_0 and Q4_0 weights multiply activations quantized to Q8_0, Q4_K and Q6_K weights (and Q5_K ones in row groups)
+/// activations quantized to Q8_K,
 /// with integer dot products (as llama.cpp does); F32 rows are read in place, F16 rows widened in registers; other types are dequantized one row at a time into per-thread
 /// scratch. Each weight row is read once per batch. Not thread-safe: one per engine.
 /// </summary>
@@ -123,11 +124,12 @@ public sealed unsafe class MatMulKernel : IParallelWork
         return _tileScales[worker];
     }
 
-    // How the products of a weight type take their input: Q8_0 blocks (Q8_0, Q4_0), Q8_K blocks (Q4_K, Q6_K), or floats (F32).
+    // How the products of a weight type take their input: Q8_0 blocks (Q8_0, Q4_0), Q8_K blocks (Q4_K, Q5_K, Q6_K), or
+    // floats (F32; a Q5_K matrix without row groups multiplies floats, which stay available).
     private static GgmlType InputEncoding(GgmlType type) => type switch
     {
         GgmlType.Q8_0 or GgmlType.Q4_0 => GgmlType.Q8_0,
-        GgmlType.Q4_K or GgmlType.Q6_K => GgmlType.Q8_K,
+        GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K => GgmlType.Q8_K,
         _ => GgmlType.F32,
     };
 
@@ -320,6 +322,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
 
             case GgmlType.Q4_K:
             case GgmlType.Q6_K:
+            case GgmlType.Q5_K when w.HasKQuantRowGroups:
                 {
                     // K-quant rows times Q8_K activations: each super-block unpacked once for up to four tokens; the same
                     // bits per token whatever the batch. Rows in groups of 8 from the row-group copy (KQuantRowGroupDot),
@@ -342,13 +345,21 @@ public sealed unsafe class MatMulKernel : IParallelWork
                                 for (int t = 0; t < n; t += 4)
                                 {
                                     int tokens = Math.Min(4, n - t);
-                                    if (q6)
+                                    sbyte* xt = xq + ((long)t * cols);
+                                    float* dt = xd + ((long)t * superBlocks);
+                                    short* st = xs + ((long)t * superBlocks * 16);
+                                    float* yt = y + ((long)t * rows) + r;
+                                    switch (w.Type)
                                     {
-                                        KQuantRowGroupDot.DotQ6_K(group, superBlocks, tokens, xq + ((long)t * cols), cols, xd + ((long)t * superBlocks), xs + ((long)t * superBlocks * 16), xp16 + ((long)t * superBlocks * 8), y + ((long)t * rows) + r, rows);
-                                    }
-                                    else
-                                    {
-                                        KQuantRowGroupDot.DotQ4_K(group, superBlocks, tokens, xq + ((long)t * cols), cols, xd + ((long)t * superBlocks), xs + ((long)t * superBlocks * 16), xp32 + ((long)t * superBlocks * 4), y + ((long)t * rows) + r, rows);
+                                        case GgmlType.Q6_K:
+                                            KQuantRowGroupDot.DotQ6_K(group, superBlocks, tokens, xt, cols, dt, st, xp16 + ((long)t * superBlocks * 8), yt, rows);
+                                            break;
+                                        case GgmlType.Q5_K:
+                                            KQuantRowGroupDot.DotQ5_K(group, superBlocks, tokens, xt, cols, dt, st, xp32 + ((long)t * superBlocks * 4), yt, rows);
+                                            break;
+                                        default:
+                                            KQuantRowGroupDot.DotQ4_K(group, superBlocks, tokens, xt, cols, dt, st, xp32 + ((long)t * superBlocks * 4), yt, rows);
+                                            break;
                                     }
                                 }
                             }

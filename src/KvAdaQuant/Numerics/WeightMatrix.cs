@@ -68,7 +68,7 @@ public sealed unsafe class WeightMatrix : IDisposable
     public bool HasQ4_0RowGroups => Type == GgmlType.Q4_0 && Rows % Q4_0RowGroups.GroupRows == 0;
 
     /// <summary>
-    /// Whether products read the K-quant row-group copy (<see cref="KQuantRowGroups"/>): Q4_K or Q6_K with a row count that
+    /// Whether products read the K-quant row-group copy (<see cref="KQuantRowGroups"/>): Q4_K, Q5_K or Q6_K with a row count that
     /// is a multiple of 8.
     /// </summary>
     public bool HasKQuantRowGroups => KQuantRowGroups.Applies(Type, Rows);
@@ -115,7 +115,7 @@ public sealed unsafe class WeightMatrix : IDisposable
 
         if (!HasKQuantRowGroups)
         {
-            throw new InvalidOperationException($"{Name}: a {Type} matrix of {Rows} rows has no K-quant row groups (Q4_K or Q6_K, rows a multiple of 8)");
+            throw new InvalidOperationException($"{Name}: a {Type} matrix of {Rows} rows has no K-quant row groups (Q4_K, Q5_K or Q6_K, rows a multiple of 8)");
         }
 
         return Copy(pool, KQuantRowGroupCopy);

@@ -4,7 +4,7 @@ using KvAdaQuant.Numerics;
 namespace KvAdaQuant.Tests.Numerics;
 
 /// <summary>
-/// The Q4_K and Q6_K row-group copies (<see cref="KQuantRowGroups"/>) and their 8-row kernels (<see cref="KQuantRowGroupDot"/>):
+/// The Q4_K, Q5_K and Q6_K row-group copies (<see cref="KQuantRowGroups"/>) and their 8-row kernels (<see cref="KQuantRowGroupDot"/>):
 /// every original byte lands in the slot the layout defines; the vector paths equal their scalar twins bit for bit for
 /// 1-4 tokens; a token gives the same bits alone and in a batch; the results are close to the per-row kernels and to a
 /// float product with ggml's dequantization written out here; the matrix product reads the copy.
@@ -13,7 +13,7 @@ public unsafe class KQuantRowGroupsTests
 {
     private static bool Same(float a, float b) => BitConverter.SingleToInt32Bits(a) == BitConverter.SingleToInt32Bits(b);
 
-    private static int BlockBytes(GgmlType type) => type == GgmlType.Q6_K ? 210 : 144;
+    private static int BlockBytes(GgmlType type) => type switch { GgmlType.Q6_K => 210, GgmlType.Q5_K => 176, _ => 144 };
 
     // Random codes with sane FP16 scales (signed for Q6_K's d; random bytes would give NaN or infinite scales).
     private static byte[] RandomRows(Random rng, GgmlType type, int rows, int superBlocks)
@@ -40,9 +40,22 @@ public unsafe class KQuantRowGroupsTests
         return w;
     }
 
-    // ggml's dequantize_row_q4_K / dequantize_row_q6_K for one super-block, written out independently of the library.
+    // ggml's dequantize_row_q4_K / _q5_K / _q6_K for one super-block, written out independently of the library.
     private static float Dequantize(GgmlType type, byte[] data, int o, int e)
     {
+        if (type == GgmlType.Q5_K)
+        {
+            float d = (float)BitConverter.UInt16BitsToHalf(BitConverter.ToUInt16(data, o));
+            float dmin = (float)BitConverter.UInt16BitsToHalf(BitConverter.ToUInt16(data, o + 2));
+            var sc = data.AsSpan(o + 4, 12);
+            int j = e / 32, at = e % 32;
+            int s = j < 4 ? sc[j] & 63 : (sc[j + 4] & 0xF) | ((sc[j - 4] >> 6) << 4);
+            int m = j < 4 ? sc[j + 4] & 63 : (sc[j + 4] >> 4) | ((sc[j] >> 6) << 4);
+            byte nibbles = data[o + 48 + ((j / 2) * 32) + at];
+            int high = (data[o + 16 + at] & (1 << j)) != 0 ? 16 : 0;
+            return (d * s * ((j % 2 == 0 ? nibbles & 0xF : nibbles >> 4) + high)) - (dmin * m);
+        }
+
         if (type == GgmlType.Q4_K)
         {
             float d = (float)BitConverter.UInt16BitsToHalf(BitConverter.ToUInt16(data, o));
@@ -65,6 +78,7 @@ public unsafe class KQuantRowGroupsTests
 
     [Theory]
     [InlineData(GgmlType.Q4_K)]
+    [InlineData(GgmlType.Q5_K)]
     [InlineData(GgmlType.Q6_K)]
     public void Repack_MovesEveryByteToItsSlotOnce(GgmlType type)
     {
@@ -92,13 +106,13 @@ public unsafe class KQuantRowGroupsTests
                     for (int i = 0; i < bb; i++)
                     {
                         // where byte i of the super-block goes, from the layout's definition
-                        int at = type == GgmlType.Q4_K
+                        int at = type != GgmlType.Q6_K
                             ? i switch
                             {
                                 < 2 => (2 * rr) + i,
                                 < 4 => 16 + (2 * rr) + (i - 2),
                                 < 16 => 32 + (32 * ((i - 4) / 4)) + (4 * rr) + ((i - 4) % 4),
-                                _ => KQuantRowGroups.Q4_KQuantOffset(rr, i - 16),
+                                _ => type == GgmlType.Q5_K ? KQuantRowGroups.Q5_KQuantOffset(rr, i - 16) : KQuantRowGroups.Q4_KQuantOffset(rr, i - 16),
                             }
                             : i switch
                             {
@@ -124,6 +138,10 @@ public unsafe class KQuantRowGroupsTests
         Assert.Equal(128 + ((((1 * 4) + 2) * 32) + (5 * 4) + 3), KQuantRowGroups.Q4_KQuantOffset(5, 64 + 4 + 3));
         Assert.Equal(144 + (((((1 * 8) + 2) * 3) + 1) * 32) + (7 * 4) + 2, KQuantRowGroups.Q6_KQuantOffset(7, 64 + 32 + 8 + 2));
         Assert.Equal(144 + (((((0 * 8) + 7) * 3) + 2) * 32) + (0 * 4) + 3, KQuantRowGroups.Q6_KQuantOffset(0, 128 + 28 + 3));
+
+        // Q5_K: qh bytes 4c + k in chunk c from 128, the nibbles as Q4_K's from 384
+        Assert.Equal(128 + (5 * 32) + (6 * 4) + 2, KQuantRowGroups.Q5_KQuantOffset(6, 22));
+        Assert.Equal(384 + ((((1 * 4) + 2) * 32) + (5 * 4) + 3), KQuantRowGroups.Q5_KQuantOffset(5, 32 + 64 + 4 + 3));
     }
 
     [Fact]
@@ -184,6 +202,10 @@ public unsafe class KQuantRowGroupsTests
 
     private static void Q4Scalar(byte* g, int sb, int t, sbyte* xq, long xs, float* xd, short* xsum, int* xp, float* o, long os) => KQuantRowGroupDot.DotQ4_KScalar(g, sb, t, xq, xs, xd, xsum, o, os);
 
+    private static void Q5Vector(byte* g, int sb, int t, sbyte* xq, long xs, float* xd, short* xsum, int* xp, float* o, long os) => KQuantRowGroupDot.DotQ5_KAvx2(g, sb, t, xq, xs, xd, xp, o, os);
+
+    private static void Q5Scalar(byte* g, int sb, int t, sbyte* xq, long xs, float* xd, short* xsum, int* xp, float* o, long os) => KQuantRowGroupDot.DotQ5_KScalar(g, sb, t, xq, xs, xd, xsum, o, os);
+
     private static void Q6Vector(byte* g, int sb, int t, sbyte* xq, long xs, float* xd, short* xsum, int* xp, float* o, long os) => KQuantRowGroupDot.DotQ6_KAvx2(g, sb, t, xq, xs, xd, xp, o, os);
 
     private static void Q6Scalar(byte* g, int sb, int t, sbyte* xq, long xs, float* xd, short* xsum, int* xp, float* o, long os) => KQuantRowGroupDot.DotQ6_KScalar(g, sb, t, xq, xs, xd, xsum, o, os);
@@ -193,6 +215,9 @@ public unsafe class KQuantRowGroupsTests
     [InlineData(GgmlType.Q4_K, 3, 2)]
     [InlineData(GgmlType.Q4_K, 5, 4)]
     [InlineData(GgmlType.Q4_K, 8, 3)]
+    [InlineData(GgmlType.Q5_K, 1, 1)]
+    [InlineData(GgmlType.Q5_K, 3, 4)]
+    [InlineData(GgmlType.Q5_K, 8, 2)]
     [InlineData(GgmlType.Q6_K, 1, 1)]
     [InlineData(GgmlType.Q6_K, 3, 4)]
     [InlineData(GgmlType.Q6_K, 5, 2)]
@@ -207,8 +232,8 @@ public unsafe class KQuantRowGroupsTests
         a.Quantize(x, tokens, cols);
         bool q6 = type == GgmlType.Q6_K;
         int pairsPerBlock = q6 ? 8 : 4;
-        GroupDot vector = q6 ? Q6Vector : Q4Vector;
-        GroupDot scalar = q6 ? Q6Scalar : Q4Scalar;
+        GroupDot vector = type switch { GgmlType.Q6_K => Q6Vector, GgmlType.Q5_K => Q5Vector, _ => Q4Vector };
+        GroupDot scalar = type switch { GgmlType.Q6_K => Q6Scalar, GgmlType.Q5_K => Q5Scalar, _ => Q4Scalar };
         const int stride = 11;
         var vec = new float[tokens * stride];
         var sca = new float[tokens * stride];
@@ -248,29 +273,36 @@ public unsafe class KQuantRowGroupsTests
                         Assert.True(Same(single[i], vec[i]), $"token {t} row {r}: alone {single[i]:R} vs in a batch of {tokens} {vec[i]:R}");
                     }
 
-                    // the per-row kernel (another summation order) and the float product of the dequantized row
-                    fixed (float* pr = row)
-                    {
-                        if (q6)
-                        {
-                            KQuantDot.DotQ6_KScalar(p + (r * superBlocks * bb), superBlocks, 1, pq + (t * cols), pd + (t * superBlocks), pr, 1);
-                        }
-                        else
-                        {
-                            KQuantDot.DotQ4_KScalar(p + (r * superBlocks * bb), superBlocks, 1, pq + (t * cols), pd + (t * superBlocks), ps + (t * superBlocks * 16), pr, 1);
-                        }
-                    }
-
-                    double exact = 0, norm = 0;
+                    // the dequantized row times the quantized activations in double (the same product, rounded only at the
+                    // end), the per-row kernel (another summation order) and the float product of the dequantized row
+                    double exact = 0, norm = 0, quantized = 0;
                     for (int e = 0; e < cols; e++)
                     {
-                        double wx = Dequantize(type, data, ((r * superBlocks) + (e / 256)) * bb, e % 256) * x[(t * cols) + e];
+                        double we = Dequantize(type, data, ((r * superBlocks) + (e / 256)) * bb, e % 256);
+                        double wx = we * x[(t * cols) + e];
                         exact += wx;
                         norm += Math.Abs(wx);
+                        quantized += we * a.Values[(t * cols) + e] * (double)a.Scales[(t * superBlocks) + (e / 256)];
                     }
 
-                    Assert.True(Math.Abs(sca[i] - row[0]) <= 1e-5 * norm, $"token {t} row {r}: {sca[i]} vs per-row kernel {row[0]} (sum |w x| {norm})");
+                    Assert.True(Math.Abs(sca[i] - quantized) <= 1e-5 * norm, $"token {t} row {r}: {sca[i]} vs {quantized} (sum |w x| {norm})");
                     Assert.True(Math.Abs(sca[i] - exact) <= 0.02 * norm, $"token {t} row {r}: {sca[i]} vs float {exact} (sum |w x| {norm})");
+                    if (type != GgmlType.Q5_K)
+                    {
+                        fixed (float* pr = row)
+                        {
+                            if (q6)
+                            {
+                                KQuantDot.DotQ6_KScalar(p + (r * superBlocks * bb), superBlocks, 1, pq + (t * cols), pd + (t * superBlocks), pr, 1);
+                            }
+                            else
+                            {
+                                KQuantDot.DotQ4_KScalar(p + (r * superBlocks * bb), superBlocks, 1, pq + (t * cols), pd + (t * superBlocks), ps + (t * superBlocks * 16), pr, 1);
+                            }
+                        }
+
+                        Assert.True(Math.Abs(sca[i] - row[0]) <= 1e-5 * norm, $"token {t} row {r}: {sca[i]} vs per-row kernel {row[0]} (sum |w x| {norm})");
+                    }
                 }
 
                 // the outputs between the strides are left alone.
@@ -282,10 +314,12 @@ public unsafe class KQuantRowGroupsTests
 
     [Theory]
     [InlineData(GgmlType.Q4_K)]
+    [InlineData(GgmlType.Q5_K)]
     [InlineData(GgmlType.Q6_K)]
     public void ExtremeCodes_IntegerSumsStayExact(GgmlType type)
     {
-        // Q6_K: all values q = 0 (q - 32 = -32) and scales -128; Q4_K: all nibbles 15, scales and minimums 63. Activations
+        // Q6_K: all values q = 0 (q - 32 = -32) and scales -128; Q4_K (Q5_K): all nibbles 15 (values 31), scales and
+        // minimums 63. Activations
         // all +-127 after quantization: the largest integer sums the kernels hold.
         int bb = BlockBytes(type);
         var block = new byte[bb];
@@ -329,6 +363,14 @@ public unsafe class KQuantRowGroupsTests
                     KQuantRowGroupDot.DotQ6_KAvx2(c, 1, 1, pq, 256, pd, pp16, pv, 8);
                 }
             }
+            else if (type == GgmlType.Q5_K)
+            {
+                KQuantRowGroupDot.DotQ5_KScalar(c, 1, 1, pq, 256, pd, ps, psc, 8);
+                if (KQuantRowGroupDot.VectorPathSupported)
+                {
+                    KQuantRowGroupDot.DotQ5_KAvx2(c, 1, 1, pq, 256, pd, pp32, pv, 8);
+                }
+            }
             else
             {
                 KQuantRowGroupDot.DotQ4_KScalar(c, 1, 1, pq, 256, pd, ps, psc, 8);
@@ -340,7 +382,7 @@ public unsafe class KQuantRowGroupsTests
         }
 
         // exact: sum over values of w x, x = -127 at value 0 and 127 elsewhere, times the activation scale -1/127
-        double wq = type == GgmlType.Q6_K ? -128.0 * -32 : (63.0 * 15) - 63;
+        double wq = type switch { GgmlType.Q6_K => -128.0 * -32, GgmlType.Q5_K => (63.0 * 31) - 63, _ => (63.0 * 15) - 63 };
         double exact = wq * 127 * 254 * a.Scales[0];
         for (int r = 0; r < 8; r++)
         {
@@ -355,6 +397,7 @@ public unsafe class KQuantRowGroupsTests
     [Theory]
     [InlineData(GgmlType.Q4_K, 1)]
     [InlineData(GgmlType.Q4_K, 6)]
+    [InlineData(GgmlType.Q5_K, 5)]
     [InlineData(GgmlType.Q6_K, 1)]
     [InlineData(GgmlType.Q6_K, 7)]
     public void MatMul_ReadsTheCopyWithTheScalarTwinsBitsAndLeavesTheRowsAlone(GgmlType type, int tokens)
@@ -394,6 +437,10 @@ public unsafe class KQuantRowGroupsTests
                     if (type == GgmlType.Q6_K)
                     {
                         KQuantRowGroupDot.DotQ6_KScalar(group, superBlocks, 1, pq + (t * cols), cols, pd + (t * superBlocks), ps + (t * superBlocks * 16), pe + (t * rows) + (g * 8), rows);
+                    }
+                    else if (type == GgmlType.Q5_K)
+                    {
+                        KQuantRowGroupDot.DotQ5_KScalar(group, superBlocks, 1, pq + (t * cols), cols, pd + (t * superBlocks), ps + (t * superBlocks * 16), pe + (t * rows) + (g * 8), rows);
                     }
                     else
                     {
