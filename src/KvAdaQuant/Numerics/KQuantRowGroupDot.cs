@@ -347,6 +347,7 @@ public static unsafe class KQuantRowGroupDot
     private static void Q4_KTile4(byte* group, int superBlocks, sbyte* xq, long xStride, float* xd, int* xpairs, float* output, long outStride)
     {
         var f = stackalloc Vector256<float>[8];
+        var sums = stackalloc Vector256<int>[4];
         for (int t = 0; t < 8; t++)
         {
             f[t] = default;
@@ -356,32 +357,63 @@ public static unsafe class KQuantRowGroupDot
         byte* unit = group;
         for (int b = 0; b < superBlocks; b++, unit += KQuantRowGroups.Q4_KUnitBytes)
         {
-            Vector256<int> s0 = default, s1 = default, s2 = default, s3 = default;
-            int* x = (int*)(xq + (b * 256));
-            for (int j = 0; j < 8; j++)
+            for (int t = 0; t < 4; t++)
             {
-                // sub-block j: low nibbles of chunk column j / 2 (j even), high nibbles (j odd)
-                Q4Stream(unit + 128 + ((j / 2) * 32), j % 2 == 1, x + (8 * j), xStride, out var a0, out var a1, out var a2, out var a3);
-                var sc = Q4Scale(unit, j);
-                s0 += a0 * sc;
-                s1 += a1 * sc;
-                s2 += a2 * sc;
-                s3 += a3 * sc;
+                sums[t] = default;
+            }
+
+            int* x = (int*)(xq + (b * 256));
+            for (int g = 0; g < 4; g++)
+            {
+                // sub-blocks 2g (low nibbles) and 2g + 1 (high nibbles) of the chunks of column g
+                Q4Stream2(unit + 128 + (g * 32), x + (16 * g), xStride, sums, Q4Scale(unit, 2 * g), Q4Scale(unit, (2 * g) + 1));
             }
 
             Q4Scales(unit, out _, out _, out var mnLo, out var mnHi);
             var d = Halves(unit);
             var dmin = Halves(unit + 16);
-            Q4Finish(s0, mnLo, mnHi, xpairs + (b * 4), xd[b], d, dmin, ref f[0], ref f[1]);
-            Q4Finish(s1, mnLo, mnHi, xpairs + pStride + (b * 4), xd[superBlocks + b], d, dmin, ref f[2], ref f[3]);
-            Q4Finish(s2, mnLo, mnHi, xpairs + (2 * pStride) + (b * 4), xd[(2 * superBlocks) + b], d, dmin, ref f[4], ref f[5]);
-            Q4Finish(s3, mnLo, mnHi, xpairs + (3 * pStride) + (b * 4), xd[(3 * superBlocks) + b], d, dmin, ref f[6], ref f[7]);
+            for (int t = 0; t < 4; t++)
+            {
+                Q4Finish(sums[t], mnLo, mnHi, xpairs + (t * pStride) + (b * 4), xd[(t * superBlocks) + b], d, dmin, ref f[2 * t], ref f[(2 * t) + 1]);
+            }
         }
 
         for (int t = 0; t < 4; t++)
         {
             (f[2 * t] - f[(2 * t) + 1]).Store(output + (t * outStride));
         }
+    }
+
+    // Sub-blocks 2g and 2g + 1 of four tokens (eight accumulators, eight independent chains): the 8 chunks (128 bytes
+    // apart) of nibble column g against the activations x (as ints; token t at t x xStride bytes on); sums[t] += the
+    // low sums times scLo + the high sums times scHi.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q4Stream2(byte* q, int* x, long xStride, Vector256<int>* sums, Vector256<int> scLo, Vector256<int> scHi)
+    {
+        var low = Vector256.Create((byte)0x0F);
+        int* x1 = (int*)((sbyte*)x + xStride);
+        int* x2 = (int*)((sbyte*)x1 + xStride);
+        int* x3 = (int*)((sbyte*)x2 + xStride);
+        Vector256<int> l0 = default, l1 = default, l2 = default, l3 = default, h0 = default, h1 = default, h2 = default, h3 = default;
+        for (int c = 0; c < 8; c++, q += 128)
+        {
+            var v = Avx.LoadVector256(q);
+            var lo = v & low;
+            var hi = Avx2.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & low;
+            l0 = Dp(l0, lo, x[c]);
+            h0 = Dp(h0, hi, x[c + 8]);
+            l1 = Dp(l1, lo, x1[c]);
+            h1 = Dp(h1, hi, x1[c + 8]);
+            l2 = Dp(l2, lo, x2[c]);
+            h2 = Dp(h2, hi, x2[c + 8]);
+            l3 = Dp(l3, lo, x3[c]);
+            h3 = Dp(h3, hi, x3[c + 8]);
+        }
+
+        sums[0] += (l0 * scLo) + (h0 * scHi);
+        sums[1] += (l1 * scLo) + (h1 * scHi);
+        sums[2] += (l2 * scLo) + (h2 * scHi);
+        sums[3] += (l3 * scLo) + (h3 * scHi);
     }
 
     // The 8 rows' 6-bit scale of sub-block j.
@@ -484,10 +516,11 @@ public static unsafe class KQuantRowGroupDot
         (sumf - minf).Store(output);
     }
 
-    // Four tokens of Q5_K, one sub-block at a time, as Q4_KTile4.
+    // Four tokens of Q5_K, two sub-blocks at a time, as Q4_KTile4.
     private static void Q5_KTile4(byte* group, int superBlocks, sbyte* xq, long xStride, float* xd, int* xpairs, float* output, long outStride)
     {
         var f = stackalloc Vector256<float>[8];
+        var sums = stackalloc Vector256<int>[4];
         for (int t = 0; t < 8; t++)
         {
             f[t] = default;
@@ -497,25 +530,24 @@ public static unsafe class KQuantRowGroupDot
         byte* unit = group;
         for (int b = 0; b < superBlocks; b++, unit += KQuantRowGroups.Q5_KUnitBytes)
         {
-            Vector256<int> s0 = default, s1 = default, s2 = default, s3 = default;
-            int* x = (int*)(xq + (b * 256));
-            for (int j = 0; j < 8; j++)
+            for (int t = 0; t < 4; t++)
             {
-                Q5Stream(unit + 384 + ((j / 2) * 32), unit + 128, j, x + (8 * j), xStride, out var a0, out var a1, out var a2, out var a3);
-                var sc = Q4Scale(unit, j);
-                s0 += a0 * sc;
-                s1 += a1 * sc;
-                s2 += a2 * sc;
-                s3 += a3 * sc;
+                sums[t] = default;
+            }
+
+            int* x = (int*)(xq + (b * 256));
+            for (int g = 0; g < 4; g++)
+            {
+                Q5Stream2(unit + 384 + (g * 32), unit + 128, g, x + (16 * g), xStride, sums, Q4Scale(unit, 2 * g), Q4Scale(unit, (2 * g) + 1));
             }
 
             Q4Scales(unit, out _, out _, out var mnLo, out var mnHi);
             var d = Halves(unit);
             var dmin = Halves(unit + 16);
-            Q4Finish(s0, mnLo, mnHi, xpairs + (b * 4), xd[b], d, dmin, ref f[0], ref f[1]);
-            Q4Finish(s1, mnLo, mnHi, xpairs + pStride + (b * 4), xd[superBlocks + b], d, dmin, ref f[2], ref f[3]);
-            Q4Finish(s2, mnLo, mnHi, xpairs + (2 * pStride) + (b * 4), xd[(2 * superBlocks) + b], d, dmin, ref f[4], ref f[5]);
-            Q4Finish(s3, mnLo, mnHi, xpairs + (3 * pStride) + (b * 4), xd[(3 * superBlocks) + b], d, dmin, ref f[6], ref f[7]);
+            for (int t = 0; t < 4; t++)
+            {
+                Q4Finish(sums[t], mnLo, mnHi, xpairs + (t * pStride) + (b * 4), xd[(t * superBlocks) + b], d, dmin, ref f[2 * t], ref f[(2 * t) + 1]);
+            }
         }
 
         for (int t = 0; t < 4; t++)
@@ -524,31 +556,38 @@ public static unsafe class KQuantRowGroupDot
         }
     }
 
-    // One Q5_K sub-block j of four tokens: Q4Stream's nibbles (high ones for odd j) with bit j of the qh chunks.
+    // Q4Stream2 for Q5_K: sub-blocks 2g and 2g + 1, their fifth bits from bits 2g and 2g + 1 of the qh chunks.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Q5Stream(byte* q, byte* hq, int j, int* x, long xStride, out Vector256<int> a0, out Vector256<int> a1, out Vector256<int> a2, out Vector256<int> a3)
+    private static void Q5Stream2(byte* q, byte* hq, int g, int* x, long xStride, Vector256<int>* sums, Vector256<int> scLo, Vector256<int> scHi)
     {
         var low = Vector256.Create((byte)0x0F);
         var one = Vector256.Create((byte)0x01);
-        var count = Vector128.CreateScalar((ushort)j);
-        bool high = j % 2 == 1;
+        var countLo = Vector128.CreateScalar((ushort)(2 * g));
+        var countHi = Vector128.CreateScalar((ushort)((2 * g) + 1));
         int* x1 = (int*)((sbyte*)x + xStride);
         int* x2 = (int*)((sbyte*)x1 + xStride);
         int* x3 = (int*)((sbyte*)x2 + xStride);
-        a0 = default;
-        a1 = default;
-        a2 = default;
-        a3 = default;
+        Vector256<int> l0 = default, l1 = default, l2 = default, l3 = default, h0 = default, h1 = default, h2 = default, h3 = default;
         for (int c = 0; c < 8; c++, q += 128, hq += 32)
         {
             var v = Avx.LoadVector256(q);
-            var bit = Avx2.ShiftLeftLogical((Avx2.ShiftRightLogical(Avx.LoadVector256((ushort*)hq), count).AsByte() & one).AsUInt16(), 4).AsByte();
-            var u = (high ? Avx2.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & low : v & low) | bit;
-            a0 = Dp(a0, u, x[c]);
-            a1 = Dp(a1, u, x1[c]);
-            a2 = Dp(a2, u, x2[c]);
-            a3 = Dp(a3, u, x3[c]);
+            var hb = Avx.LoadVector256((ushort*)hq);
+            var lo = (v & low) | Avx2.ShiftLeftLogical((Avx2.ShiftRightLogical(hb, countLo).AsByte() & one).AsUInt16(), 4).AsByte();
+            var hi = (Avx2.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & low) | Avx2.ShiftLeftLogical((Avx2.ShiftRightLogical(hb, countHi).AsByte() & one).AsUInt16(), 4).AsByte();
+            l0 = Dp(l0, lo, x[c]);
+            h0 = Dp(h0, hi, x[c + 8]);
+            l1 = Dp(l1, lo, x1[c]);
+            h1 = Dp(h1, hi, x1[c + 8]);
+            l2 = Dp(l2, lo, x2[c]);
+            h2 = Dp(h2, hi, x2[c + 8]);
+            l3 = Dp(l3, lo, x3[c]);
+            h3 = Dp(h3, hi, x3[c + 8]);
         }
+
+        sums[0] += (l0 * scLo) + (h0 * scHi);
+        sums[1] += (l1 * scLo) + (h1 * scHi);
+        sums[2] += (l2 * scLo) + (h2 * scHi);
+        sums[3] += (l3 * scLo) + (h3 * scHi);
     }
 
     // 32 sum_k scale_k b_k (the -32 offset of Q6_K's values), exact: scales (k, k + 2) as 16-bit pairs against (b_k, b_k+2).
@@ -612,10 +651,11 @@ public static unsafe class KQuantRowGroupDot
         sum.Store(output);
     }
 
-    // Four tokens: one sub-block at a time (four accumulators: see Dp); the per-token sums in memory, as in Q4_KTile4.
+    // Four tokens: two sub-blocks at a time (eight accumulators: see Dp); the per-token sums in memory, as in Q4_KTile4.
     private static void Q6_KTile4(byte* group, int superBlocks, sbyte* xq, long xStride, float* xd, int* xpairs, float* output, long outStride)
     {
         var f = stackalloc Vector256<float>[4];
+        var sums = stackalloc Vector256<int>[4];
         for (int t = 0; t < 4; t++)
         {
             f[t] = default;
@@ -625,10 +665,10 @@ public static unsafe class KQuantRowGroupDot
         byte* unit = group;
         for (int b = 0; b < superBlocks; b++, unit += KQuantRowGroups.Q6_KUnitBytes)
         {
-            var s0 = Q6NegativeOffset(unit, xpairs + (b * 8));
-            var s1 = Q6NegativeOffset(unit, xpairs + pStride + (b * 8));
-            var s2 = Q6NegativeOffset(unit, xpairs + (2 * pStride) + (b * 8));
-            var s3 = Q6NegativeOffset(unit, xpairs + (3 * pStride) + (b * 8));
+            for (int t = 0; t < 4; t++)
+            {
+                sums[t] = Q6NegativeOffset(unit, xpairs + (t * pStride) + (b * 8));
+            }
 
             for (int hp = 0; hp < 4; hp++)
             {
@@ -637,28 +677,68 @@ public static unsafe class KQuantRowGroupDot
                 int h = hp / 2, p = hp % 2;
                 byte* q = unit + 144 + (((h * 8) + (4 * p)) * 96);
                 int* x = (int*)(xq + (b * 256) + (h * 128) + (16 * p));
-                int* sc = (int*)(unit + 16 + (64 * h));
-                var a0 = Q6Stream(q, 0, x, xStride, out var a1, out var a2, out var a3);
-                Q6Scale(a0, a1, a2, a3, SignedByteOf(Avx.LoadVector256(sc), p), ref s0, ref s1, ref s2, ref s3);
-                a0 = Q6Stream(q, 1, x + 8, xStride, out a1, out a2, out a3);
-                Q6Scale(a0, a1, a2, a3, SignedByteOf(Avx.LoadVector256(sc), p + 2), ref s0, ref s1, ref s2, ref s3);
-                a0 = Q6Stream(q, 2, x + 16, xStride, out a1, out a2, out a3);
-                Q6Scale(a0, a1, a2, a3, SignedByteOf(Avx.LoadVector256(sc + 8), p), ref s0, ref s1, ref s2, ref s3);
-                a0 = Q6Stream(q, 3, x + 24, xStride, out a1, out a2, out a3);
-                Q6Scale(a0, a1, a2, a3, SignedByteOf(Avx.LoadVector256(sc + 8), p + 2), ref s0, ref s1, ref s2, ref s3);
+                var sc = Avx.LoadVector256((int*)(unit + 16 + (64 * h)));
+                Q6Stream2(q, false, x, xStride, sums, SignedByteOf(sc, p), SignedByteOf(sc, p + 2));
+                sc = Avx.LoadVector256((int*)(unit + 48 + (64 * h)));
+                Q6Stream2(q, true, x + 16, xStride, sums, SignedByteOf(sc, p), SignedByteOf(sc, p + 2));
             }
 
             var d = Halves(unit);
-            f[0] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s0), d * Vector256.Create(xd[b]), f[0]);
-            f[1] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s1), d * Vector256.Create(xd[superBlocks + b]), f[1]);
-            f[2] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s2), d * Vector256.Create(xd[(2 * superBlocks) + b]), f[2]);
-            f[3] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(s3), d * Vector256.Create(xd[(3 * superBlocks) + b]), f[3]);
+            for (int t = 0; t < 4; t++)
+            {
+                f[t] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(sums[t]), d * Vector256.Create(xd[(t * superBlocks) + b]), f[t]);
+            }
         }
 
         for (int t = 0; t < 4; t++)
         {
             f[t].Store(output + (t * outStride));
         }
+    }
+
+    // Parts 0 and 1 (upper: 2 and 3) of the 4 chunk triples from q (96 bytes apart), four tokens, eight accumulators:
+    // the two sub-blocks' values from x and x + 8 (as ints; token t at t x xStride bytes on); sums[t] += the first
+    // sub-block's sums times scA + the second's times scB.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q6Stream2(byte* q, bool upper, int* x, long xStride, Vector256<int>* sums, Vector256<int> scA, Vector256<int> scB)
+    {
+        var m4 = Vector256.Create((byte)0x0F);
+        var m30 = Vector256.Create((byte)0x30);
+        int* x1 = (int*)((sbyte*)x + xStride);
+        int* x2 = (int*)((sbyte*)x1 + xStride);
+        int* x3 = (int*)((sbyte*)x2 + xStride);
+        Vector256<int> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
+        for (int c = 0; c < 4; c++, q += 96)
+        {
+            var va = Avx.LoadVector256(q);
+            var vb = Avx.LoadVector256(q + 32);
+            var qh = Avx.LoadVector256(q + 64).AsUInt16();
+            Vector256<byte> ua, ub;
+            if (upper)
+            {
+                ua = (Avx2.ShiftRightLogical(va.AsUInt16(), 4).AsByte() & m4) | (qh.AsByte() & m30);
+                ub = (Avx2.ShiftRightLogical(vb.AsUInt16(), 4).AsByte() & m4) | (Avx2.ShiftRightLogical(qh, 2).AsByte() & m30);
+            }
+            else
+            {
+                ua = (va & m4) | (Avx2.ShiftLeftLogical(qh, 4).AsByte() & m30);
+                ub = (vb & m4) | (Avx2.ShiftLeftLogical(qh, 2).AsByte() & m30);
+            }
+
+            a0 = Dp(a0, ua, x[c]);
+            b0 = Dp(b0, ub, x[c + 8]);
+            a1 = Dp(a1, ua, x1[c]);
+            b1 = Dp(b1, ub, x1[c + 8]);
+            a2 = Dp(a2, ua, x2[c]);
+            b2 = Dp(b2, ub, x2[c + 8]);
+            a3 = Dp(a3, ua, x3[c]);
+            b3 = Dp(b3, ub, x3[c + 8]);
+        }
+
+        sums[0] += (a0 * scA) + (b0 * scB);
+        sums[1] += (a1 * scA) + (b1 * scB);
+        sums[2] += (a2 * scA) + (b2 * scB);
+        sums[3] += (a3 * scA) + (b3 * scB);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
@@ -668,50 +748,6 @@ public static unsafe class KQuantRowGroupDot
         Avx.LoadVector256((int*)(unit + 80)),
         Avx.LoadVector256((int*)(unit + 112)),
         pairs);
-
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Q6Scale(Vector256<int> a0, Vector256<int> a1, Vector256<int> a2, Vector256<int> a3, Vector256<int> scale, ref Vector256<int> s0, ref Vector256<int> s1, ref Vector256<int> s2, ref Vector256<int> s3)
-    {
-        s0 += a0 * scale;
-        s1 += a1 * scale;
-        s2 += a2 * scale;
-        s3 += a3 * scale;
-    }
-
-    // One Q6_K sub-block of four tokens: part i (0..3: u0..u3 of Q6Unpack) of the 4 chunk triples from q (96 bytes
-    // apart) against the activations x (as ints; token t at t x xStride bytes on). Returns token 0's lanes.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Q6Stream(byte* q, int i, int* x, long xStride, out Vector256<int> a1, out Vector256<int> a2, out Vector256<int> a3)
-    {
-        var m4 = Vector256.Create((byte)0x0F);
-        var m30 = Vector256.Create((byte)0x30);
-        int* x1 = (int*)((sbyte*)x + xStride);
-        int* x2 = (int*)((sbyte*)x1 + xStride);
-        int* x3 = (int*)((sbyte*)x2 + xStride);
-        Vector256<int> a0 = default;
-        a1 = default;
-        a2 = default;
-        a3 = default;
-        byte* ql = q + ((i % 2) * 32);
-        for (int c = 0; c < 4; c++, ql += 96)
-        {
-            var v = Avx.LoadVector256(ql);
-            var qh = Avx.LoadVector256(ql + 64 - ((i % 2) * 32)).AsUInt16();
-            var u = i switch
-            {
-                0 => (v & m4) | (Avx2.ShiftLeftLogical(qh, 4).AsByte() & m30),
-                1 => (v & m4) | (Avx2.ShiftLeftLogical(qh, 2).AsByte() & m30),
-                2 => (Avx2.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & m4) | (qh.AsByte() & m30),
-                _ => (Avx2.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & m4) | (Avx2.ShiftRightLogical(qh, 2).AsByte() & m30),
-            };
-            a0 = Dp(a0, u, x[c]);
-            a1 = Dp(a1, u, x1[c]);
-            a2 = Dp(a2, u, x2[c]);
-            a3 = Dp(a3, u, x3[c]);
-        }
-
-        return a0;
-    }
 
     // The four 6-bit value vectors of one chunk triple (ql[64h + 4c..], ql[64h + 32 + 4c..], qh[32h + 4c..]): values
     // 128h + 4c.., + 32, + 64, + 96 of each row in its lane.
