@@ -4,7 +4,7 @@ namespace KvAdaQuant.Numerics;
 
 /// <summary>
 /// Computes y = W x for a batch of vectors on a <see cref="WorkerPool"/>, split into chunks of rows.
-/// Q8_0 and Q4_0 weights multiply activations quantized to Q8_0, Q4_K and Q6_K weights (and Q5_K ones in row groups)
+/// Q8_0, Q4_0 and Q5_0 weights multiply activations quantized to Q8_0, Q4_K and Q6_K weights (and Q5_K ones in row groups)
 /// activations quantized to Q8_K,
 /// with integer dot products (as llama.cpp does); F32 rows are read in place, F16 rows widened in registers; other types are dequantized one row at a time into per-thread
 /// scratch. Each weight row is read once per batch. Not thread-safe: one per engine.
@@ -124,11 +124,11 @@ public sealed unsafe class MatMulKernel : IParallelWork
         return _tileScales[worker];
     }
 
-    // How the products of a weight type take their input: Q8_0 blocks (Q8_0, Q4_0), Q8_K blocks (Q4_K, Q5_K, Q6_K), or
+    // How the products of a weight type take their input: Q8_0 blocks (Q8_0, Q4_0, Q5_0), Q8_K blocks (Q4_K, Q5_K, Q6_K), or
     // floats (F32; a Q5_K matrix without row groups multiplies floats, which stay available).
     private static GgmlType InputEncoding(GgmlType type) => type switch
     {
-        GgmlType.Q8_0 or GgmlType.Q4_0 => GgmlType.Q8_0,
+        GgmlType.Q8_0 or GgmlType.Q4_0 or GgmlType.Q5_0 => GgmlType.Q8_0,
         GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K => GgmlType.Q8_K,
         _ => GgmlType.F32,
     };
@@ -217,6 +217,27 @@ public sealed unsafe class MatMulKernel : IParallelWork
                         for (int t = 0; t < n; t++)
                         {
                             y[((long)t * rows) + r] = TensorPrimitives.Dot(row, new ReadOnlySpan<float>(_x + ((long)t * cols), cols));
+                        }
+                    }
+
+                    break;
+                }
+
+            case GgmlType.Q5_0:
+                {
+                    // Q5_0 rows (llama.cpp's fallback for rows that are not a multiple of 256 in K-quant files) row by row,
+                    // as ggml_vec_dot_q5_0_q8_0.
+                    int blocks = cols / 32;
+                    fixed (sbyte* xq = _xq.Values)
+                    fixed (float* xd = _xq.Scales)
+                    {
+                        for (int r = r0; r < r1; r++)
+                        {
+                            byte* row = w.RowPointer(r);
+                            for (int t = 0; t < n; t++)
+                            {
+                                y[((long)t * rows) + r] = Q5_0Dot.Dot(row, xq + ((long)t * cols), xd + ((long)t * blocks), blocks);
+                            }
                         }
                     }
 

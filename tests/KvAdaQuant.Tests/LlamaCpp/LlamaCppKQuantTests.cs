@@ -109,13 +109,14 @@ public class LlamaCppKQuantTests(ConvertedModels converted, ITestOutputHelper ou
     [LlamaCppFact]
     public void Stories3M_Q4_K_M_LogitsAgreeWithLlamaCpp()
     {
-        // stories3M-q80's 192-wide rows fall back (Q5_0 / Q8_0); its 512-wide ffn_down rows are Q4_K / Q6_K. kvaq multiplies
-        // Q5_0 rows in floats, llama.cpp with Q8_0 activations: apart from position 0, within 1.5 (logits up to 19).
+        // stories3M-q80's 192-wide rows fall back (Q5_0 / Q8_0); its 512-wide ffn_down rows are Q4_K / Q6_K. Both engines
+        // multiply Q5_0 rows with Q8_0 activations in integers (kvaq: Q5_0Dot): within 1e-4 up to position 30 measured, then
+        // 0.53 (logits up to 19.5). (With Q5_0 in floats: 0.99 from position 0.)
         var gguf = converted.GetLlamaCppQuantized(converted.Get("stories3M-q80", GgmlType.F32), LlamaCppQuantizationType.Q4_K_M);
         output.WriteLine(string.Join(", ", TensorTypes(gguf).Where(kv => !kv.Key.Contains("norm", StringComparison.Ordinal)).Select(kv => $"{kv.Key} {kv.Value}")));
         using var ours = ModelLoader.Load(gguf);
         var tokens = AgreementTokens.Random(128, ours.Config.VocabSize, seed: 14);
-        AssertAgreement("stories3M-q80 Q4_K_M", ours, gguf, tokens, tokenByToken: false, tolerance: 1.5, positionsWithinOneTenThousandth: 0);
+        AssertAgreement("stories3M-q80 Q4_K_M", ours, gguf, tokens, tokenByToken: false, tolerance: 0.75, positionsWithinOneTenThousandth: 16);
     }
 
     private static Dictionary<string, GgmlType> TensorTypes(string gguf)
