@@ -19,7 +19,7 @@ public unsafe class MatMulBenchmarks : IDisposable
     private readonly WorkerPool _pool = new(2);
     private MatMulKernel _kernel = null!;
 
-    [Params(GgmlType.F32, GgmlType.F16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K)]
+    [Params(GgmlType.F32, GgmlType.F16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q5_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K)]
     public GgmlType Type { get; set; }
 
     [Params(1, 64)]
