@@ -341,9 +341,9 @@ public static unsafe class KQuantRowGroupDot
         (sumf - minf).Store(output);
     }
 
-    // Four tokens sharing each chunk's nibbles, one sub-block at a time (four accumulators: see Dp). The per-token
-    // integer and float sums stay in memory (touched once per sub-block or super-block), so that the accumulators of the
-    // inner loops get registers 0-15.
+    // Four tokens sharing each chunk's nibbles, two sub-blocks at a time (eight accumulators: see Dp). The per-token
+    // integer and float sums stay in memory (touched once per sub-block pair or super-block), so that the accumulators
+    // of the inner loops get registers 0-15.
     private static void Q4_KTile4(byte* group, int superBlocks, sbyte* xq, long xStride, float* xd, int* xpairs, float* output, long outStride)
     {
         var f = stackalloc Vector256<float>[8];
@@ -422,30 +422,6 @@ public static unsafe class KQuantRowGroupDot
     {
         Q4Scales(unit, out var scLo, out var scHi, out _, out _);
         return j < 4 ? ByteOf(scLo, j) : ByteOf(scHi, j - 4);
-    }
-
-    // One sub-block of four tokens: the 8 chunks (128 bytes apart) of its nibbles, low or high, against the activations
-    // x (as ints; token t at t x xStride bytes on), 4 values per chunk.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Q4Stream(byte* q, bool high, int* x, long xStride, out Vector256<int> a0, out Vector256<int> a1, out Vector256<int> a2, out Vector256<int> a3)
-    {
-        var low = Vector256.Create((byte)0x0F);
-        int* x1 = (int*)((sbyte*)x + xStride);
-        int* x2 = (int*)((sbyte*)x1 + xStride);
-        int* x3 = (int*)((sbyte*)x2 + xStride);
-        a0 = default;
-        a1 = default;
-        a2 = default;
-        a3 = default;
-        for (int c = 0; c < 8; c++, q += 128)
-        {
-            var v = Avx.LoadVector256(q);
-            var u = high ? Avx2.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & low : v & low;
-            a0 = Dp(a0, u, x[c]);
-            a1 = Dp(a1, u, x1[c]);
-            a2 = Dp(a2, u, x2[c]);
-            a3 = Dp(a3, u, x3[c]);
-        }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
