@@ -19,7 +19,7 @@ public unsafe class MatMulBenchmarks : IDisposable
     private readonly WorkerPool _pool = new(2);
     private MatMulKernel _kernel = null!;
 
-    [Params(GgmlType.F32, GgmlType.F16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q4_K, GgmlType.Q6_K)]
+    [Params(GgmlType.F32, GgmlType.F16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q5_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K)]
     public GgmlType Type { get; set; }
 
     [Params(1, 64)]
@@ -52,12 +52,12 @@ public unsafe class MatMulBenchmarks : IDisposable
         else
         {
             // Sane block scales over random codes (random bytes would make some scales NaN or infinite).
-            int blockBytes = (int)GgmlTypeInfo.ByteSize(Type, Type is GgmlType.Q4_K or GgmlType.Q6_K ? 256 : 32);
+            int blockBytes = (int)GgmlTypeInfo.ByteSize(Type, Type is GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K ? 256 : 32);
             for (long b = 0; b < bytes / blockBytes; b++)
             {
                 // (Q6_K keeps its scale d in the block's last two bytes.)
                 *(Half*)(_buffer.Pointer + (b * blockBytes) + (Type == GgmlType.Q6_K ? 208 : 0)) = (Half)0.01f;
-                if (Type == GgmlType.Q4_K)
+                if (Type is GgmlType.Q4_K or GgmlType.Q5_K)
                 {
                     *(Half*)(_buffer.Pointer + (b * blockBytes) + 2) = (Half)0.001f;
                 }

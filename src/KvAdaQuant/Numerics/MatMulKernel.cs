@@ -4,7 +4,8 @@ namespace KvAdaQuant.Numerics;
 
 /// <summary>
 /// Computes y = W x for a batch of vectors on a <see cref="WorkerPool"/>, split into chunks of rows.
-/// Q8_0 and Q4_0 weights multiply activations quantized to Q8_0, Q4_K and Q6_K weights activations quantized to Q8_K,
+/// Q8_0, Q4_0 and Q5_0 weights multiply activations quantized to Q8_0, Q4_K and Q6_K weights (and Q5_K ones in row groups)
+/// activations quantized to Q8_K,
 /// with integer dot products (as llama.cpp does); F32 rows are read in place, F16 rows widened in registers; other types are dequantized one row at a time into per-thread
 /// scratch. Each weight row is read once per batch. Not thread-safe: one per engine.
 /// </summary>
@@ -123,11 +124,12 @@ public sealed unsafe class MatMulKernel : IParallelWork
         return _tileScales[worker];
     }
 
-    // How the products of a weight type take their input: Q8_0 blocks (Q8_0, Q4_0), Q8_K blocks (Q4_K, Q6_K), or floats (F32).
+    // How the products of a weight type take their input: Q8_0 blocks (Q8_0, Q4_0, Q5_0), Q8_K blocks (Q4_K, Q5_K, Q6_K), or
+    // floats (F32; a Q5_K matrix without row groups multiplies floats, which stay available).
     private static GgmlType InputEncoding(GgmlType type) => type switch
     {
-        GgmlType.Q8_0 or GgmlType.Q4_0 => GgmlType.Q8_0,
-        GgmlType.Q4_K or GgmlType.Q6_K => GgmlType.Q8_K,
+        GgmlType.Q8_0 or GgmlType.Q4_0 or GgmlType.Q5_0 => GgmlType.Q8_0,
+        GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K => GgmlType.Q8_K,
         _ => GgmlType.F32,
     };
 
@@ -141,7 +143,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
         // Enough chunks to balance the threads, few enough that dispatch stays cheap.
         int target = _pool.Threads * 8;
         int rowsPerChunk = Math.Max(4, (w.Rows + target - 1) / target);
-        if (Q4_0InRowGroups(w))
+        if (Q4_0InRowGroups(w) || w.HasKQuantRowGroups)
         {
             rowsPerChunk = (rowsPerChunk + 7) & ~7;
         }
@@ -149,7 +151,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
         int m = _count++;
         _ws[m] = w;
         _ys[m] = (nint)py;
-        _rowGroups[m] = Q4_0InRowGroups(w) ? (nint)w.Q4_0RowGroupData(_pool) : 0;
+        _rowGroups[m] = Q4_0InRowGroups(w) ? (nint)w.Q4_0RowGroupData(_pool) : w.HasKQuantRowGroups ? (nint)w.KQuantRowGroupData(_pool) : 0;
 
         // Q8_0 / F16 / Q4_K / Q6_K rows from their resident copy when the matrix has one (same bytes, huge pages), else from the matrix.
         _rows[m] = w.HasResidentRows ? (nint)w.ResidentRowData(_pool) : (nint)w.RowPointer(0);
@@ -215,6 +217,27 @@ public sealed unsafe class MatMulKernel : IParallelWork
                         for (int t = 0; t < n; t++)
                         {
                             y[((long)t * rows) + r] = TensorPrimitives.Dot(row, new ReadOnlySpan<float>(_x + ((long)t * cols), cols));
+                        }
+                    }
+
+                    break;
+                }
+
+            case GgmlType.Q5_0:
+                {
+                    // Q5_0 rows (llama.cpp's fallback for rows that are not a multiple of 256 in K-quant files) row by row,
+                    // as ggml_vec_dot_q5_0_q8_0.
+                    int blocks = cols / 32;
+                    fixed (sbyte* xq = _xq.Values)
+                    fixed (float* xd = _xq.Scales)
+                    {
+                        for (int r = r0; r < r1; r++)
+                        {
+                            byte* row = w.RowPointer(r);
+                            for (int t = 0; t < n; t++)
+                            {
+                                y[((long)t * rows) + r] = Q5_0Dot.Dot(row, xq + ((long)t * cols), xd + ((long)t * blocks), blocks);
+                            }
                         }
                     }
 
@@ -320,16 +343,51 @@ public sealed unsafe class MatMulKernel : IParallelWork
 
             case GgmlType.Q4_K:
             case GgmlType.Q6_K:
+            case GgmlType.Q5_K when w.HasKQuantRowGroups:
                 {
-                    // K-quant rows times Q8_K activations (KQuantDot): each super-block unpacked once for up to four tokens;
-                    // the same bits per token whatever the batch.
+                    // K-quant rows times Q8_K activations: each super-block unpacked once for up to four tokens; the same
+                    // bits per token whatever the batch. Rows in groups of 8 from the row-group copy (KQuantRowGroupDot),
+                    // other matrices row by row (KQuantDot).
                     int superBlocks = cols / 256;
                     bool q6 = w.Type == GgmlType.Q6_K;
                     byte* rowBase = (byte*)_rows[m];
                     fixed (sbyte* xq = _xk.Values)
                     fixed (float* xd = _xk.Scales)
                     fixed (short* xs = _xk.Sums16)
+                    fixed (int* xp16 = _xk.Sums16Pairs)
+                    fixed (int* xp32 = _xk.Sums32Pairs)
                     {
+                        if (w.HasKQuantRowGroups)
+                        {
+                            long groupBytes = 8 * w.RowByteCount;
+                            for (int r = r0; r < r1; r += 8)
+                            {
+                                byte* group = (byte*)_rowGroups[m] + ((r / 8) * groupBytes);
+                                for (int t = 0; t < n; t += 4)
+                                {
+                                    int tokens = Math.Min(4, n - t);
+                                    sbyte* xt = xq + ((long)t * cols);
+                                    float* dt = xd + ((long)t * superBlocks);
+                                    short* st = xs + ((long)t * superBlocks * 16);
+                                    float* yt = y + ((long)t * rows) + r;
+                                    switch (w.Type)
+                                    {
+                                        case GgmlType.Q6_K:
+                                            KQuantRowGroupDot.DotQ6_K(group, superBlocks, tokens, xt, cols, dt, st, xp16 + ((long)t * superBlocks * 8), yt, rows);
+                                            break;
+                                        case GgmlType.Q5_K:
+                                            KQuantRowGroupDot.DotQ5_K(group, superBlocks, tokens, xt, cols, dt, st, xp32 + ((long)t * superBlocks * 4), yt, rows);
+                                            break;
+                                        default:
+                                            KQuantRowGroupDot.DotQ4_K(group, superBlocks, tokens, xt, cols, dt, st, xp32 + ((long)t * superBlocks * 4), yt, rows);
+                                            break;
+                                    }
+                                }
+                            }
+
+                            break;
+                        }
+
                         for (int r = r0; r < r1; r++)
                         {
                             byte* row = rowBase + (r * w.RowByteCount);

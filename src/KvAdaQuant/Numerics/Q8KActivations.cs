@@ -14,6 +14,8 @@ public sealed class Q8KActivations
     private sbyte[] _q = [];
     private float[] _d = [];
     private short[] _sums = [];
+    private int[] _pairs16 = [];
+    private int[] _pairs32 = [];
 
     /// <summary>Quantized values, [vectors, cols].</summary>
     public sbyte[] Values => _q;
@@ -23,6 +25,19 @@ public sealed class Q8KActivations
 
     /// <summary>Sum of each 16 int8 values, [vectors, cols / 16].</summary>
     public short[] Sums16 => _sums;
+
+    /// <summary>
+    /// The 16-value sums b_k (k = 0..15) of each block paired for 16-bit multiply-adds against lanes holding two
+    /// sub-block scales: [vectors, cols / 256 * 8], entry 2v of a block (b_4v, b_4v+2), entry 2v + 1 (b_4v+1, b_4v+3),
+    /// each pair one int with the first sum in its low 16 bits (<see cref="KQuantRowGroupDot"/>'s Q6_K offsets).
+    /// </summary>
+    public int[] Sums16Pairs => _pairs16;
+
+    /// <summary>
+    /// The 32-value sums B_j = b_2j + b_2j+1 (j = 0..7) of each block paired the same way: [vectors, cols / 256 * 4],
+    /// entries (B_0, B_2), (B_1, B_3), (B_4, B_6), (B_5, B_7) (<see cref="KQuantRowGroupDot"/>'s Q4_K minimums).
+    /// </summary>
+    public int[] Sums32Pairs => _pairs32;
 
     /// <summary>Quantizes <paramref name="n"/> vectors of <paramref name="cols"/> floats (cols a multiple of 256).</summary>
     public void Quantize(ReadOnlySpan<float> x, int n, int cols) => Quantize(x, n, cols, Vector256.IsHardwareAccelerated);
@@ -40,6 +55,8 @@ public sealed class Q8KActivations
             _q = new sbyte[n * cols];
             _d = new float[n * cols / 256];
             _sums = new short[n * cols / 16];
+            _pairs16 = new int[n * cols / 32];
+            _pairs32 = new int[n * cols / 64];
         }
 
         int blocks = n * cols / 256;
@@ -56,7 +73,31 @@ public sealed class Q8KActivations
             {
                 _d[b] = QuantizeBlock(src, q, sums);
             }
+
+            PairSums(sums, _pairs16.AsSpan(b * 8, 8), _pairs32.AsSpan(b * 4, 4));
         }
+    }
+
+    private static int Pair(int low, int high) => (ushort)(short)low | (high << 16);
+
+    private static void PairSums(ReadOnlySpan<short> b, Span<int> pairs16, Span<int> pairs32)
+    {
+        for (int v = 0; v < 4; v++)
+        {
+            pairs16[2 * v] = Pair(b[4 * v], b[(4 * v) + 2]);
+            pairs16[(2 * v) + 1] = Pair(b[(4 * v) + 1], b[(4 * v) + 3]);
+        }
+
+        Span<int> s32 = stackalloc int[8];
+        for (int j = 0; j < 8; j++)
+        {
+            s32[j] = b[2 * j] + b[(2 * j) + 1];
+        }
+
+        pairs32[0] = Pair(s32[0], s32[2]);
+        pairs32[1] = Pair(s32[1], s32[3]);
+        pairs32[2] = Pair(s32[4], s32[6]);
+        pairs32[3] = Pair(s32[5], s32[7]);
     }
 
     /// <summary>One block of 256 (scalar twin of the vector path); returns its scale.</summary>

@@ -2,9 +2,9 @@ namespace KvAdaQuant.Numerics;
 
 /// <summary>
 /// A row-major weight matrix W of shape [Rows, Cols] in any supported ggml type, held in unmanaged or
-/// memory-mapped memory it does not own. Products compute y = W x for each input vector x. A Q4_0 matrix whose row
-/// count is a multiple of 8 also gets, on its first product, an interleaved copy it owns (<see cref="Q4_0RowGroups"/>),
-/// which the matrix kernels read instead of the rows; <see cref="RowData"/> and <see cref="RowPointer"/> keep giving the
+/// memory-mapped memory it does not own. Products compute y = W x for each input vector x. A Q4_0, Q4_K or Q6_K matrix
+/// whose row count is a multiple of 8 also gets, on its first product, an interleaved copy it owns
+/// (<see cref="Q4_0RowGroups"/>, <see cref="KQuantRowGroups"/>), which the matrix kernels read instead of the rows; <see cref="RowData"/> and <see cref="RowPointer"/> keep giving the
 /// original rows.
 /// </summary>
 public sealed unsafe class WeightMatrix : IDisposable
@@ -58,7 +58,7 @@ public sealed unsafe class WeightMatrix : IDisposable
     public byte* RowPointer(int row) => _data + (row * RowByteCount);
 
     /// <summary>
-    /// Whether the data lies in a read-only file mapping: after the products' copy (Q4_0 row groups or resident rows) is made, the original pages are
+    /// Whether the data lies in a read-only file mapping: after the products' copy (row groups or resident rows) is made, the original pages are
     /// then dropped from the process (<see cref="PageAdvice"/>), so the copy does not double the resident memory; rows
     /// read later come back from the file.
     /// </summary>
@@ -68,13 +68,19 @@ public sealed unsafe class WeightMatrix : IDisposable
     public bool HasQ4_0RowGroups => Type == GgmlType.Q4_0 && Rows % Q4_0RowGroups.GroupRows == 0;
 
     /// <summary>
+    /// Whether products read the K-quant row-group copy (<see cref="KQuantRowGroups"/>): Q4_K, Q5_K or Q6_K with a row count that
+    /// is a multiple of 8.
+    /// </summary>
+    public bool HasKQuantRowGroups => KQuantRowGroups.Applies(Type, Rows);
+
+    /// <summary>
     /// Whether products read a resident copy of the rows (the same bytes in the same layout, in transparent huge pages):
-    /// file-mapped Q8_0, F16, Q4_K and Q6_K matrices. A file mapping comes in 4 KB pages; streaming the matrices from huge
+    /// file-mapped Q8_0 and F16 matrices, and Q4_K and Q6_K ones without row groups. A file mapping comes in 4 KB pages; streaming the matrices from huge
     /// pages instead made 1B Q8_0 decode and prefill faster (README, Speed vs llama.cpp).
     /// </summary>
-    public bool HasResidentRows => IsFileMapped && Type is GgmlType.Q8_0 or GgmlType.F16 or GgmlType.Q4_K or GgmlType.Q6_K;
+    public bool HasResidentRows => IsFileMapped && (Type is GgmlType.Q8_0 or GgmlType.F16 || (Type is GgmlType.Q4_K or GgmlType.Q6_K && !HasKQuantRowGroups));
 
-    /// <summary>Whether the products' copy (Q4_0 row groups or resident rows) exists now.</summary>
+    /// <summary>Whether the products' copy (row groups or resident rows) exists now.</summary>
     public bool IsRepacked => Volatile.Read(ref _copy) is not null;
 
     /// <summary>
@@ -97,6 +103,25 @@ public sealed unsafe class WeightMatrix : IDisposable
     }
 
     /// <summary>
+    /// The K-quant row-group copy (<see cref="KQuantRowGroups"/>; row group g at g * 8 * <see cref="RowByteCount"/>),
+    /// made on the first call like <see cref="Q4_0RowGroupData"/>.
+    /// </summary>
+    public byte* KQuantRowGroupData(WorkerPool? pool = null)
+    {
+        if (Volatile.Read(ref _copy) is { } made)
+        {
+            return made.Pointer;
+        }
+
+        if (!HasKQuantRowGroups)
+        {
+            throw new InvalidOperationException($"{Name}: a {Type} matrix of {Rows} rows has no K-quant row groups (Q4_K, Q5_K or Q6_K, rows a multiple of 8)");
+        }
+
+        return Copy(pool, KQuantRowGroupCopy);
+    }
+
+    /// <summary>
     /// The resident copy of the rows (row r at r * <see cref="RowByteCount"/>, the bytes of <see cref="RowPointer"/>),
     /// made on the first call like <see cref="Q4_0RowGroupData"/>; the mapped pages are released as they are copied.
     /// </summary>
@@ -109,7 +134,7 @@ public sealed unsafe class WeightMatrix : IDisposable
 
         if (!HasResidentRows)
         {
-            throw new InvalidOperationException($"{Name}: only file-mapped Q8_0, F16, Q4_K and Q6_K matrices get a resident copy (this is {(IsFileMapped ? "file-mapped" : "not file-mapped")} {Type})");
+            throw new InvalidOperationException($"{Name}: only file-mapped Q8_0, F16, and Q4_K and Q6_K matrices without row groups get a resident copy (this is {(IsFileMapped ? "file-mapped" : "not file-mapped")} {Type} with {Rows} rows)");
         }
 
         return Copy(pool, IdentityCopy);
@@ -121,6 +146,13 @@ public sealed unsafe class WeightMatrix : IDisposable
         const int g = Q4_0RowGroups.GroupRows;
         int groupsPerChunk = (int)Math.Clamp((4L << 20) / (g * RowByteCount), 1, Rows / g);
         return new MappedRowsCopy(this, groupsPerChunk * g, (r0, r1) => Q4_0RowGroups.Repack(this, (byte*)destination, r0 / g, r1 / g));
+    }
+
+    private MappedRowsCopy KQuantRowGroupCopy(nint destination)
+    {
+        const int g = KQuantRowGroups.GroupRows;
+        int groupsPerChunk = (int)Math.Clamp((4L << 20) / (g * RowByteCount), 1, Rows / g);
+        return new MappedRowsCopy(this, groupsPerChunk * g, (r0, r1) => KQuantRowGroups.Repack(this, (byte*)destination, r0 / g, r1 / g));
     }
 
     private MappedRowsCopy IdentityCopy(nint destination) => new(this, (int)Math.Clamp((4L << 20) / RowByteCount, 1, Rows), (r0, r1) =>

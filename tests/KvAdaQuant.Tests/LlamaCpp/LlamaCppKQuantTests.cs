@@ -86,17 +86,18 @@ public class LlamaCppKQuantTests(ConvertedModels converted, ITestOutputHelper ou
         Assert.False(LlamaCppQuantizer.TryParse("1", out _));
     }
 
-    // Both engines multiply Q4_K and Q6_K rows with Q8_K activations in integers; the files with only those types agree
-    // within 1e-4 over the first positions (at least 16 asserted; 29-71 measured) until a 1-ulp difference elsewhere (float
-    // summation orders differ) moves one activation across a Q8_K rounding boundary, which later positions carry (0.05-0.07
-    // measured). Q4_K_S also has Q5_K matrices, which kvaq multiplies in floats (no integer Q5_K kernel): apart from position 0.
+    // Both engines multiply Q4_K, Q5_K and Q6_K rows with Q8_K activations in integers; the files agree within 1e-4 over the
+    // first positions (at least 16 asserted; 29-71 measured) until a 1-ulp difference elsewhere (float summation orders
+    // differ) moves one activation across a Q8_K rounding boundary, which later positions carry (0.02-0.07 measured).
+    // Token by token, Q4_K_M and Q4_K_S (Q4_K, Q5_K and Q6_K row groups in kvaq) agreed within 1.5e-6 at all 128 positions.
+    // (Before the Q5_K row-group kernel kvaq multiplied Q4_K_S's Q5_K matrices in floats: apart from position 0.)
     [LlamaCppTheory]
     [InlineData(LlamaCppQuantizationType.Q4_K_M, false, 16)]
     [InlineData(LlamaCppQuantizationType.Q4_K_M, true, 16)]
     [InlineData(LlamaCppQuantizationType.Q6_K, false, 16)]
     [InlineData(LlamaCppQuantizationType.Q6_K, true, 16)]
-    [InlineData(LlamaCppQuantizationType.Q4_K_S, false, 0)]
-    [InlineData(LlamaCppQuantizationType.Q4_K_S, true, 0)]
+    [InlineData(LlamaCppQuantizationType.Q4_K_S, false, 16)]
+    [InlineData(LlamaCppQuantizationType.Q4_K_S, true, 16)]
     public void TinyLlama256_KQuantFile_LogitsAgreeWithLlamaCpp(LlamaCppQuantizationType type, bool tokenByToken, int positionsWithinOneTenThousandth)
     {
         var gguf = converted.GetLlamaCppQuantized(converted.GetSynthetic("tiny-llama-256", GgmlType.F16), type);
@@ -108,13 +109,14 @@ public class LlamaCppKQuantTests(ConvertedModels converted, ITestOutputHelper ou
     [LlamaCppFact]
     public void Stories3M_Q4_K_M_LogitsAgreeWithLlamaCpp()
     {
-        // stories3M-q80's 192-wide rows fall back (Q5_0 / Q8_0); its 512-wide ffn_down rows are Q4_K / Q6_K. kvaq multiplies
-        // Q5_0 rows in floats, llama.cpp with Q8_0 activations: apart from position 0, within 1.5 (logits up to 19).
+        // stories3M-q80's 192-wide rows fall back (Q5_0 / Q8_0); its 512-wide ffn_down rows are Q4_K / Q6_K. Both engines
+        // multiply Q5_0 rows with Q8_0 activations in integers (kvaq: Q5_0Dot): within 1e-4 up to position 30 measured, then
+        // 0.53 (logits up to 19.5). (With Q5_0 in floats: 0.99 from position 0.)
         var gguf = converted.GetLlamaCppQuantized(converted.Get("stories3M-q80", GgmlType.F32), LlamaCppQuantizationType.Q4_K_M);
         output.WriteLine(string.Join(", ", TensorTypes(gguf).Where(kv => !kv.Key.Contains("norm", StringComparison.Ordinal)).Select(kv => $"{kv.Key} {kv.Value}")));
         using var ours = ModelLoader.Load(gguf);
         var tokens = AgreementTokens.Random(128, ours.Config.VocabSize, seed: 14);
-        AssertAgreement("stories3M-q80 Q4_K_M", ours, gguf, tokens, tokenByToken: false, tolerance: 1.5, positionsWithinOneTenThousandth: 0);
+        AssertAgreement("stories3M-q80 Q4_K_M", ours, gguf, tokens, tokenByToken: false, tolerance: 0.75, positionsWithinOneTenThousandth: 16);
     }
 
     private static Dictionary<string, GgmlType> TensorTypes(string gguf)

@@ -42,7 +42,10 @@ public unsafe class ResidentRowCopyTests
         }
 
         var rng = new Random(31 + tokens);
-        const int rows = 256, cols = 2048; // Q8_0: 557,056 bytes, 136 pages; Q6_K 430,080 bytes; Q4_K 294,912 bytes
+        // Q8_0: 557,056 bytes, 136 pages; Q6_K 423,360 bytes; Q4_K 290,304 bytes (252 rows: K-quant matrices whose rows are
+        // a multiple of 8 get row groups instead, KQuantRowGroupsTests)
+        int rows = type == GgmlType.Q8_0 ? 256 : 252;
+        const int cols = 2048;
         var data = RandomRows(rng, type, rows, cols);
         long rowBytes = GgmlTypeInfo.ByteSize(type, cols);
         using var dir = new TempDir();
@@ -97,6 +100,10 @@ public unsafe class ResidentRowCopyTests
             Assert.True(q4.HasResidentRows);
             using var q6 = new WeightMatrix("blk.0.ffn_down.weight", GgmlType.Q6_K, 1, 256, p) { IsFileMapped = true };
             Assert.True(q6.HasResidentRows);
+
+            // (8 rows: row groups instead)
+            using var q4x8 = new WeightMatrix("blk.0.ffn_down.weight", GgmlType.Q4_K, 8, 256, p) { IsFileMapped = true };
+            Assert.False(q4x8.HasResidentRows);
             using var q5 = new WeightMatrix("blk.0.ffn_down.weight", GgmlType.Q5_K, 1, 256, p) { IsFileMapped = true };
             Assert.False(q5.HasResidentRows);
         }
