@@ -185,7 +185,7 @@ public static unsafe class KQuantRowGroupDot
         CheckTokens(tokens);
         if (tokens == 4)
         {
-            Q4_KTile4(group, superBlocks, xq, xStride, xd, xpairs, output, outStride);
+            KTile4<Q4Pairs>(group, superBlocks, xq, xStride, xd, xpairs, output, outStride);
             return;
         }
 
@@ -201,7 +201,7 @@ public static unsafe class KQuantRowGroupDot
         CheckTokens(tokens);
         if (tokens == 4)
         {
-            Q5_KTile4(group, superBlocks, xq, xStride, xd, xpairs, output, outStride);
+            KTile4<Q5Pairs>(group, superBlocks, xq, xStride, xd, xpairs, output, outStride);
             return;
         }
 
@@ -344,7 +344,8 @@ public static unsafe class KQuantRowGroupDot
     // Four tokens sharing each chunk's nibbles, two sub-blocks at a time (eight accumulators: see Dp). The per-token
     // integer and float sums stay in memory (touched once per sub-block pair or super-block), so that the accumulators
     // of the inner loops get registers 0-15.
-    private static void Q4_KTile4(byte* group, int superBlocks, sbyte* xq, long xStride, float* xd, int* xpairs, float* output, long outStride)
+    private static void KTile4<TStream>(byte* group, int superBlocks, sbyte* xq, long xStride, float* xd, int* xpairs, float* output, long outStride)
+        where TStream : struct, ISubBlockPairs
     {
         var f = stackalloc Vector256<float>[8];
         var sums = stackalloc Vector256<int>[4];
@@ -355,7 +356,7 @@ public static unsafe class KQuantRowGroupDot
 
         long pStride = (long)superBlocks * 4;
         byte* unit = group;
-        for (int b = 0; b < superBlocks; b++, unit += KQuantRowGroups.Q4_KUnitBytes)
+        for (int b = 0; b < superBlocks; b++, unit += TStream.UnitBytes)
         {
             for (int t = 0; t < 4; t++)
             {
@@ -366,7 +367,7 @@ public static unsafe class KQuantRowGroupDot
             for (int g = 0; g < 4; g++)
             {
                 // sub-blocks 2g (low nibbles) and 2g + 1 (high nibbles) of the chunks of column g
-                Q4Stream2(unit + 128 + (g * 32), x + (16 * g), xStride, sums, Q4Scale(unit, 2 * g), Q4Scale(unit, (2 * g) + 1));
+                TStream.Stream2(unit, g, x + (16 * g), xStride, sums, Q4Scale(unit, 2 * g), Q4Scale(unit, (2 * g) + 1));
             }
 
             Q4Scales(unit, out _, out _, out var mnLo, out var mnHi);
@@ -382,6 +383,32 @@ public static unsafe class KQuantRowGroupDot
         {
             (f[2 * t] - f[(2 * t) + 1]).Store(output + (t * outStride));
         }
+    }
+
+    // The sub-block pair streams of KTile4: where a super-block's unit ends and how nibble column g is read.
+    private interface ISubBlockPairs
+    {
+        static abstract int UnitBytes { get; }
+
+        static abstract void Stream2(byte* unit, int g, int* x, long xStride, Vector256<int>* sums, Vector256<int> scLo, Vector256<int> scHi);
+    }
+
+    private readonly struct Q4Pairs : ISubBlockPairs
+    {
+        public static int UnitBytes => KQuantRowGroups.Q4_KUnitBytes;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Stream2(byte* unit, int g, int* x, long xStride, Vector256<int>* sums, Vector256<int> scLo, Vector256<int> scHi) =>
+            Q4Stream2(unit + 128 + (g * 32), x, xStride, sums, scLo, scHi);
+    }
+
+    private readonly struct Q5Pairs : ISubBlockPairs
+    {
+        public static int UnitBytes => KQuantRowGroups.Q5_KUnitBytes;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static void Stream2(byte* unit, int g, int* x, long xStride, Vector256<int>* sums, Vector256<int> scLo, Vector256<int> scHi) =>
+            Q5Stream2(unit + 384 + (g * 32), unit + 128, g, x, xStride, sums, scLo, scHi);
     }
 
     // Sub-blocks 2g and 2g + 1 of four tokens (eight accumulators, eight independent chains): the 8 chunks (128 bytes
@@ -492,46 +519,6 @@ public static unsafe class KQuantRowGroupDot
         (sumf - minf).Store(output);
     }
 
-    // Four tokens of Q5_K, two sub-blocks at a time, as Q4_KTile4.
-    private static void Q5_KTile4(byte* group, int superBlocks, sbyte* xq, long xStride, float* xd, int* xpairs, float* output, long outStride)
-    {
-        var f = stackalloc Vector256<float>[8];
-        var sums = stackalloc Vector256<int>[4];
-        for (int t = 0; t < 8; t++)
-        {
-            f[t] = default;
-        }
-
-        long pStride = (long)superBlocks * 4;
-        byte* unit = group;
-        for (int b = 0; b < superBlocks; b++, unit += KQuantRowGroups.Q5_KUnitBytes)
-        {
-            for (int t = 0; t < 4; t++)
-            {
-                sums[t] = default;
-            }
-
-            int* x = (int*)(xq + (b * 256));
-            for (int g = 0; g < 4; g++)
-            {
-                Q5Stream2(unit + 384 + (g * 32), unit + 128, g, x + (16 * g), xStride, sums, Q4Scale(unit, 2 * g), Q4Scale(unit, (2 * g) + 1));
-            }
-
-            Q4Scales(unit, out _, out _, out var mnLo, out var mnHi);
-            var d = Halves(unit);
-            var dmin = Halves(unit + 16);
-            for (int t = 0; t < 4; t++)
-            {
-                Q4Finish(sums[t], mnLo, mnHi, xpairs + (t * pStride) + (b * 4), xd[(t * superBlocks) + b], d, dmin, ref f[2 * t], ref f[(2 * t) + 1]);
-            }
-        }
-
-        for (int t = 0; t < 4; t++)
-        {
-            (f[2 * t] - f[(2 * t) + 1]).Store(output + (t * outStride));
-        }
-    }
-
     // Q4Stream2 for Q5_K: sub-blocks 2g and 2g + 1, their fifth bits from bits 2g and 2g + 1 of the qh chunks.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Q5Stream2(byte* q, byte* hq, int g, int* x, long xStride, Vector256<int>* sums, Vector256<int> scLo, Vector256<int> scHi)
@@ -627,7 +614,7 @@ public static unsafe class KQuantRowGroupDot
         sum.Store(output);
     }
 
-    // Four tokens: two sub-blocks at a time (eight accumulators: see Dp); the per-token sums in memory, as in Q4_KTile4.
+    // Four tokens: two sub-blocks at a time (eight accumulators: see Dp); the per-token sums in memory, as in KTile4.
     private static void Q6_KTile4(byte* group, int superBlocks, sbyte* xq, long xStride, float* xd, int* xpairs, float* output, long outStride)
     {
         var f = stackalloc Vector256<float>[4];
