@@ -143,7 +143,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
         // Enough chunks to balance the threads, few enough that dispatch stays cheap.
         int target = _pool.Threads * 8;
         int rowsPerChunk = Math.Max(4, (w.Rows + target - 1) / target);
-        if (Q4_0InRowGroups(w) || w.HasKQuantRowGroups)
+        if (w.HasRowGroups)
         {
             rowsPerChunk = (rowsPerChunk + 7) & ~7;
         }
@@ -151,7 +151,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
         int m = _count++;
         _ws[m] = w;
         _ys[m] = (nint)py;
-        _rowGroups[m] = Q4_0InRowGroups(w) ? (nint)w.Q4_0RowGroupData(_pool) : w.HasKQuantRowGroups ? (nint)w.KQuantRowGroupData(_pool) : 0;
+        _rowGroups[m] = !w.HasRowGroups ? 0 : w.HasQ4_0RowGroups ? (nint)w.Q4_0RowGroupData(_pool) : (nint)w.KQuantRowGroupData(_pool);
 
         // Q8_0 / F16 / Q4_K / Q6_K rows from their resident copy when the matrix has one (same bytes, huge pages), else from the matrix.
         _rows[m] = w.HasResidentRows ? (nint)w.ResidentRowData(_pool) : (nint)w.RowPointer(0);

@@ -73,6 +73,9 @@ public sealed unsafe class WeightMatrix : IDisposable
     /// </summary>
     public bool HasKQuantRowGroups => KQuantRowGroups.Applies(Type, Rows);
 
+    /// <summary>Whether products read a row-group copy of either layout (<see cref="HasQ4_0RowGroups"/>, <see cref="HasKQuantRowGroups"/>).</summary>
+    public bool HasRowGroups => HasQ4_0RowGroups || HasKQuantRowGroups;
+
     /// <summary>
     /// Whether products read a resident copy of the rows (the same bytes in the same layout, in transparent huge pages):
     /// file-mapped Q8_0 and F16 matrices, and Q4_K and Q6_K ones without row groups. A file mapping comes in 4 KB pages; streaming the matrices from huge
@@ -87,39 +90,15 @@ public sealed unsafe class WeightMatrix : IDisposable
     /// The Q4_0 row-group copy (<see cref="Q4_0RowGroups"/>; row group g at g * 8 * <see cref="RowByteCount"/>), made on
     /// the first call, on <paramref name="pool"/> when given (thread-safe: concurrent first calls make one copy).
     /// </summary>
-    public byte* Q4_0RowGroupData(WorkerPool? pool = null)
-    {
-        if (Volatile.Read(ref _copy) is { } made)
-        {
-            return made.Pointer;
-        }
-
-        if (!HasQ4_0RowGroups)
-        {
-            throw new InvalidOperationException($"{Name}: a {Type} matrix of {Rows} rows has no Q4_0 row groups (Q4_0, rows a multiple of 8)");
-        }
-
-        return Copy(pool, RowGroupCopy);
-    }
+    public byte* Q4_0RowGroupData(WorkerPool? pool = null) =>
+        RowGroupData(HasQ4_0RowGroups, "Q4_0 row groups (Q4_0, rows a multiple of 8)", pool);
 
     /// <summary>
     /// The K-quant row-group copy (<see cref="KQuantRowGroups"/>; row group g at g * 8 * <see cref="RowByteCount"/>),
     /// made on the first call like <see cref="Q4_0RowGroupData"/>.
     /// </summary>
-    public byte* KQuantRowGroupData(WorkerPool? pool = null)
-    {
-        if (Volatile.Read(ref _copy) is { } made)
-        {
-            return made.Pointer;
-        }
-
-        if (!HasKQuantRowGroups)
-        {
-            throw new InvalidOperationException($"{Name}: a {Type} matrix of {Rows} rows has no K-quant row groups (Q4_K, Q5_K or Q6_K, rows a multiple of 8)");
-        }
-
-        return Copy(pool, KQuantRowGroupCopy);
-    }
+    public byte* KQuantRowGroupData(WorkerPool? pool = null) =>
+        RowGroupData(HasKQuantRowGroups, "K-quant row groups (Q4_K, Q5_K or Q6_K, rows a multiple of 8)", pool);
 
     /// <summary>
     /// The resident copy of the rows (row r at r * <see cref="RowByteCount"/>, the bytes of <see cref="RowPointer"/>),
@@ -140,19 +119,30 @@ public sealed unsafe class WeightMatrix : IDisposable
         return Copy(pool, IdentityCopy);
     }
 
+    // The row-group copy of either layout, made once.
+    private byte* RowGroupData(bool applies, string layout, WorkerPool? pool)
+    {
+        if (Volatile.Read(ref _copy) is { } made)
+        {
+            return made.Pointer;
+        }
+
+        if (!applies)
+        {
+            throw new InvalidOperationException($"{Name}: a {Type} matrix of {Rows} rows has no {layout}");
+        }
+
+        return Copy(pool, RowGroupCopy);
+    }
+
     // Chunks of about 4 MB; MappedRowsCopy releases each chunk's mapped rows once copied.
     private MappedRowsCopy RowGroupCopy(nint destination)
     {
-        const int g = Q4_0RowGroups.GroupRows;
+        int g = HasQ4_0RowGroups ? Q4_0RowGroups.GroupRows : KQuantRowGroups.GroupRows;
         int groupsPerChunk = (int)Math.Clamp((4L << 20) / (g * RowByteCount), 1, Rows / g);
-        return new MappedRowsCopy(this, groupsPerChunk * g, (r0, r1) => Q4_0RowGroups.Repack(this, (byte*)destination, r0 / g, r1 / g));
-    }
-
-    private MappedRowsCopy KQuantRowGroupCopy(nint destination)
-    {
-        const int g = KQuantRowGroups.GroupRows;
-        int groupsPerChunk = (int)Math.Clamp((4L << 20) / (g * RowByteCount), 1, Rows / g);
-        return new MappedRowsCopy(this, groupsPerChunk * g, (r0, r1) => KQuantRowGroups.Repack(this, (byte*)destination, r0 / g, r1 / g));
+        return HasQ4_0RowGroups
+            ? new MappedRowsCopy(this, groupsPerChunk * g, (r0, r1) => Q4_0RowGroups.Repack(this, (byte*)destination, r0 / g, r1 / g))
+            : new MappedRowsCopy(this, groupsPerChunk * g, (r0, r1) => KQuantRowGroups.Repack(this, (byte*)destination, r0 / g, r1 / g));
     }
 
     private MappedRowsCopy IdentityCopy(nint destination) => new(this, (int)Math.Clamp((4L << 20) / RowByteCount, 1, Rows), (r0, r1) =>
