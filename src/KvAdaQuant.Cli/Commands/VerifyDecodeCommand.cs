@@ -39,7 +39,7 @@ internal static class VerifyDecodeCommand
         var sensitivityNoise = new Option<double>("--sensitivity-noise")
         {
             Description = "packed caches: relative noise put on the CPU cache's K and V inputs to measure how much the quantized cache amplifies tiny differences; a row passes within max(--packed-tolerance, 2 x that sensitivity); 0 turns it off",
-            DefaultValueFactory = _ => 1.0 / 2048,
+            DefaultValueFactory = _ => DecodeVerification.DefaultSensitivityNoise,
         };
         var fastTolerance = new Option<double>("--fast-tolerance") { Description = "bound for the K4V2 kernel against the generic FP32 kernel in the decode path", DefaultValueFactory = _ => 1e-2 };
         var threads = CommonOptions.Threads();

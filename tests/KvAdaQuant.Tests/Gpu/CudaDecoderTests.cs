@@ -2,6 +2,7 @@ using KvAdaQuant.Formats;
 using KvAdaQuant.Gpu.Cuda;
 using KvAdaQuant.Gpu.Decode;
 using KvAdaQuant.Tests.Cli;
+using Xunit.Abstractions;
 
 namespace KvAdaQuant.Tests.Gpu;
 
@@ -9,7 +10,7 @@ namespace KvAdaQuant.Tests.Gpu;
 /// The GPU decode path against the CPU engine (runs only where libcuda and NVRTC load; skipped with the reason
 /// elsewhere, as in CI), and the CLI's error when there is no CUDA driver.
 /// </summary>
-public class CudaDecoderTests
+public class CudaDecoderTests(ITestOutputHelper output)
 {
     [SkippableTheory]
     [InlineData("fp16")]
@@ -24,10 +25,17 @@ public class CudaDecoderTests
             using var model = ModelLoader.Load(Fixtures.Stories260K);
             bool packed = kv != "fp16";
 
-            // Packed: a GPU window of 63 + 1 quantizes exactly the tokens the CPU cache's r64 does.
+            // Packed: a GPU window of 63 + 1 quantizes exactly the tokens the CPU cache's r64 does. The two engines' K and V
+            // differ in the last bits, which flips some 2- and 4-bit codes, so a packed row is held to max(1e-2, 2 x the CPU
+            // engine's own sensitivity to that much noise), as kvaq verify-decode does (on the H200 this row measured
+            // 2.2e-2 against a 1e-2 bound before; the device quantizer itself is byte-exact, see the test below).
             DecodeCheckRow row = DecodeVerification.Compare(
-                context!, model, model, "stories260K", kv, packed ? DecodeVerification.CpuSpec(kv, model.Config.HeadDim) : kv, packed ? 63 : 0, packed ? 1 : 32, 3, 128, 100, 1e-2, 2);
+                context!, model, model, "stories260K", kv, packed ? DecodeVerification.CpuSpec(kv, model.Config.HeadDim) : kv, packed ? 63 : 0, packed ? 1 : 32, 3, 128, 100, 1e-2, 2,
+                sensitivityNoise: DecodeVerification.DefaultSensitivityNoise);
+            output.WriteLine(row.ToString());
             Assert.True(row.Pass, row.ToString());
+            Assert.Equal(packed, !double.IsNaN(row.Sensitivity));
+            Assert.True(row.Top1Agreement >= 0.99, row.ToString());
         }
     }
 

@@ -13,6 +13,12 @@ namespace KvAdaQuant.Gpu.Decode;
 public static class DecodeVerification
 {
     /// <summary>
+    /// Relative noise (2^-11) put on the CPU cache's K and V inputs to measure its sensitivity (see <see cref="Compare"/>):
+    /// about one FP16 rounding step, the size of the differences between the two engines' K and V.
+    /// </summary>
+    public const double DefaultSensitivityNoise = 1.0 / 2048;
+
+    /// <summary>
     /// The CPU cache spec for a GPU packed plan <paramref name="kv"/>: group 64 when 64 divides the head (else the CPU's
     /// automatic group, which the GPU also picks) and a residual window of <paramref name="window"/>, unless given.
     /// </summary>
