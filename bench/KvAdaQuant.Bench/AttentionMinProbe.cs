@@ -10,22 +10,31 @@ namespace KvAdaQuant.Bench;
 /// heads x 4 query heads, 32k positions, random keys and values, layers cycled as in <see cref="AttentionStepBenchmark"/>),
 /// timed as a whole (<c>QuantizedKvStore.Attend</c>) and in its three parts (scores, scale + softmax, values) on
 /// the same stores, and the same with int8 scores (<see cref="AttentionPrecision.Int8"/>: the step, the int8 scores, the exp-and-sum pass). The minimum filters out the time slices other processes take; run two builds one after the other.
-/// <c>dotnet run -c Release --project bench/KvAdaQuant.Bench -- --attention-min-probe k4v2</c>.
+/// <c>dotnet run -c Release --project bench/KvAdaQuant.Bench -- --attention-min-probe k4v2 [CONTEXT] [--resident]</c>.
 /// </summary>
 public static class AttentionMinProbe
 {
     /// <summary>Runs the probe for a cache spec on both shapes and prints one line per shape.</summary>
-    public static void Run(string kv)
+    public static void Run(string kv) => Run(kv, 32768, resident: false);
+
+    /// <summary>
+    /// Runs the probe at <paramref name="context"/> positions. With <paramref name="resident"/> one layer is filled
+    /// and attended over and over, so its bytes come from the caches (a context of 2,048 to 4,096 fits the 1B shape's
+    /// layer in L2/L3): the time per position there is the kernels' compute ceiling, to set against the streamed one.
+    /// </summary>
+    public static void Run(string kv, int context, bool resident)
     {
-        Run("llama-3.2-1b", kv, 32768, 120);
-        Run("llama-3.1-8b", kv, 32768, 60);
+        // Same number of positions attended per shape whatever the context, so the minimum is taken over as much work.
+        int scale = Math.Max(1, 32768 / context);
+        Run("llama-3.2-1b", kv, context, 120 * scale, resident);
+        Run("llama-3.1-8b", kv, context, 60 * scale, resident);
     }
 
-    private static void Run(string shape, string kv, int context, int steps)
+    private static void Run(string shape, string kv, int context, int steps, bool resident)
     {
         const int Heads = AttentionStepBenchmark.KvHeads, Rep = AttentionStepBenchmark.QueryHeads;
         int hd = AttentionStepBenchmark.HeadDimOf(shape);
-        int layers = AttentionStepBenchmark.LayersFor(shape, kv, context);
+        int layers = resident ? 1 : AttentionStepBenchmark.LayersFor(shape, kv, context);
         var layout = new KvLayout(1, Heads, hd, context);
         var spec = KvPlan.Parse(kv, 1).Layers[0];
         var stores = new QuantizedKvStore[layers];
@@ -132,7 +141,8 @@ public static class AttentionMinProbe
         }
 
         var ci = CultureInfo.InvariantCulture;
-        Console.WriteLine(string.Create(ci, $"{shape} {kv} {context}: min of {steps} steps: step {step:F3} ms ({AttentionStepBenchmark.CacheBytes(shape, kv, context) / (step * 1e6):F2} GB/s); parts: scores {scores:F3} ms, scale + softmax {softmax:F3} ms, values {sums:F3} ms"));
+        string where = resident ? " resident (1 layer)" : string.Create(ci, $" streamed ({layers} layers)");
+        Console.WriteLine(string.Create(ci, $"{shape} {kv} {context}{where}: min of {steps} steps: step {step:F3} ms ({AttentionStepBenchmark.CacheBytes(shape, kv, context) / (step * 1e6):F2} GB/s); parts: scores {scores:F3} ms, scale + softmax {softmax:F3} ms, values {sums:F3} ms"));
         Console.WriteLine(string.Create(ci, $"{shape} {kv} {context} int8: step {int8Step:F3} ms ({AttentionStepBenchmark.CacheBytes(shape, kv, context) / (int8Step * 1e6):F2} GB/s); parts: int8 scores {int8Scores:F3} ms, exp-sum {expSum:F3} ms"));
     }
 }
