@@ -12,8 +12,26 @@ public static class Program
     {
         if (args.Length >= 2 && args[0] == "--attention-min-probe")
         {
-            int context = args.Length >= 3 && int.TryParse(args[2], out int c) && c > 0 ? c : 32768;
-            AttentionMinProbe.Run(args[1], context, resident: args.Contains("--resident"));
+            int context = 32768;
+            bool resident = false;
+            foreach (string a in args.Skip(2))
+            {
+                if (a == "--resident")
+                {
+                    resident = true;
+                }
+                else if (int.TryParse(a, out int c) && c > 0)
+                {
+                    context = c;
+                }
+                else
+                {
+                    Console.Error.WriteLine($"--attention-min-probe: '{a}' is neither a context (a positive whole number of positions) nor --resident");
+                    Environment.Exit(2);
+                }
+            }
+
+            AttentionMinProbe.Run(args[1], context, resident);
             return;
         }
 
