@@ -10,28 +10,21 @@ public static class Program
 {
     public static void Main(string[] args)
     {
-        if (args.Length >= 2 && args[0] == "--attention-min-probe")
+        if (args.Length >= 1 && args[0] == "--attention-min-probe")
         {
-            int context = 32768;
-            bool resident = false;
-            foreach (string a in args.Skip(2))
+            MinProbeArguments probe;
+            try
             {
-                if (a == "--resident")
-                {
-                    resident = true;
-                }
-                else if (int.TryParse(a, out int c) && c > 0)
-                {
-                    context = c;
-                }
-                else
-                {
-                    Console.Error.WriteLine($"--attention-min-probe: '{a}' is neither a context (a positive whole number of positions) nor --resident");
-                    Environment.Exit(2);
-                }
+                probe = MinProbeArguments.Parse(args[1..]);
+            }
+            catch (ArgumentException e)
+            {
+                Console.Error.WriteLine(e.Message);
+                Environment.Exit(2);
+                return;
             }
 
-            AttentionMinProbe.Run(args[1], context, resident);
+            AttentionMinProbe.Run(probe.Kv, probe.Context, probe.Resident);
             return;
         }
 
