@@ -39,6 +39,7 @@ public static class AttentionMinProbe
         var spec = KvPlan.Parse(kv, 1).Layers[0];
         var stores = new QuantizedKvStore[layers];
         var int8Stores = new QuantizedKvStore[layers];
+        var int8ValueStores = new QuantizedKvStore[layers];
         var keys = new QuantizedTensorStore[layers];
         var values = new QuantizedTensorStore[layers];
         var rng = new Random(7);
@@ -51,6 +52,7 @@ public static class AttentionMinProbe
         {
             stores[l] = new QuantizedKvStore(layout, spec);
             int8Stores[l] = new QuantizedKvStore(layout, spec, AttentionPrecision.Int8);
+            int8ValueStores[l] = new QuantizedKvStore(layout, spec, AttentionPrecision.Int8Values);
             keys[l] = new QuantizedTensorStore(layout, spec.K);
             values[l] = new QuantizedTensorStore(layout, spec.V);
             for (int t = 0; t < context; t += Batch)
@@ -58,6 +60,7 @@ public static class AttentionMinProbe
                 int n = Math.Min(Batch, context - t);
                 stores[l].Append(k, v, n);
                 int8Stores[l].Append(k, v, n);
+                int8ValueStores[l].Append(k, v, n);
                 keys[l].Append(k, n);
                 values[l].Append(v, n);
             }
@@ -68,6 +71,8 @@ public static class AttentionMinProbe
         var s = new float[Rep * context];
         double step = double.MaxValue, scores = double.MaxValue, softmax = double.MaxValue, sums = double.MaxValue;
         double int8Step = double.MaxValue, int8Scores = double.MaxValue, expSum = double.MaxValue;
+        double int8ValuesStep = double.MaxValue, byteSums = double.MaxValue;
+        bool byteValues = int8ValueStores[0].UsesInt8Values;
         var max = new float[Rep];
         var sw = new Stopwatch();
         for (int it = 0; it < steps; it++)
@@ -107,7 +112,14 @@ public static class AttentionMinProbe
             }
 
             int8Step = Math.Min(int8Step, sw.Elapsed.TotalMilliseconds);
-            double d8 = 0, e8 = 0;
+            sw.Restart();
+            for (int g = 0; g < Heads; g++)
+            {
+                int8ValueStores[l].Attend(g, q.AsSpan(g * Rep * hd, Rep * hd), Rep, context, o, s);
+            }
+
+            int8ValuesStep = Math.Min(int8ValuesStep, sw.Elapsed.TotalMilliseconds);
+            double d8 = 0, e8 = 0, f8 = 0;
             for (int g = 0; g < Heads; g++)
             {
                 sw.Restart();
@@ -126,7 +138,16 @@ public static class AttentionMinProbe
                 }
 
                 e8 += sw.Elapsed.TotalMilliseconds;
+                if (byteValues)
+                {
+                    sw.Restart();
+                    Array.Clear(o);
+                    values[l].AccumulateInt8(g, s, Rep, context, o);
+                    f8 += sw.Elapsed.TotalMilliseconds;
+                }
             }
+
+            byteSums = Math.Min(byteSums, f8);
 
             int8Scores = Math.Min(int8Scores, d8);
             expSum = Math.Min(expSum, e8);
@@ -135,7 +156,7 @@ public static class AttentionMinProbe
             sums = Math.Min(sums, c);
         }
 
-        foreach (var d in stores.Cast<IDisposable>().Concat(int8Stores).Concat(keys).Concat(values))
+        foreach (var d in stores.Cast<IDisposable>().Concat(int8Stores).Concat(int8ValueStores).Concat(keys).Concat(values))
         {
             d.Dispose();
         }
@@ -144,5 +165,9 @@ public static class AttentionMinProbe
         string where = resident ? " resident (1 layer)" : string.Create(ci, $" streamed ({layers} layers)");
         Console.WriteLine(string.Create(ci, $"{shape} {kv} {context}{where}: min of {steps} steps: step {step:F3} ms ({AttentionStepBenchmark.CacheBytes(shape, kv, context) / (step * 1e6):F2} GB/s); parts: scores {scores:F3} ms, scale + softmax {softmax:F3} ms, values {sums:F3} ms"));
         Console.WriteLine(string.Create(ci, $"{shape} {kv} {context} int8: step {int8Step:F3} ms ({AttentionStepBenchmark.CacheBytes(shape, kv, context) / (int8Step * 1e6):F2} GB/s); parts: int8 scores {int8Scores:F3} ms, exp-sum {expSum:F3} ms"));
+        if (byteValues)
+        {
+            Console.WriteLine(string.Create(ci, $"{shape} {kv} {context} int8 + byte values: step {int8ValuesStep:F3} ms ({AttentionStepBenchmark.CacheBytes(shape, kv, context) / (int8ValuesStep * 1e6):F2} GB/s); parts: byte-weight values {byteSums:F3} ms"));
+        }
     }
 }

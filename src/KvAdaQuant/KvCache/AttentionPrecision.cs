@@ -1,6 +1,9 @@
 namespace KvAdaQuant.KvCache;
 
-/// <summary>How a quantized cache computes the scores q · k of decode attention (<c>--attn-int8</c> on the command line).</summary>
+/// <summary>
+/// How a quantized cache computes decode attention: the scores q · k (<c>--attn-int8</c> on the command line) and the
+/// weighted value sum (<c>--attn-int8-values</c>).
+/// </summary>
 public enum AttentionPrecision
 {
     /// <summary>FP32 queries against the dequantized keys (the default).</summary>
@@ -12,4 +15,12 @@ public enum AttentionPrecision
     /// 1-, 1.58-, 3-, 5- or 6-bit, or of an unsupported group shape keep FP32 attention.
     /// </summary>
     Int8,
+
+    /// <summary>
+    /// <see cref="Int8"/> scores, and value sums over 2-bit values with the softmax weights times the value steps
+    /// rounded to bytes per block of 64 tokens (<see cref="Numerics.Int8ValueKernels"/>: int16 sums of
+    /// <c>vpmaddubsw</c>, AVX-512BW/VBMI). Layers whose values are not 2-bit per-token groups of 32 or 64+ channels
+    /// (or CPUs without AVX-512 VBMI) keep the FP32 value sum; layers whose keys do not qualify keep FP32 attention.
+    /// </summary>
+    Int8Values,
 }

@@ -14,6 +14,7 @@ public sealed class QuantizedKvStore : IKvLayerCache, IDisposable
     private readonly IKvTensorStore _k;
     private readonly IKvTensorStore _v;
     private readonly QuantizedTensorStore? _int8Keys;
+    private readonly QuantizedTensorStore? _int8Values;
 
     /// <summary>Creates an empty store for <paramref name="layout"/>.Capacity positions.</summary>
     public QuantizedKvStore(KvLayout layout, KvLayerSpec spec)
@@ -33,10 +34,11 @@ public sealed class QuantizedKvStore : IKvLayerCache, IDisposable
         _layout = layout;
         Spec = spec;
         _k = Create(layout, spec.K, allowFused);
-        _int8Keys = attention == AttentionPrecision.Int8 && _k is QuantizedTensorStore { SupportsInt8: true } qk ? qk : null;
+        _int8Keys = attention is AttentionPrecision.Int8 or AttentionPrecision.Int8Values && _k is QuantizedTensorStore { SupportsInt8: true } qk ? qk : null;
         try
         {
             _v = Create(layout, spec.V, allowFused);
+            _int8Values = attention == AttentionPrecision.Int8Values && _int8Keys is not null && _v is QuantizedTensorStore { SupportsInt8Values: true } qv ? qv : null;
         }
         catch
         {
@@ -56,6 +58,9 @@ public sealed class QuantizedKvStore : IKvLayerCache, IDisposable
 
     /// <summary>Whether this layer's scores run with int8 queries (<see cref="AttentionPrecision.Int8"/> asked and its keys allow it).</summary>
     public bool UsesInt8 => _int8Keys is not null;
+
+    /// <summary>Whether this layer's value sums run with byte weights (<see cref="AttentionPrecision.Int8Values"/> asked, and its keys and values allow it).</summary>
+    public bool UsesInt8Values => _int8Values is not null;
 
     /// <summary>Bytes used by keys alone.</summary>
     public long KeyBytes => _k.ByteCount;
@@ -138,7 +143,15 @@ public sealed class QuantizedKvStore : IKvLayerCache, IDisposable
 
         var o = output[..(queryHeads * hd)];
         o.Clear();
-        _v.Accumulate(kvHead, s, queryHeads, length, o);
+        if (_int8Values is { } qv)
+        {
+            qv.AccumulateInt8(kvHead, s, queryHeads, length, o);
+        }
+        else
+        {
+            _v.Accumulate(kvHead, s, queryHeads, length, o);
+        }
+
         for (int r = 0; r < queryHeads; r++)
         {
             System.Numerics.Tensors.TensorPrimitives.Multiply(o.Slice(r * hd, hd), 1f / sums[r], o.Slice(r * hd, hd));

@@ -45,6 +45,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     private readonly bool _fused;
     private readonly int[] _permutation;
     private readonly bool _int8;
+    private readonly bool _int8Values;
     private int _quantized;
 
     public QuantizedTensorStore(KvLayout layout, KvSpec spec, bool allowFused = true)
@@ -79,6 +80,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         _fused = allowFused && FusedAttentionKernels.IsSupported && !_perChannel && FusedAttentionKernels.SupportsPacked(_bits.IntegerBits(), _hd, _groupChannels);
         _permutation = _fused ? FusedAttentionKernels.PermutationTable(_hd, _bits.IntegerBits()) : [];
         _int8 = !_perChannel && _bits.IntegerBits() is 2 or 4 or 8 && Int8AttentionKernels.Supports(_bits.IntegerBits(), _hd, _groupChannels);
+        _int8Values = _fused && Int8ValueKernels.IsSupported && Int8ValueKernels.Supports(_bits.IntegerBits(), _hd, _groupChannels);
     }
 
     /// <summary>
@@ -86,6 +88,12 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     /// <see cref="Int8AttentionKernels.Supports"/> (else the caller keeps FP32 attention for it).
     /// </summary>
     public bool SupportsInt8 => _int8;
+
+    /// <summary>
+    /// Whether <see cref="AccumulateInt8"/> handles this store: fused, 2-bit per-token groups in a shape
+    /// <see cref="Int8ValueKernels.Supports"/>, on a CPU with AVX-512 VBMI.
+    /// </summary>
+    public bool SupportsInt8Values => _int8Values;
 
     /// <summary>Whether attention runs through <see cref="FusedAttentionKernels"/> (else the row-at-a-time general path).</summary>
     public bool IsFused => _fused;
@@ -382,7 +390,8 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         }
     }
 
-    private void AccumulateFused(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output)
+    // The fused value sum; with int8Values the whole quads of quantized rows go through Int8ValueKernels.
+    private void AccumulateFused(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output, bool int8Values = false)
     {
         if (length == 0)
         {
@@ -409,7 +418,16 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
                 permuted.Clear();
                 fixed (float* po = permuted)
                 {
-                    FusedAttentionKernels.AccumulatePacked(Rows(kvHead, quantEnd - s0), p + s0, length, rep, po);
+                    int count = quantEnd - s0, quads = int8Values ? count / Int8ValueKernels.Quad * Int8ValueKernels.Quad : 0;
+                    if (quads > 0)
+                    {
+                        Int8ValueKernels.Accumulate(Rows(kvHead, 0, quads), p + s0, length, rep, po);
+                    }
+
+                    if (quads < count)
+                    {
+                        FusedAttentionKernels.AccumulatePacked(Rows(kvHead, quads, count - quads), p + s0 + quads, length, rep, po);
+                    }
                 }
 
                 FusedAttentionKernels.AddUnpermuted(permuted, _permutation, output);
@@ -424,9 +442,32 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         }
     }
 
-    private PackedRows Rows(int kvHead, int count) => new(
-        _codes.Pointer + ((long)kvHead * _cap * _rowBytes),
-        (ushort*)_params.Pointer + (kvHead * _paramsPerHead),
+    /// <summary>
+    /// <see cref="Accumulate"/> with the quantized rows summed by <see cref="Int8ValueKernels"/> (byte weights; whole
+    /// quads of rows, the last 0-3 rows and the FP16 sinks and residual window in FP32). Requires <see cref="SupportsInt8Values"/>.
+    /// </summary>
+    public void AccumulateInt8(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output)
+    {
+        if (!_int8Values)
+        {
+            throw new InvalidOperationException($"int8 value sums do not handle values stored as {_spec}");
+        }
+
+        if (rep * _hd > MaxFusedFloats)
+        {
+            Accumulate(kvHead, probs, rep, length, output);
+            return;
+        }
+
+        AccumulateFused(kvHead, probs, rep, length, output, int8Values: true);
+    }
+
+    private PackedRows Rows(int kvHead, int count) => Rows(kvHead, 0, count);
+
+    // Quantized rows first..first+count-1 of a KV head.
+    private PackedRows Rows(int kvHead, int first, int count) => new(
+        _codes.Pointer + ((long)kvHead * _cap * _rowBytes) + ((long)first * _rowBytes),
+        (ushort*)_params.Pointer + (kvHead * _paramsPerHead) + ((long)first * _groupsPerRow * _pp),
         count,
         _hd,
         _bits.IntegerBits(),

@@ -55,7 +55,7 @@ public unsafe class Int8AttentionKernelsTests
         {
             foreach (int nh in new[] { 1, 3, 4 })
             {
-                using var data = RandomRows(rng, count, hd, bits, g, symmetric);
+                using var data = PackedRowData.Random(rng, count, hd, bits, g, symmetric);
                 var q = RandomFloats(rng, nh * hd, 1);
                 using var query = new QueryBlock(q, nh, hd, bits, g);
                 int stride = count + 3;
@@ -94,7 +94,7 @@ public unsafe class Int8AttentionKernelsTests
         // accumulates before widening, and the largest int32 dots.
         Skip.IfNot(Int8AttentionKernels.IsSupported, "AVX-VNNI / AVX-512BW not available");
         const int Count = 37;
-        using var data = new RowData(Count, hd, bits, g, false);
+        using var data = new PackedRowData(Count, hd, bits, g, false);
         Array.Fill(data.Codes, (byte)0xFF);
         for (int i = 0; i < data.Params.Length; i++)
         {
@@ -126,7 +126,7 @@ public unsafe class Int8AttentionKernelsTests
     {
         var rng = new Random((bits * 31) + hd + g + (symmetric ? 1 : 0));
         const int Count = 40;
-        using var data = RandomRows(rng, Count, hd, bits, g, symmetric);
+        using var data = PackedRowData.Random(rng, Count, hd, bits, g, symmetric);
         for (int trial = 0; trial < 3; trial++)
         {
             // trial 0: uniform queries; 1: one large outlier per group (coarse steps); 2: queries with a mean (b terms matter).
@@ -151,7 +151,7 @@ public unsafe class Int8AttentionKernelsTests
         // Every query channel half a step off the int8 grid and every code at its maximum: the rounding errors add up,
         // so the measured error comes close to the bound (which therefore is not loose), and never exceeds it.
         const int Hd = 64, G = 32, Bits = 4;
-        using var data = new RowData(1, Hd, Bits, G, false);
+        using var data = new PackedRowData(1, Hd, Bits, G, false);
         Array.Fill(data.Codes, (byte)0xFF);
         for (int i = 0; i < data.Params.Length; i += 2)
         {
@@ -180,7 +180,7 @@ public unsafe class Int8AttentionKernelsTests
             c =>
             {
                 var rng = new Random(c.seed);
-                using var data = RandomRows(rng, c.count, 64, c.bits, 32, c.sym);
+                using var data = PackedRowData.Random(rng, c.count, 64, c.bits, 32, c.sym);
                 var q = RandomFloats(rng, 2 * 64, (float)(rng.NextDouble() * 10));
                 CheckBound(data.Rows, q, 2, $"{c}");
             },
@@ -272,50 +272,8 @@ public unsafe class Int8AttentionKernelsTests
         return (row[bit >> 3] >> (bit & 7)) & ((1 << rows.Bits) - 1);
     }
 
-    private static RowData RandomRows(Random rng, int count, int hd, int bits, int g, bool symmetric)
-    {
-        var data = new RowData(count, hd, bits, g, symmetric);
-        rng.NextBytes(data.Codes);
-        int np = hd / g * (symmetric ? 1 : 2);
-        for (int i = 0; i < count * np; i++)
-        {
-            data.Params[i] = BitConverter.HalfToUInt16Bits((Half)((rng.NextDouble() * 2) - (symmetric || i % 2 == 0 ? 0.2 : 1)));
-        }
-
-        return data;
-    }
-
     private static float[] RandomFloats(Random rng, int n, float scale) =>
         Enumerable.Range(0, n).Select(_ => (float)((rng.NextDouble() * 2) - 1) * scale).ToArray();
-
-    /// <summary>Pinned packed rows and parameters (with the 128 bytes of padding the vector kernel may read).</summary>
-    private sealed class RowData : IDisposable
-    {
-        private readonly System.Runtime.InteropServices.GCHandle _codes;
-        private readonly System.Runtime.InteropServices.GCHandle _params;
-
-        public RowData(int count, int hd, int bits, int g, bool symmetric)
-        {
-            Codes = new byte[count * hd * bits / 8];
-            Params = new ushort[(count * (hd / g) * (symmetric ? 1 : 2)) + 64];
-            _codes = System.Runtime.InteropServices.GCHandle.Alloc(Codes, System.Runtime.InteropServices.GCHandleType.Pinned);
-            _params = System.Runtime.InteropServices.GCHandle.Alloc(Params, System.Runtime.InteropServices.GCHandleType.Pinned);
-            float step = 1, offset = symmetric ? -((1 << bits) / 2 - 1) : 0;
-            Rows = new PackedRows((byte*)_codes.AddrOfPinnedObject(), (ushort*)_params.AddrOfPinnedObject(), count, hd, bits, g, symmetric, step, offset);
-        }
-
-        public byte[] Codes { get; }
-
-        public ushort[] Params { get; }
-
-        public PackedRows Rows { get; }
-
-        public void Dispose()
-        {
-            _codes.Free();
-            _params.Free();
-        }
-    }
 
     /// <summary>One head block of quantized queries in unmanaged memory.</summary>
     private sealed class QueryBlock : IDisposable

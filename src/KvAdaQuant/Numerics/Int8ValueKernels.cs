@@ -1,0 +1,636 @@
+using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace KvAdaQuant.Numerics;
+
+/// <summary>
+/// Decode-attention value sums over packed 2-bit value rows with 8-bit softmax weights: the integer counterpart of
+/// <see cref="FusedAttentionKernels.AccumulatePacked"/> for the int8 attention path. A row dequantizes as
+/// x_c = a_g c_c + b_g (FP16 step a_g >= 0 and offset b_g of the channel's group g), so for a query head r
+/// <c>sum_t p_t x_tc = sum_t (p_t a_tg) c_tc + sum_t p_t b_tg</c>. Per block of up to <see cref="TokenBlock"/> tokens,
+/// head and group the weights u_t = p_t a_tg (p_t >= 0) are rounded to bytes, û_t = round(u_t * 255 / U) with U their
+/// largest value (round half to even, as <c>vcvtps2dq</c>), and the first sum is taken as
+/// <c>(U / 255) * sum_t û_t c_tc</c>, the integer sum exact. The error of a block's term is at most 1.5 U / 255 per
+/// token (half a byte step times the largest 2-bit code), which is small beside the codes' own rounding of half a
+/// step a_g per element. The offsets' sum stays in FP32 (sixteen lanes per head and group, one fused multiply-add
+/// per token, reduced by a fixed tree at the end).
+/// The vector path (AVX-512BW and VBMI) takes four tokens at a time: one byte permute interleaves their rows so
+/// each 16-bit word holds a channel's byte for two tokens, shifts and masks split the four 2-bit fields, another
+/// permute spreads the head's four weights to the matching bytes, and <c>vpmaddubsw</c> (u8 weight x s8 code,
+/// pairs of tokens, at most 2 x 255 x 3 = 1,530) adds into int16 lanes that 16 quads of tokens cannot overflow
+/// (24,480 &lt; 32,767). At the end of each block the int16 sums are widened, converted and added to the FP32 output
+/// times U / 255. Outputs come out in <see cref="FusedAttentionKernels.PermutedChannel"/> order (for 2 bits,
+/// position 64 c + 16 k + j of chunk c holds channel 64 c + 4 j + k), like the FP32 kernel's.
+/// Scalar twin: <see cref="AccumulateScalar"/> (bit-identical: the same byte weights, exact integer sums, and the
+/// same float operations in the same order).
+/// </summary>
+internal static unsafe class Int8ValueKernels
+{
+    /// <summary>Query heads served per pass over the rows.</summary>
+    public const int HeadBlock = 4;
+
+    /// <summary>Tokens per block: one byte scale per head and group, int16 sums widened at its end.</summary>
+    public const int TokenBlock = 64;
+
+    /// <summary>Largest number of parameter groups per row.</summary>
+    public const int MaxGroups = 16;
+
+    /// <summary>Tokens per vector step.</summary>
+    public const int Quad = 4;
+
+    private const int Lanes = 16;
+
+    // The index tables of each (head dim, group channels), built once.
+    private static readonly ConcurrentDictionary<(int HeadDim, int GroupChannels), IndexTables> Tables = new();
+
+    /// <summary>Whether the vector kernel runs on this CPU (AVX-512F, BW and VBMI).</summary>
+    public static bool IsSupported => Avx512F.IsSupported && Avx512BW.IsSupported && Avx512Vbmi.IsSupported;
+
+    /// <summary>
+    /// Whether this value layout is handled: 2-bit codes, head dim a multiple of 64, per-token groups of whole 4-channel
+    /// bytes that leave at most two groups in any 64-channel chunk (32 channels, or 64 or more), at most
+    /// <see cref="MaxGroups"/> groups a row.
+    /// </summary>
+    public static bool Supports(int bits, int headDim, int groupChannels) =>
+        bits == 2 && headDim > 0 && headDim % 64 == 0 && groupChannels > 0 && headDim % groupChannels == 0
+        && (groupChannels == 32 || (groupChannels >= 64 && groupChannels % 4 == 0)) && headDim / groupChannels <= MaxGroups;
+
+    /// <summary>
+    /// output[r * hd + position] += sum over the rows of p_rt x_t (the remarks' byte-weight approximation), for r &lt;
+    /// <paramref name="nh"/> (taken <see cref="HeadBlock"/> at a time), p_rt =
+    /// probs[r * stride + t] &gt;= 0, positions in <see cref="FusedAttentionKernels.PermutedChannel"/> order. The row
+    /// count must be a multiple of <see cref="Quad"/>; the caller sums the last rows another way.
+    /// Vector path where <see cref="IsSupported"/>, else <see cref="AccumulateScalar"/>.
+    /// </summary>
+    public static void Accumulate(in PackedRows rows, float* probs, int stride, int nh, float* output)
+    {
+        Check(rows);
+        if (!IsSupported)
+        {
+            AccumulateScalar(rows, probs, stride, nh, output);
+            return;
+        }
+
+        int hd = rows.HeadDim, groups = hd / rows.GroupChannels, pp = rows.Symmetric ? 1 : 2, chunks = hd / 64;
+        // One 64-byte-aligned scratch area (unaligned 64-byte vectors split cache lines, and a split store does not
+        // forward to the next load): planes a and b, the weights, byte weights, offsets' lanes, scales, padded probs.
+        int planeFloats = groups * TokenBlock, weightFloats = (HeadBlock * planeFloats) + (2 * HeadBlock * MaxGroups);
+        int floats = (2 * planeFloats) + weightFloats + (HeadBlock * groups * Lanes) + (HeadBlock * Lanes) + (HeadBlock * TokenBlock) + hd;
+        byte* area = stackalloc byte[(4 * floats) + (HeadBlock * planeFloats) + 64];
+        float* aPl = (float*)(((nint)area + 63) & ~(nint)63);
+        float* bPl = aPl + planeFloats;
+        float* weights = bPl + planeFloats;
+        float* offsets = weights + weightFloats;
+        float* scales = offsets + (HeadBlock * groups * Lanes);
+        float* pad = scales + (HeadBlock * Lanes);
+        float* scratch = pad + (HeadBlock * TokenBlock);
+        byte* uq = (byte*)(scratch + hd);
+        int padWords = (TokenBlock * groups * pp) + 32;
+        ushort* prmPad = stackalloc ushort[padWords];
+        var tables = Tables.GetOrAdd((hd, rows.GroupChannels), key => new IndexTables(key.HeadDim, key.GroupChannels));
+        fixed (byte* codeIdx = tables.Code, weightIdx = tables.Weight)
+        fixed (int* groupIdx = tables.Group, chunkGroups = tables.ChunkGroups)
+        {
+            AccumulateVector(rows, probs, stride, nh, output, aPl, bPl, uq, offsets, scales, weights, pad, scratch, prmPad, padWords, codeIdx, weightIdx, groupIdx, chunkGroups);
+        }
+    }
+
+    private static void AccumulateVector(in PackedRows rows, float* probs, int stride, int nh, float* output, float* aPl, float* bPl, byte* uq, float* offsets, float* scales, float* weights, float* pad, float* scratch, ushort* prmPad, int padWords, byte* codeIdx, byte* weightIdx, int* groupIdx, int* chunkGroups)
+    {
+        int hd = rows.HeadDim, groups = hd / rows.GroupChannels, pp = rows.Symmetric ? 1 : 2, chunks = hd / 64;
+        int rowBytes = rows.RowBytes;
+        for (int h0 = 0; h0 < nh; h0 += HeadBlock)
+        {
+            int heads = Math.Min(HeadBlock, nh - h0);
+            new Span<float>(offsets, HeadBlock * groups * Lanes).Clear();
+            for (int t0 = 0; t0 < rows.Count; t0 += TokenBlock)
+            {
+                int n = Math.Min(TokenBlock, rows.Count - t0);
+                ushort* prm = rows.Params + ((long)t0 * groups * pp);
+                if (t0 + TokenBlock < rows.Count)
+                {
+                    // The next block's codes and parameters, requested now: the weights' preparation reads no rows,
+                    // so without this the stream from memory would pause for it every block.
+                    Prefetch(rows.Codes + ((long)(t0 + TokenBlock) * rowBytes), Math.Min(TokenBlock, rows.Count - t0 - TokenBlock) * rowBytes);
+                    Prefetch((byte*)(prm + (TokenBlock * groups * pp)), Math.Min(TokenBlock, rows.Count - t0 - TokenBlock) * groups * pp * 2);
+                }
+
+                if (n < TokenBlock)
+                {
+                    new Span<ushort>(prmPad, padWords).Clear();
+                    new Span<ushort>(prm, n * groups * pp).CopyTo(new Span<ushort>(prmPad, n * groups * pp));
+                    prm = prmPad;
+                }
+
+                BuildPlanes(prm, groups, rows.Symmetric, rows.SymStep, rows.SymOffset, aPl, bPl);
+                QuantizeBlock(probs, stride, h0, heads, t0, n, pad, groups, aPl, bPl, offsets, scales, uq, weights);
+
+                byte* block = rows.Codes + ((long)t0 * rowBytes);
+                for (int c = 0; c < chunks; c++)
+                {
+                    float* o0 = output + (h0 * hd) + (c * 64);
+                    float* o1 = heads > 1 ? o0 + hd : scratch;
+                    float* o2 = heads > 2 ? o0 + (2 * hd) : scratch;
+                    float* o3 = heads > 3 ? o0 + (3 * hd) : scratch;
+                    SumChunk(block, rowBytes, chunks, c, n, codeIdx, weightIdx, groupIdx, chunkGroups, uq, groups, scales, o0, o1, o2, o3);
+                }
+            }
+
+            AddOffsetsVector(hd, groups, chunks, groupIdx, offsets, heads, output + (h0 * hd));
+        }
+    }
+
+    /// <summary>Scalar twin of <see cref="Accumulate"/>: the same byte weights and scales, exact integer sums, the same float operations.</summary>
+    public static void AccumulateScalar(in PackedRows rows, float* probs, int stride, int nh, float* output)
+    {
+        Check(rows);
+        int hd = rows.HeadDim, groups = hd / rows.GroupChannels, pp = rows.Symmetric ? 1 : 2;
+        float* aPl = stackalloc float[groups * TokenBlock];
+        float* bPl = stackalloc float[groups * TokenBlock];
+        byte* uq = stackalloc byte[groups * TokenBlock];
+        float* offsets = stackalloc float[HeadBlock * groups * Lanes];
+        float* p = stackalloc float[TokenBlock];
+        float* scale = stackalloc float[groups];
+        int rowBytes = rows.RowBytes;
+        for (int h0 = 0; h0 < nh; h0 += HeadBlock)
+        {
+            int heads = Math.Min(HeadBlock, nh - h0);
+            new Span<float>(offsets, HeadBlock * groups * Lanes).Clear();
+            for (int t0 = 0; t0 < rows.Count; t0 += TokenBlock)
+            {
+                int n = Math.Min(TokenBlock, rows.Count - t0);
+                for (int g = 0; g < groups; g++)
+                {
+                    for (int t = 0; t < TokenBlock; t++)
+                    {
+                        float a = 0, b = 0;
+                        if (t < n)
+                        {
+                            ushort* w = rows.Params + ((((long)(t0 + t) * groups) + g) * pp);
+                            if ((w[0] & 0x8000) != 0)
+                            {
+                                throw NegativeStep();
+                            }
+
+                            if (rows.Symmetric)
+                            {
+                                float s = HalfBits.ToSingle(w[0]);
+                                a = s * rows.SymStep;
+                                b = s * rows.SymOffset;
+                            }
+                            else
+                            {
+                                a = HalfBits.ToSingle(w[0]);
+                                b = HalfBits.ToSingle(w[1]);
+                            }
+                        }
+
+                        aPl[(g * TokenBlock) + t] = a;
+                        bPl[(g * TokenBlock) + t] = b;
+                    }
+                }
+
+                for (int r = 0; r < heads; r++)
+                {
+                    for (int t = 0; t < TokenBlock; t++)
+                    {
+                        p[t] = t < n ? probs[((h0 + r) * stride) + t0 + t] : 0f;
+                    }
+
+                    for (int g = 0; g < groups; g++)
+                    {
+                        float* a = aPl + (g * TokenBlock), b = bPl + (g * TokenBlock);
+                        float* lanes = offsets + (((r * groups) + g) * Lanes);
+                        float max = 0;
+                        for (int t = 0; t < TokenBlock; t++)
+                        {
+                            max = MathF.Max(max, p[t] * a[t]);
+                            lanes[t % Lanes] = MathF.FusedMultiplyAdd(p[t], b[t], lanes[t % Lanes]);
+                        }
+
+                        (scale[g], float inv) = ScaleOf(max);
+                        for (int t = 0; t < TokenBlock; t++)
+                        {
+                            uq[(g * TokenBlock) + t] = (byte)Math.Clamp((int)MathF.Round(p[t] * a[t] * inv), 0, 255);
+                        }
+                    }
+
+                    float* o = output + ((h0 + r) * hd);
+                    for (int pos = 0; pos < hd; pos++)
+                    {
+                        int ch = FusedAttentionKernels.PermutedChannel(pos, 2);
+                        int g = ch / rows.GroupChannels;
+                        int sum = 0;
+                        for (int t = 0; t < n; t++)
+                        {
+                            byte code = rows.Codes[((long)(t0 + t) * rowBytes) + (ch / 4)];
+                            sum += uq[(g * TokenBlock) + t] * ((code >> (2 * (ch % 4))) & 3);
+                        }
+
+                        o[pos] = MathF.FusedMultiplyAdd(sum, scale[g], o[pos]);
+                    }
+                }
+            }
+
+            AddOffsets(rows, offsets, heads, output + (h0 * hd));
+        }
+    }
+
+    /// <summary>
+    /// The bound on |kernel - exact| for output (r, channel) of <see cref="Accumulate"/> over these rows: per block of
+    /// <see cref="TokenBlock"/> tokens, 1.5 U / 255 per token with U the block's largest p_t a_tg, plus
+    /// <paramref name="relative"/> times the sum of |p_t x_tc| for the float arithmetic.
+    /// </summary>
+    public static double ErrorBound(in PackedRows rows, float* probs, int stride, int r, int channel, double relative)
+    {
+        int groups = rows.HeadDim / rows.GroupChannels, pp = rows.Symmetric ? 1 : 2, g = channel / rows.GroupChannels;
+        double bound = 0;
+        float* x = stackalloc float[rows.HeadDim];
+        for (int t0 = 0; t0 < rows.Count; t0 += TokenBlock)
+        {
+            int n = Math.Min(TokenBlock, rows.Count - t0);
+            double max = 0;
+            for (int t = t0; t < t0 + n; t++)
+            {
+                ushort* w = rows.Params + ((((long)t * groups) + g) * pp);
+                float a = rows.Symmetric ? HalfBits.ToSingle(w[0]) * rows.SymStep : HalfBits.ToSingle(w[0]);
+                max = Math.Max(max, probs[(r * stride) + t] * (double)a);
+                FusedAttentionKernels.DequantizeScalar(rows, t, x);
+                bound += relative * Math.Abs(probs[(r * stride) + t] * (double)x[channel]);
+            }
+
+            bound += 1.5 * max / 255 * n;
+        }
+
+        return bound;
+    }
+
+    private static void Check(in PackedRows rows)
+    {
+        if (!Supports(rows.Bits, rows.HeadDim, rows.GroupChannels) || rows.Count % Quad != 0)
+        {
+            throw new ArgumentException($"int8 value sums need 2-bit rows of whole quads and a supported group shape; got {rows.Bits} bits, head dim {rows.HeadDim}, groups of {rows.GroupChannels}, {rows.Count} rows");
+        }
+    }
+
+    // U / 255 and 255 / U (0 and 0 for a block whose weights are all zero).
+    private static (float Scale, float Inverse) ScaleOf(float max) => max > 0 ? (max / 255f, 255f / max) : (0f, 0f);
+
+    // The fixed order in which both twins reduce the sixteen offset lanes of a head and group.
+    private static float Tree16(float* l)
+    {
+        float* s = stackalloc float[8];
+        for (int i = 0; i < 8; i++)
+        {
+            s[i] = l[i] + l[i + 8];
+        }
+
+        for (int i = 0; i < 4; i++)
+        {
+            s[i] += s[i + 4];
+        }
+
+        return (s[0] + s[2]) + (s[1] + s[3]);
+    }
+
+    // output[r][position] += the group's offset sum, for each position whose channel lies in that group.
+    private static void AddOffsets(in PackedRows rows, float* offsets, int heads, float* output)
+    {
+        int hd = rows.HeadDim, groups = hd / rows.GroupChannels;
+        float* sums = stackalloc float[groups];
+        for (int r = 0; r < heads; r++)
+        {
+            for (int g = 0; g < groups; g++)
+            {
+                sums[g] = Tree16(offsets + (((r * groups) + g) * Lanes));
+            }
+
+            for (int pos = 0; pos < hd; pos++)
+            {
+                output[(r * hd) + pos] += sums[FusedAttentionKernels.PermutedChannel(pos, 2) / rows.GroupChannels];
+            }
+        }
+    }
+
+    // The block's probabilities of head h0 + r: straight from probs for a whole block, else zero-padded (and zeros for
+    // a head beyond the last).
+    private static float* BlockProbs(float* probs, int stride, int h0, int r, int heads, int t0, int n, float* pad)
+    {
+        float* dst = pad + (r * TokenBlock);
+        if (r < heads && n == TokenBlock)
+        {
+            return probs + ((h0 + r) * stride) + t0;
+        }
+
+        new Span<float>(dst, TokenBlock).Clear();
+        if (r < heads)
+        {
+            new Span<float>(probs + ((h0 + r) * stride) + t0, n).CopyTo(new Span<float>(dst, n));
+        }
+
+        return dst;
+    }
+
+    // output[r][position] += the group's offset sum (vector path: per chunk one permute of the sums to the lanes).
+    private static void AddOffsetsVector(int hd, int groups, int chunks, int* groupIdx, float* offsets, int heads, float* output)
+    {
+        float* sums = stackalloc float[Lanes];
+        for (int r = 0; r < heads; r++)
+        {
+            for (int g = 0; g < groups; g++)
+            {
+                sums[g] = Tree16(offsets + (((r * groups) + g) * Lanes));
+            }
+
+            var sv = Vector512.Load(sums);
+            for (int c = 0; c < chunks; c++)
+            {
+                var add = Avx512F.PermuteVar16x32(sv, Vector512.Load(groupIdx + (c * Lanes)));
+                float* o = output + (r * hd) + (c * 64);
+                for (int k = 0; k < 64; k += Lanes)
+                {
+                    (Vector512.Load(o + k) + add).Store(o + k);
+                }
+            }
+        }
+    }
+
+    // a and b of each group for the block's 64 tokens as float planes [group][token].
+    private static void BuildPlanes(ushort* prm, int groups, bool symmetric, float symStep, float symOffset, float* aPl, float* bPl)
+    {
+        var lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        var signs = Vector512<int>.Zero;
+        for (int g = 0; g < groups; g++)
+        {
+            for (int i = 0; i < TokenBlock; i += Lanes)
+            {
+                Vector512<int> h;
+                if (symmetric)
+                {
+                    h = Gather16((int*)prm, ((lane + Vector512.Create(i)) * groups) + Vector512.Create(g), words: true);
+                    signs |= h;
+                    var s = Half16(Avx512F.ShiftRightArithmetic(Avx512F.ShiftLeftLogical(h, 16), 16));
+                    (s * Vector512.Create(symStep)).Store(aPl + (g * TokenBlock) + i);
+                    (s * Vector512.Create(symOffset)).Store(bPl + (g * TokenBlock) + i);
+                    continue;
+                }
+
+                int* dw = (int*)prm;
+                if (groups == 1)
+                {
+                    h = Vector512.Load(dw + i);
+                }
+                else if (groups == 2)
+                {
+                    h = Avx512F.PermuteVar16x32x2(Vector512.Load(dw + (2 * i)), (lane * 2) + Vector512.Create(g), Vector512.Load(dw + (2 * i) + 16));
+                }
+                else if (groups == 4)
+                {
+                    // Tokens 0-7 and 8-15 each from a two-register permute (32 dwords = 8 tokens x 4 groups).
+                    var pick = (lane * 4) + Vector512.Create(g);
+                    int* d = dw + (4 * i);
+                    var lo = Avx512F.PermuteVar16x32x2(Vector512.Load(d), pick, Vector512.Load(d + 16));
+                    var hi = Avx512F.PermuteVar16x32x2(Vector512.Load(d + 32), pick, Vector512.Load(d + 48));
+                    h = Vector512.Create(lo.GetLower(), hi.GetLower());
+                }
+                else
+                {
+                    h = Gather16(dw, ((lane + Vector512.Create(i)) * groups) + Vector512.Create(g), words: false);
+                }
+
+                signs |= h;
+                Half16(Avx512F.ShiftRightArithmetic(Avx512F.ShiftLeftLogical(h, 16), 16)).Store(aPl + (g * TokenBlock) + i);
+                Half16(Avx512F.ShiftRightArithmetic(h, 16)).Store(bPl + (g * TokenBlock) + i);
+            }
+        }
+
+        if (!Vector512.EqualsAll(signs & Vector512.Create(0x8000), Vector512<int>.Zero))
+        {
+            throw NegativeStep();
+        }
+    }
+
+    private static ArgumentException NegativeStep() =>
+        new("int8 value sums need steps >= 0 (as the quantizers make them): a row has a step with its sign bit set");
+
+    private static void Prefetch(byte* p, int bytes)
+    {
+        for (int i = 0; i < bytes; i += 64)
+        {
+            Sse.Prefetch0(p + i);
+        }
+    }
+
+    // Sixteen dwords at byte offsets 2 * index (words) or 4 * index (two AVX2 gathers: .NET 10 has no 512-bit gather).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<int> Gather16(int* b, Vector512<int> index, bool words) => words
+        ? Vector512.Create(Avx2.GatherVector256(b, index.GetLower(), 2), Avx2.GatherVector256(b, index.GetUpper(), 2))
+        : Vector512.Create(Avx2.GatherVector256(b, index.GetLower(), 4), Avx2.GatherVector256(b, index.GetUpper(), 4));
+
+    // Sixteen finite halves, sign-extended into int32 lanes, to floats (exact: exponent and mantissa shifted into
+    // place and rebiased by 2^112; subnormals included).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Half16(Vector512<int> h) =>
+        (Avx512F.ShiftLeftLogical(h, 13) & Vector512.Create(unchecked((int)0x8FFFE000))).AsSingle() * Vector512.Create(HalfBits.ExponentRebias);
+
+    // The block's byte weights of four heads: per head and group the weights u = p a (kept in weights), their largest
+    // value U and the offsets' lanes += p b; then U / 255 and 255 / U for all pairs by one vector division each
+    // (scales[r * 16 + g]); then the bytes round(u * 255 / U) into uq[r][group][token].
+    private static void QuantizeBlock(float* probs, int stride, int h0, int heads, int t0, int n, float* pad, int groups, float* aPl, float* bPl, float* offsets, float* scales, byte* uq, float* weights)
+    {
+        int pairs = HeadBlock * groups;
+        float* max = weights + (pairs * TokenBlock);
+        float* inverse = max + (HeadBlock * MaxGroups);
+        for (int r = 0; r < HeadBlock; r++)
+        {
+            float* p = BlockProbs(probs, stride, h0, r, heads, t0, n, pad);
+            var p0 = Vector512.Load(p);
+            var p1 = Vector512.Load(p + 16);
+            var p2 = Vector512.Load(p + 32);
+            var p3 = Vector512.Load(p + 48);
+            for (int g = 0; g < groups; g++)
+            {
+                float* a = aPl + (g * TokenBlock), b = bPl + (g * TokenBlock);
+                float* u = weights + (((r * groups) + g) * TokenBlock);
+                var u0 = p0 * Vector512.Load(a);
+                var u1 = p1 * Vector512.Load(a + 16);
+                var u2 = p2 * Vector512.Load(a + 32);
+                var u3 = p3 * Vector512.Load(a + 48);
+                u0.Store(u);
+                u1.Store(u + 16);
+                u2.Store(u + 32);
+                u3.Store(u + 48);
+                float* lanes = offsets + (((r * groups) + g) * Lanes);
+                var o = Vector512.Load(lanes);
+                o = Vector512.FusedMultiplyAdd(p0, Vector512.Load(b), o);
+                o = Vector512.FusedMultiplyAdd(p1, Vector512.Load(b + 16), o);
+                o = Vector512.FusedMultiplyAdd(p2, Vector512.Load(b + 32), o);
+                o = Vector512.FusedMultiplyAdd(p3, Vector512.Load(b + 48), o);
+                o.Store(lanes);
+
+                // The weights are >= 0 and not NaN, so the plain vmaxps order does not matter.
+                var m = Avx512F.Max(Avx512F.Max(u0, u1), Avx512F.Max(u2, u3));
+                var m8 = Avx.Max(m.GetLower(), m.GetUpper());
+                var m4 = Sse.Max(m8.GetLower(), m8.GetUpper());
+                m4 = Sse.Max(m4, Sse.Shuffle(m4, m4, 0b_01_00_11_10));
+                m4 = Sse.Max(m4, Sse.Shuffle(m4, m4, 0b_10_11_00_01));
+                max[(r * groups) + g] = m4.ToScalar();
+            }
+        }
+
+        for (int i = 0; i < pairs; i += Lanes)
+        {
+            var m = Vector512.Load(max + i);
+            var positive = Vector512.GreaterThan(m, Vector512<float>.Zero);
+            var scale = Vector512.ConditionalSelect(positive, m / Vector512.Create(255f), Vector512<float>.Zero);
+            Vector512.ConditionalSelect(positive, Vector512.Create(255f) / m, Vector512<float>.Zero).Store(inverse + i);
+            for (int j = i; j < Math.Min(pairs, i + Lanes); j++)
+            {
+                scales[(j / groups * Lanes) + (j % groups)] = scale[j - i];
+            }
+        }
+
+        // Two saturating packs (int32 -> uint16 -> uint8, exact for 0..255) leave dword k of 128-bit block b holding the
+        // tokens of source vector k, block b; one dword permute puts them in order.
+        var order = Vector512.Create(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        for (int i = 0; i < pairs; i++)
+        {
+            var inv = Vector512.Create(inverse[i]);
+            float* u = weights + (i * TokenBlock);
+            var w01 = Avx512BW.PackUnsignedSaturate(Avx512F.ConvertToVector512Int32(Vector512.Load(u) * inv), Avx512F.ConvertToVector512Int32(Vector512.Load(u + 16) * inv));
+            var w23 = Avx512BW.PackUnsignedSaturate(Avx512F.ConvertToVector512Int32(Vector512.Load(u + 32) * inv), Avx512F.ConvertToVector512Int32(Vector512.Load(u + 48) * inv));
+            Avx512F.PermuteVar16x32(Avx512BW.PackUnsignedSaturate(w01.AsInt16(), w23.AsInt16()).AsInt32(), order).Store((int*)(uq + (i * TokenBlock)));
+        }
+    }
+
+    // One 64-channel chunk of the block for four heads: int16 sums of byte weight x code over the block's quads, then
+    // widened and added to the outputs times the head's group scales.
+    private static void SumChunk(byte* block, int rowBytes, int chunks, int c, int n, byte* codeIdx, byte* weightIdx, int* groupIdx, int* chunkGroups, byte* uq, int groups, float* scales, float* o0, float* o1, float* o2, float* o3)
+    {
+        var ci = Vector512.Load(codeIdx + (c * 64));
+        var wi = Vector512.Load(weightIdx + (c * 64));
+        var m3 = Vector512.Create((byte)3);
+        var four = Vector512.Create((byte)Quad);
+        int planeBytes = groups * TokenBlock;
+        byte* wA = uq + (chunkGroups[2 * c] * TokenBlock);
+        byte* wB = uq + (chunkGroups[(2 * c) + 1] * TokenBlock);
+        Vector512<short> a00 = default, a01 = default, a02 = default, a03 = default;
+        Vector512<short> a10 = default, a11 = default, a12 = default, a13 = default;
+        Vector512<short> a20 = default, a21 = default, a22 = default, a23 = default;
+        Vector512<short> a30 = default, a31 = default, a32 = default, a33 = default;
+        byte* row = block + (c * 16);
+        for (int t = 0; t < n; t += Quad, row += Quad * rowBytes)
+        {
+            Vector512<byte> x;
+            if (chunks == 1)
+            {
+                x = Avx512Vbmi.PermuteVar64x8(Vector512.Load(row), ci);
+            }
+            else if (chunks == 2)
+            {
+                byte* r0 = row - (c * 16);
+                x = Avx512Vbmi.PermuteVar64x8x2(Vector512.Load(r0), ci, Vector512.Load(r0 + (2 * rowBytes)));
+            }
+            else
+            {
+                var lo = Vector256.Create(Vector128.Load(row), Vector128.Load(row + rowBytes));
+                var hi = Vector256.Create(Vector128.Load(row + (2 * rowBytes)), Vector128.Load(row + (3 * rowBytes)));
+                x = Avx512Vbmi.PermuteVar64x8(Vector512.Create(lo, hi), ci);
+            }
+
+            var f0 = (x & m3).AsSByte();
+            var f1 = (Avx512BW.ShiftRightLogical(x.AsUInt16(), 2).AsByte() & m3).AsSByte();
+            var f2 = (Avx512BW.ShiftRightLogical(x.AsUInt16(), 4).AsByte() & m3).AsSByte();
+            var f3 = (Avx512BW.ShiftRightLogical(x.AsUInt16(), 6).AsByte() & m3).AsSByte();
+            var w = Avx512Vbmi.PermuteVar64x8x2(Vector512.Load(wA), wi, Vector512.Load(wB));
+            a00 += Avx512BW.MultiplyAddAdjacent(w, f0);
+            a01 += Avx512BW.MultiplyAddAdjacent(w, f1);
+            a02 += Avx512BW.MultiplyAddAdjacent(w, f2);
+            a03 += Avx512BW.MultiplyAddAdjacent(w, f3);
+            w = Avx512Vbmi.PermuteVar64x8x2(Vector512.Load(wA + planeBytes), wi, Vector512.Load(wB + planeBytes));
+            a10 += Avx512BW.MultiplyAddAdjacent(w, f0);
+            a11 += Avx512BW.MultiplyAddAdjacent(w, f1);
+            a12 += Avx512BW.MultiplyAddAdjacent(w, f2);
+            a13 += Avx512BW.MultiplyAddAdjacent(w, f3);
+            w = Avx512Vbmi.PermuteVar64x8x2(Vector512.Load(wA + (2 * planeBytes)), wi, Vector512.Load(wB + (2 * planeBytes)));
+            a20 += Avx512BW.MultiplyAddAdjacent(w, f0);
+            a21 += Avx512BW.MultiplyAddAdjacent(w, f1);
+            a22 += Avx512BW.MultiplyAddAdjacent(w, f2);
+            a23 += Avx512BW.MultiplyAddAdjacent(w, f3);
+            w = Avx512Vbmi.PermuteVar64x8x2(Vector512.Load(wA + (3 * planeBytes)), wi, Vector512.Load(wB + (3 * planeBytes)));
+            a30 += Avx512BW.MultiplyAddAdjacent(w, f0);
+            a31 += Avx512BW.MultiplyAddAdjacent(w, f1);
+            a32 += Avx512BW.MultiplyAddAdjacent(w, f2);
+            a33 += Avx512BW.MultiplyAddAdjacent(w, f3);
+            wi += four;
+        }
+
+        var gi = Vector512.Load(groupIdx + (c * Lanes));
+        Flush(o0, Avx512F.PermuteVar16x32(Vector512.Load(scales), gi), a00, a01, a02, a03);
+        Flush(o1, Avx512F.PermuteVar16x32(Vector512.Load(scales + Lanes), gi), a10, a11, a12, a13);
+        Flush(o2, Avx512F.PermuteVar16x32(Vector512.Load(scales + (2 * Lanes)), gi), a20, a21, a22, a23);
+        Flush(o3, Avx512F.PermuteVar16x32(Vector512.Load(scales + (3 * Lanes)), gi), a30, a31, a32, a33);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Flush(float* o, Vector512<float> scale, Vector512<short> s0, Vector512<short> s1, Vector512<short> s2, Vector512<short> s3)
+    {
+        Flush(o, scale, s0);
+        Flush(o + 16, scale, s1);
+        Flush(o + 32, scale, s2);
+        Flush(o + 48, scale, s3);
+    }
+
+    // Lane j of the lower half (tokens 0-1 of each quad) and of the upper half (tokens 2-3) are the same channel.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Flush(float* o, Vector512<float> scale, Vector512<short> s)
+    {
+        var sum = Avx512F.ConvertToVector512Int32(s.GetLower().AsUInt16()) + Avx512F.ConvertToVector512Int32(s.GetUpper().AsUInt16());
+        Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(sum), scale, Vector512.Load(o)).Store(o);
+    }
+
+    /// <summary>
+    /// Per chunk: the byte permute that interleaves four tokens' 16 code bytes (word j of the lower half = byte j of
+    /// tokens 0 and 1, of the upper half tokens 2 and 3), the permute that spreads the weights of the chunk's one or
+    /// two groups to those words (plus the quad's first token), the lane -> group index of the scales, and the two groups.
+    /// </summary>
+    private sealed class IndexTables
+    {
+        public IndexTables(int headDim, int groupChannels)
+        {
+            int chunks = headDim / 64, gc = groupChannels;
+            Code = new byte[chunks * 64];
+            Weight = new byte[chunks * 64];
+            Group = new int[chunks * Lanes];
+            ChunkGroups = new int[chunks * 2];
+            for (int c = 0; c < chunks; c++)
+            {
+                int gA = c * 64 / gc, gB = ((c * 64) + 63) / gc;
+                ChunkGroups[2 * c] = gA;
+                ChunkGroups[(2 * c) + 1] = gB;
+                for (int i = 0; i < 64; i++)
+                {
+                    int token = (2 * (i / 32)) + (i % 2), j = (i % 32) / 2;
+                    Code[(c * 64) + i] = (byte)(chunks == 2 ? ((token / 2) * 64) + ((token % 2) * 32) + (c * 16) + j : (token * 16) + j);
+                    int g = ((c * 64) + (4 * j)) / gc;
+                    Weight[(c * 64) + i] = (byte)((g == gA ? 0 : 64) + token);
+                }
+
+                for (int j = 0; j < Lanes; j++)
+                {
+                    Group[(c * Lanes) + j] = ((c * 64) + (4 * j)) / gc;
+                }
+            }
+        }
+
+        public byte[] Code { get; }
+
+        public byte[] Weight { get; }
+
+        public int[] Group { get; }
+
+        public int[] ChunkGroups { get; }
+    }
+}

@@ -1,0 +1,205 @@
+using CsCheck;
+using KvAdaQuant.Numerics;
+
+namespace KvAdaQuant.Tests.Numerics;
+
+/// <summary>
+/// The byte-weight value sum: vector (AVX-512BW/VBMI) against its scalar twin bit for bit, and against the exact
+/// weighted sum within the bound the byte rounding implies (1.5 U / 255 per token of each 64-token block, U the
+/// block's largest p a), including the int16 extremes and bad input.
+/// </summary>
+public unsafe class Int8ValueKernelsTests
+{
+    public static TheoryData<int, int, bool> Shapes()
+    {
+        var data = new TheoryData<int, int, bool>();
+        foreach (int hd in new[] { 64, 128, 192, 256 })
+        {
+            foreach (int g in new[] { 16, 32, 64, 128, 256 })
+            {
+                if (g <= hd && Int8ValueKernels.Supports(2, hd, g))
+                {
+                    data.Add(hd, g, false);
+                    data.Add(hd, g, true);
+                }
+            }
+        }
+
+        return data;
+    }
+
+    [Fact]
+    public void SupportedShapesAreTheDocumentedOnes()
+    {
+        Assert.True(Int8ValueKernels.Supports(2, 64, 32));
+        Assert.True(Int8ValueKernels.Supports(2, 128, 32));
+        Assert.True(Int8ValueKernels.Supports(2, 128, 128));
+        Assert.True(Int8ValueKernels.Supports(2, 256, 32)); // 8 groups (the gather path)
+        Assert.False(Int8ValueKernels.Supports(4, 64, 32)); // 2-bit values only
+        Assert.False(Int8ValueKernels.Supports(2, 64, 16)); // four groups in a 64-channel chunk
+        Assert.False(Int8ValueKernels.Supports(2, 32, 32)); // half a chunk per row
+        Assert.True(Int8ValueKernels.Supports(2, 192, 96)); // chunks spanning groups 0-1 and 1-1
+        Assert.False(Int8ValueKernels.Supports(2, 64, 48)); // 64 is not a multiple of 48
+    }
+
+    [SkippableTheory]
+    [MemberData(nameof(Shapes))]
+    public void VectorSumsEqualTheScalarTwinBitForBit(int hd, int g, bool symmetric)
+    {
+        Skip.IfNot(Int8ValueKernels.IsSupported, "AVX-512BW / VBMI not available");
+        var rng = new Random((hd * 10) + g + (symmetric ? 7 : 0));
+        foreach (int count in new[] { 0, 4, 8, 60, 64, 68, 132, 256 })
+        {
+            foreach (int nh in new[] { 1, 3, 4, 5, 8 })
+            {
+                using var data = PackedRowData.Random(rng, count, hd, 2, g, symmetric, nonNegativeSteps: true);
+                int stride = count + 5;
+                var p = Probabilities(rng, nh, stride, peak: count % 3 == 0);
+                var want = RandomOutputs(rng, nh * hd);
+                var got = want.ToArray();
+                fixed (float* pp = p, w = want, gp = got)
+                {
+                    Int8ValueKernels.AccumulateScalar(data.Rows, pp, stride, nh, w);
+                    Int8ValueKernels.Accumulate(data.Rows, pp, stride, nh, gp);
+                }
+
+                for (int i = 0; i < want.Length; i++)
+                {
+                    Assert.True(BitConverter.SingleToInt32Bits(want[i]) == BitConverter.SingleToInt32Bits(got[i]), $"hd {hd} g {g} sym {symmetric} count {count} nh {nh}: element {i}: vector {got[i]} vs scalar {want[i]}");
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Shapes))]
+    public void SumsStayWithinTheByteRoundingBound(int hd, int g, bool symmetric)
+    {
+        var rng = new Random((hd * 3) + g + (symmetric ? 1 : 0));
+        foreach (bool peak in new[] { false, true })
+        {
+            using var data = PackedRowData.Random(rng, 200, hd, 2, g, symmetric, nonNegativeSteps: true);
+            var p = Probabilities(rng, 4, 200, peak);
+            CheckBound(data.Rows, p, 4, 200, $"hd {hd} g {g} sym {symmetric} peak {peak}");
+        }
+    }
+
+    [Fact]
+    public void BoundHoldsOnArbitraryRowsAndWeights()
+    {
+        var gen = Gen.Int[0, 40].SelectMany(quads => Gen.Bool.SelectMany(sym => Gen.Int[0, int.MaxValue].Select(seed => (quads, sym, seed))));
+        gen.Sample(
+            c =>
+            {
+                var rng = new Random(c.seed);
+                int count = 4 * c.quads;
+                using var data = PackedRowData.Random(rng, count, 64, 2, 32, c.sym, nonNegativeSteps: true);
+                var p = Probabilities(rng, 2, Math.Max(count, 1), rng.Next(2) == 0);
+                CheckBound(data.Rows, p, 2, Math.Max(count, 1), $"{c}");
+            },
+            iter: 150);
+    }
+
+    [Fact]
+    public void EqualWeightsAndStepsAreSummedExactly()
+    {
+        // Every weight at the block maximum rounds to exactly 255, so the only error left is float rounding; every code
+        // at 3 gives the largest int16 sums (16 quads x 1,530 = 24,480) before the widening.
+        const int Count = 256, Hd = 128;
+        using var data = new PackedRowData(Count, Hd, 2, 32, false);
+        Array.Fill(data.Codes, (byte)0xFF);
+        for (int i = 0; i < data.Params.Length; i += 2)
+        {
+            data.Params[i] = BitConverter.HalfToUInt16Bits((Half)0.5f);
+            data.Params[i + 1] = BitConverter.HalfToUInt16Bits((Half)(-1f));
+        }
+
+        var p = Enumerable.Repeat(0.25f, 4 * Count).ToArray();
+        var got = new float[4 * Hd];
+        fixed (float* pp = p, o = got)
+        {
+            Int8ValueKernels.Accumulate(data.Rows, pp, Count, 4, o);
+        }
+
+        float exact = Count * 0.25f * ((0.5f * 3) - 1f);
+        Assert.All(got, x => Assert.Equal(exact, x, 4));
+    }
+
+    [Fact]
+    public void BadInputIsRejectedByName()
+    {
+        using var odd = new PackedRowData(6, 64, 2, 32, false);
+        var p = new float[4 * 8];
+        var o = new float[4 * 64];
+        var e = Assert.Throws<ArgumentException>(() => Run(odd.Rows, p, 8, o));
+        Assert.Contains("6 rows", e.Message);
+
+        using var fourBit = new PackedRowData(4, 64, 4, 32, false);
+        e = Assert.Throws<ArgumentException>(() => Run(fourBit.Rows, p, 8, o));
+        Assert.Contains("got 4 bits", e.Message);
+
+        using var negative = new PackedRowData(4, 64, 2, 32, false);
+        negative.Params[2] = BitConverter.HalfToUInt16Bits((Half)(-0.5f));
+        e = Assert.Throws<ArgumentException>(() => Run(negative.Rows, p, 8, o));
+        Assert.Contains("steps >= 0", e.Message);
+        e = Assert.Throws<ArgumentException>(() =>
+        {
+            fixed (float* pp = p, oo = o)
+            {
+                Int8ValueKernels.AccumulateScalar(negative.Rows, pp, 8, 1, oo);
+            }
+        });
+        Assert.Contains("steps >= 0", e.Message);
+    }
+
+    private static void Run(in PackedRows rows, float[] p, int stride, float[] o)
+    {
+        fixed (float* pp = p, oo = o)
+        {
+            Int8ValueKernels.Accumulate(rows, pp, stride, 1, oo);
+        }
+    }
+
+    // Checks |kernel - exact| <= Int8ValueKernels.ErrorBound for every head and channel.
+    private static void CheckBound(in PackedRows rows, float[] p, int nh, int stride, string what)
+    {
+        int hd = rows.HeadDim;
+        var got = new float[nh * hd];
+        fixed (float* pp = p, o = got)
+        {
+            Int8ValueKernels.Accumulate(rows, pp, stride, nh, o);
+            float* x = stackalloc float[hd];
+            var exact = new double[nh * hd];
+            for (int t = 0; t < rows.Count; t++)
+            {
+                FusedAttentionKernels.DequantizeScalar(rows, t, x);
+                for (int r = 0; r < nh; r++)
+                {
+                    for (int c = 0; c < hd; c++)
+                    {
+                        exact[(r * hd) + c] += (double)pp[(r * stride) + t] * x[c];
+                    }
+                }
+            }
+
+            var table = FusedAttentionKernels.PermutationTable(hd, 2);
+            for (int r = 0; r < nh; r++)
+            {
+                for (int pos = 0; pos < hd; pos++)
+                {
+                    int c = table[pos];
+                    double bound = Int8ValueKernels.ErrorBound(rows, pp, stride, r, c, 1e-5) + 1e-30;
+                    double err = Math.Abs(got[(r * hd) + pos] - exact[(r * hd) + c]);
+                    Assert.True(err <= bound, $"{what}: head {r} channel {c}: {got[(r * hd) + pos]} vs exact {exact[(r * hd) + c]}, error {err} > bound {bound}");
+                }
+            }
+        }
+    }
+
+    // Softmax-like weights in [0, 1]: spread, or one large weight per 50 tokens among tiny ones (peak).
+    private static float[] Probabilities(Random rng, int nh, int stride, bool peak) =>
+        Enumerable.Range(0, nh * stride).Select(i => peak ? (i % 50 == 7 ? 1f : (float)(rng.NextDouble() * 1e-3)) : (float)rng.NextDouble()).ToArray();
+
+    private static float[] RandomOutputs(Random rng, int n) =>
+        Enumerable.Range(0, n).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray();
+}
