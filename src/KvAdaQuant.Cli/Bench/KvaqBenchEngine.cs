@@ -13,7 +13,7 @@ internal sealed class KvaqBenchEngine(LlamaModel model, string kvSpec, int threa
 
     public string Name => "kvaq";
 
-    public string CacheDescription => (_session?.Cache.Description ?? kvSpec) + (attention == AttentionPrecision.Int8 ? ", int8 attention" : string.Empty);
+    public string CacheDescription => (_session?.Cache.Description ?? kvSpec) + (attention switch { AttentionPrecision.Int8 => ", int8 attention", AttentionPrecision.Int8Values => ", int8 attention + byte values", _ => string.Empty });
 
     public long KvBytes => _session?.Cache.ByteCount ?? 0;
 

@@ -23,11 +23,12 @@ internal static class BenchCommand
         var json = CommonOptions.Json();
         var device = DeviceOptions.Device();
         var attnInt8 = CommonOptions.AttnInt8();
+        var attnInt8Values = CommonOptions.AttnInt8Values();
         var batch = new Option<int>("--batch") { Description = "sequences decoded together (--device cuda)", DefaultValueFactory = _ => 1 };
         var fit = new Option<bool>("--fit") { Description = "with --device cuda: the largest batch per --ctx whose cache fits next to the weights (computed from exact byte counts, verified by allocating it)" };
         var cmd = new Command("bench", "Prefill and decode tokens/s, KV bytes and peak RSS; with --vs llama.cpp the same from llama.cpp, engines alternated run by run; with --device cuda the GPU decode path.")
         {
-            model, tokenizer, kv, ctx, threads, vs, vsCache, decodeTokens, runs, prefillRuns, json, device, batch, fit, attnInt8,
+            model, tokenizer, kv, ctx, threads, vs, vsCache, decodeTokens, runs, prefillRuns, json, device, batch, fit, attnInt8, attnInt8Values,
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
@@ -92,7 +93,7 @@ internal static class BenchCommand
                     throw new ArgumentException("--vs llama.cpp runs on the CPU; it cannot be combined with --device cuda");
                 }
 
-                if (r.GetValue(attnInt8))
+                if (r.GetValue(attnInt8) || r.GetValue(attnInt8Values))
                 {
                     throw new ArgumentException("--attn-int8 selects a CPU attention kernel; it cannot be combined with --device cuda");
                 }
@@ -115,7 +116,7 @@ internal static class BenchCommand
             var engines = new List<IBenchEngine>();
             try
             {
-                engines.Add(new KvaqBenchEngine(m, spec, nThreads, CommonOptions.Attention(r.GetValue(attnInt8))));
+                engines.Add(new KvaqBenchEngine(m, spec, nThreads, CommonOptions.Attention(r.GetValue(attnInt8), r.GetValue(attnInt8Values))));
 
                 // kvaq alone first, at the largest context: its peak RSS before llama.cpp maps its copy of the weights.
                 // Without --vs the whole run is kvaq alone, so this pass is skipped.
@@ -153,7 +154,7 @@ internal static class BenchCommand
                     {
                         ["model"] = m.Path,
                         ["kv"] = spec,
-                        ["attention"] = CommonOptions.AttentionName(r.GetValue(attnInt8)),
+                        ["attention"] = CommonOptions.AttentionName(CommonOptions.Attention(r.GetValue(attnInt8), r.GetValue(attnInt8Values))),
                         ["llama_cpp.cache"] = llamaCache,
                         ["threads"] = nThreads,
                         ["runs"] = nRuns,

@@ -44,12 +44,24 @@ internal static class CommonOptions
         Description = "attention scores with int8 queries (one FP32 step per key group, like llama.cpp's Q8_0) and integer dot products (AVX-VNNI) over the packed keys; needs quantized keys (2, 4 or 8 bits, per token); layers whose keys do not qualify keep FP32 attention",
     };
 
-    /// <summary>The precision <c>--attn-int8</c> selects.</summary>
-    public static KvAdaQuant.KvCache.AttentionPrecision Attention(bool int8) =>
-        int8 ? KvAdaQuant.KvCache.AttentionPrecision.Int8 : KvAdaQuant.KvCache.AttentionPrecision.Fp32;
+    /// <summary><c>--attn-int8-values</c>: <c>--attn-int8</c>, and value sums with byte softmax weights over 2-bit values.</summary>
+    public static Option<bool> AttnInt8Values() => new("--attn-int8-values")
+    {
+        Description = "--attn-int8, and the weighted value sum over 2-bit values with the softmax weights times the value steps rounded to bytes per 64 tokens (vpmaddubsw, AVX-512 VBMI); layers whose values are not 2-bit per-token groups of 32 or 64+ channels keep the FP32 value sum",
+    };
 
-    /// <summary>The <c>"attention"</c> value of the JSON outputs: <c>int8</c> or <c>fp32</c>.</summary>
-    public static string AttentionName(bool int8) => int8 ? "int8" : "fp32";
+    /// <summary>The precision <c>--attn-int8</c> and <c>--attn-int8-values</c> select (the latter implies the former).</summary>
+    public static KvAdaQuant.KvCache.AttentionPrecision Attention(bool int8, bool values = false) =>
+        values ? KvAdaQuant.KvCache.AttentionPrecision.Int8Values
+        : int8 ? KvAdaQuant.KvCache.AttentionPrecision.Int8 : KvAdaQuant.KvCache.AttentionPrecision.Fp32;
+
+    /// <summary>The <c>"attention"</c> value of the JSON outputs: <c>int8-values</c>, <c>int8</c> or <c>fp32</c>.</summary>
+    public static string AttentionName(KvAdaQuant.KvCache.AttentionPrecision attention) => attention switch
+    {
+        KvAdaQuant.KvCache.AttentionPrecision.Int8Values => "int8-values",
+        KvAdaQuant.KvCache.AttentionPrecision.Int8 => "int8",
+        _ => "fp32",
+    };
 
     /// <summary>The text file of <c>kvaq perplexity</c> and <c>kvaq compare</c>.</summary>
     public static Option<string> TextData() => new("--data", "-f")

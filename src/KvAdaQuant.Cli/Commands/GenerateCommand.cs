@@ -28,9 +28,10 @@ internal static class GenerateCommand
         var json = CommonOptions.Json();
         var device = DeviceOptions.Device();
         var attnInt8 = CommonOptions.AttnInt8();
+        var attnInt8Values = CommonOptions.AttnInt8Values();
         var cmd = new Command("generate", "Generate text from a prompt, streaming it, then print speed and KV memory.")
         {
-            model, tokenizer, prompt, maxTokens, temperature, topK, topP, seed, ctx, kv, kvPlan, threads, json, device, attnInt8,
+            model, tokenizer, prompt, maxTokens, temperature, topK, topP, seed, ctx, kv, kvPlan, threads, json, device, attnInt8, attnInt8Values,
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
@@ -56,7 +57,8 @@ internal static class GenerateCommand
                 int promptTokens = tok.Encode(r.GetValue(prompt) ?? string.Empty, addBos: true).Count;
                 c = (int)Math.Min(m.Config.ContextLength, Math.Max(256L, (long)promptTokens + n));
             }
-            bool int8 = r.GetValue(attnInt8);
+            var precision = CommonOptions.Attention(r.GetValue(attnInt8), r.GetValue(attnInt8Values));
+            bool int8 = precision != KvAdaQuant.KvCache.AttentionPrecision.Fp32;
             if (r.GetValue(device) == DeviceOptions.Cuda)
             {
                 if (int8)
@@ -69,7 +71,7 @@ internal static class GenerateCommand
 
             using var transformer = new Transformer(m, r.GetValue(threads));
             var plan = KvCacheFactory.ResolvePlan(r.GetValue(kv), r.GetValue(kvPlan), m.Config.Layers);
-            using var session = new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(c), CommonOptions.Attention(int8)));
+            using var session = new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(c), precision));
             var sampler = new Sampler(r.GetValue(temperature), r.GetValue(topK), r.GetValue(topP), r.GetValue(seed));
             bool asJson = r.GetValue(json);
             var gen = new Generator(session, tok);
@@ -86,7 +88,7 @@ internal static class GenerateCommand
                 {
                     Model = m.Path,
                     Kv = session.Cache.Description,
-                    Attention = CommonOptions.AttentionName(int8),
+                    Attention = CommonOptions.AttentionName(precision),
                     Ctx = c,
                     Prompt = p,
                     PromptTokens = result.PromptTokens,
@@ -102,7 +104,7 @@ internal static class GenerateCommand
             else
             {
                 Console.Out.WriteLine();
-                Console.Error.WriteLine($"[{result.PromptTokens.Count} prompt tokens, {result.Tokens.Count} generated ({result.StopReason}); prefill {result.PrefillTokensPerSecond:F1} tok/s, decode {result.DecodeTokensPerSecond:F1} tok/s; KV cache {session.Cache.Description} {result.KvBytes:N0} bytes; attention {CommonOptions.AttentionName(int8)}]");
+                Console.Error.WriteLine($"[{result.PromptTokens.Count} prompt tokens, {result.Tokens.Count} generated ({result.StopReason}); prefill {result.PrefillTokensPerSecond:F1} tok/s, decode {result.DecodeTokensPerSecond:F1} tok/s; KV cache {session.Cache.Description} {result.KvBytes:N0} bytes; attention {CommonOptions.AttentionName(precision)}]");
             }
 
             return 0;

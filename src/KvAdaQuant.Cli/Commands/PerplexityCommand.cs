@@ -22,9 +22,10 @@ internal static class PerplexityCommand
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
         var attnInt8 = CommonOptions.AttnInt8();
+        var attnInt8Values = CommonOptions.AttnInt8Values();
         var cmd = new Command("perplexity", "Perplexity over a text file by llama.cpp's method (chunks of --ctx tokens, second half scored).")
         {
-            model, tokenizer, data, ctx, chars, chunks, kv, kvPlan, threads, json, attnInt8,
+            model, tokenizer, data, ctx, chars, chunks, kv, kvPlan, threads, json, attnInt8, attnInt8Values,
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
@@ -32,8 +33,9 @@ internal static class PerplexityCommand
             var tok = m.Tokenizer ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
             var plan = KvCacheFactory.ResolvePlan(r.GetValue(kv), r.GetValue(kvPlan), m.Config.Layers);
             plan.Validate(m.Config.Layers, m.Config.HeadDim);
-            bool int8 = r.GetValue(attnInt8);
-            var attention = CommonOptions.Attention(int8);
+            var precision = CommonOptions.Attention(r.GetValue(attnInt8), r.GetValue(attnInt8Values));
+            bool int8 = precision != KvAdaQuant.KvCache.AttentionPrecision.Fp32;
+            var attention = precision;
             var path = ModelPaths.ResolveData(r.GetValue(data)!);
             var text = File.ReadAllText(path);
             int nChars = r.GetValue(chars);
@@ -66,7 +68,7 @@ internal static class PerplexityCommand
                     Model = m.Path,
                     Data = path,
                     Kv = spec,
-                    Attention = CommonOptions.AttentionName(int8),
+                    Attention = CommonOptions.AttentionName(precision),
                     result.Perplexity,
                     result.TokensScored,
                     result.Chunks,
@@ -78,7 +80,7 @@ internal static class PerplexityCommand
             else
             {
                 Console.Error.WriteLine();
-                Console.Out.WriteLine($"perplexity {result.Perplexity:F4} over {result.TokensScored} tokens ({result.Chunks} chunks of {result.ContextLength}; KV {spec}; attention {CommonOptions.AttentionName(int8)}; {result.Seconds:F1} s)");
+                Console.Out.WriteLine($"perplexity {result.Perplexity:F4} over {result.TokensScored} tokens ({result.Chunks} chunks of {result.ContextLength}; KV {spec}; attention {CommonOptions.AttentionName(precision)}; {result.Seconds:F1} s)");
             }
 
             return 0;

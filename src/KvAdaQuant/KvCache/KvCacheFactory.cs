@@ -13,23 +13,31 @@ public static class KvCacheFactory
     /// Creates a cache following <paramref name="plan"/> whose attention scores use <paramref name="attention"/>. With
     /// <see cref="AttentionPrecision.Int8"/>, layers whose keys the int8 kernel cannot read keep FP32 attention; a plan
     /// where no layer qualifies (FP16/FP32 keys, per-channel keys, 1-, 1.58-, 3-, 5- or 6-bit keys, ...) is an
-    /// <see cref="ArgumentException"/> naming <c>--attn-int8</c>.
+    /// <see cref="ArgumentException"/> naming <c>--attn-int8</c>. <see cref="AttentionPrecision.Int8Values"/> also needs
+    /// a layer whose values the byte-weight kernel reads, else the exception names <c>--attn-int8-values</c>.
     /// </summary>
     public static IKvCache Create(KvPlan plan, KvLayout layout, AttentionPrecision attention)
     {
         plan.Validate(layout.Layers, layout.HeadDim);
-        if (attention == AttentionPrecision.Int8)
+        if (attention is AttentionPrecision.Int8 or AttentionPrecision.Int8Values)
         {
+            string flag = attention == AttentionPrecision.Int8Values ? "--attn-int8-values" : "--attn-int8";
             if (plan.IsUniformFullPrecision)
             {
-                throw new ArgumentException($"--attn-int8: the int8 attention path reads quantized keys, but the KV plan '{plan.Name}' stores them as full-precision floats; use a quantized key cache such as --kv k4v2");
+                throw new ArgumentException($"{flag}: the int8 attention path reads quantized keys, but the KV plan '{plan.Name}' stores them as full-precision floats; use a quantized key cache such as --kv k4v2");
             }
 
             var cache = new QuantizedKvCache(plan, layout, attention);
             if (cache.Int8Layers == 0)
             {
                 cache.Dispose();
-                throw new ArgumentException($"--attn-int8: no layer of the KV plan '{plan.Name}' has keys the int8 kernel reads (per-token groups of 2-, 4- or 8-bit codes, head dim a multiple of 64, at most 4 groups per head, group channels a multiple of 32 / bits); head dim {layout.HeadDim}");
+                throw new ArgumentException($"{flag}: no layer of the KV plan '{plan.Name}' has keys the int8 kernel reads (per-token groups of 2-, 4- or 8-bit codes, head dim a multiple of 64, at most 4 groups per head, group channels a multiple of 32 / bits); head dim {layout.HeadDim}");
+            }
+
+            if (attention == AttentionPrecision.Int8Values && cache.Int8ValueLayers == 0)
+            {
+                cache.Dispose();
+                throw new ArgumentException($"{flag}: no layer of the KV plan '{plan.Name}' has values the byte-weight kernel reads (2-bit per-token groups of 32 or a multiple of 4 from 64 channels, head dim a multiple of 64, in a layer whose keys take int8 scores, on a CPU with AVX-512 VBMI); head dim {layout.HeadDim}");
             }
 
             return cache;

@@ -40,6 +40,9 @@ public sealed class QuantizedKvCache : IKvCache
     /// <summary>Layers whose scores run with int8 queries (0 unless <see cref="AttentionPrecision.Int8"/> was asked).</summary>
     public int Int8Layers => _layers.Count(l => l.UsesInt8);
 
+    /// <summary>Layers whose value sums run with byte weights (0 unless <see cref="AttentionPrecision.Int8Values"/> was asked).</summary>
+    public int Int8ValueLayers => _layers.Count(l => l.UsesInt8Values);
+
     /// <summary>The plan.</summary>
     public KvPlan Plan { get; }
 

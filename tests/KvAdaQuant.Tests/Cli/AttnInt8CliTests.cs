@@ -74,4 +74,26 @@ public class AttnInt8CliTests
         Assert.StartsWith("kvaq: error: --attn-int8: no layer of the KV plan 'k4v2'", stderr);
         Assert.Contains("head dim 8", stderr);
     }
+
+    [Fact]
+    public void ByteValuesRunOnAHeadDim64ModelAndAreRefusedOnStories3M()
+    {
+        using var dir = new TempDir();
+        var gguf = dir.File("tiny-llama-64.gguf");
+        var (rc, _, stderr) = KvaqProcess.Run("convert", "--synthetic", "tiny-llama-64", "--out", gguf);
+        Assert.True(rc == 0, stderr);
+        (rc, var stdout, stderr) = KvaqProcess.Run("generate", "--model", gguf, "--kv", "k4v2", "-n", "8", "--json", "--attn-int8-values");
+        Assert.True(rc == 0, stderr);
+        using (var doc = JsonDocument.Parse(stdout))
+        {
+            Assert.Equal("int8-values", doc.RootElement.GetProperty("attention").GetString());
+            Assert.Equal(8, doc.RootElement.GetProperty("tokens").GetArrayLength());
+        }
+
+        // stories3M has heads of 32: its 2-bit value rows are half a 64-channel chunk.
+        (rc, _, stderr) = KvaqProcess.Run("generate", "--model", Fixtures.Stories3M, "--kv", "k4v2", "-n", "4", "--attn-int8-values");
+        Assert.Equal(1, rc);
+        Assert.StartsWith("kvaq: error: --attn-int8-values: no layer of the KV plan 'k4v2' has values the byte-weight kernel reads", stderr);
+        Assert.Contains("head dim 32", stderr);
+    }
 }

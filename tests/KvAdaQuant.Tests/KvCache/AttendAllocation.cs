@@ -21,7 +21,10 @@ internal static class AttendAllocation
         var q = rows.AsSpan(0, 4 * headDim).ToArray();
         var output = new float[4 * headDim];
         var scores = new float[4 * 300];
+        // Warm-up: both heads, and a length whose quantized rows end in a partial quad (one-time static set-up of the
+        // FP32 kernel that sums those rows for the byte-weight path).
         layer.Attend(1, q, 4, 290, output, scores);
+        layer.Attend(0, q, 4, 289, output, scores);
         long before = GC.GetAllocatedBytesForCurrentThread();
         for (int i = 0; i < 20; i++)
         {

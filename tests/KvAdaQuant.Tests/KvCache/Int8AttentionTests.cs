@@ -48,12 +48,69 @@ public class Int8AttentionTests
         }
     }
 
+    [SkippableTheory]
+    [InlineData("k4v2", 64)]
+    [InlineData("k4v2", 128)]
+    [InlineData("k2v2", 64)]
+    [InlineData("k4v2:sym:r16:sink4", 64)]
+    [InlineData("k4v2:g64", 128)]
+    public void ByteValueSumsAreCloseToTheInt8Path(string kv, int hd)
+    {
+        // The same stores and data as above; the byte-weight value sum against the FP32 one after the same int8 scores.
+        Skip.IfNot(KvAdaQuant.Numerics.Int8ValueKernels.IsSupported, "AVX-512 VBMI not available");
+        const int Heads = 2, Rep = 4, Length = 301;
+        var layout = new KvLayout(1, Heads, hd, Length);
+        var spec = KvPlan.Parse(kv, 1).Layers[0];
+        using var int8 = new QuantizedKvStore(layout, spec, AttentionPrecision.Int8);
+        using var bytes = new QuantizedKvStore(layout, spec, AttentionPrecision.Int8Values);
+        Assert.False(int8.UsesInt8Values);
+        Assert.True(bytes.UsesInt8 && bytes.UsesInt8Values);
+        var rng = new Random(hd + (3 * kv.Length));
+        var k = Enumerable.Range(0, Length * Heads * hd).Select(_ => (float)((rng.NextDouble() * 4) - 2)).ToArray();
+        var v = Enumerable.Range(0, Length * Heads * hd).Select(_ => (float)((rng.NextDouble() * 2) - 1)).ToArray();
+        int8.Append(k, v, Length);
+        bytes.Append(k, v, Length);
+        var q = Enumerable.Range(0, Rep * hd).Select(_ => (float)((rng.NextDouble() * 2) - 1) * 3).ToArray();
+        var scores = new float[Rep * Length];
+        foreach (int length in new[] { 1, 9, 150, 299, Length })
+        {
+            var a = new float[Rep * hd];
+            var b = new float[Rep * hd];
+            int8.Attend(0, q, Rep, length, a, scores);
+            bytes.Attend(0, q, Rep, length, b, scores);
+            double worst = a.Zip(b).Max(p => Math.Abs(p.First - p.Second));
+            // Values in [-1, 1] with 2-bit steps of about 0.67 (rounding up to 0.33 per value). Each token's byte weight
+            // is off by up to half a step of its block's largest weight, whatever its own size, so with a peaky softmax
+            // (sum of weights near 1) the outputs move by up to about 0.02 here (measured 0.013-0.018): an order below
+            // the codes' rounding.
+            Assert.True(worst < 0.05, $"{kv} hd {hd} length {length}: max |bytes - int8| = {worst}");
+            Assert.True(worst > 0 || length < 150, "the byte path should not be the FP32 value sum");
+        }
+    }
+
+    [Theory]
+    [InlineData("fp16", "--attn-int8-values: the int8 attention path reads quantized keys")]
+    [InlineData("k4v4", "--attn-int8-values: no layer of the KV plan 'k4v4' has values the byte-weight kernel reads")]
+    [InlineData("k3v2", "--attn-int8-values: no layer of the KV plan 'k3v2' has keys")]
+    public void PlansWithoutByteValuesAreRejectedByName(string kv, string message)
+    {
+        var layout = new KvLayout(2, 2, 64, 32);
+        var e = Assert.Throws<ArgumentException>(() => KvCacheFactory.Create(KvPlan.Parse(kv, 2), layout, AttentionPrecision.Int8Values));
+        Assert.StartsWith(message, e.Message);
+    }
+
     [Theory]
     [InlineData("k4v2:r8:sink2", 64)]
     [InlineData("k8v8:sym", 128)]
     [InlineData("k4v4", 32)]
-    public void Int8AttendAllocatesNothing(string kv, int hd) =>
+    public void Int8AttendAllocatesNothing(string kv, int hd)
+    {
         Assert.Equal(0, AttendAllocation.OfTwentyAttends(kv, hd, AttentionPrecision.Int8));
+        if (kv.StartsWith("k4v2", StringComparison.Ordinal) && KvAdaQuant.Numerics.Int8ValueKernels.IsSupported)
+        {
+            Assert.Equal(0, AttendAllocation.OfTwentyAttends(kv, hd, AttentionPrecision.Int8Values));
+        }
+    }
 
     [Fact]
     public void GreedyTokensOfStories3MAreUnchangedFor32Tokens()

@@ -20,6 +20,9 @@ public sealed record SyntheticModelPreset(string Name, ModelConfig Config, bool 
         // Every row a multiple of 256 elements, so llama.cpp's quantizer can give each matrix a K-quant type (Q4_K_M tests);
         // heads of 32, whose attention kvaq computes in ggml's order (the fused kernels take multiples of 64).
         new("tiny-llama-256", Llama(256, 768, 2, 8, 2, 512, 512, 500000f, new RopeScaling(32f, 1f, 4f, 8192), tied: false), false),
+
+        // Heads of 64 (GQA 2), the smallest shape the fused and int8 attention kernels take with 2-bit codes.
+        new("tiny-llama-64", Llama(256, 512, 2, 4, 2, 512, 512, 500000f, new RopeScaling(32f, 1f, 4f, 8192), tied: false), false),
     ];
 
     /// <summary>Preset names, comma-separated.</summary>
