@@ -49,7 +49,10 @@ public abstract class AttentionStepBenchmark : IDisposable, IParallelWork
     /// <summary>Threads attending the step's KV heads (1 = single-threaded, no pool).</summary>
     public virtual int Threads { get; set; } = 1;
 
-    /// <summary>Score precision of quantized caches: fp32 (default) or int8 (<see cref="AttentionPrecision.Int8"/>).</summary>
+    /// <summary>
+    /// Attention precision of quantized caches: fp32 (default), int8 (<see cref="AttentionPrecision.Int8"/>) or
+    /// int8-values (<see cref="AttentionPrecision.Int8Values"/>).
+    /// </summary>
     public virtual string Attention { get; set; } = "fp32";
 
     /// <summary>Layers filled and cycled through.</summary>
@@ -103,7 +106,7 @@ public abstract class AttentionStepBenchmark : IDisposable, IParallelWork
         {
             IKvLayerCache layer = plan.IsUniformFullPrecision
                 ? new FullPrecisionKvStore(layout, plan.Layers[0].K.Bits == Quantization.KvBits.Fp16, Fused)
-                : new QuantizedKvStore(layout, plan.Layers[0], Fused, Attention == "int8" ? AttentionPrecision.Int8 : AttentionPrecision.Fp32);
+                : new QuantizedKvStore(layout, plan.Layers[0], Fused, Attention switch { "int8" => AttentionPrecision.Int8, "int8-values" => AttentionPrecision.Int8Values, _ => AttentionPrecision.Fp32 });
             _layers[l] = layer;
             _owners[l] = (IDisposable)layer;
             const int Batch = 256;

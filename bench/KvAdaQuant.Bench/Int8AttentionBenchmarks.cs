@@ -3,7 +3,7 @@ using BenchmarkDotNet.Attributes;
 namespace KvAdaQuant.Bench;
 
 /// <summary>
-/// FP32 against int8 scores (<c>--attn-int8</c>) on the k4v2 decode step at 32k positions, both shapes, 1 and 2 threads
+/// FP32 against int8 scores (<c>--attn-int8</c>) and int8 scores with byte-weight value sums (<c>--attn-int8-values</c>) on the k4v2 decode step at 32k positions, both shapes, 1 and 2 threads
 /// (setup and the CacheMB, GB/s and %Triad columns: <see cref="AttentionStepBenchmark"/>); run it with
 /// <see cref="TriadBenchmark"/> and <c>--join</c> for %Triad.
 /// </summary>
@@ -30,6 +30,6 @@ public class Int8AttentionBenchmarks : AttentionStepBenchmark
     public override int Threads { get; set; } = 1;
 
     /// <inheritdoc/>
-    [Params("fp32", "int8")]
+    [Params("fp32", "int8", "int8-values")]
     public override string Attention { get; set; } = "fp32";
 }

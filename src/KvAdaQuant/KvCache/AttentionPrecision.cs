@@ -19,8 +19,10 @@ public enum AttentionPrecision
     /// <summary>
     /// <see cref="Int8"/> scores, and value sums over 2-bit values with the softmax weights times the value steps
     /// rounded to bytes per block of 64 tokens (<see cref="Numerics.Int8ValueKernels"/>: int16 sums of
-    /// <c>vpmaddubsw</c>, AVX-512BW/VBMI). Layers whose values are not 2-bit per-token groups of 32 or 64+ channels
-    /// (or CPUs without AVX-512 VBMI) keep the FP32 value sum; layers whose keys do not qualify keep FP32 attention.
+    /// <c>vpmaddubsw</c>, AVX-512BW/VBMI). Layers whose values are not 2-bit per-token groups the kernel takes
+    /// (<see cref="Numerics.Int8ValueKernels.Supports"/>: head dim 32 with groups of 32, or multiples of 64 with
+    /// groups of 32 or 64+), or CPUs without AVX-512 VBMI, keep the FP32 value sum; layers whose keys do not qualify
+    /// keep FP32 attention.
     /// </summary>
     Int8Values,
 }

@@ -46,6 +46,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     private readonly int[] _permutation;
     private readonly bool _int8;
     private readonly bool _int8Values;
+    private readonly int[] _byteTable;
     private int _quantized;
 
     public QuantizedTensorStore(KvLayout layout, KvSpec spec, bool allowFused = true)
@@ -80,7 +81,8 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         _fused = allowFused && FusedAttentionKernels.IsSupported && !_perChannel && FusedAttentionKernels.SupportsPacked(_bits.IntegerBits(), _hd, _groupChannels);
         _permutation = _fused ? FusedAttentionKernels.PermutationTable(_hd, _bits.IntegerBits()) : [];
         _int8 = !_perChannel && _bits.IntegerBits() is 2 or 4 or 8 && Int8AttentionKernels.Supports(_bits.IntegerBits(), _hd, _groupChannels);
-        _int8Values = _fused && Int8ValueKernels.IsSupported && Int8ValueKernels.Supports(_bits.IntegerBits(), _hd, _groupChannels);
+        _int8Values = allowFused && !_perChannel && Int8ValueKernels.IsSupported && Int8ValueKernels.Supports(_bits.IntegerBits(), _hd, _groupChannels);
+        _byteTable = _int8Values ? Int8ValueKernels.PermutationTable(_hd) : [];
     }
 
     /// <summary>
@@ -90,7 +92,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     public bool SupportsInt8 => _int8;
 
     /// <summary>
-    /// Whether <see cref="AccumulateInt8"/> handles this store: fused, 2-bit per-token groups in a shape
+    /// Whether <see cref="AccumulateInt8"/> handles this store: 2-bit per-token groups in a shape
     /// <see cref="Int8ValueKernels.Supports"/>, on a CPU with AVX-512 VBMI.
     /// </summary>
     public bool SupportsInt8Values => _int8Values;
@@ -175,6 +177,12 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
             return;
         }
 
+        AccumulateRows(kvHead, probs, rep, length, output, int8Values: false);
+    }
+
+    // The row-at-a-time value sum; with int8Values the whole steps of quantized rows go through Int8ValueKernels first.
+    private void AccumulateRows(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output, bool int8Values)
+    {
         int hd = _hd;
         Span<float> buf = stackalloc float[hd];
         int s0 = SinksHeld;
@@ -194,7 +202,8 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
             }
             else
             {
-                AccumulatePerToken(kvHead, probs, rep, length, output, s0, quantEnd, buf);
+                int first = int8Values ? ByteRows(kvHead, probs, rep, length, output, s0, quantEnd - s0) : 0;
+                AccumulatePerToken(kvHead, probs, rep, length, output, s0, quantEnd, buf, first);
             }
         }
 
@@ -418,7 +427,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
                 permuted.Clear();
                 fixed (float* po = permuted)
                 {
-                    int count = quantEnd - s0, quads = int8Values ? count / Int8ValueKernels.Quad * Int8ValueKernels.Quad : 0;
+                    int count = quantEnd - s0, step = Int8ValueKernels.TokensPerStep(hd), quads = int8Values ? count / step * step : 0;
                     if (quads > 0)
                     {
                         Int8ValueKernels.Accumulate(Rows(kvHead, 0, quads), p + s0, length, rep, po);
@@ -453,13 +462,36 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
             throw new InvalidOperationException($"int8 value sums do not handle values stored as {_spec}");
         }
 
-        if (rep * _hd > MaxFusedFloats)
+        if (_fused && rep * _hd <= MaxFusedFloats)
         {
-            Accumulate(kvHead, probs, rep, length, output);
+            AccumulateFused(kvHead, probs, rep, length, output, int8Values: true);
             return;
         }
 
-        AccumulateFused(kvHead, probs, rep, length, output, int8Values: true);
+        AccumulateRows(kvHead, probs, rep, length, output, int8Values: true);
+    }
+
+    // The first whole steps of the count quantized rows through Int8ValueKernels into output (un-permuted); returns
+    // how many rows it summed.
+    private int ByteRows(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output, int s0, int count)
+    {
+        int hd = _hd, step = Int8ValueKernels.TokensPerStep(hd), rows = count / step * step;
+        if (rows == 0)
+        {
+            return 0;
+        }
+
+        Span<float> permuted = rep * hd <= MaxFusedFloats ? stackalloc float[rep * hd] : new float[rep * hd];
+        permuted.Clear();
+        _ = probs[(rep * length) - 1];
+        fixed (float* p = probs)
+        fixed (float* po = permuted)
+        {
+            Int8ValueKernels.Accumulate(Rows(kvHead, 0, rows), p + s0, length, rep, po);
+        }
+
+        FusedAttentionKernels.AddUnpermuted(permuted, _byteTable, output);
+        return rows;
     }
 
     private PackedRows Rows(int kvHead, int count) => Rows(kvHead, 0, count);
@@ -530,9 +562,9 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         }
     }
 
-    private void AccumulatePerToken(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output, int s0, int end, Span<float> buf)
+    private void AccumulatePerToken(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output, int s0, int end, Span<float> buf, int first = 0)
     {
-        for (int j = s0; j < end; j++)
+        for (int j = s0 + first; j < end; j++)
         {
             DequantizeRow(kvHead, j - s0, buf);
             AxpyAll(probs, rep, buf, output, length, j);

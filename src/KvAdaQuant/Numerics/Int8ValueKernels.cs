@@ -21,8 +21,10 @@ namespace KvAdaQuant.Numerics;
 /// permute spreads the head's four weights to the matching bytes, and <c>vpmaddubsw</c> (u8 weight x s8 code,
 /// pairs of tokens, at most 2 x 255 x 3 = 1,530) adds into int16 lanes that 16 quads of tokens cannot overflow
 /// (24,480 &lt; 32,767). At the end of each block the int16 sums are widened, converted and added to the FP32 output
-/// times U / 255. Outputs come out in <see cref="FusedAttentionKernels.PermutedChannel"/> order (for 2 bits,
-/// position 64 c + 16 k + j of chunk c holds channel 64 c + 4 j + k), like the FP32 kernel's.
+/// times U / 255. Head dim 32 (8-byte rows) goes eight tokens a step, a token pair per 128-bit lane. Outputs come out
+/// in <see cref="ChannelAt"/> order (at head dims that are multiples of 64 the FP32 kernel's
+/// <see cref="FusedAttentionKernels.PermutedChannel"/> order: position 64 c + 16 k + j of chunk c holds channel
+/// 64 c + 4 j + k; at head dim 32 position 8 k + j holds channel 4 j + k).
 /// Scalar twin: <see cref="AccumulateScalar"/> (bit-identical: the same byte weights, exact integer sums, and the
 /// same float operations in the same order).
 /// </summary>
@@ -49,19 +51,33 @@ internal static unsafe class Int8ValueKernels
     public static bool IsSupported => Avx512F.IsSupported && Avx512BW.IsSupported && Avx512Vbmi.IsSupported;
 
     /// <summary>
-    /// Whether this value layout is handled: 2-bit codes, head dim a multiple of 64, per-token groups of whole 4-channel
-    /// bytes that leave at most two groups in any 64-channel chunk (32 channels, or 64 or more), at most
-    /// <see cref="MaxGroups"/> groups a row.
+    /// Whether this value layout is handled: 2-bit codes, per-token groups of whole 4-channel bytes; head dim 32 with
+    /// one group of 32 (8-byte rows, eight tokens a step), or head dim a multiple of 64 with groups that leave at most
+    /// two in any 64-channel chunk (32 channels, or 64 or more) and at most <see cref="MaxGroups"/> a row.
     /// </summary>
     public static bool Supports(int bits, int headDim, int groupChannels) =>
-        bits == 2 && headDim > 0 && headDim % 64 == 0 && groupChannels > 0 && headDim % groupChannels == 0
-        && (groupChannels == 32 || (groupChannels >= 64 && groupChannels % 4 == 0)) && headDim / groupChannels <= MaxGroups;
+        bits == 2 && groupChannels > 0 && ((headDim == 32 && groupChannels == 32)
+        || (headDim > 0 && headDim % 64 == 0 && headDim % groupChannels == 0
+            && (groupChannels == 32 || (groupChannels >= 64 && groupChannels % 4 == 0)) && headDim / groupChannels <= MaxGroups));
+
+    /// <summary>Rows per vector step: 8 for head dim 32 (eight 8-byte rows a vector), else <see cref="Quad"/>.</summary>
+    public static int TokensPerStep(int headDim) => headDim == 32 ? 8 : Quad;
+
+    /// <summary>
+    /// The channel whose sum lands at output position <paramref name="position"/>: <see cref="FusedAttentionKernels.PermutedChannel"/>
+    /// for head dims that are multiples of 64; for head dim 32, position 8 k + j holds channel 4 j + k.
+    /// </summary>
+    public static int ChannelAt(int position, int headDim) =>
+        headDim == 32 ? (4 * (position % 8)) + (position / 8) : FusedAttentionKernels.PermutedChannel(position, 2);
+
+    /// <summary>The table position -> <see cref="ChannelAt"/> for one head.</summary>
+    public static int[] PermutationTable(int headDim) => Enumerable.Range(0, headDim).Select(p => ChannelAt(p, headDim)).ToArray();
 
     /// <summary>
     /// output[r * hd + position] += sum over the rows of p_rt x_t (the remarks' byte-weight approximation), for r &lt;
     /// <paramref name="nh"/> (taken <see cref="HeadBlock"/> at a time), p_rt =
-    /// probs[r * stride + t] &gt;= 0, positions in <see cref="FusedAttentionKernels.PermutedChannel"/> order. The row
-    /// count must be a multiple of <see cref="Quad"/>; the caller sums the last rows another way.
+    /// probs[r * stride + t] &gt;= 0, positions in <see cref="ChannelAt"/> order. The row count must be a multiple of
+    /// <see cref="TokensPerStep"/>; the caller sums the last rows another way.
     /// Vector path where <see cref="IsSupported"/>, else <see cref="AccumulateScalar"/>.
     /// </summary>
     public static void Accumulate(in PackedRows rows, float* probs, int stride, int nh, float* output)
@@ -73,7 +89,7 @@ internal static unsafe class Int8ValueKernels
             return;
         }
 
-        int hd = rows.HeadDim, groups = hd / rows.GroupChannels, pp = rows.Symmetric ? 1 : 2, chunks = hd / 64;
+        int hd = rows.HeadDim, groups = hd / rows.GroupChannels, pp = rows.Symmetric ? 1 : 2, chunks = (hd + 63) / 64;
         // One 64-byte-aligned scratch area (unaligned 64-byte vectors split cache lines, and a split store does not
         // forward to the next load): planes a and b, the weights, byte weights, offsets' lanes, scales, padded probs.
         int planeFloats = groups * TokenBlock, weightFloats = (HeadBlock * planeFloats) + (2 * HeadBlock * MaxGroups);
@@ -99,7 +115,7 @@ internal static unsafe class Int8ValueKernels
 
     private static void AccumulateVector(in PackedRows rows, float* probs, int stride, int nh, float* output, float* aPl, float* bPl, byte* uq, float* offsets, float* scales, float* weights, float* pad, float* scratch, ushort* prmPad, int padWords, byte* codeIdx, byte* weightIdx, int* groupIdx, int* chunkGroups)
     {
-        int hd = rows.HeadDim, groups = hd / rows.GroupChannels, pp = rows.Symmetric ? 1 : 2, chunks = hd / 64;
+        int hd = rows.HeadDim, groups = hd / rows.GroupChannels, pp = rows.Symmetric ? 1 : 2, chunks = (hd + 63) / 64;
         int rowBytes = rows.RowBytes;
         for (int h0 = 0; h0 < nh; h0 += HeadBlock)
         {
@@ -128,6 +144,13 @@ internal static unsafe class Int8ValueKernels
                 QuantizeBlock(probs, stride, h0, heads, t0, n, pad, groups, aPl, bPl, offsets, scales, uq, weights);
 
                 byte* block = rows.Codes + ((long)t0 * rowBytes);
+                if (hd == 32)
+                {
+                    float* p0 = output + (h0 * hd);
+                    SumOctets(block, n, codeIdx, weightIdx, uq, scales, p0, heads > 1 ? p0 + hd : scratch, heads > 2 ? p0 + (2 * hd) : scratch, heads > 3 ? p0 + (3 * hd) : scratch);
+                    continue;
+                }
+
                 for (int c = 0; c < chunks; c++)
                 {
                     float* o0 = output + (h0 * hd) + (c * 64);
@@ -220,7 +243,7 @@ internal static unsafe class Int8ValueKernels
                     float* o = output + ((h0 + r) * hd);
                     for (int pos = 0; pos < hd; pos++)
                     {
-                        int ch = FusedAttentionKernels.PermutedChannel(pos, 2);
+                        int ch = ChannelAt(pos, hd);
                         int g = ch / rows.GroupChannels;
                         int sum = 0;
                         for (int t = 0; t < n; t++)
@@ -269,9 +292,9 @@ internal static unsafe class Int8ValueKernels
 
     private static void Check(in PackedRows rows)
     {
-        if (!Supports(rows.Bits, rows.HeadDim, rows.GroupChannels) || rows.Count % Quad != 0)
+        if (!Supports(rows.Bits, rows.HeadDim, rows.GroupChannels) || rows.Count % TokensPerStep(rows.HeadDim) != 0)
         {
-            throw new ArgumentException($"int8 value sums need 2-bit rows of whole quads and a supported group shape; got {rows.Bits} bits, head dim {rows.HeadDim}, groups of {rows.GroupChannels}, {rows.Count} rows");
+            throw new ArgumentException($"int8 value sums need 2-bit rows of whole steps (4 rows, 8 at head dim 32) and a supported group shape; got {rows.Bits} bits, head dim {rows.HeadDim}, groups of {rows.GroupChannels}, {rows.Count} rows");
         }
     }
 
@@ -309,7 +332,7 @@ internal static unsafe class Int8ValueKernels
 
             for (int pos = 0; pos < hd; pos++)
             {
-                output[(r * hd) + pos] += sums[FusedAttentionKernels.PermutedChannel(pos, 2) / rows.GroupChannels];
+                output[(r * hd) + pos] += sums[ChannelAt(pos, hd) / rows.GroupChannels];
             }
         }
     }
@@ -349,7 +372,7 @@ internal static unsafe class Int8ValueKernels
             {
                 var add = Avx512F.PermuteVar16x32(sv, Vector512.Load(groupIdx + (c * Lanes)));
                 float* o = output + (r * hd) + (c * 64);
-                for (int k = 0; k < 64; k += Lanes)
+                for (int k = 0; k < Math.Min(64, hd); k += Lanes)
                 {
                     (Vector512.Load(o + k) + add).Store(o + k);
                 }
@@ -574,6 +597,72 @@ internal static unsafe class Int8ValueKernels
         Flush(o3, Avx512F.PermuteVar16x32(Vector512.Load(scales + (3 * Lanes)), gi), a30, a31, a32, a33);
     }
 
+    // Head dim 32: eight tokens a step over the block for four heads (one group, so one byte plane per head), then the
+    // four lanes of each int16 sum added in int32 and the eight channels of each field added to the outputs.
+    private static void SumOctets(byte* block, int n, byte* codeIdx, byte* weightIdx, byte* uq, float* scales, float* o0, float* o1, float* o2, float* o3)
+    {
+        var ci = Vector512.Load(codeIdx);
+        var wi = Vector512.Load(weightIdx);
+        var m3 = Vector512.Create((byte)3);
+        var eight = Vector512.Create((byte)8);
+        Vector512<short> a00 = default, a01 = default, a02 = default, a03 = default;
+        Vector512<short> a10 = default, a11 = default, a12 = default, a13 = default;
+        Vector512<short> a20 = default, a21 = default, a22 = default, a23 = default;
+        Vector512<short> a30 = default, a31 = default, a32 = default, a33 = default;
+        for (int t = 0; t < n; t += 8)
+        {
+            var x = Avx512Vbmi.PermuteVar64x8(Vector512.Load(block + (t * 8)), ci);
+            var f0 = (x & m3).AsSByte();
+            var f1 = (Avx512BW.ShiftRightLogical(x.AsUInt16(), 2).AsByte() & m3).AsSByte();
+            var f2 = (Avx512BW.ShiftRightLogical(x.AsUInt16(), 4).AsByte() & m3).AsSByte();
+            var f3 = (Avx512BW.ShiftRightLogical(x.AsUInt16(), 6).AsByte() & m3).AsSByte();
+            var w = Avx512Vbmi.PermuteVar64x8(Vector512.Load(uq), wi);
+            a00 += Avx512BW.MultiplyAddAdjacent(w, f0);
+            a01 += Avx512BW.MultiplyAddAdjacent(w, f1);
+            a02 += Avx512BW.MultiplyAddAdjacent(w, f2);
+            a03 += Avx512BW.MultiplyAddAdjacent(w, f3);
+            w = Avx512Vbmi.PermuteVar64x8(Vector512.Load(uq + TokenBlock), wi);
+            a10 += Avx512BW.MultiplyAddAdjacent(w, f0);
+            a11 += Avx512BW.MultiplyAddAdjacent(w, f1);
+            a12 += Avx512BW.MultiplyAddAdjacent(w, f2);
+            a13 += Avx512BW.MultiplyAddAdjacent(w, f3);
+            w = Avx512Vbmi.PermuteVar64x8(Vector512.Load(uq + (2 * TokenBlock)), wi);
+            a20 += Avx512BW.MultiplyAddAdjacent(w, f0);
+            a21 += Avx512BW.MultiplyAddAdjacent(w, f1);
+            a22 += Avx512BW.MultiplyAddAdjacent(w, f2);
+            a23 += Avx512BW.MultiplyAddAdjacent(w, f3);
+            w = Avx512Vbmi.PermuteVar64x8(Vector512.Load(uq + (3 * TokenBlock)), wi);
+            a30 += Avx512BW.MultiplyAddAdjacent(w, f0);
+            a31 += Avx512BW.MultiplyAddAdjacent(w, f1);
+            a32 += Avx512BW.MultiplyAddAdjacent(w, f2);
+            a33 += Avx512BW.MultiplyAddAdjacent(w, f3);
+            wi += eight;
+        }
+
+        Flush8(o0, Vector256.Create(scales[0]), a00, a01, a02, a03);
+        Flush8(o1, Vector256.Create(scales[Lanes]), a10, a11, a12, a13);
+        Flush8(o2, Vector256.Create(scales[2 * Lanes]), a20, a21, a22, a23);
+        Flush8(o3, Vector256.Create(scales[3 * Lanes]), a30, a31, a32, a33);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Flush8(float* o, Vector256<float> scale, Vector512<short> s0, Vector512<short> s1, Vector512<short> s2, Vector512<short> s3)
+    {
+        Flush8(o, scale, s0);
+        Flush8(o + 8, scale, s1);
+        Flush8(o + 16, scale, s2);
+        Flush8(o + 24, scale, s3);
+    }
+
+    // Word j of each 128-bit lane is channel 4 j + k for one pair of tokens: the four lanes summed in int32.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Flush8(float* o, Vector256<float> scale, Vector512<short> s)
+    {
+        var sum = Avx512F.ConvertToVector512Int32(s.GetLower().AsUInt16()) + Avx512F.ConvertToVector512Int32(s.GetUpper().AsUInt16());
+        var eight = sum.GetLower() + sum.GetUpper();
+        Vector256.FusedMultiplyAdd(Avx.ConvertToVector256Single(eight), scale, Vector256.Load(o)).Store(o);
+    }
+
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Flush(float* o, Vector512<float> scale, Vector512<short> s0, Vector512<short> s1, Vector512<short> s2, Vector512<short> s3)
     {
@@ -600,11 +689,24 @@ internal static unsafe class Int8ValueKernels
     {
         public IndexTables(int headDim, int groupChannels)
         {
-            int chunks = headDim / 64, gc = groupChannels;
+            int chunks = (headDim + 63) / 64, gc = groupChannels;
             Code = new byte[chunks * 64];
             Weight = new byte[chunks * 64];
             Group = new int[chunks * Lanes];
             ChunkGroups = new int[chunks * 2];
+            if (headDim == 32)
+            {
+                // Eight 8-byte rows: 128-bit lane L, word j = byte j of tokens 2L and 2L + 1; one group.
+                for (int i = 0; i < 64; i++)
+                {
+                    int token = (2 * (i / 16)) + (i % 2), j = (i % 16) / 2;
+                    Code[i] = (byte)((token * 8) + j);
+                    Weight[i] = (byte)token;
+                }
+
+                return;
+            }
+
             for (int c = 0; c < chunks; c++)
             {
                 int gA = c * 64 / gc, gB = ((c * 64) + 63) / gc;

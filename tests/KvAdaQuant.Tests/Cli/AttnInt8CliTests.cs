@@ -76,7 +76,7 @@ public class AttnInt8CliTests
     }
 
     [Fact]
-    public void ByteValuesRunOnAHeadDim64ModelAndAreRefusedOnStories3M()
+    public void ByteValuesRunOnHeadDims64And32AndAreRefusedFor4BitValues()
     {
         using var dir = new TempDir();
         var gguf = dir.File("tiny-llama-64.gguf");
@@ -90,10 +90,17 @@ public class AttnInt8CliTests
             Assert.Equal(8, doc.RootElement.GetProperty("tokens").GetArrayLength());
         }
 
-        // stories3M has heads of 32: its 2-bit value rows are half a 64-channel chunk.
-        (rc, _, stderr) = KvaqProcess.Run("generate", "--model", Fixtures.Stories3M, "--kv", "k4v2", "-n", "4", "--attn-int8-values");
+        // stories3M (heads of 32, 8-byte 2-bit rows) takes it too; 4-bit values do not.
+        (rc, stdout, stderr) = KvaqProcess.Run("generate", "--model", Fixtures.Stories3M, "--kv", "k4v2", "-n", "4", "--json", "--attn-int8-values");
+        Assert.True(rc == 0, stderr);
+        using (var doc = JsonDocument.Parse(stdout))
+        {
+            Assert.Equal("int8-values", doc.RootElement.GetProperty("attention").GetString());
+        }
+
+        (rc, _, stderr) = KvaqProcess.Run("generate", "--model", Fixtures.Stories3M, "--kv", "k4v4", "-n", "4", "--attn-int8-values");
         Assert.Equal(1, rc);
-        Assert.StartsWith("kvaq: error: --attn-int8-values: no layer of the KV plan 'k4v2' has values the byte-weight kernel reads", stderr);
+        Assert.StartsWith("kvaq: error: --attn-int8-values: no layer of the KV plan 'k4v4' has values the byte-weight kernel reads", stderr);
         Assert.Contains("head dim 32", stderr);
     }
 }

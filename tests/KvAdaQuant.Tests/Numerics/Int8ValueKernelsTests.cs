@@ -13,7 +13,7 @@ public unsafe class Int8ValueKernelsTests
     public static TheoryData<int, int, bool> Shapes()
     {
         var data = new TheoryData<int, int, bool>();
-        foreach (int hd in new[] { 64, 128, 192, 256 })
+        foreach (int hd in new[] { 32, 64, 128, 192, 256 })
         {
             foreach (int g in new[] { 16, 32, 64, 128, 256 })
             {
@@ -37,7 +37,10 @@ public unsafe class Int8ValueKernelsTests
         Assert.True(Int8ValueKernels.Supports(2, 256, 32)); // 8 groups (the gather path)
         Assert.False(Int8ValueKernels.Supports(4, 64, 32)); // 2-bit values only
         Assert.False(Int8ValueKernels.Supports(2, 64, 16)); // four groups in a 64-channel chunk
-        Assert.False(Int8ValueKernels.Supports(2, 32, 32)); // half a chunk per row
+        Assert.True(Int8ValueKernels.Supports(2, 32, 32)); // 8-byte rows, eight a step
+        Assert.False(Int8ValueKernels.Supports(2, 32, 16)); // head dim 32 takes one group only
+        Assert.Equal(8, Int8ValueKernels.TokensPerStep(32));
+        Assert.Equal(4, Int8ValueKernels.TokensPerStep(128));
         Assert.True(Int8ValueKernels.Supports(2, 192, 96)); // chunks spanning groups 0-1 and 1-1
         Assert.False(Int8ValueKernels.Supports(2, 64, 48)); // 64 is not a multiple of 48
     }
@@ -48,7 +51,7 @@ public unsafe class Int8ValueKernelsTests
     {
         Skip.IfNot(Int8ValueKernels.IsSupported, "AVX-512BW / VBMI not available");
         var rng = new Random((hd * 10) + g + (symmetric ? 7 : 0));
-        foreach (int count in new[] { 0, 4, 8, 60, 64, 68, 132, 256 })
+        foreach (int count in new[] { 0, 4, 8, 56, 60, 64, 68, 72, 132, 256 }.Where(c => c % Int8ValueKernels.TokensPerStep(hd) == 0))
         {
             foreach (int nh in new[] { 1, 3, 4, 5, 8 })
             {
@@ -78,9 +81,9 @@ public unsafe class Int8ValueKernelsTests
         var rng = new Random((hd * 3) + g + (symmetric ? 1 : 0));
         foreach (bool peak in new[] { false, true })
         {
-            using var data = PackedRowData.Random(rng, 200, hd, 2, g, symmetric, nonNegativeSteps: true);
-            var p = Probabilities(rng, 4, 200, peak);
-            CheckBound(data.Rows, p, 4, 200, $"hd {hd} g {g} sym {symmetric} peak {peak}");
+            using var data = PackedRowData.Random(rng, 208, hd, 2, g, symmetric, nonNegativeSteps: true);
+            var p = Probabilities(rng, 4, 208, peak);
+            CheckBound(data.Rows, p, 4, 208, $"hd {hd} g {g} sym {symmetric} peak {peak}");
         }
     }
 
@@ -182,7 +185,12 @@ public unsafe class Int8ValueKernelsTests
                 }
             }
 
-            var table = FusedAttentionKernels.PermutationTable(hd, 2);
+            var table = Int8ValueKernels.PermutationTable(hd);
+            if (hd % 64 == 0)
+            {
+                Assert.Equal(FusedAttentionKernels.PermutationTable(hd, 2), table);
+            }
+
             for (int r = 0; r < nh; r++)
             {
                 for (int pos = 0; pos < hd; pos++)
