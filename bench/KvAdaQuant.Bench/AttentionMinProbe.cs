@@ -9,7 +9,8 @@ namespace KvAdaQuant.Bench;
 /// A stopwatch A/B probe for a shared machine: the fastest of many single-threaded decode steps of one layer (8 KV
 /// heads x 4 query heads, 32k positions, random keys and values, layers cycled as in <see cref="AttentionStepBenchmark"/>),
 /// timed as a whole (<c>QuantizedKvStore.Attend</c>) and in its three parts (scores, scale + softmax, values) on
-/// the same stores, and the same with int8 scores (<see cref="AttentionPrecision.Int8"/>: the step, the int8 scores, the exp-and-sum pass). The minimum filters out the time slices other processes take; run two builds one after the other.
+/// the same stores, and the same with int8 scores (<see cref="AttentionPrecision.Int8"/>: the step, the int8 scores, the exp-and-sum pass)
+/// and with byte-weight values (<see cref="AttentionPrecision.Int8Values"/>: the step, and the exponential fused into the value sum). The minimum filters out the time slices other processes take; run two builds one after the other.
 /// <c>dotnet run -c Release --project bench/KvAdaQuant.Bench -- --attention-min-probe k4v2 [CONTEXT] [--resident]</c>.
 /// </summary>
 public static class AttentionMinProbe
@@ -74,6 +75,7 @@ public static class AttentionMinProbe
         double int8ValuesStep = double.MaxValue, byteSums = double.MaxValue;
         bool byteValues = int8ValueStores[0].UsesInt8Values;
         var max = new float[Rep];
+        var expSums = new float[Rep];
         var sw = new Stopwatch();
         for (int it = 0; it < steps; it++)
         {
@@ -140,9 +142,10 @@ public static class AttentionMinProbe
                 e8 += sw.Elapsed.TotalMilliseconds;
                 if (byteValues)
                 {
+                    keys[l].ScoresInt8(g, q.AsSpan(g * Rep * hd, Rep * hd), Rep, context, s, max);
                     sw.Restart();
                     Array.Clear(o);
-                    values[l].AccumulateInt8(g, s, Rep, context, o);
+                    values[l].AccumulateSoftmaxInt8(g, s, Rep, context, max, expSums, o);
                     f8 += sw.Elapsed.TotalMilliseconds;
                 }
             }
@@ -167,7 +170,7 @@ public static class AttentionMinProbe
         Console.WriteLine(string.Create(ci, $"{shape} {kv} {context} int8: step {int8Step:F3} ms ({AttentionStepBenchmark.CacheBytes(shape, kv, context) / (int8Step * 1e6):F2} GB/s); parts: int8 scores {int8Scores:F3} ms, exp-sum {expSum:F3} ms"));
         if (byteValues)
         {
-            Console.WriteLine(string.Create(ci, $"{shape} {kv} {context} int8 + byte values: step {int8ValuesStep:F3} ms ({AttentionStepBenchmark.CacheBytes(shape, kv, context) / (int8ValuesStep * 1e6):F2} GB/s); parts: byte-weight values {byteSums:F3} ms"));
+            Console.WriteLine(string.Create(ci, $"{shape} {kv} {context} int8 + byte values: step {int8ValuesStep:F3} ms ({AttentionStepBenchmark.CacheBytes(shape, kv, context) / (int8ValuesStep * 1e6):F2} GB/s); parts: int8 scores as above, exp fused into the byte-weight values {byteSums:F3} ms"));
         }
     }
 }

@@ -133,22 +133,23 @@ public sealed class QuantizedKvStore : IKvLayerCache, IDisposable
         System.Numerics.Tensors.TensorPrimitives.Multiply(queries[..(queryHeads * hd)], _layout.Scale, scaled);
         qk.ScoresInt8(kvHead, scaled, queryHeads, length, s, max);
         Span<float> sums = queryHeads <= 64 ? stackalloc float[queryHeads] : new float[queryHeads];
-        fixed (float* p = s)
-        {
-            for (int r = 0; r < queryHeads; r++)
-            {
-                sums[r] = Int8AttentionKernels.ExpSum(p + (r * length), length, max[r]);
-            }
-        }
-
         var o = output[..(queryHeads * hd)];
         o.Clear();
         if (_int8Values is { } qv)
         {
-            qv.AccumulateInt8(kvHead, s, queryHeads, length, o);
+            // The exponential fused into the byte-weight value sum (SoftExp), the other positions exponentiated first.
+            qv.AccumulateSoftmaxInt8(kvHead, s, queryHeads, length, max, sums, o);
         }
         else
         {
+            fixed (float* p = s)
+            {
+                for (int r = 0; r < queryHeads; r++)
+                {
+                    sums[r] = Int8AttentionKernels.ExpSum(p + (r * length), length, max[r]);
+                }
+            }
+
             _v.Accumulate(kvHead, s, queryHeads, length, o);
         }
 

@@ -181,7 +181,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     }
 
     // The row-at-a-time value sum; with int8Values the whole steps of quantized rows go through Int8ValueKernels first.
-    private void AccumulateRows(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output, bool int8Values)
+    private void AccumulateRows(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output, bool int8Values, float* max = null, float* sums = null)
     {
         int hd = _hd;
         Span<float> buf = stackalloc float[hd];
@@ -202,7 +202,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
             }
             else
             {
-                int first = int8Values ? ByteRows(kvHead, probs, rep, length, output, s0, quantEnd - s0) : 0;
+                int first = int8Values ? ByteRows(kvHead, probs, rep, length, output, s0, quantEnd - s0, max, sums) : 0;
                 AccumulatePerToken(kvHead, probs, rep, length, output, s0, quantEnd, buf, first);
             }
         }
@@ -400,7 +400,8 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     }
 
     // The fused value sum; with int8Values the whole quads of quantized rows go through Int8ValueKernels.
-    private void AccumulateFused(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output, bool int8Values = false)
+    // (Softmax mode: max and sums non-null, the kernel's rows hold raw scores; see AccumulateSoftmaxInt8.)
+    private void AccumulateFused(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output, bool int8Values = false, float* max = null, float* sums = null)
     {
         if (length == 0)
         {
@@ -428,7 +429,11 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
                 fixed (float* po = permuted)
                 {
                     int count = quantEnd - s0, step = Int8ValueKernels.TokensPerStep(hd), quads = int8Values ? count / step * step : 0;
-                    if (quads > 0)
+                    if (quads > 0 && max != null)
+                    {
+                        Int8ValueKernels.AccumulateSoftmax(Rows(kvHead, 0, quads), p + s0, length, rep, max, sums, po);
+                    }
+                    else if (quads > 0)
                     {
                         Int8ValueKernels.Accumulate(Rows(kvHead, 0, quads), p + s0, length, rep, po);
                     }
@@ -471,9 +476,51 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         AccumulateRows(kvHead, probs, rep, length, output, int8Values: true);
     }
 
+    /// <summary>
+    /// The int8 path's softmax and value sum in one: scores[r * length + j] are the raw (scaled) scores of head r and
+    /// max[r] their largest; every position outside the kernel's whole steps of quantized rows becomes
+    /// <see cref="Int8ValueKernels.SoftExp(float)"/>(score - max) in place and is summed in FP32, the kernel's rows take
+    /// the exponential inside the kernel (<see cref="Int8ValueKernels.AccumulateSoftmax"/>); sums[r] = the sum of all
+    /// the weights, output[r] += the unnormalised weighted sum. Requires <see cref="SupportsInt8Values"/>.
+    /// </summary>
+    public void AccumulateSoftmaxInt8(int kvHead, Span<float> scores, int rep, int length, ReadOnlySpan<float> max, Span<float> sums, Span<float> output)
+    {
+        if (!_int8Values)
+        {
+            throw new InvalidOperationException($"int8 value sums do not handle values stored as {_spec}");
+        }
+
+        int s0 = Math.Min(SinksHeld, length);
+        int quantEnd = Math.Min(SinksHeld + _quantized, length);
+        int count = Math.Max(0, quantEnd - s0), step = Int8ValueKernels.TokensPerStep(_hd);
+        int k1 = s0 + (count / step * step);
+        _ = scores[(rep * length) - 1];
+        _ = max[rep - 1];
+        _ = sums[rep - 1];
+        fixed (float* sc = scores)
+        fixed (float* mx = max)
+        fixed (float* sm = sums)
+        {
+            for (int r = 0; r < rep; r++)
+            {
+                float* row = sc + (r * length);
+                sm[r] = Int8ValueKernels.SoftExpSum(row, s0, mx[r]) + Int8ValueKernels.SoftExpSum(row + k1, length - k1, mx[r]);
+            }
+
+            if (_fused && rep * _hd <= MaxFusedFloats)
+            {
+                AccumulateFused(kvHead, scores, rep, length, output, int8Values: true, mx, sm);
+            }
+            else
+            {
+                AccumulateRows(kvHead, scores, rep, length, output, int8Values: true, mx, sm);
+            }
+        }
+    }
+
     // The first whole steps of the count quantized rows through Int8ValueKernels into output (un-permuted); returns
     // how many rows it summed.
-    private int ByteRows(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output, int s0, int count)
+    private int ByteRows(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output, int s0, int count, float* max, float* sums)
     {
         int hd = _hd, step = Int8ValueKernels.TokensPerStep(hd), rows = count / step * step;
         if (rows == 0)
@@ -487,7 +534,14 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         fixed (float* p = probs)
         fixed (float* po = permuted)
         {
-            Int8ValueKernels.Accumulate(Rows(kvHead, 0, rows), p + s0, length, rep, po);
+            if (max != null)
+            {
+                Int8ValueKernels.AccumulateSoftmax(Rows(kvHead, 0, rows), p + s0, length, rep, max, sums, po);
+            }
+            else
+            {
+                Int8ValueKernels.Accumulate(Rows(kvHead, 0, rows), p + s0, length, rep, po);
+            }
         }
 
         FusedAttentionKernels.AddUnpermuted(permuted, _byteTable, output);

@@ -44,6 +44,12 @@ internal static unsafe class Int8ValueKernels
 
     private const int Lanes = 16;
 
+    // 1.5 x 2^23: adding and subtracting it rounds a float of magnitude < 2^22 to an integer (to nearest even).
+    private const float RoundShift = 12582912f;
+    private const float Log2E = 1.44269504f;
+    private const float Ln2Hi = 0.693359375f;
+    private const float Ln2Lo = -2.12194440e-4f;
+
     // The index tables of each (head dim, group channels), built once.
     private static readonly ConcurrentDictionary<(int HeadDim, int GroupChannels), IndexTables> Tables = new();
 
@@ -80,12 +86,99 @@ internal static unsafe class Int8ValueKernels
     /// <see cref="TokensPerStep"/>; the caller sums the last rows another way.
     /// Vector path where <see cref="IsSupported"/>, else <see cref="AccumulateScalar"/>.
     /// </summary>
-    public static void Accumulate(in PackedRows rows, float* probs, int stride, int nh, float* output)
+    public static void Accumulate(in PackedRows rows, float* probs, int stride, int nh, float* output) =>
+        Accumulate(rows, probs, stride, nh, output, null, null);
+
+    /// <summary>
+    /// The softmax fused in: as <see cref="Accumulate(in PackedRows, float*, int, int, float*)"/> with p_rt =
+    /// <see cref="SoftExp(float)"/>(scores[r * stride + t] - max[r]), and sums[r] += the sum of those p_rt (sixteen
+    /// lanes in token order, reduced by a fixed tree). The scores are not changed.
+    /// </summary>
+    public static void AccumulateSoftmax(in PackedRows rows, float* scores, int stride, int nh, float* max, float* sums, float* output)
+    {
+        ArgumentNullException.ThrowIfNull(max);
+        ArgumentNullException.ThrowIfNull(sums);
+        Accumulate(rows, scores, stride, nh, output, max, sums);
+    }
+
+    /// <summary>Scalar twin of <see cref="AccumulateSoftmax"/>.</summary>
+    public static void AccumulateSoftmaxScalar(in PackedRows rows, float* scores, int stride, int nh, float* max, float* sums, float* output)
+    {
+        ArgumentNullException.ThrowIfNull(max);
+        ArgumentNullException.ThrowIfNull(sums);
+        AccumulateScalar(rows, scores, stride, nh, output, max, sums);
+    }
+
+    /// <summary>
+    /// e^x for x &lt;= 0, the exponential of the byte-weight path: x clamped at -87 (results below 2^-125 are not
+    /// needed where weights become bytes), n = round(x log2 e), r = x - n ln 2 (two-part constant), e^r by its degree-6
+    /// Taylor polynomial (relative error under 5e-7 with the float rounding, tested over [-87, 0]), times 2^n built in the exponent bits.
+    /// </summary>
+    public static float SoftExp(float x)
+    {
+        x = MathF.Max(x, -87f);
+        float n = MathF.FusedMultiplyAdd(x, Log2E, RoundShift) - RoundShift;
+        float r = MathF.FusedMultiplyAdd(-n, Ln2Lo, MathF.FusedMultiplyAdd(-n, Ln2Hi, x));
+        float p = MathF.FusedMultiplyAdd(1f / 720, r, 1f / 120);
+        p = MathF.FusedMultiplyAdd(p, r, 1f / 24);
+        p = MathF.FusedMultiplyAdd(p, r, 1f / 6);
+        p = MathF.FusedMultiplyAdd(p, r, 0.5f);
+        p = MathF.FusedMultiplyAdd(p, r, 1f);
+        p = MathF.FusedMultiplyAdd(p, r, 1f);
+        return p * BitConverter.Int32BitsToSingle(((int)n + 127) << 23);
+    }
+
+    /// <summary><see cref="SoftExp(float)"/> of sixteen lanes: the same operations, so the same bits.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector512<float> SoftExp(Vector512<float> x)
+    {
+        x = Avx512F.Max(x, Vector512.Create(-87f));
+        var shift = Vector512.Create(RoundShift);
+        var n = Vector512.FusedMultiplyAdd(x, Vector512.Create(Log2E), shift) - shift;
+        var r = Vector512.FusedMultiplyAdd(-n, Vector512.Create(Ln2Lo), Vector512.FusedMultiplyAdd(-n, Vector512.Create(Ln2Hi), x));
+        var p = Vector512.FusedMultiplyAdd(Vector512.Create(1f / 720), r, Vector512.Create(1f / 120));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1f / 24));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1f / 6));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(0.5f));
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512<float>.One);
+        p = Vector512.FusedMultiplyAdd(p, r, Vector512<float>.One);
+        return p * ((Avx512F.ConvertToVector512Int32WithTruncation(n) + Vector512.Create(127)) << 23).AsSingle();
+    }
+
+    /// <summary>x = <see cref="SoftExp(float)"/>(x - max) in place for n values, returning their sum (vector and scalar lanes give the same elements).</summary>
+    public static float SoftExpSum(float* x, int n, float max)
+    {
+        int i = 0;
+        float sum = 0;
+        if (IsSupported)
+        {
+            var m = Vector512.Create(max);
+            var acc = Vector512<float>.Zero;
+            for (; i + 16 <= n; i += 16)
+            {
+                var e = SoftExp(Vector512.Load(x + i) - m);
+                e.Store(x + i);
+                acc += e;
+            }
+
+            sum = Vector512.Sum(acc);
+        }
+
+        for (; i < n; i++)
+        {
+            x[i] = SoftExp(x[i] - max);
+            sum += x[i];
+        }
+
+        return sum;
+    }
+
+    private static void Accumulate(in PackedRows rows, float* probs, int stride, int nh, float* output, float* max, float* sums)
     {
         Check(rows);
         if (!IsSupported)
         {
-            AccumulateScalar(rows, probs, stride, nh, output);
+            AccumulateScalar(rows, probs, stride, nh, output, max, sums);
             return;
         }
 
@@ -93,14 +186,15 @@ internal static unsafe class Int8ValueKernels
         // One 64-byte-aligned scratch area (unaligned 64-byte vectors split cache lines, and a split store does not
         // forward to the next load): planes a and b, the weights, byte weights, offsets' lanes, scales, padded probs.
         int planeFloats = groups * TokenBlock, weightFloats = (HeadBlock * planeFloats) + (2 * HeadBlock * MaxGroups);
-        int floats = (2 * planeFloats) + weightFloats + (HeadBlock * groups * Lanes) + (HeadBlock * Lanes) + (HeadBlock * TokenBlock) + hd;
+        int floats = (2 * planeFloats) + weightFloats + (HeadBlock * groups * Lanes) + (2 * HeadBlock * Lanes) + (HeadBlock * TokenBlock) + hd;
         byte* area = stackalloc byte[(4 * floats) + (HeadBlock * planeFloats) + 64];
         float* aPl = (float*)(((nint)area + 63) & ~(nint)63);
         float* bPl = aPl + planeFloats;
         float* weights = bPl + planeFloats;
         float* offsets = weights + weightFloats;
         float* scales = offsets + (HeadBlock * groups * Lanes);
-        float* pad = scales + (HeadBlock * Lanes);
+        float* sumLanes = scales + (HeadBlock * Lanes);
+        float* pad = sumLanes + (HeadBlock * Lanes);
         float* scratch = pad + (HeadBlock * TokenBlock);
         byte* uq = (byte*)(scratch + hd);
         int padWords = (TokenBlock * groups * pp) + 32;
@@ -109,11 +203,11 @@ internal static unsafe class Int8ValueKernels
         fixed (byte* codeIdx = tables.Code, weightIdx = tables.Weight)
         fixed (int* groupIdx = tables.Group, chunkGroups = tables.ChunkGroups)
         {
-            AccumulateVector(rows, probs, stride, nh, output, aPl, bPl, uq, offsets, scales, weights, pad, scratch, prmPad, padWords, codeIdx, weightIdx, groupIdx, chunkGroups);
+            AccumulateVector(rows, probs, stride, nh, output, max, sums, sumLanes, aPl, bPl, uq, offsets, scales, weights, pad, scratch, prmPad, padWords, codeIdx, weightIdx, groupIdx, chunkGroups);
         }
     }
 
-    private static void AccumulateVector(in PackedRows rows, float* probs, int stride, int nh, float* output, float* aPl, float* bPl, byte* uq, float* offsets, float* scales, float* weights, float* pad, float* scratch, ushort* prmPad, int padWords, byte* codeIdx, byte* weightIdx, int* groupIdx, int* chunkGroups)
+    private static void AccumulateVector(in PackedRows rows, float* probs, int stride, int nh, float* output, float* max, float* sums, float* sumLanes, float* aPl, float* bPl, byte* uq, float* offsets, float* scales, float* weights, float* pad, float* scratch, ushort* prmPad, int padWords, byte* codeIdx, byte* weightIdx, int* groupIdx, int* chunkGroups)
     {
         int hd = rows.HeadDim, groups = hd / rows.GroupChannels, pp = rows.Symmetric ? 1 : 2, chunks = (hd + 63) / 64;
         int rowBytes = rows.RowBytes;
@@ -121,6 +215,7 @@ internal static unsafe class Int8ValueKernels
         {
             int heads = Math.Min(HeadBlock, nh - h0);
             new Span<float>(offsets, HeadBlock * groups * Lanes).Clear();
+            new Span<float>(sumLanes, HeadBlock * Lanes).Clear();
             for (int t0 = 0; t0 < rows.Count; t0 += TokenBlock)
             {
                 int n = Math.Min(TokenBlock, rows.Count - t0);
@@ -141,7 +236,7 @@ internal static unsafe class Int8ValueKernels
                 }
 
                 BuildPlanes(prm, groups, rows.Symmetric, rows.SymStep, rows.SymOffset, aPl, bPl);
-                QuantizeBlock(probs, stride, h0, heads, t0, n, pad, groups, aPl, bPl, offsets, scales, uq, weights);
+                QuantizeBlock(probs, stride, h0, heads, t0, n, pad, max, sumLanes, groups, aPl, bPl, offsets, scales, uq, weights);
 
                 byte* block = rows.Codes + ((long)t0 * rowBytes);
                 if (hd == 32)
@@ -162,13 +257,32 @@ internal static unsafe class Int8ValueKernels
             }
 
             AddOffsetsVector(hd, groups, chunks, groupIdx, offsets, heads, output + (h0 * hd));
+            AddSums(sums, h0, heads, sumLanes);
+        }
+    }
+
+    // sums[h0 + r] += the head's sixteen exponential lanes (softmax mode only).
+    private static void AddSums(float* sums, int h0, int heads, float* sumLanes)
+    {
+        if (sums == null)
+        {
+            return;
+        }
+
+        for (int r = 0; r < heads; r++)
+        {
+            sums[h0 + r] += Tree16(sumLanes + (r * Lanes));
         }
     }
 
     /// <summary>Scalar twin of <see cref="Accumulate"/>: the same byte weights and scales, exact integer sums, the same float operations.</summary>
-    public static void AccumulateScalar(in PackedRows rows, float* probs, int stride, int nh, float* output)
+    public static void AccumulateScalar(in PackedRows rows, float* probs, int stride, int nh, float* output) =>
+        AccumulateScalar(rows, probs, stride, nh, output, null, null);
+
+    private static void AccumulateScalar(in PackedRows rows, float* probs, int stride, int nh, float* output, float* max, float* sums)
     {
         Check(rows);
+        float* sumLanes = stackalloc float[HeadBlock * Lanes];
         int hd = rows.HeadDim, groups = hd / rows.GroupChannels, pp = rows.Symmetric ? 1 : 2;
         float* aPl = stackalloc float[groups * TokenBlock];
         float* bPl = stackalloc float[groups * TokenBlock];
@@ -181,6 +295,7 @@ internal static unsafe class Int8ValueKernels
         {
             int heads = Math.Min(HeadBlock, nh - h0);
             new Span<float>(offsets, HeadBlock * groups * Lanes).Clear();
+            new Span<float>(sumLanes, HeadBlock * Lanes).Clear();
             for (int t0 = 0; t0 < rows.Count; t0 += TokenBlock)
             {
                 int n = Math.Min(TokenBlock, rows.Count - t0);
@@ -219,21 +334,28 @@ internal static unsafe class Int8ValueKernels
                 {
                     for (int t = 0; t < TokenBlock; t++)
                     {
-                        p[t] = t < n ? probs[((h0 + r) * stride) + t0 + t] : 0f;
+                        float x = t < n ? probs[((h0 + r) * stride) + t0 + t] : 0f;
+                        if (max != null)
+                        {
+                            x = t < n ? SoftExp(x - max[h0 + r]) : 0f;
+                            sumLanes[(r * Lanes) + (t % Lanes)] += x;
+                        }
+
+                        p[t] = x;
                     }
 
                     for (int g = 0; g < groups; g++)
                     {
                         float* a = aPl + (g * TokenBlock), b = bPl + (g * TokenBlock);
                         float* lanes = offsets + (((r * groups) + g) * Lanes);
-                        float max = 0;
+                        float top = 0;
                         for (int t = 0; t < TokenBlock; t++)
                         {
-                            max = MathF.Max(max, p[t] * a[t]);
+                            top = MathF.Max(top, p[t] * a[t]);
                             lanes[t % Lanes] = MathF.FusedMultiplyAdd(p[t], b[t], lanes[t % Lanes]);
                         }
 
-                        (scale[g], float inv) = ScaleOf(max);
+                        (scale[g], float inv) = ScaleOf(top);
                         for (int t = 0; t < TokenBlock; t++)
                         {
                             uq[(g * TokenBlock) + t] = (byte)Math.Clamp((int)MathF.Round(p[t] * a[t] * inv), 0, 255);
@@ -258,6 +380,7 @@ internal static unsafe class Int8ValueKernels
             }
 
             AddOffsets(rows, offsets, heads, output + (h0 * hd));
+            AddSums(sums, h0, heads, sumLanes);
         }
     }
 
@@ -353,6 +476,45 @@ internal static unsafe class Int8ValueKernels
             new Span<float>(probs + ((h0 + r) * stride) + t0, n).CopyTo(new Span<float>(dst, n));
         }
 
+        return dst;
+    }
+
+    // Softmax mode: the block's weights of head h0 + r, SoftExp(score - max) for its n tokens and 0 after them (and for a
+    // head beyond the last), into pad; the head's sixteen sum lanes += them in token order.
+    private static float* BlockExp(float* scores, int stride, int h0, int r, int heads, int t0, int n, float* pad, float* max, float* sumLanes)
+    {
+        float* dst = pad + (r * TokenBlock);
+        if (r >= heads)
+        {
+            new Span<float>(dst, TokenBlock).Clear();
+            return dst;
+        }
+
+        float* src = scores + ((h0 + r) * stride) + t0;
+        if (n < TokenBlock)
+        {
+            new Span<float>(dst, TokenBlock).Clear();
+            new Span<float>(src, n).CopyTo(new Span<float>(dst, n));
+            src = dst;
+        }
+
+        var m = Vector512.Create(max[h0 + r]);
+        var lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        float* lanes = sumLanes + (r * Lanes);
+        var acc = Vector512.Load(lanes);
+        for (int i = 0; i < TokenBlock; i += Lanes)
+        {
+            var e = SoftExp(Vector512.Load(src + i) - m);
+            if (n < TokenBlock)
+            {
+                e = Vector512.ConditionalSelect(Vector512.LessThan(lane + Vector512.Create(i), Vector512.Create(n)).AsSingle(), e, Vector512<float>.Zero);
+            }
+
+            e.Store(dst + i);
+            acc += e;
+        }
+
+        acc.Store(lanes);
         return dst;
     }
 
@@ -461,14 +623,14 @@ internal static unsafe class Int8ValueKernels
     // The block's byte weights of four heads: per head and group the weights u = p a (kept in weights), their largest
     // value U and the offsets' lanes += p b; then U / 255 and 255 / U for all pairs by one vector division each
     // (scales[r * 16 + g]); then the bytes round(u * 255 / U) into uq[r][group][token].
-    private static void QuantizeBlock(float* probs, int stride, int h0, int heads, int t0, int n, float* pad, int groups, float* aPl, float* bPl, float* offsets, float* scales, byte* uq, float* weights)
+    private static void QuantizeBlock(float* probs, int stride, int h0, int heads, int t0, int n, float* pad, float* softmaxMax, float* sumLanes, int groups, float* aPl, float* bPl, float* offsets, float* scales, byte* uq, float* weights)
     {
         int pairs = HeadBlock * groups;
         float* max = weights + (pairs * TokenBlock);
         float* inverse = max + (HeadBlock * MaxGroups);
         for (int r = 0; r < HeadBlock; r++)
         {
-            float* p = BlockProbs(probs, stride, h0, r, heads, t0, n, pad);
+            float* p = softmaxMax == null ? BlockProbs(probs, stride, h0, r, heads, t0, n, pad) : BlockExp(probs, stride, h0, r, heads, t0, n, pad, softmaxMax, sumLanes);
             var p0 = Vector512.Load(p);
             var p1 = Vector512.Load(p + 16);
             var p2 = Vector512.Load(p + 32);

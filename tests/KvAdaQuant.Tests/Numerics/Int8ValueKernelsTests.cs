@@ -1,3 +1,4 @@
+using System.Runtime.Intrinsics;
 using CsCheck;
 using KvAdaQuant.Numerics;
 
@@ -101,6 +102,74 @@ public unsafe class Int8ValueKernelsTests
                 CheckBound(data.Rows, p, 2, Math.Max(count, 1), $"{c}");
             },
             iter: 150);
+    }
+
+    [SkippableTheory]
+    [InlineData(32, 32)]
+    [InlineData(64, 32)]
+    [InlineData(128, 32)]
+    [InlineData(128, 128)]
+    public void SoftmaxModeEqualsItsTwinAndTheProbabilityModeOnSoftExpWeights(int hd, int g)
+    {
+        // The fused exponential: vector = scalar twin bit for bit (outputs and sums), and the same outputs as the
+        // probability mode given SoftExp(score - max) (the same weights through the same pipeline).
+        Skip.IfNot(Int8ValueKernels.IsSupported, "AVX-512BW / VBMI not available");
+        var rng = new Random(hd + g);
+        foreach (int count in new[] { 0, 8, 56, 64, 72, 136 })
+        {
+            foreach (int nh in new[] { 1, 4, 6 })
+            {
+                using var data = PackedRowData.Random(rng, count, hd, 2, g, false, nonNegativeSteps: true);
+                int stride = count + 3;
+                var scores = Enumerable.Range(0, nh * stride).Select(_ => (float)(rng.NextDouble() * 30) - 20).ToArray();
+                var max = Enumerable.Range(0, nh).Select(r => Enumerable.Range(0, count).Select(t => scores[(r * stride) + t]).DefaultIfEmpty(0).Max()).ToArray();
+                var probs = scores.Select((x, i) => Int8ValueKernels.SoftExp(x - max[i / stride])).ToArray();
+                var got = new float[nh * hd];
+                var twin = new float[nh * hd];
+                var viaProbs = new float[nh * hd];
+                var sums = new float[nh];
+                var twinSums = new float[nh];
+                fixed (float* sp = scores, mp = max, pp = probs, o = got, t = twin, v = viaProbs, su = sums, ts = twinSums)
+                {
+                    Int8ValueKernels.AccumulateSoftmax(data.Rows, sp, stride, nh, mp, su, o);
+                    Int8ValueKernels.AccumulateSoftmaxScalar(data.Rows, sp, stride, nh, mp, ts, t);
+                    Int8ValueKernels.Accumulate(data.Rows, pp, stride, nh, v);
+                }
+
+                Assert.Equal(twin.Select(BitConverter.SingleToInt32Bits), got.Select(BitConverter.SingleToInt32Bits));
+                Assert.Equal(twinSums.Select(BitConverter.SingleToInt32Bits), sums.Select(BitConverter.SingleToInt32Bits));
+                Assert.Equal(viaProbs.Select(BitConverter.SingleToInt32Bits), got.Select(BitConverter.SingleToInt32Bits));
+                for (int r = 0; r < nh; r++)
+                {
+                    double want = Enumerable.Range(0, count).Sum(i => (double)probs[(r * stride) + i]);
+                    Assert.True(Math.Abs(sums[r] - want) <= 1e-6 * Math.Max(1, want), $"hd {hd} count {count} head {r}: sum {sums[r]} vs {want}");
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public void SoftExpIsWithin5e7OfExpAndItsVectorIsBitIdentical()
+    {
+        var xs = Enumerable.Range(0, 20000).Select(i => -87f * i / 19999).Concat([0f, -1e-8f, -0.3465736f, -0.3465737f, -86.9f]).ToArray();
+        foreach (float x in xs)
+        {
+            double rel = Math.Abs(Int8ValueKernels.SoftExp(x) - Math.Exp(x)) / Math.Exp(x);
+            Assert.True(rel < 5e-7, $"SoftExp({x}) = {Int8ValueKernels.SoftExp(x)} vs {Math.Exp(x)}: {rel:E2}");
+        }
+
+        Assert.Equal(Int8ValueKernels.SoftExp(-87f), Int8ValueKernels.SoftExp(-1000f)); // clamped
+        if (Int8ValueKernels.IsSupported)
+        {
+            for (int i = 0; i + 16 <= xs.Length; i += 16)
+            {
+                var v = Int8ValueKernels.SoftExp(Vector512.Create(xs.AsSpan(i, 16)));
+                for (int l = 0; l < 16; l++)
+                {
+                    Assert.Equal(BitConverter.SingleToInt32Bits(Int8ValueKernels.SoftExp(xs[i + l])), BitConverter.SingleToInt32Bits(v[l]));
+                }
+            }
+        }
     }
 
     [Fact]
