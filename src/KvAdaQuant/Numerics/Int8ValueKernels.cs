@@ -622,7 +622,7 @@ internal static unsafe class Int8ValueKernels
 
     // The block's byte weights of four heads: per head and group the weights u = p a (kept in weights), their largest
     // value U and the offsets' lanes += p b; then U / 255 and 255 / U for all pairs by one vector division each
-    // (scales[r * 16 + g]); then the bytes round(u * 255 / U) into uq[r][group][token].
+    // (scales[r * groups + g]); then the bytes round(u * 255 / U) into uq[r][group][token].
     private static void QuantizeBlock(float* probs, int stride, int h0, int heads, int t0, int n, float* pad, float* softmaxMax, float* sumLanes, int groups, float* aPl, float* bPl, float* offsets, float* scales, byte* uq, float* weights)
     {
         int pairs = HeadBlock * groups;
@@ -669,12 +669,8 @@ internal static unsafe class Int8ValueKernels
         {
             var m = Vector512.Load(max + i);
             var positive = Vector512.GreaterThan(m, Vector512<float>.Zero);
-            var scale = Vector512.ConditionalSelect(positive, m / Vector512.Create(255f), Vector512<float>.Zero);
+            Vector512.ConditionalSelect(positive, m / Vector512.Create(255f), Vector512<float>.Zero).Store(scales + i);
             Vector512.ConditionalSelect(positive, Vector512.Create(255f) / m, Vector512<float>.Zero).Store(inverse + i);
-            for (int j = i; j < Math.Min(pairs, i + Lanes); j++)
-            {
-                scales[(j / groups * Lanes) + (j % groups)] = scale[j - i];
-            }
         }
 
         // Two saturating packs (int32 -> uint16 -> uint8, exact for 0..255) leave dword k of 128-bit block b holding the
@@ -754,9 +750,9 @@ internal static unsafe class Int8ValueKernels
 
         var gi = Vector512.Load(groupIdx + (c * Lanes));
         Flush(o0, Avx512F.PermuteVar16x32(Vector512.Load(scales), gi), a00, a01, a02, a03);
-        Flush(o1, Avx512F.PermuteVar16x32(Vector512.Load(scales + Lanes), gi), a10, a11, a12, a13);
-        Flush(o2, Avx512F.PermuteVar16x32(Vector512.Load(scales + (2 * Lanes)), gi), a20, a21, a22, a23);
-        Flush(o3, Avx512F.PermuteVar16x32(Vector512.Load(scales + (3 * Lanes)), gi), a30, a31, a32, a33);
+        Flush(o1, Avx512F.PermuteVar16x32(Vector512.Load(scales + groups), gi), a10, a11, a12, a13);
+        Flush(o2, Avx512F.PermuteVar16x32(Vector512.Load(scales + (2 * groups)), gi), a20, a21, a22, a23);
+        Flush(o3, Avx512F.PermuteVar16x32(Vector512.Load(scales + (3 * groups)), gi), a30, a31, a32, a33);
     }
 
     // Head dim 32: eight tokens a step over the block for four heads (one group, so one byte plane per head), then the
@@ -802,9 +798,9 @@ internal static unsafe class Int8ValueKernels
         }
 
         Flush8(o0, Vector256.Create(scales[0]), a00, a01, a02, a03);
-        Flush8(o1, Vector256.Create(scales[Lanes]), a10, a11, a12, a13);
-        Flush8(o2, Vector256.Create(scales[2 * Lanes]), a20, a21, a22, a23);
-        Flush8(o3, Vector256.Create(scales[3 * Lanes]), a30, a31, a32, a33);
+        Flush8(o1, Vector256.Create(scales[1]), a10, a11, a12, a13);
+        Flush8(o2, Vector256.Create(scales[2]), a20, a21, a22, a23);
+        Flush8(o3, Vector256.Create(scales[3]), a30, a31, a32, a33);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
