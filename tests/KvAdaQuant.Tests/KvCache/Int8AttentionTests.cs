@@ -20,29 +20,9 @@ public class Int8AttentionTests
     [InlineData("k4v2:sym:r16:sink4", 64)]
     public void AttentionOutputIsCloseToTheFp32Path(string kv, int hd)
     {
-        // Keys ~ U(-2, 2), queries ~ U(-1, 1) x 3 (peaky softmax), 300 positions (sinks, quantized rows, residual window).
-        const int Heads = 2, Rep = 4, Length = 300;
-        var layout = new KvLayout(1, Heads, hd, Length);
-        var spec = KvPlan.Parse(kv, 1).Layers[0];
-        using var fp32 = new QuantizedKvStore(layout, spec, AttentionPrecision.Fp32);
-        using var int8 = new QuantizedKvStore(layout, spec, AttentionPrecision.Int8);
-        Assert.False(fp32.UsesInt8);
-        Assert.True(int8.UsesInt8);
-        var rng = new Random(hd + kv.Length);
-        var k = Enumerable.Range(0, Length * Heads * hd).Select(_ => (float)((rng.NextDouble() * 4) - 2)).ToArray();
-        var v = Enumerable.Range(0, Length * Heads * hd).Select(_ => (float)((rng.NextDouble() * 2) - 1)).ToArray();
-        fp32.Append(k, v, Length);
-        int8.Append(k, v, Length);
-        var q = Enumerable.Range(0, Rep * hd).Select(_ => (float)((rng.NextDouble() * 2) - 1) * 3).ToArray();
-        var scores = new float[Rep * Length];
-        foreach (int length in new[] { 1, 9, 150, Length })
+        // Outputs are convex combinations of values in [-1, 1]; the int8 scores move each logit by far less than 0.05.
+        foreach (var (length, worst) in WorstDifferences(kv, hd, 300, 1, AttentionPrecision.Fp32, AttentionPrecision.Int8, hd + kv.Length, [1, 9, 150, 300]))
         {
-            var a = new float[Rep * hd];
-            var b = new float[Rep * hd];
-            fp32.Attend(1, q, Rep, length, a, scores);
-            int8.Attend(1, q, Rep, length, b, scores);
-            double worst = a.Zip(b).Max(p => Math.Abs(p.First - p.Second));
-            // Outputs are convex combinations of values in [-1, 1]; the int8 scores move each logit by far less than 0.05.
             Assert.True(worst < 0.02, $"{kv} hd {hd} length {length}: max |int8 - fp32| = {worst}");
             Assert.True(worst > 0 || length == 1, "the int8 path should not be the FP32 path");
         }
@@ -56,36 +36,47 @@ public class Int8AttentionTests
     [InlineData("k4v2:g64", 128)]
     public void ByteValueSumsAreCloseToTheInt8Path(string kv, int hd)
     {
-        // The same stores and data as above; the byte-weight value sum against the FP32 one after the same int8 scores.
+        // The byte-weight value sum against the FP32 one after the same int8 scores. Values in [-1, 1] with 2-bit steps
+        // of about 0.67 (rounding up to 0.33 per value). Each token's byte weight is off by up to half a step of its
+        // block's largest weight, whatever its own size, so with a peaky softmax (sum of weights near 1) the outputs move
+        // by up to about 0.02 here (measured 0.013-0.018): an order below the codes' rounding.
         Skip.IfNot(KvAdaQuant.Numerics.Int8ValueKernels.IsSupported, "AVX-512 VBMI not available");
-        const int Heads = 2, Rep = 4, Length = 301;
-        var layout = new KvLayout(1, Heads, hd, Length);
-        var spec = KvPlan.Parse(kv, 1).Layers[0];
-        using var int8 = new QuantizedKvStore(layout, spec, AttentionPrecision.Int8);
-        using var bytes = new QuantizedKvStore(layout, spec, AttentionPrecision.Int8Values);
-        Assert.False(int8.UsesInt8Values);
-        Assert.True(bytes.UsesInt8 && bytes.UsesInt8Values);
-        var rng = new Random(hd + (3 * kv.Length));
-        var k = Enumerable.Range(0, Length * Heads * hd).Select(_ => (float)((rng.NextDouble() * 4) - 2)).ToArray();
-        var v = Enumerable.Range(0, Length * Heads * hd).Select(_ => (float)((rng.NextDouble() * 2) - 1)).ToArray();
-        int8.Append(k, v, Length);
-        bytes.Append(k, v, Length);
-        var q = Enumerable.Range(0, Rep * hd).Select(_ => (float)((rng.NextDouble() * 2) - 1) * 3).ToArray();
-        var scores = new float[Rep * Length];
-        foreach (int length in new[] { 1, 9, 150, 299, Length })
+        foreach (var (length, worst) in WorstDifferences(kv, hd, 301, 0, AttentionPrecision.Int8, AttentionPrecision.Int8Values, hd + (3 * kv.Length), [1, 9, 150, 299, 301]))
         {
-            var a = new float[Rep * hd];
-            var b = new float[Rep * hd];
-            int8.Attend(0, q, Rep, length, a, scores);
-            bytes.Attend(0, q, Rep, length, b, scores);
-            double worst = a.Zip(b).Max(p => Math.Abs(p.First - p.Second));
-            // Values in [-1, 1] with 2-bit steps of about 0.67 (rounding up to 0.33 per value). Each token's byte weight
-            // is off by up to half a step of its block's largest weight, whatever its own size, so with a peaky softmax
-            // (sum of weights near 1) the outputs move by up to about 0.02 here (measured 0.013-0.018): an order below
-            // the codes' rounding.
             Assert.True(worst < 0.05, $"{kv} hd {hd} length {length}: max |bytes - int8| = {worst}");
             Assert.True(worst > 0 || length < 150, "the byte path should not be the FP32 value sum");
         }
+    }
+
+    // Two stores of one spec with attention precisions a and b (b's special path checked to be in use), filled alike:
+    // keys ~ U(-2, 2), values ~ U(-1, 1), queries ~ U(-1, 1) x 3 (peaky softmax), capacity positions (sinks, quantized
+    // rows, residual window); per length, the largest |output_a - output_b| of KV head kvHead.
+    private static IEnumerable<(int Length, double Worst)> WorstDifferences(string kv, int hd, int capacity, int kvHead, AttentionPrecision a, AttentionPrecision b, int seed, int[] lengths)
+    {
+        const int Heads = 2, Rep = 4;
+        var layout = new KvLayout(1, Heads, hd, capacity);
+        var spec = KvPlan.Parse(kv, 1).Layers[0];
+        using var sa = new QuantizedKvStore(layout, spec, a);
+        using var sb = new QuantizedKvStore(layout, spec, b);
+        Assert.True(b == AttentionPrecision.Int8Values ? sb.UsesInt8Values && !sa.UsesInt8Values : sb.UsesInt8 && !sa.UsesInt8);
+        var rng = new Random(seed);
+        var k = Enumerable.Range(0, capacity * Heads * hd).Select(_ => (float)((rng.NextDouble() * 4) - 2)).ToArray();
+        var v = Enumerable.Range(0, capacity * Heads * hd).Select(_ => (float)((rng.NextDouble() * 2) - 1)).ToArray();
+        sa.Append(k, v, capacity);
+        sb.Append(k, v, capacity);
+        var q = Enumerable.Range(0, Rep * hd).Select(_ => (float)((rng.NextDouble() * 2) - 1) * 3).ToArray();
+        var scores = new float[Rep * capacity];
+        var result = new List<(int, double)>();
+        foreach (int length in lengths)
+        {
+            var oa = new float[Rep * hd];
+            var ob = new float[Rep * hd];
+            sa.Attend(kvHead, q, Rep, length, oa, scores);
+            sb.Attend(kvHead, q, Rep, length, ob, scores);
+            result.Add((length, oa.Zip(ob).Max(p => Math.Abs(p.First - p.Second))));
+        }
+
+        return result;
     }
 
     [Theory]
