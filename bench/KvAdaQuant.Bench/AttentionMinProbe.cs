@@ -16,22 +16,25 @@ namespace KvAdaQuant.Bench;
 public static class AttentionMinProbe
 {
     /// <summary>Runs the probe for a cache spec on both shapes and prints one line per shape.</summary>
-    public static void Run(string kv) => Run(kv, 32768, resident: false);
+    public static void Run(string kv) => Run(kv, 32768, resident: false, threads: 1);
 
     /// <summary>
     /// Runs the probe at <paramref name="context"/> positions. With <paramref name="resident"/> one layer is filled
     /// and attended over and over, so its bytes come from the caches (a context of 2,048 to 4,096 fits the 1B shape's
     /// layer in L2/L3): the time per position there is the kernels' compute ceiling, to set against the streamed one.
     /// </summary>
-    public static void Run(string kv, int context, bool resident)
+    /// <remarks>With <paramref name="threads"/> above 1 the whole steps run their KV heads over a <see cref="WorkerPool"/>
+    /// (as the engine and <see cref="AttentionStepBenchmark"/> do); the parts stay single-threaded.</remarks>
+    public static void Run(string kv, int context, bool resident, int threads)
     {
         // Same number of positions attended per shape whatever the context, so the minimum is taken over as much work.
         int scale = Math.Max(1, 32768 / context);
-        Run("llama-3.2-1b", kv, context, 120 * scale, resident);
-        Run("llama-3.1-8b", kv, context, 60 * scale, resident);
+        using var pool = threads > 1 ? new WorkerPool(threads) : null;
+        Run("llama-3.2-1b", kv, context, 120 * scale, resident, pool);
+        Run("llama-3.1-8b", kv, context, 60 * scale, resident, pool);
     }
 
-    private static void Run(string shape, string kv, int context, int steps, bool resident)
+    private static void Run(string shape, string kv, int context, int steps, bool resident, WorkerPool? pool)
     {
         const int Heads = AttentionStepBenchmark.KvHeads, Rep = AttentionStepBenchmark.QueryHeads;
         int hd = AttentionStepBenchmark.HeadDimOf(shape);
@@ -74,19 +77,14 @@ public static class AttentionMinProbe
         double int8Step = double.MaxValue, int8Scores = double.MaxValue, expSum = double.MaxValue;
         double int8ValuesStep = double.MaxValue, byteSums = double.MaxValue;
         bool byteValues = int8ValueStores[0].UsesInt8Values;
+        var heads = new HeadSteps(q, Heads, Rep, hd, context, pool?.Threads ?? 1);
         var max = new float[Rep];
         var expSums = new float[Rep];
         var sw = new Stopwatch();
         for (int it = 0; it < steps; it++)
         {
             int l = it % layers;
-            sw.Restart();
-            for (int g = 0; g < Heads; g++)
-            {
-                stores[l].Attend(g, q.AsSpan(g * Rep * hd, Rep * hd), Rep, context, o, s);
-            }
-
-            step = Math.Min(step, sw.Elapsed.TotalMilliseconds);
+            step = Math.Min(step, heads.Time(stores[l], pool));
             double a = 0, b = 0, c = 0;
             for (int g = 0; g < Heads; g++)
             {
@@ -107,20 +105,8 @@ public static class AttentionMinProbe
                 c += sw.Elapsed.TotalMilliseconds;
             }
 
-            sw.Restart();
-            for (int g = 0; g < Heads; g++)
-            {
-                int8Stores[l].Attend(g, q.AsSpan(g * Rep * hd, Rep * hd), Rep, context, o, s);
-            }
-
-            int8Step = Math.Min(int8Step, sw.Elapsed.TotalMilliseconds);
-            sw.Restart();
-            for (int g = 0; g < Heads; g++)
-            {
-                int8ValueStores[l].Attend(g, q.AsSpan(g * Rep * hd, Rep * hd), Rep, context, o, s);
-            }
-
-            int8ValuesStep = Math.Min(int8ValuesStep, sw.Elapsed.TotalMilliseconds);
+            int8Step = Math.Min(int8Step, heads.Time(int8Stores[l], pool));
+            int8ValuesStep = Math.Min(int8ValuesStep, heads.Time(int8ValueStores[l], pool));
             double d8 = 0, e8 = 0, f8 = 0;
             for (int g = 0; g < Heads; g++)
             {
@@ -165,12 +151,48 @@ public static class AttentionMinProbe
         }
 
         var ci = CultureInfo.InvariantCulture;
-        string where = resident ? " resident (1 layer)" : string.Create(ci, $" streamed ({layers} layers)");
+        string where = (resident ? " resident (1 layer)" : string.Create(ci, $" streamed ({layers} layers)")) + (pool is null ? string.Empty : string.Create(ci, $", steps on {pool.Threads} threads"));
         Console.WriteLine(string.Create(ci, $"{shape} {kv} {context}{where}: min of {steps} steps: step {step:F3} ms ({AttentionStepBenchmark.CacheBytes(shape, kv, context) / (step * 1e6):F2} GB/s); parts: scores {scores:F3} ms, scale + softmax {softmax:F3} ms, values {sums:F3} ms"));
         Console.WriteLine(string.Create(ci, $"{shape} {kv} {context} int8: step {int8Step:F3} ms ({AttentionStepBenchmark.CacheBytes(shape, kv, context) / (int8Step * 1e6):F2} GB/s); parts: int8 scores {int8Scores:F3} ms, exp-sum {expSum:F3} ms"));
         if (byteValues)
         {
             Console.WriteLine(string.Create(ci, $"{shape} {kv} {context} int8 + byte values: step {int8ValuesStep:F3} ms ({AttentionStepBenchmark.CacheBytes(shape, kv, context) / (int8ValuesStep * 1e6):F2} GB/s); parts: int8 scores as above, exp fused into the byte-weight values {byteSums:F3} ms"));
+        }
+    }
+
+    /// <summary>One step: every KV head of a layer attended once, on the calling thread or over a worker pool.</summary>
+    private sealed class HeadSteps(float[] q, int heads, int rep, int hd, int context, int threads) : IParallelWork
+    {
+        private readonly float[] _output = new float[heads * rep * hd];
+        private readonly float[][] _scores = Enumerable.Range(0, threads).Select(_ => new float[rep * context]).ToArray();
+        private readonly Stopwatch _sw = new();
+        private IKvLayerCache? _layer;
+
+        /// <summary>Milliseconds of one step over <paramref name="layer"/>.</summary>
+        public double Time(IKvLayerCache layer, WorkerPool? pool)
+        {
+            _layer = layer;
+            _sw.Restart();
+            if (pool is not null)
+            {
+                pool.Run(this, heads);
+            }
+            else
+            {
+                for (int g = 0; g < heads; g++)
+                {
+                    Execute(g, 0);
+                }
+            }
+
+            return _sw.Elapsed.TotalMilliseconds;
+        }
+
+        /// <inheritdoc/>
+        public void Execute(int index, int worker)
+        {
+            int span = rep * hd;
+            _layer!.Attend(index, q.AsSpan(index * span, span), rep, context, _output.AsSpan(index * span, span), _scores[worker]);
         }
     }
 }

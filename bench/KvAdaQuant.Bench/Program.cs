@@ -24,7 +24,7 @@ public static class Program
                 return;
             }
 
-            AttentionMinProbe.Run(probe.Kv, probe.Context, probe.Resident);
+            AttentionMinProbe.Run(probe.Kv, probe.Context, probe.Resident, probe.Threads);
             return;
         }
 

@@ -16,6 +16,23 @@ public class MinProbeArgumentsTests
         Assert.Equal(new MinProbeArguments("k4v2", 1024, true), MinProbeArguments.Parse(["k4v2", "--resident", "1024"]));
     }
 
+    [Fact]
+    public void ThreadsTakeTheNextArgument()
+    {
+        Assert.Equal(new MinProbeArguments("k4v2", 2048, true, 2), MinProbeArguments.Parse(["k4v2", "--threads", "2", "2048", "--resident"]));
+        Assert.Equal(1, MinProbeArguments.Parse(["k4v2"]).Threads);
+    }
+
+    [Theory]
+    [InlineData("0")]
+    [InlineData("x")]
+    public void ABadThreadCountIsNamed(string bad)
+    {
+        var e = Assert.Throws<ArgumentException>(() => MinProbeArguments.Parse(["k4v2", "--threads", bad]));
+        Assert.Contains($"--threads needs a positive whole number of threads, got '{bad}'", e.Message);
+        Assert.Contains("--threads needs", Assert.Throws<ArgumentException>(() => MinProbeArguments.Parse(["k4v2", "--threads"])).Message);
+    }
+
     [Theory]
     [InlineData("abc")]
     [InlineData("0")]
