@@ -172,6 +172,13 @@ public static class AttentionMinProbe
         public double Time(IKvLayerCache layer, WorkerPool? pool)
         {
             _layer = layer;
+            if (pool is not null)
+            {
+                // Wake the workers first (they sleep after a short spin, and the single-threaded parts between steps
+                // are long enough for that): the step then starts with them spinning, as back-to-back kernels do.
+                pool.Run(Wake.Instance, pool.Threads);
+            }
+
             _sw.Restart();
             if (pool is not null)
             {
@@ -193,6 +200,15 @@ public static class AttentionMinProbe
         {
             int span = rep * hd;
             _layer!.Attend(index, q.AsSpan(index * span, span), rep, context, _output.AsSpan(index * span, span), _scores[worker]);
+        }
+    }
+
+    private sealed class Wake : IParallelWork
+    {
+        public static readonly Wake Instance = new();
+
+        public void Execute(int index, int worker)
+        {
         }
     }
 }
