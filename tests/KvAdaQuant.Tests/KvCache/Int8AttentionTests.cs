@@ -106,16 +106,8 @@ public class Int8AttentionTests
     [Fact]
     public void GreedyTokensOfStories3MAreUnchangedFor32Tokens()
     {
-        using var model = ModelLoader.Load(Fixtures.Stories3M);
-        using var transformer = new Transformer(model, 2);
-        var layout = transformer.CacheLayout(64);
-        var plan = KvPlan.Parse("k4v4", model.Config.Layers);
-        using var a = new InferenceSession(transformer, KvCacheFactory.Create(plan, layout, AttentionPrecision.Fp32));
-        using var b = new InferenceSession(transformer, KvCacheFactory.Create(plan, layout, AttentionPrecision.Int8));
-        Assert.Equal(model.Config.Layers, ((QuantizedKvCache)b.Cache).Int8Layers);
-        var ta = new Generator(a, model.Tokenizer!).Generate([1], 32, new Sampler()).Tokens;
-        var tb = new Generator(b, model.Tokenizer!).Generate([1], 32, new Sampler()).Tokens;
-        Assert.Equal(ta, tb);
+        var (a, b) = GreedyTokensOfStories3M("k4v4", AttentionPrecision.Fp32, AttentionPrecision.Int8, 32, c => c.Int8Layers);
+        Assert.Equal(a, b);
     }
 
     [Theory]
@@ -125,17 +117,10 @@ public class Int8AttentionTests
     {
         // WikiText-2, first 20,000 characters, chunks of 256 (3,810 tokens scored). Measured: k4v2 494.58 (fp32) vs
         // 491.69 (int8), -0.6 %; k8v8 380.39 vs 380.02, -0.1 %. For scale: the FP32 cache gives 379.93.
-        using var model = ModelLoader.Load(Fixtures.Stories3M);
-        using var transformer = new Transformer(model, 2);
-        var text = File.ReadAllText(Fixtures.Path("data", "wikitext-2", "wiki.test.raw"))[..20000];
-        var tokens = model.Tokenizer!.Encode(text, addBos: true);
-        var plan = KvPlan.Parse(kv, model.Config.Layers);
-        var fp32 = PerplexityEvaluator.Evaluate(transformer, tokens, 256, l => KvCacheFactory.Create(plan, l, AttentionPrecision.Fp32), model.Tokenizer.BosToken);
-        var int8 = PerplexityEvaluator.Evaluate(transformer, tokens, 256, l => KvCacheFactory.Create(plan, l, AttentionPrecision.Int8), model.Tokenizer.BosToken);
-        Assert.Equal(fp32.TokensScored, int8.TokensScored);
-        double rel = Math.Abs(int8.Perplexity - fp32.Perplexity) / fp32.Perplexity;
-        Assert.True(rel < share, $"{kv}: perplexity fp32 attention {fp32.Perplexity}, int8 {int8.Perplexity}: {rel:P2} apart");
-        Assert.NotEqual(fp32.Perplexity, int8.Perplexity);
+        var p = PerplexitiesOfStories3M(kv, AttentionPrecision.Fp32, AttentionPrecision.Int8);
+        double rel = Math.Abs(p[1] - p[0]) / p[0];
+        Assert.True(rel < share, $"{kv}: perplexity fp32 attention {p[0]}, int8 {p[1]}: {rel:P2} apart");
+        Assert.NotEqual(p[0], p[1]);
     }
 
     [SkippableTheory]
@@ -146,17 +131,10 @@ public class Int8AttentionTests
         // Same text and chunks as above. Measured: k4v2 494.59 (FP32 attention), 491.69 (int8), 497.91 (int8 + byte
         // values with the fused SoftExp, +0.67 %); k8v2 468.82, 464.15, 466.81 (-0.43 %).
         Skip.IfNot(KvAdaQuant.Numerics.Int8ValueKernels.IsSupported, "AVX-512 VBMI not available");
-        using var model = ModelLoader.Load(Fixtures.Stories3M);
-        using var transformer = new Transformer(model, 2);
-        var text = File.ReadAllText(Fixtures.Path("data", "wikitext-2", "wiki.test.raw"))[..20000];
-        var tokens = model.Tokenizer!.Encode(text, addBos: true);
-        var plan = KvPlan.Parse(kv, model.Config.Layers);
-        var fp32 = PerplexityEvaluator.Evaluate(transformer, tokens, 256, l => KvCacheFactory.Create(plan, l, AttentionPrecision.Fp32), model.Tokenizer.BosToken);
-        var int8 = PerplexityEvaluator.Evaluate(transformer, tokens, 256, l => KvCacheFactory.Create(plan, l, AttentionPrecision.Int8), model.Tokenizer.BosToken);
-        var bytes = PerplexityEvaluator.Evaluate(transformer, tokens, 256, l => KvCacheFactory.Create(plan, l, AttentionPrecision.Int8Values), model.Tokenizer.BosToken);
-        double rel = Math.Abs(bytes.Perplexity - fp32.Perplexity) / fp32.Perplexity;
-        Assert.True(rel < share, $"{kv}: perplexity fp32 attention {fp32.Perplexity}, int8 + byte values {bytes.Perplexity}: {rel:P2} apart");
-        Assert.NotEqual(int8.Perplexity, bytes.Perplexity);
+        var p = PerplexitiesOfStories3M(kv, AttentionPrecision.Fp32, AttentionPrecision.Int8, AttentionPrecision.Int8Values);
+        double rel = Math.Abs(p[2] - p[0]) / p[0];
+        Assert.True(rel < share, $"{kv}: perplexity fp32 attention {p[0]}, int8 + byte values {p[2]}: {rel:P2} apart");
+        Assert.NotEqual(p[1], p[2]);
     }
 
     [SkippableFact]
@@ -164,16 +142,37 @@ public class Int8AttentionTests
     {
         // Measured: the first 25 tokens from BOS agree with the int8 path (k4v2); FP32 and int8 attention agree on 15.
         Skip.IfNot(KvAdaQuant.Numerics.Int8ValueKernels.IsSupported, "AVX-512 VBMI not available");
+        var (a, b) = GreedyTokensOfStories3M("k4v2", AttentionPrecision.Int8, AttentionPrecision.Int8Values, 24, c => c.Int8ValueLayers);
+        Assert.Equal(a, b);
+    }
+
+    // Greedy tokens from BOS on stories3M with the plan under attention precisions a and b; layersUsing(b's cache) must
+    // count every layer (the special path is in use).
+    private static (IReadOnlyList<int> A, IReadOnlyList<int> B) GreedyTokensOfStories3M(string kv, AttentionPrecision a, AttentionPrecision b, int n, Func<QuantizedKvCache, int> layersUsing)
+    {
         using var model = ModelLoader.Load(Fixtures.Stories3M);
         using var transformer = new Transformer(model, 2);
         var layout = transformer.CacheLayout(64);
-        var plan = KvPlan.Parse("k4v2", model.Config.Layers);
-        using var a = new InferenceSession(transformer, KvCacheFactory.Create(plan, layout, AttentionPrecision.Int8));
-        using var b = new InferenceSession(transformer, KvCacheFactory.Create(plan, layout, AttentionPrecision.Int8Values));
-        Assert.Equal(model.Config.Layers, ((QuantizedKvCache)b.Cache).Int8ValueLayers);
-        var ta = new Generator(a, model.Tokenizer!).Generate([1], 24, new Sampler()).Tokens;
-        var tb = new Generator(b, model.Tokenizer!).Generate([1], 24, new Sampler()).Tokens;
-        Assert.Equal(ta, tb);
+        var plan = KvPlan.Parse(kv, model.Config.Layers);
+        using var sa = new InferenceSession(transformer, KvCacheFactory.Create(plan, layout, a));
+        using var sb = new InferenceSession(transformer, KvCacheFactory.Create(plan, layout, b));
+        Assert.Equal(model.Config.Layers, layersUsing((QuantizedKvCache)sb.Cache));
+        var ta = new Generator(sa, model.Tokenizer!).Generate([1], n, new Sampler()).Tokens;
+        var tb = new Generator(sb, model.Tokenizer!).Generate([1], n, new Sampler()).Tokens;
+        return (ta, tb);
+    }
+
+    // Perplexity of stories3M on the first 20,000 characters of WikiText-2 in chunks of 256, per attention precision.
+    private static double[] PerplexitiesOfStories3M(string kv, params AttentionPrecision[] precisions)
+    {
+        using var model = ModelLoader.Load(Fixtures.Stories3M);
+        using var transformer = new Transformer(model, 2);
+        var text = File.ReadAllText(Fixtures.Path("data", "wikitext-2", "wiki.test.raw"))[..20000];
+        var tokens = model.Tokenizer!.Encode(text, addBos: true);
+        var plan = KvPlan.Parse(kv, model.Config.Layers);
+        var results = precisions.Select(p => PerplexityEvaluator.Evaluate(transformer, tokens, 256, l => KvCacheFactory.Create(plan, l, p), model.Tokenizer.BosToken)).ToArray();
+        Assert.All(results, r => Assert.Equal(results[0].TokensScored, r.TokensScored));
+        return results.Select(r => r.Perplexity).ToArray();
     }
 
     [Theory]
