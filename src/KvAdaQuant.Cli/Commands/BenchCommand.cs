@@ -95,7 +95,7 @@ internal static class BenchCommand
 
                 if (r.GetValue(attnInt8) || r.GetValue(attnInt8Values))
                 {
-                    throw new ArgumentException("--attn-int8 selects a CPU attention kernel; it cannot be combined with --device cuda");
+                    throw new ArgumentException($"{CommonOptions.AttentionFlag(CommonOptions.Attention(r.GetValue(attnInt8), r.GetValue(attnInt8Values)))} selects a CPU attention kernel; it cannot be combined with --device cuda");
                 }
 
                 int b = r.GetValue(batch);

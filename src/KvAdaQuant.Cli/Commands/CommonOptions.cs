@@ -55,6 +55,10 @@ internal static class CommonOptions
         values ? KvAdaQuant.KvCache.AttentionPrecision.Int8Values
         : int8 ? KvAdaQuant.KvCache.AttentionPrecision.Int8 : KvAdaQuant.KvCache.AttentionPrecision.Fp32;
 
+    /// <summary>The flag that selected <paramref name="attention"/> (for error messages): <c>--attn-int8-values</c> or <c>--attn-int8</c>.</summary>
+    public static string AttentionFlag(KvAdaQuant.KvCache.AttentionPrecision attention) =>
+        attention == KvAdaQuant.KvCache.AttentionPrecision.Int8Values ? "--attn-int8-values" : "--attn-int8";
+
     /// <summary>The <c>"attention"</c> value of the JSON outputs: <c>int8-values</c>, <c>int8</c> or <c>fp32</c>.</summary>
     public static string AttentionName(KvAdaQuant.KvCache.AttentionPrecision attention) => attention switch
     {

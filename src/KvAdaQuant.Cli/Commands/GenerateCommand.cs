@@ -63,7 +63,7 @@ internal static class GenerateCommand
             {
                 if (int8)
                 {
-                    throw new ArgumentException("--attn-int8 selects a CPU attention kernel; it cannot be combined with --device cuda");
+                    throw new ArgumentException($"{CommonOptions.AttentionFlag(precision)} selects a CPU attention kernel; it cannot be combined with --device cuda");
                 }
 
                 return GenerateOnGpu(r, m, tok, c, n, prompt, temperature, topK, topP, seed, kv, kvPlan, json);

@@ -42,13 +42,15 @@ public class AttnInt8CliTests
     }
 
     [Theory]
-    [InlineData("generate")]
-    [InlineData("bench")]
-    public void Int8WithTheGpuIsOneClearError(string command)
+    [InlineData("generate", "--attn-int8")]
+    [InlineData("bench", "--attn-int8")]
+    [InlineData("generate", "--attn-int8-values")]
+    [InlineData("bench", "--attn-int8-values")]
+    public void Int8WithTheGpuIsOneClearError(string command, string flag)
     {
-        var (rc, _, stderr) = KvaqProcess.Run(command, "--model", Fixtures.Stories3M, "--kv", "k4v2", "--device", "cuda", "--attn-int8");
+        var (rc, _, stderr) = KvaqProcess.Run(command, "--model", Fixtures.Stories3M, "--kv", "k4v2", "--device", "cuda", flag);
         Assert.Equal(1, rc);
-        Assert.Contains("--attn-int8 selects a CPU attention kernel; it cannot be combined with --device cuda", stderr);
+        Assert.Contains($"{flag} selects a CPU attention kernel; it cannot be combined with --device cuda", stderr);
     }
 
     [Theory]
