@@ -36,6 +36,7 @@ internal static class BenchCommand
             int nDecode = r.GetValue(decodeTokens);
             int nRuns = r.GetValue(runs);
             int nThreads = r.GetValue(threads);
+            var attention = CommonOptions.Attention(r.GetValue(attnInt8), r.GetValue(attnInt8Values));
             if (nThreads < 0)
             {
                 throw new ArgumentException($"--threads must be >= 0, got {nThreads}");
@@ -93,9 +94,9 @@ internal static class BenchCommand
                     throw new ArgumentException("--vs llama.cpp runs on the CPU; it cannot be combined with --device cuda");
                 }
 
-                if (r.GetValue(attnInt8) || r.GetValue(attnInt8Values))
+                if (attention != KvAdaQuant.KvCache.AttentionPrecision.Fp32)
                 {
-                    throw new ArgumentException($"{CommonOptions.AttentionFlag(CommonOptions.Attention(r.GetValue(attnInt8), r.GetValue(attnInt8Values)))} selects a CPU attention kernel; it cannot be combined with --device cuda");
+                    throw new ArgumentException($"{CommonOptions.AttentionFlag(attention)} selects a CPU attention kernel; it cannot be combined with --device cuda");
                 }
 
                 int b = r.GetValue(batch);
@@ -116,7 +117,7 @@ internal static class BenchCommand
             var engines = new List<IBenchEngine>();
             try
             {
-                engines.Add(new KvaqBenchEngine(m, spec, nThreads, CommonOptions.Attention(r.GetValue(attnInt8), r.GetValue(attnInt8Values))));
+                engines.Add(new KvaqBenchEngine(m, spec, nThreads, attention));
 
                 // kvaq alone first, at the largest context: its peak RSS before llama.cpp maps its copy of the weights.
                 // Without --vs the whole run is kvaq alone, so this pass is skipped.
@@ -154,7 +155,7 @@ internal static class BenchCommand
                     {
                         ["model"] = m.Path,
                         ["kv"] = spec,
-                        ["attention"] = CommonOptions.AttentionName(CommonOptions.Attention(r.GetValue(attnInt8), r.GetValue(attnInt8Values))),
+                        ["attention"] = CommonOptions.AttentionName(attention),
                         ["llama_cpp.cache"] = llamaCache,
                         ["threads"] = nThreads,
                         ["runs"] = nRuns,

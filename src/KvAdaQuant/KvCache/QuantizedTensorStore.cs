@@ -92,7 +92,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     public bool SupportsInt8 => _int8;
 
     /// <summary>
-    /// Whether <see cref="AccumulateInt8"/> handles this store: 2-bit per-token groups in a shape
+    /// Whether <see cref="AccumulateSoftmaxInt8"/> handles this store: 2-bit per-token groups in a shape
     /// <see cref="Int8ValueKernels.Supports"/>, on a CPU with AVX-512 VBMI.
     /// </summary>
     public bool SupportsInt8Values => _int8Values;
@@ -177,11 +177,12 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
             return;
         }
 
-        AccumulateRows(kvHead, probs, rep, length, output, int8Values: false);
+        AccumulateRows(kvHead, probs, rep, length, output);
     }
 
-    // The row-at-a-time value sum; with int8Values the whole steps of quantized rows go through Int8ValueKernels first.
-    private void AccumulateRows(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output, bool int8Values, float* max = null, float* sums = null)
+    // The row-at-a-time value sum; in softmax mode (max and sums given, see AccumulateSoftmaxInt8) the whole steps of
+    // quantized rows go through Int8ValueKernels first.
+    private void AccumulateRows(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output, float* max = null, float* sums = null)
     {
         int hd = _hd;
         Span<float> buf = stackalloc float[hd];
@@ -202,7 +203,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
             }
             else
             {
-                int first = int8Values ? ByteRows(kvHead, probs, rep, length, output, s0, quantEnd - s0, max, sums) : 0;
+                int first = max != null ? ByteRows(kvHead, probs, rep, length, output, s0, quantEnd - s0, max, sums) : 0;
                 AccumulatePerToken(kvHead, probs, rep, length, output, s0, quantEnd, buf, first);
             }
         }
@@ -399,9 +400,9 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         }
     }
 
-    // The fused value sum; with int8Values the whole quads of quantized rows go through Int8ValueKernels.
-    // (Softmax mode: max and sums non-null, the kernel's rows hold raw scores; see AccumulateSoftmaxInt8.)
-    private void AccumulateFused(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output, bool int8Values = false, float* max = null, float* sums = null)
+    // The fused value sum; in softmax mode (max and sums given, the kernel's rows holding raw scores; see
+    // AccumulateSoftmaxInt8) the whole steps of quantized rows go through Int8ValueKernels.
+    private void AccumulateFused(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output, float* max = null, float* sums = null)
     {
         if (length == 0)
         {
@@ -428,14 +429,10 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
                 permuted.Clear();
                 fixed (float* po = permuted)
                 {
-                    int count = quantEnd - s0, step = Int8ValueKernels.TokensPerStep(hd), quads = int8Values ? count / step * step : 0;
-                    if (quads > 0 && max != null)
+                    int count = quantEnd - s0, quads = max != null ? KernelRows(count) : 0;
+                    if (quads > 0)
                     {
                         Int8ValueKernels.AccumulateSoftmax(Rows(kvHead, 0, quads), p + s0, length, rep, max, sums, po);
-                    }
-                    else if (quads > 0)
-                    {
-                        Int8ValueKernels.Accumulate(Rows(kvHead, 0, quads), p + s0, length, rep, po);
                     }
 
                     if (quads < count)
@@ -457,26 +454,6 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     }
 
     /// <summary>
-    /// <see cref="Accumulate"/> with the quantized rows summed by <see cref="Int8ValueKernels"/> (byte weights; whole
-    /// quads of rows, the last 0-3 rows and the FP16 sinks and residual window in FP32). Requires <see cref="SupportsInt8Values"/>.
-    /// </summary>
-    public void AccumulateInt8(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output)
-    {
-        if (!_int8Values)
-        {
-            throw new InvalidOperationException($"int8 value sums do not handle values stored as {_spec}");
-        }
-
-        if (_fused && rep * _hd <= MaxFusedFloats)
-        {
-            AccumulateFused(kvHead, probs, rep, length, output, int8Values: true);
-            return;
-        }
-
-        AccumulateRows(kvHead, probs, rep, length, output, int8Values: true);
-    }
-
-    /// <summary>
     /// The int8 path's softmax and value sum in one: scores[r * length + j] are the raw (scaled) scores of head r and
     /// max[r] their largest; every position outside the kernel's whole steps of quantized rows becomes
     /// <see cref="Int8ValueKernels.SoftExp(float)"/>(score - max) in place and is summed in FP32, the kernel's rows take
@@ -492,8 +469,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
 
         int s0 = Math.Min(SinksHeld, length);
         int quantEnd = Math.Min(SinksHeld + _quantized, length);
-        int count = Math.Max(0, quantEnd - s0), step = Int8ValueKernels.TokensPerStep(_hd);
-        int k1 = s0 + (count / step * step);
+        int k1 = s0 + KernelRows(Math.Max(0, quantEnd - s0));
         _ = scores[(rep * length) - 1];
         _ = max[rep - 1];
         _ = sums[rep - 1];
@@ -509,20 +485,23 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
 
             if (_fused && rep * _hd <= MaxFusedFloats)
             {
-                AccumulateFused(kvHead, scores, rep, length, output, int8Values: true, mx, sm);
+                AccumulateFused(kvHead, scores, rep, length, output, mx, sm);
             }
             else
             {
-                AccumulateRows(kvHead, scores, rep, length, output, int8Values: true, mx, sm);
+                AccumulateRows(kvHead, scores, rep, length, output, mx, sm);
             }
         }
     }
 
-    // The first whole steps of the count quantized rows through Int8ValueKernels into output (un-permuted); returns
-    // how many rows it summed.
+    // Of count quantized rows, those Int8ValueKernels sums: its whole steps.
+    private int KernelRows(int count) => count / Int8ValueKernels.TokensPerStep(_hd) * Int8ValueKernels.TokensPerStep(_hd);
+
+    // The first whole steps of the count quantized rows through Int8ValueKernels (softmax mode) into output
+    // (un-permuted); returns how many rows it summed.
     private int ByteRows(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output, int s0, int count, float* max, float* sums)
     {
-        int hd = _hd, step = Int8ValueKernels.TokensPerStep(hd), rows = count / step * step;
+        int hd = _hd, rows = KernelRows(count);
         if (rows == 0)
         {
             return 0;
@@ -534,14 +513,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         fixed (float* p = probs)
         fixed (float* po = permuted)
         {
-            if (max != null)
-            {
-                Int8ValueKernels.AccumulateSoftmax(Rows(kvHead, 0, rows), p + s0, length, rep, max, sums, po);
-            }
-            else
-            {
-                Int8ValueKernels.Accumulate(Rows(kvHead, 0, rows), p + s0, length, rep, po);
-            }
+            Int8ValueKernels.AccumulateSoftmax(Rows(kvHead, 0, rows), p + s0, length, rep, max, sums, po);
         }
 
         FusedAttentionKernels.AddUnpermuted(permuted, _byteTable, output);
