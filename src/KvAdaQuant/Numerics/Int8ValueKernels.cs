@@ -135,14 +135,14 @@ internal static unsafe class Int8ValueKernels
         x = Avx512F.Max(x, Vector512.Create(-87f));
         var shift = Vector512.Create(RoundShift);
         var n = Vector512.FusedMultiplyAdd(x, Vector512.Create(Log2E), shift) - shift;
-        var r = Vector512.FusedMultiplyAdd(-n, Vector512.Create(Ln2Lo), Vector512.FusedMultiplyAdd(-n, Vector512.Create(Ln2Hi), x));
+        var r = Avx512F.FusedMultiplyAddNegated(n, Vector512.Create(Ln2Lo), Avx512F.FusedMultiplyAddNegated(n, Vector512.Create(Ln2Hi), x));
         var p = Vector512.FusedMultiplyAdd(Vector512.Create(1f / 720), r, Vector512.Create(1f / 120));
         p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1f / 24));
         p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(1f / 6));
         p = Vector512.FusedMultiplyAdd(p, r, Vector512.Create(0.5f));
         p = Vector512.FusedMultiplyAdd(p, r, Vector512<float>.One);
         p = Vector512.FusedMultiplyAdd(p, r, Vector512<float>.One);
-        return p * ((Avx512F.ConvertToVector512Int32WithTruncation(n) + Vector512.Create(127)) << 23).AsSingle();
+        return Avx512F.Scale(p, n);
     }
 
     /// <summary>x = <see cref="SoftExp(float)"/>(x - max) in place for n values, returning their sum (vector and scalar lanes give the same elements).</summary>
