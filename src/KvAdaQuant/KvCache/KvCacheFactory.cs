@@ -37,7 +37,7 @@ public static class KvCacheFactory
             if (attention == AttentionPrecision.Int8Values && cache.Int8ValueLayers == 0)
             {
                 cache.Dispose();
-                throw new ArgumentException($"{flag}: no layer of the KV plan '{plan.Name}' has values the byte-weight kernel reads (2-bit per-token groups: of 32 channels at head dim 32, of 32 or a multiple of 4 from 64 channels at head dims that are multiples of 64; in a layer whose keys take int8 scores, on a CPU with AVX-512 VBMI); head dim {layout.HeadDim}");
+                throw new ArgumentException($"{flag}: no layer of the KV plan '{plan.Name}' has values the byte-weight kernel reads (per-token groups of 2-bit codes: 32 channels at head dim 32, 32 or a multiple of 4 from 64 channels at head dims that are multiples of 64; of 4-bit codes: a multiple of 32 channels at head dim 32 or a multiple of 64; in a layer whose keys take int8 scores, on a CPU with AVX-512 VBMI); head dim {layout.HeadDim}");
             }
 
             return cache;

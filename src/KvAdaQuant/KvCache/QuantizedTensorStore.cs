@@ -82,7 +82,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         _permutation = _fused ? FusedAttentionKernels.PermutationTable(_hd, _bits.IntegerBits()) : [];
         _int8 = !_perChannel && _bits.IntegerBits() is 2 or 4 or 8 && Int8AttentionKernels.Supports(_bits.IntegerBits(), _hd, _groupChannels);
         _int8Values = allowFused && !_perChannel && Int8ValueKernels.IsSupported && Int8ValueKernels.Supports(_bits.IntegerBits(), _hd, _groupChannels);
-        _byteTable = _int8Values ? Int8ValueKernels.PermutationTable(_hd) : [];
+        _byteTable = _int8Values ? Int8ValueKernels.PermutationTable(_hd, _bits.IntegerBits()) : [];
     }
 
     /// <summary>
@@ -495,7 +495,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     }
 
     // Of count quantized rows, those Int8ValueKernels sums: its whole steps.
-    private int KernelRows(int count) => count / Int8ValueKernels.TokensPerStep(_hd) * Int8ValueKernels.TokensPerStep(_hd);
+    private int KernelRows(int count) => count / Int8ValueKernels.TokensPerStep(_hd, _bits.IntegerBits()) * Int8ValueKernels.TokensPerStep(_hd, _bits.IntegerBits());
 
     // The first whole steps of the count quantized rows through Int8ValueKernels (softmax mode) into output
     // (un-permuted); returns how many rows it summed.

@@ -51,33 +51,45 @@ internal static unsafe class Int8ValueKernels
     private const float Ln2Lo = -2.12194440e-4f;
 
     // The index tables of each (head dim, group channels), built once.
-    private static readonly ConcurrentDictionary<(int HeadDim, int GroupChannels), IndexTables> Tables = new();
+    private static readonly ConcurrentDictionary<(int HeadDim, int GroupChannels, int Bits), IndexTables> Tables = new();
 
     /// <summary>Whether the vector kernel runs on this CPU (AVX-512F, BW and VBMI).</summary>
     public static bool IsSupported => Avx512F.IsSupported && Avx512BW.IsSupported && Avx512Vbmi.IsSupported;
 
     /// <summary>
-    /// Whether this value layout is handled: 2-bit codes, per-token groups of whole 4-channel bytes; head dim 32 with
-    /// one group of 32 (8-byte rows, eight tokens a step), or head dim a multiple of 64 with groups that leave at most
-    /// two in any 64-channel chunk (32 channels, or 64 or more) and at most <see cref="MaxGroups"/> a row.
+    /// Whether this value layout is handled, per-token groups only. 2-bit codes (whole 4-channel bytes): head dim 32
+    /// with one group of 32 (8-byte rows, eight tokens a step), or head dim a multiple of 64 with groups that leave at
+    /// most two in any 64-channel chunk (32 channels, or 64 or more). 4-bit codes: head dim 32 or a multiple of 64 with
+    /// groups of a multiple of 32 channels (each 16-byte piece of a row in one group). At most <see cref="MaxGroups"/> a row.
     /// </summary>
-    public static bool Supports(int bits, int headDim, int groupChannels) =>
-        bits == 2 && groupChannels > 0 && ((headDim == 32 && groupChannels == 32)
-        || (headDim > 0 && headDim % 64 == 0 && headDim % groupChannels == 0
-            && (groupChannels == 32 || (groupChannels >= 64 && groupChannels % 4 == 0)) && headDim / groupChannels <= MaxGroups));
+    public static bool Supports(int bits, int headDim, int groupChannels) => groupChannels > 0 && headDim > 0 && bits switch
+    {
+        2 => (headDim == 32 && groupChannels == 32)
+            || (headDim % 64 == 0 && headDim % groupChannels == 0
+                && (groupChannels == 32 || (groupChannels >= 64 && groupChannels % 4 == 0)) && headDim / groupChannels <= MaxGroups),
+        4 => (headDim == 32 || headDim % 64 == 0) && groupChannels % 32 == 0 && headDim % groupChannels == 0 && headDim / groupChannels <= MaxGroups,
+        _ => false,
+    };
 
-    /// <summary>Rows per vector step: 8 for head dim 32 (eight 8-byte rows a vector), else <see cref="Quad"/>.</summary>
-    public static int TokensPerStep(int headDim) => headDim == 32 ? 8 : Quad;
+    /// <summary>Rows per vector step: 8 for 2-bit codes at head dim 32 (eight 8-byte rows a vector), else <see cref="Quad"/>.</summary>
+    public static int TokensPerStep(int headDim, int bits) => headDim == 32 && bits == 2 ? 8 : Quad;
+
+    /// <summary>
+    /// The largest byte weight: 255 for 2-bit codes; 127 for 4-bit codes, so that the int16 lanes' pair sums
+    /// (2 x 127 x 15 = 3,810) over a block's 16 quads (60,960) stay below 2^16.
+    /// </summary>
+    public static int WeightLevels(int bits) => bits == 4 ? 127 : 255;
 
     /// <summary>
     /// The channel whose sum lands at output position <paramref name="position"/>: <see cref="FusedAttentionKernels.PermutedChannel"/>
-    /// for head dims that are multiples of 64; for head dim 32, position 8 k + j holds channel 4 j + k.
+    /// of the code width (4-bit: position 32 b + 16 k + j holds channel 32 b + 2 j + k at every head dim); for 2-bit codes at
+    /// head dim 32, position 8 k + j holds channel 4 j + k.
     /// </summary>
-    public static int ChannelAt(int position, int headDim) =>
-        headDim == 32 ? (4 * (position % 8)) + (position / 8) : FusedAttentionKernels.PermutedChannel(position, 2);
+    public static int ChannelAt(int position, int headDim, int bits) =>
+        headDim == 32 && bits == 2 ? (4 * (position % 8)) + (position / 8) : FusedAttentionKernels.PermutedChannel(position, bits);
 
     /// <summary>The table position -> <see cref="ChannelAt"/> for one head.</summary>
-    public static int[] PermutationTable(int headDim) => Enumerable.Range(0, headDim).Select(p => ChannelAt(p, headDim)).ToArray();
+    public static int[] PermutationTable(int headDim, int bits) => Enumerable.Range(0, headDim).Select(p => ChannelAt(p, headDim, bits)).ToArray();
 
     /// <summary>
     /// output[r * hd + position] += sum over the rows of p_rt x_t (the remarks' byte-weight approximation), for r &lt;
@@ -199,18 +211,19 @@ internal static unsafe class Int8ValueKernels
         byte* uq = (byte*)(scratch + hd);
         int padWords = (TokenBlock * groups * pp) + 32;
         ushort* prmPad = stackalloc ushort[padWords];
-        var tables = Tables.GetOrAdd((hd, rows.GroupChannels), key => new IndexTables(key.HeadDim, key.GroupChannels));
+        var tables = Tables.GetOrAdd((hd, rows.GroupChannels, rows.Bits), key => new IndexTables(key.HeadDim, key.GroupChannels, key.Bits));
         fixed (byte* codeIdx = tables.Code, weightIdx = tables.Weight)
-        fixed (int* groupIdx = tables.Group, chunkGroups = tables.ChunkGroups)
+        fixed (int* groupIdx = tables.Group, chunkGroups = tables.ChunkGroups, positionGroups = tables.PositionGroup)
         {
-            AccumulateVector(rows, probs, stride, nh, output, max, sums, sumLanes, aPl, bPl, uq, offsets, scales, weights, pad, scratch, prmPad, padWords, codeIdx, weightIdx, groupIdx, chunkGroups);
+            AccumulateVector(rows, probs, stride, nh, output, max, sums, sumLanes, aPl, bPl, uq, offsets, scales, weights, pad, scratch, prmPad, padWords, codeIdx, weightIdx, groupIdx, chunkGroups, positionGroups);
         }
     }
 
-    private static void AccumulateVector(in PackedRows rows, float* probs, int stride, int nh, float* output, float* max, float* sums, float* sumLanes, float* aPl, float* bPl, byte* uq, float* offsets, float* scales, float* weights, float* pad, float* scratch, ushort* prmPad, int padWords, byte* codeIdx, byte* weightIdx, int* groupIdx, int* chunkGroups)
+    private static void AccumulateVector(in PackedRows rows, float* probs, int stride, int nh, float* output, float* max, float* sums, float* sumLanes, float* aPl, float* bPl, byte* uq, float* offsets, float* scales, float* weights, float* pad, float* scratch, ushort* prmPad, int padWords, byte* codeIdx, byte* weightIdx, int* groupIdx, int* chunkGroups, int* positionGroups)
     {
         int hd = rows.HeadDim, groups = hd / rows.GroupChannels, pp = rows.Symmetric ? 1 : 2, chunks = (hd + 63) / 64;
         int rowBytes = rows.RowBytes;
+        float levels = WeightLevels(rows.Bits);
         for (int h0 = 0; h0 < nh; h0 += HeadBlock)
         {
             int heads = Math.Min(HeadBlock, nh - h0);
@@ -236,9 +249,23 @@ internal static unsafe class Int8ValueKernels
                 }
 
                 BuildPlanes(prm, groups, rows.Symmetric, rows.SymStep, rows.SymOffset, aPl, bPl);
-                QuantizeBlock(probs, stride, h0, heads, t0, n, pad, max, sumLanes, groups, aPl, bPl, offsets, scales, uq, weights);
+                QuantizeBlock(probs, stride, h0, heads, t0, n, pad, max, sumLanes, groups, aPl, bPl, offsets, scales, uq, weights, levels);
 
                 byte* block = rows.Codes + ((long)t0 * rowBytes);
+                if (rows.Bits == 4)
+                {
+                    for (int c = 0; c < chunks; c++)
+                    {
+                        float* o0 = output + (h0 * hd) + (c * 64);
+                        float* o1 = heads > 1 ? o0 + hd : scratch;
+                        float* o2 = heads > 2 ? o0 + (2 * hd) : scratch;
+                        float* o3 = heads > 3 ? o0 + (3 * hd) : scratch;
+                        SumNibbles(block, rowBytes, c, n, codeIdx, weightIdx, chunkGroups, uq, groups, scales, o0, o1, o2, o3);
+                    }
+
+                    continue;
+                }
+
                 if (hd == 32)
                 {
                     float* p0 = output + (h0 * hd);
@@ -256,7 +283,7 @@ internal static unsafe class Int8ValueKernels
                 }
             }
 
-            AddOffsetsVector(hd, groups, chunks, groupIdx, offsets, heads, output + (h0 * hd));
+            AddOffsetsVector(hd, groups, positionGroups, offsets, heads, output + (h0 * hd));
             AddSums(sums, h0, heads, sumLanes);
         }
     }
@@ -290,7 +317,7 @@ internal static unsafe class Int8ValueKernels
         float* offsets = stackalloc float[HeadBlock * groups * Lanes];
         float* p = stackalloc float[TokenBlock];
         float* scale = stackalloc float[groups];
-        int rowBytes = rows.RowBytes;
+        int rowBytes = rows.RowBytes, perByte = 8 / rows.Bits, mask = (1 << rows.Bits) - 1;
         for (int h0 = 0; h0 < nh; h0 += HeadBlock)
         {
             int heads = Math.Min(HeadBlock, nh - h0);
@@ -355,7 +382,7 @@ internal static unsafe class Int8ValueKernels
                             lanes[t % Lanes] = MathF.FusedMultiplyAdd(p[t], b[t], lanes[t % Lanes]);
                         }
 
-                        (scale[g], float inv) = ScaleOf(top);
+                        (scale[g], float inv) = ScaleOf(top, WeightLevels(rows.Bits));
                         for (int t = 0; t < TokenBlock; t++)
                         {
                             uq[(g * TokenBlock) + t] = (byte)Math.Clamp((int)MathF.Round(p[t] * a[t] * inv), 0, 255);
@@ -365,13 +392,13 @@ internal static unsafe class Int8ValueKernels
                     float* o = output + ((h0 + r) * hd);
                     for (int pos = 0; pos < hd; pos++)
                     {
-                        int ch = ChannelAt(pos, hd);
+                        int ch = ChannelAt(pos, hd, rows.Bits);
                         int g = ch / rows.GroupChannels;
                         int sum = 0;
                         for (int t = 0; t < n; t++)
                         {
-                            byte code = rows.Codes[((long)(t0 + t) * rowBytes) + (ch / 4)];
-                            sum += uq[(g * TokenBlock) + t] * ((code >> (2 * (ch % 4))) & 3);
+                            byte code = rows.Codes[((long)(t0 + t) * rowBytes) + (ch / perByte)];
+                            sum += uq[(g * TokenBlock) + t] * ((code >> (rows.Bits * (ch % perByte))) & mask);
                         }
 
                         o[pos] = MathF.FusedMultiplyAdd(sum, scale[g], o[pos]);
@@ -386,7 +413,8 @@ internal static unsafe class Int8ValueKernels
 
     /// <summary>
     /// The bound on |kernel - exact| for output (r, channel) of <see cref="Accumulate"/> over these rows: per block of
-    /// <see cref="TokenBlock"/> tokens, 1.5 U / 255 per token with U the block's largest p_t a_tg, plus
+    /// <see cref="TokenBlock"/> tokens, (2^bits - 1) U / (2 L) per token (1.5 U / 255 for 2-bit codes, 7.5 U / 127 for
+    /// 4-bit) with U the block's largest p_t a_tg and L = <see cref="WeightLevels"/>, plus
     /// <paramref name="relative"/> times the sum of |p_t x_tc| for the float arithmetic.
     /// </summary>
     public static double ErrorBound(in PackedRows rows, float* probs, int stride, int r, int channel, double relative)
@@ -407,7 +435,7 @@ internal static unsafe class Int8ValueKernels
                 bound += relative * Math.Abs(probs[(r * stride) + t] * (double)x[channel]);
             }
 
-            bound += 1.5 * max / 255 * n;
+            bound += 0.5 * ((1 << rows.Bits) - 1) * max / WeightLevels(rows.Bits) * n;
         }
 
         return bound;
@@ -415,14 +443,14 @@ internal static unsafe class Int8ValueKernels
 
     private static void Check(in PackedRows rows)
     {
-        if (!Supports(rows.Bits, rows.HeadDim, rows.GroupChannels) || rows.Count % TokensPerStep(rows.HeadDim) != 0)
+        if (!Supports(rows.Bits, rows.HeadDim, rows.GroupChannels) || rows.Count % TokensPerStep(rows.HeadDim, rows.Bits) != 0)
         {
-            throw new ArgumentException($"int8 value sums need 2-bit rows of whole steps (4 rows, 8 at head dim 32) and a supported group shape; got {rows.Bits} bits, head dim {rows.HeadDim}, groups of {rows.GroupChannels}, {rows.Count} rows");
+            throw new ArgumentException($"int8 value sums need 2- or 4-bit rows of whole steps (4 rows; 8 for 2-bit rows at head dim 32) and a supported group shape; got {rows.Bits} bits, head dim {rows.HeadDim}, groups of {rows.GroupChannels}, {rows.Count} rows");
         }
     }
 
-    // U / 255 and 255 / U (0 and 0 for a block whose weights are all zero).
-    private static (float Scale, float Inverse) ScaleOf(float max) => max > 0 ? (max / 255f, 255f / max) : (0f, 0f);
+    // U / L and L / U (0 and 0 for a block whose weights are all zero).
+    private static (float Scale, float Inverse) ScaleOf(float max, float levels) => max > 0 ? (max / levels, levels / max) : (0f, 0f);
 
     // The fixed order in which both twins reduce the sixteen offset lanes of a head and group.
     private static float Tree16(float* l)
@@ -455,7 +483,7 @@ internal static unsafe class Int8ValueKernels
 
             for (int pos = 0; pos < hd; pos++)
             {
-                output[(r * hd) + pos] += sums[ChannelAt(pos, hd) / rows.GroupChannels];
+                output[(r * hd) + pos] += sums[ChannelAt(pos, hd, rows.Bits) / rows.GroupChannels];
             }
         }
     }
@@ -518,8 +546,8 @@ internal static unsafe class Int8ValueKernels
         return dst;
     }
 
-    // output[r][position] += the group's offset sum (vector path: per chunk one permute of the sums to the lanes).
-    private static void AddOffsetsVector(int hd, int groups, int chunks, int* groupIdx, float* offsets, int heads, float* output)
+    // output[r][position] += the group's offset sum (vector path: per sixteen positions one permute of the sums).
+    private static void AddOffsetsVector(int hd, int groups, int* positionGroups, float* offsets, int heads, float* output)
     {
         float* sums = stackalloc float[Lanes];
         for (int r = 0; r < heads; r++)
@@ -530,14 +558,10 @@ internal static unsafe class Int8ValueKernels
             }
 
             var sv = Vector512.Load(sums);
-            for (int c = 0; c < chunks; c++)
+            float* o = output + (r * hd);
+            for (int k = 0; k < hd; k += Lanes)
             {
-                var add = Avx512F.PermuteVar16x32(sv, Vector512.Load(groupIdx + (c * Lanes)));
-                float* o = output + (r * hd) + (c * 64);
-                for (int k = 0; k < Math.Min(64, hd); k += Lanes)
-                {
-                    (Vector512.Load(o + k) + add).Store(o + k);
-                }
+                (Vector512.Load(o + k) + Avx512F.PermuteVar16x32(sv, Vector512.Load(positionGroups + k))).Store(o + k);
             }
         }
     }
@@ -621,9 +645,9 @@ internal static unsafe class Int8ValueKernels
         (Avx512F.ShiftLeftLogical(h, 13) & Vector512.Create(unchecked((int)0x8FFFE000))).AsSingle() * Vector512.Create(HalfBits.ExponentRebias);
 
     // The block's byte weights of four heads: per head and group the weights u = p a (kept in weights), their largest
-    // value U and the offsets' lanes += p b; then U / 255 and 255 / U for all pairs by one vector division each
-    // (scales[r * groups + g]); then the bytes round(u * 255 / U) into uq[r][group][token].
-    private static void QuantizeBlock(float* probs, int stride, int h0, int heads, int t0, int n, float* pad, float* softmaxMax, float* sumLanes, int groups, float* aPl, float* bPl, float* offsets, float* scales, byte* uq, float* weights)
+    // value U and the offsets' lanes += p b; then U / L and L / U (L = WeightLevels) for all pairs by one vector
+    // division each (scales[r * groups + g]); then the bytes round(u * L / U) into uq[r][group][token].
+    private static void QuantizeBlock(float* probs, int stride, int h0, int heads, int t0, int n, float* pad, float* softmaxMax, float* sumLanes, int groups, float* aPl, float* bPl, float* offsets, float* scales, byte* uq, float* weights, float levels)
     {
         int pairs = HeadBlock * groups;
         float* max = weights + (pairs * TokenBlock);
@@ -669,8 +693,8 @@ internal static unsafe class Int8ValueKernels
         {
             var m = Vector512.Load(max + i);
             var positive = Vector512.GreaterThan(m, Vector512<float>.Zero);
-            Vector512.ConditionalSelect(positive, m / Vector512.Create(255f), Vector512<float>.Zero).Store(scales + i);
-            Vector512.ConditionalSelect(positive, Vector512.Create(255f) / m, Vector512<float>.Zero).Store(inverse + i);
+            Vector512.ConditionalSelect(positive, m / Vector512.Create(levels), Vector512<float>.Zero).Store(scales + i);
+            Vector512.ConditionalSelect(positive, Vector512.Create(levels) / m, Vector512<float>.Zero).Store(inverse + i);
         }
 
         // Two saturating packs (int32 -> uint16 -> uint8, exact for 0..255) leave dword k of 128-bit block b holding the
@@ -754,6 +778,109 @@ internal static unsafe class Int8ValueKernels
         Flush(o2, Avx512F.PermuteVar16x32(Vector512.Load(scales + (2 * groups)), gi), a20, a21, a22, a23);
         Flush(o3, Avx512F.PermuteVar16x32(Vector512.Load(scales + (3 * groups)), gi), a30, a31, a32, a33);
     }
+
+    // 4-bit codes, one 64-channel chunk (32 bytes a row; the whole 16-byte row at head dim 32) of the block for four
+    // heads: per quad two byte permutes interleave the two 16-byte pieces of four rows (word j of the lower half = byte
+    // j of tokens 0 and 1, of the upper half tokens 2 and 3), a mask and a shift split the nibbles, one permute per head
+    // and group spreads the quad's weights, and int16 sums (below 2^16, see WeightLevels) are widened at the end.
+    private static void SumNibbles(byte* block, int rowBytes, int c, int n, byte* codeIdx, byte* weightIdx, int* chunkGroups, byte* uq, int groups, float* scales, float* o0, float* o1, float* o2, float* o3)
+    {
+        var c0 = Vector512.Load(codeIdx);
+        var c1 = Vector512.Load(codeIdx + 64);
+        var wi = Vector512.Load(weightIdx);
+        var m15 = Vector512.Create((byte)15);
+        var four = Vector512.Create((byte)Quad);
+        int gA = chunkGroups[2 * c], gB = chunkGroups[(2 * c) + 1], planeBytes = groups * TokenBlock;
+        bool pieces = rowBytes > 16, one = gA == gB;
+        byte* wA = uq + (gA * TokenBlock);
+        byte* wB = uq + (gB * TokenBlock);
+        Vector512<short> a00 = default, a01 = default, a02 = default, a03 = default;
+        Vector512<short> a10 = default, a11 = default, a12 = default, a13 = default;
+        Vector512<short> a20 = default, a21 = default, a22 = default, a23 = default;
+        Vector512<short> a30 = default, a31 = default, a32 = default, a33 = default;
+        byte* row = block + (c * 32);
+        for (int t = 0; t < n; t += Quad, row += Quad * rowBytes)
+        {
+            Vector512<byte> x0, x1;
+            if (!pieces)
+            {
+                x0 = Avx512Vbmi.PermuteVar64x8(Vector512.Load(row), c0);
+                x1 = Vector512<byte>.Zero;
+            }
+            else
+            {
+                Vector512<byte> v0, v1;
+                if (rowBytes == 32)
+                {
+                    v0 = Vector512.Load(row);
+                    v1 = Vector512.Load(row + 64);
+                }
+                else
+                {
+                    v0 = Join(Vector256.Load(row), Vector256.Load(row + rowBytes));
+                    v1 = Join(Vector256.Load(row + (2 * rowBytes)), Vector256.Load(row + (3 * rowBytes)));
+                }
+
+                x0 = Avx512Vbmi.PermuteVar64x8x2(v0, c0, v1);
+                x1 = Avx512Vbmi.PermuteVar64x8x2(v0, c1, v1);
+            }
+
+            var f0 = (x0 & m15).AsSByte();
+            var f1 = (Avx512BW.ShiftRightLogical(x0.AsUInt16(), 4).AsByte() & m15).AsSByte();
+            var f2 = (x1 & m15).AsSByte();
+            var f3 = (Avx512BW.ShiftRightLogical(x1.AsUInt16(), 4).AsByte() & m15).AsSByte();
+            var w = Avx512Vbmi.PermuteVar64x8(Vector512.Load(wA), wi);
+            var v = one ? w : Avx512Vbmi.PermuteVar64x8(Vector512.Load(wB), wi);
+            a00 += Avx512BW.MultiplyAddAdjacent(w, f0);
+            a01 += Avx512BW.MultiplyAddAdjacent(w, f1);
+            a02 += Avx512BW.MultiplyAddAdjacent(v, f2);
+            a03 += Avx512BW.MultiplyAddAdjacent(v, f3);
+            w = Avx512Vbmi.PermuteVar64x8(Vector512.Load(wA + planeBytes), wi);
+            v = one ? w : Avx512Vbmi.PermuteVar64x8(Vector512.Load(wB + planeBytes), wi);
+            a10 += Avx512BW.MultiplyAddAdjacent(w, f0);
+            a11 += Avx512BW.MultiplyAddAdjacent(w, f1);
+            a12 += Avx512BW.MultiplyAddAdjacent(v, f2);
+            a13 += Avx512BW.MultiplyAddAdjacent(v, f3);
+            w = Avx512Vbmi.PermuteVar64x8(Vector512.Load(wA + (2 * planeBytes)), wi);
+            v = one ? w : Avx512Vbmi.PermuteVar64x8(Vector512.Load(wB + (2 * planeBytes)), wi);
+            a20 += Avx512BW.MultiplyAddAdjacent(w, f0);
+            a21 += Avx512BW.MultiplyAddAdjacent(w, f1);
+            a22 += Avx512BW.MultiplyAddAdjacent(v, f2);
+            a23 += Avx512BW.MultiplyAddAdjacent(v, f3);
+            w = Avx512Vbmi.PermuteVar64x8(Vector512.Load(wA + (3 * planeBytes)), wi);
+            v = one ? w : Avx512Vbmi.PermuteVar64x8(Vector512.Load(wB + (3 * planeBytes)), wi);
+            a30 += Avx512BW.MultiplyAddAdjacent(w, f0);
+            a31 += Avx512BW.MultiplyAddAdjacent(w, f1);
+            a32 += Avx512BW.MultiplyAddAdjacent(v, f2);
+            a33 += Avx512BW.MultiplyAddAdjacent(v, f3);
+            wi += four;
+        }
+
+        FlushNibbles(o0, scales[gA], scales[gB], pieces, a00, a01, a02, a03);
+        FlushNibbles(o1, scales[groups + gA], scales[groups + gB], pieces, a10, a11, a12, a13);
+        FlushNibbles(o2, scales[(2 * groups) + gA], scales[(2 * groups) + gB], pieces, a20, a21, a22, a23);
+        FlushNibbles(o3, scales[(3 * groups) + gA], scales[(3 * groups) + gB], pieces, a30, a31, a32, a33);
+    }
+
+    // Positions 0-31 (the first 16-byte piece: low nibbles, then high) times the first group's scale, 32-63 (the second
+    // piece, when the rows have one) times the second's.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void FlushNibbles(float* o, float scaleA, float scaleB, bool pieces, Vector512<short> s0, Vector512<short> s1, Vector512<short> s2, Vector512<short> s3)
+    {
+        var a = Vector512.Create(scaleA);
+        Flush(o, a, s0);
+        Flush(o + 16, a, s1);
+        if (pieces)
+        {
+            var b = Vector512.Create(scaleB);
+            Flush(o + 32, b, s2);
+            Flush(o + 48, b, s3);
+        }
+    }
+
+    // (lo, hi) as one 512-bit vector by one insert.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<byte> Join(Vector256<byte> lo, Vector256<byte> hi) => Avx512F.InsertVector256(lo.ToVector512Unsafe(), hi, 1);
 
     // Head dim 32: eight tokens a step over the block for four heads (one group, so one byte plane per head), then the
     // four lanes of each int16 sum added in int32 and the eight channels of each field added to the outputs.
@@ -845,13 +972,35 @@ internal static unsafe class Int8ValueKernels
     /// </summary>
     private sealed class IndexTables
     {
-        public IndexTables(int headDim, int groupChannels)
+        public IndexTables(int headDim, int groupChannels, int bits)
         {
             int chunks = (headDim + 63) / 64, gc = groupChannels;
-            Code = new byte[chunks * 64];
+            Code = new byte[chunks * 64 * (bits == 4 ? 2 : 1)];
             Weight = new byte[chunks * 64];
             Group = new int[chunks * Lanes];
             ChunkGroups = new int[chunks * 2];
+            PositionGroup = Enumerable.Range(0, headDim).Select(p => ChannelAt(p, headDim, bits) / gc).ToArray();
+            if (bits == 4)
+            {
+                // Per chunk one quad's 16-byte pieces b = 0 and 1: word j of the lower half = byte j of tokens 0 and 1,
+                // of the upper half tokens 2 and 3, from 16-byte rows (one vector) or two vectors of two 32-byte pieces.
+                for (int i = 0; i < 64; i++)
+                {
+                    int token = (2 * (i / 32)) + (i % 2), j = (i % 32) / 2;
+                    Weight[i] = (byte)token;
+                    Code[i] = (byte)(headDim == 32 ? (token * 16) + j : ((token / 2) * 64) + ((token % 2) * 32) + j);
+                    Code[64 + i] = (byte)(((token / 2) * 64) + ((token % 2) * 32) + 16 + j);
+                }
+
+                for (int c = 0; c < chunks; c++)
+                {
+                    ChunkGroups[2 * c] = c * 64 / gc;
+                    ChunkGroups[(2 * c) + 1] = Math.Min(headDim - 1, (c * 64) + 32) / gc;
+                }
+
+                return;
+            }
+
             if (headDim == 32)
             {
                 // Eight 8-byte rows: 128-bit lane L, word j = byte j of tokens 2L and 2L + 1; one group.
@@ -892,5 +1041,7 @@ internal static unsafe class Int8ValueKernels
         public int[] Group { get; }
 
         public int[] ChunkGroups { get; }
+
+        public int[] PositionGroup { get; }
     }
 }

@@ -78,7 +78,7 @@ public class AttnInt8CliTests
     }
 
     [Fact]
-    public void ByteValuesRunOnHeadDims64And32AndAreRefusedFor4BitValues()
+    public void ByteValuesRunOnHeadDims64And32With2And4BitValuesAndAreRefusedFor8BitValues()
     {
         using var dir = new TempDir();
         var gguf = dir.File("tiny-llama-64.gguf");
@@ -92,17 +92,18 @@ public class AttnInt8CliTests
             Assert.Equal(8, doc.RootElement.GetProperty("tokens").GetArrayLength());
         }
 
-        // stories3M (heads of 32, 8-byte 2-bit rows) takes it too; 4-bit values do not.
-        (rc, stdout, stderr) = KvaqProcess.Run("generate", "--model", Fixtures.Stories3M, "--kv", "k4v2", "-n", "4", "--json", "--attn-int8-values");
-        Assert.True(rc == 0, stderr);
-        using (var doc = JsonDocument.Parse(stdout))
+        // stories3M (heads of 32, 8-byte 2-bit rows, 16-byte 4-bit rows) takes it too; 8-bit values do not.
+        foreach (string kv in new[] { "k4v2", "k4v4" })
         {
+            (rc, stdout, stderr) = KvaqProcess.Run("generate", "--model", Fixtures.Stories3M, "--kv", kv, "-n", "4", "--json", "--attn-int8-values");
+            Assert.True(rc == 0, stderr);
+            using var doc = JsonDocument.Parse(stdout);
             Assert.Equal("int8-values", doc.RootElement.GetProperty("attention").GetString());
         }
 
-        (rc, _, stderr) = KvaqProcess.Run("generate", "--model", Fixtures.Stories3M, "--kv", "k4v4", "-n", "4", "--attn-int8-values");
+        (rc, _, stderr) = KvaqProcess.Run("generate", "--model", Fixtures.Stories3M, "--kv", "k4v8", "-n", "4", "--attn-int8-values");
         Assert.Equal(1, rc);
-        Assert.StartsWith("kvaq: error: --attn-int8-values: no layer of the KV plan 'k4v4' has values the byte-weight kernel reads", stderr);
+        Assert.StartsWith("kvaq: error: --attn-int8-values: no layer of the KV plan 'k4v8' has values the byte-weight kernel reads", stderr);
         Assert.Contains("head dim 32", stderr);
     }
 }

@@ -5,23 +5,26 @@ using KvAdaQuant.Numerics;
 namespace KvAdaQuant.Tests.Numerics;
 
 /// <summary>
-/// The byte-weight value sum: vector (AVX-512BW/VBMI) against its scalar twin bit for bit, and against the exact
-/// weighted sum within the bound the byte rounding implies (1.5 U / 255 per token of each 64-token block, U the
-/// block's largest p a), including the int16 extremes and bad input.
+/// The byte-weight value sum over 2- and 4-bit codes: vector (AVX-512BW/VBMI) against its scalar twin bit for bit, and
+/// against the exact weighted sum within the bound the byte rounding implies ((2^bits - 1) U / (2 L) per token of each
+/// 64-token block, U the block's largest p a, L = 255 or 127), including the int16 extremes and bad input.
 /// </summary>
 public unsafe class Int8ValueKernelsTests
 {
-    public static TheoryData<int, int, bool> Shapes()
+    public static TheoryData<int, int, int, bool> Shapes()
     {
-        var data = new TheoryData<int, int, bool>();
-        foreach (int hd in new[] { 32, 64, 128, 192, 256 })
+        var data = new TheoryData<int, int, int, bool>();
+        foreach (int bits in new[] { 2, 4 })
         {
-            foreach (int g in new[] { 16, 32, 64, 128, 256 })
+            foreach (int hd in new[] { 32, 64, 128, 192, 256 })
             {
-                if (g <= hd && Int8ValueKernels.Supports(2, hd, g))
+                foreach (int g in new[] { 16, 32, 64, 96, 128, 256 })
                 {
-                    data.Add(hd, g, false);
-                    data.Add(hd, g, true);
+                    if (g <= hd && Int8ValueKernels.Supports(bits, hd, g))
+                    {
+                        data.Add(bits, hd, g, false);
+                        data.Add(bits, hd, g, true);
+                    }
                 }
             }
         }
@@ -36,27 +39,36 @@ public unsafe class Int8ValueKernelsTests
         Assert.True(Int8ValueKernels.Supports(2, 128, 32));
         Assert.True(Int8ValueKernels.Supports(2, 128, 128));
         Assert.True(Int8ValueKernels.Supports(2, 256, 32)); // 8 groups (the gather path)
-        Assert.False(Int8ValueKernels.Supports(4, 64, 32)); // 2-bit values only
+        Assert.True(Int8ValueKernels.Supports(4, 64, 32));
+        Assert.True(Int8ValueKernels.Supports(4, 32, 32)); // one 16-byte piece a row
+        Assert.True(Int8ValueKernels.Supports(4, 128, 64));
+        Assert.True(Int8ValueKernels.Supports(4, 192, 96)); // pieces of groups 0, 0, 0, 1, 1, 1
+        Assert.False(Int8ValueKernels.Supports(4, 64, 16)); // a 16-byte piece would hold two groups
+        Assert.False(Int8ValueKernels.Supports(4, 96, 32)); // head dim 32 or a multiple of 64
+        Assert.False(Int8ValueKernels.Supports(8, 64, 32)); // 8-bit codes x byte weights overflow the int16 pairs
+        Assert.Equal(4, Int8ValueKernels.TokensPerStep(32, 4));
+        Assert.Equal(127, Int8ValueKernels.WeightLevels(4));
+        Assert.Equal(255, Int8ValueKernels.WeightLevels(2));
         Assert.False(Int8ValueKernels.Supports(2, 64, 16)); // four groups in a 64-channel chunk
         Assert.True(Int8ValueKernels.Supports(2, 32, 32)); // 8-byte rows, eight a step
         Assert.False(Int8ValueKernels.Supports(2, 32, 16)); // head dim 32 takes one group only
-        Assert.Equal(8, Int8ValueKernels.TokensPerStep(32));
-        Assert.Equal(4, Int8ValueKernels.TokensPerStep(128));
+        Assert.Equal(8, Int8ValueKernels.TokensPerStep(32, 2));
+        Assert.Equal(4, Int8ValueKernels.TokensPerStep(128, 2));
         Assert.True(Int8ValueKernels.Supports(2, 192, 96)); // chunks spanning groups 0-1 and 1-1
         Assert.False(Int8ValueKernels.Supports(2, 64, 48)); // 64 is not a multiple of 48
     }
 
     [SkippableTheory]
     [MemberData(nameof(Shapes))]
-    public void VectorSumsEqualTheScalarTwinBitForBit(int hd, int g, bool symmetric)
+    public void VectorSumsEqualTheScalarTwinBitForBit(int bits, int hd, int g, bool symmetric)
     {
         Skip.IfNot(Int8ValueKernels.IsSupported, "AVX-512BW / VBMI not available");
-        var rng = new Random((hd * 10) + g + (symmetric ? 7 : 0));
-        foreach (int count in new[] { 0, 4, 8, 56, 60, 64, 68, 72, 132, 256 }.Where(c => c % Int8ValueKernels.TokensPerStep(hd) == 0))
+        var rng = new Random((hd * 10) + g + (symmetric ? 7 : 0) + bits);
+        foreach (int count in new[] { 0, 4, 8, 56, 60, 64, 68, 72, 132, 256 }.Where(c => c % Int8ValueKernels.TokensPerStep(hd, bits) == 0))
         {
             foreach (int nh in new[] { 1, 3, 4, 5, 8 })
             {
-                using var data = PackedRowData.Random(rng, count, hd, 2, g, symmetric, nonNegativeSteps: true);
+                using var data = PackedRowData.Random(rng, count, hd, bits, g, symmetric, nonNegativeSteps: true);
                 int stride = count + 5;
                 var p = Probabilities(rng, nh, stride, peak: count % 3 == 0);
                 var want = RandomOutputs(rng, nh * hd);
@@ -69,7 +81,7 @@ public unsafe class Int8ValueKernelsTests
 
                 for (int i = 0; i < want.Length; i++)
                 {
-                    Assert.True(BitConverter.SingleToInt32Bits(want[i]) == BitConverter.SingleToInt32Bits(got[i]), $"hd {hd} g {g} sym {symmetric} count {count} nh {nh}: element {i}: vector {got[i]} vs scalar {want[i]}");
+                    Assert.True(BitConverter.SingleToInt32Bits(want[i]) == BitConverter.SingleToInt32Bits(got[i]), $"bits {bits} hd {hd} g {g} sym {symmetric} count {count} nh {nh}: element {i}: vector {got[i]} vs scalar {want[i]}");
                 }
             }
         }
@@ -77,27 +89,27 @@ public unsafe class Int8ValueKernelsTests
 
     [Theory]
     [MemberData(nameof(Shapes))]
-    public void SumsStayWithinTheByteRoundingBound(int hd, int g, bool symmetric)
+    public void SumsStayWithinTheByteRoundingBound(int bits, int hd, int g, bool symmetric)
     {
-        var rng = new Random((hd * 3) + g + (symmetric ? 1 : 0));
+        var rng = new Random((hd * 3) + g + (symmetric ? 1 : 0) + bits);
         foreach (bool peak in new[] { false, true })
         {
-            using var data = PackedRowData.Random(rng, 208, hd, 2, g, symmetric, nonNegativeSteps: true);
+            using var data = PackedRowData.Random(rng, 208, hd, bits, g, symmetric, nonNegativeSteps: true);
             var p = Probabilities(rng, 4, 208, peak);
-            CheckBound(data.Rows, p, 4, 208, $"hd {hd} g {g} sym {symmetric} peak {peak}");
+            CheckBound(data.Rows, p, 4, 208, $"bits {bits} hd {hd} g {g} sym {symmetric} peak {peak}");
         }
     }
 
     [Fact]
     public void BoundHoldsOnArbitraryRowsAndWeights()
     {
-        var gen = Gen.Int[0, 40].SelectMany(quads => Gen.Bool.SelectMany(sym => Gen.Int[0, int.MaxValue].Select(seed => (quads, sym, seed))));
+        var gen = Gen.Int[0, 40].SelectMany(quads => Gen.Bool.SelectMany(sym => Gen.Bool.SelectMany(nibbles => Gen.Int[0, int.MaxValue].Select(seed => (quads, sym, nibbles, seed)))));
         gen.Sample(
             c =>
             {
                 var rng = new Random(c.seed);
                 int count = 4 * c.quads;
-                using var data = PackedRowData.Random(rng, count, 64, 2, 32, c.sym, nonNegativeSteps: true);
+                using var data = PackedRowData.Random(rng, count, 64, c.nibbles ? 4 : 2, 32, c.sym, nonNegativeSteps: true);
                 var p = Probabilities(rng, 2, Math.Max(count, 1), rng.Next(2) == 0);
                 CheckBound(data.Rows, p, 2, Math.Max(count, 1), $"{c}");
             },
@@ -105,21 +117,24 @@ public unsafe class Int8ValueKernelsTests
     }
 
     [SkippableTheory]
-    [InlineData(32, 32)]
-    [InlineData(64, 32)]
-    [InlineData(128, 32)]
-    [InlineData(128, 128)]
-    public void SoftmaxModeEqualsItsTwinAndTheProbabilityModeOnSoftExpWeights(int hd, int g)
+    [InlineData(2, 32, 32)]
+    [InlineData(2, 64, 32)]
+    [InlineData(2, 128, 32)]
+    [InlineData(2, 128, 128)]
+    [InlineData(4, 32, 32)]
+    [InlineData(4, 64, 32)]
+    [InlineData(4, 128, 64)]
+    public void SoftmaxModeEqualsItsTwinAndTheProbabilityModeOnSoftExpWeights(int bits, int hd, int g)
     {
         // The fused exponential: vector = scalar twin bit for bit (outputs and sums), and the same outputs as the
         // probability mode given SoftExp(score - max) (the same weights through the same pipeline).
         Skip.IfNot(Int8ValueKernels.IsSupported, "AVX-512BW / VBMI not available");
-        var rng = new Random(hd + g);
+        var rng = new Random(hd + g + bits);
         foreach (int count in new[] { 0, 8, 56, 64, 72, 136 })
         {
             foreach (int nh in new[] { 1, 4, 6 })
             {
-                using var data = PackedRowData.Random(rng, count, hd, 2, g, false, nonNegativeSteps: true);
+                using var data = PackedRowData.Random(rng, count, hd, bits, g, false, nonNegativeSteps: true);
                 int stride = count + 3;
                 var scores = Enumerable.Range(0, nh * stride).Select(_ => (float)(rng.NextDouble() * 30) - 20).ToArray();
                 var max = Enumerable.Range(0, nh).Select(r => Enumerable.Range(0, count).Select(t => scores[(r * stride) + t]).DefaultIfEmpty(0).Max()).ToArray();
@@ -172,13 +187,16 @@ public unsafe class Int8ValueKernelsTests
         }
     }
 
-    [Fact]
-    public void EqualWeightsAndStepsAreSummedExactly()
+    [Theory]
+    [InlineData(2)]
+    [InlineData(4)]
+    public void EqualWeightsAndStepsAreSummedExactly(int bits)
     {
-        // Every weight at the block maximum rounds to exactly 255, so the only error left is float rounding; every code
-        // at 3 gives the largest int16 sums (16 quads x 1,530 = 24,480) before the widening.
+        // Every weight at the block maximum rounds to exactly 255 (127 for 4-bit codes), so the only error left is float
+        // rounding; every code at its largest gives the largest int16 sums (16 quads x 1,530 = 24,480; 16 x 3,810 =
+        // 60,960 as unsigned words) before the widening.
         const int Count = 256, Hd = 128;
-        using var data = new PackedRowData(Count, Hd, 2, 32, false);
+        using var data = new PackedRowData(Count, Hd, bits, 32, false);
         Array.Fill(data.Codes, (byte)0xFF);
         for (int i = 0; i < data.Params.Length; i += 2)
         {
@@ -193,7 +211,7 @@ public unsafe class Int8ValueKernelsTests
             Int8ValueKernels.Accumulate(data.Rows, pp, Count, 4, o);
         }
 
-        float exact = Count * 0.25f * ((0.5f * 3) - 1f);
+        float exact = Count * 0.25f * ((0.5f * ((1 << bits) - 1)) - 1f);
         Assert.All(got, x => Assert.Equal(exact, x, 4));
     }
 
@@ -206,9 +224,9 @@ public unsafe class Int8ValueKernelsTests
         var e = Assert.Throws<ArgumentException>(() => Run(odd.Rows, p, 8, o));
         Assert.Contains("6 rows", e.Message);
 
-        using var fourBit = new PackedRowData(4, 64, 4, 32, false);
-        e = Assert.Throws<ArgumentException>(() => Run(fourBit.Rows, p, 8, o));
-        Assert.Contains("got 4 bits", e.Message);
+        using var eightBit = new PackedRowData(4, 64, 8, 32, false);
+        e = Assert.Throws<ArgumentException>(() => Run(eightBit.Rows, p, 8, o));
+        Assert.Contains("got 8 bits", e.Message);
 
         using var negative = new PackedRowData(4, 64, 2, 32, false);
         negative.Params[2] = BitConverter.HalfToUInt16Bits((Half)(-0.5f));
@@ -254,10 +272,10 @@ public unsafe class Int8ValueKernelsTests
                 }
             }
 
-            var table = Int8ValueKernels.PermutationTable(hd);
-            if (hd % 64 == 0)
+            var table = Int8ValueKernels.PermutationTable(hd, rows.Bits);
+            if (hd % 64 == 0 || rows.Bits == 4)
             {
-                Assert.Equal(FusedAttentionKernels.PermutationTable(hd, 2), table);
+                Assert.Equal(FusedAttentionKernels.PermutationTable(hd, rows.Bits), table);
             }
 
             for (int r = 0; r < nh; r++)
