@@ -17,12 +17,12 @@ public enum AttentionPrecision
     Int8,
 
     /// <summary>
-    /// <see cref="Int8"/> scores, and value sums over 2-bit values with the softmax weights times the value steps
+    /// <see cref="Int8"/> scores, and value sums over 2- and 4-bit values with the softmax weights times the value steps
     /// rounded to bytes per block of 64 tokens (<see cref="Numerics.Int8ValueKernels"/>: int16 sums of
-    /// <c>vpmaddubsw</c>, AVX-512BW/VBMI). Layers whose values are not 2-bit per-token groups the kernel takes
-    /// (<see cref="Numerics.Int8ValueKernels.Supports"/>: head dim 32 with groups of 32, or multiples of 64 with
-    /// groups of 32 or 64+), or CPUs without AVX-512 VBMI, keep the FP32 value sum; layers whose keys do not qualify
-    /// keep FP32 attention.
+    /// <c>vpmaddubsw</c>, AVX-512BW/VBMI). Layers whose values are not per-token groups the kernel takes
+    /// (<see cref="Numerics.Int8ValueKernels.Supports"/>: 2-bit at head dim 32 with groups of 32 or multiples of 64
+    /// with groups of 32 or 64+; 4-bit at head dim 32 or multiples of 64 with groups of a multiple of 32), or CPUs
+    /// without AVX-512 VBMI, keep the FP32 value sum; layers whose keys do not qualify keep FP32 attention.
     /// </summary>
     Int8Values,
 }

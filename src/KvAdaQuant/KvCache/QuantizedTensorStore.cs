@@ -92,7 +92,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     public bool SupportsInt8 => _int8;
 
     /// <summary>
-    /// Whether <see cref="AccumulateSoftmaxInt8"/> handles this store: 2-bit per-token groups in a shape
+    /// Whether <see cref="AccumulateSoftmaxInt8"/> handles this store: 2- or 4-bit per-token groups in a shape
     /// <see cref="Int8ValueKernels.Supports"/>, on a CPU with AVX-512 VBMI.
     /// </summary>
     public bool SupportsInt8Values => _int8Values;

@@ -6,7 +6,7 @@ using System.Runtime.Intrinsics.X86;
 namespace KvAdaQuant.Numerics;
 
 /// <summary>
-/// Decode-attention value sums over packed 2-bit value rows with 8-bit softmax weights: the integer counterpart of
+/// Decode-attention value sums over packed 2- and 4-bit value rows with 8-bit softmax weights: the integer counterpart of
 /// <see cref="FusedAttentionKernels.AccumulatePacked"/> for the int8 attention path. A row dequantizes as
 /// x_c = a_g c_c + b_g (FP16 step a_g >= 0 and offset b_g of the channel's group g), so for a query head r
 /// <c>sum_t p_t x_tc = sum_t (p_t a_tg) c_tc + sum_t p_t b_tg</c>. Per block of up to <see cref="TokenBlock"/> tokens,
@@ -25,6 +25,9 @@ namespace KvAdaQuant.Numerics;
 /// in <see cref="ChannelAt"/> order (at head dims that are multiples of 64 the FP32 kernel's
 /// <see cref="FusedAttentionKernels.PermutedChannel"/> order: position 64 c + 16 k + j of chunk c holds channel
 /// 64 c + 4 j + k; at head dim 32 position 8 k + j holds channel 4 j + k).
+/// 4-bit codes take weights up to 127 (<see cref="WeightLevels"/>; pair sums at most 3,810, a block's at most 60,960,
+/// read as unsigned words) and split each 64-channel chunk (32 bytes a row) into two 16-byte pieces, one permute each,
+/// whose low and high nibbles a mask and a shift take apart (<see cref="SumNibbles"/>).
 /// Scalar twin: <see cref="AccumulateScalar"/> (bit-identical: the same byte weights, exact integer sums, and the
 /// same float operations in the same order).
 /// </summary>
