@@ -47,7 +47,7 @@ internal static class CommonOptions
     /// <summary><c>--attn-int8-values</c>: <c>--attn-int8</c>, and value sums with byte softmax weights over 2-bit values.</summary>
     public static Option<bool> AttnInt8Values() => new("--attn-int8-values")
     {
-        Description = "--attn-int8, and the weighted value sum over 2-bit values with the softmax weights times the value steps rounded to bytes per 64 tokens (vpmaddubsw, AVX-512 VBMI); layers whose values are not 2-bit per-token groups of 32 or 64+ channels keep the FP32 value sum",
+        Description = "--attn-int8, and the weighted value sum over 2- or 4-bit values with the softmax weights times the value steps rounded to bytes per 64 tokens (vpmaddubsw, AVX-512 VBMI); layers whose values are not 2- or 4-bit per-token groups the kernel takes (2-bit: groups of 32 or 64+ channels; 4-bit: multiples of 32) keep the FP32 value sum",
     };
 
     /// <summary>The precision <c>--attn-int8</c> and <c>--attn-int8-values</c> select (the latter implies the former).</summary>

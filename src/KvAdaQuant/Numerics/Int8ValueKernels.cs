@@ -788,13 +788,19 @@ internal static unsafe class Int8ValueKernels
     // and group spreads the quad's weights, and int16 sums (below 2^16, see WeightLevels) are widened at the end.
     private static void SumNibbles(byte* block, int rowBytes, int c, int n, byte* codeIdx, byte* weightIdx, int* chunkGroups, byte* uq, int groups, float* scales, float* o0, float* o1, float* o2, float* o3)
     {
+        if (rowBytes == 16)
+        {
+            SumNibbleRows16(block, n, codeIdx, weightIdx, uq, scales, o0, o1, o2, o3);
+            return;
+        }
+
         var c0 = Vector512.Load(codeIdx);
         var c1 = Vector512.Load(codeIdx + 64);
         var wi = Vector512.Load(weightIdx);
         var m15 = Vector512.Create((byte)15);
         var four = Vector512.Create((byte)Quad);
         int gA = chunkGroups[2 * c], gB = chunkGroups[(2 * c) + 1], planeBytes = groups * TokenBlock;
-        bool pieces = rowBytes > 16, one = gA == gB;
+        bool one = gA == gB;
         byte* wA = uq + (gA * TokenBlock);
         byte* wB = uq + (gB * TokenBlock);
         Vector512<short> a00 = default, a01 = default, a02 = default, a03 = default;
@@ -804,29 +810,20 @@ internal static unsafe class Int8ValueKernels
         byte* row = block + (c * 32);
         for (int t = 0; t < n; t += Quad, row += Quad * rowBytes)
         {
-            Vector512<byte> x0, x1;
-            if (!pieces)
+            Vector512<byte> v0, v1;
+            if (rowBytes == 32)
             {
-                x0 = Avx512Vbmi.PermuteVar64x8(Vector512.Load(row), c0);
-                x1 = Vector512<byte>.Zero;
+                v0 = Vector512.Load(row);
+                v1 = Vector512.Load(row + 64);
             }
             else
             {
-                Vector512<byte> v0, v1;
-                if (rowBytes == 32)
-                {
-                    v0 = Vector512.Load(row);
-                    v1 = Vector512.Load(row + 64);
-                }
-                else
-                {
-                    v0 = Join(Vector256.Load(row), Vector256.Load(row + rowBytes));
-                    v1 = Join(Vector256.Load(row + (2 * rowBytes)), Vector256.Load(row + (3 * rowBytes)));
-                }
-
-                x0 = Avx512Vbmi.PermuteVar64x8x2(v0, c0, v1);
-                x1 = Avx512Vbmi.PermuteVar64x8x2(v0, c1, v1);
+                v0 = Join(Vector256.Load(row), Vector256.Load(row + rowBytes));
+                v1 = Join(Vector256.Load(row + (2 * rowBytes)), Vector256.Load(row + (3 * rowBytes)));
             }
+
+            var x0 = Avx512Vbmi.PermuteVar64x8x2(v0, c0, v1);
+            var x1 = Avx512Vbmi.PermuteVar64x8x2(v0, c1, v1);
 
             var f0 = (x0 & m15).AsSByte();
             var f1 = (Avx512BW.ShiftRightLogical(x0.AsUInt16(), 4).AsByte() & m15).AsSByte();
@@ -859,26 +856,64 @@ internal static unsafe class Int8ValueKernels
             wi += four;
         }
 
-        FlushNibbles(o0, scales[gA], scales[gB], pieces, a00, a01, a02, a03);
-        FlushNibbles(o1, scales[groups + gA], scales[groups + gB], pieces, a10, a11, a12, a13);
-        FlushNibbles(o2, scales[(2 * groups) + gA], scales[(2 * groups) + gB], pieces, a20, a21, a22, a23);
-        FlushNibbles(o3, scales[(3 * groups) + gA], scales[(3 * groups) + gB], pieces, a30, a31, a32, a33);
+        FlushNibbles(o0, scales[gA], scales[gB], a00, a01, a02, a03);
+        FlushNibbles(o1, scales[groups + gA], scales[groups + gB], a10, a11, a12, a13);
+        FlushNibbles(o2, scales[(2 * groups) + gA], scales[(2 * groups) + gB], a20, a21, a22, a23);
+        FlushNibbles(o3, scales[(3 * groups) + gA], scales[(3 * groups) + gB], a30, a31, a32, a33);
     }
 
-    // Positions 0-31 (the first 16-byte piece: low nibbles, then high) times the first group's scale, 32-63 (the second
-    // piece, when the rows have one) times the second's.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void FlushNibbles(float* o, float scaleA, float scaleB, bool pieces, Vector512<short> s0, Vector512<short> s1, Vector512<short> s2, Vector512<short> s3)
+    // Head dim 32, 4-bit codes: 16-byte rows in one group, so four rows are one vector, one byte permute interleaves
+    // them as in SumNibbles, and each head takes one weight permute and two multiply-adds a quad.
+    private static void SumNibbleRows16(byte* block, int n, byte* codeIdx, byte* weightIdx, byte* uq, float* scales, float* o0, float* o1, float* o2, float* o3)
     {
-        var a = Vector512.Create(scaleA);
-        Flush(o, a, s0);
-        Flush(o + 16, a, s1);
-        if (pieces)
+        var ci = Vector512.Load(codeIdx);
+        var wi = Vector512.Load(weightIdx);
+        var m15 = Vector512.Create((byte)15);
+        var four = Vector512.Create((byte)Quad);
+        Vector512<short> a00 = default, a01 = default, a10 = default, a11 = default;
+        Vector512<short> a20 = default, a21 = default, a30 = default, a31 = default;
+        for (int t = 0; t < n; t += Quad)
         {
-            var b = Vector512.Create(scaleB);
-            Flush(o + 32, b, s2);
-            Flush(o + 48, b, s3);
+            var x = Avx512Vbmi.PermuteVar64x8(Vector512.Load(block + (t * 16)), ci);
+            var f0 = (x & m15).AsSByte();
+            var f1 = (Avx512BW.ShiftRightLogical(x.AsUInt16(), 4).AsByte() & m15).AsSByte();
+            var w = Avx512Vbmi.PermuteVar64x8(Vector512.Load(uq), wi);
+            a00 += Avx512BW.MultiplyAddAdjacent(w, f0);
+            a01 += Avx512BW.MultiplyAddAdjacent(w, f1);
+            w = Avx512Vbmi.PermuteVar64x8(Vector512.Load(uq + TokenBlock), wi);
+            a10 += Avx512BW.MultiplyAddAdjacent(w, f0);
+            a11 += Avx512BW.MultiplyAddAdjacent(w, f1);
+            w = Avx512Vbmi.PermuteVar64x8(Vector512.Load(uq + (2 * TokenBlock)), wi);
+            a20 += Avx512BW.MultiplyAddAdjacent(w, f0);
+            a21 += Avx512BW.MultiplyAddAdjacent(w, f1);
+            w = Avx512Vbmi.PermuteVar64x8(Vector512.Load(uq + (3 * TokenBlock)), wi);
+            a30 += Avx512BW.MultiplyAddAdjacent(w, f0);
+            a31 += Avx512BW.MultiplyAddAdjacent(w, f1);
+            wi += four;
         }
+
+        FlushPiece(o0, scales[0], a00, a01);
+        FlushPiece(o1, scales[1], a10, a11);
+        FlushPiece(o2, scales[2], a20, a21);
+        FlushPiece(o3, scales[3], a30, a31);
+    }
+
+    // Positions 0-31 (the first 16-byte piece: low nibbles, then high) times the first group's scale, 32-63 (the
+    // second piece) times the second's.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void FlushNibbles(float* o, float scaleA, float scaleB, Vector512<short> s0, Vector512<short> s1, Vector512<short> s2, Vector512<short> s3)
+    {
+        FlushPiece(o, scaleA, s0, s1);
+        FlushPiece(o + 32, scaleB, s2, s3);
+    }
+
+    // One 16-byte piece's 32 positions: its low nibbles' sums, then its high nibbles', times the group's scale.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void FlushPiece(float* o, float scale, Vector512<short> low, Vector512<short> high)
+    {
+        var s = Vector512.Create(scale);
+        Flush(o, s, low);
+        Flush(o + 16, s, high);
     }
 
     // (lo, hi) as one 512-bit vector by one insert.
