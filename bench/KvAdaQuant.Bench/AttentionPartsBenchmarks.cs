@@ -6,10 +6,12 @@ namespace KvAdaQuant.Bench;
 
 /// <summary>
 /// The parts of one decode step of <see cref="AttentionStepBenchmark"/> (one layer, 8 KV heads x 4 query heads,
-/// single-threaded) timed apart on the quantized stores of a k4v2 cache: <see cref="Scores"/> (q · k of every position
-/// from the packed keys), <see cref="SoftMax"/> (the softmax of the 4 score rows of every KV head) and
-/// <see cref="Values"/> (the probability-weighted sum of the packed values), and the int8 path's replacements for the first
-/// two, <see cref="ScoresInt8"/> and <see cref="ExpSum"/>. The layers cycle as in the step benchmark.
+/// single-threaded) timed apart on the quantized stores of a k4v2 or k4v4 cache: <see cref="Scores"/> (q · k of every
+/// position from the packed keys), <see cref="SoftMax"/> (the softmax of the 4 score rows of every KV head) and
+/// <see cref="Values"/> (the probability-weighted sum of the packed values), the int8 path's replacements for the first
+/// two, <see cref="ScoresInt8"/> and <see cref="ExpSum"/>, and the byte-weight path's replacement for the exponentials
+/// and the value sum, <see cref="ByteValues"/> (<c>Int8ValueKernels</c>, 2- and 4-bit values). The layers cycle as in
+/// the step benchmark.
 /// </summary>
 [Config(typeof(AttentionBenchmarkConfig))]
 public class AttentionPartsBenchmarks : IDisposable
@@ -23,6 +25,7 @@ public class AttentionPartsBenchmarks : IDisposable
     private float[] _output = null!;
     private float[] _scores = null!;
     private float[] _max = null!;
+    private float[] _sums = new float[QueryHeads];
     private int _next;
 
     /// <summary>Model shape (<see cref="AttentionStepBenchmark.HeadDimOf"/>).</summary>
@@ -34,7 +37,7 @@ public class AttentionPartsBenchmarks : IDisposable
     public int Context { get; set; } = 32768;
 
     /// <summary>Cache spec (--kv syntax).</summary>
-    [Params("k4v2")]
+    [Params("k4v2", "k4v4")]
     public string Kv { get; set; } = "k4v2";
 
     /// <summary>Fills the layers with random keys and values.</summary>
@@ -136,6 +139,22 @@ public class AttentionPartsBenchmarks : IDisposable
         {
             Array.Clear(_output);
             values.Accumulate(g, _scores.AsSpan(g * QueryHeads * Context, QueryHeads * Context), QueryHeads, Context, _output);
+        }
+    }
+
+    /// <summary>
+    /// The byte-weight value sums of every KV head of the next layer with the exponential fused in
+    /// (<see cref="AttentionPrecision.Int8Values"/>), from the score rows and their maxima as <see cref="ScoresInt8"/>
+    /// leaves them (here the rows as the setup left them: the time does not depend on the values).
+    /// </summary>
+    [Benchmark]
+    public void ByteValues()
+    {
+        var values = _values[Advance()];
+        for (int g = 0; g < KvHeads; g++)
+        {
+            Array.Clear(_output);
+            values.AccumulateSoftmaxInt8(g, _scores.AsSpan(g * QueryHeads * Context, QueryHeads * Context), QueryHeads, Context, _max.AsSpan(g * QueryHeads, QueryHeads), _sums, _output);
         }
     }
 
