@@ -208,4 +208,39 @@ public class Int8AttentionTests
         Assert.False(((QuantizedKvStore)cache.Layers[0]).UsesInt8);
         Assert.True(((QuantizedKvStore)cache.Layers[1]).UsesInt8);
     }
+
+    [SkippableFact]
+    public void MixedPlanTakesByteValuesWhereTheValueWidthAllows()
+    {
+        // 2- and 4-bit values take the byte path, 8-bit values keep the FP32 value sum after int8 scores, FP16 layers
+        // keep FP32 attention; every layer's output stays close to the int8 path's.
+        Skip.IfNot(KvAdaQuant.Numerics.Int8ValueKernels.IsSupported, "AVX-512 VBMI not available");
+        KvSpec k4 = new(KvBits.Four), v2 = new(KvBits.Two), v4 = new(KvBits.Four), v8 = new(KvBits.Eight);
+        var plan = new KvPlan([new KvLayerSpec(k4, v2), new KvLayerSpec(k4, v4), new KvLayerSpec(k4, v8), new KvLayerSpec(KvSpec.Fp16, KvSpec.Fp16)], "mixed", "test");
+        const int Heads = 2, Rep = 4, Hd = 64, Length = 200;
+        var layout = new KvLayout(4, Heads, Hd, Length);
+        using var bytes = (QuantizedKvCache)KvCacheFactory.Create(plan, layout, AttentionPrecision.Int8Values);
+        using var int8 = (QuantizedKvCache)KvCacheFactory.Create(plan, layout, AttentionPrecision.Int8);
+        Assert.Equal(3, bytes.Int8Layers);
+        Assert.Equal(2, bytes.Int8ValueLayers);
+        Assert.Equal([true, true, false, false], bytes.Layers.Select(l => l is QuantizedKvStore q && q.UsesInt8Values));
+        Assert.Equal([true, true, true, false], bytes.Layers.Select(l => l is QuantizedKvStore q && q.UsesInt8));
+        var rng = new Random(11);
+        var k = Enumerable.Range(0, Length * Heads * Hd).Select(_ => (float)((rng.NextDouble() * 4) - 2)).ToArray();
+        var v = Enumerable.Range(0, Length * Heads * Hd).Select(_ => (float)((rng.NextDouble() * 2) - 1)).ToArray();
+        var q = Enumerable.Range(0, Rep * Hd).Select(_ => (float)((rng.NextDouble() * 2) - 1) * 3).ToArray();
+        var scores = new float[Rep * Length];
+        for (int l = 0; l < 4; l++)
+        {
+            bytes.Layers[l].Append(k, v, Length);
+            int8.Layers[l].Append(k, v, Length);
+            var a = new float[Rep * Hd];
+            var b = new float[Rep * Hd];
+            bytes.Layers[l].Attend(1, q, Rep, Length, a, scores);
+            int8.Layers[l].Attend(1, q, Rep, Length, b, scores);
+            double worst = a.Zip(b).Max(p => Math.Abs(p.First - p.Second));
+            Assert.True(worst < 0.05, $"layer {l}: max |bytes - int8| = {worst}");
+            Assert.True(l < 2 ? worst > 0 : worst == 0, $"layer {l}: {worst}");
+        }
+    }
 }
