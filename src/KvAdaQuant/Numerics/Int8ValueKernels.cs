@@ -216,13 +216,13 @@ internal static unsafe class Int8ValueKernels
         ushort* prmPad = stackalloc ushort[padWords];
         var tables = Tables.GetOrAdd((hd, rows.GroupChannels, rows.Bits), key => new IndexTables(key.HeadDim, key.GroupChannels, key.Bits));
         fixed (byte* codeIdx = tables.Code, weightIdx = tables.Weight)
-        fixed (int* groupIdx = tables.Group, chunkGroups = tables.ChunkGroups, positionGroups = tables.PositionGroup)
+        fixed (int* chunkGroups = tables.ChunkGroups, positionGroups = tables.PositionGroup)
         {
-            AccumulateVector(rows, probs, stride, nh, output, max, sums, sumLanes, aPl, bPl, uq, offsets, scales, weights, pad, scratch, prmPad, padWords, codeIdx, weightIdx, groupIdx, chunkGroups, positionGroups);
+            AccumulateVector(rows, probs, stride, nh, output, max, sums, sumLanes, aPl, bPl, uq, offsets, scales, weights, pad, scratch, prmPad, padWords, codeIdx, weightIdx, chunkGroups, positionGroups);
         }
     }
 
-    private static void AccumulateVector(in PackedRows rows, float* probs, int stride, int nh, float* output, float* max, float* sums, float* sumLanes, float* aPl, float* bPl, byte* uq, float* offsets, float* scales, float* weights, float* pad, float* scratch, ushort* prmPad, int padWords, byte* codeIdx, byte* weightIdx, int* groupIdx, int* chunkGroups, int* positionGroups)
+    private static void AccumulateVector(in PackedRows rows, float* probs, int stride, int nh, float* output, float* max, float* sums, float* sumLanes, float* aPl, float* bPl, byte* uq, float* offsets, float* scales, float* weights, float* pad, float* scratch, ushort* prmPad, int padWords, byte* codeIdx, byte* weightIdx, int* chunkGroups, int* positionGroups)
     {
         int hd = rows.HeadDim, groups = hd / rows.GroupChannels, pp = rows.Symmetric ? 1 : 2, chunks = (hd + 63) / 64;
         int rowBytes = rows.RowBytes;
@@ -255,21 +255,7 @@ internal static unsafe class Int8ValueKernels
                 QuantizeBlock(probs, stride, h0, heads, t0, n, pad, max, sumLanes, groups, aPl, bPl, offsets, scales, uq, weights, levels);
 
                 byte* block = rows.Codes + ((long)t0 * rowBytes);
-                if (rows.Bits == 4)
-                {
-                    for (int c = 0; c < chunks; c++)
-                    {
-                        float* o0 = output + (h0 * hd) + (c * 64);
-                        float* o1 = heads > 1 ? o0 + hd : scratch;
-                        float* o2 = heads > 2 ? o0 + (2 * hd) : scratch;
-                        float* o3 = heads > 3 ? o0 + (3 * hd) : scratch;
-                        SumNibbles(block, rowBytes, c, n, codeIdx, weightIdx, chunkGroups, uq, groups, scales, o0, o1, o2, o3);
-                    }
-
-                    continue;
-                }
-
-                if (hd == 32)
+                if (hd == 32 && rows.Bits == 2)
                 {
                     float* p0 = output + (h0 * hd);
                     SumOctets(block, n, codeIdx, weightIdx, uq, scales, p0, heads > 1 ? p0 + hd : scratch, heads > 2 ? p0 + (2 * hd) : scratch, heads > 3 ? p0 + (3 * hd) : scratch);
@@ -282,7 +268,14 @@ internal static unsafe class Int8ValueKernels
                     float* o1 = heads > 1 ? o0 + hd : scratch;
                     float* o2 = heads > 2 ? o0 + (2 * hd) : scratch;
                     float* o3 = heads > 3 ? o0 + (3 * hd) : scratch;
-                    SumChunk(block, rowBytes, chunks, c, n, codeIdx, weightIdx, groupIdx, chunkGroups, uq, groups, scales, o0, o1, o2, o3);
+                    if (rows.Bits == 4)
+                    {
+                        SumNibbles(block, rowBytes, c, n, codeIdx, weightIdx, chunkGroups, uq, groups, scales, o0, o1, o2, o3);
+                    }
+                    else
+                    {
+                        SumChunk(block, rowBytes, chunks, c, n, codeIdx, weightIdx, positionGroups, chunkGroups, uq, groups, scales, o0, o1, o2, o3);
+                    }
                 }
             }
 
@@ -715,7 +708,7 @@ internal static unsafe class Int8ValueKernels
 
     // One 64-channel chunk of the block for four heads: int16 sums of byte weight x code over the block's quads, then
     // widened and added to the outputs times the head's group scales.
-    private static void SumChunk(byte* block, int rowBytes, int chunks, int c, int n, byte* codeIdx, byte* weightIdx, int* groupIdx, int* chunkGroups, byte* uq, int groups, float* scales, float* o0, float* o1, float* o2, float* o3)
+    private static void SumChunk(byte* block, int rowBytes, int chunks, int c, int n, byte* codeIdx, byte* weightIdx, int* positionGroups, int* chunkGroups, byte* uq, int groups, float* scales, float* o0, float* o1, float* o2, float* o3)
     {
         var ci = Vector512.Load(codeIdx + (c * 64));
         var wi = Vector512.Load(weightIdx + (c * 64));
@@ -775,7 +768,8 @@ internal static unsafe class Int8ValueKernels
             wi += four;
         }
 
-        var gi = Vector512.Load(groupIdx + (c * Lanes));
+        // Position 64 c + j (j < 16) holds channel 64 c + 4 j, so the chunk's first sixteen positions give every lane's group.
+        var gi = Vector512.Load(positionGroups + (c * 64));
         Flush(o0, Avx512F.PermuteVar16x32(Vector512.Load(scales), gi), a00, a01, a02, a03);
         Flush(o1, Avx512F.PermuteVar16x32(Vector512.Load(scales + groups), gi), a10, a11, a12, a13);
         Flush(o2, Avx512F.PermuteVar16x32(Vector512.Load(scales + (2 * groups)), gi), a20, a21, a22, a23);
@@ -1005,8 +999,9 @@ internal static unsafe class Int8ValueKernels
 
     /// <summary>
     /// Per chunk: the byte permute that interleaves four tokens' 16 code bytes (word j of the lower half = byte j of
-    /// tokens 0 and 1, of the upper half tokens 2 and 3), the permute that spreads the weights of the chunk's one or
-    /// two groups to those words (plus the quad's first token), the lane -> group index of the scales, and the two groups.
+    /// tokens 0 and 1, of the upper half tokens 2 and 3; for 4-bit codes one per 16-byte piece), the permute that
+    /// spreads the weights of the chunk's one or two groups to those words (plus the quad's first token), and the two
+    /// groups; per output position its group (the offsets, and the 2-bit kernel's lane -> scale index).
     /// </summary>
     private sealed class IndexTables
     {
@@ -1015,7 +1010,6 @@ internal static unsafe class Int8ValueKernels
             int chunks = (headDim + 63) / 64, gc = groupChannels;
             Code = new byte[chunks * 64 * (bits == 4 ? 2 : 1)];
             Weight = new byte[chunks * 64];
-            Group = new int[chunks * Lanes];
             ChunkGroups = new int[chunks * 2];
             PositionGroup = Enumerable.Range(0, headDim).Select(p => ChannelAt(p, headDim, bits) / gc).ToArray();
             if (bits == 4)
@@ -1065,18 +1059,12 @@ internal static unsafe class Int8ValueKernels
                     Weight[(c * 64) + i] = (byte)((g == gA ? 0 : 64) + token);
                 }
 
-                for (int j = 0; j < Lanes; j++)
-                {
-                    Group[(c * Lanes) + j] = ((c * 64) + (4 * j)) / gc;
-                }
             }
         }
 
         public byte[] Code { get; }
 
         public byte[] Weight { get; }
-
-        public int[] Group { get; }
 
         public int[] ChunkGroups { get; }
 
