@@ -45,6 +45,7 @@ public static class AttentionMinProbe
         var int8Stores = new QuantizedKvStore[layers];
         var int8ValueStores = new QuantizedKvStore[layers];
         var keys = new QuantizedTensorStore[layers];
+        var int8Keys = new QuantizedTensorStore[layers];
         var values = new QuantizedTensorStore[layers];
         var rng = new Random(7);
         const int Batch = 256;
@@ -58,6 +59,7 @@ public static class AttentionMinProbe
             int8Stores[l] = new QuantizedKvStore(layout, spec, AttentionPrecision.Int8);
             int8ValueStores[l] = new QuantizedKvStore(layout, spec, AttentionPrecision.Int8Values);
             keys[l] = new QuantizedTensorStore(layout, spec.K);
+            int8Keys[l] = new QuantizedTensorStore(layout, spec.K, int8Keys: true);
             values[l] = new QuantizedTensorStore(layout, spec.V);
             for (int t = 0; t < context; t += Batch)
             {
@@ -66,6 +68,7 @@ public static class AttentionMinProbe
                 int8Stores[l].Append(k, v, n);
                 int8ValueStores[l].Append(k, v, n);
                 keys[l].Append(k, n);
+                int8Keys[l].Append(k, n);
                 values[l].Append(v, n);
             }
         }
@@ -111,7 +114,7 @@ public static class AttentionMinProbe
             for (int g = 0; g < Heads; g++)
             {
                 sw.Restart();
-                keys[l].ScoresInt8(g, q.AsSpan(g * Rep * hd, Rep * hd), Rep, context, s, max);
+                int8Keys[l].ScoresInt8(g, q.AsSpan(g * Rep * hd, Rep * hd), Rep, context, s, max);
                 d8 += sw.Elapsed.TotalMilliseconds;
                 sw.Restart();
                 unsafe
@@ -128,7 +131,7 @@ public static class AttentionMinProbe
                 e8 += sw.Elapsed.TotalMilliseconds;
                 if (byteValues)
                 {
-                    keys[l].ScoresInt8(g, q.AsSpan(g * Rep * hd, Rep * hd), Rep, context, s, max);
+                    int8Keys[l].ScoresInt8(g, q.AsSpan(g * Rep * hd, Rep * hd), Rep, context, s, max);
                     sw.Restart();
                     Array.Clear(o);
                     values[l].AccumulateSoftmaxInt8(g, s, Rep, context, max, expSums, o);
@@ -145,7 +148,7 @@ public static class AttentionMinProbe
             sums = Math.Min(sums, c);
         }
 
-        foreach (var d in stores.Cast<IDisposable>().Concat(int8Stores).Concat(int8ValueStores).Concat(keys).Concat(values))
+        foreach (var d in stores.Cast<IDisposable>().Concat(int8Stores).Concat(int8ValueStores).Concat(keys).Concat(int8Keys).Concat(values))
         {
             d.Dispose();
         }

@@ -20,6 +20,7 @@ public class AttentionPartsBenchmarks : IDisposable
     private const int QueryHeads = AttentionStepBenchmark.QueryHeads;
 
     private QuantizedTensorStore[] _keys = [];
+    private QuantizedTensorStore[] _int8Keys = [];
     private QuantizedTensorStore[] _values = [];
     private float[] _q = null!;
     private float[] _output = null!;
@@ -49,6 +50,7 @@ public class AttentionPartsBenchmarks : IDisposable
         var layout = new KvLayout(1, KvHeads, hd, Context);
         var spec = KvPlan.Parse(Kv, 1).Layers[0];
         _keys = new QuantizedTensorStore[layers];
+        _int8Keys = new QuantizedTensorStore[layers];
         _values = new QuantizedTensorStore[layers];
         var rng = new Random(7);
         const int Batch = 256;
@@ -57,12 +59,14 @@ public class AttentionPartsBenchmarks : IDisposable
         for (int l = 0; l < layers; l++)
         {
             _keys[l] = new QuantizedTensorStore(layout, spec.K);
+            _int8Keys[l] = new QuantizedTensorStore(layout, spec.K, int8Keys: true);
             _values[l] = new QuantizedTensorStore(layout, spec.V);
             for (int t = 0; t < Context; t += Batch)
             {
                 AttentionStepBenchmark.RandomKeysAndValues(rng, k, v);
                 int n = Math.Min(Batch, Context - t);
                 _keys[l].Append(k, n);
+                _int8Keys[l].Append(k, n);
                 _values[l].Append(v, n);
             }
         }
@@ -93,7 +97,7 @@ public class AttentionPartsBenchmarks : IDisposable
     [Benchmark]
     public void ScoresInt8()
     {
-        var keys = _keys[Advance()];
+        var keys = _int8Keys[Advance()];
         int span = QueryHeads * AttentionStepBenchmark.HeadDimOf(Shape);
         for (int g = 0; g < KvHeads; g++)
         {
@@ -162,12 +166,13 @@ public class AttentionPartsBenchmarks : IDisposable
     [GlobalCleanup]
     public void Dispose()
     {
-        foreach (var s in _keys.Concat(_values))
+        foreach (var s in _keys.Concat(_int8Keys).Concat(_values))
         {
             s.Dispose();
         }
 
         _keys = [];
+        _int8Keys = [];
         _values = [];
         GC.SuppressFinalize(this);
     }

@@ -47,9 +47,16 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     private readonly bool _int8;
     private readonly bool _int8Values;
     private readonly int[] _byteTable;
+    private readonly bool _tiled;
+    private readonly long _headCodeBytes;
     private int _quantized;
 
-    public QuantizedTensorStore(KvLayout layout, KvSpec spec, bool allowFused = true)
+    /// <summary>
+    /// Creates an empty store. <paramref name="int8Keys"/>: the store holds the keys of the int8 score path, so where
+    /// <see cref="SupportsInt8"/> its codes are laid out in <see cref="KeyTiles"/> for that kernel (<see cref="IsTiled"/>;
+    /// its FP32 <see cref="Scores"/> then take the row-at-a-time path).
+    /// </summary>
+    public QuantizedTensorStore(KvLayout layout, KvSpec spec, bool allowFused = true, bool int8Keys = false)
     {
         if (spec.Problem(layout.HeadDim) is { } problem)
         {
@@ -70,7 +77,10 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         _chunk = spec.FlushChunk;
         _ringCap = (int)Math.Min((long)spec.Residual + _chunk, _cap + (long)_chunk);
         _paramsPerHead = _perChannel ? ((long)(_cap / _chunk) + 1) * _hd * _pp : (long)_cap * _groupsPerRow * _pp;
-        _codes = new NativeBuffer((long)_heads * _cap * _rowBytes);
+        _int8 = !_perChannel && _bits.IntegerBits() is 2 or 4 or 8 && Int8AttentionKernels.Supports(_bits.IntegerBits(), _hd, _groupChannels);
+        _tiled = int8Keys && _int8;
+        _headCodeBytes = _tiled ? KeyTiles.Bytes(_cap, _rowBytes) : (long)_cap * _rowBytes;
+        _codes = new NativeBuffer(_heads * _headCodeBytes);
         // Padded so the int8 kernel's 64-word parameter window of the last eight tokens stays inside the buffer.
         _params = new NativeBuffer((_heads * _paramsPerHead * 2) + ParamPadBytes);
         _sinks = new NativeBuffer((long)_heads * _sinkCap * _hd * 2);
@@ -78,9 +88,8 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         _flushValues = new float[_chunk * _hd];
         _flushCodes = new byte[_chunk * _hd];
         (_symStep, _symOffset) = spec.Symmetric ? AffineQuantizer.Effective(new QuantParams(Half.One, default), _bits, true) : (1f, 0f);
-        _fused = allowFused && FusedAttentionKernels.IsSupported && !_perChannel && FusedAttentionKernels.SupportsPacked(_bits.IntegerBits(), _hd, _groupChannels);
+        _fused = allowFused && !_tiled && FusedAttentionKernels.IsSupported && !_perChannel && FusedAttentionKernels.SupportsPacked(_bits.IntegerBits(), _hd, _groupChannels);
         _permutation = _fused ? FusedAttentionKernels.PermutationTable(_hd, _bits.IntegerBits()) : [];
-        _int8 = !_perChannel && _bits.IntegerBits() is 2 or 4 or 8 && Int8AttentionKernels.Supports(_bits.IntegerBits(), _hd, _groupChannels);
         _int8Values = allowFused && !_perChannel && Int8ValueKernels.IsSupported && Int8ValueKernels.Supports(_bits.IntegerBits(), _hd, _groupChannels);
         _byteTable = _int8Values ? Int8ValueKernels.PermutationTable(_hd, _bits.IntegerBits()) : [];
     }
@@ -96,6 +105,9 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     /// <see cref="Int8ValueKernels.Supports"/>, on a CPU with AVX-512 VBMI.
     /// </summary>
     public bool SupportsInt8Values => _int8Values;
+
+    /// <summary>Whether the codes lie in <see cref="KeyTiles"/> (the int8 score path's keys) rather than row after row.</summary>
+    public bool IsTiled => _tiled;
 
     /// <summary>Whether attention runs through <see cref="FusedAttentionKernels"/> (else the row-at-a-time general path).</summary>
     public bool IsFused => _fused;
@@ -279,6 +291,11 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         if (!_int8)
         {
             throw new InvalidOperationException($"int8 attention does not handle keys stored as {_spec}");
+        }
+
+        if (!_tiled)
+        {
+            throw new InvalidOperationException("int8 scores read keys laid out in KeyTiles: create the store with int8Keys: true");
         }
 
         int hd = _hd;
@@ -524,7 +541,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
 
     // Quantized rows first..first+count-1 of a KV head.
     private PackedRows Rows(int kvHead, int first, int count) => new(
-        _codes.Pointer + ((long)kvHead * _cap * _rowBytes) + ((long)first * _rowBytes),
+        _codes.Pointer + (kvHead * _headCodeBytes) + (_tiled ? KeyTiles.Offset(first, 0, _rowBytes) : (long)first * _rowBytes),
         (ushort*)_params.Pointer + (kvHead * _paramsPerHead) + ((long)first * _groupsPerRow * _pp),
         count,
         _hd,
@@ -532,7 +549,8 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         _groupChannels,
         _spec.Symmetric,
         _symStep,
-        _symOffset);
+        _symOffset,
+        _tiled);
 
     // Rows from residual index m on that are contiguous in the ring (up to count).
     private int RingRun(int m, int count) => Math.Min(count, _ringCap - (m % _ringCap));
@@ -599,7 +617,13 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
 
     private void DequantizeRow(int kvHead, int m, Span<float> buf)
     {
-        BitPacking.Unpack(CodeRow(kvHead, m), _bits, buf);
+        Span<byte> codes = _tiled ? stackalloc byte[_rowBytes] : CodeRow(kvHead, m);
+        if (_tiled)
+        {
+            KeyTiles.ReadRow(_codes.Pointer + (kvHead * _headCodeBytes), m, _rowBytes, codes);
+        }
+
+        BitPacking.Unpack(codes, _bits, buf);
         var p = TokenParams(kvHead, m);
         int gc = _groupChannels;
         for (int g = 0; g < _groupsPerRow; g++)
@@ -648,6 +672,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         int m0 = _quantized;
         var values = _flushValues.AsSpan(0, c * hd);
         var codes = _flushCodes.AsSpan(0, c * hd);
+        Span<byte> row = stackalloc byte[_rowBytes];
         for (int h = 0; h < _heads; h++)
         {
             for (int k = 0; k < c; k++)
@@ -685,7 +710,15 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
 
             for (int k = 0; k < c; k++)
             {
-                BitPacking.Pack(codes.Slice(k * hd, hd), _bits, CodeRow(h, m0 + k));
+                if (_tiled)
+                {
+                    BitPacking.Pack(codes.Slice(k * hd, hd), _bits, row);
+                    KeyTiles.WriteRow(_codes.Pointer + (h * _headCodeBytes), m0 + k, _rowBytes, row);
+                }
+                else
+                {
+                    BitPacking.Pack(codes.Slice(k * hd, hd), _bits, CodeRow(h, m0 + k));
+                }
             }
         }
 
@@ -725,7 +758,8 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
 
     private Span<Half> RingRow(int h, int m) => new((Half*)_ring.Pointer + ((((long)h * _ringCap) + (m % _ringCap)) * _hd), _hd);
 
-    private Span<byte> CodeRow(int h, int m) => new(_codes.Pointer + ((((long)h * _cap) + m) * _rowBytes), _rowBytes);
+    // Row m of head h in the row layout (per-channel stores and untiled per-token stores).
+    private Span<byte> CodeRow(int h, int m) => new(_codes.Pointer + (h * _headCodeBytes) + ((long)m * _rowBytes), _rowBytes);
 
     private Span<Half> TokenParams(int h, int m) => new((Half*)_params.Pointer + (h * _paramsPerHead) + ((long)m * _groupsPerRow * _pp), _groupsPerRow * _pp);
 

@@ -11,8 +11,9 @@ namespace KvAdaQuant.Numerics;
 /// [-127, 127], like Q8_0), and a token's score is
 /// <c>s = sum_g ( (a_g * sq_g) * idot_g + b_g * qsum_g )</c>, with idot_g = sum over the group of code * q8 (exact, int32),
 /// a_g, b_g the token's FP16 group step and offset, and qsum_g the exact FP32 sum of the query over the group.
-/// The codes stay in their byte layout. Each 16-byte chunk of a run of tokens' rows is transposed (two unpack levels)
-/// so that one 32-bit lane holds four code bytes of one token, the bit fields are split with shifts and masks, and each
+/// The keys lie in <see cref="KeyTiles"/> (the store writes them so for this path): a tile of sixteen tokens is the
+/// transpose of their rows' dwords, so one 64-byte load gives a column in which each 32-bit lane holds four code bytes
+/// of one token (the row layout took two unpack levels over sixteen 16-byte loads per four columns), the bit fields are split with shifts and masks, and each
 /// field is multiplied with a repeated dword of four int8 query channels, for up to four query heads of a GQA group
 /// per pass: 2- and 4-bit codes sixteen tokens at a time at 512 bits with <c>vpmaddubsw</c> (AVX-512BW, u8 x s8 pair
 /// sums, which cannot saturate for these codes) summed in int16 and widened by <c>vpmaddwd</c>; 8-bit codes (and the
@@ -111,6 +112,11 @@ internal static unsafe class Int8AttentionKernels
     /// </summary>
     public static void Scores(in PackedRows rows, sbyte* q8, int* dwords, float* steps, float* sums, int nh, float* scores, int stride, float* max)
     {
+        if (!rows.Tiled)
+        {
+            throw new ArgumentException("int8 scores read keys laid out in KeyTiles (PackedRows.Tiled); these rows lie row after row", nameof(rows));
+        }
+
         if (!IsSupported)
         {
             ScoresScalar(rows, q8, steps, sums, nh, scores, stride, max);
@@ -131,7 +137,10 @@ internal static unsafe class Int8AttentionKernels
         }
     }
 
-    /// <summary>Scalar twin of <see cref="Scores"/>: the same integer dots and the same float steps in the same order.</summary>
+    /// <summary>
+    /// Scalar twin of <see cref="Scores"/>: the same integer dots and the same float steps in the same order. Reads rows
+    /// in either layout (tiled or row after row), so the tests can check the tiles against the rows.
+    /// </summary>
     public static void ScoresScalar(in PackedRows rows, sbyte* q8, float* steps, float* sums, int nh, float* scores, int stride, float* max)
     {
         for (int r = 0; r < nh; r++)
@@ -204,9 +213,16 @@ internal static unsafe class Int8AttentionKernels
         int hd = rows.HeadDim, bits = rows.Bits, gc = rows.GroupChannels, groups = hd / gc;
         int pp = rows.Symmetric ? 1 : 2;
         uint mask = (1u << bits) - 1;
+        byte* copy = stackalloc byte[rows.RowBytes];
         for (int t = t0; t < t1; t++)
         {
             byte* row = rows.Codes + ((long)t * rows.RowBytes);
+            if (rows.Tiled)
+            {
+                KeyTiles.ReadRow(rows.Codes, t, rows.RowBytes, new Span<byte>(copy, rows.RowBytes));
+                row = copy;
+            }
+
             ushort* prm = rows.Params + ((long)t * groups * pp);
             for (int r = 0; r < nh; r++)
             {
@@ -245,10 +261,10 @@ internal static unsafe class Int8AttentionKernels
         }
     }
 
-    // How far ahead the 16-token pass prefetches its codes. The pass reads its rows out of order (four tokens 4 rows
-    // apart per load), which the hardware prefetchers follow poorly for 64-byte rows: without it the Llama-3.1-8B
-    // shape's streamed int8 scores took 2.2-2.4 ms at 32k against 1.23 ms with it (= its cache-resident time);
-    // 1 KB to 4 KB measured alike, 2 KB best (min-probe, alternated runs).
+    // How far ahead the 16-token pass prefetches its codes. With the row layout the pass read its rows out of order
+    // (four tokens 4 rows apart per load), which the hardware prefetchers followed poorly for 64-byte rows: without it
+    // the Llama-3.1-8B shape's streamed int8 scores took 2.2-2.4 ms at 32k against 1.23 ms with it (= its
+    // cache-resident time); 1 KB to 4 KB measured alike, 2 KB best (min-probe, alternated runs).
     private const int PrefetchBytes = 2048;
 
     private static void ScoresVector<TWidth>(in PackedRows rows, sbyte* q8, int* dwords, float* steps, float* sums, int nh, float* scores, int stride, float* max)
@@ -286,9 +302,7 @@ internal static unsafe class Int8AttentionKernels
         int widenEvery = TWidth.MaxWordAdds / (8 / TWidth.Bits);
         for (; TWidth.Bits < 8 && t + (2 * TokenStep) <= n; t += 2 * TokenStep)
         {
-            // Sixteen tokens at 512 bits: 128-bit lane L of a vector holds token t + 4L + i's chunk (i = 0..3 per
-            // vector), so the same two unpack levels leave column k of the sixteen tokens in order. 2- and 4-bit
-            // codes times int8 queries fit vpmaddubsw's int16 pair sums without saturation; those are added in int16
+            // Sixteen tokens (one tile) at 512 bits, a column per load. 2- and 4-bit codes times int8 queries fit vpmaddubsw's int16 pair sums without saturation; those are added in int16
             // (at most MaxWordAdds at a time) and widened by vpmaddwd with ones. All EVEX, short dependency chains.
             ConvertParams(prms + ((long)t * groups * pp), paramWords, groups, idxLo, idxHi, symmetric, symScale, prm);
             ConvertParams(prms + ((long)(t + TokenStep) * groups * pp), paramWords, groups, idxLo, idxHi, symmetric, symScale, prmHi);
@@ -308,25 +322,11 @@ internal static unsafe class Int8AttentionKernels
             int* q = dwords;
             for (int c = 0; c < chunks; c++)
             {
-                byte* p = blk + (c * 16);
-                var r0 = Gather4(p, 4 * rb).AsInt32();
-                var r1 = Gather4(p + rb, 4 * rb).AsInt32();
-                var r2 = Gather4(p + (2 * rb), 4 * rb).AsInt32();
-                var r3 = Gather4(p + (3 * rb), 4 * rb).AsInt32();
-                var u0 = Avx512F.UnpackLow(r0, r1).AsInt64();
-                var u1 = Avx512F.UnpackHigh(r0, r1).AsInt64();
-                var u2 = Avx512F.UnpackLow(r2, r3).AsInt64();
-                var u3 = Avx512F.UnpackHigh(r2, r3).AsInt64();
+                // The tile's columns 4c..4c+3: dword 4c + kk of the sixteen tokens, in token order.
+                byte* p = blk + (c * 256);
                 for (int kk = 0; kk < 4; kk++)
                 {
-                    var col = kk switch
-                    {
-                        0 => Avx512F.UnpackLow(u0, u2),
-                        1 => Avx512F.UnpackHigh(u0, u2),
-                        2 => Avx512F.UnpackLow(u1, u3),
-                        _ => Avx512F.UnpackHigh(u1, u3),
-                    };
-                    TWidth.Madd16(col.AsUInt32(), q, ref acc);
+                    TWidth.Madd16(Vector512.Load((uint*)(p + (kk * 64))), q, ref acc);
                     q += qColumn;
                     if (--left == 0)
                     {
@@ -371,7 +371,8 @@ internal static unsafe class Int8AttentionKernels
         for (; t + TokenStep <= n; t += TokenStep)
         {
             ConvertParams(rows.Params + ((long)t * groups * pp), paramWords, groups, idxLo, idxHi, rows.Symmetric, symScale, prm);
-            byte* blk = rows.Codes + ((long)t * rb);
+            // Eight tokens from the start or the middle of a tile: the first or second half of each 64-byte column.
+            byte* blk = rows.Codes + KeyTiles.Offset(t, 0, rb);
             var f0 = Vector256<float>.Zero;
             var f1 = Vector256<float>.Zero;
             var f2 = Vector256<float>.Zero;
@@ -381,37 +382,29 @@ internal static unsafe class Int8AttentionKernels
             int* q = dwords;
             for (int c = 0; c < chunks; c++)
             {
-                byte* p = blk + (c * 16);
-                var r0 = Vector256.Create(Vector128.Load(p), Vector128.Load(p + (4 * rb))).AsInt32();
-                var r1 = Vector256.Create(Vector128.Load(p + rb), Vector128.Load(p + (5 * rb))).AsInt32();
-                var r2 = Vector256.Create(Vector128.Load(p + (2 * rb)), Vector128.Load(p + (6 * rb))).AsInt32();
-                var r3 = Vector256.Create(Vector128.Load(p + (3 * rb)), Vector128.Load(p + (7 * rb))).AsInt32();
-                var u0 = Avx2.UnpackLow(r0, r1).AsInt64();
-                var u1 = Avx2.UnpackHigh(r0, r1).AsInt64();
-                var u2 = Avx2.UnpackLow(r2, r3).AsInt64();
-                var u3 = Avx2.UnpackHigh(r2, r3).AsInt64();
-                TWidth.Dot(Avx2.UnpackLow(u0, u2).AsUInt32(), q, false, ref acc);
+                byte* p = blk + (c * 256);
+                TWidth.Dot(Vector256.Load((uint*)p), q, false, ref acc);
                 if (--left == 0)
                 {
                     Flush(ref acc, prm, steps, sums, ref g, ref f0, ref f1, ref f2, ref f3);
                     left = columnsPerGroup;
                 }
 
-                TWidth.Dot(Avx2.UnpackHigh(u0, u2).AsUInt32(), q + qColumn, true, ref acc);
+                TWidth.Dot(Vector256.Load((uint*)(p + 64)), q + qColumn, true, ref acc);
                 if (--left == 0)
                 {
                     Flush(ref acc, prm, steps, sums, ref g, ref f0, ref f1, ref f2, ref f3);
                     left = columnsPerGroup;
                 }
 
-                TWidth.Dot(Avx2.UnpackLow(u1, u3).AsUInt32(), q + (2 * qColumn), false, ref acc);
+                TWidth.Dot(Vector256.Load((uint*)(p + 128)), q + (2 * qColumn), false, ref acc);
                 if (--left == 0)
                 {
                     Flush(ref acc, prm, steps, sums, ref g, ref f0, ref f1, ref f2, ref f3);
                     left = columnsPerGroup;
                 }
 
-                TWidth.Dot(Avx2.UnpackHigh(u1, u3).AsUInt32(), q + (3 * qColumn), true, ref acc);
+                TWidth.Dot(Vector256.Load((uint*)(p + 192)), q + (3 * qColumn), true, ref acc);
                 if (--left == 0)
                 {
                     Flush(ref acc, prm, steps, sums, ref g, ref f0, ref f1, ref f2, ref f3);
@@ -507,11 +500,6 @@ internal static unsafe class Int8AttentionKernels
         acc.H2 = default;
         acc.H3 = default;
     }
-
-    // Four 16-byte pieces p, p + step, p + 2 step, p + 3 step as the four 128-bit lanes of one vector.
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<byte> Gather4(byte* p, int step) =>
-        Join(Vector256.Create(Vector128.Load(p), Vector128.Load(p + step)), Vector256.Create(Vector128.Load(p + (2 * step)), Vector128.Load(p + (3 * step))));
 
     // (lo, hi) as one 512-bit vector by one insert (Vector512.Create(lo, hi) went through the stack here).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

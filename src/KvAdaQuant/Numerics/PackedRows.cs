@@ -5,8 +5,10 @@ namespace KvAdaQuant.Numerics;
 /// of <see cref="HeadDim"/> codes of <see cref="Bits"/> bits packed little-endian (code c at bits [c*b, c*b+b) of the
 /// row), and per row its FP16 group parameters [group][scale, zero] (symmetric: [group][scale], dequantized as
 /// scale * SymStep * c + scale * SymOffset). Bits 16 and 32 describe FP16 / FP32 rows without parameters.
+/// With <see cref="Tiled"/> the codes lie in <see cref="KeyTiles"/> (the int8 score path's key layout) instead of
+/// row after row; the parameters are per row either way.
 /// </summary>
-internal readonly unsafe struct PackedRows(byte* codes, ushort* parameters, int count, int headDim, int bits, int groupChannels, bool symmetric, float symStep, float symOffset)
+internal readonly unsafe struct PackedRows(byte* codes, ushort* parameters, int count, int headDim, int bits, int groupChannels, bool symmetric, float symStep, float symOffset, bool tiled = false)
 {
     /// <summary>First byte of the first row.</summary>
     public byte* Codes { get; } = codes;
@@ -34,6 +36,9 @@ internal readonly unsafe struct PackedRows(byte* codes, ushort* parameters, int 
 
     /// <summary>Symmetric offset multiplier (b = scale * SymOffset).</summary>
     public float SymOffset { get; } = symOffset;
+
+    /// <summary>Whether the codes are in <see cref="KeyTiles"/> (from a tile boundary) rather than row after row.</summary>
+    public bool Tiled { get; } = tiled;
 
     /// <summary>Bytes per row.</summary>
     public int RowBytes => HeadDim * Bits / 8;

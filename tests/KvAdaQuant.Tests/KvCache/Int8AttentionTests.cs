@@ -199,6 +199,59 @@ public class Int8AttentionTests
         Assert.Contains(message, e.Message);
     }
 
+    [Theory]
+    [InlineData("k4v2", 64, AttentionPrecision.Int8)]
+    [InlineData("k4v2:r16:sink4", 128, AttentionPrecision.Int8Values)]
+    [InlineData("k8v8:sym", 128, AttentionPrecision.Int8)]
+    [InlineData("k4v4", 32, AttentionPrecision.Int8Values)]
+    [InlineData("k2v2", 64, AttentionPrecision.Int8)]
+    public void Int8KeysLieInTilesAndReadBackAsTheFp32PathsRows(string kv, int hd, AttentionPrecision precision)
+    {
+        // 53 positions: the last tile of each head partly filled; keys written one flush at a time into their tiles.
+        const int Heads = 2, Length = 53, Rep = 4;
+        var layout = new KvLayout(1, Heads, hd, Length);
+        var spec = KvPlan.Parse(kv, 1).Layers[0];
+        using var rows = new QuantizedKvStore(layout, spec, AttentionPrecision.Fp32);
+        using var tiled = new QuantizedKvStore(layout, spec, precision);
+        Assert.True(tiled.UsesInt8 && tiled.KeysInTiles && !tiled.ValuesInTiles);
+        Assert.False(rows.KeysInTiles);
+        var rng = new Random(hd + kv.Length);
+        var k = Enumerable.Range(0, Length * Heads * hd).Select(_ => (float)((rng.NextDouble() * 4) - 2)).ToArray();
+        var v = Enumerable.Range(0, Length * Heads * hd).Select(_ => (float)((rng.NextDouble() * 2) - 1)).ToArray();
+        for (int t = 0; t < Length; t++)
+        {
+            rows.Append(k.AsSpan(t * Heads * hd), v.AsSpan(t * Heads * hd), 1);
+            tiled.Append(k.AsSpan(t * Heads * hd), v.AsSpan(t * Heads * hd), 1);
+        }
+
+        Assert.Equal(rows.ByteCount, tiled.ByteCount);
+        for (int h = 0; h < Heads; h++)
+        {
+            var a = new float[Length * hd];
+            var b = new float[Length * hd];
+            rows.ReadKeys(h, 0, Length, a);
+            tiled.ReadKeys(h, 0, Length, b);
+            Assert.Equal(a, b);
+        }
+
+        // The tiled keys' FP32 scores (the row-at-a-time path) against the row layout's fused ones.
+        var spec1 = spec.K;
+        using var plain = new QuantizedTensorStore(layout, spec1);
+        using var tiles = new QuantizedTensorStore(layout, spec1, int8Keys: true);
+        Assert.True(tiles.IsTiled && !tiles.IsFused && !plain.IsTiled);
+        plain.Append(k, Length);
+        tiles.Append(k, Length);
+        var q = Enumerable.Range(0, Rep * hd).Select(_ => (float)((rng.NextDouble() * 2) - 1)).ToArray();
+        var sa = new float[Rep * Length];
+        var sb = new float[Rep * Length];
+        plain.Scores(1, q, Rep, Length, sa);
+        tiles.Scores(1, q, Rep, Length, sb);
+        for (int i = 0; i < sa.Length; i++)
+        {
+            Assert.True(Math.Abs(sa[i] - sb[i]) <= 1e-4 * (1 + Math.Abs(sa[i])), $"{kv}: score {i}: tiled {sb[i]} vs rows {sa[i]}");
+        }
+    }
+
     [Fact]
     public void MixedPlanKeepsFp32AttentionInLayersWithoutInt8Keys()
     {

@@ -61,14 +61,20 @@ public unsafe class Int8AttentionKernelsTests
                 int stride = count + 3;
                 var want = new float[4 * stride];
                 var got = new float[4 * stride];
+                var tiledScalar = new float[4 * stride];
                 var wantMax = new float[4];
                 var gotMax = new float[4];
-                fixed (float* w = want, gp = got, wm = wantMax, gm = gotMax)
+                var tiledMax = new float[4];
+                var tiled = data.Tiled();
+                fixed (float* w = want, gp = got, ts = tiledScalar, wm = wantMax, gm = gotMax, tm = tiledMax)
                 {
+                    // The scalar twin over the rows as they lie row after row, the kernel over their tiles.
                     Int8AttentionKernels.ScoresScalar(data.Rows, query.Q8, query.Steps, query.Sums, nh, w, stride, wm);
-                    Int8AttentionKernels.Scores(data.Rows, query.Q8, query.Dwords, query.Steps, query.Sums, nh, gp, stride, gm);
+                    Int8AttentionKernels.ScoresScalar(tiled, query.Q8, query.Steps, query.Sums, nh, ts, stride, tm);
+                    Int8AttentionKernels.Scores(tiled, query.Q8, query.Dwords, query.Steps, query.Sums, nh, gp, stride, gm);
                 }
 
+                Assert.Equal(want, tiledScalar);
                 for (int i = 0; i < want.Length; i++)
                 {
                     Assert.True(BitConverter.SingleToInt32Bits(want[i]) == BitConverter.SingleToInt32Bits(got[i]), $"bits {bits} hd {hd} g {g} sym {symmetric} count {count} nh {nh}: element {i}: vector {got[i]} vs scalar {want[i]}");
@@ -111,7 +117,7 @@ public unsafe class Int8AttentionKernelsTests
             fixed (float* w = want, gp = got, mp = m)
             {
                 Int8AttentionKernels.ScoresScalar(data.Rows, query.Q8, query.Steps, query.Sums, 4, w, Count, mp);
-                Int8AttentionKernels.Scores(data.Rows, query.Q8, query.Dwords, query.Steps, query.Sums, 4, gp, Count, mp);
+                Int8AttentionKernels.Scores(data.Tiled(), query.Q8, query.Dwords, query.Steps, query.Sums, 4, gp, Count, mp);
             }
 
             Assert.Equal(want, got);
@@ -141,7 +147,7 @@ public unsafe class Int8AttentionKernelsTests
                 };
             }
 
-            CheckBound(data.Rows, q, 4, $"bits {bits} hd {hd} g {g} sym {symmetric} trial {trial}");
+            CheckBound(data, q, 4, $"bits {bits} hd {hd} g {g} sym {symmetric} trial {trial}");
         }
     }
 
@@ -167,7 +173,7 @@ public unsafe class Int8AttentionKernelsTests
             q[c] = c % G == 0 ? 127f : 2 * (c % 50) + 0.4f - 50;
         }
 
-        var (err, bound) = CheckBound(data.Rows, q, 1, "adversarial");
+        var (err, bound) = CheckBound(data, q, 1, "adversarial");
         Assert.True(err > 0.7 * bound, $"error {err} should approach the bound {bound}");
     }
 
@@ -182,9 +188,27 @@ public unsafe class Int8AttentionKernelsTests
                 var rng = new Random(c.seed);
                 using var data = PackedRowData.Random(rng, c.count, 64, c.bits, 32, c.sym);
                 var q = RandomFloats(rng, 2 * 64, (float)(rng.NextDouble() * 10));
-                CheckBound(data.Rows, q, 2, $"{c}");
+                CheckBound(data, q, 2, $"{c}");
             },
             iter: 200);
+    }
+
+    [Fact]
+    public void ScoresRefuseRowsThatAreNotInKeyTiles()
+    {
+        using var data = PackedRowData.Random(new Random(5), 16, 64, 4, 32, false);
+        using var query = new QueryBlock(RandomFloats(new Random(6), 64, 1), 1, 64, 4, 32);
+        var s = new float[16];
+        var m = new float[4];
+        var e = Assert.Throws<ArgumentException>(() =>
+        {
+            fixed (float* sp = s, mp = m)
+            {
+                Int8AttentionKernels.Scores(data.Rows, query.Q8, query.Dwords, query.Steps, query.Sums, 1, sp, 16, mp);
+            }
+        });
+        Assert.Contains("KeyTiles", e.Message);
+        Assert.Contains("row after row", e.Message);
     }
 
     [SkippableFact]
@@ -212,15 +236,16 @@ public unsafe class Int8AttentionKernelsTests
 
     // Checks |int8 score - exact score| <= sum_g |a_g| sq_g / 2 sum_c code_c + 1e-5 sum |terms| for every token and head;
     // returns the largest error and the bound where it was largest relative to the bound.
-    private static (double Err, double Bound) CheckBound(in PackedRows rows, float[] q, int nh, string what)
+    private static (double Err, double Bound) CheckBound(PackedRowData data, float[] q, int nh, string what)
     {
+        var rows = data.Rows;
         int hd = rows.HeadDim, g = rows.GroupChannels, groups = hd / g;
         using var query = new QueryBlock(q, nh, hd, rows.Bits, g);
         var got = new float[4 * rows.Count];
         var max = new float[4];
         fixed (float* s = got, m = max)
         {
-            Int8AttentionKernels.Scores(rows, query.Q8, query.Dwords, query.Steps, query.Sums, nh, s, rows.Count, m);
+            Int8AttentionKernels.Scores(data.Tiled(), query.Q8, query.Dwords, query.Steps, query.Sums, nh, s, rows.Count, m);
         }
 
         float* x = stackalloc float[hd];
