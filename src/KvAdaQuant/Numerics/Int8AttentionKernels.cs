@@ -264,7 +264,8 @@ internal static unsafe class Int8AttentionKernels
     // How far ahead the 16-token pass prefetches its codes. With the row layout the pass read its rows out of order
     // (four tokens 4 rows apart per load), which the hardware prefetchers followed poorly for 64-byte rows: without it
     // the Llama-3.1-8B shape's streamed int8 scores took 2.2-2.4 ms at 32k against 1.23 ms with it (= its
-    // cache-resident time); 1 KB to 4 KB measured alike, 2 KB best (min-probe, alternated runs).
+    // cache-resident time); 1 KB to 4 KB measured alike, 2 KB best (min-probe, alternated runs). With the tiles the
+    // reads are in order, and dropping the prefetch measured alike or slightly slower (three alternated pairs).
     private const int PrefetchBytes = 2048;
 
     private static void ScoresVector<TWidth>(in PackedRows rows, sbyte* q8, int* dwords, float* steps, float* sums, int nh, float* scores, int stride, float* max)
