@@ -539,9 +539,9 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
 
     private PackedRows Rows(int kvHead, int count) => Rows(kvHead, 0, count);
 
-    // Quantized rows first..first+count-1 of a KV head.
+    // Quantized rows first..first+count-1 of a KV head (tiled codes: from a tile boundary).
     private PackedRows Rows(int kvHead, int first, int count) => new(
-        _codes.Pointer + (kvHead * _headCodeBytes) + (_tiled ? KeyTiles.Offset(first, 0, _rowBytes) : (long)first * _rowBytes),
+        _codes.Pointer + (kvHead * _headCodeBytes) + (_tiled ? TileStart(first) : (long)first * _rowBytes),
         (ushort*)_params.Pointer + (kvHead * _paramsPerHead) + ((long)first * _groupsPerRow * _pp),
         count,
         _hd,
@@ -551,6 +551,10 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         _symStep,
         _symOffset,
         _tiled);
+
+    private long TileStart(int first) => first % KeyTiles.Tokens == 0
+        ? KeyTiles.Offset(first, 0, _rowBytes)
+        : throw new InvalidOperationException($"tiled keys are read from a tile boundary (a multiple of {KeyTiles.Tokens} rows), not from row {first}");
 
     // Rows from residual index m on that are contiguous in the ring (up to count).
     private int RingRun(int m, int count) => Math.Min(count, _ringCap - (m % _ringCap));
