@@ -48,11 +48,35 @@ public sealed unsafe class WeightMatrix : IDisposable
     /// <summary>Total bytes of the matrix.</summary>
     public long ByteCount => RowByteCount * Rows;
 
-    /// <summary>Raw bytes of row <paramref name="row"/>.</summary>
-    public ReadOnlySpan<byte> RowData(int row) => new(_data + (row * RowByteCount), checked((int)RowByteCount));
+    /// <summary>
+    /// Raw bytes of row <paramref name="row"/>: from the resident copy once it is made (the same bytes; reading the
+    /// mapping again would fault its released pages back in beside the copy, as the token embedding's lookups did when
+    /// the classifier shares it), else from the data.
+    /// </summary>
+    public ReadOnlySpan<byte> RowData(int row) => new(RowSource() + (row * RowByteCount), checked((int)RowByteCount));
 
     /// <summary>Writes row <paramref name="row"/> as floats into <paramref name="dst"/> (length Cols).</summary>
-    public void DequantizeRow(int row, Span<float> dst) => RowDequantizer.Dequantize(Type, RowData(row), dst[..Cols]);
+    public void DequantizeRow(int row, Span<float> dst)
+    {
+        RowDequantizer.Dequantize(Type, RowData(row), dst[..Cols]);
+        if (IsFileMapped && HasRowGroups && IsRepacked)
+        {
+            // A lookup in a matrix whose products read a row-group copy (a token embedding that is also the classifier):
+            // the row came from the mapping, which faulted it in with its neighbours (fault-around and large page-cache
+            // folios map more than the row's pages, never across a 2 MB boundary of the address space); drop the
+            // matrix's part of that 2 MB window again, so that lookups do not rebuild the mapping beside the copy.
+            long start = (long)_data + (row * RowByteCount);
+            long first = Math.Max((long)_data, start / FaultAround * FaultAround);
+            long end = Math.Min((long)_data + ByteCount, (start + RowByteCount + FaultAround - 1) / FaultAround * FaultAround);
+            PageAdvice.ReleaseFilePages((byte*)first, end - first);
+        }
+    }
+
+    // What one read fault of a file mapping may map at most: a page table's span (fault-around and folio mapping stop there).
+    private const long FaultAround = PageAdvice.HugePageBytes;
+
+    // The resident copy where one has been made (identical layout), else the mapped or owned data.
+    private byte* RowSource() => HasResidentRows && Volatile.Read(ref _copy) is { } copy ? copy.Pointer : _data;
 
     /// <summary>Pointer to the first byte of row <paramref name="row"/>.</summary>
     public byte* RowPointer(int row) => _data + (row * RowByteCount);

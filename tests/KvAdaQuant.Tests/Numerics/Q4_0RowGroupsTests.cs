@@ -256,5 +256,19 @@ public unsafe class Q4_0RowGroupsTests
         }
 
         Assert.Equal(sum, again);
+
+        // Lookups (DequantizeRow: a token embedding that is also the classifier) read the mapping and drop the pages
+        // they faulted in, so the mapping does not build up again beside the row-group copy.
+        var x = new float[cols];
+        var want = new float[cols];
+        for (int r = 0; r < rows; r += 3)
+        {
+            w.DequantizeRow(r, x);
+            RowDequantizer.Dequantize(GgmlType.Q4_0, data.AsSpan(r * blocks * 18, blocks * 18), want);
+            Assert.Equal(want, x);
+        }
+
+        long afterLookups = ProcessMappings.ResidentKb(path);
+        Assert.True(afterLookups <= 8, $"lookups left {afterLookups} kB of the mapping resident beside the copy");
     }
 }

@@ -74,11 +74,25 @@ public unsafe class ResidentRowCopyTests
         long after = ProcessMappings.ResidentKb(path);
         Assert.True(after <= 8, $"mapping still resident after the copy: {after} kB");
 
-        // rows read back from the file unchanged, and a second product (from the copy) gives the same bits
+        // rows (and lookups: a token embedding that is also the classifier) now read from the copy, unchanged, and
+        // leave the mapping alone; a second product (from the copy) gives the same bits
+        var x1 = new float[cols];
+        var want = new float[cols];
         for (int r = 0; r < rows; r++)
         {
             Assert.True(mapped.RowData(r).SequenceEqual(data.AsSpan((int)(r * rowBytes), (int)rowBytes)), $"row {r}");
+            fixed (byte* at = mapped.RowData(r))
+            {
+                Assert.True(at == mapped.ResidentRowData() + (r * rowBytes), $"row {r} is not read from the copy");
+            }
+
+            mapped.DequantizeRow(r, x1);
+            RowDequantizer.Dequantize(type, data.AsSpan((int)(r * rowBytes), (int)rowBytes), want);
+            Assert.Equal(want, x1);
         }
+
+        long afterRows = ProcessMappings.ResidentKb(path);
+        Assert.True(afterRows <= 8, $"reading the rows faulted the mapping back in: {afterRows} kB");
 
         var again = new float[y.Length];
         kernel.MatMul(mapped, x, again, tokens);
