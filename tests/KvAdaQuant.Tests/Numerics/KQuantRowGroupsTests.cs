@@ -497,5 +497,18 @@ public unsafe class KQuantRowGroupsTests
         {
             Assert.True(w.RowData(r).SequenceEqual(data.AsSpan(r * superBlocks * 144, superBlocks * 144)), $"row {r}");
         }
+
+        // Lookups (a token embedding that is also the classifier) dequantize the row and drop the mapped pages again.
+        var x = new float[superBlocks * 256];
+        var want = new float[superBlocks * 256];
+        for (int r = 0; r < rows; r += 5)
+        {
+            w.DequantizeRow(r, x);
+            RowDequantizer.Dequantize(GgmlType.Q4_K, data.AsSpan(r * superBlocks * 144, superBlocks * 144), want);
+            Assert.Equal(want, x);
+        }
+
+        long afterLookups = ProcessMappings.ResidentKb(path);
+        Assert.True(afterLookups <= 8, $"lookups left {afterLookups} kB of the mapping resident beside the copy");
     }
 }
