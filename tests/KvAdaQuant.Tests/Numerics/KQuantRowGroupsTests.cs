@@ -501,8 +501,10 @@ public unsafe class KQuantRowGroupsTests
         // Lookups (a token embedding that is also the classifier) dequantize the row and drop the mapped pages again.
         var x = new float[superBlocks * 256];
         var want = new float[superBlocks * 256];
-        for (int r = 0; r < rows; r += 5)
+        // (the pages are dropped every LookupsPerRelease lookups: here after the 64th and the 128th)
+        for (int i = 0; i < 2 * WeightMatrix.LookupsPerRelease; i++)
         {
+            int r = i * 5 % rows;
             w.DequantizeRow(r, x);
             RowDequantizer.Dequantize(GgmlType.Q4_K, data.AsSpan(r * superBlocks * 144, superBlocks * 144), want);
             Assert.Equal(want, x);

@@ -261,8 +261,10 @@ public unsafe class Q4_0RowGroupsTests
         // they faulted in, so the mapping does not build up again beside the row-group copy.
         var x = new float[cols];
         var want = new float[cols];
-        for (int r = 0; r < rows; r += 3)
+        // (the pages are dropped every LookupsPerRelease lookups: here after the 64th and the 128th)
+        for (int i = 0; i < 2 * WeightMatrix.LookupsPerRelease; i++)
         {
+            int r = i * 3 % rows;
             w.DequantizeRow(r, x);
             RowDequantizer.Dequantize(GgmlType.Q4_0, data.AsSpan(r * blocks * 18, blocks * 18), want);
             Assert.Equal(want, x);
