@@ -13,7 +13,8 @@ namespace KvAdaQuant.Numerics;
 /// a_g, b_g the token's FP16 group step and offset, and qsum_g the exact FP32 sum of the query over the group.
 /// The keys lie in <see cref="KeyTiles"/> (the store writes them so for this path): a tile of sixteen tokens is the
 /// transpose of their rows' dwords, so one 64-byte load gives a column in which each 32-bit lane holds four code bytes
-/// of one token (the row layout took two unpack levels over sixteen 16-byte loads per four columns), the bit fields are split with shifts and masks, and each
+/// of one token (the row layout took two unpack levels over sixteen 16-byte loads per four columns); the bit fields
+/// are split with shifts and masks, and each
 /// field is multiplied with a repeated dword of four int8 query channels, for up to four query heads of a GQA group
 /// per pass: 2- and 4-bit codes sixteen tokens at a time at 512 bits with <c>vpmaddubsw</c> (AVX-512BW, u8 x s8 pair
 /// sums, which cannot saturate for these codes) summed in int16 and widened by <c>vpmaddwd</c>; 8-bit codes (and the
@@ -273,7 +274,7 @@ internal static unsafe class Int8AttentionKernels
     {
         int hd = rows.HeadDim, gc = rows.GroupChannels, groups = hd / gc;
         int rb = rows.RowBytes;
-        int chunks = rb / 16;
+        int columns = rb / 4;
         int columnsPerGroup = gc * TWidth.Bits / 32;
         int pp = rows.Symmetric ? 1 : 2;
         int paramWords = TokenStep * groups * pp;
@@ -303,8 +304,9 @@ internal static unsafe class Int8AttentionKernels
         int widenEvery = TWidth.MaxWordAdds / (8 / TWidth.Bits);
         for (; TWidth.Bits < 8 && t + (2 * TokenStep) <= n; t += 2 * TokenStep)
         {
-            // Sixteen tokens (one tile) at 512 bits, a column per load. 2- and 4-bit codes times int8 queries fit vpmaddubsw's int16 pair sums without saturation; those are added in int16
-            // (at most MaxWordAdds at a time) and widened by vpmaddwd with ones. All EVEX, short dependency chains.
+            // Sixteen tokens (one tile) at 512 bits, a column per load. 2- and 4-bit codes times int8 queries fit
+            // vpmaddubsw's int16 pair sums without saturation; those are added in int16 (at most MaxWordAdds at a
+            // time) and widened by vpmaddwd with ones. All EVEX, short dependency chains.
             ConvertParams(prms + ((long)t * groups * pp), paramWords, groups, idxLo, idxHi, symmetric, symScale, prm);
             ConvertParams(prms + ((long)(t + TokenStep) * groups * pp), paramWords, groups, idxLo, idxHi, symmetric, symScale, prmHi);
             byte* blk = codes + ((long)t * rb);
@@ -321,7 +323,7 @@ internal static unsafe class Int8AttentionKernels
             WordAccumulators acc = default;
             int left = columnsPerGroup, untilWiden = widenEvery, g = 0;
             int* q = dwords;
-            for (int c = 0; c < chunks; c++)
+            for (int c = 0; c < columns / 4; c++)
             {
                 // The tile's columns 4c..4c+3: dword 4c + kk of the sixteen tokens, in token order.
                 byte* p = blk + (c * 256);
@@ -381,38 +383,15 @@ internal static unsafe class Int8AttentionKernels
             Accumulators acc = default;
             int left = columnsPerGroup, g = 0;
             int* q = dwords;
-            for (int c = 0; c < chunks; c++)
+            for (int k = 0; k < columns; k++, q += qColumn)
             {
-                byte* p = blk + (c * 256);
-                TWidth.Dot(Vector256.Load((uint*)p), q, false, ref acc);
+                // Column k's first or second half; even and odd columns go to the A and B accumulators.
+                TWidth.Dot(Vector256.Load((uint*)(blk + (k * 64))), q, (k & 1) != 0, ref acc);
                 if (--left == 0)
                 {
                     Flush(ref acc, prm, steps, sums, ref g, ref f0, ref f1, ref f2, ref f3);
                     left = columnsPerGroup;
                 }
-
-                TWidth.Dot(Vector256.Load((uint*)(p + 64)), q + qColumn, true, ref acc);
-                if (--left == 0)
-                {
-                    Flush(ref acc, prm, steps, sums, ref g, ref f0, ref f1, ref f2, ref f3);
-                    left = columnsPerGroup;
-                }
-
-                TWidth.Dot(Vector256.Load((uint*)(p + 128)), q + (2 * qColumn), false, ref acc);
-                if (--left == 0)
-                {
-                    Flush(ref acc, prm, steps, sums, ref g, ref f0, ref f1, ref f2, ref f3);
-                    left = columnsPerGroup;
-                }
-
-                TWidth.Dot(Vector256.Load((uint*)(p + 192)), q + (3 * qColumn), true, ref acc);
-                if (--left == 0)
-                {
-                    Flush(ref acc, prm, steps, sums, ref g, ref f0, ref f1, ref f2, ref f3);
-                    left = columnsPerGroup;
-                }
-
-                q += 4 * qColumn;
             }
 
             f0.Store(scores + t);

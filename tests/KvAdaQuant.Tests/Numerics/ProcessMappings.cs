@@ -1,3 +1,5 @@
+using KvAdaQuant.Numerics;
+
 namespace KvAdaQuant.Tests.Numerics;
 
 /// <summary>This process's file mappings, from <c>/proc/self/smaps</c> (Linux).</summary>
@@ -21,6 +23,29 @@ internal static class ProcessMappings
         }
 
         return total;
+    }
+
+    /// <summary>
+    /// Lookups in a file-mapped row-group matrix <paramref name="w"/> (a token embedding that is also the classifier),
+    /// whose file <paramref name="path"/> holds <paramref name="data"/>: 2 x <see cref="WeightMatrix.LookupsPerRelease"/>
+    /// of them (rows i x <paramref name="step"/> mod rows) dequantize the right rows, and the pages are dropped every
+    /// LookupsPerRelease lookups (here after the 64th and the 128th), so the mapping does not build up again beside the copy.
+    /// </summary>
+    public static void AssertLookupsLeaveTheMappingReleased(WeightMatrix w, byte[] data, string path, int step)
+    {
+        int rowBytes = (int)w.RowByteCount;
+        var x = new float[w.Cols];
+        var want = new float[w.Cols];
+        for (int i = 0; i < 2 * WeightMatrix.LookupsPerRelease; i++)
+        {
+            int r = i * step % w.Rows;
+            w.DequantizeRow(r, x);
+            RowDequantizer.Dequantize(w.Type, data.AsSpan(r * rowBytes, rowBytes), want);
+            Assert.Equal(want, x);
+        }
+
+        long afterLookups = ResidentKb(path);
+        Assert.True(afterLookups <= 8, $"lookups left {afterLookups} kB of the mapping resident beside the copy");
     }
 
     // A mapping header: "start-end perms offset dev inode [path]".
