@@ -253,6 +253,18 @@ public class Int8AttentionTests
     }
 
     [Fact]
+    public void Int8ScoresOnAKeyStoreWithoutTilesAreRefusedByName()
+    {
+        var layout = new KvLayout(1, 2, 64, 32);
+        using var store = new QuantizedTensorStore(layout, KvPlan.Parse("k4v2", 1).Layers[0].K);
+        Assert.True(store.SupportsInt8 && !store.IsTiled);
+        store.Append(new float[32 * 2 * 64], 32);
+        var e = Assert.Throws<InvalidOperationException>(() => store.ScoresInt8(0, new float[4 * 64], 4, 32, new float[4 * 32], new float[4]));
+        Assert.Contains("KeyTiles", e.Message);
+        Assert.Contains("int8Keys: true", e.Message);
+    }
+
+    [Fact]
     public void MixedPlanKeepsFp32AttentionInLayersWithoutInt8Keys()
     {
         var plan = new KvPlan([new KvLayerSpec(KvSpec.Fp16, KvSpec.Fp16), new KvLayerSpec(new KvSpec(KvBits.Four), new KvSpec(KvBits.Two))], "mixed", "test");
