@@ -302,6 +302,7 @@ internal static unsafe class Int8AttentionKernels
         bool symmetric = rows.Symmetric;
         int qColumn = 8 / TWidth.Bits * HeadBlock * QueryRepeat;
         int widenEvery = TWidth.MaxWordAdds / (8 / TWidth.Bits);
+        bool longGroups = columnsPerGroup > widenEvery;
         for (; TWidth.Bits < 8 && t + (2 * TokenStep) <= n; t += 2 * TokenStep)
         {
             // Sixteen tokens (one tile) at 512 bits, a column per load. 2- and 4-bit codes times int8 queries fit
@@ -309,41 +310,31 @@ internal static unsafe class Int8AttentionKernels
             // time) and widened by vpmaddwd with ones. All EVEX, short dependency chains.
             ConvertParams(prms + ((long)t * groups * pp), paramWords, groups, idxLo, idxHi, symmetric, symScale, prm);
             ConvertParams(prms + ((long)(t + TokenStep) * groups * pp), paramWords, groups, idxLo, idxHi, symmetric, symScale, prmHi);
-            byte* blk = codes + ((long)t * rb);
-            byte* ahead = blk + PrefetchBytes;
-            for (int b = 0; b < 2 * TokenStep * rb; b += 64)
-            {
-                Sse.Prefetch0(ahead + b);
-            }
-
+            // Group by group: the group's columns (one 64-byte load each, the load PrefetchBytes ahead requested with
+            // it), then its int16 sums widened and folded into the float scores. Groups of at most widenEvery columns
+            // (the usual 32 channels) widen once, at the flush, straight into the values the flush converts.
+            byte* col = codes + ((long)t * rb);
             var f0 = Vector512<float>.Zero;
             var f1 = Vector512<float>.Zero;
             var f2 = Vector512<float>.Zero;
             var f3 = Vector512<float>.Zero;
             WordAccumulators acc = default;
-            int left = columnsPerGroup, untilWiden = widenEvery, g = 0;
             int* q = dwords;
-            for (int c = 0; c < columns / 4; c++)
+            for (int g = 0; g < groups; g++)
             {
-                // The tile's columns 4c..4c+3: dword 4c + kk of the sixteen tokens, in token order.
-                byte* p = blk + (c * 256);
-                for (int kk = 0; kk < 4; kk++)
+                int untilWiden = widenEvery;
+                for (int k = 0; k < columnsPerGroup; k++, col += 64, q += qColumn)
                 {
-                    TWidth.Madd16(Vector512.Load((uint*)(p + (kk * 64))), q, ref acc);
-                    q += qColumn;
-                    if (--left == 0)
-                    {
-                        Widen(ref acc);
-                        Flush16(ref acc, prm, prmHi, steps, sums, ref g, ref f0, ref f1, ref f2, ref f3);
-                        left = columnsPerGroup;
-                        untilWiden = widenEvery;
-                    }
-                    else if (--untilWiden == 0)
+                    Sse.Prefetch0(col + PrefetchBytes);
+                    TWidth.Madd16(Vector512.Load((uint*)col), q, ref acc);
+                    if (--untilWiden == 0 && k + 1 < columnsPerGroup)
                     {
                         Widen(ref acc);
                         untilWiden = widenEvery;
                     }
                 }
+
+                Flush16(ref acc, longGroups, prm, prmHi, steps, sums, g, ref f0, ref f1, ref f2, ref f3);
             }
 
             f0.Store(scores + t);
@@ -450,20 +441,40 @@ internal static unsafe class Int8AttentionKernels
         g++;
     }
 
-    // Flush for sixteen tokens: f_r += cvt(I_r) * (a * sq_r) + b * qsum_r over the group's widened int32 dots.
+    // Flush for sixteen tokens: I_r = the group's int32 dots (its int16 sums widened by vpmaddwd with ones, plus the
+    // dots widened before where the group is long), then f_r += cvt(I_r) * (a * sq_r) + b * qsum_r; sums cleared.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Flush16(ref WordAccumulators acc, float* prmLo, float* prmHi, float* steps, float* sums, ref int g, ref Vector512<float> f0, ref Vector512<float> f1, ref Vector512<float> f2, ref Vector512<float> f3)
+    private static void Flush16(ref WordAccumulators acc, bool longGroups, float* prmLo, float* prmHi, float* steps, float* sums, int g, ref Vector512<float> f0, ref Vector512<float> f1, ref Vector512<float> f2, ref Vector512<float> f3)
     {
+        var one = Vector512.Create((short)1);
+        var i0 = Avx512BW.MultiplyAddAdjacent(acc.H0, one);
+        var i1 = Avx512BW.MultiplyAddAdjacent(acc.H1, one);
+        var i2 = Avx512BW.MultiplyAddAdjacent(acc.H2, one);
+        var i3 = Avx512BW.MultiplyAddAdjacent(acc.H3, one);
+        if (longGroups)
+        {
+            i0 += acc.I0;
+            i1 += acc.I1;
+            i2 += acc.I2;
+            i3 += acc.I3;
+            acc.I0 = default;
+            acc.I1 = default;
+            acc.I2 = default;
+            acc.I3 = default;
+        }
+
+        acc.H0 = default;
+        acc.H1 = default;
+        acc.H2 = default;
+        acc.H3 = default;
         var a = Join(Vector256.Load(prmLo + (g * 16)), Vector256.Load(prmHi + (g * 16)));
         var b = Join(Vector256.Load(prmLo + (g * 16) + 8), Vector256.Load(prmHi + (g * 16) + 8));
         float* sg = steps + (g * HeadBlock);
         float* zg = sums + (g * HeadBlock);
-        f0 = Vector512.FusedMultiplyAdd(b, Vector512.Create(zg[0]), Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(acc.I0), a * Vector512.Create(sg[0]), f0));
-        f1 = Vector512.FusedMultiplyAdd(b, Vector512.Create(zg[1]), Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(acc.I1), a * Vector512.Create(sg[1]), f1));
-        f2 = Vector512.FusedMultiplyAdd(b, Vector512.Create(zg[2]), Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(acc.I2), a * Vector512.Create(sg[2]), f2));
-        f3 = Vector512.FusedMultiplyAdd(b, Vector512.Create(zg[3]), Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(acc.I3), a * Vector512.Create(sg[3]), f3));
-        acc = default;
-        g++;
+        f0 = Vector512.FusedMultiplyAdd(Vector512.Create(zg[0]), b, Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(i0), a * Vector512.Create(sg[0]), f0));
+        f1 = Vector512.FusedMultiplyAdd(Vector512.Create(zg[1]), b, Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(i1), a * Vector512.Create(sg[1]), f1));
+        f2 = Vector512.FusedMultiplyAdd(Vector512.Create(zg[2]), b, Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(i2), a * Vector512.Create(sg[2]), f2));
+        f3 = Vector512.FusedMultiplyAdd(Vector512.Create(zg[3]), b, Vector512.FusedMultiplyAdd(Avx512F.ConvertToVector512Single(i3), a * Vector512.Create(sg[3]), f3));
     }
 
     // The int16 pair sums into the int32 dots (vpmaddwd by 1 adds each token's two halves), int16 sums cleared.

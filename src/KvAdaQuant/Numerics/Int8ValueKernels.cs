@@ -200,7 +200,7 @@ internal static unsafe class Int8ValueKernels
         int hd = rows.HeadDim, groups = hd / rows.GroupChannels, pp = rows.Symmetric ? 1 : 2, chunks = (hd + 63) / 64;
         // One 64-byte-aligned scratch area (unaligned 64-byte vectors split cache lines, and a split store does not
         // forward to the next load): planes a and b, the weights, byte weights, offsets' lanes, scales, padded probs.
-        int planeFloats = groups * TokenBlock, weightFloats = (HeadBlock * planeFloats) + (2 * HeadBlock * MaxGroups);
+        int planeFloats = groups * TokenBlock, weightFloats = (HeadBlock * planeFloats) + (2 * HeadBlock * MaxGroups) + (((HeadBlock * MaxGroups) + 4) * Lanes);
         int floats = (2 * planeFloats) + weightFloats + (HeadBlock * groups * Lanes) + (2 * HeadBlock * Lanes) + (HeadBlock * TokenBlock) + hd;
         byte* area = stackalloc byte[(4 * floats) + (HeadBlock * planeFloats) + 64];
         float* aPl = (float*)(((nint)area + 63) & ~(nint)63);
@@ -640,25 +640,44 @@ internal static unsafe class Int8ValueKernels
     private static Vector512<float> Half16(Vector512<int> h) =>
         (Avx512F.ShiftLeftLogical(h, 13) & Vector512.Create(unchecked((int)0x8FFFE000))).AsSingle() * Vector512.Create(HalfBits.ExponentRebias);
 
-    // The block's byte weights of four heads: per head and group the weights u = p a (kept in weights), their largest
-    // value U and the offsets' lanes += p b; then U / L and L / U (L = WeightLevels) for all pairs by one vector
-    // division each (scales[r * groups + g]); then the bytes round(u * L / U) into uq[r][group][token].
+    // The block's byte weights of four heads: per head and group the weights u = p a (kept in weights), the lane-wise
+    // maximum of u (kept in maxLanes) and the offsets' lanes += p b; then per eight pairs their largest values U by one
+    // transposed reduction (Max8), U / L and L / U (L = WeightLevels) by one vector division each (scales[r * groups + g]);
+    // then the bytes round(u * L / U) into uq[r][group][token]. In softmax mode the exponentials of a whole block are
+    // made here, in registers; a short block or an absent head goes through BlockExp / BlockProbs and the pad.
     private static void QuantizeBlock(float* probs, int stride, int h0, int heads, int t0, int n, float* pad, float* softmaxMax, float* sumLanes, int groups, float* aPl, float* bPl, float* offsets, float* scales, byte* uq, float* weights, float levels)
     {
         int pairs = HeadBlock * groups;
-        float* max = weights + (pairs * TokenBlock);
-        float* inverse = max + (HeadBlock * MaxGroups);
+        float* inverse = weights + (pairs * TokenBlock) + (HeadBlock * MaxGroups);
+        float* maxLanes = inverse + (HeadBlock * MaxGroups);
         for (int r = 0; r < HeadBlock; r++)
         {
-            float* p = softmaxMax == null ? BlockProbs(probs, stride, h0, r, heads, t0, n, pad) : BlockExp(probs, stride, h0, r, heads, t0, n, pad, softmaxMax, sumLanes);
-            var p0 = Vector512.Load(p);
-            var p1 = Vector512.Load(p + 16);
-            var p2 = Vector512.Load(p + 32);
-            var p3 = Vector512.Load(p + 48);
+            Vector512<float> p0, p1, p2, p3;
+            if (softmaxMax != null && r < heads && n == TokenBlock)
+            {
+                float* src = probs + ((h0 + r) * stride) + t0;
+                var top = Vector512.Create(softmaxMax[h0 + r]);
+                p0 = SoftExp(Vector512.Load(src) - top);
+                p1 = SoftExp(Vector512.Load(src + 16) - top);
+                p2 = SoftExp(Vector512.Load(src + 32) - top);
+                p3 = SoftExp(Vector512.Load(src + 48) - top);
+                float* sl = sumLanes + (r * Lanes);
+                (Vector512.Load(sl) + p0 + p1 + p2 + p3).Store(sl);
+            }
+            else
+            {
+                float* p = softmaxMax == null ? BlockProbs(probs, stride, h0, r, heads, t0, n, pad) : BlockExp(probs, stride, h0, r, heads, t0, n, pad, softmaxMax, sumLanes);
+                p0 = Vector512.Load(p);
+                p1 = Vector512.Load(p + 16);
+                p2 = Vector512.Load(p + 32);
+                p3 = Vector512.Load(p + 48);
+            }
+
             for (int g = 0; g < groups; g++)
             {
                 float* a = aPl + (g * TokenBlock), b = bPl + (g * TokenBlock);
-                float* u = weights + (((r * groups) + g) * TokenBlock);
+                int pair = (r * groups) + g;
+                float* u = weights + (pair * TokenBlock);
                 var u0 = p0 * Vector512.Load(a);
                 var u1 = p1 * Vector512.Load(a + 16);
                 var u2 = p2 * Vector512.Load(a + 32);
@@ -667,7 +686,7 @@ internal static unsafe class Int8ValueKernels
                 u1.Store(u + 16);
                 u2.Store(u + 32);
                 u3.Store(u + 48);
-                float* lanes = offsets + (((r * groups) + g) * Lanes);
+                float* lanes = offsets + (pair * Lanes);
                 var o = Vector512.Load(lanes);
                 o = Vector512.FusedMultiplyAdd(p0, Vector512.Load(b), o);
                 o = Vector512.FusedMultiplyAdd(p1, Vector512.Load(b + 16), o);
@@ -676,21 +695,23 @@ internal static unsafe class Int8ValueKernels
                 o.Store(lanes);
 
                 // The weights are >= 0 and not NaN, so the plain vmaxps order does not matter.
-                var m = Avx512F.Max(Avx512F.Max(u0, u1), Avx512F.Max(u2, u3));
-                var m8 = Avx.Max(m.GetLower(), m.GetUpper());
-                var m4 = Sse.Max(m8.GetLower(), m8.GetUpper());
-                m4 = Sse.Max(m4, Sse.Shuffle(m4, m4, 0b_01_00_11_10));
-                m4 = Sse.Max(m4, Sse.Shuffle(m4, m4, 0b_10_11_00_01));
-                max[(r * groups) + g] = m4.ToScalar();
+                Avx512F.Max(Avx512F.Max(u0, u1), Avx512F.Max(u2, u3)).Store(maxLanes + (pair * Lanes));
             }
         }
 
-        for (int i = 0; i < pairs; i += Lanes)
+        if (pairs % 8 != 0)
         {
-            var m = Vector512.Load(max + i);
-            var positive = Vector512.GreaterThan(m, Vector512<float>.Zero);
-            Vector512.ConditionalSelect(positive, m / Vector512.Create(levels), Vector512<float>.Zero).Store(scales + i);
-            Vector512.ConditionalSelect(positive, Vector512.Create(levels) / m, Vector512<float>.Zero).Store(inverse + i);
+            // Four pairs (one group): the reduction reads eight.
+            new Span<float>(maxLanes + (pairs * Lanes), 4 * Lanes).Clear();
+        }
+
+        var l8 = Vector256.Create(levels);
+        for (int i = 0; i < pairs; i += 8)
+        {
+            var m = Max8(maxLanes + (i * Lanes));
+            var positive = Vector256.GreaterThan(m, Vector256<float>.Zero);
+            Vector256.ConditionalSelect(positive, m / l8, Vector256<float>.Zero).Store(scales + i);
+            Vector256.ConditionalSelect(positive, l8 / m, Vector256<float>.Zero).Store(inverse + i);
         }
 
         // Two saturating packs (int32 -> uint16 -> uint8, exact for 0..255) leave dword k of 128-bit block b holding the
@@ -705,6 +726,50 @@ internal static unsafe class Int8ValueKernels
             Avx512F.PermuteVar16x32(Avx512BW.PackUnsignedSaturate(w01.AsInt16(), w23.AsInt16()).AsInt32(), order).Store((int*)(uq + (i * TokenBlock)));
         }
     }
+
+    /// <summary>
+    /// The largest lane of each of the eight 16-lane vectors at <paramref name="v"/> (v + 16 k), in lane k: a transposed
+    /// reduction (three halving steps that each pair two vectors' halves in one vector, then one within 64-bit pairs) in
+    /// eleven shuffles and maxima instead of eight horizontal reductions. Scalar twin: <see cref="Max8Scalar"/>.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> Max8(float* v)
+    {
+        // x_j: lanes 0-7 the max of v_2j's halves, 8-15 of v_2j+1's.
+        var x0 = MaxHalves(Vector512.Load(v), Vector512.Load(v + 16));
+        var x1 = MaxHalves(Vector512.Load(v + 32), Vector512.Load(v + 48));
+        var x2 = MaxHalves(Vector512.Load(v + 64), Vector512.Load(v + 80));
+        var x3 = MaxHalves(Vector512.Load(v + 96), Vector512.Load(v + 112));
+
+        // y0: 128-bit block k four lanes of v_k; y1 the same for v_4+k.
+        var y0 = Avx512F.Max(Avx512F.Shuffle4x128(x0, x1, 0b_10_00_10_00), Avx512F.Shuffle4x128(x0, x1, 0b_11_01_11_01));
+        var y1 = Avx512F.Max(Avx512F.Shuffle4x128(x2, x3, 0b_10_00_10_00), Avx512F.Shuffle4x128(x2, x3, 0b_11_01_11_01));
+
+        // Block k: two lanes of v_k, two of v_4+k; then each lane the max of its 64-bit pair: lane 4k = max v_k, 4k + 2 = max v_4+k.
+        var z = Avx512F.Max(Avx512F.Shuffle(y0, y1, 0b_01_00_01_00), Avx512F.Shuffle(y0, y1, 0b_11_10_11_10));
+        z = Avx512F.Max(z, Avx512F.Permute4x32(z, 0b_10_11_00_01));
+        return Avx512F.PermuteVar16x32(z, Vector512.Create(0, 4, 8, 12, 2, 6, 10, 14, 0, 0, 0, 0, 0, 0, 0, 0)).GetLower();
+    }
+
+    /// <summary>Scalar twin of <see cref="Max8"/>.</summary>
+    public static void Max8Scalar(float* v, float* result)
+    {
+        for (int k = 0; k < 8; k++)
+        {
+            float m = v[16 * k];
+            for (int l = 1; l < 16; l++)
+            {
+                m = MathF.Max(m, v[(16 * k) + l]);
+            }
+
+            result[k] = m;
+        }
+    }
+
+    // Lanes 0-7: the lane-wise max of a's two 256-bit halves; lanes 8-15: of b's.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> MaxHalves(Vector512<float> a, Vector512<float> b) =>
+        Avx512F.Max(Avx512F.Shuffle4x128(a, b, 0b_01_00_01_00), Avx512F.Shuffle4x128(a, b, 0b_11_10_11_10));
 
     // One 64-channel chunk of the block for four heads: int16 sums of byte weight x code over the block's quads, then
     // widened and added to the outputs times the head's group scales.

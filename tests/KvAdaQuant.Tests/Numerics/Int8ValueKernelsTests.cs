@@ -187,6 +187,43 @@ public unsafe class Int8ValueKernelsTests
         }
     }
 
+    [Fact]
+    public void Max8EqualsItsScalarTwinWhereverTheLargestLaneLies()
+    {
+        if (!Int8ValueKernels.IsSupported)
+        {
+            return;
+        }
+
+        // Random vectors, and one-hot ones: the largest value of vector k in each of its 16 lanes in turn.
+        var cases = new List<float[]>();
+        Gen.Float[-1e6f, 1e6f].Array[128].Sample(v => cases.Add(v), iter: 200);
+        for (int lane = 0; lane < 16; lane++)
+        {
+            var v = Enumerable.Range(0, 128).Select(i => -1f - i).ToArray();
+            for (int k = 0; k < 8; k++)
+            {
+                v[(16 * k) + ((lane + k) % 16)] = 100f + k;
+            }
+
+            cases.Add(v);
+        }
+
+        float* want = stackalloc float[8];
+        foreach (var v in cases)
+        {
+            fixed (float* p = v)
+            {
+                var got = Int8ValueKernels.Max8(p);
+                Int8ValueKernels.Max8Scalar(p, want);
+                for (int k = 0; k < 8; k++)
+                {
+                    Assert.Equal(want[k], got[k]);
+                }
+            }
+        }
+    }
+
     [Theory]
     [InlineData(2)]
     [InlineData(4)]
