@@ -701,7 +701,7 @@ internal static unsafe class Int8ValueKernels
 
         if (pairs % 8 != 0)
         {
-            // Four pairs (one group): the reduction reads eight.
+            // An odd number of groups leaves four pairs over; the reduction reads eight vectors, the last four zero.
             new Span<float>(maxLanes + (pairs * Lanes), 4 * Lanes).Clear();
         }
 
@@ -729,8 +729,8 @@ internal static unsafe class Int8ValueKernels
 
     /// <summary>
     /// The largest lane of each of the eight 16-lane vectors at <paramref name="v"/> (v + 16 k), in lane k: a transposed
-    /// reduction (three halving steps that each pair two vectors' halves in one vector, then one within 64-bit pairs) in
-    /// eleven shuffles and maxima instead of eight horizontal reductions. Scalar twin: <see cref="Max8Scalar"/>.
+    /// reduction (three halving steps that each pair two vectors' halves in one vector, then one within 64-bit pairs): 24
+    /// shuffles and maxima for the eight, where eight horizontal reductions take 64. Scalar twin: <see cref="Max8Scalar"/>.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     public static Vector256<float> Max8(float* v)
