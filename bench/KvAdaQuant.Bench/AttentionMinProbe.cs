@@ -81,6 +81,7 @@ public static class AttentionMinProbe
         double int8ValuesStep = double.MaxValue, byteSums = double.MaxValue;
         bool byteValues = int8ValueStores[0].UsesInt8Values;
         var heads = new HeadSteps(q, Heads, Rep, hd, context, pool?.Threads ?? 1);
+        var byteWorkers = new WorkerTally(pool?.Threads ?? 1);
         var max = new float[Rep];
         var expSums = new float[Rep];
         var sw = new Stopwatch();
@@ -109,7 +110,7 @@ public static class AttentionMinProbe
             }
 
             int8Step = Math.Min(int8Step, heads.Time(int8Stores[l], pool));
-            int8ValuesStep = Math.Min(int8ValuesStep, heads.Time(int8ValueStores[l], pool));
+            int8ValuesStep = Math.Min(int8ValuesStep, heads.Time(int8ValueStores[l], pool, byteWorkers));
             double d8 = 0, e8 = 0, f8 = 0;
             for (int g = 0; g < Heads; g++)
             {
@@ -160,6 +161,9 @@ public static class AttentionMinProbe
         if (byteValues)
         {
             Console.WriteLine(string.Create(ci, $"{shape} {kv} {context} int8 + byte values: step {int8ValuesStep:F3} ms ({AttentionStepBenchmark.CacheBytes(shape, kv, context) / (int8ValuesStep * 1e6):F2} GB/s); parts: int8 scores as above, exp fused into the byte-weight values {byteSums:F3} ms"));
+            // Mean head times of every step (not the minimum): run with and without --threads 2 to see where two threads
+            // fall short of twice one thread's rate (unequal shares, or each head slower while both work).
+            Console.WriteLine(string.Create(ci, $"{shape} {kv} {context} int8 + byte values, per worker over all steps: {byteWorkers.Describe(steps)}"));
         }
     }
 
@@ -171,10 +175,13 @@ public static class AttentionMinProbe
         private readonly Stopwatch _sw = new();
         private IKvLayerCache? _layer;
 
-        /// <summary>Milliseconds of one step over <paramref name="layer"/>.</summary>
-        public double Time(IKvLayerCache layer, WorkerPool? pool)
+        private WorkerTally? _tally;
+
+        /// <summary>Milliseconds of one step over <paramref name="layer"/>; each head's time and worker into <paramref name="tally"/> where given.</summary>
+        public double Time(IKvLayerCache layer, WorkerPool? pool, WorkerTally? tally = null)
         {
             _layer = layer;
+            _tally = tally;
             if (pool is not null)
             {
                 // Wake the workers first (they sleep after a short spin, and the single-threaded parts between steps
@@ -202,8 +209,27 @@ public static class AttentionMinProbe
         public void Execute(int index, int worker)
         {
             int span = rep * hd;
+            long start = Stopwatch.GetTimestamp();
             _layer!.Attend(index, q.AsSpan(index * span, span), rep, context, _output.AsSpan(index * span, span), _scores[worker]);
+            _tally?.Add(worker, Stopwatch.GetElapsedTime(start).TotalMilliseconds);
         }
+    }
+
+    /// <summary>Per worker: the heads it attended and their time in all (each worker writes only its own slots).</summary>
+    private sealed class WorkerTally(int workers)
+    {
+        private readonly double[] _ms = new double[workers];
+        private readonly long[] _heads = new long[workers];
+
+        public void Add(int worker, double ms)
+        {
+            _ms[worker] += ms;
+            _heads[worker]++;
+        }
+
+        /// <summary>"worker w: H heads a step, M ms a head" for each worker.</summary>
+        public string Describe(int steps) => string.Join(", ", Enumerable.Range(0, _ms.Length).Select(w =>
+            string.Create(CultureInfo.InvariantCulture, $"worker {w}: {_heads[w] / (double)steps:F2} heads a step, {(_heads[w] == 0 ? 0 : _ms[w] / _heads[w]):F3} ms a head")));
     }
 
     private sealed class Wake : IParallelWork
