@@ -6,7 +6,7 @@
 // does not expose on this CPU). Random codes and parameters; one layer of 8 KV heads; the fastest of many passes over
 // a cache-resident layer (CTX 2048 and 8192) and over layers cycled through memory (CTX 32768, 16 layers, 268 MB).
 // Build and run (gcc, AVX-512 BW/VNNI/FP16C):
-//   gcc -O3 -march=native -o /tmp/int8_scores_bound bench/native/int8_scores_bound.c && /tmp/int8_scores_bound
+//   gcc -O3 -march=native -o /tmp/int8_scores_bound bench/native/int8_scores_bound.c && /tmp/int8_scores_bound [PREFETCH_BYTES [huge]]
 // (-O3: at -O2 gcc keeps the four heads' int16 sums in memory, which takes twice as long.)
 #include <immintrin.h>
 #include <stdint.h>
@@ -14,8 +14,22 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 
 enum { HD = 64, GROUPS = 2, KV_HEADS = 8, HEADS = 4, COLS = HD * 4 / 32, ROW = HD / 2 };
+
+// Prefetch distance in bytes (argument 1, default 2048 as the .NET kernel) and whether the buffers ask for huge pages
+// (argument 2 "huge": 2 MB-aligned, madvise(MADV_HUGEPAGE); this machine's THP mode is madvise).
+static long prefetchBytes = 2048;
+static int huge;
+
+static void* alloc(size_t n) {
+    size_t a = huge ? (2u << 20) : 64;
+    n = (n + a - 1) / a * a;
+    void* p = aligned_alloc(a, n);
+    if (huge) madvise(p, n, MADV_HUGEPAGE);
+    return p;
+}
 
 static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + t.tv_nsec * 1e-9; }
 
@@ -47,7 +61,7 @@ static void scores_madd(const uint8_t* codes, const uint16_t* prm, int n, float*
         for (int g = 0; g < GROUPS; g++) {
             __m512i h[HEADS] = { _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512() };
             for (int k = g * 4; k < g * 4 + 4; k++, col += 64) {
-                _mm_prefetch((const char*)col + 2048, _MM_HINT_T0);
+                _mm_prefetch((const char*)col + prefetchBytes, _MM_HINT_T0);
                 __m512i c = _mm512_load_si512(col), lo = _mm512_and_si512(c, m), hi = _mm512_and_si512(_mm512_srli_epi32(c, 4), m);
                 for (int r = 0; r < HEADS; r++) {
                     h[r] = _mm512_add_epi16(h[r], _mm512_maddubs_epi16(lo, _mm512_load_si512(qd[k][0][r])));
@@ -74,7 +88,7 @@ static void scores_vnni(const uint8_t* codes, const uint16_t* prm, int n, float*
         for (int g = 0; g < GROUPS; g++) {
             __m512i d[HEADS] = { _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512() };
             for (int k = g * 4; k < g * 4 + 4; k++, col += 64) {
-                _mm_prefetch((const char*)col + 2048, _MM_HINT_T0);
+                _mm_prefetch((const char*)col + prefetchBytes, _MM_HINT_T0);
                 __m512i c = _mm512_load_si512(col), lo = _mm512_and_si512(c, m), hi = _mm512_and_si512(_mm512_srli_epi32(c, 4), m);
                 for (int r = 0; r < HEADS; r++) {
                     d[r] = _mm512_dpbusd_epi32(d[r], lo, _mm512_load_si512(qd[k][0][r]));
@@ -95,9 +109,9 @@ static void run(int ctx, int layers, int passes) {
     uint8_t** codes = malloc(sizeof(uint8_t*) * layers * KV_HEADS);
     uint16_t** prm = malloc(sizeof(uint16_t*) * layers * KV_HEADS);
     for (int i = 0; i < layers * KV_HEADS; i++) {
-        codes[i] = aligned_alloc(64, codeBytes + 4096);
-        prm[i] = aligned_alloc(64, prmWords * 2);
-        for (size_t j = 0; j < codeBytes + 4096; j++) codes[i][j] = (uint8_t)rand();
+        codes[i] = alloc(codeBytes + 16384);
+        prm[i] = alloc(prmWords * 2);
+        for (size_t j = 0; j < codeBytes + 16384; j++) codes[i][j] = (uint8_t)rand();
         for (size_t j = 0; j < prmWords; j++) prm[i][j] = (uint16_t)(0x2C00 + (rand() & 0x3FF)); // halves in [1/16, 1/8)
     }
     float* out = aligned_alloc(64, sizeof(float) * HEADS * ctx);
@@ -122,7 +136,10 @@ static void run(int ctx, int layers, int passes) {
     free(codes); free(prm); free(out);
 }
 
-int main(void) {
+int main(int argc, char** argv) {
+    if (argc > 1) prefetchBytes = atol(argv[1]);
+    huge = argc > 2 && strcmp(argv[2], "huge") == 0;
+    printf("prefetch %ld bytes ahead, %s pages\n", prefetchBytes, huge ? "huge" : "4 KB");
     srand(7);
     for (int g = 0; g < GROUPS; g++) for (int t = 0; t < 32; t++) { idx[g][0][t] = (uint16_t)((t % 16) * 4 + g * 2); idx[g][1][t] = (uint16_t)((t % 16) * 4 + g * 2 + 1); }
     for (int k = 0; k < COLS; k++) for (int j = 0; j < 2; j++) for (int r = 0; r < HEADS; r++) {
