@@ -50,8 +50,10 @@ static inline void params16(const uint16_t* p, __m512* a, __m512* b) {
     }
 }
 
-// One KV head: n tokens (a multiple of 16) of tiled 4-bit codes; scores [HEADS][n].
-static void scores_madd(const uint8_t* codes, const uint16_t* prm, int n, float* out) {
+// One KV head: n tokens (a multiple of 16) of tiled 4-bit codes; scores [HEADS][n]. vnni (a constant in each caller,
+// so the compiler makes two loops): 0 = vpmaddubsw + vpaddw into int16, widened by vpmaddwd at the group's end;
+// 1 = vpdpbusd straight into int32.
+static inline __attribute__((always_inline)) void scores(const uint8_t* codes, const uint16_t* prm, int n, float* out, const int vnni) {
     const __m512i m = _mm512_set1_epi8(0x0F), one = _mm512_set1_epi16(1);
     for (int t = 0; t < n; t += 16) {
         __m512 a[GROUPS], b[GROUPS];
@@ -64,12 +66,13 @@ static void scores_madd(const uint8_t* codes, const uint16_t* prm, int n, float*
                 _mm_prefetch((const char*)col + prefetchBytes, _MM_HINT_T0);
                 __m512i c = _mm512_load_si512(col), lo = _mm512_and_si512(c, m), hi = _mm512_and_si512(_mm512_srli_epi32(c, 4), m);
                 for (int r = 0; r < HEADS; r++) {
-                    h[r] = _mm512_add_epi16(h[r], _mm512_maddubs_epi16(lo, _mm512_load_si512(qd[k][0][r])));
-                    h[r] = _mm512_add_epi16(h[r], _mm512_maddubs_epi16(hi, _mm512_load_si512(qd[k][1][r])));
+                    __m512i q0 = _mm512_load_si512(qd[k][0][r]), q1 = _mm512_load_si512(qd[k][1][r]);
+                    h[r] = vnni ? _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(h[r], lo, q0), hi, q1)
+                                : _mm512_add_epi16(_mm512_add_epi16(h[r], _mm512_maddubs_epi16(lo, q0)), _mm512_maddubs_epi16(hi, q1));
                 }
             }
             for (int r = 0; r < HEADS; r++) {
-                __m512 d = _mm512_cvtepi32_ps(_mm512_madd_epi16(h[r], one));
+                __m512 d = _mm512_cvtepi32_ps(vnni ? h[r] : _mm512_madd_epi16(h[r], one));
                 f[r] = _mm512_fmadd_ps(d, _mm512_mul_ps(a[g], _mm512_set1_ps(steps[g][r])), f[r]);
                 f[r] = _mm512_fmadd_ps(_mm512_set1_ps(sums[g][r]), b[g], f[r]);
             }
@@ -78,31 +81,8 @@ static void scores_madd(const uint8_t* codes, const uint16_t* prm, int n, float*
     }
 }
 
-static void scores_vnni(const uint8_t* codes, const uint16_t* prm, int n, float* out) {
-    const __m512i m = _mm512_set1_epi8(0x0F);
-    for (int t = 0; t < n; t += 16) {
-        __m512 a[GROUPS], b[GROUPS];
-        params16(prm + (size_t)t * GROUPS * 2, a, b);
-        __m512 f[HEADS] = { _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps() };
-        const uint8_t* col = codes + (size_t)t * ROW;
-        for (int g = 0; g < GROUPS; g++) {
-            __m512i d[HEADS] = { _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512(), _mm512_setzero_si512() };
-            for (int k = g * 4; k < g * 4 + 4; k++, col += 64) {
-                _mm_prefetch((const char*)col + prefetchBytes, _MM_HINT_T0);
-                __m512i c = _mm512_load_si512(col), lo = _mm512_and_si512(c, m), hi = _mm512_and_si512(_mm512_srli_epi32(c, 4), m);
-                for (int r = 0; r < HEADS; r++) {
-                    d[r] = _mm512_dpbusd_epi32(d[r], lo, _mm512_load_si512(qd[k][0][r]));
-                    d[r] = _mm512_dpbusd_epi32(d[r], hi, _mm512_load_si512(qd[k][1][r]));
-                }
-            }
-            for (int r = 0; r < HEADS; r++) {
-                f[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(d[r]), _mm512_mul_ps(a[g], _mm512_set1_ps(steps[g][r])), f[r]);
-                f[r] = _mm512_fmadd_ps(_mm512_set1_ps(sums[g][r]), b[g], f[r]);
-            }
-        }
-        for (int r = 0; r < HEADS; r++) _mm512_storeu_ps(out + (size_t)r * n + t, f[r]);
-    }
-}
+static void scores_madd(const uint8_t* codes, const uint16_t* prm, int n, float* out) { scores(codes, prm, n, out, 0); }
+static void scores_vnni(const uint8_t* codes, const uint16_t* prm, int n, float* out) { scores(codes, prm, n, out, 1); }
 
 static void run(int ctx, int layers, int passes) {
     size_t codeBytes = (size_t)ctx * ROW, prmWords = (size_t)ctx * GROUPS * 2 + 64;
