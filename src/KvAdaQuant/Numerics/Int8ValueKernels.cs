@@ -503,43 +503,48 @@ internal static unsafe class Int8ValueKernels
         return dst;
     }
 
-    // Softmax mode: the block's weights of head h0 + r, SoftExp(score - max) for its n tokens and 0 after them (and for a
-    // head beyond the last), into pad; the head's sixteen sum lanes += them in token order.
-    private static float* BlockExp(float* scores, int stride, int h0, int r, int heads, int t0, int n, float* pad, float* max, float* sumLanes)
+    // Softmax mode: the block's weights of head h0 + r, SoftExp(score - max) for its n tokens and 0 after them (and 0
+    // for a head beyond the last), in four registers; the head's sixteen sum lanes += them in token order. A short
+    // block's scores are read from a zero-padded copy in pad.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void BlockExp(float* scores, int stride, int h0, int r, int heads, int t0, int n, float* pad, float* max, float* sumLanes, out Vector512<float> p0, out Vector512<float> p1, out Vector512<float> p2, out Vector512<float> p3)
     {
-        float* dst = pad + (r * TokenBlock);
         if (r >= heads)
         {
-            new Span<float>(dst, TokenBlock).Clear();
-            return dst;
+            p0 = p1 = p2 = p3 = Vector512<float>.Zero;
+            return;
         }
 
         float* src = scores + ((h0 + r) * stride) + t0;
         if (n < TokenBlock)
         {
+            float* dst = pad + (r * TokenBlock);
             new Span<float>(dst, TokenBlock).Clear();
             new Span<float>(src, n).CopyTo(new Span<float>(dst, n));
             src = dst;
         }
 
-        var m = Vector512.Create(max[h0 + r]);
-        var lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        var top = Vector512.Create(max[h0 + r]);
+        p0 = Exp16(src, 0, n, top);
+        p1 = Exp16(src, 16, n, top);
+        p2 = Exp16(src, 32, n, top);
+        p3 = Exp16(src, 48, n, top);
         float* lanes = sumLanes + (r * Lanes);
-        var acc = Vector512.Load(lanes);
-        for (int i = 0; i < TokenBlock; i += Lanes)
-        {
-            var e = SoftExp(Vector512.Load(src + i) - m);
-            if (n < TokenBlock)
-            {
-                e = Vector512.ConditionalSelect(Vector512.LessThan(lane + Vector512.Create(i), Vector512.Create(n)).AsSingle(), e, Vector512<float>.Zero);
-            }
+        (Vector512.Load(lanes) + p0 + p1 + p2 + p3).Store(lanes);
+    }
 
-            e.Store(dst + i);
-            acc += e;
+    // SoftExp(src[i..i+15] - top), lanes at or past n zero.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Exp16(float* src, int i, int n, Vector512<float> top)
+    {
+        var e = SoftExp(Vector512.Load(src + i) - top);
+        if (n < TokenBlock)
+        {
+            var lane = Vector512.Create(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            e = Vector512.ConditionalSelect(Vector512.LessThan(lane + Vector512.Create(i), Vector512.Create(n)).AsSingle(), e, Vector512<float>.Zero);
         }
 
-        acc.Store(lanes);
-        return dst;
+        return e;
     }
 
     // output[r][position] += the group's offset sum (vector path: per sixteen positions one permute of the sums).
@@ -643,8 +648,8 @@ internal static unsafe class Int8ValueKernels
     // The block's byte weights of four heads: per head and group the weights u = p a (kept in weights), the lane-wise
     // maximum of u (kept in maxLanes) and the offsets' lanes += p b; then per eight pairs their largest values U by one
     // transposed reduction (Max8), U / L and L / U (L = WeightLevels) by one vector division each (scales[r * groups + g]);
-    // then the bytes round(u * L / U) into uq[r][group][token]. In softmax mode the exponentials of a whole block are
-    // made here, in registers; a short block or an absent head goes through BlockExp / BlockProbs and the pad.
+    // then the bytes round(u * L / U) into uq[r][group][token]. In softmax mode the exponentials come in registers
+    // (BlockExp); probabilities are read from probs (BlockProbs, a short block through the pad).
     private static void QuantizeBlock(float* probs, int stride, int h0, int heads, int t0, int n, float* pad, float* softmaxMax, float* sumLanes, int groups, float* aPl, float* bPl, float* offsets, float* scales, byte* uq, float* weights, float levels)
     {
         int pairs = HeadBlock * groups;
@@ -653,20 +658,13 @@ internal static unsafe class Int8ValueKernels
         for (int r = 0; r < HeadBlock; r++)
         {
             Vector512<float> p0, p1, p2, p3;
-            if (softmaxMax != null && r < heads && n == TokenBlock)
+            if (softmaxMax != null)
             {
-                float* src = probs + ((h0 + r) * stride) + t0;
-                var top = Vector512.Create(softmaxMax[h0 + r]);
-                p0 = SoftExp(Vector512.Load(src) - top);
-                p1 = SoftExp(Vector512.Load(src + 16) - top);
-                p2 = SoftExp(Vector512.Load(src + 32) - top);
-                p3 = SoftExp(Vector512.Load(src + 48) - top);
-                float* sl = sumLanes + (r * Lanes);
-                (Vector512.Load(sl) + p0 + p1 + p2 + p3).Store(sl);
+                BlockExp(probs, stride, h0, r, heads, t0, n, pad, softmaxMax, sumLanes, out p0, out p1, out p2, out p3);
             }
             else
             {
-                float* p = softmaxMax == null ? BlockProbs(probs, stride, h0, r, heads, t0, n, pad) : BlockExp(probs, stride, h0, r, heads, t0, n, pad, softmaxMax, sumLanes);
+                float* p = BlockProbs(probs, stride, h0, r, heads, t0, n, pad);
                 p0 = Vector512.Load(p);
                 p1 = Vector512.Load(p + 16);
                 p2 = Vector512.Load(p + 32);
