@@ -117,8 +117,15 @@ static void run(int ctx, int layers, int passes) {
 }
 
 int main(int argc, char** argv) {
-    if (argc > 1) prefetchBytes = atol(argv[1]);
-    huge = argc > 2 && strcmp(argv[2], "huge") == 0;
+    char* end = NULL;
+    if (argc > 1) prefetchBytes = strtol(argv[1], &end, 10);
+    if (argc > 3 || (argc > 1 && (*argv[1] == 0 || *end != 0 || prefetchBytes < 0 || prefetchBytes > (1 << 20))) || (argc > 2 && strcmp(argv[2], "huge") != 0)) {
+        fprintf(stderr, "usage: %s [PREFETCH_BYTES (0 to 1048576, default 2048) [huge]]; got:", argv[0]);
+        for (int i = 1; i < argc; i++) fprintf(stderr, " '%s'", argv[i]);
+        fprintf(stderr, "\n");
+        return 2;
+    }
+    huge = argc > 2;
     printf("prefetch %ld bytes ahead, %s pages\n", prefetchBytes, huge ? "huge" : "4 KB");
     srand(7);
     for (int g = 0; g < GROUPS; g++) for (int t = 0; t < 32; t++) { idx[g][0][t] = (uint16_t)((t % 16) * 4 + g * 2); idx[g][1][t] = (uint16_t)((t % 16) * 4 + g * 2 + 1); }
