@@ -302,6 +302,19 @@ public sealed unsafe class MatMulKernel : IParallelWork
                             }
                         }
 
+                        if (q8 && n == 1 && (r1 - r) / 2 >= QuantizedDot.DecodePairDistance)
+                        {
+                            // Single-token decode: row i of the chunk with row i + half, two chains in flight (same bits
+                            // as one row at a time; rows close together would be slower, see DotQ8_0Pair).
+                            int half = (r1 - r) / 2;
+                            for (int i = 0; i < half; i++)
+                            {
+                                QuantizedDot.DotQ8_0Pair(rowBase + ((r + i) * w.RowByteCount), rowBase + ((r + half + i) * w.RowByteCount), xq, xd, blocks, y + r + i, y + r + half + i);
+                            }
+
+                            r += 2 * half;
+                        }
+
                         for (; r < r1; r++)
                         {
                             byte* row = rowBase + (r * w.RowByteCount);

@@ -111,6 +111,65 @@ public unsafe class QuantizedDotTests
     }
 
     [Theory]
+    [InlineData(1, 1)]
+    [InlineData(7, 3)]
+    [InlineData(64, 1)]
+    [InlineData(64, 100)]
+    public void RowPairEqualsSingleRowsBitForBit(int blocks, int distance)
+    {
+        var rng = new Random(400 + blocks + distance);
+        var (q, d, _) = Activations(rng, blocks * 32);
+        var w = RandomBlocks(rng, (distance + 1) * blocks, 34);
+
+        // Extreme codes (-127 / 127) and a zero scale in the second row.
+        w[2] = 0x81;
+        w[3] = 0x7F;
+        w[(distance * blocks * 34) + 0] = 0;
+        w[(distance * blocks * 34) + 1] = 0;
+        fixed (byte* pw = w)
+        fixed (sbyte* pq = q)
+        fixed (float* pd = d)
+        {
+            byte* row0 = pw, row1 = pw + (distance * blocks * 34);
+            float y0, y1;
+            QuantizedDot.DotQ8_0Pair(row0, row1, pq, pd, blocks, &y0, &y1);
+            Assert.Equal(BitConverter.SingleToInt32Bits(QuantizedDot.DotQ8_0(row0, pq, pd, blocks)), BitConverter.SingleToInt32Bits(y0));
+            Assert.Equal(BitConverter.SingleToInt32Bits(QuantizedDot.DotQ8_0(row1, pq, pd, blocks)), BitConverter.SingleToInt32Bits(y1));
+        }
+    }
+
+    [Theory]
+    [InlineData(1, 1105)]
+    [InlineData(2, 2100)]
+    [InlineData(2, 127)]
+    public void SingleTokenQ8_0MatMulEqualsOneRowAtATimeBitForBit(int threads, int rows)
+    {
+        // Chunks of ceil(rows / (8 x threads)) rows: 1,105 rows on one thread give chunks of 139 (pairs 69 rows apart and
+        // one row over), 2,100 on two give chunks of 132 (pairs 66 apart) and a last chunk of 120 (halves shorter than
+        // DecodePairDistance: one row at a time); 127 rows give chunks too short to pair.
+        var rng = new Random(500 + rows);
+        const int blocks = 8, cols = blocks * 32;
+        var w = RandomBlocks(rng, rows * blocks, 34);
+        var x = Enumerable.Range(0, cols).Select(_ => (float)((rng.NextDouble() * 4) - 2)).ToArray();
+        var y = new float[rows];
+        var a = new Q8Activations();
+        a.Quantize(x, 1, cols);
+        using var pool = new WorkerPool(threads);
+        fixed (byte* pw = w)
+        fixed (sbyte* pq = a.Values)
+        fixed (float* pd = a.Scales)
+        {
+            using var m = new WeightMatrix("q8", GgmlType.Q8_0, rows, cols, pw);
+            new MatMulKernel(pool).MatMul(m, x, y, 1);
+            for (int r = 0; r < rows; r++)
+            {
+                float single = QuantizedDot.DotQ8_0(pw + (r * blocks * 34), pq, pd, blocks);
+                Assert.True(BitConverter.SingleToInt32Bits(single) == BitConverter.SingleToInt32Bits(y[r]), $"row {r}: {y[r]} vs one row at a time {single}");
+            }
+        }
+    }
+
+    [Theory]
     [InlineData(1)]
     [InlineData(64)]
     public void FourByFourPrefillTileEqualsSingleRowDotsBitForBit(int blocks)
