@@ -302,10 +302,27 @@ public sealed unsafe class MatMulKernel : IParallelWork
                             }
                         }
 
-                        if (q8 && n == 1 && (r1 - r) / 2 >= QuantizedDot.DecodePairDistance)
+                        if (q8 && n == 1 && (r1 - r) / 4 >= QuantizedDot.DecodePairDistance)
                         {
-                            // Single-token decode: row i of the chunk with row i + half, two chains in flight (same bits
-                            // as one row at a time; rows close together would be slower, see DotQ8_0Pair).
+                            // Single-token decode: rows i, i + q, i + 2q, i + 3q of the chunk (q a quarter of it), four
+                            // chains in flight (same bits as one row at a time; rows close together would be slower, see
+                            // DotQ8_0Pair).
+                            int quarter = (r1 - r) / 4;
+                            float* four = stackalloc float[4];
+                            for (int i = 0; i < quarter; i++)
+                            {
+                                QuantizedDot.DotQ8_0x4(rowBase + ((r + i) * w.RowByteCount), quarter * w.RowByteCount, xq, xd, blocks, four);
+                                for (int k = 0; k < 4; k++)
+                                {
+                                    y[r + (k * quarter) + i] = four[k];
+                                }
+                            }
+
+                            r += 4 * quarter;
+                        }
+                        else if (q8 && n == 1 && (r1 - r) / 2 >= QuantizedDot.DecodePairDistance)
+                        {
+                            // The same with two rows: row i of the chunk with row i + half.
                             int half = (r1 - r) / 2;
                             for (int i = 0; i < half; i++)
                             {

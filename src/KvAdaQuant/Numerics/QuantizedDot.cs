@@ -85,6 +85,7 @@ public static unsafe class QuantizedDot
     /// <summary>
     /// Four Q8_0 rows (<paramref name="rowStride"/> bytes apart) · the same int8 activations, interleaved so the four
     /// accumulation chains overlap in the pipeline. Each row's arithmetic is exactly that of <see cref="DotQ8_0"/>.
+    /// Streamed from memory it is slow for neighbouring rows and fast for rows far apart (<see cref="DecodePairDistance"/>).
     /// </summary>
     public static void DotQ8_0x4(byte* rows, long rowStride, sbyte* xq, float* xd, int blocks, float* output)
     {
@@ -151,9 +152,10 @@ public static unsafe class QuantizedDot
     }
 
     /// <summary>
-    /// The least distance in rows at which single-token decode pairs Q8_0 rows with <see cref="DotQ8_0Pair"/> (row r
-    /// of a chunk with row r + half the chunk); chunks whose halves are shorter take one row at a time. Measured with
-    /// 2,176-byte rows (2,048 columns): 16 rows apart the pair was still slower than one row, 64 apart faster.
+    /// The least distance in rows at which single-token decode takes Q8_0 rows together: four rows a quarter of the
+    /// work chunk apart (<see cref="DotQ8_0x4"/> with that stride) where the quarters are this long, else two rows half
+    /// the chunk apart (<see cref="DotQ8_0Pair"/>), else one row at a time. Measured with 2,176-byte rows (2,048
+    /// columns): 16 rows apart a pair was still slower than one row, 64 apart faster (bench/Q8_0PairBenchmarks).
     /// </summary>
     public const int DecodePairDistance = 64;
 

@@ -141,12 +141,14 @@ public unsafe class QuantizedDotTests
     [Theory]
     [InlineData(1, 1105)]
     [InlineData(2, 2100)]
+    [InlineData(1, 2100)]
     [InlineData(2, 127)]
     public void SingleTokenQ8_0MatMulEqualsOneRowAtATimeBitForBit(int threads, int rows)
     {
         // Chunks of ceil(rows / (8 x threads)) rows: 1,105 rows on one thread give chunks of 139 (pairs 69 rows apart and
         // one row over), 2,100 on two give chunks of 132 (pairs 66 apart) and a last chunk of 120 (halves shorter than
-        // DecodePairDistance: one row at a time); 127 rows give chunks too short to pair.
+        // DecodePairDistance: one row at a time), 2,100 on one give chunks of 263 (four rows 65 apart, three over) and a
+        // last chunk of 259; 127 rows give chunks too short to pair.
         var rng = new Random(500 + rows);
         const int blocks = 8, cols = blocks * 32;
         var w = RandomBlocks(rng, rows * blocks, 34);
