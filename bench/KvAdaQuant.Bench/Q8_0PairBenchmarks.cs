@@ -6,7 +6,7 @@ namespace KvAdaQuant.Bench;
 /// <summary>
 /// Single-token Q8_0 decode on one thread over 32,768 x 2,048 weights (71.3 MB, more than the caches, so streamed from
 /// memory): one row at a time (<see cref="Distance"/> = 0, <see cref="QuantizedDot.DotQ8_0"/>) against rows taken in
-/// pairs <see cref="Distance"/> rows apart (<see cref="QuantizedDot.DotQ8_0Pair"/>, the same bits): the measurement
+/// pairs <see cref="Distance"/> rows apart (<see cref="QuantizedDot.DotQ8_0x2"/>, the same bits): the measurement
 /// behind <see cref="QuantizedDot.DecodePairDistance"/>. GB/s = 71.3 MB / the time.
 /// </summary>
 [MemoryDiagnoser]
@@ -64,7 +64,7 @@ public unsafe class Q8_0PairBenchmarks : IDisposable
             {
                 for (int r = r0; r < r0 + Distance; r++)
                 {
-                    QuantizedDot.DotQ8_0Pair(w + (r * RowBytes), w + ((r + Distance) * RowBytes), xq, xd, Blocks, y + r, y + r + Distance);
+                    QuantizedDot.DotQ8_0x2(w + (r * RowBytes), Distance * RowBytes, xq, xd, Blocks, y + r, Distance);
                 }
             }
         }

@@ -274,8 +274,8 @@ public sealed unsafe class MatMulKernel : IParallelWork
                         if (q8 && n > 1)
                         {
                             // Batches (prefill): tiles of four rows by four tokens share each weight and activation block; identical
-                            // per-result arithmetic. (Four-row tiles measured slower for single-token decode, which keeps one row.)
-                            float* tile = stackalloc float[4];
+                            // per-result arithmetic. (Single-token decode takes rows far apart instead, below: neighbouring rows
+                            // streamed together are slow.)
                             var tileScales = TileScratch(worker, blocks, out var tileCorrections);
                             for (; r + 4 <= r1; r += 4)
                             {
@@ -292,44 +292,33 @@ public sealed unsafe class MatMulKernel : IParallelWork
 
                                 for (; t < n; t++)
                                 {
-                                    QuantizedDot.DotQ8_0x4(rowBase + (r * w.RowByteCount), w.RowByteCount, xq + ((long)t * cols), xd + ((long)t * blocks), blocks, tile);
-                                    float* yt = y + ((long)t * rows) + r;
-                                    yt[0] = tile[0];
-                                    yt[1] = tile[1];
-                                    yt[2] = tile[2];
-                                    yt[3] = tile[3];
+                                    QuantizedDot.DotQ8_0x4(rowBase + (r * w.RowByteCount), w.RowByteCount, xq + ((long)t * cols), xd + ((long)t * blocks), blocks, y + ((long)t * rows) + r, 1);
                                 }
                             }
                         }
 
-                        if (q8 && n == 1 && (r1 - r) / 4 >= QuantizedDot.DecodePairDistance)
+                        // Single-token decode: rows i, i + p (, i + 2p, i + 3p) of the chunk, p a quarter (or a half) of it
+                        // where that is at least DecodePairDistance rows: four (two) chains in flight, the same bits as one
+                        // row at a time (rows close together would be slower, see DotQ8_0x2).
+                        int ways = (r1 - r) / 4 >= QuantizedDot.DecodePairDistance ? 4 : (r1 - r) / 2 >= QuantizedDot.DecodePairDistance ? 2 : 1;
+                        if (q8 && n == 1 && ways > 1)
                         {
-                            // Single-token decode: rows i, i + q, i + 2q, i + 3q of the chunk (q a quarter of it), four
-                            // chains in flight (same bits as one row at a time; rows close together would be slower, see
-                            // DotQ8_0Pair).
-                            int quarter = (r1 - r) / 4;
-                            float* four = stackalloc float[4];
-                            for (int i = 0; i < quarter; i++)
+                            int part = (r1 - r) / ways;
+                            long stride = part * w.RowByteCount;
+                            for (int i = 0; i < part; i++)
                             {
-                                QuantizedDot.DotQ8_0x4(rowBase + ((r + i) * w.RowByteCount), quarter * w.RowByteCount, xq, xd, blocks, four);
-                                for (int k = 0; k < 4; k++)
+                                byte* first = rowBase + ((r + i) * w.RowByteCount);
+                                if (ways == 4)
                                 {
-                                    y[r + (k * quarter) + i] = four[k];
+                                    QuantizedDot.DotQ8_0x4(first, stride, xq, xd, blocks, y + r + i, part);
+                                }
+                                else
+                                {
+                                    QuantizedDot.DotQ8_0x2(first, stride, xq, xd, blocks, y + r + i, part);
                                 }
                             }
 
-                            r += 4 * quarter;
-                        }
-                        else if (q8 && n == 1 && (r1 - r) / 2 >= QuantizedDot.DecodePairDistance)
-                        {
-                            // The same with two rows: row i of the chunk with row i + half.
-                            int half = (r1 - r) / 2;
-                            for (int i = 0; i < half; i++)
-                            {
-                                QuantizedDot.DotQ8_0Pair(rowBase + ((r + i) * w.RowByteCount), rowBase + ((r + half + i) * w.RowByteCount), xq, xd, blocks, y + r + i, y + r + half + i);
-                            }
-
-                            r += 2 * half;
+                            r += ways * part;
                         }
 
                         for (; r < r1; r++)

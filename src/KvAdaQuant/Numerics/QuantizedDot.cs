@@ -71,31 +71,30 @@ public static unsafe class QuantizedDot
         var acc = Vector256<float>.Zero;
         for (int b = 0; b < blocks; b++)
         {
-            byte* blk = row + (b * 34);
-            var w = Avx.LoadVector256((sbyte*)(blk + 2));
-            var x = Avx.LoadVector256(xq + (b * 32));
-            var p = DotBlock(w, x);
-            float scale = HalfBits.ToSingle(*(ushort*)blk) * xd[b];
-            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(p), Vector256.Create(scale), acc);
+            acc = BlockStep(row, b * 34L, Avx.LoadVector256(xq + (b * 32)), xd[b], acc);
         }
 
         return GgmlArithmetic.Sum8(acc);
     }
 
+    // The Q8_0 block at byte offset o of a row into its accumulator: acc + float(int32 lanes of w · x) * (block scale *
+    // dx). Every single-token Q8_0 kernel (one, two or four rows) takes each block through this, so their results are
+    // the same bits. (Row and offset apart, so the loads keep the [row + o + 2] addressing form.)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> BlockStep(byte* row, long o, Vector256<sbyte> x, float dx, Vector256<float> acc) =>
+        Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotBlock(Avx.LoadVector256((sbyte*)(row + o + 2)), x)), Vector256.Create(HalfBits.ToSingle(*(ushort*)(row + o)) * dx), acc);
+
     /// <summary>
     /// Four Q8_0 rows (<paramref name="rowStride"/> bytes apart) · the same int8 activations, interleaved so the four
-    /// accumulation chains overlap in the pipeline. Each row's arithmetic is exactly that of <see cref="DotQ8_0"/>.
-    /// Streamed from memory it is slow for neighbouring rows and fast for rows far apart (<see cref="DecodePairDistance"/>).
+    /// accumulation chains overlap in the pipeline; row k's result goes to output[k * <paramref name="outStride"/>].
+    /// Each row's arithmetic is exactly that of <see cref="DotQ8_0"/>, so the same bits. Streamed from memory it is
+    /// slow for neighbouring rows and fast for rows far apart (<see cref="DecodePairDistance"/>).
     /// </summary>
-    public static void DotQ8_0x4(byte* rows, long rowStride, sbyte* xq, float* xd, int blocks, float* output)
+    public static void DotQ8_0x4(byte* rows, long rowStride, sbyte* xq, float* xd, int blocks, float* output, long outStride)
     {
         if (!VectorPathSupported)
         {
-            for (int r = 0; r < 4; r++)
-            {
-                output[r] = DotQ8_0Scalar(rows + (r * rowStride), xq, xd, blocks);
-            }
-
+            ScalarRows(rows, rowStride, 4, xq, xd, blocks, output, outStride);
             return;
         }
 
@@ -109,52 +108,62 @@ public static unsafe class QuantizedDot
             long o = b * 34L;
             var x = Avx.LoadVector256(xq + (b * 32));
             float dx = xd[b];
-            a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotBlock(Avx.LoadVector256((sbyte*)(r0 + o + 2)), x)), Vector256.Create(HalfBits.ToSingle(*(ushort*)(r0 + o)) * dx), a0);
-            a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotBlock(Avx.LoadVector256((sbyte*)(r1 + o + 2)), x)), Vector256.Create(HalfBits.ToSingle(*(ushort*)(r1 + o)) * dx), a1);
-            a2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotBlock(Avx.LoadVector256((sbyte*)(r2 + o + 2)), x)), Vector256.Create(HalfBits.ToSingle(*(ushort*)(r2 + o)) * dx), a2);
-            a3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotBlock(Avx.LoadVector256((sbyte*)(r3 + o + 2)), x)), Vector256.Create(HalfBits.ToSingle(*(ushort*)(r3 + o)) * dx), a3);
+            a0 = BlockStep(r0, o, x, dx, a0);
+            a1 = BlockStep(r1, o, x, dx, a1);
+            a2 = BlockStep(r2, o, x, dx, a2);
+            a3 = BlockStep(r3, o, x, dx, a3);
         }
 
         output[0] = GgmlArithmetic.Sum8(a0);
-        output[1] = GgmlArithmetic.Sum8(a1);
-        output[2] = GgmlArithmetic.Sum8(a2);
-        output[3] = GgmlArithmetic.Sum8(a3);
+        output[outStride] = GgmlArithmetic.Sum8(a1);
+        output[2 * outStride] = GgmlArithmetic.Sum8(a2);
+        output[3 * outStride] = GgmlArithmetic.Sum8(a3);
     }
 
     /// <summary>
-    /// Two Q8_0 rows anywhere in memory · the same int8 activations, their two accumulation chains interleaved; each
-    /// row's arithmetic is exactly that of <see cref="DotQ8_0"/>, so the same bits. Decode pairs rows far apart with it
-    /// (<see cref="DecodePairDistance"/>): on this machine's cores two rows a few kilobytes apart run about 3x slower
-    /// than one row alone, while rows hundreds of kilobytes apart run faster than one row (bench/Q8_0PairBenchmarks).
+    /// Two Q8_0 rows (<paramref name="rowStride"/> bytes apart) · the same int8 activations, as <see cref="DotQ8_0x4"/>
+    /// with two: row k's result to output[k * <paramref name="outStride"/>], each with the arithmetic of
+    /// <see cref="DotQ8_0"/>. Decode takes rows far apart with it (<see cref="DecodePairDistance"/>): on this machine two
+    /// rows a few kilobytes apart run about 3x slower than one row alone, rows hundreds of kilobytes apart faster than
+    /// one row (bench/Q8_0PairBenchmarks).
     /// </summary>
-    public static void DotQ8_0Pair(byte* row0, byte* row1, sbyte* xq, float* xd, int blocks, float* y0, float* y1)
+    public static void DotQ8_0x2(byte* rows, long rowStride, sbyte* xq, float* xd, int blocks, float* output, long outStride)
     {
         if (!VectorPathSupported)
         {
-            *y0 = DotQ8_0Scalar(row0, xq, xd, blocks);
-            *y1 = DotQ8_0Scalar(row1, xq, xd, blocks);
+            ScalarRows(rows, rowStride, 2, xq, xd, blocks, output, outStride);
             return;
         }
 
         var a0 = Vector256<float>.Zero;
         var a1 = Vector256<float>.Zero;
+        byte* r0 = rows, r1 = rows + rowStride;
         for (int b = 0; b < blocks; b++)
         {
             long o = b * 34L;
             var x = Avx.LoadVector256(xq + (b * 32));
             float dx = xd[b];
-            a0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotBlock(Avx.LoadVector256((sbyte*)(row0 + o + 2)), x)), Vector256.Create(HalfBits.ToSingle(*(ushort*)(row0 + o)) * dx), a0);
-            a1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotBlock(Avx.LoadVector256((sbyte*)(row1 + o + 2)), x)), Vector256.Create(HalfBits.ToSingle(*(ushort*)(row1 + o)) * dx), a1);
+            a0 = BlockStep(r0, o, x, dx, a0);
+            a1 = BlockStep(r1, o, x, dx, a1);
         }
 
-        *y0 = GgmlArithmetic.Sum8(a0);
-        *y1 = GgmlArithmetic.Sum8(a1);
+        output[0] = GgmlArithmetic.Sum8(a0);
+        output[outStride] = GgmlArithmetic.Sum8(a1);
+    }
+
+    // The scalar twin for each of count rows.
+    private static void ScalarRows(byte* rows, long rowStride, int count, sbyte* xq, float* xd, int blocks, float* output, long outStride)
+    {
+        for (int k = 0; k < count; k++)
+        {
+            output[k * outStride] = DotQ8_0Scalar(rows + (k * rowStride), xq, xd, blocks);
+        }
     }
 
     /// <summary>
     /// The least distance in rows at which single-token decode takes Q8_0 rows together: four rows a quarter of the
     /// work chunk apart (<see cref="DotQ8_0x4"/> with that stride) where the quarters are this long, else two rows half
-    /// the chunk apart (<see cref="DotQ8_0Pair"/>), else one row at a time. Measured with 2,176-byte rows (2,048
+    /// the chunk apart (<see cref="DotQ8_0x2"/>), else one row at a time. Measured with 2,176-byte rows (2,048
     /// columns): 16 rows apart a pair was still slower than one row, 64 apart faster (bench/Q8_0PairBenchmarks).
     /// </summary>
     public const int DecodePairDistance = 64;

@@ -102,7 +102,7 @@ public unsafe class QuantizedDotTests
         fixed (float* pd = d)
         fixed (float* pt = tile)
         {
-            QuantizedDot.DotQ8_0x4(pw, blocks * 34, pq, pd, blocks, pt);
+            QuantizedDot.DotQ8_0x4(pw, blocks * 34, pq, pd, blocks, pt, 1);
             for (int r = 0; r < 4; r++)
             {
                 Assert.Equal(QuantizedDot.DotQ8_0(pw + (r * blocks * 34), pq, pd, blocks), tile[r]);
@@ -131,8 +131,9 @@ public unsafe class QuantizedDotTests
         fixed (float* pd = d)
         {
             byte* row0 = pw, row1 = pw + (distance * blocks * 34);
-            float y0, y1;
-            QuantizedDot.DotQ8_0Pair(row0, row1, pq, pd, blocks, &y0, &y1);
+            float* pair = stackalloc float[2];
+            QuantizedDot.DotQ8_0x2(row0, distance * blocks * 34, pq, pd, blocks, pair, 1);
+            float y0 = pair[0], y1 = pair[1];
             Assert.Equal(BitConverter.SingleToInt32Bits(QuantizedDot.DotQ8_0(row0, pq, pd, blocks)), BitConverter.SingleToInt32Bits(y0));
             Assert.Equal(BitConverter.SingleToInt32Bits(QuantizedDot.DotQ8_0(row1, pq, pd, blocks)), BitConverter.SingleToInt32Bits(y1));
         }
