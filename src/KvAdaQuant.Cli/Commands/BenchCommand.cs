@@ -14,7 +14,7 @@ internal static class BenchCommand
         var tokenizer = CommonOptions.Tokenizer();
         var kv = new Option<string>("--kv") { Description = "KV cache of kvaq (fp32, fp16, or a plan such as k8v8)", DefaultValueFactory = _ => "fp16" };
         var ctx = new Option<string>("--ctx", "-c") { Description = "comma-separated context depths, e.g. 128,4096,16384", DefaultValueFactory = _ => "128" };
-        var threads = new Option<int>("--threads", "-t") { Description = "threads for both engines (0 = all cores)", DefaultValueFactory = _ => 2 };
+        var threads = CommonOptions.Threads(2, "threads for both engines (0 = all cores)");
         var vs = new Option<string?>("--vs") { Description = "also run llama.cpp (through LLamaSharp) on the same GGUF file: llama.cpp" };
         var vsCache = new Option<string?>("--vs-cache") { Description = "llama.cpp cache type, TYPE or K/V from f32, f16, q8_0, q4_0 (default: the closest to --kv)" };
         var decodeTokens = new Option<int>("--decode-tokens") { Description = "decode steps timed per run", DefaultValueFactory = _ => 32 };

@@ -22,11 +22,26 @@ internal static class CommonOptions
         Description = "print machine-readable JSON to stdout",
     };
 
-    public static Option<int> Threads() => new("--threads", "-t")
+    /// <summary>The largest <c>--threads</c> accepted (a pool thread each; far more than any CPU here has cores).</summary>
+    public const int MaxThreads = KvAdaQuant.Numerics.WorkerPool.MaxThreads;
+
+    public static Option<int> Threads(int defaultValue = 0, string description = "worker threads (0 = all cores)")
     {
-        Description = "worker threads (0 = all cores)",
-        DefaultValueFactory = _ => 0,
-    };
+        var option = new Option<int>("--threads", "-t")
+        {
+            Description = $"{description}; at most {MaxThreads}",
+            DefaultValueFactory = _ => defaultValue,
+        };
+        option.Validators.Add(result =>
+        {
+            int value = result.GetValueOrDefault<int>();
+            if (value < 0 || value > MaxThreads)
+            {
+                result.AddError($"--threads must be 0 (all cores) or 1-{MaxThreads}, got {value}");
+            }
+        });
+        return option;
+    }
 
     public static Option<string?> Kv() => new("--kv")
     {

@@ -23,7 +23,7 @@ internal static class CompareCommand
         var chunks = CommonOptions.Chunks();
         var kv = new Option<string>("--kv") { Description = "comma-separated kvaq caches, e.g. fp32,k8v8,k4v4", DefaultValueFactory = _ => "fp32,k8v8,k4v4" };
         var vsCache = new Option<string>("--vs-cache") { Description = "comma-separated llama.cpp cache types, TYPE or K/V from f32, f16, q8_0, q4_0 (empty: none)", DefaultValueFactory = _ => "f32,q8_0,q4_0" };
-        var threads = new Option<int>("--threads", "-t") { Description = "threads for both engines (0 = all cores)", DefaultValueFactory = _ => 2 };
+        var threads = CommonOptions.Threads(2, "threads for both engines (0 = all cores)");
         var json = CommonOptions.Json();
         var cmd = new Command("compare", "Perplexity table: kvaq KV caches next to llama.cpp's cache types on the same GGUF file, tokens and chunks.")
         {

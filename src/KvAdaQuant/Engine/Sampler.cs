@@ -3,7 +3,7 @@ using KvAdaQuant.Numerics;
 
 namespace KvAdaQuant.Engine;
 
-/// <summary>Chooses the next token: greedy at temperature 0, else softmax(logits / T) with optional top-k and top-p, from a seeded generator.</summary>
+/// <summary>Chooses the next token: greedy at temperature 0, else softmax(logits / T) (T finite) with optional top-k and top-p, from a seeded generator.</summary>
 public sealed class Sampler
 {
     private readonly float _temperature;
@@ -16,9 +16,19 @@ public sealed class Sampler
     /// <summary>Creates a sampler.</summary>
     public Sampler(float temperature = 0f, int topK = 0, float topP = 1f, ulong seed = 42)
     {
-        if (temperature < 0 || float.IsNaN(temperature))
+        Validate(temperature, topK, topP);
+        _temperature = temperature;
+        _topK = topK;
+        _topP = topP;
+        _state = seed == 0 ? 0x9E3779B97F4A7C15UL : seed;
+    }
+
+    /// <summary>Throws where a sampling setting is out of range: temperature finite and &gt;= 0, top-k &gt;= 0, top-p in (0, 1].</summary>
+    public static void Validate(float temperature, int topK, float topP)
+    {
+        if (!(temperature >= 0 && float.IsFinite(temperature)))
         {
-            throw new ArgumentOutOfRangeException(nameof(temperature), $"--temperature must be >= 0, got {temperature}");
+            throw new ArgumentOutOfRangeException(nameof(temperature), $"--temperature must be finite and >= 0, got {temperature}");
         }
 
         if (topK < 0)
@@ -30,11 +40,6 @@ public sealed class Sampler
         {
             throw new ArgumentOutOfRangeException(nameof(topP), $"--top-p must be in (0, 1], got {topP}");
         }
-
-        _temperature = temperature;
-        _topK = topK;
-        _topP = topP;
-        _state = seed == 0 ? 0x9E3779B97F4A7C15UL : seed;
     }
 
     /// <summary>Index of the largest logit (first on ties).</summary>
@@ -55,8 +60,11 @@ public sealed class Sampler
             _index = new int[n];
         }
 
+        // softmax((l - max) / T): the largest logit maps to 0 first, so a tiny T sends the others to -infinity (weight 0)
+        // instead of overflowing every logit to +-infinity (whose softmax is NaN).
         var p = _probs.AsSpan(0, n);
-        TensorPrimitives.Divide(logits, _temperature, p);
+        TensorPrimitives.Subtract(logits, TensorPrimitives.Max(logits), p);
+        TensorPrimitives.Divide(p, _temperature, p);
         Kernels.SoftMax(p);
         var idx = _index.AsSpan(0, n);
         for (int i = 0; i < n; i++)

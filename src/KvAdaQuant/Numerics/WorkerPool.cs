@@ -17,9 +17,20 @@ public sealed class WorkerPool : IDisposable
     private volatile bool _disposed;
     private Exception? _error;
 
-    /// <summary>Creates a pool using <paramref name="threads"/> threads in all, the caller included (0 = all cores).</summary>
+    /// <summary>The largest thread count a pool takes.</summary>
+    public const int MaxThreads = 1024;
+
+    /// <summary>
+    /// Creates a pool using <paramref name="threads"/> threads in all, the caller included (0 = all cores); negative
+    /// counts and counts above <see cref="MaxThreads"/> are refused.
+    /// </summary>
     public WorkerPool(int threads = 0)
     {
+        if (threads < 0 || threads > MaxThreads)
+        {
+            throw new ArgumentOutOfRangeException(nameof(threads), threads, $"threads must be 0 (all cores) or 1-{MaxThreads}, got {threads}");
+        }
+
         Threads = threads > 0 ? threads : Environment.ProcessorCount;
         _threads = new Thread[Threads - 1];
         _start = new ManualResetEventSlim[Threads - 1];

@@ -23,6 +23,15 @@ public class WorkerPoolTests
     }
 
     [Theory]
+    [InlineData(-1)]
+    [InlineData(WorkerPool.MaxThreads + 1)]
+    public void OutOfRangeThreadCountsAreRefused(int threads)
+    {
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => new WorkerPool(threads));
+        Assert.Contains($"threads must be 0 (all cores) or 1-{WorkerPool.MaxThreads}, got {threads}", e.Message);
+    }
+
+    [Theory]
     [InlineData(1)]
     [InlineData(2)]
     [InlineData(4)]

@@ -378,7 +378,8 @@ public sealed class CudaDecoder : IDisposable
     /// <summary>Temperature / top-k / top-p sampling on the device (greedy at temperature 0).</summary>
     public void Sample(float temperature, int topK, float topP, Span<int> tokens)
     {
-        if (temperature == 0f)
+        // (A temperature so small that 1 / T overflows is greedy: (max - max) x infinity would be NaN on the device.)
+        if (temperature == 0f || float.IsInfinity(1f / temperature))
         {
             SampleGreedy(tokens);
             return;

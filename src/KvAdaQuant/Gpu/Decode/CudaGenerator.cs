@@ -23,21 +23,7 @@ public sealed class CudaGenerator
     /// <summary>Generates up to <paramref name="maxTokens"/> tokens after <paramref name="prompt"/>.</summary>
     public GenerationResult Generate(string prompt, int maxTokens, float temperature, int topK, float topP, ulong seed, Action<string>? onText = null)
     {
-        if (temperature < 0 || float.IsNaN(temperature))
-        {
-            throw new ArgumentOutOfRangeException(nameof(temperature), $"--temperature must be >= 0, got {temperature}");
-        }
-
-        if (topK < 0)
-        {
-            throw new ArgumentOutOfRangeException(nameof(topK), $"--top-k must be >= 0, got {topK}");
-        }
-
-        if (!(topP > 0 && topP <= 1))
-        {
-            throw new ArgumentOutOfRangeException(nameof(topP), $"--top-p must be in (0, 1], got {topP}");
-        }
-
+        Sampler.Validate(temperature, topK, topP);
         var promptTokens = _tokenizer.Encode(prompt, addBos: true);
         int[] step = new int[_decoder.Batch], picked = new int[_decoder.Batch];
         return GenerationLoop.Run(

@@ -1,0 +1,23 @@
+namespace KvAdaQuant.Tests.Cli;
+
+/// <summary>--threads out of range is refused by every command that takes it, before any work (the real executable).</summary>
+public class ThreadsOptionTests
+{
+    [Theory]
+    [InlineData("generate", "-1")]
+    [InlineData("generate", "100000")]
+    [InlineData("perplexity", "1025")]
+    [InlineData("convert", "-3")]
+    [InlineData("bench", "100000")]
+    [InlineData("compare", "-2")]
+    [InlineData("eval", "5000")]
+    [InlineData("analyze", "-1")]
+    public void OutOfRangeThreadsFailWithAMessageNamingTheOption(string command, string threads)
+    {
+        var (rc, _, stderr) = KvaqProcess.Run(command, "--model", Fixtures.Stories260K, "--threads", threads);
+        Assert.NotEqual(0, rc);
+        Assert.Contains($"--threads must be 0 (all cores) or 1-1024, got {threads}", stderr);
+        Assert.DoesNotContain("Fatal error", stderr);
+        Assert.DoesNotContain("   at ", stderr);
+    }
+}
