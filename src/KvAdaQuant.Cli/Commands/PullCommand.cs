@@ -12,10 +12,12 @@ internal static class PullCommand
         var outDir = new Option<string?>("--out", "-o") { Description = "folder to save into (default: $KVAQ_MODELS, else the current folder)" };
         var sha = new Option<string?>("--sha256") { Description = "expected SHA-256 (hex); default: read URL.sha256 if the server has it" };
         var retries = new Option<int>("--retries") { Description = "reconnect attempts after a dropped connection", DefaultValueFactory = _ => 5 };
+        var readTimeout = new Option<double>("--read-timeout") { Description = "seconds without data after which a connection counts as dropped (and is resumed)", DefaultValueFactory = _ => 60 };
+        var noSidecar = new Option<bool>("--no-sidecar") { Description = "do not look for URL.sha256 (the file is then verified only with --sha256)" };
         var json = CommonOptions.Json();
         var cmd = new Command("pull", "Download a model file (resumable with HTTP Range into NAME.part, SHA-256 verified).")
         {
-            url, outDir, sha, retries, json,
+            url, outDir, sha, retries, readTimeout, noSidecar, json,
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
@@ -32,10 +34,16 @@ internal static class PullCommand
                 throw new ArgumentException($"--retries must be >= 0, got {n}");
             }
 
+            double idle = r.GetValue(readTimeout);
+            if (!(idle > 0 && idle <= 86_400))
+            {
+                throw new ArgumentException($"--read-timeout must be in (0, 86400] seconds, got {idle}");
+            }
+
             var env = Environment.GetEnvironmentVariable("KVAQ_MODELS");
             var dir = r.GetValue(outDir) ?? (string.IsNullOrEmpty(env) ? Directory.GetCurrentDirectory() : env);
             using var http = new HttpClient { Timeout = TimeSpan.FromMinutes(30) };
-            var downloader = new ResumableDownloader(http, Console.Error) { MaxRetries = n };
+            var downloader = new ResumableDownloader(http, Console.Error) { MaxRetries = n, ReadTimeoutSeconds = idle, UseSidecar = !r.GetValue(noSidecar) };
             DownloadResult result;
             try
             {

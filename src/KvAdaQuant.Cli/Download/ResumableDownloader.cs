@@ -8,7 +8,8 @@ namespace KvAdaQuant.Cli.Download;
 /// <summary>
 /// Downloads one file over HTTP(S) into <c>NAME.part</c>, resuming with a <c>Range</c> request when a partial file
 /// exists or the connection drops, then checks its SHA-256 (given, or read from the sidecar <c>URL.sha256</c>) and
-/// renames it to <c>NAME</c>. A checksum mismatch deletes the partial file and fails.
+/// renames it to <c>NAME</c>. A checksum mismatch deletes the partial file and fails. A connection that sends nothing
+/// for <see cref="ReadTimeoutSeconds"/> counts as dropped (resumed like one).
 /// </summary>
 public sealed class ResumableDownloader
 {
@@ -24,6 +25,16 @@ public sealed class ResumableDownloader
 
     /// <summary>Attempts after a dropped connection before giving up.</summary>
     public int MaxRetries { get; init; } = 5;
+
+    /// <summary>Seconds a request may wait for its response headers or for the next bytes of the body before it is
+    /// dropped and resumed.</summary>
+    public double ReadTimeoutSeconds { get; init; } = 60;
+
+    /// <summary>Whether to look for the <c>URL.sha256</c> sidecar when no checksum is given.</summary>
+    public bool UseSidecar { get; init; } = true;
+
+    /// <summary>The largest sidecar body read (a checksum line is under 200 bytes).</summary>
+    public const int MaxSidecarBytes = 4096;
 
     /// <summary>Seconds between progress lines.</summary>
     public double ProgressIntervalSeconds { get; init; } = 1.0;
@@ -52,6 +63,12 @@ public sealed class ResumableDownloader
         return hex.ToLowerInvariant();
     }
 
+    /// <summary>
+    /// The sidecar checksum URL of <paramref name="url"/>: ".sha256" appended to its path, the query kept
+    /// (<c>https://h/m.gguf?download=true</c> -> <c>https://h/m.gguf.sha256?download=true</c>).
+    /// </summary>
+    public static Uri SidecarOf(Uri url) => new UriBuilder(url) { Path = url.AbsolutePath + ".sha256" }.Uri;
+
     /// <summary>Downloads <paramref name="url"/> into <paramref name="outDir"/>.</summary>
     public async Task<DownloadResult> DownloadAsync(Uri url, string outDir, string? expectedSha256, CancellationToken ct = default)
     {
@@ -60,12 +77,17 @@ public sealed class ResumableDownloader
             throw new ArgumentException($"<url> {url}: only http and https URLs can be pulled");
         }
 
+        if (File.Exists(outDir))
+        {
+            throw new ArgumentException($"--out {outDir} is a file; give the folder to save into");
+        }
+
         Directory.CreateDirectory(outDir);
         var name = FileNameOf(url);
         var final = Path.Combine(outDir, name);
         var part = final + ".part";
         string source = "option";
-        if (expectedSha256 is null)
+        if (expectedSha256 is null && UseSidecar)
         {
             expectedSha256 = await FetchSidecarAsync(url, ct);
             source = expectedSha256 is null ? "none" : "sidecar";
@@ -112,13 +134,13 @@ public sealed class ResumableDownloader
         if (expectedSha256 is not null && sha != expectedSha256)
         {
             File.Delete(part);
-            throw new InvalidDataException($"{url}: checksum mismatch: downloaded SHA-256 {sha}, expected {expectedSha256} ({(source == "option" ? "--sha256" : url + ".sha256")}); the partial file was deleted");
+            throw new InvalidDataException($"{url}: checksum mismatch: downloaded SHA-256 {sha}, expected {expectedSha256} ({(source == "option" ? "--sha256" : SidecarOf(url).ToString())}); the partial file was deleted");
         }
 
         File.Move(part, final, overwrite: false);
         if (expectedSha256 is null)
         {
-            _progress.WriteLine($"kvaq pull: warning: no checksum given (--sha256) and no {url}.sha256 sidecar; SHA-256 is {sha}, not verified");
+            _progress.WriteLine($"kvaq pull: warning: no checksum given (--sha256) and {(UseSidecar ? $"no {SidecarOf(url)} sidecar" : "--no-sidecar")}; SHA-256 is {sha}, not verified");
         }
 
         return new DownloadResult(final, new FileInfo(final).Length, sha, expectedSha256 is not null, source, resumedFrom, requests, false);
@@ -134,20 +156,52 @@ public sealed class ResumableDownloader
 
     private async Task<string?> FetchSidecarAsync(Uri url, CancellationToken ct)
     {
-        var sidecar = new Uri(url + ".sha256");
-        using var response = await _http.GetAsync(sidecar, HttpCompletionOption.ResponseHeadersRead, ct);
-        if (response.StatusCode == HttpStatusCode.NotFound)
+        var sidecar = SidecarOf(url);
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        timeout.CancelAfter(TimeSpan.FromSeconds(ReadTimeoutSeconds));
+        try
         {
-            return null;
-        }
+            using var response = await _http.GetAsync(sidecar, HttpCompletionOption.ResponseHeadersRead, timeout.Token);
+            if (response.StatusCode is HttpStatusCode.NotFound or HttpStatusCode.Forbidden or HttpStatusCode.Gone)
+            {
+                // (Object stores answer 403 for a key that does not exist.)
+                return null;
+            }
 
-        if (!response.IsSuccessStatusCode)
+            if (!response.IsSuccessStatusCode)
+            {
+                throw new HttpRequestException($"{sidecar}: HTTP {(int)response.StatusCode} {response.ReasonPhrase} (pass --sha256, or --no-sidecar to skip the checksum)", null, response.StatusCode);
+            }
+
+            // A checksum line is short: read at most MaxSidecarBytes + 1, so a server that answers every path with the
+            // model itself is not read whole.
+            await using var body = await response.Content.ReadAsStreamAsync(timeout.Token);
+            var buffer = new byte[MaxSidecarBytes + 1];
+            int got = 0, n;
+            while (got < buffer.Length && (n = await body.ReadAsync(buffer.AsMemory(got), timeout.Token)) > 0)
+            {
+                got += n;
+            }
+
+            if (got > MaxSidecarBytes)
+            {
+                throw new InvalidDataException($"{sidecar}: not a checksum file (over {MaxSidecarBytes} bytes); pass --sha256, or --no-sidecar to skip the checksum");
+            }
+
+            var text = System.Text.Encoding.ASCII.GetString(buffer, 0, got);
+            try
+            {
+                return ParseSha256(text, sidecar.ToString());
+            }
+            catch (ArgumentException e)
+            {
+                throw new InvalidDataException($"{e.Message}; pass --sha256, or --no-sidecar to skip the checksum", e);
+            }
+        }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
         {
-            throw new HttpRequestException($"{sidecar}: HTTP {(int)response.StatusCode} {response.ReasonPhrase}", null, response.StatusCode);
+            throw new IOException($"{sidecar}: no answer within {ReadTimeoutSeconds:0.#} s (--read-timeout)");
         }
-
-        var text = await response.Content.ReadAsStringAsync(ct);
-        return ParseSha256(text, sidecar.ToString());
     }
 
     /// <summary>One request: appends to <paramref name="part"/>; true when the file is complete.</summary>
@@ -160,7 +214,24 @@ public sealed class ResumableDownloader
             request.Headers.Range = new RangeHeaderValue(have, null);
         }
 
-        using var response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, ct);
+        // One token for the whole request, pushed back after every read: it fires only when the server sends nothing
+        // for ReadTimeoutSeconds (HttpClient.Timeout does not cover a body read with ResponseHeadersRead).
+        using var idle = CancellationTokenSource.CreateLinkedTokenSource(ct);
+        var limit = TimeSpan.FromSeconds(ReadTimeoutSeconds);
+        idle.CancelAfter(limit);
+        try
+        {
+            return await TransferAsync(url, part, have, request, idle, limit, ct);
+        }
+        catch (OperationCanceledException) when (!ct.IsCancellationRequested)
+        {
+            throw new IOException($"no data for {ReadTimeoutSeconds:0.#} s (--read-timeout)");
+        }
+    }
+
+    private async Task<bool> TransferAsync(Uri url, string part, long have, HttpRequestMessage request, CancellationTokenSource idle, TimeSpan limit, CancellationToken ct)
+    {
+        using var response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, idle.Token);
         long? total;
         FileMode mode;
         if (response.StatusCode == HttpStatusCode.RequestedRangeNotSatisfiable)
@@ -204,7 +275,7 @@ public sealed class ResumableDownloader
         }
 
         await using (var file = new FileStream(part, mode, FileAccess.Write, FileShare.None, 1 << 16))
-        await using (var body = await response.Content.ReadAsStreamAsync(ct))
+        await using (var body = await response.Content.ReadAsStreamAsync(idle.Token))
         {
             var buffer = new byte[1 << 16];
             long done = have;
@@ -212,8 +283,9 @@ public sealed class ResumableDownloader
             double lastReport = 0;
             long lastBytes = done;
             int n;
-            while ((n = await body.ReadAsync(buffer, ct)) > 0)
+            while ((n = await body.ReadAsync(buffer, idle.Token)) > 0)
             {
+                idle.CancelAfter(limit);
                 await file.WriteAsync(buffer.AsMemory(0, n), ct);
                 done += n;
                 double now = clock.Elapsed.TotalSeconds;

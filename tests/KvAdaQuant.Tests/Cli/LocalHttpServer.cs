@@ -8,7 +8,8 @@ namespace KvAdaQuant.Tests.Cli;
 /// <summary>
 /// A minimal HTTP/1.1 file server on 127.0.0.1 (ephemeral port) for download tests: serves byte arrays by path,
 /// honours <c>Range: bytes=N-</c> (unless told not to), can cut the first responses short to simulate a dropped
-/// connection, and records the Range header of every request.
+/// connection or to stall (headers and some bytes, then silence), answers chosen paths with a fixed status, and
+/// records the Range header of every request.
 /// </summary>
 public sealed class LocalHttpServer : IDisposable
 {
@@ -16,7 +17,9 @@ public sealed class LocalHttpServer : IDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly Dictionary<string, byte[]> _files = new(StringComparer.Ordinal);
     private readonly Task _loop;
+    private readonly Dictionary<string, int> _statuses = new(StringComparer.Ordinal);
     private int _dropsLeft;
+    private int _stallsLeft;
 
     public LocalHttpServer()
     {
@@ -37,6 +40,12 @@ public sealed class LocalHttpServer : IDisposable
     public int DropAfterBytes { get; set; }
 
     public void Serve(string path, byte[] content) => _files[path] = content;
+
+    /// <summary>Answers <paramref name="path"/> with <paramref name="status"/> and an empty body.</summary>
+    public void Status(string path, int status) => _statuses[path] = status;
+
+    /// <summary>The next <paramref name="count"/> file responses send <see cref="DropAfterBytes"/> bytes, then nothing until the server stops.</summary>
+    public void StallNext(int count) => _stallsLeft = count;
 
     /// <summary>Cuts the next <paramref name="count"/> file responses short after <see cref="DropAfterBytes"/> bytes.</summary>
     public void DropNext(int count) => _dropsLeft = count;
@@ -94,6 +103,12 @@ public sealed class LocalHttpServer : IDisposable
                 var lines = head.ToString().Split("\r\n");
                 var path = lines[0].Split(' ')[1];
                 var range = lines.FirstOrDefault(l => l.StartsWith("Range:", StringComparison.OrdinalIgnoreCase))?[6..].Trim() ?? string.Empty;
+                if (_statuses.TryGetValue(path, out int status))
+                {
+                    await Write(stream, $"HTTP/1.1 {status} Status\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                    return;
+                }
+
                 if (!_files.TryGetValue(path, out var content))
                 {
                     await Write(stream, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
@@ -119,13 +134,28 @@ public sealed class LocalHttpServer : IDisposable
                 }
 
                 long to = content.Length;
-                if (!path.EndsWith(".sha256", StringComparison.Ordinal) && Interlocked.Decrement(ref _dropsLeft) >= 0)
+                bool file = !path.Contains(".sha256", StringComparison.Ordinal);
+                bool stall = file && Interlocked.Decrement(ref _stallsLeft) >= 0;
+                if (stall || (file && Interlocked.Decrement(ref _dropsLeft) >= 0))
                 {
                     to = Math.Min(to, from + DropAfterBytes);
                 }
 
                 await stream.WriteAsync(content.AsMemory((int)from, (int)(to - from)));
                 await stream.FlushAsync();
+                if (stall)
+                {
+                    try
+                    {
+                        await Task.Delay(Timeout.Infinite, _stop.Token);
+                    }
+                    catch (OperationCanceledException)
+                    {
+                    }
+
+                    return;
+                }
+
                 if (to < content.Length)
                 {
                     client.Client.LingerState = new LingerOption(true, 0); // reset: the client sees the transfer break off

@@ -134,6 +134,85 @@ public class PullCommandTests
     }
 
     [Fact]
+    public async Task SidecarOfAUrlWithAQueryKeepsTheQuery()
+    {
+        Assert.Equal("https://h.example/r/m.gguf.sha256?download=true", ResumableDownloader.SidecarOf(new Uri("https://h.example/r/m.gguf?download=true")).ToString());
+        using var server = new LocalHttpServer();
+        using var dir = new TempDir();
+        var data = Content(50_000);
+        server.Serve("/m.gguf?download=1", data);
+        server.Serve("/m.gguf.sha256?download=1", System.Text.Encoding.ASCII.GetBytes(Sha(data) + "\n"));
+        using var http = new HttpClient();
+        var result = await Downloader(http).DownloadAsync(new Uri(server.BaseUrl + "/m.gguf?download=1"), dir.Path, null);
+        Assert.True(result.Verified);
+        Assert.Equal("sidecar", result.ChecksumSource);
+        Assert.Equal(data, File.ReadAllBytes(dir.File("m.gguf")));
+    }
+
+    [Fact]
+    public async Task ASidecarThatIsNotAChecksumFailsWithoutReadingItWhole()
+    {
+        // A server that answers every path with the model: the "sidecar" is megabytes of binary.
+        using var server = new LocalHttpServer();
+        using var dir = new TempDir();
+        var data = Content();
+        server.Serve("/m.gguf", data);
+        server.Serve("/m.gguf.sha256", data);
+        using var http = new HttpClient();
+        var e = await Assert.ThrowsAsync<InvalidDataException>(() => Downloader(http).DownloadAsync(new Uri(server.BaseUrl + "/m.gguf"), dir.Path, null));
+        Assert.Contains("m.gguf.sha256: not a checksum file (over 4096 bytes)", e.Message);
+        Assert.Contains("--no-sidecar", e.Message);
+
+        // --no-sidecar downloads it, unverified; a forbidden sidecar (object stores' "no such key") counts as none.
+        var unverified = await new ResumableDownloader(http, TextWriter.Null) { UseSidecar = false }.DownloadAsync(new Uri(server.BaseUrl + "/m.gguf"), dir.Path, null);
+        Assert.False(unverified.Verified);
+        Assert.Equal(data, File.ReadAllBytes(unverified.Path));
+        server.Serve("/n.gguf", data);
+        server.Status("/n.gguf.sha256", 403);
+        var forbidden = await Downloader(http).DownloadAsync(new Uri(server.BaseUrl + "/n.gguf"), dir.Path, null);
+        Assert.Equal("none", forbidden.ChecksumSource);
+        server.Serve("/o.gguf", data);
+        server.Status("/o.gguf.sha256", 500);
+        var failed = await Assert.ThrowsAsync<HttpRequestException>(() => Downloader(http).DownloadAsync(new Uri(server.BaseUrl + "/o.gguf"), dir.Path, null));
+        Assert.Contains("o.gguf.sha256: HTTP 500", failed.Message);
+    }
+
+    [Fact]
+    public async Task AStalledTransferIsDroppedAfterTheReadTimeoutAndResumed()
+    {
+        using var server = new LocalHttpServer { DropAfterBytes = 100_000 };
+        using var dir = new TempDir();
+        var data = Content();
+        server.Serve("/m.bin", data);
+        server.StallNext(1);
+        using var http = new HttpClient();
+        var progress = new StringWriter();
+        var downloader = new ResumableDownloader(http, progress) { ReadTimeoutSeconds = 1 };
+        using var guard = new CancellationTokenSource(TimeSpan.FromSeconds(60)); // a regression fails here instead of hanging
+        var result = await downloader.DownloadAsync(new Uri(server.BaseUrl + "/m.bin"), dir.Path, Sha(data), guard.Token);
+        Assert.Equal(data, File.ReadAllBytes(result.Path));
+        Assert.Equal(2, result.Requests);
+        Assert.Contains("connection lost at 100000 bytes (no data for 1 s (--read-timeout)); resuming (1/5)", progress.ToString());
+        var ranges = server.Requests.Where(r => r.Path == "/m.bin").Select(r => r.Range).ToArray();
+        Assert.Equal(string.Empty, ranges[0]);
+        Assert.StartsWith("bytes=", ranges[1]);
+    }
+
+    [Fact]
+    public async Task OutThatIsAFileAndABadReadTimeoutAreRefused()
+    {
+        using var dir = new TempDir();
+        var file = dir.File("taken");
+        File.WriteAllText(file, "x");
+        using var http = new HttpClient();
+        var e = await Assert.ThrowsAsync<ArgumentException>(() => Downloader(http).DownloadAsync(new Uri("http://127.0.0.1:9/m.bin"), file, "0"));
+        Assert.Contains($"--out {file} is a file; give the folder to save into", e.Message);
+        var (rc, _, stderr) = KvaqProcess.Run("pull", "http://127.0.0.1:9/m.bin", "--out", dir.Path, "--read-timeout", "0");
+        Assert.Equal(1, rc);
+        Assert.Contains("--read-timeout must be in (0, 86400] seconds, got 0", stderr);
+    }
+
+    [Fact]
     public void Sha256OptionMustBe64HexDigits()
     {
         var e = Assert.Throws<ArgumentException>(() => ResumableDownloader.ParseSha256("abc", "--sha256"));
