@@ -158,9 +158,14 @@ public sealed partial class KvPlan
                 switch (p.Name)
                 {
                     case "name":
-                        name = p.Value.ValueKind == JsonValueKind.String ? p.Value.GetString()! : throw new ArgumentException($"{source}: name must be a string");
+                        name = p.Value.ValueKind == JsonValueKind.String ? p.Value.GetString()! : throw new ArgumentException($"{source}: name must be a string, found {p.Value.GetRawText()}");
                         break;
                     case "description":
+                        if (p.Value.ValueKind != JsonValueKind.String)
+                        {
+                            throw new ArgumentException($"{source}: description must be a string, found {p.Value.GetRawText()}");
+                        }
+
                         break;
                     case "layers":
                         layersEl = p.Value;
@@ -172,7 +177,7 @@ public sealed partial class KvPlan
 
             if (layersEl is not { ValueKind: JsonValueKind.Array } arr)
             {
-                throw new ArgumentException($"{source}: layers is missing or not an array");
+                throw new ArgumentException(layersEl is null ? $"{source}: layers is missing" : $"{source}: layers must be an array, found {layersEl.Value.GetRawText()}");
             }
 
             var layers = new List<KvLayerSpec>();
@@ -182,7 +187,7 @@ public sealed partial class KvPlan
                 string f = $"layers[{i}]";
                 if (entry.ValueKind != JsonValueKind.Object)
                 {
-                    throw new ArgumentException($"{source}: {f} must be an object with \"k\" and \"v\"");
+                    throw new ArgumentException($"{source}: {f} must be an object with \"k\" and \"v\", found {entry.GetRawText()}");
                 }
 
                 KvSpec? k = null, v = null;
@@ -197,7 +202,12 @@ public sealed partial class KvPlan
                             v = ParseSpec(p.Value, source, $"{f}.v");
                             break;
                         case "layer":
-                            if (!p.Value.TryGetInt32(out int li) || li != i)
+                            if (WholeNumber(p.Value) is not { } li)
+                            {
+                                throw new ArgumentException($"{source}: {f}.layer must be a whole number (the entry's index, {i}), found {p.Value.GetRawText()}");
+                            }
+
+                            if (li != i)
                             {
                                 throw new ArgumentException($"{source}: {f}.layer is {p.Value.GetRawText()}, expected {i} (layers are listed in order)");
                             }
@@ -304,7 +314,7 @@ public sealed partial class KvPlan
     {
         if (e.ValueKind != JsonValueKind.Object)
         {
-            throw new ArgumentException($"{source}: {field} must be an object such as {{\"bits\": 4}}");
+            throw new ArgumentException($"{source}: {field} must be an object such as {{\"bits\": 4}}, found {e.GetRawText()}");
         }
 
         KvBits? bits = null;
@@ -317,9 +327,10 @@ public sealed partial class KvPlan
                 case "bits":
                     string raw = p.Value.ValueKind switch
                     {
-                        JsonValueKind.Number => p.Value.GetRawText(),
+                        // An integral JSON number is that integer whatever its spelling (4, 4.0, 4e0); others as written (1.58).
+                        JsonValueKind.Number => WholeNumber(p.Value) is { } whole ? whole.ToString(CultureInfo.InvariantCulture) : p.Value.GetRawText(),
                         JsonValueKind.String => p.Value.GetString()!,
-                        _ => throw new ArgumentException($"{source}: {f} must be a number or \"fp16\"/\"fp32\", found {p.Value.ValueKind}"),
+                        _ => throw new ArgumentException($"{source}: {f} must be a number or \"fp16\"/\"fp32\", found {p.Value.GetRawText()}"),
                     };
                     bits = KvBitsInfo.TryParse(raw) ?? throw new ArgumentException($"{source}: {f} {raw} is not one of {KvBitsInfo.Accepted}");
                     break;
@@ -339,7 +350,7 @@ public sealed partial class KvPlan
                         {
                             JsonValueKind.True => true,
                             JsonValueKind.False => false,
-                            _ => throw new ArgumentException($"{source}: {f} must be true or false"),
+                            _ => throw new ArgumentException($"{source}: {f} must be true or false, found {p.Value.GetRawText()}"),
                         },
                     };
                     break;
@@ -352,7 +363,7 @@ public sealed partial class KvPlan
                             "channel" => QuantAxis.PerChannel,
                             var s => throw new ArgumentException($"{source}: {f} '{s}' is not \"token\" or \"channel\""),
                         }
-                        : throw new ArgumentException($"{source}: {f} must be \"token\" or \"channel\""),
+                        : throw new ArgumentException($"{source}: {f} must be \"token\" or \"channel\", found {p.Value.GetRawText()}"),
                     };
                     break;
                 default:
@@ -364,8 +375,12 @@ public sealed partial class KvPlan
     }
 
     private static int JsonCount(JsonElement e, string source, string field) =>
-        e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out int n) && n >= 0 ? n
+        WholeNumber(e) is { } n && n >= 0 ? n
         : throw new ArgumentException($"{source}: {field} must be a whole number >= 0, found {e.GetRawText()}");
+
+    /// <summary>The value of a JSON number that is an integer in int range however it is written (4, 4.0, 4e0); else null (strings, null, 4.5, ...).</summary>
+    private static int? WholeNumber(JsonElement e) =>
+        e.ValueKind == JsonValueKind.Number && e.TryGetDouble(out double d) && d == Math.Floor(d) && d >= int.MinValue && d <= int.MaxValue ? (int)d : null;
 
     private static KvBits ParseBits(string text, string src, string what) =>
         KvBitsInfo.TryParse(text) ?? throw new ArgumentException($"{src}: {what} '{text}' is not one of {KvBitsInfo.Accepted}");

@@ -62,6 +62,22 @@ public class KvPlanTests
     [InlineData("{\"layers\": [{\"k\": {\"bits\": 4, \"axis\": \"row\"}, \"v\": {\"bits\": 2}}]}", "layers[0].k.axis 'row' is not")]
     [InlineData("[1, 2]", "must be a JSON object")]
     [InlineData("{\"plan\": []}", "unknown field 'plan'")]
+    [InlineData("{\"layers\": [{\"layer\": \"0\", \"k\": {\"bits\": 4}, \"v\": {\"bits\": 2}}]}", "layers[0].layer must be a whole number (the entry's index, 0), found \"0\"")]
+    [InlineData("{\"layers\": [{\"layer\": null, \"k\": {\"bits\": 4}, \"v\": {\"bits\": 2}}]}", "layers[0].layer must be a whole number (the entry's index, 0), found null")]
+    [InlineData("{\"layers\": [{\"layer\": 0.5, \"k\": {\"bits\": 4}, \"v\": {\"bits\": 2}}]}", "layers[0].layer must be a whole number (the entry's index, 0), found 0.5")]
+    [InlineData("{\"layers\": [{\"layer\": 1, \"k\": {\"bits\": 4}, \"v\": {\"bits\": 2}}]}", "layers[0].layer is 1, expected 0")]
+    [InlineData("{\"description\": 5, \"layers\": [{\"k\": {\"bits\": 4}, \"v\": {\"bits\": 2}}]}", "description must be a string, found 5")]
+    [InlineData("{\"name\": [], \"layers\": [{\"k\": {\"bits\": 4}, \"v\": {\"bits\": 2}}]}", "name must be a string, found []")]
+    [InlineData("{\"layers\": {}}", "layers must be an array, found {}")]
+    [InlineData("{\"name\": \"x\"}", "layers is missing")]
+    [InlineData("{\"layers\": [4]}", "layers[0] must be an object with \"k\" and \"v\", found 4")]
+    [InlineData("{\"layers\": [{\"k\": 4, \"v\": {\"bits\": 2}}]}", "layers[0].k must be an object such as {\"bits\": 4}, found 4")]
+    [InlineData("{\"layers\": [{\"k\": {\"bits\": null}, \"v\": {\"bits\": 2}}]}", "layers[0].k.bits must be a number or \"fp16\"/\"fp32\", found null")]
+    [InlineData("{\"layers\": [{\"k\": {\"bits\": 4.5}, \"v\": {\"bits\": 2}}]}", "layers[0].k.bits 4.5 is not one of")]
+    [InlineData("{\"layers\": [{\"k\": {\"bits\": 4, \"group\": \"32\"}, \"v\": {\"bits\": 2}}]}", "layers[0].k.group must be a whole number >= 0, found \"32\"")]
+    [InlineData("{\"layers\": [{\"k\": {\"bits\": 4, \"sinks\": 1.5}, \"v\": {\"bits\": 2}}]}", "layers[0].k.sinks must be a whole number >= 0, found 1.5")]
+    [InlineData("{\"layers\": [{\"k\": {\"bits\": 4, \"symmetric\": \"yes\"}, \"v\": {\"bits\": 2}}]}", "layers[0].k.symmetric must be true or false, found \"yes\"")]
+    [InlineData("{\"layers\": [{\"k\": {\"bits\": 4, \"axis\": 1}, \"v\": {\"bits\": 2}}]}", "layers[0].k.axis must be \"token\" or \"channel\", found 1")]
     public void BadJsonPlansAreRejectedNamingTheField(string json, string message)
     {
         using var dir = new TempDir();
@@ -70,6 +86,16 @@ public class KvPlanTests
         var e = Assert.Throws<ArgumentException>(() => KvPlan.Load(path).Validate(1, 32));
         Assert.Contains($"--kv-plan {path}", e.Message);
         Assert.Contains(message, e.Message);
+    }
+
+    [Fact]
+    public void IntegralJsonNumbersAreTheirIntegerHoweverWritten()
+    {
+        var plan = KvPlan.FromJson(
+            """{"layers": [{"layer": 0.0, "k": {"bits": 4.0, "group": 32.0, "residual": 1e1}, "v": {"bits": 2e0, "sinks": 4.00}}]}""", "test");
+        Assert.Equal(new KvSpec(KvBits.Four, 32, Residual: 10), plan.Layers[0].K);
+        Assert.Equal(new KvSpec(KvBits.Two, Sinks: 4), plan.Layers[0].V);
+        Assert.Equal(KvBits.Ternary, KvPlan.FromJson("""{"layers": [{"k": {"bits": 1.58}, "v": {"bits": 16.0}}]}""", "test").Layers[0].K.Bits);
     }
 
     [Fact]
