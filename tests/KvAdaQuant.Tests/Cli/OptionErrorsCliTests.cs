@@ -1,0 +1,29 @@
+namespace KvAdaQuant.Tests.Cli;
+
+/// <summary>Bad command-line options through the real kvaq executable: one line naming the option, exit code 1, nothing else written.</summary>
+public class OptionErrorsCliTests
+{
+    [Theory]
+    [InlineData("--temperature", "-1")]
+    [InlineData("--top-k", "-1")]
+    [InlineData("--top-p", "2")]
+    public void GenerateSamplerOptionsAreNamedWithoutDotNetParameterNames(string option, string value)
+    {
+        var (rc, stdout, stderr) = KvaqProcess.Run("generate", "--model", Fixtures.Stories260K, "-n", "4", option, value);
+        Assert.Equal(1, rc);
+        Assert.StartsWith($"kvaq: error: {option} must be ", stderr);
+        Assert.DoesNotContain("(Parameter", stderr);
+        Assert.DoesNotContain('\n', stderr.TrimEnd());
+        Assert.Empty(stdout);
+    }
+
+    [Theory]
+    [InlineData("2", "--ctx must be at least 4, got 2")]
+    [InlineData("100000", "--ctx 100000 exceeds the model's context length 512")]
+    public void PerplexityCtxIsNamedWithoutDotNetParameterNames(string ctx, string message)
+    {
+        var (rc, _, stderr) = KvaqProcess.Run("perplexity", "--model", Fixtures.Stories260K, "--data", "wikitext-2/wiki.test.raw", "--chars", "2000", "--ctx", ctx);
+        Assert.Equal(1, rc);
+        Assert.Equal($"kvaq: error: {message}", stderr.TrimEnd());
+    }
+}
