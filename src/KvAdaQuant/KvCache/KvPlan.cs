@@ -75,6 +75,11 @@ public sealed partial class KvPlan
         }
 
         var parts = t.Split(':');
+        if (KvBitsInfo.TryParse(parts[0]) is { } unquantized && !unquantized.IsQuantized())
+        {
+            throw new ArgumentException($"{src}: {unquantized.Name()} stores keys and values unquantized and takes no options ('{parts[1]}'); options apply to quantized sides of k<bits>v<bits> (bits 1 to 8)");
+        }
+
         var m = BitsPattern().Match(parts[0]);
         if (!m.Success)
         {
@@ -105,6 +110,22 @@ public sealed partial class KvPlan
                 _ when opt.StartsWith('r') => s => s with { Residual = ParseCount(opt[1..], src, raw, "residual") },
                 _ => throw new ArgumentException($"{src}: unknown option '{raw}' (expected g<N>, r<N>, sink<N>, asym, sym, pt, pc, optionally prefixed by k or v)"),
             };
+
+            // Options configure the quantizer: one prefixed for an unquantized side, or one with no quantized side to
+            // apply to, would be ignored; an unprefixed option on a mixed spec (k16v2:r4) sets the quantized side only.
+            if (forK != forV && !(forK ? k : v).IsQuantized)
+            {
+                string side = forK ? "K" : "V";
+                throw new ArgumentException($"{src}: option '{raw}' sets {side}, which is {(forK ? k : v).Bits.Name()} (unquantized); options apply only to quantized sides (bits 1 to 8)");
+            }
+
+            if (!k.IsQuantized && !v.IsQuantized)
+            {
+                throw new ArgumentException($"{src}: option '{raw}' has nothing to apply to: K and V are both unquantized ({k.Bits.Name()}, {v.Bits.Name()}); options apply only to quantized sides (bits 1 to 8)");
+            }
+
+            forK &= k.IsQuantized;
+            forV &= v.IsQuantized;
             if (forK)
             {
                 k = apply(k);
@@ -318,10 +339,16 @@ public sealed partial class KvPlan
         }
 
         KvBits? bits = null;
+        string? option = null;
         var spec = new KvSpec(KvBits.Four);
         foreach (var p in e.EnumerateObject())
         {
             string f = $"{field}.{p.Name}";
+            if (p.Name != "bits")
+            {
+                option ??= p.Name;
+            }
+
             switch (p.Name)
             {
                 case "bits":
@@ -371,7 +398,13 @@ public sealed partial class KvPlan
             }
         }
 
-        return spec with { Bits = bits ?? throw new ArgumentException($"{source}: {field}.bits is missing") };
+        spec = spec with { Bits = bits ?? throw new ArgumentException($"{source}: {field}.bits is missing") };
+        if (!spec.IsQuantized && option is not null)
+        {
+            throw new ArgumentException($"{source}: {field}.{option} applies only to quantized bits (1 to 8), but {field}.bits is {spec.Bits.Name()}; an unquantized spec takes no other field");
+        }
+
+        return spec;
     }
 
     private static int JsonCount(JsonElement e, string source, string field) =>

@@ -18,6 +18,17 @@ public class OptionErrorsCliTests
     }
 
     [Theory]
+    [InlineData("k16v16:g4", "kvaq: error: --kv 'k16v16:g4': option 'g4' has nothing to apply to")]
+    [InlineData("fp16:g4", "kvaq: error: --kv 'fp16:g4': fp16 stores keys and values unquantized and takes no options")]
+    public void QuantizerOptionsOnAnUnquantizedCacheAreRejected(string kv, string message)
+    {
+        var (rc, stdout, stderr) = KvaqProcess.Run("generate", "--model", Fixtures.Stories260K, "-n", "4", "--kv", kv);
+        Assert.Equal(1, rc);
+        Assert.StartsWith(message, stderr);
+        Assert.Empty(stdout);
+    }
+
+    [Theory]
     [InlineData("2", "--ctx must be at least 4, got 2")]
     [InlineData("100000", "--ctx 100000 exceeds the model's context length 512")]
     public void PerplexityCtxIsNamedWithoutDotNetParameterNames(string ctx, string message)

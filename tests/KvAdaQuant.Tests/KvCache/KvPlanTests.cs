@@ -16,6 +16,10 @@ public class KvPlanTests
         Assert.Equal(new KvSpec(KvBits.Ternary), KvPlan.Parse("k1.58v16", 1).Layers[0].K);
         Assert.Equal(KvBits.Fp16, KvPlan.Parse("k1.58v16", 1).Layers[0].V.Bits);
         Assert.True(KvPlan.Parse("fp16", 2).IsUniformFullPrecision);
+
+        // An unprefixed option on a mixed spec sets the quantized side only.
+        Assert.Equal(KvSpec.Fp16, KvPlan.Parse("k16v2:r5:sym", 1).Layers[0].K);
+        Assert.Equal(new KvSpec(KvBits.Two, Symmetric: true, Residual: 5), KvPlan.Parse("k16v2:r5:sym", 1).Layers[0].V);
         Assert.False(KvPlan.Parse("k8v8", 2).IsUniformFullPrecision);
     }
 
@@ -27,6 +31,12 @@ public class KvPlanTests
     [InlineData("k4v2:gabc", "option 'gabc': group must be a whole number")]
     [InlineData("k4v2:g64", "k.group 64 is larger than the head dimension 32")]
     [InlineData("k4v2:vg12", "v.group 12 does not divide the head dimension 32")]
+    [InlineData("k16v16:g4", "option 'g4' has nothing to apply to: K and V are both unquantized (fp16, fp16)")]
+    [InlineData("k32v16:sym", "option 'sym' has nothing to apply to: K and V are both unquantized (fp32, fp16)")]
+    [InlineData("k16v2:kg32", "option 'kg32' sets K, which is fp16 (unquantized)")]
+    [InlineData("k4v32:vr8", "option 'vr8' sets V, which is fp32 (unquantized)")]
+    [InlineData("fp16:g4", "fp16 stores keys and values unquantized and takes no options ('g4')")]
+    [InlineData("fp32:r8:sym", "fp32 stores keys and values unquantized and takes no options ('r8')")]
     public void BadTextIsRejectedNamingTheField(string text, string message)
     {
         var e = Assert.Throws<ArgumentException>(() => KvPlan.Parse(text, 6).Validate(6, 32));
@@ -61,6 +71,8 @@ public class KvPlanTests
     [InlineData("{\"layers\": [{\"k\": {\"bits\": 4, \"residual\": -1}, \"v\": {\"bits\": 2}}]}", "layers[0].k.residual must be a whole number >= 0")]
     [InlineData("{\"layers\": [{\"k\": {\"bits\": 4, \"axis\": \"row\"}, \"v\": {\"bits\": 2}}]}", "layers[0].k.axis 'row' is not")]
     [InlineData("[1, 2]", "must be a JSON object")]
+    [InlineData("{\"layers\": [{\"k\": {\"bits\": \"fp16\", \"group\": 32}, \"v\": {\"bits\": 2}}]}", "layers[0].k.group applies only to quantized bits (1 to 8), but layers[0].k.bits is fp16")]
+    [InlineData("{\"layers\": [{\"k\": {\"bits\": 4}, \"v\": {\"symmetric\": true, \"bits\": 32}}]}", "layers[0].v.symmetric applies only to quantized bits (1 to 8), but layers[0].v.bits is fp32")]
     [InlineData("{\"plan\": []}", "unknown field 'plan'")]
     [InlineData("{\"layers\": [{\"layer\": \"0\", \"k\": {\"bits\": 4}, \"v\": {\"bits\": 2}}]}", "layers[0].layer must be a whole number (the entry's index, 0), found \"0\"")]
     [InlineData("{\"layers\": [{\"layer\": null, \"k\": {\"bits\": 4}, \"v\": {\"bits\": 2}}]}", "layers[0].layer must be a whole number (the entry's index, 0), found null")]
