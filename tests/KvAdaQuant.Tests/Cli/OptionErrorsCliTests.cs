@@ -29,6 +29,19 @@ public class OptionErrorsCliTests
     }
 
     [Theory]
+    [InlineData("300", "--prompt has 402 tokens (BOS included) but the context holds 300 (--ctx; the model's context is 512)")]
+    [InlineData("0", "--prompt has 602 tokens (BOS included) but the context holds 512 (--ctx; the model's context is 512)")]
+    public void PromptLongerThanTheContextFailsBeforeAnythingIsPrinted(string ctx, string message)
+    {
+        // BOS, the leading space SentencePiece adds, then one byte token "<0x0A>" per newline: 402 and 602 tokens.
+        int lines = ctx == "0" ? 600 : 400;
+        var (rc, stdout, stderr) = KvaqProcess.Run("generate", "--model", Fixtures.Stories260K, "-n", "4", "--ctx", ctx, "--prompt", new string('\n', lines));
+        Assert.Equal(1, rc);
+        Assert.Equal($"kvaq: error: {message}", stderr.TrimEnd());
+        Assert.Empty(stdout);
+    }
+
+    [Theory]
     [InlineData("2", "--ctx must be at least 4, got 2")]
     [InlineData("100000", "--ctx 100000 exceeds the model's context length 512")]
     public void PerplexityCtxIsNamedWithoutDotNetParameterNames(string ctx, string message)
