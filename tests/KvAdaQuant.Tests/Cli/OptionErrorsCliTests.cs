@@ -42,6 +42,18 @@ public class OptionErrorsCliTests
     }
 
     [Theory]
+    [InlineData("--chunks", "-1", "--chunks must be >= 0 (0 = all), got -1")]
+    [InlineData("--chars", "-5", "--chars must be >= 0, got -5")]
+    public void PerplexityCountsMustNotBeNegative(string option, string value, string message)
+    {
+        string[] chars = option == "--chars" ? [] : ["--chars", "2000"];
+        var (rc, stdout, stderr) = KvaqProcess.Run(["perplexity", "--model", Fixtures.Stories260K, "--data", "wikitext-2/wiki.test.raw", "--ctx", "128", .. chars, option, value]);
+        Assert.Equal(1, rc);
+        Assert.Equal($"kvaq: error: {message}", stderr.TrimEnd());
+        Assert.Empty(stdout);
+    }
+
+    [Theory]
     [InlineData("2", "--ctx must be at least 4, got 2")]
     [InlineData("100000", "--ctx 100000 exceeds the model's context length 512")]
     public void PerplexityCtxIsNamedWithoutDotNetParameterNames(string ctx, string message)
