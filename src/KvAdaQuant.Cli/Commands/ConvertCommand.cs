@@ -36,7 +36,7 @@ internal static class ConvertCommand
             string? preset = r.GetValue(synthetic);
             bool byLlamaCpp = LlamaCppConvertQuantizer.TypeNames.Contains(typeName);
             var t = byLlamaCpp ? (preset is not null ? GgmlType.F16 : GgmlType.F32) : ParseType(typeName);
-            var outPath = r.GetValue(output)!;
+            var outPath = CheckOutputPath(r.GetValue(output)!);
             var writePath = byLlamaCpp ? outPath + ".unquantized" : outPath;
             string? modelName = r.GetValue(model);
             if ((preset is null) == (modelName is null))
@@ -114,6 +114,28 @@ internal static class ConvertCommand
             return 0;
         }));
         return cmd;
+    }
+
+    /// <summary>Checks <c>--out</c> before any work: a file path (not empty, not a folder) in a folder that exists.</summary>
+    private static string CheckOutputPath(string path)
+    {
+        if (string.IsNullOrWhiteSpace(path))
+        {
+            throw new ArgumentException("--out: the path is empty; give the .gguf file to write");
+        }
+
+        if (Directory.Exists(path))
+        {
+            throw new ArgumentException($"--out {path}: is a folder; give a file path such as {Path.Combine(path, "model.gguf")}");
+        }
+
+        string? folder = Path.GetDirectoryName(Path.GetFullPath(path));
+        if (folder is not null && !Directory.Exists(folder))
+        {
+            throw new ArgumentException($"--out {path}: the folder {folder} does not exist");
+        }
+
+        return path;
     }
 
     private static GgmlType ParseType(string s) => s.ToLowerInvariant() switch

@@ -49,14 +49,21 @@ internal static class GenerateCommand
                 throw new ArgumentException($"--ctx must be in 0..{m.Config.ContextLength} (the model's context), got {c}");
             }
 
+            int promptTokens = tok.Encode(r.GetValue(prompt) ?? string.Empty, addBos: true).Count;
             if (c == 0)
             {
                 // What this run can use, as a dynamic cache would: the prompt and the tokens asked for (256 positions at
                 // least), at most the model's context. Allocating the model's whole context (131,072 positions for
                 // Llama 3.x) cost gigabytes and tens of seconds before the first token.
-                int promptTokens = tok.Encode(r.GetValue(prompt) ?? string.Empty, addBos: true).Count;
                 c = (int)Math.Min(m.Config.ContextLength, Math.Max(256L, (long)promptTokens + n));
             }
+
+            // Checked here, before the prompt is echoed to stdout (the generation loop checks too, but only after it).
+            if (promptTokens > c)
+            {
+                throw new ArgumentException($"--prompt has {promptTokens} tokens (BOS included) but the context holds {c} (--ctx; the model's context is {m.Config.ContextLength})");
+            }
+
             var precision = CommonOptions.Attention(r.GetValue(attnInt8), r.GetValue(attnInt8Values));
             bool int8 = precision != KvAdaQuant.KvCache.AttentionPrecision.Fp32;
             if (r.GetValue(device) == DeviceOptions.Cuda)

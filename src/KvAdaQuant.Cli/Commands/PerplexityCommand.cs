@@ -29,6 +29,12 @@ internal static class PerplexityCommand
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
+            int nChunks = r.GetValue(chunks);
+            if (nChunks < 0)
+            {
+                throw new ArgumentException($"--chunks must be >= 0 (0 = all), got {nChunks}");
+            }
+
             using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
             var tok = m.Tokenizer ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
             var plan = KvCacheFactory.ResolvePlan(r.GetValue(kv), r.GetValue(kvPlan), m.Config.Layers);
@@ -57,7 +63,7 @@ internal static class PerplexityCommand
             var tokens = tok.Encode(text, addBos: true);
             using var transformer = new Transformer(m, r.GetValue(threads));
             string spec = plan.Name;
-            int maxChunks = r.GetValue(chunks) is > 0 and var mc ? mc : int.MaxValue;
+            int maxChunks = nChunks > 0 ? nChunks : int.MaxValue;
             bool asJson = r.GetValue(json);
             var result = PerplexityEvaluator.Evaluate(transformer, tokens, r.GetValue(ctx), layout => KvCacheFactory.Create(plan, layout, attention), tok.BosToken,
                 asJson ? null : (i, n, ppl) => Console.Error.Write($"\r[{i}/{n}] ppl {ppl:F4}   "), maxChunks);

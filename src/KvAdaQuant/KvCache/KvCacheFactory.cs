@@ -31,7 +31,7 @@ public static class KvCacheFactory
             if (cache.Int8Layers == 0)
             {
                 cache.Dispose();
-                throw new ArgumentException($"{flag}: no layer of the KV plan '{plan.Name}' has keys the int8 kernel reads (per-token groups of 2-, 4- or 8-bit codes, head dim a multiple of 64, at most 4 groups per head, group channels a multiple of 32 / bits); head dim {layout.HeadDim}");
+                throw new ArgumentException($"{flag}: no layer of the KV plan '{plan.Name}' has keys the int8 kernel reads (per-token groups of 2-, 4- or 8-bit codes, head dim x bits a multiple of 128 (head dim 32 at 4 or 8 bits, 64 at 2 bits), at most 4 groups per head, group channels a multiple of 32 / bits); head dim {layout.HeadDim}");
             }
 
             if (attention == AttentionPrecision.Int8Values && cache.Int8ValueLayers == 0)

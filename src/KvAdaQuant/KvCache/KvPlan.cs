@@ -75,6 +75,11 @@ public sealed partial class KvPlan
         }
 
         var parts = t.Split(':');
+        if (KvBitsInfo.TryParse(parts[0]) is { } unquantized && !unquantized.IsQuantized())
+        {
+            throw new ArgumentException($"{src}: {unquantized.Name()} stores keys and values unquantized and takes no options ('{parts[1]}'); options apply to quantized sides of k<bits>v<bits> (bits 1 to 8)");
+        }
+
         var m = BitsPattern().Match(parts[0]);
         if (!m.Success)
         {
@@ -105,6 +110,22 @@ public sealed partial class KvPlan
                 _ when opt.StartsWith('r') => s => s with { Residual = ParseCount(opt[1..], src, raw, "residual") },
                 _ => throw new ArgumentException($"{src}: unknown option '{raw}' (expected g<N>, r<N>, sink<N>, asym, sym, pt, pc, optionally prefixed by k or v)"),
             };
+
+            // Options configure the quantizer: one prefixed for an unquantized side, or one with no quantized side to
+            // apply to, would be ignored; an unprefixed option on a mixed spec (k16v2:r4) sets the quantized side only.
+            if (forK != forV && !(forK ? k : v).IsQuantized)
+            {
+                string side = forK ? "K" : "V";
+                throw new ArgumentException($"{src}: option '{raw}' sets {side}, which is {(forK ? k : v).Bits.Name()} (unquantized); options apply only to quantized sides (bits 1 to 8)");
+            }
+
+            if (!k.IsQuantized && !v.IsQuantized)
+            {
+                throw new ArgumentException($"{src}: option '{raw}' has nothing to apply to: K and V are both unquantized ({k.Bits.Name()}, {v.Bits.Name()}); options apply only to quantized sides (bits 1 to 8)");
+            }
+
+            forK &= k.IsQuantized;
+            forV &= v.IsQuantized;
             if (forK)
             {
                 k = apply(k);
@@ -158,9 +179,14 @@ public sealed partial class KvPlan
                 switch (p.Name)
                 {
                     case "name":
-                        name = p.Value.ValueKind == JsonValueKind.String ? p.Value.GetString()! : throw new ArgumentException($"{source}: name must be a string");
+                        name = p.Value.ValueKind == JsonValueKind.String ? p.Value.GetString()! : throw new ArgumentException($"{source}: name must be a string, found {p.Value.GetRawText()}");
                         break;
                     case "description":
+                        if (p.Value.ValueKind != JsonValueKind.String)
+                        {
+                            throw new ArgumentException($"{source}: description must be a string, found {p.Value.GetRawText()}");
+                        }
+
                         break;
                     case "layers":
                         layersEl = p.Value;
@@ -172,7 +198,7 @@ public sealed partial class KvPlan
 
             if (layersEl is not { ValueKind: JsonValueKind.Array } arr)
             {
-                throw new ArgumentException($"{source}: layers is missing or not an array");
+                throw new ArgumentException(layersEl is null ? $"{source}: layers is missing" : $"{source}: layers must be an array, found {layersEl.Value.GetRawText()}");
             }
 
             var layers = new List<KvLayerSpec>();
@@ -182,7 +208,7 @@ public sealed partial class KvPlan
                 string f = $"layers[{i}]";
                 if (entry.ValueKind != JsonValueKind.Object)
                 {
-                    throw new ArgumentException($"{source}: {f} must be an object with \"k\" and \"v\"");
+                    throw new ArgumentException($"{source}: {f} must be an object with \"k\" and \"v\", found {entry.GetRawText()}");
                 }
 
                 KvSpec? k = null, v = null;
@@ -197,7 +223,12 @@ public sealed partial class KvPlan
                             v = ParseSpec(p.Value, source, $"{f}.v");
                             break;
                         case "layer":
-                            if (!p.Value.TryGetInt32(out int li) || li != i)
+                            if (WholeNumber(p.Value) is not { } li)
+                            {
+                                throw new ArgumentException($"{source}: {f}.layer must be a whole number (the entry's index, {i}), found {p.Value.GetRawText()}");
+                            }
+
+                            if (li != i)
                             {
                                 throw new ArgumentException($"{source}: {f}.layer is {p.Value.GetRawText()}, expected {i} (layers are listed in order)");
                             }
@@ -304,22 +335,29 @@ public sealed partial class KvPlan
     {
         if (e.ValueKind != JsonValueKind.Object)
         {
-            throw new ArgumentException($"{source}: {field} must be an object such as {{\"bits\": 4}}");
+            throw new ArgumentException($"{source}: {field} must be an object such as {{\"bits\": 4}}, found {e.GetRawText()}");
         }
 
         KvBits? bits = null;
+        string? option = null;
         var spec = new KvSpec(KvBits.Four);
         foreach (var p in e.EnumerateObject())
         {
             string f = $"{field}.{p.Name}";
+            if (p.Name != "bits")
+            {
+                option ??= p.Name;
+            }
+
             switch (p.Name)
             {
                 case "bits":
                     string raw = p.Value.ValueKind switch
                     {
-                        JsonValueKind.Number => p.Value.GetRawText(),
+                        // An integral JSON number is that integer whatever its spelling (4, 4.0, 4e0); others as written (1.58).
+                        JsonValueKind.Number => WholeNumber(p.Value) is { } whole ? whole.ToString(CultureInfo.InvariantCulture) : p.Value.GetRawText(),
                         JsonValueKind.String => p.Value.GetString()!,
-                        _ => throw new ArgumentException($"{source}: {f} must be a number or \"fp16\"/\"fp32\", found {p.Value.ValueKind}"),
+                        _ => throw new ArgumentException($"{source}: {f} must be a number or \"fp16\"/\"fp32\", found {p.Value.GetRawText()}"),
                     };
                     bits = KvBitsInfo.TryParse(raw) ?? throw new ArgumentException($"{source}: {f} {raw} is not one of {KvBitsInfo.Accepted}");
                     break;
@@ -339,7 +377,7 @@ public sealed partial class KvPlan
                         {
                             JsonValueKind.True => true,
                             JsonValueKind.False => false,
-                            _ => throw new ArgumentException($"{source}: {f} must be true or false"),
+                            _ => throw new ArgumentException($"{source}: {f} must be true or false, found {p.Value.GetRawText()}"),
                         },
                     };
                     break;
@@ -352,7 +390,7 @@ public sealed partial class KvPlan
                             "channel" => QuantAxis.PerChannel,
                             var s => throw new ArgumentException($"{source}: {f} '{s}' is not \"token\" or \"channel\""),
                         }
-                        : throw new ArgumentException($"{source}: {f} must be \"token\" or \"channel\""),
+                        : throw new ArgumentException($"{source}: {f} must be \"token\" or \"channel\", found {p.Value.GetRawText()}"),
                     };
                     break;
                 default:
@@ -360,12 +398,22 @@ public sealed partial class KvPlan
             }
         }
 
-        return spec with { Bits = bits ?? throw new ArgumentException($"{source}: {field}.bits is missing") };
+        spec = spec with { Bits = bits ?? throw new ArgumentException($"{source}: {field}.bits is missing") };
+        if (!spec.IsQuantized && option is not null)
+        {
+            throw new ArgumentException($"{source}: {field}.{option} applies only to quantized bits (1 to 8), but {field}.bits is {spec.Bits.Name()}; an unquantized spec takes no other field");
+        }
+
+        return spec;
     }
 
     private static int JsonCount(JsonElement e, string source, string field) =>
-        e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out int n) && n >= 0 ? n
+        WholeNumber(e) is { } n && n >= 0 ? n
         : throw new ArgumentException($"{source}: {field} must be a whole number >= 0, found {e.GetRawText()}");
+
+    /// <summary>The value of a JSON number that is an integer in int range however it is written (4, 4.0, 4e0); else null (strings, null, 4.5, ...).</summary>
+    private static int? WholeNumber(JsonElement e) =>
+        e.ValueKind == JsonValueKind.Number && e.TryGetDouble(out double d) && d == Math.Floor(d) && d >= int.MinValue && d <= int.MaxValue ? (int)d : null;
 
     private static KvBits ParseBits(string text, string src, string what) =>
         KvBitsInfo.TryParse(text) ?? throw new ArgumentException($"{src}: {what} '{text}' is not one of {KvBitsInfo.Accepted}");

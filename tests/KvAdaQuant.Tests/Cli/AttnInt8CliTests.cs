@@ -74,7 +74,29 @@ public class AttnInt8CliTests
         var (rc, _, stderr) = KvaqProcess.Run("generate", "--model", Fixtures.Stories260K, "--kv", "k4v2", "-n", "4", "--attn-int8");
         Assert.Equal(1, rc);
         Assert.StartsWith("kvaq: error: --attn-int8: no layer of the KV plan 'k4v2'", stderr);
+        Assert.Contains("head dim x bits a multiple of 128", stderr);
         Assert.Contains("head dim 8", stderr);
+    }
+
+    [Fact]
+    public void Int8KeysNeedHeadDimTimesBitsAMultipleOf128()
+    {
+        // stories3M's heads are 32 wide: 4- and 8-bit keys (128, 256 bits a row) take int8 scores, 2-bit keys (64) do not,
+        // and the error states that condition (it said "head dim a multiple of 64" while head dim 32 ran).
+        foreach (string kv in new[] { "k4v2", "k8v8" })
+        {
+            var (ok, stdout, err) = KvaqProcess.Run("generate", "--model", Fixtures.Stories3M, "--kv", kv, "-n", "2", "--json", "--attn-int8");
+            Assert.True(ok == 0, err);
+            using var doc = JsonDocument.Parse(stdout);
+            Assert.Equal("int8", doc.RootElement.GetProperty("attention").GetString());
+        }
+
+        var (rc, _, stderr) = KvaqProcess.Run("generate", "--model", Fixtures.Stories3M, "--kv", "k2v2", "-n", "2", "--attn-int8");
+        Assert.Equal(1, rc);
+        Assert.StartsWith("kvaq: error: --attn-int8: no layer of the KV plan 'k2v2' has keys the int8 kernel reads", stderr);
+        Assert.Contains("head dim x bits a multiple of 128 (head dim 32 at 4 or 8 bits, 64 at 2 bits)", stderr);
+        Assert.DoesNotContain("head dim a multiple of 64", stderr);
+        Assert.Contains("head dim 32", stderr);
     }
 
     [Fact]

@@ -44,11 +44,27 @@ public class ConvertCommandTests
     [InlineData("convert", "--model", "stories260K", "--synthetic", "tiny-llama", "--out", "{dir}/x.gguf")]
     [InlineData("convert", "--model", "stories260K", "--tokenizer", "{tok4096}", "--out", "{dir}/x.gguf")]
     [InlineData("convert", "--synthetic", "tiny-llama", "--out", "{dir}/no/such/folder/x.gguf")]
+    [InlineData("convert", "--synthetic", "tiny-llama", "--out", "")]
+    [InlineData("convert", "--synthetic", "tiny-llama", "--out", "{dir}")]
     public void BadOptionsFailWithExitCodeOneAndNoFile(params string[] args)
     {
         using var dir = new TempDir();
         var resolved = args.Select(a => a.Replace("{dir}", dir.Path).Replace("{tok4096}", Fixtures.Stories3MTokenizer)).ToArray();
         Assert.Equal(1, Kvaq(resolved));
         Assert.Empty(Directory.GetFiles(dir.Path, "*", SearchOption.AllDirectories));
+    }
+
+    [Theory]
+    [InlineData("", "kvaq: error: --out: the path is empty; give the .gguf file to write")]
+    [InlineData("{dir}", "kvaq: error: --out {dir}: is a folder; give a file path such as {dir}/model.gguf")]
+    [InlineData("{dir}/no/such/x.gguf", "kvaq: error: --out {dir}/no/such/x.gguf: the folder {dir}/no/such does not exist")]
+    public void BadOutIsNamedBeforeAnyConversion(string output, string message)
+    {
+        using var dir = new TempDir();
+        var (rc, stdout, stderr) = KvaqProcess.Run("convert", "--model", Fixtures.Stories260K, "--out", output.Replace("{dir}", dir.Path), "--type", "q8_0");
+        Assert.Equal(1, rc);
+        Assert.Equal(message.Replace("{dir}", dir.Path), stderr.TrimEnd()); // one line, no conversion progress before it
+        Assert.Empty(stdout);
+        Assert.Empty(Directory.GetFileSystemEntries(dir.Path));
     }
 }

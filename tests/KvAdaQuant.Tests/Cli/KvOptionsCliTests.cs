@@ -40,6 +40,8 @@ public class KvOptionsCliTests
     [InlineData("{\"layers\": [{\"k\": {\"bits\": 7}, \"v\": {\"bits\": 2}}]}", "layers[0].k.bits 7")]
     [InlineData("{\"layers\": [{\"k\": {\"bits\": 4}, \"v\": {\"bits\": 2}}]}", "layers has 1 entries but the model has 5 layers")]
     [InlineData("{\"layers\": [", "malformed JSON")]
+    [InlineData("{\"layers\": [{\"layer\": \"0\", \"k\": {\"bits\": 4}, \"v\": {\"bits\": 2}}]}", "layers[0].layer must be a whole number (the entry's index, 0), found \"0\"")]
+    [InlineData("{\"layers\": [{\"layer\": null, \"k\": {\"bits\": 4}, \"v\": {\"bits\": 2}}]}", "layers[0].layer must be a whole number (the entry's index, 0), found null")]
     public void BadPlanFileIsOneClearErrorLine(string json, string message)
     {
         using var dir = new TempDir();
@@ -49,6 +51,7 @@ public class KvOptionsCliTests
         Assert.Equal(1, rc);
         Assert.StartsWith($"kvaq: error: --kv-plan {plan}: ", stderr);
         Assert.Contains(message, stderr);
+        Assert.DoesNotContain('\n', stderr.TrimEnd());
     }
 
     [Fact]

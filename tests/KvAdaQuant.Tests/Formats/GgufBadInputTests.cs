@@ -1,5 +1,6 @@
 using System.Buffers.Binary;
 using KvAdaQuant.Formats;
+using KvAdaQuant.Formats.Gguf;
 using KvAdaQuant.Numerics;
 
 namespace KvAdaQuant.Tests.Formats;
@@ -71,6 +72,26 @@ public class GgufBadInputTests(ConvertedModels models) : IClassFixture<Converted
         });
         var e = LoadFails(path);
         Assert.Contains("tensor 'blk.0.attn_q.weight' is missing", e.Message);
+    }
+
+    [Theory]
+    [InlineData("blk.5.attn_norm.weight", "tensor 'blk.5.attn_norm.weight' belongs to block 5, but llama.block_count is 5 (blocks 0..4)")]
+    [InlineData("blk.7.ffn_up.weight", "tensor 'blk.7.ffn_up.weight' belongs to block 7, but llama.block_count is 5 (blocks 0..4)")]
+    [InlineData("blk.0.ffn_gate_inp.weight", "tensor 'blk.0.ffn_gate_inp.weight' is not one that architecture llama reads")]
+    [InlineData("output.bias", "tensor 'output.bias' is not one that architecture llama reads")]
+    public void TensorTheModelDoesNotUseIsRejected(string extra, string message)
+    {
+        // stories260K as kvaq convert writes it (5 blocks, llama.block_count 5), plus one tensor no layer reads: what a
+        // file whose block_count was lowered, or one of another architecture, looks like. llama.cpp refuses both.
+        using var model = ModelLoader.Load(Fixtures.Stories260K);
+        var vocab = GgufVocabulary.FromLlama2cTokenizer(Fixtures.Stories260KTokenizer, model.Config.VocabSize);
+        var writer = GgufModelExporter.FromModel(model, vocab, GgmlType.Q8_0, "stories260K");
+        writer.AddTensor(extra, GgmlType.F32, [64], (_, _, dst) => dst.Clear());
+        using var dir = new TempDir();
+        var path = dir.File("extra.gguf");
+        writer.Write(path, 1);
+        var e = LoadFails(path);
+        Assert.Contains(message, e.Message);
     }
 
     [Fact]

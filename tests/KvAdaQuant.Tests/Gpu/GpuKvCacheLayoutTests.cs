@@ -101,6 +101,7 @@ public class GpuKvCacheLayoutTests
     public void CpuSpecMatchesTheGpuGroupAndWindow()
     {
         Assert.Equal("fp16", DecodeVerification.CpuSpec("fp16", 128));
+        Assert.Equal("k16v16", DecodeVerification.CpuSpec("k16v16", 128));
         Assert.Equal("k4v2:g64:r64", DecodeVerification.CpuSpec("k4v2", 128));
         Assert.Equal("k4v2:r64", DecodeVerification.CpuSpec("k4v2", 8));
         Assert.Equal("k4v2:g32:r64", DecodeVerification.CpuSpec("k4v2:g32", 128));

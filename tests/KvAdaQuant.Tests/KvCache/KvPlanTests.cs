@@ -16,6 +16,10 @@ public class KvPlanTests
         Assert.Equal(new KvSpec(KvBits.Ternary), KvPlan.Parse("k1.58v16", 1).Layers[0].K);
         Assert.Equal(KvBits.Fp16, KvPlan.Parse("k1.58v16", 1).Layers[0].V.Bits);
         Assert.True(KvPlan.Parse("fp16", 2).IsUniformFullPrecision);
+
+        // An unprefixed option on a mixed spec sets the quantized side only.
+        Assert.Equal(KvSpec.Fp16, KvPlan.Parse("k16v2:r5:sym", 1).Layers[0].K);
+        Assert.Equal(new KvSpec(KvBits.Two, Symmetric: true, Residual: 5), KvPlan.Parse("k16v2:r5:sym", 1).Layers[0].V);
         Assert.False(KvPlan.Parse("k8v8", 2).IsUniformFullPrecision);
     }
 
@@ -27,6 +31,12 @@ public class KvPlanTests
     [InlineData("k4v2:gabc", "option 'gabc': group must be a whole number")]
     [InlineData("k4v2:g64", "k.group 64 is larger than the head dimension 32")]
     [InlineData("k4v2:vg12", "v.group 12 does not divide the head dimension 32")]
+    [InlineData("k16v16:g4", "option 'g4' has nothing to apply to: K and V are both unquantized (fp16, fp16)")]
+    [InlineData("k32v16:sym", "option 'sym' has nothing to apply to: K and V are both unquantized (fp32, fp16)")]
+    [InlineData("k16v2:kg32", "option 'kg32' sets K, which is fp16 (unquantized)")]
+    [InlineData("k4v32:vr8", "option 'vr8' sets V, which is fp32 (unquantized)")]
+    [InlineData("fp16:g4", "fp16 stores keys and values unquantized and takes no options ('g4')")]
+    [InlineData("fp32:r8:sym", "fp32 stores keys and values unquantized and takes no options ('r8')")]
     public void BadTextIsRejectedNamingTheField(string text, string message)
     {
         var e = Assert.Throws<ArgumentException>(() => KvPlan.Parse(text, 6).Validate(6, 32));
@@ -61,7 +71,25 @@ public class KvPlanTests
     [InlineData("{\"layers\": [{\"k\": {\"bits\": 4, \"residual\": -1}, \"v\": {\"bits\": 2}}]}", "layers[0].k.residual must be a whole number >= 0")]
     [InlineData("{\"layers\": [{\"k\": {\"bits\": 4, \"axis\": \"row\"}, \"v\": {\"bits\": 2}}]}", "layers[0].k.axis 'row' is not")]
     [InlineData("[1, 2]", "must be a JSON object")]
+    [InlineData("{\"layers\": [{\"k\": {\"bits\": \"fp16\", \"group\": 32}, \"v\": {\"bits\": 2}}]}", "layers[0].k.group applies only to quantized bits (1 to 8), but layers[0].k.bits is fp16")]
+    [InlineData("{\"layers\": [{\"k\": {\"bits\": 4}, \"v\": {\"symmetric\": true, \"bits\": 32}}]}", "layers[0].v.symmetric applies only to quantized bits (1 to 8), but layers[0].v.bits is fp32")]
     [InlineData("{\"plan\": []}", "unknown field 'plan'")]
+    [InlineData("{\"layers\": [{\"layer\": \"0\", \"k\": {\"bits\": 4}, \"v\": {\"bits\": 2}}]}", "layers[0].layer must be a whole number (the entry's index, 0), found \"0\"")]
+    [InlineData("{\"layers\": [{\"layer\": null, \"k\": {\"bits\": 4}, \"v\": {\"bits\": 2}}]}", "layers[0].layer must be a whole number (the entry's index, 0), found null")]
+    [InlineData("{\"layers\": [{\"layer\": 0.5, \"k\": {\"bits\": 4}, \"v\": {\"bits\": 2}}]}", "layers[0].layer must be a whole number (the entry's index, 0), found 0.5")]
+    [InlineData("{\"layers\": [{\"layer\": 1, \"k\": {\"bits\": 4}, \"v\": {\"bits\": 2}}]}", "layers[0].layer is 1, expected 0")]
+    [InlineData("{\"description\": 5, \"layers\": [{\"k\": {\"bits\": 4}, \"v\": {\"bits\": 2}}]}", "description must be a string, found 5")]
+    [InlineData("{\"name\": [], \"layers\": [{\"k\": {\"bits\": 4}, \"v\": {\"bits\": 2}}]}", "name must be a string, found []")]
+    [InlineData("{\"layers\": {}}", "layers must be an array, found {}")]
+    [InlineData("{\"name\": \"x\"}", "layers is missing")]
+    [InlineData("{\"layers\": [4]}", "layers[0] must be an object with \"k\" and \"v\", found 4")]
+    [InlineData("{\"layers\": [{\"k\": 4, \"v\": {\"bits\": 2}}]}", "layers[0].k must be an object such as {\"bits\": 4}, found 4")]
+    [InlineData("{\"layers\": [{\"k\": {\"bits\": null}, \"v\": {\"bits\": 2}}]}", "layers[0].k.bits must be a number or \"fp16\"/\"fp32\", found null")]
+    [InlineData("{\"layers\": [{\"k\": {\"bits\": 4.5}, \"v\": {\"bits\": 2}}]}", "layers[0].k.bits 4.5 is not one of")]
+    [InlineData("{\"layers\": [{\"k\": {\"bits\": 4, \"group\": \"32\"}, \"v\": {\"bits\": 2}}]}", "layers[0].k.group must be a whole number >= 0, found \"32\"")]
+    [InlineData("{\"layers\": [{\"k\": {\"bits\": 4, \"sinks\": 1.5}, \"v\": {\"bits\": 2}}]}", "layers[0].k.sinks must be a whole number >= 0, found 1.5")]
+    [InlineData("{\"layers\": [{\"k\": {\"bits\": 4, \"symmetric\": \"yes\"}, \"v\": {\"bits\": 2}}]}", "layers[0].k.symmetric must be true or false, found \"yes\"")]
+    [InlineData("{\"layers\": [{\"k\": {\"bits\": 4, \"axis\": 1}, \"v\": {\"bits\": 2}}]}", "layers[0].k.axis must be \"token\" or \"channel\", found 1")]
     public void BadJsonPlansAreRejectedNamingTheField(string json, string message)
     {
         using var dir = new TempDir();
@@ -70,6 +98,16 @@ public class KvPlanTests
         var e = Assert.Throws<ArgumentException>(() => KvPlan.Load(path).Validate(1, 32));
         Assert.Contains($"--kv-plan {path}", e.Message);
         Assert.Contains(message, e.Message);
+    }
+
+    [Fact]
+    public void IntegralJsonNumbersAreTheirIntegerHoweverWritten()
+    {
+        var plan = KvPlan.FromJson(
+            """{"layers": [{"layer": 0.0, "k": {"bits": 4.0, "group": 32.0, "residual": 1e1}, "v": {"bits": 2e0, "sinks": 4.00}}]}""", "test");
+        Assert.Equal(new KvSpec(KvBits.Four, 32, Residual: 10), plan.Layers[0].K);
+        Assert.Equal(new KvSpec(KvBits.Two, Sinks: 4), plan.Layers[0].V);
+        Assert.Equal(KvBits.Ternary, KvPlan.FromJson("""{"layers": [{"k": {"bits": 1.58}, "v": {"bits": 16.0}}]}""", "test").Layers[0].K.Bits);
     }
 
     [Fact]

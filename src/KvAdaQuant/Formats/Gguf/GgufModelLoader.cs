@@ -9,7 +9,7 @@ namespace KvAdaQuant.Formats.Gguf;
 /// file's memory mapping (any type <see cref="RowDequantizer"/> reads); norms and biases are copied to float
 /// arrays. <c>llama</c>/<c>mistral</c> use llama.cpp's rope type NORM (interleaved pairs: HF conversion
 /// permutes Q/K for it), <c>qwen2</c> rope type NEOX (half-split). Every tensor's presence, type and shape is
-/// checked against the metadata, and errors name the file, the tensor or key, what was expected and what was found.
+/// checked against the metadata, a tensor the model does not read is refused, and errors name the file, the tensor or key, what was expected and what was found.
 /// </summary>
 public static unsafe class GgufModelLoader
 {
@@ -132,11 +132,48 @@ public static unsafe class GgufModelLoader
         return (int)v;
     }
 
+    /// <summary>
+    /// Refuses tensors the model does not read, as llama.cpp does ("wrong number of tensors"): a block beyond
+    /// <c>{arch}.block_count</c> means the metadata lost layers, any other leftover (an MoE router, a tensor of another
+    /// architecture) a model this engine would run wrongly while ignoring it.
+    /// </summary>
+    private static void RejectUnusedTensors(GgufFile g, ModelConfig c, HashSet<string> used)
+    {
+        foreach (var t in g.Tensors)
+        {
+            if (used.Contains(t.Name))
+            {
+                continue;
+            }
+
+            if (BlockIndex(t.Name) is { } block && block >= c.Layers)
+            {
+                throw new ModelFormatException(g.Path, $"tensor '{t.Name}' belongs to block {block}, but {c.Architecture}.block_count is {c.Layers} (blocks 0..{c.Layers - 1}); the metadata and the tensors disagree");
+            }
+
+            throw new ModelFormatException(g.Path, $"tensor '{t.Name}' is not one that architecture {c.Architecture} reads ({g.Tensors.Count} tensors in the file, {used.Count} used); unused tensors are refused, as llama.cpp refuses them");
+        }
+    }
+
+    /// <summary>N of a tensor named <c>blk.N.*</c>, or null.</summary>
+    private static long? BlockIndex(string name)
+    {
+        if (!name.StartsWith("blk.", StringComparison.Ordinal))
+        {
+            return null;
+        }
+
+        int end = name.IndexOf('.', 4);
+        return end > 4 && long.TryParse(name.AsSpan(4, end - 4), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long n) ? n : null;
+    }
+
     private static ModelWeights ReadWeights(GgufFile g, ModelConfig c)
     {
+        var used = new HashSet<string>(StringComparer.Ordinal);
         GgufTensorInfo Find(string name, params long[] shape)
         {
             var t = g.FindTensor(name) ?? throw new ModelFormatException(g.Path, $"tensor '{name}' is missing");
+            used.Add(name);
             if (!t.Shape.SequenceEqual(shape))
             {
                 throw new ModelFormatException(g.Path, $"tensor '{name}' has shape [{string.Join(", ", t.Shape)}] but the metadata implies [{string.Join(", ", shape)}]");
@@ -197,6 +234,7 @@ public static unsafe class GgufModelLoader
         var finalNorm = Vec("output_norm.weight", d);
         var output = c.TiedEmbeddings ? emb : Mat("output.weight", d, v);
         var ropeFactors = OptionalVec("rope_freqs.weight", c.HeadDim / 2);
+        RejectUnusedTensors(g, c, used);
         return new ModelWeights(emb, layers, finalNorm, output, [g]) { RopeFrequencyFactors = ropeFactors };
     }
 }

@@ -26,9 +26,9 @@ public static class DecodeVerification
     {
         ArgumentNullException.ThrowIfNull(kv);
         string t = kv.Trim().ToLowerInvariant();
-        if (t is "fp16" or "fp32" or "16" or "32")
+        if (t is "fp16" or "fp32" or "16" or "32" || KvPlan.Parse(t, 1).IsUniformFullPrecision)
         {
-            return t;
+            return t; // nothing quantized: a group or window option would be refused
         }
 
         string s = t;

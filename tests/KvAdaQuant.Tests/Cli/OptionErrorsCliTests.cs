@@ -1,0 +1,65 @@
+namespace KvAdaQuant.Tests.Cli;
+
+/// <summary>Bad command-line options through the real kvaq executable: one line naming the option, exit code 1, nothing else written.</summary>
+public class OptionErrorsCliTests
+{
+    [Theory]
+    [InlineData("--temperature", "-1")]
+    [InlineData("--top-k", "-1")]
+    [InlineData("--top-p", "2")]
+    public void GenerateSamplerOptionsAreNamedWithoutDotNetParameterNames(string option, string value)
+    {
+        var (rc, stdout, stderr) = KvaqProcess.Run("generate", "--model", Fixtures.Stories260K, "-n", "4", option, value);
+        Assert.Equal(1, rc);
+        Assert.StartsWith($"kvaq: error: {option} must be ", stderr);
+        Assert.DoesNotContain("(Parameter", stderr);
+        Assert.DoesNotContain('\n', stderr.TrimEnd());
+        Assert.Empty(stdout);
+    }
+
+    [Theory]
+    [InlineData("k16v16:g4", "kvaq: error: --kv 'k16v16:g4': option 'g4' has nothing to apply to")]
+    [InlineData("fp16:g4", "kvaq: error: --kv 'fp16:g4': fp16 stores keys and values unquantized and takes no options")]
+    public void QuantizerOptionsOnAnUnquantizedCacheAreRejected(string kv, string message)
+    {
+        var (rc, stdout, stderr) = KvaqProcess.Run("generate", "--model", Fixtures.Stories260K, "-n", "4", "--kv", kv);
+        Assert.Equal(1, rc);
+        Assert.StartsWith(message, stderr);
+        Assert.Empty(stdout);
+    }
+
+    [Theory]
+    [InlineData("300", "--prompt has 402 tokens (BOS included) but the context holds 300 (--ctx; the model's context is 512)")]
+    [InlineData("0", "--prompt has 602 tokens (BOS included) but the context holds 512 (--ctx; the model's context is 512)")]
+    public void PromptLongerThanTheContextFailsBeforeAnythingIsPrinted(string ctx, string message)
+    {
+        // BOS, the leading space SentencePiece adds, then one byte token "<0x0A>" per newline: 402 and 602 tokens.
+        int lines = ctx == "0" ? 600 : 400;
+        var (rc, stdout, stderr) = KvaqProcess.Run("generate", "--model", Fixtures.Stories260K, "-n", "4", "--ctx", ctx, "--prompt", new string('\n', lines));
+        Assert.Equal(1, rc);
+        Assert.Equal($"kvaq: error: {message}", stderr.TrimEnd());
+        Assert.Empty(stdout);
+    }
+
+    [Theory]
+    [InlineData("--chunks", "-1", "--chunks must be >= 0 (0 = all), got -1")]
+    [InlineData("--chars", "-5", "--chars must be >= 0, got -5")]
+    public void PerplexityCountsMustNotBeNegative(string option, string value, string message)
+    {
+        string[] chars = option == "--chars" ? [] : ["--chars", "2000"];
+        var (rc, stdout, stderr) = KvaqProcess.Run(["perplexity", "--model", Fixtures.Stories260K, "--data", "wikitext-2/wiki.test.raw", "--ctx", "128", .. chars, option, value]);
+        Assert.Equal(1, rc);
+        Assert.Equal($"kvaq: error: {message}", stderr.TrimEnd());
+        Assert.Empty(stdout);
+    }
+
+    [Theory]
+    [InlineData("2", "--ctx must be at least 4, got 2")]
+    [InlineData("100000", "--ctx 100000 exceeds the model's context length 512")]
+    public void PerplexityCtxIsNamedWithoutDotNetParameterNames(string ctx, string message)
+    {
+        var (rc, _, stderr) = KvaqProcess.Run("perplexity", "--model", Fixtures.Stories260K, "--data", "wikitext-2/wiki.test.raw", "--chars", "2000", "--ctx", ctx);
+        Assert.Equal(1, rc);
+        Assert.Equal($"kvaq: error: {message}", stderr.TrimEnd());
+    }
+}
