@@ -125,7 +125,7 @@ internal static class GenerateCommand
     {
         string? kvText = r.GetValue(kv);
         string? planPath = r.GetValue(kvPlan);
-        var plan = KvCacheFactory.ResolvePlan(string.IsNullOrWhiteSpace(kvText) && string.IsNullOrWhiteSpace(planPath) ? "fp16" : kvText, planPath, m.Config.Layers);
+        var plan = KvCacheFactory.ResolvePlan(kvText is null && planPath is null ? "fp16" : kvText, planPath, m.Config.Layers);
         using CudaContext context = DeviceOptions.OpenCuda();
         using var decoder = new CudaDecoder(context, m, plan, 1, c);
         bool asJson = r.GetValue(json);

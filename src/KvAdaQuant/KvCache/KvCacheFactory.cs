@@ -53,13 +53,19 @@ public static class KvCacheFactory
 
     /// <summary>
     /// The plan selected by the command-line options: <paramref name="kvPlanPath"/> (a JSON file) or <paramref name="kv"/>
-    /// (text syntax; fp32 when both are absent). Giving both is an error.
+    /// (text syntax; fp32 when both are absent, i.e. null). Giving both is an error, and so is an option given empty
+    /// (<c>--kv ''</c> is not fp32).
     /// </summary>
     public static KvPlan ResolvePlan(string? kv, string? kvPlanPath, int layers)
     {
-        if (!string.IsNullOrWhiteSpace(kvPlanPath))
+        if (kvPlanPath is not null)
         {
-            if (!string.IsNullOrWhiteSpace(kv))
+            if (string.IsNullOrWhiteSpace(kvPlanPath))
+            {
+                throw new ArgumentException("--kv-plan: empty path (give a JSON plan file)");
+            }
+
+            if (kv is not null)
             {
                 throw new ArgumentException($"--kv '{kv}' and --kv-plan {kvPlanPath} are exclusive: give one");
             }
@@ -67,6 +73,6 @@ public static class KvCacheFactory
             return KvPlan.Load(kvPlanPath);
         }
 
-        return KvPlan.Parse(string.IsNullOrWhiteSpace(kv) ? "fp32" : kv, layers);
+        return KvPlan.Parse(kv ?? "fp32", layers);
     }
 }

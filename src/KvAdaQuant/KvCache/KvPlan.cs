@@ -88,6 +88,10 @@ public sealed partial class KvPlan
 
         var k = new KvSpec(ParseBits(m.Groups[1].Value, src, "K bits"));
         var v = new KvSpec(ParseBits(m.Groups[2].Value, src, "V bits"));
+
+        // Each setting once per scope (both sides, k-prefixed, v-prefixed): asym:sym or kg8:kg16 contradict themselves.
+        // A prefixed option after an unprefixed one (g32:kg64) refines one side and is fine.
+        var given = new Dictionary<(char Scope, string Setting), string>();
         foreach (var raw in parts.Skip(1))
         {
             string opt = raw;
@@ -97,6 +101,22 @@ public sealed partial class KvPlan
                 forK = opt[0] == 'k';
                 forV = !forK;
                 opt = opt[1..];
+            }
+
+            string setting = opt switch
+            {
+                "asym" or "sym" => "symmetry",
+                "pt" or "pc" => "axis",
+                _ when opt.StartsWith("sink", StringComparison.Ordinal) => "sinks",
+                _ when opt.StartsWith('g') => "group",
+                _ when opt.StartsWith('r') => "residual",
+                _ => string.Empty,
+            };
+            char scope = forK && forV ? '*' : forK ? 'k' : 'v';
+            if (setting.Length > 0 && !given.TryAdd((scope, setting), raw))
+            {
+                string whom = scope == '*' ? "K and V" : scope == 'k' ? "K" : "V";
+                throw new ArgumentException($"{src}: options '{given[(scope, setting)]}' and '{raw}' both set the {setting} of {whom}; give it once");
             }
 
             Func<KvSpec, KvSpec> apply = opt switch

@@ -21,6 +21,21 @@ public class KvPlanTests
         Assert.Equal(KvSpec.Fp16, KvPlan.Parse("k16v2:r5:sym", 1).Layers[0].K);
         Assert.Equal(new KvSpec(KvBits.Two, Symmetric: true, Residual: 5), KvPlan.Parse("k16v2:r5:sym", 1).Layers[0].V);
         Assert.False(KvPlan.Parse("k8v8", 2).IsUniformFullPrecision);
+
+        // A prefixed option refines one side after an unprefixed one.
+        Assert.Equal(new KvSpec(KvBits.Four, 16), KvPlan.Parse("k4v2:g8:kg16", 1).Layers[0].K);
+        Assert.Equal(new KvSpec(KvBits.Two, 8), KvPlan.Parse("k4v2:g8:kg16", 1).Layers[0].V);
+    }
+
+    [Theory]
+    [InlineData("", null, "--kv '': empty cache spec")]
+    [InlineData(" ", null, "--kv ' ': empty cache spec")]
+    [InlineData(null, "", "--kv-plan: empty path")]
+    public void EmptyOptionsAreErrorsNotTheDefault(string? kv, string? plan, string message)
+    {
+        var e = Assert.Throws<ArgumentException>(() => KvCacheFactory.ResolvePlan(kv, plan, 2));
+        Assert.Contains(message, e.Message);
+        Assert.Equal("fp32", KvCacheFactory.ResolvePlan(null, null, 2).Name);
     }
 
     [Theory]
@@ -37,6 +52,12 @@ public class KvPlanTests
     [InlineData("k4v32:vr8", "option 'vr8' sets V, which is fp32 (unquantized)")]
     [InlineData("fp16:g4", "fp16 stores keys and values unquantized and takes no options ('g4')")]
     [InlineData("fp32:r8:sym", "fp32 stores keys and values unquantized and takes no options ('r8')")]
+    [InlineData("k4v2:asym:sym", "options 'asym' and 'sym' both set the symmetry of K and V; give it once")]
+    [InlineData("k4v2:pt:pc", "options 'pt' and 'pc' both set the axis of K and V")]
+    [InlineData("k4v2:kg8:kg16", "options 'kg8' and 'kg16' both set the group of K")]
+    [InlineData("k4v2:vr4:r8:vr16", "options 'vr4' and 'vr16' both set the residual of V")]
+    [InlineData("k4v2:sink4:sink4", "options 'sink4' and 'sink4' both set the sinks of K and V")]
+    [InlineData("", "empty cache spec")]
     public void BadTextIsRejectedNamingTheField(string text, string message)
     {
         var e = Assert.Throws<ArgumentException>(() => KvPlan.Parse(text, 6).Validate(6, 32));
