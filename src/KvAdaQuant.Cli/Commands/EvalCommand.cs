@@ -15,7 +15,7 @@ internal static class EvalCommand
     {
         var model = CommonOptions.Model();
         var tokenizer = CommonOptions.Tokenizer();
-        var task = new Option<string>("--task", "-t") { Description = $"one of {string.Join(", ", EvaluationOptions.Tasks)}", Required = true };
+        var task = new Option<string>("--task") { Description = $"one of {string.Join(", ", EvaluationOptions.Tasks)}", Required = true };
         var kv = CommonOptions.Kv();
         var kvPlan = CommonOptions.KvPlan();
         var grid = new Option<string?>("--grid") { Description = "evaluate every pair, e.g. k1,2,4,8xv1,2,4,8 (with --spec options)" };

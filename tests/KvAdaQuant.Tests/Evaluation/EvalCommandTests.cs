@@ -33,6 +33,16 @@ public class EvalCommandTests
         Assert.True(rows["k8v8"].GetProperty("mean_kl").GetDouble() < 0.01);
     }
 
+    [Fact]
+    public void Short_t_is_threads_as_in_every_other_command()
+    {
+        // --task once had -t too, so "--task kl -t 1" failed to parse ("--task expects a single argument but 2 were provided").
+        var parse = Program.BuildRoot().Parse(["eval", "--task", "kl", "-t", "1"]);
+        Assert.Empty(parse.Errors);
+        Assert.Equal("kl", parse.GetValue<string>("--task"));
+        Assert.Equal(1, parse.GetValue<int>("--threads"));
+    }
+
     [Theory]
     [InlineData("--grid", "k2,4v2")]
     [InlineData("--grid", "k2,7xv2")]
