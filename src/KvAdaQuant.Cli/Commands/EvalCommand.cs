@@ -24,9 +24,9 @@ internal static class EvalCommand
         var limit = new Option<int>("--limit", "-n") { Description = "items to evaluate (chunks for perplexity and kl); 0 = all", DefaultValueFactory = _ => 0 };
         var seed = new Option<ulong>("--seed") { Description = "seed of model-sampled text (--data sampled)", DefaultValueFactory = _ => 42 };
         var data = new Option<string?>("--data", "-f") { Description = "data file, or wikitext-2 / ptb / c4 / sampled (text sampled from the model; in-distribution) for perplexity and kl" };
-        var ctx = new Option<int>("--ctx", "-c") { Description = "context window (tokens per chunk for perplexity and kl)", DefaultValueFactory = _ => 256 };
+        var ctx = new Option<int>("--ctx", "-c") { Description = "context window (tokens per chunk for perplexity and kl); 0 = the model's whole context for gsm8k, 256 for the other tasks", DefaultValueFactory = _ => 0 };
         var shots = new Option<int>("--shots") { Description = "gsm8k few-shot examples (the first N test problems; fewer when they do not fit)", DefaultValueFactory = _ => 5 };
-        var maxTokens = new Option<int>("--max-tokens") { Description = "gsm8k generation limit", DefaultValueFactory = _ => 256 };
+        var maxTokens = new Option<int>("--max-tokens") { Description = "gsm8k generation limit; 0 = 256, at most half the context", DefaultValueFactory = _ => 0 };
         var outDir = new Option<string?>("--out", "-o") { Description = "write results.md, results.csv, results.json (and heatmap.png/.svg for a grid) here" };
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
@@ -48,7 +48,7 @@ internal static class EvalCommand
                 Shots = r.GetValue(shots),
                 MaxNewTokens = r.GetValue(maxTokens),
             };
-            if (options.Context < 4)
+            if (options.Context is < 4 and not 0)
             {
                 throw new ArgumentException($"--ctx must be at least 4, got {options.Context}");
             }

@@ -35,10 +35,14 @@ public sealed class TaskEvaluator
 
         _transformer = transformer;
         _tokenizer = tokenizer;
-        Options = options with { Context = Math.Min(options.Context, transformer.Config.ContextLength) };
+        int modelContext = transformer.Config.ContextLength;
+        int ctx = options.Context != 0 ? Math.Min(options.Context, modelContext)
+            : options.Task == "gsm8k" ? modelContext : Math.Min(EvaluationOptions.DefaultContext, modelContext);
+        int maxNew = options.MaxNewTokens != 0 ? options.MaxNewTokens : Math.Min(EvaluationOptions.DefaultMaxNewTokens, ctx / 2);
+        Options = options with { Context = ctx, MaxNewTokens = maxNew };
     }
 
-    /// <summary>Options in force (context clipped to the model's).</summary>
+    /// <summary>Options in force: defaults (0) resolved, the context clipped to the model's.</summary>
     public EvaluationOptions Options { get; }
 
     /// <summary>What the task reads, for reports ("wikitext-2/wiki.test.raw", "model-sampled text (seed 42)", ...).</summary>

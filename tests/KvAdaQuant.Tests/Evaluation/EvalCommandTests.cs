@@ -6,6 +6,7 @@ using KvAdaQuant.Evaluation;
 using KvAdaQuant.Formats;
 using KvAdaQuant.KvCache;
 using KvAdaQuant.Quantization;
+using KvAdaQuant.Tests.Cli;
 
 namespace KvAdaQuant.Tests.Evaluation;
 
@@ -60,6 +61,17 @@ public class EvalCommandTests
 
         args.AddRange([option, value]);
         Assert.Equal(1, Program.BuildRoot().Parse(args.ToArray()).Invoke());
+    }
+
+    [Fact]
+    public void Gsm8k_runs_with_the_default_ctx_and_max_tokens()
+    {
+        // The defaults were --ctx 256 and --max-tokens 256: "--max-tokens 256 leaves no room for the prompt in a context of 256".
+        var (rc, stdout, stderr) = KvaqProcess.Run("eval", "--model", Fixtures.Stories260K, "--task", "gsm8k", "--limit", "1", "--threads", "1", "--json");
+        Assert.True(rc == 0, stderr);
+        using var doc = JsonDocument.Parse(stdout);
+        var row = Assert.Single(doc.RootElement.GetProperty("results").EnumerateArray());
+        Assert.Equal(1, row.GetProperty("items").GetInt32());
     }
 
     [Fact]
