@@ -92,7 +92,13 @@ internal static class EvalCommand
 
         if (plans is not null)
         {
-            foreach (var path in plans.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            var paths = plans.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            if (paths.Length == 0)
+            {
+                throw new ArgumentException($"--plans '{plans}': no plan files (expected a.json,b.json)");
+            }
+
+            foreach (var path in paths)
             {
                 var p = KvPlan.Load(path);
                 list.Add(new Config(p.Name, p, null, null));
@@ -121,7 +127,13 @@ internal static class EvalCommand
             var bits = KvBitsInfo.TryParse(x) ?? throw new ArgumentException($"--grid '{grid}': width '{x}' is not one of {KvBitsInfo.Accepted}");
             return bits.NominalBits();
         }).Distinct().ToArray();
-        return (Parse(m.Groups[1].Value), Parse(m.Groups[2].Value));
+        var (k, v) = (Parse(m.Groups[1].Value), Parse(m.Groups[2].Value));
+        if (k.Length == 0 || v.Length == 0)
+        {
+            throw new ArgumentException($"--grid '{grid}': no {(k.Length == 0 ? "key" : "value")} widths (expected k<bits,...>xv<bits,...>, e.g. k1,2,4,8xv1,2,4,8)");
+        }
+
+        return (k, v);
     }
 
     /// <summary>Evaluates every config with a progress bar (configs x items, with ETA).</summary>

@@ -74,6 +74,14 @@ public class EvalCommandTests
         Assert.Equal(1, row.GetProperty("items").GetInt32());
     }
 
+    [Theory]
+    [InlineData("--plans", ",", "kvaq: error: --plans ',': no plan files")]
+    [InlineData("--plans", "", "kvaq: error: --plans '': no plan files")]
+    [InlineData("--grid", "k,xv2", "kvaq: error: --grid 'k,xv2': no key widths")]
+    [InlineData("--grid", "k2xv,", "kvaq: error: --grid 'k2xv,': no value widths")]
+    public void Empty_cache_lists_are_errors_naming_the_option(string option, string value, string message) =>
+        Assert.StartsWith(message, EvalError("--task", "kl", "--data", "sampled", "--ctx", "32", "--limit", "1", option, value));
+
     [Fact]
     public void Multiple_choice_and_gsm8k_run_through_a_quantized_cache()
     {
@@ -110,5 +118,16 @@ public class EvalCommandTests
         var plan = SensitivityAllocator.Allocate(profile, 4.5, new NominalBitCost());
         // Ten tensors at 2 or 8 bits within 45 bits: at most four at 8 bits; since more bits always cut the KL here, the optimum takes all four.
         Assert.Equal(4.4, plan.AverageBits(new NominalBitCost()), 9);
+    }
+
+    /// <summary>Runs <c>kvaq eval</c> on stories260K, expecting exit code 1 and one error line on stderr (returned), nothing on stdout.</summary>
+    private static string EvalError(params string[] args)
+    {
+        var (rc, stdout, stderr) = KvaqProcess.Run(["eval", "--model", Fixtures.Stories260K, "--threads", "1", .. args]);
+        Assert.True(rc == 1, $"rc {rc}: {stderr}");
+        Assert.Equal(string.Empty, stdout);
+        Assert.StartsWith("kvaq: error: ", stderr);
+        Assert.Single(stderr.TrimEnd('\n').Split('\n'));
+        return stderr;
     }
 }
