@@ -48,9 +48,21 @@ internal static class EvalCommand
                 Shots = r.GetValue(shots),
                 MaxNewTokens = r.GetValue(maxTokens),
             };
-            if (options.Context is < 4 and not 0)
+            // Options that the task would ignore are errors, not silently dropped.
+            if (options.Task != "gsm8k")
             {
-                throw new ArgumentException($"--ctx must be at least 4, got {options.Context}");
+                foreach (var o in new Option[] { shots, maxTokens })
+                {
+                    if (r.GetResult(o) is { Implicit: false })
+                    {
+                        throw new ArgumentException($"{o.Name} applies only to --task gsm8k");
+                    }
+                }
+            }
+
+            if (r.GetResult(seed) is { Implicit: false } && options.Data is not ("sampled" or "model" or "model-sampled"))
+            {
+                throw new ArgumentException("--seed applies only to --data sampled (text sampled from the model for perplexity and kl)");
             }
 
             using var transformer = new Transformer(m, r.GetValue(threads));
@@ -70,6 +82,11 @@ internal static class EvalCommand
     public static List<Config> Configs(string? kv, string? kvPlan, string? grid, string? plans, string spec, int layers, int headDim)
     {
         var list = new List<Config>();
+        if (grid is null && !string.IsNullOrWhiteSpace(spec))
+        {
+            throw new ArgumentException($"--spec applies only to --grid pairs (for one cache put '{spec}' in --kv, e.g. --kv k4v2:{spec.Trim().TrimStart(':')})");
+        }
+
         if (kv is not null || kvPlan is not null || (grid is null && plans is null))
         {
             var p = KvCacheFactory.ResolvePlan(kv, kvPlan, layers);

@@ -82,6 +82,27 @@ public class EvalCommandTests
     public void Empty_cache_lists_are_errors_naming_the_option(string option, string value, string message) =>
         Assert.StartsWith(message, EvalError("--task", "kl", "--data", "sampled", "--ctx", "32", "--limit", "1", option, value));
 
+    [Theory]
+    [InlineData("arc_easy", "sampled", "--data sampled: only --task perplexity and kl take model-sampled text; --task arc_easy reads its dataset file")]
+    [InlineData("lambada", "wikitext-2", "--data wikitext-2: a plain text for --task perplexity and kl; --task lambada reads its dataset file")]
+    public void Data_that_does_not_apply_to_the_task_is_an_error(string task, string data, string message) =>
+        Assert.StartsWith($"kvaq: error: {message}", EvalError("--task", task, "--data", data, "--limit", "1"));
+
+    [Theory]
+    [InlineData("perplexity", "100000", "--ctx 100000 exceeds the model's context length 512")]
+    [InlineData("arc_easy", "513", "--ctx 513 exceeds the model's context length 512")]
+    [InlineData("kl", "3", "--ctx must be at least 4, got 3")]
+    public void Ctx_beyond_the_model_is_an_error_as_in_perplexity(string task, string ctx, string message) =>
+        Assert.Equal($"kvaq: error: {message}", EvalError("--task", task, "--ctx", ctx, "--limit", "1").TrimEnd());
+
+    [Theory]
+    [InlineData("kl", "--spec", "g4", "--spec applies only to --grid pairs")]
+    [InlineData("kl", "--shots", "2", "--shots applies only to --task gsm8k")]
+    [InlineData("arc_easy", "--max-tokens", "16", "--max-tokens applies only to --task gsm8k")]
+    [InlineData("kl", "--seed", "7", "--seed applies only to --data sampled")]
+    public void Options_that_would_be_ignored_are_errors(string task, string option, string value, string message) =>
+        Assert.StartsWith($"kvaq: error: {message}", EvalError("--task", task, "--ctx", "32", "--limit", "1", option, value));
+
     [Fact]
     public void Multiple_choice_and_gsm8k_run_through_a_quantized_cache()
     {
