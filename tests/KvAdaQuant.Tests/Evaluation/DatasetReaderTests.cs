@@ -96,4 +96,16 @@ public class DatasetReaderTests
         Assert.Contains("empty", Assert.Throws<DatasetFormatException>(() => DatasetReader.ReadText(text)).Message);
         Assert.Throws<FileNotFoundException>(() => DatasetReader.ReadText(dir.File("missing.txt")));
     }
+
+    [Fact]
+    public void Items_that_cannot_be_scored_name_file_and_line()
+    {
+        using var dir = new TempDir();
+        var arc = dir.File("arc.jsonl");
+        string Arc(string choices, string key = "A") => $"{{\"question\":{{\"stem\":\"Q?\",\"choices\":[{choices}]}},\"answerKey\":\"{key}\"}}";
+        File.WriteAllText(arc, Arc("{\"text\":\"a\",\"label\":\"A\"},{\"text\":\"b\",\"label\":\"B\"}") + "\n\n" + Arc("{\"text\":\"yes\",\"label\":\"A\"}") + "\n");
+        Assert.Equal($"{arc}:3: has 1 choice; needs at least 2", Assert.Throws<DatasetFormatException>(() => DatasetReader.ReadArc(arc)).Message);
+        File.WriteAllText(arc, Arc("{\"text\":\"a\",\"label\":\"A\"},{\"text\":\"b\",\"label\":\"B\"}", "C") + "\n");
+        Assert.Equal($"{arc}:1: answerKey \"C\" is not among the 2 choice labels [A,B]", Assert.Throws<DatasetFormatException>(() => DatasetReader.ReadArc(arc)).Message);
+    }
 }

@@ -103,6 +103,16 @@ public class EvalCommandTests
     public void Options_that_would_be_ignored_are_errors(string task, string option, string value, string message) =>
         Assert.StartsWith($"kvaq: error: {message}", EvalError("--task", task, "--ctx", "32", "--limit", "1", option, value));
 
+    [Theory]
+    [InlineData("arc_easy", "a.jsonl", "{\"question\":{\"stem\":\"Q?\",\"choices\":[{\"text\":\"yes\",\"label\":\"A\"}]},\"answerKey\":\"A\"}", "a.jsonl:1: has 1 choice; needs at least 2")]
+    public void Dataset_items_that_cannot_be_scored_are_one_error_line(string task, string name, string content, string message)
+    {
+        using var dir = new TempDir();
+        var path = dir.File(name);
+        File.WriteAllText(path, content + "\n");
+        Assert.Equal($"kvaq: error: {Path.Combine(dir.Path, message)}", EvalError("--task", task, "--data", path).TrimEnd());
+    }
+
     [Fact]
     public void Multiple_choice_and_gsm8k_run_through_a_quantized_cache()
     {

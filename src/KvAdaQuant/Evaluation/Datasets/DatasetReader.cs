@@ -40,9 +40,14 @@ public static class DatasetReader
                 labels.Add(JsonLines.String(c, "label", path, line));
             }
 
+            if (texts.Count < 2)
+            {
+                throw new DatasetFormatException($"{path}:{line}: has {texts.Count} choice{(texts.Count == 1 ? string.Empty : "s")}; needs at least 2");
+            }
+
             string key = JsonLines.String(e, "answerKey", path, line);
             int gold = labels.IndexOf(key);
-            if (texts.Count < 2 || gold < 0)
+            if (gold < 0)
             {
                 throw new DatasetFormatException($"{path}:{line}: answerKey \"{key}\" is not among the {texts.Count} choice labels [{string.Join(",", labels)}]");
             }
