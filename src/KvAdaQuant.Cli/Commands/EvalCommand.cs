@@ -36,11 +36,14 @@ internal static class EvalCommand
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
+            // The output folder is checked (and made) before the evaluation, not after it has run.
+            string taskName = r.GetValue(task)!.Trim().ToLowerInvariant();
+            PrepareOut(r.GetValue(outDir), OutputFiles(taskName, r.GetValue(grid) is not null));
             using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
             var tok = m.Tokenizer ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
             var options = new EvaluationOptions
             {
-                Task = r.GetValue(task)!.Trim().ToLowerInvariant(),
+                Task = taskName,
                 Data = r.GetValue(data),
                 Context = r.GetValue(ctx),
                 Limit = r.GetValue(limit),
@@ -180,6 +183,67 @@ internal static class EvalCommand
             }
         });
         return new EvaluationTable(model, evaluator.Options.Task, evaluator.DataDescription, rows);
+    }
+
+    /// <summary>The files <see cref="Emit"/> writes into <c>--out</c>.</summary>
+    public static IEnumerable<string> OutputFiles(string task, bool heatmap)
+    {
+        string[] files = ["results.md", "results.csv", "results.json"];
+        string[] maps = task == "kl" ? ["heatmap.png", "heatmap.svg", "heatmap_perplexity.png", "heatmap_perplexity.svg"] : ["heatmap.png", "heatmap.svg"];
+        return heatmap ? [.. files, .. maps] : files;
+    }
+
+    /// <summary>
+    /// Checks <c>--out</c> before anything runs and creates it: not a file, no file among its parents, none of
+    /// <paramref name="files"/> a folder inside it; errors name the option and the path.
+    /// </summary>
+    public static void PrepareOut(string? dir, IEnumerable<string> files)
+    {
+        if (dir is null)
+        {
+            return;
+        }
+
+        if (string.IsNullOrWhiteSpace(dir))
+        {
+            throw new ArgumentException("--out: empty folder name");
+        }
+
+        if (File.Exists(dir))
+        {
+            throw new ArgumentException($"--out {dir}: is a file, not a folder");
+        }
+
+        for (var parent = Path.GetDirectoryName(Path.GetFullPath(dir)); !string.IsNullOrEmpty(parent); parent = Path.GetDirectoryName(parent))
+        {
+            if (File.Exists(parent))
+            {
+                throw new ArgumentException($"--out {dir}: {parent} is a file, not a folder");
+            }
+
+            if (Directory.Exists(parent))
+            {
+                break;
+            }
+        }
+
+        foreach (var f in files)
+        {
+            string path = Path.Combine(dir, f);
+            if (Directory.Exists(path))
+            {
+                throw new ArgumentException($"--out {dir}: {path} is a folder where a results file goes");
+            }
+        }
+
+        try
+        {
+            Directory.CreateDirectory(dir);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ArgumentException($"--out {dir}: {e.Message}");
+        }
     }
 
     /// <summary>Prints the table (or JSON) and writes the files.</summary>

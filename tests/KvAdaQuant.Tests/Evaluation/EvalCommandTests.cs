@@ -103,6 +103,23 @@ public class EvalCommandTests
     public void Options_that_would_be_ignored_are_errors(string task, string option, string value, string message) =>
         Assert.StartsWith($"kvaq: error: {message}", EvalError("--task", task, "--ctx", "32", "--limit", "1", option, value));
 
+    [Fact]
+    public void Out_conflicts_are_reported_before_the_evaluation_runs()
+    {
+        using var dir = new TempDir();
+        var file = dir.File("taken");
+        File.WriteAllText(file, "x");
+
+        // A dataset that does not exist would fail the evaluation: the --out error must come first.
+        string[] task = ["--task", "arc_easy", "--data", dir.File("missing.jsonl")];
+        Assert.Equal($"kvaq: error: --out {file}: is a file, not a folder", EvalError([.. task, "--out", file]).TrimEnd());
+        Assert.Equal($"kvaq: error: --out {Path.Combine(file, "sub")}: {file} is a file, not a folder", EvalError([.. task, "--out", Path.Combine(file, "sub")]).TrimEnd());
+        Directory.CreateDirectory(dir.File("results.json"));
+        Assert.Equal($"kvaq: error: --out {dir.Path}: {dir.File("results.json")} is a folder where a results file goes", EvalError([.. task, "--out", dir.Path]).TrimEnd());
+        Assert.True(File.Exists(file));
+        Assert.Equal("x", File.ReadAllText(file));
+    }
+
     [Theory]
     [InlineData("arc_easy", "a.jsonl", "{\"question\":{\"stem\":\"Q?\",\"choices\":[{\"text\":\"yes\",\"label\":\"A\"}]},\"answerKey\":\"A\"}", "a.jsonl:1: has 1 choice; needs at least 2")]
     public void Dataset_items_that_cannot_be_scored_are_one_error_line(string task, string name, string content, string message)
