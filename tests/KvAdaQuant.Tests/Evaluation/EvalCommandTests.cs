@@ -122,6 +122,9 @@ public class EvalCommandTests
 
     [Theory]
     [InlineData("arc_easy", "a.jsonl", "{\"question\":{\"stem\":\"Q?\",\"choices\":[{\"text\":\"yes\",\"label\":\"A\"}]},\"answerKey\":\"A\"}", "a.jsonl:1: has 1 choice; needs at least 2")]
+    [InlineData("arc_easy", "a.jsonl", "{\"question\":{\"stem\":\"Q?\",\"choices\":[{\"text\":\"yes\",\"label\":\"A\"},{\"text\":\" \",\"label\":\"B\"}]},\"answerKey\":\"A\"}", "a.jsonl:1: choice B is empty; an empty continuation cannot be scored")]
+    [InlineData("winogrande", "w.jsonl", "{\"sentence\":\"The cat sat on the _\",\"option1\":\"mat\",\"option2\":\"dog\",\"answer\":\"1\"}", "w.jsonl:1: nothing follows the \"_\" blank; an empty continuation cannot be scored")]
+    [InlineData("hellaswag", "h.txt", "ctx\n0\none\n\nthree\nfour", "h.txt:4: ending 1 is empty; an empty continuation cannot be scored")]
     public void Dataset_items_that_cannot_be_scored_are_one_error_line(string task, string name, string content, string message)
     {
         using var dir = new TempDir();
