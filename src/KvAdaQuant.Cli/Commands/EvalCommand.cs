@@ -63,7 +63,7 @@ internal static class EvalCommand
                 }
             }
 
-            if (r.GetResult(seed) is { Implicit: false } && options.Data is not ("sampled" or "model" or "model-sampled"))
+            if (r.GetResult(seed) is { Implicit: false } && !TaskEvaluator.IsSampledName(options.Data))
             {
                 throw new ArgumentException("--seed applies only to --data sampled (text sampled from the model for perplexity and kl)");
             }

@@ -69,7 +69,7 @@ public sealed class TaskEvaluator
         _ => DataPath(),
     };
 
-    private bool IsSampled => Options.Data is { } d && IsSampledName(d);
+    private bool IsSampled => IsSampledName(Options.Data);
 
     /// <summary>Evaluates the cache made by <paramref name="cacheFactory"/>.</summary>
     public EvaluationResult Evaluate(Func<KvLayout, IKvCache> cacheFactory, Action<int, int>? progress = null)
@@ -175,7 +175,7 @@ public sealed class TaskEvaluator
     };
 
     /// <summary>Whether <c>--data</c> names text sampled from the model (perplexity and kl only).</summary>
-    private static bool IsSampledName(string data) => data is "sampled" or "model" or "model-sampled";
+    public static bool IsSampledName(string? data) => data is "sampled" or "model" or "model-sampled";
 
     /// <summary>Whether <c>--data</c> is one of the short names of a perplexity text (wikitext-2, ptb, c4).</summary>
     private static bool IsTextName(string data) => data is "wikitext-2" or "wikitext2" or "wikitext" or "ptb" or "c4";

@@ -51,10 +51,7 @@ public static class DatasetReader
 
             for (int i = 0; i < texts.Count; i++)
             {
-                if (string.IsNullOrWhiteSpace(texts[i]))
-                {
-                    throw new DatasetFormatException($"{path}:{line}: choice {labels[i]} is empty; {EmptyContinuation}");
-                }
+                RequireContinuation(texts[i], $"choice {labels[i]}", path, line);
             }
 
             string key = JsonLines.String(e, "answerKey", path, line);
@@ -103,10 +100,7 @@ public static class DatasetReader
             var endings = Enumerable.Range(2, 4).Select(j => HellaSwagPreprocess(lines[i + j])).ToArray();
             for (int j = 0; j < endings.Length; j++)
             {
-                if (string.IsNullOrWhiteSpace(endings[j]))
-                {
-                    throw new DatasetFormatException($"{path}:{i + 3 + j}: ending {j} is empty; {EmptyContinuation}");
-                }
+                RequireContinuation(endings[j], $"ending {j}", path, i + 3 + j);
             }
 
             items.Add(new MultipleChoiceItem($"hellaswag-{i / 6}", endings.Select(_ => ctx).ToArray(), endings.Select(x => " " + x).ToArray(), endings, label));
@@ -147,10 +141,7 @@ public static class DatasetReader
             var sols = new[] { JsonLines.String(e, "sol1", path, line), JsonLines.String(e, "sol2", path, line) };
             for (int i = 0; i < sols.Length; i++)
             {
-                if (string.IsNullOrWhiteSpace(sols[i]))
-                {
-                    throw new DatasetFormatException($"{path}:{line}: sol{i + 1} is empty; {EmptyContinuation}");
-                }
+                RequireContinuation(sols[i], $"sol{i + 1}", path, line);
             }
 
             items.Add(new MultipleChoiceItem(Id(e, line), [ctx, ctx], sols.Select(s => " " + s).ToArray(), sols, labels[index][0] - '0'));
@@ -319,6 +310,15 @@ public static class DatasetReader
         }
 
         return text;
+    }
+
+    /// <summary>Throws unless <paramref name="text"/>, a continuation to score, has something besides white space.</summary>
+    private static void RequireContinuation(string text, string what, string path, int line)
+    {
+        if (string.IsNullOrWhiteSpace(text))
+        {
+            throw new DatasetFormatException($"{path}:{line}: {what} is empty; {EmptyContinuation}");
+        }
     }
 
     private static string Id(JsonElement e, int line) =>
