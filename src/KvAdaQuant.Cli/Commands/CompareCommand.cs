@@ -21,7 +21,7 @@ internal static class CompareCommand
         var ctx = CommonOptions.ChunkContext();
         var chars = CommonOptions.Chars();
         var chunks = CommonOptions.Chunks();
-        var kv = new Option<string>("--kv") { Description = "comma-separated kvaq caches, e.g. fp32,k8v8,k4v4", DefaultValueFactory = _ => "fp32,k8v8,k4v4" };
+        var kv = new Option<string>("--kv") { Description = "comma-separated kvaq caches, e.g. fp32,k8v8,k4v4 (empty: none; not both empty)", DefaultValueFactory = _ => "fp32,k8v8,k4v4" };
         var vsCache = new Option<string>("--vs-cache") { Description = "comma-separated llama.cpp cache types, TYPE or K/V from f32, f16, q8_0, q4_0 (empty: none)", DefaultValueFactory = _ => "f32,q8_0,q4_0" };
         var threads = CommonOptions.Threads(2, "threads for both engines (0 = all cores)");
         var json = CommonOptions.Json();
@@ -31,6 +31,13 @@ internal static class CompareCommand
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
+            var specs = r.GetValue(kv)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            var llamaTypes = r.GetValue(vsCache)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            if (specs.Length == 0 && llamaTypes.Length == 0)
+            {
+                throw new ArgumentException("--kv and --vs-cache are both empty: nothing to compare");
+            }
+
             using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
             var tok = m.Tokenizer ?? (IsGguf(m.Path) ? GgufTokenizer(m.Path) : null)
                 ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
@@ -55,8 +62,6 @@ internal static class CompareCommand
             int n = r.GetValue(ctx);
             int nThreads = r.GetValue(threads) is > 0 and var t ? t : Environment.ProcessorCount;
             int maxChunks = r.GetValue(chunks) is > 0 and var mc ? mc : int.MaxValue;
-            var specs = r.GetValue(kv)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-            var llamaTypes = r.GetValue(vsCache)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
             if (llamaTypes.Length > 0 && !IsGguf(m.Path))
             {
                 throw new ArgumentException($"--vs-cache: {m.Path} is not a GGUF file; llama.cpp needs the same model as GGUF (kvaq convert)");

@@ -15,7 +15,7 @@ internal static class EvalCommand
     {
         var model = CommonOptions.Model();
         var tokenizer = CommonOptions.Tokenizer();
-        var task = new Option<string>("--task", "-t") { Description = $"one of {string.Join(", ", EvaluationOptions.Tasks)}", Required = true };
+        var task = new Option<string>("--task") { Description = $"one of {string.Join(", ", EvaluationOptions.Tasks)}", Required = true };
         var kv = CommonOptions.Kv();
         var kvPlan = CommonOptions.KvPlan();
         var grid = new Option<string?>("--grid") { Description = "evaluate every pair, e.g. k1,2,4,8xv1,2,4,8 (with --spec options)" };
@@ -24,9 +24,9 @@ internal static class EvalCommand
         var limit = new Option<int>("--limit", "-n") { Description = "items to evaluate (chunks for perplexity and kl); 0 = all", DefaultValueFactory = _ => 0 };
         var seed = new Option<ulong>("--seed") { Description = "seed of model-sampled text (--data sampled)", DefaultValueFactory = _ => 42 };
         var data = new Option<string?>("--data", "-f") { Description = "data file, or wikitext-2 / ptb / c4 / sampled (text sampled from the model; in-distribution) for perplexity and kl" };
-        var ctx = new Option<int>("--ctx", "-c") { Description = "context window (tokens per chunk for perplexity and kl)", DefaultValueFactory = _ => 256 };
+        var ctx = new Option<int>("--ctx", "-c") { Description = "context window (tokens per chunk for perplexity and kl); 0 = the model's whole context for gsm8k, 256 for the other tasks", DefaultValueFactory = _ => 0 };
         var shots = new Option<int>("--shots") { Description = "gsm8k few-shot examples (the first N test problems; fewer when they do not fit)", DefaultValueFactory = _ => 5 };
-        var maxTokens = new Option<int>("--max-tokens") { Description = "gsm8k generation limit", DefaultValueFactory = _ => 256 };
+        var maxTokens = new Option<int>("--max-tokens") { Description = "gsm8k generation limit; 0 = 256, at most half the context", DefaultValueFactory = _ => 0 };
         var outDir = new Option<string?>("--out", "-o") { Description = "write results.md, results.csv, results.json (and heatmap.png/.svg for a grid) here" };
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
@@ -36,11 +36,14 @@ internal static class EvalCommand
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
+            // The output folder is checked (and made) before the evaluation, not after it has run.
+            string taskName = r.GetValue(task)!.Trim().ToLowerInvariant();
+            PrepareOut(r.GetValue(outDir), OutputFiles(taskName, r.GetValue(grid) is not null));
             using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
             var tok = m.Tokenizer ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
             var options = new EvaluationOptions
             {
-                Task = r.GetValue(task)!.Trim().ToLowerInvariant(),
+                Task = taskName,
                 Data = r.GetValue(data),
                 Context = r.GetValue(ctx),
                 Limit = r.GetValue(limit),
@@ -48,9 +51,21 @@ internal static class EvalCommand
                 Shots = r.GetValue(shots),
                 MaxNewTokens = r.GetValue(maxTokens),
             };
-            if (options.Context < 4)
+            // Options that the task would ignore are errors, not silently dropped.
+            if (options.Task != "gsm8k")
             {
-                throw new ArgumentException($"--ctx must be at least 4, got {options.Context}");
+                foreach (var o in new Option[] { shots, maxTokens })
+                {
+                    if (r.GetResult(o) is { Implicit: false })
+                    {
+                        throw new ArgumentException($"{o.Name} applies only to --task gsm8k");
+                    }
+                }
+            }
+
+            if (r.GetResult(seed) is { Implicit: false } && !TaskEvaluator.IsSampledName(options.Data))
+            {
+                throw new ArgumentException("--seed applies only to --data sampled (text sampled from the model for perplexity and kl)");
             }
 
             using var transformer = new Transformer(m, r.GetValue(threads));
@@ -70,6 +85,11 @@ internal static class EvalCommand
     public static List<Config> Configs(string? kv, string? kvPlan, string? grid, string? plans, string spec, int layers, int headDim)
     {
         var list = new List<Config>();
+        if (grid is null && !string.IsNullOrWhiteSpace(spec))
+        {
+            throw new ArgumentException($"--spec applies only to --grid pairs (for one cache put '{spec}' in --kv, e.g. --kv k4v2:{spec.Trim().TrimStart(':')})");
+        }
+
         if (kv is not null || kvPlan is not null || (grid is null && plans is null))
         {
             var p = KvCacheFactory.ResolvePlan(kv, kvPlan, layers);
@@ -92,7 +112,13 @@ internal static class EvalCommand
 
         if (plans is not null)
         {
-            foreach (var path in plans.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+            var paths = plans.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            if (paths.Length == 0)
+            {
+                throw new ArgumentException($"--plans '{plans}': no plan files (expected a.json,b.json)");
+            }
+
+            foreach (var path in paths)
             {
                 var p = KvPlan.Load(path);
                 list.Add(new Config(p.Name, p, null, null));
@@ -121,7 +147,13 @@ internal static class EvalCommand
             var bits = KvBitsInfo.TryParse(x) ?? throw new ArgumentException($"--grid '{grid}': width '{x}' is not one of {KvBitsInfo.Accepted}");
             return bits.NominalBits();
         }).Distinct().ToArray();
-        return (Parse(m.Groups[1].Value), Parse(m.Groups[2].Value));
+        var (k, v) = (Parse(m.Groups[1].Value), Parse(m.Groups[2].Value));
+        if (k.Length == 0 || v.Length == 0)
+        {
+            throw new ArgumentException($"--grid '{grid}': no {(k.Length == 0 ? "key" : "value")} widths (expected k<bits,...>xv<bits,...>, e.g. k1,2,4,8xv1,2,4,8)");
+        }
+
+        return (k, v);
     }
 
     /// <summary>Evaluates every config with a progress bar (configs x items, with ETA).</summary>
@@ -151,6 +183,67 @@ internal static class EvalCommand
             }
         });
         return new EvaluationTable(model, evaluator.Options.Task, evaluator.DataDescription, rows);
+    }
+
+    /// <summary>The files <see cref="Emit"/> writes into <c>--out</c>.</summary>
+    public static IEnumerable<string> OutputFiles(string task, bool heatmap)
+    {
+        string[] files = ["results.md", "results.csv", "results.json"];
+        string[] maps = task == "kl" ? ["heatmap.png", "heatmap.svg", "heatmap_perplexity.png", "heatmap_perplexity.svg"] : ["heatmap.png", "heatmap.svg"];
+        return heatmap ? [.. files, .. maps] : files;
+    }
+
+    /// <summary>
+    /// Checks <c>--out</c> before anything runs and creates it: not a file, no file among its parents, none of
+    /// <paramref name="files"/> a folder inside it; errors name the option and the path.
+    /// </summary>
+    public static void PrepareOut(string? dir, IEnumerable<string> files)
+    {
+        if (dir is null)
+        {
+            return;
+        }
+
+        if (string.IsNullOrWhiteSpace(dir))
+        {
+            throw new ArgumentException("--out: empty folder name");
+        }
+
+        if (File.Exists(dir))
+        {
+            throw new ArgumentException($"--out {dir}: is a file, not a folder");
+        }
+
+        for (var parent = Path.GetDirectoryName(Path.GetFullPath(dir)); !string.IsNullOrEmpty(parent); parent = Path.GetDirectoryName(parent))
+        {
+            if (File.Exists(parent))
+            {
+                throw new ArgumentException($"--out {dir}: {parent} is a file, not a folder");
+            }
+
+            if (Directory.Exists(parent))
+            {
+                break;
+            }
+        }
+
+        foreach (var f in files)
+        {
+            string path = Path.Combine(dir, f);
+            if (Directory.Exists(path))
+            {
+                throw new ArgumentException($"--out {dir}: {path} is a folder where a results file goes");
+            }
+        }
+
+        try
+        {
+            Directory.CreateDirectory(dir);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ArgumentException($"--out {dir}: {e.Message}");
+        }
     }
 
     /// <summary>Prints the table (or JSON) and writes the files.</summary>

@@ -33,12 +33,33 @@ public sealed class TaskEvaluator
             throw new ArgumentException($"--limit must be >= 0, got {options.Limit}");
         }
 
+        if (options.Task is not ("perplexity" or "kl") && options.Data is { } d && (IsSampledName(d) || IsTextName(d)))
+        {
+            throw new ArgumentException(IsSampledName(d)
+                ? $"--data {d}: only --task perplexity and kl take model-sampled text; --task {options.Task} reads its dataset file (default {DefaultData(options.Task)})"
+                : $"--data {d}: a plain text for --task perplexity and kl; --task {options.Task} reads its dataset file (default {DefaultData(options.Task)})");
+        }
+
+        int modelContext = transformer.Config.ContextLength;
+        if (options.Context is < 4 and not 0)
+        {
+            throw new ArgumentException($"--ctx must be at least 4, got {options.Context}");
+        }
+
+        if (options.Context > modelContext)
+        {
+            throw new ArgumentException($"--ctx {options.Context} exceeds the model's context length {modelContext}");
+        }
+
         _transformer = transformer;
         _tokenizer = tokenizer;
-        Options = options with { Context = Math.Min(options.Context, transformer.Config.ContextLength) };
+        int ctx = options.Context != 0 ? options.Context
+            : options.Task == "gsm8k" ? modelContext : Math.Min(EvaluationOptions.DefaultContext, modelContext);
+        int maxNew = options.MaxNewTokens != 0 ? options.MaxNewTokens : Math.Min(EvaluationOptions.DefaultMaxNewTokens, ctx / 2);
+        Options = options with { Context = ctx, MaxNewTokens = maxNew };
     }
 
-    /// <summary>Options in force (context clipped to the model's).</summary>
+    /// <summary>Options in force, defaults (0) resolved.</summary>
     public EvaluationOptions Options { get; }
 
     /// <summary>What the task reads, for reports ("wikitext-2/wiki.test.raw", "model-sampled text (seed 42)", ...).</summary>
@@ -48,7 +69,7 @@ public sealed class TaskEvaluator
         _ => DataPath(),
     };
 
-    private bool IsSampled => Options.Data is "sampled" or "model" or "model-sampled";
+    private bool IsSampled => IsSampledName(Options.Data);
 
     /// <summary>Evaluates the cache made by <paramref name="cacheFactory"/>.</summary>
     public EvaluationResult Evaluate(Func<KvLayout, IKvCache> cacheFactory, Action<int, int>? progress = null)
@@ -128,27 +149,36 @@ public sealed class TaskEvaluator
         {
             return d switch
             {
-                "wikitext-2" or "wikitext2" or "wikitext" => ModelPaths.ResolveData("wikitext-2/wiki.test.raw"),
+                _ when IsTextName(d) && d.StartsWith("wikitext", StringComparison.Ordinal) => ModelPaths.ResolveData("wikitext-2/wiki.test.raw"),
                 "ptb" => ModelPaths.ResolveData("ptb/ptb.test.txt"),
                 "c4" => ModelPaths.ResolveData("c4/c4_validation_sample.jsonl"),
                 _ => ModelPaths.ResolveData(d),
             };
         }
 
-        return ModelPaths.ResolveData(Options.Task switch
-        {
-            "perplexity" or "kl" => "wikitext-2/wiki.test.raw",
-            "arc_easy" => "arc/ARC-Easy-Test.jsonl",
-            "arc_challenge" => "arc/ARC-Challenge-Test.jsonl",
-            "hellaswag" => "hellaswag/hellaswag_val_full.txt",
-            "piqa" => "piqa/valid.jsonl",
-            "winogrande" => "winogrande/dev.jsonl",
-            "boolq" => "boolq/val.jsonl",
-            "lambada" => "lambada/lambada_test.jsonl",
-            "gsm8k" => "gsm8k/test.jsonl",
-            _ => throw new ArgumentException($"--task {Options.Task}: no default data"),
-        });
+        return ModelPaths.ResolveData(DefaultData(Options.Task));
     }
+
+    /// <summary>The task's default data file, relative to the fixtures' <c>data</c> folder.</summary>
+    public static string DefaultData(string task) => task switch
+    {
+        "perplexity" or "kl" => "wikitext-2/wiki.test.raw",
+        "arc_easy" => "arc/ARC-Easy-Test.jsonl",
+        "arc_challenge" => "arc/ARC-Challenge-Test.jsonl",
+        "hellaswag" => "hellaswag/hellaswag_val_full.txt",
+        "piqa" => "piqa/valid.jsonl",
+        "winogrande" => "winogrande/dev.jsonl",
+        "boolq" => "boolq/val.jsonl",
+        "lambada" => "lambada/lambada_test.jsonl",
+        "gsm8k" => "gsm8k/test.jsonl",
+        _ => throw new ArgumentException($"--task {task}: no default data"),
+    };
+
+    /// <summary>Whether <c>--data</c> names text sampled from the model (perplexity and kl only).</summary>
+    public static bool IsSampledName(string? data) => data is "sampled" or "model" or "model-sampled";
+
+    /// <summary>Whether <c>--data</c> is one of the short names of a perplexity text (wikitext-2, ptb, c4).</summary>
+    private static bool IsTextName(string data) => data is "wikitext-2" or "wikitext2" or "wikitext" or "ptb" or "c4";
 
     /// <summary>The tokens of the perplexity/kl text (BOS first), read or sampled once.</summary>
     public IReadOnlyList<int> TextTokens()

@@ -96,4 +96,32 @@ public class DatasetReaderTests
         Assert.Contains("empty", Assert.Throws<DatasetFormatException>(() => DatasetReader.ReadText(text)).Message);
         Assert.Throws<FileNotFoundException>(() => DatasetReader.ReadText(dir.File("missing.txt")));
     }
+
+    [Fact]
+    public void Items_that_cannot_be_scored_name_file_and_line()
+    {
+        using var dir = new TempDir();
+        var arc = dir.File("arc.jsonl");
+        string Arc(string choices, string key = "A") => $"{{\"question\":{{\"stem\":\"Q?\",\"choices\":[{choices}]}},\"answerKey\":\"{key}\"}}";
+        File.WriteAllText(arc, Arc("{\"text\":\"a\",\"label\":\"A\"},{\"text\":\"b\",\"label\":\"B\"}") + "\n\n" + Arc("{\"text\":\"yes\",\"label\":\"A\"}") + "\n");
+        Assert.Equal($"{arc}:3: has 1 choice; needs at least 2", Assert.Throws<DatasetFormatException>(() => DatasetReader.ReadArc(arc)).Message);
+        File.WriteAllText(arc, Arc("{\"text\":\"a\",\"label\":\"A\"},{\"text\":\"b\",\"label\":\"B\"}", "C") + "\n");
+        Assert.Equal($"{arc}:1: answerKey \"C\" is not among the 2 choice labels [A,B]", Assert.Throws<DatasetFormatException>(() => DatasetReader.ReadArc(arc)).Message);
+        File.WriteAllText(arc, Arc("{\"text\":\"a\",\"label\":\"A\"},{\"text\":\"\",\"label\":\"B\"}") + "\n");
+        Assert.Equal($"{arc}:1: choice B is empty; an empty continuation cannot be scored", Assert.Throws<DatasetFormatException>(() => DatasetReader.ReadArc(arc)).Message);
+
+        var hs = dir.File("hs.txt");
+        File.WriteAllText(hs, "ctx\n0\na\nb\nc\nd\nctx\n1\na\nb\nc\n  [step]  \n");
+        Assert.Equal($"{hs}:12: ending 3 is empty; an empty continuation cannot be scored", Assert.Throws<DatasetFormatException>(() => DatasetReader.ReadHellaSwag(hs)).Message);
+
+        var piqa = dir.File("p.jsonl");
+        var labels = dir.File("l.lst");
+        File.WriteAllText(piqa, "{\"goal\":\"g\",\"sol1\":\"a\",\"sol2\":\" \"}\n");
+        File.WriteAllText(labels, "0\n");
+        Assert.Equal($"{piqa}:1: sol2 is empty; an empty continuation cannot be scored", Assert.Throws<DatasetFormatException>(() => DatasetReader.ReadPiqa(piqa, labels)).Message);
+
+        var wino = dir.File("w.jsonl");
+        File.WriteAllText(wino, "{\"sentence\":\"It was _ \",\"option1\":\"a\",\"option2\":\"b\",\"answer\":\"1\"}\n");
+        Assert.Equal($"{wino}:1: nothing follows the \"_\" blank; an empty continuation cannot be scored", Assert.Throws<DatasetFormatException>(() => DatasetReader.ReadWinogrande(wino)).Message);
+    }
 }

@@ -6,6 +6,7 @@ using KvAdaQuant.Evaluation;
 using KvAdaQuant.Formats;
 using KvAdaQuant.KvCache;
 using KvAdaQuant.Quantization;
+using KvAdaQuant.Tests.Cli;
 
 namespace KvAdaQuant.Tests.Evaluation;
 
@@ -33,6 +34,16 @@ public class EvalCommandTests
         Assert.True(rows["k8v8"].GetProperty("mean_kl").GetDouble() < 0.01);
     }
 
+    [Fact]
+    public void Short_t_is_threads_as_in_every_other_command()
+    {
+        // --task once had -t too, so "--task kl -t 1" failed to parse ("--task expects a single argument but 2 were provided").
+        var parse = Program.BuildRoot().Parse(["eval", "--task", "kl", "-t", "1"]);
+        Assert.Empty(parse.Errors);
+        Assert.Equal("kl", parse.GetValue<string>("--task"));
+        Assert.Equal(1, parse.GetValue<int>("--threads"));
+    }
+
     [Theory]
     [InlineData("--grid", "k2,4v2")]
     [InlineData("--grid", "k2,7xv2")]
@@ -50,6 +61,76 @@ public class EvalCommandTests
 
         args.AddRange([option, value]);
         Assert.Equal(1, Program.BuildRoot().Parse(args.ToArray()).Invoke());
+    }
+
+    [Fact]
+    public void Gsm8k_runs_with_the_default_ctx_and_max_tokens()
+    {
+        // The defaults were --ctx 256 and --max-tokens 256: "--max-tokens 256 leaves no room for the prompt in a context of 256".
+        var (rc, stdout, stderr) = KvaqProcess.Run("eval", "--model", Fixtures.Stories260K, "--task", "gsm8k", "--limit", "1", "--threads", "1", "--json");
+        Assert.True(rc == 0, stderr);
+        using var doc = JsonDocument.Parse(stdout);
+        var row = Assert.Single(doc.RootElement.GetProperty("results").EnumerateArray());
+        Assert.Equal(1, row.GetProperty("items").GetInt32());
+    }
+
+    [Theory]
+    [InlineData("--plans", ",", "kvaq: error: --plans ',': no plan files")]
+    [InlineData("--plans", "", "kvaq: error: --plans '': no plan files")]
+    [InlineData("--grid", "k,xv2", "kvaq: error: --grid 'k,xv2': no key widths")]
+    [InlineData("--grid", "k2xv,", "kvaq: error: --grid 'k2xv,': no value widths")]
+    public void Empty_cache_lists_are_errors_naming_the_option(string option, string value, string message) =>
+        Assert.StartsWith(message, EvalError("--task", "kl", "--data", "sampled", "--ctx", "32", "--limit", "1", option, value));
+
+    [Theory]
+    [InlineData("arc_easy", "sampled", "--data sampled: only --task perplexity and kl take model-sampled text; --task arc_easy reads its dataset file")]
+    [InlineData("lambada", "wikitext-2", "--data wikitext-2: a plain text for --task perplexity and kl; --task lambada reads its dataset file")]
+    public void Data_that_does_not_apply_to_the_task_is_an_error(string task, string data, string message) =>
+        Assert.StartsWith($"kvaq: error: {message}", EvalError("--task", task, "--data", data, "--limit", "1"));
+
+    [Theory]
+    [InlineData("perplexity", "100000", "--ctx 100000 exceeds the model's context length 512")]
+    [InlineData("arc_easy", "513", "--ctx 513 exceeds the model's context length 512")]
+    [InlineData("kl", "3", "--ctx must be at least 4, got 3")]
+    public void Ctx_beyond_the_model_is_an_error_as_in_perplexity(string task, string ctx, string message) =>
+        Assert.Equal($"kvaq: error: {message}", EvalError("--task", task, "--ctx", ctx, "--limit", "1").TrimEnd());
+
+    [Theory]
+    [InlineData("kl", "--spec", "g4", "--spec applies only to --grid pairs")]
+    [InlineData("kl", "--shots", "2", "--shots applies only to --task gsm8k")]
+    [InlineData("arc_easy", "--max-tokens", "16", "--max-tokens applies only to --task gsm8k")]
+    [InlineData("kl", "--seed", "7", "--seed applies only to --data sampled")]
+    public void Options_that_would_be_ignored_are_errors(string task, string option, string value, string message) =>
+        Assert.StartsWith($"kvaq: error: {message}", EvalError("--task", task, "--ctx", "32", "--limit", "1", option, value));
+
+    [Fact]
+    public void Out_conflicts_are_reported_before_the_evaluation_runs()
+    {
+        using var dir = new TempDir();
+        var file = dir.File("taken");
+        File.WriteAllText(file, "x");
+
+        // A dataset that does not exist would fail the evaluation: the --out error must come first.
+        string[] task = ["--task", "arc_easy", "--data", dir.File("missing.jsonl")];
+        Assert.Equal($"kvaq: error: --out {file}: is a file, not a folder", EvalError([.. task, "--out", file]).TrimEnd());
+        Assert.Equal($"kvaq: error: --out {Path.Combine(file, "sub")}: {file} is a file, not a folder", EvalError([.. task, "--out", Path.Combine(file, "sub")]).TrimEnd());
+        Directory.CreateDirectory(dir.File("results.json"));
+        Assert.Equal($"kvaq: error: --out {dir.Path}: {dir.File("results.json")} is a folder where a results file goes", EvalError([.. task, "--out", dir.Path]).TrimEnd());
+        Assert.True(File.Exists(file));
+        Assert.Equal("x", File.ReadAllText(file));
+    }
+
+    [Theory]
+    [InlineData("arc_easy", "a.jsonl", "{\"question\":{\"stem\":\"Q?\",\"choices\":[{\"text\":\"yes\",\"label\":\"A\"}]},\"answerKey\":\"A\"}", "a.jsonl:1: has 1 choice; needs at least 2")]
+    [InlineData("arc_easy", "a.jsonl", "{\"question\":{\"stem\":\"Q?\",\"choices\":[{\"text\":\"yes\",\"label\":\"A\"},{\"text\":\" \",\"label\":\"B\"}]},\"answerKey\":\"A\"}", "a.jsonl:1: choice B is empty; an empty continuation cannot be scored")]
+    [InlineData("winogrande", "w.jsonl", "{\"sentence\":\"The cat sat on the _\",\"option1\":\"mat\",\"option2\":\"dog\",\"answer\":\"1\"}", "w.jsonl:1: nothing follows the \"_\" blank; an empty continuation cannot be scored")]
+    [InlineData("hellaswag", "h.txt", "ctx\n0\none\n\nthree\nfour", "h.txt:4: ending 1 is empty; an empty continuation cannot be scored")]
+    public void Dataset_items_that_cannot_be_scored_are_one_error_line(string task, string name, string content, string message)
+    {
+        using var dir = new TempDir();
+        var path = dir.File(name);
+        File.WriteAllText(path, content + "\n");
+        Assert.Equal($"kvaq: error: {Path.Combine(dir.Path, message)}", EvalError("--task", task, "--data", path).TrimEnd());
     }
 
     [Fact]
@@ -88,5 +169,16 @@ public class EvalCommandTests
         var plan = SensitivityAllocator.Allocate(profile, 4.5, new NominalBitCost());
         // Ten tensors at 2 or 8 bits within 45 bits: at most four at 8 bits; since more bits always cut the KL here, the optimum takes all four.
         Assert.Equal(4.4, plan.AverageBits(new NominalBitCost()), 9);
+    }
+
+    /// <summary>Runs <c>kvaq eval</c> on stories260K, expecting exit code 1 and one error line on stderr (returned), nothing on stdout.</summary>
+    private static string EvalError(params string[] args)
+    {
+        var (rc, stdout, stderr) = KvaqProcess.Run(["eval", "--model", Fixtures.Stories260K, "--threads", "1", .. args]);
+        Assert.True(rc == 1, $"rc {rc}: {stderr}");
+        Assert.Equal(string.Empty, stdout);
+        Assert.StartsWith("kvaq: error: ", stderr);
+        Assert.Single(stderr.TrimEnd('\n').Split('\n'));
+        return stderr;
     }
 }

@@ -19,10 +19,14 @@ namespace KvAdaQuant.Evaluation.Datasets;
 /// <item>LAMBADA (lambada_openai): every word but the last, and " " + the last word;</item>
 /// <item>GSM8K: question and answer (the answer ends with "#### number").</item>
 /// </list>
-/// Every reader fails with a <see cref="DatasetFormatException"/> naming the file and line on malformed or empty input.
+/// Every reader fails with a <see cref="DatasetFormatException"/> naming the file and line on malformed or empty input,
+/// including an item whose continuation would be empty (an empty choice, ending or solution, a Winogrande blank at the end
+/// of the sentence): it has nothing of its own to score, and was scored silently before.
 /// </summary>
 public static class DatasetReader
 {
+    private const string EmptyContinuation = "an empty continuation cannot be scored";
+
     /// <summary>ARC JSONL (<c>question.stem</c>, <c>question.choices[].text/label</c>, <c>answerKey</c>).</summary>
     public static List<MultipleChoiceItem> ReadArc(string path)
     {
@@ -40,9 +44,19 @@ public static class DatasetReader
                 labels.Add(JsonLines.String(c, "label", path, line));
             }
 
+            if (texts.Count < 2)
+            {
+                throw new DatasetFormatException($"{path}:{line}: has {texts.Count} choice{(texts.Count == 1 ? string.Empty : "s")}; needs at least 2");
+            }
+
+            for (int i = 0; i < texts.Count; i++)
+            {
+                RequireContinuation(texts[i], $"choice {labels[i]}", path, line);
+            }
+
             string key = JsonLines.String(e, "answerKey", path, line);
             int gold = labels.IndexOf(key);
-            if (texts.Count < 2 || gold < 0)
+            if (gold < 0)
             {
                 throw new DatasetFormatException($"{path}:{line}: answerKey \"{key}\" is not among the {texts.Count} choice labels [{string.Join(",", labels)}]");
             }
@@ -84,6 +98,11 @@ public static class DatasetReader
 
             string ctx = HellaSwagPreprocess(lines[i]);
             var endings = Enumerable.Range(2, 4).Select(j => HellaSwagPreprocess(lines[i + j])).ToArray();
+            for (int j = 0; j < endings.Length; j++)
+            {
+                RequireContinuation(endings[j], $"ending {j}", path, i + 3 + j);
+            }
+
             items.Add(new MultipleChoiceItem($"hellaswag-{i / 6}", endings.Select(_ => ctx).ToArray(), endings.Select(x => " " + x).ToArray(), endings, label));
         }
 
@@ -120,6 +139,11 @@ public static class DatasetReader
 
             string ctx = $"Question: {JsonLines.String(e, "goal", path, line)}\nAnswer:";
             var sols = new[] { JsonLines.String(e, "sol1", path, line), JsonLines.String(e, "sol2", path, line) };
+            for (int i = 0; i < sols.Length; i++)
+            {
+                RequireContinuation(sols[i], $"sol{i + 1}", path, line);
+            }
+
             items.Add(new MultipleChoiceItem(Id(e, line), [ctx, ctx], sols.Select(s => " " + s).ToArray(), sols, labels[index][0] - '0'));
             index++;
         }
@@ -145,6 +169,12 @@ public static class DatasetReader
                 throw new DatasetFormatException($"{path}:{line}: sentence has no \"_\" blank");
             }
 
+            string rest = sentence[(blank + 1)..].Trim();
+            if (rest.Length == 0)
+            {
+                throw new DatasetFormatException($"{path}:{line}: nothing follows the \"_\" blank; {EmptyContinuation}");
+            }
+
             string answer = JsonLines.String(e, "answer", path, line);
             if (answer is not ("1" or "2"))
             {
@@ -153,7 +183,7 @@ public static class DatasetReader
 
             var options = new[] { JsonLines.String(e, "option1", path, line), JsonLines.String(e, "option2", path, line) };
             var contexts = options.Select(o => sentence[..blank] + o).ToArray();
-            string target = " " + sentence[(blank + 1)..].Trim();
+            string target = " " + rest;
             items.Add(new MultipleChoiceItem(Id(e, line), contexts, [target, target], contexts, answer[0] - '1'));
         }
 
@@ -280,6 +310,15 @@ public static class DatasetReader
         }
 
         return text;
+    }
+
+    /// <summary>Throws unless <paramref name="text"/>, a continuation to score, has something besides white space.</summary>
+    private static void RequireContinuation(string text, string what, string path, int line)
+    {
+        if (string.IsNullOrWhiteSpace(text))
+        {
+            throw new DatasetFormatException($"{path}:{line}: {what} is empty; {EmptyContinuation}");
+        }
     }
 
     private static string Id(JsonElement e, int line) =>
