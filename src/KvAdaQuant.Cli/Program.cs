@@ -25,6 +25,19 @@ public static class Program
         return root;
     }
 
-    /// <summary>Runs <c>kvaq</c> with <paramref name="args"/>.</summary>
-    public static int Main(string[] args) => BuildRoot().Parse(args).Invoke();
+    /// <summary>
+    /// Runs <c>kvaq</c> with <paramref name="args"/>. A command line that does not parse (unknown or out-of-range
+    /// options, a missing required one) prints its errors, one line each, and exits with 1; <c>--help</c> shows usage.
+    /// </summary>
+    public static int Main(string[] args)
+    {
+        var result = BuildRoot().Parse(args);
+        if (result.Action is System.CommandLine.Invocation.ParseErrorAction errors)
+        {
+            errors.ShowHelp = false;
+            errors.ShowTypoCorrections = false;
+        }
+
+        return result.Invoke();
+    }
 }

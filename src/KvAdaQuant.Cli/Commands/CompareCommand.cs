@@ -38,6 +38,12 @@ internal static class CompareCommand
                 throw new ArgumentException("--kv and --vs-cache are both empty: nothing to compare");
             }
 
+            int chunkLimit = r.GetValue(chunks);
+            if (chunkLimit < 0)
+            {
+                throw new ArgumentException($"--chunks must be >= 0 (0 = all), got {chunkLimit}");
+            }
+
             using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
             var tok = m.Tokenizer ?? (IsGguf(m.Path) ? GgufTokenizer(m.Path) : null)
                 ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
@@ -61,7 +67,7 @@ internal static class CompareCommand
 
             int n = r.GetValue(ctx);
             int nThreads = r.GetValue(threads) is > 0 and var t ? t : Environment.ProcessorCount;
-            int maxChunks = r.GetValue(chunks) is > 0 and var mc ? mc : int.MaxValue;
+            int maxChunks = chunkLimit > 0 ? chunkLimit : int.MaxValue;
             if (llamaTypes.Length > 0 && !IsGguf(m.Path))
             {
                 throw new ArgumentException($"--vs-cache: {m.Path} is not a GGUF file; llama.cpp needs the same model as GGUF (kvaq convert)");

@@ -14,4 +14,14 @@ public class CompareCommandTests
         Assert.Equal(string.Empty, stdout);
         Assert.Equal("kvaq: error: --kv and --vs-cache are both empty: nothing to compare", stderr.TrimEnd());
     }
+
+    [Fact]
+    public void Negative_chunks_are_an_error_before_the_model_loads()
+    {
+        // -1 was silently taken as all chunks.
+        var (rc, stdout, stderr) = KvaqProcess.Run("compare", "--model", "no-such-model", "--data", "wikitext-2/wiki.test.raw", "--kv", "k4v2", "--chunks", "-1");
+        Assert.Equal(1, rc);
+        Assert.Equal(string.Empty, stdout);
+        Assert.Equal("kvaq: error: --chunks must be >= 0 (0 = all), got -1", stderr.TrimEnd());
+    }
 }

@@ -20,4 +20,14 @@ public class ThreadsOptionTests
         Assert.DoesNotContain("Fatal error", stderr);
         Assert.DoesNotContain("   at ", stderr);
     }
+
+    [Fact]
+    public void ACommandLineThatDoesNotParsePrintsItsErrorsWithoutTheHelpText()
+    {
+        var (rc, stdout, stderr) = KvaqProcess.Run("generate", "--threads", "-1", "--bogus");
+        Assert.Equal(1, rc);
+        Assert.DoesNotContain("Usage:", stdout + stderr);
+        Assert.Contains("--threads must be 0 (all cores) or 1-1024, got -1", stderr);
+        Assert.Contains("Unrecognized command or argument '--bogus'", stderr);
+    }
 }
