@@ -139,8 +139,8 @@ internal sealed class AllocationWorkflow
                 return NormAwareAllocator.Allocate(CheckLayers(norms()), budget, Range, Cost);
             case "group-aware":
                 {
-                    var pair = KeyFavoringAllocator.Allocate(Layers, budget, Range, Cost);
-                    return GroupAwareAllocator.Allocate(CheckLayers(norms()), groupBudget, groupSizes, pair.KeyBits[0], pair.ValueBits[0]);
+                    CheckGroupSizes(groupSizes);
+                    return GroupAwareAllocator.Allocate(CheckLayers(norms()), groupBudget, groupSizes, budget, Range, Cost);
                 }
 
             case "sensitivity":
@@ -167,6 +167,26 @@ internal sealed class AllocationWorkflow
 
     /// <summary>Average real bits per element of an allocation (scales, zero points, residual and sinks included, at <see cref="Context"/> tokens).</summary>
     public double RealAverage(BitAllocation a) => AllocationPlan.ToKvPlan(a, Real, "x").AverageBits(KvHeads, HeadDim, Context);
+
+    /// <summary>Every allowed group size must suit the base specs at this head dimension (a per-token group runs along the head).</summary>
+    private void CheckGroupSizes(IReadOnlyList<int> groupSizes)
+    {
+        foreach (int g in groupSizes)
+        {
+            if (g <= 0)
+            {
+                throw new ArgumentException($"--group-sizes {string.Join(",", groupSizes)}: group sizes must be positive, got {g}");
+            }
+
+            foreach (var spec in new[] { Real.Keys, Real.Values })
+            {
+                if ((spec with { GroupSize = g }).Problem(HeadDim) is { } problem)
+                {
+                    throw new ArgumentException($"--group-sizes {string.Join(",", groupSizes)}: {problem}");
+                }
+            }
+        }
+    }
 
     private LayerNorms CheckLayers(LayerNorms n) => n.Layers == Layers ? n
         : throw new ArgumentException($"--stats {n.Source}: has {n.Layers} layers but the model has {Layers}");

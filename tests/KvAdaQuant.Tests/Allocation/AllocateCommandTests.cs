@@ -44,6 +44,46 @@ public class AllocateCommandTests
     }
 
     [Theory]
+    [InlineData("stories3M-q80", "k3v3", "8,16,32", "12")]
+    [InlineData("stories3M-q80", "k3v3", "8,16,32", "16")]
+    [InlineData("stories3M-q80", "k3v3", "8,16,32", "32")]
+    [InlineData("stories3M-q80", "6", "8,16,32", "16")]
+    [InlineData("stories260K", "12", "2,4,8", "6")]
+    [InlineData("stories260K", "k4v4", "4,8", "6")]
+    public void Group_aware_plans_are_within_their_real_budget(string model, string budget, string sizes, string groupBudget)
+    {
+        using var dir = new TempDir();
+        var plan = dir.File("plan.json");
+        int rc = Program.BuildRoot().Parse(["allocate", "--model", model, "--policy", "group-aware", "--budget", budget, "--group-sizes", sizes, "--group-budget", groupBudget,
+            "--calib-tokens", "32", "--ctx", "512", "--out", plan, "--threads", "2"]).Invoke();
+        Assert.Equal(0, rc);
+        var p = KvPlan.Load(plan);
+        int kvHeads = model == "stories260K" ? 4 : 2;
+        int headDim = model == "stories260K" ? 8 : 32;
+        double avg = p.AverageBits(kvHeads, headDim, 512);
+        double bits = budget.StartsWith('k') ? KvPlan.Parse(budget, p.Layers.Count).AverageBits(kvHeads, headDim, 512) : double.Parse(budget, System.Globalization.CultureInfo.InvariantCulture);
+        Assert.True(avg <= bits + 1e-9, $"{avg} > {bits}");
+        if (int.Parse(groupBudget, System.Globalization.CultureInfo.InvariantCulture) < headDim)
+        {
+            Assert.Contains(p.Layers, l => l.K.GroupSize < headDim || l.V.GroupSize < headDim);
+        }
+    }
+
+    [Theory]
+    [InlineData("stories3M-q80", "8,16,32", "8", "--group-budget 8: with the groups it gives")]
+    [InlineData("stories260K", "2,4,8", "4", "--group-budget 4: with the groups it gives")]
+    [InlineData("stories260K", "8,16,32", "16", "--group-sizes 8,16,32: group 16 is larger than the head dimension 8")]
+    public void Group_aware_refuses_groups_no_plan_fits(string model, string sizes, string groupBudget, string expected)
+    {
+        var (rc, stdout, stderr) = KvAdaQuant.Tests.Cli.KvaqProcess.Run("allocate", "--model", Fixtures.Path("models", model), "--policy", "group-aware", "--budget", "k3v3",
+            "--group-sizes", sizes, "--group-budget", groupBudget, "--calib-tokens", "32", "--threads", "2");
+        Assert.Equal(1, rc);
+        Assert.Equal(string.Empty, stdout);
+        Assert.StartsWith("kvaq: error: " + expected, stderr);
+        Assert.DoesNotContain("   at ", stderr);
+    }
+
+    [Theory]
     [InlineData("--budget", "abc")]
     [InlineData("--budget", "-1")]
     [InlineData("--bit-range", "1,7")]
