@@ -54,7 +54,17 @@ internal static class AllocateCommand
             LayerNorms? loaded = statsPath is null ? null : LayerNormsReader.Read(statsPath, sc, src);
             int layers = m?.Config.Layers ?? loaded!.Layers;
             int kvHeads = m?.Config.KvHeads ?? 1;
+            if (m is null && r.GetValue(headDim) is var d && (d <= 0 || d % 8 != 0))
+            {
+                throw new ArgumentException($"--head-dim must be a positive multiple of 8 (quantized caches pack 8 values at a time), got {d}");
+            }
+
             int hd = m?.Config.HeadDim ?? r.GetValue(headDim);
+            if (r.GetValue(ctx) < 0)
+            {
+                throw new ArgumentException($"--ctx must be >= 0 (0 = the model's context length), got {r.GetValue(ctx)}");
+            }
+
             int context = r.GetValue(ctx) is > 0 and var c ? c : m?.Config.ContextLength ?? 4096;
             var (kBase, vBase) = BaseSpecs(r.GetValue(spec)!, layers, hd);
             string acc = r.GetValue(accounting)!.Trim().ToLowerInvariant();
@@ -154,18 +164,25 @@ internal static class AllocateCommand
     public static (KvSpec K, KvSpec V) BaseSpecs(string spec, int layers, int headDim)
     {
         string text = string.IsNullOrWhiteSpace(spec) ? "k4v4" : "k4v4:" + spec.Trim().TrimStart(':');
-        KvPlan plan;
+
+        // The --kv parser names its input "--kv 'k4v4:<spec>'"; the user gave --spec, so its errors are renamed.
+        string Renamed(ArgumentException e)
+        {
+            string inner = $"--kv '{text}': ";
+            string message = e.Message.StartsWith(inner, StringComparison.Ordinal) ? e.Message[inner.Length..] : e.Message;
+            return string.IsNullOrWhiteSpace(spec) ? message : $"--spec '{spec}': {message}";
+        }
+
         try
         {
-            plan = KvPlan.Parse(text, layers);
+            var plan = KvPlan.Parse(text, layers);
+            plan.Validate(layers, headDim);
+            return (plan.Layers[0].K, plan.Layers[0].V);
         }
         catch (ArgumentException e)
         {
-            throw new ArgumentException($"--spec '{spec}': {e.Message}");
+            throw new ArgumentException(Renamed(e), e);
         }
-
-        plan.Validate(layers, headDim);
-        return (plan.Layers[0].K, plan.Layers[0].V);
     }
 
     public static NormScore ParseScore(string s) => s.Trim().ToLowerInvariant() switch

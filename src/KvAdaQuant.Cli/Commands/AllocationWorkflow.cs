@@ -57,15 +57,37 @@ internal sealed class AllocationWorkflow
             return b;
         }
 
-        var m = System.Text.RegularExpressions.Regex.Match(t, @"^k([0-9.]+)v([0-9.]+)$");
-        if (m.Success
-            && double.TryParse(m.Groups[1].Value, NumberStyles.Float, CultureInfo.InvariantCulture, out double k)
-            && double.TryParse(m.Groups[2].Value, NumberStyles.Float, CultureInfo.InvariantCulture, out double v))
+        if (ParsePair(text, "--budget") is { } pair)
         {
-            return BitAllocation.Uniform(Layers, k, v).AverageBits(Cost);
+            return BitAllocation.Uniform(Layers, pair.K, pair.V).AverageBits(Cost);
         }
 
         throw new ArgumentException($"--budget '{text}': expected bits per element (e.g. 3 or 4.5) or a uniform pair such as k3v3 (its cost)");
+    }
+
+    /// <summary>
+    /// A pair such as <c>k4v2</c> given to <paramref name="option"/>: null when the text is not of that shape, an error
+    /// naming the option when a width is not one the cache stores.
+    /// </summary>
+    public static (double K, double V)? ParsePair(string text, string option)
+    {
+        var m = System.Text.RegularExpressions.Regex.Match(text.Trim().ToLowerInvariant(), @"^k([0-9.]+)v([0-9.]+)$");
+        if (!m.Success
+            || !double.TryParse(m.Groups[1].Value, NumberStyles.Float, CultureInfo.InvariantCulture, out double k)
+            || !double.TryParse(m.Groups[2].Value, NumberStyles.Float, CultureInfo.InvariantCulture, out double v))
+        {
+            return null;
+        }
+
+        foreach (var (w, raw) in new[] { (k, m.Groups[1].Value), (v, m.Groups[2].Value) })
+        {
+            if (KvAdaQuant.Quantization.KvBitsInfo.TryParse(BitAllocation.Format(w)) is null)
+            {
+                throw new ArgumentException($"{option} '{text}': width {raw} is not one of {KvAdaQuant.Quantization.KvBitsInfo.Accepted}");
+            }
+        }
+
+        return (k, v);
     }
 
     /// <summary>Per-layer norms from <paramref name="stats"/>, or from analysing <paramref name="calibTokens"/> when null.</summary>
@@ -120,16 +142,8 @@ internal sealed class AllocationWorkflow
                 return UniformAllocator.Allocate(Layers, budget, Range, Cost);
             case "fixed":
                 {
-                    var m = System.Text.RegularExpressions.Regex.Match((fixedPair ?? string.Empty).Trim().ToLowerInvariant(), @"^k([0-9.]+)v([0-9.]+)$");
-                    if (!m.Success)
-                    {
-                        throw new ArgumentException($"--fixed '{fixedPair}': the fixed policy needs a pair such as k4v2");
-                    }
-
-                    double k = double.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
-                    double v = double.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture);
-                    SpecBitCost.ToKvBits(k);
-                    SpecBitCost.ToKvBits(v);
+                    var (k, v) = ParsePair(fixedPair ?? string.Empty, "--fixed")
+                        ?? throw new ArgumentException($"--fixed '{fixedPair}': the fixed policy needs a pair such as k4v2");
                     return BitAllocation.Uniform(Layers, k, v);
                 }
 

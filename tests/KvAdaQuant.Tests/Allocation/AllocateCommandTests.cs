@@ -102,6 +102,32 @@ public class AllocateCommandTests
         Assert.Equal(1, Program.BuildRoot().Parse(args.ToArray()).Invoke());
     }
 
+    [Theory]
+    [InlineData("--ctx -5", "--ctx must be >= 0 (0 = the model's context length), got -5")]
+    [InlineData("--head-dim -8", "--head-dim must be a positive multiple of 8 (quantized caches pack 8 values at a time), got -8")]
+    [InlineData("--head-dim 12", "--head-dim must be a positive multiple of 8")]
+    [InlineData("--head-dim 32 --spec g64", "--spec 'g64': k.group 64 is larger than the head dimension 32")]
+    [InlineData("--spec bogus", "--spec 'bogus': unknown option 'bogus'")]
+    [InlineData("--budget k7v7", "--budget 'k7v7': width 7 is not one of 1, 1.58")]
+    [InlineData("--budget k7v7 --accounting nominal", "--budget 'k7v7': width 7 is not one of 1, 1.58")]
+    [InlineData("--policy fixed --fixed k7v2", "--fixed 'k7v2': width 7 is not one of 1, 1.58")]
+    [InlineData("--policy fixed --fixed k1.2.3v2", "--fixed 'k1.2.3v2': the fixed policy needs a pair such as k4v2")]
+    public void Bad_options_are_named_in_one_line(string options, string expected)
+    {
+        var args = new List<string> { "allocate", "--stats", Fixtures.Path("reference", "kvq-norms", "frobenius_norm", "Llama3.2-1B-it.json"), "--norm-source", "weights" };
+        args.AddRange(options.Split(' '));
+        if (!options.Contains("--budget", StringComparison.Ordinal) && !options.Contains("fixed", StringComparison.Ordinal))
+        {
+            args.AddRange(["--budget", "4"]);
+        }
+
+        var (rc, stdout, stderr) = KvAdaQuant.Tests.Cli.KvaqProcess.Run(args.ToArray());
+        Assert.Equal(1, rc);
+        Assert.Equal(string.Empty, stdout);
+        Assert.StartsWith("kvaq: error: " + expected, stderr);
+        Assert.Single(stderr.Trim().Split('\n'));
+    }
+
     [Fact]
     public void Stats_for_another_layer_count_are_refused()
     {
