@@ -111,6 +111,10 @@ internal static class AllocateCommand
                 },
                 r.GetValue(groupBudget),
                 sizes);
+            // Key-favoring gives K = V only when no pair with K > V fits (one width in the range, or a budget below the cheapest pair).
+            string? note = pol == "key-favoring" && allocation.KeyBits.SequenceEqual(allocation.ValueBits)
+                ? $"no pair with K > V over widths {wf.Range} fits the budget, so key-favoring gives K = V = {BitAllocation.Format(allocation.KeyBits[0])} (the widest uniform width within it)"
+                : null;
             string name = $"{pol}-{(budgetText ?? r.GetValue(fixedPair))}";
             double real = wf.RealAverage(allocation);
             double nominal = allocation.AverageBits(new NominalBitCost());
@@ -118,7 +122,7 @@ internal static class AllocateCommand
                 CultureInfo.InvariantCulture,
                 $"kvaq allocate: policy {pol}; budget {budgetText ?? "none"} ({(double.IsNaN(b) ? "-" : b.ToString("0.####", CultureInfo.InvariantCulture))} bits/element, {wf.Cost.Name} accounting); bit range {wf.Range}; base spec K {kBase}, V {vBase}; " +
                 $"score {sc.ToString().ToLowerInvariant()}, norm source {src.ToString().ToLowerInvariant()}; inputs: {(normsFrom.Length > 0 ? normsFrom : "none")}; model {m?.Path ?? "none"}; " +
-                $"achieved: {real:0.####} real bits/element at {context} tokens (nominal {nominal:0.####}); {allocation}");
+                $"achieved: {real:0.####} real bits/element at {context} tokens (nominal {nominal:0.####}); {allocation}{(note is null ? string.Empty : "; " + note)}");
             string planJson = wf.PlanJson(allocation, name, description);
             if (r.GetValue(outFile) is { } o)
             {
@@ -143,11 +147,17 @@ internal static class AllocateCommand
                     Context = context,
                     Inputs = normsFrom,
                     Plan = r.GetValue(outFile),
+                    Note = note,
                 });
             }
             else
             {
                 Console.Out.WriteLine($"{pol}: {allocation}");
+                if (note is not null)
+                {
+                    Console.Out.WriteLine($"note: {note}");
+                }
+
                 Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"average {real:0.####} real bits per element at {context} tokens (nominal {nominal:0.####}); budget {(double.IsNaN(b) ? "-" : b.ToString("0.####", CultureInfo.InvariantCulture))} ({wf.Cost.Name})"));
                 if (r.GetValue(outFile) is { } path)
                 {

@@ -128,6 +128,30 @@ public class AllocateCommandTests
         Assert.Single(stderr.Trim().Split('\n'));
     }
 
+    [Theory]
+    [InlineData("1.58", "3", "no pair with K > V over widths 1.58 fits the budget, so key-favoring gives K = V = 1.58")]
+    [InlineData("1,1.58,2,3,4", "k1v1", "no pair with K > V over widths 1,1.58,2,3,4 fits the budget, so key-favoring gives K = V = 1")]
+    [InlineData("1,1.58,2,3,4", "k3v3", null)]
+    public void Key_favoring_says_when_it_gives_K_equal_to_V(string range, string budget, string? note)
+    {
+        var (rc, stdout, stderr) = KvAdaQuant.Tests.Cli.KvaqProcess.Run("allocate", "--model", Fixtures.Stories3M, "--policy", "key-favoring", "--bit-range", range, "--budget", budget, "--json");
+        Assert.True(rc == 0, stderr);
+        using var doc = JsonDocument.Parse(stdout);
+        var k = doc.RootElement.GetProperty("k_bits").EnumerateArray().Select(e => e.GetDouble()).ToArray();
+        var v = doc.RootElement.GetProperty("v_bits").EnumerateArray().Select(e => e.GetDouble()).ToArray();
+        var n = doc.RootElement.GetProperty("note");
+        if (note is null)
+        {
+            Assert.Equal(JsonValueKind.Null, n.ValueKind);
+            Assert.All(k.Zip(v), p => Assert.True(p.First > p.Second));
+        }
+        else
+        {
+            Assert.StartsWith(note, n.GetString());
+            Assert.Equal(k, v);
+        }
+    }
+
     [Fact]
     public void Stats_for_another_layer_count_are_refused()
     {
