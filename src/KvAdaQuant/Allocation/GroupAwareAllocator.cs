@@ -26,8 +26,7 @@ public static class GroupAwareAllocator
     {
         var (kg, vg) = Groups(norms, groupBudget, groupSizes);
         int layers = norms.Layers;
-        var lowest = new BitAllocation(Enumerable.Repeat(range.Min, layers).ToArray(), Enumerable.Repeat(range.Min, layers).ToArray(), kg, vg);
-        double floor = lowest.AverageBits(cost);
+        double floor = BitAllocation.Uniform(layers, range.Min, range.Min, kg, vg).AverageBits(cost);
         if (floor > budget + NormAwareAllocator.Tolerance)
         {
             throw new ArgumentException(string.Create(
@@ -42,7 +41,7 @@ public static class GroupAwareAllocator
     public static BitAllocation Allocate(LayerNorms norms, int groupBudget, IReadOnlyList<int> groupSizes, double keyBits, double valueBits)
     {
         var (kg, vg) = Groups(norms, groupBudget, groupSizes);
-        return new BitAllocation(Enumerable.Repeat(keyBits, norms.Layers).ToArray(), Enumerable.Repeat(valueBits, norms.Layers).ToArray(), kg, vg);
+        return BitAllocation.Uniform(norms.Layers, keyBits, valueBits, kg, vg);
     }
 
     /// <summary>The reference's group sizes per layer for K and V under the metadata budget sum 1/g = 2 * layers / <paramref name="groupBudget"/>.</summary>

@@ -22,7 +22,7 @@ public static class KeyFavoringAllocator
                     continue;
                 }
 
-                double spent = Pair(layers, k, v, keyGroups, valueGroups).AverageBits(cost);
+                double spent = BitAllocation.Uniform(layers, k, v, keyGroups, valueGroups).AverageBits(cost);
                 if (spent > budget + NormAwareAllocator.Tolerance)
                 {
                     continue;
@@ -38,21 +38,9 @@ public static class KeyFavoringAllocator
 
         if (best is { } b)
         {
-            return Pair(layers, b.K, b.V, keyGroups, valueGroups);
+            return BitAllocation.Uniform(layers, b.K, b.V, keyGroups, valueGroups);
         }
 
-        for (int i = range.Widths.Count - 1; i >= 0; i--)
-        {
-            var a = Pair(layers, range.Widths[i], range.Widths[i], keyGroups, valueGroups);
-            if (a.AverageBits(cost) <= budget + NormAwareAllocator.Tolerance)
-            {
-                return a;
-            }
-        }
-
-        throw new ArgumentException($"--budget {BitAllocation.Format(budget)}: even K{BitAllocation.Format(range.Min)}V{BitAllocation.Format(range.Min)} costs {Pair(layers, range.Min, range.Min, keyGroups, valueGroups).AverageBits(cost):0.####} bits per element ({cost.Name} accounting)");
+        return UniformAllocator.Allocate(layers, budget, range, cost, keyGroups, valueGroups);
     }
-
-    private static BitAllocation Pair(int layers, double k, double v, IReadOnlyList<int>? keyGroups, IReadOnlyList<int>? valueGroups) =>
-        new(Enumerable.Repeat(k, layers).ToArray(), Enumerable.Repeat(v, layers).ToArray(), keyGroups, valueGroups);
 }
