@@ -6,14 +6,14 @@ using KvAdaQuant.Model;
 namespace KvAdaQuant.Cli.Bench;
 
 /// <summary>Our engine under <c>kvaq bench</c>.</summary>
-internal sealed class KvaqBenchEngine(LlamaModel model, string kvSpec, int threads, AttentionPrecision attention = AttentionPrecision.Fp32) : IBenchEngine
+internal sealed class KvaqBenchEngine(LlamaModel model, KvPlan plan, int threads, AttentionPrecision attention = AttentionPrecision.Fp32) : IBenchEngine
 {
     private readonly Transformer _transformer = new(model, threads);
     private InferenceSession? _session;
 
     public string Name => "kvaq";
 
-    public string CacheDescription => (_session?.Cache.Description ?? kvSpec) + (attention switch { AttentionPrecision.Int8 => ", int8 attention", AttentionPrecision.Int8Values => ", int8 attention + byte values", _ => string.Empty });
+    public string CacheDescription => (_session?.Cache.Description ?? plan.Name) + (attention switch { AttentionPrecision.Int8 => ", int8 attention", AttentionPrecision.Int8Values => ", int8 attention + byte values", _ => string.Empty });
 
     public long KvBytes => _session?.Cache.ByteCount ?? 0;
 
@@ -21,7 +21,7 @@ internal sealed class KvaqBenchEngine(LlamaModel model, string kvSpec, int threa
     {
         _session?.Dispose();
         _session = null;
-        _session = new InferenceSession(_transformer, KvCacheFactory.Create(KvPlan.Parse(kvSpec, model.Config.Layers), _transformer.CacheLayout(ctx), attention));
+        _session = new InferenceSession(_transformer, KvCacheFactory.Create(plan, _transformer.CacheLayout(ctx), attention));
     }
 
     public double Prefill(ReadOnlySpan<int> tokens)

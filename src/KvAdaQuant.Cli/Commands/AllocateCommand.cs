@@ -54,7 +54,17 @@ internal static class AllocateCommand
             LayerNorms? loaded = statsPath is null ? null : LayerNormsReader.Read(statsPath, sc, src);
             int layers = m?.Config.Layers ?? loaded!.Layers;
             int kvHeads = m?.Config.KvHeads ?? 1;
+            if (m is null && r.GetValue(headDim) is var d && (d <= 0 || d % 8 != 0))
+            {
+                throw new ArgumentException($"--head-dim must be a positive multiple of 8 (quantized caches pack 8 values at a time), got {d}");
+            }
+
             int hd = m?.Config.HeadDim ?? r.GetValue(headDim);
+            if (r.GetValue(ctx) < 0)
+            {
+                throw new ArgumentException($"--ctx must be >= 0 (0 = the model's context length), got {r.GetValue(ctx)}");
+            }
+
             int context = r.GetValue(ctx) is > 0 and var c ? c : m?.Config.ContextLength ?? 4096;
             var (kBase, vBase) = BaseSpecs(r.GetValue(spec)!, layers, hd);
             string acc = r.GetValue(accounting)!.Trim().ToLowerInvariant();
@@ -101,6 +111,10 @@ internal static class AllocateCommand
                 },
                 r.GetValue(groupBudget),
                 sizes);
+            // Key-favoring gives K = V only when no pair with K > V fits (one width in the range, or a budget below the cheapest pair).
+            string? note = pol == "key-favoring" && allocation.KeyBits.SequenceEqual(allocation.ValueBits)
+                ? $"no pair with K > V over widths {wf.Range} fits the budget, so key-favoring gives K = V = {BitAllocation.Format(allocation.KeyBits[0])} (the widest uniform width within it)"
+                : null;
             string name = $"{pol}-{(budgetText ?? r.GetValue(fixedPair))}";
             double real = wf.RealAverage(allocation);
             double nominal = allocation.AverageBits(new NominalBitCost());
@@ -108,7 +122,7 @@ internal static class AllocateCommand
                 CultureInfo.InvariantCulture,
                 $"kvaq allocate: policy {pol}; budget {budgetText ?? "none"} ({(double.IsNaN(b) ? "-" : b.ToString("0.####", CultureInfo.InvariantCulture))} bits/element, {wf.Cost.Name} accounting); bit range {wf.Range}; base spec K {kBase}, V {vBase}; " +
                 $"score {sc.ToString().ToLowerInvariant()}, norm source {src.ToString().ToLowerInvariant()}; inputs: {(normsFrom.Length > 0 ? normsFrom : "none")}; model {m?.Path ?? "none"}; " +
-                $"achieved: {real:0.####} real bits/element at {context} tokens (nominal {nominal:0.####}); {allocation}");
+                $"achieved: {real:0.####} real bits/element at {context} tokens (nominal {nominal:0.####}); {allocation}{(note is null ? string.Empty : "; " + note)}");
             string planJson = wf.PlanJson(allocation, name, description);
             if (r.GetValue(outFile) is { } o)
             {
@@ -133,11 +147,17 @@ internal static class AllocateCommand
                     Context = context,
                     Inputs = normsFrom,
                     Plan = r.GetValue(outFile),
+                    Note = note,
                 });
             }
             else
             {
                 Console.Out.WriteLine($"{pol}: {allocation}");
+                if (note is not null)
+                {
+                    Console.Out.WriteLine($"note: {note}");
+                }
+
                 Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"average {real:0.####} real bits per element at {context} tokens (nominal {nominal:0.####}); budget {(double.IsNaN(b) ? "-" : b.ToString("0.####", CultureInfo.InvariantCulture))} ({wf.Cost.Name})"));
                 if (r.GetValue(outFile) is { } path)
                 {
@@ -154,18 +174,25 @@ internal static class AllocateCommand
     public static (KvSpec K, KvSpec V) BaseSpecs(string spec, int layers, int headDim)
     {
         string text = string.IsNullOrWhiteSpace(spec) ? "k4v4" : "k4v4:" + spec.Trim().TrimStart(':');
-        KvPlan plan;
+
+        // The --kv parser names its input "--kv 'k4v4:<spec>'"; the user gave --spec, so its errors are renamed.
+        string Renamed(ArgumentException e)
+        {
+            string inner = $"--kv '{text}': ";
+            string message = e.Message.StartsWith(inner, StringComparison.Ordinal) ? e.Message[inner.Length..] : e.Message;
+            return string.IsNullOrWhiteSpace(spec) ? message : $"--spec '{spec}': {message}";
+        }
+
         try
         {
-            plan = KvPlan.Parse(text, layers);
+            var plan = KvPlan.Parse(text, layers);
+            plan.Validate(layers, headDim);
+            return (plan.Layers[0].K, plan.Layers[0].V);
         }
         catch (ArgumentException e)
         {
-            throw new ArgumentException($"--spec '{spec}': {e.Message}");
+            throw new ArgumentException(Renamed(e), e);
         }
-
-        plan.Validate(layers, headDim);
-        return (plan.Layers[0].K, plan.Layers[0].V);
     }
 
     public static NormScore ParseScore(string s) => s.Trim().ToLowerInvariant() switch

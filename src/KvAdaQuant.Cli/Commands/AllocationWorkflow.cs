@@ -57,15 +57,37 @@ internal sealed class AllocationWorkflow
             return b;
         }
 
-        var m = System.Text.RegularExpressions.Regex.Match(t, @"^k([0-9.]+)v([0-9.]+)$");
-        if (m.Success
-            && double.TryParse(m.Groups[1].Value, NumberStyles.Float, CultureInfo.InvariantCulture, out double k)
-            && double.TryParse(m.Groups[2].Value, NumberStyles.Float, CultureInfo.InvariantCulture, out double v))
+        if (ParsePair(text, "--budget") is { } pair)
         {
-            return BitAllocation.Uniform(Layers, k, v).AverageBits(Cost);
+            return BitAllocation.Uniform(Layers, pair.K, pair.V).AverageBits(Cost);
         }
 
         throw new ArgumentException($"--budget '{text}': expected bits per element (e.g. 3 or 4.5) or a uniform pair such as k3v3 (its cost)");
+    }
+
+    /// <summary>
+    /// A pair such as <c>k4v2</c> given to <paramref name="option"/>: null when the text is not of that shape, an error
+    /// naming the option when a width is not one the cache stores.
+    /// </summary>
+    public static (double K, double V)? ParsePair(string text, string option)
+    {
+        var m = System.Text.RegularExpressions.Regex.Match(text.Trim().ToLowerInvariant(), @"^k([0-9.]+)v([0-9.]+)$");
+        if (!m.Success
+            || !double.TryParse(m.Groups[1].Value, NumberStyles.Float, CultureInfo.InvariantCulture, out double k)
+            || !double.TryParse(m.Groups[2].Value, NumberStyles.Float, CultureInfo.InvariantCulture, out double v))
+        {
+            return null;
+        }
+
+        foreach (var (w, raw) in new[] { (k, m.Groups[1].Value), (v, m.Groups[2].Value) })
+        {
+            if (KvAdaQuant.Quantization.KvBitsInfo.TryParse(BitAllocation.Format(w)) is null)
+            {
+                throw new ArgumentException($"{option} '{text}': width {raw} is not one of {KvAdaQuant.Quantization.KvBitsInfo.Accepted}");
+            }
+        }
+
+        return (k, v);
     }
 
     /// <summary>Per-layer norms from <paramref name="stats"/>, or from analysing <paramref name="calibTokens"/> when null.</summary>
@@ -120,16 +142,8 @@ internal sealed class AllocationWorkflow
                 return UniformAllocator.Allocate(Layers, budget, Range, Cost);
             case "fixed":
                 {
-                    var m = System.Text.RegularExpressions.Regex.Match((fixedPair ?? string.Empty).Trim().ToLowerInvariant(), @"^k([0-9.]+)v([0-9.]+)$");
-                    if (!m.Success)
-                    {
-                        throw new ArgumentException($"--fixed '{fixedPair}': the fixed policy needs a pair such as k4v2");
-                    }
-
-                    double k = double.Parse(m.Groups[1].Value, CultureInfo.InvariantCulture);
-                    double v = double.Parse(m.Groups[2].Value, CultureInfo.InvariantCulture);
-                    SpecBitCost.ToKvBits(k);
-                    SpecBitCost.ToKvBits(v);
+                    var (k, v) = ParsePair(fixedPair ?? string.Empty, "--fixed")
+                        ?? throw new ArgumentException($"--fixed '{fixedPair}': the fixed policy needs a pair such as k4v2");
                     return BitAllocation.Uniform(Layers, k, v);
                 }
 
@@ -139,8 +153,8 @@ internal sealed class AllocationWorkflow
                 return NormAwareAllocator.Allocate(CheckLayers(norms()), budget, Range, Cost);
             case "group-aware":
                 {
-                    var pair = KeyFavoringAllocator.Allocate(Layers, budget, Range, Cost);
-                    return GroupAwareAllocator.Allocate(CheckLayers(norms()), groupBudget, groupSizes, pair.KeyBits[0], pair.ValueBits[0]);
+                    CheckGroupSizes(groupSizes);
+                    return GroupAwareAllocator.Allocate(CheckLayers(norms()), groupBudget, groupSizes, budget, Range, Cost);
                 }
 
             case "sensitivity":
@@ -167,6 +181,26 @@ internal sealed class AllocationWorkflow
 
     /// <summary>Average real bits per element of an allocation (scales, zero points, residual and sinks included, at <see cref="Context"/> tokens).</summary>
     public double RealAverage(BitAllocation a) => AllocationPlan.ToKvPlan(a, Real, "x").AverageBits(KvHeads, HeadDim, Context);
+
+    /// <summary>Every allowed group size must suit the base specs at this head dimension (a per-token group runs along the head).</summary>
+    private void CheckGroupSizes(IReadOnlyList<int> groupSizes)
+    {
+        foreach (int g in groupSizes)
+        {
+            if (g <= 0)
+            {
+                throw new ArgumentException($"--group-sizes {string.Join(",", groupSizes)}: group sizes must be positive, got {g}");
+            }
+
+            foreach (var spec in new[] { Real.Keys, Real.Values })
+            {
+                if ((spec with { GroupSize = g }).Problem(HeadDim) is { } problem)
+                {
+                    throw new ArgumentException($"--group-sizes {string.Join(",", groupSizes)}: {problem}");
+                }
+            }
+        }
+    }
 
     private LayerNorms CheckLayers(LayerNorms n) => n.Layers == Layers ? n
         : throw new ArgumentException($"--stats {n.Source}: has {n.Layers} layers but the model has {Layers}");

@@ -60,6 +60,26 @@ internal static class AnalyzeCommand
             };
             var probe = new KvQuantizerProbe(new KvSpec(KvBits.Four, g, quantAxis, r.GetValue(symmetric))) { EmulatedCache = r.GetValue(emulated) };
             probe.Validate(m.Config.HeadDim);
+            if (quantAxis == QuantAxis.PerChannel && bitList.Count > 0 && g > n)
+            {
+                throw new ArgumentException($"--group {g}: per-channel groups of {g} tokens need at least {g} --tokens, got {n} (no group would fill, so nothing would be quantized)");
+            }
+
+            int values = Math.Min(n, m.Config.HeadDim);
+            if (skip > values - 2)
+            {
+                throw new ArgumentException($"--skip-top {skip}: each head has {values} singular values (the smaller of --tokens {n} and the head dimension {m.Config.HeadDim}); at most {values - 2} can be left out so that a spectrum is drawn");
+            }
+
+            try
+            {
+                Directory.CreateDirectory(dir);
+            }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new ArgumentException($"--out {dir}: cannot create the folder ({e.Message})", e);
+            }
+
             var analyzer = new KvAnalyzer(new Transformer(m, r.GetValue(threads)));
             var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
             KvAnalysis result = null!;
@@ -81,12 +101,19 @@ internal static class AnalyzeCommand
                     });
                     result = analyzer.Run(ids, path, bitList, bitList.Count > 0 ? probe : null, progress);
                     var writing = ctx.AddTask("write");
-                    AnalysisWriter.Write(result, dir);
-                    writing.Value = 30;
-                    plots = new AnalysisPlotter { SkipTopSingularValues = skip }.Write(result, dir);
-                    writing.Value = 80;
-                    report = AnalysisReport.Write(result, plots, dir);
-                    writing.Value = 100;
+                    try
+                    {
+                        AnalysisWriter.Write(result, dir);
+                        writing.Value = 30;
+                        plots = new AnalysisPlotter { SkipTopSingularValues = skip }.Write(result, dir);
+                        writing.Value = 80;
+                        report = AnalysisReport.Write(result, plots, dir);
+                        writing.Value = 100;
+                    }
+                    catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+                    {
+                        throw new ArgumentException($"--out {dir}: cannot write the results ({e.Message})", e);
+                    }
                 });
 
             if (asJson)

@@ -12,11 +12,12 @@ internal static class BenchCommand
     {
         var model = CommonOptions.Model();
         var tokenizer = CommonOptions.Tokenizer();
-        var kv = new Option<string>("--kv") { Description = "KV cache of kvaq (fp32, fp16, or a plan such as k8v8)", DefaultValueFactory = _ => "fp16" };
+        var kv = new Option<string?>("--kv") { Description = "KV cache of kvaq (fp32, fp16, or a plan such as k8v8); default fp16" };
+        var kvPlan = CommonOptions.KvPlan();
         var ctx = new Option<string>("--ctx", "-c") { Description = "comma-separated context depths, e.g. 128,4096,16384", DefaultValueFactory = _ => "128" };
         var threads = CommonOptions.Threads(2, "threads for both engines (0 = all cores)");
         var vs = new Option<string?>("--vs") { Description = "also run llama.cpp (through LLamaSharp) on the same GGUF file: llama.cpp" };
-        var vsCache = new Option<string?>("--vs-cache") { Description = "llama.cpp cache type, TYPE or K/V from f32, f16, q8_0, q4_0 (default: the closest to --kv)" };
+        var vsCache = new Option<string?>("--vs-cache") { Description = "llama.cpp cache type, TYPE or K/V from f32, f16, q8_0, q4_0 (default: the closest to --kv or --kv-plan)" };
         var decodeTokens = new Option<int>("--decode-tokens") { Description = "decode steps timed per run", DefaultValueFactory = _ => 32 };
         var runs = new Option<int>("--runs") { Description = "timed decode runs per engine and context (medians are reported)", DefaultValueFactory = _ => 3 };
         var prefillRuns = new Option<int?>("--prefill-runs") { Description = "timed prefills per engine and context (default: --runs up to ctx 2048, else 1)" };
@@ -28,7 +29,7 @@ internal static class BenchCommand
         var fit = new Option<bool>("--fit") { Description = "with --device cuda: the largest batch per --ctx whose cache fits next to the weights (computed from exact byte counts, verified by allocating it)" };
         var cmd = new Command("bench", "Prefill and decode tokens/s, KV bytes and peak RSS; with --vs llama.cpp the same from llama.cpp, engines alternated run by run; with --device cuda the GPU decode path.")
         {
-            model, tokenizer, kv, ctx, threads, vs, vsCache, decodeTokens, runs, prefillRuns, json, device, batch, fit, attnInt8, attnInt8Values,
+            model, tokenizer, kv, kvPlan, ctx, threads, vs, vsCache, decodeTokens, runs, prefillRuns, json, device, batch, fit, attnInt8, attnInt8Values,
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
@@ -75,7 +76,8 @@ internal static class BenchCommand
 
             int PrefillRunsFor(int c) => nPrefillRuns ?? (c <= 2048 ? nRuns : 1);
 
-            string spec = r.GetValue(kv)!;
+            string? kvText = r.GetValue(kv);
+            string? planPath = r.GetValue(kvPlan);
             bool asJson = r.GetValue(json);
             Action<string>? log = asJson ? null : Console.Error.WriteLine;
             using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
@@ -85,6 +87,34 @@ internal static class BenchCommand
                 {
                     throw new ArgumentException($"--ctx {c} exceeds the model's context length {m.Config.ContextLength}");
                 }
+            }
+
+            var plan = KvAdaQuant.KvCache.KvCacheFactory.ResolvePlan(planPath is null ? kvText ?? "fp16" : kvText, planPath, m.Config.Layers);
+            plan.Validate(m.Config.Layers, m.Config.HeadDim);
+            string kvOption = planPath is null ? $"--kv '{kvText ?? "fp16"}'" : $"--kv-plan {planPath}";
+            string kvName = planPath is null ? kvText ?? "fp16" : plan.Name;
+            (string K, string V)? llamaTypes = null;
+            if (vsName is not null && r.GetValue(device) != DeviceOptions.Cuda)
+            {
+                if (!IsGguf(m.Path))
+                {
+                    throw new ArgumentException($"--vs llama.cpp: {m.Path} is not a GGUF file; llama.cpp needs the same model as GGUF (kvaq convert)");
+                }
+
+                string? vc = r.GetValue(vsCache);
+                var (tk, tv) = vc is not null ? LlamaCppCacheMatch.Parse(vc) : LlamaCppCacheMatch.For(plan, kvOption);
+                int hd = m.Config.HeadDim;
+                foreach (var (side, type) in new[] { ("K", tk), ("V", tv) })
+                {
+                    if (LlamaCppCacheMatch.IsBlockQuantized(type) && hd % 32 != 0)
+                    {
+                        throw new ArgumentException(vc is not null
+                            ? $"--vs-cache '{vc}': llama.cpp's {type} packs blocks of 32 values, which do not divide the head size {hd} of {m.Path}"
+                            : $"{kvOption}: llama.cpp's closest {side} cache type is {type}, whose blocks of 32 values do not divide the head size {hd} of {m.Path}; pass --vs-cache f16 or f32");
+                    }
+                }
+
+                llamaTypes = (tk, tv);
             }
 
             if (r.GetValue(device) == DeviceOptions.Cuda)
@@ -105,8 +135,7 @@ internal static class BenchCommand
                     throw new ArgumentException($"--batch must be >= 1, got {b}");
                 }
 
-                var gpuPlan = KvAdaQuant.KvCache.KvPlan.Parse(spec, m.Config.Layers);
-                return CudaBenchRunner.Run(m, gpuPlan, contexts, nDecode, nRuns, b, r.GetValue(fit), asJson);
+                return CudaBenchRunner.Run(m, plan, contexts, nDecode, nRuns, b, r.GetValue(fit), asJson);
             }
 
             if (r.GetValue(batch) != 1 || r.GetValue(fit))
@@ -117,7 +146,7 @@ internal static class BenchCommand
             var engines = new List<IBenchEngine>();
             try
             {
-                engines.Add(new KvaqBenchEngine(m, spec, nThreads, attention));
+                engines.Add(new KvaqBenchEngine(m, plan, nThreads, attention));
 
                 // kvaq alone first, at the largest context: its peak RSS before llama.cpp maps its copy of the weights.
                 // Without --vs the whole run is kvaq alone, so this pass is skipped.
@@ -128,14 +157,8 @@ internal static class BenchCommand
 
                 long kvaqPeak = ProcessMemory.PeakResidentBytes();
                 string? llamaCache = null;
-                if (vsName is not null)
+                if (llamaTypes is var (tk, tv))
                 {
-                    if (!IsGguf(m.Path))
-                    {
-                        throw new ArgumentException($"--vs llama.cpp: {m.Path} is not a GGUF file; llama.cpp needs the same model as GGUF (kvaq convert)");
-                    }
-
-                    var (tk, tv) = r.GetValue(vsCache) is { } vc ? LlamaCppCacheMatch.Parse(vc) : LlamaCppCacheMatch.For(spec);
                     engines.Add(LlamaCppBenchEngineFactory.Create(m.Path, tk, tv, nThreads));
                     llamaCache = $"{tk}/{tv}";
                 }
@@ -154,7 +177,8 @@ internal static class BenchCommand
                     var report = new Dictionary<string, object?>
                     {
                         ["model"] = m.Path,
-                        ["kv"] = spec,
+                        ["kv"] = kvName,
+                        ["kv_plan"] = planPath,
                         ["attention"] = CommonOptions.AttentionName(attention),
                         ["llama_cpp.cache"] = llamaCache,
                         ["threads"] = nThreads,

@@ -28,7 +28,7 @@ internal static class DemoCommand
         var range = new Option<string>("--bit-range") { Description = "widths the policies choose from", DefaultValueFactory = _ => "1,1.58,2,3,4,6,8" };
         var spec = new Option<string>("--spec") { Description = "quantization options of every tensor (--kv syntax)", DefaultValueFactory = _ => string.Empty };
         var ctx = new Option<int>("--ctx") { Description = "evaluation chunk length", DefaultValueFactory = _ => 256 };
-        var chunks = new Option<int>("--chunks") { Description = "evaluation chunks", DefaultValueFactory = _ => 4 };
+        var chunks = new Option<int>("--chunks") { Description = "evaluation chunks of --ctx tokens (0: the evaluator's default, 8 chunks of sampled text)", DefaultValueFactory = _ => 4 };
         var calibTokens = new Option<int>("--calib-tokens") { Description = "calibration tokens", DefaultValueFactory = _ => 128 };
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
@@ -39,6 +39,17 @@ internal static class DemoCommand
         cmd.SetAction(r => CliRunner.Run(() =>
         {
             var sw = Stopwatch.StartNew();
+            int chunkLimit = r.GetValue(chunks);
+            if (chunkLimit < 0)
+            {
+                throw new ArgumentException($"--chunks must be >= 0 (0: the evaluator's default, 8), got {chunkLimit}");
+            }
+
+            if (r.GetValue(ctx) < 4)
+            {
+                throw new ArgumentException($"--ctx must be at least 4 (tokens per evaluation chunk), got {r.GetValue(ctx)}");
+            }
+
             using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
             var tok = m.Tokenizer ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
             using var transformer = new Transformer(m, r.GetValue(threads));
@@ -70,7 +81,7 @@ internal static class DemoCommand
 
             SensitivityProfile profile = null!;
             var results = new List<EvaluationRow>();
-            var evaluator = new TaskEvaluator(transformer, tok, new EvaluationOptions { Task = "kl", Data = "sampled", Seed = 42, Context = evalCtx, Limit = r.GetValue(chunks) });
+            var evaluator = new TaskEvaluator(transformer, tok, new EvaluationOptions { Task = "kl", Data = "sampled", Seed = 42, Context = evalCtx, Limit = chunkLimit });
             var configs = new List<EvalCommand.Config>();
             foreach (var name in new[] { "fp16", "k4v2", "k2v4", "k3v3" })
             {
@@ -116,13 +127,15 @@ internal static class DemoCommand
                 }
             });
 
+            // The chunks evaluated: KlReference cuts the text into at most Limit (0: no limit) whole chunks of evalCtx tokens.
+            int chunksUsed = Math.Min(evaluator.TextTokens().Count / evalCtx, chunkLimit > 0 ? chunkLimit : int.MaxValue);
             var table = new EvaluationTable(m.Path, "kl", evaluator.DataDescription, results);
             File.WriteAllText(Path.Combine(dir, "results.csv"), table.ToCsv());
             File.WriteAllText(Path.Combine(dir, "results.json"), table.ToJson());
             var md = new StringBuilder();
             md.AppendLine("# kvaq demo").AppendLine();
             md.AppendLine(CultureInfo.InvariantCulture, $"Model `{m.Path}`; budget {r.GetValue(budget)} = {b:0.####} real bits per element (scales and zero points included) at {evalCtx} tokens; base spec K `{kBase}`, V `{vBase}`.").AppendLine();
-            md.AppendLine(CultureInfo.InvariantCulture, $"Evaluation text: {evaluator.DataDescription}, {r.GetValue(chunks)} chunks of {evalCtx} tokens, second half of each scored; reference: the FP32 cache.").AppendLine();
+            md.AppendLine(CultureInfo.InvariantCulture, $"Evaluation text: {evaluator.DataDescription}, {chunksUsed} chunks of {evalCtx} tokens, second half of each scored; reference: the FP32 cache.").AppendLine();
             md.AppendLine(table.ToMarkdown());
             md.AppendLine("## Log").AppendLine().AppendLine("```").Append(log).AppendLine("```");
             md.AppendLine().AppendLine(CultureInfo.InvariantCulture, $"Plans: {string.Join(", ", planFiles.Select(Path.GetFileName))}; analysis: analysis/analysis.json; total {sw.Elapsed.TotalSeconds:F1} s.");

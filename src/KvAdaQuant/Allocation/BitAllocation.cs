@@ -43,9 +43,9 @@ public sealed record BitAllocation
     /// <summary>Layers.</summary>
     public int Layers => KeyBits.Count;
 
-    /// <summary>The same K and V width in every layer.</summary>
-    public static BitAllocation Uniform(int layers, double keyBits, double valueBits) =>
-        new(Enumerable.Repeat(keyBits, layers).ToArray(), Enumerable.Repeat(valueBits, layers).ToArray());
+    /// <summary>The same K and V width in every layer (with per-layer group sizes, when given).</summary>
+    public static BitAllocation Uniform(int layers, double keyBits, double valueBits, IReadOnlyList<int>? keyGroups = null, IReadOnlyList<int>? valueGroups = null) =>
+        new(Enumerable.Repeat(keyBits, layers).ToArray(), Enumerable.Repeat(valueBits, layers).ToArray(), keyGroups, valueGroups);
 
     /// <summary>Width of one tensor.</summary>
     public double Bits(int layer, KvTensorKind kind) => kind == KvTensorKind.Key ? KeyBits[layer] : ValueBits[layer];

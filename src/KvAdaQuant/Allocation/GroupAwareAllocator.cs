@@ -8,11 +8,44 @@ namespace KvAdaQuant.Allocation;
 /// while sum 1/g is off target by more than 1e-6, grow the g whose growth costs the least error per unit of sum removed
 /// (c_i (g' - g) / (1/g - 1/g')) or shrink the g that saves the most error per unit of sum added, never overshooting;
 /// strict comparisons, so ties go to the lowest index.
+/// <para>
+/// The widths then come from the key-favoring rule applied to the tensors <b>with the groups chosen</b>: under the real
+/// accounting a smaller group stores more scales and zero points per element, so the pair is the one whose cost with
+/// these groups is within the bit budget (it can be narrower than key-favoring's pair at the base group size). When not
+/// even the lowest width fits with these groups, the allocation is refused. Under the nominal accounting groups cost
+/// nothing and the pair is key-favoring's.
+/// </para>
 /// </summary>
 public static class GroupAwareAllocator
 {
-    /// <summary>Group sizes per layer for K and V; widths are left to the caller (<paramref name="keyBits"/>/<paramref name="valueBits"/> in every layer).</summary>
+    /// <summary>
+    /// Group sizes and widths within <paramref name="budget"/> under <paramref name="cost"/>: the reference's groups for
+    /// target average <paramref name="groupBudget"/>, then the key-favoring pair costed with those groups.
+    /// </summary>
+    public static BitAllocation Allocate(LayerNorms norms, int groupBudget, IReadOnlyList<int> groupSizes, double budget, BitRange range, IBitCost cost)
+    {
+        var (kg, vg) = Groups(norms, groupBudget, groupSizes);
+        int layers = norms.Layers;
+        double floor = BitAllocation.Uniform(layers, range.Min, range.Min, kg, vg).AverageBits(cost);
+        if (floor > budget + NormAwareAllocator.Tolerance)
+        {
+            throw new ArgumentException(string.Create(
+                System.Globalization.CultureInfo.InvariantCulture,
+                $"--group-budget {groupBudget}: with the groups it gives (K {string.Join(",", kg)}, V {string.Join(",", vg)}) even K{BitAllocation.Format(range.Min)}V{BitAllocation.Format(range.Min)} costs {floor:0.####} bits per element, over --budget {BitAllocation.Format(budget)} ({cost.Name} accounting); raise --group-budget or --budget"));
+        }
+
+        return KeyFavoringAllocator.Allocate(layers, budget, range, cost, kg, vg);
+    }
+
+    /// <summary>Group sizes per layer for K and V with the given widths in every layer (the reference's <c>group_pattern</c>; no bit budget is checked).</summary>
     public static BitAllocation Allocate(LayerNorms norms, int groupBudget, IReadOnlyList<int> groupSizes, double keyBits, double valueBits)
+    {
+        var (kg, vg) = Groups(norms, groupBudget, groupSizes);
+        return BitAllocation.Uniform(norms.Layers, keyBits, valueBits, kg, vg);
+    }
+
+    /// <summary>The reference's group sizes per layer for K and V under the metadata budget sum 1/g = 2 * layers / <paramref name="groupBudget"/>.</summary>
+    public static (int[] KeyGroups, int[] ValueGroups) Groups(LayerNorms norms, int groupBudget, IReadOnlyList<int> groupSizes)
     {
         if (groupSizes.Count == 0 || groupSizes.Any(g => g <= 0))
         {
@@ -84,11 +117,7 @@ public static class GroupAwareAllocator
             g[best] = nxt;
         }
 
-        return new BitAllocation(
-            Enumerable.Repeat(keyBits, layers).ToArray(),
-            Enumerable.Repeat(valueBits, layers).ToArray(),
-            Enumerable.Range(0, layers).Select(l => g[2 * l]).ToArray(),
-            Enumerable.Range(0, layers).Select(l => g[(2 * l) + 1]).ToArray());
+        return (Enumerable.Range(0, layers).Select(l => g[2 * l]).ToArray(), Enumerable.Range(0, layers).Select(l => g[(2 * l) + 1]).ToArray());
     }
 
     private static int Nearest(int[] sizes, double g) => sizes.OrderBy(s => Math.Abs(s - g)).ThenBy(s => s).First();

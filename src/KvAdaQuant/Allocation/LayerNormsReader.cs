@@ -82,14 +82,14 @@ public static class LayerNormsReader
             throw new InvalidDataException($"{where} is missing");
         }
 
-        if (t.TryGetProperty("whole_" + scoreField, out var whole) && whole.ValueKind == JsonValueKind.Number)
+        if (t.TryGetProperty("whole_" + scoreField, out var whole))
         {
-            return whole.GetDouble();
+            return Norm(whole, name, $"layers[{i}].{field}.whole_{scoreField}");
         }
 
         if (v.ValueKind == JsonValueKind.Number)
         {
-            return v.GetDouble();
+            return Norm(v, name, $"layers[{i}].{field}.{scoreField}");
         }
 
         var heads = Numbers(v, name, $"layers[{i}].{field}.{scoreField}");
@@ -111,9 +111,25 @@ public static class LayerNormsReader
                 throw new InvalidDataException($"--stats {name}: \"{field}\" holds {x.ValueKind}, expected numbers");
             }
 
-            list.Add(x.GetDouble());
+            list.Add(Norm(x, name, $"{field}[{list.Count}]"));
         }
 
         return list;
+    }
+
+    /// <summary>A norm: a finite number >= 0, else an error naming the file and the field.</summary>
+    private static double Norm(JsonElement x, string name, string field)
+    {
+        if (x.ValueKind != JsonValueKind.Number)
+        {
+            throw new InvalidDataException($"--stats {name}: {field} is {x.ValueKind}, expected a number");
+        }
+
+        if (!x.TryGetDouble(out double d) || !double.IsFinite(d) || d < 0)
+        {
+            throw new InvalidDataException($"--stats {name}: {field} is {x.GetRawText()}; norms must be finite and non-negative");
+        }
+
+        return d;
     }
 }

@@ -2,7 +2,8 @@ namespace KvAdaQuant.Allocation;
 
 /// <summary>
 /// The reference implementation's layer-wise greedy (mohsenhariri/spectral-kv, <c>bit_pattern</c>), reproduced step for
-/// step: the tensors are interleaved K0, V0, K1, V1, ...; each weighs c_i = norm_i^2; all start at the lowest width;
+/// step: the tensors are interleaved K0, V0, K1, V1, ...; each weighs c_i = norm_i^2 (norms above 1e100 are first
+/// scaled by a power of two so that the squares cannot overflow, see <see cref="WeightScale"/>); all start at the lowest width;
 /// while the spent budget is below 2 * layers * budget (tolerance 1e-6), raise to its next width the tensor with the
 /// largest gain c_i (2^-2b - 2^-2b') / (cost(b') - cost(b)) among those whose raise keeps the total within budget (a raise
 /// that costs nothing under the real accounting counts as an infinite gain); a
@@ -25,10 +26,11 @@ public static class NormAwareAllocator
         int n = 2 * layers;
         var c = new double[n];
         var bits = new double[n];
+        double scale = WeightScale(norms);
         for (int l = 0; l < layers; l++)
         {
-            c[2 * l] = Math.Pow(norms.Keys[l], RateDistortionExponent);
-            c[(2 * l) + 1] = Math.Pow(norms.Values[l], RateDistortionExponent);
+            c[2 * l] = Math.Pow(norms.Keys[l] * scale, RateDistortionExponent);
+            c[(2 * l) + 1] = Math.Pow(norms.Values[l] * scale, RateDistortionExponent);
         }
 
         double total = 2 * budget * layers;
@@ -84,6 +86,24 @@ public static class NormAwareAllocator
         return new BitAllocation(
             Enumerable.Range(0, layers).Select(l => bits[2 * l]).ToArray(),
             Enumerable.Range(0, layers).Select(l => bits[(2 * l) + 1]).ToArray());
+    }
+
+    /// <summary>
+    /// Largest norm for which the weights are computed as given (their squares, times a gain's factors, stay far from
+    /// double overflow). Above it, squares overflow to infinity and infinity minus infinity makes every gain of that
+    /// tensor NaN, which silently inverted plans.
+    /// </summary>
+    public const double LargestUnscaledNorm = 1e100;
+
+    /// <summary>
+    /// 1, or for norms above <see cref="LargestUnscaledNorm"/> the power of two that brings the largest norm into [1, 2):
+    /// every norm is multiplied by it before squaring, which keeps their ratios exactly (norms below about 1e-154 of
+    /// the largest then weigh zero, as they would next to it anyway).
+    /// </summary>
+    public static double WeightScale(LayerNorms norms)
+    {
+        double max = norms.Keys.Concat(norms.Values).Max();
+        return max > LargestUnscaledNorm ? Math.ScaleB(1.0, -Math.ILogB(max)) : 1;
     }
 
     private static double Cost(IBitCost cost, int index, double bits) =>

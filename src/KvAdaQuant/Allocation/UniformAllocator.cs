@@ -1,20 +1,20 @@
 namespace KvAdaQuant.Allocation;
 
-/// <summary>The <c>uniform</c> policy: the widest single width b of the range with K = V = b in every layer whose cost is within the budget.</summary>
+/// <summary>The <c>uniform</c> policy: the widest single width b of the range with K = V = b in every layer whose cost is within the budget (costed with the group sizes per layer, when given).</summary>
 public static class UniformAllocator
 {
     /// <summary>Allocates.</summary>
-    public static BitAllocation Allocate(int layers, double budget, BitRange range, IBitCost cost)
+    public static BitAllocation Allocate(int layers, double budget, BitRange range, IBitCost cost, IReadOnlyList<int>? keyGroups = null, IReadOnlyList<int>? valueGroups = null)
     {
         for (int i = range.Widths.Count - 1; i >= 0; i--)
         {
-            var a = BitAllocation.Uniform(layers, range.Widths[i], range.Widths[i]);
+            var a = BitAllocation.Uniform(layers, range.Widths[i], range.Widths[i], keyGroups, valueGroups);
             if (a.AverageBits(cost) <= budget + NormAwareAllocator.Tolerance)
             {
                 return a;
             }
         }
 
-        throw new ArgumentException($"--budget {BitAllocation.Format(budget)}: even K{BitAllocation.Format(range.Min)}V{BitAllocation.Format(range.Min)} costs {BitAllocation.Uniform(layers, range.Min, range.Min).AverageBits(cost):0.####} bits per element ({cost.Name} accounting)");
+        throw new ArgumentException($"--budget {BitAllocation.Format(budget)}: even K{BitAllocation.Format(range.Min)}V{BitAllocation.Format(range.Min)} costs {BitAllocation.Uniform(layers, range.Min, range.Min, keyGroups, valueGroups).AverageBits(cost):0.####} bits per element ({cost.Name} accounting)");
     }
 }

@@ -25,7 +25,13 @@ public sealed class AnalysisPlotter
     /// <summary>Layers shown in the spectrum figure (null: up to four spread from first to last).</summary>
     public IReadOnlyList<int>? SpectrumLayers { get; init; }
 
-    /// <summary>Writes every figure that the analysis has data for into <paramref name="dir"/>.</summary>
+    /// <summary>Names (without .png/.svg) of every figure the plotter can draw.</summary>
+    public static readonly IReadOnlyList<string> FigureNames = ["singular_values", "norms_by_layer", "quantization_error", "error_propagation"];
+
+    /// <summary>
+    /// Writes every figure that the analysis has data for into <paramref name="dir"/>, and deletes the PNG and SVG of
+    /// the figures it has no data for, so that a folder written again holds no figure of an earlier analysis.
+    /// </summary>
     public IReadOnlyList<PlotFile> Write(KvAnalysis a, string dir)
     {
         Directory.CreateDirectory(dir);
@@ -42,6 +48,18 @@ public sealed class AnalysisPlotter
         if (a.Propagation.Count > 0)
         {
             files.Add(Propagation(a, dir));
+        }
+
+        foreach (var name in FigureNames)
+        {
+            foreach (var ext in new[] { ".png", ".svg" })
+            {
+                string path = Path.Combine(dir, name + ext);
+                if (!files.Any(f => f.PngPath == path || f.SvgPath == path))
+                {
+                    File.Delete(path);
+                }
+            }
         }
 
         return files;

@@ -34,7 +34,12 @@ public class LayerNormsReaderTests
     [InlineData("{\"layers\": [{\"k\": {\"frobenius\": 1}}]}", "layers[0].v.frobenius is missing")]
     [InlineData("{\"w_k\": [1, 2], \"w_v\": [1]}", "one K and one V norm per layer")]
     [InlineData("{\"w_k\": [1, \"a\"], \"w_v\": [1, 2]}", "\"w_k\" holds String")]
-    [InlineData("{\"w_k\": [1, -2], \"w_v\": [1, 2]}", "non-negative")]
+    [InlineData("{\"w_k\": [1, -2], \"w_v\": [1, 2]}", "w_k[1] is -2; norms must be finite and non-negative")]
+    [InlineData("{\"w_k\": [1, 2], \"w_v\": [1, 1e400]}", "w_v[1] is 1e400; norms must be finite")]
+    [InlineData("{\"layers\": [{\"k\": {\"frobenius\": 1, \"whole_frobenius\": \"x\"}, \"v\": {\"frobenius\": 1}}]}", "layers[0].k.whole_frobenius is String, expected a number")]
+    [InlineData("{\"layers\": [{\"k\": {\"frobenius\": [3, -4]}, \"v\": {\"frobenius\": 1}}]}", "layers[0].k.frobenius[1] is -4; norms must be finite and non-negative")]
+    [InlineData("{\"layers\": [{\"k\": {\"frobenius\": 1}, \"v\": {\"frobenius\": -1}}]}", "layers[0].v.frobenius is -1; norms must be finite and non-negative")]
+    [InlineData("{\"layers\": [{\"k\": {\"frobenius\": 1, \"whole_frobenius\": -2}, \"v\": {\"frobenius\": 1}}]}", "layers[0].k.whole_frobenius is -2; norms must be finite and non-negative")]
     public void Malformed_stats_name_the_problem(string json, string expected)
     {
         using var dir = new TempDir();

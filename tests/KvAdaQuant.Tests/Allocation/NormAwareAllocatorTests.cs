@@ -96,6 +96,28 @@ public class NormAwareAllocatorTests
     }
 
     [Fact]
+    public void Norms_whose_squares_overflow_keep_their_order()
+    {
+        // 1e200 squared is infinity; the gains were inf - inf = NaN, so layer 0's K never rose: K=[1,3,4].
+        var huge = new LayerNorms([1e200, 1, 3], [1, 2, 3], "synthetic");
+        var plan = NormAwareAllocator.Allocate(huge, 4, BitRange.Parse("1,1.58,2,3,4,6,8"), new NominalBitCost());
+        Assert.Equal(8, plan.KeyBits[0]);
+        Assert.Equal(plan.KeyBits.Concat(plan.ValueBits).Max(), plan.KeyBits[0]);
+        Assert.True(plan.AverageBits(new NominalBitCost()) <= 4 + 1e-9);
+
+        // Norms of sane ratios scaled up far past the square's range give the plan of the norms as they were.
+        foreach (var model in new[] { "Llama3.2-1B-it", "Llama3.1-8B" })
+        {
+            var norms = ReferenceNorms(model);
+            var scaled = new LayerNorms(norms.Keys.Select(x => x * 1e250).ToArray(), norms.Values.Select(x => x * 1e250).ToArray(), "scaled");
+            var expected = NormAwareAllocator.Allocate(norms, 4, ReferenceRange, new NominalBitCost());
+            var actual = NormAwareAllocator.Allocate(scaled, 4, ReferenceRange, new NominalBitCost());
+            Assert.Equal(expected.KeyBits, actual.KeyBits);
+            Assert.Equal(expected.ValueBits, actual.ValueBits);
+        }
+    }
+
+    [Fact]
     public void Budget_below_the_floor_is_rejected()
     {
         var norms = new LayerNorms([1], [1], "synthetic");

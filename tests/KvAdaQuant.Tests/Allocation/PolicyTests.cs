@@ -1,4 +1,6 @@
+using CsCheck;
 using KvAdaQuant.Allocation;
+using KvAdaQuant.Quantization;
 
 namespace KvAdaQuant.Tests.Allocation;
 
@@ -92,6 +94,44 @@ public class PolicyTests
 
         Assert.All(plan.KeyBits, b => Assert.Equal(4, b));
         Assert.All(plan.ValueBits, b => Assert.Equal(2, b));
+    }
+
+    [Fact]
+    public void Group_aware_plans_never_exceed_the_real_budget_and_are_refused_only_when_nothing_fits()
+    {
+        // Head dim 64, base groups of 32, FP16 scale + zero point: a group of 8 costs 4 bits per element of parameters alone.
+        var cost = new SpecBitCost(new KvSpec(KvBits.Four), new KvSpec(KvBits.Four), headDim: 64, tokens: 512);
+        var range = BitRange.Parse("1,1.58,2,3,4,6,8");
+        int[] allowed = [8, 16, 32, 64];
+        var gen = Gen.Select(
+            Gen.Int[1, 8].SelectMany(l => Gen.Double[0.01, 1000].Array[2 * l]),
+            Gen.Double[1.5, 12],
+            Gen.OneOf(Gen.Const(8), Gen.Const(12), Gen.Const(16), Gen.Const(24), Gen.Const(32), Gen.Const(64)),
+            Gen.Int[1, 15].Select(mask => allowed.Where((_, i) => (mask >> i & 1) == 1).ToArray()),
+            (n, budget, groupBudget, sizes) => (n, budget, groupBudget, sizes));
+        gen.Sample(t =>
+        {
+            int layers = t.n.Length / 2;
+            var norms = new LayerNorms(t.n.Take(layers).ToArray(), t.n.Skip(layers).ToArray(), "random");
+            var (kg, vg) = GroupAwareAllocator.Groups(norms, t.groupBudget, t.sizes);
+            double floor = new BitAllocation(Enumerable.Repeat(1.0, layers).ToArray(), Enumerable.Repeat(1.0, layers).ToArray(), kg, vg).AverageBits(cost);
+            BitAllocation plan;
+            try
+            {
+                plan = GroupAwareAllocator.Allocate(norms, t.groupBudget, t.sizes, t.budget, range, cost);
+            }
+            catch (ArgumentException e)
+            {
+                Assert.True(floor > t.budget, $"refused although K1V1 with its groups costs {floor} <= {t.budget}: {e.Message}");
+                Assert.Contains("--group-budget", e.Message);
+                return;
+            }
+
+            Assert.Equal(kg, plan.KeyGroups);
+            Assert.Equal(vg, plan.ValueGroups);
+            double avg = plan.AverageBits(cost);
+            Assert.True(avg <= t.budget + 1e-9, $"{plan}: {avg} real bits over budget {t.budget}");
+        });
     }
 
     [Theory]

@@ -78,6 +78,51 @@ public class AnalyzeCommandTests
     }
 
     [Fact]
+    public void ARunIntoAnUsedFolderLeavesNoFigureOfTheEarlierRun()
+    {
+        using var dir = new TempDir();
+        string[] Args(string bits) => ["analyze", "--model", "stories260K", "--data", Fixtures.Path("data", "ptb", "ptb.test.txt"), "--tokens", "32", "--kv-bits", bits, "--out", dir.Path, "--threads", "2"];
+        Assert.Equal(0, Program.BuildRoot().Parse(Args("4")).Invoke());
+        Assert.True(File.Exists(dir.File("quantization_error.png")));
+        Assert.True(File.Exists(dir.File("error_propagation.svg")));
+        File.WriteAllText(dir.File("notes.txt"), "mine");
+
+        Assert.Equal(0, Program.BuildRoot().Parse(Args(string.Empty)).Invoke());
+        foreach (var f in new[] { "quantization_error.png", "quantization_error.svg", "error_propagation.png", "error_propagation.svg" })
+        {
+            Assert.False(File.Exists(dir.File(f)), $"{f} of the earlier run is still there");
+        }
+
+        Assert.True(File.Exists(dir.File("singular_values.png")));
+        Assert.Equal("mine", File.ReadAllText(dir.File("notes.txt")));
+    }
+
+    [Theory]
+    [InlineData("--axis channel --group 1000 --tokens 128 --kv-bits 2", "--group 1000: per-channel groups of 1000 tokens need at least 1000 --tokens, got 128")]
+    [InlineData("--skip-top 7 --tokens 16 --kv-bits 2", "--skip-top 7: each head has 8 singular values (the smaller of --tokens 16 and the head dimension 8); at most 6")]
+    [InlineData("--skip-top 5 --tokens 6 --kv-bits 2", "--skip-top 5: each head has 6 singular values (the smaller of --tokens 6 and the head dimension 8); at most 4")]
+    [InlineData("--tokens 16 --kv-bits 2 --out FILE/sub", "--out FILE/sub: cannot create the folder (")]
+    public void BadOptionsAreNamedInOneLine(string options, string expected)
+    {
+        using var dir = new TempDir();
+        var file = dir.File("a-file");
+        File.WriteAllText(file, "x");
+        var args = new List<string> { "analyze", "--model", Fixtures.Stories260K, "--data", Fixtures.Path("data", "ptb", "ptb.test.txt"), "--threads", "2" };
+        args.AddRange(options.Replace("FILE", file, StringComparison.Ordinal).Split(' '));
+        if (!options.Contains("--out", StringComparison.Ordinal))
+        {
+            args.AddRange(["--out", dir.Path]);
+        }
+
+        var (rc, stdout, stderr) = KvAdaQuant.Tests.Cli.KvaqProcess.Run(args.ToArray());
+        Assert.Equal(1, rc);
+        Assert.Equal(string.Empty, stdout);
+        Assert.StartsWith("kvaq: error: " + expected.Replace("FILE", file, StringComparison.Ordinal), stderr);
+        Assert.Single(stderr.Trim().Split('\n'));
+        Assert.False(File.Exists(dir.File("analysis.json")));
+    }
+
+    [Fact]
     public void EmptyDataFileIsRefused()
     {
         using var dir = new TempDir();

@@ -66,6 +66,54 @@ public class BenchCommandTests
     }
 
     [LlamaCppFact]
+    public void Bench_KvPlan_RunsThePlanAndPicksLlamaCppTypesFromIt()
+    {
+        using var dir = new TempDir();
+        var gguf = dir.File("stories3M-q8_0.gguf");
+        Assert.Equal(0, Run(["convert", "--model", Fixtures.Stories3M, "--type", "q8_0", "--out", gguf]).Code);
+        var plan = WritePlan(dir, 6, _ => 8, 4);
+        var (code, stdout, stderr) = Run(["bench", "--model", gguf, "--kv-plan", plan, "--ctx", "48", "--decode-tokens", "4", "--runs", "1", "--threads", "1", "--vs", "llama.cpp", "--json"]);
+        Assert.True(code == 0, stderr);
+        using var doc = JsonDocument.Parse(stdout);
+        Assert.Equal("q8_0/q4_0", doc.RootElement.GetProperty("llama_cpp.cache").GetString());
+        Assert.Equal(plan, doc.RootElement.GetProperty("kv_plan").GetString());
+        long planBytes = doc.RootElement.GetProperty("contexts")[0].GetProperty("kvaq.kv_bytes").GetInt64();
+
+        // The plan is K8V4 in every layer: kvaq's cache is the one --kv k8v4 makes.
+        (code, stdout, stderr) = Run(["bench", "--model", gguf, "--kv", "k8v4", "--ctx", "48", "--decode-tokens", "4", "--runs", "1", "--threads", "1", "--json"]);
+        Assert.True(code == 0, stderr);
+        using var same = JsonDocument.Parse(stdout);
+        Assert.Equal(same.RootElement.GetProperty("contexts")[0].GetProperty("kvaq.kv_bytes").GetInt64(), planBytes);
+        Assert.NotEqual(2L * 6 * 2 * 32 * 2 * 48, planBytes);
+    }
+
+    [Fact]
+    public void Bench_KvPlan_ErrorsNameTheOption()
+    {
+        using var dir = new TempDir();
+        var gguf = dir.File("stories260K.gguf");
+        Assert.Equal(0, Run(["convert", "--model", Fixtures.Stories260K, "--type", "f32", "--out", gguf]).Code);
+        var mixed = WritePlan(dir, 5, l => l < 2 ? 8 : 4, 2);
+
+        // llama.cpp has one cache type for every layer: a plan mixing 8- and 4-bit keys has no closest type.
+        var (code, _, stderr) = Run(["bench", "--model", gguf, "--kv-plan", mixed, "--ctx", "40", "--decode-tokens", "4", "--runs", "1", "--vs", "llama.cpp"]);
+        Assert.Equal(1, code);
+        Assert.Equal($"kvaq: error: --kv-plan {mixed}: its K layers map to different llama.cpp cache types (q8_0, q4_0), and llama.cpp stores every layer in one type; pass --vs-cache TYPE or K/V", stderr.Trim());
+
+        (code, _, stderr) = Run(["bench", "--model", gguf, "--kv-plan", mixed, "--kv", "k4v4", "--ctx", "40", "--decode-tokens", "4", "--runs", "1"]);
+        Assert.Equal(1, code);
+        Assert.Contains("are exclusive", stderr);
+
+        // stories260K's heads are 8 wide: the q4_0 that --kv k4v2 maps to cannot hold them; the error names --kv, not an internal parameter.
+        (code, _, stderr) = Run(["bench", "--model", gguf, "--kv", "k4v2", "--ctx", "40", "--decode-tokens", "4", "--runs", "1", "--vs", "llama.cpp"]);
+        Assert.Equal(1, code);
+        Assert.Equal($"kvaq: error: --kv 'k4v2': llama.cpp's closest K cache type is q4_0, whose blocks of 32 values do not divide the head size 8 of {gguf}; pass --vs-cache f16 or f32", stderr.Trim());
+        (code, _, stderr) = Run(["bench", "--model", gguf, "--vs-cache", "f16/q8_0", "--ctx", "40", "--decode-tokens", "4", "--runs", "1", "--vs", "llama.cpp"]);
+        Assert.Equal(1, code);
+        Assert.Equal($"kvaq: error: --vs-cache 'f16/q8_0': llama.cpp's q8_0 packs blocks of 32 values, which do not divide the head size 8 of {gguf}", stderr.Trim());
+    }
+
+    [LlamaCppFact]
     public void Compare_TinyModel_Fp32AndLlamaCppF32Agree()
     {
         using var dir = new TempDir();
@@ -86,6 +134,14 @@ public class BenchCommandTests
         Assert.Equal(1, code);
         Assert.Contains("type_k q8_0 packs blocks of 32 values, which do not divide the head size 8", stderr);
         Assert.Contains(gguf, stderr);
+    }
+
+    private static string WritePlan(TempDir dir, int layers, Func<int, int> keyBits, int valueBits)
+    {
+        var path = dir.File($"plan-{Guid.NewGuid():N}.json");
+        var rows = Enumerable.Range(0, layers).Select(l => $"{{\"k\": {{\"bits\": {keyBits(l)}}}, \"v\": {{\"bits\": {valueBits}}}}}");
+        File.WriteAllText(path, $"{{\"name\": \"test-plan\", \"layers\": [{string.Join(", ", rows)}]}}");
+        return path;
     }
 
     private static (int Code, string Stdout, string Stderr) Run(string[] args)

@@ -1,0 +1,36 @@
+using KvAdaQuant.Cli;
+
+namespace KvAdaQuant.Tests.Cli;
+
+/// <summary><c>kvaq demo</c> on stories260K with tiny chunks: the report states what was evaluated; bad options are named.</summary>
+public class DemoCommandTests
+{
+    [Fact]
+    public void Chunks_zero_reports_the_chunks_actually_evaluated()
+    {
+        using var dir = new TempDir();
+        int rc = Program.BuildRoot().Parse(["demo", "--model", "stories260K", "--chunks", "0", "--ctx", "16", "--calib-tokens", "16", "--out", dir.Path, "--threads", "2", "--json"]).Invoke();
+        Assert.Equal(0, rc);
+
+        // The evaluator's default for 0 is 8 chunks; each scores the 7 positions of its second half (after the first).
+        var report = File.ReadAllText(dir.File("report.md"));
+        Assert.Contains(", 8 chunks of 16 tokens,", report);
+        var fp16 = File.ReadAllLines(dir.File("results.csv")).Single(l => l.StartsWith("FP16,", StringComparison.Ordinal)).Split(',');
+        Assert.Equal("56", fp16[4]);
+    }
+
+    [Theory]
+    [InlineData("--chunks", "-1", "--chunks must be >= 0 (0: the evaluator's default, 8), got -1")]
+    [InlineData("--ctx", "0", "--ctx must be at least 4 (tokens per evaluation chunk), got 0")]
+    [InlineData("--spec", "g64", "--spec 'g64': k.group 64 is larger than the head dimension 8")]
+    public void Bad_options_are_named(string option, string value, string expected)
+    {
+        using var dir = new TempDir();
+        var (rc, stdout, stderr) = KvaqProcess.Run("demo", "--model", Fixtures.Stories260K, option, value, "--out", dir.Path, "--threads", "2");
+        Assert.Equal(1, rc);
+        Assert.Equal(string.Empty, stdout);
+        Assert.StartsWith("kvaq: error: " + expected, stderr);
+        Assert.Single(stderr.Trim().Split('\n'));
+        Assert.False(File.Exists(dir.File("report.md")));
+    }
+}
