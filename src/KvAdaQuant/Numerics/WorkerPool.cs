@@ -28,7 +28,7 @@ public sealed class WorkerPool : IDisposable
     {
         if (threads < 0 || threads > MaxThreads)
         {
-            throw new ArgumentOutOfRangeException(nameof(threads), threads, $"threads must be 0 (all cores) or 1-{MaxThreads}, got {threads}");
+            throw new ArgumentOutOfRangeException(nameof(threads), $"threads must be 0 (all cores) or 1-{MaxThreads}, got {threads}");
         }
 
         Threads = threads > 0 ? threads : Environment.ProcessorCount;
