@@ -27,15 +27,26 @@ public static class Program
 
     /// <summary>
     /// Runs <c>kvaq</c> with <paramref name="args"/>. A command line that does not parse (unknown or out-of-range
-    /// options, a missing required one) prints its errors, one line each, and exits with 1; <c>--help</c> shows usage.
+    /// options, a missing required one) prints its errors as <c>kvaq: error: ...</c> lines, without the help text, and
+    /// exits with 1; <c>--help</c> shows usage.
     /// </summary>
     public static int Main(string[] args)
     {
         var result = BuildRoot().Parse(args);
-        if (result.Action is System.CommandLine.Invocation.ParseErrorAction errors)
+        if (result.Action is System.CommandLine.Invocation.ParseErrorAction)
         {
-            errors.ShowHelp = false;
-            errors.ShowTypoCorrections = false;
+            foreach (var error in result.Errors)
+            {
+                Console.Error.WriteLine($"kvaq: error: {error.Message}");
+            }
+
+            if (args.Length == 0)
+            {
+                // Bare "kvaq": the list of commands is the useful answer.
+                BuildRoot().Parse(["--help"]).Invoke();
+            }
+
+            return 1;
         }
 
         return result.Invoke();

@@ -27,7 +27,7 @@ public class ThreadsOptionTests
         var (rc, stdout, stderr) = KvaqProcess.Run("generate", "--threads", "-1", "--bogus");
         Assert.Equal(1, rc);
         Assert.DoesNotContain("Usage:", stdout + stderr);
-        Assert.Contains("--threads must be 0 (all cores) or 1-1024, got -1", stderr);
-        Assert.Contains("Unrecognized command or argument '--bogus'", stderr);
+        Assert.Contains("kvaq: error: --threads must be 0 (all cores) or 1-1024, got -1", stderr);
+        Assert.Contains("kvaq: error: Unrecognized command or argument '--bogus'", stderr);
     }
 }
