@@ -104,19 +104,12 @@ internal sealed class AllocationWorkflow
         }
 
         var analysis = Analyze(transformer, calibTokens(), calibName);
-        return NormsOf(analysis, score, source);
+        return analysis.Norms(score, source);
     }
 
     /// <summary>Runs the analysis (spectra and norms only) over calibration tokens.</summary>
     public static KvAnalysis Analyze(Transformer transformer, IReadOnlyList<int> tokens, string name) =>
         new KvAnalyzer(transformer).Run(tokens, name, [], null);
-
-    /// <summary>Norms read through analysis.json's schema, exactly as <c>--stats analysis.json</c> would read them.</summary>
-    public static LayerNorms NormsOf(KvAnalysis analysis, NormScore score, NormSource source)
-    {
-        using var doc = JsonDocument.Parse(AnalysisWriter.ToJson(analysis));
-        return LayerNormsReader.Parse(doc.RootElement, "analysis of " + analysis.Data, score, source);
-    }
 
     /// <summary>Measures single-tensor sensitivity on calibration tokens.</summary>
     public SensitivityProfile Sensitivity(Transformer transformer, IReadOnlyList<int> calibTokens, int ctx, string calibName, Action<double, double>? progress = null)

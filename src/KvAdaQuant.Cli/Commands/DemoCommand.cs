@@ -75,7 +75,7 @@ internal static class DemoCommand
             var (calib, calibName) = CalibrationText.Load("sampled", transformer, tok, r.GetValue(calibTokens));
             var analysis = AllocationWorkflow.Analyze(transformer, calib, calibName);
             AnalysisWriter.Write(analysis, Path.Combine(dir, "analysis"));
-            var norms = AllocationWorkflow.NormsOf(analysis, NormScore.Frobenius, NormSource.Activations);
+            var norms = analysis.Norms(NormScore.Frobenius, NormSource.Activations);
             Say($"analysed {calib.Count} calibration tokens ({calibName}) in {sw.Elapsed.TotalSeconds:F1} s; K/V Frobenius by layer: " +
                 string.Join(", ", norms.Keys.Select((k, i) => (k / norms.Values[i]).ToString("0.00", CultureInfo.InvariantCulture))));
 

@@ -1,4 +1,6 @@
+using System.Text.Json;
 using System.Text.Json.Serialization;
+using KvAdaQuant.Allocation;
 
 namespace KvAdaQuant.Analysis;
 
@@ -31,6 +33,16 @@ public sealed class KvAnalysis
 
     /// <summary>Seconds the analysis took.</summary>
     public double Seconds { get; init; }
+
+    /// <summary>
+    /// Per-layer K/V norms for the allocators (<see cref="NormAwareAllocator"/>, <see cref="GroupAwareAllocator"/>), read
+    /// through <c>analysis.json</c>'s schema exactly as <c>kvaq allocate --stats analysis.json</c> reads them.
+    /// </summary>
+    public LayerNorms Norms(NormScore score, NormSource source)
+    {
+        using var doc = JsonDocument.Parse(AnalysisWriter.ToJson(this));
+        return LayerNormsReader.Parse(doc.RootElement, "analysis of " + Data, score, source);
+    }
 
     /// <summary>Run of <paramref name="quantized"/> ("k" or "v") at <paramref name="bits"/>, or null.</summary>
     [JsonIgnore]
