@@ -98,6 +98,22 @@ public class GpuKvCacheLayoutTests
     }
 
     [Fact]
+    public void PlanFileErrorsNameTheFileNotKv()
+    {
+        // A plan from --kv-plan was reported as "--kv 'name'", an option the user never gave.
+        var plan = KvPlan.FromJson(
+            """{"name": "mixed", "layers": [{"k": {"bits": 4}, "v": {"bits": 2}}, {"k": {"bits": 4, "axis": "channel"}, "v": {"bits": 2}}]}""",
+            "--kv-plan mixed.json");
+        var twoLayers = Llama8B with { Layers = 2 };
+        var e = Assert.Throws<ArgumentException>(() => GpuKvCacheLayout.Create(plan, twoLayers, 1, 1024));
+        Assert.Equal("--kv-plan mixed.json: layer 1 K uses per-channel groups; the GPU decode path quantizes per token only", e.Message);
+        e = Assert.Throws<ArgumentException>(() => GpuKvCacheLayout.Create(plan, Llama8B, 1, 1024));
+        Assert.Equal("--kv-plan mixed.json: the plan has 2 layers, the model 32", e.Message);
+        e = Assert.Throws<ArgumentException>(() => GpuKvCacheLayout.Create(KvPlan.Parse("K4V2:Sym", 32), Llama8B, 1, 1024));
+        Assert.StartsWith("--kv 'K4V2:Sym': layer 0 K is symmetric", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void CpuSpecMatchesTheGpuGroupAndWindow()
     {
         Assert.Equal("fp16", DecodeVerification.CpuSpec("fp16", 128));

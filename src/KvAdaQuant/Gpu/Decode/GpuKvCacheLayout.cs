@@ -66,7 +66,7 @@ public sealed class GpuKvCacheLayout
     /// <summary>Exact device bytes of all layers.</summary>
     public long ByteCount => Layers.Sum(l => l.ByteCount((long)Batch * KvHeads, Capacity, HeadDim, ResidualCapacity));
 
-    /// <summary>Builds the layout; throws naming the option when the plan cannot run on the GPU.</summary>
+    /// <summary>Builds the layout; throws naming the plan's option (<see cref="KvPlan.Source"/>: <c>--kv 'k4v2:pc'</c>, <c>--kv-plan plan.json</c>) when the plan cannot run on the GPU.</summary>
     /// <param name="plan">The KV plan.</param>
     /// <param name="config">The model.</param>
     /// <param name="batch">Sequences.</param>
@@ -94,7 +94,7 @@ public sealed class GpuKvCacheLayout
 
         if (plan.Layers.Count != config.Layers)
         {
-            throw new ArgumentException($"--kv '{plan.Name}': the plan has {plan.Layers.Count} layers, the model {config.Layers}");
+            throw new ArgumentException($"{plan.Source}: the plan has {plan.Layers.Count} layers, the model {config.Layers}");
         }
 
         var layers = new List<GpuKvLayerLayout>();
@@ -105,7 +105,7 @@ public sealed class GpuKvCacheLayout
             {
                 if (k.Bits == KvBits.Fp32 || v.Bits == KvBits.Fp32)
                 {
-                    throw new ArgumentException($"--kv '{plan.Name}': layer {l} is fp32; the GPU cache holds fp16 or packed codes (use --kv fp16)");
+                    throw new ArgumentException($"{plan.Source}: layer {l} is fp32; the GPU cache holds fp16 or packed codes (use --kv fp16)");
                 }
 
                 layers.Add(new GpuKvLayerLayout(null, null));
@@ -114,10 +114,10 @@ public sealed class GpuKvCacheLayout
 
             if (!k.IsQuantized || !v.IsQuantized)
             {
-                throw new ArgumentException($"--kv '{plan.Name}': layer {l} quantizes only one of K and V; the GPU cache needs both packed or both fp16");
+                throw new ArgumentException($"{plan.Source}: layer {l} quantizes only one of K and V; the GPU cache needs both packed or both fp16");
             }
 
-            layers.Add(new GpuKvLayerLayout(Format(k, config.HeadDim, plan.Name, l, "K"), Format(v, config.HeadDim, plan.Name, l, "V")));
+            layers.Add(new GpuKvLayerLayout(Format(k, config.HeadDim, plan.Source, l, "K"), Format(v, config.HeadDim, plan.Source, l, "V")));
         }
 
         int planWindow = 0;
@@ -150,21 +150,21 @@ public sealed class GpuKvCacheLayout
     public GpuKvCacheLayout WithoutFastKernel() =>
         new(Layers.Select(l => l with { AllowFastKernel = false }).ToList(), Batch, KvHeads, HeadDim, Capacity, Window, FlushChunk, Name);
 
-    private static PackedKvFormat Format(KvSpec s, int headDim, string plan, int layer, string which)
+    private static PackedKvFormat Format(KvSpec s, int headDim, string source, int layer, string which)
     {
         if (s.Axis != QuantAxis.PerToken)
         {
-            throw new ArgumentException($"--kv '{plan}': layer {layer} {which} uses per-channel groups; the GPU decode path quantizes per token only");
+            throw new ArgumentException($"{source}: layer {layer} {which} uses per-channel groups; the GPU decode path quantizes per token only");
         }
 
         if (s.Symmetric)
         {
-            throw new ArgumentException($"--kv '{plan}': layer {layer} {which} is symmetric; the GPU decode path quantizes asymmetrically only");
+            throw new ArgumentException($"{source}: layer {layer} {which} is symmetric; the GPU decode path quantizes asymmetrically only");
         }
 
         if (s.Sinks > 0)
         {
-            throw new ArgumentException($"--kv '{plan}': layer {layer} {which} keeps attention sinks; the GPU decode path has none");
+            throw new ArgumentException($"{source}: layer {layer} {which} keeps attention sinks; the GPU decode path has none");
         }
 
         int group = s.GroupSize == 0 ? (headDim % DefaultGroup == 0 ? DefaultGroup : s.ChannelGroup(headDim)) : s.GroupSize;
@@ -185,7 +185,7 @@ public sealed class GpuKvCacheLayout
         }
         catch (ArgumentException e)
         {
-            throw new ArgumentException($"--kv '{plan}': layer {layer} {which}: {e.Message}", e);
+            throw new ArgumentException($"{source}: layer {layer} {which}: {e.Message}", e);
         }
     }
 }
