@@ -8,7 +8,7 @@ using KvAdaQuant.KvCache;
 namespace KvAdaQuant.Cli.Commands;
 
 /// <summary>
-/// <c>kvaq compare</c>: perplexity of one GGUF model under several kvaq KV caches next to llama.cpp's own cache types,
+/// <c>kvaq compare</c>: perplexity of one GGUF model under several kvaq KV caches (<c>--kv</c> specs, <c>--kv-plan</c> files) next to llama.cpp's own cache types,
 /// on the same tokens and chunks (llama.cpp's method), as one table.
 /// </summary>
 internal static class CompareCommand
@@ -22,20 +22,28 @@ internal static class CompareCommand
         var chars = CommonOptions.Chars();
         var chunks = CommonOptions.Chunks();
         var kv = new Option<string>("--kv") { Description = "comma-separated kvaq caches, e.g. fp32,k8v8,k4v4 (empty: none; not both empty)", DefaultValueFactory = _ => "fp32,k8v8,k4v4" };
+        var kvPlan = new Option<string?>("--kv-plan") { Description = "comma-separated JSON plan files (a.json,b.json; see the README), further kvaq rows after the --kv ones, each named after its plan and file" };
         var vsCache = new Option<string>("--vs-cache") { Description = "comma-separated llama.cpp cache types, TYPE or K/V from f32, f16, q8_0, q4_0 (empty: none)", DefaultValueFactory = _ => "f32,q8_0,q4_0" };
         var threads = CommonOptions.Threads(2, "threads for both engines (0 = all cores)");
         var json = CommonOptions.Json();
         var cmd = new Command("compare", "Perplexity table: kvaq KV caches next to llama.cpp's cache types on the same GGUF file, tokens and chunks.")
         {
-            model, tokenizer, data, ctx, chars, chunks, kv, vsCache, threads, json,
+            model, tokenizer, data, ctx, chars, chunks, kv, kvPlan, vsCache, threads, json,
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
-            var specs = r.GetValue(kv)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-            var llamaTypes = r.GetValue(vsCache)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
-            if (specs.Length == 0 && llamaTypes.Length == 0)
+            var specs = Split(r.GetValue(kv)!);
+            var llamaTypes = Split(r.GetValue(vsCache)!);
+            string? planList = r.GetValue(kvPlan);
+            var planPaths = planList is null ? [] : Split(planList);
+            if (planList is not null && planPaths.Length == 0)
             {
-                throw new ArgumentException("--kv and --vs-cache are both empty: nothing to compare");
+                throw new ArgumentException($"--kv-plan '{planList}': no plan files (expected plan.json or a.json,b.json)");
+            }
+
+            if (specs.Length == 0 && planPaths.Length == 0 && llamaTypes.Length == 0)
+            {
+                throw new ArgumentException("--kv and --vs-cache are both empty and no --kv-plan is given: nothing to compare");
             }
 
             int chunkLimit = r.GetValue(chunks);
@@ -44,7 +52,17 @@ internal static class CompareCommand
                 throw new ArgumentException($"--chunks must be >= 0 (0 = all), got {chunkLimit}");
             }
 
+            // Plan files are read before the model loads; they are checked against its shape with the --kv specs, before any row runs.
+            var plans = planPaths.Select(p => (Path: p, Plan: KvPlan.Load(p))).ToList();
             using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
+            var caches = specs.Select(s => (Cache: s, Plan: KvPlan.Parse(s, m.Config.Layers), PlanFile: (string?)null))
+                .Concat(plans.Select(p => (Cache: p.Plan.Name, p.Plan, PlanFile: (string?)p.Path)))
+                .ToList();
+            foreach (var c in caches)
+            {
+                c.Plan.Validate(m.Config.Layers, m.Config.HeadDim);
+            }
+
             var tok = m.Tokenizer ?? (IsGguf(m.Path) ? GgufTokenizer(m.Path) : null)
                 ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
             var path = ModelPaths.ResolveData(r.GetValue(data)!);
@@ -74,19 +92,20 @@ internal static class CompareCommand
             }
 
             var tokens = tok.Encode(text, addBos: true);
-            var rows = new List<Dictionary<string, object>>();
+            // kv_plan: the plan file of a --kv-plan row, null for the --kv and llama.cpp rows.
+            var rows = new List<Dictionary<string, object?>>();
             using var transformer = new Transformer(m, nThreads);
-            foreach (var spec in specs)
+            foreach (var c in caches)
             {
-                var res = PerplexityEvaluator.Evaluate(transformer, tokens, n, layout => KvCacheFactory.Create(spec, layout), tok.BosToken, null, maxChunks);
-                rows.Add(new() { ["engine"] = "kvaq", ["cache"] = spec, ["perplexity"] = res.Perplexity, ["tokens_scored"] = res.TokensScored });
+                var res = PerplexityEvaluator.Evaluate(transformer, tokens, n, layout => KvCacheFactory.Create(c.Plan, layout), tok.BosToken, null, maxChunks);
+                rows.Add(new() { ["engine"] = "kvaq", ["cache"] = c.Cache, ["kv_plan"] = c.PlanFile, ["perplexity"] = res.Perplexity, ["tokens_scored"] = res.TokensScored });
             }
 
             foreach (var type in llamaTypes)
             {
                 var (k, v) = LlamaCppCacheMatch.Parse(type);
                 var res = LlamaCppPerplexityRunner.Run(m.Path, tokens, n, k, v, nThreads, maxChunks);
-                rows.Add(new() { ["engine"] = "llama.cpp", ["cache"] = res.Cache, ["perplexity"] = res.Perplexity, ["tokens_scored"] = res.TokensScored });
+                rows.Add(new() { ["engine"] = "llama.cpp", ["cache"] = res.Cache, ["kv_plan"] = null, ["perplexity"] = res.Perplexity, ["tokens_scored"] = res.TokensScored });
             }
 
             if (r.GetValue(json))
@@ -108,7 +127,8 @@ internal static class CompareCommand
                 Console.Out.WriteLine("|---|---|---|---|");
                 foreach (var row in rows)
                 {
-                    Console.Out.WriteLine($"| {row["engine"]} | {row["cache"]} | {(double)row["perplexity"]:F4} | {row["tokens_scored"]} |");
+                    string cache = row["kv_plan"] is string file ? $"{row["cache"]} (--kv-plan {file})" : (string)row["cache"]!;
+                    Console.Out.WriteLine($"| {row["engine"]} | {cache} | {(double)row["perplexity"]!:F4} | {row["tokens_scored"]} |");
                 }
             }
 
@@ -116,6 +136,8 @@ internal static class CompareCommand
         }));
         return cmd;
     }
+
+    private static string[] Split(string list) => list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
 
     private static Tokenization.ITokenizer GgufTokenizer(string path)
     {
