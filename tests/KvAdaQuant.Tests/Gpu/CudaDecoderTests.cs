@@ -1,6 +1,7 @@
 using KvAdaQuant.Formats;
 using KvAdaQuant.Gpu.Cuda;
 using KvAdaQuant.Gpu.Decode;
+using KvAdaQuant.KvCache;
 using KvAdaQuant.Tests.Cli;
 using Xunit.Abstractions;
 
@@ -35,6 +36,36 @@ public class CudaDecoderTests(ITestOutputHelper output)
             output.WriteLine(row.ToString());
             Assert.True(row.Pass, row.ToString());
             Assert.Equal(packed, !double.IsNaN(row.Sensitivity));
+            Assert.True(row.Top1Agreement >= 0.99, row.ToString());
+        }
+    }
+
+    [SkippableFact]
+    public void GpuDecodeMatchesTheCpuEngineForAMixedPlanOnStories260K()
+    {
+        // A --kv-plan as kvaq verify-decode checks it: per-layer widths and an FP16 layer in one GPU cache, against the CPU
+        // cache of DecodeVerification.CpuPlan (same groups, r64) with the GPU window 63 + 1, the packed rows' bound.
+        bool open = CudaContext.TryOpen(out CudaContext? context, out string reason);
+        Skip.IfNot(open, reason);
+        Skip.IfNot(NvrtcCompiler.TryLoad(out _, out string nvrtcReason), nvrtcReason);
+        using (context)
+        {
+            using var model = ModelLoader.Load(Fixtures.Stories260K);
+            var plan = KvPlan.FromJson(
+                """
+                {"name": "mixed", "layers": [
+                  {"k": {"bits": 8}, "v": {"bits": 4}}, {"k": {"bits": 4}, "v": {"bits": 2}}, {"k": {"bits": "fp16"}, "v": {"bits": "fp16"}},
+                  {"k": {"bits": 4}, "v": {"bits": 2}}, {"k": {"bits": 8}, "v": {"bits": 4}}]}
+                """,
+                "--kv-plan mixed.json");
+            KvPlan cpu = DecodeVerification.CpuPlan(plan, model.Config.HeadDim);
+            DecodeCheckRow row = DecodeVerification.Compare(
+                context!, model, model, "stories260K", plan, cpu, cpu.Source, 63, 1, 3, 128, 100, 1e-2, 2,
+                sensitivityNoise: DecodeVerification.DefaultSensitivityNoise);
+            output.WriteLine(row.ToString());
+            Assert.True(row.Pass, row.ToString());
+            Assert.False(double.IsNaN(row.Sensitivity));
+            Assert.Equal("CPU llama2c-fp32, --kv-plan mixed.json (r64)", row.Reference);
             Assert.True(row.Top1Agreement >= 0.99, row.ToString());
         }
     }

@@ -122,4 +122,39 @@ public class GpuKvCacheLayoutTests
         Assert.Equal("k4v2:r64", DecodeVerification.CpuSpec("k4v2", 8));
         Assert.Equal("k4v2:g32:r64", DecodeVerification.CpuSpec("k4v2:g32", 128));
     }
+
+    [Fact]
+    public void CpuPlanDoesForEachLayerWhatCpuSpecDoesForASpec()
+    {
+        // Layer 0 leaves the group open, layer 1 gives 32 and the check's residual 64, layer 2 is FP16.
+        var plan = KvPlan.FromJson(
+            """
+            {"name": "mixed", "layers": [
+              {"k": {"bits": 4}, "v": {"bits": 2}},
+              {"k": {"bits": 8, "group": 32, "residual": 64}, "v": {"bits": 4, "group": 32}},
+              {"k": {"bits": "fp16"}, "v": {"bits": "fp16"}}]}
+            """,
+            "--kv-plan mixed.json");
+        var cpu = DecodeVerification.CpuPlan(plan, 128);
+        Assert.Equal(KvPlan.Parse(DecodeVerification.CpuSpec("k4v2", 128), 1).Layers[0], cpu.Layers[0]);
+        Assert.Equal(KvPlan.Parse(DecodeVerification.CpuSpec("k8v4:g32", 128), 1).Layers[0], cpu.Layers[1]);
+        Assert.Equal(plan.Layers[2], cpu.Layers[2]);
+        Assert.Equal("mixed", cpu.Name);
+        Assert.Equal("--kv-plan mixed.json (g64 where 0, r64)", cpu.Source);
+
+        // Head dim 8: 64 does not divide the head, so the group stays automatic (the GPU picks the same).
+        var small = DecodeVerification.CpuPlan(KvPlan.FromJson("""{"layers": [{"k": {"bits": 4}, "v": {"bits": 2}}]}""", "--kv-plan s.json"), 8);
+        Assert.Equal(KvPlan.Parse(DecodeVerification.CpuSpec("k4v2", 8), 1).Layers[0], small.Layers[0]);
+        Assert.Equal("--kv-plan s.json (r64)", small.Source);
+    }
+
+    [Fact]
+    public void CpuPlanRefusesAResidualTheGpuWindowDoesNotMirror()
+    {
+        var plan = KvPlan.FromJson("""{"layers": [{"k": {"bits": 4}, "v": {"bits": 2}}, {"k": {"bits": 4}, "v": {"bits": 2, "residual": 128}}]}""", "--kv-plan r.json");
+        var e = Assert.Throws<ArgumentException>(() => DecodeVerification.CpuPlan(plan, 128));
+        Assert.Equal(
+            "--kv-plan r.json: layer 1 V keeps a residual window of 128 tokens; the check runs packed caches with one FP16 window of 64 in every layer (GPU 63 + 1, the CPU cache's r64): give residual 0 or 64",
+            e.Message);
+    }
 }

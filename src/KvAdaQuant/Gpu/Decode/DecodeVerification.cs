@@ -2,6 +2,7 @@ using KvAdaQuant.Engine;
 using KvAdaQuant.Gpu.Cuda;
 using KvAdaQuant.KvCache;
 using KvAdaQuant.Model;
+using KvAdaQuant.Quantization;
 
 namespace KvAdaQuant.Gpu.Decode;
 
@@ -46,6 +47,39 @@ public static class DecodeVerification
     }
 
     /// <summary>
+    /// The CPU plan for a GPU plan <paramref name="plan"/> (a <c>--kv-plan</c> file), layer by layer what
+    /// <see cref="CpuSpec"/> does for a spec: each packed side gets group 64 when the plan leaves it open (0) and 64
+    /// divides the head (else the CPU's automatic group, which the GPU also picks) and a residual window of
+    /// <paramref name="window"/>; FP16 and FP32 sides stay as they are. The GPU runs one window in every layer, so a packed
+    /// side that asks for another residual than 0 or <paramref name="window"/> is an <see cref="ArgumentException"/>
+    /// naming the plan's option (<see cref="KvPlan.Source"/>), the layer and the side.
+    /// </summary>
+    public static KvPlan CpuPlan(KvPlan plan, int headDim, int window = GpuKvCacheLayout.DefaultWindow)
+    {
+        ArgumentNullException.ThrowIfNull(plan);
+        bool group64 = headDim % GpuKvCacheLayout.DefaultGroup == 0;
+        KvSpec Side(KvSpec s, int layer, string which)
+        {
+            if (!s.IsQuantized)
+            {
+                return s;
+            }
+
+            if (s.Residual != 0 && s.Residual != window)
+            {
+                throw new ArgumentException(
+                    $"{plan.Source}: layer {layer} {which} keeps a residual window of {s.Residual} tokens; the check runs packed caches with one FP16 window of {window} in every layer (GPU {window - 1} + 1, the CPU cache's r{window}): give residual 0 or {window}");
+            }
+
+            return s with { GroupSize = s.GroupSize == 0 && group64 ? GpuKvCacheLayout.DefaultGroup : s.GroupSize, Residual = window };
+        }
+
+        var layers = plan.Layers.Select((l, i) => new KvLayerSpec(Side(l.K, i, "K"), Side(l.V, i, "V"))).ToArray();
+        string mirror = group64 ? $"g{GpuKvCacheLayout.DefaultGroup} where 0, r{window}" : $"r{window}";
+        return new KvPlan(layers, plan.Name, $"{plan.Source} ({mirror})");
+    }
+
+    /// <summary>
     /// Compares the GPU decoder on <paramref name="gpuModel"/> with the CPU engine on <paramref name="cpuModel"/> (the same
     /// model, or its F32 dequantized copy) using CPU cache <paramref name="cpuKv"/>.
     /// </summary>
@@ -54,11 +88,27 @@ public static class DecodeVerification
         int batch, int steps, int greedyTokens, double tolerance, int threads, CudaDecodeKernels? kernels = null, double sensitivityNoise = 0)
     {
         ArgumentNullException.ThrowIfNull(gpuModel);
+        int layers = gpuModel.Config.Layers;
+        return Compare(
+            context, gpuModel, cpuModel, modelName, KvPlan.Parse(kv, layers), KvPlan.Parse(cpuKv, layers), $"--kv {cpuKv}", window, flushChunk, batch, steps, greedyTokens,
+            tolerance, threads, kernels, sensitivityNoise);
+    }
+
+    /// <summary>
+    /// <see cref="Compare(CudaContext, LlamaModel, LlamaModel, string, string, string, int, int, int, int, int, double, int, CudaDecodeKernels?, double)"/>
+    /// for plans: the GPU decoder with <paramref name="plan"/>, the CPU engine with <paramref name="cpuPlan"/> (for a packed
+    /// plan, <see cref="CpuPlan"/> of it); <paramref name="cpuName"/> names the CPU cache in the row's reference.
+    /// </summary>
+    public static DecodeCheckRow Compare(
+        CudaContext context, LlamaModel gpuModel, LlamaModel cpuModel, string modelName, KvPlan plan, KvPlan cpuPlan, string cpuName, int window, int flushChunk,
+        int batch, int steps, int greedyTokens, double tolerance, int threads, CudaDecodeKernels? kernels = null, double sensitivityNoise = 0)
+    {
+        ArgumentNullException.ThrowIfNull(gpuModel);
         ArgumentNullException.ThrowIfNull(cpuModel);
+        ArgumentNullException.ThrowIfNull(plan);
+        ArgumentNullException.ThrowIfNull(cpuPlan);
         ModelConfig c = gpuModel.Config;
         int capacity = Math.Max(steps, greedyTokens + 1);
-        KvPlan plan = KvPlan.Parse(kv, c.Layers);
-        KvPlan cpuPlan = KvPlan.Parse(cpuKv, c.Layers);
         var layout = GpuKvCacheLayout.Create(plan, c, batch, capacity, window, flushChunk);
         using var decoder = new CudaDecoder(context, gpuModel, plan, batch, capacity, true, kernels, layout);
         using var transformer = new Transformer(cpuModel, threads);
@@ -125,7 +175,7 @@ public static class DecodeVerification
         double bound = EffectiveTolerance(tolerance, sensitivity);
         bool pass = double.IsNaN(tolerance) || (rel <= bound && equal == greedyTokens);
         return new DecodeCheckRow(
-            modelName, decoder.WeightTypes, decoder.Layout.ToString(), $"CPU {cpuModel.Format}, --kv {cpuKv}", batch, steps, rel, top1, equal, greedyTokens, tolerance, pass)
+            modelName, decoder.WeightTypes, decoder.Layout.ToString(), $"CPU {cpuModel.Format}, {cpuName}", batch, steps, rel, top1, equal, greedyTokens, tolerance, pass)
         {
             Sensitivity = sensitivity,
             EffectiveTolerance = bound,
@@ -140,8 +190,19 @@ public static class DecodeVerification
         CudaContext context, LlamaModel model, string modelName, string kv, int batch, int steps, double tolerance, CudaDecodeKernels? kernels = null)
     {
         ArgumentNullException.ThrowIfNull(model);
+        return CompareFastKernel(context, model, modelName, KvPlan.Parse(kv, model.Config.Layers), batch, steps, tolerance, kernels);
+    }
+
+    /// <summary>
+    /// <see cref="CompareFastKernel(CudaContext, LlamaModel, string, string, int, int, double, CudaDecodeKernels?)"/> for a plan
+    /// (its layers the K4V2 kernel serves run it; the others run the FP32 kernel in both decoders).
+    /// </summary>
+    public static DecodeCheckRow CompareFastKernel(
+        CudaContext context, LlamaModel model, string modelName, KvPlan plan, int batch, int steps, double tolerance, CudaDecodeKernels? kernels = null)
+    {
+        ArgumentNullException.ThrowIfNull(model);
+        ArgumentNullException.ThrowIfNull(plan);
         ModelConfig c = model.Config;
-        KvPlan plan = KvPlan.Parse(kv, c.Layers);
         var layout = GpuKvCacheLayout.Create(plan, c, batch, steps);
         int vocab = c.VocabSize;
         int[][] streams = Streams(c, batch, steps);
