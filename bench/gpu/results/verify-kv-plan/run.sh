@@ -1,4 +1,4 @@
-# kvaq verify-decode with --kv-plan files on the H200 (fix-kv-plan branch). In a folder holding kvaq (self-contained, see
+# kvaq verify-decode with --kv-plan files, as run on the H200 (the files here are its output). In a folder holding kvaq (self-contained, see
 # the README's GPU commands), stories260K.bin + tok512.bin, stories3M-q80.bin + tok4096.bin and these plans: OUT=dir bash run.sh
 set -u
 cd "$(dirname "$0")"
