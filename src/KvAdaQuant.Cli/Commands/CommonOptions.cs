@@ -53,6 +53,26 @@ internal static class CommonOptions
         Description = "JSON file with a K and V spec per layer (see the README); exclusive with --kv",
     };
 
+    /// <summary>
+    /// The files of a comma-separated <c>--kv-plan</c> list (<c>kvaq compare</c>, <c>kvaq verify-decode</c>), loaded: none
+    /// when the option is absent (null), an error when it is given but names no file (<c>--kv-plan ''</c>).
+    /// </summary>
+    public static List<(string Path, KvAdaQuant.KvCache.KvPlan Plan)> LoadPlanList(string? list)
+    {
+        if (list is null)
+        {
+            return [];
+        }
+
+        string[] paths = list.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        if (paths.Length == 0)
+        {
+            throw new ArgumentException($"--kv-plan '{list}': no plan files (expected plan.json or a.json,b.json)");
+        }
+
+        return paths.Select(p => (p, KvAdaQuant.KvCache.KvPlan.Load(p))).ToList();
+    }
+
     /// <summary><c>--attn-int8</c>: int8 queries and integer dot products for the attention scores over quantized keys.</summary>
     public static Option<bool> AttnInt8() => new("--attn-int8")
     {

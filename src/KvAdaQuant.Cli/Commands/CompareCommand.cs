@@ -34,14 +34,9 @@ internal static class CompareCommand
         {
             var specs = Split(r.GetValue(kv)!);
             var llamaTypes = Split(r.GetValue(vsCache)!);
-            string? planList = r.GetValue(kvPlan);
-            var planPaths = planList is null ? [] : Split(planList);
-            if (planList is not null && planPaths.Length == 0)
-            {
-                throw new ArgumentException($"--kv-plan '{planList}': no plan files (expected plan.json or a.json,b.json)");
-            }
-
-            if (specs.Length == 0 && planPaths.Length == 0 && llamaTypes.Length == 0)
+            // Plan files are read before the model loads; they are checked against its shape with the --kv specs, before any row runs.
+            var plans = CommonOptions.LoadPlanList(r.GetValue(kvPlan));
+            if (specs.Length == 0 && plans.Count == 0 && llamaTypes.Length == 0)
             {
                 throw new ArgumentException("--kv and --vs-cache are both empty and no --kv-plan is given: nothing to compare");
             }
@@ -52,8 +47,6 @@ internal static class CompareCommand
                 throw new ArgumentException($"--chunks must be >= 0 (0 = all), got {chunkLimit}");
             }
 
-            // Plan files are read before the model loads; they are checked against its shape with the --kv specs, before any row runs.
-            var plans = planPaths.Select(p => (Path: p, Plan: KvPlan.Load(p))).ToList();
             using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
             var caches = specs.Select(s => (Cache: s, Plan: KvPlan.Parse(s, m.Config.Layers), PlanFile: (string?)null))
                 .Concat(plans.Select(p => (Cache: p.Plan.Name, p.Plan, PlanFile: (string?)p.Path)))

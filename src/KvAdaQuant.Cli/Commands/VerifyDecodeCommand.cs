@@ -73,7 +73,7 @@ internal static class VerifyDecodeCommand
                 }
             }
 
-            List<KvPlan> plans = LoadPlans(r.GetValue(kvPlan));
+            List<KvPlan> plans = CommonOptions.LoadPlanList(r.GetValue(kvPlan)).Select(p => p.Plan).ToList();
             if (plans.Count > 0)
             {
                 foreach (string path in r.GetValue(models)!)
@@ -227,23 +227,6 @@ internal static class VerifyDecodeCommand
             return allPass ? 0 : 2;
         }));
         return cmd;
-    }
-
-    /// <summary>The <c>--kv-plan</c> files (comma-separated; none when the option is absent, an error when it is given empty).</summary>
-    private static List<KvPlan> LoadPlans(string? list)
-    {
-        if (list is null)
-        {
-            return [];
-        }
-
-        string[] paths = Split(list);
-        if (paths.Length == 0)
-        {
-            throw new ArgumentException($"--kv-plan '{list}': no plan files (expected plan.json or a.json,b.json)");
-        }
-
-        return paths.Select(KvPlan.Load).ToList();
     }
 
     /// <summary>
