@@ -73,6 +73,11 @@ internal static class VerifyDecodeCommand
                 }
             }
 
+            foreach (string spec in Split(r.GetValue(kv)!))
+            {
+                DecodeVerification.CpuSpec(spec, GpuKvCacheLayout.DefaultGroup, 64); // a residual the GPU's window cannot mirror
+            }
+
             List<KvPlan> plans = CommonOptions.LoadPlanList(r.GetValue(kvPlan)).Select(p => p.Plan).ToList();
             if (plans.Count > 0)
             {

@@ -38,6 +38,18 @@ public class VerifyDecodeCommandTests
     }
 
     [Fact]
+    public void A_kv_spec_whose_residual_the_gpu_window_cannot_mirror_is_refused_before_the_device_opens()
+    {
+        // The GPU keeps one FP16 window of 64 tokens; a CPU cache with r32 would be another cache, so the check could fail falsely.
+        var (rc, stdout, stderr) = KvaqProcess.Run("verify-decode", "--model", Fixtures.Stories260K, "--synthetic", "", "--kv", "fp16,k4v2:r32");
+        Assert.Equal(1, rc);
+        Assert.Equal(string.Empty, stdout);
+        Assert.Equal(
+            "kvaq: error: --kv 'k4v2:r32': keeps a residual window of 32 tokens; the check runs packed caches with one FP16 window of 64 (GPU 63 + 1, the CPU cache's r64): give residual 0 or 64",
+            stderr.TrimEnd());
+    }
+
+    [Fact]
     public void A_plan_runs_on_the_synthetic_models_too_and_the_error_says_how_to_leave_them_out()
     {
         // stories260K has 5 layers, the synthetic presets 2: the plan fits the --model file and not tiny-llama.

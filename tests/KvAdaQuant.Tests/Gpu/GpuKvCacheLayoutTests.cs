@@ -121,6 +121,13 @@ public class GpuKvCacheLayoutTests
         Assert.Equal("k4v2:g64:r64", DecodeVerification.CpuSpec("k4v2", 128));
         Assert.Equal("k4v2:r64", DecodeVerification.CpuSpec("k4v2", 8));
         Assert.Equal("k4v2:g32:r64", DecodeVerification.CpuSpec("k4v2:g32", 128));
+
+        // The GPU always keeps its window of 64: r0 and r64 mirror it, any other residual would compare unlike caches.
+        Assert.Equal("k4v2:r64:g64", DecodeVerification.CpuSpec("k4v2:r0", 128));
+        Assert.Equal("k4v2:r64:g64", DecodeVerification.CpuSpec("k4v2:r64", 128));
+        Assert.Equal("k4v2:kpc:r64", DecodeVerification.CpuSpec("k4v2:kpc:r0", 8));
+        var e = Assert.Throws<ArgumentException>(() => DecodeVerification.CpuSpec("k4v2:r32", 128));
+        Assert.StartsWith("--kv 'k4v2:r32': keeps a residual window of 32 tokens", e.Message, StringComparison.Ordinal);
     }
 
     [Fact]

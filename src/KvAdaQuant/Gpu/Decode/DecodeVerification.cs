@@ -21,7 +21,8 @@ public static class DecodeVerification
 
     /// <summary>
     /// The CPU cache spec for a GPU packed plan <paramref name="kv"/>: group 64 when 64 divides the head (else the CPU's
-    /// automatic group, which the GPU also picks) and a residual window of <paramref name="window"/>, unless given.
+    /// automatic group, which the GPU also picks), unless given, and a residual window of <paramref name="window"/>, the
+    /// GPU's: a spec giving residual 0 gets it too, one giving another residual is an <see cref="ArgumentException"/>.
     /// </summary>
     public static string CpuSpec(string kv, int headDim, int window = GpuKvCacheLayout.DefaultWindow)
     {
@@ -38,12 +39,20 @@ public static class DecodeVerification
             s += ":g" + GpuKvCacheLayout.DefaultGroup;
         }
 
-        if (!t.Contains(":r", StringComparison.Ordinal))
+        var residual = System.Text.RegularExpressions.Regex.Match(s, @":r(\d+)(?=:|$)");
+        if (!residual.Success)
         {
-            s += ":r" + window;
+            return s + ":r" + window;
         }
 
-        return s;
+        // The GPU runs one FP16 window of `window` tokens whatever the spec says; the CPU mirror must hold the same one.
+        if (!int.TryParse(residual.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture, out int r) || (r != 0 && r != window))
+        {
+            throw new ArgumentException(
+                $"--kv '{kv}': keeps a residual window of {residual.Groups[1].Value} tokens; the check runs packed caches with one FP16 window of {window} (GPU {window - 1} + 1, the CPU cache's r{window}): give residual 0 or {window}");
+        }
+
+        return s[..residual.Index] + ":r" + window + s[(residual.Index + residual.Length)..];
     }
 
     /// <summary>
