@@ -17,6 +17,8 @@ public sealed unsafe class GgufFile : IDisposable
     private readonly MappedFile _file;
     private readonly Dictionary<string, object> _metadata = new(StringComparer.Ordinal);
     private readonly Dictionary<string, GgufValueType> _types = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, GgufValueType> _elementTypes = new(StringComparer.Ordinal);
+    private readonly List<string> _keyOrder = [];
     private readonly List<GgufTensorInfo> _tensors = [];
     private readonly Dictionary<string, GgufTensorInfo> _byName = new(StringComparer.Ordinal);
 
@@ -42,6 +44,12 @@ public sealed unsafe class GgufFile : IDisposable
 
     /// <summary>GGUF type of each metadata value.</summary>
     public IReadOnlyDictionary<string, GgufValueType> MetadataTypes => _types;
+
+    /// <summary>GGUF element type of each array-valued metadata key (a uint32 array reads as <c>int[]</c>; this keeps which it was).</summary>
+    public IReadOnlyDictionary<string, GgufValueType> ArrayElementTypes => _elementTypes;
+
+    /// <summary>Metadata keys in file order.</summary>
+    public IReadOnlyList<string> MetadataKeys => _keyOrder;
 
     /// <summary>Tensors in file order.</summary>
     public IReadOnlyList<GgufTensorInfo> Tensors => _tensors;
@@ -143,6 +151,7 @@ public sealed unsafe class GgufFile : IDisposable
         {
             string key = r.Str("metadata key");
             var type = (GgufValueType)r.U32();
+            var elementType = type == GgufValueType.Array ? (GgufValueType)r.PeekU32() : default;
             object value = ReadValue(r, type, key);
             if (!_metadata.TryAdd(key, value))
             {
@@ -150,6 +159,11 @@ public sealed unsafe class GgufFile : IDisposable
             }
 
             _types[key] = type;
+            _keyOrder.Add(key);
+            if (type == GgufValueType.Array)
+            {
+                _elementTypes[key] = elementType;
+            }
         }
 
         if (GetInteger("general.alignment") is { } a)
@@ -338,6 +352,13 @@ public sealed unsafe class GgufFile : IDisposable
         }
 
         public uint U32() => BinaryPrimitives.ReadUInt32LittleEndian(Span(4, "header"));
+
+        public uint PeekU32()
+        {
+            uint v = U32();
+            Position -= 4;
+            return v;
+        }
 
         public ulong U64() => BinaryPrimitives.ReadUInt64LittleEndian(Span(8, "header"));
 
