@@ -126,18 +126,7 @@ public static class GgufTokenizerFactory
 
         public string? GetString(string key) => Values.GetValueOrDefault(key) as string;
 
-        public long? GetInteger(string key) => Values.GetValueOrDefault(key) switch
-        {
-            null => null,
-            byte b => b,
-            sbyte sb => sb,
-            ushort us => us,
-            short s => s,
-            uint ui => ui,
-            int i => i,
-            ulong ul => ul > long.MaxValue ? throw new ModelFormatException(Path, $"metadata '{key}' = {ul} is out of range") : (long)ul,
-            long l => l,
-            var v => throw new ModelFormatException(Path, $"metadata '{key}' should be an integer but holds a {v.GetType().Name}"),
-        };
+        public long? GetInteger(string key) => Values.GetValueOrDefault(key) is not { } v ? null
+            : GgufFile.ToInteger(Path, key, v) ?? throw new ModelFormatException(Path, $"metadata '{key}' should be an integer but holds a {v.GetType().Name}");
     }
 }

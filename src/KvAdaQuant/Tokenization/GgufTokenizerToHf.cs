@@ -50,7 +50,7 @@ public static class GgufTokenizerToHf
             }
         }
 
-        int? Id(string key) => v.GetValueOrDefault(key) is { } x && System.Convert.ToInt64(x, System.Globalization.CultureInfo.InvariantCulture) is long l && l >= 0 && l < tokens.Length ? (int)l : null;
+        int? Id(string key) => v.GetValueOrDefault(key) is { } x && GgufFile.ToInteger(path, key, x) is long l && l >= 0 && l < tokens.Length ? (int)l : null;
         int? bos = Id("tokenizer.ggml.bos_token_id"), eos = Id("tokenizer.ggml.eos_token_id"), unk = Id("tokenizer.ggml.unknown_token_id");
         bool addBos = v.GetValueOrDefault("tokenizer.ggml.add_bos_token") as bool? ?? model == "llama";
         bool addEos = v.GetValueOrDefault("tokenizer.ggml.add_eos_token") as bool? ?? false;
@@ -174,7 +174,8 @@ public static class GgufTokenizerToHf
     {
         var v = metadata.Values;
         var tokens = v.GetValueOrDefault("tokenizer.ggml.tokens") as string[] ?? [];
-        string? Text(string key) => v.GetValueOrDefault(key) is { } x && System.Convert.ToInt64(x, System.Globalization.CultureInfo.InvariantCulture) is long l && l >= 0 && l < tokens.Length ? tokens[l] : null;
+        string path = metadata.Source;
+        string? Text(string key) => v.GetValueOrDefault(key) is { } x && GgufFile.ToInteger(path, key, x) is long l && l >= 0 && l < tokens.Length ? tokens[l] : null;
         var json = new JsonObject
         {
             ["tokenizer_class"] = "PreTrainedTokenizerFast",

@@ -97,19 +97,25 @@ public sealed unsafe class GgufFile : IDisposable
             return fallback;
         }
 
-        return v switch
-        {
-            byte b => b,
-            sbyte sb => sb,
-            ushort us => us,
-            short s => s,
-            uint ui => ui,
-            int i => i,
-            ulong ul => ul > long.MaxValue ? throw new ModelFormatException(Path, $"metadata '{key}' = {ul} is out of range") : (long)ul,
-            long l => l,
-            _ => throw new ModelFormatException(Path, $"metadata '{key}' should be an integer but is {_types[key]}"),
-        };
+        return ToInteger(Path, key, v) ?? throw new ModelFormatException(Path, $"metadata '{key}' should be an integer but is {_types[key]}");
     }
+
+    /// <summary>
+    /// A metadata value of any integer type as a long; null when it is no integer. Throws naming <paramref name="path"/> and
+    /// <paramref name="key"/> for a uint64 beyond long's range.
+    /// </summary>
+    public static long? ToInteger(string path, string key, object value) => value switch
+    {
+        byte b => b,
+        sbyte sb => sb,
+        ushort us => us,
+        short s => s,
+        uint ui => ui,
+        int i => i,
+        ulong ul => ul > long.MaxValue ? throw new ModelFormatException(path, $"metadata '{key}' = {ul} is out of range") : (long)ul,
+        long l => l,
+        _ => null,
+    };
 
     /// <summary>Metadata float (float32 or float64), or <paramref name="fallback"/>.</summary>
     public double? GetFloat(string key, double? fallback = null) => _metadata.TryGetValue(key, out var v)

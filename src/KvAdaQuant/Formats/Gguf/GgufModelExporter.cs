@@ -179,6 +179,19 @@ public static class GgufModelExporter
         return f;
     }
 
+    /// <summary>
+    /// The rows of <paramref name="m"/>, dequantized, as a row source; with <paramref name="order"/>, destination row r is
+    /// source row <c>order[r]</c> (see <see cref="RopeRowOrder"/>).
+    /// </summary>
+    public static GgufRowSource RowsOf(WeightMatrix m, int[]? order = null) => (first, count, dst) =>
+    {
+        for (int r = 0; r < count; r++)
+        {
+            int row = (int)first + r;
+            m.DequantizeRow(order?[row] ?? row, dst.Slice(r * m.Cols, m.Cols));
+        }
+    };
+
     private static GgufRowSource SourceOf(ModelWeights w, string name, long[] shape, int[]? qOrder, int[]? kOrder)
     {
         GgufRowSource FromMatrix(WeightMatrix m, int[]? order = null)
@@ -188,14 +201,7 @@ public static class GgufModelExporter
                 throw new InvalidOperationException($"{name}: matrix {m.Name} is [{m.Rows}, {m.Cols}], expected [{shape[1]}, {shape[0]}]");
             }
 
-            return (first, count, dst) =>
-            {
-                for (int r = 0; r < count; r++)
-                {
-                    int row = (int)first + r;
-                    m.DequantizeRow(order?[row] ?? row, dst.Slice(r * m.Cols, m.Cols));
-                }
-            };
+            return RowsOf(m, order);
         }
 
         static GgufRowSource FromVector(float[] v, int[]? order = null)

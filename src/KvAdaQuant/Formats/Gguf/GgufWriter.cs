@@ -13,7 +13,7 @@ namespace KvAdaQuant.Formats.Gguf;
 /// </summary>
 public sealed class GgufWriter
 {
-    private const int ChunkElements = 1 << 20;
+    private const int ChunkElements = RowStreamer.ChunkElements;
     private readonly List<(string Key, GgufValueType Type, GgufValueType ElementType, object Value)> _metadata = [];
     private readonly List<PendingTensor> _tensors = [];
     private readonly HashSet<string> _keys = new(StringComparer.Ordinal);
@@ -316,40 +316,16 @@ public sealed class GgufWriter
     {
         long total = _tensors.Sum(t => t.ByteSize);
         long done = 0;
-        var parallel = new ParallelOptions { MaxDegreeOfParallelism = threads };
-        int batch = Math.Max(2, threads * 2);
-        var floatBuffers = new float[batch][];
-        var byteBuffers = new byte[batch][];
+        var streamer = new RowStreamer(threads);
         foreach (var t in _tensors)
         {
             long start = fs.Position;
             int cols = (int)t.Shape[0];
-            int rowsPerChunk = (int)Math.Max(1, Math.Min(t.Rows, ChunkElements / cols));
-            long chunks = (t.Rows + rowsPerChunk - 1) / rowsPerChunk;
-            long rowBytes = GgmlTypeInfo.ByteSize(t.Type, cols);
-            for (long c0 = 0; c0 < chunks; c0 += batch)
+            streamer.Write(fs, t.Rows, cols, GgmlTypeInfo.ByteSize(t.Type, cols), t.Source, (values, bytes) => RowQuantizer.Quantize(t.Type, values, bytes), bytes =>
             {
-                int n = (int)Math.Min(batch, chunks - c0);
-                Parallel.For(0, n, parallel, i =>
-                {
-                    long first = (c0 + i) * rowsPerChunk;
-                    int rows = (int)Math.Min(rowsPerChunk, t.Rows - first);
-                    var f = floatBuffers[i] ??= new float[ChunkElements];
-                    var b = byteBuffers[i] ??= new byte[ChunkElements * sizeof(float)];
-                    var fs0 = f.AsSpan(0, rows * cols);
-                    t.Source(first, rows, fs0);
-                    RowQuantizer.Quantize(t.Type, fs0, b.AsSpan(0, (int)(rows * rowBytes)));
-                });
-                for (int i = 0; i < n; i++)
-                {
-                    long first = (c0 + i) * rowsPerChunk;
-                    int rows = (int)Math.Min(rowsPerChunk, t.Rows - first);
-                    fs.Write(byteBuffers[i], 0, (int)(rows * rowBytes));
-                }
-
-                done += Math.Min((long)n * rowsPerChunk, t.Rows - (c0 * rowsPerChunk)) * rowBytes;
+                done += bytes;
                 progress?.Report(total == 0 ? 1 : (double)done / total);
-            }
+            });
 
             if (fs.Position - start != t.ByteSize)
             {

@@ -144,15 +144,7 @@ public static class HfModelExporter
         var kOrder = RopeRowOrder.Between(c.RopeLayout, RopeLayout.HalfSplit, c.KvHeads, c.HeadDim);
         var writer = new SafetensorsWriter();
 
-        void Matrix(string name, WeightMatrix m, int[]? order = null) =>
-            writer.Add(name, dtype, [m.Rows, m.Cols], (first, count, dst) =>
-            {
-                for (int r = 0; r < count; r++)
-                {
-                    int row = (int)first + r;
-                    m.DequantizeRow(order?[row] ?? row, dst.Slice(r * m.Cols, m.Cols));
-                }
-            });
+        void Matrix(string name, WeightMatrix m, int[]? order = null) => writer.Add(name, dtype, [m.Rows, m.Cols], GgufModelExporter.RowsOf(m, order));
 
         void Vector(string name, float[] v, int[]? order = null) => writer.Add(name, "F32", [v.Length], RopeRowOrder.Apply(v, order));
 

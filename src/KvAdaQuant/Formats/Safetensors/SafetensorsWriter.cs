@@ -14,7 +14,7 @@ namespace KvAdaQuant.Formats.Safetensors;
 /// </summary>
 public sealed class SafetensorsWriter
 {
-    private const int ChunkElements = 1 << 20;
+    private const int ChunkElements = RowStreamer.ChunkElements;
     private readonly List<Pending> _tensors = [];
     private readonly HashSet<string> _names = new(StringComparer.Ordinal);
 
@@ -92,26 +92,33 @@ public sealed class SafetensorsWriter
         }
 
         long done = 0;
-        int n = threads > 0 ? threads : Environment.ProcessorCount;
+        void Report(long bytes)
+        {
+            done += bytes;
+            progress?.Report(offset == 0 ? 1 : (double)done / offset);
+        }
+
+        var streamer = new RowStreamer(threads > 0 ? threads : Environment.ProcessorCount);
         foreach (var t in _tensors)
         {
             long start = fs.Position;
             if (t.Data is { } data)
             {
                 fs.Write(data);
+                Report(data.Length);
             }
             else
             {
-                WriteRows(fs, t, n, bytes => progress?.Report(offset == 0 ? 1 : (double)(done + bytes) / offset));
+                int cols = (int)t.Shape[^1];
+                long rows = t.Shape[..^1].Aggregate(1L, (a, b) => a * b);
+                string dtype = t.DType;
+                streamer.Write(fs, rows, cols, (long)cols * SafetensorsFile.ElementSize(dtype), t.Rows!, (values, bytes) => Convert(dtype, values, bytes), Report);
             }
 
             if (fs.Position - start != t.ByteCount)
             {
                 throw new InvalidOperationException($"tensor '{t.Name}': wrote {fs.Position - start} bytes, expected {t.ByteCount}");
             }
-
-            done += t.ByteCount;
-            progress?.Report(offset == 0 ? 1 : (double)done / offset);
         }
 
         return fs.Length;
@@ -161,43 +168,6 @@ public sealed class SafetensorsWriter
         if (dtype is not ("F32" or "F16" or "BF16"))
         {
             throw new ArgumentException($"float data cannot be written as '{dtype}' (F32, F16, BF16)", nameof(dtype));
-        }
-    }
-
-    private static void WriteRows(FileStream fs, Pending t, int threads, Action<long> report)
-    {
-        int cols = (int)t.Shape[^1];
-        long rows = t.Shape.Length == 1 ? 1 : t.Shape[..^1].Aggregate(1L, (a, b) => a * b);
-        int size = SafetensorsFile.ElementSize(t.DType);
-        int rowsPerChunk = (int)Math.Max(1, Math.Min(rows, ChunkElements / cols));
-        long chunks = (rows + rowsPerChunk - 1) / rowsPerChunk;
-        int batch = Math.Max(2, threads * 2);
-        var floats = new float[batch][];
-        var bytes = new byte[batch][];
-        var parallel = new ParallelOptions { MaxDegreeOfParallelism = threads };
-        long written = 0;
-        for (long c0 = 0; c0 < chunks; c0 += batch)
-        {
-            int n = (int)Math.Min(batch, chunks - c0);
-            Parallel.For(0, n, parallel, i =>
-            {
-                long first = (c0 + i) * rowsPerChunk;
-                int count = (int)Math.Min(rowsPerChunk, rows - first);
-                var f = floats[i] ??= new float[ChunkElements];
-                var b = bytes[i] ??= new byte[ChunkElements * sizeof(float)];
-                var span = f.AsSpan(0, count * cols);
-                t.Rows!(first, count, span);
-                Convert(t.DType, span, b);
-            });
-            for (int i = 0; i < n; i++)
-            {
-                long first = (c0 + i) * rowsPerChunk;
-                int count = (int)Math.Min(rowsPerChunk, rows - first);
-                fs.Write(bytes[i], 0, count * cols * size);
-                written += (long)count * cols * size;
-            }
-
-            report(written);
         }
     }
 
