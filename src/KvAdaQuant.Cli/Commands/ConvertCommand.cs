@@ -2,113 +2,95 @@ using System.CommandLine;
 using System.Diagnostics;
 using KvAdaQuant.Formats;
 using KvAdaQuant.Formats.Gguf;
+using KvAdaQuant.Formats.Safetensors;
 using KvAdaQuant.Numerics;
 
 namespace KvAdaQuant.Cli.Commands;
 
 /// <summary>
-/// <c>kvaq convert</c>: a model (llama2.c fp32/int8 or GGUF) with its llama2.c tokenizer to GGUF, or a
-/// synthetic preset with seeded random weights to GGUF.
+/// <c>kvaq convert</c>: any model kvaq loads (llama2.c fp32/int8, GGUF, a Hugging Face folder) with its tokenizer to GGUF
+/// (re-quantized to <c>--type</c>) or to a Hugging Face folder; or a synthetic preset with seeded random weights to GGUF.
 /// </summary>
 internal static class ConvertCommand
 {
+    private const string GgufTypes = "f32, f16, q8_0, q4_0, q4_k_m, q4_k_s, q6_k";
+
+    private enum OutputFormat
+    {
+        Gguf,
+        Hf,
+    }
+
     public static Command Create()
     {
-        var model = new Option<string?>("--model", "-m") { Description = "model to convert (file or bare name)" };
-        var synthetic = new Option<string?>("--synthetic") { Description = $"write seeded random weights in the shape of a preset: {SyntheticModelPreset.Names}" };
-        var output = new Option<string>("--out", "-o") { Description = "output .gguf file", Required = true };
+        var model = new Option<string?>("--model", "-m") { Description = "model to convert: a llama2.c .bin, a .gguf file or a Hugging Face folder (file, folder or bare name)" };
+        var synthetic = new Option<string?>("--synthetic") { Description = $"write seeded random weights in the shape of a preset (GGUF only): {SyntheticModelPreset.Names}" };
+        var output = new Option<string>("--out", "-o") { Description = "output: a .gguf file, or a folder for a Hugging Face model (config.json, model.safetensors, tokenizer.json)", Required = true };
+        var format = new Option<string?>("--format") { Description = "gguf or hf (default: gguf for a path ending in .gguf, hf for an existing folder or a path ending in /)" };
         var type = new Option<string>("--type")
         {
-            Description = "matrix type: f32, f16, q8_0 or q4_0 (norms stay f32); q4_k_m, q4_k_s or q6_k: quantized by llama.cpp through LLamaSharp from the f16 (synthetic) or f32 file kvaq writes first",
+            Description = "GGUF: f32, f16, q8_0 or q4_0 (norms stay f32); q4_k_m, q4_k_s or q6_k: quantized by llama.cpp through LLamaSharp from the f16 (synthetic) or f32 file kvaq writes first. Hugging Face: f32, f16 or bf16 (norms and biases stay f32)",
             DefaultValueFactory = _ => "f32",
         };
-        var tokenizer = CommonOptions.Tokenizer();
+        var tokenizer = new Option<string?>("--tokenizer") { Description = "tokenizer to carry over: a tokenizer.json, a .gguf holding a vocabulary, or a llama2.c tokenizer.bin (default: the model's own)" };
         var seed = new Option<ulong>("--seed") { Description = "random seed for --synthetic", DefaultValueFactory = _ => 1UL };
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
-        var cmd = new Command("convert", "Convert a llama2.c model (with its tokenizer) to GGUF, or write a synthetic GGUF model of a preset's shape.")
+        var cmd = new Command("convert", "Convert a model (llama2.c, GGUF or a Hugging Face folder) with its tokenizer to GGUF (re-quantizing it) or to a Hugging Face folder, or write a synthetic GGUF model of a preset's shape.")
         {
-            model, synthetic, output, type, tokenizer, seed, threads, json,
+            model, synthetic, output, format, type, tokenizer, seed, threads, json,
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
             string typeName = r.GetValue(type)!.ToLowerInvariant();
             string? preset = r.GetValue(synthetic);
-            bool byLlamaCpp = LlamaCppConvertQuantizer.TypeNames.Contains(typeName);
-            var t = byLlamaCpp ? (preset is not null ? GgmlType.F16 : GgmlType.F32) : ParseType(typeName);
-            var outPath = CheckOutputPath(r.GetValue(output)!);
-            var writePath = byLlamaCpp ? outPath + ".unquantized" : outPath;
             string? modelName = r.GetValue(model);
+            var outPath = r.GetValue(output)!;
+            var outFormat = ResolveFormat(r.GetValue(format), outPath);
+            if (outFormat == OutputFormat.Gguf)
+            {
+                CheckGgufOutputPath(outPath);
+            }
+            else
+            {
+                CheckHfOutputFolder(outPath);
+            }
+
             if ((preset is null) == (modelName is null))
             {
                 throw new ArgumentException("convert: give exactly one of --model F or --synthetic <preset>");
             }
 
-            var sw = Stopwatch.StartNew();
-            GgufWriter writer;
-            string source;
-            Model.LlamaModel? loaded = null;
-            try
+            if (outFormat == OutputFormat.Hf && preset is not null)
             {
-                if (preset is not null)
-                {
-                    var p = SyntheticModelPreset.Find(preset);
-                    writer = SyntheticModelWriter.Create(p, t, r.GetValue(seed));
-                    source = $"synthetic {p.Name}";
-                }
-                else
-                {
-                    loaded = ModelLoader.Load(modelName!, null);
-                    var tokPath = r.GetValue(tokenizer) ?? ModelLoader.FindLlama2cTokenizer(loaded.Path, loaded.Config.VocabSize)
-                        ?? throw new ArgumentException($"--tokenizer: no llama2.c tokenizer (tok{loaded.Config.VocabSize}.bin or tokenizer.bin) beside {loaded.Path}; pass one");
-                    var vocab = GgufVocabulary.FromLlama2cTokenizer(tokPath, loaded.Config.VocabSize);
-                    writer = GgufModelExporter.FromModel(loaded, vocab, t, Path.GetFileNameWithoutExtension(loaded.Path));
-                    source = loaded.Path;
-                }
-
-                bool asJson = r.GetValue(json);
-                int lastPercent = -1;
-                var progress = asJson ? null : new Progress<double>(f =>
-                {
-                    int pc = (int)(f * 100);
-                    if (pc / 10 != lastPercent / 10)
-                    {
-                        lastPercent = pc;
-                        Console.Error.Write($"\r{pc,3}%");
-                    }
-                });
-                long bytes = writer.Write(writePath, r.GetValue(threads), progress);
-                string written = t.ToString();
-                if (byLlamaCpp)
-                {
-                    try
-                    {
-                        int n = r.GetValue(threads);
-                        LlamaCppConvertQuantizer.Quantize(writePath, outPath, typeName, n > 0 ? n : Environment.ProcessorCount);
-                    }
-                    finally
-                    {
-                        File.Delete(writePath);
-                    }
-
-                    bytes = new FileInfo(outPath).Length;
-                    written = $"{typeName.ToUpperInvariant()} (quantized by llama.cpp through LLamaSharp from {t})";
-                }
-
-                double seconds = sw.Elapsed.TotalSeconds;
-                if (asJson)
-                {
-                    CliRunner.PrintJson(new { Source = source, Out = Path.GetFullPath(outPath), Type = byLlamaCpp ? typeName.ToUpperInvariant() : t.ToString(), Tensors = writer.TensorCount, Bytes = bytes, Seconds = seconds });
-                }
-                else
-                {
-                    Console.Error.WriteLine();
-                    Console.Out.WriteLine($"wrote {outPath}: {writer.TensorCount} tensors, {bytes:N0} bytes, {written} from {source} in {seconds:F1} s");
-                }
+                throw new ArgumentException($"--synthetic writes GGUF only; give --out F.gguf (then convert that file to a folder with --model F.gguf --out {outPath})");
             }
-            finally
+
+            bool asJson = r.GetValue(json);
+            int lastPercent = -1;
+            var progress = asJson ? null : new Progress<double>(f =>
             {
-                loaded?.Dispose();
+                int pc = (int)(f * 100);
+                if (pc / 10 != lastPercent / 10)
+                {
+                    lastPercent = pc;
+                    Console.Error.Write($"\r{pc,3}%");
+                }
+            });
+            int nThreads = r.GetValue(threads);
+            var sw = Stopwatch.StartNew();
+            var result = outFormat == OutputFormat.Gguf
+                ? ToGguf(modelName, preset, r.GetValue(seed), r.GetValue(tokenizer), outPath, typeName, nThreads, progress)
+                : ToHf(modelName!, r.GetValue(tokenizer), outPath, ParseHfType(typeName), nThreads, progress);
+            double seconds = sw.Elapsed.TotalSeconds;
+            if (asJson)
+            {
+                CliRunner.PrintJson(new { result.Source, Out = Path.GetFullPath(outPath), Format = outFormat == OutputFormat.Gguf ? "gguf" : "hf", result.Type, result.Tensors, result.Bytes, Seconds = seconds });
+            }
+            else
+            {
+                Console.Error.WriteLine();
+                Console.Out.WriteLine($"wrote {outPath}: {result.Tensors} tensors, {result.Bytes:N0} bytes, {result.Written} from {result.Source} in {seconds:F1} s");
             }
 
             return 0;
@@ -116,8 +98,153 @@ internal static class ConvertCommand
         return cmd;
     }
 
-    /// <summary>Checks <c>--out</c> before any work: a file path (not empty, not a folder) in a folder that exists.</summary>
-    private static string CheckOutputPath(string path)
+    private static Result ToGguf(string? modelName, string? preset, ulong seed, string? tokenizerPath, string outPath, string typeName, int threads, IProgress<double>? progress)
+    {
+        bool byLlamaCpp = LlamaCppConvertQuantizer.TypeNames.Contains(typeName);
+        var t = byLlamaCpp ? (preset is not null ? GgmlType.F16 : GgmlType.F32) : ParseGgufType(typeName);
+        var writePath = byLlamaCpp ? outPath + ".unquantized" : outPath;
+        GgufWriter writer;
+        string source;
+        Model.LlamaModel? loaded = null;
+        try
+        {
+            if (preset is not null)
+            {
+                var p = SyntheticModelPreset.Find(preset);
+                writer = SyntheticModelWriter.Create(p, t, seed);
+                source = $"synthetic {p.Name}";
+            }
+            else
+            {
+                loaded = ModelLoader.Load(modelName!, tokenizerPath);
+                if (Path.GetFullPath(loaded.Path) == Path.GetFullPath(outPath))
+                {
+                    throw new ArgumentException($"--out {outPath}: is the model being converted; write to another file");
+                }
+
+                var tokenizer = ConvertedTokenizer.ToGguf(loaded, tokenizerPath);
+                writer = loaded.Format == "gguf" ? FromGguf(loaded, tokenizer, t) : GgufModelExporter.FromModel(loaded, tokenizer, t, NameOf(loaded), GgufArchitecture(loaded));
+                source = loaded.Path;
+            }
+
+            long bytes = writer.Write(writePath, threads, progress);
+            string written = t.ToString();
+            if (byLlamaCpp)
+            {
+                try
+                {
+                    LlamaCppConvertQuantizer.Quantize(writePath, outPath, typeName, threads > 0 ? threads : Environment.ProcessorCount);
+                }
+                finally
+                {
+                    File.Delete(writePath);
+                }
+
+                bytes = new FileInfo(outPath).Length;
+                written = $"{typeName.ToUpperInvariant()} (quantized by llama.cpp through LLamaSharp from {t})";
+            }
+
+            return new Result(source, byLlamaCpp ? typeName.ToUpperInvariant() : t.ToString(), writer.TensorCount, bytes, written);
+        }
+        finally
+        {
+            loaded?.Dispose();
+        }
+    }
+
+    /// <summary>
+    /// A GGUF model re-encoded as llama-quantize does: same architecture, its <c>general.*</c> description and its tokenizer
+    /// keys copied unchanged, matrices in the new type.
+    /// </summary>
+    private static GgufWriter FromGguf(Model.LlamaModel loaded, GgufTokenizerMetadata tokenizer, GgmlType t)
+    {
+        using var g = GgufFile.Open(loaded.Path);
+        var writer = GgufModelExporter.FromModel(loaded, tokenizer, t, g.GetString("general.name") ?? NameOf(loaded));
+        foreach (var key in g.MetadataKeys.Where(k => k.StartsWith("general.", StringComparison.Ordinal)
+            && k is not ("general.architecture" or "general.name" or "general.alignment" or "general.file_type" or "general.quantization_version")))
+        {
+            writer.Copy(g, key);
+        }
+
+        return writer;
+    }
+
+    private static Result ToHf(string modelName, string? tokenizerPath, string outPath, string dtype, int threads, IProgress<double>? progress)
+    {
+        using var loaded = ModelLoader.Load(modelName, tokenizerPath);
+        var full = Path.GetFullPath(outPath.TrimEnd('/', Path.DirectorySeparatorChar));
+        var partial = $"{full}.partial-{Environment.ProcessId}";
+        if (Directory.Exists(partial))
+        {
+            Directory.Delete(partial, recursive: true);
+        }
+
+        Directory.CreateDirectory(partial);
+        try
+        {
+            var files = ConvertedTokenizer.WriteHfFiles(loaded, tokenizerPath, partial);
+            long bytes = HfModelExporter.Write(loaded, partial, dtype, threads, progress);
+            bytes += files.Sum(f => new FileInfo(Path.Combine(partial, f)).Length);
+            int tensors;
+            using (var st = SafetensorsFile.Open(Path.Combine(partial, HfModelExporter.WeightsFileName)))
+            {
+                tensors = st.Tensors.Count;
+            }
+
+            if (Directory.Exists(full))
+            {
+                Directory.Delete(full); // empty, checked before any work
+            }
+
+            Directory.Move(partial, full);
+            return new Result(loaded.Path, dtype, tensors, bytes, $"{dtype} safetensors + config.json + {string.Join(" + ", files)}");
+        }
+        catch
+        {
+            Directory.Delete(partial, recursive: true);
+            throw;
+        }
+    }
+
+    /// <summary>The GGUF architecture a model is written as: Hugging Face's mistral becomes llama, as llama.cpp's converter writes it.</summary>
+    private static string GgufArchitecture(Model.LlamaModel m) => m.Format == "safetensors" && m.Config.Architecture == "mistral" ? "llama" : m.Config.Architecture;
+
+    private static string NameOf(Model.LlamaModel m) => Path.GetFileNameWithoutExtension(m.Path.TrimEnd('/', Path.DirectorySeparatorChar));
+
+    private static OutputFormat ResolveFormat(string? format, string outPath)
+    {
+        switch (format?.ToLowerInvariant())
+        {
+            case "gguf":
+                return OutputFormat.Gguf;
+            case "hf":
+                return OutputFormat.Hf;
+            case null:
+                break;
+            default:
+                throw new ArgumentException($"--format: '{format}' is not gguf or hf");
+        }
+
+        if (string.IsNullOrWhiteSpace(outPath))
+        {
+            throw new ArgumentException("--out: the path is empty; give a .gguf file or a folder to write");
+        }
+
+        if (outPath.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase))
+        {
+            return OutputFormat.Gguf;
+        }
+
+        if (Directory.Exists(outPath) || outPath.EndsWith('/') || outPath.EndsWith(Path.DirectorySeparatorChar))
+        {
+            return OutputFormat.Hf;
+        }
+
+        throw new ArgumentException($"--out {outPath}: cannot tell the output format; end the file name in .gguf for GGUF, or give --format hf to write a Hugging Face folder there (--format gguf for a GGUF file of that name)");
+    }
+
+    /// <summary>Checks <c>--out</c> for GGUF before any work: a file path (not empty, not a folder) in a folder that exists. An existing file is replaced.</summary>
+    private static void CheckGgufOutputPath(string path)
     {
         if (string.IsNullOrWhiteSpace(path))
         {
@@ -126,7 +253,7 @@ internal static class ConvertCommand
 
         if (Directory.Exists(path))
         {
-            throw new ArgumentException($"--out {path}: is a folder; give a file path such as {Path.Combine(path, "model.gguf")}");
+            throw new ArgumentException($"--out {path}: is a folder; give a file path such as {Path.Combine(path, "model.gguf")}, or --format hf to write a Hugging Face folder there");
         }
 
         string? folder = Path.GetDirectoryName(Path.GetFullPath(path));
@@ -134,16 +261,57 @@ internal static class ConvertCommand
         {
             throw new ArgumentException($"--out {path}: the folder {folder} does not exist");
         }
-
-        return path;
     }
 
-    private static GgmlType ParseType(string s) => s.ToLowerInvariant() switch
+    /// <summary>
+    /// Checks <c>--out</c> for a Hugging Face folder before any work: a new folder in one that exists, or an existing empty
+    /// folder (never a file, nor a folder holding anything: stale shards beside the new weights would be loaded with them).
+    /// </summary>
+    private static void CheckHfOutputFolder(string path)
+    {
+        if (string.IsNullOrWhiteSpace(path))
+        {
+            throw new ArgumentException("--out: the path is empty; give the folder to write");
+        }
+
+        if (File.Exists(path))
+        {
+            throw new ArgumentException($"--out {path}: is a file; a Hugging Face model is written to a folder (a new one, or an empty one)");
+        }
+
+        if (Directory.Exists(path))
+        {
+            if (Directory.EnumerateFileSystemEntries(path).Any())
+            {
+                throw new ArgumentException($"--out {path}: the folder is not empty; give a new or empty folder (files already there, such as other *.safetensors shards, would be read with the new model)");
+            }
+
+            return;
+        }
+
+        string? parent = Path.GetDirectoryName(Path.GetFullPath(path.TrimEnd('/', Path.DirectorySeparatorChar)));
+        if (parent is not null && !Directory.Exists(parent))
+        {
+            throw new ArgumentException($"--out {path}: the folder {parent} does not exist");
+        }
+    }
+
+    private static GgmlType ParseGgufType(string s) => s switch
     {
         "f32" => GgmlType.F32,
         "f16" => GgmlType.F16,
         "q8_0" => GgmlType.Q8_0,
         "q4_0" => GgmlType.Q4_0,
-        _ => throw new ArgumentException($"--type: '{s}' is not one of f32, f16, q8_0, q4_0, {string.Join(", ", LlamaCppConvertQuantizer.TypeNames)}"),
+        _ => throw new ArgumentException($"--type: '{s}' is not one of {GgufTypes}{(s == "bf16" ? " (bf16 is for Hugging Face folders)" : string.Empty)}"),
     };
+
+    private static string ParseHfType(string s) => s switch
+    {
+        "f32" => "F32",
+        "f16" => "F16",
+        "bf16" => "BF16",
+        _ => throw new ArgumentException($"--type: '{s}' cannot be written to a Hugging Face folder, which holds f32, f16 or bf16 weights (quantized models are dequantized); {GgufTypes} are for .gguf files"),
+    };
+
+    private sealed record Result(string Source, string Type, int Tensors, long Bytes, string Written);
 }

@@ -26,18 +26,23 @@ public sealed class BpePreTokenizer
     private static readonly char[] CategoryStandIn = BuildStandIns();
 
     private readonly Regex[] _patterns;
+    private readonly string[] _sources;
     private readonly bool _collapse;
 
     /// <summary>Creates a pre-tokenizer from <paramref name="patterns"/>, applied in order.</summary>
     public BpePreTokenizer(string name, params string[] patterns)
     {
         Name = name;
+        _sources = [.. patterns];
         _patterns = patterns.Select(p => new Regex(p, RegexOptions.CultureInvariant)).ToArray();
 
         // Patterns that name only ASCII characters can run on the category-collapsed text; others
         // (e.g. explicit CJK ranges) run on the text itself.
         _collapse = patterns.All(p => p.All(c => c < 128));
     }
+
+    /// <summary>The regular expressions, in the order they are applied.</summary>
+    public IReadOnlyList<string> Patterns => _sources;
 
     /// <summary>Name of the scheme (the GGUF <c>tokenizer.ggml.pre</c> value or "tokenizer.json").</summary>
     public string Name { get; }

@@ -11,8 +11,18 @@ namespace KvAdaQuant.Tokenization;
 public static class GgufTokenizerFactory
 {
     /// <summary>Creates the tokenizer of <paramref name="file"/>; throws <see cref="ModelFormatException"/> naming the file and key when the metadata is missing or wrong.</summary>
-    public static ITokenizer Create(GgufFile file)
+    public static ITokenizer Create(GgufFile file) => Create(file.Path, file.Metadata);
+
+    /// <summary>Creates the tokenizer that <paramref name="metadata"/> (GGUF <c>tokenizer.*</c> keys) describes.</summary>
+    public static ITokenizer Create(GgufTokenizerMetadata metadata) => Create(metadata.Source, metadata.Values);
+
+    /// <summary>
+    /// Creates the tokenizer described by GGUF metadata <paramref name="metadata"/> read from <paramref name="path"/>; throws
+    /// <see cref="ModelFormatException"/> naming the file and key when the metadata is missing or wrong.
+    /// </summary>
+    public static ITokenizer Create(string path, IReadOnlyDictionary<string, object> metadata)
     {
+        var file = new Metadata(path, metadata);
         var model = file.GetString("tokenizer.ggml.model")
             ?? throw new ModelFormatException(file.Path, "no tokenizer: metadata 'tokenizer.ggml.model' is missing");
         var tokens = Array<string>(file, "tokenizer.ggml.tokens", required: true)!;
@@ -81,7 +91,7 @@ public static class GgufTokenizerFactory
         }
     }
 
-    private static T[]? Array<T>(GgufFile file, string key, bool required)
+    private static T[]? Array<T>(Metadata file, string key, bool required)
     {
         var v = file.Get(key);
         if (v is null)
@@ -106,6 +116,17 @@ public static class GgufTokenizerFactory
             }
         }
 
-        throw new ModelFormatException(file.Path, $"metadata '{key}' has type {file.MetadataTypes[key]} ({v.GetType().Name}), expected an array of {typeof(T).Name}");
+        throw new ModelFormatException(file.Path, $"metadata '{key}' holds a {v.GetType().Name}, expected an array of {typeof(T).Name}");
+    }
+
+    /// <summary>Typed access to metadata values, with errors naming the file and key.</summary>
+    private sealed record Metadata(string Path, IReadOnlyDictionary<string, object> Values)
+    {
+        public object? Get(string key) => Values.GetValueOrDefault(key);
+
+        public string? GetString(string key) => Values.GetValueOrDefault(key) as string;
+
+        public long? GetInteger(string key) => Values.GetValueOrDefault(key) is not { } v ? null
+            : GgufFile.ToInteger(Path, key, v) ?? throw new ModelFormatException(Path, $"metadata '{key}' should be an integer but holds a {v.GetType().Name}");
     }
 }

@@ -18,6 +18,7 @@ public sealed class MergesBpeTokenizer : ITokenizer
     private readonly TokenType[] _types;
     private readonly Dictionary<string, int> _lookup;
     private readonly Dictionary<string, int> _ranks;
+    private readonly string[] _merges;
     private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _rankLookup;
     private readonly Dictionary<string, int>.AlternateLookup<ReadOnlySpan<char>> _spanLookup;
     private readonly byte[][] _pieces;
@@ -51,6 +52,7 @@ public sealed class MergesBpeTokenizer : ITokenizer
             }
         }
 
+        _merges = [.. merges];
         _ranks = new Dictionary<string, int>(merges.Count, StringComparer.Ordinal);
         for (int i = 0; i < merges.Count; i++)
         {
@@ -82,6 +84,9 @@ public sealed class MergesBpeTokenizer : ITokenizer
 
     /// <summary>How this tokenizer prepares text.</summary>
     public MergesBpeOptions Options { get; }
+
+    /// <summary>The merges in rank order, each "left right", as given.</summary>
+    public IReadOnlyList<string> Merges => _merges;
 
     /// <inheritdoc/>
     public int VocabSize => _tokens.Length;

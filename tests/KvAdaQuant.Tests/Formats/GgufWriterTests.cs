@@ -71,6 +71,52 @@ public class GgufWriterTests
     }
 
     [Fact]
+    public void EveryMetadataTypeIsWrittenAndCopiedExactly()
+    {
+        using var dir = new TempDir();
+        var w = new GgufWriter();
+        w.SetValue("t.u8", GgufValueType.UInt8, (byte)200);
+        w.SetValue("t.i8", GgufValueType.Int8, (sbyte)-5);
+        w.SetValue("t.u16", GgufValueType.UInt16, (ushort)60000);
+        w.SetValue("t.i16", GgufValueType.Int16, (short)-300);
+        w.SetValue("t.u32", GgufValueType.UInt32, 4_000_000_000u);
+        w.SetValue("t.i64", GgufValueType.Int64, long.MinValue);
+        w.SetValue("t.f64", GgufValueType.Float64, Math.PI);
+        w.SetValue("t.u32s", GgufValueType.Array, new[] { 1, -1 }, GgufValueType.UInt32);
+        w.SetValue("t.u8s", GgufValueType.Array, new object[] { (byte)1, (byte)255 }, GgufValueType.UInt8);
+        w.SetValue("t.f64s", GgufValueType.Array, new object[] { 0.5, -2.0 }, GgufValueType.Float64);
+        w.Set("t.s", "x");
+        w.AddTensor("v", GgmlType.F32, [4], (_, _, d) => d.Fill(1));
+        w.Write(dir.File("a.gguf"), 1);
+
+        using var a = GgufFile.Open(dir.File("a.gguf"));
+        Assert.Equal((byte)200, a.Get("t.u8"));
+        Assert.Equal((sbyte)-5, a.Get("t.i8"));
+        Assert.Equal((ushort)60000, a.Get("t.u16"));
+        Assert.Equal((short)-300, a.Get("t.i16"));
+        Assert.Equal(4_000_000_000L, a.GetInteger("t.u32"));
+        Assert.Equal(long.MinValue, a.Get("t.i64"));
+        Assert.Equal(Math.PI, a.Get("t.f64"));
+        Assert.Equal(GgufValueType.UInt32, a.ArrayElementTypes["t.u32s"]);
+        Assert.Equal(new[] { 1, -1 }, (int[])a.Get("t.u32s")!);
+        Assert.Equal(["t.u8", "t.i8", "t.u16", "t.i16", "t.u32", "t.i64", "t.f64", "t.u32s", "t.u8s", "t.f64s", "t.s"], a.MetadataKeys);
+
+        // Copying every key into a new file reproduces the header byte for byte.
+        var b = new GgufWriter();
+        foreach (var key in a.MetadataKeys)
+        {
+            b.Copy(a, key);
+        }
+
+        b.AddTensor("v", GgmlType.F32, [4], (_, _, d) => d.Fill(1));
+        b.Write(dir.File("b.gguf"), 1);
+        Assert.Equal(File.ReadAllBytes(dir.File("a.gguf")), File.ReadAllBytes(dir.File("b.gguf")));
+
+        Assert.Throws<ArgumentException>(() => b.SetValue("t.bad", GgufValueType.UInt32, "text"));
+        Assert.Throws<ArgumentException>(() => b.SetValue("t.nested", GgufValueType.Array, new object[] { new int[1] }, GgufValueType.Array));
+    }
+
+    [Fact]
     public void ManyChunksAreWrittenInRowOrder()
     {
         // 4096 x 600 floats: three chunks of 256 rows and one partial, produced in parallel.

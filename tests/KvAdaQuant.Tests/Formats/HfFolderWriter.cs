@@ -13,6 +13,32 @@ namespace KvAdaQuant.Tests.Formats;
 /// </summary>
 public static class HfFolderWriter
 {
+    /// <summary>
+    /// Writes a 512-token byte-level <c>tokenizer.json</c> as GPT-2's own is laid out (ByteLevel pre-tokenizer with its regex,
+    /// no added tokens): GPT-2's 256 byte characters and the tokens of its first 256 merges, which are ids 256..511.
+    /// </summary>
+    public static void WriteGpt2SubsetTokenizer(string dir)
+    {
+        using var g = KvAdaQuant.Formats.Gguf.GgufFile.Open(KvAdaQuant.Tests.Tokenization.LlamaCppVocabTests.VocabPath("ggml-vocab-gpt-2.gguf"));
+        var tokens = ((string[])g.Get("tokenizer.ggml.tokens")!)[..512];
+        var merges = ((string[])g.Get("tokenizer.ggml.merges")!)[..256];
+        for (int r = 0; r < merges.Length; r++)
+        {
+            Assert.Equal(tokens[256 + r], merges[r].Replace(" ", string.Empty, StringComparison.Ordinal)); // merge r makes token 256 + r
+        }
+
+        var json = new
+        {
+            version = "1.0",
+            added_tokens = Array.Empty<object>(),
+            normalizer = (object?)null,
+            pre_tokenizer = new { type = "ByteLevel", add_prefix_space = false, trim_offsets = true, use_regex = true },
+            decoder = new { type = "ByteLevel", add_prefix_space = true, trim_offsets = true, use_regex = true },
+            model = new { type = "BPE", dropout = (object?)null, unk_token = (object?)null, byte_fallback = false, vocab = Enumerable.Range(0, tokens.Length).ToDictionary(i => tokens[i], i => i), merges },
+        };
+        File.WriteAllText(Path.Combine(dir, "tokenizer.json"), JsonSerializer.Serialize(json));
+    }
+
     public static void Write(string llama2cPath, string dir, string dtype = "F32", int shards = 1, bool writeConfigTie = true, Action<Dictionary<string, object>>? editConfig = null, bool untieOutput = false, bool qkvBias = false)
     {
         using var model = ModelLoader.Load(llama2cPath);

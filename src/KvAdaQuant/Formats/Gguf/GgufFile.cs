@@ -17,6 +17,8 @@ public sealed unsafe class GgufFile : IDisposable
     private readonly MappedFile _file;
     private readonly Dictionary<string, object> _metadata = new(StringComparer.Ordinal);
     private readonly Dictionary<string, GgufValueType> _types = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, GgufValueType> _elementTypes = new(StringComparer.Ordinal);
+    private readonly List<string> _keyOrder = [];
     private readonly List<GgufTensorInfo> _tensors = [];
     private readonly Dictionary<string, GgufTensorInfo> _byName = new(StringComparer.Ordinal);
 
@@ -42,6 +44,12 @@ public sealed unsafe class GgufFile : IDisposable
 
     /// <summary>GGUF type of each metadata value.</summary>
     public IReadOnlyDictionary<string, GgufValueType> MetadataTypes => _types;
+
+    /// <summary>GGUF element type of each array-valued metadata key (a uint32 array reads as <c>int[]</c>; this keeps which it was).</summary>
+    public IReadOnlyDictionary<string, GgufValueType> ArrayElementTypes => _elementTypes;
+
+    /// <summary>Metadata keys in file order.</summary>
+    public IReadOnlyList<string> MetadataKeys => _keyOrder;
 
     /// <summary>Tensors in file order.</summary>
     public IReadOnlyList<GgufTensorInfo> Tensors => _tensors;
@@ -89,19 +97,25 @@ public sealed unsafe class GgufFile : IDisposable
             return fallback;
         }
 
-        return v switch
-        {
-            byte b => b,
-            sbyte sb => sb,
-            ushort us => us,
-            short s => s,
-            uint ui => ui,
-            int i => i,
-            ulong ul => ul > long.MaxValue ? throw new ModelFormatException(Path, $"metadata '{key}' = {ul} is out of range") : (long)ul,
-            long l => l,
-            _ => throw new ModelFormatException(Path, $"metadata '{key}' should be an integer but is {_types[key]}"),
-        };
+        return ToInteger(Path, key, v) ?? throw new ModelFormatException(Path, $"metadata '{key}' should be an integer but is {_types[key]}");
     }
+
+    /// <summary>
+    /// A metadata value of any integer type as a long; null when it is no integer. Throws naming <paramref name="path"/> and
+    /// <paramref name="key"/> for a uint64 beyond long's range.
+    /// </summary>
+    public static long? ToInteger(string path, string key, object value) => value switch
+    {
+        byte b => b,
+        sbyte sb => sb,
+        ushort us => us,
+        short s => s,
+        uint ui => ui,
+        int i => i,
+        ulong ul => ul > long.MaxValue ? throw new ModelFormatException(path, $"metadata '{key}' = {ul} is out of range") : (long)ul,
+        long l => l,
+        _ => null,
+    };
 
     /// <summary>Metadata float (float32 or float64), or <paramref name="fallback"/>.</summary>
     public double? GetFloat(string key, double? fallback = null) => _metadata.TryGetValue(key, out var v)
@@ -143,6 +157,7 @@ public sealed unsafe class GgufFile : IDisposable
         {
             string key = r.Str("metadata key");
             var type = (GgufValueType)r.U32();
+            var elementType = type == GgufValueType.Array ? (GgufValueType)r.PeekU32() : default;
             object value = ReadValue(r, type, key);
             if (!_metadata.TryAdd(key, value))
             {
@@ -150,6 +165,11 @@ public sealed unsafe class GgufFile : IDisposable
             }
 
             _types[key] = type;
+            _keyOrder.Add(key);
+            if (type == GgufValueType.Array)
+            {
+                _elementTypes[key] = elementType;
+            }
         }
 
         if (GetInteger("general.alignment") is { } a)
@@ -338,6 +358,13 @@ public sealed unsafe class GgufFile : IDisposable
         }
 
         public uint U32() => BinaryPrimitives.ReadUInt32LittleEndian(Span(4, "header"));
+
+        public uint PeekU32()
+        {
+            uint v = U32();
+            Position -= 4;
+            return v;
+        }
 
         public ulong U64() => BinaryPrimitives.ReadUInt64LittleEndian(Span(8, "header"));
 

@@ -18,15 +18,22 @@ public static class GgufModelExporter
 
     /// <summary>Builds a writer for <paramref name="config"/> with matrices in <paramref name="type"/>.</summary>
     public static GgufWriter Create(ModelConfig config, GgufVocabulary vocabulary, GgmlType type, TensorSource source, bool qkvBias, float[]? ropeFactors, string name)
+        => Create(config, vocabulary.ToMetadata("vocabulary"), type, source, qkvBias, ropeFactors, name);
+
+    /// <summary>
+    /// Builds a writer for <paramref name="config"/> (its <see cref="ModelConfig.Architecture"/> names the GGUF architecture)
+    /// with matrices in <paramref name="type"/> and the tokenizer keys <paramref name="tokenizer"/>.
+    /// </summary>
+    public static GgufWriter Create(ModelConfig config, GgufTokenizerMetadata tokenizer, GgmlType type, TensorSource source, bool qkvBias, float[]? ropeFactors, string name)
     {
         if (type is not (GgmlType.F32 or GgmlType.F16 or GgmlType.Q8_0 or GgmlType.Q4_0))
         {
             throw new ArgumentException($"--type: cannot write {type}; use f32, f16, q8_0 or q4_0");
         }
 
-        if (vocabulary.Count != config.VocabSize)
+        if (tokenizer.TokenCount != config.VocabSize)
         {
-            throw new ArgumentException($"tokenizer has {vocabulary.Count} tokens but the model's vocabulary is {config.VocabSize}");
+            throw new ArgumentException($"{tokenizer.Source}: tokenizer has {tokenizer.TokenCount} tokens but the model's vocabulary is {config.VocabSize}");
         }
 
         var c = config;
@@ -54,7 +61,7 @@ public static class GgufModelExporter
         w.Set($"{a}.rope.freq_base", c.RopeTheta);
         w.Set($"{a}.rope.dimension_count", (uint)c.HeadDim);
         w.Set($"{a}.vocab_size", (uint)c.VocabSize);
-        vocabulary.WriteTo(w);
+        tokenizer.WriteTo(w);
 
         long dim = c.Dim, qd = c.QDim, kvd = c.KvDim, hid = c.HiddenDim, vocab = c.VocabSize;
         void Matrix(string n, long cols, long rows)
@@ -115,11 +122,30 @@ public static class GgufModelExporter
 
     /// <summary>Builds a writer that re-encodes a loaded model (any format) with matrices in <paramref name="type"/>.</summary>
     public static GgufWriter FromModel(LlamaModel model, GgufVocabulary vocabulary, GgmlType type, string name)
+        => FromModel(model, vocabulary.ToMetadata("vocabulary"), type, name);
+
+    /// <summary>
+    /// Builds a writer that re-encodes a loaded model (any format) with matrices in <paramref name="type"/> as GGUF
+    /// architecture <paramref name="architecture"/> (default: the model's own). When the model's RoPE layout differs
+    /// from the one llama.cpp uses for that architecture (a Hugging Face checkpoint, half-split, written as <c>llama</c>,
+    /// interleaved), the rows of Q and K and their biases are reordered head by head (<see cref="RopeRowOrder"/>), as
+    /// llama.cpp's convert_hf_to_gguf permutes them.
+    /// </summary>
+    public static GgufWriter FromModel(LlamaModel model, GgufTokenizerMetadata tokenizer, GgmlType type, string name, string? architecture = null)
     {
         var c = model.Config;
+        var arch = architecture ?? c.Architecture;
+        if (!GgufModelLoader.Architectures.Contains(arch))
+        {
+            throw new ArgumentException($"GGUF architecture '{arch}' is not one kvaq writes ({string.Join(", ", GgufModelLoader.Architectures)})");
+        }
+
+        var target = GgufModelLoader.RopeLayoutOf(arch);
+        var q = RopeRowOrder.Between(c.RopeLayout, target, c.Heads, c.HeadDim);
+        var k = RopeRowOrder.Between(c.RopeLayout, target, c.KvHeads, c.HeadDim);
         var w = model.Weights;
         bool bias = w.Layers.Any(l => l.Bq is not null);
-        return Create(c, vocabulary, type, (n, shape) => SourceOf(w, n, shape), bias, w.RopeFrequencyFactors, name);
+        return Create(c with { Architecture = arch, RopeLayout = target }, tokenizer, type, (n, shape) => SourceOf(w, n, shape, q, k), bias, w.RopeFrequencyFactors, name);
     }
 
     /// <summary>
@@ -153,25 +179,36 @@ public static class GgufModelExporter
         return f;
     }
 
-    private static GgufRowSource SourceOf(ModelWeights w, string name, long[] shape)
+    /// <summary>
+    /// The rows of <paramref name="m"/>, dequantized, as a row source; with <paramref name="order"/>, destination row r is
+    /// source row <c>order[r]</c> (see <see cref="RopeRowOrder"/>).
+    /// </summary>
+    public static GgufRowSource RowsOf(WeightMatrix m, int[]? order = null) => (first, count, dst) =>
     {
-        GgufRowSource FromMatrix(WeightMatrix m)
+        for (int r = 0; r < count; r++)
+        {
+            int row = (int)first + r;
+            m.DequantizeRow(order?[row] ?? row, dst.Slice(r * m.Cols, m.Cols));
+        }
+    };
+
+    private static GgufRowSource SourceOf(ModelWeights w, string name, long[] shape, int[]? qOrder, int[]? kOrder)
+    {
+        GgufRowSource FromMatrix(WeightMatrix m, int[]? order = null)
         {
             if (m.Cols != shape[0] || m.Rows != shape[1])
             {
                 throw new InvalidOperationException($"{name}: matrix {m.Name} is [{m.Rows}, {m.Cols}], expected [{shape[1]}, {shape[0]}]");
             }
 
-            return (first, count, dst) =>
-            {
-                for (int r = 0; r < count; r++)
-                {
-                    m.DequantizeRow((int)first + r, dst.Slice(r * m.Cols, m.Cols));
-                }
-            };
+            return RowsOf(m, order);
         }
 
-        static GgufRowSource FromVector(float[] v) => (first, count, dst) => v.AsSpan().CopyTo(dst);
+        static GgufRowSource FromVector(float[] v, int[]? order = null)
+        {
+            var values = RopeRowOrder.Apply(v, order);
+            return (first, count, dst) => values.AsSpan().CopyTo(dst);
+        }
 
         if (name == "token_embd.weight")
         {
@@ -194,11 +231,11 @@ public static class GgufModelExporter
         {
             ("attn_norm", _) => FromVector(l.AttentionNorm),
             ("ffn_norm", _) => FromVector(l.FfnNorm),
-            ("attn_q", "weight") => FromMatrix(l.Wq),
-            ("attn_k", "weight") => FromMatrix(l.Wk),
+            ("attn_q", "weight") => FromMatrix(l.Wq, qOrder),
+            ("attn_k", "weight") => FromMatrix(l.Wk, kOrder),
             ("attn_v", "weight") => FromMatrix(l.Wv),
-            ("attn_q", "bias") => FromVector(l.Bq!),
-            ("attn_k", "bias") => FromVector(l.Bk!),
+            ("attn_q", "bias") => FromVector(l.Bq!, qOrder),
+            ("attn_k", "bias") => FromVector(l.Bk!, kOrder),
             ("attn_v", "bias") => FromVector(l.Bv!),
             ("attn_output", _) => FromMatrix(l.Wo),
             ("ffn_gate", _) => FromMatrix(l.W1),

@@ -16,6 +16,12 @@ public static unsafe class GgufModelLoader
     /// <summary>Architectures this loader understands.</summary>
     public static IReadOnlyList<string> Architectures { get; } = ["llama", "mistral", "qwen2"];
 
+    /// <summary>
+    /// The RoPE layout llama.cpp uses for GGUF architecture <paramref name="architecture"/>: half-split (rope type NEOX)
+    /// for <c>qwen2</c>, interleaved (NORM) for <c>llama</c> and <c>mistral</c>.
+    /// </summary>
+    public static RopeLayout RopeLayoutOf(string architecture) => architecture == "qwen2" ? RopeLayout.HalfSplit : RopeLayout.Interleaved;
+
     /// <summary>Loads the model in <paramref name="file"/>; the returned weights own (and dispose) the file.</summary>
     public static (ModelConfig Config, ModelWeights Weights) Load(GgufFile file)
     {
@@ -101,7 +107,7 @@ public static unsafe class GgufModelLoader
             ContextLength = Required("context_length"),
             NormEps = (float)(g.GetFloat($"{arch}.attention.layer_norm_rms_epsilon") ?? 1e-5),
             RopeTheta = (float)(g.GetFloat($"{arch}.rope.freq_base") ?? 10000.0),
-            RopeLayout = arch == "qwen2" ? RopeLayout.HalfSplit : RopeLayout.Interleaved,
+            RopeLayout = RopeLayoutOf(arch),
             RopeScaling = scaling,
             TiedEmbeddings = g.FindTensor("output.weight") is null,
             BosToken = Int(g, "tokenizer.ggml.bos_token_id") ?? 1,

@@ -150,18 +150,19 @@ public sealed class GgufVocabulary
     }
 
     /// <summary>Writes the <c>tokenizer.ggml.*</c> keys.</summary>
-    public void WriteTo(GgufWriter writer)
-    {
-        writer.Set("tokenizer.ggml.model", "llama");
-        writer.Set("tokenizer.ggml.tokens", Tokens);
-        writer.Set("tokenizer.ggml.scores", Scores);
-        writer.Set("tokenizer.ggml.token_type", Types.Select(t => (int)t).ToArray());
-        writer.Set("tokenizer.ggml.unknown_token_id", (uint)UnknownToken);
-        writer.Set("tokenizer.ggml.bos_token_id", (uint)BosToken);
-        writer.Set("tokenizer.ggml.eos_token_id", (uint)EosToken);
-        writer.Set("tokenizer.ggml.add_bos_token", true);
-        writer.Set("tokenizer.ggml.add_eos_token", false);
-    }
+    public void WriteTo(GgufWriter writer) => ToMetadata("vocabulary").WriteTo(writer);
+
+    /// <summary>The <c>tokenizer.ggml.*</c> keys of this vocabulary; <paramref name="source"/> names where it came from.</summary>
+    public GgufTokenizerMetadata ToMetadata(string source) => new GgufTokenizerMetadata(source)
+        .Set("tokenizer.ggml.model", "llama")
+        .Set("tokenizer.ggml.tokens", Tokens)
+        .Set("tokenizer.ggml.scores", Scores)
+        .Set("tokenizer.ggml.token_type", Types.Select(t => (int)t).ToArray())
+        .Set("tokenizer.ggml.unknown_token_id", (uint)UnknownToken)
+        .Set("tokenizer.ggml.bos_token_id", (uint)BosToken)
+        .Set("tokenizer.ggml.eos_token_id", (uint)EosToken)
+        .Set("tokenizer.ggml.add_bos_token", true)
+        .Set("tokenizer.ggml.add_eos_token", false);
 
     private static bool IsByteToken(string s) => s.Length == 6 && s.StartsWith("<0x", StringComparison.Ordinal) && s[5] == '>'
         && Uri.IsHexDigit(s[3]) && Uri.IsHexDigit(s[4]);

@@ -13,7 +13,7 @@ namespace KvAdaQuant.Formats.Gguf;
 /// </summary>
 public sealed class GgufWriter
 {
-    private const int ChunkElements = 1 << 20;
+    private const int ChunkElements = RowStreamer.ChunkElements;
     private readonly List<(string Key, GgufValueType Type, GgufValueType ElementType, object Value)> _metadata = [];
     private readonly List<PendingTensor> _tensors = [];
     private readonly HashSet<string> _keys = new(StringComparer.Ordinal);
@@ -51,6 +51,42 @@ public sealed class GgufWriter
 
     /// <summary>Sets an array of int32.</summary>
     public void Set(string key, int[] values) => Add(key, GgufValueType.Array, GgufValueType.Int32, values);
+
+    /// <summary>
+    /// Sets a value of any GGUF type: <paramref name="value"/> is a scalar of <paramref name="type"/> (any CLR integer
+    /// that fits, for integer types), or for <see cref="GgufValueType.Array"/> an array whose items are scalars of
+    /// <paramref name="elementType"/> (as <see cref="GgufFile.Metadata"/> returns them). Nested arrays are refused.
+    /// </summary>
+    public void SetValue(string key, GgufValueType type, object value, GgufValueType elementType = default)
+    {
+        ArgumentNullException.ThrowIfNull(value);
+        if (type == GgufValueType.Array)
+        {
+            if (value is not Array items || elementType is GgufValueType.Array || !Enum.IsDefined(elementType))
+            {
+                throw new ArgumentException($"metadata '{key}': an array value needs a scalar element type and a CLR array, got {elementType} and {value.GetType().Name}");
+            }
+
+            foreach (var item in items)
+            {
+                CheckScalar(key, elementType, item);
+            }
+        }
+        else
+        {
+            CheckScalar(key, type, value);
+        }
+
+        Add(key, type, elementType, value);
+    }
+
+    /// <summary>Copies metadata <paramref name="key"/> of <paramref name="source"/> unchanged (same GGUF type and value).</summary>
+    public void Copy(GgufFile source, string key)
+    {
+        var value = source.Get(key) ?? throw new ArgumentException($"{source.Path}: no metadata '{key}' to copy");
+        var type = source.MetadataTypes[key];
+        SetValue(key, type, value, type == GgufValueType.Array ? source.ArrayElementTypes[key] : default);
+    }
 
     /// <summary>
     /// Adds a tensor of <paramref name="shape"/> (ne[0] innermost, as GGUF stores it) whose rows come from
@@ -152,24 +188,64 @@ public sealed class GgufWriter
         s.Write(b);
     }
 
+    private static void CheckScalar(string key, GgufValueType type, object? value)
+    {
+        bool ok = type switch
+        {
+            GgufValueType.String => value is string,
+            GgufValueType.Bool => value is bool,
+            GgufValueType.Float32 => value is float,
+            GgufValueType.Float64 => value is double or float,
+            GgufValueType.UInt8 or GgufValueType.Int8 or GgufValueType.UInt16 or GgufValueType.Int16 or GgufValueType.UInt32
+                or GgufValueType.Int32 or GgufValueType.UInt64 or GgufValueType.Int64 => value is byte or sbyte or ushort or short or uint or int or ulong or long,
+            _ => false,
+        };
+        if (!ok)
+        {
+            throw new ArgumentException($"metadata '{key}': a {value?.GetType().Name ?? "null"} cannot be written as GGUF {type}");
+        }
+    }
+
+    /// <summary>Bits of an integer of any CLR width, two's complement, truncated to the GGUF width by the caller.</summary>
+    private static ulong IntegerBits(object value) => value switch
+    {
+        byte b => b,
+        sbyte sb => unchecked((ulong)sb),
+        ushort us => us,
+        short sh => unchecked((ulong)sh),
+        uint ui => ui,
+        int i => unchecked((ulong)i),
+        ulong ul => ul,
+        long l => unchecked((ulong)l),
+        _ => throw new NotSupportedException($"{value.GetType().Name} is not an integer"),
+    };
+
     private static void WriteScalar(Stream s, GgufValueType type, object value)
     {
+        Span<byte> b = stackalloc byte[8];
         switch (type)
         {
             case GgufValueType.String:
                 WriteString(s, (string)value);
                 break;
-            case GgufValueType.UInt32:
-                WriteU32(s, (uint)value);
+            case GgufValueType.UInt8 or GgufValueType.Int8:
+                s.WriteByte(unchecked((byte)IntegerBits(value)));
                 break;
-            case GgufValueType.Int32:
-                WriteU32(s, unchecked((uint)(int)value));
+            case GgufValueType.UInt16 or GgufValueType.Int16:
+                BinaryPrimitives.WriteUInt16LittleEndian(b, unchecked((ushort)IntegerBits(value)));
+                s.Write(b[..2]);
                 break;
-            case GgufValueType.UInt64:
-                WriteU64(s, (ulong)value);
+            case GgufValueType.UInt32 or GgufValueType.Int32:
+                WriteU32(s, unchecked((uint)IntegerBits(value)));
+                break;
+            case GgufValueType.UInt64 or GgufValueType.Int64:
+                WriteU64(s, IntegerBits(value));
                 break;
             case GgufValueType.Float32:
                 WriteU32(s, BitConverter.SingleToUInt32Bits((float)value));
+                break;
+            case GgufValueType.Float64:
+                WriteU64(s, BitConverter.DoubleToUInt64Bits(Convert.ToDouble(value, System.Globalization.CultureInfo.InvariantCulture)));
                 break;
             case GgufValueType.Bool:
                 s.WriteByte((bool)value ? (byte)1 : (byte)0);
@@ -240,40 +316,16 @@ public sealed class GgufWriter
     {
         long total = _tensors.Sum(t => t.ByteSize);
         long done = 0;
-        var parallel = new ParallelOptions { MaxDegreeOfParallelism = threads };
-        int batch = Math.Max(2, threads * 2);
-        var floatBuffers = new float[batch][];
-        var byteBuffers = new byte[batch][];
+        var streamer = new RowStreamer(threads);
         foreach (var t in _tensors)
         {
             long start = fs.Position;
             int cols = (int)t.Shape[0];
-            int rowsPerChunk = (int)Math.Max(1, Math.Min(t.Rows, ChunkElements / cols));
-            long chunks = (t.Rows + rowsPerChunk - 1) / rowsPerChunk;
-            long rowBytes = GgmlTypeInfo.ByteSize(t.Type, cols);
-            for (long c0 = 0; c0 < chunks; c0 += batch)
+            streamer.Write(fs, t.Rows, cols, GgmlTypeInfo.ByteSize(t.Type, cols), t.Source, (values, bytes) => RowQuantizer.Quantize(t.Type, values, bytes), bytes =>
             {
-                int n = (int)Math.Min(batch, chunks - c0);
-                Parallel.For(0, n, parallel, i =>
-                {
-                    long first = (c0 + i) * rowsPerChunk;
-                    int rows = (int)Math.Min(rowsPerChunk, t.Rows - first);
-                    var f = floatBuffers[i] ??= new float[ChunkElements];
-                    var b = byteBuffers[i] ??= new byte[ChunkElements * sizeof(float)];
-                    var fs0 = f.AsSpan(0, rows * cols);
-                    t.Source(first, rows, fs0);
-                    RowQuantizer.Quantize(t.Type, fs0, b.AsSpan(0, (int)(rows * rowBytes)));
-                });
-                for (int i = 0; i < n; i++)
-                {
-                    long first = (c0 + i) * rowsPerChunk;
-                    int rows = (int)Math.Min(rowsPerChunk, t.Rows - first);
-                    fs.Write(byteBuffers[i], 0, (int)(rows * rowBytes));
-                }
-
-                done += Math.Min((long)n * rowsPerChunk, t.Rows - (c0 * rowsPerChunk)) * rowBytes;
+                done += bytes;
                 progress?.Report(total == 0 ? 1 : (double)done / total);
-            }
+            });
 
             if (fs.Position - start != t.ByteSize)
             {
