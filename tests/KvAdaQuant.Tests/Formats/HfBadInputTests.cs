@@ -111,6 +111,58 @@ public class HfBadInputTests
         Assert.Contains("tensor 'model.layers.3.mlp.up_proj.weight' is missing", e.Message);
     }
 
+    /// <summary>Rewrites the folder's model.safetensors with <paramref name="extra"/> tensors added (F32).</summary>
+    private static void AddTensors(string path, params (string Name, float[] Values)[] extra)
+    {
+        var writer = new SafetensorsWriter();
+        using (var f = SafetensorsFile.Open(path))
+        {
+            foreach (var t in f.Tensors.Values)
+            {
+                unsafe
+                {
+                    writer.Add(t.Name, t.DType, t.Shape, new ReadOnlySpan<byte>(f.Data(t), (int)t.ByteCount).ToArray());
+                }
+            }
+        }
+
+        foreach (var (name, values) in extra)
+        {
+            writer.Add(name, "F32", [values.Length], values);
+        }
+
+        writer.Write(path);
+    }
+
+    [Theory]
+    [InlineData("model.layers.2.self_attn.o_proj.bias", 64)]
+    [InlineData("model.layers.0.mlp.down_proj.bias", 64)]
+    [InlineData("model.layers.4.post_feedforward_layernorm.weight", 64)]
+    public void ATensorTheForwardPassWouldNotReadIsRejected(string name, int length)
+    {
+        // Left out, it would make kvaq compute another model than the checkpoint's, silently.
+        using var dir = Folder();
+        var values = Enumerable.Range(0, length).Select(i => 0.01f * (i + 1)).ToArray();
+        AddTensors(dir.File("model.safetensors"), (name, values));
+        var e = LoadFails(dir.Path);
+        Assert.Contains("model.safetensors", e.Message);
+        Assert.Contains($"tensor '{name}' is not part of a llama, mistral or qwen2 model as kvaq runs it", e.Message);
+    }
+
+    [Fact]
+    public void TensorsThatChangeNothingAreAccepted()
+    {
+        // RoPE's inv_freq buffer (older checkpoints save it) and all-zero output/MLP biases leave the model as it is.
+        using var dir = Folder();
+        AddTensors(
+            dir.File("model.safetensors"),
+            ("model.layers.0.self_attn.rotary_emb.inv_freq", new float[4]),
+            ("model.layers.1.self_attn.o_proj.bias", new float[64]),
+            ("model.layers.1.mlp.up_proj.bias", new float[172]));
+        using var m = ModelLoader.Load(dir.Path);
+        Assert.Equal(5, m.Config.Layers);
+    }
+
     [Fact]
     public void WrongShapeIsRejected()
     {

@@ -147,9 +147,14 @@ public static unsafe class HfModelLoader
 
     private static ModelWeights BuildWeights(string dir, ModelConfig c, Dictionary<string, (SafetensorsFile File, SafetensorsTensorInfo Info)> tensors, List<SafetensorsFile> files)
     {
-        (SafetensorsFile File, SafetensorsTensorInfo Info) Find(string name) => tensors.TryGetValue(name, out var t)
-            ? t
-            : throw new ModelFormatException(dir, $"tensor '{name}' is missing from the safetensors files");
+        var used = new HashSet<string>(StringComparer.Ordinal);
+        (SafetensorsFile File, SafetensorsTensorInfo Info) Find(string name)
+        {
+            used.Add(name);
+            return tensors.TryGetValue(name, out var t)
+                ? t
+                : throw new ModelFormatException(dir, $"tensor '{name}' is missing from the safetensors files");
+        }
 
         void CheckShape(SafetensorsFile f, SafetensorsTensorInfo t, params long[] expected)
         {
@@ -206,7 +211,32 @@ public static unsafe class HfModelLoader
 
         var norm = Vec("model.norm.weight", c.Dim);
         var output = c.TiedEmbeddings ? emb : Mat("lm_head.weight", c.VocabSize, c.Dim);
+        CheckUnused(tensors, used);
         return new ModelWeights(emb, layers, norm, output, files);
+    }
+
+    /// <summary>
+    /// A tensor the forward pass does not read would be silently left out, and the model would compute something else:
+    /// each is an error naming it, except those that change nothing: RoPE's <c>inv_freq</c> buffers (config.json gives
+    /// them), an <c>lm_head.weight</c> that tied embeddings replace (as transformers does), and all-zero biases of the
+    /// output projection and the MLP (written by exporters that give every projection a bias).
+    /// </summary>
+    private static void CheckUnused(Dictionary<string, (SafetensorsFile File, SafetensorsTensorInfo Info)> tensors, HashSet<string> used)
+    {
+        foreach (var (name, (file, info)) in tensors.OrderBy(t => t.Key, StringComparer.Ordinal))
+        {
+            if (used.Contains(name) || name.EndsWith(".rotary_emb.inv_freq", StringComparison.Ordinal) || name == "lm_head.weight")
+            {
+                continue;
+            }
+
+            bool zeroBias = (name.EndsWith(".self_attn.o_proj.bias", StringComparison.Ordinal) || name.EndsWith("_proj.bias", StringComparison.Ordinal) && name.Contains(".mlp.", StringComparison.Ordinal))
+                && ReadFloats(file, info).All(x => x == 0);
+            if (!zeroBias)
+            {
+                throw new ModelFormatException(file.Path, $"tensor '{name}' is not part of a llama, mistral or qwen2 model as kvaq runs it (nonzero output-projection and MLP biases are not supported); loading without it would compute another model");
+            }
+        }
     }
 
     private static float[] ReadFloats(SafetensorsFile f, SafetensorsTensorInfo t)
