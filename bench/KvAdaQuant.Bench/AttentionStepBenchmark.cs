@@ -14,8 +14,10 @@ namespace KvAdaQuant.Bench;
 /// at least 256 MB in all where the model has that many layers). The CacheMB, GB/s and %Triad columns
 /// (<see cref="AttentionBenchmarkConfig"/>) give the bytes of K and V one step reads (packed codes, scales, zero
 /// points), that over the median time, and that as a share of <see cref="TriadBenchmark"/>'s bandwidth in the same run.
+/// The filling, the layer count and the step itself are the library's <see cref="AttentionStepRunner"/>, which
+/// <c>kvaq bench --attention</c> runs too.
 /// </summary>
-public abstract class AttentionStepBenchmark : IDisposable, IParallelWork
+public abstract class AttentionStepBenchmark : IDisposable
 {
     /// <summary>KV heads per layer (both shapes).</summary>
     public const int KvHeads = 8;
@@ -23,15 +25,9 @@ public abstract class AttentionStepBenchmark : IDisposable, IParallelWork
     /// <summary>Query heads per KV head (both shapes).</summary>
     public const int QueryHeads = 4;
 
-    private const long TargetBytes = 256L << 20;
-
-    private IKvLayerCache[] _layers = [];
     private IDisposable[] _owners = [];
-    private float[] _q = null!;
-    private float[] _output = null!;
-    private float[][] _scores = [];
+    private AttentionStepRunner? _runner;
     private WorkerPool? _pool;
-    private IKvLayerCache? _layer;
     private int _next;
 
     /// <summary>Model shape: llama-3.2-1b (head dim 64, 16 layers) or llama-3.1-8b (head dim 128, 32 layers).</summary>
@@ -72,19 +68,12 @@ public abstract class AttentionStepBenchmark : IDisposable, IParallelWork
     /// <summary>Bytes of K and V one step (one layer, every KV head) reads for a spec and context.</summary>
     public static long CacheBytes(string shape, string kv, int context) => KvPlan.Parse(kv, 1).BytesAt(KvHeads, HeadDimOf(shape), context);
 
-    /// <summary>Layers cycled through: enough for 256 MB, at most the model's.</summary>
+    /// <summary>Layers cycled through: enough for 256 MB, at most the model's (<see cref="AttentionStepRunner.StreamedLayers"/>).</summary>
     public static int LayersFor(string shape, string kv, int context) =>
-        (int)Math.Clamp((TargetBytes + CacheBytes(shape, kv, context) - 1) / CacheBytes(shape, kv, context), 1, ModelLayersOf(shape));
+        AttentionStepRunner.StreamedLayers(KvPlan.Parse(kv, ModelLayersOf(shape)), KvHeads, HeadDimOf(shape), context).Length;
 
-    /// <summary>Keys uniform in [-2, 2) and values in [-1, 1), drawn alternately (k[i], then v[i]) from <paramref name="rng"/>.</summary>
-    public static void RandomKeysAndValues(Random rng, float[] k, float[] v)
-    {
-        for (int i = 0; i < k.Length; i++)
-        {
-            k[i] = (float)((rng.NextDouble() * 4) - 2);
-            v[i] = (float)((rng.NextDouble() * 2) - 1);
-        }
-    }
+    /// <summary>Keys uniform in [-2, 2) and values in [-1, 1) (<see cref="AttentionStepRunner.RandomKeysAndValues"/>).</summary>
+    public static void RandomKeysAndValues(Random rng, float[] k, float[] v) => AttentionStepRunner.RandomKeysAndValues(rng, k, v);
 
     /// <summary>Fills <see cref="Layers"/> layers with <see cref="Context"/> random positions.</summary>
     [GlobalSetup]
@@ -94,60 +83,28 @@ public abstract class AttentionStepBenchmark : IDisposable, IParallelWork
         int layers = Layers;
         var layout = new KvLayout(1, KvHeads, hd, Context);
         var plan = KvPlan.Parse(Kv, 1);
-        _layers = new IKvLayerCache[layers];
+        var caches = new IKvLayerCache[layers];
         _owners = new IDisposable[layers];
-        var rng = new Random(7);
-        const int Pool = 4096;
-        var k = new float[Pool * KvHeads * hd];
-        var v = new float[Pool * KvHeads * hd];
-        RandomKeysAndValues(rng, k, v);
-
         for (int l = 0; l < layers; l++)
         {
             IKvLayerCache layer = plan.IsUniformFullPrecision
                 ? new FullPrecisionKvStore(layout, plan.Layers[0].K.Bits == Quantization.KvBits.Fp16, Fused)
                 : new QuantizedKvStore(layout, plan.Layers[0], Fused, Attention switch { "int8" => AttentionPrecision.Int8, "int8-values" => AttentionPrecision.Int8Values, _ => AttentionPrecision.Fp32 });
-            _layers[l] = layer;
+            caches[l] = layer;
             _owners[l] = (IDisposable)layer;
-            const int Batch = 256;
-            for (int t = 0; t < Context; t += Batch)
-            {
-                int off = ((t + (l * 977)) % (Pool - Batch)) * KvHeads * hd;
-                layer.Append(k.AsSpan(off), v.AsSpan(off), Math.Min(Batch, Context - t));
-            }
         }
 
-        _q = Enumerable.Range(0, KvHeads * QueryHeads * hd).Select(i => (float)Math.Sin(i * 0.37)).ToArray();
-        _output = new float[KvHeads * QueryHeads * hd];
-        _scores = Enumerable.Range(0, Threads).Select(_ => new float[QueryHeads * Context]).ToArray();
+        AttentionStepRunner.Fill(caches, layout.KvDim, Context);
+        _runner = new AttentionStepRunner(caches, KvHeads, QueryHeads, hd, Context, Threads);
         _pool = Threads > 1 ? new WorkerPool(Threads) : null;
     }
 
     /// <summary>One decode step of one layer over the whole context (every KV head).</summary>
     [Benchmark]
-    public void DecodeStep() => Step();
-
-    /// <summary>Attends KV head <paramref name="index"/> of the current layer (a <see cref="WorkerPool"/> item).</summary>
-    public void Execute(int index, int worker)
+    public void DecodeStep()
     {
-        int span = QueryHeads * HeadDimOf(Shape);
-        _layer!.Attend(index, _q.AsSpan(index * span, span), QueryHeads, Context, _output.AsSpan(index * span, span), _scores[worker]);
-    }
-
-    private void Step()
-    {
-        _layer = _layers[_next];
-        _next = (_next + 1) % _layers.Length;
-        if (_pool is { } pool)
-        {
-            pool.Run(this, KvHeads);
-            return;
-        }
-
-        for (int g = 0; g < KvHeads; g++)
-        {
-            Execute(g, 0);
-        }
+        _runner!.Step(_next, _pool);
+        _next = (_next + 1) % _runner.LayerCount;
     }
 
     /// <inheritdoc/>

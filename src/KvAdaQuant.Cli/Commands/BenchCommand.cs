@@ -2,6 +2,9 @@ using System.CommandLine;
 using System.Globalization;
 using KvAdaQuant.Cli.Bench;
 using KvAdaQuant.Formats;
+using KvAdaQuant.Formats.Gguf;
+using KvAdaQuant.KvCache;
+using KvAdaQuant.Numerics;
 
 namespace KvAdaQuant.Cli.Commands;
 
@@ -14,12 +17,12 @@ internal static class BenchCommand
         var tokenizer = CommonOptions.Tokenizer();
         var kv = new Option<string?>("--kv") { Description = "KV cache of kvaq (fp32, fp16, or a plan such as k8v8); default fp16" };
         var kvPlan = CommonOptions.KvPlan();
-        var ctx = new Option<string>("--ctx", "-c") { Description = "comma-separated context depths, e.g. 128,4096,16384", DefaultValueFactory = _ => "128" };
+        var ctx = new Option<string?>("--ctx", "-c") { Description = "comma-separated context depths, e.g. 128,4096,16384 (default 128; with --attention 32768)" };
         var threads = CommonOptions.Threads(2, "threads for both engines (0 = all cores)");
         var vs = new Option<string?>("--vs") { Description = "also run llama.cpp (through LLamaSharp) on the same GGUF file: llama.cpp" };
         var vsCache = new Option<string?>("--vs-cache") { Description = "llama.cpp cache type, TYPE or K/V from f32, f16, q8_0, q4_0 (default: the closest to --kv or --kv-plan)" };
         var decodeTokens = new Option<int>("--decode-tokens") { Description = "decode steps timed per run", DefaultValueFactory = _ => 32 };
-        var runs = new Option<int>("--runs") { Description = "timed decode runs per engine and context (medians are reported)", DefaultValueFactory = _ => 3 };
+        var runs = new Option<int?>("--runs") { Description = $"timed decode runs per engine and context (medians are reported; default 3); with --attention, alternated runs of attention steps and triads (default {AttentionBenchRunner.DefaultRuns})" };
         var prefillRuns = new Option<int?>("--prefill-runs") { Description = "timed prefills per engine and context (default: --runs up to ctx 2048, else 1)" };
         var json = CommonOptions.Json();
         var device = DeviceOptions.Device();
@@ -27,15 +30,50 @@ internal static class BenchCommand
         var attnInt8Values = CommonOptions.AttnInt8Values();
         var batch = new Option<int>("--batch") { Description = "sequences decoded together (--device cuda)", DefaultValueFactory = _ => 1 };
         var fit = new Option<bool>("--fit") { Description = "with --device cuda: the largest batch per --ctx whose cache fits next to the weights (computed from exact byte counts, verified by allocating it)" };
-        var cmd = new Command("bench", "Prefill and decode tokens/s, KV bytes and peak RSS; with --vs llama.cpp the same from llama.cpp, engines alternated run by run; with --device cuda the GPU decode path.")
+        var attentionAlone = new Option<bool>("--attention") { Description = "attention alone: one decode step of a whole layer's attention over the packed cache, timed against a STREAM-style triad in the same run (GB/s of packed K/V read, and its share of the triad's)" };
+        var shape = new Option<string?>("--shape") { Description = $"with --attention: the attention shape of a preset instead of a model file: {SyntheticModelPreset.Names}" };
+        var cmd = new Command("bench", "Prefill and decode tokens/s, KV bytes and peak RSS; with --vs llama.cpp the same from llama.cpp, engines alternated run by run; with --device cuda the GPU decode path; with --attention attention alone against a memory-bandwidth triad.")
         {
-            model, tokenizer, kv, kvPlan, ctx, threads, vs, vsCache, decodeTokens, runs, prefillRuns, json, device, batch, fit, attnInt8, attnInt8Values,
+            model, tokenizer, kv, kvPlan, ctx, threads, vs, vsCache, decodeTokens, runs, prefillRuns, json, device, batch, fit, attnInt8, attnInt8Values, attentionAlone, shape,
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
-            var contexts = ParseContexts(r.GetValue(ctx)!);
+            if (r.GetValue(attentionAlone))
+            {
+                foreach (var unused in new Option[] { vs, vsCache, decodeTokens, prefillRuns, batch, fit, tokenizer })
+                {
+                    if (r.GetResult(unused) is { Implicit: false })
+                    {
+                        throw new ArgumentException($"{unused.Name} does not apply to --attention (attention alone: no prompt, no decode of tokens, no llama.cpp, no GPU)");
+                    }
+                }
+
+                if (r.GetValue(device) == DeviceOptions.Cuda)
+                {
+                    throw new ArgumentException("--attention times the CPU attention kernels; it cannot be combined with --device cuda");
+                }
+
+                return RunAttention(
+                    r.GetResult(model) is { Implicit: false } ? r.GetValue(model) : null,
+                    r.GetValue(shape),
+                    r.GetValue(model)!,
+                    r.GetValue(kv),
+                    r.GetValue(kvPlan),
+                    r.GetValue(ctx) ?? "32768",
+                    r.GetValue(threads),
+                    r.GetValue(runs) ?? AttentionBenchRunner.DefaultRuns,
+                    CommonOptions.Attention(r.GetValue(attnInt8), r.GetValue(attnInt8Values)),
+                    r.GetValue(json));
+            }
+
+            if (r.GetValue(shape) is { } shapeName)
+            {
+                throw new ArgumentException($"--shape '{shapeName}' applies to --attention only (the end-to-end bench runs a model file: --model F)");
+            }
+
+            var contexts = ParseContexts(r.GetValue(ctx) ?? "128");
             int nDecode = r.GetValue(decodeTokens);
-            int nRuns = r.GetValue(runs);
+            int nRuns = r.GetValue(runs) ?? 3;
             int nThreads = r.GetValue(threads);
             var attention = CommonOptions.Attention(r.GetValue(attnInt8), r.GetValue(attnInt8Values));
             if (nThreads < 0)
@@ -205,6 +243,107 @@ internal static class BenchCommand
             return 0;
         }));
         return cmd;
+    }
+
+    /// <summary>
+    /// <c>kvaq bench --attention</c>: the attention shape of <paramref name="shapeName"/> (a preset) or of the model file
+    /// (<paramref name="explicitModel"/>, else the default <paramref name="modelPath"/>), then per context the attention
+    /// steps and triads of <see cref="AttentionBenchRunner"/>, as a table or JSON.
+    /// </summary>
+    private static int RunAttention(string? explicitModel, string? shapeName, string modelPath, string? kvText, string? planPath, string ctxText, int threads, int runs, AttentionPrecision attention, bool asJson)
+    {
+        if (runs < 1)
+        {
+            throw new ArgumentException($"--runs must be at least 1, got {runs}");
+        }
+
+        var contexts = ParseContexts(ctxText);
+        AttentionShape shape;
+        string? modelFile = null;
+        if (shapeName is not null)
+        {
+            if (explicitModel is not null)
+            {
+                throw new ArgumentException($"--model {explicitModel} and --shape '{shapeName}' are exclusive: give one (--shape takes a preset's attention shape, --model a model file's)");
+            }
+
+            var preset = SyntheticModelPreset.All.FirstOrDefault(p => p.Name == shapeName)
+                ?? throw new ArgumentException($"--shape '{shapeName}': unknown shape; known shapes: {SyntheticModelPreset.Names}");
+            shape = AttentionShape.Of(preset.Config, preset.Name);
+        }
+        else
+        {
+            // The model file supplies the shape only: its weights are never read.
+            using var m = ModelLoader.Load(modelPath);
+            modelFile = m.Path;
+            shape = AttentionShape.Of(m.Config, Path.GetFileName(m.Path));
+        }
+
+        foreach (int c in contexts)
+        {
+            if (c > shape.ContextLength)
+            {
+                throw new ArgumentException($"--ctx {c} exceeds the context length {shape.ContextLength} of {(modelFile is null ? $"the {shape.Name} shape" : modelFile)}");
+            }
+        }
+
+        var plan = KvCacheFactory.ResolvePlan(planPath is null ? kvText ?? "fp16" : kvText, planPath, shape.Layers);
+        plan.Validate(shape.Layers, shape.HeadDim);
+        AttentionBenchRunner.Check(shape, plan, attention);
+        string kvName = planPath is null ? kvText ?? "fp16" : plan.Name;
+        int nThreads = threads == 0 ? Environment.ProcessorCount : threads;
+        Action<string>? log = asJson ? null : Console.Error.WriteLine;
+        double? loadStart = LoadAverage.OneMinute();
+        var results = new List<AttentionBenchResult>();
+        using (var pool = new WorkerPool(nThreads))
+        using (var triad = new TriadBandwidth())
+        {
+            foreach (int c in contexts)
+            {
+                results.Add(AttentionBenchRunner.Run(shape, plan, attention, c, pool, triad, runs, log));
+            }
+        }
+
+        double? loadEnd = LoadAverage.OneMinute();
+        if (asJson)
+        {
+            CliRunner.PrintJson(new Dictionary<string, object?>
+            {
+                ["mode"] = "attention",
+                ["model"] = modelFile,
+                ["shape"] = modelFile is null ? shape.Name : null,
+                ["layers"] = shape.Layers,
+                ["kv_heads"] = shape.KvHeads,
+                ["query_heads"] = shape.QueryHeads,
+                ["head_dim"] = shape.HeadDim,
+                ["kv"] = kvName,
+                ["kv_plan"] = planPath,
+                ["attention"] = CommonOptions.AttentionName(attention),
+                ["threads"] = nThreads,
+                ["runs"] = runs,
+                ["load_average.start"] = loadStart,
+                ["load_average.end"] = loadEnd,
+                ["contexts"] = results.Select(x => x.ToJson()).ToList(),
+            });
+        }
+        else
+        {
+            PrintAttentionTable(shape, modelFile, kvName, attention, nThreads, runs, loadStart, loadEnd, results);
+        }
+
+        return 0;
+    }
+
+    private static void PrintAttentionTable(AttentionShape shape, string? modelFile, string kv, AttentionPrecision attention, int threads, int runs, double? loadStart, double? loadEnd, List<AttentionBenchResult> results)
+    {
+        var ci = CultureInfo.InvariantCulture;
+        string load = loadStart is double a && loadEnd is double b ? string.Create(ci, $"; load average {a:F2} -> {b:F2}") : string.Empty;
+        Console.Out.WriteLine(string.Create(ci, $"attention alone: {(modelFile is null ? $"{shape.Name} shape" : modelFile)} ({shape.KvHeads} KV heads x {shape.GroupSize} query heads, head dim {shape.HeadDim}), kv {kv}, attention {CommonOptions.AttentionName(attention)}, {threads} threads; medians of {runs} alternated runs{load}"));
+        Console.Out.WriteLine($"{"ctx",7} {"layers",6} {"MB/step",9} {"step ms median",15} {"step ms min",12} {"GB/s",7} {"triad GB/s",11} {"share",7}");
+        foreach (var x in results)
+        {
+            Console.Out.WriteLine(string.Create(ci, $"{x.Ctx,7} {x.Layers,6} {x.BytesPerStep / 1e6,9:F2} {x.MedianStepSeconds * 1e3,15:F3} {x.MinStepSeconds * 1e3,12:F3} {x.GigabytesPerSecond,7:F2} {x.TriadGigabytesPerSecond,11:F2} {100 * x.TriadShare,6:F1}%"));
+        }
     }
 
     private static int[] ParseContexts(string text)
