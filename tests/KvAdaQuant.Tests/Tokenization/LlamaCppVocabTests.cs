@@ -47,6 +47,12 @@ public class LlamaCppVocabTests
     {
         var tok = Load(vocab);
         Assert.IsType(expectedType, tok);
+        AssertEncodesTheVectors(tok, vocab);
+    }
+
+    /// <summary>All 46 of llama.cpp's test vectors for <paramref name="vocab"/> encode to their token ids, listing every failure.</summary>
+    internal static void AssertEncodesTheVectors(ITokenizer tok, string vocab)
+    {
         var vectors = ReadVectors(VocabPath(vocab));
         Assert.Equal(46, vectors.Count);
         var failures = new List<string>();
