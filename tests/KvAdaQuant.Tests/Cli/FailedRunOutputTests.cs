@@ -1,0 +1,157 @@
+using System.Diagnostics;
+
+namespace KvAdaQuant.Tests.Cli;
+
+/// <summary>
+/// Commands that write files, made to fail after their up-front checks (the work has started and the output folder
+/// exists) or interrupted with Ctrl+C or SIGTERM: no folder they created is left behind, no partial file, and an existing folder
+/// with the user's files (one named like an output) is left exactly as it was.
+/// </summary>
+public class FailedRunOutputTests
+{
+    private static string S260K => Fixtures.Stories260K;
+
+    [Fact]
+    public void Eval_that_fails_on_its_dataset_leaves_no_output()
+    {
+        using var data = new TempDir();
+        var items = data.File("a.jsonl");
+        File.WriteAllText(items, "{\"question\":{\"stem\":\"Q?\",\"choices\":[{\"text\":\"yes\",\"label\":\"A\"}]},\"answerKey\":\"A\"}\n");
+        AssertFolderOutputLeftAlone(
+            "results.json",
+            "a.jsonl:1: has 1 choice; needs at least 2",
+            dir => ["eval", "--model", S260K, "--task", "arc_easy", "--data", items, "--out", dir, "--threads", "1"]);
+    }
+
+    [SkippableTheory]
+    [InlineData(false, "INT")]
+    [InlineData(true, "INT")]
+    [InlineData(true, "TERM")]
+    public void Eval_interrupted_with_ctrl_c_or_sigterm_leaves_no_output(bool existing, string signal)
+    {
+        SkipUnlessTheSignalReachesKvaq(signal);
+        using var tmp = new TempDir();
+        var dir = existing ? tmp.File("mine") : Path.Combine(tmp.Path, "new", "out");
+        if (existing)
+        {
+            Directory.CreateDirectory(dir);
+            File.WriteAllText(Path.Combine(dir, "results.json"), "an earlier run");
+        }
+
+        var before = Snapshot(tmp.Path);
+
+        // Long enough not to finish (8 chunks of 256 tokens sampled from stories3M, one thread): interrupted as soon as
+        // the staging folder inside --out shows that the run got past its checks.
+        string[] args = ["eval", "--model", Fixtures.Stories3M, "--task", "kl", "--data", "sampled", "--ctx", "256", "--limit", "8", "--out", dir, "--threads", "1"];
+        int rc = RunAndInterrupt(args, signal, () => Directory.Exists(dir) && Directory.EnumerateDirectories(dir, "kvaq-partial-*").Any());
+        Assert.Equal(ExitCodeOf(signal), rc); // ended by the signal, not finished
+        if (existing)
+        {
+            Assert.Equal(before, Snapshot(tmp.Path));
+        }
+        else
+        {
+            Assert.Empty(Directory.GetFileSystemEntries(tmp.Path));
+        }
+    }
+
+    /// <summary>
+    /// Runs a command that writes into the folder it is given, twice: into a new folder two levels down (nothing may be
+    /// left: not the folder, not its parent) and into an existing folder holding the user's files, one named
+    /// <paramref name="outputName"/> (it must be left exactly as it was). Each run must fail with <paramref name="error"/>.
+    /// </summary>
+    private static void AssertFolderOutputLeftAlone(string outputName, string error, Func<string, string[]> command)
+    {
+        using var tmp = new TempDir();
+        AssertFails(command(Path.Combine(tmp.Path, "new", "out")), error);
+        Assert.Empty(Directory.GetFileSystemEntries(tmp.Path));
+
+        var mine = tmp.File("mine");
+        Directory.CreateDirectory(Path.Combine(mine, "sub"));
+        File.WriteAllText(Path.Combine(mine, "notes.txt"), "mine");
+        File.WriteAllText(Path.Combine(mine, "sub", "data.csv"), "1,2");
+        File.WriteAllText(Path.Combine(mine, outputName), "an earlier run");
+        var before = Snapshot(tmp.Path);
+        AssertFails(command(mine), error);
+        Assert.Equal(before, Snapshot(tmp.Path));
+    }
+
+    private static void AssertFails(string[] args, string error)
+    {
+        var (rc, stdout, stderr) = KvaqProcess.Run(args);
+        Assert.True(rc == 1, $"rc {rc}: {stderr}");
+        Assert.Equal(string.Empty, stdout);
+
+        // The error is the last line (analyze's progress bar may print lines before it).
+        var last = stderr.TrimEnd().Split('\n')[^1];
+        Assert.StartsWith("kvaq: error: ", last);
+        Assert.Contains(error, last);
+    }
+
+    /// <summary>Every file and folder under <paramref name="root"/>, relative, with the files' contents.</summary>
+    private static string Snapshot(string root) => string.Join(
+        "\n",
+        Directory.GetFileSystemEntries(root, "*", SearchOption.AllDirectories).Order(StringComparer.Ordinal).Select(p =>
+            Path.GetRelativePath(root, p) + (File.Exists(p) ? " = " + File.ReadAllText(p) : "/")));
+
+    /// <summary>
+    /// Skips where kill(1) and /proc are missing, and a SIGINT case where this process ignores SIGINT (a test run started
+    /// in the background without job control): kvaq inherits that, so Ctrl+C could not reach it either.
+    /// </summary>
+    private static void SkipUnlessTheSignalReachesKvaq(string signal)
+    {
+        Skip.IfNot(OperatingSystem.IsLinux(), "sends signals with kill(1)");
+        var ignored = File.ReadLines("/proc/self/status").Single(l => l.StartsWith("SigIgn:", StringComparison.Ordinal));
+        ulong mask = ulong.Parse(ignored["SigIgn:".Length..].Trim(), System.Globalization.NumberStyles.HexNumber, System.Globalization.CultureInfo.InvariantCulture);
+        Skip.If(signal == "INT" && (mask & 2) != 0, "SIGINT is ignored in this process tree (started in the background without job control); the TERM case covers the cleanup");
+    }
+
+    /// <summary>The exit code of a process ended by SIG<paramref name="signal"/>: 128 + the signal number.</summary>
+    private static int ExitCodeOf(string signal) => signal == "INT" ? 130 : 143;
+
+    /// <summary>Starts kvaq, sends it SIG<paramref name="signal"/> once <paramref name="ready"/> holds, and returns its exit code.</summary>
+    private static int RunAndInterrupt(string[] args, string signal, Func<bool> ready)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "kvaq.dll"));
+        foreach (var a in args)
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        try
+        {
+            var clock = Stopwatch.StartNew();
+            while (!ready())
+            {
+                if (p.HasExited)
+                {
+                    Assert.Fail($"kvaq ended (rc {p.ExitCode}) before it could be interrupted: {stderr.Result}");
+                }
+
+                Assert.True(clock.Elapsed < TimeSpan.FromSeconds(120), "kvaq did not get to the point of interruption within 120 s");
+                Thread.Sleep(20);
+            }
+
+            using (var kill = Process.Start("kill", ["-" + signal, p.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)]))
+            {
+                kill.WaitForExit();
+            }
+
+            Assert.True(p.WaitForExit(TimeSpan.FromSeconds(60)), $"kvaq did not end within 60 s of SIG{signal}");
+            p.WaitForExit();
+            _ = stdout.Result;
+            return p.ExitCode;
+        }
+        finally
+        {
+            if (!p.HasExited)
+            {
+                p.Kill();
+            }
+        }
+    }
+}
