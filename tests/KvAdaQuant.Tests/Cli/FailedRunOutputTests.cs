@@ -11,6 +11,8 @@ public class FailedRunOutputTests
 {
     private static string S260K => Fixtures.Stories260K;
 
+    private static string Ptb => Fixtures.Path("data", "ptb", "ptb.test.txt");
+
     [Fact]
     public void Eval_that_fails_on_its_dataset_leaves_no_output()
     {
@@ -21,6 +23,16 @@ public class FailedRunOutputTests
             "results.json",
             "a.jsonl:1: has 1 choice; needs at least 2",
             dir => ["eval", "--model", S260K, "--task", "arc_easy", "--data", items, "--out", dir, "--threads", "1"]);
+    }
+
+    [Fact]
+    public void Analyze_that_fails_after_the_capture_leaves_no_output()
+    {
+        // The emulated cache refuses per-channel specs when the first only-K pass builds it: after the capture and the spectra.
+        AssertFolderOutputLeftAlone(
+            "report.html",
+            "the analysis cache emulates per-token specs without residual window or sinks only",
+            dir => ["analyze", "--model", S260K, "--data", Ptb, "--tokens", "16", "--kv-bits", "2", "--axis", "channel", "--group", "4", "--emulated-cache", "--out", dir, "--threads", "1"]);
     }
 
     [SkippableTheory]
