@@ -35,6 +35,16 @@ public class FailedRunOutputTests
             dir => ["analyze", "--model", S260K, "--data", Ptb, "--tokens", "16", "--kv-bits", "2", "--axis", "channel", "--group", "4", "--emulated-cache", "--out", dir, "--threads", "1"]);
     }
 
+    [Fact]
+    public void Demo_that_fails_at_allocation_leaves_no_analysis_behind()
+    {
+        // The analysis is written (it used to go straight into analysis/) before the first plan finds the budget too small.
+        AssertFolderOutputLeftAlone(
+            "report.md",
+            "--budget 2: even K4V4 costs 8 bits per element",
+            dir => ["demo", "--model", S260K, "--budget", "2", "--bit-range", "4,8", "--ctx", "16", "--chunks", "1", "--calib-tokens", "16", "--out", dir, "--threads", "1", "--json"]);
+    }
+
     [SkippableTheory]
     [InlineData(false, "INT")]
     [InlineData(true, "INT")]
