@@ -45,6 +45,30 @@ public class FailedRunOutputTests
             dir => ["demo", "--model", S260K, "--budget", "2", "--bit-range", "4,8", "--ctx", "16", "--chunks", "1", "--calib-tokens", "16", "--out", dir, "--threads", "1", "--json"]);
     }
 
+    [Fact]
+    public void Allocate_that_fails_after_measuring_writes_no_plan()
+    {
+        AssertFileOutputLeftAlone(
+            "plan.json",
+            "--budget 2: even the lowest width 4 everywhere costs 8 bits per element",
+            path => ["allocate", "--model", S260K, "--policy", "norm-aware", "--budget", "2", "--bit-range", "4,8", "--calib-tokens", "16", "--out", path, "--threads", "1"]);
+    }
+
+    [Theory]
+    [InlineData("{dir}/no/such/plan.json", "--out {dir}/no/such/plan.json: the folder {dir}/no/such does not exist")]
+    [InlineData("{dir}", "--out {dir}: is a folder; give a file path such as {dir}/plan.json")]
+    public void Allocate_refuses_an_out_it_cannot_write_before_loading_the_model(string path, string message)
+    {
+        using var tmp = new TempDir();
+
+        // The model does not exist either: the --out error comes first.
+        var (rc, stdout, stderr) = KvaqProcess.Run("allocate", "--model", tmp.File("missing.bin"), "--budget", "3", "--out", path.Replace("{dir}", tmp.Path));
+        Assert.Equal(1, rc);
+        Assert.Equal(string.Empty, stdout);
+        Assert.Equal($"kvaq: error: {message.Replace("{dir}", tmp.Path)}", stderr.TrimEnd());
+        Assert.Empty(Directory.GetFileSystemEntries(tmp.Path));
+    }
+
     [SkippableTheory]
     [InlineData(false, "INT")]
     [InlineData(true, "INT")]
@@ -95,6 +119,22 @@ public class FailedRunOutputTests
         File.WriteAllText(Path.Combine(mine, outputName), "an earlier run");
         var before = Snapshot(tmp.Path);
         AssertFails(command(mine), error);
+        Assert.Equal(before, Snapshot(tmp.Path));
+    }
+
+    /// <summary>
+    /// Runs a command that writes the file it is given, twice: a new file (nothing may be left in the folder) and a file
+    /// that exists (it must be left as it was, with nothing beside it). Each run must fail with <paramref name="error"/>.
+    /// </summary>
+    private static void AssertFileOutputLeftAlone(string name, string error, Func<string, string[]> command)
+    {
+        using var tmp = new TempDir();
+        AssertFails(command(tmp.File(name)), error);
+        Assert.Empty(Directory.GetFileSystemEntries(tmp.Path));
+
+        File.WriteAllText(tmp.File(name), "an earlier run");
+        var before = Snapshot(tmp.Path);
+        AssertFails(command(tmp.File(name)), error);
         Assert.Equal(before, Snapshot(tmp.Path));
     }
 
