@@ -79,9 +79,13 @@ internal static class ConvertCommand
             });
             int nThreads = r.GetValue(threads);
             var sw = Stopwatch.StartNew();
+
+            // A failed or interrupted conversion (Ctrl+C, SIGTERM) removes its temporary files and folder and leaves
+            // what was at --out as it was.
+            using var transaction = new OutputTransaction();
             var result = outFormat == OutputFormat.Gguf
-                ? ToGguf(modelName, preset, r.GetValue(seed), r.GetValue(tokenizer), outPath, typeName, nThreads, progress)
-                : ToHf(modelName!, r.GetValue(tokenizer), outPath, ParseHfType(typeName), nThreads, progress);
+                ? ToGguf(modelName, preset, r.GetValue(seed), r.GetValue(tokenizer), outPath, typeName, nThreads, progress, transaction)
+                : ToHf(modelName!, r.GetValue(tokenizer), outPath, ParseHfType(typeName), nThreads, progress, transaction);
             double seconds = sw.Elapsed.TotalSeconds;
             if (asJson)
             {
@@ -98,11 +102,21 @@ internal static class ConvertCommand
         return cmd;
     }
 
-    private static Result ToGguf(string? modelName, string? preset, ulong seed, string? tokenizerPath, string outPath, string typeName, int threads, IProgress<double>? progress)
+    /// <summary>
+    /// Writes the GGUF file: the writer writes <c>F.partial</c> and renames it; the llama.cpp types write <c>F.unquantized</c>
+    /// that way and quantize it into <c>F.partial</c>, renamed by <paramref name="transaction"/>'s commit.
+    /// </summary>
+    private static Result ToGguf(string? modelName, string? preset, ulong seed, string? tokenizerPath, string outPath, string typeName, int threads, IProgress<double>? progress, OutputTransaction transaction)
     {
         bool byLlamaCpp = LlamaCppConvertQuantizer.TypeNames.Contains(typeName);
         var t = byLlamaCpp ? (preset is not null ? GgmlType.F16 : GgmlType.F32) : ParseGgufType(typeName);
         var writePath = byLlamaCpp ? outPath + ".unquantized" : outPath;
+        transaction.DeleteOnRollback(GgufWriter.TemporaryPath(writePath));
+        if (byLlamaCpp)
+        {
+            transaction.DeleteOnRollback(writePath);
+        }
+
         GgufWriter writer;
         string source;
         Model.LlamaModel? loaded = null;
@@ -133,15 +147,20 @@ internal static class ConvertCommand
             {
                 try
                 {
-                    LlamaCppConvertQuantizer.Quantize(writePath, outPath, typeName, threads > 0 ? threads : Environment.ProcessorCount);
+                    LlamaCppConvertQuantizer.Quantize(writePath, transaction.Temporary(outPath), typeName, threads > 0 ? threads : Environment.ProcessorCount);
                 }
                 finally
                 {
                     File.Delete(writePath);
                 }
 
+                transaction.Commit();
                 bytes = new FileInfo(outPath).Length;
                 written = $"{typeName.ToUpperInvariant()} (quantized by llama.cpp through LLamaSharp from {t})";
+            }
+            else
+            {
+                transaction.Commit();
             }
 
             return new Result(source, byLlamaCpp ? typeName.ToUpperInvariant() : t.ToString(), writer.TensorCount, bytes, written);
@@ -169,7 +188,8 @@ internal static class ConvertCommand
         return writer;
     }
 
-    private static Result ToHf(string modelName, string? tokenizerPath, string outPath, string dtype, int threads, IProgress<double>? progress)
+    /// <summary>Writes the Hugging Face folder as <c>DIR.partial-PID</c>, renamed at the end; a rollback of <paramref name="transaction"/> deletes it.</summary>
+    private static Result ToHf(string modelName, string? tokenizerPath, string outPath, string dtype, int threads, IProgress<double>? progress, OutputTransaction transaction)
     {
         using var loaded = ModelLoader.Load(modelName, tokenizerPath);
         var full = Path.GetFullPath(outPath.TrimEnd('/', Path.DirectorySeparatorChar));
@@ -179,31 +199,25 @@ internal static class ConvertCommand
             Directory.Delete(partial, recursive: true);
         }
 
+        transaction.DeleteOnRollback(partial);
         Directory.CreateDirectory(partial);
-        try
+        var files = ConvertedTokenizer.WriteHfFiles(loaded, tokenizerPath, partial);
+        long bytes = HfModelExporter.Write(loaded, partial, dtype, threads, progress);
+        bytes += files.Sum(f => new FileInfo(Path.Combine(partial, f)).Length);
+        int tensors;
+        using (var st = SafetensorsFile.Open(Path.Combine(partial, HfModelExporter.WeightsFileName)))
         {
-            var files = ConvertedTokenizer.WriteHfFiles(loaded, tokenizerPath, partial);
-            long bytes = HfModelExporter.Write(loaded, partial, dtype, threads, progress);
-            bytes += files.Sum(f => new FileInfo(Path.Combine(partial, f)).Length);
-            int tensors;
-            using (var st = SafetensorsFile.Open(Path.Combine(partial, HfModelExporter.WeightsFileName)))
-            {
-                tensors = st.Tensors.Count;
-            }
-
-            if (Directory.Exists(full))
-            {
-                Directory.Delete(full); // empty, checked before any work
-            }
-
-            Directory.Move(partial, full);
-            return new Result(loaded.Path, dtype, tensors, bytes, $"{dtype} safetensors + config.json + {string.Join(" + ", files)}");
+            tensors = st.Tensors.Count;
         }
-        catch
+
+        if (Directory.Exists(full))
         {
-            Directory.Delete(partial, recursive: true);
-            throw;
+            Directory.Delete(full); // empty, checked before any work
         }
+
+        Directory.Move(partial, full);
+        transaction.Commit();
+        return new Result(loaded.Path, dtype, tensors, bytes, $"{dtype} safetensors + config.json + {string.Join(" + ", files)}");
     }
 
     /// <summary>The GGUF architecture a model is written as: Hugging Face's mistral becomes llama, as llama.cpp's converter writes it.</summary>

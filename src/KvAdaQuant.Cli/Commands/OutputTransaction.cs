@@ -180,7 +180,10 @@ internal sealed class OutputTransaction : IDisposable
         return temporary;
     }
 
-    /// <summary>A file that something else writes and renames itself (such as the GGUF writer's <c>.partial</c>): deleted by a rollback.</summary>
+    /// <summary>
+    /// A file or folder that something else writes and renames itself (such as the GGUF writer's <c>.partial</c>): deleted,
+    /// with what it holds, by a rollback.
+    /// </summary>
     public void DeleteOnRollback(string path)
     {
         lock (_gate)
@@ -303,9 +306,19 @@ internal sealed class OutputTransaction : IDisposable
             });
         }
 
-        foreach (var file in _renames.Select(r => r.Temporary).Concat(_deleteOnRollback))
+        foreach (var path in _renames.Select(r => r.Temporary).Concat(_deleteOnRollback))
         {
-            BestEffort(() => File.Delete(file));
+            BestEffort(() =>
+            {
+                if (Directory.Exists(path))
+                {
+                    Directory.Delete(path, recursive: true);
+                }
+                else
+                {
+                    File.Delete(path);
+                }
+            });
         }
 
         foreach (var dir in _createdFolders)

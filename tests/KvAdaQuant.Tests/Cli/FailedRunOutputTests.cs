@@ -69,6 +69,15 @@ public class FailedRunOutputTests
         Assert.Empty(Directory.GetFileSystemEntries(tmp.Path));
     }
 
+    [Fact]
+    public void Convert_that_fails_after_loading_the_model_leaves_an_existing_file_alone()
+    {
+        AssertFileOutputLeftAlone(
+            "s.gguf",
+            "tokenizer and model vocabularies disagree",
+            path => ["convert", "--model", S260K, "--tokenizer", Fixtures.Stories3MTokenizer, "--type", "q8_0", "--out", path]);
+    }
+
     [SkippableTheory]
     [InlineData(false, "INT")]
     [InlineData(true, "INT")]
@@ -99,6 +108,24 @@ public class FailedRunOutputTests
         {
             Assert.Empty(Directory.GetFileSystemEntries(tmp.Path));
         }
+    }
+
+    [SkippableTheory]
+    [InlineData("INT")]
+    [InlineData("TERM")]
+    public void Convert_interrupted_with_ctrl_c_or_sigterm_while_writing_leaves_no_partial_file(string signal)
+    {
+        SkipUnlessTheSignalReachesKvaq(signal);
+        using var tmp = new TempDir();
+        var path = tmp.File("l1b.gguf");
+        File.WriteAllText(path, "an earlier file");
+
+        // 5 GB of F32: interrupted once the writer's F.partial holds some of it.
+        var partial = path + ".partial";
+        int rc = RunAndInterrupt(["convert", "--synthetic", "llama-3.2-1b", "--type", "f32", "--out", path, "--threads", "1", "--json"], signal, () => File.Exists(partial) && new FileInfo(partial).Length > (1 << 20));
+        Assert.Equal(ExitCodeOf(signal), rc);
+        Assert.Equal([path], Directory.GetFileSystemEntries(tmp.Path));
+        Assert.Equal("an earlier file", File.ReadAllText(path));
     }
 
     /// <summary>

@@ -129,6 +129,21 @@ public class OutputTransactionTests
     }
 
     [Fact]
+    public void A_folder_named_for_rollback_is_deleted_with_what_it_holds()
+    {
+        using var tmp = new TempDir();
+        var partial = tmp.File("hf.partial-1");
+        using (var t = new OutputTransaction())
+        {
+            t.DeleteOnRollback(partial);
+            Directory.CreateDirectory(partial);
+            File.WriteAllText(Path.Combine(partial, "config.json"), "{}");
+        }
+
+        Assert.Empty(Directory.GetFileSystemEntries(tmp.Path));
+    }
+
+    [Fact]
     public void Nothing_can_be_added_after_the_end()
     {
         using var tmp = new TempDir();
