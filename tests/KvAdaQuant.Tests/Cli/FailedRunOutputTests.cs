@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Security.Cryptography;
 
 namespace KvAdaQuant.Tests.Cli;
 
@@ -76,6 +77,37 @@ public class FailedRunOutputTests
             "s.gguf",
             "tokenizer and model vocabularies disagree",
             path => ["convert", "--model", S260K, "--tokenizer", Fixtures.Stories3MTokenizer, "--type", "q8_0", "--out", path]);
+    }
+
+    [Fact]
+    public void Pull_that_fails_removes_the_folder_it_created_and_leaves_an_existing_one_alone()
+    {
+        using var server = new LocalHttpServer();
+        var data = new byte[30_000];
+        new Random(5).NextBytes(data);
+        server.Serve("/m.bin", data);
+        using var tmp = new TempDir();
+        var fresh = Path.Combine(tmp.Path, "models", "new");
+
+        // A 404 (nothing written) and a checksum mismatch (the partial file deleted) into a new folder: no folder left.
+        Assert.Equal(1, KvAdaQuant.Cli.Program.Main(["pull", server.BaseUrl + "/missing.bin", "--out", fresh, "--no-sidecar"]));
+        Assert.Empty(Directory.GetFileSystemEntries(tmp.Path));
+        Assert.Equal(1, KvAdaQuant.Cli.Program.Main(["pull", server.BaseUrl + "/m.bin", "--out", fresh, "--sha256", new string('0', 64)]));
+        Assert.Empty(Directory.GetFileSystemEntries(tmp.Path));
+
+        // An existing folder keeps the user's files, and a failed pull's own files go.
+        var mine = tmp.File("mine");
+        Directory.CreateDirectory(mine);
+        File.WriteAllText(Path.Combine(mine, "m.bin"), "a different file of that name");
+        File.WriteAllText(Path.Combine(mine, "notes.txt"), "mine");
+        var before = Snapshot(mine);
+        Assert.Equal(1, KvAdaQuant.Cli.Program.Main(["pull", server.BaseUrl + "/m.bin", "--out", mine, "--sha256", Convert.ToHexStringLower(SHA256.HashData(data))]));
+        Assert.Equal(1, KvAdaQuant.Cli.Program.Main(["pull", server.BaseUrl + "/other.bin", "--out", mine, "--no-sidecar"]));
+        Assert.Equal(before, Snapshot(mine));
+
+        // The same pull that succeeds keeps the folder it created.
+        Assert.Equal(0, KvAdaQuant.Cli.Program.Main(["pull", server.BaseUrl + "/m.bin", "--out", fresh, "--no-sidecar"]));
+        Assert.Equal(data, File.ReadAllBytes(Path.Combine(fresh, "m.bin")));
     }
 
     [SkippableTheory]
