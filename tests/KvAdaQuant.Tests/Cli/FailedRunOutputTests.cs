@@ -80,6 +80,18 @@ public class FailedRunOutputTests
     }
 
     [Fact]
+    public void Verify_decode_refuses_an_out_it_cannot_write_before_opening_the_gpu()
+    {
+        using var tmp = new TempDir();
+        var path = Path.Combine(tmp.Path, "no", "verify.md");
+        var (rc, stdout, stderr) = KvaqProcess.Run("verify-decode", "--synthetic", "", "--out", path);
+        Assert.Equal(1, rc);
+        Assert.Equal(string.Empty, stdout);
+        Assert.Equal($"kvaq: error: --out {path}: the folder {Path.Combine(tmp.Path, "no")} does not exist", stderr.TrimEnd());
+        Assert.Empty(Directory.GetFileSystemEntries(tmp.Path));
+    }
+
+    [Fact]
     public void Pull_that_fails_removes_the_folder_it_created_and_leaves_an_existing_one_alone()
     {
         using var server = new LocalHttpServer();
