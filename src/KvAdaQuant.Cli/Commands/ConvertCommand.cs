@@ -49,7 +49,8 @@ internal static class ConvertCommand
             var outFormat = ResolveFormat(r.GetValue(format), outPath);
             if (outFormat == OutputFormat.Gguf)
             {
-                CheckGgufOutputPath(outPath);
+                // A file path (not empty, not a folder) in a folder that exists; an existing file is replaced.
+                OutputTransaction.CheckFile("--out", outPath, "model.gguf", ", or --format hf to write a Hugging Face folder there");
             }
             else
             {
@@ -255,26 +256,6 @@ internal static class ConvertCommand
         }
 
         throw new ArgumentException($"--out {outPath}: cannot tell the output format; end the file name in .gguf for GGUF, or give --format hf to write a Hugging Face folder there (--format gguf for a GGUF file of that name)");
-    }
-
-    /// <summary>Checks <c>--out</c> for GGUF before any work: a file path (not empty, not a folder) in a folder that exists. An existing file is replaced.</summary>
-    private static void CheckGgufOutputPath(string path)
-    {
-        if (string.IsNullOrWhiteSpace(path))
-        {
-            throw new ArgumentException("--out: the path is empty; give the .gguf file to write");
-        }
-
-        if (Directory.Exists(path))
-        {
-            throw new ArgumentException($"--out {path}: is a folder; give a file path such as {Path.Combine(path, "model.gguf")}, or --format hf to write a Hugging Face folder there");
-        }
-
-        string? folder = Path.GetDirectoryName(Path.GetFullPath(path));
-        if (folder is not null && !Directory.Exists(folder))
-        {
-            throw new ArgumentException($"--out {path}: the folder {folder} does not exist");
-        }
     }
 
     /// <summary>

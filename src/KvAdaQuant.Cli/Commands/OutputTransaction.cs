@@ -53,9 +53,10 @@ internal sealed class OutputTransaction : IDisposable
 
     /// <summary>
     /// Checks an output file option before any work: a path (not empty, not a folder) in a folder that exists; returns
-    /// <paramref name="path"/>. <paramref name="example"/> is a file name suggested when a folder is given.
+    /// <paramref name="path"/>. <paramref name="example"/> is a file name suggested when a folder is given, and
+    /// <paramref name="folderHint"/> ends that message (what else a folder could mean).
     /// </summary>
-    public static string CheckFile(string option, string path, string example)
+    public static string CheckFile(string option, string path, string example, string folderHint = "")
     {
         if (string.IsNullOrWhiteSpace(path))
         {
@@ -64,7 +65,7 @@ internal sealed class OutputTransaction : IDisposable
 
         if (Directory.Exists(path))
         {
-            throw new ArgumentException($"{option} {path}: is a folder; give a file path such as {Path.Combine(path, example)}");
+            throw new ArgumentException($"{option} {path}: is a folder; give a file path such as {Path.Combine(path, example)}{folderHint}");
         }
 
         string? folder = Path.GetDirectoryName(Path.GetFullPath(path));
