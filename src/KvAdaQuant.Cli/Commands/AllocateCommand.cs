@@ -22,7 +22,7 @@ internal static class AllocateCommand
         var stats = new Option<string?>("--stats") { Description = "analysis.json from kvaq analyze, or the reference's norms file ({\"w_k\": [...], \"w_v\": [...]}); default: analyse --calib now" };
         var calib = new Option<string>("--calib") { Description = "calibration text for the analysis and the sensitivity policy: a file, or 'sampled' (text sampled from the model, seed 7)", DefaultValueFactory = _ => "sampled" };
         var calibTokens = new Option<int>("--calib-tokens") { Description = "calibration tokens", DefaultValueFactory = _ => 128 };
-        var outFile = new Option<string?>("--out", "-o") { Description = "write the plan JSON here (loadable with --kv-plan)" };
+        var outFile = new Option<string?>("--out", "-o") { Description = "write the plan JSON here (loadable with --kv-plan); its folder must exist; a failed run writes nothing" };
         var score = new Option<string>("--score") { Description = "frobenius or spectral", DefaultValueFactory = _ => "frobenius" };
         var normSource = new Option<string>("--norm-source") { Description = "activations (measured K/V) or weights (W_K/W_V, as the reference)", DefaultValueFactory = _ => "activations" };
         var spec = new Option<string>("--spec") { Description = "quantization options every tensor gets, in the --kv option syntax (e.g. g64:r64:sym); widths come from the policy", DefaultValueFactory = _ => string.Empty };
@@ -40,6 +40,9 @@ internal static class AllocateCommand
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
+            // --out is checked before any work; the plan goes to PLAN.partial, renamed when written (a failed run leaves nothing).
+            string? outPath = r.GetValue(outFile) is { } o ? OutputTransaction.CheckFile("--out", o, "plan.json") : null;
+            using var output = new OutputTransaction();
             string pol = r.GetValue(policy)!.Trim().ToLowerInvariant();
             var sc = ParseScore(r.GetValue(score)!);
             var src = ParseSource(r.GetValue(normSource)!);
@@ -124,9 +127,10 @@ internal static class AllocateCommand
                 $"score {sc.ToString().ToLowerInvariant()}, norm source {src.ToString().ToLowerInvariant()}; inputs: {(normsFrom.Length > 0 ? normsFrom : "none")}; model {m?.Path ?? "none"}; " +
                 $"achieved: {real:0.####} real bits/element at {context} tokens (nominal {nominal:0.####}); {allocation}{(note is null ? string.Empty : "; " + note)}");
             string planJson = wf.PlanJson(allocation, name, description);
-            if (r.GetValue(outFile) is { } o)
+            if (outPath is not null)
             {
-                File.WriteAllText(o, planJson);
+                File.WriteAllText(output.Temporary(outPath), planJson);
+                output.Commit();
             }
 
             if (r.GetValue(json))
@@ -146,7 +150,7 @@ internal static class AllocateCommand
                     AverageBitsNominal = nominal,
                     Context = context,
                     Inputs = normsFrom,
-                    Plan = r.GetValue(outFile),
+                    Plan = outPath,
                     Note = note,
                 });
             }
@@ -159,9 +163,9 @@ internal static class AllocateCommand
                 }
 
                 Console.Out.WriteLine(string.Create(CultureInfo.InvariantCulture, $"average {real:0.####} real bits per element at {context} tokens (nominal {nominal:0.####}); budget {(double.IsNaN(b) ? "-" : b.ToString("0.####", CultureInfo.InvariantCulture))} ({wf.Cost.Name})"));
-                if (r.GetValue(outFile) is { } path)
+                if (outPath is not null)
                 {
-                    Console.Out.WriteLine($"plan written to {path}");
+                    Console.Out.WriteLine($"plan written to {outPath}");
                 }
             }
 

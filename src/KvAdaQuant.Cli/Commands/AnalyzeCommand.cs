@@ -21,7 +21,7 @@ internal static class AnalyzeCommand
         var group = new Option<int?>("--group") { Description = "elements per quantization group: channels along head_dim per token, or tokens per channel with --axis channel (default: 32, or the whole head when smaller)" };
         var axis = new Option<string>("--axis") { Description = "quantization groups: token (along head_dim of each token, as the paper) or channel (along tokens of each channel, as KIVI for keys)", DefaultValueFactory = _ => "token" };
         var symmetric = new Option<bool>("--symmetric") { Description = "symmetric quantization (scale only) instead of asymmetric min/max" };
-        var outDir = new Option<string>("--out", "-o") { Description = "output folder", DefaultValueFactory = _ => "analysis" };
+        var outDir = new Option<string>("--out", "-o") { Description = "output folder (report.html is written last; a failed run leaves nothing)", DefaultValueFactory = _ => "analysis" };
         var emulated = new Option<bool>("--emulated-cache") { Description = "only-K/only-V runs use the analysis's round-trip cache (FP32 rows after quantize-dequantize, max-subtracted softmax) instead of the library's quantized cache" };
         var skipTop = new Option<int>("--skip-top") { Description = "leave the N largest singular values out of the spectrum figure", DefaultValueFactory = _ => 0 };
         var threads = CommonOptions.Threads();
@@ -71,15 +71,10 @@ internal static class AnalyzeCommand
                 throw new ArgumentException($"--skip-top {skip}: each head has {values} singular values (the smaller of --tokens {n} and the head dimension {m.Config.HeadDim}); at most {values - 2} can be left out so that a spectrum is drawn");
             }
 
-            try
-            {
-                Directory.CreateDirectory(dir);
-            }
-            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-            {
-                throw new ArgumentException($"--out {dir}: cannot create the folder ({e.Message})", e);
-            }
-
+            // The folder is checked and made before the analysis runs; the files go to a staging folder inside it and are
+            // moved in when all are written, report.html last (a failed or interrupted run leaves nothing).
+            using var output = new OutputTransaction();
+            var staging = output.PrepareFolder("--out", dir, OutputFiles);
             var analyzer = new KvAnalyzer(new Transformer(m, r.GetValue(threads)));
             var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
             KvAnalysis result = null!;
@@ -103,11 +98,20 @@ internal static class AnalyzeCommand
                     var writing = ctx.AddTask("write");
                     try
                     {
-                        AnalysisWriter.Write(result, dir);
+                        AnalysisWriter.Write(result, staging);
                         writing.Value = 30;
-                        plots = new AnalysisPlotter { SkipTopSingularValues = skip }.Write(result, dir);
+                        plots = new AnalysisPlotter { SkipTopSingularValues = skip }.Write(result, staging);
                         writing.Value = 80;
-                        report = AnalysisReport.Write(result, plots, dir);
+                        AnalysisReport.Write(result, plots, staging);
+                        output.Commit(AnalysisReport.FileName);
+
+                        // A figure this run does not draw is removed, so that none of an earlier analysis is left beside the new one.
+                        foreach (var figure in FigureFiles.Where(f => !plots.Any(p => Path.GetFileName(p.PngPath) == f || Path.GetFileName(p.SvgPath) == f)))
+                        {
+                            File.Delete(Path.Combine(dir, figure));
+                        }
+
+                        report = Path.Combine(dir, AnalysisReport.FileName);
                         writing.Value = 100;
                     }
                     catch (Exception e) when (e is IOException or UnauthorizedAccessException)
@@ -129,6 +133,12 @@ internal static class AnalyzeCommand
         }));
         return cmd;
     }
+
+    /// <summary>The figures the plotter can draw, as PNG and SVG file names.</summary>
+    private static IEnumerable<string> FigureFiles => AnalysisPlotter.FigureNames.SelectMany(n => new[] { n + ".png", n + ".svg" });
+
+    /// <summary>Every file <c>analyze</c> may write into <c>--out</c>.</summary>
+    internal static IEnumerable<string> OutputFiles => [AnalysisWriter.JsonFile, .. AnalysisWriter.CsvFiles, .. FigureFiles, AnalysisReport.FileName];
 
     /// <summary>BOS followed by the tokenized text, truncated to <paramref name="n"/>; only as much text as needed is tokenized.</summary>
     internal static List<int> CalibrationTokens(ITokenizer tok, string path, int n)

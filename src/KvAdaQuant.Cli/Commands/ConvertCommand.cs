@@ -49,7 +49,8 @@ internal static class ConvertCommand
             var outFormat = ResolveFormat(r.GetValue(format), outPath);
             if (outFormat == OutputFormat.Gguf)
             {
-                CheckGgufOutputPath(outPath);
+                // A file path (not empty, not a folder) in a folder that exists; an existing file is replaced.
+                OutputTransaction.CheckFile("--out", outPath, "model.gguf", ", or --format hf to write a Hugging Face folder there");
             }
             else
             {
@@ -79,9 +80,13 @@ internal static class ConvertCommand
             });
             int nThreads = r.GetValue(threads);
             var sw = Stopwatch.StartNew();
+
+            // A failed or interrupted conversion (Ctrl+C, SIGTERM) removes its temporary files and folder and leaves
+            // what was at --out as it was.
+            using var transaction = new OutputTransaction();
             var result = outFormat == OutputFormat.Gguf
-                ? ToGguf(modelName, preset, r.GetValue(seed), r.GetValue(tokenizer), outPath, typeName, nThreads, progress)
-                : ToHf(modelName!, r.GetValue(tokenizer), outPath, ParseHfType(typeName), nThreads, progress);
+                ? ToGguf(modelName, preset, r.GetValue(seed), r.GetValue(tokenizer), outPath, typeName, nThreads, progress, transaction)
+                : ToHf(modelName!, r.GetValue(tokenizer), outPath, ParseHfType(typeName), nThreads, progress, transaction);
             double seconds = sw.Elapsed.TotalSeconds;
             if (asJson)
             {
@@ -98,11 +103,21 @@ internal static class ConvertCommand
         return cmd;
     }
 
-    private static Result ToGguf(string? modelName, string? preset, ulong seed, string? tokenizerPath, string outPath, string typeName, int threads, IProgress<double>? progress)
+    /// <summary>
+    /// Writes the GGUF file: the writer writes <c>F.partial</c> and renames it; the llama.cpp types write <c>F.unquantized</c>
+    /// that way and quantize it into <c>F.partial</c>, renamed by <paramref name="transaction"/>'s commit.
+    /// </summary>
+    private static Result ToGguf(string? modelName, string? preset, ulong seed, string? tokenizerPath, string outPath, string typeName, int threads, IProgress<double>? progress, OutputTransaction transaction)
     {
         bool byLlamaCpp = LlamaCppConvertQuantizer.TypeNames.Contains(typeName);
         var t = byLlamaCpp ? (preset is not null ? GgmlType.F16 : GgmlType.F32) : ParseGgufType(typeName);
         var writePath = byLlamaCpp ? outPath + ".unquantized" : outPath;
+        transaction.DeleteOnRollback(GgufWriter.TemporaryPath(writePath));
+        if (byLlamaCpp)
+        {
+            transaction.DeleteOnRollback(writePath);
+        }
+
         GgufWriter writer;
         string source;
         Model.LlamaModel? loaded = null;
@@ -133,15 +148,20 @@ internal static class ConvertCommand
             {
                 try
                 {
-                    LlamaCppConvertQuantizer.Quantize(writePath, outPath, typeName, threads > 0 ? threads : Environment.ProcessorCount);
+                    LlamaCppConvertQuantizer.Quantize(writePath, transaction.Temporary(outPath), typeName, threads > 0 ? threads : Environment.ProcessorCount);
                 }
                 finally
                 {
                     File.Delete(writePath);
                 }
 
+                transaction.Commit();
                 bytes = new FileInfo(outPath).Length;
                 written = $"{typeName.ToUpperInvariant()} (quantized by llama.cpp through LLamaSharp from {t})";
+            }
+            else
+            {
+                transaction.Commit();
             }
 
             return new Result(source, byLlamaCpp ? typeName.ToUpperInvariant() : t.ToString(), writer.TensorCount, bytes, written);
@@ -169,7 +189,8 @@ internal static class ConvertCommand
         return writer;
     }
 
-    private static Result ToHf(string modelName, string? tokenizerPath, string outPath, string dtype, int threads, IProgress<double>? progress)
+    /// <summary>Writes the Hugging Face folder as <c>DIR.partial-PID</c>, renamed at the end; a rollback of <paramref name="transaction"/> deletes it.</summary>
+    private static Result ToHf(string modelName, string? tokenizerPath, string outPath, string dtype, int threads, IProgress<double>? progress, OutputTransaction transaction)
     {
         using var loaded = ModelLoader.Load(modelName, tokenizerPath);
         var full = Path.GetFullPath(outPath.TrimEnd('/', Path.DirectorySeparatorChar));
@@ -179,31 +200,25 @@ internal static class ConvertCommand
             Directory.Delete(partial, recursive: true);
         }
 
+        transaction.DeleteOnRollback(partial);
         Directory.CreateDirectory(partial);
-        try
+        var files = ConvertedTokenizer.WriteHfFiles(loaded, tokenizerPath, partial);
+        long bytes = HfModelExporter.Write(loaded, partial, dtype, threads, progress);
+        bytes += files.Sum(f => new FileInfo(Path.Combine(partial, f)).Length);
+        int tensors;
+        using (var st = SafetensorsFile.Open(Path.Combine(partial, HfModelExporter.WeightsFileName)))
         {
-            var files = ConvertedTokenizer.WriteHfFiles(loaded, tokenizerPath, partial);
-            long bytes = HfModelExporter.Write(loaded, partial, dtype, threads, progress);
-            bytes += files.Sum(f => new FileInfo(Path.Combine(partial, f)).Length);
-            int tensors;
-            using (var st = SafetensorsFile.Open(Path.Combine(partial, HfModelExporter.WeightsFileName)))
-            {
-                tensors = st.Tensors.Count;
-            }
-
-            if (Directory.Exists(full))
-            {
-                Directory.Delete(full); // empty, checked before any work
-            }
-
-            Directory.Move(partial, full);
-            return new Result(loaded.Path, dtype, tensors, bytes, $"{dtype} safetensors + config.json + {string.Join(" + ", files)}");
+            tensors = st.Tensors.Count;
         }
-        catch
+
+        if (Directory.Exists(full))
         {
-            Directory.Delete(partial, recursive: true);
-            throw;
+            Directory.Delete(full); // empty, checked before any work
         }
+
+        Directory.Move(partial, full);
+        transaction.Commit();
+        return new Result(loaded.Path, dtype, tensors, bytes, $"{dtype} safetensors + config.json + {string.Join(" + ", files)}");
     }
 
     /// <summary>The GGUF architecture a model is written as: Hugging Face's mistral becomes llama, as llama.cpp's converter writes it.</summary>
@@ -241,26 +256,6 @@ internal static class ConvertCommand
         }
 
         throw new ArgumentException($"--out {outPath}: cannot tell the output format; end the file name in .gguf for GGUF, or give --format hf to write a Hugging Face folder there (--format gguf for a GGUF file of that name)");
-    }
-
-    /// <summary>Checks <c>--out</c> for GGUF before any work: a file path (not empty, not a folder) in a folder that exists. An existing file is replaced.</summary>
-    private static void CheckGgufOutputPath(string path)
-    {
-        if (string.IsNullOrWhiteSpace(path))
-        {
-            throw new ArgumentException("--out: the path is empty; give the .gguf file to write");
-        }
-
-        if (Directory.Exists(path))
-        {
-            throw new ArgumentException($"--out {path}: is a folder; give a file path such as {Path.Combine(path, "model.gguf")}, or --format hf to write a Hugging Face folder there");
-        }
-
-        string? folder = Path.GetDirectoryName(Path.GetFullPath(path));
-        if (folder is not null && !Directory.Exists(folder))
-        {
-            throw new ArgumentException($"--out {path}: the folder {folder} does not exist");
-        }
     }
 
     /// <summary>

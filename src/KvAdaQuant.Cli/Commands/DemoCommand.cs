@@ -19,11 +19,30 @@ namespace KvAdaQuant.Cli.Commands;
 /// </summary>
 internal static class DemoCommand
 {
+    /// <summary>The file of <c>--out</c> moved in last: once it is there, so is everything else of the run.</summary>
+    public const string ReportFile = "report.md";
+
+    private const string AnalysisFolder = "analysis";
+
+    private static readonly string[] Policies = ["key-favoring", "norm-aware", "sensitivity"];
+
+    /// <summary>Every file <c>demo</c> writes into <c>--out</c>.</summary>
+    internal static IEnumerable<string> OutputFiles =>
+    [
+        .. new[] { AnalysisWriter.JsonFile }.Concat(AnalysisWriter.CsvFiles).Select(f => Path.Combine(AnalysisFolder, f)),
+        .. Policies.Select(PlanFile),
+        "results.csv",
+        "results.json",
+        ReportFile,
+    ];
+
+    private static string PlanFile(string policy) => $"plan-{policy}.json";
+
     public static Command Create()
     {
         var model = CommonOptions.Model();
         var tokenizer = CommonOptions.Tokenizer();
-        var outDir = new Option<string>("--out", "-o") { Description = "report folder", DefaultValueFactory = _ => "demo" };
+        var outDir = new Option<string>("--out", "-o") { Description = "report folder (report.md is written last; a failed run leaves nothing)", DefaultValueFactory = _ => "demo" };
         var budget = new Option<string>("--budget", "-b") { Description = "budget: bits per element, or a uniform pair meaning its real cost", DefaultValueFactory = _ => "k3v3" };
         var range = new Option<string>("--bit-range") { Description = "widths the policies choose from", DefaultValueFactory = _ => "1,1.58,2,3,4,6,8" };
         var spec = new Option<string>("--spec") { Description = "quantization options of every tensor (--kv syntax)", DefaultValueFactory = _ => string.Empty };
@@ -55,11 +74,15 @@ internal static class DemoCommand
             using var transformer = new Transformer(m, r.GetValue(threads));
             var cfg = m.Config;
             int evalCtx = Math.Min(r.GetValue(ctx), cfg.ContextLength);
-            string dir = Path.GetFullPath(r.GetValue(outDir)!);
-            Directory.CreateDirectory(dir);
             var (kBase, vBase) = AllocateCommand.BaseSpecs(r.GetValue(spec)!, cfg.Layers, cfg.HeadDim);
             var wf = new AllocationWorkflow(cfg.Layers, cfg.KvHeads, cfg.HeadDim, evalCtx, new SpecBitCost(kBase, vBase, cfg.HeadDim, evalCtx), nominal: false, BitRange.Parse(r.GetValue(range)!));
             double b = wf.ParseBudget(r.GetValue(budget)!);
+
+            // The folder is checked and made once the options are; the files go to a staging folder inside it and are
+            // moved in when all are written, report.md last (a failed or interrupted run leaves nothing).
+            string dir = Path.GetFullPath(r.GetValue(outDir)!);
+            using var output = new OutputTransaction();
+            string staging = output.PrepareFolder("--out", dir, OutputFiles);
             bool quiet = r.GetValue(json);
             var log = new StringBuilder();
             void Say(string line)
@@ -74,7 +97,7 @@ internal static class DemoCommand
             Say($"model {m.Path}: {cfg.Layers} layers, {cfg.KvHeads} KV heads, head dim {cfg.HeadDim}");
             var (calib, calibName) = CalibrationText.Load("sampled", transformer, tok, r.GetValue(calibTokens));
             var analysis = AllocationWorkflow.Analyze(transformer, calib, calibName);
-            AnalysisWriter.Write(analysis, Path.Combine(dir, "analysis"));
+            AnalysisWriter.Write(analysis, Path.Combine(staging, AnalysisFolder));
             var norms = analysis.Norms(NormScore.Frobenius, NormSource.Activations);
             Say($"analysed {calib.Count} calibration tokens ({calibName}) in {sw.Elapsed.TotalSeconds:F1} s; K/V Frobenius by layer: " +
                 string.Join(", ", norms.Keys.Select((k, i) => (k / norms.Values[i]).ToString("0.00", CultureInfo.InvariantCulture))));
@@ -94,12 +117,12 @@ internal static class DemoCommand
             {
                 var sens = task("sensitivity (calibration)");
                 profile = wf.Sensitivity(transformer, calib, calib.Count, calibName, sens);
-                foreach (var policy in new[] { "key-favoring", "norm-aware", "sensitivity" })
+                foreach (var policy in Policies)
                 {
                     var a = wf.Allocate(policy, b, null, () => norms, () => profile, 32, [8, 16, 32]);
                     string planName = $"{policy} @{r.GetValue(budget)}";
                     string desc = string.Create(CultureInfo.InvariantCulture, $"kvaq demo: policy {policy}; budget {r.GetValue(budget)} = {b:0.####} real bits/element; bit range {wf.Range}; inputs: {(policy == "sensitivity" ? profile.Source : policy == "norm-aware" ? norms.Source : "none")}; achieved {wf.RealAverage(a):0.####}; {a}");
-                    string file = Path.Combine(dir, $"plan-{policy}.json");
+                    string file = Path.Combine(staging, PlanFile(policy));
                     File.WriteAllText(file, wf.PlanJson(a, planName, desc));
                     planFiles.Add(file);
                     configs.Add(new EvalCommand.Config(planName, KvPlan.Load(file), null, null));
@@ -130,8 +153,8 @@ internal static class DemoCommand
             // The chunks evaluated: KlReference cuts the text into at most Limit (0: no limit) whole chunks of evalCtx tokens.
             int chunksUsed = Math.Min(evaluator.TextTokens().Count / evalCtx, chunkLimit > 0 ? chunkLimit : int.MaxValue);
             var table = new EvaluationTable(m.Path, "kl", evaluator.DataDescription, results);
-            File.WriteAllText(Path.Combine(dir, "results.csv"), table.ToCsv());
-            File.WriteAllText(Path.Combine(dir, "results.json"), table.ToJson());
+            File.WriteAllText(Path.Combine(staging, "results.csv"), table.ToCsv());
+            File.WriteAllText(Path.Combine(staging, "results.json"), table.ToJson());
             var md = new StringBuilder();
             md.AppendLine("# kvaq demo").AppendLine();
             md.AppendLine(CultureInfo.InvariantCulture, $"Model `{m.Path}`; budget {r.GetValue(budget)} = {b:0.####} real bits per element (scales and zero points included) at {evalCtx} tokens; base spec K `{kBase}`, V `{vBase}`.").AppendLine();
@@ -139,7 +162,8 @@ internal static class DemoCommand
             md.AppendLine(table.ToMarkdown());
             md.AppendLine("## Log").AppendLine().AppendLine("```").Append(log).AppendLine("```");
             md.AppendLine().AppendLine(CultureInfo.InvariantCulture, $"Plans: {string.Join(", ", planFiles.Select(Path.GetFileName))}; analysis: analysis/analysis.json; total {sw.Elapsed.TotalSeconds:F1} s.");
-            File.WriteAllText(Path.Combine(dir, "report.md"), md.ToString());
+            File.WriteAllText(Path.Combine(staging, ReportFile), md.ToString());
+            output.Commit(ReportFile);
             if (quiet)
             {
                 Console.Out.WriteLine(table.ToJson());
@@ -151,7 +175,7 @@ internal static class DemoCommand
                 Console.Out.WriteLine();
                 Console.Out.Write(table.ToMarkdown());
                 Console.Out.WriteLine();
-                Console.Out.WriteLine($"report: {Path.Combine(dir, "report.md")} ({sw.Elapsed.TotalSeconds:F1} s)");
+                Console.Out.WriteLine($"report: {Path.Combine(dir, ReportFile)} ({sw.Elapsed.TotalSeconds:F1} s)");
             }
 
             return 0;

@@ -27,7 +27,7 @@ internal static class EvalCommand
         var ctx = new Option<int>("--ctx", "-c") { Description = "context window (tokens per chunk for perplexity and kl); 0 = the model's whole context for gsm8k, 256 for the other tasks", DefaultValueFactory = _ => 0 };
         var shots = new Option<int>("--shots") { Description = "gsm8k few-shot examples (the first N test problems; fewer when they do not fit)", DefaultValueFactory = _ => 5 };
         var maxTokens = new Option<int>("--max-tokens") { Description = "gsm8k generation limit; 0 = 256, at most half the context", DefaultValueFactory = _ => 0 };
-        var outDir = new Option<string?>("--out", "-o") { Description = "write results.md, results.csv, results.json (and heatmap.png/.svg for a grid) here" };
+        var outDir = new Option<string?>("--out", "-o") { Description = "write results.md, results.csv, heatmap.png/.svg for a grid, and results.json last, here (a failed run leaves nothing)" };
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
         var cmd = new Command("eval", "Evaluate KV caches on a task: perplexity, KL vs the unquantized cache, multiple choice, LAMBADA, GSM8K.")
@@ -36,9 +36,12 @@ internal static class EvalCommand
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
-            // The output folder is checked (and made) before the evaluation, not after it has run.
+            // The output folder is checked (and made) before the evaluation, not after it has run; the files go to a
+            // staging folder inside it and are moved in when all are written (a failed or interrupted run leaves nothing).
             string taskName = r.GetValue(task)!.Trim().ToLowerInvariant();
-            PrepareOut(r.GetValue(outDir), OutputFiles(taskName, r.GetValue(grid) is not null));
+            bool heatmap = r.GetValue(grid) is not null;
+            using var output = new OutputTransaction();
+            string? staging = r.GetValue(outDir) is { } dir ? output.PrepareFolder("--out", dir, OutputFiles(taskName, heatmap)) : null;
             using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
             var tok = m.Tokenizer ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
             var options = new EvaluationOptions
@@ -72,7 +75,13 @@ internal static class EvalCommand
             var configs = Configs(r.GetValue(kv), r.GetValue(kvPlan), r.GetValue(grid), r.GetValue(plans), r.GetValue(spec)!, m.Config.Layers, m.Config.HeadDim);
             var evaluator = new TaskEvaluator(transformer, tok, options);
             var table = Run(evaluator, configs, m.Path, m.Config.KvHeads, m.Config.HeadDim, r.GetValue(json));
-            Emit(table, options, r.GetValue(outDir), r.GetValue(json), r.GetValue(grid) is not null);
+            if (staging is not null)
+            {
+                Write(table, options, staging, heatmap);
+                output.Commit(SummaryFile);
+            }
+
+            Print(table, r.GetValue(json));
             return 0;
         }));
         return cmd;
@@ -185,87 +194,37 @@ internal static class EvalCommand
         return new EvaluationTable(model, evaluator.Options.Task, evaluator.DataDescription, rows);
     }
 
-    /// <summary>The files <see cref="Emit"/> writes into <c>--out</c>.</summary>
+    /// <summary>The file of <c>--out</c> moved in last: once it is there, so is everything else of the run.</summary>
+    public const string SummaryFile = "results.json";
+
+    /// <summary>The files <see cref="Write"/> writes into <c>--out</c>.</summary>
     public static IEnumerable<string> OutputFiles(string task, bool heatmap)
     {
-        string[] files = ["results.md", "results.csv", "results.json"];
+        string[] files = ["results.md", "results.csv", SummaryFile];
         string[] maps = task == "kl" ? ["heatmap.png", "heatmap.svg", "heatmap_perplexity.png", "heatmap_perplexity.svg"] : ["heatmap.png", "heatmap.svg"];
         return heatmap ? [.. files, .. maps] : files;
     }
 
-    /// <summary>
-    /// Checks <c>--out</c> before anything runs and creates it: not a file, no file among its parents, none of
-    /// <paramref name="files"/> a folder inside it; errors name the option and the path.
-    /// </summary>
-    public static void PrepareOut(string? dir, IEnumerable<string> files)
+    /// <summary>Writes the table as markdown, CSV and JSON (and the heat maps of a grid) into <paramref name="dir"/>.</summary>
+    public static void Write(EvaluationTable table, EvaluationOptions options, string dir, bool heatmap)
     {
-        if (dir is null)
+        File.WriteAllText(Path.Combine(dir, "results.md"), $"{table.Task} on {table.Data}\n\n{table.ToMarkdown()}");
+        File.WriteAllText(Path.Combine(dir, "results.csv"), table.ToCsv());
+        File.WriteAllText(Path.Combine(dir, SummaryFile), table.ToJson());
+        if (heatmap)
         {
-            return;
-        }
-
-        if (string.IsNullOrWhiteSpace(dir))
-        {
-            throw new ArgumentException("--out: empty folder name");
-        }
-
-        if (File.Exists(dir))
-        {
-            throw new ArgumentException($"--out {dir}: is a file, not a folder");
-        }
-
-        for (var parent = Path.GetDirectoryName(Path.GetFullPath(dir)); !string.IsNullOrEmpty(parent); parent = Path.GetDirectoryName(parent))
-        {
-            if (File.Exists(parent))
+            var (metric, _) = options.PrimaryMetric;
+            GridHeatmap.Write(table, metric, dir, "heatmap");
+            if (options.Task == "kl")
             {
-                throw new ArgumentException($"--out {dir}: {parent} is a file, not a folder");
+                GridHeatmap.Write(table, "perplexity", dir, "heatmap_perplexity");
             }
-
-            if (Directory.Exists(parent))
-            {
-                break;
-            }
-        }
-
-        foreach (var f in files)
-        {
-            string path = Path.Combine(dir, f);
-            if (Directory.Exists(path))
-            {
-                throw new ArgumentException($"--out {dir}: {path} is a folder where a results file goes");
-            }
-        }
-
-        try
-        {
-            Directory.CreateDirectory(dir);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new ArgumentException($"--out {dir}: {e.Message}");
         }
     }
 
-    /// <summary>Prints the table (or JSON) and writes the files.</summary>
-    public static void Emit(EvaluationTable table, EvaluationOptions options, string? dir, bool json, bool heatmap)
+    /// <summary>Prints the table (or JSON).</summary>
+    public static void Print(EvaluationTable table, bool json)
     {
-        if (dir is not null)
-        {
-            Directory.CreateDirectory(dir);
-            File.WriteAllText(Path.Combine(dir, "results.md"), $"{table.Task} on {table.Data}\n\n{table.ToMarkdown()}");
-            File.WriteAllText(Path.Combine(dir, "results.csv"), table.ToCsv());
-            File.WriteAllText(Path.Combine(dir, "results.json"), table.ToJson());
-            if (heatmap)
-            {
-                var (metric, _) = options.PrimaryMetric;
-                GridHeatmap.Write(table, metric, dir, "heatmap");
-                if (options.Task == "kl")
-                {
-                    GridHeatmap.Write(table, "perplexity", dir, "heatmap_perplexity");
-                }
-            }
-        }
-
         if (json)
         {
             Console.Out.WriteLine(table.ToJson());

@@ -42,6 +42,10 @@ internal static class PullCommand
 
             var env = Environment.GetEnvironmentVariable("KVAQ_MODELS");
             var dir = r.GetValue(outDir) ?? (string.IsNullOrEmpty(env) ? Directory.GetCurrentDirectory() : env);
+            // A failed or interrupted pull keeps NAME.part (the next pull resumes it) but removes the folders it created
+            // for it when nothing was written into them.
+            using var output = new OutputTransaction();
+            output.RemoveIfLeftEmpty(dir);
             using var http = new HttpClient { Timeout = TimeSpan.FromMinutes(30) };
             var downloader = new ResumableDownloader(http, Console.Error) { MaxRetries = n, ReadTimeoutSeconds = idle, UseSidecar = !r.GetValue(noSidecar) };
             DownloadResult result;
@@ -53,6 +57,8 @@ internal static class PullCommand
             {
                 throw new IOException(e.Message, e);
             }
+
+            output.Commit();
             if (r.GetValue(json))
             {
                 CliRunner.PrintJson(result);

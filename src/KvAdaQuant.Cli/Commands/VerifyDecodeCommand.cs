@@ -49,7 +49,7 @@ internal static class VerifyDecodeCommand
         };
         var fastTolerance = new Option<double>("--fast-tolerance") { Description = "bound for the K4V2 kernel against the generic FP32 kernel in the decode path", DefaultValueFactory = _ => 1e-2 };
         var threads = CommonOptions.Threads();
-        var output = new Option<string?>("--out") { Description = "also write the table (markdown) to this file" };
+        var output = new Option<string?>("--out") { Description = "also write the table (markdown) to this file, once the checks have run (its folder must exist)" };
         var cmd = new Command("verify-decode", "Check the GPU decode path (--device cuda) against the CPU engine and print a pass/fail table.")
         {
             models, synthetic, types, kv, kvPlan, batch, steps, greedy, tolerance, packedTolerance, sensitivityNoise, fastTolerance, threads, output,
@@ -93,6 +93,9 @@ internal static class VerifyDecodeCommand
                 }
             }
 
+            // --out too; the table goes to F.partial, renamed when written.
+            string? outPath = r.GetValue(output) is { } o ? OutputTransaction.CheckFile("--out", o, "verify.md") : null;
+            using var transaction = new OutputTransaction();
             using CudaContext context = DeviceOptions.OpenCuda();
             var report = new StringBuilder();
             void Line(string s)
@@ -224,9 +227,10 @@ internal static class VerifyDecodeCommand
             Line(string.Empty);
             Line(kernels.Note);
             Line(allPass ? "ALL PASS" : "SOME CHECKS FAILED");
-            if (r.GetValue(output) is { } outPath)
+            if (outPath is not null)
             {
-                File.WriteAllText(outPath, report.ToString());
+                File.WriteAllText(transaction.Temporary(outPath), report.ToString());
+                transaction.Commit();
             }
 
             return allPass ? 0 : 2;

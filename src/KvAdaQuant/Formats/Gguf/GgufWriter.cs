@@ -144,7 +144,7 @@ public sealed class GgufWriter
             throw new DirectoryNotFoundException($"{path}: output folder {dir} does not exist");
         }
 
-        var tmp = full + ".partial";
+        var tmp = TemporaryPath(full);
         try
         {
             long size;
@@ -164,6 +164,9 @@ public sealed class GgufWriter
             throw;
         }
     }
+
+    /// <summary>The temporary file <see cref="Write"/> writes before renaming it to <paramref name="path"/>: <c>path.partial</c>.</summary>
+    public static string TemporaryPath(string path) => Path.GetFullPath(path) + ".partial";
 
     private static long Pad(long x, long n) => (x + n - 1) / n * n;
 
