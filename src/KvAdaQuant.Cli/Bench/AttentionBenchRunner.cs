@@ -51,14 +51,14 @@ internal sealed record AttentionBenchResult(
         ["attention.bytes_per_step"] = BytesCycled % Layers == 0 ? BytesCycled / Layers : BytesPerStep,
         ["attention.bytes_cycled"] = BytesCycled,
         ["attention.steps"] = Steps,
-        ["attention.step_seconds"] = MedianStepSeconds,
-        ["attention.min_step_seconds"] = MinStepSeconds,
+        ["attention.step_seconds"] = Math.Round(MedianStepSeconds, 9), // whole nanoseconds: a median of two samples is not exact in binary
+        ["attention.min_step_seconds"] = Math.Round(MinStepSeconds, 9),
         ["attention.gb_per_second"] = Math.Round(GigabytesPerSecond, 4),
         ["attention.int8_layers"] = Int8Layers,
         ["attention.int8_value_layers"] = Int8ValueLayers,
         ["triad.bytes"] = TriadBytes,
         ["triad.runs"] = Triads,
-        ["triad.seconds"] = MedianTriadSeconds,
+        ["triad.seconds"] = Math.Round(MedianTriadSeconds, 9),
         ["triad.gb_per_second"] = Math.Round(TriadGigabytesPerSecond, 4),
         ["attention.triad_share"] = Math.Round(TriadShare, 4),
     };
