@@ -84,6 +84,12 @@ internal static class AllocateCommand
             }
 
             double b = budgetText is null ? double.NaN : wf.ParseBudget(budgetText);
+            if (budgetText is not null)
+            {
+                // A budget below the cheapest width is refused now, with the policy's message, not after the norms or the sensitivity are measured.
+                wf.CheckBudget(pol, b);
+            }
+
             using var transformer = m is null ? null : new Transformer(m, r.GetValue(threads));
             (IReadOnlyList<int> Tokens, string Name)? calibration = null;
             (IReadOnlyList<int>, string) Calib() => calibration ??= CalibrationText.Load(r.GetValue(calib)!, transformer ?? throw new ArgumentException("--model is needed to measure on calibration text"), m!.Tokenizer ?? throw new ArgumentException("--tokenizer: none found"), r.GetValue(calibTokens));

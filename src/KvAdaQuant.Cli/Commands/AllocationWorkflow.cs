@@ -90,6 +90,28 @@ internal sealed class AllocationWorkflow
         return (k, v);
     }
 
+    /// <summary>
+    /// Refuses, before any work, a budget that <paramref name="policy"/> would refuse at allocation time because even the
+    /// lowest width of <see cref="Range"/> everywhere costs more (the cost depends only on the layers, head dimension,
+    /// context and base specs), with the policy's own message. The group-aware policy's cost depends on the groups it
+    /// derives from the norms, and the fixed policy has no budget: neither is checked here.
+    /// </summary>
+    public void CheckBudget(string policy, double budget)
+    {
+        switch (policy)
+        {
+            case "uniform" or "key-favoring":
+                UniformAllocator.CheckBudget(Layers, budget, Range, Cost);
+                break;
+            case "norm-aware":
+                NormAwareAllocator.CheckBudget(Layers, budget, Range, Cost);
+                break;
+            case "sensitivity":
+                SensitivityAllocator.CheckBudget(Layers, Range, budget, Cost);
+                break;
+        }
+    }
+
     /// <summary>Per-layer norms from <paramref name="stats"/>, or from analysing <paramref name="calibTokens"/> when null.</summary>
     public static LayerNorms Norms(string? stats, NormScore score, NormSource source, Transformer? transformer, Func<IReadOnlyList<int>>? calibTokens, string calibName)
     {

@@ -40,6 +40,20 @@ internal static class AnalyzeCommand
                 throw new ArgumentException($"--skip-top must be >= 0, got {skip}");
             }
 
+            var quantAxis = r.GetValue(axis) switch
+            {
+                "token" => QuantAxis.PerToken,
+                "channel" => QuantAxis.PerChannel,
+                var other => throw new ArgumentException($"--axis must be token or channel, got '{other}'"),
+            };
+
+            // The emulated cache is built by the first only-K run, after the capture and the spectra: a spec it cannot
+            // stand for is refused now.
+            if (r.GetValue(emulated) && bitList.Count > 0 && !KvQuantizerProbe.CanEmulate(new KvSpec(KvBits.Four, KvSpec.DefaultGroupSize, quantAxis, r.GetValue(symmetric))))
+            {
+                throw new ArgumentException($"--emulated-cache: the analysis cache emulates per-token specs without residual window or sinks only, not --axis {r.GetValue(axis)} (leave out --emulated-cache to measure with the library's quantized cache, or --kv-bits '' to measure no widths)");
+            }
+
             using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
             var tok = m.Tokenizer ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
             if (n < 2 || n > m.Config.ContextLength)
@@ -52,12 +66,6 @@ internal static class AnalyzeCommand
             var dir = Path.GetFullPath(r.GetValue(outDir)!);
             bool asJson = r.GetValue(json);
             int g = r.GetValue(group) ?? Math.Min(KvSpec.DefaultGroupSize, m.Config.HeadDim);
-            var quantAxis = r.GetValue(axis) switch
-            {
-                "token" => QuantAxis.PerToken,
-                "channel" => QuantAxis.PerChannel,
-                var other => throw new ArgumentException($"--axis must be token or channel, got '{other}'"),
-            };
             var probe = new KvQuantizerProbe(new KvSpec(KvBits.Four, g, quantAxis, r.GetValue(symmetric))) { EmulatedCache = r.GetValue(emulated) };
             probe.Validate(m.Config.HeadDim);
             if (quantAxis == QuantAxis.PerChannel && bitList.Count > 0 && g > n)

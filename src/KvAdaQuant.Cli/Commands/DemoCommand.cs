@@ -71,12 +71,19 @@ internal static class DemoCommand
 
             using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
             var tok = m.Tokenizer ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
-            using var transformer = new Transformer(m, r.GetValue(threads));
             var cfg = m.Config;
             int evalCtx = Math.Min(r.GetValue(ctx), cfg.ContextLength);
             var (kBase, vBase) = AllocateCommand.BaseSpecs(r.GetValue(spec)!, cfg.Layers, cfg.HeadDim);
             var wf = new AllocationWorkflow(cfg.Layers, cfg.KvHeads, cfg.HeadDim, evalCtx, new SpecBitCost(kBase, vBase, cfg.HeadDim, evalCtx), nominal: false, BitRange.Parse(r.GetValue(range)!));
             double b = wf.ParseBudget(r.GetValue(budget)!);
+
+            // A budget below the cheapest width is refused now, with the message each policy would give after the analysis.
+            foreach (var policy in Policies)
+            {
+                wf.CheckBudget(policy, b);
+            }
+
+            using var transformer = new Transformer(m, r.GetValue(threads));
 
             // The folder is checked and made once the options are; the files go to a staging folder inside it and are
             // moved in when all are written, report.md last (a failed or interrupted run leaves nothing).

@@ -34,17 +34,8 @@ public static class NormAwareAllocator
         }
 
         double total = 2 * budget * layers;
-        double used = 0;
-        for (int i = 0; i < n; i++)
-        {
-            bits[i] = range.Min;
-            used += Cost(cost, i, range.Min);
-        }
-
-        if (used - total > Tolerance)
-        {
-            throw new ArgumentException($"--budget {BitAllocation.Format(budget)}: even the lowest width {BitAllocation.Format(range.Min)} everywhere costs {used / n:0.####} bits per element ({cost.Name} accounting)");
-        }
+        double used = CheckBudget(layers, budget, range, cost);
+        Array.Fill(bits, range.Min);
 
         while (used + Tolerance < total)
         {
@@ -104,6 +95,28 @@ public static class NormAwareAllocator
     {
         double max = norms.Keys.Concat(norms.Values).Max();
         return max > LargestUnscaledNorm ? Math.ScaleB(1.0, -Math.ILogB(max)) : 1;
+    }
+
+    /// <summary>
+    /// Throws the error <see cref="Allocate"/> gives when even the lowest width of <paramref name="range"/> everywhere
+    /// costs more than <paramref name="budget"/> (it needs only the number of layers, so a command can check it before
+    /// measuring any norms); returns that lowest cost, summed over the 2 x <paramref name="layers"/> tensors.
+    /// </summary>
+    public static double CheckBudget(int layers, double budget, BitRange range, IBitCost cost)
+    {
+        int n = 2 * layers;
+        double used = 0;
+        for (int i = 0; i < n; i++)
+        {
+            used += Cost(cost, i, range.Min);
+        }
+
+        if (used - (2 * budget * layers) > Tolerance)
+        {
+            throw new ArgumentException($"--budget {BitAllocation.Format(budget)}: even the lowest width {BitAllocation.Format(range.Min)} everywhere costs {used / n:0.####} bits per element ({cost.Name} accounting)");
+        }
+
+        return used;
     }
 
     private static double Cost(IBitCost cost, int index, double bits) =>

@@ -20,7 +20,7 @@ public static class SensitivityAllocator
         int n = 2 * layers;
         var widths = profile.Range.Widths;
         int m = widths.Count;
-        int units = (long)n * (long)(budget * n * UnitsPerBit) > 50_000_000 ? UnitsPerBit / 10 : UnitsPerBit;
+        int units = Units(n, budget);
         var w = new int[n, m];
         var kl = new double[n, m];
         for (int i = 0; i < n; i++)
@@ -28,12 +28,12 @@ public static class SensitivityAllocator
             var kind = i % 2 == 0 ? KvTensorKind.Key : KvTensorKind.Value;
             for (int j = 0; j < m; j++)
             {
-                w[i, j] = (int)Math.Ceiling((cost.BitsPerElement(kind, i / 2, widths[j]) * units) - 1e-6);
+                w[i, j] = Weight(cost, i, widths[j], units);
                 kl[i, j] = profile.Kl(i / 2, kind, widths[j]);
             }
         }
 
-        int capacity = (int)Math.Floor((budget * n * units) + 1e-6);
+        int capacity = Capacity(n, budget, units);
         var best = new double[capacity + 1];
         Array.Fill(best, double.PositiveInfinity);
         best[0] = 0;
@@ -80,7 +80,7 @@ public static class SensitivityAllocator
 
         if (end < 0)
         {
-            throw new ArgumentException($"--budget {BitAllocation.Format(budget)}: even the lowest width everywhere exceeds it ({cost.Name} accounting)");
+            throw BudgetTooSmall(budget, cost);
         }
 
         var bits = new double[n];
@@ -95,4 +95,35 @@ public static class SensitivityAllocator
             Enumerable.Range(0, layers).Select(l => bits[2 * l]).ToArray(),
             Enumerable.Range(0, layers).Select(l => bits[(2 * l) + 1]).ToArray());
     }
+
+    /// <summary>
+    /// Throws the error <see cref="Allocate"/> gives when even the cheapest width of <paramref name="range"/> for every
+    /// tensor exceeds <paramref name="budget"/> on its cost grid; needs only the number of layers, so a command can check
+    /// it before measuring the sensitivity.
+    /// </summary>
+    public static void CheckBudget(int layers, BitRange range, double budget, IBitCost cost)
+    {
+        int n = 2 * layers;
+        int units = Units(n, budget);
+        long lowest = 0;
+        for (int i = 0; i < n; i++)
+        {
+            lowest += range.Widths.Min(width => Weight(cost, i, width, units));
+        }
+
+        if (lowest > Capacity(n, budget, units))
+        {
+            throw BudgetTooSmall(budget, cost);
+        }
+    }
+
+    private static int Units(int n, double budget) => (long)n * (long)(budget * n * UnitsPerBit) > 50_000_000 ? UnitsPerBit / 10 : UnitsPerBit;
+
+    private static int Weight(IBitCost cost, int index, double width, int units) =>
+        (int)Math.Ceiling((cost.BitsPerElement(index % 2 == 0 ? KvTensorKind.Key : KvTensorKind.Value, index / 2, width) * units) - 1e-6);
+
+    private static int Capacity(int n, double budget, int units) => (int)Math.Floor((budget * n * units) + 1e-6);
+
+    private static ArgumentException BudgetTooSmall(double budget, IBitCost cost) =>
+        new($"--budget {BitAllocation.Format(budget)}: even the lowest width everywhere exceeds it ({cost.Name} accounting)");
 }

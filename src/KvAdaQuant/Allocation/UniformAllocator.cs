@@ -15,6 +15,21 @@ public static class UniformAllocator
             }
         }
 
-        throw new ArgumentException($"--budget {BitAllocation.Format(budget)}: even K{BitAllocation.Format(range.Min)}V{BitAllocation.Format(range.Min)} costs {BitAllocation.Uniform(layers, range.Min, range.Min, keyGroups, valueGroups).AverageBits(cost):0.####} bits per element ({cost.Name} accounting)");
+        throw BudgetTooSmall(layers, budget, range, cost, keyGroups, valueGroups);
     }
+
+    /// <summary>
+    /// Throws the error <see cref="Allocate"/> gives when even the lowest width of <paramref name="range"/> everywhere
+    /// costs more than <paramref name="budget"/>; needs only the shape, so a command can check it before any work.
+    /// </summary>
+    public static void CheckBudget(int layers, double budget, BitRange range, IBitCost cost, IReadOnlyList<int>? keyGroups = null, IReadOnlyList<int>? valueGroups = null)
+    {
+        if (BitAllocation.Uniform(layers, range.Min, range.Min, keyGroups, valueGroups).AverageBits(cost) > budget + NormAwareAllocator.Tolerance)
+        {
+            throw BudgetTooSmall(layers, budget, range, cost, keyGroups, valueGroups);
+        }
+    }
+
+    private static ArgumentException BudgetTooSmall(int layers, double budget, BitRange range, IBitCost cost, IReadOnlyList<int>? keyGroups, IReadOnlyList<int>? valueGroups) =>
+        new($"--budget {BitAllocation.Format(budget)}: even K{BitAllocation.Format(range.Min)}V{BitAllocation.Format(range.Min)} costs {BitAllocation.Uniform(layers, range.Min, range.Min, keyGroups, valueGroups).AverageBits(cost):0.####} bits per element ({cost.Name} accounting)");
 }

@@ -27,6 +27,12 @@ public sealed class KvQuantizerProbe : IKvQuantizationProbe
     /// <summary>The spec at <paramref name="bits"/>.</summary>
     public KvSpec Spec(KvBits bits) => Template with { Bits = bits };
 
+    /// <summary>
+    /// Whether the emulated cache (<see cref="EmulatedCache"/>) can stand for a cache of <paramref name="spec"/>: an
+    /// unquantized spec, or a per-token one without residual window or sinks (each row is then quantized on its own).
+    /// </summary>
+    public static bool CanEmulate(KvSpec spec) => !spec.IsQuantized || (spec.Axis == QuantAxis.PerToken && spec.Residual == 0 && spec.Sinks == 0);
+
     /// <summary>Checks the spec fits a head of <paramref name="headDim"/>; throws naming what is wrong.</summary>
     public void Validate(int headDim)
     {

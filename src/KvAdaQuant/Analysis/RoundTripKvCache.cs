@@ -21,7 +21,7 @@ internal sealed class RoundTripKvCache : IKvCache
     {
         foreach (var s in new[] { keys, values })
         {
-            if (s.IsQuantized && (s.Axis != QuantAxis.PerToken || s.Residual != 0 || s.Sinks != 0))
+            if (!KvQuantizerProbe.CanEmulate(s))
             {
                 throw new NotSupportedException($"spec {s}: the analysis cache emulates per-token specs without residual window or sinks only");
             }

@@ -29,30 +29,89 @@ public class FailedRunOutputTests
     [Fact]
     public void Analyze_that_fails_after_the_capture_leaves_no_output()
     {
-        // The emulated cache refuses per-channel specs when the first only-K pass builds it: after the capture and the spectra.
+        // Keys beyond the FP16 range are captured (FP32) and their spectra computed; the first quantization round trip
+        // refuses them, with the folder and its staging folder made.
+        using var model = new TempDir();
+        var bigKeys = BigKeysModel(model);
         AssertFolderOutputLeftAlone(
             "report.html",
-            "the analysis cache emulates per-token specs without residual window or sinks only",
-            dir => ["analyze", "--model", S260K, "--data", Ptb, "--tokens", "16", "--kv-bits", "2", "--axis", "channel", "--group", "4", "--emulated-cache", "--out", dir, "--threads", "1"]);
+            "is not a finite FP16-range value: refusing to quantize it",
+            dir => ["analyze", "--model", bigKeys, "--tokenizer", Fixtures.Stories260KTokenizer, "--data", Ptb, "--tokens", "16", "--kv-bits", "2", "--out", dir, "--threads", "1"]);
     }
 
     [Fact]
-    public void Demo_that_fails_at_allocation_leaves_no_analysis_behind()
+    public void Demo_that_fails_after_the_analysis_leaves_no_analysis_behind()
     {
-        // The analysis is written (it used to go straight into analysis/) before the first plan finds the budget too small.
+        // The analysis is written (into the staging folder) and printed before the sensitivity measurement's quantized
+        // caches refuse keys beyond the FP16 range.
+        using var model = new TempDir();
+        var bigKeys = BigKeysModel(model);
         AssertFolderOutputLeftAlone(
             "report.md",
-            "--budget 2: even K4V4 costs 8 bits per element",
-            dir => ["demo", "--model", S260K, "--budget", "2", "--bit-range", "4,8", "--ctx", "16", "--chunks", "1", "--calib-tokens", "16", "--out", dir, "--threads", "1", "--json"]);
+            "is not finite: refusing to quantize it",
+            dir => ["demo", "--model", bigKeys, "--tokenizer", Fixtures.Stories260KTokenizer, "--ctx", "16", "--chunks", "1", "--calib-tokens", "16", "--out", dir, "--threads", "1"],
+            after: "analysed 16 calibration tokens");
     }
 
     [Fact]
-    public void Allocate_that_fails_after_measuring_writes_no_plan()
+    public void Allocate_that_fails_while_measuring_writes_no_plan()
     {
+        using var model = new TempDir();
+        var bigKeys = BigKeysModel(model);
         AssertFileOutputLeftAlone(
             "plan.json",
-            "--budget 2: even the lowest width 4 everywhere costs 8 bits per element",
-            path => ["allocate", "--model", S260K, "--policy", "norm-aware", "--budget", "2", "--bit-range", "4,8", "--calib-tokens", "16", "--out", path, "--threads", "1"]);
+            "is not finite: refusing to quantize it",
+            path => ["allocate", "--model", bigKeys, "--tokenizer", Fixtures.Stories260KTokenizer, "--policy", "sensitivity", "--budget", "6", "--calib-tokens", "16", "--out", path, "--threads", "1"]);
+    }
+
+    [Fact]
+    public void Analyze_refuses_the_emulated_cache_for_per_channel_groups_before_loading_the_model()
+    {
+        // The model does not exist: the --emulated-cache error comes first, and no folder is made.
+        using var tmp = new TempDir();
+        var dir = Path.Combine(tmp.Path, "new", "out");
+        var (rc, stdout, stderr) = KvaqProcess.Run("analyze", "--model", tmp.File("missing.bin"), "--data", Ptb, "--tokens", "16", "--kv-bits", "2", "--axis", "channel", "--group", "4", "--emulated-cache", "--out", dir, "--threads", "1");
+        Assert.Equal(1, rc);
+        Assert.Equal(string.Empty, stdout);
+        Assert.Equal(
+            "kvaq: error: --emulated-cache: the analysis cache emulates per-token specs without residual window or sinks only, not --axis channel (leave out --emulated-cache to measure with the library's quantized cache, or --kv-bits '' to measure no widths)",
+            stderr.TrimEnd());
+        Assert.Empty(Directory.GetFileSystemEntries(tmp.Path));
+
+        // With no widths to measure the emulated cache is never built: the same options then run.
+        (rc, _, stderr) = KvaqProcess.Run("analyze", "--model", S260K, "--data", Ptb, "--tokens", "16", "--kv-bits", string.Empty, "--axis", "channel", "--group", "4", "--emulated-cache", "--out", dir, "--threads", "1", "--json");
+        Assert.True(rc == 0, stderr);
+        Assert.True(File.Exists(Path.Combine(dir, "report.html")));
+    }
+
+    [Fact]
+    public void Demo_refuses_a_budget_below_the_cheapest_width_before_any_work()
+    {
+        // Without --json demo prints "model ..." once the folder is made; the error is the only line, and no folder is made.
+        using var tmp = new TempDir();
+        var (rc, stdout, stderr) = KvaqProcess.Run("demo", "--model", S260K, "--budget", "2", "--bit-range", "4,8", "--ctx", "16", "--chunks", "1", "--calib-tokens", "16", "--out", Path.Combine(tmp.Path, "new", "out"), "--threads", "1");
+        Assert.Equal(1, rc);
+        Assert.Equal(string.Empty, stdout);
+        Assert.Equal("kvaq: error: --budget 2: even K4V4 costs 8 bits per element (real accounting)", stderr.TrimEnd());
+        Assert.Empty(Directory.GetFileSystemEntries(tmp.Path));
+    }
+
+    [Theory]
+    [InlineData("norm-aware", "real", "4,8", "2", "--budget 2: even the lowest width 4 everywhere costs 8 bits per element (real accounting)")]
+    [InlineData("uniform", "real", "4,8", "2", "--budget 2: even K4V4 costs 8 bits per element (real accounting)")]
+    [InlineData("key-favoring", "real", "4,8", "2", "--budget 2: even K4V4 costs 8 bits per element (real accounting)")]
+    [InlineData("sensitivity", "real", "4,8", "2", "--budget 2: even the lowest width everywhere exceeds it (real accounting)")]
+    [InlineData("norm-aware", "nominal", "2,3", "1", "--budget 1: even the lowest width 2 everywhere costs 2 bits per element (nominal accounting)")]
+    public void Allocate_refuses_a_budget_below_the_cheapest_width_before_measuring(string policy, string accounting, string range, string budget, string message)
+    {
+        // --calib names a file that does not exist: norm-aware and sensitivity would fail on it first if they measured
+        // before checking the budget (uniform and key-favoring measure nothing: the same message as their allocators').
+        using var tmp = new TempDir();
+        var (rc, stdout, stderr) = KvaqProcess.Run("allocate", "--model", S260K, "--policy", policy, "--accounting", accounting, "--budget", budget, "--bit-range", range, "--calib", tmp.File("missing.txt"), "--calib-tokens", "16", "--out", tmp.File("plan.json"), "--threads", "1");
+        Assert.Equal(1, rc);
+        Assert.Equal(string.Empty, stdout);
+        Assert.Equal($"kvaq: error: {message}", stderr.TrimEnd());
+        Assert.Empty(Directory.GetFileSystemEntries(tmp.Path));
     }
 
     [Theory]
@@ -177,10 +236,10 @@ public class FailedRunOutputTests
     /// left: not the folder, not its parent) and into an existing folder holding the user's files, one named
     /// <paramref name="outputName"/> (it must be left exactly as it was). Each run must fail with <paramref name="error"/>.
     /// </summary>
-    private static void AssertFolderOutputLeftAlone(string outputName, string error, Func<string, string[]> command)
+    private static void AssertFolderOutputLeftAlone(string outputName, string error, Func<string, string[]> command, string? after = null)
     {
         using var tmp = new TempDir();
-        AssertFails(command(Path.Combine(tmp.Path, "new", "out")), error);
+        AssertFails(command(Path.Combine(tmp.Path, "new", "out")), error, after);
         Assert.Empty(Directory.GetFileSystemEntries(tmp.Path));
 
         var mine = tmp.File("mine");
@@ -189,7 +248,7 @@ public class FailedRunOutputTests
         File.WriteAllText(Path.Combine(mine, "sub", "data.csv"), "1,2");
         File.WriteAllText(Path.Combine(mine, outputName), "an earlier run");
         var before = Snapshot(tmp.Path);
-        AssertFails(command(mine), error);
+        AssertFails(command(mine), error, after);
         Assert.Equal(before, Snapshot(tmp.Path));
     }
 
@@ -209,16 +268,48 @@ public class FailedRunOutputTests
         Assert.Equal(before, Snapshot(tmp.Path));
     }
 
-    private static void AssertFails(string[] args, string error)
+    /// <summary>
+    /// Runs kvaq, which must fail with <paramref name="error"/> on its last line of stderr, after a line containing
+    /// <paramref name="after"/> when given (what the command prints once its work has started).
+    /// </summary>
+    private static void AssertFails(string[] args, string error, string? after = null)
     {
         var (rc, stdout, stderr) = KvaqProcess.Run(args);
         Assert.True(rc == 1, $"rc {rc}: {stderr}");
         Assert.Equal(string.Empty, stdout);
 
         // The error is the last line (analyze's progress bar may print lines before it).
-        var last = stderr.TrimEnd().Split('\n')[^1];
-        Assert.StartsWith("kvaq: error: ", last);
-        Assert.Contains(error, last);
+        var lines = stderr.TrimEnd().Split('\n');
+        Assert.StartsWith("kvaq: error: ", lines[^1]);
+        Assert.Contains(error, lines[^1]);
+        if (after is not null)
+        {
+            Assert.Contains(lines[..^1], l => l.Contains(after, StringComparison.Ordinal));
+        }
+    }
+
+    /// <summary>
+    /// stories260K (llama2.c FP32) with every W_K weight multiplied by 10^6, written into <paramref name="dir"/>: a model
+    /// that loads and runs in FP32, but whose keys (hundreds of thousands) are beyond the FP16 range that quantization accepts.
+    /// </summary>
+    private static string BigKeysModel(TempDir dir)
+    {
+        var bytes = File.ReadAllBytes(S260K);
+        var header = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, int>(bytes.AsSpan(0, 28));
+        int d = header[0], layers = header[2], heads = header[3], kvHeads = header[4], vocab = Math.Abs(header[5]);
+        int kvDim = d / heads * kvHeads;
+
+        // token embedding, rms_att, wq, then wk.
+        long wk = 28 + (4L * ((vocab * d) + (layers * d) + (layers * d * d)));
+        var weights = System.Runtime.InteropServices.MemoryMarshal.Cast<byte, float>(bytes.AsSpan((int)wk, 4 * layers * d * kvDim));
+        foreach (ref var w in weights)
+        {
+            w *= 1e6f;
+        }
+
+        var path = dir.File("big-keys.bin");
+        File.WriteAllBytes(path, bytes);
+        return path;
     }
 
     /// <summary>Every file and folder under <paramref name="root"/>, relative, with the files' contents.</summary>
