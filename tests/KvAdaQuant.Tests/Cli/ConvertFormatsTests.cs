@@ -20,28 +20,9 @@ public class ConvertFormatsTests(ConvertFormatsTests.BadSources sources) : IClas
 {
     private static int Kvaq(params string[] args) => Program.BuildRoot().Parse(args).Invoke();
 
-    private static int[] Greedy(LlamaModel model, int n)
-    {
-        using var transformer = new Transformer(model, 2);
-        using var session = new InferenceSession(transformer, new FullPrecisionKvCache(transformer.CacheLayout(n + 1), half: false));
-        var tokens = new List<int>();
-        var logits = session.Prefill([1]).ToArray();
-        for (int i = 0; i < n; i++)
-        {
-            int next = Array.IndexOf(logits, logits.Max());
-            tokens.Add(next);
-            logits = session.Prefill([next]).ToArray();
-        }
+    private static int[] Greedy(LlamaModel model, int n) => Fp32Decode.GreedyFromBos(model, n);
 
-        return [.. tokens];
-    }
-
-    private static float[] LogitsAtZero(LlamaModel model)
-    {
-        using var transformer = new Transformer(model, 2);
-        using var session = new InferenceSession(transformer, new FullPrecisionKvCache(transformer.CacheLayout(4), half: false));
-        return session.Prefill([1]).ToArray();
-    }
+    private static float[] LogitsAtZero(LlamaModel model) => Fp32Decode.LogitsAtBos(model);
 
     private static int[] ReferenceTokens(string name) => Fixtures.ReferenceGreedy(name).GetProperty("greedy_token_ids").EnumerateArray().Select(e => e.GetInt32()).ToArray();
 

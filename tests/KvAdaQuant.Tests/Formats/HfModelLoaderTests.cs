@@ -10,28 +10,9 @@ namespace KvAdaQuant.Tests.Formats;
 /// <summary>stories260K rewritten as a Hugging Face folder (half-split RoPE) must compute what the llama2.c original does.</summary>
 public class HfModelLoaderTests
 {
-    private static int[] Greedy(LlamaModel model, int n)
-    {
-        var transformer = new Transformer(model, 2);
-        using var session = new InferenceSession(transformer, new FullPrecisionKvCache(transformer.CacheLayout(model.Config.ContextLength), half: false));
-        var tokens = new List<int>();
-        var logits = session.Prefill([1]).ToArray();
-        for (int i = 0; i < n; i++)
-        {
-            int next = Array.IndexOf(logits, logits.Max());
-            tokens.Add(next);
-            logits = session.Prefill([next]).ToArray();
-        }
+    private static int[] Greedy(LlamaModel model, int n) => Fp32Decode.GreedyFromBos(model, n);
 
-        return tokens.ToArray();
-    }
-
-    private static float[] LogitsAtZero(LlamaModel model)
-    {
-        var transformer = new Transformer(model, 2);
-        using var session = new InferenceSession(transformer, new FullPrecisionKvCache(transformer.CacheLayout(16), half: false));
-        return session.Prefill([1]).ToArray();
-    }
+    private static float[] LogitsAtZero(LlamaModel model) => Fp32Decode.LogitsAtBos(model);
 
     [Theory]
     [InlineData(1)]
