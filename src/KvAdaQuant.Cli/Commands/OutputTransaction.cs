@@ -8,8 +8,10 @@ namespace KvAdaQuant.Cli.Commands;
 /// (<c>kvaq-partial-PID</c>, <see cref="Staging"/>), and <see cref="Commit"/> renames them into place; folders the run
 /// creates are remembered (<see cref="CreateFolder"/>). A run that fails (disposed without <see cref="Commit"/>) or is
 /// interrupted (Ctrl+C, SIGTERM, SIGHUP) deletes its temporary files and staging folders and removes the folders it created
-/// that are still empty; it deletes or changes nothing that existed before it. Only a killed process (SIGKILL) can leave a
-/// <c>.partial</c> file or staging folder behind, and a process that ignores SIGINT (started in the background without job
+/// that are still empty; it deletes or changes nothing that existed before it, except staging folders of killed runs (below).
+/// Only a killed process (SIGKILL) can leave a <c>.partial</c> file or staging folder behind: the next run writing the same
+/// file replaces its <c>.partial</c>, and the next run staging into the same folder deletes staging folders whose process
+/// is gone (<see cref="RemoveStaleStaging"/>). A process that ignores SIGINT (started in the background without job
 /// control) is not interrupted by it at all.
 /// </summary>
 internal sealed class OutputTransaction : IDisposable
@@ -201,6 +203,7 @@ internal sealed class OutputTransaction : IDisposable
     public string Staging(string dir)
     {
         var full = Path.GetFullPath(dir);
+        RemoveStaleStaging(full);
         lock (_gate)
         {
             ThrowIfEnded();
@@ -216,6 +219,75 @@ internal sealed class OutputTransaction : IDisposable
             _staged.Add((staging, full));
             Directory.CreateDirectory(staging);
             return staging;
+        }
+    }
+
+    /// <summary>
+    /// Deletes the staging folders in <paramref name="dir"/> left by killed runs: named <c>kvaq-partial-PID</c> or
+    /// <c>kvaq-partial-PID-N</c> where no process PID runs on this machine now. Folders of running processes (this
+    /// one's included) and anything else are left alone; what cannot be deleted stays. Returns how many were deleted.
+    /// </summary>
+    public static int RemoveStaleStaging(string dir)
+    {
+        if (!Directory.Exists(dir))
+        {
+            return 0;
+        }
+
+        int removed = 0;
+        foreach (var folder in Directory.EnumerateDirectories(dir, StagingPrefix + "*").ToArray())
+        {
+            if (StagingProcessId(Path.GetFileName(folder)) is int pid && !IsRunning(pid))
+            {
+                BestEffort(() =>
+                {
+                    Directory.Delete(folder, recursive: true);
+                    removed++;
+                });
+            }
+        }
+
+        return removed;
+    }
+
+    /// <summary>The process id in a staging folder's name (<c>kvaq-partial-PID</c> or <c>kvaq-partial-PID-N</c>), or null for any other name.</summary>
+    internal static int? StagingProcessId(string name)
+    {
+        if (!name.StartsWith(StagingPrefix, StringComparison.Ordinal))
+        {
+            return null;
+        }
+
+        var rest = name.AsSpan(StagingPrefix.Length);
+        int dash = rest.IndexOf('-');
+        var pidText = dash < 0 ? rest : rest[..dash];
+        if (dash >= 0 && (dash == rest.Length - 1 || !int.TryParse(rest[(dash + 1)..], System.Globalization.NumberStyles.None, null, out _)))
+        {
+            return null;
+        }
+
+        return int.TryParse(pidText, System.Globalization.NumberStyles.None, null, out int pid) && pid > 0 ? pid : null;
+    }
+
+    private static bool IsRunning(int pid)
+    {
+        if (pid == Environment.ProcessId)
+        {
+            return true;
+        }
+
+        try
+        {
+            using var process = System.Diagnostics.Process.GetProcessById(pid);
+            return !process.HasExited;
+        }
+        catch (ArgumentException)
+        {
+            return false;  // no process with that id
+        }
+        catch (InvalidOperationException)
+        {
+            return false;
         }
     }
 

@@ -179,4 +179,59 @@ public class OutputTransactionTests
         Assert.Equal($"--out {dir}: {Path.Combine(dir, "analysis")} is a file where a results folder goes", e.Message);
         Assert.Equal([Path.Combine(dir, "analysis")], Directory.GetFileSystemEntries(dir));
     }
+
+    [Fact]
+    public void The_next_run_in_a_folder_deletes_staging_folders_of_killed_processes_only()
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            return;  // the test uses sleep(1) for real process ids
+        }
+
+        using var tmp = new TempDir();
+        using var killed = System.Diagnostics.Process.Start("sleep", "60");
+        using var alive = System.Diagnostics.Process.Start("sleep", "60");
+        try
+        {
+            killed.Kill();
+            killed.WaitForExit();
+            string[] stale = [$"kvaq-partial-{killed.Id}", $"kvaq-partial-{killed.Id}-3"];
+            string[] kept = [$"kvaq-partial-{alive.Id}", $"kvaq-partial-{Environment.ProcessId}-7", "kvaq-partial-notes", $"kvaq-partial-{killed.Id}-x"];
+            foreach (var name in stale.Concat(kept))
+            {
+                Directory.CreateDirectory(Path.Combine(tmp.Path, name, "sub"));
+                File.WriteAllText(Path.Combine(tmp.Path, name, "sub", "results.json"), "{}");
+            }
+
+            using (var t = new OutputTransaction())
+            {
+                var staging = t.PrepareFolder("--out", tmp.Path, ["results.json"]);
+                File.WriteAllText(Path.Combine(staging, "results.json"), "new");
+                t.Commit("results.json");
+            }
+
+            var left = Directory.GetDirectories(tmp.Path).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToArray();
+            Assert.Equal(kept.Order(StringComparer.Ordinal).ToArray(), left);
+            Assert.Equal("new", File.ReadAllText(Path.Combine(tmp.Path, "results.json")));
+        }
+        finally
+        {
+            alive.Kill();
+            alive.WaitForExit();
+        }
+    }
+
+    [Theory]
+    [InlineData("kvaq-partial-123", 123)]
+    [InlineData("kvaq-partial-123-4", 123)]
+    [InlineData("kvaq-partial-", null)]
+    [InlineData("kvaq-partial-0", null)]
+    [InlineData("kvaq-partial-12a", null)]
+    [InlineData("kvaq-partial-12-", null)]
+    [InlineData("kvaq-partial-12-x", null)]
+    [InlineData("kvaq-partial--12", null)]
+    [InlineData("kvaq-partial-99999999999", null)]
+    [InlineData("other-123", null)]
+    public void A_staging_folder_name_gives_its_process_id(string name, int? pid) =>
+        Assert.Equal(pid, OutputTransaction.StagingProcessId(name));
 }
