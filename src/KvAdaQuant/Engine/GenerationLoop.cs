@@ -21,6 +21,7 @@ internal static class GenerationLoop
     /// <param name="position">Positions cached so far.</param>
     /// <param name="kvBytes">Bytes of the cache, read after the run.</param>
     /// <param name="onText">Receives text as it completes.</param>
+    /// <param name="endOfTurn">A token that stops the run like EOS (a chat template's end of turn), or -1.</param>
     public static GenerationResult Run(
         IReadOnlyList<int> promptTokens,
         ITokenizer tokenizer,
@@ -30,7 +31,8 @@ internal static class GenerationLoop
         Func<int, int> step,
         Func<int> position,
         Func<long> kvBytes,
-        Action<string>? onText)
+        Action<string>? onText,
+        int endOfTurn = -1)
     {
         if (maxTokens < 0)
         {
@@ -58,7 +60,7 @@ internal static class GenerationLoop
         sw.Restart();
         while (generated.Count < maxTokens)
         {
-            if (next == tokenizer.EosToken || next == tokenizer.BosToken)
+            if (next == tokenizer.EosToken || next == tokenizer.BosToken || (endOfTurn >= 0 && next == endOfTurn))
             {
                 reason = "eos";
                 break;

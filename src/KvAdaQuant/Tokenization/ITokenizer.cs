@@ -15,6 +15,13 @@ public interface ITokenizer
     /// <summary>Encodes <paramref name="text"/>, with BOS first when <paramref name="addBos"/>.</summary>
     List<int> Encode(string text, bool addBos);
 
+    /// <summary>
+    /// Encodes <paramref name="text"/>; with <paramref name="parseSpecial"/> control tokens written in the text (such as
+    /// <c>&lt;/s&gt;</c> or <c>&lt;|im_end|&gt;</c>) become their ids, as llama.cpp's <c>parse_special</c>. A tokenizer
+    /// without control tokens encodes them as text.
+    /// </summary>
+    List<int> Encode(string text, bool addBos, bool parseSpecial) => Encode(text, addBos);
+
     /// <summary>Raw bytes of <paramref name="token"/> when it follows <paramref name="previous"/> (-1 at the start).</summary>
     byte[] DecodeBytes(int previous, int token);
 

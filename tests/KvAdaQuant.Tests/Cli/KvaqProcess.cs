@@ -5,10 +5,13 @@ namespace KvAdaQuant.Tests.Cli;
 /// <summary>Runs the real kvaq executable (the kvaq.dll next to the tests) and captures its exit code and output.</summary>
 internal static class KvaqProcess
 {
-    public static (int Rc, string Stdout, string Stderr) Run(params string[] args)
+    public static (int Rc, string Stdout, string Stderr) Run(params string[] args) => RunWithInput(null, args);
+
+    /// <summary>Runs kvaq with <paramref name="stdin"/> written to its standard input (then closed); null leaves it the test's.</summary>
+    public static (int Rc, string Stdout, string Stderr) RunWithInput(string? stdin, params string[] args)
     {
         var dll = Path.Combine(AppContext.BaseDirectory, "kvaq.dll");
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = stdin is not null };
         psi.ArgumentList.Add(dll);
         foreach (var a in args)
         {
@@ -16,6 +19,12 @@ internal static class KvaqProcess
         }
 
         using var p = Process.Start(psi)!;
+        if (stdin is not null)
+        {
+            p.StandardInput.Write(stdin);
+            p.StandardInput.Close();
+        }
+
         var stdout = p.StandardOutput.ReadToEndAsync();
         var stderr = p.StandardError.ReadToEnd();
         p.WaitForExit();

@@ -1,0 +1,194 @@
+using System.CommandLine;
+using System.Text;
+using System.Text.Json;
+using KvAdaQuant.Engine;
+using KvAdaQuant.Formats;
+using KvAdaQuant.KvCache;
+
+namespace KvAdaQuant.Cli.Commands;
+
+/// <summary><c>kvaq chat</c>: a conversation on standard input, the cache kept from turn to turn.</summary>
+internal static class ChatCommand
+{
+    private static readonly JsonSerializerOptions JsonLines = new(CliRunner.JsonOptions) { WriteIndented = false };
+
+    public static Command Create()
+    {
+        var model = CommonOptions.Model();
+        var tokenizer = CommonOptions.Tokenizer();
+        var system = new Option<string?>("--system") { Description = "system message (ignored by the none template)" };
+        var template = new Option<string>("--chat-template")
+        {
+            Description = $"auto (detected from the model's chat_template; none when it has none) or one of {ChatTemplate.Names}",
+            DefaultValueFactory = _ => "auto",
+        };
+        var maxTokens = new Option<int>("--max-tokens", "-n") { Description = "tokens to generate per reply at most", DefaultValueFactory = _ => 256 };
+        var temperature = new Option<float>("--temperature") { Description = "sampling temperature (0 = greedy)", DefaultValueFactory = _ => 0f };
+        var topK = new Option<int>("--top-k") { Description = "keep the k most likely tokens (0 = all)", DefaultValueFactory = _ => 0 };
+        var topP = new Option<float>("--top-p") { Description = "nucleus sampling mass", DefaultValueFactory = _ => 1f };
+        var seed = new Option<ulong>("--seed") { Description = "random seed", DefaultValueFactory = _ => 42UL };
+        var ctx = new Option<int>("--ctx") { Description = "positions for the whole conversation (0 = the model's context, at most 4,096)", DefaultValueFactory = _ => 0 };
+        var kv = CommonOptions.Kv();
+        var kvPlan = CommonOptions.KvPlan();
+        var threads = CommonOptions.Threads();
+        var json = new Option<bool>("--json") { Description = "print one JSON line per reply to stdout instead of the text" };
+        var cmd = new Command(
+            "chat",
+            "Chat on standard input: each line is a message (end a line with \\ to continue it), the reply streams back; the KV cache is kept between turns. /reset starts over, /exit (or end of input) ends.")
+        {
+            model, tokenizer, system, template, maxTokens, temperature, topK, topP, seed, ctx, kv, kvPlan, threads, json,
+        };
+        cmd.SetAction(r => CliRunner.Run(() =>
+        {
+            int n = r.GetValue(maxTokens);
+            if (n < 1)
+            {
+                throw new ArgumentException($"--max-tokens must be >= 1, got {n}");
+            }
+
+            string templateName = r.GetValue(template) ?? "auto";
+            ChatTemplate? chosen = templateName.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : ParseTemplate(templateName);
+            using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
+            var tok = m.Tokenizer ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
+            int c = r.GetValue(ctx);
+            if (c < 0 || c > m.Config.ContextLength)
+            {
+                throw new ArgumentException($"--ctx must be in 0..{m.Config.ContextLength} (the model's context), got {c}");
+            }
+
+            if (c == 0)
+            {
+                c = Math.Min(m.Config.ContextLength, 4096);
+            }
+
+            if (chosen is null)
+            {
+                string? jinja = ChatTemplateText.Read(m.Path, r.GetValue(tokenizer));
+                chosen = ChatTemplate.Detect(jinja);
+                if (chosen is null)
+                {
+                    chosen = ChatTemplate.None;
+                    Console.Error.WriteLine($"[the model's chat_template is none of {ChatTemplate.Names}: using none; --chat-template chooses one]");
+                }
+            }
+
+            using var transformer = new Transformer(m, r.GetValue(threads));
+            var plan = KvCacheFactory.ResolvePlan(r.GetValue(kv), r.GetValue(kvPlan), m.Config.Layers);
+            using var session = new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(c)));
+            ChatSession chat;
+            try
+            {
+                chat = new ChatSession(session, tok, chosen, r.GetValue(system));
+            }
+            catch (ArgumentException e)
+            {
+                throw new ArgumentException($"--chat-template: {e.Message}", e);
+            }
+
+            var sampler = new Sampler(r.GetValue(temperature), r.GetValue(topK), r.GetValue(topP), r.GetValue(seed));
+            bool asJson = r.GetValue(json);
+            bool interactive = !Console.IsInputRedirected;
+            Console.Error.WriteLine($"[chat: {m.Path}; template {chosen.Name}; KV cache {session.Cache.Description}, {c} positions; /reset starts over, /exit ends]");
+            int turn = 0;
+            int refused = 0;
+            while (ReadMessage(interactive) is { } message)
+            {
+                if (message.Trim() is "/exit" or "/quit")
+                {
+                    break;
+                }
+
+                if (message.Trim() == "/reset")
+                {
+                    chat.Reset();
+                    Console.Error.WriteLine("[conversation reset]");
+                    continue;
+                }
+
+                turn++;
+                GenerationResult result;
+                try
+                {
+                    result = chat.Reply(message, n, sampler, asJson ? null : s => Console.Out.Write(s));
+                }
+                catch (ArgumentException e)
+                {
+                    refused++;
+                    Console.Error.WriteLine($"kvaq: error: turn {turn}: {e.Message}");
+                    continue;
+                }
+
+                if (asJson)
+                {
+                    Console.Out.WriteLine(JsonSerializer.Serialize(
+                        new
+                        {
+                            Turn = turn,
+                            User = message,
+                            Reply = result.Text,
+                            Tokens = result.Tokens,
+                            PromptTokens = result.PromptTokens.Count,
+                            StopReason = result.StopReason,
+                            Position = chat.Position,
+                            Ctx = c,
+                            Template = chosen.Name,
+                            PrefillTokensPerSecond = result.PrefillTokensPerSecond,
+                            DecodeTokensPerSecond = result.DecodeTokensPerSecond,
+                            KvBytes = result.KvBytes,
+                        },
+                        JsonLines));
+                }
+                else
+                {
+                    Console.Out.WriteLine();
+                    Console.Error.WriteLine($"[{result.PromptTokens.Count} new prompt tokens, {result.Tokens.Count} generated ({result.StopReason}); prefill {result.PrefillTokensPerSecond:F1} tok/s, decode {result.DecodeTokensPerSecond:F1} tok/s; context {chat.Position}/{c}; KV cache {result.KvBytes:N0} bytes]");
+                }
+
+                Console.Out.Flush();
+            }
+
+            return refused == 0 ? 0 : 1;
+        }));
+        return cmd;
+    }
+
+    private static ChatTemplate ParseTemplate(string name)
+    {
+        try
+        {
+            return ChatTemplate.Parse(name);
+        }
+        catch (ArgumentException e)
+        {
+            throw new ArgumentException($"--chat-template: {e.Message} or auto", e);
+        }
+    }
+
+    // One message: a line, or several where each but the last ends with a backslash (joined by newlines, as llama.cpp's
+    // multiline input); null at the end of input.
+    private static string? ReadMessage(bool interactive)
+    {
+        var sb = new StringBuilder();
+        while (true)
+        {
+            if (interactive)
+            {
+                Console.Error.Write(sb.Length == 0 ? "> " : ". ");
+            }
+
+            string? line = Console.In.ReadLine();
+            if (line is null)
+            {
+                return sb.Length == 0 ? null : sb.ToString();
+            }
+
+            if (line.EndsWith('\\'))
+            {
+                sb.Append(line, 0, line.Length - 1).Append('\n');
+                continue;
+            }
+
+            return sb.Append(line).ToString();
+        }
+    }
+}

@@ -1,0 +1,148 @@
+using KvAdaQuant.Tokenization;
+
+namespace KvAdaQuant.Engine;
+
+/// <summary>
+/// A conversation over one <see cref="InferenceSession"/> whose cache is kept from turn to turn: each reply feeds only
+/// the new text (the user's message in the template, after what the cache already holds) and decodes from there, as
+/// llama.cpp's conversation mode does; nothing is computed twice. The tokens in the cache are <see cref="Tokens"/>.
+/// </summary>
+public sealed class ChatSession
+{
+    private readonly InferenceSession _session;
+    private readonly ITokenizer _tokenizer;
+    private readonly List<ChatMessage> _messages = [];
+    private readonly List<int> _tokens = [];
+    private readonly string? _system;
+    private readonly int _endOfTurn = -1;
+    private string _fedText = string.Empty;
+
+    /// <summary>
+    /// Starts a conversation. Every control token <paramref name="template"/> writes must be one token of
+    /// <paramref name="tokenizer"/>, or an <see cref="ArgumentException"/> names the first that is not. The session's cache
+    /// is cleared.
+    /// </summary>
+    public ChatSession(InferenceSession session, ITokenizer tokenizer, ChatTemplate template, string? systemPrompt = null)
+    {
+        _session = session;
+        _tokenizer = tokenizer;
+        Template = template;
+        _system = string.IsNullOrEmpty(systemPrompt) ? null : systemPrompt;
+        foreach (var special in template.SpecialTokens)
+        {
+            if (tokenizer.Encode(special, addBos: false, parseSpecial: true) is not [int id])
+            {
+                throw new ArgumentException($"chat template {template.Name}: the tokenizer has no control token {special} (choose another template, or none)");
+            }
+
+            if (special == template.EndOfTurn)
+            {
+                _endOfTurn = id;
+            }
+        }
+
+        Reset();
+    }
+
+    /// <summary>The template.</summary>
+    public ChatTemplate Template { get; }
+
+    /// <summary>The conversation so far (the system message first, if any).</summary>
+    public IReadOnlyList<ChatMessage> Messages => _messages;
+
+    /// <summary>The tokens the cache holds, in order (<c>Tokens.Count == Position</c>).</summary>
+    public IReadOnlyList<int> Tokens => _tokens;
+
+    /// <summary>Positions used.</summary>
+    public int Position => _session.Position;
+
+    /// <summary>Positions the cache holds in all.</summary>
+    public int Capacity => _session.Cache.Layout.Capacity;
+
+    /// <summary>Forgets the conversation (the system prompt stays) and clears the cache.</summary>
+    public void Reset()
+    {
+        _session.Reset();
+        _messages.Clear();
+        _tokens.Clear();
+        _fedText = string.Empty;
+        if (_system is not null)
+        {
+            _messages.Add(new ChatMessage("system", _system));
+        }
+    }
+
+    /// <summary>
+    /// Adds <paramref name="userMessage"/> and generates the reply (up to <paramref name="maxTokens"/> tokens, stopping at
+    /// EOS or the template's end of turn, or when the context is full), streaming it to <paramref name="onText"/>. A turn
+    /// whose text does not fit in the positions left is refused with an <see cref="ArgumentException"/> before anything
+    /// runs (the conversation is unchanged; <see cref="Reset"/> starts over).
+    /// </summary>
+    public GenerationResult Reply(string userMessage, int maxTokens, Sampler sampler, Action<string>? onText = null)
+    {
+        var messages = _messages.Append(new ChatMessage("user", userMessage)).ToList();
+        string render = Template.Render(messages, addGenerationPrompt: true);
+
+        // The new text: what the rendering adds after the text the cache holds; where the template rewrote the past
+        // (it never does for the built-in ones), after the rendering of the past conversation, as llama.cpp's chat does.
+        string past = Template.Render(_messages, addGenerationPrompt: false);
+        string turn = render.StartsWith(_fedText, StringComparison.Ordinal) ? render[_fedText.Length..]
+            : render.StartsWith(past, StringComparison.Ordinal) ? render[past.Length..]
+            : throw new InvalidOperationException($"chat template {Template.Name}: the rendering of the conversation changed its past");
+        var turnTokens = _tokenizer.Encode(turn, addBos: Position == 0, parseSpecial: Template != ChatTemplate.None);
+        if (turnTokens.Count == 0)
+        {
+            throw new ArgumentException("the message is empty and the template adds nothing: there is nothing to answer");
+        }
+
+        if (Position + turnTokens.Count > Capacity)
+        {
+            throw new ArgumentException($"this turn needs {turnTokens.Count} tokens but {Capacity - Position} of the context's {Capacity} positions are left (--ctx; reset the conversation to start over)");
+        }
+
+        var result = GenerationLoop.Run(
+            turnTokens,
+            _tokenizer,
+            maxTokens,
+            Capacity,
+            prefill: () =>
+            {
+                _tokens.AddRange(turnTokens);
+                return sampler.Sample(_session.Prefill(turnTokens.ToArray()));
+            },
+            step: t =>
+            {
+                _tokens.Add(t);
+                return sampler.Sample(_session.Decode(t));
+            },
+            position: () => _session.Position,
+            kvBytes: () => _session.Cache.ByteCount,
+            onText,
+            _endOfTurn);
+        _fedText += turn + result.Text;
+
+        // The loop leaves the last token it printed unfed when it stops at the token limit, and never feeds the end of
+        // turn it stopped at: feed them now, so that the cache holds the conversation as the template writes it (a full
+        // context stays full: every later turn is refused).
+        if (result.StopReason == "max_tokens" && result.Tokens.Count > 0 && Position < Capacity)
+        {
+            Feed(result.Tokens[^1]);
+        }
+        else if (result.StopReason == "eos" && _endOfTurn >= 0 && Position < Capacity)
+        {
+            Feed(_endOfTurn);
+            _fedText += Template.EndOfTurn;
+        }
+
+        messages.Add(new ChatMessage("assistant", result.Text));
+        _messages.Clear();
+        _messages.AddRange(messages);
+        return result;
+    }
+
+    private void Feed(int token)
+    {
+        _session.Decode(token);
+        _tokens.Add(token);
+    }
+}

@@ -1,0 +1,66 @@
+using System.Text.Json;
+
+namespace KvAdaQuant.Tests.Cli;
+
+/// <summary><c>kvaq chat</c> end to end on standard input: replies, /reset, refused turns, bad options.</summary>
+public class ChatCommandTests
+{
+    private static JsonElement[] Lines(string stdout) =>
+        stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement.Clone()).ToArray();
+
+    private static int[] Ids(JsonElement array) => array.EnumerateArray().Select(e => e.GetInt32()).ToArray();
+
+    [Fact]
+    public void Chat_replies_equal_generate_and_reset_starts_over()
+    {
+        var (rc, stdout, stderr) = KvaqProcess.RunWithInput(
+            "Once upon a time\nThe dog\\\nran\n/reset\nOnce upon a time\n/exit\nnever read\n",
+            "chat", "-m", "stories260K", "-n", "24", "--json");
+        Assert.True(rc == 0, stderr);
+        var turns = Lines(stdout);
+        Assert.Equal(3, turns.Length);
+        Assert.Equal("The dog\nran", turns[1].GetProperty("user").GetString());
+        Assert.Contains("[conversation reset]", stderr);
+
+        var (grc, gout, gerr) = KvaqProcess.Run("generate", "-m", "stories260K", "-p", "Once upon a time", "-n", "24", "--json");
+        Assert.True(grc == 0, gerr);
+        var generated = JsonDocument.Parse(gout).RootElement;
+        foreach (var t in new[] { turns[0], turns[2] })
+        {
+            Assert.Equal(Ids(generated.GetProperty("tokens")), Ids(t.GetProperty("tokens")));
+            Assert.Equal(generated.GetProperty("text").GetString(), t.GetProperty("reply").GetString());
+            Assert.Equal(5 + 24, t.GetProperty("position").GetInt32());
+            Assert.Equal("none", t.GetProperty("template").GetString());
+        }
+
+        // The second turn continued the first: its position counts both.
+        Assert.Equal(29 + turns[1].GetProperty("prompt_tokens").GetInt32() + 24, turns[1].GetProperty("position").GetInt32());
+    }
+
+    [Fact]
+    public void A_turn_that_does_not_fit_is_an_error_naming_the_turn_and_the_chat_goes_on()
+    {
+        var (rc, stdout, stderr) = KvaqProcess.RunWithInput(
+            "Once upon a time there was a big dog and a little cat who played in the park every day\nHi\n",
+            "chat", "-m", "stories260K", "-n", "4", "--ctx", "16", "--json");
+        Assert.Equal(1, rc);
+        Assert.Contains("kvaq: error: turn 1: this turn needs", stderr);
+        Assert.Contains("of the context's 16 positions are left", stderr);
+        Assert.DoesNotContain("   at ", stderr);
+        var turns = Lines(stdout);
+        Assert.Equal(2, Assert.Single(turns).GetProperty("turn").GetInt32());
+    }
+
+    [Theory]
+    [InlineData("--chat-template", "gemma", "--chat-template: unknown chat template 'gemma'; expected one of none, chatml, llama3, llama2 or auto")]
+    [InlineData("--chat-template", "chatml", "--chat-template: chat template chatml: the tokenizer has no control token <|im_start|> (choose another template, or none)")]
+    [InlineData("--max-tokens", "0", "--max-tokens must be >= 1, got 0")]
+    [InlineData("--ctx", "100000", "--ctx must be in 0..512 (the model's context), got 100000")]
+    public void Bad_options_are_errors_naming_them(string option, string value, string message)
+    {
+        var (rc, _, stderr) = KvaqProcess.RunWithInput("Hi\n", "chat", "-m", "stories260K", option, value);
+        Assert.Equal(1, rc);
+        Assert.Contains(message, stderr);
+        Assert.DoesNotContain("   at ", stderr);
+    }
+}

@@ -1,0 +1,193 @@
+using KvAdaQuant.Engine;
+using KvAdaQuant.Formats;
+using KvAdaQuant.Formats.Gguf;
+using KvAdaQuant.KvCache;
+using KvAdaQuant.Numerics;
+
+namespace KvAdaQuant.Tests.Engine;
+
+/// <summary>
+/// <see cref="ChatSession"/>: the cache is kept between turns and holds exactly the conversation, so a later reply
+/// equals a fresh generation over the same tokens; templates render as their model families expect and only ever append.
+/// </summary>
+public class ChatSessionTests
+{
+    private static readonly Sampler Greedy = new(0f, 0, 1f, 1);
+
+    private static (LlamaModelHolder Holder, InferenceSession Session) Open(string model, int ctx, string kv = "fp32")
+    {
+        var m = ModelLoader.Load(model);
+        var t = new Transformer(m, 1);
+        var s = new InferenceSession(t, KvCacheFactory.Create(KvPlan.Parse(kv, m.Config.Layers), t.CacheLayout(ctx)));
+        return (new LlamaModelHolder(m, t), s);
+    }
+
+    [Theory]
+    [InlineData("stories260K", "fp32")]
+    [InlineData("stories3M-q80", "k4v2")]
+    [InlineData("stories3M-q80", "k2v4:r0")]
+    public void A_later_turn_continues_the_kept_cache_exactly_as_a_fresh_generation_over_the_same_tokens(string model, string kv)
+    {
+        var (h, session) = Open(model, 512, kv);
+        using var _ = h;
+        using var __ = session;
+        var tok = h.Model.Tokenizer!;
+        var chat = new ChatSession(session, tok, ChatTemplate.None);
+
+        var first = chat.Reply("Once upon a time", 20, Greedy);
+        Assert.Equal("max_tokens", first.StopReason);
+        Assert.Equal(tok.Encode("Once upon a time", addBos: true).Concat(first.Tokens), chat.Tokens);
+        Assert.Equal(chat.Tokens.Count, chat.Position);
+
+        int before = chat.Position;
+        var second = chat.Reply("The dog", 20, Greedy);
+        Assert.Equal(tok.Encode("The dog", addBos: false), second.PromptTokens);
+        Assert.Equal(chat.Tokens.Count, chat.Position);
+        Assert.Equal(before + second.PromptTokens.Count + 20, chat.Position);
+
+        // The whole conversation so far, generated from scratch in a fresh session: the same 20 tokens.
+        var (h2, fresh) = Open(model, 512, kv);
+        using var ___ = h2;
+        using var ____ = fresh;
+        var reference = new Generator(fresh, tok).Generate(chat.Tokens.Take(before + second.PromptTokens.Count).ToList(), 20, Greedy);
+        Assert.Equal(reference.Tokens, second.Tokens);
+        Assert.Equal(reference.Text, second.Text);
+        Assert.Equal(["user", "assistant", "user", "assistant"], chat.Messages.Select(m => m.Role));
+    }
+
+    [Fact]
+    public void Reset_forgets_the_conversation_and_the_first_reply_comes_again()
+    {
+        var (h, session) = Open("stories260K", 512);
+        using var _ = h;
+        using var __ = session;
+        var chat = new ChatSession(session, h.Model.Tokenizer!, ChatTemplate.None);
+        var first = chat.Reply("Once upon a time", 16, Greedy);
+        chat.Reply("The cat", 16, Greedy);
+        chat.Reset();
+        Assert.Equal(0, chat.Position);
+        Assert.Empty(chat.Messages);
+        Assert.Equal(first.Tokens, chat.Reply("Once upon a time", 16, Greedy).Tokens);
+    }
+
+    [Fact]
+    public void A_turn_that_does_not_fit_is_refused_before_it_runs_and_the_conversation_stays()
+    {
+        var (h, session) = Open("stories260K", 24);
+        using var _ = h;
+        using var __ = session;
+        var chat = new ChatSession(session, h.Model.Tokenizer!, ChatTemplate.None);
+        chat.Reply("Once upon a time", 10, Greedy);
+        int position = chat.Position;
+        var tokens = chat.Tokens.ToArray();
+        var e = Assert.Throws<ArgumentException>(() => chat.Reply("There was a big dog and a little cat in the park", 10, Greedy));
+        Assert.Contains($"of the context's 24 positions are left", e.Message);
+        Assert.Equal(position, chat.Position);
+        Assert.Equal(tokens, chat.Tokens);
+        Assert.Equal(2, chat.Messages.Count);
+    }
+
+    [Fact]
+    public void Llama2_template_feeds_control_tokens_and_the_end_of_turn_after_an_eos_stop()
+    {
+        using var tmp = new TempDir();
+        string path = System.IO.Path.Combine(tmp.Path, "s260k-chat.gguf");
+        using (var bin = ModelLoader.Load("stories260K"))
+        {
+            var meta = ConvertedTokenizer.ToGguf(bin, null).Set("tokenizer.chat_template", "{% for m in messages %}[INST] {{ m['content'] }} [/INST]{% endfor %}");
+            GgufModelExporter.FromModel(bin, meta, GgmlType.F32, "stories260K chat").Write(path);
+        }
+
+        Assert.Same(ChatTemplate.Llama2, ChatTemplate.Detect(ChatTemplateText.Read(path, null)));
+        var (h, session) = Open(path, 512);
+        using var _ = h;
+        using var __ = session;
+        var tok = h.Model.Tokenizer!;
+        var chat = new ChatSession(session, tok, ChatTemplate.Llama2, "Tell stories.");
+
+        // A long reply: stories260K ends its story with EOS (</s>), which is the llama2 template's end of turn.
+        var first = chat.Reply("Once upon a time", 500, Greedy);
+        Assert.Equal("eos", first.StopReason);
+        Assert.Equal(tok.Encode("[INST] <<SYS>>\nTell stories.\n<</SYS>>\n\nOnce upon a time [/INST]", addBos: true, parseSpecial: true), first.PromptTokens);
+        Assert.Equal(tok.EosToken, chat.Tokens[^1]);  // the end of turn, fed after the stop
+        Assert.Equal(chat.Tokens.Count, chat.Position);
+
+        var second = chat.Reply("The end", 8, Greedy);
+        Assert.Equal(tok.BosToken, second.PromptTokens[0]);  // <s> of "<s>[INST] The end [/INST]" as the control token
+        Assert.Equal(tok.Encode("<s>[INST] The end [/INST]", addBos: false, parseSpecial: true), second.PromptTokens);
+        Assert.Equal(2, chat.Tokens.Count(t => t == tok.BosToken));
+        Assert.Equal(
+            "[INST] <<SYS>>\nTell stories.\n<</SYS>>\n\nOnce upon a time [/INST]" + first.Text + "</s><s>[INST] The end [/INST]" + second.Text + "</s>",
+            ChatTemplate.Llama2.Render(chat.Messages, addGenerationPrompt: false));
+    }
+
+    [Fact]
+    public void A_template_whose_control_tokens_the_tokenizer_lacks_is_refused_naming_the_token()
+    {
+        var (h, session) = Open("stories260K", 64);
+        using var _ = h;
+        using var __ = session;
+        var e = Assert.Throws<ArgumentException>(() => new ChatSession(session, h.Model.Tokenizer!, ChatTemplate.ChatMl));
+        Assert.Equal("chat template chatml: the tokenizer has no control token <|im_start|> (choose another template, or none)", e.Message);
+    }
+
+    [Fact]
+    public void Templates_render_each_family_and_a_longer_conversation_only_appends()
+    {
+        ChatMessage[] conversation = [new("system", "Be brief."), new("user", "Hi"), new("assistant", "Hello!"), new("user", "Bye")];
+        Assert.Equal(
+            "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nBye<|im_end|>\n<|im_start|>assistant\n",
+            ChatTemplate.ChatMl.Render(conversation, addGenerationPrompt: true));
+        Assert.Equal(
+            "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+            + "<|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nBye<|eot_id|>"
+            + "<|start_header_id|>assistant<|end_header_id|>\n\n",
+            ChatTemplate.Llama3.Render(conversation, addGenerationPrompt: true));
+        Assert.Equal(
+            "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST]Hello!</s><s>[INST] Bye [/INST]",
+            ChatTemplate.Llama2.Render(conversation, addGenerationPrompt: true));
+        Assert.Equal("Be brief.HiHello!Bye", ChatTemplate.None.Render(conversation, addGenerationPrompt: true));
+
+        foreach (var t in ChatTemplate.All)
+        {
+            for (int k = 0; k < conversation.Length; k++)
+            {
+                string shorter = t.Render(conversation[..k], addGenerationPrompt: false);
+                Assert.StartsWith(shorter, t.Render(conversation[..(k + 1)], addGenerationPrompt: false), StringComparison.Ordinal);
+                Assert.StartsWith(shorter, t.Render(conversation[..(k + 1)], addGenerationPrompt: true), StringComparison.Ordinal);
+            }
+        }
+
+        var e = Assert.Throws<ArgumentException>(() => ChatTemplate.ChatMl.Render([new("tool", "x")], false));
+        Assert.Equal("chat message role 'tool': expected system, user or assistant", e.Message);
+    }
+
+    [Theory]
+    [InlineData(null, "none")]
+    [InlineData("", "none")]
+    [InlineData("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}", "chatml")]
+    [InlineData("{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] | trim }}<|eot_id|>{% endfor %}", "llama3")]
+    [InlineData("{% if messages[0]['role'] == 'system' %}<<SYS>>{% endif %}{{ bos_token + '[INST] ' + content + ' [/INST]' }}", "llama2")]
+    [InlineData("{% for m in messages %}<start_of_turn>{{ m.role }}{% endfor %}", null)]
+    public void Detect_names_the_family_of_a_jinja_template(string? jinja, string? expected) =>
+        Assert.Equal(expected, ChatTemplate.Detect(jinja)?.Name);
+
+    [Fact]
+    public void Parse_lists_the_names_on_an_unknown_one()
+    {
+        Assert.Same(ChatTemplate.Llama3, ChatTemplate.Parse("Llama3"));
+        var e = Assert.Throws<ArgumentException>(() => ChatTemplate.Parse("gemma"));
+        Assert.Equal("unknown chat template 'gemma'; expected one of none, chatml, llama3, llama2", e.Message);
+    }
+
+    private sealed class LlamaModelHolder(KvAdaQuant.Model.LlamaModel model, Transformer transformer) : IDisposable
+    {
+        public KvAdaQuant.Model.LlamaModel Model { get; } = model;
+
+        public void Dispose()
+        {
+            transformer.Dispose();
+            Model.Dispose();
+        }
+    }
+}
