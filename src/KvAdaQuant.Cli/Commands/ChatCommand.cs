@@ -46,6 +46,7 @@ internal static class ChatCommand
                 throw new ArgumentException($"--max-tokens must be >= 1, got {n}");
             }
 
+            var sampler = new Sampler(r.GetValue(temperature), r.GetValue(topK), r.GetValue(topP), r.GetValue(seed));
             string templateName = r.GetValue(template) ?? "auto";
             ChatTemplate? chosen = templateName.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : ParseTemplate(templateName);
             using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
@@ -85,7 +86,6 @@ internal static class ChatCommand
                 throw new ArgumentException($"--chat-template: {e.Message}", e);
             }
 
-            var sampler = new Sampler(r.GetValue(temperature), r.GetValue(topK), r.GetValue(topP), r.GetValue(seed));
             bool asJson = r.GetValue(json);
             bool interactive = !Console.IsInputRedirected;
             Console.Error.WriteLine($"[chat: {m.Path}; template {chosen.Name}; KV cache {session.Cache.Description}, {c} positions; /reset starts over, /exit ends]");

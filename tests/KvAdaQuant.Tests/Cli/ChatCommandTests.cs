@@ -55,6 +55,8 @@ public class ChatCommandTests
     [InlineData("--chat-template", "gemma", "--chat-template: unknown chat template 'gemma'; expected one of none, chatml, llama3, llama2 or auto")]
     [InlineData("--chat-template", "chatml", "--chat-template: chat template chatml: the tokenizer has no control token <|im_start|> (choose another template, or none)")]
     [InlineData("--max-tokens", "0", "--max-tokens must be >= 1, got 0")]
+    [InlineData("--top-p", "0", "--top-p must be in (0, 1], got 0")]
+    [InlineData("--temperature", "-1", "--temperature must be finite and >= 0, got -1")]
     [InlineData("--ctx", "100000", "--ctx must be in 0..512 (the model's context), got 100000")]
     public void Bad_options_are_errors_naming_them(string option, string value, string message)
     {
