@@ -33,12 +33,13 @@ internal static class ConvertCommand
             DefaultValueFactory = _ => "f32",
         };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "tokenizer to carry over: a tokenizer.json, a .gguf holding a vocabulary, or a llama2.c tokenizer.bin (default: the model's own)" };
+        var maxShardSize = new Option<string?>("--max-shard-size") { Description = "Hugging Face folders: the largest shard's tensor data, as transformers' max_shard_size (5GB, 500MB, 200KB, 2GiB or bytes; default 5GB); past it model-0000i-of-0000N.safetensors and model.safetensors.index.json" };
         var seed = new Option<ulong>("--seed") { Description = "random seed for --synthetic", DefaultValueFactory = _ => 1UL };
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
         var cmd = new Command("convert", "Convert a model (llama2.c, GGUF or a Hugging Face folder) with its tokenizer to GGUF (re-quantizing it) or to a Hugging Face folder, or write a synthetic GGUF model of a preset's shape.")
         {
-            model, synthetic, output, format, type, tokenizer, seed, threads, json,
+            model, synthetic, output, format, type, tokenizer, maxShardSize, seed, threads, json,
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
@@ -47,6 +48,17 @@ internal static class ConvertCommand
             string? modelName = r.GetValue(model);
             var outPath = r.GetValue(output)!;
             var outFormat = ResolveFormat(r.GetValue(format), outPath);
+            long shardSize = HfModelExporter.DefaultMaxShardSize;
+            if (r.GetValue(maxShardSize) is { } sizeText)
+            {
+                if (outFormat != OutputFormat.Hf)
+                {
+                    throw new ArgumentException("--max-shard-size: applies to Hugging Face folders (--format hf) only; a GGUF file is written whole");
+                }
+
+                shardSize = HfModelExporter.ParseMaxShardSize(sizeText);
+            }
+
             if (outFormat == OutputFormat.Gguf)
             {
                 // A file path (not empty, not a folder) in a folder that exists; an existing file is replaced.
@@ -86,7 +98,7 @@ internal static class ConvertCommand
             using var transaction = new OutputTransaction();
             var result = outFormat == OutputFormat.Gguf
                 ? ToGguf(modelName, preset, r.GetValue(seed), r.GetValue(tokenizer), outPath, typeName, nThreads, progress, transaction)
-                : ToHf(modelName!, r.GetValue(tokenizer), outPath, ParseHfType(typeName), nThreads, progress, transaction);
+                : ToHf(modelName!, r.GetValue(tokenizer), outPath, ParseHfType(typeName), shardSize, nThreads, progress, transaction);
             double seconds = sw.Elapsed.TotalSeconds;
             if (asJson)
             {
@@ -190,7 +202,7 @@ internal static class ConvertCommand
     }
 
     /// <summary>Writes the Hugging Face folder as <c>DIR.partial-PID</c>, renamed at the end; a rollback of <paramref name="transaction"/> deletes it.</summary>
-    private static Result ToHf(string modelName, string? tokenizerPath, string outPath, string dtype, int threads, IProgress<double>? progress, OutputTransaction transaction)
+    private static Result ToHf(string modelName, string? tokenizerPath, string outPath, string dtype, long maxShardSize, int threads, IProgress<double>? progress, OutputTransaction transaction)
     {
         using var loaded = ModelLoader.Load(modelName, tokenizerPath);
         var full = Path.GetFullPath(outPath.TrimEnd('/', Path.DirectorySeparatorChar));
@@ -203,12 +215,14 @@ internal static class ConvertCommand
         transaction.DeleteOnRollback(partial);
         Directory.CreateDirectory(partial);
         var files = ConvertedTokenizer.WriteHfFiles(loaded, tokenizerPath, partial);
-        long bytes = HfModelExporter.Write(loaded, partial, dtype, threads, progress);
+        long bytes = HfModelExporter.Write(loaded, partial, dtype, threads, progress, maxShardSize);
         bytes += files.Sum(f => new FileInfo(Path.Combine(partial, f)).Length);
-        int tensors;
-        using (var st = SafetensorsFile.Open(Path.Combine(partial, HfModelExporter.WeightsFileName)))
+        int tensors = 0, shards = 0;
+        foreach (var shard in Directory.EnumerateFiles(partial, "*.safetensors"))
         {
-            tensors = st.Tensors.Count;
+            using var st = SafetensorsFile.Open(shard);
+            tensors += st.Tensors.Count;
+            shards++;
         }
 
         if (Directory.Exists(full))
@@ -218,7 +232,7 @@ internal static class ConvertCommand
 
         Directory.Move(partial, full);
         transaction.Commit();
-        return new Result(loaded.Path, dtype, tensors, bytes, $"{dtype} safetensors + config.json + {string.Join(" + ", files)}");
+        return new Result(loaded.Path, dtype, tensors, bytes, $"{dtype} safetensors{(shards > 1 ? $" ({shards} shards + index)" : string.Empty)} + config.json + {string.Join(" + ", files)}");
     }
 
     /// <summary>The GGUF architecture a model is written as: Hugging Face's mistral becomes llama, as llama.cpp's converter writes it.</summary>
