@@ -143,7 +143,9 @@ internal static class ConvertCommand
             }
             else
             {
-                loaded = ModelLoader.Load(modelName!, tokenizerPath);
+                // A GGUF input without --tokenizer keeps its tokenizer.* keys verbatim (ConvertedTokenizer.ToGguf copies them), so
+                // its tokenizer is not built: a kind kvaq does not implement (rwkv, t5, ...) is carried over all the same.
+                loaded = ModelLoader.Load(modelName!, tokenizerPath, ggufTokenizer: false);
                 if (Path.GetFullPath(loaded.Path) == Path.GetFullPath(outPath))
                 {
                     throw new ArgumentException($"--out {outPath}: is the model being converted; write to another file");
@@ -186,7 +188,8 @@ internal static class ConvertCommand
 
     /// <summary>
     /// A GGUF model re-encoded as llama-quantize does: same architecture, its <c>general.*</c> description and its tokenizer
-    /// keys copied unchanged, matrices in the new type.
+    /// keys (every <c>tokenizer.*</c> key with its GGUF type, whatever the tokenizer kind, unless <c>--tokenizer</c> replaced
+    /// them) copied unchanged, matrices in the new type.
     /// </summary>
     private static GgufWriter FromGguf(Model.LlamaModel loaded, GgufTokenizerMetadata tokenizer, GgmlType t)
     {

@@ -142,6 +142,70 @@ public class ConvertFormatsTests(ConvertFormatsTests.BadSources sources) : IClas
         Assert.Equal(RopeLayout.HalfSplit, m.Config.RopeLayout);
     }
 
+    [Fact]
+    public void GgufRequantizationCopiesTokenizerKeysOfAKindKvaqCannotBuildVerbatim()
+    {
+        // stories260K as GGUF F32 whose tokenizer.ggml.model is 'rwkv' (no tokenizer kvaq implements), with extra tokenizer.*
+        // keys of other GGUF types (scalars and arrays), written by the project's GGUF writer.
+        using var dir = new TempDir();
+        string f32 = dir.File("f32.gguf"), odd = dir.File("odd.gguf"), q8 = dir.File("q8.gguf"), direct = dir.File("direct.gguf");
+        Assert.Equal(0, Kvaq("convert", "--model", "stories260K", "--out", f32, "--json"));
+        Assert.Equal(0, Kvaq("convert", "--model", "stories260K", "--out", direct, "--type", "q8_0", "--json"));
+        using (var m = ModelLoader.Load(f32))
+        using (var g = GgufFile.Open(f32))
+        {
+            var keys = GgufTokenizerMetadata.FromGguf(g)!;
+            keys.SetValue("tokenizer.ggml.model", GgufValueType.String, "rwkv");
+            keys.SetValue("tokenizer.rwkv.flags", GgufValueType.Array, new byte[] { 1, 2, 255 }, GgufValueType.UInt8);
+            keys.SetValue("tokenizer.rwkv.offsets", GgufValueType.Array, new short[] { -1, 7, short.MaxValue }, GgufValueType.Int16);
+            keys.SetValue("tokenizer.rwkv.weights", GgufValueType.Array, new double[] { Math.PI, -0.5 }, GgufValueType.Float64);
+            keys.SetValue("tokenizer.rwkv.mask", GgufValueType.Array, new[] { true, false }, GgufValueType.Bool);
+            keys.SetValue("tokenizer.rwkv.big", GgufValueType.UInt64, 1UL << 40);
+            keys.SetValue("tokenizer.rwkv.scale", GgufValueType.Float64, 0.125);
+            GgufModelExporter.FromModel(m, keys, GgmlType.F32, "odd").Write(odd, 2);
+        }
+
+        var refused = Assert.Throws<ModelFormatException>(() => ModelLoader.Load(odd)); // kvaq cannot build this tokenizer
+        Assert.Contains("'rwkv' is not supported", refused.Message);
+        Assert.Equal(0, Kvaq("convert", "--model", odd, "--out", q8, "--type", "q8_0", "--json"));
+
+        using (var src = GgufFile.Open(odd))
+        using (var dst = GgufFile.Open(q8))
+        {
+            var keys = src.MetadataKeys.Where(k => k.StartsWith("tokenizer.", StringComparison.Ordinal)).ToList();
+            Assert.Contains("tokenizer.ggml.tokens", keys);
+            Assert.Contains("tokenizer.rwkv.mask", keys);
+            Assert.Equal(keys, dst.MetadataKeys.Where(k => k.StartsWith("tokenizer.", StringComparison.Ordinal)));
+            foreach (var key in keys)
+            {
+                Assert.Equal(src.MetadataTypes[key], dst.MetadataTypes[key]);
+                if (src.MetadataTypes[key] == GgufValueType.Array)
+                {
+                    Assert.Equal(src.ArrayElementTypes[key], dst.ArrayElementTypes[key]);
+                }
+
+                Assert.Equal(System.Text.Json.JsonSerializer.Serialize(src.Get(key)), System.Text.Json.JsonSerializer.Serialize(dst.Get(key)));
+            }
+
+            Assert.Equal("rwkv", dst.GetString("tokenizer.ggml.model"));
+            Assert.Equal(7, dst.GetInteger("general.file_type"));
+        }
+
+        // The weights were re-quantized: every tensor as in the direct q8_0 conversion of the .bin, byte for byte.
+        var expected = GgufTensors(direct);
+        var actual = GgufTensors(q8);
+        Assert.Equal(expected.Select(t => (t.Name, t.Type, string.Join(',', t.Shape))), actual.Select(t => (t.Name, t.Type, string.Join(',', t.Shape))));
+        Assert.Contains(actual, t => t.Type == GgmlType.Q8_0);
+        foreach (var (x, y) in expected.Zip(actual))
+        {
+            Assert.True(x.Data.AsSpan().SequenceEqual(y.Data), $"tensor {x.Name} differs from the direct conversion");
+        }
+
+        using var run = ModelLoader.Load(q8, Fixtures.Stories260KTokenizer);
+        using var reference = ModelLoader.Load(direct);
+        Assert.Equal(Greedy(reference, 16), Greedy(run, 16));
+    }
+
     [Theory]
     [InlineData("f16", "F16", 2e-2)]
     [InlineData("bf16", "BF16", 1e-1)]
