@@ -414,8 +414,8 @@ public class ConvertFormatsTests(ConvertFormatsTests.BadSources sources) : IClas
     }
 
     [Theory]
-    [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/x.bin" }, "--out {dir}/x.bin: cannot tell the output format")]
-    [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/x", "--format", "onnx" }, "--format: 'onnx' is not gguf or hf")]
+    [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/x.txt" }, "--out {dir}/x.txt: cannot tell the output format")]
+    [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/x", "--format", "onnx" }, "--format: 'onnx' is not gguf, hf or llama2c")]
     [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/x.gguf", "--type", "bf16" }, "--type: 'bf16' is not one of f32, f16, q8_0, q4_0, q4_k_m, q4_k_s, q6_k (bf16 is for Hugging Face folders)")]
     [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/hf/", "--type", "q8_0" }, "--type: 'q8_0' cannot be written to a Hugging Face folder")]
     [InlineData(new[] { "--synthetic", "tiny-llama", "--out", "{dir}/hf", "--format", "hf" }, "--synthetic writes GGUF only")]
