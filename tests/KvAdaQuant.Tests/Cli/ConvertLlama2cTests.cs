@@ -62,7 +62,7 @@ public class ConvertLlama2cTests(ConvertLlama2cTests.Sources sources) : IClassFi
 
         // The weights are the original's bit for bit (Q/K rows stay interleaved through GGUF llama). The legacy freq_cis
         // tables, which llama2.c's run.c and kvaq skip, hold cos/sin that PyTorch computed in float32 when the file was
-        // exported; kvaq recomputes them rounded from double, which differs in the last bit at about one value in ten
+        // exported; kvaq recomputes them rounded from double, which differs in the last bit at about one value in twenty
         // (at most 6e-8), so they are compared within 1e-7 rather than byte for byte.
         AssertSameCheckpoint(File.ReadAllBytes(Fixtures.Stories260K), File.ReadAllBytes(bin));
 
