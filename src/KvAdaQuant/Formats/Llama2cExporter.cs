@@ -97,7 +97,7 @@ public static class Llama2cExporter
         CheckRepresentable(c, w, model.Path);
         var qOrder = RopeRowOrder.Between(c.RopeLayout, RopeLayout.Interleaved, c.Heads, c.HeadDim);
         var kOrder = RopeRowOrder.Between(c.RopeLayout, RopeLayout.Interleaved, c.KvHeads, c.HeadDim);
-        long total = TensorBytes(c);
+        long total = Llama2cLoader.Fp32TensorBytes(c); // what the loader will expect
         long done = 0;
         void Report(long bytes)
         {
@@ -318,14 +318,5 @@ public static class Llama2cExporter
         }
 
         return special;
-    }
-
-    /// <summary>Bytes of the tensors after the 28-byte header.</summary>
-    private static long TensorBytes(ModelConfig c)
-    {
-        long d = c.Dim, h = c.HiddenDim, l = c.Layers, kv = c.KvDim, q = c.QDim, vsz = c.VocabSize;
-        long floats = (vsz * d) + (l * d) + (l * d * q) + (2 * l * d * kv) + (l * q * d) + (l * d) + (3 * l * d * h) + d
-            + (c.ContextLength * (long)c.HeadDim) + (c.TiedEmbeddings ? 0 : vsz * d);
-        return floats * sizeof(float);
     }
 }
