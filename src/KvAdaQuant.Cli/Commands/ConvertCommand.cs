@@ -4,12 +4,14 @@ using KvAdaQuant.Formats;
 using KvAdaQuant.Formats.Gguf;
 using KvAdaQuant.Formats.Safetensors;
 using KvAdaQuant.Numerics;
+using KvAdaQuant.Tokenization;
 
 namespace KvAdaQuant.Cli.Commands;
 
 /// <summary>
 /// <c>kvaq convert</c>: any model kvaq loads (llama2.c fp32/int8, GGUF, a Hugging Face folder) with its tokenizer to GGUF
-/// (re-quantized to <c>--type</c>) or to a Hugging Face folder; or a synthetic preset with seeded random weights to GGUF.
+/// (re-quantized to <c>--type</c>), to a Hugging Face folder or to a llama2.c fp32 checkpoint with its <c>tok{vocab}.bin</c>;
+/// or a synthetic preset with seeded random weights to GGUF.
 /// </summary>
 internal static class ConvertCommand
 {
@@ -19,26 +21,28 @@ internal static class ConvertCommand
     {
         Gguf,
         Hf,
+        Llama2c,
     }
 
     public static Command Create()
     {
         var model = new Option<string?>("--model", "-m") { Description = "model to convert: a llama2.c .bin, a .gguf file or a Hugging Face folder (file, folder or bare name)" };
         var synthetic = new Option<string?>("--synthetic") { Description = $"write seeded random weights in the shape of a preset (GGUF only): {SyntheticModelPreset.Names}" };
-        var output = new Option<string>("--out", "-o") { Description = "output: a .gguf file, or a folder for a Hugging Face model (config.json, model.safetensors, tokenizer.json)", Required = true };
-        var format = new Option<string?>("--format") { Description = "gguf or hf (default: gguf for a path ending in .gguf, hf for an existing folder or a path ending in /)" };
+        var output = new Option<string>("--out", "-o") { Description = "output: a .gguf file, a folder for a Hugging Face model (config.json, model.safetensors, tokenizer.json), or a llama2.c .bin (tok{vocab}.bin written beside it)", Required = true };
+        var format = new Option<string?>("--format") { Description = "gguf, hf or llama2c (default: gguf for a path ending in .gguf, llama2c for one ending in .bin, hf for an existing folder or a path ending in /)" };
         var type = new Option<string>("--type")
         {
-            Description = "GGUF: f32, f16, q8_0 or q4_0 (norms stay f32); q4_k_m, q4_k_s or q6_k: quantized by llama.cpp through LLamaSharp from the f16 (synthetic) or f32 file kvaq writes first. Hugging Face: f32, f16 or bf16 (norms and biases stay f32)",
+            Description = "GGUF: f32, f16, q8_0 or q4_0 (norms stay f32); q4_k_m, q4_k_s or q6_k: quantized by llama.cpp through LLamaSharp from the f16 (synthetic) or f32 file kvaq writes first. Hugging Face: f32, f16 or bf16 (norms and biases stay f32). llama2.c: f32",
             DefaultValueFactory = _ => "f32",
         };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "tokenizer to carry over: a tokenizer.json, a .gguf holding a vocabulary, or a llama2.c tokenizer.bin (default: the model's own)" };
+        var maxShardSize = new Option<string?>("--max-shard-size") { Description = "Hugging Face folders: the largest shard's tensor data, as transformers' max_shard_size (5GB, 500MB, 200KB, 2GiB or bytes; default 5GB); past it model-0000i-of-0000N.safetensors and model.safetensors.index.json" };
         var seed = new Option<ulong>("--seed") { Description = "random seed for --synthetic", DefaultValueFactory = _ => 1UL };
         var threads = CommonOptions.Threads();
         var json = CommonOptions.Json();
         var cmd = new Command("convert", "Convert a model (llama2.c, GGUF or a Hugging Face folder) with its tokenizer to GGUF (re-quantizing it) or to a Hugging Face folder, or write a synthetic GGUF model of a preset's shape.")
         {
-            model, synthetic, output, format, type, tokenizer, seed, threads, json,
+            model, synthetic, output, format, type, tokenizer, maxShardSize, seed, threads, json,
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
@@ -47,14 +51,34 @@ internal static class ConvertCommand
             string? modelName = r.GetValue(model);
             var outPath = r.GetValue(output)!;
             var outFormat = ResolveFormat(r.GetValue(format), outPath);
-            if (outFormat == OutputFormat.Gguf)
+            long shardSize = HfModelExporter.DefaultMaxShardSize;
+            if (r.GetValue(maxShardSize) is { } sizeText)
             {
-                // A file path (not empty, not a folder) in a folder that exists; an existing file is replaced.
-                OutputTransaction.CheckFile("--out", outPath, "model.gguf", ", or --format hf to write a Hugging Face folder there");
+                if (outFormat != OutputFormat.Hf)
+                {
+                    throw new ArgumentException("--max-shard-size: applies to Hugging Face folders (--format hf) only; a GGUF file is written whole");
+                }
+
+                shardSize = HfModelExporter.ParseMaxShardSize(sizeText);
             }
-            else
+
+            switch (outFormat)
             {
-                CheckHfOutputFolder(outPath);
+                case OutputFormat.Gguf:
+                    // A file path (not empty, not a folder) in a folder that exists; an existing file is replaced.
+                    OutputTransaction.CheckFile("--out", outPath, "model.gguf", ", or --format hf to write a Hugging Face folder there");
+                    break;
+                case OutputFormat.Llama2c:
+                    OutputTransaction.CheckFile("--out", outPath, "model.bin", ", or --format hf to write a Hugging Face folder there");
+                    if (typeName != "f32")
+                    {
+                        throw new ArgumentException($"--type: '{typeName}' cannot be written to a llama2.c checkpoint, which kvaq writes in llama2.c's legacy fp32 layout only (f32; quantized models are dequantized)");
+                    }
+
+                    break;
+                default:
+                    CheckHfOutputFolder(outPath);
+                    break;
             }
 
             if ((preset is null) == (modelName is null))
@@ -62,9 +86,9 @@ internal static class ConvertCommand
                 throw new ArgumentException("convert: give exactly one of --model F or --synthetic <preset>");
             }
 
-            if (outFormat == OutputFormat.Hf && preset is not null)
+            if (outFormat != OutputFormat.Gguf && preset is not null)
             {
-                throw new ArgumentException($"--synthetic writes GGUF only; give --out F.gguf (then convert that file to a folder with --model F.gguf --out {outPath})");
+                throw new ArgumentException($"--synthetic writes GGUF only; give --out F.gguf (then convert that file with --model F.gguf --out {outPath})");
             }
 
             bool asJson = r.GetValue(json);
@@ -84,13 +108,16 @@ internal static class ConvertCommand
             // A failed or interrupted conversion (Ctrl+C, SIGTERM) removes its temporary files and folder and leaves
             // what was at --out as it was.
             using var transaction = new OutputTransaction();
-            var result = outFormat == OutputFormat.Gguf
-                ? ToGguf(modelName, preset, r.GetValue(seed), r.GetValue(tokenizer), outPath, typeName, nThreads, progress, transaction)
-                : ToHf(modelName!, r.GetValue(tokenizer), outPath, ParseHfType(typeName), nThreads, progress, transaction);
+            var result = outFormat switch
+            {
+                OutputFormat.Gguf => ToGguf(modelName, preset, r.GetValue(seed), r.GetValue(tokenizer), outPath, typeName, nThreads, progress, transaction),
+                OutputFormat.Llama2c => ToLlama2c(modelName!, r.GetValue(tokenizer), outPath, nThreads, progress, transaction),
+                _ => ToHf(modelName!, r.GetValue(tokenizer), outPath, ParseHfType(typeName), shardSize, nThreads, progress, transaction),
+            };
             double seconds = sw.Elapsed.TotalSeconds;
             if (asJson)
             {
-                CliRunner.PrintJson(new { result.Source, Out = Path.GetFullPath(outPath), Format = outFormat == OutputFormat.Gguf ? "gguf" : "hf", result.Type, result.Tensors, result.Bytes, Seconds = seconds });
+                CliRunner.PrintJson(new { result.Source, Out = Path.GetFullPath(outPath), Format = outFormat.ToString().ToLowerInvariant(), result.Type, result.Tensors, result.Bytes, Seconds = seconds });
             }
             else
             {
@@ -131,7 +158,9 @@ internal static class ConvertCommand
             }
             else
             {
-                loaded = ModelLoader.Load(modelName!, tokenizerPath);
+                // A GGUF input without --tokenizer keeps its tokenizer.* keys verbatim (ConvertedTokenizer.ToGguf copies them), so
+                // its tokenizer is not built: a kind kvaq does not implement (rwkv, t5, ...) is carried over all the same.
+                loaded = ModelLoader.Load(modelName!, tokenizerPath, ggufTokenizer: false);
                 if (Path.GetFullPath(loaded.Path) == Path.GetFullPath(outPath))
                 {
                     throw new ArgumentException($"--out {outPath}: is the model being converted; write to another file");
@@ -174,7 +203,8 @@ internal static class ConvertCommand
 
     /// <summary>
     /// A GGUF model re-encoded as llama-quantize does: same architecture, its <c>general.*</c> description and its tokenizer
-    /// keys copied unchanged, matrices in the new type.
+    /// keys (every <c>tokenizer.*</c> key with its GGUF type, whatever the tokenizer kind, unless <c>--tokenizer</c> replaced
+    /// them) copied unchanged, matrices in the new type.
     /// </summary>
     private static GgufWriter FromGguf(Model.LlamaModel loaded, GgufTokenizerMetadata tokenizer, GgmlType t)
     {
@@ -190,7 +220,7 @@ internal static class ConvertCommand
     }
 
     /// <summary>Writes the Hugging Face folder as <c>DIR.partial-PID</c>, renamed at the end; a rollback of <paramref name="transaction"/> deletes it.</summary>
-    private static Result ToHf(string modelName, string? tokenizerPath, string outPath, string dtype, int threads, IProgress<double>? progress, OutputTransaction transaction)
+    private static Result ToHf(string modelName, string? tokenizerPath, string outPath, string dtype, long maxShardSize, int threads, IProgress<double>? progress, OutputTransaction transaction)
     {
         using var loaded = ModelLoader.Load(modelName, tokenizerPath);
         var full = Path.GetFullPath(outPath.TrimEnd('/', Path.DirectorySeparatorChar));
@@ -203,12 +233,14 @@ internal static class ConvertCommand
         transaction.DeleteOnRollback(partial);
         Directory.CreateDirectory(partial);
         var files = ConvertedTokenizer.WriteHfFiles(loaded, tokenizerPath, partial);
-        long bytes = HfModelExporter.Write(loaded, partial, dtype, threads, progress);
+        long bytes = HfModelExporter.Write(loaded, partial, dtype, threads, progress, maxShardSize);
         bytes += files.Sum(f => new FileInfo(Path.Combine(partial, f)).Length);
-        int tensors;
-        using (var st = SafetensorsFile.Open(Path.Combine(partial, HfModelExporter.WeightsFileName)))
+        int tensors = 0, shards = 0;
+        foreach (var shard in Directory.EnumerateFiles(partial, "*.safetensors"))
         {
-            tensors = st.Tensors.Count;
+            using var st = SafetensorsFile.Open(shard);
+            tensors += st.Tensors.Count;
+            shards++;
         }
 
         if (Directory.Exists(full))
@@ -218,7 +250,56 @@ internal static class ConvertCommand
 
         Directory.Move(partial, full);
         transaction.Commit();
-        return new Result(loaded.Path, dtype, tensors, bytes, $"{dtype} safetensors + config.json + {string.Join(" + ", files)}");
+        return new Result(loaded.Path, dtype, tensors, bytes, $"{dtype} safetensors{(shards > 1 ? $" ({shards} shards + index)" : string.Empty)} + config.json + {string.Join(" + ", files)}");
+    }
+
+    /// <summary>
+    /// Writes the llama2.c fp32 checkpoint and <c>tok{vocab}.bin</c> beside it, each as <c>NAME.partial</c> renamed by
+    /// <paramref name="transaction"/>'s commit. A <c>tok{vocab}.bin</c> already there is kept when it holds the same bytes and
+    /// refused when it holds another tokenizer (the model would be read with it).
+    /// </summary>
+    private static Result ToLlama2c(string modelName, string? tokenizerPath, string outPath, int threads, IProgress<double>? progress, OutputTransaction transaction)
+    {
+        using var loaded = ModelLoader.Load(modelName, tokenizerPath, ggufTokenizer: false);
+        if (Path.GetFullPath(loaded.Path) == Path.GetFullPath(outPath))
+        {
+            throw new ArgumentException($"--out {outPath}: is the model being converted; write to another file");
+        }
+
+        var c = loaded.Config;
+        Llama2cExporter.CheckRepresentable(c, loaded.Weights, loaded.Path);
+        var metadata = ConvertedTokenizer.ToGguf(loaded, tokenizerPath);
+        var tokenizerBytes = Llama2cExporter.TokenizerBytes(metadata, c.VocabSize);
+        var tokenizerFile = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(outPath))!, Llama2cExporter.TokenizerFileName(c.VocabSize));
+        if (tokenizerFile == Path.GetFullPath(outPath))
+        {
+            throw new ArgumentException($"--out {outPath}: is the name of the tokenizer written beside the checkpoint; give the checkpoint another name");
+        }
+
+        string checkedFile = tokenizerFile;
+        bool writeTokenizer = true;
+        if (File.Exists(tokenizerFile))
+        {
+            if (!File.ReadAllBytes(tokenizerFile).AsSpan().SequenceEqual(tokenizerBytes))
+            {
+                throw new ArgumentException($"--out {outPath}: {tokenizerFile} beside it holds another tokenizer, which would be read with the checkpoint; write to another folder (or remove that file)");
+            }
+
+            writeTokenizer = false;
+        }
+        else
+        {
+            checkedFile = transaction.Temporary(tokenizerFile);
+            File.WriteAllBytes(checkedFile, tokenizerBytes);
+        }
+
+        // The tokenizer as llama2.c (and kvaq's llama2.c tokenizer) reads it must encode like the one it came from.
+        TokenizerEquivalence.Verify(GgufTokenizerFactory.Create(metadata), Llama2cTokenizer.Load(checkedFile, c.VocabSize), $"{metadata.Source}: the tokenizer written as {Path.GetFileName(tokenizerFile)}", Llama2cExporter.SpecialTokens(metadata));
+        long bytes = Llama2cExporter.Write(loaded, transaction.Temporary(outPath), threads, progress);
+        transaction.Commit();
+        int tensors = 2 + (9 * c.Layers) + (c.TiedEmbeddings ? 0 : 1);
+        string tokenizerNote = writeTokenizer ? $"{Path.GetFileName(tokenizerFile)}" : $"{Path.GetFileName(tokenizerFile)} (already there, the same)";
+        return new Result(loaded.Path, "F32", tensors, bytes + (writeTokenizer ? tokenizerBytes.Length : 0), $"llama2.c fp32 checkpoint + {tokenizerNote}");
     }
 
     /// <summary>The GGUF architecture a model is written as: Hugging Face's mistral becomes llama, as llama.cpp's converter writes it.</summary>
@@ -234,10 +315,12 @@ internal static class ConvertCommand
                 return OutputFormat.Gguf;
             case "hf":
                 return OutputFormat.Hf;
+            case "llama2c":
+                return OutputFormat.Llama2c;
             case null:
                 break;
             default:
-                throw new ArgumentException($"--format: '{format}' is not gguf or hf");
+                throw new ArgumentException($"--format: '{format}' is not gguf, hf or llama2c");
         }
 
         if (string.IsNullOrWhiteSpace(outPath))
@@ -250,12 +333,17 @@ internal static class ConvertCommand
             return OutputFormat.Gguf;
         }
 
+        if (outPath.EndsWith(".bin", StringComparison.OrdinalIgnoreCase))
+        {
+            return OutputFormat.Llama2c;
+        }
+
         if (Directory.Exists(outPath) || outPath.EndsWith('/') || outPath.EndsWith(Path.DirectorySeparatorChar))
         {
             return OutputFormat.Hf;
         }
 
-        throw new ArgumentException($"--out {outPath}: cannot tell the output format; end the file name in .gguf for GGUF, or give --format hf to write a Hugging Face folder there (--format gguf for a GGUF file of that name)");
+        throw new ArgumentException($"--out {outPath}: cannot tell the output format; end the file name in .gguf for GGUF or .bin for a llama2.c checkpoint, or give --format hf to write a Hugging Face folder there (--format gguf for a GGUF file of that name)");
     }
 
     /// <summary>

@@ -74,9 +74,7 @@ public static unsafe class Llama2cLoader
         const int headerBytes = 28;
         var cfg = ReadConfig(file.Path, file.Span(0, headerBytes), false, out bool shared);
         long d = cfg.Dim, h = cfg.HiddenDim, l = cfg.Layers, kv = cfg.KvDim, q = cfg.QDim, vsz = cfg.VocabSize;
-        long floats = (vsz * d) + (l * d) + (l * d * q) + (2 * l * d * kv) + (l * q * d) + (l * d) + (3 * l * d * h) + d
-            + (cfg.ContextLength * (long)cfg.HeadDim) + (shared ? 0 : vsz * d);
-        long expected = headerBytes + (floats * 4);
+        long expected = headerBytes + Fp32TensorBytes(cfg);
         if (file.Length != expected)
         {
             throw new ModelFormatException(file.Path, $"llama2.c fp32 header (dim {cfg.Dim}, hidden {cfg.HiddenDim}, layers {cfg.Layers}, heads {cfg.Heads}/{cfg.KvHeads}, vocab {cfg.VocabSize}, seq {cfg.ContextLength}) implies {expected} bytes but the file has {file.Length}");
@@ -114,6 +112,18 @@ public static unsafe class Llama2cLoader
         var output = shared ? emb : Mat("wcls", vsz, d);
         var layers = Zip(attNorm, wq, wk, wv, wo, ffnNorm, w1, w2, w3);
         return (cfg, new ModelWeights(emb, layers, finalNorm, output, [file]), "llama2c-fp32");
+    }
+
+    /// <summary>
+    /// Bytes after the 28-byte header of a legacy fp32 checkpoint of <paramref name="cfg"/>: every tensor, the freq_cis
+    /// tables (seq_len x head_size floats) and the classifier unless tied.
+    /// </summary>
+    internal static long Fp32TensorBytes(ModelConfig cfg)
+    {
+        long d = cfg.Dim, h = cfg.HiddenDim, l = cfg.Layers, kv = cfg.KvDim, q = cfg.QDim, vsz = cfg.VocabSize;
+        long floats = (vsz * d) + (l * d) + (l * d * q) + (2 * l * d * kv) + (l * q * d) + (l * d) + (3 * l * d * h) + d
+            + (cfg.ContextLength * (long)cfg.HeadDim) + (cfg.TiedEmbeddings ? 0 : vsz * d);
+        return floats * 4;
     }
 
     private static (ModelConfig, ModelWeights, string) LoadQ80(MappedFile file)

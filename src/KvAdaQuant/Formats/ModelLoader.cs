@@ -11,8 +11,11 @@ public static class ModelLoader
     /// <summary>
     /// Loads <paramref name="nameOrPath"/> (see <see cref="ModelPaths"/>). <paramref name="tokenizerPath"/> overrides
     /// the tokenizer; otherwise a llama2.c model takes <c>tok{vocab}.bin</c> or <c>tokenizer.bin</c> from its folder.
+    /// With <paramref name="ggufTokenizer"/> false, a GGUF file loaded without <paramref name="tokenizerPath"/> gets no
+    /// tokenizer (<see cref="LlamaModel.Tokenizer"/> null): its <c>tokenizer.*</c> keys are not built into one, so a
+    /// tokenizer kind kvaq does not implement does not stop a caller that only copies the keys (GGUF re-quantization).
     /// </summary>
-    public static LlamaModel Load(string nameOrPath, string? tokenizerPath = null)
+    public static LlamaModel Load(string nameOrPath, string? tokenizerPath = null, bool ggufTokenizer = true)
     {
         var path = ModelPaths.ResolveModel(nameOrPath);
         if (Directory.Exists(path))
@@ -32,7 +35,7 @@ public static class ModelLoader
 
         if (Gguf.GgufFile.IsGguf(head))
         {
-            return LoadGguf(path, tokenizerPath);
+            return LoadGguf(path, tokenizerPath, ggufTokenizer);
         }
 
         var (config, weights, format) = Llama2cLoader.Load(path);
@@ -54,7 +57,7 @@ public static class ModelLoader
         }
     }
 
-    private static LlamaModel LoadGguf(string path, string? tokenizerPath)
+    private static LlamaModel LoadGguf(string path, string? tokenizerPath, bool buildTokenizer)
     {
         var file = Gguf.GgufFile.Open(path);
         ModelConfig config;
@@ -76,7 +79,7 @@ public static class ModelLoader
             {
                 model.Tokenizer = LoadTokenizer(tokenizerPath, config.VocabSize);
             }
-            else
+            else if (buildTokenizer)
             {
                 model.Tokenizer = CreateGgufTokenizer(file);
                 if (model.Tokenizer is null && file.GetString("tokenizer.ggml.model") is null or "llama"

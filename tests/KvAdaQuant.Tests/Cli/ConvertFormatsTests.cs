@@ -142,6 +142,70 @@ public class ConvertFormatsTests(ConvertFormatsTests.BadSources sources) : IClas
         Assert.Equal(RopeLayout.HalfSplit, m.Config.RopeLayout);
     }
 
+    [Fact]
+    public void GgufRequantizationCopiesTokenizerKeysOfAKindKvaqCannotBuildVerbatim()
+    {
+        // stories260K as GGUF F32 whose tokenizer.ggml.model is 'rwkv' (no tokenizer kvaq implements), with extra tokenizer.*
+        // keys of other GGUF types (scalars and arrays), written by the project's GGUF writer.
+        using var dir = new TempDir();
+        string f32 = dir.File("f32.gguf"), odd = dir.File("odd.gguf"), q8 = dir.File("q8.gguf"), direct = dir.File("direct.gguf");
+        Assert.Equal(0, Kvaq("convert", "--model", "stories260K", "--out", f32, "--json"));
+        Assert.Equal(0, Kvaq("convert", "--model", "stories260K", "--out", direct, "--type", "q8_0", "--json"));
+        using (var m = ModelLoader.Load(f32))
+        using (var g = GgufFile.Open(f32))
+        {
+            var keys = GgufTokenizerMetadata.FromGguf(g)!;
+            keys.SetValue("tokenizer.ggml.model", GgufValueType.String, "rwkv");
+            keys.SetValue("tokenizer.rwkv.flags", GgufValueType.Array, new byte[] { 1, 2, 255 }, GgufValueType.UInt8);
+            keys.SetValue("tokenizer.rwkv.offsets", GgufValueType.Array, new short[] { -1, 7, short.MaxValue }, GgufValueType.Int16);
+            keys.SetValue("tokenizer.rwkv.weights", GgufValueType.Array, new double[] { Math.PI, -0.5 }, GgufValueType.Float64);
+            keys.SetValue("tokenizer.rwkv.mask", GgufValueType.Array, new[] { true, false }, GgufValueType.Bool);
+            keys.SetValue("tokenizer.rwkv.big", GgufValueType.UInt64, 1UL << 40);
+            keys.SetValue("tokenizer.rwkv.scale", GgufValueType.Float64, 0.125);
+            GgufModelExporter.FromModel(m, keys, GgmlType.F32, "odd").Write(odd, 2);
+        }
+
+        var refused = Assert.Throws<ModelFormatException>(() => ModelLoader.Load(odd)); // kvaq cannot build this tokenizer
+        Assert.Contains("'rwkv' is not supported", refused.Message);
+        Assert.Equal(0, Kvaq("convert", "--model", odd, "--out", q8, "--type", "q8_0", "--json"));
+
+        using (var src = GgufFile.Open(odd))
+        using (var dst = GgufFile.Open(q8))
+        {
+            var keys = src.MetadataKeys.Where(k => k.StartsWith("tokenizer.", StringComparison.Ordinal)).ToList();
+            Assert.Contains("tokenizer.ggml.tokens", keys);
+            Assert.Contains("tokenizer.rwkv.mask", keys);
+            Assert.Equal(keys, dst.MetadataKeys.Where(k => k.StartsWith("tokenizer.", StringComparison.Ordinal)));
+            foreach (var key in keys)
+            {
+                Assert.Equal(src.MetadataTypes[key], dst.MetadataTypes[key]);
+                if (src.MetadataTypes[key] == GgufValueType.Array)
+                {
+                    Assert.Equal(src.ArrayElementTypes[key], dst.ArrayElementTypes[key]);
+                }
+
+                Assert.Equal(System.Text.Json.JsonSerializer.Serialize(src.Get(key)), System.Text.Json.JsonSerializer.Serialize(dst.Get(key)));
+            }
+
+            Assert.Equal("rwkv", dst.GetString("tokenizer.ggml.model"));
+            Assert.Equal(7, dst.GetInteger("general.file_type"));
+        }
+
+        // The weights were re-quantized: every tensor as in the direct q8_0 conversion of the .bin, byte for byte.
+        var expected = GgufTensors(direct);
+        var actual = GgufTensors(q8);
+        Assert.Equal(expected.Select(t => (t.Name, t.Type, string.Join(',', t.Shape))), actual.Select(t => (t.Name, t.Type, string.Join(',', t.Shape))));
+        Assert.Contains(actual, t => t.Type == GgmlType.Q8_0);
+        foreach (var (x, y) in expected.Zip(actual))
+        {
+            Assert.True(x.Data.AsSpan().SequenceEqual(y.Data), $"tensor {x.Name} differs from the direct conversion");
+        }
+
+        using var run = ModelLoader.Load(q8, Fixtures.Stories260KTokenizer);
+        using var reference = ModelLoader.Load(direct);
+        Assert.Equal(Greedy(reference, 16), Greedy(run, 16));
+    }
+
     [Theory]
     [InlineData("f16", "F16", 2e-2)]
     [InlineData("bf16", "BF16", 1e-1)]
@@ -239,6 +303,97 @@ public class ConvertFormatsTests(ConvertFormatsTests.BadSources sources) : IClas
     }
 
     [Fact]
+    public void HfFolderIsShardedAsTransformersShardsIt()
+    {
+        // stories3M-q80 in F32 holds 12.6 MB of tensors; with 2 MB shards the 3.1 MB embedding gets a shard of its own.
+        const long limit = 2_000_000;
+        using var dir = new TempDir();
+        string whole = dir.File("whole"), sharded = dir.File("sharded");
+        Assert.Equal(0, Kvaq("convert", "--model", "stories3M-q80", "--out", whole, "--format", "hf", "--json"));
+        Assert.Equal(0, Kvaq("convert", "--model", "stories3M-q80", "--out", sharded, "--format", "hf", "--max-shard-size", "2MB", "--json"));
+        Assert.Equal(["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"], Directory.GetFiles(whole).Select(Path.GetFileName).Order());
+
+        var shardFiles = Directory.GetFiles(sharded, "*.safetensors").Select(Path.GetFileName).Order(StringComparer.Ordinal).ToArray();
+        int n = shardFiles.Length;
+        Assert.True(n > 3, $"{n} shards");
+        Assert.Equal(Enumerable.Range(1, n).Select(i => $"model-{i:D5}-of-{n:D5}.safetensors"), shardFiles);
+        Assert.Equal(
+            new[] { "config.json", "model.safetensors.index.json", "tokenizer.json", "tokenizer_config.json" }.Concat(shardFiles).Order(StringComparer.Ordinal),
+            Directory.GetFiles(sharded).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+
+        using var index = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(sharded, "model.safetensors.index.json")));
+        Assert.Equal(["metadata", "weight_map"], index.RootElement.EnumerateObject().Select(p => p.Name));
+        Assert.Equal(["total_size"], index.RootElement.GetProperty("metadata").EnumerateObject().Select(p => p.Name));
+        var weightMap = index.RootElement.GetProperty("weight_map").EnumerateObject().ToList();
+        Assert.Equal(weightMap.Select(p => p.Name).Order(StringComparer.Ordinal), weightMap.Select(p => p.Name)); // sorted, as transformers writes it
+
+        // Every tensor of the unsharded file is in exactly one shard, the one the index names, with the same bytes.
+        var wholeTensors = SafetensorsTensors(Path.Combine(whole, "model.safetensors"));
+        var seen = new Dictionary<string, string>(StringComparer.Ordinal);
+        long summed = 0;
+        foreach (var file in shardFiles)
+        {
+            var tensors = SafetensorsTensors(Path.Combine(sharded, file!));
+            Assert.NotEmpty(tensors);
+            long shardBytes = tensors.Values.Sum(t => (long)t.Data.Length);
+            Assert.True(shardBytes <= limit || tensors.Count == 1, $"{file}: {tensors.Count} tensors, {shardBytes} bytes over the {limit} limit");
+            summed += shardBytes;
+            foreach (var (name, t) in tensors)
+            {
+                seen.Add(name, file!); // throws on a tensor in two shards
+                Assert.True(wholeTensors[name].Data.AsSpan().SequenceEqual(t.Data), $"tensor {name} differs");
+            }
+        }
+
+        Assert.Equal(wholeTensors.Keys.Order(StringComparer.Ordinal), seen.Keys.Order(StringComparer.Ordinal));
+        Assert.Equal(weightMap.Count, seen.Count);
+        Assert.All(weightMap, p => Assert.Equal(seen[p.Name], p.Value.GetString()));
+        Assert.Equal(summed, index.RootElement.GetProperty("metadata").GetProperty("total_size").GetInt64());
+        Assert.Equal(wholeTensors.Values.Sum(t => (long)t.Data.Length), summed);
+        Assert.Contains(seen, p => wholeTensors[p.Key].Data.Length > limit); // the oversized embedding was written, alone
+
+        using var a = ModelLoader.Load(whole);
+        using var b = ModelLoader.Load(sharded);
+        Assert.Equal(a.Config, b.Config);
+        Assert.Equal(Greedy(a, 64), Greedy(b, 64));
+        Assert.Equal(ReferenceTokens("stories3M-q80"), Greedy(b, 64));
+    }
+
+    [Fact]
+    public void HfFolderWithinMaxShardSizeIsOneFile()
+    {
+        using var dir = new TempDir();
+        Assert.Equal(0, Kvaq("convert", "--model", "stories260K", "--out", dir.File("hf"), "--format", "hf", "--max-shard-size", "2MiB", "--json"));
+        Assert.Equal(["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"], Directory.GetFiles(dir.File("hf")).Select(Path.GetFileName).Order());
+    }
+
+    [Theory]
+    [InlineData("5GB", 5_000_000_000L)]
+    [InlineData("500MB", 500_000_000L)]
+    [InlineData("200KB", 200_000L)]
+    [InlineData("200kb", 200_000L)]
+    [InlineData("2GiB", 2_147_483_648L)]
+    [InlineData("3MiB", 3_145_728L)]
+    [InlineData("1KiB", 1_024L)]
+    [InlineData("123456", 123_456L)]
+    public void MaxShardSizeIsReadAsTransformersReadsIt(string text, long bytes) => Assert.Equal(bytes, HfModelExporter.ParseMaxShardSize(text));
+
+    [Fact]
+    public void ShardingMatchesTransformersSplit()
+    {
+        // huggingface_hub's split: a tensor over the limit goes alone at once, and the shard being filled carries on after it.
+        var w = new SafetensorsWriter();
+        foreach (var (name, bytes) in new[] { ("a", 40), ("b", 40), ("big", 200), ("c", 40), ("d", 80), ("e", 100) })
+        {
+            w.Add(name, "U8", [bytes], new byte[bytes]);
+        }
+
+        var shards = w.Shard(100);
+        Assert.Equal([["big"], ["a", "b"], ["c"], ["d"], ["e"]], shards.Select(s => s.TensorNames.ToArray()));
+        Assert.Equal([["a", "b", "big", "c", "d", "e"]], w.Shard(1000).Select(s => s.TensorNames.ToArray()));
+    }
+
+    [Fact]
     public void ExistingGgufFileIsReplaced()
     {
         using var dir = new TempDir();
@@ -259,8 +414,8 @@ public class ConvertFormatsTests(ConvertFormatsTests.BadSources sources) : IClas
     }
 
     [Theory]
-    [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/x.bin" }, "--out {dir}/x.bin: cannot tell the output format")]
-    [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/x", "--format", "onnx" }, "--format: 'onnx' is not gguf or hf")]
+    [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/x.txt" }, "--out {dir}/x.txt: cannot tell the output format")]
+    [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/x", "--format", "onnx" }, "--format: 'onnx' is not gguf, hf or llama2c")]
     [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/x.gguf", "--type", "bf16" }, "--type: 'bf16' is not one of f32, f16, q8_0, q4_0, q4_k_m, q4_k_s, q6_k (bf16 is for Hugging Face folders)")]
     [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/hf/", "--type", "q8_0" }, "--type: 'q8_0' cannot be written to a Hugging Face folder")]
     [InlineData(new[] { "--synthetic", "tiny-llama", "--out", "{dir}/hf", "--format", "hf" }, "--synthetic writes GGUF only")]
@@ -273,6 +428,11 @@ public class ConvertFormatsTests(ConvertFormatsTests.BadSources sources) : IClas
     [InlineData(new[] { "--model", "{dir}/unigram", "--out", "{dir}/x.gguf" }, "{dir}/unigram/tokenizer.json: model type 'Unigram' is not supported")]
     [InlineData(new[] { "--model", "{dir}/oddregex", "--out", "{dir}/x.gguf" }, "{dir}/oddregex/tokenizer.json: byte-level pre-tokenizer")]
     [InlineData(new[] { "--model", "{dir}/notok", "--out", "{dir}/x.gguf", "--tokenizer", "{dir}/full/a.txt" }, "{dir}/full/a.txt: tokenizer file is shorter than its 4-byte header")]
+    [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/hf", "--format", "hf", "--max-shard-size", "0" }, "--max-shard-size: '0' is zero")]
+    [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/hf", "--format", "hf", "--max-shard-size", "abc" }, "--max-shard-size: 'abc' is not a size")]
+    [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/hf", "--format", "hf", "--max-shard-size=-5MB" }, "--max-shard-size: '-5MB' is not a size")]
+    [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/hf", "--format", "hf", "--max-shard-size", "1.5GB" }, "--max-shard-size: '1.5GB' is not a size")]
+    [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/x.gguf", "--max-shard-size", "1MB" }, "--max-shard-size: applies to Hugging Face folders (--format hf) only")]
     public void BadConversionsFailWithOneClearLineAndLeaveNothingBehind(string[] args, string message)
     {
         var dir = sources.Dir;

@@ -8,37 +8,124 @@ namespace KvAdaQuant.Formats.Safetensors;
 /// <summary>
 /// Writes a loaded model (any format) as the weights half of a Hugging Face folder that <see cref="HfModelLoader"/> and
 /// transformers read: <c>config.json</c> (<c>LlamaForCausalLM</c>, <c>MistralForCausalLM</c> or <c>Qwen2ForCausalLM</c>)
-/// and one <c>model.safetensors</c>. Matrices (the embedding, projections, <c>lm_head</c> unless tied) take the requested
+/// and one <c>model.safetensors</c> (or transformers' shards and index past a size). Matrices (the embedding, projections, <c>lm_head</c> unless tied) take the requested
 /// dtype; norms and biases stay F32. Quantized weights are dequantized row by row. Q and K rows (and biases) are reordered
 /// head by head to Hugging Face's half-split RoPE layout when the model uses interleaved pairs (llama2.c, GGUF
 /// <c>llama</c>; <see cref="RopeRowOrder"/>), the inverse of what llama.cpp's converter does.
 /// </summary>
 public static class HfModelExporter
 {
-    /// <summary>The weights file written.</summary>
+    /// <summary>The weights file written when the tensors fit in one shard.</summary>
     public const string WeightsFileName = "model.safetensors";
+
+    /// <summary>The default largest shard, 5 GB (5 * 10^9 bytes of tensor data), as transformers' <c>save_pretrained</c>.</summary>
+    public const long DefaultMaxShardSize = 5_000_000_000;
 
     /// <summary>dtypes the weights can be written in.</summary>
     public static IReadOnlyList<string> DTypes { get; } = ["F32", "F16", "BF16"];
 
     /// <summary>
-    /// Writes <c>config.json</c> and <c>model.safetensors</c> of <paramref name="model"/> into the existing folder
-    /// <paramref name="dir"/>, matrices as <paramref name="dtype"/>; returns the bytes written.
+    /// Writes <c>config.json</c> and the weights of <paramref name="model"/> into the existing folder <paramref name="dir"/>,
+    /// matrices as <paramref name="dtype"/>; returns the bytes written. Weights whose tensor data fits in
+    /// <paramref name="maxShardSize"/> bytes go to one <c>model.safetensors</c>; more are split as transformers'
+    /// <c>save_pretrained</c> splits them (<see cref="SafetensorsWriter.Shard"/>) into <c>model-00001-of-0000N.safetensors</c>,
+    /// ... and <c>model.safetensors.index.json</c> (<c>metadata.total_size</c>, the tensor data bytes; <c>weight_map</c>,
+    /// each tensor's shard; keys sorted, indented by 2, as transformers writes it).
     /// </summary>
-    public static long Write(LlamaModel model, string dir, string dtype, int threads = 0, IProgress<double>? progress = null)
+    public static long Write(LlamaModel model, string dir, string dtype, int threads = 0, IProgress<double>? progress = null, long maxShardSize = DefaultMaxShardSize)
     {
         if (!DTypes.Contains(dtype))
         {
             throw new ArgumentException($"--type: a Hugging Face folder holds {string.Join(", ", DTypes)} weights, not {dtype}");
         }
 
+        if (maxShardSize <= 0)
+        {
+            throw new ArgumentException($"--max-shard-size: {maxShardSize} bytes; the largest shard must be at least one byte");
+        }
+
         var config = ConfigJson(model, dtype);
         var writer = CreateWeights(model, dtype);
-        long bytes = writer.Write(Path.Combine(dir, WeightsFileName), threads, progress);
+        long bytes = WriteShards(writer, dir, threads, progress, maxShardSize);
         var configText = config.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true });
         File.WriteAllText(Path.Combine(dir, "config.json"), configText);
         return bytes + configText.Length;
     }
+
+    /// <summary>
+    /// Parses a largest shard size as transformers' <c>max_shard_size</c> reads it: a whole number of bytes, or a whole number
+    /// followed by a unit, KB/MB/GB (10^3, 10^6, 10^9) or KiB/MiB/GiB (2^10, 2^20, 2^30), in any case (<c>5GB</c>,
+    /// <c>500MB</c>, <c>200KB</c>). Zero, negative, fractional or unparsable sizes are refused naming <c>--max-shard-size</c>.
+    /// </summary>
+    public static long ParseMaxShardSize(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        var s = text.Trim();
+        (string Suffix, long Factor)[] units = [("KIB", 1L << 10), ("MIB", 1L << 20), ("GIB", 1L << 30), ("KB", 1_000), ("MB", 1_000_000), ("GB", 1_000_000_000)];
+        long factor = 1;
+        foreach (var (suffix, f) in units)
+        {
+            if (s.EndsWith(suffix, StringComparison.OrdinalIgnoreCase))
+            {
+                s = s[..^suffix.Length].TrimEnd();
+                factor = f;
+                break;
+            }
+        }
+
+        if (s.Length == 0 || !s.All(char.IsAsciiDigit) || !long.TryParse(s, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out long n))
+        {
+            throw new ArgumentException($"--max-shard-size: '{text}' is not a size; give a whole number of bytes or one followed by KB, MB, GB (10^3, 10^6, 10^9) or KiB, MiB, GiB, such as 5GB, 500MB or 200KB");
+        }
+
+        if (n == 0)
+        {
+            throw new ArgumentException($"--max-shard-size: '{text}' is zero; the largest shard must be at least one byte");
+        }
+
+        return n <= long.MaxValue / factor
+            ? n * factor
+            : throw new ArgumentException($"--max-shard-size: '{text}' is too large (at most {long.MaxValue:N0} bytes)");
+    }
+
+    private static long WriteShards(SafetensorsWriter writer, string dir, int threads, IProgress<double>? progress, long maxShardSize)
+    {
+        var shards = writer.Shard(maxShardSize);
+        if (shards.Count == 1)
+        {
+            return writer.Write(Path.Combine(dir, WeightsFileName), threads, progress);
+        }
+
+        // Progress over the whole set of shards, by tensor data bytes.
+        long total = writer.DataBytes, before = 0, bytes = 0;
+        var weightMap = new SortedDictionary<string, string>(StringComparer.Ordinal);
+        for (int i = 0; i < shards.Count; i++)
+        {
+            var shard = shards[i];
+            var name = ShardFileName(i + 1, shards.Count);
+            long start = before;
+            long size = shard.DataBytes;
+            var shardProgress = progress is null ? null : new ShardProgress(f => progress.Report(total == 0 ? 1 : (start + (f * size)) / total));
+            bytes += shard.Write(Path.Combine(dir, name), threads, shardProgress);
+            before += size;
+            foreach (var t in shard.TensorNames)
+            {
+                weightMap.Add(t, name);
+            }
+        }
+
+        var index = new JsonObject
+        {
+            ["metadata"] = new JsonObject { ["total_size"] = total },
+            ["weight_map"] = new JsonObject(weightMap.Select(p => KeyValuePair.Create(p.Key, (JsonNode?)p.Value))),
+        };
+        var text = index.ToJsonString(new System.Text.Json.JsonSerializerOptions { WriteIndented = true }) + "\n";
+        File.WriteAllText(Path.Combine(dir, HfModelLoader.IndexFileName), text);
+        return bytes + text.Length;
+    }
+
+    /// <summary>The name of shard <paramref name="number"/> (from 1) of <paramref name="count"/>, as transformers names it.</summary>
+    public static string ShardFileName(int number, int count) => $"model-{number:D5}-of-{count:D5}.safetensors";
 
     /// <summary>The <c>config.json</c> of <paramref name="model"/> with weights of <paramref name="dtype"/>.</summary>
     public static JsonObject ConfigJson(LlamaModel model, string dtype)
@@ -183,5 +270,11 @@ public static class HfModelExporter
         }
 
         return writer;
+    }
+
+    /// <summary>Forwards a shard's progress on the calling thread (<see cref="Progress{T}"/> would post it later).</summary>
+    private sealed class ShardProgress(Action<double> report) : IProgress<double>
+    {
+        public void Report(double value) => report(value);
     }
 }

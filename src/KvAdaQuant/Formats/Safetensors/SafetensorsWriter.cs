@@ -21,6 +21,62 @@ public sealed class SafetensorsWriter
     /// <summary>Tensors added so far.</summary>
     public int TensorCount => _tensors.Count;
 
+    /// <summary>Names of the tensors, in the order written.</summary>
+    public IEnumerable<string> TensorNames => _tensors.Select(t => t.Name);
+
+    /// <summary>Bytes of tensor data (the file less its header).</summary>
+    public long DataBytes => _tensors.Sum(t => t.ByteCount);
+
+    /// <summary>
+    /// The tensors split into shards of at most <paramref name="maxShardBytes"/> bytes of tensor data, each a writer of its
+    /// own, as transformers' <c>save_pretrained</c> splits a state dict (huggingface_hub's
+    /// <c>split_state_dict_into_shards_factory</c>): whole tensors in order, a new shard begun when the next tensor would take
+    /// the current one over the limit, and a tensor larger than the limit put alone in a shard of its own at once (the shard
+    /// being filled carries on after it). One writer (this one's tensors) when everything fits.
+    /// </summary>
+    public IReadOnlyList<SafetensorsWriter> Shard(long maxShardBytes)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxShardBytes);
+        var shards = new List<List<Pending>>();
+        var current = new List<Pending>();
+        long currentBytes = 0;
+        foreach (var t in _tensors)
+        {
+            if (t.ByteCount > maxShardBytes)
+            {
+                shards.Add([t]);
+                continue;
+            }
+
+            if (currentBytes + t.ByteCount > maxShardBytes)
+            {
+                shards.Add(current);
+                current = [];
+                currentBytes = 0;
+            }
+
+            current.Add(t);
+            currentBytes += t.ByteCount;
+        }
+
+        if (current.Count > 0 || shards.Count == 0)
+        {
+            shards.Add(current);
+        }
+
+        return shards.Select(s =>
+        {
+            var w = new SafetensorsWriter();
+            foreach (var t in s)
+            {
+                w._tensors.Add(t);
+                w._names.Add(t.Name);
+            }
+
+            return w;
+        }).ToList();
+    }
+
     /// <summary>Adds a tensor whose raw little-endian bytes are <paramref name="data"/>.</summary>
     public SafetensorsWriter Add(string name, string dtype, long[] shape, byte[] data)
     {
