@@ -225,6 +225,7 @@ internal static class ConvertCommand
         using var loaded = ModelLoader.Load(modelName, tokenizerPath);
         var full = Path.GetFullPath(outPath.TrimEnd('/', Path.DirectorySeparatorChar));
         var partial = $"{full}.partial-{Environment.ProcessId}";
+        OutputTransaction.RemoveStalePartialFolders(full);
         if (Directory.Exists(partial))
         {
             Directory.Delete(partial, recursive: true);

@@ -227,7 +227,41 @@ internal sealed class OutputTransaction : IDisposable
     /// <c>kvaq-partial-PID-N</c> where no process PID runs on this machine now. Folders of running processes (this
     /// one's included) and anything else are left alone; what cannot be deleted stays. Returns how many were deleted.
     /// </summary>
-    public static int RemoveStaleStaging(string dir)
+    public static int RemoveStaleStaging(string dir) => RemoveStale(dir, StagingPrefix);
+
+    /// <summary>
+    /// Deletes the folders <c>NAME.partial-PID</c> beside <paramref name="target"/> (NAME its file name) that killed runs
+    /// left while writing it, as <see cref="RemoveStaleStaging"/> does for staging folders. Returns how many were deleted.
+    /// </summary>
+    public static int RemoveStalePartialFolders(string target)
+    {
+        var full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(target));
+        return Path.GetDirectoryName(full) is { } parent ? RemoveStale(parent, Path.GetFileName(full) + ".partial-") : 0;
+    }
+
+    /// <summary>The process id in a staging folder's name (<c>kvaq-partial-PID</c> or <c>kvaq-partial-PID-N</c>), or null for any other name.</summary>
+    internal static int? StagingProcessId(string name) => ProcessIdAfter(name, StagingPrefix);
+
+    /// <summary>The process id in <c>PREFIXPID</c> or <c>PREFIXPID-N</c>, or null for any other name.</summary>
+    internal static int? ProcessIdAfter(string name, string prefix)
+    {
+        if (!name.StartsWith(prefix, StringComparison.Ordinal))
+        {
+            return null;
+        }
+
+        var rest = name.AsSpan(prefix.Length);
+        int dash = rest.IndexOf('-');
+        var pidText = dash < 0 ? rest : rest[..dash];
+        if (dash >= 0 && (dash == rest.Length - 1 || !int.TryParse(rest[(dash + 1)..], System.Globalization.NumberStyles.None, null, out _)))
+        {
+            return null;
+        }
+
+        return int.TryParse(pidText, System.Globalization.NumberStyles.None, null, out int pid) && pid > 0 ? pid : null;
+    }
+
+    private static int RemoveStale(string dir, string prefix)
     {
         if (!Directory.Exists(dir))
         {
@@ -235,9 +269,9 @@ internal sealed class OutputTransaction : IDisposable
         }
 
         int removed = 0;
-        foreach (var folder in Directory.EnumerateDirectories(dir, StagingPrefix + "*").ToArray())
+        foreach (var folder in Directory.EnumerateDirectories(dir, prefix + "*").ToArray())
         {
-            if (StagingProcessId(Path.GetFileName(folder)) is int pid && !IsRunning(pid))
+            if (ProcessIdAfter(Path.GetFileName(folder), prefix) is int pid && !IsRunning(pid))
             {
                 BestEffort(() =>
                 {
@@ -248,25 +282,6 @@ internal sealed class OutputTransaction : IDisposable
         }
 
         return removed;
-    }
-
-    /// <summary>The process id in a staging folder's name (<c>kvaq-partial-PID</c> or <c>kvaq-partial-PID-N</c>), or null for any other name.</summary>
-    internal static int? StagingProcessId(string name)
-    {
-        if (!name.StartsWith(StagingPrefix, StringComparison.Ordinal))
-        {
-            return null;
-        }
-
-        var rest = name.AsSpan(StagingPrefix.Length);
-        int dash = rest.IndexOf('-');
-        var pidText = dash < 0 ? rest : rest[..dash];
-        if (dash >= 0 && (dash == rest.Length - 1 || !int.TryParse(rest[(dash + 1)..], System.Globalization.NumberStyles.None, null, out _)))
-        {
-            return null;
-        }
-
-        return int.TryParse(pidText, System.Globalization.NumberStyles.None, null, out int pid) && pid > 0 ? pid : null;
     }
 
     private static bool IsRunning(int pid)

@@ -234,4 +234,38 @@ public class OutputTransactionTests
     [InlineData("other-123", null)]
     public void A_staging_folder_name_gives_its_process_id(string name, int? pid) =>
         Assert.Equal(pid, OutputTransaction.StagingProcessId(name));
+
+    [Fact]
+    public void Partial_folders_of_killed_conversions_beside_the_target_are_deleted_and_others_kept()
+    {
+        if (OperatingSystem.IsWindows())
+        {
+            return;  // the test uses sleep(1) for real process ids
+        }
+
+        using var tmp = new TempDir();
+        using var killed = System.Diagnostics.Process.Start("sleep", "60");
+        using var alive = System.Diagnostics.Process.Start("sleep", "60");
+        try
+        {
+            killed.Kill();
+            killed.WaitForExit();
+            string[] stale = [$"out.partial-{killed.Id}"];
+            string[] kept = [$"out.partial-{alive.Id}", $"other.partial-{killed.Id}", "out.partial-x", "out"];
+            foreach (var name in stale.Concat(kept))
+            {
+                Directory.CreateDirectory(Path.Combine(tmp.Path, name));
+                File.WriteAllText(Path.Combine(tmp.Path, name, "model.safetensors"), "x");
+            }
+
+            Assert.Equal(1, OutputTransaction.RemoveStalePartialFolders(Path.Combine(tmp.Path, "out") + "/"));
+            var left = Directory.GetDirectories(tmp.Path).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToArray();
+            Assert.Equal(kept.Order(StringComparer.Ordinal).ToArray(), left);
+        }
+        finally
+        {
+            alive.Kill();
+            alive.WaitForExit();
+        }
+    }
 }
