@@ -23,10 +23,7 @@ internal static class ChatCommand
             DefaultValueFactory = _ => "auto",
         };
         var maxTokens = new Option<int>("--max-tokens", "-n") { Description = "tokens to generate per reply at most", DefaultValueFactory = _ => 256 };
-        var temperature = new Option<float>("--temperature") { Description = "sampling temperature (0 = greedy)", DefaultValueFactory = _ => 0f };
-        var topK = new Option<int>("--top-k") { Description = "keep the k most likely tokens (0 = all)", DefaultValueFactory = _ => 0 };
-        var topP = new Option<float>("--top-p") { Description = "nucleus sampling mass", DefaultValueFactory = _ => 1f };
-        var seed = new Option<ulong>("--seed") { Description = "random seed", DefaultValueFactory = _ => 42UL };
+        var sampling = new SamplingOptions();
         var ctx = new Option<int>("--ctx") { Description = "positions for the whole conversation (0 = the model's context, at most 4,096)", DefaultValueFactory = _ => 0 };
         var kv = CommonOptions.Kv();
         var kvPlan = CommonOptions.KvPlan();
@@ -36,8 +33,13 @@ internal static class ChatCommand
             "chat",
             "Chat on standard input: each line is a message (end a line with \\ to continue it), the reply streams back; the KV cache is kept between turns. /reset starts over, /exit (or end of input) ends.")
         {
-            model, tokenizer, system, template, maxTokens, temperature, topK, topP, seed, ctx, kv, kvPlan, threads, json,
+            model, tokenizer, system, template, maxTokens, ctx, kv, kvPlan, threads, json,
         };
+        foreach (var o in sampling.All)
+        {
+            cmd.Options.Add(o);
+        }
+
         cmd.SetAction(r => CliRunner.Run(() =>
         {
             int n = r.GetValue(maxTokens);
@@ -46,7 +48,7 @@ internal static class ChatCommand
                 throw new ArgumentException($"--max-tokens must be >= 1, got {n}");
             }
 
-            var sampler = new Sampler(r.GetValue(temperature), r.GetValue(topK), r.GetValue(topP), r.GetValue(seed));
+            var sampler = sampling.Create(r);
             string templateName = r.GetValue(template) ?? "auto";
             ChatTemplate? chosen = templateName.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : ParseTemplate(templateName);
             using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));

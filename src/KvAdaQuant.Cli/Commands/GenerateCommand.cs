@@ -17,10 +17,8 @@ internal static class GenerateCommand
         var tokenizer = CommonOptions.Tokenizer();
         var prompt = new Option<string>("--prompt", "-p") { Description = "prompt text (empty: BOS only)", DefaultValueFactory = _ => string.Empty };
         var maxTokens = new Option<int>("--max-tokens", "-n") { Description = "tokens to generate", DefaultValueFactory = _ => 128 };
-        var temperature = new Option<float>("--temperature") { Description = "sampling temperature (0 = greedy)", DefaultValueFactory = _ => 0f };
-        var topK = new Option<int>("--top-k") { Description = "keep the k most likely tokens (0 = all)", DefaultValueFactory = _ => 0 };
-        var topP = new Option<float>("--top-p") { Description = "nucleus sampling mass", DefaultValueFactory = _ => 1f };
-        var seed = new Option<ulong>("--seed") { Description = "random seed", DefaultValueFactory = _ => 42UL };
+        var sampling = new SamplingOptions();
+        var file = new Option<string?>("--file", "-f") { Description = "read the prompt from this UTF-8 text file (instead of --prompt)" };
         var ctx = new Option<int>("--ctx") { Description = "context length (0 = what the run needs: prompt + --max-tokens, at least 256, at most the model's)", DefaultValueFactory = _ => 0 };
         var kv = CommonOptions.Kv();
         var kvPlan = CommonOptions.KvPlan();
@@ -31,10 +29,16 @@ internal static class GenerateCommand
         var attnInt8Values = CommonOptions.AttnInt8Values();
         var cmd = new Command("generate", "Generate text from a prompt, streaming it, then print speed and KV memory.")
         {
-            model, tokenizer, prompt, maxTokens, temperature, topK, topP, seed, ctx, kv, kvPlan, threads, json, device, attnInt8, attnInt8Values,
+            model, tokenizer, prompt, file, maxTokens, ctx, kv, kvPlan, threads, json, device, attnInt8, attnInt8Values,
         };
+        foreach (var o in sampling.All)
+        {
+            cmd.Options.Add(o);
+        }
+
         cmd.SetAction(r => CliRunner.Run(() =>
         {
+            var (promptText, promptOption) = Prompt(r, prompt, file);
             using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
             var tok = m.Tokenizer ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
             int n = r.GetValue(maxTokens);
@@ -49,7 +53,7 @@ internal static class GenerateCommand
                 throw new ArgumentException($"--ctx must be in 0..{m.Config.ContextLength} (the model's context), got {c}");
             }
 
-            int promptTokens = tok.Encode(r.GetValue(prompt) ?? string.Empty, addBos: true).Count;
+            int promptTokens = tok.Encode(promptText, addBos: true).Count;
             if (c == 0)
             {
                 // What this run can use, as a dynamic cache would: the prompt and the tokens asked for (256 positions at
@@ -61,7 +65,7 @@ internal static class GenerateCommand
             // Checked here, before the prompt is echoed to stdout (the generation loop checks too, but only after it).
             if (promptTokens > c)
             {
-                throw new ArgumentException($"--prompt has {promptTokens} tokens (BOS included) but the context holds {c} (--ctx; the model's context is {m.Config.ContextLength})");
+                throw new ArgumentException($"{promptOption} has {promptTokens} tokens (BOS included) but the context holds {c} (--ctx; the model's context is {m.Config.ContextLength})");
             }
 
             var precision = CommonOptions.Attention(r.GetValue(attnInt8), r.GetValue(attnInt8Values));
@@ -73,16 +77,16 @@ internal static class GenerateCommand
                     throw new ArgumentException($"{CommonOptions.AttentionFlag(precision)} selects a CPU attention kernel; it cannot be combined with --device cuda");
                 }
 
-                return GenerateOnGpu(r, m, tok, c, n, prompt, temperature, topK, topP, seed, kv, kvPlan, json);
+                return GenerateOnGpu(r, m, tok, c, n, promptText, sampling, kv, kvPlan, json);
             }
 
             using var transformer = new Transformer(m, r.GetValue(threads));
             var plan = KvCacheFactory.ResolvePlan(r.GetValue(kv), r.GetValue(kvPlan), m.Config.Layers);
             using var session = new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(c), precision));
-            var sampler = new Sampler(r.GetValue(temperature), r.GetValue(topK), r.GetValue(topP), r.GetValue(seed));
+            var sampler = sampling.Create(r);
             bool asJson = r.GetValue(json);
             var gen = new Generator(session, tok);
-            var p = r.GetValue(prompt) ?? string.Empty;
+            var p = promptText;
             if (!asJson)
             {
                 Console.Out.Write(p);
@@ -119,9 +123,30 @@ internal static class GenerateCommand
         return cmd;
     }
 
+    // The prompt text and the option it came from: --prompt, or the file --file names (not both).
+    private static (string Text, string Option) Prompt(ParseResult r, Option<string> prompt, Option<string?> file)
+    {
+        if (r.GetValue(file) is not { } path)
+        {
+            return (r.GetValue(prompt) ?? string.Empty, "--prompt");
+        }
+
+        if (r.GetResult(prompt) is { Implicit: false })
+        {
+            throw new ArgumentException("--file and --prompt: give the prompt one way, not both");
+        }
+
+        if (!File.Exists(path))
+        {
+            throw new ArgumentException(Directory.Exists(path) ? $"--file {path}: is a folder; give the prompt's text file" : $"--file {path}: no such file");
+        }
+
+        return (File.ReadAllText(path), $"--file {path}");
+    }
+
     private static int GenerateOnGpu(
-        ParseResult r, LlamaModel m, Tokenization.ITokenizer tok, int c, int n, Option<string> prompt, Option<float> temperature, Option<int> topK,
-        Option<float> topP, Option<ulong> seed, Option<string?> kv, Option<string?> kvPlan, Option<bool> json)
+        ParseResult r, LlamaModel m, Tokenization.ITokenizer tok, int c, int n, string p, SamplingOptions sampling, Option<string?> kv, Option<string?> kvPlan,
+        Option<bool> json)
     {
         string? kvText = r.GetValue(kv);
         string? planPath = r.GetValue(kvPlan);
@@ -129,14 +154,13 @@ internal static class GenerateCommand
         using CudaContext context = DeviceOptions.OpenCuda();
         using var decoder = new CudaDecoder(context, m, plan, 1, c);
         bool asJson = r.GetValue(json);
-        var p = r.GetValue(prompt) ?? string.Empty;
         if (!asJson)
         {
             Console.Error.WriteLine($"[cuda: {context.DeviceName}; {decoder.BuildNote}; weights {decoder.WeightTypes}, {decoder.WeightBytes:N0} bytes uploaded in {decoder.UploadSeconds:F1} s; KV cache {decoder.Layout}, {decoder.CacheBytes:N0} bytes for {c} positions]");
             Console.Out.Write(p);
         }
 
-        var result = new CudaGenerator(decoder, tok).Generate(p, n, r.GetValue(temperature), r.GetValue(topK), r.GetValue(topP), r.GetValue(seed), asJson ? null : s => Console.Out.Write(s));
+        var result = new CudaGenerator(decoder, tok).Generate(p, n, r.GetValue(sampling.Temperature), r.GetValue(sampling.TopK), r.GetValue(sampling.TopP), r.GetValue(sampling.Seed), asJson ? null : s => Console.Out.Write(s));
         if (asJson)
         {
             CliRunner.PrintJson(new

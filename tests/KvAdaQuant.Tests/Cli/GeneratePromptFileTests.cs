@@ -1,0 +1,46 @@
+using System.Text.Json;
+
+namespace KvAdaQuant.Tests.Cli;
+
+/// <summary><c>kvaq generate --file</c>: the prompt read from a file gives what the same <c>--prompt</c> gives; misuse is named.</summary>
+public class GeneratePromptFileTests
+{
+    [Fact]
+    public void A_prompt_file_generates_what_the_same_prompt_option_does()
+    {
+        using var tmp = new TempDir();
+        string path = Path.Combine(tmp.Path, "prompt.txt");
+        File.WriteAllText(path, "Once upon a time, the dog\nsaid");
+        var (rc, stdout, stderr) = KvaqProcess.Run("generate", "-m", "stories260K", "-f", path, "-n", "12", "--json");
+        Assert.True(rc == 0, stderr);
+        var (rc2, stdout2, stderr2) = KvaqProcess.Run("generate", "-m", "stories260K", "-p", "Once upon a time, the dog\nsaid", "-n", "12", "--json");
+        Assert.True(rc2 == 0, stderr2);
+        var a = JsonDocument.Parse(stdout).RootElement;
+        var b = JsonDocument.Parse(stdout2).RootElement;
+        Assert.Equal(b.GetProperty("prompt_tokens").ToString(), a.GetProperty("prompt_tokens").ToString());
+        Assert.Equal(b.GetProperty("tokens").ToString(), a.GetProperty("tokens").ToString());
+        Assert.Equal("Once upon a time, the dog\nsaid", a.GetProperty("prompt").GetString());
+    }
+
+    [Fact]
+    public void Prompt_file_misuse_is_an_error_naming_it()
+    {
+        using var tmp = new TempDir();
+        string path = Path.Combine(tmp.Path, "prompt.txt");
+        File.WriteAllText(path, "Once");
+        string missing = Path.Combine(tmp.Path, "missing.txt");
+        (string[] Args, string Message)[] cases =
+        [
+            (["-f", path, "-p", "x"], "kvaq: error: --file and --prompt: give the prompt one way, not both"),
+            (["-f", missing], $"kvaq: error: --file {missing}: no such file"),
+            (["-f", tmp.Path], $"kvaq: error: --file {tmp.Path}: is a folder; give the prompt's text file"),
+        ];
+        foreach (var (args, message) in cases)
+        {
+            var (rc, stdout, stderr) = KvaqProcess.Run(["generate", "-m", "stories260K", "-n", "4", .. args]);
+            Assert.Equal(1, rc);
+            Assert.Equal(message, stderr.Trim());
+            Assert.Equal(string.Empty, stdout);
+        }
+    }
+}
