@@ -1,4 +1,5 @@
 using System.CommandLine;
+using System.Runtime.InteropServices;
 using System.Text;
 using System.Text.Json;
 using KvAdaQuant.Engine;
@@ -91,6 +92,16 @@ internal static class ChatCommand
             bool asJson = r.GetValue(json);
             bool interactive = !Console.IsInputRedirected;
             Console.Error.WriteLine($"[chat: {m.Path}; template {chosen.Name}; KV cache {session.Cache.Description}, {c} positions; /reset starts over, /exit ends]");
+            // Ctrl+C while a reply streams ends that reply (as llama.cpp's conversation mode); at the prompt it ends kvaq.
+            CancellationTokenSource? replying = null;
+            using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, context =>
+            {
+                if (Volatile.Read(ref replying) is { } cts)
+                {
+                    context.Cancel = true;
+                    cts.Cancel();
+                }
+            });
             int turn = 0;
             int refused = 0;
             while (ReadMessage(interactive) is { } message)
@@ -109,15 +120,21 @@ internal static class ChatCommand
 
                 turn++;
                 GenerationResult result;
+                using var cts = new CancellationTokenSource();
+                Volatile.Write(ref replying, cts);
                 try
                 {
-                    result = chat.Reply(message, n, sampler, asJson ? null : s => Console.Out.Write(s));
+                    result = chat.Reply(message, n, sampler, asJson ? null : s => Console.Out.Write(s), cts.Token);
                 }
                 catch (ArgumentException e)
                 {
                     refused++;
                     Console.Error.WriteLine($"kvaq: error: turn {turn}: {e.Message}");
                     continue;
+                }
+                finally
+                {
+                    Volatile.Write(ref replying, null);
                 }
 
                 if (asJson)

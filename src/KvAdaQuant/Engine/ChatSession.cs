@@ -74,11 +74,12 @@ public sealed class ChatSession
 
     /// <summary>
     /// Adds <paramref name="userMessage"/> and generates the reply (up to <paramref name="maxTokens"/> tokens, stopping at
-    /// EOS or the template's end of turn, or when the context is full), streaming it to <paramref name="onText"/>. A turn
+    /// EOS or the template's end of turn, or when the context is full; <paramref name="cancel"/> ends it after the token
+    /// being streamed, stop reason <c>cancelled</c>, the reply kept as far as it went), streaming it to <paramref name="onText"/>. A turn
     /// whose text does not fit in the positions left is refused with an <see cref="ArgumentException"/> before anything
     /// runs (the conversation is unchanged; <see cref="Reset"/> starts over).
     /// </summary>
-    public GenerationResult Reply(string userMessage, int maxTokens, Sampler sampler, Action<string>? onText = null)
+    public GenerationResult Reply(string userMessage, int maxTokens, Sampler sampler, Action<string>? onText = null, CancellationToken cancel = default)
     {
         var messages = _messages.Append(new ChatMessage("user", userMessage)).ToList();
         string render = Template.Render(messages, addGenerationPrompt: true);
@@ -118,13 +119,14 @@ public sealed class ChatSession
             position: () => _session.Position,
             kvBytes: () => _session.Cache.ByteCount,
             onText,
-            _endOfTurn);
+            _endOfTurn,
+            cancel);
         _fedText += turn + result.Text;
 
         // The loop leaves the last token it printed unfed when it stops at the token limit, and never feeds the end of
         // turn it stopped at: feed them now, so that the cache holds the conversation as the template writes it (a full
         // context stays full: every later turn is refused).
-        if (result.StopReason == "max_tokens" && result.Tokens.Count > 0 && Position < Capacity)
+        if (result.StopReason is "max_tokens" or "cancelled" && result.Tokens.Count > 0 && Position < Capacity)
         {
             Feed(result.Tokens[^1]);
         }

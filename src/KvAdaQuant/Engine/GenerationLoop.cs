@@ -22,6 +22,7 @@ internal static class GenerationLoop
     /// <param name="kvBytes">Bytes of the cache, read after the run.</param>
     /// <param name="onText">Receives text as it completes.</param>
     /// <param name="endOfTurn">A token that stops the run like EOS (a chat template's end of turn), or -1.</param>
+    /// <param name="cancel">Stops the run after the token being streamed (stop reason <c>cancelled</c>; that token is not fed).</param>
     public static GenerationResult Run(
         IReadOnlyList<int> promptTokens,
         ITokenizer tokenizer,
@@ -32,7 +33,8 @@ internal static class GenerationLoop
         Func<int> position,
         Func<long> kvBytes,
         Action<string>? onText,
-        int endOfTurn = -1)
+        int endOfTurn = -1,
+        CancellationToken cancel = default)
     {
         if (maxTokens < 0)
         {
@@ -72,6 +74,12 @@ internal static class GenerationLoop
             onText?.Invoke(piece);
             if (generated.Count >= maxTokens)
             {
+                break;
+            }
+
+            if (cancel.IsCancellationRequested)
+            {
+                reason = "cancelled";
                 break;
             }
 

@@ -65,4 +65,65 @@ public class ChatCommandTests
         Assert.Contains(message, stderr);
         Assert.DoesNotContain("   at ", stderr);
     }
+
+    [SkippableFact]
+    public void Ctrl_c_while_a_reply_streams_ends_that_reply_and_the_chat_goes_on()
+    {
+        Skip.IfNot(OperatingSystem.IsLinux(), "sends SIGINT with kill(2)");
+        var ignored = File.ReadLines("/proc/self/status").Single(l => l.StartsWith("SigIgn:", StringComparison.Ordinal));
+        ulong mask = ulong.Parse(ignored["SigIgn:".Length..].Trim(), System.Globalization.NumberStyles.HexNumber, System.Globalization.CultureInfo.InvariantCulture);
+        Skip.If((mask & 2) != 0, "SIGINT is ignored in this process tree (started in the background without job control), so kvaq would inherit that");
+
+        // SIGINT goes out as soon as the reply's first character arrives. A reply can still end first (stories3M-q80 decodes
+        // thousands of tokens a second), and SIGINT at the prompt then ends kvaq as it should (exit code 130): only then is
+        // it tried again, three times at most. A broken handler fails every attempt (kvaq killed mid-reply, or no cancel).
+        var outcomes = new List<string>();
+        for (int attempt = 0; attempt < 3; attempt++)
+        {
+            var psi = new System.Diagnostics.ProcessStartInfo("dotnet") { RedirectStandardInput = true, RedirectStandardOutput = true, RedirectStandardError = true };
+            foreach (var a in new[] { Path.Combine(AppContext.BaseDirectory, "kvaq.dll"), "chat", "-m", "stories3M-q80", "-n", "400", "--threads", "1", "--kv", "k4v2" })
+            {
+                psi.ArgumentList.Add(a);
+            }
+
+            using var p = System.Diagnostics.Process.Start(psi)!;
+            var stderr = p.StandardError.ReadToEndAsync();
+            try
+            {
+                p.StandardInput.WriteLine("Once upon a time");
+                p.StandardInput.Flush();
+                Assert.NotEqual(-1, p.StandardOutput.Read());
+                Assert.Equal(0, Kill(p.Id, 2));
+                p.StandardInput.WriteLine("The dog");
+                p.StandardInput.Close();
+                _ = p.StandardOutput.ReadToEnd();
+                Assert.True(p.WaitForExit(TimeSpan.FromSeconds(60)), "kvaq chat did not end");
+                string err = stderr.Result;
+                if (p.ExitCode == 130 && err.Contains("(eos)", StringComparison.Ordinal))
+                {
+                    outcomes.Add("the reply ended before SIGINT");
+                    continue;
+                }
+
+                Assert.True(p.ExitCode == 0, $"rc {p.ExitCode}: {err}");
+                var stats = err.Split('\n').Where(l => l.Contains(" generated (", StringComparison.Ordinal)).ToArray();
+                Assert.Equal(2, stats.Length);
+                Assert.Contains("generated (cancelled)", stats[0]);
+                Assert.DoesNotContain("(cancelled)", stats[1]);
+                return;
+            }
+            finally
+            {
+                if (!p.HasExited)
+                {
+                    p.Kill();
+                }
+            }
+        }
+
+        Assert.Fail(string.Join("; ", outcomes));
+    }
+
+    [System.Runtime.InteropServices.DllImport("libc", EntryPoint = "kill", SetLastError = true)]
+    private static extern int Kill(int pid, int signal);
 }

@@ -122,6 +122,31 @@ public class ChatSessionTests
     }
 
     [Fact]
+    public void A_cancelled_reply_keeps_what_it_streamed_and_the_next_turn_continues_after_it()
+    {
+        var (h, session) = Open("stories260K", 512);
+        using var _ = h;
+        using var __ = session;
+        var tok = h.Model.Tokenizer!;
+        var chat = new ChatSession(session, tok, ChatTemplate.None);
+        using var cts = new CancellationTokenSource();
+        int pieces = 0;
+        var cancelled = chat.Reply("Once upon a time", 200, Greedy, _ => { if (++pieces == 7) { cts.Cancel(); } }, cts.Token);
+        Assert.Equal("cancelled", cancelled.StopReason);
+        Assert.Equal(7, cancelled.Tokens.Count);
+        Assert.Equal(tok.Encode("Once upon a time", addBos: true).Concat(cancelled.Tokens), chat.Tokens);  // the 7th fed after the stop
+        Assert.Equal(chat.Tokens.Count, chat.Position);
+
+        // The same 7 tokens as an uncancelled reply, and the next turn continues from them.
+        var (h2, s2) = Open("stories260K", 512);
+        using var ___ = h2;
+        using var ____ = s2;
+        Assert.Equal(cancelled.Tokens, new Generator(s2, tok).Generate("Once upon a time", 7, Greedy).Tokens);
+        var next = chat.Reply("The dog", 5, Greedy);
+        Assert.Equal(5 + 7 + next.PromptTokens.Count + 5, chat.Position);
+    }
+
+    [Fact]
     public void A_template_whose_control_tokens_the_tokenizer_lacks_is_refused_naming_the_token()
     {
         var (h, session) = Open("stories260K", 64);
