@@ -65,6 +65,7 @@ internal static class InfoCommand
                 KvBytesFp16 = fp16.BytesAt(c.KvHeads, c.HeadDim, n),
                 KvLayers = plan.Layers.Select(l => new { K = l.K.ToString(), V = l.V.ToString() }).ToArray(),
                 Tokenizer = m.Tokenizer?.GetType().Name,
+                ChatTemplate = KvAdaQuant.Engine.ChatTemplate.Detect(ChatTemplateText.Read(m.Path, r.GetValue(tokenizer)))?.Name ?? "unrecognized",
             };
             if (r.GetValue(json))
             {

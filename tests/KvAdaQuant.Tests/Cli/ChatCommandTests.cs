@@ -38,6 +38,31 @@ public class ChatCommandTests
     }
 
     [Fact]
+    public void Auto_detects_the_template_of_a_gguf_and_info_names_it()
+    {
+        using var tmp = new TempDir();
+        string path = Path.Combine(tmp.Path, "s260k-chat.gguf");
+        using (var bin = KvAdaQuant.Formats.ModelLoader.Load("stories260K"))
+        {
+            var meta = KvAdaQuant.Formats.ConvertedTokenizer.ToGguf(bin, null).Set("tokenizer.chat_template", "{{ bos_token }}[INST] {{ messages[0]['content'] }} [/INST]");
+            KvAdaQuant.Formats.Gguf.GgufModelExporter.FromModel(bin, meta, KvAdaQuant.Numerics.GgmlType.F32, "stories260K chat").Write(path);
+        }
+
+        var (rc, stdout, stderr) = KvaqProcess.RunWithInput("Once upon a time\n", "chat", "-m", path, "-n", "8", "--json");
+        Assert.True(rc == 0, stderr);
+        var turn = Assert.Single(Lines(stdout));
+        Assert.Equal("llama2", turn.GetProperty("template").GetString());
+        Assert.Contains("template llama2", stderr);
+
+        var (irc, info, ierr) = KvaqProcess.Run("info", "-m", path, "--json");
+        Assert.True(irc == 0, ierr);
+        Assert.Equal("llama2", JsonDocument.Parse(info).RootElement.GetProperty("chat_template").GetString());
+        (irc, info, ierr) = KvaqProcess.Run("info", "-m", "stories260K", "--json");
+        Assert.True(irc == 0, ierr);
+        Assert.Equal("none", JsonDocument.Parse(info).RootElement.GetProperty("chat_template").GetString());
+    }
+
+    [Fact]
     public void A_turn_that_does_not_fit_is_an_error_naming_the_turn_and_the_chat_goes_on()
     {
         var (rc, stdout, stderr) = KvaqProcess.RunWithInput(
