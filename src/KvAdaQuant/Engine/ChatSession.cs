@@ -77,7 +77,9 @@ public sealed class ChatSession
     /// EOS or the template's end of turn, or when the context is full; <paramref name="cancel"/> ends it after the token
     /// being streamed, stop reason <c>cancelled</c>, the reply kept as far as it went), streaming it to <paramref name="onText"/>. A turn
     /// whose text does not fit in the positions left is refused with an <see cref="ArgumentException"/> before anything
-    /// runs (the conversation is unchanged; <see cref="Reset"/> starts over).
+    /// runs (the conversation is unchanged; <see cref="Reset"/> starts over). A reply that fails midway (the cache refusing
+    /// a non-finite value, <paramref name="onText"/> throwing) resets the conversation, since the cache cannot drop the
+    /// positions it took, and the exception goes on.
     /// </summary>
     public GenerationResult Reply(string userMessage, int maxTokens, Sampler sampler, Action<string>? onText = null, CancellationToken cancel = default)
     {
@@ -101,7 +103,42 @@ public sealed class ChatSession
             throw new ArgumentException($"this turn needs {turnTokens.Count} tokens but {Capacity - Position} of the context's {Capacity} positions are left (--ctx; reset the conversation to start over)");
         }
 
-        var result = GenerationLoop.Run(
+        GenerationResult result;
+        try
+        {
+            result = Run(turnTokens, maxTokens, sampler, onText, cancel);
+            string fed = turn + result.Text;
+
+            // The loop leaves the last token it printed unfed when it stops at the token limit, and never feeds the end of
+            // turn it stopped at: feed them now, so that the cache holds the conversation as the template writes it (a full
+            // context stays full: every later turn is refused).
+            if (result.StopReason is "max_tokens" or "cancelled" && result.Tokens.Count > 0 && Position < Capacity)
+            {
+                Feed(result.Tokens[^1]);
+            }
+            else if (result.StopReason == "eos" && _endOfTurn >= 0 && Position < Capacity)
+            {
+                Feed(_endOfTurn);
+                fed += Template.EndOfTurn;
+            }
+
+            _fedText += fed;
+        }
+        catch
+        {
+            // The cache already holds part of the turn and cannot drop positions: only an empty conversation is consistent.
+            Reset();
+            throw;
+        }
+
+        messages.Add(new ChatMessage("assistant", result.Text));
+        _messages.Clear();
+        _messages.AddRange(messages);
+        return result;
+    }
+
+    private GenerationResult Run(List<int> turnTokens, int maxTokens, Sampler sampler, Action<string>? onText, CancellationToken cancel) =>
+        GenerationLoop.Run(
             turnTokens,
             _tokenizer,
             maxTokens,
@@ -121,26 +158,6 @@ public sealed class ChatSession
             onText,
             _endOfTurn,
             cancel);
-        _fedText += turn + result.Text;
-
-        // The loop leaves the last token it printed unfed when it stops at the token limit, and never feeds the end of
-        // turn it stopped at: feed them now, so that the cache holds the conversation as the template writes it (a full
-        // context stays full: every later turn is refused).
-        if (result.StopReason is "max_tokens" or "cancelled" && result.Tokens.Count > 0 && Position < Capacity)
-        {
-            Feed(result.Tokens[^1]);
-        }
-        else if (result.StopReason == "eos" && _endOfTurn >= 0 && Position < Capacity)
-        {
-            Feed(_endOfTurn);
-            _fedText += Template.EndOfTurn;
-        }
-
-        messages.Add(new ChatMessage("assistant", result.Text));
-        _messages.Clear();
-        _messages.AddRange(messages);
-        return result;
-    }
 
     private void Feed(int token)
     {

@@ -147,6 +147,23 @@ public class ChatSessionTests
     }
 
     [Fact]
+    public void A_reply_that_fails_midway_resets_the_conversation_and_the_next_one_starts_afresh()
+    {
+        var (h, session) = Open("stories260K", 512);
+        using var _ = h;
+        using var __ = session;
+        var chat = new ChatSession(session, h.Model.Tokenizer!, ChatTemplate.None, "A story:");
+        var first = chat.Reply("Once upon a time", 12, Greedy);
+        int pieces = 0;
+        var e = Assert.Throws<InvalidOperationException>(() => chat.Reply("The dog", 12, Greedy, _ => { if (++pieces == 3) { throw new InvalidOperationException("reader gone"); } }));
+        Assert.Equal("reader gone", e.Message);
+        Assert.Equal(0, chat.Position);
+        Assert.Empty(chat.Tokens);
+        Assert.Equal([new ChatMessage("system", "A story:")], chat.Messages);
+        Assert.Equal(first.Tokens, chat.Reply("Once upon a time", 12, Greedy).Tokens);
+    }
+
+    [Fact]
     public void A_template_whose_control_tokens_the_tokenizer_lacks_is_refused_naming_the_token()
     {
         var (h, session) = Open("stories260K", 64);
