@@ -63,7 +63,6 @@ internal static class AnalyzeCommand
 
             var path = ModelPaths.ResolveData(r.GetValue(data)!);
             var ids = CalibrationTokens(tok, path, n);
-            var dir = Path.GetFullPath(r.GetValue(outDir)!);
             bool asJson = r.GetValue(json);
             int g = r.GetValue(group) ?? Math.Min(KvSpec.DefaultGroupSize, m.Config.HeadDim);
             var probe = new KvQuantizerProbe(new KvSpec(KvBits.Four, g, quantAxis, r.GetValue(symmetric))) { EmulatedCache = r.GetValue(emulated) };
@@ -82,7 +81,8 @@ internal static class AnalyzeCommand
             // The folder is checked and made before the analysis runs; the files go to a staging folder inside it and are
             // moved in when all are written, report.html last (a failed or interrupted run leaves nothing).
             using var output = new OutputTransaction();
-            var staging = output.PrepareFolder("--out", dir, OutputFiles);
+            var staging = output.PrepareFolder("--out", r.GetValue(outDir)!, OutputFiles);
+            var dir = Path.GetFullPath(r.GetValue(outDir)!);
             var analyzer = new KvAnalyzer(new Transformer(m, r.GetValue(threads)));
             var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
             KvAnalysis result = null!;

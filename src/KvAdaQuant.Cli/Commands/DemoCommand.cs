@@ -87,9 +87,9 @@ internal static class DemoCommand
 
             // The folder is checked and made once the options are; the files go to a staging folder inside it and are
             // moved in when all are written, report.md last (a failed or interrupted run leaves nothing).
-            string dir = Path.GetFullPath(r.GetValue(outDir)!);
             using var output = new OutputTransaction();
-            string staging = output.PrepareFolder("--out", dir, OutputFiles);
+            string staging = output.PrepareFolder("--out", r.GetValue(outDir)!, OutputFiles);
+            string dir = Path.GetFullPath(r.GetValue(outDir)!);
             bool quiet = r.GetValue(json);
             var log = new StringBuilder();
             void Say(string line)

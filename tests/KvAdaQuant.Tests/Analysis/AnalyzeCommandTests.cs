@@ -102,6 +102,7 @@ public class AnalyzeCommandTests
     [InlineData("--skip-top 7 --tokens 16 --kv-bits 2", "--skip-top 7: each head has 8 singular values (the smaller of --tokens 16 and the head dimension 8); at most 6")]
     [InlineData("--skip-top 5 --tokens 6 --kv-bits 2", "--skip-top 5: each head has 6 singular values (the smaller of --tokens 6 and the head dimension 8); at most 4")]
     [InlineData("--tokens 16 --kv-bits 2 --out FILE/sub", "--out FILE/sub: FILE is a file, not a folder")]
+    [InlineData("--tokens 16 --kv-bits 2 --group -1", "--group/--axis: group must be >= 0 channels (0: the whole head), got -1")]
     public void BadOptionsAreNamedInOneLine(string options, string expected)
     {
         using var dir = new TempDir();

@@ -42,6 +42,28 @@ public class OptionErrorsCliTests
     }
 
     [Theory]
+    [InlineData("analyze", " ")]
+    [InlineData("analyze", "")]
+    [InlineData("demo", " ")]
+    [InlineData("pull", "")]
+    public void AnEmptyOutputFolderIsRefused(string command, string dir)
+    {
+        // analyze and demo made the path absolute before checking it: --out '' was .NET's "The value cannot be an empty
+        // string." and --out ' ' wrote the results into a new folder named " "; pull passed '' on to the download.
+        string[] args = command switch
+        {
+            "analyze" => ["analyze", "--model", Fixtures.Stories260K, "--data", "ptb/ptb.test.txt", "--tokens", "16", "--threads", "1"],
+            "demo" => ["demo", "--model", Fixtures.Stories260K, "--threads", "1"],
+            _ => ["pull", "http://127.0.0.1:1/model.gguf", "--no-sidecar"],
+        };
+        var (rc, stdout, stderr) = KvaqProcess.Run([.. args, "--out", dir]);
+        Assert.Equal(1, rc);
+        Assert.Equal("kvaq: error: --out: empty folder name", stderr.TrimEnd());
+        Assert.Empty(stdout);
+        Assert.False(Directory.Exists(Path.Combine(Environment.CurrentDirectory, " ")));
+    }
+
+    [Theory]
     [InlineData("--chunks", "-1", "--chunks must be >= 0 (0 = all), got -1")]
     [InlineData("--chars", "-5", "--chars must be >= 0, got -5")]
     public void PerplexityCountsMustNotBeNegative(string option, string value, string message)
