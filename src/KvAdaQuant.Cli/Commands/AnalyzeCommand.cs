@@ -1,6 +1,7 @@
 using System.CommandLine;
 using KvAdaQuant.Analysis;
 using KvAdaQuant.Engine;
+using KvAdaQuant.Evaluation.Datasets;
 using KvAdaQuant.Formats;
 using KvAdaQuant.Quantization;
 using KvAdaQuant.Tokenization;
@@ -151,7 +152,7 @@ internal static class AnalyzeCommand
     /// <summary>BOS followed by the tokenized text, truncated to <paramref name="n"/>; only as much text as needed is tokenized.</summary>
     internal static List<int> CalibrationTokens(ITokenizer tok, string path, int n)
     {
-        var text = File.ReadAllText(path);
+        var text = DatasetReader.ReadTextFile(path);
         if (text.Trim().Length == 0)
         {
             throw new ArgumentException($"--data {path}: the text is empty");

@@ -42,6 +42,29 @@ public class OptionErrorsCliTests
     }
 
     [Theory]
+    [InlineData("perplexity")]
+    [InlineData("analyze")]
+    [InlineData("eval")]
+    [InlineData("allocate")]
+    public void ABinaryFileIsNotReadAsText(string command)
+    {
+        // The model file itself given as --data (or --calib): it was tokenized as text and scored.
+        string model = Fixtures.Stories260K;
+        string[] args = command switch
+        {
+            "perplexity" => ["perplexity", "--model", model, "--data", model, "--ctx", "64"],
+            "analyze" => ["analyze", "--model", model, "--data", model, "--tokens", "16", "--out", Path.Combine(Path.GetTempPath(), "kvaq-test-" + Guid.NewGuid().ToString("N"))],
+            "eval" => ["eval", "--model", model, "--task", "kl", "--data", model, "--ctx", "64", "--limit", "1"],
+            _ => ["allocate", "--model", model, "--budget", "k4v4", "--calib", model, "--calib-tokens", "16"],
+        };
+        var (rc, stdout, stderr) = KvaqProcess.Run([.. args, "--threads", "1"]);
+        Assert.Equal(1, rc);
+        Assert.StartsWith($"kvaq: error: {model}: not a text file (", stderr);
+        Assert.Single(stderr.Trim().Split('\n'));
+        Assert.Empty(stdout);
+    }
+
+    [Theory]
     [InlineData("analyze", " ")]
     [InlineData("analyze", "")]
     [InlineData("demo", " ")]
