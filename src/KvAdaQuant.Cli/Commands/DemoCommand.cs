@@ -73,6 +73,7 @@ internal static class DemoCommand
             var tok = m.Tokenizer ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
             var cfg = m.Config;
             int evalCtx = Math.Min(r.GetValue(ctx), cfg.ContextLength);
+            CalibrationText.CheckTokens(r.GetValue(calibTokens), cfg.ContextLength);
             var (kBase, vBase) = AllocateCommand.BaseSpecs(r.GetValue(spec)!, cfg.Layers, cfg.HeadDim);
             var wf = new AllocationWorkflow(cfg.Layers, cfg.KvHeads, cfg.HeadDim, evalCtx, new SpecBitCost(kBase, vBase, cfg.HeadDim, evalCtx), nominal: false, BitRange.Parse(r.GetValue(range)!));
             double b = wf.ParseBudget(r.GetValue(budget)!);

@@ -42,6 +42,18 @@ public class OptionErrorsCliTests
     }
 
     [Theory]
+    [InlineData("-1")]
+    [InlineData("100000")]
+    public void InfoCtxMustFitTheModel(string ctx)
+    {
+        // --ctx 100000 on a 512-position model printed the KV bytes of a context the model cannot run.
+        var (rc, stdout, stderr) = KvaqProcess.Run("info", "--model", Fixtures.Stories260K, "--kv", "k4v2", "--ctx", ctx);
+        Assert.Equal(1, rc);
+        Assert.Equal($"kvaq: error: --ctx must be in 0..512 (0 = the model's context), got {ctx}", stderr.TrimEnd());
+        Assert.Empty(stdout);
+    }
+
+    [Theory]
     [InlineData("perplexity")]
     [InlineData("analyze")]
     [InlineData("eval")]
