@@ -98,6 +98,11 @@ internal static class BenchCommand
                 throw new ArgumentException($"--vs '{vsName}': the only engine to compare with is llama.cpp");
             }
 
+            if (vsName is null && r.GetValue(vsCache) is { } unusedCache)
+            {
+                throw new ArgumentException($"--vs-cache '{unusedCache}' applies only with --vs llama.cpp (it sets llama.cpp's cache type)");
+            }
+
             int? nPrefillRuns = r.GetValue(prefillRuns);
             if (nPrefillRuns is < 1)
             {

@@ -42,6 +42,18 @@ public class OptionErrorsCliTests
     }
 
     [Theory]
+    [InlineData("q8_0")]
+    [InlineData("bogus")]
+    public void BenchVsCacheWithoutVsIsRefused(string type)
+    {
+        // It was ignored, unchecked even: the bench ran kvaq alone and printed its table.
+        var (rc, stdout, stderr) = KvaqProcess.Run("bench", "--model", Fixtures.Stories260K, "--ctx", "128", "--runs", "1", "--decode-tokens", "4", "--vs-cache", type);
+        Assert.Equal(1, rc);
+        Assert.Equal($"kvaq: error: --vs-cache '{type}' applies only with --vs llama.cpp (it sets llama.cpp's cache type)", stderr.TrimEnd());
+        Assert.Empty(stdout);
+    }
+
+    [Theory]
     [InlineData("-1")]
     [InlineData("100000")]
     public void InfoCtxMustFitTheModel(string ctx)
