@@ -35,6 +35,11 @@ public static class ModelLoader
             return LoadGguf(path, tokenizerPath);
         }
 
+        if (path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase))
+        {
+            throw new ModelFormatException(path, $"not a GGUF file: it starts with the bytes {Convert.ToHexString(head)}, not 'GGUF' (47475546)");
+        }
+
         var (config, weights, format) = Llama2cLoader.Load(path);
         try
         {

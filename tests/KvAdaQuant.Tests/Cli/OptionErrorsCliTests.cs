@@ -41,6 +41,17 @@ public class OptionErrorsCliTests
         Assert.Empty(stdout);
     }
 
+    [Fact]
+    public void ADatasetGivenAsTheModelIsNamedAsNoModel()
+    {
+        string data = Fixtures.Path("data", "ptb", "ptb.test.txt");
+        var (rc, stdout, stderr) = KvaqProcess.Run("generate", "--model", data, "-n", "4");
+        Assert.Equal(1, rc);
+        Assert.StartsWith($"kvaq: error: {data}: not a GGUF file (no GGUF magic) nor a llama2.c fp32 checkpoint", stderr);
+        Assert.Single(stderr.Trim().Split('\n'));
+        Assert.Empty(stdout);
+    }
+
     [Theory]
     [InlineData("q8_0")]
     [InlineData("bogus")]
