@@ -152,11 +152,7 @@ internal static class AnalyzeCommand
     /// <summary>BOS followed by the tokenized text, truncated to <paramref name="n"/>; only as much text as needed is tokenized.</summary>
     internal static List<int> CalibrationTokens(ITokenizer tok, string path, int n)
     {
-        var text = DatasetReader.ReadTextFile(path);
-        if (text.Trim().Length == 0)
-        {
-            throw new ArgumentException($"--data {path}: the text is empty");
-        }
+        var text = DatasetReader.ReadText(path); // refuses an empty or binary file; a .jsonl file gives its "text" fields
 
         for (long chars = (long)n * 16; ; chars *= 2)
         {

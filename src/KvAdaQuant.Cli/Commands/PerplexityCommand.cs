@@ -44,7 +44,7 @@ internal static class PerplexityCommand
             bool int8 = precision != KvAdaQuant.KvCache.AttentionPrecision.Fp32;
             var attention = precision;
             var path = ModelPaths.ResolveData(r.GetValue(data)!);
-            var text = DatasetReader.ReadTextFile(path);
+            var text = DatasetReader.ReadText(path);
             int nChars = r.GetValue(chars);
             if (nChars < 0)
             {
