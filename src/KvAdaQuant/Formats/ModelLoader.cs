@@ -112,7 +112,7 @@ public static class ModelLoader
     {
         if (!File.Exists(path))
         {
-            throw new FileNotFoundException($"{path}: tokenizer file not found", path);
+            throw new FileNotFoundException(Directory.Exists(path) ? $"{path}: is a folder, not a tokenizer file" : $"{path}: tokenizer file not found", path);
         }
 
         ITokenizer tokenizer;

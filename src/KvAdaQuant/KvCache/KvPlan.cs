@@ -168,7 +168,7 @@ public sealed partial class KvPlan
     {
         if (!File.Exists(path))
         {
-            throw new FileNotFoundException($"{option} {path}: file not found");
+            throw new FileNotFoundException(Directory.Exists(path) ? $"{option} {path}: is a folder, not a plan file" : $"{option} {path}: file not found");
         }
 
         return FromJson(File.ReadAllText(path), $"{option} {path}", Path.GetFileNameWithoutExtension(path));

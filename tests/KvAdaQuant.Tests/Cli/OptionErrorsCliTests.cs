@@ -41,6 +41,21 @@ public class OptionErrorsCliTests
         Assert.Empty(stdout);
     }
 
+    [Theory]
+    [InlineData("--data", "data file '{0}' is a folder; give a file in it")]
+    [InlineData("--kv-plan", "--kv-plan {0}: is a folder, not a plan file")]
+    [InlineData("--tokenizer", "{0}: is a folder, not a tokenizer file")]
+    public void AFolderWhereAFileGoesIsNamedAsAFolder(string option, string message)
+    {
+        // Each said "not found" of a folder that exists.
+        using var dir = new TempDir();
+        string[] data = option == "--data" ? [] : ["--data", "ptb/ptb.test.txt"];
+        var (rc, stdout, stderr) = KvaqProcess.Run(["perplexity", "--model", Fixtures.Stories260K, .. data, option, dir.Path, "--ctx", "64", "--chars", "2000", "--threads", "1"]);
+        Assert.Equal(1, rc);
+        Assert.Equal("kvaq: error: " + string.Format(System.Globalization.CultureInfo.InvariantCulture, message, dir.Path), stderr.TrimEnd());
+        Assert.Empty(stdout);
+    }
+
     [Fact]
     public void ADatasetGivenAsTheModelIsNamedAsNoModel()
     {
