@@ -113,7 +113,7 @@ internal static class BenchCommand
             {
                 if (BenchRunner.PromptLength(c, nDecode, nRuns) < 1)
                 {
-                    throw new ArgumentException($"--ctx {c} must exceed --runs x --decode-tokens = {nRuns * nDecode} (the prompt is ctx - runs x decode tokens)");
+                    throw new ArgumentException($"--ctx {c} must exceed --runs x --decode-tokens = {(long)nRuns * nDecode} (the prompt is ctx - runs x decode tokens)");
                 }
             }
 

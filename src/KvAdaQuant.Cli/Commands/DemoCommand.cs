@@ -74,6 +74,10 @@ internal static class DemoCommand
             var cfg = m.Config;
             int evalCtx = Math.Min(r.GetValue(ctx), cfg.ContextLength);
             CalibrationText.CheckTokens(r.GetValue(calibTokens), cfg.ContextLength);
+            if ((long)chunkLimit * evalCtx > int.MaxValue)
+            {
+                throw new ArgumentException($"--chunks {chunkLimit} of --ctx {evalCtx} tokens of sampled text are {(long)chunkLimit * evalCtx} tokens, more than one stream holds ({int.MaxValue})");
+            }
             var (kBase, vBase) = AllocateCommand.BaseSpecs(r.GetValue(spec)!, cfg.Layers, cfg.HeadDim);
             var wf = new AllocationWorkflow(cfg.Layers, cfg.KvHeads, cfg.HeadDim, evalCtx, new SpecBitCost(kBase, vBase, cfg.HeadDim, evalCtx), nominal: false, BitRange.Parse(r.GetValue(range)!));
             double b = wf.ParseBudget(r.GetValue(budget)!);

@@ -68,6 +68,18 @@ public class OptionErrorsCliTests
     }
 
     [Theory]
+    [InlineData("2147483647", "2", "4294967294")]
+    [InlineData("65536", "65536", "4294967296")]
+    public void BenchRunsTimesDecodeTokensDoNotOverflow(string runs, string decode, string product)
+    {
+        // runs x decode tokens overflowed int: "Specified argument was out of the range of valid values.", no option named.
+        var (rc, stdout, stderr) = KvaqProcess.Run("bench", "--model", Fixtures.Stories260K, "--ctx", "500", "--runs", runs, "--decode-tokens", decode);
+        Assert.Equal(1, rc);
+        Assert.Equal($"kvaq: error: --ctx 500 must exceed --runs x --decode-tokens = {product} (the prompt is ctx - runs x decode tokens)", stderr.TrimEnd());
+        Assert.Empty(stdout);
+    }
+
+    [Theory]
     [InlineData("q8_0")]
     [InlineData("bogus")]
     public void BenchVsCacheWithoutVsIsRefused(string type)

@@ -90,6 +90,13 @@ public class EvalCommandTests
         Assert.StartsWith($"kvaq: error: {message}", EvalError(["--task", "kl", "--data", "sampled", "--ctx", "32", "--limit", "1", .. options.Split(' ')]));
 
     [Fact]
+    public void Sampled_text_longer_than_a_stream_is_refused_before_any_work() =>
+        // --limit x --ctx overflowed: "model-sampled text: need positive token counts, got -4 total, 4 per sequence".
+        Assert.Equal(
+            "kvaq: error: --limit 2147483647 chunks of --ctx 4 tokens of model-sampled text are 8589934588 tokens, more than one stream holds (2147483647)",
+            EvalError("--task", "kl", "--data", "sampled", "--ctx", "4", "--limit", "2147483647").TrimEnd());
+
+    [Fact]
     public void A_continuation_longer_than_the_context_names_the_item_and_ctx() =>
         Assert.StartsWith(
             "kvaq: error: item Mercury_417466, choice 0: a continuation of ",
