@@ -64,6 +64,18 @@ public class GgufBadInputTests(ConvertedModels models) : IClassFixture<Converted
     }
 
     [Fact]
+    public void AnArchitectureThatIsNotAStringIsNamedAsSuch()
+    {
+        // It was "metadata 'general.architecture' is missing".
+        using var dir = new TempDir();
+        var w = new GgufWriter();
+        w.Set("general.architecture", 7u);
+        string path = dir.File("arch.gguf");
+        w.Write(path);
+        Assert.EndsWith("arch.gguf: metadata 'general.architecture' should be a string but is UInt32", LoadFails(path).Message);
+    }
+
+    [Fact]
     public void UnknownTensorTypeIsRejected()
     {
         var path = models.Patched(Source, "type.gguf", b =>
