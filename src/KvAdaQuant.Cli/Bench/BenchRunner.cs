@@ -11,15 +11,17 @@ namespace KvAdaQuant.Cli.Bench;
 internal static class BenchRunner
 {
     /// <summary>Prompt length for <paramref name="ctx"/>: what is left after the decode segments.</summary>
-    public static int PromptLength(int ctx, int decodeTokens, int runs) => ctx - (runs * decodeTokens);
+    public static long PromptLength(int ctx, int decodeTokens, int runs) => ctx - ((long)runs * decodeTokens);
 
     public static BenchContextResult Run(IReadOnlyList<IBenchEngine> engines, int ctx, int decodeTokens, int runs, int prefillRuns, int vocab, Action<string>? log)
     {
-        int prompt = PromptLength(ctx, decodeTokens, runs);
-        if (prompt < 1)
+        long promptLength = PromptLength(ctx, decodeTokens, runs);
+        if (promptLength < 1)
         {
             throw new ArgumentException($"--ctx {ctx} leaves no prompt after {runs} runs x {decodeTokens} decode tokens");
         }
+
+        int prompt = (int)promptLength;
 
         var tokens = SampleTokens(ctx, vocab, seed: ctx);
         var promptTokens = tokens.AsSpan(0, prompt).ToArray();

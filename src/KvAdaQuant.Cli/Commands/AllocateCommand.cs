@@ -44,6 +44,16 @@ internal static class AllocateCommand
             string? outPath = r.GetValue(outFile) is { } o ? OutputTransaction.CheckFile("--out", o, "plan.json") : null;
             using var output = new OutputTransaction();
             string pol = r.GetValue(policy)!.Trim().ToLowerInvariant();
+
+            // Options of one policy given with another would be ignored: refused instead.
+            foreach (var (option, owner) in new (Option, string)[] { (fixedPair, "fixed"), (groupBudget, "group-aware"), (groupSizes, "group-aware") })
+            {
+                if (r.GetResult(option) is { Implicit: false } && pol != owner && AllocationWorkflow.Policies.Contains(pol))
+                {
+                    throw new ArgumentException($"{option.Name} applies only to --policy {owner} (the policy is {pol})");
+                }
+            }
+
             var sc = ParseScore(r.GetValue(score)!);
             var src = ParseSource(r.GetValue(normSource)!);
             string? statsPath = r.GetValue(stats);
@@ -57,6 +67,11 @@ internal static class AllocateCommand
             LayerNorms? loaded = statsPath is null ? null : LayerNormsReader.Read(statsPath, sc, src);
             int layers = m?.Config.Layers ?? loaded!.Layers;
             int kvHeads = m?.Config.KvHeads ?? 1;
+            if (m is not null && r.GetResult(headDim) is { Implicit: false })
+            {
+                throw new ArgumentException($"--head-dim applies only without a model (--stats with the reference's norms); the model {m.Path} has head dimension {m.Config.HeadDim}");
+            }
+
             if (m is null && r.GetValue(headDim) is var d && (d <= 0 || d % 8 != 0))
             {
                 throw new ArgumentException($"--head-dim must be a positive multiple of 8 (quantized caches pack 8 values at a time), got {d}");
@@ -66,6 +81,11 @@ internal static class AllocateCommand
             if (r.GetValue(ctx) < 0)
             {
                 throw new ArgumentException($"--ctx must be >= 0 (0 = the model's context length), got {r.GetValue(ctx)}");
+            }
+
+            if (m is not null && r.GetValue(ctx) > m.Config.ContextLength)
+            {
+                throw new ArgumentException($"--ctx must be in 0..{m.Config.ContextLength} (0 = the model's context length), got {r.GetValue(ctx)}");
             }
 
             int context = r.GetValue(ctx) is > 0 and var c ? c : m?.Config.ContextLength ?? 4096;

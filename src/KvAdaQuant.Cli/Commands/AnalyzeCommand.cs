@@ -1,6 +1,7 @@
 using System.CommandLine;
 using KvAdaQuant.Analysis;
 using KvAdaQuant.Engine;
+using KvAdaQuant.Evaluation.Datasets;
 using KvAdaQuant.Formats;
 using KvAdaQuant.Quantization;
 using KvAdaQuant.Tokenization;
@@ -63,7 +64,6 @@ internal static class AnalyzeCommand
 
             var path = ModelPaths.ResolveData(r.GetValue(data)!);
             var ids = CalibrationTokens(tok, path, n);
-            var dir = Path.GetFullPath(r.GetValue(outDir)!);
             bool asJson = r.GetValue(json);
             int g = r.GetValue(group) ?? Math.Min(KvSpec.DefaultGroupSize, m.Config.HeadDim);
             var probe = new KvQuantizerProbe(new KvSpec(KvBits.Four, g, quantAxis, r.GetValue(symmetric))) { EmulatedCache = r.GetValue(emulated) };
@@ -82,7 +82,8 @@ internal static class AnalyzeCommand
             // The folder is checked and made before the analysis runs; the files go to a staging folder inside it and are
             // moved in when all are written, report.html last (a failed or interrupted run leaves nothing).
             using var output = new OutputTransaction();
-            var staging = output.PrepareFolder("--out", dir, OutputFiles);
+            var staging = output.PrepareFolder("--out", r.GetValue(outDir)!, OutputFiles);
+            var dir = Path.GetFullPath(r.GetValue(outDir)!);
             var analyzer = new KvAnalyzer(new Transformer(m, r.GetValue(threads)));
             var console = AnsiConsole.Create(new AnsiConsoleSettings { Out = new AnsiConsoleOutput(Console.Error) });
             KvAnalysis result = null!;
@@ -151,11 +152,7 @@ internal static class AnalyzeCommand
     /// <summary>BOS followed by the tokenized text, truncated to <paramref name="n"/>; only as much text as needed is tokenized.</summary>
     internal static List<int> CalibrationTokens(ITokenizer tok, string path, int n)
     {
-        var text = File.ReadAllText(path);
-        if (text.Trim().Length == 0)
-        {
-            throw new ArgumentException($"--data {path}: the text is empty");
-        }
+        var text = DatasetReader.ReadText(path); // refuses an empty or binary file; a .jsonl file gives its "text" fields
 
         for (long chars = (long)n * 16; ; chars *= 2)
         {

@@ -98,6 +98,11 @@ internal static class BenchCommand
                 throw new ArgumentException($"--vs '{vsName}': the only engine to compare with is llama.cpp");
             }
 
+            if (vsName is null && r.GetValue(vsCache) is { } unusedCache)
+            {
+                throw new ArgumentException($"--vs-cache '{unusedCache}' applies only with --vs llama.cpp (it sets llama.cpp's cache type)");
+            }
+
             int? nPrefillRuns = r.GetValue(prefillRuns);
             if (nPrefillRuns is < 1)
             {
@@ -108,7 +113,7 @@ internal static class BenchCommand
             {
                 if (BenchRunner.PromptLength(c, nDecode, nRuns) < 1)
                 {
-                    throw new ArgumentException($"--ctx {c} must exceed --runs x --decode-tokens = {nRuns * nDecode} (the prompt is ctx - runs x decode tokens)");
+                    throw new ArgumentException($"--ctx {c} must exceed --runs x --decode-tokens = {(long)nRuns * nDecode} (the prompt is ctx - runs x decode tokens)");
                 }
             }
 

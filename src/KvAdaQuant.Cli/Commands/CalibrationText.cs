@@ -16,12 +16,18 @@ internal static class CalibrationText
 {
     public const ulong Seed = 7;
 
+    /// <summary>Refuses a <c>--calib-tokens</c> outside 8 to the model's context (callers check it before slow work).</summary>
+    public static void CheckTokens(int tokens, int contextLength)
+    {
+        if (tokens < 8 || tokens > contextLength)
+        {
+            throw new ArgumentException($"--calib-tokens must be in 8..{contextLength}, got {tokens}");
+        }
+    }
+
     public static (IReadOnlyList<int> Tokens, string Name) Load(string calib, Transformer transformer, ITokenizer tokenizer, int tokens)
     {
-        if (tokens < 8 || tokens > transformer.Config.ContextLength)
-        {
-            throw new ArgumentException($"--calib-tokens must be in 8..{transformer.Config.ContextLength}, got {tokens}");
-        }
+        CheckTokens(tokens, transformer.Config.ContextLength);
 
         if (calib is "sampled" or "model" or "model-sampled")
         {

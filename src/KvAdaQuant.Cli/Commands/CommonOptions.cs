@@ -34,6 +34,11 @@ internal static class CommonOptions
         };
         option.Validators.Add(result =>
         {
+            if (result.Tokens.Count > 0 && !int.TryParse(result.Tokens[^1].Value, out _))
+            {
+                return; // not a number: the parser reports it ("Cannot parse argument ... for option '--threads'")
+            }
+
             int value = result.GetValueOrDefault<int>();
             if (value < 0 || value > MaxThreads)
             {

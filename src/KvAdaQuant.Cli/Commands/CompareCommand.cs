@@ -2,6 +2,7 @@ using System.CommandLine;
 using KvAdaQuant.Cli.Bench;
 using KvAdaQuant.Engine;
 using KvAdaQuant.Evaluation;
+using KvAdaQuant.Evaluation.Datasets;
 using KvAdaQuant.Formats;
 using KvAdaQuant.KvCache;
 
@@ -59,7 +60,7 @@ internal static class CompareCommand
             var tok = m.Tokenizer ?? (IsGguf(m.Path) ? GgufTokenizer(m.Path) : null)
                 ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
             var path = ModelPaths.ResolveData(r.GetValue(data)!);
-            var text = File.ReadAllText(path);
+            var text = DatasetReader.ReadText(path);
             int nChars = r.GetValue(chars);
             if (nChars < 0)
             {

@@ -73,6 +73,11 @@ internal static class DemoCommand
             var tok = m.Tokenizer ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
             var cfg = m.Config;
             int evalCtx = Math.Min(r.GetValue(ctx), cfg.ContextLength);
+            CalibrationText.CheckTokens(r.GetValue(calibTokens), cfg.ContextLength);
+            if ((long)chunkLimit * evalCtx > int.MaxValue)
+            {
+                throw new ArgumentException($"--chunks {chunkLimit} of --ctx {evalCtx} tokens of sampled text are {(long)chunkLimit * evalCtx} tokens, more than one stream holds ({int.MaxValue})");
+            }
             var (kBase, vBase) = AllocateCommand.BaseSpecs(r.GetValue(spec)!, cfg.Layers, cfg.HeadDim);
             var wf = new AllocationWorkflow(cfg.Layers, cfg.KvHeads, cfg.HeadDim, evalCtx, new SpecBitCost(kBase, vBase, cfg.HeadDim, evalCtx), nominal: false, BitRange.Parse(r.GetValue(range)!));
             double b = wf.ParseBudget(r.GetValue(budget)!);
@@ -87,9 +92,9 @@ internal static class DemoCommand
 
             // The folder is checked and made once the options are; the files go to a staging folder inside it and are
             // moved in when all are written, report.md last (a failed or interrupted run leaves nothing).
-            string dir = Path.GetFullPath(r.GetValue(outDir)!);
             using var output = new OutputTransaction();
-            string staging = output.PrepareFolder("--out", dir, OutputFiles);
+            string staging = output.PrepareFolder("--out", r.GetValue(outDir)!, OutputFiles);
+            string dir = Path.GetFullPath(r.GetValue(outDir)!);
             bool quiet = r.GetValue(json);
             var log = new StringBuilder();
             void Say(string line)

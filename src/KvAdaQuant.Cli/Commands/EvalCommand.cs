@@ -114,7 +114,7 @@ internal static class EvalCommand
                 foreach (var v in vs)
                 {
                     string name = $"k{BitName(k)}v{BitName(v)}";
-                    list.Add(new Config(name, KvPlan.Parse(name + opts, layers), k, v));
+                    list.Add(new Config(name, GridPlan(name, opts, spec, layers, headDim), k, v));
                 }
             }
         }
@@ -129,7 +129,7 @@ internal static class EvalCommand
 
             foreach (var path in paths)
             {
-                var p = KvPlan.Load(path);
+                var p = KvPlan.Load(path, "--plans");
                 list.Add(new Config(p.Name, p, null, null));
             }
         }
@@ -140,6 +140,22 @@ internal static class EvalCommand
         }
 
         return list;
+    }
+
+    /// <summary>The plan of one --grid pair with the --spec options, checked; errors name --grid and --spec, not --kv.</summary>
+    private static KvPlan GridPlan(string pair, string opts, string spec, int layers, int headDim)
+    {
+        string inner = $"--kv '{pair}{opts}': ";
+        try
+        {
+            var plan = KvPlan.Parse(pair + opts, layers);
+            plan.Validate(layers, headDim);
+            return plan;
+        }
+        catch (ArgumentException e) when (e.Message.StartsWith(inner, StringComparison.Ordinal))
+        {
+            throw new ArgumentException($"--grid pair {pair} with --spec '{spec}': {e.Message[inner.Length..]}", e);
+        }
     }
 
     /// <summary>Parses <c>k1,2,4,8xv1,2,4,8</c>.</summary>

@@ -25,9 +25,9 @@ internal static class InfoCommand
             var c = m.Config;
             var w = m.Weights;
             int n = r.GetValue(ctx);
-            if (n < 0)
+            if (n < 0 || n > c.ContextLength)
             {
-                throw new ArgumentException($"--ctx must be >= 0, got {n}");
+                throw new ArgumentException($"--ctx must be in 0..{c.ContextLength} (0 = the model's context), got {n}");
             }
 
             n = n == 0 ? c.ContextLength : n;

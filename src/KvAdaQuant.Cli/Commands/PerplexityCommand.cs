@@ -1,6 +1,7 @@
 using System.CommandLine;
 using KvAdaQuant.Engine;
 using KvAdaQuant.Evaluation;
+using KvAdaQuant.Evaluation.Datasets;
 using KvAdaQuant.Formats;
 using KvAdaQuant.KvCache;
 
@@ -43,7 +44,7 @@ internal static class PerplexityCommand
             bool int8 = precision != KvAdaQuant.KvCache.AttentionPrecision.Fp32;
             var attention = precision;
             var path = ModelPaths.ResolveData(r.GetValue(data)!);
-            var text = File.ReadAllText(path);
+            var text = DatasetReader.ReadText(path);
             int nChars = r.GetValue(chars);
             if (nChars < 0)
             {

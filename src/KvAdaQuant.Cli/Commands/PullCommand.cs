@@ -42,6 +42,11 @@ internal static class PullCommand
 
             var env = Environment.GetEnvironmentVariable("KVAQ_MODELS");
             var dir = r.GetValue(outDir) ?? (string.IsNullOrEmpty(env) ? Directory.GetCurrentDirectory() : env);
+            if (string.IsNullOrWhiteSpace(dir))
+            {
+                throw new ArgumentException("--out: empty folder name");
+            }
+
             // A failed or interrupted pull keeps NAME.part (the next pull resumes it) but removes the folders it created
             // for it when nothing was written into them.
             using var output = new OutputTransaction();

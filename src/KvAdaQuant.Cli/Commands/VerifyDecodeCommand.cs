@@ -62,6 +62,23 @@ internal static class VerifyDecodeCommand
                 throw new ArgumentException($"--sensitivity-noise: {noise} is not in [0, 1)");
             }
 
+            // The counts and bounds too: a bound of NaN or below 0 would fail every row, --steps 0 compare nothing.
+            foreach (var (option, least) in new[] { (batch, 1), (steps, 1), (greedy, 0) })
+            {
+                if (r.GetValue(option) < least)
+                {
+                    throw new ArgumentException($"{option.Name} must be at least {least}, got {r.GetValue(option)}");
+                }
+            }
+
+            foreach (var option in new[] { tolerance, packedTolerance, fastTolerance })
+            {
+                if (!(r.GetValue(option) > 0 && double.IsFinite(r.GetValue(option))))
+                {
+                    throw new ArgumentException(string.Create(CultureInfo.InvariantCulture, $"{option.Name} must be a finite number > 0, got {r.GetValue(option)}"));
+                }
+            }
+
             // The synthetic models and the plan files are checked before the device opens (with or without CUDA, the same errors).
             var presets = new List<(SyntheticModelPreset Preset, string Type, GgmlType GgmlType)>();
             foreach (string preset in Split(r.GetValue(synthetic)!))

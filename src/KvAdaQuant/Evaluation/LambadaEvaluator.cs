@@ -18,7 +18,16 @@ public static class LambadaEvaluator
         double ll = 0;
         for (int i = 0; i < items.Count; i++)
         {
-            var s = scorer.Score(items[i].Context, items[i].Target);
+            ContinuationScore s;
+            try
+            {
+                s = scorer.Score(items[i].Context, items[i].Target);
+            }
+            catch (ArgumentException e)
+            {
+                throw new ArgumentException($"item {i + 1}: {e.Message}", e);
+            }
+
             hits += s.IsGreedy ? 1 : 0;
             ll += s.LogLikelihood;
             progress?.Invoke(i + 1, items.Count);

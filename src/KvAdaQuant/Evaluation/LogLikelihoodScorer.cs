@@ -55,7 +55,7 @@ public sealed class LogLikelihoodScorer : IDisposable
         var (ctx, cont) = Encode(context, continuation);
         if (cont.Count >= Context)
         {
-            throw new ArgumentException($"a continuation of {cont.Count} tokens does not fit the context window of {Context}");
+            throw new ArgumentException($"a continuation of {cont.Count} tokens does not fit the context window of {Context} tokens (--ctx)");
         }
 
         var seq = new List<int>(ctx.Count + cont.Count);

@@ -22,7 +22,7 @@ public static class ModelTextSampler
         int per = Math.Min(tokensPerSequence, transformer.Config.ContextLength);
         var sampler = new Sampler(temperature: 1f, seed: seed);
         using var session = new InferenceSession(transformer, new FullPrecisionKvCache(transformer.CacheLayout(per), half: false));
-        var stream = new List<int>(totalTokens);
+        var stream = new List<int>(Math.Min(totalTokens, 1 << 20));
         while (stream.Count < totalTokens)
         {
             session.Reset();

@@ -47,7 +47,14 @@ public static class MultipleChoiceEvaluator
             var lls = new double[item.Continuations.Count];
             for (int i = 0; i < lls.Length; i++)
             {
-                lls[i] = scorer.Score(item.Contexts[i], item.Continuations[i]).LogLikelihood;
+                try
+                {
+                    lls[i] = scorer.Score(item.Contexts[i], item.Continuations[i]).LogLikelihood;
+                }
+                catch (ArgumentException e)
+                {
+                    throw new ArgumentException($"item {item.Id}, choice {i}: {e.Message}", e);
+                }
             }
 
             var (a, n) = Choose(lls, item.Choices);

@@ -57,6 +57,10 @@ public sealed class TaskEvaluator
             : options.Task == "gsm8k" ? modelContext : Math.Min(EvaluationOptions.DefaultContext, modelContext);
         int maxNew = options.MaxNewTokens != 0 ? options.MaxNewTokens : Math.Min(EvaluationOptions.DefaultMaxNewTokens, ctx / 2);
         Options = options with { Context = ctx, MaxNewTokens = maxNew };
+        if (IsSampled && (long)options.Limit * ctx > int.MaxValue)
+        {
+            throw new ArgumentException($"--limit {options.Limit} chunks of --ctx {ctx} tokens of model-sampled text are {(long)options.Limit * ctx} tokens, more than one stream holds ({int.MaxValue})");
+        }
     }
 
     /// <summary>Options in force, defaults (0) resolved.</summary>
@@ -192,12 +196,14 @@ public sealed class TaskEvaluator
         int chunks = Options.Limit > 0 ? Options.Limit : 0;
         if (IsSampled)
         {
-            _textTokens = ModelTextSampler.Sample(_transformer, _tokenizer, (chunks > 0 ? chunks : 8) * ctx, ctx, Options.Seed);
+            _textTokens = ModelTextSampler.Sample(_transformer, _tokenizer, (chunks > 0 ? chunks : 8) * ctx, ctx, Options.Seed); // fits: checked when made
         }
         else
         {
-            // Read only as much text as the chunks need (about 4 characters per token, with a wide margin).
-            string text = DatasetReader.ReadText(DataPath(), chunks > 0 ? chunks * ctx * 16 : 0);
+            // Read only as much text as the chunks need (about 4 characters per token, with a wide margin); all of it when
+            // that is more than a string holds.
+            long chars = (long)chunks * ctx * 16;
+            string text = DatasetReader.ReadText(DataPath(), chars is > 0 and <= int.MaxValue ? (int)chars : 0);
             _textTokens = _tokenizer.Encode(text, addBos: true);
         }
 

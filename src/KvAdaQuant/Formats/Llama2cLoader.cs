@@ -47,26 +47,34 @@ public static unsafe class Llama2cLoader
             vocab = Math.Abs(vocab);
         }
 
-        if (heads <= 0 || dim <= 0 || dim % heads != 0)
+        try
         {
-            throw new ModelFormatException(path, $"header: dim {dim} is not a positive multiple of n_heads {heads}");
-        }
+            if (heads <= 0 || dim <= 0 || dim % heads != 0)
+            {
+                throw new ModelFormatException(path, $"dim {dim} is not a positive multiple of n_heads {heads}");
+            }
 
-        var cfg = new ModelConfig
+            var cfg = new ModelConfig
+            {
+                Dim = dim,
+                HiddenDim = hidden,
+                Layers = layers,
+                Heads = heads,
+                KvHeads = kvHeads,
+                HeadDim = dim / heads,
+                VocabSize = vocab,
+                ContextLength = seq,
+                TiedEmbeddings = shared,
+                RopeLayout = RopeLayout.Interleaved,
+            };
+            cfg.Validate(path);
+            return cfg;
+        }
+        catch (ModelFormatException e) when (!q80)
         {
-            Dim = dim,
-            HiddenDim = hidden,
-            Layers = layers,
-            Heads = heads,
-            KvHeads = kvHeads,
-            HeadDim = dim / heads,
-            VocabSize = vocab,
-            ContextLength = seq,
-            TiedEmbeddings = shared,
-            RopeLayout = RopeLayout.Interleaved,
-        };
-        cfg.Validate(path);
-        return cfg;
+            // The legacy layout has no magic: any file that is not GGUF lands here, a text file or an image included.
+            throw new ModelFormatException(path, $"not a GGUF file (no GGUF magic) nor a llama2.c fp32 checkpoint (a header of 7 int32: dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len): {e.Problem}");
+        }
     }
 
     private static (ModelConfig, ModelWeights, string) LoadFp32(MappedFile file)

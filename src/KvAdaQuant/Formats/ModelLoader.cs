@@ -38,6 +38,11 @@ public static class ModelLoader
             return LoadGguf(path, tokenizerPath, ggufTokenizer);
         }
 
+        if (path.EndsWith(".gguf", StringComparison.OrdinalIgnoreCase))
+        {
+            throw new ModelFormatException(path, $"not a GGUF file: it starts with the bytes {Convert.ToHexString(head)}, not 'GGUF' (47475546)");
+        }
+
         var (config, weights, format) = Llama2cLoader.Load(path);
         try
         {
@@ -110,7 +115,7 @@ public static class ModelLoader
     {
         if (!File.Exists(path))
         {
-            throw new FileNotFoundException($"{path}: tokenizer file not found", path);
+            throw new FileNotFoundException(Directory.Exists(path) ? $"{path}: is a folder, not a tokenizer file" : $"{path}: tokenizer file not found", path);
         }
 
         ITokenizer tokenizer;

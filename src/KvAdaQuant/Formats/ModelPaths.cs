@@ -107,6 +107,11 @@ public static class ModelPaths
             }
         }
 
+        if (Directory.Exists(nameOrPath))
+        {
+            throw new FileNotFoundException($"data file '{nameOrPath}' is a folder; give a file in it");
+        }
+
         throw new FileNotFoundException($"data file '{nameOrPath}' not found (as a path or under the fixtures' data folder)");
     }
 

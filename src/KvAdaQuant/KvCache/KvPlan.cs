@@ -161,14 +161,17 @@ public sealed partial class KvPlan
     }
 
     /// <summary>Reads a JSON plan file (schema in the README).</summary>
-    public static KvPlan Load(string path)
+    public static KvPlan Load(string path) => Load(path, "--kv-plan");
+
+    /// <summary>Reads a JSON plan file given to <paramref name="option"/>, which its errors name (e.g. <c>--plans a.json: ...</c>).</summary>
+    public static KvPlan Load(string path, string option)
     {
         if (!File.Exists(path))
         {
-            throw new FileNotFoundException($"--kv-plan {path}: file not found");
+            throw new FileNotFoundException(Directory.Exists(path) ? $"{option} {path}: is a folder, not a plan file" : $"{option} {path}: file not found");
         }
 
-        return FromJson(File.ReadAllText(path), $"--kv-plan {path}", Path.GetFileNameWithoutExtension(path));
+        return FromJson(File.ReadAllText(path), $"{option} {path}", Path.GetFileNameWithoutExtension(path));
     }
 
     /// <summary>Parses a JSON plan; <paramref name="source"/> prefixes every error message.</summary>

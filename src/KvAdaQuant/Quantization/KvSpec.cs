@@ -84,7 +84,12 @@ public sealed record KvSpec(KvBits Bits, int GroupSize = KvSpec.DefaultGroupSize
 
         if (Axis == QuantAxis.PerToken)
         {
-            if (GroupSize < 0 || GroupSize > headDim)
+            if (GroupSize < 0)
+            {
+                return $"{field}group must be >= 0 channels (0: the whole head), got {GroupSize}";
+            }
+
+            if (GroupSize > headDim)
             {
                 return $"{field}group {GroupSize} is larger than the head dimension {headDim} (per-token groups run along the head)";
             }

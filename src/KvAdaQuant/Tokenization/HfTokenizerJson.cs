@@ -41,6 +41,11 @@ public static class HfTokenizerJson
 
     private static MergesBpeTokenizer Build(string path, JsonElement root, int bos, int eos)
     {
+        if (root.ValueKind != JsonValueKind.Object)
+        {
+            throw new ModelFormatException(path, $"should hold a JSON object with a \"model\", found {root.ValueKind}");
+        }
+
         if (!root.TryGetProperty("model", out var model) || model.ValueKind != JsonValueKind.Object)
         {
             throw new ModelFormatException(path, "no \"model\" object");
@@ -63,6 +68,11 @@ public static class HfTokenizerJson
         if (!model.TryGetProperty("vocab", out var vocab) || vocab.ValueKind != JsonValueKind.Object)
         {
             throw new ModelFormatException(path, "BPE model has no \"vocab\" object");
+        }
+
+        if (!vocab.EnumerateObject().Any())
+        {
+            throw new ModelFormatException(path, "model.vocab is empty: a BPE tokenizer needs its tokens there (added_tokens only name the special ones)");
         }
 
         var byId = new Dictionary<int, string>();

@@ -134,7 +134,7 @@ public sealed class Llama2cTokenizer : ITokenizer
     {
         if ((uint)token >= (uint)_pieces.Length)
         {
-            throw new ArgumentOutOfRangeException(nameof(token), $"token {token} is outside the vocabulary of {_pieces.Length}");
+            throw new ArgumentOutOfRangeException(nameof(token), $"token {token} is outside the tokenizer's vocabulary of {_pieces.Length}");
         }
 
         if (token is 1 or 2)

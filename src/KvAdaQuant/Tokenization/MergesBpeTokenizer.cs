@@ -165,7 +165,7 @@ public sealed class MergesBpeTokenizer : ITokenizer
     {
         if ((uint)token >= (uint)_tokens.Length)
         {
-            throw new ArgumentOutOfRangeException(nameof(token), $"token {token} is outside the vocabulary of {_tokens.Length}");
+            throw new ArgumentOutOfRangeException(nameof(token), $"token {token} is outside the tokenizer's vocabulary of {_tokens.Length} (a model vocabulary larger than its tokenizer's?)");
         }
 
         var piece = _pieces[token];

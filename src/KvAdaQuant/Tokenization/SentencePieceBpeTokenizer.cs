@@ -123,7 +123,7 @@ public sealed class SentencePieceBpeTokenizer : ITokenizer
     {
         if ((uint)token >= (uint)_tokens.Length)
         {
-            throw new ArgumentOutOfRangeException(nameof(token), $"token {token} is outside the vocabulary of {_tokens.Length}");
+            throw new ArgumentOutOfRangeException(nameof(token), $"token {token} is outside the tokenizer's vocabulary of {_tokens.Length} (a model vocabulary larger than its tokenizer's?)");
         }
 
         var piece = _pieces[token];

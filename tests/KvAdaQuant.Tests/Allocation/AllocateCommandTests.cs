@@ -129,6 +129,23 @@ public class AllocateCommandTests
     }
 
     [Theory]
+    [InlineData("--fixed k4v2", "--fixed applies only to --policy fixed (the policy is norm-aware)")]
+    [InlineData("--policy uniform --group-sizes 8", "--group-sizes applies only to --policy group-aware (the policy is uniform)")]
+    [InlineData("--policy fixed --fixed k4v2 --group-budget 16", "--group-budget applies only to --policy group-aware (the policy is fixed)")]
+    [InlineData("--head-dim 64", "--head-dim applies only without a model (--stats with the reference's norms); the model")]
+    [InlineData("--ctx 100000", "--ctx must be in 0..512 (0 = the model's context length), got 100000")]
+    public void Options_that_would_be_ignored_or_exceed_the_model_are_refused(string options, string expected)
+    {
+        // Each used to be accepted silently: another policy's option ignored, --head-dim ignored for the model's, and
+        // the real cost counted at a context the model cannot hold.
+        var (rc, stdout, stderr) = KvAdaQuant.Tests.Cli.KvaqProcess.Run(["allocate", "--model", Fixtures.Stories260K, "--budget", "k4v4", "--calib-tokens", "16", "--threads", "1", .. options.Split(' ')]);
+        Assert.Equal(1, rc);
+        Assert.Equal(string.Empty, stdout);
+        Assert.StartsWith("kvaq: error: " + expected, stderr);
+        Assert.Single(stderr.Trim().Split('\n'));
+    }
+
+    [Theory]
     [InlineData("1.58", "3", "no pair with K > V over widths 1.58 fits the budget, so key-favoring gives K = V = 1.58")]
     [InlineData("1,1.58,2,3,4", "k1v1", "no pair with K > V over widths 1,1.58,2,3,4 fits the budget, so key-favoring gives K = V = 1")]
     [InlineData("1,1.58,2,3,4", "k3v3", null)]

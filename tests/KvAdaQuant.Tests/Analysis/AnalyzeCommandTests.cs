@@ -102,6 +102,7 @@ public class AnalyzeCommandTests
     [InlineData("--skip-top 7 --tokens 16 --kv-bits 2", "--skip-top 7: each head has 8 singular values (the smaller of --tokens 16 and the head dimension 8); at most 6")]
     [InlineData("--skip-top 5 --tokens 6 --kv-bits 2", "--skip-top 5: each head has 6 singular values (the smaller of --tokens 6 and the head dimension 8); at most 4")]
     [InlineData("--tokens 16 --kv-bits 2 --out FILE/sub", "--out FILE/sub: FILE is a file, not a folder")]
+    [InlineData("--tokens 16 --kv-bits 2 --group -1", "--group/--axis: group must be >= 0 channels (0: the whole head), got -1")]
     public void BadOptionsAreNamedInOneLine(string options, string expected)
     {
         using var dir = new TempDir();
@@ -128,8 +129,25 @@ public class AnalyzeCommandTests
         using var dir = new TempDir();
         File.WriteAllText(dir.File("empty.txt"), "  \n");
         using var model = ModelLoader.Load("stories260K");
-        var e = Assert.Throws<ArgumentException>(() => AnalyzeCommand.CalibrationTokens(model.Tokenizer!, dir.File("empty.txt"), 10));
+        var e = Assert.Throws<KvAdaQuant.Evaluation.Datasets.DatasetFormatException>(() => AnalyzeCommand.CalibrationTokens(model.Tokenizer!, dir.File("empty.txt"), 10));
         Assert.Contains("empty.txt", e.Message);
         Assert.Contains("empty", e.Message);
+    }
+
+    [Fact]
+    public void AJsonLinesFileCalibratesOnItsTextFields()
+    {
+        // analyze (and perplexity, compare) read a .jsonl file as raw text, JSON markup included; eval and allocate
+        // --calib take the records' "text" fields.
+        using var dir = new TempDir();
+        var path = dir.File("records.jsonl");
+        File.WriteAllText(path, "{\"text\": \"Once upon a time there was a girl.\"}\n{\"text\": \"She had a dog.\"}\n");
+        using var model = ModelLoader.Load("stories260K");
+        var tok = model.Tokenizer!;
+        var ids = AnalyzeCommand.CalibrationTokens(tok, path, 200);
+        Assert.Equal(tok.Encode("Once upon a time there was a girl.\n\nShe had a dog.", addBos: false), ids.Skip(1));
+        var none = dir.File("other.jsonl");
+        File.WriteAllText(none, "{\"question\": \"Q?\"}\n");
+        Assert.Contains("other.jsonl:1: field \"text\"", Assert.ThrowsAny<Exception>(() => AnalyzeCommand.CalibrationTokens(tok, none, 16)).Message);
     }
 }

@@ -87,6 +87,15 @@ public class KvQuantizerProbeTests
     }
 
     [Fact]
+    public void ANegativePerTokenGroupIsRefusedAsNegativeNotAsTooLarge()
+    {
+        // It was "group -1 is larger than the head dimension 32".
+        var e = Assert.Throws<ArgumentException>(() => new KvQuantizerProbe(new KvSpec(KvBits.Four, -1)).Validate(32));
+        Assert.EndsWith("group must be >= 0 channels (0: the whole head), got -1", e.Message);
+        Assert.Equal("k.group must be >= 0 channels (0: the whole head), got -1", new KvSpec(KvBits.Four, -1).Problem(32, "k."));
+    }
+
+    [Fact]
     public void LibraryCacheAndEmulatedCacheGiveTheSamePropagation()
     {
         using var model = ModelLoader.Load("stories3M-q80");

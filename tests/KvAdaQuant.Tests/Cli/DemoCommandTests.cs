@@ -23,6 +23,8 @@ public class DemoCommandTests
     [InlineData("--chunks", "-1", "--chunks must be >= 0 (0: the evaluator's default, 8), got -1")]
     [InlineData("--ctx", "0", "--ctx must be at least 4 (tokens per evaluation chunk), got 0")]
     [InlineData("--spec", "g64", "--spec 'g64': k.group 64 is larger than the head dimension 8")]
+    [InlineData("--calib-tokens", "0", "--calib-tokens must be in 8..512, got 0")] // was found after "model ..." was printed and --out made
+    [InlineData("--chunks", "2147483647", "--chunks 2147483647 of --ctx 256 tokens of sampled text are 549755813632 tokens, more than one stream holds (2147483647)")] // overflowed: "need positive token counts, got -256 total", after the analysis
     public void Bad_options_are_named(string option, string value, string expected)
     {
         using var dir = new TempDir();

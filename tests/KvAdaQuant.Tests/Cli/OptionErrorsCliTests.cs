@@ -42,6 +42,113 @@ public class OptionErrorsCliTests
     }
 
     [Theory]
+    [InlineData("--data", "data file '{0}' is a folder; give a file in it")]
+    [InlineData("--kv-plan", "--kv-plan {0}: is a folder, not a plan file")]
+    [InlineData("--tokenizer", "{0}: is a folder, not a tokenizer file")]
+    public void AFolderWhereAFileGoesIsNamedAsAFolder(string option, string message)
+    {
+        // Each said "not found" of a folder that exists.
+        using var dir = new TempDir();
+        string[] data = option == "--data" ? [] : ["--data", "ptb/ptb.test.txt"];
+        var (rc, stdout, stderr) = KvaqProcess.Run(["perplexity", "--model", Fixtures.Stories260K, .. data, option, dir.Path, "--ctx", "64", "--chars", "2000", "--threads", "1"]);
+        Assert.Equal(1, rc);
+        Assert.Equal("kvaq: error: " + string.Format(System.Globalization.CultureInfo.InvariantCulture, message, dir.Path), stderr.TrimEnd());
+        Assert.Empty(stdout);
+    }
+
+    [Fact]
+    public void ADatasetGivenAsTheModelIsNamedAsNoModel()
+    {
+        string data = Fixtures.Path("data", "ptb", "ptb.test.txt");
+        var (rc, stdout, stderr) = KvaqProcess.Run("generate", "--model", data, "-n", "4");
+        Assert.Equal(1, rc);
+        Assert.StartsWith($"kvaq: error: {data}: not a GGUF file (no GGUF magic) nor a llama2.c fp32 checkpoint", stderr);
+        Assert.Single(stderr.Trim().Split('\n'));
+        Assert.Empty(stdout);
+    }
+
+    [Theory]
+    [InlineData("2147483647", "2", "4294967294")]
+    [InlineData("65536", "65536", "4294967296")]
+    public void BenchRunsTimesDecodeTokensDoNotOverflow(string runs, string decode, string product)
+    {
+        // runs x decode tokens overflowed int: "Specified argument was out of the range of valid values.", no option named.
+        var (rc, stdout, stderr) = KvaqProcess.Run("bench", "--model", Fixtures.Stories260K, "--ctx", "500", "--runs", runs, "--decode-tokens", decode);
+        Assert.Equal(1, rc);
+        Assert.Equal($"kvaq: error: --ctx 500 must exceed --runs x --decode-tokens = {product} (the prompt is ctx - runs x decode tokens)", stderr.TrimEnd());
+        Assert.Empty(stdout);
+    }
+
+    [Theory]
+    [InlineData("q8_0")]
+    [InlineData("bogus")]
+    public void BenchVsCacheWithoutVsIsRefused(string type)
+    {
+        // It was ignored, unchecked even: the bench ran kvaq alone and printed its table.
+        var (rc, stdout, stderr) = KvaqProcess.Run("bench", "--model", Fixtures.Stories260K, "--ctx", "128", "--runs", "1", "--decode-tokens", "4", "--vs-cache", type);
+        Assert.Equal(1, rc);
+        Assert.Equal($"kvaq: error: --vs-cache '{type}' applies only with --vs llama.cpp (it sets llama.cpp's cache type)", stderr.TrimEnd());
+        Assert.Empty(stdout);
+    }
+
+    [Theory]
+    [InlineData("-1")]
+    [InlineData("100000")]
+    public void InfoCtxMustFitTheModel(string ctx)
+    {
+        // --ctx 100000 on a 512-position model printed the KV bytes of a context the model cannot run.
+        var (rc, stdout, stderr) = KvaqProcess.Run("info", "--model", Fixtures.Stories260K, "--kv", "k4v2", "--ctx", ctx);
+        Assert.Equal(1, rc);
+        Assert.Equal($"kvaq: error: --ctx must be in 0..512 (0 = the model's context), got {ctx}", stderr.TrimEnd());
+        Assert.Empty(stdout);
+    }
+
+    [Theory]
+    [InlineData("perplexity")]
+    [InlineData("analyze")]
+    [InlineData("eval")]
+    [InlineData("allocate")]
+    public void ABinaryFileIsNotReadAsText(string command)
+    {
+        // The model file itself given as --data (or --calib): it was tokenized as text and scored.
+        string model = Fixtures.Stories260K;
+        string[] args = command switch
+        {
+            "perplexity" => ["perplexity", "--model", model, "--data", model, "--ctx", "64"],
+            "analyze" => ["analyze", "--model", model, "--data", model, "--tokens", "16", "--out", Path.Combine(Path.GetTempPath(), "kvaq-test-" + Guid.NewGuid().ToString("N"))],
+            "eval" => ["eval", "--model", model, "--task", "kl", "--data", model, "--ctx", "64", "--limit", "1"],
+            _ => ["allocate", "--model", model, "--budget", "k4v4", "--calib", model, "--calib-tokens", "16"],
+        };
+        var (rc, stdout, stderr) = KvaqProcess.Run([.. args, "--threads", "1"]);
+        Assert.Equal(1, rc);
+        Assert.StartsWith($"kvaq: error: {model}: not a text file (", stderr);
+        Assert.Single(stderr.Trim().Split('\n'));
+        Assert.Empty(stdout);
+    }
+
+    [Theory]
+    [InlineData("analyze", " ")]
+    [InlineData("analyze", "")]
+    [InlineData("demo", " ")]
+    [InlineData("pull", "")]
+    public void AnEmptyOutputFolderIsRefused(string command, string dir)
+    {
+        // analyze and demo made the path absolute before checking it: --out '' was .NET's "The value cannot be an empty
+        // string." and --out ' ' wrote the results into a new folder named " "; pull passed '' on to the download.
+        string[] args = command switch
+        {
+            "analyze" => ["analyze", "--model", Fixtures.Stories260K, "--data", "ptb/ptb.test.txt", "--tokens", "16", "--threads", "1"],
+            "demo" => ["demo", "--model", Fixtures.Stories260K, "--threads", "1"],
+            _ => ["pull", "http://127.0.0.1:1/model.gguf", "--no-sidecar"],
+        };
+        var (rc, stdout, stderr) = KvaqProcess.Run([.. args, "--out", dir]);
+        Assert.Equal(1, rc);
+        Assert.Equal("kvaq: error: --out: empty folder name", stderr.TrimEnd());
+        Assert.Empty(stdout);
+        Assert.False(Directory.Exists(Path.Combine(Environment.CurrentDirectory, " ")));
+    }
+
+    [Theory]
     [InlineData("--chunks", "-1", "--chunks must be >= 0 (0 = all), got -1")]
     [InlineData("--chars", "-5", "--chars must be >= 0, got -5")]
     public void PerplexityCountsMustNotBeNegative(string option, string value, string message)

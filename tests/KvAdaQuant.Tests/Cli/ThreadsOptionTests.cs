@@ -21,6 +21,22 @@ public class ThreadsOptionTests
         Assert.DoesNotContain("   at ", stderr);
     }
 
+    [Theory]
+    [InlineData("generate", "abc")]
+    [InlineData("analyze", "1.5")]
+    [InlineData("convert", "")]
+    public void NonNumericThreadsAreAParseErrorNotACrash(string command, string threads)
+    {
+        // The range check used to read the value the parser had failed to convert: an unhandled
+        // InvalidOperationException, a stack trace and exit code 134.
+        var (rc, stdout, stderr) = KvaqProcess.Run(command, "--model", Fixtures.Stories260K, "--threads", threads);
+        Assert.Equal(1, rc);
+        Assert.Contains($"kvaq: error: Cannot parse argument '{threads}' for option '--threads'", stderr);
+        Assert.DoesNotContain("Unhandled exception", stderr);
+        Assert.DoesNotContain("   at ", stderr);
+        Assert.Empty(stdout);
+    }
+
     [Fact]
     public void ACommandLineThatDoesNotParsePrintsItsErrorsWithoutTheHelpText()
     {

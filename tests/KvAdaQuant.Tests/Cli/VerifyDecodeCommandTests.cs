@@ -64,6 +64,23 @@ public class VerifyDecodeCommandTests
     }
 
     [Theory]
+    [InlineData("--batch", "0", "--batch must be at least 1, got 0")]
+    [InlineData("--steps", "-1", "--steps must be at least 1, got -1")]
+    [InlineData("--greedy", "-5", "--greedy must be at least 0, got -5")]
+    [InlineData("--tolerance", "NaN", "--tolerance must be a finite number > 0, got NaN")]
+    [InlineData("--packed-tolerance", "-0.01", "--packed-tolerance must be a finite number > 0, got -0.01")]
+    [InlineData("--fast-tolerance", "Infinity", "--fast-tolerance must be a finite number > 0, got Infinity")]
+    public void Bad_counts_and_bounds_are_refused_before_the_device_opens(string option, string value, string message)
+    {
+        // They reached the device unchecked: without a driver the error was about CUDA; with one, a NaN or negative bound
+        // failed every row and --steps 0 compared nothing.
+        var (rc, stdout, stderr) = KvaqProcess.Run("verify-decode", "--model", Fixtures.Stories260K, "--synthetic", "", option, value);
+        Assert.Equal(1, rc);
+        Assert.Equal(string.Empty, stdout);
+        Assert.Equal($"kvaq: error: {message}", stderr.TrimEnd());
+    }
+
+    [Theory]
     [InlineData("")]
     [InlineData(" , ")]
     public void An_empty_kv_plan_list_is_an_error(string list)

@@ -98,6 +98,27 @@ public class DatasetReaderTests
     }
 
     [Fact]
+    public void Binary_files_are_refused_as_text_naming_the_file()
+    {
+        // A model, an image or random bytes passed as --data used to be tokenized as text (perplexity 5e9).
+        using var dir = new TempDir();
+        var png = dir.File("plot.png");
+        File.WriteAllBytes(png, [0x89, (byte)'P', (byte)'N', (byte)'G', 13, 10, 26, 10, 0, 0, 0, 13, (byte)'I', (byte)'H', (byte)'D', (byte)'R', 0, 0, 0, 1]);
+        Assert.Equal($"{png}: not a text file (a NUL character at character 8: binary data such as a model or an image?)", Assert.Throws<DatasetFormatException>(() => DatasetReader.ReadText(png)).Message);
+        Assert.Contains("not a text file", Assert.Throws<DatasetFormatException>(() => DatasetReader.ReadText(png, 100)).Message);
+        Assert.Contains("not a text file", Assert.Throws<DatasetFormatException>(() => DatasetReader.ReadTextFile(png)).Message);
+
+        var noise = dir.File("noise.bin");
+        File.WriteAllBytes(noise, Enumerable.Range(0, 400).Select(i => (byte)(0x80 + (i * 37 % 0x7f))).ToArray());
+        Assert.Matches(@"noise\.bin: not a text file \([0-9]+ of its [0-9]+ characters are control characters or bytes that are not UTF-8", Assert.Throws<DatasetFormatException>(() => DatasetReader.ReadText(noise)).Message);
+
+        // Text with a few bytes that are not UTF-8 (Latin-1 accents) and tabs is still text.
+        var latin1 = dir.File("latin1.txt");
+        File.WriteAllBytes(latin1, [.. "Caf"u8, 0xE9, .. " au lait\tand cr\u00e8me\r\n"u8, .. "once upon a time there was a little girl\n"u8]);
+        Assert.StartsWith("Caf", DatasetReader.ReadText(latin1));
+    }
+
+    [Fact]
     public void Items_that_cannot_be_scored_name_file_and_line()
     {
         using var dir = new TempDir();

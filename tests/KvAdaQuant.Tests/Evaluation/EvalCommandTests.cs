@@ -83,6 +83,26 @@ public class EvalCommandTests
         Assert.StartsWith(message, EvalError("--task", "kl", "--data", "sampled", "--ctx", "32", "--limit", "1", option, value));
 
     [Theory]
+    [InlineData("--grid k2xv2 --spec bogus", "--grid pair k2v2 with --spec 'bogus': unknown option 'bogus'")] // named --kv 'k2v2:bogus'
+    [InlineData("--grid k2xv2 --spec g64", "--grid pair k2v2 with --spec 'g64': k.group 64 is larger than the head dimension 8")]
+    [InlineData("--plans /nonexistent/plan.json", "--plans /nonexistent/plan.json: file not found")] // named --kv-plan
+    public void Grid_and_plan_list_errors_name_the_options_given(string options, string message) =>
+        Assert.StartsWith($"kvaq: error: {message}", EvalError(["--task", "kl", "--data", "sampled", "--ctx", "32", "--limit", "1", .. options.Split(' ')]));
+
+    [Fact]
+    public void Sampled_text_longer_than_a_stream_is_refused_before_any_work() =>
+        // --limit x --ctx overflowed: "model-sampled text: need positive token counts, got -4 total, 4 per sequence".
+        Assert.Equal(
+            "kvaq: error: --limit 2147483647 chunks of --ctx 4 tokens of model-sampled text are 8589934588 tokens, more than one stream holds (2147483647)",
+            EvalError("--task", "kl", "--data", "sampled", "--ctx", "4", "--limit", "2147483647").TrimEnd());
+
+    [Fact]
+    public void A_continuation_longer_than_the_context_names_the_item_and_ctx() =>
+        Assert.StartsWith(
+            "kvaq: error: item Mercury_417466, choice 0: a continuation of ",
+            EvalError("--task", "arc_easy", "--data", Fixtures.Path("data", "arc", "ARC-Easy-Test.jsonl"), "--ctx", "4", "--limit", "1"));
+
+    [Theory]
     [InlineData("arc_easy", "sampled", "--data sampled: only --task perplexity and kl take model-sampled text; --task arc_easy reads its dataset file")]
     [InlineData("lambada", "wikitext-2", "--data wikitext-2: a plain text for --task perplexity and kl; --task lambada reads its dataset file")]
     public void Data_that_does_not_apply_to_the_task_is_an_error(string task, string data, string message) =>

@@ -50,6 +50,32 @@ public class GgufBadInputTests(ConvertedModels models) : IClassFixture<Converted
     }
 
     [Fact]
+    public void OverlappingTensorsAreRejected()
+    {
+        // A norm pointed at the embedding's bytes (or a type whose blocks are larger than the written ones) loaded, and
+        // generate failed with "non-finite K value NaN at position 0 + element 0", naming no file.
+        var path = models.Patched(Source, "overlap.gguf", b =>
+        {
+            BinaryPrimitives.WriteUInt64LittleEndian(b.AsSpan(TypeFieldOf(b, "blk.0.attn_norm.weight") + 4), 0);
+            return b;
+        });
+        var e = LoadFails(path);
+        Assert.EndsWith("overlap.gguf: tensor 'token_embd.weight' (data offset 0) overlaps tensor 'blk.0.attn_norm.weight' (256 bytes at data offset 0): a wrong offset, type or shape", e.Message);
+    }
+
+    [Fact]
+    public void AnArchitectureThatIsNotAStringIsNamedAsSuch()
+    {
+        // It was "metadata 'general.architecture' is missing".
+        using var dir = new TempDir();
+        var w = new GgufWriter();
+        w.Set("general.architecture", 7u);
+        string path = dir.File("arch.gguf");
+        w.Write(path);
+        Assert.EndsWith("arch.gguf: metadata 'general.architecture' should be a string but is UInt32", LoadFails(path).Message);
+    }
+
+    [Fact]
     public void UnknownTensorTypeIsRejected()
     {
         var path = models.Patched(Source, "type.gguf", b =>

@@ -203,6 +203,45 @@ public class HfBadInputTests
     }
 
     [Fact]
+    public void AConfigThatLostLayersNamesTheLayerNotABias()
+    {
+        // The first tensor of layer 3 was "not part of a llama, mistral or qwen2 model ... (nonzero output-projection and
+        // MLP biases are not supported)".
+        using var dir = Folder();
+        EditConfig(dir, cfg => cfg["num_hidden_layers"] = JsonSerializer.SerializeToElement(3));
+        var e = LoadFails(dir.Path);
+        Assert.EndsWith("model.safetensors: tensor 'model.layers.3.input_layernorm.weight' is for layer 3, but config.json's num_hidden_layers is 3: the checkpoint has more layers than the config says", e.Message);
+    }
+
+    [Fact]
+    public void ARopeScalingThatIsNotAnObjectIsRejected()
+    {
+        // It was ignored: the model ran without the scaling the config meant to give.
+        using var dir = Folder();
+        EditConfig(dir, cfg => cfg["rope_scaling"] = JsonSerializer.SerializeToElement("linear"));
+        Assert.EndsWith("config.json: rope_scaling should be an object or null, found \"linear\"", LoadFails(dir.Path).Message);
+    }
+
+    [Theory]
+    [InlineData("[]", "tokenizer.json: should hold a JSON object with a \"model\", found Array")]
+    [InlineData("{\"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": []}, \"added_tokens\": [{\"id\": 0, \"content\": \"<unk>\", \"special\": true}]}", "tokenizer.json: model.vocab is empty: a BPE tokenizer needs its tokens there (added_tokens only name the special ones)")]
+    public void AMalformedTokenizerJsonIsRejected(string json, string message)
+    {
+        // An empty vocab with an added token loaded: generate then failed on the first token with "token 403 is outside
+        // the vocabulary of 1", naming no file.
+        using var dir = Folder();
+        File.WriteAllText(dir.File("tokenizer.json"), json);
+        Assert.EndsWith(message, LoadFails(dir.Path).Message);
+    }
+
+    private static void EditConfig(TempDir dir, Action<Dictionary<string, JsonElement>> edit)
+    {
+        var cfg = JsonSerializer.Deserialize<Dictionary<string, JsonElement>>(File.ReadAllText(dir.File("config.json")))!;
+        edit(cfg);
+        File.WriteAllText(dir.File("config.json"), JsonSerializer.Serialize(cfg));
+    }
+
+    [Fact]
     public void TokenizerLargerThanModelVocabularyIsRejected()
     {
         using var dir = Folder();

@@ -21,6 +21,23 @@ public class Llama2cBadInputTests
     }
 
     [Fact]
+    public void AFileThatIsNoModelSaysSoRatherThanOnlyNamingAHeaderField()
+    {
+        // A text file, an image: read as a llama2.c header, the message was only "header: dim 544173600 is not a positive
+        // multiple of n_heads 1646294055".
+        using var dir = new TempDir();
+        var text = dir.File("notes.txt");
+        File.WriteAllText(text, "no it was n't black monday but while the new york stock exchange did n't fall apart");
+        var e = LoadFails(text);
+        Assert.StartsWith($"{text}: not a GGUF file (no GGUF magic) nor a llama2.c fp32 checkpoint (a header of 7 int32: dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, seq_len): dim ", e.Message);
+
+        // A file named .gguf without the magic is named as such.
+        var gguf = dir.File("model.gguf");
+        File.WriteAllBytes(gguf, [0x89, (byte)'P', (byte)'N', (byte)'G', 13, 10, 26, 10, 0, 0, 0, 13]);
+        Assert.Equal($"{gguf}: not a GGUF file: it starts with the bytes 89504E47, not 'GGUF' (47475546)", LoadFails(gguf).Message);
+    }
+
+    [Fact]
     public void TruncatedQ80FileIsRejected()
     {
         using var dir = new TempDir();

@@ -292,11 +292,11 @@ public static class DatasetReader
             using var reader = new StreamReader(path);
             var buf = new char[maxChars];
             int n = reader.ReadBlock(buf, 0, maxChars);
-            text = new string(buf, 0, n);
+            text = CheckText(new string(buf, 0, n), path);
         }
         else
         {
-            text = File.ReadAllText(path);
+            text = ReadTextFile(path);
         }
 
         if (maxChars > 0 && text.Length > maxChars)
@@ -307,6 +307,35 @@ public static class DatasetReader
         if (string.IsNullOrWhiteSpace(text))
         {
             throw new DatasetFormatException($"{path}: the text is empty");
+        }
+
+        return text;
+    }
+
+    /// <summary>
+    /// The whole of a plain text file (UTF-8, or UTF-16/32 with a byte order mark). Binary data (a model, an image or an
+    /// archive passed by mistake) is refused naming the file: a NUL character, or more than a tenth of the characters
+    /// control characters or bytes that are not UTF-8.
+    /// </summary>
+    public static string ReadTextFile(string path)
+    {
+        JsonLines.CheckFile(path);
+        return CheckText(File.ReadAllText(path), path);
+    }
+
+    /// <summary>Throws <see cref="DatasetFormatException"/> when <paramref name="text"/>, read from <paramref name="path"/>, is binary data rather than text (see <see cref="ReadTextFile"/>).</summary>
+    public static string CheckText(string text, string path)
+    {
+        int nul = text.IndexOf('\0', StringComparison.Ordinal);
+        if (nul >= 0)
+        {
+            throw new DatasetFormatException($"{path}: not a text file (a NUL character at character {nul}: binary data such as a model or an image?)");
+        }
+
+        int odd = text.Count(c => c == '\uFFFD' || (char.IsControl(c) && c is not ('\t' or '\n' or '\r' or '\f' or '\v')));
+        if (odd > text.Length / 10)
+        {
+            throw new DatasetFormatException($"{path}: not a text file ({odd} of its {text.Length} characters are control characters or bytes that are not UTF-8: binary data such as a model or an image?)");
         }
 
         return text;

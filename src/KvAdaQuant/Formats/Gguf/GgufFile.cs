@@ -252,6 +252,18 @@ public sealed unsafe class GgufFile : IDisposable
 
             _tensors.Add(info);
         }
+
+        // Tensors sharing bytes read each other's data as their own (llama.cpp refuses any offset but the next free one).
+        GgufTensorInfo? previous = null;
+        foreach (var t in _tensors.OrderBy(t => t.Offset).ThenBy(t => t.ByteSize))
+        {
+            if (previous is not null && previous.Offset + previous.ByteSize > t.Offset)
+            {
+                throw new ModelFormatException(Path, $"tensor '{t.Name}' (data offset {t.Offset - DataOffset}) overlaps tensor '{previous.Name}' ({previous.ByteSize} bytes at data offset {previous.Offset - DataOffset}): a wrong offset, type or shape");
+            }
+
+            previous = t;
+        }
     }
 
     private object ReadValue(Reader r, GgufValueType type, string key) => type switch

@@ -34,7 +34,9 @@ public static unsafe class GgufModelLoader
     public static ModelConfig ReadConfig(GgufFile g)
     {
         string path = g.Path;
-        var arch = g.GetString("general.architecture") ?? throw new ModelFormatException(path, "metadata 'general.architecture' is missing");
+        var arch = g.GetString("general.architecture") ?? throw new ModelFormatException(path, g.Get("general.architecture") is { } other
+            ? $"metadata 'general.architecture' should be a string but is {other.GetType().Name}"
+            : "metadata 'general.architecture' is missing");
         if (!Architectures.Contains(arch))
         {
             throw new ModelFormatException(path, $"architecture '{arch}' is not supported (supported: {string.Join(", ", Architectures)})");

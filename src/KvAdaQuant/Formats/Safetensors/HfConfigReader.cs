@@ -92,6 +92,11 @@ public static class HfConfigReader
             }
 
             RopeScaling? scaling = null;
+            if (root.TryGetProperty("rope_scaling", out var bad) && bad.ValueKind is not (JsonValueKind.Object or JsonValueKind.Null))
+            {
+                throw new ModelFormatException(path, $"rope_scaling should be an object or null, found {bad.GetRawText()}");
+            }
+
             if (root.TryGetProperty("rope_scaling", out var rs) && rs.ValueKind == JsonValueKind.Object)
             {
                 string type = rs.TryGetProperty("rope_type", out var rt) ? rt.GetString() ?? string.Empty

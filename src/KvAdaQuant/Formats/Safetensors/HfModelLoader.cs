@@ -211,7 +211,7 @@ public static unsafe class HfModelLoader
 
         var norm = Vec("model.norm.weight", c.Dim);
         var output = c.TiedEmbeddings ? emb : Mat("lm_head.weight", c.VocabSize, c.Dim);
-        CheckUnused(tensors, used);
+        CheckUnused(tensors, used, c.Layers);
         return new ModelWeights(emb, layers, norm, output, files);
     }
 
@@ -221,13 +221,20 @@ public static unsafe class HfModelLoader
     /// them), an <c>lm_head.weight</c> that tied embeddings replace (as transformers does), and all-zero biases of the
     /// output projection and the MLP (written by exporters that give every projection a bias).
     /// </summary>
-    private static void CheckUnused(Dictionary<string, (SafetensorsFile File, SafetensorsTensorInfo Info)> tensors, HashSet<string> used)
+    private static void CheckUnused(Dictionary<string, (SafetensorsFile File, SafetensorsTensorInfo Info)> tensors, HashSet<string> used, int layers)
     {
         foreach (var (name, (file, info)) in tensors.OrderBy(t => t.Key, StringComparer.Ordinal))
         {
             if (used.Contains(name) || name.EndsWith(".rotary_emb.inv_freq", StringComparison.Ordinal) || name == "lm_head.weight")
             {
                 continue;
+            }
+
+            // A config that lost layers would run the first ones only (llama.cpp refuses such a GGUF: "wrong number of tensors").
+            var layer = System.Text.RegularExpressions.Regex.Match(name, @"^model\.layers\.([0-9]+)\.");
+            if (layer.Success && int.TryParse(layer.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture, out int index) && index >= layers)
+            {
+                throw new ModelFormatException(file.Path, $"tensor '{name}' is for layer {index}, but config.json's num_hidden_layers is {layers}: the checkpoint has more layers than the config says");
             }
 
             bool zeroBias = (name.EndsWith(".self_attn.o_proj.bias", StringComparison.Ordinal) || name.EndsWith("_proj.bias", StringComparison.Ordinal) && name.Contains(".mlp.", StringComparison.Ordinal))
