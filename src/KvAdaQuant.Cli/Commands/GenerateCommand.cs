@@ -141,7 +141,14 @@ internal static class GenerateCommand
             throw new ArgumentException(Directory.Exists(path) ? $"--file {path}: is a folder; give the prompt's text file" : $"--file {path}: no such file");
         }
 
-        return (File.ReadAllText(path), $"--file {path}");
+        try
+        {
+            return (KvAdaQuant.Evaluation.Datasets.DatasetReader.CheckText(File.ReadAllText(path), path), $"--file {path}");
+        }
+        catch (KvAdaQuant.Evaluation.Datasets.DatasetFormatException e)
+        {
+            throw new ArgumentException($"--file {e.Message}", e);
+        }
     }
 
     private static int GenerateOnGpu(

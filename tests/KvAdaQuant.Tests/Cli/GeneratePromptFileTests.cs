@@ -34,6 +34,7 @@ public class GeneratePromptFileTests
             (["-f", path, "-p", "x"], "kvaq: error: --file and --prompt: give the prompt one way, not both"),
             (["-f", missing], $"kvaq: error: --file {missing}: no such file"),
             (["-f", tmp.Path], $"kvaq: error: --file {tmp.Path}: is a folder; give the prompt's text file"),
+            (["-f", Fixtures.Stories260K], $"kvaq: error: --file {Fixtures.Stories260K}: not a text file (a NUL character at character 1: binary data such as a model or an image?)"),
         ];
         foreach (var (args, message) in cases)
         {
