@@ -183,42 +183,27 @@ public class OutputTransactionTests
     [Fact]
     public void The_next_run_in_a_folder_deletes_staging_folders_of_killed_processes_only()
     {
-        if (OperatingSystem.IsWindows())
+        WithAKilledAndARunningProcess((tmp, killed, alive) =>
         {
-            return;  // the test uses sleep(1) for real process ids
-        }
-
-        using var tmp = new TempDir();
-        using var killed = System.Diagnostics.Process.Start("sleep", "60");
-        using var alive = System.Diagnostics.Process.Start("sleep", "60");
-        try
-        {
-            killed.Kill();
-            killed.WaitForExit();
-            string[] stale = [$"kvaq-partial-{killed.Id}", $"kvaq-partial-{killed.Id}-3"];
-            string[] kept = [$"kvaq-partial-{alive.Id}", $"kvaq-partial-{Environment.ProcessId}-7", "kvaq-partial-notes", $"kvaq-partial-{killed.Id}-x"];
+            string[] stale = [$"kvaq-partial-{killed}", $"kvaq-partial-{killed}-3"];
+            string[] kept = [$"kvaq-partial-{alive}", $"kvaq-partial-{Environment.ProcessId}-7", "kvaq-partial-notes", $"kvaq-partial-{killed}-x"];
             foreach (var name in stale.Concat(kept))
             {
-                Directory.CreateDirectory(Path.Combine(tmp.Path, name, "sub"));
-                File.WriteAllText(Path.Combine(tmp.Path, name, "sub", "results.json"), "{}");
+                Directory.CreateDirectory(Path.Combine(tmp, name, "sub"));
+                File.WriteAllText(Path.Combine(tmp, name, "sub", "results.json"), "{}");
             }
 
             using (var t = new OutputTransaction())
             {
-                var staging = t.PrepareFolder("--out", tmp.Path, ["results.json"]);
+                var staging = t.PrepareFolder("--out", tmp, ["results.json"]);
                 File.WriteAllText(Path.Combine(staging, "results.json"), "new");
                 t.Commit("results.json");
             }
 
-            var left = Directory.GetDirectories(tmp.Path).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToArray();
+            var left = Directory.GetDirectories(tmp).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToArray();
             Assert.Equal(kept.Order(StringComparer.Ordinal).ToArray(), left);
-            Assert.Equal("new", File.ReadAllText(Path.Combine(tmp.Path, "results.json")));
-        }
-        finally
-        {
-            alive.Kill();
-            alive.WaitForExit();
-        }
+            Assert.Equal("new", File.ReadAllText(Path.Combine(tmp, "results.json")));
+        });
     }
 
     [Theory]
@@ -238,9 +223,31 @@ public class OutputTransactionTests
     [Fact]
     public void Partial_folders_of_killed_conversions_beside_the_target_are_deleted_and_others_kept()
     {
+        WithAKilledAndARunningProcess((tmp, killed, alive) =>
+        {
+            string[] stale = [$"out.partial-{killed}"];
+            string[] kept = [$"out.partial-{alive}", $"other.partial-{killed}", "out.partial-x", "out"];
+            foreach (var name in stale.Concat(kept))
+            {
+                Directory.CreateDirectory(Path.Combine(tmp, name));
+                File.WriteAllText(Path.Combine(tmp, name, "model.safetensors"), "x");
+            }
+
+            Assert.Equal(1, OutputTransaction.RemoveStalePartialFolders(Path.Combine(tmp, "out") + "/"));
+            var left = Directory.GetDirectories(tmp).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToArray();
+            Assert.Equal(kept.Order(StringComparer.Ordinal).ToArray(), left);
+        });
+    }
+
+    /// <summary>
+    /// Runs <paramref name="test"/> with a temporary folder, the id of a process that was killed and reaped, and the id of
+    /// one that runs (both sleep(1)); skipped on Windows.
+    /// </summary>
+    private static void WithAKilledAndARunningProcess(Action<string, int, int> test)
+    {
         if (OperatingSystem.IsWindows())
         {
-            return;  // the test uses sleep(1) for real process ids
+            return;
         }
 
         using var tmp = new TempDir();
@@ -250,17 +257,7 @@ public class OutputTransactionTests
         {
             killed.Kill();
             killed.WaitForExit();
-            string[] stale = [$"out.partial-{killed.Id}"];
-            string[] kept = [$"out.partial-{alive.Id}", $"other.partial-{killed.Id}", "out.partial-x", "out"];
-            foreach (var name in stale.Concat(kept))
-            {
-                Directory.CreateDirectory(Path.Combine(tmp.Path, name));
-                File.WriteAllText(Path.Combine(tmp.Path, name, "model.safetensors"), "x");
-            }
-
-            Assert.Equal(1, OutputTransaction.RemoveStalePartialFolders(Path.Combine(tmp.Path, "out") + "/"));
-            var left = Directory.GetDirectories(tmp.Path).Select(Path.GetFileName).Order(StringComparer.Ordinal).ToArray();
-            Assert.Equal(kept.Order(StringComparer.Ordinal).ToArray(), left);
+            test(tmp.Path, killed.Id, alive.Id);
         }
         finally
         {

@@ -14,13 +14,7 @@ public class ChatSessionTests
 {
     private static readonly Sampler Greedy = new(0f, 0, 1f, 1);
 
-    private static (LlamaModelHolder Holder, InferenceSession Session) Open(string model, int ctx, string kv = "fp32")
-    {
-        var m = ModelLoader.Load(model);
-        var t = new Transformer(m, 1);
-        var s = new InferenceSession(t, KvCacheFactory.Create(KvPlan.Parse(kv, m.Config.Layers), t.CacheLayout(ctx)));
-        return (new LlamaModelHolder(m, t), s);
-    }
+    private static OpenModel Open(string model, int ctx, string kv = "fp32") => new(model, ctx, kv);
 
     [Theory]
     [InlineData("stories260K", "fp32")]
@@ -28,9 +22,8 @@ public class ChatSessionTests
     [InlineData("stories3M-q80", "k2v4:r0")]
     public void A_later_turn_continues_the_kept_cache_exactly_as_a_fresh_generation_over_the_same_tokens(string model, string kv)
     {
-        var (h, session) = Open(model, 512, kv);
-        using var _ = h;
-        using var __ = session;
+        using var h = Open(model, 512, kv);
+        var session = h.Session;
         var tok = h.Model.Tokenizer!;
         var chat = new ChatSession(session, tok, ChatTemplate.None);
 
@@ -46,9 +39,8 @@ public class ChatSessionTests
         Assert.Equal(before + second.PromptTokens.Count + 20, chat.Position);
 
         // The whole conversation so far, generated from scratch in a fresh session: the same 20 tokens.
-        var (h2, fresh) = Open(model, 512, kv);
-        using var ___ = h2;
-        using var ____ = fresh;
+        using var h2 = Open(model, 512, kv);
+        var fresh = h2.Session;
         var reference = new Generator(fresh, tok).Generate(chat.Tokens.Take(before + second.PromptTokens.Count).ToList(), 20, Greedy);
         Assert.Equal(reference.Tokens, second.Tokens);
         Assert.Equal(reference.Text, second.Text);
@@ -58,9 +50,8 @@ public class ChatSessionTests
     [Fact]
     public void Reset_forgets_the_conversation_and_the_first_reply_comes_again()
     {
-        var (h, session) = Open("stories260K", 512);
-        using var _ = h;
-        using var __ = session;
+        using var h = Open("stories260K", 512);
+        var session = h.Session;
         var chat = new ChatSession(session, h.Model.Tokenizer!, ChatTemplate.None);
         var first = chat.Reply("Once upon a time", 16, Greedy);
         chat.Reply("The cat", 16, Greedy);
@@ -73,9 +64,8 @@ public class ChatSessionTests
     [Fact]
     public void A_turn_that_does_not_fit_is_refused_before_it_runs_and_the_conversation_stays()
     {
-        var (h, session) = Open("stories260K", 24);
-        using var _ = h;
-        using var __ = session;
+        using var h = Open("stories260K", 24);
+        var session = h.Session;
         var chat = new ChatSession(session, h.Model.Tokenizer!, ChatTemplate.None);
         chat.Reply("Once upon a time", 10, Greedy);
         int position = chat.Position;
@@ -99,9 +89,8 @@ public class ChatSessionTests
         }
 
         Assert.Same(ChatTemplate.Llama2, ChatTemplate.Detect(ChatTemplateText.Read(path, null)));
-        var (h, session) = Open(path, 512);
-        using var _ = h;
-        using var __ = session;
+        using var h = Open(path, 512);
+        var session = h.Session;
         var tok = h.Model.Tokenizer!;
         var chat = new ChatSession(session, tok, ChatTemplate.Llama2, "Tell stories.");
 
@@ -124,9 +113,8 @@ public class ChatSessionTests
     [Fact]
     public void A_cancelled_reply_keeps_what_it_streamed_and_the_next_turn_continues_after_it()
     {
-        var (h, session) = Open("stories260K", 512);
-        using var _ = h;
-        using var __ = session;
+        using var h = Open("stories260K", 512);
+        var session = h.Session;
         var tok = h.Model.Tokenizer!;
         var chat = new ChatSession(session, tok, ChatTemplate.None);
         using var cts = new CancellationTokenSource();
@@ -138,9 +126,8 @@ public class ChatSessionTests
         Assert.Equal(chat.Tokens.Count, chat.Position);
 
         // The same 7 tokens as an uncancelled reply, and the next turn continues from them.
-        var (h2, s2) = Open("stories260K", 512);
-        using var ___ = h2;
-        using var ____ = s2;
+        using var h2 = Open("stories260K", 512);
+        var s2 = h2.Session;
         Assert.Equal(cancelled.Tokens, new Generator(s2, tok).Generate("Once upon a time", 7, Greedy).Tokens);
         var next = chat.Reply("The dog", 5, Greedy);
         Assert.Equal(5 + 7 + next.PromptTokens.Count + 5, chat.Position);
@@ -149,9 +136,8 @@ public class ChatSessionTests
     [Fact]
     public void A_reply_that_fails_midway_resets_the_conversation_and_the_next_one_starts_afresh()
     {
-        var (h, session) = Open("stories260K", 512);
-        using var _ = h;
-        using var __ = session;
+        using var h = Open("stories260K", 512);
+        var session = h.Session;
         var chat = new ChatSession(session, h.Model.Tokenizer!, ChatTemplate.None, "A story:");
         var first = chat.Reply("Once upon a time", 12, Greedy);
         int pieces = 0;
@@ -166,9 +152,8 @@ public class ChatSessionTests
     [Fact]
     public void A_template_whose_control_tokens_the_tokenizer_lacks_is_refused_naming_the_token()
     {
-        var (h, session) = Open("stories260K", 64);
-        using var _ = h;
-        using var __ = session;
+        using var h = Open("stories260K", 64);
+        var session = h.Session;
         var e = Assert.Throws<ArgumentException>(() => new ChatSession(session, h.Model.Tokenizer!, ChatTemplate.ChatMl));
         Assert.Equal("chat template chatml: the tokenizer has no control token <|im_start|> (choose another template, or none)", e.Message);
     }
@@ -222,13 +207,26 @@ public class ChatSessionTests
         Assert.Equal("unknown chat template 'gemma'; expected one of none, chatml, llama3, llama2", e.Message);
     }
 
-    private sealed class LlamaModelHolder(KvAdaQuant.Model.LlamaModel model, Transformer transformer) : IDisposable
+    /// <summary>A model, its engine and one session over a cache of <c>ctx</c> positions, disposed together.</summary>
+    private sealed class OpenModel : IDisposable
     {
-        public KvAdaQuant.Model.LlamaModel Model { get; } = model;
+        private readonly Transformer _transformer;
+
+        public OpenModel(string model, int ctx, string kv)
+        {
+            Model = ModelLoader.Load(model);
+            _transformer = new Transformer(Model, 1);
+            Session = new InferenceSession(_transformer, KvCacheFactory.Create(KvPlan.Parse(kv, Model.Config.Layers), _transformer.CacheLayout(ctx)));
+        }
+
+        public KvAdaQuant.Model.LlamaModel Model { get; }
+
+        public InferenceSession Session { get; }
 
         public void Dispose()
         {
-            transformer.Dispose();
+            Session.Dispose();
+            _transformer.Dispose();
             Model.Dispose();
         }
     }
