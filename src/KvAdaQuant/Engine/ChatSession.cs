@@ -73,7 +73,8 @@ public sealed class ChatSession
     }
 
     /// <summary>
-    /// Adds <paramref name="userMessage"/> and generates the reply (up to <paramref name="maxTokens"/> tokens, stopping at
+    /// Adds <paramref name="userMessage"/> and generates the reply (an empty message with the <c>none</c> template adds no
+    /// text: the reply continues the previous one) (up to <paramref name="maxTokens"/> tokens, stopping at
     /// EOS or the template's end of turn, or when the context is full; <paramref name="cancel"/> ends it after the token
     /// being streamed, stop reason <c>cancelled</c>, the reply kept as far as it went), streaming it to <paramref name="onText"/>. A turn
     /// whose text does not fit in the positions left is refused with an <see cref="ArgumentException"/> before anything
@@ -93,10 +94,6 @@ public sealed class ChatSession
             : render.StartsWith(past, StringComparison.Ordinal) ? render[past.Length..]
             : throw new InvalidOperationException($"chat template {Template.Name}: the rendering of the conversation changed its past");
         var turnTokens = _tokenizer.Encode(turn, addBos: Position == 0, parseSpecial: Template != ChatTemplate.None);
-        if (turnTokens.Count == 0)
-        {
-            throw new ArgumentException("the message is empty and the template adds nothing: there is nothing to answer");
-        }
 
         if (Position + turnTokens.Count > Capacity)
         {
@@ -106,7 +103,11 @@ public sealed class ChatSession
         GenerationResult result;
         try
         {
-            result = Run(turnTokens, maxTokens, sampler, onText, cancel);
+            // An empty turn (the none template's empty message) feeds nothing and goes on from the logits of the last
+            // position; the last token fed stands in as the prompt for the text decoder.
+            result = turnTokens.Count > 0
+                ? Run(turnTokens, feed: true, maxTokens, sampler, onText, cancel)
+                : Run([_tokens[^1]], feed: false, maxTokens, sampler, onText, cancel) with { PromptTokens = [], PrefillTokensPerSecond = 0 };
             string fed = turn + result.Text;
 
             // The loop leaves the last token it printed unfed when it stops at the token limit, and never feeds the end of
@@ -137,7 +138,7 @@ public sealed class ChatSession
         return result;
     }
 
-    private GenerationResult Run(List<int> turnTokens, int maxTokens, Sampler sampler, Action<string>? onText, CancellationToken cancel) =>
+    private GenerationResult Run(List<int> turnTokens, bool feed, int maxTokens, Sampler sampler, Action<string>? onText, CancellationToken cancel) =>
         GenerationLoop.Run(
             turnTokens,
             _tokenizer,
@@ -145,6 +146,11 @@ public sealed class ChatSession
             Capacity,
             prefill: () =>
             {
+                if (!feed)
+                {
+                    return sampler.Sample(_session.Logits);
+                }
+
                 _tokens.AddRange(turnTokens);
                 return sampler.Sample(_session.Prefill(turnTokens.ToArray()));
             },

@@ -48,6 +48,23 @@ public class ChatSessionTests
     }
 
     [Fact]
+    public void An_empty_message_with_the_none_template_continues_the_reply()
+    {
+        using var h = Open("stories260K", 512);
+        var tok = h.Model.Tokenizer!;
+        var chat = new ChatSession(h.Session, tok, ChatTemplate.None);
+        var first = chat.Reply("Once upon a time", 10, Greedy);
+        var more = chat.Reply(string.Empty, 10, Greedy);
+        Assert.Empty(more.PromptTokens);
+        Assert.Equal(5 + 20, chat.Position);
+
+        using var h2 = Open("stories260K", 512);
+        var whole = new Generator(h2.Session, tok).Generate("Once upon a time", 20, Greedy);
+        Assert.Equal(whole.Tokens, first.Tokens.Concat(more.Tokens));
+        Assert.Equal(whole.Text, first.Text + more.Text);
+    }
+
+    [Fact]
     public void Reset_forgets_the_conversation_and_the_first_reply_comes_again()
     {
         using var h = Open("stories260K", 512);
