@@ -25,6 +25,13 @@ internal static class ChatCommand
         };
         var maxTokens = new Option<int>("--max-tokens", "-n") { Description = "tokens to generate per reply at most", DefaultValueFactory = _ => 256 };
         var sampling = new SamplingOptions();
+        var reversePrompt = new Option<string[]>("--reverse-prompt", "-r")
+        {
+            Description = "end a reply once its text ends with this (repeatable), as llama.cpp's reverse prompt; e.g. -r \"User:\" for a base model",
+            DefaultValueFactory = _ => [],
+        };
+        var inPrefix = new Option<string>("--in-prefix") { Description = "text put before each message", DefaultValueFactory = _ => string.Empty };
+        var inSuffix = new Option<string>("--in-suffix") { Description = "text put after each message", DefaultValueFactory = _ => string.Empty };
         var ctx = new Option<int>("--ctx") { Description = "positions for the whole conversation (0 = the model's context, at most 4,096)", DefaultValueFactory = _ => 0 };
         var kv = CommonOptions.Kv();
         var kvPlan = CommonOptions.KvPlan();
@@ -34,7 +41,7 @@ internal static class ChatCommand
             "chat",
             "Chat on standard input: each line is a message (end a line with \\ to continue it), the reply streams back; the KV cache is kept between turns. /reset starts over, /exit (or end of input) ends.")
         {
-            model, tokenizer, system, template, maxTokens, ctx, kv, kvPlan, threads, json,
+            model, tokenizer, system, template, maxTokens, reversePrompt, inPrefix, inSuffix, ctx, kv, kvPlan, threads, json,
         };
         foreach (var o in sampling.All)
         {
@@ -50,6 +57,13 @@ internal static class ChatCommand
             }
 
             var sampler = sampling.Create(r);
+            string[] stops = r.GetValue(reversePrompt) ?? [];
+            if (stops.Any(string.IsNullOrEmpty))
+            {
+                throw new ArgumentException("--reverse-prompt: an empty text would end every reply at once");
+            }
+
+            string prefix = r.GetValue(inPrefix) ?? string.Empty, suffix = r.GetValue(inSuffix) ?? string.Empty;
             string templateName = r.GetValue(template) ?? "auto";
             ChatTemplate? chosen = templateName.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : ParseTemplate(templateName);
             using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
@@ -124,7 +138,7 @@ internal static class ChatCommand
                 Volatile.Write(ref replying, cts);
                 try
                 {
-                    result = chat.Reply(message, n, sampler, asJson ? null : s => Console.Out.Write(s), cts.Token);
+                    result = chat.Reply(prefix + message + suffix, n, sampler, asJson ? null : s => Console.Out.Write(s), cts.Token, stops);
                 }
                 catch (ArgumentException e)
                 {

@@ -76,13 +76,15 @@ public sealed class ChatSession
     /// Adds <paramref name="userMessage"/> and generates the reply (an empty message with the <c>none</c> template adds no
     /// text: the reply continues the previous one) (up to <paramref name="maxTokens"/> tokens, stopping at
     /// EOS or the template's end of turn, or when the context is full; <paramref name="cancel"/> ends it after the token
-    /// being streamed, stop reason <c>cancelled</c>, the reply kept as far as it went), streaming it to <paramref name="onText"/>. A turn
+    /// being streamed, stop reason <c>cancelled</c>, the reply kept as far as it went; the reply also ends once its text ends
+    /// with one of <paramref name="stopTexts"/>, stop reason <c>stop_text</c>), streaming it to <paramref name="onText"/>. A turn
     /// whose text does not fit in the positions left is refused with an <see cref="ArgumentException"/> before anything
     /// runs (the conversation is unchanged; <see cref="Reset"/> starts over). A reply that fails midway (the cache refusing
     /// a non-finite value, <paramref name="onText"/> throwing) resets the conversation, since the cache cannot drop the
     /// positions it took, and the exception goes on.
     /// </summary>
-    public GenerationResult Reply(string userMessage, int maxTokens, Sampler sampler, Action<string>? onText = null, CancellationToken cancel = default)
+    public GenerationResult Reply(
+        string userMessage, int maxTokens, Sampler sampler, Action<string>? onText = null, CancellationToken cancel = default, IReadOnlyList<string>? stopTexts = null)
     {
         var messages = _messages.Append(new ChatMessage("user", userMessage)).ToList();
         string render = Template.Render(messages, addGenerationPrompt: true);
@@ -106,14 +108,14 @@ public sealed class ChatSession
             // An empty turn (the none template's empty message) feeds nothing and goes on from the logits of the last
             // position; the last token fed stands in as the prompt for the text decoder.
             result = turnTokens.Count > 0
-                ? Run(turnTokens, feed: true, maxTokens, sampler, onText, cancel)
-                : Run([_tokens[^1]], feed: false, maxTokens, sampler, onText, cancel) with { PromptTokens = [], PrefillTokensPerSecond = 0 };
+                ? Run(turnTokens, feed: true, maxTokens, sampler, onText, cancel, stopTexts)
+                : Run([_tokens[^1]], feed: false, maxTokens, sampler, onText, cancel, stopTexts) with { PromptTokens = [], PrefillTokensPerSecond = 0 };
             string fed = turn + result.Text;
 
             // The loop leaves the last token it printed unfed when it stops at the token limit, and never feeds the end of
             // turn it stopped at: feed them now, so that the cache holds the conversation as the template writes it (a full
             // context stays full: every later turn is refused).
-            if (result.StopReason is "max_tokens" or "cancelled" && result.Tokens.Count > 0 && Position < Capacity)
+            if (result.StopReason is "max_tokens" or "cancelled" or "stop_text" && result.Tokens.Count > 0 && Position < Capacity)
             {
                 Feed(result.Tokens[^1]);
             }
@@ -138,7 +140,8 @@ public sealed class ChatSession
         return result;
     }
 
-    private GenerationResult Run(List<int> turnTokens, bool feed, int maxTokens, Sampler sampler, Action<string>? onText, CancellationToken cancel) =>
+    private GenerationResult Run(
+        List<int> turnTokens, bool feed, int maxTokens, Sampler sampler, Action<string>? onText, CancellationToken cancel, IReadOnlyList<string>? stopTexts) =>
         GenerationLoop.Run(
             turnTokens,
             _tokenizer,
@@ -163,7 +166,8 @@ public sealed class ChatSession
             kvBytes: () => _session.Cache.ByteCount,
             onText,
             _endOfTurn,
-            cancel);
+            cancel,
+            stopTexts);
 
     private void Feed(int token)
     {

@@ -23,6 +23,8 @@ internal static class GenerationLoop
     /// <param name="onText">Receives text as it completes.</param>
     /// <param name="endOfTurn">A token that stops the run like EOS (a chat template's end of turn), or -1.</param>
     /// <param name="cancel">Stops the run after the token being streamed (stop reason <c>cancelled</c>; that token is not fed).</param>
+    /// <param name="stopTexts">Texts that end the run once the generated text ends with one of them (stop reason
+    /// <c>stop_text</c>, the text kept; the last token is not fed), as llama.cpp's reverse prompts.</param>
     public static GenerationResult Run(
         IReadOnlyList<int> promptTokens,
         ITokenizer tokenizer,
@@ -34,7 +36,8 @@ internal static class GenerationLoop
         Func<long> kvBytes,
         Action<string>? onText,
         int endOfTurn = -1,
-        CancellationToken cancel = default)
+        CancellationToken cancel = default,
+        IReadOnlyList<string>? stopTexts = null)
     {
         if (maxTokens < 0)
         {
@@ -77,6 +80,12 @@ internal static class GenerationLoop
                 break;
             }
 
+            if (stopTexts is { Count: > 0 } && EndsWithAny(text, stopTexts))
+            {
+                reason = "stop_text";
+                break;
+            }
+
             if (cancel.IsCancellationRequested)
             {
                 reason = "cancelled";
@@ -102,5 +111,18 @@ internal static class GenerationLoop
             promptTokens.Count / Math.Max(prefillSeconds, 1e-9),
             decodeSteps == 0 ? 0 : decodeSteps / Math.Max(decodeSeconds, 1e-9),
             kvBytes());
+    }
+
+    private static bool EndsWithAny(StringBuilder text, IReadOnlyList<string> stops)
+    {
+        foreach (var stop in stops)
+        {
+            if (stop.Length > 0 && text.Length >= stop.Length && text.ToString(text.Length - stop.Length, stop.Length) == stop)
+            {
+                return true;
+            }
+        }
+
+        return false;
     }
 }

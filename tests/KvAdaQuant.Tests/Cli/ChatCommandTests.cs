@@ -76,7 +76,27 @@ public class ChatCommandTests
         Assert.Equal(2, Assert.Single(turns).GetProperty("turn").GetInt32());
     }
 
+    [Fact]
+    public void Reverse_prompts_end_replies_and_prefix_and_suffix_wrap_each_message()
+    {
+        var (rc, stdout, stderr) = KvaqProcess.RunWithInput(
+            "Once upon a time\n", "chat", "-m", "stories260K", "-n", "60", "-r", "park", "-r", "Lily", "--json");
+        Assert.True(rc == 0, stderr);
+        var turn = Assert.Single(Lines(stdout));
+        Assert.Equal("stop_text", turn.GetProperty("stop_reason").GetString());
+        Assert.EndsWith("Lily", turn.GetProperty("reply").GetString(), StringComparison.Ordinal);
+
+        // --in-prefix and --in-suffix: the same reply as the whole text typed as the message.
+        (rc, stdout, stderr) = KvaqProcess.RunWithInput("upon a time\n", "chat", "-m", "stories260K", "-n", "12", "--in-prefix", "Once ", "--in-suffix", ",", "--json");
+        Assert.True(rc == 0, stderr);
+        var wrapped = Assert.Single(Lines(stdout));
+        (rc, stdout, stderr) = KvaqProcess.RunWithInput("Once upon a time,\n", "chat", "-m", "stories260K", "-n", "12", "--json");
+        Assert.True(rc == 0, stderr);
+        Assert.Equal(Ids(Assert.Single(Lines(stdout)).GetProperty("tokens")), Ids(wrapped.GetProperty("tokens")));
+    }
+
     [Theory]
+    [InlineData("--reverse-prompt", "", "--reverse-prompt: an empty text would end every reply at once")]
     [InlineData("--chat-template", "gemma", "--chat-template: unknown chat template 'gemma'; expected one of none, chatml, llama3, llama2 or auto")]
     [InlineData("--chat-template", "chatml", "--chat-template: chat template chatml: the tokenizer has no control token <|im_start|> (choose another template, or none)")]
     [InlineData("--max-tokens", "0", "--max-tokens must be >= 1, got 0")]

@@ -65,6 +65,27 @@ public class ChatSessionTests
     }
 
     [Fact]
+    public void A_stop_text_ends_the_reply_where_its_text_first_ends_with_it()
+    {
+        using var h = Open("stories260K", 512);
+        var tok = h.Model.Tokenizer!;
+        var chat = new ChatSession(h.Session, tok, ChatTemplate.None);
+        var stopped = chat.Reply("Once upon a time", 60, Greedy, stopTexts: ["park", "Lily"]);
+        Assert.Equal("stop_text", stopped.StopReason);
+        Assert.EndsWith("Lily", stopped.Text, StringComparison.Ordinal);
+        Assert.Equal(chat.Tokens.Count, chat.Position);
+        Assert.Equal(5 + stopped.Tokens.Count, chat.Position);  // the last token fed after the stop
+
+        // The uncapped reply, cut after its first token whose text completes a stop text.
+        using var h2 = Open("stories260K", 512);
+        var whole = new Generator(h2.Session, tok).Generate("Once upon a time", 60, Greedy);
+        Assert.Equal(whole.Tokens.Take(stopped.Tokens.Count), stopped.Tokens);
+        var shorter = tok.Decode([.. stopped.Tokens.SkipLast(1)]);
+        Assert.DoesNotContain("Lily", shorter, StringComparison.Ordinal);
+        Assert.DoesNotContain("park", shorter, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Reset_forgets_the_conversation_and_the_first_reply_comes_again()
     {
         using var h = Open("stories260K", 512);
