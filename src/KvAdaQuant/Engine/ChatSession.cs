@@ -73,11 +73,12 @@ public sealed class ChatSession
     }
 
     /// <summary>
-    /// Adds <paramref name="userMessage"/> and generates the reply (an empty message with the <c>none</c> template adds no
-    /// text: the reply continues the previous one) (up to <paramref name="maxTokens"/> tokens, stopping at
-    /// EOS or the template's end of turn, or when the context is full; <paramref name="cancel"/> ends it after the token
-    /// being streamed, stop reason <c>cancelled</c>, the reply kept as far as it went; the reply also ends once its text ends
-    /// with one of <paramref name="stopTexts"/>, stop reason <c>stop_text</c>), streaming it to <paramref name="onText"/>. A turn
+    /// Adds <paramref name="userMessage"/> and generates the reply, streaming it to <paramref name="onText"/>: up to
+    /// <paramref name="maxTokens"/> tokens, stopping at EOS or the template's end of turn, when the context is full, once
+    /// the reply's text ends with one of <paramref name="stopTexts"/> (stop reason <c>stop_text</c>), or when
+    /// <paramref name="cancel"/> is signalled (after the token being streamed, stop reason <c>cancelled</c>; the reply is
+    /// kept as far as it went). An empty message with the <c>none</c> template adds no text: the reply continues the
+    /// previous one. A turn
     /// whose text does not fit in the positions left is refused with an <see cref="ArgumentException"/> before anything
     /// runs (the conversation is unchanged; <see cref="Reset"/> starts over). A reply that fails midway (the cache refusing
     /// a non-finite value, <paramref name="onText"/> throwing) resets the conversation, since the cache cannot drop the
@@ -96,6 +97,11 @@ public sealed class ChatSession
             : render.StartsWith(past, StringComparison.Ordinal) ? render[past.Length..]
             : throw new InvalidOperationException($"chat template {Template.Name}: the rendering of the conversation changed its past");
         var turnTokens = _tokenizer.Encode(turn, addBos: Position == 0, parseSpecial: Template != ChatTemplate.None);
+
+        if (turnTokens.Count == 0 && Position == 0)
+        {
+            throw new ArgumentException("the message is empty and there is no earlier reply to continue");
+        }
 
         if (Position + turnTokens.Count > Capacity)
         {
