@@ -86,6 +86,17 @@ public class ChatSessionTests
     }
 
     [Fact]
+    public void An_empty_first_message_is_refused_when_the_tokenizer_adds_no_bos()
+    {
+        using var h = Open("stories260K", 64);
+        var chat = new ChatSession(h.Session, new WithoutBos(h.Model.Tokenizer!), ChatTemplate.None);
+        var e = Assert.Throws<ArgumentException>(() => chat.Reply(string.Empty, 4, Greedy));
+        Assert.Equal("the message is empty and there is no earlier reply to continue", e.Message);
+        Assert.Equal(0, chat.Position);
+        Assert.Equal(4, chat.Reply("Once", 4, Greedy).Tokens.Count);
+    }
+
+    [Fact]
     public void Reset_forgets_the_conversation_and_the_first_reply_comes_again()
     {
         using var h = Open("stories260K", 512);
@@ -243,6 +254,20 @@ public class ChatSessionTests
         Assert.Same(ChatTemplate.Llama3, ChatTemplate.Parse("Llama3"));
         var e = Assert.Throws<ArgumentException>(() => ChatTemplate.Parse("gemma"));
         Assert.Equal("unknown chat template 'gemma'; expected one of none, chatml, llama3, llama2", e.Message);
+    }
+
+    /// <summary>A tokenizer with no BOS (as many byte-level BPE vocabularies).</summary>
+    private sealed class WithoutBos(KvAdaQuant.Tokenization.ITokenizer inner) : KvAdaQuant.Tokenization.ITokenizer
+    {
+        public int VocabSize => inner.VocabSize;
+
+        public int BosToken => -1;
+
+        public int EosToken => inner.EosToken;
+
+        public List<int> Encode(string text, bool addBos) => inner.Encode(text, addBos: false);
+
+        public byte[] DecodeBytes(int previous, int token) => inner.DecodeBytes(previous, token);
     }
 
     /// <summary>A model, its engine and one session over a cache of <c>ctx</c> positions, disposed together.</summary>
