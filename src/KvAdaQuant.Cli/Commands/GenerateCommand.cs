@@ -18,6 +18,11 @@ internal static class GenerateCommand
         var prompt = new Option<string>("--prompt", "-p") { Description = "prompt text (empty: BOS only)", DefaultValueFactory = _ => string.Empty };
         var maxTokens = new Option<int>("--max-tokens", "-n") { Description = "tokens to generate", DefaultValueFactory = _ => 128 };
         var sampling = new SamplingOptions();
+        var stop = new Option<string[]>("--stop")
+        {
+            Description = "end the generation once its text ends with this (repeatable; transformers' stop_strings)",
+            DefaultValueFactory = _ => [],
+        };
         var file = new Option<string?>("--file", "-f") { Description = "read the prompt from this UTF-8 text file (instead of --prompt)" };
         var ctx = new Option<int>("--ctx") { Description = "context length (0 = what the run needs: prompt + --max-tokens, at least 256, at most the model's)", DefaultValueFactory = _ => 0 };
         var kv = CommonOptions.Kv();
@@ -29,7 +34,7 @@ internal static class GenerateCommand
         var attnInt8Values = CommonOptions.AttnInt8Values();
         var cmd = new Command("generate", "Generate text from a prompt, streaming it, then print speed and KV memory.")
         {
-            model, tokenizer, prompt, file, maxTokens, ctx, kv, kvPlan, threads, json, device, attnInt8, attnInt8Values,
+            model, tokenizer, prompt, file, maxTokens, stop, ctx, kv, kvPlan, threads, json, device, attnInt8, attnInt8Values,
         };
         foreach (var o in sampling.All)
         {
@@ -39,6 +44,12 @@ internal static class GenerateCommand
         cmd.SetAction(r => CliRunner.Run(() =>
         {
             var (promptText, promptOption) = Prompt(r, prompt, file);
+            string[] stops = r.GetValue(stop) ?? [];
+            if (stops.Any(string.IsNullOrEmpty))
+            {
+                throw new ArgumentException("--stop: an empty text would end the generation at once");
+            }
+
             using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
             var tok = m.Tokenizer ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
             int n = r.GetValue(maxTokens);
@@ -77,7 +88,7 @@ internal static class GenerateCommand
                     throw new ArgumentException($"{CommonOptions.AttentionFlag(precision)} selects a CPU attention kernel; it cannot be combined with --device cuda");
                 }
 
-                return GenerateOnGpu(r, m, tok, c, n, promptText, sampling, kv, kvPlan, json);
+                return GenerateOnGpu(r, m, tok, c, n, promptText, stops, sampling, kv, kvPlan, json);
             }
 
             using var transformer = new Transformer(m, r.GetValue(threads));
@@ -92,7 +103,7 @@ internal static class GenerateCommand
                 Console.Out.Write(p);
             }
 
-            var result = gen.Generate(p, n, sampler, asJson ? null : s => Console.Out.Write(s));
+            var result = gen.Generate(p, n, sampler, asJson ? null : s => Console.Out.Write(s), stops);
             if (asJson)
             {
                 CliRunner.PrintJson(new
@@ -152,7 +163,7 @@ internal static class GenerateCommand
     }
 
     private static int GenerateOnGpu(
-        ParseResult r, LlamaModel m, Tokenization.ITokenizer tok, int c, int n, string p, SamplingOptions sampling, Option<string?> kv, Option<string?> kvPlan,
+        ParseResult r, LlamaModel m, Tokenization.ITokenizer tok, int c, int n, string p, string[] stops, SamplingOptions sampling, Option<string?> kv, Option<string?> kvPlan,
         Option<bool> json)
     {
         string? kvText = r.GetValue(kv);
@@ -167,7 +178,7 @@ internal static class GenerateCommand
             Console.Out.Write(p);
         }
 
-        var result = new CudaGenerator(decoder, tok).Generate(p, n, r.GetValue(sampling.Temperature), r.GetValue(sampling.TopK), r.GetValue(sampling.TopP), r.GetValue(sampling.Seed), asJson ? null : s => Console.Out.Write(s));
+        var result = new CudaGenerator(decoder, tok).Generate(p, n, r.GetValue(sampling.Temperature), r.GetValue(sampling.TopK), r.GetValue(sampling.TopP), r.GetValue(sampling.Seed), asJson ? null : s => Console.Out.Write(s), stops);
         if (asJson)
         {
             CliRunner.PrintJson(new

@@ -15,15 +15,19 @@ public sealed class Generator
         _tokenizer = tokenizer;
     }
 
-    /// <summary>Generates up to <paramref name="maxTokens"/> tokens after <paramref name="prompt"/>; <paramref name="onText"/> receives text as it completes.</summary>
-    public GenerationResult Generate(string prompt, int maxTokens, Sampler sampler, Action<string>? onText = null)
+    /// <summary>
+    /// Generates up to <paramref name="maxTokens"/> tokens after <paramref name="prompt"/>; <paramref name="onText"/> receives
+    /// text as it completes; the run also ends once the generated text ends with one of <paramref name="stopTexts"/> (stop
+    /// reason <c>stop_text</c>, the text kept, as transformers' <c>stop_strings</c>).
+    /// </summary>
+    public GenerationResult Generate(string prompt, int maxTokens, Sampler sampler, Action<string>? onText = null, IReadOnlyList<string>? stopTexts = null)
     {
         var promptTokens = _tokenizer.Encode(prompt, addBos: true);
-        return Generate(promptTokens, maxTokens, sampler, onText);
+        return Generate(promptTokens, maxTokens, sampler, onText, stopTexts);
     }
 
     /// <summary>Generates after already tokenized <paramref name="promptTokens"/>.</summary>
-    public GenerationResult Generate(IReadOnlyList<int> promptTokens, int maxTokens, Sampler sampler, Action<string>? onText = null) =>
+    public GenerationResult Generate(IReadOnlyList<int> promptTokens, int maxTokens, Sampler sampler, Action<string>? onText = null, IReadOnlyList<string>? stopTexts = null) =>
         GenerationLoop.Run(
             promptTokens,
             _tokenizer,
@@ -37,5 +41,6 @@ public sealed class Generator
             step: t => sampler.Sample(_session.Decode(t)),
             position: () => _session.Position,
             kvBytes: () => _session.Cache.ByteCount,
-            onText);
+            onText,
+            stopTexts: stopTexts);
 }

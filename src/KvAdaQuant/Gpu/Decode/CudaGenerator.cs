@@ -21,7 +21,8 @@ public sealed class CudaGenerator
     }
 
     /// <summary>Generates up to <paramref name="maxTokens"/> tokens after <paramref name="prompt"/>.</summary>
-    public GenerationResult Generate(string prompt, int maxTokens, float temperature, int topK, float topP, ulong seed, Action<string>? onText = null)
+    public GenerationResult Generate(
+        string prompt, int maxTokens, float temperature, int topK, float topP, ulong seed, Action<string>? onText = null, IReadOnlyList<string>? stopTexts = null)
     {
         Sampler.Validate(temperature, topK, topP);
         var promptTokens = _tokenizer.Encode(prompt, addBos: true);
@@ -53,6 +54,7 @@ public sealed class CudaGenerator
             },
             position: () => _decoder.Position,
             kvBytes: () => _decoder.CacheBytes,
-            onText);
+            onText,
+            stopTexts: stopTexts);
     }
 }

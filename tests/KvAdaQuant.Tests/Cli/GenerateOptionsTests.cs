@@ -2,8 +2,8 @@ using System.Text.Json;
 
 namespace KvAdaQuant.Tests.Cli;
 
-/// <summary><c>kvaq generate --file</c>: the prompt read from a file gives what the same <c>--prompt</c> gives; misuse is named.</summary>
-public class GeneratePromptFileTests
+/// <summary><c>kvaq generate --file</c> and <c>--stop</c>: the prompt read from a file gives what the same <c>--prompt</c> gives; stop texts cut the run; misuse is named.</summary>
+public class GenerateOptionsTests
 {
     [Fact]
     public void A_prompt_file_generates_what_the_same_prompt_option_does()
@@ -20,6 +20,26 @@ public class GeneratePromptFileTests
         Assert.Equal(b.GetProperty("prompt_tokens").ToString(), a.GetProperty("prompt_tokens").ToString());
         Assert.Equal(b.GetProperty("tokens").ToString(), a.GetProperty("tokens").ToString());
         Assert.Equal("Once upon a time, the dog\nsaid", a.GetProperty("prompt").GetString());
+    }
+
+    [Fact]
+    public void Stop_texts_end_the_generation_where_its_text_first_ends_with_one()
+    {
+        var (rc, stdout, stderr) = KvaqProcess.Run("generate", "-m", "stories260K", "-p", "Once upon a time", "-n", "60", "--stop", "park", "--stop", "Lily", "--json");
+        Assert.True(rc == 0, stderr);
+        var stopped = JsonDocument.Parse(stdout).RootElement;
+        Assert.Equal("stop_text", stopped.GetProperty("stop_reason").GetString());
+        Assert.EndsWith("Lily", stopped.GetProperty("text").GetString(), StringComparison.Ordinal);
+        (rc, stdout, stderr) = KvaqProcess.Run("generate", "-m", "stories260K", "-p", "Once upon a time", "-n", "60", "--json");
+        Assert.True(rc == 0, stderr);
+        var whole = JsonDocument.Parse(stdout).RootElement.GetProperty("tokens").EnumerateArray().Select(e => e.GetInt32()).ToArray();
+        var cut = stopped.GetProperty("tokens").EnumerateArray().Select(e => e.GetInt32()).ToArray();
+        Assert.True(cut.Length < whole.Length);
+        Assert.Equal(whole[..cut.Length], cut);
+
+        (rc, _, stderr) = KvaqProcess.Run("generate", "-m", "stories260K", "--stop", "");
+        Assert.Equal(1, rc);
+        Assert.Equal("kvaq: error: --stop: an empty text would end the generation at once", stderr.Trim());
     }
 
     [Fact]
