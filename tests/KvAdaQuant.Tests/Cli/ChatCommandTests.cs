@@ -153,7 +153,13 @@ public class ChatCommandTests
                 Assert.True(p.ExitCode == 0, $"rc {p.ExitCode}: {err}");
                 var stats = err.Split('\n').Where(l => l.Contains(" generated (", StringComparison.Ordinal)).ToArray();
                 Assert.Equal(2, stats.Length);
-                Assert.Contains("generated (cancelled)", stats[0]);
+                if (!stats[0].Contains("generated (cancelled)", StringComparison.Ordinal))
+                {
+                    // The signal came between the reply's last token and the end of its turn: nothing left to cancel.
+                    outcomes.Add("the reply ended as SIGINT arrived: " + stats[0]);
+                    continue;
+                }
+
                 Assert.DoesNotContain("(cancelled)", stats[1]);
                 return;
             }
