@@ -29,7 +29,9 @@ internal sealed record AttentionBenchResult(
     int Triads,
     double MedianTriadSeconds,
     int Int8Layers,
-    int Int8ValueLayers)
+    int Int8ValueLayers,
+    int Threads,
+    double MedianOneThreadTriadSeconds)
 {
     /// <summary>Packed K + V bytes one step reads (the plan's accounting; the mean over the cycled layers where a plan's layers differ).</summary>
     public double BytesPerStep => (double)BytesCycled / Layers;
@@ -42,6 +44,12 @@ internal sealed record AttentionBenchResult(
 
     /// <summary>Attention GB/s over triad GB/s.</summary>
     public double TriadShare => GigabytesPerSecond / TriadGigabytesPerSecond;
+
+    /// <summary>The triad on one thread (timed in the same run; the triad itself when <see cref="Threads"/> is 1), in 1e9 bytes per second.</summary>
+    public double OneThreadTriadGigabytesPerSecond => TriadBytes / MedianOneThreadTriadSeconds / 1e9;
+
+    /// <summary>Attention GB/s per thread over the one-thread triad's GB/s: the share each core reaches of what one core can stream.</summary>
+    public double PerThreadShareOfOneThreadTriad => GigabytesPerSecond / Threads / OneThreadTriadGigabytesPerSecond;
 
     /// <summary>The flat JSON object of one context.</summary>
     public Dictionary<string, object> ToJson() => new()
@@ -61,6 +69,9 @@ internal sealed record AttentionBenchResult(
         ["triad.seconds"] = Math.Round(MedianTriadSeconds, 9),
         ["triad.gb_per_second"] = Math.Round(TriadGigabytesPerSecond, 4),
         ["attention.triad_share"] = Math.Round(TriadShare, 4),
+        ["triad.one_thread_gb_per_second"] = Math.Round(OneThreadTriadGigabytesPerSecond, 4),
+        ["attention.gb_per_second_per_thread"] = Math.Round(GigabytesPerSecond / Threads, 4),
+        ["attention.per_thread_share_of_one_thread_triad"] = Math.Round(PerThreadShareOfOneThreadTriad, 4),
     };
 }
 
@@ -68,7 +79,8 @@ internal sealed record AttentionBenchResult(
 /// <c>kvaq bench --attention</c>: per context, fills enough layers of the real cache (<see cref="KvCacheFactory"/>) with
 /// seeded random keys and values that the cycled steps stream from memory (<see cref="AttentionStepRunner.StreamedLayers"/>),
 /// then alternates runs of attention steps (<see cref="AttentionStepRunner"/>, one layer per step, over the pool) with
-/// runs of the STREAM-style triad (<see cref="TriadBandwidth"/>, the same pool), and reports medians.
+/// runs of the STREAM-style triad (<see cref="TriadBandwidth"/>, the same pool, and with more than one thread also on a
+/// pool of one thread, so that the per-core share can be read), and reports medians.
 /// </summary>
 internal static class AttentionBenchRunner
 {
@@ -91,8 +103,14 @@ internal static class AttentionBenchRunner
     }
 
     /// <summary>Measures one context; <paramref name="log"/> gets progress lines.</summary>
-    public static AttentionBenchResult Run(AttentionShape shape, KvPlan plan, AttentionPrecision attention, int ctx, WorkerPool pool, TriadBandwidth triad, int runs, Action<string>? log)
+    public static AttentionBenchResult Run(
+        AttentionShape shape, KvPlan plan, AttentionPrecision attention, int ctx, WorkerPool pool, WorkerPool onePool, TriadBandwidth triad, int runs, Action<string>? log)
     {
+        if (onePool.Threads != 1)
+        {
+            throw new ArgumentException($"the one-thread triad needs a pool of one thread, got {onePool.Threads}", nameof(onePool));
+        }
+
         var picked = AttentionStepRunner.StreamedLayers(plan, shape.KvHeads, shape.HeadDim, ctx);
         var sub = AttentionStepRunner.Subplan(plan, picked);
         var layout = new KvLayout(picked.Length, shape.KvHeads, shape.HeadDim, ctx);
@@ -110,6 +128,8 @@ internal static class AttentionBenchRunner
         int stepsPerRun = layers * ((MinStepsPerRun + layers - 1) / layers);
         var steps = new double[runs * stepsPerRun];
         var triads = new double[runs * TriadsPerRun];
+        bool separateOneThread = pool.Threads > 1;
+        var oneThreadTriads = separateOneThread ? new double[runs * TriadsPerRun] : triads;
 
         // Untimed warm-up: every layer once (first touches of the score scratch) and one triad.
         for (int l = 0; l < layers; l++)
@@ -118,14 +138,15 @@ internal static class AttentionBenchRunner
         }
 
         triad.Run(pool);
-        log?.Invoke($"ctx {ctx}: timing {runs} runs of {stepsPerRun} attention steps and {TriadsPerRun} triads, alternated");
-        int s = 0, t = 0;
+        log?.Invoke($"ctx {ctx}: timing {runs} runs of {stepsPerRun} attention steps and {TriadsPerRun} triads{(separateOneThread ? " (and as many on one thread)" : string.Empty)}, alternated");
+        int s = 0, t = 0, t1 = 0;
         for (int r = 0; r < runs; r++)
         {
             // The order swaps every run, so neither side always follows the other.
             if (r % 2 == 1)
             {
                 t = TimeTriads(triad, pool, triads, t);
+                t1 = separateOneThread ? TimeTriads(triad, onePool, oneThreadTriads, t1) : t1;
             }
 
             for (int i = 0; i < stepsPerRun; i++)
@@ -137,6 +158,7 @@ internal static class AttentionBenchRunner
 
             if (r % 2 == 0)
             {
+                t1 = separateOneThread ? TimeTriads(triad, onePool, oneThreadTriads, t1) : t1;
                 t = TimeTriads(triad, pool, triads, t);
             }
         }
@@ -144,7 +166,10 @@ internal static class AttentionBenchRunner
         var q = cache as QuantizedKvCache;
         Array.Sort(steps);
         Array.Sort(triads);
-        return new AttentionBenchResult(ctx, layers, cycled, steps.Length, Median(steps), steps[0], triad.BytesPerTriad, triads.Length, Median(triads), q?.Int8Layers ?? 0, q?.Int8ValueLayers ?? 0);
+        Array.Sort(oneThreadTriads);
+        return new AttentionBenchResult(
+            ctx, layers, cycled, steps.Length, Median(steps), steps[0], triad.BytesPerTriad, triads.Length, Median(triads), q?.Int8Layers ?? 0, q?.Int8ValueLayers ?? 0,
+            pool.Threads, Median(oneThreadTriads));
     }
 
     /// <summary>The median of sorted values (the mean of the middle two for an even count).</summary>

@@ -301,11 +301,12 @@ internal static class BenchCommand
         double? loadStart = LoadAverage.OneMinute();
         var results = new List<AttentionBenchResult>();
         using (var pool = new WorkerPool(nThreads))
+        using (var onePool = new WorkerPool(1))
         using (var triad = new TriadBandwidth())
         {
             foreach (int c in contexts)
             {
-                results.Add(AttentionBenchRunner.Run(shape, plan, attention, c, pool, triad, runs, log));
+                results.Add(AttentionBenchRunner.Run(shape, plan, attention, c, pool, onePool, triad, runs, log));
             }
         }
 
@@ -344,10 +345,10 @@ internal static class BenchCommand
         var ci = CultureInfo.InvariantCulture;
         string load = loadStart is double a && loadEnd is double b ? string.Create(ci, $"; load average {a:F2} -> {b:F2}") : string.Empty;
         Console.Out.WriteLine(string.Create(ci, $"attention alone: {(modelFile is null ? $"{shape.Name} shape" : modelFile)} ({shape.KvHeads} KV heads x {shape.GroupSize} query heads, head dim {shape.HeadDim}), kv {kv}, attention {CommonOptions.AttentionName(attention)}, {threads} threads; medians of {runs} alternated runs{load}"));
-        Console.Out.WriteLine($"{"ctx",7} {"layers",6} {"MB/step",9} {"step ms median",15} {"step ms min",12} {"GB/s",7} {"triad GB/s",11} {"share",7}");
+        Console.Out.WriteLine($"{"ctx",7} {"layers",6} {"MB/step",9} {"step ms median",15} {"step ms min",12} {"GB/s",7} {"triad GB/s",11} {"share",7} {"GB/s/thread",12} {"1-thread triad",15} {"share",7}");
         foreach (var x in results)
         {
-            Console.Out.WriteLine(string.Create(ci, $"{x.Ctx,7} {x.Layers,6} {x.BytesPerStep / 1e6,9:F2} {x.MedianStepSeconds * 1e3,15:F3} {x.MinStepSeconds * 1e3,12:F3} {x.GigabytesPerSecond,7:F2} {x.TriadGigabytesPerSecond,11:F2} {100 * x.TriadShare,6:F1}%"));
+            Console.Out.WriteLine(string.Create(ci, $"{x.Ctx,7} {x.Layers,6} {x.BytesPerStep / 1e6,9:F2} {x.MedianStepSeconds * 1e3,15:F3} {x.MinStepSeconds * 1e3,12:F3} {x.GigabytesPerSecond,7:F2} {x.TriadGigabytesPerSecond,11:F2} {100 * x.TriadShare,6:F1}% {x.GigabytesPerSecond / x.Threads,12:F2} {x.OneThreadTriadGigabytesPerSecond,15:F2} {100 * x.PerThreadShareOfOneThreadTriad,6:F1}%"));
         }
     }
 

@@ -54,7 +54,7 @@ public class BenchAttentionCliTests
         Assert.Equal(1, doc.RootElement.GetProperty("threads").GetInt32());
         var c = doc.RootElement.GetProperty("contexts")[0];
         Assert.Equal(2L * 2 * 16 * 2 * 100, c.GetProperty("attention.bytes_per_step").GetInt64());
-        AssertConsistent(c, runs: 2);
+        AssertConsistent(c, runs: 2, threads: 1);
     }
 
     [SkippableFact]
@@ -184,8 +184,9 @@ public class BenchAttentionCliTests
         Assert.Equal($"kvaq: error: --kv-plan {plan}: layers has 3 entries but the model has 2 layers", stderr.Trim());
     }
 
-    // GB/s, the triad's and the share follow from the reported bytes and medians; the minimum is at most the median.
-    private static void AssertConsistent(JsonElement c, int runs = 1)
+    // GB/s, the triad's and the share follow from the reported bytes and medians; the minimum is at most the median; the
+    // per-thread figures divide by the thread count, and with one thread the one-thread triad is the triad.
+    private static void AssertConsistent(JsonElement c, int runs = 1, int threads = 2)
     {
         double bytes = c.GetProperty("attention.bytes_per_step").GetDouble();
         double step = c.GetProperty("attention.step_seconds").GetDouble();
@@ -199,6 +200,15 @@ public class BenchAttentionCliTests
         Assert.Equal(gb / triadGb, c.GetProperty("attention.triad_share").GetDouble(), (gb / triadGb * 1e-3) + 1e-4);
         Assert.True(c.GetProperty("attention.steps").GetInt32() >= 32);
         Assert.Equal(3 * runs, c.GetProperty("triad.runs").GetInt32());
+        double oneGb = c.GetProperty("triad.one_thread_gb_per_second").GetDouble();
+        Assert.True(oneGb > 0, $"one-thread triad {oneGb}");
+        if (threads == 1)
+        {
+            Assert.Equal(triadGb, oneGb, 1e-4);
+        }
+
+        Assert.Equal(gb / threads, c.GetProperty("attention.gb_per_second_per_thread").GetDouble(), (gb / threads * 1e-3) + 1e-4);
+        Assert.Equal(gb / threads / oneGb, c.GetProperty("attention.per_thread_share_of_one_thread_triad").GetDouble(), (gb / threads / oneGb * 1e-3) + 1e-4);
     }
 
     private static KvAdaQuant.Model.ModelConfig LoadConfig(string path)
