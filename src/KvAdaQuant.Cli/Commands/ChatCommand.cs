@@ -92,6 +92,7 @@ internal static class ChatCommand
 
             using var transformer = new Transformer(m, r.GetValue(threads));
             var plan = KvCacheFactory.ResolvePlan(r.GetValue(kv), r.GetValue(kvPlan), m.Config.Layers);
+            CommonOptions.NoteIfNeverQuantized(plan, c);
             using var session = new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(c)));
             ChatSession chat;
             try

@@ -100,6 +100,19 @@ internal static class CommonOptions
         attention == KvAdaQuant.KvCache.AttentionPrecision.Int8Values ? "--attn-int8-values" : "--attn-int8";
 
     /// <summary>The <c>"attention"</c> value of the JSON outputs: <c>int8-values</c>, <c>int8</c> or <c>fp32</c>.</summary>
+    /// <summary>
+    /// Prints a note on stderr when a quantized spec of <paramref name="plan"/> would never quantize a position of a
+    /// <paramref name="capacity"/>-position context (a residual window or sinks as long as the context): the run is then
+    /// an FP16 run under a quantized name.
+    /// </summary>
+    public static void NoteIfNeverQuantized(KvAdaQuant.KvCache.KvPlan plan, int capacity)
+    {
+        if (plan.NeverQuantized(capacity) is { } why)
+        {
+            Console.Error.WriteLine($"kvaq: note: {plan.Name}: {why}");
+        }
+    }
+
     public static string AttentionName(KvAdaQuant.KvCache.AttentionPrecision attention) => attention switch
     {
         KvAdaQuant.KvCache.AttentionPrecision.Int8Values => "int8-values",

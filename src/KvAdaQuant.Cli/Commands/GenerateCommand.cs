@@ -93,6 +93,7 @@ internal static class GenerateCommand
 
             using var transformer = new Transformer(m, r.GetValue(threads));
             var plan = KvCacheFactory.ResolvePlan(r.GetValue(kv), r.GetValue(kvPlan), m.Config.Layers);
+            CommonOptions.NoteIfNeverQuantized(plan, c);
             using var session = new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(c), precision));
             var sampler = sampling.Create(r);
             bool asJson = r.GetValue(json);

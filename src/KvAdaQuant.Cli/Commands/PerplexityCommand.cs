@@ -64,6 +64,7 @@ internal static class PerplexityCommand
             var tokens = tok.Encode(text, addBos: true);
             using var transformer = new Transformer(m, r.GetValue(threads));
             string spec = plan.Name;
+            CommonOptions.NoteIfNeverQuantized(plan, r.GetValue(ctx));
             int maxChunks = nChunks > 0 ? nChunks : int.MaxValue;
             bool asJson = r.GetValue(json);
             var result = PerplexityEvaluator.Evaluate(transformer, tokens, r.GetValue(ctx), layout => KvCacheFactory.Create(plan, layout, attention), tok.BosToken,

@@ -331,6 +331,28 @@ public sealed partial class KvPlan
         return Encoding.UTF8.GetString(ms.ToArray());
     }
 
+    /// <summary>
+    /// Null when every quantized K and V spec of the plan quantizes some position of a <paramref name="capacity"/>-position
+    /// context; else what one that never does keeps out of quantization (its sinks, residual window and, per channel,
+    /// the chunk it waits to fill), for a note that the cache would run in FP16 there.
+    /// </summary>
+    public string? NeverQuantized(int capacity)
+    {
+        for (int l = 0; l < Layers.Count; l++)
+        {
+            foreach (var (kind, spec) in new[] { ("K", Layers[l].K), ("V", Layers[l].V) })
+            {
+                if (spec.IsQuantized && spec.QuantizedTokens(capacity) == 0)
+                {
+                    string chunk = spec.Axis == QuantAxis.PerChannel ? $" plus a per-channel chunk of {spec.TokenGroup} tokens" : string.Empty;
+                    return $"layer {l} {kind} ({spec}) keeps {spec.Sinks} sink and {spec.Residual} residual positions in FP16{chunk}: none of the context's {capacity} positions is ever quantized there";
+                }
+            }
+        }
+
+        return null;
+    }
+
     /// <inheritdoc/>
     public override string ToString() => Name;
 
