@@ -139,7 +139,7 @@ internal static class BenchCommand
             (string K, string V)? llamaTypes = null;
             if (vsName is not null && r.GetValue(device) != DeviceOptions.Cuda)
             {
-                if (!IsGguf(m.Path))
+                if (!Formats.Gguf.GgufFile.IsGgufFile(m.Path))
                 {
                     throw new ArgumentException($"--vs llama.cpp: {m.Path} is not a GGUF file; llama.cpp needs the same model as GGUF (kvaq convert)");
                 }
@@ -363,13 +363,6 @@ internal static class BenchCommand
         return parts.Select(p => int.TryParse(p, NumberStyles.None, CultureInfo.InvariantCulture, out int v) && v > 0
             ? v
             : throw new ArgumentException($"--ctx '{text}': '{p}' is not a positive integer")).ToArray();
-    }
-
-    private static bool IsGguf(string path)
-    {
-        Span<byte> magic = stackalloc byte[4];
-        using var fs = File.OpenRead(path);
-        return fs.ReadAtLeast(magic, 4, throwOnEndOfStream: false) == 4 && magic.SequenceEqual("GGUF"u8);
     }
 
     private static void PrintTable(List<BenchContextResult> results, int threads, long kvaqPeak, long peak)

@@ -57,7 +57,7 @@ internal static class CompareCommand
                 c.Plan.Validate(m.Config.Layers, m.Config.HeadDim);
             }
 
-            var tok = m.Tokenizer ?? (IsGguf(m.Path) ? GgufTokenizer(m.Path) : null)
+            var tok = m.Tokenizer ?? (Formats.Gguf.GgufFile.IsGgufFile(m.Path) ? GgufTokenizer(m.Path) : null)
                 ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
             var path = ModelPaths.ResolveData(r.GetValue(data)!);
             var text = DatasetReader.ReadText(path);
@@ -80,7 +80,7 @@ internal static class CompareCommand
             int n = r.GetValue(ctx);
             int nThreads = r.GetValue(threads) is > 0 and var t ? t : Environment.ProcessorCount;
             int maxChunks = chunkLimit > 0 ? chunkLimit : int.MaxValue;
-            if (llamaTypes.Length > 0 && !IsGguf(m.Path))
+            if (llamaTypes.Length > 0 && !Formats.Gguf.GgufFile.IsGgufFile(m.Path))
             {
                 throw new ArgumentException($"--vs-cache: {m.Path} is not a GGUF file; llama.cpp needs the same model as GGUF (kvaq convert)");
             }
@@ -137,12 +137,5 @@ internal static class CompareCommand
     {
         using var file = Formats.Gguf.GgufFile.Open(path);
         return Tokenization.GgufTokenizerFactory.Create(file);
-    }
-
-    private static bool IsGguf(string path)
-    {
-        Span<byte> magic = stackalloc byte[4];
-        using var fs = File.OpenRead(path);
-        return fs.ReadAtLeast(magic, 4, throwOnEndOfStream: false) == 4 && magic.SequenceEqual("GGUF"u8);
     }
 }

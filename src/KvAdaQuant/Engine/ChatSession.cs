@@ -92,10 +92,7 @@ public sealed class ChatSession
 
         // The new text: what the rendering adds after the text the cache holds; where the template rewrote the past
         // (it never does for the built-in ones), after the rendering of the past conversation, as llama.cpp's chat does.
-        string past = Template.Render(_messages, addGenerationPrompt: false);
-        string turn = render.StartsWith(_fedText, StringComparison.Ordinal) ? render[_fedText.Length..]
-            : render.StartsWith(past, StringComparison.Ordinal) ? render[past.Length..]
-            : throw new InvalidOperationException($"chat template {Template.Name}: the rendering of the conversation changed its past");
+        string turn = render.StartsWith(_fedText, StringComparison.Ordinal) ? render[_fedText.Length..] : AfterThePast(render);
         var turnTokens = _tokenizer.Encode(turn, addBos: Position == 0, parseSpecial: Template != ChatTemplate.None);
 
         if (turnTokens.Count == 0 && Position == 0)
@@ -174,6 +171,14 @@ public sealed class ChatSession
             _endOfTurn,
             cancel,
             stopTexts);
+
+    private string AfterThePast(string render)
+    {
+        string past = Template.Render(_messages, addGenerationPrompt: false);
+        return render.StartsWith(past, StringComparison.Ordinal)
+            ? render[past.Length..]
+            : throw new InvalidOperationException($"chat template {Template.Name}: the rendering of the conversation changed its past");
+    }
 
     private void Feed(int token)
     {

@@ -117,7 +117,19 @@ internal static class GenerationLoop
     {
         foreach (var stop in stops)
         {
-            if (stop.Length > 0 && text.Length >= stop.Length && text.ToString(text.Length - stop.Length, stop.Length) == stop)
+            if (stop.Length == 0 || text.Length < stop.Length)
+            {
+                continue;
+            }
+
+            // Compared in place: no string per token.
+            int i = 0, start = text.Length - stop.Length;
+            while (i < stop.Length && text[start + i] == stop[i])
+            {
+                i++;
+            }
+
+            if (i == stop.Length)
             {
                 return true;
             }

@@ -36,13 +36,9 @@ public static class ChatTemplateText
             return FromConfig(config);
         }
 
-        using (var f = File.OpenRead(path))
+        if (!GgufFile.IsGgufFile(path))
         {
-            Span<byte> head = stackalloc byte[4];
-            if (f.ReadAtLeast(head, 4, throwOnEndOfStream: false) < 4 || !GgufFile.IsGguf(head))
-            {
-                return null;
-            }
+            return null;
         }
 
         using var g = GgufFile.Open(path);

@@ -115,9 +115,7 @@ public class ChatCommandTests
     public void Ctrl_c_while_a_reply_streams_ends_that_reply_and_the_chat_goes_on()
     {
         Skip.IfNot(OperatingSystem.IsLinux(), "sends SIGINT with kill(2)");
-        var ignored = File.ReadLines("/proc/self/status").Single(l => l.StartsWith("SigIgn:", StringComparison.Ordinal));
-        ulong mask = ulong.Parse(ignored["SigIgn:".Length..].Trim(), System.Globalization.NumberStyles.HexNumber, System.Globalization.CultureInfo.InvariantCulture);
-        Skip.If((mask & 2) != 0, "SIGINT is ignored in this process tree (started in the background without job control), so kvaq would inherit that");
+        Skip.If(KvaqProcess.SigintIgnored(), "SIGINT is ignored in this process tree (started in the background without job control), so kvaq would inherit that");
 
         // SIGINT goes out as soon as the reply's first character arrives. A reply can still end first (stories3M-q80 decodes
         // thousands of tokens a second), and SIGINT at the prompt then ends kvaq as it should (exit code 130): only then is

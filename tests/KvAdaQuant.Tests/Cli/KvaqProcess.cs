@@ -30,4 +30,15 @@ internal static class KvaqProcess
         p.WaitForExit();
         return (p.ExitCode, stdout.Result, stderr);
     }
+
+    /// <summary>
+    /// Whether this process ignores SIGINT (a test run started in the background without job control): kvaq, started from
+    /// here, inherits that, so Ctrl+C could not reach it either. Read from /proc (Linux only).
+    /// </summary>
+    public static bool SigintIgnored()
+    {
+        var ignored = File.ReadLines("/proc/self/status").Single(l => l.StartsWith("SigIgn:", StringComparison.Ordinal));
+        ulong mask = ulong.Parse(ignored["SigIgn:".Length..].Trim(), System.Globalization.NumberStyles.HexNumber, System.Globalization.CultureInfo.InvariantCulture);
+        return (mask & 2) != 0;
+    }
 }

@@ -77,6 +77,19 @@ public sealed unsafe class GgufFile : IDisposable
     /// <summary>True when <paramref name="head"/> starts with the GGUF magic.</summary>
     public static bool IsGguf(ReadOnlySpan<byte> head) => head.Length >= 4 && BinaryPrimitives.ReadUInt32LittleEndian(head) == Magic;
 
+    /// <summary>True when <paramref name="path"/> is a file that starts with the GGUF magic (false for a folder or a shorter file).</summary>
+    public static bool IsGgufFile(string path)
+    {
+        if (!System.IO.File.Exists(path))
+        {
+            return false;
+        }
+
+        Span<byte> head = stackalloc byte[4];
+        using var fs = System.IO.File.OpenRead(path);
+        return fs.ReadAtLeast(head, 4, throwOnEndOfStream: false) == 4 && IsGguf(head);
+    }
+
     /// <summary>Tensor by name, or null.</summary>
     public GgufTensorInfo? FindTensor(string name) => _byName.GetValueOrDefault(name);
 
