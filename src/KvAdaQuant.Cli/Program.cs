@@ -38,7 +38,7 @@ public static class Program
         {
             foreach (var error in result.Errors)
             {
-                Console.Error.WriteLine($"kvaq: error: {error.Message}");
+                Console.Error.WriteLine($"kvaq: error: {ParseErrorText.Describe(error.Message)}");
             }
 
             if (args.Length == 0)

@@ -18,6 +18,25 @@ public class OptionErrorsCliTests
     }
 
     [Theory]
+    [InlineData("--max-tokens", "abc", "kvaq: error: --max-tokens 'abc' is not an integer (-2147483648 to 2147483647)")]
+    [InlineData("--max-tokens", "99999999999", "kvaq: error: --max-tokens '99999999999' is not an integer (-2147483648 to 2147483647)")]
+    [InlineData("--temperature", "warm", "kvaq: error: --temperature 'warm' is not a number, e.g. 0.8 or 1e-3")]
+    public void ValuesOfTheWrongTypeAreNamedWithoutDotNetTypeNames(string option, string value, string message)
+    {
+        // System.CommandLine says "as expected type 'System.Int32'"; a user typed an option, not a .NET type.
+        var (rc, stdout, stderr) = KvaqProcess.Run("generate", "--model", Fixtures.Stories260K, option, value);
+        Assert.Equal(1, rc);
+        Assert.Equal(message, stderr.TrimEnd());
+        Assert.Empty(stdout);
+    }
+
+    [Theory]
+    [InlineData("Required argument missing for option: '--kv-plan'.")]
+    [InlineData("Cannot parse argument 'x' for option '--shape' as expected type 'KvAdaQuant.Something'.")]
+    public void UnrecognisedParseMessagesPassThrough(string message) =>
+        Assert.Equal(message, KvAdaQuant.Cli.ParseErrorText.Describe(message));
+
+    [Theory]
     [InlineData("k16v16:g4", "kvaq: error: --kv 'k16v16:g4': option 'g4' has nothing to apply to")]
     [InlineData("fp16:g4", "kvaq: error: --kv 'fp16:g4': fp16 stores keys and values unquantized and takes no options")]
     public void QuantizerOptionsOnAnUnquantizedCacheAreRejected(string kv, string message)
