@@ -134,6 +134,7 @@ internal static class BenchCommand
 
             var plan = KvAdaQuant.KvCache.KvCacheFactory.ResolvePlan(planPath is null ? kvText ?? "fp16" : kvText, planPath, m.Config.Layers);
             plan.Validate(m.Config.Layers, m.Config.HeadDim);
+            CommonOptions.NoteIfNeverQuantized(plan, contexts);
             string kvOption = planPath is null ? $"--kv '{kvText ?? "fp16"}'" : $"--kv-plan {planPath}";
             string kvName = planPath is null ? kvText ?? "fp16" : plan.Name;
             (string K, string V)? llamaTypes = null;
@@ -295,6 +296,7 @@ internal static class BenchCommand
         var plan = KvCacheFactory.ResolvePlan(planPath is null ? kvText ?? "fp16" : kvText, planPath, shape.Layers);
         plan.Validate(shape.Layers, shape.HeadDim);
         AttentionBenchRunner.Check(shape, plan, attention);
+        CommonOptions.NoteIfNeverQuantized(plan, contexts);
         string kvName = planPath is null ? kvText ?? "fp16" : plan.Name;
         int nThreads = threads == 0 ? Environment.ProcessorCount : threads;
         Action<string>? log = asJson ? null : Console.Error.WriteLine;

@@ -105,11 +105,21 @@ internal static class CommonOptions
     /// <paramref name="capacity"/>-position context (a residual window or sinks as long as the context): the run is then
     /// an FP16 run under a quantized name.
     /// </summary>
-    public static void NoteIfNeverQuantized(KvAdaQuant.KvCache.KvPlan plan, int capacity)
+    public static void NoteIfNeverQuantized(KvAdaQuant.KvCache.KvPlan plan, int capacity) => NoteIfNeverQuantized(plan, [capacity]);
+
+    /// <summary>
+    /// The note of <see cref="NoteIfNeverQuantized(KvAdaQuant.KvCache.KvPlan, int)"/> for a run over several context
+    /// lengths (bench's <c>--ctx</c> list): printed once, for the longest of them that the plan never quantizes.
+    /// </summary>
+    public static void NoteIfNeverQuantized(KvAdaQuant.KvCache.KvPlan plan, IEnumerable<int> capacities)
     {
-        if (plan.NeverQuantized(capacity) is { } why)
+        foreach (int capacity in capacities.Where(c => c > 0).Distinct().OrderDescending())
         {
-            Console.Error.WriteLine($"kvaq: note: {plan.Name}: {why}");
+            if (plan.NeverQuantized(capacity) is { } why)
+            {
+                Console.Error.WriteLine($"kvaq: note: {plan.Name}: {why}");
+                return;
+            }
         }
     }
 

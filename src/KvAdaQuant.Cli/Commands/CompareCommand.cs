@@ -78,6 +78,11 @@ internal static class CompareCommand
             }
 
             int n = r.GetValue(ctx);
+            foreach (var c in caches)
+            {
+                CommonOptions.NoteIfNeverQuantized(c.Plan, n);
+            }
+
             int nThreads = r.GetValue(threads) is > 0 and var t ? t : Environment.ProcessorCount;
             int maxChunks = chunkLimit > 0 ? chunkLimit : int.MaxValue;
             if (llamaTypes.Length > 0 && !Formats.Gguf.GgufFile.IsGgufFile(m.Path))

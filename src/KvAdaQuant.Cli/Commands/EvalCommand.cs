@@ -74,6 +74,11 @@ internal static class EvalCommand
             using var transformer = new Transformer(m, r.GetValue(threads));
             var configs = Configs(r.GetValue(kv), r.GetValue(kvPlan), r.GetValue(grid), r.GetValue(plans), r.GetValue(spec)!, m.Config.Layers, m.Config.HeadDim);
             var evaluator = new TaskEvaluator(transformer, tok, options);
+            foreach (var c in configs)
+            {
+                CommonOptions.NoteIfNeverQuantized(c.Plan, evaluator.Options.Context);
+            }
+
             var table = Run(evaluator, configs, m.Path, m.Config.KvHeads, m.Config.HeadDim, r.GetValue(json));
             if (staging is not null)
             {

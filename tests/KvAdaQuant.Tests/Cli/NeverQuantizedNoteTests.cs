@@ -4,7 +4,7 @@ namespace KvAdaQuant.Tests.Cli;
 
 /// <summary>
 /// A quantized plan whose residual window, sinks or per-channel chunk cover the whole context never quantizes anything:
-/// <see cref="KvPlan.NeverQuantized"/> says so, and generate, chat and perplexity print it as a note.
+/// <see cref="KvPlan.NeverQuantized"/> says so, and generate, chat, perplexity, eval, bench and compare print it as a note.
 /// </summary>
 public class NeverQuantizedNoteTests
 {
@@ -35,5 +35,25 @@ public class NeverQuantizedNoteTests
         (rc, _, stderr) = KvaqProcess.Run("generate", "-m", "stories260K", "-n", "4", "--kv", "k4v2:r64", "--ctx", "256");
         Assert.True(rc == 0, stderr);
         Assert.DoesNotContain("kvaq: note:", stderr);
+    }
+
+    [Fact]
+    public void Eval_bench_and_compare_print_the_note_and_run()
+    {
+        string Note(int ctx) => $"kvaq: note: k4v2:r512: layer 0 K (4:gauto:pt:asym:r512:sink0) keeps 0 sink and 512 residual positions in FP16: none of the context's {ctx} positions is ever quantized there";
+        var (rc, _, stderr) = KvaqProcess.Run("eval", "-m", "stories260K", "--task", "perplexity", "--data", "wikitext-2/wiki.test.raw", "--limit", "1", "--ctx", "128", "--kv", "k4v2:r512", "--json");
+        Assert.True(rc == 0, stderr);
+        Assert.Contains(Note(128), stderr);
+        (rc, _, stderr) = KvaqProcess.Run("compare", "-m", "stories260K", "--data", "wikitext-2/wiki.test.raw", "--chars", "2000", "--ctx", "128", "--kv", "fp32,k4v2:r512", "--vs-cache", "", "--json");
+        Assert.True(rc == 0, stderr);
+        Assert.Contains(Note(128), stderr);
+        // bench over several lengths: once, for the longest the plan never quantizes (not 256, which it does).
+        (rc, _, stderr) = KvaqProcess.Run("bench", "-m", "stories260K", "--ctx", "64,128,256", "--kv", "k4v2:r200", "--runs", "1", "--decode-tokens", "2", "--json");
+        Assert.True(rc == 0, stderr);
+        Assert.Contains("kvaq: note: k4v2:r200: layer 0 K (4:gauto:pt:asym:r200:sink0) keeps 0 sink and 200 residual positions in FP16: none of the context's 128 positions is ever quantized there", stderr);
+        Assert.Single(stderr.Split('\n'), l => l.StartsWith("kvaq: note:", StringComparison.Ordinal));
+        (rc, _, stderr) = KvaqProcess.Run("bench", "--attention", "--shape", "llama-3.2-1b", "--ctx", "256", "--kv", "k4v2:r512", "--runs", "1", "--json");
+        Assert.True(rc == 0, stderr);
+        Assert.Contains(Note(256), stderr);
     }
 }
