@@ -167,6 +167,7 @@ internal static class GenerateCommand
         ParseResult r, LlamaModel m, Tokenization.ITokenizer tok, int c, int n, string p, string[] stops, SamplingOptions sampling, Option<string?> kv, Option<string?> kvPlan,
         Option<bool> json)
     {
+        sampling.CheckGpu(r);
         string? kvText = r.GetValue(kv);
         string? planPath = r.GetValue(kvPlan);
         var plan = KvCacheFactory.ResolvePlan(kvText is null && planPath is null ? "fp16" : kvText, planPath, m.Config.Layers);

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using KvAdaQuant.Tokenization;
 
 namespace KvAdaQuant.Engine;
@@ -154,16 +155,16 @@ public sealed class ChatSession
             {
                 if (!feed)
                 {
-                    return sampler.Sample(_session.Logits);
+                    return sampler.Sample(_session.Logits, CollectionsMarshal.AsSpan(_tokens));
                 }
 
                 _tokens.AddRange(turnTokens);
-                return sampler.Sample(_session.Prefill(turnTokens.ToArray()));
+                return sampler.Sample(_session.Prefill(turnTokens.ToArray()), CollectionsMarshal.AsSpan(_tokens));
             },
             step: t =>
             {
                 _tokens.Add(t);
-                return sampler.Sample(_session.Decode(t));
+                return sampler.Sample(_session.Decode(t), CollectionsMarshal.AsSpan(_tokens));
             },
             position: () => _session.Position,
             kvBytes: () => _session.Cache.ByteCount,

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using KvAdaQuant.Tokenization;
 
 namespace KvAdaQuant.Engine;
@@ -27,8 +28,12 @@ public sealed class Generator
     }
 
     /// <summary>Generates after already tokenized <paramref name="promptTokens"/>.</summary>
-    public GenerationResult Generate(IReadOnlyList<int> promptTokens, int maxTokens, Sampler sampler, Action<string>? onText = null, IReadOnlyList<string>? stopTexts = null) =>
-        GenerationLoop.Run(
+    /// <remarks>The sampler's penalties see the prompt and the generated tokens, as llama.cpp's and transformers' do.</remarks>
+    public GenerationResult Generate(IReadOnlyList<int> promptTokens, int maxTokens, Sampler sampler, Action<string>? onText = null, IReadOnlyList<string>? stopTexts = null)
+    {
+        // The sequence so far, for the penalties (only kept when the sampler has any).
+        var sequence = new List<int>(sampler.HasPenalties ? promptTokens.Count + maxTokens : 0);
+        return GenerationLoop.Run(
             promptTokens,
             _tokenizer,
             maxTokens,
@@ -36,11 +41,26 @@ public sealed class Generator
             prefill: () =>
             {
                 _session.Reset();
-                return sampler.Sample(_session.Prefill(promptTokens.ToArray()));
+                var tokens = promptTokens.ToArray();
+                if (sampler.HasPenalties)
+                {
+                    sequence.AddRange(tokens);
+                }
+
+                return sampler.Sample(_session.Prefill(tokens), CollectionsMarshal.AsSpan(sequence));
             },
-            step: t => sampler.Sample(_session.Decode(t)),
+            step: t =>
+            {
+                if (sampler.HasPenalties)
+                {
+                    sequence.Add(t);
+                }
+
+                return sampler.Sample(_session.Decode(t), CollectionsMarshal.AsSpan(sequence));
+            },
             position: () => _session.Position,
             kvBytes: () => _session.Cache.ByteCount,
             onText,
             stopTexts: stopTexts);
+    }
 }

@@ -3,15 +3,29 @@ using KvAdaQuant.Numerics;
 
 namespace KvAdaQuant.Engine;
 
-/// <summary>Chooses the next token: greedy at temperature 0, else softmax(logits / T) (T finite) with optional top-k and top-p, from a seeded generator.</summary>
+/// <summary>
+/// Chooses the next token. First the penalties on the tokens of the sequence so far (<see cref="RepeatPenalty"/>,
+/// <see cref="PresencePenalty"/>, <see cref="FrequencyPenalty"/> over the last <see cref="RepeatLastN"/> tokens, as
+/// llama.cpp's penalties sampler and transformers' <c>repetition_penalty</c>); then greedy at temperature 0, else
+/// softmax(logits / T) (T finite) with optional top-k, top-p and min-p (in transformers' order: temperature, top-k, top-p,
+/// min-p), drawn from a seeded generator. With the defaults (no penalty, no min-p) it keeps no state but its generator.
+/// </summary>
 public sealed class Sampler
 {
     private readonly float _temperature;
     private readonly int _topK;
     private readonly float _topP;
+    private readonly float _minP;
+    private readonly float _repeatPenalty = 1f;
+    private readonly int _repeatLastN = 64;
+    private readonly float _presencePenalty;
+    private readonly float _frequencyPenalty;
     private ulong _state;
     private float[] _probs = [];
     private int[] _index = [];
+    private float[] _penalized = [];
+    private int[] _counts = [];
+    private int[] _distinct = [];
 
     /// <summary>Creates a sampler.</summary>
     public Sampler(float temperature = 0f, int topK = 0, float topP = 1f, ulong seed = 42)
@@ -22,6 +36,54 @@ public sealed class Sampler
         _topP = topP;
         _state = seed == 0 ? 0x9E3779B97F4A7C15UL : seed;
     }
+
+    /// <summary>
+    /// Keep only tokens whose probability is at least this fraction of the most likely one's (after temperature, top-k and
+    /// top-p; llama.cpp's <c>--min-p</c>, transformers' <c>min_p</c>); 0 (the default) keeps all, in [0, 1].
+    /// </summary>
+    public float MinP
+    {
+        get => _minP;
+        init => _minP = value is >= 0f and <= 1f ? value : throw new ArgumentOutOfRangeException(nameof(MinP), $"--min-p must be in [0, 1], got {value}");
+    }
+
+    /// <summary>
+    /// Divides the positive logits (multiplies the negative ones) of every token among the last <see cref="RepeatLastN"/> of
+    /// the sequence by this (CTRL's repetition penalty: llama.cpp's <c>--repeat-penalty</c>, transformers'
+    /// <c>repetition_penalty</c>); 1 (the default) is off; finite and &gt; 0.
+    /// </summary>
+    public float RepeatPenalty
+    {
+        get => _repeatPenalty;
+        init => _repeatPenalty = value > 0f && float.IsFinite(value) ? value : throw new ArgumentOutOfRangeException(nameof(RepeatPenalty), $"--repeat-penalty must be finite and > 0 (1 = off), got {value}");
+    }
+
+    /// <summary>How many of the sequence's last tokens the penalties look at: 64 (llama.cpp's default), 0 = none, -1 = all.</summary>
+    public int RepeatLastN
+    {
+        get => _repeatLastN;
+        init => _repeatLastN = value >= -1 ? value : throw new ArgumentOutOfRangeException(nameof(RepeatLastN), $"--repeat-last-n must be >= -1 (-1 = the whole sequence, 0 = off), got {value}");
+    }
+
+    /// <summary>Subtracted once from the logit of every token present among the last <see cref="RepeatLastN"/> (OpenAI's presence_penalty); 0 = off.</summary>
+    public float PresencePenalty
+    {
+        get => _presencePenalty;
+        init => _presencePenalty = float.IsFinite(value) ? value : throw new ArgumentOutOfRangeException(nameof(PresencePenalty), $"--presence-penalty must be finite, got {value}");
+    }
+
+    /// <summary>Subtracted from a token's logit once per occurrence among the last <see cref="RepeatLastN"/> (OpenAI's frequency_penalty); 0 = off.</summary>
+    public float FrequencyPenalty
+    {
+        get => _frequencyPenalty;
+        init => _frequencyPenalty = float.IsFinite(value) ? value : throw new ArgumentOutOfRangeException(nameof(FrequencyPenalty), $"--frequency-penalty must be finite, got {value}");
+    }
+
+    /// <summary>Whether any penalty is on (and so whether <see cref="Sample(ReadOnlySpan{float}, ReadOnlySpan{int})"/> reads the sequence).</summary>
+    public bool HasPenalties => _repeatLastN != 0 && (_repeatPenalty != 1f || _presencePenalty != 0f || _frequencyPenalty != 0f);
+
+    /// <summary>Whether every setting beyond temperature, top-k and top-p is at its default (what the GPU sampler does).</summary>
+    public bool IsBasic => !HasPenalties && _minP == 0f;
 
     /// <summary>Throws where a sampling setting is out of range: temperature finite and &gt;= 0, top-k &gt;= 0, top-p in (0, 1].</summary>
     public static void Validate(float temperature, int topK, float topP)
@@ -45,9 +107,28 @@ public sealed class Sampler
     /// <summary>Index of the largest logit (first on ties).</summary>
     public static int ArgMax(ReadOnlySpan<float> logits) => TensorPrimitives.IndexOfMax(logits);
 
-    /// <summary>Picks a token from <paramref name="logits"/>.</summary>
-    public int Sample(ReadOnlySpan<float> logits)
+    /// <summary>Picks a token from <paramref name="logits"/> (no penalties: there is no sequence to look at).</summary>
+    public int Sample(ReadOnlySpan<float> logits) => Sample(logits, []);
+
+    /// <summary>
+    /// Picks a token from <paramref name="logits"/> after the penalties on <paramref name="sequence"/>, the tokens so far
+    /// (prompt and generated, the last one the token these logits follow); it is read only when <see cref="HasPenalties"/>.
+    /// </summary>
+    public int Sample(ReadOnlySpan<float> logits, ReadOnlySpan<int> sequence)
     {
+        if (HasPenalties && sequence.Length > 0)
+        {
+            if (_penalized.Length < logits.Length)
+            {
+                _penalized = new float[logits.Length];
+            }
+
+            var penalized = _penalized.AsSpan(0, logits.Length);
+            logits.CopyTo(penalized);
+            ApplyPenalties(penalized, sequence);
+            logits = penalized;
+        }
+
         if (_temperature == 0f)
         {
             return ArgMax(logits);
@@ -73,7 +154,7 @@ public sealed class Sampler
         }
 
         int count = n;
-        if (_topK > 0 || _topP < 1f)
+        if (_topK > 0 || _topP < 1f || _minP > 0f)
         {
             var probsCopy = _probs;
             idx.Sort((a, b) => probsCopy[b].CompareTo(probsCopy[a]) is var cmp && cmp != 0 ? cmp : a.CompareTo(b));
@@ -95,6 +176,19 @@ public sealed class Sampler
                     }
                 }
             }
+
+            if (_minP > 0f)
+            {
+                // Sorted by probability: the kept tokens are a prefix; the most likely one always stays.
+                float threshold = _minP * p[idx[0]];
+                int kept = 1;
+                while (kept < count && p[idx[kept]] >= threshold)
+                {
+                    kept++;
+                }
+
+                count = kept;
+            }
         }
 
         float total = 0;
@@ -115,6 +209,55 @@ public sealed class Sampler
         }
 
         return idx[count - 1];
+    }
+
+    /// <summary>
+    /// The penalties on <paramref name="logits"/> in place, over the last <see cref="RepeatLastN"/> tokens of
+    /// <paramref name="sequence"/>: for each distinct token t there with c occurrences, l_t = l_t / penalty if l_t &gt; 0
+    /// else l_t * penalty, then l_t -= c * frequency + presence (llama.cpp's order). Tokens outside the vocabulary are
+    /// an error.
+    /// </summary>
+    public void ApplyPenalties(Span<float> logits, ReadOnlySpan<int> sequence)
+    {
+        if (!HasPenalties)
+        {
+            return;
+        }
+
+        var window = _repeatLastN < 0 || _repeatLastN >= sequence.Length ? sequence : sequence[^_repeatLastN..];
+        if (_counts.Length < logits.Length)
+        {
+            _counts = new int[logits.Length];
+        }
+
+        if (_distinct.Length < window.Length)
+        {
+            _distinct = new int[Math.Max(window.Length, 64)];
+        }
+
+        int distinct = 0;
+        foreach (int t in window)
+        {
+            if ((uint)t >= (uint)logits.Length)
+            {
+                Array.Clear(_counts);
+                throw new ArgumentOutOfRangeException(nameof(sequence), $"token {t} of the sequence is outside the vocabulary of {logits.Length}");
+            }
+
+            if (_counts[t]++ == 0)
+            {
+                _distinct[distinct++] = t;
+            }
+        }
+
+        for (int i = 0; i < distinct; i++)
+        {
+            int t = _distinct[i];
+            float l = logits[t];
+            l = l > 0 ? l / _repeatPenalty : l * _repeatPenalty;
+            logits[t] = l - (_counts[t] * _frequencyPenalty) - _presencePenalty;
+            _counts[t] = 0;
+        }
     }
 
     private float NextFloat()

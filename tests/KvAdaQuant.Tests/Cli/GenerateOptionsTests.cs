@@ -42,6 +42,38 @@ public class GenerateOptionsTests
         Assert.Equal("kvaq: error: --stop: an empty text would end the generation at once", stderr.Trim());
     }
 
+    [Theory]
+    [InlineData("--temperature", "0.9", "--top-k", "20", "--min-p", "0.1", "--seed", "7")]
+    [InlineData("--repeat-penalty", "1.3", "--repeat-last-n", "16", "--presence-penalty", "0.2", "--frequency-penalty", "0.1")]
+    public void Min_p_and_the_penalties_reach_the_sampler(params string[] options)
+    {
+        // The command's tokens equal the library's Generator with a Sampler set the same way.
+        var (rc, stdout, stderr) = KvaqProcess.Run(["generate", "-m", "stories260K", "-p", "Once upon a time", "-n", "40", "--json", .. options]);
+        Assert.True(rc == 0, stderr);
+        var got = JsonDocument.Parse(stdout).RootElement.GetProperty("tokens").EnumerateArray().Select(e => e.GetInt32()).ToList();
+
+        string Get(string name, string fallback) => Array.IndexOf(options, name) is >= 0 and var i ? options[i + 1] : fallback;
+        float F(string name, string fallback) => float.Parse(Get(name, fallback), System.Globalization.CultureInfo.InvariantCulture);
+        var sampler = new KvAdaQuant.Engine.Sampler(F("--temperature", "0"), int.Parse(Get("--top-k", "0"), System.Globalization.CultureInfo.InvariantCulture), 1f, ulong.Parse(Get("--seed", "42"), System.Globalization.CultureInfo.InvariantCulture))
+        {
+            MinP = F("--min-p", "0"),
+            RepeatPenalty = F("--repeat-penalty", "1"),
+            RepeatLastN = int.Parse(Get("--repeat-last-n", "64"), System.Globalization.CultureInfo.InvariantCulture),
+            PresencePenalty = F("--presence-penalty", "0"),
+            FrequencyPenalty = F("--frequency-penalty", "0"),
+        };
+        using var model = KvAdaQuant.Formats.ModelLoader.Load("stories260K");
+        using var t = new KvAdaQuant.Engine.Transformer(model, 1);
+        using var session = new KvAdaQuant.Engine.InferenceSession(t, new KvAdaQuant.KvCache.FullPrecisionKvCache(t.CacheLayout(256), half: false));
+        var expected = new KvAdaQuant.Engine.Generator(session, model.Tokenizer!).Generate("Once upon a time", 40, sampler);
+        Assert.Equal(expected.Tokens, got);
+
+        // Without the options the story differs, so the options did reach the sampler.
+        (rc, stdout, stderr) = KvaqProcess.Run(["generate", "-m", "stories260K", "-p", "Once upon a time", "-n", "40", "--json", .. options.Chunk(2).Where(p => p[0] is "--temperature" or "--top-k" or "--seed").SelectMany(p => p)]);
+        Assert.True(rc == 0, stderr);
+        Assert.NotEqual(got, JsonDocument.Parse(stdout).RootElement.GetProperty("tokens").EnumerateArray().Select(e => e.GetInt32()).ToList());
+    }
+
     [Fact]
     public void Prompt_file_misuse_is_an_error_naming_it()
     {

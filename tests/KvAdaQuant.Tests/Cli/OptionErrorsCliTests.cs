@@ -7,6 +7,11 @@ public class OptionErrorsCliTests
     [InlineData("--temperature", "-1")]
     [InlineData("--top-k", "-1")]
     [InlineData("--top-p", "2")]
+    [InlineData("--min-p", "2")]
+    [InlineData("--repeat-penalty", "0")]
+    [InlineData("--repeat-last-n", "-3")]
+    [InlineData("--presence-penalty", "NaN")]
+    [InlineData("--frequency-penalty", "Infinity")]
     public void GenerateSamplerOptionsAreNamedWithoutDotNetParameterNames(string option, string value)
     {
         var (rc, stdout, stderr) = KvaqProcess.Run("generate", "--model", Fixtures.Stories260K, "-n", "4", option, value);
@@ -35,6 +40,19 @@ public class OptionErrorsCliTests
     [InlineData("Cannot parse argument 'x' for option '--shape' as expected type 'KvAdaQuant.Something'.")]
     public void UnrecognisedParseMessagesPassThrough(string message) =>
         Assert.Equal(message, KvAdaQuant.Cli.ParseErrorText.Describe(message));
+
+    [Theory]
+    [InlineData("--min-p", "0.1")]
+    [InlineData("--repeat-penalty", "1.1")]
+    [InlineData("--frequency-penalty", "0.5")]
+    public void SamplingTheGpuCannotDoIsRefusedForDeviceCuda(string option, string value)
+    {
+        // Named before any CUDA driver is looked for, so this holds on machines without one too.
+        var (rc, stdout, stderr) = KvaqProcess.Run("generate", "--model", Fixtures.Stories260K, "-n", "4", "--device", "cuda", option, value);
+        Assert.Equal(1, rc);
+        Assert.Equal($"kvaq: error: {option} is not supported with --device cuda (the GPU samples with --temperature, --top-k and --top-p only)", stderr.TrimEnd());
+        Assert.Empty(stdout);
+    }
 
     [Theory]
     [InlineData("k16v16:g4", "kvaq: error: --kv 'k16v16:g4': option 'g4' has nothing to apply to")]
