@@ -14,6 +14,7 @@ public static class Program
         root.Subcommands.Add(ChatCommand.Create());
         root.Subcommands.Add(PerplexityCommand.Create());
         root.Subcommands.Add(InfoCommand.Create());
+        root.Subcommands.Add(TokenizeCommand.Create());
         root.Subcommands.Add(ConvertCommand.Create());
         root.Subcommands.Add(PullCommand.Create());
         root.Subcommands.Add(BenchCommand.Create());

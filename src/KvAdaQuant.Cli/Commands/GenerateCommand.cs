@@ -136,7 +136,7 @@ internal static class GenerateCommand
     }
 
     // The prompt text and the option it came from: --prompt, or the file --file names (not both).
-    private static (string Text, string Option) Prompt(ParseResult r, Option<string> prompt, Option<string?> file)
+    internal static (string Text, string Option) Prompt(ParseResult r, Option<string> prompt, Option<string?> file)
     {
         if (r.GetValue(file) is not { } path)
         {
