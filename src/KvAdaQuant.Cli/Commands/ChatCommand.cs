@@ -37,11 +37,15 @@ internal static class ChatCommand
         var kvPlan = CommonOptions.KvPlan();
         var threads = CommonOptions.Threads();
         var json = new Option<bool>("--json") { Description = "print one JSON line per reply to stdout instead of the text" };
+        var contextShift = new Option<bool>("--context-shift")
+        {
+            Description = "when a turn and its reply do not fit, drop the oldest exchanges (the system message stays) and feed the rest again, instead of refusing the turn",
+        };
         var cmd = new Command(
             "chat",
             "Chat on standard input: each line is a message (end a line with \\ to continue it), the reply streams back; the KV cache is kept between turns. /reset starts over, /exit (or end of input) ends.")
         {
-            model, tokenizer, system, template, maxTokens, reversePrompt, inPrefix, inSuffix, ctx, kv, kvPlan, threads, json,
+            model, tokenizer, system, template, maxTokens, reversePrompt, inPrefix, inSuffix, ctx, kv, kvPlan, threads, json, contextShift,
         };
         foreach (var o in sampling.All)
         {
@@ -97,7 +101,7 @@ internal static class ChatCommand
             ChatSession chat;
             try
             {
-                chat = new ChatSession(session, tok, chosen, r.GetValue(system));
+                chat = new ChatSession(session, tok, chosen, r.GetValue(system)) { ContextShift = r.GetValue(contextShift) };
             }
             catch (ArgumentException e)
             {
@@ -152,6 +156,11 @@ internal static class ChatCommand
                     Volatile.Write(ref replying, null);
                 }
 
+                if (chat.LastShift is { } shift)
+                {
+                    Console.Error.WriteLine($"kvaq: note: turn {turn}: the context was full ({shift.PositionsBefore} of {c} positions used): dropped the {shift.DroppedMessages} oldest messages and fed the rest of the conversation again ({result.PromptTokens.Count} tokens)");
+                }
+
                 if (asJson)
                 {
                     Console.Out.WriteLine(JsonSerializer.Serialize(
@@ -166,6 +175,7 @@ internal static class ChatCommand
                             Position = chat.Position,
                             Ctx = c,
                             Template = chosen.Name,
+                            ShiftedMessages = chat.LastShift?.DroppedMessages ?? 0,
                             PrefillTokensPerSecond = result.PrefillTokensPerSecond,
                             DecodeTokensPerSecond = result.DecodeTokensPerSecond,
                             KvBytes = result.KvBytes,

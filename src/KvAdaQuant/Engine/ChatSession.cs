@@ -60,6 +60,19 @@ public sealed class ChatSession
     /// <summary>Positions the cache holds in all.</summary>
     public int Capacity => _session.Cache.Layout.Capacity;
 
+    /// <summary>
+    /// What to do when a turn and its reply (<c>maxTokens</c>) do not fit in the positions left: false (the default)
+    /// refuses a turn whose text does not fit and lets a reply stop at the full context; true drops the oldest messages
+    /// after the system message, whole user/assistant exchanges, until the rest of the conversation, the new message and
+    /// the reply (<c>maxTokens</c>, at most half the context) fit, clears the cache and feeds the kept conversation again (llama.cpp's context shift, by
+    /// recomputation: keys in a quantized cache are stored after RoPE, so moving them would mean dequantizing, rotating and
+    /// quantizing them again; recomputing gives exactly the cache a fresh conversation over the kept messages has).
+    /// </summary>
+    public bool ContextShift { get; init; }
+
+    /// <summary>What the last <see cref="Reply"/> dropped to fit, or null when it did not shift.</summary>
+    public ContextShiftInfo? LastShift { get; private set; }
+
     /// <summary>Forgets the conversation (the system prompt stays) and clears the cache.</summary>
     public void Reset()
     {
@@ -88,8 +101,13 @@ public sealed class ChatSession
     public GenerationResult Reply(
         string userMessage, int maxTokens, Sampler sampler, Action<string>? onText = null, CancellationToken cancel = default, IReadOnlyList<string>? stopTexts = null)
     {
+        LastShift = null;
         var messages = _messages.Append(new ChatMessage("user", userMessage)).ToList();
         string render = Template.Render(messages, addGenerationPrompt: true);
+        if (ContextShift && Shift(messages, maxTokens) is { } shifted)
+        {
+            (messages, render) = shifted;
+        }
 
         // The new text: what the rendering adds after the text the cache holds; where the template rewrote the past
         // (it never does for the built-in ones), after the rendering of the past conversation, as llama.cpp's chat does.
@@ -173,6 +191,55 @@ public sealed class ChatSession
             cancel,
             stopTexts);
 
+    /// <summary>
+    /// When the new turn and <paramref name="maxTokens"/> more positions do not fit after what the cache holds: the
+    /// conversation without its oldest exchanges (the system message kept) that fits from an empty cache, the cache
+    /// cleared; null when no shift is needed or when dropping cannot help (a conversation of the new message alone).
+    /// </summary>
+    private (List<ChatMessage> Messages, string Render)? Shift(List<ChatMessage> messages, int maxTokens)
+    {
+        string render = Template.Render(messages, addGenerationPrompt: true);
+        bool past = render.StartsWith(_fedText, StringComparison.Ordinal);
+        int turn = _tokenizer.Encode(past ? render[_fedText.Length..] : AfterThePast(render), addBos: Position == 0, parseSpecial: Template != ChatTemplate.None).Count;
+        long room = Math.Min(maxTokens, Capacity / 2);
+        if (Position + turn + room <= Capacity)
+        {
+            return null;
+        }
+
+        int first = messages.Count > 0 && messages[0].Role == "system" ? 1 : 0;
+        var kept = messages;
+        int dropped = 0;
+        while (kept.Count - first > 1)
+        {
+            // One exchange: the oldest message after the system one and, when it is the user's, the reply after it.
+            int n = kept[first].Role == "user" && kept.Count - first > 2 && kept[first + 1].Role == "assistant" ? 2 : 1;
+            kept = [.. kept.Take(first), .. kept.Skip(first + n)];
+            dropped += n;
+            render = Template.Render(kept, addGenerationPrompt: true);
+            int tokens = _tokenizer.Encode(render, addBos: true, parseSpecial: Template != ChatTemplate.None).Count;
+            if (tokens + room <= Capacity || kept.Count - first == 1)
+            {
+                break;
+            }
+        }
+
+        if (dropped == 0 || _tokenizer.Encode(render, addBos: true, parseSpecial: Template != ChatTemplate.None).Count > Capacity)
+        {
+            // Nothing to drop, or the new message alone does not fit: the conversation stays as it is (and the turn is refused).
+            return null;
+        }
+
+        int before = Position;
+        _session.Reset();
+        _tokens.Clear();
+        _fedText = string.Empty;
+        _messages.Clear();
+        _messages.AddRange(kept.Take(kept.Count - 1));
+        LastShift = new ContextShiftInfo(dropped, before);
+        return (kept, render);
+    }
+
     private string AfterThePast(string render)
     {
         string past = Template.Render(_messages, addGenerationPrompt: false);
@@ -187,3 +254,7 @@ public sealed class ChatSession
         _tokens.Add(token);
     }
 }
+
+/// <summary>A context shift of <see cref="ChatSession"/>: <paramref name="DroppedMessages"/> oldest messages dropped,
+/// the cache (which held <paramref name="PositionsBefore"/> positions) cleared and the kept conversation fed again.</summary>
+public sealed record ContextShiftInfo(int DroppedMessages, int PositionsBefore);

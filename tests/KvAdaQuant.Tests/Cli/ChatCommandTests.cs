@@ -77,6 +77,22 @@ public class ChatCommandTests
     }
 
     [Fact]
+    public void Context_shift_keeps_a_long_chat_going_where_it_would_be_refused()
+    {
+        const string Input = "Once upon a time\n The dog ran\n Lily saw a cat\n The sun\n";
+        var (rc, stdout, stderr) = KvaqProcess.RunWithInput(Input, "chat", "-m", "stories260K", "-n", "20", "--ctx", "64", "--json");
+        Assert.Equal(1, rc);
+        Assert.Contains("kvaq: error: turn 4: this turn needs", stderr);
+
+        (rc, stdout, stderr) = KvaqProcess.RunWithInput(Input, "chat", "-m", "stories260K", "-n", "20", "--ctx", "64", "--json", "--context-shift");
+        Assert.True(rc == 0, stderr);
+        var turns = Lines(stdout);
+        Assert.Equal([0, 0, 2, 2], turns.Select(t => t.GetProperty("shifted_messages").GetInt32()));
+        Assert.All(turns, t => Assert.Equal("max_tokens", t.GetProperty("stop_reason").GetString()));
+        Assert.Contains("kvaq: note: turn 3: the context was full (51 of 64 positions used): dropped the 2 oldest messages and fed the rest of the conversation again (32 tokens)", stderr);
+    }
+
+    [Fact]
     public void Reverse_prompts_end_replies_and_prefix_and_suffix_wrap_each_message()
     {
         var (rc, stdout, stderr) = KvaqProcess.RunWithInput(

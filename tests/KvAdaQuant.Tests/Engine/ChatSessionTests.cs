@@ -47,6 +47,70 @@ public class ChatSessionTests
         Assert.Equal(["user", "assistant", "user", "assistant"], chat.Messages.Select(m => m.Role));
     }
 
+    [Theory]
+    [InlineData("fp32")]
+    [InlineData("k4v2")]
+    public void A_context_shift_drops_the_oldest_exchanges_and_continues_as_a_fresh_conversation_over_the_rest(string kv)
+    {
+        using var h = Open("stories260K", 64, kv);
+        var tok = h.Model.Tokenizer!;
+        var chat = new ChatSession(h.Session, tok, ChatTemplate.None, systemPrompt: "You tell stories.") { ContextShift = true };
+        chat.Reply("Once upon a time", 20, Greedy);
+        Assert.Null(chat.LastShift);
+        chat.Reply(" The dog ran", 20, Greedy);
+        Assert.Null(chat.LastShift);
+        int before = chat.Position;
+
+        // 50 positions used: the next message and 20 more do not fit in 64, so the first exchange goes.
+        var third = chat.Reply(" Lily saw a cat", 20, Greedy);
+        Assert.Equal(new ContextShiftInfo(2, before), chat.LastShift);
+        Assert.Equal("max_tokens", third.StopReason);
+        Assert.Equal(["system", "user", "assistant", "user", "assistant"], chat.Messages.Select(m => m.Role));
+        Assert.Equal(" The dog ran", chat.Messages[1].Content);
+        Assert.Equal(chat.Tokens.Count, chat.Position);
+
+        // Exactly a fresh generation over the kept conversation's rendering.
+        var kept = chat.Messages.Take(4).ToList();
+        var prompt = tok.Encode(ChatTemplate.None.Render(kept, addGenerationPrompt: true), addBos: true);
+        Assert.Equal(prompt, third.PromptTokens);
+        using var h2 = Open("stories260K", 64, kv);
+        var reference = new Generator(h2.Session, tok).Generate(prompt, 20, Greedy);
+        Assert.Equal(reference.Tokens, third.Tokens);
+
+        // The next turn fits after the shift only if it shifts again; the system message always stays.
+        chat.Reply(" The sun", 20, Greedy);
+        Assert.Equal("system", chat.Messages[0].Role);
+        Assert.Equal(chat.Tokens.Count, chat.Position);
+    }
+
+    [Fact]
+    public void Without_context_shift_a_full_context_stops_the_reply_and_refuses_the_next_turn()
+    {
+        using var h = Open("stories260K", 64);
+        var chat = new ChatSession(h.Session, h.Model.Tokenizer!, ChatTemplate.None);
+        chat.Reply("Once upon a time", 20, Greedy);
+        chat.Reply(" The dog ran", 20, Greedy);
+        var third = chat.Reply(" Lily saw a cat", 20, Greedy);
+        Assert.Null(chat.LastShift);
+        Assert.True(third.Tokens.Count < 20);
+        Assert.Equal(64, chat.Position);
+        var e = Assert.Throws<ArgumentException>(() => chat.Reply(" The sun", 20, Greedy));
+        Assert.StartsWith("this turn needs 4 tokens but 0 of the context's 64 positions are left", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_message_longer_than_the_context_is_refused_and_the_conversation_kept_even_with_context_shift()
+    {
+        using var h = Open("stories260K", 64);
+        var chat = new ChatSession(h.Session, h.Model.Tokenizer!, ChatTemplate.None) { ContextShift = true };
+        chat.Reply("Once upon a time", 20, Greedy);
+        var tokens = chat.Tokens.ToList();
+        Assert.Throws<ArgumentException>(() => chat.Reply(string.Concat(Enumerable.Repeat(" The dog ran", 30)), 20, Greedy));
+        Assert.Null(chat.LastShift);
+        Assert.Equal(tokens, chat.Tokens);
+        Assert.Equal(2, chat.Messages.Count);
+    }
+
     [Fact]
     public void An_empty_message_with_the_none_template_continues_the_reply()
     {
