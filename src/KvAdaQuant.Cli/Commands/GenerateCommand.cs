@@ -167,7 +167,6 @@ internal static class GenerateCommand
         ParseResult r, LlamaModel m, Tokenization.ITokenizer tok, int c, int n, string p, string[] stops, SamplingOptions sampling, Option<string?> kv, Option<string?> kvPlan,
         Option<bool> json)
     {
-        sampling.CheckGpu(r);
         string? kvText = r.GetValue(kv);
         string? planPath = r.GetValue(kvPlan);
         var plan = KvCacheFactory.ResolvePlan(kvText is null && planPath is null ? "fp16" : kvText, planPath, m.Config.Layers);
@@ -180,7 +179,12 @@ internal static class GenerateCommand
             Console.Out.Write(p);
         }
 
-        var result = new CudaGenerator(decoder, tok).Generate(p, n, r.GetValue(sampling.Temperature), r.GetValue(sampling.TopK), r.GetValue(sampling.TopP), r.GetValue(sampling.Seed), asJson ? null : s => Console.Out.Write(s), stops);
+        // Temperature, top-k and top-p sample on the device; min-p and the penalties on the host (the logits copied back).
+        var sampler = sampling.Create(r);
+        var generator = new CudaGenerator(decoder, tok);
+        var result = sampler.IsBasic
+            ? generator.Generate(p, n, r.GetValue(sampling.Temperature), r.GetValue(sampling.TopK), r.GetValue(sampling.TopP), r.GetValue(sampling.Seed), asJson ? null : s => Console.Out.Write(s), stops)
+            : generator.Generate(p, n, sampler, asJson ? null : s => Console.Out.Write(s), stops);
         if (asJson)
         {
             CliRunner.PrintJson(new

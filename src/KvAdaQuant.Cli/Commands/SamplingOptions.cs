@@ -40,25 +40,4 @@ internal sealed class SamplingOptions
         PresencePenalty = r.GetValue(PresencePenalty),
         FrequencyPenalty = r.GetValue(FrequencyPenalty),
     };
-
-    /// <summary>
-    /// Throws for <c>--device cuda</c> when an option the GPU sampler lacks (min-p, the penalties) is given a value
-    /// other than its default: the GPU samples on the device with temperature, top-k and top-p only.
-    /// </summary>
-    public void CheckGpu(ParseResult r)
-    {
-        var sampler = Create(r);
-        if (sampler.IsBasic)
-        {
-            return;
-        }
-
-        foreach (var o in new Option[] { MinP, RepeatPenalty, RepeatLastN, PresencePenalty, FrequencyPenalty })
-        {
-            if (r.GetResult(o) is { Implicit: false })
-            {
-                throw new ArgumentException($"{o.Name} is not supported with --device cuda (the GPU samples with --temperature, --top-k and --top-p only)");
-            }
-        }
-    }
 }

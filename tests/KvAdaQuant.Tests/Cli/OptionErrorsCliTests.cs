@@ -42,19 +42,6 @@ public class OptionErrorsCliTests
         Assert.Equal(message, KvAdaQuant.Cli.ParseErrorText.Describe(message));
 
     [Theory]
-    [InlineData("--min-p", "0.1")]
-    [InlineData("--repeat-penalty", "1.1")]
-    [InlineData("--frequency-penalty", "0.5")]
-    public void SamplingTheGpuCannotDoIsRefusedForDeviceCuda(string option, string value)
-    {
-        // Named before any CUDA driver is looked for, so this holds on machines without one too.
-        var (rc, stdout, stderr) = KvaqProcess.Run("generate", "--model", Fixtures.Stories260K, "-n", "4", "--device", "cuda", option, value);
-        Assert.Equal(1, rc);
-        Assert.Equal($"kvaq: error: {option} is not supported with --device cuda (the GPU samples with --temperature, --top-k and --top-p only)", stderr.TrimEnd());
-        Assert.Empty(stdout);
-    }
-
-    [Theory]
     [InlineData("k16v16:g4", "kvaq: error: --kv 'k16v16:g4': option 'g4' has nothing to apply to")]
     [InlineData("fp16:g4", "kvaq: error: --kv 'fp16:g4': fp16 stores keys and values unquantized and takes no options")]
     public void QuantizerOptionsOnAnUnquantizedCacheAreRejected(string kv, string message)

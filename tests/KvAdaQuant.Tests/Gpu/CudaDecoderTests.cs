@@ -70,6 +70,40 @@ public class CudaDecoderTests(ITestOutputHelper output)
         }
     }
 
+    [SkippableTheory]
+    [InlineData("stories260K")]
+    [InlineData("stories3M-q80")]
+    public void HostSamplingOnTheGpuEqualsDeviceGreedyAndTheCpuWithPenalties(string name)
+    {
+        bool open = CudaContext.TryOpen(out CudaContext? context, out string reason);
+        Skip.IfNot(open, reason);
+        Skip.IfNot(NvrtcCompiler.TryLoad(out _, out string nvrtcReason), nvrtcReason);
+        using (context)
+        {
+            using var model = ModelLoader.Load(name);
+            var tok = model.Tokenizer!;
+            var plan = KvPlan.Parse("fp16", model.Config.Layers);
+            using var decoder = new CudaDecoder(context!, model, plan, 1, 256);
+            var gpu = new CudaGenerator(decoder, tok);
+
+            // The same logits through the device argmax and the host's: the same tokens.
+            var device = gpu.Generate("Once upon a time", 60, 0f, 0, 1f, 42);
+            var host = gpu.Generate("Once upon a time", 60, new KvAdaQuant.Engine.Sampler());
+            Assert.Equal(device.Tokens, host.Tokens);
+
+            // Penalties (which only the host sampler has) against the CPU engine with an FP16 cache and the same sampler.
+            var penalties = new KvAdaQuant.Engine.Sampler { RepeatPenalty = 1.3f, FrequencyPenalty = 0.1f };
+            var onGpu = gpu.Generate("Once upon a time", 60, penalties);
+            using var transformer = new KvAdaQuant.Engine.Transformer(model, 2);
+            using var session = new KvAdaQuant.Engine.InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(256)));
+            var onCpu = new KvAdaQuant.Engine.Generator(session, tok).Generate("Once upon a time", 60, penalties);
+            output.WriteLine($"{name}: GPU {string.Join(' ', onGpu.Tokens)}");
+            output.WriteLine($"{name}: CPU {string.Join(' ', onCpu.Tokens)}");
+            Assert.Equal(onCpu.Tokens, onGpu.Tokens);
+            Assert.NotEqual(device.Tokens, onGpu.Tokens);
+        }
+    }
+
     [SkippableFact]
     public void DeviceQuantizationEqualsTheCpuQuantizer()
     {

@@ -252,6 +252,9 @@ public sealed class CudaDecoder : IDisposable
     /// <summary>Positions per sequence.</summary>
     public int Capacity { get; }
 
+    /// <summary>Logits per sequence and step (the model's vocabulary).</summary>
+    public int VocabSize => _c.VocabSize;
+
     /// <summary>Positions processed so far (the same for every sequence).</summary>
     public int Position { get; private set; }
 
