@@ -78,6 +78,7 @@ internal static class PerplexityCommand
                     Kv = spec,
                     Attention = CommonOptions.AttentionName(precision),
                     result.Perplexity,
+                    result.PerplexityUncertainty,
                     result.TokensScored,
                     result.Chunks,
                     Ctx = result.ContextLength,
@@ -88,7 +89,7 @@ internal static class PerplexityCommand
             else
             {
                 Console.Error.WriteLine();
-                Console.Out.WriteLine($"perplexity {result.Perplexity:F4} over {result.TokensScored} tokens ({result.Chunks} chunks of {result.ContextLength}; KV {spec}; attention {CommonOptions.AttentionName(precision)}; {result.Seconds:F1} s)");
+                Console.Out.WriteLine($"perplexity {result.Perplexity:F4} +/- {result.PerplexityUncertainty:F4} over {result.TokensScored} tokens ({result.Chunks} chunks of {result.ContextLength}; KV {spec}; attention {CommonOptions.AttentionName(precision)}; {result.Seconds:F1} s)");
             }
 
             return 0;

@@ -35,7 +35,7 @@ public static class PerplexityEvaluator
         const int batch = 64;
         var logits = new float[batch * vocab];
         var buf = new int[ctx];
-        double nll = 0;
+        double nll = 0, nll2 = 0;
         int count = 0;
         int first = ctx / 2;
         using var cache = cacheFactory(transformer.CacheLayout(ctx));
@@ -60,7 +60,9 @@ public static class PerplexityEvaluator
                         continue;
                     }
 
-                    nll -= LogSoftmaxAt(logits.AsSpan(t * vocab, vocab), buf[pos + 1]);
+                    double tokenNll = -LogSoftmaxAt(logits.AsSpan(t * vocab, vocab), buf[pos + 1]);
+                    nll += tokenNll;
+                    nll2 += tokenNll * tokenNll;
                     count++;
                 }
             }
@@ -68,7 +70,11 @@ public static class PerplexityEvaluator
             progress?.Invoke(c + 1, chunks, Math.Exp(nll / count));
         }
 
-        return new PerplexityResult(Math.Exp(nll / count), nll / count, count, chunks, ctx, tokens.Count, sw.Elapsed.TotalSeconds);
+        double mean = nll / count, variance = (nll2 / count) - (mean * mean);
+        return new PerplexityResult(Math.Exp(mean), mean, count, chunks, ctx, tokens.Count, sw.Elapsed.TotalSeconds)
+        {
+            PerplexityUncertainty = count > 1 ? Math.Exp(mean) * Math.Sqrt(Math.Max(variance, 0) / (count - 1)) : double.NaN,
+        };
     }
 
     /// <summary>log softmax(logits)[index], computed in double.</summary>
