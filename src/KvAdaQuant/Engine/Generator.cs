@@ -28,19 +28,46 @@ public sealed class Generator
 
     /// <summary>Generates after already tokenized <paramref name="promptTokens"/>.</summary>
     public GenerationResult Generate(IReadOnlyList<int> promptTokens, int maxTokens, Sampler sampler, Action<string>? onText = null, IReadOnlyList<string>? stopTexts = null) =>
-        GenerationLoop.Run(
+        Generate(promptTokens, cachedTokens: 0, maxTokens, sampler, onText, stopTexts);
+
+    /// <summary>
+    /// Generates after <paramref name="promptTokens"/> whose first <paramref name="cachedTokens"/> the session's cache
+    /// already holds (a restored state, <see cref="SessionStateFile"/>): only the rest is prefilled, and with the whole
+    /// prompt cached the first token is sampled from the restored logits. 0 starts from an empty cache.
+    /// <paramref name="afterPrefill"/> runs once the cache holds the prompt, before the first token is sampled.
+    /// </summary>
+    public GenerationResult Generate(
+        IReadOnlyList<int> promptTokens, int cachedTokens, int maxTokens, Sampler sampler, Action<string>? onText = null, IReadOnlyList<string>? stopTexts = null, Action? afterPrefill = null)
+    {
+        if (cachedTokens < 0 || cachedTokens > promptTokens.Count || (cachedTokens > 0 && cachedTokens != _session.Position))
+        {
+            throw new ArgumentOutOfRangeException(nameof(cachedTokens), $"{cachedTokens} cached prompt tokens, but the prompt has {promptTokens.Count} and the cache holds {_session.Position} positions");
+        }
+
+        return GenerationLoop.Run(
             promptTokens,
             _tokenizer,
             maxTokens,
             _session.Cache.Layout.Capacity,
             prefill: () =>
             {
-                _session.Reset();
-                return sampler.Sample(_session.Prefill(promptTokens.ToArray()));
+                if (cachedTokens == 0)
+                {
+                    _session.Reset();
+                }
+
+                if (cachedTokens < promptTokens.Count)
+                {
+                    _session.Prefill(promptTokens.Skip(cachedTokens).ToArray());
+                }
+
+                afterPrefill?.Invoke();
+                return sampler.Sample(_session.Logits);
             },
             step: t => sampler.Sample(_session.Decode(t)),
             position: () => _session.Position,
             kvBytes: () => _session.Cache.ByteCount,
             onText,
             stopTexts: stopTexts);
+    }
 }
