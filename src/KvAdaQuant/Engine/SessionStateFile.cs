@@ -74,6 +74,11 @@ public static class SessionStateFile
     public static long SaveFile(string path, InferenceSession session, IReadOnlyList<int> tokens, string applicationData = "")
     {
         string full = Path.GetFullPath(path);
+        if (Directory.Exists(full))
+        {
+            throw new IOException($"{path}: is a folder; give the state file's path");
+        }
+
         string tmp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
         try
         {
