@@ -195,6 +195,22 @@ public class KvCacheStateTests
     }
 
     [Fact]
+    public void The_same_model_with_another_vocabulary_is_refused_by_the_vocabulary_hash()
+    {
+        using var m = ModelLoader.Load("stories260K");
+        using var t = new Transformer(m, 1);
+        using var saved = new InferenceSession(t, KvCacheFactory.Create("fp32", t.CacheLayout(64)));
+        var prompt = Prompt(m, 10);
+        saved.Prefill(prompt);
+        var file = Save(saved, prompt);
+
+        m.Tokenizer = new OneTokenRenamed(m.Tokenizer!, 300);
+        using var other = new InferenceSession(t, KvCacheFactory.Create("fp32", t.CacheLayout(64)));
+        var e = Assert.Throws<KvCacheException>(() => SessionStateFile.Load(new MemoryStream(file), other, "v"));
+        Assert.Contains("v: the state was saved with another model (stories260K.bin): vocabulary_sha256 is ", e.Message);
+    }
+
+    [Fact]
     public void Another_plan_is_refused_naming_the_layer_and_both_specs_and_the_cache_is_left_as_it_was()
     {
         using var m = ModelLoader.Load("stories3M-q80");
@@ -485,6 +501,20 @@ public class KvCacheStateTests
         };
         Assert.Equal(layers, specs.Length);
         return new KvPlan(specs, "mixed", "test");
+    }
+
+    // A tokenizer whose token id reads differently (another vocabulary of the same size).
+    private sealed class OneTokenRenamed(KvAdaQuant.Tokenization.ITokenizer inner, int id) : KvAdaQuant.Tokenization.ITokenizer
+    {
+        public int VocabSize => inner.VocabSize;
+
+        public int BosToken => inner.BosToken;
+
+        public int EosToken => inner.EosToken;
+
+        public List<int> Encode(string text, bool addBos) => inner.Encode(text, addBos);
+
+        public byte[] DecodeBytes(int previous, int token) => token == id ? "renamed"u8.ToArray() : inner.DecodeBytes(previous, token);
     }
 
     // A stream that only reads forward (a pipe), so the loader cannot check the file whole first.
