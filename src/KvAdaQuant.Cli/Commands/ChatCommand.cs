@@ -43,7 +43,7 @@ internal static class ChatCommand
         };
         var cmd = new Command(
             "chat",
-            "Chat on standard input: each line is a message (end a line with \\ to continue it), the reply streams back; the KV cache is kept between turns. /reset starts over, /exit (or end of input) ends.")
+            "Chat on standard input: each line is a message (end a line with \\ to continue it), the reply streams back; the KV cache is kept between turns. /reset starts over, /save FILE and /load FILE save and restore the conversation with its KV cache, /exit (or end of input) ends.")
         {
             model, tokenizer, system, template, maxTokens, reversePrompt, inPrefix, inSuffix, ctx, kv, kvPlan, threads, json, contextShift,
         };
@@ -110,7 +110,7 @@ internal static class ChatCommand
 
             bool asJson = r.GetValue(json);
             bool interactive = !Console.IsInputRedirected;
-            Console.Error.WriteLine($"[chat: {m.Path}; template {chosen.Name}; KV cache {session.Cache.Description}, {c} positions; /reset starts over, /exit ends]");
+            Console.Error.WriteLine($"[chat: {m.Path}; template {chosen.Name}; KV cache {session.Cache.Description}, {c} positions; /reset starts over, /save FILE and /load FILE keep the conversation, /exit ends]");
             // Ctrl+C while a reply streams ends that reply (as llama.cpp's conversation mode); at the prompt it ends kvaq.
             CancellationTokenSource? replying = null;
             using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, context =>
@@ -134,6 +134,16 @@ internal static class ChatCommand
                 {
                     chat.Reset();
                     Console.Error.WriteLine("[conversation reset]");
+                    continue;
+                }
+
+                if (StateCommand(message) is { } command)
+                {
+                    if (!SaveOrLoad(chat, command.Name, command.Path))
+                    {
+                        refused++;
+                    }
+
                     continue;
                 }
 
@@ -194,6 +204,56 @@ internal static class ChatCommand
             return refused == 0 ? 0 : 1;
         }));
         return cmd;
+    }
+
+    // "/save FILE" or "/load FILE" (the path may be missing: an error then), else null.
+    private static (string Name, string Path)? StateCommand(string message)
+    {
+        string t = message.Trim();
+        foreach (string name in new[] { "/save", "/load" })
+        {
+            if (t == name || t.StartsWith(name + " ", StringComparison.Ordinal) || t.StartsWith(name + "\t", StringComparison.Ordinal))
+            {
+                return (name, t[name.Length..].Trim());
+            }
+        }
+
+        return null;
+    }
+
+    // Runs /save or /load; false (the error printed) when it failed. A refused /load leaves the conversation unchanged.
+    private static bool SaveOrLoad(ChatSession chat, string command, string path)
+    {
+        try
+        {
+            if (path.Length == 0)
+            {
+                throw new ArgumentException($"{command} needs a file: {command} FILE");
+            }
+
+            if (command == "/save")
+            {
+                long bytes = chat.Save(path);
+                Console.Error.WriteLine($"[saved the conversation to {path}: {chat.Tokens.Count} tokens, {chat.Messages.Count} messages, {bytes:N0} bytes]");
+            }
+            else
+            {
+                if (!File.Exists(path))
+                {
+                    throw new FileNotFoundException($"{path}: no such file");
+                }
+
+                var state = chat.Load(path);
+                Console.Error.WriteLine($"[loaded the conversation from {path}: {state.Tokens.Count} tokens, {chat.Messages.Count} messages, {state.Bytes:N0} bytes, KV cache {state.KvDescription}; context {chat.Position}/{chat.Capacity}]");
+            }
+
+            return true;
+        }
+        catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException or KvCacheException or UnauthorizedAccessException)
+        {
+            Console.Error.WriteLine($"kvaq: error: {command}: {e.Message}");
+            return false;
+        }
     }
 
     private static ChatTemplate ParseTemplate(string name)

@@ -32,11 +32,12 @@ internal static class GenerateCommand
         var device = DeviceOptions.Device();
         var attnInt8 = CommonOptions.AttnInt8();
         var attnInt8Values = CommonOptions.AttnInt8Values();
+        var promptCacheOptions = new PromptCacheOptions();
         var cmd = new Command("generate", "Generate text from a prompt, streaming it, then print speed and KV memory.")
         {
             model, tokenizer, prompt, file, maxTokens, stop, ctx, kv, kvPlan, threads, json, device, attnInt8, attnInt8Values,
         };
-        foreach (var o in sampling.All)
+        foreach (var o in sampling.All.Concat(promptCacheOptions.Options))
         {
             cmd.Options.Add(o);
         }
@@ -64,7 +65,9 @@ internal static class GenerateCommand
                 throw new ArgumentException($"--ctx must be in 0..{m.Config.ContextLength} (the model's context), got {c}");
             }
 
-            int promptTokens = tok.Encode(promptText, addBos: true).Count;
+            var promptCache = PromptCache.From(r, promptCacheOptions);
+            var promptIds = tok.Encode(promptText, addBos: true);
+            int promptTokens = promptIds.Count;
             if (c == 0)
             {
                 // What this run can use, as a dynamic cache would: the prompt and the tokens asked for (256 positions at
@@ -88,6 +91,11 @@ internal static class GenerateCommand
                     throw new ArgumentException($"{CommonOptions.AttentionFlag(precision)} selects a CPU attention kernel; it cannot be combined with --device cuda");
                 }
 
+                if (promptCache is not null)
+                {
+                    throw new ArgumentException("--prompt-cache saves and loads the CPU engine's KV cache; it cannot be combined with --device cuda");
+                }
+
                 return GenerateOnGpu(r, m, tok, c, n, promptText, stops, sampling, kv, kvPlan, json);
             }
 
@@ -95,6 +103,7 @@ internal static class GenerateCommand
             var plan = KvCacheFactory.ResolvePlan(r.GetValue(kv), r.GetValue(kvPlan), m.Config.Layers);
             CommonOptions.NoteIfNeverQuantized(plan, c);
             using var session = new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(c), precision));
+            int reused = promptCache?.Restore(session, promptIds) ?? 0;
             var sampler = sampling.Create(r);
             bool asJson = r.GetValue(json);
             var gen = new Generator(session, tok);
@@ -104,7 +113,15 @@ internal static class GenerateCommand
                 Console.Out.Write(p);
             }
 
-            var result = gen.Generate(p, n, sampler, asJson ? null : s => Console.Out.Write(s), stops);
+            string? cacheNote = promptCache?.NotSaved();
+            Action? afterPrefill = promptCache is { SavesAfterPrefill: true } ? () => cacheNote = promptCache.Save(session, promptIds) : null;
+            var result = gen.Generate(promptIds, reused, n, sampler, asJson ? null : s => Console.Out.Write(s), stops, afterPrefill);
+            if (promptCache is { SavesAll: true })
+            {
+                // The cache holds the prompt and the generated tokens fed back (not the last one sampled).
+                cacheNote = promptCache.Save(session, [.. promptIds, .. result.Tokens.Take(session.Position - promptIds.Count)]);
+            }
+
             if (asJson)
             {
                 CliRunner.PrintJson(new
@@ -128,6 +145,11 @@ internal static class GenerateCommand
             {
                 Console.Out.WriteLine();
                 Console.Error.WriteLine($"[{result.PromptTokens.Count} prompt tokens, {result.Tokens.Count} generated ({result.StopReason}); prefill {result.PrefillTokensPerSecond:F1} tok/s, decode {result.DecodeTokensPerSecond:F1} tok/s; KV cache {session.Cache.Description} {result.KvBytes:N0} bytes; attention {CommonOptions.AttentionName(precision)}]");
+            }
+
+            if (cacheNote is not null)
+            {
+                Console.Error.WriteLine(cacheNote);
             }
 
             return 0;

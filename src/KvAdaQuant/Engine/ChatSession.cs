@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using System.Text.Json;
 using KvAdaQuant.Tokenization;
 
 namespace KvAdaQuant.Engine;
@@ -160,6 +161,102 @@ public sealed class ChatSession
         _messages.Clear();
         _messages.AddRange(messages);
         return result;
+    }
+
+    /// <summary>
+    /// Saves the conversation to <paramref name="path"/> (atomically): the cache, its tokens and the last logits as a
+    /// <see cref="SessionStateFile"/>, with the template, the messages and the text fed as its application data (JSON).
+    /// Returns the file's size.
+    /// </summary>
+    public long Save(string path)
+    {
+        using var buffer = new MemoryStream();
+        using (var w = new Utf8JsonWriter(buffer))
+        {
+            w.WriteStartObject();
+            w.WriteString("format", ChatStateFormat);
+            w.WriteString("template", Template.Name);
+            w.WriteString("fed_text", _fedText);
+            w.WriteStartArray("messages");
+            foreach (var m in _messages)
+            {
+                w.WriteStartObject();
+                w.WriteString("role", m.Role);
+                w.WriteString("content", m.Content);
+                w.WriteEndObject();
+            }
+
+            w.WriteEndArray();
+            w.WriteEndObject();
+        }
+
+        return SessionStateFile.SaveFile(path, _session, _tokens, System.Text.Encoding.UTF8.GetString(buffer.ToArray()));
+    }
+
+    /// <summary>
+    /// Replaces the conversation by the one <see cref="Save"/> wrote to <paramref name="path"/>. A file of another model,
+    /// KV plan or chat template, one that holds no conversation (a <c>kvaq generate --prompt-cache</c> file) or a damaged
+    /// one is refused with the conversation unchanged.
+    /// </summary>
+    public SessionState Load(string path)
+    {
+        List<ChatMessage>? messages = null;
+        string fed = string.Empty;
+        try
+        {
+            var state = SessionStateFile.LoadFile(path, _session, data => (fed, messages) = ReadChatState(data, path));
+            _tokens.Clear();
+            _tokens.AddRange(state.Tokens);
+            _messages.Clear();
+            _messages.AddRange(messages!);
+            _fedText = fed;
+            return state;
+        }
+        catch
+        {
+            // Refusals come before the cache is touched; only a read failing midway leaves it (emptied) out of step.
+            if (_session.Position != _tokens.Count)
+            {
+                Reset();
+            }
+
+            throw;
+        }
+    }
+
+    private const string ChatStateFormat = "kvaq-chat-1";
+
+    private (string Fed, List<ChatMessage> Messages) ReadChatState(string data, string path)
+    {
+        if (data.Length == 0)
+        {
+            throw new InvalidDataException($"{path}: holds no conversation (a state saved by kvaq generate --prompt-cache?); /load reads files written by /save");
+        }
+
+        try
+        {
+            using var doc = JsonDocument.Parse(data);
+            var root = doc.RootElement;
+            if (root.GetProperty("format").GetString() != ChatStateFormat)
+            {
+                throw new InvalidDataException($"{path}: holds no conversation of this kvaq (format '{root.GetProperty("format").GetString()}', expected '{ChatStateFormat}')");
+            }
+
+            string template = root.GetProperty("template").GetString() ?? string.Empty;
+            if (template != Template.Name)
+            {
+                throw new InvalidDataException($"{path}: the conversation was saved with chat template {template}, this chat uses {Template.Name} (--chat-template {template})");
+            }
+
+            var messages = root.GetProperty("messages").EnumerateArray()
+                .Select(m => new ChatMessage(m.GetProperty("role").GetString() ?? string.Empty, m.GetProperty("content").GetString() ?? string.Empty))
+                .ToList();
+            return (root.GetProperty("fed_text").GetString() ?? string.Empty, messages);
+        }
+        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
+        {
+            throw new InvalidDataException($"{path}: the conversation data is damaged: {e.Message}", e);
+        }
     }
 
     private GenerationResult Run(

@@ -29,8 +29,23 @@ public sealed class Generator
 
     /// <summary>Generates after already tokenized <paramref name="promptTokens"/>.</summary>
     /// <remarks>The sampler's penalties see the prompt and the generated tokens, as llama.cpp's and transformers' do.</remarks>
-    public GenerationResult Generate(IReadOnlyList<int> promptTokens, int maxTokens, Sampler sampler, Action<string>? onText = null, IReadOnlyList<string>? stopTexts = null)
+    public GenerationResult Generate(IReadOnlyList<int> promptTokens, int maxTokens, Sampler sampler, Action<string>? onText = null, IReadOnlyList<string>? stopTexts = null) =>
+        Generate(promptTokens, cachedTokens: 0, maxTokens, sampler, onText, stopTexts);
+
+    /// <summary>
+    /// Generates after <paramref name="promptTokens"/> whose first <paramref name="cachedTokens"/> the session's cache
+    /// already holds (a restored state, <see cref="SessionStateFile"/>): only the rest is prefilled, and with the whole
+    /// prompt cached the first token is sampled from the restored logits. 0 starts from an empty cache.
+    /// <paramref name="afterPrefill"/> runs once the cache holds the prompt, before the first token is sampled.
+    /// </summary>
+    public GenerationResult Generate(
+        IReadOnlyList<int> promptTokens, int cachedTokens, int maxTokens, Sampler sampler, Action<string>? onText = null, IReadOnlyList<string>? stopTexts = null, Action? afterPrefill = null)
     {
+        if (cachedTokens < 0 || cachedTokens > promptTokens.Count || (cachedTokens > 0 && cachedTokens != _session.Position))
+        {
+            throw new ArgumentOutOfRangeException(nameof(cachedTokens), $"{cachedTokens} cached prompt tokens, but the prompt has {promptTokens.Count} and the cache holds {_session.Position} positions");
+        }
+
         // The sequence so far, for the penalties (only kept when the sampler has any).
         var sequence = new List<int>(sampler.HasPenalties ? promptTokens.Count + maxTokens : 0);
         return GenerationLoop.Run(
@@ -40,14 +55,23 @@ public sealed class Generator
             _session.Cache.Layout.Capacity,
             prefill: () =>
             {
-                _session.Reset();
-                var tokens = promptTokens.ToArray();
-                if (sampler.HasPenalties)
+                if (cachedTokens == 0)
                 {
-                    sequence.AddRange(tokens);
+                    _session.Reset();
                 }
 
-                return sampler.Sample(_session.Prefill(tokens), CollectionsMarshal.AsSpan(sequence));
+                if (cachedTokens < promptTokens.Count)
+                {
+                    _session.Prefill(promptTokens.Skip(cachedTokens).ToArray());
+                }
+
+                afterPrefill?.Invoke();
+                if (sampler.HasPenalties)
+                {
+                    sequence.AddRange(promptTokens);
+                }
+
+                return sampler.Sample(_session.Logits, CollectionsMarshal.AsSpan(sequence));
             },
             step: t =>
             {

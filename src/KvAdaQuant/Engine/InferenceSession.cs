@@ -6,6 +6,7 @@ namespace KvAdaQuant.Engine;
 public sealed class InferenceSession : IDisposable
 {
     private readonly float[] _logits;
+    private ModelFingerprint? _fingerprint;
 
     /// <summary>Creates a session over <paramref name="transformer"/> with <paramref name="cache"/>.</summary>
     public InferenceSession(Transformer transformer, IKvCache cache)
@@ -47,6 +48,26 @@ public sealed class InferenceSession : IDisposable
     {
         Transformer.Forward([token], Position, Cache, _logits, allLogits: false, observer);
         return _logits;
+    }
+
+    /// <summary>The model's identity in a saved state (<see cref="SessionStateFile"/>), computed on first use.</summary>
+    internal ModelFingerprint Fingerprint => _fingerprint ??= ModelFingerprint.Of(Transformer.Model, Transformer.Model.Tokenizer);
+
+    /// <summary>Sets the logits of the last position (a restored state's).</summary>
+    internal void RestoreLogits(ReadOnlySpan<float> logits)
+    {
+        if (logits.Length == _logits.Length)
+        {
+            logits.CopyTo(_logits);
+        }
+        else if (logits.Length == 0)
+        {
+            Array.Clear(_logits);
+        }
+        else
+        {
+            throw new ArgumentException($"{logits.Length} logits for a vocabulary of {_logits.Length}");
+        }
     }
 
     /// <summary>Forgets the sequence.</summary>

@@ -4,7 +4,7 @@ using KvAdaQuant.Numerics;
 namespace KvAdaQuant.KvCache;
 
 /// <summary>Unquantized layer cache in FP32 or FP16, stored head-major ([kvHead][position][headDim]) for streaming reads.</summary>
-public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IDisposable
+public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IKvStateLayer, IDisposable
 {
     private readonly KvLayout _layout;
     private readonly bool _half;
@@ -178,6 +178,44 @@ public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IDisposable
 
     /// <inheritdoc/>
     public void Clear() => Length = 0;
+
+    /// <summary>FP32 or FP16 for both K and V.</summary>
+    KvLayerSpec IKvStateLayer.Spec => _half ? new(Quantization.KvSpec.Fp16, Quantization.KvSpec.Fp16) : new(Quantization.KvSpec.Fp32, Quantization.KvSpec.Fp32);
+
+    void IKvStateLayer.WriteState(KvStateWriter writer, int layer)
+    {
+        long bytes = (long)Length * _layout.HeadDim * (_half ? 2 : 4);
+        foreach (var buf in new[] { _k, _v })
+        {
+            for (int h = 0; h < _layout.KvHeads; h++)
+            {
+                writer.Write(new ReadOnlySpan<byte>(HeadPointer(buf, h), checked((int)bytes)));
+            }
+        }
+    }
+
+    void IKvStateLayer.ReadState(KvStateReader reader, int layer, int length)
+    {
+        Length = 0;
+        long bytes = (long)length * _layout.HeadDim * (_half ? 2 : 4);
+        foreach (var (buf, kind) in new[] { (_k, "K"), (_v, "V") })
+        {
+            reader.Section = $"layer {layer} {kind}";
+            for (int h = 0; h < _layout.KvHeads; h++)
+            {
+                reader.Read(new Span<byte>(HeadPointer(buf, h), checked((int)bytes)));
+            }
+        }
+
+        Length = length;
+    }
+
+    bool IKvStateLayer.CanTruncate(int length) => length >= 0 && length <= Length;
+
+    void IKvStateLayer.Truncate(int length) =>
+        Length = length >= 0 && length <= Length ? length : throw new ArgumentOutOfRangeException(nameof(length), $"cannot keep {length} of {Length} positions");
+
+    private byte* HeadPointer(NativeBuffer buf, int kvHead) => buf.Pointer + ((long)kvHead * _layout.Capacity * _layout.HeadDim * (_half ? 2 : 4));
 
     /// <inheritdoc/>
     public void Dispose()

@@ -117,6 +117,31 @@ internal sealed unsafe class FullPrecisionTensorStore : IKvTensorStore
 
     public void Clear() => Length = 0;
 
+    public void WriteState(KvStateWriter writer)
+    {
+        long bytes = (long)Length * _layout.HeadDim * (_half ? 2 : 4);
+        for (int h = 0; h < _layout.KvHeads; h++)
+        {
+            writer.Write(new ReadOnlySpan<byte>(HeadPointer(h), checked((int)bytes)));
+        }
+    }
+
+    public void ReadState(KvStateReader reader, int length)
+    {
+        Length = 0;
+        long bytes = (long)length * _layout.HeadDim * (_half ? 2 : 4);
+        for (int h = 0; h < _layout.KvHeads; h++)
+        {
+            reader.Read(new Span<byte>(HeadPointer(h), checked((int)bytes)));
+        }
+
+        Length = length;
+    }
+
+    public bool CanTruncate(int length) => length >= 0 && length <= Length;
+
+    public void Truncate(int length) => Length = CanTruncate(length) ? length : throw new ArgumentOutOfRangeException(nameof(length), $"cannot keep {length} of {Length} positions");
+
     private bool Fused => _fused;
 
     private byte* HeadPointer(int kvHead) => _data.Pointer + ((long)kvHead * _layout.Capacity * _layout.HeadDim * (_half ? 2 : 4));

@@ -31,4 +31,16 @@ internal interface IKvTensorStore : IDisposable
 
     /// <summary>Forgets all positions.</summary>
     void Clear();
+
+    /// <summary>Writes the stored bytes of the positions held (<see cref="ByteCount"/> of them), head after head.</summary>
+    void WriteState(KvStateWriter writer);
+
+    /// <summary>Replaces the state by <paramref name="length"/> positions read as <see cref="WriteState"/> wrote them.</summary>
+    void ReadState(KvStateReader reader, int length);
+
+    /// <summary>Whether keeping the first <paramref name="length"/> positions is exactly the state they alone would build.</summary>
+    bool CanTruncate(int length);
+
+    /// <summary>Keeps the first <paramref name="length"/> positions (requires <see cref="CanTruncate"/>).</summary>
+    void Truncate(int length);
 }

@@ -8,7 +8,7 @@ namespace KvAdaQuant.KvCache;
 /// scores straight from the stored keys, softmax, weighted sum straight from the stored values; one pass over a KV
 /// head's data serves all the query heads that share it (GQA).
 /// </summary>
-public sealed class QuantizedKvStore : IKvLayerCache, IDisposable
+public sealed class QuantizedKvStore : IKvLayerCache, IKvStateLayer, IDisposable
 {
     private readonly KvLayout _layout;
     private readonly IKvTensorStore _k;
@@ -176,6 +176,33 @@ public sealed class QuantizedKvStore : IKvLayerCache, IDisposable
     {
         _k.Clear();
         _v.Clear();
+    }
+
+    void IKvStateLayer.WriteState(KvStateWriter writer, int layer)
+    {
+        _k.WriteState(writer);
+        _v.WriteState(writer);
+    }
+
+    void IKvStateLayer.ReadState(KvStateReader reader, int layer, int length)
+    {
+        reader.Section = $"layer {layer} K";
+        _k.ReadState(reader, length);
+        reader.Section = $"layer {layer} V";
+        _v.ReadState(reader, length);
+    }
+
+    bool IKvStateLayer.CanTruncate(int length) => _k.CanTruncate(length) && _v.CanTruncate(length);
+
+    void IKvStateLayer.Truncate(int length)
+    {
+        if (!_k.CanTruncate(length) || !_v.CanTruncate(length))
+        {
+            throw new KvCacheException($"keeping {length} of {Length} positions is not exact for K {Spec.K} / V {Spec.V}: positions after it were already quantized");
+        }
+
+        _k.Truncate(length);
+        _v.Truncate(length);
     }
 
     /// <inheritdoc/>

@@ -273,6 +273,89 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         _quantized = 0;
     }
 
+    // Per head: the sink rows held (FP16), the packed code rows of the quantized positions (row after row, also when the
+    // store keeps them in KeyTiles), their FP16 parameters as stored (per-token: [token][group][scale, zero]; per-channel:
+    // [chunk][channel][scale, zero]; no zero when symmetric), then the residual rows in position order (FP16).
+    public void WriteState(KvStateWriter writer)
+    {
+        int s0 = SinksHeld;
+        int residual = Length - s0 - _quantized;
+        Span<byte> row = stackalloc byte[_rowBytes];
+        for (int h = 0; h < _heads; h++)
+        {
+            writer.Write<Half>(new ReadOnlySpan<Half>(SinkPointer(h, 0), s0 * _hd));
+            if (_tiled)
+            {
+                for (int m = 0; m < _quantized; m++)
+                {
+                    KeyTiles.ReadRow(_codes.Pointer + (h * _headCodeBytes), m, _rowBytes, row);
+                    writer.Write(row);
+                }
+            }
+            else
+            {
+                writer.Write(new ReadOnlySpan<byte>(_codes.Pointer + (h * _headCodeBytes), checked(_quantized * _rowBytes)));
+            }
+
+            writer.Write<Half>(new ReadOnlySpan<Half>((Half*)_params.Pointer + (h * _paramsPerHead), ParamHalves(_quantized)));
+            for (int m = _quantized; m < _quantized + residual; m++)
+            {
+                writer.Write<Half>(RingRow(h, m));
+            }
+        }
+    }
+
+    public void ReadState(KvStateReader reader, int length)
+    {
+        Clear();
+        int s0 = Math.Min(_sinkCap, length);
+        int quantized = QuantizedAt(length);
+        int residual = length - s0 - quantized;
+        Span<byte> row = stackalloc byte[_rowBytes];
+        for (int h = 0; h < _heads; h++)
+        {
+            reader.Read<Half>(new Span<Half>(SinkPointer(h, 0), s0 * _hd));
+            if (_tiled)
+            {
+                for (int m = 0; m < quantized; m++)
+                {
+                    reader.Read(row);
+                    KeyTiles.WriteRow(_codes.Pointer + (h * _headCodeBytes), m, _rowBytes, row);
+                }
+            }
+            else
+            {
+                reader.Read(new Span<byte>(_codes.Pointer + (h * _headCodeBytes), checked(quantized * _rowBytes)));
+            }
+
+            reader.Read<Half>(new Span<Half>((Half*)_params.Pointer + (h * _paramsPerHead), ParamHalves(quantized)));
+            for (int m = quantized; m < quantized + residual; m++)
+            {
+                reader.Read<Half>(RingRow(h, m));
+            }
+        }
+
+        Length = length;
+        _quantized = quantized;
+    }
+
+    // Exact when no position beyond length has been quantized since: the first length positions alone would have
+    // quantized the same rows, with the same parameters, and left the same rows in the residual window.
+    public bool CanTruncate(int length) => length >= 0 && length <= Length && QuantizedAt(length) == _quantized;
+
+    public void Truncate(int length) => Length = CanTruncate(length)
+        ? length
+        : throw new KvCacheException($"keeping {length} of {Length} positions of a {_spec} store is not exact: {_quantized} positions are quantized, {length} alone would quantize {QuantizedAt(Math.Max(0, length))}");
+
+    // Positions that Append quantizes among the first length: whole flush chunks beyond the sinks and the residual window.
+    private int QuantizedAt(int length)
+    {
+        int over = length - Math.Min(_sinkCap, length) - _spec.Residual;
+        return over <= 0 ? 0 : over / _chunk * _chunk;
+    }
+
+    private int ParamHalves(int quantized) => checked(_perChannel ? quantized / _chunk * _hd * _pp : quantized * _groupsPerRow * _pp);
+
     public void Dispose()
     {
         _codes.Dispose();
