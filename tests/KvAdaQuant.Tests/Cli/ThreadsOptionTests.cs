@@ -31,7 +31,7 @@ public class ThreadsOptionTests
         // InvalidOperationException, a stack trace and exit code 134.
         var (rc, stdout, stderr) = KvaqProcess.Run(command, "--model", Fixtures.Stories260K, "--threads", threads);
         Assert.Equal(1, rc);
-        Assert.Contains($"kvaq: error: Cannot parse argument '{threads}' for option '--threads'", stderr);
+        Assert.Contains($"kvaq: error: --threads '{threads}' is not an integer (-2147483648 to 2147483647)", stderr);
         Assert.DoesNotContain("Unhandled exception", stderr);
         Assert.DoesNotContain("   at ", stderr);
         Assert.Empty(stdout);
