@@ -25,7 +25,7 @@ public static class LlamaCppPerplexity
         int vocab = context.VocabSize;
         var chunk = new int[ctx];
         var logits = new float[ctx * vocab];
-        double nll = 0;
+        double nll = 0, nll2 = 0;
         int scored = 0;
         int first = ctx / 2;
         for (int c = 0; c < chunks; c++)
@@ -44,12 +44,18 @@ public static class LlamaCppPerplexity
             context.Evaluate(chunk, logits, allLogits: true);
             for (int j = first; j < ctx - 1; j++)
             {
-                nll -= LogProbability(logits.AsSpan(j * vocab, vocab), chunk[j + 1]);
+                double tokenNll = -LogProbability(logits.AsSpan(j * vocab, vocab), chunk[j + 1]);
+                nll += tokenNll;
+                nll2 += tokenNll * tokenNll;
                 scored++;
             }
         }
 
-        return new LlamaCppPerplexityResult(Math.Exp(nll / scored), nll / scored, scored, chunks);
+        double mean = nll / scored, variance = (nll2 / scored) - (mean * mean);
+        return new LlamaCppPerplexityResult(Math.Exp(mean), mean, scored, chunks)
+        {
+            PerplexityUncertainty = scored > 1 ? Math.Exp(mean) * Math.Sqrt(Math.Max(variance, 0) / (scored - 1)) : double.NaN,
+        };
     }
 
     // log softmax at one index, accumulated in double as llama-perplexity's log_softmax does.

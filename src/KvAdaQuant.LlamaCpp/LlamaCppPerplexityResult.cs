@@ -5,4 +5,8 @@ namespace KvAdaQuant.LlamaCpp;
 /// <param name="MeanNll">Mean negative log-likelihood per scored token (nats).</param>
 /// <param name="TokensScored">Predictions scored.</param>
 /// <param name="Chunks">Chunks evaluated.</param>
-public sealed record LlamaCppPerplexityResult(double Perplexity, double MeanNll, int TokensScored, int Chunks);
+public sealed record LlamaCppPerplexityResult(double Perplexity, double MeanNll, int TokensScored, int Chunks)
+{
+    /// <summary>llama-perplexity's "+/- Y": Perplexity x the standard error of the mean token NLL; NaN for fewer than two tokens.</summary>
+    public double PerplexityUncertainty { get; init; } = double.NaN;
+}

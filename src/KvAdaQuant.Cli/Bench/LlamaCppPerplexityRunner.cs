@@ -8,7 +8,7 @@ internal static class LlamaCppPerplexityRunner
 {
     /// <summary>Perplexity and tokens scored with llama.cpp's cache types <paramref name="typeK"/>/<paramref name="typeV"/>.</summary>
     [MethodImpl(MethodImplOptions.NoInlining)]
-    public static (double Perplexity, int TokensScored, string Cache) Run(string ggufPath, IReadOnlyList<int> tokens, int ctx, string typeK, string typeV, int threads, int maxChunks)
+    public static (double Perplexity, double Uncertainty, int TokensScored, string Cache) Run(string ggufPath, IReadOnlyList<int> tokens, int ctx, string typeK, string typeV, int threads, int maxChunks)
     {
         try
         {
@@ -18,7 +18,7 @@ internal static class LlamaCppPerplexityRunner
             var options = new LlamaCppContextOptions { ContextSize = ctx, TypeK = k, TypeV = v, Threads = threads };
             using var context = model.CreateContext(options);
             var r = LlamaCppPerplexity.Evaluate(context, tokens, ctx, maxChunks);
-            return (r.Perplexity, r.TokensScored, $"{LlamaCppCacheTypes.Name(k)}/{LlamaCppCacheTypes.Name(v)}{(options.EffectiveFlashAttention ? ", flash attention" : string.Empty)}");
+            return (r.Perplexity, r.PerplexityUncertainty, r.TokensScored, $"{LlamaCppCacheTypes.Name(k)}/{LlamaCppCacheTypes.Name(v)}{(options.EffectiveFlashAttention ? ", flash attention" : string.Empty)}");
         }
         catch (LlamaCppException e)
         {

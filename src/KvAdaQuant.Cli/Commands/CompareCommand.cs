@@ -97,14 +97,14 @@ internal static class CompareCommand
             foreach (var c in caches)
             {
                 var res = PerplexityEvaluator.Evaluate(transformer, tokens, n, layout => KvCacheFactory.Create(c.Plan, layout), tok.BosToken, null, maxChunks);
-                rows.Add(new() { ["engine"] = "kvaq", ["cache"] = c.Cache, ["kv_plan"] = c.PlanFile, ["perplexity"] = res.Perplexity, ["tokens_scored"] = res.TokensScored });
+                rows.Add(new() { ["engine"] = "kvaq", ["cache"] = c.Cache, ["kv_plan"] = c.PlanFile, ["perplexity"] = res.Perplexity, ["perplexity_uncertainty"] = res.PerplexityUncertainty, ["tokens_scored"] = res.TokensScored });
             }
 
             foreach (var type in llamaTypes)
             {
                 var (k, v) = LlamaCppCacheMatch.Parse(type);
                 var res = LlamaCppPerplexityRunner.Run(m.Path, tokens, n, k, v, nThreads, maxChunks);
-                rows.Add(new() { ["engine"] = "llama.cpp", ["cache"] = res.Cache, ["kv_plan"] = null, ["perplexity"] = res.Perplexity, ["tokens_scored"] = res.TokensScored });
+                rows.Add(new() { ["engine"] = "llama.cpp", ["cache"] = res.Cache, ["kv_plan"] = null, ["perplexity"] = res.Perplexity, ["perplexity_uncertainty"] = res.Uncertainty, ["tokens_scored"] = res.TokensScored });
             }
 
             if (r.GetValue(json))
@@ -122,12 +122,12 @@ internal static class CompareCommand
             else
             {
                 Console.Out.WriteLine($"{m.Path}: {text.Length} characters of {path}, {tokens.Count} tokens, chunks of {n}");
-                Console.Out.WriteLine("| engine | KV cache | perplexity | tokens scored |");
+                Console.Out.WriteLine("| engine | KV cache | perplexity (+/- standard error) | tokens scored |");
                 Console.Out.WriteLine("|---|---|---|---|");
                 foreach (var row in rows)
                 {
                     string cache = row["kv_plan"] is string file ? $"{row["cache"]} (--kv-plan {file})" : (string)row["cache"]!;
-                    Console.Out.WriteLine($"| {row["engine"]} | {cache} | {(double)row["perplexity"]!:F4} | {row["tokens_scored"]} |");
+                    Console.Out.WriteLine($"| {row["engine"]} | {cache} | {(double)row["perplexity"]!:F4} +/- {(double)row["perplexity_uncertainty"]!:F4} | {row["tokens_scored"]} |");
                 }
             }
 

@@ -129,6 +129,12 @@ public class BenchCommandTests
         Assert.Equal("f32/f32", rows[1].GetProperty("cache").GetString());
         Assert.True(Math.Abs(ours - theirs) <= 1e-3 * theirs, $"kvaq fp32 {ours} vs llama.cpp f32 {theirs}");
 
+        // The +/- of both rows: the same tokens' NLL spread, so equal to about the same relative precision.
+        double ourSe = rows[0].GetProperty("perplexity_uncertainty").GetDouble();
+        double theirSe = rows[1].GetProperty("perplexity_uncertainty").GetDouble();
+        Assert.InRange(ourSe, 0.001 * ours, 0.5 * ours);
+        Assert.True(Math.Abs(ourSe - theirSe) <= 1e-2 * theirSe, $"kvaq +/- {ourSe} vs llama.cpp +/- {theirSe}");
+
         // stories260K's heads are 8 wide: llama.cpp's 32-value cache blocks cannot hold them, and the error says so.
         (code, _, stderr) = Run(["compare", "--model", gguf, "--data", Fixtures.Path("data", "wikitext-2", "wiki.test.raw"), "--chars", "3000", "--ctx", "128", "--kv", "", "--vs-cache", "q8_0", "--threads", "1"]);
         Assert.Equal(1, code);
