@@ -103,6 +103,7 @@ internal static class ServeCommand
             CommonOptions.NoteIfNeverQuantized(plan, c);
             using var session = new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(c), precision));
             using var served = new ServedModel(Path.GetFileName(Path.TrimEndingDirectorySeparator(m.Path)), m.Path, session, tok, chosen, defaults);
+            served.WarmUp();
             Console.Error.WriteLine($"[serve: {m.Path}; KV cache {served.Kv}, {c} positions per request; template {chosen.Name}; {transformer.Threads} threads; attention {CommonOptions.AttentionName(precision)}{(key is null ? string.Empty : "; API key required")}]");
             new KvaqServer(served, key, Console.Error).RunAsync(address, p, url =>
             {

@@ -109,6 +109,11 @@ internal sealed class ServedModel : IDisposable
             onText?.Invoke(tail);
         }
 
+        if (filter.Stopped)
+        {
+            result = result with { StopReason = "stop_text" }; // the loop saw the cancellation the filter asked for
+        }
+
         string finish = filter.Stopped ? "stop" : result.StopReason switch
         {
             "eos" => "stop",
@@ -116,6 +121,19 @@ internal sealed class ServedModel : IDisposable
             _ => "cancelled",
         };
         return (result, filter.Text, finish);
+    }
+
+    /// <summary>
+    /// Runs BOS and one greedy token, as llama-server's warm-up does: the kernels are compiled before the first request (kvaq
+    /// runs without tiered compilation, so a first call compiles at full optimization).
+    /// </summary>
+    public void WarmUp()
+    {
+        var bos = Tokenizer.Encode(string.Empty, addBos: true);
+        if (bos.Count > 0)
+        {
+            _generator.Generate(bos, 1, new Sampler(), null);
+        }
     }
 
     public void Dispose() => Gate.Dispose();

@@ -119,6 +119,7 @@ public class ServeCompletionTests(Stories260KServer fixture) : IClassFixture<Sto
         var choice = body.GetProperty("choices")[0];
         Assert.Equal(full.Text[..at], choice.GetProperty("text").GetString());
         Assert.Equal("stop", choice.GetProperty("finish_reason").GetString());
+        Assert.Equal("stop_text", body.GetProperty("kvaq").GetProperty("stop_reason").GetString());
         int generated = body.GetProperty("usage").GetProperty("completion_tokens").GetInt32();
         Assert.InRange(generated, 1, 39);
 
