@@ -18,7 +18,8 @@ internal sealed record CompletionRequest(
     float TopP,
     ulong Seed,
     IReadOnlyList<string> Stop,
-    bool Stream)
+    bool Stream,
+    bool CachePrompt = true)
 {
     /// <summary>The sampler the request asks for.</summary>
     public Sampler CreateSampler() => new(Temperature, TopK, TopP, Seed);
@@ -89,7 +90,18 @@ internal sealed record CompletionRequest(
             };
         }
 
-        return new CompletionRequest(prompt, messages, maxTokens, temperature, topK, topP, seed, ParseStop(body), stream);
+        bool cachePrompt = true;
+        if (Field(body, "cache_prompt") is { } cp)
+        {
+            cachePrompt = cp.ValueKind switch
+            {
+                JsonValueKind.True => true,
+                JsonValueKind.False => false,
+                _ => throw Invalid("cache_prompt", $"cache_prompt must be true or false, got {Raw(cp)}"),
+            };
+        }
+
+        return new CompletionRequest(prompt, messages, maxTokens, temperature, topK, topP, seed, ParseStop(body), stream, cachePrompt);
     }
 
     private static List<string> ParseStop(JsonElement body)

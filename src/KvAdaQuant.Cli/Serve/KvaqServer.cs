@@ -256,16 +256,16 @@ internal sealed class KvaqServer
             }
             else
             {
-                var (result, text, finish) = await Task.Factory.StartNew(
+                var (result, text, finish, cached) = await Task.Factory.StartNew(
                     () => _model.Generate(prompt, request, null, cancel.Token), cancel.Token, TaskCreationOptions.LongRunning, TaskScheduler.Default);
-                Note(c, result, finish);
+                Note(c, result, finish, cached);
                 if (finish == "cancelled")
                 {
                     return;
                 }
 
                 var usage = Usage(result);
-                var stats = Stats(result);
+                var stats = Stats(result, cached);
                 if (chat)
                 {
                     await Write(c, 200, new ChatCompletion(id, "chat.completion", created, _model.Id, [new ChatChoice(0, new ChatReply("assistant", text), finish)], usage, stats), ServeJsonContext.Relaxed.ChatCompletion);
@@ -334,8 +334,8 @@ internal sealed class KvaqServer
             await cancel.CancelAsync(); // the client left: stop generating
         }
 
-        var (result, _, finish) = await run;
-        Note(c, result, finish);
+        var (result, _, finish, cached) = await run;
+        Note(c, result, finish, cached);
         if (finish == "cancelled")
         {
             return;
@@ -343,11 +343,11 @@ internal sealed class KvaqServer
 
         if (chat)
         {
-            await Event(c, Chunk(id, created, new ChatDelta(null, null), finish, Usage(result), Stats(result)), cancel.Token);
+            await Event(c, Chunk(id, created, new ChatDelta(null, null), finish, Usage(result), Stats(result, cached)), cancel.Token);
         }
         else
         {
-            await Event(c, new TextCompletion(id, "text_completion", created, _model.Id, [new TextChoice(0, string.Empty, finish)], Usage(result), Stats(result)), cancel.Token);
+            await Event(c, new TextCompletion(id, "text_completion", created, _model.Id, [new TextChoice(0, string.Empty, finish)], Usage(result), Stats(result, cached)), cancel.Token);
         }
 
         await c.Response.Body.WriteAsync(Done, cancel.Token);
@@ -374,10 +374,10 @@ internal sealed class KvaqServer
 
     private static Usage Usage(GenerationResult r) => new(r.PromptTokens.Count, r.Tokens.Count, r.PromptTokens.Count + r.Tokens.Count);
 
-    private KvaqStats Stats(GenerationResult r) => new(_model.Kv, r.KvBytes, _model.Ctx, r.StopReason, r.PrefillTokensPerSecond, r.DecodeTokensPerSecond);
+    private KvaqStats Stats(GenerationResult r, int cached) => new(_model.Kv, r.KvBytes, _model.Ctx, r.StopReason, cached, r.PrefillTokensPerSecond, r.DecodeTokensPerSecond);
 
-    private static void Note(HttpContext c, GenerationResult r, string finish) =>
-        c.Items["kvaq.note"] = $"{r.PromptTokens.Count} prompt tokens, {r.Tokens.Count} generated ({finish}); prefill {r.PrefillTokensPerSecond:F1} tok/s, decode {r.DecodeTokensPerSecond:F1} tok/s; KV {r.KvBytes:N0} bytes";
+    private static void Note(HttpContext c, GenerationResult r, string finish, int cached) =>
+        c.Items["kvaq.note"] = $"{r.PromptTokens.Count} prompt tokens ({cached} from the cache), {r.Tokens.Count} generated ({finish}); prefill {r.PrefillTokensPerSecond:F1} tok/s, decode {r.DecodeTokensPerSecond:F1} tok/s; KV {r.KvBytes:N0} bytes";
 
     // The body as a JSON object; anything else is a 400 naming the problem.
     private static async Task<JsonDocument> ReadBody(HttpContext c)

@@ -20,7 +20,7 @@ internal sealed record ModelList(string Object, IReadOnlyList<ModelEntry> Data);
 internal sealed record Usage(int PromptTokens, int CompletionTokens, int TotalTokens);
 
 /// <summary>The <c>kvaq</c> extension object: the cache and the speed of the run.</summary>
-internal sealed record KvaqStats(string Kv, long KvBytes, int Ctx, string StopReason, double PrefillTokensPerSecond, double DecodeTokensPerSecond);
+internal sealed record KvaqStats(string Kv, long KvBytes, int Ctx, string StopReason, int CachedTokens, double PrefillTokensPerSecond, double DecodeTokensPerSecond);
 
 /// <summary>A choice of <c>/v1/completions</c> (whole or streamed).</summary>
 internal sealed record TextChoice(

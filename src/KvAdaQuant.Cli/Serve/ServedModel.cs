@@ -4,7 +4,8 @@ using KvAdaQuant.Tokenization;
 namespace KvAdaQuant.Cli.Serve;
 
 /// <summary>
-/// The one model kvaq serve holds, with its session (the caller's; one cache of <see cref="Ctx"/> positions, cleared for each request)
+/// The one model kvaq serve holds, with its session (the caller's; one cache of <see cref="Ctx"/> positions, cleared for a
+/// request unless its prompt starts with everything the cache holds)
 /// and the queue that lets one request at a time use it.
 /// </summary>
 internal sealed class ServedModel : IDisposable
@@ -75,10 +76,11 @@ internal sealed class ServedModel : IDisposable
     /// <summary>
     /// Generates for <paramref name="request"/> (the caller holds <see cref="Gate"/>): streams the text that is final to
     /// <paramref name="onText"/> (stop texts cut and held back by <see cref="StopTextFilter"/>); returns the result with the
-    /// text returned to the client and the OpenAI finish reason (<c>stop</c> or <c>length</c>; <c>cancelled</c> when
-    /// <paramref name="cancel"/> ended it).
+    /// text returned to the client, the OpenAI finish reason (<c>stop</c> or <c>length</c>; <c>cancelled</c> when
+    /// <paramref name="cancel"/> ended it) and the prompt tokens taken from the previous request's cache (the request's
+    /// <c>cache_prompt</c>, when its prompt starts with all the tokens the cache holds).
     /// </summary>
-    public (GenerationResult Result, string Text, string FinishReason) Generate(
+    public (GenerationResult Result, string Text, string FinishReason, int CachedTokens) Generate(
         List<int> promptTokens, CompletionRequest request, Action<string>? onText, CancellationToken cancel)
     {
         var filter = new StopTextFilter(request.Stop);
@@ -102,7 +104,8 @@ internal sealed class ServedModel : IDisposable
                 }
             },
             EndOfTurn,
-            stop.Token);
+            stop.Token,
+            reusePrefix: request.CachePrompt);
         string tail = filter.Flush();
         if (tail.Length > 0)
         {
@@ -120,7 +123,7 @@ internal sealed class ServedModel : IDisposable
             "max_tokens" or "context_full" => "length",
             _ => "cancelled",
         };
-        return (result, filter.Text, finish);
+        return (result, filter.Text, finish, _generator.ReusedTokens);
     }
 
     /// <summary>

@@ -10,7 +10,7 @@ namespace KvAdaQuant.Tests.Serve;
 /// </summary>
 public class ServeCompletionTests(Stories260KServer fixture) : IClassFixture<Stories260KServer>
 {
-    private const string Prompt = "Once upon a time";
+    internal const string Prompt = "Once upon a time";
     private readonly ServeProcess _server = fixture.Server;
 
     [Fact]
@@ -151,6 +151,53 @@ public class ServeCompletionTests(Stories260KServer fixture) : IClassFixture<Sto
     }
 
     [Fact]
+    public void A_prompt_that_extends_the_previous_request_reuses_its_cache_with_the_fresh_result() =>
+        AssertPromptCacheReuse(_server, "stories260K", "fp32", Stories260KServer.Ctx, null);
+
+    /// <summary>
+    /// cache_prompt: a request whose prompt is the previous request's prompt and reply and more runs only the new tokens
+    /// (kvaq.cached_tokens: the previous prompt and every reply token but the last, which was never fed) and answers as a
+    /// fresh run of its whole prompt; with cache_prompt false, or a prompt that differs early, it starts over.
+    /// </summary>
+    internal static void AssertPromptCacheReuse(ServeProcess server, string model, string kv, int ctx, string? key)
+    {
+        using var reference = new ServeReference(model, kv, ctx);
+        var (status, first) = server.Post("/v1/completions", JsonSerializer.Serialize(new { prompt = Prompt, max_tokens = 12 }), key);
+        Assert.Equal(200, status);
+        string reply = first.GetProperty("choices")[0].GetProperty("text").GetString()!;
+        var held = reference.Generate(Prompt, 12);
+        Assert.Equal(held.Text, reply);
+        var cacheHolds = held.PromptTokens.Concat(held.Tokens.Take(11)).ToList();
+
+        string next = Prompt + reply + " The dog was happy.";
+        var nextTokens = reference.Tokenizer.Encode(next, addBos: true);
+        Assert.Equal(cacheHolds, nextTokens.Take(cacheHolds.Count)); // the text re-encodes to the ids the cache holds
+        var expected = reference.Generate(next, 16);
+        foreach (bool cachePrompt in new[] { true, false, true })
+        {
+            if (!cachePrompt)
+            {
+                // a prompt that differs in its first word: the cache starts over
+                var (_, other) = server.Post("/v1/completions", JsonSerializer.Serialize(new { prompt = "One day" + reply, max_tokens = 12 }), key);
+                Assert.Equal(0, other.GetProperty("kvaq").GetProperty("cached_tokens").GetInt32());
+                Assert.Equal(reference.Generate("One day" + reply, 12).Text, other.GetProperty("choices")[0].GetProperty("text").GetString());
+                server.Post("/v1/completions", JsonSerializer.Serialize(new { prompt = Prompt, max_tokens = 12 }), key);
+            }
+
+            var (nextStatus, body) = server.Post("/v1/completions", JsonSerializer.Serialize(new { prompt = next, max_tokens = 16, cache_prompt = cachePrompt }), key);
+            Assert.Equal(200, nextStatus);
+            Assert.Equal(expected.Text, body.GetProperty("choices")[0].GetProperty("text").GetString());
+            Assert.Equal(cachePrompt ? cacheHolds.Count : 0, body.GetProperty("kvaq").GetProperty("cached_tokens").GetInt32());
+            Assert.Equal(nextTokens.Count, body.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+            Assert.Equal(expected.Tokens.Count, body.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+            Assert.Equal(expected.KvBytes, body.GetProperty("kvaq").GetProperty("kv_bytes").GetInt64());
+
+            // back to the state the next round expects: the first request's cache
+            server.Post("/v1/completions", JsonSerializer.Serialize(new { prompt = Prompt, max_tokens = 12 }), key);
+        }
+    }
+
+    [Fact]
     public void Tokenize_and_detokenize_round_trip()
     {
         using var reference = new ServeReference("stories260K", "fp32", Stories260KServer.Ctx);
@@ -181,6 +228,7 @@ public class ServeCompletionTests(Stories260KServer fixture) : IClassFixture<Sto
     [InlineData("/v1/completions", """{"prompt": "Hi", "stop": 5}""", "stop", "stop must be a string or an array of strings, got 5")]
     [InlineData("/v1/completions", """{"prompt": "Hi", "stop": ["x", ""]}""", "stop", "stop[1]: an empty text would end every reply at once")]
     [InlineData("/v1/completions", """{"prompt": "Hi", "stream": "yes"}""", "stream", "stream must be true or false, got \"yes\"")]
+    [InlineData("/v1/completions", """{"prompt": "Hi", "cache_prompt": 1}""", "cache_prompt", "cache_prompt must be true or false, got 1")]
     [InlineData("/v1/completions", """{"max_tokens": 4}""", "prompt", "prompt is required (a string)")]
     [InlineData("/v1/completions", """{"prompt": ["Hi"]}""", "prompt", "prompt must be a string, got an array")]
     [InlineData("/v1/chat/completions", """{"messages": []}""", "messages", "messages is empty; a chat completion needs at least one message")]

@@ -41,6 +41,10 @@ public partial class ServeQuantizedTests(Stories3MK4V2Server fixture) : IClassFi
     }
 
     [Fact]
+    public void A_prompt_that_extends_the_previous_request_reuses_its_k4v2_cache_with_the_fresh_result() =>
+        ServeCompletionTests.AssertPromptCacheReuse(_server, "stories3M-q80", "k4v2", Stories3MK4V2Server.Ctx, Key);
+
+    [Fact]
     public void The_api_key_is_required_except_for_health_and_models()
     {
         const string request = """{"prompt": "Once upon a time", "max_tokens": 4}""";
@@ -127,6 +131,6 @@ public partial class ServeQuantizedTests(Stories3MK4V2Server fixture) : IClassFi
     private static List<string> Requests(string log) =>
         log.Split('\n').Where(l => l.StartsWith("[POST /v1/completions ", StringComparison.Ordinal)).ToList();
 
-    [GeneratedRegex(@"prompt tokens, (\d+) generated \((\w+)\)")]
+    [GeneratedRegex(@"prompt tokens \(\d+ from the cache\), (\d+) generated \((\w+)\)")]
     private static partial Regex Generated();
 }
