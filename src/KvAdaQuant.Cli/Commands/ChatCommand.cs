@@ -186,7 +186,7 @@ internal static class ChatCommand
         return cmd;
     }
 
-    private static ChatTemplate ParseTemplate(string name)
+    internal static ChatTemplate ParseTemplate(string name)
     {
         try
         {

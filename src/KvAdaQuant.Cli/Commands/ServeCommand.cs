@@ -72,7 +72,7 @@ internal static class ServeCommand
             var defaults = new CompletionRequest(
                 null, null, n == 0 ? null : n, r.GetValue(sampling.Temperature), r.GetValue(sampling.TopK), r.GetValue(sampling.TopP), r.GetValue(sampling.Seed), [], Stream: false);
             string templateName = r.GetValue(template) ?? "auto";
-            ChatTemplate? chosen = templateName.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : ParseTemplate(templateName);
+            ChatTemplate? chosen = templateName.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : ChatCommand.ParseTemplate(templateName);
 
             using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
             var tok = m.Tokenizer ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
@@ -126,17 +126,5 @@ internal static class ServeCommand
         return IPAddress.TryParse(host.Trim(), out var address)
             ? address
             : throw new ArgumentException($"--host: expected an IP address (127.0.0.1, 0.0.0.0, ::1) or localhost, got '{host}'");
-    }
-
-    private static ChatTemplate ParseTemplate(string name)
-    {
-        try
-        {
-            return ChatTemplate.Parse(name);
-        }
-        catch (ArgumentException e)
-        {
-            throw new ArgumentException($"--chat-template: {e.Message} or auto", e);
-        }
     }
 }

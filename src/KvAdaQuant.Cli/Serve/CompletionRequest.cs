@@ -79,29 +79,8 @@ internal sealed record CompletionRequest(
             throw Invalid("n", $"n must be 1 (kvaq serve returns one choice per request), got {Raw(choices)}");
         }
 
-        bool stream = false;
-        if (Field(body, "stream") is { } st)
-        {
-            stream = st.ValueKind switch
-            {
-                JsonValueKind.True => true,
-                JsonValueKind.False => false,
-                _ => throw Invalid("stream", $"stream must be true or false, got {Raw(st)}"),
-            };
-        }
-
-        bool cachePrompt = true;
-        if (Field(body, "cache_prompt") is { } cp)
-        {
-            cachePrompt = cp.ValueKind switch
-            {
-                JsonValueKind.True => true,
-                JsonValueKind.False => false,
-                _ => throw Invalid("cache_prompt", $"cache_prompt must be true or false, got {Raw(cp)}"),
-            };
-        }
-
-        return new CompletionRequest(prompt, messages, maxTokens, temperature, topK, topP, seed, ParseStop(body), stream, cachePrompt);
+        return new CompletionRequest(
+            prompt, messages, maxTokens, temperature, topK, topP, seed, ParseStop(body), Flag(body, "stream", absent: false), Flag(body, "cache_prompt", absent: true));
     }
 
     private static List<string> ParseStop(JsonElement body)
@@ -193,6 +172,15 @@ internal sealed record CompletionRequest(
                 throw Invalid("messages", $"{at}.content must be a string, got {Raw(content.Value)}");
         }
     }
+
+    /// <summary>A boolean field, <paramref name="absent"/> when it is missing or null.</summary>
+    internal static bool Flag(JsonElement body, string name, bool absent) => Field(body, name) switch
+    {
+        null => absent,
+        { ValueKind: JsonValueKind.True } => true,
+        { ValueKind: JsonValueKind.False } => false,
+        { } e => throw Invalid(name, $"{name} must be true or false, got {Raw(e)}"),
+    };
 
     // A field that is present and not null.
     internal static JsonElement? Field(JsonElement body, string name) =>

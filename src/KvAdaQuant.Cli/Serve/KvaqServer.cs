@@ -165,8 +165,8 @@ internal sealed class KvaqServer
             string content = CompletionRequest.Field(body, "content") is { } t
                 ? t.ValueKind == JsonValueKind.String ? t.GetString()! : throw CompletionRequest.Invalid("content", $"content must be a string, got {CompletionRequest.Raw(t)}")
                 : throw CompletionRequest.Invalid("content", "content is required (the text to tokenize)");
-            bool addSpecial = Flag(body, "add_special", false);
-            bool parseSpecial = Flag(body, "parse_special", true);
+            bool addSpecial = CompletionRequest.Flag(body, "add_special", absent: false);
+            bool parseSpecial = CompletionRequest.Flag(body, "parse_special", absent: true);
             var tokens = _model.Tokenizer.Encode(content, addSpecial, parseSpecial);
             await Write(c, 200, new TokenizeResponse(tokens), ServeJsonContext.Relaxed.TokenizeResponse);
         }
@@ -205,14 +205,6 @@ internal sealed class KvaqServer
             await WriteError(c, e);
         }
     }
-
-    private static bool Flag(JsonElement body, string name, bool absent) => CompletionRequest.Field(body, name) switch
-    {
-        null => absent,
-        { ValueKind: JsonValueKind.True } => true,
-        { ValueKind: JsonValueKind.False } => false,
-        { } e => throw CompletionRequest.Invalid(name, $"{name} must be true or false, got {CompletionRequest.Raw(e)}"),
-    };
 
     private async Task Complete(HttpContext c, bool chat)
     {

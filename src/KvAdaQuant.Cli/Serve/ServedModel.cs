@@ -21,19 +21,16 @@ internal sealed class ServedModel : IDisposable
         Tokenizer = tokenizer;
         Template = template;
         Defaults = defaults;
-        _generator = new RequestGenerator(session, tokenizer);
-        foreach (var special in template.SpecialTokens)
+        try
         {
-            if (tokenizer.Encode(special, addBos: false, parseSpecial: true) is not [int token])
-            {
-                throw new ArgumentException($"--chat-template: chat template {template.Name}: the tokenizer has no control token {special} (choose another template, or none)");
-            }
-
-            if (special == template.EndOfTurn)
-            {
-                EndOfTurn = token;
-            }
+            EndOfTurn = template.EndOfTurnToken(tokenizer);
         }
+        catch (ArgumentException e)
+        {
+            throw new ArgumentException($"--chat-template: {e.Message}", e);
+        }
+
+        _generator = new RequestGenerator(session, tokenizer);
     }
 
     /// <summary>The model's name in responses (its file or folder name).</summary>
@@ -47,7 +44,7 @@ internal sealed class ServedModel : IDisposable
     public ChatTemplate Template { get; }
 
     /// <summary>The end-of-turn token of the template, or -1.</summary>
-    public int EndOfTurn { get; } = -1;
+    public int EndOfTurn { get; }
 
     /// <summary>Sampling settings for fields a request leaves out (the command line's).</summary>
     public CompletionRequest Defaults { get; }
