@@ -5,8 +5,7 @@ namespace KvAdaQuant.Cli.Serve;
 
 /// <summary>
 /// The one model kvaq serve holds, with its session (the caller's; one cache of <see cref="Ctx"/> positions, cleared for a
-/// request unless its prompt starts with everything the cache holds)
-/// and the queue that lets one request at a time use it.
+/// request unless its prompt starts with everything the cache holds) and the queue that lets one request at a time use it.
 /// </summary>
 internal sealed class ServedModel : IDisposable
 {

@@ -198,6 +198,23 @@ public class ServeCompletionTests(Stories260KServer fixture) : IClassFixture<Sto
     }
 
     [Fact]
+    public async Task Concurrent_requests_are_served_one_at_a_time_each_as_its_own_run()
+    {
+        using var reference = new ServeReference("stories260K", "fp32", Stories260KServer.Ctx);
+        string[] prompts = ["Once upon a time", "The dog", "Lily and Tom", "One day", "Once upon a time there was"];
+        var expected = prompts.Select(p => reference.Generate(p, 20).Text).ToList();
+        var sent = prompts.Select(p => _server.Client.PostAsync("/v1/completions", new StringContent(JsonSerializer.Serialize(new { prompt = p, max_tokens = 20 })))).ToList();
+        var responses = await Task.WhenAll(sent);
+        for (int i = 0; i < prompts.Length; i++)
+        {
+            using var response = responses[i];
+            Assert.Equal(200, (int)response.StatusCode);
+            var body = JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement;
+            Assert.Equal(expected[i], body.GetProperty("choices")[0].GetProperty("text").GetString());
+        }
+    }
+
+    [Fact]
     public void Tokenize_and_detokenize_round_trip()
     {
         using var reference = new ServeReference("stories260K", "fp32", Stories260KServer.Ctx);
