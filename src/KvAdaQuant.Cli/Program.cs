@@ -12,6 +12,7 @@ public static class Program
         var root = new RootCommand("kvaq: Llama-family inference with an adaptive mixed-precision quantized KV cache (KV-AdaQuant).");
         root.Subcommands.Add(GenerateCommand.Create());
         root.Subcommands.Add(ChatCommand.Create());
+        root.Subcommands.Add(ServeCommand.Create());
         root.Subcommands.Add(PerplexityCommand.Create());
         root.Subcommands.Add(InfoCommand.Create());
         root.Subcommands.Add(TokenizeCommand.Create());

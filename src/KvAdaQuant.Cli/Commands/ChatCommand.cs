@@ -256,7 +256,7 @@ internal static class ChatCommand
         }
     }
 
-    private static ChatTemplate ParseTemplate(string name)
+    internal static ChatTemplate ParseTemplate(string name)
     {
         try
         {

@@ -16,7 +16,7 @@ public sealed class ChatSession
     private readonly List<ChatMessage> _messages = [];
     private readonly List<int> _tokens = [];
     private readonly string? _system;
-    private readonly int _endOfTurn = -1;
+    private readonly int _endOfTurn;
     private string _fedText = string.Empty;
 
     /// <summary>
@@ -30,19 +30,7 @@ public sealed class ChatSession
         _tokenizer = tokenizer;
         Template = template;
         _system = string.IsNullOrEmpty(systemPrompt) ? null : systemPrompt;
-        foreach (var special in template.SpecialTokens)
-        {
-            if (tokenizer.Encode(special, addBos: false, parseSpecial: true) is not [int id])
-            {
-                throw new ArgumentException($"chat template {template.Name}: the tokenizer has no control token {special} (choose another template, or none)");
-            }
-
-            if (special == template.EndOfTurn)
-            {
-                _endOfTurn = id;
-            }
-        }
-
+        _endOfTurn = template.EndOfTurnToken(tokenizer);
         Reset();
     }
 

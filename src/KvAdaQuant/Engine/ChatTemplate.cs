@@ -1,4 +1,5 @@
 using System.Text;
+using KvAdaQuant.Tokenization;
 
 namespace KvAdaQuant.Engine;
 
@@ -45,6 +46,30 @@ public sealed class ChatTemplate
 
     /// <summary>The control tokens the template writes; the tokenizer must have each as one token.</summary>
     public IReadOnlyList<string> SpecialTokens { get; }
+
+    /// <summary>
+    /// The id of <see cref="EndOfTurn"/> in <paramref name="tokenizer"/>, or -1 when the template has none, after checking
+    /// that every control token the template writes is one token of <paramref name="tokenizer"/>: an
+    /// <see cref="ArgumentException"/> names the first that is not.
+    /// </summary>
+    public int EndOfTurnToken(ITokenizer tokenizer)
+    {
+        int endOfTurn = -1;
+        foreach (var special in SpecialTokens)
+        {
+            if (tokenizer.Encode(special, addBos: false, parseSpecial: true) is not [int id])
+            {
+                throw new ArgumentException($"chat template {Name}: the tokenizer has no control token {special} (choose another template, or none)");
+            }
+
+            if (special == EndOfTurn)
+            {
+                endOfTurn = id;
+            }
+        }
+
+        return endOfTurn;
+    }
 
     /// <summary>The template named <paramref name="name"/> (case-insensitive); an error lists the names.</summary>
     public static ChatTemplate Parse(string name) =>

@@ -1,0 +1,212 @@
+using System.Globalization;
+using System.Text.Json;
+using KvAdaQuant.Engine;
+
+namespace KvAdaQuant.Cli.Serve;
+
+/// <summary>
+/// The fields of a <c>/v1/completions</c> or <c>/v1/chat/completions</c> body that kvaq uses, checked: each wrong one is a
+/// <see cref="ServeRequestException"/> naming the field and the value. Fields kvaq does not use are ignored, as
+/// llama-server does, except <c>n</c> other than 1 (one choice per request).
+/// </summary>
+internal sealed record CompletionRequest(
+    string? Prompt,
+    IReadOnlyList<ChatMessage>? Messages,
+    int? MaxTokens,
+    float Temperature,
+    int TopK,
+    float TopP,
+    ulong Seed,
+    IReadOnlyList<string> Stop,
+    bool Stream,
+    bool CachePrompt = true)
+{
+    /// <summary>The sampler the request asks for.</summary>
+    public Sampler CreateSampler() => new(Temperature, TopK, TopP, Seed);
+
+    /// <summary>Reads a <c>/v1/completions</c> body (<paramref name="chat"/> false) or a chat one; absent sampling fields take <paramref name="defaults"/>.</summary>
+    public static CompletionRequest Parse(JsonElement body, bool chat, CompletionRequest defaults)
+    {
+        string? prompt = null;
+        List<ChatMessage>? messages = null;
+        if (chat)
+        {
+            messages = ParseMessages(body);
+        }
+        else
+        {
+            prompt = Field(body, "prompt") is { } p
+                ? p.ValueKind == JsonValueKind.String ? p.GetString()! : throw Invalid("prompt", $"prompt must be a string, got {Kind(p)}")
+                : throw Invalid("prompt", "prompt is required (a string)");
+        }
+
+        int? maxTokens = defaults.MaxTokens;
+        foreach (var name in chat ? new[] { "max_tokens", "max_completion_tokens" } : ["max_tokens"])
+        {
+            if (Field(body, name) is { } m)
+            {
+                maxTokens = Integer(m, name) is var n && n >= 1 ? (int)n : throw Invalid(name, $"{name} must be an integer >= 1, got {Raw(m)}");
+            }
+        }
+
+        float temperature = Field(body, "temperature") is { } t ? Number(t, "temperature") : defaults.Temperature;
+        if (!(temperature >= 0 && float.IsFinite(temperature)))
+        {
+            throw Invalid("temperature", $"temperature must be a finite number >= 0, got {Raw(Field(body, "temperature")!.Value)}");
+        }
+
+        float topP = Field(body, "top_p") is { } tp ? Number(tp, "top_p") : defaults.TopP;
+        if (!(topP > 0 && topP <= 1))
+        {
+            throw Invalid("top_p", $"top_p must be in (0, 1], got {Raw(Field(body, "top_p")!.Value)}");
+        }
+
+        int topK = defaults.TopK;
+        if (Field(body, "top_k") is { } tk)
+        {
+            long k = Integer(tk, "top_k");
+            topK = k is >= 0 and <= int.MaxValue ? (int)k : throw Invalid("top_k", $"top_k must be an integer >= 0 (0 = all tokens), got {Raw(tk)}");
+        }
+
+        ulong seed = defaults.Seed;
+        if (Field(body, "seed") is { } s)
+        {
+            seed = s.ValueKind == JsonValueKind.Number && s.TryGetUInt64(out ulong u) ? u : throw Invalid("seed", $"seed must be an integer >= 0, got {Raw(s)}");
+        }
+
+        if (Field(body, "n") is { } choices && !(choices.ValueKind == JsonValueKind.Number && choices.TryGetInt32(out int count) && count == 1))
+        {
+            throw Invalid("n", $"n must be 1 (kvaq serve returns one choice per request), got {Raw(choices)}");
+        }
+
+        return new CompletionRequest(
+            prompt, messages, maxTokens, temperature, topK, topP, seed, ParseStop(body), Flag(body, "stream", absent: false), Flag(body, "cache_prompt", absent: true));
+    }
+
+    private static List<string> ParseStop(JsonElement body)
+    {
+        if (Field(body, "stop") is not { } stop)
+        {
+            return [];
+        }
+
+        var texts = new List<string>();
+        if (stop.ValueKind == JsonValueKind.String)
+        {
+            texts.Add(stop.GetString()!);
+        }
+        else if (stop.ValueKind == JsonValueKind.Array)
+        {
+            int i = 0;
+            foreach (var e in stop.EnumerateArray())
+            {
+                texts.Add(e.ValueKind == JsonValueKind.String ? e.GetString()! : throw Invalid("stop", $"stop[{i}] must be a string, got {Raw(e)}"));
+                i++;
+            }
+        }
+        else
+        {
+            throw Invalid("stop", $"stop must be a string or an array of strings, got {Raw(stop)}");
+        }
+
+        int empty = texts.FindIndex(string.IsNullOrEmpty);
+        return empty < 0 ? texts : throw Invalid("stop", stop.ValueKind == JsonValueKind.String ? "stop: an empty text would end every reply at once" : $"stop[{empty}]: an empty text would end every reply at once");
+    }
+
+    private static List<ChatMessage> ParseMessages(JsonElement body)
+    {
+        if (Field(body, "messages") is not { ValueKind: JsonValueKind.Array } array)
+        {
+            throw Invalid("messages", Field(body, "messages") is { } m ? $"messages must be an array of messages, got {Raw(m)}" : "messages is required (an array of {\"role\", \"content\"} objects)");
+        }
+
+        var messages = new List<ChatMessage>();
+        int i = 0;
+        foreach (var e in array.EnumerateArray())
+        {
+            string at = $"messages[{i}]";
+            if (e.ValueKind != JsonValueKind.Object)
+            {
+                throw Invalid("messages", $"{at} must be an object with role and content, got {Raw(e)}");
+            }
+
+            string role = Field(e, "role") is { ValueKind: JsonValueKind.String } r ? r.GetString()! : throw Invalid("messages", $"{at}.role is required (system, user or assistant)");
+            if (role is not ("system" or "user" or "assistant"))
+            {
+                throw Invalid("messages", $"{at}.role: unknown role '{role}'; expected system, user or assistant");
+            }
+
+            messages.Add(new ChatMessage(role, Content(Field(e, "content"), at)));
+            i++;
+        }
+
+        return messages.Count > 0 ? messages : throw Invalid("messages", "messages is empty; a chat completion needs at least one message");
+    }
+
+    // A message's content: a string, or an array of {"type": "text", "text": ...} parts (joined), as OpenAI clients send.
+    private static string Content(JsonElement? content, string at)
+    {
+        switch (content)
+        {
+            case { ValueKind: JsonValueKind.String } s:
+                return s.GetString()!;
+            case { ValueKind: JsonValueKind.Array } parts:
+                var text = new System.Text.StringBuilder();
+                int j = 0;
+                foreach (var part in parts.EnumerateArray())
+                {
+                    if (part.ValueKind != JsonValueKind.Object || Field(part, "type") is not { ValueKind: JsonValueKind.String } type || type.GetString() != "text"
+                        || Field(part, "text") is not { ValueKind: JsonValueKind.String } partText)
+                    {
+                        throw Invalid("messages", $"{at}.content[{j}]: only text parts ({{\"type\": \"text\", \"text\": ...}}) are supported, got {Raw(part)}");
+                    }
+
+                    text.Append(partText.GetString());
+                    j++;
+                }
+
+                return text.ToString();
+            case null:
+                throw Invalid("messages", $"{at}.content is required (a string)");
+            default:
+                throw Invalid("messages", $"{at}.content must be a string, got {Raw(content.Value)}");
+        }
+    }
+
+    /// <summary>A boolean field, <paramref name="absent"/> when it is missing or null.</summary>
+    internal static bool Flag(JsonElement body, string name, bool absent) => Field(body, name) switch
+    {
+        null => absent,
+        { ValueKind: JsonValueKind.True } => true,
+        { ValueKind: JsonValueKind.False } => false,
+        { } e => throw Invalid(name, $"{name} must be true or false, got {Raw(e)}"),
+    };
+
+    // A field that is present and not null.
+    internal static JsonElement? Field(JsonElement body, string name) =>
+        body.TryGetProperty(name, out var e) && e.ValueKind != JsonValueKind.Null ? e : null;
+
+    private static float Number(JsonElement e, string name) =>
+        e.ValueKind == JsonValueKind.Number && e.TryGetDouble(out double d) ? (float)d : throw Invalid(name, $"{name} must be a number, got {Raw(e)}");
+
+    internal static long Integer(JsonElement e, string name) =>
+        e.ValueKind == JsonValueKind.Number && e.TryGetInt64(out long v) ? v : throw Invalid(name, $"{name} must be an integer, got {Raw(e)}");
+
+    internal static ServeRequestException Invalid(string param, string message) => new(400, message, param);
+
+    // The value as the client wrote it (shortened), for error messages.
+    internal static string Raw(JsonElement e)
+    {
+        string text = e.ValueKind == JsonValueKind.String ? $"\"{e.GetString()}\"" : e.GetRawText();
+        return text.Length <= 60 ? text : string.Concat(text.AsSpan(0, 57), "...");
+    }
+
+    private static string Kind(JsonElement e) => e.ValueKind.ToString().ToLower(CultureInfo.InvariantCulture) switch
+    {
+        "true" or "false" => "a boolean",
+        "object" => "an object",
+        "array" => "an array",
+        "number" => $"the number {e.GetRawText()}",
+        var k => k,
+    };
+}

@@ -1,0 +1,413 @@
+using System.Diagnostics;
+using System.Net;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
+using System.Threading.Channels;
+using KvAdaQuant.Cli.Commands;
+using KvAdaQuant.Engine;
+using Microsoft.AspNetCore.Builder;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Http;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Hosting;
+using Microsoft.Extensions.Logging;
+
+namespace KvAdaQuant.Cli.Serve;
+
+/// <summary>
+/// The HTTP side of <c>kvaq serve</c>: Kestrel with minimal-API endpoints in OpenAI's and llama-server's shapes over one
+/// <see cref="ServedModel"/>, requests served one at a time. Each request is logged as one line on stderr.
+/// </summary>
+internal sealed class KvaqServer
+{
+    private static readonly byte[] Done = "data: [DONE]\n\n"u8.ToArray();
+    private readonly ServedModel _model;
+    private readonly byte[]? _apiKey;
+    private readonly TextWriter _log;
+    private readonly long _created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+    private CancellationToken _stopping;
+
+    public KvaqServer(ServedModel model, string? apiKey, TextWriter log)
+    {
+        _model = model;
+        _apiKey = apiKey is null ? null : Encoding.UTF8.GetBytes(apiKey);
+        _log = log;
+    }
+
+    /// <summary>Paths answered without the API key (as llama-server's public endpoints).</summary>
+    private static readonly HashSet<string> PublicPaths = new(StringComparer.Ordinal) { "/health", "/v1/health", "/v1/models", "/models" };
+
+    /// <summary>
+    /// Listens on <paramref name="address"/>:<paramref name="port"/> (0: a free port), calls <paramref name="started"/> with
+    /// the URL it listens on, and serves until Ctrl+C, SIGTERM or <paramref name="stop"/>; requests still generating are
+    /// cancelled then.
+    /// </summary>
+    public async Task RunAsync(IPAddress address, int port, Action<string> started, CancellationToken stop = default)
+    {
+        var builder = WebApplication.CreateSlimBuilder(new WebApplicationOptions { Args = [], ContentRootPath = AppContext.BaseDirectory });
+        builder.Logging.ClearProviders();
+        builder.Services.Configure<ConsoleLifetimeOptions>(o => o.SuppressStatusMessages = true);
+        builder.Services.Configure<HostOptions>(o => o.ShutdownTimeout = TimeSpan.FromSeconds(10));
+        builder.WebHost.UseKestrel(o =>
+        {
+            o.AddServerHeader = false;
+            o.Listen(address, port);
+        });
+        await using var app = builder.Build();
+        _stopping = app.Lifetime.ApplicationStopping;
+        using var stopRegistration = stop.Register(() => app.Lifetime.StopApplication());
+
+        app.Use(Log);
+        app.Use(Authorize);
+        app.UseStatusCodePages(c => c.HttpContext.Response.StatusCode switch
+        {
+            404 => WriteError(c.HttpContext, new ServeRequestException(404, $"no endpoint {c.HttpContext.Request.Path}; kvaq serve has /health, /v1/models, /v1/completions, /v1/chat/completions, /tokenize and /detokenize", null, "not_found_error")),
+            405 => WriteError(c.HttpContext, new ServeRequestException(405, $"{c.HttpContext.Request.Method} is not allowed on {c.HttpContext.Request.Path}")),
+            _ => Task.CompletedTask,
+        });
+
+        app.MapGet("/health", c => Write(c, 200, new HealthResponse("ok"), ServeJsonContext.Relaxed.HealthResponse));
+        app.MapGet("/v1/models", Models);
+        app.MapGet("/models", Models);
+        app.MapPost("/v1/completions", c => Complete(c, chat: false));
+        app.MapPost("/v1/chat/completions", c => Complete(c, chat: true));
+        app.MapPost("/tokenize", Tokenize);
+        app.MapPost("/detokenize", Detokenize);
+
+        await app.StartAsync(stop);
+        var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses;
+        started(addresses.First());
+        await app.WaitForShutdownAsync();
+    }
+
+    private async Task Log(HttpContext c, RequestDelegate next)
+    {
+        var sw = Stopwatch.StartNew();
+        try
+        {
+            await next(c);
+        }
+        catch (Exception e) when (e is not OperationCanceledException)
+        {
+            // A bug: answered with a 500 in OpenAI's shape (when nothing was sent yet) and logged, the server goes on.
+            c.Items["kvaq.note"] = $"unexpected {e.GetType().Name}: {CliRunner.Message(e)}";
+            if (Environment.GetEnvironmentVariable(CliRunner.StackTraceVariable) == "1")
+            {
+                lock (_log)
+                {
+                    _log.WriteLine(e);
+                }
+            }
+
+            if (!c.Response.HasStarted)
+            {
+                c.Response.Clear();
+                await Write(c, 500, new ErrorResponse(new ErrorDetail($"unexpected {e.GetType().Name}: {CliRunner.Message(e)} (a bug in kvaq)", "server_error", null, 500)), ServeJsonContext.Relaxed.ErrorResponse);
+            }
+        }
+
+        string note = c.Items.TryGetValue("kvaq.note", out var n) ? $": {n}" : string.Empty;
+        lock (_log)
+        {
+            _log.WriteLine($"[{c.Request.Method} {c.Request.Path} {c.Response.StatusCode} in {sw.Elapsed.TotalMilliseconds:F0} ms{note}]");
+            _log.Flush();
+        }
+    }
+
+    // With --api-key, every path but the public ones needs "Authorization: Bearer KEY" (or "X-Api-Key: KEY").
+    private Task Authorize(HttpContext c, RequestDelegate next)
+    {
+        if (_apiKey is null || PublicPaths.Contains(c.Request.Path.Value ?? string.Empty))
+        {
+            return next(c);
+        }
+
+        string? given = null;
+        string authorization = c.Request.Headers.Authorization.ToString();
+        if (authorization.StartsWith("Bearer ", StringComparison.OrdinalIgnoreCase))
+        {
+            given = authorization["Bearer ".Length..].Trim();
+        }
+        else if (c.Request.Headers.TryGetValue("X-Api-Key", out var header))
+        {
+            given = header.ToString();
+        }
+
+        if (given is not null && CryptographicOperations.FixedTimeEquals(Encoding.UTF8.GetBytes(given), _apiKey))
+        {
+            return next(c);
+        }
+
+        c.Response.Headers.WWWAuthenticate = "Bearer";
+        return WriteError(c, new ServeRequestException(
+            401,
+            given is null ? "no API key: this server needs \"Authorization: Bearer KEY\" (kvaq serve --api-key)" : "invalid API key",
+            null,
+            "authentication_error"));
+    }
+
+    private Task Models(HttpContext c) => Write(
+        c,
+        200,
+        new ModelList("list", [new ModelEntry(_model.Id, "model", _created, "kvaq", new ModelMeta(_model.Path, _model.Ctx, _model.Tokenizer.VocabSize, _model.Kv, _model.Template.Name))]),
+        ServeJsonContext.Relaxed.ModelList);
+
+    private async Task Tokenize(HttpContext c)
+    {
+        try
+        {
+            using var doc = await ReadBody(c);
+            var body = doc.RootElement;
+            string content = CompletionRequest.Field(body, "content") is { } t
+                ? t.ValueKind == JsonValueKind.String ? t.GetString()! : throw CompletionRequest.Invalid("content", $"content must be a string, got {CompletionRequest.Raw(t)}")
+                : throw CompletionRequest.Invalid("content", "content is required (the text to tokenize)");
+            bool addSpecial = CompletionRequest.Flag(body, "add_special", absent: false);
+            bool parseSpecial = CompletionRequest.Flag(body, "parse_special", absent: true);
+            var tokens = _model.Tokenizer.Encode(content, addSpecial, parseSpecial);
+            await Write(c, 200, new TokenizeResponse(tokens), ServeJsonContext.Relaxed.TokenizeResponse);
+        }
+        catch (ServeRequestException e)
+        {
+            await WriteError(c, e);
+        }
+    }
+
+    private async Task Detokenize(HttpContext c)
+    {
+        try
+        {
+            using var doc = await ReadBody(c);
+            if (CompletionRequest.Field(doc.RootElement, "tokens") is not { ValueKind: JsonValueKind.Array } array)
+            {
+                throw CompletionRequest.Invalid("tokens", CompletionRequest.Field(doc.RootElement, "tokens") is { } t
+                    ? $"tokens must be an array of token ids, got {CompletionRequest.Raw(t)}"
+                    : "tokens is required (an array of token ids)");
+            }
+
+            int vocab = _model.Tokenizer.VocabSize;
+            var tokens = new List<int>();
+            foreach (var e in array.EnumerateArray())
+            {
+                string at = $"tokens[{tokens.Count}]";
+                tokens.Add(e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out int id) && id >= 0 && id < vocab
+                    ? id
+                    : throw CompletionRequest.Invalid("tokens", $"{at}: {CompletionRequest.Raw(e)} is not a token id (0..{vocab - 1})"));
+            }
+
+            await Write(c, 200, new DetokenizeResponse(_model.Tokenizer.Decode(tokens)), ServeJsonContext.Relaxed.DetokenizeResponse);
+        }
+        catch (ServeRequestException e)
+        {
+            await WriteError(c, e);
+        }
+    }
+
+    private async Task Complete(HttpContext c, bool chat)
+    {
+        CompletionRequest request;
+        List<int> prompt;
+        try
+        {
+            using var doc = await ReadBody(c);
+            request = CompletionRequest.Parse(doc.RootElement, chat, _model.Defaults);
+            prompt = _model.PromptTokens(request);
+            if (prompt.Count > _model.Ctx)
+            {
+                throw CompletionRequest.Invalid(
+                    chat ? "messages" : "prompt",
+                    $"the {(chat ? "conversation" : "prompt")} has {prompt.Count} tokens (BOS included) but the context holds {_model.Ctx} (kvaq serve --ctx)");
+            }
+        }
+        catch (ServeRequestException e)
+        {
+            await WriteError(c, e);
+            return;
+        }
+
+        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(c.RequestAborted, _stopping);
+        try
+        {
+            await _model.Gate.WaitAsync(cancel.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            return; // the client left (or the server stops) while queued
+        }
+
+        try
+        {
+            string id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N");
+            long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+            if (request.Stream)
+            {
+                await Stream(c, request, prompt, chat, id, created, cancel);
+            }
+            else
+            {
+                var (result, text, finish, cached) = await Task.Factory.StartNew(
+                    () => _model.Generate(prompt, request, null, cancel.Token), cancel.Token, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+                Note(c, result, finish, cached);
+                if (finish == "cancelled")
+                {
+                    return;
+                }
+
+                var usage = Usage(result);
+                var stats = Stats(result, cached);
+                if (chat)
+                {
+                    await Write(c, 200, new ChatCompletion(id, "chat.completion", created, _model.Id, [new ChatChoice(0, new ChatReply("assistant", text), finish)], usage, stats), ServeJsonContext.Relaxed.ChatCompletion);
+                }
+                else
+                {
+                    await Write(c, 200, new TextCompletion(id, "text_completion", created, _model.Id, [new TextChoice(0, text, finish)], usage, stats), ServeJsonContext.Relaxed.TextCompletion);
+                }
+            }
+        }
+        catch (OperationCanceledException) when (cancel.IsCancellationRequested)
+        {
+            // the client left: nothing to answer
+        }
+        finally
+        {
+            _model.Gate.Release();
+        }
+    }
+
+    // Server-sent events: a chunk per piece of text as it is final, then the last chunk with the finish reason, usage and
+    // kvaq's statistics, then [DONE]. The model runs on its own thread; the pieces come through a channel.
+    private async Task Stream(HttpContext c, CompletionRequest request, List<int> prompt, bool chat, string id, long created, CancellationTokenSource cancel)
+    {
+        c.Response.StatusCode = 200;
+        c.Response.ContentType = "text/event-stream";
+        c.Response.Headers.CacheControl = "no-cache";
+        var pieces = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        var run = Task.Factory.StartNew(
+            () =>
+            {
+                try
+                {
+                    return _model.Generate(prompt, request, s => pieces.Writer.TryWrite(s), cancel.Token);
+                }
+                finally
+                {
+                    pieces.Writer.TryComplete();
+                }
+            },
+            CancellationToken.None,
+            TaskCreationOptions.LongRunning,
+            TaskScheduler.Default);
+
+        try
+        {
+            if (chat)
+            {
+                await Event(c, Chunk(id, created, new ChatDelta("assistant", string.Empty), null, null, null), cancel.Token);
+            }
+
+            await foreach (var piece in pieces.Reader.ReadAllAsync(cancel.Token))
+            {
+                if (chat)
+                {
+                    await Event(c, Chunk(id, created, new ChatDelta(null, piece), null, null, null), cancel.Token);
+                }
+                else
+                {
+                    await Event(c, new TextCompletion(id, "text_completion", created, _model.Id, [new TextChoice(0, piece, null)], null, null), cancel.Token);
+                }
+            }
+        }
+        catch (Exception e) when (e is IOException or OperationCanceledException)
+        {
+            await cancel.CancelAsync(); // the client left: stop generating
+        }
+
+        var (result, _, finish, cached) = await run;
+        Note(c, result, finish, cached);
+        if (finish == "cancelled")
+        {
+            return;
+        }
+
+        if (chat)
+        {
+            await Event(c, Chunk(id, created, new ChatDelta(null, null), finish, Usage(result), Stats(result, cached)), cancel.Token);
+        }
+        else
+        {
+            await Event(c, new TextCompletion(id, "text_completion", created, _model.Id, [new TextChoice(0, string.Empty, finish)], Usage(result), Stats(result, cached)), cancel.Token);
+        }
+
+        await c.Response.Body.WriteAsync(Done, cancel.Token);
+        await c.Response.Body.FlushAsync(cancel.Token);
+    }
+
+    private ChatCompletionChunk Chunk(string id, long created, ChatDelta delta, string? finish, Usage? usage, KvaqStats? stats) =>
+        new(id, "chat.completion.chunk", created, _model.Id, [new ChatDeltaChoice(0, delta, finish)], usage, stats);
+
+    private static async Task Event(HttpContext c, TextCompletion chunk, CancellationToken cancel) =>
+        await Event(c, JsonSerializer.SerializeToUtf8Bytes(chunk, ServeJsonContext.Relaxed.TextCompletion), cancel);
+
+    private static async Task Event(HttpContext c, ChatCompletionChunk chunk, CancellationToken cancel) =>
+        await Event(c, JsonSerializer.SerializeToUtf8Bytes(chunk, ServeJsonContext.Relaxed.ChatCompletionChunk), cancel);
+
+    private static async Task Event(HttpContext c, byte[] json, CancellationToken cancel)
+    {
+        var body = c.Response.Body;
+        await body.WriteAsync("data: "u8.ToArray(), cancel);
+        await body.WriteAsync(json, cancel);
+        await body.WriteAsync("\n\n"u8.ToArray(), cancel);
+        await body.FlushAsync(cancel);
+    }
+
+    private static Usage Usage(GenerationResult r) => new(r.PromptTokens.Count, r.Tokens.Count, r.PromptTokens.Count + r.Tokens.Count);
+
+    private KvaqStats Stats(GenerationResult r, int cached) => new(_model.Kv, r.KvBytes, _model.Ctx, r.StopReason, cached, r.PrefillTokensPerSecond, r.DecodeTokensPerSecond);
+
+    private static void Note(HttpContext c, GenerationResult r, string finish, int cached) =>
+        c.Items["kvaq.note"] = $"{r.PromptTokens.Count} prompt tokens ({cached} from the cache), {r.Tokens.Count} generated ({finish}); prefill {r.PrefillTokensPerSecond:F1} tok/s, decode {r.DecodeTokensPerSecond:F1} tok/s; KV {r.KvBytes:N0} bytes";
+
+    // The body as a JSON object; anything else is a 400 naming the problem.
+    private static async Task<JsonDocument> ReadBody(HttpContext c)
+    {
+        JsonDocument doc;
+        try
+        {
+            doc = await JsonDocument.ParseAsync(c.Request.Body, default, c.RequestAborted);
+        }
+        catch (JsonException e)
+        {
+            throw new ServeRequestException(400, $"the request body is not valid JSON: {e.Message}");
+        }
+        catch (BadHttpRequestException e)
+        {
+            throw new ServeRequestException(e.StatusCode, $"the request body could not be read: {e.Message}");
+        }
+
+        if (doc.RootElement.ValueKind != JsonValueKind.Object)
+        {
+            var kind = doc.RootElement.ValueKind;
+            doc.Dispose();
+            throw new ServeRequestException(400, $"the request body must be a JSON object, got {kind.ToString().ToLowerInvariant()}");
+        }
+
+        return doc;
+    }
+
+    private static async Task Write<T>(HttpContext c, int status, T value, JsonTypeInfo<T> type)
+    {
+        c.Response.StatusCode = status;
+        c.Response.ContentType = "application/json; charset=utf-8";
+        await JsonSerializer.SerializeAsync(c.Response.Body, value, type, c.RequestAborted);
+    }
+
+    private static Task WriteError(HttpContext c, ServeRequestException e)
+    {
+        c.Items["kvaq.note"] = e.Message;
+        return Write(c, e.Status, new ErrorResponse(new ErrorDetail(e.Message, e.Type, e.Param, e.Status)), ServeJsonContext.Relaxed.ErrorResponse);
+    }
+}

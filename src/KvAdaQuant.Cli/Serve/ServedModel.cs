@@ -1,0 +1,139 @@
+using KvAdaQuant.Engine;
+using KvAdaQuant.Tokenization;
+
+namespace KvAdaQuant.Cli.Serve;
+
+/// <summary>
+/// The one model kvaq serve holds, with its session (the caller's; one cache of <see cref="Ctx"/> positions, cleared for a
+/// request unless its prompt starts with everything the cache holds) and the queue that lets one request at a time use it.
+/// </summary>
+internal sealed class ServedModel : IDisposable
+{
+    private readonly InferenceSession _session;
+    private readonly RequestGenerator _generator;
+
+    public ServedModel(string id, string path, InferenceSession session, ITokenizer tokenizer, ChatTemplate template, CompletionRequest defaults)
+    {
+        Id = id;
+        Path = path;
+        _session = session;
+        Tokenizer = tokenizer;
+        Template = template;
+        Defaults = defaults;
+        try
+        {
+            EndOfTurn = template.EndOfTurnToken(tokenizer);
+        }
+        catch (ArgumentException e)
+        {
+            throw new ArgumentException($"--chat-template: {e.Message}", e);
+        }
+
+        _generator = new RequestGenerator(session, tokenizer);
+    }
+
+    /// <summary>The model's name in responses (its file or folder name).</summary>
+    public string Id { get; }
+
+    /// <summary>Where it was loaded from.</summary>
+    public string Path { get; }
+
+    public ITokenizer Tokenizer { get; }
+
+    public ChatTemplate Template { get; }
+
+    /// <summary>The end-of-turn token of the template, or -1.</summary>
+    public int EndOfTurn { get; }
+
+    /// <summary>Sampling settings for fields a request leaves out (the command line's).</summary>
+    public CompletionRequest Defaults { get; }
+
+    /// <summary>Positions of the cache.</summary>
+    public int Ctx => _session.Cache.Layout.Capacity;
+
+    /// <summary>The cache's description (<c>fp32</c>, <c>k4v2</c>, a plan's name).</summary>
+    public string Kv => _session.Cache.Description;
+
+    /// <summary>One request at a time: held while a request generates.</summary>
+    public SemaphoreSlim Gate { get; } = new(1, 1);
+
+    /// <summary>The prompt's tokens: BOS, then the text (for chat, the template's rendering with its control tokens).</summary>
+    public List<int> PromptTokens(CompletionRequest request)
+    {
+        if (request.Messages is { } messages)
+        {
+            string text = Template.Render(messages, addGenerationPrompt: true);
+            return Tokenizer.Encode(text, addBos: true, parseSpecial: Template != ChatTemplate.None);
+        }
+
+        return Tokenizer.Encode(request.Prompt ?? string.Empty, addBos: true);
+    }
+
+    /// <summary>
+    /// Generates for <paramref name="request"/> (the caller holds <see cref="Gate"/>): streams the text that is final to
+    /// <paramref name="onText"/> (stop texts cut and held back by <see cref="StopTextFilter"/>); returns the result with the
+    /// text returned to the client, the OpenAI finish reason (<c>stop</c> or <c>length</c>; <c>cancelled</c> when
+    /// <paramref name="cancel"/> ended it) and the prompt tokens taken from the previous request's cache (the request's
+    /// <c>cache_prompt</c>, when its prompt starts with all the tokens the cache holds).
+    /// </summary>
+    public (GenerationResult Result, string Text, string FinishReason, int CachedTokens) Generate(
+        List<int> promptTokens, CompletionRequest request, Action<string>? onText, CancellationToken cancel)
+    {
+        var filter = new StopTextFilter(request.Stop);
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        int maxTokens = request.MaxTokens ?? Ctx;
+        var result = _generator.Generate(
+            promptTokens,
+            maxTokens,
+            request.CreateSampler(),
+            piece =>
+            {
+                string emit = filter.Push(piece);
+                if (emit.Length > 0)
+                {
+                    onText?.Invoke(emit);
+                }
+
+                if (filter.Stopped)
+                {
+                    stop.Cancel();
+                }
+            },
+            EndOfTurn,
+            stop.Token,
+            reusePrefix: request.CachePrompt);
+        string tail = filter.Flush();
+        if (tail.Length > 0)
+        {
+            onText?.Invoke(tail);
+        }
+
+        if (filter.Stopped)
+        {
+            result = result with { StopReason = "stop_text" }; // the loop saw the cancellation the filter asked for
+        }
+
+        string finish = filter.Stopped ? "stop" : result.StopReason switch
+        {
+            "eos" => "stop",
+            "max_tokens" or "context_full" => "length",
+            _ => "cancelled",
+        };
+        return (result, filter.Text, finish, _generator.ReusedTokens);
+    }
+
+    /// <summary>
+    /// Runs BOS and one greedy token, as llama-server's warm-up does: the kernels are compiled before the first request (kvaq
+    /// runs without tiered compilation, so a first call compiles at full optimization).
+    /// </summary>
+    public void WarmUp()
+    {
+        var bos = Tokenizer.Encode(string.Empty, addBos: true);
+        if (bos.Count > 0)
+        {
+            _generator.Generate(bos, 1, new Sampler(), null);
+        }
+    }
+
+    public void Dispose() => Gate.Dispose();
+}

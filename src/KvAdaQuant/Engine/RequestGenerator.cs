@@ -1,0 +1,119 @@
+using KvAdaQuant.Tokenization;
+
+namespace KvAdaQuant.Engine;
+
+/// <summary>
+/// One request after another of a server over a loaded model: <see cref="Generator"/>'s run (the prompt, then sample and
+/// decode), which also stops at a chat template's end-of-turn token and when a <see cref="CancellationToken"/> is signalled
+/// (a client gone, a stop text found by the caller, a shutdown), and which can keep what the cache holds when the next
+/// prompt starts with it (llama-server's <c>cache_prompt</c>): only the rest of the prompt is then run. The tokens the
+/// cache holds are <see cref="Tokens"/>.
+/// </summary>
+public sealed class RequestGenerator
+{
+    private readonly InferenceSession _session;
+    private readonly ITokenizer _tokenizer;
+    private readonly List<int> _tokens = [];
+
+    /// <summary>Creates a generator over <paramref name="session"/>, whose cache it clears.</summary>
+    public RequestGenerator(InferenceSession session, ITokenizer tokenizer)
+    {
+        _session = session;
+        _tokenizer = tokenizer;
+        _session.Reset();
+    }
+
+    /// <summary>The tokens the cache holds, in order (the last run's prompt and the tokens it fed back).</summary>
+    public IReadOnlyList<int> Tokens => _tokens;
+
+    /// <summary>Prompt tokens the last run took from the cache instead of running them.</summary>
+    public int ReusedTokens { get; private set; }
+
+    /// <summary>
+    /// How many of <paramref name="promptTokens"/> the cache already holds: all of <see cref="Tokens"/> when they are a
+    /// strict prefix of the prompt (the cache cannot drop positions, so a prompt that differs earlier starts over), else 0.
+    /// </summary>
+    public int ReusablePrefix(IReadOnlyList<int> promptTokens)
+    {
+        if (_tokens.Count == 0 || _tokens.Count >= promptTokens.Count || _session.Position != _tokens.Count)
+        {
+            return 0;
+        }
+
+        for (int i = 0; i < _tokens.Count; i++)
+        {
+            if (_tokens[i] != promptTokens[i])
+            {
+                return 0;
+            }
+        }
+
+        return _tokens.Count;
+    }
+
+    /// <summary>
+    /// Generates up to <paramref name="maxTokens"/> tokens after <paramref name="promptTokens"/> (BOS included), streaming
+    /// text to <paramref name="onText"/>. Stops at EOS or <paramref name="endOfTurn"/> (stop reason <c>eos</c>; -1 for none),
+    /// the token limit (<c>max_tokens</c>), a full context (<c>context_full</c>), or once <paramref name="cancel"/> is
+    /// signalled (<c>cancelled</c>, after the token being streamed). With <paramref name="reusePrefix"/> the tokens the cache
+    /// holds from the previous run are kept when the prompt starts with them (<see cref="ReusablePrefix"/>); otherwise, or
+    /// when it does not, the cache is cleared first. The result's <c>PromptTokens</c> is the whole prompt; its prefill speed
+    /// counts the tokens run. A prompt longer than the context is an <see cref="ArgumentException"/> before anything runs.
+    /// </summary>
+    public GenerationResult Generate(
+        IReadOnlyList<int> promptTokens,
+        int maxTokens,
+        Sampler sampler,
+        Action<string>? onText,
+        int endOfTurn = -1,
+        CancellationToken cancel = default,
+        bool reusePrefix = false)
+    {
+        int capacity = _session.Cache.Layout.Capacity;
+        if (promptTokens.Count > capacity)
+        {
+            throw new ArgumentException($"the prompt has {promptTokens.Count} tokens but the context holds {capacity}");
+        }
+
+        int reuse = reusePrefix ? ReusablePrefix(promptTokens) : 0;
+        int[] run = promptTokens.Skip(reuse).ToArray();
+        ReusedTokens = reuse;
+        try
+        {
+            var result = GenerationLoop.Run(
+                run,
+                _tokenizer,
+                maxTokens,
+                capacity,
+                prefill: () =>
+                {
+                    if (reuse == 0)
+                    {
+                        _session.Reset();
+                        _tokens.Clear();
+                    }
+
+                    _tokens.AddRange(run);
+                    return sampler.Sample(_session.Prefill(run));
+                },
+                step: t =>
+                {
+                    _tokens.Add(t);
+                    return sampler.Sample(_session.Decode(t));
+                },
+                position: () => _session.Position,
+                kvBytes: () => _session.Cache.ByteCount,
+                onText,
+                endOfTurn,
+                cancel);
+            return result with { PromptTokens = promptTokens };
+        }
+        catch
+        {
+            // The cache may hold part of the run: start the next one over.
+            _session.Reset();
+            _tokens.Clear();
+            throw;
+        }
+    }
+}

@@ -1,0 +1,79 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using KvAdaQuant.Tests.Cli;
+
+namespace KvAdaQuant.Tests.Serve;
+
+/// <summary><c>kvaq serve</c> as a command: bad options and a taken port are errors naming them; SIGTERM and SIGINT stop it cleanly.</summary>
+public class ServeCommandTests
+{
+    [Theory]
+    [InlineData("--port", "70000", "--port must be in 0..65535 (0 = a free port), got 70000")]
+    [InlineData("--host", "nowhere.example", "--host: expected an IP address (127.0.0.1, 0.0.0.0, ::1) or localhost, got 'nowhere.example'")]
+    [InlineData("--device", "cuda", "--device cuda: kvaq serve runs on the CPU only")]
+    [InlineData("--chat-template", "chatml", "--chat-template: chat template chatml: the tokenizer has no control token <|im_start|>")]
+    [InlineData("--api-key", "", "--api-key: the key is empty")]
+    [InlineData("--max-tokens", "-1", "--max-tokens must be >= 0 (0 = until EOS or the context is full), got -1")]
+    public void Bad_options_are_errors_naming_them(string option, string value, string message)
+    {
+        var (rc, stdout, stderr) = option == "--port" ? Run("-m", "stories260K", option, value) : Run("-m", "stories260K", "--port", "0", option, value);
+        Assert.Equal(1, rc);
+        Assert.Contains("kvaq: error: ", stderr, StringComparison.Ordinal);
+        Assert.Contains(message, stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("listening", stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_port_in_use_is_an_error_naming_the_address()
+    {
+        using var taken = new TcpListener(IPAddress.Loopback, 0);
+        taken.Start();
+        int port = ((IPEndPoint)taken.LocalEndpoint).Port;
+        var (rc, _, stderr) = Run("-m", "stories260K", "--port", port.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        Assert.Equal(1, rc);
+        Assert.Contains($"kvaq: error: Failed to bind to address http://127.0.0.1:{port}", stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("   at ", stderr, StringComparison.Ordinal);
+    }
+
+    [SkippableTheory]
+    [InlineData(15)]
+    [InlineData(2)]
+    public void A_signal_stops_the_server_cleanly(int signal)
+    {
+        Skip.IfNot(OperatingSystem.IsLinux(), "sends the signal with kill(2)");
+        Skip.If(signal == 2 && KvaqProcess.SigintIgnored(), "SIGINT is ignored in this process tree (started in the background without job control); SIGTERM covers the shutdown");
+        using var server = new ServeProcess("-m", "stories260K", "--threads", "1", "--host", "localhost");
+        Assert.StartsWith("http://127.0.0.1:", server.Url, StringComparison.Ordinal);
+        Assert.Equal(200, server.Post("/v1/completions", """{"prompt": "Once", "max_tokens": 4}""").Status);
+        Assert.Equal(0, server.Signal(signal));
+        Assert.Contains("[serve: stopped]", server.Stderr, StringComparison.Ordinal);
+        Assert.DoesNotContain("kvaq: error", server.Stderr, StringComparison.Ordinal);
+    }
+
+    // kvaq serve with a time limit: a bad option must end it at once, never leave a server running.
+    private static (int Rc, string Stdout, string Stderr) Run(params string[] args)
+    {
+        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
+        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "kvaq.dll"));
+        psi.ArgumentList.Add("serve");
+        foreach (var a in args)
+        {
+            psi.ArgumentList.Add(a);
+        }
+
+        using var p = Process.Start(psi)!;
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        if (!p.WaitForExit(TimeSpan.FromSeconds(60)))
+        {
+            p.Kill();
+            p.WaitForExit();
+            Assert.Fail($"kvaq serve {string.Join(' ', args)} did not exit");
+        }
+
+        p.WaitForExit();
+        return (p.ExitCode, stdout.Result, stderr.Result);
+    }
+}
