@@ -70,7 +70,14 @@ internal static class ServeCommand
 
             sampling.Create(r); // checks the sampling options: they are the defaults of every request
             var defaults = new CompletionRequest(
-                null, null, n == 0 ? null : n, r.GetValue(sampling.Temperature), r.GetValue(sampling.TopK), r.GetValue(sampling.TopP), r.GetValue(sampling.Seed), [], Stream: false);
+                null, null, n == 0 ? null : n, r.GetValue(sampling.Temperature), r.GetValue(sampling.TopK), r.GetValue(sampling.TopP), r.GetValue(sampling.Seed), [], Stream: false)
+            {
+                MinP = r.GetValue(sampling.MinP),
+                RepeatPenalty = r.GetValue(sampling.RepeatPenalty),
+                RepeatLastN = r.GetValue(sampling.RepeatLastN),
+                PresencePenalty = r.GetValue(sampling.PresencePenalty),
+                FrequencyPenalty = r.GetValue(sampling.FrequencyPenalty),
+            };
             string templateName = r.GetValue(template) ?? "auto";
             ChatTemplate? chosen = templateName.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : ChatCommand.ParseTemplate(templateName);
 

@@ -21,8 +21,30 @@ internal sealed record CompletionRequest(
     bool Stream,
     bool CachePrompt = true)
 {
+    /// <summary>min_p (llama-server's name; 0 = off).</summary>
+    public float MinP { get; init; }
+
+    /// <summary>repeat_penalty (llama-server's name; 1 = off).</summary>
+    public float RepeatPenalty { get; init; } = 1f;
+
+    /// <summary>repeat_last_n (llama-server's name; -1 = all, 0 = off).</summary>
+    public int RepeatLastN { get; init; } = 64;
+
+    /// <summary>presence_penalty (OpenAI's name; 0 = off).</summary>
+    public float PresencePenalty { get; init; }
+
+    /// <summary>frequency_penalty (OpenAI's name; 0 = off).</summary>
+    public float FrequencyPenalty { get; init; }
+
     /// <summary>The sampler the request asks for.</summary>
-    public Sampler CreateSampler() => new(Temperature, TopK, TopP, Seed);
+    public Sampler CreateSampler() => new(Temperature, TopK, TopP, Seed)
+    {
+        MinP = MinP,
+        RepeatPenalty = RepeatPenalty,
+        RepeatLastN = RepeatLastN,
+        PresencePenalty = PresencePenalty,
+        FrequencyPenalty = FrequencyPenalty,
+    };
 
     /// <summary>Reads a <c>/v1/completions</c> body (<paramref name="chat"/> false) or a chat one; absent sampling fields take <paramref name="defaults"/>.</summary>
     public static CompletionRequest Parse(JsonElement body, bool chat, CompletionRequest defaults)
@@ -79,8 +101,38 @@ internal sealed record CompletionRequest(
             throw Invalid("n", $"n must be 1 (kvaq serve returns one choice per request), got {Raw(choices)}");
         }
 
+        float minP = Field(body, "min_p") is { } mp ? Number(mp, "min_p") : defaults.MinP;
+        if (!(minP is >= 0f and <= 1f))
+        {
+            throw Invalid("min_p", $"min_p must be in [0, 1], got {Raw(Field(body, "min_p")!.Value)}");
+        }
+
+        float repeatPenalty = Field(body, "repeat_penalty") is { } rp ? Number(rp, "repeat_penalty") : defaults.RepeatPenalty;
+        if (!(repeatPenalty > 0f && float.IsFinite(repeatPenalty)))
+        {
+            throw Invalid("repeat_penalty", $"repeat_penalty must be a finite number > 0 (1 = off), got {Raw(Field(body, "repeat_penalty")!.Value)}");
+        }
+
+        int repeatLastN = defaults.RepeatLastN;
+        if (Field(body, "repeat_last_n") is { } rl)
+        {
+            long v = Integer(rl, "repeat_last_n");
+            repeatLastN = v is >= -1 and <= int.MaxValue ? (int)v : throw Invalid("repeat_last_n", $"repeat_last_n must be an integer >= -1 (-1 = the whole sequence, 0 = off), got {Raw(rl)}");
+        }
+
+        float Penalty(string name, float fallback) => Field(body, name) is { } e
+            ? Number(e, name) is var v && float.IsFinite(v) ? v : throw Invalid(name, $"{name} must be a finite number, got {Raw(e)}")
+            : fallback;
+
         return new CompletionRequest(
-            prompt, messages, maxTokens, temperature, topK, topP, seed, ParseStop(body), Flag(body, "stream", absent: false), Flag(body, "cache_prompt", absent: true));
+            prompt, messages, maxTokens, temperature, topK, topP, seed, ParseStop(body), Flag(body, "stream", absent: false), Flag(body, "cache_prompt", absent: true))
+        {
+            MinP = minP,
+            RepeatPenalty = repeatPenalty,
+            RepeatLastN = repeatLastN,
+            PresencePenalty = Penalty("presence_penalty", defaults.PresencePenalty),
+            FrequencyPenalty = Penalty("frequency_penalty", defaults.FrequencyPenalty),
+        };
     }
 
     private static List<string> ParseStop(JsonElement body)

@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using KvAdaQuant.Tokenization;
 
 namespace KvAdaQuant.Engine;
@@ -94,12 +95,12 @@ public sealed class RequestGenerator
                     }
 
                     _tokens.AddRange(run);
-                    return sampler.Sample(_session.Prefill(run));
+                    return sampler.Sample(_session.Prefill(run), CollectionsMarshal.AsSpan(_tokens));
                 },
                 step: t =>
                 {
                     _tokens.Add(t);
-                    return sampler.Sample(_session.Decode(t));
+                    return sampler.Sample(_session.Decode(t), CollectionsMarshal.AsSpan(_tokens));
                 },
                 position: () => _session.Position,
                 kvBytes: () => _session.Cache.ByteCount,

@@ -73,6 +73,22 @@ public class ServeCompletionTests(Stories260KServer fixture) : IClassFixture<Sto
     }
 
     [Fact]
+    public void Min_p_and_the_penalties_equal_the_sampler_set_the_same_way()
+    {
+        using var reference = new ServeReference("stories260K", "fp32", Stories260KServer.Ctx);
+        var sampler = new Sampler(0f, 0, 1f, 42) { RepeatPenalty = 1.3f, RepeatLastN = 16, PresencePenalty = 0.2f, FrequencyPenalty = 0.1f };
+        var expected = reference.Generate(Prompt, 30, sampler);
+        const string request = """{"prompt": "Once upon a time", "max_tokens": 30, "repeat_penalty": 1.3, "repeat_last_n": 16, "presence_penalty": 0.2, "frequency_penalty": 0.1}""";
+        var text = _server.Post("/v1/completions", request).Body.GetProperty("choices")[0].GetProperty("text").GetString();
+        Assert.Equal(expected.Text, text);
+        Assert.NotEqual(reference.Generate(Prompt, 30).Text, text); // not the greedy text: the fields were used
+
+        var minP = reference.Generate(Prompt, 20, new Sampler(1f, 0, 1f, 9) { MinP = 0.2f });
+        const string sampled = """{"prompt": "Once upon a time", "max_tokens": 20, "temperature": 1, "seed": 9, "min_p": 0.2}""";
+        Assert.Equal(minP.Text, _server.Post("/v1/completions", sampled).Body.GetProperty("choices")[0].GetProperty("text").GetString());
+    }
+
+    [Fact]
     public void Chat_completion_equals_a_chat_session_reply_whole_and_streamed()
     {
         using var reference = new ServeReference("stories260K", "fp32", Stories260KServer.Ctx);
@@ -241,6 +257,11 @@ public class ServeCompletionTests(Stories260KServer fixture) : IClassFixture<Sto
     [InlineData("/v1/completions", """{"prompt": "Hi", "top_p": 0}""", "top_p", "top_p must be in (0, 1], got 0")]
     [InlineData("/v1/completions", """{"prompt": "Hi", "top_k": -3}""", "top_k", "top_k must be an integer >= 0 (0 = all tokens), got -3")]
     [InlineData("/v1/completions", """{"prompt": "Hi", "seed": -1}""", "seed", "seed must be an integer >= 0, got -1")]
+    [InlineData("/v1/completions", """{"prompt": "Hi", "min_p": 1.5}""", "min_p", "min_p must be in [0, 1], got 1.5")]
+    [InlineData("/v1/completions", """{"prompt": "Hi", "repeat_penalty": 0}""", "repeat_penalty", "repeat_penalty must be a finite number > 0 (1 = off), got 0")]
+    [InlineData("/v1/completions", """{"prompt": "Hi", "repeat_last_n": -2}""", "repeat_last_n", "repeat_last_n must be an integer >= -1 (-1 = the whole sequence, 0 = off), got -2")]
+    [InlineData("/v1/completions", """{"prompt": "Hi", "presence_penalty": "high"}""", "presence_penalty", "presence_penalty must be a number, got \"high\"")]
+    [InlineData("/v1/completions", """{"prompt": "Hi", "frequency_penalty": 1e39}""", "frequency_penalty", "frequency_penalty must be a finite number, got 1e39")]
     [InlineData("/v1/completions", """{"prompt": "Hi", "n": 2}""", "n", "n must be 1 (kvaq serve returns one choice per request), got 2")]
     [InlineData("/v1/completions", """{"prompt": "Hi", "stop": 5}""", "stop", "stop must be a string or an array of strings, got 5")]
     [InlineData("/v1/completions", """{"prompt": "Hi", "stop": ["x", ""]}""", "stop", "stop[1]: an empty text would end every reply at once")]
