@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using KvAdaQuant.KvCache;
 using KvAdaQuant.Tokenization;
 
 namespace KvAdaQuant.Engine;
@@ -31,25 +32,31 @@ public sealed class RequestGenerator
     public int ReusedTokens { get; private set; }
 
     /// <summary>
-    /// How many of <paramref name="promptTokens"/> the cache already holds: all of <see cref="Tokens"/> when they are a
-    /// strict prefix of the prompt (the cache cannot drop positions, so a prompt that differs earlier starts over), else 0.
+    /// How many of <paramref name="promptTokens"/> the cache can serve: the longest common prefix of <see cref="Tokens"/>
+    /// and the prompt, shorter than the prompt (its last token is always run, for its logits), when the cache can be cut
+    /// back to it exactly (all of the cache when the prompt extends it; fewer positions only when
+    /// <see cref="KvCacheState.CanTruncate"/>: FP32/FP16 caches always, quantized ones while the positions after the cut
+    /// are still in their FP16 window), as llama-server keeps a request's common prefix; else 0.
     /// </summary>
     public int ReusablePrefix(IReadOnlyList<int> promptTokens)
     {
-        if (_tokens.Count == 0 || _tokens.Count >= promptTokens.Count || _session.Position != _tokens.Count)
+        if (_tokens.Count == 0 || _session.Position != _tokens.Count)
         {
             return 0;
         }
 
-        for (int i = 0; i < _tokens.Count; i++)
+        int common = 0, limit = Math.Min(_tokens.Count, promptTokens.Count - 1);
+        while (common < limit && _tokens[common] == promptTokens[common])
         {
-            if (_tokens[i] != promptTokens[i])
-            {
-                return 0;
-            }
+            common++;
         }
 
-        return _tokens.Count;
+        if (common == _tokens.Count)
+        {
+            return common;
+        }
+
+        return common > 0 && KvCacheState.CanSave(_session.Cache) && KvCacheState.CanTruncate(_session.Cache, common) ? common : 0;
     }
 
     /// <summary>
@@ -92,6 +99,12 @@ public sealed class RequestGenerator
                     {
                         _session.Reset();
                         _tokens.Clear();
+                    }
+                    else if (reuse < _tokens.Count)
+                    {
+                        // The common prefix of a prompt that leaves the cached tokens: cut the cache back to it.
+                        KvCacheState.Truncate(_session.Cache, reuse);
+                        _tokens.RemoveRange(reuse, _tokens.Count - reuse);
                     }
 
                     _tokens.AddRange(run);

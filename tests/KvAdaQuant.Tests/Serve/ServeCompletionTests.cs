@@ -193,9 +193,10 @@ public class ServeCompletionTests(Stories260KServer fixture) : IClassFixture<Sto
         {
             if (!cachePrompt)
             {
-                // a prompt that differs in its first word: the cache starts over
+                // a prompt that differs in its first word: only BOS is common; an FP32 cache keeps it (cut back exactly), a
+                // K4V2 one without a window has quantized every position after it and starts over
                 var (_, other) = server.Post("/v1/completions", JsonSerializer.Serialize(new { prompt = "One day" + reply, max_tokens = 12 }), key);
-                Assert.Equal(0, other.GetProperty("kvaq").GetProperty("cached_tokens").GetInt32());
+                Assert.Equal(kv == "fp32" ? 1 : 0, other.GetProperty("kvaq").GetProperty("cached_tokens").GetInt32());
                 Assert.Equal(reference.Generate("One day" + reply, 12).Text, other.GetProperty("choices")[0].GetProperty("text").GetString());
                 server.Post("/v1/completions", JsonSerializer.Serialize(new { prompt = Prompt, max_tokens = 12 }), key);
             }
@@ -211,6 +212,28 @@ public class ServeCompletionTests(Stories260KServer fixture) : IClassFixture<Sto
             // back to the state the next round expects: the first request's cache
             server.Post("/v1/completions", JsonSerializer.Serialize(new { prompt = Prompt, max_tokens = 12 }), key);
         }
+    }
+
+    [Fact]
+    public void A_prompt_that_shares_only_a_prefix_keeps_that_prefix_and_answers_as_a_fresh_run()
+    {
+        // llama-server keeps a request's common prefix: the cache is cut back to it (exact for FP32) and only the rest runs.
+        using var reference = new ServeReference("stories260K", "fp32", Stories260KServer.Ctx);
+        const string First = "Once upon a time, there was a little dog named Max.";
+        const string Second = "Once upon a time, there was a little cat named Tom.";
+        var a = reference.Tokenizer.Encode(First, addBos: true);
+        var b = reference.Tokenizer.Encode(Second, addBos: true);
+        int common = a.Zip(b).TakeWhile(p => p.First == p.Second).Count();
+        Assert.InRange(common, 5, b.Count - 2);
+
+        var (status, _) = _server.Post("/v1/completions", JsonSerializer.Serialize(new { prompt = First, max_tokens = 8 }));
+        Assert.Equal(200, status);
+        var (status2, body) = _server.Post("/v1/completions", JsonSerializer.Serialize(new { prompt = Second, max_tokens = 16 }));
+        Assert.Equal(200, status2);
+        Assert.Equal(common, body.GetProperty("kvaq").GetProperty("cached_tokens").GetInt32());
+        var expected = reference.Generate(Second, 16);
+        Assert.Equal(expected.Text, body.GetProperty("choices")[0].GetProperty("text").GetString());
+        Assert.Equal(expected.KvBytes, body.GetProperty("kvaq").GetProperty("kv_bytes").GetInt64());
     }
 
     [Fact]
