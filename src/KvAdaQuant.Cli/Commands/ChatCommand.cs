@@ -4,6 +4,8 @@ using System.Text;
 using System.Text.Json;
 using KvAdaQuant.Engine;
 using KvAdaQuant.Formats;
+using KvAdaQuant.Gpu.Cuda;
+using KvAdaQuant.Gpu.Decode;
 using KvAdaQuant.KvCache;
 
 namespace KvAdaQuant.Cli.Commands;
@@ -37,6 +39,7 @@ internal static class ChatCommand
         var kvPlan = CommonOptions.KvPlan();
         var threads = CommonOptions.Threads();
         var json = new Option<bool>("--json") { Description = "print one JSON line per reply to stdout instead of the text" };
+        var device = DeviceOptions.Device();
         var contextShift = new Option<bool>("--context-shift")
         {
             Description = "when a turn and its reply do not fit, drop the oldest exchanges (the system message stays) and feed the rest again, instead of refusing the turn",
@@ -45,7 +48,7 @@ internal static class ChatCommand
             "chat",
             "Chat on standard input: each line is a message (end a line with \\ to continue it), the reply streams back; the KV cache is kept between turns. /reset starts over, /save FILE and /load FILE save and restore the conversation with its KV cache, /exit (or end of input) ends.")
         {
-            model, tokenizer, system, template, maxTokens, reversePrompt, inPrefix, inSuffix, ctx, kv, kvPlan, threads, json, contextShift,
+            model, tokenizer, system, template, maxTokens, reversePrompt, inPrefix, inSuffix, ctx, kv, kvPlan, threads, json, contextShift, device,
         };
         foreach (var o in sampling.All)
         {
@@ -94,10 +97,29 @@ internal static class ChatCommand
                 }
             }
 
-            using var transformer = new Transformer(m, r.GetValue(threads));
-            var plan = KvCacheFactory.ResolvePlan(r.GetValue(kv), r.GetValue(kvPlan), m.Config.Layers);
-            CommonOptions.NoteIfNeverQuantized(plan, c);
-            using var session = new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(c)));
+            // --device cuda: the model and the KV cache on the GPU (fp16 unless --kv or --kv-plan says otherwise, as generate),
+            // sampling on the host; else the CPU engine.
+            bool onGpu = r.GetValue(device) == DeviceOptions.Cuda;
+            string? kvText = r.GetValue(kv);
+            string? planPath = r.GetValue(kvPlan);
+            var plan = KvCacheFactory.ResolvePlan(onGpu && kvText is null && planPath is null ? "fp16" : kvText, planPath, m.Config.Layers);
+            using CudaContext? context = onGpu ? DeviceOptions.OpenCuda() : null;
+            using CudaDecoder? decoder = context is null ? null : new CudaDecoder(context, m, plan, 1, c);
+            using Transformer? transformer = onGpu ? null : new Transformer(m, r.GetValue(threads));
+            using InferenceSession? cpu = transformer is null ? null : new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(c)));
+            IDecodeSession session = cpu is not null ? cpu : new CudaDecodeSession(decoder!);
+            string kvDescription;
+            if (decoder is not null)
+            {
+                kvDescription = $"{decoder.Layout} on the GPU";
+                Console.Error.WriteLine($"[cuda: {context!.DeviceName}; {decoder.BuildNote}; weights {decoder.WeightTypes}, {decoder.WeightBytes:N0} bytes uploaded in {decoder.UploadSeconds:F1} s; KV cache {decoder.Layout}, {decoder.CacheBytes:N0} bytes for {c} positions; sampling on the host]");
+            }
+            else
+            {
+                CommonOptions.NoteIfNeverQuantized(plan, c);
+                kvDescription = cpu!.Cache.Description;
+            }
+
             ChatSession chat;
             try
             {
@@ -110,7 +132,7 @@ internal static class ChatCommand
 
             bool asJson = r.GetValue(json);
             bool interactive = !Console.IsInputRedirected;
-            Console.Error.WriteLine($"[chat: {m.Path}; template {chosen.Name}; KV cache {session.Cache.Description}, {c} positions; /reset starts over, /save FILE and /load FILE keep the conversation, /exit ends]");
+            Console.Error.WriteLine($"[chat: {m.Path}; template {chosen.Name}; KV cache {kvDescription}, {c} positions; /reset starts over, {(chat.SupportsStateFiles ? "/save FILE and /load FILE keep the conversation" : "no /save or /load (the KV cache is on the GPU)")}, /exit ends]");
             // Ctrl+C while a reply streams ends that reply (as llama.cpp's conversation mode); at the prompt it ends kvaq.
             CancellationTokenSource? replying = null;
             using var interrupt = PosixSignalRegistration.Create(PosixSignal.SIGINT, context =>
@@ -238,7 +260,8 @@ internal static class ChatCommand
             }
             else
             {
-                if (!File.Exists(path))
+                // (A GPU conversation refuses /load before looking for the file: ChatSession.Load says why.)
+                if (chat.SupportsStateFiles && !File.Exists(path))
                 {
                     throw new FileNotFoundException($"{path}: no such file");
                 }
@@ -249,7 +272,7 @@ internal static class ChatCommand
 
             return true;
         }
-        catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException or KvCacheException or UnauthorizedAccessException)
+        catch (Exception e) when (e is ArgumentException or IOException or InvalidDataException or KvCacheException or UnauthorizedAccessException or NotSupportedException)
         {
             Console.Error.WriteLine($"kvaq: error: {command}: {e.Message}");
             return false;

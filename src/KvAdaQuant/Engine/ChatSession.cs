@@ -5,13 +5,15 @@ using KvAdaQuant.Tokenization;
 namespace KvAdaQuant.Engine;
 
 /// <summary>
-/// A conversation over one <see cref="InferenceSession"/> whose cache is kept from turn to turn: each reply feeds only
-/// the new text (the user's message in the template, after what the cache already holds) and decodes from there, as
-/// llama.cpp's conversation mode does; nothing is computed twice. The tokens in the cache are <see cref="Tokens"/>.
+/// A conversation over one <see cref="IDecodeSession"/> (the CPU engine's <see cref="InferenceSession"/>, or the GPU's
+/// <c>CudaDecodeSession</c>) whose cache is kept from turn to turn: each reply feeds only the new text (the user's message
+/// in the template, after what the cache already holds) and decodes from there, as llama.cpp's conversation mode does;
+/// nothing is computed twice. The tokens in the cache are <see cref="Tokens"/>. Sampling runs on the host.
 /// </summary>
 public sealed class ChatSession
 {
-    private readonly InferenceSession _session;
+    private readonly IDecodeSession _session;
+    private readonly InferenceSession? _cpu;
     private readonly ITokenizer _tokenizer;
     private readonly List<ChatMessage> _messages = [];
     private readonly List<int> _tokens = [];
@@ -20,13 +22,26 @@ public sealed class ChatSession
     private string _fedText = string.Empty;
 
     /// <summary>
-    /// Starts a conversation. Every control token <paramref name="template"/> writes must be one token of
-    /// <paramref name="tokenizer"/>, or an <see cref="ArgumentException"/> names the first that is not. The session's cache
-    /// is cleared.
+    /// Starts a conversation on the CPU engine (<see cref="Save"/> and <see cref="Load"/> work). Every control token
+    /// <paramref name="template"/> writes must be one token of <paramref name="tokenizer"/>, or an
+    /// <see cref="ArgumentException"/> names the first that is not. The session's cache is cleared.
     /// </summary>
     public ChatSession(InferenceSession session, ITokenizer tokenizer, ChatTemplate template, string? systemPrompt = null)
+        : this((IDecodeSession)session, tokenizer, template, systemPrompt)
     {
+    }
+
+    /// <summary>
+    /// Starts a conversation on any <see cref="IDecodeSession"/> (e.g. the GPU's <c>CudaDecodeSession</c>); state files
+    /// (<see cref="Save"/>, <see cref="Load"/>) need a CPU <see cref="InferenceSession"/> and are refused on any other.
+    /// Every control token <paramref name="template"/> writes must be one token of <paramref name="tokenizer"/>, or an
+    /// <see cref="ArgumentException"/> names the first that is not. The session's cache is cleared.
+    /// </summary>
+    public ChatSession(IDecodeSession session, ITokenizer tokenizer, ChatTemplate template, string? systemPrompt = null)
+    {
+        ArgumentNullException.ThrowIfNull(session);
         _session = session;
+        _cpu = session as InferenceSession;
         _tokenizer = tokenizer;
         Template = template;
         _system = string.IsNullOrEmpty(systemPrompt) ? null : systemPrompt;
@@ -47,7 +62,7 @@ public sealed class ChatSession
     public int Position => _session.Position;
 
     /// <summary>Positions the cache holds in all.</summary>
-    public int Capacity => _session.Cache.Layout.Capacity;
+    public int Capacity => _session.Capacity;
 
     /// <summary>
     /// What to do when a turn and its reply (<c>maxTokens</c>) do not fit in the positions left: false (the default)
@@ -61,6 +76,9 @@ public sealed class ChatSession
 
     /// <summary>What the last <see cref="Reply"/> dropped to fit, or null when it did not shift.</summary>
     public ContextShiftInfo? LastShift { get; private set; }
+
+    /// <summary>Whether <see cref="Save"/> and <see cref="Load"/> work: the cache is a CPU <see cref="InferenceSession"/>'s.</summary>
+    public bool SupportsStateFiles => _cpu is not null;
 
     /// <summary>Forgets the conversation (the system prompt stays) and clears the cache.</summary>
     public void Reset()
@@ -154,10 +172,12 @@ public sealed class ChatSession
     /// <summary>
     /// Saves the conversation to <paramref name="path"/> (atomically): the cache, its tokens and the last logits as a
     /// <see cref="SessionStateFile"/>, with the template, the messages and the text fed as its application data (JSON).
-    /// Returns the file's size.
+    /// Returns the file's size. On a session other than a CPU <see cref="InferenceSession"/> (the GPU's) a
+    /// <see cref="NotSupportedException"/> says so and nothing is written.
     /// </summary>
     public long Save(string path)
     {
+        var cpu = CpuSession();
         using var buffer = new MemoryStream();
         using (var w = new Utf8JsonWriter(buffer))
         {
@@ -178,21 +198,23 @@ public sealed class ChatSession
             w.WriteEndObject();
         }
 
-        return SessionStateFile.SaveFile(path, _session, _tokens, System.Text.Encoding.UTF8.GetString(buffer.ToArray()));
+        return SessionStateFile.SaveFile(path, cpu, _tokens, System.Text.Encoding.UTF8.GetString(buffer.ToArray()));
     }
 
     /// <summary>
     /// Replaces the conversation by the one <see cref="Save"/> wrote to <paramref name="path"/>. A file of another model,
     /// KV plan or chat template, one that holds no conversation (a <c>kvaq generate --prompt-cache</c> file) or a damaged
-    /// one is refused with the conversation unchanged.
+    /// one is refused with the conversation unchanged; so is any file on a session other than a CPU
+    /// <see cref="InferenceSession"/> (a <see cref="NotSupportedException"/>, the file not read).
     /// </summary>
     public SessionState Load(string path)
     {
+        var cpu = CpuSession();
         List<ChatMessage>? messages = null;
         string fed = string.Empty;
         try
         {
-            var state = SessionStateFile.LoadFile(path, _session, data => (fed, messages) = ReadChatState(data, path));
+            var state = SessionStateFile.LoadFile(path, cpu, data => (fed, messages) = ReadChatState(data, path));
             _tokens.Clear();
             _tokens.AddRange(state.Tokens);
             _messages.Clear();
@@ -213,6 +235,9 @@ public sealed class ChatSession
     }
 
     private const string ChatStateFormat = "kvaq-chat-1";
+
+    private InferenceSession CpuSession() =>
+        _cpu ?? throw new NotSupportedException($"the KV cache is on {_session.Device}; state files hold CPU caches (the CPU engine's InferenceSession)");
 
     private (string Fed, List<ChatMessage> Messages) ReadChatState(string data, string path)
     {
@@ -270,7 +295,7 @@ public sealed class ChatSession
                 return sampler.Sample(_session.Decode(t), CollectionsMarshal.AsSpan(_tokens));
             },
             position: () => _session.Position,
-            kvBytes: () => _session.Cache.ByteCount,
+            kvBytes: () => _session.ByteCount,
             onText,
             _endOfTurn,
             cancel,

@@ -3,7 +3,7 @@ using KvAdaQuant.KvCache;
 namespace KvAdaQuant.Engine;
 
 /// <summary>One sequence's state: the engine, its KV cache and the position reached.</summary>
-public sealed class InferenceSession : IDisposable
+public sealed class InferenceSession : IDecodeSession, IDisposable
 {
     private readonly float[] _logits;
     private ModelFingerprint? _fingerprint;
@@ -24,6 +24,15 @@ public sealed class InferenceSession : IDisposable
 
     /// <summary>Positions processed.</summary>
     public int Position => Cache.Length;
+
+    /// <inheritdoc/>
+    int IDecodeSession.Capacity => Cache.Layout.Capacity;
+
+    /// <inheritdoc/>
+    long IDecodeSession.ByteCount => Cache.ByteCount;
+
+    /// <inheritdoc/>
+    string IDecodeSession.Device => "the CPU";
 
     /// <summary>Largest batch a single prefill call processes at once.</summary>
     public int BatchSize { get; init; } = 64;
@@ -49,6 +58,12 @@ public sealed class InferenceSession : IDisposable
         Transformer.Forward([token], Position, Cache, _logits, allLogits: false, observer);
         return _logits;
     }
+
+    /// <inheritdoc/>
+    ReadOnlySpan<float> IDecodeSession.Prefill(ReadOnlySpan<int> tokens) => Prefill(tokens);
+
+    /// <inheritdoc/>
+    ReadOnlySpan<float> IDecodeSession.Decode(int token) => Decode(token);
 
     /// <summary>The model's identity in a saved state (<see cref="SessionStateFile"/>), computed on first use.</summary>
     internal ModelFingerprint Fingerprint => _fingerprint ??= ModelFingerprint.Of(Transformer.Model, Transformer.Model.Tokenizer);

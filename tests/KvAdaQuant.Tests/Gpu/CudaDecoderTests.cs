@@ -135,4 +135,19 @@ public class CudaDecoderTests(ITestOutputHelper output)
         Assert.StartsWith("kvaq: error: --device cuda:", stderr, StringComparison.Ordinal);
         Assert.Contains("driver", stderr, StringComparison.Ordinal);
     }
+
+    [SkippableFact]
+    public void ChatDeviceCudaWithoutADriverIsTheSameOneLineError()
+    {
+        Skip.If(CudaContext.TryOpen(out CudaContext? context, out _), "this machine has a CUDA device");
+        context?.Dispose();
+        var (rc, stdout, stderr) = KvaqProcess.RunWithInput("Once upon a time\n", "chat", "--model", Fixtures.Stories260K, "--device", "cuda", "-n", "4");
+        var (_, _, generate) = KvaqProcess.Run("generate", "--model", Fixtures.Stories260K, "--device", "cuda", "-n", "4");
+        Assert.Equal(1, rc);
+        Assert.StartsWith("kvaq: error: --device cuda:", stderr, StringComparison.Ordinal);
+        Assert.Contains("driver", stderr, StringComparison.Ordinal);
+        Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Equal(generate, stderr);
+        Assert.Equal(string.Empty, stdout);
+    }
 }

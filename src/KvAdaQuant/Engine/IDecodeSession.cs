@@ -1,0 +1,33 @@
+namespace KvAdaQuant.Engine;
+
+/// <summary>
+/// One sequence being decoded, wherever its engine and KV cache live: the CPU engine's <see cref="InferenceSession"/>
+/// or the GPU's <c>CudaDecodeSession</c>. Logits come back to the host after each call, so sampling (every
+/// <see cref="Sampler"/> setting) runs on the host. What <see cref="ChatSession"/> works on.
+/// </summary>
+public interface IDecodeSession
+{
+    /// <summary>Positions processed (the tokens the cache holds).</summary>
+    int Position { get; }
+
+    /// <summary>Positions the cache holds in all.</summary>
+    int Capacity { get; }
+
+    /// <summary>Bytes of the KV cache.</summary>
+    long ByteCount { get; }
+
+    /// <summary>Where the KV cache lives, for messages: "the CPU", "the GPU".</summary>
+    string Device { get; }
+
+    /// <summary>Logits of the last position processed, on the host (valid until the next call).</summary>
+    ReadOnlySpan<float> Logits { get; }
+
+    /// <summary>Processes <paramref name="tokens"/> after what the cache holds and returns the logits of the last one.</summary>
+    ReadOnlySpan<float> Prefill(ReadOnlySpan<int> tokens);
+
+    /// <summary>Processes one token and returns its logits.</summary>
+    ReadOnlySpan<float> Decode(int token);
+
+    /// <summary>Forgets the sequence (position 0).</summary>
+    void Reset();
+}

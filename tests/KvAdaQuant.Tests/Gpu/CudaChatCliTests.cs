@@ -1,0 +1,86 @@
+using System.Text.Json;
+using KvAdaQuant.Gpu.Cuda;
+
+namespace KvAdaQuant.Tests.Gpu;
+
+/// <summary>
+/// <c>kvaq chat --device cuda</c> end to end, in process (the GPU machine has no .NET to start kvaq with; console
+/// input and output are swapped, so these run alone). Runs only where libcuda and NVRTC load.
+/// </summary>
+[Collection(NonParallelCollection.Name)]
+public class CudaChatCliTests
+{
+    [SkippableFact]
+    public void ChatOnTheGpuRepliesAsTheCpuWithAnFp16CacheAndRefusesSaveAndLoad()
+    {
+        SkipWithoutCuda();
+        using var tmp = new TempDir();
+        string file = Path.Combine(tmp.Path, "chat.state");
+        var gpu = Run($"Once upon a time\n/save {file}\n The dog\n/load {file}\n\n", "chat", "--model", Fixtures.Stories260K, "--device", "cuda", "-n", "20", "--ctx", "256", "--json");
+        var cpu = Run("Once upon a time\n The dog\n\n", "chat", "--model", Fixtures.Stories260K, "--kv", "fp16", "--threads", "2", "-n", "20", "--ctx", "256", "--json");
+        Assert.Equal(0, cpu.Code);
+        Assert.Equal(1, gpu.Code);
+        Assert.Contains("[cuda: ", gpu.Stderr, StringComparison.Ordinal);
+        Assert.Contains("kvaq: error: /save: the KV cache is on the GPU; state files hold CPU caches", gpu.Stderr, StringComparison.Ordinal);
+        Assert.Contains("kvaq: error: /load: the KV cache is on the GPU; state files hold CPU caches", gpu.Stderr, StringComparison.Ordinal);
+        Assert.False(File.Exists(file));
+
+        // The three replies (the last an empty message continuing the second) as the CPU engine's with an FP16 cache.
+        string[] gpuLines = gpu.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        string[] cpuLines = cpu.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(3, cpuLines.Length);
+        Assert.Equal(cpuLines.Length, gpuLines.Length);
+        for (int i = 0; i < cpuLines.Length; i++)
+        {
+            using var g = JsonDocument.Parse(gpuLines[i]);
+            using var c = JsonDocument.Parse(cpuLines[i]);
+            foreach (string key in new[] { "turn", "reply", "tokens", "prompt_tokens", "stop_reason", "position" })
+            {
+                Assert.Equal(c.RootElement.GetProperty(key).GetRawText(), g.RootElement.GetProperty(key).GetRawText());
+            }
+        }
+    }
+
+    [SkippableFact]
+    public void ChatOnTheGpuRefusesAnFp32CacheNamingKv()
+    {
+        SkipWithoutCuda();
+        var r = Run("Once upon a time\n", "chat", "--model", Fixtures.Stories260K, "--device", "cuda", "--kv", "fp32", "-n", "4");
+        Assert.Equal(1, r.Code);
+        Assert.StartsWith("kvaq: error: --kv", r.Stderr.TrimStart(), StringComparison.Ordinal);
+        Assert.Contains("is fp32; the GPU cache holds fp16 or packed codes", r.Stderr, StringComparison.Ordinal);
+        Assert.Equal(string.Empty, r.Stdout);
+    }
+
+    private static void SkipWithoutCuda()
+    {
+        bool open = CudaContext.TryOpen(out CudaContext? context, out string reason);
+        context?.Dispose();
+        Skip.IfNot(open, reason);
+        Skip.IfNot(NvrtcCompiler.TryLoad(out _, out string nvrtcReason), nvrtcReason);
+    }
+
+    private static (int Code, string Stdout, string Stderr) Run(string stdin, params string[] args)
+    {
+        var oldIn = Console.In;
+        var oldOut = Console.Out;
+        var oldErr = Console.Error;
+        using var i = new StringReader(stdin);
+        using var o = new StringWriter();
+        using var e = new StringWriter();
+        Console.SetIn(i);
+        Console.SetOut(o);
+        Console.SetError(e);
+        try
+        {
+            int code = KvAdaQuant.Cli.Program.Main(args);
+            return (code, o.ToString(), e.ToString());
+        }
+        finally
+        {
+            Console.SetIn(oldIn);
+            Console.SetOut(oldOut);
+            Console.SetError(oldErr);
+        }
+    }
+}
