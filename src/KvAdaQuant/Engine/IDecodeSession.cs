@@ -28,6 +28,16 @@ public interface IDecodeSession
     /// <summary>Processes one token and returns its logits.</summary>
     ReadOnlySpan<float> Decode(int token);
 
+    /// <summary>
+    /// Whether keeping only the first <paramref name="length"/> positions (<see cref="Truncate"/>) leaves exactly the
+    /// state those positions alone would have built: FP32/FP16 caches always; quantized ones while no position at or
+    /// after <paramref name="length"/> has been quantized yet (a quantized row cannot become its FP16 row again).
+    /// </summary>
+    bool CanTruncate(int length);
+
+    /// <summary>Keeps the first <paramref name="length"/> positions; a <see cref="KvCache.KvCacheException"/> when <see cref="CanTruncate"/> is false.</summary>
+    void Truncate(int length);
+
     /// <summary>Forgets the sequence (position 0).</summary>
     void Reset();
 }

@@ -65,6 +65,13 @@ public sealed class InferenceSession : IDecodeSession, IDisposable
     /// <inheritdoc/>
     ReadOnlySpan<float> IDecodeSession.Decode(int token) => Decode(token);
 
+    /// <inheritdoc/>
+    /// <remarks>The cache must be one <see cref="KvCacheFactory"/> builds (<see cref="KvCacheState.CanSave"/>); any other is never cut back.</remarks>
+    public bool CanTruncate(int length) => KvCacheState.CanSave(Cache) && KvCacheState.CanTruncate(Cache, length);
+
+    /// <inheritdoc/>
+    public void Truncate(int length) => KvCacheState.Truncate(Cache, length);
+
     /// <summary>The model's identity in a saved state (<see cref="SessionStateFile"/>), computed on first use.</summary>
     internal ModelFingerprint Fingerprint => _fingerprint ??= ModelFingerprint.Of(Transformer.Model, Transformer.Model.Tokenizer);
 

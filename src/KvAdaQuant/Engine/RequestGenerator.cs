@@ -1,5 +1,4 @@
 using System.Runtime.InteropServices;
-using KvAdaQuant.KvCache;
 using KvAdaQuant.Tokenization;
 
 namespace KvAdaQuant.Engine;
@@ -13,13 +12,24 @@ namespace KvAdaQuant.Engine;
 /// </summary>
 public sealed class RequestGenerator
 {
-    private readonly InferenceSession _session;
+    private readonly IDecodeSession _session;
     private readonly ITokenizer _tokenizer;
     private readonly List<int> _tokens = [];
 
-    /// <summary>Creates a generator over <paramref name="session"/>, whose cache it clears.</summary>
+    /// <summary>Creates a generator over the CPU engine's <paramref name="session"/>, whose cache it clears.</summary>
     public RequestGenerator(InferenceSession session, ITokenizer tokenizer)
+        : this((IDecodeSession)session, tokenizer)
     {
+    }
+
+    /// <summary>
+    /// Creates a generator over any <see cref="IDecodeSession"/> (the CPU engine's <see cref="InferenceSession"/>, the GPU's
+    /// <c>CudaDecodeSession</c>), whose cache it clears; sampling runs on the host.
+    /// </summary>
+    public RequestGenerator(IDecodeSession session, ITokenizer tokenizer)
+    {
+        ArgumentNullException.ThrowIfNull(session);
+        ArgumentNullException.ThrowIfNull(tokenizer);
         _session = session;
         _tokenizer = tokenizer;
         _session.Reset();
@@ -35,8 +45,8 @@ public sealed class RequestGenerator
     /// How many of <paramref name="promptTokens"/> the cache can serve: the longest common prefix of <see cref="Tokens"/>
     /// and the prompt, shorter than the prompt (its last token is always run, for its logits), when the cache can be cut
     /// back to it exactly (all of the cache when the prompt extends it; fewer positions only when
-    /// <see cref="KvCacheState.CanTruncate"/>: FP32/FP16 caches always, quantized ones while the positions after the cut
-    /// are still in their FP16 window), as llama-server keeps a request's common prefix; else 0.
+    /// <see cref="IDecodeSession.CanTruncate"/>: FP32/FP16 caches always, quantized ones while the positions after the cut
+    /// are still in their FP16 window, on the CPU as on the GPU), as llama-server keeps a request's common prefix; else 0.
     /// </summary>
     public int ReusablePrefix(IReadOnlyList<int> promptTokens)
     {
@@ -56,7 +66,7 @@ public sealed class RequestGenerator
             return common;
         }
 
-        return common > 0 && KvCacheState.CanSave(_session.Cache) && KvCacheState.CanTruncate(_session.Cache, common) ? common : 0;
+        return common > 0 && _session.CanTruncate(common) ? common : 0;
     }
 
     /// <summary>
@@ -77,7 +87,7 @@ public sealed class RequestGenerator
         CancellationToken cancel = default,
         bool reusePrefix = false)
     {
-        int capacity = _session.Cache.Layout.Capacity;
+        int capacity = _session.Capacity;
         if (promptTokens.Count > capacity)
         {
             throw new ArgumentException($"the prompt has {promptTokens.Count} tokens but the context holds {capacity}");
@@ -103,7 +113,7 @@ public sealed class RequestGenerator
                     else if (reuse < _tokens.Count)
                     {
                         // The common prefix of a prompt that leaves the cached tokens: cut the cache back to it.
-                        KvCacheState.Truncate(_session.Cache, reuse);
+                        _session.Truncate(reuse);
                         _tokens.RemoveRange(reuse, _tokens.Count - reuse);
                     }
 
@@ -116,7 +126,7 @@ public sealed class RequestGenerator
                     return sampler.Sample(_session.Decode(t), CollectionsMarshal.AsSpan(_tokens));
                 },
                 position: () => _session.Position,
-                kvBytes: () => _session.Cache.ByteCount,
+                kvBytes: () => _session.ByteCount,
                 onText,
                 endOfTurn,
                 cancel);

@@ -148,6 +148,10 @@ public class ChatSessionDecodeSessionTests
             return inner.Decode(token);
         }
 
+        public bool CanTruncate(int length) => inner.CanTruncate(length);
+
+        public void Truncate(int length) => inner.Truncate(length);
+
         public void Reset() => inner.Reset();
     }
 }

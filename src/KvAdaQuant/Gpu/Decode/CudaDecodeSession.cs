@@ -90,6 +90,13 @@ public sealed class CudaDecodeSession : IDecodeSession
     }
 
     /// <inheritdoc/>
+    /// <remarks>As <see cref="CudaDecoder.CanTruncate"/>: FP16 layers always; packed layers while no position at or after <paramref name="length"/> has left the FP16 window.</remarks>
+    public bool CanTruncate(int length) => _decoder.CanTruncate(length);
+
+    /// <inheritdoc/>
+    public void Truncate(int length) => _decoder.Truncate(length);
+
+    /// <inheritdoc/>
     public void Reset()
     {
         _decoder.Reset();

@@ -335,6 +335,40 @@ public sealed class CudaDecoder : IDisposable
         _window = default;
     }
 
+    /// <summary>
+    /// Whether keeping only the first <paramref name="length"/> positions (<see cref="Truncate"/>) leaves exactly the state
+    /// a run of those positions alone would have built. FP16 layers: always (a position's K/V rows are written at that
+    /// position when it is decoded, and attention reads only the positions before the current length, so the rows after
+    /// the cut are never read and are overwritten as the cache refills). Packed layers: when the packed rows are the ones
+    /// <paramref name="length"/> positions would have (<see cref="GpuKvWindow.At"/> gives the same count quantized now),
+    /// i.e. every position at or after the cut is still in the FP16 window, whose rows after the cut are likewise
+    /// never read (attention and the flush read the first <c>Residual</c> rows); a packed row cannot become its FP16 row
+    /// again, so a cut behind a flush is refused. The same for every sequence of the batch.
+    /// </summary>
+    public bool CanTruncate(int length) =>
+        length >= 0 && length <= Position
+        && (!Layout.AnyPacked || GpuKvWindow.At(length, Layout.Window, Layout.FlushChunk).Quantized == _window.Quantized);
+
+    /// <summary>Keeps the first <paramref name="length"/> positions; a <see cref="KvCacheException"/> when <see cref="CanTruncate"/> is false.</summary>
+    public void Truncate(int length)
+    {
+        if (length < 0 || length > Position)
+        {
+            throw new ArgumentOutOfRangeException(nameof(length), $"cannot keep {length} of the GPU cache's {Position} positions");
+        }
+
+        if (!CanTruncate(length))
+        {
+            throw new KvCacheException($"the GPU KV cache {Layout.Name} cannot be cut back to {length} of its {Position} positions exactly: {_window.Quantized} positions are already quantized");
+        }
+
+        Position = length;
+        if (Layout.AnyPacked)
+        {
+            _window = GpuKvWindow.At(length, Layout.Window, Layout.FlushChunk);
+        }
+    }
+
     /// <summary>Seeds the per-sequence xorshift64* states of the device sampler (sequence b gets seed + b, never 0).</summary>
     public void SeedSampler(ulong seed)
     {
