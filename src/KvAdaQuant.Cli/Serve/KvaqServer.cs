@@ -153,7 +153,7 @@ internal sealed class KvaqServer
     private Task Models(HttpContext c) => Write(
         c,
         200,
-        new ModelList("list", [new ModelEntry(_model.Id, "model", _created, "kvaq", new ModelMeta(_model.Path, _model.Ctx, _model.Tokenizer.VocabSize, _model.Kv, _model.Template.Name))]),
+        new ModelList("list", [new ModelEntry(_model.Id, "model", _created, "kvaq", new ModelMeta(_model.Path, _model.Ctx, _model.Tokenizer.VocabSize, _model.Kv, _model.Template.Name, _model.Device))]),
         ServeJsonContext.Relaxed.ModelList);
 
     private async Task Tokenize(HttpContext c)
@@ -366,7 +366,7 @@ internal sealed class KvaqServer
 
     private static Usage Usage(GenerationResult r) => new(r.PromptTokens.Count, r.Tokens.Count, r.PromptTokens.Count + r.Tokens.Count);
 
-    private KvaqStats Stats(GenerationResult r, int cached) => new(_model.Kv, r.KvBytes, _model.Ctx, r.StopReason, cached, r.PrefillTokensPerSecond, r.DecodeTokensPerSecond);
+    private KvaqStats Stats(GenerationResult r, int cached) => new(_model.Kv, r.KvBytes, _model.Ctx, r.StopReason, cached, r.PrefillTokensPerSecond, r.DecodeTokensPerSecond, _model.Device);
 
     private static void Note(HttpContext c, GenerationResult r, string finish, int cached) =>
         c.Items["kvaq.note"] = $"{r.PromptTokens.Count} prompt tokens ({cached} from the cache), {r.Tokens.Count} generated ({finish}); prefill {r.PrefillTokensPerSecond:F1} tok/s, decode {r.DecodeTokensPerSecond:F1} tok/s; KV {r.KvBytes:N0} bytes";

@@ -11,7 +11,7 @@ internal sealed record HealthResponse(string Status);
 internal sealed record ModelEntry(string Id, string Object, long Created, string OwnedBy, ModelMeta Meta);
 
 /// <summary>What kvaq adds to a model entry.</summary>
-internal sealed record ModelMeta(string Path, int Ctx, int VocabSize, string Kv, string ChatTemplate);
+internal sealed record ModelMeta(string Path, int Ctx, int VocabSize, string Kv, string ChatTemplate, string Device);
 
 /// <summary><c>GET /v1/models</c>.</summary>
 internal sealed record ModelList(string Object, IReadOnlyList<ModelEntry> Data);
@@ -19,8 +19,8 @@ internal sealed record ModelList(string Object, IReadOnlyList<ModelEntry> Data);
 /// <summary>Token counts of a request.</summary>
 internal sealed record Usage(int PromptTokens, int CompletionTokens, int TotalTokens);
 
-/// <summary>The <c>kvaq</c> extension object: the cache and the speed of the run.</summary>
-internal sealed record KvaqStats(string Kv, long KvBytes, int Ctx, string StopReason, int CachedTokens, double PrefillTokensPerSecond, double DecodeTokensPerSecond);
+/// <summary>The <c>kvaq</c> extension object: the cache, where it runs (<c>cpu</c> or <c>cuda</c>) and the speed of the run.</summary>
+internal sealed record KvaqStats(string Kv, long KvBytes, int Ctx, string StopReason, int CachedTokens, double PrefillTokensPerSecond, double DecodeTokensPerSecond, string Device);
 
 /// <summary>A choice of <c>/v1/completions</c> (whole or streamed).</summary>
 internal sealed record TextChoice(

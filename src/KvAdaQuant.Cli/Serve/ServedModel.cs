@@ -4,19 +4,30 @@ using KvAdaQuant.Tokenization;
 namespace KvAdaQuant.Cli.Serve;
 
 /// <summary>
-/// The one model kvaq serve holds, with its session (the caller's; one cache of <see cref="Ctx"/> positions, cleared for a
-/// request unless its prompt starts with everything the cache holds) and the queue that lets one request at a time use it.
+/// The one model kvaq serve holds, with its session (the caller's: the CPU engine's <see cref="InferenceSession"/> or the
+/// GPU's <c>CudaDecodeSession</c>; one cache of <see cref="Ctx"/> positions, cleared for a request unless its prompt starts
+/// with what the cache holds or a prefix it can be cut back to) and the queue that lets one request at a time use it.
 /// </summary>
 internal sealed class ServedModel : IDisposable
 {
-    private readonly InferenceSession _session;
+    private readonly IDecodeSession _session;
     private readonly RequestGenerator _generator;
 
-    public ServedModel(string id, string path, InferenceSession session, ITokenizer tokenizer, ChatTemplate template, CompletionRequest defaults)
+    /// <param name="id">The model's name in responses.</param>
+    /// <param name="path">Where it was loaded from.</param>
+    /// <param name="session">The session every request runs on.</param>
+    /// <param name="kv">The cache's spec or plan name (<c>fp32</c>, <c>k4v2</c>, a plan's name).</param>
+    /// <param name="device"><c>cpu</c> or <c>cuda</c>.</param>
+    /// <param name="tokenizer">The model's tokenizer.</param>
+    /// <param name="template">The chat template.</param>
+    /// <param name="defaults">Sampling settings for fields a request leaves out.</param>
+    public ServedModel(string id, string path, IDecodeSession session, string kv, string device, ITokenizer tokenizer, ChatTemplate template, CompletionRequest defaults)
     {
         Id = id;
         Path = path;
         _session = session;
+        Kv = kv;
+        Device = device;
         Tokenizer = tokenizer;
         Template = template;
         Defaults = defaults;
@@ -49,10 +60,13 @@ internal sealed class ServedModel : IDisposable
     public CompletionRequest Defaults { get; }
 
     /// <summary>Positions of the cache.</summary>
-    public int Ctx => _session.Cache.Layout.Capacity;
+    public int Ctx => _session.Capacity;
 
     /// <summary>The cache's description (<c>fp32</c>, <c>k4v2</c>, a plan's name).</summary>
-    public string Kv => _session.Cache.Description;
+    public string Kv { get; }
+
+    /// <summary>Where the model and the cache run: <c>cpu</c> or <c>cuda</c>.</summary>
+    public string Device { get; }
 
     /// <summary>One request at a time: held while a request generates.</summary>
     public SemaphoreSlim Gate { get; } = new(1, 1);

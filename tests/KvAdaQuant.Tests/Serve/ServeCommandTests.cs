@@ -11,7 +11,6 @@ public class ServeCommandTests
     [Theory]
     [InlineData("--port", "70000", "--port must be in 0..65535 (0 = a free port), got 70000")]
     [InlineData("--host", "nowhere.example", "--host: expected an IP address (127.0.0.1, 0.0.0.0, ::1) or localhost, got 'nowhere.example'")]
-    [InlineData("--device", "cuda", "--device cuda: kvaq serve runs on the CPU only")]
     [InlineData("--chat-template", "chatml", "--chat-template: chat template chatml: the tokenizer has no control token <|im_start|>")]
     [InlineData("--api-key", "", "--api-key: the key is empty")]
     [InlineData("--max-tokens", "-1", "--max-tokens must be >= 0 (0 = until EOS or the context is full), got -1")]
@@ -23,6 +22,35 @@ public class ServeCommandTests
         Assert.Contains(message, stderr, StringComparison.Ordinal);
         Assert.DoesNotContain("   at ", stderr, StringComparison.Ordinal);
         Assert.DoesNotContain("listening", stdout, StringComparison.Ordinal);
+    }
+
+    [Theory]
+    [InlineData("--attn-int8")]
+    [InlineData("--attn-int8-values")]
+    public void A_cpu_attention_kernel_with_device_cuda_is_an_error_naming_the_option(string option)
+    {
+        // Checked before the device opens: the same error with or without a GPU, and generate's.
+        var (rc, stdout, stderr) = Run("-m", "stories260K", "--port", "0", "--device", "cuda", option);
+        var (_, _, generate) = KvaqProcess.Run("generate", "--model", "stories260K", "--device", "cuda", option, "-n", "4");
+        Assert.Equal(1, rc);
+        Assert.Equal($"kvaq: error: {option} selects a CPU attention kernel; it cannot be combined with --device cuda", stderr.Trim());
+        Assert.Equal(generate, stderr);
+        Assert.DoesNotContain("listening", stdout, StringComparison.Ordinal);
+    }
+
+    [SkippableFact]
+    public void Device_cuda_without_a_driver_is_generates_one_line_error()
+    {
+        Skip.If(KvAdaQuant.Gpu.Cuda.CudaContext.TryOpen(out var context, out _), "this machine has a CUDA device");
+        context?.Dispose();
+        var (rc, stdout, stderr) = Run("-m", "stories260K", "--port", "0", "--device", "cuda");
+        var (_, _, generate) = KvaqProcess.Run("generate", "--model", "stories260K", "--device", "cuda", "-n", "4");
+        Assert.Equal(1, rc);
+        Assert.StartsWith("kvaq: error: --device cuda:", stderr, StringComparison.Ordinal);
+        Assert.Contains("driver", stderr, StringComparison.Ordinal);
+        Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        Assert.Equal(generate, stderr);
+        Assert.Equal(string.Empty, stdout);
     }
 
     [Fact]

@@ -35,6 +35,7 @@ public class ServeCompletionTests(Stories260KServer fixture) : IClassFixture<Sto
         Assert.Equal("fp32", kvaq.GetProperty("kv").GetString());
         Assert.Equal(expected.KvBytes, kvaq.GetProperty("kv_bytes").GetInt64());
         Assert.Equal(Stories260KServer.Ctx, kvaq.GetProperty("ctx").GetInt32());
+        Assert.Equal("cpu", kvaq.GetProperty("device").GetString());
         Assert.True(kvaq.GetProperty("decode_tokens_per_second").GetDouble() > 0);
     }
 
@@ -347,6 +348,7 @@ public class ServeCompletionTests(Stories260KServer fixture) : IClassFixture<Sto
         Assert.Equal("stories260K.bin", model.GetProperty("id").GetString());
         Assert.Equal("model", model.GetProperty("object").GetString());
         Assert.Equal(Stories260KServer.Ctx, model.GetProperty("meta").GetProperty("ctx").GetInt32());
+        Assert.Equal("cpu", model.GetProperty("meta").GetProperty("device").GetString());
 
         (status, var missing) = _server.Get("/v1/embeddings");
         Assert.Equal(404, status);
