@@ -39,7 +39,7 @@ public class ServeCommandTests
     }
 
     [SkippableFact]
-    public void Device_cuda_without_a_driver_is_generates_one_line_error()
+    public void Device_cuda_without_a_driver_is_the_same_one_line_error_as_generate()
     {
         Skip.If(KvAdaQuant.Gpu.Cuda.CudaContext.TryOpen(out var context, out _), "this machine has a CUDA device");
         context?.Dispose();
