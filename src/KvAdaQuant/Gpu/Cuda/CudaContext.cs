@@ -7,6 +7,7 @@ namespace KvAdaQuant.Gpu.Cuda;
 public sealed unsafe class CudaContext : IDisposable
 {
     private readonly int _device;
+    private readonly nint _handle;
     private bool _disposed;
 
     private CudaContext(CudaDriverApi api, int device)
@@ -16,6 +17,7 @@ public sealed unsafe class CudaContext : IDisposable
         nint ctx;
         api.Check(api.cuDevicePrimaryCtxRetain(&ctx, device), "cuDevicePrimaryCtxRetain");
         api.Check(api.cuCtxSetCurrent(ctx), "cuCtxSetCurrent");
+        _handle = ctx;
         var name = new byte[256];
         fixed (byte* n = name)
         {
@@ -85,6 +87,12 @@ public sealed unsafe class CudaContext : IDisposable
             pinned.Free();
         }
     }
+
+    /// <summary>
+    /// Makes this context current on the calling thread. A context is current only on the threads that made it so;
+    /// code that may run on other threads (a server's request handlers) calls this before its device work.
+    /// </summary>
+    public void MakeCurrent() => Api.Check(Api.cuCtxSetCurrent(_handle), "cuCtxSetCurrent");
 
     /// <summary>Waits for all work on the context.</summary>
     public void Synchronize() => Api.Check(Api.cuCtxSynchronize(), "cuCtxSynchronize");

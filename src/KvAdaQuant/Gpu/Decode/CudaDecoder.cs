@@ -14,7 +14,9 @@ namespace KvAdaQuant.Gpu.Decode;
 /// kernel or the generic packed kernel) and its combine, output product added to the residual, RMSNorm, fused
 /// gate/up product, SwiGLU, down product added to the residual; final norm, classifier, and greedy or
 /// temperature/top-k/top-p sampling on the device. Weights are FP16, or Q8_0/Q4_0 codes and scales as in the file.
-/// Every launch is prepared once; a step only rewrites integer arguments, so it allocates nothing.
+/// Every launch is prepared once; a step only rewrites integer arguments, so it allocates nothing. Each method that
+/// touches the device first makes the context current on the calling thread, so a decoder may be driven from one
+/// thread after another (a server's request handlers), though never from two at once.
 /// </summary>
 public sealed class CudaDecoder : IDisposable
 {
@@ -372,6 +374,7 @@ public sealed class CudaDecoder : IDisposable
     /// <summary>Seeds the per-sequence xorshift64* states of the device sampler (sequence b gets seed + b, never 0).</summary>
     public void SeedSampler(ulong seed)
     {
+        _ctx.MakeCurrent();
         var states = new ulong[Batch];
         for (int b = 0; b < Batch; b++)
         {
@@ -385,6 +388,7 @@ public sealed class CudaDecoder : IDisposable
     /// <summary>Runs one position for every sequence with <paramref name="tokens"/> (one per sequence); logits stay on the device.</summary>
     public void Step(ReadOnlySpan<int> tokens)
     {
+        _ctx.MakeCurrent();
         if (tokens.Length != Batch)
         {
             throw new ArgumentException($"tokens: {tokens.Length} given for a batch of {Batch}", nameof(tokens));
@@ -403,11 +407,16 @@ public sealed class CudaDecoder : IDisposable
     }
 
     /// <summary>Runs one position with the tokens the last <see cref="SampleGreedy"/> / <see cref="Sample"/> left on the device.</summary>
-    public void StepSampled() => Forward();
+    public void StepSampled()
+    {
+        _ctx.MakeCurrent();
+        Forward();
+    }
 
     /// <summary>Greedy pick per sequence (the first index on ties), on the device; copies the tokens to <paramref name="tokens"/>.</summary>
     public void SampleGreedy(Span<int> tokens)
     {
+        _ctx.MakeCurrent();
         _argmax.Launch();
         _tokens.CopyTo(tokens[..Batch]);
     }
@@ -415,6 +424,7 @@ public sealed class CudaDecoder : IDisposable
     /// <summary>Temperature / top-k / top-p sampling on the device (greedy at temperature 0).</summary>
     public void Sample(float temperature, int topK, float topP, Span<int> tokens)
     {
+        _ctx.MakeCurrent();
         // (A temperature so small that 1 / T overflows is greedy: (max - max) x infinity would be NaN on the device.)
         if (temperature == 0f || float.IsInfinity(1f / temperature))
         {
@@ -436,6 +446,7 @@ public sealed class CudaDecoder : IDisposable
     /// </summary>
     public (double QueueMilliseconds, double GpuMilliseconds) TimeStep()
     {
+        _ctx.MakeCurrent();
         using var timer = new CudaEventTimer(_ctx);
         _ctx.Synchronize();
         _spin.Launch();
@@ -450,10 +461,18 @@ public sealed class CudaDecoder : IDisposable
     }
 
     /// <summary>Copies the logits of the last step ([batch][vocab]) to <paramref name="logits"/>.</summary>
-    public void CopyLogits(Span<float> logits) => _logits.CopyTo(logits[..(Batch * _c.VocabSize)]);
+    public void CopyLogits(Span<float> logits)
+    {
+        _ctx.MakeCurrent();
+        _logits.CopyTo(logits[..(Batch * _c.VocabSize)]);
+    }
 
     /// <summary>Waits for the device.</summary>
-    public void Synchronize() => _ctx.Synchronize();
+    public void Synchronize()
+    {
+        _ctx.MakeCurrent();
+        _ctx.Synchronize();
+    }
 
     /// <summary>
     /// Benchmarks: fills every cache buffer with random values (FP16 in [-1, 1), packed codes hashed, valid pairs) and
@@ -461,6 +480,7 @@ public sealed class CudaDecoder : IDisposable
     /// </summary>
     public void FillRandom(int positions, uint seed)
     {
+        _ctx.MakeCurrent();
         ArgumentOutOfRangeException.ThrowIfNegative(positions);
         ArgumentOutOfRangeException.ThrowIfGreaterThan(positions, Capacity);
         uint s = seed;
@@ -485,6 +505,11 @@ public sealed class CudaDecoder : IDisposable
     /// <inheritdoc/>
     public void Dispose()
     {
+        if (_owned.Count > 0)
+        {
+            _ctx.MakeCurrent();
+        }
+
         for (int i = _owned.Count - 1; i >= 0; i--)
         {
             _owned[i].Dispose();
