@@ -97,28 +97,9 @@ internal static class ChatCommand
                 }
             }
 
-            // --device cuda: the model and the KV cache on the GPU (fp16 unless --kv or --kv-plan says otherwise, as generate),
-            // sampling on the host; else the CPU engine.
-            bool onGpu = r.GetValue(device) == DeviceOptions.Cuda;
-            string? kvText = r.GetValue(kv);
-            string? planPath = r.GetValue(kvPlan);
-            var plan = KvCacheFactory.ResolvePlan(onGpu && kvText is null && planPath is null ? "fp16" : kvText, planPath, m.Config.Layers);
-            using CudaContext? context = onGpu ? DeviceOptions.OpenCuda() : null;
-            using CudaDecoder? decoder = context is null ? null : new CudaDecoder(context, m, plan, 1, c);
-            using Transformer? transformer = onGpu ? null : new Transformer(m, r.GetValue(threads));
-            using InferenceSession? cpu = transformer is null ? null : new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(c)));
-            IDecodeSession session = cpu is not null ? cpu : new CudaDecodeSession(decoder!);
-            string kvDescription;
-            if (decoder is not null)
-            {
-                kvDescription = $"{decoder.Layout} on the GPU";
-                Console.Error.WriteLine($"[cuda: {context!.DeviceName}; {decoder.BuildNote}; weights {decoder.WeightTypes}, {decoder.WeightBytes:N0} bytes uploaded in {decoder.UploadSeconds:F1} s; KV cache {decoder.Layout}, {decoder.CacheBytes:N0} bytes for {c} positions; sampling on the host]");
-            }
-            else
-            {
-                CommonOptions.NoteIfNeverQuantized(plan, c);
-                kvDescription = cpu!.Cache.Description;
-            }
+            using var engine = DecodeEngine.Open(m, r.GetValue(kv), r.GetValue(kvPlan), r.GetValue(device) == DeviceOptions.Cuda, r.GetValue(threads), c);
+            IDecodeSession session = engine.Session;
+            string kvDescription = engine.KvDescription;
 
             ChatSession chat;
             try

@@ -103,37 +103,12 @@ internal static class ServeCommand
 
             var precision = CommonOptions.Attention(r.GetValue(attnInt8), r.GetValue(attnInt8Values));
             bool onGpu = r.GetValue(device) == DeviceOptions.Cuda;
-            if (onGpu && precision != AttentionPrecision.Fp32)
-            {
-                throw new ArgumentException($"{CommonOptions.AttentionFlag(precision)} selects a CPU attention kernel; it cannot be combined with --device cuda");
-            }
-
-            // --device cuda: the model and the KV cache on the GPU (a batch-1 CudaDecoder; fp16 unless --kv or --kv-plan says
-            // otherwise, as generate and chat), sampling on the host; else the CPU engine.
-            string? kvText = r.GetValue(kv);
-            string? planPath = r.GetValue(kvPlan);
-            var plan = KvCacheFactory.ResolvePlan(onGpu && kvText is null && planPath is null ? "fp16" : kvText, planPath, m.Config.Layers);
-            using CudaContext? context = onGpu ? DeviceOptions.OpenCuda() : null;
-            using CudaDecoder? decoder = context is null ? null : new CudaDecoder(context, m, plan, 1, c);
-            using Transformer? transformer = onGpu ? null : new Transformer(m, r.GetValue(threads));
-            if (transformer is not null)
-            {
-                CommonOptions.NoteIfNeverQuantized(plan, c);
-            }
-
-            using InferenceSession? cpu = transformer is null ? null : new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(c), precision));
-            IDecodeSession session = cpu is not null ? cpu : new CudaDecodeSession(decoder!);
-            string kvName = cpu is not null ? cpu.Cache.Description : decoder!.Layout.Name;
+            using var engine = DecodeEngine.Open(m, r.GetValue(kv), r.GetValue(kvPlan), onGpu, r.GetValue(threads), c, precision);
             using var served = new ServedModel(
-                Path.GetFileName(Path.TrimEndingDirectorySeparator(m.Path)), m.Path, session, kvName, onGpu ? DeviceOptions.Cuda : DeviceOptions.Cpu, tok, chosen, defaults);
-            if (decoder is not null)
-            {
-                Console.Error.WriteLine($"[cuda: {context!.DeviceName}; {decoder.BuildNote}; weights {decoder.WeightTypes}, {decoder.WeightBytes:N0} bytes uploaded in {decoder.UploadSeconds:F1} s; KV cache {decoder.Layout}, {decoder.CacheBytes:N0} bytes for {c} positions; sampling on the host]");
-            }
-
+                Path.GetFileName(Path.TrimEndingDirectorySeparator(m.Path)), m.Path, engine.Session, engine.KvName, onGpu ? DeviceOptions.Cuda : DeviceOptions.Cpu, tok, chosen, defaults);
             served.WarmUp();
-            string engine = transformer is not null ? $"{transformer.Threads} threads; attention {CommonOptions.AttentionName(precision)}" : "on the GPU";
-            Console.Error.WriteLine($"[serve: {m.Path}; KV cache {served.Kv}, {c} positions per request; template {chosen.Name}; {engine}{(key is null ? string.Empty : "; API key required")}]");
+            string where = engine.OnGpu ? "on the GPU" : $"{engine.Threads} threads; attention {CommonOptions.AttentionName(precision)}";
+            Console.Error.WriteLine($"[serve: {m.Path}; KV cache {served.Kv}, {c} positions per request; template {chosen.Name}; {where}{(key is null ? string.Empty : "; API key required")}]");
             new KvaqServer(served, key, Console.Error).RunAsync(address, p, url =>
             {
                 Console.Out.WriteLine($"kvaq: listening on {url}");
