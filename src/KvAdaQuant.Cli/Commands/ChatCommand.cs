@@ -75,27 +75,8 @@ internal static class ChatCommand
             ChatTemplate? chosen = templateName.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : ParseTemplate(templateName);
             using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
             var tok = m.Tokenizer ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
-            int c = r.GetValue(ctx);
-            if (c < 0 || c > m.Config.ContextLength)
-            {
-                throw new ArgumentException($"--ctx must be in 0..{m.Config.ContextLength} (the model's context), got {c}");
-            }
-
-            if (c == 0)
-            {
-                c = Math.Min(m.Config.ContextLength, 4096);
-            }
-
-            if (chosen is null)
-            {
-                string? jinja = ChatTemplateText.Read(m.Path, r.GetValue(tokenizer));
-                chosen = ChatTemplate.Detect(jinja);
-                if (chosen is null)
-                {
-                    chosen = ChatTemplate.None;
-                    Console.Error.WriteLine($"[the model's chat_template is none of {ChatTemplate.Names}: using none; --chat-template chooses one]");
-                }
-            }
+            int c = Context(r.GetValue(ctx), m.Config.ContextLength);
+            chosen ??= DetectTemplate(m.Path, r.GetValue(tokenizer));
 
             using var engine = DecodeEngine.Open(m, r.GetValue(kv), r.GetValue(kvPlan), r.GetValue(device) == DeviceOptions.Cuda, r.GetValue(threads), c);
             IDecodeSession session = engine.Session;
@@ -258,6 +239,32 @@ internal static class ChatCommand
             Console.Error.WriteLine($"kvaq: error: {command}: {e.Message}");
             return false;
         }
+    }
+
+    /// <summary>
+    /// The positions of a conversation (chat) or of each request (serve): <c>--ctx</c>, 0 meaning the model's context up to
+    /// 4,096; outside 0..the model's context an error naming <c>--ctx</c>.
+    /// </summary>
+    internal static int Context(int ctx, int modelContext)
+    {
+        if (ctx < 0 || ctx > modelContext)
+        {
+            throw new ArgumentException($"--ctx must be in 0..{modelContext} (the model's context), got {ctx}");
+        }
+
+        return ctx == 0 ? Math.Min(modelContext, 4096) : ctx;
+    }
+
+    /// <summary>The template <c>--chat-template auto</c> finds in the model (or beside <c>--tokenizer</c>); none, with a note, when it is none of the built-in ones.</summary>
+    internal static ChatTemplate DetectTemplate(string modelPath, string? tokenizerPath)
+    {
+        if (ChatTemplate.Detect(ChatTemplateText.Read(modelPath, tokenizerPath)) is { } found)
+        {
+            return found;
+        }
+
+        Console.Error.WriteLine($"[the model's chat_template is none of {ChatTemplate.Names}: using none; --chat-template chooses one]");
+        return ChatTemplate.None;
     }
 
     internal static ChatTemplate ParseTemplate(string name)

@@ -80,26 +80,8 @@ internal static class ServeCommand
 
             using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
             var tok = m.Tokenizer ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
-            int c = r.GetValue(ctx);
-            if (c < 0 || c > m.Config.ContextLength)
-            {
-                throw new ArgumentException($"--ctx must be in 0..{m.Config.ContextLength} (the model's context), got {c}");
-            }
-
-            if (c == 0)
-            {
-                c = Math.Min(m.Config.ContextLength, 4096);
-            }
-
-            if (chosen is null)
-            {
-                chosen = ChatTemplate.Detect(ChatTemplateText.Read(m.Path, r.GetValue(tokenizer)));
-                if (chosen is null)
-                {
-                    chosen = ChatTemplate.None;
-                    Console.Error.WriteLine($"[the model's chat_template is none of {ChatTemplate.Names}: using none; --chat-template chooses one]");
-                }
-            }
+            int c = ChatCommand.Context(r.GetValue(ctx), m.Config.ContextLength);
+            chosen ??= ChatCommand.DetectTemplate(m.Path, r.GetValue(tokenizer));
 
             var precision = CommonOptions.Attention(r.GetValue(attnInt8), r.GetValue(attnInt8Values));
             bool onGpu = r.GetValue(device) == DeviceOptions.Cuda;
