@@ -23,9 +23,9 @@ public class ChatSessionDecodeSessionTests
         using var m = ModelLoader.Load(model);
         var tok = m.Tokenizer!;
         using var transformer = new Transformer(m, 1);
-        using var cpu = NewSession(transformer, kv, 512);
-        using var inner = NewSession(transformer, kv, 512);
-        var fake = new ForwardingSession(inner);
+        using var cpu = ForwardingDecodeSession.NewSession(transformer, kv, 512);
+        using var inner = ForwardingDecodeSession.NewSession(transformer, kv, 512);
+        var fake = new ForwardingDecodeSession(inner);
         var direct = new ChatSession(cpu, tok, ChatTemplate.None);
         var through = new ChatSession(fake, tok, ChatTemplate.None);
         Assert.True(direct.SupportsStateFiles);
@@ -62,10 +62,10 @@ public class ChatSessionDecodeSessionTests
         using var m = ModelLoader.Load("stories260K");
         var tok = m.Tokenizer!;
         using var transformer = new Transformer(m, 1);
-        using var cpu = NewSession(transformer, "fp32", 64);
-        using var inner = NewSession(transformer, "fp32", 64);
+        using var cpu = ForwardingDecodeSession.NewSession(transformer, "fp32", 64);
+        using var inner = ForwardingDecodeSession.NewSession(transformer, "fp32", 64);
         var direct = new ChatSession(cpu, tok, ChatTemplate.None, "You tell stories.") { ContextShift = true };
-        var through = new ChatSession(new ForwardingSession(inner), tok, ChatTemplate.None, "You tell stories.") { ContextShift = true };
+        var through = new ChatSession(new ForwardingDecodeSession(inner), tok, ChatTemplate.None, "You tell stories.") { ContextShift = true };
         int shifts = 0;
         foreach (string message in new[] { "Once upon a time", " The dog ran", " Lily saw a cat", " The sun" })
         {
@@ -88,14 +88,14 @@ public class ChatSessionDecodeSessionTests
         using var m = ModelLoader.Load("stories260K");
         var tok = m.Tokenizer!;
         using var transformer = new Transformer(m, 1);
-        using var cpu = NewSession(transformer, "fp32", 128);
-        using var inner = NewSession(transformer, "fp32", 128);
+        using var cpu = ForwardingDecodeSession.NewSession(transformer, "fp32", 128);
+        using var inner = ForwardingDecodeSession.NewSession(transformer, "fp32", 128);
         var saved = new ChatSession(cpu, tok, ChatTemplate.None);
         saved.Reply("Once upon a time", 8, Greedy);
         string file = Path.Combine(tmp.Path, "chat.state");
         saved.Save(file);
 
-        var chat = new ChatSession(new ForwardingSession(inner), tok, ChatTemplate.None);
+        var chat = new ChatSession(new ForwardingDecodeSession(inner), tok, ChatTemplate.None);
         chat.Reply("The dog", 8, Greedy);
         var tokens = chat.Tokens.ToList();
         string other = Path.Combine(tmp.Path, "other.state");
@@ -109,49 +109,10 @@ public class ChatSessionDecodeSessionTests
         Assert.Equal(8, chat.Reply(" The cat", 8, Greedy).Tokens.Count);
 
         // An InferenceSession handed over as the interface keeps them.
-        using var again = NewSession(transformer, "fp32", 128);
+        using var again = ForwardingDecodeSession.NewSession(transformer, "fp32", 128);
         var viaInterface = new ChatSession((IDecodeSession)again, tok, ChatTemplate.None);
         Assert.True(viaInterface.SupportsStateFiles);
         viaInterface.Load(file);
         Assert.Equal(saved.Tokens, viaInterface.Tokens);
-    }
-
-    private static InferenceSession NewSession(Transformer transformer, string kv, int ctx) =>
-        new(transformer, KvCacheFactory.Create(KvPlan.Parse(kv, transformer.Config.Layers), transformer.CacheLayout(ctx)));
-
-    /// <summary>An <see cref="IDecodeSession"/> that is not an <see cref="InferenceSession"/>: forwards to one and counts the calls.</summary>
-    private sealed class ForwardingSession(InferenceSession inner) : IDecodeSession
-    {
-        public int Prefills { get; private set; }
-
-        public int Decodes { get; private set; }
-
-        public int Position => inner.Position;
-
-        public int Capacity => inner.Cache.Layout.Capacity;
-
-        public long ByteCount => inner.Cache.ByteCount;
-
-        public string Device => "a test fake";
-
-        public ReadOnlySpan<float> Logits => inner.Logits;
-
-        public ReadOnlySpan<float> Prefill(ReadOnlySpan<int> tokens)
-        {
-            Prefills++;
-            return inner.Prefill(tokens);
-        }
-
-        public ReadOnlySpan<float> Decode(int token)
-        {
-            Decodes++;
-            return inner.Decode(token);
-        }
-
-        public bool CanTruncate(int length) => inner.CanTruncate(length);
-
-        public void Truncate(int length) => inner.Truncate(length);
-
-        public void Reset() => inner.Reset();
     }
 }

@@ -25,9 +25,9 @@ public class RequestGeneratorDecodeSessionTests
         using var m = ModelLoader.Load(model);
         var tok = m.Tokenizer!;
         using var transformer = new Transformer(m, 1);
-        using var cpu = NewSession(transformer, kv, 256);
-        using var inner = NewSession(transformer, kv, 256);
-        var fake = new ForwardingSession(inner);
+        using var cpu = ForwardingDecodeSession.NewSession(transformer, kv, 256);
+        using var inner = ForwardingDecodeSession.NewSession(transformer, kv, 256);
+        var fake = new ForwardingDecodeSession(inner);
         var direct = new RequestGenerator(cpu, tok);
         var through = new RequestGenerator(fake, tok);
 
@@ -80,9 +80,9 @@ public class RequestGeneratorDecodeSessionTests
         using var m = ModelLoader.Load("stories260K");
         var tok = m.Tokenizer!;
         using var transformer = new Transformer(m, 1);
-        using var cpu = NewSession(transformer, "fp32", 256);
-        using var inner = NewSession(transformer, "fp32", 256);
-        var fake = new ForwardingSession(inner) { RefuseTruncate = true };
+        using var cpu = ForwardingDecodeSession.NewSession(transformer, "fp32", 256);
+        using var inner = ForwardingDecodeSession.NewSession(transformer, "fp32", 256);
+        var fake = new ForwardingDecodeSession(inner) { RefuseTruncate = true };
         var direct = new RequestGenerator(cpu, tok);
         var through = new RequestGenerator(fake, tok);
         foreach (string text in new[] { First, Shares })
@@ -105,10 +105,10 @@ public class RequestGeneratorDecodeSessionTests
         using var m = ModelLoader.Load("stories260K");
         var tok = m.Tokenizer!;
         using var transformer = new Transformer(m, 1);
-        using var cpu = NewSession(transformer, "fp32", 256);
-        using var inner = NewSession(transformer, "fp32", 256);
+        using var cpu = ForwardingDecodeSession.NewSession(transformer, "fp32", 256);
+        using var inner = ForwardingDecodeSession.NewSession(transformer, "fp32", 256);
         var direct = new RequestGenerator(cpu, tok);
-        var through = new RequestGenerator(new ForwardingSession(inner), tok);
+        var through = new RequestGenerator(new ForwardingDecodeSession(inner), tok);
         var prompt = tok.Encode("Once upon a time", addBos: true);
         var results = new List<GenerationResult>();
         foreach (var generator in new[] { direct, through })
@@ -145,53 +145,12 @@ public class RequestGeneratorDecodeSessionTests
         using var m = ModelLoader.Load("stories260K");
         var tok = m.Tokenizer!;
         using var transformer = new Transformer(m, 1);
-        using var inner = NewSession(transformer, "fp32", 16);
-        var fake = new ForwardingSession(inner);
+        using var inner = ForwardingDecodeSession.NewSession(transformer, "fp32", 16);
+        var fake = new ForwardingDecodeSession(inner);
         var through = new RequestGenerator(fake, tok);
         var e = Assert.Throws<ArgumentException>(() => through.Generate(Enumerable.Repeat(1, 17).ToList(), 4, new Sampler(), null));
         Assert.Equal("the prompt has 17 tokens but the context holds 16", e.Message);
         Assert.Equal(0, fake.Position);
         Assert.Equal(0, fake.Prefills);
-    }
-
-    private static InferenceSession NewSession(Transformer transformer, string kv, int ctx) =>
-        new(transformer, KvCacheFactory.Create(KvPlan.Parse(kv, transformer.Config.Layers), transformer.CacheLayout(ctx)));
-
-    /// <summary>An <see cref="IDecodeSession"/> that is not an <see cref="InferenceSession"/>: forwards to one, counts calls, and can refuse to cut back.</summary>
-    private sealed class ForwardingSession(InferenceSession inner) : IDecodeSession
-    {
-        public bool RefuseTruncate { get; init; }
-
-        public int Prefills { get; private set; }
-
-        public int Truncations { get; private set; }
-
-        public int Position => inner.Position;
-
-        public int Capacity => inner.Cache.Layout.Capacity;
-
-        public long ByteCount => inner.Cache.ByteCount;
-
-        public string Device => "a test fake";
-
-        public ReadOnlySpan<float> Logits => inner.Logits;
-
-        public ReadOnlySpan<float> Prefill(ReadOnlySpan<int> tokens)
-        {
-            Prefills++;
-            return inner.Prefill(tokens);
-        }
-
-        public ReadOnlySpan<float> Decode(int token) => inner.Decode(token);
-
-        public bool CanTruncate(int length) => !RefuseTruncate && inner.CanTruncate(length);
-
-        public void Truncate(int length)
-        {
-            Truncations++;
-            inner.Truncate(length);
-        }
-
-        public void Reset() => inner.Reset();
     }
 }
