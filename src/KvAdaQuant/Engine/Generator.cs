@@ -3,14 +3,18 @@ using KvAdaQuant.Tokenization;
 
 namespace KvAdaQuant.Engine;
 
-/// <summary>Prompt in, tokens out: prefill, then sample and decode until EOS, the token limit or the end of the context.</summary>
+/// <summary>
+/// Prompt in, tokens out: prefill, then sample and decode until EOS, the token limit or the end of the context, on any
+/// <see cref="IDecodeSession"/> (the CPU's <see cref="InferenceSession"/>, or the GPU's <c>CudaDecodeSession</c>, which
+/// <c>CudaGenerator</c> uses for host sampling).
+/// </summary>
 public sealed class Generator
 {
-    private readonly InferenceSession _session;
+    private readonly IDecodeSession _session;
     private readonly ITokenizer _tokenizer;
 
     /// <summary>Creates a generator.</summary>
-    public Generator(InferenceSession session, ITokenizer tokenizer)
+    public Generator(IDecodeSession session, ITokenizer tokenizer)
     {
         _session = session;
         _tokenizer = tokenizer;
@@ -52,7 +56,7 @@ public sealed class Generator
             promptTokens,
             _tokenizer,
             maxTokens,
-            _session.Cache.Layout.Capacity,
+            _session.Capacity,
             prefill: () =>
             {
                 if (cachedTokens == 0)
@@ -83,7 +87,7 @@ public sealed class Generator
                 return sampler.Sample(_session.Decode(t), CollectionsMarshal.AsSpan(sequence));
             },
             position: () => _session.Position,
-            kvBytes: () => _session.Cache.ByteCount,
+            kvBytes: () => _session.ByteCount,
             onText,
             stopTexts: stopTexts);
     }

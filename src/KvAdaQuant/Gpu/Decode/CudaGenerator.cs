@@ -63,51 +63,6 @@ public sealed class CudaGenerator
     /// there, so every setting of <see cref="Sampler"/> (min-p, the penalties over the prompt and the generated tokens)
     /// works as on the CPU, at the cost of one vocabulary of floats copied per token. Batch 1 only.
     /// </summary>
-    public GenerationResult Generate(string prompt, int maxTokens, Sampler sampler, Action<string>? onText = null, IReadOnlyList<string>? stopTexts = null)
-    {
-        if (_decoder.Batch != 1)
-        {
-            throw new ArgumentException($"host sampling runs one sequence; this decoder has a batch of {_decoder.Batch}");
-        }
-
-        var promptTokens = _tokenizer.Encode(prompt, addBos: true);
-        var logits = new float[_decoder.VocabSize];
-        var sequence = new List<int>(promptTokens.Count + maxTokens);
-        int[] one = new int[1];
-        void Feed(int token)
-        {
-            one[0] = token;
-            _decoder.Step(one);
-            sequence.Add(token);
-        }
-
-        int Next(int token)
-        {
-            Feed(token);
-            _decoder.CopyLogits(logits);
-            return sampler.Sample(logits, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(sequence));
-        }
-
-        return GenerationLoop.Run(
-            promptTokens,
-            _tokenizer,
-            maxTokens,
-            _decoder.Capacity,
-            prefill: () =>
-            {
-                _decoder.Reset();
-                sequence.Clear();
-                for (int i = 0; i < promptTokens.Count - 1; i++)
-                {
-                    Feed(promptTokens[i]);
-                }
-
-                return Next(promptTokens[^1]);
-            },
-            step: Next,
-            position: () => _decoder.Position,
-            kvBytes: () => _decoder.CacheBytes,
-            onText,
-            stopTexts: stopTexts);
-    }
+    public GenerationResult Generate(string prompt, int maxTokens, Sampler sampler, Action<string>? onText = null, IReadOnlyList<string>? stopTexts = null) =>
+        new Generator(new CudaDecodeSession(_decoder), _tokenizer).Generate(prompt, maxTokens, sampler, onText, stopTexts);
 }
