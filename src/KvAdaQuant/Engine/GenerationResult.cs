@@ -8,4 +8,11 @@ public sealed record GenerationResult(
     string StopReason,
     double PrefillTokensPerSecond,
     double DecodeTokensPerSecond,
-    long KvBytes);
+    long KvBytes)
+{
+    /// <summary>With <see cref="LogprobOptions"/>: one entry per token of <see cref="Tokens"/>, in order; else null.</summary>
+    public IReadOnlyList<TokenLogprob>? Logprobs { get; init; }
+
+    /// <summary>With <see cref="LogprobOptions.Prompt"/>: one entry per prompt token after the first, in order; else null.</summary>
+    public IReadOnlyList<TokenLogprob>? PromptLogprobs { get; init; }
+}

@@ -41,18 +41,33 @@ public sealed class Generator
     /// already holds (a restored state, <see cref="SessionStateFile"/>): only the rest is prefilled, and with the whole
     /// prompt cached the first token is sampled from the restored logits. 0 starts from an empty cache.
     /// <paramref name="afterPrefill"/> runs once the cache holds the prompt, before the first token is sampled.
+    /// <paramref name="logprobs"/> records log-probabilities (<see cref="GenerationResult.Logprobs"/>; the prompt's need
+    /// <paramref name="cachedTokens"/> 0).
     /// </summary>
     public GenerationResult Generate(
-        IReadOnlyList<int> promptTokens, int cachedTokens, int maxTokens, Sampler sampler, Action<string>? onText = null, IReadOnlyList<string>? stopTexts = null, Action? afterPrefill = null)
+        IReadOnlyList<int> promptTokens,
+        int cachedTokens,
+        int maxTokens,
+        Sampler sampler,
+        Action<string>? onText = null,
+        IReadOnlyList<string>? stopTexts = null,
+        Action? afterPrefill = null,
+        LogprobOptions? logprobs = null)
     {
         if (cachedTokens < 0 || cachedTokens > promptTokens.Count || (cachedTokens > 0 && cachedTokens != _session.Position))
         {
             throw new ArgumentOutOfRangeException(nameof(cachedTokens), $"{cachedTokens} cached prompt tokens, but the prompt has {promptTokens.Count} and the cache holds {_session.Position} positions");
         }
 
+        var recorder = new LogprobRecorder(logprobs);
+        if (recorder.Prompt && cachedTokens > 0)
+        {
+            throw new ArgumentException($"the prompt's log-probabilities need the whole prompt run, but {cachedTokens} of its tokens came from a saved cache");
+        }
+
         // The sequence so far, for the penalties (only kept when the sampler has any).
         var sequence = new List<int>(sampler.HasPenalties ? promptTokens.Count + maxTokens : 0);
-        return GenerationLoop.Run(
+        return recorder.Complete(GenerationLoop.Run(
             promptTokens,
             _tokenizer,
             maxTokens,
@@ -66,7 +81,7 @@ public sealed class Generator
 
                 if (cachedTokens < promptTokens.Count)
                 {
-                    _session.Prefill(promptTokens.Skip(cachedTokens).ToArray());
+                    recorder.Prefill(_session, promptTokens.Skip(cachedTokens).ToArray(), cachedTokens);
                 }
 
                 afterPrefill?.Invoke();
@@ -75,7 +90,7 @@ public sealed class Generator
                     sequence.AddRange(promptTokens);
                 }
 
-                return sampler.Sample(_session.Logits, CollectionsMarshal.AsSpan(sequence));
+                return recorder.Sample(sampler, _session.Logits, CollectionsMarshal.AsSpan(sequence));
             },
             step: t =>
             {
@@ -84,11 +99,11 @@ public sealed class Generator
                     sequence.Add(t);
                 }
 
-                return sampler.Sample(_session.Decode(t), CollectionsMarshal.AsSpan(sequence));
+                return recorder.Sample(sampler, _session.Decode(t), CollectionsMarshal.AsSpan(sequence));
             },
             position: () => _session.Position,
             kvBytes: () => _session.ByteCount,
             onText,
-            stopTexts: stopTexts);
+            stopTexts: stopTexts));
     }
 }

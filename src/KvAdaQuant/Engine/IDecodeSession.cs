@@ -29,6 +29,22 @@ public interface IDecodeSession
     ReadOnlySpan<float> Decode(int token);
 
     /// <summary>
+    /// Processes <paramref name="tokens"/> like <see cref="Prefill(ReadOnlySpan{int})"/>, handing <paramref name="onLogits"/>
+    /// the logits after each of them (a prompt's log-probabilities), and returns the logits of the last one. This default
+    /// runs them position by position through <see cref="Decode"/>; the CPU engine runs them in batches.
+    /// </summary>
+    ReadOnlySpan<float> Prefill(ReadOnlySpan<int> tokens, PositionLogitsHandler onLogits)
+    {
+        ArgumentNullException.ThrowIfNull(onLogits);
+        for (int i = 0; i < tokens.Length; i++)
+        {
+            onLogits(i, Decode(tokens[i]));
+        }
+
+        return Logits;
+    }
+
+    /// <summary>
     /// Whether keeping only the first <paramref name="length"/> positions (<see cref="Truncate"/>) leaves exactly the
     /// state those positions alone would have built: FP32/FP16 caches always; quantized ones while no position at or
     /// after <paramref name="length"/> has been quantized yet (a quantized row cannot become its FP16 row again).

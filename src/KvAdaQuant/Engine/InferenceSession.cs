@@ -52,6 +52,31 @@ public sealed class InferenceSession : IDecodeSession, IDisposable
         return _logits;
     }
 
+    /// <summary>
+    /// Processes <paramref name="tokens"/> in batches, handing <paramref name="onLogits"/> the logits after each (the batch's
+    /// logits of every position, one output product per batch), and returns the logits of the last one.
+    /// </summary>
+    public ReadOnlySpan<float> Prefill(ReadOnlySpan<int> tokens, PositionLogitsHandler onLogits)
+    {
+        ArgumentNullException.ThrowIfNull(onLogits);
+        int vocab = _logits.Length;
+        var all = new float[Math.Min(BatchSize, Math.Max(tokens.Length, 1)) * vocab];
+        for (int i = 0; i < tokens.Length; i += BatchSize)
+        {
+            int n = Math.Min(BatchSize, tokens.Length - i);
+            var rows = all.AsSpan(0, n * vocab);
+            Transformer.Forward(tokens.Slice(i, n), Position, Cache, rows, allLogits: true);
+            for (int j = 0; j < n; j++)
+            {
+                onLogits(i + j, rows.Slice(j * vocab, vocab));
+            }
+
+            rows.Slice((n - 1) * vocab, vocab).CopyTo(_logits);
+        }
+
+        return _logits;
+    }
+
     /// <summary>Processes one token and returns its logits.</summary>
     public ReadOnlySpan<float> Decode(int token, IForwardObserver? observer = null)
     {
@@ -64,6 +89,9 @@ public sealed class InferenceSession : IDecodeSession, IDisposable
 
     /// <inheritdoc/>
     ReadOnlySpan<float> IDecodeSession.Decode(int token) => Decode(token);
+
+    /// <inheritdoc/>
+    ReadOnlySpan<float> IDecodeSession.Prefill(ReadOnlySpan<int> tokens, PositionLogitsHandler onLogits) => Prefill(tokens, onLogits);
 
     /// <inheritdoc/>
     /// <remarks>The cache must be one <see cref="KvCacheFactory"/> builds (<see cref="KvCacheState.CanSave"/>); any other is never cut back.</remarks>

@@ -77,6 +77,8 @@ public sealed class RequestGenerator
     /// holds from the previous run are kept when the prompt starts with them (<see cref="ReusablePrefix"/>); otherwise, or
     /// when it does not, the cache is cleared first. The result's <c>PromptTokens</c> is the whole prompt; its prefill speed
     /// counts the tokens run. A prompt longer than the context is an <see cref="ArgumentException"/> before anything runs.
+    /// <paramref name="logprobs"/> records log-probabilities (<see cref="GenerationResult.Logprobs"/>); asking for the
+    /// prompt's runs the whole prompt, whatever the cache holds.
     /// </summary>
     public GenerationResult Generate(
         IReadOnlyList<int> promptTokens,
@@ -85,7 +87,8 @@ public sealed class RequestGenerator
         Action<string>? onText,
         int endOfTurn = -1,
         CancellationToken cancel = default,
-        bool reusePrefix = false)
+        bool reusePrefix = false,
+        LogprobOptions? logprobs = null)
     {
         int capacity = _session.Capacity;
         if (promptTokens.Count > capacity)
@@ -93,7 +96,8 @@ public sealed class RequestGenerator
             throw new ArgumentException($"the prompt has {promptTokens.Count} tokens but the context holds {capacity}");
         }
 
-        int reuse = reusePrefix ? ReusablePrefix(promptTokens) : 0;
+        var recorder = new LogprobRecorder(logprobs);
+        int reuse = reusePrefix && !recorder.Prompt ? ReusablePrefix(promptTokens) : 0;
         int[] run = promptTokens.Skip(reuse).ToArray();
         ReusedTokens = reuse;
         try
@@ -118,19 +122,19 @@ public sealed class RequestGenerator
                     }
 
                     _tokens.AddRange(run);
-                    return sampler.Sample(_session.Prefill(run), CollectionsMarshal.AsSpan(_tokens));
+                    return recorder.Sample(sampler, recorder.Prefill(_session, run, reuse), CollectionsMarshal.AsSpan(_tokens));
                 },
                 step: t =>
                 {
                     _tokens.Add(t);
-                    return sampler.Sample(_session.Decode(t), CollectionsMarshal.AsSpan(_tokens));
+                    return recorder.Sample(sampler, _session.Decode(t), CollectionsMarshal.AsSpan(_tokens));
                 },
                 position: () => _session.Position,
                 kvBytes: () => _session.ByteCount,
                 onText,
                 endOfTurn,
                 cancel);
-            return result with { PromptTokens = promptTokens };
+            return recorder.Complete(result with { PromptTokens = promptTokens });
         }
         catch
         {
