@@ -32,10 +32,14 @@ internal static class GenerateCommand
         var device = DeviceOptions.Device();
         var attnInt8 = CommonOptions.AttnInt8();
         var attnInt8Values = CommonOptions.AttnInt8Values();
+        var logprobs = new Option<int?>("--logprobs")
+        {
+            Description = $"record each generated token's log-probability under the model (softmax of the raw logits) and the N most likely tokens at its position (0..{LogprobOptions.MaxTop}); printed after the text, or as \"logprobs\" with --json",
+        };
         var promptCacheOptions = new PromptCacheOptions();
         var cmd = new Command("generate", "Generate text from a prompt, streaming it, then print speed and KV memory.")
         {
-            model, tokenizer, prompt, file, maxTokens, stop, ctx, kv, kvPlan, threads, json, device, attnInt8, attnInt8Values,
+            model, tokenizer, prompt, file, maxTokens, stop, ctx, kv, kvPlan, threads, json, device, attnInt8, attnInt8Values, logprobs,
         };
         foreach (var o in sampling.All.Concat(promptCacheOptions.Options))
         {
@@ -65,6 +69,7 @@ internal static class GenerateCommand
                 throw new ArgumentException($"--ctx must be in 0..{m.Config.ContextLength} (the model's context), got {c}");
             }
 
+            var logprobOptions = LogprobText.Options(r.GetValue(logprobs), "--logprobs");
             var promptCache = PromptCache.From(r, promptCacheOptions);
             var promptIds = tok.Encode(promptText, addBos: true);
             int promptTokens = promptIds.Count;
@@ -96,7 +101,7 @@ internal static class GenerateCommand
                     throw new ArgumentException("--prompt-cache saves and loads the CPU engine's KV cache; it cannot be combined with --device cuda");
                 }
 
-                return GenerateOnGpu(r, m, tok, c, n, promptText, stops, sampling, kv, kvPlan, json);
+                return GenerateOnGpu(r, m, tok, c, n, promptText, stops, sampling, kv, kvPlan, json, logprobOptions);
             }
 
             using var transformer = new Transformer(m, r.GetValue(threads));
@@ -115,7 +120,7 @@ internal static class GenerateCommand
 
             string? cacheNote = promptCache?.NotSaved();
             Action? afterPrefill = promptCache is { SavesAfterPrefill: true } ? () => cacheNote = promptCache.Save(session, promptIds) : null;
-            var result = gen.Generate(promptIds, reused, n, sampler, asJson ? null : s => Console.Out.Write(s), stops, afterPrefill);
+            var result = gen.Generate(promptIds, reused, n, sampler, asJson ? null : s => Console.Out.Write(s), stops, afterPrefill, logprobOptions);
             if (promptCache is { SavesAll: true })
             {
                 // The cache holds the prompt and the generated tokens fed back (not the last one sampled).
@@ -139,12 +144,14 @@ internal static class GenerateCommand
                     DecodeTokensPerSecond = result.DecodeTokensPerSecond,
                     KvBytes = result.KvBytes,
                     KvBitsPerElement = plan.AverageBits(m.Config.KvHeads, m.Config.HeadDim, result.PromptTokens.Count + result.Tokens.Count),
+                    Logprobs = LogprobsJson(tok, result),
                 });
             }
             else
             {
                 Console.Out.WriteLine();
                 Console.Error.WriteLine($"[{result.PromptTokens.Count} prompt tokens, {result.Tokens.Count} generated ({result.StopReason}); prefill {result.PrefillTokensPerSecond:F1} tok/s, decode {result.DecodeTokensPerSecond:F1} tok/s; KV cache {session.Cache.Description} {result.KvBytes:N0} bytes; attention {CommonOptions.AttentionName(precision)}]");
+                PrintLogprobs(tok, result);
             }
 
             if (cacheNote is not null)
@@ -185,9 +192,29 @@ internal static class GenerateCommand
         }
     }
 
+    // The generated tokens' entries for --json (null without --logprobs).
+    private static object[]? LogprobsJson(Tokenization.ITokenizer tok, GenerationResult result) =>
+        result.Logprobs is { } lp ? LogprobText.Json(tok, result.PromptTokens[^1], lp) : null;
+
+    // Without --json: a line per generated token on stderr, after the text.
+    private static void PrintLogprobs(Tokenization.ITokenizer tok, GenerationResult result)
+    {
+        if (result.Logprobs is not { } lp)
+        {
+            return;
+        }
+
+        int top = lp.Count > 0 ? lp[0].Top.Count : 0;
+        Console.Error.WriteLine($"[logprobs: per generated token its text, ln p and p under the model{(top > 0 ? $", then the {top} most likely tokens" : string.Empty)}]");
+        foreach (var line in LogprobText.Lines(tok, result.PromptTokens[^1], lp))
+        {
+            Console.Error.WriteLine(line);
+        }
+    }
+
     private static int GenerateOnGpu(
         ParseResult r, LlamaModel m, Tokenization.ITokenizer tok, int c, int n, string p, string[] stops, SamplingOptions sampling, Option<string?> kv, Option<string?> kvPlan,
-        Option<bool> json)
+        Option<bool> json, LogprobOptions? logprobs)
     {
         string? kvText = r.GetValue(kv);
         string? planPath = r.GetValue(kvPlan);
@@ -204,7 +231,9 @@ internal static class GenerateCommand
         // Temperature, top-k and top-p sample on the device; min-p and the penalties on the host (the logits copied back).
         var sampler = sampling.Create(r);
         var generator = new CudaGenerator(decoder, tok);
-        var result = sampler.IsBasic
+        var result = logprobs is not null
+            ? new Generator(new CudaDecodeSession(decoder), tok).Generate(tok.Encode(p, addBos: true), 0, n, sampler, asJson ? null : s => Console.Out.Write(s), stops, logprobs: logprobs)
+            : sampler.IsBasic
             ? generator.Generate(p, n, r.GetValue(sampling.Temperature), r.GetValue(sampling.TopK), r.GetValue(sampling.TopP), r.GetValue(sampling.Seed), asJson ? null : s => Console.Out.Write(s), stops)
             : generator.Generate(p, n, sampler, asJson ? null : s => Console.Out.Write(s), stops);
         if (asJson)
@@ -225,12 +254,14 @@ internal static class GenerateCommand
                 KvBytes = result.KvBytes,
                 WeightBytes = decoder.WeightBytes,
                 DeviceBytes = decoder.DeviceBytes,
+                Logprobs = LogprobsJson(tok, result),
             });
         }
         else
         {
             Console.Out.WriteLine();
             Console.Error.WriteLine($"[{result.PromptTokens.Count} prompt tokens, {result.Tokens.Count} generated ({result.StopReason}); prefill {result.PrefillTokensPerSecond:F1} tok/s (position by position), decode {result.DecodeTokensPerSecond:F1} tok/s on the GPU; KV cache {plan.Name} {result.KvBytes:N0} bytes allocated]");
+            PrintLogprobs(tok, result);
         }
 
         return 0;
