@@ -36,6 +36,18 @@ internal sealed record CompletionRequest(
     /// <summary>frequency_penalty (OpenAI's name; 0 = off).</summary>
     public float FrequencyPenalty { get; init; }
 
+    /// <summary>
+    /// The most likely tokens to list per position when log-probabilities are asked for (completions: <c>logprobs</c>, an
+    /// integer; chat: <c>top_logprobs</c> with <c>logprobs: true</c>), or null for none.
+    /// </summary>
+    public int? Logprobs { get; init; }
+
+    /// <summary>completions' <c>echo</c>: the prompt is returned before the completion (with its log-probabilities when asked).</summary>
+    public bool Echo { get; init; }
+
+    /// <summary>A completions prompt given as token ids (used as they are, no BOS added, as llama-server does), or null.</summary>
+    public IReadOnlyList<int>? PromptIds { get; init; }
+
     /// <summary>The sampler the request asks for.</summary>
     public Sampler CreateSampler() => new(Temperature, TopK, TopP, Seed)
     {
@@ -50,16 +62,20 @@ internal sealed record CompletionRequest(
     public static CompletionRequest Parse(JsonElement body, bool chat, CompletionRequest defaults)
     {
         string? prompt = null;
+        List<int>? promptIds = null;
         List<ChatMessage>? messages = null;
+        bool echo = false;
+        int? logprobs;
         if (chat)
         {
             messages = ParseMessages(body);
+            logprobs = ChatLogprobs(body);
         }
         else
         {
-            prompt = Field(body, "prompt") is { } p
-                ? p.ValueKind == JsonValueKind.String ? p.GetString()! : throw Invalid("prompt", $"prompt must be a string, got {Kind(p)}")
-                : throw Invalid("prompt", "prompt is required (a string)");
+            (prompt, promptIds) = ParsePrompt(body);
+            echo = Flag(body, "echo", absent: false);
+            logprobs = Field(body, "logprobs") is { } lp ? Top(lp, "logprobs") : null;
         }
 
         int? maxTokens = defaults.MaxTokens;
@@ -67,7 +83,11 @@ internal sealed record CompletionRequest(
         {
             if (Field(body, name) is { } m)
             {
-                maxTokens = Integer(m, name) is var n && n >= 1 ? (int)n : throw Invalid(name, $"{name} must be an integer >= 1, got {Raw(m)}");
+                // 0 only with echo: the prompt scored, nothing generated (OpenAI's and lm-evaluation-harness's use).
+                int least = echo ? 0 : 1;
+                maxTokens = Integer(m, name) is var n && n >= least && n <= int.MaxValue
+                    ? (int)n
+                    : throw Invalid(name, $"{name} must be an integer >= {least}{(echo || chat ? string.Empty : " (0 only with echo)")}, got {Raw(m)}");
             }
         }
 
@@ -132,8 +152,74 @@ internal sealed record CompletionRequest(
             RepeatLastN = repeatLastN,
             PresencePenalty = Penalty("presence_penalty", defaults.PresencePenalty),
             FrequencyPenalty = Penalty("frequency_penalty", defaults.FrequencyPenalty),
+            Logprobs = logprobs,
+            Echo = echo,
+            PromptIds = promptIds,
         };
     }
+
+    // A completions prompt: a string, token ids, or an array holding one of them (one prompt per request).
+    private static (string? Text, List<int>? Ids) ParsePrompt(JsonElement body)
+    {
+        if (Field(body, "prompt") is not { } p)
+        {
+            throw Invalid("prompt", "prompt is required (a string, or an array of token ids)");
+        }
+
+        if (p.ValueKind == JsonValueKind.String)
+        {
+            return (p.GetString()!, null);
+        }
+
+        if (p.ValueKind != JsonValueKind.Array)
+        {
+            throw Invalid("prompt", $"prompt must be a string or an array of token ids, got {Kind(p)}");
+        }
+
+        var items = p.EnumerateArray().ToList();
+        if (items.Count == 1 && items[0].ValueKind is JsonValueKind.String or JsonValueKind.Array)
+        {
+            // A batch of one: ["text"] or [[ids]].
+            return items[0].ValueKind == JsonValueKind.String ? (items[0].GetString()!, null) : (null, Ids(items[0], "prompt[0]"));
+        }
+
+        if (items.Count > 0 && items[0].ValueKind is JsonValueKind.String or JsonValueKind.Array)
+        {
+            throw Invalid("prompt", $"prompt holds {items.Count} prompts; kvaq serve takes one prompt per request");
+        }
+
+        return (null, Ids(p, "prompt"));
+    }
+
+    private static List<int> Ids(JsonElement array, string at)
+    {
+        var ids = new List<int>();
+        int i = 0;
+        foreach (var e in array.EnumerateArray())
+        {
+            ids.Add(e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out int id) && id >= 0 ? id : throw Invalid("prompt", $"{at}[{i}] must be a token id (an integer >= 0), got {Raw(e)}"));
+            i++;
+        }
+
+        return ids.Count > 0 ? ids : throw Invalid("prompt", $"{at} is an empty array of token ids");
+    }
+
+    // Chat: logprobs (true/false) and top_logprobs (0..20, only with logprobs true), as OpenAI takes them.
+    private static int? ChatLogprobs(JsonElement body)
+    {
+        bool on = Flag(body, "logprobs", absent: false);
+        if (Field(body, "top_logprobs") is not { } top)
+        {
+            return on ? 0 : null;
+        }
+
+        return on ? Top(top, "top_logprobs") : throw Invalid("top_logprobs", "top_logprobs needs \"logprobs\": true");
+    }
+
+    private static int Top(JsonElement e, string name) =>
+        e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out int n) && n is >= 0 and <= LogprobOptions.MaxTop
+            ? n
+            : throw Invalid(name, $"{name} must be an integer in 0..{LogprobOptions.MaxTop} (the most likely tokens listed per position), got {Raw(e)}");
 
     private static List<string> ParseStop(JsonElement body)
     {

@@ -248,7 +248,7 @@ internal sealed class KvaqServer
             }
             else
             {
-                var (result, text, finish, cached) = await Task.Factory.StartNew(
+                var (result, text, finish, cached, logprobs) = await Task.Factory.StartNew(
                     () => _model.Generate(prompt, request, null, cancel.Token), cancel.Token, TaskCreationOptions.LongRunning, TaskScheduler.Default);
                 Note(c, result, finish, cached);
                 if (finish == "cancelled")
@@ -260,11 +260,13 @@ internal sealed class KvaqServer
                 var stats = Stats(result, cached);
                 if (chat)
                 {
-                    await Write(c, 200, new ChatCompletion(id, "chat.completion", created, _model.Id, [new ChatChoice(0, new ChatReply("assistant", text), finish)], usage, stats), ServeJsonContext.Relaxed.ChatCompletion);
+                    var lp = logprobs is null ? null : ChatLogprobs.Of(logprobs);
+                    await Write(c, 200, new ChatCompletion(id, "chat.completion", created, _model.Id, [new ChatChoice(0, new ChatReply("assistant", text), finish, lp)], usage, stats), ServeJsonContext.Relaxed.ChatCompletion);
                 }
                 else
                 {
-                    await Write(c, 200, new TextCompletion(id, "text_completion", created, _model.Id, [new TextChoice(0, text, finish)], usage, stats), ServeJsonContext.Relaxed.TextCompletion);
+                    var lp = logprobs is null ? null : CompletionLogprobs.Of(logprobs);
+                    await Write(c, 200, new TextCompletion(id, "text_completion", created, _model.Id, [new TextChoice(0, text, finish, lp)], usage, stats), ServeJsonContext.Relaxed.TextCompletion);
                 }
             }
         }
@@ -285,13 +287,13 @@ internal sealed class KvaqServer
         c.Response.StatusCode = 200;
         c.Response.ContentType = "text/event-stream";
         c.Response.Headers.CacheControl = "no-cache";
-        var pieces = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        var pieces = Channel.CreateUnbounded<(string Text, IReadOnlyList<ServedLogprob> Logprobs)>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         var run = Task.Factory.StartNew(
             () =>
             {
                 try
                 {
-                    return _model.Generate(prompt, request, s => pieces.Writer.TryWrite(s), cancel.Token);
+                    return _model.Generate(prompt, request, (s, lp) => pieces.Writer.TryWrite((s, lp)), cancel.Token);
                 }
                 finally
                 {
@@ -309,15 +311,17 @@ internal sealed class KvaqServer
                 await Event(c, Chunk(id, created, new ChatDelta("assistant", string.Empty), null, null, null), cancel.Token);
             }
 
-            await foreach (var piece in pieces.Reader.ReadAllAsync(cancel.Token))
+            await foreach (var (piece, entries) in pieces.Reader.ReadAllAsync(cancel.Token))
             {
+                bool withLogprobs = request.Logprobs is not null;
                 if (chat)
                 {
-                    await Event(c, Chunk(id, created, new ChatDelta(null, piece), null, null, null), cancel.Token);
+                    await Event(c, Chunk(id, created, new ChatDelta(null, piece), null, null, null, withLogprobs ? ChatLogprobs.Of(entries) : null), cancel.Token);
                 }
                 else
                 {
-                    await Event(c, new TextCompletion(id, "text_completion", created, _model.Id, [new TextChoice(0, piece, null)], null, null), cancel.Token);
+                    var lp = withLogprobs ? CompletionLogprobs.Of(entries) : null;
+                    await Event(c, new TextCompletion(id, "text_completion", created, _model.Id, [new TextChoice(0, piece, null, lp)], null, null), cancel.Token);
                 }
             }
         }
@@ -326,7 +330,7 @@ internal sealed class KvaqServer
             await cancel.CancelAsync(); // the client left: stop generating
         }
 
-        var (result, _, finish, cached) = await run;
+        var (result, _, finish, cached, _) = await run;
         Note(c, result, finish, cached);
         if (finish == "cancelled")
         {
@@ -346,8 +350,8 @@ internal sealed class KvaqServer
         await c.Response.Body.FlushAsync(cancel.Token);
     }
 
-    private ChatCompletionChunk Chunk(string id, long created, ChatDelta delta, string? finish, Usage? usage, KvaqStats? stats) =>
-        new(id, "chat.completion.chunk", created, _model.Id, [new ChatDeltaChoice(0, delta, finish)], usage, stats);
+    private ChatCompletionChunk Chunk(string id, long created, ChatDelta delta, string? finish, Usage? usage, KvaqStats? stats, ChatLogprobs? logprobs = null) =>
+        new(id, "chat.completion.chunk", created, _model.Id, [new ChatDeltaChoice(0, delta, finish, logprobs)], usage, stats);
 
     private static async Task Event(HttpContext c, TextCompletion chunk, CancellationToken cancel) =>
         await Event(c, JsonSerializer.SerializeToUtf8Bytes(chunk, ServeJsonContext.Relaxed.TextCompletion), cancel);

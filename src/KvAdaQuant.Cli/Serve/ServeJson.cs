@@ -22,11 +22,54 @@ internal sealed record Usage(int PromptTokens, int CompletionTokens, int TotalTo
 /// <summary>The <c>kvaq</c> extension object: the cache, where it runs (<c>cpu</c> or <c>cuda</c>) and the speed of the run.</summary>
 internal sealed record KvaqStats(string Kv, long KvBytes, int Ctx, string StopReason, int CachedTokens, double PrefillTokensPerSecond, double DecodeTokensPerSecond, string Device);
 
-/// <summary>A choice of <c>/v1/completions</c> (whole or streamed).</summary>
+/// <summary>A choice of <c>/v1/completions</c> (whole or streamed); <c>logprobs</c> null unless asked for, as OpenAI writes it.</summary>
 internal sealed record TextChoice(
     int Index,
     string Text,
-    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] string? FinishReason);
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] string? FinishReason,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] CompletionLogprobs? Logprobs = null);
+
+/// <summary>
+/// OpenAI's legacy completions <c>logprobs</c>: per token its text, log-probability (null for a first prompt token),
+/// the most likely tokens as text → log-probability (null where there is no log-probability), and where its text starts.
+/// </summary>
+internal sealed record CompletionLogprobs(
+    IReadOnlyList<string> Tokens,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] IReadOnlyList<float?> TokenLogprobs,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] IReadOnlyList<Dictionary<string, float>?> TopLogprobs,
+    IReadOnlyList<int> TextOffset)
+{
+    public static CompletionLogprobs Of(IReadOnlyList<ServedLogprob> entries) => new(
+        [.. entries.Select(e => e.Text)],
+        [.. entries.Select(e => e.Logprob)],
+        [.. entries.Select(e => e.Top is null ? null : TopDictionary(e.Top))],
+        [.. entries.Select(e => e.Offset)]);
+
+    // Text → log-probability, most likely first; two tokens with the same text keep the likelier one.
+    private static Dictionary<string, float> TopDictionary(IReadOnlyList<(string Text, int[] Bytes, float Logprob)> top)
+    {
+        var d = new Dictionary<string, float>();
+        foreach (var t in top)
+        {
+            d.TryAdd(t.Text, t.Logprob);
+        }
+
+        return d;
+    }
+}
+
+/// <summary>One token of chat <c>logprobs.content</c>.</summary>
+internal sealed record ChatTokenLogprob(string Token, float Logprob, IReadOnlyList<int> Bytes, IReadOnlyList<ChatTopLogprob> TopLogprobs);
+
+/// <summary>One of the most likely tokens of a chat <c>logprobs.content</c> entry.</summary>
+internal sealed record ChatTopLogprob(string Token, float Logprob, IReadOnlyList<int> Bytes);
+
+/// <summary>Chat <c>logprobs</c>: the reply's tokens.</summary>
+internal sealed record ChatLogprobs(IReadOnlyList<ChatTokenLogprob> Content)
+{
+    public static ChatLogprobs Of(IReadOnlyList<ServedLogprob> entries) => new(
+        [.. entries.Select(e => new ChatTokenLogprob(e.Text, e.Logprob ?? 0f, e.Bytes, [.. (e.Top ?? []).Select(t => new ChatTopLogprob(t.Text, t.Logprob, t.Bytes))]))]);
+}
 
 /// <summary><c>/v1/completions</c>: the response, or one streamed chunk (then usage and kvaq only on the last).</summary>
 internal sealed record TextCompletion(string Id, string Object, long Created, string Model, IReadOnlyList<TextChoice> Choices, Usage? Usage, KvaqStats? Kvaq);
@@ -34,8 +77,12 @@ internal sealed record TextCompletion(string Id, string Object, long Created, st
 /// <summary>A chat message of a response.</summary>
 internal sealed record ChatReply(string Role, string Content);
 
-/// <summary>A choice of <c>/v1/chat/completions</c>.</summary>
-internal sealed record ChatChoice(int Index, ChatReply Message, [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] string? FinishReason);
+/// <summary>A choice of <c>/v1/chat/completions</c>; <c>logprobs</c> null unless asked for.</summary>
+internal sealed record ChatChoice(
+    int Index,
+    ChatReply Message,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] string? FinishReason,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] ChatLogprobs? Logprobs = null);
 
 /// <summary><c>/v1/chat/completions</c>.</summary>
 internal sealed record ChatCompletion(string Id, string Object, long Created, string Model, IReadOnlyList<ChatChoice> Choices, Usage Usage, KvaqStats Kvaq);
@@ -44,7 +91,11 @@ internal sealed record ChatCompletion(string Id, string Object, long Created, st
 internal sealed record ChatDelta(string? Role, string? Content);
 
 /// <summary>A choice of a streamed chat chunk.</summary>
-internal sealed record ChatDeltaChoice(int Index, ChatDelta Delta, [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] string? FinishReason);
+internal sealed record ChatDeltaChoice(
+    int Index,
+    ChatDelta Delta,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] string? FinishReason,
+    ChatLogprobs? Logprobs = null);
 
 /// <summary>One streamed chunk of <c>/v1/chat/completions</c> (usage and kvaq only on the last).</summary>
 internal sealed record ChatCompletionChunk(string Id, string Object, long Created, string Model, IReadOnlyList<ChatDeltaChoice> Choices, Usage? Usage, KvaqStats? Kvaq);

@@ -80,6 +80,14 @@ internal sealed class ServedModel : IDisposable
             return Tokenizer.Encode(text, addBos: true, parseSpecial: Template != ChatTemplate.None);
         }
 
+        if (request.PromptIds is { } ids)
+        {
+            int bad = ids.ToList().FindIndex(t => t >= Tokenizer.VocabSize);
+            return bad < 0
+                ? [.. ids]
+                : throw CompletionRequest.Invalid("prompt", $"prompt[{bad}] = {ids[bad]} is not a token id of this model (its vocabulary has {Tokenizer.VocabSize})");
+        }
+
         return Tokenizer.Encode(request.Prompt ?? string.Empty, addBos: true);
     }
 
@@ -90,22 +98,78 @@ internal sealed class ServedModel : IDisposable
     /// <paramref name="cancel"/> ended it) and the prompt tokens taken from the previous request's cache (the request's
     /// <c>cache_prompt</c>, when its prompt starts with all the tokens the cache holds).
     /// </summary>
-    public (GenerationResult Result, string Text, string FinishReason, int CachedTokens) Generate(
-        List<int> promptTokens, CompletionRequest request, Action<string>? onText, CancellationToken cancel)
+    /// <remarks>
+    /// With the request's log-probabilities, each piece comes with the entries of the tokens whose text begins in it
+    /// (<paramref name="offset"/> is where the completion's text starts in OpenAI's <c>text_offset</c>: after the prompt), and
+    /// the whole list with the result; a token cut off by a stop text is listed only when some of its text is returned.
+    /// </remarks>
+    public (GenerationResult Result, string Text, string FinishReason, int CachedTokens, List<ServedLogprob>? Logprobs) Generate(
+        List<int> promptTokens, CompletionRequest request, Action<string, IReadOnlyList<ServedLogprob>>? onText, CancellationToken cancel)
     {
         var filter = new StopTextFilter(request.Stop);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         int maxTokens = request.MaxTokens ?? Ctx;
+
+        // Completions count text offsets from the start of the prompt; echo returns the prompt first (its entries once it has run).
+        string promptText = request.Messages is null ? request.Prompt ?? Tokenizer.Decode(promptTokens) : string.Empty;
+        int offset = promptText.Length;
+        var echoed = new List<ServedLogprob>();
+        void Echo(IReadOnlyList<TokenLogprob>? scored)
+        {
+            if (request.Logprobs is not null)
+            {
+                echoed.AddRange(EchoEntries(request, promptTokens, scored));
+            }
+
+            if (promptText.Length > 0 || echoed.Count > 0)
+            {
+                onText?.Invoke(promptText, echoed);
+            }
+        }
+
+        // Per generated token: its entry, and where its text starts and ends in the raw (uncut) text.
+        var sampled = new List<TokenLogprob>();
+        var spans = new List<(int Start, int End)>();
+        var released = request.Logprobs is null ? null : new List<ServedLogprob>();
+        int rawLength = 0;
+        int previous = promptTokens[^1];
+        var options = request.Logprobs is { } top
+            ? new LogprobOptions(top) { Prompt = request.Echo, OnToken = sampled.Add, OnPrompt = request.Echo ? Echo : null }
+            : null;
+        if (request.Echo && options is null)
+        {
+            Echo(null);
+        }
+
+        // The entries of the tokens whose text starts before `emitted` (all of them with `all`) not yet handed out.
+        List<ServedLogprob> Release(int emitted, bool all)
+        {
+            var now = new List<ServedLogprob>();
+            while (released is not null && released.Count < spans.Count && (all || spans[released.Count].Start < emitted))
+            {
+                int i = released.Count;
+                int prev = i == 0 ? previous : sampled[i - 1].Token;
+                var entry = ServedLogprob.Of(Tokenizer, prev, sampled[i].Token, offset + spans[i].Start, sampled[i]);
+                released.Add(entry);
+                now.Add(entry);
+            }
+
+            return now;
+        }
+
         var result = _generator.Generate(
             promptTokens,
             maxTokens,
             request.CreateSampler(),
             piece =>
             {
+                spans.Add((rawLength, rawLength + piece.Length));
+                rawLength += piece.Length;
                 string emit = filter.Push(piece);
-                if (emit.Length > 0)
+                var entries = filter.Stopped ? [] : Release(filter.Text.Length, all: false);
+                if (emit.Length > 0 || entries.Count > 0)
                 {
-                    onText?.Invoke(emit);
+                    onText?.Invoke(emit, entries);
                 }
 
                 if (filter.Stopped)
@@ -115,11 +179,13 @@ internal sealed class ServedModel : IDisposable
             },
             EndOfTurn,
             stop.Token,
-            reusePrefix: request.CachePrompt);
+            reusePrefix: request.CachePrompt,
+            logprobs: options);
         string tail = filter.Flush();
-        if (tail.Length > 0)
+        var last = Release(filter.Text.Length, all: !filter.Stopped);
+        if (tail.Length > 0 || last.Count > 0)
         {
-            onText?.Invoke(tail);
+            onText?.Invoke(tail, last);
         }
 
         if (filter.Stopped)
@@ -133,7 +199,25 @@ internal sealed class ServedModel : IDisposable
             "max_tokens" or "context_full" => "length",
             _ => "cancelled",
         };
-        return (result, filter.Text, finish, _generator.ReusedTokens);
+        string text = request.Echo ? promptText + filter.Text : filter.Text;
+        return (result, text, finish, _generator.ReusedTokens, released is null ? null : [.. echoed, .. released]);
+    }
+
+    // An echoed prompt's entries: per prompt token (the BOS kvaq added left out) its text, offset and log-probability given
+    // the tokens before it (none for a first token nothing precedes).
+    private List<ServedLogprob> EchoEntries(CompletionRequest request, IReadOnlyList<int> promptTokens, IReadOnlyList<TokenLogprob>? scored)
+    {
+        int skip = request.PromptIds is null && promptTokens[0] == Tokenizer.BosToken ? 1 : 0;
+        var entries = new List<ServedLogprob>();
+        var decoder = new StreamingTextDecoder(Tokenizer, skip == 1 ? promptTokens[0] : -1);
+        int offset = 0;
+        for (int i = skip; i < promptTokens.Count; i++)
+        {
+            entries.Add(ServedLogprob.Of(Tokenizer, i == 0 ? -1 : promptTokens[i - 1], promptTokens[i], offset, i >= 1 ? scored?[i - 1] : null));
+            offset += decoder.Push(promptTokens[i]).Length;
+        }
+
+        return entries;
     }
 
     /// <summary>

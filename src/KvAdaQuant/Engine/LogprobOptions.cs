@@ -17,4 +17,7 @@ public sealed record LogprobOptions(int Top)
 
     /// <summary>Receives each generated token's entry as it is sampled, before its text is streamed (a server's chunks).</summary>
     public Action<TokenLogprob>? OnToken { get; init; }
+
+    /// <summary>With <see cref="Prompt"/>: receives the prompt's entries once the prompt has run, before the first token is sampled.</summary>
+    public Action<IReadOnlyList<TokenLogprob>>? OnPrompt { get; init; }
 }

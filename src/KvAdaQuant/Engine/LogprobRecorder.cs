@@ -51,6 +51,7 @@ internal sealed class LogprobRecorder
             }
         });
         _prompt = prompt;
+        _options.OnPrompt?.Invoke(prompt);
         return result;
     }
 
