@@ -82,10 +82,10 @@ public class ServeLogprobsTests(Stories260KServer fixture) : IClassFixture<Stori
         Assert.Equal(0, Ints(lp.GetProperty("text_offset"))[0]);
         Assert.Equal(0, body.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
 
-        // lm-evaluation-harness's request: token ids (used as given), echo, one generated token; the first id has no
+        // lm-evaluation-harness's request: token ids in a one-prompt array (used as given), echo, one generated token; the first id has no
         // log-probability, the continuation's sum is the log-likelihood and the generated token comes last.
         string idList = string.Join(", ", ids);
-        (status, body) = _server.Post("/v1/completions", $$"""{"prompt": [{{idList}}], "max_tokens": 1, "temperature": 0, "echo": true, "logprobs": 1}""");
+        (status, body) = _server.Post("/v1/completions", $$"""{"prompt": [[{{idList}}]], "max_tokens": 1, "temperature": 0, "echo": true, "logprobs": 1}""");
         Assert.Equal(200, status);
         lp = body.GetProperty("choices")[0].GetProperty("logprobs");
         var logprobs = Floats(lp.GetProperty("token_logprobs"));
@@ -195,7 +195,7 @@ public class ServeLogprobsTests(Stories260KServer fixture) : IClassFixture<Stori
         Assert.Equal(text, wrapped.GetProperty("choices")[0].GetProperty("text").GetString());
         using var reference = new ServeReference("stories260K", "fp32", Stories260KServer.Ctx);
         string ids = string.Join(",", reference.Tokenizer.Encode(Prompt, addBos: true).Select(i => i.ToString(CultureInfo.InvariantCulture)));
-        var (_, byIds) = _server.Post("/v1/completions", $$"""{"prompt": [[{{ids}}]], "max_tokens": 6}""");
+        var (_, byIds) = _server.Post("/v1/completions", $$"""{"prompt": [{{ids}}], "max_tokens": 6}""");
         Assert.Equal(text, byIds.GetProperty("choices")[0].GetProperty("text").GetString());
     }
 }
