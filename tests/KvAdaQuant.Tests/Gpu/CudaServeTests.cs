@@ -159,6 +159,43 @@ public class CudaServeTests(ITestOutputHelper output)
         Assert.True(cpu.ReusedTokens > expected.PromptTokens.Count, $"{cpu.ReusedTokens} tokens reused");
     }
 
+    [SkippableTheory]
+    [InlineData("stories260K")]
+    [InlineData("stories3M-q80")]
+    public async Task LogprobsOnTheGpuAreTheCpusWithAnFp16CacheGeneratedPromptAndServed(string name)
+    {
+        using CudaContext context = Open();
+        using var model = ModelLoader.Load(name);
+        var tok = model.Tokenizer!;
+        var plan = KvPlan.Parse("fp16", model.Config.Layers);
+        using var decoder = new CudaDecoder(context, model, plan, 1, 256);
+        using var transformer = new Transformer(model, 2);
+        using var cpuSession = new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(256)));
+        var prompt = tok.Encode(First, addBos: true);
+        var options = new LogprobOptions(3) { Prompt = true };
+
+        // The prompt's entries through the interface's position-by-position prefill, the generated ones from the host copy.
+        var gpu = new Generator(new CudaDecodeSession(decoder), tok).Generate(prompt, 0, 24, Greedy, logprobs: options);
+        var cpu = new Generator(cpuSession, tok).Generate(prompt, 0, 24, Greedy, logprobs: options);
+        Assert.Equal(cpu.Tokens, gpu.Tokens);
+        var pairs = cpu.PromptLogprobs!.Concat(cpu.Logprobs!).Zip(gpu.PromptLogprobs!.Concat(gpu.Logprobs!)).ToList();
+        Assert.Equal(prompt.Count - 1 + 24, pairs.Count);
+        double worst = pairs.Max(p => Math.Abs(p.First.Logprob - p.Second.Logprob));
+        output.WriteLine($"{name}: {pairs.Count} entries, largest |CPU - GPU| log-probability {worst:G3}");
+        Assert.True(worst < 0.02, $"largest difference {worst}");
+        Assert.All(pairs, p => Assert.Equal(p.First.Token, p.Second.Token));
+
+        // The server: echo with logprobs and max_tokens 0 scores the prompt as the CPU does.
+        await using var server = await InProcessServer.Start(new CudaDecodeSession(decoder), decoder.Layout.Name, model);
+        var body = await server.Post("/v1/completions", JsonSerializer.Serialize(new { prompt = First, max_tokens = 0, echo = true, logprobs = 1 }));
+        var served = body.GetProperty("choices")[0].GetProperty("logprobs").GetProperty("token_logprobs").EnumerateArray().Select(e => e.GetSingle()).ToArray();
+        Assert.Equal(prompt.Count - 1, served.Length);
+        for (int i = 0; i < served.Length; i++)
+        {
+            Assert.True(Math.Abs(served[i] - cpu.PromptLogprobs![i].Logprob) < 0.02, $"prompt token {i + 1}: {served[i]} vs {cpu.PromptLogprobs[i].Logprob}");
+        }
+    }
+
     private static CudaContext Open()
     {
         bool open = CudaContext.TryOpen(out CudaContext? context, out string reason);
