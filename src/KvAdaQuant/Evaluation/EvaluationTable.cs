@@ -32,20 +32,36 @@ public sealed class EvaluationTable
     /// <summary>Metric names, in first-seen order.</summary>
     public IReadOnlyList<string> Metrics { get; }
 
-    /// <summary>Markdown table: cache, average bits, each metric.</summary>
+    /// <summary>
+    /// Markdown table: cache, average bits, each metric; a metric with a standard error (<see cref="StandardError.NameFor"/>)
+    /// shows it in its own column as <c>value ± error</c> (CSV and JSON keep the errors in columns of their own).
+    /// </summary>
     public string ToMarkdown()
     {
+        var errors = Metrics.Where(m => Metrics.Contains(StandardError.NameFor(m))).Select(StandardError.NameFor).ToHashSet();
+        var columns = Metrics.Where(m => !errors.Contains(m)).ToArray();
         var sb = new StringBuilder();
-        sb.Append("| cache | avg bits | ").Append(string.Join(" | ", Metrics)).AppendLine(" |");
-        sb.Append("|---|---:|").Append(string.Concat(Metrics.Select(_ => "---:|"))).AppendLine();
+        sb.Append("| cache | avg bits | ").Append(string.Join(" | ", columns)).AppendLine(" |");
+        sb.Append("|---|---:|").Append(string.Concat(columns.Select(_ => "---:|"))).AppendLine();
         foreach (var r in Rows)
         {
             sb.Append("| ").Append(r.Name).Append(" | ").Append(r.AverageBits.ToString("0.###", CultureInfo.InvariantCulture)).Append(" | ");
-            sb.Append(r.Error is not null ? $"failed: {r.Error.Replace("|", "/", StringComparison.Ordinal)}" + string.Concat(Enumerable.Repeat(" |", Math.Max(Metrics.Count - 1, 0))) :
-                string.Join(" | ", Metrics.Select(m => r.Result.Metrics.TryGetValue(m, out double v) ? Format(m, v) : string.Empty))).AppendLine(" |");
+            sb.Append(r.Error is not null ? $"failed: {r.Error.Replace("|", "/", StringComparison.Ordinal)}" + string.Concat(Enumerable.Repeat(" |", Math.Max(columns.Length - 1, 0))) :
+                string.Join(" | ", columns.Select(m => Cell(r.Result.Metrics, m)))).AppendLine(" |");
         }
 
         return sb.ToString();
+    }
+
+    // A metric's cell: its value, with " ± error" where the row has its standard error.
+    private static string Cell(IReadOnlyDictionary<string, double> metrics, string metric)
+    {
+        if (!metrics.TryGetValue(metric, out double v))
+        {
+            return string.Empty;
+        }
+
+        return metrics.TryGetValue(StandardError.NameFor(metric), out double e) ? $"{Format(metric, v)} ± {Format(metric, e)}" : Format(metric, v);
     }
 
     /// <summary>CSV with a header row: cache, k_bits, v_bits, avg_bits, items, seconds, metrics.</summary>

@@ -85,7 +85,9 @@ public sealed class TaskEvaluator
             case "perplexity":
                 {
                     var r = PerplexityEvaluator.Evaluate(_transformer, TextTokens(), o.Context, cacheFactory, _tokenizer.BosToken, (i, n, _) => progress?.Invoke(i, n), limit);
-                    return new EvaluationResult(new Dictionary<string, double> { ["perplexity"] = r.Perplexity }, r.TokensScored, r.Seconds);
+                    var metrics = new Dictionary<string, double> { ["perplexity"] = r.Perplexity };
+                    StandardError.Add(metrics, "perplexity", r.PerplexityUncertainty);
+                    return new EvaluationResult(metrics, r.TokensScored, r.Seconds);
                 }
 
             case "kl":
@@ -111,23 +113,25 @@ public sealed class TaskEvaluator
                     _lambada ??= DatasetReader.ReadLambada(DataPath()).Take(limit).ToList();
                     using var scorer = new LogLikelihoodScorer(_transformer, _tokenizer, cacheFactory, o.Context);
                     var r = LambadaEvaluator.Evaluate(scorer, _lambada, progress);
-                    return new EvaluationResult(new Dictionary<string, double> { ["acc"] = r.Acc, ["perplexity"] = r.Perplexity }, r.Items, r.Seconds);
+                    var metrics = new Dictionary<string, double> { ["acc"] = r.Acc, ["perplexity"] = r.Perplexity };
+                    StandardError.Add(metrics, "acc", StandardError.OfProportion(r.Acc, r.Items));
+                    return new EvaluationResult(metrics, r.Items, r.Seconds);
                 }
 
             case "gsm8k":
                 {
                     _gsm8k ??= DatasetReader.ReadGsm8k(DataPath());
                     var r = new Gsm8kEvaluator(_transformer, _tokenizer).Evaluate(_gsm8k, o.Shots, limit, o.MaxNewTokens, o.Context, cacheFactory, progress);
-                    return new EvaluationResult(
-                        new Dictionary<string, double>
-                        {
-                            ["exact_match_strict"] = r.StrictMatch,
-                            ["exact_match_flexible"] = r.FlexibleExtract,
-                            ["shots_min"] = r.MinShots,
-                            ["shots_max"] = r.MaxShots,
-                        },
-                        r.Items,
-                        r.Seconds);
+                    var metrics = new Dictionary<string, double>
+                    {
+                        ["exact_match_strict"] = r.StrictMatch,
+                        ["exact_match_flexible"] = r.FlexibleExtract,
+                        ["shots_min"] = r.MinShots,
+                        ["shots_max"] = r.MaxShots,
+                    };
+                    StandardError.Add(metrics, "exact_match_strict", StandardError.OfProportion(r.StrictMatch, r.Items));
+                    StandardError.Add(metrics, "exact_match_flexible", StandardError.OfProportion(r.FlexibleExtract, r.Items));
+                    return new EvaluationResult(metrics, r.Items, r.Seconds);
                 }
 
             default:
@@ -136,9 +140,11 @@ public sealed class TaskEvaluator
                     using var scorer = new LogLikelihoodScorer(_transformer, _tokenizer, cacheFactory, o.Context);
                     var r = MultipleChoiceEvaluator.Evaluate(scorer, _choiceItems, progress);
                     var metrics = new Dictionary<string, double> { ["acc"] = r.Acc };
+                    StandardError.Add(metrics, "acc", StandardError.OfProportion(r.Acc, r.Items));
                     if (o.Task is "arc_easy" or "arc_challenge" or "hellaswag" or "piqa")
                     {
                         metrics["acc_norm"] = r.AccNorm;
+                        StandardError.Add(metrics, "acc_norm", StandardError.OfProportion(r.AccNorm, r.Items));
                     }
 
                     return new EvaluationResult(metrics, r.Items, r.Seconds);

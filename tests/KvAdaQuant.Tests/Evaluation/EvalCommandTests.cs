@@ -163,11 +163,35 @@ public class EvalCommandTests
         Assert.Equal(4, arc.Items);
         Assert.InRange(arc.Metrics["acc"], 0, 1);
         Assert.Contains("acc_norm", arc.Metrics.Keys);
+        Assert.Equal(StandardError.OfProportion(arc.Metrics["acc"], 4), arc.Metrics["acc_stderr"]);
+        Assert.Equal(StandardError.OfProportion(arc.Metrics["acc_norm"], 4), arc.Metrics["acc_norm_stderr"]);
         var gsm = new TaskEvaluator(transformer, model.Tokenizer!, new EvaluationOptions { Task = "gsm8k", Limit = 1, Shots = 5, MaxNewTokens = 16, Context = 512 }).Evaluate(k4v2);
         Assert.Equal(1, gsm.Items);
+        Assert.DoesNotContain("exact_match_strict_stderr", gsm.Metrics.Keys); // one item: no error (NaN is not reported)
 
         // stories260K's 512-token context holds no 5-shot GSM8K prompt: shots are dropped until the prompt fits.
         Assert.True(gsm.Metrics["shots_max"] < 5);
+    }
+
+    [Fact]
+    public void The_perplexity_task_reports_llama_cpps_uncertainty_and_the_table_shows_it_beside_the_value()
+    {
+        using var model = ModelLoader.Load("stories260K");
+        using var transformer = new Transformer(model, 2);
+        var options = new EvaluationOptions { Task = "perplexity", Data = "wikitext-2", Limit = 2, Context = 64 };
+        var r = new TaskEvaluator(transformer, model.Tokenizer!, options).Evaluate(l => KvCacheFactory.Create("k4v2", l));
+        Assert.True(double.IsFinite(r.Metrics["perplexity_uncertainty"]) && r.Metrics["perplexity_uncertainty"] > 0, $"{r.Metrics["perplexity"]} +/- {r.Metrics["perplexity_uncertainty"]}");
+
+        // The same figures as kvaq perplexity's on the same text, chunks and cache.
+        var (rc, stdout, stderr) = KvaqProcess.Run("perplexity", "-m", "stories260K", "-f", "wikitext-2/wiki.test.raw", "--ctx", "64", "--chunks", "2", "--kv", "k4v2", "--json");
+        Assert.True(rc == 0, stderr);
+        using var doc = JsonDocument.Parse(stdout);
+        Assert.Equal(doc.RootElement.GetProperty("perplexity").GetDouble(), r.Metrics["perplexity"], 9);
+        Assert.Equal(doc.RootElement.GetProperty("perplexity_uncertainty").GetDouble(), r.Metrics["perplexity_uncertainty"], 9);
+        var table = new EvaluationTable("m", "perplexity", "wikitext-2", [new EvaluationRow("k4v2", 4, 2, 3, r)]);
+        string md = table.ToMarkdown();
+        Assert.Contains($"| {EvaluationTable.Format("perplexity", r.Metrics["perplexity"])} ± {EvaluationTable.Format("perplexity", r.Metrics["perplexity_uncertainty"])} |", md);
+        Assert.DoesNotContain("perplexity_uncertainty", md);
     }
 
     [Fact]
