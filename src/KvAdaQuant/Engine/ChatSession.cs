@@ -272,34 +272,19 @@ public sealed class ChatSession
         }
     }
 
+    // The turn through Generator, over the whole conversation with what the cache holds marked cached (an empty turn, fed
+    // nothing, samples from the last position's logits); the cache then holds the turn and the tokens fed back.
     private GenerationResult Run(
-        List<int> turnTokens, bool feed, int maxTokens, Sampler sampler, Action<string>? onText, CancellationToken cancel, IReadOnlyList<string>? stopTexts) =>
-        GenerationLoop.Run(
-            turnTokens,
-            _tokenizer,
-            maxTokens,
-            Capacity,
-            prefill: () =>
-            {
-                if (!feed)
-                {
-                    return sampler.Sample(_session.Logits, CollectionsMarshal.AsSpan(_tokens));
-                }
-
-                _tokens.AddRange(turnTokens);
-                return sampler.Sample(_session.Prefill(turnTokens.ToArray()), CollectionsMarshal.AsSpan(_tokens));
-            },
-            step: t =>
-            {
-                _tokens.Add(t);
-                return sampler.Sample(_session.Decode(t), CollectionsMarshal.AsSpan(_tokens));
-            },
-            position: () => _session.Position,
-            kvBytes: () => _session.ByteCount,
-            onText,
-            _endOfTurn,
-            cancel,
-            stopTexts);
+        List<int> turnTokens, bool feed, int maxTokens, Sampler sampler, Action<string>? onText, CancellationToken cancel, IReadOnlyList<string>? stopTexts)
+    {
+        int cached = _tokens.Count;
+        var all = feed ? [.. _tokens, .. turnTokens] : new List<int>(_tokens);
+        var result = new Generator(_session, _tokenizer).Generate(all, cached, maxTokens, sampler, onText, stopTexts, endOfTurn: _endOfTurn, cancel: cancel);
+        _tokens.Clear();
+        _tokens.AddRange(all);
+        _tokens.AddRange(result.Tokens.Take(_session.Position - all.Count));
+        return result with { PromptTokens = turnTokens };
+    }
 
     /// <summary>
     /// When the new turn and <paramref name="maxTokens"/> more positions do not fit after what the cache holds: the

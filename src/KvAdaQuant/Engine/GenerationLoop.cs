@@ -25,6 +25,8 @@ internal static class GenerationLoop
     /// <param name="cancel">Stops the run after the token being streamed (stop reason <c>cancelled</c>; that token is not fed).</param>
     /// <param name="stopTexts">Texts that end the run once the generated text ends with one of them (stop reason
     /// <c>stop_text</c>, the text kept; the last token is not fed), as llama.cpp's reverse prompts.</param>
+    /// <param name="runTokens">How many prompt tokens <paramref name="prefill"/> runs (the rest were cached), for the
+    /// prefill speed; -1: all of them.</param>
     public static GenerationResult Run(
         IReadOnlyList<int> promptTokens,
         ITokenizer tokenizer,
@@ -37,7 +39,8 @@ internal static class GenerationLoop
         Action<string>? onText,
         int endOfTurn = -1,
         CancellationToken cancel = default,
-        IReadOnlyList<string>? stopTexts = null)
+        IReadOnlyList<string>? stopTexts = null,
+        int runTokens = -1)
     {
         if (maxTokens < 0)
         {
@@ -108,7 +111,7 @@ internal static class GenerationLoop
             generated,
             text.ToString(),
             reason,
-            promptTokens.Count / Math.Max(prefillSeconds, 1e-9),
+            (runTokens < 0 ? promptTokens.Count : runTokens) / Math.Max(prefillSeconds, 1e-9),
             decodeSteps == 0 ? 0 : decodeSteps / Math.Max(decodeSeconds, 1e-9),
             kvBytes());
     }

@@ -38,11 +38,13 @@ public sealed class Generator
 
     /// <summary>
     /// Generates after <paramref name="promptTokens"/> whose first <paramref name="cachedTokens"/> the session's cache
-    /// already holds (a restored state, <see cref="SessionStateFile"/>): only the rest is prefilled, and with the whole
-    /// prompt cached the first token is sampled from the restored logits. 0 starts from an empty cache.
-    /// <paramref name="afterPrefill"/> runs once the cache holds the prompt, before the first token is sampled.
-    /// <paramref name="logprobs"/> records log-probabilities (<see cref="GenerationResult.Logprobs"/>; the prompt's need
-    /// <paramref name="cachedTokens"/> 0).
+    /// already holds (a restored state, <see cref="SessionStateFile"/>; a server's or a chat's earlier tokens): only the
+    /// rest is prefilled, and with the whole prompt cached the first token is sampled from the session's last logits. 0
+    /// starts from an empty cache. <paramref name="afterPrefill"/> runs once the cache holds the prompt, before the first
+    /// token is sampled. <paramref name="logprobs"/> records log-probabilities (<see cref="GenerationResult.Logprobs"/>; the
+    /// prompt's need <paramref name="cachedTokens"/> 0). The run also stops at <paramref name="endOfTurn"/> like EOS (-1:
+    /// none) and once <paramref name="cancel"/> is signalled (stop reason <c>cancelled</c>). The prefill speed counts the
+    /// tokens run. This is the one generation every other wraps (<see cref="RequestGenerator"/>, <see cref="ChatSession"/>).
     /// </summary>
     public GenerationResult Generate(
         IReadOnlyList<int> promptTokens,
@@ -52,7 +54,9 @@ public sealed class Generator
         Action<string>? onText = null,
         IReadOnlyList<string>? stopTexts = null,
         Action? afterPrefill = null,
-        LogprobOptions? logprobs = null)
+        LogprobOptions? logprobs = null,
+        int endOfTurn = -1,
+        CancellationToken cancel = default)
     {
         if (cachedTokens < 0 || cachedTokens > promptTokens.Count || (cachedTokens > 0 && cachedTokens != _session.Position))
         {
@@ -104,6 +108,9 @@ public sealed class Generator
             position: () => _session.Position,
             kvBytes: () => _session.ByteCount,
             onText,
-            stopTexts: stopTexts));
+            endOfTurn,
+            cancel,
+            stopTexts,
+            runTokens: promptTokens.Count - cachedTokens));
     }
 }

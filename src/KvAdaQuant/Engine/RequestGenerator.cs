@@ -1,4 +1,3 @@
-using System.Runtime.InteropServices;
 using KvAdaQuant.Tokenization;
 
 namespace KvAdaQuant.Engine;
@@ -90,51 +89,29 @@ public sealed class RequestGenerator
         bool reusePrefix = false,
         LogprobOptions? logprobs = null)
     {
-        int capacity = _session.Capacity;
-        if (promptTokens.Count > capacity)
+        if (promptTokens.Count > _session.Capacity)
         {
-            throw new ArgumentException($"the prompt has {promptTokens.Count} tokens but the context holds {capacity}");
+            throw new ArgumentException($"the prompt has {promptTokens.Count} tokens but the context holds {_session.Capacity}");
         }
 
-        var recorder = new LogprobRecorder(logprobs);
-        int reuse = reusePrefix && !recorder.Prompt ? ReusablePrefix(promptTokens) : 0;
-        int[] run = promptTokens.Skip(reuse).ToArray();
+        int reuse = reusePrefix && logprobs is not { Prompt: true } ? ReusablePrefix(promptTokens) : 0;
         ReusedTokens = reuse;
         try
         {
-            var result = GenerationLoop.Run(
-                run,
-                _tokenizer,
-                maxTokens,
-                capacity,
-                prefill: () =>
-                {
-                    if (reuse == 0)
-                    {
-                        _session.Reset();
-                        _tokens.Clear();
-                    }
-                    else if (reuse < _tokens.Count)
-                    {
-                        // The common prefix of a prompt that leaves the cached tokens: cut the cache back to it.
-                        _session.Truncate(reuse);
-                        _tokens.RemoveRange(reuse, _tokens.Count - reuse);
-                    }
+            if (reuse > 0 && reuse < _tokens.Count)
+            {
+                // The common prefix of a prompt that leaves the cached tokens: cut the cache back to it.
+                _session.Truncate(reuse);
+            }
 
-                    _tokens.AddRange(run);
-                    return recorder.Sample(sampler, recorder.Prefill(_session, run, reuse), CollectionsMarshal.AsSpan(_tokens));
-                },
-                step: t =>
-                {
-                    _tokens.Add(t);
-                    return recorder.Sample(sampler, _session.Decode(t), CollectionsMarshal.AsSpan(_tokens));
-                },
-                position: () => _session.Position,
-                kvBytes: () => _session.ByteCount,
-                onText,
-                endOfTurn,
-                cancel);
-            return recorder.Complete(result with { PromptTokens = promptTokens });
+            var result = new Generator(_session, _tokenizer).Generate(
+                promptTokens, reuse, maxTokens, sampler, onText, logprobs: logprobs, endOfTurn: endOfTurn, cancel: cancel);
+
+            // The cache now holds the prompt and the tokens fed back (all but the last one sampled).
+            _tokens.Clear();
+            _tokens.AddRange(promptTokens);
+            _tokens.AddRange(result.Tokens.Take(_session.Position - promptTokens.Count));
+            return result;
         }
         catch
         {
