@@ -7,7 +7,7 @@ namespace KvAdaQuant.Cli.Serve;
 /// <summary>
 /// The fields of a <c>/v1/completions</c> or <c>/v1/chat/completions</c> body that kvaq uses, checked: each wrong one is a
 /// <see cref="ServeRequestException"/> naming the field and the value. Fields kvaq does not use are ignored, as
-/// llama-server does, except <c>n</c> other than 1 (one choice per request).
+/// llama-server does.
 /// </summary>
 internal sealed record CompletionRequest(
     string? Prompt,
@@ -44,6 +44,12 @@ internal sealed record CompletionRequest(
 
     /// <summary>completions' <c>echo</c>: the prompt is returned before the completion (with its log-probabilities when asked).</summary>
     public bool Echo { get; init; }
+
+    /// <summary>Most choices a request may ask for (<c>n</c>; OpenAI's limit).</summary>
+    public const int MaxChoices = 128;
+
+    /// <summary><c>n</c>: choices to generate, one after another over the same prompt (1..<see cref="MaxChoices"/>).</summary>
+    public int N { get; init; } = 1;
 
     /// <summary>A completions prompt given as token ids (used as they are, no BOS added, as llama-server does), or null.</summary>
     public IReadOnlyList<int>? PromptIds { get; init; }
@@ -85,8 +91,8 @@ internal sealed record CompletionRequest(
             {
                 // 0 only with echo: the prompt scored, nothing generated (OpenAI's and lm-evaluation-harness's use).
                 int least = echo ? 0 : 1;
-                maxTokens = Integer(m, name) is var n && n >= least && n <= int.MaxValue
-                    ? (int)n
+                maxTokens = Integer(m, name) is var mt && mt >= least && mt <= int.MaxValue
+                    ? (int)mt
                     : throw Invalid(name, $"{name} must be an integer >= {least}{(echo || chat ? string.Empty : " (0 only with echo)")}, got {Raw(m)}");
             }
         }
@@ -116,9 +122,12 @@ internal sealed record CompletionRequest(
             seed = s.ValueKind == JsonValueKind.Number && s.TryGetUInt64(out ulong u) ? u : throw Invalid("seed", $"seed must be an integer >= 0, got {Raw(s)}");
         }
 
-        if (Field(body, "n") is { } choices && !(choices.ValueKind == JsonValueKind.Number && choices.TryGetInt32(out int count) && count == 1))
+        int n = 1;
+        if (Field(body, "n") is { } choices)
         {
-            throw Invalid("n", $"n must be 1 (kvaq serve returns one choice per request), got {Raw(choices)}");
+            n = choices.ValueKind == JsonValueKind.Number && choices.TryGetInt32(out int count) && count is >= 1 and <= MaxChoices
+                ? count
+                : throw Invalid("n", $"n must be an integer in 1..{MaxChoices} (choices generated one after another), got {Raw(choices)}");
         }
 
         float minP = Field(body, "min_p") is { } mp ? Number(mp, "min_p") : defaults.MinP;
@@ -155,8 +164,12 @@ internal sealed record CompletionRequest(
             Logprobs = logprobs,
             Echo = echo,
             PromptIds = promptIds,
+            N = n,
         };
     }
+
+    /// <summary>The request as choice <paramref name="index"/> of <see cref="N"/> runs it: the seed plus the index (choice 0 is the request with n 1).</summary>
+    public CompletionRequest ForChoice(int index) => index == 0 ? this : this with { Seed = unchecked(Seed + (ulong)index) };
 
     // A completions prompt: a string, token ids, or an array holding one of them (one prompt per request).
     private static (string? Text, List<int>? Ids) ParsePrompt(JsonElement body)

@@ -248,25 +248,38 @@ internal sealed class KvaqServer
             }
             else
             {
-                var (result, text, finish, cached, logprobs) = await Task.Factory.StartNew(
-                    () => _model.Generate(prompt, request, null, cancel.Token), cancel.Token, TaskCreationOptions.LongRunning, TaskScheduler.Default);
-                Note(c, result, finish, cached);
-                if (finish == "cancelled")
+                var runs = await Task.Factory.StartNew(
+                    () =>
+                    {
+                        // The n choices one after another (each choice i sampled with seed + i; the prompt kept in the cache).
+                        var done = new List<(GenerationResult Result, string Text, string FinishReason, int CachedTokens, List<ServedLogprob>? Logprobs)>();
+                        for (int i = 0; i < request.N && (done.Count == 0 || done[^1].FinishReason != "cancelled"); i++)
+                        {
+                            done.Add(_model.Generate(prompt, request.ForChoice(i), null, cancel.Token));
+                        }
+
+                        return done;
+                    },
+                    cancel.Token,
+                    TaskCreationOptions.LongRunning,
+                    TaskScheduler.Default);
+                Note(c, runs.Select(r => r.Result).ToList(), runs[^1].FinishReason, runs[0].CachedTokens);
+                if (runs[^1].FinishReason == "cancelled")
                 {
                     return;
                 }
 
-                var usage = Usage(result);
-                var stats = Stats(result, cached);
+                var usage = Usage(runs.Select(r => r.Result).ToList());
+                var stats = Stats(runs[0].Result, runs[0].CachedTokens);
                 if (chat)
                 {
-                    var lp = logprobs is null ? null : ChatLogprobs.Of(logprobs);
-                    await Write(c, 200, new ChatCompletion(id, "chat.completion", created, _model.Id, [new ChatChoice(0, new ChatReply("assistant", text), finish, lp)], usage, stats), ServeJsonContext.Relaxed.ChatCompletion);
+                    var choices = runs.Select((r, i) => new ChatChoice(i, new ChatReply("assistant", r.Text), r.FinishReason, r.Logprobs is null ? null : ChatLogprobs.Of(r.Logprobs))).ToList();
+                    await Write(c, 200, new ChatCompletion(id, "chat.completion", created, _model.Id, choices, usage, stats), ServeJsonContext.Relaxed.ChatCompletion);
                 }
                 else
                 {
-                    var lp = logprobs is null ? null : CompletionLogprobs.Of(logprobs);
-                    await Write(c, 200, new TextCompletion(id, "text_completion", created, _model.Id, [new TextChoice(0, text, finish, lp)], usage, stats), ServeJsonContext.Relaxed.TextCompletion);
+                    var choices = runs.Select((r, i) => new TextChoice(i, r.Text, r.FinishReason, r.Logprobs is null ? null : CompletionLogprobs.Of(r.Logprobs))).ToList();
+                    await Write(c, 200, new TextCompletion(id, "text_completion", created, _model.Id, choices, usage, stats), ServeJsonContext.Relaxed.TextCompletion);
                 }
             }
         }
@@ -280,48 +293,75 @@ internal sealed class KvaqServer
         }
     }
 
-    // Server-sent events: a chunk per piece of text as it is final, then the last chunk with the finish reason, usage and
-    // kvaq's statistics, then [DONE]. The model runs on its own thread; the pieces come through a channel.
+    // Server-sent events: per choice (n of them, one after another) a chunk per piece of text as it is final and a chunk
+    // with its finish reason, the last choice's with the usage and kvaq's statistics too, then [DONE]. The model runs on
+    // its own thread; the pieces and the ends of the choices come through a channel.
     private async Task Stream(HttpContext c, CompletionRequest request, List<int> prompt, bool chat, string id, long created, CancellationTokenSource cancel)
     {
         c.Response.StatusCode = 200;
         c.Response.ContentType = "text/event-stream";
         c.Response.Headers.CacheControl = "no-cache";
-        var pieces = Channel.CreateUnbounded<(string Text, IReadOnlyList<ServedLogprob> Logprobs)>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        var events = Channel.CreateUnbounded<StreamEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
         var run = Task.Factory.StartNew(
             () =>
             {
+                var done = new List<(GenerationResult Result, string Text, string FinishReason, int CachedTokens, List<ServedLogprob>? Logprobs)>();
                 try
                 {
-                    return _model.Generate(prompt, request, (s, lp) => pieces.Writer.TryWrite((s, lp)), cancel.Token);
+                    for (int i = 0; i < request.N; i++)
+                    {
+                        int choice = i;
+                        events.Writer.TryWrite(new StreamEvent(choice, null, [], null));
+                        var r = _model.Generate(prompt, request.ForChoice(choice), (s, lp) => events.Writer.TryWrite(new StreamEvent(choice, s, lp, null)), cancel.Token);
+                        done.Add(r);
+                        if (r.FinishReason == "cancelled")
+                        {
+                            break;
+                        }
+
+                        events.Writer.TryWrite(new StreamEvent(choice, null, [], r.FinishReason));
+                    }
+
+                    return done;
                 }
                 finally
                 {
-                    pieces.Writer.TryComplete();
+                    events.Writer.TryComplete();
                 }
             },
             CancellationToken.None,
             TaskCreationOptions.LongRunning,
             TaskScheduler.Default);
 
+        bool withLogprobs = request.Logprobs is not null;
+        var ended = new List<(int Choice, string Finish)>();
         try
         {
-            if (chat)
+            await foreach (var e in events.Reader.ReadAllAsync(cancel.Token))
             {
-                await Event(c, Chunk(id, created, new ChatDelta("assistant", string.Empty), null, null, null), cancel.Token);
-            }
-
-            await foreach (var (piece, entries) in pieces.Reader.ReadAllAsync(cancel.Token))
-            {
-                bool withLogprobs = request.Logprobs is not null;
-                if (chat)
+                if (e.Finish is not null)
                 {
-                    await Event(c, Chunk(id, created, new ChatDelta(null, piece), null, null, null, withLogprobs ? ChatLogprobs.Of(entries) : null), cancel.Token);
+                    ended.Add((e.Choice, e.Finish)); // written once the run's usage is known (the last one carries it)
+                    if (e.Choice + 1 < request.N)
+                    {
+                        await Finish(e.Choice, e.Finish, null, null);
+                    }
+                }
+                else if (e.Text is null)
+                {
+                    if (chat)
+                    {
+                        await Event(c, Chunk(id, created, e.Choice, new ChatDelta("assistant", string.Empty), null, null, null), cancel.Token);
+                    }
+                }
+                else if (chat)
+                {
+                    await Event(c, Chunk(id, created, e.Choice, new ChatDelta(null, e.Text), null, null, null, withLogprobs ? ChatLogprobs.Of(e.Logprobs) : null), cancel.Token);
                 }
                 else
                 {
-                    var lp = withLogprobs ? CompletionLogprobs.Of(entries) : null;
-                    await Event(c, new TextCompletion(id, "text_completion", created, _model.Id, [new TextChoice(0, piece, null, lp)], null, null), cancel.Token);
+                    var lp = withLogprobs ? CompletionLogprobs.Of(e.Logprobs) : null;
+                    await Event(c, new TextCompletion(id, "text_completion", created, _model.Id, [new TextChoice(e.Choice, e.Text, null, lp)], null, null), cancel.Token);
                 }
             }
         }
@@ -330,28 +370,32 @@ internal sealed class KvaqServer
             await cancel.CancelAsync(); // the client left: stop generating
         }
 
-        var (result, _, finish, cached, _) = await run;
-        Note(c, result, finish, cached);
-        if (finish == "cancelled")
+        var runs = await run;
+        Note(c, runs.Select(r => r.Result).ToList(), runs[^1].FinishReason, runs[0].CachedTokens);
+        if (runs[^1].FinishReason == "cancelled" || ended.Count < request.N)
         {
             return;
         }
 
-        if (chat)
-        {
-            await Event(c, Chunk(id, created, new ChatDelta(null, null), finish, Usage(result), Stats(result, cached)), cancel.Token);
-        }
-        else
-        {
-            await Event(c, new TextCompletion(id, "text_completion", created, _model.Id, [new TextChoice(0, string.Empty, finish)], Usage(result), Stats(result, cached)), cancel.Token);
-        }
-
+        await Finish(request.N - 1, ended[^1].Finish, Usage(runs.Select(r => r.Result).ToList()), Stats(runs[0].Result, runs[0].CachedTokens));
         await c.Response.Body.WriteAsync(Done, cancel.Token);
         await c.Response.Body.FlushAsync(cancel.Token);
+
+        async Task Finish(int choice, string finish, Usage? usage, KvaqStats? stats)
+        {
+            if (chat)
+            {
+                await Event(c, Chunk(id, created, choice, new ChatDelta(null, null), finish, usage, stats), cancel.Token);
+            }
+            else
+            {
+                await Event(c, new TextCompletion(id, "text_completion", created, _model.Id, [new TextChoice(choice, string.Empty, finish)], usage, stats), cancel.Token);
+            }
+        }
     }
 
-    private ChatCompletionChunk Chunk(string id, long created, ChatDelta delta, string? finish, Usage? usage, KvaqStats? stats, ChatLogprobs? logprobs = null) =>
-        new(id, "chat.completion.chunk", created, _model.Id, [new ChatDeltaChoice(0, delta, finish, logprobs)], usage, stats);
+    private ChatCompletionChunk Chunk(string id, long created, int choice, ChatDelta delta, string? finish, Usage? usage, KvaqStats? stats, ChatLogprobs? logprobs = null) =>
+        new(id, "chat.completion.chunk", created, _model.Id, [new ChatDeltaChoice(choice, delta, finish, logprobs)], usage, stats);
 
     private static async Task Event(HttpContext c, TextCompletion chunk, CancellationToken cancel) =>
         await Event(c, JsonSerializer.SerializeToUtf8Bytes(chunk, ServeJsonContext.Relaxed.TextCompletion), cancel);
@@ -368,12 +412,18 @@ internal sealed class KvaqServer
         await body.FlushAsync(cancel);
     }
 
-    private static Usage Usage(GenerationResult r) => new(r.PromptTokens.Count, r.Tokens.Count, r.PromptTokens.Count + r.Tokens.Count);
+    // The prompt counted once, the completion tokens of every choice.
+    private static Usage Usage(IReadOnlyList<GenerationResult> runs) =>
+        new(runs[0].PromptTokens.Count, runs.Sum(r => r.Tokens.Count), runs[0].PromptTokens.Count + runs.Sum(r => r.Tokens.Count));
 
     private KvaqStats Stats(GenerationResult r, int cached) => new(_model.Kv, r.KvBytes, _model.Ctx, r.StopReason, cached, r.PrefillTokensPerSecond, r.DecodeTokensPerSecond, _model.Device);
 
-    private static void Note(HttpContext c, GenerationResult r, string finish, int cached) =>
-        c.Items["kvaq.note"] = $"{r.PromptTokens.Count} prompt tokens ({cached} from the cache), {r.Tokens.Count} generated ({finish}); prefill {r.PrefillTokensPerSecond:F1} tok/s, decode {r.DecodeTokensPerSecond:F1} tok/s; KV {r.KvBytes:N0} bytes";
+    private static void Note(HttpContext c, IReadOnlyList<GenerationResult> runs, string finish, int cached)
+    {
+        var r = runs[0];
+        string choices = runs.Count > 1 ? $" in {runs.Count} choices" : string.Empty;
+        c.Items["kvaq.note"] = $"{r.PromptTokens.Count} prompt tokens ({cached} from the cache), {runs.Sum(x => x.Tokens.Count)} generated{choices} ({finish}); prefill {r.PrefillTokensPerSecond:F1} tok/s, decode {r.DecodeTokensPerSecond:F1} tok/s; KV {r.KvBytes:N0} bytes";
+    }
 
     // The body as a JSON object; anything else is a 400 naming the problem.
     private static async Task<JsonDocument> ReadBody(HttpContext c)
@@ -414,4 +464,7 @@ internal sealed class KvaqServer
         c.Items["kvaq.note"] = e.Message;
         return Write(c, e.Status, new ErrorResponse(new ErrorDetail(e.Message, e.Type, e.Param, e.Status)), ServeJsonContext.Relaxed.ErrorResponse);
     }
+
+    // One event of a streamed request: a choice starting (no text, no finish), a piece of its text, or its end.
+    private sealed record StreamEvent(int Choice, string? Text, IReadOnlyList<ServedLogprob> Logprobs, string? Finish);
 }
