@@ -176,7 +176,8 @@ public static class KvCacheState
         writer.WriteByte((byte)spec.Bits);
         writer.WriteInt32(spec.GroupSize);
         writer.WriteByte((byte)spec.Axis);
-        writer.WriteByte(spec.Symmetric ? (byte)1 : (byte)0);
+        // Flags: bit 0 symmetric, bit 1 rotated (a spec without rotation writes the byte it always did).
+        writer.WriteByte((byte)((spec.Symmetric ? 1 : 0) | (spec.Rotate ? 2 : 0)));
         writer.WriteInt32(spec.Residual);
         writer.WriteInt32(spec.Sinks);
     }
@@ -187,16 +188,16 @@ public static class KvCacheState
         byte bits = reader.ReadByte();
         int group = reader.ReadInt32();
         byte axis = reader.ReadByte();
-        byte symmetric = reader.ReadByte();
+        byte flags = reader.ReadByte();
         int residual = reader.ReadInt32();
         int sinks = reader.ReadInt32();
-        if (!Enum.IsDefined((KvBits)bits) || !Enum.IsDefined((QuantAxis)axis) || symmetric > 1 || group < 0 || residual < 0 || sinks < 0)
+        if (!Enum.IsDefined((KvBits)bits) || !Enum.IsDefined((QuantAxis)axis) || flags > 3 || group < 0 || residual < 0 || sinks < 0)
         {
-            throw new InvalidDataException($"{reader.Source}: corrupt state file: {field} at offset {at:N0} is not a KV spec (bits {bits}, group {group}, axis {axis}, symmetric {symmetric}, residual {residual}, sinks {sinks})");
+            throw new InvalidDataException($"{reader.Source}: corrupt state file: {field} at offset {at:N0} is not a KV spec (bits {bits}, group {group}, axis {axis}, flags {flags}, residual {residual}, sinks {sinks})");
         }
 
-        var spec = new KvSpec((KvBits)bits, group, (QuantAxis)axis, symmetric == 1, residual, sinks);
-        return spec.IsQuantized || (group == 0 && axis == 0 && symmetric == 0 && residual == 0 && sinks == 0)
+        var spec = new KvSpec((KvBits)bits, group, (QuantAxis)axis, (flags & 1) != 0, residual, sinks) { Rotate = (flags & 2) != 0 };
+        return spec.IsQuantized || (group == 0 && axis == 0 && flags == 0 && residual == 0 && sinks == 0)
             ? spec
             : throw new InvalidDataException($"{reader.Source}: corrupt state file: {field} at offset {at:N0}: a full-precision spec with quantization options");
     }

@@ -12,7 +12,7 @@ namespace KvAdaQuant.KvCache;
 /// </summary>
 public sealed partial class KvPlan
 {
-    private static readonly string[] SpecFields = ["bits", "group", "axis", "symmetric", "residual", "sinks"];
+    private static readonly string[] SpecFields = ["bits", "group", "axis", "symmetric", "residual", "sinks", "rotate"];
 
     private readonly bool _uniformText;
 
@@ -55,7 +55,8 @@ public sealed partial class KvPlan
     /// Parses the <c>--kv</c> syntax for <paramref name="layers"/> layers: <c>fp32</c>, <c>fp16</c>, or
     /// <c>k&lt;B&gt;v&lt;B&gt;[:option]...</c> with B in 1, 1.58 (or t), 2, 3, 4, 5, 6, 8, 16 (fp16), 32 (fp32), and options
     /// <c>g&lt;N&gt;</c> (group size; 0 = automatic, 32), <c>r&lt;N&gt;</c> (residual tokens), <c>sink&lt;N&gt;</c> (sink tokens),
-    /// <c>asym</c>/<c>sym</c>, <c>pt</c>/<c>pc</c> (per-token / per-channel), each applying to both K and V, or to one
+    /// <c>asym</c>/<c>sym</c>, <c>pt</c>/<c>pc</c> (per-token / per-channel), <c>rot</c> (rows rotated before they are
+    /// quantized, <see cref="KvRotation"/>), each applying to both K and V, or to one
     /// of them when prefixed with <c>k</c> or <c>v</c> (e.g. <c>kpc</c>, <c>vg64</c>).
     /// </summary>
     public static KvPlan Parse(string text, int layers)
@@ -107,6 +108,7 @@ public sealed partial class KvPlan
             {
                 "asym" or "sym" => "symmetry",
                 "pt" or "pc" => "axis",
+                "rot" => "rotation",
                 _ when opt.StartsWith("sink", StringComparison.Ordinal) => "sinks",
                 _ when opt.StartsWith('g') => "group",
                 _ when opt.StartsWith('r') => "residual",
@@ -125,10 +127,11 @@ public sealed partial class KvPlan
                 "sym" => s => s with { Symmetric = true },
                 "pt" => s => s with { Axis = QuantAxis.PerToken },
                 "pc" => s => s with { Axis = QuantAxis.PerChannel },
+                "rot" => s => s with { Rotate = true },
                 _ when opt.StartsWith("sink", StringComparison.Ordinal) => s => s with { Sinks = ParseCount(opt[4..], src, raw, "sinks") },
                 _ when opt.StartsWith('g') => s => s with { GroupSize = ParseCount(opt[1..], src, raw, "group") },
                 _ when opt.StartsWith('r') => s => s with { Residual = ParseCount(opt[1..], src, raw, "residual") },
-                _ => throw new ArgumentException($"{src}: unknown option '{raw}' (expected g<N>, r<N>, sink<N>, asym, sym, pt, pc, optionally prefixed by k or v)"),
+                _ => throw new ArgumentException($"{src}: unknown option '{raw}' (expected g<N>, r<N>, sink<N>, asym, sym, pt, pc, rot, optionally prefixed by k or v)"),
             };
 
             // Options configure the quantizer: one prefixed for an unquantized side, or one with no quantized side to
@@ -367,6 +370,10 @@ public sealed partial class KvPlan
             w.WriteBoolean("symmetric", s.Symmetric);
             w.WriteNumber("residual", s.Residual);
             w.WriteNumber("sinks", s.Sinks);
+            if (s.Rotate)
+            {
+                w.WriteBoolean("rotate", true);
+            }
         }
         else
         {
@@ -419,6 +426,17 @@ public sealed partial class KvPlan
                     spec = spec with
                     {
                         Symmetric = p.Value.ValueKind switch
+                        {
+                            JsonValueKind.True => true,
+                            JsonValueKind.False => false,
+                            _ => throw new ArgumentException($"{source}: {f} must be true or false, found {p.Value.GetRawText()}"),
+                        },
+                    };
+                    break;
+                case "rotate":
+                    spec = spec with
+                    {
+                        Rotate = p.Value.ValueKind switch
                         {
                             JsonValueKind.True => true,
                             JsonValueKind.False => false,

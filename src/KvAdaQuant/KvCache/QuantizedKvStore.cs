@@ -15,6 +15,7 @@ public sealed class QuantizedKvStore : IKvLayerCache, IKvStateLayer, IDisposable
     private readonly IKvTensorStore _v;
     private readonly QuantizedTensorStore? _int8Keys;
     private readonly QuantizedTensorStore? _int8Values;
+    private float[] _rotated = [];
 
     /// <summary>Creates an empty store for <paramref name="layout"/>.Capacity positions.</summary>
     public QuantizedKvStore(KvLayout layout, KvLayerSpec spec)
@@ -91,6 +92,32 @@ public sealed class QuantizedKvStore : IKvLayerCache, IKvStateLayer, IDisposable
         var vs = values[..(tokens * _layout.KvDim)];
         KvGuard.CheckFinite(ks, "K", Length);
         KvGuard.CheckFinite(vs, "V", Length);
+        if (Spec.K.Rotate || Spec.V.Rotate)
+        {
+            // Rotated sides are stored as R x (KvRotation): rotate a copy of their rows (one buffer, grown to the largest batch).
+            int n = ks.Length;
+            if (_rotated.Length < 2 * n)
+            {
+                _rotated = new float[2 * n];
+            }
+
+            if (Spec.K.Rotate)
+            {
+                var rk = _rotated.AsSpan(0, n);
+                ks.CopyTo(rk);
+                KvRotation.Rotate(rk, _layout.HeadDim);
+                ks = rk;
+            }
+
+            if (Spec.V.Rotate)
+            {
+                var rv = _rotated.AsSpan(n, n);
+                vs.CopyTo(rv);
+                KvRotation.Rotate(rv, _layout.HeadDim);
+                vs = rv;
+            }
+        }
+
         if (Spec.K.Bits != KvBits.Fp32)
         {
             KvGuard.CheckHalfRange(ks, "K", Length);
@@ -107,6 +134,40 @@ public sealed class QuantizedKvStore : IKvLayerCache, IKvStateLayer, IDisposable
 
     /// <inheritdoc/>
     public void Attend(int kvHead, ReadOnlySpan<float> queries, int queryHeads, int length, Span<float> output, Span<float> scores)
+    {
+        if (Spec.K.Rotate || Spec.V.Rotate)
+        {
+            AttendRotated(kvHead, queries, queryHeads, length, output, scores);
+            return;
+        }
+
+        AttendStored(kvHead, queries, queryHeads, length, output, scores);
+    }
+
+    // Rotated keys score against the rotated queries ((Rq)·(Rk) = q·k); rotated values sum to R Σ p v, turned back by Rᵀ.
+    // Called for several heads at once from the worker pool, so the rotated queries live on the stack.
+    private void AttendRotated(int kvHead, ReadOnlySpan<float> queries, int queryHeads, int length, Span<float> output, Span<float> scores)
+    {
+        int n = queryHeads * _layout.HeadDim;
+        if (Spec.K.Rotate)
+        {
+            Span<float> rq = n <= 2048 ? stackalloc float[n] : new float[n];
+            queries[..n].CopyTo(rq);
+            KvRotation.Rotate(rq, _layout.HeadDim);
+            AttendStored(kvHead, rq, queryHeads, length, output, scores);
+        }
+        else
+        {
+            AttendStored(kvHead, queries, queryHeads, length, output, scores);
+        }
+
+        if (Spec.V.Rotate)
+        {
+            KvRotation.Unrotate(output[..n], _layout.HeadDim);
+        }
+    }
+
+    private void AttendStored(int kvHead, ReadOnlySpan<float> queries, int queryHeads, int length, Span<float> output, Span<float> scores)
     {
         if (_int8Keys is { } qk && length > 0)
         {
@@ -166,10 +227,24 @@ public sealed class QuantizedKvStore : IKvLayerCache, IKvStateLayer, IDisposable
     }
 
     /// <inheritdoc/>
-    public void ReadKeys(int kvHead, int start, int count, Span<float> dst) => _k.Read(kvHead, start, count, dst);
+    public void ReadKeys(int kvHead, int start, int count, Span<float> dst)
+    {
+        _k.Read(kvHead, start, count, dst);
+        if (Spec.K.Rotate)
+        {
+            KvRotation.Unrotate(dst[..(count * _layout.HeadDim)], _layout.HeadDim);
+        }
+    }
 
     /// <inheritdoc/>
-    public void ReadValues(int kvHead, int start, int count, Span<float> dst) => _v.Read(kvHead, start, count, dst);
+    public void ReadValues(int kvHead, int start, int count, Span<float> dst)
+    {
+        _v.Read(kvHead, start, count, dst);
+        if (Spec.V.Rotate)
+        {
+            KvRotation.Unrotate(dst[..(count * _layout.HeadDim)], _layout.HeadDim);
+        }
+    }
 
     /// <inheritdoc/>
     public void Clear()

@@ -5,7 +5,8 @@ namespace KvAdaQuant.Quantization;
 /// <summary>
 /// Quantize-then-dequantize of whole K or V matrices, exactly as a cache with a given <see cref="KvSpec"/> would
 /// return them: values are first rounded to FP16 (the cache's input precision), the first Sinks tokens and the
-/// residual window stay FP16, the rest is quantized per group. Used by the analysis to measure ||A - Q(A)||.
+/// residual window stay FP16, the rest is quantized per group; a <see cref="KvSpec.Rotate"/> spec rotates the rows first
+/// and turns the result back (<see cref="KvRotation"/>). Used by the analysis to measure ||A - Q(A)||.
 /// </summary>
 public static class KvQuantizer
 {
@@ -35,6 +36,17 @@ public static class KvQuantizer
             {
                 throw new ArgumentException($"element [{i / headDim}, {i % headDim}] = {matrix[i]} is not a finite FP16-range value: refusing to quantize it");
             }
+        }
+
+        if (spec.Rotate)
+        {
+            // As the cache does: the rows rotated, through the spec's quantizer, turned back.
+            var rotated = new float[n];
+            matrix[..n].CopyTo(rotated);
+            KvRotation.Rotate(rotated, headDim);
+            RoundTrip(rotated, tokens, headDim, spec with { Rotate = false }, result);
+            KvRotation.Unrotate(result[..n], headDim);
+            return;
         }
 
         if (spec.Bits == KvBits.Fp32)

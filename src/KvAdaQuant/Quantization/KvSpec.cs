@@ -19,6 +19,13 @@ public sealed record KvSpec(KvBits Bits, int GroupSize = KvSpec.DefaultGroupSize
     /// <summary>The automatic group size.</summary>
     public const int AutoGroup = 32;
 
+    /// <summary>
+    /// Whether each head's row is rotated (<see cref="KvRotation"/>) before it is quantized: the cache stores R x and turns
+    /// reads and attention outputs back, so every result means the same; only the quantization error changes. Quantized
+    /// specs on heads whose dimension is a power of two; spec option <c>rot</c>.
+    /// </summary>
+    public bool Rotate { get; init; }
+
     /// <summary>Unquantized FP32.</summary>
     public static KvSpec Fp32 { get; } = new(KvBits.Fp32, 0);
 
@@ -74,7 +81,12 @@ public sealed record KvSpec(KvBits Bits, int GroupSize = KvSpec.DefaultGroupSize
 
         if (!IsQuantized)
         {
-            return null;
+            return Rotate ? $"{field}rot rotates rows before they are quantized; {Bits.Name()} is not quantized" : null;
+        }
+
+        if (Rotate && !KvRotation.Supports(headDim))
+        {
+            return $"{field}rot needs a head dimension that is a power of two (the Walsh-Hadamard rotation), the model has {headDim}";
         }
 
         if (headDim % 8 != 0)
@@ -154,8 +166,8 @@ public sealed record KvSpec(KvBits Bits, int GroupSize = KvSpec.DefaultGroupSize
         return (fp * headDim * 2) + (q * row) + param;
     }
 
-    /// <summary>Canonical text of this spec's bit width and options (e.g. "4:g32:pt:asym:r0:sink0", or "fp16").</summary>
+    /// <summary>Canonical text of this spec's bit width and options (e.g. "4:g32:pt:asym:r0:sink0", "4:g32:pt:asym:r0:sink0:rot", or "fp16").</summary>
     public override string ToString() => IsQuantized
-        ? string.Create(CultureInfo.InvariantCulture, $"{Bits.Name()}:g{(GroupSize == 0 ? "auto" : GroupSize)}:{(Axis == QuantAxis.PerToken ? "pt" : "pc")}:{(Symmetric ? "sym" : "asym")}:r{Residual}:sink{Sinks}")
-        : Bits.Name();
+        ? string.Create(CultureInfo.InvariantCulture, $"{Bits.Name()}:g{(GroupSize == 0 ? "auto" : GroupSize)}:{(Axis == QuantAxis.PerToken ? "pt" : "pc")}:{(Symmetric ? "sym" : "asym")}:r{Residual}:sink{Sinks}{(Rotate ? ":rot" : string.Empty)}")
+        : Bits.Name() + (Rotate ? ":rot" : string.Empty);
 }

@@ -90,6 +90,7 @@ public class GpuKvCacheLayoutTests
     [InlineData("k4v2:sym", "symmetric")]
     [InlineData("k4v16", "only one of K and V")]
     [InlineData("k4v2:sink4", "sinks")]
+    [InlineData("k4v2:rot", "is rotated (rot); the GPU decode path stores rows unrotated")]
     public void PlansTheGpuCannotHoldAreClearErrors(string spec, string message)
     {
         var e = Assert.Throws<ArgumentException>(() => GpuKvCacheLayout.Create(KvPlan.Parse(spec, 32), Llama8B, 1, 1024));

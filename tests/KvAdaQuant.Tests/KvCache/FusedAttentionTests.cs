@@ -26,6 +26,14 @@ public class FusedAttentionTests
         data.Add("k16v2:r4");
         data.Add("k2v32:sink1");
         data.Add("k1.58v4:vsym:ksink6");
+
+        // Rotated rows (KvRotation): the cache attends with the rotated query and turns the output back; the reference
+        // reads the rows turned back, so both sides mean the same attention.
+        data.Add("k4v2:rot");
+        data.Add("k2v2:pc:g8:r5:sink3:rot");
+        data.Add("k4v2:krot:r6");
+        data.Add("k3v4:vrot:sym:sink2");
+        data.Add("k16v2:rot");
         return data;
     }
 
@@ -35,7 +43,7 @@ public class FusedAttentionTests
         var data = new TheoryData<string, int>();
         foreach (int hd in new[] { 64, 128 })
         {
-            foreach (var spec in new[] { "k4v2", "k4v4", "k8v8", "k2v2", "k2v4", "k4v2:g64", $"k4v2:g{hd}", "k8v8:sym:g16", "k4v2:sym", "k4v2:r5:sink3", "k2v8:g8:r7:sink4", "k4v2:kpc:vr3", "k16v2:r4", "k4v32:ksink2", "fp16", "fp32" }.Distinct())
+            foreach (var spec in new[] { "k4v2", "k4v4", "k8v8", "k2v2", "k2v4", "k4v2:g64", $"k4v2:g{hd}", "k8v8:sym:g16", "k4v2:sym", "k4v2:r5:sink3", "k2v8:g8:r7:sink4", "k4v2:kpc:vr3", "k16v2:r4", "k4v32:ksink2", "fp16", "fp32", "k4v2:rot", "k2v4:rot:r5:sink3" }.Distinct())
             {
                 data.Add(spec, hd);
             }
@@ -93,6 +101,7 @@ public class FusedAttentionTests
     [InlineData("k4v2:r5:sink3", 64)]
     [InlineData("k8v8:sym", 128)]
     [InlineData("fp16", 128)]
+    [InlineData("k4v2:rot", 64)]
     public void FusedAttendAllocatesNothing(string text, int headDim) =>
         Assert.Equal(0, AttendAllocation.OfTwentyAttends(text, headDim, AttentionPrecision.Fp32));
 
@@ -100,6 +109,8 @@ public class FusedAttentionTests
     [InlineData("k4v2:pc:g8:r5:sink3")]
     [InlineData("k3v5:g16:r7:sink4")]
     [InlineData("k1.58v6:sym")]
+    [InlineData("k4v2:pc:g8:r5:sink3:rot")]
+    [InlineData("k3v5:g16:r7:sink4:krot")]
     public void CachedRowsEqualKvQuantizerRoundTrip(string text)
     {
         var plan = KvPlan.Parse(text, 1);

@@ -18,6 +18,7 @@ public class Int8AttentionTests
     [InlineData("k8v8", 64)]
     [InlineData("k2v2", 64)]
     [InlineData("k4v2:sym:r16:sink4", 64)]
+    [InlineData("k4v2:rot", 64)]
     public void AttentionOutputIsCloseToTheFp32Path(string kv, int hd)
     {
         // Outputs are convex combinations of values in [-1, 1]; the int8 scores move each logit by far less than 0.05.
@@ -37,6 +38,7 @@ public class Int8AttentionTests
     [InlineData("k4v4", 64)]
     [InlineData("k4v4", 128)]
     [InlineData("k8v4:r16:sink4", 64)]
+    [InlineData("k4v2:rot", 64)]
     public void ByteValueSumsAreCloseToTheInt8Path(string kv, int hd)
     {
         // The byte-weight value sum against the FP32 one after the same int8 scores. Values in [-1, 1] with 2-bit steps

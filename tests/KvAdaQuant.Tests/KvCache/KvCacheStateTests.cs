@@ -38,6 +38,8 @@ public class KvCacheStateTests
     [InlineData("stories3M-q80", "k8v8:pc:g8:sym", 33, 128, 128)]
     [InlineData("stories3M-q80", "k3v1.58:g16", 37, 128, 128)]
     [InlineData("stories3M-q80", "mixed", 41, 128, 128)]
+    [InlineData("stories3M-q80", "k4v2:rot:r8", 30, 128, 128)]
+    [InlineData("stories3M-q80", "k2v4:krot:kpc:kg16", 40, 128, 128)]
     public void A_loaded_state_continues_bit_for_bit_like_the_original(string model, string kv, int promptLength, int ctx, int loadCtx)
     {
         using var m = ModelLoader.Load(model);
@@ -237,6 +239,11 @@ public class KvCacheStateTests
         Assert.Contains("layer 4 holds K ", e.Message);
         Assert.Contains(":r7:sink0 in the file but K ", e.Message);
         Assert.Contains(":r1:sink0 in this cache (almost)", e.Message);
+
+        // The same widths rotated or not are other plans: the rows are stored differently.
+        using var rotated = new InferenceSession(t, KvCacheFactory.Create("k4v2:rot", t.CacheLayout(64)));
+        e = Assert.Throws<KvCacheException>(() => SessionStateFile.Load(new MemoryStream(file), rotated, "p"));
+        Assert.Contains("layer 0 holds K 4:gauto:pt:asym:r0:sink0, V 2:gauto:pt:asym:r0:sink0 in the file but K 4:gauto:pt:asym:r0:sink0:rot, V 2:gauto:pt:asym:r0:sink0:rot in this cache (k4v2:rot)", e.Message);
 
         using var fp16 = new InferenceSession(t, KvCacheFactory.Create("fp16", t.CacheLayout(64)));
         e = Assert.Throws<KvCacheException>(() => SessionStateFile.Load(new MemoryStream(file), fp16, "p"));

@@ -167,6 +167,11 @@ public sealed class GpuKvCacheLayout
             throw new ArgumentException($"{source}: layer {layer} {which} keeps attention sinks; the GPU decode path has none");
         }
 
+        if (s.Rotate)
+        {
+            throw new ArgumentException($"{source}: layer {layer} {which} is rotated (rot); the GPU decode path stores rows unrotated");
+        }
+
         int group = s.GroupSize == 0 ? (headDim % DefaultGroup == 0 ? DefaultGroup : s.ChannelGroup(headDim)) : s.GroupSize;
         double bits = s.Bits switch
         {
