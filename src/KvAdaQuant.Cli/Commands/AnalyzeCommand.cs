@@ -22,6 +22,7 @@ internal static class AnalyzeCommand
         var group = new Option<int?>("--group") { Description = "elements per quantization group: channels along head_dim per token, or tokens per channel with --axis channel (default: 32, or the whole head when smaller)" };
         var axis = new Option<string>("--axis") { Description = "quantization groups: token (along head_dim of each token, as the paper) or channel (along tokens of each channel, as KIVI for keys)", DefaultValueFactory = _ => "token" };
         var symmetric = new Option<bool>("--symmetric") { Description = "symmetric quantization (scale only) instead of asymmetric min/max" };
+        var rotate = new Option<bool>("--rotate") { Description = "rotate each head's rows (the rot spec option: a fixed Walsh-Hadamard transform) before quantizing, for the quantization error and propagation" };
         var outDir = new Option<string>("--out", "-o") { Description = "output folder (report.html is written last; a failed run leaves nothing)", DefaultValueFactory = _ => "analysis" };
         var emulated = new Option<bool>("--emulated-cache") { Description = "only-K/only-V runs use the analysis's round-trip cache (FP32 rows after quantize-dequantize, max-subtracted softmax) instead of the library's quantized cache" };
         var skipTop = new Option<int>("--skip-top") { Description = "leave the N largest singular values out of the spectrum figure", DefaultValueFactory = _ => 0 };
@@ -29,7 +30,7 @@ internal static class AnalyzeCommand
         var json = CommonOptions.Json();
         var cmd = new Command("analyze", "Capture K and V on calibration text; singular values, norms, weight norms, quantization error and error propagation; JSON, CSV, plots and report.html.")
         {
-            model, tokenizer, data, tokens, bits, group, axis, symmetric, emulated, outDir, skipTop, threads, json,
+            model, tokenizer, data, tokens, bits, group, axis, symmetric, rotate, emulated, outDir, skipTop, threads, json,
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
@@ -66,7 +67,7 @@ internal static class AnalyzeCommand
             var ids = CalibrationTokens(tok, path, n);
             bool asJson = r.GetValue(json);
             int g = r.GetValue(group) ?? Math.Min(KvSpec.DefaultGroupSize, m.Config.HeadDim);
-            var probe = new KvQuantizerProbe(new KvSpec(KvBits.Four, g, quantAxis, r.GetValue(symmetric))) { EmulatedCache = r.GetValue(emulated) };
+            var probe = new KvQuantizerProbe(new KvSpec(KvBits.Four, g, quantAxis, r.GetValue(symmetric)) { Rotate = r.GetValue(rotate) }) { EmulatedCache = r.GetValue(emulated) };
             probe.Validate(m.Config.HeadDim);
             if (quantAxis == QuantAxis.PerChannel && bitList.Count > 0 && g > n)
             {

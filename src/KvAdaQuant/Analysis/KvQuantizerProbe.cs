@@ -9,7 +9,7 @@ namespace KvAdaQuant.Analysis;
 /// </summary>
 public sealed class KvQuantizerProbe : IKvQuantizationProbe
 {
-    /// <summary>Creates the probe; <paramref name="template"/> gives group, axis, symmetry, residual window and sinks (its bits are replaced).</summary>
+    /// <summary>Creates the probe; <paramref name="template"/> gives group, axis, symmetry, rotation, residual window and sinks (its bits are replaced).</summary>
     public KvQuantizerProbe(KvSpec template)
     {
         Template = template;
@@ -38,7 +38,7 @@ public sealed class KvQuantizerProbe : IKvQuantizationProbe
     {
         if (Spec(KvBits.Four).Problem(headDim) is { } problem)
         {
-            throw new ArgumentException($"--group/--axis: {problem}");
+            throw new ArgumentException($"{(Template.Rotate && problem.Contains("rot", StringComparison.Ordinal) ? "--rotate" : "--group/--axis")}: {problem}");
         }
     }
 

@@ -1,3 +1,4 @@
+using System.Text.Json;
 using KvAdaQuant.Cli;
 using KvAdaQuant.Cli.Commands;
 using KvAdaQuant.Formats;
@@ -28,6 +29,26 @@ public class AnalyzeCommandTests
         Assert.Equal(0, rc);
         var json = File.ReadAllText(dir.File("analysis.json"));
         Assert.Contains(":g16:pc:sym:", json);
+    }
+
+    [Fact]
+    public void RotatedQuantizationIsAnalysedAndChangesTheErrors()
+    {
+        string[] Args(string dir, bool rotate) =>
+            ["analyze", "--model", "stories260K", "--data", Fixtures.Path("data", "ptb", "ptb.test.txt"), "--tokens", "64", "--kv-bits", "2", "--out", dir, "--threads", "2", .. rotate ? new[] { "--rotate" } : []];
+        using var plain = new TempDir();
+        using var rotated = new TempDir();
+        Assert.Equal(0, Program.BuildRoot().Parse(Args(plain.Path, false)).Invoke());
+        Assert.Equal(0, Program.BuildRoot().Parse(Args(rotated.Path, true)).Invoke());
+        string a = File.ReadAllText(plain.File("analysis.json"));
+        string b = File.ReadAllText(rotated.File("analysis.json"));
+        Assert.Contains(":sink0:rot", b);
+        Assert.DoesNotContain(":rot", a);
+        // Per layer the 2-bit relative errors of K and V: measured again, through the rotation.
+        static string Errors(string json) => string.Join(",", JsonDocument.Parse(json).RootElement.GetProperty("layers").EnumerateArray()
+            .SelectMany(l => l.GetProperty("quantization").EnumerateArray()).SelectMany(q => new[] { q.GetProperty("k").GetDouble(), q.GetProperty("v").GetDouble() }));
+        Assert.NotEqual(Errors(a), Errors(b));
+        Assert.Equal("2:gauto:pt:asym:r0:sink0:rot", JsonDocument.Parse(b).RootElement.GetProperty("schemes")[0].GetString());
     }
 
     [Theory]

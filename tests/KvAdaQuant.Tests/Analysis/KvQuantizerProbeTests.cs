@@ -9,15 +9,18 @@ namespace KvAdaQuant.Tests.Analysis;
 public class KvQuantizerProbeTests
 {
     [Theory]
-    [InlineData(true)]
-    [InlineData(false)]
-    public void OnlyTheChosenTensorIsQuantizedInTheCache(bool keys)
+    [InlineData(true, false)]
+    [InlineData(false, false)]
+    [InlineData(true, true)]
+    [InlineData(false, true)]
+    public void OnlyTheChosenTensorIsQuantizedInTheCache(bool keys, bool rotate)
     {
         using var model = ModelLoader.Load("stories3M-q80");
         var c = model.Config;
         var tokens = model.Tokenizer!.Encode("One day a little bird flew over the big green hill and sang a happy song.", addBos: true).ToArray();
         var transformer = new Transformer(model, 2);
-        var probe = new KvQuantizerProbe(new KvSpec(KvBits.Four, 32));
+        var probe = new KvQuantizerProbe(new KvSpec(KvBits.Four, 32) { Rotate = rotate }); // rotated: the cache and RoundTrip rotate alike
+        Assert.Equal(rotate, probe.Describe(KvBits.Three).EndsWith(":rot", StringComparison.Ordinal));
         var capture = new ForwardCapture(c, tokens.Length);
         using var session = new InferenceSession(transformer, probe.CreateCache(transformer.CacheLayout(tokens.Length), keys ? KvBits.Three : null, keys ? null : KvBits.Three));
         session.Prefill(tokens, capture);
