@@ -47,6 +47,10 @@ public static class AnalysisReport
         Table(sb, ["layer", "K Frobenius", "K spectral", "K pre-RoPE Frobenius", "K pre-RoPE spectral", "V Frobenius", "V spectral"],
             a.Layers.Select(l => new object[] { l.Layer, S(l.K.FrobeniusStats), S(l.K.SpectralStats), S(l.KPreRope.FrobeniusStats), S(l.KPreRope.SpectralStats), S(l.V.FrobeniusStats), S(l.V.SpectralStats) }));
 
+        sb.Append("<h2>Channel peak per layer (mean [min, max] across KV heads)</h2>\n<p>The largest channel's norm over the root mean square channel norm of each head's matrix: 1 when every channel carries the same energy. A per-token quantization group's range follows its largest channel, so the higher this is, the more error per-token groups make (and the more a rotation, <code>rot</code>, can recover).</p>\n");
+        Table(sb, ["layer", "K", "K pre-RoPE", "V"],
+            a.Layers.Select(l => new object[] { l.Layer, S(l.K.ChannelPeakStats), S(l.KPreRope.ChannelPeakStats), S(l.V.ChannelPeakStats) }));
+
         sb.Append("<h2>Weight norms per layer (whole matrix; per KV head slice mean [min, max])</h2>\n");
         Table(sb, ["layer", "W_K Frobenius", "W_K spectral", "W_V Frobenius", "W_V spectral", "W_K head Frobenius", "W_V head Frobenius"],
             a.Layers.Select(l => new object[] { l.Layer, l.WK.WholeFrobenius, l.WK.WholeSpectral, l.WV.WholeFrobenius, l.WV.WholeSpectral, S(SpreadStatistics.Of(l.WK.Frobenius)), S(SpreadStatistics.Of(l.WV.Frobenius)) }));

@@ -48,17 +48,17 @@ public static class AnalysisWriter
         return written;
     }
 
-    /// <summary>Per layer, tensor and head: Frobenius and spectral norm (one row per head).</summary>
+    /// <summary>Per layer, tensor and head: Frobenius and spectral norm and the channel peak (one row per head).</summary>
     public static string NormsCsv(KvAnalysis a)
     {
-        var sb = new StringBuilder("layer,tensor,head,frobenius,spectral\n");
+        var sb = new StringBuilder("layer,tensor,head,frobenius,spectral,channel_peak\n");
         foreach (var l in a.Layers)
         {
             foreach (var (name, s) in Tensors(l))
             {
                 for (int h = 0; h < s.Frobenius.Length; h++)
                 {
-                    Row(sb, l.Layer, name, h, s.Frobenius[h], s.Spectral[h]);
+                    Row(sb, l.Layer, name, h, s.Frobenius[h], s.Spectral[h], s.ChannelPeak[h]);
                 }
             }
         }

@@ -19,7 +19,15 @@ public sealed class HeadSpectra
         SingularValues = heads.Select(h => h.SingularValues).ToArray();
         FrobeniusStats = SpreadStatistics.Of(Frobenius);
         SpectralStats = SpreadStatistics.Of(Spectral);
+        ChannelPeak = heads.Select(h => h.ChannelPeak).ToArray();
+        ChannelPeakStats = SpreadStatistics.Of(ChannelPeak);
     }
+
+    /// <summary>Per head, <see cref="MatrixSpectrum.ChannelPeak"/>: the largest channel norm over the root mean square channel norm.</summary>
+    public double[] ChannelPeak { get; }
+
+    /// <summary>Mean, min and max of <see cref="ChannelPeak"/> across heads.</summary>
+    public SpreadStatistics ChannelPeakStats { get; }
 
     /// <summary>Frobenius norm per head.</summary>
     public double[] Frobenius { get; }

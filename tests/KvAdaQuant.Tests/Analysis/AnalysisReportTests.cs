@@ -50,10 +50,11 @@ public class AnalysisReportTests
         }
 
         Assert.Contains("K/V Frobenius", html);
+        Assert.Contains("<h2>Channel peak per layer", html);
         Assert.Contains("only K at 2 bits", html);
         Assert.All(AnalysisWriter.CsvFiles, f => Assert.Contains(Path.Combine(dir.Path, f), written));
         var norms = File.ReadAllLines(dir.File("norms.csv"));
-        Assert.Equal("layer,tensor,head,frobenius,spectral", norms[0]);
+        Assert.Equal("layer,tensor,head,frobenius,spectral,channel_peak", norms[0]);
         Assert.Equal(1 + (model.Config.Layers * 3 * model.Config.KvHeads), norms.Length);
         var sv = File.ReadAllLines(dir.File("singular_values.csv"));
         Assert.Equal(1 + (model.Config.Layers * 3 * model.Config.KvHeads * model.Config.HeadDim), sv.Length);

@@ -91,6 +91,21 @@ public class MatrixSpectrumTests
     }
 
     [Fact]
+    public void ChannelPeakIsTheLargestChannelNormOverTheRootMeanSquareOne()
+    {
+        // Columns with norms 2, 1, 1, 1 (two rows): RMS column norm √(7/4), peak 2 / √(7/4).
+        var a = new float[] { 2, 1, 0, 1, 0, 0, 1, 0 };
+        Assert.Equal(2 / Math.Sqrt(7.0 / 4), MatrixSpectrum.Compute(a, 2, 4).ChannelPeak, 12);
+        Assert.Equal(1, MatrixSpectrum.Compute([1, -1, 1, -1, 1, 1, 1, 1], 2, 4).ChannelPeak, 12); // equal energy
+        Assert.Equal(2, MatrixSpectrum.Compute([0, 0, 3, 0, 0, 0, -4, 0], 2, 4).ChannelPeak, 12); // one channel: √cols
+        Assert.Equal(1, MatrixSpectrum.Compute(new float[8], 2, 4).ChannelPeak); // all zero
+
+        var h = new HeadSpectra([new MatrixSpectrum(1, 1, [1]) { ChannelPeak = 2 }, new MatrixSpectrum(1, 1, [1]) { ChannelPeak = 3 }]);
+        Assert.Equal([2, 3], h.ChannelPeak);
+        Assert.Equal(new SpreadStatistics(2.5, 2, 3), h.ChannelPeakStats);
+    }
+
+    [Fact]
     public void HeadSpectraSummariseAcrossHeads()
     {
         var h = new HeadSpectra([new MatrixSpectrum(3, 2, [2, 1]), new MatrixSpectrum(5, 4, [4, 3]), new MatrixSpectrum(1, 1, [1, 0])]);
