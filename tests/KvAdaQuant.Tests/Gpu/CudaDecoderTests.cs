@@ -2,6 +2,7 @@ using KvAdaQuant.Formats;
 using KvAdaQuant.Gpu.Cuda;
 using KvAdaQuant.Gpu.Decode;
 using KvAdaQuant.KvCache;
+using KvAdaQuant.Quantization;
 using KvAdaQuant.Tests.Cli;
 using Xunit.Abstractions;
 
@@ -16,6 +17,7 @@ public class CudaDecoderTests(ITestOutputHelper output)
     [SkippableTheory]
     [InlineData("fp16")]
     [InlineData("k4v2")]
+    [InlineData("k4v2:rot")]
     public void GpuDecodeMatchesTheCpuEngineOnStories260K(string kv)
     {
         bool open = CudaContext.TryOpen(out CudaContext? context, out string reason);
@@ -37,6 +39,110 @@ public class CudaDecoderTests(ITestOutputHelper output)
             Assert.True(row.Pass, row.ToString());
             Assert.Equal(packed, !double.IsNaN(row.Sensitivity));
             Assert.True(row.Top1Agreement >= 0.99, row.ToString());
+        }
+    }
+
+    [SkippableTheory]
+    [InlineData(8)]
+    [InlineData(32)]
+    [InlineData(64)]
+    [InlineData(128)]
+    public void DeviceRotationEqualsKvRotationBitForBit(int headDim)
+    {
+        // dec_rotate_qkv (queries in place, K and V rows from the scratch into FP16 cache slots) and dec_unrotate_rows against
+        // the CPU's KvRotation: the same butterflies in the same order with the same rounding, so the same bits.
+        bool open = CudaContext.TryOpen(out CudaContext? context, out string reason);
+        Skip.IfNot(open, reason);
+        Skip.IfNot(NvrtcCompiler.TryLoad(out _, out string nvrtcReason), nvrtcReason);
+        using (context)
+        {
+            const int batch = 2, heads = 4, kvHeads = 2, capacity = 5, slot = 3;
+            var kernels = new CudaDecodeKernels(context!);
+            using var module = context!.LoadModule(kernels.For(headDim).Decode);
+            var rng = new Random(headDim);
+            float[] Random(int n) => Enumerable.Range(0, n).Select(_ => (float)((rng.NextDouble() * 8) - 4)).ToArray();
+            var q = Random(batch * heads * headDim);
+            var scratch = Random(batch * 2 * kvHeads * headDim);
+            using var dq = context.Upload<float>(q);
+            using var dScratch = context.Upload<float>(scratch);
+            using var dk = context.Allocate(2L * batch * kvHeads * capacity * headDim);
+            using var dv = context.Allocate(2L * batch * kvHeads * capacity * headDim);
+            dk.Fill(0);
+            dv.Fill(0);
+            using (var rotate = module.Function("dec_rotate_qkv").Prepare(
+                (heads + (2 * kvHeads), batch, 1), 32, dq, dScratch, dk, dv, CudaArgument.FromUInt64((ulong)(capacity * headDim)), slot, heads, kvHeads, 1, 1))
+            {
+                rotate.Launch();
+            }
+
+            var gotQ = new float[q.Length];
+            dq.CopyTo<float>(gotQ);
+            var wantQ = q.ToArray();
+            KvRotation.Rotate(wantQ, headDim);
+            Assert.Equal(wantQ, gotQ);
+
+            var gotK = new ushort[batch * kvHeads * capacity * headDim];
+            var gotV = new ushort[gotK.Length];
+            dk.CopyTo<ushort>(gotK);
+            dv.CopyTo<ushort>(gotV);
+            for (int b = 0; b < batch; b++)
+            {
+                for (int h = 0; h < kvHeads; h++)
+                {
+                    foreach (var (got, part) in new[] { (gotK, 0), (gotV, kvHeads) })
+                    {
+                        var row = scratch.AsSpan(((b * 2 * kvHeads) + part + h) * headDim, headDim).ToArray();
+                        KvRotation.Rotate(row, headDim);
+                        var want = row.Select(x => BitConverter.HalfToUInt16Bits((Half)x)).ToArray();
+                        Assert.Equal(want, got.AsSpan((((b * kvHeads) + h) * capacity * headDim) + (slot * headDim), headDim).ToArray());
+                    }
+                }
+            }
+
+            var x = Random(batch * heads * headDim);
+            using var dx = context.Upload<float>(x);
+            using (var unrotate = module.Function("dec_unrotate_rows").Prepare((heads, batch, 1), 32, dx, heads))
+            {
+                unrotate.Launch();
+            }
+
+            var gotX = new float[x.Length];
+            dx.CopyTo<float>(gotX);
+            KvRotation.Unrotate(x, headDim);
+            Assert.Equal(x, gotX);
+        }
+    }
+
+    [SkippableTheory]
+    [InlineData(8)]
+    [InlineData(4)]
+    public void RotatedK4V2OnTheFastKernelMatchesTheCpuEngine(int heads)
+    {
+        // verify-decode's tiny Llamas with head dims 64 (8 heads) and 128 (4 heads), Q8_0: k4v2:rot in groups of 64 runs the
+        // tensor-core K4V2 kernel on rotated rows; against the CPU cache k4v2:rot:g64:r64 (the dequantized weights), and the
+        // fast kernel against the generic FP32 one on the same rotated cache.
+        bool open = CudaContext.TryOpen(out CudaContext? context, out string reason);
+        Skip.IfNot(open, reason);
+        Skip.IfNot(NvrtcCompiler.TryLoad(out _, out string nvrtcReason), nvrtcReason);
+        using (context)
+        {
+            using var dir = new TempDir();
+            var preset = new KvAdaQuant.Formats.Gguf.SyntheticModelPreset(
+                $"tiny-llama-hd{512 / heads}", KvAdaQuant.Formats.Gguf.SyntheticModelPreset.Llama(512, 1024, 2, heads, 2, 512, 1024, 500000f, new KvAdaQuant.Model.RopeScaling(32f, 1f, 4f, 8192), tied: false), false);
+            string file = dir.File("tiny.gguf");
+            KvAdaQuant.Formats.Gguf.SyntheticModelWriter.Create(preset, KvAdaQuant.Numerics.GgmlType.Q8_0, 7).Write(file);
+            using var model = ModelLoader.Load(file);
+            using var dequantized = DequantizedModel.Create(model);
+            var plan = KvPlan.Parse("k4v2:rot", model.Config.Layers);
+            Assert.All(GpuKvCacheLayout.Create(plan, model.Config, 3, 160).Layers, l => Assert.True(l.UsesFastKernel && l.RotateKeys && l.RotateValues));
+            var row = DecodeVerification.Compare(
+                context!, model, dequantized, preset.Name, "k4v2:rot", DecodeVerification.CpuSpec("k4v2:rot", model.Config.HeadDim, 64), 63, 1, 3, 160, 100, 1e-2, 2,
+                sensitivityNoise: DecodeVerification.DefaultSensitivityNoise);
+            output.WriteLine(row.ToString());
+            Assert.True(row.Pass, row.ToString());
+            var fast = DecodeVerification.CompareFastKernel(context!, model, preset.Name, "k4v2:rot", 3, 160, 1e-2);
+            output.WriteLine(fast.ToString());
+            Assert.True(fast.Pass, fast.ToString());
         }
     }
 

@@ -90,12 +90,21 @@ public class GpuKvCacheLayoutTests
     [InlineData("k4v2:sym", "symmetric")]
     [InlineData("k4v16", "only one of K and V")]
     [InlineData("k4v2:sink4", "sinks")]
-    [InlineData("k4v2:rot", "is rotated (rot); the GPU decode path stores rows unrotated")]
     public void PlansTheGpuCannotHoldAreClearErrors(string spec, string message)
     {
         var e = Assert.Throws<ArgumentException>(() => GpuKvCacheLayout.Create(KvPlan.Parse(spec, 32), Llama8B, 1, 1024));
         Assert.Contains(message, e.Message, StringComparison.Ordinal);
         Assert.Contains("--kv", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void RotatedPlansKeepTheirRotationPerSide()
+    {
+        var layout = GpuKvCacheLayout.Create(KvPlan.Parse("k4v2:krot", 32), Llama8B, 1, 1024);
+        Assert.All(layout.Layers, l => Assert.True(l.RotateKeys && !l.RotateValues));
+        Assert.EndsWith(":rot/v2:g64:tok", layout.Layers[0].ToString(), StringComparison.Ordinal);
+        Assert.All(GpuKvCacheLayout.Create(KvPlan.Parse("k4v2:rot", 32), Llama8B, 1, 1024).Layers, l => Assert.True(l.RotateKeys && l.RotateValues));
+        Assert.All(GpuKvCacheLayout.Create(KvPlan.Parse("k4v2", 32), Llama8B, 1, 1024).Layers, l => Assert.False(l.RotateKeys || l.RotateValues));
     }
 
     [Fact]

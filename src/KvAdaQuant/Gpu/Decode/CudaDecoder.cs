@@ -151,6 +151,7 @@ public sealed class CudaDecoder : IDisposable
         _partO = Buffer(sizes[9]);
         _partML = Buffer(sizes[10]);
         _rng = Buffer(sizes[11]);
+        CudaDeviceBuffer? kvScratch = RotationScratchBytes(_c, Layout) is > 0 and var scratchBytes ? Buffer(scratchBytes) : null;
         _hostTokens = new int[batch];
         SeedSampler(42);
 
@@ -197,7 +198,8 @@ public sealed class CudaDecoder : IDisposable
                 Qkv = MatVec(lw.Qkv, _xb, dim, _qkv, qkvRows, false),
                 Rope = Own(K("dec_rope_append").Prepare(
                     (batch, 1, 1), 256, _qkv, qkvRows, lw.Bias is null ? CudaArgument.FromUInt64(0) : lw.Bias, cosT, sinT, CudaArgument.FromUInt64(0), 0,
-                    _c.Heads, _c.KvHeads, _c.RopeLayout == RopeLayout.Interleaved ? 1 : 0, _q, cl.Keys, cl.Values, CudaArgument.FromUInt64(headStride), 0)),
+                    _c.Heads, _c.KvHeads, _c.RopeLayout == RopeLayout.Interleaved ? 1 : 0, _q, cl.Keys, cl.Values, CudaArgument.FromUInt64(headStride), 0,
+                    kvScratch is null ? CudaArgument.FromUInt64(0) : kvScratch, ll.RotateKeys ? 1 : 0, ll.RotateValues ? 1 : 0)),
                 Wo = MatVec(lw.Wo, _att, qd, _x, dim, true),
                 FfnNorm = Own(rms.Prepare((batch, 1, 1), 256, _x, lw.FfnNorm, _xb, dim, _c.NormEps)),
                 W13 = MatVec(lw.W13, _xb, dim, _gu, 2 * hid, false),
@@ -205,6 +207,18 @@ public sealed class CudaDecoder : IDisposable
                 W2 = MatVec(lw.W2, _h, hid, _x, dim, true),
                 Combine = Own(_packed.Combine.Prepare((rows, 1, 1), 128, _partO, _partML, _att, 1)),
             };
+            if (ll.RotateKeys || ll.RotateValues)
+            {
+                // Rotated rows (rot): the query and the new K/V rows rotated after RoPE, the attention output turned back.
+                layer.Rotate = Own(K("dec_rotate_qkv").Prepare(
+                    (_c.Heads + (2 * _c.KvHeads), batch, 1), 32, _q, kvScratch!, cl.Keys, cl.Values, CudaArgument.FromUInt64(headStride), 0,
+                    _c.Heads, _c.KvHeads, ll.RotateKeys ? 1 : 0, ll.RotateValues ? 1 : 0));
+                if (ll.RotateValues)
+                {
+                    layer.Unrotate = Own(K("dec_unrotate_rows").Prepare((_c.Heads, batch, 1), 32, _att, _c.Heads));
+                }
+            }
+
             if (!ll.IsPacked)
             {
                 layer.AttnFp16 = Own(K("dec_attn_fp16").Prepare(
@@ -293,8 +307,12 @@ public sealed class CudaDecoder : IDisposable
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(layout);
         long rope = 2L * Math.Max(4, (long)layout.Capacity * (config.HeadDim / 2) * 4);
-        return WorkspaceSizes(config, layout.Batch, MaxSplits(layout, multiprocessors)).Sum() + rope;
+        return WorkspaceSizes(config, layout.Batch, MaxSplits(layout, multiprocessors)).Sum() + rope + RotationScratchBytes(config, layout);
     }
+
+    // The FP32 K and V rows of one step that dec_rotate_qkv rotates into the cache, where a layer is rotated (rot); else 0.
+    private static long RotationScratchBytes(ModelConfig c, GpuKvCacheLayout layout) =>
+        layout.Layers.Any(l => l.RotateKeys || l.RotateValues) ? 4L * layout.Batch * 2 * c.KvDim : 0;
 
     /// <summary>The most attention partials per (sequence, query head) the split policy uses for any length up to the capacity.</summary>
     public static int MaxSplits(GpuKvCacheLayout layout, int multiprocessors)
@@ -552,6 +570,12 @@ public sealed class CudaDecoder : IDisposable
             l.Rope.SetArgument(6, pos);
             l.Rope.SetArgument(14, l.Layout.IsPacked ? _window.Residual : pos);
             l.Rope.Launch();
+            if (l.Rotate is not null)
+            {
+                l.Rotate.SetArgument(5, l.Layout.IsPacked ? _window.Residual : pos);
+                l.Rotate.Launch();
+            }
+
             if (l.AttnFp16 is not null)
             {
                 l.AttnFp16.Launch();
@@ -566,6 +590,7 @@ public sealed class CudaDecoder : IDisposable
             }
 
             l.Combine.Launch();
+            l.Unrotate?.Launch();
             Run(l.Wo);
             l.FfnNorm.Launch();
             Run(l.W13);
@@ -703,6 +728,12 @@ public sealed class CudaDecoder : IDisposable
         public required List<CudaLaunch> Qkv { get; init; }
 
         public required CudaLaunch Rope { get; init; }
+
+        /// <summary>Rotates the query and the new K/V rows of a layer with rotated rows (rot); null otherwise.</summary>
+        public CudaLaunch? Rotate { get; set; }
+
+        /// <summary>Turns the attention output back where the values are rotated; null otherwise.</summary>
+        public CudaLaunch? Unrotate { get; set; }
 
         public CudaLaunch? AttnFp16 { get; set; }
 

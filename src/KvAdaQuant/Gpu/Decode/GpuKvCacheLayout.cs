@@ -117,7 +117,11 @@ public sealed class GpuKvCacheLayout
                 throw new ArgumentException($"{plan.Source}: layer {l} quantizes only one of K and V; the GPU cache needs both packed or both fp16");
             }
 
-            layers.Add(new GpuKvLayerLayout(Format(k, config.HeadDim, plan.Source, l, "K"), Format(v, config.HeadDim, plan.Source, l, "V")));
+            layers.Add(new GpuKvLayerLayout(Format(k, config.HeadDim, plan.Source, l, "K"), Format(v, config.HeadDim, plan.Source, l, "V"))
+            {
+                RotateKeys = k.Rotate,
+                RotateValues = v.Rotate,
+            });
         }
 
         int planWindow = 0;
@@ -165,11 +169,6 @@ public sealed class GpuKvCacheLayout
         if (s.Sinks > 0)
         {
             throw new ArgumentException($"{source}: layer {layer} {which} keeps attention sinks; the GPU decode path has none");
-        }
-
-        if (s.Rotate)
-        {
-            throw new ArgumentException($"{source}: layer {layer} {which} is rotated (rot); the GPU decode path stores rows unrotated");
         }
 
         int group = s.GroupSize == 0 ? (headDim % DefaultGroup == 0 ? DefaultGroup : s.ChannelGroup(headDim)) : s.GroupSize;

@@ -10,6 +10,12 @@ public sealed record GpuKvLayerLayout(PackedKvFormat? Keys, PackedKvFormat? Valu
     /// <summary>Whether the K4V2 kernel may serve the layer (off for flush chunks that are not multiples of 32, or to compare kernels).</summary>
     public bool AllowFastKernel { get; init; } = true;
 
+    /// <summary>Whether the keys are stored rotated (the <c>rot</c> option; the query is rotated alike before the scores).</summary>
+    public bool RotateKeys { get; init; }
+
+    /// <summary>Whether the values are stored rotated (the attention output is turned back before W_O).</summary>
+    public bool RotateValues { get; init; }
+
     /// <summary>Whether the layer stores packed codes (else FP16 rows).</summary>
     public bool IsPacked => Keys is not null;
 
@@ -23,5 +29,5 @@ public sealed record GpuKvLayerLayout(PackedKvFormat? Keys, PackedKvFormat? Valu
         : heads * 2L * 2 * capacity * headDim;
 
     /// <summary>"fp16" or "k4:g64:tok/v2:g64:tok".</summary>
-    public override string ToString() => IsPacked ? $"k{Keys}/v{Values}" : "fp16";
+    public override string ToString() => IsPacked ? $"k{Keys}{(RotateKeys ? ":rot" : string.Empty)}/v{Values}{(RotateValues ? ":rot" : string.Empty)}" : "fp16";
 }

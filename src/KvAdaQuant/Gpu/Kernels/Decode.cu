@@ -209,7 +209,7 @@ extern "C" __global__ void __launch_bounds__(256) dec_rmsnorm(const float* x, co
 // Grid (batch), block 256.
 extern "C" __global__ void __launch_bounds__(256) dec_rope_append(
     const float* qkv, int ldqkv, const float* bias, const float* cosT, const float* sinT, const int* posPtr, int pos, int heads, int kvHeads,
-    int interleaved, float* qOut, u16* kCache, u16* vCache, u64 headStride, int slot)
+    int interleaved, float* qOut, u16* kCache, u16* vCache, u64 headStride, int slot, float* kvScratch, int rotK, int rotV)
 {
     const int b = blockIdx.x;
     const int half = HEAD_DIM / 2;
@@ -234,6 +234,13 @@ extern "C" __global__ void __launch_bounds__(256) dec_rope_append(
             q[a] = y0;
             q[c] = y1;
         }
+        else if (rotK)
+        {
+            // Rotated keys: the FP32 row goes to the scratch, dec_rotate_qkv rotates it and writes the FP16 slot.
+            float* k = kvScratch + ((size_t)b * 2 * kvHeads + (h - heads)) * HEAD_DIM;
+            k[a] = y0;
+            k[c] = y1;
+        }
         else
         {
             int kvh = h - heads;
@@ -247,8 +254,120 @@ extern "C" __global__ void __launch_bounds__(256) dec_rope_append(
         float v = row[qd + kvd + i];
         if (bias != 0) v = __fadd_rn(v, bias[qd + kvd + i]);
         int kvh = i / HEAD_DIM, d = i % HEAD_DIM;
-        vCache[((size_t)b * kvHeads + kvh) * headStride + (size_t)slot * HEAD_DIM + d] = f2h(v);
+        if (rotV) kvScratch[((size_t)b * 2 * kvHeads + kvHeads + kvh) * HEAD_DIM + d] = v;
+        else vCache[((size_t)b * kvHeads + kvh) * headStride + (size_t)slot * HEAD_DIM + d] = f2h(v);
     }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Rotated rows (the rot spec option, KvRotation on the CPU): R = H D / sqrt(HEAD_DIM), H the Sylvester Hadamard matrix,
+// D the fixed signs of splitmix64. One warp per row; lane holds elements lane + 32 e (e < ROT_E), or element lane when
+// HEAD_DIM < 32. The butterflies, their order and the rounding are the CPU's, so a rotated row is the CPU's bit for bit.
+// ---------------------------------------------------------------------------------------------------
+
+#define ROT_E (HEAD_DIM >= 32 ? HEAD_DIM / 32 : 1)
+
+__device__ __forceinline__ float kv_rot_sign(int i)
+{
+    u64 z = (u64)(i + 1) * 0x9E3779B97F4A7C15ULL;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+    z ^= z >> 31;
+    return (z >> 63) ? -1.f : 1.f;
+}
+
+__device__ __forceinline__ void warp_fwht(float* v, int lane)
+{
+#pragma unroll
+    for (int h = 1; h < HEAD_DIM; h <<= 1)
+    {
+        if (h < 32)
+        {
+#pragma unroll
+            for (int e = 0; e < ROT_E; e++)
+            {
+                float o = __shfl_xor_sync(0xffffffffu, v[e], h);
+                v[e] = (lane & h) ? __fsub_rn(o, v[e]) : __fadd_rn(v[e], o);
+            }
+        }
+        else
+        {
+            const int he = h >> 5;
+#pragma unroll
+            for (int e = 0; e < ROT_E; e++)
+            {
+                if ((e & he) == 0)
+                {
+                    float a = v[e], b = v[e | he];
+                    v[e] = __fadd_rn(a, b);
+                    v[e | he] = __fsub_rn(a, b);
+                }
+            }
+        }
+    }
+}
+
+// x <- R x (forward) or R^T x, in place on one row of HEAD_DIM floats held by the warp.
+__device__ __forceinline__ void warp_rotate(float* v, int lane, bool forward)
+{
+    const float scale = __fdiv_rn(1.f, __fsqrt_rn((float)HEAD_DIM));
+    if (forward)
+    {
+#pragma unroll
+        for (int e = 0; e < ROT_E; e++) v[e] = __fmul_rn(v[e], kv_rot_sign(lane + 32 * e));
+    }
+    warp_fwht(v, lane);
+#pragma unroll
+    for (int e = 0; e < ROT_E; e++)
+    {
+        v[e] = __fmul_rn(v[e], scale);
+        if (!forward) v[e] = __fmul_rn(v[e], kv_rot_sign(lane + 32 * e));
+    }
+}
+
+__device__ __forceinline__ void warp_load(const float* row, float* v, int lane)
+{
+#pragma unroll
+    for (int e = 0; e < ROT_E; e++) { int j = lane + 32 * e; v[e] = j < HEAD_DIM ? row[j] : 0.f; }
+}
+
+// After dec_rope_append of a layer with rotated keys and/or values: the query rows rotated in place (with the keys), and
+// the K and V rows from the scratch rotated into their FP16 cache slot. Grid (heads + 2 kvHeads, batch), block 32.
+extern "C" __global__ void __launch_bounds__(32) dec_rotate_qkv(
+    float* q, const float* kvScratch, u16* kCache, u16* vCache, u64 headStride, int slot, int heads, int kvHeads, int rotK, int rotV)
+{
+    const int r = blockIdx.x, b = blockIdx.y, lane = threadIdx.x;
+    float v[ROT_E];
+    if (r < heads)
+    {
+        if (!rotK) return;
+        float* row = q + ((size_t)b * heads + r) * HEAD_DIM;
+        warp_load(row, v, lane);
+        warp_rotate(v, lane, true);
+#pragma unroll
+        for (int e = 0; e < ROT_E; e++) { int j = lane + 32 * e; if (j < HEAD_DIM) row[j] = v[e]; }
+        return;
+    }
+    const bool keys = r < heads + kvHeads;
+    if (keys ? !rotK : !rotV) return;
+    const int kvh = keys ? r - heads : r - heads - kvHeads;
+    warp_load(kvScratch + ((size_t)b * 2 * kvHeads + (keys ? 0 : kvHeads) + kvh) * HEAD_DIM, v, lane);
+    warp_rotate(v, lane, true);
+    u16* dst = (keys ? kCache : vCache) + ((size_t)b * kvHeads + kvh) * headStride + (size_t)slot * HEAD_DIM;
+#pragma unroll
+    for (int e = 0; e < ROT_E; e++) { int j = lane + 32 * e; if (j < HEAD_DIM) dst[j] = f2h(v[e]); }
+}
+
+// The attention output of a layer with rotated values turned back (R^T), in place: rows [batch][heads]. Grid (heads, batch), block 32.
+extern "C" __global__ void __launch_bounds__(32) dec_unrotate_rows(float* x, int heads)
+{
+    const int lane = threadIdx.x;
+    float* row = x + ((size_t)blockIdx.y * heads + blockIdx.x) * HEAD_DIM;
+    float v[ROT_E];
+    warp_load(row, v, lane);
+    warp_rotate(v, lane, false);
+#pragma unroll
+    for (int e = 0; e < ROT_E; e++) { int j = lane + 32 * e; if (j < HEAD_DIM) row[j] = v[e]; }
 }
 
 // out[b][i] = silu(gu[b][i]) * gu[b][hidden + i], as the CPU's g / (1 + exp(-g)) * u; grid-stride.
