@@ -423,26 +423,10 @@ public sealed partial class KvPlan
                     spec = spec with { Sinks = JsonCount(p.Value, source, f) };
                     break;
                 case "symmetric":
-                    spec = spec with
-                    {
-                        Symmetric = p.Value.ValueKind switch
-                        {
-                            JsonValueKind.True => true,
-                            JsonValueKind.False => false,
-                            _ => throw new ArgumentException($"{source}: {f} must be true or false, found {p.Value.GetRawText()}"),
-                        },
-                    };
+                    spec = spec with { Symmetric = JsonFlag(p.Value, source, f) };
                     break;
                 case "rotate":
-                    spec = spec with
-                    {
-                        Rotate = p.Value.ValueKind switch
-                        {
-                            JsonValueKind.True => true,
-                            JsonValueKind.False => false,
-                            _ => throw new ArgumentException($"{source}: {f} must be true or false, found {p.Value.GetRawText()}"),
-                        },
-                    };
+                    spec = spec with { Rotate = JsonFlag(p.Value, source, f) };
                     break;
                 case "axis":
                     spec = spec with
@@ -469,6 +453,13 @@ public sealed partial class KvPlan
 
         return spec;
     }
+
+    private static bool JsonFlag(JsonElement e, string source, string field) => e.ValueKind switch
+    {
+        JsonValueKind.True => true,
+        JsonValueKind.False => false,
+        _ => throw new ArgumentException($"{source}: {field} must be true or false, found {e.GetRawText()}"),
+    };
 
     private static int JsonCount(JsonElement e, string source, string field) =>
         WholeNumber(e) is { } n && n >= 0 ? n
