@@ -40,6 +40,10 @@ internal static class ChatCommand
         var threads = CommonOptions.Threads();
         var json = new Option<bool>("--json") { Description = "print one JSON line per reply to stdout instead of the text" };
         var device = DeviceOptions.Device();
+        var logprobs = new Option<int?>("--logprobs")
+        {
+            Description = $"record each reply token's log-probability under the model and the N most likely tokens at its position (0..{LogprobOptions.MaxTop}); printed after each reply, or as \"logprobs\" with --json",
+        };
         var contextShift = new Option<bool>("--context-shift")
         {
             Description = "when a turn and its reply do not fit, drop the oldest exchanges (the system message stays) and feed the rest again, instead of refusing the turn",
@@ -48,7 +52,7 @@ internal static class ChatCommand
             "chat",
             "Chat on standard input: each line is a message (end a line with \\ to continue it), the reply streams back; the KV cache is kept between turns. /reset starts over, /save FILE and /load FILE save and restore the conversation with its KV cache, /exit (or end of input) ends.")
         {
-            model, tokenizer, system, template, maxTokens, reversePrompt, inPrefix, inSuffix, ctx, kv, kvPlan, threads, json, contextShift, device,
+            model, tokenizer, system, template, maxTokens, reversePrompt, inPrefix, inSuffix, ctx, kv, kvPlan, threads, json, contextShift, device, logprobs,
         };
         foreach (var o in sampling.All)
         {
@@ -64,6 +68,7 @@ internal static class ChatCommand
             }
 
             var sampler = sampling.Create(r);
+            var logprobOptions = LogprobText.Options(r.GetValue(logprobs), "--logprobs");
             string[] stops = r.GetValue(reversePrompt) ?? [];
             if (stops.Any(string.IsNullOrEmpty))
             {
@@ -137,7 +142,7 @@ internal static class ChatCommand
                 Volatile.Write(ref replying, cts);
                 try
                 {
-                    result = chat.Reply(prefix + message + suffix, n, sampler, asJson ? null : s => Console.Out.Write(s), cts.Token, stops);
+                    result = chat.Reply(prefix + message + suffix, n, sampler, asJson ? null : s => Console.Out.Write(s), cts.Token, stops, logprobOptions);
                 }
                 catch (ArgumentException e)
                 {
@@ -173,6 +178,7 @@ internal static class ChatCommand
                             PrefillTokensPerSecond = result.PrefillTokensPerSecond,
                             DecodeTokensPerSecond = result.DecodeTokensPerSecond,
                             KvBytes = result.KvBytes,
+                            Logprobs = result.Logprobs is { } lp ? LogprobText.Json(tok, Previous(result), lp) : null,
                         },
                         JsonLines));
                 }
@@ -180,6 +186,13 @@ internal static class ChatCommand
                 {
                     Console.Out.WriteLine();
                     Console.Error.WriteLine($"[{result.PromptTokens.Count} new prompt tokens, {result.Tokens.Count} generated ({result.StopReason}); prefill {result.PrefillTokensPerSecond:F1} tok/s, decode {result.DecodeTokensPerSecond:F1} tok/s; context {chat.Position}/{c}; KV cache {result.KvBytes:N0} bytes]");
+                    if (result.Logprobs is { } lp)
+                    {
+                        foreach (var line in LogprobText.Lines(tok, Previous(result), lp))
+                        {
+                            Console.Error.WriteLine(line);
+                        }
+                    }
                 }
 
                 Console.Out.Flush();
@@ -189,6 +202,9 @@ internal static class ChatCommand
         }));
         return cmd;
     }
+
+    // The token before a reply's first (its turn's last; none for an empty turn, which goes on from the previous reply).
+    private static int Previous(GenerationResult result) => result.PromptTokens.Count > 0 ? result.PromptTokens[^1] : -1;
 
     // "/save FILE" or "/load FILE" (the path may be missing: an error then), else null.
     private static (string Name, string Path)? StateCommand(string message)

@@ -106,8 +106,19 @@ public sealed class ChatSession
     /// positions it took, and the exception goes on.
     /// </summary>
     public GenerationResult Reply(
-        string userMessage, int maxTokens, Sampler sampler, Action<string>? onText = null, CancellationToken cancel = default, IReadOnlyList<string>? stopTexts = null)
+        string userMessage,
+        int maxTokens,
+        Sampler sampler,
+        Action<string>? onText = null,
+        CancellationToken cancel = default,
+        IReadOnlyList<string>? stopTexts = null,
+        LogprobOptions? logprobs = null)
     {
+        if (logprobs is { Prompt: true })
+        {
+            throw new ArgumentException("a chat reply records the log-probabilities of its generated tokens only (LogprobOptions.Prompt is for a whole prompt run from an empty cache)", nameof(logprobs));
+        }
+
         LastShift = null;
         var messages = _messages.Append(new ChatMessage("user", userMessage)).ToList();
         string render = Template.Render(messages, addGenerationPrompt: true);
@@ -137,8 +148,8 @@ public sealed class ChatSession
             // An empty turn (the none template's empty message) feeds nothing and goes on from the logits of the last
             // position; the last token fed stands in as the prompt for the text decoder.
             result = turnTokens.Count > 0
-                ? Run(turnTokens, feed: true, maxTokens, sampler, onText, cancel, stopTexts)
-                : Run([_tokens[^1]], feed: false, maxTokens, sampler, onText, cancel, stopTexts) with { PromptTokens = [], PrefillTokensPerSecond = 0 };
+                ? Run(turnTokens, feed: true, maxTokens, sampler, onText, cancel, stopTexts, logprobs)
+                : Run([_tokens[^1]], feed: false, maxTokens, sampler, onText, cancel, stopTexts, logprobs) with { PromptTokens = [], PrefillTokensPerSecond = 0 };
             string fed = turn + result.Text;
 
             // The loop leaves the last token it printed unfed when it stops at the token limit, and never feeds the end of
@@ -275,11 +286,11 @@ public sealed class ChatSession
     // The turn through Generator, over the whole conversation with what the cache holds marked cached (an empty turn, fed
     // nothing, samples from the last position's logits); the cache then holds the turn and the tokens fed back.
     private GenerationResult Run(
-        List<int> turnTokens, bool feed, int maxTokens, Sampler sampler, Action<string>? onText, CancellationToken cancel, IReadOnlyList<string>? stopTexts)
+        List<int> turnTokens, bool feed, int maxTokens, Sampler sampler, Action<string>? onText, CancellationToken cancel, IReadOnlyList<string>? stopTexts, LogprobOptions? logprobs)
     {
         int cached = _tokens.Count;
         var all = feed ? [.. _tokens, .. turnTokens] : new List<int>(_tokens);
-        var result = new Generator(_session, _tokenizer).Generate(all, cached, maxTokens, sampler, onText, stopTexts, endOfTurn: _endOfTurn, cancel: cancel);
+        var result = new Generator(_session, _tokenizer).Generate(all, cached, maxTokens, sampler, onText, stopTexts, logprobs: logprobs, endOfTurn: _endOfTurn, cancel: cancel);
         _tokens.Clear();
         _tokens.AddRange(all);
         _tokens.AddRange(result.Tokens.Take(_session.Position - all.Count));

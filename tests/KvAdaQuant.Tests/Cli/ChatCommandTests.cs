@@ -1,4 +1,7 @@
 using System.Text.Json;
+using KvAdaQuant.Engine;
+using KvAdaQuant.Formats;
+using KvAdaQuant.KvCache;
 
 namespace KvAdaQuant.Tests.Cli;
 
@@ -35,6 +38,33 @@ public class ChatCommandTests
 
         // The second turn continued the first: its position counts both.
         Assert.Equal(29 + turns[1].GetProperty("prompt_tokens").GetInt32() + 24, turns[1].GetProperty("position").GetInt32());
+    }
+
+    [Fact]
+    public void Logprobs_come_with_each_reply_and_equal_the_chat_sessions()
+    {
+        var (rc, stdout, stderr) = KvaqProcess.RunWithInput("Once upon a time\nThe dog\n", "chat", "-m", "stories260K", "-n", "6", "--json", "--logprobs", "2", "--threads", "1");
+        Assert.True(rc == 0, stderr);
+        var replies = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement).ToArray();
+        Assert.Equal(2, replies.Length);
+
+        using var m = ModelLoader.Load("stories260K");
+        using var t = new Transformer(m, 1);
+        using var session = new InferenceSession(t, KvCacheFactory.Create("fp32", t.CacheLayout(512)));
+        var chat = new ChatSession(session, m.Tokenizer!, ChatTemplate.None);
+        foreach (var (reply, message) in replies.Zip(new[] { "Once upon a time", "The dog" }))
+        {
+            var expected = chat.Reply(message, 6, new Sampler(), logprobs: new LogprobOptions(2)).Logprobs!;
+            var entries = reply.GetProperty("logprobs").EnumerateArray().ToArray();
+            Assert.Equal(reply.GetProperty("tokens").GetArrayLength(), entries.Length);
+            Assert.Equal(expected.Select(e => e.Token), entries.Select(e => e.GetProperty("token").GetInt32()));
+            Assert.Equal(expected.Select(e => e.Logprob), entries.Select(e => e.GetProperty("logprob").GetSingle()));
+            Assert.All(entries, e => Assert.Equal(2, e.GetProperty("top_logprobs").GetArrayLength()));
+        }
+
+        (rc, _, stderr) = KvaqProcess.RunWithInput("Hi\n", "chat", "-m", "stories260K", "--logprobs", "30");
+        Assert.Equal(1, rc);
+        Assert.Contains("--logprobs must be in 0..20", stderr);
     }
 
     [Fact]
