@@ -142,7 +142,9 @@ public sealed unsafe class MatMulKernel : IParallelWork
 
         // Enough chunks to balance the threads, few enough that dispatch stays cheap.
         int target = _pool.Threads * 8;
-        int rowsPerChunk = Math.Max(4, (w.Rows + target - 1) / target);
+        // A multiple of 4, so that the F32 kernel's four-row tiles start at the same rows whatever the thread count (a row in a
+        // tile and the same row alone are summed in other orders): the same bits with 1, 2 or 16 threads.
+        int rowsPerChunk = (Math.Max(4, (w.Rows + target - 1) / target) + 3) & ~3;
         if (w.HasRowGroups)
         {
             rowsPerChunk = (rowsPerChunk + 7) & ~7;
