@@ -12,6 +12,7 @@ public sealed class AnalysisPlotter
 {
     private static readonly Color KeyColor = Color.FromHex("#d62728");
     private static readonly Color ValueColor = Color.FromHex("#1f77b4");
+    private static readonly Color PreRopeColor = Color.FromHex("#ff7f0e");
 
     /// <summary>Width of one panel in pixels.</summary>
     public int PanelWidth { get; init; } = 420;
@@ -26,7 +27,7 @@ public sealed class AnalysisPlotter
     public IReadOnlyList<int>? SpectrumLayers { get; init; }
 
     /// <summary>Names (without .png/.svg) of every figure the plotter can draw.</summary>
-    public static readonly IReadOnlyList<string> FigureNames = ["singular_values", "norms_by_layer", "quantization_error", "error_propagation"];
+    public static readonly IReadOnlyList<string> FigureNames = ["singular_values", "norms_by_layer", "channel_peak", "quantization_error", "error_propagation"];
 
     /// <summary>
     /// Writes every figure that the analysis has data for into <paramref name="dir"/>, and deletes the PNG and SVG of
@@ -39,6 +40,7 @@ public sealed class AnalysisPlotter
         {
             SingularValues(a, dir),
             Norms(a, dir),
+            ChannelPeak(a, dir),
         };
         if (a.Layers.Any(l => l.Quantization.Count > 0))
         {
@@ -122,6 +124,37 @@ public sealed class AnalysisPlotter
         }
 
         return Save([frob, spec], dir, "norms_by_layer", "K vs V norms by layer: mean over KV heads, band min-max");
+    }
+
+    private PlotFile ChannelPeak(KvAnalysis a, string dir)
+    {
+        var p = new Plot();
+        double[] xs = a.Layers.Select(l => (double)l.Layer).ToArray();
+        foreach (var (sel, color, label) in new[]
+        {
+            ((Func<LayerAnalysis, HeadSpectra>)(l => l.K), KeyColor, "K (post-RoPE)"),
+            (l => l.KPreRope, PreRopeColor, "K pre-RoPE"),
+            (l => l.V, ValueColor, "V"),
+        })
+        {
+            var stats = a.Layers.Select(l => sel(l).ChannelPeakStats).ToArray();
+            var fill = p.Add.FillY(xs, stats.Select(s => s.Min).ToArray(), stats.Select(s => s.Max).ToArray());
+            fill.FillColor = color.WithAlpha(0.2);
+            fill.LineWidth = 0;
+            var line = p.Add.Scatter(xs, stats.Select(s => s.Mean).ToArray(), color);
+            line.LegendText = label;
+        }
+
+        p.Title("Channel peak by layer (1 = every channel alike)");
+        p.XLabel("layer");
+        p.YLabel("channel peak");
+        p.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericAutomatic { IntegerTicksOnly = true };
+
+        // Room above the bands for the legend.
+        double top = a.Layers.Max(l => Math.Max(l.KPreRope.ChannelPeakStats.Max, Math.Max(l.K.ChannelPeakStats.Max, l.V.ChannelPeakStats.Max)));
+        p.Axes.SetLimitsY(1, 1 + ((top - 1) * 1.45));
+        p.ShowLegend(Alignment.UpperCenter, ScottPlot.Orientation.Horizontal);
+        return Save([p], dir, "channel_peak", "How unevenly K and V spread their energy over the channels of a head: mean over KV heads, band min-max");
     }
 
     private PlotFile QuantizationError(KvAnalysis a, string dir)

@@ -20,7 +20,7 @@ public class AnalysisReportTests
         var plots = new AnalysisPlotter { SkipTopSingularValues = 1 }.Write(a, dir.Path);
         var report = AnalysisReport.Write(a, plots, dir.Path);
 
-        Assert.Equal(["singular_values", "norms_by_layer", "quantization_error", "error_propagation"], plots.Select(p => p.Name).ToArray());
+        Assert.Equal(["singular_values", "norms_by_layer", "channel_peak", "quantization_error", "error_propagation"], plots.Select(p => p.Name).ToArray());
         foreach (var p in plots)
         {
             var bytes = File.ReadAllBytes(p.PngPath);
@@ -69,7 +69,7 @@ public class AnalysisReportTests
         var a = new KvAnalyzer(new Transformer(model, 2)).Run([1, 300, 301, 302, 303, 304, 305, 306, 307, 308], "inline", [KvBits.Four], null);
         using var dir = new TempDir();
         var plots = new AnalysisPlotter().Write(a, dir.Path);
-        Assert.Equal(["singular_values", "norms_by_layer"], plots.Select(p => p.Name).ToArray());
+        Assert.Equal(["singular_values", "norms_by_layer", "channel_peak"], plots.Select(p => p.Name).ToArray());
         Assert.Empty(a.Propagation);
         Assert.Empty(a.Bits);
     }

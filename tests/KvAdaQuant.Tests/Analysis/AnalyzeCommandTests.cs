@@ -15,7 +15,7 @@ public class AnalyzeCommandTests
         using var dir = new TempDir();
         int rc = Program.BuildRoot().Parse(["analyze", "--model", "stories260K", "--data", Fixtures.Path("data", "ptb", "ptb.test.txt"), "--tokens", "64", "--kv-bits", "", "--out", dir.Path, "--threads", "2"]).Invoke();
         Assert.Equal(0, rc);
-        foreach (var f in new[] { "analysis.json", "norms.csv", "weights.csv", "singular_values.csv", "report.html", "singular_values.png", "singular_values.svg", "norms_by_layer.png", "norms_by_layer.svg" })
+        foreach (var f in new[] { "analysis.json", "norms.csv", "weights.csv", "singular_values.csv", "report.html", "singular_values.png", "singular_values.svg", "norms_by_layer.png", "norms_by_layer.svg", "channel_peak.png", "channel_peak.svg" })
         {
             Assert.True(File.Exists(dir.File(f)), $"{f} not written");
         }
