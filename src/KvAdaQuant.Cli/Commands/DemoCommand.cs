@@ -8,6 +8,7 @@ using KvAdaQuant.Engine;
 using KvAdaQuant.Evaluation;
 using KvAdaQuant.Formats;
 using KvAdaQuant.KvCache;
+using KvAdaQuant.Quantization;
 
 namespace KvAdaQuant.Cli.Commands;
 
@@ -113,15 +114,26 @@ internal static class DemoCommand
             var norms = analysis.Norms(NormScore.Frobenius, NormSource.Activations);
             Say($"analysed {calib.Count} calibration tokens ({calibName}) in {sw.Elapsed.TotalSeconds:F1} s; K/V Frobenius by layer: " +
                 string.Join(", ", norms.Keys.Select((k, i) => (k / norms.Values[i]).ToString("0.00", CultureInfo.InvariantCulture))));
+            Say("channel peak (largest channel norm / RMS channel norm) by layer, K: " +
+                string.Join(", ", analysis.Layers.Select(l => l.K.ChannelPeakStats.Mean.ToString("0.00", CultureInfo.InvariantCulture))) + "; V: " +
+                string.Join(", ", analysis.Layers.Select(l => l.V.ChannelPeakStats.Mean.ToString("0.00", CultureInfo.InvariantCulture))));
 
             SensitivityProfile profile = null!;
             var results = new List<EvaluationRow>();
             var evaluator = new TaskEvaluator(transformer, tok, new EvaluationOptions { Task = "kl", Data = "sampled", Seed = 42, Context = evalCtx, Limit = chunkLimit });
             var configs = new List<EvalCommand.Config>();
+            string userSpec = string.IsNullOrWhiteSpace(r.GetValue(spec)) ? string.Empty : ":" + r.GetValue(spec)!.Trim().TrimStart(':');
             foreach (var name in new[] { "fp16", "k4v2", "k2v4", "k3v3" })
             {
-                var p = KvPlan.Parse(name + (string.IsNullOrWhiteSpace(r.GetValue(spec)) || name == "fp16" ? string.Empty : ":" + r.GetValue(spec)!.Trim().TrimStart(':')), cfg.Layers);
+                var p = KvPlan.Parse(name + (name == "fp16" ? string.Empty : userSpec), cfg.Layers);
                 configs.Add(new EvalCommand.Config(name.ToUpperInvariant(), p, null, null));
+            }
+
+            // Beyond the paper: the key-favouring split with rotated rows (rot), where the head allows it and --spec has not rotated already.
+            var rotated = KvPlan.Parse("k4v2" + userSpec, cfg.Layers);
+            if (KvRotation.Supports(cfg.HeadDim) && !rotated.Layers[0].K.Rotate && !rotated.Layers[0].V.Rotate)
+            {
+                configs.Add(new EvalCommand.Config("K4V2:rot", KvPlan.Parse("k4v2" + userSpec + ":rot", cfg.Layers), null, null));
             }
 
             var planFiles = new List<string>();

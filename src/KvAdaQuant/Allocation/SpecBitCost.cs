@@ -43,9 +43,16 @@ public sealed class SpecBitCost : IBitCost
     public static KvBits ToKvBits(double bits) =>
         KvBitsInfo.TryParse(BitAllocation.Format(bits)) ?? throw new ArgumentException($"width {BitAllocation.Format(bits)} is not one of {KvBitsInfo.Accepted}");
 
-    /// <summary>The spec one tensor gets: the base spec with the width and, when given, the group size replaced.</summary>
-    public KvSpec Spec(KvTensorKind kind, double bits, int? groupSize = null) =>
-        (kind == KvTensorKind.Key ? Keys : Values) with { Bits = ToKvBits(bits), GroupSize = groupSize ?? (kind == KvTensorKind.Key ? Keys : Values).GroupSize };
+    /// <summary>
+    /// The spec one tensor gets: the base spec with the width and, when given, the group size replaced; an unquantized width
+    /// (FP16, FP32) drops the base spec's rotation, which applies to quantized rows only.
+    /// </summary>
+    public KvSpec Spec(KvTensorKind kind, double bits, int? groupSize = null)
+    {
+        var b = kind == KvTensorKind.Key ? Keys : Values;
+        var width = ToKvBits(bits);
+        return b with { Bits = width, GroupSize = groupSize ?? b.GroupSize, Rotate = b.Rotate && width.IsQuantized() };
+    }
 
     /// <inheritdoc/>
     public double BitsPerElement(KvTensorKind kind, int layer, double bits, int? groupSize = null) =>

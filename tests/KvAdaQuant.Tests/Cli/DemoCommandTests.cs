@@ -19,6 +19,25 @@ public class DemoCommandTests
         Assert.Equal("56", fp16[4]);
     }
 
+    [Fact]
+    public void The_demo_adds_the_rotated_split_unless_the_spec_rotates_already()
+    {
+        string[] Caches(string dir, params string[] extra)
+        {
+            int rc = Program.BuildRoot().Parse(["demo", "--model", "stories260K", "--chunks", "2", "--ctx", "16", "--calib-tokens", "16", "--out", dir, "--threads", "2", "--json", .. extra]).Invoke();
+            Assert.Equal(0, rc);
+            return File.ReadAllLines(Path.Combine(dir, "results.csv")).Skip(1).Select(l => l.Split(',')[0]).ToArray();
+        }
+
+        using var plain = new TempDir();
+        Assert.Equal(["FP16", "K4V2", "K2V4", "K3V3", "K4V2:rot", "key-favoring @k3v3", "norm-aware @k3v3", "sensitivity @k3v3"], Caches(plain.Path));
+        Assert.Contains("channel peak (largest channel norm / RMS channel norm) by layer, K: ", File.ReadAllText(plain.File("report.md")));
+        // --spec rot: every cache rotated, the allocators' unquantized widths left unrotated (the sensitivity profile runs
+        // one tensor at FP32, which once took the base spec's rot and was refused), no extra row.
+        using var rotated = new TempDir();
+        Assert.DoesNotContain("K4V2:rot", Caches(rotated.Path, "--spec", "rot"));
+    }
+
     [Theory]
     [InlineData("--chunks", "-1", "--chunks must be >= 0 (0: the evaluator's default, 8), got -1")]
     [InlineData("--ctx", "0", "--ctx must be at least 4 (tokens per evaluation chunk), got 0")]
