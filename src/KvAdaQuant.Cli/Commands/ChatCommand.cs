@@ -80,6 +80,7 @@ internal static class ChatCommand
             ChatTemplate? chosen = templateName.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : ParseTemplate(templateName);
             using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
             var tok = m.Tokenizer ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
+            sampler.CheckVocabulary(m.Config.VocabSize);
             int c = Context(r.GetValue(ctx), m.Config.ContextLength);
             chosen ??= DetectTemplate(m.Path, r.GetValue(tokenizer));
 

@@ -110,6 +110,7 @@ internal static class GenerateCommand
             using var session = new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(c), precision));
             int reused = promptCache?.Restore(session, promptIds) ?? 0;
             var sampler = sampling.Create(r);
+            sampler.CheckVocabulary(m.Config.VocabSize);
             bool asJson = r.GetValue(json);
             var gen = new Generator(session, tok);
             var p = promptText;
@@ -220,6 +221,9 @@ internal static class GenerateCommand
         string? planPath = r.GetValue(kvPlan);
         var plan = KvCacheFactory.ResolvePlan(kvText is null && planPath is null ? "fp16" : kvText, planPath, m.Config.Layers);
         using CudaContext context = DeviceOptions.OpenCuda();
+        // Temperature, top-k and top-p sample on the device; min-p, the penalties and logit biases on the host (the logits copied back).
+        var sampler = sampling.Create(r);
+        sampler.CheckVocabulary(m.Config.VocabSize);
         using var decoder = new CudaDecoder(context, m, plan, 1, c);
         bool asJson = r.GetValue(json);
         if (!asJson)
@@ -228,8 +232,6 @@ internal static class GenerateCommand
             Console.Out.Write(p);
         }
 
-        // Temperature, top-k and top-p sample on the device; min-p and the penalties on the host (the logits copied back).
-        var sampler = sampling.Create(r);
         var generator = new CudaGenerator(decoder, tok);
         var result = logprobs is not null
             ? new Generator(new CudaDecodeSession(decoder), tok).Generate(tok.Encode(p, addBos: true), 0, n, sampler, asJson ? null : s => Console.Out.Write(s), stops, logprobs: logprobs)

@@ -28,8 +28,14 @@ internal sealed class SamplingOptions
 
     public Option<ulong> Seed { get; } = new("--seed") { Description = "random seed", DefaultValueFactory = _ => 42UL };
 
+    public Option<string[]> LogitBias { get; } = new("--logit-bias", "-l")
+    {
+        Description = "add a bias to a token's logit, TOKEN_ID(+|-)BIAS as llama.cpp's (e.g. 15043+1, 29871-inf bans the token); repeatable",
+        DefaultValueFactory = _ => [],
+    };
+
     /// <summary>The options, to add to a command.</summary>
-    public IEnumerable<Option> All => [Temperature, TopK, TopP, MinP, RepeatPenalty, RepeatLastN, PresencePenalty, FrequencyPenalty, Seed];
+    public IEnumerable<Option> All => [Temperature, TopK, TopP, MinP, RepeatPenalty, RepeatLastN, PresencePenalty, FrequencyPenalty, LogitBias, Seed];
 
     /// <summary>The sampler the options ask for; an error names the option out of range.</summary>
     public Sampler Create(ParseResult r) => new(r.GetValue(Temperature), r.GetValue(TopK), r.GetValue(TopP), r.GetValue(Seed))
@@ -39,5 +45,36 @@ internal sealed class SamplingOptions
         RepeatLastN = r.GetValue(RepeatLastN),
         PresencePenalty = r.GetValue(PresencePenalty),
         FrequencyPenalty = r.GetValue(FrequencyPenalty),
+        LogitBias = ParseLogitBias(r.GetValue(LogitBias) ?? []),
     };
+
+    /// <summary>
+    /// <c>--logit-bias</c> values as llama.cpp writes them, TOKEN_ID followed by a signed bias (<c>15043+1</c>, <c>15043-0.5</c>,
+    /// <c>15043-inf</c>); a token given twice adds its biases. Anything else is an error naming the value.
+    /// </summary>
+    public static Dictionary<int, float> ParseLogitBias(IEnumerable<string> values)
+    {
+        var biases = new Dictionary<int, float>();
+        foreach (string v in values)
+        {
+            var m = System.Text.RegularExpressions.Regex.Match(v.Trim(), @"^(\d+)([+-])(inf|\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)$", System.Text.RegularExpressions.RegexOptions.IgnoreCase);
+            if (!m.Success || !int.TryParse(m.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture, out int token))
+            {
+                throw new ArgumentException($"--logit-bias '{v}': expected TOKEN_ID(+|-)BIAS, e.g. 15043+1 or 15043-inf");
+            }
+
+            float magnitude = m.Groups[3].Value.Equals("inf", StringComparison.OrdinalIgnoreCase)
+                ? float.PositiveInfinity
+                : float.Parse(m.Groups[3].Value, System.Globalization.CultureInfo.InvariantCulture);
+            if (m.Groups[2].Value == "+" && float.IsPositiveInfinity(magnitude))
+            {
+                throw new ArgumentException($"--logit-bias '{v}': +inf is not a bias (a large finite one forces the token; -inf bans it)");
+            }
+
+            float bias = m.Groups[2].Value == "-" ? -magnitude : magnitude;
+            biases[token] = biases.GetValueOrDefault(token) + bias;
+        }
+
+        return biases;
+    }
 }

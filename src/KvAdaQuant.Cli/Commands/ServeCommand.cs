@@ -65,7 +65,7 @@ internal static class ServeCommand
                 throw new ArgumentException($"--max-tokens must be >= 0 (0 = until EOS or the context is full), got {n}");
             }
 
-            sampling.Create(r); // checks the sampling options: they are the defaults of every request
+            var defaultSampler = sampling.Create(r); // checks the sampling options: they are the defaults of every request
             var defaults = new CompletionRequest(
                 null, null, n == 0 ? null : n, r.GetValue(sampling.Temperature), r.GetValue(sampling.TopK), r.GetValue(sampling.TopP), r.GetValue(sampling.Seed), [], Stream: false)
             {
@@ -74,12 +74,14 @@ internal static class ServeCommand
                 RepeatLastN = r.GetValue(sampling.RepeatLastN),
                 PresencePenalty = r.GetValue(sampling.PresencePenalty),
                 FrequencyPenalty = r.GetValue(sampling.FrequencyPenalty),
+                LogitBias = defaultSampler.LogitBias,
             };
             string templateName = r.GetValue(template) ?? "auto";
             ChatTemplate? chosen = templateName.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : ChatCommand.ParseTemplate(templateName);
 
             using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
             var tok = m.Tokenizer ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
+            defaultSampler.CheckVocabulary(m.Config.VocabSize);
             int c = ChatCommand.Context(r.GetValue(ctx), m.Config.ContextLength);
             chosen ??= ChatCommand.DetectTemplate(m.Path, r.GetValue(tokenizer));
 

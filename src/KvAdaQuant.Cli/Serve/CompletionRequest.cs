@@ -45,6 +45,9 @@ internal sealed record CompletionRequest(
     /// <summary>completions' <c>echo</c>: the prompt is returned before the completion (with its log-probabilities when asked).</summary>
     public bool Echo { get; init; }
 
+    /// <summary>logit_bias: token id → bias added to its logit before sampling (OpenAI's; <c>false</c> bans the token, as llama-server).</summary>
+    public IReadOnlyDictionary<int, float> LogitBias { get; init; } = new Dictionary<int, float>();
+
     /// <summary>Most choices a request may ask for (<c>n</c>; OpenAI's limit).</summary>
     public const int MaxChoices = 128;
 
@@ -62,6 +65,7 @@ internal sealed record CompletionRequest(
         RepeatLastN = RepeatLastN,
         PresencePenalty = PresencePenalty,
         FrequencyPenalty = FrequencyPenalty,
+        LogitBias = LogitBias,
     };
 
     /// <summary>Reads a <c>/v1/completions</c> body (<paramref name="chat"/> false) or a chat one; absent sampling fields take <paramref name="defaults"/>.</summary>
@@ -165,7 +169,55 @@ internal sealed record CompletionRequest(
             Echo = echo,
             PromptIds = promptIds,
             N = n,
+            LogitBias = Field(body, "logit_bias") is { } lb ? ParseLogitBias(lb) : defaults.LogitBias,
         };
+    }
+
+    // logit_bias as OpenAI writes it, {"token id": bias}, or llama-server's [[id, bias], ...]; a bias of false bans the token.
+    private static Dictionary<int, float> ParseLogitBias(JsonElement e)
+    {
+        var biases = new Dictionary<int, float>();
+        void Add(string at, JsonElement id, JsonElement bias, string? key = null)
+        {
+            int token = key is not null
+                ? int.TryParse(key, NumberStyles.None, CultureInfo.InvariantCulture, out int k) ? k : throw Invalid("logit_bias", $"logit_bias: key \"{key}\" is not a token id")
+                : id.ValueKind == JsonValueKind.Number && id.TryGetInt32(out int i) && i >= 0 ? i : throw Invalid("logit_bias", $"{at}[0] must be a token id (an integer >= 0), got {Raw(id)}");
+            float value = bias.ValueKind switch
+            {
+                JsonValueKind.False => float.NegativeInfinity,
+                JsonValueKind.Number when bias.TryGetDouble(out double d) && double.IsFinite(d) => (float)d,
+                _ => throw Invalid("logit_bias", $"{at}: the bias must be a finite number or false (ban), got {Raw(bias)}"),
+            };
+            biases[token] = biases.GetValueOrDefault(token) + value;
+        }
+
+        if (e.ValueKind == JsonValueKind.Object)
+        {
+            foreach (var p in e.EnumerateObject())
+            {
+                Add($"logit_bias[\"{p.Name}\"]", default, p.Value, p.Name);
+            }
+        }
+        else if (e.ValueKind == JsonValueKind.Array)
+        {
+            int i = 0;
+            foreach (var pair in e.EnumerateArray())
+            {
+                if (pair.ValueKind != JsonValueKind.Array || pair.GetArrayLength() != 2)
+                {
+                    throw Invalid("logit_bias", $"logit_bias[{i}] must be a pair [token id, bias], got {Raw(pair)}");
+                }
+
+                Add($"logit_bias[{i}]", pair[0], pair[1]);
+                i++;
+            }
+        }
+        else
+        {
+            throw Invalid("logit_bias", $"logit_bias must be an object of token id -> bias, got {Raw(e)}");
+        }
+
+        return biases;
     }
 
     /// <summary>The request as choice <paramref name="index"/> of <see cref="N"/> runs it: the seed plus the index (choice 0 is the request with n 1).</summary>

@@ -215,6 +215,12 @@ internal sealed class KvaqServer
             using var doc = await ReadBody(c);
             request = CompletionRequest.Parse(doc.RootElement, chat, _model.Defaults);
             prompt = _model.PromptTokens(request);
+            int vocab = _model.Tokenizer.VocabSize;
+            if (request.LogitBias.Keys.Where(t => t >= vocab).Select(t => (int?)t).FirstOrDefault() is { } outside)
+            {
+                throw CompletionRequest.Invalid("logit_bias", $"logit_bias: token {outside} is not a token id of this model (its vocabulary has {vocab})");
+            }
+
             if (prompt.Count > _model.Ctx)
             {
                 throw CompletionRequest.Invalid(

@@ -26,6 +26,7 @@ public sealed class Sampler
     private float[] _penalized = [];
     private int[] _counts = [];
     private int[] _distinct = [];
+    private IReadOnlyDictionary<int, float> _logitBias = new Dictionary<int, float>();
 
     /// <summary>Creates a sampler.</summary>
     public Sampler(float temperature = 0f, int topK = 0, float topP = 1f, ulong seed = 42)
@@ -79,11 +80,46 @@ public sealed class Sampler
         init => _frequencyPenalty = float.IsFinite(value) ? value : throw new ArgumentOutOfRangeException(nameof(FrequencyPenalty), $"--frequency-penalty must be finite, got {value}");
     }
 
+    /// <summary>
+    /// Added to the logits of these tokens before anything else (llama.cpp's <c>--logit-bias</c>, OpenAI's <c>logit_bias</c>;
+    /// first in llama.cpp's sampler chain, before the penalties); negative infinity bans a token. Empty (the default) is off.
+    /// A bias that is NaN or positive infinity is refused; a token outside the logits is refused when sampling.
+    /// </summary>
+    public IReadOnlyDictionary<int, float> LogitBias
+    {
+        get => _logitBias;
+        init
+        {
+            ArgumentNullException.ThrowIfNull(value);
+            foreach (var (token, bias) in value)
+            {
+                if (token < 0 || float.IsNaN(bias) || float.IsPositiveInfinity(bias))
+                {
+                    throw new ArgumentOutOfRangeException(nameof(LogitBias), $"--logit-bias: token {token} with bias {bias}: tokens are ids >= 0, biases finite numbers or -inf");
+                }
+            }
+
+            _logitBias = value;
+        }
+    }
+
+    /// <summary>Throws, naming the token, where <see cref="LogitBias"/> names a token outside a vocabulary of <paramref name="vocabSize"/>.</summary>
+    public void CheckVocabulary(int vocabSize)
+    {
+        foreach (int token in _logitBias.Keys)
+        {
+            if (token >= vocabSize)
+            {
+                throw new ArgumentException($"--logit-bias: token {token} is outside the vocabulary of {vocabSize}");
+            }
+        }
+    }
+
     /// <summary>Whether any penalty is on (and so whether <see cref="Sample(ReadOnlySpan{float}, ReadOnlySpan{int})"/> reads the sequence).</summary>
     public bool HasPenalties => _repeatLastN != 0 && (_repeatPenalty != 1f || _presencePenalty != 0f || _frequencyPenalty != 0f);
 
     /// <summary>Whether every setting beyond temperature, top-k and top-p is at its default (what the GPU sampler does).</summary>
-    public bool IsBasic => !HasPenalties && _minP == 0f;
+    public bool IsBasic => !HasPenalties && _minP == 0f && _logitBias.Count == 0;
 
     /// <summary>Throws where a sampling setting is out of range: temperature finite and &gt;= 0, top-k &gt;= 0, top-p in (0, 1].</summary>
     public static void Validate(float temperature, int topK, float topP)
@@ -116,7 +152,8 @@ public sealed class Sampler
     /// </summary>
     public int Sample(ReadOnlySpan<float> logits, ReadOnlySpan<int> sequence)
     {
-        if (HasPenalties && sequence.Length > 0)
+        bool penalties = HasPenalties && sequence.Length > 0;
+        if (penalties || _logitBias.Count > 0)
         {
             if (_penalized.Length < logits.Length)
             {
@@ -125,7 +162,21 @@ public sealed class Sampler
 
             var penalized = _penalized.AsSpan(0, logits.Length);
             logits.CopyTo(penalized);
-            ApplyPenalties(penalized, sequence);
+            foreach (var (token, bias) in _logitBias)
+            {
+                if (token >= penalized.Length)
+                {
+                    throw new ArgumentException($"--logit-bias: token {token} is outside the vocabulary of {penalized.Length}");
+                }
+
+                penalized[token] += bias;
+            }
+
+            if (penalties)
+            {
+                ApplyPenalties(penalized, sequence);
+            }
+
             logits = penalized;
         }
 

@@ -74,6 +74,20 @@ public class ServeCompletionTests(Stories260KServer fixture) : IClassFixture<Sto
     }
 
     [Fact]
+    public void Logit_bias_in_either_form_equals_the_sampler_with_the_same_biases()
+    {
+        using var reference = new ServeReference("stories260K", "fp32", Stories260KServer.Ctx);
+        var expected = reference.Generate(Prompt, 16, new Sampler { LogitBias = new Dictionary<int, float> { [383] = float.NegativeInfinity, [261] = 2.5f } });
+        Assert.DoesNotContain(383, expected.Tokens);
+        foreach (var bias in new[] { """{"383": false, "261": 2.5}""", """[[383, false], [261, 2.5]]""", """{"383": -1e30, "261": 2.5}""" })
+        {
+            var (status, body) = _server.Post("/v1/completions", $$"""{"prompt": "Once upon a time", "max_tokens": 16, "logit_bias": {{bias}}}""");
+            Assert.Equal(200, status);
+            Assert.Equal(expected.Text, body.GetProperty("choices")[0].GetProperty("text").GetString());
+        }
+    }
+
+    [Fact]
     public void Min_p_and_the_penalties_equal_the_sampler_set_the_same_way()
     {
         using var reference = new ServeReference("stories260K", "fp32", Stories260KServer.Ctx);
@@ -286,6 +300,11 @@ public class ServeCompletionTests(Stories260KServer fixture) : IClassFixture<Sto
     [InlineData("/v1/completions", """{"prompt": "Hi", "repeat_last_n": -2}""", "repeat_last_n", "repeat_last_n must be an integer >= -1 (-1 = the whole sequence, 0 = off), got -2")]
     [InlineData("/v1/completions", """{"prompt": "Hi", "presence_penalty": "high"}""", "presence_penalty", "presence_penalty must be a number, got \"high\"")]
     [InlineData("/v1/completions", """{"prompt": "Hi", "frequency_penalty": 1e39}""", "frequency_penalty", "frequency_penalty must be a finite number, got 1e39")]
+    [InlineData("/v1/completions", """{"prompt": "Hi", "logit_bias": {"x": 1}}""", "logit_bias", "logit_bias: key \"x\" is not a token id")]
+    [InlineData("/v1/completions", """{"prompt": "Hi", "logit_bias": {"5": "a"}}""", "logit_bias", "logit_bias[\"5\"]: the bias must be a finite number or false (ban), got \"a\"")]
+    [InlineData("/v1/completions", """{"prompt": "Hi", "logit_bias": [[5]]}""", "logit_bias", "logit_bias[0] must be a pair [token id, bias], got [5]")]
+    [InlineData("/v1/completions", """{"prompt": "Hi", "logit_bias": 3}""", "logit_bias", "logit_bias must be an object of token id -> bias, got 3")]
+    [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": "Hi"}], "logit_bias": {"9999": 1}}""", "logit_bias", "logit_bias: token 9999 is not a token id of this model (its vocabulary has 512)")]
     [InlineData("/v1/completions", """{"prompt": "Hi", "n": 0}""", "n", "n must be an integer in 1..128 (choices generated one after another), got 0")]
     [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": "Hi"}], "n": 129}""", "n", "n must be an integer in 1..128 (choices generated one after another), got 129")]
     [InlineData("/v1/completions", """{"prompt": "Hi", "n": "2"}""", "n", "n must be an integer in 1..128 (choices generated one after another), got \"2\"")]
