@@ -207,6 +207,13 @@ public class CudaDecoderTests(ITestOutputHelper output)
             output.WriteLine($"{name}: CPU {string.Join(' ', onCpu.Tokens)}");
             Assert.Equal(onCpu.Tokens, onGpu.Tokens);
             Assert.NotEqual(device.Tokens, onGpu.Tokens);
+
+            // A logit bias (host sampling too): the greedy run's second token banned, as on the CPU.
+            var ban = new KvAdaQuant.Engine.Sampler { LogitBias = new Dictionary<int, float> { [device.Tokens[1]] = float.NegativeInfinity } };
+            var bannedGpu = gpu.Generate("Once upon a time", 40, ban);
+            var bannedCpu = new KvAdaQuant.Engine.Generator(session, tok).Generate("Once upon a time", 40, ban);
+            Assert.Equal(bannedCpu.Tokens, bannedGpu.Tokens);
+            Assert.DoesNotContain(device.Tokens[1], bannedGpu.Tokens);
         }
     }
 
