@@ -255,17 +255,7 @@ internal sealed class KvaqServer
             else
             {
                 var runs = await Task.Factory.StartNew(
-                    () =>
-                    {
-                        // The n choices one after another (each choice i sampled with seed + i; the prompt kept in the cache).
-                        var done = new List<(GenerationResult Result, string Text, string FinishReason, int CachedTokens, List<ServedLogprob>? Logprobs)>();
-                        for (int i = 0; i < request.N && (done.Count == 0 || done[^1].FinishReason != "cancelled"); i++)
-                        {
-                            done.Add(_model.Generate(prompt, request.ForChoice(i), null, cancel.Token));
-                        }
-
-                        return done;
-                    },
+                    () => _model.GenerateChoices(prompt, request, cancel.Token),
                     cancel.Token,
                     TaskCreationOptions.LongRunning,
                     TaskScheduler.Default);
@@ -311,24 +301,15 @@ internal sealed class KvaqServer
         var run = Task.Factory.StartNew(
             () =>
             {
-                var done = new List<(GenerationResult Result, string Text, string FinishReason, int CachedTokens, List<ServedLogprob>? Logprobs)>();
                 try
                 {
-                    for (int i = 0; i < request.N; i++)
-                    {
-                        int choice = i;
-                        events.Writer.TryWrite(new StreamEvent(choice, null, [], null));
-                        var r = _model.Generate(prompt, request.ForChoice(choice), (s, lp) => events.Writer.TryWrite(new StreamEvent(choice, s, lp, null)), cancel.Token);
-                        done.Add(r);
-                        if (r.FinishReason == "cancelled")
-                        {
-                            break;
-                        }
-
-                        events.Writer.TryWrite(new StreamEvent(choice, null, [], r.FinishReason));
-                    }
-
-                    return done;
+                    return _model.GenerateChoices(
+                        prompt,
+                        request,
+                        cancel.Token,
+                        onStart: choice => events.Writer.TryWrite(new StreamEvent(choice, null, [], null)),
+                        onText: (choice, s, lp) => events.Writer.TryWrite(new StreamEvent(choice, s, lp, null)),
+                        onFinish: (choice, finish) => events.Writer.TryWrite(new StreamEvent(choice, null, [], finish)));
                 }
                 finally
                 {

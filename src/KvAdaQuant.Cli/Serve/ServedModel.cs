@@ -221,6 +221,37 @@ internal sealed class ServedModel : IDisposable
     }
 
     /// <summary>
+    /// The request's <c>n</c> choices one after another (<see cref="Generate"/> for each; choice i sampled with the seed + i,
+    /// the prompt kept in the cache where it can be), stopping after a cancelled one. <paramref name="onStart"/>,
+    /// <paramref name="onText"/> and <paramref name="onFinish"/> (not called for a cancelled choice) see each choice's index.
+    /// </summary>
+    public List<(GenerationResult Result, string Text, string FinishReason, int CachedTokens, List<ServedLogprob>? Logprobs)> GenerateChoices(
+        List<int> promptTokens,
+        CompletionRequest request,
+        CancellationToken cancel,
+        Action<int>? onStart = null,
+        Action<int, string, IReadOnlyList<ServedLogprob>>? onText = null,
+        Action<int, string>? onFinish = null)
+    {
+        var done = new List<(GenerationResult Result, string Text, string FinishReason, int CachedTokens, List<ServedLogprob>? Logprobs)>();
+        for (int i = 0; i < request.N; i++)
+        {
+            int choice = i;
+            onStart?.Invoke(choice);
+            var r = Generate(promptTokens, request.ForChoice(choice), onText is null ? null : (s, lp) => onText(choice, s, lp), cancel);
+            done.Add(r);
+            if (r.FinishReason == "cancelled")
+            {
+                break;
+            }
+
+            onFinish?.Invoke(choice, r.FinishReason);
+        }
+
+        return done;
+    }
+
+    /// <summary>
     /// Runs BOS and one greedy token, as llama-server's warm-up does: the kernels are compiled before the first request (kvaq
     /// runs without tiered compilation, so a first call compiles at full optimization).
     /// </summary>

@@ -28,10 +28,8 @@ public class CudaChatTests(ITestOutputHelper output)
         using var model = ModelLoader.Load(name);
         var tok = model.Tokenizer!;
         var sampler = penalties ? new Sampler { RepeatPenalty = 1.3f, FrequencyPenalty = 0.1f } : Greedy;
-        var plan = KvPlan.Parse("fp16", model.Config.Layers);
-        using var decoder = new CudaDecoder(context, model, plan, 1, 512);
-        using var transformer = new Transformer(model, 2);
-        using var cpu = new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(512)));
+        using var engines = new GpuAndCpuFp16(context, model, 512);
+        var (decoder, cpu) = (engines.Decoder, engines.Cpu);
         var onCpu = new ChatSession(cpu, tok, ChatTemplate.None);
         var onGpu = new ChatSession(new CudaDecodeSession(decoder), tok, ChatTemplate.None);
         Assert.Equal(512, onGpu.Capacity);
@@ -63,10 +61,8 @@ public class CudaChatTests(ITestOutputHelper output)
         using CudaContext context = Open();
         using var model = ModelLoader.Load("stories260K");
         var tok = model.Tokenizer!;
-        var plan = KvPlan.Parse("fp16", model.Config.Layers);
-        using var decoder = new CudaDecoder(context, model, plan, 1, 64);
-        using var transformer = new Transformer(model, 2);
-        using var cpu = new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(64)));
+        using var engines = new GpuAndCpuFp16(context, model, 64);
+        var (decoder, cpu) = (engines.Decoder, engines.Cpu);
         var onCpu = new ChatSession(cpu, tok, ChatTemplate.None, systemPrompt: "You tell stories.") { ContextShift = true };
         var onGpu = new ChatSession(new CudaDecodeSession(decoder), tok, ChatTemplate.None, systemPrompt: "You tell stories.") { ContextShift = true };
         int turn = 0;
@@ -96,10 +92,8 @@ public class CudaChatTests(ITestOutputHelper output)
         using CudaContext context = Open();
         using var model = ModelLoader.Load("stories260K");
         var tok = model.Tokenizer!;
-        var plan = KvPlan.Parse("fp16", model.Config.Layers);
-        using var decoder = new CudaDecoder(context, model, plan, 1, 64);
-        using var transformer = new Transformer(model, 2);
-        using var cpu = new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(64)));
+        using var engines = new GpuAndCpuFp16(context, model, 64);
+        var (decoder, cpu) = (engines.Decoder, engines.Cpu);
         var onCpu = new ChatSession(cpu, tok, ChatTemplate.None);
         var onGpu = new ChatSession(new CudaDecodeSession(decoder), tok, ChatTemplate.None);
         GenerationResult? last = null;
@@ -178,16 +172,5 @@ public class CudaChatTests(ITestOutputHelper output)
         Assert.Equal(chat.Tokens.Count, decoder.Position);
     }
 
-    private static CudaContext Open()
-    {
-        bool open = CudaContext.TryOpen(out CudaContext? context, out string reason);
-        Skip.IfNot(open, reason);
-        if (!NvrtcCompiler.TryLoad(out _, out string nvrtcReason))
-        {
-            context!.Dispose();
-            Skip.If(true, nvrtcReason);
-        }
-
-        return context!;
-    }
+    private static CudaContext Open() => GpuAndCpuFp16.OpenContext();
 }

@@ -51,14 +51,11 @@ public class CudaDecoderTests(ITestOutputHelper output)
     {
         // dec_rotate_qkv (queries in place, K and V rows from the scratch into FP16 cache slots) and dec_unrotate_rows against
         // the CPU's KvRotation: the same butterflies in the same order with the same rounding, so the same bits.
-        bool open = CudaContext.TryOpen(out CudaContext? context, out string reason);
-        Skip.IfNot(open, reason);
-        Skip.IfNot(NvrtcCompiler.TryLoad(out _, out string nvrtcReason), nvrtcReason);
-        using (context)
+        using (CudaContext context = GpuAndCpuFp16.OpenContext())
         {
             const int batch = 2, heads = 4, kvHeads = 2, capacity = 5, slot = 3;
-            var kernels = new CudaDecodeKernels(context!);
-            using var module = context!.LoadModule(kernels.For(headDim).Decode);
+            var kernels = new CudaDecodeKernels(context);
+            using var module = context.LoadModule(kernels.For(headDim).Decode);
             var rng = new Random(headDim);
             float[] Random(int n) => Enumerable.Range(0, n).Select(_ => (float)((rng.NextDouble() * 8) - 4)).ToArray();
             var q = Random(batch * heads * headDim);
@@ -121,10 +118,7 @@ public class CudaDecoderTests(ITestOutputHelper output)
         // verify-decode's tiny Llamas with head dims 64 (8 heads) and 128 (4 heads), Q8_0: k4v2:rot in groups of 64 runs the
         // tensor-core K4V2 kernel on rotated rows; against the CPU cache k4v2:rot:g64:r64 (the dequantized weights), and the
         // fast kernel against the generic FP32 one on the same rotated cache.
-        bool open = CudaContext.TryOpen(out CudaContext? context, out string reason);
-        Skip.IfNot(open, reason);
-        Skip.IfNot(NvrtcCompiler.TryLoad(out _, out string nvrtcReason), nvrtcReason);
-        using (context)
+        using (CudaContext context = GpuAndCpuFp16.OpenContext())
         {
             using var dir = new TempDir();
             var preset = new KvAdaQuant.Formats.Gguf.SyntheticModelPreset(
@@ -136,11 +130,11 @@ public class CudaDecoderTests(ITestOutputHelper output)
             var plan = KvPlan.Parse("k4v2:rot", model.Config.Layers);
             Assert.All(GpuKvCacheLayout.Create(plan, model.Config, 3, 160).Layers, l => Assert.True(l.UsesFastKernel && l.RotateKeys && l.RotateValues));
             var row = DecodeVerification.Compare(
-                context!, model, dequantized, preset.Name, "k4v2:rot", DecodeVerification.CpuSpec("k4v2:rot", model.Config.HeadDim, 64), 63, 1, 3, 160, 100, 1e-2, 2,
+                context, model, dequantized, preset.Name, "k4v2:rot", DecodeVerification.CpuSpec("k4v2:rot", model.Config.HeadDim, 64), 63, 1, 3, 160, 100, 1e-2, 2,
                 sensitivityNoise: DecodeVerification.DefaultSensitivityNoise);
             output.WriteLine(row.ToString());
             Assert.True(row.Pass, row.ToString());
-            var fast = DecodeVerification.CompareFastKernel(context!, model, preset.Name, "k4v2:rot", 3, 160, 1e-2);
+            var fast = DecodeVerification.CompareFastKernel(context, model, preset.Name, "k4v2:rot", 3, 160, 1e-2);
             output.WriteLine(fast.ToString());
             Assert.True(fast.Pass, fast.ToString());
         }

@@ -35,10 +35,8 @@ public class CudaServeTests(ITestOutputHelper output)
         using CudaContext context = Open();
         using var model = ModelLoader.Load(name);
         var tok = model.Tokenizer!;
-        var plan = KvPlan.Parse("fp16", model.Config.Layers);
-        using var decoder = new CudaDecoder(context, model, plan, 1, 256);
-        using var transformer = new Transformer(model, 2);
-        using var cpuSession = new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(256)));
+        using var engines = new GpuAndCpuFp16(context, model, 256);
+        var (decoder, cpuSession) = (engines.Decoder, engines.Cpu);
         var cpu = new RequestGenerator(cpuSession, tok);
         var gpu = new RequestGenerator(new CudaDecodeSession(decoder), tok);
 
@@ -130,10 +128,8 @@ public class CudaServeTests(ITestOutputHelper output)
         using CudaContext context = Open();
         using var model = ModelLoader.Load("stories260K");
         var tok = model.Tokenizer!;
-        var plan = KvPlan.Parse("fp16", model.Config.Layers);
-        using var decoder = new CudaDecoder(context, model, plan, 1, 256);
-        using var transformer = new Transformer(model, 2);
-        using var cpuSession = new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(256)));
+        using var engines = new GpuAndCpuFp16(context, model, 256);
+        var (decoder, cpuSession) = (engines.Decoder, engines.Cpu);
         var cpu = new RequestGenerator(cpuSession, tok);
         await using var server = await InProcessServer.Start(new CudaDecodeSession(decoder), decoder.Layout.Name, model);
 
@@ -167,10 +163,8 @@ public class CudaServeTests(ITestOutputHelper output)
         using CudaContext context = Open();
         using var model = ModelLoader.Load(name);
         var tok = model.Tokenizer!;
-        var plan = KvPlan.Parse("fp16", model.Config.Layers);
-        using var decoder = new CudaDecoder(context, model, plan, 1, 256);
-        using var transformer = new Transformer(model, 2);
-        using var cpuSession = new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(256)));
+        using var engines = new GpuAndCpuFp16(context, model, 256);
+        var (decoder, cpuSession) = (engines.Decoder, engines.Cpu);
         var prompt = tok.Encode(First, addBos: true);
         var options = new LogprobOptions(3) { Prompt = true };
 
@@ -196,18 +190,7 @@ public class CudaServeTests(ITestOutputHelper output)
         }
     }
 
-    private static CudaContext Open()
-    {
-        bool open = CudaContext.TryOpen(out CudaContext? context, out string reason);
-        Skip.IfNot(open, reason);
-        if (!NvrtcCompiler.TryLoad(out _, out string nvrtcReason))
-        {
-            context!.Dispose();
-            Skip.If(true, nvrtcReason);
-        }
-
-        return context!;
-    }
+    private static CudaContext Open() => GpuAndCpuFp16.OpenContext();
 
     /// <summary><see cref="KvaqServer"/> over one session on a free loopback port in this process, stopped on dispose.</summary>
     private sealed class InProcessServer : IAsyncDisposable
