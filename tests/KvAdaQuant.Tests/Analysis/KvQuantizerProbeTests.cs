@@ -60,6 +60,15 @@ public class KvQuantizerProbeTests
     }
 
     [Fact]
+    public void A_rotation_the_head_cannot_take_is_named_by_the_option_that_asked_for_it()
+    {
+        var e = Assert.Throws<ArgumentException>(() => new KvQuantizerProbe(new KvSpec(KvBits.Four, 16) { Rotate = true }).Validate(48));
+        Assert.Equal("--rotate: rot needs a head dimension that is a power of two (the Walsh-Hadamard rotation), the model has 48", e.Message);
+        e = Assert.Throws<ArgumentException>(() => new KvQuantizerProbe(new KvSpec(KvBits.Four, 40)).Validate(48));
+        Assert.StartsWith("--group/--axis: ", e.Message, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void RealQuantizerErrorsFallWithBitsOnStories260K()
     {
         using var model = ModelLoader.Load("stories260K");
