@@ -39,6 +39,14 @@ public static class LlamaCppQuantizer
             LlamaCppQuantizationType.Q4_K_M => LLamaFtype.MOSTLY_Q4_K_M,
             LlamaCppQuantizationType.Q4_K_S => LLamaFtype.MOSTLY_Q4_K_S,
             LlamaCppQuantizationType.Q6_K => LLamaFtype.MOSTLY_Q6_K,
+            LlamaCppQuantizationType.Q2_K => LLamaFtype.MOSTLY_Q2_K,
+            LlamaCppQuantizationType.Q3_K_S => LLamaFtype.MOSTLY_Q3_K_S,
+            LlamaCppQuantizationType.Q3_K_M => LLamaFtype.MOSTLY_Q3_K_M,
+            LlamaCppQuantizationType.Q3_K_L => LLamaFtype.MOSTLY_Q3_K_L,
+            LlamaCppQuantizationType.Q5_K_S => LLamaFtype.MOSTLY_Q5_K_S,
+            LlamaCppQuantizationType.Q5_K_M => LLamaFtype.MOSTLY_Q5_K_M,
+            LlamaCppQuantizationType.IQ4_NL => LLamaFtype.MOSTLY_IQ4_NL,
+            LlamaCppQuantizationType.IQ4_XS => LLamaFtype.MOSTLY_IQ4_XS,
             _ => throw new ArgumentOutOfRangeException(nameof(type), type, $"llama.cpp quantizer: unknown type (known: {Names})"),
         };
 

@@ -20,11 +20,33 @@ public static class GgmlTypeInfo
         GgmlType.Q5_K => (256, 176),
         GgmlType.Q6_K => (256, 210),
         GgmlType.Q8_K => (256, 292),
+        GgmlType.IQ4_NL => (32, 18),
+        GgmlType.IQ4_XS => (256, 136),
         GgmlType.I8 => (1, 1),
         GgmlType.I16 => (1, 2),
         GgmlType.I32 => (1, 4),
         GgmlType.I64 => (1, 8),
         GgmlType.F64 => (1, 8),
+        _ => null,
+    };
+
+    /// <summary>
+    /// ggml's name of a tensor type id this library does not hold (the IQ1/IQ2/IQ3 lattice types, ternary and FP4 types), for
+    /// error messages; null for ids ggml does not define.
+    /// </summary>
+    public static string? UnsupportedName(uint id) => id switch
+    {
+        9 => "Q8_1",
+        16 => "IQ2_XXS",
+        17 => "IQ2_XS",
+        18 => "IQ3_XXS",
+        19 => "IQ1_S",
+        21 => "IQ3_S",
+        22 => "IQ2_S",
+        29 => "IQ1_M",
+        34 => "TQ1_0",
+        35 => "TQ2_0",
+        39 => "MXFP4",
         _ => null,
     };
 

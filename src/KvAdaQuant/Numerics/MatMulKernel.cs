@@ -4,8 +4,8 @@ namespace KvAdaQuant.Numerics;
 
 /// <summary>
 /// Computes y = W x for a batch of vectors on a <see cref="WorkerPool"/>, split into chunks of rows.
-/// Q8_0, Q4_0 and Q5_0 weights multiply activations quantized to Q8_0, Q4_K and Q6_K weights (and Q5_K ones in row groups)
-/// activations quantized to Q8_K,
+/// Q8_0, Q4_0, Q5_0 and IQ4_NL weights multiply activations quantized to Q8_0, Q4_K, Q6_K, Q2_K, Q3_K and IQ4_XS weights (and
+/// Q5_K ones in row groups) activations quantized to Q8_K,
 /// with integer dot products (as llama.cpp does); F32 rows are read in place, F16 rows widened in registers; other types are dequantized one row at a time into per-thread
 /// scratch. Each weight row is read once per batch. Not thread-safe: one per engine.
 /// </summary>
@@ -124,12 +124,13 @@ public sealed unsafe class MatMulKernel : IParallelWork
         return _tileScales[worker];
     }
 
-    // How the products of a weight type take their input: Q8_0 blocks (Q8_0, Q4_0, Q5_0), Q8_K blocks (Q4_K, Q5_K, Q6_K), or
+    // How the products of a weight type take their input: Q8_0 blocks (Q8_0, Q4_0, Q5_0, IQ4_NL), Q8_K blocks (Q4_K, Q5_K, Q6_K,
+    // Q2_K, Q3_K, IQ4_XS), or
     // floats (F32; a Q5_K matrix without row groups multiplies floats, which stay available).
     private static GgmlType InputEncoding(GgmlType type) => type switch
     {
-        GgmlType.Q8_0 or GgmlType.Q4_0 or GgmlType.Q5_0 => GgmlType.Q8_0,
-        GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K => GgmlType.Q8_K,
+        GgmlType.Q8_0 or GgmlType.Q4_0 or GgmlType.Q5_0 or GgmlType.IQ4_NL => GgmlType.Q8_0,
+        GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q2_K or GgmlType.Q3_K or GgmlType.IQ4_XS => GgmlType.Q8_K,
         _ => GgmlType.F32,
     };
 
@@ -423,6 +424,64 @@ public sealed unsafe class MatMulKernel : IParallelWork
                                 {
                                     KQuantDot.DotQ4_K(row, superBlocks, tokens, xq + ((long)t * cols), xd + ((long)t * superBlocks), xs + ((long)t * superBlocks * 16), y + ((long)t * rows) + r, rows);
                                 }
+                            }
+                        }
+                    }
+
+                    break;
+                }
+
+            case GgmlType.Q2_K:
+            case GgmlType.Q3_K:
+            case GgmlType.IQ4_XS:
+                {
+                    // Low-bit K-quant rows times Q8_K activations, row by row, each super-block unpacked once for up to four tokens.
+                    int superBlocks = cols / 256;
+                    fixed (sbyte* xq = _xk.Values)
+                    fixed (float* xd = _xk.Scales)
+                    fixed (short* xs = _xk.Sums16)
+                    {
+                        for (int r = r0; r < r1; r++)
+                        {
+                            byte* row = w.RowPointer(r);
+                            for (int t = 0; t < n; t += 4)
+                            {
+                                int tokens = Math.Min(4, n - t);
+                                sbyte* xt = xq + ((long)t * cols);
+                                float* dt = xd + ((long)t * superBlocks);
+                                float* yt = y + ((long)t * rows) + r;
+                                switch (w.Type)
+                                {
+                                    case GgmlType.Q2_K:
+                                        LowBitDot.DotQ2_K(row, superBlocks, tokens, xt, dt, xs + ((long)t * superBlocks * 16), yt, rows);
+                                        break;
+                                    case GgmlType.Q3_K:
+                                        LowBitDot.DotQ3_K(row, superBlocks, tokens, xt, dt, xs + ((long)t * superBlocks * 16), yt, rows);
+                                        break;
+                                    default:
+                                        LowBitDot.DotIq4_XS(row, superBlocks, tokens, xt, dt, yt, rows);
+                                        break;
+                                }
+                            }
+                        }
+                    }
+
+                    break;
+                }
+
+            case GgmlType.IQ4_NL:
+                {
+                    // IQ4_NL rows times Q8_0 activations (ggml_vec_dot_iq4_nl_q8_0), each block looked up once for up to four tokens.
+                    int blocks = cols / 32;
+                    fixed (sbyte* xq = _xq.Values)
+                    fixed (float* xd = _xq.Scales)
+                    {
+                        for (int r = r0; r < r1; r++)
+                        {
+                            byte* row = w.RowPointer(r);
+                            for (int t = 0; t < n; t += 4)
+                            {
+                                LowBitDot.DotIq4_NL(row, blocks, Math.Min(4, n - t), xq + ((long)t * cols), xd + ((long)t * blocks), y + ((long)t * rows) + r, rows);
                             }
                         }
                     }

@@ -12,7 +12,11 @@ public static class RowDequantizer
 {
     /// <summary>True when rows of this type can be dequantized.</summary>
     public static bool Supports(GgmlType type) => type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 or GgmlType.Q8_0
-        or GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1 or GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K;
+        or GgmlType.Q4_0 or GgmlType.Q4_1 or GgmlType.Q5_0 or GgmlType.Q5_1 or GgmlType.Q2_K or GgmlType.Q3_K or GgmlType.Q4_K or GgmlType.Q5_K
+        or GgmlType.Q6_K or GgmlType.IQ4_NL or GgmlType.IQ4_XS;
+
+    /// <summary>The 16 signed values of the IQ4_NL and IQ4_XS 4-bit codes (ggml's kvalues_iq4nl): a non-uniform grid.</summary>
+    public static ReadOnlySpan<sbyte> Iq4Values => [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
 
     /// <summary>Dequantizes <paramref name="dst"/>.Length elements from <paramref name="src"/>.</summary>
     public static void Dequantize(GgmlType type, ReadOnlySpan<byte> src, Span<float> dst)
@@ -51,6 +55,12 @@ public static class RowDequantizer
             case GgmlType.Q5_1:
                 DequantizeQ5_1(src, dst);
                 break;
+            case GgmlType.Q2_K:
+                DequantizeQ2_K(src, dst);
+                break;
+            case GgmlType.Q3_K:
+                DequantizeQ3_K(src, dst);
+                break;
             case GgmlType.Q4_K:
                 DequantizeQ4_K(src, dst);
                 break;
@@ -59,6 +69,12 @@ public static class RowDequantizer
                 break;
             case GgmlType.Q6_K:
                 DequantizeQ6_K(src, dst);
+                break;
+            case GgmlType.IQ4_NL:
+                DequantizeIq4_NL(src, dst);
+                break;
+            case GgmlType.IQ4_XS:
+                DequantizeIq4_XS(src, dst);
                 break;
             default:
                 throw new NotSupportedException($"tensor type {type} cannot be dequantized");
@@ -269,6 +285,129 @@ public static class RowDequantizer
                     y[l + 32] = d * s8[s + 2] * q2;
                     y[l + 64] = d * s8[s + 4] * q3;
                     y[l + 96] = d * s8[s + 6] * q4;
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// The signed 6-bit scale (-32..31) of sub-block <paramref name="j"/> (0..15, 16 elements each) of a Q3_K super-block:
+    /// its low 4 bits are the low nibble of byte j (j &lt; 8) or the high nibble of byte j - 8, its top 2 bits are bits
+    /// 2 (j / 4) and 2 (j / 4) + 1 of byte 8 + j % 4 of the 12 packed bytes. (ggml's kmask unpacking of block_q3_K.)
+    /// </summary>
+    public static int ScaleQ3_K(int j, ReadOnlySpan<byte> scales)
+    {
+        int low = j < 8 ? scales[j] & 0xF : scales[j - 8] >> 4;
+        int high = (scales[8 + (j & 3)] >> (2 * (j >> 2))) & 3;
+        return (low | (high << 4)) - 32;
+    }
+
+    /// <summary>
+    /// The signed 3-bit value (-4..3) of element <paramref name="e"/> (0..255) of a Q3_K super-block: in each half of 128,
+    /// element 32 s + l (s = 0..3, l = 0..31) is bits 2 s and 2 s + 1 of qs[32 half + l], minus 4 unless bit 4 half + s of
+    /// hmask[l] is set.
+    /// </summary>
+    public static int ValueQ3_K(int e, ReadOnlySpan<byte> hmask, ReadOnlySpan<byte> qs)
+    {
+        int half = e >> 7, s = (e >> 5) & 3, l = e & 31;
+        int low = (qs[(32 * half) + l] >> (2 * s)) & 3;
+        return low - ((hmask[l] >> ((4 * half) + s) & 1) != 0 ? 0 : 4);
+    }
+
+    // block_q2_K (256 elements, 84 bytes): 16 bytes of 4-bit scale (low) and min (high) per 16 elements, 64 bytes of 2-bit codes,
+    // fp16 d, fp16 dmin. Element 32 s + l of each half of 128 (s = 0..3) is bits 2 s, 2 s + 1 of qs[32 half + l]; its sub-block
+    // of 16 is e / 16; value d * scale * q - dmin * min.
+    private static void DequantizeQ2_K(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        int blocks = dst.Length / 256;
+        for (int b = 0; b < blocks; b++)
+        {
+            var block = src.Slice(b * 84, 84);
+            var scales = block[..16];
+            var qs = block.Slice(16, 64);
+            float d = (float)BinaryPrimitives.ReadHalfLittleEndian(block[80..]);
+            float min = (float)BinaryPrimitives.ReadHalfLittleEndian(block[82..]);
+            var o = dst.Slice(b * 256, 256);
+            for (int e = 0; e < 256; e++)
+            {
+                int sc = scales[e >> 4];
+                float dl = d * (sc & 0xF), ml = min * (sc >> 4);
+                int q = (qs[(32 * (e >> 7)) + (e & 31)] >> (2 * ((e >> 5) & 3))) & 3;
+                o[e] = (dl * q) - ml;
+            }
+        }
+    }
+
+    // block_q3_K (256 elements, 110 bytes): 32 bytes hmask (the high bit, inverted: set means no -4), 64 bytes of low 2-bit
+    // codes (as Q2_K's), 12 bytes of 6-bit scales, fp16 d; value d * (scale - 32) * q.
+    private static void DequantizeQ3_K(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        int blocks = dst.Length / 256;
+        for (int b = 0; b < blocks; b++)
+        {
+            var block = src.Slice(b * 110, 110);
+            var hmask = block[..32];
+            var qs = block.Slice(32, 64);
+            var scales = block.Slice(96, 12);
+            float d = (float)BinaryPrimitives.ReadHalfLittleEndian(block[108..]);
+            var o = dst.Slice(b * 256, 256);
+            for (int e = 0; e < 256; e++)
+            {
+                float dl = d * ScaleQ3_K(e >> 4, scales);
+                o[e] = dl * ValueQ3_K(e, hmask, qs);
+            }
+        }
+    }
+
+    // block_iq4_nl (32 elements, 18 bytes): fp16 d, 16 bytes of codes (element j the low nibble of byte j, j + 16 the high);
+    // value d * kvalues[code].
+    private static void DequantizeIq4_NL(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        var kv = Iq4Values;
+        int blocks = dst.Length / 32;
+        for (int b = 0; b < blocks; b++)
+        {
+            var block = src.Slice(b * 18, 18);
+            float d = (float)BinaryPrimitives.ReadHalfLittleEndian(block);
+            var qs = block[2..];
+            var o = dst.Slice(b * 32, 32);
+            for (int j = 0; j < 16; j++)
+            {
+                o[j] = d * kv[qs[j] & 0xF];
+                o[j + 16] = d * kv[qs[j] >> 4];
+            }
+        }
+    }
+
+    /// <summary>
+    /// The 6-bit scale (0..63, the value is this minus 32) of 32-element block <paramref name="ib"/> (0..7) of an IQ4_XS
+    /// super-block: low 4 bits from nibble ib % 2 of scales_l[ib / 2], top 2 bits from bits 2 ib, 2 ib + 1 of scales_h.
+    /// </summary>
+    public static int ScaleIq4_XS(int ib, ushort scalesH, ReadOnlySpan<byte> scalesL)
+        => ((scalesL[ib >> 1] >> (4 * (ib & 1))) & 0xF) | (((scalesH >> (2 * ib)) & 3) << 4);
+
+    // block_iq4_xs (256 elements, 136 bytes): fp16 d, uint16 scales_h, 4 bytes scales_l, 128 bytes of codes in eight
+    // IQ4_NL-like 32-element blocks of 16 bytes; value d * (scale - 32) * kvalues[code].
+    private static void DequantizeIq4_XS(ReadOnlySpan<byte> src, Span<float> dst)
+    {
+        var kv = Iq4Values;
+        int blocks = dst.Length / 256;
+        for (int b = 0; b < blocks; b++)
+        {
+            var block = src.Slice(b * 136, 136);
+            float d = (float)BinaryPrimitives.ReadHalfLittleEndian(block);
+            ushort h = BinaryPrimitives.ReadUInt16LittleEndian(block[2..]);
+            var scalesL = block.Slice(4, 4);
+            var o = dst.Slice(b * 256, 256);
+            for (int ib = 0; ib < 8; ib++)
+            {
+                float dl = d * (ScaleIq4_XS(ib, h, scalesL) - 32);
+                var qs = block.Slice(8 + (16 * ib), 16);
+                var y = o.Slice(32 * ib, 32);
+                for (int j = 0; j < 16; j++)
+                {
+                    y[j] = dl * kv[qs[j] & 0xF];
+                    y[j + 16] = dl * kv[qs[j] >> 4];
                 }
             }
         }

@@ -88,6 +88,18 @@ public class GgufBadInputTests(ConvertedModels models) : IClassFixture<Converted
     }
 
     [Fact]
+    public void UnsupportedGgmlTypeIsRejectedByName()
+    {
+        var path = models.Patched(Source, "iq2.gguf", b =>
+        {
+            BinaryPrimitives.WriteUInt32LittleEndian(b.AsSpan(TypeFieldOf(b, "blk.0.attn_k.weight")), 16);
+            return b;
+        });
+        var e = LoadFails(path);
+        Assert.Contains("'blk.0.attn_k.weight': type IQ2_XXS (16) is not supported (kvaq reads F32, F16, BF16, Q8_0", e.Message);
+    }
+
+    [Fact]
     public void MissingTensorIsRejected()
     {
         var path = models.Patched(Source, "missing.gguf", b =>

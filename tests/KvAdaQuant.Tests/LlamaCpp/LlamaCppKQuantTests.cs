@@ -39,6 +39,29 @@ public class LlamaCppKQuantTests(ConvertedModels converted, ITestOutputHelper ou
         Assert.Equal(GgmlType.F32, types["blk.0.attn_norm.weight"]);
     }
 
+    [LlamaCppTheory]
+    [InlineData(LlamaCppQuantizationType.Q2_K, GgmlType.Q2_K, GgmlType.Q4_K, GgmlType.Q3_K)]
+    [InlineData(LlamaCppQuantizationType.Q3_K_S, GgmlType.Q3_K, GgmlType.Q3_K, GgmlType.Q3_K)]
+    [InlineData(LlamaCppQuantizationType.Q3_K_M, GgmlType.Q3_K, GgmlType.Q5_K, GgmlType.Q4_K)]
+    [InlineData(LlamaCppQuantizationType.Q3_K_L, GgmlType.Q3_K, GgmlType.Q5_K, GgmlType.Q5_K)]
+    [InlineData(LlamaCppQuantizationType.Q5_K_M, GgmlType.Q5_K, GgmlType.Q5_K, GgmlType.Q5_K)]
+    [InlineData(LlamaCppQuantizationType.IQ4_NL, GgmlType.IQ4_NL, GgmlType.Q5_K, GgmlType.IQ4_NL)]
+    [InlineData(LlamaCppQuantizationType.IQ4_XS, GgmlType.IQ4_XS, GgmlType.Q5_K, GgmlType.IQ4_XS)]
+    public void LowerBitFileTypes_OfTinyLlama256_HaveTheirTensorTypesAndLoad(LlamaCppQuantizationType type, GgmlType attnQ, GgmlType firstAttnV, GgmlType firstFfnDown)
+    {
+        // llama.cpp's choices per tensor for this 2-layer model (measured: its quantizer gives attn_v and ffn_down more bits).
+        var gguf = converted.GetLlamaCppQuantized(converted.GetSynthetic("tiny-llama-256", GgmlType.F16), type);
+        var types = TensorTypes(gguf);
+        output.WriteLine(string.Join(", ", types.Select(kv => $"{kv.Key} {kv.Value}")));
+        Assert.Equal(attnQ, types["blk.0.attn_q.weight"]);
+        Assert.Equal(attnQ, types["blk.1.ffn_gate.weight"]);
+        Assert.Equal(firstAttnV, types["blk.0.attn_v.weight"]);
+        Assert.Equal(firstFfnDown, types["blk.0.ffn_down.weight"]);
+        Assert.Equal(GgmlType.Q6_K, types["output.weight"]);
+        using var m = ModelLoader.Load(gguf);
+        Assert.Equal(attnQ, m.Weights.Layers[0].Wq.Type);
+    }
+
     [LlamaCppFact]
     public void Q4_K_M_OfTinyLlama_RowsNotMultiplesOf256_FallBackToLegacyTypes()
     {
@@ -61,14 +84,17 @@ public class LlamaCppKQuantTests(ConvertedModels converted, ITestOutputHelper ou
         Assert.Throws<FileNotFoundException>(() => LlamaCppQuantizer.Quantize(dir.File("missing.gguf"), dir.File("out.gguf"), LlamaCppQuantizationType.Q6_K, threads: 1));
     }
 
-    [LlamaCppFact]
-    public void ConvertCommand_TypeQ4_K_M_WritesLlamaCppQuantizedFileAndRemovesTheIntermediate()
+    [LlamaCppTheory]
+    [InlineData("q4_k_m", GgmlType.Q4_K)]
+    [InlineData("q3_k_m", GgmlType.Q3_K)]
+    [InlineData("iq4_xs", GgmlType.IQ4_XS)]
+    public void ConvertCommand_LlamaCppType_WritesLlamaCppQuantizedFileAndRemovesTheIntermediate(string typeName, GgmlType attnQ)
     {
         using var dir = new TempDir();
         var outPath = dir.File("t.gguf");
-        Assert.Equal(0, KvAdaQuant.Cli.Program.BuildRoot().Parse(["convert", "--synthetic", "tiny-llama-256", "--out", outPath, "--type", "q4_k_m", "--threads", "2", "--json"]).Invoke());
+        Assert.Equal(0, KvAdaQuant.Cli.Program.BuildRoot().Parse(["convert", "--synthetic", "tiny-llama-256", "--out", outPath, "--type", typeName, "--threads", "2", "--json"]).Invoke());
         var types = TensorTypes(outPath);
-        Assert.Equal(GgmlType.Q4_K, types["blk.0.attn_q.weight"]);
+        Assert.Equal(attnQ, types["blk.0.attn_q.weight"]);
         Assert.Equal(GgmlType.Q6_K, types["output.weight"]);
         Assert.Equal([outPath], Directory.GetFiles(dir.Path));
         using var m = ModelLoader.Load(outPath);
@@ -91,6 +117,10 @@ public class LlamaCppKQuantTests(ConvertedModels converted, ITestOutputHelper ou
     // differ) moves one activation across a Q8_K rounding boundary, which later positions carry (0.02-0.07 measured).
     // Token by token, Q4_K_M and Q4_K_S (Q4_K, Q5_K and Q6_K row groups in kvaq) agreed within 1.5e-6 at all 128 positions.
     // (Before the Q5_K row-group kernel kvaq multiplied Q4_K_S's Q5_K matrices in floats: apart from position 0.)
+    // Q2_K, Q3_K and IQ4_XS rows (LowBitDot) take Q8_K activations, IQ4_NL rows Q8_0 ones, in integers as llama.cpp: measured
+    // within 1e-4 at all 128 positions (Q2_K, whose files also hold Q3_K and Q4_K) or up to positions 17-18 (the Q3_K files),
+    // 30 (IQ4_NL) and 73 (IQ4_XS); with the weights dequantized to floats instead, every one of them was apart from position 0.
+    // Q5_K_S token by token (every matrix Q5_K, in row groups): apart from position 12, hence its 8.
     [LlamaCppTheory]
     [InlineData(LlamaCppQuantizationType.Q4_K_M, false, 16)]
     [InlineData(LlamaCppQuantizationType.Q4_K_M, true, 16)]
@@ -98,9 +128,22 @@ public class LlamaCppKQuantTests(ConvertedModels converted, ITestOutputHelper ou
     [InlineData(LlamaCppQuantizationType.Q6_K, true, 16)]
     [InlineData(LlamaCppQuantizationType.Q4_K_S, false, 16)]
     [InlineData(LlamaCppQuantizationType.Q4_K_S, true, 16)]
+    [InlineData(LlamaCppQuantizationType.Q2_K, false, 16)]
+    [InlineData(LlamaCppQuantizationType.Q2_K, true, 16)]
+    [InlineData(LlamaCppQuantizationType.Q3_K_S, false, 16)]
+    [InlineData(LlamaCppQuantizationType.Q3_K_M, false, 16)]
+    [InlineData(LlamaCppQuantizationType.Q3_K_M, true, 16)]
+    [InlineData(LlamaCppQuantizationType.Q3_K_L, false, 16)]
+    [InlineData(LlamaCppQuantizationType.Q5_K_M, false, 16)]
+    [InlineData(LlamaCppQuantizationType.Q5_K_S, true, 8)]
+    [InlineData(LlamaCppQuantizationType.IQ4_NL, false, 16)]
+    [InlineData(LlamaCppQuantizationType.IQ4_NL, true, 16)]
+    [InlineData(LlamaCppQuantizationType.IQ4_XS, false, 16)]
+    [InlineData(LlamaCppQuantizationType.IQ4_XS, true, 16)]
     public void TinyLlama256_KQuantFile_LogitsAgreeWithLlamaCpp(LlamaCppQuantizationType type, bool tokenByToken, int positionsWithinOneTenThousandth)
     {
         var gguf = converted.GetLlamaCppQuantized(converted.GetSynthetic("tiny-llama-256", GgmlType.F16), type);
+        output.WriteLine(string.Join(", ", TensorTypes(gguf).Where(kv => !kv.Key.Contains("norm", StringComparison.Ordinal)).Select(kv => $"{kv.Key} {kv.Value}")));
         using var ours = ModelLoader.Load(gguf);
         var tokens = AgreementTokens.Random(128, ours.Config.VocabSize, seed: 13);
         AssertAgreement($"tiny-llama-256 {type}{(tokenByToken ? " token by token" : string.Empty)}", ours, gguf, tokens, tokenByToken, tolerance: 0.25, positionsWithinOneTenThousandth);

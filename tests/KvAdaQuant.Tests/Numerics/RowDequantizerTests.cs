@@ -192,4 +192,166 @@ public class RowDequantizerTests
         Assert.Equal(a, b[..256]);
         Assert.NotEqual(a, b[256..]);
     }
+
+    [Fact]
+    public void Q2_KFourBitScaleAndMinPerSixteenTwoBitCodesFourPerByte()
+    {
+        var block = RandomBytes(84, 21);
+        BinaryPrimitives.WriteHalfLittleEndian(block.AsSpan(80), (Half)0.5f);
+        BinaryPrimitives.WriteHalfLittleEndian(block.AsSpan(82), (Half)0.25f);
+        var o = Run(GgmlType.Q2_K, block, 256);
+
+        // ggml's loop: per half of 128, four passes over the same 32 bytes taking 2 bits at a time, two sub-blocks per pass.
+        var expected = new float[256];
+        int y = 0, sub = 0;
+        for (int half = 0; half < 2; half++)
+        {
+            for (int shift = 0; shift < 8; shift += 2)
+            {
+                for (int part = 0; part < 2; part++, sub++)
+                {
+                    int sc = block[sub];
+                    for (int l = 0; l < 16; l++)
+                    {
+                        int q = (block[16 + (32 * half) + (16 * part) + l] >> shift) & 3;
+                        expected[y++] = (0.5f * (sc & 0xF) * q) - (0.25f * (sc >> 4));
+                    }
+                }
+            }
+        }
+
+        Assert.Equal(expected, o);
+    }
+
+    /// <summary>Packs sixteen 6-bit Q3_K scales (0..63, value + 32) as ggml's quantize_row_q3_K does.</summary>
+    private static byte[] PackQ3_KScales(int[] ls)
+    {
+        var s = new byte[12];
+        for (int j = 0; j < 16; j++)
+        {
+            int l = ls[j];
+            if (j < 8)
+            {
+                s[j] = (byte)(l & 0xF);
+            }
+            else
+            {
+                s[j - 8] |= (byte)((l & 0xF) << 4);
+            }
+
+            s[(j % 4) + 8] |= (byte)((l >> 4) << (2 * (j / 4)));
+        }
+
+        return s;
+    }
+
+    [Fact]
+    public void ScaleQ3_KUnpacksAllSixteenSixBitScales()
+    {
+        var rng = new Random(4);
+        for (int trial = 0; trial < 100; trial++)
+        {
+            var ls = Enumerable.Range(0, 16).Select(_ => rng.Next(64)).ToArray();
+            var packed = PackQ3_KScales(ls);
+            for (int j = 0; j < 16; j++)
+            {
+                Assert.Equal(ls[j] - 32, RowDequantizer.ScaleQ3_K(j, packed));
+            }
+        }
+    }
+
+    [Fact]
+    public void Q3_KTwoLowBitsAndAnInvertedHighBitTimesSignedSixBitScales()
+    {
+        var rng = new Random(22);
+        var ls = Enumerable.Range(0, 16).Select(_ => rng.Next(64)).ToArray();
+        ls[3] = 0;
+        ls[12] = 63;
+        var block = RandomBytes(110, 23);
+        PackQ3_KScales(ls).CopyTo(block, 96);
+        BinaryPrimitives.WriteHalfLittleEndian(block.AsSpan(108), (Half)0.5f);
+        var o = Run(GgmlType.Q3_K, block, 256);
+
+        // ggml's loop: the high-bit mask walks one bit per pass of 32 elements over the same 32 hmask bytes.
+        var expected = new float[256];
+        int y = 0, sub = 0, bit = 0;
+        for (int half = 0; half < 2; half++)
+        {
+            for (int shift = 0; shift < 8; shift += 2, bit++)
+            {
+                for (int part = 0; part < 2; part++, sub++)
+                {
+                    for (int l = 0; l < 16; l++)
+                    {
+                        int low = (block[32 + (32 * half) + (16 * part) + l] >> shift) & 3;
+                        bool high = (block[(16 * part) + l] & (1 << bit)) != 0;
+                        expected[y++] = 0.5f * (ls[sub] - 32) * (low - (high ? 0 : 4));
+                    }
+                }
+            }
+        }
+
+        Assert.Equal(expected, o);
+    }
+
+    private static readonly int[] Iq4Levels = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+
+    [Fact]
+    public void Iq4_NLLowNibblesThenHighNibblesThroughTheNonUniformLevels()
+    {
+        var block = RandomBytes(18, 24);
+        BinaryPrimitives.WriteHalfLittleEndian(block, (Half)0.125f);
+        var o = Run(GgmlType.IQ4_NL, block, 32);
+        for (int e = 0; e < 32; e++)
+        {
+            int code = e < 16 ? block[2 + e] & 0xF : block[2 + e - 16] >> 4;
+            Assert.Equal(0.125f * Iq4Levels[code], o[e]);
+        }
+    }
+
+    [Fact]
+    public void Iq4_XSSixBitScalePerThirtyTwoSplitOverTwoFields()
+    {
+        var rng = new Random(25);
+        var ls = Enumerable.Range(0, 8).Select(_ => rng.Next(64)).ToArray();
+        ls[2] = 0;
+        ls[5] = 63;
+        var block = RandomBytes(136, 26);
+        BinaryPrimitives.WriteHalfLittleEndian(block, (Half)0.25f);
+        int h = 0;
+        for (int ib = 0; ib < 8; ib++)
+        {
+            h |= (ls[ib] >> 4) << (2 * ib);
+        }
+
+        BinaryPrimitives.WriteUInt16LittleEndian(block.AsSpan(2), (ushort)h);
+        for (int i = 0; i < 4; i++)
+        {
+            block[4 + i] = (byte)((ls[2 * i] & 0xF) | ((ls[(2 * i) + 1] & 0xF) << 4));
+        }
+
+        var o = Run(GgmlType.IQ4_XS, block, 256);
+        for (int e = 0; e < 256; e++)
+        {
+            int ib = e / 32, j = e % 32;
+            int code = j < 16 ? block[8 + (16 * ib) + j] & 0xF : block[8 + (16 * ib) + j - 16] >> 4;
+            Assert.Equal(0.25f * (ls[ib] - 32) * Iq4Levels[code], o[e]);
+        }
+    }
+
+    [Theory]
+    [InlineData(GgmlType.Q2_K, 84)]
+    [InlineData(GgmlType.Q3_K, 110)]
+    [InlineData(GgmlType.IQ4_XS, 136)]
+    public void LowBitSuperBlocksAreIndependentAndTheirGeometryIsGgmls(GgmlType type, int bytes)
+    {
+        Assert.Equal((256, bytes), GgmlTypeInfo.Geometry(type));
+        Assert.True(RowDequantizer.Supports(type));
+        var one = RandomBytes(bytes, 27);
+        var two = one.Concat(RandomBytes(bytes, 28)).ToArray();
+        var a = Run(type, one, 256);
+        var b = Run(type, two, 512);
+        Assert.Equal(a, b[..256]);
+        Assert.Equal((32, 18), GgmlTypeInfo.Geometry(GgmlType.IQ4_NL));
+    }
 }

@@ -221,7 +221,9 @@ public sealed unsafe class GgufFile : IDisposable
             var type = (GgmlType)rawType;
             if (GgmlTypeInfo.Geometry(type) is null)
             {
-                throw new ModelFormatException(Path, $"tensor '{name}': unknown tensor type {rawType}");
+                throw new ModelFormatException(Path, GgmlTypeInfo.UnsupportedName(rawType) is { } known
+                    ? $"tensor '{name}': type {known} ({rawType}) is not supported (kvaq reads F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL and IQ4_XS)"
+                    : $"tensor '{name}': unknown tensor type {rawType}");
             }
 
             pending.Add((name, shape, type, r.U64()));
