@@ -123,13 +123,11 @@ public static unsafe class LowBitDot
         }
     }
 
-    /// <summary>AVX2 path of <see cref="DotQ2_K"/>: each super-block's codes unpacked once for all tokens.</summary>
+    /// <summary>AVX2 path of <see cref="DotQ2_K"/>: each super-block's codes unpacked once, in registers, for all tokens.</summary>
     public static void DotQ2_KAvx2(byte* row, int superBlocks, int tokens, sbyte* xq, float* xd, short* xsum, float* output, long outStride)
     {
         CheckTokens(tokens);
         long xStride = (long)superBlocks * 256;
-        Vector256<byte>* codes = stackalloc Vector256<byte>[8];
-        Vector256<short>* scales = stackalloc Vector256<short>[8];
         float* acc = stackalloc float[4];
         float* mins = stackalloc float[4];
         for (int t = 0; t < 4; t++)
@@ -139,33 +137,46 @@ public static unsafe class LowBitDot
         }
 
         var three = Vector256.Create((byte)3);
+        var nibble = Vector128.Create((byte)0xF);
         for (int b = 0; b < superBlocks; b++)
         {
             byte* blk = row + (b * Q2_KBlockBytes);
-            for (int h = 0; h < 2; h++)
-            {
-                var v = Avx.LoadVector256(blk + 16 + (32 * h)).AsUInt16();
-                for (int s = 0; s < 4; s++)
-                {
-                    int j = (8 * h) + (2 * s);
-                    codes[(4 * h) + s] = Vector256.ShiftRightLogical(v, 2 * s).AsByte() & three;
-                    scales[(4 * h) + s] = Vector256.Create(Vector128.Create((short)(blk[j] & 0xF)), Vector128.Create((short)(blk[j + 1] & 0xF)));
-                }
-            }
-
-            var minWords = Avx2.ConvertToVector256Int16(Sse2.ShiftRightLogical(Sse2.LoadVector128(blk).AsUInt16(), 4).AsByte() & Vector128.Create((byte)0xF));
+            var packed = Sse2.LoadVector128(blk);
+            var low = packed & nibble;
+            var both = Vector256.Create(low, low);
+            var v0 = Avx.LoadVector256(blk + 16).AsUInt16();
+            var v1 = Avx.LoadVector256(blk + 48).AsUInt16();
+            var c0 = v0.AsByte() & three;
+            var c1 = Vector256.ShiftRightLogical(v0, 2).AsByte() & three;
+            var c2 = Vector256.ShiftRightLogical(v0, 4).AsByte() & three;
+            var c3 = Vector256.ShiftRightLogical(v0, 6).AsByte() & three;
+            var c4 = v1.AsByte() & three;
+            var c5 = Vector256.ShiftRightLogical(v1, 2).AsByte() & three;
+            var c6 = Vector256.ShiftRightLogical(v1, 4).AsByte() & three;
+            var c7 = Vector256.ShiftRightLogical(v1, 6).AsByte() & three;
+            var s0 = ScalePair(both, 0);
+            var s1 = ScalePair(both, 1);
+            var s2 = ScalePair(both, 2);
+            var s3 = ScalePair(both, 3);
+            var s4 = ScalePair(both, 4);
+            var s5 = ScalePair(both, 5);
+            var s6 = ScalePair(both, 6);
+            var s7 = ScalePair(both, 7);
+            var minWords = Avx2.ConvertToVector256Int16(Sse2.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & nibble);
             float d = HalfBits.ToSingle(*(ushort*)(blk + 80));
             float dmin = HalfBits.ToSingle(*(ushort*)(blk + 82));
             for (int t = 0; t < tokens; t++)
             {
                 sbyte* x = xq + (t * xStride) + (b * 256);
-                var sum = Vector256<int>.Zero;
-                for (int k = 0; k < 8; k++)
-                {
-                    var p = Avx2.MultiplyAddAdjacent(codes[k], Avx.LoadVector256(x + (32 * k)));
-                    sum += Avx2.MultiplyAddAdjacent(p, scales[k]);
-                }
-
+                var p0 = Avx2.MultiplyAddAdjacent(c0, Avx.LoadVector256(x));
+                var p1 = Avx2.MultiplyAddAdjacent(c1, Avx.LoadVector256(x + 32));
+                var p2 = Avx2.MultiplyAddAdjacent(c2, Avx.LoadVector256(x + 64));
+                var p3 = Avx2.MultiplyAddAdjacent(c3, Avx.LoadVector256(x + 96));
+                var p4 = Avx2.MultiplyAddAdjacent(c4, Avx.LoadVector256(x + 128));
+                var p5 = Avx2.MultiplyAddAdjacent(c5, Avx.LoadVector256(x + 160));
+                var p6 = Avx2.MultiplyAddAdjacent(c6, Avx.LoadVector256(x + 192));
+                var p7 = Avx2.MultiplyAddAdjacent(c7, Avx.LoadVector256(x + 224));
+                var sum = ScaledPairs(p0, p1, p2, p3, p4, p5, p6, p7, s0, s1, s2, s3, s4, s5, s6, s7);
                 var m = Avx2.MultiplyAddAdjacent(minWords, Avx.LoadVector256(xsum + (t * (long)superBlocks * 16) + (b * 16)));
                 float dx = xd[(t * (long)superBlocks) + b];
                 acc[t] = MathF.FusedMultiplyAdd(Vector256.Sum(sum), d * dx, acc[t]);
@@ -178,6 +189,19 @@ public static unsafe class LowBitDot
             output[t * outStride] = acc[t] - mins[t];
         }
     }
+
+    // The k-th 32 values' scales, 2k in the low half's 16-bit lanes and 2k + 1 in the high half's, from unsigned byte scales in
+    // both halves of `scales` (a byte shuffle that zeroes the high bytes).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> ScalePair(Vector256<byte> scales, int k) => Avx2.Shuffle(scales, ScalePairMask(k)).AsInt16();
+
+    // sum over the eight 32-value slices k of the scale-weighted pair sums madd(p_k, s_k).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> ScaledPairs(
+        Vector256<short> p0, Vector256<short> p1, Vector256<short> p2, Vector256<short> p3, Vector256<short> p4, Vector256<short> p5, Vector256<short> p6, Vector256<short> p7,
+        Vector256<short> s0, Vector256<short> s1, Vector256<short> s2, Vector256<short> s3, Vector256<short> s4, Vector256<short> s5, Vector256<short> s6, Vector256<short> s7)
+        => ((Avx2.MultiplyAddAdjacent(p0, s0) + Avx2.MultiplyAddAdjacent(p1, s1)) + (Avx2.MultiplyAddAdjacent(p2, s2) + Avx2.MultiplyAddAdjacent(p3, s3)))
+            + ((Avx2.MultiplyAddAdjacent(p4, s4) + Avx2.MultiplyAddAdjacent(p5, s5)) + (Avx2.MultiplyAddAdjacent(p6, s6) + Avx2.MultiplyAddAdjacent(p7, s7)));
 
     /// <summary>Scalar twin of <see cref="DotQ3_K"/>: value e is d * scale_(e/16) * q_e, q_e in -4..3 (<see cref="RowDequantizer.ValueQ3_K"/>).</summary>
     public static void DotQ3_KScalar(byte* row, int superBlocks, int tokens, sbyte* xq, float* xd, short* xsum, float* output, long outStride)
@@ -208,14 +232,15 @@ public static unsafe class LowBitDot
         }
     }
 
-    /// <summary>AVX2 path of <see cref="DotQ3_K"/>: unsigned codes 0..7 (value + 4) unpacked once for all tokens, minus 4 x scale x the 16-value sums.</summary>
+    /// <summary>
+    /// AVX2 path of <see cref="DotQ3_K"/>: unsigned codes u = q + 4 (0..7) unpacked once, in registers, for all tokens, with the
+    /// unsigned 6-bit scales L = scale + 32 (0..63) spread over 16-bit lanes by a byte shuffle; per token the integer total is
+    /// sum L u x - 32 sum u x - 4 sum_j scale_j b_j.
+    /// </summary>
     public static void DotQ3_KAvx2(byte* row, int superBlocks, int tokens, sbyte* xq, float* xd, short* xsum, float* output, long outStride)
     {
         CheckTokens(tokens);
         long xStride = (long)superBlocks * 256;
-        Vector256<byte>* codes = stackalloc Vector256<byte>[8];
-        Vector256<short>* scales = stackalloc Vector256<short>[8];
-        short* sc = stackalloc short[16];
         float* acc = stackalloc float[4];
         for (int t = 0; t < 4; t++)
         {
@@ -223,43 +248,53 @@ public static unsafe class LowBitDot
         }
 
         var three = Vector256.Create((byte)3);
-        var one = Vector256.Create((byte)1);
+        var bit2 = Vector256.Create((ushort)0x0404);
+        var minus32 = Vector256.Create((short)-32);
         for (int b = 0; b < superBlocks; b++)
         {
             byte* blk = row + (b * Q3_KBlockBytes);
-            var packed = new ReadOnlySpan<byte>(blk + 96, 12);
-            for (int j = 0; j < 16; j++)
-            {
-                sc[j] = (short)RowDequantizer.ScaleQ3_K(j, packed);
-            }
-
+            var unsignedScales = ScalesQ3_K(blk + 96);
+            var both = Vector256.Create(unsignedScales, unsignedScales);
             var hm = Avx.LoadVector256(blk).AsUInt16();
-            for (int h = 0; h < 2; h++)
-            {
-                var v = Avx.LoadVector256(blk + 32 + (32 * h)).AsUInt16();
-                for (int s = 0; s < 4; s++)
-                {
-                    int j = (8 * h) + (2 * s);
-                    var high = Vector256.ShiftRightLogical(hm, (4 * h) + s).AsByte() & one;
-                    codes[(4 * h) + s] = (Vector256.ShiftRightLogical(v, 2 * s).AsByte() & three) | Vector256.ShiftLeft(high.AsUInt16(), 2).AsByte();
-                    scales[(4 * h) + s] = Vector256.Create(Vector128.Create(sc[j]), Vector128.Create(sc[j + 1]));
-                }
-            }
+            var v0 = Avx.LoadVector256(blk + 32).AsUInt16();
+            var v1 = Avx.LoadVector256(blk + 64).AsUInt16();
 
-            var scaleWords = Avx.LoadVector256(sc);
+            // high bit k of each hmask byte moved to bit 2 (value 4) of the code
+            var c0 = (v0.AsByte() & three) | (Vector256.ShiftLeft(hm, 2) & bit2).AsByte();
+            var c1 = (Vector256.ShiftRightLogical(v0, 2).AsByte() & three) | (Vector256.ShiftLeft(hm, 1) & bit2).AsByte();
+            var c2 = (Vector256.ShiftRightLogical(v0, 4).AsByte() & three) | (hm & bit2).AsByte();
+            var c3 = (Vector256.ShiftRightLogical(v0, 6).AsByte() & three) | (Vector256.ShiftRightLogical(hm, 1) & bit2).AsByte();
+            var c4 = (v1.AsByte() & three) | (Vector256.ShiftRightLogical(hm, 2) & bit2).AsByte();
+            var c5 = (Vector256.ShiftRightLogical(v1, 2).AsByte() & three) | (Vector256.ShiftRightLogical(hm, 3) & bit2).AsByte();
+            var c6 = (Vector256.ShiftRightLogical(v1, 4).AsByte() & three) | (Vector256.ShiftRightLogical(hm, 4) & bit2).AsByte();
+            var c7 = (Vector256.ShiftRightLogical(v1, 6).AsByte() & three) | (Vector256.ShiftRightLogical(hm, 5) & bit2).AsByte();
+            var s0 = ScalePair(both, 0);
+            var s1 = ScalePair(both, 1);
+            var s2 = ScalePair(both, 2);
+            var s3 = ScalePair(both, 3);
+            var s4 = ScalePair(both, 4);
+            var s5 = ScalePair(both, 5);
+            var s6 = ScalePair(both, 6);
+            var s7 = ScalePair(both, 7);
+            var scaleWords = Avx2.ConvertToVector256Int16(unsignedScales) - Vector256.Create((short)32);
             float d = HalfBits.ToSingle(*(ushort*)(blk + 108));
             for (int t = 0; t < tokens; t++)
             {
                 sbyte* x = xq + (t * xStride) + (b * 256);
-                var sum = Vector256<int>.Zero;
-                for (int k = 0; k < 8; k++)
-                {
-                    var p = Avx2.MultiplyAddAdjacent(codes[k], Avx.LoadVector256(x + (32 * k)));
-                    sum += Avx2.MultiplyAddAdjacent(p, scales[k]);
-                }
+                var p0 = Avx2.MultiplyAddAdjacent(c0, Avx.LoadVector256(x));
+                var p1 = Avx2.MultiplyAddAdjacent(c1, Avx.LoadVector256(x + 32));
+                var p2 = Avx2.MultiplyAddAdjacent(c2, Avx.LoadVector256(x + 64));
+                var p3 = Avx2.MultiplyAddAdjacent(c3, Avx.LoadVector256(x + 96));
+                var p4 = Avx2.MultiplyAddAdjacent(c4, Avx.LoadVector256(x + 128));
+                var p5 = Avx2.MultiplyAddAdjacent(c5, Avx.LoadVector256(x + 160));
+                var p6 = Avx2.MultiplyAddAdjacent(c6, Avx.LoadVector256(x + 192));
+                var p7 = Avx2.MultiplyAddAdjacent(c7, Avx.LoadVector256(x + 224));
+                var sum = ScaledPairs(p0, p1, p2, p3, p4, p5, p6, p7, s0, s1, s2, s3, s4, s5, s6, s7);
 
+                // sum u x over the super-block: pair sums of at most 2 x 7 x 127 = 1,778 each, 14,224 over eight: 16 bits hold it
+                var plain = ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7));
                 var offset = Avx2.MultiplyAddAdjacent(scaleWords, Avx.LoadVector256(xsum + (t * (long)superBlocks * 16) + (b * 16)));
-                int total = Vector256.Sum(sum) - (4 * Vector256.Sum(offset));
+                int total = Vector256.Sum(sum + Avx2.MultiplyAddAdjacent(plain, minus32) - Vector256.ShiftLeft(offset, 2));
                 acc[t] = MathF.FusedMultiplyAdd(total, d * xd[(t * (long)superBlocks) + b], acc[t]);
             }
         }
@@ -268,6 +303,22 @@ public static unsafe class LowBitDot
         {
             output[t * outStride] = acc[t];
         }
+    }
+
+    /// <summary>
+    /// The sixteen unsigned 6-bit scales (scale + 32, 0..63) of a Q3_K super-block from its 12 packed bytes, four at a time in
+    /// 32-bit words: low nibbles of bytes 0..7, then high nibbles, each with two bits of bytes 8..11 on top. Equals
+    /// <see cref="RowDequantizer.ScaleQ3_K"/> + 32 for j = 0..15.
+    /// </summary>
+    public static Vector128<byte> ScalesQ3_K(byte* packed)
+    {
+        uint a0 = *(uint*)packed, a1 = *(uint*)(packed + 4), tmp = *(uint*)(packed + 8);
+        const uint low4 = 0x0F0F0F0F, low2 = 0x03030303;
+        return Vector128.Create(
+            (a0 & low4) | ((tmp & low2) << 4),
+            (a1 & low4) | (((tmp >> 2) & low2) << 4),
+            ((a0 >> 4) & low4) | (((tmp >> 4) & low2) << 4),
+            ((a1 >> 4) & low4) | (((tmp >> 6) & low2) << 4)).AsByte();
     }
 
     /// <summary>Scalar twin of <see cref="DotIq4_XS"/>: value e is d * (scale_(e/32) - 32) * kvalues[code_e].</summary>
@@ -306,13 +357,15 @@ public static unsafe class LowBitDot
         }
     }
 
-    /// <summary>AVX2 path of <see cref="DotIq4_XS"/>: codes looked up once per super-block for all tokens.</summary>
+    /// <summary>
+    /// AVX2 path of <see cref="DotIq4_XS"/>: the codes looked up once per super-block, in registers, for all tokens; the eight
+    /// 6-bit scales gathered into bytes with two bit deposits (BMI2) and spread over 16-bit lanes, sign-extended, by a byte
+    /// shuffle into the high bytes and an arithmetic shift.
+    /// </summary>
     public static void DotIq4_XSAvx2(byte* row, int superBlocks, int tokens, sbyte* xq, float* xd, float* output, long outStride)
     {
         CheckTokens(tokens);
         long xStride = (long)superBlocks * 256;
-        Vector256<sbyte>* weights = stackalloc Vector256<sbyte>[8];
-        Vector256<short>* scales = stackalloc Vector256<short>[8];
         float* acc = stackalloc float[4];
         for (int t = 0; t < 4; t++)
         {
@@ -320,29 +373,41 @@ public static unsafe class LowBitDot
         }
 
         var table = Iq4Table();
+        var thirtyTwo = Vector128.Create((sbyte)32);
         for (int b = 0; b < superBlocks; b++)
         {
             byte* blk = row + (b * Iq4_XSBlockBytes);
-            ushort h = *(ushort*)(blk + 2);
-            var scalesL = new ReadOnlySpan<byte>(blk + 4, 4);
-            for (int ib = 0; ib < 8; ib++)
-            {
-                weights[ib] = Iq4Weights(table, blk + 8 + (16 * ib));
-                scales[ib] = Vector256.Create((short)(RowDequantizer.ScaleIq4_XS(ib, h, scalesL) - 32));
-            }
-
+            var sc = Vector128.CreateScalar(ScaleBytesIq4_XS(blk)).AsSByte() - thirtyTwo;
+            var both = Vector256.Create(sc, sc);
+            var w0 = Iq4Weights(table, blk + 8);
+            var w1 = Iq4Weights(table, blk + 24);
+            var w2 = Iq4Weights(table, blk + 40);
+            var w3 = Iq4Weights(table, blk + 56);
+            var w4 = Iq4Weights(table, blk + 72);
+            var w5 = Iq4Weights(table, blk + 88);
+            var w6 = Iq4Weights(table, blk + 104);
+            var w7 = Iq4Weights(table, blk + 120);
+            var l0 = BlockScale(both, 0);
+            var l1 = BlockScale(both, 1);
+            var l2 = BlockScale(both, 2);
+            var l3 = BlockScale(both, 3);
+            var l4 = BlockScale(both, 4);
+            var l5 = BlockScale(both, 5);
+            var l6 = BlockScale(both, 6);
+            var l7 = BlockScale(both, 7);
             float d = HalfBits.ToSingle(*(ushort*)blk);
             for (int t = 0; t < tokens; t++)
             {
                 sbyte* x = xq + (t * xStride) + (b * 256);
-                var sum = Vector256<int>.Zero;
-                for (int ib = 0; ib < 8; ib++)
-                {
-                    var w = weights[ib];
-                    var p = Avx2.MultiplyAddAdjacent(Avx2.Abs(w), Avx2.Sign(Avx.LoadVector256(x + (32 * ib)), w));
-                    sum += Avx2.MultiplyAddAdjacent(p, scales[ib]);
-                }
-
+                var s0 = Avx2.MultiplyAddAdjacent(SignedPairs(w0, x), l0);
+                var s1 = Avx2.MultiplyAddAdjacent(SignedPairs(w1, x + 32), l1);
+                var s2 = Avx2.MultiplyAddAdjacent(SignedPairs(w2, x + 64), l2);
+                var s3 = Avx2.MultiplyAddAdjacent(SignedPairs(w3, x + 96), l3);
+                var s4 = Avx2.MultiplyAddAdjacent(SignedPairs(w4, x + 128), l4);
+                var s5 = Avx2.MultiplyAddAdjacent(SignedPairs(w5, x + 160), l5);
+                var s6 = Avx2.MultiplyAddAdjacent(SignedPairs(w6, x + 192), l6);
+                var s7 = Avx2.MultiplyAddAdjacent(SignedPairs(w7, x + 224), l7);
+                var sum = ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7));
                 acc[t] = MathF.FusedMultiplyAdd(Vector256.Sum(sum), d * xd[(t * (long)superBlocks) + b], acc[t]);
             }
         }
@@ -352,6 +417,50 @@ public static unsafe class LowBitDot
             output[t * outStride] = acc[t];
         }
     }
+
+    /// <summary>
+    /// The eight unsigned 6-bit scales (0..63) of an IQ4_XS super-block as the bytes of a ulong (block ib in byte ib): the
+    /// low nibbles of scales_l deposited one per byte, the 2-bit fields of scales_h deposited above them. Equals
+    /// <see cref="RowDequantizer.ScaleIq4_XS"/> for ib = 0..7.
+    /// </summary>
+    public static ulong ScaleBytesIq4_XS(byte* blk)
+    {
+        ushort h = *(ushort*)(blk + 2);
+        uint l = *(uint*)(blk + 4);
+        if (Bmi2.X64.IsSupported)
+        {
+            return Bmi2.X64.ParallelBitDeposit(l, 0x0F0F0F0F0F0F0F0FUL) | (Bmi2.X64.ParallelBitDeposit(h, 0x0303030303030303UL) << 4);
+        }
+
+        ulong r = 0;
+        for (int ib = 0; ib < 8; ib++)
+        {
+            r |= (ulong)(((l >> (4 * ib)) & 0xF) | (((uint)h >> (2 * ib) & 3) << 4)) << (8 * ib);
+        }
+
+        return r;
+    }
+
+    // |w| times x with w's sign, in 16-bit pairs (vpsignb + vpmaddubsw; |w| <= 127 and |x| <= 127 cannot saturate).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> SignedPairs(Vector256<sbyte> w, sbyte* x)
+        => Avx2.MultiplyAddAdjacent(Avx2.Abs(w), Avx2.Sign(Avx.LoadVector256(x), w));
+
+    // Signed byte ib of both halves of `scales` in every 16-bit lane: shuffled into the high bytes, then shifted down with its sign.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<short> BlockScale(Vector256<sbyte> scales, int ib)
+        => Avx2.ShiftRightArithmetic(Avx2.Shuffle(scales.AsByte(), BlockScaleMasks[ib].AsByte()).AsInt16(), 8);
+
+    private static readonly Vector256<sbyte>[] BlockScaleMasks = Enumerable.Range(0, 8).Select(ib =>
+    {
+        var m = new sbyte[32];
+        for (int i = 0; i < 32; i++)
+        {
+            m[i] = i % 2 == 0 ? (sbyte)-128 : (sbyte)ib;
+        }
+
+        return Vector256.Create(m);
+    }).ToArray();
 
     /// <summary>Scalar twin of <see cref="DotIq4_NL"/>.</summary>
     public static void DotIq4_NLScalar(byte* row, int blocks, int tokens, sbyte* xq, float* xd, float* output, long outStride)
@@ -443,6 +552,23 @@ public static unsafe class LowBitDot
             output[3 * outStride] = GgmlArithmetic.Sum8(acc3);
         }
     }
+
+    // Byte-shuffle masks that turn 16 unsigned byte scales (both 128-bit halves alike) into the 16-bit lanes of the k-th 32 values:
+    // scale 2k in the low half's 8 lanes, scale 2k + 1 in the high half's (high bytes zero).
+    private static readonly Vector256<sbyte>[] ScalePairMasks = Enumerable.Range(0, 8).Select(k =>
+    {
+        var m = new sbyte[32];
+        for (int i = 0; i < 16; i++)
+        {
+            m[i] = i % 2 == 0 ? (sbyte)(2 * k) : (sbyte)-128;
+            m[16 + i] = i % 2 == 0 ? (sbyte)((2 * k) + 1) : (sbyte)-128;
+        }
+
+        return Vector256.Create(m);
+    }).ToArray();
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> ScalePairMask(int k) => ScalePairMasks[k].AsByte();
 
     // The 16 IQ4 levels in both 128-bit halves, for a byte shuffle.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]

@@ -241,6 +241,45 @@ public unsafe class LowBitDotTests
     }
 
     [Fact]
+    public void Q3_KScalesUnpackedFourAtATimeEqualTheOneAtATimeRule()
+    {
+        var rng = new Random(31);
+        var packed = new byte[12];
+        for (int trial = 0; trial < 200; trial++)
+        {
+            rng.NextBytes(packed);
+            fixed (byte* p = packed)
+            {
+                var v = LowBitDot.ScalesQ3_K(p);
+                for (int j = 0; j < 16; j++)
+                {
+                    Assert.Equal(RowDequantizer.ScaleQ3_K(j, packed) + 32, v[j]);
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public void Iq4_XSScaleBytesDepositedAtOnceEqualTheOneAtATimeRule()
+    {
+        var rng = new Random(32);
+        var blk = new byte[136];
+        for (int trial = 0; trial < 200; trial++)
+        {
+            rng.NextBytes(blk);
+            ushort h = BitConverter.ToUInt16(blk, 2);
+            fixed (byte* p = blk)
+            {
+                ulong bytes = LowBitDot.ScaleBytesIq4_XS(p);
+                for (int ib = 0; ib < 8; ib++)
+                {
+                    Assert.Equal(RowDequantizer.ScaleIq4_XS(ib, h, blk.AsSpan(4, 4)), (int)((bytes >> (8 * ib)) & 0xFF));
+                }
+            }
+        }
+    }
+
+    [Fact]
     public void MoreThanFourTokensAtOnce_Throws()
     {
         var w = new byte[136];
