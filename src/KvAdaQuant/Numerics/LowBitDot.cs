@@ -425,13 +425,21 @@ public static unsafe class LowBitDot
     /// </summary>
     public static ulong ScaleBytesIq4_XS(byte* blk)
     {
-        ushort h = *(ushort*)(blk + 2);
-        uint l = *(uint*)(blk + 4);
-        if (Bmi2.X64.IsSupported)
+        if (!Bmi2.X64.IsSupported)
         {
-            return Bmi2.X64.ParallelBitDeposit(l, 0x0F0F0F0F0F0F0F0FUL) | (Bmi2.X64.ParallelBitDeposit(h, 0x0303030303030303UL) << 4);
+            return ScaleBytesIq4_XSScalar(blk);
         }
 
+        ushort h = *(ushort*)(blk + 2);
+        uint l = *(uint*)(blk + 4);
+        return Bmi2.X64.ParallelBitDeposit(l, 0x0F0F0F0F0F0F0F0FUL) | (Bmi2.X64.ParallelBitDeposit(h, 0x0303030303030303UL) << 4);
+    }
+
+    /// <summary>Scalar twin of <see cref="ScaleBytesIq4_XS"/> (no BMI2): the eight scales one at a time.</summary>
+    public static ulong ScaleBytesIq4_XSScalar(byte* blk)
+    {
+        ushort h = *(ushort*)(blk + 2);
+        uint l = *(uint*)(blk + 4);
         ulong r = 0;
         for (int ib = 0; ib < 8; ib++)
         {

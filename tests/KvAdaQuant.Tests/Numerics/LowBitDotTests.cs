@@ -271,6 +271,7 @@ public unsafe class LowBitDotTests
             fixed (byte* p = blk)
             {
                 ulong bytes = LowBitDot.ScaleBytesIq4_XS(p);
+                Assert.Equal(LowBitDot.ScaleBytesIq4_XSScalar(p), bytes);
                 for (int ib = 0; ib < 8; ib++)
                 {
                     Assert.Equal(RowDequantizer.ScaleIq4_XS(ib, h, blk.AsSpan(4, 4)), (int)((bytes >> (8 * ib)) & 0xFF));
