@@ -28,4 +28,23 @@ public class HalfBitsTests
 
         Assert.Equal(65536, checkedCount);
     }
+
+    [Fact]
+    public void EightAtOnceEqualOneAtATimeForEveryHalf()
+    {
+        if (!System.Runtime.Intrinsics.X86.Avx2.IsSupported)
+        {
+            return;
+        }
+
+        for (int i = 0; i < 65536; i += 8)
+        {
+            var v = HalfBits.ToSingle8(System.Runtime.Intrinsics.Vector128.Create(
+                (ushort)i, (ushort)(i + 1), (ushort)(i + 2), (ushort)(i + 3), (ushort)(i + 4), (ushort)(i + 5), (ushort)(i + 6), (ushort)(i + 7)));
+            for (int j = 0; j < 8; j++)
+            {
+                Assert.Equal(BitConverter.SingleToInt32Bits(HalfBits.ToSingle((ushort)(i + j))), BitConverter.SingleToInt32Bits(v[j]));
+            }
+        }
+    }
 }
