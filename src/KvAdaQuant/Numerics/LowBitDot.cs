@@ -379,14 +379,10 @@ public static unsafe class LowBitDot
             byte* blk = row + (b * Iq4_XSBlockBytes);
             var sc = Vector128.CreateScalar(ScaleBytesIq4_XS(blk)).AsSByte() - thirtyTwo;
             var both = Vector256.Create(sc, sc);
-            var w0 = Iq4Weights(table, blk + 8);
-            var w1 = Iq4Weights(table, blk + 24);
-            var w2 = Iq4Weights(table, blk + 40);
-            var w3 = Iq4Weights(table, blk + 56);
-            var w4 = Iq4Weights(table, blk + 72);
-            var w5 = Iq4Weights(table, blk + 88);
-            var w6 = Iq4Weights(table, blk + 104);
-            var w7 = Iq4Weights(table, blk + 120);
+            Iq4WeightPair(table, blk + 8, out var w0, out var w1);
+            Iq4WeightPair(table, blk + 40, out var w2, out var w3);
+            Iq4WeightPair(table, blk + 72, out var w4, out var w5);
+            Iq4WeightPair(table, blk + 104, out var w6, out var w7);
             var l0 = BlockScale(both, 0);
             var l1 = BlockScale(both, 1);
             var l2 = BlockScale(both, 2);
@@ -612,6 +608,19 @@ public static unsafe class LowBitDot
         var low = v & Vector128.Create((byte)0xF);
         var high = Sse2.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & Vector128.Create((byte)0xF);
         return Avx2.Shuffle(table, Vector256.Create(low, high).AsSByte());
+    }
+
+    // Two consecutive blocks' weights from one 32-byte load: low and high nibbles looked up in place (block a's in the low
+    // halves, block b's in the high ones), then the halves regrouped per block.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Iq4WeightPair(Vector256<sbyte> table, byte* qs, out Vector256<sbyte> a, out Vector256<sbyte> b)
+    {
+        var v = Avx.LoadVector256(qs);
+        var nibble = Vector256.Create((byte)0xF);
+        var low = Avx2.Shuffle(table, (v & nibble).AsSByte());
+        var high = Avx2.Shuffle(table, (Vector256.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & nibble).AsSByte());
+        a = Avx2.Permute2x128(low, high, 0x20);
+        b = Avx2.Permute2x128(low, high, 0x31);
     }
 
     private static void CheckTokens(int tokens)
