@@ -39,6 +39,9 @@ public class Int8AttentionTests
     [InlineData("k4v4", 128)]
     [InlineData("k8v4:r16:sink4", 64)]
     [InlineData("k4v2:rot", 64)]
+    [InlineData("k4v2:rot", 128)]
+    [InlineData("k4v4:rot", 128)]
+    [InlineData("k4v4:vrot", 128)]
     public void ByteValueSumsAreCloseToTheInt8Path(string kv, int hd)
     {
         // The byte-weight value sum against the FP32 one after the same int8 scores. Values in [-1, 1] with 2-bit steps
@@ -47,10 +50,19 @@ public class Int8AttentionTests
         // by up to about 0.02 here (measured 0.013-0.018): an order below the codes' rounding. 4-bit values: steps of about
         // 0.13 and byte weights up to 127, so half a weight step times the largest code is 7.5 / 127 of the block's
         // largest weight.
+        // Rotated values (`rot`, `vrot`): the rows are summed as R v and the output turned back by R^T. The byte weights'
+        // errors are much alike across a group's channels (each token's weight error multiplies its whole row, offset
+        // included), and R^T gathers an error common to many channels into a few: the same root-mean-square error as
+        // unrotated rows (0.003-0.018 measured at head dim 128 over four seeds, either way), but a max 5-10x larger
+        // (k4v4:rot 0.10-0.27 against k4v4's 0.013-0.034). So rotated specs are held to the RMS bound only, all specs to
+        // both where they apply. (stories3M-q80 perplexity, head dim 32: --attn-int8 -> --attn-int8-values moves k4v4:rot
+        // 400.66 -> 400.44 and k4v2:rot 503.74 -> 509.44, as k4v2 491.69 -> 497.91.)
         Skip.IfNot(KvAdaQuant.Numerics.Int8ValueKernels.IsSupported, "AVX-512 VBMI not available");
-        foreach (var (length, worst) in WorstDifferences(kv, hd, 301, 0, AttentionPrecision.Int8, AttentionPrecision.Int8Values, hd + (3 * kv.Length), [1, 9, 150, 299, 301]))
+        bool rotated = kv.Contains("rot", StringComparison.Ordinal);
+        foreach (var (length, worst, rms) in Differences(kv, hd, 301, 0, AttentionPrecision.Int8, AttentionPrecision.Int8Values, hd + (3 * kv.Length), [1, 9, 150, 299, 301]))
         {
-            Assert.True(worst < 0.05, $"{kv} hd {hd} length {length}: max |bytes - int8| = {worst}");
+            Assert.True(rotated || worst < 0.05, $"{kv} hd {hd} length {length}: max |bytes - int8| = {worst}");
+            Assert.True(rms < 0.025, $"{kv} hd {hd} length {length}: RMS of bytes - int8 = {rms}");
             Assert.True(worst > 0 || length < 150, "the byte path should not be the FP32 value sum");
         }
     }
@@ -59,6 +71,10 @@ public class Int8AttentionTests
     // keys ~ U(-2, 2), values ~ U(-1, 1), queries ~ U(-1, 1) x 3 (peaky softmax), capacity positions (sinks, quantized
     // rows, residual window); per length, the largest |output_a - output_b| of KV head kvHead.
     private static IEnumerable<(int Length, double Worst)> WorstDifferences(string kv, int hd, int capacity, int kvHead, AttentionPrecision a, AttentionPrecision b, int seed, int[] lengths)
+        => Differences(kv, hd, capacity, kvHead, a, b, seed, lengths).Select(d => (d.Length, d.Worst));
+
+    // As WorstDifferences, with the root-mean-square difference over the outputs beside the largest.
+    private static IEnumerable<(int Length, double Worst, double Rms)> Differences(string kv, int hd, int capacity, int kvHead, AttentionPrecision a, AttentionPrecision b, int seed, int[] lengths)
     {
         const int Heads = 2, Rep = 4;
         var layout = new KvLayout(1, Heads, hd, capacity);
@@ -73,14 +89,14 @@ public class Int8AttentionTests
         sb.Append(k, v, capacity);
         var q = Enumerable.Range(0, Rep * hd).Select(_ => (float)((rng.NextDouble() * 2) - 1) * 3).ToArray();
         var scores = new float[Rep * capacity];
-        var result = new List<(int, double)>();
+        var result = new List<(int, double, double)>();
         foreach (int length in lengths)
         {
             var oa = new float[Rep * hd];
             var ob = new float[Rep * hd];
             sa.Attend(kvHead, q, Rep, length, oa, scores);
             sb.Attend(kvHead, q, Rep, length, ob, scores);
-            result.Add((length, oa.Zip(ob).Max(p => Math.Abs(p.First - p.Second))));
+            result.Add((length, oa.Zip(ob).Max(p => Math.Abs(p.First - p.Second)), Math.Sqrt(oa.Zip(ob).Average(p => (double)(p.First - p.Second) * (p.First - p.Second)))));
         }
 
         return result;
