@@ -15,7 +15,10 @@ namespace KvAdaQuant.Numerics;
 /// <c>(U / 255) * sum_t û_t c_tc</c>, the integer sum exact. The error of a block's term is at most 1.5 U / 255 per
 /// token (half a byte step times the largest 2-bit code), which is small beside the codes' own rounding of half a
 /// step a_g per element. The offsets' sum stays in FP32 (sixteen lanes per head and group, one fused multiply-add
-/// per token, reduced by a fixed tree at the end).
+/// per token, reduced by a fixed tree at the end). The same lanes carry each weight's rounding residual
+/// e_t = u_t - û_t U / 255 at the middle code m (1.5 for 2-bit codes, 7.5 for 4-bit): sum_t û_t U / 255 c_tc + m sum_t e_t
+/// errs by sum_t e_t (c_tc - m), whose part common to a group's channels (the residual times the unsigned codes' mean)
+/// is gone; that part was the larger error, and one that an inverse rotation of the values gathers into a few channels.
 /// The vector path (AVX-512BW and VBMI) takes four tokens at a time: one byte permute interleaves their rows so
 /// each 16-bit word holds a channel's byte for two tokens, shifts and masks split the four 2-bit fields, another
 /// permute spreads the head's four weights to the matching bytes, and <c>vpmaddubsw</c> (u8 weight x s8 code,
@@ -379,9 +382,15 @@ internal static unsafe class Int8ValueKernels
                         }
 
                         (scale[g], float inv) = ScaleOf(top, WeightLevels(rows.Bits));
+                        float center = CodeCenter(rows.Bits);
                         for (int t = 0; t < TokenBlock; t++)
                         {
-                            uq[(g * TokenBlock) + t] = (byte)Math.Clamp((int)MathF.Round(p[t] * a[t] * inv), 0, 255);
+                            float u = p[t] * a[t];
+                            int q = Math.Clamp((int)MathF.Round(u * inv), 0, 255);
+                            uq[(g * TokenBlock) + t] = (byte)q;
+
+                            // the rounding's residual times the middle code, so the codes' errors lose their common part
+                            lanes[t % Lanes] = MathF.FusedMultiplyAdd(center, MathF.FusedMultiplyAdd(-(float)q, scale[g], u), lanes[t % Lanes]);
                         }
                     }
 
@@ -446,6 +455,9 @@ internal static unsafe class Int8ValueKernels
     }
 
     // U / L and L / U (0 and 0 for a block whose weights are all zero).
+    // The middle of the codes (1.5 for 2-bit, 7.5 for 4-bit), by which the byte weights' rounding residuals are carried.
+    private static float CodeCenter(int bits) => ((1 << bits) - 1) / 2f;
+
     private static (float Scale, float Inverse) ScaleOf(float max, float levels) => max > 0 ? (max / levels, levels / max) : (0f, 0f);
 
     // The fixed order in which both twins reduce the sixteen offset lanes of a head and group.
@@ -704,6 +716,7 @@ internal static unsafe class Int8ValueKernels
         }
 
         var l8 = Vector256.Create(levels);
+        var center = Vector512.Create(levels == 127 ? CodeCenter(4) : CodeCenter(2));
         for (int i = 0; i < pairs; i += 8)
         {
             var m = Max8(maxLanes + (i * Lanes));
@@ -719,9 +732,29 @@ internal static unsafe class Int8ValueKernels
         {
             var inv = Vector512.Create(inverse[i]);
             float* u = weights + (i * TokenBlock);
-            var w01 = Avx512BW.PackUnsignedSaturate(Avx512F.ConvertToVector512Int32(Vector512.Load(u) * inv), Avx512F.ConvertToVector512Int32(Vector512.Load(u + 16) * inv));
-            var w23 = Avx512BW.PackUnsignedSaturate(Avx512F.ConvertToVector512Int32(Vector512.Load(u + 32) * inv), Avx512F.ConvertToVector512Int32(Vector512.Load(u + 48) * inv));
+            var u0 = Vector512.Load(u);
+            var u1 = Vector512.Load(u + 16);
+            var u2 = Vector512.Load(u + 32);
+            var u3 = Vector512.Load(u + 48);
+            var q0 = Avx512F.ConvertToVector512Int32(u0 * inv);
+            var q1 = Avx512F.ConvertToVector512Int32(u1 * inv);
+            var q2 = Avx512F.ConvertToVector512Int32(u2 * inv);
+            var q3 = Avx512F.ConvertToVector512Int32(u3 * inv);
+            var w01 = Avx512BW.PackUnsignedSaturate(q0, q1);
+            var w23 = Avx512BW.PackUnsignedSaturate(q2, q3);
             Avx512F.PermuteVar16x32(Avx512BW.PackUnsignedSaturate(w01.AsInt16(), w23.AsInt16()).AsInt32(), order).Store((int*)(uq + (i * TokenBlock)));
+
+            // The residuals u - q U / L times the middle code into the offsets' lanes (tokens 16k + j in lane j, k in order, as
+            // the scalar twin's t % 16): the integer sums then err by sum residual x (code - middle), with no part common to
+            // the group's channels. (u * L / U <= L, so the bytes never saturate and q is the byte.)
+            var sc = Vector512.Create(scales[i]);
+            float* lanes = offsets + (i * Lanes);
+            var o = Vector512.Load(lanes);
+            o = Vector512.FusedMultiplyAdd(center, Vector512.FusedMultiplyAdd(-Avx512F.ConvertToVector512Single(q0), sc, u0), o);
+            o = Vector512.FusedMultiplyAdd(center, Vector512.FusedMultiplyAdd(-Avx512F.ConvertToVector512Single(q1), sc, u1), o);
+            o = Vector512.FusedMultiplyAdd(center, Vector512.FusedMultiplyAdd(-Avx512F.ConvertToVector512Single(q2), sc, u2), o);
+            o = Vector512.FusedMultiplyAdd(center, Vector512.FusedMultiplyAdd(-Avx512F.ConvertToVector512Single(q3), sc, u3), o);
+            o.Store(lanes);
         }
     }
 

@@ -50,19 +50,17 @@ public class Int8AttentionTests
         // by up to about 0.02 here (measured 0.013-0.018): an order below the codes' rounding. 4-bit values: steps of about
         // 0.13 and byte weights up to 127, so half a weight step times the largest code is 7.5 / 127 of the block's
         // largest weight.
-        // Rotated values (`rot`, `vrot`): the rows are summed as R v and the output turned back by R^T. The byte weights'
-        // errors are much alike across a group's channels (each token's weight error multiplies its whole row, offset
-        // included), and R^T gathers an error common to many channels into a few: the same root-mean-square error as
-        // unrotated rows (0.003-0.018 measured at head dim 128 over four seeds, either way), but a max 5-10x larger
-        // (k4v4:rot 0.10-0.27 against k4v4's 0.013-0.034). So rotated specs are held to the RMS bound only, all specs to
-        // both where they apply. (stories3M-q80 perplexity, head dim 32: --attn-int8 -> --attn-int8-values moves k4v4:rot
-        // 400.66 -> 400.44 and k4v2:rot 503.74 -> 509.44, as k4v2 491.69 -> 497.91.)
+        // The codes are unsigned (0..3, 0..15), so a token's byte-weight rounding error would add a part common to all of a
+        // group's channels (its mean code times the error); the kernel carries each residual at the middle code in the
+        // FP32 offsets, which leaves errors of residual x (code - middle), with no common part. Rotated values (`rot`,
+        // `vrot`) are summed as R v and turned back by R^T, which would gather a common part into a few channels: before
+        // that change k4v4:rot at head dim 128 erred 0.10-0.27 (max) against k4v4's 0.013-0.034, with the same RMS; after
+        // it both 0.005-0.011 (RMS 0.0014-0.0026), k4v2 and k4v2:rot 0.003-0.008 (four seeds). Held to 0.02 max and 0.005 RMS.
         Skip.IfNot(KvAdaQuant.Numerics.Int8ValueKernels.IsSupported, "AVX-512 VBMI not available");
-        bool rotated = kv.Contains("rot", StringComparison.Ordinal);
         foreach (var (length, worst, rms) in Differences(kv, hd, 301, 0, AttentionPrecision.Int8, AttentionPrecision.Int8Values, hd + (3 * kv.Length), [1, 9, 150, 299, 301]))
         {
-            Assert.True(rotated || worst < 0.05, $"{kv} hd {hd} length {length}: max |bytes - int8| = {worst}");
-            Assert.True(rms < 0.025, $"{kv} hd {hd} length {length}: RMS of bytes - int8 = {rms}");
+            Assert.True(worst < 0.02, $"{kv} hd {hd} length {length}: max |bytes - int8| = {worst}");
+            Assert.True(rms < 0.005, $"{kv} hd {hd} length {length}: RMS of bytes - int8 = {rms}");
             Assert.True(worst > 0 || length < 150, "the byte path should not be the FP32 value sum");
         }
     }
@@ -164,14 +162,15 @@ public class Int8AttentionTests
     }
 
     [SkippableTheory]
-    [InlineData("k4v2")]
-    [InlineData("k4v4")]
-    public void ByteValuesKeepTheInt8GreedyTokensOfStories3MFor24Tokens(string kv)
+    [InlineData("k4v2", 16)]
+    [InlineData("k4v4", 24)]
+    public void ByteValuesKeepTheInt8GreedyTokensOfStories3M(string kv, int tokens)
     {
-        // Measured: the first 25 tokens from BOS agree with the int8 path (k4v2; FP32 and int8 attention agree on 15),
-        // the first 26 with k4v4.
+        // Measured: the first 18 tokens from BOS agree with the int8 path (k4v2; FP32 and int8 attention agree on 15), the
+        // first 44 with k4v4. (Before the byte weights' residuals were carried at the middle code: 25 and 26; where a
+        // greedy path leaves another at a near tie is not a measure of the error, which that change cut 3-5x.)
         Skip.IfNot(KvAdaQuant.Numerics.Int8ValueKernels.IsSupported, "AVX-512 VBMI not available");
-        var (a, b) = GreedyTokensOfStories3M(kv, AttentionPrecision.Int8, AttentionPrecision.Int8Values, 24, c => c.Int8ValueLayers);
+        var (a, b) = GreedyTokensOfStories3M(kv, AttentionPrecision.Int8, AttentionPrecision.Int8Values, tokens, c => c.Int8ValueLayers);
         Assert.Equal(a, b);
     }
 
