@@ -38,4 +38,10 @@ public enum LlamaCppQuantizationType
 
     /// <summary>IQ4_XS (super-blocks of 256, 6-bit scales per 32, IQ4_NL's levels) in most matrices, Q6_K in the output matrix.</summary>
     IQ4_XS,
+
+    /// <summary>Q4_1 (blocks of 32 with a scale and a minimum) in every matrix but the output (Q6_K).</summary>
+    Q4_1,
+
+    /// <summary>Q5_1 (as Q4_1 with a fifth bit) in every matrix but the output (Q6_K).</summary>
+    Q5_1,
 }

@@ -47,6 +47,8 @@ public static class LlamaCppQuantizer
             LlamaCppQuantizationType.Q5_K_M => LLamaFtype.MOSTLY_Q5_K_M,
             LlamaCppQuantizationType.IQ4_NL => LLamaFtype.MOSTLY_IQ4_NL,
             LlamaCppQuantizationType.IQ4_XS => LLamaFtype.MOSTLY_IQ4_XS,
+            LlamaCppQuantizationType.Q4_1 => LLamaFtype.MOSTLY_Q4_1,
+            LlamaCppQuantizationType.Q5_1 => LLamaFtype.MOSTLY_Q5_1,
             _ => throw new ArgumentOutOfRangeException(nameof(type), type, $"llama.cpp quantizer: unknown type (known: {Names})"),
         };
 

@@ -571,6 +571,115 @@ public static unsafe class LowBitDot
     private static Vector256<float> BlockSum(Vector256<sbyte> w, sbyte* x, Vector256<short> ones)
         => Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(SignedPairs(w, x), ones));
 
+    /// <summary>Bytes of one Q4_1 block of 32: d, m (FP16), 16 bytes of nibbles.</summary>
+    public const int Q4_1BlockBytes = 20;
+
+    /// <summary>Bytes of one Q5_1 block of 32: d, m (FP16), 32 fifth bits, 16 bytes of nibbles.</summary>
+    public const int Q5_1BlockBytes = 24;
+
+    /// <summary>
+    /// output[t * outStride] = row · x_t for a Q4_1 (<paramref name="fiveBit"/> false) or Q5_1 row of <paramref name="blocks"/>
+    /// blocks of 32 and Q8_0 activations with their Q8_1 sums <paramref name="xs1"/> (<see cref="Q8Activations.Q8_1Sums"/>),
+    /// as ggml_vec_dot_q4_1_q8_1 / q5_1_q8_1: per block the exact products of the unsigned codes (0..15, 0..31) in 8 integer
+    /// lanes fused-added times d x dx into 8 float lanes, the minimums as sum m x s in one float, the result the lanes'
+    /// sum (<see cref="GgmlArithmetic.Sum8(Vector256{float})"/>) plus it.
+    /// </summary>
+    public static void DotQ4_1(byte* row, int blocks, int tokens, bool fiveBit, sbyte* xq, float* xd, float* xs1, float* output, long outStride)
+    {
+        if (VectorPathSupported)
+        {
+            DotQ4_1Avx2(row, blocks, tokens, fiveBit, xq, xd, xs1, output, outStride);
+        }
+        else
+        {
+            DotQ4_1Scalar(row, blocks, tokens, fiveBit, xq, xd, xs1, output, outStride);
+        }
+    }
+
+    /// <summary>Scalar twin of <see cref="DotQ4_1"/>.</summary>
+    public static void DotQ4_1Scalar(byte* row, int blocks, int tokens, bool fiveBit, sbyte* xq, float* xd, float* xs1, float* output, long outStride)
+    {
+        CheckTokens(tokens);
+        int bytes = fiveBit ? Q5_1BlockBytes : Q4_1BlockBytes;
+        Span<float> lanes = stackalloc float[8];
+        Span<int> sums = stackalloc int[8];
+        for (int t = 0; t < tokens; t++)
+        {
+            sbyte* x = xq + ((long)t * blocks * 32);
+            lanes.Clear();
+            float mins = 0;
+            for (int b = 0; b < blocks; b++)
+            {
+                byte* blk = row + (b * bytes);
+                uint qh = fiveBit ? *(uint*)(blk + 4) : 0;
+                byte* qs = blk + (fiveBit ? 8 : 4);
+                sums.Clear();
+                for (int e = 0; e < 32; e++)
+                {
+                    int code = (e < 16 ? qs[e] & 0xF : qs[e - 16] >> 4) | (int)(((qh >> e) & 1) << 4);
+                    sums[e / 4] += code * x[(b * 32) + e];
+                }
+
+                float s = HalfBits.ToSingle(*(ushort*)blk) * xd[(t * (long)blocks) + b];
+                for (int i = 0; i < 8; i++)
+                {
+                    lanes[i] = MathF.FusedMultiplyAdd(sums[i], s, lanes[i]);
+                }
+
+                mins += HalfBits.ToSingle(*(ushort*)(blk + 2)) * xs1[(t * (long)blocks) + b];
+            }
+
+            output[t * outStride] = GgmlArithmetic.Sum8Scalar(lanes) + mins;
+        }
+    }
+
+    /// <summary>AVX2 path of <see cref="DotQ4_1"/>: each block's codes unpacked once for all tokens.</summary>
+    public static void DotQ4_1Avx2(byte* row, int blocks, int tokens, bool fiveBit, sbyte* xq, float* xd, float* xs1, float* output, long outStride)
+    {
+        CheckTokens(tokens);
+        int bytes = fiveBit ? Q5_1BlockBytes : Q4_1BlockBytes;
+        long xStride = (long)blocks * 32;
+        var ones = Vector256.Create((short)1);
+        var nibble = Vector128.Create((byte)0xF);
+        var spread = Vector256.Create((byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+        var bit = Vector256.Create((byte)1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
+        Vector256<float>* acc = stackalloc Vector256<float>[4];
+        float* mins = stackalloc float[4];
+        for (int t = 0; t < 4; t++)
+        {
+            acc[t] = Vector256<float>.Zero;
+            mins[t] = 0;
+        }
+
+        for (int b = 0; b < blocks; b++)
+        {
+            byte* blk = row + (b * bytes);
+            var v = Sse2.LoadVector128(blk + (fiveBit ? 8 : 4));
+            var codes = Vector256.Create(v & nibble, Sse2.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & nibble);
+            if (fiveBit)
+            {
+                // bit e of qh into bit 4 of code e: its byte e / 8 spread over 8 bytes, each tested against its own bit
+                var h = Avx2.Shuffle(Vector256.Create(*(uint*)(blk + 4)).AsByte(), spread);
+                codes |= Vector256.Equals(h & bit, bit) & Vector256.Create((byte)0x10);
+            }
+
+            float d = HalfBits.ToSingle(*(ushort*)blk);
+            float m = HalfBits.ToSingle(*(ushort*)(blk + 2));
+            for (int t = 0; t < tokens; t++)
+            {
+                var p = Avx2.MultiplyAddAdjacent(codes, Avx.LoadVector256(xq + (t * xStride) + (b * 32)));
+                var sum = Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(p, ones));
+                acc[t] = Fma.MultiplyAdd(sum, Vector256.Create(d * xd[(t * (long)blocks) + b]), acc[t]);
+                mins[t] += m * xs1[(t * (long)blocks) + b];
+            }
+        }
+
+        for (int t = 0; t < tokens; t++)
+        {
+            output[t * outStride] = GgmlArithmetic.Sum8(acc[t]) + mins[t];
+        }
+    }
+
     // Byte-shuffle masks that turn 16 unsigned byte scales (both 128-bit halves alike) into the 16-bit lanes of the k-th 32 values:
     // scale 2k in the low half's 8 lanes, scale 2k + 1 in the high half's (high bytes zero).
     private static readonly Vector256<sbyte>[] ScalePairMasks = Enumerable.Range(0, 8).Select(k =>

@@ -4,7 +4,7 @@ namespace KvAdaQuant.Numerics;
 
 /// <summary>
 /// Computes y = W x for a batch of vectors on a <see cref="WorkerPool"/>, split into chunks of rows.
-/// Q8_0, Q4_0, Q5_0 and IQ4_NL weights multiply activations quantized to Q8_0, Q4_K, Q6_K, Q2_K, Q3_K and IQ4_XS weights (and
+/// Q8_0, Q4_0, Q5_0, IQ4_NL, Q4_1 and Q5_1 weights multiply activations quantized to Q8_0, Q4_K, Q6_K, Q2_K, Q3_K and IQ4_XS weights (and
 /// Q5_K ones in row groups) activations quantized to Q8_K,
 /// with integer dot products (as llama.cpp does); F32 rows are read in place, F16 rows widened in registers; other types are dequantized one row at a time into per-thread
 /// scratch. Each weight row is read once per batch. Not thread-safe: one per engine.
@@ -17,6 +17,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
     private readonly int[][] _tileCorrections;
     private readonly Q8Activations _xq = new();
     private readonly Q8KActivations _xk = new();
+    private float[] _xs1 = [];
     private readonly WeightMatrix?[] _ws = new WeightMatrix?[3];
     private readonly nint[] _ys = new nint[3];
     private readonly nint[] _rowGroups = new nint[3];
@@ -79,6 +80,11 @@ public sealed unsafe class MatMulKernel : IParallelWork
         {
             case GgmlType.Q8_0:
                 _xq.Quantize(x, n, w0.Cols);
+                if (w0.Type is GgmlType.Q4_1 or GgmlType.Q5_1 || w1?.Type is GgmlType.Q4_1 or GgmlType.Q5_1 || w2?.Type is GgmlType.Q4_1 or GgmlType.Q5_1)
+                {
+                    _xs1 = _xq.Q8_1Sums(x, n, w0.Cols);
+                }
+
                 break;
             case GgmlType.Q8_K:
                 _xk.Quantize(x, n, w0.Cols);
@@ -124,12 +130,13 @@ public sealed unsafe class MatMulKernel : IParallelWork
         return _tileScales[worker];
     }
 
-    // How the products of a weight type take their input: Q8_0 blocks (Q8_0, Q4_0, Q5_0, IQ4_NL), Q8_K blocks (Q4_K, Q5_K, Q6_K,
+    // How the products of a weight type take their input: Q8_0 blocks (Q8_0, Q4_0, Q5_0, IQ4_NL; Q4_1 and Q5_1 with the Q8_1
+    // sums beside them), Q8_K blocks (Q4_K, Q5_K, Q6_K,
     // Q2_K, Q3_K, IQ4_XS), or
     // floats (F32; a Q5_K matrix without row groups multiplies floats, which stay available).
     private static GgmlType InputEncoding(GgmlType type) => type switch
     {
-        GgmlType.Q8_0 or GgmlType.Q4_0 or GgmlType.Q5_0 or GgmlType.IQ4_NL => GgmlType.Q8_0,
+        GgmlType.Q8_0 or GgmlType.Q4_0 or GgmlType.Q5_0 or GgmlType.IQ4_NL or GgmlType.Q4_1 or GgmlType.Q5_1 => GgmlType.Q8_0,
         GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q2_K or GgmlType.Q3_K or GgmlType.IQ4_XS => GgmlType.Q8_K,
         _ => GgmlType.F32,
     };
@@ -462,6 +469,29 @@ public sealed unsafe class MatMulKernel : IParallelWork
                                         LowBitDot.DotIq4_XS(row, superBlocks, tokens, xt, dt, yt, rows);
                                         break;
                                 }
+                            }
+                        }
+                    }
+
+                    break;
+                }
+
+            case GgmlType.Q4_1:
+            case GgmlType.Q5_1:
+                {
+                    // Q4_1 / Q5_1 rows times Q8_0 activations with their Q8_1 sums (ggml_vec_dot_q4_1_q8_1, q5_1_q8_1).
+                    int blocks = cols / 32;
+                    bool five = w.Type == GgmlType.Q5_1;
+                    fixed (sbyte* xq = _xq.Values)
+                    fixed (float* xd = _xq.Scales)
+                    fixed (float* xs1 = _xs1)
+                    {
+                        for (int r = r0; r < r1; r++)
+                        {
+                            byte* row = w.RowPointer(r);
+                            for (int t = 0; t < n; t += 4)
+                            {
+                                LowBitDot.DotQ4_1(row, blocks, Math.Min(4, n - t), five, xq + ((long)t * cols), xd + ((long)t * blocks), xs1 + ((long)t * blocks), y + ((long)t * rows) + r, rows);
                             }
                         }
                     }

@@ -14,6 +14,7 @@ public sealed class Q8Activations
     private sbyte[] _q = [];
     private float[] _d = [];
     private int[] _sums = [];
+    private float[] _s1 = [];
 
     /// <summary>Quantized values, [vectors, cols].</summary>
     public sbyte[] Values => _q;
@@ -63,6 +64,35 @@ public sealed class Q8Activations
                 _sums[b] = s;
             }
         }
+    }
+
+    /// <summary>
+    /// The FP16 "s" field llama.cpp's Q8_1 activations carry for Q4_1 / Q5_1 products (quantize_row_q8_1): per block of 32,
+    /// s = FP16(d x sum of the int8 values) with d = max |x| / 127 unrounded (the stored scale is d rounded to FP16, which
+    /// Q8_1 shares with Q8_0), as a float; [vectors, cols / 32]. Call after <see cref="Quantize(ReadOnlySpan{float}, int, int)"/>
+    /// with the same input.
+    /// </summary>
+    public float[] Q8_1Sums(ReadOnlySpan<float> x, int n, int cols)
+    {
+        int blocks = n * cols / 32;
+        if (_s1.Length < blocks)
+        {
+            _s1 = new float[blocks];
+        }
+
+        for (int b = 0; b < blocks; b++)
+        {
+            var src = x.Slice(b * 32, 32);
+            float amax = 0;
+            for (int i = 0; i < 32; i++)
+            {
+                amax = MathF.Max(amax, MathF.Abs(src[i]));
+            }
+
+            _s1[b] = (float)(Half)(amax / 127f * _sums[b]);
+        }
+
+        return _s1;
     }
 
     /// <summary>One block of 32 (scalar twin of the vector path).</summary>

@@ -140,6 +140,10 @@ public class LlamaCppKQuantTests(ConvertedModels converted, ITestOutputHelper ou
     [InlineData(LlamaCppQuantizationType.IQ4_NL, true, 16)]
     [InlineData(LlamaCppQuantizationType.IQ4_XS, false, 16)]
     [InlineData(LlamaCppQuantizationType.IQ4_XS, true, 16)]
+    [InlineData(LlamaCppQuantizationType.Q4_1, false, 16)]
+    [InlineData(LlamaCppQuantizationType.Q4_1, true, 16)]
+    [InlineData(LlamaCppQuantizationType.Q5_1, false, 16)]
+    [InlineData(LlamaCppQuantizationType.Q5_1, true, 16)]
     public void TinyLlama256_KQuantFile_LogitsAgreeWithLlamaCpp(LlamaCppQuantizationType type, bool tokenByToken, int positionsWithinOneTenThousandth)
     {
         var gguf = converted.GetLlamaCppQuantized(converted.GetSynthetic("tiny-llama-256", GgmlType.F16), type);

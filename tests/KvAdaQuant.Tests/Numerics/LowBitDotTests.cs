@@ -248,6 +248,78 @@ public unsafe class LowBitDotTests
         Assert.True(Math.Abs(exact - scalar) <= 1e-6 * Math.Abs(exact), $"{kind}: {scalar} vs {exact}");
     }
 
+    [Theory]
+    [InlineData(false, 1)]
+    [InlineData(false, 4)]
+    [InlineData(true, 1)]
+    [InlineData(true, 3)]
+    public void Q4_1AndQ5_1VectorPathEqualsScalarTwin_BatchEqualsSingleTokens_CloseToFloat(bool fiveBit, int tokens)
+    {
+        var rng = new Random((fiveBit ? 50 : 40) + tokens);
+        int bytes = fiveBit ? 24 : 20, blocks = 13, cols = blocks * 32;
+        var w = new byte[blocks * bytes];
+        rng.NextBytes(w);
+        for (int b = 0; b < blocks; b++)
+        {
+            BitConverter.TryWriteBytes(w.AsSpan(b * bytes), (Half)(float)((rng.NextDouble() * 0.01) + 0.001));
+            BitConverter.TryWriteBytes(w.AsSpan((b * bytes) + 2), (Half)(float)((rng.NextDouble() * 0.1) - 0.05));
+        }
+
+        var deq = new float[cols];
+        RowDequantizer.Dequantize(fiveBit ? GgmlType.Q5_1 : GgmlType.Q4_1, w, deq);
+        var x = Enumerable.Range(0, tokens * cols).Select(_ => (float)((rng.NextDouble() * 2) - 1)).ToArray();
+        var q = new Q8Activations();
+        q.Quantize(x, tokens, cols);
+        var s1 = q.Q8_1Sums(x, tokens, cols);
+        var batch = new float[tokens * 3];
+        var single = new float[tokens];
+        var vectorBatch = new float[tokens * 3];
+        fixed (byte* pw = w)
+        fixed (sbyte* px = q.Values)
+        fixed (float* pd = q.Scales)
+        fixed (float* ps = s1)
+        fixed (float* pb = batch)
+        fixed (float* p1 = single)
+        fixed (float* pv = vectorBatch)
+        {
+            LowBitDot.DotQ4_1Scalar(pw, blocks, tokens, fiveBit, px, pd, ps, pb, 3);
+            for (int t = 0; t < tokens; t++)
+            {
+                LowBitDot.DotQ4_1Scalar(pw, blocks, 1, fiveBit, px + (t * cols), pd + (t * blocks), ps + (t * blocks), p1 + t, 1);
+            }
+
+            if (LowBitDot.VectorPathSupported)
+            {
+                LowBitDot.DotQ4_1Avx2(pw, blocks, tokens, fiveBit, px, pd, ps, pv, 3);
+            }
+        }
+
+        for (int t = 0; t < tokens; t++)
+        {
+            double exact = 0, norm = 0;
+            for (int i = 0; i < cols; i++)
+            {
+                exact += deq[i] * x[(t * cols) + i];
+                norm += Math.Abs(deq[i] * x[(t * cols) + i]);
+            }
+
+            Assert.True(Math.Abs(batch[t * 3] - exact) <= 0.02 * norm, $"token {t}: {batch[t * 3]} vs float {exact} (sum |w x| {norm})");
+            Assert.Equal(BitConverter.SingleToInt32Bits(single[t]), BitConverter.SingleToInt32Bits(batch[t * 3]));
+            if (LowBitDot.VectorPathSupported)
+            {
+                Assert.Equal(BitConverter.SingleToInt32Bits(batch[t * 3]), BitConverter.SingleToInt32Bits(vectorBatch[t * 3]));
+            }
+        }
+
+        // the Q8_1 sums: FP16 of (max |x| / 127) x the block's int8 sum
+        for (int b = 0; b < tokens * blocks; b++)
+        {
+            float amax = x.AsSpan(b * 32, 32).ToArray().Max(MathF.Abs);
+            int sum = q.Values.AsSpan(b * 32, 32).ToArray().Sum(v => (int)v);
+            Assert.Equal((float)(Half)(amax / 127f * sum), s1[b]);
+        }
+    }
+
     [Fact]
     public void Q3_KScalesUnpackedFourAtATimeEqualTheOneAtATimeRule()
     {
