@@ -580,9 +580,10 @@ public static unsafe class LowBitDot
     /// <summary>
     /// output[t * outStride] = row · x_t for a Q4_1 (<paramref name="fiveBit"/> false) or Q5_1 row of <paramref name="blocks"/>
     /// blocks of 32 and Q8_0 activations with their Q8_1 sums <paramref name="xs1"/> (<see cref="Q8Activations.Q8_1Sums"/>),
-    /// as ggml_vec_dot_q4_1_q8_1 / q5_1_q8_1: per block the exact products of the unsigned codes (0..15, 0..31) in 8 integer
-    /// lanes fused-added times d x dx into 8 float lanes, the minimums as sum m x s in one float, the result the lanes'
-    /// sum (<see cref="GgmlArithmetic.Sum8(Vector256{float})"/>) plus it.
+    /// the pair ggml_vec_dot_q4_1_q8_1 / q5_1_q8_1 multiplies: per block the exact products of the unsigned codes (0..15,
+    /// 0..31) in 8 integer lanes fused-added times d x dx into 8 float lanes, the minimums m x s added block by block to one
+    /// float (ggml's order); the result the lanes' sum (<see cref="GgmlArithmetic.Sum8(Vector256{float})"/>) plus it. The
+    /// vector path takes eight blocks at a time, their FP16 d and m converted together (<see cref="HalfBits.ToSingle8"/>).
     /// </summary>
     public static void DotQ4_1(byte* row, int blocks, int tokens, bool fiveBit, sbyte* xq, float* xd, float* xs1, float* output, long outStride)
     {
@@ -633,16 +634,13 @@ public static unsafe class LowBitDot
         }
     }
 
-    /// <summary>AVX2 path of <see cref="DotQ4_1"/>: each block's codes unpacked once for all tokens.</summary>
+    /// <summary>AVX2 path of <see cref="DotQ4_1"/>: eight blocks at a time, their codes unpacked once for all tokens.</summary>
     public static void DotQ4_1Avx2(byte* row, int blocks, int tokens, bool fiveBit, sbyte* xq, float* xd, float* xs1, float* output, long outStride)
     {
         CheckTokens(tokens);
         int bytes = fiveBit ? Q5_1BlockBytes : Q4_1BlockBytes;
         long xStride = (long)blocks * 32;
         var ones = Vector256.Create((short)1);
-        var nibble = Vector128.Create((byte)0xF);
-        var spread = Vector256.Create((byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-        var bit = Vector256.Create((byte)1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
         Vector256<float>* acc = stackalloc Vector256<float>[4];
         float* mins = stackalloc float[4];
         for (int t = 0; t < 4; t++)
@@ -651,25 +649,59 @@ public static unsafe class LowBitDot
             mins[t] = 0;
         }
 
-        for (int b = 0; b < blocks; b++)
+        int b = 0;
+        for (; b + 8 <= blocks; b += 8)
+        {
+            byte* g = row + (b * bytes);
+            var dw = HalfBits.ToSingle8(Vector128.Create(
+                *(ushort*)g, *(ushort*)(g + bytes), *(ushort*)(g + (2 * bytes)), *(ushort*)(g + (3 * bytes)),
+                *(ushort*)(g + (4 * bytes)), *(ushort*)(g + (5 * bytes)), *(ushort*)(g + (6 * bytes)), *(ushort*)(g + (7 * bytes))));
+            var mw = HalfBits.ToSingle8(Vector128.Create(
+                *(ushort*)(g + 2), *(ushort*)(g + bytes + 2), *(ushort*)(g + (2 * bytes) + 2), *(ushort*)(g + (3 * bytes) + 2),
+                *(ushort*)(g + (4 * bytes) + 2), *(ushort*)(g + (5 * bytes) + 2), *(ushort*)(g + (6 * bytes) + 2), *(ushort*)(g + (7 * bytes) + 2)));
+            var c0 = Q4_1Codes(g, fiveBit);
+            var c1 = Q4_1Codes(g + bytes, fiveBit);
+            var c2 = Q4_1Codes(g + (2 * bytes), fiveBit);
+            var c3 = Q4_1Codes(g + (3 * bytes), fiveBit);
+            var c4 = Q4_1Codes(g + (4 * bytes), fiveBit);
+            var c5 = Q4_1Codes(g + (5 * bytes), fiveBit);
+            var c6 = Q4_1Codes(g + (6 * bytes), fiveBit);
+            var c7 = Q4_1Codes(g + (7 * bytes), fiveBit);
+            for (int t = 0; t < tokens; t++)
+            {
+                sbyte* x = xq + (t * xStride) + (b * 32);
+                var ds = dw * Avx.LoadVector256(xd + (t * (long)blocks) + b);
+                var ms = mw * Avx.LoadVector256(xs1 + (t * (long)blocks) + b);
+                float mt = mins[t];
+                mt += ms.GetElement(0);
+                mt += ms.GetElement(1);
+                mt += ms.GetElement(2);
+                mt += ms.GetElement(3);
+                mt += ms.GetElement(4);
+                mt += ms.GetElement(5);
+                mt += ms.GetElement(6);
+                mins[t] = mt + ms.GetElement(7);
+                var a = acc[t];
+                a = Fma.MultiplyAdd(CodeSum(c0, x, ones), Avx2.PermuteVar8x32(ds, Vector256.Create(0)), a);
+                a = Fma.MultiplyAdd(CodeSum(c1, x + 32, ones), Avx2.PermuteVar8x32(ds, Vector256.Create(1)), a);
+                a = Fma.MultiplyAdd(CodeSum(c2, x + 64, ones), Avx2.PermuteVar8x32(ds, Vector256.Create(2)), a);
+                a = Fma.MultiplyAdd(CodeSum(c3, x + 96, ones), Avx2.PermuteVar8x32(ds, Vector256.Create(3)), a);
+                a = Fma.MultiplyAdd(CodeSum(c4, x + 128, ones), Avx2.PermuteVar8x32(ds, Vector256.Create(4)), a);
+                a = Fma.MultiplyAdd(CodeSum(c5, x + 160, ones), Avx2.PermuteVar8x32(ds, Vector256.Create(5)), a);
+                a = Fma.MultiplyAdd(CodeSum(c6, x + 192, ones), Avx2.PermuteVar8x32(ds, Vector256.Create(6)), a);
+                acc[t] = Fma.MultiplyAdd(CodeSum(c7, x + 224, ones), Avx2.PermuteVar8x32(ds, Vector256.Create(7)), a);
+            }
+        }
+
+        for (; b < blocks; b++)
         {
             byte* blk = row + (b * bytes);
-            var v = Sse2.LoadVector128(blk + (fiveBit ? 8 : 4));
-            var codes = Vector256.Create(v & nibble, Sse2.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & nibble);
-            if (fiveBit)
-            {
-                // bit e of qh into bit 4 of code e: its byte e / 8 spread over 8 bytes, each tested against its own bit
-                var h = Avx2.Shuffle(Vector256.Create(*(uint*)(blk + 4)).AsByte(), spread);
-                codes |= Vector256.Equals(h & bit, bit) & Vector256.Create((byte)0x10);
-            }
-
+            var c = Q4_1Codes(blk, fiveBit);
             float d = HalfBits.ToSingle(*(ushort*)blk);
             float m = HalfBits.ToSingle(*(ushort*)(blk + 2));
             for (int t = 0; t < tokens; t++)
             {
-                var p = Avx2.MultiplyAddAdjacent(codes, Avx.LoadVector256(xq + (t * xStride) + (b * 32)));
-                var sum = Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(p, ones));
-                acc[t] = Fma.MultiplyAdd(sum, Vector256.Create(d * xd[(t * (long)blocks) + b]), acc[t]);
+                acc[t] = Fma.MultiplyAdd(CodeSum(c, xq + (t * xStride) + (b * 32), ones), Vector256.Create(d * xd[(t * (long)blocks) + b]), acc[t]);
                 mins[t] += m * xs1[(t * (long)blocks) + b];
             }
         }
@@ -679,6 +711,30 @@ public static unsafe class LowBitDot
             output[t * outStride] = GgmlArithmetic.Sum8(acc[t]) + mins[t];
         }
     }
+
+    // A Q4_1 / Q5_1 block's 32 unsigned codes in element order (low nibbles, then high ones; Q5_1: bit e of qh as bit 4 of code e,
+    // its byte e / 8 spread over 8 bytes, each tested against its own bit).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> Q4_1Codes(byte* blk, bool fiveBit)
+    {
+        var nibble = Vector128.Create((byte)0xF);
+        var v = Sse2.LoadVector128(blk + (fiveBit ? 8 : 4));
+        var codes = Vector256.Create(v & nibble, Sse2.ShiftRightLogical(v.AsUInt16(), 4).AsByte() & nibble);
+        if (fiveBit)
+        {
+            var spread = Vector256.Create((byte)0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+            var bit = Vector256.Create((byte)1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128, 1, 2, 4, 8, 16, 32, 64, 128);
+            var h = Avx2.Shuffle(Vector256.Create(*(uint*)(blk + 4)).AsByte(), spread);
+            codes |= Vector256.Equals(h & bit, bit) & Vector256.Create((byte)0x10);
+        }
+
+        return codes;
+    }
+
+    // Unsigned codes times the block's activations, exact in 8 int32 lanes (lane i: values 4i..4i+3), as floats.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> CodeSum(Vector256<byte> codes, sbyte* x, Vector256<short> ones)
+        => Avx.ConvertToVector256Single(Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(codes, Avx.LoadVector256(x)), ones));
 
     // Byte-shuffle masks that turn 16 unsigned byte scales (both 128-bit halves alike) into the 16-bit lanes of the k-th 32 values:
     // scale 2k in the low half's 8 lanes, scale 2k + 1 in the high half's (high bytes zero).
