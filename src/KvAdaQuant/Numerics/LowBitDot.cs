@@ -115,8 +115,8 @@ public static unsafe class LowBitDot
                     summ += (blk[j] >> 4) * sx[(b * 16) + j];
                 }
 
-                acc = MathF.FusedMultiplyAdd(sum, HalfBits.ToSingle(*(ushort*)(blk + 80)) * dx[b], acc);
-                mins = MathF.FusedMultiplyAdd(summ, HalfBits.ToSingle(*(ushort*)(blk + 82)) * dx[b], mins);
+                acc = MathF.FusedMultiplyAdd(sum, HalfBits.ToSingleNoSubnormals(*(ushort*)(blk + 80)) * dx[b], acc);
+                mins = MathF.FusedMultiplyAdd(summ, HalfBits.ToSingleNoSubnormals(*(ushort*)(blk + 82)) * dx[b], mins);
             }
 
             output[t * outStride] = acc - mins;
@@ -163,8 +163,8 @@ public static unsafe class LowBitDot
             var s6 = ScalePair(both, 6);
             var s7 = ScalePair(both, 7);
             var minWords = Avx2.ConvertToVector256Int16(Sse2.ShiftRightLogical(packed.AsUInt16(), 4).AsByte() & nibble);
-            float d = HalfBits.ToSingle(*(ushort*)(blk + 80));
-            float dmin = HalfBits.ToSingle(*(ushort*)(blk + 82));
+            float d = HalfBits.ToSingleNoSubnormals(*(ushort*)(blk + 80));
+            float dmin = HalfBits.ToSingleNoSubnormals(*(ushort*)(blk + 82));
             for (int t = 0; t < tokens; t++)
             {
                 sbyte* x = xq + (t * xStride) + (b * 256);
@@ -225,7 +225,7 @@ public static unsafe class LowBitDot
                     sum += RowDequantizer.ScaleQ3_K(e >> 4, sc) * RowDequantizer.ValueQ3_K(e, hmask, qs) * x[(b * 256) + e];
                 }
 
-                acc = MathF.FusedMultiplyAdd(sum, HalfBits.ToSingle(*(ushort*)(row + (b * Q3_KBlockBytes) + 108)) * dx[b], acc);
+                acc = MathF.FusedMultiplyAdd(sum, HalfBits.ToSingleNoSubnormals(*(ushort*)(row + (b * Q3_KBlockBytes) + 108)) * dx[b], acc);
             }
 
             output[t * outStride] = acc;
@@ -277,7 +277,7 @@ public static unsafe class LowBitDot
             var s6 = ScalePair(both, 6);
             var s7 = ScalePair(both, 7);
             var scaleWords = Avx2.ConvertToVector256Int16(unsignedScales) - Vector256.Create((short)32);
-            float d = HalfBits.ToSingle(*(ushort*)(blk + 108));
+            float d = HalfBits.ToSingleNoSubnormals(*(ushort*)(blk + 108));
             for (int t = 0; t < tokens; t++)
             {
                 sbyte* x = xq + (t * xStride) + (b * 256);
@@ -350,7 +350,7 @@ public static unsafe class LowBitDot
                     sum += (RowDequantizer.ScaleIq4_XS(ib, h, scalesL) - 32) * s;
                 }
 
-                acc = MathF.FusedMultiplyAdd(sum, HalfBits.ToSingle(*(ushort*)blk) * dx[b], acc);
+                acc = MathF.FusedMultiplyAdd(sum, HalfBits.ToSingleNoSubnormals(*(ushort*)blk) * dx[b], acc);
             }
 
             output[t * outStride] = acc;
@@ -391,7 +391,7 @@ public static unsafe class LowBitDot
             var l5 = BlockScale(both, 5);
             var l6 = BlockScale(both, 6);
             var l7 = BlockScale(both, 7);
-            float d = HalfBits.ToSingle(*(ushort*)blk);
+            float d = HalfBits.ToSingleNoSubnormals(*(ushort*)blk);
             for (int t = 0; t < tokens; t++)
             {
                 sbyte* x = xq + (t * xStride) + (b * 256);
@@ -489,7 +489,7 @@ public static unsafe class LowBitDot
                     sums[4 + (j / 4)] += kv[blk[2 + j] >> 4] * xb[j + 16];
                 }
 
-                float s = HalfBits.ToSingle(*(ushort*)blk) * dx[b];
+                float s = HalfBits.ToSingleNoSubnormals(*(ushort*)blk) * dx[b];
                 for (int i = 0; i < 8; i++)
                 {
                     lanes[i] = MathF.FusedMultiplyAdd(sums[i], s, lanes[i]);
@@ -552,7 +552,7 @@ public static unsafe class LowBitDot
         {
             byte* blk = row + (b * Iq4_NLBlockBytes);
             var w = Iq4Weights(table, blk + 2);
-            float d = HalfBits.ToSingle(*(ushort*)blk);
+            float d = HalfBits.ToSingleNoSubnormals(*(ushort*)blk);
             for (int t = 0; t < tokens; t++)
             {
                 var s = Vector256.Create(d * xd[(t * (long)blocks) + b]);
@@ -621,13 +621,13 @@ public static unsafe class LowBitDot
                     sums[e / 4] += code * x[(b * 32) + e];
                 }
 
-                float s = HalfBits.ToSingle(*(ushort*)blk) * xd[(t * (long)blocks) + b];
+                float s = HalfBits.ToSingleNoSubnormals(*(ushort*)blk) * xd[(t * (long)blocks) + b];
                 for (int i = 0; i < 8; i++)
                 {
                     lanes[i] = MathF.FusedMultiplyAdd(sums[i], s, lanes[i]);
                 }
 
-                mins += HalfBits.ToSingle(*(ushort*)(blk + 2)) * xs1[(t * (long)blocks) + b];
+                mins += HalfBits.ToSingleNoSubnormals(*(ushort*)(blk + 2)) * xs1[(t * (long)blocks) + b];
             }
 
             output[t * outStride] = GgmlArithmetic.Sum8Scalar(lanes) + mins;
@@ -697,8 +697,8 @@ public static unsafe class LowBitDot
         {
             byte* blk = row + (b * bytes);
             var c = Q4_1Codes(blk, fiveBit);
-            float d = HalfBits.ToSingle(*(ushort*)blk);
-            float m = HalfBits.ToSingle(*(ushort*)(blk + 2));
+            float d = HalfBits.ToSingleNoSubnormals(*(ushort*)blk);
+            float m = HalfBits.ToSingleNoSubnormals(*(ushort*)(blk + 2));
             for (int t = 0; t < tokens; t++)
             {
                 acc[t] = Fma.MultiplyAdd(CodeSum(c, xq + (t * xStride) + (b * 32), ones), Vector256.Create(d * xd[(t * (long)blocks) + b]), acc[t]);

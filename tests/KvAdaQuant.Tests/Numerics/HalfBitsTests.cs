@@ -12,6 +12,7 @@ public class HalfBitsTests
         {
             float expected = (float)BitConverter.UInt16BitsToHalf((ushort)bits);
             float actual = HalfBits.ToSingle((ushort)bits);
+            Assert.Equal(BitConverter.SingleToInt32Bits(actual), BitConverter.SingleToInt32Bits(HalfBits.ToSingleNoSubnormals((ushort)bits)));
             if (float.IsNaN(expected))
             {
                 Assert.True(float.IsNaN(actual), $"0x{bits:X4} should be NaN, got {actual}");
