@@ -536,15 +536,8 @@ public static unsafe class LowBitDot
             {
                 sbyte* x = xq + (t * xStride) + (b * 32);
                 var ds = dw * Avx.LoadVector256(xd + (t * (long)blocks) + b);
-                var a = acc[t];
-                a = Fma.MultiplyAdd(BlockSum(w0, x, ones), Avx2.PermuteVar8x32(ds, Vector256.Create(0)), a);
-                a = Fma.MultiplyAdd(BlockSum(w1, x + 32, ones), Avx2.PermuteVar8x32(ds, Vector256.Create(1)), a);
-                a = Fma.MultiplyAdd(BlockSum(w2, x + 64, ones), Avx2.PermuteVar8x32(ds, Vector256.Create(2)), a);
-                a = Fma.MultiplyAdd(BlockSum(w3, x + 96, ones), Avx2.PermuteVar8x32(ds, Vector256.Create(3)), a);
-                a = Fma.MultiplyAdd(BlockSum(w4, x + 128, ones), Avx2.PermuteVar8x32(ds, Vector256.Create(4)), a);
-                a = Fma.MultiplyAdd(BlockSum(w5, x + 160, ones), Avx2.PermuteVar8x32(ds, Vector256.Create(5)), a);
-                a = Fma.MultiplyAdd(BlockSum(w6, x + 192, ones), Avx2.PermuteVar8x32(ds, Vector256.Create(6)), a);
-                acc[t] = Fma.MultiplyAdd(BlockSum(w7, x + 224, ones), Avx2.PermuteVar8x32(ds, Vector256.Create(7)), a);
+                acc[t] = AddScaledBlocks(acc[t], ds,
+                    BlockSum(w0, x, ones), BlockSum(w1, x + 32, ones), BlockSum(w2, x + 64, ones), BlockSum(w3, x + 96, ones), BlockSum(w4, x + 128, ones), BlockSum(w5, x + 160, ones), BlockSum(w6, x + 192, ones), BlockSum(w7, x + 224, ones));
             }
         }
 
@@ -564,6 +557,21 @@ public static unsafe class LowBitDot
         {
             output[t * outStride] = GgmlArithmetic.Sum8(acc[t]);
         }
+    }
+
+    // a + sum_i s_i x ds[i] for eight blocks in order, one fused multiply-add each: block i's lane sums times its scale, lane i of ds.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> AddScaledBlocks(
+        Vector256<float> a, Vector256<float> ds, Vector256<float> s0, Vector256<float> s1, Vector256<float> s2, Vector256<float> s3, Vector256<float> s4, Vector256<float> s5, Vector256<float> s6, Vector256<float> s7)
+    {
+        a = Fma.MultiplyAdd(s0, Avx2.PermuteVar8x32(ds, Vector256.Create(0)), a);
+        a = Fma.MultiplyAdd(s1, Avx2.PermuteVar8x32(ds, Vector256.Create(1)), a);
+        a = Fma.MultiplyAdd(s2, Avx2.PermuteVar8x32(ds, Vector256.Create(2)), a);
+        a = Fma.MultiplyAdd(s3, Avx2.PermuteVar8x32(ds, Vector256.Create(3)), a);
+        a = Fma.MultiplyAdd(s4, Avx2.PermuteVar8x32(ds, Vector256.Create(4)), a);
+        a = Fma.MultiplyAdd(s5, Avx2.PermuteVar8x32(ds, Vector256.Create(5)), a);
+        a = Fma.MultiplyAdd(s6, Avx2.PermuteVar8x32(ds, Vector256.Create(6)), a);
+        return Fma.MultiplyAdd(s7, Avx2.PermuteVar8x32(ds, Vector256.Create(7)), a);
     }
 
     // One block's exact products in 8 int32 lanes (lane i: values 4i..4i+3), as floats.
@@ -681,15 +689,8 @@ public static unsafe class LowBitDot
                 mt += ms.GetElement(5);
                 mt += ms.GetElement(6);
                 mins[t] = mt + ms.GetElement(7);
-                var a = acc[t];
-                a = Fma.MultiplyAdd(CodeSum(c0, x, ones), Avx2.PermuteVar8x32(ds, Vector256.Create(0)), a);
-                a = Fma.MultiplyAdd(CodeSum(c1, x + 32, ones), Avx2.PermuteVar8x32(ds, Vector256.Create(1)), a);
-                a = Fma.MultiplyAdd(CodeSum(c2, x + 64, ones), Avx2.PermuteVar8x32(ds, Vector256.Create(2)), a);
-                a = Fma.MultiplyAdd(CodeSum(c3, x + 96, ones), Avx2.PermuteVar8x32(ds, Vector256.Create(3)), a);
-                a = Fma.MultiplyAdd(CodeSum(c4, x + 128, ones), Avx2.PermuteVar8x32(ds, Vector256.Create(4)), a);
-                a = Fma.MultiplyAdd(CodeSum(c5, x + 160, ones), Avx2.PermuteVar8x32(ds, Vector256.Create(5)), a);
-                a = Fma.MultiplyAdd(CodeSum(c6, x + 192, ones), Avx2.PermuteVar8x32(ds, Vector256.Create(6)), a);
-                acc[t] = Fma.MultiplyAdd(CodeSum(c7, x + 224, ones), Avx2.PermuteVar8x32(ds, Vector256.Create(7)), a);
+                acc[t] = AddScaledBlocks(acc[t], ds,
+                    CodeSum(c0, x, ones), CodeSum(c1, x + 32, ones), CodeSum(c2, x + 64, ones), CodeSum(c3, x + 96, ones), CodeSum(c4, x + 128, ones), CodeSum(c5, x + 160, ones), CodeSum(c6, x + 192, ones), CodeSum(c7, x + 224, ones));
             }
         }
 

@@ -363,19 +363,24 @@ public static class RowDequantizer
     // value d * kvalues[code].
     private static void DequantizeIq4_NL(ReadOnlySpan<byte> src, Span<float> dst)
     {
-        var kv = Iq4Values;
         int blocks = dst.Length / 32;
         for (int b = 0; b < blocks; b++)
         {
             var block = src.Slice(b * 18, 18);
             float d = (float)BinaryPrimitives.ReadHalfLittleEndian(block);
             var qs = block[2..];
-            var o = dst.Slice(b * 32, 32);
-            for (int j = 0; j < 16; j++)
-            {
-                o[j] = d * kv[qs[j] & 0xF];
-                o[j + 16] = d * kv[qs[j] >> 4];
-            }
+            DequantizeIq4Block(qs, d, dst.Slice(b * 32, 32));
+        }
+    }
+
+    // 32 IQ4 values: the 16 low nibbles (elements 0..15), then the 16 high ones, each level times dl.
+    private static void DequantizeIq4Block(ReadOnlySpan<byte> qs, float dl, Span<float> y)
+    {
+        var kv = Iq4Values;
+        for (int j = 0; j < 16; j++)
+        {
+            y[j] = dl * kv[qs[j] & 0xF];
+            y[j + 16] = dl * kv[qs[j] >> 4];
         }
     }
 
@@ -390,7 +395,6 @@ public static class RowDequantizer
     // IQ4_NL-like 32-element blocks of 16 bytes; value d * (scale - 32) * kvalues[code].
     private static void DequantizeIq4_XS(ReadOnlySpan<byte> src, Span<float> dst)
     {
-        var kv = Iq4Values;
         int blocks = dst.Length / 256;
         for (int b = 0; b < blocks; b++)
         {
@@ -402,13 +406,7 @@ public static class RowDequantizer
             for (int ib = 0; ib < 8; ib++)
             {
                 float dl = d * (ScaleIq4_XS(ib, h, scalesL) - 32);
-                var qs = block.Slice(8 + (16 * ib), 16);
-                var y = o.Slice(32 * ib, 32);
-                for (int j = 0; j < 16; j++)
-                {
-                    y[j] = dl * kv[qs[j] & 0xF];
-                    y[j + 16] = dl * kv[qs[j] >> 4];
-                }
+                DequantizeIq4Block(block.Slice(8 + (16 * ib), 16), dl, o.Slice(32 * ib, 32));
             }
         }
     }
