@@ -65,6 +65,24 @@ public class Int8AttentionTests
         }
     }
 
+    [SkippableTheory]
+    [InlineData("k4v2")]
+    [InlineData("k4v2:rot")]
+    [InlineData("k4v4")]
+    [InlineData("k4v4:rot")]
+    public void ByteValueErrorsOverSeedsAtHeadDim128(string kv)
+    {
+        // The figures the README quotes for the residuals at the middle code (head dim 128, seeds 1-3 and the other test's):
+        // run with --logger "console;verbosity=detailed" to see them; the same bounds as ByteValueSumsAreCloseToTheInt8Path.
+        Skip.IfNot(KvAdaQuant.Numerics.Int8ValueKernels.IsSupported, "AVX-512 VBMI not available");
+        foreach (int seed in new[] { 1, 2, 3, 128 + (3 * kv.Length) })
+        {
+            var d = Differences(kv, 128, 301, 0, AttentionPrecision.Int8, AttentionPrecision.Int8Values, seed, [9, 150, 299, 301]).ToList();
+            Console.WriteLine($"{kv} hd 128 seed {seed}: max {string.Join(" ", d.Select(x => x.Worst.ToString("F4")))} | RMS {string.Join(" ", d.Select(x => x.Rms.ToString("F4")))}");
+            Assert.All(d, x => Assert.True(x.Worst < 0.02 && x.Rms < 0.005, $"{kv} seed {seed} length {x.Length}: max {x.Worst}, RMS {x.Rms}"));
+        }
+    }
+
     // Two stores of one spec with attention precisions a and b (b's special path checked to be in use), filled alike:
     // keys ~ U(-2, 2), values ~ U(-1, 1), queries ~ U(-1, 1) x 3 (peaky softmax), capacity positions (sinks, quantized
     // rows, residual window); per length, the largest |output_a - output_b| of KV head kvHead.
