@@ -62,9 +62,12 @@ public static unsafe class HalfBits
     /// halves rebiased by an integer add, subnormal ones as mantissa x 2^-24, so no lane multiplies a subnormal float.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    public static Vector256<float> ToSingle8(Vector128<ushort> bits)
+    public static Vector256<float> ToSingle8(Vector128<ushort> bits) => ToSingle8(Avx2.ConvertToVector256Int32(bits));
+
+    /// <summary>As <see cref="ToSingle8(Vector128{ushort})"/> for the halves in the low 16 bits of eight int lanes (the high bits are ignored).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    public static Vector256<float> ToSingle8(Vector256<int> h)
     {
-        var h = Avx2.ConvertToVector256Int32(bits);
         var magnitude = h & Vector256.Create(0x7FFF);
         var shifted = magnitude << 13;
         var normal = shifted + Vector256.Create((int)ExponentRebiasBits);

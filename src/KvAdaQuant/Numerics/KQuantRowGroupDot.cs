@@ -240,7 +240,7 @@ public static unsafe class KQuantRowGroupDot
     // the JIT copies each one in and out around every instruction.) Without VNNI the 16-bit pair sums stay within
     // 2 x 63 x 127: no saturation.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Dp(Vector256<int> acc, Vector256<byte> u, int x)
+    internal static Vector256<int> Dp(Vector256<int> acc, Vector256<byte> u, int x)
     {
         if (AvxVnni.IsSupported)
         {
@@ -252,7 +252,7 @@ public static unsafe class KQuantRowGroupDot
 
     // Byte k (0..3) of each lane as an int.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> ByteOf(Vector256<uint> v, int k) => k switch
+    internal static Vector256<int> ByteOf(Vector256<uint> v, int k) => k switch
     {
         0 => (v & Vector256.Create(0xFFu)).AsInt32(),
         1 => (Avx2.ShiftRightLogical(v, 8) & Vector256.Create(0xFFu)).AsInt32(),

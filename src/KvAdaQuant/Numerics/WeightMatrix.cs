@@ -93,10 +93,10 @@ public sealed unsafe class WeightMatrix : IDisposable
     public bool HasQ4_0RowGroups => Type == GgmlType.Q4_0 && Rows % Q4_0RowGroups.GroupRows == 0;
 
     /// <summary>
-    /// Whether products read the K-quant row-group copy (<see cref="KQuantRowGroups"/>): Q4_K, Q5_K or Q6_K with a row count that
-    /// is a multiple of 8.
+    /// Whether products read the K-quant row-group copy (<see cref="KQuantRowGroups"/>): Q4_K, Q5_K, Q6_K, Q2_K or IQ4_XS (the
+    /// last where the CPU has AVX-VNNI, <see cref="KQuantRowGroups.UsedFor"/>) with a row count that is a multiple of 8.
     /// </summary>
-    public bool HasKQuantRowGroups => KQuantRowGroups.Applies(Type, Rows);
+    public bool HasKQuantRowGroups => KQuantRowGroups.UsedFor(Type, Rows);
 
     /// <summary>Whether products read a row-group copy of either layout (<see cref="HasQ4_0RowGroups"/>, <see cref="HasKQuantRowGroups"/>).</summary>
     public bool HasRowGroups => HasQ4_0RowGroups || HasKQuantRowGroups;
@@ -123,7 +123,7 @@ public sealed unsafe class WeightMatrix : IDisposable
     /// made on the first call like <see cref="Q4_0RowGroupData"/>.
     /// </summary>
     public byte* KQuantRowGroupData(WorkerPool? pool = null) =>
-        RowGroupData(HasKQuantRowGroups, "K-quant row groups (Q4_K, Q5_K or Q6_K, rows a multiple of 8)", pool);
+        RowGroupData(HasKQuantRowGroups, "K-quant row groups (Q4_K, Q5_K, Q6_K, Q2_K or IQ4_XS, rows a multiple of 8)", pool);
 
     /// <summary>
     /// The resident copy of the rows (row r at r * <see cref="RowByteCount"/>, the bytes of <see cref="RowPointer"/>),

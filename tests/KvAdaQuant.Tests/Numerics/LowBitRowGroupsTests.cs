@@ -1,0 +1,322 @@
+using KvAdaQuant.Numerics;
+
+namespace KvAdaQuant.Tests.Numerics;
+
+/// <summary>
+/// The Q2_K and IQ4_XS row-group copies (dword-interleaved units of <see cref="KQuantRowGroups"/>) and their 8-row kernels
+/// (<see cref="LowBitRowGroupDot"/>): every original byte lands in its slot once; the vector paths equal their scalar twins,
+/// a token alone equals the same token in a batch, and every row equals the row-by-row kernel (<see cref="LowBitDot"/>,
+/// tested against the dequantized product in <c>LowBitDotTests</c>) bit for bit, subnormal FP16 scales and the extreme
+/// codes included; the matrix product reads the copy.
+/// </summary>
+public unsafe class LowBitRowGroupsTests
+{
+    private static bool Same(float a, float b) => BitConverter.SingleToInt32Bits(a) == BitConverter.SingleToInt32Bits(b);
+
+    private static int BlockBytes(GgmlType type) => type == GgmlType.Q2_K ? LowBitDot.Q2_KBlockBytes : LowBitDot.Iq4_XSBlockBytes;
+
+    private static bool VectorRuns(GgmlType type) => type == GgmlType.Q2_K ? LowBitRowGroupDot.Q2_KVectorPathSupported : LowBitRowGroupDot.Iq4_XSVectorPathSupported;
+
+    // Random codes and scale bytes with finite FP16 scales; every third super-block's scales subnormal (as IQ4_XS files
+    // of small weights have), the kernels' conversion of those is the one the row kernels use.
+    private static byte[] RandomRows(Random rng, GgmlType type, int rows, int superBlocks)
+    {
+        int bb = BlockBytes(type);
+        var w = new byte[rows * superBlocks * bb];
+        rng.NextBytes(w);
+        for (int i = 0; i < rows * superBlocks; i++)
+        {
+            fixed (byte* p = &w[i * bb])
+            {
+                float scale = i % 3 == 2 ? 3e-6f : 0.01f;
+                var d = (Half)(float)((rng.NextDouble() * scale) + (scale / 20));
+                if (type == GgmlType.Q2_K)
+                {
+                    *(Half*)(p + 80) = d;
+                    *(Half*)(p + 82) = (Half)(float)(rng.NextDouble() * scale);
+                }
+                else
+                {
+                    *(Half*)p = d;
+                }
+            }
+        }
+
+        return w;
+    }
+
+    private static void Group(GgmlType type, bool vector, byte* g, int superBlocks, int tokens, sbyte* xq, long xStride, float* xd, short* xs, int* xp, float* o, long os)
+    {
+        switch (type, vector)
+        {
+            case (GgmlType.Q2_K, true):
+                LowBitRowGroupDot.DotQ2_KAvx2(g, superBlocks, tokens, xq, xStride, xd, xp, o, os);
+                break;
+            case (GgmlType.Q2_K, false):
+                LowBitRowGroupDot.DotQ2_KScalar(g, superBlocks, tokens, xq, xStride, xd, xs, o, os);
+                break;
+            case (_, true):
+                LowBitRowGroupDot.DotIq4_XSAvx2(g, superBlocks, tokens, xq, xStride, xd, xs, o, os);
+                break;
+            default:
+                LowBitRowGroupDot.DotIq4_XSScalar(g, superBlocks, tokens, xq, xStride, xd, xs, o, os);
+                break;
+        }
+    }
+
+    // The row-by-row kernel (vector path where it runs) on the original row.
+    private static float RowKernel(GgmlType type, byte* row, int superBlocks, sbyte* xq, float* xd, short* xs)
+    {
+        float y;
+        if (type == GgmlType.Q2_K)
+        {
+            LowBitDot.DotQ2_K(row, superBlocks, 1, xq, xd, xs, &y, 1);
+        }
+        else
+        {
+            LowBitDot.DotIq4_XS(row, superBlocks, 1, xq, xd, &y, 1);
+        }
+
+        return y;
+    }
+
+    [Theory]
+    [InlineData(GgmlType.Q2_K)]
+    [InlineData(GgmlType.IQ4_XS)]
+    public void Repack_MovesEveryByteToItsSlotOnce(GgmlType type)
+    {
+        var rng = new Random(5);
+        const int rows = 16, superBlocks = 3;
+        int bb = BlockBytes(type), unitBytes = 8 * bb;
+        Assert.Equal(unitBytes, KQuantRowGroups.UnitBytes(type));
+        var data = RandomRows(rng, type, rows, superBlocks);
+        fixed (byte* p = data)
+        {
+            using var w = new WeightMatrix("w", type, rows, superBlocks * 256, p);
+            var copy = new byte[w.ByteCount];
+            fixed (byte* c = copy)
+            {
+                KQuantRowGroups.Repack(w, c, 0, rows / 8);
+            }
+
+            var hits = new int[copy.Length];
+            for (int r = 0; r < rows; r++)
+            {
+                for (int b = 0; b < superBlocks; b++)
+                {
+                    int unit = (((r / 8) * superBlocks) + b) * unitBytes;
+                    int src = ((r * superBlocks) + b) * bb;
+                    for (int i = 0; i < bb; i++)
+                    {
+                        // dword i / 4 of every row in one chunk of 32 bytes, row r % 8 at 4 (r % 8)
+                        int at = (32 * (i / 4)) + (4 * (r % 8)) + (i % 4);
+                        Assert.Equal(at, KQuantRowGroups.InterleavedOffset(r % 8, i));
+                        Assert.True(data[src + i] == copy[unit + at], $"row {r} super-block {b} byte {i}");
+                        hits[unit + at]++;
+                    }
+                }
+            }
+
+            Assert.All(hits, h => Assert.Equal(1, h));
+        }
+    }
+
+    [Theory]
+    [InlineData(GgmlType.Q2_K, 1, 1)]
+    [InlineData(GgmlType.Q2_K, 3, 2)]
+    [InlineData(GgmlType.Q2_K, 4, 3)]
+    [InlineData(GgmlType.Q2_K, 6, 4)]
+    [InlineData(GgmlType.IQ4_XS, 1, 1)]
+    [InlineData(GgmlType.IQ4_XS, 3, 2)]
+    [InlineData(GgmlType.IQ4_XS, 4, 3)]
+    [InlineData(GgmlType.IQ4_XS, 6, 4)]
+    public void VectorEqualsScalarTwin_BatchEqualsSingle_EachRowEqualsTheRowKernel(GgmlType type, int superBlocks, int tokens)
+    {
+        var rng = new Random((superBlocks * 10) + tokens + (type == GgmlType.Q2_K ? 0 : 300));
+        int cols = superBlocks * 256, bb = BlockBytes(type);
+        var data = RandomRows(rng, type, 8, superBlocks);
+        var x = Enumerable.Range(0, tokens * cols).Select(_ => (float)((rng.NextDouble() * 2) - 1)).ToArray();
+        var a = new Q8KActivations();
+        a.Quantize(x, tokens, cols);
+        const int stride = 11;
+        var vec = new float[tokens * stride];
+        var sca = new float[tokens * stride];
+        var single = new float[tokens * stride];
+        var copy = new byte[data.Length];
+        bool vector = VectorRuns(type);
+        fixed (byte* p = data)
+        fixed (byte* c = copy)
+        fixed (sbyte* pq = a.Values)
+        fixed (float* pd = a.Scales)
+        fixed (short* ps = a.Sums16)
+        fixed (int* pp = a.Sums16Pairs)
+        fixed (float* pv = vec)
+        fixed (float* psc = sca)
+        fixed (float* p1 = single)
+        {
+            using var w = new WeightMatrix("w", type, 8, cols, p);
+            KQuantRowGroups.Repack(w, c, 0, 1);
+            Group(type, false, c, superBlocks, tokens, pq, cols, pd, ps, pp, psc, stride);
+            if (vector)
+            {
+                Group(type, true, c, superBlocks, tokens, pq, cols, pd, ps, pp, pv, stride);
+                for (int t = 0; t < tokens; t++)
+                {
+                    Group(type, true, c, superBlocks, 1, pq + (t * cols), cols, pd + (t * superBlocks), ps + (t * superBlocks * 16), pp + (t * superBlocks * 8), p1 + (t * stride), stride);
+                }
+            }
+
+            for (int t = 0; t < tokens; t++)
+            {
+                for (int r = 0; r < 8; r++)
+                {
+                    int i = (t * stride) + r;
+                    float row = RowKernel(type, p + (r * superBlocks * bb), superBlocks, pq + (t * cols), pd + (t * superBlocks), ps + (t * superBlocks * 16));
+                    Assert.True(Same(row, sca[i]), $"token {t} row {r}: scalar twin {sca[i]:R} vs row kernel {row:R}");
+                    if (vector)
+                    {
+                        Assert.True(Same(sca[i], vec[i]), $"token {t} row {r}: vector {vec[i]:R} vs scalar twin {sca[i]:R}");
+                        Assert.True(Same(single[i], vec[i]), $"token {t} row {r}: alone {single[i]:R} vs in a batch of {tokens} {vec[i]:R}");
+                    }
+                }
+
+                // the outputs between the strides are left alone.
+                Assert.Equal(0f, vec[(t * stride) + 8]);
+                Assert.Equal(0f, sca[(t * stride) + 10]);
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(GgmlType.Q2_K, 1)]
+    [InlineData(GgmlType.Q2_K, 4)]
+    [InlineData(GgmlType.IQ4_XS, 1)]
+    [InlineData(GgmlType.IQ4_XS, 4)]
+    public void ExtremeCodes_IntegerSumsStayExact(GgmlType type, int tokens)
+    {
+        // Q2_K: codes 3, scales and minimums 15; IQ4_XS: every code 0 (level -127) with scale 0 (-32), or every code 15
+        // (113) with scale 63 (31), alternating by row. Activations -1 at value 0 and 1 elsewhere: the quantized values at their
+        // largest magnitude.
+        int bb = BlockBytes(type);
+        var data = new byte[8 * bb];
+        for (int r = 0; r < 8; r++)
+        {
+            var block = data.AsSpan(r * bb, bb);
+            if (type == GgmlType.Q2_K)
+            {
+                block[..80].Fill(0xFF);
+                BitConverter.TryWriteBytes(block[80..], (Half)1f);
+                BitConverter.TryWriteBytes(block[82..], (Half)0.5f);
+            }
+            else
+            {
+                bool low = r % 2 == 0;
+                BitConverter.TryWriteBytes(block, (Half)1f);
+                block.Slice(2, 6).Fill(low ? (byte)0 : (byte)0xFF);
+                block[8..].Fill(low ? (byte)0 : (byte)0xFF);
+            }
+        }
+
+        var x = Enumerable.Range(0, tokens * 256).Select(i => i % 256 == 0 ? -1f : 1f).ToArray();
+        var a = new Q8KActivations();
+        a.Quantize(x, tokens, 256);
+        var copy = new byte[data.Length];
+        var vec = new float[tokens * 8];
+        var sca = new float[tokens * 8];
+        fixed (byte* p = data)
+        fixed (byte* c = copy)
+        fixed (sbyte* pq = a.Values)
+        fixed (float* pd = a.Scales)
+        fixed (short* ps = a.Sums16)
+        fixed (int* pp = a.Sums16Pairs)
+        fixed (float* pv = vec)
+        fixed (float* psc = sca)
+        {
+            using var w = new WeightMatrix("w", type, 8, 256, p);
+            KQuantRowGroups.Repack(w, c, 0, 1);
+            Group(type, false, c, 1, tokens, pq, 256, pd, ps, pp, psc, 8);
+            if (VectorRuns(type))
+            {
+                Group(type, true, c, 1, tokens, pq, 256, pd, ps, pp, pv, 8);
+            }
+
+            for (int t = 0; t < tokens; t++)
+            {
+                for (int r = 0; r < 8; r++)
+                {
+                    // every value's weight times the sum of the quantized activations, times their scale
+                    double wv = type == GgmlType.Q2_K ? (15.0 * 3) - (0.5 * 15) : r % 2 == 0 ? -32.0 * -127 : 31.0 * 113;
+                    long qsum = 0;
+                    for (int e = 0; e < 256; e++)
+                    {
+                        qsum += a.Values[(t * 256) + e];
+                    }
+
+                    double exact = wv * qsum * a.Scales[t];
+                    int i = (t * 8) + r;
+                    Assert.True(Math.Abs(exact - sca[i]) <= 1e-6 * Math.Abs(exact), $"token {t} row {r}: {sca[i]} vs {exact}");
+                    float row = RowKernel(type, p + (r * bb), 1, pq + (t * 256), pd + t, ps + (t * 16));
+                    Assert.True(Same(row, sca[i]), $"token {t} row {r}: scalar twin {sca[i]:R} vs row kernel {row:R}");
+                    if (VectorRuns(type))
+                    {
+                        Assert.True(Same(sca[i], vec[i]), $"token {t} row {r}: vector {vec[i]:R} vs scalar twin {sca[i]:R}");
+                    }
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(GgmlType.Q2_K, 1)]
+    [InlineData(GgmlType.Q2_K, 6)]
+    [InlineData(GgmlType.IQ4_XS, 1)]
+    [InlineData(GgmlType.IQ4_XS, 7)]
+    public void MatMul_ReadsTheCopyWithTheRowKernelsBitsAndLeavesTheRowsAlone(GgmlType type, int tokens)
+    {
+        var rng = new Random(90 + tokens);
+        const int rows = 48, superBlocks = 3, cols = superBlocks * 256;
+        int bb = BlockBytes(type);
+        var data = RandomRows(rng, type, rows, superBlocks);
+        var original = data.ToArray();
+        var x = Enumerable.Range(0, tokens * cols).Select(_ => (float)((rng.NextDouble() * 4) - 2)).ToArray();
+        var a = new Q8KActivations();
+        a.Quantize(x, tokens, cols);
+        var y = new float[tokens * rows];
+        using var pool = new WorkerPool(2);
+        var kernel = new MatMulKernel(pool);
+        fixed (byte* p = data)
+        fixed (sbyte* pq = a.Values)
+        fixed (float* pd = a.Scales)
+        fixed (short* ps = a.Sums16)
+        {
+            using var w = new WeightMatrix("w", type, rows, cols, p);
+            Assert.True(KQuantRowGroups.Applies(type, rows));
+            Assert.Equal(VectorRuns(type) || type == GgmlType.Q2_K, w.HasKQuantRowGroups);
+            Assert.False(w.IsRepacked);
+            kernel.MatMul(w, x, y, tokens);
+            Assert.Equal(w.HasKQuantRowGroups, w.IsRepacked);
+            for (int r = 0; r < rows; r++)
+            {
+                for (int t = 0; t < tokens; t++)
+                {
+                    float row = RowKernel(type, p + (r * superBlocks * bb), superBlocks, pq + (t * cols), pd + (t * superBlocks), ps + (t * superBlocks * 16));
+                    Assert.True(Same(row, y[(t * rows) + r]), $"token {t} row {r}: product {y[(t * rows) + r]:R} vs row kernel {row:R}");
+                }
+            }
+
+            Assert.Equal(original, data);
+        }
+
+        // 12 rows: no row groups, the row kernel.
+        var twelve = RandomRows(rng, type, 12, 1);
+        fixed (byte* p = twelve)
+        {
+            using var w = new WeightMatrix("blk.0.ffn_down.weight", type, 12, 256, p);
+            Assert.False(KQuantRowGroups.Applies(type, 12));
+            Assert.False(w.HasKQuantRowGroups);
+            var e = Assert.Throws<InvalidOperationException>(() => w.KQuantRowGroupData());
+            Assert.Contains("blk.0.ffn_down.weight", e.Message);
+            Assert.Contains("12 rows", e.Message);
+        }
+    }
+}
