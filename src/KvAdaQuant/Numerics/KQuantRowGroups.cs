@@ -28,10 +28,12 @@ namespace KvAdaQuant.Numerics;
 /// ql[64h + 32..] (values 128h + 32 + 4c.., 128h + 96 + 4c..) and of qh[32h..] (their upper two bits).
 /// </para>
 /// <para>
-/// Q2_K and IQ4_XS units (<see cref="Q2_KUnitBytes"/> = 8 x 84, <see cref="Iq4_XSUnitBytes"/> = 8 x 136, for
-/// <see cref="LowBitRowGroupDot"/>) are dword-interleaved: chunk i (32 bytes at 32i) holds dword i of each row's super-block,
-/// row r at bytes 4r..4r+3 (<see cref="InterleavedOffset"/>). Q2_K: chunks 0-3 the 16 scale/min bytes, 4-19 the 64 bytes of
-/// 2-bit codes, 20 d and dmin. IQ4_XS: chunk 0 d and scales_h, 1 scales_l, 2-33 the 128 nibble bytes.
+/// Q2_K, Q3_K and IQ4_XS units (<see cref="Q2_KUnitBytes"/> = 8 x 84, <see cref="Q3_KUnitBytes"/> = 8 x 110,
+/// <see cref="Iq4_XSUnitBytes"/> = 8 x 136, for <see cref="LowBitRowGroupDot"/>) are dword-interleaved: chunk i (32 bytes at
+/// 32i) holds dword i of each row's super-block, row r at bytes 4r..4r+3, and a super-block's last two bytes when its size
+/// is not a multiple of 4 (Q3_K's d) follow the chunks, row r at 2r (<see cref="InterleavedOffset"/>). Q2_K: chunks 0-3
+/// the 16 scale/min bytes, 4-19 the 64 bytes of 2-bit codes, 20 d and dmin. Q3_K: chunks 0-7 hmask, 8-23 the 2-bit codes,
+/// 24-26 the 12 packed scale bytes, then the 8 d. IQ4_XS: chunk 0 d and scales_h, 1 scales_l, 2-33 the 128 nibble bytes.
 /// </para>
 /// </summary>
 public static unsafe class KQuantRowGroups
@@ -54,14 +56,17 @@ public static unsafe class KQuantRowGroups
     /// <summary>Bytes of one Q2_K unit: 8 super-blocks of 84 bytes.</summary>
     public const int Q2_KUnitBytes = GroupRows * LowBitDot.Q2_KBlockBytes;
 
+    /// <summary>Bytes of one Q3_K unit: 8 super-blocks of 110 bytes.</summary>
+    public const int Q3_KUnitBytes = GroupRows * LowBitDot.Q3_KBlockBytes;
+
     /// <summary>Bytes of one IQ4_XS unit: 8 super-blocks of 136 bytes.</summary>
     public const int Iq4_XSUnitBytes = GroupRows * LowBitDot.Iq4_XSBlockBytes;
 
     /// <summary>
     /// Whether the row-group layout exists for a matrix of <paramref name="type"/> with <paramref name="rows"/> rows: Q4_K,
-    /// Q5_K, Q6_K, Q2_K or IQ4_XS, rows a multiple of 8. (Whether products use it is <see cref="WeightMatrix.HasKQuantRowGroups"/>.)
+    /// Q5_K, Q6_K, Q2_K, Q3_K or IQ4_XS, rows a multiple of 8. (Whether products use it is <see cref="WeightMatrix.HasKQuantRowGroups"/>.)
     /// </summary>
-    public static bool Applies(GgmlType type, int rows) => type is GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q2_K or GgmlType.IQ4_XS && rows % GroupRows == 0;
+    public static bool Applies(GgmlType type, int rows) => type is GgmlType.Q4_K or GgmlType.Q5_K or GgmlType.Q6_K or GgmlType.Q2_K or GgmlType.Q3_K or GgmlType.IQ4_XS && rows % GroupRows == 0;
 
     /// <summary>
     /// Whether products of <paramref name="type"/> read the row-group copy on this machine: where the layout
@@ -70,22 +75,30 @@ public static unsafe class KQuantRowGroups
     /// </summary>
     public static bool UsedFor(GgmlType type, int rows) => Applies(type, rows) && (type != GgmlType.IQ4_XS || LowBitRowGroupDot.Iq4_XSVectorPathSupported);
 
-    /// <summary>Bytes of one unit of <paramref name="type"/> (Q4_K, Q5_K, Q6_K, Q2_K or IQ4_XS).</summary>
+    /// <summary>Bytes of one unit of <paramref name="type"/> (Q4_K, Q5_K, Q6_K, Q2_K, Q3_K or IQ4_XS).</summary>
     public static int UnitBytes(GgmlType type) => type switch
     {
         GgmlType.Q4_K => Q4_KUnitBytes,
         GgmlType.Q5_K => Q5_KUnitBytes,
         GgmlType.Q6_K => Q6_KUnitBytes,
         GgmlType.Q2_K => Q2_KUnitBytes,
+        GgmlType.Q3_K => Q3_KUnitBytes,
         GgmlType.IQ4_XS => Iq4_XSUnitBytes,
         _ => throw new ArgumentException($"{type} has no K-quant row groups", nameof(type)),
     };
 
     /// <summary>
-    /// Offset within a dword-interleaved unit (Q2_K, IQ4_XS) of byte <paramref name="index"/> of row <paramref name="row"/>'s
-    /// super-block: dword index / 4 of every row in one 32-byte chunk, row r at 4r.
+    /// Offset within a dword-interleaved unit (Q2_K, Q3_K, IQ4_XS) of byte <paramref name="index"/> of row <paramref name="row"/>'s
+    /// super-block of <paramref name="blockBytes"/> bytes: dword index / 4 of every row in one 32-byte chunk, row r at 4r; the
+    /// bytes after the last whole dword (blockBytes % 4 of them) after all the chunks, row r at r x (blockBytes % 4).
     /// </summary>
-    public static int InterleavedOffset(int row, int index) => ((index / 4) * 32) + (row * 4) + (index % 4);
+    public static int InterleavedOffset(int row, int index, int blockBytes)
+    {
+        int whole = blockBytes & ~3;
+        return index < whole
+            ? ((index / 4) * 32) + (row * 4) + (index % 4)
+            : (whole * GroupRows) + (row * (blockBytes - whole)) + (index - whole);
+    }
 
     /// <summary>Offset within a Q4_K unit of nibble byte <paramref name="index"/> (0..127) of row <paramref name="row"/> (0..7).</summary>
     public static int Q4_KQuantOffset(int row, int index)
@@ -141,7 +154,7 @@ public static unsafe class KQuantRowGroups
         ArgumentNullException.ThrowIfNull(w);
         if (!Applies(w.Type, w.Rows))
         {
-            throw new ArgumentException($"{w.Name}: a {w.Type} matrix of {w.Rows} rows has no K-quant row groups (Q4_K, Q5_K, Q6_K, Q2_K or IQ4_XS, rows a multiple of 8)", nameof(w));
+            throw new ArgumentException($"{w.Name}: a {w.Type} matrix of {w.Rows} rows has no K-quant row groups (Q4_K, Q5_K, Q6_K, Q2_K, Q3_K or IQ4_XS, rows a multiple of 8)", nameof(w));
         }
 
         if (groupStart < 0 || groupEnd > w.Rows / GroupRows || groupStart > groupEnd)
@@ -170,8 +183,9 @@ public static unsafe class KQuantRowGroups
                             RepackQ5_K(block, unit, r);
                             break;
                         case GgmlType.Q2_K:
+                        case GgmlType.Q3_K:
                         case GgmlType.IQ4_XS:
-                            RepackInterleaved(block, blockBytes / 4, unit, r);
+                            RepackInterleaved(block, blockBytes, unit, r);
                             break;
                         default:
                             RepackQ4_K(block, unit, r);
@@ -182,12 +196,18 @@ public static unsafe class KQuantRowGroups
         }
     }
 
-    // (InterleavedOffset written out: dword i to chunk i, lane r)
-    private static void RepackInterleaved(byte* block, int dwords, byte* unit, int r)
+    // (InterleavedOffset written out: dword i to chunk i, lane r; a last half-dword after the chunks, at 2r)
+    private static void RepackInterleaved(byte* block, int blockBytes, byte* unit, int r)
     {
+        int dwords = blockBytes / 4;
         for (int i = 0; i < dwords; i++)
         {
             *(uint*)(unit + (32 * i) + (4 * r)) = ((uint*)block)[i];
+        }
+
+        if (blockBytes % 4 == 2)
+        {
+            *(ushort*)(unit + (dwords * 32) + (2 * r)) = *(ushort*)(block + (4 * dwords));
         }
     }
 

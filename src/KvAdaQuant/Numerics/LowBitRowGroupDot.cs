@@ -5,29 +5,35 @@ using System.Runtime.Intrinsics.X86;
 namespace KvAdaQuant.Numerics;
 
 /// <summary>
-/// Eight Q2_K or IQ4_XS rows from their dword-interleaved row-group copy (<see cref="KQuantRowGroups"/>; <c>group</c> is the
+/// Eight Q2_K, Q3_K or IQ4_XS rows from their dword-interleaved row-group copy (<see cref="KQuantRowGroups"/>; <c>group</c> is the
 /// group's first unit) times 1 to 4 activation vectors quantized to Q8_K (<see cref="Q8KActivations"/>). Token t's values
 /// start at t x <c>xStride</c>, its scales at t x superBlocks, its 16-value sums at t x superBlocks x 16 and its sum pairs
 /// at t x superBlocks x 8 (<see cref="Q8KActivations.Sums16Pairs"/>); output[t x outStride + r] is row r's result.
 /// One 256-bit load of a chunk gives each row four code bytes in its own 32-bit lane, so the products build up lane by lane
 /// against broadcast activations (vpdpbusd) with no horizontal sum, and the scales of all 8 rows unpack in a few vector
 /// operations per super-block. The arithmetic is that of the row-by-row kernels (<see cref="LowBitDot.DotQ2_K"/>,
-/// <see cref="LowBitDot.DotIq4_XS"/>), so the results are the same bits:
+/// <see cref="LowBitDot.DotQ3_K"/>, <see cref="LowBitDot.DotIq4_XS"/>), so the results are the same bits:
 /// <list type="bullet">
 /// <item>Q2_K: per super-block the exact integers S = sum_j scale_j (sum of q x over the 16 values of j) and
 /// M = sum_j min_j (sum of x over j); acc = fma(S, d x dx, acc), mins = fma(M, dmin x dx, mins); the result is acc - mins.</item>
+/// <item>Q3_K: per super-block the exact integer S = sum_j scale_j (sum of q x over the 16 values of j), q in -4..3, taken as
+/// sum_j (L_j - 32) (sum of u x) - 4 sum_j scale_j B_j with u = q + 4 (0..7) and L_j = scale_j + 32 (0..63);
+/// acc = fma(S, d x dx, acc).</item>
 /// <item>IQ4_XS: per super-block the exact integer S = sum_j (scale_j - 32) (sum of kvalues[code] x over the 32 values of
 /// j), taken as sum_j (scale_j - 32) (sum of (kvalues[code] + 128) x - 128 B_j) with B_j the 32 values' sum, so that
 /// vpdpbusd multiplies unsigned bytes (1..241); acc = fma(S, d x dx, acc).</item>
 /// </list>
-/// Scalar twins: <see cref="DotQ2_KScalar"/>, <see cref="DotIq4_XSScalar"/>, reading the unit through
+/// Scalar twins: <see cref="DotQ2_KScalar"/>, <see cref="DotQ3_KScalar"/>, <see cref="DotIq4_XSScalar"/>, reading the unit through
 /// <see cref="KQuantRowGroups.InterleavedOffset"/>.
 /// </summary>
 public static unsafe class LowBitRowGroupDot
 {
     // Chunk offsets within a unit (KQuantRowGroups: dword i of each row in chunk i).
-    private const int Q2Codes = 4 * 32;
+    private const int Q2CodeStart = 4 * 32;
     private const int Q2Halves = 20 * 32;
+    private const int Q3CodeStart = 8 * 32;
+    private const int Q3Scales0 = 24 * 32;
+    private const int Q3Halves = 27 * 32;
     private const int Iq4Low = 32;
     private const int Iq4Codes = 2 * 32;
 
@@ -50,6 +56,19 @@ public static unsafe class LowBitRowGroupDot
         else
         {
             DotQ2_KScalar(group, superBlocks, tokens, xq, xStride, xd, xsum, output, outStride);
+        }
+    }
+
+    /// <summary>Q3_K row group · Q8_K activations (vector path where supported, else the scalar twin).</summary>
+    public static void DotQ3_K(byte* group, int superBlocks, int tokens, sbyte* xq, long xStride, float* xd, short* xsum, int* xpairs, float* output, long outStride)
+    {
+        if (Q2_KVectorPathSupported)
+        {
+            DotQ3_KAvx2(group, superBlocks, tokens, xq, xStride, xd, xpairs, output, outStride);
+        }
+        else
+        {
+            DotQ3_KScalar(group, superBlocks, tokens, xq, xStride, xd, xsum, output, outStride);
         }
     }
 
@@ -83,21 +102,69 @@ public static unsafe class LowBitRowGroupDot
                     int sum = 0, summ = 0;
                     for (int e = 0; e < 256; e++)
                     {
-                        int q = (unit[KQuantRowGroups.InterleavedOffset(r, 16 + (32 * (e >> 7)) + (e & 31))] >> (2 * ((e >> 5) & 3))) & 3;
-                        sum += (unit[KQuantRowGroups.InterleavedOffset(r, e >> 4)] & 0xF) * q * x[e];
+                        int q = (unit[KQuantRowGroups.InterleavedOffset(r, 16 + (32 * (e >> 7)) + (e & 31), LowBitDot.Q2_KBlockBytes)] >> (2 * ((e >> 5) & 3))) & 3;
+                        sum += (unit[KQuantRowGroups.InterleavedOffset(r, e >> 4, LowBitDot.Q2_KBlockBytes)] & 0xF) * q * x[e];
                     }
 
                     for (int j = 0; j < 16; j++)
                     {
-                        summ += (unit[KQuantRowGroups.InterleavedOffset(r, j)] >> 4) * sx[j];
+                        summ += (unit[KQuantRowGroups.InterleavedOffset(r, j, LowBitDot.Q2_KBlockBytes)] >> 4) * sx[j];
                     }
 
                     float dx = xd[((long)t * superBlocks) + b];
-                    acc = MathF.FusedMultiplyAdd(sum, HalfBits.ToSingleNoSubnormals(*(ushort*)(unit + KQuantRowGroups.InterleavedOffset(r, 80))) * dx, acc);
-                    mins = MathF.FusedMultiplyAdd(summ, HalfBits.ToSingleNoSubnormals(*(ushort*)(unit + KQuantRowGroups.InterleavedOffset(r, 82))) * dx, mins);
+                    acc = MathF.FusedMultiplyAdd(sum, HalfBits.ToSingleNoSubnormals(*(ushort*)(unit + KQuantRowGroups.InterleavedOffset(r, 80, LowBitDot.Q2_KBlockBytes))) * dx, acc);
+                    mins = MathF.FusedMultiplyAdd(summ, HalfBits.ToSingleNoSubnormals(*(ushort*)(unit + KQuantRowGroups.InterleavedOffset(r, 82, LowBitDot.Q2_KBlockBytes))) * dx, mins);
                 }
 
                 output[(t * outStride) + r] = acc - mins;
+            }
+        }
+    }
+
+    /// <summary>Scalar twin of the Q3_K vector path: row by row, token by token, value e = d scale_(e/16) q_e, q_e in -4..3.</summary>
+    public static void DotQ3_KScalar(byte* group, int superBlocks, int tokens, sbyte* xq, long xStride, float* xd, short* xsum, float* output, long outStride)
+    {
+        CheckTokens(tokens);
+        _ = xsum;
+        const int bb = LowBitDot.Q3_KBlockBytes;
+        Span<byte> hmask = stackalloc byte[32];
+        Span<byte> qs = stackalloc byte[64];
+        Span<byte> sc = stackalloc byte[12];
+        for (int t = 0; t < tokens; t++)
+        {
+            for (int r = 0; r < KQuantRowGroups.GroupRows; r++)
+            {
+                float acc = 0;
+                for (int b = 0; b < superBlocks; b++)
+                {
+                    byte* unit = group + ((long)b * KQuantRowGroups.Q3_KUnitBytes);
+                    sbyte* x = xq + (t * xStride) + (b * 256);
+                    for (int i = 0; i < 32; i++)
+                    {
+                        hmask[i] = unit[KQuantRowGroups.InterleavedOffset(r, i, bb)];
+                    }
+
+                    for (int i = 0; i < 64; i++)
+                    {
+                        qs[i] = unit[KQuantRowGroups.InterleavedOffset(r, 32 + i, bb)];
+                    }
+
+                    for (int i = 0; i < 12; i++)
+                    {
+                        sc[i] = unit[KQuantRowGroups.InterleavedOffset(r, 96 + i, bb)];
+                    }
+
+                    int sum = 0;
+                    for (int e = 0; e < 256; e++)
+                    {
+                        sum += RowDequantizer.ScaleQ3_K(e >> 4, sc) * RowDequantizer.ValueQ3_K(e, hmask, qs) * x[e];
+                    }
+
+                    float d = HalfBits.ToSingleNoSubnormals(*(ushort*)(unit + KQuantRowGroups.InterleavedOffset(r, 108, bb)));
+                    acc = MathF.FusedMultiplyAdd(sum, d * xd[((long)t * superBlocks) + b], acc);
+                }
+
+                output[(t * outStride) + r] = acc;
             }
         }
     }
@@ -117,15 +184,15 @@ public static unsafe class LowBitRowGroupDot
                 {
                     byte* unit = group + ((long)b * KQuantRowGroups.Iq4_XSUnitBytes);
                     sbyte* x = xq + (t * xStride) + (b * 256);
-                    ushort h = *(ushort*)(unit + KQuantRowGroups.InterleavedOffset(r, 2));
-                    var scalesL = new ReadOnlySpan<byte>(unit + KQuantRowGroups.InterleavedOffset(r, 4), 4);
+                    ushort h = *(ushort*)(unit + KQuantRowGroups.InterleavedOffset(r, 2, LowBitDot.Iq4_XSBlockBytes));
+                    var scalesL = new ReadOnlySpan<byte>(unit + KQuantRowGroups.InterleavedOffset(r, 4, LowBitDot.Iq4_XSBlockBytes), 4);
                     int sum = 0;
                     for (int ib = 0; ib < 8; ib++)
                     {
                         int s = 0;
                         for (int j = 0; j < 16; j++)
                         {
-                            byte q = unit[KQuantRowGroups.InterleavedOffset(r, 8 + (16 * ib) + j)];
+                            byte q = unit[KQuantRowGroups.InterleavedOffset(r, 8 + (16 * ib) + j, LowBitDot.Iq4_XSBlockBytes)];
                             s += (kv[q & 0xF] * x[(32 * ib) + j]) + (kv[q >> 4] * x[(32 * ib) + 16 + j]);
                         }
 
@@ -133,7 +200,7 @@ public static unsafe class LowBitRowGroupDot
                     }
 
                     float dx = xd[((long)t * superBlocks) + b];
-                    acc = MathF.FusedMultiplyAdd(sum, HalfBits.ToSingleNoSubnormals(*(ushort*)(unit + KQuantRowGroups.InterleavedOffset(r, 0))) * dx, acc);
+                    acc = MathF.FusedMultiplyAdd(sum, HalfBits.ToSingleNoSubnormals(*(ushort*)(unit + KQuantRowGroups.InterleavedOffset(r, 0, LowBitDot.Iq4_XSBlockBytes))) * dx, acc);
                 }
 
                 output[(t * outStride) + r] = acc;
@@ -147,13 +214,29 @@ public static unsafe class LowBitRowGroupDot
         CheckTokens(tokens);
         if (tokens == 4)
         {
-            Q2_KTile4(group, superBlocks, xq, xStride, xd, xpairs, output, outStride);
+            Tile4<Q2Codes>(group, superBlocks, xq, xStride, xd, xpairs, output, outStride);
             return;
         }
 
         for (int t = 0; t < tokens; t++)
         {
             Q2_KToken(group, superBlocks, xq + (t * xStride), xd + ((long)t * superBlocks), xpairs + ((long)t * superBlocks * 8), output + (t * outStride));
+        }
+    }
+
+    /// <summary>Vector path for Q3_K row groups (AVX-VNNI where present, else AVX2 multiply-adds: codes &lt;= 7 cannot saturate them).</summary>
+    public static void DotQ3_KAvx2(byte* group, int superBlocks, int tokens, sbyte* xq, long xStride, float* xd, int* xpairs, float* output, long outStride)
+    {
+        CheckTokens(tokens);
+        if (tokens == 4)
+        {
+            Tile4<Q3Codes>(group, superBlocks, xq, xStride, xd, xpairs, output, outStride);
+            return;
+        }
+
+        for (int t = 0; t < tokens; t++)
+        {
+            Q3_KToken(group, superBlocks, xq + (t * xStride), xd + ((long)t * superBlocks), xpairs + ((long)t * superBlocks * 8), output + (t * outStride));
         }
     }
 
@@ -178,49 +261,146 @@ public static unsafe class LowBitRowGroupDot
         }
     }
 
-    // One token of Q2_K: per half of the super-block eight accumulators (shift s = 0..3 x first or second 16 values of
-    // each 32-value run), eight independent chains; then each times its sub-block's scale.
+    // One token of Q2_K: per half of the super-block eight accumulators (HalfSums), then the minimums.
     private static void Q2_KToken(byte* group, int superBlocks, sbyte* xq, float* xd, int* xpairs, float* output)
     {
         var acc = Vector256<float>.Zero;
         var mins = Vector256<float>.Zero;
-        var three = Vector256.Create((byte)3);
         var low4 = Vector256.Create(0x0F0F0F0Fu);
         byte* unit = group;
         for (int b = 0; b < superBlocks; b++, unit += KQuantRowGroups.Q2_KUnitBytes)
         {
             int* x = (int*)(xq + (b * 256));
-            byte* q = unit + Q2Codes;
-            var total = Vector256<int>.Zero;
-            for (int n = 0; n < 2; n++, q += 256, x += 32)
-            {
-                Vector256<int> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
-                for (int c = 0; c < 4; c++)
-                {
-                    // chunk c: code bytes 4c.. of this half (values 4c.. of each 32-value run), chunk c + 4: bytes 16 + 4c..
-                    var v = Avx.LoadVector256(q + (32 * c)).AsUInt16();
-                    a0 = KQuantRowGroupDot.Dp(a0, v.AsByte() & three, x[c]);
-                    a1 = KQuantRowGroupDot.Dp(a1, Avx2.ShiftRightLogical(v, 2).AsByte() & three, x[8 + c]);
-                    a2 = KQuantRowGroupDot.Dp(a2, Avx2.ShiftRightLogical(v, 4).AsByte() & three, x[16 + c]);
-                    a3 = KQuantRowGroupDot.Dp(a3, Avx2.ShiftRightLogical(v, 6).AsByte() & three, x[24 + c]);
-                    var w = Avx.LoadVector256(q + 128 + (32 * c)).AsUInt16();
-                    a4 = KQuantRowGroupDot.Dp(a4, w.AsByte() & three, x[4 + c]);
-                    a5 = KQuantRowGroupDot.Dp(a5, Avx2.ShiftRightLogical(w, 2).AsByte() & three, x[12 + c]);
-                    a6 = KQuantRowGroupDot.Dp(a6, Avx2.ShiftRightLogical(w, 4).AsByte() & three, x[20 + c]);
-                    a7 = KQuantRowGroupDot.Dp(a7, Avx2.ShiftRightLogical(w, 6).AsByte() & three, x[28 + c]);
-                }
-
-                // Sub-block 8n + 2s + h (shift s, h = 1 for a4..a7): scale byte (2s + h) % 4 of scale chunk 2n + s / 2.
-                var lo = Avx.LoadVector256((uint*)(unit + (64 * n))) & low4;
-                var hi = Avx.LoadVector256((uint*)(unit + (64 * n) + 32)) & low4;
-                total += (a0 * KQuantRowGroupDot.ByteOf(lo, 0)) + (a4 * KQuantRowGroupDot.ByteOf(lo, 1)) + (a1 * KQuantRowGroupDot.ByteOf(lo, 2)) + (a5 * KQuantRowGroupDot.ByteOf(lo, 3));
-                total += (a2 * KQuantRowGroupDot.ByteOf(hi, 0)) + (a6 * KQuantRowGroupDot.ByteOf(hi, 1)) + (a3 * KQuantRowGroupDot.ByteOf(hi, 2)) + (a7 * KQuantRowGroupDot.ByteOf(hi, 3));
-            }
-
+            var total = HalfSums<Q2Codes>(unit, 0, x, Avx.LoadVector256((uint*)unit) & low4, Avx.LoadVector256((uint*)(unit + 32)) & low4);
+            total += HalfSums<Q2Codes>(unit, 1, x + 32, Avx.LoadVector256((uint*)(unit + 64)) & low4, Avx.LoadVector256((uint*)(unit + 96)) & low4);
             Q2Finish(unit, total, xpairs + (b * 8), xd[b], ref acc, ref mins);
         }
 
         (acc - mins).Store(output);
+    }
+
+    // One token of Q3_K: HalfSums of the unsigned codes u = q + 4 with the unsigned scales L = scale + 32, less 32 each,
+    // then less 4 sum_j scale_j b_j (Q3Offsets): the exact integer sum_j scale_j sum q x.
+    private static void Q3_KToken(byte* group, int superBlocks, sbyte* xq, float* xd, int* xpairs, float* output)
+    {
+        var acc = Vector256<float>.Zero;
+        byte* unit = group;
+        for (int b = 0; b < superBlocks; b++, unit += KQuantRowGroups.Q3_KUnitBytes)
+        {
+            int* x = (int*)(xq + (b * 256));
+            Q3Scales(unit, out var l0, out var l1, out var l2, out var l3);
+            var total = HalfSums<Q3Codes>(unit, 0, x, l0, l1) + HalfSums<Q3Codes>(unit, 1, x + 32, l2, l3);
+            total -= Q3Offsets(l0, l1, l2, l3, xpairs + (b * 8)) << 2;
+            acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(total), Q3Step(unit) * Vector256.Create(xd[b]), acc);
+        }
+
+        acc.Store(output);
+    }
+
+    // How Q2_K and Q3_K differ inside HalfSums and Pass: where the 2-bit code chunks start, what a code is, and the bias
+    // of the scale bytes.
+    private interface ICodes
+    {
+        static abstract int CodeOffset { get; }
+
+        static abstract int ScaleBias { get; }
+
+        // The third bits of half n's codes for chunk c (0..7 of the half) shifted so that HighBit picks them; Q2_K: none.
+        static abstract Vector256<ushort> High(byte* unit, int c, int n);
+
+        // Code of shift j (0..3) of each byte of v, with its third bit from High's result.
+        static abstract Vector256<byte> Code(Vector256<ushort> v, Vector256<ushort> high, int j);
+    }
+
+    private readonly struct Q2Codes : ICodes
+    {
+        public static int CodeOffset => Q2CodeStart;
+
+        public static int ScaleBias => 0;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<ushort> High(byte* unit, int c, int n) => default;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<byte> Code(Vector256<ushort> v, Vector256<ushort> high, int j) => TwoBits(v, j);
+    }
+
+    private readonly struct Q3Codes : ICodes
+    {
+        public static int CodeOffset => Q3CodeStart;
+
+        public static int ScaleBias => 32;
+
+        // hmask bytes 4c.. (chunk c): bit 4n + j of byte l is the third bit of value 128n + 32j + l; shifted down by 4 for n = 1.
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<ushort> High(byte* unit, int c, int n)
+        {
+            var h = Avx.LoadVector256((ushort*)(unit + (32 * c)));
+            return n == 0 ? h : Avx2.ShiftRightLogical(h, 4);
+        }
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<byte> Code(Vector256<ushort> v, Vector256<ushort> high, int j)
+        {
+            var bit2 = Vector256.Create((ushort)0x0404);
+            var third = j switch
+            {
+                0 => Avx2.ShiftLeftLogical(high, 2) & bit2,
+                1 => Avx2.ShiftLeftLogical(high, 1) & bit2,
+                2 => high & bit2,
+                _ => Avx2.ShiftRightLogical(high, 1) & bit2,
+            };
+            return TwoBits(v, j) | third.AsByte();
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<byte> TwoBits(Vector256<ushort> v, int j)
+    {
+        var three = Vector256.Create((byte)3);
+        return j switch
+        {
+            0 => v.AsByte() & three,
+            1 => Avx2.ShiftRightLogical(v, 2).AsByte() & three,
+            2 => Avx2.ShiftRightLogical(v, 4).AsByte() & three,
+            _ => Avx2.ShiftRightLogical(v, 6).AsByte() & three,
+        };
+    }
+
+    // Byte k of each lane less the codes' scale bias.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> ScaleOf<T>(Vector256<uint> v, int k)
+        where T : struct, ICodes
+        => T.ScaleBias == 0 ? KQuantRowGroupDot.ByteOf(v, k) : KQuantRowGroupDot.ByteOf(v, k) - Vector256.Create(T.ScaleBias);
+
+    // Half n of a super-block for one token (x: its 32 activation dwords), eight accumulators (shift j = 0..3 x the
+    // first or second 16 values of each 32-value run), eight independent chains, each times its sub-block's scale:
+    // sub-block 8n + 2j + h is byte (2j + h) % 4 of lo (j < 2) or hi.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> HalfSums<T>(byte* unit, int n, int* x, Vector256<uint> lo, Vector256<uint> hi)
+        where T : struct, ICodes
+    {
+        byte* q = unit + T.CodeOffset + (256 * n);
+        Vector256<int> a0 = default, a1 = default, a2 = default, a3 = default, a4 = default, a5 = default, a6 = default, a7 = default;
+        for (int c = 0; c < 4; c++)
+        {
+            // chunk c: code bytes 4c.. of this half (values 4c.. of each 32-value run), chunk c + 4: bytes 16 + 4c..
+            var v = Avx.LoadVector256(q + (32 * c)).AsUInt16();
+            var hv = T.High(unit, c, n);
+            a0 = KQuantRowGroupDot.Dp(a0, T.Code(v, hv, 0), x[c]);
+            a1 = KQuantRowGroupDot.Dp(a1, T.Code(v, hv, 1), x[8 + c]);
+            a2 = KQuantRowGroupDot.Dp(a2, T.Code(v, hv, 2), x[16 + c]);
+            a3 = KQuantRowGroupDot.Dp(a3, T.Code(v, hv, 3), x[24 + c]);
+            var w = Avx.LoadVector256(q + 128 + (32 * c)).AsUInt16();
+            var hw = T.High(unit, c + 4, n);
+            a4 = KQuantRowGroupDot.Dp(a4, T.Code(w, hw, 0), x[4 + c]);
+            a5 = KQuantRowGroupDot.Dp(a5, T.Code(w, hw, 1), x[12 + c]);
+            a6 = KQuantRowGroupDot.Dp(a6, T.Code(w, hw, 2), x[20 + c]);
+            a7 = KQuantRowGroupDot.Dp(a7, T.Code(w, hw, 3), x[28 + c]);
+        }
+
+        return (a0 * ScaleOf<T>(lo, 0)) + (a4 * ScaleOf<T>(lo, 1)) + (a1 * ScaleOf<T>(lo, 2)) + (a5 * ScaleOf<T>(lo, 3))
+            + (a2 * ScaleOf<T>(hi, 0)) + (a6 * ScaleOf<T>(hi, 1)) + (a3 * ScaleOf<T>(hi, 2)) + (a7 * ScaleOf<T>(hi, 3));
     }
 
     // acc = fma(S, d dx, acc), mins = fma(M, dmin dx, mins) with M = sum_j min_j B_j: the minimums (high nibbles of the
@@ -229,13 +409,10 @@ public static unsafe class LowBitRowGroupDot
     private static void Q2Finish(byte* unit, Vector256<int> total, int* pairs, float xd, ref Vector256<float> acc, ref Vector256<float> mins)
     {
         var low4 = Vector256.Create(0x0F0F0F0Fu);
-        var even = Vector256.Create(0x00FF00FFu);
         var m = Vector256<int>.Zero;
         for (int k = 0; k < 4; k++)
         {
-            var mn = Avx2.ShiftRightLogical(Avx.LoadVector256((uint*)(unit + (32 * k))), 4) & low4;
-            m += Avx2.MultiplyAddAdjacent((mn & even).AsInt16(), Vector256.Create(pairs[2 * k]).AsInt16());
-            m += Avx2.MultiplyAddAdjacent((Avx2.ShiftRightLogical(mn, 8) & even).AsInt16(), Vector256.Create(pairs[(2 * k) + 1]).AsInt16());
+            m += PairProducts(Avx2.ShiftRightLogical(Avx.LoadVector256((uint*)(unit + (32 * k))), 4) & low4, 0, pairs + (2 * k));
         }
 
         var halves = Avx.LoadVector256((int*)(unit + Q2Halves));
@@ -244,10 +421,49 @@ public static unsafe class LowBitRowGroupDot
         mins = Fma.MultiplyAdd(Avx.ConvertToVector256Single(m), HalfBits.ToSingle8(Avx2.ShiftRightLogical(halves, 16)) * dx, mins);
     }
 
-    // Four tokens: per half n and h (first or second 16 values of each run), two passes of two tokens (eight accumulators,
-    // see KQuantRowGroupDot.Dp) over the four chunks; the per-token integer and float sums stay in memory.
-    private static void Q2_KTile4(byte* group, int superBlocks, sbyte* xq, long xStride, float* xd, int* xpairs, float* output, long outStride)
+    // (byte 0 - bias) b_4k + (byte 2 - bias) b_4k+2 + (byte 1 - bias) b_4k+1 + (byte 3 - bias) b_4k+3 for each lane's four
+    // bytes (each at most 63), as 16-bit pairs against the activation's sum pairs (Sums16Pairs entries 2k, 2k + 1).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> PairProducts(Vector256<uint> bytes, short bias, int* pairs)
     {
+        var even = Vector256.Create(0x00FF00FFu);
+        var b = Vector256.Create(bias);
+        var m = Avx2.MultiplyAddAdjacent((bytes & even).AsInt16() - b, Vector256.Create(pairs[0]).AsInt16());
+        return m + Avx2.MultiplyAddAdjacent((Avx2.ShiftRightLogical(bytes, 8) & even).AsInt16() - b, Vector256.Create(pairs[1]).AsInt16());
+    }
+
+    // The 8 rows' unsigned 6-bit scales L = scale + 32 of a Q3_K unit, ggml's unpacking of the 12 packed bytes (chunks 24-26)
+    // on every lane at once: l_k holds sub-blocks 4k..4k+3 in its bytes.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q3Scales(byte* unit, out Vector256<uint> l0, out Vector256<uint> l1, out Vector256<uint> l2, out Vector256<uint> l3)
+    {
+        var a0 = Avx.LoadVector256((uint*)(unit + Q3Scales0));
+        var a1 = Avx.LoadVector256((uint*)(unit + Q3Scales0 + 32));
+        var tmp = Avx.LoadVector256((uint*)(unit + Q3Scales0 + 64));
+        var low4 = Vector256.Create(0x0F0F0F0Fu);
+        var low2 = Vector256.Create(0x03030303u);
+        l0 = (a0 & low4) | Avx2.ShiftLeftLogical(tmp & low2, 4);
+        l1 = (a1 & low4) | Avx2.ShiftLeftLogical(Avx2.ShiftRightLogical(tmp, 2) & low2, 4);
+        l2 = (Avx2.ShiftRightLogical(a0, 4) & low4) | Avx2.ShiftLeftLogical(Avx2.ShiftRightLogical(tmp, 4) & low2, 4);
+        l3 = (Avx2.ShiftRightLogical(a1, 4) & low4) | Avx2.ShiftLeftLogical(Avx2.ShiftRightLogical(tmp, 6) & low2, 4);
+    }
+
+    // sum_j scale_j b_j over the 16 sub-blocks.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Q3Offsets(Vector256<uint> l0, Vector256<uint> l1, Vector256<uint> l2, Vector256<uint> l3, int* pairs) =>
+        PairProducts(l0, 32, pairs) + PairProducts(l1, 32, pairs + 2) + PairProducts(l2, 32, pairs + 4) + PairProducts(l3, 32, pairs + 6);
+
+    // The 8 rows' d (FP16 at the unit's tail, row r at 2r).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<float> Q3Step(byte* unit) => HalfBits.ToSingle8(Sse2.LoadVector128((ushort*)(unit + Q3Halves)));
+
+    // Four tokens of Q2_K or Q3_K: per half n and h (first or second 16 values of each run), two passes of two tokens
+    // (eight accumulators, see KQuantRowGroupDot.Dp) over the four chunks; the per-token integer and float sums stay in
+    // memory.
+    private static void Tile4<T>(byte* group, int superBlocks, sbyte* xq, long xStride, float* xd, int* xpairs, float* output, long outStride)
+        where T : struct, ICodes
+    {
+        bool q3 = T.ScaleBias != 0;
         var f = stackalloc Vector256<float>[8];
         var sums = stackalloc Vector256<int>[4];
         for (int t = 0; t < 8; t++)
@@ -257,34 +473,57 @@ public static unsafe class LowBitRowGroupDot
 
         var low4 = Vector256.Create(0x0F0F0F0Fu);
         long pStride = (long)superBlocks * 8;
+        int unitBytes = q3 ? KQuantRowGroups.Q3_KUnitBytes : KQuantRowGroups.Q2_KUnitBytes;
         byte* unit = group;
-        for (int b = 0; b < superBlocks; b++, unit += KQuantRowGroups.Q2_KUnitBytes)
+        for (int b = 0; b < superBlocks; b++, unit += unitBytes)
         {
             for (int t = 0; t < 4; t++)
             {
                 sums[t] = default;
             }
 
+            Vector256<uint> l0, l1, l2, l3;
+            if (q3)
+            {
+                Q3Scales(unit, out l0, out l1, out l2, out l3);
+            }
+            else
+            {
+                l0 = Avx.LoadVector256((uint*)unit) & low4;
+                l1 = Avx.LoadVector256((uint*)(unit + 32)) & low4;
+                l2 = Avx.LoadVector256((uint*)(unit + 64)) & low4;
+                l3 = Avx.LoadVector256((uint*)(unit + 96)) & low4;
+            }
+
             for (int n = 0; n < 2; n++)
             {
-                var lo = Avx.LoadVector256((uint*)(unit + (64 * n))) & low4;
-                var hi = Avx.LoadVector256((uint*)(unit + (64 * n) + 32)) & low4;
+                var lo = n == 0 ? l0 : l2;
+                var hi = n == 0 ? l1 : l3;
                 for (int h = 0; h < 2; h++)
                 {
-                    byte* q = unit + Q2Codes + (256 * n) + (128 * h);
-                    var s0 = KQuantRowGroupDot.ByteOf(lo, h);
-                    var s1 = KQuantRowGroupDot.ByteOf(lo, 2 + h);
-                    var s2 = KQuantRowGroupDot.ByteOf(hi, h);
-                    var s3 = KQuantRowGroupDot.ByteOf(hi, 2 + h);
+                    var s0 = ScaleOf<T>(lo, h);
+                    var s1 = ScaleOf<T>(lo, 2 + h);
+                    var s2 = ScaleOf<T>(hi, h);
+                    var s3 = ScaleOf<T>(hi, 2 + h);
                     int* x = (int*)(xq + (b * 256)) + (32 * n) + (4 * h);
-                    Q2Pass(q, x, xStride, sums, s0, s1, s2, s3);
-                    Q2Pass(q, (int*)((sbyte*)x + (2 * xStride)), xStride, sums + 2, s0, s1, s2, s3);
+                    Pass<T>(unit, n, h, x, xStride, sums, s0, s1, s2, s3);
+                    Pass<T>(unit, n, h, (int*)((sbyte*)x + (2 * xStride)), xStride, sums + 2, s0, s1, s2, s3);
                 }
             }
 
             for (int t = 0; t < 4; t++)
             {
-                Q2Finish(unit, sums[t], xpairs + (t * pStride) + (b * 8), xd[(t * superBlocks) + b], ref f[2 * t], ref f[(2 * t) + 1]);
+                int* pairs = xpairs + (t * pStride) + (b * 8);
+                float dx = xd[(t * superBlocks) + b];
+                if (q3)
+                {
+                    var total = sums[t] - (Q3Offsets(l0, l1, l2, l3, pairs) << 2);
+                    f[2 * t] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(total), Q3Step(unit) * Vector256.Create(dx), f[2 * t]);
+                }
+                else
+                {
+                    Q2Finish(unit, sums[t], pairs, dx, ref f[2 * t], ref f[(2 * t) + 1]);
+                }
             }
         }
 
@@ -294,26 +533,29 @@ public static unsafe class LowBitRowGroupDot
         }
     }
 
-    // Two tokens (x, and x + xStride bytes) over the four chunks at q: sums[0], sums[1] += sum_s (the shift-s sums) x s_s.
+    // Two tokens (x, and x + xStride bytes) over the four chunks of half n, h: sums[0], sums[1] += sum_j (the shift-j
+    // sums) x s_j.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Q2Pass(byte* q, int* x, long xStride, Vector256<int>* sums, Vector256<int> s0, Vector256<int> s1, Vector256<int> s2, Vector256<int> s3)
+    private static void Pass<T>(byte* unit, int n, int h, int* x, long xStride, Vector256<int>* sums, Vector256<int> s0, Vector256<int> s1, Vector256<int> s2, Vector256<int> s3)
+        where T : struct, ICodes
     {
-        var three = Vector256.Create((byte)3);
+        byte* q = unit + T.CodeOffset + (256 * n) + (128 * h);
         int* y = (int*)((sbyte*)x + xStride);
         Vector256<int> a0 = default, a1 = default, a2 = default, a3 = default, b0 = default, b1 = default, b2 = default, b3 = default;
         for (int c = 0; c < 4; c++, q += 32)
         {
             var v = Avx.LoadVector256(q).AsUInt16();
-            var c0 = v.AsByte() & three;
+            var hv = T.High(unit, (4 * h) + c, n);
+            var c0 = T.Code(v, hv, 0);
             a0 = KQuantRowGroupDot.Dp(a0, c0, x[c]);
             b0 = KQuantRowGroupDot.Dp(b0, c0, y[c]);
-            var c1 = Avx2.ShiftRightLogical(v, 2).AsByte() & three;
+            var c1 = T.Code(v, hv, 1);
             a1 = KQuantRowGroupDot.Dp(a1, c1, x[8 + c]);
             b1 = KQuantRowGroupDot.Dp(b1, c1, y[8 + c]);
-            var c2 = Avx2.ShiftRightLogical(v, 4).AsByte() & three;
+            var c2 = T.Code(v, hv, 2);
             a2 = KQuantRowGroupDot.Dp(a2, c2, x[16 + c]);
             b2 = KQuantRowGroupDot.Dp(b2, c2, y[16 + c]);
-            var c3 = Avx2.ShiftRightLogical(v, 6).AsByte() & three;
+            var c3 = T.Code(v, hv, 3);
             a3 = KQuantRowGroupDot.Dp(a3, c3, x[24 + c]);
             b3 = KQuantRowGroupDot.Dp(b3, c3, y[24 + c]);
         }

@@ -374,10 +374,11 @@ public sealed unsafe class MatMulKernel : IParallelWork
             case GgmlType.Q6_K:
             case GgmlType.Q5_K when w.HasKQuantRowGroups:
             case GgmlType.Q2_K when w.HasKQuantRowGroups:
+            case GgmlType.Q3_K when w.HasKQuantRowGroups:
             case GgmlType.IQ4_XS when w.HasKQuantRowGroups:
                 {
                     // K-quant rows times Q8_K activations: each super-block unpacked once for up to four tokens; the same
-                    // bits per token whatever the batch. Rows in groups of 8 from the row-group copy (KQuantRowGroupDot; Q2_K and IQ4_XS LowBitRowGroupDot),
+                    // bits per token whatever the batch. Rows in groups of 8 from the row-group copy (KQuantRowGroupDot; Q2_K, Q3_K and IQ4_XS LowBitRowGroupDot),
                     // other matrices row by row (KQuantDot).
                     int superBlocks = cols / 256;
                     bool q6 = w.Type == GgmlType.Q6_K;
@@ -411,6 +412,9 @@ public sealed unsafe class MatMulKernel : IParallelWork
                                             break;
                                         case GgmlType.Q2_K:
                                             LowBitRowGroupDot.DotQ2_K(group, superBlocks, tokens, xt, cols, dt, st, xp16 + ((long)t * superBlocks * 8), yt, rows);
+                                            break;
+                                        case GgmlType.Q3_K:
+                                            LowBitRowGroupDot.DotQ3_K(group, superBlocks, tokens, xt, cols, dt, st, xp16 + ((long)t * superBlocks * 8), yt, rows);
                                             break;
                                         case GgmlType.IQ4_XS:
                                             LowBitRowGroupDot.DotIq4_XS(group, superBlocks, tokens, xt, cols, dt, st, yt, rows);

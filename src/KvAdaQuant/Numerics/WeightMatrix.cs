@@ -93,7 +93,7 @@ public sealed unsafe class WeightMatrix : IDisposable
     public bool HasQ4_0RowGroups => Type == GgmlType.Q4_0 && Rows % Q4_0RowGroups.GroupRows == 0;
 
     /// <summary>
-    /// Whether products read the K-quant row-group copy (<see cref="KQuantRowGroups"/>): Q4_K, Q5_K, Q6_K, Q2_K or IQ4_XS (the
+    /// Whether products read the K-quant row-group copy (<see cref="KQuantRowGroups"/>): Q4_K, Q5_K, Q6_K, Q2_K, Q3_K or IQ4_XS (the
     /// last where the CPU has AVX-VNNI, <see cref="KQuantRowGroups.UsedFor"/>) with a row count that is a multiple of 8.
     /// </summary>
     public bool HasKQuantRowGroups => KQuantRowGroups.UsedFor(Type, Rows);
@@ -123,7 +123,7 @@ public sealed unsafe class WeightMatrix : IDisposable
     /// made on the first call like <see cref="Q4_0RowGroupData"/>.
     /// </summary>
     public byte* KQuantRowGroupData(WorkerPool? pool = null) =>
-        RowGroupData(HasKQuantRowGroups, "K-quant row groups (Q4_K, Q5_K, Q6_K, Q2_K or IQ4_XS, rows a multiple of 8)", pool);
+        RowGroupData(HasKQuantRowGroups, "K-quant row groups (Q4_K, Q5_K, Q6_K, Q2_K, Q3_K or IQ4_XS, rows a multiple of 8)", pool);
 
     /// <summary>
     /// The resident copy of the rows (row r at r * <see cref="RowByteCount"/>, the bytes of <see cref="RowPointer"/>),

@@ -3,7 +3,7 @@ using KvAdaQuant.Numerics;
 namespace KvAdaQuant.Tests.Numerics;
 
 /// <summary>
-/// The Q2_K and IQ4_XS row-group copies (dword-interleaved units of <see cref="KQuantRowGroups"/>) and their 8-row kernels
+/// The Q2_K, Q3_K and IQ4_XS row-group copies (dword-interleaved units of <see cref="KQuantRowGroups"/>) and their 8-row kernels
 /// (<see cref="LowBitRowGroupDot"/>): every original byte lands in its slot once; the vector paths equal their scalar twins,
 /// a token alone equals the same token in a batch, and every row equals the row-by-row kernel (<see cref="LowBitDot"/>,
 /// tested against the dequantized product in <c>LowBitDotTests</c>) bit for bit, subnormal FP16 scales and the extreme
@@ -13,9 +13,14 @@ public unsafe class LowBitRowGroupsTests
 {
     private static bool Same(float a, float b) => BitConverter.SingleToInt32Bits(a) == BitConverter.SingleToInt32Bits(b);
 
-    private static int BlockBytes(GgmlType type) => type == GgmlType.Q2_K ? LowBitDot.Q2_KBlockBytes : LowBitDot.Iq4_XSBlockBytes;
+    private static int BlockBytes(GgmlType type) => type switch
+    {
+        GgmlType.Q2_K => LowBitDot.Q2_KBlockBytes,
+        GgmlType.Q3_K => LowBitDot.Q3_KBlockBytes,
+        _ => LowBitDot.Iq4_XSBlockBytes,
+    };
 
-    private static bool VectorRuns(GgmlType type) => type == GgmlType.Q2_K ? LowBitRowGroupDot.Q2_KVectorPathSupported : LowBitRowGroupDot.Iq4_XSVectorPathSupported;
+    private static bool VectorRuns(GgmlType type) => type == GgmlType.IQ4_XS ? LowBitRowGroupDot.Iq4_XSVectorPathSupported : LowBitRowGroupDot.Q2_KVectorPathSupported;
 
     // Random codes and scale bytes with finite FP16 scales; every third super-block's scales subnormal (as IQ4_XS files
     // of small weights have), the kernels' conversion of those is the one the row kernels use.
@@ -30,14 +35,18 @@ public unsafe class LowBitRowGroupsTests
             {
                 float scale = i % 3 == 2 ? 3e-6f : 0.01f;
                 var d = (Half)(float)((rng.NextDouble() * scale) + (scale / 20));
-                if (type == GgmlType.Q2_K)
+                switch (type)
                 {
-                    *(Half*)(p + 80) = d;
-                    *(Half*)(p + 82) = (Half)(float)(rng.NextDouble() * scale);
-                }
-                else
-                {
-                    *(Half*)p = d;
+                    case GgmlType.Q2_K:
+                        *(Half*)(p + 80) = d;
+                        *(Half*)(p + 82) = (Half)(float)(rng.NextDouble() * scale);
+                        break;
+                    case GgmlType.Q3_K:
+                        *(Half*)(p + 108) = d;
+                        break;
+                    default:
+                        *(Half*)p = d;
+                        break;
                 }
             }
         }
@@ -55,6 +64,12 @@ public unsafe class LowBitRowGroupsTests
             case (GgmlType.Q2_K, false):
                 LowBitRowGroupDot.DotQ2_KScalar(g, superBlocks, tokens, xq, xStride, xd, xs, o, os);
                 break;
+            case (GgmlType.Q3_K, true):
+                LowBitRowGroupDot.DotQ3_KAvx2(g, superBlocks, tokens, xq, xStride, xd, xp, o, os);
+                break;
+            case (GgmlType.Q3_K, false):
+                LowBitRowGroupDot.DotQ3_KScalar(g, superBlocks, tokens, xq, xStride, xd, xs, o, os);
+                break;
             case (_, true):
                 LowBitRowGroupDot.DotIq4_XSAvx2(g, superBlocks, tokens, xq, xStride, xd, xs, o, os);
                 break;
@@ -68,13 +83,17 @@ public unsafe class LowBitRowGroupsTests
     private static float RowKernel(GgmlType type, byte* row, int superBlocks, sbyte* xq, float* xd, short* xs)
     {
         float y;
-        if (type == GgmlType.Q2_K)
+        switch (type)
         {
-            LowBitDot.DotQ2_K(row, superBlocks, 1, xq, xd, xs, &y, 1);
-        }
-        else
-        {
-            LowBitDot.DotIq4_XS(row, superBlocks, 1, xq, xd, &y, 1);
+            case GgmlType.Q2_K:
+                LowBitDot.DotQ2_K(row, superBlocks, 1, xq, xd, xs, &y, 1);
+                break;
+            case GgmlType.Q3_K:
+                LowBitDot.DotQ3_K(row, superBlocks, 1, xq, xd, xs, &y, 1);
+                break;
+            default:
+                LowBitDot.DotIq4_XS(row, superBlocks, 1, xq, xd, &y, 1);
+                break;
         }
 
         return y;
@@ -82,6 +101,7 @@ public unsafe class LowBitRowGroupsTests
 
     [Theory]
     [InlineData(GgmlType.Q2_K)]
+    [InlineData(GgmlType.Q3_K)]
     [InlineData(GgmlType.IQ4_XS)]
     public void Repack_MovesEveryByteToItsSlotOnce(GgmlType type)
     {
@@ -108,9 +128,10 @@ public unsafe class LowBitRowGroupsTests
                     int src = ((r * superBlocks) + b) * bb;
                     for (int i = 0; i < bb; i++)
                     {
-                        // dword i / 4 of every row in one chunk of 32 bytes, row r % 8 at 4 (r % 8)
-                        int at = (32 * (i / 4)) + (4 * (r % 8)) + (i % 4);
-                        Assert.Equal(at, KQuantRowGroups.InterleavedOffset(r % 8, i));
+                        // dword i / 4 of every row in one chunk of 32 bytes, row r % 8 at 4 (r % 8); Q3_K's last two bytes (d)
+                        // after the 27 chunks, row r % 8 at 2 (r % 8)
+                        int at = i < (bb & ~3) ? (32 * (i / 4)) + (4 * (r % 8)) + (i % 4) : (27 * 32) + (2 * (r % 8)) + (i - 108);
+                        Assert.Equal(at, KQuantRowGroups.InterleavedOffset(r % 8, i, bb));
                         Assert.True(data[src + i] == copy[unit + at], $"row {r} super-block {b} byte {i}");
                         hits[unit + at]++;
                     }
@@ -126,13 +147,17 @@ public unsafe class LowBitRowGroupsTests
     [InlineData(GgmlType.Q2_K, 3, 2)]
     [InlineData(GgmlType.Q2_K, 4, 3)]
     [InlineData(GgmlType.Q2_K, 6, 4)]
+    [InlineData(GgmlType.Q3_K, 1, 1)]
+    [InlineData(GgmlType.Q3_K, 3, 2)]
+    [InlineData(GgmlType.Q3_K, 4, 3)]
+    [InlineData(GgmlType.Q3_K, 6, 4)]
     [InlineData(GgmlType.IQ4_XS, 1, 1)]
     [InlineData(GgmlType.IQ4_XS, 3, 2)]
     [InlineData(GgmlType.IQ4_XS, 4, 3)]
     [InlineData(GgmlType.IQ4_XS, 6, 4)]
     public void VectorEqualsScalarTwin_BatchEqualsSingle_EachRowEqualsTheRowKernel(GgmlType type, int superBlocks, int tokens)
     {
-        var rng = new Random((superBlocks * 10) + tokens + (type == GgmlType.Q2_K ? 0 : 300));
+        var rng = new Random((superBlocks * 10) + tokens + (100 * (int)type));
         int cols = superBlocks * 256, bb = BlockBytes(type);
         var data = RandomRows(rng, type, 8, superBlocks);
         var x = Enumerable.Range(0, tokens * cols).Select(_ => (float)((rng.NextDouble() * 2) - 1)).ToArray();
@@ -190,11 +215,14 @@ public unsafe class LowBitRowGroupsTests
     [Theory]
     [InlineData(GgmlType.Q2_K, 1)]
     [InlineData(GgmlType.Q2_K, 4)]
+    [InlineData(GgmlType.Q3_K, 1)]
+    [InlineData(GgmlType.Q3_K, 4)]
     [InlineData(GgmlType.IQ4_XS, 1)]
     [InlineData(GgmlType.IQ4_XS, 4)]
     public void ExtremeCodes_IntegerSumsStayExact(GgmlType type, int tokens)
     {
-        // Q2_K: codes 3, scales and minimums 15; IQ4_XS: every code 0 (level -127) with scale 0 (-32), or every code 15
+        // Q2_K: codes 3, scales and minimums 15; Q3_K: every value -4 (codes 0, high bits clear) with scale -32 (all scale
+        // bits clear), or 3 with scale 31 (all bits set), alternating by row; IQ4_XS: every code 0 (level -127) with scale 0 (-32), or every code 15
         // (113) with scale 63 (31), alternating by row. Activations -1 at value 0 and 1 elsewhere: the quantized values at their
         // largest magnitude.
         int bb = BlockBytes(type);
@@ -207,6 +235,11 @@ public unsafe class LowBitRowGroupsTests
                 block[..80].Fill(0xFF);
                 BitConverter.TryWriteBytes(block[80..], (Half)1f);
                 BitConverter.TryWriteBytes(block[82..], (Half)0.5f);
+            }
+            else if (type == GgmlType.Q3_K)
+            {
+                block[..108].Fill(r % 2 == 0 ? (byte)0 : (byte)0xFF);
+                BitConverter.TryWriteBytes(block[108..], (Half)1f);
             }
             else
             {
@@ -245,7 +278,12 @@ public unsafe class LowBitRowGroupsTests
                 for (int r = 0; r < 8; r++)
                 {
                     // every value's weight times the sum of the quantized activations, times their scale
-                    double wv = type == GgmlType.Q2_K ? (15.0 * 3) - (0.5 * 15) : r % 2 == 0 ? -32.0 * -127 : 31.0 * 113;
+                    double wv = type switch
+                    {
+                        GgmlType.Q2_K => (15.0 * 3) - (0.5 * 15),
+                        GgmlType.Q3_K => r % 2 == 0 ? -32.0 * -4 : 31.0 * 3,
+                        _ => r % 2 == 0 ? -32.0 * -127 : 31.0 * 113,
+                    };
                     long qsum = 0;
                     for (int e = 0; e < 256; e++)
                     {
@@ -269,6 +307,8 @@ public unsafe class LowBitRowGroupsTests
     [Theory]
     [InlineData(GgmlType.Q2_K, 1)]
     [InlineData(GgmlType.Q2_K, 6)]
+    [InlineData(GgmlType.Q3_K, 1)]
+    [InlineData(GgmlType.Q3_K, 5)]
     [InlineData(GgmlType.IQ4_XS, 1)]
     [InlineData(GgmlType.IQ4_XS, 7)]
     public void MatMul_ReadsTheCopyWithTheRowKernelsBitsAndLeavesTheRowsAlone(GgmlType type, int tokens)
@@ -291,7 +331,7 @@ public unsafe class LowBitRowGroupsTests
         {
             using var w = new WeightMatrix("w", type, rows, cols, p);
             Assert.True(KQuantRowGroups.Applies(type, rows));
-            Assert.Equal(VectorRuns(type) || type == GgmlType.Q2_K, w.HasKQuantRowGroups);
+            Assert.Equal(VectorRuns(type) || type != GgmlType.IQ4_XS, w.HasKQuantRowGroups);
             Assert.False(w.IsRepacked);
             kernel.MatMul(w, x, y, tokens);
             Assert.Equal(w.HasKQuantRowGroups, w.IsRepacked);
