@@ -1,0 +1,117 @@
+using BenchmarkDotNet.Attributes;
+using KvAdaQuant.Numerics;
+
+namespace KvAdaQuant.Bench;
+
+/// <summary>
+/// The Q2_K, Q3_K and IQ4_XS kernels alone, one thread: a 4096 x 2048 matrix (Q2_K 2.7 MB, Q3_K 3.5 MB, IQ4_XS 4.4 MB)
+/// times 1 token (decode) or a 4-token tile (prefill), row by row (<see cref="LowBitDot"/>, <c>Layout = Rows</c>) against
+/// the 8-row groups (<see cref="LowBitRowGroupDot"/>, <c>Layout = RowGroups</c>), which give the same bits. GB/s of weights:
+/// matrix bytes / time. (Min is shown beside Mean: the machine is shared.)
+/// </summary>
+[MinColumn]
+public unsafe class LowBitRowGroupBenchmarks : IDisposable
+{
+    private const int Rows = 4096;
+    private const int Cols = 2048;
+    private const int SuperBlocks = Cols / 256;
+    private NativeBuffer _rows = null!;
+    private NativeBuffer _groups = null!;
+    private WeightMatrix _matrix = null!;
+    private readonly Q8KActivations _x = new();
+    private float[] _y = null!;
+
+    [Params(GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.IQ4_XS)]
+    public GgmlType Type { get; set; }
+
+    [Params("Rows", "RowGroups")]
+    public string Layout { get; set; } = "RowGroups";
+
+    [Params(1, 4)]
+    public int Tokens { get; set; }
+
+    [GlobalSetup]
+    public void Setup()
+    {
+        long bytes = GgmlTypeInfo.ByteSize(Type, (long)Rows * Cols);
+        _rows = new NativeBuffer(bytes);
+        var rng = new Random(1);
+        rng.NextBytes(new Span<byte>(_rows.Pointer, (int)bytes));
+        int blockBytes = KQuantRowGroups.UnitBytes(Type) / KQuantRowGroups.GroupRows;
+        int dAt = Type switch { GgmlType.Q2_K => 80, GgmlType.Q3_K => 108, _ => 0 };
+        for (long b = 0; b < bytes / blockBytes; b++)
+        {
+            // sane FP16 scales over random codes
+            *(Half*)(_rows.Pointer + (b * blockBytes) + dAt) = (Half)0.01f;
+            if (Type == GgmlType.Q2_K)
+            {
+                *(Half*)(_rows.Pointer + (b * blockBytes) + dAt + 2) = (Half)0.001f;
+            }
+        }
+
+        _matrix = new WeightMatrix("bench", Type, Rows, Cols, _rows.Pointer);
+        _groups = new NativeBuffer(bytes);
+        KQuantRowGroups.Repack(_matrix, _groups.Pointer, 0, Rows / KQuantRowGroups.GroupRows);
+        _x.Quantize(Enumerable.Range(0, Cols * Tokens).Select(i => (float)Math.Sin(i)).ToArray(), Tokens, Cols);
+        _y = new float[Rows * Tokens];
+    }
+
+    [Benchmark]
+    public void Product()
+    {
+        fixed (sbyte* xq = _x.Values)
+        fixed (float* xd = _x.Scales)
+        fixed (short* xs = _x.Sums16)
+        fixed (int* xp = _x.Sums16Pairs)
+        fixed (float* y = _y)
+        {
+            if (Layout == "Rows")
+            {
+                for (int r = 0; r < Rows; r++)
+                {
+                    byte* row = _rows.Pointer + (r * _matrix.RowByteCount);
+                    switch (Type)
+                    {
+                        case GgmlType.Q2_K:
+                            LowBitDot.DotQ2_K(row, SuperBlocks, Tokens, xq, xd, xs, y + r, Rows);
+                            break;
+                        case GgmlType.Q3_K:
+                            LowBitDot.DotQ3_K(row, SuperBlocks, Tokens, xq, xd, xs, y + r, Rows);
+                            break;
+                        default:
+                            LowBitDot.DotIq4_XS(row, SuperBlocks, Tokens, xq, xd, y + r, Rows);
+                            break;
+                    }
+                }
+
+                return;
+            }
+
+            for (int r = 0; r < Rows; r += 8)
+            {
+                byte* group = _groups.Pointer + (r * _matrix.RowByteCount);
+                switch (Type)
+                {
+                    case GgmlType.Q2_K:
+                        LowBitRowGroupDot.DotQ2_K(group, SuperBlocks, Tokens, xq, Cols, xd, xs, xp, y + r, Rows);
+                        break;
+                    case GgmlType.Q3_K:
+                        LowBitRowGroupDot.DotQ3_K(group, SuperBlocks, Tokens, xq, Cols, xd, xs, xp, y + r, Rows);
+                        break;
+                    default:
+                        LowBitRowGroupDot.DotIq4_XS(group, SuperBlocks, Tokens, xq, Cols, xd, xs, y + r, Rows);
+                        break;
+                }
+            }
+        }
+    }
+
+    [GlobalCleanup]
+    public void Dispose()
+    {
+        _matrix?.Dispose();
+        _rows?.Dispose();
+        _groups?.Dispose();
+        GC.SuppressFinalize(this);
+    }
+}
