@@ -704,6 +704,108 @@ public static unsafe class LowBitRowGroupDot
         }
     }
 
+    /// <summary>
+    /// Eight IQ4_NL rows from their row-group copy in the Q4_0 layout (<see cref="Q4_0RowGroups"/>: 8 FP16 d, then the 16 code
+    /// bytes of each row in four dword-interleaved chunks) times 1 to 4 activation vectors quantized to Q8_0, laid out as for
+    /// <see cref="QuantizedDot.DotQ4_0RowGroup"/> (xsum: the activations' block sums). Per row and block the exact integer
+    /// s = sum kvalues[code] x, taken as sum (kvalues[code] + 128) x - 128 sum x (vpdpbusd of unsigned bytes), then
+    /// y = fma(s, d_w x d_x, y) block after block, one float per row: the order of llama.cpp's repacked 8-row IQ4_NL gemv.
+    /// Needs <see cref="Iq4_XSVectorPathSupported"/> (AVX-VNNI); scalar twin <see cref="DotIq4_NLScalar"/>.
+    /// </summary>
+    public static void DotIq4_NL(byte* group, int tokens, sbyte* xq, long xStride, float* xd, int* xsum, long blockStride, int blocks, float* output, long outStride)
+    {
+        CheckTokens(tokens);
+        if (!Iq4_XSVectorPathSupported)
+        {
+            throw new PlatformNotSupportedException("the IQ4_NL row-group vector path needs AVX-VNNI, AVX2 and FMA");
+        }
+
+        var table = BiasedIq4Table();
+        var low = Vector256.Create((byte)0x0F);
+        var acc0 = Vector256<float>.Zero;
+        var acc1 = Vector256<float>.Zero;
+        var acc2 = Vector256<float>.Zero;
+        var acc3 = Vector256<float>.Zero;
+        byte* unit = group;
+        for (int b = 0; b < blocks; b++, unit += Q4_0RowGroups.UnitBytes)
+        {
+            var dw = HalfBits.ToSingle8(Sse2.LoadVector128((ushort*)unit));
+            var q0 = Avx.LoadVector256(unit + 16);
+            var q1 = Avx.LoadVector256(unit + 48);
+            var q2 = Avx.LoadVector256(unit + 80);
+            var q3 = Avx.LoadVector256(unit + 112);
+            var l0 = Avx2.Shuffle(table, q0 & low);
+            var l1 = Avx2.Shuffle(table, q1 & low);
+            var l2 = Avx2.Shuffle(table, q2 & low);
+            var l3 = Avx2.Shuffle(table, q3 & low);
+            var h0 = Avx2.Shuffle(table, Avx2.ShiftRightLogical(q0.AsUInt16(), 4).AsByte() & low);
+            var h1 = Avx2.Shuffle(table, Avx2.ShiftRightLogical(q1.AsUInt16(), 4).AsByte() & low);
+            var h2 = Avx2.Shuffle(table, Avx2.ShiftRightLogical(q2.AsUInt16(), 4).AsByte() & low);
+            var h3 = Avx2.Shuffle(table, Avx2.ShiftRightLogical(q3.AsUInt16(), 4).AsByte() & low);
+            int o = b * 32;
+            acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(QuantizedDot.LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(xq + o), -128 * xsum[b])), dw * Vector256.Create(xd[b]), acc0);
+            if (tokens > 1)
+            {
+                acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(QuantizedDot.LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(xq + xStride + o), -128 * xsum[blockStride + b])), dw * Vector256.Create(xd[blockStride + b]), acc1);
+            }
+
+            if (tokens > 2)
+            {
+                acc2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(QuantizedDot.LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(xq + (2 * xStride) + o), -128 * xsum[(2 * blockStride) + b])), dw * Vector256.Create(xd[(2 * blockStride) + b]), acc2);
+            }
+
+            if (tokens > 3)
+            {
+                acc3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(QuantizedDot.LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(xq + (3 * xStride) + o), -128 * xsum[(3 * blockStride) + b])), dw * Vector256.Create(xd[(3 * blockStride) + b]), acc3);
+            }
+        }
+
+        acc0.Store(output);
+        if (tokens > 1)
+        {
+            acc1.Store(output + outStride);
+        }
+
+        if (tokens > 2)
+        {
+            acc2.Store(output + (2 * outStride));
+        }
+
+        if (tokens > 3)
+        {
+            acc3.Store(output + (3 * outStride));
+        }
+    }
+
+    /// <summary>Scalar twin of <see cref="DotIq4_NL"/>: row by row, token by token, value i = d kvalues[code_i].</summary>
+    public static void DotIq4_NLScalar(byte* group, int tokens, sbyte* xq, long xStride, float* xd, long blockStride, int blocks, float* output, long outStride)
+    {
+        CheckTokens(tokens);
+        var kv = RowDequantizer.Iq4Values;
+        for (int k = 0; k < tokens; k++)
+        {
+            for (int r = 0; r < Q4_0RowGroups.GroupRows; r++)
+            {
+                float sum = 0;
+                for (int b = 0; b < blocks; b++)
+                {
+                    byte* unit = group + (b * (long)Q4_0RowGroups.UnitBytes);
+                    sbyte* x = xq + (k * xStride) + (b * 32);
+                    int s = 0;
+                    for (int i = 0; i < 16; i++)
+                    {
+                        byte q = unit[Q4_0RowGroups.QuantOffset(r, i)];
+                        s += (kv[q & 0x0F] * x[i]) + (kv[q >> 4] * x[i + 16]);
+                    }
+
+                    sum = MathF.FusedMultiplyAdd(s, HalfBits.ToSingleNoSubnormals(*(ushort*)(unit + (2 * r))) * xd[(k * blockStride) + b], sum);
+                }
+
+                output[(k * outStride) + r] = sum;
+            }
+        }
+    }
+
     private static void CheckTokens(int tokens)
     {
         if (tokens is < 1 or > 4)

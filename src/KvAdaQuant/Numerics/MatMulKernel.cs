@@ -513,11 +513,29 @@ public sealed unsafe class MatMulKernel : IParallelWork
 
             case GgmlType.IQ4_NL:
                 {
-                    // IQ4_NL rows times Q8_0 activations (ggml_vec_dot_iq4_nl_q8_0), each block looked up once for up to four tokens.
+                    // IQ4_NL rows times Q8_0 activations, each block looked up once for up to four tokens: in groups of 8 rows
+                    // from the Q4_0-layout copy as llama.cpp repacks them (one float per row, block after block), other
+                    // matrices row by row (ggml_vec_dot_iq4_nl_q8_0's eight lanes).
                     int blocks = cols / 32;
                     fixed (sbyte* xq = _xq.Values)
                     fixed (float* xd = _xq.Scales)
+                    fixed (int* xs = _xq.Sums)
                     {
+                        if (w.HasQ4_0RowGroups)
+                        {
+                            long groupBytes = 8 * w.RowByteCount;
+                            for (int r = r0; r < r1; r += 8)
+                            {
+                                byte* group = (byte*)_rowGroups[m] + ((r / 8) * groupBytes);
+                                for (int t = 0; t < n; t += 4)
+                                {
+                                    LowBitRowGroupDot.DotIq4_NL(group, Math.Min(4, n - t), xq + ((long)t * cols), cols, xd + ((long)t * blocks), xs + ((long)t * blocks), blocks, blocks, y + ((long)t * rows) + r, rows);
+                                }
+                            }
+
+                            break;
+                        }
+
                         for (int r = r0; r < r1; r++)
                         {
                             byte* row = w.RowPointer(r);

@@ -684,7 +684,7 @@ public static unsafe class QuantizedDot
     // 16+4c..16+4c+3) with the activations x (as 8 ints of 4 bytes), each 4-byte group broadcast to all lanes. Without
     // VNNI the 16-bit pair sums stay within 8 x 2 x 15 x 128 = 30,720: no saturation.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> LaneDots(Vector256<byte> l0, Vector256<byte> l1, Vector256<byte> l2, Vector256<byte> l3, Vector256<byte> h0, Vector256<byte> h1, Vector256<byte> h2, Vector256<byte> h3, int* x, int start)
+    internal static Vector256<int> LaneDots(Vector256<byte> l0, Vector256<byte> l1, Vector256<byte> l2, Vector256<byte> l3, Vector256<byte> h0, Vector256<byte> h1, Vector256<byte> h2, Vector256<byte> h3, int* x, int start)
     {
         if (AvxVnni.IsSupported)
         {

@@ -89,8 +89,12 @@ public sealed unsafe class WeightMatrix : IDisposable
     /// </summary>
     public bool IsFileMapped { get; init; }
 
-    /// <summary>Whether products read the Q4_0 row-group copy: Q4_0 with a row count that is a multiple of 8.</summary>
-    public bool HasQ4_0RowGroups => Type == GgmlType.Q4_0 && Rows % Q4_0RowGroups.GroupRows == 0;
+    /// <summary>
+    /// Whether products read a row-group copy in the Q4_0 layout (<see cref="Q4_0RowGroups"/>): Q4_0, or IQ4_NL (the same
+    /// 18-byte blocks) where the CPU has AVX-VNNI (<see cref="LowBitRowGroupDot.DotIq4_NL"/>), with a row count that is a
+    /// multiple of 8.
+    /// </summary>
+    public bool HasQ4_0RowGroups => Q4_0RowGroups.UsedFor(Type, Rows);
 
     /// <summary>
     /// Whether products read the K-quant row-group copy (<see cref="KQuantRowGroups"/>): Q4_K, Q5_K, Q6_K, Q2_K, Q3_K or IQ4_XS (the
@@ -116,7 +120,7 @@ public sealed unsafe class WeightMatrix : IDisposable
     /// the first call, on <paramref name="pool"/> when given (thread-safe: concurrent first calls make one copy).
     /// </summary>
     public byte* Q4_0RowGroupData(WorkerPool? pool = null) =>
-        RowGroupData(HasQ4_0RowGroups, "Q4_0 row groups (Q4_0, rows a multiple of 8)", pool);
+        RowGroupData(HasQ4_0RowGroups, "Q4_0-layout row groups (Q4_0, or IQ4_NL with AVX-VNNI, rows a multiple of 8)", pool);
 
     /// <summary>
     /// The K-quant row-group copy (<see cref="KQuantRowGroups"/>; row group g at g * 8 * <see cref="RowByteCount"/>),

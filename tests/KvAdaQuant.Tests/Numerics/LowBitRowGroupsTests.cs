@@ -359,4 +359,200 @@ public unsafe class LowBitRowGroupsTests
             Assert.Contains("12 rows", e.Message);
         }
     }
+
+    // IQ4_NL blocks (FP16 d, 16 code bytes) with finite scales, every third subnormal.
+    private static byte[] RandomIq4NlRows(Random rng, int rows, int blocks)
+    {
+        var w = new byte[rows * blocks * 18];
+        rng.NextBytes(w);
+        for (int i = 0; i < rows * blocks; i++)
+        {
+            float scale = i % 3 == 2 ? 3e-6f : 0.01f;
+            BitConverter.TryWriteBytes(w.AsSpan(i * 18), (Half)(float)((rng.NextDouble() * scale) + (scale / 20)));
+        }
+
+        return w;
+    }
+
+    [Theory]
+    [InlineData(1, 1)]
+    [InlineData(5, 2)]
+    [InlineData(8, 3)]
+    [InlineData(13, 4)]
+    public void Iq4_NL_VectorEqualsScalarTwin_BatchEqualsSingle_CloseToTheQuantizedProduct(int blocks, int tokens)
+    {
+        var rng = new Random(400 + (blocks * 10) + tokens);
+        int cols = blocks * 32;
+        var data = RandomIq4NlRows(rng, 8, blocks);
+        var x = Enumerable.Range(0, tokens * cols).Select(_ => (float)((rng.NextDouble() * 2) - 1)).ToArray();
+        var a = new Q8Activations();
+        a.Quantize(x, tokens, cols);
+        const int stride = 11;
+        var vec = new float[tokens * stride];
+        var sca = new float[tokens * stride];
+        var single = new float[tokens * stride];
+        var copy = new byte[data.Length];
+        bool vector = LowBitRowGroupDot.Iq4_XSVectorPathSupported;
+        var deq = new float[cols];
+        fixed (byte* p = data)
+        fixed (byte* c = copy)
+        fixed (sbyte* pq = a.Values)
+        fixed (float* pd = a.Scales)
+        fixed (int* ps = a.Sums)
+        fixed (float* pv = vec)
+        fixed (float* psc = sca)
+        fixed (float* p1 = single)
+        {
+            using var w = new WeightMatrix("w", GgmlType.IQ4_NL, 8, cols, p);
+            Q4_0RowGroups.Repack(w, c, 0, 1);
+            for (int r = 0; r < 8; r++)
+            {
+                for (int b = 0; b < blocks; b++)
+                {
+                    Assert.Equal(data[(((r * blocks) + b) * 18) + 2 + 5], copy[(b * Q4_0RowGroups.UnitBytes) + Q4_0RowGroups.QuantOffset(r, 5)]);
+                }
+            }
+
+            LowBitRowGroupDot.DotIq4_NLScalar(c, tokens, pq, cols, pd, blocks, blocks, psc, stride);
+            if (vector)
+            {
+                LowBitRowGroupDot.DotIq4_NL(c, tokens, pq, cols, pd, ps, blocks, blocks, pv, stride);
+                for (int t = 0; t < tokens; t++)
+                {
+                    LowBitRowGroupDot.DotIq4_NL(c, 1, pq + (t * cols), cols, pd + (t * blocks), ps + (t * blocks), blocks, blocks, p1 + (t * stride), stride);
+                }
+            }
+
+            for (int r = 0; r < 8; r++)
+            {
+                RowDequantizer.Dequantize(GgmlType.IQ4_NL, data.AsSpan(r * blocks * 18, blocks * 18), deq);
+                for (int t = 0; t < tokens; t++)
+                {
+                    int i = (t * stride) + r;
+                    double quantized = 0, norm = 0;
+                    for (int e = 0; e < cols; e++)
+                    {
+                        double wx = deq[e] * a.Values[(t * cols) + e] * (double)a.Scales[(t * blocks) + (e / 32)];
+                        quantized += wx;
+                        norm += Math.Abs(wx);
+                    }
+
+                    Assert.True(Math.Abs(sca[i] - quantized) <= 1e-5 * norm, $"token {t} row {r}: {sca[i]} vs {quantized} (sum |w x| {norm})");
+                    if (vector)
+                    {
+                        Assert.True(Same(sca[i], vec[i]), $"token {t} row {r}: vector {vec[i]:R} vs scalar twin {sca[i]:R}");
+                        Assert.True(Same(single[i], vec[i]), $"token {t} row {r}: alone {single[i]:R} vs in a batch of {tokens} {vec[i]:R}");
+                    }
+                }
+            }
+
+            for (int t = 0; t < tokens; t++)
+            {
+                Assert.Equal(0f, vec[(t * stride) + 8]);
+                Assert.Equal(0f, sca[(t * stride) + 10]);
+            }
+        }
+    }
+
+    [Fact]
+    public void Iq4_NL_ExtremeCodes_IntegerSumsStayExact()
+    {
+        // every code 0 (level -127) or every code 15 (113), alternating by row, d = 1, against activations at their largest
+        var data = new byte[8 * 18];
+        for (int r = 0; r < 8; r++)
+        {
+            BitConverter.TryWriteBytes(data.AsSpan(r * 18), (Half)1f);
+            data.AsSpan((r * 18) + 2, 16).Fill(r % 2 == 0 ? (byte)0 : (byte)0xFF);
+        }
+
+        var x = Enumerable.Range(0, 4 * 32).Select(i => i % 32 == 0 ? -1f : 1f).ToArray();
+        var a = new Q8Activations();
+        a.Quantize(x, 4, 32);
+        var vec = new float[32];
+        var sca = new float[32];
+        var copy = new byte[data.Length];
+        fixed (byte* p = data)
+        fixed (byte* c = copy)
+        fixed (sbyte* pq = a.Values)
+        fixed (float* pd = a.Scales)
+        fixed (int* ps = a.Sums)
+        fixed (float* pv = vec)
+        fixed (float* psc = sca)
+        {
+            using var w = new WeightMatrix("w", GgmlType.IQ4_NL, 8, 32, p);
+            Q4_0RowGroups.Repack(w, c, 0, 1);
+            LowBitRowGroupDot.DotIq4_NLScalar(c, 4, pq, 32, pd, 1, 1, psc, 8);
+            if (LowBitRowGroupDot.Iq4_XSVectorPathSupported)
+            {
+                LowBitRowGroupDot.DotIq4_NL(c, 4, pq, 32, pd, ps, 1, 1, pv, 8);
+            }
+        }
+
+        for (int t = 0; t < 4; t++)
+        {
+            long qsum = 0;
+            for (int e = 0; e < 32; e++)
+            {
+                qsum += a.Values[(t * 32) + e];
+            }
+
+            for (int r = 0; r < 8; r++)
+            {
+                double exact = (r % 2 == 0 ? -127.0 : 113.0) * qsum * a.Scales[t];
+                int i = (t * 8) + r;
+                Assert.True(Math.Abs(exact - sca[i]) <= 1e-6 * Math.Abs(exact), $"token {t} row {r}: {sca[i]} vs {exact}");
+                if (LowBitRowGroupDot.Iq4_XSVectorPathSupported)
+                {
+                    Assert.True(Same(sca[i], vec[i]), $"token {t} row {r}: vector {vec[i]:R} vs scalar {sca[i]:R}");
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(1)]
+    [InlineData(6)]
+    public void Iq4_NL_MatMul_ReadsTheCopyWithTheScalarTwinsBits(int tokens)
+    {
+        var rng = new Random(500 + tokens);
+        const int rows = 48, blocks = 7, cols = blocks * 32;
+        var data = RandomIq4NlRows(rng, rows, blocks);
+        var original = data.ToArray();
+        var x = Enumerable.Range(0, tokens * cols).Select(_ => (float)((rng.NextDouble() * 4) - 2)).ToArray();
+        var a = new Q8Activations();
+        a.Quantize(x, tokens, cols);
+        var y = new float[tokens * rows];
+        var expected = new float[tokens * rows];
+        var copy = new byte[data.Length];
+        using var pool = new WorkerPool(2);
+        var kernel = new MatMulKernel(pool);
+        fixed (byte* p = data)
+        fixed (byte* c = copy)
+        fixed (sbyte* pq = a.Values)
+        fixed (float* pd = a.Scales)
+        fixed (float* pe = expected)
+        {
+            using var w = new WeightMatrix("w", GgmlType.IQ4_NL, rows, cols, p);
+            Assert.Equal(LowBitRowGroupDot.Iq4_XSVectorPathSupported, w.HasQ4_0RowGroups);
+            kernel.MatMul(w, x, y, tokens);
+            if (!w.HasQ4_0RowGroups)
+            {
+                return;
+            }
+
+            Assert.True(w.IsRepacked);
+            Q4_0RowGroups.Repack(w, c, 0, rows / 8);
+            Assert.True(copy.AsSpan().SequenceEqual(new ReadOnlySpan<byte>(w.Q4_0RowGroupData(), copy.Length)));
+            for (int g = 0; g < rows / 8; g++)
+            {
+                for (int t = 0; t < tokens; t++)
+                {
+                    LowBitRowGroupDot.DotIq4_NLScalar(c + (g * 8L * w.RowByteCount), 1, pq + (t * cols), cols, pd + (t * blocks), blocks, blocks, pe + (t * rows) + (g * 8), rows);
+                }
+            }
+
+            Assert.Equal(expected, y);
+            Assert.Equal(original, data);
+        }
+    }
 }
