@@ -4,9 +4,10 @@ using KvAdaQuant.Numerics;
 namespace KvAdaQuant.Bench;
 
 /// <summary>
-/// The Q2_K, Q3_K and IQ4_XS kernels alone, one thread: a 4096 x 2048 matrix (Q2_K 2.7 MB, Q3_K 3.5 MB, IQ4_XS 4.4 MB)
-/// times 1 token (decode) or a 4-token tile (prefill), row by row (<see cref="LowBitDot"/>, <c>Layout = Rows</c>) against
-/// the 8-row groups (<see cref="LowBitRowGroupDot"/>, <c>Layout = RowGroups</c>), which give the same bits. GB/s of weights:
+/// The Q2_K, Q3_K, IQ4_XS and IQ4_NL kernels alone, one thread: a 4096 x 2048 matrix (Q2_K 2.7 MB, Q3_K 3.5 MB, IQ4_XS
+/// 4.4 MB, IQ4_NL 4.7 MB) times 1 token (decode) or a 4-token tile (prefill), row by row (<see cref="LowBitDot"/>,
+/// <c>Layout = Rows</c>) against the 8-row groups (<see cref="LowBitRowGroupDot"/>, <c>Layout = RowGroups</c>; the same
+/// bits for the K-quant types, llama.cpp's repacked order for IQ4_NL, whose groups take the Q4_0 layout). GB/s of weights:
 /// matrix bytes / time. (Min is shown beside Mean: the machine is shared.)
 /// </summary>
 [MinColumn]
@@ -19,9 +20,10 @@ public unsafe class LowBitRowGroupBenchmarks : IDisposable
     private NativeBuffer _groups = null!;
     private WeightMatrix _matrix = null!;
     private readonly Q8KActivations _x = new();
+    private readonly Q8Activations _x0 = new();
     private float[] _y = null!;
 
-    [Params(GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.IQ4_XS)]
+    [Params(GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.IQ4_XS, GgmlType.IQ4_NL)]
     public GgmlType Type { get; set; }
 
     [Params("Rows", "RowGroups")]
@@ -37,7 +39,7 @@ public unsafe class LowBitRowGroupBenchmarks : IDisposable
         _rows = new NativeBuffer(bytes);
         var rng = new Random(1);
         rng.NextBytes(new Span<byte>(_rows.Pointer, (int)bytes));
-        int blockBytes = KQuantRowGroups.UnitBytes(Type) / KQuantRowGroups.GroupRows;
+        int blockBytes = Type == GgmlType.IQ4_NL ? LowBitDot.Iq4_NLBlockBytes : KQuantRowGroups.UnitBytes(Type) / KQuantRowGroups.GroupRows;
         int dAt = Type switch { GgmlType.Q2_K => 80, GgmlType.Q3_K => 108, _ => 0 };
         for (long b = 0; b < bytes / blockBytes; b++)
         {
@@ -51,8 +53,18 @@ public unsafe class LowBitRowGroupBenchmarks : IDisposable
 
         _matrix = new WeightMatrix("bench", Type, Rows, Cols, _rows.Pointer);
         _groups = new NativeBuffer(bytes);
-        KQuantRowGroups.Repack(_matrix, _groups.Pointer, 0, Rows / KQuantRowGroups.GroupRows);
-        _x.Quantize(Enumerable.Range(0, Cols * Tokens).Select(i => (float)Math.Sin(i)).ToArray(), Tokens, Cols);
+        if (Type == GgmlType.IQ4_NL)
+        {
+            Q4_0RowGroups.Repack(_matrix, _groups.Pointer, 0, Rows / Q4_0RowGroups.GroupRows);
+        }
+        else
+        {
+            KQuantRowGroups.Repack(_matrix, _groups.Pointer, 0, Rows / KQuantRowGroups.GroupRows);
+        }
+
+        var xf = Enumerable.Range(0, Cols * Tokens).Select(i => (float)Math.Sin(i)).ToArray();
+        _x.Quantize(xf, Tokens, Cols);
+        _x0.Quantize(xf, Tokens, Cols);
         _y = new float[Rows * Tokens];
     }
 
@@ -63,6 +75,9 @@ public unsafe class LowBitRowGroupBenchmarks : IDisposable
         fixed (float* xd = _x.Scales)
         fixed (short* xs = _x.Sums16)
         fixed (int* xp = _x.Sums16Pairs)
+        fixed (sbyte* x0 = _x0.Values)
+        fixed (float* d0 = _x0.Scales)
+        fixed (int* s0 = _x0.Sums)
         fixed (float* y = _y)
         {
             if (Layout == "Rows")
@@ -77,6 +92,9 @@ public unsafe class LowBitRowGroupBenchmarks : IDisposable
                             break;
                         case GgmlType.Q3_K:
                             LowBitDot.DotQ3_K(row, SuperBlocks, Tokens, xq, xd, xs, y + r, Rows);
+                            break;
+                        case GgmlType.IQ4_NL:
+                            LowBitDot.DotIq4_NL(row, Cols / 32, Tokens, x0, d0, y + r, Rows);
                             break;
                         default:
                             LowBitDot.DotIq4_XS(row, SuperBlocks, Tokens, xq, xd, y + r, Rows);
@@ -97,6 +115,9 @@ public unsafe class LowBitRowGroupBenchmarks : IDisposable
                         break;
                     case GgmlType.Q3_K:
                         LowBitRowGroupDot.DotQ3_K(group, SuperBlocks, Tokens, xq, Cols, xd, xs, xp, y + r, Rows);
+                        break;
+                    case GgmlType.IQ4_NL:
+                        LowBitRowGroupDot.DotIq4_NL(group, Tokens, x0, Cols, d0, s0, Cols / 32, Cols / 32, y + r, Rows);
                         break;
                     default:
                         LowBitRowGroupDot.DotIq4_XS(group, SuperBlocks, Tokens, xq, Cols, xd, xs, y + r, Rows);
