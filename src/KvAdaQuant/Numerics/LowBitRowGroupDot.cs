@@ -209,34 +209,27 @@ public static unsafe class LowBitRowGroupDot
     }
 
     /// <summary>Vector path for Q2_K row groups (AVX-VNNI where present, else AVX2 multiply-adds: codes &lt;= 3 cannot saturate them).</summary>
-    public static void DotQ2_KAvx2(byte* group, int superBlocks, int tokens, sbyte* xq, long xStride, float* xd, int* xpairs, float* output, long outStride)
-    {
-        CheckTokens(tokens);
-        if (tokens == 4)
-        {
-            Tile4<Q2Codes>(group, superBlocks, xq, xStride, xd, xpairs, output, outStride);
-            return;
-        }
-
-        for (int t = 0; t < tokens; t++)
-        {
-            Q2_KToken(group, superBlocks, xq + (t * xStride), xd + ((long)t * superBlocks), xpairs + ((long)t * superBlocks * 8), output + (t * outStride));
-        }
-    }
+    public static void DotQ2_KAvx2(byte* group, int superBlocks, int tokens, sbyte* xq, long xStride, float* xd, int* xpairs, float* output, long outStride) =>
+        TwoBitAvx2<Q2Codes>(group, superBlocks, tokens, xq, xStride, xd, xpairs, output, outStride);
 
     /// <summary>Vector path for Q3_K row groups (AVX-VNNI where present, else AVX2 multiply-adds: codes &lt;= 7 cannot saturate them).</summary>
-    public static void DotQ3_KAvx2(byte* group, int superBlocks, int tokens, sbyte* xq, long xStride, float* xd, int* xpairs, float* output, long outStride)
+    public static void DotQ3_KAvx2(byte* group, int superBlocks, int tokens, sbyte* xq, long xStride, float* xd, int* xpairs, float* output, long outStride) =>
+        TwoBitAvx2<Q3Codes>(group, superBlocks, tokens, xq, xStride, xd, xpairs, output, outStride);
+
+    // Q2_K and Q3_K: a 4-token tile, or token by token.
+    private static void TwoBitAvx2<T>(byte* group, int superBlocks, int tokens, sbyte* xq, long xStride, float* xd, int* xpairs, float* output, long outStride)
+        where T : struct, ICodes
     {
         CheckTokens(tokens);
         if (tokens == 4)
         {
-            Tile4<Q3Codes>(group, superBlocks, xq, xStride, xd, xpairs, output, outStride);
+            Tile4<T>(group, superBlocks, xq, xStride, xd, xpairs, output, outStride);
             return;
         }
 
         for (int t = 0; t < tokens; t++)
         {
-            Q3_KToken(group, superBlocks, xq + (t * xStride), xd + ((long)t * superBlocks), xpairs + ((long)t * superBlocks * 8), output + (t * outStride));
+            T.Token(group, superBlocks, xq + (t * xStride), xd + ((long)t * superBlocks), xpairs + ((long)t * superBlocks * 8), output + (t * outStride));
         }
     }
 
@@ -310,6 +303,9 @@ public static unsafe class LowBitRowGroupDot
 
         // Code of shift j (0..3) of each byte of v, with its third bit from High's result.
         static abstract Vector256<byte> Code(Vector256<ushort> v, Vector256<ushort> high, int j);
+
+        // One token through the whole row group (Q2_KToken, Q3_KToken).
+        static abstract void Token(byte* group, int superBlocks, sbyte* xq, float* xd, int* xpairs, float* output);
     }
 
     private readonly struct Q2Codes : ICodes
@@ -323,6 +319,9 @@ public static unsafe class LowBitRowGroupDot
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<byte> Code(Vector256<ushort> v, Vector256<ushort> high, int j) => TwoBits(v, j);
+
+        public static void Token(byte* group, int superBlocks, sbyte* xq, float* xd, int* xpairs, float* output) =>
+            Q2_KToken(group, superBlocks, xq, xd, xpairs, output);
     }
 
     private readonly struct Q3Codes : ICodes
@@ -352,6 +351,9 @@ public static unsafe class LowBitRowGroupDot
             };
             return TwoBits(v, j) | third.AsByte();
         }
+
+        public static void Token(byte* group, int superBlocks, sbyte* xq, float* xd, int* xpairs, float* output) =>
+            Q3_KToken(group, superBlocks, xq, xd, xpairs, output);
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
