@@ -266,7 +266,8 @@ public static unsafe class LowBitRowGroupDot
             int* x = (int*)(xq + (b * 256));
             var total = HalfSums<Q2Codes>(unit, 0, x, Avx.LoadVector256((uint*)unit) & low4, Avx.LoadVector256((uint*)(unit + 32)) & low4);
             total += HalfSums<Q2Codes>(unit, 1, x + 32, Avx.LoadVector256((uint*)(unit + 64)) & low4, Avx.LoadVector256((uint*)(unit + 96)) & low4);
-            Q2Finish(unit, total, xpairs + (b * 8), xd[b], ref acc, ref mins);
+            Q2Steps(unit, out var d, out var dmin);
+            Q2Finish(unit, total, xpairs + (b * 8), xd[b], d, dmin, ref acc, ref mins);
         }
 
         (acc - mins).Store(output);
@@ -407,8 +408,9 @@ public static unsafe class LowBitRowGroupDot
 
     // acc = fma(S, d dx, acc), mins = fma(M, dmin dx, mins) with M = sum_j min_j B_j: the minimums (high nibbles of the
     // scale bytes) as 16-bit pairs (4k, 4k + 2) and (4k + 1, 4k + 3) against the activation's sum pairs.
+    // (d and dmin: Q2Steps, once per super-block for all tokens)
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Q2Finish(byte* unit, Vector256<int> total, int* pairs, float xd, ref Vector256<float> acc, ref Vector256<float> mins)
+    private static void Q2Finish(byte* unit, Vector256<int> total, int* pairs, float xd, Vector256<float> d, Vector256<float> dmin, ref Vector256<float> acc, ref Vector256<float> mins)
     {
         var low4 = Vector256.Create(0x0F0F0F0Fu);
         var m = Vector256<int>.Zero;
@@ -417,10 +419,18 @@ public static unsafe class LowBitRowGroupDot
             m += PairProducts(Avx2.ShiftRightLogical(Avx.LoadVector256((uint*)(unit + (32 * k))), 4) & low4, 0, pairs + (2 * k));
         }
 
-        var halves = Avx.LoadVector256((int*)(unit + Q2Halves));
         var dx = Vector256.Create(xd);
-        acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(total), HalfBits.ToSingle8(halves) * dx, acc);
-        mins = Fma.MultiplyAdd(Avx.ConvertToVector256Single(m), HalfBits.ToSingle8(Avx2.ShiftRightLogical(halves, 16)) * dx, mins);
+        acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(total), d * dx, acc);
+        mins = Fma.MultiplyAdd(Avx.ConvertToVector256Single(m), dmin * dx, mins);
+    }
+
+    // The 8 rows' d and dmin of a Q2_K unit (chunk 20: d in the low 16 bits of each lane, dmin in the high).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Q2Steps(byte* unit, out Vector256<float> d, out Vector256<float> dmin)
+    {
+        var halves = Avx.LoadVector256((int*)(unit + Q2Halves));
+        d = HalfBits.ToSingle8(halves);
+        dmin = HalfBits.ToSingle8(Avx2.ShiftRightLogical(halves, 16));
     }
 
     // (byte 0 - bias) b_4k + (byte 2 - bias) b_4k+2 + (byte 1 - bias) b_4k+1 + (byte 3 - bias) b_4k+3 for each lane's four
@@ -513,6 +523,17 @@ public static unsafe class LowBitRowGroupDot
                 }
             }
 
+            // the steps once per super-block for the four tokens (Q3_K: d only)
+            Vector256<float> d, dmin = default;
+            if (q3)
+            {
+                d = Q3Step(unit);
+            }
+            else
+            {
+                Q2Steps(unit, out d, out dmin);
+            }
+
             for (int t = 0; t < 4; t++)
             {
                 int* pairs = xpairs + (t * pStride) + (b * 8);
@@ -520,11 +541,11 @@ public static unsafe class LowBitRowGroupDot
                 if (q3)
                 {
                     var total = sums[t] - (Q3Offsets(l0, l1, l2, l3, pairs) << 2);
-                    f[2 * t] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(total), Q3Step(unit) * Vector256.Create(dx), f[2 * t]);
+                    f[2 * t] = Fma.MultiplyAdd(Avx.ConvertToVector256Single(total), d * Vector256.Create(dx), f[2 * t]);
                 }
                 else
                 {
-                    Q2Finish(unit, sums[t], pairs, dx, ref f[2 * t], ref f[(2 * t) + 1]);
+                    Q2Finish(unit, sums[t], pairs, dx, d, dmin, ref f[2 * t], ref f[(2 * t) + 1]);
                 }
             }
         }
@@ -712,7 +733,8 @@ public static unsafe class LowBitRowGroupDot
     /// <see cref="QuantizedDot.DotQ4_0RowGroup"/> (xsum: the activations' block sums). Per row and block the exact integer
     /// s = sum kvalues[code] x, taken as sum (kvalues[code] + 128) x - 128 sum x (vpdpbusd of unsigned bytes), then
     /// y = fma(s, d_w x d_x, y) block after block, one float per row: the order of llama.cpp's repacked 8-row IQ4_NL gemv.
-    /// Needs <see cref="Iq4_XSVectorPathSupported"/> (AVX-VNNI); scalar twin <see cref="DotIq4_NLScalar"/>.
+    /// The Q4_0 layout's kernel (<see cref="QuantizedDot.RowGroupOf4BitCodes"/>) with the levels looked up. Needs
+    /// <see cref="Iq4_XSVectorPathSupported"/> (AVX-VNNI); scalar twin <see cref="DotIq4_NLScalar"/>.
     /// </summary>
     public static void DotIq4_NL(byte* group, int tokens, sbyte* xq, long xStride, float* xd, int* xsum, long blockStride, int blocks, float* output, long outStride)
     {
@@ -722,61 +744,23 @@ public static unsafe class LowBitRowGroupDot
             throw new PlatformNotSupportedException("the IQ4_NL row-group vector path needs AVX-VNNI, AVX2 and FMA");
         }
 
-        var table = BiasedIq4Table();
-        var low = Vector256.Create((byte)0x0F);
-        var acc0 = Vector256<float>.Zero;
-        var acc1 = Vector256<float>.Zero;
-        var acc2 = Vector256<float>.Zero;
-        var acc3 = Vector256<float>.Zero;
-        byte* unit = group;
-        for (int b = 0; b < blocks; b++, unit += Q4_0RowGroups.UnitBytes)
-        {
-            var dw = HalfBits.ToSingle8(Sse2.LoadVector128((ushort*)unit));
-            var q0 = Avx.LoadVector256(unit + 16);
-            var q1 = Avx.LoadVector256(unit + 48);
-            var q2 = Avx.LoadVector256(unit + 80);
-            var q3 = Avx.LoadVector256(unit + 112);
-            var l0 = Avx2.Shuffle(table, q0 & low);
-            var l1 = Avx2.Shuffle(table, q1 & low);
-            var l2 = Avx2.Shuffle(table, q2 & low);
-            var l3 = Avx2.Shuffle(table, q3 & low);
-            var h0 = Avx2.Shuffle(table, Avx2.ShiftRightLogical(q0.AsUInt16(), 4).AsByte() & low);
-            var h1 = Avx2.Shuffle(table, Avx2.ShiftRightLogical(q1.AsUInt16(), 4).AsByte() & low);
-            var h2 = Avx2.Shuffle(table, Avx2.ShiftRightLogical(q2.AsUInt16(), 4).AsByte() & low);
-            var h3 = Avx2.Shuffle(table, Avx2.ShiftRightLogical(q3.AsUInt16(), 4).AsByte() & low);
-            int o = b * 32;
-            acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(QuantizedDot.LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(xq + o), -128 * xsum[b])), dw * Vector256.Create(xd[b]), acc0);
-            if (tokens > 1)
-            {
-                acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(QuantizedDot.LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(xq + xStride + o), -128 * xsum[blockStride + b])), dw * Vector256.Create(xd[blockStride + b]), acc1);
-            }
+        QuantizedDot.RowGroupOf4BitCodes<Iq4NlCodes>(group, tokens, xq, xStride, xd, xsum, blockStride, blocks, output, outStride);
+    }
 
-            if (tokens > 2)
-            {
-                acc2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(QuantizedDot.LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(xq + (2 * xStride) + o), -128 * xsum[(2 * blockStride) + b])), dw * Vector256.Create(xd[(2 * blockStride) + b]), acc2);
-            }
+    // IQ4_NL in the Q4_0 layout's kernel: the levels + 128 looked up, offset 128; the scales converted without touching a
+    // subnormal float (the row kernel's conversion, the same values).
+    private readonly struct Iq4NlCodes : QuantizedDot.IFourBitCodes
+    {
+        public static int Offset => 128;
 
-            if (tokens > 3)
-            {
-                acc3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(QuantizedDot.LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(xq + (3 * xStride) + o), -128 * xsum[(3 * blockStride) + b])), dw * Vector256.Create(xd[(3 * blockStride) + b]), acc3);
-            }
-        }
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<byte> Table() => BiasedIq4Table();
 
-        acc0.Store(output);
-        if (tokens > 1)
-        {
-            acc1.Store(output + outStride);
-        }
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<byte> Decode(Vector256<byte> nibbles, Vector256<byte> table) => Avx2.Shuffle(table, nibbles);
 
-        if (tokens > 2)
-        {
-            acc2.Store(output + (2 * outStride));
-        }
-
-        if (tokens > 3)
-        {
-            acc3.Store(output + (3 * outStride));
-        }
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> Scales(byte* unit) => HalfBits.ToSingle8(Sse2.LoadVector128((ushort*)unit));
     }
 
     /// <summary>Scalar twin of <see cref="DotIq4_NL"/>: row by row, token by token, value i = d kvalues[code_i].</summary>

@@ -551,43 +551,89 @@ public static unsafe class QuantizedDot
             throw new ArgumentOutOfRangeException(nameof(tokens), tokens, "1 to 4 tokens per call");
         }
 
+        RowGroupOf4BitCodes<Q4_0Codes>(group, tokens, xq, xStride, xd, xsum, blockStride, blocks, output, outStride);
+    }
+
+    /// <summary>
+    /// How a row group in the Q4_0 layout (<see cref="Q4_0RowGroups"/>) turns its nibbles into the unsigned bytes vpdpbusd
+    /// multiplies, what those bytes are offset by, and how its 8 FP16 scales become floats: Q4_0 (the nibbles themselves,
+    /// offset 8) and IQ4_NL (<see cref="LowBitRowGroupDot.DotIq4_NL"/>: the levels + 128 looked up, offset 128).
+    /// </summary>
+    internal interface IFourBitCodes
+    {
+        /// <summary>The offset o of the bytes: value = byte - o.</summary>
+        static abstract int Offset { get; }
+
+        /// <summary>A constant the decoding uses (a lookup table), made once per call.</summary>
+        static abstract Vector256<byte> Table();
+
+        /// <summary>The bytes of 32 nibbles (each 0..15 in a byte).</summary>
+        static abstract Vector256<byte> Decode(Vector256<byte> nibbles, Vector256<byte> table);
+
+        /// <summary>The unit's 8 FP16 scales as floats.</summary>
+        static abstract Vector256<float> Scales(byte* unit);
+    }
+
+    private readonly struct Q4_0Codes : IFourBitCodes
+    {
+        public static int Offset => 8;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<byte> Table() => default;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<byte> Decode(Vector256<byte> nibbles, Vector256<byte> table) => nibbles;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<float> Scales(byte* unit) => HalfToSingle(Avx2.ConvertToVector256Int32(Sse2.LoadVector128((ushort*)unit)));
+    }
+
+    /// <summary>
+    /// The vector path of a row group in the Q4_0 layout for 1 to 4 tokens (4: <see cref="RowGroupTile4"/>, else token by
+    /// token): per row and block the exact integer sum (byte - offset) x, then y = fma(s, d_w x d_x, y).
+    /// </summary>
+    internal static void RowGroupOf4BitCodes<T>(byte* group, int tokens, sbyte* xq, long xStride, float* xd, int* xsum, long blockStride, int blocks, float* output, long outStride)
+        where T : struct, IFourBitCodes
+    {
         if (tokens == 4)
         {
-            DotQ4_0RowGroupTile4(group, xq, xStride, xd, xsum, blockStride, blocks, output, outStride);
+            RowGroupTile4<T>(group, xq, xStride, xd, xsum, blockStride, blocks, output, outStride);
             return;
         }
 
         // one token at a time (decode, and the tail of a batch): the same arithmetic per token.
         for (int k = 0; k < tokens; k++)
         {
-            DotQ4_0RowGroupToken(group, xq + (k * xStride), xd + (k * blockStride), xsum + (k * blockStride), blocks, output + (k * outStride));
+            RowGroupToken<T>(group, xq + (k * xStride), xd + (k * blockStride), xsum + (k * blockStride), blocks, output + (k * outStride));
         }
     }
 
     // One token: eight rows' running sums in one register.
-    private static void DotQ4_0RowGroupToken(byte* group, sbyte* xq, float* xd, int* xsum, int blocks, float* output)
+    private static void RowGroupToken<T>(byte* group, sbyte* xq, float* xd, int* xsum, int blocks, float* output)
+        where T : struct, IFourBitCodes
     {
         var acc = Vector256<float>.Zero;
         var low = Vector256.Create((byte)0x0F);
+        var table = T.Table();
         byte* unit = group;
         for (int b = 0; b < blocks; b++, unit += Q4_0RowGroups.UnitBytes)
         {
-            var dw = HalfToSingle(Avx2.ConvertToVector256Int32(Sse2.LoadVector128((ushort*)unit)));
+            var dw = T.Scales(unit);
             var q0 = Avx.LoadVector256(unit + 16);
             var q1 = Avx.LoadVector256(unit + 48);
             var q2 = Avx.LoadVector256(unit + 80);
             var q3 = Avx.LoadVector256(unit + 112);
             var isum = LaneDots(
-                q0 & low,
-                q1 & low,
-                q2 & low,
-                q3 & low,
-                Avx2.ShiftRightLogical(q0.AsUInt16(), 4).AsByte() & low,
-                Avx2.ShiftRightLogical(q1.AsUInt16(), 4).AsByte() & low,
-                Avx2.ShiftRightLogical(q2.AsUInt16(), 4).AsByte() & low,
-                Avx2.ShiftRightLogical(q3.AsUInt16(), 4).AsByte() & low,
+                T.Decode(q0 & low, table),
+                T.Decode(q1 & low, table),
+                T.Decode(q2 & low, table),
+                T.Decode(q3 & low, table),
+                T.Decode(Avx2.ShiftRightLogical(q0.AsUInt16(), 4).AsByte() & low, table),
+                T.Decode(Avx2.ShiftRightLogical(q1.AsUInt16(), 4).AsByte() & low, table),
+                T.Decode(Avx2.ShiftRightLogical(q2.AsUInt16(), 4).AsByte() & low, table),
+                T.Decode(Avx2.ShiftRightLogical(q3.AsUInt16(), 4).AsByte() & low, table),
                 (int*)(xq + (b * 32)),
-                -8 * xsum[b]);
+                -T.Offset * xsum[b]);
             acc = Fma.MultiplyAdd(Avx.ConvertToVector256Single(isum), dw * Vector256.Create(xd[b]), acc);
         }
 
@@ -595,37 +641,39 @@ public static unsafe class QuantizedDot
     }
 
     // Four tokens sharing each block's unpacked nibbles; four registers of running sums.
-    private static void DotQ4_0RowGroupTile4(byte* group, sbyte* xq, long xStride, float* xd, int* xsum, long blockStride, int blocks, float* output, long outStride)
+    private static void RowGroupTile4<T>(byte* group, sbyte* xq, long xStride, float* xd, int* xsum, long blockStride, int blocks, float* output, long outStride)
+        where T : struct, IFourBitCodes
     {
         var acc0 = Vector256<float>.Zero;
         var acc1 = Vector256<float>.Zero;
         var acc2 = Vector256<float>.Zero;
         var acc3 = Vector256<float>.Zero;
         var low = Vector256.Create((byte)0x0F);
+        var table = T.Table();
         sbyte* x0 = xq, x1 = xq + xStride, x2 = xq + (2 * xStride), x3 = xq + (3 * xStride);
         float* d0 = xd, d1 = xd + blockStride, d2 = xd + (2 * blockStride), d3 = xd + (3 * blockStride);
         int* s0 = xsum, s1 = xsum + blockStride, s2 = xsum + (2 * blockStride), s3 = xsum + (3 * blockStride);
         byte* unit = group;
         for (int b = 0; b < blocks; b++, unit += Q4_0RowGroups.UnitBytes)
         {
-            var dw = HalfToSingle(Avx2.ConvertToVector256Int32(Sse2.LoadVector128((ushort*)unit)));
+            var dw = T.Scales(unit);
             var q0 = Avx.LoadVector256(unit + 16);
             var q1 = Avx.LoadVector256(unit + 48);
             var q2 = Avx.LoadVector256(unit + 80);
             var q3 = Avx.LoadVector256(unit + 112);
-            var l0 = q0 & low;
-            var l1 = q1 & low;
-            var l2 = q2 & low;
-            var l3 = q3 & low;
-            var h0 = Avx2.ShiftRightLogical(q0.AsUInt16(), 4).AsByte() & low;
-            var h1 = Avx2.ShiftRightLogical(q1.AsUInt16(), 4).AsByte() & low;
-            var h2 = Avx2.ShiftRightLogical(q2.AsUInt16(), 4).AsByte() & low;
-            var h3 = Avx2.ShiftRightLogical(q3.AsUInt16(), 4).AsByte() & low;
+            var l0 = T.Decode(q0 & low, table);
+            var l1 = T.Decode(q1 & low, table);
+            var l2 = T.Decode(q2 & low, table);
+            var l3 = T.Decode(q3 & low, table);
+            var h0 = T.Decode(Avx2.ShiftRightLogical(q0.AsUInt16(), 4).AsByte() & low, table);
+            var h1 = T.Decode(Avx2.ShiftRightLogical(q1.AsUInt16(), 4).AsByte() & low, table);
+            var h2 = T.Decode(Avx2.ShiftRightLogical(q2.AsUInt16(), 4).AsByte() & low, table);
+            var h3 = T.Decode(Avx2.ShiftRightLogical(q3.AsUInt16(), 4).AsByte() & low, table);
             int o = b * 32;
-            acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(x0 + o), -8 * s0[b])), dw * Vector256.Create(d0[b]), acc0);
-            acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(x1 + o), -8 * s1[b])), dw * Vector256.Create(d1[b]), acc1);
-            acc2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(x2 + o), -8 * s2[b])), dw * Vector256.Create(d2[b]), acc2);
-            acc3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(x3 + o), -8 * s3[b])), dw * Vector256.Create(d3[b]), acc3);
+            acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(x0 + o), -T.Offset * s0[b])), dw * Vector256.Create(d0[b]), acc0);
+            acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(x1 + o), -T.Offset * s1[b])), dw * Vector256.Create(d1[b]), acc1);
+            acc2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(x2 + o), -T.Offset * s2[b])), dw * Vector256.Create(d2[b]), acc2);
+            acc3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(x3 + o), -T.Offset * s3[b])), dw * Vector256.Create(d3[b]), acc3);
         }
 
         acc0.Store(output);
@@ -682,7 +730,8 @@ public static unsafe class QuantizedDot
 
     // Lane r: start + the dot product of row r's 32 nibbles (chunk c's low nibbles l_c: elements 4c..4c+3, high h_c:
     // 16+4c..16+4c+3) with the activations x (as 8 ints of 4 bytes), each 4-byte group broadcast to all lanes. Without
-    // VNNI the 16-bit pair sums stay within 8 x 2 x 15 x 128 = 30,720: no saturation.
+    // VNNI the 16-bit pair sums of Q4_0's nibbles stay within 8 x 2 x 15 x 128 = 30,720: no saturation (IQ4_NL's biased
+    // bytes, up to 241, come here only where VNNI runs).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector256<int> LaneDots(Vector256<byte> l0, Vector256<byte> l1, Vector256<byte> l2, Vector256<byte> l3, Vector256<byte> h0, Vector256<byte> h1, Vector256<byte> h2, Vector256<byte> h3, int* x, int start)
     {
