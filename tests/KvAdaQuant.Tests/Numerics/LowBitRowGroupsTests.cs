@@ -555,4 +555,46 @@ public unsafe class LowBitRowGroupsTests
             Assert.Equal(original, data);
         }
     }
+
+    [Theory]
+    [InlineData(0)]
+    [InlineData(5)]
+    public void TokenCountsOutsideOneToFourAreRejected(int tokens)
+    {
+        var unit = new byte[KQuantRowGroups.Iq4_XSUnitBytes];
+        var x = new sbyte[5 * 256];
+        var d = new float[5];
+        var s16 = new short[5 * 16];
+        var pairs = new int[5 * 8];
+        var sums = new int[5 * 8];
+        var y = new float[5 * 8];
+        fixed (byte* g = unit)
+        fixed (sbyte* px = x)
+        fixed (float* pd = d)
+        fixed (short* ps = s16)
+        fixed (int* pp = pairs)
+        fixed (int* pi = sums)
+        fixed (float* py = y)
+        {
+            byte* gg = g;
+            sbyte* xx = px;
+            float* dd = pd, yy = py;
+            short* ss = ps;
+            int* p2 = pp, p4 = pi;
+            var calls = new Action[]
+            {
+                () => LowBitRowGroupDot.DotQ2_K(gg, 1, tokens, xx, 256, dd, ss, p2, yy, 8),
+                () => LowBitRowGroupDot.DotQ3_K(gg, 1, tokens, xx, 256, dd, ss, p2, yy, 8),
+                () => LowBitRowGroupDot.DotIq4_XS(gg, 1, tokens, xx, 256, dd, ss, yy, 8),
+                () => LowBitRowGroupDot.DotIq4_NL(gg, tokens, xx, 32, dd, p4, 1, 1, yy, 8),
+                () => LowBitRowGroupDot.DotIq4_NLScalar(gg, tokens, xx, 32, dd, 1, 1, yy, 8),
+            };
+            foreach (var call in calls)
+            {
+                var e = Assert.Throws<ArgumentOutOfRangeException>(call);
+                Assert.Equal("tokens", e.ParamName);
+                Assert.Contains("1 to 4 tokens", e.Message);
+            }
+        }
+    }
 }
