@@ -161,7 +161,10 @@ public sealed unsafe class MatMulKernel : IParallelWork
         int m = _count++;
         _ws[m] = w;
         _ys[m] = (nint)py;
-        _rowGroups[m] = !w.HasRowGroups ? 0 : w.HasQ4_0RowGroups ? (nint)w.Q4_0RowGroupData(_pool) : (nint)w.KQuantRowGroupData(_pool);
+        _rowGroups[m] = !w.HasRowGroups ? 0
+            : w.HasQ4_0RowGroups ? (nint)w.Q4_0RowGroupData(_pool)
+            : w.HasQ4_1RowGroups ? (nint)w.Q4_1RowGroupData(_pool)
+            : (nint)w.KQuantRowGroupData(_pool);
 
         // Q8_0 / F16 / Q4_K / Q6_K rows from their resident copy when the matrix has one (same bytes, huge pages), else from the matrix.
         _rows[m] = w.HasResidentRows ? (nint)w.ResidentRowData(_pool) : (nint)w.RowPointer(0);
@@ -498,6 +501,18 @@ public sealed unsafe class MatMulKernel : IParallelWork
                     fixed (float* xd = _xq.Scales)
                     fixed (float* xs1 = _xs1)
                     {
+                        if (w.HasQ4_1RowGroups)
+                        {
+                            // Groups of 8 rows from the row-group copy (Q4_1RowGroups): the same bits as row by row, below.
+                            long groupBytes = 8 * w.RowByteCount;
+                            for (int r = r0; r < r1; r += 8)
+                            {
+                                Q4_1RowGroups.DotAvx512((byte*)_rowGroups[m] + ((r / 8) * groupBytes), blocks, n, five, xq, cols, xd, xs1, y + r, rows);
+                            }
+
+                            break;
+                        }
+
                         for (int r = r0; r < r1; r++)
                         {
                             byte* row = w.RowPointer(r);

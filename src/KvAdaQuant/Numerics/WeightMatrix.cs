@@ -102,8 +102,17 @@ public sealed unsafe class WeightMatrix : IDisposable
     /// </summary>
     public bool HasKQuantRowGroups => KQuantRowGroups.UsedFor(Type, Rows);
 
-    /// <summary>Whether products read a row-group copy of either layout (<see cref="HasQ4_0RowGroups"/>, <see cref="HasKQuantRowGroups"/>).</summary>
-    public bool HasRowGroups => HasQ4_0RowGroups || HasKQuantRowGroups;
+    /// <summary>
+    /// Whether products read the Q4_1 / Q5_1 row-group copy (<see cref="Q4_1RowGroups"/>): Q4_1 or Q5_1 with a row count that is
+    /// a multiple of 8, where the CPU runs its 512-bit kernel (<see cref="Q4_1RowGroups.UsedFor"/>).
+    /// </summary>
+    public bool HasQ4_1RowGroups => Q4_1RowGroups.UsedFor(Type, Rows);
+
+    /// <summary>
+    /// Whether products read a row-group copy of any layout (<see cref="HasQ4_0RowGroups"/>, <see cref="HasKQuantRowGroups"/>,
+    /// <see cref="HasQ4_1RowGroups"/>).
+    /// </summary>
+    public bool HasRowGroups => HasQ4_0RowGroups || HasKQuantRowGroups || HasQ4_1RowGroups;
 
     /// <summary>
     /// Whether products read a resident copy of the rows (the same bytes in the same layout, in transparent huge pages):
@@ -128,6 +137,13 @@ public sealed unsafe class WeightMatrix : IDisposable
     /// </summary>
     public byte* KQuantRowGroupData(WorkerPool? pool = null) =>
         RowGroupData(HasKQuantRowGroups, "K-quant row groups (Q4_K, Q5_K, Q6_K, Q2_K, Q3_K or IQ4_XS, rows a multiple of 8)", pool);
+
+    /// <summary>
+    /// The Q4_1 / Q5_1 row-group copy (<see cref="Q4_1RowGroups"/>; row group g at g * 8 * <see cref="RowByteCount"/>), made on
+    /// the first call like <see cref="Q4_0RowGroupData"/>.
+    /// </summary>
+    public byte* Q4_1RowGroupData(WorkerPool? pool = null) =>
+        RowGroupData(HasQ4_1RowGroups, "Q4_1 / Q5_1 row groups (rows a multiple of 8, on CPUs with AVX-512 BW; Q5_1 also GFNI)", pool);
 
     /// <summary>
     /// The resident copy of the rows (row r at r * <see cref="RowByteCount"/>, the bytes of <see cref="RowPointer"/>),
@@ -167,10 +183,12 @@ public sealed unsafe class WeightMatrix : IDisposable
     // Chunks of about 4 MB; MappedRowsCopy releases each chunk's mapped rows once copied.
     private MappedRowsCopy RowGroupCopy(nint destination)
     {
-        int g = HasQ4_0RowGroups ? Q4_0RowGroups.GroupRows : KQuantRowGroups.GroupRows;
+        const int g = 8; // Q4_0RowGroups, KQuantRowGroups and Q4_1RowGroups alike
         int groupsPerChunk = (int)Math.Clamp((4L << 20) / (g * RowByteCount), 1, Rows / g);
         return HasQ4_0RowGroups
             ? new MappedRowsCopy(this, groupsPerChunk * g, (r0, r1) => Q4_0RowGroups.Repack(this, (byte*)destination, r0 / g, r1 / g))
+            : HasQ4_1RowGroups
+            ? new MappedRowsCopy(this, groupsPerChunk * g, (r0, r1) => Q4_1RowGroups.Repack(this, (byte*)destination, r0 / g, r1 / g))
             : new MappedRowsCopy(this, groupsPerChunk * g, (r0, r1) => KQuantRowGroups.Repack(this, (byte*)destination, r0 / g, r1 / g));
     }
 

@@ -48,4 +48,29 @@ public class HalfBitsTests
             }
         }
     }
+
+    [Fact]
+    public void SixteenAtOnceEqualOneAtATimeForEveryHalf_HighBitsIgnored()
+    {
+        if (!System.Runtime.Intrinsics.X86.Avx512F.IsSupported)
+        {
+            return;
+        }
+
+        var lanes = new int[16];
+        for (int i = 0; i < 65536; i += 16)
+        {
+            for (int j = 0; j < 16; j++)
+            {
+                // junk above the half, which the conversion must ignore
+                lanes[j] = (i + j) | (j << 20);
+            }
+
+            var v = HalfBits.ToSingle16NoSubnormals(System.Runtime.Intrinsics.Vector512.Create(lanes));
+            for (int j = 0; j < 16; j++)
+            {
+                Assert.Equal(BitConverter.SingleToInt32Bits(HalfBits.ToSingleNoSubnormals((ushort)(i + j))), BitConverter.SingleToInt32Bits(v[j]));
+            }
+        }
+    }
 }
