@@ -4,10 +4,11 @@ using KvAdaQuant.Numerics;
 namespace KvAdaQuant.Bench;
 
 /// <summary>
-/// The Q2_K, Q3_K, IQ4_XS and IQ4_NL kernels alone, one thread: a 4096 x 2048 matrix (Q2_K 2.7 MB, Q3_K 3.5 MB, IQ4_XS
-/// 4.4 MB, IQ4_NL 4.7 MB) times 1 token (decode) or a 4-token tile (prefill), row by row (<see cref="LowBitDot"/>,
-/// <c>Layout = Rows</c>) against the 8-row groups (<see cref="LowBitRowGroupDot"/>, <c>Layout = RowGroups</c>; the same
-/// bits for the K-quant types, llama.cpp's repacked order for IQ4_NL, whose groups take the Q4_0 layout). GB/s of weights:
+/// The Q2_K, Q3_K, IQ4_XS, IQ4_NL, Q4_1 and Q5_1 kernels alone, one thread: a 4096 x 2048 matrix (Q2_K 2.7 MB, Q3_K 3.5 MB,
+/// IQ4_XS 4.4 MB, IQ4_NL 4.7 MB, Q4_1 5.2 MB, Q5_1 6.3 MB) times 1 token (decode) or 4 (prefill), row by row
+/// (<see cref="LowBitDot"/>, <c>Layout = Rows</c>) against the 8-row groups (<see cref="LowBitRowGroupDot"/>,
+/// <see cref="Q4_1RowGroups"/>, <c>Layout = RowGroups</c>; the same bits for the K-quant types, Q4_1 and Q5_1, llama.cpp's
+/// repacked order for IQ4_NL, whose groups take the Q4_0 layout). GB/s of weights:
 /// matrix bytes / time. (Min is shown beside Mean: the machine is shared.)
 /// </summary>
 [MinColumn]
@@ -21,9 +22,12 @@ public unsafe class LowBitRowGroupBenchmarks : IDisposable
     private WeightMatrix _matrix = null!;
     private readonly Q8KActivations _x = new();
     private readonly Q8Activations _x0 = new();
+    private float[] _s1 = null!;
     private float[] _y = null!;
 
-    [Params(GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.IQ4_XS, GgmlType.IQ4_NL)]
+    private bool Q4_1Family => Type is GgmlType.Q4_1 or GgmlType.Q5_1;
+
+    [Params(GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.IQ4_XS, GgmlType.IQ4_NL, GgmlType.Q4_1, GgmlType.Q5_1)]
     public GgmlType Type { get; set; }
 
     [Params("Rows", "RowGroups")]
@@ -39,13 +43,13 @@ public unsafe class LowBitRowGroupBenchmarks : IDisposable
         _rows = new NativeBuffer(bytes);
         var rng = new Random(1);
         rng.NextBytes(new Span<byte>(_rows.Pointer, (int)bytes));
-        int blockBytes = Type == GgmlType.IQ4_NL ? LowBitDot.Iq4_NLBlockBytes : KQuantRowGroups.UnitBytes(Type) / KQuantRowGroups.GroupRows;
+        int blockBytes = GgmlTypeInfo.Geometry(Type)!.Value.BlockBytes;
         int dAt = Type switch { GgmlType.Q2_K => 80, GgmlType.Q3_K => 108, _ => 0 };
         for (long b = 0; b < bytes / blockBytes; b++)
         {
             // sane FP16 scales over random codes
             *(Half*)(_rows.Pointer + (b * blockBytes) + dAt) = (Half)0.01f;
-            if (Type == GgmlType.Q2_K)
+            if (Type is GgmlType.Q2_K or GgmlType.Q4_1 or GgmlType.Q5_1)
             {
                 *(Half*)(_rows.Pointer + (b * blockBytes) + dAt + 2) = (Half)0.001f;
             }
@@ -57,6 +61,10 @@ public unsafe class LowBitRowGroupBenchmarks : IDisposable
         {
             Q4_0RowGroups.Repack(_matrix, _groups.Pointer, 0, Rows / Q4_0RowGroups.GroupRows);
         }
+        else if (Q4_1Family)
+        {
+            Q4_1RowGroups.Repack(_matrix, _groups.Pointer, 0, Rows / Q4_1RowGroups.GroupRows);
+        }
         else
         {
             KQuantRowGroups.Repack(_matrix, _groups.Pointer, 0, Rows / KQuantRowGroups.GroupRows);
@@ -65,6 +73,7 @@ public unsafe class LowBitRowGroupBenchmarks : IDisposable
         var xf = Enumerable.Range(0, Cols * Tokens).Select(i => (float)Math.Sin(i)).ToArray();
         _x.Quantize(xf, Tokens, Cols);
         _x0.Quantize(xf, Tokens, Cols);
+        _s1 = _x0.Q8_1Sums(xf, Tokens, Cols);
         _y = new float[Rows * Tokens];
     }
 
@@ -78,6 +87,7 @@ public unsafe class LowBitRowGroupBenchmarks : IDisposable
         fixed (sbyte* x0 = _x0.Values)
         fixed (float* d0 = _x0.Scales)
         fixed (int* s0 = _x0.Sums)
+        fixed (float* s1 = _s1)
         fixed (float* y = _y)
         {
             if (Layout == "Rows")
@@ -95,6 +105,10 @@ public unsafe class LowBitRowGroupBenchmarks : IDisposable
                             break;
                         case GgmlType.IQ4_NL:
                             LowBitDot.DotIq4_NL(row, Cols / 32, Tokens, x0, d0, y + r, Rows);
+                            break;
+                        case GgmlType.Q4_1:
+                        case GgmlType.Q5_1:
+                            LowBitDot.DotQ4_1(row, Cols / 32, Tokens, Type == GgmlType.Q5_1, x0, d0, s1, y + r, Rows);
                             break;
                         default:
                             LowBitDot.DotIq4_XS(row, SuperBlocks, Tokens, xq, xd, y + r, Rows);
@@ -118,6 +132,10 @@ public unsafe class LowBitRowGroupBenchmarks : IDisposable
                         break;
                     case GgmlType.IQ4_NL:
                         LowBitRowGroupDot.DotIq4_NL(group, Tokens, x0, Cols, d0, s0, Cols / 32, Cols / 32, y + r, Rows);
+                        break;
+                    case GgmlType.Q4_1:
+                    case GgmlType.Q5_1:
+                        Q4_1RowGroups.Dot(group, Cols / 32, Tokens, Type == GgmlType.Q5_1, x0, Cols, d0, s1, y + r, Rows);
                         break;
                     default:
                         LowBitRowGroupDot.DotIq4_XS(group, SuperBlocks, Tokens, xq, Cols, xd, xs, y + r, Rows);

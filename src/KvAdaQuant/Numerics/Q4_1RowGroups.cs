@@ -142,7 +142,13 @@ public static unsafe class Q4_1RowGroups
         int unitBytes = UnitBytes(fiveBit), nibbles = NibbleOffset(fiveBit);
         Span<float> lanes = stackalloc float[8];
         Span<int> sums = stackalloc int[8];
-        for (int t = 0; t < tokens; t++)
+        int t = 0;
+        for (; t + 2 <= tokens; t += 2)
+        {
+            TwoTokens(group, blocks, fiveBit, xq + (t * xStride), xStride, xd + (t * (long)blocks), xs1 + (t * (long)blocks), output + (t * outStride), outStride);
+        }
+
+        for (; t < tokens; t++)
         {
             sbyte* x = xq + (t * xStride);
             for (int r = 0; r < GroupRows; r++)
@@ -205,7 +211,13 @@ public static unsafe class Q4_1RowGroups
         var pick1 = pick0 + Vector512.Create(2);
         var pick2 = pick0 + Vector512.Create(4);
         var pick3 = pick0 + Vector512.Create(6);
-        for (int t = 0; t < tokens; t++)
+        int t = 0;
+        for (; t + 2 <= tokens; t += 2)
+        {
+            TwoTokens(group, blocks, fiveBit, xq + (t * xStride), xStride, xd + (t * (long)blocks), xs1 + (t * (long)blocks), output + (t * outStride), outStride);
+        }
+
+        for (; t < tokens; t++)
         {
             sbyte* x = xq + (t * xStride);
             float* dx = xd + (t * (long)blocks);
@@ -237,9 +249,72 @@ public static unsafe class Q4_1RowGroups
         }
     }
 
+    // Two tokens at once (prefill): each unit's codes and halves prepared once for both; per token the arithmetic of DotAvx512's loop.
+    private static void TwoTokens(byte* group, int blocks, bool fiveBit, sbyte* x, long xStride, float* dx, float* sx, float* output, long outStride)
+    {
+        int unitBytes = UnitBytes(fiveBit), nibbles = NibbleOffset(fiveBit);
+        var shifts = Vector512.Create(0UL, 0, 0, 0, 4, 4, 4, 4);
+        var nibble = Vector512.Create((byte)0xF);
+        var ones = Vector512.Create((short)1);
+        var spread = Vector512.Create(1UL << 24, 2UL << 24, 4UL << 24, 8UL << 24, 16UL << 24, 32UL << 24, 64UL << 24, 128UL << 24).AsByte();
+        var arrange = Vector512.Create(0L, 1, 0, 1, 2, 3, 2, 3);
+        var pick0 = Vector512.Create(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
+        var pick1 = pick0 + Vector512.Create(2);
+        var pick2 = pick0 + Vector512.Create(4);
+        var pick3 = pick0 + Vector512.Create(6);
+        var a0 = Vector512<float>.Zero;
+        var a1 = Vector512<float>.Zero;
+        var a2 = Vector512<float>.Zero;
+        var a3 = Vector512<float>.Zero;
+        var b0 = Vector512<float>.Zero;
+        var b1 = Vector512<float>.Zero;
+        var b2 = Vector512<float>.Zero;
+        var b3 = Vector512<float>.Zero;
+        var minsA = Vector512<float>.Zero;
+        var minsB = Vector512<float>.Zero;
+        byte* unit = group;
+        for (int b = 0; b < blocks; b++, unit += unitBytes)
+        {
+            var halves = HalfBits.ToSingle16NoSubnormals(Avx512F.ConvertToVector512Int32(Vector256.Load((ushort*)unit)));
+            var scaledA = halves * Vector512.Create(Vector256.Create(dx[b]), Vector256.Create(sx[b]));
+            var scaledB = halves * Vector512.Create(Vector256.Create(dx[blocks + b]), Vector256.Create(sx[blocks + b]));
+            minsA += scaledA;
+            minsB += scaledB;
+            var xa = Avx512F.PermuteVar8x64(Vector256.Load(x + (b * 32)).AsInt64().ToVector512Unsafe(), arrange).AsSByte();
+            var xb = Avx512F.PermuteVar8x64(Vector256.Load(x + xStride + (b * 32)).AsInt64().ToVector512Unsafe(), arrange).AsSByte();
+            byte* q = unit + nibbles;
+            var c0 = PairCodes(q, unit, 0, fiveBit, shifts, nibble, spread);
+            var c1 = PairCodes(q + 32, unit, 1, fiveBit, shifts, nibble, spread);
+            var c2 = PairCodes(q + 64, unit, 2, fiveBit, shifts, nibble, spread);
+            var c3 = PairCodes(q + 96, unit, 3, fiveBit, shifts, nibble, spread);
+            a0 = Avx512F.FusedMultiplyAdd(CodeSum(c0, xa, ones), Avx512F.PermuteVar16x32(scaledA, pick0), a0);
+            a1 = Avx512F.FusedMultiplyAdd(CodeSum(c1, xa, ones), Avx512F.PermuteVar16x32(scaledA, pick1), a1);
+            a2 = Avx512F.FusedMultiplyAdd(CodeSum(c2, xa, ones), Avx512F.PermuteVar16x32(scaledA, pick2), a2);
+            a3 = Avx512F.FusedMultiplyAdd(CodeSum(c3, xa, ones), Avx512F.PermuteVar16x32(scaledA, pick3), a3);
+            b0 = Avx512F.FusedMultiplyAdd(CodeSum(c0, xb, ones), Avx512F.PermuteVar16x32(scaledB, pick0), b0);
+            b1 = Avx512F.FusedMultiplyAdd(CodeSum(c1, xb, ones), Avx512F.PermuteVar16x32(scaledB, pick1), b1);
+            b2 = Avx512F.FusedMultiplyAdd(CodeSum(c2, xb, ones), Avx512F.PermuteVar16x32(scaledB, pick2), b2);
+            b3 = Avx512F.FusedMultiplyAdd(CodeSum(c3, xb, ones), Avx512F.PermuteVar16x32(scaledB, pick3), b3);
+        }
+
+        Finish(a0, minsA, 0, output);
+        Finish(a1, minsA, 2, output);
+        Finish(a2, minsA, 4, output);
+        Finish(a3, minsA, 6, output);
+        Finish(b0, minsB, 0, output + outStride);
+        Finish(b1, minsB, 2, output + outStride);
+        Finish(b2, minsB, 4, output + outStride);
+        Finish(b3, minsB, 6, output + outStride);
+    }
+
     // The integer products of one pair of rows' codes with the arranged activations, as floats (lanes as DotAvx512 says).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> PairSum(byte* nibbles, byte* unit, int pair, bool fiveBit, Vector512<ulong> shifts, Vector512<byte> nibble, Vector512<byte> spread, Vector512<sbyte> xb, Vector512<short> ones)
+        => CodeSum(PairCodes(nibbles, unit, pair, fiveBit, shifts, nibble, spread), xb, ones);
+
+    // One pair of rows' 64 codes, in the order DotAvx512 describes.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<byte> PairCodes(byte* nibbles, byte* unit, int pair, bool fiveBit, Vector512<ulong> shifts, Vector512<byte> nibble, Vector512<byte> spread)
     {
         var codes = Avx512F.ShiftRightLogicalVariable(Vector512.Create(Vector256.Load((ulong*)nibbles)), shifts).AsByte() & nibble;
         if (fiveBit)
@@ -247,8 +322,13 @@ public static unsafe class Q4_1RowGroups
             codes |= Gfni.V512.GaloisFieldAffineTransform(Vector512.Create(*(ulong*)(unit + FifthBitsOffset(pair))).AsByte(), spread, 0);
         }
 
-        return Avx512F.ConvertToVector512Single(Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(codes, xb), ones));
+        return codes;
     }
+
+    // Codes times arranged activations, exact in 16 int32 lanes, as floats.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> CodeSum(Vector512<byte> codes, Vector512<sbyte> xb, Vector512<short> ones)
+        => Avx512F.ConvertToVector512Single(Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(codes, xb), ones));
 
     // Rows first, first + 1 from a pair's accumulator: ggml's lane sum (Sum8: upper half plus lower, then pairs) plus the row's minimums.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
