@@ -6,7 +6,10 @@ namespace KvAdaQuant.Numerics;
 
 /// <summary>
 /// Dot products of an FP16 weight row with FP32 activations, the halves widened in registers (no row converted into a
-/// buffer first). AVX-512 path with four accumulators; <see cref="DotScalar"/> is its twin.
+/// buffer first). AVX-512 path with four accumulators; <see cref="DotScalar"/> is its twin. With <c>finiteHalves</c> the
+/// caller states that the row holds no infinite or NaN half (<see cref="WeightMatrix.HalvesAllFinite"/>), and the halves
+/// are widened in four operations instead of ten (<see cref="HalfBits.FiniteToSingle16"/>); the values, and so the
+/// results, are the same bits.
 /// </summary>
 public static unsafe class HalfDot
 {
@@ -14,13 +17,33 @@ public static unsafe class HalfDot
     public static bool VectorPathSupported => Avx512F.IsSupported && Vector512.IsHardwareAccelerated;
 
     /// <summary>sum_i half(row[i]) · x[i] over <paramref name="n"/> elements.</summary>
-    public static float Dot(ushort* row, float* x, int n) => VectorPathSupported ? DotAvx512(row, x, n) : DotScalar(row, x, n);
+    public static float Dot(ushort* row, float* x, int n) => Dot(row, x, n, finiteHalves: false);
+
+    /// <summary><see cref="Dot(ushort*, float*, int)"/>, the halves widened by the finite-only conversion where <paramref name="finiteHalves"/>.</summary>
+    public static float Dot(ushort* row, float* x, int n, bool finiteHalves) =>
+        !VectorPathSupported ? DotScalar(row, x, n) : finiteHalves ? DotAvx512<Finite>(row, x, n) : DotAvx512<Exact>(row, x, n);
 
     /// <summary>
     /// <see cref="Dot"/> of one row with four activation vectors (x + k * <paramref name="xStride"/>, k = 0..3) at once,
     /// each half widened once for the four; every result has exactly the arithmetic of the single <see cref="Dot"/>.
     /// </summary>
-    public static void Dot4(ushort* row, float* x, long xStride, int n, float* output, long outStride)
+    public static void Dot4(ushort* row, float* x, long xStride, int n, float* output, long outStride) => Dot4(row, x, xStride, n, output, outStride, finiteHalves: false);
+
+    /// <summary><see cref="Dot4(ushort*, float*, long, int, float*, long)"/>, the halves widened by the finite-only conversion where <paramref name="finiteHalves"/>.</summary>
+    public static void Dot4(ushort* row, float* x, long xStride, int n, float* output, long outStride, bool finiteHalves)
+    {
+        if (finiteHalves)
+        {
+            Dot4<Finite>(row, x, xStride, n, output, outStride);
+        }
+        else
+        {
+            Dot4<Exact>(row, x, xStride, n, output, outStride);
+        }
+    }
+
+    private static void Dot4<T>(ushort* row, float* x, long xStride, int n, float* output, long outStride)
+        where T : struct, IWidening
     {
         if (!VectorPathSupported)
         {
@@ -40,10 +63,10 @@ public static unsafe class HalfDot
         int i = 0;
         for (; i + 64 <= n; i += 64)
         {
-            var w0 = HalfBits.ToSingle16(row + i);
-            var w1 = HalfBits.ToSingle16(row + i + 16);
-            var w2 = HalfBits.ToSingle16(row + i + 32);
-            var w3 = HalfBits.ToSingle16(row + i + 48);
+            var w0 = T.Widen(row + i);
+            var w1 = T.Widen(row + i + 16);
+            var w2 = T.Widen(row + i + 32);
+            var w3 = T.Widen(row + i + 48);
             a00 = Vector512.FusedMultiplyAdd(w0, Vector512.Load(x0 + i), a00);
             a01 = Vector512.FusedMultiplyAdd(w1, Vector512.Load(x0 + i + 16), a01);
             a02 = Vector512.FusedMultiplyAdd(w2, Vector512.Load(x0 + i + 32), a02);
@@ -64,7 +87,7 @@ public static unsafe class HalfDot
 
         for (; i + 16 <= n; i += 16)
         {
-            var w0 = HalfBits.ToSingle16(row + i);
+            var w0 = T.Widen(row + i);
             a00 = Vector512.FusedMultiplyAdd(w0, Vector512.Load(x0 + i), a00);
             a10 = Vector512.FusedMultiplyAdd(w0, Vector512.Load(x1 + i), a10);
             a20 = Vector512.FusedMultiplyAdd(w0, Vector512.Load(x2 + i), a20);
@@ -89,7 +112,8 @@ public static unsafe class HalfDot
         return sum;
     }
 
-    private static float DotAvx512(ushort* row, float* x, int n)
+    private static float DotAvx512<T>(ushort* row, float* x, int n)
+        where T : struct, IWidening
     {
         var a0 = Vector512<float>.Zero;
         var a1 = Vector512<float>.Zero;
@@ -98,15 +122,15 @@ public static unsafe class HalfDot
         int i = 0;
         for (; i + 64 <= n; i += 64)
         {
-            a0 = Vector512.FusedMultiplyAdd(HalfBits.ToSingle16(row + i), Vector512.Load(x + i), a0);
-            a1 = Vector512.FusedMultiplyAdd(HalfBits.ToSingle16(row + i + 16), Vector512.Load(x + i + 16), a1);
-            a2 = Vector512.FusedMultiplyAdd(HalfBits.ToSingle16(row + i + 32), Vector512.Load(x + i + 32), a2);
-            a3 = Vector512.FusedMultiplyAdd(HalfBits.ToSingle16(row + i + 48), Vector512.Load(x + i + 48), a3);
+            a0 = Vector512.FusedMultiplyAdd(T.Widen(row + i), Vector512.Load(x + i), a0);
+            a1 = Vector512.FusedMultiplyAdd(T.Widen(row + i + 16), Vector512.Load(x + i + 16), a1);
+            a2 = Vector512.FusedMultiplyAdd(T.Widen(row + i + 32), Vector512.Load(x + i + 32), a2);
+            a3 = Vector512.FusedMultiplyAdd(T.Widen(row + i + 48), Vector512.Load(x + i + 48), a3);
         }
 
         for (; i + 16 <= n; i += 16)
         {
-            a0 = Vector512.FusedMultiplyAdd(HalfBits.ToSingle16(row + i), Vector512.Load(x + i), a0);
+            a0 = Vector512.FusedMultiplyAdd(T.Widen(row + i), Vector512.Load(x + i), a0);
         }
 
         return Finish(a0, a1, a2, a3, row, x, i, n);
@@ -123,5 +147,23 @@ public static unsafe class HalfDot
         }
 
         return sum;
+    }
+
+    // How the vector paths widen 16 halves: exactly for every half, or in fewer operations for finite ones.
+    private interface IWidening
+    {
+        static abstract Vector512<float> Widen(ushort* src);
+    }
+
+    private struct Exact : IWidening
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Widen(ushort* src) => HalfBits.ToSingle16(src);
+    }
+
+    private struct Finite : IWidening
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Widen(ushort* src) => HalfBits.FiniteToSingle16(src);
     }
 }

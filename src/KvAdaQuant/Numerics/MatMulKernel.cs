@@ -23,6 +23,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
     private readonly nint[] _rowGroups = new nint[3];
     private readonly nint[] _rows = new nint[3];
     private readonly int[] _rowsPerChunk = new int[3];
+    private readonly bool[] _finiteHalves = new bool[3];
     private readonly int[] _chunkEnd = new int[3];
     private int _count;
     private float* _x;
@@ -169,6 +170,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
         // Q8_0 / F16 / Q4_K / Q6_K rows from their resident copy when the matrix has one (same bytes, huge pages), else from the matrix.
         _rows[m] = w.HasResidentRows ? (nint)w.ResidentRowData(_pool) : (nint)w.RowPointer(0);
         _rowsPerChunk[m] = rowsPerChunk;
+        _finiteHalves[m] = w.HalvesAllFinite;
         _chunkEnd[m] = chunks + ((w.Rows + rowsPerChunk - 1) / rowsPerChunk);
         return _chunkEnd[m];
     }
@@ -353,20 +355,22 @@ public sealed unsafe class MatMulKernel : IParallelWork
 
             case GgmlType.F16:
                 {
-                    // Halves widened in registers, once per four tokens; each result has the single-token arithmetic.
+                    // Halves widened in registers, once per four tokens; each result has the single-token arithmetic. Matrices
+                    // with no Inf or NaN half (scanned once) widen by the shorter finite-only conversion: the same values.
                     byte* rowBase = (byte*)_rows[m];
+                    bool finite = _finiteHalves[m];
                     for (int r = r0; r < r1; r++)
                     {
                         ushort* row = (ushort*)(rowBase + (r * w.RowByteCount));
                         int t = 0;
                         for (; t + 4 <= n; t += 4)
                         {
-                            HalfDot.Dot4(row, _x + ((long)t * cols), cols, cols, y + ((long)t * rows) + r, rows);
+                            HalfDot.Dot4(row, _x + ((long)t * cols), cols, cols, y + ((long)t * rows) + r, rows, finite);
                         }
 
                         for (; t < n; t++)
                         {
-                            y[((long)t * rows) + r] = HalfDot.Dot(row, _x + ((long)t * cols), cols);
+                            y[((long)t * rows) + r] = HalfDot.Dot(row, _x + ((long)t * cols), cols, finite);
                         }
                     }
 

@@ -121,6 +121,35 @@ public sealed unsafe class WeightMatrix : IDisposable
     /// </summary>
     public bool HasResidentRows => IsFileMapped && (Type is GgmlType.Q8_0 or GgmlType.F16 || (Type is GgmlType.Q4_K or GgmlType.Q6_K && !HasKQuantRowGroups));
 
+    /// <summary>
+    /// Whether every half of an F16 matrix is finite (no Inf or NaN), so that products may widen them by
+    /// <see cref="HalfBits.FiniteToSingle16"/>: scanned once, on the first call (thread-safe; concurrent first calls may
+    /// both scan). False for other types.
+    /// </summary>
+    public bool HalvesAllFinite
+    {
+        get
+        {
+            if (Type != GgmlType.F16)
+            {
+                return false;
+            }
+
+            int known = Volatile.Read(ref _halvesFinite);
+            if (known == 0)
+            {
+                // (from the resident copy where it exists: the mapped pages it replaced stay released)
+                known = HalfBits.HasNonFinite((ushort*)RowSource(), (long)Rows * Cols) ? 2 : 1;
+                Volatile.Write(ref _halvesFinite, known);
+            }
+
+            return known == 1;
+        }
+    }
+
+    // 0: not scanned yet; 1: all halves finite; 2: some infinite or NaN.
+    private int _halvesFinite;
+
     /// <summary>Whether the products' copy (row groups or resident rows) exists now.</summary>
     public bool IsRepacked => Volatile.Read(ref _copy) is not null;
 

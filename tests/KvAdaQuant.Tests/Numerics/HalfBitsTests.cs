@@ -2,7 +2,7 @@ using KvAdaQuant.Numerics;
 
 namespace KvAdaQuant.Tests.Numerics;
 
-public class HalfBitsTests
+public unsafe class HalfBitsTests
 {
     [Fact]
     public void EveryHalfConvertsExactlyAsTheLibraryConversion()
@@ -70,6 +70,73 @@ public class HalfBitsTests
             for (int j = 0; j < 16; j++)
             {
                 Assert.Equal(BitConverter.SingleToInt32Bits(HalfBits.ToSingleNoSubnormals((ushort)(i + j))), BitConverter.SingleToInt32Bits(v[j]));
+            }
+        }
+    }
+
+    [Fact]
+    public void FiniteToSingle16_EqualsTheExactConversionForEveryFiniteHalf_AndFlagsTheOthersByMagnitude()
+    {
+        if (!System.Runtime.Intrinsics.X86.Avx512F.IsSupported)
+        {
+            return;
+        }
+
+        var bits = new ushort[65536];
+        for (int i = 0; i < bits.Length; i++)
+        {
+            bits[i] = (ushort)i;
+        }
+
+        fixed (ushort* p = bits)
+        {
+            for (int i = 0; i < bits.Length; i += 16)
+            {
+                var v = HalfBits.FiniteToSingle16(p + i);
+                for (int k = 0; k < 16; k++)
+                {
+                    ushort h = bits[i + k];
+                    if ((h & 0x7C00) == 0x7C00)
+                    {
+                        // Inf / NaN: a wrong finite value, 65,536 or more in magnitude (no finite half reaches it)
+                        Assert.True(float.IsFinite(v[k]) && Math.Abs(v[k]) >= 65536f, $"half 0x{h:X4}: {v[k]}");
+                    }
+                    else
+                    {
+                        Assert.Equal(BitConverter.SingleToInt32Bits(HalfBits.ToSingle(h)), BitConverter.SingleToInt32Bits(v[k]));
+                    }
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData(0, -1)]
+    [InlineData(31, -1)]
+    [InlineData(31, 30)]
+    [InlineData(5000, -1)]
+    [InlineData(5000, 0)]
+    [InlineData(5000, 4095)]
+    [InlineData(5000, 4096)]
+    [InlineData(5000, 4991)]
+    [InlineData(5000, 4999)]
+    [InlineData(9000, 8200)]
+    public void HasNonFinite_VectorEqualsScalarTwin_WhereverTheSpecialHalfSits(int count, int at)
+    {
+        var rng = new Random(count + at);
+        foreach (ushort special in new ushort[] { 0x7C00, 0xFC00, 0x7E00, 0xFFFF })
+        {
+            // random finite halves (exponent below 31), one special at `at` (none where at is -1)
+            var data = Enumerable.Range(0, count).Select(_ => (ushort)(rng.Next(0x10000) & 0xBFFF)).ToArray();
+            if (at >= 0)
+            {
+                data[at] = special;
+            }
+
+            fixed (ushort* p = data)
+            {
+                Assert.Equal(at >= 0, HalfBits.HasNonFiniteScalar(p, count));
+                Assert.Equal(at >= 0, HalfBits.HasNonFinite(p, count));
             }
         }
     }

@@ -116,4 +116,73 @@ public unsafe class HalfDotTests
             }
         }
     }
+
+    [Theory]
+    [InlineData(16)]
+    [InlineData(200)]
+    [InlineData(2048)]
+    public void FiniteHalvesPath_GivesTheExactPathsBits(int n)
+    {
+        var rng = new Random(n);
+        // finite halves over the whole range, subnormals and signed zeros included
+        var row = Enumerable.Range(0, n).Select(_ => (ushort)(rng.Next(0x10000) & 0xBFFF)).ToArray();
+        var x = Enumerable.Range(0, 4 * n).Select(_ => (float)((rng.NextDouble() * 2) - 1) * 1e-3f).ToArray();
+        var exact = new float[4 * 3];
+        var finite = new float[4 * 3];
+        fixed (ushort* r = row)
+        fixed (float* px = x)
+        fixed (float* pe = exact)
+        fixed (float* pf = finite)
+        {
+            Assert.Equal(
+                BitConverter.SingleToInt32Bits(HalfDot.Dot(r, px, n, finiteHalves: false)),
+                BitConverter.SingleToInt32Bits(HalfDot.Dot(r, px, n, finiteHalves: true)));
+            HalfDot.Dot4(r, px, n, n, pe, 3, finiteHalves: false);
+            HalfDot.Dot4(r, px, n, n, pf, 3, finiteHalves: true);
+        }
+
+        Assert.Equal(exact.Select(BitConverter.SingleToInt32Bits), finite.Select(BitConverter.SingleToInt32Bits));
+    }
+
+    [Fact]
+    public void MatMul_ScansForInfAndNaN_AndKeepsTheExactConversionForAMatrixThatHasThem()
+    {
+        var rng = new Random(8);
+        const int rows = 8, cols = 256;
+        var w = Enumerable.Range(0, rows * cols).Select(_ => BitConverter.HalfToUInt16Bits((Half)((rng.NextDouble() * 2) - 1))).ToArray();
+        var x = Enumerable.Range(0, cols).Select(_ => (float)((rng.NextDouble() * 4) - 2)).ToArray();
+        var y = new float[rows];
+        using var pool = new WorkerPool(2);
+        var kernel = new MatMulKernel(pool);
+        fixed (ushort* p = w)
+        fixed (float* px = x)
+        {
+            using (var finite = new WeightMatrix("finite", GgmlType.F16, rows, cols, (byte*)p))
+            {
+                Assert.True(finite.HalvesAllFinite);
+                kernel.MatMul(finite, x, y, 1);
+                for (int r = 0; r < rows; r++)
+                {
+                    Assert.Equal(BitConverter.SingleToInt32Bits(HalfDot.Dot(p + (r * cols), px, cols)), BitConverter.SingleToInt32Bits(y[r]));
+                }
+            }
+
+            // +Inf in row 2, NaN in row 5: those rows' results are infinite / NaN, as the exact conversion gives
+            p[(2 * cols) + 100] = 0x7C00;
+            p[(5 * cols) + 7] = 0x7E00;
+            using var special = new WeightMatrix("special", GgmlType.F16, rows, cols, (byte*)p);
+            Assert.False(special.HalvesAllFinite);
+            kernel.MatMul(special, x, y, 1);
+            Assert.True(float.IsInfinity(y[2]), $"{y[2]}");
+            Assert.True(float.IsNaN(y[5]), $"{y[5]}");
+            for (int r = 0; r < rows; r++)
+            {
+                float expected = HalfDot.Dot(p + (r * cols), px, cols);
+                Assert.True(BitConverter.SingleToInt32Bits(expected) == BitConverter.SingleToInt32Bits(y[r]) || (float.IsNaN(expected) && float.IsNaN(y[r])), $"row {r}: {y[r]} vs {expected}");
+            }
+        }
+
+        using var q8 = new WeightMatrix("q8", GgmlType.Q8_0, 1, 32, (byte*)null);
+        Assert.False(q8.HalvesAllFinite);
+    }
 }
