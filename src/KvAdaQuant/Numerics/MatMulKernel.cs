@@ -355,23 +355,30 @@ public sealed unsafe class MatMulKernel : IParallelWork
 
             case GgmlType.F16:
                 {
-                    // Halves widened in registers, once per four tokens; each result has the single-token arithmetic. Matrices
-                    // with no Inf or NaN half (scanned once) widen by the shorter finite-only conversion: the same values.
+                    // Halves widened in registers; every result has the single dot's arithmetic (HalfDot). Prefill: tiles of four
+                    // rows by four tokens (each widened half serves four tokens, each activation load four rows). Decode: four
+                    // rows a quarter of the chunk apart (four chains in flight, as for Q8_0: neighbouring rows streamed together
+                    // are slow). Matrices with no Inf or NaN half (scanned once) widen by the shorter finite-only conversion.
                     byte* rowBase = (byte*)_rows[m];
                     bool finite = _finiteHalves[m];
-                    for (int r = r0; r < r1; r++)
+                    long rowHalves = w.RowByteCount / 2;
+                    int r = r0;
+                    if (n == 1)
                     {
-                        ushort* row = (ushort*)(rowBase + (r * w.RowByteCount));
-                        int t = 0;
-                        for (; t + 4 <= n; t += 4)
+                        int part = (r1 - r0) / 4;
+                        for (int i = 0; i < part; i++)
                         {
-                            HalfDot.Dot4(row, _x + ((long)t * cols), cols, cols, y + ((long)t * rows) + r, rows, finite);
+                            HalfDot.Tile((ushort*)(rowBase + ((r0 + i) * w.RowByteCount)), part * rowHalves, 4, _x, cols, 1, cols, y + r0 + i, part, rows, finite);
                         }
 
-                        for (; t < n; t++)
-                        {
-                            y[((long)t * rows) + r] = HalfDot.Dot(row, _x + ((long)t * cols), cols, finite);
-                        }
+                        r = r0 + (4 * part);
+                    }
+
+                    int rest = n == 1 ? 1 : 4;
+                    for (; r < r1; r += rest)
+                    {
+                        int k = Math.Min(rest, r1 - r);
+                        HalfDot.Tile((ushort*)(rowBase + (r * w.RowByteCount)), rowHalves, k, _x, cols, n, cols, y + r, 1, rows, finite);
                     }
 
                     break;

@@ -40,7 +40,7 @@ public unsafe class HalfDotTests
     [InlineData(64)]
     [InlineData(100)]
     [InlineData(2048)]
-    public void Dot_VectorAndScalarTwinAgreeWithTheDoubleDot(int n)
+    public void Dot_VectorEqualsScalarTwin_BothCloseToTheDoubleDot(int n)
     {
         var rng = new Random(n);
         var row = Enumerable.Range(0, n).Select(_ => BitConverter.HalfToUInt16Bits((Half)((rng.NextDouble() * 2) - 1))).ToArray();
@@ -58,7 +58,7 @@ public unsafe class HalfDotTests
             float vector = HalfDot.Dot(r, px, n), scalar = HalfDot.DotScalar(r, px, n);
             double bound = 1e-6 * Math.Max(magnitude, 1e-30) * Math.Sqrt(n);
             Assert.True(Math.Abs(scalar - exact) <= bound, $"scalar {scalar} vs {exact}");
-            Assert.True(Math.Abs(vector - exact) <= bound, $"vector {vector} vs {exact}");
+            Assert.Equal(BitConverter.SingleToInt32Bits(scalar), BitConverter.SingleToInt32Bits(vector));
         }
     }
 
@@ -137,8 +137,8 @@ public unsafe class HalfDotTests
             Assert.Equal(
                 BitConverter.SingleToInt32Bits(HalfDot.Dot(r, px, n, finiteHalves: false)),
                 BitConverter.SingleToInt32Bits(HalfDot.Dot(r, px, n, finiteHalves: true)));
-            HalfDot.Dot4(r, px, n, n, pe, 3, finiteHalves: false);
-            HalfDot.Dot4(r, px, n, n, pf, 3, finiteHalves: true);
+            HalfDot.Tile(r, 0, 1, px, n, 4, n, pe, 0, 3, finiteHalves: false);
+            HalfDot.Tile(r, 0, 1, px, n, 4, n, pf, 0, 3, finiteHalves: true);
         }
 
         Assert.Equal(exact.Select(BitConverter.SingleToInt32Bits), finite.Select(BitConverter.SingleToInt32Bits));
@@ -184,5 +184,44 @@ public unsafe class HalfDotTests
 
         using var q8 = new WeightMatrix("q8", GgmlType.Q8_0, 1, 32, (byte*)null);
         Assert.False(q8.HalvesAllFinite);
+    }
+
+    [Theory]
+    [InlineData(1, 1, 16, false)]
+    [InlineData(4, 4, 2048, true)]
+    [InlineData(4, 4, 200, false)]
+    [InlineData(5, 6, 100, true)]
+    [InlineData(6, 1, 64, false)]
+    [InlineData(3, 9, 47, true)]
+    public void Tile_GivesEveryRowAndTokenTheScalarTwinsBits(int rows, int tokens, int n, bool finiteHalves)
+    {
+        var rng = new Random((rows * 100) + (tokens * 10) + n);
+        int rowStride = n + 5, xStride = n + 3;
+        var w = Enumerable.Range(0, rows * rowStride).Select(_ => BitConverter.HalfToUInt16Bits((Half)((rng.NextDouble() * 2) - 1))).ToArray();
+        var x = Enumerable.Range(0, tokens * xStride).Select(_ => (float)((rng.NextDouble() * 4) - 2)).ToArray();
+        const int rowOut = 3;
+        int tokenOut = (rows * rowOut) + 1;
+        var output = new float[tokens * tokenOut];
+        fixed (ushort* pw = w)
+        fixed (float* px = x)
+        fixed (float* po = output)
+        {
+            HalfDot.Tile(pw, rowStride, rows, px, xStride, tokens, n, po, rowOut, tokenOut, finiteHalves);
+            for (int k = 0; k < rows; k++)
+            {
+                for (int t = 0; t < tokens; t++)
+                {
+                    float scalar = HalfDot.DotScalar(pw + (k * rowStride), px + (t * xStride), n);
+                    float got = output[(t * tokenOut) + (k * rowOut)];
+                    Assert.True(BitConverter.SingleToInt32Bits(scalar) == BitConverter.SingleToInt32Bits(got), $"row {k} token {t}: {got:R} vs scalar twin {scalar:R}");
+                }
+            }
+        }
+
+        // the outputs between the strides are left alone
+        Assert.Equal(0f, output[1]);
+        Assert.Equal(0f, output[tokenOut - 1]);
+        var e = Assert.Throws<ArgumentOutOfRangeException>(() => HalfDot.Tile(null, 0, 0, null, 0, 1, 16, null, 0, 0, false));
+        Assert.Contains("at least one row", e.Message);
     }
 }
