@@ -12,7 +12,9 @@ namespace KvAdaQuant.Numerics;
 /// tile of four rows by four tokens (<see cref="Tile"/>, each widened half used for four tokens and each activation load
 /// for four rows), and the scalar twin (<see cref="DotScalar"/>) give the same bits. With <c>finiteHalves</c> the caller
 /// states that the rows hold no infinite or NaN half (<see cref="WeightMatrix.HalvesAllFinite"/>), and the halves are
-/// widened in four operations instead of ten (<see cref="HalfBits.FiniteToSingle16"/>): the same values.
+/// widened in four operations instead of ten (<see cref="HalfBits.FiniteToSingle16"/>): the same values. BF16 rows (the
+/// upper halves of floats) take the same tiles and order (<see cref="TileBFloat16"/>, <see cref="DotBFloat16Scalar"/>), each
+/// value widened by a 16-bit shift.
 /// </summary>
 public static unsafe class HalfDot
 {
@@ -71,6 +73,33 @@ public static unsafe class HalfDot
     }
 
     /// <summary>
+    /// <see cref="Tile"/> for BF16 rows: every result has the arithmetic of <see cref="DotBFloat16Scalar"/> (exact for every
+    /// value, Inf and NaN included: a bfloat16 is the upper half of a float).
+    /// </summary>
+    public static void TileBFloat16(ushort* row, long rowStride, int rows, float* x, long xStride, int tokens, int n, float* output, long rowOutStride, long tokenOutStride)
+    {
+        if (rows < 1 || tokens < 1)
+        {
+            throw new ArgumentOutOfRangeException(rows < 1 ? nameof(rows) : nameof(tokens), "a tile has at least one row and one token");
+        }
+
+        if (!VectorPathSupported)
+        {
+            for (int k = 0; k < rows; k++)
+            {
+                for (int t = 0; t < tokens; t++)
+                {
+                    output[(t * tokenOutStride) + (k * rowOutStride)] = DotBFloat16Scalar(row + (k * rowStride), x + (t * xStride), n);
+                }
+            }
+
+            return;
+        }
+
+        Tile<BFloat>(row, rowStride, rows, x, xStride, tokens, n, output, rowOutStride, tokenOutStride);
+    }
+
+    /// <summary>
     /// <see cref="Dot(ushort*, float*, int)"/> of one row with four activation vectors (x + k * <paramref name="xStride"/>,
     /// k = 0..3) at once; every result has exactly the arithmetic of the single <see cref="Dot(ushort*, float*, int)"/>.
     /// </summary>
@@ -78,13 +107,19 @@ public static unsafe class HalfDot
         Tile(row, 0, 1, x, xStride, 4, n, output, 0, outStride, finiteHalves: false);
 
     /// <summary>Scalar twin of <see cref="Dot(ushort*, float*, int)"/>: the same 16 lanes, lane sum and tail, one element at a time.</summary>
-    public static float DotScalar(ushort* row, float* x, int n)
+    public static float DotScalar(ushort* row, float* x, int n) => DotScalar<Exact>(row, x, n);
+
+    /// <summary>Scalar twin of <see cref="TileBFloat16"/> for one row and token: <see cref="DotScalar"/> with BF16 values.</summary>
+    public static float DotBFloat16Scalar(ushort* row, float* x, int n) => DotScalar<BFloat>(row, x, n);
+
+    private static float DotScalar<T>(ushort* row, float* x, int n)
+        where T : struct, IWidening
     {
         Span<float> lanes = stackalloc float[16];
         int body = n & ~15;
         for (int i = 0; i < body; i++)
         {
-            lanes[i & 15] = MathF.FusedMultiplyAdd(HalfBits.ToSingle(row[i]), x[i], lanes[i & 15]);
+            lanes[i & 15] = MathF.FusedMultiplyAdd(T.One(row[i]), x[i], lanes[i & 15]);
         }
 
         Span<float> t8 = stackalloc float[8];
@@ -97,7 +132,7 @@ public static unsafe class HalfDot
         float sum = (t0 + t1) + (t2 + t3);
         for (int i = body; i < n; i++)
         {
-            sum = MathF.FusedMultiplyAdd(HalfBits.ToSingle(row[i]), x[i], sum);
+            sum = MathF.FusedMultiplyAdd(T.One(row[i]), x[i], sum);
         }
 
         return sum;
@@ -180,22 +215,22 @@ public static unsafe class HalfDot
 
         float* o1 = output + rowOutStride, o2 = output + (2 * rowOutStride), o3 = output + (3 * rowOutStride);
         long s1 = tokenOutStride, s2 = 2 * tokenOutStride, s3 = 3 * tokenOutStride;
-        output[0] = Finish(a00, r0, x0, i, n);
-        output[s1] = Finish(a01, r0, x1, i, n);
-        output[s2] = Finish(a02, r0, x2, i, n);
-        output[s3] = Finish(a03, r0, x3, i, n);
-        o1[0] = Finish(a10, r1, x0, i, n);
-        o1[s1] = Finish(a11, r1, x1, i, n);
-        o1[s2] = Finish(a12, r1, x2, i, n);
-        o1[s3] = Finish(a13, r1, x3, i, n);
-        o2[0] = Finish(a20, r2, x0, i, n);
-        o2[s1] = Finish(a21, r2, x1, i, n);
-        o2[s2] = Finish(a22, r2, x2, i, n);
-        o2[s3] = Finish(a23, r2, x3, i, n);
-        o3[0] = Finish(a30, r3, x0, i, n);
-        o3[s1] = Finish(a31, r3, x1, i, n);
-        o3[s2] = Finish(a32, r3, x2, i, n);
-        o3[s3] = Finish(a33, r3, x3, i, n);
+        output[0] = Finish<T>(a00, r0, x0, i, n);
+        output[s1] = Finish<T>(a01, r0, x1, i, n);
+        output[s2] = Finish<T>(a02, r0, x2, i, n);
+        output[s3] = Finish<T>(a03, r0, x3, i, n);
+        o1[0] = Finish<T>(a10, r1, x0, i, n);
+        o1[s1] = Finish<T>(a11, r1, x1, i, n);
+        o1[s2] = Finish<T>(a12, r1, x2, i, n);
+        o1[s3] = Finish<T>(a13, r1, x3, i, n);
+        o2[0] = Finish<T>(a20, r2, x0, i, n);
+        o2[s1] = Finish<T>(a21, r2, x1, i, n);
+        o2[s2] = Finish<T>(a22, r2, x2, i, n);
+        o2[s3] = Finish<T>(a23, r2, x3, i, n);
+        o3[0] = Finish<T>(a30, r3, x0, i, n);
+        o3[s1] = Finish<T>(a31, r3, x1, i, n);
+        o3[s2] = Finish<T>(a32, r3, x2, i, n);
+        o3[s3] = Finish<T>(a33, r3, x3, i, n);
     }
 
     // Four rows, one token (decode): four chains in flight.
@@ -214,10 +249,10 @@ public static unsafe class HalfDot
             a3 = Vector512.FusedMultiplyAdd(T.Widen(r3 + i), v, a3);
         }
 
-        output[0] = Finish(a0, r0, x, i, n);
-        output[rowOutStride] = Finish(a1, r1, x, i, n);
-        output[2 * rowOutStride] = Finish(a2, r2, x, i, n);
-        output[3 * rowOutStride] = Finish(a3, r3, x, i, n);
+        output[0] = Finish<T>(a0, r0, x, i, n);
+        output[rowOutStride] = Finish<T>(a1, r1, x, i, n);
+        output[2 * rowOutStride] = Finish<T>(a2, r2, x, i, n);
+        output[3 * rowOutStride] = Finish<T>(a3, r3, x, i, n);
     }
 
     // One row, four tokens: each half widened once for the four.
@@ -236,10 +271,10 @@ public static unsafe class HalfDot
             a3 = Vector512.FusedMultiplyAdd(w, Vector512.Load(x3 + i), a3);
         }
 
-        output[0] = Finish(a0, row, x0, i, n);
-        output[tokenOutStride] = Finish(a1, row, x1, i, n);
-        output[2 * tokenOutStride] = Finish(a2, row, x2, i, n);
-        output[3 * tokenOutStride] = Finish(a3, row, x3, i, n);
+        output[0] = Finish<T>(a0, row, x0, i, n);
+        output[tokenOutStride] = Finish<T>(a1, row, x1, i, n);
+        output[2 * tokenOutStride] = Finish<T>(a2, row, x2, i, n);
+        output[3 * tokenOutStride] = Finish<T>(a3, row, x3, i, n);
     }
 
     private static float One<T>(ushort* row, float* x, int n)
@@ -252,17 +287,18 @@ public static unsafe class HalfDot
             a = Vector512.FusedMultiplyAdd(T.Widen(row + i), Vector512.Load(x + i), a);
         }
 
-        return Finish(a, row, x, i, n);
+        return Finish<T>(a, row, x, i, n);
     }
 
     // The accumulator's lanes summed (Reduce), then the scalar tail from element i.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static float Finish(Vector512<float> a, ushort* row, float* x, int i, int n)
+    private static float Finish<T>(Vector512<float> a, ushort* row, float* x, int i, int n)
+        where T : struct, IWidening
     {
         float sum = Reduce(a);
         for (; i < n; i++)
         {
-            sum = MathF.FusedMultiplyAdd(HalfBits.ToSingle(row[i]), x[i], sum);
+            sum = MathF.FusedMultiplyAdd(T.One(row[i]), x[i], sum);
         }
 
         return sum;
@@ -278,20 +314,39 @@ public static unsafe class HalfDot
     }
 
     // How the vector paths widen 16 halves: exactly for every half, or in fewer operations for finite ones.
+    // (and one value, for the tails and the scalar twins)
     private interface IWidening
     {
         static abstract Vector512<float> Widen(ushort* src);
+
+        static abstract float One(ushort bits);
     }
 
     private struct Exact : IWidening
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector512<float> Widen(ushort* src) => HalfBits.ToSingle16(src);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float One(ushort bits) => HalfBits.ToSingle(bits);
     }
 
     private struct Finite : IWidening
     {
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector512<float> Widen(ushort* src) => HalfBits.FiniteToSingle16(src);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float One(ushort bits) => HalfBits.ToSingle(bits);
+    }
+
+    // bfloat16: the upper half of a float
+    private struct BFloat : IWidening
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Widen(ushort* src) => (Avx512F.ConvertToVector512UInt32(Vector256.Load(src)) << 16).AsSingle();
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float One(ushort bits) => BitConverter.UInt32BitsToSingle((uint)bits << 16);
     }
 }

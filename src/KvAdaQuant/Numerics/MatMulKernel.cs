@@ -6,7 +6,7 @@ namespace KvAdaQuant.Numerics;
 /// Computes y = W x for a batch of vectors on a <see cref="WorkerPool"/>, split into chunks of rows.
 /// Q8_0, Q4_0, Q5_0, IQ4_NL, Q4_1 and Q5_1 weights multiply activations quantized to Q8_0, Q4_K, Q6_K, Q2_K, Q3_K and IQ4_XS weights (and
 /// Q5_K ones in row groups) activations quantized to Q8_K,
-/// with integer dot products (as llama.cpp does); F32 rows are read in place, F16 rows widened in registers; other types are dequantized one row at a time into per-thread
+/// with integer dot products (as llama.cpp does); F32 rows are read in place, F16 and BF16 rows widened in registers; other types are dequantized one row at a time into per-thread
 /// scratch. Each weight row is read once per batch. Not thread-safe: one per engine.
 /// </summary>
 public sealed unsafe class MatMulKernel : IParallelWork
@@ -354,13 +354,15 @@ public sealed unsafe class MatMulKernel : IParallelWork
                 }
 
             case GgmlType.F16:
+            case GgmlType.BF16:
                 {
                     // Halves widened in registers; every result has the single dot's arithmetic (HalfDot). Prefill: tiles of four
                     // rows by four tokens (each widened half serves four tokens, each activation load four rows). Decode: four
                     // rows a quarter of the chunk apart (four chains in flight, as for Q8_0: neighbouring rows streamed together
-                    // are slow). Matrices with no Inf or NaN half (scanned once) widen by the shorter finite-only conversion.
+                    // are slow). F16 matrices with no Inf or NaN half (scanned once) widen by the shorter finite-only conversion;
+                    // BF16 values are the upper halves of floats.
                     byte* rowBase = (byte*)_rows[m];
-                    bool finite = _finiteHalves[m];
+                    bool finite = _finiteHalves[m], bf16 = w.Type == GgmlType.BF16;
                     long rowHalves = w.RowByteCount / 2;
                     int r = r0;
                     if (n == 1)
@@ -368,7 +370,15 @@ public sealed unsafe class MatMulKernel : IParallelWork
                         int part = (r1 - r0) / 4;
                         for (int i = 0; i < part; i++)
                         {
-                            HalfDot.Tile((ushort*)(rowBase + ((r0 + i) * w.RowByteCount)), part * rowHalves, 4, _x, cols, 1, cols, y + r0 + i, part, rows, finite);
+                            ushort* first = (ushort*)(rowBase + ((r0 + i) * w.RowByteCount));
+                            if (bf16)
+                            {
+                                HalfDot.TileBFloat16(first, part * rowHalves, 4, _x, cols, 1, cols, y + r0 + i, part, rows);
+                            }
+                            else
+                            {
+                                HalfDot.Tile(first, part * rowHalves, 4, _x, cols, 1, cols, y + r0 + i, part, rows, finite);
+                            }
                         }
 
                         r = r0 + (4 * part);
@@ -378,7 +388,15 @@ public sealed unsafe class MatMulKernel : IParallelWork
                     for (; r < r1; r += rest)
                     {
                         int k = Math.Min(rest, r1 - r);
-                        HalfDot.Tile((ushort*)(rowBase + (r * w.RowByteCount)), rowHalves, k, _x, cols, n, cols, y + r, 1, rows, finite);
+                        ushort* first = (ushort*)(rowBase + (r * w.RowByteCount));
+                        if (bf16)
+                        {
+                            HalfDot.TileBFloat16(first, rowHalves, k, _x, cols, n, cols, y + r, 1, rows);
+                        }
+                        else
+                        {
+                            HalfDot.Tile(first, rowHalves, k, _x, cols, n, cols, y + r, 1, rows, finite);
+                        }
                     }
 
                     break;

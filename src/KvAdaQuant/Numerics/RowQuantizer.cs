@@ -4,14 +4,24 @@ using System.Runtime.InteropServices;
 namespace KvAdaQuant.Numerics;
 
 /// <summary>
-/// Turns floats into a ggml tensor type for writing files: F32, F16, Q8_0 and Q4_0, rounding exactly as
-/// ggml's reference quantizers do (<c>quantize_row_q8_0_ref</c>, <c>quantize_row_q4_0_ref</c>; FP16 with
+/// Turns floats into a ggml tensor type for writing files: F32, F16, BF16, Q8_0 and Q4_0, rounding exactly as
+/// ggml's reference quantizers do (<c>quantize_row_q8_0_ref</c>, <c>quantize_row_q4_0_ref</c>; FP16 and BF16 with
 /// round-to-nearest-even), so a file we write holds the bytes llama.cpp's own quantizer would write.
 /// </summary>
 public static class RowQuantizer
 {
     /// <summary>True when floats can be written as <paramref name="type"/>.</summary>
-    public static bool Supports(GgmlType type) => type is GgmlType.F32 or GgmlType.F16 or GgmlType.Q8_0 or GgmlType.Q4_0;
+    public static bool Supports(GgmlType type) => type is GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 or GgmlType.Q8_0 or GgmlType.Q4_0;
+
+    /// <summary>
+    /// <paramref name="value"/> as a bfloat16 (the upper 16 bits of a float), rounded to nearest with ties to even; a NaN
+    /// stays a quiet NaN (as ggml's and PyTorch's conversions do).
+    /// </summary>
+    public static ushort ToBFloat16(float value)
+    {
+        uint bits = BitConverter.SingleToUInt32Bits(value);
+        return (ushort)(float.IsNaN(value) ? (bits >> 16) | 0x40 : (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+    }
 
     /// <summary>
     /// Quantizes <paramref name="src"/> (a whole number of blocks of <paramref name="type"/>) into
@@ -41,6 +51,17 @@ public static class RowQuantizer
                     break;
                 }
 
+            case GgmlType.BF16:
+                {
+                    var h = MemoryMarshal.Cast<byte, ushort>(dst);
+                    for (int i = 0; i < src.Length; i++)
+                    {
+                        h[i] = ToBFloat16(src[i]);
+                    }
+
+                    break;
+                }
+
             case GgmlType.Q8_0:
                 QuantizeQ8_0(src, dst);
                 break;
@@ -48,7 +69,7 @@ public static class RowQuantizer
                 QuantizeQ4_0(src, dst);
                 break;
             default:
-                throw new NotSupportedException($"writing tensors of type {type} is not supported (use F32, F16, Q8_0 or Q4_0)");
+                throw new NotSupportedException($"writing tensors of type {type} is not supported (use F32, F16, BF16, Q8_0 or Q4_0)");
         }
     }
 

@@ -116,10 +116,10 @@ public sealed unsafe class WeightMatrix : IDisposable
 
     /// <summary>
     /// Whether products read a resident copy of the rows (the same bytes in the same layout, in transparent huge pages):
-    /// file-mapped Q8_0 and F16 matrices, and Q4_K and Q6_K ones without row groups. A file mapping comes in 4 KB pages; streaming the matrices from huge
+    /// file-mapped Q8_0, F16 and BF16 matrices, and Q4_K and Q6_K ones without row groups. A file mapping comes in 4 KB pages; streaming the matrices from huge
     /// pages instead made 1B Q8_0 decode and prefill faster (README, Speed vs llama.cpp).
     /// </summary>
-    public bool HasResidentRows => IsFileMapped && (Type is GgmlType.Q8_0 or GgmlType.F16 || (Type is GgmlType.Q4_K or GgmlType.Q6_K && !HasKQuantRowGroups));
+    public bool HasResidentRows => IsFileMapped && (Type is GgmlType.Q8_0 or GgmlType.F16 or GgmlType.BF16 || (Type is GgmlType.Q4_K or GgmlType.Q6_K && !HasKQuantRowGroups));
 
     /// <summary>
     /// Whether every half of an F16 matrix is finite (no Inf or NaN), so that products may widen them by
@@ -187,7 +187,7 @@ public sealed unsafe class WeightMatrix : IDisposable
 
         if (!HasResidentRows)
         {
-            throw new InvalidOperationException($"{Name}: only file-mapped Q8_0, F16, and Q4_K and Q6_K matrices without row groups get a resident copy (this is {(IsFileMapped ? "file-mapped" : "not file-mapped")} {Type} with {Rows} rows)");
+            throw new InvalidOperationException($"{Name}: only file-mapped Q8_0, F16, BF16, and Q4_K and Q6_K matrices without row groups get a resident copy (this is {(IsFileMapped ? "file-mapped" : "not file-mapped")} {Type} with {Rows} rows)");
         }
 
         return Copy(pool, IdentityCopy);

@@ -108,6 +108,7 @@ public class ConvertFormatsTests(ConvertFormatsTests.BadSources sources) : IClas
     [InlineData("q8_0")]
     [InlineData("q4_0")]
     [InlineData("f16")]
+    [InlineData("bf16")]
     public void GgufRequantizationEqualsDirectConversionByteForByte(string type)
     {
         using var dir = new TempDir();
@@ -222,6 +223,33 @@ public class ConvertFormatsTests(ConvertFormatsTests.BadSources sources) : IClas
         var b = LogitsAtZero(half);
         double maxDiff = a.Zip(b).Max(p => Math.Abs(p.First - p.Second));
         Assert.True(maxDiff > 0 && maxDiff < tolerance, $"max logit difference {maxDiff}");
+    }
+
+    [Fact]
+    public void Bf16GgufRunsItsMatricesAsBf16_LikeTheSameValuesInF32()
+    {
+        // BF16 matrices (norms F32), file type 32 (LLAMA_FTYPE_MOSTLY_BF16); the same values written back as F32 give the
+        // same logits within float rounding (the BF16 kernel widens exactly and sums in its own order) and the same greedy tokens.
+        using var dir = new TempDir();
+        Assert.Equal(0, Kvaq("convert", "--model", "stories260K", "--out", dir.File("b.gguf"), "--type", "bf16", "--json"));
+        Assert.Equal(0, Kvaq("convert", "--model", dir.File("b.gguf"), "--out", dir.File("f.gguf"), "--type", "f32", "--json"));
+        using (var file = GgufFile.Open(dir.File("b.gguf")))
+        {
+            Assert.Equal(32, file.GetInteger("general.file_type"));
+        }
+
+        using var bf = ModelLoader.Load(dir.File("b.gguf"), Fixtures.Stories260KTokenizer);
+        using var f32 = ModelLoader.Load(dir.File("f.gguf"), Fixtures.Stories260KTokenizer);
+        Assert.Equal(GgmlType.BF16, bf.Weights.Layers[0].Wq.Type);
+        Assert.Equal(GgmlType.F32, f32.Weights.Layers[0].Wq.Type);
+        var a = LogitsAtZero(bf);
+        var b = LogitsAtZero(f32);
+        double maxDiff = a.Zip(b).Max(p => Math.Abs(p.First - p.Second));
+        Assert.True(maxDiff < 1e-4, $"max logit difference {maxDiff}");
+        Assert.Equal(Greedy(f32, 24), Greedy(bf, 24));
+        using var original = ModelLoader.Load("stories260K");
+        double vsOriginal = LogitsAtZero(original).Zip(a).Max(p => Math.Abs(p.First - p.Second));
+        Assert.True(vsOriginal > 0 && vsOriginal < 1e-1, $"max logit difference from the F32 original {vsOriginal}");
     }
 
     [Fact]
@@ -416,7 +444,7 @@ public class ConvertFormatsTests(ConvertFormatsTests.BadSources sources) : IClas
     [Theory]
     [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/x.txt" }, "--out {dir}/x.txt: cannot tell the output format")]
     [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/x", "--format", "onnx" }, "--format: 'onnx' is not gguf, hf or llama2c")]
-    [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/x.gguf", "--type", "bf16" }, "--type: 'bf16' is not one of f32, f16, q8_0, q4_0, q4_k_m, q4_k_s, q6_k, q2_k, q3_k_s, q3_k_m, q3_k_l, q5_k_s, q5_k_m, iq4_nl, iq4_xs, q4_1, q5_1 (bf16 is for Hugging Face folders)")]
+    [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/x.gguf", "--type", "f8" }, "--type: 'f8' is not one of f32, f16, bf16, q8_0, q4_0, q4_k_m, q4_k_s, q6_k, q2_k, q3_k_s, q3_k_m, q3_k_l, q5_k_s, q5_k_m, iq4_nl, iq4_xs, q4_1, q5_1")]
     [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/hf/", "--type", "q8_0" }, "--type: 'q8_0' cannot be written to a Hugging Face folder")]
     [InlineData(new[] { "--synthetic", "tiny-llama", "--out", "{dir}/hf", "--format", "hf" }, "--synthetic writes GGUF only")]
     [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/full", "--format", "hf" }, "--out {dir}/full: the folder is not empty")]

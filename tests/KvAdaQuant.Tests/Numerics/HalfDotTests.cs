@@ -224,4 +224,45 @@ public unsafe class HalfDotTests
         var e = Assert.Throws<ArgumentOutOfRangeException>(() => HalfDot.Tile(null, 0, 0, null, 0, 1, 16, null, 0, 0, false));
         Assert.Contains("at least one row", e.Message);
     }
+
+    [Theory]
+    [InlineData(1, 1, 16)]
+    [InlineData(4, 4, 2048)]
+    [InlineData(5, 6, 100)]
+    [InlineData(6, 1, 47)]
+    public void TileBFloat16_GivesEveryRowAndTokenTheScalarTwinsBits_CloseToTheDoubleDot(int rows, int tokens, int n)
+    {
+        var rng = new Random((rows * 100) + (tokens * 10) + n + 1);
+        int rowStride = n + 5, xStride = n + 3;
+        // bfloat16 values: the upper halves of random floats, a few of them subnormal
+        var w = Enumerable.Range(0, rows * rowStride).Select(i => (ushort)(BitConverter.SingleToUInt32Bits((float)((rng.NextDouble() * 2) - 1) * (i % 37 == 0 ? 1e-39f : 1f)) >> 16)).ToArray();
+        var x = Enumerable.Range(0, tokens * xStride).Select(_ => (float)((rng.NextDouble() * 4) - 2)).ToArray();
+        const int rowOut = 2;
+        int tokenOut = (rows * rowOut) + 1;
+        var output = new float[tokens * tokenOut];
+        fixed (ushort* pw = w)
+        fixed (float* px = x)
+        fixed (float* po = output)
+        {
+            HalfDot.TileBFloat16(pw, rowStride, rows, px, xStride, tokens, n, po, rowOut, tokenOut);
+            for (int k = 0; k < rows; k++)
+            {
+                for (int t = 0; t < tokens; t++)
+                {
+                    float scalar = HalfDot.DotBFloat16Scalar(pw + (k * rowStride), px + (t * xStride), n);
+                    float got = output[(t * tokenOut) + (k * rowOut)];
+                    Assert.True(BitConverter.SingleToInt32Bits(scalar) == BitConverter.SingleToInt32Bits(got), $"row {k} token {t}: {got:R} vs scalar twin {scalar:R}");
+                    double exact = 0, magnitude = 0;
+                    for (int i = 0; i < n; i++)
+                    {
+                        double p = (double)BitConverter.UInt32BitsToSingle((uint)w[(k * rowStride) + i] << 16) * x[(t * xStride) + i];
+                        exact += p;
+                        magnitude += Math.Abs(p);
+                    }
+
+                    Assert.True(Math.Abs(got - exact) <= 1e-6 * magnitude * Math.Sqrt(n), $"row {k} token {t}: {got} vs {exact}");
+                }
+            }
+        }
+    }
 }

@@ -96,6 +96,27 @@ public class RowQuantizerTests
     }
 
     [Fact]
+    public void BF16RoundsToNearestEvenAndKeepsNaNQuiet()
+    {
+        // 1 + 2^-8 is halfway between 1 and 1 + 2^-7 (ties to even: 1); 1 + 3 x 2^-8 halfway between 1 + 2^-7 and 1 + 2^-6
+        // (ties to even: 1 + 2^-6); just above the half rounds up; -0 and infinities stay; a NaN stays a (quiet) NaN.
+        float[] x = [1f, 1f + (1f / 256), 1f + (3f / 256), 1f + (1f / 256) + (1f / 65536), -0f, float.PositiveInfinity, float.NaN, BitConverter.UInt32BitsToSingle(0x7F800001)];
+        var h = new byte[x.Length * 2];
+        RowQuantizer.Quantize(GgmlType.BF16, x, h);
+        var back = new float[x.Length];
+        RowDequantizer.Dequantize(GgmlType.BF16, h, back);
+        Assert.Equal(1f, back[0]);
+        Assert.Equal(1f, back[1]);
+        Assert.Equal(1f + (4f / 256), back[2]);
+        Assert.Equal(1f + (2f / 256), back[3]);
+        Assert.Equal(BitConverter.SingleToInt32Bits(-0f), BitConverter.SingleToInt32Bits(back[4]));
+        Assert.Equal(float.PositiveInfinity, back[5]);
+        Assert.True(float.IsNaN(back[6]));
+        Assert.True(float.IsNaN(back[7]), "a signalling NaN whose payload sits in the low bits must not round to infinity");
+        Assert.Equal(0x3F80, RowQuantizer.ToBFloat16(1f));
+    }
+
+    [Fact]
     public void WrongDestinationSizeOrTypeIsRejected()
     {
         Assert.Throws<ArgumentException>(() => RowQuantizer.Quantize(GgmlType.Q8_0, new float[32], new byte[33]));

@@ -26,9 +26,9 @@ public static class GgufModelExporter
     /// </summary>
     public static GgufWriter Create(ModelConfig config, GgufTokenizerMetadata tokenizer, GgmlType type, TensorSource source, bool qkvBias, float[]? ropeFactors, string name)
     {
-        if (type is not (GgmlType.F32 or GgmlType.F16 or GgmlType.Q8_0 or GgmlType.Q4_0))
+        if (type is not (GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 or GgmlType.Q8_0 or GgmlType.Q4_0))
         {
-            throw new ArgumentException($"--type: cannot write {type}; use f32, f16, q8_0 or q4_0");
+            throw new ArgumentException($"--type: cannot write {type}; use f32, f16, bf16, q8_0 or q4_0");
         }
 
         if (tokenizer.TokenCount != config.VocabSize)
@@ -47,6 +47,7 @@ public static class GgufModelExporter
             GgmlType.F32 => 0u,
             GgmlType.F16 => 1u,
             GgmlType.Q4_0 => 2u,
+            GgmlType.BF16 => 32u, // LLAMA_FTYPE_MOSTLY_BF16
             _ => 7u,
         });
         w.Set($"{a}.context_length", (uint)c.ContextLength);

@@ -1,3 +1,4 @@
+using KvAdaQuant.Numerics;
 using System.Buffers.Binary;
 using System.Runtime.InteropServices;
 using System.Text;
@@ -208,9 +209,7 @@ public sealed class SafetensorsWriter
             case "BF16":
                 for (int i = 0; i < values.Length; i++)
                 {
-                    uint bits = BitConverter.SingleToUInt32Bits(values[i]);
-                    uint rounded = float.IsNaN(values[i]) ? (bits >> 16) | 0x40 : (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16;
-                    BinaryPrimitives.WriteUInt16LittleEndian(destination[(i * 2)..], (ushort)rounded);
+                    BinaryPrimitives.WriteUInt16LittleEndian(destination[(i * 2)..], RowQuantizer.ToBFloat16(values[i]));
                 }
 
                 break;
