@@ -135,7 +135,7 @@ public unsafe class LowBitRowGroupBenchmarks : IDisposable
                         break;
                     case GgmlType.Q4_1:
                     case GgmlType.Q5_1:
-                        Q4_1RowGroups.Dot(group, Cols / 32, Tokens, Type == GgmlType.Q5_1, x0, Cols, d0, s1, y + r, Rows);
+                        Q4_1RowGroups.Dot(group, Type, Cols / 32, Tokens, x0, Cols, d0, s1, y + r, Rows);
                         break;
                     default:
                         LowBitRowGroupDot.DotIq4_XS(group, SuperBlocks, Tokens, xq, Cols, xd, xs, y + r, Rows);

@@ -19,7 +19,7 @@ public unsafe class MatMulBenchmarks : IDisposable
     private readonly WorkerPool _pool = new(2);
     private MatMulKernel _kernel = null!;
 
-    [Params(GgmlType.F32, GgmlType.F16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q5_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K)]
+    [Params(GgmlType.F32, GgmlType.F16, GgmlType.BF16, GgmlType.Q8_0, GgmlType.Q4_0, GgmlType.Q5_0, GgmlType.Q4_K, GgmlType.Q5_K, GgmlType.Q6_K)]
     public GgmlType Type { get; set; }
 
     [Params(1, 64)]
@@ -47,6 +47,14 @@ public unsafe class MatMulBenchmarks : IDisposable
             for (int i = 0; i < h.Length; i++)
             {
                 h[i] = (Half)(rng.NextDouble() - 0.5);
+            }
+        }
+        else if (Type == GgmlType.BF16)
+        {
+            var h = new Span<ushort>(_buffer.Pointer, Rows * Cols);
+            for (int i = 0; i < h.Length; i++)
+            {
+                h[i] = RowQuantizer.ToBFloat16((float)(rng.NextDouble() - 0.5));
             }
         }
         else

@@ -44,4 +44,7 @@ public enum LlamaCppQuantizationType
 
     /// <summary>Q5_1 (as Q4_1 with a fifth bit) in every matrix but the output (Q6_K).</summary>
     Q5_1,
+
+    /// <summary>Q5_0 (blocks of 32, one FP16 scale, 5-bit values less 16) in every matrix but the output (Q6_K).</summary>
+    Q5_0,
 }

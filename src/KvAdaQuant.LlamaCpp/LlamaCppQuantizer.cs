@@ -49,6 +49,7 @@ public static class LlamaCppQuantizer
             LlamaCppQuantizationType.IQ4_XS => LLamaFtype.MOSTLY_IQ4_XS,
             LlamaCppQuantizationType.Q4_1 => LLamaFtype.MOSTLY_Q4_1,
             LlamaCppQuantizationType.Q5_1 => LLamaFtype.MOSTLY_Q5_1,
+            LlamaCppQuantizationType.Q5_0 => LLamaFtype.MOSTLY_Q5_0,
             _ => throw new ArgumentOutOfRangeException(nameof(type), type, $"llama.cpp quantizer: unknown type (known: {Names})"),
         };
 

@@ -15,7 +15,7 @@ namespace KvAdaQuant.Cli.Commands;
 /// </summary>
 internal static class ConvertCommand
 {
-    private const string GgufTypes = "f32, f16, bf16, q8_0, q4_0, q4_k_m, q4_k_s, q6_k, q2_k, q3_k_s, q3_k_m, q3_k_l, q5_k_s, q5_k_m, iq4_nl, iq4_xs, q4_1, q5_1";
+    private const string GgufTypes = "f32, f16, bf16, q8_0, q4_0, q4_k_m, q4_k_s, q6_k, q2_k, q3_k_s, q3_k_m, q3_k_l, q5_k_s, q5_k_m, iq4_nl, iq4_xs, q4_1, q5_1, q5_0";
 
     private enum OutputFormat
     {
@@ -32,7 +32,7 @@ internal static class ConvertCommand
         var format = new Option<string?>("--format") { Description = "gguf, hf or llama2c (default: gguf for a path ending in .gguf, llama2c for one ending in .bin, hf for an existing folder or a path ending in /)" };
         var type = new Option<string>("--type")
         {
-            Description = "GGUF: f32, f16, bf16, q8_0 or q4_0 (norms stay f32); q4_k_m, q4_k_s, q6_k, q2_k, q3_k_s, q3_k_m, q3_k_l, q5_k_s, q5_k_m, iq4_nl, iq4_xs, q4_1 or q5_1: quantized by llama.cpp through LLamaSharp from the f16 (synthetic) or f32 file kvaq writes first. Hugging Face: f32, f16 or bf16 (norms and biases stay f32). llama2.c: f32",
+            Description = "GGUF: f32, f16, bf16, q8_0 or q4_0 (norms stay f32); q4_k_m, q4_k_s, q6_k, q2_k, q3_k_s, q3_k_m, q3_k_l, q5_k_s, q5_k_m, iq4_nl, iq4_xs, q4_1, q5_1 or q5_0: quantized by llama.cpp through LLamaSharp from the f16 (synthetic) or f32 file kvaq writes first. Hugging Face: f32, f16 or bf16 (norms and biases stay f32). llama2.c: f32",
             DefaultValueFactory = _ => "f32",
         };
         var tokenizer = new Option<string?>("--tokenizer") { Description = "tokenizer to carry over: a tokenizer.json, a .gguf holding a vocabulary, or a llama2.c tokenizer.bin (default: the model's own)" };

@@ -240,12 +240,24 @@ public sealed unsafe class MatMulKernel : IParallelWork
 
             case GgmlType.Q5_0:
                 {
-                    // Q5_0 rows (llama.cpp's fallback for rows that are not a multiple of 256 in K-quant files) row by row,
-                    // as ggml_vec_dot_q5_0_q8_0.
+                    // Q5_0 rows (llama.cpp's fallback for rows that are not a multiple of 256 in K-quant files) with
+                    // ggml_vec_dot_q5_0_q8_0's arithmetic: in groups of 8 rows from the Q4_1-layout copy where it is used
+                    // (Q4_1RowGroups, the same bits), else row by row.
                     int blocks = cols / 32;
                     fixed (sbyte* xq = _xq.Values)
                     fixed (float* xd = _xq.Scales)
                     {
+                        if (w.HasQ4_1RowGroups)
+                        {
+                            long groupBytes = 8 * w.RowByteCount;
+                            for (int r = r0; r < r1; r += 8)
+                            {
+                                Q4_1RowGroups.DotAvx512((byte*)_rowGroups[m] + ((r / 8) * groupBytes), w.Type, blocks, n, xq, cols, xd, null, y + r, rows);
+                            }
+
+                            break;
+                        }
+
                         for (int r = r0; r < r1; r++)
                         {
                             byte* row = w.RowPointer(r);
@@ -536,7 +548,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
                             long groupBytes = 8 * w.RowByteCount;
                             for (int r = r0; r < r1; r += 8)
                             {
-                                Q4_1RowGroups.DotAvx512((byte*)_rowGroups[m] + ((r / 8) * groupBytes), blocks, n, five, xq, cols, xd, xs1, y + r, rows);
+                                Q4_1RowGroups.DotAvx512((byte*)_rowGroups[m] + ((r / 8) * groupBytes), w.Type, blocks, n, xq, cols, xd, xs1, y + r, rows);
                             }
 
                             break;

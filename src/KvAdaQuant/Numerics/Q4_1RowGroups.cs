@@ -5,21 +5,24 @@ using System.Runtime.Intrinsics.X86;
 namespace KvAdaQuant.Numerics;
 
 /// <summary>
-/// The row-group copy of a Q4_1 or Q5_1 matrix, and its 8-row kernel. Rows are taken in groups of 8; for each group and
-/// each 32-column block one unit holds the 8 rows' blocks, rearranged so that the 512-bit kernel (<see cref="DotAvx512"/>)
-/// reads every part with one load: the 8 FP16 steps d (row r at bytes 2r), the 8 FP16 minimums m (at 16 + 2r), for Q5_1
-/// the fifth bits of each pair of rows (8 bytes per pair, <see cref="FifthBitsOffset"/>, their bits permuted so that one
-/// GF(2) affine byte transform spreads them over the pair's 64 codes), then the rows' 16 nibble bytes, row r at
-/// <see cref="NibbleOffset"/> + 16r (unchanged). A unit is 8 x 20 bytes (Q4_1) or 8 x 24 (Q5_1), group g's units follow
-/// one another, and the groups follow one another: one sequential stream of the 8 rows' bytes.
+/// The row-group copy of a Q4_1, Q5_1 or Q5_0 matrix (the blocks of 32 whose products ggml sums in eight float lanes per
+/// row, and llama.cpp does not repack), and its 8-row kernel. Rows are taken in groups of 8; for each group and each
+/// 32-column block one unit holds the 8 rows' blocks, rearranged so that the 512-bit kernel (<see cref="DotAvx512"/>)
+/// reads every part with one load: the 8 FP16 steps d (row r at bytes 2r), for Q4_1 / Q5_1 the 8 FP16 minimums m (at
+/// 16 + 2r), for Q5_1 / Q5_0 the fifth bits of each pair of rows (8 bytes per pair, <see cref="FifthBitsOffset"/>, their
+/// bits permuted so that one GF(2) affine byte transform spreads them over the pair's 64 codes), then the rows' 16 nibble
+/// bytes, row r at <see cref="NibbleOffset"/> + 16r (unchanged). A unit is 8 blocks' bytes (8 x 20, 24 or 22), group g's
+/// units follow one another, and the groups follow one another: one sequential stream of the 8 rows' bytes.
 /// <para>
-/// The kernel gives each row exactly the arithmetic of <see cref="LowBitDot.DotQ4_1"/> (ggml_vec_dot_q4_1_q8_1 /
-/// q5_1_q8_1): per block the exact integer products of the codes in 8 lanes (lane i: values 4i..4i+3) fused-added times
-/// d x dx into 8 float lanes, the minimums m x s added block by block to one float, the lanes summed at the end as
-/// <see cref="GgmlArithmetic.Sum8(Vector256{float})"/> does; so the results are the row kernel's bits. What changes is the
+/// The kernel gives each row exactly the arithmetic of the row-by-row kernels (<see cref="LowBitDot.DotQ4_1"/>:
+/// ggml_vec_dot_q4_1_q8_1 / q5_1_q8_1; <see cref="Q5_0Dot"/>: ggml_vec_dot_q5_0_q8_0): per block the exact integer
+/// products of the values in 8 lanes (lane i: values 4i..4i+3; Q5_0's values are the codes minus 16, taken as the codes'
+/// products minus 16 x the lane's activation sum, the same integer) fused-added times d x dx into 8 float lanes, for Q4_1 /
+/// Q5_1 the minimums m x s added block by block to one float, the lanes summed at the end as
+/// <see cref="GgmlArithmetic.Sum8(Vector256{float})"/> does; so the results are the row kernels' bits. What changes is the
 /// work per block: one pair of rows per 512-bit vector (their codes unpacked by one shift and one mask, the activations
-/// arranged once per block for all 8 rows), the 8 rows' d and m converted by one 16-lane conversion, and the 8 rows'
-/// minimum sums in the lanes of one vector, so no row waits on a chain of scalar adds.
+/// arranged once per block for all 8 rows), the 8 rows' d (and m) converted by one conversion, and the 8 rows' minimum sums
+/// in the lanes of one vector, so no row waits on a chain of scalar adds.
 /// </para>
 /// </summary>
 public static unsafe class Q4_1RowGroups
@@ -27,26 +30,43 @@ public static unsafe class Q4_1RowGroups
     /// <summary>Rows per group.</summary>
     public const int GroupRows = 8;
 
-    /// <summary>Offset within a Q5_1 unit of the fifth bits of row pair <paramref name="pair"/> (rows 2 pair, 2 pair + 1).</summary>
-    public static int FifthBitsOffset(int pair) => 32 + (8 * pair);
+    /// <summary>Whether <paramref name="type"/> has this layout: Q4_1, Q5_1 or Q5_0.</summary>
+    public static bool Takes(GgmlType type) => type is GgmlType.Q4_1 or GgmlType.Q5_1 or GgmlType.Q5_0;
 
-    /// <summary>Offset within a unit of row 0's nibble bytes (row r's at this + 16r): 32 for Q4_1, 64 for Q5_1.</summary>
-    public static int NibbleOffset(bool fiveBit) => fiveBit ? 64 : 32;
+    /// <summary>Whether <paramref name="type"/>'s blocks carry fifth bits (Q5_1, Q5_0).</summary>
+    public static bool HasFifthBits(GgmlType type) => type is GgmlType.Q5_1 or GgmlType.Q5_0;
 
-    /// <summary>Bytes of one unit: 8 blocks of 20 (Q4_1) or 24 (Q5_1) bytes.</summary>
-    public static int UnitBytes(bool fiveBit) => GroupRows * (fiveBit ? LowBitDot.Q5_1BlockBytes : LowBitDot.Q4_1BlockBytes);
+    /// <summary>Whether <paramref name="type"/>'s blocks carry a minimum m (Q4_1, Q5_1).</summary>
+    public static bool HasMinimums(GgmlType type) => type is GgmlType.Q4_1 or GgmlType.Q5_1;
 
-    /// <summary>True when the 8-row kernel runs on this machine: AVX-512 (F and BW) with 512-bit vectors accelerated; Q5_1 also GFNI.</summary>
-    public static bool VectorPathSupported(bool fiveBit) =>
-        Avx512F.IsSupported && Avx512BW.IsSupported && Vector512.IsHardwareAccelerated && (!fiveBit || Gfni.V512.IsSupported);
+    /// <summary>Offset within a unit of the fifth bits of row pair <paramref name="pair"/> (rows 2 pair, 2 pair + 1): after the d (and m).</summary>
+    public static int FifthBitsOffset(GgmlType type, int pair) => (HasMinimums(type) ? 32 : 16) + (8 * pair);
+
+    /// <summary>Offset within a unit of row 0's nibble bytes (row r's at this + 16r): 32 for Q4_1, 64 for Q5_1, 48 for Q5_0.</summary>
+    public static int NibbleOffset(GgmlType type) => (HasMinimums(type) ? 32 : 16) + (HasFifthBits(type) ? 32 : 0);
+
+    /// <summary>Bytes of one block of <paramref name="type"/>: 20 (Q4_1), 24 (Q5_1) or 22 (Q5_0).</summary>
+    public static int BlockBytes(GgmlType type) => type switch
+    {
+        GgmlType.Q4_1 => LowBitDot.Q4_1BlockBytes,
+        GgmlType.Q5_1 => LowBitDot.Q5_1BlockBytes,
+        GgmlType.Q5_0 => Q5_0Dot.BlockBytes,
+        _ => throw new ArgumentException($"{type} has no Q4_1-layout row groups (Q4_1, Q5_1 or Q5_0)", nameof(type)),
+    };
+
+    /// <summary>Bytes of one unit: 8 blocks.</summary>
+    public static int UnitBytes(GgmlType type) => GroupRows * BlockBytes(type);
+
+    /// <summary>True when the 8-row kernel runs on this machine: AVX-512 (F and BW) with 512-bit vectors accelerated; Q5_1 and Q5_0 also GFNI.</summary>
+    public static bool VectorPathSupported(GgmlType type) =>
+        Avx512F.IsSupported && Avx512BW.IsSupported && Vector512.IsHardwareAccelerated && (!HasFifthBits(type) || Gfni.V512.IsSupported);
 
     /// <summary>
-    /// Whether products of a <paramref name="type"/> matrix of <paramref name="rows"/> rows read a copy in this layout: Q4_1 or
-    /// Q5_1, rows a multiple of 8, where the 8-row kernel runs (<see cref="VectorPathSupported"/>); other machines keep the
-    /// row-by-row kernel, which is faster than this kernel's scalar twin.
+    /// Whether products of a <paramref name="type"/> matrix of <paramref name="rows"/> rows read a copy in this layout: Q4_1,
+    /// Q5_1 or Q5_0, rows a multiple of 8, where the 8-row kernel runs (<see cref="VectorPathSupported"/>); other machines
+    /// keep the row-by-row kernels, which are faster than this kernel's scalar twin.
     /// </summary>
-    public static bool UsedFor(GgmlType type, int rows) =>
-        rows % GroupRows == 0 && type is GgmlType.Q4_1 or GgmlType.Q5_1 && VectorPathSupported(type == GgmlType.Q5_1);
+    public static bool UsedFor(GgmlType type, int rows) => rows % GroupRows == 0 && Takes(type) && VectorPathSupported(type);
 
     /// <summary>
     /// Which fifth bit of the pair lands in bit <paramref name="bit"/> (0..63) of the pair's stored 64-bit word: the GF(2)
@@ -67,9 +87,9 @@ public static unsafe class Q4_1RowGroups
     public static void Repack(WeightMatrix w, byte* destination, int groupStart, int groupEnd)
     {
         ArgumentNullException.ThrowIfNull(w);
-        if (w.Type is not (GgmlType.Q4_1 or GgmlType.Q5_1) || w.Rows % GroupRows != 0)
+        if (!Takes(w.Type) || w.Rows % GroupRows != 0)
         {
-            throw new ArgumentException($"{w.Name}: a {w.Type} matrix of {w.Rows} rows has no Q4_1 / Q5_1 row groups (Q4_1 or Q5_1, rows a multiple of 8)", nameof(w));
+            throw new ArgumentException($"{w.Name}: a {w.Type} matrix of {w.Rows} rows has no Q4_1-layout row groups (Q4_1, Q5_1 or Q5_0, rows a multiple of 8)", nameof(w));
         }
 
         if (groupStart < 0 || groupEnd > w.Rows / GroupRows || groupStart > groupEnd)
@@ -77,9 +97,13 @@ public static unsafe class Q4_1RowGroups
             throw new ArgumentOutOfRangeException(nameof(groupEnd), $"{w.Name}: groups [{groupStart}, {groupEnd}) of {w.Rows / GroupRows}");
         }
 
-        bool five = w.Type == GgmlType.Q5_1;
-        int blocks = w.Cols / 32, blockBytes = five ? LowBitDot.Q5_1BlockBytes : LowBitDot.Q4_1BlockBytes, unitBytes = UnitBytes(five);
-        int nibbles = NibbleOffset(five);
+        var type = w.Type;
+        bool five = HasFifthBits(type), mins = HasMinimums(type);
+        int blocks = w.Cols / 32, blockBytes = BlockBytes(type), unitBytes = UnitBytes(type);
+        int nibbles = NibbleOffset(type);
+
+        // the block's fields: d at 0; Q4_1 / Q5_1 m at 2; Q5_1 qh at 4 (Q5_0 at 2); nibbles after them
+        int qhAt = mins ? 4 : 2, quantsAt = blockBytes - 16;
         for (int g = groupStart; g < groupEnd; g++)
         {
             byte* unit = destination + ((long)g * blocks * unitBytes);
@@ -90,16 +114,20 @@ public static unsafe class Q4_1RowGroups
                 {
                     byte* block = row0 + (r * w.RowByteCount) + ((long)b * blockBytes);
                     *(ushort*)(unit + (2 * r)) = *(ushort*)block;
-                    *(ushort*)(unit + 16 + (2 * r)) = *(ushort*)(block + 2);
-                    Buffer.MemoryCopy(block + (five ? 8 : 4), unit + nibbles + (16 * r), 16, 16);
+                    if (mins)
+                    {
+                        *(ushort*)(unit + 16 + (2 * r)) = *(ushort*)(block + 2);
+                    }
+
+                    Buffer.MemoryCopy(block + quantsAt, unit + nibbles + (16 * r), 16, 16);
                 }
 
                 if (five)
                 {
                     for (int k = 0; k < GroupRows / 2; k++)
                     {
-                        uint qh0 = *(uint*)(row0 + (2 * k * w.RowByteCount) + ((long)b * blockBytes) + 4);
-                        uint qh1 = *(uint*)(row0 + (((2 * k) + 1) * w.RowByteCount) + ((long)b * blockBytes) + 4);
+                        uint qh0 = *(uint*)(row0 + (2 * k * w.RowByteCount) + ((long)b * blockBytes) + qhAt);
+                        uint qh1 = *(uint*)(row0 + (((2 * k) + 1) * w.RowByteCount) + ((long)b * blockBytes) + qhAt);
                         ulong word = 0;
                         for (int bit = 0; bit < 64; bit++)
                         {
@@ -107,7 +135,7 @@ public static unsafe class Q4_1RowGroups
                             word |= (ulong)(((row == 0 ? qh0 : qh1) >> value) & 1) << bit;
                         }
 
-                        *(ulong*)(unit + FifthBitsOffset(k)) = word;
+                        *(ulong*)(unit + FifthBitsOffset(type, k)) = word;
                     }
                 }
             }
@@ -115,40 +143,37 @@ public static unsafe class Q4_1RowGroups
     }
 
     /// <summary>
-    /// output[t x outStride + r] = row r · x_t for the 8 Q4_1 (<paramref name="fiveBit"/> false) or Q5_1 rows of a row group
-    /// (<paramref name="group"/>: its first unit) of <paramref name="blocks"/> blocks and <paramref name="tokens"/> (at least 1)
-    /// activation vectors quantized to Q8_0 with their Q8_1 sums (token t's values at t x <paramref name="xStride"/>, its
-    /// scales and sums at t x <paramref name="blocks"/>); the 512-bit kernel where it runs, else the scalar twin.
+    /// output[t x outStride + r] = row r · x_t for the 8 rows of a row group of <paramref name="type"/> (Q4_1, Q5_1 or Q5_0;
+    /// <paramref name="group"/>: its first unit) of <paramref name="blocks"/> blocks and <paramref name="tokens"/> (at least
+    /// 1) activation vectors quantized to Q8_0 (token t's values at t x <paramref name="xStride"/>, its scales at t x
+    /// <paramref name="blocks"/>) with, for Q4_1 and Q5_1, their Q8_1 sums <paramref name="xs1"/> (unused for Q5_0, may be
+    /// null); the 512-bit kernel where it runs, else the scalar twin.
     /// </summary>
-    public static void Dot(byte* group, int blocks, int tokens, bool fiveBit, sbyte* xq, long xStride, float* xd, float* xs1, float* output, long outStride)
+    public static void Dot(byte* group, GgmlType type, int blocks, int tokens, sbyte* xq, long xStride, float* xd, float* xs1, float* output, long outStride)
     {
-        if (VectorPathSupported(fiveBit))
+        if (VectorPathSupported(type))
         {
-            DotAvx512(group, blocks, tokens, fiveBit, xq, xStride, xd, xs1, output, outStride);
+            DotAvx512(group, type, blocks, tokens, xq, xStride, xd, xs1, output, outStride);
         }
         else
         {
-            DotScalar(group, blocks, tokens, fiveBit, xq, xStride, xd, xs1, output, outStride);
+            DotScalar(group, type, blocks, tokens, xq, xStride, xd, xs1, output, outStride);
         }
     }
 
     /// <summary>
     /// Scalar twin of <see cref="Dot"/>: each row's blocks read back from the unit (the fifth bits through
-    /// <see cref="FifthBitSource"/>) and multiplied as <see cref="LowBitDot.DotQ4_1Scalar"/> does.
+    /// <see cref="FifthBitSource"/>) and multiplied as <see cref="LowBitDot.DotQ4_1Scalar"/> (Q4_1, Q5_1) or
+    /// <see cref="Q5_0Dot.DotScalar"/> (Q5_0) does.
     /// </summary>
-    public static void DotScalar(byte* group, int blocks, int tokens, bool fiveBit, sbyte* xq, long xStride, float* xd, float* xs1, float* output, long outStride)
+    public static void DotScalar(byte* group, GgmlType type, int blocks, int tokens, sbyte* xq, long xStride, float* xd, float* xs1, float* output, long outStride)
     {
         CheckTokens(tokens);
-        int unitBytes = UnitBytes(fiveBit), nibbles = NibbleOffset(fiveBit);
+        bool five = HasFifthBits(type), hasMins = HasMinimums(type);
+        int unitBytes = UnitBytes(type), nibbles = NibbleOffset(type), offset = hasMins ? 0 : 16;
         Span<float> lanes = stackalloc float[8];
         Span<int> sums = stackalloc int[8];
-        int t = 0;
-        for (; t + 2 <= tokens; t += 2)
-        {
-            TwoTokens(group, blocks, fiveBit, xq + (t * xStride), xStride, xd + (t * (long)blocks), xs1 + (t * (long)blocks), output + (t * outStride), outStride);
-        }
-
-        for (; t < tokens; t++)
+        for (int t = 0; t < tokens; t++)
         {
             sbyte* x = xq + (t * xStride);
             for (int r = 0; r < GroupRows; r++)
@@ -159,12 +184,12 @@ public static unsafe class Q4_1RowGroups
                 {
                     byte* unit = group + ((long)b * unitBytes);
                     byte* qs = unit + nibbles + (16 * r);
-                    ulong fifth = fiveBit ? *(ulong*)(unit + FifthBitsOffset(r / 2)) : 0;
+                    ulong fifth = five ? *(ulong*)(unit + FifthBitsOffset(type, r / 2)) : 0;
                     sums.Clear();
                     for (int e = 0; e < 32; e++)
                     {
                         int code = e < 16 ? qs[e] & 0xF : qs[e - 16] >> 4;
-                        if (fiveBit)
+                        if (five)
                         {
                             // the code byte of value e in the pair's vector, and the stored bit that lands there
                             int p = ((e / 16) * 32) + ((r % 2) * 16) + (e % 16);
@@ -172,7 +197,7 @@ public static unsafe class Q4_1RowGroups
                             code |= (int)((fifth >> bit) & 1) << 4;
                         }
 
-                        sums[e / 4] += code * x[(b * 32) + e];
+                        sums[e / 4] += (code - offset) * x[(b * 32) + e];
                     }
 
                     float s = HalfBits.ToSingleNoSubnormals(*(ushort*)(unit + (2 * r))) * xd[(t * (long)blocks) + b];
@@ -181,81 +206,74 @@ public static unsafe class Q4_1RowGroups
                         lanes[i] = MathF.FusedMultiplyAdd(sums[i], s, lanes[i]);
                     }
 
-                    mins += HalfBits.ToSingleNoSubnormals(*(ushort*)(unit + 16 + (2 * r))) * xs1[(t * (long)blocks) + b];
+                    if (hasMins)
+                    {
+                        mins += HalfBits.ToSingleNoSubnormals(*(ushort*)(unit + 16 + (2 * r))) * xs1[(t * (long)blocks) + b];
+                    }
                 }
 
-                output[(t * outStride) + r] = GgmlArithmetic.Sum8Scalar(lanes) + mins;
+                // (Q5_0: no minimums; adding the zero would turn a -0 sum into +0)
+                float sum = GgmlArithmetic.Sum8Scalar(lanes);
+                output[(t * outStride) + r] = hasMins ? sum + mins : sum;
             }
         }
     }
 
     /// <summary>
-    /// The 512-bit path of <see cref="Dot"/> (AVX-512 F and BW; Q5_1 also GFNI). Per block: the 16 FP16 d and m of the unit
-    /// converted at once and multiplied by the token's dx and s (d x dx in lanes 0..7, m x s in lanes 8..15, added to the
-    /// running minimum sums there); the activations arranged as values 0..15, 0..15, 16..31, 16..31; per pair of rows one
+    /// The 512-bit path of <see cref="Dot"/> (AVX-512 F and BW; Q5_1 and Q5_0 also GFNI). Per block: the unit's FP16 d (and
+    /// m) converted at once and multiplied by the token's dx (and s): d x dx in lanes 0..7, m x s in lanes 8..15, added to
+    /// the running minimum sums there; the activations arranged as values 0..15, 0..15, 16..31, 16..31; per pair of rows one
     /// 256-bit load of their nibbles broadcast to both halves, shifted by 0 or 4 per half and masked, so that the vector
-    /// holds row 2k's values 0..15, row 2k+1's 0..15, row 2k's 16..31, row 2k+1's 16..31 (Q5_1: the fifth bits ORed in by one
+    /// holds row 2k's values 0..15, row 2k+1's 0..15, row 2k's 16..31, row 2k+1's 16..31 (the fifth bits ORed in by one
     /// GF(2) affine transform of the pair's stored word), whose integer products land in the 32-bit lanes of ggml's lanes
-    /// 0..3 of row 2k, 0..3 of row 2k+1, 4..7 of row 2k, 4..7 of row 2k+1; each lane fused-added times its row's d x dx.
+    /// 0..3 of row 2k, 0..3 of row 2k+1, 4..7 of row 2k, 4..7 of row 2k+1 (Q5_0: less 16 x the lane's activation sum, made
+    /// once per block for all pairs); each lane fused-added times its row's d x dx.
     /// </summary>
-    public static void DotAvx512(byte* group, int blocks, int tokens, bool fiveBit, sbyte* xq, long xStride, float* xd, float* xs1, float* output, long outStride)
+    public static void DotAvx512(byte* group, GgmlType type, int blocks, int tokens, sbyte* xq, long xStride, float* xd, float* xs1, float* output, long outStride)
+    {
+        switch (type)
+        {
+            case GgmlType.Q4_1:
+                DotAvx512<Q4_1Format>(group, blocks, tokens, xq, xStride, xd, xs1, output, outStride);
+                break;
+            case GgmlType.Q5_1:
+                DotAvx512<Q5_1Format>(group, blocks, tokens, xq, xStride, xd, xs1, output, outStride);
+                break;
+            case GgmlType.Q5_0:
+                DotAvx512<Q5_0Format>(group, blocks, tokens, xq, xStride, xd, xs1, output, outStride);
+                break;
+            default:
+                throw new ArgumentException($"{type} has no Q4_1-layout row groups (Q4_1, Q5_1 or Q5_0)", nameof(type));
+        }
+    }
+
+    private static void DotAvx512<T>(byte* group, int blocks, int tokens, sbyte* xq, long xStride, float* xd, float* xs1, float* output, long outStride)
+        where T : struct, IFormat
     {
         CheckTokens(tokens);
-        int unitBytes = UnitBytes(fiveBit), nibbles = NibbleOffset(fiveBit);
-        var shifts = Vector512.Create(0UL, 0, 0, 0, 4, 4, 4, 4);
-        var nibble = Vector512.Create((byte)0xF);
-        var ones = Vector512.Create((short)1);
-        var spread = Vector512.Create(1UL << 24, 2UL << 24, 4UL << 24, 8UL << 24, 16UL << 24, 32UL << 24, 64UL << 24, 128UL << 24).AsByte();
-        var arrange = Vector512.Create(0L, 1, 0, 1, 2, 3, 2, 3);
-        var pick0 = Vector512.Create(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
-        var pick1 = pick0 + Vector512.Create(2);
-        var pick2 = pick0 + Vector512.Create(4);
-        var pick3 = pick0 + Vector512.Create(6);
         int t = 0;
         for (; t + 2 <= tokens; t += 2)
         {
-            TwoTokens(group, blocks, fiveBit, xq + (t * xStride), xStride, xd + (t * (long)blocks), xs1 + (t * (long)blocks), output + (t * outStride), outStride);
+            Tokens<T, Two>(group, blocks, xq + (t * xStride), xStride, xd + (t * (long)blocks), xs1 + (t * (long)blocks), output + (t * outStride), outStride);
         }
 
         for (; t < tokens; t++)
         {
-            sbyte* x = xq + (t * xStride);
-            float* dx = xd + (t * (long)blocks);
-            float* sx = xs1 + (t * (long)blocks);
-            var acc0 = Vector512<float>.Zero;
-            var acc1 = Vector512<float>.Zero;
-            var acc2 = Vector512<float>.Zero;
-            var acc3 = Vector512<float>.Zero;
-            var mins = Vector512<float>.Zero;
-            byte* unit = group;
-            for (int b = 0; b < blocks; b++, unit += unitBytes)
-            {
-                var halves = HalfBits.ToSingle16NoSubnormals(Avx512F.ConvertToVector512Int32(Vector256.Load((ushort*)unit)));
-                var scaled = halves * Vector512.Create(Vector256.Create(dx[b]), Vector256.Create(sx[b]));
-                mins += scaled;
-                var xb = Avx512F.PermuteVar8x64(Vector256.Load(x + (b * 32)).AsInt64().ToVector512Unsafe(), arrange).AsSByte();
-                byte* q = unit + nibbles;
-                acc0 = Avx512F.FusedMultiplyAdd(PairSum(q, unit, 0, fiveBit, shifts, nibble, spread, xb, ones), Avx512F.PermuteVar16x32(scaled, pick0), acc0);
-                acc1 = Avx512F.FusedMultiplyAdd(PairSum(q + 32, unit, 1, fiveBit, shifts, nibble, spread, xb, ones), Avx512F.PermuteVar16x32(scaled, pick1), acc1);
-                acc2 = Avx512F.FusedMultiplyAdd(PairSum(q + 64, unit, 2, fiveBit, shifts, nibble, spread, xb, ones), Avx512F.PermuteVar16x32(scaled, pick2), acc2);
-                acc3 = Avx512F.FusedMultiplyAdd(PairSum(q + 96, unit, 3, fiveBit, shifts, nibble, spread, xb, ones), Avx512F.PermuteVar16x32(scaled, pick3), acc3);
-            }
-
-            float* o = output + (t * outStride);
-            Finish(acc0, mins, 0, o);
-            Finish(acc1, mins, 2, o);
-            Finish(acc2, mins, 4, o);
-            Finish(acc3, mins, 6, o);
+            Tokens<T, One>(group, blocks, xq + (t * xStride), xStride, xd + (t * (long)blocks), xs1 + (t * (long)blocks), output + (t * outStride), outStride);
         }
     }
 
-    // Two tokens at once (prefill): each unit's codes and halves prepared once for both; per token the arithmetic of DotAvx512's loop.
-    private static void TwoTokens(byte* group, int blocks, bool fiveBit, sbyte* x, long xStride, float* dx, float* sx, float* output, long outStride)
+    // One token, or two at once (prefill: each unit's codes and halves prepared once for both). TCount.Two false leaves the
+    // second token's work out (the JIT drops it for the One instantiation).
+    private static void Tokens<T, TCount>(byte* group, int blocks, sbyte* x, long xStride, float* dx, float* sx, float* output, long outStride)
+        where T : struct, IFormat
+        where TCount : struct, ICount
     {
-        int unitBytes = UnitBytes(fiveBit), nibbles = NibbleOffset(fiveBit);
+        int unitBytes = T.UnitBytes, nibbles = T.NibbleOffset;
         var shifts = Vector512.Create(0UL, 0, 0, 0, 4, 4, 4, 4);
         var nibble = Vector512.Create((byte)0xF);
         var ones = Vector512.Create((short)1);
+        var onesU8 = Vector512.Create((byte)1);
         var spread = Vector512.Create(1UL << 24, 2UL << 24, 4UL << 24, 8UL << 24, 16UL << 24, 32UL << 24, 64UL << 24, 128UL << 24).AsByte();
         var arrange = Vector512.Create(0L, 1, 0, 1, 2, 3, 2, 3);
         var pick0 = Vector512.Create(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
@@ -275,75 +293,195 @@ public static unsafe class Q4_1RowGroups
         byte* unit = group;
         for (int b = 0; b < blocks; b++, unit += unitBytes)
         {
-            var halves = HalfBits.ToSingle16NoSubnormals(Avx512F.ConvertToVector512Int32(Vector256.Load((ushort*)unit)));
-            var scaledA = halves * Vector512.Create(Vector256.Create(dx[b]), Vector256.Create(sx[b]));
-            var scaledB = halves * Vector512.Create(Vector256.Create(dx[blocks + b]), Vector256.Create(sx[blocks + b]));
-            minsA += scaledA;
-            minsB += scaledB;
+            var halves = T.Halves(unit);
+            var scaledA = halves * (T.Minimums ? Vector512.Create(Vector256.Create(dx[b]), Vector256.Create(sx[b])) : Vector512.Create(dx[b]));
             var xa = Avx512F.PermuteVar8x64(Vector256.Load(x + (b * 32)).AsInt64().ToVector512Unsafe(), arrange).AsSByte();
-            var xb = Avx512F.PermuteVar8x64(Vector256.Load(x + xStride + (b * 32)).AsInt64().ToVector512Unsafe(), arrange).AsSByte();
+            var offsetA = T.Offset ? Sixteen(xa, onesU8, ones) : default;
+            var scaledB = default(Vector512<float>);
+            var xb = default(Vector512<sbyte>);
+            var offsetB = default(Vector512<int>);
+            if (TCount.Two)
+            {
+                scaledB = halves * (T.Minimums ? Vector512.Create(Vector256.Create(dx[blocks + b]), Vector256.Create(sx[blocks + b])) : Vector512.Create(dx[blocks + b]));
+                xb = Avx512F.PermuteVar8x64(Vector256.Load(x + xStride + (b * 32)).AsInt64().ToVector512Unsafe(), arrange).AsSByte();
+                offsetB = T.Offset ? Sixteen(xb, onesU8, ones) : default;
+            }
+
+            if (T.Minimums)
+            {
+                minsA += scaledA;
+                if (TCount.Two)
+                {
+                    minsB += scaledB;
+                }
+            }
+
             byte* q = unit + nibbles;
-            var c0 = PairCodes(q, unit, 0, fiveBit, shifts, nibble, spread);
-            var c1 = PairCodes(q + 32, unit, 1, fiveBit, shifts, nibble, spread);
-            var c2 = PairCodes(q + 64, unit, 2, fiveBit, shifts, nibble, spread);
-            var c3 = PairCodes(q + 96, unit, 3, fiveBit, shifts, nibble, spread);
-            a0 = Avx512F.FusedMultiplyAdd(CodeSum(c0, xa, ones), Avx512F.PermuteVar16x32(scaledA, pick0), a0);
-            a1 = Avx512F.FusedMultiplyAdd(CodeSum(c1, xa, ones), Avx512F.PermuteVar16x32(scaledA, pick1), a1);
-            a2 = Avx512F.FusedMultiplyAdd(CodeSum(c2, xa, ones), Avx512F.PermuteVar16x32(scaledA, pick2), a2);
-            a3 = Avx512F.FusedMultiplyAdd(CodeSum(c3, xa, ones), Avx512F.PermuteVar16x32(scaledA, pick3), a3);
-            b0 = Avx512F.FusedMultiplyAdd(CodeSum(c0, xb, ones), Avx512F.PermuteVar16x32(scaledB, pick0), b0);
-            b1 = Avx512F.FusedMultiplyAdd(CodeSum(c1, xb, ones), Avx512F.PermuteVar16x32(scaledB, pick1), b1);
-            b2 = Avx512F.FusedMultiplyAdd(CodeSum(c2, xb, ones), Avx512F.PermuteVar16x32(scaledB, pick2), b2);
-            b3 = Avx512F.FusedMultiplyAdd(CodeSum(c3, xb, ones), Avx512F.PermuteVar16x32(scaledB, pick3), b3);
+            var c0 = PairCodes<T>(q, unit, 0, shifts, nibble, spread);
+            var c1 = PairCodes<T>(q + 32, unit, 1, shifts, nibble, spread);
+            var c2 = PairCodes<T>(q + 64, unit, 2, shifts, nibble, spread);
+            var c3 = PairCodes<T>(q + 96, unit, 3, shifts, nibble, spread);
+            a0 = Avx512F.FusedMultiplyAdd(CodeSum<T>(c0, xa, offsetA, ones), Avx512F.PermuteVar16x32(scaledA, pick0), a0);
+            a1 = Avx512F.FusedMultiplyAdd(CodeSum<T>(c1, xa, offsetA, ones), Avx512F.PermuteVar16x32(scaledA, pick1), a1);
+            a2 = Avx512F.FusedMultiplyAdd(CodeSum<T>(c2, xa, offsetA, ones), Avx512F.PermuteVar16x32(scaledA, pick2), a2);
+            a3 = Avx512F.FusedMultiplyAdd(CodeSum<T>(c3, xa, offsetA, ones), Avx512F.PermuteVar16x32(scaledA, pick3), a3);
+            if (TCount.Two)
+            {
+                b0 = Avx512F.FusedMultiplyAdd(CodeSum<T>(c0, xb, offsetB, ones), Avx512F.PermuteVar16x32(scaledB, pick0), b0);
+                b1 = Avx512F.FusedMultiplyAdd(CodeSum<T>(c1, xb, offsetB, ones), Avx512F.PermuteVar16x32(scaledB, pick1), b1);
+                b2 = Avx512F.FusedMultiplyAdd(CodeSum<T>(c2, xb, offsetB, ones), Avx512F.PermuteVar16x32(scaledB, pick2), b2);
+                b3 = Avx512F.FusedMultiplyAdd(CodeSum<T>(c3, xb, offsetB, ones), Avx512F.PermuteVar16x32(scaledB, pick3), b3);
+            }
         }
 
-        Finish(a0, minsA, 0, output);
-        Finish(a1, minsA, 2, output);
-        Finish(a2, minsA, 4, output);
-        Finish(a3, minsA, 6, output);
-        Finish(b0, minsB, 0, output + outStride);
-        Finish(b1, minsB, 2, output + outStride);
-        Finish(b2, minsB, 4, output + outStride);
-        Finish(b3, minsB, 6, output + outStride);
+        Finish<T>(a0, minsA, 0, output);
+        Finish<T>(a1, minsA, 2, output);
+        Finish<T>(a2, minsA, 4, output);
+        Finish<T>(a3, minsA, 6, output);
+        if (TCount.Two)
+        {
+            Finish<T>(b0, minsB, 0, output + outStride);
+            Finish<T>(b1, minsB, 2, output + outStride);
+            Finish<T>(b2, minsB, 4, output + outStride);
+            Finish<T>(b3, minsB, 6, output + outStride);
+        }
     }
 
-    // The integer products of one pair of rows' codes with the arranged activations, as floats (lanes as DotAvx512 says).
+    // 16 x each 32-bit lane's activation sum (Q5_0's values are the codes less 16).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> PairSum(byte* nibbles, byte* unit, int pair, bool fiveBit, Vector512<ulong> shifts, Vector512<byte> nibble, Vector512<byte> spread, Vector512<sbyte> xb, Vector512<short> ones)
-        => CodeSum(PairCodes(nibbles, unit, pair, fiveBit, shifts, nibble, spread), xb, ones);
+    private static Vector512<int> Sixteen(Vector512<sbyte> x, Vector512<byte> onesU8, Vector512<short> ones)
+        => Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(onesU8, x), ones) << 4;
 
     // One pair of rows' 64 codes, in the order DotAvx512 describes.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<byte> PairCodes(byte* nibbles, byte* unit, int pair, bool fiveBit, Vector512<ulong> shifts, Vector512<byte> nibble, Vector512<byte> spread)
+    private static Vector512<byte> PairCodes<T>(byte* nibbles, byte* unit, int pair, Vector512<ulong> shifts, Vector512<byte> nibble, Vector512<byte> spread)
+        where T : struct, IFormat
     {
         var codes = Avx512F.ShiftRightLogicalVariable(Vector512.Create(Vector256.Load((ulong*)nibbles)), shifts).AsByte() & nibble;
-        if (fiveBit)
+        if (T.FifthBits)
         {
-            codes |= Gfni.V512.GaloisFieldAffineTransform(Vector512.Create(*(ulong*)(unit + FifthBitsOffset(pair))).AsByte(), spread, 0);
+            codes |= Gfni.V512.GaloisFieldAffineTransform(Vector512.Create(*(ulong*)(unit + T.FifthBitsOffset + (8 * pair))).AsByte(), spread, 0);
         }
 
         return codes;
     }
 
-    // Codes times arranged activations, exact in 16 int32 lanes, as floats.
+    // Codes times arranged activations, exact in 16 int32 lanes (Q5_0: less 16 x the lanes' activation sums), as floats.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector512<float> CodeSum(Vector512<byte> codes, Vector512<sbyte> xb, Vector512<short> ones)
-        => Avx512F.ConvertToVector512Single(Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(codes, xb), ones));
+    private static Vector512<float> CodeSum<T>(Vector512<byte> codes, Vector512<sbyte> x, Vector512<int> offset, Vector512<short> ones)
+        where T : struct, IFormat
+    {
+        var sums = Avx512BW.MultiplyAddAdjacent(Avx512BW.MultiplyAddAdjacent(codes, x), ones);
+        return Avx512F.ConvertToVector512Single(T.Offset ? sums - offset : sums);
+    }
 
     // Rows first, first + 1 from a pair's accumulator: ggml's lane sum (Sum8: upper half plus lower, then pairs) plus the row's minimums.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Finish(Vector512<float> acc, Vector512<float> mins, int first, float* output)
+    private static void Finish<T>(Vector512<float> acc, Vector512<float> mins, int first, float* output)
+        where T : struct, IFormat
     {
         var t4 = acc.GetUpper() + acc.GetLower();
-        output[first] = ((t4.GetElement(0) + t4.GetElement(2)) + (t4.GetElement(1) + t4.GetElement(3))) + mins.GetElement(8 + first);
-        output[first + 1] = ((t4.GetElement(4) + t4.GetElement(6)) + (t4.GetElement(5) + t4.GetElement(7))) + mins.GetElement(9 + first);
+        float s0 = (t4.GetElement(0) + t4.GetElement(2)) + (t4.GetElement(1) + t4.GetElement(3));
+        float s1 = (t4.GetElement(4) + t4.GetElement(6)) + (t4.GetElement(5) + t4.GetElement(7));
+        output[first] = T.Minimums ? s0 + mins.GetElement(8 + first) : s0;
+        output[first + 1] = T.Minimums ? s1 + mins.GetElement(9 + first) : s1;
     }
 
     private static void CheckTokens(int tokens)
     {
         if (tokens < 1)
         {
-            throw new ArgumentOutOfRangeException(nameof(tokens), tokens, "Q4_1 / Q5_1 row-group products take at least 1 token");
+            throw new ArgumentOutOfRangeException(nameof(tokens), tokens, "Q4_1-layout row-group products take at least 1 token");
         }
+    }
+
+    // The block formats the kernel is specialized for.
+    private interface IFormat
+    {
+        static abstract bool Minimums { get; }
+
+        static abstract bool FifthBits { get; }
+
+        // the values are the codes less 16 (Q5_0)
+        static abstract bool Offset { get; }
+
+        static abstract int UnitBytes { get; }
+
+        static abstract int NibbleOffset { get; }
+
+        static abstract int FifthBitsOffset { get; }
+
+        // the unit's d (lanes 0..7) and m (lanes 8..15; Q5_0: d again) as floats
+        static abstract Vector512<float> Halves(byte* unit);
+    }
+
+    private struct Q4_1Format : IFormat
+    {
+        public static bool Minimums => true;
+
+        public static bool FifthBits => false;
+
+        public static bool Offset => false;
+
+        public static int UnitBytes => GroupRows * LowBitDot.Q4_1BlockBytes;
+
+        public static int NibbleOffset => 32;
+
+        public static int FifthBitsOffset => 32;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Halves(byte* unit) => HalfBits.ToSingle16NoSubnormals(Avx512F.ConvertToVector512Int32(Vector256.Load((ushort*)unit)));
+    }
+
+    private struct Q5_1Format : IFormat
+    {
+        public static bool Minimums => true;
+
+        public static bool FifthBits => true;
+
+        public static bool Offset => false;
+
+        public static int UnitBytes => GroupRows * LowBitDot.Q5_1BlockBytes;
+
+        public static int NibbleOffset => 64;
+
+        public static int FifthBitsOffset => 32;
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Halves(byte* unit) => HalfBits.ToSingle16NoSubnormals(Avx512F.ConvertToVector512Int32(Vector256.Load((ushort*)unit)));
+    }
+
+    private struct Q5_0Format : IFormat
+    {
+        public static bool Minimums => false;
+
+        public static bool FifthBits => true;
+
+        public static bool Offset => true;
+
+        public static int UnitBytes => GroupRows * Q5_0Dot.BlockBytes;
+
+        public static int NibbleOffset => 48;
+
+        public static int FifthBitsOffset => 16;
+
+        // the 8 d in both halves (the kernel reads lanes 0..7 only)
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Halves(byte* unit) => HalfBits.ToSingle16NoSubnormals(Avx512F.ConvertToVector512Int32(Vector256.Create(Vector128.Load((ushort*)unit))));
+    }
+
+    private interface ICount
+    {
+        static abstract bool Two { get; }
+    }
+
+    private struct One : ICount
+    {
+        public static bool Two => false;
+    }
+
+    private struct Two : ICount
+    {
+        static bool ICount.Two => true;
     }
 }

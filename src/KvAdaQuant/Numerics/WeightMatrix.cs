@@ -103,8 +103,8 @@ public sealed unsafe class WeightMatrix : IDisposable
     public bool HasKQuantRowGroups => KQuantRowGroups.UsedFor(Type, Rows);
 
     /// <summary>
-    /// Whether products read the Q4_1 / Q5_1 row-group copy (<see cref="Q4_1RowGroups"/>): Q4_1 or Q5_1 with a row count that is
-    /// a multiple of 8, where the CPU runs its 512-bit kernel (<see cref="Q4_1RowGroups.UsedFor"/>).
+    /// Whether products read the Q4_1-layout row-group copy (<see cref="Q4_1RowGroups"/>): Q4_1, Q5_1 or Q5_0 with a row count
+    /// that is a multiple of 8, where the CPU runs its 512-bit kernel (<see cref="Q4_1RowGroups.UsedFor"/>).
     /// </summary>
     public bool HasQ4_1RowGroups => Q4_1RowGroups.UsedFor(Type, Rows);
 
@@ -168,11 +168,11 @@ public sealed unsafe class WeightMatrix : IDisposable
         RowGroupData(HasKQuantRowGroups, "K-quant row groups (Q4_K, Q5_K, Q6_K, Q2_K, Q3_K or IQ4_XS, rows a multiple of 8)", pool);
 
     /// <summary>
-    /// The Q4_1 / Q5_1 row-group copy (<see cref="Q4_1RowGroups"/>; row group g at g * 8 * <see cref="RowByteCount"/>), made on
+    /// The Q4_1-layout row-group copy (<see cref="Q4_1RowGroups"/>: Q4_1, Q5_1, Q5_0; row group g at g * 8 * <see cref="RowByteCount"/>), made on
     /// the first call like <see cref="Q4_0RowGroupData"/>.
     /// </summary>
     public byte* Q4_1RowGroupData(WorkerPool? pool = null) =>
-        RowGroupData(HasQ4_1RowGroups, "Q4_1 / Q5_1 row groups (rows a multiple of 8, on CPUs with AVX-512 BW; Q5_1 also GFNI)", pool);
+        RowGroupData(HasQ4_1RowGroups, "Q4_1-layout row groups (Q4_1, Q5_1 or Q5_0, rows a multiple of 8, on CPUs with AVX-512 BW; Q5_1 and Q5_0 also GFNI)", pool);
 
     /// <summary>
     /// The resident copy of the rows (row r at r * <see cref="RowByteCount"/>, the bytes of <see cref="RowPointer"/>),

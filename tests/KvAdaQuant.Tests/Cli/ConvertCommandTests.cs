@@ -38,7 +38,7 @@ public class ConvertCommandTests
     }
 
     [Theory]
-    [InlineData("convert", "--synthetic", "tiny-llama", "--out", "{dir}/x.gguf", "--type", "q5_0")]
+    [InlineData("convert", "--synthetic", "tiny-llama", "--out", "{dir}/x.gguf", "--type", "q8_1")]
     [InlineData("convert", "--synthetic", "no-such-preset", "--out", "{dir}/x.gguf")]
     [InlineData("convert", "--out", "{dir}/x.gguf")]
     [InlineData("convert", "--model", "stories260K", "--synthetic", "tiny-llama", "--out", "{dir}/x.gguf")]
@@ -56,7 +56,7 @@ public class ConvertCommandTests
 
     [Theory]
     [InlineData("", "kvaq: error: --out: the path is empty; give a .gguf file or a folder to write")]
-    [InlineData("{dir}", "kvaq: error: --type: 'q8_0' cannot be written to a Hugging Face folder, which holds f32, f16 or bf16 weights (quantized models are dequantized); f32, f16, bf16, q8_0, q4_0, q4_k_m, q4_k_s, q6_k, q2_k, q3_k_s, q3_k_m, q3_k_l, q5_k_s, q5_k_m, iq4_nl, iq4_xs, q4_1, q5_1 are for .gguf files")]
+    [InlineData("{dir}", "kvaq: error: --type: 'q8_0' cannot be written to a Hugging Face folder, which holds f32, f16 or bf16 weights (quantized models are dequantized); f32, f16, bf16, q8_0, q4_0, q4_k_m, q4_k_s, q6_k, q2_k, q3_k_s, q3_k_m, q3_k_l, q5_k_s, q5_k_m, iq4_nl, iq4_xs, q4_1, q5_1, q5_0 are for .gguf files")]
     [InlineData("{dir}/no/such/x.gguf", "kvaq: error: --out {dir}/no/such/x.gguf: the folder {dir}/no/such does not exist")]
     public void BadOutIsNamedBeforeAnyConversion(string output, string message)
     {

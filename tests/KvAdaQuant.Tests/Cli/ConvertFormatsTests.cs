@@ -444,7 +444,7 @@ public class ConvertFormatsTests(ConvertFormatsTests.BadSources sources) : IClas
     [Theory]
     [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/x.txt" }, "--out {dir}/x.txt: cannot tell the output format")]
     [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/x", "--format", "onnx" }, "--format: 'onnx' is not gguf, hf or llama2c")]
-    [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/x.gguf", "--type", "f8" }, "--type: 'f8' is not one of f32, f16, bf16, q8_0, q4_0, q4_k_m, q4_k_s, q6_k, q2_k, q3_k_s, q3_k_m, q3_k_l, q5_k_s, q5_k_m, iq4_nl, iq4_xs, q4_1, q5_1")]
+    [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/x.gguf", "--type", "f8" }, "--type: 'f8' is not one of f32, f16, bf16, q8_0, q4_0, q4_k_m, q4_k_s, q6_k, q2_k, q3_k_s, q3_k_m, q3_k_l, q5_k_s, q5_k_m, iq4_nl, iq4_xs, q4_1, q5_1, q5_0")]
     [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/hf/", "--type", "q8_0" }, "--type: 'q8_0' cannot be written to a Hugging Face folder")]
     [InlineData(new[] { "--synthetic", "tiny-llama", "--out", "{dir}/hf", "--format", "hf" }, "--synthetic writes GGUF only")]
     [InlineData(new[] { "--model", "stories260K", "--out", "{dir}/full", "--format", "hf" }, "--out {dir}/full: the folder is not empty")]

@@ -124,6 +124,8 @@ public class LlamaCppKQuantTests(ConvertedModels converted, ITestOutputHelper ou
     // IQ4_NL matrices of 8k rows go through 8-row groups that sum each row block by block in one float, the order of
     // llama.cpp's repacked IQ4_NL gemv (where the CPU has AVX-VNNI): since then batched within 1e-4 at all 128 positions
     // (6.0e-7 at most) and token by token up to position 104; the row-by-row kernel (other CPUs) keeps the old 16.
+    // Q5_0 files (every matrix Q5_0 but the output, ggml's eight-lane vec_dot order in row groups or row by row): 6.3e-7 at
+    // all 128 positions, batched and token by token.
     [LlamaCppTheory]
     [InlineData(LlamaCppQuantizationType.Q4_K_M, false, 16)]
     [InlineData(LlamaCppQuantizationType.Q4_K_M, true, 16)]
@@ -147,6 +149,8 @@ public class LlamaCppKQuantTests(ConvertedModels converted, ITestOutputHelper ou
     [InlineData(LlamaCppQuantizationType.Q4_1, true, 16)]
     [InlineData(LlamaCppQuantizationType.Q5_1, false, 16)]
     [InlineData(LlamaCppQuantizationType.Q5_1, true, 16)]
+    [InlineData(LlamaCppQuantizationType.Q5_0, false, 128)]
+    [InlineData(LlamaCppQuantizationType.Q5_0, true, 128)]
     public void TinyLlama256_KQuantFile_LogitsAgreeWithLlamaCpp(LlamaCppQuantizationType type, bool tokenByToken, int positionsWithinOneTenThousandth)
     {
         if (type == LlamaCppQuantizationType.IQ4_NL && !LowBitRowGroupDot.Iq4_XSVectorPathSupported)
