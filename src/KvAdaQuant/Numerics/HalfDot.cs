@@ -44,31 +44,13 @@ public static unsafe class HalfDot
     /// </summary>
     public static void Tile(ushort* row, long rowStride, int rows, float* x, long xStride, int tokens, int n, float* output, long rowOutStride, long tokenOutStride, bool finiteHalves)
     {
-        if (rows < 1 || tokens < 1)
-        {
-            throw new ArgumentOutOfRangeException(rows < 1 ? nameof(rows) : nameof(tokens), "a tile has at least one row and one token");
-        }
-
-        if (!VectorPathSupported)
-        {
-            for (int k = 0; k < rows; k++)
-            {
-                for (int t = 0; t < tokens; t++)
-                {
-                    output[(t * tokenOutStride) + (k * rowOutStride)] = DotScalar(row + (k * rowStride), x + (t * xStride), n);
-                }
-            }
-
-            return;
-        }
-
         if (finiteHalves)
         {
-            Tile<Finite>(row, rowStride, rows, x, xStride, tokens, n, output, rowOutStride, tokenOutStride);
+            Checked<Finite>(row, rowStride, rows, x, xStride, tokens, n, output, rowOutStride, tokenOutStride);
         }
         else
         {
-            Tile<Exact>(row, rowStride, rows, x, xStride, tokens, n, output, rowOutStride, tokenOutStride);
+            Checked<Exact>(row, rowStride, rows, x, xStride, tokens, n, output, rowOutStride, tokenOutStride);
         }
     }
 
@@ -77,27 +59,7 @@ public static unsafe class HalfDot
     /// value, Inf and NaN included: a bfloat16 is the upper half of a float).
     /// </summary>
     public static void TileBFloat16(ushort* row, long rowStride, int rows, float* x, long xStride, int tokens, int n, float* output, long rowOutStride, long tokenOutStride)
-    {
-        if (rows < 1 || tokens < 1)
-        {
-            throw new ArgumentOutOfRangeException(rows < 1 ? nameof(rows) : nameof(tokens), "a tile has at least one row and one token");
-        }
-
-        if (!VectorPathSupported)
-        {
-            for (int k = 0; k < rows; k++)
-            {
-                for (int t = 0; t < tokens; t++)
-                {
-                    output[(t * tokenOutStride) + (k * rowOutStride)] = DotBFloat16Scalar(row + (k * rowStride), x + (t * xStride), n);
-                }
-            }
-
-            return;
-        }
-
-        Tile<BFloat>(row, rowStride, rows, x, xStride, tokens, n, output, rowOutStride, tokenOutStride);
-    }
+        => Checked<BFloat>(row, rowStride, rows, x, xStride, tokens, n, output, rowOutStride, tokenOutStride);
 
     /// <summary>
     /// <see cref="Dot(ushort*, float*, int)"/> of one row with four activation vectors (x + k * <paramref name="xStride"/>,
@@ -136,6 +98,30 @@ public static unsafe class HalfDot
         }
 
         return sum;
+    }
+
+    // The tile's counts checked, then the vector path, or the scalar twin row by row and token by token.
+    private static void Checked<T>(ushort* row, long rowStride, int rows, float* x, long xStride, int tokens, int n, float* output, long rowOutStride, long tokenOutStride)
+        where T : struct, IWidening
+    {
+        if (rows < 1 || tokens < 1)
+        {
+            throw new ArgumentOutOfRangeException(rows < 1 ? nameof(rows) : nameof(tokens), "a tile has at least one row and one token");
+        }
+
+        if (VectorPathSupported)
+        {
+            Tile<T>(row, rowStride, rows, x, xStride, tokens, n, output, rowOutStride, tokenOutStride);
+            return;
+        }
+
+        for (int k = 0; k < rows; k++)
+        {
+            for (int t = 0; t < tokens; t++)
+            {
+                output[(t * tokenOutStride) + (k * rowOutStride)] = DotScalar<T>(row + (k * rowStride), x + (t * xStride), n);
+            }
+        }
     }
 
     private static void Tile<T>(ushort* row, long rowStride, int rows, float* x, long xStride, int tokens, int n, float* output, long rowOutStride, long tokenOutStride)

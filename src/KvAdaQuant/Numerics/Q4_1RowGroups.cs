@@ -430,7 +430,7 @@ public static unsafe class Q4_1RowGroups
         public static int FifthBitsOffset => 32;
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector512<float> Halves(byte* unit) => HalfBits.ToSingle16NoSubnormals(Avx512F.ConvertToVector512Int32(Vector256.Load((ushort*)unit)));
+        public static Vector512<float> Halves(byte* unit) => DAndM(unit);
     }
 
     private struct Q5_1Format : IFormat
@@ -448,7 +448,7 @@ public static unsafe class Q4_1RowGroups
         public static int FifthBitsOffset => 32;
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector512<float> Halves(byte* unit) => HalfBits.ToSingle16NoSubnormals(Avx512F.ConvertToVector512Int32(Vector256.Load((ushort*)unit)));
+        public static Vector512<float> Halves(byte* unit) => DAndM(unit);
     }
 
     private struct Q5_0Format : IFormat
@@ -469,6 +469,10 @@ public static unsafe class Q4_1RowGroups
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector512<float> Halves(byte* unit) => HalfBits.ToSingle16NoSubnormals(Avx512F.ConvertToVector512Int32(Vector256.Create(Vector128.Load((ushort*)unit))));
     }
+
+    // A Q4_1 / Q5_1 unit's 8 d and 8 m (its first 32 bytes) as floats.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> DAndM(byte* unit) => HalfBits.ToSingle16NoSubnormals(Avx512F.ConvertToVector512Int32(Vector256.Load((ushort*)unit)));
 
     private interface ICount
     {
