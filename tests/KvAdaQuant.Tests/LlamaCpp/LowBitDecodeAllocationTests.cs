@@ -21,10 +21,21 @@ public class LowBitDecodeAllocationTests(ConvertedModels converted, ITestOutputH
     [InlineData(LlamaCppQuantizationType.IQ4_XS)]
     [InlineData(LlamaCppQuantizationType.IQ4_NL)]
     [InlineData(LlamaCppQuantizationType.Q4_1)]
+    [InlineData(LlamaCppQuantizationType.Q5_1)]
+    [InlineData(LlamaCppQuantizationType.Q5_0)]
     [InlineData(LlamaCppQuantizationType.Q4_K_M)]
-    public void DecodeStepsAllocateNothingAfterWarmUp(LlamaCppQuantizationType type)
+    public void DecodeStepsAllocateNothingAfterWarmUp(LlamaCppQuantizationType type) =>
+        AssertDecodeAllocatesNothing(converted.GetLlamaCppQuantized(converted.GetSynthetic("tiny-llama-256", GgmlType.F16), type), type.ToString());
+
+    // F16 and BF16 files (our writer; the F16 tiles, and the scan for Inf/NaN halves made once, at the first product).
+    [Theory]
+    [InlineData(GgmlType.F16)]
+    [InlineData(GgmlType.BF16)]
+    public void HalfPrecisionDecodeStepsAllocateNothingAfterWarmUp(GgmlType type) =>
+        AssertDecodeAllocatesNothing(converted.GetSynthetic("tiny-llama-256", type), type.ToString());
+
+    private void AssertDecodeAllocatesNothing(string gguf, string type)
     {
-        var gguf = converted.GetLlamaCppQuantized(converted.GetSynthetic("tiny-llama-256", GgmlType.F16), type);
         using var model = ModelLoader.Load(gguf);
         using var transformer = new Transformer(model, 2);
         foreach (bool quantized in new[] { false, true })
