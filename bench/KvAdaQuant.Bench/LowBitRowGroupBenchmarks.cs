@@ -5,9 +5,10 @@ namespace KvAdaQuant.Bench;
 
 /// <summary>
 /// The Q2_K, Q3_K, IQ4_XS, IQ4_NL, Q4_1 and Q5_1 kernels alone, one thread: a 4096 x 2048 matrix (Q2_K 2.7 MB, Q3_K 3.5 MB,
-/// IQ4_XS 4.4 MB, IQ4_NL 4.7 MB, Q4_1 5.2 MB, Q5_1 6.3 MB) times 1 token (decode) or 4 (prefill), row by row
+/// IQ4_XS 4.4 MB, IQ4_NL 4.7 MB, Q4_1 5.2 MB, Q5_1 6.3 MB, Q5_0 5.8 MB) times 1 token (decode) or 4 (prefill), row by row
 /// (<see cref="LowBitDot"/>, <c>Layout = Rows</c>) against the 8-row groups (<see cref="LowBitRowGroupDot"/>,
-/// <see cref="Q4_1RowGroups"/>, <c>Layout = RowGroups</c>; the same bits for the K-quant types, Q4_1 and Q5_1, llama.cpp's
+/// <see cref="Q4_1RowGroups"/>, <c>Layout = RowGroups</c>; the same bits for the K-quant types, Q4_1, Q5_1 and Q5_0 (whose rows go
+/// token by token through <see cref="Q5_0Dot"/>), llama.cpp's
 /// repacked order for IQ4_NL, whose groups take the Q4_0 layout). GB/s of weights:
 /// matrix bytes / time. (Min is shown beside Mean: the machine is shared.)
 /// </summary>
@@ -25,9 +26,9 @@ public unsafe class LowBitRowGroupBenchmarks : IDisposable
     private float[] _s1 = null!;
     private float[] _y = null!;
 
-    private bool Q4_1Family => Type is GgmlType.Q4_1 or GgmlType.Q5_1;
+    private bool Q4_1Family => Q4_1RowGroups.Takes(Type);
 
-    [Params(GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.IQ4_XS, GgmlType.IQ4_NL, GgmlType.Q4_1, GgmlType.Q5_1)]
+    [Params(GgmlType.Q2_K, GgmlType.Q3_K, GgmlType.IQ4_XS, GgmlType.IQ4_NL, GgmlType.Q4_1, GgmlType.Q5_1, GgmlType.Q5_0)]
     public GgmlType Type { get; set; }
 
     [Params("Rows", "RowGroups")]
@@ -110,6 +111,13 @@ public unsafe class LowBitRowGroupBenchmarks : IDisposable
                         case GgmlType.Q5_1:
                             LowBitDot.DotQ4_1(row, Cols / 32, Tokens, Type == GgmlType.Q5_1, x0, d0, s1, y + r, Rows);
                             break;
+                        case GgmlType.Q5_0:
+                            for (int t = 0; t < Tokens; t++)
+                            {
+                                y[r + (t * Rows)] = Q5_0Dot.Dot(row, x0 + (t * Cols), d0 + (t * (Cols / 32)), Cols / 32);
+                            }
+
+                            break;
                         default:
                             LowBitDot.DotIq4_XS(row, SuperBlocks, Tokens, xq, xd, y + r, Rows);
                             break;
@@ -135,6 +143,7 @@ public unsafe class LowBitRowGroupBenchmarks : IDisposable
                         break;
                     case GgmlType.Q4_1:
                     case GgmlType.Q5_1:
+                    case GgmlType.Q5_0:
                         Q4_1RowGroups.Dot(group, Type, Cols / 32, Tokens, x0, Cols, d0, s1, y + r, Rows);
                         break;
                     default:
