@@ -88,6 +88,7 @@ public class LlamaCppKQuantTests(ConvertedModels converted, ITestOutputHelper ou
     [InlineData("q4_k_m", GgmlType.Q4_K)]
     [InlineData("q3_k_m", GgmlType.Q3_K)]
     [InlineData("iq4_xs", GgmlType.IQ4_XS)]
+    [InlineData("q5_0", GgmlType.Q5_0)]
     public void ConvertCommand_LlamaCppType_WritesLlamaCppQuantizedFileAndRemovesTheIntermediate(string typeName, GgmlType attnQ)
     {
         using var dir = new TempDir();
