@@ -142,6 +142,19 @@ public sealed unsafe class MatMulKernel : IParallelWork
         _ => GgmlType.F32,
     };
 
+    // An F16 (finite halves or not) or BF16 tile (HalfDot).
+    private static void HalfTile(bool bf16, bool finite, ushort* row, long rowStride, int rows, float* x, long xStride, int tokens, int n, float* output, long rowOutStride, long tokenOutStride)
+    {
+        if (bf16)
+        {
+            HalfDot.TileBFloat16(row, rowStride, rows, x, xStride, tokens, n, output, rowOutStride, tokenOutStride);
+        }
+        else
+        {
+            HalfDot.Tile(row, rowStride, rows, x, xStride, tokens, n, output, rowOutStride, tokenOutStride, finite);
+        }
+    }
+
     private int Add(WeightMatrix w, Span<float> y, float* py, int n, int chunks)
     {
         if (y.Length < n * w.Rows)
@@ -238,26 +251,35 @@ public sealed unsafe class MatMulKernel : IParallelWork
                     break;
                 }
 
+            case GgmlType.Q4_1 when w.HasQ4_1RowGroups:
+            case GgmlType.Q5_1 when w.HasQ4_1RowGroups:
+            case GgmlType.Q5_0 when w.HasQ4_1RowGroups:
+                {
+                    // Q4_1, Q5_1 and Q5_0 rows in groups of 8 from the Q4_1-layout copy (Q4_1RowGroups): each row the bits of
+                    // its row-by-row kernel, below (Q4_1 / Q5_1 with the Q8_1 sums, unused by Q5_0).
+                    int blocks = cols / 32;
+                    long groupBytes = 8 * w.RowByteCount;
+                    fixed (sbyte* xq = _xq.Values)
+                    fixed (float* xd = _xq.Scales)
+                    fixed (float* xs1 = _xs1)
+                    {
+                        for (int r = r0; r < r1; r += 8)
+                        {
+                            Q4_1RowGroups.DotAvx512((byte*)_rowGroups[m] + ((r / 8) * groupBytes), w.Type, blocks, n, xq, cols, xd, xs1, y + r, rows);
+                        }
+                    }
+
+                    break;
+                }
+
             case GgmlType.Q5_0:
                 {
-                    // Q5_0 rows (llama.cpp's fallback for rows that are not a multiple of 256 in K-quant files) with
-                    // ggml_vec_dot_q5_0_q8_0's arithmetic: in groups of 8 rows from the Q4_1-layout copy where it is used
-                    // (Q4_1RowGroups, the same bits), else row by row.
+                    // Q5_0 rows (llama.cpp's fallback for rows that are not a multiple of 256 in K-quant files) row by row,
+                    // as ggml_vec_dot_q5_0_q8_0.
                     int blocks = cols / 32;
                     fixed (sbyte* xq = _xq.Values)
                     fixed (float* xd = _xq.Scales)
                     {
-                        if (w.HasQ4_1RowGroups)
-                        {
-                            long groupBytes = 8 * w.RowByteCount;
-                            for (int r = r0; r < r1; r += 8)
-                            {
-                                Q4_1RowGroups.DotAvx512((byte*)_rowGroups[m] + ((r / 8) * groupBytes), w.Type, blocks, n, xq, cols, xd, null, y + r, rows);
-                            }
-
-                            break;
-                        }
-
                         for (int r = r0; r < r1; r++)
                         {
                             byte* row = w.RowPointer(r);
@@ -382,15 +404,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
                         int part = (r1 - r0) / 4;
                         for (int i = 0; i < part; i++)
                         {
-                            ushort* first = (ushort*)(rowBase + ((r0 + i) * w.RowByteCount));
-                            if (bf16)
-                            {
-                                HalfDot.TileBFloat16(first, part * rowHalves, 4, _x, cols, 1, cols, y + r0 + i, part, rows);
-                            }
-                            else
-                            {
-                                HalfDot.Tile(first, part * rowHalves, 4, _x, cols, 1, cols, y + r0 + i, part, rows, finite);
-                            }
+                            HalfTile(bf16, finite, (ushort*)(rowBase + ((r0 + i) * w.RowByteCount)), part * rowHalves, 4, _x, cols, 1, cols, y + r0 + i, part, rows);
                         }
 
                         r = r0 + (4 * part);
@@ -400,15 +414,7 @@ public sealed unsafe class MatMulKernel : IParallelWork
                     for (; r < r1; r += rest)
                     {
                         int k = Math.Min(rest, r1 - r);
-                        ushort* first = (ushort*)(rowBase + (r * w.RowByteCount));
-                        if (bf16)
-                        {
-                            HalfDot.TileBFloat16(first, rowHalves, k, _x, cols, n, cols, y + r, 1, rows);
-                        }
-                        else
-                        {
-                            HalfDot.Tile(first, rowHalves, k, _x, cols, n, cols, y + r, 1, rows, finite);
-                        }
+                        HalfTile(bf16, finite, (ushort*)(rowBase + (r * w.RowByteCount)), rowHalves, k, _x, cols, n, cols, y + r, 1, rows);
                     }
 
                     break;
@@ -542,18 +548,6 @@ public sealed unsafe class MatMulKernel : IParallelWork
                     fixed (float* xd = _xq.Scales)
                     fixed (float* xs1 = _xs1)
                     {
-                        if (w.HasQ4_1RowGroups)
-                        {
-                            // Groups of 8 rows from the row-group copy (Q4_1RowGroups): the same bits as row by row, below.
-                            long groupBytes = 8 * w.RowByteCount;
-                            for (int r = r0; r < r1; r += 8)
-                            {
-                                Q4_1RowGroups.DotAvx512((byte*)_rowGroups[m] + ((r / 8) * groupBytes), w.Type, blocks, n, xq, cols, xd, xs1, y + r, rows);
-                            }
-
-                            break;
-                        }
-
                         for (int r = r0; r < r1; r++)
                         {
                             byte* row = w.RowPointer(r);
