@@ -185,11 +185,26 @@ public sealed class Transformer : IDisposable
         _attention.Cache = cache;
         _attention.Tokens = n;
         _attention.Pos0 = pos0;
-        _pool.Run(_attention, n * Config.KvHeads);
+        _attention.Block = CausalBlock(n, Config.KvHeads, _pool.Threads);
+        _pool.Run(_attention, (n + _attention.Block - 1) / _attention.Block * Config.KvHeads);
         _attention.Cache = null;
     }
 
-    /// <summary>Attention for one (token, KV head) item: all query heads of the group against the cache.</summary>
+    /// <summary>
+    /// Tokens per attention item of a batch of <paramref name="tokens"/>: up to <see cref="MaxCausalBlock"/>, so that the
+    /// cache can share work between them (<see cref="IKvLayerCache.AttendCausal"/>), and few enough that every thread
+    /// gets at least four items.
+    /// </summary>
+    internal static int CausalBlock(int tokens, int kvHeads, int threads) =>
+        Math.Clamp((int)((long)tokens * kvHeads / (4L * threads)), 1, MaxCausalBlock);
+
+    /// <summary>The most tokens of a batch one attention item serves.</summary>
+    internal const int MaxCausalBlock = 16;
+
+    /// <summary>
+    /// Attention for one (block of tokens, KV head) item: all query heads of the group against the cache, each token
+    /// over its causal prefix. Items go last block first, the longest prefixes first.
+    /// </summary>
     private sealed class AttentionWork(Transformer owner) : IParallelWork
     {
         private readonly float[][] _scores = Enumerable.Range(0, owner.Threads).Select(_ => Array.Empty<float>()).ToArray();
@@ -200,18 +215,38 @@ public sealed class Transformer : IDisposable
 
         public int Pos0 { get; set; }
 
+        public int Block { get; set; } = 1;
+
         public void Execute(int index, int worker)
         {
             var c = owner.Config;
             int groups = c.KvHeads, rep = c.GroupSize, hd = c.HeadDim, qd = c.QDim;
-            int t = index / groups;
+            int blocks = (Tokens + Block - 1) / Block;
+            int t0 = (blocks - 1 - (index / groups)) * Block;
             int g = index % groups;
-            int length = Pos0 + t + 1;
-            var scores = Scratch(worker, rep * length);
+            int count = Math.Min(Block, Tokens - t0);
+            int first = Pos0 + t0 + 1;
             var ws = owner._ws;
-            var qs = new ReadOnlySpan<float>(ws.Q, (t * qd) + (g * rep * hd), rep * hd);
-            var o = new Span<float>(ws.Att, (t * qd) + (g * rep * hd), rep * hd);
-            Cache!.Attend(g, qs, rep, length, o, scores);
+            if (count == 1)
+            {
+                var qs = new ReadOnlySpan<float>(ws.Q, (t0 * qd) + (g * rep * hd), rep * hd);
+                var o = new Span<float>(ws.Att, (t0 * qd) + (g * rep * hd), rep * hd);
+                Cache!.Attend(g, qs, rep, first, o, Scratch(worker, rep * first));
+                return;
+            }
+
+            int span = ((count - 1) * qd) + (rep * hd);
+            var scratch = Scratch(worker, Cache!.CausalScratchFloats(rep, first, count));
+            Cache.AttendCausal(
+                g,
+                new ReadOnlySpan<float>(ws.Q, (t0 * qd) + (g * rep * hd), span),
+                qd,
+                rep,
+                first,
+                count,
+                new Span<float>(ws.Att, (t0 * qd) + (g * rep * hd), span),
+                qd,
+                scratch);
         }
 
         private Span<float> Scratch(int worker, int size)

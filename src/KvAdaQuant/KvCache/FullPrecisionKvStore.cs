@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
 using KvAdaQuant.Numerics;
 
 namespace KvAdaQuant.KvCache;
@@ -11,6 +12,10 @@ public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IKvStateLayer, 
     private readonly NativeBuffer _k;
     private readonly NativeBuffer _v;
     private readonly bool _fused;
+    private readonly bool _causalTiles;
+
+    /// <summary>Positions converted (and keys transposed) at a time by <see cref="AttendCausal"/>'s tiled path.</summary>
+    internal const int CausalChunk = 256;
 
     /// <summary>Creates an empty store of <paramref name="layout"/>.Capacity positions.</summary>
     public FullPrecisionKvStore(KvLayout layout, bool half)
@@ -24,6 +29,7 @@ public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IKvStateLayer, 
         _layout = layout;
         _half = half;
         _fused = allowFused && FusedAttentionKernels.IsSupported && FusedAttentionKernels.SupportsDense(layout.HeadDim);
+        _causalTiles = allowFused && !_fused && UsesCausalTiles(layout.HeadDim);
         long bytes = (long)layout.KvHeads * layout.Capacity * layout.HeadDim * (half ? 2 : 4);
         _k = new NativeBuffer(bytes);
         _v = new NativeBuffer(bytes);
@@ -144,6 +150,198 @@ public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IKvStateLayer, 
         if (rented is not null)
         {
             System.Buffers.ArrayPool<float>.Shared.Return(rented);
+        }
+    }
+
+    /// <summary>
+    /// Whether <see cref="AttendCausal"/> shares the converted rows between the tokens of a batch at this head dim: the
+    /// row-at-a-time path's head dims below 64 (whose dot products are one sequential chain per position, so sixteen
+    /// positions go in the lanes of one 512-bit vector with the same bits), where 512-bit vectors are accelerated.
+    /// </summary>
+    internal static bool UsesCausalTiles(int headDim) => headDim < FusedAttentionKernels.Slab && Vector512.IsHardwareAccelerated;
+
+    /// <inheritdoc/>
+    public int CausalScratchFloats(int queryHeads, int firstLength, int tokens)
+    {
+        if (!_causalTiles)
+        {
+            return queryHeads * (firstLength + tokens - 1);
+        }
+
+        var (scores, chunk, lanes) = CausalLayout(queryHeads, firstLength, tokens, _layout.HeadDim);
+        return scores + (2 * chunk) + lanes;
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>
+    /// At head dims below 64 (<see cref="UsesCausalTiles"/>) the batch's tokens share each chunk of
+    /// <see cref="CausalChunk"/> positions: the keys are widened and transposed once into tiles of sixteen positions
+    /// (channel-major), each query head's scores take sixteen positions a vector in the order of the row-at-a-time
+    /// path (a rounded product added per channel, the last HeadDim % 8 channels fused, then the scale), the softmax is
+    /// the same call, and the values, widened once per chunk, go into the same sixteen lane accumulators
+    /// (position j into lane j mod 16, fused) reduced by the same tree, so every output has the bits of
+    /// <see cref="Attend"/>.
+    /// </remarks>
+    public void AttendCausal(int kvHead, ReadOnlySpan<float> queries, int queryStride, int queryHeads, int firstLength, int tokens, Span<float> output, int outputStride, Span<float> scratch)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(firstLength, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(tokens, 1);
+        int last = firstLength + tokens - 1;
+        if (last > Length)
+        {
+            throw new ArgumentOutOfRangeException(nameof(tokens), $"the batch's last token attends {last} positions but the cache holds {Length}");
+        }
+
+        if (!_causalTiles || tokens == 1)
+        {
+            IKvLayerCache.AttendEachToken(this, kvHead, queries, queryStride, queryHeads, firstLength, tokens, output, outputStride, scratch);
+            return;
+        }
+
+        int hd = _layout.HeadDim;
+        var (scoreFloats, chunkFloats, laneFloats) = CausalLayout(queryHeads, firstLength, tokens, hd);
+        if (scratch.Length < scoreFloats + (2 * chunkFloats) + laneFloats)
+        {
+            throw new ArgumentException($"scratch of {scratch.Length} floats, need {scoreFloats + (2 * chunkFloats) + laneFloats}", nameof(scratch));
+        }
+
+        if (queries.Length < ((tokens - 1) * queryStride) + (queryHeads * hd) || output.Length < ((tokens - 1) * outputStride) + (queryHeads * hd))
+        {
+            throw new ArgumentException($"{tokens} tokens of {queryHeads} heads of {hd} at strides {queryStride} / {outputStride} need more than {queries.Length} query and {output.Length} output floats");
+        }
+
+        int pad = (last + 15) & ~15;
+        int unfused = hd & ~7;
+        var scaleV = Vector512.Create(_layout.Scale);
+        long baseIdx = (long)kvHead * _layout.Capacity * hd;
+        fixed (float* qp = queries)
+        fixed (float* op = output)
+        fixed (float* sp = scratch)
+        {
+            float* rowsBuf = sp + scoreFloats;
+            float* tiles = rowsBuf + chunkFloats;
+            float* lanes = tiles + chunkFloats;
+            for (int c0 = 0; c0 < last; c0 += CausalChunk)
+            {
+                int m = Math.Min(CausalChunk, last - c0);
+                float* rows = Widen(_k, baseIdx + ((long)c0 * hd), m * hd, rowsBuf);
+                int mt = (m + 15) & ~15;
+                for (int j = 0; j < mt; j++)
+                {
+                    float* tile = tiles + ((j >> 4) * 16 * hd) + (j & 15);
+                    float* row = rows + ((long)j * hd);
+                    for (int i = 0; i < hd; i++)
+                    {
+                        tile[16 * i] = j < m ? row[i] : 0f;
+                    }
+                }
+
+                for (int t = 0; t < tokens; t++)
+                {
+                    int end = Math.Min(firstLength + t - c0, m);
+                    for (int r = 0; r < queryHeads; r++)
+                    {
+                        float* q = qp + ((long)t * queryStride) + (r * hd);
+                        float* srow = sp + ((((long)t * queryHeads) + r) * pad) + c0;
+                        for (int j0 = 0; j0 < end; j0 += 16)
+                        {
+                            float* tile = tiles + (j0 * hd);
+                            var acc = Vector512<float>.Zero;
+                            int i = 0;
+                            for (; i < unfused; i++)
+                            {
+                                acc += Vector512.Create(q[i]) * Vector512.Load(tile + (16 * i));
+                            }
+
+                            for (; i < hd; i++)
+                            {
+                                acc = Vector512.FusedMultiplyAdd(Vector512.Create(q[i]), Vector512.Load(tile + (16 * i)), acc);
+                            }
+
+                            (acc * scaleV).Store(srow + j0);
+                        }
+                    }
+                }
+            }
+
+            for (int t = 0; t < tokens; t++)
+            {
+                for (int r = 0; r < queryHeads; r++)
+                {
+                    Kernels.SoftMax(new Span<float>(sp + ((((long)t * queryHeads) + r) * pad), firstLength + t));
+                }
+            }
+
+            new Span<float>(lanes, laneFloats).Clear();
+            for (int c0 = 0; c0 < last; c0 += CausalChunk)
+            {
+                int m = Math.Min(CausalChunk, last - c0);
+                float* rows = Widen(_v, baseIdx + ((long)c0 * hd), m * hd, rowsBuf);
+                for (int t = 0; t < tokens; t++)
+                {
+                    int end = Math.Min(firstLength + t - c0, m);
+                    for (int r = 0; r < queryHeads; r++)
+                    {
+                        long rowIndex = ((long)t * queryHeads) + r;
+                        float* p = sp + (rowIndex * pad) + c0;
+                        float* acc = lanes + (rowIndex * 16 * hd);
+                        for (int j = 0; j < end; j++)
+                        {
+                            FusedMultiplyAdd(rows + ((long)j * hd), p[j], acc + ((j & 15) * hd), hd);
+                        }
+                    }
+                }
+            }
+
+            for (int t = 0; t < tokens; t++)
+            {
+                for (int r = 0; r < queryHeads; r++)
+                {
+                    long rowIndex = ((long)t * queryHeads) + r;
+                    GgmlArithmetic.ReduceLanes16(new Span<float>(lanes + (rowIndex * 16 * hd), 16 * hd), hd, new Span<float>(op + ((long)t * outputStride) + (r * hd), hd));
+                }
+            }
+        }
+    }
+
+    // Floats of AttendCausal's scratch: the scores ([token][head][positions rounded up to 16]), one chunk of widened
+    // rows and one of transposed keys, and sixteen lanes of HeadDim accumulators per (token, head).
+    private static (int Scores, int Chunk, int Lanes) CausalLayout(int queryHeads, int firstLength, int tokens, int hd)
+    {
+        int pad = (firstLength + tokens - 1 + 15) & ~15;
+        return (checked(tokens * queryHeads * pad), CausalChunk * hd, checked(tokens * queryHeads * 16 * hd));
+    }
+
+    // The rows at element offset `index` as floats: FP32 rows in place, FP16 rows widened into `buffer`.
+    private float* Widen(NativeBuffer buf, long index, int count, float* buffer)
+    {
+        if (!_half)
+        {
+            return (float*)buf.Pointer + index;
+        }
+
+        TensorPrimitives.ConvertToSingle(buf.AsSpan<Half>(index, count), new Span<float>(buffer, count));
+        return buffer;
+    }
+
+    // acc[d] = fma(x[d], p, acc[d]) for d < n, as GgmlArithmetic.FusedMultiplyAddInPlace (element-wise, so any width).
+    private static void FusedMultiplyAdd(float* x, float p, float* acc, int n)
+    {
+        int d = 0;
+        var pv = Vector512.Create(p);
+        for (; d + 16 <= n; d += 16)
+        {
+            Vector512.FusedMultiplyAdd(Vector512.Load(x + d), pv, Vector512.Load(acc + d)).Store(acc + d);
+        }
+
+        for (; d + 8 <= n; d += 8)
+        {
+            Vector256.FusedMultiplyAdd(Vector256.Load(x + d), pv.GetLower(), Vector256.Load(acc + d)).Store(acc + d);
+        }
+
+        for (; d < n; d++)
+        {
+            acc[d] = MathF.FusedMultiplyAdd(x[d], p, acc[d]);
         }
     }
 

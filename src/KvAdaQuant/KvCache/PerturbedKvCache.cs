@@ -100,6 +100,11 @@ public sealed class PerturbedKvCache : IKvCache
         public void Attend(int kvHead, ReadOnlySpan<float> queries, int queryHeads, int length, Span<float> output, Span<float> scores) =>
             inner.Attend(kvHead, queries, queryHeads, length, output, scores);
 
+        public void AttendCausal(int kvHead, ReadOnlySpan<float> queries, int queryStride, int queryHeads, int firstLength, int tokens, Span<float> output, int outputStride, Span<float> scratch) =>
+            inner.AttendCausal(kvHead, queries, queryStride, queryHeads, firstLength, tokens, output, outputStride, scratch);
+
+        public int CausalScratchFloats(int queryHeads, int firstLength, int tokens) => inner.CausalScratchFloats(queryHeads, firstLength, tokens);
+
         public void ReadKeys(int kvHead, int start, int count, Span<float> dst) => inner.ReadKeys(kvHead, start, count, dst);
 
         public void ReadValues(int kvHead, int start, int count, Span<float> dst) => inner.ReadValues(kvHead, start, count, dst);

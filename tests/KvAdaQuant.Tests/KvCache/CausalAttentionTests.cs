@@ -1,0 +1,104 @@
+using KvAdaQuant.Engine;
+using KvAdaQuant.KvCache;
+
+namespace KvAdaQuant.Tests.KvCache;
+
+/// <summary>
+/// <see cref="IKvLayerCache.AttendCausal"/> (a prefill batch's tokens sharing the widened rows) against one
+/// <see cref="IKvLayerCache.Attend"/> per token: the same bits, on FP16 and FP32 caches, at head dims that take the
+/// tiled path (below 64) and ones that do not.
+/// </summary>
+public class CausalAttentionTests
+{
+    [Theory]
+    [InlineData(true, 32, 3, 1, 5)]
+    [InlineData(true, 32, 3, 17, 16)]
+    [InlineData(false, 32, 3, 200, 16)]
+    [InlineData(true, 8, 2, 250, 9)]
+    [InlineData(false, 8, 1, 1, 16)]
+    [InlineData(true, 24, 4, 300, 7)]
+    [InlineData(true, 40, 2, 513, 3)]
+    [InlineData(false, 60, 2, 255, 2)]
+    [InlineData(true, 64, 2, 40, 6)]
+    [InlineData(false, 96, 2, 33, 4)]
+    public void CausalBatchEqualsOneAttendPerToken(bool half, int headDim, int rep, int firstLength, int tokens)
+    {
+        const int kvHeads = 2;
+        int positions = firstLength + tokens - 1;
+        var layout = new KvLayout(1, kvHeads, headDim, positions + 8);
+        using var store = new FullPrecisionKvStore(layout, half);
+        var rng = new Random((headDim * 131) + firstLength);
+        var k = new float[positions * layout.KvDim];
+        var v = new float[positions * layout.KvDim];
+        AttentionStepRunner.RandomKeysAndValues(rng, k, v);
+        store.Append(k, v, positions);
+
+        // queries [token][kvHead][rep][headDim] with a wider stride, as the engine's Q rows hold all groups.
+        int stride = kvHeads * rep * headDim;
+        var queries = new float[tokens * stride];
+        for (int i = 0; i < queries.Length; i++)
+        {
+            queries[i] = (float)((rng.NextDouble() * 6) - 3);
+        }
+
+        for (int g = 0; g < kvHeads; g++)
+        {
+            var expected = new float[tokens * stride];
+            var scores = new float[rep * positions];
+            for (int t = 0; t < tokens; t++)
+            {
+                store.Attend(g, queries.AsSpan((t * stride) + (g * rep * headDim), rep * headDim), rep, firstLength + t, expected.AsSpan((t * stride) + (g * rep * headDim), rep * headDim), scores);
+            }
+
+            var actual = new float[tokens * stride];
+            var scratch = new float[store.CausalScratchFloats(rep, firstLength, tokens)];
+            int span = ((tokens - 1) * stride) + (rep * headDim);
+            store.AttendCausal(g, queries.AsSpan(g * rep * headDim, span), stride, rep, firstLength, tokens, actual.AsSpan(g * rep * headDim, span), stride, scratch);
+            for (int t = 0; t < tokens; t++)
+            {
+                for (int e = 0; e < rep * headDim; e++)
+                {
+                    int i = (t * stride) + (g * rep * headDim) + e;
+                    Assert.True(
+                        BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(actual[i]),
+                        $"head {g} token {t} element {e}: {actual[i]:R} vs one Attend per token {expected[i]:R}");
+                }
+            }
+        }
+    }
+
+    [Fact]
+    public void TiledPathIsTakenBelowHeadDim64()
+    {
+        Assert.True(FullPrecisionKvStore.UsesCausalTiles(32) == System.Runtime.Intrinsics.Vector512.IsHardwareAccelerated);
+        Assert.False(FullPrecisionKvStore.UsesCausalTiles(64));
+        Assert.False(FullPrecisionKvStore.UsesCausalTiles(96));
+    }
+
+    [Fact]
+    public void TooFewPositionsOrTooLittleScratchAreRefused()
+    {
+        var layout = new KvLayout(1, 1, 32, 64);
+        using var store = new FullPrecisionKvStore(layout, half: true);
+        var k = new float[10 * 32];
+        store.Append(k, k, 10);
+        var q = new float[4 * 32];
+        var o = new float[4 * 32];
+        var ex = Assert.Throws<ArgumentOutOfRangeException>(() => store.AttendCausal(0, q, 32, 1, 8, 4, o, 32, new float[4096]));
+        Assert.Contains("attends 11 positions but the cache holds 10", ex.Message);
+        if (FullPrecisionKvStore.UsesCausalTiles(32))
+        {
+            var small = Assert.Throws<ArgumentException>(() => store.AttendCausal(0, q, 32, 1, 5, 4, o, 32, new float[16]));
+            Assert.Contains("scratch of 16 floats", small.Message);
+        }
+    }
+
+    [Theory]
+    [InlineData(416, 2, 2, 16)]
+    [InlineData(32, 2, 2, 8)]
+    [InlineData(1, 8, 2, 1)]
+    [InlineData(3, 1, 4, 1)]
+    [InlineData(4096, 8, 16, 16)]
+    public void CausalBlockGivesEveryThreadFourItems(int tokens, int kvHeads, int threads, int expected) =>
+        Assert.Equal(expected, Transformer.CausalBlock(tokens, kvHeads, threads));
+}
