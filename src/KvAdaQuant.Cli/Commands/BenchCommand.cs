@@ -24,6 +24,7 @@ internal static class BenchCommand
         var decodeTokens = new Option<int>("--decode-tokens") { Description = "decode steps timed per run", DefaultValueFactory = _ => 32 };
         var runs = new Option<int?>("--runs") { Description = $"timed decode runs per engine and context (medians are reported; default 3); with --attention, alternated runs of attention steps and triads (default {AttentionBenchRunner.DefaultRuns})" };
         var prefillRuns = new Option<int?>("--prefill-runs") { Description = "timed prefills per engine and context (default: --runs up to ctx 2048, else 1)" };
+        var settleMs = new Option<int>("--settle-ms") { Description = $"with --vs: milliseconds of idle before each timed run, so that one engine's spinning threads (llama.cpp's OpenMP workers) have stopped before the other is timed (default {BenchRunner.DefaultSettleMs}; 0 = none)", DefaultValueFactory = _ => BenchRunner.DefaultSettleMs };
         var json = CommonOptions.Json();
         var device = DeviceOptions.Device();
         var attnInt8 = CommonOptions.AttnInt8();
@@ -34,13 +35,13 @@ internal static class BenchCommand
         var shape = new Option<string?>("--shape") { Description = $"with --attention: the attention shape of a preset instead of a model file: {SyntheticModelPreset.Names}" };
         var cmd = new Command("bench", "Prefill and decode tokens/s, KV bytes and peak RSS; with --vs llama.cpp the same from llama.cpp, engines alternated run by run; with --device cuda the GPU decode path; with --attention attention alone against a memory-bandwidth triad.")
         {
-            model, tokenizer, kv, kvPlan, ctx, threads, vs, vsCache, decodeTokens, runs, prefillRuns, json, device, batch, fit, attnInt8, attnInt8Values, attentionAlone, shape,
+            model, tokenizer, kv, kvPlan, ctx, threads, vs, vsCache, decodeTokens, runs, prefillRuns, settleMs, json, device, batch, fit, attnInt8, attnInt8Values, attentionAlone, shape,
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
             if (r.GetValue(attentionAlone))
             {
-                foreach (var unused in new Option[] { vs, vsCache, decodeTokens, prefillRuns, batch, fit, tokenizer })
+                foreach (var unused in new Option[] { vs, vsCache, decodeTokens, prefillRuns, settleMs, batch, fit, tokenizer })
                 {
                     if (r.GetResult(unused) is { Implicit: false })
                     {
@@ -115,6 +116,12 @@ internal static class BenchCommand
                 {
                     throw new ArgumentException($"--ctx {c} must exceed --runs x --decode-tokens = {(long)nRuns * nDecode} (the prompt is ctx - runs x decode tokens)");
                 }
+            }
+
+            int nSettle = r.GetValue(settleMs);
+            if (nSettle is < 0 or > 60_000)
+            {
+                throw new ArgumentException($"--settle-ms must be 0-60000 milliseconds, got {nSettle}");
             }
 
             int PrefillRunsFor(int c) => nPrefillRuns ?? (c <= 2048 ? nRuns : 1);
@@ -207,7 +214,7 @@ internal static class BenchCommand
                     llamaCache = $"{tk}/{tv}";
                 }
 
-                var results = contexts.Select(c => BenchRunner.Run(engines, c, nDecode, nRuns, PrefillRunsFor(c), m.Config.VocabSize, log)).ToList();
+                var results = contexts.Select(c => BenchRunner.Run(engines, c, nDecode, nRuns, PrefillRunsFor(c), m.Config.VocabSize, log, nSettle)).ToList();
                 // The whole run includes the kvaq pass read above. VmHWM is max(recorded high-water mark, current RSS)
                 // and the kernel's current RSS is an approximate per-CPU sum, so a later reading can come out a few
                 // pages lower than an earlier one (seen once in the tests).
@@ -227,6 +234,7 @@ internal static class BenchCommand
                         ["llama_cpp.cache"] = llamaCache,
                         ["threads"] = nThreads,
                         ["runs"] = nRuns,
+                        ["settle_ms"] = engines.Count > 1 ? nSettle : 0,
                         ["kvaq.peak_rss_bytes"] = kvaqPeak,
                         ["peak_rss_bytes"] = peak,
                         ["contexts"] = results.Select(x => x.ToJson()).ToList(),

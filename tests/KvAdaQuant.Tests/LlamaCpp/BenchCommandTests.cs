@@ -18,6 +18,7 @@ public class BenchCommandTests
         Assert.True(code == 0, stderr);
         using var doc = JsonDocument.Parse(stdout);
         Assert.Equal("f16/f16", doc.RootElement.GetProperty("llama_cpp.cache").GetString());
+        Assert.Equal(50, doc.RootElement.GetProperty("settle_ms").GetInt32());
         Assert.True(doc.RootElement.GetProperty("peak_rss_bytes").GetInt64() >= doc.RootElement.GetProperty("kvaq.peak_rss_bytes").GetInt64());
         var contexts = doc.RootElement.GetProperty("contexts").EnumerateArray().ToArray();
         Assert.Equal([48, 64], contexts.Select(c => c.GetProperty("ctx").GetInt32()));
@@ -63,6 +64,12 @@ public class BenchCommandTests
         (code, _, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--prefill-runs", "0"]);
         Assert.Equal(1, code);
         Assert.Contains("--prefill-runs must be at least 1, got 0", stderr);
+        (code, _, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--settle-ms", "-1"]);
+        Assert.Equal(1, code);
+        Assert.Contains("--settle-ms must be 0-60000 milliseconds, got -1", stderr);
+        (code, _, stderr) = Run(["bench", "--attention", "--shape", "tiny-llama", "--settle-ms", "10"]);
+        Assert.Equal(1, code);
+        Assert.Contains("--settle-ms does not apply to --attention", stderr);
     }
 
     [LlamaCppFact]
