@@ -211,7 +211,6 @@ public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IKvStateLayer, 
         }
 
         int pad = (last + 15) & ~15;
-        int unfused = hd & ~7;
         var scaleV = Vector512.Create(_layout.Scale);
         long baseIdx = (long)kvHead * _layout.Capacity * hd;
         fixed (float* qp = queries)
@@ -239,27 +238,11 @@ public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IKvStateLayer, 
                 for (int t = 0; t < tokens; t++)
                 {
                     int end = Math.Min(firstLength + t - c0, m);
-                    for (int r = 0; r < queryHeads; r++)
+                    for (int r0 = 0; r0 < queryHeads; r0 += 2)
                     {
-                        float* q = qp + ((long)t * queryStride) + (r * hd);
-                        float* srow = sp + ((((long)t * queryHeads) + r) * pad) + c0;
-                        for (int j0 = 0; j0 < end; j0 += 16)
-                        {
-                            float* tile = tiles + (j0 * hd);
-                            var acc = Vector512<float>.Zero;
-                            int i = 0;
-                            for (; i < unfused; i++)
-                            {
-                                acc += Vector512.Create(q[i]) * Vector512.Load(tile + (16 * i));
-                            }
-
-                            for (; i < hd; i++)
-                            {
-                                acc = Vector512.FusedMultiplyAdd(Vector512.Create(q[i]), Vector512.Load(tile + (16 * i)), acc);
-                            }
-
-                            (acc * scaleV).Store(srow + j0);
-                        }
+                        float* q = qp + ((long)t * queryStride) + (r0 * hd);
+                        float* srow = sp + ((((long)t * queryHeads) + r0) * pad) + c0;
+                        ScoreTiles(tiles, (end + 15) >> 4, hd, q, srow, pad, Math.Min(2, queryHeads - r0), scaleV);
                     }
                 }
             }
@@ -280,15 +263,10 @@ public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IKvStateLayer, 
                 for (int t = 0; t < tokens; t++)
                 {
                     int end = Math.Min(firstLength + t - c0, m);
-                    for (int r = 0; r < queryHeads; r++)
+                    for (int r0 = 0; r0 < queryHeads; r0 += 4)
                     {
-                        long rowIndex = ((long)t * queryHeads) + r;
-                        float* p = sp + (rowIndex * pad) + c0;
-                        float* acc = lanes + (rowIndex * 16 * hd);
-                        for (int j = 0; j < end; j++)
-                        {
-                            FusedMultiplyAdd(rows + ((long)j * hd), p[j], acc + ((j & 15) * hd), hd);
-                        }
+                        long rowIndex = ((long)t * queryHeads) + r0;
+                        AccumulateLanes(rows, end, hd, sp + (rowIndex * pad) + c0, pad, lanes + (rowIndex * 16 * hd), Math.Min(4, queryHeads - r0));
                     }
                 }
             }
@@ -324,24 +302,158 @@ public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IKvStateLayer, 
         return buffer;
     }
 
-    // acc[d] = fma(x[d], p, acc[d]) for d < n, as GgmlArithmetic.FusedMultiplyAddInPlace (element-wise, so any width).
-    private static void FusedMultiplyAdd(float* x, float p, float* acc, int n)
+    // Scores of `tileCount` tiles of sixteen transposed keys for one or two heads (queries q + h * hd, rows srow + h *
+    // pad): per lane the row-at-a-time order (rounded products added channel by channel, the last hd % 8 fused), then
+    // times the scale; two tiles at a time, so that up to four independent add chains overlap.
+    private static void ScoreTiles(float* tiles, int tileCount, int hd, float* q, float* srow, int pad, int heads, Vector512<float> scale)
     {
-        int d = 0;
-        var pv = Vector512.Create(p);
-        for (; d + 16 <= n; d += 16)
+        int unfused = hd & ~7;
+        float* q1 = q + (heads > 1 ? hd : 0);
+        int k = 0;
+        for (; k + 2 <= tileCount; k += 2)
         {
-            Vector512.FusedMultiplyAdd(Vector512.Load(x + d), pv, Vector512.Load(acc + d)).Store(acc + d);
+            float* t0 = tiles + (k * 16 * hd);
+            float* t1 = t0 + (16 * hd);
+            Vector512<float> a00 = default, a01 = default, a10 = default, a11 = default;
+            int i = 0;
+            for (; i < unfused; i++)
+            {
+                var k0 = Vector512.Load(t0 + (16 * i));
+                var k1 = Vector512.Load(t1 + (16 * i));
+                var b0 = Vector512.Create(q[i]);
+                var b1 = Vector512.Create(q1[i]);
+                a00 += b0 * k0;
+                a01 += b0 * k1;
+                a10 += b1 * k0;
+                a11 += b1 * k1;
+            }
+
+            for (; i < hd; i++)
+            {
+                var k0 = Vector512.Load(t0 + (16 * i));
+                var k1 = Vector512.Load(t1 + (16 * i));
+                var b0 = Vector512.Create(q[i]);
+                var b1 = Vector512.Create(q1[i]);
+                a00 = Vector512.FusedMultiplyAdd(b0, k0, a00);
+                a01 = Vector512.FusedMultiplyAdd(b0, k1, a01);
+                a10 = Vector512.FusedMultiplyAdd(b1, k0, a10);
+                a11 = Vector512.FusedMultiplyAdd(b1, k1, a11);
+            }
+
+            (a00 * scale).Store(srow + (k * 16));
+            (a01 * scale).Store(srow + (k * 16) + 16);
+            if (heads > 1)
+            {
+                (a10 * scale).Store(srow + pad + (k * 16));
+                (a11 * scale).Store(srow + pad + (k * 16) + 16);
+            }
         }
 
-        for (; d + 8 <= n; d += 8)
+        if (k < tileCount)
         {
-            Vector256.FusedMultiplyAdd(Vector256.Load(x + d), pv.GetLower(), Vector256.Load(acc + d)).Store(acc + d);
-        }
+            float* t0 = tiles + (k * 16 * hd);
+            Vector512<float> a00 = default, a10 = default;
+            int i = 0;
+            for (; i < unfused; i++)
+            {
+                var k0 = Vector512.Load(t0 + (16 * i));
+                a00 += Vector512.Create(q[i]) * k0;
+                a10 += Vector512.Create(q1[i]) * k0;
+            }
 
-        for (; d < n; d++)
+            for (; i < hd; i++)
+            {
+                var k0 = Vector512.Load(t0 + (16 * i));
+                a00 = Vector512.FusedMultiplyAdd(Vector512.Create(q[i]), k0, a00);
+                a10 = Vector512.FusedMultiplyAdd(Vector512.Create(q1[i]), k0, a10);
+            }
+
+            (a00 * scale).Store(srow + (k * 16));
+            if (heads > 1)
+            {
+                (a10 * scale).Store(srow + pad + (k * 16));
+            }
+        }
+    }
+
+    // For up to four heads (score rows p + h * pad, lane accumulators acc + h * 16 * hd): lane l of head h gets
+    // acc = fma(x_j, p_hj, acc) for j = l, l + 16, ... < count in that order (GgmlArithmetic.FusedMultiplyAddInPlace,
+    // element-wise, so any width), each lane's 16- and 8-channel pieces held in registers over the whole chunk.
+    private static void AccumulateLanes(float* x, int count, int hd, float* p, int pad, float* acc, int heads)
+    {
+        for (int l = 0; l < 16 && l < count; l++)
         {
-            acc[d] = MathF.FusedMultiplyAdd(x[d], p, acc[d]);
+            int d = 0;
+            for (; d + 16 <= hd; d += 16)
+            {
+                float* a = acc + (l * hd) + d;
+                long ha = 16L * hd;
+                var a0 = Vector512.Load(a);
+                var a1 = heads > 1 ? Vector512.Load(a + ha) : default;
+                var a2 = heads > 2 ? Vector512.Load(a + (2 * ha)) : default;
+                var a3 = heads > 3 ? Vector512.Load(a + (3 * ha)) : default;
+                for (int j = l; j < count; j += 16)
+                {
+                    var v = Vector512.Load(x + ((long)j * hd) + d);
+                    a0 = Vector512.FusedMultiplyAdd(v, Vector512.Create(p[j]), a0);
+                    if (heads > 1)
+                    {
+                        a1 = Vector512.FusedMultiplyAdd(v, Vector512.Create(p[pad + j]), a1);
+                        if (heads > 2)
+                        {
+                            a2 = Vector512.FusedMultiplyAdd(v, Vector512.Create(p[(2 * pad) + j]), a2);
+                            if (heads > 3)
+                            {
+                                a3 = Vector512.FusedMultiplyAdd(v, Vector512.Create(p[(3 * pad) + j]), a3);
+                            }
+                        }
+                    }
+                }
+
+                a0.Store(a);
+                if (heads > 1)
+                {
+                    a1.Store(a + ha);
+                }
+
+                if (heads > 2)
+                {
+                    a2.Store(a + (2 * ha));
+                }
+
+                if (heads > 3)
+                {
+                    a3.Store(a + (3 * ha));
+                }
+            }
+
+            for (int h = 0; h < heads; h++)
+            {
+                float* ph = p + (h * pad);
+                float* a = acc + (h * 16L * hd) + (l * hd);
+                int e = d;
+                for (; e + 8 <= hd; e += 8)
+                {
+                    var a0 = Vector256.Load(a + e);
+                    for (int j = l; j < count; j += 16)
+                    {
+                        a0 = Vector256.FusedMultiplyAdd(Vector256.Load(x + ((long)j * hd) + e), Vector256.Create(ph[j]), a0);
+                    }
+
+                    a0.Store(a + e);
+                }
+
+                for (; e < hd; e++)
+                {
+                    float a0 = a[e];
+                    for (int j = l; j < count; j += 16)
+                    {
+                        a0 = MathF.FusedMultiplyAdd(x[((long)j * hd) + e], ph[j], a0);
+                    }
+
+                    a[e] = a0;
+                }
+            }
         }
     }
 
