@@ -6,6 +6,7 @@ namespace KvAdaQuant.Engine;
 public sealed class InferenceSession : IDecodeSession, IDisposable
 {
     private readonly float[] _logits;
+    private readonly int? _batchSize;
     private ModelFingerprint? _fingerprint;
 
     /// <summary>Creates a session over <paramref name="transformer"/> with <paramref name="cache"/>.</summary>
@@ -34,8 +35,30 @@ public sealed class InferenceSession : IDecodeSession, IDisposable
     /// <inheritdoc/>
     string IDecodeSession.Device => "the CPU";
 
-    /// <summary>Largest batch a single prefill call processes at once.</summary>
-    public int BatchSize { get; init; } = 64;
+    /// <summary>
+    /// Largest batch a single prefill call processes at once (llama.cpp's n_ubatch). By default
+    /// <see cref="FullPrecisionBatchSize"/> on an FP16 / FP32 cache (<see cref="FullPrecisionKvCache"/>), whose results do
+    /// not depend on the batching (each position's products and attention have the same bits in any batch), and
+    /// <see cref="QuantizedBatchSize"/> on other caches, where a batch's early positions attend to rows that later positions
+    /// of the same batch already pushed out of the full-precision window, so the batch size is part of the result.
+    /// </summary>
+    public int BatchSize
+    {
+        get => _batchSize ?? (Cache is FullPrecisionKvCache ? FullPrecisionBatchSize : QuantizedBatchSize);
+        init => _batchSize = value >= 1 ? value : throw new ArgumentOutOfRangeException(nameof(BatchSize), $"batch size must be at least 1, got {value}");
+    }
+
+    /// <summary>Default <see cref="BatchSize"/> on an FP16 / FP32 cache: 512, llama.cpp's default n_ubatch.</summary>
+    public const int FullPrecisionBatchSize = 512;
+
+    /// <summary>Default <see cref="BatchSize"/> on a quantized (or any other) cache.</summary>
+    public const int QuantizedBatchSize = 64;
+
+    /// <summary>
+    /// Largest batch of the all-logits <see cref="Prefill(ReadOnlySpan{int}, PositionLogitsHandler)"/>: at most
+    /// <see cref="BatchSize"/> and at most 64, so that its logits ([batch, vocab]) stay at 33 MB for a 128k vocabulary.
+    /// </summary>
+    public int LogitsBatchSize => Math.Min(BatchSize, QuantizedBatchSize);
 
     /// <summary>Logits after the last call (valid until the next).</summary>
     public ReadOnlySpan<float> Logits => _logits;
@@ -60,10 +83,11 @@ public sealed class InferenceSession : IDecodeSession, IDisposable
     {
         ArgumentNullException.ThrowIfNull(onLogits);
         int vocab = _logits.Length;
-        var all = new float[Math.Min(BatchSize, Math.Max(tokens.Length, 1)) * vocab];
-        for (int i = 0; i < tokens.Length; i += BatchSize)
+        int batch = LogitsBatchSize;
+        var all = new float[Math.Min(batch, Math.Max(tokens.Length, 1)) * vocab];
+        for (int i = 0; i < tokens.Length; i += batch)
         {
-            int n = Math.Min(BatchSize, tokens.Length - i);
+            int n = Math.Min(batch, tokens.Length - i);
             var rows = all.AsSpan(0, n * vocab);
             Transformer.Forward(tokens.Slice(i, n), Position, Cache, rows, allLogits: true);
             for (int j = 0; j < n; j++)
