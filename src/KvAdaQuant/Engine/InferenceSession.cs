@@ -37,21 +37,37 @@ public sealed class InferenceSession : IDecodeSession, IDisposable
 
     /// <summary>
     /// Largest batch a single prefill call processes at once (llama.cpp's n_ubatch). By default
-    /// <see cref="FullPrecisionBatchSize"/> on an FP16 / FP32 cache (<see cref="FullPrecisionKvCache"/>), whose results do
-    /// not depend on the batching (each position's products and attention have the same bits in any batch), and
+    /// <see cref="FullPrecisionBatchSize"/> where the cache's results do not depend on the batching
+    /// (<see cref="IsBatchInvariant"/>: each position's products and attention have the same bits in any batch), and
     /// <see cref="QuantizedBatchSize"/> on other caches, where a batch's early positions attend to rows that later positions
     /// of the same batch already pushed out of the full-precision window, so the batch size is part of the result.
     /// </summary>
     public int BatchSize
     {
-        get => _batchSize ?? (Cache is FullPrecisionKvCache ? FullPrecisionBatchSize : QuantizedBatchSize);
+        get => _batchSize ?? (IsBatchInvariant(Cache) ? FullPrecisionBatchSize : QuantizedBatchSize);
         init => _batchSize = value >= 1 ? value : throw new ArgumentOutOfRangeException(nameof(BatchSize), $"batch size must be at least 1, got {value}");
     }
 
-    /// <summary>Default <see cref="BatchSize"/> on an FP16 / FP32 cache: 512, llama.cpp's default n_ubatch.</summary>
+    /// <summary>
+    /// Whether prefill results on <paramref name="cache"/> are the same whatever the batch size: an FP16 / FP32 cache, or a
+    /// plan whose every quantized K and V spec quantizes each token as it arrives (per-token groups, no residual window;
+    /// sinks are fixed positions). Per-channel groups and residual windows quantize in chunks as the cache fills, so an
+    /// early position of a batch can see a later one's rows already quantized.
+    /// </summary>
+    public static bool IsBatchInvariant(IKvCache cache) => cache switch
+    {
+        FullPrecisionKvCache => true,
+        QuantizedKvCache q => q.Plan.Layers.All(l => QuantizesOnArrival(l.K) && QuantizesOnArrival(l.V)),
+        _ => false,
+    };
+
+    private static bool QuantizesOnArrival(Quantization.KvSpec spec) =>
+        !spec.IsQuantized || (spec.Axis == Quantization.QuantAxis.PerToken && spec.Residual == 0);
+
+    /// <summary>Default <see cref="BatchSize"/> on a batch-invariant cache: 512, llama.cpp's default n_ubatch.</summary>
     public const int FullPrecisionBatchSize = 512;
 
-    /// <summary>Default <see cref="BatchSize"/> on a quantized (or any other) cache.</summary>
+    /// <summary>Default <see cref="BatchSize"/> on other caches.</summary>
     public const int QuantizedBatchSize = 64;
 
     /// <summary>

@@ -26,6 +26,13 @@ internal interface IKvTensorStore : IDisposable
     /// <summary>output[r] += sum_j probs[r * length + j] * x_j.</summary>
     void Accumulate(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output);
 
+    /// <summary>
+    /// Whether <see cref="Scores"/> and <see cref="Accumulate"/> for <paramref name="rep"/> query heads are, row by row,
+    /// <see cref="Numerics.AttentionKernels.MultiDot"/> and <see cref="Numerics.AttentionKernels.MultiAxpy"/> over the
+    /// rows <see cref="Read"/> returns, in position order (so a batch of queries can read each row once).
+    /// </summary>
+    bool AttendsReadRows(int rep) => false;
+
     /// <summary>Rows [start, start + count) of one head as the store returns them, into dst [count, HeadDim].</summary>
     void Read(int kvHead, int start, int count, Span<float> dst);
 

@@ -144,6 +144,121 @@ public sealed class QuantizedKvStore : IKvLayerCache, IKvStateLayer, IDisposable
         AttendStored(kvHead, queries, queryHeads, length, output, scores);
     }
 
+    /// <summary>Positions read (keys or values) at a time by <see cref="AttendCausal"/>'s shared path.</summary>
+    internal const int CausalChunk = 256;
+
+    /// <summary>
+    /// Whether <see cref="AttendCausal"/> reads each row once for the whole batch at <paramref name="queryHeads"/> query
+    /// heads: FP32 scores (no int8 keys) over K and V stores that attend their rows one at a time as <c>Read</c> returns
+    /// them (quantized per-token rows at head dims the fused kernels do not take, sinks, the FP16 window).
+    /// </summary>
+    internal bool SharesRows(int queryHeads) => _int8Keys is null && _k.AttendsReadRows(queryHeads) && _v.AttendsReadRows(queryHeads);
+
+    /// <inheritdoc/>
+    public int CausalScratchFloats(int queryHeads, int firstLength, int tokens)
+    {
+        int last = firstLength + tokens - 1;
+        if (!SharesRows(queryHeads) || tokens == 1)
+        {
+            return queryHeads * last;
+        }
+
+        return checked((tokens * queryHeads * last) + (CausalChunk * _layout.HeadDim) + (tokens * queryHeads * _layout.HeadDim));
+    }
+
+    /// <inheritdoc/>
+    /// <remarks>
+    /// Where <see cref="SharesRows"/>, the batch's tokens share each chunk of <see cref="CausalChunk"/> rows: read once
+    /// (dequantized or widened as <see cref="Attend"/>'s row path does it), scored for every token with the same
+    /// MultiDot arithmetic, the same scaled softmax per token and head, then the value rows read once per chunk and
+    /// summed in position order by the same MultiAxpy arithmetic, so every output has <see cref="Attend"/>'s bits.
+    /// Rotated specs rotate each token's queries and turn each output back as <see cref="Attend"/> does.
+    /// </remarks>
+    public void AttendCausal(int kvHead, ReadOnlySpan<float> queries, int queryStride, int queryHeads, int firstLength, int tokens, Span<float> output, int outputStride, Span<float> scratch)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(firstLength, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(tokens, 1);
+        int last = firstLength + tokens - 1;
+        if (last > Length)
+        {
+            throw new ArgumentOutOfRangeException(nameof(tokens), $"the batch's last token attends {last} positions but the cache holds {Length}");
+        }
+
+        if (!SharesRows(queryHeads) || tokens == 1)
+        {
+            IKvLayerCache.AttendEachToken(this, kvHead, queries, queryStride, queryHeads, firstLength, tokens, output, outputStride, scratch);
+            return;
+        }
+
+        int hd = _layout.HeadDim;
+        int n = queryHeads * hd;
+        int need = CausalScratchFloats(queryHeads, firstLength, tokens);
+        if (scratch.Length < need)
+        {
+            throw new ArgumentException($"scratch of {scratch.Length} floats, need {need}", nameof(scratch));
+        }
+
+        if (queries.Length < ((tokens - 1) * queryStride) + n || output.Length < ((tokens - 1) * outputStride) + n)
+        {
+            throw new ArgumentException($"{tokens} tokens of {queryHeads} heads of {hd} at strides {queryStride} / {outputStride} need more than {queries.Length} query and {output.Length} output floats");
+        }
+
+        int perToken = queryHeads * last;
+        var scores = scratch[..(tokens * perToken)];
+        var rows = scratch.Slice(tokens * perToken, CausalChunk * hd);
+        var q = scratch.Slice((tokens * perToken) + (CausalChunk * hd), tokens * n);
+        for (int t = 0; t < tokens; t++)
+        {
+            var qt = q.Slice(t * n, n);
+            queries.Slice(t * queryStride, n).CopyTo(qt);
+            if (Spec.K.Rotate)
+            {
+                KvRotation.Rotate(qt, hd);
+            }
+        }
+
+        for (int c0 = 0; c0 < last; c0 += CausalChunk)
+        {
+            int m = Math.Min(CausalChunk, last - c0);
+            _k.Read(kvHead, c0, m, rows[..(m * hd)]);
+            for (int t = 0; t < tokens; t++)
+            {
+                int end = Math.Min(firstLength + t - c0, m);
+                AttentionKernels.MultiDotRows(q.Slice(t * n, n), queryHeads, hd, rows, end, scores.Slice(t * perToken, perToken), firstLength + t, c0);
+            }
+        }
+
+        for (int t = 0; t < tokens; t++)
+        {
+            int length = firstLength + t;
+            for (int r = 0; r < queryHeads; r++)
+            {
+                Kernels.ScaledSoftMax(scores.Slice((t * perToken) + (r * length), length), _layout.Scale);
+            }
+
+            output.Slice(t * outputStride, n).Clear();
+        }
+
+        for (int c0 = 0; c0 < last; c0 += CausalChunk)
+        {
+            int m = Math.Min(CausalChunk, last - c0);
+            _v.Read(kvHead, c0, m, rows[..(m * hd)]);
+            for (int t = 0; t < tokens; t++)
+            {
+                int end = Math.Min(firstLength + t - c0, m);
+                AttentionKernels.MultiAxpyRows(scores.Slice(t * perToken, perToken), queryHeads, hd, rows, end, output.Slice(t * outputStride, n), firstLength + t, c0);
+            }
+        }
+
+        if (Spec.V.Rotate)
+        {
+            for (int t = 0; t < tokens; t++)
+            {
+                KvRotation.Unrotate(output.Slice(t * outputStride, n), hd);
+            }
+        }
+    }
+
     // Rotated keys score against the rotated queries ((Rq)·(Rk) = q·k); rotated values sum to R Σ p v, turned back by Rᵀ.
     // Called for several heads at once from the worker pool, so the rotated queries live on the stack.
     private void AttendRotated(int kvHead, ReadOnlySpan<float> queries, int queryHeads, int length, Span<float> output, Span<float> scores)

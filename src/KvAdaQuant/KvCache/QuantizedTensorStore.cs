@@ -143,6 +143,12 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         }
     }
 
+    /// <summary>
+    /// The row-at-a-time path (neither the fused kernels nor per-channel groups): sinks and the FP16 window widened,
+    /// per-token rows dequantized (what <see cref="Read"/> returns), each scored by MultiDot and summed by MultiAxpy.
+    /// </summary>
+    public bool AttendsReadRows(int rep) => !(_fused && rep * _hd <= MaxFusedFloats) && !_perChannel;
+
     public void Scores(int kvHead, ReadOnlySpan<float> queries, int rep, int length, Span<float> scores)
     {
         if (_fused && rep * _hd <= MaxFusedFloats)

@@ -44,6 +44,141 @@ public static class AttentionKernels
         }
     }
 
+    /// <summary>
+    /// <see cref="MultiDot"/> for <paramref name="count"/> rows of n = <paramref name="n"/> floats stored one after another:
+    /// scores[r * stride + j0 + j] = queries[r] · rows[j], the same bits as one <see cref="MultiDot"/> per row (at 512
+    /// bits the same fused chain and <c>Vector512.Sum</c> per row, without the call per row; other widths call it).
+    /// </summary>
+    public static unsafe void MultiDotRows(ReadOnlySpan<float> queries, int rep, int n, ReadOnlySpan<float> rows, int count, Span<float> scores, int stride, int j0)
+    {
+        if (count <= 0)
+        {
+            return;
+        }
+
+        if (rows.Length < count * n || queries.Length < rep * n || scores.Length < ((rep - 1) * stride) + j0 + count)
+        {
+            throw new ArgumentException($"{count} rows of {n} for {rep} heads at stride {stride} from {j0}: got {rows.Length} row, {queries.Length} query and {scores.Length} score floats");
+        }
+
+        if (!(Vector512.IsHardwareAccelerated && n % 16 == 0))
+        {
+            for (int j = 0; j < count; j++)
+            {
+                MultiDot(queries, rep, rows.Slice(j * n, n), scores, stride, j0 + j);
+            }
+
+            return;
+        }
+
+        fixed (float* qp = queries)
+        fixed (float* xp = rows)
+        fixed (float* sp = scores)
+        {
+            for (int r = 0; r < rep; r++)
+            {
+                float* q = qp + (r * n);
+                float* s = sp + ((long)r * stride) + j0;
+                int j = 0;
+                for (; j + 2 <= count; j += 2)
+                {
+                    float* x0 = xp + ((long)j * n);
+                    float* x1 = x0 + n;
+                    var a0 = Vector512<float>.Zero;
+                    var a1 = Vector512<float>.Zero;
+                    for (int i = 0; i < n; i += 16)
+                    {
+                        var qv = Vector512.Load(q + i);
+                        a0 = Vector512.FusedMultiplyAdd(qv, Vector512.Load(x0 + i), a0);
+                        a1 = Vector512.FusedMultiplyAdd(qv, Vector512.Load(x1 + i), a1);
+                    }
+
+                    s[j] = Vector512.Sum(a0);
+                    s[j + 1] = Vector512.Sum(a1);
+                }
+
+                if (j < count)
+                {
+                    float* x0 = xp + ((long)j * n);
+                    var a0 = Vector512<float>.Zero;
+                    for (int i = 0; i < n; i += 16)
+                    {
+                        a0 = Vector512.FusedMultiplyAdd(Vector512.Load(q + i), Vector512.Load(x0 + i), a0);
+                    }
+
+                    s[j] = Vector512.Sum(a0);
+                }
+            }
+        }
+    }
+
+    /// <summary>
+    /// <see cref="MultiAxpy"/> for <paramref name="count"/> rows of n = <paramref name="n"/> floats stored one after another,
+    /// in row order: output[r] += probs[r * stride + j0 + j] * rows[j], the same bits as one <see cref="MultiAxpy"/> per
+    /// row (at 512 bits the same fused multiply-add per element in the same order, each 16-float piece of the output held
+    /// in a register over the rows; other widths call it).
+    /// </summary>
+    public static unsafe void MultiAxpyRows(ReadOnlySpan<float> probs, int rep, int n, ReadOnlySpan<float> rows, int count, Span<float> output, int stride, int j0)
+    {
+        if (count <= 0)
+        {
+            return;
+        }
+
+        if (rows.Length < count * n || output.Length < rep * n || probs.Length < ((rep - 1) * stride) + j0 + count)
+        {
+            throw new ArgumentException($"{count} rows of {n} for {rep} heads at stride {stride} from {j0}: got {rows.Length} row, {output.Length} output and {probs.Length} weight floats");
+        }
+
+        if (!(Vector512.IsHardwareAccelerated && n % 16 == 0))
+        {
+            for (int j = 0; j < count; j++)
+            {
+                MultiAxpy(probs, rep, rows.Slice(j * n, n), output, stride, j0 + j);
+            }
+
+            return;
+        }
+
+        fixed (float* pp = probs)
+        fixed (float* xp = rows)
+        fixed (float* op = output)
+        {
+            for (int r = 0; r < rep; r++)
+            {
+                float* p = pp + ((long)r * stride) + j0;
+                float* o = op + (r * n);
+                int i = 0;
+                for (; i + 32 <= n; i += 32)
+                {
+                    var o0 = Vector512.Load(o + i);
+                    var o1 = Vector512.Load(o + i + 16);
+                    for (int j = 0; j < count; j++)
+                    {
+                        var pv = Vector512.Create(p[j]);
+                        float* x = xp + ((long)j * n) + i;
+                        o0 = Vector512.FusedMultiplyAdd(Vector512.Load(x), pv, o0);
+                        o1 = Vector512.FusedMultiplyAdd(Vector512.Load(x + 16), pv, o1);
+                    }
+
+                    o0.Store(o + i);
+                    o1.Store(o + i + 16);
+                }
+
+                if (i < n)
+                {
+                    var o0 = Vector512.Load(o + i);
+                    for (int j = 0; j < count; j++)
+                    {
+                        o0 = Vector512.FusedMultiplyAdd(Vector512.Load(xp + ((long)j * n) + i), Vector512.Create(p[j]), o0);
+                    }
+
+                    o0.Store(o + i);
+                }
+            }
+        }
+    }
+
     /// <summary>x = a * x + b in place.</summary>
     public static void Affine(Span<float> x, float a, float b)
     {

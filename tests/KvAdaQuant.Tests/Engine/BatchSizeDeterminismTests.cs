@@ -8,10 +8,11 @@ using KvAdaQuant.Numerics;
 namespace KvAdaQuant.Tests.Engine;
 
 /// <summary>
-/// On FP16 / FP32 caches the prefill batch size changes how the work is split, never the result: logits after a
-/// 300-token prefill, and the cached keys and values, are the same bits with batches of 512 (the default there), 64,
-/// 7 and 1 (one decode step per token). This is what lets <see cref="InferenceSession.BatchSize"/> default to 512 on
-/// those caches while quantized caches keep 64.
+/// On FP16 / FP32 caches, and quantized ones that quantize each token as it arrives, the prefill batch size changes how
+/// the work is split, never the result: logits after a 300-token prefill, and the cached keys and values, are the same
+/// bits with batches of 512 (the default there), 64, 7 and 1 (one decode step per token). This is what lets
+/// <see cref="InferenceSession.BatchSize"/> default to 512 on those caches while caches with residual windows or
+/// per-channel groups keep 64.
 /// </summary>
 public class BatchSizeDeterminismTests
 {
@@ -21,6 +22,11 @@ public class BatchSizeDeterminismTests
     [InlineData("tiny-llama:q8_0", "fp16")]
     [InlineData("tiny-llama:q4_0", "fp32")]
     [InlineData("tiny-llama-64:f32", "fp16")]
+    [InlineData("stories3M-q80", "k4v2")]
+    [InlineData("stories260K", "k2v4:sym:g8")]
+    [InlineData("stories3M-q80", "k4v2:rot:sink4")]
+    [InlineData("tiny-llama-64:q8_0", "k4v2")]
+    [InlineData("stories3M-q80", "k16v3")]
     public void Prefill_is_the_same_bits_whatever_the_batch_size(string model, string kv)
     {
         using var dir = new TempDir();
@@ -55,12 +61,25 @@ public class BatchSizeDeterminismTests
         }
     }
 
+    [Theory]
+    [InlineData("fp32", true)]
+    [InlineData("k4v2", true)]
+    [InlineData("k4v2:sink4:rot", true)]
+    [InlineData("k4v2:r16", false)]
+    [InlineData("k4v2:kpc", false)]
+    [InlineData("k16v4:vr8", false)]
+    public void Batch_invariance_follows_the_specs(string kv, bool invariant)
+    {
+        using var cache = KvCacheFactory.Create(kv, new KvLayout(5, 4, 8, 64));
+        Assert.Equal(invariant, InferenceSession.IsBatchInvariant(cache));
+    }
+
     [Fact]
-    public void Quantized_caches_keep_batches_of_64_and_a_bad_size_is_refused()
+    public void Windowed_caches_keep_batches_of_64_and_a_bad_size_is_refused()
     {
         using var m = ModelLoader.Load("stories260K");
         using var transformer = new Transformer(m, 1);
-        using var session = new InferenceSession(transformer, KvCacheFactory.Create("k4v2", transformer.CacheLayout(64)));
+        using var session = new InferenceSession(transformer, KvCacheFactory.Create("k4v2:r16", transformer.CacheLayout(64)));
         Assert.Equal(InferenceSession.QuantizedBatchSize, session.BatchSize);
         Assert.Equal(64, session.LogitsBatchSize);
         var ex = Assert.Throws<ArgumentOutOfRangeException>(() => new InferenceSession(transformer, KvCacheFactory.Create("fp16", transformer.CacheLayout(64))) { BatchSize = 0 });

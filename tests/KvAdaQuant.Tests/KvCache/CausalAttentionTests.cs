@@ -1,5 +1,6 @@
 using KvAdaQuant.Engine;
 using KvAdaQuant.KvCache;
+using KvAdaQuant.Quantization;
 
 namespace KvAdaQuant.Tests.KvCache;
 
@@ -65,6 +66,88 @@ public class CausalAttentionTests
                 }
             }
         }
+    }
+
+    [Theory]
+    [InlineData("k4v2", 32, 3, 1, 16)]
+    [InlineData("k4v2", 32, 3, 300, 16)]
+    [InlineData("k8v8", 32, 2, 17, 5)]
+    [InlineData("k2v4:sym:g8", 32, 4, 40, 9)]
+    [InlineData("k4v2:g16:r7:sink4", 32, 3, 250, 16)]
+    [InlineData("k3v4:vrot:sym:sink2", 32, 2, 60, 7)]
+    [InlineData("k4v2:rot", 16, 2, 30, 4)]
+    [InlineData("k4v2", 8, 2, 100, 16)]
+    [InlineData("k4v2", 24, 2, 100, 3)]
+    [InlineData("k4v2:kpc:kg16:kr16:vr16", 32, 3, 70, 16)]
+    [InlineData("k16v2:r4", 32, 2, 50, 6)]
+    [InlineData("k4v2", 64, 2, 90, 5)]
+    [InlineData("k4v2:int8", 64, 4, 90, 5)]
+    public void QuantizedCausalBatchEqualsOneAttendPerToken(string spec, int headDim, int rep, int firstLength, int tokens)
+    {
+        const int kvHeads = 2;
+        int positions = firstLength + tokens - 1;
+        var layout = new KvLayout(1, kvHeads, headDim, positions + 8);
+        bool int8 = spec.EndsWith(":int8", StringComparison.Ordinal);
+        var plan = KvPlan.Parse(int8 ? spec[..^5] : spec, 1);
+        using var cache = KvCacheFactory.Create(plan, layout, int8 ? AttentionPrecision.Int8 : AttentionPrecision.Fp32);
+        var store = cache.Layers[0];
+        var rng = new Random((headDim * 31) + firstLength);
+        var k = new float[positions * layout.KvDim];
+        var v = new float[positions * layout.KvDim];
+        AttentionStepRunner.RandomKeysAndValues(rng, k, v);
+        for (int p = 0; p < positions; p += 37)
+        {
+            int count = Math.Min(37, positions - p);
+            store.Append(k.AsSpan(p * layout.KvDim, count * layout.KvDim), v.AsSpan(p * layout.KvDim, count * layout.KvDim), count);
+        }
+
+        int stride = kvHeads * rep * headDim;
+        var queries = new float[tokens * stride];
+        for (int i = 0; i < queries.Length; i++)
+        {
+            queries[i] = (float)((rng.NextDouble() * 6) - 3);
+        }
+
+        for (int g = 0; g < kvHeads; g++)
+        {
+            var expected = new float[tokens * stride];
+            var scores = new float[rep * positions];
+            for (int t = 0; t < tokens; t++)
+            {
+                store.Attend(g, queries.AsSpan((t * stride) + (g * rep * headDim), rep * headDim), rep, firstLength + t, expected.AsSpan((t * stride) + (g * rep * headDim), rep * headDim), scores);
+            }
+
+            var actual = new float[tokens * stride];
+            var scratch = new float[store.CausalScratchFloats(rep, firstLength, tokens)];
+            int span = ((tokens - 1) * stride) + (rep * headDim);
+            store.AttendCausal(g, queries.AsSpan(g * rep * headDim, span), stride, rep, firstLength, tokens, actual.AsSpan(g * rep * headDim, span), stride, scratch);
+            for (int t = 0; t < tokens; t++)
+            {
+                for (int e = 0; e < rep * headDim; e++)
+                {
+                    int i = (t * stride) + (g * rep * headDim) + e;
+                    Assert.True(
+                        BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(actual[i]),
+                        $"{spec} head {g} token {t} element {e}: {actual[i]:R} vs one Attend per token {expected[i]:R}");
+                }
+            }
+        }
+    }
+
+    [Theory]
+    [InlineData("k4v2", 32, true)]
+    [InlineData("k4v2:rot:r5:sink3", 32, true)]
+    [InlineData("k4v2:kpc", 32, false)]
+    [InlineData("k4v2", 64, false)]
+    [InlineData("k16v2", 32, false)]
+    public void QuantizedStoresShareRowsOnTheRowAtATimePath(string spec, int headDim, bool shares)
+    {
+        var layout = new KvLayout(1, 1, headDim, 64);
+        using var cache = KvCacheFactory.Create(spec, layout);
+        var store = Assert.IsType<QuantizedKvStore>(cache.Layers[0]);
+        // At head dim 64 the fused kernels take the store where AVX-512 runs; elsewhere it attends row by row.
+        bool expected = headDim == 64 ? !KvAdaQuant.Numerics.FusedAttentionKernels.IsSupported : shares;
+        Assert.Equal(expected, store.SharesRows(4));
     }
 
     [Fact]
