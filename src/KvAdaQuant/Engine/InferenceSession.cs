@@ -44,7 +44,7 @@ public sealed class InferenceSession : IDecodeSession, IDisposable
     /// </summary>
     public int BatchSize
     {
-        get => _batchSize ?? (IsBatchInvariant(Cache) ? FullPrecisionBatchSize : QuantizedBatchSize);
+        get => _batchSize ?? (IsBatchInvariant(Cache) ? InvariantBatchSize(Transformer.Config) : QuantizedBatchSize);
         init => _batchSize = value >= 1 ? value : throw new ArgumentOutOfRangeException(nameof(BatchSize), $"batch size must be at least 1, got {value}");
     }
 
@@ -64,8 +64,21 @@ public sealed class InferenceSession : IDecodeSession, IDisposable
     private static bool QuantizesOnArrival(Quantization.KvSpec spec) =>
         !spec.IsQuantized || (spec.Axis == Quantization.QuantAxis.PerToken && spec.Residual == 0);
 
-    /// <summary>Default <see cref="BatchSize"/> on a batch-invariant cache: 512, llama.cpp's default n_ubatch.</summary>
+    /// <summary>Largest default <see cref="BatchSize"/> on a batch-invariant cache: 512, llama.cpp's default n_ubatch.</summary>
     public const int FullPrecisionBatchSize = 512;
+
+    /// <summary>Activation bytes a default batch may take (<see cref="InvariantBatchSize"/>).</summary>
+    public const long BatchWorkspaceBytes = 8L << 20;
+
+    /// <summary>
+    /// Default <see cref="BatchSize"/> on a batch-invariant cache: <see cref="FullPrecisionBatchSize"/> where the batch's
+    /// activations (<see cref="Engine.Transformer.WorkspaceBytesPerToken"/>) fit in <see cref="BatchWorkspaceBytes"/>, else
+    /// the most that fit, at least <see cref="QuantizedBatchSize"/>: stories3M-q80 (8 KB a token) gets 512, a
+    /// Llama-3.2-1B shape (105 KB a token) 80, where batches of 512 had added 51 MB of resident memory for a prefill
+    /// within noise of the batches of 64.
+    /// </summary>
+    public static int InvariantBatchSize(Model.ModelConfig config) =>
+        (int)Math.Clamp(BatchWorkspaceBytes / Engine.Transformer.WorkspaceBytesPerToken(config), QuantizedBatchSize, FullPrecisionBatchSize);
 
     /// <summary>Default <see cref="BatchSize"/> on other caches.</summary>
     public const int QuantizedBatchSize = 64;

@@ -42,6 +42,9 @@ public sealed class Transformer : IDisposable
     /// <summary>The matrix product kernel (and its worker pool), for callers that run their own products.</summary>
     public MatMulKernel MatMul => _matmul;
 
+    /// <summary>Bytes of activations the forward pass keeps per token of a batch of a model of shape <paramref name="config"/> (its workspace: residual, norms, Q/K/V, attention output, MLP, RoPE angles).</summary>
+    public static long WorkspaceBytesPerToken(ModelConfig config) => Workspace.FloatsPerToken(config) * sizeof(float);
+
     /// <summary>Creates a cache layout for this model with room for <paramref name="capacity"/> positions.</summary>
     public KvLayout CacheLayout(int capacity) => new(Config.Layers, Config.KvHeads, Config.HeadDim, capacity);
 
@@ -287,6 +290,10 @@ public sealed class Transformer : IDisposable
         }
 
         public int Tokens { get; }
+
+        // The floats the constructor allocates per token (X, Xb, Q, K, KPre, V, Att, H1, H3, Cos, Sin).
+        public static long FloatsPerToken(ModelConfig c) =>
+            c.Dim + Math.Max(c.Dim, c.QDim) + c.QDim + (3L * c.KvDim) + c.QDim + (2L * c.HiddenDim) + c.HeadDim;
 
         public float[] X { get; }
 

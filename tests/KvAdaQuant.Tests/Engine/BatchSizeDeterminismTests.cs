@@ -42,7 +42,7 @@ public class BatchSizeDeterminismTests
             using var session = batch == 0 ? new InferenceSession(transformer, cache) : new InferenceSession(transformer, cache) { BatchSize = batch };
             if (batch == 0)
             {
-                Assert.Equal(InferenceSession.FullPrecisionBatchSize, session.BatchSize);
+                Assert.Equal(InferenceSession.InvariantBatchSize(m.Config), session.BatchSize);
             }
 
             var l = session.Prefill(prompt).ToArray();
@@ -55,7 +55,7 @@ public class BatchSizeDeterminismTests
             keys ??= k;
             values ??= v;
             string name = batch == 0 ? "the default batch" : $"batches of {batch}";
-            Assert.True(logits.AsSpan().SequenceEqual(l), $"{model} {kv}: logits with {name} differ from batches of 512");
+            Assert.True(logits.AsSpan().SequenceEqual(l), $"{model} {kv}: logits with {name} differ from the default batch's");
             Assert.True(keys.AsSpan().SequenceEqual(k), $"{model} {kv}: last layer's keys with {name} differ");
             Assert.True(values.AsSpan().SequenceEqual(v), $"{model} {kv}: last layer's values with {name} differ");
         }
@@ -72,6 +72,20 @@ public class BatchSizeDeterminismTests
     {
         using var cache = KvCacheFactory.Create(kv, new KvLayout(5, 4, 8, 64));
         Assert.Equal(invariant, InferenceSession.IsBatchInvariant(cache));
+    }
+
+    [Fact]
+    public void Default_batch_is_512_for_small_models_and_capped_by_the_workspace()
+    {
+        using var small = ModelLoader.Load("stories3M-q80");
+        Assert.Equal(512, InferenceSession.InvariantBatchSize(small.Config));
+
+        // Llama-3.2-1B's shape: 2,048 + 2,048 + 2,048 + 3 x 512 + 2,048 + 2 x 8,192 + 64 floats a token = 104.7 KB, so
+        // 8 MiB hold 80 tokens; Llama-3.1-8B's (4,096 channels, 14,336 hidden) would hold 28, raised to 64.
+        var l1b = SyntheticModelPreset.Find("llama-3.2-1b").Config;
+        Assert.Equal(4L * 26_176, Transformer.WorkspaceBytesPerToken(l1b));
+        Assert.Equal(80, InferenceSession.InvariantBatchSize(l1b));
+        Assert.Equal(64, InferenceSession.InvariantBatchSize(SyntheticModelPreset.Find("llama-3.1-8b").Config));
     }
 
     [Fact]
