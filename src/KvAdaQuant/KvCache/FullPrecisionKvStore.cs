@@ -184,13 +184,7 @@ public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IKvStateLayer, 
     /// </remarks>
     public void AttendCausal(int kvHead, ReadOnlySpan<float> queries, int queryStride, int queryHeads, int firstLength, int tokens, Span<float> output, int outputStride, Span<float> scratch)
     {
-        ArgumentOutOfRangeException.ThrowIfLessThan(firstLength, 1);
-        ArgumentOutOfRangeException.ThrowIfLessThan(tokens, 1);
-        int last = firstLength + tokens - 1;
-        if (last > Length)
-        {
-            throw new ArgumentOutOfRangeException(nameof(tokens), $"the batch's last token attends {last} positions but the cache holds {Length}");
-        }
+        int last = IKvLayerCache.CheckCausal(Length, firstLength, tokens);
 
         if (!_causalTiles || tokens == 1)
         {
@@ -200,15 +194,7 @@ public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IKvStateLayer, 
 
         int hd = _layout.HeadDim;
         var (scoreFloats, chunkFloats, laneFloats) = CausalLayout(queryHeads, firstLength, tokens, hd);
-        if (scratch.Length < scoreFloats + (2 * chunkFloats) + laneFloats)
-        {
-            throw new ArgumentException($"scratch of {scratch.Length} floats, need {scoreFloats + (2 * chunkFloats) + laneFloats}", nameof(scratch));
-        }
-
-        if (queries.Length < ((tokens - 1) * queryStride) + (queryHeads * hd) || output.Length < ((tokens - 1) * outputStride) + (queryHeads * hd))
-        {
-            throw new ArgumentException($"{tokens} tokens of {queryHeads} heads of {hd} at strides {queryStride} / {outputStride} need more than {queries.Length} query and {output.Length} output floats");
-        }
+        IKvLayerCache.CheckCausalBuffers(queries.Length, queryStride, output.Length, outputStride, queryHeads * hd, tokens, scratch.Length, scoreFloats + (2 * chunkFloats) + laneFloats);
 
         int pad = (last + 15) & ~15;
         var scaleV = Vector512.Create(_layout.Scale);

@@ -39,11 +39,44 @@ public interface IKvLayerCache
     /// <summary>Scratch floats <see cref="AttendCausal"/> needs for these arguments (by default the scores of the longest token).</summary>
     int CausalScratchFloats(int queryHeads, int firstLength, int tokens) => queryHeads * (firstLength + tokens - 1);
 
-    /// <summary><see cref="AttendCausal"/> as one <see cref="Attend"/> per token, in token order.</summary>
-    static void AttendEachToken(IKvLayerCache cache, int kvHead, ReadOnlySpan<float> queries, int queryStride, int queryHeads, int firstLength, int tokens, Span<float> output, int outputStride, Span<float> scratch)
+    /// <summary>
+    /// Checks <see cref="AttendCausal"/>'s counts against a cache of <paramref name="length"/> positions and returns the
+    /// positions the batch's last token attends.
+    /// </summary>
+    internal static int CheckCausal(int length, int firstLength, int tokens)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(firstLength, 1);
         ArgumentOutOfRangeException.ThrowIfLessThan(tokens, 1);
+        int last = firstLength + tokens - 1;
+        if (last > length)
+        {
+            throw new ArgumentOutOfRangeException(nameof(tokens), $"the batch's last token attends {last} positions but the cache holds {length}");
+        }
+
+        return last;
+    }
+
+    /// <summary>
+    /// Checks the buffers of a shared <see cref="AttendCausal"/>: <paramref name="span"/> (query heads x head dim) floats
+    /// per token at the two strides, and <paramref name="need"/> floats of scratch.
+    /// </summary>
+    internal static void CheckCausalBuffers(int queries, int queryStride, int output, int outputStride, int span, int tokens, int scratch, int need)
+    {
+        if (scratch < need)
+        {
+            throw new ArgumentException($"scratch of {scratch} floats, need {need}", nameof(scratch));
+        }
+
+        if (queries < ((tokens - 1) * queryStride) + span || output < ((tokens - 1) * outputStride) + span)
+        {
+            throw new ArgumentException($"{tokens} tokens of {span} floats at strides {queryStride} / {outputStride} need more than {queries} query and {output} output floats");
+        }
+    }
+
+    /// <summary><see cref="AttendCausal"/> as one <see cref="Attend"/> per token, in token order.</summary>
+    static void AttendEachToken(IKvLayerCache cache, int kvHead, ReadOnlySpan<float> queries, int queryStride, int queryHeads, int firstLength, int tokens, Span<float> output, int outputStride, Span<float> scratch)
+    {
+        CheckCausal(cache.Length, firstLength, tokens);
         for (int t = 0; t < tokens; t++)
         {
             int n = queryHeads * (firstLength + t);

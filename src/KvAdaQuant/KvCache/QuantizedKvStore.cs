@@ -176,13 +176,7 @@ public sealed class QuantizedKvStore : IKvLayerCache, IKvStateLayer, IDisposable
     /// </remarks>
     public void AttendCausal(int kvHead, ReadOnlySpan<float> queries, int queryStride, int queryHeads, int firstLength, int tokens, Span<float> output, int outputStride, Span<float> scratch)
     {
-        ArgumentOutOfRangeException.ThrowIfLessThan(firstLength, 1);
-        ArgumentOutOfRangeException.ThrowIfLessThan(tokens, 1);
-        int last = firstLength + tokens - 1;
-        if (last > Length)
-        {
-            throw new ArgumentOutOfRangeException(nameof(tokens), $"the batch's last token attends {last} positions but the cache holds {Length}");
-        }
+        int last = IKvLayerCache.CheckCausal(Length, firstLength, tokens);
 
         if (!SharesRows(queryHeads) || tokens == 1)
         {
@@ -192,16 +186,7 @@ public sealed class QuantizedKvStore : IKvLayerCache, IKvStateLayer, IDisposable
 
         int hd = _layout.HeadDim;
         int n = queryHeads * hd;
-        int need = CausalScratchFloats(queryHeads, firstLength, tokens);
-        if (scratch.Length < need)
-        {
-            throw new ArgumentException($"scratch of {scratch.Length} floats, need {need}", nameof(scratch));
-        }
-
-        if (queries.Length < ((tokens - 1) * queryStride) + n || output.Length < ((tokens - 1) * outputStride) + n)
-        {
-            throw new ArgumentException($"{tokens} tokens of {queryHeads} heads of {hd} at strides {queryStride} / {outputStride} need more than {queries.Length} query and {output.Length} output floats");
-        }
+        IKvLayerCache.CheckCausalBuffers(queries.Length, queryStride, output.Length, outputStride, n, tokens, scratch.Length, CausalScratchFloats(queryHeads, firstLength, tokens));
 
         int perToken = queryHeads * last;
         var scores = scratch[..(tokens * perToken)];

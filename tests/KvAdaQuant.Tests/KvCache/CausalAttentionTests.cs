@@ -34,38 +34,7 @@ public class CausalAttentionTests
         AttentionStepRunner.RandomKeysAndValues(rng, k, v);
         store.Append(k, v, positions);
 
-        // queries [token][kvHead][rep][headDim] with a wider stride, as the engine's Q rows hold all groups.
-        int stride = kvHeads * rep * headDim;
-        var queries = new float[tokens * stride];
-        for (int i = 0; i < queries.Length; i++)
-        {
-            queries[i] = (float)((rng.NextDouble() * 6) - 3);
-        }
-
-        for (int g = 0; g < kvHeads; g++)
-        {
-            var expected = new float[tokens * stride];
-            var scores = new float[rep * positions];
-            for (int t = 0; t < tokens; t++)
-            {
-                store.Attend(g, queries.AsSpan((t * stride) + (g * rep * headDim), rep * headDim), rep, firstLength + t, expected.AsSpan((t * stride) + (g * rep * headDim), rep * headDim), scores);
-            }
-
-            var actual = new float[tokens * stride];
-            var scratch = new float[store.CausalScratchFloats(rep, firstLength, tokens)];
-            int span = ((tokens - 1) * stride) + (rep * headDim);
-            store.AttendCausal(g, queries.AsSpan(g * rep * headDim, span), stride, rep, firstLength, tokens, actual.AsSpan(g * rep * headDim, span), stride, scratch);
-            for (int t = 0; t < tokens; t++)
-            {
-                for (int e = 0; e < rep * headDim; e++)
-                {
-                    int i = (t * stride) + (g * rep * headDim) + e;
-                    Assert.True(
-                        BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(actual[i]),
-                        $"head {g} token {t} element {e}: {actual[i]:R} vs one Attend per token {expected[i]:R}");
-                }
-            }
-        }
+        AssertBatchEqualsOneAttendPerToken(store, kvHeads, headDim, rep, firstLength, tokens, rng, half ? "fp16" : "fp32");
     }
 
     [Theory]
@@ -101,37 +70,7 @@ public class CausalAttentionTests
             store.Append(k.AsSpan(p * layout.KvDim, count * layout.KvDim), v.AsSpan(p * layout.KvDim, count * layout.KvDim), count);
         }
 
-        int stride = kvHeads * rep * headDim;
-        var queries = new float[tokens * stride];
-        for (int i = 0; i < queries.Length; i++)
-        {
-            queries[i] = (float)((rng.NextDouble() * 6) - 3);
-        }
-
-        for (int g = 0; g < kvHeads; g++)
-        {
-            var expected = new float[tokens * stride];
-            var scores = new float[rep * positions];
-            for (int t = 0; t < tokens; t++)
-            {
-                store.Attend(g, queries.AsSpan((t * stride) + (g * rep * headDim), rep * headDim), rep, firstLength + t, expected.AsSpan((t * stride) + (g * rep * headDim), rep * headDim), scores);
-            }
-
-            var actual = new float[tokens * stride];
-            var scratch = new float[store.CausalScratchFloats(rep, firstLength, tokens)];
-            int span = ((tokens - 1) * stride) + (rep * headDim);
-            store.AttendCausal(g, queries.AsSpan(g * rep * headDim, span), stride, rep, firstLength, tokens, actual.AsSpan(g * rep * headDim, span), stride, scratch);
-            for (int t = 0; t < tokens; t++)
-            {
-                for (int e = 0; e < rep * headDim; e++)
-                {
-                    int i = (t * stride) + (g * rep * headDim) + e;
-                    Assert.True(
-                        BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(actual[i]),
-                        $"{spec} head {g} token {t} element {e}: {actual[i]:R} vs one Attend per token {expected[i]:R}");
-                }
-            }
-        }
+        AssertBatchEqualsOneAttendPerToken(store, kvHeads, headDim, rep, firstLength, tokens, rng, spec);
     }
 
     [Theory]
@@ -173,6 +112,53 @@ public class CausalAttentionTests
         {
             var small = Assert.Throws<ArgumentException>(() => store.AttendCausal(0, q, 32, 1, 5, 4, o, 32, new float[16]));
             Assert.Contains("scratch of 16 floats", small.Message);
+            var shortQueries = Assert.Throws<ArgumentException>(() => store.AttendCausal(0, q.AsSpan(0, 100), 32, 1, 5, 4, o, 32, new float[32768]));
+            Assert.Contains("4 tokens of 32 floats at strides 32 / 32 need more than 100 query and 128 output floats", shortQueries.Message);
+        }
+
+        using var quantized = KvCacheFactory.Create("k4v2", layout);
+        quantized.Layers[0].Append(k, k, 10);
+        var noScratch = Assert.Throws<ArgumentException>(() => quantized.Layers[0].AttendCausal(0, q, 32, 1, 5, 4, o, 32, new float[8]));
+        Assert.Contains("scratch of 8 floats", noScratch.Message);
+        var tooLong = Assert.Throws<ArgumentOutOfRangeException>(() => quantized.Layers[0].AttendCausal(0, q, 32, 1, 9, 4, o, 32, new float[4096]));
+        Assert.Contains("attends 12 positions but the cache holds 10", tooLong.Message);
+    }
+
+    // Queries [token][kvHead][rep][headDim] with a wider stride (as the engine's Q rows hold all groups); each KV head's
+    // AttendCausal against one Attend per token, bit for bit.
+    private static void AssertBatchEqualsOneAttendPerToken(IKvLayerCache store, int kvHeads, int headDim, int rep, int firstLength, int tokens, Random rng, string what)
+    {
+        int positions = firstLength + tokens - 1;
+        int stride = kvHeads * rep * headDim;
+        var queries = new float[tokens * stride];
+        for (int i = 0; i < queries.Length; i++)
+        {
+            queries[i] = (float)((rng.NextDouble() * 6) - 3);
+        }
+
+        for (int g = 0; g < kvHeads; g++)
+        {
+            var expected = new float[tokens * stride];
+            var scores = new float[rep * positions];
+            for (int t = 0; t < tokens; t++)
+            {
+                store.Attend(g, queries.AsSpan((t * stride) + (g * rep * headDim), rep * headDim), rep, firstLength + t, expected.AsSpan((t * stride) + (g * rep * headDim), rep * headDim), scores);
+            }
+
+            var actual = new float[tokens * stride];
+            var scratch = new float[store.CausalScratchFloats(rep, firstLength, tokens)];
+            int span = ((tokens - 1) * stride) + (rep * headDim);
+            store.AttendCausal(g, queries.AsSpan(g * rep * headDim, span), stride, rep, firstLength, tokens, actual.AsSpan(g * rep * headDim, span), stride, scratch);
+            for (int t = 0; t < tokens; t++)
+            {
+                for (int e = 0; e < rep * headDim; e++)
+                {
+                    int i = (t * stride) + (g * rep * headDim) + e;
+                    Assert.True(
+                        BitConverter.SingleToInt32Bits(expected[i]) == BitConverter.SingleToInt32Bits(actual[i]),
+                        $"{what} head {g} token {t} element {e}: {actual[i]:R} vs one Attend per token {expected[i]:R}");
+                }
+            }
         }
     }
 
