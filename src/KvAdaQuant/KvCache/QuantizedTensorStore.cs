@@ -1,4 +1,6 @@
 using System.Numerics.Tensors;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using KvAdaQuant.Numerics;
 using KvAdaQuant.Quantization;
 
@@ -48,6 +50,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     private readonly bool _int8Values;
     private readonly int[] _byteTable;
     private readonly bool _tiled;
+    private readonly bool _wholeVectorRows;
     private readonly long _headCodeBytes;
     private int _quantized;
 
@@ -92,6 +95,8 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         _permutation = _fused ? FusedAttentionKernels.PermutationTable(_hd, _bits.IntegerBits()) : [];
         _int8Values = allowFused && !_perChannel && Int8ValueKernels.IsSupported && Int8ValueKernels.Supports(_bits.IntegerBits(), _hd, _groupChannels);
         _byteTable = _int8Values ? Int8ValueKernels.PermutationTable(_hd, _bits.IntegerBits()) : [];
+        _wholeVectorRows = allowFused && !_perChannel && !_tiled && _bits is KvBits.Two or KvBits.Four or KvBits.Eight
+            && _groupChannels % 16 == 0 && Avx512F.IsSupported && Vector512.IsHardwareAccelerated;
     }
 
     /// <summary>
@@ -158,6 +163,21 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         }
 
         int hd = _hd;
+        if (!_perChannel)
+        {
+            // Per-token rows (and sinks, and the window) as Read returns them, a chunk at a time, each scored by MultiDot.
+            int chunk = RowChunk;
+            Span<float> rows = stackalloc float[chunk * hd];
+            for (int j0 = 0; j0 < length; j0 += chunk)
+            {
+                int m = Math.Min(chunk, length - j0);
+                Read(kvHead, j0, m, rows[..(m * hd)]);
+                AttentionKernels.MultiDotRows(queries, rep, hd, rows, m, scores, length, j0);
+            }
+
+            return;
+        }
+
         Span<float> buf = stackalloc float[hd];
         int s0 = SinksHeld;
         int sinkEnd = Math.Min(s0, length);
@@ -170,14 +190,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
 
         if (quantEnd > s0)
         {
-            if (_perChannel)
-            {
-                ScoresPerChannel(kvHead, queries, rep, length, scores, s0, quantEnd, buf);
-            }
-            else
-            {
-                ScoresPerToken(kvHead, queries, rep, length, scores, s0, quantEnd, buf);
-            }
+            ScoresPerChannel(kvHead, queries, rep, length, scores, s0, quantEnd, buf);
         }
 
         for (int j = Math.Max(quantEnd, s0); j < length; j++)
@@ -203,6 +216,21 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     private void AccumulateRows(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output, float* max = null, float* sums = null)
     {
         int hd = _hd;
+        if (!_perChannel && max == null)
+        {
+            // Per-token rows (and sinks, and the window) as Read returns them, a chunk at a time, summed by MultiAxpy in order.
+            int chunk = RowChunk;
+            Span<float> rows = stackalloc float[chunk * hd];
+            for (int j0 = 0; j0 < length; j0 += chunk)
+            {
+                int m = Math.Min(chunk, length - j0);
+                Read(kvHead, j0, m, rows[..(m * hd)]);
+                AttentionKernels.MultiAxpyRows(probs, rep, hd, rows, m, output, length, j0);
+            }
+
+            return;
+        }
+
         Span<float> buf = stackalloc float[hd];
         int s0 = SinksHeld;
         int sinkEnd = Math.Min(s0, length);
@@ -245,6 +273,19 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         for (int j = start; j < start + count; j++)
         {
             var d = dst.Slice((j - start) * hd, hd);
+            if (j >= s0 && j < s0 + _quantized && _wholeVectorRows)
+            {
+                // A run of per-token rows, dequantized sixteen channels a vector (DequantizeRow's values).
+                int run = Math.Min(start + count, s0 + _quantized) - j;
+                fixed (float* p = d)
+                {
+                    DequantizeRows(kvHead, j - s0, run, p);
+                }
+
+                j += run - 1;
+                continue;
+            }
+
             if (j < s0)
             {
                 TensorPrimitives.ConvertToSingle(SinkRow(kvHead, j), d);
@@ -658,16 +699,6 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     private static void AxpyAll(ReadOnlySpan<float> probs, int rep, ReadOnlySpan<float> x, Span<float> output, int length, int j) =>
         AttentionKernels.MultiAxpy(probs, rep, x, output, length, j);
 
-    // Per-token groups: each row is unpacked and dequantized (a_g c + b_g per group) into one head-sized register block.
-    private void ScoresPerToken(int kvHead, ReadOnlySpan<float> queries, int rep, int length, Span<float> scores, int s0, int end, Span<float> buf)
-    {
-        for (int j = s0; j < end; j++)
-        {
-            DequantizeRow(kvHead, j - s0, buf);
-            DotAll(queries, rep, buf, scores, length, j);
-        }
-    }
-
     // Per-channel groups: per chunk, qa = q * a (per channel) and k0 = q · b, then score = qa · c + k0.
     private void ScoresPerChannel(int kvHead, ReadOnlySpan<float> queries, int rep, int length, Span<float> scores, int s0, int end, Span<float> buf)
     {
@@ -706,6 +737,59 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
             DequantizeRow(kvHead, j - s0, buf);
             AxpyAll(probs, rep, buf, output, length, j);
         }
+    }
+
+    // Rows a chunk of the row-at-a-time path reads at once (16 KiB of floats on the stack).
+    private int RowChunk => Math.Max(1, 4096 / _hd);
+
+    /// <summary>
+    /// <paramref name="count"/> per-token rows from row <paramref name="m"/> into dst [count, HeadDim], each element
+    /// a_g * c + b_g rounded as <see cref="DequantizeRow"/> rounds it (the product, then the sum): codes widened sixteen
+    /// channels at a time from their bytes (2-, 4- or 8-bit, groups of a multiple of 16 channels, rows not tiled).
+    /// </summary>
+    private void DequantizeRows(int kvHead, int m, int count, float* dst)
+    {
+        int hd = _hd, gc = _groupChannels;
+        byte* codes = _codes.Pointer + (kvHead * _headCodeBytes) + ((long)m * _rowBytes);
+        for (int j = 0; j < count; j++, codes += _rowBytes, dst += hd)
+        {
+            var prm = TokenParams(kvHead, m + j);
+            for (int g = 0; g < _groupsPerRow; g++)
+            {
+                var (a, b) = Effective(prm, g);
+                var av = Vector512.Create(a);
+                var bv = Vector512.Create(b);
+                for (int c = g * gc; c < (g + 1) * gc; c += 16)
+                {
+                    var x = Vector512.ConvertToSingle(Codes16(codes, c));
+                    ((x * av) + bv).Store(dst + c);
+                }
+            }
+        }
+    }
+
+    // Channels c..c+15 of a row of 2-, 4- or 8-bit codes (low bits first) as sixteen int32 lanes.
+    private Vector512<int> Codes16(byte* row, int c)
+    {
+        Vector128<byte> bytes;
+        if (_bits == KvBits.Four)
+        {
+            // eight bytes, each two codes: a word per byte, low nibble to its low byte, high nibble to its high byte.
+            var w = Vector128.WidenLower(Vector128.CreateScalarUnsafe(*(ulong*)(row + (c / 2))).AsByte());
+            bytes = ((w & Vector128.Create((ushort)0x0F)) | ((w << 4) & Vector128.Create((ushort)0x0F00))).AsByte();
+        }
+        else if (_bits == KvBits.Two)
+        {
+            // four bytes, each four codes: a dword per byte, code k to byte k.
+            var w = Vector128.WidenLower(Vector128.WidenLower(Vector128.CreateScalarUnsafe(*(uint*)(row + (c / 4))).AsByte()));
+            bytes = ((w & Vector128.Create(0x03u)) | ((w << 6) & Vector128.Create(0x300u)) | ((w << 12) & Vector128.Create(0x30000u)) | ((w << 18) & Vector128.Create(0x3000000u))).AsByte();
+        }
+        else
+        {
+            bytes = Vector128.Load(row + c);
+        }
+
+        return Avx512F.ConvertToVector512Int32(bytes);
     }
 
     private void DequantizeRow(int kvHead, int m, Span<float> buf)

@@ -78,4 +78,51 @@ public class AttentionKernelsTests
     private delegate void DotKernel(ReadOnlySpan<float> q, int rep, ReadOnlySpan<float> x, Span<float> s, int stride, int j);
 
     private delegate void AxpyKernel(ReadOnlySpan<float> p, int rep, ReadOnlySpan<float> x, Span<float> o, int stride, int j);
+
+    [Theory]
+    [InlineData(8, 3, 5)]
+    [InlineData(16, 1, 1)]
+    [InlineData(32, 3, 37)]
+    [InlineData(48, 4, 17)]
+    [InlineData(64, 5, 33)]
+    [InlineData(96, 2, 9)]
+    [InlineData(12, 2, 7)]
+    public void RowBatchesHaveTheBitsOfOneCallPerRow(int n, int rep, int count)
+    {
+        var rng = new Random((n * 7) + count);
+        float Next() => (float)((rng.NextDouble() * 6) - 3);
+        var q = Enumerable.Range(0, rep * n).Select(_ => Next()).ToArray();
+        var rows = Enumerable.Range(0, count * n).Select(_ => Next()).ToArray();
+        int stride = count + 5, j0 = 3;
+        var probs = Enumerable.Range(0, rep * stride).Select(_ => MathF.Abs(Next())).ToArray();
+
+        var want = new float[rep * stride];
+        var got = new float[rep * stride];
+        for (int j = 0; j < count; j++)
+        {
+            AttentionKernels.MultiDot(q, rep, rows.AsSpan(j * n, n), want, stride, j0 + j);
+        }
+
+        AttentionKernels.MultiDotRows(q, rep, n, rows, count, got, stride, j0);
+        Assert.Equal(want.Select(BitConverter.SingleToInt32Bits), got.Select(BitConverter.SingleToInt32Bits));
+
+        var outWant = Enumerable.Range(0, rep * n).Select(_ => Next()).ToArray();
+        var outGot = outWant.ToArray();
+        for (int j = 0; j < count; j++)
+        {
+            AttentionKernels.MultiAxpy(probs, rep, rows.AsSpan(j * n, n), outWant, stride, j0 + j);
+        }
+
+        AttentionKernels.MultiAxpyRows(probs, rep, n, rows, count, outGot, stride, j0);
+        Assert.Equal(outWant.Select(BitConverter.SingleToInt32Bits), outGot.Select(BitConverter.SingleToInt32Bits));
+    }
+
+    [Fact]
+    public void RowBatchesRefuseShortBuffers()
+    {
+        var ex = Assert.Throws<ArgumentException>(() => AttentionKernels.MultiDotRows(new float[32], 1, 32, new float[40], 2, new float[8], 8, 0));
+        Assert.Contains("2 rows of 32 for 1 heads", ex.Message);
+        ex = Assert.Throws<ArgumentException>(() => AttentionKernels.MultiAxpyRows(new float[8], 2, 32, new float[64], 2, new float[32], 4, 0));
+        Assert.Contains("got 64 row, 32 output and 8 weight floats", ex.Message);
+    }
 }
