@@ -6,7 +6,7 @@ using KvAdaQuant.Model;
 namespace KvAdaQuant.Cli.Bench;
 
 /// <summary>Our engine under <c>kvaq bench</c>.</summary>
-internal sealed class KvaqBenchEngine(LlamaModel model, KvPlan plan, int threads, AttentionPrecision attention = AttentionPrecision.Fp32) : IBenchEngine
+internal sealed class KvaqBenchEngine(LlamaModel model, KvPlan plan, int threads, AttentionPrecision attention = AttentionPrecision.Fp32, int? ubatch = null) : IBenchEngine
 {
     private readonly Transformer _transformer = new(model, threads);
     private InferenceSession? _session;
@@ -17,11 +17,14 @@ internal sealed class KvaqBenchEngine(LlamaModel model, KvPlan plan, int threads
 
     public long KvBytes => _session?.Cache.ByteCount ?? 0;
 
+    /// <summary>Tokens per prefill forward pass of the prepared session (<c>--ubatch</c>, or the session's default).</summary>
+    public int PrefillBatch => Session.BatchSize;
+
     public void Prepare(int ctx)
     {
         _session?.Dispose();
         _session = null;
-        _session = new InferenceSession(_transformer, KvCacheFactory.Create(plan, _transformer.CacheLayout(ctx), attention));
+        _session = Commands.CommonOptions.Session(_transformer, KvCacheFactory.Create(plan, _transformer.CacheLayout(ctx), attention), ubatch);
     }
 
     public double Prefill(ReadOnlySpan<int> tokens)

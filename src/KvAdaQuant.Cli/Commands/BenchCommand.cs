@@ -24,6 +24,7 @@ internal static class BenchCommand
         var decodeTokens = new Option<int>("--decode-tokens") { Description = "decode steps timed per run", DefaultValueFactory = _ => 32 };
         var runs = new Option<int?>("--runs") { Description = $"timed decode runs per engine and context (medians are reported; default 3); with --attention, alternated runs of attention steps and triads (default {AttentionBenchRunner.DefaultRuns})" };
         var prefillRuns = new Option<int?>("--prefill-runs") { Description = "timed prefills per engine and context (default: --runs up to ctx 2048, else 1)" };
+        var ubatch = CommonOptions.Ubatch();
         var settleMs = new Option<int>("--settle-ms") { Description = $"with --vs: milliseconds of idle before each timed run, so that one engine's spinning threads (llama.cpp's OpenMP workers) have stopped before the other is timed (default {BenchRunner.DefaultSettleMs}; 0 = none)", DefaultValueFactory = _ => BenchRunner.DefaultSettleMs };
         var json = CommonOptions.Json();
         var device = DeviceOptions.Device();
@@ -35,13 +36,13 @@ internal static class BenchCommand
         var shape = new Option<string?>("--shape") { Description = $"with --attention: the attention shape of a preset instead of a model file: {SyntheticModelPreset.Names}" };
         var cmd = new Command("bench", "Prefill and decode tokens/s, KV bytes and peak RSS; with --vs llama.cpp the same from llama.cpp, engines alternated run by run; with --device cuda the GPU decode path; with --attention attention alone against a memory-bandwidth triad.")
         {
-            model, tokenizer, kv, kvPlan, ctx, threads, vs, vsCache, decodeTokens, runs, prefillRuns, settleMs, json, device, batch, fit, attnInt8, attnInt8Values, attentionAlone, shape,
+            model, tokenizer, kv, kvPlan, ctx, threads, vs, vsCache, decodeTokens, runs, prefillRuns, ubatch, settleMs, json, device, batch, fit, attnInt8, attnInt8Values, attentionAlone, shape,
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
             if (r.GetValue(attentionAlone))
             {
-                foreach (var unused in new Option[] { vs, vsCache, decodeTokens, prefillRuns, settleMs, batch, fit, tokenizer })
+                foreach (var unused in new Option[] { vs, vsCache, decodeTokens, prefillRuns, ubatch, settleMs, batch, fit, tokenizer })
                 {
                     if (r.GetResult(unused) is { Implicit: false })
                     {
@@ -118,6 +119,7 @@ internal static class BenchCommand
                 }
             }
 
+            int? nUbatch = CommonOptions.CheckUbatch(r.GetValue(ubatch));
             int nSettle = r.GetValue(settleMs);
             if (nSettle is < 0 or > 60_000)
             {
@@ -180,6 +182,11 @@ internal static class BenchCommand
                     throw new ArgumentException($"{CommonOptions.AttentionFlag(attention)} selects a CPU attention kernel; it cannot be combined with --device cuda");
                 }
 
+                if (nUbatch is not null)
+                {
+                    throw new ArgumentException("--ubatch sets the CPU engine's prefill batch; it cannot be combined with --device cuda");
+                }
+
                 int b = r.GetValue(batch);
                 if (b < 1)
                 {
@@ -197,7 +204,8 @@ internal static class BenchCommand
             var engines = new List<IBenchEngine>();
             try
             {
-                engines.Add(new KvaqBenchEngine(m, plan, nThreads, attention));
+                var kvaqEngine = new KvaqBenchEngine(m, plan, nThreads, attention, nUbatch);
+                engines.Add(kvaqEngine);
 
                 // kvaq alone first, at the largest context: its peak RSS before llama.cpp maps its copy of the weights.
                 // Without --vs the whole run is kvaq alone, so this pass is skipped.
@@ -235,6 +243,7 @@ internal static class BenchCommand
                         ["threads"] = nThreads,
                         ["runs"] = nRuns,
                         ["settle_ms"] = engines.Count > 1 ? nSettle : 0,
+                        ["kvaq.ubatch"] = kvaqEngine.PrefillBatch,
                         ["kvaq.peak_rss_bytes"] = kvaqPeak,
                         ["peak_rss_bytes"] = peak,
                         ["contexts"] = results.Select(x => x.ToJson()).ToList(),

@@ -1,5 +1,7 @@
 using System.CommandLine;
+using KvAdaQuant.Engine;
 using KvAdaQuant.Formats;
+using KvAdaQuant.KvCache;
 
 namespace KvAdaQuant.Cli.Commands;
 
@@ -79,6 +81,23 @@ internal static class CommonOptions
     }
 
     /// <summary><c>--attn-int8</c>: int8 queries and integer dot products for the attention scores over quantized keys.</summary>
+    /// <summary>
+    /// <c>--ubatch N</c>: tokens per forward pass of a prefill on the CPU (llama.cpp's <c>-ub</c>); default
+    /// <see cref="InferenceSession.BatchSize"/>'s choice.
+    /// </summary>
+    public static Option<int?> Ubatch() => new("--ubatch")
+    {
+        Description = $"prefill tokens per forward pass on the CPU (llama.cpp's -ub); default {InferenceSession.FullPrecisionBatchSize} where the cache's results do not depend on it (FP16/FP32, per-token specs without a residual window) and the activations fit in 8 MiB, else {InferenceSession.QuantizedBatchSize}",
+    };
+
+    /// <summary>The <c>--ubatch</c> value checked: null (the default) or at least 1.</summary>
+    public static int? CheckUbatch(int? value) =>
+        value is < 1 ? throw new ArgumentException($"--ubatch must be at least 1, got {value}") : value;
+
+    /// <summary>A session with <c>--ubatch</c> applied (null keeps <see cref="InferenceSession.BatchSize"/>'s default).</summary>
+    public static InferenceSession Session(Transformer transformer, IKvCache cache, int? ubatch) =>
+        ubatch is { } b ? new InferenceSession(transformer, cache) { BatchSize = b } : new InferenceSession(transformer, cache);
+
     public static Option<bool> AttnInt8() => new("--attn-int8")
     {
         Description = "attention scores with int8 queries (one FP32 step per key group, like llama.cpp's Q8_0) and integer dot products (AVX-VNNI) over the packed keys; needs quantized keys (2, 4 or 8 bits, per token); layers whose keys do not qualify keep FP32 attention",

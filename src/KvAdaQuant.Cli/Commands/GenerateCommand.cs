@@ -37,9 +37,10 @@ internal static class GenerateCommand
             Description = $"record each generated token's log-probability under the model (softmax of the raw logits) and the N most likely tokens at its position (0..{LogprobOptions.MaxTop}); printed after the text, or as \"logprobs\" with --json",
         };
         var promptCacheOptions = new PromptCacheOptions();
+        var ubatch = CommonOptions.Ubatch();
         var cmd = new Command("generate", "Generate text from a prompt, streaming it, then print speed and KV memory.")
         {
-            model, tokenizer, prompt, file, maxTokens, stop, ctx, kv, kvPlan, threads, json, device, attnInt8, attnInt8Values, logprobs,
+            model, tokenizer, prompt, file, maxTokens, stop, ctx, kv, kvPlan, threads, json, device, attnInt8, attnInt8Values, logprobs, ubatch,
         };
         foreach (var o in sampling.All.Concat(promptCacheOptions.Options))
         {
@@ -101,13 +102,18 @@ internal static class GenerateCommand
                     throw new ArgumentException("--prompt-cache saves and loads the CPU engine's KV cache; it cannot be combined with --device cuda");
                 }
 
+                if (r.GetValue(ubatch) is not null)
+                {
+                    throw new ArgumentException("--ubatch sets the CPU engine's prefill batch; it cannot be combined with --device cuda");
+                }
+
                 return GenerateOnGpu(r, m, tok, c, n, promptText, stops, sampling, kv, kvPlan, json, logprobOptions);
             }
 
             using var transformer = new Transformer(m, r.GetValue(threads));
             var plan = KvCacheFactory.ResolvePlan(r.GetValue(kv), r.GetValue(kvPlan), m.Config.Layers);
             CommonOptions.NoteIfNeverQuantized(plan, c);
-            using var session = new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(c), precision));
+            using var session = CommonOptions.Session(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(c), precision), CommonOptions.CheckUbatch(r.GetValue(ubatch)));
             int reused = promptCache?.Restore(session, promptIds) ?? 0;
             var sampler = sampling.Create(r);
             sampler.CheckVocabulary(m.Config.VocabSize);

@@ -96,4 +96,26 @@ public class GenerateOptionsTests
             Assert.Equal(string.Empty, stdout);
         }
     }
+
+    [Fact]
+    public void Ubatch_changes_the_split_of_the_prefill_not_the_tokens_or_their_logprobs()
+    {
+        string prompt = "Once upon a time, there was a little girl named Lily who liked to play in the park with her dog.";
+        string? first = null;
+        foreach (var ub in new[] { null, "1", "7" })
+        {
+            string[] args = ["generate", "-m", "stories3M-q80", "-p", prompt, "-n", "8", "--kv", "k4v2", "--logprobs", "2", "--json"];
+            var (rc, stdout, stderr) = KvaqProcess.Run(ub is null ? args : [.. args, "--ubatch", ub]);
+            Assert.True(rc == 0, stderr);
+            var root = JsonDocument.Parse(stdout).RootElement;
+            string tokens = root.GetProperty("tokens").ToString() + root.GetProperty("logprobs").ToString();
+            first ??= tokens;
+            Assert.Equal(first, tokens);
+        }
+
+        var (code, _, err) = KvaqProcess.Run("generate", "-m", "stories260K", "-n", "2", "--ubatch", "0");
+        Assert.Equal(1, code);
+        Assert.Contains("--ubatch must be at least 1, got 0", err);
+    }
+
 }

@@ -41,6 +41,20 @@ public class BenchCommandTests
     }
 
     [Fact]
+    public void Bench_Json_ReportsThePrefillBatch()
+    {
+        var (code, stdout, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--ctx", "40", "--decode-tokens", "4", "--runs", "1", "--threads", "1", "--json"]);
+        Assert.True(code == 0, stderr);
+        Assert.Equal(512, JsonDocument.Parse(stdout).RootElement.GetProperty("kvaq.ubatch").GetInt32());
+        (code, stdout, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--kv", "k4v2:r8", "--ctx", "40", "--decode-tokens", "4", "--runs", "1", "--threads", "1", "--json"]);
+        Assert.True(code == 0, stderr);
+        Assert.Equal(64, JsonDocument.Parse(stdout).RootElement.GetProperty("kvaq.ubatch").GetInt32());
+        (code, stdout, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--ubatch", "5", "--ctx", "40", "--decode-tokens", "4", "--runs", "1", "--threads", "1", "--json"]);
+        Assert.True(code == 0, stderr);
+        Assert.Equal(5, JsonDocument.Parse(stdout).RootElement.GetProperty("kvaq.ubatch").GetInt32());
+    }
+
+    [Fact]
     public void Bench_VsLlamaCppOnLlama2cFile_SaysItNeedsGguf()
     {
         var (code, _, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--ctx", "40", "--decode-tokens", "4", "--runs", "1", "--vs", "llama.cpp"]);
@@ -64,6 +78,9 @@ public class BenchCommandTests
         (code, _, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--prefill-runs", "0"]);
         Assert.Equal(1, code);
         Assert.Contains("--prefill-runs must be at least 1, got 0", stderr);
+        (code, _, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--ubatch", "-3"]);
+        Assert.Equal(1, code);
+        Assert.Contains("--ubatch must be at least 1, got -3", stderr);
         (code, _, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--settle-ms", "-1"]);
         Assert.Equal(1, code);
         Assert.Contains("--settle-ms must be 0-60000 milliseconds, got -1", stderr);
