@@ -252,7 +252,7 @@ internal static class BenchCommand
                 }
                 else
                 {
-                    PrintTable(results, nThreads, kvaqPeak, peak);
+                    PrintTable(results, nThreads, kvaqPeak, peak, kvaqEngine.PrefillBatch, nSettle);
                 }
             }
             finally
@@ -384,9 +384,10 @@ internal static class BenchCommand
             : throw new ArgumentException($"--ctx '{text}': '{p}' is not a positive integer")).ToArray();
     }
 
-    private static void PrintTable(List<BenchContextResult> results, int threads, long kvaqPeak, long peak)
+    private static void PrintTable(List<BenchContextResult> results, int threads, long kvaqPeak, long peak, int ubatch, int settleMs)
     {
-        Console.Out.WriteLine($"threads {threads}; medians; peak RSS kvaq alone {kvaqPeak / 1048576.0:F0} MiB, whole run {peak / 1048576.0:F0} MiB");
+        string settle = results.Any(r => r.Engines.Count > 1) ? $"; {settleMs} ms idle before each timed run" : string.Empty;
+        Console.Out.WriteLine($"threads {threads}; kvaq prefill {ubatch} tokens a pass{settle}; medians; peak RSS kvaq alone {kvaqPeak / 1048576.0:F0} MiB, whole run {peak / 1048576.0:F0} MiB");
         Console.Out.WriteLine($"{"ctx",7} {"engine",-10} {"cache",-34} {"prefill tok/s",14} {"decode tok/s",13} {"KV bytes",14}");
         foreach (var res in results)
         {

@@ -52,6 +52,9 @@ public class BenchCommandTests
         (code, stdout, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--ubatch", "5", "--ctx", "40", "--decode-tokens", "4", "--runs", "1", "--threads", "1", "--json"]);
         Assert.True(code == 0, stderr);
         Assert.Equal(5, JsonDocument.Parse(stdout).RootElement.GetProperty("kvaq.ubatch").GetInt32());
+        (code, stdout, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--ubatch", "5", "--ctx", "40", "--decode-tokens", "4", "--runs", "1", "--threads", "1"]);
+        Assert.True(code == 0, stderr);
+        Assert.StartsWith("threads 1; kvaq prefill 5 tokens a pass; medians;", stdout, StringComparison.Ordinal);
     }
 
     [Fact]
