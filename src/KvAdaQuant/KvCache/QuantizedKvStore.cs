@@ -145,14 +145,14 @@ public sealed class QuantizedKvStore : IKvLayerCache, IKvStateLayer, IDisposable
     }
 
     /// <summary>Positions read (keys or values) at a time by <see cref="AttendCausal"/>'s shared path.</summary>
-    internal const int CausalChunk = 256;
+    internal const int CausalChunk = IKvTensorStore.CausalRows;
 
     /// <summary>
     /// Whether <see cref="AttendCausal"/> reads each row once for the whole batch at <paramref name="queryHeads"/> query
     /// heads: FP32 scores (no int8 keys) over K and V stores that attend their rows one at a time as <c>Read</c> returns
     /// them (quantized per-token rows at head dims the fused kernels do not take, sinks, the FP16 window).
     /// </summary>
-    internal bool SharesRows(int queryHeads) => _int8Keys is null && _k.AttendsReadRows(queryHeads) && _v.AttendsReadRows(queryHeads);
+    internal bool SharesRows(int queryHeads) => _int8Keys is null && _k.SharesCausal(queryHeads) && _v.SharesCausal(queryHeads);
 
     /// <inheritdoc/>
     public int CausalScratchFloats(int queryHeads, int firstLength, int tokens)
@@ -202,16 +202,7 @@ public sealed class QuantizedKvStore : IKvLayerCache, IKvStateLayer, IDisposable
             }
         }
 
-        for (int c0 = 0; c0 < last; c0 += CausalChunk)
-        {
-            int m = Math.Min(CausalChunk, last - c0);
-            _k.Read(kvHead, c0, m, rows[..(m * hd)]);
-            for (int t = 0; t < tokens; t++)
-            {
-                int end = Math.Min(firstLength + t - c0, m);
-                AttentionKernels.MultiDotRows(q.Slice(t * n, n), queryHeads, hd, rows, end, scores.Slice(t * perToken, perToken), firstLength + t, c0);
-            }
-        }
+        _k.ScoresCausal(kvHead, q, queryHeads, hd, firstLength, tokens, scores, perToken, rows);
 
         for (int t = 0; t < tokens; t++)
         {
@@ -224,16 +215,7 @@ public sealed class QuantizedKvStore : IKvLayerCache, IKvStateLayer, IDisposable
             output.Slice(t * outputStride, n).Clear();
         }
 
-        for (int c0 = 0; c0 < last; c0 += CausalChunk)
-        {
-            int m = Math.Min(CausalChunk, last - c0);
-            _v.Read(kvHead, c0, m, rows[..(m * hd)]);
-            for (int t = 0; t < tokens; t++)
-            {
-                int end = Math.Min(firstLength + t - c0, m);
-                AttentionKernels.MultiAxpyRows(scores.Slice(t * perToken, perToken), queryHeads, hd, rows, end, output.Slice(t * outputStride, n), firstLength + t, c0);
-            }
-        }
+        _v.AccumulateCausal(kvHead, scores, perToken, queryHeads, hd, firstLength, tokens, output, outputStride, rows);
 
         if (Spec.V.Rotate)
         {

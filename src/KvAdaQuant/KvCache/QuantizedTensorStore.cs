@@ -154,6 +154,131 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     /// </summary>
     public bool AttendsReadRows(int rep) => !(_fused && rep * _hd <= MaxFusedFloats) && !_perChannel;
 
+    /// <summary>
+    /// Per-token rows where <see cref="AttendsReadRows"/>; per-channel groups too, where a group's tokens fit one chunk of
+    /// <see cref="IKvTensorStore.CausalRows"/> (their codes unpacked once for the batch, the group's a and b applied per
+    /// token as <see cref="Scores"/> and <see cref="Accumulate"/> apply them).
+    /// </summary>
+    public bool SharesCausal(int rep) => AttendsReadRows(rep) || (_perChannel && _chunk <= IKvTensorStore.CausalRows);
+
+    public void ScoresCausal(int kvHead, ReadOnlySpan<float> queries, int rep, int headDim, int firstLength, int tokens, Span<float> scores, int perToken, Span<float> rows)
+    {
+        int last = firstLength + tokens - 1;
+        if (!_perChannel)
+        {
+            IKvTensorStore.ScoreReadRows(this, kvHead, queries, rep, _hd, firstLength, tokens, scores, perToken, rows, 0, last);
+            return;
+        }
+
+        // As Scores: sinks and the window as widened rows; per-channel chunks as qa = q * a against the codes, + q · b.
+        int hd = _hd, n = rep * hd;
+        int s0 = SinksHeld;
+        int qEnd = s0 + _quantized;
+        IKvTensorStore.ScoreReadRows(this, kvHead, queries, rep, hd, firstLength, tokens, scores, perToken, rows, 0, Math.Min(s0, last));
+        Span<float> a = stackalloc float[hd];
+        Span<float> b = stackalloc float[hd];
+        Span<float> qa = n <= 4096 ? stackalloc float[n] : new float[n];
+        Span<float> k0 = stackalloc float[rep];
+        for (int m0 = 0; s0 + m0 < Math.Min(qEnd, last); m0 += _chunk)
+        {
+            ChunkEffective(kvHead, m0 / _chunk, a, b);
+            int cnt = Math.Min(_chunk, Math.Min(qEnd, last) - s0 - m0);
+            for (int u = 0; u < cnt; u++)
+            {
+                BitPacking.Unpack(CodeRow(kvHead, m0 + u), _bits, rows.Slice(u * hd, hd));
+            }
+
+            for (int t = 0; t < tokens; t++)
+            {
+                int length = firstLength + t;
+                int count = Math.Min(cnt, Math.Min(qEnd, length) - s0 - m0);
+                if (count <= 0)
+                {
+                    continue;
+                }
+
+                var q = queries.Slice(t * n, n);
+                for (int r = 0; r < rep; r++)
+                {
+                    TensorPrimitives.Multiply(q.Slice(r * hd, hd), a, qa.Slice(r * hd, hd));
+                    k0[r] = TensorPrimitives.Dot(q.Slice(r * hd, hd), b);
+                }
+
+                var st = scores.Slice(t * perToken, perToken);
+                AttentionKernels.MultiDotRows(qa, rep, hd, rows, count, st, length, s0 + m0);
+                for (int u = 0; u < count; u++)
+                {
+                    for (int r = 0; r < rep; r++)
+                    {
+                        st[(r * length) + s0 + m0 + u] += k0[r];
+                    }
+                }
+            }
+        }
+
+        IKvTensorStore.ScoreReadRows(this, kvHead, queries, rep, hd, firstLength, tokens, scores, perToken, rows, Math.Max(qEnd, s0), last);
+    }
+
+    public void AccumulateCausal(int kvHead, ReadOnlySpan<float> probs, int perToken, int rep, int headDim, int firstLength, int tokens, Span<float> output, int outputStride, Span<float> rows)
+    {
+        int last = firstLength + tokens - 1;
+        if (!_perChannel)
+        {
+            IKvTensorStore.AccumulateReadRows(this, kvHead, probs, perToken, rep, _hd, firstLength, tokens, output, outputStride, rows, 0, last);
+            return;
+        }
+
+        // As AccumulatePerChannel: per chunk acc = sum_j p_j c_j and P = sum_j p_j, then out += a * acc + b * P.
+        int hd = _hd, n = rep * hd;
+        int s0 = SinksHeld;
+        int qEnd = s0 + _quantized;
+        IKvTensorStore.AccumulateReadRows(this, kvHead, probs, perToken, rep, hd, firstLength, tokens, output, outputStride, rows, 0, Math.Min(s0, last));
+        Span<float> a = stackalloc float[hd];
+        Span<float> b = stackalloc float[hd];
+        Span<float> acc = n <= 4096 ? stackalloc float[n] : new float[n];
+        Span<float> psum = stackalloc float[rep];
+        for (int m0 = 0; s0 + m0 < Math.Min(qEnd, last); m0 += _chunk)
+        {
+            ChunkEffective(kvHead, m0 / _chunk, a, b);
+            int cnt = Math.Min(_chunk, Math.Min(qEnd, last) - s0 - m0);
+            for (int u = 0; u < cnt; u++)
+            {
+                BitPacking.Unpack(CodeRow(kvHead, m0 + u), _bits, rows.Slice(u * hd, hd));
+            }
+
+            for (int t = 0; t < tokens; t++)
+            {
+                int length = firstLength + t;
+                int count = Math.Min(cnt, Math.Min(qEnd, length) - s0 - m0);
+                if (count <= 0)
+                {
+                    continue;
+                }
+
+                var p = probs.Slice(t * perToken, perToken);
+                acc.Clear();
+                psum.Clear();
+                AttentionKernels.MultiAxpyRows(p, rep, hd, rows, count, acc, length, s0 + m0);
+                for (int u = 0; u < count; u++)
+                {
+                    for (int r = 0; r < rep; r++)
+                    {
+                        psum[r] += p[(r * length) + s0 + m0 + u];
+                    }
+                }
+
+                for (int r = 0; r < rep; r++)
+                {
+                    var o = output.Slice((t * outputStride) + (r * hd), hd);
+                    TensorPrimitives.MultiplyAdd(acc.Slice(r * hd, hd), a, o, o);
+                    TensorPrimitives.MultiplyAdd(b, psum[r], o, o);
+                }
+            }
+        }
+
+        IKvTensorStore.AccumulateReadRows(this, kvHead, probs, perToken, rep, hd, firstLength, tokens, output, outputStride, rows, Math.Max(qEnd, s0), last);
+    }
+
     public void Scores(int kvHead, ReadOnlySpan<float> queries, int rep, int length, Span<float> scores)
     {
         if (_fused && rep * _hd <= MaxFusedFloats)
