@@ -181,12 +181,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         Span<float> k0 = stackalloc float[rep];
         for (int m0 = 0; s0 + m0 < Math.Min(qEnd, last); m0 += _chunk)
         {
-            ChunkEffective(kvHead, m0 / _chunk, a, b);
-            int cnt = Math.Min(_chunk, Math.Min(qEnd, last) - s0 - m0);
-            for (int u = 0; u < cnt; u++)
-            {
-                BitPacking.Unpack(CodeRow(kvHead, m0 + u), _bits, rows.Slice(u * hd, hd));
-            }
+            int cnt = UnpackChunk(kvHead, m0, Math.Min(qEnd, last) - s0, a, b, rows);
 
             for (int t = 0; t < tokens; t++)
             {
@@ -219,6 +214,19 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         IKvTensorStore.ScoreReadRows(this, kvHead, queries, rep, hd, firstLength, tokens, scores, perToken, rows, Math.Max(qEnd, s0), last);
     }
 
+    // Per-channel chunk from row m0: its a and b, and its code rows below `end` (a row count) unpacked into rows; returns how many.
+    private int UnpackChunk(int kvHead, int m0, int end, Span<float> a, Span<float> b, Span<float> rows)
+    {
+        ChunkEffective(kvHead, m0 / _chunk, a, b);
+        int cnt = Math.Min(_chunk, end - m0);
+        for (int u = 0; u < cnt; u++)
+        {
+            BitPacking.Unpack(CodeRow(kvHead, m0 + u), _bits, rows.Slice(u * _hd, _hd));
+        }
+
+        return cnt;
+    }
+
     public void AccumulateCausal(int kvHead, ReadOnlySpan<float> probs, int perToken, int rep, int headDim, int firstLength, int tokens, Span<float> output, int outputStride, Span<float> rows)
     {
         int last = firstLength + tokens - 1;
@@ -239,12 +247,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         Span<float> psum = stackalloc float[rep];
         for (int m0 = 0; s0 + m0 < Math.Min(qEnd, last); m0 += _chunk)
         {
-            ChunkEffective(kvHead, m0 / _chunk, a, b);
-            int cnt = Math.Min(_chunk, Math.Min(qEnd, last) - s0 - m0);
-            for (int u = 0; u < cnt; u++)
-            {
-                BitPacking.Unpack(CodeRow(kvHead, m0 + u), _bits, rows.Slice(u * hd, hd));
-            }
+            int cnt = UnpackChunk(kvHead, m0, Math.Min(qEnd, last) - s0, a, b, rows);
 
             for (int t = 0; t < tokens; t++)
             {
