@@ -230,14 +230,6 @@ public sealed class Transformer : IDisposable
             int count = Math.Min(Block, Tokens - t0);
             int first = Pos0 + t0 + 1;
             var ws = owner._ws;
-            if (count == 1)
-            {
-                var qs = new ReadOnlySpan<float>(ws.Q, (t0 * qd) + (g * rep * hd), rep * hd);
-                var o = new Span<float>(ws.Att, (t0 * qd) + (g * rep * hd), rep * hd);
-                Cache!.Attend(g, qs, rep, first, o, Scratch(worker, rep * first));
-                return;
-            }
-
             int span = ((count - 1) * qd) + (rep * hd);
             var scratch = Scratch(worker, Cache!.CausalScratchFloats(rep, first, count));
             Cache.AttendCausal(

@@ -163,7 +163,7 @@ public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IKvStateLayer, 
     /// <inheritdoc/>
     public int CausalScratchFloats(int queryHeads, int firstLength, int tokens)
     {
-        if (!_causalTiles)
+        if (!_causalTiles || tokens == 1)
         {
             return queryHeads * (firstLength + tokens - 1);
         }

@@ -152,21 +152,28 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     /// The row-at-a-time path (neither the fused kernels nor per-channel groups): sinks and the FP16 window widened,
     /// per-token rows dequantized (what <see cref="Read"/> returns), each scored by MultiDot and summed by MultiAxpy.
     /// </summary>
-    public bool AttendsReadRows(int rep) => !(_fused && rep * _hd <= MaxFusedFloats) && !_perChannel;
+    private bool AttendsReadRows(int rep) => !(_fused && rep * _hd <= MaxFusedFloats) && !_perChannel;
 
     /// <summary>
-    /// Per-token rows where <see cref="AttendsReadRows"/>; per-channel groups too, where a group's tokens fit one chunk of
-    /// <see cref="IKvTensorStore.CausalRows"/> (their codes unpacked once for the batch, the group's a and b applied per
-    /// token as <see cref="Scores"/> and <see cref="Accumulate"/> apply them).
+    /// Per-token rows where attention goes row by row (<see cref="AttendsReadRows"/>: each chunk read once for the batch);
+    /// per-channel groups too, where a group's tokens fit one chunk of <see cref="IKvTensorStore.CausalRows"/> (their
+    /// codes unpacked once for the batch, the group's a and b applied per token as <see cref="Scores"/> and
+    /// <see cref="Accumulate"/> apply them).
     /// </summary>
     public bool SharesCausal(int rep) => AttendsReadRows(rep) || (_perChannel && _chunk <= IKvTensorStore.CausalRows);
 
     public void ScoresCausal(int kvHead, ReadOnlySpan<float> queries, int rep, int headDim, int firstLength, int tokens, Span<float> scores, int perToken, Span<float> rows)
     {
         int last = firstLength + tokens - 1;
+        if (!SharesCausal(rep))
+        {
+            IKvTensorStore.ScoresEachToken(this, kvHead, queries, rep, _hd, firstLength, tokens, scores, perToken);
+            return;
+        }
+
         if (!_perChannel)
         {
-            IKvTensorStore.ScoreReadRows(this, kvHead, queries, rep, _hd, firstLength, tokens, scores, perToken, rows, 0, last);
+            ScoreReadRows(kvHead, queries, rep, _hd, firstLength, tokens, scores, perToken, rows, 0, last);
             return;
         }
 
@@ -174,7 +181,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         int hd = _hd, n = rep * hd;
         int s0 = SinksHeld;
         int qEnd = s0 + _quantized;
-        IKvTensorStore.ScoreReadRows(this, kvHead, queries, rep, hd, firstLength, tokens, scores, perToken, rows, 0, Math.Min(s0, last));
+        ScoreReadRows(kvHead, queries, rep, hd, firstLength, tokens, scores, perToken, rows, 0, Math.Min(s0, last));
         Span<float> a = stackalloc float[hd];
         Span<float> b = stackalloc float[hd];
         Span<float> qa = n <= 4096 ? stackalloc float[n] : new float[n];
@@ -211,7 +218,40 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
             }
         }
 
-        IKvTensorStore.ScoreReadRows(this, kvHead, queries, rep, hd, firstLength, tokens, scores, perToken, rows, Math.Max(qEnd, s0), last);
+        ScoreReadRows(kvHead, queries, rep, hd, firstLength, tokens, scores, perToken, rows, Math.Max(qEnd, s0), last);
+    }
+
+    // Scores of positions [from, to) as Read returns the rows, a buffer of rows at a time, each token up to its own
+    // length (scores[t * perToken + r * length + j]), each row scored by MultiDot (MultiDotRows).
+    private void ScoreReadRows(int kvHead, ReadOnlySpan<float> queries, int rep, int hd, int firstLength, int tokens, Span<float> scores, int perToken, Span<float> rows, int from, int to)
+    {
+        int n = rep * hd, chunk = rows.Length / hd;
+        for (int c0 = from; c0 < to; c0 += chunk)
+        {
+            int m = Math.Min(chunk, to - c0);
+            Read(kvHead, c0, m, rows[..(m * hd)]);
+            for (int t = 0; t < tokens; t++)
+            {
+                int end = Math.Min(firstLength + t - c0, m);
+                AttentionKernels.MultiDotRows(queries.Slice(t * n, n), rep, hd, rows, end, scores.Slice(t * perToken, perToken), firstLength + t, c0);
+            }
+        }
+    }
+
+    // The value sums of positions [from, to) likewise, in position order (MultiAxpyRows).
+    private void AccumulateReadRows(int kvHead, ReadOnlySpan<float> probs, int perToken, int rep, int hd, int firstLength, int tokens, Span<float> output, int outputStride, Span<float> rows, int from, int to)
+    {
+        int n = rep * hd, chunk = rows.Length / hd;
+        for (int c0 = from; c0 < to; c0 += chunk)
+        {
+            int m = Math.Min(chunk, to - c0);
+            Read(kvHead, c0, m, rows[..(m * hd)]);
+            for (int t = 0; t < tokens; t++)
+            {
+                int end = Math.Min(firstLength + t - c0, m);
+                AttentionKernels.MultiAxpyRows(probs.Slice(t * perToken, perToken), rep, hd, rows, end, output.Slice(t * outputStride, n), firstLength + t, c0);
+            }
+        }
     }
 
     // Per-channel chunk from row m0: its a and b, and its code rows below `end` (a row count) unpacked into rows; returns how many.
@@ -230,9 +270,15 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     public void AccumulateCausal(int kvHead, ReadOnlySpan<float> probs, int perToken, int rep, int headDim, int firstLength, int tokens, Span<float> output, int outputStride, Span<float> rows)
     {
         int last = firstLength + tokens - 1;
+        if (!SharesCausal(rep))
+        {
+            IKvTensorStore.AccumulateEachToken(this, kvHead, probs, perToken, rep, _hd, firstLength, tokens, output, outputStride);
+            return;
+        }
+
         if (!_perChannel)
         {
-            IKvTensorStore.AccumulateReadRows(this, kvHead, probs, perToken, rep, _hd, firstLength, tokens, output, outputStride, rows, 0, last);
+            AccumulateReadRows(kvHead, probs, perToken, rep, _hd, firstLength, tokens, output, outputStride, rows, 0, last);
             return;
         }
 
@@ -240,7 +286,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         int hd = _hd, n = rep * hd;
         int s0 = SinksHeld;
         int qEnd = s0 + _quantized;
-        IKvTensorStore.AccumulateReadRows(this, kvHead, probs, perToken, rep, hd, firstLength, tokens, output, outputStride, rows, 0, Math.Min(s0, last));
+        AccumulateReadRows(kvHead, probs, perToken, rep, hd, firstLength, tokens, output, outputStride, rows, 0, Math.Min(s0, last));
         Span<float> a = stackalloc float[hd];
         Span<float> b = stackalloc float[hd];
         Span<float> acc = n <= 4096 ? stackalloc float[n] : new float[n];
@@ -279,7 +325,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
             }
         }
 
-        IKvTensorStore.AccumulateReadRows(this, kvHead, probs, perToken, rep, hd, firstLength, tokens, output, outputStride, rows, Math.Max(qEnd, s0), last);
+        AccumulateReadRows(kvHead, probs, perToken, rep, hd, firstLength, tokens, output, outputStride, rows, Math.Max(qEnd, s0), last);
     }
 
     public void Scores(int kvHead, ReadOnlySpan<float> queries, int rep, int length, Span<float> scores)
@@ -294,15 +340,8 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         if (!_perChannel)
         {
             // Per-token rows (and sinks, and the window) as Read returns them, a chunk at a time, each scored by MultiDot.
-            int chunk = RowChunk;
-            Span<float> rows = stackalloc float[chunk * hd];
-            for (int j0 = 0; j0 < length; j0 += chunk)
-            {
-                int m = Math.Min(chunk, length - j0);
-                Read(kvHead, j0, m, rows[..(m * hd)]);
-                AttentionKernels.MultiDotRows(queries, rep, hd, rows, m, scores, length, j0);
-            }
-
+            Span<float> rows = stackalloc float[RowChunk * hd];
+            ScoreReadRows(kvHead, queries, rep, hd, length, 1, scores, rep * length, rows, 0, length);
             return;
         }
 
@@ -347,15 +386,8 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         if (!_perChannel && max == null)
         {
             // Per-token rows (and sinks, and the window) as Read returns them, a chunk at a time, summed by MultiAxpy in order.
-            int chunk = RowChunk;
-            Span<float> rows = stackalloc float[chunk * hd];
-            for (int j0 = 0; j0 < length; j0 += chunk)
-            {
-                int m = Math.Min(chunk, length - j0);
-                Read(kvHead, j0, m, rows[..(m * hd)]);
-                AttentionKernels.MultiAxpyRows(probs, rep, hd, rows, m, output, length, j0);
-            }
-
+            Span<float> rows = stackalloc float[RowChunk * hd];
+            AccumulateReadRows(kvHead, probs, rep * length, rep, hd, length, 1, output, rep * hd, rows, 0, length);
             return;
         }
 
