@@ -116,6 +116,9 @@ public class GenerateOptionsTests
         var (code, _, err) = KvaqProcess.Run("generate", "-m", "stories260K", "-n", "2", "--ubatch", "0");
         Assert.Equal(1, code);
         Assert.Contains("--ubatch must be at least 1, got 0", err);
+        (code, _, err) = KvaqProcess.Run("generate", "-m", "stories260K", "-n", "2", "--device", "cuda", "--ubatch", "5");
+        Assert.Equal(1, code);
+        Assert.Contains("--ubatch sets the CPU engine's prefill batch; it cannot be combined with --device cuda", err);
     }
 
 }

@@ -84,6 +84,9 @@ public class BenchCommandTests
         (code, _, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--ubatch", "-3"]);
         Assert.Equal(1, code);
         Assert.Contains("--ubatch must be at least 1, got -3", stderr);
+        (code, _, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--device", "cuda", "--ubatch", "5", "--ctx", "40", "--runs", "1", "--decode-tokens", "4"]);
+        Assert.Equal(1, code);
+        Assert.Contains("--ubatch sets the CPU engine's prefill batch; it cannot be combined with --device cuda", stderr);
         (code, _, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--settle-ms", "-1"]);
         Assert.Equal(1, code);
         Assert.Contains("--settle-ms must be 0-60000 milliseconds, got -1", stderr);
