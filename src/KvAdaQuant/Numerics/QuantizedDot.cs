@@ -182,8 +182,7 @@ public static unsafe class QuantizedDot
         fixed (float* ps = scales)
         fixed (int* pc = corrections)
         {
-            PrepareQ8_0Tile(rows, rowStride, blocks, ps, pc);
-            DotQ8_0Tile4x4Prepared(rows, rowStride, ps, pc, xq, xStride, xd, dStride, blocks, y, yStride);
+            DotQ8_0Tile4x4Preparing(rows, rowStride, ps, pc, xq, xStride, xd, dStride, blocks, y, yStride);
         }
     }
 
@@ -210,10 +209,46 @@ public static unsafe class QuantizedDot
     }
 
     /// <summary>
-    /// <see cref="DotQ8_0Tile4x4"/> with the per-block row constants precomputed by <see cref="PrepareQ8_0Tile"/>:
-    /// identical results, less work per token tile.
+    /// <see cref="DotQ8_0Tile4x4"/> with the per-block row constants precomputed by <see cref="PrepareQ8_0Tile"/> (or
+    /// <see cref="DotQ8_0Tile4x4Preparing"/>): identical results, less work per token tile. Row r's results go to
+    /// y[t * yStride + r * yRowStride].
     /// </summary>
-    public static void DotQ8_0Tile4x4Prepared(byte* rows, long rowStride, float* scales, int* corrections, sbyte* xq, long xStride, float* xd, long dStride, int blocks, float* y, long yStride)
+    public static void DotQ8_0Tile4x4Prepared(byte* rows, long rowStride, float* scales, int* corrections, sbyte* xq, long xStride, float* xd, long dStride, int blocks, float* y, long yStride, long yRowStride = 1) =>
+        Tile4x4<ReadConstants>(rows, rowStride, scales, corrections, xq, xStride, xd, dStride, blocks, y, yStride, yRowStride);
+
+    /// <summary>
+    /// The first token tile of a batch: <see cref="DotQ8_0Tile4x4Prepared"/> that computes the row constants of
+    /// <see cref="PrepareQ8_0Tile"/> as it goes (the same values) and stores them for the batch's other token tiles. Its
+    /// dot products overlap the rows' first reads from memory, which a separate preparing pass waits for alone (with a
+    /// few tokens, the several sequences' decode steps, that pass took as long as the products).
+    /// </summary>
+    public static void DotQ8_0Tile4x4Preparing(byte* rows, long rowStride, float* scales, int* corrections, sbyte* xq, long xStride, float* xd, long dStride, int blocks, float* y, long yStride, long yRowStride = 1)
+    {
+        if (!VectorPathSupported || !AvxVnni.IsSupported)
+        {
+            PrepareQ8_0Tile(rows, rowStride, blocks, scales, corrections);
+        }
+
+        Tile4x4<ComputeConstants>(rows, rowStride, scales, corrections, xq, xStride, xd, dStride, blocks, y, yStride, yRowStride);
+    }
+
+    private interface ITileConstants
+    {
+        static abstract bool Compute { get; }
+    }
+
+    private struct ReadConstants : ITileConstants
+    {
+        public static bool Compute => false;
+    }
+
+    private struct ComputeConstants : ITileConstants
+    {
+        public static bool Compute => true;
+    }
+
+    private static void Tile4x4<TConstants>(byte* rows, long rowStride, float* scales, int* corrections, sbyte* xq, long xStride, float* xd, long dStride, int blocks, float* y, long yStride, long yRowStride)
+        where TConstants : struct, ITileConstants
     {
         if (!VectorPathSupported || !AvxVnni.IsSupported)
         {
@@ -221,7 +256,7 @@ public static unsafe class QuantizedDot
             {
                 for (int r = 0; r < 4; r++)
                 {
-                    y[(t * yStride) + r] = DotQ8_0(rows + (r * rowStride), xq + (t * xStride), xd + (t * dStride), blocks);
+                    y[(t * yStride) + (r * yRowStride)] = DotQ8_0(rows + (r * rowStride), xq + (t * xStride), xd + (t * dStride), blocks);
                 }
             }
 
@@ -245,15 +280,41 @@ public static unsafe class QuantizedDot
             var w2 = Avx.LoadVector256((sbyte*)(r2 + o + 2));
             var w3 = Avx.LoadVector256((sbyte*)(r3 + o + 2));
             int* cb = corrections + (b * 32);
-            var c0 = Vector256.Load(cb);
-            var c1 = Vector256.Load(cb + 8);
-            var c2 = Vector256.Load(cb + 16);
-            var c3 = Vector256.Load(cb + 24);
             float* sb = scales + (b * 4);
-            var s0 = Vector256.Create(sb[0]);
-            var s1 = Vector256.Create(sb[1]);
-            var s2 = Vector256.Create(sb[2]);
-            var s3 = Vector256.Create(sb[3]);
+            Vector256<int> c0, c1, c2, c3;
+            float f0, f1, f2, f3;
+            if (TConstants.Compute)
+            {
+                // PrepareQ8_0Tile's values: -128 Σw in the block's eight int32 lanes, the block scale as float.
+                c0 = Vector256<int>.Zero - AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, offset, w0);
+                c1 = Vector256<int>.Zero - AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, offset, w1);
+                c2 = Vector256<int>.Zero - AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, offset, w2);
+                c3 = Vector256<int>.Zero - AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, offset, w3);
+                c0.Store(cb);
+                c1.Store(cb + 8);
+                c2.Store(cb + 16);
+                c3.Store(cb + 24);
+                sb[0] = f0 = HalfBits.ToSingle(*(ushort*)(r0 + o));
+                sb[1] = f1 = HalfBits.ToSingle(*(ushort*)(r1 + o));
+                sb[2] = f2 = HalfBits.ToSingle(*(ushort*)(r2 + o));
+                sb[3] = f3 = HalfBits.ToSingle(*(ushort*)(r3 + o));
+            }
+            else
+            {
+                c0 = Vector256.Load(cb);
+                c1 = Vector256.Load(cb + 8);
+                c2 = Vector256.Load(cb + 16);
+                c3 = Vector256.Load(cb + 24);
+                f0 = sb[0];
+                f1 = sb[1];
+                f2 = sb[2];
+                f3 = sb[3];
+            }
+
+            var s0 = Vector256.Create(f0);
+            var s1 = Vector256.Create(f1);
+            var s2 = Vector256.Create(f2);
+            var s3 = Vector256.Create(f3);
 
             var u = Avx.LoadVector256((byte*)(x0 + xo)) ^ offset;
             var dx = Vector256.Create(d0[b]);
@@ -286,21 +347,21 @@ public static unsafe class QuantizedDot
 
         float* y0 = y, y1 = y + yStride, y2 = y + (2 * yStride), y3 = y + (3 * yStride);
         y0[0] = GgmlArithmetic.Sum8(a00);
-        y0[1] = GgmlArithmetic.Sum8(a01);
-        y0[2] = GgmlArithmetic.Sum8(a02);
-        y0[3] = GgmlArithmetic.Sum8(a03);
+        y0[yRowStride] = GgmlArithmetic.Sum8(a01);
+        y0[2 * yRowStride] = GgmlArithmetic.Sum8(a02);
+        y0[3 * yRowStride] = GgmlArithmetic.Sum8(a03);
         y1[0] = GgmlArithmetic.Sum8(a10);
-        y1[1] = GgmlArithmetic.Sum8(a11);
-        y1[2] = GgmlArithmetic.Sum8(a12);
-        y1[3] = GgmlArithmetic.Sum8(a13);
+        y1[yRowStride] = GgmlArithmetic.Sum8(a11);
+        y1[2 * yRowStride] = GgmlArithmetic.Sum8(a12);
+        y1[3 * yRowStride] = GgmlArithmetic.Sum8(a13);
         y2[0] = GgmlArithmetic.Sum8(a20);
-        y2[1] = GgmlArithmetic.Sum8(a21);
-        y2[2] = GgmlArithmetic.Sum8(a22);
-        y2[3] = GgmlArithmetic.Sum8(a23);
+        y2[yRowStride] = GgmlArithmetic.Sum8(a21);
+        y2[2 * yRowStride] = GgmlArithmetic.Sum8(a22);
+        y2[3 * yRowStride] = GgmlArithmetic.Sum8(a23);
         y3[0] = GgmlArithmetic.Sum8(a30);
-        y3[1] = GgmlArithmetic.Sum8(a31);
-        y3[2] = GgmlArithmetic.Sum8(a32);
-        y3[3] = GgmlArithmetic.Sum8(a33);
+        y3[yRowStride] = GgmlArithmetic.Sum8(a31);
+        y3[2 * yRowStride] = GgmlArithmetic.Sum8(a32);
+        y3[3 * yRowStride] = GgmlArithmetic.Sum8(a33);
     }
 
     /// <summary>

@@ -140,6 +140,43 @@ public unsafe class QuantizedDotTests
     }
 
     [Theory]
+    [InlineData(1, 2100, 2)]
+    [InlineData(1, 2100, 9)]
+    [InlineData(2, 2100, 5)]
+    [InlineData(2, 1105, 3)]
+    [InlineData(2, 127, 6)]
+    public void BatchedQ8_0MatMulEqualsOneRowAtATimeBitForBit(int threads, int rows, int tokens)
+    {
+        // Batches (prefill, several sequences' decode): tiles take rows a quarter of the work chunk apart (2,100 rows on one
+        // thread: two chunks of 1,052 and 1,048 rows, quarters of 263 and 262; 127 rows on two: quarters of 8 and a last
+        // chunk of 31 with three rows over); two or three tokens go through decode's row pairs and quads one token after
+        // the other, tokens past the last full four through DotQ8_0x4 with the tile's rows.
+        var rng = new Random(700 + rows + tokens);
+        const int blocks = 8, cols = blocks * 32;
+        var w = RandomBlocks(rng, rows * blocks, 34);
+        var x = Enumerable.Range(0, tokens * cols).Select(_ => (float)((rng.NextDouble() * 4) - 2)).ToArray();
+        var y = new float[tokens * rows];
+        var a = new Q8Activations();
+        a.Quantize(x, tokens, cols);
+        using var pool = new WorkerPool(threads);
+        fixed (byte* pw = w)
+        fixed (sbyte* pq = a.Values)
+        fixed (float* pd = a.Scales)
+        {
+            using var m = new WeightMatrix("q8", GgmlType.Q8_0, rows, cols, pw);
+            new MatMulKernel(pool).MatMul(m, x, y, tokens);
+            for (int t = 0; t < tokens; t++)
+            {
+                for (int r = 0; r < rows; r++)
+                {
+                    float single = QuantizedDot.DotQ8_0(pw + (r * blocks * 34), pq + (t * cols), pd + (t * blocks), blocks);
+                    Assert.True(BitConverter.SingleToInt32Bits(single) == BitConverter.SingleToInt32Bits(y[(t * rows) + r]), $"token {t} row {r}: {y[(t * rows) + r]} vs one row at a time {single}");
+                }
+            }
+        }
+    }
+
+    [Theory]
     [InlineData(1, 1105)]
     [InlineData(2, 2100)]
     [InlineData(1, 2100)]
@@ -174,6 +211,9 @@ public unsafe class QuantizedDotTests
 
     [Theory]
     [InlineData(1)]
+    [InlineData(5)]
+    [InlineData(17)]
+    [InlineData(37)]
     [InlineData(64)]
     public void FourByFourPrefillTileEqualsSingleRowDotsBitForBit(int blocks)
     {
