@@ -4,13 +4,15 @@ using LLama.Native;
 namespace KvAdaQuant.LlamaCpp;
 
 /// <summary>
-/// One llama.cpp sequence: a context with its own KV cache, fed tokens in order from position 0, giving the logits of
-/// every position or of the last one.
+/// One llama.cpp sequence (or <see cref="LlamaCppContextOptions.Sequences"/> of them): a context with its own KV cache,
+/// fed tokens in order from position 0, giving the logits of every position or of the last one; with several sequences,
+/// <see cref="EvaluateStep"/> gives each one token in one llama_decode call.
 /// </summary>
 public sealed class LlamaCppContext : IDisposable
 {
     private readonly SafeLLamaContextHandle _handle;
     private readonly LLamaBatch _batch = new();
+    private readonly int[] _positions;
 
     private LlamaCppContext(LlamaCppModel model, LlamaCppContextOptions options, SafeLLamaContextHandle handle)
     {
@@ -20,6 +22,8 @@ public sealed class LlamaCppContext : IDisposable
         ContextSize = (int)handle.ContextSize;
         BatchSize = Math.Min(options.EffectiveBatchSize, (int)handle.BatchSize);
         VocabSize = model.VocabSize;
+        _positions = new int[options.Sequences];
+        SequenceCapacity = ContextSize / options.Sequences;
     }
 
     /// <summary>The weights.</summary>
@@ -37,8 +41,14 @@ public sealed class LlamaCppContext : IDisposable
     /// <summary>Vocabulary size (length of one row of logits).</summary>
     public int VocabSize { get; }
 
-    /// <summary>Positions evaluated since the last <see cref="Clear"/>.</summary>
-    public int Position { get; private set; }
+    /// <summary>Positions evaluated since the last <see cref="Clear"/> (of sequence 0).</summary>
+    public int Position => _positions[0];
+
+    /// <summary>Positions each sequence holds: <see cref="ContextSize"/> / <see cref="LlamaCppContextOptions.Sequences"/>.</summary>
+    public int SequenceCapacity { get; }
+
+    /// <summary>Positions sequence <paramref name="sequence"/> has evaluated since the last <see cref="Clear"/>.</summary>
+    public int PositionOf(int sequence) => _positions[CheckSequence(sequence)];
 
     /// <summary>Bytes of the K and V caches at <see cref="ContextSize"/> tokens (llama.cpp allocates them whole).</summary>
     public long KvBytes
@@ -54,15 +64,19 @@ public sealed class LlamaCppContext : IDisposable
     public void Clear()
     {
         _handle.MemoryClear(true);
-        Position = 0;
+        Array.Clear(_positions);
     }
 
     /// <summary>
     /// Appends <paramref name="tokens"/> at the current position. With <paramref name="allLogits"/>, writes the logits of
     /// every token to <paramref name="logits"/> (tokens x vocab); otherwise only those of the last token (vocab).
     /// </summary>
-    public void Evaluate(ReadOnlySpan<int> tokens, Span<float> logits, bool allLogits)
+    public void Evaluate(ReadOnlySpan<int> tokens, Span<float> logits, bool allLogits) => Evaluate(tokens, logits, allLogits, 0);
+
+    /// <summary><see cref="Evaluate(ReadOnlySpan{int}, Span{float}, bool)"/> on sequence <paramref name="sequence"/>.</summary>
+    public void Evaluate(ReadOnlySpan<int> tokens, Span<float> logits, bool allLogits, int sequence)
     {
+        CheckSequence(sequence);
         if (tokens.IsEmpty)
         {
             throw new ArgumentException("no tokens to evaluate", nameof(tokens));
@@ -74,9 +88,10 @@ public sealed class LlamaCppContext : IDisposable
             throw new ArgumentException($"logits span holds {logits.Length} floats, {need} needed", nameof(logits));
         }
 
-        if (Position + tokens.Length > ContextSize)
+        int position = _positions[sequence];
+        if (position + tokens.Length > SequenceCapacity)
         {
-            throw new ArgumentException($"{Position} + {tokens.Length} tokens exceed the context of {ContextSize}", nameof(tokens));
+            throw new ArgumentException($"{position} + {tokens.Length} tokens exceed the context of {SequenceCapacity}", nameof(tokens));
         }
 
         for (int start = 0; start < tokens.Length; start += BatchSize)
@@ -93,13 +108,13 @@ public sealed class LlamaCppContext : IDisposable
                 }
 
                 bool wantLogits = allLogits || (lastBatch && i == n - 1);
-                _batch.Add(id, Position + i, LLamaSeqId.Zero, wantLogits);
+                _batch.Add(id, position + i, (LLamaSeqId)sequence, wantLogits);
             }
 
             var result = _handle.Decode(_batch);
             if (result != DecodeResult.Ok)
             {
-                throw new LlamaCppException($"{Model.Path}: llama_decode failed with {result} at position {Position}");
+                throw new LlamaCppException($"{Model.Path}: llama_decode failed with {result} at position {position}");
             }
 
             if (allLogits)
@@ -114,9 +129,60 @@ public sealed class LlamaCppContext : IDisposable
                 _handle.GetLogitsIth(n - 1).CopyTo(logits[..VocabSize]);
             }
 
-            Position += n;
+            position += n;
+            _positions[sequence] = position;
         }
     }
+
+    /// <summary>
+    /// One decode step of every sequence in one llama_decode call: sequence i takes <paramref name="tokens"/>[i] at its
+    /// next position, and its logits go to <paramref name="logits"/>[i * vocab ..].
+    /// </summary>
+    public void EvaluateStep(ReadOnlySpan<int> tokens, Span<float> logits)
+    {
+        int n = _positions.Length;
+        if (tokens.Length != n)
+        {
+            throw new ArgumentException($"{tokens.Length} tokens for {n} sequences; each takes one", nameof(tokens));
+        }
+
+        if (logits.Length < n * VocabSize)
+        {
+            throw new ArgumentException($"logits span holds {logits.Length} floats, {n * VocabSize} needed", nameof(logits));
+        }
+
+        _batch.Clear();
+        for (int i = 0; i < n; i++)
+        {
+            if ((uint)tokens[i] >= (uint)VocabSize)
+            {
+                throw new ArgumentException($"token {tokens[i]} of sequence {i} is outside the vocabulary of {VocabSize}", nameof(tokens));
+            }
+
+            if (_positions[i] + 1 > SequenceCapacity)
+            {
+                throw new ArgumentException($"sequence {i}: {_positions[i]} + 1 tokens exceed the context of {SequenceCapacity}", nameof(tokens));
+            }
+
+            _batch.Add(tokens[i], _positions[i], (LLamaSeqId)i, true);
+        }
+
+        var result = _handle.Decode(_batch);
+        if (result != DecodeResult.Ok)
+        {
+            throw new LlamaCppException($"{Model.Path}: llama_decode of a {n}-sequence step failed with {result}");
+        }
+
+        for (int i = 0; i < n; i++)
+        {
+            _handle.GetLogitsIth(i).CopyTo(logits.Slice(i * VocabSize, VocabSize));
+            _positions[i]++;
+        }
+    }
+
+    private int CheckSequence(int sequence) => (uint)sequence < (uint)_positions.Length
+        ? sequence
+        : throw new ArgumentOutOfRangeException(nameof(sequence), $"sequence {sequence} is outside the context's {_positions.Length}");
 
     /// <summary>Clears the cache, evaluates <paramref name="tokens"/> from position 0 and returns all logits (tokens x vocab).</summary>
     public float[] EvaluateAll(ReadOnlySpan<int> tokens)
@@ -140,6 +206,11 @@ public sealed class LlamaCppContext : IDisposable
         if (options.Threads < 1)
         {
             throw new ArgumentException($"threads must be at least 1, got {options.Threads}", nameof(options));
+        }
+
+        if (options.Sequences < 1 || options.Sequences > options.ContextSize)
+        {
+            throw new ArgumentException($"sequences must be 1 to the context size {options.ContextSize}, got {options.Sequences}", nameof(options));
         }
 
         // llama.cpp refuses a quantized V cache without flash attention and returns a null context: say why up front.
@@ -171,7 +242,7 @@ public sealed class LlamaCppContext : IDisposable
             ContextSize = (uint)options.ContextSize,
             BatchSize = (uint)batch,
             UBatchSize = (uint)batch,
-            SeqMax = 1,
+            SeqMax = (uint)options.Sequences,
             Threads = options.Threads,
             BatchThreads = options.Threads,
             TypeK = LlamaCppCacheTypes.ToNative(options.TypeK),
@@ -184,6 +255,13 @@ public sealed class LlamaCppContext : IDisposable
             ? LLamaFlashAttentionType.LLAMA_FLASH_ATTENTION_TYPE_ENABLED
             : LLamaFlashAttentionType.LLAMA_FLASH_ATTENTION_TYPE_DISABLED;
         native.no_perf = true;
+        if (options.Sequences > 1)
+        {
+            // Each sequence in its own part of the cache, attending over its own positions only (llama.cpp's advice
+            // for sequences that share no prefix).
+            native.kv_unified = false;
+        }
+
         if (options.Trace is not null)
         {
             var (callback, userData) = options.Trace.Bind(LlamaCppRuntime.GgmlBaseLibrary());

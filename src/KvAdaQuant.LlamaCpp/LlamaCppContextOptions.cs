@@ -21,6 +21,12 @@ public sealed record LlamaCppContextOptions
     /// <summary>Threads for decode and for batches (at least 1).</summary>
     public int Threads { get; init; } = 2;
 
+    /// <summary>
+    /// Sequences the context holds (llama.cpp's n_seq_max), each in its own part of the KV cache (kv_unified off when
+    /// more than one): each gets <see cref="ContextSize"/> / Sequences positions.
+    /// </summary>
+    public int Sequences { get; init; } = 1;
+
     /// <summary>Most tokens per llama_decode call (0: the context size, capped at 512).</summary>
     public int BatchSize { get; init; }
 

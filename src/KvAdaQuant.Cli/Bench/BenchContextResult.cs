@@ -18,6 +18,11 @@ internal sealed record BenchContextResult(int Ctx, int PrefillTokens, int Decode
             d[$"{e.Name}.prefill_tokens_per_second"] = Math.Round(e.PrefillTokensPerSecond, 3);
             d[$"{e.Name}.decode_tokens_per_second"] = Math.Round(e.DecodeTokensPerSecond, 3);
             d[$"{e.Name}.kv_bytes"] = e.KvBytes;
+            if (e.Sequences > 1)
+            {
+                d[$"{e.Name}.sequences"] = e.Sequences;
+                d[$"{e.Name}.decode_tokens_per_second_per_sequence"] = Math.Round(e.DecodeTokensPerSecond / e.Sequences, 3);
+            }
         }
 
         if (Engines.Count == 2)

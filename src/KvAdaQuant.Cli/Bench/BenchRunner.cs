@@ -48,8 +48,9 @@ internal static class BenchRunner
                 int i = Order(r, j, engines.Count);
                 Settle(engines.Count, settleMs);
                 double tp = engines[i].Prefill(promptTokens);
-                prefill[i].Add(prompt / tp);
-                log?.Invoke($"ctx {ctx} prefill run {r + 1}/{prefillRuns} {engines[i].Name}: {prompt} tokens, {prompt / tp:F1} tok/s");
+                long prefilled = (long)prompt * engines[i].Sequences;
+                prefill[i].Add(prefilled / tp);
+                log?.Invoke($"ctx {ctx} prefill run {r + 1}/{prefillRuns} {engines[i].Name}: {Times(engines[i])}{prompt} tokens, {prefilled / tp:F1} tok/s");
             }
         }
 
@@ -61,14 +62,17 @@ internal static class BenchRunner
                 int i = Order(r, j, engines.Count);
                 Settle(engines.Count, settleMs);
                 double td = engines[i].Decode(segment);
-                decode[i].Add(decodeTokens / td);
-                log?.Invoke($"ctx {ctx} decode run {r + 1}/{runs} {engines[i].Name}: depth {prompt + (r * decodeTokens)}, {decodeTokens / td:F2} tok/s");
+                double decoded = (double)decodeTokens * engines[i].Sequences;
+                decode[i].Add(decoded / td);
+                log?.Invoke($"ctx {ctx} decode run {r + 1}/{runs} {engines[i].Name}: {Times(engines[i])}depth {prompt + (r * decodeTokens)}, {decoded / td:F2} tok/s");
             }
         }
 
-        var perEngine = engines.Select((e, i) => new BenchEngineResult(e.Name, e.CacheDescription, Median(prefill[i]), Median(decode[i]), e.KvBytes)).ToArray();
+        var perEngine = engines.Select((e, i) => new BenchEngineResult(e.Name, e.CacheDescription, Median(prefill[i]), Median(decode[i]), e.KvBytes, e.Sequences)).ToArray();
         return new BenchContextResult(ctx, prompt, decodeTokens, perEngine);
     }
+
+    private static string Times(IBenchEngine e) => e.Sequences > 1 ? $"{e.Sequences} x " : string.Empty;
 
     // Lets the other engine's threads go idle before a timed run; nothing to wait for with one engine.
     private static void Settle(int engines, int ms)

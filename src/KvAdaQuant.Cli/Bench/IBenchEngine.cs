@@ -9,7 +9,13 @@ internal interface IBenchEngine : IDisposable
     /// <summary>What the cache is, e.g. <c>fp16</c> or <c>q8_0/q4_0 (flash attention)</c>.</summary>
     string CacheDescription { get; }
 
-    /// <summary>Bytes of KV cache held for the prepared context.</summary>
+    /// <summary>
+    /// Sequences each prefill and decode step runs (kvaq <c>--batch</c>; 1 for llama.cpp): a prefill runs the prompt in
+    /// each, a decode step gives each one token, and the tokens/s reported count all of them.
+    /// </summary>
+    int Sequences => 1;
+
+    /// <summary>Bytes of KV cache held for the prepared context (all sequences).</summary>
     long KvBytes { get; }
 
     /// <summary>Allocates a cache for <paramref name="ctx"/> positions (replacing any earlier one).</summary>

@@ -10,17 +10,21 @@ internal sealed class LlamaCppBenchEngine : IBenchEngine
     private readonly LlamaCppCacheType _typeK;
     private readonly LlamaCppCacheType _typeV;
     private readonly int _threads;
+    private readonly int _sequences;
     private readonly float[] _logits;
+    private readonly int[] _step;
     private LlamaCppContext? _context;
 
-    public LlamaCppBenchEngine(string ggufPath, LlamaCppCacheType typeK, LlamaCppCacheType typeV, int threads)
+    public LlamaCppBenchEngine(string ggufPath, LlamaCppCacheType typeK, LlamaCppCacheType typeV, int threads, int sequences = 1)
     {
         Runtime = LlamaCppRuntime.Load();
         _model = LlamaCppModel.Load(ggufPath);
         _typeK = typeK;
         _typeV = typeV;
         _threads = threads;
-        _logits = new float[_model.VocabSize];
+        _sequences = sequences;
+        _logits = new float[sequences * _model.VocabSize];
+        _step = new int[sequences];
     }
 
     public string Name => "llama_cpp";
@@ -28,6 +32,8 @@ internal sealed class LlamaCppBenchEngine : IBenchEngine
     public LlamaCppRuntimeInfo Runtime { get; }
 
     public string CacheDescription => $"{LlamaCppCacheTypes.Name(_typeK)}/{LlamaCppCacheTypes.Name(_typeV)}, flash attention on";
+
+    public int Sequences => _sequences;
 
     public long KvBytes => _context?.KvBytes ?? 0;
 
@@ -39,7 +45,8 @@ internal sealed class LlamaCppBenchEngine : IBenchEngine
         {
             _context = _model.CreateContext(new LlamaCppContextOptions
             {
-                ContextSize = ctx,
+                ContextSize = ctx * _sequences,
+                Sequences = _sequences,
                 TypeK = _typeK,
                 TypeV = _typeV,
                 FlashAttention = true,
@@ -57,7 +64,11 @@ internal sealed class LlamaCppBenchEngine : IBenchEngine
         var c = Context;
         c.Clear();
         long t0 = Stopwatch.GetTimestamp();
-        c.Evaluate(tokens, _logits, allLogits: false);
+        for (int s = 0; s < _sequences; s++)
+        {
+            c.Evaluate(tokens, _logits, allLogits: false, s);
+        }
+
         return Stopwatch.GetElapsedTime(t0).TotalSeconds;
     }
 
@@ -67,7 +78,16 @@ internal sealed class LlamaCppBenchEngine : IBenchEngine
         long t0 = Stopwatch.GetTimestamp();
         for (int i = 0; i < tokens.Length; i++)
         {
-            c.Evaluate(tokens.Slice(i, 1), _logits, allLogits: false);
+            if (_sequences == 1)
+            {
+                c.Evaluate(tokens.Slice(i, 1), _logits, allLogits: false);
+            }
+            else
+            {
+                // Every sequence the same token a step, one llama_decode for all (as kvaq's --batch).
+                Array.Fill(_step, tokens[i]);
+                c.EvaluateStep(_step, _logits);
+            }
         }
 
         return Stopwatch.GetElapsedTime(t0).TotalSeconds;

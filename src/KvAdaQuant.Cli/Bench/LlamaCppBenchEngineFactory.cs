@@ -8,11 +8,11 @@ namespace KvAdaQuant.Cli.Bench;
 /// </summary>
 internal static class LlamaCppBenchEngineFactory
 {
-    public static IBenchEngine Create(string ggufPath, string typeK, string typeV, int threads)
+    public static IBenchEngine Create(string ggufPath, string typeK, string typeV, int threads, int sequences = 1)
     {
         try
         {
-            return CreateCore(ggufPath, typeK, typeV, threads);
+            return CreateCore(ggufPath, typeK, typeV, threads, sequences);
         }
         catch (FileNotFoundException e) when (e.FileName is { } f && (f.StartsWith("LLamaSharp", StringComparison.Ordinal) || f.StartsWith("KvAdaQuant.LlamaCpp", StringComparison.Ordinal)))
         {
@@ -21,14 +21,15 @@ internal static class LlamaCppBenchEngineFactory
     }
 
     [MethodImpl(MethodImplOptions.NoInlining)]
-    private static IBenchEngine CreateCore(string ggufPath, string typeK, string typeV, int threads)
+    private static IBenchEngine CreateCore(string ggufPath, string typeK, string typeV, int threads, int sequences)
     {
         try
         {
             return new LlamaCppBenchEngine(ggufPath,
                 KvAdaQuant.LlamaCpp.LlamaCppCacheTypes.Parse(typeK, "--vs-cache"),
                 KvAdaQuant.LlamaCpp.LlamaCppCacheTypes.Parse(typeV, "--vs-cache"),
-                threads);
+                threads,
+                sequences);
         }
         catch (KvAdaQuant.LlamaCpp.LlamaCppException e)
         {

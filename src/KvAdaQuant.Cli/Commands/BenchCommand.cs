@@ -30,7 +30,7 @@ internal static class BenchCommand
         var device = DeviceOptions.Device();
         var attnInt8 = CommonOptions.AttnInt8();
         var attnInt8Values = CommonOptions.AttnInt8Values();
-        var batch = new Option<int>("--batch") { Description = "sequences decoded together (--device cuda)", DefaultValueFactory = _ => 1 };
+        var batch = new Option<int>("--batch") { Description = "sequences decoded together, each with its own cache: on the CPU one forward pass a step for all of them (prefill runs the prompt in each; tokens/s count all sequences; llama-batched-bench's -npl; with --vs llama.cpp the same in one llama.cpp context of as many sequences); with --device cuda the GPU batch", DefaultValueFactory = _ => 1 };
         var fit = new Option<bool>("--fit") { Description = "with --device cuda: the largest batch per --ctx whose cache fits next to the weights (computed from exact byte counts, verified by allocating it)" };
         var attentionAlone = new Option<bool>("--attention") { Description = "attention alone: one decode step of a whole layer's attention over the packed cache, timed against a STREAM-style triad in the same run (GB/s of packed K/V read, and its share of the triad's)" };
         var shape = new Option<string?>("--shape") { Description = $"with --attention: the attention shape of a preset instead of a model file: {SyntheticModelPreset.Names}" };
@@ -98,6 +98,12 @@ internal static class BenchCommand
             if (vsName is not null && vsName != "llama.cpp")
             {
                 throw new ArgumentException($"--vs '{vsName}': the only engine to compare with is llama.cpp");
+            }
+
+            int nBatch = r.GetValue(batch);
+            if (nBatch < 1)
+            {
+                throw new ArgumentException($"--batch must be >= 1, got {nBatch}");
             }
 
             if (vsName is null && r.GetValue(vsCache) is { } unusedCache)
@@ -187,24 +193,18 @@ internal static class BenchCommand
                     throw new ArgumentException("--ubatch sets the CPU engine's prefill batch; it cannot be combined with --device cuda");
                 }
 
-                int b = r.GetValue(batch);
-                if (b < 1)
-                {
-                    throw new ArgumentException($"--batch must be >= 1, got {b}");
-                }
-
-                return CudaBenchRunner.Run(m, plan, contexts, nDecode, nRuns, b, r.GetValue(fit), asJson);
+                return CudaBenchRunner.Run(m, plan, contexts, nDecode, nRuns, nBatch, r.GetValue(fit), asJson);
             }
 
-            if (r.GetValue(batch) != 1 || r.GetValue(fit))
+            if (r.GetValue(fit))
             {
-                throw new ArgumentException("--batch and --fit apply to --device cuda only");
+                throw new ArgumentException("--fit applies to --device cuda only");
             }
 
             var engines = new List<IBenchEngine>();
             try
             {
-                var kvaqEngine = new KvaqBenchEngine(m, plan, nThreads, attention, nUbatch);
+                var kvaqEngine = new KvaqBenchEngine(m, plan, nThreads, attention, nUbatch, nBatch);
                 engines.Add(kvaqEngine);
 
                 // kvaq alone first, at the largest context: its peak RSS before llama.cpp maps its copy of the weights.
@@ -218,7 +218,7 @@ internal static class BenchCommand
                 string? llamaCache = null;
                 if (llamaTypes is var (tk, tv))
                 {
-                    engines.Add(LlamaCppBenchEngineFactory.Create(m.Path, tk, tv, nThreads));
+                    engines.Add(LlamaCppBenchEngineFactory.Create(m.Path, tk, tv, nThreads, nBatch));
                     llamaCache = $"{tk}/{tv}";
                 }
 
@@ -244,6 +244,7 @@ internal static class BenchCommand
                         ["runs"] = nRuns,
                         ["settle_ms"] = engines.Count > 1 ? nSettle : 0,
                         ["kvaq.ubatch"] = kvaqEngine.PrefillBatch,
+                        ["batch"] = nBatch,
                         ["kvaq.peak_rss_bytes"] = kvaqPeak,
                         ["peak_rss_bytes"] = peak,
                         ["contexts"] = results.Select(x => x.ToJson()).ToList(),
@@ -252,7 +253,7 @@ internal static class BenchCommand
                 }
                 else
                 {
-                    PrintTable(results, nThreads, kvaqPeak, peak, kvaqEngine.PrefillBatch, nSettle);
+                    PrintTable(results, nThreads, kvaqPeak, peak, kvaqEngine.PrefillBatch, nSettle, nBatch);
                 }
             }
             finally
@@ -384,10 +385,11 @@ internal static class BenchCommand
             : throw new ArgumentException($"--ctx '{text}': '{p}' is not a positive integer")).ToArray();
     }
 
-    private static void PrintTable(List<BenchContextResult> results, int threads, long kvaqPeak, long peak, int ubatch, int settleMs)
+    private static void PrintTable(List<BenchContextResult> results, int threads, long kvaqPeak, long peak, int ubatch, int settleMs, int batch)
     {
         string settle = results.Any(r => r.Engines.Count > 1) ? $"; {settleMs} ms idle before each timed run" : string.Empty;
-        Console.Out.WriteLine($"threads {threads}; kvaq prefill {ubatch} tokens a pass{settle}; medians; peak RSS kvaq alone {kvaqPeak / 1048576.0:F0} MiB, whole run {peak / 1048576.0:F0} MiB");
+        string sequences = batch > 1 ? $"; {batch} sequences decoded together, tokens/s of all of them" : string.Empty;
+        Console.Out.WriteLine($"threads {threads}; kvaq prefill {ubatch} tokens a pass{settle}{sequences}; medians; peak RSS kvaq alone {kvaqPeak / 1048576.0:F0} MiB, whole run {peak / 1048576.0:F0} MiB");
         Console.Out.WriteLine($"{"ctx",7} {"engine",-10} {"cache",-34} {"prefill tok/s",14} {"decode tok/s",13} {"KV bytes",14}");
         foreach (var res in results)
         {

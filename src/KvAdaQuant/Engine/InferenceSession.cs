@@ -137,6 +137,9 @@ public sealed class InferenceSession : IDecodeSession, IDisposable
         return _logits;
     }
 
+    /// <summary>Sets the logits of the last position (a batch step's, <see cref="BatchDecoder"/>).</summary>
+    internal void SetLogits(ReadOnlySpan<float> logits) => logits.CopyTo(_logits);
+
     /// <inheritdoc/>
     ReadOnlySpan<float> IDecodeSession.Prefill(ReadOnlySpan<int> tokens) => Prefill(tokens);
 

@@ -9,7 +9,8 @@ namespace KvAdaQuant.Engine;
 /// The Llama-family forward pass. One call processes a batch of consecutive positions (prefill) or a
 /// single one (decode): embed, then per layer RMSNorm, Q/K/V projections (+bias), RoPE, append K/V to
 /// the layer's cache, attention through the cache, output projection, RMSNorm, SwiGLU MLP; final norm
-/// and classifier. Not thread-safe: one instance serves one sequence at a time.
+/// and classifier. A call may also run several sequences, each with its own cache, in one batch. Not thread-safe: one
+/// call at a time.
 /// </summary>
 public sealed class Transformer : IDisposable
 {
@@ -18,6 +19,7 @@ public sealed class Transformer : IDisposable
     private readonly MatMulKernel _matmul;
     private readonly AttentionWork _attention;
     private readonly RopeTable _rope;
+    private readonly Segments _segments = new();
     private Workspace _ws = new(0, null!);
 
     /// <summary>Creates the engine over <paramref name="model"/> using <paramref name="threads"/> threads (0 = all cores).</summary>
@@ -54,25 +56,96 @@ public sealed class Transformer : IDisposable
     /// </summary>
     public void Forward(ReadOnlySpan<int> tokens, int pos0, IKvCache cache, Span<float> logits, bool allLogits, IForwardObserver? observer = null)
     {
-        var c = Config;
-        var w = _model.Weights;
-        int n = tokens.Length;
-        if (n == 0)
+        if (tokens.Length == 0)
         {
             throw new ArgumentException("no tokens to process", nameof(tokens));
         }
 
+        ArgumentNullException.ThrowIfNull(cache);
         if (cache.Length != pos0)
         {
             throw new InvalidOperationException($"cache holds {cache.Length} positions but the batch starts at {pos0}");
         }
 
-        if (pos0 + n > cache.Layout.Capacity)
+        _segments.Set(0, cache, 0, tokens.Length);
+        _segments.Count = 1;
+        ForwardSegments(tokens, logits, allLogits, observer);
+    }
+
+    /// <summary>
+    /// Runs several sequences in one batch (llama.cpp's multi-sequence <c>llama_decode</c>): sequence i's
+    /// <paramref name="counts"/>[i] tokens follow each other in <paramref name="tokens"/> and continue
+    /// <paramref name="caches"/>[i] from its current length. The weight products run once over all the tokens; each
+    /// sequence appends to and attends over its own cache. Writes one row of logits per sequence ([sequences, vocab]),
+    /// those of its last token. Each sequence gets the result it would get alone in a batch of its own tokens wherever
+    /// the weights' products give every token the same bits in any batch (Q8_0, Q4_0 and the other block types whose
+    /// batch tiles keep the one-token arithmetic; <c>BatchSizeDeterminismTests</c>, <c>MultiSequenceDecodeTests</c>).
+    /// </summary>
+    public void Forward(ReadOnlySpan<int> tokens, ReadOnlySpan<int> counts, IReadOnlyList<IKvCache> caches, Span<float> logits)
+    {
+        ArgumentNullException.ThrowIfNull(caches);
+        if (counts.Length == 0)
         {
-            throw new KvCacheException($"context full: {pos0} + {n} tokens exceed the context of {cache.Layout.Capacity}");
+            throw new ArgumentException("no sequences to process", nameof(counts));
         }
 
-        int outRows = allLogits ? n : 1;
+        if (caches.Count != counts.Length)
+        {
+            throw new ArgumentException($"{caches.Count} caches for {counts.Length} sequences", nameof(caches));
+        }
+
+        _segments.Reserve(counts.Length);
+        int start = 0;
+        for (int i = 0; i < counts.Length; i++)
+        {
+            var cache = caches[i] ?? throw new ArgumentNullException(nameof(caches), $"cache of sequence {i} is null");
+            if (counts[i] < 1)
+            {
+                throw new ArgumentException($"sequence {i} has {counts[i]} tokens; each needs at least one", nameof(counts));
+            }
+
+            for (int j = 0; j < i; j++)
+            {
+                if (ReferenceEquals(caches[j], cache))
+                {
+                    throw new ArgumentException($"sequences {j} and {i} share one cache; each needs its own", nameof(caches));
+                }
+            }
+
+            _segments.Set(i, cache, start, counts[i]);
+            start += counts[i];
+        }
+
+        if (start != tokens.Length)
+        {
+            throw new ArgumentException($"the sequences' counts add up to {start} tokens but {tokens.Length} were given", nameof(tokens));
+        }
+
+        _segments.Count = counts.Length;
+        ForwardSegments(tokens, logits, allLogits: false, observer: null);
+    }
+
+    private void ForwardSegments(ReadOnlySpan<int> tokens, Span<float> logits, bool allLogits, IForwardObserver? observer)
+    {
+        var c = Config;
+        var w = _model.Weights;
+        int n = tokens.Length;
+        var seg = _segments;
+        for (int s = 0; s < seg.Count; s++)
+        {
+            var cache = seg.Caches[s]!;
+            int pos0 = cache.Length;
+            if (pos0 + seg.Counts[s] > cache.Layout.Capacity)
+            {
+                throw new KvCacheException(seg.Count == 1
+                    ? $"context full: {pos0} + {seg.Counts[s]} tokens exceed the context of {cache.Layout.Capacity}"
+                    : $"context full in sequence {s}: {pos0} + {seg.Counts[s]} tokens exceed the context of {cache.Layout.Capacity}");
+            }
+
+            seg.Pos0[s] = pos0;
+        }
+
+        int outRows = allLogits ? n : seg.Count;
         if (logits.Length < outRows * c.VocabSize)
         {
             throw new ArgumentException($"logits buffer holds {logits.Length} floats, need {outRows * c.VocabSize}");
@@ -97,9 +170,13 @@ public sealed class Transformer : IDisposable
             w.TokenEmbedding.DequantizeRow(tok, x.Slice(t * dim, dim));
         }
 
-        for (int t = 0; t < n; t++)
+        for (int s = 0; s < seg.Count; s++)
         {
-            _rope.Angles(pos0 + t, ws.Cos.AsSpan(t * _rope.Half, _rope.Half), ws.Sin.AsSpan(t * _rope.Half, _rope.Half));
+            for (int i = 0; i < seg.Counts[s]; i++)
+            {
+                int t = seg.Starts[s] + i;
+                _rope.Angles(seg.Pos0[s] + i, ws.Cos.AsSpan(t * _rope.Half, _rope.Half), ws.Sin.AsSpan(t * _rope.Half, _rope.Half));
+            }
         }
 
         bool interleaved = c.RopeLayout == RopeLayout.Interleaved;
@@ -147,12 +224,16 @@ public sealed class Transformer : IDisposable
                 Kernels.Rope(k.Slice(t * kvd, kvd), hd, cos, sin, interleaved);
             }
 
-            observer?.OnKeyValues(l, pos0, n, ws.KPre.AsSpan(0, n * kvd), k, v);
-            var layerCache = cache.Layers[l];
-            layerCache.Append(k, v, n);
-            Attention(layerCache, n, pos0);
+            observer?.OnKeyValues(l, seg.Pos0[0], n, ws.KPre.AsSpan(0, n * kvd), k, v);
+            for (int s = 0; s < seg.Count; s++)
+            {
+                int start = seg.Starts[s], count = seg.Counts[s];
+                seg.Caches[s]!.Layers[l].Append(k.Slice(start * kvd, count * kvd), v.Slice(start * kvd, count * kvd), count);
+            }
+
+            Attention(l, n);
             var att = ws.Att.AsSpan(0, n * qd);
-            observer?.OnAttentionOutput(l, pos0, n, att);
+            observer?.OnAttentionOutput(l, seg.Pos0[0], n, att);
             _matmul.MatMul(lw.Wo, att, xb, n);
             TensorPrimitives.Add(x, xb, x);
 
@@ -167,30 +248,40 @@ public sealed class Transformer : IDisposable
             Kernels.SwiGlu(h1, h3, hid);
             _matmul.MatMul(lw.W2, h1, xb, n);
             TensorPrimitives.Add(x, xb, x);
-            observer?.OnResidual(l, pos0, n, x);
+            observer?.OnResidual(l, seg.Pos0[0], n, x);
         }
 
-        int first = allLogits ? 0 : n - 1;
         var xf = ws.Xb.AsSpan(0, outRows * dim);
-        for (int t = first; t < n; t++)
+        for (int r = 0; r < outRows; r++)
         {
-            Kernels.RmsNorm(x.Slice(t * dim, dim), w.FinalNorm, c.NormEps, xf.Slice((t - first) * dim, dim));
+            // Every position, or the last of each sequence.
+            int t = allLogits ? r : seg.Starts[r] + seg.Counts[r] - 1;
+            Kernels.RmsNorm(x.Slice(t * dim, dim), w.FinalNorm, c.NormEps, xf.Slice(r * dim, dim));
         }
 
         _matmul.MatMul(w.Output, xf, logits, outRows);
+        Array.Clear(seg.Caches, 0, seg.Count);
     }
 
     /// <inheritdoc/>
     public void Dispose() => _pool.Dispose();
 
-    private void Attention(IKvLayerCache cache, int n, int pos0)
+    private void Attention(int layer, int n)
     {
-        _attention.Cache = cache;
-        _attention.Tokens = n;
-        _attention.Pos0 = pos0;
-        _attention.Block = CausalBlock(n, Config.KvHeads, _pool.Threads);
-        _pool.Run(_attention, (n + _attention.Block - 1) / _attention.Block * Config.KvHeads);
-        _attention.Cache = null;
+        var seg = _segments;
+        int block = CausalBlock(n, Config.KvHeads, _pool.Threads);
+        int items = 0;
+        for (int s = 0; s < seg.Count; s++)
+        {
+            seg.Layers[s] = seg.Caches[s]!.Layers[layer];
+            seg.FirstItem[s] = items;
+            items += (seg.Counts[s] + block - 1) / block * Config.KvHeads;
+        }
+
+        seg.FirstItem[seg.Count] = items;
+        _attention.Block = block;
+        _pool.Run(_attention, items);
+        Array.Clear(seg.Layers, 0, seg.Count);
     }
 
     /// <summary>
@@ -212,34 +303,39 @@ public sealed class Transformer : IDisposable
     {
         private readonly float[][] _scores = Enumerable.Range(0, owner.Threads).Select(_ => Array.Empty<float>()).ToArray();
 
-        public IKvLayerCache? Cache { get; set; }
-
-        public int Tokens { get; set; }
-
-        public int Pos0 { get; set; }
-
         public int Block { get; set; } = 1;
 
         public void Execute(int index, int worker)
         {
             var c = owner.Config;
+            var seg = owner._segments;
+            int s = 0;
+            while (index >= seg.FirstItem[s + 1])
+            {
+                s++;
+            }
+
+            index -= seg.FirstItem[s];
             int groups = c.KvHeads, rep = c.GroupSize, hd = c.HeadDim, qd = c.QDim;
-            int blocks = (Tokens + Block - 1) / Block;
+            int tokens = seg.Counts[s];
+            int blocks = (tokens + Block - 1) / Block;
             int t0 = (blocks - 1 - (index / groups)) * Block;
             int g = index % groups;
-            int count = Math.Min(Block, Tokens - t0);
-            int first = Pos0 + t0 + 1;
+            int count = Math.Min(Block, tokens - t0);
+            int first = seg.Pos0[s] + t0 + 1;
+            int row = seg.Starts[s] + t0;
             var ws = owner._ws;
+            var cache = seg.Layers[s]!;
             int span = ((count - 1) * qd) + (rep * hd);
-            var scratch = Scratch(worker, Cache!.CausalScratchFloats(rep, first, count));
-            Cache.AttendCausal(
+            var scratch = Scratch(worker, cache.CausalScratchFloats(rep, first, count));
+            cache.AttendCausal(
                 g,
-                new ReadOnlySpan<float>(ws.Q, (t0 * qd) + (g * rep * hd), span),
+                new ReadOnlySpan<float>(ws.Q, (row * qd) + (g * rep * hd), span),
                 qd,
                 rep,
                 first,
                 count,
-                new Span<float>(ws.Att, (t0 * qd) + (g * rep * hd), span),
+                new Span<float>(ws.Att, (row * qd) + (g * rep * hd), span),
                 qd,
                 scratch);
         }
@@ -254,6 +350,45 @@ public sealed class Transformer : IDisposable
             }
 
             return _scores[worker].AsSpan(0, size);
+        }
+    }
+
+    /// <summary>The sequences of the batch being run: cache, first token in the batch, tokens, starting position.</summary>
+    private sealed class Segments
+    {
+        public int Count { get; set; }
+
+        public IKvCache?[] Caches { get; private set; } = new IKvCache?[1];
+
+        public IKvLayerCache?[] Layers { get; private set; } = new IKvLayerCache?[1];
+
+        public int[] Starts { get; private set; } = new int[1];
+
+        public int[] Counts { get; private set; } = new int[1];
+
+        public int[] Pos0 { get; private set; } = new int[1];
+
+        // Attention items before each sequence's (and the total after the last).
+        public int[] FirstItem { get; private set; } = new int[2];
+
+        public void Reserve(int sequences)
+        {
+            if (Caches.Length < sequences)
+            {
+                Caches = new IKvCache?[sequences];
+                Layers = new IKvLayerCache?[sequences];
+                Starts = new int[sequences];
+                Counts = new int[sequences];
+                Pos0 = new int[sequences];
+                FirstItem = new int[sequences + 1];
+            }
+        }
+
+        public void Set(int i, IKvCache cache, int start, int count)
+        {
+            Caches[i] = cache;
+            Starts[i] = start;
+            Counts[i] = count;
         }
     }
 

@@ -100,7 +100,7 @@ public class BatchSizeDeterminismTests
         Assert.Contains("batch size must be at least 1, got 0", ex.Message);
     }
 
-    private static LlamaModel Load(string model, TempDir dir)
+    internal static LlamaModel Load(string model, TempDir dir)
     {
         if (!model.Contains(':'))
         {

@@ -40,6 +40,29 @@ public class BenchCommandTests
         }
     }
 
+    [LlamaCppFact]
+    public void Bench_Batch_VsLlamaCpp_RunsAsManySequencesInBoth()
+    {
+        using var dir = new TempDir();
+        var gguf = dir.File("tiny-llama.gguf");
+        SyntheticModelWriter.Create(SyntheticModelPreset.Find("tiny-llama"), GgmlType.Q8_0, seed: 3).Write(gguf, threads: 1);
+        var (code, stdout, stderr) = Run(["bench", "--model", gguf, "--ctx", "48", "--decode-tokens", "4", "--runs", "1", "--threads", "1", "--vs", "llama.cpp", "--batch", "3", "--json"]);
+        Assert.True(code == 0, stderr);
+        using var doc = JsonDocument.Parse(stdout);
+        var c = doc.RootElement.GetProperty("contexts")[0];
+        Assert.Equal(3, c.GetProperty("kvaq.sequences").GetInt32());
+        Assert.Equal(3, c.GetProperty("llama_cpp.sequences").GetInt32());
+        double ours = c.GetProperty("kvaq.decode_tokens_per_second").GetDouble();
+        double theirs = c.GetProperty("llama_cpp.decode_tokens_per_second").GetDouble();
+        Assert.Equal(ours / theirs, c.GetProperty("decode_ratio").GetDouble(), 0.01 * ours / theirs);
+        Assert.Equal(theirs / 3, c.GetProperty("llama_cpp.decode_tokens_per_second_per_sequence").GetDouble(), 0.01 * theirs);
+
+        // Three FP16 caches of 48 positions (tiny-llama: 2 layers x 2 KV heads x head size 16, K and V); llama.cpp holds
+        // at least as much.
+        Assert.Equal(3L * 2 * 2 * 16 * 2 * 2 * 48, c.GetProperty("kvaq.kv_bytes").GetInt64());
+        Assert.True(c.GetProperty("llama_cpp.kv_bytes").GetInt64() >= 3L * 2 * 2 * 16 * 2 * 2 * 48);
+    }
+
     [Fact]
     public void Bench_Json_ReportsThePrefillBatch()
     {
@@ -55,6 +78,33 @@ public class BenchCommandTests
         (code, stdout, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--ubatch", "5", "--ctx", "40", "--decode-tokens", "4", "--runs", "1", "--threads", "1"]);
         Assert.True(code == 0, stderr);
         Assert.StartsWith("threads 1; kvaq prefill 5 tokens a pass; medians;", stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void Bench_Batch_DecodesSeveralSequencesAndCountsThemAll()
+    {
+        var (code, stdout, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--kv", "k4v2", "--ctx", "40", "--decode-tokens", "4", "--runs", "1", "--threads", "1", "--batch", "3", "--json"]);
+        Assert.True(code == 0, stderr);
+        using var doc = JsonDocument.Parse(stdout);
+        Assert.Equal(3, doc.RootElement.GetProperty("batch").GetInt32());
+        var c = doc.RootElement.GetProperty("contexts")[0];
+        Assert.Equal(3, c.GetProperty("kvaq.sequences").GetInt32());
+        double total = c.GetProperty("kvaq.decode_tokens_per_second").GetDouble();
+        Assert.Equal(total / 3, c.GetProperty("kvaq.decode_tokens_per_second_per_sequence").GetDouble(), 0.01 * total);
+
+        // Three caches of the one-sequence run's bytes.
+        (code, stdout, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--kv", "k4v2", "--ctx", "40", "--decode-tokens", "4", "--runs", "1", "--threads", "1", "--json"]);
+        Assert.True(code == 0, stderr);
+        using var one = JsonDocument.Parse(stdout);
+        Assert.Equal(1, one.RootElement.GetProperty("batch").GetInt32());
+        var c1 = one.RootElement.GetProperty("contexts")[0];
+        Assert.False(c1.TryGetProperty("kvaq.sequences", out _));
+        Assert.Equal(3 * c1.GetProperty("kvaq.kv_bytes").GetInt64(), c.GetProperty("kvaq.kv_bytes").GetInt64());
+
+        (code, stdout, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--ctx", "40", "--decode-tokens", "4", "--runs", "1", "--threads", "1", "--batch", "2"]);
+        Assert.True(code == 0, stderr);
+        Assert.Contains("; 2 sequences decoded together, tokens/s of all of them;", stdout);
+        Assert.Contains("kvaq: 2 x depth 36,", stderr);
     }
 
     [Fact]
@@ -87,6 +137,12 @@ public class BenchCommandTests
         (code, _, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--device", "cuda", "--ubatch", "5", "--ctx", "40", "--runs", "1", "--decode-tokens", "4"]);
         Assert.Equal(1, code);
         Assert.Contains("--ubatch sets the CPU engine's prefill batch; it cannot be combined with --device cuda", stderr);
+        (code, _, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--batch", "0"]);
+        Assert.Equal(1, code);
+        Assert.Contains("--batch must be >= 1, got 0", stderr);
+        (code, _, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--fit"]);
+        Assert.Equal(1, code);
+        Assert.Contains("--fit applies to --device cuda only", stderr);
         (code, _, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--settle-ms", "-1"]);
         Assert.Equal(1, code);
         Assert.Contains("--settle-ms must be 0-60000 milliseconds, got -1", stderr);

@@ -126,6 +126,62 @@ public class LlamaCppAgreementTests(ConvertedModels converted, ITestOutputHelper
         AssertBitIdenticalWhereExpected(expected, actual);
     }
 
+    // Several sequences at once, both engines: three prompts of different lengths, then decode steps that give every
+    // sequence one token in one call (our BatchDecoder, llama.cpp's multi-sequence llama_decode with kv_unified off).
+    [LlamaCppFact]
+    public void Stories260K_Q8_0_SeveralSequencesAtOnce_LogitsAgreeWithinOneThousandth()
+    {
+        var gguf = converted.Get("stories260K", GgmlType.Q8_0);
+        using var ours = ModelLoader.Load(gguf);
+        int vocab = ours.Config.VocabSize;
+        var text = ours.Tokenizer!.Encode(WikiText(2000), addBos: true).ToArray();
+        int[][] prompts = [text[..9], text[20..40], text[50..54]];
+        using var transformer = new Transformer(ours, 1);
+        var sessions = prompts.Select(_ => new InferenceSession(transformer, KvCacheFactory.Create("fp32", transformer.CacheLayout(32)))).ToArray();
+        try
+        {
+            using var model = LlamaCppModel.Load(gguf);
+            using var ctx = model.CreateContext(new LlamaCppContextOptions { ContextSize = 3 * 32, Sequences = 3, TypeK = LlamaCppCacheType.F32, TypeV = LlamaCppCacheType.F32, Threads = 1 });
+            Assert.True(ctx.SequenceCapacity >= 32, $"{ctx.SequenceCapacity} positions a sequence");
+            var theirs = new float[3 * vocab];
+            for (int s = 0; s < 3; s++)
+            {
+                var mine = sessions[s].Prefill(prompts[s]).ToArray();
+                ctx.Evaluate(prompts[s], theirs.AsSpan(s * vocab, vocab), allLogits: false, s);
+                Assert.Equal(prompts[s].Length, ctx.PositionOf(s));
+                double d = MaxAbsDiff(mine, theirs.AsSpan(s * vocab, vocab).ToArray());
+                Assert.True(d <= 1e-3, $"prompt {s}: max |logit difference| {d:E3} > 1e-3");
+            }
+
+            var decoder = new BatchDecoder(transformer);
+            for (int step = 0; step < 4; step++)
+            {
+                var next = sessions.Select(x => System.Numerics.Tensors.TensorPrimitives.IndexOfMax(x.Logits)).ToArray();
+                decoder.Decode(sessions, next);
+                ctx.EvaluateStep(next, theirs);
+                for (int s = 0; s < 3; s++)
+                {
+                    Assert.Equal(prompts[s].Length + step + 1, ctx.PositionOf(s));
+                    double d = MaxAbsDiff(sessions[s].Logits.ToArray(), theirs.AsSpan(s * vocab, vocab).ToArray());
+                    output.WriteLine($"step {step} sequence {s}: max |logit difference| {d:E3}");
+                    Assert.True(d <= 1e-3, $"step {step} sequence {s}: max |logit difference| {d:E3} > 1e-3");
+                }
+            }
+
+            var e = Assert.Throws<ArgumentException>(() => ctx.EvaluateStep(new[] { 1, 2 }, theirs));
+            Assert.Contains("2 tokens for 3 sequences", e.Message);
+            var o = Assert.Throws<ArgumentOutOfRangeException>(() => ctx.Evaluate(new[] { 1 }, theirs, allLogits: false, 3));
+            Assert.Contains("sequence 3 is outside the context's 3", o.Message);
+        }
+        finally
+        {
+            foreach (var x in sessions)
+            {
+                x.Dispose();
+            }
+        }
+    }
+
     [LlamaCppFact]
     public void Stories260K_Gguf_TokenizesLikeOurTokenizer()
     {
