@@ -17,18 +17,30 @@ internal sealed class DecodeEngine : IDisposable
     private readonly CudaDecoder? _decoder;
     private readonly Transformer? _transformer;
     private readonly InferenceSession? _cpu;
+    private readonly IReadOnlyList<InferenceSession> _more;
 
-    private DecodeEngine(CudaContext? context, CudaDecoder? decoder, Transformer? transformer, InferenceSession? cpu, IDecodeSession session)
+    private DecodeEngine(CudaContext? context, CudaDecoder? decoder, Transformer? transformer, InferenceSession? cpu, IDecodeSession session, IReadOnlyList<InferenceSession>? more = null, IReadOnlyList<IDecodeSession>? sessions = null)
     {
         _context = context;
         _decoder = decoder;
         _transformer = transformer;
         _cpu = cpu;
+        _more = more ?? [];
         Session = session;
+        Sessions = sessions ?? [session];
     }
 
     /// <summary>The session to decode on.</summary>
     public IDecodeSession Session { get; }
+
+    /// <summary>
+    /// The sessions of <c>serve --parallel N</c>: N caches on one engine whose decode steps run together
+    /// (<see cref="BatchingEngine"/>); <see cref="Session"/> alone otherwise.
+    /// </summary>
+    public IReadOnlyList<IDecodeSession> Sessions { get; }
+
+    /// <summary>The engine batching the decode steps of <see cref="Sessions"/> (with more than one), else null.</summary>
+    public BatchingEngine? Batching { get; private init; }
 
     /// <summary>Whether it runs on the GPU.</summary>
     public bool OnGpu => _decoder is not null;
@@ -46,8 +58,18 @@ internal sealed class DecodeEngine : IDisposable
     /// Opens the engine for <paramref name="ctx"/> positions. On the GPU it prints the <c>[cuda: ...]</c> line; on the CPU
     /// the never-quantized note where it applies. <paramref name="precision"/> other than FP32 is refused on the GPU.
     /// </summary>
-    public static DecodeEngine Open(LlamaModel m, string? kvText, string? planPath, bool onGpu, int threads, int ctx, AttentionPrecision precision = AttentionPrecision.Fp32)
+    public static DecodeEngine Open(LlamaModel m, string? kvText, string? planPath, bool onGpu, int threads, int ctx, AttentionPrecision precision = AttentionPrecision.Fp32, int parallel = 1)
     {
+        if (parallel < 1)
+        {
+            throw new ArgumentException($"--parallel must be at least 1, got {parallel}");
+        }
+
+        if (onGpu && parallel > 1)
+        {
+            throw new ArgumentException($"--parallel {parallel} decodes several requests in one forward pass of the CPU engine; with --device cuda requests run one at a time");
+        }
+
         if (onGpu && precision != AttentionPrecision.Fp32)
         {
             throw new ArgumentException($"{CommonOptions.AttentionFlag(precision)} selects a CPU attention kernel; it cannot be combined with --device cuda");
@@ -61,7 +83,29 @@ internal sealed class DecodeEngine : IDisposable
             {
                 CommonOptions.NoteIfNeverQuantized(plan, ctx);
                 var cpu = new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(ctx), precision));
-                return new DecodeEngine(null, null, transformer, cpu, cpu);
+                if (parallel == 1)
+                {
+                    return new DecodeEngine(null, null, transformer, cpu, cpu);
+                }
+
+                var more = new List<InferenceSession>();
+                try
+                {
+                    for (int i = 1; i < parallel; i++)
+                    {
+                        more.Add(new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(ctx), precision)));
+                    }
+                }
+                catch
+                {
+                    cpu.Dispose();
+                    more.ForEach(x => x.Dispose());
+                    throw;
+                }
+
+                var batching = new BatchingEngine(transformer);
+                var sessions = new[] { cpu }.Concat(more).Select(batching.Session).ToList();
+                return new DecodeEngine(null, null, transformer, cpu, sessions[0], more, sessions) { Batching = batching };
             }
             catch
             {
@@ -88,6 +132,11 @@ internal sealed class DecodeEngine : IDisposable
     public void Dispose()
     {
         _cpu?.Dispose();
+        foreach (var s in _more)
+        {
+            s.Dispose();
+        }
+
         _transformer?.Dispose();
         _decoder?.Dispose();
         _context?.Dispose();

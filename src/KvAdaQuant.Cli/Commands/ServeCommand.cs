@@ -33,11 +33,12 @@ internal static class ServeCommand
         var device = DeviceOptions.Device();
         var attnInt8 = CommonOptions.AttnInt8();
         var attnInt8Values = CommonOptions.AttnInt8Values();
+        var parallel = new Option<int>("--parallel", "-np") { Description = "requests served at once (llama-server's -np), each with its own KV cache of --ctx positions; their decode steps run together in one forward pass (a request's prompt runs alone); CPU only", DefaultValueFactory = _ => 1 };
         var cmd = new Command(
             "serve",
-            "Serve the model over HTTP with OpenAI's API (/v1/completions, /v1/chat/completions, streaming) and llama-server's /health, /tokenize, /detokenize; one request at a time; Ctrl+C or SIGTERM stops.")
+            "Serve the model over HTTP with OpenAI's API (/v1/completions, /v1/chat/completions, streaming) and llama-server's /health, /tokenize, /detokenize; one request at a time, or --parallel N at once with their decode steps batched; Ctrl+C or SIGTERM stops.")
         {
-            model, tokenizer, host, port, ctx, template, apiKey, maxTokens, kv, kvPlan, threads, device, attnInt8, attnInt8Values,
+            model, tokenizer, host, port, ctx, template, apiKey, maxTokens, kv, kvPlan, threads, device, attnInt8, attnInt8Values, parallel,
         };
         foreach (var o in sampling.All)
         {
@@ -87,18 +88,22 @@ internal static class ServeCommand
 
             var precision = CommonOptions.Attention(r.GetValue(attnInt8), r.GetValue(attnInt8Values));
             bool onGpu = r.GetValue(device) == DeviceOptions.Cuda;
-            using var engine = DecodeEngine.Open(m, r.GetValue(kv), r.GetValue(kvPlan), onGpu, r.GetValue(threads), c, precision);
+            using var engine = DecodeEngine.Open(m, r.GetValue(kv), r.GetValue(kvPlan), onGpu, r.GetValue(threads), c, precision, r.GetValue(parallel));
             using var served = new ServedModel(
-                Path.GetFileName(Path.TrimEndingDirectorySeparator(m.Path)), m.Path, engine.Session, engine.KvName, onGpu ? DeviceOptions.Cuda : DeviceOptions.Cpu, tok, chosen, defaults);
+                Path.GetFileName(Path.TrimEndingDirectorySeparator(m.Path)), m.Path, engine.Sessions, engine.KvName, onGpu ? DeviceOptions.Cuda : DeviceOptions.Cpu, tok, chosen, defaults);
             served.WarmUp();
             string where = engine.OnGpu ? "on the GPU" : $"{engine.Threads} threads; attention {CommonOptions.AttentionName(precision)}";
-            Console.Error.WriteLine($"[serve: {m.Path}; KV cache {served.Kv}, {c} positions per request; template {chosen.Name}; {where}{(key is null ? string.Empty : "; API key required")}]");
+            string slots = served.Slots > 1 ? $"; {served.Slots} requests at once, their decode steps batched" : string.Empty;
+            Console.Error.WriteLine($"[serve: {m.Path}; KV cache {served.Kv}, {c} positions per request{slots}; template {chosen.Name}; {where}{(key is null ? string.Empty : "; API key required")}]");
             new KvaqServer(served, key, Console.Error).RunAsync(address, p, url =>
             {
                 Console.Out.WriteLine($"kvaq: listening on {url}");
                 Console.Out.Flush();
             }).GetAwaiter().GetResult();
-            Console.Error.WriteLine("[serve: stopped]");
+            string batched = engine.Batching is { } b
+                ? $"; {b.DecodedTokens} tokens decoded in {b.Steps} steps, up to {b.LargestStep} requests a step"
+                : string.Empty;
+            Console.Error.WriteLine($"[serve: stopped{batched}]");
             return 0;
         }));
         return cmd;

@@ -244,18 +244,19 @@ internal sealed class KvaqServer
             return; // the client left (or the server stops) while queued
         }
 
+        var slot = _model.Take(prompt);
         try
         {
             string id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N");
             long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
             if (request.Stream)
             {
-                await Stream(c, request, prompt, chat, id, created, cancel);
+                await Stream(c, slot, request, prompt, chat, id, created, cancel);
             }
             else
             {
                 var runs = await Task.Factory.StartNew(
-                    () => _model.GenerateChoices(prompt, request, cancel.Token),
+                    () => _model.GenerateChoices(slot, prompt, request, cancel.Token),
                     cancel.Token,
                     TaskCreationOptions.LongRunning,
                     TaskScheduler.Default);
@@ -285,6 +286,7 @@ internal sealed class KvaqServer
         }
         finally
         {
+            _model.Return(slot);
             _model.Gate.Release();
         }
     }
@@ -292,7 +294,7 @@ internal sealed class KvaqServer
     // Server-sent events: per choice (n of them, one after another) a chunk per piece of text as it is final and a chunk
     // with its finish reason, the last choice's with the usage and kvaq's statistics too, then [DONE]. The model runs on
     // its own thread; the pieces and the ends of the choices come through a channel.
-    private async Task Stream(HttpContext c, CompletionRequest request, List<int> prompt, bool chat, string id, long created, CancellationTokenSource cancel)
+    private async Task Stream(HttpContext c, RequestGenerator slot, CompletionRequest request, List<int> prompt, bool chat, string id, long created, CancellationTokenSource cancel)
     {
         c.Response.StatusCode = 200;
         c.Response.ContentType = "text/event-stream";
@@ -304,6 +306,7 @@ internal sealed class KvaqServer
                 try
                 {
                     return _model.GenerateChoices(
+                        slot,
                         prompt,
                         request,
                         cancel.Token,

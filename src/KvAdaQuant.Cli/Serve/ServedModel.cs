@@ -11,7 +11,7 @@ namespace KvAdaQuant.Cli.Serve;
 internal sealed class ServedModel : IDisposable
 {
     private readonly IDecodeSession _session;
-    private readonly RequestGenerator _generator;
+    private readonly List<RequestGenerator> _free;
 
     /// <param name="id">The model's name in responses.</param>
     /// <param name="path">Where it was loaded from.</param>
@@ -22,7 +22,17 @@ internal sealed class ServedModel : IDisposable
     /// <param name="template">The chat template.</param>
     /// <param name="defaults">Sampling settings for fields a request leaves out.</param>
     public ServedModel(string id, string path, IDecodeSession session, string kv, string device, ITokenizer tokenizer, ChatTemplate template, CompletionRequest defaults)
+        : this(id, path, [session], kv, device, tokenizer, template, defaults)
     {
+    }
+
+    /// <summary>
+    /// A model served with one slot per session (<c>kvaq serve --parallel</c>): that many requests generate at once, each
+    /// in its own cache (sessions of a <see cref="BatchingEngine"/> decode their steps together).
+    /// </summary>
+    public ServedModel(string id, string path, IReadOnlyList<IDecodeSession> sessions, string kv, string device, ITokenizer tokenizer, ChatTemplate template, CompletionRequest defaults)
+    {
+        var session = sessions.Count > 0 ? sessions[0] : throw new ArgumentException("no sessions to serve", nameof(sessions));
         Id = id;
         Path = path;
         _session = session;
@@ -40,8 +50,13 @@ internal sealed class ServedModel : IDisposable
             throw new ArgumentException($"--chat-template: {e.Message}", e);
         }
 
-        _generator = new RequestGenerator(session, tokenizer);
+        _free = [.. sessions.Select(x => new RequestGenerator(x, tokenizer))];
+        Slots = sessions.Count;
+        Gate = new SemaphoreSlim(Slots, Slots);
     }
+
+    /// <summary>Requests that generate at once (each in its own cache).</summary>
+    public int Slots { get; }
 
     /// <summary>The model's name in responses (its file or folder name).</summary>
     public string Id { get; }
@@ -69,7 +84,45 @@ internal sealed class ServedModel : IDisposable
     public string Device { get; }
 
     /// <summary>One request at a time: held while a request generates.</summary>
-    public SemaphoreSlim Gate { get; } = new(1, 1);
+    public SemaphoreSlim Gate { get; }
+
+    /// <summary>
+    /// A free slot for <paramref name="promptTokens"/> (the caller holds <see cref="Gate"/>): the one whose cache shares
+    /// the longest prefix with the prompt (llama-server's slot choice by prompt similarity), else the first free one.
+    /// Give it back with <see cref="Return"/>.
+    /// </summary>
+    public RequestGenerator Take(IReadOnlyList<int> promptTokens)
+    {
+        lock (_free)
+        {
+            if (_free.Count == 0)
+            {
+                throw new InvalidOperationException("no free slot: take one only while holding the gate");
+            }
+
+            int best = 0;
+            for (int i = 1; i < _free.Count; i++)
+            {
+                if (_free[i].ReusablePrefix(promptTokens) > _free[best].ReusablePrefix(promptTokens))
+                {
+                    best = i;
+                }
+            }
+
+            var slot = _free[best];
+            _free.RemoveAt(best);
+            return slot;
+        }
+    }
+
+    /// <summary>Gives back a slot <see cref="Take"/> handed out.</summary>
+    public void Return(RequestGenerator slot)
+    {
+        lock (_free)
+        {
+            _free.Add(slot);
+        }
+    }
 
     /// <summary>The prompt's tokens: BOS, then the text (for chat, the template's rendering with its control tokens).</summary>
     public List<int> PromptTokens(CompletionRequest request)
@@ -104,7 +157,7 @@ internal sealed class ServedModel : IDisposable
     /// the whole list with the result; a token cut off by a stop text is listed only when some of its text is returned.
     /// </remarks>
     public (GenerationResult Result, string Text, string FinishReason, int CachedTokens, List<ServedLogprob>? Logprobs) Generate(
-        List<int> promptTokens, CompletionRequest request, Action<string, IReadOnlyList<ServedLogprob>>? onText, CancellationToken cancel)
+        RequestGenerator slot, List<int> promptTokens, CompletionRequest request, Action<string, IReadOnlyList<ServedLogprob>>? onText, CancellationToken cancel)
     {
         var filter = new StopTextFilter(request.Stop);
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancel);
@@ -157,7 +210,7 @@ internal sealed class ServedModel : IDisposable
             return now;
         }
 
-        var result = _generator.Generate(
+        var result = slot.Generate(
             promptTokens,
             maxTokens,
             request.CreateSampler(),
@@ -200,7 +253,7 @@ internal sealed class ServedModel : IDisposable
             _ => "cancelled",
         };
         string text = request.Echo ? promptText + filter.Text : filter.Text;
-        return (result, text, finish, _generator.ReusedTokens, released is null ? null : [.. echoed, .. released]);
+        return (result, text, finish, slot.ReusedTokens, released is null ? null : [.. echoed, .. released]);
     }
 
     // An echoed prompt's entries: per prompt token (the BOS kvaq added left out) its text, offset and log-probability given
@@ -226,6 +279,7 @@ internal sealed class ServedModel : IDisposable
     /// <paramref name="onText"/> and <paramref name="onFinish"/> (not called for a cancelled choice) see each choice's index.
     /// </summary>
     public List<(GenerationResult Result, string Text, string FinishReason, int CachedTokens, List<ServedLogprob>? Logprobs)> GenerateChoices(
+        RequestGenerator slot,
         List<int> promptTokens,
         CompletionRequest request,
         CancellationToken cancel,
@@ -238,7 +292,7 @@ internal sealed class ServedModel : IDisposable
         {
             int choice = i;
             onStart?.Invoke(choice);
-            var r = Generate(promptTokens, request.ForChoice(choice), onText is null ? null : (s, lp) => onText(choice, s, lp), cancel);
+            var r = Generate(slot, promptTokens, request.ForChoice(choice), onText is null ? null : (s, lp) => onText(choice, s, lp), cancel);
             done.Add(r);
             if (r.FinishReason == "cancelled")
             {
@@ -260,7 +314,8 @@ internal sealed class ServedModel : IDisposable
         var bos = Tokenizer.Encode(string.Empty, addBos: true);
         if (bos.Count > 0)
         {
-            _generator.Generate(bos, 1, new Sampler(), null);
+            var slot = _free[0];
+            slot.Generate(bos, 1, new Sampler(), null);
         }
     }
 
