@@ -68,22 +68,13 @@ internal sealed class KvaqBenchEngine(LlamaModel model, KvPlan plan, int threads
     {
         var sessions = Sessions;
         long t0 = Stopwatch.GetTimestamp();
-        if (sessions.Length == 1)
+        // Every sequence takes the same token a step (the work per step does not depend on which); one sequence is a
+        // single-token decode.
+        var step = _step;
+        foreach (int t in tokens)
         {
-            foreach (int t in tokens)
-            {
-                sessions[0].Decode(t);
-            }
-        }
-        else
-        {
-            // Every sequence takes the same token a step: the work per step does not depend on which.
-            var step = _step;
-            foreach (int t in tokens)
-            {
-                Array.Fill(step, t);
-                _decoder!.Decode(sessions, step);
-            }
+            Array.Fill(step, t);
+            _decoder!.Decode(sessions, step);
         }
 
         return Stopwatch.GetElapsedTime(t0).TotalSeconds;

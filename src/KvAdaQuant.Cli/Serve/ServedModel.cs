@@ -100,12 +100,13 @@ internal sealed class ServedModel : IDisposable
                 throw new InvalidOperationException("no free slot: take one only while holding the gate");
             }
 
-            int best = 0;
+            int best = 0, longest = _free[0].ReusablePrefix(promptTokens);
             for (int i = 1; i < _free.Count; i++)
             {
-                if (_free[i].ReusablePrefix(promptTokens) > _free[best].ReusablePrefix(promptTokens))
+                int prefix = _free[i].ReusablePrefix(promptTokens);
+                if (prefix > longest)
                 {
-                    best = i;
+                    (best, longest) = (i, prefix);
                 }
             }
 

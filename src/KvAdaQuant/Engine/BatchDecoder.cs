@@ -13,7 +13,8 @@ namespace KvAdaQuant.Engine;
 /// </summary>
 public sealed class BatchDecoder(Transformer transformer)
 {
-    private IKvCache[] _caches = [];
+    // A list, not an array segment: passed as IReadOnlyList it is not boxed each step.
+    private readonly List<IKvCache> _caches = [];
     private int[] _counts = [];
     private float[] _logits = [];
 
@@ -40,9 +41,8 @@ public sealed class BatchDecoder(Transformer transformer)
         }
 
         int vocab = Transformer.Config.VocabSize;
-        if (_caches.Length < n)
+        if (_counts.Length < n)
         {
-            _caches = new IKvCache[n];
             _counts = new int[n];
             Array.Fill(_counts, 1);
             _logits = new float[n * vocab];
@@ -55,17 +55,27 @@ public sealed class BatchDecoder(Transformer transformer)
             {
                 throw new ArgumentException($"session {i} runs on another Transformer than this decoder's; a batch needs one engine", nameof(sessions));
             }
+        }
 
-            _caches[i] = s.Cache;
+        if (n == 1)
+        {
+            // One sequence: the single-token decode (its own logits buffer, no copy).
+            sessions[0].Decode(tokens[0]);
+            return;
         }
 
         try
         {
-            Transformer.Forward(tokens, _counts.AsSpan(0, n), new ArraySegment<IKvCache>(_caches, 0, n), _logits);
+            foreach (var s in sessions)
+            {
+                _caches.Add(s.Cache);
+            }
+
+            Transformer.Forward(tokens, _counts.AsSpan(0, n), _caches, _logits);
         }
         finally
         {
-            Array.Clear(_caches, 0, n);
+            _caches.Clear();
         }
 
         for (int i = 0; i < n; i++)

@@ -178,11 +178,7 @@ public sealed class BatchingEngine
 
         try
         {
-            if (_sessions.Count == 1)
-            {
-                _sessions[0].Decode(_tokens[0]);
-            }
-            else if (_sessions.Count > 1)
+            if (_sessions.Count > 0)
             {
                 _decoder.Decode(_sessions, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_tokens));
             }
