@@ -101,7 +101,7 @@ internal static class ServeCommand
                 Console.Out.Flush();
             }).GetAwaiter().GetResult();
             string batched = engine.Batching is { } b
-                ? $"; {b.DecodedTokens} tokens decoded in {b.Steps} steps, up to {b.LargestStep} requests a step"
+                ? $"; {b.DecodedTokens} tokens decoded and {b.PromptTokens} prompt tokens in {b.Steps} steps ({b.MixedSteps} with both), up to {b.LargestStep} requests a step"
                 : string.Empty;
             Console.Error.WriteLine($"[serve: stopped{batched}]");
             return 0;

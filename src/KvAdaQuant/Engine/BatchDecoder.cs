@@ -15,7 +15,7 @@ public sealed class BatchDecoder(Transformer transformer)
 {
     // A list, not an array segment: passed as IReadOnlyList it is not boxed each step.
     private readonly List<IKvCache> _caches = [];
-    private int[] _counts = [];
+    private int[] _ones = [];
     private float[] _logits = [];
 
     /// <summary>The engine every session of a step must run on.</summary>
@@ -29,22 +29,45 @@ public sealed class BatchDecoder(Transformer transformer)
     public void Decode(IReadOnlyList<InferenceSession> sessions, ReadOnlySpan<int> tokens)
     {
         ArgumentNullException.ThrowIfNull(sessions);
+        if (tokens.Length != sessions.Count)
+        {
+            throw new ArgumentException($"{tokens.Length} tokens for {sessions.Count} sessions; each session takes one", nameof(tokens));
+        }
+
+        if (_ones.Length < sessions.Count)
+        {
+            _ones = new int[sessions.Count];
+            Array.Fill(_ones, 1);
+        }
+
+        Step(sessions, _ones.AsSpan(0, sessions.Count), tokens);
+    }
+
+    /// <summary>
+    /// One forward pass over several sessions' tokens (llama-server's continuous batching: decode tokens and prompt chunks
+    /// in one batch): <paramref name="sessions"/>[i] takes the next <paramref name="counts"/>[i] of
+    /// <paramref name="tokens"/>, and its <see cref="InferenceSession.Logits"/> become those of its last one. A prompt chunk
+    /// gets the bits a prefill that reaches the same chunk gets (its <see cref="InferenceSession.BatchSize"/> batches), as
+    /// long as the caller cuts the prompt where the session would. The sessions must run on <see cref="Transformer"/> and be
+    /// distinct; a session whose cache cannot take its tokens fails the step by name before any cache changes.
+    /// </summary>
+    public void Step(IReadOnlyList<InferenceSession> sessions, ReadOnlySpan<int> counts, ReadOnlySpan<int> tokens)
+    {
+        ArgumentNullException.ThrowIfNull(sessions);
         int n = sessions.Count;
         if (n == 0)
         {
-            throw new ArgumentException("no sessions to decode", nameof(sessions));
+            throw new ArgumentException("no sessions to run", nameof(sessions));
         }
 
-        if (tokens.Length != n)
+        if (counts.Length != n)
         {
-            throw new ArgumentException($"{tokens.Length} tokens for {n} sessions; each session takes one", nameof(tokens));
+            throw new ArgumentException($"{counts.Length} token counts for {n} sessions", nameof(counts));
         }
 
         int vocab = Transformer.Config.VocabSize;
-        if (_counts.Length < n)
+        if (_logits.Length < n * vocab)
         {
-            _counts = new int[n];
-            Array.Fill(_counts, 1);
             _logits = new float[n * vocab];
         }
 
@@ -59,8 +82,13 @@ public sealed class BatchDecoder(Transformer transformer)
 
         if (n == 1)
         {
-            // One sequence: the single-token decode (its own logits buffer, no copy).
-            sessions[0].Decode(tokens[0]);
+            // One sequence: its own forward pass (its own logits buffer, no copy).
+            if (counts[0] != tokens.Length)
+            {
+                throw new ArgumentException($"the sessions' counts add up to {counts[0]} tokens but {tokens.Length} were given", nameof(tokens));
+            }
+
+            sessions[0].Forward(tokens);
             return;
         }
 
@@ -71,7 +99,7 @@ public sealed class BatchDecoder(Transformer transformer)
                 _caches.Add(s.Cache);
             }
 
-            Transformer.Forward(tokens, _counts.AsSpan(0, n), _caches, _logits);
+            Transformer.Forward(tokens, counts, _caches, _logits);
         }
         finally
         {

@@ -7,8 +7,9 @@ namespace KvAdaQuant.Engine;
 /// (a server's requests), run their decode steps together: a thread that asks for a step while another thread's step
 /// runs waits, and the next step takes every token that queued meanwhile in one forward pass (<see cref="BatchDecoder"/>;
 /// flat combining; the leader of a step waits up to <see cref="GatherMilliseconds"/> for as many sessions as the last
-/// step had). Prefills run alone (<see cref="Exclusive"/>). Each sequence
-/// gets the logits it would get alone (see <see cref="BatchDecoder"/>). <see cref="Session"/> wraps a session as an
+/// step had). Prompts join those steps one chunk at a time (<see cref="Prefill"/>: llama-server's continuous batching);
+/// prefills that hand out every position's logits run alone (<see cref="Exclusive"/>). Each sequence gets the logits it
+/// would get alone (see <see cref="BatchDecoder.Step"/>). <see cref="Session"/> wraps a session as an
 /// <see cref="IDecodeSession"/> whose steps go through here.
 /// </summary>
 public sealed class BatchingEngine
@@ -18,8 +19,11 @@ public sealed class BatchingEngine
     private readonly List<Pending> _queue = [];
     private readonly List<InferenceSession> _sessions = [];
     private readonly List<int> _tokens = [];
+    private readonly List<int> _counts = [];
+    private readonly List<Pending> _chunks = [];
+    private long _tickets;
     private bool _busy;
-    private int _lastStep;
+    private readonly List<InferenceSession> _lastStep = [];
 
     /// <summary>The longest a step's leader waits for the sessions of the previous step to queue again.</summary>
     public const int GatherMilliseconds = 10;
@@ -33,16 +37,22 @@ public sealed class BatchingEngine
     /// <summary>The engine every session must run on.</summary>
     public Transformer Transformer => _decoder.Transformer;
 
-    /// <summary>Decode steps run (forward passes, one or several sequences each).</summary>
+    /// <summary>Steps run (forward passes over one or several sequences' decode tokens and prompt chunks).</summary>
     public long Steps { get; private set; }
 
     /// <summary>Tokens those steps decoded (all sequences).</summary>
     public long DecodedTokens { get; private set; }
 
+    /// <summary>Prompt tokens those steps prefilled (<see cref="Prefill"/>).</summary>
+    public long PromptTokens { get; private set; }
+
+    /// <summary>Steps that ran prompt chunks and decode tokens together.</summary>
+    public long MixedSteps { get; private set; }
+
     /// <summary>The most sequences one step has run.</summary>
     public int LargestStep { get; private set; }
 
-    /// <summary>Decode steps waiting for the running step (or prefill) to end.</summary>
+    /// <summary>Decode tokens and prompt chunks waiting for the running step (or <see cref="Exclusive"/> work) to end.</summary>
     public int Waiting
     {
         get
@@ -71,40 +81,74 @@ public sealed class BatchingEngine
     public void Decode(InferenceSession session, int token)
     {
         ArgumentNullException.ThrowIfNull(session);
-        var me = new Pending(session, token);
-        List<Pending> batch;
+        Run(new Pending(session, token));
+    }
+
+    /// <summary>
+    /// Prefills <paramref name="session"/> with <paramref name="tokens"/> one <see cref="InferenceSession.BatchSize"/> chunk
+    /// per step, each chunk in a forward pass with whatever other sessions' decode steps and chunks are waiting
+    /// (llama-server's continuous batching: a long prompt no longer stops the other requests' decoding until it is done);
+    /// a step takes prompt chunks up to <see cref="PromptTokensPerStep"/> tokens (at least one chunk), those of the prompt
+    /// that came first before the others'. Returns when the
+    /// session's <see cref="InferenceSession.Logits"/> are those of the last token, with the bits
+    /// <see cref="InferenceSession.Prefill(ReadOnlySpan{int}, IForwardObserver?)"/> gives. A chunk that does not fit in
+    /// the cache fails alone, with the error that prefill gives at that chunk.
+    /// </summary>
+    public void Prefill(InferenceSession session, ReadOnlySpan<int> tokens)
+    {
+        ArgumentNullException.ThrowIfNull(session);
+        var copy = tokens.ToArray();
+        int batch = session.BatchSize;
+        long ticket = Interlocked.Increment(ref _tickets);
+        for (int i = 0; i < copy.Length; i += batch)
+        {
+            Run(new Pending(session, copy, i, Math.Min(batch, copy.Length - i), ticket));
+        }
+    }
+
+    /// <summary>
+    /// Most prompt tokens one step takes (chunks of several prefilling sessions): the default
+    /// <see cref="InferenceSession.InvariantBatchSize"/> of the model, so a step's activations stay as small as one
+    /// prefill batch's; a chunk larger than that runs in a step of its own prompt.
+    /// </summary>
+    public int PromptTokensPerStep { get; init; }
+
+    private void Run(Pending me)
+    {
         lock (_gate)
         {
             _queue.Add(me);
             Monitor.PulseAll(_gate); // a leader gathering its step may be waiting for this one
-            while (_busy && !me.Done)
-            {
-                Monitor.Wait(_gate);
-            }
+        }
 
-            if (!me.Done)
+        while (true)
+        {
+            List<Pending> batch;
+            lock (_gate)
             {
+                while (_busy && !me.Done)
+                {
+                    Monitor.Wait(_gate);
+                }
+
+                if (me.Done)
+                {
+                    break;
+                }
+
                 // Lead this step. The sessions of the last step come back within microseconds of each other (they sample
-                // and hand out their text between steps): wait briefly for as many, or the steps would alternate
-                // between the first one back alone and the rest.
+                // and hand out their text, or cut their prompt's next chunk, between steps): wait briefly for them, or the
+                // steps would alternate between the first one back alone and the rest, and prompts would take turns.
                 _busy = true;
                 long deadline = Environment.TickCount64 + GatherMilliseconds;
-                while (_queue.Count < _lastStep && Environment.TickCount64 < deadline)
+                while (!LastStepBack() && Environment.TickCount64 < deadline)
                 {
                     Monitor.Wait(_gate, 1);
                 }
 
-                batch = [.. _queue];
-                _queue.Clear();
+                batch = Take();
             }
-            else
-            {
-                batch = [];
-            }
-        }
 
-        if (batch.Count > 0)
-        {
             try
             {
                 Run(batch);
@@ -122,12 +166,66 @@ public sealed class BatchingEngine
                     Monitor.PulseAll(_gate);
                 }
             }
+
+            // A leader whose own chunk did not fit in the step it ran goes round again.
         }
 
         if (me.Error is not null)
         {
             ExceptionDispatchInfo.Throw(me.Error);
         }
+    }
+
+    // Whether every session of the last step has queued again. Called under the gate.
+    private bool LastStepBack()
+    {
+        foreach (var s in _lastStep)
+        {
+            bool queued = false;
+            foreach (var p in _queue)
+            {
+                queued |= ReferenceEquals(p.Session, s);
+            }
+
+            if (!queued)
+            {
+                return false;
+            }
+        }
+
+        return true;
+    }
+
+    // Every decode token queued, and prompt chunks up to PromptTokensPerStep (at least one), oldest prompt first: a prompt
+    // runs to its end before the next one starts (the first to come gets its first token soonest, then decodes in the
+    // steps of the next one's chunks), rather than all prompts taking turns and ending together. The rest stay queued for
+    // the next step. Called under the gate.
+    private List<Pending> Take()
+    {
+        var batch = new List<Pending>(_queue.Count);
+        _chunks.Clear();
+        foreach (var p in _queue)
+        {
+            (p.Chunk is null ? batch : _chunks).Add(p);
+        }
+
+        if (_chunks.Count > 0)
+        {
+            _chunks.Sort((x, y) => x.Ticket.CompareTo(y.Ticket));
+            int limit = PromptTokensPerStep > 0 ? PromptTokensPerStep : InferenceSession.InvariantBatchSize(Transformer.Config);
+            int prompt = 0;
+            foreach (var p in _chunks)
+            {
+                if (prompt == 0 || prompt + p.Count <= limit)
+                {
+                    prompt += p.Count;
+                    batch.Add(p);
+                }
+            }
+        }
+
+        _queue.RemoveAll(p => p.Chunk is null || batch.Contains(p));
+        return batch;
     }
 
     /// <summary>Runs <paramref name="work"/> (a prefill, a cache change) with no decode step running.</summary>
@@ -162,16 +260,28 @@ public sealed class BatchingEngine
     {
         _sessions.Clear();
         _tokens.Clear();
+        _counts.Clear();
+        int prompt = 0, decoded = 0;
         foreach (var p in batch)
         {
-            if (p.Session.Position < p.Session.Cache.Layout.Capacity && !_sessions.Contains(p.Session))
+            if (p.Session.Position + p.Count <= p.Session.Cache.Layout.Capacity && !_sessions.Contains(p.Session))
             {
                 _sessions.Add(p.Session);
-                _tokens.Add(p.Token);
+                _counts.Add(p.Count);
+                if (p.Chunk is { } chunk)
+                {
+                    _tokens.AddRange(chunk.AsSpan(p.Start, p.Count));
+                    prompt += p.Count;
+                }
+                else
+                {
+                    _tokens.Add(p.Token);
+                    decoded++;
+                }
             }
             else
             {
-                // A full cache (or the same session twice): its own decode gives it its own error.
+                // A full cache (or the same session twice): its own forward pass gives it its own error.
                 Single(p);
             }
         }
@@ -180,13 +290,16 @@ public sealed class BatchingEngine
         {
             if (_sessions.Count > 0)
             {
-                _decoder.Decode(_sessions, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_tokens));
+                _decoder.Step(_sessions, System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_counts), System.Runtime.InteropServices.CollectionsMarshal.AsSpan(_tokens));
+                Steps++;
+                PromptTokens += prompt;
+                DecodedTokens += decoded;
+                MixedSteps += prompt > 0 && decoded > 0 ? 1 : 0;
+                LargestStep = Math.Max(LargestStep, _sessions.Count);
             }
 
-            _lastStep = _sessions.Count;
-            Steps += _sessions.Count > 0 ? 1 : 0;
-            DecodedTokens += _sessions.Count;
-            LargestStep = Math.Max(LargestStep, _sessions.Count);
+            _lastStep.Clear();
+            _lastStep.AddRange(_sessions);
         }
         catch (Exception e)
         {
@@ -208,7 +321,14 @@ public sealed class BatchingEngine
     {
         try
         {
-            p.Session.Decode(p.Token);
+            if (p.Chunk is { } chunk)
+            {
+                p.Session.Forward(chunk.AsSpan(p.Start, p.Count));
+            }
+            else
+            {
+                p.Session.Decode(p.Token);
+            }
         }
         catch (Exception e)
         {
@@ -216,11 +336,37 @@ public sealed class BatchingEngine
         }
     }
 
-    private sealed class Pending(InferenceSession session, int token)
+    // A decode token, or a chunk of a prompt (Chunk[Start..Start + Count]).
+    private sealed class Pending
     {
-        public InferenceSession Session { get; } = session;
+        public Pending(InferenceSession session, int token)
+        {
+            Session = session;
+            Token = token;
+            Count = 1;
+        }
 
-        public int Token { get; } = token;
+        public Pending(InferenceSession session, int[] chunk, int start, int count, long ticket)
+        {
+            Session = session;
+            Chunk = chunk;
+            Start = start;
+            Count = count;
+            Ticket = ticket;
+        }
+
+        public InferenceSession Session { get; }
+
+        public int Token { get; }
+
+        public int[]? Chunk { get; }
+
+        public int Start { get; }
+
+        public int Count { get; }
+
+        // The order of the prompt's Prefill call among all prompts.
+        public long Ticket { get; }
 
         public bool Done { get; set; }
 
@@ -242,8 +388,7 @@ public sealed class BatchingEngine
 
         public ReadOnlySpan<float> Prefill(ReadOnlySpan<int> tokens)
         {
-            var copy = tokens.ToArray();
-            engine.Exclusive(() => session.Prefill(copy));
+            engine.Prefill(session, tokens);
             return session.Logits;
         }
 

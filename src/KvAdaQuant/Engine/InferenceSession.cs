@@ -137,6 +137,9 @@ public sealed class InferenceSession : IDecodeSession, IDisposable
         return _logits;
     }
 
+    /// <summary>Runs <paramref name="tokens"/> as one batch, whatever <see cref="BatchSize"/> (a step of <see cref="BatchDecoder"/>).</summary>
+    internal void Forward(ReadOnlySpan<int> tokens) => Transformer.Forward(tokens, Position, Cache, _logits, allLogits: false);
+
     /// <summary>Sets the logits of the last position (a batch step's, <see cref="BatchDecoder"/>).</summary>
     internal void SetLogits(ReadOnlySpan<float> logits) => logits.CopyTo(_logits);
 

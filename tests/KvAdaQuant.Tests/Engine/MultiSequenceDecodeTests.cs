@@ -139,6 +139,20 @@ public class MultiSequenceDecodeTests
         Assert.Equal(3, a.Position);
         Assert.Equal(4, b.Position);
 
+        // Steps with prompt chunks: the counts must match the sessions and the tokens; a chunk that does not fit names its
+        // sequence before any cache changes.
+        e = Assert.Throws<ArgumentException>(() => decoder.Step([a, b], [2], [5, 6]));
+        Assert.Contains("1 token counts for 2 sessions", e.Message);
+        e = Assert.Throws<ArgumentException>(() => decoder.Step([a], [2], [5, 6, 7]));
+        Assert.Contains("add up to 2 tokens but 3 were given", e.Message);
+        e = Assert.Throws<ArgumentException>(() => decoder.Step([a, c], [2, 1], [5, 6, 7]));
+        Assert.Contains("session 1 runs on another Transformer", e.Message);
+        using var d = new InferenceSession(transformer, KvCacheFactory.Create("fp32", transformer.CacheLayout(8)));
+        full = Assert.Throws<KvCacheException>(() => decoder.Step([d, a], [2, 6], [5, 6, 1, 2, 3, 4, 5, 6]));
+        Assert.Contains("context full in sequence 1: 3 + 6 tokens exceed the context of 8", full.Message);
+        Assert.Equal(0, d.Position);
+        Assert.Equal(3, a.Position);
+
         var logits = new float[2 * m.Config.VocabSize];
         e = Assert.Throws<ArgumentException>(() => transformer.Forward(new[] { 1, 2, 3 }, new[] { 1, 1 }, new[] { a.Cache, c.Cache }, logits));
         Assert.Contains("add up to 2 tokens but 3 were given", e.Message);
