@@ -375,8 +375,9 @@ public sealed unsafe class MatMulKernel : IParallelWork
                         // Single-token decode: rows i, i + p (, i + 2p, i + 3p) of the chunk, p a quarter (or a half) of it
                         // where that is at least DecodePairDistance rows: four (two) chains in flight, the same bits as one
                         // row at a time (rows close together would be slower, see DotQ8_0x2).
-                        // Batches of two or three tokens (several sequences' decode steps) take the same rows, one token
-                        // after the other while they are in the cache.
+                        // Batches of two or three tokens (several sequences' decode steps) take the same rows, all tokens
+                        // in one pass over decode's four rows (DotQ8_0x4Tokens2/3), over its row pairs one token after the
+                        // other while the rows are in the cache.
                         int ways = (r1 - r) / 4 >= QuantizedDot.DecodePairDistance ? 4 : (r1 - r) / 2 >= QuantizedDot.DecodePairDistance ? 2 : 1;
                         if (q8 && n < 4 && ways > 1)
                         {
@@ -385,7 +386,20 @@ public sealed unsafe class MatMulKernel : IParallelWork
                             for (int i = 0; i < part; i++)
                             {
                                 byte* first = rowBase + ((r + i) * w.RowByteCount);
-                                for (int t = 0; t < n; t++)
+                                int t = 0;
+                                if (ways == 4 && n == 3)
+                                {
+                                    // The tokens in one pass over the four rows (each block loaded and prepared once).
+                                    QuantizedDot.DotQ8_0x4Tokens3(first, stride, xq, cols, xd, blocks, blocks, y + r + i, part, rows);
+                                    t = 3;
+                                }
+                                else if (ways == 4 && n == 2)
+                                {
+                                    QuantizedDot.DotQ8_0x4Tokens2(first, stride, xq, cols, xd, blocks, blocks, y + r + i, part, rows);
+                                    t = 2;
+                                }
+
+                                for (; t < n; t++)
                                 {
                                     sbyte* q = xq + ((long)t * cols);
                                     float* d = xd + ((long)t * blocks);

@@ -121,6 +121,102 @@ public static unsafe class QuantizedDot
     }
 
     /// <summary>
+    /// Four Q8_0 rows (<paramref name="rowStride"/> bytes apart) · two tokens' int8 activations (<paramref name="xStride"/>
+    /// values and <paramref name="dStride"/> scales apart): <see cref="DotQ8_0x4"/> for both tokens in one pass, row k's
+    /// result for token t to output[t * <paramref name="tokenStride"/> + k * <paramref name="outStride"/>]. Each weight
+    /// block is loaded, its |w| taken and its scale converted once for the tokens; every result has exactly the
+    /// arithmetic of <see cref="DotQ8_0"/> (the same bits). Decode steps of two sequences take it.
+    /// </summary>
+    public static void DotQ8_0x4Tokens2(byte* rows, long rowStride, sbyte* xq, long xStride, float* xd, long dStride, int blocks, float* output, long outStride, long tokenStride) =>
+        FourRowsByTokens<TwoTokens>(rows, rowStride, xq, xStride, xd, dStride, blocks, output, outStride, tokenStride);
+
+    /// <summary><see cref="DotQ8_0x4Tokens2"/> for three tokens (decode steps of three sequences); the same bits.</summary>
+    public static void DotQ8_0x4Tokens3(byte* rows, long rowStride, sbyte* xq, long xStride, float* xd, long dStride, int blocks, float* output, long outStride, long tokenStride) =>
+        FourRowsByTokens<ThreeTokens>(rows, rowStride, xq, xStride, xd, dStride, blocks, output, outStride, tokenStride);
+
+    private interface ITokenCount
+    {
+        static abstract bool Three { get; }
+    }
+
+    private struct TwoTokens : ITokenCount
+    {
+        public static bool Three => false;
+    }
+
+    private struct ThreeTokens : ITokenCount
+    {
+        public static bool Three => true;
+    }
+
+    // Four rows by two tokens, or three where TThird.Three.
+    private static void FourRowsByTokens<TThird>(byte* rows, long rowStride, sbyte* xq, long xStride, float* xd, long dStride, int blocks, float* output, long outStride, long tokenStride)
+        where TThird : struct, ITokenCount
+    {
+        int tokens = TThird.Three ? 3 : 2;
+        if (!VectorPathSupported)
+        {
+            for (int t = 0; t < tokens; t++)
+            {
+                ScalarRows(rows, rowStride, 4, xq + (t * xStride), xd + (t * dStride), blocks, output + (t * tokenStride), outStride);
+            }
+
+            return;
+        }
+
+        Vector256<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        Vector256<float> b0 = default, b1 = default, b2 = default, b3 = default;
+        Vector256<float> c0 = default, c1 = default, c2 = default, c3 = default;
+        byte* r0 = rows, r1 = rows + rowStride, r2 = rows + (2 * rowStride), r3 = rows + (3 * rowStride);
+        sbyte* y0 = xq, y1 = xq + xStride, y2 = xq + (2 * xStride);
+        float* e0 = xd, e1 = xd + dStride, e2 = xd + (2 * dStride);
+        for (int b = 0; b < blocks; b++)
+        {
+            long o = b * 34L;
+            var x0 = Avx.LoadVector256(y0 + (b * 32));
+            var x1 = Avx.LoadVector256(y1 + (b * 32));
+            var x2 = TThird.Three ? Avx.LoadVector256(y2 + (b * 32)) : default;
+            float dx0 = e0[b], dx1 = e1[b], dx2 = TThird.Three ? e2[b] : 0;
+            Tokens<TThird>(r0, o, x0, x1, x2, dx0, dx1, dx2, ref a0, ref b0, ref c0);
+            Tokens<TThird>(r1, o, x0, x1, x2, dx0, dx1, dx2, ref a1, ref b1, ref c1);
+            Tokens<TThird>(r2, o, x0, x1, x2, dx0, dx1, dx2, ref a2, ref b2, ref c2);
+            Tokens<TThird>(r3, o, x0, x1, x2, dx0, dx1, dx2, ref a3, ref b3, ref c3);
+        }
+
+        output[0] = GgmlArithmetic.Sum8(a0);
+        output[outStride] = GgmlArithmetic.Sum8(a1);
+        output[2 * outStride] = GgmlArithmetic.Sum8(a2);
+        output[3 * outStride] = GgmlArithmetic.Sum8(a3);
+        output[tokenStride] = GgmlArithmetic.Sum8(b0);
+        output[tokenStride + outStride] = GgmlArithmetic.Sum8(b1);
+        output[tokenStride + (2 * outStride)] = GgmlArithmetic.Sum8(b2);
+        output[tokenStride + (3 * outStride)] = GgmlArithmetic.Sum8(b3);
+        if (TThird.Three)
+        {
+            output[2 * tokenStride] = GgmlArithmetic.Sum8(c0);
+            output[(2 * tokenStride) + outStride] = GgmlArithmetic.Sum8(c1);
+            output[(2 * tokenStride) + (2 * outStride)] = GgmlArithmetic.Sum8(c2);
+            output[(2 * tokenStride) + (3 * outStride)] = GgmlArithmetic.Sum8(c3);
+        }
+    }
+
+    // BlockStep for two or three tokens: the block's load, |w| and scale shared, then DotBlock's sign and product per token.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Tokens<TThird>(byte* row, long o, Vector256<sbyte> x0, Vector256<sbyte> x1, Vector256<sbyte> x2, float dx0, float dx1, float dx2, ref Vector256<float> acc0, ref Vector256<float> acc1, ref Vector256<float> acc2)
+        where TThird : struct, ITokenCount
+    {
+        var w = Avx.LoadVector256((sbyte*)(row + o + 2));
+        float scale = HalfBits.ToSingle(*(ushort*)(row + o));
+        var aw = Avx2.Abs(w);
+        acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotAbs(aw, Avx2.Sign(x0, w))), Vector256.Create(scale * dx0), acc0);
+        acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotAbs(aw, Avx2.Sign(x1, w))), Vector256.Create(scale * dx1), acc1);
+        if (TThird.Three)
+        {
+            acc2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotAbs(aw, Avx2.Sign(x2, w))), Vector256.Create(scale * dx2), acc2);
+        }
+    }
+
+    /// <summary>
     /// Two Q8_0 rows (<paramref name="rowStride"/> bytes apart) · the same int8 activations, as <see cref="DotQ8_0x4"/>
     /// with two: row k's result to output[k * <paramref name="outStride"/>], each with the arithmetic of
     /// <see cref="DotQ8_0"/>. Decode takes rows far apart with it (<see cref="DecodePairDistance"/>): on this machine two
@@ -817,11 +913,14 @@ public static unsafe class QuantizedDot
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> DotBlock(Vector256<sbyte> w, Vector256<sbyte> x)
-    {
+    private static Vector256<int> DotBlock(Vector256<sbyte> w, Vector256<sbyte> x) =>
         // |w| as unsigned times x with w's sign: the unsigned-by-signed product that vpdpbusd / vpmaddubsw need.
-        var aw = Avx2.Abs(w);
-        var sx = Avx2.Sign(x, w);
+        DotAbs(Avx2.Abs(w), Avx2.Sign(x, w));
+
+    // The int32 lanes of |w| (as unsigned) · (x with w's sign).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> DotAbs(Vector256<byte> aw, Vector256<sbyte> sx)
+    {
         if (AvxVnni.IsSupported)
         {
             return AvxVnni.MultiplyWideningAndAdd(Vector256<int>.Zero, aw, sx);

@@ -111,6 +111,63 @@ public unsafe class QuantizedDotTests
     }
 
     [Theory]
+    [InlineData(1, 2)]
+    [InlineData(7, 2)]
+    [InlineData(64, 2)]
+    [InlineData(1, 3)]
+    [InlineData(7, 3)]
+    [InlineData(64, 3)]
+    public void FourRowsByTwoOrThreeTokensEqualSingleRowsBitForBit(int blocks, int tokens)
+    {
+        // DotQ8_0x4Tokens2/3 (decode steps of two or three sequences): rows 3 blocks apart, tokens' activations and results
+        // in strided buffers; every result has the single-row bits, and is within rounding of the scalar twin.
+        var rng = new Random(200 + blocks + tokens);
+        long xStride = (blocks * 32) + 32, dStride = blocks + 1;
+        var q = new sbyte[tokens * xStride];
+        var d = new float[tokens * dStride];
+        for (int t = 0; t < tokens; t++)
+        {
+            var (qt, dt, _) = Activations(rng, blocks * 32);
+            qt.CopyTo(q, t * xStride);
+            dt.CopyTo(d, t * dStride);
+        }
+
+        var w = RandomBlocks(rng, 12 * blocks, 34);
+        w[2] = 0x81; // extreme codes and a zero scale
+        w[3] = 0x7F;
+        w[3 * blocks * 34] = 0;
+        w[(3 * blocks * 34) + 1] = 0;
+        var y = new float[tokens * 10];
+        fixed (byte* pw = w)
+        fixed (sbyte* pq = q)
+        fixed (float* pd = d)
+        fixed (float* py = y)
+        {
+            if (tokens == 2)
+            {
+                QuantizedDot.DotQ8_0x4Tokens2(pw, 3 * blocks * 34, pq, xStride, pd, dStride, blocks, py, 2, 10);
+            }
+            else
+            {
+                QuantizedDot.DotQ8_0x4Tokens3(pw, 3 * blocks * 34, pq, xStride, pd, dStride, blocks, py, 2, 10);
+            }
+
+            for (int t = 0; t < tokens; t++)
+            {
+                for (int r = 0; r < 4; r++)
+                {
+                    byte* row = pw + (r * 3 * blocks * 34);
+                    float single = QuantizedDot.DotQ8_0(row, pq + (t * xStride), pd + (t * dStride), blocks);
+                    float scalar = QuantizedDot.DotQ8_0Scalar(row, pq + (t * xStride), pd + (t * dStride), blocks);
+                    float got = y[(t * 10) + (r * 2)];
+                    Assert.True(BitConverter.SingleToInt32Bits(single) == BitConverter.SingleToInt32Bits(got), $"token {t} row {r}: {got} vs one row {single}");
+                    Assert.True(MathF.Abs(scalar - got) <= 1e-5f * (1 + MathF.Abs(scalar)), $"token {t} row {r}: {got} vs scalar twin {scalar}");
+                }
+            }
+        }
+    }
+
+    [Theory]
     [InlineData(1, 1)]
     [InlineData(7, 3)]
     [InlineData(64, 1)]
@@ -149,8 +206,9 @@ public unsafe class QuantizedDotTests
     {
         // Batches (prefill, several sequences' decode): tiles take rows a quarter of the work chunk apart (2,100 rows on one
         // thread: two chunks of 1,052 and 1,048 rows, quarters of 263 and 262; 127 rows on two: quarters of 8 and a last
-        // chunk of 31 with three rows over); two or three tokens go through decode's row pairs and quads one token after
-        // the other, tokens past the last full four through DotQ8_0x4 with the tile's rows.
+        // chunk of 31 with three rows over); two or three tokens go through decode's row quads all at once
+        // (DotQ8_0x4Tokens2/3) and its row pairs one token after the other, tokens past the last full four through DotQ8_0x4
+        // with the tile's rows.
         var rng = new Random(700 + rows + tokens);
         const int blocks = 8, cols = blocks * 32;
         var w = RandomBlocks(rng, rows * blocks, 34);
