@@ -363,7 +363,16 @@ public sealed unsafe class MatMulKernel : IParallelWork
                                     }
                                 }
 
-                                for (; t < n; t++)
+                                // Two or three tokens over: in one pass (DotQ8_0x4Tokens2/3), one over: alone.
+                                if (n - t == 3)
+                                {
+                                    QuantizedDot.DotQ8_0x4Tokens3(tileRows, rowStride, xq + ((long)t * cols), cols, xd + ((long)t * blocks), blocks, blocks, y + ((long)t * rows) + first, part, rows);
+                                }
+                                else if (n - t == 2)
+                                {
+                                    QuantizedDot.DotQ8_0x4Tokens2(tileRows, rowStride, xq + ((long)t * cols), cols, xd + ((long)t * blocks), blocks, blocks, y + ((long)t * rows) + first, part, rows);
+                                }
+                                else if (n - t == 1)
                                 {
                                     QuantizedDot.DotQ8_0x4(tileRows, rowStride, xq + ((long)t * cols), xd + ((long)t * blocks), blocks, y + ((long)t * rows) + first, part);
                                 }

@@ -202,13 +202,15 @@ public unsafe class QuantizedDotTests
     [InlineData(2, 2100, 5)]
     [InlineData(2, 1105, 3)]
     [InlineData(2, 127, 6)]
+    [InlineData(1, 2100, 7)]
+    [InlineData(2, 2100, 6)]
     public void BatchedQ8_0MatMulEqualsOneRowAtATimeBitForBit(int threads, int rows, int tokens)
     {
         // Batches (prefill, several sequences' decode): tiles take rows a quarter of the work chunk apart (2,100 rows on one
         // thread: two chunks of 1,052 and 1,048 rows, quarters of 263 and 262; 127 rows on two: quarters of 8 and a last
         // chunk of 31 with three rows over); two or three tokens go through decode's row quads all at once
-        // (DotQ8_0x4Tokens2/3) and its row pairs one token after the other, tokens past the last full four through DotQ8_0x4
-        // with the tile's rows.
+        // (DotQ8_0x4Tokens2/3) and its row pairs one token after the other; one, two or three tokens past the last full four
+        // through DotQ8_0x4 or DotQ8_0x4Tokens2/3 with the tile's rows (9, 5, 6 and 7 tokens).
         var rng = new Random(700 + rows + tokens);
         const int blocks = 8, cols = blocks * 32;
         var w = RandomBlocks(rng, rows * blocks, 34);
