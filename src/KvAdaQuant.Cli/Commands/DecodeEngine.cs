@@ -54,6 +54,9 @@ internal sealed class DecodeEngine : IDisposable
     /// <summary>CPU threads, or 0 on the GPU.</summary>
     public int Threads => _transformer?.Threads ?? 0;
 
+    /// <summary>The CPU engine (null on the GPU).</summary>
+    public Transformer? Transformer => _transformer;
+
     /// <summary>
     /// Opens the engine for <paramref name="ctx"/> positions. On the GPU it prints the <c>[cuda: ...]</c> line; on the CPU
     /// the never-quantized note where it applies. <paramref name="precision"/> other than FP32 is refused on the GPU.

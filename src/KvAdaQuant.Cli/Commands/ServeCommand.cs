@@ -33,12 +33,13 @@ internal static class ServeCommand
         var device = DeviceOptions.Device();
         var attnInt8 = CommonOptions.AttnInt8();
         var attnInt8Values = CommonOptions.AttnInt8Values();
-        var parallel = new Option<int>("--parallel", "-np") { Description = "requests served at once (llama-server's -np), each with its own KV cache of --ctx positions; their decode steps run together in one forward pass (a request's prompt runs alone); CPU only", DefaultValueFactory = _ => 1 };
+        var parallel = new Option<int>("--parallel", "-np") { Description = "requests served at once (llama-server's -np), each with its own KV cache of --ctx positions; their decode steps and prompt chunks run together in one forward pass; CPU only", DefaultValueFactory = _ => 1 };
+        var metrics = new Option<bool>("--metrics") { Description = "serve GET /metrics: Prometheus counters under llama-server's names (prompt and generated tokens and seconds, forward passes, busy slots per pass, requests processing and waiting) and the slots' KV-cache bytes and tokens" };
         var cmd = new Command(
             "serve",
-            "Serve the model over HTTP with OpenAI's API (/v1/completions, /v1/chat/completions, streaming) and llama-server's /health, /tokenize, /detokenize; one request at a time, or --parallel N at once with their decode steps batched; Ctrl+C or SIGTERM stops.")
+            "Serve the model over HTTP with OpenAI's API (/v1/completions, /v1/chat/completions, streaming) and llama-server's /health, /tokenize, /detokenize, /slots, /metrics; one request at a time, or --parallel N at once with their decode steps batched; Ctrl+C or SIGTERM stops.")
         {
-            model, tokenizer, host, port, ctx, template, apiKey, maxTokens, kv, kvPlan, threads, device, attnInt8, attnInt8Values, parallel,
+            model, tokenizer, host, port, ctx, template, apiKey, maxTokens, kv, kvPlan, threads, device, attnInt8, attnInt8Values, parallel, metrics,
         };
         foreach (var o in sampling.All)
         {
@@ -92,6 +93,7 @@ internal static class ServeCommand
             using var served = new ServedModel(
                 Path.GetFileName(Path.TrimEndingDirectorySeparator(m.Path)), m.Path, engine.Sessions, engine.KvName, onGpu ? DeviceOptions.Cuda : DeviceOptions.Cpu, tok, chosen, defaults);
             served.WarmUp();
+            served.Metrics = r.GetValue(metrics) ? new ServeMetrics(engine.Transformer) : null;
             string where = engine.OnGpu ? "on the GPU" : $"{engine.Threads} threads; attention {CommonOptions.AttentionName(precision)}";
             string slots = served.Slots > 1 ? $"; {served.Slots} requests at once, their decode steps batched" : string.Empty;
             Console.Error.WriteLine($"[serve: {m.Path}; KV cache {served.Kv}, {c} positions per request{slots}; template {chosen.Name}; {where}{(key is null ? string.Empty : "; API key required")}]");

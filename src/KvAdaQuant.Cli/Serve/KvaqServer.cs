@@ -65,7 +65,7 @@ internal sealed class KvaqServer
         app.Use(Authorize);
         app.UseStatusCodePages(c => c.HttpContext.Response.StatusCode switch
         {
-            404 => WriteError(c.HttpContext, new ServeRequestException(404, $"no endpoint {c.HttpContext.Request.Path}; kvaq serve has /health, /v1/models, /v1/completions, /v1/chat/completions, /tokenize and /detokenize", null, "not_found_error")),
+            404 => WriteError(c.HttpContext, new ServeRequestException(404, $"no endpoint {c.HttpContext.Request.Path}; kvaq serve has /health, /v1/models, /v1/completions, /v1/chat/completions, /tokenize, /detokenize, /slots and /metrics", null, "not_found_error")),
             405 => WriteError(c.HttpContext, new ServeRequestException(405, $"{c.HttpContext.Request.Method} is not allowed on {c.HttpContext.Request.Path}")),
             _ => Task.CompletedTask,
         });
@@ -75,6 +75,8 @@ internal sealed class KvaqServer
         app.MapGet("/models", Models);
         app.MapPost("/v1/completions", c => Complete(c, chat: false));
         app.MapPost("/v1/chat/completions", c => Complete(c, chat: true));
+        app.MapGet("/metrics", Metrics);
+        app.MapGet("/slots", Slots);
         app.MapPost("/tokenize", Tokenize);
         app.MapPost("/detokenize", Detokenize);
 
@@ -156,6 +158,26 @@ internal sealed class KvaqServer
         new ModelList("list", [new ModelEntry(_model.Id, "model", _created, "kvaq", new ModelMeta(_model.Path, _model.Ctx, _model.Tokenizer.VocabSize, _model.Kv, _model.Template.Name, _model.Device))]),
         ServeJsonContext.Relaxed.ModelList);
 
+    // Prometheus' text format, with kvaq serve --metrics (llama-server's --metrics); else 501 as llama-server answers.
+    private Task Metrics(HttpContext c)
+    {
+        if (_model.Metrics is not { } metrics)
+        {
+            return WriteError(c, new ServeRequestException(501, "this server does not serve /metrics; start it with --metrics", null, "not_supported_error"));
+        }
+
+        c.Response.StatusCode = 200;
+        c.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
+        return c.Response.WriteAsync(metrics.Render(_model), _stopping);
+    }
+
+    // llama-server's GET /slots: each slot's id, context, whether a request holds it, and kvaq's cache figures.
+    private Task Slots(HttpContext c) => Write(
+        c,
+        200,
+        _model.SlotStates().Select(s => new SlotState(s.Id, _model.Ctx, s.Busy, s.CacheTokens, s.KvBytes, _model.Kv)).ToList(),
+        ServeJsonContext.Relaxed.ListSlotState);
+
     private async Task Tokenize(HttpContext c)
     {
         try
@@ -235,15 +257,19 @@ internal sealed class KvaqServer
         }
 
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(c.RequestAborted, _stopping);
+        var metrics = _model.Metrics;
+        metrics?.Queued();
         try
         {
             await _model.Gate.WaitAsync(cancel.Token);
         }
         catch (OperationCanceledException)
         {
+            metrics?.Left();
             return; // the client left (or the server stops) while queued
         }
 
+        metrics?.Started();
         var slot = _model.Take(prompt);
         try
         {
@@ -288,6 +314,7 @@ internal sealed class KvaqServer
         {
             _model.Return(slot);
             _model.Gate.Release();
+            metrics?.Finished();
         }
     }
 

@@ -7,6 +7,18 @@ namespace KvAdaQuant.Cli.Serve;
 /// <summary><c>GET /health</c>.</summary>
 internal sealed record HealthResponse(string Status);
 
+/// <summary>
+/// One entry of <c>GET /slots</c> (llama-server's <c>id</c>, <c>n_ctx</c>, <c>is_processing</c>), with the tokens its KV
+/// cache holds, the bytes they take and the cache's spec.
+/// </summary>
+internal sealed record SlotState(
+    int Id,
+    [property: JsonPropertyName("n_ctx")] int NCtx,
+    bool IsProcessing,
+    int CacheTokens,
+    long KvBytes,
+    string Kv);
+
 /// <summary>One entry of <c>GET /v1/models</c>.</summary>
 internal sealed record ModelEntry(string Id, string Object, long Created, string OwnedBy, ModelMeta Meta);
 
@@ -129,6 +141,7 @@ internal sealed record ErrorResponse(ErrorDetail Error);
 [JsonSerializable(typeof(TokenizeResponse))]
 [JsonSerializable(typeof(DetokenizeResponse))]
 [JsonSerializable(typeof(ErrorResponse))]
+[JsonSerializable(typeof(List<SlotState>))]
 internal sealed partial class ServeJsonContext : JsonSerializerContext
 {
     /// <summary>The contracts with the generator's options, writing text as it is (no \u003E for &gt;).</summary>

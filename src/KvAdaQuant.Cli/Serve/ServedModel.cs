@@ -12,6 +12,7 @@ internal sealed class ServedModel : IDisposable
 {
     private readonly IDecodeSession _session;
     private readonly List<RequestGenerator> _free;
+    private readonly RequestGenerator[] _all;
 
     /// <param name="id">The model's name in responses.</param>
     /// <param name="path">Where it was loaded from.</param>
@@ -50,7 +51,8 @@ internal sealed class ServedModel : IDisposable
             throw new ArgumentException($"--chat-template: {e.Message}", e);
         }
 
-        _free = [.. sessions.Select(x => new RequestGenerator(x, tokenizer))];
+        _all = [.. sessions.Select(x => new RequestGenerator(x, tokenizer))];
+        _free = [.. _all];
         Slots = sessions.Count;
         Gate = new SemaphoreSlim(Slots, Slots);
     }
@@ -83,6 +85,9 @@ internal sealed class ServedModel : IDisposable
     /// <summary>Where the model and the cache run: <c>cpu</c> or <c>cuda</c>.</summary>
     public string Device { get; }
 
+    /// <summary>What the server has done, for <c>/metrics</c> (<c>kvaq serve --metrics</c>); null when not asked for.</summary>
+    public ServeMetrics? Metrics { get; set; }
+
     /// <summary>One request at a time: held while a request generates.</summary>
     public SemaphoreSlim Gate { get; }
 
@@ -113,6 +118,18 @@ internal sealed class ServedModel : IDisposable
             var slot = _free[best];
             _free.RemoveAt(best);
             return slot;
+        }
+    }
+
+    /// <summary>
+    /// Each slot in order (its id is its index): whether a request holds it, the tokens its cache holds, and the bytes
+    /// its KV cache takes (llama-server's <c>/slots</c>).
+    /// </summary>
+    public IReadOnlyList<(int Id, bool Busy, int CacheTokens, long KvBytes)> SlotStates()
+    {
+        lock (_free)
+        {
+            return [.. _all.Select((slot, id) => (id, !_free.Contains(slot), slot.Tokens.Count, slot.Session.ByteCount))];
         }
     }
 
@@ -294,6 +311,7 @@ internal sealed class ServedModel : IDisposable
             int choice = i;
             onStart?.Invoke(choice);
             var r = Generate(slot, promptTokens, request.ForChoice(choice), onText is null ? null : (s, lp) => onText(choice, s, lp), cancel);
+            Metrics?.Record(r.Result);
             done.Add(r);
             if (r.FinishReason == "cancelled")
             {

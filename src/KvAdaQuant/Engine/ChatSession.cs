@@ -149,7 +149,7 @@ public sealed class ChatSession
             // position; the last token fed stands in as the prompt for the text decoder.
             result = turnTokens.Count > 0
                 ? Run(turnTokens, feed: true, maxTokens, sampler, onText, cancel, stopTexts, logprobs)
-                : Run([_tokens[^1]], feed: false, maxTokens, sampler, onText, cancel, stopTexts, logprobs) with { PromptTokens = [], PrefillTokensPerSecond = 0 };
+                : Run([_tokens[^1]], feed: false, maxTokens, sampler, onText, cancel, stopTexts, logprobs) with { PromptTokens = [], PrefillTokensPerSecond = 0, PrefillTokens = 0, PrefillSeconds = 0 };
             string fed = turn + result.Text;
 
             // The loop leaves the last token it printed unfed when it stops at the token limit, and never feeds the end of

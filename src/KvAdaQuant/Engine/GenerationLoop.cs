@@ -113,7 +113,13 @@ internal static class GenerationLoop
             reason,
             (runTokens < 0 ? promptTokens.Count : runTokens) / Math.Max(prefillSeconds, 1e-9),
             decodeSteps == 0 ? 0 : decodeSteps / Math.Max(decodeSeconds, 1e-9),
-            kvBytes());
+            kvBytes())
+        {
+            PrefillTokens = runTokens < 0 ? promptTokens.Count : runTokens,
+            PrefillSeconds = prefillSeconds,
+            DecodeSteps = decodeSteps,
+            DecodeSeconds = decodeSeconds,
+        };
     }
 
     private static bool EndsWithAny(StringBuilder text, IReadOnlyList<string> stops)

@@ -34,6 +34,9 @@ public sealed class RequestGenerator
         _session.Reset();
     }
 
+    /// <summary>The session it runs on.</summary>
+    public IDecodeSession Session => _session;
+
     /// <summary>The tokens the cache holds, in order (the last run's prompt and the tokens it fed back).</summary>
     public IReadOnlyList<int> Tokens => _tokens;
 

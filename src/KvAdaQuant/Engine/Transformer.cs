@@ -20,6 +20,8 @@ public sealed class Transformer : IDisposable
     private readonly AttentionWork _attention;
     private readonly RopeTable _rope;
     private readonly Segments _segments = new();
+    private long _forwardPasses;
+    private long _sequencesRun;
     private Workspace _ws = new(0, null!);
 
     /// <summary>Creates the engine over <paramref name="model"/> using <paramref name="threads"/> threads (0 = all cores).</summary>
@@ -37,6 +39,12 @@ public sealed class Transformer : IDisposable
 
     /// <summary>The model.</summary>
     public LlamaModel Model => _model;
+
+    /// <summary>Forward passes run so far (each a batch of one or several sequences' tokens; llama.cpp's llama_decode calls).</summary>
+    public long ForwardPasses => Interlocked.Read(ref _forwardPasses);
+
+    /// <summary>Sequences those forward passes ran, summed over the passes (one per pass unless several sequences ran together).</summary>
+    public long SequencesRun => Interlocked.Read(ref _sequencesRun);
 
     /// <summary>Worker threads.</summary>
     public int Threads => _pool.Threads;
@@ -144,6 +152,9 @@ public sealed class Transformer : IDisposable
 
             seg.Pos0[s] = pos0;
         }
+
+        Interlocked.Increment(ref _forwardPasses);
+        Interlocked.Add(ref _sequencesRun, seg.Count);
 
         int outRows = allLogits ? n : seg.Count;
         if (logits.Length < outRows * c.VocabSize)

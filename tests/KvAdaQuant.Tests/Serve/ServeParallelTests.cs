@@ -50,6 +50,86 @@ public class ServeParallelTests
         Assert.Equal(expected[0].Text, repeat.GetProperty("choices")[0].GetProperty("text").GetString());
     }
 
+    [Fact]
+    public void Metrics_and_slots_count_what_the_requests_did()
+    {
+        using var server = new ServeProcess("-m", "stories3M-q80", "--kv", "k4v2", "--ctx", "128", "--threads", "2", "--parallel", "2", "--metrics");
+        var before = Metrics(server);
+        Assert.Equal(0, before["llamacpp:tokens_predicted_total"]);
+        Assert.Equal(0, before["llamacpp:n_decode_total"]);
+        Assert.Equal(2, before["kvaq:slots"]);
+
+        string[] prompts = ["Once upon a time", "The little dog"];
+        var bodies = new System.Text.Json.JsonElement[2];
+        var threads = prompts.Select((p, i) => new Thread(() => bodies[i] = server.Post("/v1/completions", $$"""{"prompt": "{{p}}", "max_tokens": 12, "temperature": 0}""").Body)).ToArray();
+        foreach (var t in threads)
+        {
+            t.Start();
+        }
+
+        foreach (var t in threads)
+        {
+            t.Join();
+        }
+
+        int generated = bodies.Sum(b => b.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+        int promptRun = bodies.Sum(b => b.GetProperty("usage").GetProperty("prompt_tokens").GetInt32() - b.GetProperty("kvaq").GetProperty("cached_tokens").GetInt32());
+        var after = Metrics(server);
+        Assert.Equal(generated, after["llamacpp:tokens_predicted_total"]);
+        Assert.Equal(promptRun, after["llamacpp:prompt_tokens_total"]);
+        Assert.Equal(2, after["kvaq:requests_total"]);
+        Assert.Equal(0, after["llamacpp:requests_processing"]);
+        Assert.Equal(0, after["llamacpp:requests_deferred"]);
+        Assert.True(after["llamacpp:prompt_seconds_total"] > 0 && after["llamacpp:tokens_predicted_seconds_total"] > 0);
+
+        // Forward passes: at least one per decode step of the longer request, at most one per token run; one or two
+        // sequences each.
+        int steps = bodies.Max(b => b.GetProperty("usage").GetProperty("completion_tokens").GetInt32()) - 1;
+        Assert.InRange(after["llamacpp:n_decode_total"], steps + 1, promptRun + generated);
+        Assert.InRange(after["llamacpp:n_busy_slots_per_decode"], 1, 2);
+
+        // Each slot's cache holds its prompt and the tokens fed back (all generated but the last), in k4v2's bytes.
+        var (status, slots) = server.Get("/slots");
+        Assert.Equal(200, status);
+        Assert.Equal(2, slots.GetArrayLength());
+        int held = bodies.Sum(b => b.GetProperty("usage").GetProperty("prompt_tokens").GetInt32() + b.GetProperty("usage").GetProperty("completion_tokens").GetInt32() - 1);
+        Assert.Equal(held, slots.EnumerateArray().Sum(s => s.GetProperty("cache_tokens").GetInt32()));
+        Assert.Equal(after["kvaq:kv_cache_tokens"], held);
+        foreach (var slot in slots.EnumerateArray())
+        {
+            Assert.Equal(128, slot.GetProperty("n_ctx").GetInt32());
+            Assert.False(slot.GetProperty("is_processing").GetBoolean());
+            Assert.Equal("k4v2", slot.GetProperty("kv").GetString());
+        }
+
+        Assert.Equal(slots.EnumerateArray().Sum(s => s.GetProperty("kv_bytes").GetInt64()), after["kvaq:kv_cache_bytes"]);
+    }
+
+    [Fact]
+    public void Metrics_need_the_option()
+    {
+        using var server = new ServeProcess("-m", "stories260K", "--ctx", "64");
+        var (status, body) = server.Get("/metrics");
+        Assert.Equal(501, status);
+        Assert.Equal("this server does not serve /metrics; start it with --metrics", body.GetProperty("error").GetProperty("message").GetString());
+        var (slotsStatus, slots) = server.Get("/slots");
+        Assert.Equal(200, slotsStatus);
+        Assert.Equal(1, slots.GetArrayLength());
+    }
+
+    // GET /metrics parsed: each sample line's name and value.
+    private static Dictionary<string, double> Metrics(ServeProcess server)
+    {
+        using var response = server.Client.GetAsync("/metrics").GetAwaiter().GetResult();
+        Assert.Equal(200, (int)response.StatusCode);
+        Assert.StartsWith("text/plain", response.Content.Headers.ContentType?.ToString(), StringComparison.Ordinal);
+        string text = response.Content.ReadAsStringAsync().GetAwaiter().GetResult();
+        return text.Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Where(l => !l.StartsWith('#'))
+            .Select(l => l.Split(' '))
+            .ToDictionary(p => p[0], p => double.Parse(p[1], System.Globalization.CultureInfo.InvariantCulture));
+    }
+
     [Theory]
     [InlineData("0", null, "--parallel must be at least 1, got 0")]
     [InlineData("2", "cuda", "--parallel 2 decodes several requests in one forward pass of the CPU engine; with --device cuda requests run one at a time")]
