@@ -548,11 +548,22 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
 
     // Exact when no position beyond length has been quantized since: the first length positions alone would have
     // quantized the same rows, with the same parameters, and left the same rows in the residual window.
-    public bool CanTruncate(int length) => length >= 0 && length <= Length && QuantizedAt(length) == _quantized;
+    // Exact when the first `length` positions are held as appending them alone holds them: the same quantized prefix
+    // (the cut inside the FP16 window, or every position up to it quantized in whole chunks that end at it, as per-token
+    // groups without a window always are) and the rest in the window.
+    public bool CanTruncate(int length) =>
+        length >= 0 && length <= Length && Math.Min(_quantized, length - Math.Min(_sinkCap, length)) == QuantizedAt(length);
 
-    public void Truncate(int length) => Length = CanTruncate(length)
-        ? length
-        : throw new KvCacheException($"keeping {length} of {Length} positions of a {_spec} store is not exact: {_quantized} positions are quantized, {length} alone would quantize {QuantizedAt(Math.Max(0, length))}");
+    public void Truncate(int length)
+    {
+        if (!CanTruncate(length))
+        {
+            throw new KvCacheException($"keeping {length} of {Length} positions of a {_spec} store is not exact: {_quantized} positions are quantized, {length} alone would quantize {QuantizedAt(Math.Max(0, length))}");
+        }
+
+        _quantized = QuantizedAt(length);
+        Length = length;
+    }
 
     // Positions that Append quantizes among the first length: whole flush chunks beyond the sinks and the residual window.
     private int QuantizedAt(int length)

@@ -77,7 +77,8 @@ public sealed partial class PromptCacheCliTests : IDisposable
 
     [Theory]
     [InlineData("fp16", true)]
-    [InlineData("k4v2", false)]
+    [InlineData("k4v2", true)] // per-token groups without a window: each position quantized alone, any prefix exact
+    [InlineData("k4v4:pc:g16", false)] // per-channel chunks of 16: the cut falls inside a quantized chunk
     public void All_saves_the_generated_tokens_and_a_prompt_the_file_extends_is_cut_back_where_that_is_exact(string kv, bool exact)
     {
         string file = Path.Combine(_dir, "all.kvstate");
@@ -89,8 +90,9 @@ public sealed partial class PromptCacheCliTests : IDisposable
         // 12 tokens generated, the last one not fed: the cache holds the prompt and 11 more.
         Assert.Contains($"[prompt cache {file}: saved {promptTokens + 11} tokens, ", all.Stderr);
 
-        // The same prompt again: the file holds more than the prompt. FP16 positions can be dropped (all but the prompt's
-        // last token are kept, its logits being recomputed); quantized ones cannot, and the prompt runs from scratch.
+        // The same prompt again: the file holds more than the prompt. FP16 and per-token k4v2 positions can be dropped (all
+        // but the prompt's last token are kept, its logits being recomputed); a per-channel chunk cannot be cut, and the
+        // prompt runs from scratch.
         var again = Generate(Prompt, kv, "--prompt-cache", file);
         Assert.Equal(plain, again.Stdout);
         if (exact)
@@ -100,7 +102,8 @@ public sealed partial class PromptCacheCliTests : IDisposable
         }
         else
         {
-            Assert.Contains($"kvaq: note: --prompt-cache {file}: the file's {promptTokens + 11} tokens match the prompt's first {promptTokens} of {promptTokens}, and its KV cache k4v2 cannot drop positions {promptTokens - 1}..{promptTokens + 10} exactly", again.Stderr);
+            Assert.Contains($"kvaq: note: --prompt-cache {file}: the file's {promptTokens + 11} tokens match the prompt's first {promptTokens} of {promptTokens}, and its KV cache ", again.Stderr);
+            Assert.Contains($" cannot drop positions {promptTokens - 1}..{promptTokens + 10} exactly", again.Stderr);
             Assert.Contains($"reused 0 of {promptTokens} prompt tokens]", again.Stderr);
         }
 
@@ -111,14 +114,18 @@ public sealed partial class PromptCacheCliTests : IDisposable
     public void A_prompt_that_differs_early_is_recomputed_with_a_note()
     {
         string file = Path.Combine(_dir, "other.kvstate");
-        Generate(Prompt, "k4v2", "--prompt-cache", file);
+        // Per-channel chunks of 16: the file's prompt (21 tokens) has its first 16 positions quantized together, so BOS
+        // alone cannot be kept.
+        const string Kv = "k4v4:pc:g16";
+        Generate(Prompt, Kv, "--prompt-cache", file);
         const string Other = "The sun was hot and the little bird sang";
-        var run = Generate(Other, "k4v2", "--prompt-cache", file);
+        var run = Generate(Other, Kv, "--prompt-cache", file);
         Assert.Equal(0, run.Rc);
-        Assert.Equal(Generate(Other, "k4v2").Stdout, run.Stdout);
+        Assert.Equal(Generate(Other, Kv).Stdout, run.Stdout);
         int tokens = PromptTokens(run.Stderr);
         Assert.Contains($"kvaq: note: --prompt-cache {file}: the file's ", run.Stderr);
-        Assert.Contains($" tokens match the prompt's first 1 of {tokens}, and its KV cache k4v2 cannot drop positions 1..", run.Stderr);
+        Assert.Contains($" tokens match the prompt's first 1 of {tokens}, and its KV cache ", run.Stderr);
+        Assert.Contains(" cannot drop positions 1..", run.Stderr);
         Assert.Contains("evaluating the whole prompt", run.Stderr);
         Assert.Contains($"reused 0 of {tokens} prompt tokens]", run.Stderr);
     }

@@ -319,20 +319,22 @@ public class KvCacheStateTests
     }
 
     [Fact]
-    public void Truncation_is_exact_for_full_precision_and_for_positions_not_yet_quantized()
+    public void Truncation_is_exact_wherever_the_prefix_is_held_as_appending_it_alone_holds_it()
     {
         using var m = ModelLoader.Load("stories3M-q80");
         using var t = new Transformer(m, 1);
         var prompt = Prompt(m, 60);
 
-        // fp16: any prefix. Per-channel K in chunks of 16, no residual: 48 positions quantized at 60, so 48..60 are exact.
-        // Per-token K/V with a residual window of 16: 44 quantized at 60, only 60 itself; within the window alone (12 of
-        // 16 positions) every prefix.
+        // fp16, and per-token groups without a window (each position quantized alone): any prefix. Per-channel K in chunks
+        // of 16, no residual: 48 positions quantized at 60, so 48..60 are exact, and the chunk ends 0, 16, 32. Per-token
+        // K/V with a residual window of 16: 44 quantized at 60, only 60 itself and 0; within the window alone (12 of 16
+        // positions) every prefix.
         foreach (var (kv, held, exact) in new[]
         {
             ("fp16", 60, Enumerable.Range(0, 61).ToArray()),
-            ("k4v4:pc:g16", 60, Enumerable.Range(48, 13).ToArray()),
-            ("k4v2:r16", 60, [60]),
+            ("k4v2", 60, Enumerable.Range(0, 61).ToArray()),
+            ("k4v4:pc:g16", 60, [0, 16, 32, .. Enumerable.Range(48, 13)]),
+            ("k4v2:r16", 60, [0, 60]),
             ("k4v2:r16", 12, Enumerable.Range(0, 13).ToArray()),
         })
         {
@@ -344,15 +346,24 @@ public class KvCacheStateTests
             }
 
             Assert.False(KvCacheState.CanTruncate(s.Cache, held + 1));
-            int cutTo = exact.Length > 1 ? exact[exact.Length / 2] : exact[0];
-            if (exact[0] > 0)
+            if (Enumerable.Range(0, held + 1).FirstOrDefault(n => !exact.Contains(n), -1) is int refused and >= 0)
             {
-                var e = Assert.Throws<KvCacheException>(() => KvCacheState.Truncate(s.Cache, exact[0] - 1));
-                Assert.Contains($"cannot be cut back to {exact[0] - 1} of its {held} positions exactly: layer 0", e.Message);
+                var e = Assert.Throws<KvCacheException>(() => KvCacheState.Truncate(s.Cache, refused));
+                Assert.Contains($"cannot be cut back to {refused} of its {held} positions exactly: layer 0", e.Message);
+                Assert.Equal(held, s.Cache.Length);
             }
 
-            // Cut, then run the rest: bit for bit what a cache that only ever saw the prefix does.
+            // Cut (to a middle exact prefix, then to 16 or the next exact one below it), then run the rest: bit for bit
+            // what a cache that only ever saw the prefix does.
+            int cutTo = exact[exact.Length / 2];
             KvCacheState.Truncate(s.Cache, cutTo);
+            if (exact.Where(n => n < cutTo && n > 0).Select(n => (int?)n).LastOrDefault() is int lower)
+            {
+                Assert.True(KvCacheState.CanTruncate(s.Cache, lower), $"{kv}: cut to {cutTo}, then to {lower}");
+                KvCacheState.Truncate(s.Cache, lower);
+                cutTo = lower;
+            }
+
             using var fresh = new InferenceSession(t, KvCacheFactory.Create(kv, t.CacheLayout(128)));
             if (cutTo > 0)
             {
