@@ -329,16 +329,19 @@ public class KvCacheStateTests
         // of 16, no residual: 48 positions quantized at 60, so 48..60 are exact, and the chunk ends 0, 16, 32. Per-token
         // K/V with a residual window of 16: 44 quantized at 60, only 60 itself and 0; within the window alone (12 of 16
         // positions) every prefix.
-        foreach (var (kv, held, exact) in new[]
+        // The int8 paths keep k4v2's rule (their key tiles are written row by row).
+        foreach (var (kv, held, exact, attention) in new[]
         {
-            ("fp16", 60, Enumerable.Range(0, 61).ToArray()),
-            ("k4v2", 60, Enumerable.Range(0, 61).ToArray()),
-            ("k4v4:pc:g16", 60, [0, 16, 32, .. Enumerable.Range(48, 13)]),
-            ("k4v2:r16", 60, [0, 60]),
-            ("k4v2:r16", 12, Enumerable.Range(0, 13).ToArray()),
+            ("fp16", 60, Enumerable.Range(0, 61).ToArray(), AttentionPrecision.Fp32),
+            ("k4v2", 60, Enumerable.Range(0, 61).ToArray(), AttentionPrecision.Fp32),
+            ("k4v2", 60, Enumerable.Range(0, 61).ToArray(), AttentionPrecision.Int8Values),
+            ("k4v4:pc:g16", 60, [0, 16, 32, .. Enumerable.Range(48, 13)], AttentionPrecision.Fp32),
+            ("k4v2:r16", 60, [0, 60], AttentionPrecision.Fp32),
+            ("k4v2:r16", 12, Enumerable.Range(0, 13).ToArray(), AttentionPrecision.Fp32),
         })
         {
-            using var s = new InferenceSession(t, KvCacheFactory.Create(kv, t.CacheLayout(128)));
+            IKvCache NewCache() => KvCacheFactory.Create(KvPlan.Parse(kv, t.Config.Layers), t.CacheLayout(128), attention);
+            using var s = new InferenceSession(t, NewCache());
             s.Prefill(prompt.AsSpan(0, held));
             for (int n = 0; n <= held; n++)
             {
@@ -364,7 +367,7 @@ public class KvCacheStateTests
                 cutTo = lower;
             }
 
-            using var fresh = new InferenceSession(t, KvCacheFactory.Create(kv, t.CacheLayout(128)));
+            using var fresh = new InferenceSession(t, NewCache());
             if (cutTo > 0)
             {
                 fresh.Prefill(prompt.AsSpan(0, cutTo));
