@@ -373,7 +373,8 @@ public sealed class BatchingEngine
         public Exception? Error { get; set; }
     }
 
-    // A session whose decode steps go through the engine and whose prefills run alone; the rest is the session's own.
+    // A session whose decode steps and prompts go through the engine (prefills that hand out every position's logits run
+    // alone); the rest is the session's own.
     private sealed class BatchingSession(BatchingEngine engine, InferenceSession session) : IDecodeSession
     {
         public int Position => session.Position;
