@@ -61,8 +61,14 @@ internal sealed class DecodeEngine : IDisposable
     /// Opens the engine for <paramref name="ctx"/> positions. On the GPU it prints the <c>[cuda: ...]</c> line; on the CPU
     /// the never-quantized note where it applies. <paramref name="precision"/> other than FP32 is refused on the GPU.
     /// </summary>
-    public static DecodeEngine Open(LlamaModel m, string? kvText, string? planPath, bool onGpu, int threads, int ctx, AttentionPrecision precision = AttentionPrecision.Fp32, int parallel = 1)
+    public static DecodeEngine Open(LlamaModel m, string? kvText, string? planPath, bool onGpu, int threads, int ctx, AttentionPrecision precision = AttentionPrecision.Fp32, int parallel = 1, int? ubatch = null)
     {
+        CommonOptions.CheckUbatch(ubatch);
+        if (onGpu && ubatch is not null)
+        {
+            throw new ArgumentException("--ubatch sets the CPU engine's prefill batch; it cannot be combined with --device cuda");
+        }
+
         if (parallel < 1)
         {
             throw new ArgumentException($"--parallel must be at least 1, got {parallel}");
@@ -85,7 +91,7 @@ internal sealed class DecodeEngine : IDisposable
             try
             {
                 CommonOptions.NoteIfNeverQuantized(plan, ctx);
-                var cpu = new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(ctx), precision));
+                var cpu = CommonOptions.Session(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(ctx), precision), ubatch);
                 if (parallel == 1)
                 {
                     return new DecodeEngine(null, null, transformer, cpu, cpu);
@@ -96,7 +102,7 @@ internal sealed class DecodeEngine : IDisposable
                 {
                     for (int i = 1; i < parallel; i++)
                     {
-                        more.Add(new InferenceSession(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(ctx), precision)));
+                        more.Add(CommonOptions.Session(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(ctx), precision), ubatch));
                     }
                 }
                 catch
@@ -106,7 +112,7 @@ internal sealed class DecodeEngine : IDisposable
                     throw;
                 }
 
-                var batching = new BatchingEngine(transformer);
+                var batching = new BatchingEngine(transformer) { PromptTokensPerStep = ubatch ?? 0 };
                 var sessions = new[] { cpu }.Concat(more).Select(batching.Session).ToList();
                 return new DecodeEngine(null, null, transformer, cpu, sessions[0], more, sessions) { Batching = batching };
             }

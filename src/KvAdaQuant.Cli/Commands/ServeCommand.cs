@@ -34,12 +34,15 @@ internal static class ServeCommand
         var attnInt8 = CommonOptions.AttnInt8();
         var attnInt8Values = CommonOptions.AttnInt8Values();
         var parallel = new Option<int>("--parallel", "-np") { Description = "requests served at once (llama-server's -np), each with its own KV cache of --ctx positions; their decode steps and prompt chunks run together in one forward pass; CPU only", DefaultValueFactory = _ => 1 };
+        var ubatch = CommonOptions.Ubatch();
+        ubatch.Aliases.Add("--ubatch-size");
+        ubatch.Aliases.Add("-ub");
         var metrics = new Option<bool>("--metrics") { Description = "serve GET /metrics: Prometheus counters under llama-server's names (prompt and generated tokens and seconds, forward passes, busy slots per pass, requests processing and waiting) and the slots' KV-cache bytes and tokens" };
         var cmd = new Command(
             "serve",
             "Serve the model over HTTP with OpenAI's API (/v1/completions, /v1/chat/completions, streaming) and llama-server's /health, /tokenize, /detokenize, /slots, /metrics; one request at a time, or --parallel N at once with their decode steps batched; Ctrl+C or SIGTERM stops.")
         {
-            model, tokenizer, host, port, ctx, template, apiKey, maxTokens, kv, kvPlan, threads, device, attnInt8, attnInt8Values, parallel, metrics,
+            model, tokenizer, host, port, ctx, template, apiKey, maxTokens, kv, kvPlan, threads, device, attnInt8, attnInt8Values, parallel, metrics, ubatch,
         };
         foreach (var o in sampling.All)
         {
@@ -89,7 +92,7 @@ internal static class ServeCommand
 
             var precision = CommonOptions.Attention(r.GetValue(attnInt8), r.GetValue(attnInt8Values));
             bool onGpu = r.GetValue(device) == DeviceOptions.Cuda;
-            using var engine = DecodeEngine.Open(m, r.GetValue(kv), r.GetValue(kvPlan), onGpu, r.GetValue(threads), c, precision, r.GetValue(parallel));
+            using var engine = DecodeEngine.Open(m, r.GetValue(kv), r.GetValue(kvPlan), onGpu, r.GetValue(threads), c, precision, r.GetValue(parallel), r.GetValue(ubatch));
             using var served = new ServedModel(
                 Path.GetFileName(Path.TrimEndingDirectorySeparator(m.Path)), m.Path, engine.Sessions, engine.KvName, onGpu ? DeviceOptions.Cuda : DeviceOptions.Cpu, tok, chosen, defaults);
             served.WarmUp();

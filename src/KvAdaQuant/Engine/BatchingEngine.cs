@@ -107,9 +107,10 @@ public sealed class BatchingEngine
     }
 
     /// <summary>
-    /// Most prompt tokens one step takes (chunks of several prefilling sessions): the default
-    /// <see cref="InferenceSession.InvariantBatchSize"/> of the model, so a step's activations stay as small as one
-    /// prefill batch's; a chunk larger than that runs in a step of its own prompt.
+    /// Most prompt tokens one step takes (chunks of several prefilling sessions); 0 (the default) for the model's
+    /// <see cref="InferenceSession.InvariantBatchSize"/>, so a step's activations stay as small as one prefill batch's
+    /// (<c>kvaq serve --ubatch</c> sets it with the sessions' batch size). A chunk larger than that runs in a step of its own
+    /// prompt.
     /// </summary>
     public int PromptTokensPerStep { get; init; }
 

@@ -106,6 +106,35 @@ public class ServeParallelTests
     }
 
     [Fact]
+    public void Ubatch_sets_the_prompt_tokens_per_forward_pass_and_keeps_the_answer()
+    {
+        // k4v2 without a window gives every prompt batch size the same bits, so the answer is the default server's.
+        using var reference = new ServeReference("stories3M-q80", "k4v2", 128);
+        const string Prompt = "Once upon a time, there was a little dog named Max";
+        var expected = reference.Generate(Prompt, 6);
+        using var server = new ServeProcess("-m", "stories3M-q80", "--kv", "k4v2", "--ctx", "128", "--threads", "2", "-ub", "4", "--metrics");
+        var (status, body) = server.Post("/v1/completions", $$"""{"prompt": "{{Prompt}}", "max_tokens": 6, "temperature": 0}""");
+        Assert.Equal(200, status);
+        Assert.Equal(expected.Text, body.GetProperty("choices")[0].GetProperty("text").GetString());
+        int run = body.GetProperty("usage").GetProperty("prompt_tokens").GetInt32() - body.GetProperty("kvaq").GetProperty("cached_tokens").GetInt32();
+        int decodes = body.GetProperty("usage").GetProperty("completion_tokens").GetInt32() - 1;
+        var m = Metrics(server);
+        Assert.Equal(((run + 3) / 4) + decodes, m["llamacpp:n_decode_total"]); // the prompt in forward passes of 4 tokens
+        Assert.Equal(run, m["llamacpp:prompt_tokens_total"]);
+    }
+
+    [Theory]
+    [InlineData(new[] { "--ubatch", "0" }, "--ubatch must be at least 1, got 0")]
+    [InlineData(new[] { "--ubatch-size", "8", "--device", "cuda" }, "--ubatch sets the CPU engine's prefill batch; it cannot be combined with --device cuda")]
+    public void Bad_ubatch_values_are_errors_naming_the_option(string[] options, string message)
+    {
+        var (rc, stdout, stderr) = KvAdaQuant.Tests.Cli.KvaqProcess.Run(["serve", "-m", "stories260K", "--port", "0", .. options]);
+        Assert.Equal(1, rc);
+        Assert.Equal($"kvaq: error: {message}", stderr.Trim());
+        Assert.DoesNotContain("listening", stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Metrics_need_the_option()
     {
         using var server = new ServeProcess("-m", "stories260K", "--ctx", "64");
