@@ -270,24 +270,25 @@ internal sealed class KvaqServer
         }
 
         metrics?.Started();
-        var slot = _model.Take(prompt);
+        var slots = _model.TakeForChoices(prompt, request.N);
         try
         {
             string id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N");
             long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
             if (request.Stream)
             {
-                await Stream(c, slot, request, prompt, chat, id, created, cancel);
+                await Stream(c, slots, request, prompt, chat, id, created, cancel);
             }
             else
             {
                 var runs = await Task.Factory.StartNew(
-                    () => _model.GenerateChoices(slot, prompt, request, cancel.Token),
+                    () => _model.GenerateChoices(slots, prompt, request, cancel.Token),
                     cancel.Token,
                     TaskCreationOptions.LongRunning,
                     TaskScheduler.Default);
-                Note(c, runs.Select(r => r.Result).ToList(), runs[^1].FinishReason, runs[0].CachedTokens);
-                if (runs[^1].FinishReason == "cancelled")
+                bool cancelled = ServedModel.Cancelled(runs, request.N);
+                Note(c, runs.Select(r => r.Result).ToList(), cancelled ? "cancelled" : runs[^1].FinishReason, runs[0].CachedTokens);
+                if (cancelled)
                 {
                     return;
                 }
@@ -312,8 +313,12 @@ internal sealed class KvaqServer
         }
         finally
         {
-            _model.Return(slot);
-            _model.Gate.Release();
+            foreach (var slot in slots)
+            {
+                _model.Return(slot);
+                _model.Gate.Release();
+            }
+
             metrics?.Finished();
         }
     }
@@ -321,19 +326,19 @@ internal sealed class KvaqServer
     // Server-sent events: per choice (n of them, one after another) a chunk per piece of text as it is final and a chunk
     // with its finish reason, the last choice's with the usage and kvaq's statistics too, then [DONE]. The model runs on
     // its own thread; the pieces and the ends of the choices come through a channel.
-    private async Task Stream(HttpContext c, RequestGenerator slot, CompletionRequest request, List<int> prompt, bool chat, string id, long created, CancellationTokenSource cancel)
+    private async Task Stream(HttpContext c, IReadOnlyList<RequestGenerator> slots, CompletionRequest request, List<int> prompt, bool chat, string id, long created, CancellationTokenSource cancel)
     {
         c.Response.StatusCode = 200;
         c.Response.ContentType = "text/event-stream";
         c.Response.Headers.CacheControl = "no-cache";
-        var events = Channel.CreateUnbounded<StreamEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+        var events = Channel.CreateUnbounded<StreamEvent>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = slots.Count == 1 });
         var run = Task.Factory.StartNew(
             () =>
             {
                 try
                 {
                     return _model.GenerateChoices(
-                        slot,
+                        slots,
                         prompt,
                         request,
                         cancel.Token,
@@ -388,8 +393,9 @@ internal sealed class KvaqServer
         }
 
         var runs = await run;
-        Note(c, runs.Select(r => r.Result).ToList(), runs[^1].FinishReason, runs[0].CachedTokens);
-        if (runs[^1].FinishReason == "cancelled" || ended.Count < request.N)
+        bool cancelled = ServedModel.Cancelled(runs, request.N);
+        Note(c, runs.Select(r => r.Result).ToList(), cancelled ? "cancelled" : runs[^1].FinishReason, runs[0].CachedTokens);
+        if (cancelled || ended.Count < request.N)
         {
             return;
         }

@@ -292,12 +292,17 @@ internal sealed class ServedModel : IDisposable
     }
 
     /// <summary>
-    /// The request's <c>n</c> choices one after another (<see cref="Generate"/> for each; choice i sampled with the seed + i,
-    /// the prompt kept in the cache where it can be), stopping after a cancelled one. <paramref name="onStart"/>,
-    /// <paramref name="onText"/> and <paramref name="onFinish"/> (not called for a cancelled choice) see each choice's index.
+    /// The request's <c>n</c> choices (<see cref="Generate"/> for each; choice i sampled with the seed + i, the prompt kept
+    /// in the cache where it can be): on one slot one after another, on several (<c>--parallel</c>, the free slots the
+    /// request took) choice i on slot i mod their count, the slots at once (their decode steps batched), so a choice gets
+    /// the same tokens wherever it runs. Returns the choices in order up to the first that was cancelled (included) or
+    /// never ran (a cancellation stops the others): fewer than <c>n</c>, or a last one <c>cancelled</c>, when the request
+    /// was cancelled (<see cref="Cancelled"/>). <paramref name="onStart"/>, <paramref name="onText"/> and
+    /// <paramref name="onFinish"/> (not called for a cancelled choice) see each choice's index; with several slots they are
+    /// called from their threads.
     /// </summary>
     public List<(GenerationResult Result, string Text, string FinishReason, int CachedTokens, List<ServedLogprob>? Logprobs)> GenerateChoices(
-        RequestGenerator slot,
+        IReadOnlyList<RequestGenerator> slots,
         List<int> promptTokens,
         CompletionRequest request,
         CancellationToken cancel,
@@ -305,23 +310,89 @@ internal sealed class ServedModel : IDisposable
         Action<int, string, IReadOnlyList<ServedLogprob>>? onText = null,
         Action<int, string>? onFinish = null)
     {
-        var done = new List<(GenerationResult Result, string Text, string FinishReason, int CachedTokens, List<ServedLogprob>? Logprobs)>();
-        for (int i = 0; i < request.N; i++)
+        var runs = new (GenerationResult Result, string Text, string FinishReason, int CachedTokens, List<ServedLogprob>? Logprobs)?[request.N];
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        void Worker(int k)
         {
-            int choice = i;
-            onStart?.Invoke(choice);
-            var r = Generate(slot, promptTokens, request.ForChoice(choice), onText is null ? null : (s, lp) => onText(choice, s, lp), cancel);
-            Metrics?.Record(r.Result);
-            done.Add(r);
-            if (r.FinishReason == "cancelled")
+            for (int i = k; i < request.N; i += slots.Count)
+            {
+                if (i > 0 && stop.IsCancellationRequested)
+                {
+                    return; // choice 0 always runs (a cancelled run reports it)
+                }
+
+                int choice = i;
+                onStart?.Invoke(choice);
+                var r = Generate(slots[k], promptTokens, request.ForChoice(choice), onText is null ? null : (s, lp) => onText(choice, s, lp), stop.Token);
+                Metrics?.Record(r.Result);
+                runs[choice] = r;
+                if (r.FinishReason == "cancelled")
+                {
+                    stop.Cancel();
+                    return;
+                }
+
+                onFinish?.Invoke(choice, r.FinishReason);
+            }
+        }
+
+        int workers = Math.Min(slots.Count, request.N);
+        var others = Enumerable.Range(1, workers - 1)
+            .Select(k => Task.Factory.StartNew(() => Worker(k), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default))
+            .ToArray();
+        try
+        {
+            Worker(0);
+        }
+        catch
+        {
+            stop.Cancel(); // the other slots' choices stop too
+            throw;
+        }
+        finally
+        {
+            if (others.Length > 0)
+            {
+                Task.WhenAll(others).GetAwaiter().GetResult();
+            }
+        }
+
+        var done = new List<(GenerationResult Result, string Text, string FinishReason, int CachedTokens, List<ServedLogprob>? Logprobs)>();
+        foreach (var r in runs)
+        {
+            if (r is not { } run)
             {
                 break;
             }
 
-            onFinish?.Invoke(choice, r.FinishReason);
+            done.Add(run);
+            if (run.FinishReason == "cancelled")
+            {
+                break;
+            }
         }
 
         return done;
+    }
+
+    /// <summary>Whether <see cref="GenerateChoices"/>'s <paramref name="runs"/> for <paramref name="n"/> choices were cancelled.</summary>
+    public static bool Cancelled<T>(IReadOnlyList<(GenerationResult Result, string Text, string FinishReason, int CachedTokens, T Logprobs)> runs, int n) =>
+        runs.Count < n || runs[^1].FinishReason == "cancelled";
+
+    /// <summary>
+    /// Takes a free slot for <paramref name="promptTokens"/> (<see cref="Take"/>; the caller holds <see cref="Gate"/>) and,
+    /// for a request of <paramref name="choices"/> choices, as many more as are free right now, up to one per choice (their
+    /// gate entries taken too); give each back with <see cref="Return"/> and <see cref="Gate"/>.Release.
+    /// </summary>
+    public List<RequestGenerator> TakeForChoices(IReadOnlyList<int> promptTokens, int choices)
+    {
+        var slots = new List<RequestGenerator> { Take(promptTokens) };
+        while (slots.Count < choices && Gate.Wait(0))
+        {
+            slots.Add(Take(promptTokens));
+        }
+
+        return slots;
     }
 
     /// <summary>

@@ -51,6 +51,59 @@ public class ServeParallelTests
     }
 
     [Fact]
+    public void A_requests_choices_run_on_the_free_slots_and_each_is_what_it_is_alone()
+    {
+        // n = 4 on three free slots: choices 0 and 3 on one slot, 1 and 2 on the others, at once; choice i is the request
+        // with seed + i, streamed or not.
+        using var reference = new ServeReference("stories3M-q80", "k4v2", 128);
+        var expected = Enumerable.Range(0, 4).Select(i => reference.Generate("Once upon a time", 16, new Sampler(0.9f, 40, 1f, (ulong)(7 + i)))).ToArray();
+        Assert.True(expected.Select(e => e.Text).Distinct().Count() > 1, "the seeds should give different texts");
+        using var server = new ServeProcess("-m", "stories3M-q80", "--kv", "k4v2", "--ctx", "128", "--threads", "2", "--parallel", "3");
+        const string Request = """{"prompt": "Once upon a time", "max_tokens": 16, "temperature": 0.9, "top_k": 40, "seed": 7, "n": 4}""";
+        var (status, body) = server.Post("/v1/completions", Request);
+        Assert.Equal(200, status);
+        var choices = body.GetProperty("choices").EnumerateArray().ToArray();
+        Assert.Equal(4, choices.Length);
+        for (int i = 0; i < 4; i++)
+        {
+            Assert.Equal(i, choices[i].GetProperty("index").GetInt32());
+            Assert.Equal(expected[i].Text, choices[i].GetProperty("text").GetString());
+        }
+
+        Assert.Equal(expected.Sum(e => e.Tokens.Count), body.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+
+        var (streamStatus, events) = server.PostStream("/v1/completions", Request.Replace("\"n\": 4", "\"n\": 4, \"stream\": true", StringComparison.Ordinal));
+        Assert.Equal(200, streamStatus);
+        Assert.Equal("[DONE]", events[^1]);
+        var texts = new System.Text.StringBuilder[4];
+        var finishes = new int[4];
+        for (int i = 0; i < 4; i++)
+        {
+            texts[i] = new System.Text.StringBuilder();
+        }
+
+        foreach (var e in events.Take(events.Count - 1))
+        {
+            using var doc = System.Text.Json.JsonDocument.Parse(e);
+            var choice = doc.RootElement.GetProperty("choices")[0];
+            int index = choice.GetProperty("index").GetInt32();
+            texts[index].Append(choice.GetProperty("text").GetString());
+            finishes[index] += choice.GetProperty("finish_reason").ValueKind == System.Text.Json.JsonValueKind.String ? 1 : 0;
+        }
+
+        for (int i = 0; i < 4; i++)
+        {
+            Assert.Equal(expected[i].Text, texts[i].ToString());
+            Assert.Equal(1, finishes[i]);
+        }
+
+        // The last event before [DONE] is choice 3's finish with the usage.
+        using var last = System.Text.Json.JsonDocument.Parse(events[^2]);
+        Assert.Equal(3, last.RootElement.GetProperty("choices")[0].GetProperty("index").GetInt32());
+        Assert.Equal(expected.Sum(e => e.Tokens.Count), last.RootElement.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+    }
+
+    [Fact]
     public void Metrics_and_slots_count_what_the_requests_did()
     {
         using var server = new ServeProcess("-m", "stories3M-q80", "--kv", "k4v2", "--ctx", "128", "--threads", "2", "--parallel", "2", "--metrics");
