@@ -141,18 +141,23 @@ public class ServeParallelTests
         Assert.InRange(after["llamacpp:n_decode_total"], steps + 1, promptRun + generated);
         Assert.InRange(after["llamacpp:n_busy_slots_per_decode"], 1, 2);
 
-        // Each slot's cache holds its prompt and the tokens fed back (all generated but the last), in k4v2's bytes.
+        // A slot's cache holds the prompt of the last request it served and the tokens fed back (all generated but the
+        // last), or the warm-up's BOS, or nothing (both requests may have run on one slot if the first ended before the
+        // second came); the metrics add the slots up.
         var (status, slots) = server.Get("/slots");
         Assert.Equal(200, status);
         Assert.Equal(2, slots.GetArrayLength());
-        int held = bodies.Sum(b => b.GetProperty("usage").GetProperty("prompt_tokens").GetInt32() + b.GetProperty("usage").GetProperty("completion_tokens").GetInt32() - 1);
-        Assert.Equal(held, slots.EnumerateArray().Sum(s => s.GetProperty("cache_tokens").GetInt32()));
-        Assert.Equal(after["kvaq:kv_cache_tokens"], held);
+        var held = bodies.Select(b => b.GetProperty("usage").GetProperty("prompt_tokens").GetInt32() + b.GetProperty("usage").GetProperty("completion_tokens").GetInt32() - 1).ToList();
+        var cached = slots.EnumerateArray().Select(s => s.GetProperty("cache_tokens").GetInt32()).ToList();
+        Assert.All(cached, n => Assert.True(n <= 1 || held.Contains(n), $"a slot holds {n} tokens; the requests left {string.Join(" and ", held)}"));
+        Assert.Contains(cached, held.Contains);
+        Assert.Equal(cached.Sum(), after["kvaq:kv_cache_tokens"]);
         foreach (var slot in slots.EnumerateArray())
         {
             Assert.Equal(128, slot.GetProperty("n_ctx").GetInt32());
             Assert.False(slot.GetProperty("is_processing").GetBoolean());
             Assert.Equal("k4v2", slot.GetProperty("kv").GetString());
+            Assert.True(slot.GetProperty("kv_bytes").GetInt64() > 0 || slot.GetProperty("cache_tokens").GetInt32() == 0);
         }
 
         Assert.Equal(slots.EnumerateArray().Sum(s => s.GetProperty("kv_bytes").GetInt64()), after["kvaq:kv_cache_bytes"]);
