@@ -220,12 +220,13 @@ public sealed class BatchingEngine
                 if (prompt == 0 || prompt + p.Count <= limit)
                 {
                     prompt += p.Count;
+                    p.Taken = true;
                     batch.Add(p);
                 }
             }
         }
 
-        _queue.RemoveAll(p => p.Chunk is null || batch.Contains(p));
+        _queue.RemoveAll(static p => p.Chunk is null || p.Taken); // the rest stay in order
         return batch;
     }
 
@@ -370,6 +371,9 @@ public sealed class BatchingEngine
         public long Ticket { get; }
 
         public bool Done { get; set; }
+
+        // A step took this prompt chunk.
+        public bool Taken { get; set; }
 
         public Exception? Error { get; set; }
     }

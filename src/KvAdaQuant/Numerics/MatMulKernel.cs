@@ -363,18 +363,10 @@ public sealed unsafe class MatMulKernel : IParallelWork
                                     }
                                 }
 
-                                // Two or three tokens over: in one pass (DotQ8_0x4Tokens2/3), one over: alone.
-                                if (n - t == 3)
+                                // One to three tokens over: in one pass over the tile's rows.
+                                if (t < n)
                                 {
-                                    QuantizedDot.DotQ8_0x4Tokens3(tileRows, rowStride, xq + ((long)t * cols), cols, xd + ((long)t * blocks), blocks, blocks, y + ((long)t * rows) + first, part, rows);
-                                }
-                                else if (n - t == 2)
-                                {
-                                    QuantizedDot.DotQ8_0x4Tokens2(tileRows, rowStride, xq + ((long)t * cols), cols, xd + ((long)t * blocks), blocks, blocks, y + ((long)t * rows) + first, part, rows);
-                                }
-                                else if (n - t == 1)
-                                {
-                                    QuantizedDot.DotQ8_0x4(tileRows, rowStride, xq + ((long)t * cols), xd + ((long)t * blocks), blocks, y + ((long)t * rows) + first, part);
+                                    QuantizedDot.DotQ8_0x4Tokens(n - t, tileRows, rowStride, xq + ((long)t * cols), cols, xd + ((long)t * blocks), blocks, blocks, y + ((long)t * rows) + first, part, rows);
                                 }
                             }
 
@@ -395,32 +387,16 @@ public sealed unsafe class MatMulKernel : IParallelWork
                             for (int i = 0; i < part; i++)
                             {
                                 byte* first = rowBase + ((r + i) * w.RowByteCount);
-                                int t = 0;
-                                if (ways == 4 && n == 3)
+                                if (ways == 4)
                                 {
-                                    // The tokens in one pass over the four rows (each block loaded and prepared once).
-                                    QuantizedDot.DotQ8_0x4Tokens3(first, stride, xq, cols, xd, blocks, blocks, y + r + i, part, rows);
-                                    t = 3;
-                                }
-                                else if (ways == 4 && n == 2)
-                                {
-                                    QuantizedDot.DotQ8_0x4Tokens2(first, stride, xq, cols, xd, blocks, blocks, y + r + i, part, rows);
-                                    t = 2;
+                                    // All the tokens in one pass over the four rows (each block loaded and prepared once).
+                                    QuantizedDot.DotQ8_0x4Tokens(n, first, stride, xq, cols, xd, blocks, blocks, y + r + i, part, rows);
+                                    continue;
                                 }
 
-                                for (; t < n; t++)
+                                for (int t = 0; t < n; t++)
                                 {
-                                    sbyte* q = xq + ((long)t * cols);
-                                    float* d = xd + ((long)t * blocks);
-                                    float* o = y + ((long)t * rows) + r + i;
-                                    if (ways == 4)
-                                    {
-                                        QuantizedDot.DotQ8_0x4(first, stride, q, d, blocks, o, part);
-                                    }
-                                    else
-                                    {
-                                        QuantizedDot.DotQ8_0x2(first, stride, q, d, blocks, o, part);
-                                    }
+                                    QuantizedDot.DotQ8_0x2(first, stride, xq + ((long)t * cols), xd + ((long)t * blocks), blocks, y + ((long)t * rows) + r + i, part);
                                 }
                             }
 

@@ -130,6 +130,30 @@ public static unsafe class QuantizedDot
     public static void DotQ8_0x4Tokens2(byte* rows, long rowStride, sbyte* xq, long xStride, float* xd, long dStride, int blocks, float* output, long outStride, long tokenStride) =>
         FourRowsByTokens<TwoTokens>(rows, rowStride, xq, xStride, xd, dStride, blocks, output, outStride, tokenStride);
 
+    /// <summary>
+    /// Four Q8_0 rows · one, two or three tokens (<paramref name="tokens"/>) in one pass: <see cref="DotQ8_0x4"/>,
+    /// <see cref="DotQ8_0x4Tokens2"/> or <see cref="DotQ8_0x4Tokens3"/>, with their layout (token t's activations
+    /// <paramref name="xStride"/> values and <paramref name="dStride"/> scales apart, its results <paramref name="tokenStride"/>
+    /// apart); the same bits as one row and token at a time.
+    /// </summary>
+    public static void DotQ8_0x4Tokens(int tokens, byte* rows, long rowStride, sbyte* xq, long xStride, float* xd, long dStride, int blocks, float* output, long outStride, long tokenStride)
+    {
+        switch (tokens)
+        {
+            case 1:
+                DotQ8_0x4(rows, rowStride, xq, xd, blocks, output, outStride);
+                break;
+            case 2:
+                DotQ8_0x4Tokens2(rows, rowStride, xq, xStride, xd, dStride, blocks, output, outStride, tokenStride);
+                break;
+            case 3:
+                DotQ8_0x4Tokens3(rows, rowStride, xq, xStride, xd, dStride, blocks, output, outStride, tokenStride);
+                break;
+            default:
+                throw new ArgumentOutOfRangeException(nameof(tokens), $"one to three tokens a pass, got {tokens}");
+        }
+    }
+
     /// <summary><see cref="DotQ8_0x4Tokens2"/> for three tokens (decode steps of three sequences); the same bits.</summary>
     public static void DotQ8_0x4Tokens3(byte* rows, long rowStride, sbyte* xq, long xStride, float* xd, long dStride, int blocks, float* output, long outStride, long tokenStride) =>
         FourRowsByTokens<ThreeTokens>(rows, rowStride, xq, xStride, xd, dStride, blocks, output, outStride, tokenStride);
