@@ -152,6 +152,22 @@ public unsafe class QuantizedDotTests
                 QuantizedDot.DotQ8_0x4Tokens3(pw, 3 * blocks * 34, pq, xStride, pd, dStride, blocks, py, 2, 10);
             }
 
+            // The dispatcher the matrix kernel calls gives the same bits, for one token too, and names a bad count.
+            var viaDispatch = new float[tokens * 10];
+            var one = new float[10];
+            fixed (float* pv = viaDispatch)
+            fixed (float* ps = one)
+            {
+                QuantizedDot.DotQ8_0x4Tokens(tokens, pw, 3 * blocks * 34, pq, xStride, pd, dStride, blocks, pv, 2, 10);
+                QuantizedDot.DotQ8_0x4Tokens(1, pw, 3 * blocks * 34, pq, xStride, pd, dStride, blocks, ps, 2, 10);
+            }
+
+            Assert.Equal(y, viaDispatch);
+            Assert.Equal(y.AsSpan(0, 10).ToArray(), one);
+            byte* rowsPtr = pw;
+            var e = Assert.Throws<ArgumentOutOfRangeException>(() => QuantizedDot.DotQ8_0x4Tokens(4, rowsPtr, 3 * blocks * 34, null, xStride, null, dStride, blocks, null, 2, 10));
+            Assert.Contains("one to three tokens a pass, got 4", e.Message);
+
             for (int t = 0; t < tokens; t++)
             {
                 for (int r = 0; r < 4; r++)
