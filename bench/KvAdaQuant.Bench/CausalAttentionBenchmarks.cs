@@ -6,14 +6,13 @@ namespace KvAdaQuant.Bench;
 /// <summary>
 /// One layer's attention over a whole prefill, as the engine hands it out (blocks of 16 tokens per KV head, one
 /// thread): <see cref="IKvLayerCache.AttendCausal"/> (<c>Shared=True</c>: the rows read once per block) against one
-/// <see cref="IKvLayerCache.Attend"/> per token (<c>Shared=False</c>), same bits. stories3M-q80's attention shape:
-/// 2 KV heads of 3 query heads, head dim 32.
+/// <see cref="IKvLayerCache.Attend"/> per token (<c>Shared=False</c>), same bits. Two KV heads of two shapes:
+/// stories3M-q80's (3 query heads a KV head, head dim 32; a 416-token prompt) and Llama 3.2 1B's (4 query heads a KV
+/// head, head dim 64, the fused kernels' shape; a 1,024-token prompt).
 /// </summary>
 public class CausalAttentionBenchmarks : IDisposable
 {
     private const int KvHeads = 2;
-    private const int Rep = 3;
-    private const int HeadDim = 32;
     private const int Block = 16;
 
     private IKvCache? _cache;
@@ -25,9 +24,16 @@ public class CausalAttentionBenchmarks : IDisposable
     [Params("fp16", "k4v2")]
     public string Kv { get; set; } = "fp16";
 
-    /// <summary>Prompt tokens (the batch attends causally over them).</summary>
-    [Params(416)]
-    public int Tokens { get; set; } = 416;
+    /// <summary>Attention shape: stories3m (head dim 32) or llama-1b (head dim 64).</summary>
+    [Params("stories3m", "llama-1b")]
+    public string Shape { get; set; } = "stories3m";
+
+    private int Rep => Shape == "llama-1b" ? 4 : 3;
+
+    private int HeadDim => Shape == "llama-1b" ? 64 : 32;
+
+    // Prompt tokens (the batch attends causally over them).
+    private int Tokens => Shape == "llama-1b" ? 1024 : 416;
 
     /// <summary>Whether the block shares its rows (AttendCausal) or attends token by token.</summary>
     [Params(true, false)]

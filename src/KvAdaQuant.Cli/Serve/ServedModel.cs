@@ -133,9 +133,13 @@ internal sealed class ServedModel : IDisposable
         }
     }
 
-    /// <summary>Gives back a slot <see cref="Take"/> handed out.</summary>
+    /// <summary>
+    /// Gives back a slot <see cref="Take"/> handed out; its session goes idle (<see cref="IDecodeSession.Idle"/>), so the
+    /// other slots' decode steps stop waiting for it.
+    /// </summary>
     public void Return(RequestGenerator slot)
     {
+        slot.Session.Idle();
         lock (_free)
         {
             _free.Add(slot);

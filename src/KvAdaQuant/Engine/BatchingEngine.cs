@@ -230,6 +230,40 @@ public sealed class BatchingEngine
         return batch;
     }
 
+    /// <summary>
+    /// Tells the engine that <paramref name="session"/> will not step again until it is given more work (its request
+    /// ended), so the next step's leader does not wait <see cref="GatherMilliseconds"/> for it to queue again (it waits
+    /// for every session of the last step otherwise). A session that steps again later joins as before.
+    /// </summary>
+    public void Idle(InferenceSession session)
+    {
+        ArgumentNullException.ThrowIfNull(session);
+        if (!ReferenceEquals(session.Transformer, Transformer))
+        {
+            throw new ArgumentException("the session runs on another Transformer than this engine's", nameof(session));
+        }
+
+        lock (_gate)
+        {
+            if (_lastStep.Remove(session))
+            {
+                Monitor.PulseAll(_gate); // a leader gathering its step may be waiting only for this one
+            }
+        }
+    }
+
+    /// <summary>Sessions of the last step the next step's leader waits for (those not <see cref="Idle"/> since).</summary>
+    internal int AwaitedSessions
+    {
+        get
+        {
+            lock (_gate)
+            {
+                return _lastStep.Count;
+            }
+        }
+    }
+
     /// <summary>Runs <paramref name="work"/> (a prefill, a cache change) with no decode step running.</summary>
     public void Exclusive(Action work)
     {
@@ -416,5 +450,7 @@ public sealed class BatchingEngine
         public void Truncate(int length) => session.Truncate(length);
 
         public void Reset() => session.Reset();
+
+        public void Idle() => engine.Idle(session);
     }
 }

@@ -46,8 +46,10 @@ public interface IDecodeSession
 
     /// <summary>
     /// Whether keeping only the first <paramref name="length"/> positions (<see cref="Truncate"/>) leaves exactly the
-    /// state those positions alone would have built: FP32/FP16 caches always; quantized ones while no position at or
-    /// after <paramref name="length"/> has been quantized yet (a quantized row cannot become its FP16 row again).
+    /// state those positions alone would have built: FP32/FP16 caches always; quantized ones where the kept positions
+    /// are held as appending them alone holds them (per-token groups without a window at any length, per-channel
+    /// groups at a chunk's end, any cache while the positions after the cut are still in FP16; a quantized row cannot
+    /// become its FP16 row again).
     /// </summary>
     bool CanTruncate(int length);
 
@@ -56,4 +58,12 @@ public interface IDecodeSession
 
     /// <summary>Forgets the sequence (position 0).</summary>
     void Reset();
+
+    /// <summary>
+    /// Says that the session's request ended and it will not process tokens until it is given more: sessions that
+    /// decode their steps together (<see cref="BatchingEngine"/>) stop waiting for it. Nothing to do for a session alone.
+    /// </summary>
+    void Idle()
+    {
+    }
 }

@@ -47,8 +47,9 @@ public sealed class RequestGenerator
     /// How many of <paramref name="promptTokens"/> the cache can serve: the longest common prefix of <see cref="Tokens"/>
     /// and the prompt, shorter than the prompt (its last token is always run, for its logits), when the cache can be cut
     /// back to it exactly (all of the cache when the prompt extends it; fewer positions only when
-    /// <see cref="IDecodeSession.CanTruncate"/>: FP32/FP16 caches always, quantized ones while the positions after the cut
-    /// are still in their FP16 window, on the CPU as on the GPU), as llama-server keeps a request's common prefix; else 0.
+    /// <see cref="IDecodeSession.CanTruncate"/>: FP32/FP16 caches always; on the CPU quantized ones where the kept prefix is
+    /// held as appending it alone holds it, on the GPU while the positions after the cut are still in their FP16 window),
+    /// as llama-server keeps a request's common prefix; else 0.
     /// </summary>
     public int ReusablePrefix(IReadOnlyList<int> promptTokens)
     {

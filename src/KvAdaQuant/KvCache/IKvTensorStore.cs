@@ -35,16 +35,18 @@ internal interface IKvTensorStore : IDisposable
     /// <summary>
     /// <see cref="Scores"/> for a batch, with the bits of one call per token: token t's <paramref name="rep"/> heads
     /// (queries[t * rep * HeadDim..]) over positions 0..firstLength + t - 1, into scores[t * perToken + r * (firstLength + t) + j].
-    /// <paramref name="rows"/> is scratch of <see cref="CausalRows"/> rows for a store that <see cref="SharesCausal"/>.
+    /// <paramref name="rows"/> is scratch of <see cref="CausalRows"/> rows and <paramref name="work"/> of tokens x rep x
+    /// headDim floats for a store that <see cref="SharesCausal"/>.
     /// </summary>
-    void ScoresCausal(int kvHead, ReadOnlySpan<float> queries, int rep, int headDim, int firstLength, int tokens, Span<float> scores, int perToken, Span<float> rows) =>
+    void ScoresCausal(int kvHead, ReadOnlySpan<float> queries, int rep, int headDim, int firstLength, int tokens, Span<float> scores, int perToken, Span<float> rows, Span<float> work) =>
         ScoresEachToken(this, kvHead, queries, rep, headDim, firstLength, tokens, scores, perToken);
 
     /// <summary>
     /// <see cref="Accumulate"/> for a batch, with the bits of one call per token: output[t * outputStride + r * HeadDim..]
-    /// += the token's weights (laid out as <see cref="ScoresCausal"/> writes scores) times the rows.
+    /// += the token's weights (laid out as <see cref="ScoresCausal"/> writes scores) times the rows; scratch as
+    /// <see cref="ScoresCausal"/>'s.
     /// </summary>
-    void AccumulateCausal(int kvHead, ReadOnlySpan<float> probs, int perToken, int rep, int headDim, int firstLength, int tokens, Span<float> output, int outputStride, Span<float> rows) =>
+    void AccumulateCausal(int kvHead, ReadOnlySpan<float> probs, int perToken, int rep, int headDim, int firstLength, int tokens, Span<float> output, int outputStride, Span<float> rows, Span<float> work) =>
         AccumulateEachToken(this, kvHead, probs, perToken, rep, headDim, firstLength, tokens, output, outputStride);
 
     /// <summary><see cref="ScoresCausal"/> as one <see cref="Scores"/> per token.</summary>

@@ -149,8 +149,9 @@ public sealed class QuantizedKvStore : IKvLayerCache, IKvStateLayer, IDisposable
 
     /// <summary>
     /// Whether <see cref="AttendCausal"/> reads each row once for the whole batch at <paramref name="queryHeads"/> query
-    /// heads: FP32 scores (no int8 keys) over K and V stores that attend their rows one at a time as <c>Read</c> returns
-    /// them (quantized per-token rows at head dims the fused kernels do not take, sinks, the FP16 window).
+    /// heads: FP32 scores (no int8 keys) over K and V stores that share a batch's rows: quantized per-token rows (decoded
+    /// once a chunk for the fused kernels, or read as <c>Read</c> returns them at head dims those do not take, with the
+    /// sinks and the FP16 window) and per-channel groups that fit a chunk.
     /// </summary>
     internal bool SharesRows(int queryHeads) => _int8Keys is null && _k.SharesCausal(queryHeads) && _v.SharesCausal(queryHeads);
 
@@ -163,7 +164,9 @@ public sealed class QuantizedKvStore : IKvLayerCache, IKvStateLayer, IDisposable
             return queryHeads * last;
         }
 
-        return checked((tokens * queryHeads * last) + (CausalChunk * _layout.HeadDim) + (tokens * queryHeads * _layout.HeadDim));
+        // Scores, one chunk of rows, the token's queries (rotated where keys are), and the stores' work (permuted
+        // queries and sums of the fused kernels).
+        return checked((tokens * queryHeads * last) + (CausalChunk * _layout.HeadDim) + (2 * tokens * queryHeads * _layout.HeadDim));
     }
 
     /// <inheritdoc/>
@@ -192,6 +195,7 @@ public sealed class QuantizedKvStore : IKvLayerCache, IKvStateLayer, IDisposable
         var scores = scratch[..(tokens * perToken)];
         var rows = scratch.Slice(tokens * perToken, CausalChunk * hd);
         var q = scratch.Slice((tokens * perToken) + (CausalChunk * hd), tokens * n);
+        var work = scratch.Slice((tokens * perToken) + (CausalChunk * hd) + (tokens * n), tokens * n);
         for (int t = 0; t < tokens; t++)
         {
             var qt = q.Slice(t * n, n);
@@ -202,7 +206,7 @@ public sealed class QuantizedKvStore : IKvLayerCache, IKvStateLayer, IDisposable
             }
         }
 
-        _k.ScoresCausal(kvHead, q, queryHeads, hd, firstLength, tokens, scores, perToken, rows);
+        _k.ScoresCausal(kvHead, q, queryHeads, hd, firstLength, tokens, scores, perToken, rows, work);
 
         for (int t = 0; t < tokens; t++)
         {
@@ -215,7 +219,7 @@ public sealed class QuantizedKvStore : IKvLayerCache, IKvStateLayer, IDisposable
             output.Slice(t * outputStride, n).Clear();
         }
 
-        _v.AccumulateCausal(kvHead, scores, perToken, queryHeads, hd, firstLength, tokens, output, outputStride, rows);
+        _v.AccumulateCausal(kvHead, scores, perToken, queryHeads, hd, firstLength, tokens, output, outputStride, rows, work);
 
         if (Spec.V.Rotate)
         {

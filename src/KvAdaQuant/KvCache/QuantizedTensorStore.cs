@@ -160,14 +160,28 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     /// codes unpacked once for the batch, the group's a and b applied per token as <see cref="Scores"/> and
     /// <see cref="Accumulate"/> apply them).
     /// </summary>
-    public bool SharesCausal(int rep) => AttendsReadRows(rep) || (_perChannel && _chunk <= IKvTensorStore.CausalRows);
+    public bool SharesCausal(int rep) => AttendsReadRows(rep) || FusedShares(rep) || (_perChannel && _chunk <= IKvTensorStore.CausalRows);
 
-    public void ScoresCausal(int kvHead, ReadOnlySpan<float> queries, int rep, int headDim, int firstLength, int tokens, Span<float> scores, int perToken, Span<float> rows)
+    /// <summary>
+    /// The fused kernels' rows (<see cref="ScoresFused"/>, <see cref="AccumulateFused"/>) for a batch: each chunk of
+    /// <see cref="IKvTensorStore.CausalRows"/> quantized rows decoded once into FP32 in the kernels' channel order
+    /// (<see cref="FusedAttentionKernels.DequantizePacked"/>), then scored and summed per token by the FP32 form of the
+    /// same kernels from the same 64-token block starts; sinks and the window per token as the fused path reads them.
+    /// </summary>
+    private bool FusedShares(int rep) => _fused && rep * _hd <= MaxFusedFloats;
+
+    public void ScoresCausal(int kvHead, ReadOnlySpan<float> queries, int rep, int headDim, int firstLength, int tokens, Span<float> scores, int perToken, Span<float> rows, Span<float> work)
     {
         int last = firstLength + tokens - 1;
         if (!SharesCausal(rep))
         {
             IKvTensorStore.ScoresEachToken(this, kvHead, queries, rep, _hd, firstLength, tokens, scores, perToken);
+            return;
+        }
+
+        if (FusedShares(rep))
+        {
+            ScoresCausalFused(kvHead, queries, rep, firstLength, tokens, scores, perToken, rows, work);
             return;
         }
 
@@ -267,12 +281,18 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         return cnt;
     }
 
-    public void AccumulateCausal(int kvHead, ReadOnlySpan<float> probs, int perToken, int rep, int headDim, int firstLength, int tokens, Span<float> output, int outputStride, Span<float> rows)
+    public void AccumulateCausal(int kvHead, ReadOnlySpan<float> probs, int perToken, int rep, int headDim, int firstLength, int tokens, Span<float> output, int outputStride, Span<float> rows, Span<float> work)
     {
         int last = firstLength + tokens - 1;
         if (!SharesCausal(rep))
         {
             IKvTensorStore.AccumulateEachToken(this, kvHead, probs, perToken, rep, _hd, firstLength, tokens, output, outputStride);
+            return;
+        }
+
+        if (FusedShares(rep))
+        {
+            AccumulateCausalFused(kvHead, probs, perToken, rep, firstLength, tokens, output, outputStride, rows, work);
             return;
         }
 
@@ -326,6 +346,124 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         }
 
         AccumulateReadRows(kvHead, probs, perToken, rep, hd, firstLength, tokens, output, outputStride, rows, Math.Max(qEnd, s0), last);
+    }
+
+    // ScoresFused for each token of a batch (token t over firstLength + t positions), the quantized rows decoded once a
+    // chunk for all of them. Chunks start at multiples of CausalRows (a multiple of the kernels' TokenBlock), so each
+    // token's rows go through the same 64-, 16- and 8-token blocks and reduction trees as in its own ScoresFused call.
+    private void ScoresCausalFused(int kvHead, ReadOnlySpan<float> queries, int rep, int firstLength, int tokens, Span<float> scores, int perToken, Span<float> rows, Span<float> work)
+    {
+        int hd = _hd, n = rep * hd, chunk = IKvTensorStore.CausalRows;
+        int s0 = SinksHeld;
+        int quantLast = Math.Min(s0 + _quantized, firstLength + tokens - 1);
+        _ = rows[(chunk * hd) - 1];
+        _ = work[(tokens * n) - 1];
+        _ = queries[(tokens * n) - 1];
+        _ = scores[((tokens - 1) * perToken) + (rep * (firstLength + tokens - 1)) - 1];
+        for (int t = 0; t < tokens; t++)
+        {
+            FusedAttentionKernels.Permute(queries.Slice(t * n, n), _permutation, work.Slice(t * n, n));
+        }
+
+        fixed (float* q = queries)
+        fixed (float* pq = work)
+        fixed (float* sc = scores)
+        fixed (float* x = rows)
+        {
+            for (int t = 0; t < tokens; t++)
+            {
+                int length = firstLength + t, sinkEnd = Math.Min(s0, length);
+                if (sinkEnd > 0)
+                {
+                    FusedAttentionKernels.ScoresDense(SinkPointer(kvHead, 0), true, sinkEnd, hd, q + (t * n), rep, sc + (t * perToken), length);
+                }
+            }
+
+            for (int c0 = 0; s0 + c0 < quantLast; c0 += chunk)
+            {
+                int cnt = Math.Min(chunk, quantLast - s0 - c0);
+                FusedAttentionKernels.DequantizePacked(Rows(kvHead, c0, cnt), x);
+                for (int t = 0; t < tokens; t++)
+                {
+                    int length = firstLength + t;
+                    int m = Math.Min(cnt, Math.Min(s0 + _quantized, length) - s0 - c0);
+                    if (m > 0)
+                    {
+                        FusedAttentionKernels.ScoresDense(x, false, m, hd, pq + (t * n), rep, sc + (t * perToken) + s0 + c0, length);
+                    }
+                }
+            }
+
+            for (int t = 0; t < tokens; t++)
+            {
+                int length = firstLength + t;
+                for (int j = Math.Max(Math.Min(s0 + _quantized, length), s0); j < length;)
+                {
+                    int r = RingRun(j - s0, length - j);
+                    FusedAttentionKernels.ScoresDense(RingPointer(kvHead, j - s0), true, r, hd, q + (t * n), rep, sc + (t * perToken) + j, length);
+                    j += r;
+                }
+            }
+        }
+    }
+
+    // AccumulateFused for each token of a batch likewise: per token the sinks into its output, the quantized rows into
+    // its own permuted sums (work) chunk after chunk, those added un-permuted, then the window, in AccumulateFused's order.
+    private void AccumulateCausalFused(int kvHead, ReadOnlySpan<float> probs, int perToken, int rep, int firstLength, int tokens, Span<float> output, int outputStride, Span<float> rows, Span<float> work)
+    {
+        int hd = _hd, n = rep * hd, chunk = IKvTensorStore.CausalRows;
+        int s0 = SinksHeld;
+        int quantLast = Math.Min(s0 + _quantized, firstLength + tokens - 1);
+        _ = rows[(chunk * hd) - 1];
+        _ = work[(tokens * n) - 1];
+        _ = probs[((tokens - 1) * perToken) + (rep * (firstLength + tokens - 1)) - 1];
+        _ = output[((tokens - 1) * outputStride) + n - 1];
+        work[..(tokens * n)].Clear();
+        fixed (float* p = probs)
+        fixed (float* o = output)
+        fixed (float* po = work)
+        fixed (float* x = rows)
+        {
+            for (int t = 0; t < tokens; t++)
+            {
+                int length = firstLength + t, sinkEnd = Math.Min(s0, length);
+                if (sinkEnd > 0)
+                {
+                    FusedAttentionKernels.AccumulateDense(SinkPointer(kvHead, 0), true, sinkEnd, hd, p + (t * perToken), length, rep, o + (t * outputStride));
+                }
+            }
+
+            for (int c0 = 0; s0 + c0 < quantLast; c0 += chunk)
+            {
+                int cnt = Math.Min(chunk, quantLast - s0 - c0);
+                FusedAttentionKernels.DequantizePacked(Rows(kvHead, c0, cnt), x);
+                for (int t = 0; t < tokens; t++)
+                {
+                    int length = firstLength + t;
+                    int m = Math.Min(cnt, Math.Min(s0 + _quantized, length) - s0 - c0);
+                    if (m > 0)
+                    {
+                        FusedAttentionKernels.AccumulateDense(x, false, m, hd, p + (t * perToken) + s0 + c0, length, rep, po + (t * n));
+                    }
+                }
+            }
+
+            for (int t = 0; t < tokens; t++)
+            {
+                int length = firstLength + t;
+                if (Math.Min(s0 + _quantized, length) > s0)
+                {
+                    FusedAttentionKernels.AddUnpermuted(work.Slice(t * n, n), _permutation, output.Slice(t * outputStride, n));
+                }
+
+                for (int j = Math.Max(Math.Min(s0 + _quantized, length), s0); j < length;)
+                {
+                    int r = RingRun(j - s0, length - j);
+                    FusedAttentionKernels.AccumulateDense(RingPointer(kvHead, j - s0), true, r, hd, p + (t * perToken) + j, length, rep, o + (t * outputStride));
+                    j += r;
+                }
+            }
+        }
     }
 
     public void Scores(int kvHead, ReadOnlySpan<float> queries, int rep, int length, Span<float> scores)

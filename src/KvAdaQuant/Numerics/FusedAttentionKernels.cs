@@ -155,6 +155,53 @@ internal static unsafe class FusedAttentionKernels
         }
     }
 
+    /// <summary>
+    /// dst[t * HeadDim + p] = x_t at channel <see cref="PermutedChannel"/>(p) for t &lt; rows.Count: the values the
+    /// packed kernels' decoders compute, so that <see cref="ScoresDense"/> / <see cref="AccumulateDense"/> (FP32) over
+    /// them, with permuted queries / outputs and from the same 64-token block starts, give <see cref="ScoresPacked"/>'s
+    /// and <see cref="AccumulatePacked"/>'s bits (a prefill batch's tokens then share one decoding of the rows).
+    /// </summary>
+    public static void DequantizePacked(in PackedRows rows, float* dst)
+    {
+        bool wide = ChunkInOneGroup(rows);
+        switch (rows.Bits)
+        {
+            case 2 when wide:
+                Dequantize<Packed2<BroadcastParams>>(rows, dst);
+                break;
+            case 2:
+                Dequantize<Packed2<PermutedParams>>(rows, dst);
+                break;
+            case 4 when wide:
+                Dequantize<Packed4<BroadcastParams>>(rows, dst);
+                break;
+            case 4:
+                Dequantize<Packed4<PermutedParams>>(rows, dst);
+                break;
+            case 8 when wide:
+                Dequantize<Packed8<BroadcastParams>>(rows, dst);
+                break;
+            default:
+                Dequantize<Packed8<PermutedParams>>(rows, dst);
+                break;
+        }
+    }
+
+    /// <summary>Scalar twin of <see cref="DequantizePacked"/>: <see cref="DequantizeScalar"/> per row, then permuted.</summary>
+    public static void DequantizePackedScalar(in PackedRows rows, float* dst)
+    {
+        int hd = rows.HeadDim;
+        float* x = stackalloc float[hd];
+        for (int t = 0; t < rows.Count; t++)
+        {
+            DequantizeScalar(rows, t, x);
+            for (int p = 0; p < hd; p++)
+            {
+                dst[((long)t * hd) + p] = x[PermutedChannel(p, rows.Bits)];
+            }
+        }
+    }
+
     // Whether every 16-byte chunk of codes lies in one parameter group (then a and b are broadcast, not permuted).
     private static bool ChunkInOneGroup(in PackedRows rows) => rows.GroupChannels % (16 * 8 / rows.Bits) == 0;
 
@@ -519,6 +566,43 @@ internal static unsafe class FusedAttentionKernels
         var h0123 = Avx.HorizontalAdd(h01, h23);
         var h4567 = Avx.HorizontalAdd(h45, h67);
         return Avx.Permute2x128(h0123, h4567, 0x20) + Avx.Permute2x128(h0123, h4567, 0x31);
+    }
+
+    private static void Dequantize<TDecoder>(in PackedRows rows, float* dst)
+        where TDecoder : ISlabDecoder
+    {
+        int hd = rows.HeadDim;
+        int np = 2 * (hd / rows.GroupChannels);
+        float* pbuf = stackalloc float[(TokenBlock * np) + MaxParamFloats];
+        int* idx = stackalloc int[(hd / 16 * 32) + 16];
+        BuildParamIndex(rows.Bits, hd, rows.GroupChannels, idx);
+        int rowBytes = rows.RowBytes;
+        for (int t0 = 0; t0 < rows.Count; t0 += TokenBlock)
+        {
+            int n = Math.Min(TokenBlock, rows.Count - t0);
+            ConvertParams(rows, t0, n, pbuf);
+            for (int t = 0; t < n; t++)
+            {
+                byte* row = rows.Codes + ((long)(t0 + t) * rowBytes);
+                float* prm = pbuf + (t * np);
+                Vector512<float> p0 = default, p1 = default;
+                if (TDecoder.NeedsParamVectors)
+                {
+                    p0 = Vector512.Load(prm);
+                    p1 = Vector512.Load(prm + 16);
+                }
+
+                float* d = dst + ((long)(t0 + t) * hd);
+                for (int s = 0; s < hd; s += Slab)
+                {
+                    TDecoder.Decode(row, s, prm, p0, p1, idx, out var y0, out var y1, out var y2, out var y3);
+                    y0.Store(d + s);
+                    y1.Store(d + s + 16);
+                    y2.Store(d + s + 32);
+                    y3.Store(d + s + 48);
+                }
+            }
+        }
     }
 
     private static void Accumulate<TDecoder>(in PackedRows rows, float* probs, int stride, int rep, float* output)

@@ -229,6 +229,38 @@ public class BatchingEngineTests
         }
     }
 
+    [Fact]
+    public void An_idle_session_is_not_awaited_by_the_next_step()
+    {
+        using var m = ModelLoader.Load("stories260K");
+        using var transformer = new Transformer(m, 1);
+        var engine = new BatchingEngine(transformer);
+        using var a = new InferenceSession(transformer, KvCacheFactory.Create("k4v2", transformer.CacheLayout(16)));
+        using var b = new InferenceSession(transformer, KvCacheFactory.Create("k4v2", transformer.CacheLayout(16)));
+        var wa = engine.Session(a);
+        var wb = engine.Session(b);
+        Assert.Equal(0, engine.AwaitedSessions);
+        wa.Prefill([1, 5, 9]);
+        Assert.Equal(1, engine.AwaitedSessions); // the step just run was a's: the next leader would wait for it
+        wa.Idle();
+        Assert.Equal(0, engine.AwaitedSessions);
+        wa.Idle(); // twice is harmless
+        wb.Prefill([1, 7]);
+        wb.Decode(3);
+        Assert.Equal(1, engine.AwaitedSessions);
+
+        // Idle changes nothing in what the sessions compute: a decodes on after it.
+        var expected = wa.Decode(4).ToArray();
+        using var alone = new InferenceSession(transformer, KvCacheFactory.Create("k4v2", transformer.CacheLayout(16)));
+        alone.Prefill([1, 5, 9]);
+        Assert.True(expected.AsSpan().SequenceEqual(alone.Decode(4)));
+
+        using var other = new Transformer(m, 1);
+        using var stranger = new InferenceSession(other, KvCacheFactory.Create("fp32", other.CacheLayout(4)));
+        Assert.Contains("another Transformer", Assert.Throws<ArgumentException>(() => engine.Idle(stranger)).Message);
+        ((IDecodeSession)alone).Idle(); // a session alone has nothing to tell
+    }
+
     private static float[][] Greedy(IDecodeSession session, int[] prompt, int steps)
     {
         var logits = new float[steps][];

@@ -105,6 +105,56 @@ public unsafe class FusedAttentionKernelsTests
     }
 
     [SkippableTheory]
+    [MemberData(nameof(PackedShapes))]
+    public void DequantizedRowsMatchTheScalarTwinAndGiveThePackedKernelsBits(int bits, int hd, int g, bool symmetric)
+    {
+        Skip.IfNot(FusedAttentionKernels.IsSupported, "AVX-512 not available");
+        var rng = new Random((bits * 977) + (hd * 13) + g + (symmetric ? 5 : 0));
+        foreach (int count in new[] { 1, 9, 64, 65, 130 })
+        {
+            int rowBytes = hd * bits / 8;
+            int np = hd / g * (symmetric ? 1 : 2);
+            var codes = new byte[count * rowBytes];
+            rng.NextBytes(codes);
+            var prm = new ushort[(count * np) + 32];
+            for (int i = 0; i < count * np; i++)
+            {
+                prm[i] = BitConverter.HalfToUInt16Bits((Half)((rng.NextDouble() * 2) - (symmetric || i % 2 == 0 ? 0.2 : 1)));
+            }
+
+            const int rep = 4;
+            var pq = Random(rng, rep * hd);
+            int stride = count + 3;
+            var probs = Random(rng, rep * stride);
+            float offset = symmetric ? -((1 << bits) / 2 - 1) : 0;
+            var x = new float[count * hd];
+            var xs = new float[count * hd];
+            var packedScores = new float[rep * stride];
+            var denseScores = new float[rep * stride];
+            var packedSums = new float[rep * hd];
+            var denseSums = new float[rep * hd];
+            fixed (byte* c = codes)
+            fixed (ushort* p = prm)
+            fixed (float* xp = x, xsp = xs, q = pq, pr = probs, ps = packedScores, ds = denseScores, po = packedSums, dp = denseSums)
+            {
+                var rows = new PackedRows(c, p, count, hd, bits, g, symmetric, 1, offset);
+                FusedAttentionKernels.DequantizePacked(rows, xp);
+                FusedAttentionKernels.DequantizePackedScalar(rows, xsp);
+                FusedAttentionKernels.ScoresPacked(rows, q, rep, ps, stride);
+                FusedAttentionKernels.ScoresDense(xp, false, count, hd, q, rep, ds, stride);
+                FusedAttentionKernels.AccumulatePacked(rows, pr, stride, rep, po);
+                FusedAttentionKernels.AccumulateDense(xp, false, count, hd, pr, stride, rep, dp);
+            }
+
+            string what = $"bits {bits} hd {hd} g {g} sym {symmetric} count {count}";
+            // The vector decoder fuses a * code + b; the twin rounds the product first (one rounding apart).
+            AssertClose(xs, x, 1e-4f, $"dequantized {what}");
+            Assert.True(packedScores.AsSpan().SequenceEqual(denseScores), $"scores of the decoded rows differ from the packed kernel's, {what}");
+            Assert.True(packedSums.AsSpan().SequenceEqual(denseSums), $"sums of the decoded rows differ from the packed kernel's, {what}");
+        }
+    }
+
+    [SkippableTheory]
     [InlineData(64, true)]
     [InlineData(128, true)]
     [InlineData(64, false)]
