@@ -163,6 +163,12 @@ public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IKvStateLayer, 
     /// <inheritdoc/>
     public int CausalScratchFloats(int queryHeads, int firstLength, int tokens)
     {
+        if (SharesWidened(tokens))
+        {
+            // Every token's scores, then one chunk of widened rows.
+            return checked((tokens * queryHeads * (firstLength + tokens - 1)) + (CausalChunk * _layout.HeadDim));
+        }
+
         if (!_causalTiles || tokens == 1)
         {
             return queryHeads * (firstLength + tokens - 1);
@@ -185,6 +191,12 @@ public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IKvStateLayer, 
     public void AttendCausal(int kvHead, ReadOnlySpan<float> queries, int queryStride, int queryHeads, int firstLength, int tokens, Span<float> output, int outputStride, Span<float> scratch)
     {
         int last = IKvLayerCache.CheckCausal(Length, firstLength, tokens);
+
+        if (SharesWidened(tokens))
+        {
+            AttendCausalWidened(kvHead, queries, queryStride, queryHeads, firstLength, tokens, output, outputStride, scratch);
+            return;
+        }
 
         if (!_causalTiles || tokens == 1)
         {
@@ -263,6 +275,64 @@ public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IKvStateLayer, 
                 {
                     long rowIndex = ((long)t * queryHeads) + r;
                     GgmlArithmetic.ReduceLanes16(new Span<float>(lanes + (rowIndex * 16 * hd), 16 * hd), hd, new Span<float>(op + ((long)t * outputStride) + (r * hd), hd));
+                }
+            }
+        }
+    }
+
+    // FP16 rows at the fused kernels' head dims, for a batch: each chunk of CausalChunk positions widened once (exactly,
+    // as the kernels' Dense16 decoder widens each row), then scored and summed per token by the FP32 form of the same
+    // kernels. The chunks start at multiples of the kernels' 64-token blocks, so each token gets AttendFused's bits.
+    private bool SharesWidened(int tokens) => _fused && _half && tokens > 1;
+
+    private void AttendCausalWidened(int kvHead, ReadOnlySpan<float> queries, int queryStride, int queryHeads, int firstLength, int tokens, Span<float> output, int outputStride, Span<float> scratch)
+    {
+        int hd = _layout.HeadDim, last = firstLength + tokens - 1, perToken = queryHeads * last;
+        IKvLayerCache.CheckCausalBuffers(queries.Length, queryStride, output.Length, outputStride, queryHeads * hd, tokens, scratch.Length, CausalScratchFloats(queryHeads, firstLength, tokens));
+        long baseIdx = (long)kvHead * _layout.Capacity * hd;
+        var scores = scratch[..(tokens * perToken)];
+        var rows = scratch.Slice(tokens * perToken, CausalChunk * hd);
+        fixed (float* qp = queries)
+        fixed (float* op = output)
+        fixed (float* sp = scores)
+        fixed (float* x = rows)
+        {
+            for (int c0 = 0; c0 < last; c0 += CausalChunk)
+            {
+                int m = Math.Min(CausalChunk, last - c0);
+                TensorPrimitives.ConvertToSingle(_k.AsSpan<Half>(baseIdx + ((long)c0 * hd), m * hd), rows[..(m * hd)]);
+                for (int t = 0; t < tokens; t++)
+                {
+                    int length = firstLength + t, end = Math.Min(length - c0, m);
+                    if (end > 0)
+                    {
+                        FusedAttentionKernels.ScoresDense(x, false, end, hd, qp + ((long)t * queryStride), queryHeads, sp + ((long)t * perToken) + c0, length);
+                    }
+                }
+            }
+
+            for (int t = 0; t < tokens; t++)
+            {
+                int length = firstLength + t;
+                for (int r = 0; r < queryHeads; r++)
+                {
+                    Kernels.ScaledSoftMax(scores.Slice((t * perToken) + (r * length), length), _layout.Scale);
+                }
+
+                output.Slice(t * outputStride, queryHeads * hd).Clear();
+            }
+
+            for (int c0 = 0; c0 < last; c0 += CausalChunk)
+            {
+                int m = Math.Min(CausalChunk, last - c0);
+                TensorPrimitives.ConvertToSingle(_v.AsSpan<Half>(baseIdx + ((long)c0 * hd), m * hd), rows[..(m * hd)]);
+                for (int t = 0; t < tokens; t++)
+                {
+                    int length = firstLength + t, end = Math.Min(length - c0, m);
+                    if (end > 0)
+                    {
+                        FusedAttentionKernels.AccumulateDense(x, false, end, hd, sp + ((long)t * perToken) + c0, length, queryHeads, op + ((long)t * outputStride));
+                    }
                 }
             }
         }

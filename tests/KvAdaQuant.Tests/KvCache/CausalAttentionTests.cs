@@ -7,7 +7,7 @@ namespace KvAdaQuant.Tests.KvCache;
 /// <summary>
 /// <see cref="IKvLayerCache.AttendCausal"/> (a prefill batch's tokens sharing the widened rows) against one
 /// <see cref="IKvLayerCache.Attend"/> per token: the same bits, on FP16 and FP32 caches, at head dims that take the
-/// tiled path (below 64) and ones that do not.
+/// tiled path (below 64), the fused kernels' (FP16 rows widened once a chunk) and others.
 /// </summary>
 public class CausalAttentionTests
 {
@@ -22,6 +22,9 @@ public class CausalAttentionTests
     [InlineData(false, 60, 2, 255, 2)]
     [InlineData(true, 64, 2, 40, 6)]
     [InlineData(false, 96, 2, 33, 4)]
+    [InlineData(true, 64, 4, 700, 16)]
+    [InlineData(true, 128, 5, 300, 9)]
+    [InlineData(false, 64, 4, 300, 16)]
     public void CausalBatchEqualsOneAttendPerToken(bool half, int headDim, int rep, int firstLength, int tokens)
     {
         const int kvHeads = 2;
