@@ -155,11 +155,18 @@ public sealed class QuantizedKvStore : IKvLayerCache, IKvStateLayer, IDisposable
     /// </summary>
     internal bool SharesRows(int queryHeads) => _int8Keys is null && _k.SharesCausal(queryHeads) && _v.SharesCausal(queryHeads);
 
+    /// <summary>
+    /// Whether <see cref="AttendCausal"/> shares the value rows of a batch under int8 scores (<see cref="UsesInt8"/>
+    /// without <see cref="UsesInt8Values"/>): each token's int8 scores and exponentials as <see cref="Attend"/> computes
+    /// them, then one FP32 value sum for the batch from a value store that shares its rows.
+    /// </summary>
+    internal bool SharesValueRows(int queryHeads) => _int8Keys is not null && _int8Values is null && _v.SharesCausal(queryHeads);
+
     /// <inheritdoc/>
     public int CausalScratchFloats(int queryHeads, int firstLength, int tokens)
     {
         int last = firstLength + tokens - 1;
-        if (!SharesRows(queryHeads) || tokens == 1)
+        if (!(SharesRows(queryHeads) || SharesValueRows(queryHeads)) || tokens == 1)
         {
             return queryHeads * last;
         }
@@ -180,8 +187,9 @@ public sealed class QuantizedKvStore : IKvLayerCache, IKvStateLayer, IDisposable
     public void AttendCausal(int kvHead, ReadOnlySpan<float> queries, int queryStride, int queryHeads, int firstLength, int tokens, Span<float> output, int outputStride, Span<float> scratch)
     {
         int last = IKvLayerCache.CheckCausal(Length, firstLength, tokens);
+        bool int8 = SharesValueRows(queryHeads);
 
-        if (!SharesRows(queryHeads) || tokens == 1)
+        if (!(SharesRows(queryHeads) || int8) || tokens == 1)
         {
             IKvLayerCache.AttendEachToken(this, kvHead, queries, queryStride, queryHeads, firstLength, tokens, output, outputStride, scratch);
             return;
@@ -206,6 +214,12 @@ public sealed class QuantizedKvStore : IKvLayerCache, IKvStateLayer, IDisposable
             }
         }
 
+        if (int8)
+        {
+            AttendCausalInt8(kvHead, q, queryHeads, firstLength, tokens, scores, perToken, output, outputStride, rows, work);
+            return;
+        }
+
         _k.ScoresCausal(kvHead, q, queryHeads, hd, firstLength, tokens, scores, perToken, rows, work);
 
         for (int t = 0; t < tokens; t++)
@@ -226,6 +240,51 @@ public sealed class QuantizedKvStore : IKvLayerCache, IKvStateLayer, IDisposable
             for (int t = 0; t < tokens; t++)
             {
                 KvRotation.Unrotate(output.Slice(t * outputStride, n), hd);
+            }
+        }
+    }
+
+    // AttendInt8 for a batch (queries already rotated where keys are): per token the int8 scores of the scaled queries,
+    // each head's maximum and exponential sum, as AttendInt8 computes them; then the FP32 value sum of the unnormalised
+    // weights for the whole batch (the value store's AccumulateCausal: the bits of its Accumulate per token), each
+    // output divided by its sums and turned back where values are rotated, in AttendInt8's order.
+    private unsafe void AttendCausalInt8(int kvHead, Span<float> q, int queryHeads, int firstLength, int tokens, Span<float> scores, int perToken, Span<float> output, int outputStride, Span<float> rows, Span<float> work)
+    {
+        var qk = _int8Keys!;
+        int hd = _layout.HeadDim, n = queryHeads * hd;
+        Span<float> max = queryHeads <= 64 ? stackalloc float[queryHeads] : new float[queryHeads];
+        int sumCount = tokens * queryHeads;
+        Span<float> sums = sumCount <= 1024 ? stackalloc float[sumCount] : new float[sumCount];
+        for (int t = 0; t < tokens; t++)
+        {
+            int length = firstLength + t;
+            var scaled = work.Slice(t * n, n);
+            System.Numerics.Tensors.TensorPrimitives.Multiply(q.Slice(t * n, n), _layout.Scale, scaled);
+            var s = scores.Slice(t * perToken, queryHeads * length);
+            qk.ScoresInt8(kvHead, scaled, queryHeads, length, s, max);
+            fixed (float* p = s)
+            {
+                for (int r = 0; r < queryHeads; r++)
+                {
+                    sums[(t * queryHeads) + r] = Int8AttentionKernels.ExpSum(p + (r * length), length, max[r]);
+                }
+            }
+
+            output.Slice(t * outputStride, n).Clear();
+        }
+
+        _v.AccumulateCausal(kvHead, scores, perToken, queryHeads, hd, firstLength, tokens, output, outputStride, rows, work);
+        for (int t = 0; t < tokens; t++)
+        {
+            var o = output.Slice(t * outputStride, n);
+            for (int r = 0; r < queryHeads; r++)
+            {
+                System.Numerics.Tensors.TensorPrimitives.Multiply(o.Slice(r * hd, hd), 1f / sums[(t * queryHeads) + r], o.Slice(r * hd, hd));
+            }
+
+            if (Spec.V.Rotate)
+            {
+                KvRotation.Unrotate(o, hd);
             }
         }
     }

@@ -69,14 +69,23 @@ public class CausalAttentionTests
     [InlineData("k2v2:g8", 64, 5, 330, 13)]
     [InlineData("k4v2:r64:sink1", 64, 4, 200, 16)]
     [InlineData("k4v16", 64, 4, 300, 8)]
+    [InlineData("k4v2:int8", 32, 3, 300, 16)]
+    [InlineData("k4v2:g16:r7:sink4:int8", 32, 3, 250, 16)]
+    [InlineData("k4v2:rot:int8", 32, 2, 90, 9)]
+    [InlineData("k8v4:vpc:int8", 32, 3, 120, 16)]
+    [InlineData("k4v2:int8", 64, 4, 700, 16)]
+    [InlineData("k8v2:vrot:sink2:int8", 128, 4, 300, 7)]
+    [InlineData("k4v2:int8v", 64, 4, 300, 16)]
     public void QuantizedCausalBatchEqualsOneAttendPerToken(string spec, int headDim, int rep, int firstLength, int tokens)
     {
         const int kvHeads = 2;
         int positions = firstLength + tokens - 1;
         var layout = new KvLayout(1, kvHeads, headDim, positions + 8);
-        bool int8 = spec.EndsWith(":int8", StringComparison.Ordinal);
-        var plan = KvPlan.Parse(int8 ? spec[..^5] : spec, 1);
-        using var cache = KvCacheFactory.Create(plan, layout, int8 ? AttentionPrecision.Int8 : AttentionPrecision.Fp32);
+        // ":int8" / ":int8v": int8 scores, and byte-weight value sums too (the test's suffixes, not spec options).
+        var precision = spec.EndsWith(":int8", StringComparison.Ordinal) ? AttentionPrecision.Int8
+            : spec.EndsWith(":int8v", StringComparison.Ordinal) ? AttentionPrecision.Int8Values : AttentionPrecision.Fp32;
+        var plan = KvPlan.Parse(precision == AttentionPrecision.Fp32 ? spec : spec[..spec.LastIndexOf(':')], 1);
+        using var cache = KvCacheFactory.Create(plan, layout, precision);
         var store = cache.Layers[0];
         var rng = new Random((headDim * 31) + firstLength);
         var k = new float[positions * layout.KvDim];
@@ -100,14 +109,24 @@ public class CausalAttentionTests
     [InlineData("k2v4:g16:r7:sink4", 128, true)]
     [InlineData("k16v2", 32, false)]
     [InlineData("k4v16", 64, false)]
+    [InlineData("k4v2:int8", 32, true)]
+    [InlineData("k4v2:int8", 64, true)]
+    [InlineData("k4v16:int8", 64, false)]
     public void QuantizedStoresShareRowsBetweenABatchsTokens(string spec, int headDim, bool shares)
     {
         var layout = new KvLayout(1, 1, headDim, 64);
-        using var cache = KvCacheFactory.Create(spec, layout);
+        bool int8 = spec.EndsWith(":int8", StringComparison.Ordinal);
+        using var cache = KvCacheFactory.Create(KvPlan.Parse(int8 ? spec[..^5] : spec, 1), layout, int8 ? AttentionPrecision.Int8 : AttentionPrecision.Fp32);
         var store = Assert.IsType<QuantizedKvStore>(cache.Layers[0]);
         // At head dims 64 and 128 the fused kernels take the store where AVX-512 runs (their rows decoded once a chunk
-        // for the batch); elsewhere it attends row by row (rows read once a chunk): shared either way.
-        Assert.Equal(shares, store.SharesRows(4));
+        // for the batch); elsewhere it attends row by row (rows read once a chunk): shared either way. Under int8
+        // scores only the value rows are shared (where the CPU runs the int8 kernels at all).
+        Assert.Equal(shares && !int8, store.SharesRows(4));
+        Assert.Equal(shares && int8 && store.UsesInt8, store.SharesValueRows(4));
+        if (KvAdaQuant.Numerics.Int8AttentionKernels.IsSupported)
+        {
+            Assert.Equal(int8, store.UsesInt8); // so the int8 rows above are not vacuous here
+        }
     }
 
     [Fact]
