@@ -1,4 +1,7 @@
+using KvAdaQuant.Cli.Serve;
 using KvAdaQuant.Engine;
+using KvAdaQuant.Formats;
+using KvAdaQuant.KvCache;
 
 namespace KvAdaQuant.Tests.Serve;
 
@@ -190,6 +193,27 @@ public class ServeParallelTests
         Assert.Equal(1, rc);
         Assert.Equal($"kvaq: error: {message}", stderr.Trim());
         Assert.DoesNotContain("listening", stdout, StringComparison.Ordinal);
+    }
+
+    [Fact]
+    public void A_slot_given_back_goes_idle_so_the_next_step_does_not_wait_for_it()
+    {
+        using var m = ModelLoader.Load("stories260K");
+        using var transformer = new Transformer(m, 1);
+        var engine = new BatchingEngine(transformer);
+        var sessions = Enumerable.Range(0, 2).Select(_ => new InferenceSession(transformer, KvCacheFactory.Create("fp32", transformer.CacheLayout(32)))).ToArray();
+        var defaults = new CompletionRequest(null, null, null, 0f, 0, 1f, 42, [], Stream: false);
+        using var served = new ServedModel("model", m.Path, [.. sessions.Select(engine.Session)], "fp32", "cpu", m.Tokenizer!, ChatTemplate.None, defaults);
+        var slot = served.Take([1, 5, 9]);
+        slot.Session.Prefill([1, 5, 9]);
+        slot.Session.Decode(7);
+        Assert.Equal(1, engine.AwaitedSessions); // the next step's leader would wait up to 10 ms for this session
+        served.Return(slot);
+        Assert.Equal(0, engine.AwaitedSessions);
+        foreach (var s in sessions)
+        {
+            s.Dispose();
+        }
     }
 
     [Fact]
