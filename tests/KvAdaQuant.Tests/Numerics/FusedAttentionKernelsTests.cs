@@ -58,16 +58,7 @@ public unsafe class FusedAttentionKernelsTests
         {
             foreach (int rep in new[] { 1, 3, 4, 5 })
             {
-                int rowBytes = hd * bits / 8;
-                int np = hd / g * (symmetric ? 1 : 2);
-                var codes = new byte[count * rowBytes];
-                rng.NextBytes(codes);
-                var prm = new ushort[(count * np) + 32];
-                for (int i = 0; i < count * np; i++)
-                {
-                    prm[i] = BitConverter.HalfToUInt16Bits((Half)((rng.NextDouble() * 2) - (symmetric || i % 2 == 0 ? 0.2 : 1)));
-                }
-
+                var (codes, prm) = RandomPackedRows(rng, bits, hd, g, symmetric, count);
                 var q = Random(rng, rep * hd);
                 int stride = count + 3;
                 var probs = Random(rng, rep * stride);
@@ -112,16 +103,7 @@ public unsafe class FusedAttentionKernelsTests
         var rng = new Random((bits * 977) + (hd * 13) + g + (symmetric ? 5 : 0));
         foreach (int count in new[] { 1, 9, 64, 65, 130 })
         {
-            int rowBytes = hd * bits / 8;
-            int np = hd / g * (symmetric ? 1 : 2);
-            var codes = new byte[count * rowBytes];
-            rng.NextBytes(codes);
-            var prm = new ushort[(count * np) + 32];
-            for (int i = 0; i < count * np; i++)
-            {
-                prm[i] = BitConverter.HalfToUInt16Bits((Half)((rng.NextDouble() * 2) - (symmetric || i % 2 == 0 ? 0.2 : 1)));
-            }
-
+            var (codes, prm) = RandomPackedRows(rng, bits, hd, g, symmetric, count);
             const int rep = 4;
             var pq = Random(rng, rep * hd);
             int stride = count + 3;
@@ -254,6 +236,22 @@ public unsafe class FusedAttentionKernelsTests
         {
             Assert.True(MathF.Abs(want[i] - got[i]) <= tol, $"{what}: element {i}: vector {got[i]} vs scalar {want[i]} (tolerance {tol})");
         }
+    }
+
+    // count random rows of packed codes and their FP16 parameters (steps, and offsets where asymmetric; 32 spare halves
+    // for the kernels' parameter windows).
+    private static (byte[] Codes, ushort[] Params) RandomPackedRows(Random rng, int bits, int hd, int g, bool symmetric, int count)
+    {
+        int np = hd / g * (symmetric ? 1 : 2);
+        var codes = new byte[count * hd * bits / 8];
+        rng.NextBytes(codes);
+        var prm = new ushort[(count * np) + 32];
+        for (int i = 0; i < count * np; i++)
+        {
+            prm[i] = BitConverter.HalfToUInt16Bits((Half)((rng.NextDouble() * 2) - (symmetric || i % 2 == 0 ? 0.2 : 1)));
+        }
+
+        return (codes, prm);
     }
 
     private static float[] Random(Random rng, int n) => Enumerable.Range(0, n).Select(_ => (float)((rng.NextDouble() * 2) - 1)).ToArray();
