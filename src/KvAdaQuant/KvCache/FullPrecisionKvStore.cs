@@ -166,7 +166,7 @@ public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IKvStateLayer, 
         if (SharesWidened(tokens))
         {
             // Every token's scores, then one chunk of widened rows.
-            return checked((tokens * queryHeads * (firstLength + tokens - 1)) + (CausalChunk * _layout.HeadDim));
+            return checked((tokens * queryHeads * (firstLength + tokens - 1)) + (FusedAttentionKernels.SharedRows(_layout.HeadDim) * _layout.HeadDim));
         }
 
         if (!_causalTiles || tokens == 1)
@@ -280,26 +280,26 @@ public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IKvStateLayer, 
         }
     }
 
-    // FP16 rows at the fused kernels' head dims, for a batch: each chunk of CausalChunk positions widened once (exactly,
+    // FP16 rows at the fused kernels' head dims, for a batch: each chunk of SharedRows positions widened once (exactly,
     // as the kernels' Dense16 decoder widens each row), then scored and summed per token by the FP32 form of the same
     // kernels. The chunks start at multiples of the kernels' 64-token blocks, so each token gets AttendFused's bits.
     private bool SharesWidened(int tokens) => _fused && _half && tokens > 1;
 
     private void AttendCausalWidened(int kvHead, ReadOnlySpan<float> queries, int queryStride, int queryHeads, int firstLength, int tokens, Span<float> output, int outputStride, Span<float> scratch)
     {
-        int hd = _layout.HeadDim, last = firstLength + tokens - 1, perToken = queryHeads * last;
+        int hd = _layout.HeadDim, last = firstLength + tokens - 1, perToken = queryHeads * last, chunk = FusedAttentionKernels.SharedRows(hd);
         IKvLayerCache.CheckCausalBuffers(queries.Length, queryStride, output.Length, outputStride, queryHeads * hd, tokens, scratch.Length, CausalScratchFloats(queryHeads, firstLength, tokens));
         long baseIdx = (long)kvHead * _layout.Capacity * hd;
         var scores = scratch[..(tokens * perToken)];
-        var rows = scratch.Slice(tokens * perToken, CausalChunk * hd);
+        var rows = scratch.Slice(tokens * perToken, chunk * hd);
         fixed (float* qp = queries)
         fixed (float* op = output)
         fixed (float* sp = scores)
         fixed (float* x = rows)
         {
-            for (int c0 = 0; c0 < last; c0 += CausalChunk)
+            for (int c0 = 0; c0 < last; c0 += chunk)
             {
-                int m = Math.Min(CausalChunk, last - c0);
+                int m = Math.Min(chunk, last - c0);
                 TensorPrimitives.ConvertToSingle(_k.AsSpan<Half>(baseIdx + ((long)c0 * hd), m * hd), rows[..(m * hd)]);
                 for (int t = 0; t < tokens; t++)
                 {
@@ -322,9 +322,9 @@ public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IKvStateLayer, 
                 output.Slice(t * outputStride, queryHeads * hd).Clear();
             }
 
-            for (int c0 = 0; c0 < last; c0 += CausalChunk)
+            for (int c0 = 0; c0 < last; c0 += chunk)
             {
-                int m = Math.Min(CausalChunk, last - c0);
+                int m = Math.Min(chunk, last - c0);
                 TensorPrimitives.ConvertToSingle(_v.AsSpan<Half>(baseIdx + ((long)c0 * hd), m * hd), rows[..(m * hd)]);
                 for (int t = 0; t < tokens; t++)
                 {

@@ -164,7 +164,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
 
     /// <summary>
     /// The fused kernels' rows (<see cref="ScoresFused"/>, <see cref="AccumulateFused"/>) for a batch: each chunk of
-    /// <see cref="IKvTensorStore.CausalRows"/> quantized rows decoded once into FP32 in the kernels' channel order
+    /// <see cref="FusedAttentionKernels.SharedRows"/> quantized rows decoded once into FP32 in the kernels' channel order
     /// (<see cref="FusedAttentionKernels.DequantizePacked"/>), then scored and summed per token by the FP32 form of the
     /// same kernels from the same 64-token block starts; sinks and the window per token as the fused path reads them.
     /// </summary>
@@ -349,11 +349,11 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     }
 
     // ScoresFused for each token of a batch (token t over firstLength + t positions), the quantized rows decoded once a
-    // chunk for all of them. Chunks start at multiples of CausalRows (a multiple of the kernels' TokenBlock), so each
+    // chunk for all of them. Chunks start at multiples of SharedRows (a multiple of the kernels' TokenBlock), so each
     // token's rows go through the same 64-, 16- and 8-token blocks and reduction trees as in its own ScoresFused call.
     private void ScoresCausalFused(int kvHead, ReadOnlySpan<float> queries, int rep, int firstLength, int tokens, Span<float> scores, int perToken, Span<float> rows, Span<float> work)
     {
-        int hd = _hd, n = rep * hd, chunk = IKvTensorStore.CausalRows;
+        int hd = _hd, n = rep * hd, chunk = FusedAttentionKernels.SharedRows(_hd);
         int s0 = SinksHeld;
         int quantLast = Math.Min(s0 + _quantized, firstLength + tokens - 1);
         _ = rows[(chunk * hd) - 1];
@@ -411,7 +411,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     // its own permuted sums (work) chunk after chunk, those added un-permuted, then the window, in AccumulateFused's order.
     private void AccumulateCausalFused(int kvHead, ReadOnlySpan<float> probs, int perToken, int rep, int firstLength, int tokens, Span<float> output, int outputStride, Span<float> rows, Span<float> work)
     {
-        int hd = _hd, n = rep * hd, chunk = IKvTensorStore.CausalRows;
+        int hd = _hd, n = rep * hd, chunk = FusedAttentionKernels.SharedRows(_hd);
         int s0 = SinksHeld;
         int quantLast = Math.Min(s0 + _quantized, firstLength + tokens - 1);
         _ = rows[(chunk * hd) - 1];

@@ -32,6 +32,13 @@ internal static unsafe class FusedAttentionKernels
     public const int MaxParamFloats = 32;
 
 
+    /// <summary>
+    /// Rows a prefill batch decodes or widens at a time before its tokens score and sum them with the FP32 kernels: 32 KiB
+    /// of FP32 rows, so that every token of the batch reads them from L1 (128 at head dim 64, 64 at 128), a multiple of
+    /// <see cref="TokenBlock"/> (so each token's rows keep the kernels' block starts, and their bits), at most 256.
+    /// </summary>
+    public static int SharedRows(int headDim) => Math.Clamp(32768 / (headDim * sizeof(float)) / TokenBlock * TokenBlock, TokenBlock, 256);
+
     /// <summary>Whether the vector kernels run on this CPU.</summary>
     public static bool IsSupported => Avx512F.IsSupported && Vector512.IsHardwareAccelerated;
 

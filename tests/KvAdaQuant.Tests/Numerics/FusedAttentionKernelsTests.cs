@@ -95,6 +95,18 @@ public unsafe class FusedAttentionKernelsTests
         }
     }
 
+    [Theory]
+    [InlineData(64, 128)]
+    [InlineData(128, 64)]
+    [InlineData(192, 64)]
+    [InlineData(32, 256)]
+    public void SharedRowsFitL1AndKeepTheKernelsBlockStarts(int headDim, int rows)
+    {
+        int shared = FusedAttentionKernels.SharedRows(headDim);
+        Assert.Equal(rows, shared);
+        Assert.Equal(0, shared % FusedAttentionKernels.TokenBlock);
+    }
+
     [SkippableTheory]
     [MemberData(nameof(PackedShapes))]
     public void DequantizedRowsMatchTheScalarTwinAndGiveThePackedKernelsBits(int bits, int hd, int g, bool symmetric)
