@@ -163,18 +163,21 @@ public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IKvStateLayer, 
     /// <inheritdoc/>
     public int CausalScratchFloats(int queryHeads, int firstLength, int tokens)
     {
+        // For the largest part the batch is attended in (the same last position, fewer tokens).
+        int last = firstLength + tokens - 1;
+        int part = IKvLayerCache.SharedTokens(queryHeads, last, tokens);
         if (SharesWidened(tokens))
         {
             // Every token's scores, then one chunk of widened rows.
-            return checked((tokens * queryHeads * (firstLength + tokens - 1)) + (FusedAttentionKernels.SharedRows(_layout.HeadDim) * _layout.HeadDim));
+            return checked((part * queryHeads * last) + (FusedAttentionKernels.SharedRows(_layout.HeadDim) * _layout.HeadDim));
         }
 
         if (!_causalTiles || tokens == 1)
         {
-            return queryHeads * (firstLength + tokens - 1);
+            return queryHeads * last;
         }
 
-        var (scores, chunk, lanes) = CausalLayout(queryHeads, firstLength, tokens, _layout.HeadDim);
+        var (scores, chunk, lanes) = CausalLayout(queryHeads, last - part + 1, part, _layout.HeadDim);
         return scores + (2 * chunk) + lanes;
     }
 
@@ -192,15 +195,22 @@ public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IKvStateLayer, 
     {
         int last = IKvLayerCache.CheckCausal(Length, firstLength, tokens);
 
-        if (SharesWidened(tokens))
+        if (!(SharesWidened(tokens) || _causalTiles) || tokens == 1)
         {
-            AttendCausalWidened(kvHead, queries, queryStride, queryHeads, firstLength, tokens, output, outputStride, scratch);
+            IKvLayerCache.AttendEachToken(this, kvHead, queries, queryStride, queryHeads, firstLength, tokens, output, outputStride, scratch);
             return;
         }
 
-        if (!_causalTiles || tokens == 1)
+        int part = IKvLayerCache.SharedTokens(queryHeads, last, tokens);
+        if (part < tokens)
         {
-            IKvLayerCache.AttendEachToken(this, kvHead, queries, queryStride, queryHeads, firstLength, tokens, output, outputStride, scratch);
+            IKvLayerCache.AttendInParts(this, part, kvHead, queries, queryStride, queryHeads, firstLength, tokens, output, outputStride, scratch);
+            return;
+        }
+
+        if (SharesWidened(tokens))
+        {
+            AttendCausalWidened(kvHead, queries, queryStride, queryHeads, firstLength, tokens, output, outputStride, scratch);
             return;
         }
 

@@ -73,6 +73,31 @@ public interface IKvLayerCache
         }
     }
 
+    /// <summary>
+    /// Most score floats a shared <see cref="AttendCausal"/> holds at once (2 MiB): every token's scores over every
+    /// position wait for the softmax, so at 32k positions a block of 16 tokens of 4 heads would hold 8 MiB a thread.
+    /// </summary>
+    internal const int MaxSharedScoreFloats = 1 << 19;
+
+    /// <summary>
+    /// Tokens a shared <see cref="AttendCausal"/> attends at a time: as many as keep their scores (tokens x
+    /// <paramref name="queryHeads"/> x <paramref name="last"/> positions) within <see cref="MaxSharedScoreFloats"/>, at least one.
+    /// </summary>
+    internal static int SharedTokens(int queryHeads, int last, int tokens) =>
+        (int)Math.Clamp(MaxSharedScoreFloats / Math.Max(1L, (long)queryHeads * last), 1, tokens);
+
+    /// <summary>
+    /// <see cref="AttendCausal"/> of <paramref name="cache"/> in parts of <paramref name="part"/> tokens, each a causal batch
+    /// of its own (the same bits: every token's output is its own <see cref="Attend"/>'s), with the same scratch.
+    /// </summary>
+    internal static void AttendInParts(IKvLayerCache cache, int part, int kvHead, ReadOnlySpan<float> queries, int queryStride, int queryHeads, int firstLength, int tokens, Span<float> output, int outputStride, Span<float> scratch)
+    {
+        for (int t0 = 0; t0 < tokens; t0 += part)
+        {
+            cache.AttendCausal(kvHead, queries[(t0 * queryStride)..], queryStride, queryHeads, firstLength + t0, Math.Min(part, tokens - t0), output[(t0 * outputStride)..], outputStride, scratch);
+        }
+    }
+
     /// <summary><see cref="AttendCausal"/> as one <see cref="Attend"/> per token, in token order.</summary>
     static void AttendEachToken(IKvLayerCache cache, int kvHead, ReadOnlySpan<float> queries, int queryStride, int queryHeads, int firstLength, int tokens, Span<float> output, int outputStride, Span<float> scratch)
     {

@@ -172,8 +172,9 @@ public sealed class QuantizedKvStore : IKvLayerCache, IKvStateLayer, IDisposable
         }
 
         // Scores, one chunk of rows, the token's queries (rotated where keys are), and the stores' work (permuted
-        // queries and sums of the fused kernels).
-        return checked((tokens * queryHeads * last) + (CausalChunk * _layout.HeadDim) + (2 * tokens * queryHeads * _layout.HeadDim));
+        // queries and sums of the fused kernels), for the largest part the batch is attended in.
+        int part = IKvLayerCache.SharedTokens(queryHeads, last, tokens);
+        return checked((part * queryHeads * last) + (CausalChunk * _layout.HeadDim) + (2 * part * queryHeads * _layout.HeadDim));
     }
 
     /// <inheritdoc/>
@@ -192,6 +193,13 @@ public sealed class QuantizedKvStore : IKvLayerCache, IKvStateLayer, IDisposable
         if (!(SharesRows(queryHeads) || int8) || tokens == 1)
         {
             IKvLayerCache.AttendEachToken(this, kvHead, queries, queryStride, queryHeads, firstLength, tokens, output, outputStride, scratch);
+            return;
+        }
+
+        int part = IKvLayerCache.SharedTokens(queryHeads, last, tokens);
+        if (part < tokens)
+        {
+            IKvLayerCache.AttendInParts(this, part, kvHead, queries, queryStride, queryHeads, firstLength, tokens, output, outputStride, scratch);
             return;
         }
 

@@ -25,6 +25,8 @@ public class CausalAttentionTests
     [InlineData(true, 64, 4, 700, 16)]
     [InlineData(true, 128, 5, 300, 9)]
     [InlineData(false, 64, 4, 300, 16)]
+    [InlineData(true, 64, 32, 1085, 16)] // scores past MaxSharedScoreFloats: attended in parts of 14 and 2 tokens
+    [InlineData(false, 32, 32, 1085, 16)] // the tiled path in parts
     public void CausalBatchEqualsOneAttendPerToken(bool half, int headDim, int rep, int firstLength, int tokens)
     {
         const int kvHeads = 2;
@@ -76,6 +78,9 @@ public class CausalAttentionTests
     [InlineData("k4v2:int8", 64, 4, 700, 16)]
     [InlineData("k8v2:vrot:sink2:int8", 128, 4, 300, 7)]
     [InlineData("k4v2:int8v", 64, 4, 300, 16)]
+    [InlineData("k4v2:r7:sink2", 64, 32, 1085, 16)] // in parts of 14 and 2 tokens
+    [InlineData("k4v2:int8", 64, 32, 1085, 16)]
+    [InlineData("k4v2", 32, 32, 1085, 16)]
     public void QuantizedCausalBatchEqualsOneAttendPerToken(string spec, int headDim, int rep, int firstLength, int tokens)
     {
         const int kvHeads = 2;
@@ -200,6 +205,19 @@ public class CausalAttentionTests
                 }
             }
         }
+    }
+
+    [Theory]
+    [InlineData(4, 8192, 16, 16)]
+    [InlineData(4, 8193, 16, 15)]
+    [InlineData(4, 32768, 16, 4)]
+    [InlineData(32, 1100, 16, 14)]
+    [InlineData(64, 1 << 20, 16, 1)]
+    public void SharedBatchesKeepTheirScoresWithinTheCap(int queryHeads, int last, int tokens, int expected)
+    {
+        int part = IKvLayerCache.SharedTokens(queryHeads, last, tokens);
+        Assert.Equal(expected, part);
+        Assert.True(part == 1 || (long)part * queryHeads * last <= IKvLayerCache.MaxSharedScoreFloats);
     }
 
     [Theory]
