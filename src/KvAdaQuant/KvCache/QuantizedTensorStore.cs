@@ -155,7 +155,8 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     private bool AttendsReadRows(int rep) => !(_fused && rep * _hd <= MaxFusedFloats) && !_perChannel;
 
     /// <summary>
-    /// Per-token rows where attention goes row by row (<see cref="AttendsReadRows"/>: each chunk read once for the batch);
+    /// Per-token rows where attention goes row by row (<see cref="AttendsReadRows"/>: each chunk read once for the batch)
+    /// or through the fused kernels (<see cref="FusedShares"/>: each chunk decoded once for the batch);
     /// per-channel groups too, where a group's tokens fit one chunk of <see cref="IKvTensorStore.CausalRows"/> (their
     /// codes unpacked once for the batch, the group's a and b applied per token as <see cref="Scores"/> and
     /// <see cref="Accumulate"/> apply them).
