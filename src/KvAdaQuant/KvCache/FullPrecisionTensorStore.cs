@@ -105,6 +105,84 @@ internal sealed unsafe class FullPrecisionTensorStore : IKvTensorStore
         }
     }
 
+    /// <summary>
+    /// Where the fused kernels attend the rows (head dims that are multiples of 64, AVX-512): FP16 rows are widened once
+    /// a chunk (<see cref="FusedAttentionKernels.SharedRows"/>) for a batch's tokens, then scored and summed per token by
+    /// the FP32 kernels from the same 64-token block starts (the bits of <see cref="Scores"/> / <see cref="Accumulate"/>
+    /// per token); FP32 rows are read in place per token. Lets a mixed layer's quantized side share too.
+    /// </summary>
+    public bool SharesCausal(int rep) => _fused;
+
+    public void ScoresCausal(int kvHead, ReadOnlySpan<float> queries, int rep, int headDim, int firstLength, int tokens, Span<float> scores, int perToken, Span<float> rows, Span<float> work)
+    {
+        if (!_fused || !_half)
+        {
+            IKvTensorStore.ScoresEachToken(this, kvHead, queries, rep, _layout.HeadDim, firstLength, tokens, scores, perToken);
+            return;
+        }
+
+        int hd = _layout.HeadDim, n = rep * hd, last = firstLength + tokens - 1, chunk = FusedAttentionKernels.SharedRows(hd);
+        _ = rows[(chunk * hd) - 1];
+        _ = queries[(tokens * n) - 1];
+        _ = scores[((tokens - 1) * perToken) + (rep * last) - 1];
+        fixed (float* q = queries)
+        fixed (float* sc = scores)
+        fixed (float* x = rows)
+        {
+            for (int c0 = 0; c0 < last; c0 += chunk)
+            {
+                int m = Widen(kvHead, c0, Math.Min(chunk, last - c0), rows);
+                for (int t = 0; t < tokens; t++)
+                {
+                    int length = firstLength + t, end = Math.Min(length - c0, m);
+                    if (end > 0)
+                    {
+                        FusedAttentionKernels.ScoresDense(x, false, end, hd, q + (t * n), rep, sc + (t * perToken) + c0, length);
+                    }
+                }
+            }
+        }
+    }
+
+    public void AccumulateCausal(int kvHead, ReadOnlySpan<float> probs, int perToken, int rep, int headDim, int firstLength, int tokens, Span<float> output, int outputStride, Span<float> rows, Span<float> work)
+    {
+        if (!_fused || !_half)
+        {
+            IKvTensorStore.AccumulateEachToken(this, kvHead, probs, perToken, rep, _layout.HeadDim, firstLength, tokens, output, outputStride);
+            return;
+        }
+
+        int hd = _layout.HeadDim, n = rep * hd, last = firstLength + tokens - 1, chunk = FusedAttentionKernels.SharedRows(hd);
+        _ = rows[(chunk * hd) - 1];
+        _ = probs[((tokens - 1) * perToken) + (rep * last) - 1];
+        _ = output[((tokens - 1) * outputStride) + n - 1];
+        fixed (float* p = probs)
+        fixed (float* o = output)
+        fixed (float* x = rows)
+        {
+            for (int c0 = 0; c0 < last; c0 += chunk)
+            {
+                int m = Widen(kvHead, c0, Math.Min(chunk, last - c0), rows);
+                for (int t = 0; t < tokens; t++)
+                {
+                    int length = firstLength + t, end = Math.Min(length - c0, m);
+                    if (end > 0)
+                    {
+                        FusedAttentionKernels.AccumulateDense(x, false, end, hd, p + (t * perToken) + c0, length, rep, o + (t * outputStride));
+                    }
+                }
+            }
+        }
+    }
+
+    // FP16 rows [start, start + count) of a head widened into rows (exactly, as the kernels' own widening); returns count.
+    private int Widen(int kvHead, int start, int count, Span<float> rows)
+    {
+        int hd = _layout.HeadDim;
+        TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(HeadPointer(kvHead) + ((long)start * hd * 2), count * hd), rows[..(count * hd)]);
+        return count;
+    }
+
     public void Read(int kvHead, int start, int count, Span<float> dst)
     {
         int hd = _layout.HeadDim;

@@ -71,6 +71,9 @@ public class CausalAttentionTests
     [InlineData("k2v2:g8", 64, 5, 330, 13)]
     [InlineData("k4v2:r64:sink1", 64, 4, 200, 16)]
     [InlineData("k4v16", 64, 4, 300, 8)]
+    [InlineData("k16v2:vsink2", 64, 4, 300, 16)]
+    [InlineData("k4v32", 128, 4, 200, 9)]
+    [InlineData("k4v16:int8", 64, 4, 300, 16)]
     [InlineData("k4v2:int8", 32, 3, 300, 16)]
     [InlineData("k4v2:g16:r7:sink4:int8", 32, 3, 250, 16)]
     [InlineData("k4v2:rot:int8", 32, 2, 90, 9)]
@@ -113,10 +116,12 @@ public class CausalAttentionTests
     [InlineData("k4v2", 64, true)]
     [InlineData("k2v4:g16:r7:sink4", 128, true)]
     [InlineData("k16v2", 32, false)]
-    [InlineData("k4v16", 64, false)]
+    [InlineData("k4v16", 64, true)] // FP16 sides share at the fused kernels' head dims (widened once a chunk)
+    [InlineData("k16v2", 64, true)]
+    [InlineData("k4v16", 32, false)] // ... and not below them
     [InlineData("k4v2:int8", 32, true)]
     [InlineData("k4v2:int8", 64, true)]
-    [InlineData("k4v16:int8", 64, false)]
+    [InlineData("k4v16:int8", 64, true)]
     public void QuantizedStoresShareRowsBetweenABatchsTokens(string spec, int headDim, bool shares)
     {
         var layout = new KvLayout(1, 1, headDim, 64);
@@ -126,6 +131,9 @@ public class CausalAttentionTests
         // At head dims 64 and 128 the fused kernels take the store where AVX-512 runs (their rows decoded once a chunk
         // for the batch); elsewhere it attends row by row (rows read once a chunk): shared either way. Under int8
         // scores only the value rows are shared (where the CPU runs the int8 kernels at all).
+        // FP16/FP32 sides share only through the fused kernels (AVX-512).
+        bool fullSide = System.Text.RegularExpressions.Regex.IsMatch(spec, "^k(16|32)v|v(16|32)(:|$)");
+        shares &= !fullSide || KvAdaQuant.Numerics.FusedAttentionKernels.IsSupported;
         Assert.Equal(shares && !int8, store.SharesRows(4));
         Assert.Equal(shares && int8 && store.UsesInt8, store.SharesValueRows(4));
         if (KvAdaQuant.Numerics.Int8AttentionKernels.IsSupported)
