@@ -297,30 +297,17 @@ public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IKvStateLayer, 
 
     private void AttendCausalWidened(int kvHead, ReadOnlySpan<float> queries, int queryStride, int queryHeads, int firstLength, int tokens, Span<float> output, int outputStride, Span<float> scratch)
     {
-        int hd = _layout.HeadDim, last = firstLength + tokens - 1, perToken = queryHeads * last, chunk = FusedAttentionKernels.SharedRows(hd);
+        int hd = _layout.HeadDim, last = firstLength + tokens - 1, perToken = queryHeads * last;
         IKvLayerCache.CheckCausalBuffers(queries.Length, queryStride, output.Length, outputStride, queryHeads * hd, tokens, scratch.Length, CausalScratchFloats(queryHeads, firstLength, tokens));
-        long baseIdx = (long)kvHead * _layout.Capacity * hd;
+        long offset = (long)kvHead * _layout.Capacity * hd * 2;
         var scores = scratch[..(tokens * perToken)];
-        var rows = scratch.Slice(tokens * perToken, chunk * hd);
+        var rows = scratch.Slice(tokens * perToken, FusedAttentionKernels.SharedRows(hd) * hd);
         fixed (float* qp = queries)
         fixed (float* op = output)
         fixed (float* sp = scores)
         fixed (float* x = rows)
         {
-            for (int c0 = 0; c0 < last; c0 += chunk)
-            {
-                int m = Math.Min(chunk, last - c0);
-                TensorPrimitives.ConvertToSingle(_k.AsSpan<Half>(baseIdx + ((long)c0 * hd), m * hd), rows[..(m * hd)]);
-                for (int t = 0; t < tokens; t++)
-                {
-                    int length = firstLength + t, end = Math.Min(length - c0, m);
-                    if (end > 0)
-                    {
-                        FusedAttentionKernels.ScoresDense(x, false, end, hd, qp + ((long)t * queryStride), queryHeads, sp + ((long)t * perToken) + c0, length);
-                    }
-                }
-            }
-
+            FusedAttentionKernels.ScoresCausalHalf((ushort*)(_k.Pointer + offset), hd, x, qp, queryStride, queryHeads, firstLength, tokens, sp, perToken);
             for (int t = 0; t < tokens; t++)
             {
                 int length = firstLength + t;
@@ -332,19 +319,7 @@ public sealed unsafe class FullPrecisionKvStore : IKvLayerCache, IKvStateLayer, 
                 output.Slice(t * outputStride, queryHeads * hd).Clear();
             }
 
-            for (int c0 = 0; c0 < last; c0 += chunk)
-            {
-                int m = Math.Min(chunk, last - c0);
-                TensorPrimitives.ConvertToSingle(_v.AsSpan<Half>(baseIdx + ((long)c0 * hd), m * hd), rows[..(m * hd)]);
-                for (int t = 0; t < tokens; t++)
-                {
-                    int length = firstLength + t, end = Math.Min(length - c0, m);
-                    if (end > 0)
-                    {
-                        FusedAttentionKernels.AccumulateDense(x, false, end, hd, sp + ((long)t * perToken) + c0, length, queryHeads, op + ((long)t * outputStride));
-                    }
-                }
-            }
+            FusedAttentionKernels.AccumulateCausalHalf((ushort*)(_v.Pointer + offset), hd, x, sp, perToken, queryHeads, firstLength, tokens, op, outputStride);
         }
     }
 

@@ -121,26 +121,15 @@ internal sealed unsafe class FullPrecisionTensorStore : IKvTensorStore
             return;
         }
 
-        int hd = _layout.HeadDim, n = rep * hd, last = firstLength + tokens - 1, chunk = FusedAttentionKernels.SharedRows(hd);
-        _ = rows[(chunk * hd) - 1];
+        int hd = _layout.HeadDim, n = rep * hd, last = firstLength + tokens - 1;
+        _ = rows[(FusedAttentionKernels.SharedRows(hd) * hd) - 1];
         _ = queries[(tokens * n) - 1];
         _ = scores[((tokens - 1) * perToken) + (rep * last) - 1];
         fixed (float* q = queries)
         fixed (float* sc = scores)
         fixed (float* x = rows)
         {
-            for (int c0 = 0; c0 < last; c0 += chunk)
-            {
-                int m = Widen(kvHead, c0, Math.Min(chunk, last - c0), rows);
-                for (int t = 0; t < tokens; t++)
-                {
-                    int length = firstLength + t, end = Math.Min(length - c0, m);
-                    if (end > 0)
-                    {
-                        FusedAttentionKernels.ScoresDense(x, false, end, hd, q + (t * n), rep, sc + (t * perToken) + c0, length);
-                    }
-                }
-            }
+            FusedAttentionKernels.ScoresCausalHalf((ushort*)HeadPointer(kvHead), hd, x, q, n, rep, firstLength, tokens, sc, perToken);
         }
     }
 
@@ -152,35 +141,16 @@ internal sealed unsafe class FullPrecisionTensorStore : IKvTensorStore
             return;
         }
 
-        int hd = _layout.HeadDim, n = rep * hd, last = firstLength + tokens - 1, chunk = FusedAttentionKernels.SharedRows(hd);
-        _ = rows[(chunk * hd) - 1];
+        int hd = _layout.HeadDim, n = rep * hd, last = firstLength + tokens - 1;
+        _ = rows[(FusedAttentionKernels.SharedRows(hd) * hd) - 1];
         _ = probs[((tokens - 1) * perToken) + (rep * last) - 1];
         _ = output[((tokens - 1) * outputStride) + n - 1];
         fixed (float* p = probs)
         fixed (float* o = output)
         fixed (float* x = rows)
         {
-            for (int c0 = 0; c0 < last; c0 += chunk)
-            {
-                int m = Widen(kvHead, c0, Math.Min(chunk, last - c0), rows);
-                for (int t = 0; t < tokens; t++)
-                {
-                    int length = firstLength + t, end = Math.Min(length - c0, m);
-                    if (end > 0)
-                    {
-                        FusedAttentionKernels.AccumulateDense(x, false, end, hd, p + (t * perToken) + c0, length, rep, o + (t * outputStride));
-                    }
-                }
-            }
+            FusedAttentionKernels.AccumulateCausalHalf((ushort*)HeadPointer(kvHead), hd, x, p, perToken, rep, firstLength, tokens, o, outputStride);
         }
-    }
-
-    // FP16 rows [start, start + count) of a head widened into rows (exactly, as the kernels' own widening); returns count.
-    private int Widen(int kvHead, int start, int count, Span<float> rows)
-    {
-        int hd = _layout.HeadDim;
-        TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(HeadPointer(kvHead) + ((long)start * hd * 2), count * hd), rows[..(count * hd)]);
-        return count;
     }
 
     public void Read(int kvHead, int start, int count, Span<float> dst)

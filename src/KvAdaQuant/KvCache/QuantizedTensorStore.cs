@@ -152,24 +152,25 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     /// The row-at-a-time path (neither the fused kernels nor per-channel groups): sinks and the FP16 window widened,
     /// per-token rows dequantized (what <see cref="Read"/> returns), each scored by MultiDot and summed by MultiAxpy.
     /// </summary>
-    private bool AttendsReadRows(int rep) => !(_fused && rep * _hd <= MaxFusedFloats) && !_perChannel;
+    private bool AttendsReadRows(int rep) => !FusedRows(rep) && !_perChannel;
 
     /// <summary>
     /// Per-token rows where attention goes row by row (<see cref="AttendsReadRows"/>: each chunk read once for the batch)
-    /// or through the fused kernels (<see cref="FusedShares"/>: each chunk decoded once for the batch);
+    /// or through the fused kernels (<see cref="FusedRows"/>: each chunk decoded once for the batch);
     /// per-channel groups too, where a group's tokens fit one chunk of <see cref="IKvTensorStore.CausalRows"/> (their
     /// codes unpacked once for the batch, the group's a and b applied per token as <see cref="Scores"/> and
     /// <see cref="Accumulate"/> apply them).
     /// </summary>
-    public bool SharesCausal(int rep) => AttendsReadRows(rep) || FusedShares(rep) || (_perChannel && _chunk <= IKvTensorStore.CausalRows);
+    public bool SharesCausal(int rep) => AttendsReadRows(rep) || FusedRows(rep) || (_perChannel && _chunk <= IKvTensorStore.CausalRows);
 
     /// <summary>
-    /// The fused kernels' rows (<see cref="ScoresFused"/>, <see cref="AccumulateFused"/>) for a batch: each chunk of
+    /// Whether the fused kernels attend the rows at <paramref name="rep"/> query heads (<see cref="ScoresFused"/>,
+    /// <see cref="AccumulateFused"/>). For a batch: each chunk of
     /// <see cref="FusedAttentionKernels.SharedRows"/> quantized rows decoded once into FP32 in the kernels' channel order
     /// (<see cref="FusedAttentionKernels.DequantizePacked"/>), then scored and summed per token by the FP32 form of the
     /// same kernels from the same 64-token block starts; sinks and the window per token as the fused path reads them.
     /// </summary>
-    private bool FusedShares(int rep) => _fused && rep * _hd <= MaxFusedFloats;
+    private bool FusedRows(int rep) => _fused && rep * _hd <= MaxFusedFloats;
 
     public void ScoresCausal(int kvHead, ReadOnlySpan<float> queries, int rep, int headDim, int firstLength, int tokens, Span<float> scores, int perToken, Span<float> rows, Span<float> work)
     {
@@ -180,7 +181,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
             return;
         }
 
-        if (FusedShares(rep))
+        if (FusedRows(rep))
         {
             ScoresCausalFused(kvHead, queries, rep, firstLength, tokens, scores, perToken, rows, work);
             return;
@@ -291,7 +292,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
             return;
         }
 
-        if (FusedShares(rep))
+        if (FusedRows(rep))
         {
             AccumulateCausalFused(kvHead, probs, perToken, rep, firstLength, tokens, output, outputStride, rows, work);
             return;
@@ -384,15 +385,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
             {
                 int cnt = Math.Min(chunk, quantLast - s0 - c0);
                 FusedAttentionKernels.DequantizePacked(Rows(kvHead, c0, cnt), x);
-                for (int t = 0; t < tokens; t++)
-                {
-                    int length = firstLength + t;
-                    int m = Math.Min(cnt, Math.Min(s0 + _quantized, length) - s0 - c0);
-                    if (m > 0)
-                    {
-                        FusedAttentionKernels.ScoresDense(x, false, m, hd, pq + (t * n), rep, sc + (t * perToken) + s0 + c0, length);
-                    }
-                }
+                FusedAttentionKernels.ScoresCausalChunk(x, s0 + c0, cnt, s0 + _quantized, hd, pq, n, rep, firstLength, tokens, sc, perToken);
             }
 
             for (int t = 0; t < tokens; t++)
@@ -438,15 +431,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
             {
                 int cnt = Math.Min(chunk, quantLast - s0 - c0);
                 FusedAttentionKernels.DequantizePacked(Rows(kvHead, c0, cnt), x);
-                for (int t = 0; t < tokens; t++)
-                {
-                    int length = firstLength + t;
-                    int m = Math.Min(cnt, Math.Min(s0 + _quantized, length) - s0 - c0);
-                    if (m > 0)
-                    {
-                        FusedAttentionKernels.AccumulateDense(x, false, m, hd, p + (t * perToken) + s0 + c0, length, rep, po + (t * n));
-                    }
-                }
+                FusedAttentionKernels.AccumulateCausalChunk(x, s0 + c0, cnt, s0 + _quantized, hd, p, perToken, rep, firstLength, tokens, po, n);
             }
 
             for (int t = 0; t < tokens; t++)
@@ -469,7 +454,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
 
     public void Scores(int kvHead, ReadOnlySpan<float> queries, int rep, int length, Span<float> scores)
     {
-        if (_fused && rep * _hd <= MaxFusedFloats)
+        if (FusedRows(rep))
         {
             ScoresFused(kvHead, queries, rep, length, scores);
             return;
@@ -508,7 +493,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
 
     public void Accumulate(int kvHead, ReadOnlySpan<float> probs, int rep, int length, Span<float> output)
     {
-        if (_fused && rep * _hd <= MaxFusedFloats)
+        if (FusedRows(rep))
         {
             AccumulateFused(kvHead, probs, rep, length, output);
             return;
@@ -940,7 +925,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
                 sm[r] = Int8ValueKernels.SoftExpSum(row, s0, mx[r]) + Int8ValueKernels.SoftExpSum(row + k1, length - k1, mx[r]);
             }
 
-            if (_fused && rep * _hd <= MaxFusedFloats)
+            if (FusedRows(rep))
             {
                 AccumulateFused(kvHead, scores, rep, length, output, mx, sm);
             }

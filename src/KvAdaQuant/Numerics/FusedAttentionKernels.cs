@@ -194,6 +194,78 @@ internal static unsafe class FusedAttentionKernels
         }
     }
 
+    /// <summary>
+    /// One chunk of FP32 rows of a causal batch (decoded by <see cref="DequantizePacked"/> or widened from FP16): rows
+    /// [0, <paramref name="count"/>) hold positions <paramref name="first"/>.. of the cache. Token t of the batch (its
+    /// queries at queries + t * queryStride, in the rows' channel order) attends firstLength + t positions, of which it
+    /// scores those in the chunk below min(its length, <paramref name="limit"/>) into
+    /// scores[t * perToken + r * length + position]. Chunk after chunk from a multiple of <see cref="TokenBlock"/>,
+    /// each token's scores have the bits of one <see cref="ScoresDense"/> call over all its rows.
+    /// </summary>
+    public static void ScoresCausalChunk(float* rows, int first, int count, int limit, int headDim, float* queries, int queryStride, int rep, int firstLength, int tokens, float* scores, int perToken)
+    {
+        for (int t = 0; t < tokens; t++)
+        {
+            int length = firstLength + t, end = Math.Min(count, Math.Min(length, limit) - first);
+            if (end > 0)
+            {
+                ScoresDense(rows, false, end, headDim, queries + ((long)t * queryStride), rep, scores + ((long)t * perToken) + first, length);
+            }
+        }
+    }
+
+    /// <summary>
+    /// The value side of <see cref="ScoresCausalChunk"/>: token t adds its weights (laid out as the scores) times the
+    /// chunk's rows below its end into output + t * outputStride, with the bits of one <see cref="AccumulateDense"/>
+    /// call over all its rows when called chunk after chunk.
+    /// </summary>
+    public static void AccumulateCausalChunk(float* rows, int first, int count, int limit, int headDim, float* probs, int perToken, int rep, int firstLength, int tokens, float* output, int outputStride)
+    {
+        for (int t = 0; t < tokens; t++)
+        {
+            int length = firstLength + t, end = Math.Min(count, Math.Min(length, limit) - first);
+            if (end > 0)
+            {
+                AccumulateDense(rows, false, end, headDim, probs + ((long)t * perToken) + first, length, rep, output + ((long)t * outputStride));
+            }
+        }
+    }
+
+    /// <summary>
+    /// <see cref="ScoresCausalChunk"/> over a head's FP16 rows from position 0: each <see cref="SharedRows"/> chunk widened
+    /// once into <paramref name="rows"/> (exactly, as the kernels' own widening), then scored for every token of the batch
+    /// (the bits of one FP16 <see cref="ScoresDense"/> call per token).
+    /// </summary>
+    public static void ScoresCausalHalf(ushort* head, int headDim, float* rows, float* queries, int queryStride, int rep, int firstLength, int tokens, float* scores, int perToken)
+    {
+        int last = firstLength + tokens - 1, chunk = SharedRows(headDim);
+        for (int c0 = 0; c0 < last; c0 += chunk)
+        {
+            int m = WidenRows(head, c0, Math.Min(chunk, last - c0), headDim, rows);
+            ScoresCausalChunk(rows, c0, m, int.MaxValue, headDim, queries, queryStride, rep, firstLength, tokens, scores, perToken);
+        }
+    }
+
+    /// <summary>The value side of <see cref="ScoresCausalHalf"/> (<see cref="AccumulateCausalChunk"/> chunk after chunk).</summary>
+    public static void AccumulateCausalHalf(ushort* head, int headDim, float* rows, float* probs, int perToken, int rep, int firstLength, int tokens, float* output, int outputStride)
+    {
+        int last = firstLength + tokens - 1, chunk = SharedRows(headDim);
+        for (int c0 = 0; c0 < last; c0 += chunk)
+        {
+            int m = WidenRows(head, c0, Math.Min(chunk, last - c0), headDim, rows);
+            AccumulateCausalChunk(rows, c0, m, int.MaxValue, headDim, probs, perToken, rep, firstLength, tokens, output, outputStride);
+        }
+    }
+
+    // FP16 rows [first, first + count) of a head into FP32 rows; returns count.
+    private static int WidenRows(ushort* head, int first, int count, int headDim, float* rows)
+    {
+        System.Numerics.Tensors.TensorPrimitives.ConvertToSingle(
+            new ReadOnlySpan<Half>((Half*)head + ((long)first * headDim), count * headDim),
+            new Span<float>(rows, count * headDim));
+        return count;
+    }
+
     /// <summary>Scalar twin of <see cref="DequantizePacked"/>: <see cref="DequantizeScalar"/> per row, then permuted.</summary>
     public static void DequantizePackedScalar(in PackedRows rows, float* dst)
     {
