@@ -166,6 +166,21 @@ public class AttentionStepRunnerTests
         Assert.Equal(600, a.Layers[1].Length);
     }
 
+    [Fact]
+    public void APoolWiderThanTheScratchIsRefused()
+    {
+        var layout = new KvLayout(1, 2, 64, 16);
+        using var cache = KvCacheFactory.Create("fp32", layout);
+        using var pool = new WorkerPool(3);
+        var runner = new AttentionStepRunner(cache.Layers, 2, 1, 64, 16, threads: 2);
+        Assert.Throws<ArgumentException>(() => runner.Step(0, pool));
+    }
+}
+
+/// <summary>The runner's allocation check, in the collection of tests that measure allocation and run alone.</summary>
+[Collection(NonParallelCollection.Name)]
+public class AttentionStepAllocationTests
+{
     [Theory]
     [InlineData("fp16", AttentionPrecision.Fp32)]
     [InlineData("k4v2", AttentionPrecision.Fp32)]
@@ -187,15 +202,5 @@ public class AttentionStepRunnerTests
         }
 
         Assert.Equal(0, GC.GetAllocatedBytesForCurrentThread() - before);
-    }
-
-    [Fact]
-    public void APoolWiderThanTheScratchIsRefused()
-    {
-        var layout = new KvLayout(1, 2, 64, 16);
-        using var cache = KvCacheFactory.Create("fp32", layout);
-        using var pool = new WorkerPool(3);
-        var runner = new AttentionStepRunner(cache.Layers, 2, 1, 64, 16, threads: 2);
-        Assert.Throws<ArgumentException>(() => runner.Step(0, pool));
     }
 }

@@ -399,54 +399,6 @@ public class KvCacheStateTests
         Assert.Throws<ArgumentException>(() => SessionStateFile.Save(new MemoryStream(), s, [1]));
     }
 
-    [Fact]
-    public void The_readme_state_example_runs_as_shown_and_continues_as_the_first_session_would()
-    {
-        using var model = ModelLoader.Load("stories3M-q80");
-        using var transformer = new Transformer(model, threads: 1);
-        var tokenizer = model.Tokenizer!;
-        string dir = Directory.CreateTempSubdirectory("kvaq-readme-state-").FullName;
-        string cwd = Environment.CurrentDirectory;
-        try
-        {
-            Environment.CurrentDirectory = dir;
-
-            // README-state:begin
-            using var first = new InferenceSession(transformer, KvCacheFactory.Create("k4v2", transformer.CacheLayout(256)));
-            var prompt = tokenizer.Encode("Once upon a time", addBos: true);
-            first.Prefill(prompt.ToArray());
-            SessionStateFile.SaveFile("story.kvstate", first, prompt); // atomic; ByteCount of the cache + header, tokens, logits
-
-            using var later = new InferenceSession(transformer, KvCacheFactory.Create("k4v2", transformer.CacheLayout(256)));
-            SessionState state = SessionStateFile.LoadFile("story.kvstate", later); // refuses another model, plan or a damaged file
-            var more = new Generator(later, tokenizer).Generate(state.Tokens, cachedTokens: state.Tokens.Count, maxTokens: 32, new Sampler());
-            // README-state:end
-
-            Assert.Equal(ExpectedFileBytes(model, first.Cache, prompt.Count, string.Empty), new FileInfo("story.kvstate").Length);
-            var uninterrupted = new Generator(first, tokenizer).Generate(prompt, cachedTokens: prompt.Count, maxTokens: 32, new Sampler());
-            Assert.Equal(32, more.Tokens.Count);
-            Assert.Equal(uninterrupted.Tokens, more.Tokens);
-        }
-        finally
-        {
-            Environment.CurrentDirectory = cwd;
-            Directory.Delete(dir, recursive: true);
-        }
-
-        // The README's second C# block of "Using the library" is these lines.
-        var readme = File.ReadAllLines(Path.Combine(RepositoryRoot(), "README.md"));
-        int intro = Array.FindIndex(readme, l => l.StartsWith("A session's state (its KV cache as stored", StringComparison.Ordinal));
-        Assert.True(intro >= 0, "README.md lost the state example");
-        int open = Array.FindIndex(readme, intro, l => l.Trim() == "```csharp");
-        int close = Array.FindIndex(readme, open + 1, l => l.Trim() == "```");
-        var source = File.ReadAllLines(SourceFile());
-        int begin = Array.FindIndex(source, l => l.Trim() == "// README-state:begin");
-        int end = Array.FindIndex(source, l => l.Trim() == "// README-state:end");
-        Assert.Equal(
-            string.Join('\n', source[(begin + 1)..end].Select(l => l.Trim()).Where(l => l.Length > 0)),
-            string.Join('\n', readme[(open + 1)..close].Select(l => l.Trim()).Where(l => l.Length > 0)));
-    }
-
     internal static int[] Prompt(LlamaModel m, int length)
     {
         var tokens = m.Tokenizer!.Encode(Story + " " + Story, addBos: true);
@@ -480,9 +432,9 @@ public class KvCacheStateTests
         }
     }
 
-    private static string SourceFile([CallerFilePath] string path = "") => path;
+    internal static string SourceFile([CallerFilePath] string path = "") => path;
 
-    private static string RepositoryRoot()
+    internal static string RepositoryRoot()
     {
         for (var d = new DirectoryInfo(Path.GetDirectoryName(SourceFile())!); d is not null; d = d.Parent)
         {
@@ -564,5 +516,61 @@ public class KvCacheStateTests
         public override void SetLength(long value) => throw new NotSupportedException();
 
         public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+    }
+}
+
+/// <summary>
+/// The README's state example, run verbatim: it writes a relative path, so it changes the process's current directory
+/// for a moment, and runs alone (a kvaq process another test starts meanwhile would inherit a folder about to vanish).
+/// </summary>
+[Collection(NonParallelCollection.Name)]
+public class KvCacheStateReadmeTests
+{
+    [Fact]
+    public void The_readme_state_example_runs_as_shown_and_continues_as_the_first_session_would()
+    {
+        using var model = ModelLoader.Load("stories3M-q80");
+        using var transformer = new Transformer(model, threads: 1);
+        var tokenizer = model.Tokenizer!;
+        string dir = Directory.CreateTempSubdirectory("kvaq-readme-state-").FullName;
+        string cwd = Environment.CurrentDirectory;
+        try
+        {
+            Environment.CurrentDirectory = dir;
+
+            // README-state:begin
+            using var first = new InferenceSession(transformer, KvCacheFactory.Create("k4v2", transformer.CacheLayout(256)));
+            var prompt = tokenizer.Encode("Once upon a time", addBos: true);
+            first.Prefill(prompt.ToArray());
+            SessionStateFile.SaveFile("story.kvstate", first, prompt); // atomic; ByteCount of the cache + header, tokens, logits
+
+            using var later = new InferenceSession(transformer, KvCacheFactory.Create("k4v2", transformer.CacheLayout(256)));
+            SessionState state = SessionStateFile.LoadFile("story.kvstate", later); // refuses another model, plan or a damaged file
+            var more = new Generator(later, tokenizer).Generate(state.Tokens, cachedTokens: state.Tokens.Count, maxTokens: 32, new Sampler());
+            // README-state:end
+
+            Assert.Equal(KvCacheStateTests.ExpectedFileBytes(model, first.Cache, prompt.Count, string.Empty), new FileInfo("story.kvstate").Length);
+            var uninterrupted = new Generator(first, tokenizer).Generate(prompt, cachedTokens: prompt.Count, maxTokens: 32, new Sampler());
+            Assert.Equal(32, more.Tokens.Count);
+            Assert.Equal(uninterrupted.Tokens, more.Tokens);
+        }
+        finally
+        {
+            Environment.CurrentDirectory = cwd;
+            Directory.Delete(dir, recursive: true);
+        }
+
+        // The README's second C# block of "Using the library" is these lines.
+        var readme = File.ReadAllLines(Path.Combine(KvCacheStateTests.RepositoryRoot(), "README.md"));
+        int intro = Array.FindIndex(readme, l => l.StartsWith("A session's state (its KV cache as stored", StringComparison.Ordinal));
+        Assert.True(intro >= 0, "README.md lost the state example");
+        int open = Array.FindIndex(readme, intro, l => l.Trim() == "```csharp");
+        int close = Array.FindIndex(readme, open + 1, l => l.Trim() == "```");
+        var source = File.ReadAllLines(KvCacheStateTests.SourceFile());
+        int begin = Array.FindIndex(source, l => l.Trim() == "// README-state:begin");
+        int end = Array.FindIndex(source, l => l.Trim() == "// README-state:end");
+        Assert.Equal(
+            string.Join('\n', source[(begin + 1)..end].Select(l => l.Trim()).Where(l => l.Length > 0)),
+            string.Join('\n', readme[(open + 1)..close].Select(l => l.Trim()).Where(l => l.Length > 0)));
     }
 }
