@@ -38,11 +38,15 @@ internal static class ServeCommand
         ubatch.Aliases.Add("--ubatch-size");
         ubatch.Aliases.Add("-ub");
         var metrics = new Option<bool>("--metrics") { Description = "serve GET /metrics: Prometheus counters under llama-server's names (prompt and generated tokens and seconds, forward passes, busy slots per pass, requests processing and waiting) and the slots' KV-cache bytes and tokens" };
+        var slotSavePath = new Option<string?>("--slot-save-path")
+        {
+            Description = "folder for POST /slots/{id}?action=save|restore (llama-server's option): a slot's KV cache and tokens as a kvaq state file, and back; created if missing; CPU only",
+        };
         var cmd = new Command(
             "serve",
-            "Serve the model over HTTP with OpenAI's API (/v1/completions, /v1/chat/completions, streaming) and llama-server's /health, /tokenize, /detokenize, /slots, /metrics; one request at a time, or --parallel N at once with their decode steps batched; Ctrl+C or SIGTERM stops.")
+            "Serve the model over HTTP with OpenAI's API (/v1/completions, /v1/chat/completions, streaming) and llama-server's /health, /tokenize, /detokenize, /slots (save, restore, erase), /metrics; one request at a time, or --parallel N at once with their decode steps batched; Ctrl+C or SIGTERM stops.")
         {
-            model, tokenizer, host, port, ctx, template, apiKey, maxTokens, kv, kvPlan, threads, device, attnInt8, attnInt8Values, parallel, metrics, ubatch,
+            model, tokenizer, host, port, ctx, template, apiKey, maxTokens, kv, kvPlan, threads, device, attnInt8, attnInt8Values, parallel, metrics, ubatch, slotSavePath,
         };
         foreach (var o in sampling.All)
         {
@@ -92,9 +96,13 @@ internal static class ServeCommand
 
             var precision = CommonOptions.Attention(r.GetValue(attnInt8), r.GetValue(attnInt8Values));
             bool onGpu = r.GetValue(device) == DeviceOptions.Cuda;
+            string? slotFolder = SlotFolder(r.GetValue(slotSavePath), onGpu);
             using var engine = DecodeEngine.Open(m, r.GetValue(kv), r.GetValue(kvPlan), onGpu, r.GetValue(threads), c, precision, r.GetValue(parallel), r.GetValue(ubatch));
             using var served = new ServedModel(
-                Path.GetFileName(Path.TrimEndingDirectorySeparator(m.Path)), m.Path, engine.Sessions, engine.KvName, onGpu ? DeviceOptions.Cuda : DeviceOptions.Cpu, tok, chosen, defaults);
+                Path.GetFileName(Path.TrimEndingDirectorySeparator(m.Path)), m.Path, engine.Sessions, engine.KvName, onGpu ? DeviceOptions.Cuda : DeviceOptions.Cpu, tok, chosen, defaults)
+            {
+                SlotSavePath = slotFolder,
+            };
             served.WarmUp();
             served.Metrics = r.GetValue(metrics) ? new ServeMetrics(engine.Transformer) : null;
             string where = engine.OnGpu ? "on the GPU" : $"{engine.Threads} threads; attention {CommonOptions.AttentionName(precision)}";
@@ -112,6 +120,42 @@ internal static class ServeCommand
             return 0;
         }));
         return cmd;
+    }
+
+    // --slot-save-path: a folder (created with its parents when missing); not with --device cuda, whose caches state files cannot hold.
+    private static string? SlotFolder(string? path, bool onGpu)
+    {
+        if (path is null)
+        {
+            return null;
+        }
+
+        if (path.Trim().Length == 0)
+        {
+            throw new ArgumentException("--slot-save-path: the folder is empty");
+        }
+
+        if (onGpu)
+        {
+            throw new ArgumentException("--slot-save-path: state files hold the CPU engine's KV caches; it cannot be combined with --device cuda");
+        }
+
+        string full = Path.GetFullPath(path);
+        if (File.Exists(full))
+        {
+            throw new ArgumentException($"--slot-save-path: {path} is a file; give a folder");
+        }
+
+        try
+        {
+            Directory.CreateDirectory(full);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ArgumentException($"--slot-save-path: cannot create the folder {path}: {e.Message}", e);
+        }
+
+        return full;
     }
 
     private static IPAddress Address(string host)

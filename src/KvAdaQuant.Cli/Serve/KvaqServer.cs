@@ -65,7 +65,7 @@ internal sealed class KvaqServer
         app.Use(Authorize);
         app.UseStatusCodePages(c => c.HttpContext.Response.StatusCode switch
         {
-            404 => WriteError(c.HttpContext, new ServeRequestException(404, $"no endpoint {c.HttpContext.Request.Path}; kvaq serve has /health, /v1/models, /v1/completions, /v1/chat/completions, /tokenize, /detokenize, /slots and /metrics", null, "not_found_error")),
+            404 => WriteError(c.HttpContext, new ServeRequestException(404, $"no endpoint {c.HttpContext.Request.Path}; kvaq serve has /health, /v1/models, /v1/completions, /v1/chat/completions, /tokenize, /detokenize, /slots, /slots/{{id}}?action=save|restore|erase and /metrics", null, "not_found_error")),
             405 => WriteError(c.HttpContext, new ServeRequestException(405, $"{c.HttpContext.Request.Method} is not allowed on {c.HttpContext.Request.Path}")),
             _ => Task.CompletedTask,
         });
@@ -77,6 +77,7 @@ internal sealed class KvaqServer
         app.MapPost("/v1/chat/completions", c => Complete(c, chat: true));
         app.MapGet("/metrics", Metrics);
         app.MapGet("/slots", Slots);
+        app.MapPost("/slots/{id}", SlotAction);
         app.MapPost("/tokenize", Tokenize);
         app.MapPost("/detokenize", Detokenize);
 
@@ -177,6 +178,108 @@ internal sealed class KvaqServer
         200,
         _model.SlotStates().Select(s => new SlotState(s.Id, _model.Ctx, s.Busy, s.CacheTokens, s.KvBytes, _model.Kv)).ToList(),
         ServeJsonContext.Relaxed.ListSlotState);
+
+    // llama-server's POST /slots/{id}?action=save|restore|erase: a slot's KV cache and tokens to a state file in
+    // --slot-save-path, back from one, or cleared; only while no request holds the slot.
+    private async Task SlotAction(HttpContext c)
+    {
+        try
+        {
+            string raw = c.Request.RouteValues["id"] as string ?? string.Empty;
+            if (!int.TryParse(raw, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out int id) || id >= _model.Slots)
+            {
+                throw new ServeRequestException(400, $"invalid slot id '{raw}': this server has slot{(_model.Slots == 1 ? " 0" : $"s 0 to {_model.Slots - 1}")} (kvaq serve --parallel)", "id_slot");
+            }
+
+            string action = c.Request.Query["action"].ToString();
+            if (action is not ("save" or "restore" or "erase"))
+            {
+                throw new ServeRequestException(400, action.Length == 0
+                    ? "no action: POST /slots/{id}?action=save, restore or erase"
+                    : $"invalid action '{action}': expected save, restore or erase", "action");
+            }
+
+            string? name = null, path = null;
+            if (action != "erase")
+            {
+                string folder = _model.SlotSavePath
+                    ?? throw new ServeRequestException(501, $"this server does not {action} slots; start it with --slot-save-path FOLDER", null, "not_supported_error");
+                using var doc = await ReadBody(c);
+                name = CompletionRequest.Field(doc.RootElement, "filename") is { } f
+                    ? f.ValueKind == JsonValueKind.String ? f.GetString()! : throw CompletionRequest.Invalid("filename", $"filename must be a string, got {CompletionRequest.Raw(f)}")
+                    : throw CompletionRequest.Invalid("filename", $"filename is required (the file in --slot-save-path to {action})");
+                if (ServedModel.SlotFileNameProblem(name) is { } problem)
+                {
+                    throw CompletionRequest.Invalid("filename", $"invalid filename '{name}': it {problem}");
+                }
+
+                path = System.IO.Path.Combine(folder, name);
+            }
+
+            var slot = _model.TakeSlot(id)
+                ?? throw new ServeRequestException(503, $"slot {id} is busy: a request is using it; try again when it ends", null, "unavailable_error");
+            try
+            {
+                var sw = Stopwatch.StartNew();
+                switch (action)
+                {
+                    case "save":
+                        var (saved, written) = await Task.Run(() => SlotFile(() => slot.SaveState(path!), path!, name!, saving: true), _stopping);
+                        c.Items["kvaq.note"] = $"slot {id}: {saved} tokens saved to {name} ({written:N0} bytes)";
+                        await Write(c, 200, new SlotActionResponse(id, name, NSaved: saved, NWritten: written, Timings: new SlotActionTimings(SaveMs: sw.Elapsed.TotalMilliseconds)), ServeJsonContext.Relaxed.SlotActionResponse);
+                        break;
+                    case "restore":
+                        var (restored, read) = await Task.Run(() => SlotFile(() => slot.RestoreState(path!), path!, name!, saving: false), _stopping);
+                        c.Items["kvaq.note"] = $"slot {id}: {restored} tokens restored from {name} ({read:N0} bytes)";
+                        await Write(c, 200, new SlotActionResponse(id, name, NRestored: restored, NRead: read, Timings: new SlotActionTimings(RestoreMs: sw.Elapsed.TotalMilliseconds)), ServeJsonContext.Relaxed.SlotActionResponse);
+                        break;
+                    default:
+                        int erased = slot.Erase();
+                        c.Items["kvaq.note"] = $"slot {id}: {erased} tokens erased";
+                        await Write(c, 200, new SlotActionResponse(id, NErased: erased), ServeJsonContext.Relaxed.SlotActionResponse);
+                        break;
+                }
+            }
+            finally
+            {
+                _model.Return(slot);
+                _model.Gate.Release();
+            }
+        }
+        catch (ServeRequestException e)
+        {
+            await WriteError(c, e);
+        }
+    }
+
+    // A slot save or restore, its failures as the client's errors: a file that is missing, damaged, or from another model,
+    // plan or larger context (400 or 404, the loader's message), a cache that cannot be saved (501), a failed write (500).
+    // Messages name the file as the client did, not by the server's folder.
+    private static (int Tokens, long Bytes) SlotFile(Func<(int Tokens, long Bytes)> run, string path, string name, bool saving)
+    {
+        string Named(string message) => message.Replace($"{path}: ", string.Empty, StringComparison.Ordinal).Replace(path, name, StringComparison.Ordinal);
+
+        try
+        {
+            return run();
+        }
+        catch (FileNotFoundException)
+        {
+            throw new ServeRequestException(404, $"no slot file '{name}' in --slot-save-path", "filename", "not_found_error");
+        }
+        catch (NotSupportedException e)
+        {
+            throw new ServeRequestException(501, e.Message, null, "not_supported_error");
+        }
+        catch (Exception e) when (!saving && e is InvalidDataException or KvAdaQuant.KvCache.KvCacheException or IOException or ArgumentException)
+        {
+            throw new ServeRequestException(400, $"cannot restore '{name}': {Named(e.Message)}", "filename");
+        }
+        catch (Exception e) when (saving && e is IOException or UnauthorizedAccessException or KvAdaQuant.KvCache.KvCacheException)
+        {
+            throw new ServeRequestException(500, $"cannot save '{name}': {Named(e.Message)}", null, "server_error");
+        }
+    }
 
     private async Task Tokenize(HttpContext c)
     {

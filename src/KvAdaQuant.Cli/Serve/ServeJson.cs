@@ -19,6 +19,24 @@ internal sealed record SlotState(
     long KvBytes,
     string Kv);
 
+/// <summary>
+/// <c>POST /slots/{id}?action=save|restore|erase</c> (llama-server's fields): the slot, the file (not for erase), the
+/// tokens saved, restored or erased (one of <c>n_saved</c>, <c>n_restored</c>, <c>n_erased</c>), the file's bytes written
+/// or read, and the time taken (<c>timings.save_ms</c> or <c>timings.restore_ms</c>).
+/// </summary>
+internal sealed record SlotActionResponse(
+    int IdSlot,
+    string? Filename = null,
+    int? NSaved = null,
+    long? NWritten = null,
+    int? NRestored = null,
+    long? NRead = null,
+    int? NErased = null,
+    SlotActionTimings? Timings = null);
+
+/// <summary>The time a slot save or restore took, in milliseconds.</summary>
+internal sealed record SlotActionTimings(double? SaveMs = null, double? RestoreMs = null);
+
 /// <summary>One entry of <c>GET /v1/models</c>.</summary>
 internal sealed record ModelEntry(string Id, string Object, long Created, string OwnedBy, ModelMeta Meta);
 
@@ -142,6 +160,7 @@ internal sealed record ErrorResponse(ErrorDetail Error);
 [JsonSerializable(typeof(DetokenizeResponse))]
 [JsonSerializable(typeof(ErrorResponse))]
 [JsonSerializable(typeof(List<SlotState>))]
+[JsonSerializable(typeof(SlotActionResponse))]
 internal sealed partial class ServeJsonContext : JsonSerializerContext
 {
     /// <summary>The contracts with the generator's options, writing text as it is (no \u003E for &gt;).</summary>

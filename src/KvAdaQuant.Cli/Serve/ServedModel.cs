@@ -92,6 +92,88 @@ internal sealed class ServedModel : IDisposable
     public SemaphoreSlim Gate { get; }
 
     /// <summary>
+    /// The folder slot saves and restores read and write (<c>kvaq serve --slot-save-path</c>, llama-server's option), or
+    /// null: then <c>POST /slots/{id}?action=save|restore</c> is refused.
+    /// </summary>
+    public string? SlotSavePath { get; init; }
+
+    /// <summary>
+    /// Slot <paramref name="id"/> (0 &lt;= id &lt; <see cref="Slots"/>) with one entry of <see cref="Gate"/>, for a slot
+    /// action; null while a request holds it, or while every free slot is promised to requests already past the gate.
+    /// Give it back with <see cref="Return"/> and <see cref="Gate"/>.Release.
+    /// </summary>
+    public RequestGenerator? TakeSlot(int id)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(id);
+        ArgumentOutOfRangeException.ThrowIfGreaterThanOrEqual(id, Slots);
+        if (!Gate.Wait(0))
+        {
+            return null;
+        }
+
+        lock (_free)
+        {
+            if (_free.Remove(_all[id]))
+            {
+                return _all[id];
+            }
+        }
+
+        Gate.Release();
+        return null;
+    }
+
+    /// <summary>
+    /// Why <paramref name="name"/> cannot name a slot file in <see cref="SlotSavePath"/>, or null when it can: a plain file
+    /// name (as llama-server's filename check): not empty, at most 255 UTF-8 bytes, no folder separators, no control
+    /// characters or any of <c>:*?"&lt;&gt;|</c>, no space at either end, not <c>.</c> or <c>..</c>, not ending in a dot.
+    /// </summary>
+    public static string? SlotFileNameProblem(string name)
+    {
+        if (name.Length == 0)
+        {
+            return "is empty";
+        }
+
+        if (System.Text.Encoding.UTF8.GetByteCount(name) > 255)
+        {
+            return "is longer than 255 bytes";
+        }
+
+        if (name is "." or "..")
+        {
+            return "is not a file name";
+        }
+
+        for (int i = 0; i < name.Length; i++)
+        {
+            char ch = name[i];
+            if (ch is '/' or '\\')
+            {
+                return "holds a folder separator (give a file name; files live in --slot-save-path)";
+            }
+
+            if (char.IsHighSurrogate(ch) && i + 1 < name.Length && char.IsLowSurrogate(name[i + 1]))
+            {
+                i++; // a character beyond U+FFFF
+                continue;
+            }
+
+            if (char.IsControl(ch) || char.IsSurrogate(ch) || ":*?\"<>|".Contains(ch, StringComparison.Ordinal))
+            {
+                return $"holds the character U+{(int)ch:X4}, which a slot file name may not";
+            }
+        }
+
+        if (char.IsWhiteSpace(name[0]) || char.IsWhiteSpace(name[^1]))
+        {
+            return "starts or ends with a space";
+        }
+
+        return name[^1] == '.' ? "ends with a dot" : null;
+    }
+
+    /// <summary>
     /// A free slot for <paramref name="promptTokens"/> (the caller holds <see cref="Gate"/>): the one whose cache shares
     /// the longest prefix with the prompt (llama-server's slot choice by prompt similarity), else the first free one.
     /// Give it back with <see cref="Return"/>.

@@ -452,5 +452,8 @@ public sealed class BatchingEngine
         public void Reset() => session.Reset();
 
         public void Idle() => engine.Idle(session);
+
+        // Saved and restored only while no request holds the slot, so no step touches the session meanwhile.
+        public InferenceSession StateSession => session;
     }
 }

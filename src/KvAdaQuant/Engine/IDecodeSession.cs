@@ -66,4 +66,11 @@ public interface IDecodeSession
     void Idle()
     {
     }
+
+    /// <summary>
+    /// The CPU engine's session that holds this sequence's cache, for state files (<see cref="SessionStateFile"/>): the
+    /// session itself, or the one a <see cref="BatchingEngine"/> session runs on; null where the cache is not the CPU
+    /// engine's (the GPU's), whose state cannot be saved.
+    /// </summary>
+    InferenceSession? StateSession => null;
 }

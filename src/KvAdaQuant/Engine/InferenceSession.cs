@@ -183,5 +183,8 @@ public sealed class InferenceSession : IDecodeSession, IDisposable
     public void Reset() => Cache.Clear();
 
     /// <inheritdoc/>
+    InferenceSession IDecodeSession.StateSession => this;
+
+    /// <inheritdoc/>
     public void Dispose() => Cache.Dispose();
 }

@@ -125,4 +125,49 @@ public sealed class RequestGenerator
             throw;
         }
     }
+
+    /// <summary>
+    /// Saves what the cache holds, with <see cref="Tokens"/>, to a state file at <paramref name="path"/>
+    /// (<see cref="SessionStateFile.SaveFile"/>, atomically; llama-server's slot save). Returns the tokens saved and the
+    /// file's bytes. Only between runs; a <see cref="NotSupportedException"/> where the session's cache is not the CPU
+    /// engine's (<see cref="IDecodeSession.StateSession"/>).
+    /// </summary>
+    public (int Tokens, long Bytes) SaveState(string path)
+    {
+        var session = StateSessionOrThrow("saved");
+        if (session.Position != _tokens.Count)
+        {
+            throw new InvalidOperationException($"the cache holds {session.Position} positions but {_tokens.Count} tokens are known for them");
+        }
+
+        return (_tokens.Count, SessionStateFile.SaveFile(path, session, _tokens));
+    }
+
+    /// <summary>
+    /// Restores a state file (<see cref="SessionStateFile.LoadFile"/>: the same model and KV plan, no longer than the
+    /// context; a refused file leaves the cache and <see cref="Tokens"/> as they were): the cache then holds the saved
+    /// tokens, which the next run's prompt can take from it (<see cref="ReusablePrefix"/>). Returns the tokens restored
+    /// and the bytes read.
+    /// </summary>
+    public (int Tokens, long Bytes) RestoreState(string path)
+    {
+        var state = SessionStateFile.LoadFile(path, StateSessionOrThrow("restored"));
+        _tokens.Clear();
+        _tokens.AddRange(state.Tokens);
+        ReusedTokens = 0;
+        return (_tokens.Count, state.Bytes);
+    }
+
+    /// <summary>Clears the cache (llama-server's slot erase); returns the tokens it held.</summary>
+    public int Erase()
+    {
+        int held = _tokens.Count;
+        _session.Reset();
+        _tokens.Clear();
+        ReusedTokens = 0;
+        return held;
+    }
+
+    private InferenceSession StateSessionOrThrow(string verb) => _session.StateSession
+        ?? throw new NotSupportedException($"the KV cache is on {_session.Device}; it cannot be {verb}: state files hold the CPU engine's caches");
 }
