@@ -173,6 +173,42 @@ internal sealed record CompletionRequest(
         };
     }
 
+    /// <summary>
+    /// Reads a body of llama-server's own <c>/completion</c>: the completions fields (<see cref="Parse"/>), with
+    /// <c>n_predict</c> for <c>max_tokens</c> (-1: until EOS or the context is full) and <c>id_slot</c> (-1 or absent: the
+    /// free slot whose cache shares most of the prompt; else that slot, waited for) among <paramref name="slots"/>.
+    /// One completion of the prompt, without the OpenAI extras: <c>echo</c>, <c>logprobs</c> and <c>n</c> are not used;
+    /// <c>n_probs</c> above 0 is refused (<c>/v1/completions</c>' <c>logprobs</c> lists the likeliest tokens).
+    /// </summary>
+    public static (CompletionRequest Request, int Slot) ParseNative(JsonElement body, CompletionRequest defaults, int slots)
+    {
+        var request = Parse(body, chat: false, defaults) with { N = 1, Echo = false, Logprobs = null };
+        if (Field(body, "n_predict") is { } np)
+        {
+            long v = Integer(np, "n_predict");
+            request = v switch
+            {
+                -1 => request with { MaxTokens = null },
+                >= 1 and <= int.MaxValue => request with { MaxTokens = (int)v },
+                _ => throw Invalid("n_predict", $"n_predict must be -1 (until EOS or the context is full) or an integer >= 1, got {Raw(np)}"),
+            };
+        }
+
+        if (Field(body, "n_probs") is { } probs && Integer(probs, "n_probs") != 0)
+        {
+            throw Invalid("n_probs", "n_probs is not supported on /completion; /v1/completions lists the likeliest tokens (\"logprobs\": N)");
+        }
+
+        int slot = -1;
+        if (Field(body, "id_slot") is { } id)
+        {
+            long v = Integer(id, "id_slot");
+            slot = v >= -1 && v < slots ? (int)v : throw Invalid("id_slot", $"id_slot must be -1 (any free slot) or a slot of this server, 0 to {slots - 1} (kvaq serve --parallel), got {Raw(id)}");
+        }
+
+        return (request, slot);
+    }
+
     // logit_bias as OpenAI writes it, {"token id": bias}, or llama-server's [[id, bias], ...]; a bias of false bans the token.
     private static Dictionary<int, float> ParseLogitBias(JsonElement e)
     {

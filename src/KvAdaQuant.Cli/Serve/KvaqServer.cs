@@ -65,7 +65,7 @@ internal sealed class KvaqServer
         app.Use(Authorize);
         app.UseStatusCodePages(c => c.HttpContext.Response.StatusCode switch
         {
-            404 => WriteError(c.HttpContext, new ServeRequestException(404, $"no endpoint {c.HttpContext.Request.Path}; kvaq serve has /health, /v1/models, /v1/completions, /v1/chat/completions, /tokenize, /detokenize, /slots, /slots/{{id}}?action=save|restore|erase and /metrics", null, "not_found_error")),
+            404 => WriteError(c.HttpContext, new ServeRequestException(404, $"no endpoint {c.HttpContext.Request.Path}; kvaq serve has /health, /v1/models, /v1/completions, /v1/chat/completions, /completion, /props, /tokenize, /detokenize, /slots, /slots/{{id}}?action=save|restore|erase and /metrics", null, "not_found_error")),
             405 => WriteError(c.HttpContext, new ServeRequestException(405, $"{c.HttpContext.Request.Method} is not allowed on {c.HttpContext.Request.Path}")),
             _ => Task.CompletedTask,
         });
@@ -75,8 +75,11 @@ internal sealed class KvaqServer
         app.MapGet("/models", Models);
         app.MapPost("/v1/completions", c => Complete(c, chat: false));
         app.MapPost("/v1/chat/completions", c => Complete(c, chat: true));
+        app.MapPost("/completion", NativeComplete);
+        app.MapPost("/completions", NativeComplete);
         app.MapGet("/metrics", Metrics);
         app.MapGet("/slots", Slots);
+        app.MapGet("/props", Props);
         app.MapPost("/slots/{id}", SlotAction);
         app.MapPost("/tokenize", Tokenize);
         app.MapPost("/detokenize", Detokenize);
@@ -170,6 +173,16 @@ internal sealed class KvaqServer
         c.Response.StatusCode = 200;
         c.Response.ContentType = "text/plain; version=0.0.4; charset=utf-8";
         return c.Response.WriteAsync(metrics.Render(_model), _stopping);
+    }
+
+    // llama-server's GET /props: the defaults of a request, the slots, the model and template, kvaq's version.
+    private Task Props(HttpContext c)
+    {
+        var d = _model.Defaults;
+        var settings = new NativeSettings(_model.Ctx, d.MaxTokens ?? -1, _model.Id, d.Temperature, d.TopK, d.TopP, d.MinP, d.RepeatPenalty, d.RepeatLastN, d.PresencePenalty, d.FrequencyPenalty, d.Seed, d.Stop, false, true);
+        string version = typeof(KvaqServer).Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyInformationalVersionAttribute), false)
+            .OfType<System.Reflection.AssemblyInformationalVersionAttribute>().FirstOrDefault()?.InformationalVersion ?? "unknown";
+        return Write(c, 200, new PropsResponse(settings, _model.Slots, _model.Path, _model.Template.Name, $"kvaq {version}", _model.Kv, _model.Device), ServeJsonContext.Relaxed.PropsResponse);
     }
 
     // llama-server's GET /slots: each slot's id, context, whether a request holds it, and kvaq's cache figures.
@@ -339,19 +352,7 @@ internal sealed class KvaqServer
         {
             using var doc = await ReadBody(c);
             request = CompletionRequest.Parse(doc.RootElement, chat, _model.Defaults);
-            prompt = _model.PromptTokens(request);
-            int vocab = _model.Tokenizer.VocabSize;
-            if (request.LogitBias.Keys.Where(t => t >= vocab).Select(t => (int?)t).FirstOrDefault() is { } outside)
-            {
-                throw CompletionRequest.Invalid("logit_bias", $"logit_bias: token {outside} is not a token id of this model (its vocabulary has {vocab})");
-            }
-
-            if (prompt.Count > _model.Ctx)
-            {
-                throw CompletionRequest.Invalid(
-                    chat ? "messages" : "prompt",
-                    $"the {(chat ? "conversation" : "prompt")} has {prompt.Count} tokens (BOS included) but the context holds {_model.Ctx} (kvaq serve --ctx)");
-            }
+            prompt = PromptTokens(request, chat);
         }
         catch (ServeRequestException e)
         {
@@ -424,6 +425,188 @@ internal sealed class KvaqServer
 
             metrics?.Finished();
         }
+    }
+
+    // The request's prompt tokens, refused when they or its logit_bias do not fit the model.
+    private List<int> PromptTokens(CompletionRequest request, bool chat)
+    {
+        var prompt = _model.PromptTokens(request);
+        int vocab = _model.Tokenizer.VocabSize;
+        if (request.LogitBias.Keys.Where(t => t >= vocab).Select(t => (int?)t).FirstOrDefault() is { } outside)
+        {
+            throw CompletionRequest.Invalid("logit_bias", $"logit_bias: token {outside} is not a token id of this model (its vocabulary has {vocab})");
+        }
+
+        if (prompt.Count > _model.Ctx)
+        {
+            throw CompletionRequest.Invalid(
+                chat ? "messages" : "prompt",
+                $"the {(chat ? "conversation" : "prompt")} has {prompt.Count} tokens (BOS included) but the context holds {_model.Ctx} (kvaq serve --ctx)");
+        }
+
+        return prompt;
+    }
+
+    // llama-server's own POST /completion (and /completions): one completion of a prompt, its answer or a stream of
+    // {"content", "stop": false} pieces ended by the whole answer with "stop": true (no [DONE]), in llama-server's fields.
+    private async Task NativeComplete(HttpContext c)
+    {
+        CompletionRequest request;
+        List<int> prompt;
+        int wanted;
+        try
+        {
+            using var doc = await ReadBody(c);
+            (request, wanted) = CompletionRequest.ParseNative(doc.RootElement, _model.Defaults, _model.Slots);
+            prompt = PromptTokens(request, chat: false);
+        }
+        catch (ServeRequestException e)
+        {
+            await WriteError(c, e);
+            return;
+        }
+
+        using var cancel = CancellationTokenSource.CreateLinkedTokenSource(c.RequestAborted, _stopping);
+        var metrics = _model.Metrics;
+        metrics?.Queued();
+        RequestGenerator? slot;
+        try
+        {
+            if (wanted < 0)
+            {
+                await _model.Gate.WaitAsync(cancel.Token);
+                slot = _model.Take(prompt);
+            }
+            else
+            {
+                // id_slot: that slot once it is free (llama-server defers such a task until its slot is).
+                while ((slot = _model.TakeSlot(wanted)) is null)
+                {
+                    await Task.Delay(10, cancel.Token);
+                }
+            }
+        }
+        catch (OperationCanceledException)
+        {
+            metrics?.Left();
+            return;
+        }
+
+        metrics?.Started();
+        try
+        {
+            int id = _model.SlotId(slot);
+            string promptText = request.Prompt ?? _model.Tokenizer.Decode(prompt);
+            if (!request.Stream)
+            {
+                var run = await Task.Factory.StartNew(() => _model.Generate(slot, prompt, request, null, cancel.Token), cancel.Token, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+                metrics?.Record(run.Result);
+                Note(c, [run.Result], run.FinishReason, run.CachedTokens);
+                if (run.FinishReason != "cancelled")
+                {
+                    await Write(c, 200, Native(run.Result, run.Text, run.CachedTokens, request, promptText, id, slot), ServeJsonContext.Relaxed.NativeCompletion);
+                }
+
+                return;
+            }
+
+            c.Response.StatusCode = 200;
+            c.Response.ContentType = "text/event-stream";
+            c.Response.Headers.CacheControl = "no-cache";
+            var pieces = Channel.CreateUnbounded<string>(new UnboundedChannelOptions { SingleReader = true, SingleWriter = true });
+            var generation = Task.Factory.StartNew(
+                () =>
+                {
+                    try
+                    {
+                        return _model.Generate(slot, prompt, request, (text, _) => pieces.Writer.TryWrite(text), cancel.Token);
+                    }
+                    finally
+                    {
+                        pieces.Writer.TryComplete();
+                    }
+                },
+                CancellationToken.None,
+                TaskCreationOptions.LongRunning,
+                TaskScheduler.Default);
+            try
+            {
+                await foreach (string piece in pieces.Reader.ReadAllAsync(cancel.Token))
+                {
+                    if (piece.Length > 0)
+                    {
+                        await Event(c, JsonSerializer.SerializeToUtf8Bytes(new NativeChunk(0, piece, false, id, prompt.Count), ServeJsonContext.Relaxed.NativeChunk), cancel.Token);
+                    }
+                }
+            }
+            catch (Exception e) when (e is IOException or OperationCanceledException)
+            {
+                await cancel.CancelAsync(); // the client left: stop generating
+            }
+
+            var done = await generation;
+            metrics?.Record(done.Result);
+            Note(c, [done.Result], done.FinishReason, done.CachedTokens);
+            if (done.FinishReason != "cancelled")
+            {
+                await Event(c, JsonSerializer.SerializeToUtf8Bytes(Native(done.Result, string.Empty, done.CachedTokens, request, promptText, id, slot), ServeJsonContext.Relaxed.NativeCompletion), cancel.Token);
+            }
+        }
+        catch (OperationCanceledException) when (cancel.IsCancellationRequested)
+        {
+            // the client left: nothing to answer
+        }
+        finally
+        {
+            _model.Return(slot);
+            _model.Gate.Release();
+            metrics?.Finished();
+        }
+    }
+
+    // The whole /completion answer of a run (content empty for the end of a stream).
+    private NativeCompletion Native(GenerationResult r, string content, int cached, CompletionRequest request, string promptText, int id, RequestGenerator slot)
+    {
+        string stopType = r.StopReason switch
+        {
+            "eos" => "eos",
+            "stop_text" => "word",
+            "max_tokens" or "context_full" => "limit",
+            _ => "none",
+        };
+
+        // The stop text that ended it: the one found first in the generated text (the filter's rule).
+        string word = string.Empty;
+        if (stopType == "word")
+        {
+            int first = int.MaxValue;
+            foreach (var stop in request.Stop)
+            {
+                int at = r.Text.IndexOf(stop, StringComparison.Ordinal);
+                if (at >= 0 && at < first)
+                {
+                    (first, word) = (at, stop);
+                }
+            }
+        }
+
+        static double PerToken(double seconds, int n) => n > 0 ? 1000 * seconds / n : 0;
+        static double PerSecond(double seconds, int n) => n > 0 && seconds > 0 ? n / seconds : 0;
+        var timings = new NativeTimings(
+            r.PrefillTokens,
+            1000 * r.PrefillSeconds,
+            PerToken(r.PrefillSeconds, r.PrefillTokens),
+            PerSecond(r.PrefillSeconds, r.PrefillTokens),
+            r.Tokens.Count,
+            1000 * r.DecodeSeconds,
+            PerToken(r.DecodeSeconds, r.Tokens.Count),
+            PerSecond(r.DecodeSeconds, r.Tokens.Count));
+        var settings = new NativeSettings(
+            _model.Ctx, request.MaxTokens ?? -1, _model.Id, request.Temperature, request.TopK, request.TopP, request.MinP, request.RepeatPenalty,
+            request.RepeatLastN, request.PresencePenalty, request.FrequencyPenalty, request.Seed, request.Stop, request.Stream, request.CachePrompt);
+        return new NativeCompletion(
+            0, content, id, true, _model.Id, r.Tokens.Count, r.PromptTokens.Count, settings, promptText, content.Contains('\n', StringComparison.Ordinal), false,
+            stopType, word, slot.Tokens.Count, timings, Stats(r, cached));
     }
 
     // Server-sent events: per choice (n of them, one after another) a chunk per piece of text as it is final and a chunk

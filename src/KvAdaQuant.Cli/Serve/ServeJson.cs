@@ -37,6 +37,78 @@ internal sealed record SlotActionResponse(
 /// <summary>The time a slot save or restore took, in milliseconds.</summary>
 internal sealed record SlotActionTimings(double? SaveMs = null, double? RestoreMs = null);
 
+/// <summary>
+/// llama-server's <c>/completion</c> response (and the last event of its stream, with <c>content</c> empty): the text, the
+/// slot that ran it, token counts, the settings used, why it stopped (<c>stop_type</c> <c>eos</c>, <c>limit</c> or
+/// <c>word</c>, with the stop text in <c>stopping_word</c>), the tokens the slot's cache holds after it, the timings and
+/// kvaq's own object.
+/// </summary>
+internal sealed record NativeCompletion(
+    int Index,
+    string Content,
+    int IdSlot,
+    bool Stop,
+    string Model,
+    int TokensPredicted,
+    int TokensEvaluated,
+    NativeSettings GenerationSettings,
+    string Prompt,
+    bool HasNewLine,
+    bool Truncated,
+    string StopType,
+    string StoppingWord,
+    int TokensCached,
+    NativeTimings Timings,
+    KvaqStats Kvaq);
+
+/// <summary>A streamed piece of a <c>/completion</c> (<c>stop</c> false; the last event is a <see cref="NativeCompletion"/>).</summary>
+internal sealed record NativeChunk(int Index, string Content, bool Stop, int IdSlot, int TokensEvaluated);
+
+/// <summary>The settings a <c>/completion</c> ran with (llama-server's <c>generation_settings</c>, the fields kvaq has).</summary>
+internal sealed record NativeSettings(
+    [property: JsonPropertyName("n_ctx")] int NCtx,
+    [property: JsonPropertyName("n_predict")] int NPredict,
+    string Model,
+    float Temperature,
+    int TopK,
+    float TopP,
+    float MinP,
+    float RepeatPenalty,
+    int RepeatLastN,
+    float PresencePenalty,
+    float FrequencyPenalty,
+    ulong Seed,
+    IReadOnlyList<string> Stop,
+    bool Stream,
+    bool CachePrompt);
+
+/// <summary>
+/// llama-server's <c>timings</c>: prompt tokens run (not those from the cache) and their milliseconds, tokens predicted and
+/// the milliseconds after the prompt, each also per token and per second (0 where there were none).
+/// </summary>
+internal sealed record NativeTimings(
+    int PromptN,
+    double PromptMs,
+    double PromptPerTokenMs,
+    double PromptPerSecond,
+    int PredictedN,
+    double PredictedMs,
+    double PredictedPerTokenMs,
+    double PredictedPerSecond);
+
+/// <summary>
+/// llama-server's <c>GET /props</c>: the settings a request that gives none gets, the slots, the model's path, the chat
+/// template's name (kvaq's templates are built in, not Jinja text), kvaq's version; and the cache and device.
+/// </summary>
+internal sealed record PropsResponse(
+    NativeSettings DefaultGenerationSettings,
+    int TotalSlots,
+    string ModelPath,
+    string ChatTemplate,
+    string BuildInfo,
+    string Kv,
+    string Device);
+
 /// <summary>One entry of <c>GET /v1/models</c>.</summary>
 internal sealed record ModelEntry(string Id, string Object, long Created, string OwnedBy, ModelMeta Meta);
 
@@ -161,6 +233,9 @@ internal sealed record ErrorResponse(ErrorDetail Error);
 [JsonSerializable(typeof(ErrorResponse))]
 [JsonSerializable(typeof(List<SlotState>))]
 [JsonSerializable(typeof(SlotActionResponse))]
+[JsonSerializable(typeof(NativeCompletion))]
+[JsonSerializable(typeof(NativeChunk))]
+[JsonSerializable(typeof(PropsResponse))]
 internal sealed partial class ServeJsonContext : JsonSerializerContext
 {
     /// <summary>The contracts with the generator's options, writing text as it is (no \u003E for &gt;).</summary>

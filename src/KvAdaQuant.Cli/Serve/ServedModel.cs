@@ -123,6 +123,9 @@ internal sealed class ServedModel : IDisposable
         return null;
     }
 
+    /// <summary>The id of <paramref name="slot"/> (its index, as <see cref="SlotStates"/> lists it).</summary>
+    public int SlotId(RequestGenerator slot) => Array.IndexOf(_all, slot);
+
     /// <summary>
     /// Why <paramref name="name"/> cannot name a slot file in <see cref="SlotSavePath"/>, or null when it can: a plain file
     /// name (as llama-server's filename check): not empty, at most 255 UTF-8 bytes, no folder separators, no control
