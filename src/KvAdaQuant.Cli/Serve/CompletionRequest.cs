@@ -352,7 +352,7 @@ internal sealed record CompletionRequest(
         return empty < 0 ? texts : throw Invalid("stop", stop.ValueKind == JsonValueKind.String ? "stop: an empty text would end every reply at once" : $"stop[{empty}]: an empty text would end every reply at once");
     }
 
-    private static List<ChatMessage> ParseMessages(JsonElement body)
+    internal static List<ChatMessage> ParseMessages(JsonElement body)
     {
         if (Field(body, "messages") is not { ValueKind: JsonValueKind.Array } array)
         {

@@ -65,7 +65,7 @@ internal sealed class KvaqServer
         app.Use(Authorize);
         app.UseStatusCodePages(c => c.HttpContext.Response.StatusCode switch
         {
-            404 => WriteError(c.HttpContext, new ServeRequestException(404, $"no endpoint {c.HttpContext.Request.Path}; kvaq serve has /health, /v1/models, /v1/completions, /v1/chat/completions, /completion, /props, /tokenize, /detokenize, /slots, /slots/{{id}}?action=save|restore|erase and /metrics", null, "not_found_error")),
+            404 => WriteError(c.HttpContext, new ServeRequestException(404, $"no endpoint {c.HttpContext.Request.Path}; kvaq serve has /health, /v1/models, /v1/completions, /v1/chat/completions, /completion, /props, /tokenize, /detokenize, /apply-template, /slots, /slots/{{id}}?action=save|restore|erase and /metrics", null, "not_found_error")),
             405 => WriteError(c.HttpContext, new ServeRequestException(405, $"{c.HttpContext.Request.Method} is not allowed on {c.HttpContext.Request.Path}")),
             _ => Task.CompletedTask,
         });
@@ -83,6 +83,7 @@ internal sealed class KvaqServer
         app.MapPost("/slots/{id}", SlotAction);
         app.MapPost("/tokenize", Tokenize);
         app.MapPost("/detokenize", Detokenize);
+        app.MapPost("/apply-template", ApplyTemplate);
 
         await app.StartAsync(stop);
         var addresses = app.Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses;
@@ -307,6 +308,22 @@ internal sealed class KvaqServer
             bool parseSpecial = CompletionRequest.Flag(body, "parse_special", absent: true);
             var tokens = _model.Tokenizer.Encode(content, addSpecial, parseSpecial);
             await Write(c, 200, new TokenizeResponse(tokens), ServeJsonContext.Relaxed.TokenizeResponse);
+        }
+        catch (ServeRequestException e)
+        {
+            await WriteError(c, e);
+        }
+    }
+
+    // llama-server's POST /apply-template: the prompt text /v1/chat/completions would run for these messages (the
+    // template's rendering with the generation prompt; BOS is added when it is tokenized, not written here).
+    private async Task ApplyTemplate(HttpContext c)
+    {
+        try
+        {
+            using var doc = await ReadBody(c);
+            var messages = CompletionRequest.ParseMessages(doc.RootElement);
+            await Write(c, 200, new ApplyTemplateResponse(_model.Template.Render(messages, addGenerationPrompt: true)), ServeJsonContext.Relaxed.ApplyTemplateResponse);
         }
         catch (ServeRequestException e)
         {

@@ -205,6 +205,9 @@ internal sealed record ChatCompletionChunk(string Id, string Object, long Create
 /// <summary><c>POST /tokenize</c>.</summary>
 internal sealed record TokenizeResponse(IReadOnlyList<int> Tokens);
 
+/// <summary>llama-server's <c>POST /apply-template</c>: the messages rendered by the chat template, as a chat completion's prompt.</summary>
+internal sealed record ApplyTemplateResponse(string Prompt);
+
 /// <summary><c>POST /detokenize</c>.</summary>
 internal sealed record DetokenizeResponse(string Content);
 
@@ -236,6 +239,7 @@ internal sealed record ErrorResponse(ErrorDetail Error);
 [JsonSerializable(typeof(NativeCompletion))]
 [JsonSerializable(typeof(NativeChunk))]
 [JsonSerializable(typeof(PropsResponse))]
+[JsonSerializable(typeof(ApplyTemplateResponse))]
 internal sealed partial class ServeJsonContext : JsonSerializerContext
 {
     /// <summary>The contracts with the generator's options, writing text as it is (no \u003E for &gt;).</summary>

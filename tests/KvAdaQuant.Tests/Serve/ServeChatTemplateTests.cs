@@ -56,6 +56,14 @@ public class ServeChatTemplateTests
         var (_, tokens) = server.Post("/tokenize", JsonSerializer.Serialize(new { content = rendered, add_special = true }));
         Assert.Equal(promptTokens, tokens.GetProperty("tokens").EnumerateArray().Select(e => e.GetInt32()));
 
+        // /apply-template gives that rendering (llama-server's endpoint); bad messages are refused naming them.
+        var (applied, prompt) = server.Post("/apply-template", """{"messages": [{"role": "system", "content": "You tell stories."}, {"role": "user", "content": "Once upon a time"}]}""");
+        Assert.Equal(200, applied);
+        Assert.Equal(rendered, prompt.GetProperty("prompt").GetString());
+        var (bad, error) = server.Post("/apply-template", """{"messages": [{"role": "robot", "content": "beep"}]}""");
+        Assert.Equal(400, bad);
+        Assert.Equal("messages[0].role: unknown role 'robot'; expected system, user or assistant", error.GetProperty("error").GetProperty("message").GetString());
+
         (status, body) = server.Post("/v1/chat/completions", JsonSerializer.Serialize(new { messages = conversation.Select(m => new { role = m.Role, content = m.Content }), max_tokens = 16 }));
         Assert.Equal(200, status);
         Assert.Equal(later.Text, body.GetProperty("choices")[0].GetProperty("message").GetProperty("content").GetString());
