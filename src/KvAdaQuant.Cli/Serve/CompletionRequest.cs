@@ -175,7 +175,8 @@ internal sealed record CompletionRequest(
 
     /// <summary>
     /// Reads a body of llama-server's own <c>/completion</c>: the completions fields (<see cref="Parse"/>), with
-    /// <c>n_predict</c> for <c>max_tokens</c> (-1: until EOS or the context is full) and <c>id_slot</c> (-1 or absent: the
+    /// <c>n_predict</c> for <c>max_tokens</c> (-1: until EOS or the context is full; 0: the prompt run into the slot's cache,
+    /// nothing generated, as llama-server) and <c>id_slot</c> (-1 or absent: the
     /// free slot whose cache shares most of the prompt; else that slot, waited for) among <paramref name="slots"/>.
     /// One completion of the prompt, without the OpenAI extras: <c>echo</c>, <c>logprobs</c> and <c>n</c> are not used;
     /// <c>n_probs</c> above 0 is refused (<c>/v1/completions</c>' <c>logprobs</c> lists the likeliest tokens).
@@ -189,8 +190,8 @@ internal sealed record CompletionRequest(
             request = v switch
             {
                 -1 => request with { MaxTokens = null },
-                >= 1 and <= int.MaxValue => request with { MaxTokens = (int)v },
-                _ => throw Invalid("n_predict", $"n_predict must be -1 (until EOS or the context is full) or an integer >= 1, got {Raw(np)}"),
+                >= 0 and <= int.MaxValue => request with { MaxTokens = (int)v },
+                _ => throw Invalid("n_predict", $"n_predict must be -1 (until EOS or the context is full) or an integer >= 0 (0: the prompt only, into the slot's cache), got {Raw(np)}"),
             };
         }
 

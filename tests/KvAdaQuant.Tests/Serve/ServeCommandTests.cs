@@ -81,7 +81,7 @@ public class ServeCommandTests
     }
 
     // kvaq serve with a time limit: a bad option must end it at once, never leave a server running.
-    private static (int Rc, string Stdout, string Stderr) Run(params string[] args)
+    internal static (int Rc, string Stdout, string Stderr) Run(params string[] args)
     {
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
         psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "kvaq.dll"));

@@ -121,6 +121,24 @@ public class ServeNativeCompletionTests(Stories3MNativeServer fixture) : IClassF
     }
 
     [Fact]
+    public void N_predict_zero_runs_the_prompt_into_the_slot_and_generates_nothing()
+    {
+        var expected = _reference.Generate("Lily and Tom", 6);
+        var (status, body) = _server.Post("/completion", """{"prompt": "Lily and Tom", "n_predict": 0, "id_slot": 1, "cache_prompt": false}""");
+        Assert.Equal(200, status);
+        Assert.Equal(string.Empty, body.GetProperty("content").GetString());
+        Assert.Equal(0, body.GetProperty("tokens_predicted").GetInt32());
+        Assert.Equal(expected.PromptTokens.Count, body.GetProperty("tokens_cached").GetInt32());
+        Assert.Equal(expected.PromptTokens.Count, body.GetProperty("timings").GetProperty("prompt_n").GetInt32());
+        Assert.Equal(expected.PromptTokens.Count, _server.Get("/slots").Body[1].GetProperty("cache_tokens").GetInt32());
+
+        // The next request on that slot takes all but the prompt's last token from the cache, and answers as alone.
+        var (_, next) = _server.Post("/completion", """{"prompt": "Lily and Tom", "n_predict": 6, "temperature": 0, "id_slot": 1}""");
+        Assert.Equal(expected.Text, next.GetProperty("content").GetString());
+        Assert.Equal(expected.PromptTokens.Count - 1, next.GetProperty("kvaq").GetProperty("cached_tokens").GetInt32());
+    }
+
+    [Fact]
     public void Id_slot_runs_the_request_on_that_slot()
     {
         var expected = _reference.Generate("The little dog", 8);
@@ -135,7 +153,7 @@ public class ServeNativeCompletionTests(Stories3MNativeServer fixture) : IClassF
     }
 
     [Theory]
-    [InlineData("""{"prompt": "Once", "n_predict": 0}""", "n_predict", "n_predict must be -1 (until EOS or the context is full) or an integer >= 1, got 0")]
+    [InlineData("""{"prompt": "Once", "n_predict": -2}""", "n_predict", "n_predict must be -1 (until EOS or the context is full) or an integer >= 0 (0: the prompt only, into the slot's cache), got -2")]
     [InlineData("""{"prompt": "Once", "n_predict": "ten"}""", "n_predict", "n_predict must be an integer, got \"ten\"")]
     [InlineData("""{"prompt": "Once", "n_probs": 3}""", "n_probs", "n_probs is not supported on /completion; /v1/completions lists the likeliest tokens (\"logprobs\": N)")]
     [InlineData("""{"prompt": "Once", "id_slot": 2}""", "id_slot", "id_slot must be -1 (any free slot) or a slot of this server, 0 to 1 (kvaq serve --parallel), got 2")]

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json;
 using KvAdaQuant.Cli.Serve;
 using KvAdaQuant.Engine;
@@ -171,13 +170,13 @@ public class ServeSlotActionsTests
     {
         using var dir = new TempDir();
         File.WriteAllText(dir.File("file"), "x");
-        var (rc, stdout, stderr) = RunServe("-m", "stories260K", "--port", "0", "--slot-save-path", dir.File("file"));
+        var (rc, stdout, stderr) = ServeCommandTests.Run("-m", "stories260K", "--port", "0", "--slot-save-path", dir.File("file"));
         Assert.Equal(1, rc);
         Assert.Equal($"kvaq: error: --slot-save-path: {dir.File("file")} is a file; give a folder", stderr.Trim());
         Assert.DoesNotContain("listening", stdout, StringComparison.Ordinal);
 
         // Checked before the device opens: the same error with or without a GPU.
-        (rc, stdout, stderr) = RunServe("-m", "stories260K", "--port", "0", "--device", "cuda", "--slot-save-path", dir.Path);
+        (rc, stdout, stderr) = ServeCommandTests.Run("-m", "stories260K", "--port", "0", "--device", "cuda", "--slot-save-path", dir.Path);
         Assert.Equal(1, rc);
         Assert.Equal("kvaq: error: --slot-save-path: state files hold the CPU engine's KV caches; it cannot be combined with --device cuda", stderr.Trim());
         Assert.DoesNotContain("listening", stdout, StringComparison.Ordinal);
@@ -232,28 +231,5 @@ public class ServeSlotActionsTests
         Assert.Equal("is longer than 255 bytes", ServedModel.SlotFileNameProblem(new string('é', 128)));
         Assert.Null(ServedModel.SlotFileNameProblem(new string('a', 255)));
         Assert.Equal("holds the character U+D800, which a slot file name may not", ServedModel.SlotFileNameProblem("\uD800x")); // a lone surrogate
-    }
-
-    private static (int Rc, string Stdout, string Stderr) RunServe(params string[] args)
-    {
-        var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true };
-        psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "kvaq.dll"));
-        psi.ArgumentList.Add("serve");
-        foreach (var a in args)
-        {
-            psi.ArgumentList.Add(a);
-        }
-
-        using var p = Process.Start(psi)!;
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        if (!p.WaitForExit(TimeSpan.FromSeconds(60)))
-        {
-            p.Kill();
-            p.WaitForExit();
-            throw new TimeoutException("kvaq serve did not exit");
-        }
-
-        return (p.ExitCode, stdout.Result, stderr.Result);
     }
 }
