@@ -73,6 +73,7 @@ internal sealed record CompletionRequest(
     {
         string? prompt = null;
         List<int>? promptIds = null;
+        List<(string? Text, List<int>? Ids)>? prompts = null;
         List<ChatMessage>? messages = null;
         bool echo = false;
         int? logprobs;
@@ -83,7 +84,8 @@ internal sealed record CompletionRequest(
         }
         else
         {
-            (prompt, promptIds) = ParsePrompt(body);
+            prompts = ParsePrompt(body);
+            (prompt, promptIds) = prompts[0];
             echo = Flag(body, "echo", absent: false);
             logprobs = Field(body, "logprobs") is { } lp ? Top(lp, "logprobs") : null;
         }
@@ -168,6 +170,7 @@ internal sealed record CompletionRequest(
             Logprobs = logprobs,
             Echo = echo,
             PromptIds = promptIds,
+            Prompts = prompts is { Count: > 1 } ? [.. prompts.Select(x => (x.Text, (IReadOnlyList<int>?)x.Ids))] : null,
             N = n,
             LogitBias = Field(body, "logit_bias") is { } lb ? ParseLogitBias(lb) : defaults.LogitBias,
         };
@@ -184,6 +187,11 @@ internal sealed record CompletionRequest(
     public static (CompletionRequest Request, int Slot) ParseNative(JsonElement body, CompletionRequest defaults, int slots)
     {
         var request = Parse(body, chat: false, defaults) with { N = 1, Echo = false, Logprobs = null };
+        if (request.Prompts is { } batch)
+        {
+            throw Invalid("prompt", $"prompt holds {batch.Count} prompts; /completion takes one (/v1/completions takes a batch)");
+        }
+
         if (Field(body, "n_predict") is { } np)
         {
             long v = Integer(np, "n_predict");
@@ -260,8 +268,29 @@ internal sealed record CompletionRequest(
     /// <summary>The request as choice <paramref name="index"/> of <see cref="N"/> runs it: the seed plus the index (choice 0 is the request with n 1).</summary>
     public CompletionRequest ForChoice(int index) => index == 0 ? this : this with { Seed = unchecked(Seed + (ulong)index) };
 
-    // A completions prompt: a string, token ids, or an array holding one of them (one prompt per request).
-    private static (string? Text, List<int>? Ids) ParsePrompt(JsonElement body)
+    /// <summary>Most prompts one completions request may hold (<see cref="Prompts"/>).</summary>
+    public const int MaxPrompts = 2048;
+
+    /// <summary>
+    /// A completions request's prompts when it holds several (OpenAI's batch: <c>prompt</c> an array of strings or of
+    /// token-id arrays), each a text (BOS added) or token ids (used as given); null for one prompt (<see cref="Prompt"/>
+    /// or <see cref="PromptIds"/>, which then hold the first of a batch too).
+    /// </summary>
+    public IReadOnlyList<(string? Text, IReadOnlyList<int>? Ids)>? Prompts { get; init; }
+
+    /// <summary>Completions the request runs: <see cref="N"/> for each prompt, in OpenAI's order (prompt by prompt).</summary>
+    public int Choices => (Prompts?.Count ?? 1) * N;
+
+    /// <summary>
+    /// The request as completion <paramref name="index"/> (of <see cref="Choices"/>) runs it: prompt
+    /// <paramref name="index"/> / <see cref="N"/> alone, as choice <paramref name="index"/> mod <see cref="N"/>
+    /// (<see cref="ForChoice"/>).
+    /// </summary>
+    public CompletionRequest ForTask(int index) =>
+        (Prompts is { } prompts ? this with { Prompt = prompts[index / N].Text, PromptIds = prompts[index / N].Ids, Prompts = null } : this).ForChoice(index % N);
+
+    // A completions prompt: a string, token ids, or an array of strings or of token-id arrays (a batch; one is one prompt).
+    private static List<(string? Text, List<int>? Ids)> ParsePrompt(JsonElement body)
     {
         if (Field(body, "prompt") is not { } p)
         {
@@ -270,7 +299,7 @@ internal sealed record CompletionRequest(
 
         if (p.ValueKind == JsonValueKind.String)
         {
-            return (p.GetString()!, null);
+            return [(p.GetString()!, null)];
         }
 
         if (p.ValueKind != JsonValueKind.Array)
@@ -279,18 +308,23 @@ internal sealed record CompletionRequest(
         }
 
         var items = p.EnumerateArray().ToList();
-        if (items.Count == 1 && items[0].ValueKind is JsonValueKind.String or JsonValueKind.Array)
+        if (items.Count == 0 || items[0].ValueKind is not (JsonValueKind.String or JsonValueKind.Array))
         {
-            // A batch of one: ["text"] or [[ids]].
-            return items[0].ValueKind == JsonValueKind.String ? (items[0].GetString()!, null) : (null, Ids(items[0], "prompt[0]"));
+            return [(null, Ids(p, "prompt"))];
         }
 
-        if (items.Count > 0 && items[0].ValueKind is JsonValueKind.String or JsonValueKind.Array)
+        // A batch: ["text", ...] or [[ids], ...] (either kind in each place).
+        if (items.Count > MaxPrompts)
         {
-            throw Invalid("prompt", $"prompt holds {items.Count} prompts; kvaq serve takes one prompt per request");
+            throw Invalid("prompt", $"prompt holds {items.Count} prompts; a request may hold at most {MaxPrompts}");
         }
 
-        return (null, Ids(p, "prompt"));
+        return [.. items.Select((e, i) => e.ValueKind switch
+        {
+            JsonValueKind.String => (e.GetString(), (List<int>?)null),
+            JsonValueKind.Array => (null, Ids(e, $"prompt[{i}]")),
+            _ => throw Invalid("prompt", $"prompt[{i}] must be a string or an array of token ids, got {Raw(e)}"),
+        })];
     }
 
     private static List<int> Ids(JsonElement array, string at)

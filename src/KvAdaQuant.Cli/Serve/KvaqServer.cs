@@ -364,12 +364,14 @@ internal sealed class KvaqServer
     private async Task Complete(HttpContext c, bool chat)
     {
         CompletionRequest request;
-        List<int> prompt;
+        List<List<int>> prompts;
         try
         {
             using var doc = await ReadBody(c);
             request = CompletionRequest.Parse(doc.RootElement, chat, _model.Defaults);
-            prompt = PromptTokens(request, chat);
+            prompts = request.Prompts is { } batch
+                ? [.. batch.Select((_, i) => PromptTokens(request.ForTask(i * request.N), chat, $"prompt[{i}]"))]
+                : [PromptTokens(request, chat)];
         }
         catch (ServeRequestException e)
         {
@@ -391,30 +393,30 @@ internal sealed class KvaqServer
         }
 
         metrics?.Started();
-        var slots = _model.TakeForChoices(prompt, request.N);
+        var slots = _model.TakeForChoices(prompts[0], request.Choices);
         try
         {
             string id = (chat ? "chatcmpl-" : "cmpl-") + Guid.NewGuid().ToString("N");
             long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
             if (request.Stream)
             {
-                await Stream(c, slots, request, prompt, chat, id, created, cancel);
+                await Stream(c, slots, request, prompts, chat, id, created, cancel);
             }
             else
             {
                 var runs = await Task.Factory.StartNew(
-                    () => _model.GenerateChoices(slots, prompt, request, cancel.Token),
+                    () => _model.GenerateChoices(slots, prompts, request, cancel.Token),
                     cancel.Token,
                     TaskCreationOptions.LongRunning,
                     TaskScheduler.Default);
-                bool cancelled = ServedModel.Cancelled(runs, request.N);
+                bool cancelled = ServedModel.Cancelled(runs, request.Choices);
                 Note(c, runs.Select(r => r.Result).ToList(), cancelled ? "cancelled" : runs[^1].FinishReason, runs[0].CachedTokens);
                 if (cancelled)
                 {
                     return;
                 }
 
-                var usage = Usage(runs.Select(r => r.Result).ToList());
+                var usage = Usage(runs.Select(r => r.Result).ToList(), request.N);
                 var stats = Stats(runs[0].Result, runs[0].CachedTokens);
                 if (chat)
                 {
@@ -444,10 +446,10 @@ internal sealed class KvaqServer
         }
     }
 
-    // The request's prompt tokens, refused when they or its logit_bias do not fit the model.
-    private List<int> PromptTokens(CompletionRequest request, bool chat)
+    // The request's prompt tokens, refused when they or its logit_bias do not fit the model; `at` names a batch's prompt.
+    private List<int> PromptTokens(CompletionRequest request, bool chat, string at = "prompt")
     {
-        var prompt = _model.PromptTokens(request);
+        var prompt = _model.PromptTokens(request, at);
         int vocab = _model.Tokenizer.VocabSize;
         if (request.LogitBias.Keys.Where(t => t >= vocab).Select(t => (int?)t).FirstOrDefault() is { } outside)
         {
@@ -458,7 +460,7 @@ internal sealed class KvaqServer
         {
             throw CompletionRequest.Invalid(
                 chat ? "messages" : "prompt",
-                $"the {(chat ? "conversation" : "prompt")} has {prompt.Count} tokens (BOS included) but the context holds {_model.Ctx} (kvaq serve --ctx)");
+                $"the {(chat ? "conversation" : at)} has {prompt.Count} tokens (BOS included) but the context holds {_model.Ctx} (kvaq serve --ctx)");
         }
 
         return prompt;
@@ -629,7 +631,7 @@ internal sealed class KvaqServer
     // Server-sent events: per choice (n of them, one after another) a chunk per piece of text as it is final and a chunk
     // with its finish reason, the last choice's with the usage and kvaq's statistics too, then [DONE]. The model runs on
     // its own thread; the pieces and the ends of the choices come through a channel.
-    private async Task Stream(HttpContext c, IReadOnlyList<RequestGenerator> slots, CompletionRequest request, List<int> prompt, bool chat, string id, long created, CancellationTokenSource cancel)
+    private async Task Stream(HttpContext c, IReadOnlyList<RequestGenerator> slots, CompletionRequest request, IReadOnlyList<List<int>> prompts, bool chat, string id, long created, CancellationTokenSource cancel)
     {
         c.Response.StatusCode = 200;
         c.Response.ContentType = "text/event-stream";
@@ -642,7 +644,7 @@ internal sealed class KvaqServer
                 {
                     return _model.GenerateChoices(
                         slots,
-                        prompt,
+                        prompts,
                         request,
                         cancel.Token,
                         onStart: choice => events.Writer.TryWrite(new StreamEvent(choice, null, [], null)),
@@ -667,7 +669,7 @@ internal sealed class KvaqServer
                 if (e.Finish is not null)
                 {
                     ended.Add((e.Choice, e.Finish)); // written once the run's usage is known (the last one carries it)
-                    if (e.Choice + 1 < request.N)
+                    if (e.Choice + 1 < request.Choices)
                     {
                         await Finish(e.Choice, e.Finish, null, null);
                     }
@@ -696,14 +698,14 @@ internal sealed class KvaqServer
         }
 
         var runs = await run;
-        bool cancelled = ServedModel.Cancelled(runs, request.N);
+        bool cancelled = ServedModel.Cancelled(runs, request.Choices);
         Note(c, runs.Select(r => r.Result).ToList(), cancelled ? "cancelled" : runs[^1].FinishReason, runs[0].CachedTokens);
-        if (cancelled || ended.Count < request.N)
+        if (cancelled || ended.Count < request.Choices)
         {
             return;
         }
 
-        await Finish(request.N - 1, ended[^1].Finish, Usage(runs.Select(r => r.Result).ToList()), Stats(runs[0].Result, runs[0].CachedTokens));
+        await Finish(request.Choices - 1, ended[^1].Finish, Usage(runs.Select(r => r.Result).ToList(), request.N), Stats(runs[0].Result, runs[0].CachedTokens));
         await c.Response.Body.WriteAsync(Done, cancel.Token);
         await c.Response.Body.FlushAsync(cancel.Token);
 
@@ -738,9 +740,12 @@ internal sealed class KvaqServer
         await body.FlushAsync(cancel);
     }
 
-    // The prompt counted once, the completion tokens of every choice.
-    private static Usage Usage(IReadOnlyList<GenerationResult> runs) =>
-        new(runs[0].PromptTokens.Count, runs.Sum(r => r.Tokens.Count), runs[0].PromptTokens.Count + runs.Sum(r => r.Tokens.Count));
+    // Each prompt counted once (runs are n per prompt, prompt by prompt), the completion tokens of every choice.
+    private static Usage Usage(IReadOnlyList<GenerationResult> runs, int n)
+    {
+        int prompt = runs.Where((_, i) => i % n == 0).Sum(r => r.PromptTokens.Count), completion = runs.Sum(r => r.Tokens.Count);
+        return new(prompt, completion, prompt + completion);
+    }
 
     private KvaqStats Stats(GenerationResult r, int cached) => new(_model.Kv, r.KvBytes, _model.Ctx, r.StopReason, cached, r.PrefillTokensPerSecond, r.DecodeTokensPerSecond, _model.Device);
 

@@ -232,7 +232,7 @@ internal sealed class ServedModel : IDisposable
     }
 
     /// <summary>The prompt's tokens: BOS, then the text (for chat, the template's rendering with its control tokens).</summary>
-    public List<int> PromptTokens(CompletionRequest request)
+    public List<int> PromptTokens(CompletionRequest request, string at = "prompt")
     {
         if (request.Messages is { } messages)
         {
@@ -245,7 +245,7 @@ internal sealed class ServedModel : IDisposable
             int bad = ids.ToList().FindIndex(t => t >= Tokenizer.VocabSize);
             return bad < 0
                 ? [.. ids]
-                : throw CompletionRequest.Invalid("prompt", $"prompt[{bad}] = {ids[bad]} is not a token id of this model (its vocabulary has {Tokenizer.VocabSize})");
+                : throw CompletionRequest.Invalid("prompt", $"{at}[{bad}] = {ids[bad]} is not a token id of this model (its vocabulary has {Tokenizer.VocabSize})");
         }
 
         return Tokenizer.Encode(request.Prompt ?? string.Empty, addBos: true);
@@ -381,29 +381,36 @@ internal sealed class ServedModel : IDisposable
     }
 
     /// <summary>
-    /// The request's <c>n</c> choices (<see cref="Generate"/> for each; choice i sampled with the seed + i, the prompt kept
-    /// in the cache where it can be): on one slot one after another, on several (<c>--parallel</c>, the free slots the
-    /// request took) choice i on slot i mod their count, the slots at once (their decode steps batched), so a choice gets
-    /// the same tokens wherever it runs. Returns the choices in order up to the first that was cancelled (included) or
-    /// never ran (a cancellation stops the others): fewer than <c>n</c>, or a last one <c>cancelled</c>, when the request
-    /// was cancelled (<see cref="Cancelled"/>). <paramref name="onStart"/>, <paramref name="onText"/> and
+    /// The request's choices, <c>n</c> for each of its prompts (<see cref="CompletionRequest.Choices"/>, prompt by prompt;
+    /// <paramref name="prompts"/> holds each prompt's tokens): <see cref="Generate"/> for each (choice i of a prompt sampled
+    /// with the seed + i, a prompt kept in the cache where the next one can use it): on one slot one after another, on
+    /// several (<c>--parallel</c>, the free slots the request took) choice i on slot i mod their count, the slots at once
+    /// (their decode steps batched), so a choice gets the same tokens wherever it runs. Returns the choices in order up to
+    /// the first that was cancelled (included) or never ran (a cancellation stops the others): fewer than asked, or a last
+    /// one <c>cancelled</c>, when the request was cancelled (<see cref="Cancelled"/>). <paramref name="onStart"/>, <paramref name="onText"/> and
     /// <paramref name="onFinish"/> (not called for a cancelled choice) see each choice's index; with several slots they are
     /// called from their threads.
     /// </summary>
     public List<(GenerationResult Result, string Text, string FinishReason, int CachedTokens, List<ServedLogprob>? Logprobs)> GenerateChoices(
         IReadOnlyList<RequestGenerator> slots,
-        List<int> promptTokens,
+        IReadOnlyList<List<int>> prompts,
         CompletionRequest request,
         CancellationToken cancel,
         Action<int>? onStart = null,
         Action<int, string, IReadOnlyList<ServedLogprob>>? onText = null,
         Action<int, string>? onFinish = null)
     {
-        var runs = new (GenerationResult Result, string Text, string FinishReason, int CachedTokens, List<ServedLogprob>? Logprobs)?[request.N];
+        int count = request.Choices;
+        if (prompts.Count * request.N != count)
+        {
+            throw new ArgumentException($"{prompts.Count} prompts' tokens given for a request of {count / request.N}", nameof(prompts));
+        }
+
+        var runs = new (GenerationResult Result, string Text, string FinishReason, int CachedTokens, List<ServedLogprob>? Logprobs)?[count];
         using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         void Worker(int k)
         {
-            for (int i = k; i < request.N; i += slots.Count)
+            for (int i = k; i < count; i += slots.Count)
             {
                 if (i > 0 && stop.IsCancellationRequested)
                 {
@@ -412,7 +419,7 @@ internal sealed class ServedModel : IDisposable
 
                 int choice = i;
                 onStart?.Invoke(choice);
-                var r = Generate(slots[k], promptTokens, request.ForChoice(choice), onText is null ? null : (s, lp) => onText(choice, s, lp), stop.Token);
+                var r = Generate(slots[k], prompts[choice / request.N], request.ForTask(choice), onText is null ? null : (s, lp) => onText(choice, s, lp), stop.Token);
                 Metrics?.Record(r.Result);
                 runs[choice] = r;
                 if (r.FinishReason == "cancelled")
@@ -425,7 +432,7 @@ internal sealed class ServedModel : IDisposable
             }
         }
 
-        int workers = Math.Min(slots.Count, request.N);
+        int workers = Math.Min(slots.Count, count);
         var others = Enumerable.Range(1, workers - 1)
             .Select(k => Task.Factory.StartNew(() => Worker(k), CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default))
             .ToArray();
@@ -464,7 +471,7 @@ internal sealed class ServedModel : IDisposable
         return done;
     }
 
-    /// <summary>Whether <see cref="GenerateChoices"/>'s <paramref name="runs"/> for <paramref name="n"/> choices were cancelled.</summary>
+    /// <summary>Whether <see cref="GenerateChoices"/>'s <paramref name="runs"/> for <paramref name="n"/> choices (all prompts') were cancelled.</summary>
     public static bool Cancelled<T>(IReadOnlyList<(GenerationResult Result, string Text, string FinishReason, int CachedTokens, T Logprobs)> runs, int n) =>
         runs.Count < n || runs[^1].FinishReason == "cancelled";
 

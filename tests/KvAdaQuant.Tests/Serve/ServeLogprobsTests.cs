@@ -173,7 +173,9 @@ public class ServeLogprobsTests(Stories260KServer fixture) : IClassFixture<Stori
     [InlineData("/v1/completions", """{"prompt": [1, 99999]}""", "prompt", "prompt[1] = 99999 is not a token id of this model (its vocabulary has 512)")]
     [InlineData("/v1/completions", """{"prompt": [1, -3]}""", "prompt", "prompt[1] must be a token id (an integer >= 0), got -3")]
     [InlineData("/v1/completions", """{"prompt": []}""", "prompt", "prompt is an empty array of token ids")]
-    [InlineData("/v1/completions", """{"prompt": ["a", "b"]}""", "prompt", "prompt holds 2 prompts; kvaq serve takes one prompt per request")]
+    [InlineData("/v1/completions", """{"prompt": ["a", 3]}""", "prompt", "prompt[1] must be a string or an array of token ids, got 3")]
+    [InlineData("/v1/completions", """{"prompt": [[1, 2], [1, 99999]]}""", "prompt", "prompt[1][1] = 99999 is not a token id of this model (its vocabulary has 512)")]
+    [InlineData("/v1/completions", """{"prompt": [[1, 2], []]}""", "prompt", "prompt[1] is an empty array of token ids")]
     [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": "Hi"}], "top_logprobs": 2}""", "top_logprobs", "top_logprobs needs \"logprobs\": true")]
     [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": "Hi"}], "logprobs": true, "top_logprobs": 30}""", "top_logprobs", "top_logprobs must be an integer in 0..20 (the most likely tokens listed per position), got 30")]
     [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": "Hi"}], "logprobs": 1}""", "logprobs", "logprobs must be true or false, got 1")]
@@ -184,6 +186,36 @@ public class ServeLogprobsTests(Stories260KServer fixture) : IClassFixture<Stori
         var error = body.GetProperty("error");
         Assert.Equal(param, error.GetProperty("param").GetString());
         Assert.Equal(message, error.GetProperty("message").GetString());
+    }
+
+    [Fact]
+    public void A_batch_of_token_id_prompts_scores_each_as_its_own_request()
+    {
+        // lm-evaluation-harness's local-completions with a batch size above 1: several token-id prompts in one request,
+        // echo, logprobs 1, max_tokens 0 (or 1). Choice i is prompt i, entry for entry what it gets alone.
+        using var reference = new ServeReference("stories260K", "fp32", Stories260KServer.Ctx);
+        string[] texts = ["Once upon a time, there was a little dog.", "Once upon a time, there was a cat.", "The sun was hot."];
+        var lists = texts.Select(t => string.Join(", ", reference.Tokenizer.Encode(t, addBos: true))).ToArray();
+        foreach (int maxTokens in new[] { 0, 1 })
+        {
+            var (status, batch) = _server.Post("/v1/completions", $$"""{"prompt": [[{{lists[0]}}], [{{lists[1]}}], [{{lists[2]}}]], "max_tokens": {{maxTokens}}, "temperature": 0, "echo": true, "logprobs": 1}""");
+            Assert.Equal(200, status);
+            var choices = batch.GetProperty("choices").EnumerateArray().ToArray();
+            Assert.Equal(3, choices.Length);
+            int promptTokens = 0;
+            for (int i = 0; i < 3; i++)
+            {
+                var (_, alone) = _server.Post("/v1/completions", $$"""{"prompt": [[{{lists[i]}}]], "max_tokens": {{maxTokens}}, "temperature": 0, "echo": true, "logprobs": 1}""");
+                var one = alone.GetProperty("choices")[0];
+                Assert.Equal(i, choices[i].GetProperty("index").GetInt32());
+                Assert.Equal(one.GetProperty("text").GetString(), choices[i].GetProperty("text").GetString());
+                Assert.Equal(one.GetProperty("logprobs").GetRawText(), choices[i].GetProperty("logprobs").GetRawText());
+                promptTokens += alone.GetProperty("usage").GetProperty("prompt_tokens").GetInt32();
+            }
+
+            Assert.Equal(promptTokens, batch.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+            Assert.Equal(3 * maxTokens, batch.GetProperty("usage").GetProperty("completion_tokens").GetInt32());
+        }
     }
 
     [Fact]

@@ -107,6 +107,50 @@ public class ServeParallelTests
     }
 
     [Fact]
+    public void A_batch_of_prompts_runs_on_the_free_slots_and_each_choice_is_what_it_is_alone()
+    {
+        // OpenAI's batch: prompt [p0, p1, p2] with n = 2 gives choices 2 p + i, prompt p with seed + i; the six run on
+        // three slots at once, streamed or not, and each is the request alone.
+        string[] prompts = ["Once upon a time", "The little dog", "One day"];
+        using var reference = new ServeReference("stories3M-q80", "k4v2", 128);
+        var expected = prompts.SelectMany(p => Enumerable.Range(0, 2).Select(i => reference.Generate(p, 12, new Sampler(0.8f, 40, 1f, (ulong)(5 + i))))).ToArray();
+        using var server = new ServeProcess("-m", "stories3M-q80", "--kv", "k4v2", "--ctx", "128", "--threads", "2", "--parallel", "3");
+        const string Request = """{"prompt": ["Once upon a time", "The little dog", "One day"], "max_tokens": 12, "temperature": 0.8, "top_k": 40, "seed": 5, "n": 2}""";
+        var (status, body) = server.Post("/v1/completions", Request);
+        Assert.Equal(200, status);
+        var choices = body.GetProperty("choices").EnumerateArray().ToArray();
+        Assert.Equal(6, choices.Length);
+        for (int c = 0; c < 6; c++)
+        {
+            Assert.Equal(c, choices[c].GetProperty("index").GetInt32());
+            Assert.Equal(expected[c].Text, choices[c].GetProperty("text").GetString());
+        }
+
+        var usage = body.GetProperty("usage");
+        Assert.Equal(prompts.Sum(p => reference.Tokenizer.Encode(p, addBos: true).Count), usage.GetProperty("prompt_tokens").GetInt32());
+        Assert.Equal(expected.Sum(e => e.Tokens.Count), usage.GetProperty("completion_tokens").GetInt32());
+
+        var (streamStatus, events) = server.PostStream("/v1/completions", Request.Replace("\"n\": 2", "\"n\": 2, \"stream\": true", StringComparison.Ordinal));
+        Assert.Equal(200, streamStatus);
+        var texts = Enumerable.Range(0, 6).Select(_ => new System.Text.StringBuilder()).ToArray();
+        foreach (var e in events.Take(events.Count - 1))
+        {
+            using var doc = System.Text.Json.JsonDocument.Parse(e);
+            var choice = doc.RootElement.GetProperty("choices")[0];
+            texts[choice.GetProperty("index").GetInt32()].Append(choice.GetProperty("text").GetString());
+        }
+
+        Assert.Equal(expected.Select(e => e.Text), texts.Select(t => t.ToString()));
+        using var last = System.Text.Json.JsonDocument.Parse(events[^2]);
+        Assert.Equal(usage.GetProperty("prompt_tokens").GetInt32(), last.RootElement.GetProperty("usage").GetProperty("prompt_tokens").GetInt32());
+
+        // A prompt of a batch that does not fit the context is named.
+        var (tooLong, error) = server.Post("/v1/completions", $$"""{"prompt": ["Once", {{System.Text.Json.JsonSerializer.Serialize(string.Concat(Enumerable.Repeat("Once upon a time ", 60)))}}]}""");
+        Assert.Equal(400, tooLong);
+        Assert.StartsWith("the prompt[1] has ", error.GetProperty("error").GetProperty("message").GetString(), StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Metrics_and_slots_count_what_the_requests_did()
     {
         using var server = new ServeProcess("-m", "stories3M-q80", "--kv", "k4v2", "--ctx", "128", "--threads", "2", "--parallel", "2", "--metrics");
