@@ -42,11 +42,20 @@ internal static class ServeCommand
         {
             Description = "folder for POST /slots/{id}?action=save|restore (llama-server's option): a slot's KV cache and tokens as a kvaq state file, and back; created if missing; CPU only",
         };
+        var embeddings = new Option<bool>("--embeddings", "--embedding")
+        {
+            Description = "serve POST /v1/embeddings (llama-server's option): each input's final hidden states (after the final norm), pooled by --pooling and scaled to unit length; CPU only",
+        };
+        var pooling = new Option<string>("--pooling")
+        {
+            Description = "how --embeddings pools the positions: mean (every position, BOS included), last, or cls (the first)",
+            DefaultValueFactory = _ => "mean",
+        };
         var cmd = new Command(
             "serve",
-            "Serve the model over HTTP with OpenAI's API (/v1/completions, /v1/chat/completions, streaming) and llama-server's /completion, /props, /apply-template, /health, /tokenize, /detokenize, /slots (save, restore, erase), /metrics; one request at a time, or --parallel N at once with their decode steps batched; Ctrl+C or SIGTERM stops.")
+            "Serve the model over HTTP with OpenAI's API (/v1/completions, /v1/chat/completions, streaming) and /v1/embeddings (--embeddings), and llama-server's /completion, /props, /apply-template, /health, /tokenize, /detokenize, /slots (save, restore, erase), /metrics; one request at a time, or --parallel N at once with their decode steps batched; Ctrl+C or SIGTERM stops.")
         {
-            model, tokenizer, host, port, ctx, template, apiKey, maxTokens, kv, kvPlan, threads, device, attnInt8, attnInt8Values, parallel, metrics, ubatch, slotSavePath,
+            model, tokenizer, host, port, ctx, template, apiKey, maxTokens, kv, kvPlan, threads, device, attnInt8, attnInt8Values, parallel, metrics, ubatch, slotSavePath, embeddings, pooling,
         };
         foreach (var o in sampling.All)
         {
@@ -97,16 +106,19 @@ internal static class ServeCommand
             var precision = CommonOptions.Attention(r.GetValue(attnInt8), r.GetValue(attnInt8Values));
             bool onGpu = r.GetValue(device) == DeviceOptions.Cuda;
             string? slotFolder = SlotFolder(r.GetValue(slotSavePath), onGpu);
+            EmbeddingPooling? pool = Pooling(r.GetValue(embeddings), r.GetResult(pooling) is { Implicit: false } ? r.GetValue(pooling) : null, onGpu);
             using var engine = DecodeEngine.Open(m, r.GetValue(kv), r.GetValue(kvPlan), onGpu, r.GetValue(threads), c, precision, r.GetValue(parallel), r.GetValue(ubatch));
             using var served = new ServedModel(
                 Path.GetFileName(Path.TrimEndingDirectorySeparator(m.Path)), m.Path, engine.Sessions, engine.KvName, onGpu ? DeviceOptions.Cuda : DeviceOptions.Cpu, tok, chosen, defaults)
             {
                 SlotSavePath = slotFolder,
+                Pooling = pool,
             };
             served.WarmUp();
             served.Metrics = r.GetValue(metrics) ? new ServeMetrics(engine.Transformer) : null;
             string where = engine.OnGpu ? "on the GPU" : $"{engine.Threads} threads; attention {CommonOptions.AttentionName(precision)}";
             string slots = served.Slots > 1 ? $"; {served.Slots} requests at once, their decode steps batched" : string.Empty;
+            slots += pool is { } pooled ? $"; embeddings ({pooled.ToString().ToLowerInvariant()} pooling)" : string.Empty;
             Console.Error.WriteLine($"[serve: {m.Path}; KV cache {served.Kv}, {c} positions per request{slots}; template {chosen.Name}; {where}{(key is null ? string.Empty : "; API key required")}]");
             new KvaqServer(served, key, Console.Error).RunAsync(address, p, url =>
             {
@@ -120,6 +132,28 @@ internal static class ServeCommand
             return 0;
         }));
         return cmd;
+    }
+
+    // --embeddings and --pooling (given: the value; null when left out): mean unless said; not on the GPU.
+    private static EmbeddingPooling? Pooling(bool embeddings, string? pooling, bool onGpu)
+    {
+        if (!embeddings)
+        {
+            return pooling is null ? null : throw new ArgumentException("--pooling has nothing to apply to without --embeddings");
+        }
+
+        if (onGpu)
+        {
+            throw new ArgumentException("--embeddings runs on the CPU engine; it cannot be combined with --device cuda");
+        }
+
+        return (pooling ?? "mean").Trim().ToLowerInvariant() switch
+        {
+            "mean" => EmbeddingPooling.Mean,
+            "last" => EmbeddingPooling.Last,
+            "cls" => EmbeddingPooling.Cls,
+            _ => throw new ArgumentException($"--pooling: expected mean, last or cls, got '{pooling}'"),
+        };
     }
 
     // --slot-save-path: a folder (created with its parents when missing); not with --device cuda, whose caches state files cannot hold.

@@ -290,11 +290,17 @@ internal sealed record CompletionRequest(
         (Prompts is { } prompts ? this with { Prompt = prompts[index / N].Text, PromptIds = prompts[index / N].Ids, Prompts = null } : this).ForChoice(index % N);
 
     // A completions prompt: a string, token ids, or an array of strings or of token-id arrays (a batch; one is one prompt).
-    private static List<(string? Text, List<int>? Ids)> ParsePrompt(JsonElement body)
+    private static List<(string? Text, List<int>? Ids)> ParsePrompt(JsonElement body) => ParseInputs(body, "prompt");
+
+    /// <summary>
+    /// The texts or token-id lists of field <paramref name="name"/> (completions' <c>prompt</c>, embeddings' <c>input</c>):
+    /// a string, token ids, or an array of strings or of token-id arrays (a batch of at most <see cref="MaxPrompts"/>).
+    /// </summary>
+    internal static List<(string? Text, List<int>? Ids)> ParseInputs(JsonElement body, string name)
     {
-        if (Field(body, "prompt") is not { } p)
+        if (Field(body, name) is not { } p)
         {
-            throw Invalid("prompt", "prompt is required (a string, or an array of token ids)");
+            throw Invalid(name, $"{name} is required (a string, or an array of token ids)");
         }
 
         if (p.ValueKind == JsonValueKind.String)
@@ -304,40 +310,40 @@ internal sealed record CompletionRequest(
 
         if (p.ValueKind != JsonValueKind.Array)
         {
-            throw Invalid("prompt", $"prompt must be a string or an array of token ids, got {Kind(p)}");
+            throw Invalid(name, $"{name} must be a string or an array of token ids, got {Kind(p)}");
         }
 
         var items = p.EnumerateArray().ToList();
         if (items.Count == 0 || items[0].ValueKind is not (JsonValueKind.String or JsonValueKind.Array))
         {
-            return [(null, Ids(p, "prompt"))];
+            return [(null, Ids(p, name, name))];
         }
 
         // A batch: ["text", ...] or [[ids], ...] (either kind in each place).
         if (items.Count > MaxPrompts)
         {
-            throw Invalid("prompt", $"prompt holds {items.Count} prompts; a request may hold at most {MaxPrompts}");
+            throw Invalid(name, $"{name} holds {items.Count} {(name == "prompt" ? "prompts" : "inputs")}; a request may hold at most {MaxPrompts}");
         }
 
         return [.. items.Select((e, i) => e.ValueKind switch
         {
             JsonValueKind.String => (e.GetString(), (List<int>?)null),
-            JsonValueKind.Array => (null, Ids(e, $"prompt[{i}]")),
-            _ => throw Invalid("prompt", $"prompt[{i}] must be a string or an array of token ids, got {Raw(e)}"),
+            JsonValueKind.Array => (null, Ids(e, name, $"{name}[{i}]")),
+            _ => throw Invalid(name, $"{name}[{i}] must be a string or an array of token ids, got {Raw(e)}"),
         })];
     }
 
-    private static List<int> Ids(JsonElement array, string at)
+    private static List<int> Ids(JsonElement array, string name, string at)
     {
         var ids = new List<int>();
         int i = 0;
         foreach (var e in array.EnumerateArray())
         {
-            ids.Add(e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out int id) && id >= 0 ? id : throw Invalid("prompt", $"{at}[{i}] must be a token id (an integer >= 0), got {Raw(e)}"));
+            ids.Add(e.ValueKind == JsonValueKind.Number && e.TryGetInt32(out int id) && id >= 0 ? id : throw Invalid(name, $"{at}[{i}] must be a token id (an integer >= 0), got {Raw(e)}"));
             i++;
         }
 
-        return ids.Count > 0 ? ids : throw Invalid("prompt", $"{at} is an empty array of token ids");
+        return ids.Count > 0 ? ids : throw Invalid(name, $"{at} is an empty array of token ids");
     }
 
     // Chat: logprobs (true/false) and top_logprobs (0..20, only with logprobs true), as OpenAI takes them.

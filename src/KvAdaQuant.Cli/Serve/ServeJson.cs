@@ -208,6 +208,21 @@ internal sealed record TokenizeResponse(IReadOnlyList<int> Tokens);
 /// <summary>llama-server's <c>POST /apply-template</c>: the messages rendered by the chat template, as a chat completion's prompt.</summary>
 internal sealed record ApplyTemplateResponse(string Prompt);
 
+/// <summary>One vector of <c>/v1/embeddings</c> (<c>encoding_format</c> float).</summary>
+internal sealed record EmbeddingEntry(string Object, int Index, IReadOnlyList<float> Embedding);
+
+/// <summary>One vector of <c>/v1/embeddings</c> with <c>encoding_format</c> base64 (the floats' little-endian bytes).</summary>
+internal sealed record EmbeddingEntryBase64(string Object, int Index, string Embedding);
+
+/// <summary>The tokens an embeddings request ran.</summary>
+internal sealed record EmbeddingUsage(int PromptTokens, int TotalTokens);
+
+/// <summary><c>POST /v1/embeddings</c>: one vector per input, in order.</summary>
+internal sealed record EmbeddingList(string Object, IReadOnlyList<EmbeddingEntry> Data, string Model, EmbeddingUsage Usage);
+
+/// <summary><c>POST /v1/embeddings</c> with <c>encoding_format</c> base64.</summary>
+internal sealed record EmbeddingListBase64(string Object, IReadOnlyList<EmbeddingEntryBase64> Data, string Model, EmbeddingUsage Usage);
+
 /// <summary><c>POST /detokenize</c>.</summary>
 internal sealed record DetokenizeResponse(string Content);
 
@@ -240,6 +255,8 @@ internal sealed record ErrorResponse(ErrorDetail Error);
 [JsonSerializable(typeof(NativeChunk))]
 [JsonSerializable(typeof(PropsResponse))]
 [JsonSerializable(typeof(ApplyTemplateResponse))]
+[JsonSerializable(typeof(EmbeddingList))]
+[JsonSerializable(typeof(EmbeddingListBase64))]
 internal sealed partial class ServeJsonContext : JsonSerializerContext
 {
     /// <summary>The contracts with the generator's options, writing text as it is (no \u003E for &gt;).</summary>

@@ -240,16 +240,31 @@ internal sealed class ServedModel : IDisposable
             return Tokenizer.Encode(text, addBos: true, parseSpecial: Template != ChatTemplate.None);
         }
 
-        if (request.PromptIds is { } ids)
+        return InputTokens(request.Prompt, request.PromptIds, "prompt", at);
+    }
+
+    /// <summary>
+    /// A completions prompt's or an embeddings input's tokens: token ids as given (each checked against the vocabulary;
+    /// <paramref name="field"/> and <paramref name="at"/> name it in the error), or BOS and the text.
+    /// </summary>
+    public List<int> InputTokens(string? text, IReadOnlyList<int>? ids, string field, string at)
+    {
+        if (ids is not null)
         {
             int bad = ids.ToList().FindIndex(t => t >= Tokenizer.VocabSize);
             return bad < 0
                 ? [.. ids]
-                : throw CompletionRequest.Invalid("prompt", $"{at}[{bad}] = {ids[bad]} is not a token id of this model (its vocabulary has {Tokenizer.VocabSize})");
+                : throw CompletionRequest.Invalid(field, $"{at}[{bad}] = {ids[bad]} is not a token id of this model (its vocabulary has {Tokenizer.VocabSize})");
         }
 
-        return Tokenizer.Encode(request.Prompt ?? string.Empty, addBos: true);
+        return Tokenizer.Encode(text ?? string.Empty, addBos: true);
     }
+
+    /// <summary>
+    /// How <c>/v1/embeddings</c> pools the final hidden states (<c>kvaq serve --embeddings --pooling</c>), or null when the
+    /// server computes no embeddings.
+    /// </summary>
+    public EmbeddingPooling? Pooling { get; init; }
 
     /// <summary>
     /// Generates for <paramref name="request"/> (the caller holds <see cref="Gate"/>): streams the text that is final to

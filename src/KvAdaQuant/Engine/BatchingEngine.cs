@@ -439,6 +439,13 @@ public sealed class BatchingEngine
             return session.Logits;
         }
 
+        public ReadOnlySpan<float> Prefill(ReadOnlySpan<int> tokens, IForwardObserver observer)
+        {
+            var copy = tokens.ToArray();
+            engine.Exclusive(() => session.Prefill(copy, observer));
+            return session.Logits;
+        }
+
         public ReadOnlySpan<float> Decode(int token)
         {
             engine.Decode(session, token);

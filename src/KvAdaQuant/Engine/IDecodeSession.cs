@@ -68,6 +68,14 @@ public interface IDecodeSession
     }
 
     /// <summary>
+    /// Processes <paramref name="tokens"/> like <see cref="Prefill(ReadOnlySpan{int})"/> with <paramref name="observer"/>
+    /// watching the forward passes (<see cref="EmbeddingCapture"/>); the CPU engine's sessions only (a
+    /// <see cref="NotSupportedException"/> elsewhere).
+    /// </summary>
+    ReadOnlySpan<float> Prefill(ReadOnlySpan<int> tokens, IForwardObserver observer) =>
+        throw new NotSupportedException($"the forward pass on {Device} cannot be observed");
+
+    /// <summary>
     /// The CPU engine's session that holds this sequence's cache, for state files (<see cref="SessionStateFile"/>): the
     /// session itself, or the one a <see cref="BatchingEngine"/> session runs on; null where the cache is not the CPU
     /// engine's (the GPU's), whose state cannot be saved.

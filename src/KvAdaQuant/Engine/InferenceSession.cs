@@ -186,5 +186,8 @@ public sealed class InferenceSession : IDecodeSession, IDisposable
     InferenceSession IDecodeSession.StateSession => this;
 
     /// <inheritdoc/>
+    ReadOnlySpan<float> IDecodeSession.Prefill(ReadOnlySpan<int> tokens, IForwardObserver observer) => Prefill(tokens, observer);
+
+    /// <inheritdoc/>
     public void Dispose() => Cache.Dispose();
 }

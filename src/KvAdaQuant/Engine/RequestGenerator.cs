@@ -158,6 +158,38 @@ public sealed class RequestGenerator
         return (_tokens.Count, state.Bytes);
     }
 
+    /// <summary>
+    /// The embedding of <paramref name="tokens"/> (<see cref="EmbeddingCapture"/>: the final hidden states, pooled, to unit
+    /// length when <paramref name="normalize"/>), run from an empty cache, which then holds them (a later prompt that
+    /// starts with them takes them from it). The CPU engine's sessions only (<see cref="NotSupportedException"/> elsewhere).
+    /// </summary>
+    public float[] Embed(IReadOnlyList<int> tokens, EmbeddingPooling pooling, bool normalize = true)
+    {
+        ArgumentNullException.ThrowIfNull(tokens);
+        if (tokens.Count == 0 || tokens.Count > _session.Capacity)
+        {
+            throw new ArgumentException($"an embedding takes 1 to {_session.Capacity} tokens (the context), got {tokens.Count}");
+        }
+
+        var transformer = (_session.StateSession ?? throw new NotSupportedException($"embeddings run on the CPU engine; the KV cache is on {_session.Device}")).Transformer;
+        var capture = new EmbeddingCapture(transformer, pooling);
+        _session.Reset();
+        _tokens.Clear();
+        ReusedTokens = 0;
+        try
+        {
+            _session.Prefill([.. tokens], capture);
+        }
+        catch
+        {
+            _session.Reset();
+            throw;
+        }
+
+        _tokens.AddRange(tokens);
+        return capture.Embedding(normalize);
+    }
+
     /// <summary>Clears the cache (llama-server's slot erase); returns the tokens it held.</summary>
     public int Erase()
     {

@@ -371,9 +371,9 @@ public class ServeCompletionTests(Stories260KServer fixture) : IClassFixture<Sto
         Assert.Equal(Stories260KServer.Ctx, model.GetProperty("meta").GetProperty("ctx").GetInt32());
         Assert.Equal("cpu", model.GetProperty("meta").GetProperty("device").GetString());
 
-        (status, var missing) = _server.Get("/v1/embeddings");
+        (status, var missing) = _server.Get("/v1/audio/speech");
         Assert.Equal(404, status);
-        Assert.Contains("no endpoint /v1/embeddings", missing.GetProperty("error").GetProperty("message").GetString(), StringComparison.Ordinal);
+        Assert.Contains("no endpoint /v1/audio/speech", missing.GetProperty("error").GetProperty("message").GetString(), StringComparison.Ordinal);
         Assert.Equal("not_found_error", missing.GetProperty("error").GetProperty("type").GetString());
 
         (status, var wrongMethod) = _server.Get("/v1/completions");
