@@ -308,7 +308,34 @@ internal sealed class KvaqServer
             bool addSpecial = CompletionRequest.Flag(body, "add_special", absent: false);
             bool parseSpecial = CompletionRequest.Flag(body, "parse_special", absent: true);
             var tokens = _model.Tokenizer.Encode(content, addSpecial, parseSpecial);
-            await Write(c, 200, new TokenizeResponse(tokens), ServeJsonContext.Relaxed.TokenizeResponse);
+            if (!CompletionRequest.Flag(body, "with_pieces", absent: false))
+            {
+                await Write(c, 200, new TokenizeResponse(tokens), ServeJsonContext.Relaxed.TokenizeResponse);
+                return;
+            }
+
+            // llama-server's with_pieces: each token's text after the one before it, or its bytes where they are not whole characters.
+            var pieces = new List<TokenPiece>(tokens.Count);
+            var strict = new UTF8Encoding(false, throwOnInvalidBytes: true);
+            int previous = -1;
+            foreach (int id in tokens)
+            {
+                byte[] bytes = _model.Tokenizer.DecodeBytes(previous, id);
+                JsonElement piece;
+                try
+                {
+                    piece = JsonSerializer.SerializeToElement(strict.GetString(bytes), ServeJsonContext.Relaxed.String);
+                }
+                catch (DecoderFallbackException)
+                {
+                    piece = JsonSerializer.SerializeToElement(bytes.Select(b => (int)b).ToArray(), ServeJsonContext.Relaxed.Int32Array);
+                }
+
+                pieces.Add(new TokenPiece(id, piece));
+                previous = id;
+            }
+
+            await Write(c, 200, new TokenizePiecesResponse(pieces), ServeJsonContext.Relaxed.TokenizePiecesResponse);
         }
         catch (ServeRequestException e)
         {

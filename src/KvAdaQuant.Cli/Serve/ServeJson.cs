@@ -223,6 +223,12 @@ internal sealed record EmbeddingList(string Object, IReadOnlyList<EmbeddingEntry
 /// <summary><c>POST /v1/embeddings</c> with <c>encoding_format</c> base64.</summary>
 internal sealed record EmbeddingListBase64(string Object, IReadOnlyList<EmbeddingEntryBase64> Data, string Model, EmbeddingUsage Usage);
 
+/// <summary>A token of <c>POST /tokenize</c> with <c>with_pieces</c>: its id and text (a string when its bytes are whole UTF-8 characters, else the byte values).</summary>
+internal sealed record TokenPiece(int Id, System.Text.Json.JsonElement Piece);
+
+/// <summary><c>POST /tokenize</c> with <c>with_pieces</c>.</summary>
+internal sealed record TokenizePiecesResponse(IReadOnlyList<TokenPiece> Tokens);
+
 /// <summary><c>POST /detokenize</c>.</summary>
 internal sealed record DetokenizeResponse(string Content);
 
@@ -247,6 +253,9 @@ internal sealed record ErrorResponse(ErrorDetail Error);
 [JsonSerializable(typeof(ChatCompletion))]
 [JsonSerializable(typeof(ChatCompletionChunk))]
 [JsonSerializable(typeof(TokenizeResponse))]
+[JsonSerializable(typeof(TokenizePiecesResponse))]
+[JsonSerializable(typeof(string))]
+[JsonSerializable(typeof(int[]))]
 [JsonSerializable(typeof(DetokenizeResponse))]
 [JsonSerializable(typeof(ErrorResponse))]
 [JsonSerializable(typeof(List<SlotState>))]

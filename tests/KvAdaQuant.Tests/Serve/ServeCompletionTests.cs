@@ -285,6 +285,25 @@ public class ServeCompletionTests(Stories260KServer fixture) : IClassFixture<Sto
         var (dstatus, back) = _server.Post("/detokenize", JsonSerializer.Serialize(new { tokens = bosTokens }));
         Assert.Equal(200, dstatus);
         Assert.Equal(text, back.GetProperty("content").GetString());
+
+        // with_pieces (llama-server's): each id with its text after the token before it (the pieces concatenate to the
+        // text), or its byte values where they are part of a character (byte-fallback tokens of an emoji).
+        const string emoji = "A fox \U0001F98A";
+        var (_, pieces) = _server.Post("/tokenize", JsonSerializer.Serialize(new { content = emoji, add_special = true, with_pieces = true }));
+        var entries = pieces.GetProperty("tokens").EnumerateArray().ToArray();
+        Assert.Equal(reference.Tokenizer.Encode(emoji, addBos: true), entries.Select(e => e.GetProperty("id").GetInt32()));
+        var bytes = new List<byte>();
+        foreach (var e in entries)
+        {
+            var piece = e.GetProperty("piece");
+            bytes.AddRange(piece.ValueKind == JsonValueKind.String
+                ? System.Text.Encoding.UTF8.GetBytes(piece.GetString()!)
+                : piece.EnumerateArray().Select(b => (byte)b.GetInt32()));
+        }
+
+        Assert.Equal(emoji, System.Text.Encoding.UTF8.GetString([.. bytes]));
+        Assert.Contains(entries, e => e.GetProperty("piece").ValueKind == JsonValueKind.Array);
+        Assert.Equal(string.Empty, entries[0].GetProperty("piece").GetString()); // BOS has no text
     }
 
     [Theory]
