@@ -42,6 +42,7 @@ internal static class ServeCommand
         {
             Description = "folder for POST /slots/{id}?action=save|restore (llama-server's option): a slot's KV cache and tokens as a kvaq state file, and back; created if missing; CPU only",
         };
+        var alias = new Option<string?>("--alias", "-a") { Description = "the model's name in responses and /v1/models (llama-server's option; default: the model file's name)" };
         var embeddings = new Option<bool>("--embeddings", "--embedding")
         {
             Description = "serve POST /v1/embeddings (llama-server's option): each input's final hidden states (after the final norm), pooled by --pooling and scaled to unit length; CPU only",
@@ -55,7 +56,7 @@ internal static class ServeCommand
             "serve",
             "Serve the model over HTTP with OpenAI's API (/v1/completions, /v1/chat/completions, streaming) and /v1/embeddings (--embeddings), and llama-server's /completion, /props, /apply-template, /health, /tokenize, /detokenize, /slots (save, restore, erase), /metrics; one request at a time, or --parallel N at once with their decode steps batched; Ctrl+C or SIGTERM stops.")
         {
-            model, tokenizer, host, port, ctx, template, apiKey, maxTokens, kv, kvPlan, threads, device, attnInt8, attnInt8Values, parallel, metrics, ubatch, slotSavePath, embeddings, pooling,
+            model, tokenizer, host, port, ctx, template, apiKey, maxTokens, kv, kvPlan, threads, device, attnInt8, attnInt8Values, parallel, metrics, ubatch, slotSavePath, embeddings, pooling, alias,
         };
         foreach (var o in sampling.All)
         {
@@ -75,6 +76,12 @@ internal static class ServeCommand
             if (key is not null && key.Trim().Length == 0)
             {
                 throw new ArgumentException("--api-key: the key is empty");
+            }
+
+            string? name = r.GetValue(alias);
+            if (name is not null && name.Trim().Length == 0)
+            {
+                throw new ArgumentException("--alias: the name is empty");
             }
 
             int n = r.GetValue(maxTokens);
@@ -109,7 +116,7 @@ internal static class ServeCommand
             EmbeddingPooling? pool = Pooling(r.GetValue(embeddings), r.GetResult(pooling) is { Implicit: false } ? r.GetValue(pooling) : null, onGpu);
             using var engine = DecodeEngine.Open(m, r.GetValue(kv), r.GetValue(kvPlan), onGpu, r.GetValue(threads), c, precision, r.GetValue(parallel), r.GetValue(ubatch));
             using var served = new ServedModel(
-                Path.GetFileName(Path.TrimEndingDirectorySeparator(m.Path)), m.Path, engine.Sessions, engine.KvName, onGpu ? DeviceOptions.Cuda : DeviceOptions.Cpu, tok, chosen, defaults)
+                name ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(m.Path)), m.Path, engine.Sessions, engine.KvName, onGpu ? DeviceOptions.Cuda : DeviceOptions.Cpu, tok, chosen, defaults)
             {
                 SlotSavePath = slotFolder,
                 Pooling = pool,

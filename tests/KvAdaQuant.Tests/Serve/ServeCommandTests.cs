@@ -14,6 +14,7 @@ public class ServeCommandTests
     [InlineData("--chat-template", "chatml", "--chat-template: chat template chatml: the tokenizer has no control token <|im_start|>")]
     [InlineData("--api-key", "", "--api-key: the key is empty")]
     [InlineData("--max-tokens", "-1", "--max-tokens must be >= 0 (0 = until EOS or the context is full), got -1")]
+    [InlineData("--alias", " ", "--alias: the name is empty")]
     public void Bad_options_are_errors_naming_them(string option, string value, string message)
     {
         var (rc, stdout, stderr) = option == "--port" ? Run("-m", "stories260K", option, value) : Run("-m", "stories260K", "--port", "0", option, value);

@@ -8,7 +8,7 @@ namespace KvAdaQuant.Tests.Serve;
 /// <summary>One <c>kvaq serve</c> of stories3M-q80 (k4v2, 128 positions, two slots, defaults temperature 0.5 and 12 tokens).</summary>
 public sealed class Stories3MNativeServer : IDisposable
 {
-    public ServeProcess Server { get; } = new("-m", "stories3M-q80", "--kv", "k4v2", "--ctx", "128", "--threads", "2", "--parallel", "2", "--temperature", "0.5", "-n", "12");
+    public ServeProcess Server { get; } = new("-m", "stories3M-q80", "--kv", "k4v2", "--ctx", "128", "--threads", "2", "--parallel", "2", "--temperature", "0.5", "-n", "12", "--alias", "tiny-stories");
 
     internal ServeReference Reference { get; } = new("stories3M-q80", "k4v2", 128);
 
@@ -47,7 +47,8 @@ public class ServeNativeCompletionTests(Stories3MNativeServer fixture) : IClassF
         Assert.Equal(expected.PromptTokens.Count, body.GetProperty("tokens_evaluated").GetInt32());
         Assert.Equal(Prompt, body.GetProperty("prompt").GetString());
         Assert.False(body.GetProperty("truncated").GetBoolean());
-        Assert.Equal("stories3M-q80.bin", body.GetProperty("model").GetString());
+        Assert.Equal("tiny-stories", body.GetProperty("model").GetString()); // --alias
+        Assert.Equal("tiny-stories", _server.Get("/v1/models").Body.GetProperty("data")[0].GetProperty("id").GetString());
         int slot = body.GetProperty("id_slot").GetInt32();
         Assert.Equal(expected.PromptTokens.Count + 15, body.GetProperty("tokens_cached").GetInt32()); // the last token sampled is not fed
         Assert.Equal(_server.Get("/slots").Body[slot].GetProperty("cache_tokens").GetInt32(), body.GetProperty("tokens_cached").GetInt32());
