@@ -80,6 +80,57 @@ public class ServeSlotActionsTests
     }
 
     [Fact]
+    public void Slot_actions_racing_with_requests_never_change_an_answer()
+    {
+        // Two slots; one thread sends completions (some extending others, so caches are reused, cut back or restored
+        // under them), another saves, erases and restores slots meanwhile. Every answer is the request's alone; an
+        // action on a slot a request holds is a 503, never a broken cache.
+        string[] prompts = ["Once upon a time", "Once upon a time, there was", "The little dog", "The little dog ran to the", "One day"];
+        using var dir = new TempDir();
+        using var reference = new ServeReference("stories3M-q80", "k4v2", 128);
+        var expected = prompts.Select(p => reference.Generate(p, 10).Text).ToArray();
+        using var server = new ServeProcess("-m", "stories3M-q80", "--kv", "k4v2", "--ctx", "128", "--threads", "2", "--parallel", "2", "--slot-save-path", dir.Path);
+        var failures = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        var actions = new System.Collections.Concurrent.ConcurrentDictionary<string, int>();
+        using var done = new CancellationTokenSource();
+        var requester = new Thread(() =>
+        {
+            for (int i = 0; i < 20; i++)
+            {
+                int k = (i * 3) % prompts.Length;
+                var (status, body) = server.Post("/v1/completions", JsonSerializer.Serialize(new { prompt = prompts[k], max_tokens = 10, temperature = 0 }));
+                string? text = status == 200 ? body.GetProperty("choices")[0].GetProperty("text").GetString() : null;
+                if (status != 200 || text != expected[k])
+                {
+                    failures.Enqueue($"request {i} ({prompts[k]}): {status} {text ?? body.ToString()}");
+                }
+            }
+
+            done.Cancel();
+        });
+        var actor = new Thread(() =>
+        {
+            for (int i = 0; !done.IsCancellationRequested; i++)
+            {
+                string action = (i % 3) switch { 0 => "save", 1 => "erase", _ => "restore" };
+                var (status, body) = server.Post($"/slots/{i % 2}?action={action}", action == "erase" ? "{}" : """{"filename": "race.bin"}""");
+                actions.AddOrUpdate($"{action} {status}", 1, (_, n) => n + 1);
+                if (status is not (200 or 503) && !(status == 404 && action == "restore"))
+                {
+                    failures.Enqueue($"{action} on slot {i % 2}: {status} {body}");
+                }
+            }
+        });
+        requester.Start();
+        actor.Start();
+        requester.Join();
+        actor.Join();
+        Assert.True(failures.IsEmpty, string.Join("\n", failures));
+        Assert.True(actions.Keys.Any(k => k.EndsWith(" 200", StringComparison.Ordinal)), string.Join(", ", actions));
+        Assert.DoesNotContain("unexpected", server.Stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void A_prompt_cache_file_of_generate_restores_into_a_slot()
     {
         // kvaq generate --prompt-cache writes the same state files: the server takes one as a slot file.
