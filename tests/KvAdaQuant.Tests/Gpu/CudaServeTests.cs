@@ -190,6 +190,45 @@ public class CudaServeTests(ITestOutputHelper output)
         }
     }
 
+    [SkippableFact]
+    public async Task LlamaServersEndpointsAndPromptBatchesRunOnTheGpuAsOnTheCpu()
+    {
+        // Session 31's serve additions through the GPU session: /completion, a batch of prompts, slot erase; slot files
+        // and embeddings are refused there (state files and observed passes are the CPU engine's).
+        using CudaContext context = Open();
+        using var model = ModelLoader.Load("stories260K");
+        var tok = model.Tokenizer!;
+        using var engines = new GpuAndCpuFp16(context, model, 256);
+        var (decoder, cpuSession) = (engines.Decoder, engines.Cpu);
+        var cpu = new RequestGenerator(cpuSession, tok);
+        string[] prompts = [First, Other];
+        var expected = prompts.Select(p => cpu.Generate(tok.Encode(p, addBos: true), 12, new Sampler(), null)).ToArray();
+        var folder = Directory.CreateTempSubdirectory("kvaq-gpu-slots").FullName;
+        try
+        {
+            await using var server = await InProcessServer.Start(new CudaDecodeSession(decoder), decoder.Layout.Name, model, folder);
+            var native = await server.Post("/completion", JsonSerializer.Serialize(new { prompt = First, n_predict = 12 }));
+            Assert.Equal(expected[0].Text, native.GetProperty("content").GetString());
+            Assert.Equal("limit", native.GetProperty("stop_type").GetString());
+
+            var batch = await server.Post("/v1/completions", JsonSerializer.Serialize(new { prompt = prompts, max_tokens = 12 }));
+            Assert.Equal(expected.Select(e => e.Text), batch.GetProperty("choices").EnumerateArray().Select(c => c.GetProperty("text").GetString()));
+
+            var erase = await server.Post("/slots/0?action=erase", "{}");
+            Assert.Equal(expected[1].PromptTokens.Count + expected[1].Tokens.Count - 1, erase.GetProperty("n_erased").GetInt32());
+            Assert.Equal(0, decoder.Position);
+
+            var (status, refused) = await server.PostRaw("/slots/0?action=save", """{"filename": "a.bin"}""");
+            Assert.Equal(501, status);
+            Assert.Contains("the KV cache is on the GPU", refused.GetProperty("error").GetProperty("message").GetString(), StringComparison.Ordinal);
+            Assert.Empty(Directory.GetFiles(folder));
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
     private static CudaContext Open() => GpuAndCpuFp16.OpenContext();
 
     /// <summary><see cref="KvaqServer"/> over one session on a free loopback port in this process, stopped on dispose.</summary>
@@ -208,10 +247,10 @@ public class CudaServeTests(ITestOutputHelper output)
             _client = new HttpClient { BaseAddress = new Uri(url), Timeout = TimeSpan.FromSeconds(120) };
         }
 
-        public static async Task<InProcessServer> Start(IDecodeSession session, string kv, LlamaModel model)
+        public static async Task<InProcessServer> Start(IDecodeSession session, string kv, LlamaModel model, string? slotSavePath = null)
         {
             var defaults = new CompletionRequest(null, null, null, 0f, 0, 1f, 42, [], Stream: false);
-            var served = new ServedModel("model", model.Path, session, kv, "cuda", model.Tokenizer!, ChatTemplate.None, defaults);
+            var served = new ServedModel("model", model.Path, session, kv, "cuda", model.Tokenizer!, ChatTemplate.None, defaults) { SlotSavePath = slotSavePath };
             served.WarmUp();
             var url = new TaskCompletionSource<string>(TaskCreationOptions.RunContinuationsAsynchronously);
             var stop = new CancellationTokenSource();
@@ -223,6 +262,12 @@ public class CudaServeTests(ITestOutputHelper output)
             }
 
             return new InProcessServer(served, run, await url.Task, stop);
+        }
+
+        public async Task<(int Status, JsonElement Body)> PostRaw(string path, string json)
+        {
+            using var response = await _client.PostAsync(path, new StringContent(json, Encoding.UTF8, "application/json"));
+            return ((int)response.StatusCode, JsonDocument.Parse(await response.Content.ReadAsStringAsync()).RootElement.Clone());
         }
 
         public async Task<JsonElement> Post(string path, string json)
