@@ -131,6 +131,52 @@ public class ServeSlotActionsTests
     }
 
     [Fact]
+    public void An_action_on_the_slot_a_streaming_request_holds_is_a_503_and_the_reply_goes_on()
+    {
+        // One slot, one thread: a long streamed reply holds it for a few hundred milliseconds. An erase sent once its
+        // first piece has arrived finds the slot busy (tried up to three times, in case a loaded machine let the reply
+        // end first), and the reply is the request's alone.
+        using var reference = new ServeReference("stories3M-q80", "k4v2", 512);
+        var expected = reference.Generate(Prompt, 400);
+        using var server = new ServeProcess("-m", "stories3M-q80", "--kv", "k4v2", "--ctx", "512", "--threads", "1");
+        var statuses = new List<int>();
+        for (int attempt = 0; attempt < 3 && !statuses.Contains(503); attempt++)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Post, "/completion")
+            {
+                Content = new StringContent(JsonSerializer.Serialize(new { prompt = Prompt, n_predict = 400, temperature = 0, stream = true, cache_prompt = false }), System.Text.Encoding.UTF8, "application/json"),
+            };
+            using var response = server.Client.Send(request, HttpCompletionOption.ResponseHeadersRead);
+            using var reader = new StreamReader(response.Content.ReadAsStream());
+            var text = new System.Text.StringBuilder();
+            string? line = reader.ReadLine(); // the first piece
+            var (status, body) = server.Post("/slots/0?action=erase", "{}");
+            statuses.Add(status);
+            if (status == 503)
+            {
+                Assert.Equal("slot 0 is busy: a request is using it; try again when it ends", body.GetProperty("error").GetProperty("message").GetString());
+            }
+
+            for (; line is not null; line = reader.ReadLine())
+            {
+                if (line.StartsWith("data: ", StringComparison.Ordinal))
+                {
+                    using var e = JsonDocument.Parse(line["data: ".Length..]);
+                    if (!e.RootElement.GetProperty("stop").GetBoolean())
+                    {
+                        text.Append(e.RootElement.GetProperty("content").GetString());
+                    }
+                }
+            }
+
+            Assert.Equal(expected.Text, text.ToString());
+        }
+
+        Assert.Contains(503, statuses);
+        Assert.Equal(200, server.Post("/slots/0?action=erase", "{}").Status); // free again
+    }
+
+    [Fact]
     public void A_prompt_cache_file_of_generate_restores_into_a_slot()
     {
         // kvaq generate --prompt-cache writes the same state files: the server takes one as a slot file.
