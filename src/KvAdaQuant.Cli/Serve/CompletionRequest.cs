@@ -128,6 +128,7 @@ internal sealed record CompletionRequest(
             seed = s.ValueKind == JsonValueKind.Number && s.TryGetUInt64(out ulong u) ? u : throw Invalid("seed", $"seed must be an integer >= 0, got {Raw(s)}");
         }
 
+        RefuseConstraints(body);
         int n = 1;
         if (Field(body, "n") is { } choices)
         {
@@ -174,6 +175,28 @@ internal sealed record CompletionRequest(
             N = n,
             LogitBias = Field(body, "logit_bias") is { } lb ? ParseLogitBias(lb) : defaults.LogitBias,
         };
+    }
+
+    // Output constraints kvaq does not apply (grammars, JSON mode, JSON schemas, tools) are refused rather than ignored,
+    // so a client never takes free text for constrained output; response_format "text" is the default and accepted.
+    private static void RefuseConstraints(JsonElement body)
+    {
+        if (Field(body, "response_format") is { } format)
+        {
+            string? type = format.ValueKind == JsonValueKind.Object && Field(format, "type") is { ValueKind: JsonValueKind.String } t ? t.GetString() : null;
+            if (type != "text")
+            {
+                throw Invalid("response_format", $"response_format {Raw(format)} is not supported: kvaq serve does not constrain its output (only {{\"type\": \"text\"}}, the default)");
+            }
+        }
+
+        foreach (var name in new[] { "grammar", "json_schema", "tools" })
+        {
+            if (Field(body, name) is { } e && !(name == "tools" && e.ValueKind == JsonValueKind.Array && e.GetArrayLength() == 0))
+            {
+                throw Invalid(name, $"{name} is not supported: kvaq serve does not constrain its output{(name == "tools" ? " or call tools" : string.Empty)}");
+            }
+        }
     }
 
     /// <summary>
