@@ -1,7 +1,4 @@
-using System.Diagnostics;
-using System.Text;
 using System.Text.Json;
-using System.Threading.Channels;
 using KvAdaQuant.Engine;
 using Microsoft.AspNetCore.Http;
 

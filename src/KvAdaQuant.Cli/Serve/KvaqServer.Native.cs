@@ -1,5 +1,3 @@
-using System.Diagnostics;
-using System.Text;
 using System.Text.Json;
 using System.Threading.Channels;
 using KvAdaQuant.Engine;

@@ -1,8 +1,5 @@
 using System.Diagnostics;
-using System.Text;
 using System.Text.Json;
-using System.Threading.Channels;
-using KvAdaQuant.Engine;
 using Microsoft.AspNetCore.Http;
 
 namespace KvAdaQuant.Cli.Serve;
