@@ -52,16 +52,11 @@ internal sealed partial class KvaqServer
         }
 
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(c.RequestAborted, _stopping);
-        try
-        {
-            await _model.Gate.WaitAsync(cancel.Token);
-        }
-        catch (OperationCanceledException)
+        if (await _model.WaitForSlotAsync(inputs[0], cancel.Token) is not { } slot)
         {
             return;
         }
 
-        var slot = _model.Take(inputs[0]);
         try
         {
             var vectors = await Task.Factory.StartNew(
@@ -93,8 +88,7 @@ internal sealed partial class KvaqServer
         }
         finally
         {
-            _model.Return(slot);
-            _model.Gate.Release();
+            _model.Release(slot);
         }
     }
 }

@@ -46,27 +46,10 @@ internal sealed partial class KvaqServer
         using var cancel = CancellationTokenSource.CreateLinkedTokenSource(c.RequestAborted, _stopping);
         var metrics = _model.Metrics;
         metrics?.Queued();
-        RequestGenerator? slot;
-        try
-        {
-            if (wanted < 0)
-            {
-                await _model.Gate.WaitAsync(cancel.Token);
-                slot = _model.Take(prompt);
-            }
-            else
-            {
-                // id_slot: that slot once it is free (llama-server defers such a task until its slot is).
-                while ((slot = _model.TakeSlot(wanted)) is null)
-                {
-                    await Task.Delay(10, cancel.Token);
-                }
-            }
-        }
-        catch (OperationCanceledException)
+        if (await _model.WaitForSlotAsync(prompt, cancel.Token, wanted) is not { } slot)
         {
             metrics?.Left();
-            return;
+            return; // the client left (or the server stops) while queued
         }
 
         metrics?.Started();
@@ -135,8 +118,7 @@ internal sealed partial class KvaqServer
         }
         finally
         {
-            _model.Return(slot);
-            _model.Gate.Release();
+            _model.Release(slot);
             metrics?.Finished();
         }
     }

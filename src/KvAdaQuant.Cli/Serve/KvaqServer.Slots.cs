@@ -80,8 +80,7 @@ internal sealed partial class KvaqServer
             }
             finally
             {
-                _model.Return(slot);
-                _model.Gate.Release();
+                _model.Release(slot);
             }
         }
         catch (ServeRequestException e)

@@ -338,8 +338,7 @@ internal sealed partial class KvaqServer
         {
             foreach (var slot in slots)
             {
-                _model.Return(slot);
-                _model.Gate.Release();
+                _model.Release(slot);
             }
 
             metrics?.Finished();

@@ -100,7 +100,7 @@ internal sealed class ServedModel : IDisposable
     /// <summary>
     /// Slot <paramref name="id"/> (0 &lt;= id &lt; <see cref="Slots"/>) with one entry of <see cref="Gate"/>, for a slot
     /// action; null while a request holds it, or while every free slot is promised to requests already past the gate.
-    /// Give it back with <see cref="Return"/> and <see cref="Gate"/>.Release.
+    /// Give it back with <see cref="Release"/>.
     /// </summary>
     public RequestGenerator? TakeSlot(int id)
     {
@@ -204,6 +204,43 @@ internal sealed class ServedModel : IDisposable
             _free.RemoveAt(best);
             return slot;
         }
+    }
+
+    /// <summary>
+    /// Waits for a slot and takes it with its <see cref="Gate"/> entry: with <paramref name="wanted"/> -1 the free slot
+    /// <see cref="Take"/> picks for <paramref name="promptTokens"/> once one is free, else slot <paramref name="wanted"/>
+    /// once no request holds it (llama-server defers such a task until its slot is free). Null when
+    /// <paramref name="cancel"/> fires while waiting. Give it back with <see cref="Release"/>.
+    /// </summary>
+    public async Task<RequestGenerator?> WaitForSlotAsync(IReadOnlyList<int> promptTokens, CancellationToken cancel, int wanted = -1)
+    {
+        try
+        {
+            if (wanted < 0)
+            {
+                await Gate.WaitAsync(cancel);
+                return Take(promptTokens);
+            }
+
+            RequestGenerator? slot;
+            while ((slot = TakeSlot(wanted)) is null)
+            {
+                await Task.Delay(10, cancel);
+            }
+
+            return slot;
+        }
+        catch (OperationCanceledException) when (cancel.IsCancellationRequested)
+        {
+            return null;
+        }
+    }
+
+    /// <summary>Gives back a slot and its <see cref="Gate"/> entry (<see cref="Return"/>, then the gate).</summary>
+    public void Release(RequestGenerator slot)
+    {
+        Return(slot);
+        Gate.Release();
     }
 
     /// <summary>
@@ -493,7 +530,7 @@ internal sealed class ServedModel : IDisposable
     /// <summary>
     /// Takes a free slot for <paramref name="promptTokens"/> (<see cref="Take"/>; the caller holds <see cref="Gate"/>) and,
     /// for a request of <paramref name="choices"/> choices, as many more as are free right now, up to one per choice (their
-    /// gate entries taken too); give each back with <see cref="Return"/> and <see cref="Gate"/>.Release.
+    /// gate entries taken too); give each back with <see cref="Release"/>.
     /// </summary>
     public List<RequestGenerator> TakeForChoices(IReadOnlyList<int> promptTokens, int choices)
     {
