@@ -19,7 +19,9 @@ namespace KvAdaQuant.Numerics;
 /// per pass: 2- and 4-bit codes sixteen tokens at a time at 512 bits with <c>vpmaddubsw</c> (AVX-512BW, u8 x s8 pair
 /// sums, which cannot saturate for these codes) summed in int16 and widened by <c>vpmaddwd</c>; 8-bit codes (and the
 /// last 8 to 15 tokens) eight at a time with <c>vpdpbusd</c> (AVX-VNNI, u8 x s8 -> s32; 256 bits is the widest .NET 10
-/// exposes on this CPU; the 512-bit route measured about 10 % faster for 4-bit codes). The FP16 parameters of eight
+/// exposes on such a CPU; the 512-bit route measured about 10 % faster for 4-bit codes). CPUs without AVX-VNNI (AMD
+/// Zen 4, Intel Ice Lake and Skylake-X: AVX-512 VNNI only, which .NET 10 does not expose) take <c>vpmaddubsw</c> +
+/// <c>vpmaddwd</c> there, 8-bit codes split into nibbles, the same exact sums. The FP16 parameters of eight
 /// tokens are gathered with one word permute and converted by bit arithmetic.
 /// Scalar twin: <see cref="ScoresScalar"/> (bit-identical: the integer dots are exact, the float steps the same).
 /// </summary>
@@ -31,8 +33,11 @@ internal static unsafe class Int8AttentionKernels
     /// <summary>Tokens per vector step (the eight int32 lanes of a 256-bit vector).</summary>
     public const int TokenStep = 8;
 
-    /// <summary>Whether the vector kernel runs on this CPU (AVX-VNNI and AVX-512BW with VL).</summary>
-    public static bool IsSupported => AvxVnni.IsSupported && Avx512BW.IsSupported && Avx512BW.VL.IsSupported && Avx512F.IsSupported;
+    /// <summary>
+    /// Whether the vector kernel runs on this CPU (AVX-512BW with VL; the 8-token steps take AVX-VNNI's vpdpbusd where
+    /// the CPU has it, else vpmaddubsw + vpmaddwd with the same exact sums).
+    /// </summary>
+    public static bool IsSupported => Avx512BW.IsSupported && Avx512BW.VL.IsSupported && Avx512F.IsSupported;
 
     /// <summary>
     /// Whether this key layout is handled: 2, 4 or 8 bits, rows of whole 16-byte chunks (head dim x bits a multiple of
@@ -692,11 +697,11 @@ internal static unsafe class Int8AttentionKernels
         {
             if (odd)
             {
-                Dot4(col.AsByte(), q, ref acc.B0, ref acc.B1, ref acc.B2, ref acc.B3);
+                Dot4Bytes(col.AsByte(), q, ref acc.B0, ref acc.B1, ref acc.B2, ref acc.B3);
             }
             else
             {
-                Dot4(col.AsByte(), q, ref acc.A0, ref acc.A1, ref acc.A2, ref acc.A3);
+                Dot4Bytes(col.AsByte(), q, ref acc.A0, ref acc.A1, ref acc.A2, ref acc.A3);
             }
         }
 
@@ -715,12 +720,53 @@ internal static unsafe class Int8AttentionKernels
         acc.H3 += Avx512BW.MultiplyAddAdjacent(codes, Vector512.Load((sbyte*)(q + (3 * QueryRepeat))));
     }
 
+    // i_r += the lane dots of the codes with head r's query dwords. Codes of at most 4 bits (pair sums within
+    // 2 x 15 x 127, no vpmaddubsw saturation) or, with VNNI, any byte.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Dot4(Vector256<byte> codes, int* q, ref Vector256<int> i0, ref Vector256<int> i1, ref Vector256<int> i2, ref Vector256<int> i3)
     {
-        i0 = AvxVnni.MultiplyWideningAndAdd(i0, codes, Vector256.Load((sbyte*)q));
-        i1 = AvxVnni.MultiplyWideningAndAdd(i1, codes, Vector256.Load((sbyte*)(q + QueryRepeat)));
-        i2 = AvxVnni.MultiplyWideningAndAdd(i2, codes, Vector256.Load((sbyte*)(q + (2 * QueryRepeat))));
-        i3 = AvxVnni.MultiplyWideningAndAdd(i3, codes, Vector256.Load((sbyte*)(q + (3 * QueryRepeat))));
+        i0 = LaneDot(i0, codes, Vector256.Load((sbyte*)q));
+        i1 = LaneDot(i1, codes, Vector256.Load((sbyte*)(q + QueryRepeat)));
+        i2 = LaneDot(i2, codes, Vector256.Load((sbyte*)(q + (2 * QueryRepeat))));
+        i3 = LaneDot(i3, codes, Vector256.Load((sbyte*)(q + (3 * QueryRepeat))));
+    }
+
+    // Dot4 for 8-bit codes: with VNNI one vpdpbusd per head; without it (codes up to 255 would saturate vpmaddubsw's
+    // int16 pair sums) the codes split into nibbles, c = lo + 16 hi, each nibble's pair sums widened by vpmaddwd
+    // with ones and with sixteens: the same exact int32 lanes.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Dot4Bytes(Vector256<byte> codes, int* q, ref Vector256<int> i0, ref Vector256<int> i1, ref Vector256<int> i2, ref Vector256<int> i3)
+    {
+        if (AvxVnni.IsSupported)
+        {
+            Dot4(codes, q, ref i0, ref i1, ref i2, ref i3);
+            return;
+        }
+
+        var m = Vector256.Create((byte)0x0F);
+        var lo = codes & m;
+        var hi = (codes.AsUInt16() >> 4).AsByte() & m;
+        i0 += NibbleDots(lo, hi, Vector256.Load((sbyte*)q));
+        i1 += NibbleDots(lo, hi, Vector256.Load((sbyte*)(q + QueryRepeat)));
+        i2 += NibbleDots(lo, hi, Vector256.Load((sbyte*)(q + (2 * QueryRepeat))));
+        i3 += NibbleDots(lo, hi, Vector256.Load((sbyte*)(q + (3 * QueryRepeat))));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> NibbleDots(Vector256<byte> lo, Vector256<byte> hi, Vector256<sbyte> q) =>
+        Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(lo, q), Vector256.Create((short)1))
+        + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(hi, q), Vector256.Create((short)16));
+
+    // acc + the dot of each lane's four code bytes with its four int8 query bytes: vpdpbusd where AVX-VNNI runs, else
+    // vpmaddubsw + vpmaddwd with ones (exact for codes of at most 4 bits).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> LaneDot(Vector256<int> acc, Vector256<byte> codes, Vector256<sbyte> q)
+    {
+        if (AvxVnni.IsSupported)
+        {
+            return AvxVnni.MultiplyWideningAndAdd(acc, codes, q);
+        }
+
+        return acc + Avx2.MultiplyAddAdjacent(Avx2.MultiplyAddAdjacent(codes, q), Vector256.Create((short)1));
     }
 }

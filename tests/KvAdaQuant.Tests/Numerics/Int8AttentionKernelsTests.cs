@@ -49,7 +49,7 @@ public unsafe class Int8AttentionKernelsTests
     [MemberData(nameof(Shapes))]
     public void VectorScoresEqualTheScalarTwinBitForBit(int bits, int hd, int g, bool symmetric)
     {
-        Skip.IfNot(Int8AttentionKernels.IsSupported, "AVX-VNNI / AVX-512BW not available");
+        Skip.IfNot(Int8AttentionKernels.IsSupported, "AVX-512BW not available");
         var rng = new Random((bits * 1000) + (hd * 10) + g + (symmetric ? 7 : 0));
         foreach (int count in new[] { 1, 7, 8, 9, 16, 17, 63, 130 })
         {
@@ -98,7 +98,7 @@ public unsafe class Int8AttentionKernelsTests
     {
         // Every code at its maximum and every int8 query at +127 or -127: the largest int16 pair sums the 16-token path
         // accumulates before widening, and the largest int32 dots.
-        Skip.IfNot(Int8AttentionKernels.IsSupported, "AVX-VNNI / AVX-512BW not available");
+        Skip.IfNot(Int8AttentionKernels.IsSupported, "AVX-512BW not available");
         const int Count = 37;
         using var data = new PackedRowData(Count, hd, bits, g, false);
         Array.Fill(data.Codes, (byte)0xFF);
