@@ -346,10 +346,74 @@ public static unsafe class QuantizedDot
     {
         if (!VectorPathSupported || !AvxVnni.IsSupported)
         {
+            // Tiles without VNNI read the scales from the rows and need no corrections; the constants are still
+            // made, so that the Prepared calls of a batch find what this one would leave on any CPU.
             PrepareQ8_0Tile(rows, rowStride, blocks, scales, corrections);
         }
 
         Tile4x4<ComputeConstants>(rows, rowStride, scales, corrections, xq, xStride, xd, dStride, blocks, y, yStride, yRowStride);
+    }
+
+    // The tile without AVX-VNNI (AMD Zen 4, Intel Ice Lake and Skylake-X; .NET 10 exposes no 512-bit VNNI): the offset
+    // (x + 128) would saturate vpmaddubsw's int16 pair sums, so each product takes DotQ8_0's sign form instead, |w|
+    // (once per row and block) times x with w's sign, pair sums within 2 x 128 x 127, widened by vpmaddwd with ones:
+    // the same exact int32 lanes as vpdpbusd, the same scale products and fused multiply-adds, the same bits.
+    private static void Tile4x4Signed(byte* rows, long rowStride, sbyte* xq, long xStride, float* xd, long dStride, int blocks, float* y, long yStride, long yRowStride)
+    {
+        Vector256<float> a00 = default, a01 = default, a02 = default, a03 = default;
+        Vector256<float> a10 = default, a11 = default, a12 = default, a13 = default;
+        Vector256<float> a20 = default, a21 = default, a22 = default, a23 = default;
+        Vector256<float> a30 = default, a31 = default, a32 = default, a33 = default;
+        byte* r0 = rows, r1 = rows + rowStride, r2 = rows + (2 * rowStride), r3 = rows + (3 * rowStride);
+        sbyte* x0 = xq, x1 = xq + xStride, x2 = xq + (2 * xStride), x3 = xq + (3 * xStride);
+        float* d0 = xd, d1 = xd + dStride, d2 = xd + (2 * dStride), d3 = xd + (3 * dStride);
+        for (int b = 0; b < blocks; b++)
+        {
+            long o = b * 34L;
+            int xo = b * 32;
+            var w0 = Avx.LoadVector256((sbyte*)(r0 + o + 2));
+            var w1 = Avx.LoadVector256((sbyte*)(r1 + o + 2));
+            var w2 = Avx.LoadVector256((sbyte*)(r2 + o + 2));
+            var w3 = Avx.LoadVector256((sbyte*)(r3 + o + 2));
+            var u0 = Avx2.Abs(w0);
+            var u1 = Avx2.Abs(w1);
+            var u2 = Avx2.Abs(w2);
+            var u3 = Avx2.Abs(w3);
+            var s0 = Vector256.Create(HalfBits.ToSingle(*(ushort*)(r0 + o)));
+            var s1 = Vector256.Create(HalfBits.ToSingle(*(ushort*)(r1 + o)));
+            var s2 = Vector256.Create(HalfBits.ToSingle(*(ushort*)(r2 + o)));
+            var s3 = Vector256.Create(HalfBits.ToSingle(*(ushort*)(r3 + o)));
+
+            var x = Avx.LoadVector256(x0 + xo);
+            var dx = Vector256.Create(d0[b]);
+            a00 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotAbs(u0, Avx2.Sign(x, w0))), s0 * dx, a00);
+            a01 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotAbs(u1, Avx2.Sign(x, w1))), s1 * dx, a01);
+            a02 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotAbs(u2, Avx2.Sign(x, w2))), s2 * dx, a02);
+            a03 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotAbs(u3, Avx2.Sign(x, w3))), s3 * dx, a03);
+
+            x = Avx.LoadVector256(x1 + xo);
+            dx = Vector256.Create(d1[b]);
+            a10 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotAbs(u0, Avx2.Sign(x, w0))), s0 * dx, a10);
+            a11 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotAbs(u1, Avx2.Sign(x, w1))), s1 * dx, a11);
+            a12 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotAbs(u2, Avx2.Sign(x, w2))), s2 * dx, a12);
+            a13 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotAbs(u3, Avx2.Sign(x, w3))), s3 * dx, a13);
+
+            x = Avx.LoadVector256(x2 + xo);
+            dx = Vector256.Create(d2[b]);
+            a20 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotAbs(u0, Avx2.Sign(x, w0))), s0 * dx, a20);
+            a21 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotAbs(u1, Avx2.Sign(x, w1))), s1 * dx, a21);
+            a22 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotAbs(u2, Avx2.Sign(x, w2))), s2 * dx, a22);
+            a23 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotAbs(u3, Avx2.Sign(x, w3))), s3 * dx, a23);
+
+            x = Avx.LoadVector256(x3 + xo);
+            dx = Vector256.Create(d3[b]);
+            a30 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotAbs(u0, Avx2.Sign(x, w0))), s0 * dx, a30);
+            a31 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotAbs(u1, Avx2.Sign(x, w1))), s1 * dx, a31);
+            a32 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotAbs(u2, Avx2.Sign(x, w2))), s2 * dx, a32);
+            a33 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(DotAbs(u3, Avx2.Sign(x, w3))), s3 * dx, a33);
+        }
+
+        StoreTile(y, yStride, yRowStride, a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33);
     }
 
     private interface ITileConstants
@@ -370,7 +434,7 @@ public static unsafe class QuantizedDot
     private static void Tile4x4<TConstants>(byte* rows, long rowStride, float* scales, int* corrections, sbyte* xq, long xStride, float* xd, long dStride, int blocks, float* y, long yStride, long yRowStride)
         where TConstants : struct, ITileConstants
     {
-        if (!VectorPathSupported || !AvxVnni.IsSupported)
+        if (!VectorPathSupported)
         {
             for (int t = 0; t < 4; t++)
             {
@@ -380,6 +444,12 @@ public static unsafe class QuantizedDot
                 }
             }
 
+            return;
+        }
+
+        if (!AvxVnni.IsSupported)
+        {
+            Tile4x4Signed(rows, rowStride, xq, xStride, xd, dStride, blocks, y, yStride, yRowStride);
             return;
         }
 
@@ -465,6 +535,32 @@ public static unsafe class QuantizedDot
             a33 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(AvxVnni.MultiplyWideningAndAdd(c3, u, w3)), s3 * dx, a33);
         }
 
+        StoreTile(y, yStride, yRowStride, a00, a01, a02, a03, a10, a11, a12, a13, a20, a21, a22, a23, a30, a31, a32, a33);
+    }
+
+    // y[t * yStride + r * yRowStride] = the lane sum of a_tr (ggml's order).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void StoreTile(
+        float* y,
+        long yStride,
+        long yRowStride,
+        Vector256<float> a00,
+        Vector256<float> a01,
+        Vector256<float> a02,
+        Vector256<float> a03,
+        Vector256<float> a10,
+        Vector256<float> a11,
+        Vector256<float> a12,
+        Vector256<float> a13,
+        Vector256<float> a20,
+        Vector256<float> a21,
+        Vector256<float> a22,
+        Vector256<float> a23,
+        Vector256<float> a30,
+        Vector256<float> a31,
+        Vector256<float> a32,
+        Vector256<float> a33)
+    {
         float* y0 = y, y1 = y + yStride, y2 = y + (2 * yStride), y3 = y + (3 * yStride);
         y0[0] = GgmlArithmetic.Sum8(a00);
         y0[yRowStride] = GgmlArithmetic.Sum8(a01);
