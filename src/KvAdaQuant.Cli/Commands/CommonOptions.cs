@@ -100,7 +100,7 @@ internal static class CommonOptions
 
     public static Option<bool> AttnInt8() => new("--attn-int8")
     {
-        Description = "attention scores with int8 queries (one FP32 step per key group, like llama.cpp's Q8_0) and integer dot products (AVX-VNNI) over the packed keys; needs quantized keys (2, 4 or 8 bits, per token); layers whose keys do not qualify keep FP32 attention",
+        Description = "attention scores with int8 queries (one FP32 step per key group, like llama.cpp's Q8_0) and integer dot products (AVX-512BW; AVX-VNNI where present) over the packed keys; needs quantized keys (2, 4 or 8 bits, per token); layers whose keys do not qualify keep FP32 attention",
     };
 
     /// <summary><c>--attn-int8-values</c>: <c>--attn-int8</c>, and value sums with byte softmax weights over 2-bit values.</summary>

@@ -21,7 +21,8 @@ namespace KvAdaQuant.Numerics;
 /// acc = fma(S, d x dx, acc).</item>
 /// <item>IQ4_XS: per super-block the exact integer S = sum_j (scale_j - 32) (sum of kvalues[code] x over the 32 values of
 /// j), taken as sum_j (scale_j - 32) (sum of (kvalues[code] + 128) x - 128 B_j) with B_j the 32 values' sum, so that
-/// vpdpbusd multiplies unsigned bytes (1..241); acc = fma(S, d x dx, acc).</item>
+/// vpdpbusd multiplies unsigned bytes (1..241); without AVX-VNNI the signed levels times the activations, |x| times the
+/// level with x's sign through vpmaddubsw + vpmaddwd (the same S); acc = fma(S, d x dx, acc).</item>
 /// </list>
 /// Scalar twins: <see cref="DotQ2_KScalar"/>, <see cref="DotQ3_KScalar"/>, <see cref="DotIq4_XSScalar"/>, reading the unit through
 /// <see cref="KQuantRowGroups.InterleavedOffset"/>.
@@ -41,10 +42,12 @@ public static unsafe class LowBitRowGroupDot
     public static bool Q2_KVectorPathSupported => Avx2.IsSupported && Fma.IsSupported;
 
     /// <summary>
-    /// True when the IQ4_XS vector path runs on this machine: it needs AVX-VNNI (the biased codes, up to 241, times
-    /// activations down to -128 would saturate vpmaddubsw's 16-bit pair sums).
+    /// True when the IQ4_XS and IQ4_NL vector paths run on this machine (AVX2 and FMA). With AVX-VNNI vpdpbusd multiplies
+    /// the levels + 128 (unsigned) by the activations; without it the biased bytes (up to 241) would saturate
+    /// vpmaddubsw's 16-bit pair sums, so each product is |x| times the level with x's sign (<see cref="Iq4Dp"/>): the
+    /// same exact integer sums.
     /// </summary>
-    public static bool Iq4_XSVectorPathSupported => AvxVnni.IsSupported && Avx2.IsSupported && Fma.IsSupported;
+    public static bool Iq4_XSVectorPathSupported => Avx2.IsSupported && Fma.IsSupported;
 
     /// <summary>Q2_K row group · Q8_K activations (vector path where supported, else the scalar twin).</summary>
     public static void DotQ2_K(byte* group, int superBlocks, int tokens, sbyte* xq, long xStride, float* xd, short* xsum, int* xpairs, float* output, long outStride)
@@ -239,7 +242,7 @@ public static unsafe class LowBitRowGroupDot
         CheckTokens(tokens);
         if (!Iq4_XSVectorPathSupported)
         {
-            throw new PlatformNotSupportedException("the IQ4_XS row-group vector path needs AVX-VNNI, AVX2 and FMA");
+            throw new PlatformNotSupportedException("the IQ4_XS row-group vector path needs AVX2 and FMA");
         }
 
         if (tokens == 4)
@@ -587,15 +590,37 @@ public static unsafe class LowBitRowGroupDot
         sums[1] += (b0 * s0) + (b1 * s1) + (b2 * s2) + (b3 * s3);
     }
 
-    // The IQ4_NL values plus 128 (1..241) in both 128-bit halves, for vpshufb.
+    // With AVX-VNNI the IQ4_NL values plus 128 (1..241), else the values themselves (-127..113, as bytes), in both 128-bit
+    // halves, for vpshufb.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<byte> BiasedIq4Table()
+    private static Vector256<byte> Iq4Table()
     {
         var v = RowDequantizer.Iq4Values;
+        int o = Iq4Bias;
         var half = Vector128.Create(
-            (byte)(v[0] + 128), (byte)(v[1] + 128), (byte)(v[2] + 128), (byte)(v[3] + 128), (byte)(v[4] + 128), (byte)(v[5] + 128), (byte)(v[6] + 128), (byte)(v[7] + 128),
-            (byte)(v[8] + 128), (byte)(v[9] + 128), (byte)(v[10] + 128), (byte)(v[11] + 128), (byte)(v[12] + 128), (byte)(v[13] + 128), (byte)(v[14] + 128), (byte)(v[15] + 128));
+            (byte)(v[0] + o), (byte)(v[1] + o), (byte)(v[2] + o), (byte)(v[3] + o), (byte)(v[4] + o), (byte)(v[5] + o), (byte)(v[6] + o), (byte)(v[7] + o),
+            (byte)(v[8] + o), (byte)(v[9] + o), (byte)(v[10] + o), (byte)(v[11] + o), (byte)(v[12] + o), (byte)(v[13] + o), (byte)(v[14] + o), (byte)(v[15] + o));
         return Vector256.Create(half, half);
+    }
+
+    // What the looked-up bytes are offset by: 128 where vpdpbusd takes them as unsigned, 0 where they stay signed.
+    private static int Iq4Bias => AvxVnni.IsSupported ? 128 : 0;
+
+    // acc + (per 32-bit lane) the dot product of four looked-up bytes v with the four int8 activations in x. With
+    // AVX-VNNI: vpdpbusd of the biased (unsigned) bytes. Without: vpmaddubsw of |x| (unsigned, 0..128: x = -128 stays
+    // exact, as it would not as the signed operand) and the signed levels with x's sign (|level| <= 127, so no
+    // negation overflows), pair sums within 2 x 128 x 127 < 32,768, widened by vpmaddwd with ones: the same exact sums.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Iq4Dp(Vector256<int> acc, Vector256<byte> v, int x)
+    {
+        var xb = Vector256.Create(x).AsSByte();
+        if (AvxVnni.IsSupported)
+        {
+            return AvxVnni.MultiplyWideningAndAdd(acc, v, xb);
+        }
+
+        var pairs = Avx2.MultiplyAddAdjacent(Avx2.Abs(xb), Avx2.Sign(v.AsSByte(), xb));
+        return acc + Avx2.MultiplyAddAdjacent(pairs, Vector256.Create((short)1));
     }
 
     // The 8 rows' biased values of one chunk: low nibbles (lo) and high nibbles (hi) looked up.
@@ -614,15 +639,16 @@ public static unsafe class LowBitRowGroupDot
     private static Vector256<int> Iq4Scale(Vector256<int> low, Vector256<int> high, int ib) =>
         (((low >>> (4 * ib)) & Vector256.Create(0xF)) | (((high >>> (16 + (2 * ib))) & Vector256.Create(3)) << 4)) - Vector256.Create(32);
 
-    // 128 x (the 32-value sum B_ib of the activations), broadcast.
+    // The bias times (the 32-value sum B_ib of the activations), broadcast (zero without AVX-VNNI: signed levels).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static Vector256<int> Bias(short* sums16, int ib) => Vector256.Create(128 * (sums16[2 * ib] + sums16[(2 * ib) + 1]));
+    private static Vector256<int> Bias(short* sums16, int ib) =>
+        AvxVnni.IsSupported ? Vector256.Create(128 * (sums16[2 * ib] + sums16[(2 * ib) + 1])) : Vector256<int>.Zero;
 
     // One token of IQ4_XS: one accumulator per 32-value sub-block (eight chains), chunk k of each sub-block per step.
     private static void Iq4_XSToken(byte* group, int superBlocks, sbyte* xq, float* xd, short* xsum, float* output)
     {
         var acc = Vector256<float>.Zero;
-        var table = BiasedIq4Table();
+        var table = Iq4Table();
         byte* unit = group;
         for (int b = 0; b < superBlocks; b++, unit += KQuantRowGroups.Iq4_XSUnitBytes)
         {
@@ -633,21 +659,21 @@ public static unsafe class LowBitRowGroupDot
             {
                 // sub-block ib: chunk 4 ib + k (at 128 ib), low nibbles values 32 ib + 4k.., high nibbles 32 ib + 16 + 4k..
                 Iq4Lookup(q, table, out var l0, out var h0);
-                a0 = KQuantRowGroupDot.Dp(KQuantRowGroupDot.Dp(a0, l0, x[0]), h0, x[4]);
+                a0 = Iq4Dp(Iq4Dp(a0, l0, x[0]), h0, x[4]);
                 Iq4Lookup(q + 128, table, out var l1, out var h1);
-                a1 = KQuantRowGroupDot.Dp(KQuantRowGroupDot.Dp(a1, l1, x[8]), h1, x[12]);
+                a1 = Iq4Dp(Iq4Dp(a1, l1, x[8]), h1, x[12]);
                 Iq4Lookup(q + 256, table, out var l2, out var h2);
-                a2 = KQuantRowGroupDot.Dp(KQuantRowGroupDot.Dp(a2, l2, x[16]), h2, x[20]);
+                a2 = Iq4Dp(Iq4Dp(a2, l2, x[16]), h2, x[20]);
                 Iq4Lookup(q + 384, table, out var l3, out var h3);
-                a3 = KQuantRowGroupDot.Dp(KQuantRowGroupDot.Dp(a3, l3, x[24]), h3, x[28]);
+                a3 = Iq4Dp(Iq4Dp(a3, l3, x[24]), h3, x[28]);
                 Iq4Lookup(q + 512, table, out var l4, out var h4);
-                a4 = KQuantRowGroupDot.Dp(KQuantRowGroupDot.Dp(a4, l4, x[32]), h4, x[36]);
+                a4 = Iq4Dp(Iq4Dp(a4, l4, x[32]), h4, x[36]);
                 Iq4Lookup(q + 640, table, out var l5, out var h5);
-                a5 = KQuantRowGroupDot.Dp(KQuantRowGroupDot.Dp(a5, l5, x[40]), h5, x[44]);
+                a5 = Iq4Dp(Iq4Dp(a5, l5, x[40]), h5, x[44]);
                 Iq4Lookup(q + 768, table, out var l6, out var h6);
-                a6 = KQuantRowGroupDot.Dp(KQuantRowGroupDot.Dp(a6, l6, x[48]), h6, x[52]);
+                a6 = Iq4Dp(Iq4Dp(a6, l6, x[48]), h6, x[52]);
                 Iq4Lookup(q + 896, table, out var l7, out var h7);
-                a7 = KQuantRowGroupDot.Dp(KQuantRowGroupDot.Dp(a7, l7, x[56]), h7, x[60]);
+                a7 = Iq4Dp(Iq4Dp(a7, l7, x[56]), h7, x[60]);
             }
 
             var head = Avx.LoadVector256((int*)unit);
@@ -674,7 +700,7 @@ public static unsafe class LowBitRowGroupDot
             f[t] = default;
         }
 
-        var table = BiasedIq4Table();
+        var table = Iq4Table();
         long sStride = (long)superBlocks * 16;
         byte* unit = group;
         for (int b = 0; b < superBlocks; b++, unit += KQuantRowGroups.Iq4_XSUnitBytes)
@@ -697,14 +723,14 @@ public static unsafe class LowBitRowGroupDot
                 for (int k = 0; k < 4; k++, q += 32)
                 {
                     Iq4Lookup(q, table, out var lo, out var hi);
-                    l0 = KQuantRowGroupDot.Dp(l0, lo, x0[k]);
-                    h0 = KQuantRowGroupDot.Dp(h0, hi, x0[4 + k]);
-                    l1 = KQuantRowGroupDot.Dp(l1, lo, x1[k]);
-                    h1 = KQuantRowGroupDot.Dp(h1, hi, x1[4 + k]);
-                    l2 = KQuantRowGroupDot.Dp(l2, lo, x2[k]);
-                    h2 = KQuantRowGroupDot.Dp(h2, hi, x2[4 + k]);
-                    l3 = KQuantRowGroupDot.Dp(l3, lo, x3[k]);
-                    h3 = KQuantRowGroupDot.Dp(h3, hi, x3[4 + k]);
+                    l0 = Iq4Dp(l0, lo, x0[k]);
+                    h0 = Iq4Dp(h0, hi, x0[4 + k]);
+                    l1 = Iq4Dp(l1, lo, x1[k]);
+                    h1 = Iq4Dp(h1, hi, x1[4 + k]);
+                    l2 = Iq4Dp(l2, lo, x2[k]);
+                    h2 = Iq4Dp(h2, hi, x2[4 + k]);
+                    l3 = Iq4Dp(l3, lo, x3[k]);
+                    h3 = Iq4Dp(h3, hi, x3[4 + k]);
                 }
 
                 var sc = Iq4Scale(low, head, ib);
@@ -733,34 +759,51 @@ public static unsafe class LowBitRowGroupDot
     /// <see cref="QuantizedDot.DotQ4_0RowGroup"/> (xsum: the activations' block sums). Per row and block the exact integer
     /// s = sum kvalues[code] x, taken as sum (kvalues[code] + 128) x - 128 sum x (vpdpbusd of unsigned bytes), then
     /// y = fma(s, d_w x d_x, y) block after block, one float per row: the order of llama.cpp's repacked 8-row IQ4_NL gemv.
-    /// The Q4_0 layout's kernel (<see cref="QuantizedDot.RowGroupOf4BitCodes"/>) with the levels looked up. Needs
-    /// <see cref="Iq4_XSVectorPathSupported"/> (AVX-VNNI); scalar twin <see cref="DotIq4_NLScalar"/>.
+    /// The Q4_0 layout's kernel (<see cref="QuantizedDot.RowGroupOf4BitCodes"/>) with the levels looked up. Without
+    /// AVX-VNNI the signed levels, offset 0, and each product as in IQ4_XS (the same sums). Needs
+    /// <see cref="Iq4_XSVectorPathSupported"/>; scalar twin <see cref="DotIq4_NLScalar"/>.
     /// </summary>
     public static void DotIq4_NL(byte* group, int tokens, sbyte* xq, long xStride, float* xd, int* xsum, long blockStride, int blocks, float* output, long outStride)
     {
         CheckTokens(tokens);
         if (!Iq4_XSVectorPathSupported)
         {
-            throw new PlatformNotSupportedException("the IQ4_NL row-group vector path needs AVX-VNNI, AVX2 and FMA");
+            throw new PlatformNotSupportedException("the IQ4_NL row-group vector path needs AVX2 and FMA");
         }
 
         QuantizedDot.RowGroupOf4BitCodes<Iq4NlCodes>(group, tokens, xq, xStride, xd, xsum, blockStride, blocks, output, outStride);
     }
 
-    // IQ4_NL in the Q4_0 layout's kernel: the levels + 128 looked up, offset 128; the scales converted without touching a
-    // subnormal float (the row kernel's conversion, the same values).
+    // IQ4_NL in the Q4_0 layout's kernel: with AVX-VNNI the levels + 128 looked up, offset 128; without, the signed levels
+    // (Iq4Dots); the scales converted without touching a subnormal float (the row kernel's conversion, the same values).
     private readonly struct Iq4NlCodes : QuantizedDot.IFourBitCodes
     {
-        public static int Offset => 128;
+        public static int Offset => Iq4Bias;
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
-        public static Vector256<byte> Table() => BiasedIq4Table();
+        public static Vector256<byte> Table() => Iq4Table();
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<byte> Decode(Vector256<byte> nibbles, Vector256<byte> table) => Avx2.Shuffle(table, nibbles);
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<float> Scales(byte* unit) => HalfBits.ToSingle8(Sse2.LoadVector128((ushort*)unit));
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<int> Dots(Vector256<byte> l0, Vector256<byte> l1, Vector256<byte> l2, Vector256<byte> l3, Vector256<byte> h0, Vector256<byte> h1, Vector256<byte> h2, Vector256<byte> h3, int* x, int start) =>
+            AvxVnni.IsSupported ? QuantizedDot.LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, x, start) : Iq4Dots(l0, l1, l2, l3, h0, h1, h2, h3, x, start);
+    }
+
+    // QuantizedDot.LaneDots for signed levels without AVX-VNNI: each product through Iq4Dp (a 16-bit sum of two of its pair
+    // sums could overflow, so each is widened alone).
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector256<int> Iq4Dots(Vector256<byte> l0, Vector256<byte> l1, Vector256<byte> l2, Vector256<byte> l3, Vector256<byte> h0, Vector256<byte> h1, Vector256<byte> h2, Vector256<byte> h3, int* x, int start)
+    {
+        var a = Iq4Dp(Iq4Dp(Vector256.Create(start), l0, x[0]), l1, x[1]);
+        var c = Iq4Dp(Iq4Dp(Vector256<int>.Zero, h0, x[4]), h1, x[5]);
+        a = Iq4Dp(Iq4Dp(a, l2, x[2]), l3, x[3]);
+        c = Iq4Dp(Iq4Dp(c, h2, x[6]), h3, x[7]);
+        return a + c;
     }
 
     /// <summary>Scalar twin of <see cref="DotIq4_NL"/>: row by row, token by token, value i = d kvalues[code_i].</summary>

@@ -849,6 +849,9 @@ public static unsafe class QuantizedDot
 
         /// <summary>The unit's 8 FP16 scales as floats.</summary>
         static abstract Vector256<float> Scales(byte* unit);
+
+        /// <summary>start + each row's dot product of its decoded bytes with the activations (<see cref="LaneDots"/>).</summary>
+        static abstract Vector256<int> Dots(Vector256<byte> l0, Vector256<byte> l1, Vector256<byte> l2, Vector256<byte> l3, Vector256<byte> h0, Vector256<byte> h1, Vector256<byte> h2, Vector256<byte> h3, int* x, int start);
     }
 
     private readonly struct Q4_0Codes : IFourBitCodes
@@ -863,6 +866,10 @@ public static unsafe class QuantizedDot
 
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector256<float> Scales(byte* unit) => HalfToSingle(Avx2.ConvertToVector256Int32(Sse2.LoadVector128((ushort*)unit)));
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector256<int> Dots(Vector256<byte> l0, Vector256<byte> l1, Vector256<byte> l2, Vector256<byte> l3, Vector256<byte> h0, Vector256<byte> h1, Vector256<byte> h2, Vector256<byte> h3, int* x, int start) =>
+            LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, x, start);
     }
 
     /// <summary>
@@ -900,7 +907,7 @@ public static unsafe class QuantizedDot
             var q1 = Avx.LoadVector256(unit + 48);
             var q2 = Avx.LoadVector256(unit + 80);
             var q3 = Avx.LoadVector256(unit + 112);
-            var isum = LaneDots(
+            var isum = T.Dots(
                 T.Decode(q0 & low, table),
                 T.Decode(q1 & low, table),
                 T.Decode(q2 & low, table),
@@ -947,10 +954,10 @@ public static unsafe class QuantizedDot
             var h2 = T.Decode(Avx2.ShiftRightLogical(q2.AsUInt16(), 4).AsByte() & low, table);
             var h3 = T.Decode(Avx2.ShiftRightLogical(q3.AsUInt16(), 4).AsByte() & low, table);
             int o = b * 32;
-            acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(x0 + o), -T.Offset * s0[b])), dw * Vector256.Create(d0[b]), acc0);
-            acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(x1 + o), -T.Offset * s1[b])), dw * Vector256.Create(d1[b]), acc1);
-            acc2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(x2 + o), -T.Offset * s2[b])), dw * Vector256.Create(d2[b]), acc2);
-            acc3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(LaneDots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(x3 + o), -T.Offset * s3[b])), dw * Vector256.Create(d3[b]), acc3);
+            acc0 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(T.Dots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(x0 + o), -T.Offset * s0[b])), dw * Vector256.Create(d0[b]), acc0);
+            acc1 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(T.Dots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(x1 + o), -T.Offset * s1[b])), dw * Vector256.Create(d1[b]), acc1);
+            acc2 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(T.Dots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(x2 + o), -T.Offset * s2[b])), dw * Vector256.Create(d2[b]), acc2);
+            acc3 = Fma.MultiplyAdd(Avx.ConvertToVector256Single(T.Dots(l0, l1, l2, l3, h0, h1, h2, h3, (int*)(x3 + o), -T.Offset * s3[b])), dw * Vector256.Create(d3[b]), acc3);
         }
 
         acc0.Store(output);
@@ -1008,7 +1015,7 @@ public static unsafe class QuantizedDot
     // Lane r: start + the dot product of row r's 32 nibbles (chunk c's low nibbles l_c: elements 4c..4c+3, high h_c:
     // 16+4c..16+4c+3) with the activations x (as 8 ints of 4 bytes), each 4-byte group broadcast to all lanes. Without
     // VNNI the 16-bit pair sums of Q4_0's nibbles stay within 8 x 2 x 15 x 128 = 30,720: no saturation (IQ4_NL's biased
-    // bytes, up to 241, come here only where VNNI runs).
+    // bytes, up to 241, come here only where VNNI runs; without it IQ4_NL takes its signed levels, LowBitRowGroupDot.Iq4Dots).
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     internal static Vector256<int> LaneDots(Vector256<byte> l0, Vector256<byte> l1, Vector256<byte> l2, Vector256<byte> l3, Vector256<byte> h0, Vector256<byte> h1, Vector256<byte> h2, Vector256<byte> h3, int* x, int start)
     {

@@ -158,7 +158,7 @@ public sealed unsafe class WeightMatrix : IDisposable
     /// the first call, on <paramref name="pool"/> when given (thread-safe: concurrent first calls make one copy).
     /// </summary>
     public byte* Q4_0RowGroupData(WorkerPool? pool = null) =>
-        RowGroupData(HasQ4_0RowGroups, "Q4_0-layout row groups (Q4_0, or IQ4_NL with AVX-VNNI, rows a multiple of 8)", pool);
+        RowGroupData(HasQ4_0RowGroups, "Q4_0-layout row groups (Q4_0 or IQ4_NL, rows a multiple of 8)", pool);
 
     /// <summary>
     /// The K-quant row-group copy (<see cref="KQuantRowGroups"/>; row group g at g * 8 * <see cref="RowByteCount"/>),

@@ -7,12 +7,23 @@ internal static class KvaqProcess
 {
     public static (int Rc, string Stdout, string Stderr) Run(params string[] args) => RunWithInput(null, args);
 
+    /// <summary>Runs kvaq with <paramref name="environment"/> added to (or replacing entries of) the test's environment.</summary>
+    public static (int Rc, string Stdout, string Stderr) RunWithEnvironment(IReadOnlyDictionary<string, string> environment, params string[] args) =>
+        RunCore(null, environment, args);
+
     /// <summary>Runs kvaq with <paramref name="stdin"/> written to its standard input (then closed); null leaves it the test's.</summary>
-    public static (int Rc, string Stdout, string Stderr) RunWithInput(string? stdin, params string[] args)
+    public static (int Rc, string Stdout, string Stderr) RunWithInput(string? stdin, params string[] args) => RunCore(stdin, null, args);
+
+    private static (int Rc, string Stdout, string Stderr) RunCore(string? stdin, IReadOnlyDictionary<string, string>? environment, string[] args)
     {
         var dll = Path.Combine(AppContext.BaseDirectory, "kvaq.dll");
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = stdin is not null };
         psi.ArgumentList.Add(dll);
+        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+        {
+            psi.Environment[name] = value;
+        }
+
         foreach (var a in args)
         {
             psi.ArgumentList.Add(a);
