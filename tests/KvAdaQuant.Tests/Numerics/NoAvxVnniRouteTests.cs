@@ -23,6 +23,13 @@ public sealed class NoAvxVnniRouteTests
         { "q4_0", "k4v2" },
         { "iq4_nl", "k4v2" },
         { "iq4_xs", "k4v2" },
+        { "q2_k", "k4v2" },
+        { "q3_k_m", "k4v2" },
+        { "q4_k_m", "k4v2" },
+        { "q5_k_m", "k4v2" },
+        { "q6_k", "k4v2" },
+        { "q4_1", "k4v2" },
+        { "q5_1", "k4v2" },
     };
 
     [SkippableTheory]
