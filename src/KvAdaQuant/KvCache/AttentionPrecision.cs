@@ -11,8 +11,8 @@ public enum AttentionPrecision
 
     /// <summary>
     /// Int8 queries (one FP32 step per key parameter group, Q8_0-like) and integer dot products with the packed key codes
-    /// (AVX-512BW, with AVX-VNNI where present); the softmax normalisation folded into the value sum. Layers whose keys are FP16/FP32, per-channel,
-    /// 1-, 1.58-, 3-, 5- or 6-bit, or of an unsupported group shape keep FP32 attention.
+    /// (AVX-512BW, with AVX-VNNI where present); the softmax normalisation folded into the value sum. Layers whose keys
+    /// are FP16/FP32, per-channel, 1-, 1.58-, 3-, 5- or 6-bit, or of an unsupported group shape keep FP32 attention.
     /// </summary>
     Int8,
 

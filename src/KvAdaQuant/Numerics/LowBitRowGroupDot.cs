@@ -623,7 +623,7 @@ public static unsafe class LowBitRowGroupDot
         return acc + Avx2.MultiplyAddAdjacent(pairs, Vector256.Create((short)1));
     }
 
-    // The 8 rows' biased values of one chunk: low nibbles (lo) and high nibbles (hi) looked up.
+    // The 8 rows' table values of one chunk (Iq4Table: biased or signed): low nibbles (lo) and high nibbles (hi) looked up.
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static void Iq4Lookup(byte* chunk, Vector256<byte> table, out Vector256<byte> lo, out Vector256<byte> hi)
     {
