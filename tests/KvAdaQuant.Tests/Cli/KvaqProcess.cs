@@ -19,9 +19,12 @@ internal static class KvaqProcess
         var dll = Path.Combine(AppContext.BaseDirectory, "kvaq.dll");
         var psi = new ProcessStartInfo("dotnet") { RedirectStandardOutput = true, RedirectStandardError = true, RedirectStandardInput = stdin is not null };
         psi.ArgumentList.Add(dll);
-        foreach (var (name, value) in environment ?? new Dictionary<string, string>())
+        if (environment is not null)
         {
-            psi.Environment[name] = value;
+            foreach (var (name, value) in environment)
+            {
+                psi.Environment[name] = value;
+            }
         }
 
         foreach (var a in args)

@@ -14,7 +14,7 @@ namespace KvAdaQuant.Tests.Numerics;
 /// once with <c>DOTNET_EnableAVXVNNI=0</c>, and asserts the perplexities are the same double: every prefill tile, every
 /// int8 score and every value sum on the way agreed bit for bit.
 /// </summary>
-public sealed class NoAvxVnniRouteTests
+public sealed class NoAvxVnniRouteTests(NoAvxVnniRouteTests.ConvertedFiles files) : IClassFixture<NoAvxVnniRouteTests.ConvertedFiles>
 {
     public static TheoryData<string, string> Cases => new()
     {
@@ -38,10 +38,7 @@ public sealed class NoAvxVnniRouteTests
     {
         Skip.IfNot(AvxVnni.IsSupported, "this CPU has no AVX-VNNI: every test here already runs the vpmaddubsw route");
         Skip.IfNot(Avx512BW.IsSupported && Avx512BW.VL.IsSupported, "AVX-512BW not available: the int8 kernels run their scalar twin");
-        using var dir = new TempDir();
-        string gguf = dir.File($"s3m-{type}.gguf");
-        var (rc, _, stderr) = KvaqProcess.Run("convert", "-m", "stories3M-q80", "--out", gguf, "--type", type, "--threads", "2", "--json");
-        Assert.True(rc == 0, stderr);
+        string gguf = files.Get(type);
         string[] args = ["perplexity", "-m", gguf, "--data", "wikitext-2/wiki.test.raw", "--chars", "4000", "--ctx", "128", "--kv", kv, "--attn-int8-values", "--threads", "2", "--json"];
 
         var withVnni = Perplexity(KvaqProcess.Run(args));
@@ -49,6 +46,28 @@ public sealed class NoAvxVnniRouteTests
 
         Assert.True(withVnni > 1 && double.IsFinite(withVnni), $"perplexity {withVnni}");
         Assert.Equal(BitConverter.DoubleToInt64Bits(withVnni), BitConverter.DoubleToInt64Bits(without));
+    }
+
+    /// <summary>stories3M converted once per weight type (the theory's cases run one after another).</summary>
+    public sealed class ConvertedFiles : IDisposable
+    {
+        private readonly TempDir _dir = new();
+        private readonly Dictionary<string, string> _files = [];
+
+        public string Get(string type)
+        {
+            if (!_files.TryGetValue(type, out var gguf))
+            {
+                gguf = _dir.File($"s3m-{type}.gguf");
+                var (rc, _, stderr) = KvaqProcess.Run("convert", "-m", "stories3M-q80", "--out", gguf, "--type", type, "--threads", "2", "--json");
+                Assert.True(rc == 0, stderr);
+                _files[type] = gguf;
+            }
+
+            return gguf;
+        }
+
+        public void Dispose() => _dir.Dispose();
     }
 
     private static double Perplexity((int Rc, string Stdout, string Stderr) run)
