@@ -29,6 +29,9 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     private readonly int _cap;
     private readonly int _rowBytes;
     private readonly int _groupChannels;
+
+    // Whether the FP32 scores over the quantized rows (decode and prefill alike) take ColumnScoreKernels.
+    private readonly bool _columnScores;
     private readonly int _groupsPerRow;
     private readonly int _pp;
     private readonly int _sinkCap;
@@ -93,6 +96,7 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         (_symStep, _symOffset) = spec.Symmetric ? AffineQuantizer.Effective(new QuantParams(Half.One, default), _bits, true) : (1f, 0f);
         _fused = allowFused && !_tiled && FusedAttentionKernels.IsSupported && !_perChannel && FusedAttentionKernels.SupportsPacked(_bits.IntegerBits(), _hd, _groupChannels);
         _permutation = _fused ? FusedAttentionKernels.PermutationTable(_hd, _bits.IntegerBits()) : [];
+        _columnScores = _fused && ColumnScoreKernels.IsSupported && ColumnScoreKernels.Supports(_bits.IntegerBits(), _hd, _groupChannels, spec.Symmetric);
         _int8Values = allowFused && !_perChannel && Int8ValueKernels.IsSupported && Int8ValueKernels.Supports(_bits.IntegerBits(), _hd, _groupChannels);
         _byteTable = _int8Values ? Int8ValueKernels.PermutationTable(_hd, _bits.IntegerBits()) : [];
         _wholeVectorRows = allowFused && !_perChannel && !_tiled && _bits is KvBits.Two or KvBits.Four or KvBits.Eight
@@ -352,7 +356,9 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
 
     // ScoresFused for each token of a batch (token t over firstLength + t positions), the quantized rows decoded once a
     // chunk for all of them. Chunks start at multiples of SharedRows (a multiple of the kernels' TokenBlock), so each
-    // token's rows go through the same 64-, 16- and 8-token blocks and reduction trees as in its own ScoresFused call.
+    // token's rows go through the same 64-, 16- and 8-token blocks and reduction trees as in its own ScoresFused call;
+    // where ScoresFused takes the column kernel, the chunk's codes are decoded into its columns once and each token's
+    // lanes do its decode arithmetic (ColumnScoreKernels.ScoresCausalChunk).
     private void ScoresCausalFused(int kvHead, ReadOnlySpan<float> queries, int rep, int firstLength, int tokens, Span<float> scores, int perToken, Span<float> rows, Span<float> work)
     {
         int hd = _hd, n = rep * hd, chunk = FusedAttentionKernels.SharedRows(_hd);
@@ -381,11 +387,26 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
                 }
             }
 
-            for (int c0 = 0; s0 + c0 < quantLast; c0 += chunk)
+            if (_columnScores)
             {
-                int cnt = Math.Min(chunk, quantLast - s0 - c0);
-                FusedAttentionKernels.DequantizePacked(Rows(kvHead, c0, cnt), x);
-                FusedAttentionKernels.ScoresCausalChunk(x, s0 + c0, cnt, s0 + _quantized, hd, pq, n, rep, firstLength, tokens, sc, perToken);
+                // The decode kernel's arithmetic per token (ColumnScoreKernels), its codes decoded once a chunk.
+                float* planes = stackalloc float[chunk * MaxColumnParameters];
+                for (int c0 = 0; s0 + c0 < quantLast; c0 += chunk)
+                {
+                    int cnt = Math.Min(chunk, quantLast - s0 - c0);
+                    var chunkRows = Rows(kvHead, c0, cnt);
+                    ColumnScoreKernels.DecodeColumns(chunkRows, x, planes);
+                    ColumnScoreKernels.ScoresCausalChunk(chunkRows, x, planes, s0 + c0, cnt, s0 + _quantized, q, n, rep, firstLength, tokens, sc, perToken);
+                }
+            }
+            else
+            {
+                for (int c0 = 0; s0 + c0 < quantLast; c0 += chunk)
+                {
+                    int cnt = Math.Min(chunk, quantLast - s0 - c0);
+                    FusedAttentionKernels.DequantizePacked(Rows(kvHead, c0, cnt), x);
+                    FusedAttentionKernels.ScoresCausalChunk(x, s0 + c0, cnt, s0 + _quantized, hd, pq, n, rep, firstLength, tokens, sc, perToken);
+                }
             }
 
             for (int t = 0; t < tokens; t++)
@@ -804,6 +825,9 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         }
     }
 
+    private const int MaxColumnParameters = 8;
+
+
     private void ScoresFused(int kvHead, ReadOnlySpan<float> queries, int rep, int length, Span<float> scores)
     {
         if (length == 0)
@@ -830,7 +854,14 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
             if (quantEnd > s0)
             {
                 var rows = Rows(kvHead, quantEnd - s0);
-                FusedAttentionKernels.ScoresPacked(rows, pq, rep, sc + s0, length);
+                if (_columnScores)
+                {
+                    ColumnScoreKernels.Scores(rows, q, rep, sc + s0, length);
+                }
+                else
+                {
+                    FusedAttentionKernels.ScoresPacked(rows, pq, rep, sc + s0, length);
+                }
             }
 
             for (int j = Math.Max(quantEnd, s0); j < length;)
