@@ -368,7 +368,8 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         _ = work[(tokens * n) - 1];
         _ = queries[(tokens * n) - 1];
         _ = scores[((tokens - 1) * perToken) + (rep * (firstLength + tokens - 1)) - 1];
-        for (int t = 0; t < tokens; t++)
+        // Only the per-row kernels read permuted queries; the column kernel takes them in channel order.
+        for (int t = 0; t < (_columnScores ? 0 : tokens); t++)
         {
             FusedAttentionKernels.Permute(queries.Slice(t * n, n), _permutation, work.Slice(t * n, n));
         }
@@ -840,8 +841,12 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         int sinkEnd = Math.Min(s0, length);
         int quantEnd = Math.Min(s0 + _quantized, length);
         _ = scores[(rep * length) - 1];
-        Span<float> permuted = stackalloc float[rep * hd];
-        FusedAttentionKernels.Permute(queries[..(rep * hd)], _permutation, permuted);
+        Span<float> permuted = stackalloc float[_columnScores ? 0 : rep * hd];
+        if (!_columnScores)
+        {
+            FusedAttentionKernels.Permute(queries[..(rep * hd)], _permutation, permuted);
+        }
+
         fixed (float* q = queries)
         fixed (float* pq = permuted)
         fixed (float* sc = scores)

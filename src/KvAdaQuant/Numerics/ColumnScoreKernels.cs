@@ -84,11 +84,7 @@ internal static unsafe class ColumnScoreKernels
                 LoadTile(rows, t0, n, codePad, prmPad, stages, cols, planes);
                 for (int h0 = 0; h0 < rep; h0 += HeadBlock)
                 {
-                    int nh = Math.Min(HeadBlock, rep - h0);
-                    float* q0 = queries + (h0 * hd);
-                    float* q1 = nh > 1 ? q0 + hd : q0;
-                    float* q2 = nh > 2 ? q0 + (2 * hd) : q0;
-                    float* q3 = nh > 3 ? q0 + (3 * hd) : q0;
+                    int nh = HeadQueries(queries, h0, rep, hd, out float* q0, out float* q1, out float* q2, out float* q3);
                     Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default;
                     for (int g = 0; g < groups; g++)
                     {
@@ -137,40 +133,14 @@ internal static unsafe class ColumnScoreKernels
             {
                 LoadTile(rows, t0, Math.Min(Tokens, rows.Count - t0), codePad, prmPad, stages, cols, pl);
                 float* c = codes + ((long)tile * hd * Tokens);
+                // Code j of column k (channel k * codes + j) at c + (k * codes + j) * 16; a variable shift is fine
+                // here, once a chunk (the decode kernel unrolls its constant shifts).
+                int codesPerDword = 32 / rows.Bits;
                 for (int k = 0; k < columns; k++)
                 {
-                    var col = cols[k];
-                    if (rows.Bits == 4)
+                    for (int j = 0; j < codesPerDword; j++)
                     {
-                        float* o = c + (k * 8 * Tokens);
-                        Avx512F.PermuteVar16x32(table, col).Store(o);
-                        Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(col, 4)).Store(o + 16);
-                        Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(col, 8)).Store(o + 32);
-                        Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(col, 12)).Store(o + 48);
-                        Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(col, 16)).Store(o + 64);
-                        Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(col, 20)).Store(o + 80);
-                        Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(col, 24)).Store(o + 96);
-                        Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(col, 28)).Store(o + 112);
-                    }
-                    else
-                    {
-                        float* o = c + (k * 16 * Tokens);
-                        Avx512F.PermuteVar16x32(table, col).Store(o);
-                        Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(col, 2)).Store(o + 16);
-                        Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(col, 4)).Store(o + 32);
-                        Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(col, 6)).Store(o + 48);
-                        Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(col, 8)).Store(o + 64);
-                        Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(col, 10)).Store(o + 80);
-                        Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(col, 12)).Store(o + 96);
-                        Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(col, 14)).Store(o + 112);
-                        Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(col, 16)).Store(o + 128);
-                        Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(col, 18)).Store(o + 144);
-                        Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(col, 20)).Store(o + 160);
-                        Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(col, 22)).Store(o + 176);
-                        Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(col, 24)).Store(o + 192);
-                        Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(col, 26)).Store(o + 208);
-                        Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(col, 28)).Store(o + 224);
-                        Avx512F.PermuteVar16x32(table, Avx512F.ShiftRightLogical(col, 30)).Store(o + 240);
+                        Avx512F.PermuteVar16x32(table, Vector512.ShiftRightLogical(cols[k], j * rows.Bits)).Store(c + (((k * codesPerDword) + j) * Tokens));
                     }
                 }
 
@@ -219,11 +189,7 @@ internal static unsafe class ColumnScoreKernels
 
                 for (int h0 = 0; h0 < rep; h0 += HeadBlock)
                 {
-                    int nh = Math.Min(HeadBlock, rep - h0);
-                    float* q0 = q + (h0 * hd);
-                    float* q1 = nh > 1 ? q0 + hd : q0;
-                    float* q2 = nh > 2 ? q0 + (2 * hd) : q0;
-                    float* q3 = nh > 3 ? q0 + (3 * hd) : q0;
+                    int nh = HeadQueries(q, h0, rep, hd, out float* q0, out float* q1, out float* q2, out float* q3);
                     Vector512<float> s0 = default, s1 = default, s2 = default, s3 = default;
                     for (int g = 0; g < groups; g++)
                     {
@@ -305,6 +271,18 @@ internal static unsafe class ColumnScoreKernels
         }
 
         Transpose(pi, parameters, stages);
+    }
+
+    // The queries of heads h0..h0 + 3 (a head past rep repeats h0's; its scores are not stored); returns how many are real.
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static int HeadQueries(float* queries, int h0, int rep, int hd, out float* q0, out float* q1, out float* q2, out float* q3)
+    {
+        int nh = Math.Min(HeadBlock, rep - h0);
+        q0 = queries + (h0 * hd);
+        q1 = nh > 1 ? q0 + hd : q0;
+        q2 = nh > 2 ? q0 + (2 * hd) : q0;
+        q3 = nh > 3 ? q0 + (3 * hd) : q0;
+        return nh;
     }
 
     // score = fma(b_g, Q_g, fma(a_g, D_g, score)) for four heads, D = the group's code sums (even + odd chains).

@@ -220,42 +220,11 @@ public unsafe class ColumnScoreKernelsTests
         Assert.Contains("8 bits", ex.Message);
     }
 
-    private static float ScoreBound(in PackedRows rows, float[] q, int rep)
-    {
-        // Both are float dot products of hd terms in different orders: a few ulps of the sum of |q| |x|.
-        float* x = stackalloc float[rows.HeadDim];
-        float worst = 0;
-        for (int t = 0; t < rows.Count; t++)
-        {
-            FusedAttentionKernels.DequantizeScalar(rows, t, x);
-            for (int r = 0; r < rep; r++)
-            {
-                float s = 0;
-                for (int c = 0; c < rows.HeadDim; c++)
-                {
-                    s += MathF.Abs(q[(r * rows.HeadDim) + c] * x[c]);
-                }
+    // Both are float dot products of hd terms in different orders: a few ulps of the sum of |q| |x|.
+    private static float ScoreBound(in PackedRows rows, float[] q, int rep) => FusedAttentionKernelsTests.ScoreBound(rows, q, rep, 4e-6f);
 
-                worst = MathF.Max(worst, s);
-            }
-        }
+    private static (byte[] Codes, ushort[] Params) RandomPackedRows(Random rng, int bits, int hd, int g, bool symmetric, int count) =>
+        FusedAttentionKernelsTests.RandomPackedRows(rng, bits, hd, g, symmetric, count);
 
-        return (4e-6f * worst) + 1e-30f;
-    }
-
-    private static (byte[] Codes, ushort[] Params) RandomPackedRows(Random rng, int bits, int hd, int g, bool symmetric, int count)
-    {
-        int np = hd / g * (symmetric ? 1 : 2);
-        var codes = new byte[count * hd * bits / 8];
-        rng.NextBytes(codes);
-        var prm = new ushort[count * np];
-        for (int i = 0; i < count * np; i++)
-        {
-            prm[i] = BitConverter.HalfToUInt16Bits((Half)((rng.NextDouble() * 2) - (symmetric || i % 2 == 0 ? 0.2 : 1)));
-        }
-
-        return (codes, prm);
-    }
-
-    private static float[] Random(Random rng, int n) => Enumerable.Range(0, n).Select(_ => (float)((rng.NextDouble() * 2) - 1)).ToArray();
+    private static float[] Random(Random rng, int n) => FusedAttentionKernelsTests.Random(rng, n);
 }

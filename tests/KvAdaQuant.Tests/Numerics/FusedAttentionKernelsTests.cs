@@ -219,7 +219,7 @@ public unsafe class FusedAttentionKernelsTests
         }
     }
 
-    private static float ScoreBound(in PackedRows rows, float[] q, int rep)
+    internal static float ScoreBound(in PackedRows rows, float[] q, int rep, float relative = 2e-6f)
     {
         // Float rounding of a dot product of hd terms: a few ulps of the sum of |q| |x|.
         float* x = stackalloc float[rows.HeadDim];
@@ -239,7 +239,7 @@ public unsafe class FusedAttentionKernelsTests
             }
         }
 
-        return (2e-6f * worst) + 1e-30f;
+        return (relative * worst) + 1e-30f;
     }
 
     private static void AssertClose(float[] want, float[] got, float tol, string what)
@@ -252,7 +252,7 @@ public unsafe class FusedAttentionKernelsTests
 
     // count random rows of packed codes and their FP16 parameters (steps, and offsets where asymmetric; 32 spare halves
     // for the kernels' parameter windows).
-    private static (byte[] Codes, ushort[] Params) RandomPackedRows(Random rng, int bits, int hd, int g, bool symmetric, int count)
+    internal static (byte[] Codes, ushort[] Params) RandomPackedRows(Random rng, int bits, int hd, int g, bool symmetric, int count)
     {
         int np = hd / g * (symmetric ? 1 : 2);
         var codes = new byte[count * hd * bits / 8];
@@ -266,5 +266,5 @@ public unsafe class FusedAttentionKernelsTests
         return (codes, prm);
     }
 
-    private static float[] Random(Random rng, int n) => Enumerable.Range(0, n).Select(_ => (float)((rng.NextDouble() * 2) - 1)).ToArray();
+    internal static float[] Random(Random rng, int n) => Enumerable.Range(0, n).Select(_ => (float)((rng.NextDouble() * 2) - 1)).ToArray();
 }
