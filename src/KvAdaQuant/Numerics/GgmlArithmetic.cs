@@ -76,6 +76,14 @@ public static class GgmlArithmetic
             Vector256.FusedMultiplyAdd(Vector256.FusedMultiplyAdd(Vector256.Create(C0), b, Vector256.Create(C1)), u, Vector256.FusedMultiplyAdd(Vector256.Create(C2), b, Vector256.Create(C3))),
             u,
             Vector256.FusedMultiplyAdd(Vector256.Create(C4), b, Vector256<float>.One));
+        if (Vector256.LessThanOrEqualAll(Vector256.Abs(n), Vector256.Create(126f)))
+        {
+            // Every lane's 2^n is a normal float (the usual case, a softmax's exponents near its maximum): k = 0, the
+            // second factor is 1 and no lane is beyond 192, so j * 2^n is the general route's bits with fewer steps. NaN
+            // lanes fail the comparison and take the general route.
+            return j * ((Vector256.ConvertToInt32(n) + Vector256.Create(127)) << 23).AsSingle();
+        }
+
 
         // j * 2^n rounded once, without a scalar route: 2^n is split into two normal powers of two, k = 0 when 2^n is
         // normal, -96 below (the first product stays exact and normal, the second rounds once into the subnormals or to
@@ -104,6 +112,14 @@ public static class GgmlArithmetic
             Vector512.FusedMultiplyAdd(Vector512.FusedMultiplyAdd(Vector512.Create(C0), b, Vector512.Create(C1)), u, Vector512.FusedMultiplyAdd(Vector512.Create(C2), b, Vector512.Create(C3))),
             u,
             Vector512.FusedMultiplyAdd(Vector512.Create(C4), b, Vector512<float>.One));
+        if (Vector512.LessThanOrEqualAll(Vector512.Abs(n), Vector512.Create(126f)))
+        {
+            // Every lane's 2^n is a normal float (the usual case, a softmax's exponents near its maximum): k = 0, the
+            // second factor is 1 and no lane is beyond 192, so j * 2^n is the general route's bits with fewer steps. NaN
+            // lanes fail the comparison and take the general route.
+            return j * ((Vector512.ConvertToInt32(n) + Vector512.Create(127)) << 23).AsSingle();
+        }
+
         var nc = Vector512.Min(Vector512.Max(n, Vector512.Create(-192f)), Vector512.Create(192f));
         var e = Vector512.ConvertToInt32(nc);
         var k = Vector512.ConditionalSelect(Vector512.LessThan(e, Vector512.Create(-126)), Vector512.Create(-96),

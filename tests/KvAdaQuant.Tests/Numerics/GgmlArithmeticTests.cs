@@ -79,6 +79,55 @@ public unsafe class GgmlArithmeticTests
     }
 
     [Fact]
+    public void ExpVector_TakesTheShortRouteOnlyWhereItGivesTheSameBits()
+    {
+        // Whole vectors of exponents n = round(x / ln 2) within +-126 take the short route (2^n normal in every lane);
+        // one lane at n = +-127, beyond, or NaN sends the vector down the general route. Both must give the scalar twin's
+        // bits, so vectors are built on each side of the boundary: all lanes inside (random, and exactly at n = +-126),
+        // and the same with one lane moved to n = +-127, -150 (subnormal), +-200 (beyond) or NaN.
+        var rng = new Random(3);
+        float ln2 = MathF.Log(2f);
+        var inside = new List<float[]>();
+        for (int v = 0; v < 512; v++)
+        {
+            inside.Add(Enumerable.Range(0, 16).Select(_ => (float)((rng.NextDouble() * 174) - 87)).ToArray());
+        }
+
+        inside.Add(Enumerable.Range(0, 16).Select(l => (l % 2 == 0 ? 126f : -126f) * ln2).ToArray());
+        inside.Add(Enumerable.Range(0, 16).Select(l => ((l % 2 == 0 ? 126.49f : -126.49f) * ln2) + (l * 1e-6f)).ToArray());
+        var vectors = new List<float[]>(inside);
+        foreach (float odd in new[] { 127f * ln2, -127f * ln2, -150f, 200f, -200f, float.NaN, float.NegativeInfinity })
+        {
+            foreach (var baseVector in inside.Take(64))
+            {
+                var x = (float[])baseVector.Clone();
+                x[rng.Next(16)] = odd;
+                vectors.Add(x);
+            }
+        }
+
+        foreach (var x in vectors)
+        {
+            var v512 = GgmlArithmetic.Exp(Vector512.Create<float>(x));
+            var lo = GgmlArithmetic.Exp(Vector256.Create<float>(x[..8]));
+            var hi = GgmlArithmetic.Exp(Vector256.Create<float>(x[8..]));
+            for (int l = 0; l < 16; l++)
+            {
+                float s = GgmlArithmetic.Exp(x[l]);
+                float w256 = l < 8 ? lo.GetElement(l) : hi.GetElement(l - 8);
+                Assert.True(Same(s, v512.GetElement(l)) || (float.IsNaN(s) && float.IsNaN(v512.GetElement(l))), $"exp512({x[l]:R}): vector {v512.GetElement(l):R}, scalar {s:R}");
+                Assert.True(Same(s, w256) || (float.IsNaN(s) && float.IsNaN(w256)), $"exp256({x[l]:R}): vector {w256:R}, scalar {s:R}");
+            }
+        }
+
+        // The inside vectors really are inside: every lane's n within +-126 (so the short route is the one tested).
+        foreach (var x in inside)
+        {
+            Assert.All(x, xi => Assert.InRange(MathF.Abs(MathF.Round(xi / ln2)), 0f, 126f));
+        }
+    }
+
+    [Fact]
     public void ScaledSoftMax_GivesTheBitsOfMultiplyThenSoftMax()
     {
         var rng = new Random(13);
