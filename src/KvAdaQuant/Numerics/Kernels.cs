@@ -157,6 +157,23 @@ public static class Kernels
         var vmax = Vector512.Create(max);
         ref float xr = ref MemoryMarshal.GetReference(x);
         int i = 0;
+        for (; i + 64 <= x.Length; i += 64)
+        {
+            var e0 = GgmlArithmetic.Exp(Vector512.LoadUnsafe(ref xr, (nuint)i) - vmax);
+            var e1 = GgmlArithmetic.Exp(Vector512.LoadUnsafe(ref xr, (nuint)(i + 16)) - vmax);
+            var e2 = GgmlArithmetic.Exp(Vector512.LoadUnsafe(ref xr, (nuint)(i + 32)) - vmax);
+            var e3 = GgmlArithmetic.Exp(Vector512.LoadUnsafe(ref xr, (nuint)(i + 48)) - vmax);
+            e0.StoreUnsafe(ref xr, (nuint)i);
+            e1.StoreUnsafe(ref xr, (nuint)(i + 16));
+            e2.StoreUnsafe(ref xr, (nuint)(i + 32));
+            e3.StoreUnsafe(ref xr, (nuint)(i + 48));
+            var s = Sum16x4(e0, e1, e2, e3);
+            sum += s.GetElement(0);
+            sum += s.GetElement(4);
+            sum += s.GetElement(8);
+            sum += s.GetElement(12);
+        }
+
         for (; i + 16 <= x.Length; i += 16)
         {
             var e = GgmlArithmetic.Exp(Vector512.LoadUnsafe(ref xr, (nuint)i) - vmax);
@@ -170,6 +187,28 @@ public static class Kernels
         }
 
         TensorPrimitives.Multiply(x, (float)(1.0 / sum), x);
+    }
+
+    /// <summary>
+    /// <see cref="GgmlArithmetic.Sum16(Vector256{float}, Vector256{float})"/> of four vectors at once, the same additions
+    /// of the same operands (so the same bits): lane 4k holds the sum of v_k. Upper 8 + lower 8 as two vectors' halves
+    /// side by side, upper 4 + lower 4 with the four vectors in the four 128-bit blocks, then (l0 + l2) + (l1 + l3)
+    /// within each block: 7 shuffles and 5 additions for the four, where four trees take 8 extractions, 8 vector and 12
+    /// scalar additions.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static Vector512<float> Sum16x4(Vector512<float> v0, Vector512<float> v1, Vector512<float> v2, Vector512<float> v3)
+    {
+        // Blocks: lower 8 of v0 | lower 8 of v1, and the upper 8s: their sum holds t8 of v0 in lanes 0-7, of v1 in 8-15.
+        var t01 = Avx512F.Shuffle4x128(v0, v1, 0b_11_10_11_10) + Avx512F.Shuffle4x128(v0, v1, 0b_01_00_01_00);
+        var t23 = Avx512F.Shuffle4x128(v2, v3, 0b_11_10_11_10) + Avx512F.Shuffle4x128(v2, v3, 0b_01_00_01_00);
+
+        // Block k: upper 4 + lower 4 of t8 of v_k.
+        var t4 = Avx512F.Shuffle4x128(t01, t23, 0b_11_01_11_01) + Avx512F.Shuffle4x128(t01, t23, 0b_10_00_10_00);
+
+        // Lanes 4k and 4k + 1: t4[0] + t4[2] and t4[1] + t4[3]; then lane 4k: their sum.
+        var pairs = t4 + Avx512F.Permute4x32(t4, 0b_01_00_11_10);
+        return pairs + Avx512F.Permute4x32(pairs, 0b_10_11_00_01);
     }
 
     /// <summary>

@@ -128,6 +128,25 @@ public unsafe class GgmlArithmeticTests
     }
 
     [Fact]
+    public void Sum16x4_GivesEachVectorsSum16Bits()
+    {
+        // Magnitudes spread over many binades make the order of additions show in the bits.
+        var rng = new Random(4);
+        for (int trial = 0; trial < 2000; trial++)
+        {
+            var v = Enumerable.Range(0, 4)
+                .Select(_ => Vector512.Create<float>(Enumerable.Range(0, 16).Select(_ => (float)((rng.NextDouble() - 0.3) * Math.Pow(2, rng.Next(-20, 20)))).ToArray()))
+                .ToArray();
+            var got = Kernels.Sum16x4(v[0], v[1], v[2], v[3]);
+            for (int k = 0; k < 4; k++)
+            {
+                float want = GgmlArithmetic.Sum16(v[k].GetLower(), v[k].GetUpper());
+                Assert.True(Same(want, got.GetElement(4 * k)), $"trial {trial}, vector {k}: {got.GetElement(4 * k):R} vs {want:R}");
+            }
+        }
+    }
+
+    [Fact]
     public void ScaledSoftMax_GivesTheBitsOfMultiplyThenSoftMax()
     {
         var rng = new Random(13);
