@@ -4,15 +4,11 @@
 # speed over the run reaches each cache alike. Each run prints its header (UTC time, load average) and the JSON
 # "contexts" array. Usage: bench/kv_vs_fp16.sh [KVAQ] [MODEL] [CTX]   (README, "k4v2 against kvaq's own FP16 cache")
 set -euo pipefail
+source "$(dirname "$0")/bench_lib.sh"
 KVAQ=${1:-src/KvAdaQuant.Cli/bin/Release/net10.0/kvaq}
 MODEL=${2:-/tmp/bench/l1b-q8_0.gguf}
 CTX=${3:-128,4096,16384}
-echo "# kvaq caches against each other, $(date -u '+%FT%TZ'); $(lscpu | grep 'Model name' | sed 's/  */ /g'), family $(lscpu | awk -F: '/CPU family/{gsub(/ /,"",$2);print $2}') model $(lscpu | awk -F: '/^Model:/{gsub(/ /,"",$2);print $2}'); $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
-run() {
-  echo "## kvaq bench $* ($(date -u +%T), load $(cut -d' ' -f1-3 /proc/loadavg))"
-  "$KVAQ" bench "$@" | tr -d '\n' | grep -o '"contexts": \[.*\]' | sed 's/  */ /g'
-  echo
-}
+echo "# kvaq caches against each other, $(date -u '+%FT%TZ'); $(host_line)"
 for kv in fp16 k4v2 int8v int8v k4v2 fp16; do
   case $kv in
     int8v) run --model "$MODEL" --kv k4v2 --attn-int8-values --ctx "$CTX" --threads 2 --runs 3 --decode-tokens 16 --json ;;
