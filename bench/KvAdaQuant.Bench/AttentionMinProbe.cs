@@ -58,7 +58,7 @@ public static class AttentionMinProbe
             stores[l] = new QuantizedKvStore(layout, spec);
             int8Stores[l] = new QuantizedKvStore(layout, spec, AttentionPrecision.Int8);
             int8ValueStores[l] = new QuantizedKvStore(layout, spec, AttentionPrecision.Int8Values);
-            keys[l] = new QuantizedTensorStore(layout, spec.K);
+            keys[l] = new QuantizedTensorStore(layout, spec.K, keys: true);
             int8Keys[l] = new QuantizedTensorStore(layout, spec.K, int8Keys: true);
             values[l] = new QuantizedTensorStore(layout, spec.V);
             for (int t = 0; t < context; t += Batch)

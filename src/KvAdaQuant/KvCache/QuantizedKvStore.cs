@@ -34,11 +34,11 @@ public sealed class QuantizedKvStore : IKvLayerCache, IKvStateLayer, IDisposable
     {
         _layout = layout;
         Spec = spec;
-        _k = Create(layout, spec.K, allowFused, int8Keys: attention is AttentionPrecision.Int8 or AttentionPrecision.Int8Values);
+        _k = Create(layout, spec.K, allowFused, int8Keys: attention is AttentionPrecision.Int8 or AttentionPrecision.Int8Values, keys: true);
         _int8Keys = attention is AttentionPrecision.Int8 or AttentionPrecision.Int8Values && _k is QuantizedTensorStore { SupportsInt8: true } qk ? qk : null;
         try
         {
-            _v = Create(layout, spec.V, allowFused, int8Keys: false);
+            _v = Create(layout, spec.V, allowFused, int8Keys: false, keys: false);
             _int8Values = attention == AttentionPrecision.Int8Values && _int8Keys is not null && _v is QuantizedTensorStore { SupportsInt8Values: true } qv ? qv : null;
         }
         catch
@@ -63,7 +63,7 @@ public sealed class QuantizedKvStore : IKvLayerCache, IKvStateLayer, IDisposable
     /// <summary>Whether this layer's value sums run with byte weights (<see cref="AttentionPrecision.Int8Values"/> asked, and its keys and values allow it).</summary>
     public bool UsesInt8Values => _int8Values is not null;
 
-    /// <summary>Whether the keys' codes lie in <see cref="KeyTiles"/> (the int8 score path's layout; see <see cref="UsesInt8"/>).</summary>
+    /// <summary>Whether the keys' codes lie in <see cref="KeyTiles"/> (the int8 score path's layout, see <see cref="UsesInt8"/>, and the FP32 column kernel's).</summary>
     internal bool KeysInTiles => _k is QuantizedTensorStore { IsTiled: true };
 
     /// <summary>Whether the values' codes lie in <see cref="KeyTiles"/> (never: only keys are tiled).</summary>
@@ -440,6 +440,6 @@ public sealed class QuantizedKvStore : IKvLayerCache, IKvStateLayer, IDisposable
         _v.Dispose();
     }
 
-    private static IKvTensorStore Create(KvLayout layout, KvSpec spec, bool allowFused, bool int8Keys) =>
-        spec.IsQuantized ? new QuantizedTensorStore(layout, spec, allowFused, int8Keys) : new FullPrecisionTensorStore(layout, spec, allowFused);
+    private static IKvTensorStore Create(KvLayout layout, KvSpec spec, bool allowFused, bool int8Keys, bool keys) =>
+        spec.IsQuantized ? new QuantizedTensorStore(layout, spec, allowFused, int8Keys, keys) : new FullPrecisionTensorStore(layout, spec, allowFused);
 }

@@ -60,9 +60,11 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     /// <summary>
     /// Creates an empty store. <paramref name="int8Keys"/>: the store holds the keys of the int8 score path, so where
     /// <see cref="SupportsInt8"/> its codes are laid out in <see cref="KeyTiles"/> for that kernel (<see cref="IsTiled"/>;
-    /// its FP32 <see cref="Scores"/> then take the row-at-a-time path).
+    /// its FP32 <see cref="Scores"/> then take the row-at-a-time path). <paramref name="keys"/>: the store holds keys
+    /// for FP32 attention, so where <see cref="ColumnScoreKernels"/> scores them its codes are laid out in
+    /// <see cref="KeyTiles"/> too, which that kernel loads as columns without transposing rows (the same bits).
     /// </summary>
-    public QuantizedTensorStore(KvLayout layout, KvSpec spec, bool allowFused = true, bool int8Keys = false)
+    public QuantizedTensorStore(KvLayout layout, KvSpec spec, bool allowFused = true, bool int8Keys = false, bool keys = false)
     {
         if (spec.Problem(layout.HeadDim) is { } problem)
         {
@@ -84,7 +86,10 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         _ringCap = (int)Math.Min((long)spec.Residual + _chunk, _cap + (long)_chunk);
         _paramsPerHead = _perChannel ? ((long)(_cap / _chunk) + 1) * _hd * _pp : (long)_cap * _groupsPerRow * _pp;
         _int8 = !_perChannel && _bits.IntegerBits() is 2 or 4 or 8 && Int8AttentionKernels.Supports(_bits.IntegerBits(), _hd, _groupChannels);
-        _tiled = int8Keys && _int8;
+        bool fusable = allowFused && FusedAttentionKernels.IsSupported && !_perChannel && FusedAttentionKernels.SupportsPacked(_bits.IntegerBits(), _hd, _groupChannels);
+        bool columns = fusable && ColumnScoreKernels.IsSupported && ColumnScoreKernels.Supports(_bits.IntegerBits(), _hd, _groupChannels, spec.Symmetric);
+        bool int8Tiles = int8Keys && _int8;
+        _tiled = int8Tiles || ((keys || int8Keys) && columns);
         _headCodeBytes = _tiled ? KeyTiles.Bytes(_cap, _rowBytes) : (long)_cap * _rowBytes;
         _codes = new NativeBuffer(_heads * _headCodeBytes);
         // Padded so the int8 kernel's 64-word parameter window of the last eight tokens stays inside the buffer.
@@ -94,12 +99,14 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         _flushValues = new float[_chunk * _hd];
         _flushCodes = new byte[_chunk * _hd];
         (_symStep, _symOffset) = spec.Symmetric ? AffineQuantizer.Effective(new QuantParams(Half.One, default), _bits, true) : (1f, 0f);
-        _fused = allowFused && !_tiled && FusedAttentionKernels.IsSupported && !_perChannel && FusedAttentionKernels.SupportsPacked(_bits.IntegerBits(), _hd, _groupChannels);
+        // The int8 path's keys keep the row-at-a-time FP32 scores (as before the FP32 tiles); keys tiled for the column
+        // kernel take it, and nothing else of the fused path reads them.
+        _fused = fusable && !int8Tiles;
         _permutation = _fused ? FusedAttentionKernels.PermutationTable(_hd, _bits.IntegerBits()) : [];
-        _columnScores = _fused && ColumnScoreKernels.IsSupported && ColumnScoreKernels.Supports(_bits.IntegerBits(), _hd, _groupChannels, spec.Symmetric);
+        _columnScores = _fused && columns;
         _int8Values = allowFused && !_perChannel && Int8ValueKernels.IsSupported && Int8ValueKernels.Supports(_bits.IntegerBits(), _hd, _groupChannels);
         _byteTable = _int8Values ? Int8ValueKernels.PermutationTable(_hd, _bits.IntegerBits()) : [];
-        _wholeVectorRows = allowFused && !_perChannel && !_tiled && _bits is KvBits.Two or KvBits.Four or KvBits.Eight
+        _wholeVectorRows = allowFused && !_perChannel && _bits is KvBits.Two or KvBits.Four or KvBits.Eight
             && _groupChannels % 16 == 0 && Avx512F.IsSupported && Vector512.IsHardwareAccelerated;
     }
 
@@ -1076,14 +1083,23 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     /// <summary>
     /// <paramref name="count"/> per-token rows from row <paramref name="m"/> into dst [count, HeadDim], each element
     /// a_g * c + b_g rounded as <see cref="DequantizeRow"/> rounds it (the product, then the sum): codes widened sixteen
-    /// channels at a time from their bytes (2-, 4- or 8-bit, groups of a multiple of 16 channels, rows not tiled).
+    /// channels at a time from their bytes (2-, 4- or 8-bit, groups of a multiple of 16 channels; tiled rows gathered first).
     /// </summary>
     private void DequantizeRows(int kvHead, int m, int count, float* dst)
     {
         int hd = _hd, gc = _groupChannels;
-        byte* codes = _codes.Pointer + (kvHead * _headCodeBytes) + ((long)m * _rowBytes);
-        for (int j = 0; j < count; j++, codes += _rowBytes, dst += hd)
+        byte* head = _codes.Pointer + (kvHead * _headCodeBytes);
+        // Tiled codes are gathered into a row first.
+        byte* row = stackalloc byte[_tiled ? _rowBytes : 0];
+        for (int j = 0; j < count; j++, dst += hd)
         {
+            byte* codes = head + ((long)(m + j) * _rowBytes);
+            if (_tiled)
+            {
+                KeyTiles.ReadRow(head, m + j, _rowBytes, new Span<byte>(row, _rowBytes));
+                codes = row;
+            }
+
             var prm = TokenParams(kvHead, m + j);
             for (int g = 0; g < _groupsPerRow; g++)
             {

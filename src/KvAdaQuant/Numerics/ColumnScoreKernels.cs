@@ -15,7 +15,8 @@ namespace KvAdaQuant.Numerics;
 /// score = fma(b_g, Q_g, score), group after group; <see cref="ScoresScalar"/> does the same operations in the same
 /// order, so the two agree bit for bit, and so does a prefill batch (<see cref="DecodeColumns"/> once a chunk, then
 /// <see cref="ScoresCausalChunk"/> per token): every lane's arithmetic is its own token's. A tail of fewer than sixteen
-/// rows goes through a zero-padded copy. The quantized store takes it where it applies instead of
+/// rows goes through a zero-padded copy. Rows already in <see cref="KeyTiles"/> (how the quantized store keeps the keys
+/// this kernel scores) are loaded as columns with no transposition. The quantized store takes it where it applies instead of
 /// <see cref="FusedAttentionKernels.ScoresPacked"/> (1.1-1.3x on that part at head dim 64; at 128 the per-row kernel
 /// measured as fast or faster, so it keeps that one). AVX-512 only (<see cref="IsSupported"/>).
 /// </summary>

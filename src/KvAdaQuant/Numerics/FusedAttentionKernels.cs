@@ -111,6 +111,7 @@ internal static unsafe class FusedAttentionKernels
     /// </summary>
     public static void ScoresPacked(in PackedRows rows, float* permutedQueries, int rep, float* scores, int stride)
     {
+        RowLayoutOnly(rows);
         bool wide = ChunkInOneGroup(rows);
         switch (rows.Bits)
         {
@@ -138,6 +139,7 @@ internal static unsafe class FusedAttentionKernels
     /// <summary>permutedOutput[r] += sum_t probs[r * stride + t] x_t (outputs in <see cref="PermutedChannel"/> order).</summary>
     public static void AccumulatePacked(in PackedRows rows, float* probs, int stride, int rep, float* permutedOutput)
     {
+        RowLayoutOnly(rows);
         bool wide = ChunkInOneGroup(rows);
         switch (rows.Bits)
         {
@@ -170,6 +172,7 @@ internal static unsafe class FusedAttentionKernels
     /// </summary>
     public static void DequantizePacked(in PackedRows rows, float* dst)
     {
+        RowLayoutOnly(rows);
         bool wide = ChunkInOneGroup(rows);
         switch (rows.Bits)
         {
@@ -264,6 +267,15 @@ internal static unsafe class FusedAttentionKernels
             new ReadOnlySpan<Half>((Half*)head + ((long)first * headDim), count * headDim),
             new Span<float>(rows, count * headDim));
         return count;
+    }
+
+    // The packed kernels read rows one after the other; keys in KeyTiles go through ColumnScoreKernels (or the int8 path).
+    private static void RowLayoutOnly(in PackedRows rows)
+    {
+        if (rows.Tiled)
+        {
+            throw new ArgumentException("the packed kernels read rows one after the other; these codes lie in KeyTiles (score them with ColumnScoreKernels)", nameof(rows));
+        }
     }
 
     /// <summary>Scalar twin of <see cref="DequantizePacked"/>: <see cref="DequantizeScalar"/> per row, then permuted.</summary>

@@ -2,6 +2,7 @@ using KvAdaQuant.Engine;
 using KvAdaQuant.Evaluation;
 using KvAdaQuant.Formats;
 using KvAdaQuant.KvCache;
+using KvAdaQuant.Numerics;
 using KvAdaQuant.Quantization;
 
 namespace KvAdaQuant.Tests.KvCache;
@@ -249,7 +250,8 @@ public class Int8AttentionTests
         using var rows = new QuantizedKvStore(layout, spec, AttentionPrecision.Fp32);
         using var tiled = new QuantizedKvStore(layout, spec, precision);
         Assert.True(tiled.UsesInt8 && tiled.KeysInTiles && !tiled.ValuesInTiles);
-        Assert.False(rows.KeysInTiles);
+        // FP32 attention tiles its keys only where the column kernel scores them (2-/4-bit keys at head dim 64).
+        Assert.Equal(ColumnScoreKernels.IsSupported && hd == 64 && kv.StartsWith('k') && kv[1] is '2' or '4', rows.KeysInTiles);
         var rng = new Random(hd + kv.Length);
         var k = Enumerable.Range(0, Length * Heads * hd).Select(_ => (float)((rng.NextDouble() * 4) - 2)).ToArray();
         var v = Enumerable.Range(0, Length * Heads * hd).Select(_ => (float)((rng.NextDouble() * 2) - 1)).ToArray();
