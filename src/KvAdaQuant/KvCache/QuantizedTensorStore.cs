@@ -1088,18 +1088,10 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
     private void DequantizeRows(int kvHead, int m, int count, float* dst)
     {
         int hd = _hd, gc = _groupChannels;
-        byte* head = _codes.Pointer + (kvHead * _headCodeBytes);
-        // Tiled codes are gathered into a row first.
         byte* row = stackalloc byte[_tiled ? _rowBytes : 0];
         for (int j = 0; j < count; j++, dst += hd)
         {
-            byte* codes = head + ((long)(m + j) * _rowBytes);
-            if (_tiled)
-            {
-                KeyTiles.ReadRow(head, m + j, _rowBytes, new Span<byte>(row, _rowBytes));
-                codes = row;
-            }
-
+            byte* codes = RowCodes(kvHead, m + j, row);
             var prm = TokenParams(kvHead, m + j);
             for (int g = 0; g < _groupsPerRow; g++)
             {
@@ -1139,15 +1131,22 @@ internal sealed unsafe class QuantizedTensorStore : IKvTensorStore
         return Avx512F.ConvertToVector512Int32(bytes);
     }
 
-    private void DequantizeRow(int kvHead, int m, Span<float> buf)
+    // Row m's code bytes of a head: in place, or (tiled codes) gathered out of its tile into scratch (_rowBytes).
+    private byte* RowCodes(int kvHead, int m, byte* scratch)
     {
-        Span<byte> codes = _tiled ? stackalloc byte[_rowBytes] : CodeRow(kvHead, m);
-        if (_tiled)
+        if (!_tiled)
         {
-            KeyTiles.ReadRow(_codes.Pointer + (kvHead * _headCodeBytes), m, _rowBytes, codes);
+            return _codes.Pointer + (kvHead * _headCodeBytes) + ((long)m * _rowBytes);
         }
 
-        BitPacking.Unpack(codes, _bits, buf);
+        KeyTiles.ReadRow(_codes.Pointer + (kvHead * _headCodeBytes), m, _rowBytes, new Span<byte>(scratch, _rowBytes));
+        return scratch;
+    }
+
+    private void DequantizeRow(int kvHead, int m, Span<float> buf)
+    {
+        byte* row = stackalloc byte[_tiled ? _rowBytes : 0];
+        BitPacking.Unpack(new ReadOnlySpan<byte>(RowCodes(kvHead, m, row), _rowBytes), _bits, buf);
         var p = TokenParams(kvHead, m);
         int gc = _groupChannels;
         for (int g = 0; g < _groupsPerRow; g++)
