@@ -69,9 +69,12 @@ public sealed class Generator
             throw new ArgumentException($"the prompt's log-probabilities need the whole prompt run, but {cachedTokens} of its tokens came from a saved cache");
         }
 
+        // A grammar starts over with each generation (a chat's turns too), after the prompt's last token.
+        sampler.Grammar?.Reset(promptTokens.Count > 0 ? promptTokens[^1] : -1, endOfTurn);
+
         // The sequence so far, for the penalties (only kept when the sampler has any).
         var sequence = new List<int>(sampler.HasPenalties ? promptTokens.Count + maxTokens : 0);
-        return recorder.Complete(GenerationLoop.Run(
+        var result = recorder.Complete(GenerationLoop.Run(
             promptTokens,
             _tokenizer,
             maxTokens,
@@ -112,5 +115,6 @@ public sealed class Generator
             cancel,
             stopTexts,
             runTokens: promptTokens.Count - cachedTokens));
+        return sampler.Grammar is { IsDeadEnd: true } && result.StopReason == "eos" ? result with { StopReason = "grammar_dead_end" } : result;
     }
 }
