@@ -204,6 +204,30 @@ public class GrammarGenerationTests(ITestOutputHelper output)
         var sampler = new Sampler { Grammar = new GrammarConstraint(grammar, h.Tokenizer) };
         var constrained = h.Generator.Generate(Prompt, n, sampler);
         Assert.True(grammar.Matches(constrained.Text), constrained.Text);
+        // The sampler alone on the model's logits after the prompt, per token: no grammar; a grammar that allows the
+        // greedy token (checked only); one that refuses it (a full mask and a second draw).
+        h.Generator.Generate(Prompt, 0, new Sampler());
+        float[] logits = h.Session.Logits.ToArray();
+        int promptLast = h.Tokenizer.Encode(Prompt, addBos: true)[^1];
+        double PerSample(GrammarConstraint? g)
+        {
+            var s = new Sampler { Grammar = g };
+            const int reps = 2000;
+            var w = Stopwatch.StartNew();
+            for (int i = 0; i < reps; i++)
+            {
+                g?.Reset(promptLast);
+                s.Sample(logits);
+            }
+
+            return w.Elapsed.TotalMilliseconds * 1000 / reps;
+        }
+
+        PerSample(null);
+        double none = PerSample(null);
+        double checkOnly = PerSample(new GrammarConstraint(GbnfGrammar.Parse("root ::= [^\\x00]*"), h.Tokenizer));
+        double masked = PerSample(new GrammarConstraint(GbnfGrammar.Parse("root ::= (\"yes\" | \"no\")"), h.Tokenizer));
+        output.WriteLine($"greedy sample per token: {none:F1} us without a grammar, {checkOnly:F1} us with the token checked, {masked:F1} us with a full mask and a second draw");
         output.WriteLine($"stories3M-q80 (vocab {h.Tokenizer.VocabSize}): full mask {maskMs:F3} ms (JSON-like grammar at its start), {permissiveMs:F3} ms (everything allowed)");
         output.WriteLine($"plain greedy: {plain.Tokens.Count} tokens, {plain.DecodeSeconds / Math.Max(plain.DecodeSteps, 1) * 1000:F3} ms per decode step");
         output.WriteLine($"constrained greedy: {constrained.Tokens.Count} tokens '{constrained.Text}', {sampler.Grammar!.MaskCount} full masks, {constrained.DecodeSeconds / Math.Max(constrained.DecodeSteps, 1) * 1000:F3} ms per decode step");
