@@ -214,6 +214,11 @@ internal sealed class GbnfParser
     private void Repeat(List<Element> seq, int last, int min, int max, string rule)
     {
         var item = seq.GetRange(last, seq.Count - last);
+        if (item.Count == 0)
+        {
+            return; // "" repeated is still ""
+        }
+
         seq.RemoveRange(last, seq.Count - last);
         for (int i = 0; i < min; i++)
         {

@@ -132,38 +132,42 @@ internal sealed class GrammarStacks
     // (or, with no parent, is the empty stack). Terminates: left recursion is refused at parse time.
     private void Expand(int pos, int parent)
     {
-        switch (_g.Kinds[pos])
+        while (true)
         {
-            case GbnfGrammar.End:
-                if (parent == 0)
-                {
-                    if (_seen.Add(0))
+            switch (_g.Kinds[pos])
+            {
+                case GbnfGrammar.End:
+                    if (parent == 0)
                     {
-                        _found.Add(0);
+                        if (_seen.Add(0))
+                        {
+                            _found.Add(0);
+                        }
+
+                        return;
                     }
-                }
-                else
-                {
-                    Expand(_pos[parent] + 1, _parent[parent]);
-                }
 
-                break;
-            case GbnfGrammar.Ref:
-                int pushed = Intern(pos, parent);
-                foreach (int start in _g.Alternatives[_g.Values[pos]])
-                {
-                    Expand(start, pushed);
-                }
+                    // Popped in a loop, not recursively: right recursion nests as deep as the text is long.
+                    pos = _pos[parent] + 1;
+                    parent = _parent[parent];
+                    continue;
+                case GbnfGrammar.Ref:
+                    int pushed = Intern(pos, parent);
+                    foreach (int start in _g.Alternatives[_g.Values[pos]])
+                    {
+                        Expand(start, pushed);
+                    }
 
-                break;
-            default:
-                int leaf = Intern(pos, parent);
-                if (_seen.Add(leaf))
-                {
-                    _found.Add(leaf);
-                }
+                    return;
+                default:
+                    int leaf = Intern(pos, parent);
+                    if (_seen.Add(leaf))
+                    {
+                        _found.Add(leaf);
+                    }
 
-                break;
+                    return;
+            }
         }
     }
 

@@ -149,6 +149,16 @@ public class GrammarMatcherTests
         Assert.True(m.IsComplete);
     }
 
+    [Fact]
+    public void Right_recursion_as_deep_as_the_text_is_long()
+    {
+        var g = GbnfGrammar.Parse("root ::= \"a\" root | \"\"");
+        var m = new GrammarMatcher(g);
+        Assert.True(m.TryAccept(new string('a', 20000)));
+        Assert.True(m.IsComplete);
+        Assert.True(GbnfGrammar.Parse("root ::= \"\"* \"x\"").Matches("x"));
+    }
+
     // Regular grammars with their regex: a random string's acceptance agrees with .NET's Regex; and strings built to
     // follow the grammar are accepted.
     private static readonly (string Grammar, string Regex, string Alphabet)[] Regular =
