@@ -6,6 +6,7 @@ using KvAdaQuant.Engine;
 using KvAdaQuant.Formats;
 using KvAdaQuant.Gpu.Cuda;
 using KvAdaQuant.Gpu.Decode;
+using KvAdaQuant.Grammar;
 using KvAdaQuant.KvCache;
 
 namespace KvAdaQuant.Cli.Commands;
@@ -27,6 +28,7 @@ internal static class ChatCommand
         };
         var maxTokens = new Option<int>("--max-tokens", "-n") { Description = "tokens to generate per reply at most", DefaultValueFactory = _ => 256 };
         var sampling = new SamplingOptions();
+        var grammarOptions = new GrammarOptions();
         var reversePrompt = new Option<string[]>("--reverse-prompt", "-r")
         {
             Description = "end a reply once its text ends with this (repeatable), as llama.cpp's reverse prompt; e.g. -r \"User:\" for a base model",
@@ -54,7 +56,7 @@ internal static class ChatCommand
         {
             model, tokenizer, system, template, maxTokens, reversePrompt, inPrefix, inSuffix, ctx, kv, kvPlan, threads, json, contextShift, device, logprobs,
         };
-        foreach (var o in sampling.All)
+        foreach (var o in sampling.All.Concat(grammarOptions.All))
         {
             cmd.Options.Add(o);
         }
@@ -65,6 +67,12 @@ internal static class ChatCommand
             if (n < 1)
             {
                 throw new ArgumentException($"--max-tokens must be >= 1, got {n}");
+            }
+
+            var grammar = grammarOptions.Parse(r);
+            if (grammar is not null && r.GetValue(device) == DeviceOptions.Cuda)
+            {
+                throw new ArgumentException($"{(r.GetValue(grammarOptions.Grammar) is null ? "--grammar-file" : "--grammar")} constrains sampling on the CPU engine; it cannot be combined with --device cuda");
             }
 
             var sampler = sampling.Create(r);
@@ -80,6 +88,14 @@ internal static class ChatCommand
             ChatTemplate? chosen = templateName.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : ParseTemplate(templateName);
             using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
             var tok = m.Tokenizer ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
+            GrammarConstraint? constraint = null;
+            if (grammar is not null)
+            {
+                // Each reply starts the grammar over (the generator resets it per turn).
+                constraint = new GrammarConstraint(grammar, tok);
+                sampler = sampling.Create(r, constraint);
+            }
+
             sampler.CheckVocabulary(m.Config.VocabSize);
             int c = Context(r.GetValue(ctx), m.Config.ContextLength);
             chosen ??= DetectTemplate(m.Path, r.GetValue(tokenizer));
@@ -180,13 +196,14 @@ internal static class ChatCommand
                             DecodeTokensPerSecond = result.DecodeTokensPerSecond,
                             KvBytes = result.KvBytes,
                             Logprobs = result.Logprobs is { } lp ? LogprobText.Json(tok, Previous(result), lp) : null,
+                            GrammarComplete = constraint?.IsComplete,
                         },
                         JsonLines));
                 }
                 else
                 {
                     Console.Out.WriteLine();
-                    Console.Error.WriteLine($"[{result.PromptTokens.Count} new prompt tokens, {result.Tokens.Count} generated ({result.StopReason}); prefill {result.PrefillTokensPerSecond:F1} tok/s, decode {result.DecodeTokensPerSecond:F1} tok/s; context {chat.Position}/{c}; KV cache {result.KvBytes:N0} bytes]");
+                    Console.Error.WriteLine($"[{result.PromptTokens.Count} new prompt tokens, {result.Tokens.Count} generated ({result.StopReason}); prefill {result.PrefillTokensPerSecond:F1} tok/s, decode {result.DecodeTokensPerSecond:F1} tok/s; context {chat.Position}/{c}; KV cache {result.KvBytes:N0} bytes{GenerateCommand.GrammarNote(constraint)}]");
                     if (result.Logprobs is { } lp)
                     {
                         foreach (var line in LogprobText.Lines(tok, Previous(result), lp))

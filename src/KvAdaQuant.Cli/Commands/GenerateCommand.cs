@@ -3,6 +3,7 @@ using KvAdaQuant.Engine;
 using KvAdaQuant.Formats;
 using KvAdaQuant.Gpu.Cuda;
 using KvAdaQuant.Gpu.Decode;
+using KvAdaQuant.Grammar;
 using KvAdaQuant.KvCache;
 using KvAdaQuant.Model;
 
@@ -18,6 +19,7 @@ internal static class GenerateCommand
         var prompt = new Option<string>("--prompt", "-p") { Description = "prompt text (empty: BOS only)", DefaultValueFactory = _ => string.Empty };
         var maxTokens = new Option<int>("--max-tokens", "-n") { Description = "tokens to generate", DefaultValueFactory = _ => 128 };
         var sampling = new SamplingOptions();
+        var grammarOptions = new GrammarOptions();
         var stop = new Option<string[]>("--stop")
         {
             Description = "end the generation once its text ends with this (repeatable; transformers' stop_strings)",
@@ -42,7 +44,7 @@ internal static class GenerateCommand
         {
             model, tokenizer, prompt, file, maxTokens, stop, ctx, kv, kvPlan, threads, json, device, attnInt8, attnInt8Values, logprobs, ubatch,
         };
-        foreach (var o in sampling.All.Concat(promptCacheOptions.Options))
+        foreach (var o in sampling.All.Concat(grammarOptions.All).Concat(promptCacheOptions.Options))
         {
             cmd.Options.Add(o);
         }
@@ -55,6 +57,8 @@ internal static class GenerateCommand
             {
                 throw new ArgumentException("--stop: an empty text would end the generation at once");
             }
+
+            var grammar = grammarOptions.Parse(r); // before the model loads: a bad grammar is named at once
 
             using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
             var tok = m.Tokenizer ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
@@ -107,6 +111,11 @@ internal static class GenerateCommand
                     throw new ArgumentException("--ubatch sets the CPU engine's prefill batch; it cannot be combined with --device cuda");
                 }
 
+                if (grammar is not null)
+                {
+                    throw new ArgumentException($"{(r.GetValue(grammarOptions.Grammar) is null ? "--grammar-file" : "--grammar")} constrains sampling on the CPU engine; it cannot be combined with --device cuda");
+                }
+
                 return GenerateOnGpu(r, m, tok, c, n, promptText, stops, sampling, kv, kvPlan, json, logprobOptions);
             }
 
@@ -115,7 +124,8 @@ internal static class GenerateCommand
             CommonOptions.NoteIfNeverQuantized(plan, c);
             using var session = CommonOptions.Session(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(c), precision), CommonOptions.CheckUbatch(r.GetValue(ubatch)));
             int reused = promptCache?.Restore(session, promptIds) ?? 0;
-            var sampler = sampling.Create(r);
+            var constraint = grammar is null ? null : new GrammarConstraint(grammar, tok);
+            var sampler = sampling.Create(r, constraint);
             sampler.CheckVocabulary(m.Config.VocabSize);
             bool asJson = r.GetValue(json);
             var gen = new Generator(session, tok);
@@ -152,12 +162,13 @@ internal static class GenerateCommand
                     KvBytes = result.KvBytes,
                     KvBitsPerElement = plan.AverageBits(m.Config.KvHeads, m.Config.HeadDim, result.PromptTokens.Count + result.Tokens.Count),
                     Logprobs = LogprobsJson(tok, result),
+                    GrammarComplete = constraint?.IsComplete,
                 });
             }
             else
             {
                 Console.Out.WriteLine();
-                Console.Error.WriteLine($"[{result.PromptTokens.Count} prompt tokens, {result.Tokens.Count} generated ({result.StopReason}); prefill {result.PrefillTokensPerSecond:F1} tok/s, decode {result.DecodeTokensPerSecond:F1} tok/s; KV cache {session.Cache.Description} {result.KvBytes:N0} bytes; attention {CommonOptions.AttentionName(precision)}]");
+                Console.Error.WriteLine($"[{result.PromptTokens.Count} prompt tokens, {result.Tokens.Count} generated ({result.StopReason}); prefill {result.PrefillTokensPerSecond:F1} tok/s, decode {result.DecodeTokensPerSecond:F1} tok/s; KV cache {session.Cache.Description} {result.KvBytes:N0} bytes; attention {CommonOptions.AttentionName(precision)}{GrammarNote(constraint)}]");
                 PrintLogprobs(tok, result);
             }
 
@@ -198,6 +209,11 @@ internal static class GenerateCommand
             throw new ArgumentException($"--file {e.Message}", e);
         }
     }
+
+    // With a grammar: whether the text is a whole sentence of it and how many full masks the sampler needed.
+    internal static string GrammarNote(GrammarConstraint? constraint) => constraint is null
+        ? string.Empty
+        : $"; grammar {(constraint.IsComplete ? "complete" : "incomplete")}, {constraint.MaskCount} full masks";
 
     // The generated tokens' entries for --json (null without --logprobs).
     private static object[]? LogprobsJson(Tokenization.ITokenizer tok, GenerationResult result) =>

@@ -37,9 +37,10 @@ internal sealed class SamplingOptions
     /// <summary>The options, to add to a command.</summary>
     public IEnumerable<Option> All => [Temperature, TopK, TopP, MinP, RepeatPenalty, RepeatLastN, PresencePenalty, FrequencyPenalty, LogitBias, Seed];
 
-    /// <summary>The sampler the options ask for; an error names the option out of range.</summary>
-    public Sampler Create(ParseResult r) => new(r.GetValue(Temperature), r.GetValue(TopK), r.GetValue(TopP), r.GetValue(Seed))
+    /// <summary>The sampler the options ask for, with <paramref name="grammar"/> (or none); an error names the option out of range.</summary>
+    public Sampler Create(ParseResult r, KvAdaQuant.Grammar.GrammarConstraint? grammar = null) => new(r.GetValue(Temperature), r.GetValue(TopK), r.GetValue(TopP), r.GetValue(Seed))
     {
+        Grammar = grammar,
         MinP = r.GetValue(MinP),
         RepeatPenalty = r.GetValue(RepeatPenalty),
         RepeatLastN = r.GetValue(RepeatLastN),

@@ -43,7 +43,9 @@ public sealed class Generator
     /// starts from an empty cache. <paramref name="afterPrefill"/> runs once the cache holds the prompt, before the first
     /// token is sampled. <paramref name="logprobs"/> records log-probabilities (<see cref="GenerationResult.Logprobs"/>; the
     /// prompt's need <paramref name="cachedTokens"/> 0). The run also stops at <paramref name="endOfTurn"/> like EOS (-1:
-    /// none) and once <paramref name="cancel"/> is signalled (stop reason <c>cancelled</c>). The prefill speed counts the
+    /// none) and once <paramref name="cancel"/> is signalled (stop reason <c>cancelled</c>). A <see cref="Sampler.Grammar"/>
+    /// starts over here, after the prompt's last token, with <paramref name="endOfTurn"/> allowed like EOS once complete;
+    /// where it allows no token the run ends with stop reason <c>grammar_dead_end</c>. The prefill speed counts the
     /// tokens run. This is the one generation every other wraps (<see cref="RequestGenerator"/>, <see cref="ChatSession"/>).
     /// </summary>
     public GenerationResult Generate(
@@ -69,9 +71,12 @@ public sealed class Generator
             throw new ArgumentException($"the prompt's log-probabilities need the whole prompt run, but {cachedTokens} of its tokens came from a saved cache");
         }
 
+        // A grammar starts over with each generation (a chat's turns too), after the prompt's last token.
+        sampler.Grammar?.Reset(promptTokens.Count > 0 ? promptTokens[^1] : -1, endOfTurn);
+
         // The sequence so far, for the penalties (only kept when the sampler has any).
         var sequence = new List<int>(sampler.HasPenalties ? promptTokens.Count + maxTokens : 0);
-        return recorder.Complete(GenerationLoop.Run(
+        var result = recorder.Complete(GenerationLoop.Run(
             promptTokens,
             _tokenizer,
             maxTokens,
@@ -112,5 +117,6 @@ public sealed class Generator
             cancel,
             stopTexts,
             runTokens: promptTokens.Count - cachedTokens));
+        return sampler.Grammar is { IsDeadEnd: true } && result.StopReason == "eos" ? result with { StopReason = "grammar_dead_end" } : result;
     }
 }

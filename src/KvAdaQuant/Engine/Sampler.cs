@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using KvAdaQuant.Grammar;
 using KvAdaQuant.Numerics;
 
 namespace KvAdaQuant.Engine;
@@ -27,6 +28,8 @@ public sealed class Sampler
     private int[] _counts = [];
     private int[] _distinct = [];
     private IReadOnlyDictionary<int, float> _logitBias = new Dictionary<int, float>();
+    private float[] _masked = [];
+    private bool[] _allowed = [];
 
     /// <summary>Creates a sampler.</summary>
     public Sampler(float temperature = 0f, int topK = 0, float topP = 1f, ulong seed = 42)
@@ -103,6 +106,19 @@ public sealed class Sampler
         }
     }
 
+    /// <summary>
+    /// A grammar the sampled tokens must follow (llama.cpp's <c>--grammar</c>), or null (the default). Applied after the logit
+    /// biases and the penalties, before temperature and the rest of the chain, as llama.cpp does, and cheaply: the token is
+    /// first sampled as without a grammar and only checked; if the grammar refuses it, every refused token's logit is set
+    /// to negative infinity and the token sampled again (so greedy picks the most likely allowed token, and without top-k,
+    /// top-p and min-p the draw follows the model's distribution renormalized over the allowed tokens). The chosen token is
+    /// accepted into the constraint's state; <see cref="Generator"/> resets it at the start of each generation. Where no
+    /// token is allowed the sampler returns <see cref="GrammarConstraint.StopToken"/> and the generation ends (stop reason
+    /// <c>grammar_dead_end</c>). Log-probabilities stay the model's own. The state is per sequence: a sampler with a grammar
+    /// serves one generation at a time.
+    /// </summary>
+    public GrammarConstraint? Grammar { get; init; }
+
     /// <summary>Throws, naming the token, where <see cref="LogitBias"/> names a token outside a vocabulary of <paramref name="vocabSize"/>.</summary>
     public void CheckVocabulary(int vocabSize)
     {
@@ -119,7 +135,7 @@ public sealed class Sampler
     public bool HasPenalties => _repeatLastN != 0 && (_repeatPenalty != 1f || _presencePenalty != 0f || _frequencyPenalty != 0f);
 
     /// <summary>Whether every setting beyond temperature, top-k and top-p is at its default (what the GPU sampler does).</summary>
-    public bool IsBasic => !HasPenalties && _minP == 0f && _logitBias.Count == 0;
+    public bool IsBasic => !HasPenalties && _minP == 0f && _logitBias.Count == 0 && Grammar is null;
 
     /// <summary>Throws where a sampling setting is out of range: temperature finite and &gt;= 0, top-k &gt;= 0, top-p in (0, 1].</summary>
     public static void Validate(float temperature, int topK, float topP)
@@ -180,6 +196,50 @@ public sealed class Sampler
             logits = penalized;
         }
 
+        if (Grammar is not { } grammar)
+        {
+            return SampleChain(logits);
+        }
+
+        int chosen = SampleChain(logits);
+        if (!grammar.IsAllowed(chosen))
+        {
+            // Refused: mask every token the grammar refuses, and sample again.
+            int n = logits.Length;
+            if (_masked.Length < n)
+            {
+                _masked = new float[n];
+                _allowed = new bool[n];
+            }
+
+            var allowed = _allowed.AsSpan(0, n);
+            if (grammar.ComputeAllowed(allowed) == 0)
+            {
+                return grammar.StopToken >= 0
+                    ? grammar.StopToken
+                    : throw new InvalidOperationException("the grammar allows no token here and the tokenizer has no EOS to end the generation with");
+            }
+
+            var masked = _masked.AsSpan(0, n);
+            logits.CopyTo(masked);
+            for (int i = 0; i < n; i++)
+            {
+                if (!allowed[i])
+                {
+                    masked[i] = float.NegativeInfinity;
+                }
+            }
+
+            chosen = SampleChain(masked);
+        }
+
+        grammar.Accept(chosen);
+        return chosen;
+    }
+
+    // Temperature, top-k, top-p, min-p and the draw (greedy at temperature 0).
+    private int SampleChain(ReadOnlySpan<float> logits)
+    {
         if (_temperature == 0f)
         {
             return ArgMax(logits);

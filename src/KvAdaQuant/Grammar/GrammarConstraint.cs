@@ -1,0 +1,253 @@
+using KvAdaQuant.Tokenization;
+
+namespace KvAdaQuant.Grammar;
+
+/// <summary>
+/// A grammar applied to one sequence's sampling (<see cref="Engine.Sampler.Grammar"/>): which tokens may come next,
+/// and the chosen one accepted. A token is allowed when all of its bytes (as <see cref="ITokenizer.DecodeBytes"/> gives
+/// them, so the grammar sees exactly the text <c>generate</c> prints: the first token after BOS without the
+/// SentencePiece space) are accepted; a token that ends in the middle of a UTF-8 character is allowed while the
+/// character can still be completed. EOS (and the end-of-turn token given to <see cref="Reset"/>) is allowed exactly
+/// when the grammar is complete; other tokens without bytes (control tokens) never are. Where no token is allowed (a
+/// dead end: the grammar needs a character no token spells, or is complete with no EOS), <see cref="IsDeadEnd"/> is set.
+/// The token bytes are computed once, sorted, so that the full mask shares work between tokens with a common prefix and
+/// drops a whole prefix at its first refused byte. Not thread-safe: one per sequence being generated.
+/// </summary>
+public sealed class GrammarConstraint
+{
+    private readonly ITokenizer _tokenizer;
+    private readonly GrammarMatcher _matcher;
+    private readonly TokenTable _table;
+    private TokenTable? _afterBos;
+    private bool _first;
+    private int _previous = -1;
+    private int _endOfTurn = -1;
+    private GrammarMatcher.State[] _depth = new GrammarMatcher.State[16];
+
+    /// <summary>A constraint at the start of <paramref name="grammar"/> for the tokens of <paramref name="tokenizer"/>.</summary>
+    public GrammarConstraint(GbnfGrammar grammar, ITokenizer tokenizer)
+    {
+        ArgumentNullException.ThrowIfNull(grammar);
+        ArgumentNullException.ThrowIfNull(tokenizer);
+        _tokenizer = tokenizer;
+        _matcher = new GrammarMatcher(grammar);
+        // A token's bytes after any token but BOS (the SentencePiece space is dropped only after BOS).
+        int other = tokenizer.BosToken == 0 ? Math.Min(1, tokenizer.VocabSize - 1) : 0;
+        _table = new TokenTable(tokenizer, other == tokenizer.BosToken ? -1 : other);
+    }
+
+    /// <summary>The grammar.</summary>
+    public GbnfGrammar Grammar => _matcher.Grammar;
+
+    /// <summary>Whether the tokens accepted so far make a whole sentence (EOS is allowed).</summary>
+    public bool IsComplete => _matcher.IsComplete;
+
+    /// <summary>Whether more text may follow.</summary>
+    public bool CanContinue => _matcher.CanContinue;
+
+    /// <summary>Whether the last mask found no allowed token (the generation then ends, stop reason <c>grammar_dead_end</c>).</summary>
+    public bool IsDeadEnd { get; private set; }
+
+    /// <summary>Whether an end token (EOS or end of turn) was accepted.</summary>
+    public bool IsEnded { get; private set; }
+
+    /// <summary>Tokens accepted since <see cref="Reset"/> (end tokens included).</summary>
+    public int AcceptedTokens { get; private set; }
+
+    /// <summary>Full masks computed since <see cref="Reset"/> (the sampled token was refused, or a check was asked for).</summary>
+    public int MaskCount { get; private set; }
+
+    /// <summary>
+    /// Back to the start of the grammar, for a generation whose prompt ends with <paramref name="previousToken"/> (-1: none;
+    /// BOS: the first token's bytes are taken as after BOS); <paramref name="endOfTurn"/> (-1: none) is allowed, like EOS,
+    /// once the grammar is complete.
+    /// </summary>
+    public void Reset(int previousToken = -1, int endOfTurn = -1)
+    {
+        _matcher.Reset();
+        _previous = previousToken;
+        _first = true;
+        _endOfTurn = endOfTurn;
+        IsDeadEnd = false;
+        IsEnded = false;
+        AcceptedTokens = 0;
+        MaskCount = 0;
+    }
+
+    /// <summary>The token that ends the generation at a dead end: EOS, else the end-of-turn token, else -1.</summary>
+    public int StopToken => _tokenizer.EosToken >= 0 ? _tokenizer.EosToken : _endOfTurn;
+
+    /// <summary>Whether <paramref name="token"/> may come next.</summary>
+    public bool IsAllowed(int token)
+    {
+        if (IsEnd(token))
+        {
+            return !IsEnded && _matcher.IsComplete;
+        }
+
+        var table = Table();
+        if ((uint)token >= (uint)table.Bytes.Length || table.Bytes[token].Length == 0 || IsEnded)
+        {
+            return false;
+        }
+
+        var s = _matcher.Current;
+        return _matcher.Advance(ref s, table.Bytes[token]);
+    }
+
+    /// <summary>
+    /// Sets <paramref name="allowed"/>[t] for every token t that may come next (tokens past the tokenizer's vocabulary:
+    /// false) and returns how many may.
+    /// </summary>
+    public int ComputeAllowed(Span<bool> allowed)
+    {
+        MaskCount++;
+        allowed.Clear();
+        int count = 0;
+        if (IsEnded)
+        {
+            return 0;
+        }
+
+        if (_matcher.IsComplete)
+        {
+            count += AllowEnd(allowed, _tokenizer.EosToken) + AllowEnd(allowed, _endOfTurn);
+        }
+
+        var table = Table();
+        var order = table.Order;
+        var lcp = table.Lcp;
+        if (_depth.Length < table.MaxLength + 1)
+        {
+            _depth = new GrammarMatcher.State[table.MaxLength + 1];
+        }
+
+        var depth = _depth;
+        depth[0] = _matcher.Current;
+        int valid = 0; // depth[0..valid] are the states after the previous token's first bytes
+        int i = 0;
+        while (i < order.Length)
+        {
+            int t = order[i];
+            var b = table.Bytes[t];
+            int k = Math.Min(lcp[i], valid);
+            bool dead = false;
+            for (; k < b.Length; k++)
+            {
+                var s = depth[k];
+                if (!_matcher.Step(ref s, b[k]))
+                {
+                    // Every token that starts with b[0..k] is refused too: skip them.
+                    valid = k;
+                    int j = i + 1;
+                    while (j < order.Length && lcp[j] > k)
+                    {
+                        j++;
+                    }
+
+                    i = j;
+                    dead = true;
+                    break;
+                }
+
+                depth[k + 1] = s;
+            }
+
+            if (!dead)
+            {
+                valid = b.Length;
+                if (t < allowed.Length && !IsEnd(t))
+                {
+                    allowed[t] = true;
+                    count++;
+                }
+
+                i++;
+            }
+        }
+
+        if (count == 0)
+        {
+            IsDeadEnd = true;
+        }
+
+        return count;
+    }
+
+    /// <summary>Accepts <paramref name="token"/> (it must be allowed: <see cref="IsAllowed"/>).</summary>
+    public void Accept(int token)
+    {
+        if (IsEnd(token))
+        {
+            if (IsEnded || !_matcher.IsComplete)
+            {
+                throw new InvalidOperationException($"the grammar does not allow the end (token {token}) here: the text so far is not a whole sentence of it");
+            }
+
+            IsEnded = true;
+        }
+        else
+        {
+            var table = Table();
+            if ((uint)token >= (uint)table.Bytes.Length || table.Bytes[token].Length == 0 || IsEnded || !_matcher.TryAccept(table.Bytes[token]))
+            {
+                throw new InvalidOperationException($"the grammar does not allow token {token} here");
+            }
+        }
+
+        _first = false;
+        _previous = token;
+        AcceptedTokens++;
+    }
+
+    private bool IsEnd(int token) => token >= 0 && (token == _tokenizer.EosToken || token == _endOfTurn);
+
+    private static int AllowEnd(Span<bool> allowed, int token)
+    {
+        if (token < 0 || token >= allowed.Length || allowed[token])
+        {
+            return 0;
+        }
+
+        allowed[token] = true;
+        return 1;
+    }
+
+    private TokenTable Table() => _first && _previous >= 0 && _previous == _tokenizer.BosToken
+        ? _afterBos ??= new TokenTable(_tokenizer, _tokenizer.BosToken)
+        : _table;
+
+    // Every token's bytes after one previous token, and the tokens with bytes sorted by them (with the length of the
+    // prefix each shares with the one before) for the mask.
+    private sealed class TokenTable
+    {
+        public TokenTable(ITokenizer tokenizer, int previous)
+        {
+            int n = tokenizer.VocabSize;
+            Bytes = new byte[n][];
+            for (int t = 0; t < n; t++)
+            {
+                Bytes[t] = tokenizer.DecodeBytes(previous, t);
+            }
+
+            var bytes = Bytes;
+            Order = Enumerable.Range(0, n).Where(t => bytes[t].Length > 0).ToArray();
+            Array.Sort(Order, (a, b) => bytes[a].AsSpan().SequenceCompareTo(bytes[b]) is var c && c != 0 ? c : a.CompareTo(b));
+            Lcp = new int[Order.Length];
+            for (int i = 1; i < Order.Length; i++)
+            {
+                Lcp[i] = bytes[Order[i]].AsSpan().CommonPrefixLength(bytes[Order[i - 1]]);
+            }
+
+            MaxLength = Order.Length == 0 ? 0 : Order.Max(t => bytes[t].Length);
+        }
+
+        public byte[][] Bytes { get; }
+
+        public int[] Order { get; }
+
+        public int[] Lcp { get; }
+
+        public int MaxLength { get; }
+    }
+}
