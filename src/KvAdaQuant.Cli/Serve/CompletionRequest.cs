@@ -9,7 +9,7 @@ namespace KvAdaQuant.Cli.Serve;
 /// <see cref="ServeRequestException"/> naming the field and the value. Fields kvaq does not use are ignored, as
 /// llama-server does.
 /// </summary>
-internal sealed record CompletionRequest(
+internal sealed partial record CompletionRequest(
     string? Prompt,
     IReadOnlyList<ChatMessage>? Messages,
     int? MaxTokens,
@@ -57,9 +57,10 @@ internal sealed record CompletionRequest(
     /// <summary>A completions prompt given as token ids (used as they are, no BOS added, as llama-server does), or null.</summary>
     public IReadOnlyList<int>? PromptIds { get; init; }
 
-    /// <summary>The sampler the request asks for.</summary>
-    public Sampler CreateSampler() => new(Temperature, TopK, TopP, Seed)
+    /// <summary>The sampler the request asks for (with <paramref name="grammar"/>, a grammar state of its own, or none).</summary>
+    public Sampler CreateSampler(Grammar.GrammarConstraint? grammar = null) => new(Temperature, TopK, TopP, Seed)
     {
+        Grammar = grammar,
         MinP = MinP,
         RepeatPenalty = RepeatPenalty,
         RepeatLastN = RepeatLastN,
@@ -128,7 +129,8 @@ internal sealed record CompletionRequest(
             seed = s.ValueKind == JsonValueKind.Number && s.TryGetUInt64(out ulong u) ? u : throw Invalid("seed", $"seed must be an integer >= 0, got {Raw(s)}");
         }
 
-        RefuseConstraints(body);
+        RefuseTools(body);
+        var (grammar, grammarField) = ParseConstraint(body);
         int n = 1;
         if (Field(body, "n") is { } choices)
         {
@@ -174,28 +176,18 @@ internal sealed record CompletionRequest(
             Prompts = prompts is { Count: > 1 } ? [.. prompts.Select(x => (x.Text, (IReadOnlyList<int>?)x.Ids))] : null,
             N = n,
             LogitBias = Field(body, "logit_bias") is { } lb ? ParseLogitBias(lb) : defaults.LogitBias,
+            Grammar = grammar,
+            GrammarField = grammarField,
+            ParsedGrammar = ParseGrammar(grammar, grammarField),
         };
     }
 
-    // Output constraints kvaq does not apply (grammars, JSON mode, JSON schemas, tools) are refused rather than ignored,
-    // so a client never takes free text for constrained output; response_format "text" is the default and accepted.
-    private static void RefuseConstraints(JsonElement body)
+    // Tool calls are not made: a request offering tools is refused rather than answered without them (an empty list is no tools).
+    private static void RefuseTools(JsonElement body)
     {
-        if (Field(body, "response_format") is { } format)
+        if (Field(body, "tools") is { } e && !(e.ValueKind == JsonValueKind.Array && e.GetArrayLength() == 0))
         {
-            string? type = format.ValueKind == JsonValueKind.Object && Field(format, "type") is { ValueKind: JsonValueKind.String } t ? t.GetString() : null;
-            if (type != "text")
-            {
-                throw Invalid("response_format", $"response_format {Raw(format)} is not supported: kvaq serve does not constrain its output (only {{\"type\": \"text\"}}, the default)");
-            }
-        }
-
-        foreach (var name in new[] { "grammar", "json_schema", "tools" })
-        {
-            if (Field(body, name) is { } e && !(name == "tools" && e.ValueKind == JsonValueKind.Array && e.GetArrayLength() == 0))
-            {
-                throw Invalid(name, $"{name} is not supported: kvaq serve does not constrain its output{(name == "tools" ? " or call tools" : string.Empty)}");
-            }
+            throw Invalid("tools", "tools is not supported: kvaq serve does not call tools");
         }
     }
 

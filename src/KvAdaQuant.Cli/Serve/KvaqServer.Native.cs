@@ -128,7 +128,7 @@ internal sealed partial class KvaqServer
     {
         string stopType = r.StopReason switch
         {
-            "eos" => "eos",
+            "eos" or "grammar_dead_end" => "eos",
             "stop_text" => "word",
             "max_tokens" or "context_full" => "limit",
             _ => "none",

@@ -372,7 +372,7 @@ internal sealed class ServedModel : IDisposable
         var result = slot.Generate(
             promptTokens,
             maxTokens,
-            request.CreateSampler(),
+            request.CreateSampler(Tokenizer),
             piece =>
             {
                 spans.Add((rawLength, rawLength + piece.Length));
@@ -407,7 +407,7 @@ internal sealed class ServedModel : IDisposable
 
         string finish = filter.Stopped ? "stop" : result.StopReason switch
         {
-            "eos" => "stop",
+            "eos" or "grammar_dead_end" => "stop",
             "max_tokens" or "context_full" => "length",
             _ => "cancelled",
         };

@@ -316,10 +316,7 @@ public class ServeCompletionTests(Stories260KServer fixture) : IClassFixture<Sto
 
     [Theory]
     [InlineData("/v1/completions", """{"prompt": "Hi", "temperature": -1}""", "temperature", "temperature must be a finite number >= 0, got -1")]
-    [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": "Hi"}], "response_format": {"type": "json_object"}}""", "response_format", "response_format {\"type\": \"json_object\"} is not supported: kvaq serve does not constrain its output (only {\"type\": \"text\"}, the default)")]
-    [InlineData("/v1/completions", """{"prompt": "Hi", "grammar": "root ::= [a-z]+"}""", "grammar", "grammar is not supported: kvaq serve does not constrain its output")]
-    [InlineData("/completion", """{"prompt": "Hi", "json_schema": {"type": "object"}}""", "json_schema", "json_schema is not supported: kvaq serve does not constrain its output")]
-    [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": "Hi"}], "tools": [{"type": "function"}]}""", "tools", "tools is not supported: kvaq serve does not constrain its output or call tools")]
+    [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": "Hi"}], "tools": [{"type": "function"}]}""", "tools", "tools is not supported: kvaq serve does not call tools")]
     [InlineData("/v1/completions", """{"prompt": "Hi", "temperature": "hot"}""", "temperature", "temperature must be a number, got \"hot\"")]
     [InlineData("/v1/completions", """{"prompt": "Hi", "max_tokens": 0}""", "max_tokens", "max_tokens must be an integer >= 1 (0 only with echo), got 0")]
     [InlineData("/v1/completions", """{"prompt": "Hi", "max_tokens": 2.5}""", "max_tokens", "max_tokens must be an integer, got 2.5")]
