@@ -72,7 +72,7 @@ internal static class ChatCommand
             var grammar = grammarOptions.Parse(r);
             if (grammar is not null && r.GetValue(device) == DeviceOptions.Cuda)
             {
-                throw new ArgumentException($"{(r.GetValue(grammarOptions.Grammar) is null ? "--grammar-file" : "--grammar")} constrains sampling on the CPU engine; it cannot be combined with --device cuda");
+                throw new ArgumentException($"{grammarOptions.Name(r)} constrains sampling on the CPU engine; it cannot be combined with --device cuda");
             }
 
             var sampler = sampling.Create(r);

@@ -113,7 +113,7 @@ internal static class GenerateCommand
 
                 if (grammar is not null)
                 {
-                    throw new ArgumentException($"{(r.GetValue(grammarOptions.Grammar) is null ? "--grammar-file" : "--grammar")} constrains sampling on the CPU engine; it cannot be combined with --device cuda");
+                    throw new ArgumentException($"{grammarOptions.Name(r)} constrains sampling on the CPU engine; it cannot be combined with --device cuda");
                 }
 
                 return GenerateOnGpu(r, m, tok, c, n, promptText, stops, sampling, kv, kvPlan, json, logprobOptions);
