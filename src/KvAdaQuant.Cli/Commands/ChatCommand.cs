@@ -70,10 +70,6 @@ internal static class ChatCommand
             }
 
             var grammar = grammarOptions.Parse(r);
-            if (grammar is not null && r.GetValue(device) == DeviceOptions.Cuda)
-            {
-                throw new ArgumentException($"{grammarOptions.Name(r)} constrains sampling on the CPU engine; it cannot be combined with --device cuda");
-            }
 
             var sampler = sampling.Create(r);
             var logprobOptions = LogprobText.Options(r.GetValue(logprobs), "--logprobs");

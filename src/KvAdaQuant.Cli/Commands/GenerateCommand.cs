@@ -111,11 +111,8 @@ internal static class GenerateCommand
                     throw new ArgumentException("--ubatch sets the CPU engine's prefill batch; it cannot be combined with --device cuda");
                 }
 
-                if (grammar is not null)
-                {
-                    throw new ArgumentException($"{grammarOptions.Name(r)} constrains sampling on the CPU engine; it cannot be combined with --device cuda");
-                }
-
+                // A grammar makes the sampler non-basic, so the GPU run samples on the host through Generator (as the
+                // penalties do), where the grammar applies.
                 return GenerateOnGpu(r, m, tok, c, n, promptText, stops, sampling, kv, kvPlan, json, logprobOptions);
             }
 

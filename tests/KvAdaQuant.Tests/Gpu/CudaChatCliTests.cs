@@ -42,6 +42,31 @@ public class CudaChatCliTests
     }
 
     [SkippableFact]
+    public void ChatOnTheGpuWithAGrammarRepliesAsTheCpuWithAnFp16Cache()
+    {
+        SkipWithoutCuda();
+        string[] grammar = ["--grammar", "root ::= (\"Yes\" | \"No\") \".\""];
+        var gpu = Run("Is the sky blue?\nIs the sun hot?\n", ["chat", "--model", Fixtures.Stories260K, "--device", "cuda", "-n", "10", "--ctx", "256", "--json", .. grammar]);
+        var cpu = Run("Is the sky blue?\nIs the sun hot?\n", ["chat", "--model", Fixtures.Stories260K, "--kv", "fp16", "--threads", "2", "-n", "10", "--ctx", "256", "--json", .. grammar]);
+        Assert.Equal(0, cpu.Code);
+        Assert.Equal(0, gpu.Code);
+        string[] gpuLines = gpu.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        string[] cpuLines = cpu.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal(2, cpuLines.Length);
+        Assert.Equal(cpuLines.Length, gpuLines.Length);
+        for (int i = 0; i < cpuLines.Length; i++)
+        {
+            using var g = JsonDocument.Parse(gpuLines[i]);
+            using var c = JsonDocument.Parse(cpuLines[i]);
+            Assert.Contains(g.RootElement.GetProperty("reply").GetString(), new[] { "Yes.", "No." });
+            foreach (string key in new[] { "reply", "tokens", "stop_reason" })
+            {
+                Assert.Equal(c.RootElement.GetProperty(key).GetRawText(), g.RootElement.GetProperty(key).GetRawText());
+            }
+        }
+    }
+
+    [SkippableFact]
     public void ChatOnTheGpuRefusesAnFp32CacheNamingKv()
     {
         SkipWithoutCuda();

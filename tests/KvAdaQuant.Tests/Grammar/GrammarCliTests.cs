@@ -9,8 +9,9 @@ namespace KvAdaQuant.Tests.Grammar;
 
 /// <summary>
 /// <c>kvaq generate</c> and <c>kvaq chat</c> with <c>--grammar</c> and <c>--grammar-file</c>: the text follows the grammar
-/// and equals the library's; misuse (both options, a bad grammar, a missing file, the GPU) is one clear line before
-/// anything is printed.
+/// and equals the library's; misuse (both options, a bad grammar, a missing file) is one clear line before anything is
+/// printed. With <c>--device cuda</c> a grammar is taken (the GPU run samples on the host; <c>CudaGrammarTests</c> on a
+/// GPU machine).
 /// </summary>
 public class GrammarCliTests
 {
@@ -73,7 +74,6 @@ public class GrammarCliTests
             (["--grammar", "expr ::= expr \"+\" | \"1\"\nroot ::= expr"], "kvaq: error: --grammar: line 1, column 1: rule 'expr' is left-recursive"),
             (["--grammar", ""], "kvaq: error: --grammar: the grammar is empty"),
             (["--grammar-file", missing], $"kvaq: error: --grammar-file {missing}: no such file"),
-            (["--grammar", Choice, "--device", "cuda"], "kvaq: error: --grammar constrains sampling on the CPU engine; it cannot be combined with --device cuda"),
         })
         {
             foreach (string command in new[] { "generate", "chat" })
@@ -83,6 +83,25 @@ public class GrammarCliTests
                 Assert.Equal(string.Empty, stdout);
                 Assert.StartsWith(message, stderr, StringComparison.Ordinal);
                 Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+            }
+        }
+    }
+
+    [SkippableFact]
+    public void With_device_cuda_a_grammar_or_schema_is_taken_and_only_the_missing_driver_is_named()
+    {
+        Skip.If(KvAdaQuant.Gpu.Cuda.CudaContext.TryOpen(out var context, out _), "this machine has a CUDA device");
+        context?.Dispose();
+        foreach (string command in new[] { "generate", "chat" })
+        {
+            var (_, _, plain) = KvaqProcess.RunWithInput("hello\n", command, "-m", "stories260K", "-n", "5", "--device", "cuda");
+            Assert.StartsWith("kvaq: error: --device cuda:", plain, StringComparison.Ordinal);
+            foreach (string[] constraint in new[] { new[] { "--grammar", Choice }, ["--json-schema", "{\"type\": \"object\"}"] })
+            {
+                var (rc, stdout, stderr) = KvaqProcess.RunWithInput("hello\n", [command, "-m", "stories260K", "-n", "5", "--device", "cuda", .. constraint]);
+                Assert.Equal(1, rc);
+                Assert.Equal(string.Empty, stdout);
+                Assert.Equal(plain, stderr);
             }
         }
     }

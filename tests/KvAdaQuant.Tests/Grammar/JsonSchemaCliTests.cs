@@ -83,7 +83,6 @@ public class JsonSchemaCliTests
             (["--json-schema", "{\"type\": \"string\", \"format\": \"email\"}"], "kvaq: error: --json-schema: /format: format \"email\" is not supported (supported: date, time, date-time, uuid)"),
             (["--json-schema", "{type: object}"], "kvaq: error: --json-schema: (root): the schema is not valid JSON: "),
             (["--json-schema-file", missing], $"kvaq: error: --json-schema-file {missing}: no such file"),
-            (["--json-schema", "{}", "--device", "cuda"], "kvaq: error: --json-schema constrains sampling on the CPU engine; it cannot be combined with --device cuda"),
         })
         {
             foreach (string command in new[] { "generate", "chat" })
