@@ -6,6 +6,7 @@ using KvAdaQuant.Engine;
 using KvAdaQuant.Formats;
 using KvAdaQuant.Gpu.Cuda;
 using KvAdaQuant.Gpu.Decode;
+using KvAdaQuant.Grammar;
 using KvAdaQuant.KvCache;
 using KvAdaQuant.Model;
 using Xunit.Abstractions;
@@ -227,6 +228,41 @@ public class CudaServeTests(ITestOutputHelper output)
         {
             Directory.Delete(folder, recursive: true);
         }
+    }
+
+    [SkippableFact]
+    public async Task ConstrainedRequestsOnTheGpuAnswerAsTheCpuWithAnFp16Cache()
+    {
+        // A json_schema on /v1/completions and a GBNF grammar on /completion (session 38): the GPU session samples on the
+        // host, so the constraint applies; with FP16 caches the text is the CPU engine's under the same constraint.
+        using CudaContext context = Open();
+        using var model = ModelLoader.Load("stories3M-q80");
+        var tok = model.Tokenizer!;
+        using var engines = new GpuAndCpuFp16(context, model, 256);
+        var (decoder, cpuSession) = (engines.Decoder, engines.Cpu);
+        const string schema = """{"type":"object","properties":{"name":{"type":"string","maxLength":10},"age":{"type":"integer","minimum":0,"maximum":99}},"required":["name","age"]}""";
+        const string pattern = "root ::= [0-9]{3} \"-\" [a-z]{1,8} \".\"";
+        var prompt = tok.Encode(First, addBos: true);
+        var cpu = new RequestGenerator(cpuSession, tok);
+        var json = cpu.Generate(prompt, 60, new Sampler { Grammar = new GrammarConstraint(GbnfGrammar.Parse(JsonSchemaGrammar.FromSchema(schema)), tok) }, null, reusePrefix: false);
+        var code = cpu.Generate(prompt, 60, new Sampler { Grammar = new GrammarConstraint(GbnfGrammar.Parse(pattern), tok) }, null, reusePrefix: false);
+        output.WriteLine($"CPU: {json.Text} | {code.Text}");
+
+        await using var server = await InProcessServer.Start(new CudaDecodeSession(decoder), decoder.Layout.Name, model);
+        var body = await server.Post("/v1/completions", $$"""{"prompt": {{JsonSerializer.Serialize(First)}}, "max_tokens": 60, "json_schema": {{schema}}}""");
+        string text = body.GetProperty("choices")[0].GetProperty("text").GetString()!;
+        output.WriteLine($"GPU json_schema: {text}");
+        Assert.Equal(json.Text, text);
+        Assert.Equal("stop", body.GetProperty("choices")[0].GetProperty("finish_reason").GetString());
+        using (var doc = JsonDocument.Parse(text))
+        {
+            Assert.InRange(doc.RootElement.GetProperty("age").GetInt32(), 0, 99);
+        }
+
+        var native = await server.Post("/completion", JsonSerializer.Serialize(new { prompt = First, n_predict = 60, grammar = pattern }));
+        output.WriteLine($"GPU grammar: {native.GetProperty("content").GetString()}");
+        Assert.Equal(code.Text, native.GetProperty("content").GetString());
+        Assert.True(GbnfGrammar.Parse(pattern).Matches(code.Text), code.Text);
     }
 
     private static CudaContext Open() => GpuAndCpuFp16.OpenContext();
