@@ -76,14 +76,7 @@ public class GrammarCliTests
             (["--grammar-file", missing], $"kvaq: error: --grammar-file {missing}: no such file"),
         })
         {
-            foreach (string command in new[] { "generate", "chat" })
-            {
-                var (rc, stdout, stderr) = KvaqProcess.RunWithInput("hello\n", [command, "-m", "stories260K", "-n", "5", .. args]);
-                Assert.Equal(1, rc);
-                Assert.Equal(string.Empty, stdout);
-                Assert.StartsWith(message, stderr, StringComparison.Ordinal);
-                Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
-            }
+            AssertMisuse(args, message);
         }
     }
 
@@ -122,5 +115,21 @@ public class GrammarCliTests
             Assert.Equal("eos", t.GetProperty("stop_reason").GetString());
             Assert.True(t.GetProperty("grammar_complete").GetBoolean());
         });
+    }
+
+    /// <summary>
+    /// <c>generate</c> and <c>chat</c> on stories260K with <paramref name="args"/>: exit code 1, nothing on standard output,
+    /// and one line on standard error starting with <paramref name="message"/>.
+    /// </summary>
+    internal static void AssertMisuse(string[] args, string message)
+    {
+        foreach (string command in new[] { "generate", "chat" })
+        {
+            var (rc, stdout, stderr) = KvaqProcess.RunWithInput("hello\n", [command, "-m", "stories260K", "-n", "5", .. args]);
+            Assert.Equal(1, rc);
+            Assert.Equal(string.Empty, stdout);
+            Assert.StartsWith(message, stderr, StringComparison.Ordinal);
+            Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
+        }
     }
 }

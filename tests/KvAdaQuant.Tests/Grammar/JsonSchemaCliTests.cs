@@ -85,14 +85,7 @@ public class JsonSchemaCliTests
             (["--json-schema-file", missing], $"kvaq: error: --json-schema-file {missing}: no such file"),
         })
         {
-            foreach (string command in new[] { "generate", "chat" })
-            {
-                var (rc, stdout, stderr) = KvaqProcess.RunWithInput("hello\n", [command, "-m", "stories260K", "-n", "5", .. args]);
-                Assert.Equal(1, rc);
-                Assert.Equal(string.Empty, stdout);
-                Assert.StartsWith(message, stderr, StringComparison.Ordinal);
-                Assert.Single(stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries));
-            }
+            GrammarCliTests.AssertMisuse(args, message);
         }
     }
 }
