@@ -4,7 +4,8 @@ using KvAdaQuant.Grammar;
 namespace KvAdaQuant.Cli.Commands;
 
 /// <summary>
-/// <c>--grammar TEXT</c> and <c>--grammar-file FILE</c> of <c>generate</c> and <c>chat</c> (llama.cpp's): a GBNF grammar
+/// <c>--grammar TEXT</c> and <c>--grammar-file FILE</c> of <c>generate</c>, <c>chat</c> and <c>serve</c> (llama.cpp's; for
+/// <c>serve</c> the constraint of every request that gives none of its own): a GBNF grammar
 /// the generated text must follow (<see cref="GbnfGrammar"/>); <c>--json-schema TEXT</c> (<c>-j</c>) and
 /// <c>--json-schema-file FILE</c> (llama.cpp's too): a JSON Schema, converted to the grammar of the JSON documents valid
 /// under it (<see cref="JsonSchemaGrammar"/>). One of the four at most; a grammar that does not parse is an error naming
@@ -38,7 +39,10 @@ internal sealed class GrammarOptions
     private IEnumerable<Option<string?>> Options() => [Grammar, GrammarFile, JsonSchema, JsonSchemaFile];
 
     /// <summary>The grammar the options give, or null; an error names the option and, for a bad grammar, the line and column, for a bad schema the keyword's path.</summary>
-    public GbnfGrammar? Parse(ParseResult r)
+    public GbnfGrammar? Parse(ParseResult r) => ParseWithText(r)?.Grammar;
+
+    /// <summary>As <see cref="Parse"/>, with the GBNF text (a schema's converted grammar) beside the parsed grammar.</summary>
+    public (string Text, GbnfGrammar Grammar)? ParseWithText(ParseResult r)
     {
         var given = Options().Where(o => r.GetValue(o) is not null).Select(o => o.Name).ToList();
         if (given.Count > 1)
@@ -88,7 +92,7 @@ internal sealed class GrammarOptions
 
         try
         {
-            return GbnfGrammar.Parse(text);
+            return (text, GbnfGrammar.Parse(text));
         }
         catch (GrammarException e)
         {

@@ -58,7 +58,8 @@ internal static class ServeCommand
         {
             model, tokenizer, host, port, ctx, template, apiKey, maxTokens, kv, kvPlan, threads, device, attnInt8, attnInt8Values, parallel, metrics, ubatch, slotSavePath, embeddings, pooling, alias,
         };
-        foreach (var o in sampling.All)
+        var grammarOptions = new GrammarOptions();
+        foreach (var o in sampling.All.Concat(grammarOptions.All))
         {
             cmd.Options.Add(o);
         }
@@ -91,6 +92,7 @@ internal static class ServeCommand
             }
 
             var defaultSampler = sampling.Create(r); // checks the sampling options: they are the defaults of every request
+            var defaultGrammar = grammarOptions.ParseWithText(r); // before the model loads: a bad grammar or schema is named at once
             var defaults = new CompletionRequest(
                 null, null, n == 0 ? null : n, r.GetValue(sampling.Temperature), r.GetValue(sampling.TopK), r.GetValue(sampling.TopP), r.GetValue(sampling.Seed), [], Stream: false)
             {
@@ -100,6 +102,9 @@ internal static class ServeCommand
                 PresencePenalty = r.GetValue(sampling.PresencePenalty),
                 FrequencyPenalty = r.GetValue(sampling.FrequencyPenalty),
                 LogitBias = defaultSampler.LogitBias,
+                Grammar = defaultGrammar?.Text,
+                GrammarField = defaultGrammar is null ? null : grammarOptions.Name(r),
+                ParsedGrammar = defaultGrammar?.Grammar,
             };
             string templateName = r.GetValue(template) ?? "auto";
             ChatTemplate? chosen = templateName.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : ChatCommand.ParseTemplate(templateName);

@@ -176,9 +176,10 @@ internal sealed partial record CompletionRequest(
             Prompts = prompts is { Count: > 1 } ? [.. prompts.Select(x => (x.Text, (IReadOnlyList<int>?)x.Ids))] : null,
             N = n,
             LogitBias = Field(body, "logit_bias") is { } lb ? ParseLogitBias(lb) : defaults.LogitBias,
-            Grammar = grammar,
-            GrammarField = grammarField,
-            ParsedGrammar = ParseGrammar(grammar, grammarField),
+            // A request without a constraint of its own takes the server's (serve --grammar, --json-schema, ...; llama-server's).
+            Grammar = grammar ?? defaults.Grammar,
+            GrammarField = grammar is null ? defaults.GrammarField : grammarField,
+            ParsedGrammar = grammar is null ? defaults.ParsedGrammar : ParseGrammar(grammar, grammarField),
         };
     }
 
