@@ -64,7 +64,9 @@ public sealed class GbnfGrammar
     {
         ArgumentNullException.ThrowIfNull(text);
         ArgumentNullException.ThrowIfNull(root);
-        return new GbnfParser(text).Parse(root);
+        var grammar = new GbnfParser(text).Parse(root);
+        _ = new GrammarStacks(grammar); // the start expanded once: a grammar too ambiguous to begin is refused here
+        return grammar;
     }
 
     /// <summary>Whether the whole of <paramref name="text"/> is a sentence of the grammar.</summary>

@@ -9,6 +9,24 @@ namespace KvAdaQuant.Grammar;
 /// </summary>
 internal sealed class GrammarStacks
 {
+    /// <summary>
+    /// The most (position, parent) pairs one stack may expand through at once (a bound on memory: the set of pairs seen).
+    /// </summary>
+    public const int MaxExpansion = 1_000_000;
+
+    /// <summary>
+    /// The most pairs all stacks together may expand through for one character (a bound on time, about a second or two
+    /// here): ("a"?){0,2000} costs some millions a character and runs; ("a"{0,2000}){0,2000} is refused.
+    /// </summary>
+    public const int MaxCharacterWork = 30_000_000;
+
+    /// <summary>
+    /// The most stacks a text may leave open at once (a bound on memory; llama.cpp's matcher has none). Ambiguous repetition
+    /// such as ("a" | "aa")* leaves a few stacks per character of a long run, so this allows texts of tens of thousands of
+    /// characters there.
+    /// </summary>
+    public const int MaxStacks = 100_000;
+
     private readonly GbnfGrammar _g;
     private readonly List<int> _pos = [-1];
     private readonly List<int> _parent = [-1];
@@ -18,6 +36,9 @@ internal sealed class GrammarStacks
     private readonly List<int> _found = [];
     private readonly HashSet<int> _unionSeen = [];
     private readonly List<int> _unionFound = [];
+    private readonly List<(int Pos, int Parent)> _work = [];
+    private readonly HashSet<long> _visited = [];
+    private int _characterWork; // positions expanded for the current character (or the start), against MaxExpansion
 
     public GrammarStacks(GbnfGrammar grammar)
     {
@@ -73,6 +94,7 @@ internal sealed class GrammarStacks
     /// <summary>The union of <paramref name="stacks"/> advanced by <paramref name="cp"/>, each stack once.</summary>
     public int[] Advance(int[] stacks, int cp)
     {
+        _characterWork = 0;
         if (stacks.Length == 1)
         {
             return Advance(stacks[0], cp);
@@ -102,7 +124,7 @@ internal sealed class GrammarStacks
         var union = nonEmpty <= 1 ? single ?? [] : _unionFound.ToArray();
         _unionSeen.Clear();
         _unionFound.Clear();
-        return union;
+        return union.Length <= MaxStacks ? union : throw TooAmbiguous($"one character leaves more than {MaxStacks:N0} ways to go on");
     }
 
     /// <summary>Whether some stack's top accepts a code point in [<paramref name="from"/>, <paramref name="to"/>] (a partial UTF-8 character).</summary>
@@ -122,54 +144,86 @@ internal sealed class GrammarStacks
     private int[] Take()
     {
         var result = _found.ToArray();
+        _characterWork += _visited.Count;
         _found.Clear();
         _seen.Clear();
+        _visited.Clear();
         return result;
     }
 
     // Adds to _found the leaf stacks reached from position pos over the stack parent: a character element is a leaf; a
     // rule reference pushes each of its alternatives; the end of an alternative pops back past the parent's reference
-    // (or, with no parent, is the empty stack). Terminates: left recursion is refused at parse time.
+    // (or, with no parent, is the empty stack). Terminates: left recursion is refused at parse time. Iterative, with an
+    // explicit work list (nested repetitions such as (("a"{0,2000}){0,2000}){0,2000} reach millions of nullable levels, which
+    // recursion turned into a stack overflow), and each (position, parent) pair expanded once per Take: the same pair
+    // always reaches the same leaves, so ambiguous nesting that arrives at it many ways costs it once.
     private void Expand(int pos, int parent)
     {
-        while (true)
+        _work.Add((pos, parent));
+        while (_work.Count > 0)
         {
-            switch (_g.Kinds[pos])
+            (pos, parent) = _work[^1];
+            _work.RemoveAt(_work.Count - 1);
+            while (true)
             {
-                case GbnfGrammar.End:
-                    if (parent == 0)
-                    {
-                        if (_seen.Add(0))
+                if (!_visited.Add(((long)pos << 32) | (uint)parent))
+                {
+                    break;
+                }
+
+                if (_visited.Count > MaxExpansion || _visited.Count + _characterWork > MaxCharacterWork)
+                {
+                    bool one = _visited.Count > MaxExpansion;
+                    _work.Clear();
+                    Take();
+                    throw TooAmbiguous(one
+                        ? $"one way of going on leads through more than {MaxExpansion:N0} grammar positions"
+                        : $"one character leads through more than {MaxCharacterWork:N0} grammar positions");
+                }
+
+                switch (_g.Kinds[pos])
+                {
+                    case GbnfGrammar.End:
+                        if (parent == 0)
                         {
-                            _found.Add(0);
+                            if (_seen.Add(0))
+                            {
+                                _found.Add(0);
+                            }
+
+                            break;
                         }
 
-                        return;
-                    }
+                        // Popped in a loop: right recursion nests as deep as the text is long.
+                        pos = _pos[parent] + 1;
+                        parent = _parent[parent];
+                        continue;
+                    case GbnfGrammar.Ref:
+                        int pushed = Intern(pos, parent);
+                        var alternatives = _g.Alternatives[_g.Values[pos]];
+                        for (int i = alternatives.Length - 1; i >= 0; i--)
+                        {
+                            _work.Add((alternatives[i], pushed)); // the first alternative taken first, as the recursion did
+                        }
 
-                    // Popped in a loop, not recursively: right recursion nests as deep as the text is long.
-                    pos = _pos[parent] + 1;
-                    parent = _parent[parent];
-                    continue;
-                case GbnfGrammar.Ref:
-                    int pushed = Intern(pos, parent);
-                    foreach (int start in _g.Alternatives[_g.Values[pos]])
-                    {
-                        Expand(start, pushed);
-                    }
+                        break;
+                    default:
+                        int leaf = Intern(pos, parent);
+                        if (_seen.Add(leaf))
+                        {
+                            _found.Add(leaf);
+                        }
 
-                    return;
-                default:
-                    int leaf = Intern(pos, parent);
-                    if (_seen.Add(leaf))
-                    {
-                        _found.Add(leaf);
-                    }
+                        break;
+                }
 
-                    return;
+                break;
             }
         }
     }
+
+    private static GrammarException TooAmbiguous(string what) =>
+        new($"the grammar is too ambiguous to follow: {what} (nested repetitions of optional items, such as (\"a\"{{0,2000}}){{0,2000}}; write the repetition once: \"a\"{{0,2000}})");
 
     private int Intern(int pos, int parent)
     {

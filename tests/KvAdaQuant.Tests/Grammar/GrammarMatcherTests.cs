@@ -150,6 +150,18 @@ public class GrammarMatcherTests
     }
 
     [Fact]
+    public void Nested_optional_repetitions_are_refused_as_too_ambiguous_instead_of_overflowing_the_stack()
+    {
+        // Three levels of {0,2000} reach millions of nullable levels at the start: the recursive expansion overflowed the
+        // stack (killing kvaq serve); the iterative one stops at MaxExpansion pairs with a GrammarException naming the cause.
+        var e = Assert.Throws<GrammarException>(() => GbnfGrammar.Parse("root ::= ((\"a\"{0,2000}){0,2000}){0,2000}"));
+        Assert.Contains("too ambiguous", e.Message, StringComparison.Ordinal);
+
+        // One level of nesting of a small group stays within the bounds and matches.
+        Assert.True(GbnfGrammar.Parse("root ::= (\"a\"?){0,300} \"b\"").Matches(new string('a', 200) + "b"));
+    }
+
+    [Fact]
     public void Right_recursion_as_deep_as_the_text_is_long()
     {
         var g = GbnfGrammar.Parse("root ::= \"a\" root | \"\"");
