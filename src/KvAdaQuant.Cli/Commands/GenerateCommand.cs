@@ -113,7 +113,7 @@ internal static class GenerateCommand
 
                 // A grammar makes the sampler non-basic, so the GPU run samples on the host through Generator (as the
                 // penalties do), where the grammar applies.
-                return GenerateOnGpu(r, m, tok, c, n, promptText, stops, sampling, kv, kvPlan, json, logprobOptions);
+                return GenerateOnGpu(r, m, tok, c, n, promptText, stops, sampling, grammar, kv, kvPlan, json, logprobOptions);
             }
 
             using var transformer = new Transformer(m, r.GetValue(threads));
@@ -233,15 +233,17 @@ internal static class GenerateCommand
     }
 
     private static int GenerateOnGpu(
-        ParseResult r, LlamaModel m, Tokenization.ITokenizer tok, int c, int n, string p, string[] stops, SamplingOptions sampling, Option<string?> kv, Option<string?> kvPlan,
-        Option<bool> json, LogprobOptions? logprobs)
+        ParseResult r, LlamaModel m, Tokenization.ITokenizer tok, int c, int n, string p, string[] stops, SamplingOptions sampling, GbnfGrammar? grammar, Option<string?> kv,
+        Option<string?> kvPlan, Option<bool> json, LogprobOptions? logprobs)
     {
         string? kvText = r.GetValue(kv);
         string? planPath = r.GetValue(kvPlan);
         var plan = KvCacheFactory.ResolvePlan(kvText is null && planPath is null ? "fp16" : kvText, planPath, m.Config.Layers);
         using CudaContext context = DeviceOptions.OpenCuda();
-        // Temperature, top-k and top-p sample on the device; min-p, the penalties and logit biases on the host (the logits copied back).
-        var sampler = sampling.Create(r);
+        // Temperature, top-k and top-p sample on the device; min-p, the penalties, logit biases and a grammar on the host (the
+        // logits copied back).
+        var constraint = grammar is null ? null : new GrammarConstraint(grammar, tok);
+        var sampler = sampling.Create(r, constraint);
         sampler.CheckVocabulary(m.Config.VocabSize);
         using var decoder = new CudaDecoder(context, m, plan, 1, c);
         bool asJson = r.GetValue(json);
@@ -276,12 +278,13 @@ internal static class GenerateCommand
                 WeightBytes = decoder.WeightBytes,
                 DeviceBytes = decoder.DeviceBytes,
                 Logprobs = LogprobsJson(tok, result),
+                GrammarComplete = constraint?.IsComplete,
             });
         }
         else
         {
             Console.Out.WriteLine();
-            Console.Error.WriteLine($"[{result.PromptTokens.Count} prompt tokens, {result.Tokens.Count} generated ({result.StopReason}); prefill {result.PrefillTokensPerSecond:F1} tok/s (position by position), decode {result.DecodeTokensPerSecond:F1} tok/s on the GPU; KV cache {plan.Name} {result.KvBytes:N0} bytes allocated]");
+            Console.Error.WriteLine($"[{result.PromptTokens.Count} prompt tokens, {result.Tokens.Count} generated ({result.StopReason}); prefill {result.PrefillTokensPerSecond:F1} tok/s (position by position), decode {result.DecodeTokensPerSecond:F1} tok/s on the GPU; KV cache {plan.Name} {result.KvBytes:N0} bytes allocated{GrammarNote(constraint)}]");
             PrintLogprobs(tok, result);
         }
 

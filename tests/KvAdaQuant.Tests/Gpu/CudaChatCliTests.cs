@@ -67,6 +67,25 @@ public class CudaChatCliTests
     }
 
     [SkippableFact]
+    public void GenerateOnTheGpuWithAGrammarGivesTheCpusTextWithAnFp16Cache()
+    {
+        SkipWithoutCuda();
+        string[] grammar = ["--grammar", "root ::= [0-9]{3} \"-\" [a-z]{1,8} \".\""];
+        var gpu = Run(string.Empty, ["generate", "--model", Fixtures.Stories260K, "--device", "cuda", "-p", "Once upon a time", "-n", "30", "--ctx", "256", "--json", .. grammar]);
+        var cpu = Run(string.Empty, ["generate", "--model", Fixtures.Stories260K, "--kv", "fp16", "--threads", "2", "-p", "Once upon a time", "-n", "30", "--ctx", "256", "--json", .. grammar]);
+        Assert.Equal(0, cpu.Code);
+        Assert.Equal(0, gpu.Code);
+        using var g = JsonDocument.Parse(gpu.Stdout);
+        using var c = JsonDocument.Parse(cpu.Stdout);
+        Assert.Matches("^[0-9]{3}-[a-z]{1,8}\\.$", g.RootElement.GetProperty("text").GetString()!);
+        Assert.True(g.RootElement.GetProperty("grammar_complete").GetBoolean());
+        foreach (string key in new[] { "text", "tokens", "stop_reason" })
+        {
+            Assert.Equal(c.RootElement.GetProperty(key).GetRawText(), g.RootElement.GetProperty(key).GetRawText());
+        }
+    }
+
+    [SkippableFact]
     public void ChatOnTheGpuRefusesAnFp32CacheNamingKv()
     {
         SkipWithoutCuda();
