@@ -1,3 +1,5 @@
+using System.Collections.Concurrent;
+using System.Runtime.CompilerServices;
 using KvAdaQuant.Tokenization;
 
 namespace KvAdaQuant.Grammar;
@@ -10,13 +12,16 @@ namespace KvAdaQuant.Grammar;
 /// character can still be completed. EOS (and the end-of-turn token given to <see cref="Reset"/>) is allowed exactly
 /// when the grammar is complete; other tokens without bytes (control tokens) never are. Where no token is allowed (a
 /// dead end: the grammar needs a character no token spells, or is complete with no EOS), <see cref="IsDeadEnd"/> is set.
-/// The token bytes are computed once, sorted, so that the full mask shares work between tokens with a common prefix and
-/// drops a whole prefix at its first refused byte. Not thread-safe: one per sequence being generated.
+/// The token bytes are computed and sorted once per tokenizer (shared by every constraint over it: a server's requests
+/// do not redo them), so that the full mask shares work between tokens with a common prefix and drops a whole prefix at
+/// its first refused byte. Not thread-safe: one per sequence being generated.
 /// </summary>
 public sealed class GrammarConstraint
 {
     private readonly ITokenizer _tokenizer;
     private readonly GrammarMatcher _matcher;
+    // Per tokenizer, its token tables by previous token (immutable once built, so shared across threads).
+    private static readonly ConditionalWeakTable<ITokenizer, ConcurrentDictionary<int, TokenTable>> Tables = [];
     private readonly TokenTable _table;
     private TokenTable? _afterBos;
     private bool _first;
@@ -33,7 +38,7 @@ public sealed class GrammarConstraint
         _matcher = new GrammarMatcher(grammar);
         // A token's bytes after any token but BOS (the SentencePiece space is dropped only after BOS).
         int other = tokenizer.BosToken == 0 ? Math.Min(1, tokenizer.VocabSize - 1) : 0;
-        _table = new TokenTable(tokenizer, other == tokenizer.BosToken ? -1 : other);
+        _table = SharedTable(tokenizer, other == tokenizer.BosToken ? -1 : other);
     }
 
     /// <summary>The grammar.</summary>
@@ -214,8 +219,11 @@ public sealed class GrammarConstraint
     }
 
     private TokenTable Table() => _first && _previous >= 0 && _previous == _tokenizer.BosToken
-        ? _afterBos ??= new TokenTable(_tokenizer, _tokenizer.BosToken)
+        ? _afterBos ??= SharedTable(_tokenizer, _tokenizer.BosToken)
         : _table;
+
+    private static TokenTable SharedTable(ITokenizer tokenizer, int previous) =>
+        Tables.GetValue(tokenizer, _ => new ConcurrentDictionary<int, TokenTable>()).GetOrAdd(previous, p => new TokenTable(tokenizer, p));
 
     // Every token's bytes after one previous token, and the tokens with bytes sorted by them (with the length of the
     // prefix each shares with the one before) for the mask.
