@@ -39,12 +39,13 @@ internal static class GenerateCommand
             Description = $"record each generated token's log-probability under the model (softmax of the raw logits) and the N most likely tokens at its position (0..{LogprobOptions.MaxTop}); printed after the text, or as \"logprobs\" with --json",
         };
         var promptCacheOptions = new PromptCacheOptions();
+        var speculative = new SpeculativeOptions();
         var ubatch = CommonOptions.Ubatch();
         var cmd = new Command("generate", "Generate text from a prompt, streaming it, then print speed and KV memory.")
         {
             model, tokenizer, prompt, file, maxTokens, stop, ctx, kv, kvPlan, threads, json, device, attnInt8, attnInt8Values, logprobs, ubatch,
         };
-        foreach (var o in sampling.All.Concat(grammarOptions.All).Concat(promptCacheOptions.Options))
+        foreach (var o in sampling.All.Concat(grammarOptions.All).Concat(promptCacheOptions.Options).Concat(speculative.All))
         {
             cmd.Options.Add(o);
         }
@@ -111,6 +112,11 @@ internal static class GenerateCommand
                     throw new ArgumentException("--ubatch sets the CPU engine's prefill batch; it cannot be combined with --device cuda");
                 }
 
+                if (speculative.Given(r) is { } specOption)
+                {
+                    throw new ArgumentException($"{specOption}: speculative decoding runs on the CPU engine; it cannot be combined with --device cuda");
+                }
+
                 // A grammar makes the sampler non-basic, so the GPU run samples on the host through Generator (as the
                 // penalties do), where the grammar applies.
                 return GenerateOnGpu(r, m, tok, c, n, promptText, stops, sampling, grammar, kv, kvPlan, json, logprobOptions);
@@ -120,12 +126,18 @@ internal static class GenerateCommand
             var plan = KvCacheFactory.ResolvePlan(r.GetValue(kv), r.GetValue(kvPlan), m.Config.Layers);
             CommonOptions.NoteIfNeverQuantized(plan, c);
             using var session = CommonOptions.Session(transformer, KvCacheFactory.Create(plan, transformer.CacheLayout(c), precision), CommonOptions.CheckUbatch(r.GetValue(ubatch)));
+            using var speculation = speculative.Create(r, m, r.GetValue(tokenizer), c, r.GetValue(threads));
+            if (speculation is not null)
+            {
+                SpeculativeOptions.Check(session, r.GetValue(kvPlan) is null ? "--kv" : "--kv-plan");
+            }
+
             int reused = promptCache?.Restore(session, promptIds) ?? 0;
             var constraint = grammar is null ? null : new GrammarConstraint(grammar, tok);
             var sampler = sampling.Create(r, constraint);
             sampler.CheckVocabulary(m.Config.VocabSize);
             bool asJson = r.GetValue(json);
-            var gen = new Generator(session, tok);
+            var gen = new Generator(session, tok) { Speculative = speculation?.Settings };
             var p = promptText;
             if (!asJson)
             {
@@ -160,12 +172,13 @@ internal static class GenerateCommand
                     KvBitsPerElement = plan.AverageBits(m.Config.KvHeads, m.Config.HeadDim, result.PromptTokens.Count + result.Tokens.Count),
                     Logprobs = LogprobsJson(tok, result),
                     GrammarComplete = constraint?.IsComplete,
+                    Speculative = SpeculativeOptions.Json(speculation, result.Speculation),
                 });
             }
             else
             {
                 Console.Out.WriteLine();
-                Console.Error.WriteLine($"[{result.PromptTokens.Count} prompt tokens, {result.Tokens.Count} generated ({result.StopReason}); prefill {result.PrefillTokensPerSecond:F1} tok/s, decode {result.DecodeTokensPerSecond:F1} tok/s; KV cache {session.Cache.Description} {result.KvBytes:N0} bytes; attention {CommonOptions.AttentionName(precision)}{GrammarNote(constraint)}]");
+                Console.Error.WriteLine($"[{result.PromptTokens.Count} prompt tokens, {result.Tokens.Count} generated ({result.StopReason}); prefill {result.PrefillTokensPerSecond:F1} tok/s, decode {result.DecodeTokensPerSecond:F1} tok/s; KV cache {session.Cache.Description} {result.KvBytes:N0} bytes; attention {CommonOptions.AttentionName(precision)}{GrammarNote(constraint)}{SpeculativeOptions.Note(result.Speculation)}]");
                 PrintLogprobs(tok, result);
             }
 

@@ -74,6 +74,9 @@ public sealed class ChatSession
     /// </summary>
     public bool ContextShift { get; init; }
 
+    /// <summary>Speculative decoding for every reply (<see cref="Generator.Speculative"/>), or null (the default).</summary>
+    public Speculative.SpeculativeDecoding? Speculative { get; init; }
+
     /// <summary>What the last <see cref="Reply"/> dropped to fit, or null when it did not shift.</summary>
     public ContextShiftInfo? LastShift { get; private set; }
 
@@ -290,7 +293,7 @@ public sealed class ChatSession
     {
         int cached = _tokens.Count;
         var all = feed ? [.. _tokens, .. turnTokens] : new List<int>(_tokens);
-        var result = new Generator(_session, _tokenizer).Generate(all, cached, maxTokens, sampler, onText, stopTexts, logprobs: logprobs, endOfTurn: _endOfTurn, cancel: cancel);
+        var result = new Generator(_session, _tokenizer) { Speculative = Speculative }.Generate(all, cached, maxTokens, sampler, onText, stopTexts, logprobs: logprobs, endOfTurn: _endOfTurn, cancel: cancel);
         _tokens.Clear();
         _tokens.AddRange(all);
         _tokens.AddRange(result.Tokens.Take(_session.Position - all.Count));

@@ -25,6 +25,9 @@ public sealed record GenerationResult(
     /// <summary>Seconds from the end of the prompt to the end of the run (sampling, the decode steps, handing out text).</summary>
     public double DecodeSeconds { get; init; }
 
+    /// <summary>With <see cref="Generator.Speculative"/>: how many tokens were guessed and how many of them kept; else null.</summary>
+    public Speculative.SpeculationStats? Speculation { get; init; }
+
     /// <summary>With <see cref="LogprobOptions.Prompt"/>: one entry per prompt token after the first, in order; else null.</summary>
     public IReadOnlyList<TokenLogprob>? PromptLogprobs { get; init; }
 }

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using KvAdaQuant.Engine.Speculative;
 using KvAdaQuant.Tokenization;
 
 namespace KvAdaQuant.Engine;
@@ -19,6 +20,15 @@ public sealed class Generator
         _session = session;
         _tokenizer = tokenizer;
     }
+
+    /// <summary>
+    /// Speculative decoding (<see cref="SpeculativeDecoding"/>), or null (the default): decode steps run the token fed
+    /// and a draft's guesses as one batch and keep the guesses the sampler draws too. The text is the same token for
+    /// token; <see cref="GenerationResult.Speculation"/> counts the guesses. The CPU engine's sessions only, on caches
+    /// whose results do not depend on the batch (<see cref="InferenceSession.IsBatchInvariant"/>); other sessions and
+    /// caches are refused when a generation starts.
+    /// </summary>
+    public SpeculativeDecoding? Speculative { get; init; }
 
     /// <summary>
     /// Generates up to <paramref name="maxTokens"/> tokens after <paramref name="prompt"/>; <paramref name="onText"/> receives
@@ -71,12 +81,18 @@ public sealed class Generator
             throw new ArgumentException($"the prompt's log-probabilities need the whole prompt run, but {cachedTokens} of its tokens came from a saved cache");
         }
 
+        var stepper = Speculative is null ? null : new SpeculativeStepper(_session, Speculative);
+
         // A grammar starts over with each generation (a chat's turns too), after the prompt's last token.
         sampler.Grammar?.Reset(promptTokens.Count > 0 ? promptTokens[^1] : -1, endOfTurn);
 
-        // The sequence so far, for the penalties (only kept when the sampler has any).
-        var sequence = new List<int>(sampler.HasPenalties ? promptTokens.Count + maxTokens : 0);
-        var result = recorder.Complete(GenerationLoop.Run(
+        // The sequence so far, for the penalties and the draft (only kept when there is either).
+        bool keepSequence = sampler.HasPenalties || stepper is not null;
+        var sequence = new List<int>(keepSequence ? promptTokens.Count + maxTokens : 0);
+        GenerationResult run;
+        try
+        {
+            run = GenerationLoop.Run(
             promptTokens,
             _tokenizer,
             maxTokens,
@@ -94,7 +110,7 @@ public sealed class Generator
                 }
 
                 afterPrefill?.Invoke();
-                if (sampler.HasPenalties)
+                if (keepSequence)
                 {
                     sequence.AddRange(promptTokens);
                 }
@@ -103,20 +119,29 @@ public sealed class Generator
             },
             step: t =>
             {
-                if (sampler.HasPenalties)
+                if (keepSequence)
                 {
                     sequence.Add(t);
                 }
 
-                return recorder.Sample(sampler, _session.Decode(t), CollectionsMarshal.AsSpan(sequence));
+                var seen = CollectionsMarshal.AsSpan(sequence);
+                return recorder.Sample(sampler, stepper is null ? _session.Decode(t) : stepper.Step(t, seen), seen);
             },
-            position: () => _session.Position,
+            position: () => stepper?.Position ?? _session.Position,
             kvBytes: () => _session.ByteCount,
             onText,
             endOfTurn,
             cancel,
             stopTexts,
-            runTokens: promptTokens.Count - cachedTokens));
+            runTokens: promptTokens.Count - cachedTokens);
+        }
+        finally
+        {
+            // The cache and the logits as one token at a time would have left them.
+            stepper?.Finish();
+        }
+
+        var result = recorder.Complete(stepper is null ? run : run with { Speculation = stepper.Stats, KvBytes = _session.ByteCount });
         return sampler.Grammar is { IsDeadEnd: true } && result.StopReason == "eos" ? result with { StopReason = "grammar_dead_end" } : result;
     }
 }
