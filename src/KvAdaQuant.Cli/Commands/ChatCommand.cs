@@ -29,6 +29,7 @@ internal static class ChatCommand
         var maxTokens = new Option<int>("--max-tokens", "-n") { Description = "tokens to generate per reply at most", DefaultValueFactory = _ => 256 };
         var sampling = new SamplingOptions();
         var grammarOptions = new GrammarOptions();
+        var speculative = new SpeculativeOptions();
         var reversePrompt = new Option<string[]>("--reverse-prompt", "-r")
         {
             Description = "end a reply once its text ends with this (repeatable), as llama.cpp's reverse prompt; e.g. -r \"User:\" for a base model",
@@ -56,7 +57,7 @@ internal static class ChatCommand
         {
             model, tokenizer, system, template, maxTokens, reversePrompt, inPrefix, inSuffix, ctx, kv, kvPlan, threads, json, contextShift, device, logprobs,
         };
-        foreach (var o in sampling.All.Concat(grammarOptions.All))
+        foreach (var o in sampling.All.Concat(grammarOptions.All).Concat(speculative.All))
         {
             cmd.Options.Add(o);
         }
@@ -96,14 +97,24 @@ internal static class ChatCommand
             int c = Context(r.GetValue(ctx), m.Config.ContextLength);
             chosen ??= DetectTemplate(m.Path, r.GetValue(tokenizer));
 
+            if (r.GetValue(device) == DeviceOptions.Cuda && speculative.Given(r) is { } specOption)
+            {
+                throw new ArgumentException($"{specOption}: speculative decoding runs on the CPU engine; it cannot be combined with --device cuda");
+            }
+
             using var engine = DecodeEngine.Open(m, r.GetValue(kv), r.GetValue(kvPlan), r.GetValue(device) == DeviceOptions.Cuda, r.GetValue(threads), c);
             IDecodeSession session = engine.Session;
             string kvDescription = engine.KvDescription;
+            using var speculation = speculative.Create(r, m, r.GetValue(tokenizer), c, r.GetValue(threads));
+            if (speculation is not null)
+            {
+                SpeculativeOptions.Check(session, r.GetValue(kvPlan) is null ? "--kv" : "--kv-plan");
+            }
 
             ChatSession chat;
             try
             {
-                chat = new ChatSession(session, tok, chosen, r.GetValue(system)) { ContextShift = r.GetValue(contextShift) };
+                chat = new ChatSession(session, tok, chosen, r.GetValue(system)) { ContextShift = r.GetValue(contextShift), Speculative = speculation?.Settings };
             }
             catch (ArgumentException e)
             {
@@ -193,13 +204,14 @@ internal static class ChatCommand
                             KvBytes = result.KvBytes,
                             Logprobs = result.Logprobs is { } lp ? LogprobText.Json(tok, Previous(result), lp) : null,
                             GrammarComplete = constraint?.IsComplete,
+                            Speculative = SpeculativeOptions.Json(speculation, result.Speculation),
                         },
                         JsonLines));
                 }
                 else
                 {
                     Console.Out.WriteLine();
-                    Console.Error.WriteLine($"[{result.PromptTokens.Count} new prompt tokens, {result.Tokens.Count} generated ({result.StopReason}); prefill {result.PrefillTokensPerSecond:F1} tok/s, decode {result.DecodeTokensPerSecond:F1} tok/s; context {chat.Position}/{c}; KV cache {result.KvBytes:N0} bytes{GenerateCommand.GrammarNote(constraint)}]");
+                    Console.Error.WriteLine($"[{result.PromptTokens.Count} new prompt tokens, {result.Tokens.Count} generated ({result.StopReason}); prefill {result.PrefillTokensPerSecond:F1} tok/s, decode {result.DecodeTokensPerSecond:F1} tok/s; context {chat.Position}/{c}; KV cache {result.KvBytes:N0} bytes{GenerateCommand.GrammarNote(constraint)}{SpeculativeOptions.Note(result.Speculation)}]");
                     if (result.Logprobs is { } lp)
                     {
                         foreach (var line in LogprobText.Lines(tok, Previous(result), lp))

@@ -59,7 +59,8 @@ internal static class ServeCommand
             model, tokenizer, host, port, ctx, template, apiKey, maxTokens, kv, kvPlan, threads, device, attnInt8, attnInt8Values, parallel, metrics, ubatch, slotSavePath, embeddings, pooling, alias,
         };
         var grammarOptions = new GrammarOptions();
-        foreach (var o in sampling.All.Concat(grammarOptions.All))
+        var speculative = new SpeculativeOptions();
+        foreach (var o in sampling.All.Concat(grammarOptions.All).Concat(speculative.All))
         {
             cmd.Options.Add(o);
         }
@@ -119,17 +120,30 @@ internal static class ServeCommand
             bool onGpu = r.GetValue(device) == DeviceOptions.Cuda;
             string? slotFolder = SlotFolder(r.GetValue(slotSavePath), onGpu);
             EmbeddingPooling? pool = Pooling(r.GetValue(embeddings), r.GetResult(pooling) is { Implicit: false } ? r.GetValue(pooling) : null, onGpu);
+            if (speculative.Given(r) is { } specOption && (onGpu || r.GetValue(parallel) != 1))
+            {
+                throw new ArgumentException($"{specOption}: speculative decoding serves one request at a time on the CPU engine; it cannot be combined with {(onGpu ? "--device cuda" : "--parallel")}");
+            }
+
             using var engine = DecodeEngine.Open(m, r.GetValue(kv), r.GetValue(kvPlan), onGpu, r.GetValue(threads), c, precision, r.GetValue(parallel), r.GetValue(ubatch));
+            using var speculation = speculative.Create(r, m, r.GetValue(tokenizer), c, r.GetValue(threads));
+            if (speculation is not null)
+            {
+                SpeculativeOptions.Check(engine.Sessions[0], r.GetValue(kvPlan) is null ? "--kv" : "--kv-plan");
+            }
+
             using var served = new ServedModel(
                 name ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(m.Path)), m.Path, engine.Sessions, engine.KvName, onGpu ? DeviceOptions.Cuda : DeviceOptions.Cpu, tok, chosen, defaults)
             {
                 SlotSavePath = slotFolder,
                 Pooling = pool,
+                Speculative = speculation?.Settings,
             };
             served.WarmUp();
             served.Metrics = r.GetValue(metrics) ? new ServeMetrics(engine.Transformer) : null;
             string where = engine.OnGpu ? "on the GPU" : $"{engine.Threads} threads; attention {CommonOptions.AttentionName(precision)}";
             string slots = served.Slots > 1 ? $"; {served.Slots} requests at once, their decode steps batched" : string.Empty;
+            slots += speculation is null ? string.Empty : $"; speculative decoding ({speculation.Description}, up to {speculation.Settings.MaxDraft} guesses a step)";
             slots += pool is { } pooled ? $"; embeddings ({pooled.ToString().ToLowerInvariant()} pooling)" : string.Empty;
             Console.Error.WriteLine($"[serve: {m.Path}; KV cache {served.Kv}, {c} positions per request{slots}; template {chosen.Name}; {where}{(key is null ? string.Empty : "; API key required")}]");
             new KvaqServer(served, key, Console.Error).RunAsync(address, p, url =>

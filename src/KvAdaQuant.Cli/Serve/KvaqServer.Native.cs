@@ -159,7 +159,9 @@ internal sealed partial class KvaqServer
             r.Tokens.Count,
             1000 * r.DecodeSeconds,
             PerToken(r.DecodeSeconds, r.Tokens.Count),
-            PerSecond(r.DecodeSeconds, r.Tokens.Count));
+            PerSecond(r.DecodeSeconds, r.Tokens.Count),
+            r.Speculation?.Drafted,
+            r.Speculation?.Accepted);
         var settings = new NativeSettings(
             _model.Ctx, request.MaxTokens ?? -1, _model.Id, request.Temperature, request.TopK, request.TopP, request.MinP, request.RepeatPenalty,
             request.RepeatLastN, request.PresencePenalty, request.FrequencyPenalty, request.Seed, request.Stop, request.Stream, request.CachePrompt);

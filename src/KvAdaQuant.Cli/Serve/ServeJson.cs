@@ -84,7 +84,9 @@ internal sealed record NativeSettings(
 
 /// <summary>
 /// llama-server's <c>timings</c>: prompt tokens run (not those from the cache) and their milliseconds, tokens predicted and
-/// the milliseconds after the prompt, each also per token and per second (0 where there were none).
+/// the milliseconds after the prompt, each also per token and per second (0 where there were none); with speculative
+/// decoding (<c>serve --lookup-ngram</c> / <c>--model-draft</c>) the tokens guessed and kept, <c>draft_n</c> and
+/// <c>draft_n_accepted</c>, as llama-server.
 /// </summary>
 internal sealed record NativeTimings(
     int PromptN,
@@ -94,7 +96,9 @@ internal sealed record NativeTimings(
     int PredictedN,
     double PredictedMs,
     double PredictedPerTokenMs,
-    double PredictedPerSecond);
+    double PredictedPerSecond,
+    int? DraftN = null,
+    int? DraftNAccepted = null);
 
 /// <summary>
 /// llama-server's <c>GET /props</c>: the settings a request that gives none gets, the slots, the model's path, the chat

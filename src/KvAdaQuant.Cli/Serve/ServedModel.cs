@@ -57,6 +57,24 @@ internal sealed class ServedModel : IDisposable
         Gate = new SemaphoreSlim(Slots, Slots);
     }
 
+    /// <summary>
+    /// Speculative decoding for every request (<c>serve --lookup-ngram</c> / <c>--model-draft</c>), or null: set on each
+    /// slot's generator. One slot on the CPU engine only (the draft model has one cache).
+    /// </summary>
+    public KvAdaQuant.Engine.Speculative.SpeculativeDecoding? Speculative
+    {
+        get => _all[0].Speculative;
+        init
+        {
+            if (value is not null && (_all.Length != 1 || _all[0].Session is not InferenceSession))
+            {
+                throw new ArgumentException("speculative decoding (--lookup-ngram, --model-draft) serves one request at a time on the CPU engine: drop --parallel and --device cuda");
+            }
+
+            _all[0].Speculative = value;
+        }
+    }
+
     /// <summary>Requests that generate at once (each in its own cache).</summary>
     public int Slots { get; }
 

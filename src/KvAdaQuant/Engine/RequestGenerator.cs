@@ -34,6 +34,12 @@ public sealed class RequestGenerator
         _session.Reset();
     }
 
+    /// <summary>
+    /// Speculative decoding for every request (<see cref="Generator.Speculative"/>), or null (the default); the CPU
+    /// engine's sessions only.
+    /// </summary>
+    public Speculative.SpeculativeDecoding? Speculative { get; set; }
+
     /// <summary>The session it runs on.</summary>
     public IDecodeSession Session => _session;
 
@@ -108,7 +114,7 @@ public sealed class RequestGenerator
                 _session.Truncate(reuse);
             }
 
-            var result = new Generator(_session, _tokenizer).Generate(
+            var result = new Generator(_session, _tokenizer) { Speculative = Speculative }.Generate(
                 promptTokens, reuse, maxTokens, sampler, onText, logprobs: logprobs, endOfTurn: endOfTurn, cancel: cancel);
 
             // The cache now holds the prompt and the tokens fed back (all but the last one sampled).
