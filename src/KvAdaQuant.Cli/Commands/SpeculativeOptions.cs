@@ -40,13 +40,18 @@ internal sealed class SpeculativeOptions
         Description = $"the draft model stops guessing where its top token is less likely than this (0..1, default {DraftModel.DefaultMinProbability})",
     };
 
+    public Option<bool> DraftFixed { get; } = new("--draft-fixed")
+    {
+        Description = "always ask for --draft-max guesses, instead of the count that measures fastest (pass times and guesses kept)",
+    };
+
     public Option<string?> KvDraft { get; } = new("--kv-draft")
     {
         Description = "the draft model's KV cache: fp16 (default), fp32, or a per-token spec without a residual window (e.g. k4v2)",
     };
 
     /// <summary>The options, to add to a command.</summary>
-    public IEnumerable<Option> All => [LookupNgram, ModelDraft, DraftMax, DraftMin, DraftPMin, KvDraft];
+    public IEnumerable<Option> All => [LookupNgram, ModelDraft, DraftMax, DraftMin, DraftPMin, DraftFixed, KvDraft];
 
     /// <summary>The option that turns speculative decoding on, if given (<c>--lookup-ngram</c> or <c>--model-draft</c>), else null.</summary>
     public string? Given(ParseResult r) =>
@@ -69,7 +74,7 @@ internal sealed class SpeculativeOptions
 
         if (ngram is null && draftPath is null)
         {
-            foreach (Option o in new Option[] { DraftMax, DraftMin, DraftPMin, KvDraft })
+            foreach (Option o in new Option[] { DraftMax, DraftMin, DraftPMin, DraftFixed, KvDraft })
             {
                 if (r.GetResult(o) is { Implicit: false })
                 {
@@ -89,7 +94,7 @@ internal sealed class SpeculativeOptions
         int min = r.GetValue(DraftMin) ?? 0;
         if (ngram is { } n)
         {
-            return new Speculation(new SpeculativeDecoding(new PromptLookupDraft(n), max, min), $"prompt lookup, n-grams of {n} to 1", null);
+            return new Speculation(new SpeculativeDecoding(new PromptLookupDraft(n), max, min) { Adaptive = !r.GetValue(DraftFixed) }, $"prompt lookup, n-grams of {n} to 1", null);
         }
 
         // Checked before the draft model loads.
@@ -123,7 +128,7 @@ internal sealed class SpeculativeOptions
             try
             {
                 var source = new DraftModel(session, pMin);
-                return new Speculation(new SpeculativeDecoding(source, max, min), $"draft model {draft.Path}, KV cache {session.Cache.Description}", [session, transformer, draft]);
+                return new Speculation(new SpeculativeDecoding(source, max, min) { Adaptive = !r.GetValue(DraftFixed) }, $"draft model {draft.Path}, KV cache {session.Cache.Description}", [session, transformer, draft]);
             }
             catch (ArgumentException e)
             {
@@ -178,6 +183,7 @@ internal sealed class SpeculativeOptions
             Source = speculation.Description,
             DraftMax = speculation.Settings.MaxDraft,
             DraftMin = speculation.Settings.MinDraft,
+            Adaptive = speculation.Settings.Adaptive,
             Drafted = stats.Drafted,
             Accepted = stats.Accepted,
             Batches = stats.Batches,

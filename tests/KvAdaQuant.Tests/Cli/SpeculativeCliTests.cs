@@ -17,14 +17,15 @@ public class SpeculativeCliTests
     private static int[] Ints(JsonElement e) => [.. e.EnumerateArray().Select(x => x.GetInt32())];
 
     [Theory]
-    [InlineData("stories3M-q80", "fp32", "--lookup-ngram", "3")]
-    [InlineData("stories3M-q80", "k4v2", "--lookup-ngram", "2", "--draft-max", "3", "--temperature", "0.8", "--seed", "4")]
-    [InlineData("stories260K", "fp16", "--model-draft", "stories260K", "--kv-draft", "k4v2", "--draft-p-min", "0.5")]
+    [InlineData("stories3M-q80", "fp32", "--lookup-ngram", "3", "--draft-fixed", "")]
+    [InlineData("stories3M-q80", "k4v2", "--lookup-ngram", "2", "--draft-max", "3", "--draft-fixed", "", "--temperature", "0.8", "--seed", "4")]
+    [InlineData("stories260K", "fp16", "--model-draft", "stories260K", "--kv-draft", "k4v2", "--draft-p-min", "0.5", "--draft-fixed", "")]
     public void Generate_gives_the_same_tokens_and_counts_the_guesses(string model, string kv, params string[] options)
     {
+        options = [.. options.Where(o => o.Length > 0)]; // "" pairs a flag in the name-value list
         string[] common = ["generate", "-m", model, "-p", Prompt, "-n", "48", "--kv", kv, "--threads", "1", "--json"];
         // The same run without the speculative options (options come in name-value pairs).
-        string[] sampling = [.. options.Chunk(2).Where(p => p[0] is "--temperature" or "--seed").SelectMany(p => p)];
+        string[] sampling = [.. options.Where((o, i) => o is "--temperature" or "--seed" || (i > 0 && options[i - 1] is "--temperature" or "--seed"))];
         var (rc, stdout, stderr) = KvaqProcess.Run([.. common, .. sampling]);
         Assert.True(rc == 0, stderr);
         var plain = JsonDocument.Parse(stdout).RootElement;
@@ -92,7 +93,7 @@ public class SpeculativeCliTests
     [Fact]
     public void Serve_gives_the_same_completion_and_reports_draft_n()
     {
-        using var server = new ServeProcess("-m", "stories3M-q80", "--ctx", "256", "--threads", "1", "--lookup-ngram", "3");
+        using var server = new ServeProcess("-m", "stories3M-q80", "--ctx", "256", "--threads", "1", "--lookup-ngram", "3", "--draft-fixed");
         var (status, body) = server.Post("/completion", $$"""{"prompt": "{{Prompt}}", "n_predict": 40, "temperature": 0}""");
         Assert.Equal(200, status);
         var timings = body.GetProperty("timings");

@@ -64,8 +64,11 @@ public class SpeculativeDecodingTests
         {
             Sampler Make() => new(temperature, 0, temperature > 0 ? 0.95f : 1f, seed);
             var plain = Generate(m, kv, Make, null);
-            var spec = Generate(m, kv, Make, new SpeculativeDecoding(new PromptLookupDraft(3), maxDraft: 6));
+            var spec = Generate(m, kv, Make, new SpeculativeDecoding(new PromptLookupDraft(3), maxDraft: 6) { Adaptive = false });
             AssertSame(plain, spec, $"{model} {kv} T={temperature} seed {seed}");
+
+            // The adaptive length (timing-dependent counts) changes nothing either.
+            AssertSame(plain, Generate(m, kv, Make, new SpeculativeDecoding(new PromptLookupDraft(3), maxDraft: 6)), $"{model} {kv} T={temperature} seed {seed}, adaptive");
             var stats = spec.Result.Speculation!;
             Assert.True(stats.Drafted > 0 && stats.Batches > 0, $"{model} {kv}: nothing was drafted");
             Assert.InRange(stats.Accepted, 0, stats.Drafted);
@@ -104,7 +107,7 @@ public class SpeculativeDecodingTests
             Grammar = new GrammarConstraint(grammar, m.Tokenizer!),
         };
         var plain = Generate(m, "fp16", Make, null, 50);
-        var spec = Generate(m, "fp16", Make, new SpeculativeDecoding(new PromptLookupDraft(3), maxDraft: 5));
+        var spec = Generate(m, "fp16", Make, new SpeculativeDecoding(new PromptLookupDraft(3), maxDraft: 5) { Adaptive = false });
         AssertSame(plain, spec, "penalties + grammar");
         Assert.True(spec.Result.Speculation!.Drafted > 0);
     }
@@ -140,6 +143,7 @@ public class SpeculativeDecodingTests
             return text.ToString();
         }
 
+        Assert.Equal(Chat(null), Chat(new SpeculativeDecoding(new PromptLookupDraft(3)) { Adaptive = false }));
         Assert.Equal(Chat(null), Chat(new SpeculativeDecoding(new PromptLookupDraft(3))));
     }
 
@@ -167,7 +171,7 @@ public class SpeculativeDecodingTests
         using var draftTransformer = new Transformer(m, 1);
         using var draftSession = new InferenceSession(draftTransformer, KvCacheFactory.Create("k2v2", draftTransformer.CacheLayout(256)));
         var plain = Generate(m, "fp16", () => new Sampler(0.7f, 0, 1f, 5), null, 60);
-        var spec = Generate(m, "fp16", () => new Sampler(0.7f, 0, 1f, 5), new SpeculativeDecoding(new DraftModel(draftSession, 0.5f), maxDraft: 6));
+        var spec = Generate(m, "fp16", () => new Sampler(0.7f, 0, 1f, 5), new SpeculativeDecoding(new DraftModel(draftSession, 0.5f), maxDraft: 6) { Adaptive = false });
         AssertSame(plain, spec, "k2v2 draft");
         Assert.True(spec.Result.Speculation!.Accepted > 0);
     }

@@ -50,10 +50,11 @@ public sealed class SpeculativeDecoding
     public int MinDraft { get; }
 
     /// <summary>
-    /// Whether the number of guesses adapts to how many are kept (transformers' <c>heuristic</c> schedule): it starts at
-    /// <see cref="MaxDraft"/>, grows by 2 (up to <see cref="MaxDraft"/>) after a batch whose guesses were all kept and
-    /// shrinks by 1 (down to 1) after one that lost some. On a CPU a guess costs nearly a token's compute, so guessing
-    /// long where few are kept slows decoding down. True by default.
+    /// Whether the number of guesses a step adapts to what the generation measures (true, the default): the time of a
+    /// forward pass per number of positions and the share of guesses kept, choosing the count, 0 to
+    /// <see cref="MaxDraft"/>, that makes the most tokens a second (<c>DraftLengthPolicy</c>). On a CPU a pass over a few
+    /// positions costs little more than one only while the products stay memory-bound, so long drafts can be slower
+    /// than none; false always asks the source for <see cref="MaxDraft"/>.
     /// </summary>
     public bool Adaptive { get; init; } = true;
 }

@@ -16,7 +16,7 @@ internal sealed class SpeculativeStepper
     private int _guesses;      // guesses in the current batch (0: no batch pending)
     private int _cursor;       // rows of the current batch consumed after the first (guesses kept so far)
     private int _start;        // the cache's length before the current batch
-    private int _length;       // how many guesses the next batch asks for
+    private readonly DraftLengthPolicy? _policy; // null: always ask for MaxDraft
 
     public SpeculativeStepper(IDecodeSession session, SpeculativeDecoding settings)
     {
@@ -32,7 +32,7 @@ internal sealed class SpeculativeStepper
         _vocab = _session.Transformer.Config.VocabSize;
         _batch = new int[settings.MaxDraft + 1];
         _rows = new float[(settings.MaxDraft + 1) * _vocab];
-        _length = settings.MaxDraft;
+        _policy = settings.Adaptive ? new DraftLengthPolicy(settings.MaxDraft) : null;
     }
 
     /// <summary>Guesses run through the model.</summary>
@@ -66,21 +66,25 @@ internal sealed class SpeculativeStepper
         CutRefused();
         int position = _session.Position;
         int room = _session.Cache.Layout.Capacity - position - 1;
-        int want = Math.Min(_length, room);
+        int want = Math.Min(_policy?.Choose(room) ?? _settings.MaxDraft, room);
         int guesses = want >= 1 ? _settings.Source.Draft(sequence, _batch.AsSpan(1, want)) : 0;
         if (guesses > want || guesses < 0)
         {
             throw new InvalidOperationException($"the draft source returned {guesses} tokens for room for {want}");
         }
 
+        long started = System.Diagnostics.Stopwatch.GetTimestamp();
         if (guesses == 0 || guesses < _settings.MinDraft)
         {
-            return _session.Decode(token);
+            var logits = _session.Decode(token);
+            _policy?.Observe(1, System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds);
+            return logits;
         }
 
         _batch[0] = token;
         var rows = _rows.AsSpan(0, (guesses + 1) * _vocab);
         _session.Transformer.Forward(_batch.AsSpan(0, guesses + 1), position, _session.Cache, rows, allLogits: true);
+        _policy?.Observe(guesses + 1, System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds);
         _start = position;
         _guesses = guesses;
         _cursor = 0;
@@ -111,11 +115,7 @@ internal sealed class SpeculativeStepper
             return;
         }
 
-        if (_settings.Adaptive)
-        {
-            _length = _cursor == _guesses ? Math.Min(_settings.MaxDraft, _length + 2) : Math.Max(1, _length - 1);
-        }
-
+        _policy?.Kept(_guesses, _cursor);
         _session.Truncate(_start + 1 + _cursor);
         _guesses = 0;
     }

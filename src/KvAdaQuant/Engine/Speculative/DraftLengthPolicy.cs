@@ -1,0 +1,166 @@
+namespace KvAdaQuant.Engine.Speculative;
+
+/// <summary>
+/// How many guesses the next speculative batch asks for, chosen to make the most tokens a second from what the
+/// generation has measured so far (<see cref="SpeculativeDecoding.Adaptive"/>):
+/// <list type="bullet">
+/// <item>the time of a forward pass over n positions, T(n), the least of each size's last 5 (timing noise on a shared
+/// host only ever adds time, and a first pass through new code pays its compilation; n = 1 is a plain decode step;
+/// sizes not run yet are interpolated between measured ones, or extended along the slope of the two largest, and with one
+/// size known a position is taken to cost a quarter of a decode step, so a first guess is tried at once), and</item>
+/// <item>the chance α that a guess is kept when the ones before it were (each batch's kept guesses, and one refusal when it
+/// lost some; recent batches weigh more, with a prior of one of each).</item>
+/// </list>
+/// k guesses then yield 1 + α + ... + α^k tokens in T(k + 1), and the k with the most tokens per second wins (k = 0, a
+/// plain step, yields 1 in T(1)). Memory-bound passes, where T barely grows with n (a GPU, a large model), get long
+/// drafts; compute-bound ones (small models, or a CPU whose int8 products run out of compute past a couple of positions)
+/// get short ones or none. After 8 steps in a row without guesses one guess is tried again, to keep α current (after 16,
+/// 32, then 64 while such tries keep losing their guess, back to 8 once one is kept), and after 16 steps with guesses a
+/// plain step, to keep T(1) current.
+/// </summary>
+internal sealed class DraftLengthPolicy
+{
+    private const int Window = 5;
+    private const double Decay = 0.9;
+    private const int ExploreFirst = 8;
+    private const int ExploreMost = 64;
+    private const int BaselineAfter = 16;
+    private readonly double[] _time;      // per size: the least of its recent samples, 0 = none yet
+    private readonly double[][] _samples; // per size: the last Window samples, a ring
+    private readonly int[] _count;
+    private double _kept = 1;
+    private double _lost = 1;
+    private int _idle;
+    private int _exploreAfter = ExploreFirst;
+    private bool _exploring;
+    private int _guessing;
+
+    /// <summary>Creates a policy for batches of up to <paramref name="maxGuesses"/> guesses.</summary>
+    public DraftLengthPolicy(int maxGuesses)
+    {
+        _time = new double[maxGuesses + 2];
+        _samples = [.. Enumerable.Range(0, maxGuesses + 2).Select(_ => new double[Window])];
+        _count = new int[maxGuesses + 2];
+    }
+
+    /// <summary>The chance a guess is kept after kept ones, as estimated so far.</summary>
+    public double Alpha => _kept / (_kept + _lost);
+
+    /// <summary>The guesses to ask for, 0..<paramref name="most"/> (0: decode one token).</summary>
+    public int Choose(int most)
+    {
+        most = Math.Min(most, _time.Length - 2);
+        if (most <= 0)
+        {
+            return 0;
+        }
+
+        if (_time[1] == 0 || _guessing >= BaselineAfter)
+        {
+            _guessing = 0;
+            return 0; // a plain step first (the baseline), and now and then again
+        }
+
+        double alpha = Alpha;
+        int best = 0;
+        double bestRate = 1 / _time[1];
+        double tokens = 1, power = 1;
+        for (int k = 1; k <= most; k++)
+        {
+            power *= alpha;
+            tokens += power;
+            double rate = tokens / Time(k + 1);
+            if (rate > bestRate)
+            {
+                (best, bestRate) = (k, rate);
+            }
+        }
+
+        _exploring = false;
+        if (best == 0 && ++_idle >= _exploreAfter)
+        {
+            _idle = 0;
+            _exploring = true;
+            return 1;
+        }
+
+        if (best > 0)
+        {
+            _idle = 0;
+            _guessing++;
+        }
+
+        return best;
+    }
+
+    /// <summary>Records that a forward pass over <paramref name="positions"/> positions took <paramref name="seconds"/>.</summary>
+    public void Observe(int positions, double seconds)
+    {
+        if (positions < 1 || positions >= _time.Length || !(seconds > 0))
+        {
+            return;
+        }
+
+        var ring = _samples[positions];
+        ring[_count[positions]++ % Window] = seconds;
+        double least = double.MaxValue;
+        for (int i = 0; i < Math.Min(_count[positions], Window); i++)
+        {
+            least = Math.Min(least, ring[i]);
+        }
+
+        _time[positions] = least;
+    }
+
+    /// <summary>Records that a batch of <paramref name="guesses"/> guesses kept the first <paramref name="kept"/>.</summary>
+    public void Kept(int guesses, int kept)
+    {
+        _kept = (_kept * Decay) + kept;
+        _lost = (_lost * Decay) + (kept < guesses ? 1 : 0);
+        if (_exploring)
+        {
+            _exploreAfter = kept > 0 ? ExploreFirst : Math.Min(ExploreMost, 2 * _exploreAfter);
+            _exploring = false;
+        }
+    }
+
+    /// <summary>T(n): measured, interpolated between measured sizes, or extended past the largest.</summary>
+    internal double Time(int n)
+    {
+        if (_time[n] > 0)
+        {
+            return _time[n];
+        }
+
+        int below = n - 1;
+        while (below >= 1 && _time[below] == 0)
+        {
+            below--;
+        }
+
+        int above = n + 1;
+        while (above < _time.Length && _time[above] == 0)
+        {
+            above++;
+        }
+
+        if (below >= 1 && above < _time.Length)
+        {
+            return _time[below] + ((_time[above] - _time[below]) * (n - below) / (above - below));
+        }
+
+        if (below < 1)
+        {
+            return _time[above] * n / above; // (never: T(1) is measured first)
+        }
+
+        int second = below - 1;
+        while (second >= 1 && _time[second] == 0)
+        {
+            second--;
+        }
+
+        double slope = second >= 1 ? Math.Max(0, (_time[below] - _time[second]) / (below - second)) : _time[below] / (4 * below);
+        return _time[below] + (slope * (n - below));
+    }
+}

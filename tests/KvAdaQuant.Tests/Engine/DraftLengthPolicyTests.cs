@@ -1,0 +1,121 @@
+using KvAdaQuant.Engine.Speculative;
+
+namespace KvAdaQuant.Tests.Engine;
+
+/// <summary>
+/// The adaptive draft length: the count with the most tokens a second under the measured pass times and kept share,
+/// short on a compute-bound CPU, long where a pass costs the same for any few positions, none where guesses are lost.
+/// </summary>
+public class DraftLengthPolicyTests
+{
+    // Teaches the policy pass times T(n) = cost(n) and a kept share alpha.
+    private static DraftLengthPolicy Trained(Func<int, double> cost, double alpha, int max = 8)
+    {
+        var policy = new DraftLengthPolicy(max);
+        for (int n = 1; n <= max + 1; n++)
+        {
+            policy.Observe(n, cost(n));
+        }
+
+        // Batches of 20 guesses that keep alpha / (1 - alpha) before a refusal: kept / (kept + refusals) -> alpha.
+        for (int i = 0; i < 200; i++)
+        {
+            policy.Kept(20, (int)Math.Round(alpha / (1 - alpha)));
+        }
+
+        return policy;
+    }
+
+    [Fact]
+    public void A_plain_step_comes_first()
+    {
+        var policy = new DraftLengthPolicy(8);
+        Assert.Equal(0, policy.Choose(8));
+        policy.Observe(1, 0.03);
+        Assert.Equal(1.25 * 0.03, policy.Time(2), 12); // a quarter of a step a position while one size is known
+        Assert.True(policy.Choose(8) > 0); // so with the prior alpha 0.5 a guess is tried at once
+    }
+
+    [Fact]
+    public void On_this_cpus_costs_one_guess_wins_even_when_most_are_kept()
+    {
+        // Measured with SpeculativeBatchBenchmarks (1B shape, Q8_0, two threads): 32.9, 37.9, 63.1, 101.6 ms for 1, 2, 3, 5
+        // positions; about 20 ms a position past 2.
+        double Cost(int n) => n switch { 1 => 32.9, 2 => 37.9, _ => 37.9 + (20 * (n - 2)) } / 1000;
+        var policy = Trained(Cost, 0.9);
+        Assert.Equal(0.9, policy.Alpha, 2);
+        Assert.Equal(1, policy.Choose(8));
+        Assert.Equal(1, policy.Choose(1));
+        Assert.Equal(0, policy.Choose(0));
+    }
+
+    [Fact]
+    public void Where_positions_are_nearly_free_long_drafts_win()
+    {
+        var policy = Trained(n => 0.010 + (0.0002 * (n - 1)), 0.9);
+        Assert.Equal(8, policy.Choose(8));
+        Assert.Equal(5, policy.Choose(5));
+
+        // Fewer kept: shorter.
+        Assert.InRange(Trained(n => 0.010 + (0.0002 * (n - 1)), 0.5).Choose(8), 2, 7);
+    }
+
+    [Fact]
+    public void When_guesses_are_lost_none_are_asked_for_but_one_now_and_then_less_often_while_those_lose_too()
+    {
+        var lost = Trained(n => 0.010 + (0.002 * (n - 1)), 0.0);
+        var tries = new List<int>();
+        for (int step = 1; step <= 200; step++)
+        {
+            int k = lost.Choose(8);
+            if (k > 0)
+            {
+                Assert.Equal(1, k);
+                tries.Add(step);
+                lost.Kept(1, 0);
+            }
+        }
+
+        // After 8 plain steps, then 16, 32, 64, 64: the gaps double while the tries lose.
+        Assert.Equal([8, 24, 56, 120, 184], tries);
+
+        // A try that keeps its guess brings the gap back to 8 (and raises alpha).
+        var policy = Trained(n => 0.010 + (0.002 * (n - 1)), 0.0);
+        int first = Enumerable.Range(1, 8).First(_ => policy.Choose(8) > 0);
+        policy.Kept(1, 1);
+        Assert.Equal(8, first);
+        Assert.Contains(Enumerable.Range(1, 8).Select(_ => policy.Choose(8)).ToArray(), k => k > 0);
+    }
+
+    [Fact]
+    public void Unmeasured_sizes_are_interpolated_and_extended()
+    {
+        var policy = new DraftLengthPolicy(8);
+        policy.Observe(1, 1.0);
+        Assert.Equal(1.25, policy.Time(2), 12); // a quarter of a step a position from one measured size
+        Assert.Equal(2.0, policy.Time(5), 12);
+        policy.Observe(3, 2.0);
+        Assert.Equal(1.5, policy.Time(2), 12); // between 1 and 3
+        Assert.Equal(3.0, policy.Time(5), 12); // along the slope of 1..3
+        policy.Observe(2, 1.2);
+        Assert.Equal(2.8, policy.Time(4), 12); // along the slope of 2..3
+
+        // The least of a size's last 5 samples: one slow pass (a busy host, a first compilation) does not stick.
+        policy.Observe(2, 9.0);
+        Assert.Equal(1.2, policy.Time(2), 12);
+        foreach (double t in new[] { 1.5, 1.4, 1.6, 1.3, 1.7 })
+        {
+            policy.Observe(2, t);
+        }
+
+        Assert.Equal(1.3, policy.Time(2), 12);
+    }
+
+    [Fact]
+    public void A_plain_step_comes_back_after_16_with_guesses()
+    {
+        var policy = Trained(n => 0.010 + (0.0002 * (n - 1)), 0.9);
+        var choices = Enumerable.Range(0, 34).Select(_ => policy.Choose(8)).ToArray();
+        Assert.Equal([16, 33], choices.Select((c, i) => (c, i)).Where(x => x.c == 0).Select(x => x.i));
+    }
+}
