@@ -61,6 +61,34 @@ public class DraftLengthPolicyTests
     }
 
     [Fact]
+    public void A_draft_models_time_a_guess_shortens_the_draft_and_can_rule_it_out()
+    {
+        // Flat passes and 90 % kept: without a draft cost the longest draft wins.
+        Func<int, double> flat = n => 0.010 + (0.0002 * (n - 1));
+        var free = Trained(flat, 0.9);
+        free.ObserveDraft(8, 0);
+        Assert.Equal(0, free.DraftTime);
+        Assert.Equal(8, free.Choose(8));
+
+        // A draft model at a fifth of a target step a guess: the tail of a long draft no longer pays.
+        var cheap = Trained(flat, 0.9);
+        cheap.ObserveDraft(4, 4 * 0.002);
+        Assert.Equal(0.002, cheap.DraftTime, 12);
+        int k = cheap.Choose(8);
+        Assert.InRange(k, 1, 7);
+
+        // One as slow as the target: 1 + 0.9 tokens for 2 steps' time loses to a plain step.
+        var dear = Trained(flat, 0.9);
+        dear.ObserveDraft(4, 4 * 0.010);
+        Assert.Equal(0, dear.Choose(8));
+
+        // A draft that made no guess costs its time as one guess.
+        var failing = new DraftLengthPolicy(8);
+        failing.ObserveDraft(0, 0.5);
+        Assert.Equal(0.5, failing.DraftTime, 12);
+    }
+
+    [Fact]
     public void When_guesses_are_lost_none_are_asked_for_but_one_now_and_then_less_often_while_those_lose_too()
     {
         var lost = Trained(n => 0.010 + (0.002 * (n - 1)), 0.0);

@@ -11,8 +11,9 @@ namespace KvAdaQuant.Engine.Speculative;
 /// <item>the chance α that a guess is kept when the ones before it were (each batch's kept guesses, and one refusal when it
 /// lost some; recent batches weigh more, with a prior of one of each).</item>
 /// </list>
-/// k guesses then yield 1 + α + ... + α^k tokens in T(k + 1), and the k with the most tokens per second wins (k = 0, a
-/// plain step, yields 1 in T(1)). Memory-bound passes, where T barely grows with n (a GPU, a large model), get long
+/// k guesses then yield 1 + α + ... + α^k tokens in T(k + 1) + k D, D the time the draft source takes a guess (a draft
+/// model's decode step; next to nothing for prompt lookup; a decayed average of seconds over guesses made), and the k with
+/// the most tokens per second wins (k = 0, a plain step, yields 1 in T(1)). Memory-bound passes, where T barely grows with n (a GPU, a large model), get long
 /// drafts; compute-bound ones (small models, or a CPU whose int8 products run out of compute past a couple of positions)
 /// get short ones or none. After 8 steps in a row without guesses one guess is tried again, to keep α current (after 16,
 /// 32, then 64 while such tries keep losing their guess, back to 8 once one is kept), and after 16 steps with guesses a
@@ -28,6 +29,8 @@ internal sealed class DraftLengthPolicy
     private readonly double[] _time;      // per size: the least of its recent samples, 0 = none yet
     private readonly double[][] _samples; // per size: the last Window samples, a ring
     private readonly int[] _count;
+    private double _draftSeconds;
+    private double _draftGuesses;
     private double _kept = 1;
     private double _lost = 1;
     private int _idle;
@@ -69,7 +72,7 @@ internal sealed class DraftLengthPolicy
         {
             power *= alpha;
             tokens += power;
-            double rate = tokens / Time(k + 1);
+            double rate = tokens / (Time(k + 1) + (k * DraftTime));
             if (rate > bestRate)
             {
                 (best, bestRate) = (k, rate);
@@ -110,6 +113,22 @@ internal sealed class DraftLengthPolicy
         }
 
         _time[positions] = least;
+    }
+
+    /// <summary>The draft source's time a guess so far (D), 0 before any.</summary>
+    public double DraftTime => _draftGuesses > 0 ? _draftSeconds / _draftGuesses : 0;
+
+    /// <summary>Records that the draft source took <paramref name="seconds"/> to make <paramref name="guesses"/> guesses (asked for at least one).</summary>
+    public void ObserveDraft(int guesses, double seconds)
+    {
+        if (!(seconds >= 0) || double.IsInfinity(seconds))
+        {
+            return;
+        }
+
+        // A draft that made no guess still cost its time: count it as one, so a source that keeps failing looks dear.
+        _draftSeconds = (_draftSeconds * Decay) + seconds;
+        _draftGuesses = (_draftGuesses * Decay) + Math.Max(guesses, 1);
     }
 
     /// <summary>Records that a batch of <paramref name="guesses"/> guesses kept the first <paramref name="kept"/>.</summary>

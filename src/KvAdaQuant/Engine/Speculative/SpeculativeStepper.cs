@@ -67,7 +67,14 @@ internal sealed class SpeculativeStepper
         int position = _session.Position;
         int room = _session.Cache.Layout.Capacity - position - 1;
         int want = Math.Min(_policy?.Choose(room) ?? _settings.MaxDraft, room);
-        int guesses = want >= 1 ? _settings.Source.Draft(sequence, _batch.AsSpan(1, want)) : 0;
+        int guesses = 0;
+        if (want >= 1)
+        {
+            long drafting = System.Diagnostics.Stopwatch.GetTimestamp();
+            guesses = _settings.Source.Draft(sequence, _batch.AsSpan(1, want));
+            _policy?.ObserveDraft(guesses, System.Diagnostics.Stopwatch.GetElapsedTime(drafting).TotalSeconds);
+        }
+
         if (guesses > want || guesses < 0)
         {
             throw new InvalidOperationException($"the draft source returned {guesses} tokens for room for {want}");
