@@ -42,7 +42,7 @@ public sealed class Generator
     }
 
     /// <summary>Generates after already tokenized <paramref name="promptTokens"/>.</summary>
-    /// <remarks>The sampler's penalties see the prompt and the generated tokens, as llama.cpp's and transformers' do.</remarks>
+    /// <remarks>The sampler's penalties and DRY see the prompt and the generated tokens, as llama.cpp's and transformers' do.</remarks>
     public GenerationResult Generate(IReadOnlyList<int> promptTokens, int maxTokens, Sampler sampler, Action<string>? onText = null, IReadOnlyList<string>? stopTexts = null) =>
         Generate(promptTokens, cachedTokens: 0, maxTokens, sampler, onText, stopTexts);
 
@@ -86,8 +86,11 @@ public sealed class Generator
         // A grammar starts over with each generation (a chat's turns too), after the prompt's last token.
         sampler.Grammar?.Reset(promptTokens.Count > 0 ? promptTokens[^1] : -1, endOfTurn);
 
-        // The sequence so far, for the penalties and the draft (only kept when there is either).
-        bool keepSequence = sampler.HasPenalties || stepper is not null;
+        // So does Mirostat's mu.
+        sampler.Reset();
+
+        // The sequence so far, for the penalties, DRY and the draft (only kept when there is any).
+        bool keepSequence = sampler.ReadsSequence || stepper is not null;
         var sequence = new List<int>(keepSequence ? promptTokens.Count + maxTokens : 0);
         GenerationResult run;
         try

@@ -112,6 +112,30 @@ public class SpeculativeDecodingTests
         Assert.True(spec.Result.Speculation!.Drafted > 0);
     }
 
+    [Theory]
+    [InlineData(0)]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void Mirostat_dry_xtc_typical_and_top_n_sigma_see_the_same_sequence(int mirostat)
+    {
+        using var m = ModelLoader.Load("stories3M-q80");
+        Sampler Make() => new(0.9f, 0, 1f, 5)
+        {
+            Mirostat = mirostat,
+            MirostatTau = 3f,
+            DryMultiplier = 0.8f,
+            DrySequenceBreakers = DrySequenceBreakers.FromStrings(m.Tokenizer!, DrySequenceBreakers.Defaults),
+            XtcProbability = 0.3f,
+            XtcThreshold = 0.1f,
+            TypicalP = 0.95f,
+            TopNSigma = 2f,
+        };
+        var plain = Generate(m, "fp16", Make, null, 50);
+        var spec = Generate(m, "fp16", Make, new SpeculativeDecoding(new PromptLookupDraft(3), maxDraft: 5) { Adaptive = false }, 50);
+        AssertSame(plain, spec, $"mirostat {mirostat} + dry + xtc + typical + top-n-sigma");
+        Assert.True(spec.Result.Speculation!.Drafted > 0);
+    }
+
     [Fact]
     public void Stopping_mid_batch_leaves_the_cache_as_one_at_a_time_would()
     {
