@@ -111,7 +111,7 @@ public sealed class ChatTemplate
         for (int i = 0; i < messages.Count; i++)
         {
             var m = messages[i];
-            CheckRole(m.Role);
+            CheckRole(m.Role, Name);
             switch (Name)
             {
                 case "chatml":
@@ -170,11 +170,12 @@ public sealed class ChatTemplate
         }
     }
 
-    private static void CheckRole(string role)
+    // Llama 3 also has the ipython role (tool results, ChatToolFormat.Llama3); tool messages go through ChatToolFormat.
+    private static void CheckRole(string role, string template)
     {
-        if (role is not ("system" or "user" or "assistant"))
+        if (role is not ("system" or "user" or "assistant") && !(role == "ipython" && template == "llama3"))
         {
-            throw new ArgumentException($"chat message role '{role}': expected system, user or assistant");
+            throw new ArgumentException($"chat message role '{role}': expected system, user or assistant (tool messages: render with ChatToolFormat)");
         }
     }
 }

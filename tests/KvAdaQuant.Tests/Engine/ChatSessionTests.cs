@@ -299,7 +299,7 @@ public class ChatSessionTests
         }
 
         var e = Assert.Throws<ArgumentException>(() => ChatTemplate.ChatMl.Render([new("tool", "x")], false));
-        Assert.Equal("chat message role 'tool': expected system, user or assistant", e.Message);
+        Assert.Equal("chat message role 'tool': expected system, user or assistant (tool messages: render with ChatToolFormat)", e.Message);
     }
 
     [Theory]
