@@ -85,13 +85,9 @@ internal static class ChatCommand
             ChatTemplate? chosen = templateName.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : ParseTemplate(templateName);
             using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
             var tok = m.Tokenizer ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
-            GrammarConstraint? constraint = null;
-            if (grammar is not null)
-            {
-                // Each reply starts the grammar over (the generator resets it per turn).
-                constraint = new GrammarConstraint(grammar, tok);
-                sampler = sampling.Create(r, constraint);
-            }
+            // Each reply starts the grammar over (the generator resets it per turn); DRY's breakers are matched on token text.
+            GrammarConstraint? constraint = grammar is null ? null : new GrammarConstraint(grammar, tok);
+            sampler = sampling.Create(r, constraint, tok);
 
             sampler.CheckVocabulary(m.Config.VocabSize);
             int c = Context(r.GetValue(ctx), m.Config.ContextLength);

@@ -134,7 +134,7 @@ internal static class GenerateCommand
 
             int reused = promptCache?.Restore(session, promptIds) ?? 0;
             var constraint = grammar is null ? null : new GrammarConstraint(grammar, tok);
-            var sampler = sampling.Create(r, constraint);
+            var sampler = sampling.Create(r, constraint, tok);
             sampler.CheckVocabulary(m.Config.VocabSize);
             bool asJson = r.GetValue(json);
             var gen = new Generator(session, tok) { Speculative = speculation?.Settings };
@@ -256,7 +256,7 @@ internal static class GenerateCommand
         // Temperature, top-k and top-p sample on the device; min-p, the penalties, logit biases and a grammar on the host (the
         // logits copied back).
         var constraint = grammar is null ? null : new GrammarConstraint(grammar, tok);
-        var sampler = sampling.Create(r, constraint);
+        var sampler = sampling.Create(r, constraint, tok);
         sampler.CheckVocabulary(m.Config.VocabSize);
         using var decoder = new CudaDecoder(context, m, plan, 1, c);
         bool asJson = r.GetValue(json);

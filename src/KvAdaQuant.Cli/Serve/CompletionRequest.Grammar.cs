@@ -25,7 +25,7 @@ internal sealed partial record CompletionRequest
     /// <summary>The sampler the request asks for, with a fresh grammar state over <paramref name="tokenizer"/> when it has a grammar.</summary>
     public Sampler CreateSampler(ITokenizer tokenizer)
     {
-        return CreateSampler(ParsedGrammar is null ? null : new GrammarConstraint(ParsedGrammar, tokenizer));
+        return CreateSampler(ParsedGrammar is null ? null : new GrammarConstraint(ParsedGrammar, tokenizer), tokenizer);
     }
 
     /// <summary>The grammar text the request's constraint fields ask for, and the field; (null, null) for none.</summary>

@@ -57,10 +57,27 @@ internal sealed partial record CompletionRequest(
     /// <summary>A completions prompt given as token ids (used as they are, no BOS added, as llama-server does), or null.</summary>
     public IReadOnlyList<int>? PromptIds { get; init; }
 
-    /// <summary>The sampler the request asks for (with <paramref name="grammar"/>, a grammar state of its own, or none).</summary>
-    public Sampler CreateSampler(Grammar.GrammarConstraint? grammar = null) => new(Temperature, TopK, TopP, Seed)
+    /// <summary>
+    /// The sampler the request asks for (with <paramref name="grammar"/>, a grammar state of its own, or none); DRY's
+    /// sequence breakers are matched on the token texts of <paramref name="tokenizer"/> (without one, DRY has none).
+    /// </summary>
+    public Sampler CreateSampler(Grammar.GrammarConstraint? grammar = null, Tokenization.ITokenizer? tokenizer = null) => new(Temperature, TopK, TopP, Seed)
     {
         Grammar = grammar,
+        TypicalP = TypicalP,
+        Mirostat = Mirostat,
+        MirostatTau = MirostatTau,
+        MirostatEta = MirostatEta,
+        XtcProbability = XtcProbability,
+        XtcThreshold = XtcThreshold,
+        DryMultiplier = DryMultiplier,
+        DryBase = DryBase,
+        DryAllowedLength = DryAllowedLength,
+        DryPenaltyLastN = DryPenaltyLastN,
+        DrySequenceBreakers = tokenizer is not null && DryMultiplier > 0f && DryPenaltyLastN != 0 && DrySequenceBreakers.Count > 0
+            ? Engine.DrySequenceBreakers.FromStrings(tokenizer, DrySequenceBreakers)
+            : null,
+        TopNSigma = TopNSigma,
         MinP = MinP,
         RepeatPenalty = RepeatPenalty,
         RepeatLastN = RepeatLastN,
@@ -162,7 +179,7 @@ internal sealed partial record CompletionRequest(
             ? Number(e, name) is var v && float.IsFinite(v) ? v : throw Invalid(name, $"{name} must be a finite number, got {Raw(e)}")
             : fallback;
 
-        return new CompletionRequest(
+        return WithSamplers(body, defaults, new CompletionRequest(
             prompt, messages, maxTokens, temperature, topK, topP, seed, ParseStop(body), Flag(body, "stream", absent: false), Flag(body, "cache_prompt", absent: true))
         {
             MinP = minP,
@@ -180,7 +197,7 @@ internal sealed partial record CompletionRequest(
             Grammar = grammar ?? defaults.Grammar,
             GrammarField = grammar is null ? defaults.GrammarField : grammarField,
             ParsedGrammar = grammar is null ? defaults.ParsedGrammar : ParseGrammar(grammar, grammarField),
-        };
+        });
     }
 
     // Tool calls are not made: a request offering tools is refused rather than answered without them (an empty list is no tools).

@@ -162,9 +162,7 @@ internal sealed partial class KvaqServer
             PerSecond(r.DecodeSeconds, r.Tokens.Count),
             r.Speculation?.Drafted,
             r.Speculation?.Accepted);
-        var settings = new NativeSettings(
-            _model.Ctx, request.MaxTokens ?? -1, _model.Id, request.Temperature, request.TopK, request.TopP, request.MinP, request.RepeatPenalty,
-            request.RepeatLastN, request.PresencePenalty, request.FrequencyPenalty, request.Seed, request.Stop, request.Stream, request.CachePrompt);
+        var settings = NativeSettings.Of(request, _model.Ctx, _model.Id, request.Stream, request.CachePrompt);
         return new NativeCompletion(
             0, content, id, true, _model.Id, r.Tokens.Count, r.PromptTokens.Count, settings, promptText, content.Contains('\n', StringComparison.Ordinal), false,
             stopType, word, slot.Tokens.Count, timings, Stats(r, cached));

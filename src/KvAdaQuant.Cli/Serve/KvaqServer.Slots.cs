@@ -11,7 +11,7 @@ internal sealed partial class KvaqServer
     private Task Props(HttpContext c)
     {
         var d = _model.Defaults;
-        var settings = new NativeSettings(_model.Ctx, d.MaxTokens ?? -1, _model.Id, d.Temperature, d.TopK, d.TopP, d.MinP, d.RepeatPenalty, d.RepeatLastN, d.PresencePenalty, d.FrequencyPenalty, d.Seed, d.Stop, false, true);
+        var settings = NativeSettings.Of(d, _model.Ctx, _model.Id, stream: false, cachePrompt: true);
         string version = typeof(KvaqServer).Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyInformationalVersionAttribute), false)
             .OfType<System.Reflection.AssemblyInformationalVersionAttribute>().FirstOrDefault()?.InformationalVersion ?? "unknown";
         return Write(c, 200, new PropsResponse(settings, _model.Slots, _model.Path, _model.Template.Name, $"kvaq {version}", _model.Kv, _model.Device), ServeJsonContext.Relaxed.PropsResponse);

@@ -80,7 +80,26 @@ internal sealed record NativeSettings(
     ulong Seed,
     IReadOnlyList<string> Stop,
     bool Stream,
-    bool CachePrompt);
+    bool CachePrompt,
+    float TypicalP,
+    int Mirostat,
+    float MirostatTau,
+    float MirostatEta,
+    float XtcProbability,
+    float XtcThreshold,
+    float DryMultiplier,
+    float DryBase,
+    int DryAllowedLength,
+    int DryPenaltyLastN,
+    IReadOnlyList<string> DrySequenceBreakers,
+    float TopNSigma)
+{
+    /// <summary>The settings of <paramref name="r"/> on a server of <paramref name="ctx"/> positions serving <paramref name="model"/>.</summary>
+    public static NativeSettings Of(CompletionRequest r, int ctx, string model, bool stream, bool cachePrompt) => new(
+        ctx, r.MaxTokens ?? -1, model, r.Temperature, r.TopK, r.TopP, r.MinP, r.RepeatPenalty, r.RepeatLastN, r.PresencePenalty, r.FrequencyPenalty, r.Seed, r.Stop,
+        stream, cachePrompt, r.TypicalP, r.Mirostat, r.MirostatTau, r.MirostatEta, r.XtcProbability, r.XtcThreshold, r.DryMultiplier, r.DryBase,
+        r.DryAllowedLength, r.DryPenaltyLastN, r.DrySequenceBreakers, r.TopNSigma);
+}
 
 /// <summary>
 /// llama-server's <c>timings</c>: prompt tokens run (not those from the cache) and their milliseconds, tokens predicted and
