@@ -24,6 +24,11 @@ internal static class ServeCommand
             Description = $"template of /v1/chat/completions: auto (detected from the model's chat_template; none when it has none) or one of {ChatTemplate.Names}",
             DefaultValueFactory = _ => "auto",
         };
+        var toolFormat = new Option<string>("--tool-format")
+        {
+            Description = "how /v1/chat/completions offers tools and reads calls: auto (from the model's chat_template, as llama-server: hermes for a ChatML template with <tool_call>, llama3 for a Llama 3.1/3.2 one, else generic) or generic, llama3, hermes",
+            DefaultValueFactory = _ => "auto",
+        };
         var apiKey = new Option<string?>("--api-key") { Description = "require \"Authorization: Bearer KEY\" on every endpoint but /health and /v1/models" };
         var maxTokens = new Option<int>("--max-tokens", "-n") { Description = "tokens to generate when a request gives no max_tokens (0 = until EOS or the context is full)", DefaultValueFactory = _ => 0 };
         var sampling = new SamplingOptions();
@@ -56,7 +61,7 @@ internal static class ServeCommand
             "serve",
             "Serve the model over HTTP with OpenAI's API (/v1/completions, /v1/chat/completions, streaming) and /v1/embeddings (--embeddings), and llama-server's /completion, /props, /apply-template, /health, /tokenize, /detokenize, /slots (save, restore, erase), /metrics; one request at a time, or --parallel N at once with their decode steps batched; Ctrl+C or SIGTERM stops.")
         {
-            model, tokenizer, host, port, ctx, template, apiKey, maxTokens, kv, kvPlan, threads, device, attnInt8, attnInt8Values, parallel, metrics, ubatch, slotSavePath, embeddings, pooling, alias,
+            model, tokenizer, host, port, ctx, template, toolFormat, apiKey, maxTokens, kv, kvPlan, threads, device, attnInt8, attnInt8Values, parallel, metrics, ubatch, slotSavePath, embeddings, pooling, alias,
         };
         var grammarOptions = new GrammarOptions();
         var speculative = new SpeculativeOptions();
@@ -127,6 +132,7 @@ internal static class ServeCommand
             defaultSampler.CheckVocabulary(m.Config.VocabSize);
             int c = ChatCommand.Context(r.GetValue(ctx), m.Config.ContextLength);
             chosen ??= ChatCommand.DetectTemplate(m.Path, r.GetValue(tokenizer));
+            var tools = ToolFormat(r.GetValue(toolFormat) ?? "auto", chosen, () => ChatTemplateText.Read(m.Path, r.GetValue(tokenizer)));
 
             var precision = CommonOptions.Attention(r.GetValue(attnInt8), r.GetValue(attnInt8Values));
             bool onGpu = r.GetValue(device) == DeviceOptions.Cuda;
@@ -148,6 +154,7 @@ internal static class ServeCommand
                 name ?? Path.GetFileName(Path.TrimEndingDirectorySeparator(m.Path)), m.Path, engine.Sessions, engine.KvName, onGpu ? DeviceOptions.Cuda : DeviceOptions.Cpu, tok, chosen, defaults)
             {
                 SlotSavePath = slotFolder,
+                ToolFormat = tools,
                 Pooling = pool,
                 Speculative = speculation?.Settings,
             };
@@ -157,7 +164,7 @@ internal static class ServeCommand
             string slots = served.Slots > 1 ? $"; {served.Slots} requests at once, their decode steps batched" : string.Empty;
             slots += speculation is null ? string.Empty : $"; speculative decoding ({speculation.Description}, up to {speculation.Settings.MaxDraft} guesses a step)";
             slots += pool is { } pooled ? $"; embeddings ({pooled.ToString().ToLowerInvariant()} pooling)" : string.Empty;
-            Console.Error.WriteLine($"[serve: {m.Path}; KV cache {served.Kv}, {c} positions per request{slots}; template {chosen.Name}; {where}{(key is null ? string.Empty : "; API key required")}]");
+            Console.Error.WriteLine($"[serve: {m.Path}; KV cache {served.Kv}, {c} positions per request{slots}; template {chosen.Name}, tool calls {tools.Name}; {where}{(key is null ? string.Empty : "; API key required")}]");
             new KvaqServer(served, key, Console.Error).RunAsync(address, p, url =>
             {
                 Console.Out.WriteLine($"kvaq: listening on {url}");
@@ -170,6 +177,24 @@ internal static class ServeCommand
             return 0;
         }));
         return cmd;
+    }
+
+    // --tool-format: auto detects the format from the model's Jinja template and the template in use.
+    private static ChatToolFormat ToolFormat(string name, ChatTemplate template, Func<string?> jinja)
+    {
+        if (name.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase))
+        {
+            return ChatToolFormat.Detect(jinja(), template);
+        }
+
+        try
+        {
+            return ChatToolFormat.Parse(name);
+        }
+        catch (ArgumentException e)
+        {
+            throw new ArgumentException($"--tool-format: {e.Message} or auto", e);
+        }
     }
 
     // --embeddings and --pooling (given: the value; null when left out): mean unless said; not on the GPU.

@@ -146,8 +146,17 @@ internal sealed partial record CompletionRequest(
             seed = s.ValueKind == JsonValueKind.Number && s.TryGetUInt64(out ulong u) ? u : throw Invalid("seed", $"seed must be an integer >= 0, got {Raw(s)}");
         }
 
-        RefuseTools(body);
         var (grammar, grammarField) = ParseConstraint(body);
+        var (tools, toolChoice, parallelToolCalls) = chat ? ParseTools(body) : (null, ChatToolChoice.Auto, false);
+        if (!chat)
+        {
+            RefuseTools(body);
+        }
+        else if (tools is { Count: > 0 } && toolChoice.Mode != ChatToolMode.None && grammar is not null)
+        {
+            throw Invalid(grammarField!, $"tools and {grammarField} both constrain the output; give one of them (or tool_choice \"none\")");
+        }
+
         int n = 1;
         if (Field(body, "n") is { } choices)
         {
@@ -197,15 +206,18 @@ internal sealed partial record CompletionRequest(
             Grammar = grammar ?? defaults.Grammar,
             GrammarField = grammar is null ? defaults.GrammarField : grammarField,
             ParsedGrammar = grammar is null ? defaults.ParsedGrammar : ParseGrammar(grammar, grammarField),
+            Tools = tools,
+            ToolChoice = toolChoice,
+            ParallelToolCalls = parallelToolCalls,
         });
     }
 
-    // Tool calls are not made: a request offering tools is refused rather than answered without them (an empty list is no tools).
+    // Completions have no tools: a request offering some is refused rather than answered without them (an empty list is no tools).
     private static void RefuseTools(JsonElement body)
     {
         if (Field(body, "tools") is { } e && !(e.ValueKind == JsonValueKind.Array && e.GetArrayLength() == 0))
         {
-            throw Invalid("tools", "tools is not supported: kvaq serve does not call tools");
+            throw Invalid("tools", "tools is for /v1/chat/completions; a completion of a prompt calls no tools");
         }
     }
 
@@ -443,13 +455,32 @@ internal sealed partial record CompletionRequest(
                 throw Invalid("messages", $"{at} must be an object with role and content, got {Raw(e)}");
             }
 
-            string role = Field(e, "role") is { ValueKind: JsonValueKind.String } r ? r.GetString()! : throw Invalid("messages", $"{at}.role is required (system, user or assistant)");
-            if (role is not ("system" or "user" or "assistant"))
+            string role = Field(e, "role") is { ValueKind: JsonValueKind.String } r ? r.GetString()! : throw Invalid("messages", $"{at}.role is required (system, user, assistant or tool)");
+            switch (role)
             {
-                throw Invalid("messages", $"{at}.role: unknown role '{role}'; expected system, user or assistant");
+                case "system" or "user":
+                    messages.Add(new ChatMessage(role, Content(Field(e, "content"), at)));
+                    break;
+                case "assistant":
+                    // A reply that called tools: its calls, and content that may be null.
+                    var calls = Field(e, "tool_calls") is { } tc ? ParseToolCalls(tc, at) : null;
+                    string content = calls is { Count: > 0 } && Field(e, "content") is null ? string.Empty : Content(Field(e, "content"), at);
+                    messages.Add(new ChatMessage(role, content) { ToolCalls = calls is { Count: > 0 } ? calls : null });
+                    break;
+                case "tool":
+                    string callId = Field(e, "tool_call_id") switch
+                    {
+                        { ValueKind: JsonValueKind.String } id => id.GetString()!,
+                        null => throw Invalid("messages", $"{at}.tool_call_id is required (the id of the call this result answers)"),
+                        { } other => throw Invalid("messages", $"{at}.tool_call_id must be a string, got {Raw(other)}"),
+                    };
+                    string? name = Field(e, "name") is { ValueKind: JsonValueKind.String } n ? n.GetString() : null;
+                    messages.Add(new ChatMessage(role, Content(Field(e, "content"), at)) { ToolCallId = callId, Name = name });
+                    break;
+                default:
+                    throw Invalid("messages", $"{at}.role: unknown role '{role}'; expected system, user, assistant or tool");
             }
 
-            messages.Add(new ChatMessage(role, Content(Field(e, "content"), at)));
             i++;
         }
 

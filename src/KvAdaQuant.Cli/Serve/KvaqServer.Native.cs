@@ -9,14 +9,17 @@ namespace KvAdaQuant.Cli.Serve;
 internal sealed partial class KvaqServer
 {
     // llama-server's POST /apply-template: the prompt text /v1/chat/completions would run for these messages (the
-    // template's rendering with the generation prompt; BOS is added when it is tokenized, not written here).
+    // template's rendering with the generation prompt, and the tools offered by tools/tool_choice in the model's tool format;
+    // BOS is added when it is tokenized, not written here).
     private async Task ApplyTemplate(HttpContext c)
     {
         try
         {
             using var doc = await ReadBody(c);
             var messages = CompletionRequest.ParseMessages(doc.RootElement);
-            await Write(c, 200, new ApplyTemplateResponse(_model.Template.Render(messages, addGenerationPrompt: true)), ServeJsonContext.Relaxed.ApplyTemplateResponse);
+            var (tools, choice, parallel) = CompletionRequest.ParseTools(doc.RootElement);
+            var request = _model.Defaults with { Messages = messages, Tools = tools, ToolChoice = choice, ParallelToolCalls = parallel };
+            await Write(c, 200, new ApplyTemplateResponse(_model.RenderChat(request)), ServeJsonContext.Relaxed.ApplyTemplateResponse);
         }
         catch (ServeRequestException e)
         {

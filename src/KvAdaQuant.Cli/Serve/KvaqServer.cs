@@ -269,6 +269,7 @@ internal sealed partial class KvaqServer
         {
             using var doc = await ReadBody(c);
             request = CompletionRequest.Parse(doc.RootElement, chat, _model.Defaults);
+            request = chat ? request.WithToolFormat(_model.ToolFormat) : request;
             prompts = request.Prompts is { } batch
                 ? [.. batch.Select((_, i) => PromptTokens(request.ForTask(i * request.N), chat, $"prompt[{i}]"))]
                 : [PromptTokens(request, chat)];
@@ -320,7 +321,11 @@ internal sealed partial class KvaqServer
                 var stats = Stats(runs[0].Result, runs[0].CachedTokens);
                 if (chat)
                 {
-                    var choices = runs.Select((r, i) => new ChatChoice(i, new ChatReply("assistant", r.Text), r.FinishReason, r.Logprobs is null ? null : ChatLogprobs.Of(r.Logprobs))).ToList();
+                    var choices = runs.Select((r, i) =>
+                    {
+                        var (reply, finish) = Reply(request, r.Text, r.FinishReason);
+                        return new ChatChoice(i, reply, finish, r.Logprobs is null ? null : ChatLogprobs.Of(r.Logprobs));
+                    }).ToList();
                     await Write(c, 200, new ChatCompletion(id, "chat.completion", created, _model.Id, choices, usage, stats), ServeJsonContext.Relaxed.ChatCompletion);
                 }
                 else
@@ -343,6 +348,21 @@ internal sealed partial class KvaqServer
 
             metrics?.Finished();
         }
+    }
+
+    // A chat reply: with tools the text read back by the model's tool format (its calls, finish reason tool_calls; a reply
+    // that is no well-formed call stays text), else the text as it is.
+    private (ChatReply Reply, string Finish) Reply(CompletionRequest request, string text, string finish)
+    {
+        if (!request.ToolsActive)
+        {
+            return (new ChatReply("assistant", text), finish);
+        }
+
+        var parsed = _model.ToolFormat.Parse(text, request.Tools!);
+        return parsed.ToolCalls.Count == 0
+            ? (new ChatReply("assistant", parsed.Content ?? string.Empty), finish)
+            : (new ChatReply("assistant", parsed.Content, [.. parsed.ToolCalls.Select(c => new ServedToolCall(c.Id, "function", new ServedToolFunction(c.Name, c.Arguments)))]), "tool_calls");
     }
 
     // The request's prompt tokens, refused when they or its logit_bias do not fit the model; `at` names a batch's prompt.
@@ -399,17 +419,28 @@ internal sealed partial class KvaqServer
 
         bool withLogprobs = request.Logprobs is not null;
         var ended = new List<(int Choice, string Finish)>();
+
+        // With tools a choice's text is held until it ends, then read back: its calls (or its text) are sent as deltas.
+        bool tools = chat && request.ToolsActive;
+        var held = new Dictionary<int, (StringBuilder Text, List<ServedLogprob> Logprobs)>();
         try
         {
             await foreach (var e in events.Reader.ReadAllAsync(cancel.Token))
             {
                 if (e.Finish is not null)
                 {
-                    ended.Add((e.Choice, e.Finish)); // written once the run's usage is known (the last one carries it)
+                    string finish = tools ? await SendToolReply(e.Choice, e.Finish) : e.Finish;
+                    ended.Add((e.Choice, finish)); // written once the run's usage is known (the last one carries it)
                     if (e.Choice + 1 < request.Choices)
                     {
-                        await Finish(e.Choice, e.Finish, null, null);
+                        await Finish(e.Choice, finish, null, null);
                     }
+                }
+                else if (e.Text is not null && tools)
+                {
+                    var (text, logprobs) = held.TryGetValue(e.Choice, out var h) ? h : held[e.Choice] = (new StringBuilder(), []);
+                    text.Append(e.Text);
+                    logprobs.AddRange(e.Logprobs);
                 }
                 else if (e.Text is null)
                 {
@@ -445,6 +476,31 @@ internal sealed partial class KvaqServer
         await Finish(request.Choices - 1, ended[^1].Finish, Usage(runs.Select(r => r.Result).ToList(), request.N), Stats(runs[0].Result, runs[0].CachedTokens));
         await c.Response.Body.WriteAsync(Done, cancel.Token);
         await c.Response.Body.FlushAsync(cancel.Token);
+
+        // A choice's held reply as OpenAI streams it: its text, then per call a delta with its id, type and name (arguments
+        // empty) and one with its arguments; returns the finish reason (tool_calls when it calls any).
+        async Task<string> SendToolReply(int choice, string finish)
+        {
+            var (text, logprobs) = held.Remove(choice, out var h) ? h : (new StringBuilder(), []);
+            var parsed = _model.ToolFormat.Parse(text.ToString(), request.Tools!);
+            var lp = withLogprobs ? ChatLogprobs.Of(logprobs) : null;
+            string? content = parsed.ToolCalls.Count == 0 ? parsed.Content ?? string.Empty : parsed.Content;
+            if (content is { Length: > 0 } || (lp is not null && parsed.ToolCalls.Count == 0))
+            {
+                await Event(c, Chunk(id, created, choice, new ChatDelta(null, content), null, null, null, lp), cancel.Token);
+                lp = null;
+            }
+
+            for (int i = 0; i < parsed.ToolCalls.Count; i++)
+            {
+                var call = parsed.ToolCalls[i];
+                await Event(c, Chunk(id, created, choice, new ChatDelta(null, null, [new ToolCallDelta(i, call.Id, "function", new ToolFunctionDelta(call.Name, string.Empty))]), null, null, null, lp), cancel.Token);
+                lp = null;
+                await Event(c, Chunk(id, created, choice, new ChatDelta(null, null, [new ToolCallDelta(i, null, null, new ToolFunctionDelta(null, call.Arguments))]), null, null, null), cancel.Token);
+            }
+
+            return parsed.ToolCalls.Count > 0 ? "tool_calls" : finish;
+        }
 
         async Task Finish(int choice, string finish, Usage? usage, KvaqStats? stats)
         {

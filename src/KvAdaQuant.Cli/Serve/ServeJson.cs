@@ -199,8 +199,29 @@ internal sealed record ChatLogprobs(IReadOnlyList<ChatTokenLogprob> Content)
 /// <summary><c>/v1/completions</c>: the response, or one streamed chunk (then usage and kvaq only on the last).</summary>
 internal sealed record TextCompletion(string Id, string Object, long Created, string Model, IReadOnlyList<TextChoice> Choices, Usage? Usage, KvaqStats? Kvaq);
 
-/// <summary>A chat message of a response.</summary>
-internal sealed record ChatReply(string Role, string Content);
+/// <summary>
+/// A chat message of a response: its text (null when the reply only calls tools, as OpenAI writes it) and the tools it
+/// calls (left out when none).
+/// </summary>
+internal sealed record ChatReply(
+    string Role,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.Never)] string? Content,
+    IReadOnlyList<ServedToolCall>? ToolCalls = null);
+
+/// <summary>A tool call of a reply: OpenAI's <c>{"id": "call_...", "type": "function", "function": {"name", "arguments"}}</c>.</summary>
+internal sealed record ServedToolCall(string Id, string Type, ServedToolFunction Function);
+
+/// <summary>The function a call names and its arguments (JSON text).</summary>
+internal sealed record ServedToolFunction(string Name, string Arguments);
+
+/// <summary>
+/// A streamed piece of a tool call (OpenAI's <c>delta.tool_calls[i]</c>): its index in the reply's calls; the first piece
+/// of a call has its id, type and name (arguments empty), the next its arguments.
+/// </summary>
+internal sealed record ToolCallDelta(int Index, string? Id, string? Type, ToolFunctionDelta Function);
+
+/// <summary>The function of a <see cref="ToolCallDelta"/>: its name (first piece) or a piece of its arguments.</summary>
+internal sealed record ToolFunctionDelta(string? Name, string? Arguments);
 
 /// <summary>A choice of <c>/v1/chat/completions</c>; <c>logprobs</c> null unless asked for.</summary>
 internal sealed record ChatChoice(
@@ -212,8 +233,8 @@ internal sealed record ChatChoice(
 /// <summary><c>/v1/chat/completions</c>.</summary>
 internal sealed record ChatCompletion(string Id, string Object, long Created, string Model, IReadOnlyList<ChatChoice> Choices, Usage Usage, KvaqStats Kvaq);
 
-/// <summary>What a streamed chat chunk adds: the role (first chunk), text, or nothing (the last).</summary>
-internal sealed record ChatDelta(string? Role, string? Content);
+/// <summary>What a streamed chat chunk adds: the role (first chunk), text, a piece of a tool call, or nothing (the last).</summary>
+internal sealed record ChatDelta(string? Role, string? Content, IReadOnlyList<ToolCallDelta>? ToolCalls = null);
 
 /// <summary>A choice of a streamed chat chunk.</summary>
 internal sealed record ChatDeltaChoice(

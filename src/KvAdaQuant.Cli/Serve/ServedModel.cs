@@ -88,6 +88,9 @@ internal sealed class ServedModel : IDisposable
 
     public ChatTemplate Template { get; }
 
+    /// <summary>How tools, calls and results are written for the model (<see cref="ChatToolFormat.Detect"/>; generic by default).</summary>
+    public ChatToolFormat ToolFormat { get; init; } = ChatToolFormat.Generic;
+
     /// <summary>The end-of-turn token of the template, or -1.</summary>
     public int EndOfTurn { get; }
 
@@ -286,17 +289,24 @@ internal sealed class ServedModel : IDisposable
         }
     }
 
-    /// <summary>The prompt's tokens: BOS, then the text (for chat, the template's rendering with its control tokens).</summary>
+    /// <summary>
+    /// The prompt's tokens: BOS, then the text (for chat, the template's rendering with its control tokens, the tools offered,
+    /// calls and results written in <see cref="ToolFormat"/>).
+    /// </summary>
     public List<int> PromptTokens(CompletionRequest request, string at = "prompt")
     {
         if (request.Messages is { } messages)
         {
-            string text = Template.Render(messages, addGenerationPrompt: true);
+            string text = RenderChat(request);
             return Tokenizer.Encode(text, addBos: true, parseSpecial: Template != ChatTemplate.None);
         }
 
         return InputTokens(request.Prompt, request.PromptIds, "prompt", at);
     }
+
+    /// <summary>A chat request's prompt text: its messages and the tools it offers, in <see cref="ToolFormat"/>, by <see cref="Template"/>.</summary>
+    public string RenderChat(CompletionRequest request) =>
+        ToolFormat.Render(Template, request.Messages ?? [], request.OfferedTools, request.ParallelToolCalls);
 
     /// <summary>
     /// A completions prompt's or an embeddings input's tokens: token ids as given (each checked against the vocabulary;

@@ -234,7 +234,7 @@ public sealed class ChatToolFormat
 
             default:
                 {
-                    var text = new StringBuilder("You can call these tools (each with a JSON Schema of its arguments):");
+                    var text = new StringBuilder("You can call these tools:");
                     foreach (var t in tools)
                     {
                         var entry = new JsonObject { ["name"] = t.Name };
@@ -249,9 +249,9 @@ public sealed class ChatToolFormat
 
                     text.Append("\nRespond in JSON format, either with ")
                         .Append(parallel
-                            ? "{\"tool_calls\": [{\"name\": <tool name>, \"arguments\": {...}}, ...]} (a request to call tools)"
-                            : "{\"tool_call\": {\"name\": <tool name>, \"arguments\": {...}}} (a request to call a tool)")
-                        .Append(" or with {\"response\": \"...\"} (a reply to the user's request).");
+                            ? "{\"tool_calls\": [{\"name\": <tool name>, \"arguments\": {...}}, ...]} to call tools"
+                            : "{\"tool_call\": {\"name\": <tool name>, \"arguments\": {...}}} to call a tool")
+                        .Append(", or with {\"response\": \"...\"} to reply to the user.");
                     AddSystem(messages, text.ToString());
                     break;
                 }

@@ -62,7 +62,7 @@ public class ServeChatTemplateTests
         Assert.Equal(rendered, prompt.GetProperty("prompt").GetString());
         var (bad, error) = server.Post("/apply-template", """{"messages": [{"role": "robot", "content": "beep"}]}""");
         Assert.Equal(400, bad);
-        Assert.Equal("messages[0].role: unknown role 'robot'; expected system, user or assistant", error.GetProperty("error").GetProperty("message").GetString());
+        Assert.Equal("messages[0].role: unknown role 'robot'; expected system, user, assistant or tool", error.GetProperty("error").GetProperty("message").GetString());
 
         (status, body) = server.Post("/v1/chat/completions", JsonSerializer.Serialize(new { messages = conversation.Select(m => new { role = m.Role, content = m.Content }), max_tokens = 16 }));
         Assert.Equal(200, status);

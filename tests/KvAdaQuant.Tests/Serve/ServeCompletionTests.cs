@@ -316,7 +316,8 @@ public class ServeCompletionTests(Stories260KServer fixture) : IClassFixture<Sto
 
     [Theory]
     [InlineData("/v1/completions", """{"prompt": "Hi", "temperature": -1}""", "temperature", "temperature must be a finite number >= 0, got -1")]
-    [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": "Hi"}], "tools": [{"type": "function"}]}""", "tools", "tools is not supported: kvaq serve does not call tools")]
+    [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": "Hi"}], "tools": [{"type": "function"}]}""", "tools", "tools[0].function is missing")]
+    [InlineData("/v1/completions", """{"prompt": "Hi", "tools": [{"type": "function"}]}""", "tools", "tools is for /v1/chat/completions; a completion of a prompt calls no tools")]
     [InlineData("/v1/completions", """{"prompt": "Hi", "temperature": "hot"}""", "temperature", "temperature must be a number, got \"hot\"")]
     [InlineData("/v1/completions", """{"prompt": "Hi", "max_tokens": 0}""", "max_tokens", "max_tokens must be an integer >= 1 (0 only with echo), got 0")]
     [InlineData("/v1/completions", """{"prompt": "Hi", "max_tokens": 2.5}""", "max_tokens", "max_tokens must be an integer, got 2.5")]
@@ -344,7 +345,7 @@ public class ServeCompletionTests(Stories260KServer fixture) : IClassFixture<Sto
     [InlineData("/v1/completions", """{"prompt": {"text": "Hi"}}""", "prompt", "prompt must be a string or an array of token ids, got an object")]
     [InlineData("/v1/chat/completions", """{"messages": []}""", "messages", "messages is empty; a chat completion needs at least one message")]
     [InlineData("/v1/chat/completions", """{"prompt": "Hi"}""", "messages", "messages is required")]
-    [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": "Hi"}, {"role": "bot", "content": "Hello"}]}""", "messages", "messages[1].role: unknown role 'bot'; expected system, user or assistant")]
+    [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": "Hi"}, {"role": "bot", "content": "Hello"}]}""", "messages", "messages[1].role: unknown role 'bot'; expected system, user, assistant or tool")]
     [InlineData("/v1/chat/completions", """{"messages": [{"role": "user"}]}""", "messages", "messages[0].content is required")]
     [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]}""", "messages", "messages[0].content[0]: only text parts")]
     [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": "Hi"}], "max_completion_tokens": -2}""", "max_completion_tokens", "max_completion_tokens must be an integer >= 1, got -2")]
