@@ -20,7 +20,7 @@ public class ServeToolsTests(Stories260KToolsServer fixture) : IClassFixture<Sto
 {
     private const string Schema = """{"type": "object", "properties": {"city": {"type": "string", "maxLength": 8}}, "required": ["city"]}""";
 
-    private const string Tools = """[{"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": """ + Schema + "}}]";
+    internal const string Tools = """[{"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": """ + Schema + "}}]";
 
     private readonly ServeProcess _server = fixture.Server;
 
@@ -28,7 +28,7 @@ public class ServeToolsTests(Stories260KToolsServer fixture) : IClassFixture<Sto
         $$"""{"messages": {{messages}}, "tools": {{Tools}}, "max_tokens": 120{{extra}}}""";
 
     // A call of get_weather whose arguments are valid under Schema (checked directly and by its grammar); returns them.
-    private static string AssertWeatherCall(JsonElement call)
+    internal static string AssertWeatherCall(JsonElement call)
     {
         Assert.Matches("^call_[A-Za-z0-9]{24}$", call.GetProperty("id").GetString());
         Assert.Equal("function", call.GetProperty("type").GetString());

@@ -1,0 +1,41 @@
+using System.Text.Json;
+
+namespace KvAdaQuant.Tests.Serve;
+
+/// <summary>
+/// Each tool format end to end on stories3M-q80 (chosen with <c>serve --tool-format</c>; the model has no chat template, so
+/// the tools, instructions and calls are plain text before the conversation): the prompt offers the tools in the format's
+/// words, and a required call comes back, whole and streamed, as a valid <c>tool_calls</c> entry read from the format's syntax.
+/// </summary>
+public class ServeToolFormatsTests
+{
+    [Theory]
+    [InlineData("generic", "You can call these tools:\n{\"name\":\"get_weather\"")]
+    [InlineData("llama3", "Given the following functions, please respond with a JSON for a function call")]
+    [InlineData("hermes", "# Tools\n\nYou may call one or more functions to assist with the user query.")]
+    public void A_required_call_in_each_format_is_a_valid_tool_call(string format, string offer)
+    {
+        using var server = new ServeProcess("-m", "stories3M-q80", "--ctx", "512", "--threads", "1", "--tool-format", format);
+        Assert.Contains($"tool calls {format};", server.Stderr, StringComparison.Ordinal);
+        string request = $$"""{"messages": [{"role": "user", "content": "Weather?"}], "tools": {{ServeToolsTests.Tools}}, "tool_choice": "required", "max_tokens": 160""";
+
+        var (_, prompt) = server.Post("/apply-template", request + "}");
+        Assert.StartsWith(offer, prompt.GetProperty("prompt").GetString(), StringComparison.Ordinal);
+        Assert.EndsWith("Weather?", prompt.GetProperty("prompt").GetString(), StringComparison.Ordinal);
+
+        var (status, body) = server.Post("/v1/chat/completions", request + "}");
+        Assert.Equal(200, status);
+        var choice = body.GetProperty("choices")[0];
+        Assert.Equal("tool_calls", choice.GetProperty("finish_reason").GetString());
+        string arguments = ServeToolsTests.AssertWeatherCall(Assert.Single(choice.GetProperty("message").GetProperty("tool_calls").EnumerateArray()));
+
+        var (_, events) = server.PostStream("/v1/chat/completions", request + ", \"stream\": true}");
+        var deltas = events[..^1].Select(e => JsonDocument.Parse(e).RootElement.GetProperty("choices")[0]).ToList();
+        Assert.Equal("tool_calls", deltas[^1].GetProperty("finish_reason").GetString());
+        var pieces = deltas.Where(d => d.GetProperty("delta").TryGetProperty("tool_calls", out _))
+            .Select(d => d.GetProperty("delta").GetProperty("tool_calls")[0].GetProperty("function"))
+            .ToList();
+        Assert.Equal("get_weather", pieces[0].GetProperty("name").GetString());
+        Assert.Equal(arguments, string.Concat(pieces.Select(p => p.GetProperty("arguments").GetString())));
+    }
+}
