@@ -111,6 +111,51 @@ public class ServeToolsTests(Stories260KToolsServer fixture) : IClassFixture<Sto
     }
 
     [Fact]
+    public void Each_choice_is_read_back_on_its_own_whole_and_streamed()
+    {
+        const string extra = ", \"tool_choice\": \"required\", \"n\": 2, \"temperature\": 0.9, \"seed\": 5";
+        var (status, body) = _server.Post("/v1/chat/completions", Chat(extra));
+        Assert.Equal(200, status);
+        var whole = body.GetProperty("choices").EnumerateArray().Select(c =>
+        {
+            Assert.Equal("tool_calls", c.GetProperty("finish_reason").GetString());
+            return AssertWeatherCall(Assert.Single(c.GetProperty("message").GetProperty("tool_calls").EnumerateArray()));
+        }).ToList();
+        Assert.Equal(2, whole.Count);
+
+        // Streamed: each choice's call under its own index, the same arguments as the whole reply's choice (seed + index).
+        var (_, events) = _server.PostStream("/v1/chat/completions", Chat(extra + ", \"stream\": true"));
+        var chunks = events[..^1].Select(e => JsonDocument.Parse(e).RootElement.GetProperty("choices")[0]).ToList();
+        for (int i = 0; i < 2; i++)
+        {
+            var mine = chunks.Where(c => c.GetProperty("index").GetInt32() == i).ToList();
+            Assert.Equal("tool_calls", mine[^1].GetProperty("finish_reason").GetString());
+            string arguments = string.Concat(mine
+                .Where(c => c.GetProperty("delta").TryGetProperty("tool_calls", out _))
+                .Select(c => c.GetProperty("delta").GetProperty("tool_calls")[0].GetProperty("function").GetProperty("arguments").GetString()));
+            Assert.Equal(whole[i], arguments);
+        }
+    }
+
+    [Fact]
+    public void Log_probabilities_of_a_call_come_whole_and_on_the_first_streamed_call_delta()
+    {
+        const string extra = ", \"tool_choice\": \"required\", \"logprobs\": true";
+        var (_, body) = _server.Post("/v1/chat/completions", Chat(extra));
+        var choice = body.GetProperty("choices")[0];
+        int tokens = body.GetProperty("usage").GetProperty("completion_tokens").GetInt32();
+        var entries = choice.GetProperty("logprobs").GetProperty("content");
+        Assert.InRange(entries.GetArrayLength(), tokens - 1, tokens); // the end token has no text
+        Assert.Equal("tool_calls", choice.GetProperty("finish_reason").GetString());
+
+        var (_, events) = _server.PostStream("/v1/chat/completions", Chat(extra + ", \"stream\": true"));
+        var chunks = events[..^1].Select(e => JsonDocument.Parse(e).RootElement.GetProperty("choices")[0]).ToList();
+        var first = chunks.First(c => c.GetProperty("delta").TryGetProperty("tool_calls", out _));
+        Assert.Equal(entries.GetRawText(), first.GetProperty("logprobs").GetProperty("content").GetRawText());
+        Assert.Single(chunks, c => c.TryGetProperty("logprobs", out var lp) && lp.ValueKind != JsonValueKind.Null);
+    }
+
+    [Fact]
     public void Parallel_calls_are_an_array_of_valid_calls()
     {
         // stories260K tends to go on adding calls to the array: what is cut short by max_tokens comes back as text.
