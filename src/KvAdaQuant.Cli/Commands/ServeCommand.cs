@@ -126,13 +126,14 @@ internal static class ServeCommand
             };
             string templateName = r.GetValue(template) ?? "auto";
             ChatTemplate? chosen = templateName.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase) ? null : ChatCommand.ParseTemplate(templateName);
+            ChatToolFormat? tools = ToolFormat(r.GetValue(toolFormat) ?? "auto");
 
             using var m = ModelLoader.Load(r.GetValue(model)!, r.GetValue(tokenizer));
             var tok = m.Tokenizer ?? throw new ArgumentException($"--tokenizer: no tokenizer found for {m.Path}; pass one");
             defaultSampler.CheckVocabulary(m.Config.VocabSize);
             int c = ChatCommand.Context(r.GetValue(ctx), m.Config.ContextLength);
             chosen ??= ChatCommand.DetectTemplate(m.Path, r.GetValue(tokenizer));
-            var tools = ToolFormat(r.GetValue(toolFormat) ?? "auto", chosen, () => ChatTemplateText.Read(m.Path, r.GetValue(tokenizer)));
+            tools ??= ChatToolFormat.Detect(ChatTemplateText.Read(m.Path, r.GetValue(tokenizer)), chosen);
 
             var precision = CommonOptions.Attention(r.GetValue(attnInt8), r.GetValue(attnInt8Values));
             bool onGpu = r.GetValue(device) == DeviceOptions.Cuda;
@@ -179,12 +180,12 @@ internal static class ServeCommand
         return cmd;
     }
 
-    // --tool-format: auto detects the format from the model's Jinja template and the template in use.
-    private static ChatToolFormat ToolFormat(string name, ChatTemplate template, Func<string?> jinja)
+    // --tool-format: the format named, or null for auto (detected from the model's Jinja template and the template in use).
+    private static ChatToolFormat? ToolFormat(string name)
     {
         if (name.Trim().Equals("auto", StringComparison.OrdinalIgnoreCase))
         {
-            return ChatToolFormat.Detect(jinja(), template);
+            return null;
         }
 
         try

@@ -15,6 +15,7 @@ public class ServeCommandTests
     [InlineData("--api-key", "", "--api-key: the key is empty")]
     [InlineData("--max-tokens", "-1", "--max-tokens must be >= 0 (0 = until EOS or the context is full), got -1")]
     [InlineData("--alias", " ", "--alias: the name is empty")]
+    [InlineData("--tool-format", "mistral", "--tool-format: unknown tool format 'mistral'; expected one of generic, llama3, hermes or auto")]
     public void Bad_options_are_errors_naming_them(string option, string value, string message)
     {
         var (rc, stdout, stderr) = option == "--port" ? Run("-m", "stories260K", option, value) : Run("-m", "stories260K", "--port", "0", option, value);
