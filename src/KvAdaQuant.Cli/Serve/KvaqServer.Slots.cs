@@ -14,7 +14,7 @@ internal sealed partial class KvaqServer
         var settings = NativeSettings.Of(d, _model.Ctx, _model.Id, stream: false, cachePrompt: true);
         string version = typeof(KvaqServer).Assembly.GetCustomAttributes(typeof(System.Reflection.AssemblyInformationalVersionAttribute), false)
             .OfType<System.Reflection.AssemblyInformationalVersionAttribute>().FirstOrDefault()?.InformationalVersion ?? "unknown";
-        return Write(c, 200, new PropsResponse(settings, _model.Slots, _model.Path, _model.Template.Name, $"kvaq {version}", _model.Kv, _model.Device), ServeJsonContext.Relaxed.PropsResponse);
+        return Write(c, 200, new PropsResponse(settings, _model.Slots, _model.Path, _model.Template.Name, $"kvaq {version}", _model.Kv, _model.Device, _model.ToolFormat.Name), ServeJsonContext.Relaxed.PropsResponse);
     }
 
     // llama-server's POST /slots/{id}?action=save|restore|erase: a slot's KV cache and tokens to a state file in

@@ -161,7 +161,7 @@ internal sealed partial class KvaqServer
     private Task Models(HttpContext c) => Write(
         c,
         200,
-        new ModelList("list", [new ModelEntry(_model.Id, "model", _created, "kvaq", new ModelMeta(_model.Path, _model.Ctx, _model.Tokenizer.VocabSize, _model.Kv, _model.Template.Name, _model.Device))]),
+        new ModelList("list", [new ModelEntry(_model.Id, "model", _created, "kvaq", new ModelMeta(_model.Path, _model.Ctx, _model.Tokenizer.VocabSize, _model.Kv, _model.Template.Name, _model.Device, _model.ToolFormat.Name))]),
         ServeJsonContext.Relaxed.ModelList);
 
     // Prometheus' text format, with kvaq serve --metrics (llama-server's --metrics); else 501 as llama-server answers.

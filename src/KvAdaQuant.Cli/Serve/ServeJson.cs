@@ -121,7 +121,8 @@ internal sealed record NativeTimings(
 
 /// <summary>
 /// llama-server's <c>GET /props</c>: the settings a request that gives none gets, the slots, the model's path, the chat
-/// template's name (kvaq's templates are built in, not Jinja text), kvaq's version; and the cache and device.
+/// template's name (kvaq's templates are built in, not Jinja text), kvaq's version; and the cache, device and the tool-call
+/// format (<c>generic</c>, <c>llama3</c>, <c>hermes</c>).
 /// </summary>
 internal sealed record PropsResponse(
     NativeSettings DefaultGenerationSettings,
@@ -130,13 +131,14 @@ internal sealed record PropsResponse(
     string ChatTemplate,
     string BuildInfo,
     string Kv,
-    string Device);
+    string Device,
+    string ToolFormat);
 
 /// <summary>One entry of <c>GET /v1/models</c>.</summary>
 internal sealed record ModelEntry(string Id, string Object, long Created, string OwnedBy, ModelMeta Meta);
 
-/// <summary>What kvaq adds to a model entry.</summary>
-internal sealed record ModelMeta(string Path, int Ctx, int VocabSize, string Kv, string ChatTemplate, string Device);
+/// <summary>What kvaq adds to a model entry (the tool-call format too: <c>generic</c>, <c>llama3</c>, <c>hermes</c>).</summary>
+internal sealed record ModelMeta(string Path, int Ctx, int VocabSize, string Kv, string ChatTemplate, string Device, string ToolFormat);
 
 /// <summary><c>GET /v1/models</c>.</summary>
 internal sealed record ModelList(string Object, IReadOnlyList<ModelEntry> Data);

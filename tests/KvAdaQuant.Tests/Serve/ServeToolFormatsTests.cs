@@ -17,6 +17,8 @@ public class ServeToolFormatsTests
     {
         using var server = new ServeProcess("-m", "stories3M-q80", "--ctx", "512", "--threads", "1", "--tool-format", format);
         Assert.Contains($"tool calls {format};", server.Stderr, StringComparison.Ordinal);
+        Assert.Equal(format, server.Get("/v1/models").Body.GetProperty("data")[0].GetProperty("meta").GetProperty("tool_format").GetString());
+        Assert.Equal(format, server.Get("/props").Body.GetProperty("tool_format").GetString());
         string request = $$"""{"messages": [{"role": "user", "content": "Weather?"}], "tools": {{ServeToolsTests.Tools}}, "tool_choice": "required", "max_tokens": 160""";
 
         var (_, prompt) = server.Post("/apply-template", request + "}");
