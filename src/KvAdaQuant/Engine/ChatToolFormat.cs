@@ -81,10 +81,19 @@ public sealed class ChatToolFormat
 
     /// <summary>
     /// <paramref name="messages"/> with the <paramref name="tools"/> offered (none: only the calls and results of the
-    /// conversation are rewritten) rendered by <paramref name="template"/>; see <see cref="Prepare"/>.
+    /// conversation are rewritten) rendered by <paramref name="template"/>; see <see cref="Prepare"/>. A template other
+    /// than Llama 3's has no <c>ipython</c> role: there Llama 3 tool results are user turns.
     /// </summary>
-    public string Render(ChatTemplate template, IReadOnlyList<ChatMessage> messages, IReadOnlyList<ChatTool> tools, bool parallel = false, bool addGenerationPrompt = true) =>
-        template.Render(Prepare(messages, tools, parallel), addGenerationPrompt);
+    public string Render(ChatTemplate template, IReadOnlyList<ChatMessage> messages, IReadOnlyList<ChatTool> tools, bool parallel = false, bool addGenerationPrompt = true)
+    {
+        var prepared = Prepare(messages, tools, parallel);
+        if (template != ChatTemplate.Llama3)
+        {
+            prepared = [.. prepared.Select(m => m.Role == "ipython" ? m with { Role = "user" } : m)];
+        }
+
+        return template.Render(prepared, addGenerationPrompt);
+    }
 
     /// <summary>
     /// The conversation as plain <c>system</c>/<c>user</c>/<c>assistant</c> messages (<c>ipython</c> for Llama 3 tool

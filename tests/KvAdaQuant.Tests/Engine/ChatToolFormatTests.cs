@@ -66,6 +66,10 @@ public class ChatToolFormatTests
         Assert.Contains("""<|start_header_id|>assistant<|end_header_id|>""" + "\n\n" + """{"name":"get_weather","parameters":{"city":"Oslo"}}<|eot_id|>""", prompt, StringComparison.Ordinal);
         Assert.Contains("<|start_header_id|>ipython<|end_header_id|>\n\nSunny, 21 C<|eot_id|>", prompt, StringComparison.Ordinal);
         Assert.EndsWith("<|start_header_id|>assistant<|end_header_id|>\n\n", prompt, StringComparison.Ordinal);
+
+        // Forced on another template (serve --tool-format llama3), a result is a user turn.
+        Assert.EndsWith("<|im_start|>user\nSunny, 21 C<|im_end|>\n<|im_start|>assistant\n", ChatToolFormat.Llama3.Render(ChatTemplate.ChatMl, RoundTrip, [Weather]), StringComparison.Ordinal);
+        Assert.EndsWith("{\"name\":\"get_weather\",\"parameters\":{\"city\":\"Oslo\"}}Sunny, 21 C", ChatToolFormat.Llama3.Render(ChatTemplate.None, RoundTrip, []), StringComparison.Ordinal);
     }
 
     [Fact]
