@@ -613,6 +613,25 @@ public sealed class Sampler
     }
 
     /// <summary>
+    /// The tokens locally typical sampling with <paramref name="typicalP"/> keeps of softmax(<paramref name="logits"/>)
+    /// (temperature 1, no other stage), most likely first: the set <see cref="TypicalP"/> draws from.
+    /// </summary>
+    public static int[] TypicalKept(ReadOnlySpan<float> logits, float typicalP)
+    {
+        var s = new Sampler(1f) { TypicalP = typicalP };
+        int n = logits.Length;
+        s._probs = new float[n];
+        var p = s._probs.AsSpan();
+        TensorPrimitives.Subtract(logits, TensorPrimitives.Max(logits), p);
+        Kernels.SoftMax(p);
+        int[] idx = [.. Enumerable.Range(0, n)];
+        var probs = s._probs;
+        idx.AsSpan().Sort((a, b) => probs[b].CompareTo(probs[a]) is var cmp && cmp != 0 ? cmp : a.CompareTo(b));
+        int count = typicalP < 1f ? s.KeepTypical(p, idx) : n;
+        return idx[..count];
+    }
+
+    /// <summary>
     /// XTC's cut, once it fires: of <paramref name="candidates"/> (sorted by probability <paramref name="p"/>, renormalized
     /// over them) the leading ones at least <paramref name="threshold"/> likely are removed but the last of them; returns
     /// how many to drop from the front (0 where fewer than two reach the threshold).

@@ -1,0 +1,144 @@
+using KvAdaQuant.Engine;
+using KvAdaQuant.Formats;
+using KvAdaQuant.LlamaCpp;
+using KvAdaQuant.Numerics;
+using LLama.Native;
+
+namespace KvAdaQuant.Tests.LlamaCpp;
+
+/// <summary>
+/// Our typical, top-n-sigma, XTC and DRY against llama.cpp's own samplers (LLamaSharp 0.30.0's native chain) on random
+/// logits: the same tokens kept, and DRY the same penalized logits over the stories260K vocabulary with llama.cpp's
+/// default sequence breakers.
+/// </summary>
+public class SamplerLlamaCppTests(ConvertedModels converted) : IClassFixture<ConvertedModels>
+{
+    private static float[] RandomLogits(Random rng, int n) => [.. Enumerable.Range(0, n).Select(_ => (float)((rng.NextDouble() * 8) - 4))];
+
+    // The chain's candidates after it ran over logits: (id, logit) of those it kept.
+    private static (int Id, float Logit)[] Apply(SafeLLamaSamplerChainHandle chain, float[] logits)
+    {
+        var array = LLamaTokenDataArray.Create(logits);
+        using (LLamaTokenDataArrayNative.Create(array, out var native))
+        {
+            chain.Apply(ref native);
+            return [.. native.Data.ToArray().Select(d => ((int)d.ID, d.Logit))];
+        }
+    }
+
+    [LlamaCppFact]
+    public void Typical_keeps_the_tokens_llama_cpp_keeps()
+    {
+        LlamaCppRuntime.Load();
+        var rng = new Random(5);
+        for (int round = 0; round < 40; round++)
+        {
+            float[] logits = RandomLogits(rng, 60);
+            foreach (float p in new[] { 0.1f, 0.5f, 0.9f, 0.99f })
+            {
+                using var chain = SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default());
+                chain.AddTypical(p, 1);
+                var theirs = Apply(chain, logits).Select(t => t.Id).Order();
+                Assert.Equal(theirs, Sampler.TypicalKept(logits, p).Order());
+            }
+        }
+    }
+
+    [LlamaCppFact]
+    public void Top_n_sigma_keeps_the_tokens_llama_cpp_keeps()
+    {
+        LlamaCppRuntime.Load();
+        var rng = new Random(6);
+        for (int round = 0; round < 40; round++)
+        {
+            float[] logits = RandomLogits(rng, 60);
+            foreach (float n in new[] { 0.5f, 1f, 2f })
+            {
+                using var chain = SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default());
+                chain.AddTopNSigma(n);
+                var theirs = Apply(chain, logits).Where(t => t.Logit != float.NegativeInfinity).Select(t => t.Id).Order();
+                var ours = logits.ToArray();
+                Sampler.TopNSigmaMask(ours, n);
+                Assert.Equal(theirs, Enumerable.Range(0, ours.Length).Where(i => ours[i] != float.NegativeInfinity));
+            }
+        }
+    }
+
+    [LlamaCppFact]
+    public void Xtc_when_it_fires_keeps_the_tokens_llama_cpp_keeps()
+    {
+        LlamaCppRuntime.Load();
+        var rng = new Random(7);
+        for (int round = 0; round < 40; round++)
+        {
+            // Peaked logits so that several tokens pass the threshold.
+            float[] logits = [.. RandomLogits(rng, 30).Select((l, i) => i < 4 ? l + 6 : l)];
+            foreach (float t in new[] { 0.05f, 0.1f, 0.2f })
+            {
+                using var chain = SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default());
+                chain.AddXTC(1f, t, 1, 42);
+                var theirs = Apply(chain, logits).Select(x => x.Id).Order();
+                var p = logits.ToArray();
+                Kernels.SoftMax(p);
+                int[] sorted = [.. Enumerable.Range(0, p.Length).OrderByDescending(i => p[i]).ThenBy(i => i)];
+                int cut = Sampler.XtcCut(p, sorted, t);
+                Assert.Equal(theirs, sorted[cut..].Order());
+            }
+        }
+    }
+
+    [LlamaCppFact]
+    public void Dry_penalizes_the_logits_as_llama_cpp_does()
+    {
+        LlamaCppRuntime.Load();
+        string gguf = converted.Get("stories260K", GgmlType.F32);
+        using var ours = ModelLoader.Load(gguf);
+        var tok = ours.Tokenizer!;
+        // llama.cpp's defaults, and with them a breaker of several tokens (heads and tails, the tails tokenized by each side).
+        string[][] breakerSets = [[.. DrySequenceBreakers.Defaults], [.. DrySequenceBreakers.Defaults, "Lily said", "the dog"]];
+        var processed = breakerSets.Select(b => DrySequenceBreakers.FromStrings(tok, b)).ToArray();
+        var breakers = processed[0];
+        Assert.Contains(Enumerable.Range(0, tok.VocabSize), t => processed[1].TailsOf(t).Any(tail => tail.Length > 0));
+        // The whole model, not its vocabulary only: DRY's -1 and its window need the training context llama.cpp reads.
+        var p = new LLama.Common.ModelParams(gguf) { GpuLayerCount = 0 };
+        LLama.Extensions.IModelParamsExtensions.ToLlamaModelParams(p, out var native);
+        using var model = SafeLlamaModelHandle.LoadFromFile(gguf, native);
+
+        // Sequences over a few words and the breakers' tokens, so that repeats and breakers are common.
+        int[] alphabet = [.. tok.Encode("Lily said: \"the dog* ran\n", addBos: false).Distinct()];
+        Assert.Contains(alphabet, t => breakers.IsSingleTokenBreaker(t));
+        var rng = new Random(8);
+        int penalized = 0;
+        for (int round = 0; round < 60; round++)
+        {
+            int[] sequence = [.. Enumerable.Range(0, rng.Next(4, 60)).Select(_ => alphabet[rng.Next(alphabet.Length)])];
+            float multiplier = 0.5f + (float)rng.NextDouble(), dryBase = 1.1f + (float)rng.NextDouble();
+            int allowed = rng.Next(1, 4), lastN = rng.Next(8, 80);
+            float[] logits = RandomLogits(rng, ours.Config.VocabSize);
+
+            using var chain = SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default());
+            int set = round % 2;
+            breakers = processed[set];
+            chain.AddDry(model, breakerSets[set], multiplier, dryBase, allowed, lastN);
+            foreach (int t in sequence)
+            {
+                chain.Accept((LLamaToken)t);
+            }
+
+            var theirs = new float[logits.Length];
+            foreach (var (id, logit) in Apply(chain, logits))
+            {
+                theirs[id] = logit;
+            }
+
+            var mine = logits.ToArray();
+            new Sampler { DryMultiplier = multiplier, DryBase = dryBase, DryAllowedLength = allowed, DryPenaltyLastN = lastN, DrySequenceBreakers = breakers }.ApplyDry(mine, sequence);
+            int bad = Enumerable.Range(0, mine.Length).FirstOrDefault(i => theirs[i] != mine[i], -1);
+            string Text(int t) => System.Text.Encoding.UTF8.GetString(tok.DecodeBytes(-1, t)).Replace("\n", "\\n", StringComparison.Ordinal);
+            Assert.True(bad < 0, bad < 0 ? "" : $"round {round} token {bad} '{Text(bad)}' theirs {theirs[bad]} mine {mine[bad]} orig {logits[bad]} single {breakers.IsSingleTokenBreaker(bad)} allowed {allowed} lastN {lastN}; seq {string.Join(" ", sequence.Select(t => $"{t}'{Text(t)}'{(breakers.IsSingleTokenBreaker(t) ? "B" : "")}{(breakers.TailsOf(t).Count > 0 ? "H" + breakers.TailsOf(t).Count : "")}"))}");
+            penalized += mine.Zip(logits).Count(x => x.First != x.Second);
+        }
+
+        Assert.True(penalized > 20, $"only {penalized} logits were penalized: the comparison would not show much");
+    }
+}
