@@ -666,25 +666,37 @@ public sealed class Sampler
         }
         else
         {
-            // Keep the leading tokens whose surprise -log2 p is at most mu (at least one).
-            count = 0;
-            while (count < idx.Length && -MathF.Log2(p[idx[count]]) <= mu)
-            {
-                count++;
-            }
-
-            count = Math.Max(count, 1);
+            count = MirostatV2Count(p, idx, mu);
         }
 
         int chosen = Draw(p, idx[..count], out float share);
-        _nextMu = mu - (_mirostatEta * (-MathF.Log2(share) - _mirostatTau));
+        _nextMu = MirostatNextMu(mu, share, _mirostatTau, _mirostatEta);
         return chosen;
     }
 
     /// <summary>
+    /// Mirostat 2.0's cut: how many of the leading tokens (<paramref name="sorted"/> by probability <paramref name="p"/>)
+    /// have a surprise -log2 p of at most <paramref name="mu"/>; at least 1.
+    /// </summary>
+    public static int MirostatV2Count(ReadOnlySpan<float> p, ReadOnlySpan<int> sorted, float mu)
+    {
+        int count = 0;
+        while (count < sorted.Length && -MathF.Log2(p[sorted[count]]) <= mu)
+        {
+            count++;
+        }
+
+        return Math.Max(count, 1);
+    }
+
+    /// <summary>Mirostat's update after drawing a token whose probability among those kept was <paramref name="share"/>: mu - eta (-log2 share - tau).</summary>
+    public static float MirostatNextMu(float mu, float share, float tau, float eta) => mu - (eta * (-MathF.Log2(share) - tau));
+
+    /// <summary>
     /// Mirostat (v1)'s top-k: the Zipf exponent s estimated by least squares over the <c>m = 100</c> most likely tokens
     /// (<paramref name="sorted"/> by probability <paramref name="p"/>), then k = ((s - 1) 2^mu / (1 - N^(1 - s)))^(1/s) for a
-    /// vocabulary of <paramref name="vocab"/>, at least 1 and at most the tokens there are.
+    /// vocabulary of <paramref name="vocab"/>, at least 1 and at most the tokens there are; 1 where k is NaN or beyond int
+    /// (llama.cpp's x86-64 conversion gives that).
     /// </summary>
     public static int MirostatV1Count(ReadOnlySpan<float> p, ReadOnlySpan<int> sorted, float mu, int vocab)
     {
@@ -702,7 +714,9 @@ public sealed class Sampler
         float sHat = sumTiBi / sumTiSq;
         float epsilonHat = sHat - 1;
         float k = MathF.Pow(epsilonHat * MathF.Pow(2, mu) / (1 - MathF.Pow(vocab, -epsilonHat)), 1 / sHat);
-        int kept = float.IsNaN(k) ? 1 : k >= int.MaxValue ? int.MaxValue : Math.Max((int)k, 1);
+        // A k that is NaN or beyond int (the estimate s below 1 blows the formula up) converts to INT_MIN in llama.cpp's
+        // x86-64 build, so it keeps one token: the same here.
+        int kept = float.IsNaN(k) || k >= 2147483648f ? 1 : Math.Max((int)k, 1);
         return Math.Min(kept, sorted.Length);
     }
 

@@ -7,7 +7,7 @@ using LLama.Native;
 namespace KvAdaQuant.Tests.LlamaCpp;
 
 /// <summary>
-/// Our typical, top-n-sigma, XTC and DRY against llama.cpp's own samplers (LLamaSharp 0.30.0's native chain) on random
+/// Our typical, top-n-sigma, XTC, Mirostat and DRY against llama.cpp's own samplers (LLamaSharp 0.30.0's native chain) on random
 /// logits: the same tokens kept, and DRY the same penalized logits over the stories260K vocabulary with llama.cpp's
 /// default sequence breakers.
 /// </summary>
@@ -85,6 +85,64 @@ public class SamplerLlamaCppTests(ConvertedModels converted) : IClassFixture<Con
                 Assert.Equal(theirs, sorted[cut..].Order());
             }
         }
+    }
+
+    // (ids kept, the id selected) after the chain ran over logits.
+    private static (int[] Kept, int Selected) Select(SafeLLamaSamplerChainHandle chain, float[] logits)
+    {
+        var array = LLamaTokenDataArray.Create(logits);
+        using (LLamaTokenDataArrayNative.Create(array, out var native))
+        {
+            chain.Apply(ref native);
+            var data = native.Data.ToArray();
+            return ([.. data.Select(d => (int)d.ID)], (int)data[(int)native.Selected].ID);
+        }
+    }
+
+    [LlamaCppFact]
+    public void Mirostat_keeps_as_many_tokens_as_llama_cpp_and_moves_mu_alike()
+    {
+        LlamaCppRuntime.Load();
+        var rng = new Random(9);
+        int wide = 0;
+        for (int round = 0; round < 30; round++)
+        {
+            // Odd rounds Zipf-like (Mirostat 1's model: p_i ~ 1 / i^s, s > 1, a little noise, shuffled), even ones uniform noise.
+            double s = 1.1 + rng.NextDouble();
+            float[] logits = round % 2 == 1
+                ? [.. Enumerable.Range(1, 200).Select(i => (float)((-s * Math.Log(i)) + (0.01 * rng.NextDouble()))).OrderBy(_ => rng.Next())]
+                : RandomLogits(rng, 200);
+            var p = logits.ToArray();
+            Kernels.SoftMax(p);
+            int[] sorted = [.. Enumerable.Range(0, p.Length).OrderByDescending(i => p[i]).ThenBy(i => i)];
+            float tau = 2f + (float)(rng.NextDouble() * 5), eta = 0.1f + (float)(rng.NextDouble() * 0.5);
+
+            // Mirostat 1 from mu = 2 tau: the top-k estimated from the Zipf exponent.
+            using (var chain = SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default()))
+            {
+                chain.AddMirostat1Sampler(p.Length, 42, tau, eta, 100);
+                int k = Sampler.MirostatV1Count(p, sorted, 2 * tau, p.Length);
+                Assert.Equal(Select(chain, logits).Kept.Length, k);
+                wide += k > 1 ? 1 : 0;
+            }
+
+            // Mirostat 2, three draws: the cut at mu, then mu moved by the surprise of the token llama.cpp drew.
+            using (var chain = SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default()))
+            {
+                chain.AddMirostat2Sampler(42, tau, eta);
+                float mu = 2 * tau;
+                for (int step = 0; step < 3; step++)
+                {
+                    var (kept, selected) = Select(chain, logits);
+                    int count = Sampler.MirostatV2Count(p, sorted, mu);
+                    Assert.Equal(kept.Length, count);
+                    float share = p[selected] / sorted[..count].Sum(i => p[i]);
+                    mu = Sampler.MirostatNextMu(mu, share, tau, eta);
+                }
+            }
+        }
+
+        Assert.True(wide >= 10, $"Mirostat 1 kept more than one token in only {wide} rounds");
     }
 
     [LlamaCppFact]
