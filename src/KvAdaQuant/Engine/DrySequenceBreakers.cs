@@ -56,9 +56,22 @@ public sealed class DrySequenceBreakers
     /// tokenized (no BOS). Empty strings are skipped; strings over <see cref="MaxBytes"/> bytes are cut, tails over
     /// <see cref="MaxTail"/> tokens too. A rest that is not whole UTF-8 (a token ending inside a character) is skipped.
     /// </summary>
+    /// <remarks>
+    /// The result is kept per tokenizer and list (a server builds it once, not per request); it is immutable, so shared.
+    /// </remarks>
     public static DrySequenceBreakers FromStrings(ITokenizer tokenizer, IEnumerable<string> breakers)
     {
         ArgumentNullException.ThrowIfNull(tokenizer);
+        string[] given = [.. breakers];
+        string key = string.Concat(given.Select(g => $"{g.Length}:{g}"));
+        var cache = Cache.GetOrCreateValue(tokenizer);
+        return cache.GetOrAdd(key, _ => Build(tokenizer, given));
+    }
+
+    private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<ITokenizer, System.Collections.Concurrent.ConcurrentDictionary<string, DrySequenceBreakers>> Cache = [];
+
+    private static DrySequenceBreakers Build(ITokenizer tokenizer, string[] breakers)
+    {
         var b = new DrySequenceBreakers();
         var list = breakers.Where(s => !string.IsNullOrEmpty(s)).Select(s => Encoding.UTF8.GetBytes(s) is var bytes && bytes.Length > MaxBytes ? bytes[..MaxBytes] : bytes).ToList();
         if (list.Count == 0)

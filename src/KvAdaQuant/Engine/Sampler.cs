@@ -268,7 +268,7 @@ public sealed class Sampler
         }
     }
 
-    /// <summary>Whether any penalty is on (and so whether <see cref="Sample(ReadOnlySpan{float}, ReadOnlySpan{int})"/> reads the sequence).</summary>
+    /// <summary>Whether any penalty is on (one reason <see cref="Sample(ReadOnlySpan{float}, ReadOnlySpan{int})"/> reads the sequence; see <see cref="ReadsSequence"/>).</summary>
     public bool HasPenalties => _repeatLastN != 0 && (_repeatPenalty != 1f || _presencePenalty != 0f || _frequencyPenalty != 0f);
 
     /// <summary>Whether every setting beyond temperature, top-k and top-p is at its default (what the GPU sampler does).</summary>
