@@ -62,6 +62,27 @@ public class SamplerOptionsCliTests
         Assert.NotEqual(got, Tokens(stdout));
     }
 
+    [Fact]
+    public void Chat_takes_the_options_each_turn()
+    {
+        const string input = "Lily and Ben went to the park.\nThen Lily and Ben\n";
+        string[] Replies(params string[] options)
+        {
+            var (rc, stdout, stderr) = KvaqProcess.RunWithInput(input, ["chat", "-m", "stories260K", "-n", "24", "--temperature", "1", "--seed", "3", "--json", .. options]);
+            Assert.True(rc == 0, stderr);
+            return [.. stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement.GetProperty("reply").GetString()!)];
+        }
+
+        var plain = Replies();
+        Assert.Equal(2, plain.Length);
+        foreach (string[] options in new[] { new[] { "--mirostat", "2" }, ["--dry-multiplier", "2", "--dry-allowed-length", "1"], ["--xtc-probability", "1"], ["--typical", "0.3"], ["--top-n-sigma", "0.3"] })
+        {
+            var replies = Replies(options);
+            Assert.Equal(2, replies.Length);
+            Assert.NotEqual(plain, replies);
+        }
+    }
+
     [Theory]
     [InlineData("--typical", "2", "--typical must be in [0, 1], got 2")]
     [InlineData("--mirostat", "3", "--mirostat must be 0 (off), 1 (Mirostat) or 2 (Mirostat 2.0), got 3")]
