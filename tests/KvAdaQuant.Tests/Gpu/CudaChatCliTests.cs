@@ -85,6 +85,29 @@ public class CudaChatCliTests
         }
     }
 
+    // The samplers of session 40 make the sampler non-basic, so on the GPU they run on the host through Generator, as
+    // min-p and the penalties do: the same tokens as the CPU engine with an FP16 cache, greedy after DRY and sampled.
+    [SkippableTheory]
+    [InlineData("--dry-multiplier", "0.8", "--temperature", "0")]
+    [InlineData("--mirostat", "2", "--temperature", "0.8", "--seed", "7")]
+    [InlineData("--mirostat", "1", "--temperature", "0.8", "--seed", "7")]
+    [InlineData("--typical", "0.9", "--top-n-sigma", "2", "--temperature", "0.8", "--seed", "11")]
+    [InlineData("--xtc-probability", "0.5", "--xtc-threshold", "0.1", "--temperature", "0.8", "--seed", "13")]
+    public void GenerateOnTheGpuWithTheNewSamplersGivesTheCpusTokensWithAnFp16Cache(params string[] sampling)
+    {
+        SkipWithoutCuda();
+        var gpu = Run(string.Empty, ["generate", "--model", Fixtures.Stories260K, "--device", "cuda", "-p", "Once upon a time", "-n", "40", "--ctx", "256", "--json", .. sampling]);
+        var cpu = Run(string.Empty, ["generate", "--model", Fixtures.Stories260K, "--kv", "fp16", "--threads", "2", "-p", "Once upon a time", "-n", "40", "--ctx", "256", "--json", .. sampling]);
+        Assert.Equal(0, cpu.Code);
+        Assert.Equal(0, gpu.Code);
+        using var g = JsonDocument.Parse(gpu.Stdout);
+        using var c = JsonDocument.Parse(cpu.Stdout);
+        foreach (string key in new[] { "text", "tokens", "stop_reason" })
+        {
+            Assert.Equal(c.RootElement.GetProperty(key).GetRawText(), g.RootElement.GetProperty(key).GetRawText());
+        }
+    }
+
     [SkippableFact]
     public void ChatOnTheGpuRefusesAnFp32CacheNamingKv()
     {

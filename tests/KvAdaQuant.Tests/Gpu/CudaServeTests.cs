@@ -265,6 +265,35 @@ public class CudaServeTests(ITestOutputHelper output)
         Assert.True(GbnfGrammar.Parse(pattern).Matches(code.Text), code.Text);
     }
 
+    [SkippableFact]
+    public async Task ToolCallsOnTheGpuAreTheCpusWithAnFp16Cache()
+    {
+        // Tool calling (session 40): the calls' grammar is a constraint sampled on the host, so a required call on the GPU
+        // session is the CPU engine's call with FP16 caches.
+        using CudaContext context = Open();
+        using var model = ModelLoader.Load("stories3M-q80");
+        using var engines = new GpuAndCpuFp16(context, model, 512);
+        string request = $$"""{"messages": [{"role": "user", "content": "What is the weather in Paris?"}], "tools": {{KvAdaQuant.Tests.Serve.ServeToolsTests.Tools}}, "tool_choice": "required", "max_tokens": 120}""";
+        JsonElement cpuCall;
+        await using (var cpu = await InProcessServer.Start(engines.Cpu, "fp16", model))
+        {
+            var body = await cpu.Post("/v1/chat/completions", request);
+            Assert.Equal("tool_calls", body.GetProperty("choices")[0].GetProperty("finish_reason").GetString());
+            cpuCall = Assert.Single(body.GetProperty("choices")[0].GetProperty("message").GetProperty("tool_calls").EnumerateArray()).Clone();
+        }
+
+        await using var server = await InProcessServer.Start(new CudaDecodeSession(engines.Decoder), engines.Decoder.Layout.Name, model);
+        var gpu = await server.Post("/v1/chat/completions", request);
+        output.WriteLine($"CPU: {cpuCall.GetRawText()}");
+        output.WriteLine($"GPU: {gpu.GetRawText()}");
+        var choice = gpu.GetProperty("choices")[0];
+        Assert.Equal("tool_calls", choice.GetProperty("finish_reason").GetString());
+        Assert.Equal(JsonValueKind.Null, choice.GetProperty("message").GetProperty("content").ValueKind);
+        var gpuCall = Assert.Single(choice.GetProperty("message").GetProperty("tool_calls").EnumerateArray());
+        KvAdaQuant.Tests.Serve.ServeToolsTests.AssertWeatherCall(gpuCall);
+        Assert.Equal(cpuCall.GetProperty("function").GetRawText(), gpuCall.GetProperty("function").GetRawText());
+    }
+
     private static CudaContext Open() => GpuAndCpuFp16.OpenContext();
 
     /// <summary><see cref="KvaqServer"/> over one session on a free loopback port in this process, stopped on dispose.</summary>
