@@ -116,6 +116,34 @@ public class DraftLengthPolicyTests
     }
 
     [Fact]
+    public void A_try_with_nothing_to_guess_is_made_again_at_the_next_step_when_asking_is_cheap()
+    {
+        DraftLengthPolicy Lost(double draftSeconds)
+        {
+            var p = Trained(n => 0.010 + (0.002 * (n - 1)), 0.0);
+            p.ObserveDraft(1, draftSeconds);
+            return p;
+        }
+
+        // Prompt lookup (asking costs microseconds): the try at step 8 finds nothing, so step 9 tries again, and so on
+        // until the source has a guess; only then does the gap start over.
+        var cheap = Lost(2e-6);
+        Assert.Equal(8, Enumerable.Range(1, 8).First(_ => cheap.Choose(8) > 0));
+        cheap.NothingDrafted();
+        Assert.Equal(1, cheap.Choose(8));
+        cheap.NothingDrafted();
+        Assert.Equal(1, cheap.Choose(8));
+        cheap.Kept(1, 0);
+        Assert.Equal(16, Enumerable.Range(1, 16).First(_ => cheap.Choose(8) > 0)); // the back-off after a lost try
+
+        // A draft model (each asking is a decode step of its own): a try that found nothing waits out the gap.
+        var dear = Lost(0.005);
+        Assert.Equal(8, Enumerable.Range(1, 8).First(_ => dear.Choose(8) > 0));
+        dear.NothingDrafted();
+        Assert.Equal(8, Enumerable.Range(1, 8).First(_ => dear.Choose(8) > 0));
+    }
+
+    [Fact]
     public void Unmeasured_sizes_are_interpolated_and_extended()
     {
         var policy = new DraftLengthPolicy(8);
@@ -128,15 +156,23 @@ public class DraftLengthPolicyTests
         policy.Observe(2, 1.2);
         Assert.Equal(2.8, policy.Time(4), 12); // along the slope of 2..3
 
-        // The least of a size's last 5 samples: one slow pass (a busy host, a first compilation) does not stick.
+        // A size's first pass (compilation) gives way to its second; then the median of the last 5, so one slow pass (a busy
+        // host) does not stick, and a size timed often is not flattered against one timed rarely.
+        policy.Observe(5, 7.0);
+        Assert.Equal(7.0, policy.Time(5), 12);
+        policy.Observe(5, 2.5);
+        Assert.Equal(2.5, policy.Time(5), 12);
+        policy.Observe(2, 1.5);
+        Assert.Equal(1.5, policy.Time(2), 12); // 1.2 was the first
+        policy.Observe(2, 1.4);
         policy.Observe(2, 9.0);
-        Assert.Equal(1.2, policy.Time(2), 12);
-        foreach (double t in new[] { 1.5, 1.4, 1.6, 1.3, 1.7 })
+        Assert.Equal(1.5, policy.Time(2), 12); // median of 1.5, 1.4, 9.0
+        foreach (double t in new[] { 1.3, 1.6, 1.2 })
         {
             policy.Observe(2, t);
         }
 
-        Assert.Equal(1.3, policy.Time(2), 12);
+        Assert.Equal(1.4, policy.Time(2), 12); // the last 5: 1.4, 9.0, 1.3, 1.6, 1.2
     }
 
     [Fact]

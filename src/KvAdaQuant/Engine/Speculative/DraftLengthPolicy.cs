@@ -4,8 +4,10 @@ namespace KvAdaQuant.Engine.Speculative;
 /// How many guesses the next speculative batch asks for, chosen to make the most tokens a second from what the
 /// generation has measured so far (<see cref="SpeculativeDecoding.Adaptive"/>):
 /// <list type="bullet">
-/// <item>the time of a forward pass over n positions, T(n), the least of each size's last 5 (timing noise on a shared
-/// host only ever adds time, and a first pass through new code pays its compilation; n = 1 is a plain decode step;
+/// <item>the time of a forward pass over n positions, T(n), the median of each size's last 5 (a size's first pass, which
+/// may pay the compilation of new code, is dropped once a second is timed; the median, not the least, because a plain
+/// step is timed far more often than a batch, and the least of many samples would flatter T(1) against T(2) on a noisy
+/// host and keep guesses out that pay); n = 1 is a plain decode step;
 /// sizes not run yet are interpolated between measured ones, or extended along the slope of the two largest, and with one
 /// size known a position is taken to cost a quarter of a decode step, so a first guess is tried at once), and</item>
 /// <item>the chance α that a guess is kept when the ones before it were (each batch's kept guesses, and one refusal when it
@@ -16,8 +18,8 @@ namespace KvAdaQuant.Engine.Speculative;
 /// the most tokens per second wins (k = 0, a plain step, yields 1 in T(1)). Memory-bound passes, where T barely grows with n (a GPU, a large model), get long
 /// drafts; compute-bound ones (small models, or a CPU whose int8 products run out of compute past a couple of positions)
 /// get short ones or none. After 8 steps in a row without guesses one guess is tried again, to keep α current (after 16,
-/// 32, then 64 while such tries keep losing their guess, back to 8 once one is kept), and after 16 steps with guesses a
-/// plain step, to keep T(1) current.
+/// 32, then 64 while such tries keep losing their guess, back to 8 once one is kept; a try where a cheap source, prompt
+/// lookup, had nothing to guess is made again at the next step), and after 16 steps with guesses a plain step, to keep T(1) current.
 /// </summary>
 internal sealed class DraftLengthPolicy
 {
@@ -26,9 +28,10 @@ internal sealed class DraftLengthPolicy
     private const int ExploreFirst = 8;
     private const int ExploreMost = 64;
     private const int BaselineAfter = 16;
-    private readonly double[] _time;      // per size: the least of its recent samples, 0 = none yet
+    private readonly double[] _time;      // per size: the median of its recent samples, 0 = none yet
     private readonly double[][] _samples; // per size: the last Window samples, a ring
     private readonly int[] _count;
+    private readonly bool[] _warm;
     private double _draftSeconds;
     private double _draftGuesses;
     private double _kept = 1;
@@ -44,6 +47,7 @@ internal sealed class DraftLengthPolicy
         _time = new double[maxGuesses + 2];
         _samples = [.. Enumerable.Range(0, maxGuesses + 2).Select(_ => new double[Window])];
         _count = new int[maxGuesses + 2];
+        _warm = new bool[maxGuesses + 2];
     }
 
     /// <summary>The chance a guess is kept after kept ones, as estimated so far.</summary>
@@ -96,6 +100,21 @@ internal sealed class DraftLengthPolicy
         return best;
     }
 
+    /// <summary>
+    /// Records that the draft source had nothing to guess when asked (prompt lookup without a match, a draft model unsure
+    /// of its first token). Where asking costs next to nothing (the source's time a guess under 1 % of a decode step, as
+    /// prompt lookup's), a try after idle steps is made again at the next step, where the source may have something,
+    /// instead of waiting out the gap; a draft model's try waits, since each asking costs a decode step of its own.
+    /// </summary>
+    public void NothingDrafted()
+    {
+        if (_exploring && _time[1] > 0 && DraftTime < 0.01 * _time[1])
+        {
+            _exploring = false;
+            _idle = _exploreAfter - 1;
+        }
+    }
+
     /// <summary>Records that a forward pass over <paramref name="positions"/> positions took <paramref name="seconds"/>.</summary>
     public void Observe(int positions, double seconds)
     {
@@ -105,14 +124,18 @@ internal sealed class DraftLengthPolicy
         }
 
         var ring = _samples[positions];
-        ring[_count[positions]++ % Window] = seconds;
-        double least = double.MaxValue;
-        for (int i = 0; i < Math.Min(_count[positions], Window); i++)
+        if (_count[positions] == 1 && !_warm[positions])
         {
-            least = Math.Min(least, ring[i]);
+            _count[positions] = 0; // the size's first pass (compilation, cold caches) gives way to its second
+            _warm[positions] = true;
         }
 
-        _time[positions] = least;
+        ring[_count[positions]++ % Window] = seconds;
+        int n = Math.Min(_count[positions], Window);
+        Span<double> sorted = stackalloc double[Window];
+        ring.AsSpan(0, n).CopyTo(sorted);
+        sorted[..n].Sort();
+        _time[positions] = n % 2 == 1 ? sorted[n / 2] : (sorted[(n / 2) - 1] + sorted[n / 2]) / 2;
     }
 
     /// <summary>The draft source's time a guess so far (D), 0 before any.</summary>

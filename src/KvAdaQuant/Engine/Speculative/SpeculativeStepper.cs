@@ -73,6 +73,10 @@ internal sealed class SpeculativeStepper
             long drafting = System.Diagnostics.Stopwatch.GetTimestamp();
             guesses = _settings.Source.Draft(sequence, _batch.AsSpan(1, want));
             _policy?.ObserveDraft(guesses, System.Diagnostics.Stopwatch.GetElapsedTime(drafting).TotalSeconds);
+            if (guesses == 0)
+            {
+                _policy?.NothingDrafted();
+            }
         }
 
         if (guesses > want || guesses < 0)
