@@ -105,21 +105,31 @@ public class DraftLengthPolicyTests
     [Fact]
     public void When_guesses_are_lost_none_are_asked_for_but_one_now_and_then_less_often_while_those_lose_too()
     {
-        var lost = Trained(n => 0.010 + (0.002 * (n - 1)), 0.0);
-        var tries = new List<int>();
-        for (int step = 1; step <= 200; step++)
+        List<int> Tries(double draftSeconds)
         {
-            int k = lost.Choose(8);
-            if (k > 0)
+            var lost = Trained(n => 0.010 + (0.002 * (n - 1)), 0.0);
+            lost.ObserveDraft(1, draftSeconds);
+            var tries = new List<int>();
+            for (int step = 1; step <= 200; step++)
             {
-                Assert.Equal(1, k);
-                tries.Add(step);
-                lost.Kept(1, 0);
+                int k = lost.Choose(8);
+                if (k > 0)
+                {
+                    Assert.Equal(1, k);
+                    tries.Add(step);
+                    lost.Kept(1, 0);
+                }
             }
+
+            return tries;
         }
 
-        // After 8 plain steps, then 16, 32, 64, 64: the gaps double while the tries lose.
-        Assert.Equal([8, 24, 56, 120, 184], tries);
+        // A draft model (asking costs a decode step of its own): after 8 plain steps, then 16, 32, 64, 64, the gaps
+        // doubling while the tries lose.
+        Assert.Equal([8, 24, 56, 120, 184], Tries(0.005));
+
+        // Prompt lookup (asking costs microseconds; a lost try only T(2) - T(1)): the gaps stop at 16.
+        Assert.Equal([8, 24, 40, 56, 72, 88, 104, 120, 136, 152, 168, 184, 200], Tries(2e-6));
 
         // A try that keeps its guess brings the gap back to 8 (and raises alpha).
         var policy = Trained(n => 0.010 + (0.002 * (n - 1)), 0.0);

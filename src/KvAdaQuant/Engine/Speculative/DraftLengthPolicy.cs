@@ -18,8 +18,8 @@ namespace KvAdaQuant.Engine.Speculative;
 /// the most tokens per second wins (k = 0, a plain step, yields 1 in T(1)). Memory-bound passes, where T barely grows with n (a GPU, a large model), get long
 /// drafts; compute-bound ones (small models, or a CPU whose int8 products run out of compute past a couple of positions)
 /// get short ones or none. After 8 steps in a row without guesses one guess is tried again, to keep α current (after 16,
-/// 32, then 64 while such tries keep losing their guess, back to 8 once one is kept; a try where a cheap source, prompt
-/// lookup, had nothing to guess is made again at the next step), and after 16 steps with guesses a plain step, to keep T(1) current.
+/// 32, then 64 while such tries keep losing their guess, back to 8 once one is kept; for a source whose asking costs next
+/// to nothing, prompt lookup, at most 16, and a try where it had nothing to guess is made again at the next step), and after 16 steps with guesses a plain step, to keep T(1) current.
 /// </summary>
 internal sealed class DraftLengthPolicy
 {
@@ -27,6 +27,7 @@ internal sealed class DraftLengthPolicy
     private const double Decay = 0.9;
     private const int ExploreFirst = 8;
     private const int ExploreMost = 64;
+    private const int ExploreMostCheap = 16;
     private const int BaselineAfter = 16;
     private readonly double[] _time;      // per size: the median of its recent samples, 0 = none yet
     private readonly double[][] _samples; // per size: the last Window samples, a ring
@@ -108,7 +109,7 @@ internal sealed class DraftLengthPolicy
     /// </summary>
     public void NothingDrafted()
     {
-        if (_exploring && _time[1] > 0 && DraftTime < 0.01 * _time[1])
+        if (_exploring && Cheap)
         {
             _exploring = false;
             _idle = _exploreAfter - 1;
@@ -138,6 +139,10 @@ internal sealed class DraftLengthPolicy
         _time[positions] = n % 2 == 1 ? sorted[n / 2] : (sorted[(n / 2) - 1] + sorted[n / 2]) / 2;
     }
 
+    // Asking the source costs next to nothing (under 1 % of a decode step a guess: prompt lookup): a lost try then costs
+    // only T(2) - T(1), so tries stay frequent (every 16 steps at most) to catch a text that starts repeating.
+    private bool Cheap => _time[1] > 0 && DraftTime < 0.01 * _time[1];
+
     /// <summary>The draft source's time a guess so far (D), 0 before any.</summary>
     public double DraftTime => _draftGuesses > 0 ? _draftSeconds / _draftGuesses : 0;
 
@@ -161,7 +166,7 @@ internal sealed class DraftLengthPolicy
         _lost = (_lost * Decay) + (kept < guesses ? 1 : 0);
         if (_exploring)
         {
-            _exploreAfter = kept > 0 ? ExploreFirst : Math.Min(ExploreMost, 2 * _exploreAfter);
+            _exploreAfter = kept > 0 ? ExploreFirst : Math.Min(Cheap ? ExploreMostCheap : ExploreMost, 2 * _exploreAfter);
             _exploring = false;
         }
     }
