@@ -46,7 +46,6 @@ public sealed class Sampler
     private IReadOnlyDictionary<int, float> _logitBias = new Dictionary<int, float>();
     private float[] _masked = [];
     private bool[] _allowed = [];
-    private int[] _dryRepeat = [];
     private int[] _dryZ = [];
     private readonly Dictionary<int, int> _dryMaxRepeat = [];
     private float[] _scores = [];
