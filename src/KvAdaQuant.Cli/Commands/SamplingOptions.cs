@@ -78,7 +78,6 @@ internal sealed class SamplingOptions
     public Sampler Create(ParseResult r, KvAdaQuant.Grammar.GrammarConstraint? grammar = null, Tokenization.ITokenizer? tokenizer = null)
     {
         var breakers = Breakers(r);
-        bool dry = r.GetValue(DryMultiplier) > 0f && r.GetValue(DryPenaltyLastN) != 0 && float.IsFinite(r.GetValue(DryMultiplier));
         return new Sampler(r.GetValue(Temperature), r.GetValue(TopK), r.GetValue(TopP), r.GetValue(Seed))
         {
             Grammar = grammar,
@@ -99,7 +98,7 @@ internal sealed class SamplingOptions
             DryAllowedLength = r.GetValue(DryAllowedLength),
             DryPenaltyLastN = r.GetValue(DryPenaltyLastN),
             TopNSigma = r.GetValue(TopNSigma),
-            DrySequenceBreakers = dry && tokenizer is not null && breakers.Count > 0 ? DrySequenceBreakers.FromStrings(tokenizer, breakers) : null,
+            DrySequenceBreakers = DrySequenceBreakers.ForSampler(tokenizer, breakers, r.GetValue(DryMultiplier), r.GetValue(DryPenaltyLastN)),
         };
     }
 

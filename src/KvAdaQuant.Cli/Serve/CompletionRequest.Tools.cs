@@ -181,15 +181,7 @@ internal sealed partial record CompletionRequest
                 throw Invalid("tools", $"{at}.function.parameters must be a JSON Schema object, got {Raw(p)}");
             }
 
-            try
-            {
-                _ = JsonSchemaGrammar.FromSchema(p);
-            }
-            catch (JsonSchemaException x)
-            {
-                throw Invalid("tools", $"{at}.function.parameters: {x.Message}");
-            }
-
+            _ = FromSchema(p, "tools", $"{at}.function.parameters");
             parameters = p.GetRawText();
         }
 

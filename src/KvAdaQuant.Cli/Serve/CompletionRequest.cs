@@ -74,9 +74,7 @@ internal sealed partial record CompletionRequest(
         DryBase = DryBase,
         DryAllowedLength = DryAllowedLength,
         DryPenaltyLastN = DryPenaltyLastN,
-        DrySequenceBreakers = tokenizer is not null && DryMultiplier > 0f && DryPenaltyLastN != 0 && DrySequenceBreakers.Count > 0
-            ? Engine.DrySequenceBreakers.FromStrings(tokenizer, DrySequenceBreakers)
-            : null,
+        DrySequenceBreakers = Engine.DrySequenceBreakers.ForSampler(tokenizer, DrySequenceBreakers, DryMultiplier, DryPenaltyLastN),
         TopNSigma = TopNSigma,
         MinP = MinP,
         RepeatPenalty = RepeatPenalty,

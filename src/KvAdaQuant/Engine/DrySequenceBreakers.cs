@@ -58,6 +58,8 @@ public sealed class DrySequenceBreakers
     /// </summary>
     /// <remarks>
     /// The result is kept per tokenizer and list (a server builds it once, not per request); it is immutable, so shared.
+    /// At most <see cref="CachedLists"/> lists are kept per tokenizer (a server's clients may send any list); others are
+    /// built each time.
     /// </remarks>
     public static DrySequenceBreakers FromStrings(ITokenizer tokenizer, IEnumerable<string> breakers)
     {
@@ -65,8 +67,25 @@ public sealed class DrySequenceBreakers
         string[] given = [.. breakers];
         string key = string.Concat(given.Select(g => $"{g.Length}:{g}"));
         var cache = Cache.GetOrCreateValue(tokenizer);
-        return cache.GetOrAdd(key, _ => Build(tokenizer, given));
+        if (cache.TryGetValue(key, out var cached))
+        {
+            return cached;
+        }
+
+        var built = Build(tokenizer, given);
+        return cache.Count < CachedLists ? cache.GetOrAdd(key, built) : built;
     }
+
+    /// <summary>
+    /// The breakers a sampler with DRY at <paramref name="multiplier"/> over <paramref name="lastN"/> tokens needs: built
+    /// from <paramref name="breakers"/> on <paramref name="tokenizer"/>'s token texts (<see cref="FromStrings"/>), or null
+    /// where DRY is off (as <see cref="Sampler.HasDry"/>), there is no tokenizer or no breaker.
+    /// </summary>
+    public static DrySequenceBreakers? ForSampler(ITokenizer? tokenizer, IReadOnlyList<string> breakers, float multiplier, int lastN) =>
+        tokenizer is not null && multiplier != 0f && lastN != 0 && breakers.Count > 0 ? FromStrings(tokenizer, breakers) : null;
+
+    /// <summary>Most breaker lists <see cref="FromStrings"/> keeps per tokenizer.</summary>
+    public const int CachedLists = 16;
 
     private static readonly System.Runtime.CompilerServices.ConditionalWeakTable<ITokenizer, System.Collections.Concurrent.ConcurrentDictionary<string, DrySequenceBreakers>> Cache = [];
 
