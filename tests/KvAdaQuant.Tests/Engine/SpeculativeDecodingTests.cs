@@ -4,6 +4,7 @@ using KvAdaQuant.Formats;
 using KvAdaQuant.Grammar;
 using KvAdaQuant.KvCache;
 using KvAdaQuant.Model;
+using KvAdaQuant.Tokenization;
 
 namespace KvAdaQuant.Tests.Engine;
 
@@ -208,6 +209,31 @@ public class SpeculativeDecodingTests
         var e = Assert.Throws<ArgumentException>(() => DraftModel.CheckSameVocabulary(large.Tokenizer!, small.Tokenizer!));
         Assert.Contains("the draft model's vocabulary has 512 tokens and the target's 4096", e.Message);
         DraftModel.CheckSameVocabulary(small.Tokenizer!, small.Tokenizer!);
+
+        // Same size, BOS and EOS, but one token printed differently by both: named.
+        var pieces = Enumerable.Range(0, small.Tokenizer!.VocabSize).Select(t => small.Tokenizer.DecodeBytes(-1, t)).ToArray();
+        int changed = Array.FindIndex(pieces, p => p.Length > 1);
+        pieces[changed] = [.. pieces[changed].Reverse()];
+        var d = Assert.Throws<ArgumentException>(() => DraftModel.CheckSameVocabulary(small.Tokenizer, new PiecesTokenizer(small.Tokenizer, pieces)));
+        Assert.StartsWith($"token {changed} is '", d.Message, StringComparison.Ordinal);
+
+        // A token one side prints as nothing (special there) is not compared.
+        pieces[changed] = [];
+        DraftModel.CheckSameVocabulary(small.Tokenizer, new PiecesTokenizer(small.Tokenizer, pieces));
+    }
+
+    // A tokenizer that prints given bytes for each token and is otherwise another's.
+    private sealed class PiecesTokenizer(ITokenizer inner, byte[][] pieces) : ITokenizer
+    {
+        public int VocabSize => inner.VocabSize;
+
+        public int BosToken => inner.BosToken;
+
+        public int EosToken => inner.EosToken;
+
+        public List<int> Encode(string text, bool addBos) => inner.Encode(text, addBos);
+
+        public byte[] DecodeBytes(int previous, int token) => pieces[token];
     }
 
     [Theory]

@@ -45,7 +45,11 @@ public sealed class DraftModel : IDraftSource
     /// <summary>
     /// Throws, naming the first difference, unless <paramref name="draft"/> writes every token of
     /// <paramref name="target"/> with the same bytes and has the same size, BOS and EOS (guesses are token ids, so the two
-    /// vocabularies must be one).
+    /// vocabularies must be one). A token that one side prints as nothing (a control or unknown token there) is not
+    /// compared: llama2.c's tokenizer prints its <c>&lt;unk&gt;</c>, <c>&lt;s&gt;</c> and <c>&lt;/s&gt;</c> as text where
+    /// the same vocabulary in GGUF marks them special and prints nothing, so a model re-quantized into GGUF still drafts for
+    /// its llama2.c original (llama.cpp's check likewise skips its first five ids). A mismatch could only cost guesses,
+    /// never change the text: the target's sampler decides every token.
     /// </summary>
     public static void CheckSameVocabulary(ITokenizer target, ITokenizer draft)
     {
@@ -63,7 +67,9 @@ public sealed class DraftModel : IDraftSource
 
         for (int t = 0; t < target.VocabSize; t++)
         {
-            if (!target.DecodeBytes(-1, t).AsSpan().SequenceEqual(draft.DecodeBytes(-1, t)))
+            var a = target.DecodeBytes(-1, t);
+            var b = draft.DecodeBytes(-1, t);
+            if (a.Length > 0 && b.Length > 0 && !a.AsSpan().SequenceEqual(b))
             {
                 throw new ArgumentException($"token {t} is '{Piece(target, t)}' in the target's vocabulary and '{Piece(draft, t)}' in the draft model's: a draft model must share the target's tokenizer");
             }
