@@ -110,7 +110,7 @@ public class DraftLengthPolicyTests
             var lost = Trained(n => 0.010 + (0.002 * (n - 1)), 0.0);
             lost.ObserveDraft(1, draftSeconds);
             var tries = new List<int>();
-            for (int step = 1; step <= 200; step++)
+            for (int step = 1; step <= 400; step++)
             {
                 int k = lost.Choose(8);
                 if (k > 0)
@@ -124,12 +124,12 @@ public class DraftLengthPolicyTests
             return tries;
         }
 
-        // A draft model (asking costs a decode step of its own): after 8 plain steps, then 16, 32, 64, 64, the gaps
-        // doubling while the tries lose.
-        Assert.Equal([8, 24, 56, 120, 184], Tries(0.005));
+        // A draft model (asking costs a decode step of its own): after 8 plain steps, then 16 and 32, the gaps doubling
+        // while the tries lose, and after three lost in a row no more.
+        Assert.Equal([8, 24, 56], Tries(0.005));
 
-        // Prompt lookup (asking costs microseconds; a lost try only T(2) - T(1)): the gaps stop at 16.
-        Assert.Equal([8, 24, 40, 56, 72, 88, 104, 120, 136, 152, 168, 184, 200], Tries(2e-6));
+        // Prompt lookup (asking costs microseconds; a lost try only T(2) - T(1)): the gaps stop at 16, and it goes on.
+        Assert.Equal([8, 24, .. Enumerable.Range(0, 23).Select(i => 40 + (16 * i))], Tries(2e-6));
 
         // A try that keeps its guess brings the gap back to 8 (and raises alpha).
         var policy = Trained(n => 0.010 + (0.002 * (n - 1)), 0.0);
@@ -160,11 +160,70 @@ public class DraftLengthPolicyTests
         cheap.Kept(1, 0);
         Assert.Equal(16, Enumerable.Range(1, 16).First(_ => cheap.Choose(8) > 0)); // the back-off after a lost try
 
-        // A draft model (each asking is a decode step of its own): a try that found nothing waits out the gap.
+        // A draft model (each asking is a decode step of its own and more): a try that found nothing is a lost one, so the
+        // gap doubles.
         var dear = Lost(0.005);
         Assert.Equal(8, Enumerable.Range(1, 8).First(_ => dear.Choose(8) > 0));
         dear.NothingDrafted();
-        Assert.Equal(8, Enumerable.Range(1, 8).First(_ => dear.Choose(8) > 0));
+        Assert.Equal(16, Enumerable.Range(1, 16).First(_ => dear.Choose(8) > 0));
+    }
+
+    [Fact]
+    public void A_try_is_judged_by_its_time_and_a_draft_whose_tries_keep_losing_is_not_asked_again()
+    {
+        // T(1) = 10 ms, T(2) = 12 ms, and no guess kept so far, so a guess is asked for only after 8 idle steps.
+        DraftLengthPolicy Policy() => Trained(n => 0.010 + (0.002 * (n - 1)), 0.0);
+        int NextTry(DraftLengthPolicy p, int within) => Enumerable.Range(1, within).FirstOrDefault(_ => p.Choose(8) > 0);
+
+        // A try that keeps its guess but whose draft model took 15 ms (catching up on the tokens since the last try):
+        // 2 tokens in 27 ms against 20 ms plain: lost, the gap doubles.
+        var p = Policy();
+        Assert.Equal(8, NextTry(p, 8));
+        p.ObserveDraft(1, 0.015);
+        p.Observe(2, 0.012);
+        p.Kept(1, 1);
+        Assert.Equal(16, NextTry(p, 16));
+
+        // The same guess kept with a 5 ms draft: 2 tokens in 17 ms, a win: the gap is back to 8.
+        p.ObserveDraft(1, 0.005);
+        p.Observe(2, 0.012);
+        p.Kept(1, 1);
+        Assert.Equal(8, NextTry(p, 8));
+
+        // Tries that keep losing, kept guesses or not: 16 and 32 steps apart, then (the third loss in a row) never again.
+        var gaps = new List<int>();
+        for (int i = 0; i < 8; i++)
+        {
+            p.ObserveDraft(1, 0.015);
+            p.Observe(2, 0.012);
+            p.Kept(1, i % 2);
+            int gap = NextTry(p, 500);
+            if (gap == 0)
+            {
+                break;
+            }
+
+            gaps.Add(gap);
+        }
+
+        Assert.Equal([16, 32], gaps);
+        Assert.True(p.GivenUp);
+
+        // Nothing-drafted tries of a draft model lose too.
+        var q = Policy();
+        q.ObserveDraft(1, 0.005);
+        var tries = new List<int>();
+        for (int step = 1; step <= 400; step++)
+        {
+            if (q.Choose(8) > 0)
+            {
+                tries.Add(step);
+                q.ObserveDraft(0, 0.005);
+                q.NothingDrafted();
+            }
+        }
+
+        Assert.Equal([8, 24, 56], tries);
     }
 
     [Fact]

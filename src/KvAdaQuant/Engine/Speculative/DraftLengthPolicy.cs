@@ -17,9 +17,14 @@ namespace KvAdaQuant.Engine.Speculative;
 /// model's decode step; next to nothing for prompt lookup; a decayed average of seconds over guesses made), and the k with
 /// the most tokens per second wins (k = 0, a plain step, yields 1 in T(1)). Memory-bound passes, where T barely grows with n (a GPU, a large model), get long
 /// drafts; compute-bound ones (small models, or a CPU whose int8 products run out of compute past a couple of positions)
-/// get short ones or none. After 8 steps in a row without guesses one guess is tried again, to keep α current (after 16,
-/// 32, then 64 while such tries keep losing their guess, back to 8 once one is kept; for a source whose asking costs next
-/// to nothing, prompt lookup, at most 16, and a try where it had nothing to guess is made again at the next step), and after 16 steps with guesses a plain step, to keep T(1) current.
+/// get short ones or none. After 8 steps in a row without guesses one guess is tried again, to keep α current, and after
+/// 16 steps with guesses a plain step, to keep T(1) current. A try wins when its 1 + kept tokens took less time, the
+/// source's asking and the batch together, than as many plain steps; while tries lose the gap grows to 16, 32, then 64
+/// steps, and is back to 8 after a win. For a source whose asking costs next to nothing (prompt lookup) the gap stops at
+/// 16, and a try where it had nothing to guess is made again at the next step. For a draft model a try where it had
+/// nothing to guess is a lost one (it ran), and after three lost tries in a row (8, 24 and 56 steps after the last guess)
+/// it is not asked again in this generation: each try makes it read every token since the last one, so a draft whose
+/// guesses do not pay would otherwise go on costing a share of the whole text.
 /// </summary>
 internal sealed class DraftLengthPolicy
 {
@@ -29,6 +34,7 @@ internal sealed class DraftLengthPolicy
     private const int ExploreMost = 64;
     private const int ExploreMostCheap = 16;
     private const int BaselineAfter = 16;
+    private const int GiveUpAfter = 3;
     private readonly double[] _time;      // per size: the median of its recent samples, 0 = none yet
     private readonly double[][] _samples; // per size: the last Window samples, a ring
     private readonly int[] _count;
@@ -40,6 +46,9 @@ internal sealed class DraftLengthPolicy
     private int _idle;
     private int _exploreAfter = ExploreFirst;
     private bool _exploring;
+    private double _trySeconds; // the current try's time: the source's asking and the batch
+    private int _lostInRow;     // tries lost in a row
+    private bool _givenUp;      // a draft model whose tries kept losing: not asked again
     private int _guessing;
 
     /// <summary>Creates a policy for batches of up to <paramref name="maxGuesses"/> guesses.</summary>
@@ -85,10 +94,11 @@ internal sealed class DraftLengthPolicy
         }
 
         _exploring = false;
-        if (best == 0 && ++_idle >= _exploreAfter)
+        if (best == 0 && !_givenUp && ++_idle >= _exploreAfter)
         {
             _idle = 0;
             _exploring = true;
+            _trySeconds = 0;
             return 1;
         }
 
@@ -105,15 +115,39 @@ internal sealed class DraftLengthPolicy
     /// Records that the draft source had nothing to guess when asked (prompt lookup without a match, a draft model unsure
     /// of its first token). Where asking costs next to nothing (the source's time a guess under 1 % of a decode step, as
     /// prompt lookup's), a try after idle steps is made again at the next step, where the source may have something,
-    /// instead of waiting out the gap; a draft model's try waits, since each asking costs a decode step of its own.
+    /// instead of waiting out the gap; a draft model's try counts as lost, since its asking cost a decode step of its own
+    /// and more (the tokens it caught up on).
     /// </summary>
     public void NothingDrafted()
     {
-        if (_exploring && Cheap)
+        if (!_exploring)
         {
-            _exploring = false;
+            return;
+        }
+
+        _exploring = false;
+        if (Cheap)
+        {
             _idle = _exploreAfter - 1;
         }
+        else
+        {
+            LostTry();
+        }
+    }
+
+    /// <summary>Whether tries have stopped: a draft model whose tries kept losing at the longest gap.</summary>
+    public bool GivenUp => _givenUp;
+
+    // A try lost: a longer gap before the next, and for a draft model, after GiveUpAfter losses in a row, no more tries.
+    private void LostTry()
+    {
+        if (++_lostInRow >= GiveUpAfter && !Cheap)
+        {
+            _givenUp = true;
+        }
+
+        _exploreAfter = Math.Min(Cheap ? ExploreMostCheap : ExploreMost, 2 * _exploreAfter);
     }
 
     /// <summary>Records that a forward pass over <paramref name="positions"/> positions took <paramref name="seconds"/>.</summary>
@@ -129,6 +163,11 @@ internal sealed class DraftLengthPolicy
         {
             _count[positions] = 0; // the size's first pass (compilation, cold caches) gives way to its second
             _warm[positions] = true;
+        }
+
+        if (_exploring && positions > 1)
+        {
+            _trySeconds += seconds;
         }
 
         ring[_count[positions]++ % Window] = seconds;
@@ -154,6 +193,11 @@ internal sealed class DraftLengthPolicy
             return;
         }
 
+        if (_exploring)
+        {
+            _trySeconds += seconds;
+        }
+
         // A draft that made no guess still cost its time: count it as one, so a source that keeps failing looks dear.
         _draftSeconds = (_draftSeconds * Decay) + seconds;
         _draftGuesses = (_draftGuesses * Decay) + Math.Max(guesses, 1);
@@ -166,7 +210,17 @@ internal sealed class DraftLengthPolicy
         _lost = (_lost * Decay) + (kept < guesses ? 1 : 0);
         if (_exploring)
         {
-            _exploreAfter = kept > 0 ? ExploreFirst : Math.Min(Cheap ? ExploreMostCheap : ExploreMost, 2 * _exploreAfter);
+            // Won: its 1 + kept tokens came faster than as many plain steps (the source's asking included).
+            if (kept > 0 && _trySeconds < (1 + kept) * _time[1])
+            {
+                _exploreAfter = ExploreFirst;
+                _lostInRow = 0;
+            }
+            else
+            {
+                LostTry();
+            }
+
             _exploring = false;
         }
     }
