@@ -22,10 +22,13 @@ internal sealed partial record CompletionRequest
     /// <summary><see cref="Grammar"/> parsed (once per request; each choice gets its own <see cref="GrammarConstraint"/> over it).</summary>
     public GbnfGrammar? ParsedGrammar { get; init; }
 
+    /// <summary>What wakes <see cref="ParsedGrammar"/> when it is lazy (tool calls with <c>auto</c>: <see cref="ChatToolFormat.AutoTriggers"/>), or null: it constrains from the start.</summary>
+    public GrammarTriggers? GrammarTriggers { get; init; }
+
     /// <summary>The sampler the request asks for, with a fresh grammar state over <paramref name="tokenizer"/> when it has a grammar.</summary>
     public Sampler CreateSampler(ITokenizer tokenizer)
     {
-        return CreateSampler(ParsedGrammar is null ? null : new GrammarConstraint(ParsedGrammar, tokenizer), tokenizer);
+        return CreateSampler(ParsedGrammar is null ? null : new GrammarConstraint(ParsedGrammar, tokenizer, GrammarTriggers), tokenizer);
     }
 
     /// <summary>The grammar text the request's constraint fields ask for, and the field; (null, null) for none.</summary>

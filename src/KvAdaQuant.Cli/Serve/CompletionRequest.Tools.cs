@@ -2,6 +2,7 @@ using System.Text.Json;
 using System.Text.RegularExpressions;
 using KvAdaQuant.Engine;
 using KvAdaQuant.Grammar;
+using KvAdaQuant.Tokenization;
 
 namespace KvAdaQuant.Cli.Serve;
 
@@ -29,10 +30,11 @@ internal sealed partial record CompletionRequest
 
     /// <summary>
     /// The request with the constraint of <paramref name="format"/> for its tools: with <see cref="ToolsActive"/> the grammar
-    /// of <see cref="ChatToolFormat.Grammar"/> (or none where the format reads free text back) replaces any of the server's;
+    /// of <see cref="ChatToolFormat.Grammar"/> replaces any of the server's (for <c>auto</c> where the format has
+    /// <see cref="ChatToolFormat.AutoTriggers"/> over <paramref name="tokenizer"/>: the grammar of <c>required</c>, lazy);
     /// without, the request as it is.
     /// </summary>
-    public CompletionRequest WithToolFormat(ChatToolFormat format)
+    public CompletionRequest WithToolFormat(ChatToolFormat format, ITokenizer? tokenizer)
     {
         if (!ToolsActive)
         {
@@ -40,9 +42,10 @@ internal sealed partial record CompletionRequest
         }
 
         (string Text, string Root)? grammar;
+        GrammarTriggers? triggers = ToolChoice.Mode == ChatToolMode.Auto ? format.AutoTriggers(tokenizer) : null;
         try
         {
-            grammar = format.Grammar(Tools!, ToolChoice, ParallelToolCalls);
+            grammar = format.Grammar(Tools!, triggers is null ? ToolChoice : new ChatToolChoice(ChatToolMode.Required), ParallelToolCalls);
         }
         catch (JsonSchemaException e)
         {
@@ -55,12 +58,12 @@ internal sealed partial record CompletionRequest
 
         if (grammar is not { } g)
         {
-            return this with { Grammar = null, GrammarField = null, ParsedGrammar = null };
+            return this with { Grammar = null, GrammarField = null, ParsedGrammar = null, GrammarTriggers = null };
         }
 
         try
         {
-            return this with { Grammar = g.Text, GrammarField = "tools", ParsedGrammar = GbnfGrammar.Parse(g.Text, g.Root) };
+            return this with { Grammar = g.Text, GrammarField = "tools", ParsedGrammar = GbnfGrammar.Parse(g.Text, g.Root), GrammarTriggers = triggers };
         }
         catch (GrammarException e)
         {

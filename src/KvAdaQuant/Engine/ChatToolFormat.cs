@@ -366,6 +366,36 @@ public sealed class ChatToolFormat
         };
     }
 
+    /// <summary>
+    /// What wakes the lazy grammar that constrains <c>tool_choice</c> <c>auto</c> (the grammar of <c>required</c>, from
+    /// <see cref="Grammar"/>, applied from the trigger on; the text before it is free), or null where <c>auto</c> has a
+    /// grammar of its own (<see cref="Generic"/>: "a call or a response"). <see cref="Hermes"/>: the word
+    /// <c>&lt;tool_call&gt;</c> anywhere (text before it is the reply's content). <see cref="Llama3"/>: the words
+    /// <c>{"name"</c> and <c>{ "name"</c>, and the control token <c>&lt;|python_tag|&gt;</c> where
+    /// <paramref name="tokenizer"/> has it, only at the start of the reply (after whitespace), since only a reply that is a
+    /// call is read as one.
+    /// </summary>
+    public GrammarTriggers? AutoTriggers(Tokenization.ITokenizer? tokenizer)
+    {
+        if (this == Hermes)
+        {
+            return new GrammarTriggers(["<tool_call>"], []);
+        }
+
+        if (this != Llama3)
+        {
+            return null;
+        }
+
+        List<int> tokens = [];
+        if (tokenizer?.Encode("<|python_tag|>", false, parseSpecial: true) is [int tag] && tokenizer.DecodeBytes(-1, tag).Length == 0)
+        {
+            tokens.Add(tag);
+        }
+
+        return new GrammarTriggers(["{\"name\"", "{ \"name\""], tokens, AtStart: true);
+    }
+
     // A tool's parameters schema, its $defs (or definitions) moved into the combined schema's $defs and its $refs to them
     // rewritten; other $refs (into the parameters themselves) cannot be followed from the combined schema.
     private static JsonNode Hoist(ChatTool tool, JsonObject defs)

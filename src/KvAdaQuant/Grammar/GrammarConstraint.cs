@@ -16,6 +16,16 @@ namespace KvAdaQuant.Grammar;
 /// do not redo them), so that the full mask shares work between tokens with a common prefix and drops a whole prefix at
 /// its first refused byte. Not thread-safe: one per sequence being generated.
 /// </summary>
+/// <remarks>
+/// A lazy constraint (built with <see cref="GrammarTriggers"/>, as llama.cpp's lazy grammar) allows every token, EOS
+/// included, until a trigger appears: a trigger word in the text generated since <see cref="Reset"/> (it may span tokens;
+/// the grammar then reads the text from the word's first byte through the end of the token that completes it, so the word
+/// is the start of a sentence of the grammar), or a trigger token (the grammar starts after it). From then on it constrains
+/// as a plain one. A token that would complete a trigger word is allowed only if the grammar accepts the text from the
+/// word's start to the token's end: a token that carries the word's last bytes and then text the grammar refuses (say
+/// <c>&lt;tool_call&gt;</c> and a space where the grammar wants a line break) is masked, so the model spells the trigger
+/// with other tokens or not at all; the free text before the trigger is never constrained.
+/// </remarks>
 public sealed class GrammarConstraint
 {
     private readonly ITokenizer _tokenizer;
@@ -29,6 +39,17 @@ public sealed class GrammarConstraint
     private int _endOfTurn = -1;
     private GrammarMatcher.State[] _depth = new GrammarMatcher.State[16];
 
+    // Lazy: the triggers, their words' bytes, and the free text's last bytes (at most the longest word less one), length
+    // and first non-whitespace byte (long.MaxValue: none yet).
+    private readonly GrammarTriggers? _triggers;
+    private readonly byte[][] _words = [];
+    private readonly byte[] _tail = [];
+    private int _tailLength;
+    private long _freeLength;
+    private long _firstNonSpace = long.MaxValue;
+    private byte[] _scratch = [];
+    private bool _active = true;
+
     /// <summary>A constraint at the start of <paramref name="grammar"/> for the tokens of <paramref name="tokenizer"/>.</summary>
     public GrammarConstraint(GbnfGrammar grammar, ITokenizer tokenizer)
     {
@@ -41,14 +62,41 @@ public sealed class GrammarConstraint
         _table = SharedTable(tokenizer, other == tokenizer.BosToken ? -1 : other);
     }
 
+    /// <summary>
+    /// A lazy constraint (see the remarks): free until one of <paramref name="triggers"/> appears, then
+    /// <paramref name="grammar"/> from the trigger on; null <paramref name="triggers"/>: a plain constraint.
+    /// </summary>
+    public GrammarConstraint(GbnfGrammar grammar, ITokenizer tokenizer, GrammarTriggers? triggers)
+        : this(grammar, tokenizer)
+    {
+        if (triggers is null)
+        {
+            return;
+        }
+
+        _words = triggers.WordBytes();
+        _tail = new byte[Math.Max(0, _words.Select(w => w.Length).DefaultIfEmpty(0).Max() - 1)];
+        _triggers = triggers;
+        _active = false;
+    }
+
+    /// <summary>The triggers of a lazy constraint, or null.</summary>
+    public GrammarTriggers? Triggers => _triggers;
+
+    /// <summary>Whether the grammar constrains the tokens now: always for a plain constraint, for a lazy one once a trigger appeared.</summary>
+    public bool IsActive => _active;
+
+    /// <summary>For a lazy constraint that is active: the number of tokens accepted before the one that brought the trigger; else -1.</summary>
+    public int TriggeredAfter { get; private set; } = -1;
+
     /// <summary>The grammar.</summary>
     public GbnfGrammar Grammar => _matcher.Grammar;
 
     /// <summary>Whether the tokens accepted so far make a whole sentence (EOS is allowed).</summary>
-    public bool IsComplete => _matcher.IsComplete;
+    public bool IsComplete => !_active || _matcher.IsComplete;
 
     /// <summary>Whether more text may follow.</summary>
-    public bool CanContinue => _matcher.CanContinue;
+    public bool CanContinue => !_active || _matcher.CanContinue;
 
     /// <summary>Whether the last mask found no allowed token (the generation then ends, stop reason <c>grammar_dead_end</c>).</summary>
     public bool IsDeadEnd { get; private set; }
@@ -77,6 +125,11 @@ public sealed class GrammarConstraint
         IsEnded = false;
         AcceptedTokens = 0;
         MaskCount = 0;
+        _active = _triggers is null;
+        _tailLength = 0;
+        _freeLength = 0;
+        _firstNonSpace = long.MaxValue;
+        TriggeredAfter = -1;
     }
 
     /// <summary>The token that ends the generation at a dead end: EOS, else the end-of-turn token, else -1.</summary>
@@ -85,6 +138,11 @@ public sealed class GrammarConstraint
     /// <summary>Whether <paramref name="token"/> may come next.</summary>
     public bool IsAllowed(int token)
     {
+        if (!_active)
+        {
+            return IsAllowedFree(token);
+        }
+
         if (IsEnd(token))
         {
             return !IsEnded && _matcher.IsComplete;
@@ -112,6 +170,22 @@ public sealed class GrammarConstraint
         if (IsEnded)
         {
             return 0;
+        }
+
+        if (!_active)
+        {
+            int n = Math.Min(allowed.Length, _tokenizer.VocabSize);
+            for (int t = 0; t < n; t++)
+            {
+                if (IsAllowedFree(t))
+                {
+                    allowed[t] = true;
+                    count++;
+                }
+            }
+
+            IsDeadEnd = count == 0;
+            return count;
         }
 
         if (_matcher.IsComplete)
@@ -182,9 +256,13 @@ public sealed class GrammarConstraint
     /// <summary>Accepts <paramref name="token"/> (it must be allowed: <see cref="IsAllowed"/>).</summary>
     public void Accept(int token)
     {
-        if (IsEnd(token))
+        if (!_active && !IsEnd(token))
         {
-            if (IsEnded || !_matcher.IsComplete)
+            AcceptFree(token);
+        }
+        else if (IsEnd(token))
+        {
+            if (IsEnded || (_active && !_matcher.IsComplete))
             {
                 throw new InvalidOperationException($"the grammar does not allow the end (token {token}) here: the text so far is not a whole sentence of it");
             }
@@ -204,6 +282,139 @@ public sealed class GrammarConstraint
         _previous = token;
         AcceptedTokens++;
     }
+
+    // Lazy and not yet triggered: whether the token may come (all may, but one that completes a trigger word with text the
+    // grammar refuses).
+    private bool IsAllowedFree(int token)
+    {
+        if (IsEnd(token))
+        {
+            return !IsEnded;
+        }
+
+        var table = Table();
+        if ((uint)token >= (uint)table.Bytes.Length || IsEnded)
+        {
+            return false;
+        }
+
+        if (IsTrigger(token))
+        {
+            return true;
+        }
+
+        int start = FindWord(table.Bytes[token], out var text);
+        if (start < 0)
+        {
+            return true;
+        }
+
+        var s = _matcher.Current;
+        return _matcher.Advance(ref s, text[start..]);
+    }
+
+    // Lazy and not yet triggered: a token (not an end) taken as free text, or as the trigger.
+    private void AcceptFree(int token)
+    {
+        var table = Table();
+        if ((uint)token >= (uint)table.Bytes.Length || IsEnded)
+        {
+            throw new InvalidOperationException($"the grammar does not allow token {token} here");
+        }
+
+        if (IsTrigger(token))
+        {
+            Activate();
+            return;
+        }
+
+        var bytes = table.Bytes[token];
+        int start = FindWord(bytes, out var text);
+        if (start >= 0)
+        {
+            if (!_matcher.TryAccept(text[start..]))
+            {
+                throw new InvalidOperationException($"the grammar does not allow token {token} here: the text from its trigger word on is not the start of a sentence of the grammar");
+            }
+
+            Activate();
+            return;
+        }
+
+        for (int i = 0; i < bytes.Length && _firstNonSpace == long.MaxValue; i++)
+        {
+            if (!IsSpace(bytes[i]))
+            {
+                _firstNonSpace = _freeLength + i;
+            }
+        }
+
+        _freeLength += bytes.Length;
+        int keep = Math.Min(_tail.Length, text.Length);
+        text[^keep..].CopyTo(_tail);
+        _tailLength = keep;
+    }
+
+    private void Activate()
+    {
+        _active = true;
+        TriggeredAfter = AcceptedTokens;
+    }
+
+    // A trigger token, where it counts.
+    private bool IsTrigger(int token) =>
+        _triggers!.Tokens.Contains(token) && (!_triggers.AtStart || _firstNonSpace == long.MaxValue);
+
+    // The free text's tail and then bytes, in text; the start in it of the first trigger word that counts, or -1.
+    private int FindWord(ReadOnlySpan<byte> bytes, out Span<byte> text)
+    {
+        int n = _tailLength + bytes.Length;
+        if (_scratch.Length < n)
+        {
+            _scratch = new byte[Math.Max(n, 2 * _scratch.Length)];
+        }
+
+        text = _scratch.AsSpan(0, n);
+        _tail.AsSpan(0, _tailLength).CopyTo(text);
+        bytes.CopyTo(text[_tailLength..]);
+        if (_words.Length == 0 || (_triggers!.AtStart && _firstNonSpace < _freeLength - _tailLength))
+        {
+            return -1; // no words, or text other than whitespace already came before the tail
+        }
+
+        int best = -1;
+        foreach (var w in _words)
+        {
+            int i = text.IndexOf(w);
+            if (i >= 0 && (best < 0 || i < best))
+            {
+                best = i;
+            }
+        }
+
+        if (best < 0 || !_triggers.AtStart)
+        {
+            return best;
+        }
+
+        // At the start only: nothing but whitespace before the word (the tail's bytes are in _firstNonSpace already).
+        if (_firstNonSpace < _freeLength - _tailLength + best)
+        {
+            return -1;
+        }
+
+        for (int i = _tailLength; i < best; i++)
+        {
+            if (!IsSpace(text[i]))
+            {
+                return -1;
+            }
+        }
+
+        return best;
+    }
+
+    private static bool IsSpace(byte b) => b is (byte)' ' or (byte)'\t' or (byte)'\n' or (byte)'\r';
 
     private bool IsEnd(int token) => token >= 0 && (token == _tokenizer.EosToken || token == _endOfTurn);
 

@@ -235,4 +235,37 @@ public class ChatToolFormatTests
         using var _ = JsonDocument.Parse(tool.Parameters); // the tool itself is left as it was
         Assert.Contains("definitions", tool.Parameters, StringComparison.Ordinal);
     }
+
+    [Fact]
+    public void Auto_triggers_wake_the_required_grammar_at_the_start_of_a_call()
+    {
+        Assert.Null(ChatToolFormat.Generic.AutoTriggers(null)); // generic auto has a grammar of its own
+
+        var hermes = ChatToolFormat.Hermes.AutoTriggers(null)!;
+        Assert.Equal(["<tool_call>"], hermes.Words);
+        Assert.False(hermes.AtStart);
+
+        var llama3 = ChatToolFormat.Llama3.AutoTriggers(null)!;
+        Assert.True(llama3.AtStart);
+        Assert.Empty(llama3.Tokens); // no tokenizer, or one without <|python_tag|>: words only
+
+        // Each word is the start of a call the format's required grammar accepts, with one tool or several, in parallel or not.
+        foreach (var (format, triggers) in new[] { (ChatToolFormat.Hermes, hermes), (ChatToolFormat.Llama3, llama3) })
+        {
+            foreach (bool parallel in new[] { false, true })
+            {
+                foreach (ChatTool[] tools in new[] { [Weather], Tools })
+                {
+                    var (text, root) = format.Grammar(tools, new ChatToolChoice(ChatToolMode.Required), parallel)!.Value;
+                    var grammar = GbnfGrammar.Parse(text, root);
+                    foreach (string word in triggers.Words)
+                    {
+                        Assert.True(new GrammarMatcher(grammar).TryAccept(word), $"{format} {word}");
+                    }
+
+                    Assert.False(new GrammarMatcher(grammar).TryAccept(triggers.Words[0] + "x"), $"{format}");
+                }
+            }
+        }
+    }
 }

@@ -40,4 +40,41 @@ public class ServeToolFormatsTests
         Assert.Equal("get_weather", pieces[0].GetProperty("name").GetString());
         Assert.Equal(arguments, string.Concat(pieces.Select(p => p.GetProperty("arguments").GetString())));
     }
+
+    [Fact]
+    public void Auto_in_hermes_is_free_text_until_tool_call_then_the_lazy_grammar_makes_a_valid_call()
+    {
+        using var server = new ServeProcess("-m", "stories3M-q80", "--ctx", "512", "--threads", "1", "--tool-format", "hermes");
+
+        // Steered: the pieces of " Lily<tool_call>" (tokenize adds the leading space), each biased less than the one before
+        // and pushed down once used (presence_penalty over the last 8 tokens), so greedy writes exactly that; after the
+        // trigger the biases stay (and would write "<tool_call>" again), but the lazy grammar allows only a call.
+        var pieces = server.Post("/tokenize", """{"content": "Lily<tool_call>", "with_pieces": true}""").Body.GetProperty("tokens").EnumerateArray()
+            .Select(e => (Id: e.GetProperty("id").GetInt32(), Piece: e.GetProperty("piece").GetString()!)).ToList();
+        Assert.Equal(pieces.Count, pieces.DistinctBy(p => p.Id).Count());
+        string Request(bool trigger) => $$"""{"messages": [{"role": "user", "content": "Weather?"}], "tools": {{ServeToolsTests.Tools}}, "max_tokens": 160, "presence_penalty": 5000, "repeat_last_n": 8, "logit_bias": {{{string.Join(", ", pieces.Select((p, i) => $"\"{p.Id}\": {(trigger || p.Piece != "<" ? 100 * (pieces.Count - i) : 0)}"))}}}""";
+        string request = Request(trigger: true);
+
+        var (status, body) = server.Post("/v1/chat/completions", request + "}");
+        Assert.Equal(200, status);
+        var choice = body.GetProperty("choices")[0];
+        Assert.Equal("tool_calls", choice.GetProperty("finish_reason").GetString());
+        Assert.Equal("eos", body.GetProperty("kvaq").GetProperty("stop_reason").GetString()); // the grammar completed, then EOS
+        Assert.Equal("Lily", choice.GetProperty("message").GetProperty("content").GetString()); // the free text before the call
+        string arguments = ServeToolsTests.AssertWeatherCall(Assert.Single(choice.GetProperty("message").GetProperty("tool_calls").EnumerateArray()));
+
+        // Without the trigger (the same biases less "<"), auto stays free: the reply is text, no call.
+        var plain = server.Post("/v1/chat/completions", Request(trigger: false) + "}").Body.GetProperty("choices")[0];
+        Assert.NotEqual("tool_calls", plain.GetProperty("finish_reason").GetString());
+        Assert.StartsWith("Lilytool_call>", plain.GetProperty("message").GetProperty("content").GetString()!.TrimStart(), StringComparison.Ordinal);
+
+        // Streamed: the same call (same seed, greedy).
+        var (_, events) = server.PostStream("/v1/chat/completions", request + ", \"stream\": true}");
+        var deltas = events[..^1].Select(e => JsonDocument.Parse(e).RootElement.GetProperty("choices")[0]).ToList();
+        Assert.Equal("tool_calls", deltas[^1].GetProperty("finish_reason").GetString());
+        var streamed = deltas.Where(d => d.GetProperty("delta").TryGetProperty("tool_calls", out _))
+            .Select(d => d.GetProperty("delta").GetProperty("tool_calls")[0].GetProperty("function"))
+            .ToList();
+        Assert.Equal(arguments, string.Concat(streamed.Select(p => p.GetProperty("arguments").GetString())));
+    }
 }
