@@ -74,8 +74,9 @@ internal sealed partial record CompletionRequest
     /// <summary>
     /// <c>tools</c>, <c>tool_choice</c> and <c>parallel_tool_calls</c> of a chat body, checked: each tool
     /// <c>{"type": "function", "function": {"name", "description"?, "parameters"?}}</c> with a name of letters, digits,
-    /// <c>_</c> and <c>-</c> (at most 64, OpenAI's rule), not given twice, and parameters a JSON Schema the grammar converter
-    /// takes (absent: no arguments, <c>{}</c>); <c>tool_choice</c> <c>required</c> or a named function only with tools, the name one of them.
+    /// <c>_</c> and <c>-</c> (at most 64, OpenAI's rule), not given twice, and parameters a JSON Schema object (kept as compact
+    /// JSON; absent: no arguments, <c>{}</c>; whether the grammar converter takes it is checked by
+    /// <see cref="ServedModel.WithTools"/>); <c>tool_choice</c> <c>required</c> or a named function only with tools, the name one of them.
     /// </summary>
     internal static (List<ChatTool>? Tools, ChatToolChoice Choice, bool Parallel) ParseTools(JsonElement body)
     {
@@ -184,11 +185,35 @@ internal sealed partial record CompletionRequest
                 throw Invalid("tools", $"{at}.function.parameters must be a JSON Schema object, got {Raw(p)}");
             }
 
-            _ = FromSchema(p, "tools", $"{at}.function.parameters");
-            parameters = p.GetRawText();
+            parameters = Compact(p);
         }
 
         return new ChatTool(name.GetString()!, description, parameters);
+    }
+
+    /// <summary>
+    /// Throws a 400 naming <c>tools[i].function.parameters</c> and the place in it where the grammar converter cannot follow
+    /// a tool's schema (<see cref="ServedModel.WithTools"/> checks them once per tool list).
+    /// </summary>
+    internal static void CheckToolSchemas(IReadOnlyList<ChatTool> tools)
+    {
+        for (int i = 0; i < tools.Count; i++)
+        {
+            using var doc = JsonDocument.Parse(tools[i].Parameters);
+            _ = FromSchema(doc.RootElement, "tools", $"tools[{i}].function.parameters");
+        }
+    }
+
+    // JSON as compact text (one spelling of a schema, whatever the client's spacing: the tool grammar cache's key).
+    private static string Compact(JsonElement e)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>();
+        using (var writer = new Utf8JsonWriter(buffer, new JsonWriterOptions { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }))
+        {
+            e.WriteTo(writer);
+        }
+
+        return System.Text.Encoding.UTF8.GetString(buffer.WrittenSpan);
     }
 
     private static string NamedChoice(JsonElement c)

@@ -18,7 +18,7 @@ internal sealed partial class KvaqServer
             using var doc = await ReadBody(c);
             var messages = CompletionRequest.ParseMessages(doc.RootElement);
             var (tools, choice, parallel) = CompletionRequest.ParseTools(doc.RootElement);
-            var request = _model.Defaults with { Messages = messages, Tools = tools, ToolChoice = choice, ParallelToolCalls = parallel };
+            var request = _model.WithTools(_model.Defaults with { Messages = messages, Tools = tools, ToolChoice = choice, ParallelToolCalls = parallel });
             await Write(c, 200, new ApplyTemplateResponse(_model.RenderChat(request)), ServeJsonContext.Relaxed.ApplyTemplateResponse);
         }
         catch (ServeRequestException e)

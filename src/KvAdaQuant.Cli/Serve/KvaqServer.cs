@@ -269,7 +269,7 @@ internal sealed partial class KvaqServer
         {
             using var doc = await ReadBody(c);
             request = CompletionRequest.Parse(doc.RootElement, chat, _model.Defaults);
-            request = chat ? request.WithToolFormat(_model.ToolFormat, _model.Tokenizer) : request;
+            request = chat ? _model.WithTools(request) : request;
             prompts = request.Prompts is { } batch
                 ? [.. batch.Select((_, i) => PromptTokens(request.ForTask(i * request.N), chat, $"prompt[{i}]"))]
                 : [PromptTokens(request, chat)];

@@ -289,6 +289,65 @@ internal sealed class ServedModel : IDisposable
         }
     }
 
+    /// <summary>The compiled tool grammars of recent tool lists (<see cref="WithTools"/>).</summary>
+    public ToolGrammarCache ToolGrammars { get; } = new();
+
+    /// <summary>
+    /// A chat request with the constraint of its tools (<see cref="CompletionRequest.WithToolFormat"/> in
+    /// <see cref="ToolFormat"/>: for <c>auto</c> in llama3 and hermes the lazy grammar), compiled once per tool list and kept in
+    /// <see cref="ToolGrammars"/>: a request with the same tools, format, <c>tool_choice</c> and <c>parallel_tool_calls</c>
+    /// takes the same parsed grammar without converting a schema. Each tool's schema is checked (a 400 naming
+    /// <c>tools[i].function.parameters</c> where the grammar converter cannot follow it), with <c>tool_choice</c>
+    /// <c>none</c> too. A request without tools is returned as it is.
+    /// </summary>
+    public CompletionRequest WithTools(CompletionRequest request)
+    {
+        if (request.Tools is not { Count: > 0 } tools)
+        {
+            return request;
+        }
+
+        var compiled = ToolGrammars.GetOrAdd(ToolKey(request), () =>
+        {
+            if (!request.ToolsActive)
+            {
+                CompletionRequest.CheckToolSchemas(tools);
+                return new ToolGrammar(null, null, null);
+            }
+
+            try
+            {
+                var r = request.WithToolFormat(ToolFormat, Tokenizer);
+                return new ToolGrammar(r.Grammar, r.ParsedGrammar, r.GrammarTriggers);
+            }
+            catch (ServeRequestException)
+            {
+                CompletionRequest.CheckToolSchemas(tools); // the tool whose schema fails, named, where one does
+                throw;
+            }
+        });
+        return !request.ToolsActive
+            ? request
+            : request with { Grammar = compiled.Text, GrammarField = compiled.Text is null ? null : "tools", ParsedGrammar = compiled.Parsed, GrammarTriggers = compiled.Triggers };
+    }
+
+    // The cache key: what the compiled grammar depends on.
+    private string ToolKey(CompletionRequest request)
+    {
+        var key = new System.Text.StringBuilder()
+            .Append(ToolFormat.Name).Append('\n')
+            .Append(request.ToolChoice.Mode).Append('\n')
+            .Append(request.ToolChoice.Function).Append('\n')
+            .Append(request.ParallelToolCalls).Append('\n');
+        foreach (var t in request.Tools!)
+        {
+            // Names are letters, digits, _ and -; a description may hold anything, so its length goes first.
+            key.Append(t.Name).Append('\n').Append(t.Description?.Length ?? -1).Append(':').Append(t.Description).Append('\n').Append(t.Parameters).Append('\n');
+        }
+
+        return key.ToString();
+    }
+
     /// <summary>
     /// The prompt's tokens: BOS, then the text (for chat, the template's rendering with its control tokens, the tools offered,
     /// calls and results written in <see cref="ToolFormat"/>).
