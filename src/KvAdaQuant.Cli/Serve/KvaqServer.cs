@@ -359,10 +359,16 @@ internal sealed partial class KvaqServer
             return (new ChatReply("assistant", text), finish);
         }
 
+        var (content, calls, reason) = ReadReply(request, text, finish);
+        return (new ChatReply("assistant", content, calls.Count == 0 ? null : [.. calls.Select(c => new ServedToolCall(c.Id, "function", new ServedToolFunction(c.Name, c.Arguments)))]), reason);
+    }
+
+    // A whole reply read back by the model's tool format: its content (the text as it is, "" for none, when it calls no
+    // tool; null for none when it does), its calls, and the finish reason (tool_calls when it calls any).
+    private (string? Content, IReadOnlyList<ChatToolCall> Calls, string Finish) ReadReply(CompletionRequest request, string text, string finish)
+    {
         var parsed = _model.ToolFormat.Parse(text, request.Tools!);
-        return parsed.ToolCalls.Count == 0
-            ? (new ChatReply("assistant", parsed.Content ?? string.Empty), finish)
-            : (new ChatReply("assistant", parsed.Content, [.. parsed.ToolCalls.Select(c => new ServedToolCall(c.Id, "function", new ServedToolFunction(c.Name, c.Arguments)))]), "tool_calls");
+        return parsed.ToolCalls.Count == 0 ? (parsed.Content ?? string.Empty, [], finish) : (parsed.Content, parsed.ToolCalls, "tool_calls");
     }
 
     // The request's prompt tokens, refused when they or its logit_bias do not fit the model; `at` names a batch's prompt.
@@ -420,9 +426,10 @@ internal sealed partial class KvaqServer
         bool withLogprobs = request.Logprobs is not null;
         var ended = new List<(int Choice, string Finish)>();
 
-        // With tools a choice's text is held until it ends, then read back: its calls (or its text) are sent as deltas.
+        // With tools a choice's text is read as it comes (ToolStream): its calls are sent in pieces as they are written, its
+        // text once it is known to be no call (at the end).
         bool tools = chat && request.ToolsActive;
-        var held = new Dictionary<int, (StringBuilder Text, List<ServedLogprob> Logprobs)>();
+        var held = new Dictionary<int, ToolStream>();
         try
         {
             await foreach (var e in events.Reader.ReadAllAsync(cancel.Token))
@@ -438,9 +445,14 @@ internal sealed partial class KvaqServer
                 }
                 else if (e.Text is not null && tools)
                 {
-                    var (text, logprobs) = held.TryGetValue(e.Choice, out var h) ? h : held[e.Choice] = (new StringBuilder(), []);
-                    text.Append(e.Text);
-                    logprobs.AddRange(e.Logprobs);
+                    var h = held.TryGetValue(e.Choice, out var known) ? known : held[e.Choice] = new ToolStream();
+                    h.Text.Append(e.Text);
+                    if (withLogprobs)
+                    {
+                        h.Logprobs.AddRange(e.Logprobs);
+                    }
+
+                    await SendToolPieces(e.Choice, h);
                 }
                 else if (e.Text is null)
                 {
@@ -477,29 +489,86 @@ internal sealed partial class KvaqServer
         await c.Response.Body.WriteAsync(Done, cancel.Token);
         await c.Response.Body.FlushAsync(cancel.Token);
 
-        // A choice's held reply as OpenAI streams it: its text, then per call a delta with its id, type and name (arguments
-        // empty) and one with its arguments; returns the finish reason (tool_calls when it calls any).
+        // The calls of a choice's text so far (ChatToolFormat.ParsePartial), as OpenAI and llama-server stream them: a call's
+        // first delta with its index, id, type, name and arguments "", then deltas with only its index and the next piece of
+        // its arguments; the text before the first call (Hermes) goes first as content. Log-probabilities ride on the next delta sent.
+        async Task SendToolPieces(int choice, ToolStream h)
+        {
+            var partial = _model.ToolFormat.ParsePartial(h.Text.ToString(), request.Tools!);
+            for (int i = 0; i < partial.Calls.Count; i++)
+            {
+                var (name, arguments) = partial.Calls[i];
+                if (i == h.Calls.Count)
+                {
+                    if (i == 0 && partial.Content is { } content)
+                    {
+                        await Event(c, Chunk(id, created, choice, new ChatDelta(null, content), null, null, null, h.TakeLogprobs(withLogprobs)), cancel.Token);
+                        h.Content = content;
+                    }
+
+                    string callId = ChatToolFormat.NewCallId();
+                    await Event(c, Chunk(id, created, choice, new ChatDelta(null, null, [new ToolCallDelta(i, callId, "function", new ToolFunctionDelta(name, string.Empty))]), null, null, null, h.TakeLogprobs(withLogprobs)), cancel.Token);
+                    h.Calls.Add((callId, name, string.Empty));
+                }
+
+                var sent = h.Calls[i];
+                if (sent.Name == name && arguments.Length > sent.Arguments.Length && arguments.StartsWith(sent.Arguments, StringComparison.Ordinal))
+                {
+                    await SendPiece(choice, h, i, arguments[sent.Arguments.Length..]);
+                    h.Calls[i] = sent with { Arguments = arguments };
+                }
+            }
+        }
+
+        Task SendPiece(int choice, ToolStream h, int call, string piece) =>
+            Event(c, Chunk(id, created, choice, new ChatDelta(null, null, [new ToolCallDelta(call, null, null, new ToolFunctionDelta(null, piece))]), null, null, null, h.TakeLogprobs(withLogprobs)), cancel.Token);
+
+        // A choice's end: the whole text read back (as the whole reply is). Where it is the calls streamed so far, what they
+        // lack (and any later call) is sent; where it calls nothing and nothing was streamed, its text; where calls were
+        // streamed but the whole text is not them (the reply was cut short: max_tokens, a stop word), its text as the whole
+        // reply gives it, after them. Returns the finish reason.
         async Task<string> SendToolReply(int choice, string finish)
         {
-            var (text, logprobs) = held.Remove(choice, out var h) ? h : (new StringBuilder(), []);
-            var parsed = _model.ToolFormat.Parse(text.ToString(), request.Tools!);
-            var lp = withLogprobs ? ChatLogprobs.Of(logprobs) : null;
-            string? content = parsed.ToolCalls.Count == 0 ? parsed.Content ?? string.Empty : parsed.Content;
-            if (content is { Length: > 0 } || (lp is not null && parsed.ToolCalls.Count == 0))
+            var h = held.Remove(choice, out var known) ? known : new ToolStream();
+            var (content, calls, reason) = ReadReply(request, h.Text.ToString(), finish);
+            bool same = calls.Count >= h.Calls.Count && h.Calls.Select((s, i) => calls[i].Name == s.Name && calls[i].Arguments.StartsWith(s.Arguments, StringComparison.Ordinal)).All(x => x);
+            if (calls.Count == 0 || !same)
             {
-                await Event(c, Chunk(id, created, choice, new ChatDelta(null, content), null, null, null, lp), cancel.Token);
-                lp = null;
+                if (content is { Length: > 0 } || h.Logprobs.Count > 0)
+                {
+                    await Event(c, Chunk(id, created, choice, new ChatDelta(null, content), null, null, null, h.TakeLogprobs(withLogprobs)), cancel.Token);
+                }
+
+                return calls.Count == 0 ? reason : finish;
             }
 
-            for (int i = 0; i < parsed.ToolCalls.Count; i++)
+            if (content is { Length: > 0 } && content != h.Content)
             {
-                var call = parsed.ToolCalls[i];
-                await Event(c, Chunk(id, created, choice, new ChatDelta(null, null, [new ToolCallDelta(i, call.Id, "function", new ToolFunctionDelta(call.Name, string.Empty))]), null, null, null, lp), cancel.Token);
-                lp = null;
-                await Event(c, Chunk(id, created, choice, new ChatDelta(null, null, [new ToolCallDelta(i, null, null, new ToolFunctionDelta(null, call.Arguments))]), null, null, null), cancel.Token);
+                string rest = h.Content is { } sent && content.StartsWith(sent, StringComparison.Ordinal) ? content[sent.Length..] : content;
+                await Event(c, Chunk(id, created, choice, new ChatDelta(null, rest), null, null, null, h.TakeLogprobs(withLogprobs)), cancel.Token);
             }
 
-            return parsed.ToolCalls.Count > 0 ? "tool_calls" : finish;
+            for (int i = 0; i < calls.Count; i++)
+            {
+                var call = calls[i];
+                if (i == h.Calls.Count)
+                {
+                    await Event(c, Chunk(id, created, choice, new ChatDelta(null, null, [new ToolCallDelta(i, call.Id, "function", new ToolFunctionDelta(call.Name, string.Empty))]), null, null, null, h.TakeLogprobs(withLogprobs)), cancel.Token);
+                    h.Calls.Add((call.Id, call.Name, string.Empty));
+                }
+
+                if (call.Arguments.Length > h.Calls[i].Arguments.Length)
+                {
+                    await SendPiece(choice, h, i, call.Arguments[h.Calls[i].Arguments.Length..]);
+                }
+            }
+
+            if (h.Logprobs.Count > 0)
+            {
+                await SendPiece(choice, h, calls.Count - 1, string.Empty); // the tokens after the last piece (the call's closing text)
+            }
+
+            return reason;
         }
 
         async Task Finish(int choice, string finish, Usage? usage, KvaqStats? stats)
@@ -591,4 +660,30 @@ internal sealed partial class KvaqServer
 
     // One event of a streamed request: a choice starting (no text, no finish), a piece of its text, or its end.
     private sealed record StreamEvent(int Choice, string? Text, IReadOnlyList<ServedLogprob> Logprobs, string? Finish);
+
+    // A streamed choice's text with tools: the text so far, the log-probabilities not yet sent, the content and the calls
+    // (id, name, arguments so far) sent.
+    private sealed class ToolStream
+    {
+        public StringBuilder Text { get; } = new();
+
+        public List<ServedLogprob> Logprobs { get; } = [];
+
+        public string? Content { get; set; }
+
+        public List<(string Id, string Name, string Arguments)> Calls { get; } = [];
+
+        // The log-probabilities not yet sent, for the next delta (null without logprobs), and none held after.
+        public ChatLogprobs? TakeLogprobs(bool wanted)
+        {
+            if (!wanted || Logprobs.Count == 0)
+            {
+                return null;
+            }
+
+            var lp = ChatLogprobs.Of([.. Logprobs]);
+            Logprobs.Clear();
+            return lp;
+        }
+    }
 }

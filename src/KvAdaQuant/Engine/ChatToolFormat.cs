@@ -23,7 +23,7 @@ namespace KvAdaQuant.Engine;
 /// with the generic format and <c>auto</c>, a valid call or a text reply); <see cref="Parse"/> reads a reply back into its
 /// text and calls, keeping the whole text as the content when it is not a well-formed call.
 /// </remarks>
-public sealed class ChatToolFormat
+public sealed partial class ChatToolFormat
 {
     private const string HermesRoot = "hermes-tool-calls";
 

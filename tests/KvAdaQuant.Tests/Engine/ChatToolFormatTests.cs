@@ -268,4 +268,52 @@ public class ChatToolFormatTests
             }
         }
     }
+
+    [Theory]
+    [InlineData("generic", """{"tool_call": {"name": "get_weather", "arguments": {"city": "Z\u00fcrich \"old\" town", "days": 3, "opts": [1.50, true, null, {"a": []}]}}}""", 1)]
+    [InlineData("generic", """{ "tool_calls": [ {"name": "get_time", "arguments": {}}, {"name": "get_weather", "arguments": { "city" : "Oslo" } } ] }""", 2)]
+    [InlineData("llama3", """ {"name": "get_weather", "parameters": {"city": "Sm\u00f8la", "days": 12e-1}}""", 1)]
+    [InlineData("hermes", "Let me see.\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Köln\\n\", \"days\": 2}}\n</tool_call>\n<tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>", 2)]
+    public void A_partial_reply_gives_prefixes_of_the_whole_replys_arguments(string format, string reply, int count)
+    {
+        var f = ChatToolFormat.Parse(format);
+        var whole = f.Parse(reply, Tools);
+        Assert.Equal(count, whole.ToolCalls.Count);
+        var last = new string[count];
+        for (int n = 0; n <= reply.Length; n++)
+        {
+            var partial = f.ParsePartial(reply[..n], Tools);
+            Assert.InRange(partial.Calls.Count, 0, count);
+            for (int i = 0; i < partial.Calls.Count; i++)
+            {
+                Assert.Equal(whole.ToolCalls[i].Name, partial.Calls[i].Name);
+                Assert.StartsWith(partial.Calls[i].Arguments, whole.ToolCalls[i].Arguments, StringComparison.Ordinal);
+                Assert.StartsWith(last[i] ?? string.Empty, partial.Calls[i].Arguments, StringComparison.Ordinal); // only grows
+                last[i] = partial.Calls[i].Arguments;
+            }
+
+            if (partial.Calls.Count > 0)
+            {
+                Assert.Equal(whole.Content, partial.Content);
+            }
+        }
+
+        // Whole: exactly the arguments Parse gives.
+        Assert.Equal(whole.ToolCalls.Select(c => (c.Name, c.Arguments)), f.ParsePartial(reply, Tools).Calls);
+    }
+
+    [Theory]
+    [InlineData("generic", """{"response": "{\"name\": \"get_weather\", \"arguments\": {}}"}""")]
+    [InlineData("generic", """{"tool_call": {"arguments": {"city": "Oslo"}, "name": "get_weather"}}""")] // the name after the arguments: read whole only
+    [InlineData("llama3", """Sure: {"name": "get_weather", "parameters": {}}""")]
+    [InlineData("llama3", """{"name": "unknown_tool", "parameters": {"x": 1}}""")]
+    [InlineData("hermes", "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": \"{}\"}\n</tool_call>")]
+    public void A_partial_reply_that_is_no_streamable_call_gives_none(string format, string reply)
+    {
+        var f = ChatToolFormat.Parse(format);
+        for (int n = 0; n <= reply.Length; n++)
+        {
+            Assert.Empty(f.ParsePartial(reply[..n], Tools).Calls);
+        }
+    }
 }

@@ -38,6 +38,9 @@ public class ServeToolFormatsTests
             .Select(d => d.GetProperty("delta").GetProperty("tool_calls")[0].GetProperty("function"))
             .ToList();
         Assert.Equal("get_weather", pieces[0].GetProperty("name").GetString());
+        Assert.Equal(string.Empty, pieces[0].GetProperty("arguments").GetString()); // the arguments follow in pieces
+        Assert.True(pieces.Count > 3, $"{pieces.Count} deltas");
+        Assert.All(pieces.Skip(1), p => Assert.False(p.TryGetProperty("name", out _)));
         Assert.Equal(arguments, string.Concat(pieces.Select(p => p.GetProperty("arguments").GetString())));
     }
 
@@ -72,6 +75,7 @@ public class ServeToolFormatsTests
         var (_, events) = server.PostStream("/v1/chat/completions", request + ", \"stream\": true}");
         var deltas = events[..^1].Select(e => JsonDocument.Parse(e).RootElement.GetProperty("choices")[0]).ToList();
         Assert.Equal("tool_calls", deltas[^1].GetProperty("finish_reason").GetString());
+        Assert.Equal("Lily", Assert.Single(deltas, d => d.GetProperty("delta").TryGetProperty("content", out var t) && t.GetString() is { Length: > 0 }).GetProperty("delta").GetProperty("content").GetString());
         var streamed = deltas.Where(d => d.GetProperty("delta").TryGetProperty("tool_calls", out _))
             .Select(d => d.GetProperty("delta").GetProperty("tool_calls")[0].GetProperty("function"))
             .ToList();

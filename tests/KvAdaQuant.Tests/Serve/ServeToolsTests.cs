@@ -56,7 +56,8 @@ public class ServeToolsTests(Stories260KToolsServer fixture) : IClassFixture<Sto
         Assert.Equal(JsonValueKind.Null, message.GetProperty("content").ValueKind);
         string arguments = AssertWeatherCall(Assert.Single(message.GetProperty("tool_calls").EnumerateArray()));
 
-        // Streamed: the role, then the call's id, type and name, then its arguments, then the finish reason.
+        // Streamed: the role, then the call's id, type, name and arguments "", then its arguments in pieces as they are
+        // written (as OpenAI and llama-server: each piece with only the index and the arguments), then the finish reason.
         var (streamStatus, events) = _server.PostStream("/v1/chat/completions", Chat(", \"stream\": true, " + choice));
         Assert.Equal(200, streamStatus);
         var deltas = events[..^1].Select(e => JsonDocument.Parse(e).RootElement.GetProperty("choices")[0]).ToList();
@@ -65,11 +66,18 @@ public class ServeToolsTests(Stories260KToolsServer fixture) : IClassFixture<Sto
         var pieces = deltas.Where(d => d.GetProperty("delta").TryGetProperty("tool_calls", out _))
             .Select(d => Assert.Single(d.GetProperty("delta").GetProperty("tool_calls").EnumerateArray()))
             .ToList();
-        Assert.Equal(2, pieces.Count);
+        Assert.True(pieces.Count > 3, $"{pieces.Count} deltas"); // {"city": ...} comes in several pieces
         Assert.All(pieces, p => Assert.Equal(0, p.GetProperty("index").GetInt32()));
         Assert.Equal("get_weather", pieces[0].GetProperty("function").GetProperty("name").GetString());
         Assert.Equal("function", pieces[0].GetProperty("type").GetString());
-        Assert.False(pieces[1].TryGetProperty("id", out _));
+        Assert.Equal(string.Empty, pieces[0].GetProperty("function").GetProperty("arguments").GetString());
+        Assert.All(pieces.Skip(1), p =>
+        {
+            Assert.False(p.TryGetProperty("id", out _));
+            Assert.False(p.TryGetProperty("type", out _));
+            Assert.False(p.GetProperty("function").TryGetProperty("name", out _));
+            Assert.NotEqual(string.Empty, p.GetProperty("function").GetProperty("arguments").GetString());
+        });
         Assert.DoesNotContain(deltas, d => d.GetProperty("delta").TryGetProperty("content", out var c) && c.GetString()!.Length > 0);
 
         // Reassembled as a client does: the same call as the whole reply (same seed), under the stream's one id.
@@ -111,6 +119,22 @@ public class ServeToolsTests(Stories260KToolsServer fixture) : IClassFixture<Sto
     }
 
     [Fact]
+    public void A_call_cut_short_comes_back_as_its_text_whole_and_after_its_streamed_pieces()
+    {
+        string request = Chat(", \"tool_choice\": \"required\"").Replace("\"max_tokens\": 120", "\"max_tokens\": 66", StringComparison.Ordinal);
+        var whole = _server.Post("/v1/chat/completions", request).Body.GetProperty("choices")[0];
+        Assert.Equal("length", whole.GetProperty("finish_reason").GetString());
+        string text = whole.GetProperty("message").GetProperty("content").GetString()!;
+        Assert.Contains("\"arguments\" : { \"city\" : \"", text, StringComparison.Ordinal); // cut inside the arguments
+
+        var (_, events) = _server.PostStream("/v1/chat/completions", request[..^1] + ", \"stream\": true}");
+        var deltas = events[..^1].Select(e => JsonDocument.Parse(e).RootElement.GetProperty("choices")[0]).ToList();
+        Assert.Equal("length", deltas[^1].GetProperty("finish_reason").GetString());
+        Assert.Contains(deltas, d => d.GetProperty("delta").TryGetProperty("tool_calls", out _)); // the call's first pieces went out as written
+        Assert.Equal(text, string.Concat(deltas.Select(d => d.GetProperty("delta").TryGetProperty("content", out var c) ? c.GetString() : null)));
+    }
+
+    [Fact]
     public void Each_choice_is_read_back_on_its_own_whole_and_streamed()
     {
         const string extra = ", \"tool_choice\": \"required\", \"n\": 2, \"temperature\": 0.9, \"seed\": 5";
@@ -138,7 +162,7 @@ public class ServeToolsTests(Stories260KToolsServer fixture) : IClassFixture<Sto
     }
 
     [Fact]
-    public void Log_probabilities_of_a_call_come_whole_and_on_the_first_streamed_call_delta()
+    public void Log_probabilities_of_a_call_come_whole_and_streamed_with_its_pieces()
     {
         const string extra = ", \"tool_choice\": \"required\", \"logprobs\": true";
         var (_, body) = _server.Post("/v1/chat/completions", Chat(extra));
@@ -150,9 +174,13 @@ public class ServeToolsTests(Stories260KToolsServer fixture) : IClassFixture<Sto
 
         var (_, events) = _server.PostStream("/v1/chat/completions", Chat(extra + ", \"stream\": true"));
         var chunks = events[..^1].Select(e => JsonDocument.Parse(e).RootElement.GetProperty("choices")[0]).ToList();
-        var first = chunks.First(c => c.GetProperty("delta").TryGetProperty("tool_calls", out _));
-        Assert.Equal(entries.GetRawText(), first.GetProperty("logprobs").GetProperty("content").GetRawText());
-        Assert.Single(chunks, c => c.TryGetProperty("logprobs", out var lp) && lp.ValueKind != JsonValueKind.Null);
+        // Each token's entry on the delta sent after it (the call's pieces), all of them once, in order.
+        var streamed = chunks.Where(c => c.TryGetProperty("logprobs", out var lp) && lp.ValueKind != JsonValueKind.Null).ToList();
+        Assert.True(streamed.Count > 1);
+        Assert.All(streamed, c => Assert.True(c.GetProperty("delta").TryGetProperty("tool_calls", out _)));
+        Assert.Equal(
+            entries.EnumerateArray().Select(e => e.GetRawText()),
+            streamed.SelectMany(c => c.GetProperty("logprobs").GetProperty("content").EnumerateArray()).Select(e => e.GetRawText()));
     }
 
     [Fact]
