@@ -81,4 +81,30 @@ public class ServeToolFormatsTests
             .ToList();
         Assert.Equal(arguments, string.Concat(streamed.Select(p => p.GetProperty("arguments").GetString())));
     }
+
+    [Fact]
+    public void Auto_in_llama3_constrains_a_reply_that_starts_as_a_call_and_leaves_other_text_free()
+    {
+        using var server = new ServeProcess("-m", "stories3M-q80", "--ctx", "512", "--threads", "1", "--tool-format", "llama3");
+
+        // Steered as in the hermes test: greedy writes the pieces of the trigger word { "name" (distinct tokens here), each
+        // biased less than the one before and pushed down once used; after the word the lazy grammar allows only a call.
+        List<int> Pieces(string text) => [.. server.Post("/tokenize", $$"""{"content": {{JsonSerializer.Serialize(text)}}, "with_pieces": true}""").Body.GetProperty("tokens").EnumerateArray()
+            .Where(e => e.GetProperty("piece").GetString() != " ").Select(e => e.GetProperty("id").GetInt32())];
+        var trigger = Pieces("{ \"name\"");
+        Assert.Equal(trigger.Count, trigger.Distinct().Count());
+        string Request(List<int> ladder) => $$$"""{"messages": [{"role": "user", "content": "Weather?"}], "tools": {{{ServeToolsTests.Tools}}}, "max_tokens": 160, "presence_penalty": 5000, "repeat_last_n": 8, "logit_bias": {{{{string.Join(", ", ladder.Select((id, i) => $"\"{id}\": {100 * (ladder.Count - i)}"))}}}}}""";
+
+        var (status, body) = server.Post("/v1/chat/completions", Request(trigger));
+        Assert.Equal(200, status);
+        var choice = body.GetProperty("choices")[0];
+        Assert.Equal("tool_calls", choice.GetProperty("finish_reason").GetString());
+        Assert.Equal(JsonValueKind.Null, choice.GetProperty("message").GetProperty("content").ValueKind);
+        ServeToolsTests.AssertWeatherCall(Assert.Single(choice.GetProperty("message").GetProperty("tool_calls").EnumerateArray()));
+
+        // The same word after other text is not at the start of the reply: no trigger, the reply stays free text.
+        var plain = server.Post("/v1/chat/completions", Request([.. Pieces("x"), .. trigger])).Body.GetProperty("choices")[0];
+        Assert.NotEqual("tool_calls", plain.GetProperty("finish_reason").GetString());
+        Assert.StartsWith("x{ \"name\"", plain.GetProperty("message").GetProperty("content").GetString()!.TrimStart(), StringComparison.Ordinal);
+    }
 }
