@@ -20,8 +20,10 @@ namespace KvAdaQuant.Engine;
 /// <remarks>
 /// <see cref="Prepare"/> turns a conversation with tools, tool calls and <c>tool</c> messages into plain messages the
 /// <see cref="ChatTemplate"/> renders; <see cref="Grammar"/> gives the GBNF grammar that makes the reply a valid call (or,
-/// with the generic format and <c>auto</c>, a valid call or a text reply); <see cref="Parse"/> reads a reply back into its
-/// text and calls, keeping the whole text as the content when it is not a well-formed call.
+/// with the generic format and <c>auto</c>, a valid call or a text reply), and <see cref="AutoTriggers"/> what wakes that
+/// grammar, applied lazily, for <c>auto</c> in the other formats; <see cref="Parse"/> reads a reply back into its text and
+/// calls, keeping the whole text as the content when it is not a well-formed call, and <see cref="ParsePartial"/> the calls
+/// of a reply still being written, for streaming.
 /// </remarks>
 public sealed partial class ChatToolFormat
 {
@@ -298,7 +300,8 @@ public sealed partial class ChatToolFormat
     /// <c>required</c> (or a named function, then only that one) gives a grammar of calls of the tools whose arguments are
     /// valid under their schemas (<see cref="JsonSchemaGrammar"/>; in the format's syntax, several with
     /// <paramref name="parallel"/> where the format has them); <c>auto</c> with the generic format gives "a call or
-    /// <c>{"response": "..."}</c>", and free text with the others (their replies are read by <see cref="Parse"/>);
+    /// <c>{"response": "..."}</c>", and free text with the others (their replies are read by <see cref="Parse"/>; a server
+    /// applies the <c>required</c> grammar lazily there, from one of <see cref="AutoTriggers"/> on);
     /// <c>none</c> or no tools, free text.
     /// </summary>
     /// <exception cref="ArgumentException">A named function is not among the tools, or the schemas cannot be combined.</exception>
