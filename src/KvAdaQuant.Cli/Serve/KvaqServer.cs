@@ -427,7 +427,7 @@ internal sealed partial class KvaqServer
         var ended = new List<(int Choice, string Finish)>();
 
         // With tools a choice's text is read as it comes (ToolStream): its calls are sent in pieces as they are written, its
-        // text once it is known to be no call (at the end).
+        // text as it comes once it cannot be a call (llama3, generic), else when the choice ends.
         bool tools = chat && request.ToolsActive;
         var held = new Dictionary<int, ToolStream>();
         try
@@ -494,6 +494,19 @@ internal sealed partial class KvaqServer
         // its arguments; the text before the first call (Hermes) goes first as content. Log-probabilities ride on the next delta sent.
         async Task SendToolPieces(int choice, ToolStream h)
         {
+            if (h.Calls.Count == 0 && (h.Streamed > 0 || _model.ToolFormat.IsTextWhateverFollows(h.Text.ToString())))
+            {
+                // Text whatever follows (llama3, generic): streamed as it comes, as without tools.
+                string piece = h.Text.ToString(h.Streamed, h.Text.Length - h.Streamed);
+                if (piece.Length > 0)
+                {
+                    await Event(c, Chunk(id, created, choice, new ChatDelta(null, piece), null, null, null, h.TakeLogprobs(withLogprobs)), cancel.Token);
+                    h.Streamed = h.Text.Length;
+                }
+
+                return;
+            }
+
             var partial = _model.ToolFormat.ParsePartial(h.Text.ToString(), request.Tools!);
             for (int i = 0; i < partial.Calls.Count; i++)
             {
@@ -531,6 +544,17 @@ internal sealed partial class KvaqServer
         {
             var h = held.Remove(choice, out var known) ? known : new ToolStream();
             var (content, calls, reason) = ReadReply(request, h.Text.ToString(), finish);
+            if (h.Streamed > 0)
+            {
+                // Streamed as text already (and read back as text: IsTextWhateverFollows); entries of tokens without text left.
+                if (h.Logprobs.Count > 0)
+                {
+                    await Event(c, Chunk(id, created, choice, new ChatDelta(null, string.Empty), null, null, null, h.TakeLogprobs(withLogprobs)), cancel.Token);
+                }
+
+                return reason;
+            }
+
             bool same = calls.Count >= h.Calls.Count && h.Calls.Select((s, i) => calls[i].Name == s.Name && calls[i].Arguments.StartsWith(s.Arguments, StringComparison.Ordinal)).All(x => x);
             if (calls.Count == 0 || !same)
             {
@@ -670,6 +694,9 @@ internal sealed partial class KvaqServer
         public List<ServedLogprob> Logprobs { get; } = [];
 
         public string? Content { get; set; }
+
+        // How much of the text was sent as content while it came (a reply that is text whatever follows).
+        public int Streamed { get; set; }
 
         public List<(string Id, string Name, string Arguments)> Calls { get; } = [];
 

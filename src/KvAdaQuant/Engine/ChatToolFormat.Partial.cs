@@ -62,6 +62,37 @@ public sealed partial class ChatToolFormat
         }
     }
 
+    /// <summary>
+    /// Whether a reply that begins with <paramref name="text"/> is text whatever follows (<see cref="Parse"/> will give it
+    /// whole as the content, no calls), so it may be streamed as it comes: <see cref="Llama3"/> and <see cref="Generic"/>,
+    /// once its first character other than whitespace is not <c>{</c> (for Llama 3, after a leading
+    /// <c>&lt;|python_tag|&gt;</c>); never for <see cref="Hermes"/>, where a call may follow any text.
+    /// </summary>
+    public bool IsTextWhateverFollows(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        if (this == Hermes)
+        {
+            return false;
+        }
+
+        string t = text.TrimStart();
+        if (this == Llama3)
+        {
+            const string tag = "<|python_tag|>";
+            if (t.StartsWith(tag, StringComparison.Ordinal))
+            {
+                t = t[tag.Length..].TrimStart();
+            }
+            else if (tag.StartsWith(t, StringComparison.Ordinal))
+            {
+                return false; // the tag may be coming
+            }
+        }
+
+        return t.Length > 0 && t[0] != '{';
+    }
+
     // The calls of one partial JSON text (generic: {"tool_call": call} or {"tool_calls": [call, ...]}; else the call itself)
     // added to calls; false where the text stops being one (invalid JSON, or a call that is not one), true while it may go on.
     private static bool ReadPartial(string json, bool generic, string arguments, string alternative, HashSet<string> known, List<(string Name, string Arguments)> calls)

@@ -316,4 +316,33 @@ public class ChatToolFormatTests
             Assert.Empty(f.ParsePartial(reply[..n], Tools).Calls);
         }
     }
+
+    [Theory]
+    [InlineData("llama3", "", false)]
+    [InlineData("llama3", "  \n", false)]
+    [InlineData("llama3", " {", false)]
+    [InlineData("llama3", "<|pyth", false)] // the tag may be coming
+    [InlineData("llama3", "<|python_tag|> ", false)]
+    [InlineData("llama3", "<|python_tag|>{\"name\"", false)]
+    [InlineData("llama3", "<|python_tag|>print", true)]
+    [InlineData("llama3", " Sure", true)]
+    [InlineData("llama3", "<b>", true)]
+    [InlineData("generic", "\n{", false)]
+    [InlineData("generic", "Hello", true)]
+    [InlineData("hermes", "Hello", false)] // a call may follow any text
+    public void A_reply_is_text_whatever_follows_once_it_cannot_start_a_call(string format, string start, bool text)
+    {
+        var f = ChatToolFormat.Parse(format);
+        Assert.Equal(text, f.IsTextWhateverFollows(start));
+        if (text)
+        {
+            // Whatever follows, Parse gives the whole reply as its content.
+            foreach (string rest in new[] { string.Empty, " {\"name\": \"get_time\", \"parameters\": {}}", "{\"tool_call\": {\"name\": \"get_time\", \"arguments\": {}}}" })
+            {
+                var reply = f.Parse(start + rest, Tools);
+                Assert.Empty(reply.ToolCalls);
+                Assert.Equal(start + rest, reply.Content);
+            }
+        }
+    }
 }

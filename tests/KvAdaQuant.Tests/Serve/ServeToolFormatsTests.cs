@@ -105,6 +105,15 @@ public class ServeToolFormatsTests
         // The same word after other text is not at the start of the reply: no trigger, the reply stays free text.
         var plain = server.Post("/v1/chat/completions", Request([.. Pieces("x"), .. trigger])).Body.GetProperty("choices")[0];
         Assert.NotEqual("tool_calls", plain.GetProperty("finish_reason").GetString());
-        Assert.StartsWith("x{ \"name\"", plain.GetProperty("message").GetProperty("content").GetString()!.TrimStart(), StringComparison.Ordinal);
+        string content = plain.GetProperty("message").GetProperty("content").GetString()!;
+        Assert.StartsWith("x{ \"name\"", content.TrimStart(), StringComparison.Ordinal);
+
+        // Streamed, that text comes as it is generated (it cannot become a call), not at the end: many content deltas.
+        var (_, events) = server.PostStream("/v1/chat/completions", Request([.. Pieces("x"), .. trigger])[..^1] + ", \"stream\": true}");
+        var deltas = events[..^1].Select(e => JsonDocument.Parse(e).RootElement.GetProperty("choices")[0]).ToList();
+        var texts = deltas.Select(d => d.GetProperty("delta").TryGetProperty("content", out var t) ? t.GetString() : null).Where(t => !string.IsNullOrEmpty(t)).ToList();
+        Assert.True(texts.Count > 10, $"{texts.Count} content deltas");
+        Assert.Equal(content, string.Concat(texts));
+        Assert.Equal(plain.GetProperty("finish_reason").GetString(), deltas[^1].GetProperty("finish_reason").GetString());
     }
 }
