@@ -17,17 +17,6 @@ source "$(dirname "$0")/bench_lib.sh"
 [ -f "$L1B_DRAFT" ] || "$KVAQ" convert --synthetic llama-3.2-1b --type q4_0 --out "$L1B_DRAFT" >/dev/null
 [ -f "$S3M_DRAFT" ] || "$KVAQ" convert -m "$S3M" --type q4_0 --out "$S3M_DRAFT" >/dev/null
 echo "# $(host_line)"
-one() { # label, then kvaq generate arguments
-  local label=$1; shift
-  local out; out=$("$KVAQ" generate "$@" --temperature 0 --json)
-  LABEL=$label python3 -c '
-import hashlib, json, os, sys
-j = json.loads(sys.stdin.read()); s = j.get("speculative") or {}
-sha = hashlib.sha1(str(j["tokens"]).encode()).hexdigest()[:10]
-print("%-12s decode %8.2f tok/s  kept %4d of %4d guesses  batches %4d  tokens %d  sha1 %s" % (os.environ["LABEL"],
-      j["decode_tokens_per_second"], s.get("accepted", 0), s.get("drafted", 0), s.get("batches", 0), len(j["tokens"]), sha))
-' <<<"$out"
-}
 suite() { # model draft prompt n threads ctx
   local m=$1 d=$2 p=$3 n=$4 t=$5 c=$6
   echo "## $m drafted by $d, -n $n -t $t --ctx $c ($(date -u +%T), load $(cut -d' ' -f1-3 /proc/loadavg))"
@@ -35,11 +24,11 @@ suite() { # model draft prompt n threads ctx
   for order in "plain adaptive adaptive-p0 fixed1 fixed4" "fixed4 fixed1 adaptive-p0 adaptive plain"; do
     for v in $order; do
       case $v in
-        plain) one plain "${base[@]}" ;;
-        adaptive) one adaptive "${base[@]}" --model-draft "$d" ;;
-        adaptive-p0) one adaptive-p0 "${base[@]}" --model-draft "$d" --draft-p-min 0 ;;
-        fixed1) one fixed-1 "${base[@]}" --model-draft "$d" --draft-p-min 0 --draft-fixed --draft-max 1 ;;
-        fixed4) one fixed-4 "${base[@]}" --model-draft "$d" --draft-p-min 0 --draft-fixed --draft-max 4 ;;
+        plain) generate_line plain "${base[@]}" ;;
+        adaptive) generate_line adaptive "${base[@]}" --model-draft "$d" ;;
+        adaptive-p0) generate_line adaptive-p0 "${base[@]}" --model-draft "$d" --draft-p-min 0 ;;
+        fixed1) generate_line fixed-1 "${base[@]}" --model-draft "$d" --draft-p-min 0 --draft-fixed --draft-max 1 ;;
+        fixed4) generate_line fixed-4 "${base[@]}" --model-draft "$d" --draft-p-min 0 --draft-fixed --draft-max 4 ;;
       esac
     done
   done

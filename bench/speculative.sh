@@ -9,17 +9,6 @@ L1B=${2:-/tmp/bench/l1b-q8_0.gguf}
 S3M=${3:-../shared/models/stories3M-q80/stories3M-q80.bin}
 source "$(dirname "$0")/bench_lib.sh"
 echo "# $(host_line)"
-one() { # label, then kvaq generate arguments
-  local label=$1; shift
-  local out; out=$("$KVAQ" generate "$@" --temperature 0 --json)
-  LABEL=$label python3 -c '
-import hashlib, json, os, sys
-j = json.loads(sys.stdin.read()); s = j.get("speculative") or {}
-sha = hashlib.sha1(str(j["tokens"]).encode()).hexdigest()[:10]
-print("%-9s decode %8.2f tok/s  kept %4d of %4d guesses  batches %4d  tokens %d  sha1 %s" % (os.environ["LABEL"],
-      j["decode_tokens_per_second"], s.get("accepted", 0), s.get("drafted", 0), s.get("batches", 0), len(j["tokens"]), sha))
-' <<<"$out"
-}
 suite() { # model prompt n threads ctx
   local m=$1 p=$2 n=$3 t=$4 c=$5
   echo "## $m, -n $n -t $t --ctx $c ($(date -u +%T), load $(cut -d' ' -f1-3 /proc/loadavg))"
@@ -27,10 +16,10 @@ suite() { # model prompt n threads ctx
   for order in "plain adaptive fixed1 fixed8" "fixed8 fixed1 adaptive plain"; do
     for v in $order; do
       case $v in
-        plain) one plain "${base[@]}" ;;
-        adaptive) one adaptive "${base[@]}" --lookup-ngram 3 ;;
-        fixed1) one fixed-1 "${base[@]}" --lookup-ngram 3 --draft-fixed --draft-max 1 ;;
-        fixed8) one fixed-8 "${base[@]}" --lookup-ngram 3 --draft-fixed --draft-max 8 ;;
+        plain) generate_line plain "${base[@]}" ;;
+        adaptive) generate_line adaptive "${base[@]}" --lookup-ngram 3 ;;
+        fixed1) generate_line fixed-1 "${base[@]}" --lookup-ngram 3 --draft-fixed --draft-max 1 ;;
+        fixed8) generate_line fixed-8 "${base[@]}" --lookup-ngram 3 --draft-fixed --draft-max 8 ;;
       esac
     done
   done
