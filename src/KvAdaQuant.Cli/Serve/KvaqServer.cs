@@ -519,9 +519,7 @@ internal sealed partial class KvaqServer
                         h.Content = content;
                     }
 
-                    string callId = ChatToolFormat.NewCallId();
-                    await Event(c, Chunk(id, created, choice, new ChatDelta(null, null, [new ToolCallDelta(i, callId, "function", new ToolFunctionDelta(name, string.Empty))]), null, null, null, h.TakeLogprobs(withLogprobs)), cancel.Token);
-                    h.Calls.Add((callId, name, string.Empty));
+                    await StartCall(choice, h, ChatToolFormat.NewCallId(), name);
                 }
 
                 var sent = h.Calls[i];
@@ -531,6 +529,13 @@ internal sealed partial class KvaqServer
                     h.Calls[i] = sent with { Arguments = arguments };
                 }
             }
+        }
+
+        // A call's first delta (its index, id, type, name and arguments ""), recorded as sent.
+        async Task StartCall(int choice, ToolStream h, string callId, string name)
+        {
+            await Event(c, Chunk(id, created, choice, new ChatDelta(null, null, [new ToolCallDelta(h.Calls.Count, callId, "function", new ToolFunctionDelta(name, string.Empty))]), null, null, null, h.TakeLogprobs(withLogprobs)), cancel.Token);
+            h.Calls.Add((callId, name, string.Empty));
         }
 
         Task SendPiece(int choice, ToolStream h, int call, string piece) =>
@@ -577,8 +582,7 @@ internal sealed partial class KvaqServer
                 var call = calls[i];
                 if (i == h.Calls.Count)
                 {
-                    await Event(c, Chunk(id, created, choice, new ChatDelta(null, null, [new ToolCallDelta(i, call.Id, "function", new ToolFunctionDelta(call.Name, string.Empty))]), null, null, null, h.TakeLogprobs(withLogprobs)), cancel.Token);
-                    h.Calls.Add((call.Id, call.Name, string.Empty));
+                    await StartCall(choice, h, call.Id, call.Name);
                 }
 
                 if (call.Arguments.Length > h.Calls[i].Arguments.Length)
