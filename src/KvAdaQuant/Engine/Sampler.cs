@@ -633,7 +633,7 @@ public sealed class Sampler
     /// <summary>
     /// XTC's cut, once it fires: of <paramref name="candidates"/> (sorted by probability <paramref name="p"/>, renormalized
     /// over them) the leading ones at least <paramref name="threshold"/> likely are removed but the last of them; returns
-    /// how many to drop from the front (0 where fewer than two reach the threshold).
+    /// how many to drop from the front (0 where fewer than two reach the threshold); tokens of probability 0 never reach it.
     /// </summary>
     public static int XtcCut(ReadOnlySpan<float> p, ReadOnlySpan<int> candidates, float threshold)
     {
@@ -644,7 +644,9 @@ public sealed class Sampler
         }
 
         int last = 0;
-        for (int i = 0; i < candidates.Length && p[candidates[i]] / total >= threshold; i++)
+        // A token that cannot be drawn (probability 0: banned by the logit bias) never counts as reaching the threshold,
+        // even a threshold of 0, or it could be the one kept.
+        for (int i = 0; i < candidates.Length && p[candidates[i]] > 0f && p[candidates[i]] / total >= threshold; i++)
         {
             last = i;
         }

@@ -102,6 +102,9 @@ public class SamplerChainTests
         Assert.Equal(2, Sampler.XtcCut(p, [0, 1, 2, 3], 0.15f));
         Assert.Equal(0, Sampler.XtcCut(p, [0, 1, 2, 3], 0.35f));
         Assert.Equal(1, Sampler.XtcCut(p, [1, 2, 3], 0.3f)); // renormalized over the candidates: 0.5, 0.33, 0.17
+
+        // A banned token (probability 0) never reaches even a threshold of 0, so it is never the one kept.
+        Assert.Equal(1, Sampler.XtcCut([0.7f, 0.3f, 0f], [0, 1, 2], 0f));
     }
 
     [Theory]
