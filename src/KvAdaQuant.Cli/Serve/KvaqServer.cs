@@ -427,7 +427,8 @@ internal sealed partial class KvaqServer
         var ended = new List<(int Choice, string Finish)>();
 
         // With tools a choice's text is read as it comes (ToolStream): its calls are sent in pieces as they are written, its
-        // text as it comes once it cannot be a call (llama3, generic), else when the choice ends.
+        // content as it comes as far as it is known (ChatToolFormat.ContentSoFar: text that cannot be a call, Hermes text
+        // before a call, a generic response's string), the rest when the choice ends.
         bool tools = chat && request.ToolsActive;
         var held = new Dictionary<int, ToolStream>();
         try
@@ -494,20 +495,24 @@ internal sealed partial class KvaqServer
         // its arguments; the text before the first call (Hermes) goes first as content. Log-probabilities ride on the next delta sent.
         async Task SendToolPieces(int choice, ToolStream h)
         {
-            if (h.Calls.Count == 0 && (h.Streamed > 0 || _model.ToolFormat.IsTextWhateverFollows(h.Text.ToString())))
+            string text = h.Text.ToString();
+            if (h.Calls.Count == 0)
             {
-                // Text whatever follows (llama3, generic): streamed as it comes, as without tools.
-                string piece = h.Text.ToString(h.Streamed, h.Text.Length - h.Streamed);
-                if (piece.Length > 0)
+                if (h.Whatever || _model.ToolFormat.IsTextWhateverFollows(text))
                 {
-                    await Event(c, Chunk(id, created, choice, new ChatDelta(null, piece), null, null, null, h.TakeLogprobs(withLogprobs)), cancel.Token);
-                    h.Streamed = h.Text.Length;
+                    // Text whatever follows (llama3, generic): streamed as it comes, as without tools.
+                    h.Whatever = true;
+                    await SendContent(choice, h, text);
+                    return;
                 }
 
-                return;
+                if (_model.ToolFormat.ContentSoFar(text) is { } soFar)
+                {
+                    await SendContent(choice, h, soFar);
+                }
             }
 
-            var partial = _model.ToolFormat.ParsePartial(h.Text.ToString(), request.Tools!);
+            var partial = _model.ToolFormat.ParsePartial(text, request.Tools!);
             for (int i = 0; i < partial.Calls.Count; i++)
             {
                 var (name, arguments) = partial.Calls[i];
@@ -515,8 +520,7 @@ internal sealed partial class KvaqServer
                 {
                     if (i == 0 && partial.Content is { } content)
                     {
-                        await Event(c, Chunk(id, created, choice, new ChatDelta(null, content), null, null, null, h.TakeLogprobs(withLogprobs)), cancel.Token);
-                        h.Content = content;
+                        await SendContent(choice, h, content);
                     }
 
                     await StartCall(choice, h, ChatToolFormat.NewCallId(), name);
@@ -531,6 +535,28 @@ internal sealed partial class KvaqServer
             }
         }
 
+        // The part of content (the choice's content as known now) not sent yet, recorded as sent. What was sent is a prefix
+        // of it, or of it trimmed at the start (the content trimmed once calls follow, Hermes); where it is neither (which
+        // ContentSoFar rules out) nothing more is sent rather than text twice.
+        async Task SendContent(int choice, ToolStream h, string content)
+        {
+            string sent = h.Content;
+            if (!content.StartsWith(sent, StringComparison.Ordinal))
+            {
+                sent = sent.TrimStart();
+                if (!content.StartsWith(sent, StringComparison.Ordinal))
+                {
+                    return;
+                }
+            }
+
+            if (content.Length > sent.Length)
+            {
+                await Event(c, Chunk(id, created, choice, new ChatDelta(null, content[sent.Length..]), null, null, null, h.TakeLogprobs(withLogprobs)), cancel.Token);
+                h.Content = content;
+            }
+        }
+
         // A call's first delta (its index, id, type, name and arguments ""), recorded as sent.
         async Task StartCall(int choice, ToolStream h, string callId, string name)
         {
@@ -542,39 +568,35 @@ internal sealed partial class KvaqServer
             Event(c, Chunk(id, created, choice, new ChatDelta(null, null, [new ToolCallDelta(call, null, null, new ToolFunctionDelta(null, piece))]), null, null, null, h.TakeLogprobs(withLogprobs)), cancel.Token);
 
         // A choice's end: the whole text read back (as the whole reply is). Where it is the calls streamed so far, what they
-        // lack (and any later call) is sent; where it calls nothing and nothing was streamed, its text; where calls were
+        // lack (and any later call) is sent; where it calls nothing, the part of its text not streamed yet; where calls were
         // streamed but the whole text is not them (the reply was cut short: max_tokens, a stop word), its text as the whole
         // reply gives it, after them. Returns the finish reason.
         async Task<string> SendToolReply(int choice, string finish)
         {
             var h = held.Remove(choice, out var known) ? known : new ToolStream();
             var (content, calls, reason) = ReadReply(request, h.Text.ToString(), finish);
-            if (h.Streamed > 0)
-            {
-                // Streamed as text already (and read back as text: IsTextWhateverFollows); entries of tokens without text left.
-                if (h.Logprobs.Count > 0)
-                {
-                    await Event(c, Chunk(id, created, choice, new ChatDelta(null, string.Empty), null, null, null, h.TakeLogprobs(withLogprobs)), cancel.Token);
-                }
-
-                return reason;
-            }
-
             bool same = calls.Count >= h.Calls.Count && h.Calls.Select((s, i) => calls[i].Name == s.Name && calls[i].Arguments.StartsWith(s.Arguments, StringComparison.Ordinal)).All(x => x);
             if (calls.Count == 0 || !same)
             {
-                if (content is { Length: > 0 } || h.Logprobs.Count > 0)
+                if (h.Calls.Count > 0)
                 {
-                    await Event(c, Chunk(id, created, choice, new ChatDelta(null, content), null, null, null, h.TakeLogprobs(withLogprobs)), cancel.Token);
+                    // Calls were streamed but the reply is not them: its text as the whole reply gives it, after them.
+                    h.Content = string.Empty;
+                }
+
+                await SendContent(choice, h, content ?? string.Empty);
+                if (h.Logprobs.Count > 0)
+                {
+                    // Entries of tokens whose text was sent already, or that have none.
+                    await Event(c, Chunk(id, created, choice, new ChatDelta(null, string.Empty), null, null, null, h.TakeLogprobs(withLogprobs)), cancel.Token);
                 }
 
                 return calls.Count == 0 ? reason : finish;
             }
 
-            if (content is { Length: > 0 } && content != h.Content)
+            if (content is { Length: > 0 })
             {
-                string rest = h.Content is { } sent && content.StartsWith(sent, StringComparison.Ordinal) ? content[sent.Length..] : content;
-                await Event(c, Chunk(id, created, choice, new ChatDelta(null, rest), null, null, null, h.TakeLogprobs(withLogprobs)), cancel.Token);
+                await SendContent(choice, h, content);
             }
 
             for (int i = 0; i < calls.Count; i++)
@@ -697,10 +719,11 @@ internal sealed partial class KvaqServer
 
         public List<ServedLogprob> Logprobs { get; } = [];
 
-        public string? Content { get; set; }
+        // The content sent so far.
+        public string Content { get; set; } = string.Empty;
 
-        // How much of the text was sent as content while it came (a reply that is text whatever follows).
-        public int Streamed { get; set; }
+        // Whether the reply is text whatever follows (ChatToolFormat.IsTextWhateverFollows), streamed as it comes.
+        public bool Whatever { get; set; }
 
         public List<(string Id, string Name, string Arguments)> Calls { get; } = [];
 

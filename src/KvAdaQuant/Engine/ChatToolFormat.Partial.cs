@@ -93,6 +93,137 @@ public sealed partial class ChatToolFormat
         return t.Length > 0 && t[0] != '{';
     }
 
+    /// <summary>
+    /// The content of a reply that begins with <paramref name="text"/>, as far as it is known while the reply is still
+    /// being written, so it can be streamed as it comes; null while nothing is. A prefix of the content
+    /// <see cref="Parse"/> gives once the reply is whole, whatever follows, except where calls follow (Hermes): the content
+    /// is then trimmed, so it begins with this text trimmed at the start.
+    /// <list type="bullet">
+    /// <item>Text whatever follows (<see cref="IsTextWhateverFollows"/>): all of it.</item>
+    /// <item><see cref="Hermes"/>: the text before the first <c>&lt;tool_call&gt;</c>, less an end that may be the
+    /// start of one (<c>&lt;</c>, <c>&lt;tool</c>, ...) and less whitespace at its end (which a call would trim).</item>
+    /// <item><see cref="Generic"/>: the string of <c>{"response": "..."}</c> decoded as far as it is written (the
+    /// "a call or a response" grammar of <c>auto</c> closes the object, so nothing can follow the string but its end).</item>
+    /// </list>
+    /// </summary>
+    public string? ContentSoFar(string text)
+    {
+        ArgumentNullException.ThrowIfNull(text);
+        if (IsTextWhateverFollows(text))
+        {
+            return text;
+        }
+
+        if (this == Hermes)
+        {
+            const string open = "<tool_call>";
+            int end = text.IndexOf(open, StringComparison.Ordinal);
+            if (end < 0)
+            {
+                end = text.Length;
+                for (int n = Math.Min(open.Length - 1, text.Length); n > 0; n--)
+                {
+                    if (text.AsSpan(text.Length - n).SequenceEqual(open.AsSpan(0, n)))
+                    {
+                        end = text.Length - n;
+                        break;
+                    }
+                }
+            }
+
+            string before = text[..end].TrimEnd();
+            return before.Length > 0 ? before : null;
+        }
+
+        return this == Generic ? GenericResponseSoFar(text) : null;
+    }
+
+    // The decoded string of {"response": "..."} as far as text holds it (an escape not yet whole left out); null when text
+    // is not, or not yet, such an object with its string begun.
+    private static string? GenericResponseSoFar(string text)
+    {
+        int i = 0;
+        bool Skip()
+        {
+            while (i < text.Length && text[i] is ' ' or '\t' or '\n' or '\r')
+            {
+                i++;
+            }
+
+            return i < text.Length;
+        }
+
+        bool Take(string word)
+        {
+            if (!Skip() || !text.AsSpan(i).StartsWith(word, StringComparison.Ordinal))
+            {
+                return false;
+            }
+
+            i += word.Length;
+            return true;
+        }
+
+        if (!Take("{") || !Take("\"response\"") || !Take(":") || !Take("\""))
+        {
+            return null;
+        }
+
+        var b = new StringBuilder();
+        while (i < text.Length)
+        {
+            char ch = text[i];
+            if (ch == '"')
+            {
+                break;
+            }
+
+            if (ch != '\\')
+            {
+                b.Append(ch);
+                i++;
+                continue;
+            }
+
+            if (i + 1 >= text.Length)
+            {
+                break; // an escape not yet whole
+            }
+
+            char e = text[i + 1];
+            if (e != 'u')
+            {
+                b.Append(e switch { 'n' => '\n', 't' => '\t', 'r' => '\r', 'b' => '\b', 'f' => '\f', _ => e });
+                i += 2;
+                continue;
+            }
+
+            if (i + 6 > text.Length || !ushort.TryParse(text.AsSpan(i + 2, 4), System.Globalization.NumberStyles.AllowHexSpecifier, null, out ushort unit))
+            {
+                break;
+            }
+
+            if (char.IsHighSurrogate((char)unit))
+            {
+                // Its low half comes in an escape of its own: both, or neither yet.
+                if (i + 12 > text.Length || text[i + 6] != '\\' || text[i + 7] != 'u'
+                    || !ushort.TryParse(text.AsSpan(i + 8, 4), System.Globalization.NumberStyles.AllowHexSpecifier, null, out ushort low))
+                {
+                    break;
+                }
+
+                b.Append((char)unit).Append((char)low);
+                i += 12;
+                continue;
+            }
+
+            b.Append((char)unit);
+            i += 6;
+        }
+
+        return b.ToString();
+    }
+
     // The calls of one partial JSON text (generic: {"tool_call": call} or {"tool_calls": [call, ...]}; else the call itself)
     // added to calls; false where the text stops being one (invalid JSON, or a call that is not one), true while it may go on.
     private static bool ReadPartial(string json, bool generic, string arguments, string alternative, HashSet<string> known, List<(string Name, string Arguments)> calls)

@@ -466,7 +466,8 @@ public sealed partial class ChatToolFormat
     /// text; Llama 3: a reply that is <c>{"name": ..., "parameters": {...}}</c> (after an optional
     /// <c>&lt;|python_tag|&gt;</c>) is a call; Hermes: each <c>&lt;tool_call&gt;...&lt;/tool_call&gt;</c> block is a call and
     /// the text around them the content. A call must name one of <paramref name="tools"/> (any name when it is empty) and
-    /// give its arguments as an object; a reply that is not well formed is all content (<paramref name="text"/> as it is).
+    /// give its arguments as an object; a reply that is not well formed is all content (<paramref name="text"/> as it is),
+    /// except a generic <c>{"response": "...</c> cut short inside its string, whose content is that string as far as it goes.
     /// </summary>
     public ChatToolReply Parse(string text, IReadOnlyList<ChatTool> tools)
     {
@@ -546,7 +547,8 @@ public sealed partial class ChatToolFormat
         }
         catch (JsonException)
         {
-            return plain;
+            // A generic response cut short (max_tokens, a stop word) inside its string: that string as far as it goes.
+            return this == Generic && GenericResponseSoFar(text) is { } cut ? new ChatToolReply(cut, []) : plain;
         }
     }
 

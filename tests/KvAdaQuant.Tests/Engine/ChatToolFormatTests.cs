@@ -345,4 +345,60 @@ public class ChatToolFormatTests
             }
         }
     }
+
+    [Theory]
+    [InlineData("hermes", " Lily went out.", " Lily went out.", " Lily went out.")]
+    [InlineData("hermes", "Let me check. <tool_call>\n{\"name\": \"get_time\", \"arguments\": {}}\n</tool_call>\nDone.", "Let me check.", "Let me check. \nDone.")]
+    [InlineData("hermes", "Two < three, and <tool_call> is a word here.", "Two < three, and", "Two < three, and <tool_call> is a word here.")] // not a call: all text
+    [InlineData("generic", "{ \"response\" : \"Tab\\there, \\\"quoted\\\", \\u00e9t\\u00e9, \\ud83d\\ude00 ok\" }", "Tab\there, \"quoted\", \u00e9t\u00e9, \U0001F600 ok", "Tab\there, \"quoted\", \u00e9t\u00e9, \U0001F600 ok")]
+    [InlineData("generic", "{\"response\": \"cut sh", "cut sh", "cut sh")] // cut short: the string as far as it goes
+    [InlineData("generic", "Plain words", "Plain words", "Plain words")]
+    [InlineData("llama3", " Sure, here.", " Sure, here.", " Sure, here.")]
+    public void Content_so_far_of_every_cut_is_a_prefix_of_the_whole_replys_content(string format, string reply, string streamed, string content)
+    {
+        var f = ChatToolFormat.Parse(format);
+        var whole = f.Parse(reply, Tools);
+        Assert.Equal(content, whole.Content);
+        string last = string.Empty;
+        for (int n = 0; n <= reply.Length; n++)
+        {
+            string? soFar = f.ContentSoFar(reply[..n]);
+            if (soFar is null)
+            {
+                continue;
+            }
+
+            // A prefix of the content (trimmed at the start where calls follow), and it only grows.
+            Assert.StartsWith(whole.ToolCalls.Count > 0 ? soFar.TrimStart() : soFar, content, StringComparison.Ordinal);
+            Assert.StartsWith(last, soFar, StringComparison.Ordinal);
+            last = soFar;
+        }
+
+        Assert.Equal(streamed, last);
+    }
+
+    [Theory]
+    [InlineData("Hi <", "Hi")]
+    [InlineData("Hi <tool", "Hi")]
+    [InlineData("Hi <tool_call", "Hi")]
+    [InlineData("Hi <tool_call>", "Hi")]
+    [InlineData("Hi <b>", "Hi <b>")]
+    [InlineData("Hi \n", "Hi")]
+    [InlineData("  ", null)]
+    public void Hermes_content_so_far_holds_back_what_may_start_a_call_and_whitespace_a_call_would_trim(string text, string? expected)
+    {
+        Assert.Equal(expected, ChatToolFormat.Hermes.ContentSoFar(text));
+    }
+
+    [Theory]
+    [InlineData("{\"response\": \"a\\", "a")] // an escape not yet whole
+    [InlineData("{\"response\": \"a\\u00", "a")]
+    [InlineData("{\"response\": \"a\\ud83d", "a")] // a high surrogate waits for its low half
+    [InlineData("{\"response\": \"a\\ud83d\\ude0", "a")]
+    [InlineData("{\"response\"", null)]
+    [InlineData("{\"tool_call\": {\"name\": \"", null)]
+    public void Generic_content_so_far_decodes_the_response_string_as_far_as_it_is_whole(string text, string? expected)
+    {
+        Assert.Equal(expected, ChatToolFormat.Generic.ContentSoFar(text));
+    }
 }

@@ -69,13 +69,25 @@ public class ServeToolFormatsTests
         // Without the trigger (the same biases less "<"), auto stays free: the reply is text, no call.
         var plain = server.Post("/v1/chat/completions", Request(trigger: false) + "}").Body.GetProperty("choices")[0];
         Assert.NotEqual("tool_calls", plain.GetProperty("finish_reason").GetString());
-        Assert.StartsWith("Lilytool_call>", plain.GetProperty("message").GetProperty("content").GetString()!.TrimStart(), StringComparison.Ordinal);
+        string text = plain.GetProperty("message").GetProperty("content").GetString()!;
+        Assert.StartsWith("Lilytool_call>", text.TrimStart(), StringComparison.Ordinal);
 
-        // Streamed: the same call (same seed, greedy).
+        // Streamed, that text comes as it is written (a call may follow any Hermes text, so only an end that may begin
+        // "<tool_call>" and whitespace a call would trim are held back), the pieces together the whole reply's content.
+        var (_, textEvents) = server.PostStream("/v1/chat/completions", Request(trigger: false) + ", \"stream\": true}");
+        var textPieces = textEvents[..^1].Select(e => JsonDocument.Parse(e).RootElement.GetProperty("choices")[0].GetProperty("delta"))
+            .Select(d => d.TryGetProperty("content", out var t) ? t.GetString() : null).Where(p => p is { Length: > 0 }).ToList();
+        Assert.True(textPieces.Count >= 10, $"{textPieces.Count} content deltas");
+        Assert.Equal(text, string.Concat(textPieces));
+
+        // Streamed: the same call (same seed, greedy), the text before it first (as the model wrote it, " Lily"; the whole
+        // reply's content is trimmed around its calls).
         var (_, events) = server.PostStream("/v1/chat/completions", request + ", \"stream\": true}");
         var deltas = events[..^1].Select(e => JsonDocument.Parse(e).RootElement.GetProperty("choices")[0]).ToList();
         Assert.Equal("tool_calls", deltas[^1].GetProperty("finish_reason").GetString());
-        Assert.Equal("Lily", Assert.Single(deltas, d => d.GetProperty("delta").TryGetProperty("content", out var t) && t.GetString() is { Length: > 0 }).GetProperty("delta").GetProperty("content").GetString());
+        int first = deltas.FindIndex(d => d.GetProperty("delta").TryGetProperty("content", out var t) && t.GetString() is { Length: > 0 });
+        Assert.Equal(" Lily", Assert.Single(deltas, d => d.GetProperty("delta").TryGetProperty("content", out var t) && t.GetString() is { Length: > 0 }).GetProperty("delta").GetProperty("content").GetString());
+        Assert.True(first < deltas.FindIndex(d => d.GetProperty("delta").TryGetProperty("tool_calls", out _)));
         var streamed = deltas.Where(d => d.GetProperty("delta").TryGetProperty("tool_calls", out _))
             .Select(d => d.GetProperty("delta").GetProperty("tool_calls")[0].GetProperty("function"))
             .ToList();

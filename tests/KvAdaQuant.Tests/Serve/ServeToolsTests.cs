@@ -119,6 +119,33 @@ public class ServeToolsTests(Stories260KToolsServer fixture) : IClassFixture<Sto
     }
 
     [Fact]
+    public void A_response_under_auto_streams_its_text_as_it_is_written()
+    {
+        // Steered into the grammar's {"response": "..."} branch: the piece after the quote in {"response biased up
+        // (unsteered, stories260K always calls the tool here).
+        var pieces = _server.Post("/tokenize", """{"content": "{\"response", "with_pieces": true}""").Body.GetProperty("tokens").EnumerateArray()
+            .Select(e => (Id: e.GetProperty("id").GetInt32(), Piece: e.GetProperty("piece").GetString())).ToList();
+        int re = pieces[pieces.FindIndex(p => p.Piece == "\"") + 1].Id;
+        string request = Chat($$""", "temperature": 1.0, "seed": 3, "logit_bias": {"{{re}}": 20}""");
+        var whole = _server.Post("/v1/chat/completions", request).Body.GetProperty("choices")[0];
+        string finish = whole.GetProperty("finish_reason").GetString()!;
+        Assert.Contains(finish, (string[])["stop", "length"]); // a text reply, whole or cut short inside its string
+        Assert.False(whole.GetProperty("message").TryGetProperty("tool_calls", out _));
+        string content = whole.GetProperty("message").GetProperty("content").GetString()!;
+        Assert.DoesNotContain("\"response\"", content, StringComparison.Ordinal); // the string alone, also when cut short
+
+        // Streamed: the string decoded piece by piece as it is written (not the JSON around it, not all at the end), the
+        // pieces together the whole reply's content.
+        var (_, events) = _server.PostStream("/v1/chat/completions", request[..^1] + ", \"stream\": true}");
+        var deltas = events[..^1].Select(e => JsonDocument.Parse(e).RootElement.GetProperty("choices")[0]).ToList();
+        Assert.Equal(finish, deltas[^1].GetProperty("finish_reason").GetString());
+        var texts = deltas.Select(d => d.GetProperty("delta").TryGetProperty("content", out var c) ? c.GetString() : null).Where(p => p is { Length: > 0 }).ToList();
+        Assert.True(texts.Count >= 3, $"{texts.Count} content deltas for {content}");
+        Assert.Equal(content, string.Concat(texts));
+        Assert.DoesNotContain(deltas, d => d.GetProperty("delta").TryGetProperty("tool_calls", out _));
+    }
+
+    [Fact]
     public void A_call_cut_short_comes_back_as_its_text_whole_and_after_its_streamed_pieces()
     {
         string request = Chat(", \"tool_choice\": \"required\"").Replace("\"max_tokens\": 120", "\"max_tokens\": 66", StringComparison.Ordinal);
