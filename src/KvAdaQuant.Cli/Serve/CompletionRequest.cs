@@ -273,10 +273,13 @@ internal sealed partial record CompletionRequest(
             float value = bias.ValueKind switch
             {
                 JsonValueKind.False => float.NegativeInfinity,
-                JsonValueKind.Number when bias.TryGetDouble(out double d) && double.IsFinite(d) => (float)d,
-                _ => throw Invalid("logit_bias", $"{at}: the bias must be a finite number or false (ban), got {Raw(bias)}"),
+                JsonValueKind.Number when bias.TryGetDouble(out double d) && float.IsFinite((float)d) => (float)d,
+                _ => throw Invalid("logit_bias", $"{at}: the bias must be a finite number (within float's range, +-3.4e38) or false (ban), got {Raw(bias)}"),
             };
-            biases[token] = biases.GetValueOrDefault(token) + value;
+            float sum = biases.GetValueOrDefault(token) + value;
+            biases[token] = float.IsPositiveInfinity(sum) || float.IsNaN(sum)
+                ? throw Invalid("logit_bias", $"{at}: token {token}'s biases add up beyond float's range")
+                : sum;
         }
 
         if (e.ValueKind == JsonValueKind.Object)

@@ -91,7 +91,8 @@ public sealed class Generator
 
         // The sequence so far, for the penalties, DRY and the draft (only kept when there is any).
         bool keepSequence = sampler.ReadsSequence || stepper is not null;
-        var sequence = new List<int>(keepSequence ? promptTokens.Count + maxTokens : 0);
+        // (Room for the whole run, up to the session's context: max_tokens may be far beyond it, up to int.MaxValue.)
+        var sequence = new List<int>(keepSequence ? (int)Math.Min(promptTokens.Count + (long)maxTokens, Math.Max(_session.Capacity, promptTokens.Count)) : 0);
         GenerationResult run;
         try
         {

@@ -330,7 +330,11 @@ public class ServeCompletionTests(Stories260KServer fixture) : IClassFixture<Sto
     [InlineData("/v1/completions", """{"prompt": "Hi", "presence_penalty": "high"}""", "presence_penalty", "presence_penalty must be a number, got \"high\"")]
     [InlineData("/v1/completions", """{"prompt": "Hi", "frequency_penalty": 1e39}""", "frequency_penalty", "frequency_penalty must be a finite number, got 1e39")]
     [InlineData("/v1/completions", """{"prompt": "Hi", "logit_bias": {"x": 1}}""", "logit_bias", "logit_bias: key \"x\" is not a token id")]
-    [InlineData("/v1/completions", """{"prompt": "Hi", "logit_bias": {"5": "a"}}""", "logit_bias", "logit_bias[\"5\"]: the bias must be a finite number or false (ban), got \"a\"")]
+    [InlineData("/v1/completions", """{"prompt": "Hi", "logit_bias": {"5": "a"}}""", "logit_bias", "logit_bias[\"5\"]: the bias must be a finite number (within float's range, +-3.4e38) or false (ban), got \"a\"")]
+    [InlineData("/v1/completions", """{"prompt": "Hi", "logit_bias": {"5": 1e308}}""", "logit_bias", "logit_bias[\"5\"]: the bias must be a finite number (within float's range, +-3.4e38) or false (ban), got 1e308")] // was a 500 (found by ServeRequestFuzzTests)
+    [InlineData("/v1/completions", """{"prompt": "Hi", "logit_bias": [[5, 3e38], [5, 3e38]]}""", "logit_bias", "logit_bias[1]: token 5's biases add up beyond float's range")]
+    [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": "Hi"}], "tool_choice": "\ud800"}""", null, "the request body's string at $.tool_choice escapes half of a UTF-16 surrogate pair")] // was a 500 (found by ServeRequestFuzzTests)
+    [InlineData("/v1/completions", """{"prompt": "Hi", "stop": ["a\udc00b"]}""", null, "the request body's string at $.stop[0] escapes half of a UTF-16 surrogate pair")]
     [InlineData("/v1/completions", """{"prompt": "Hi", "logit_bias": [[5]]}""", "logit_bias", "logit_bias[0] must be a pair [token id, bias], got [5]")]
     [InlineData("/v1/completions", """{"prompt": "Hi", "logit_bias": 3}""", "logit_bias", "logit_bias must be an object of token id -> bias, got 3")]
     [InlineData("/v1/chat/completions", """{"messages": [{"role": "user", "content": "Hi"}], "logit_bias": {"9999": 1}}""", "logit_bias", "logit_bias: token 9999 is not a token id of this model (its vocabulary has 512)")]
