@@ -7,6 +7,7 @@ using System.Text.Json.Serialization.Metadata;
 using System.Threading.Channels;
 using KvAdaQuant.Cli.Commands;
 using KvAdaQuant.Engine;
+using KvAdaQuant.Formats;
 using Microsoft.AspNetCore.Builder;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Hosting.Server;
@@ -692,70 +693,13 @@ internal sealed partial class KvaqServer
             throw new ServeRequestException(400, $"the request body must be a JSON object, got {kind.ToString().ToLowerInvariant()}");
         }
 
-        if (LoneSurrogate(doc.RootElement, "$") is { } at)
+        if (JsonText.LoneSurrogate(doc.RootElement) is { } at)
         {
             doc.Dispose();
-            throw new ServeRequestException(400, $"the request body's string at {at} escapes half of a UTF-16 surrogate pair (\\uD800-\\uDFFF without its other half), which is no text");
+            throw new ServeRequestException(400, $"the request body's string at {at} {JsonText.LoneSurrogateProblem}");
         }
 
         return doc;
-    }
-
-    // The JSON path of the first string or property name that holds a lone surrogate escape (valid JSON, but no text:
-    // reading it throws), or null.
-    private static string? LoneSurrogate(JsonElement e, string path)
-    {
-        switch (e.ValueKind)
-        {
-            case JsonValueKind.String:
-                return Readable(e) ? null : path;
-            case JsonValueKind.Array:
-                int i = 0;
-                foreach (var item in e.EnumerateArray())
-                {
-                    if (LoneSurrogate(item, $"{path}[{i++}]") is { } at)
-                    {
-                        return at;
-                    }
-                }
-
-                return null;
-            case JsonValueKind.Object:
-                foreach (var p in e.EnumerateObject())
-                {
-                    string name;
-                    try
-                    {
-                        name = p.Name;
-                    }
-                    catch (InvalidOperationException)
-                    {
-                        return $"{path} (a property name)";
-                    }
-
-                    if (LoneSurrogate(p.Value, $"{path}.{name}") is { } at)
-                    {
-                        return at;
-                    }
-                }
-
-                return null;
-            default:
-                return null;
-        }
-
-        static bool Readable(JsonElement s)
-        {
-            try
-            {
-                _ = s.GetString();
-                return true;
-            }
-            catch (InvalidOperationException)
-            {
-                return false;
-            }
-        }
     }
 
     private static async Task Write<T>(HttpContext c, int status, T value, JsonTypeInfo<T> type)

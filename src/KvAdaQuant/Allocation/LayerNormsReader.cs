@@ -36,6 +36,11 @@ public static class LayerNormsReader
 
         using (doc)
         {
+            if (Formats.JsonText.LoneSurrogate(doc.RootElement) is { } at)
+            {
+                throw new InvalidDataException($"--stats {path}: the string at {at} {Formats.JsonText.LoneSurrogateProblem}");
+            }
+
             return Parse(doc.RootElement, path, score, source);
         }
     }

@@ -192,6 +192,11 @@ public sealed partial class KvPlan
 
         using (doc)
         {
+            if (Formats.JsonText.LoneSurrogate(doc.RootElement) is { } at)
+            {
+                throw new ArgumentException($"{source}: the string at {at} {Formats.JsonText.LoneSurrogateProblem}");
+            }
+
             var root = doc.RootElement;
             if (root.ValueKind != JsonValueKind.Object)
             {

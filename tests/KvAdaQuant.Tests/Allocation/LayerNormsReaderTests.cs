@@ -30,6 +30,7 @@ public class LayerNormsReaderTests
     [Theory]
     [InlineData("{", "not valid JSON")]
     [InlineData("[]", "JSON object")]
+    [InlineData("{\"layers\": [{\"\\ud800\": 1}]}", "the string at $.layers[0] (a property name) escapes half of a UTF-16 surrogate pair")]
     [InlineData("{\"layers\": []}", "\"layers\"")]
     [InlineData("{\"layers\": [{\"k\": {\"frobenius\": 1}}]}", "layers[0].v.frobenius is missing")]
     [InlineData("{\"w_k\": [1, 2], \"w_v\": [1]}", "one K and one V norm per layer")]

@@ -57,6 +57,7 @@ public class DatasetReaderTests
     [InlineData("{\"goal\": 1}\n", "line1")]
     [InlineData("{not json}\n", ":1: not valid JSON")]
     [InlineData("\n\n[1,2]\n", ":3: expected a JSON object")]
+    [InlineData("{\"goal\": \"x\\udc00\"}\n", ":1: the string at $.goal escapes half of a UTF-16 surrogate pair")]
     public void Malformed_jsonl_names_file_and_line(string content, string expected)
     {
         using var dir = new TempDir();

@@ -92,6 +92,7 @@ public class KvPlanTests
     [InlineData("{\"layers\": [{\"k\": {\"bits\": 4, \"residual\": -1}, \"v\": {\"bits\": 2}}]}", "layers[0].k.residual must be a whole number >= 0")]
     [InlineData("{\"layers\": [{\"k\": {\"bits\": 4, \"axis\": \"row\"}, \"v\": {\"bits\": 2}}]}", "layers[0].k.axis 'row' is not")]
     [InlineData("[1, 2]", "must be a JSON object")]
+    [InlineData("{\"name\": \"a\\ud800\", \"layers\": []}", "the string at $.name escapes half of a UTF-16 surrogate pair")]
     [InlineData("{\"layers\": [{\"k\": {\"bits\": \"fp16\", \"group\": 32}, \"v\": {\"bits\": 2}}]}", "layers[0].k.group applies only to quantized bits (1 to 8), but layers[0].k.bits is fp16")]
     [InlineData("{\"layers\": [{\"k\": {\"bits\": 4}, \"v\": {\"symmetric\": true, \"bits\": 32}}]}", "layers[0].v.symmetric applies only to quantized bits (1 to 8), but layers[0].v.bits is fp32")]
     [InlineData("{\"plan\": []}", "unknown field 'plan'")]

@@ -35,6 +35,11 @@ internal static class JsonLines
                 throw new DatasetFormatException($"{path}:{lineNo}: expected a JSON object, found {e.ValueKind}");
             }
 
+            if (Formats.JsonText.LoneSurrogate(e) is { } at)
+            {
+                throw new DatasetFormatException($"{path}:{lineNo}: the string at {at} {Formats.JsonText.LoneSurrogateProblem}");
+            }
+
             count++;
             yield return (e, lineNo);
         }
