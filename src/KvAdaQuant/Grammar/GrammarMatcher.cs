@@ -156,11 +156,14 @@ public sealed class GrammarMatcher
     // With a character half read: whether some stack accepts a code point that starts with those bits.
     private bool Feasible(State s)
     {
-        // The code points whose UTF-8 form starts with the bytes read, overlong forms excluded.
+        // The code points whose UTF-8 form starts with the bytes read, overlong forms and surrogates (ED A0..ED BF: no
+        // character, whatever follows) excluded.
         int shift = 6 * s.Utf8.Remaining;
         int from = Math.Max(s.Utf8.Value << shift, s.Utf8.Length switch { 2 => 0x80, 3 => 0x800, _ => 0x10000 });
         int to = Math.Min((s.Utf8.Value << shift) | ((1 << shift) - 1), GbnfGrammar.MaxCodePoint);
-        return from <= to && _stacks.AnyAccepts(s.Stacks, from, to);
+        return Any(from, Math.Min(to, 0xD7FF)) || Any(Math.Max(from, 0xE000), to);
+
+        bool Any(int a, int b) => a <= b && _stacks.AnyAccepts(s.Stacks, a, b);
     }
 
     internal readonly record struct Utf8(int Value, int Remaining, int Length);

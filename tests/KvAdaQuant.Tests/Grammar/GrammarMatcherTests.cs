@@ -114,6 +114,9 @@ public class GrammarMatcherTests
         Assert.False(new GrammarMatcher(GbnfGrammar.Parse("root ::= [\\u0100-\\uFFFF]")).CanAccept([0xF0])); // four bytes are U+10000 and up
         Assert.True(new GrammarMatcher(GbnfGrammar.Parse("root ::= [\\u0100-\\uFFFF]")).CanAccept([0xE0]));
         Assert.False(new GrammarMatcher(GbnfGrammar.Parse("root ::= .")).CanAccept([0xED, 0xA0, 0x80])); // a surrogate
+        Assert.False(new GrammarMatcher(GbnfGrammar.Parse("root ::= .")).CanAccept([0xED, 0xA0])); // only surrogates start so: a dead end (found against llama.cpp)
+        Assert.True(new GrammarMatcher(GbnfGrammar.Parse("root ::= .")).CanAccept([0xED, 0x9F])); // U+D7C0..U+D7FF
+        Assert.False(new GrammarMatcher(GbnfGrammar.Parse("root ::= [\uD000-\uDFFF]")).CanAccept([0xED, 0xA0])); // the class's other end is surrogates too
         Assert.True(m.TryAccept([0xC3]));
         Assert.False(m.IsComplete);
         Assert.False(m.TryAccept([0x41])); // refused: stays put

@@ -1,0 +1,149 @@
+using KvAdaQuant.Formats;
+using KvAdaQuant.Grammar;
+using KvAdaQuant.LlamaCpp;
+using KvAdaQuant.Numerics;
+using LLama.Native;
+
+namespace KvAdaQuant.Tests.LlamaCpp;
+
+/// <summary>
+/// Our grammar constraint against llama.cpp's own grammar sampler (LLamaSharp 0.30.0's native chain) over a whole
+/// vocabulary: at every step of random walks through GBNF grammars (literals, character classes and their negations,
+/// ranges, any-character, repetitions <c>* + ? {m,n}</c>, nested and recursive rules, multi-byte UTF-8 text that byte
+/// tokens spell in pieces) and JSON-schema grammars, the set of tokens each allows next, EOS included, must be the same;
+/// both then accept the same randomly chosen allowed token. Three kinds of token are left out of the comparison, where
+/// kvaq differs from llama.cpp on purpose (and each side's rule is checked instead): control and unknown tokens, which
+/// llama.cpp's grammar reads as their text (<c>&lt;s&gt;</c> may then be sampled as the text "&lt;s&gt;" inside a string,
+/// though it prints as nothing) and kvaq never allows while a grammar is unfinished; the byte tokens 0xF5-0xFF, which are
+/// never UTF-8 and which llama.cpp's decoder takes as the first byte of a 4-byte character; and the NUL byte, which a
+/// class like <c>[^"]</c> takes and llama.cpp refuses (it reads pieces as C strings). And kvaq decodes UTF-8 strictly
+/// where llama.cpp does not (an overlong form, a surrogate or a code point past U+10FFFF is no character; llama.cpp
+/// takes any continuation byte and matches the value it adds up to), so byte tokens that start or continue a character
+/// are checked one way only: every one kvaq allows, llama.cpp allows. (This comparison found kvaq allowing ED A0..ED BF,
+/// which only surrogates start: a dead end; fixed.)
+/// </summary>
+public class GrammarLlamaCppTests(ConvertedModels converted) : IClassFixture<ConvertedModels>
+{
+    public static TheoryData<string, string> Grammars => new()
+    {
+        { "words", "root ::= (\"the\" | \"a\" | \"Lily\") (\" \" [a-z]+)* \".\"" },
+        { "classes", "root ::= [A-Z] [a-z0-9_]{2,6} [^a-z\\n]? ([0-9] | [.,!?])+" },
+        { "any", "root ::= \"<\" [^>]* \">\" . .?" },
+        { "bounded", "root ::= (\"ab\" | \"b\"){1,3} \"c\"{0,2} [xyz]{3}" },
+        { "recursive", "root ::= expr\nexpr ::= term ((\"+\" | \"-\") term)*\nterm ::= [0-9]+ | \"(\" expr \")\"" },
+        { "unicode", "root ::= (\"é\" | \"日本\" | \"😀\" | [α-ω])+ \" \"? [^\\x00-\\x7F]*" },
+        { "escapes", "root ::= \"\\\"\" ([^\"\\\\] | \"\\\\\" [\"\\\\nt])* \"\\\"\" \"\\n\"?" },
+        { "optional-end", "root ::= \"Once\" (\" upon\" (\" a\" \" time\"?)?)?" },
+        { "json", JsonSchemaGrammar.FromSchema("""{"type": "object", "properties": {"name": {"type": "string", "maxLength": 6}, "age": {"type": "integer", "minimum": 0, "maximum": 120}, "tags": {"type": "array", "items": {"enum": ["a", "bc"]}, "maxItems": 2}}, "required": ["name"]}""") },
+        { "json-number", JsonSchemaGrammar.FromSchema("""{"type": "array", "items": {"type": "number"}, "minItems": 1, "maxItems": 3}""") },
+    };
+
+    [LlamaCppTheory]
+    [MemberData(nameof(Grammars))]
+    public void The_tokens_allowed_at_every_step_are_llama_cpps(string name, string grammar)
+    {
+        LlamaCppRuntime.Load();
+        string gguf = converted.Get("stories260K", GgmlType.F32);
+        using var ours = ModelLoader.Load(gguf);
+        var tok = ours.Tokenizer!;
+        int vocab = ours.Config.VocabSize;
+        var p = new LLama.Common.ModelParams(gguf) { GpuLayerCount = 0 };
+        LLama.Extensions.IModelParamsExtensions.ToLlamaModelParams(p, out var native);
+        using var model = SafeLlamaModelHandle.LoadFromFile(gguf, native);
+        var parsed = GbnfGrammar.Parse(grammar);
+        var rng = new Random(name.GetHashCode(StringComparison.Ordinal) & 0xffff);
+        var allowed = new bool[vocab];
+        var control = Enumerable.Range(0, vocab).Where(t => t != tok.EosToken && tok.DecodeBytes(-1, t).Length == 0).ToHashSet();
+        var byteOf = Enumerable.Range(0, vocab).Select(t => tok.DecodeBytes(-1, t) is [byte b] && tok.Encode(((char)0).ToString(), false).Count >= 0 ? b : -1).ToArray();
+        bool Compared(int t) => !control.Contains(t) && !(byteOf[t] is 0 or >= 0xF5);
+        int steps = 0, ended = 0;
+        for (int walk = 0; walk < 12; walk++)
+        {
+            using var chain = SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default());
+            chain.AddGrammar(model, grammar, "root");
+            var constraint = new GrammarConstraint(parsed, tok);
+            constraint.Reset(previousToken: -1); // pieces as llama.cpp's grammar reads them: a leading space kept
+            var path = new List<int>();
+            var partial = new List<byte>(); // the bytes of a character not yet whole
+            for (int step = 0; step < 40; step++, steps++)
+            {
+                var theirsAll = Allowed(chain, vocab);
+                constraint.ComputeAllowed(allowed);
+                var mineAll = Enumerable.Range(0, vocab).Where(t => allowed[t]).ToArray();
+                Assert.DoesNotContain(mineAll, t => control.Contains(t) || byteOf[t] >= 0xF5); // never text, never UTF-8
+                Assert.DoesNotContain(theirsAll, t => byteOf[t] == 0);
+                // Tokens of whole characters are compared both ways while no character is half read; byte tokens of
+                // a character's start or middle, and every token mid-character, only as ours within theirs.
+                bool mid = partial.Count > 0;
+                var theirs = theirsAll.Where(t => Compared(t) && !mid && !(byteOf[t] >= 0x80)).ToArray();
+                var mine = mineAll.Where(t => Compared(t) && !mid && !(byteOf[t] >= 0x80)).ToArray();
+                var beyond = mineAll.Where(Compared).Except(theirsAll).ToArray();
+                if (!theirs.SequenceEqual(mine) || beyond.Length > 0)
+                {
+                    string Piece(int t) => System.Text.Encoding.UTF8.GetString(tok.DecodeBytes(-1, t)).Replace("\n", "\\n", StringComparison.Ordinal);
+                    var onlyTheirs = theirs.Except(mine).Take(8).Select(t => $"{t}'{Piece(t)}'");
+                    var onlyMine = mine.Except(theirs).Concat(beyond).Distinct().Take(8).Select(t => $"{t}'{Piece(t)}'");
+                    Assert.Fail($"{name}, walk {walk}, step {step} after [{string.Join(" ", path.Select(t => $"'{Piece(t)}'"))}]: "
+                        + $"llama.cpp only {string.Join(", ", onlyTheirs)}; ours only {string.Join(", ", onlyMine)} ({theirs.Length} vs {mine.Length} allowed)");
+                }
+
+                // Never a dead end: byte tokens spell any character, so whatever was accepted can go on or end.
+                var choices = mineAll.Where(Compared).ToArray();
+                Assert.True(choices.Length > 0, $"{name}, walk {walk}, step {step}: a dead end after [{string.Join(" ", path)}]");
+
+                // Mostly a non-end token, so that walks go deep (a byte token a third of the time where there is one,
+                // to walk through characters spelled in pieces); the end (EOS) when it is all that is left.
+                var body = choices.Where(t => t != tok.EosToken).ToArray();
+                var bytes = body.Where(t => byteOf[t] >= 0x80).ToArray();
+                int next = bytes.Length > 0 && rng.Next(3) == 0 ? bytes[rng.Next(bytes.Length)]
+                    : body.Length > 0 && rng.Next(8) > 0 ? body[rng.Next(body.Length)] : choices[rng.Next(choices.Length)];
+                if (next == tok.EosToken)
+                {
+                    ended++;
+                    break;
+                }
+
+                chain.Accept((LLamaToken)next);
+                constraint.Accept(next);
+                path.Add(next);
+                partial.AddRange(tok.DecodeBytes(-1, next));
+                if (Utf8Whole(partial))
+                {
+                    partial.Clear();
+                }
+            }
+        }
+
+        Assert.True(steps >= 12 * 3, $"only {steps} steps compared");
+        _ = ended;
+    }
+
+    // Whether the bytes end on a character boundary (the last lead byte's character has all its bytes).
+    private static bool Utf8Whole(List<byte> bytes)
+    {
+        int i = bytes.Count - 1;
+        while (i >= 0 && (bytes[i] & 0xC0) == 0x80)
+        {
+            i--;
+        }
+
+        if (i < 0)
+        {
+            return true;
+        }
+
+        int need = bytes[i] switch { < 0x80 => 1, >= 0xF0 => 4, >= 0xE0 => 3, _ => 2 };
+        return bytes.Count - i >= need;
+    }
+
+    // The tokens llama.cpp's chain leaves a finite logit, from logits all 0.
+    private static int[] Allowed(SafeLLamaSamplerChainHandle chain, int vocab)
+    {
+        var array = LLamaTokenDataArray.Create(new float[vocab]);
+        using (LLamaTokenDataArrayNative.Create(array, out var native))
+        {
+            chain.Apply(ref native);
+            return [.. native.Data.ToArray().Where(d => !float.IsNegativeInfinity(d.Logit)).Select(d => (int)d.ID).Order()];
+        }
+    }
+}
