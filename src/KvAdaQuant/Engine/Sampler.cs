@@ -431,56 +431,84 @@ public sealed class Sampler
         }
 
         int start = 0;
-        int count = n;
-        if (_topK > 0 || _topP < 1f || _minP > 0f || _typicalP < 1f || HasXtc)
+        int count = Truncate(p, idx);
+        if (HasXtc && count >= 2 && NextFloat() <= _xtcProbability)
         {
-            var probsCopy = _probs;
-            idx.Sort((a, b) => probsCopy[b].CompareTo(probsCopy[a]) is var cmp && cmp != 0 ? cmp : a.CompareTo(b));
-            if (_topK > 0)
-            {
-                count = Math.Min(count, _topK);
-            }
-
-            if (_typicalP < 1f)
-            {
-                count = KeepTypical(p, idx[..count]);
-            }
-
-            if (_topP < 1f)
-            {
-                float cum = 0;
-                for (int i = 0; i < count; i++)
-                {
-                    cum += p[idx[i]];
-                    if (cum >= _topP)
-                    {
-                        count = i + 1;
-                        break;
-                    }
-                }
-            }
-
-            if (_minP > 0f)
-            {
-                // Sorted by probability: the kept tokens are a prefix; the most likely one always stays.
-                float threshold = _minP * p[idx[0]];
-                int kept = 1;
-                while (kept < count && p[idx[kept]] >= threshold)
-                {
-                    kept++;
-                }
-
-                count = kept;
-            }
-
-            if (HasXtc && count >= 2 && NextFloat() <= _xtcProbability)
-            {
-                start = XtcCut(p, idx[..count], _xtcThreshold);
-                count -= start;
-            }
+            start = XtcCut(p, idx[..count], _xtcThreshold);
+            count -= start;
         }
 
         return Draw(p, idx.Slice(start, count), out _);
+    }
+
+    // Top-k, typical, top-p and min-p over the probabilities p: idx (0..n-1) sorted by probability, most likely first (ties
+    // by id) where any of them (or XTC) is on, and how many of its first tokens they keep.
+    private int Truncate(ReadOnlySpan<float> p, Span<int> idx)
+    {
+        int count = idx.Length;
+        if (!(_topK > 0 || _topP < 1f || _minP > 0f || _typicalP < 1f || HasXtc))
+        {
+            return count;
+        }
+
+        var probsCopy = _probs;
+        idx.Sort((a, b) => probsCopy[b].CompareTo(probsCopy[a]) is var cmp && cmp != 0 ? cmp : a.CompareTo(b));
+        if (_topK > 0)
+        {
+            count = Math.Min(count, _topK);
+        }
+
+        if (_typicalP < 1f)
+        {
+            count = KeepTypical(p, idx[..count]);
+        }
+
+        if (_topP < 1f)
+        {
+            float cum = 0;
+            for (int i = 0; i < count; i++)
+            {
+                cum += p[idx[i]];
+                if (cum >= _topP)
+                {
+                    count = i + 1;
+                    break;
+                }
+            }
+        }
+
+        if (_minP > 0f)
+        {
+            // Sorted by probability: the kept tokens are a prefix; the most likely one always stays.
+            float threshold = _minP * p[idx[0]];
+            int kept = 1;
+            while (kept < count && p[idx[kept]] >= threshold)
+            {
+                kept++;
+            }
+
+            count = kept;
+        }
+
+        return count;
+    }
+
+    /// <summary>
+    /// The tokens temperature, top-k, top-p and min-p keep of <paramref name="logits"/> (no other stage), most likely
+    /// first (all in id order when none of the three is on): the set the draw picks from, computed by the same code as
+    /// <see cref="Sample(ReadOnlySpan{float})"/>.
+    /// </summary>
+    public static int[] Kept(ReadOnlySpan<float> logits, float temperature, int topK = 0, float topP = 1f, float minP = 0f)
+    {
+        var s = new Sampler(temperature, topK, topP) { MinP = minP };
+        int n = logits.Length;
+        s._probs = new float[n];
+        var p = s._probs.AsSpan();
+        TensorPrimitives.Subtract(logits, TensorPrimitives.Max(logits), p);
+        TensorPrimitives.Divide(p, temperature, p);
+        Kernels.SoftMax(p);
+        int[] idx = [.. Enumerable.Range(0, n)];
+        return idx[..s.Truncate(p, idx)];
     }
 
     // Draws from p over the candidates (in their order), the probabilities renormalized over them; also the chosen one's
@@ -724,7 +752,7 @@ public sealed class Sampler
     /// <summary>
     /// The penalties on <paramref name="logits"/> in place, over the last <see cref="RepeatLastN"/> tokens of
     /// <paramref name="sequence"/>: for each distinct token t there with c occurrences, l_t = l_t / penalty if l_t &gt; 0
-    /// else l_t * penalty, then l_t -= c * frequency + presence (llama.cpp's order). Tokens outside the vocabulary are
+    /// else l_t * penalty, then l_t -= c * frequency + presence (llama.cpp's order and rounding). Tokens outside the vocabulary are
     /// an error.
     /// </summary>
     public void ApplyPenalties(Span<float> logits, ReadOnlySpan<int> sequence)
@@ -765,7 +793,7 @@ public sealed class Sampler
             int t = _distinct[i];
             float l = logits[t];
             l = l > 0 ? l / _repeatPenalty : l * _repeatPenalty;
-            logits[t] = l - (_counts[t] * _frequencyPenalty) - _presencePenalty;
+            logits[t] = l - ((_counts[t] * _frequencyPenalty) + _presencePenalty); // rounded as llama.cpp's
             _counts[t] = 0;
         }
     }

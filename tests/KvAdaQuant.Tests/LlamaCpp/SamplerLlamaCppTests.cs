@@ -27,6 +27,76 @@ public class SamplerLlamaCppTests(ConvertedModels converted) : IClassFixture<Con
     }
 
     [LlamaCppFact]
+    public void Top_k_top_p_and_min_p_keep_the_tokens_llama_cpp_keeps()
+    {
+        // Each alone at temperature 1 (llama.cpp applies temperature last, kvaq first: at 1 the two orders agree).
+        LlamaCppRuntime.Load();
+        var rng = new Random(4);
+        int truncated = 0;
+        for (int round = 0; round < 40; round++)
+        {
+            float[] logits = RandomLogits(rng, 200);
+            foreach (int k in new[] { 1, 5, 40, 199 })
+            {
+                using var chain = SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default());
+                chain.AddTopK(k);
+                Assert.Equal(Apply(chain, logits).Select(t => t.Id).Order(), Sampler.Kept(logits, 1f, topK: k).Order());
+            }
+
+            foreach (float p in new[] { 0.05f, 0.5f, 0.9f, 0.99f })
+            {
+                using var chain = SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default());
+                chain.AddTopP(p, 1);
+                var theirs = Apply(chain, logits).Select(t => t.Id).Order().ToArray();
+                Assert.Equal(theirs, Sampler.Kept(logits, 1f, topP: p).Order());
+                truncated += theirs.Length < logits.Length ? 1 : 0;
+            }
+
+            foreach (float p in new[] { 0.01f, 0.1f, 0.5f, 0.9f })
+            {
+                using var chain = SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default());
+                chain.AddMinP(p, 1);
+                var theirs = Apply(chain, logits).Where(t => t.Logit != float.NegativeInfinity).Select(t => t.Id).Order().ToArray();
+                Assert.Equal(theirs, Sampler.Kept(logits, 1f, minP: p).Order());
+                truncated += theirs.Length < logits.Length ? 1 : 0;
+            }
+        }
+
+        Assert.True(truncated > 200, $"only {truncated} of 320 cuts removed a token");
+    }
+
+    [LlamaCppFact]
+    public void Repeat_frequency_and_presence_penalties_give_llama_cpps_logits()
+    {
+        LlamaCppRuntime.Load();
+        var rng = new Random(3);
+        for (int round = 0; round < 60; round++)
+        {
+            float[] logits = RandomLogits(rng, 50);
+            int[] sequence = [.. Enumerable.Range(0, rng.Next(1, 80)).Select(_ => rng.Next(12))]; // repeats among a few tokens
+            int lastN = round % 3 == 0 ? -1 : rng.Next(1, 64);
+            float repeat = 0.5f + (float)(rng.NextDouble() * 1.5), frequency = (float)(rng.NextDouble() - 0.3), presence = (float)(rng.NextDouble() - 0.3);
+
+            using var chain = SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default());
+            chain.AddPenalties(lastN < 0 ? 128 : lastN, repeat, frequency, presence); // -1 (the whole sequence) as llama.cpp's common code passes it: the context
+            foreach (int t in sequence)
+            {
+                chain.Accept((LLamaToken)t);
+            }
+
+            var theirs = new float[logits.Length];
+            foreach (var (id, logit) in Apply(chain, logits))
+            {
+                theirs[id] = logit;
+            }
+
+            var mine = logits.ToArray();
+            new Sampler { RepeatPenalty = repeat, RepeatLastN = lastN, FrequencyPenalty = frequency, PresencePenalty = presence }.ApplyPenalties(mine, sequence);
+            Assert.Equal(theirs, mine);
+        }
+    }
+
+    [LlamaCppFact]
     public void Typical_keeps_the_tokens_llama_cpp_keeps()
     {
         LlamaCppRuntime.Load();
