@@ -118,7 +118,8 @@ public sealed class ChatTemplate
                     sb.Append("<|im_start|>").Append(m.Role).Append('\n').Append(m.Content).Append("<|im_end|>\n");
                     break;
                 case "llama3":
-                    sb.Append("<|start_header_id|>").Append(m.Role).Append("<|end_header_id|>\n\n").Append(m.Content).Append("<|eot_id|>");
+                    // Meta's template trims each message's content (as llama.cpp's built-in llama3 does).
+                    sb.Append("<|start_header_id|>").Append(m.Role).Append("<|end_header_id|>\n\n").Append(m.Content.Trim()).Append("<|eot_id|>");
                     break;
                 case "llama2":
                     RenderLlama2(sb, messages, i);
