@@ -44,7 +44,8 @@ public static unsafe class Llama2cLoader
         shared = vocab > 0;
         if (!q80)
         {
-            vocab = Math.Abs(vocab);
+            // A negative vocab_size means an untied classifier; int.MinValue has no positive counterpart (Math.Abs throws).
+            vocab = vocab == int.MinValue ? int.MaxValue : Math.Abs(vocab);
         }
 
         try

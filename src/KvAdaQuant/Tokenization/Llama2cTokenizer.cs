@@ -68,9 +68,10 @@ public sealed class Llama2cTokenizer : ITokenizer
             scores[i] = BinaryPrimitives.ReadSingleLittleEndian(data.AsSpan(off));
             int len = BinaryPrimitives.ReadInt32LittleEndian(data.AsSpan(off + 4));
             off += 8;
-            if (len < 0 || off + len > data.Length)
+            // Compared with what is left, not as off + len, which a length near int.MaxValue overflows.
+            if (len < 0 || len > data.Length - off)
             {
-                throw new ModelFormatException(path, $"token {i}: length {len} runs past the end of the file");
+                throw new ModelFormatException(path, $"token {i}: length {len} at offset {off - 4} runs past the end of the file ({data.Length} bytes)");
             }
 
             pieces[i] = data.AsSpan(off, len).ToArray();

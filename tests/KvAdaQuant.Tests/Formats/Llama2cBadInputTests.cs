@@ -120,4 +120,32 @@ public class Llama2cBadInputTests
         var e = Assert.Throws<FileNotFoundException>(() => ModelLoader.Load("no-such-model"));
         Assert.Contains("no-such-model", e.Message);
     }
+
+    [Fact]
+    public void VocabularySizeOfIntMinValueIsRejectedByName()
+    {
+        // Found by LoaderFuzzTests: the negative vocab_size of an untied classifier was negated with Math.Abs, which
+        // throws OverflowException for int.MinValue.
+        using var dir = new TempDir();
+        var bytes = File.ReadAllBytes(Fixtures.Stories260K);
+        BitConverter.GetBytes(int.MinValue).CopyTo(bytes, 20);
+        var path = dir.File("vocab.bin");
+        File.WriteAllBytes(path, bytes);
+        var e = LoadFails(path);
+        Assert.EndsWith("vocab_size must be in 1..4194304, found 2147483647", e.Message);
+    }
+
+    [Fact]
+    public void TokenizerPieceLengthNearIntMaxValueIsRejected()
+    {
+        // Found by LoaderFuzzTests: a piece length near int.MaxValue overflowed the bounds check (offset + length) and
+        // the read threw ArgumentOutOfRangeException.
+        using var dir = new TempDir();
+        var bytes = File.ReadAllBytes(Fixtures.Stories260KTokenizer);
+        BitConverter.GetBytes(int.MaxValue).CopyTo(bytes, 4 + 4); // max_token_length, then token 0: score, length
+        var path = dir.File("tok512.bin");
+        File.WriteAllBytes(path, bytes);
+        var e = Assert.Throws<ModelFormatException>(() => ModelLoader.LoadTokenizer(path, 512));
+        Assert.Equal($"{path}: token 0: length 2147483647 at offset 8 runs past the end of the file ({bytes.Length} bytes)", e.Message);
+    }
 }
