@@ -33,8 +33,9 @@ public static class HfTokenizerJson
         {
             throw new ModelFormatException(path, $"not valid JSON: {e.Message}");
         }
-        catch (InvalidOperationException e)
+        catch (Exception e) when (e is InvalidOperationException or KeyNotFoundException or FormatException)
         {
+            // JsonElement's own errors: a value of another kind, a required property missing, a number out of range.
             throw new ModelFormatException(path, $"unexpected JSON structure: {e.Message}");
         }
     }
@@ -78,7 +79,7 @@ public static class HfTokenizerJson
         var byId = new Dictionary<int, string>();
         foreach (var p in vocab.EnumerateObject())
         {
-            int id = p.Value.GetInt32();
+            int id = IdOf(path, p.Value, $"model.vocab['{p.Name}']");
             if (id < 0 || id >= 1 << 22)
             {
                 throw new ModelFormatException(path, $"token '{p.Name}' has id {id}, out of range");
@@ -90,15 +91,23 @@ public static class HfTokenizerJson
         var added = new Dictionary<int, (string Content, bool Special, bool LStrip, bool RStrip)>();
         if (root.TryGetProperty("added_tokens", out var at) && at.ValueKind == JsonValueKind.Array)
         {
+            int k = 0;
             foreach (var a in at.EnumerateArray())
             {
-                int id = a.GetProperty("id").GetInt32();
+                if (a.ValueKind != JsonValueKind.Object || !a.TryGetProperty("id", out var idValue)
+                    || !a.TryGetProperty("content", out var contentValue) || contentValue.ValueKind != JsonValueKind.String)
+                {
+                    throw new ModelFormatException(path, $"added_tokens[{k}] should be an object with an integer \"id\" and a string \"content\", found {Excerpt(a)}");
+                }
+
+                int id = IdOf(path, idValue, $"added_tokens[{k}].id");
+                k++;
                 if (id < 0 || id >= 1 << 22)
                 {
                     throw new ModelFormatException(path, $"added token id {id} is out of range");
                 }
 
-                string content = a.GetProperty("content").GetString()!;
+                string content = contentValue.GetString()!;
                 added[id] = (content, Flag(a, "special"), Flag(a, "lstrip"), Flag(a, "rstrip"));
                 byId[id] = content;
             }
@@ -137,7 +146,13 @@ public static class HfTokenizerJson
         {
             foreach (var e in m.EnumerateArray())
             {
-                merges.Add(e.ValueKind == JsonValueKind.Array ? e[0].GetString() + " " + e[1].GetString() : e.GetString()!);
+                merges.Add(e.ValueKind switch
+                {
+                    JsonValueKind.String => e.GetString()!,
+                    JsonValueKind.Array when e.GetArrayLength() == 2 && e[0].ValueKind == JsonValueKind.String && e[1].ValueKind == JsonValueKind.String
+                        => e[0].GetString() + " " + e[1].GetString(),
+                    _ => throw new ModelFormatException(path, $"model.merges[{merges.Count}] should be a string \"a b\" or a pair of strings, found {Excerpt(e)}"),
+                });
             }
         }
 
@@ -256,6 +271,17 @@ public static class HfTokenizerJson
         }
 
         return [e];
+    }
+
+    /// <summary>A token id: a JSON integer within int's range, or an error naming <paramref name="what"/>.</summary>
+    private static int IdOf(string path, JsonElement v, string what) =>
+        v.ValueKind == JsonValueKind.Number && v.TryGetInt32(out int id) ? id : throw new ModelFormatException(path, $"{what} should be an integer token id, found {Excerpt(v)}");
+
+    /// <summary>A value's JSON text, cut at 80 characters.</summary>
+    private static string Excerpt(JsonElement v)
+    {
+        string raw = v.GetRawText();
+        return raw.Length <= 80 ? raw : string.Concat(raw.AsSpan(0, 80), "...");
     }
 
     private static bool Flag(JsonElement e, string name, bool fallback = false) =>

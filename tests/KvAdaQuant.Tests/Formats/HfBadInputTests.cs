@@ -251,4 +251,105 @@ public class HfBadInputTests
         Assert.Contains("tokenizer.json", e.Message);
         Assert.Contains("tokenizer has 600 tokens but config.json's vocab_size is 512", e.Message);
     }
+
+    // Found by LoaderFuzzTests: each of these threw InvalidOperationException, ArgumentException, IndexOutOfRangeException,
+    // KeyNotFoundException, FormatException or NullReferenceException from inside System.Text.Json or the tokenizer, naming no file.
+
+    /// <summary>Rewrites the JSON header of <paramref name="path"/> (the data section is unchanged: its offsets are relative).</summary>
+    private static void EditHeader(string path, Func<string, string> edit)
+    {
+        var bytes = File.ReadAllBytes(path);
+        int length = (int)BinaryPrimitives.ReadUInt64LittleEndian(bytes);
+        var header = Encoding.UTF8.GetBytes(edit(Encoding.UTF8.GetString(bytes, 8, length)));
+        var prefix = new byte[8];
+        BinaryPrimitives.WriteUInt64LittleEndian(prefix, (ulong)header.Length);
+        File.WriteAllBytes(path, [.. prefix, .. header, .. bytes.AsSpan(8 + length)]);
+    }
+
+    [Theory]
+    [InlineData("\"shape\":[", "\"shape\":[\"x\",", "tensor 'model.embed_tokens.weight': dimension 0 = x is impossible for a data section of")]
+    [InlineData("\"data_offsets\":[0,", "\"data_offsets\":[null,", "tensor 'model.embed_tokens.weight': data_offsets [, 131072] are not an increasing pair of byte offsets")]
+    [InlineData("{", "{\"model.norm.weight\":{\"dtype\":\"F32\",\"shape\":[64],\"data_offsets\":[0,256]},", "tensor 'model.norm.weight' appears twice in the header")]
+    public void AMalformedSafetensorsHeaderEntryIsRejected(string find, string replace, string message)
+    {
+        using var dir = Folder();
+        var path = dir.File("model.safetensors");
+        EditHeader(path, h =>
+        {
+            int at = h.IndexOf(find, StringComparison.Ordinal);
+            return h[..at] + replace + h[(at + find.Length)..];
+        });
+        var e = LoadFails(dir.Path);
+        Assert.StartsWith(path + ": ", e.Message);
+        Assert.Contains(message, e.Message);
+    }
+
+    [Fact]
+    public void ATensorNameThatIsNotUtf8IsRejected()
+    {
+        using var dir = Folder();
+        var path = dir.File("model.safetensors");
+        var bytes = File.ReadAllBytes(path);
+        bytes[ConvertedModels.IndexOf(bytes, "model.norm.weight")] = 0xff;
+        File.WriteAllBytes(path, bytes);
+        var e = LoadFails(dir.Path);
+        Assert.StartsWith($"{path}: header (bytes 8..", e.Message);
+        Assert.Contains("holds text that cannot be read", e.Message);
+    }
+
+    [Theory]
+    [InlineData("[]", "no \"weight_map\" object")]
+    [InlineData("{\"weight_map\": {\"model.norm.weight\": 3}}", "weight_map entry 'model.norm.weight' is not a file name but Number 3")]
+    public void AMalformedIndexIsRejected(string json, string message)
+    {
+        using var dir = new TempDir();
+        HfFolderWriter.Write(Fixtures.Stories260K, dir.Path, shards: 2);
+        File.WriteAllText(dir.File(HfModelLoader.IndexFileName), json);
+        Assert.Equal($"{dir.File(HfModelLoader.IndexFileName)}: {message}", LoadFails(dir.Path).Message);
+    }
+
+    [Theory]
+    [InlineData("eos_token_id", "[\"x\"]", "field 'eos_token_id' should be a token id or a list of them, found [\"x\"]")]
+    [InlineData("rope_scaling", "{\"rope_type\": 3}", "rope_scaling.rope_type should be a string, found 3")]
+    [InlineData("bos_token_id", "100000", "bos_token_id 100000 / eos_token_id 2 lie outside the vocabulary of 512 (vocab_size)")]
+    [InlineData("eos_token_id", "-2", "bos_token_id 1 / eos_token_id -2 lie outside the vocabulary of 512 (vocab_size)")]
+    public void AMalformedConfigValueIsRejected(string field, string json, string message)
+    {
+        // A BOS id outside the vocabulary loaded and failed on the first forward pass with ArgumentOutOfRangeException.
+        using var dir = Folder();
+        EditConfig(dir, cfg => cfg[field] = JsonDocument.Parse(json).RootElement.Clone());
+        Assert.Equal($"{dir.File("config.json")}: {message}", LoadFails(dir.Path).Message);
+    }
+
+    [Fact]
+    public void AConfigStringThatIsNotUtf8IsRejected()
+    {
+        using var dir = Folder();
+        var path = dir.File("config.json");
+        var bytes = File.ReadAllBytes(path);
+        bytes[ConvertedModels.IndexOf(bytes, "\"llama\"") + 1] = 0xff;
+        File.WriteAllBytes(path, bytes);
+        Assert.StartsWith($"{path}: holds text that cannot be read", LoadFails(dir.Path).Message);
+    }
+
+    [Theory]
+    [InlineData("\"merges\": [[\"a\"]]", "model.merges[0] should be a string \"a b\" or a pair of strings, found [\"a\"]")]
+    [InlineData("\"merges\": [\"a b\", null]", "model.merges[1] should be a string \"a b\" or a pair of strings, found null")]
+    [InlineData("\"merges\": [], \"extra\": 0}, \"added_tokens\": [{\"content\": \"<s>\"}], \"x\": {", "added_tokens[0] should be an object with an integer \"id\" and a string \"content\", found {\"content\": \"<s>\"}")]
+    [InlineData("\"merges\": [], \"extra\": 0}, \"added_tokens\": [{\"id\": 1e30, \"content\": \"<s>\"}], \"x\": {", "added_tokens[0].id should be an integer token id, found 1e30")]
+    [InlineData("\"merges\": [], \"vocab2\": {\"c\": 3}", null)]
+    public void AMalformedTokenizerValueIsRejected(string rest, string? message)
+    {
+        using var dir = Folder();
+        string json = "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2}, " + rest + "}}";
+        File.WriteAllText(dir.File("tokenizer.json"), json);
+        if (message is null)
+        {
+            ModelLoader.Load(dir.Path).Dispose(); // the frame of the cases above is itself a valid tokenizer
+            File.WriteAllText(dir.File("tokenizer.json"), json.Replace("\"b\": 1", "\"b\": 2147483648", StringComparison.Ordinal));
+            message = "model.vocab['b'] should be an integer token id, found 2147483648";
+        }
+
+        Assert.Equal($"{dir.File("tokenizer.json")}: {message}", LoadFails(dir.Path).Message);
+    }
 }

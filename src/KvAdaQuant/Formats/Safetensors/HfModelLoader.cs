@@ -86,17 +86,24 @@ public static unsafe class HfModelLoader
             try
             {
                 using var doc = JsonDocument.Parse(File.ReadAllBytes(index));
-                if (!doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
+                if (doc.RootElement.ValueKind != JsonValueKind.Object || !doc.RootElement.TryGetProperty("weight_map", out var map) || map.ValueKind != JsonValueKind.Object)
                 {
                     throw new ModelFormatException(index, "no \"weight_map\" object");
                 }
 
-                paths = map.EnumerateObject().Select(p => p.Value.GetString() ?? throw new ModelFormatException(index, $"weight_map entry '{p.Name}' is not a file name"))
+                paths = map.EnumerateObject().Select(p => p.Value.ValueKind == JsonValueKind.String
+                        ? p.Value.GetString()!
+                        : throw new ModelFormatException(index, $"weight_map entry '{p.Name}' is not a file name but {p.Value.ValueKind} {p.Value.GetRawText()}"))
                     .Distinct(StringComparer.Ordinal).Order(StringComparer.Ordinal).ToList();
             }
             catch (JsonException e)
             {
                 throw new ModelFormatException(index, $"not valid JSON: {e.Message}");
+            }
+            catch (InvalidOperationException e)
+            {
+                // A name that is not valid UTF-8 (or holds an escaped lone surrogate) cannot be read.
+                throw new ModelFormatException(index, $"holds text that cannot be read: {e.Message}");
             }
 
             foreach (var p in paths)

@@ -109,14 +109,25 @@ public sealed unsafe class SafetensorsFile : IDisposable
                 throw new ModelFormatException(Path, $"header should be a JSON object, found {doc.RootElement.ValueKind}");
             }
 
-            foreach (var entry in doc.RootElement.EnumerateObject())
+            try
             {
-                if (entry.Name == "__metadata__")
+                foreach (var entry in doc.RootElement.EnumerateObject())
                 {
-                    continue;
-                }
+                    if (entry.Name == "__metadata__")
+                    {
+                        continue;
+                    }
 
-                _tensors.Add(entry.Name, ParseTensor(entry.Name, entry.Value, dataStart, dataLength));
+                    if (!_tensors.TryAdd(entry.Name, ParseTensor(entry.Name, entry.Value, dataStart, dataLength)))
+                    {
+                        throw new ModelFormatException(Path, $"tensor '{entry.Name}' appears twice in the header");
+                    }
+                }
+            }
+            catch (InvalidOperationException e)
+            {
+                // A string that is not valid UTF-8 (or holds an escaped lone surrogate) cannot be read as a name or dtype.
+                throw new ModelFormatException(Path, $"header (bytes 8..{dataStart}) holds text that cannot be read: {e.Message}");
             }
         }
     }
@@ -143,7 +154,7 @@ public sealed unsafe class SafetensorsFile : IDisposable
         int d = 0;
         foreach (var x in sh.EnumerateArray())
         {
-            if (!x.TryGetInt64(out long v) || v < 0 || v > dataLength)
+            if (x.ValueKind != JsonValueKind.Number || !x.TryGetInt64(out long v) || v < 0 || v > dataLength)
             {
                 throw new ModelFormatException(Path, $"tensor '{name}': dimension {d} = {x} is impossible for a data section of {dataLength} bytes");
             }
@@ -152,7 +163,8 @@ public sealed unsafe class SafetensorsFile : IDisposable
             elements = v == 0 ? 0 : (elements > dataLength / v ? dataLength + 1 : elements * v);
         }
 
-        if (!off[0].TryGetInt64(out long begin) || !off[1].TryGetInt64(out long end) || begin < 0 || end < begin)
+        if (off[0].ValueKind != JsonValueKind.Number || off[1].ValueKind != JsonValueKind.Number
+            || !off[0].TryGetInt64(out long begin) || !off[1].TryGetInt64(out long end) || begin < 0 || end < begin)
         {
             throw new ModelFormatException(Path, $"tensor '{name}': data_offsets [{off[0]}, {off[1]}] are not an increasing pair of byte offsets");
         }
