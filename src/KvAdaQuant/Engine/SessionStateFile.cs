@@ -142,8 +142,7 @@ public static class SessionStateFile
             throw new InvalidDataException($"{source}: corrupt state file: {count} tokens at offset {at:N0} for a context of {plan.Capacity}");
         }
 
-        var tokens = new int[count];
-        r.Read<int>(tokens);
+        var tokens = r.ReadArray<int>(count);
         r.Section = "logits";
         at = r.Position;
         int vocab = r.ReadInt32();
@@ -152,8 +151,7 @@ public static class SessionStateFile
             throw new InvalidDataException($"{source}: corrupt state file: {vocab} logits at offset {at:N0} (expected {(count == 0 ? 0 : fingerprint.Int("vocab_size", source))})");
         }
 
-        var logits = new float[vocab];
-        r.Read<float>(logits);
+        var logits = r.ReadArray<float>(vocab);
         r.Section = "application data";
         string appData = r.ReadString("the application data", 64 << 20);
         long headerEnd = r.Position;

@@ -1,4 +1,5 @@
 using System.Buffers.Binary;
+using System.Runtime.CompilerServices;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text;
@@ -54,6 +55,42 @@ internal sealed class KvStateReader : IDisposable
     public void Read<T>(Span<T> values)
         where T : unmanaged => Read(MemoryMarshal.AsBytes(values));
 
+    /// <summary>
+    /// Reads <paramref name="count"/> values into a new array. The array is only as large as the data: a file (a seekable
+    /// stream) shorter than <paramref name="count"/> values fails before anything is allocated, and another stream is read
+    /// in chunks, so that a corrupt count cannot make a huge allocation.
+    /// </summary>
+    public T[] ReadArray<T>(int count)
+        where T : unmanaged
+    {
+        const int chunk = 1 << 16;
+        long bytes = (long)count * Unsafe.SizeOf<T>();
+        if (_stream.CanSeek && bytes > _stream.Length - _stream.Position)
+        {
+            long left = Math.Max(0, _stream.Length - _stream.Position);
+            throw new InvalidDataException($"{Source}: truncated state file: the {Section} section needs {bytes:N0} bytes at offset {Position:N0}, the file ends after {left:N0} of them (at offset {Position + left:N0})");
+        }
+
+        if (_stream.CanSeek || count <= chunk)
+        {
+            var all = new T[count];
+            Read<T>(all);
+            return all;
+        }
+
+        var values = new List<T>(chunk);
+        var buffer = new T[chunk];
+        for (int left = count; left > 0;)
+        {
+            int n = Math.Min(left, chunk);
+            Read(buffer.AsSpan(0, n));
+            values.AddRange(buffer.AsSpan(0, n));
+            left -= n;
+        }
+
+        return [.. values];
+    }
+
     /// <summary>Reads one byte.</summary>
     public byte ReadByte()
     {
@@ -104,9 +141,7 @@ internal sealed class KvStateReader : IDisposable
             throw new InvalidDataException($"{Source}: corrupt state file: {field} at offset {at:N0} claims {n:N0} bytes (0..{maxBytes:N0} allowed)");
         }
 
-        var bytes = new byte[n];
-        Read(bytes);
-        return Encoding.UTF8.GetString(bytes);
+        return Encoding.UTF8.GetString(ReadArray<byte>(n));
     }
 
     /// <summary>

@@ -319,6 +319,59 @@ public class KvCacheStateTests
     }
 
     [Fact]
+    public void A_forged_token_count_is_refused_without_allocating_it()
+    {
+        // Found by LoaderFuzzTests: a context size and a token count overwritten with large values (here 2^31-1 and 10^8)
+        // made the loader allocate the count's array (400 MB here, 8 GB at most) before finding the file too short.
+        using var m = ModelLoader.Load("stories260K");
+        using var t = new Transformer(m, 1);
+        var prompt = Prompt(m, 6);
+        using var saved = new InferenceSession(t, KvCacheFactory.Create("k4v2", t.CacheLayout(32)));
+        saved.Prefill(prompt);
+        var file = Save(saved, prompt);
+
+        // Walk the header to the plan's context size and the token count.
+        int p = 12;
+        int Int()
+        {
+            int v = BitConverter.ToInt32(file, p);
+            p += 4;
+            return v;
+        }
+
+        void Str()
+        {
+            int length = Int();
+            p += length;
+        }
+
+        int fields = Int();
+        for (int i = 0; i < 2 * fields; i++)
+        {
+            Str();
+        }
+
+        Str();
+        int capacityAt = p;
+        Assert.Equal(32, Int());
+        p += 4 + (Int() * 30);
+        int tokensAt = p;
+        Assert.Equal(6, Int());
+        BitConverter.GetBytes(int.MaxValue).CopyTo(file, capacityAt);
+        BitConverter.GetBytes(100_000_000).CopyTo(file, tokensAt);
+
+        using var target = new InferenceSession(t, KvCacheFactory.Create("k4v2", t.CacheLayout(32)));
+        foreach (bool seekable in new[] { true, false })
+        {
+            Stream s = seekable ? new MemoryStream(file) : new ForwardOnlyStream(file);
+            long before = GC.GetAllocatedBytesForCurrentThread();
+            var e = Assert.Throws<InvalidDataException>(() => SessionStateFile.Load(s, target, "x.kvstate"));
+            Assert.True(GC.GetAllocatedBytesForCurrentThread() - before < 16 << 20, $"{GC.GetAllocatedBytesForCurrentThread() - before:N0} bytes allocated");
+            Assert.StartsWith($"x.kvstate: truncated state file: the tokens section needs {(seekable ? "400,000,000" : "262,144")} bytes at offset {tokensAt + 4:N0}", e.Message);
+        }
+    }
+
+    [Fact]
     public void Truncation_is_exact_wherever_the_prefix_is_held_as_appending_it_alone_holds_it()
     {
         using var m = ModelLoader.Load("stories3M-q80");
