@@ -185,4 +185,106 @@ public class GgufBadInputTests(ConvertedModels models) : IClassFixture<Converted
         var e = LoadFails(path);
         Assert.Contains("llama.vocab_size is 600 but token_embd.weight has 512 rows", e.Message);
     }
+
+    /// <summary>
+    /// A GGUF file written field by field: <paramref name="kvs"/> metadata entries and <paramref name="tensors"/> tensor
+    /// descriptors written by <paramref name="body"/>, then <paramref name="length"/> bytes in all (zeros: a sparse file).
+    /// </summary>
+    private static string HandWritten(TempDir dir, string name, ulong tensors, ulong kvs, Action<BinaryWriter> body, long length = 0)
+    {
+        string path = dir.File(name);
+        using (var w = new BinaryWriter(File.Create(path)))
+        {
+            w.Write(GgufFile.Magic);
+            w.Write(3u);
+            w.Write(tensors);
+            w.Write(kvs);
+            body(w);
+            if (length > w.BaseStream.Length)
+            {
+                w.BaseStream.SetLength(length);
+            }
+        }
+
+        return path;
+    }
+
+    private static void Key(BinaryWriter w, string key)
+    {
+        w.Write((ulong)key.Length);
+        w.Write(System.Text.Encoding.UTF8.GetBytes(key));
+    }
+
+    [Fact]
+    public void ArraysNestedTooDeepAreRejected()
+    {
+        // Every level is a 12-byte array header, and each was read by a recursive call: a file of 1.2 MB nesting 100,000
+        // deep overflowed the stack, ending the process.
+        using var dir = new TempDir();
+        string Nested(int depth) => HandWritten(dir, $"nested{depth}.gguf", 0, 1, w =>
+        {
+            Key(w, "x");
+            w.Write((uint)GgufValueType.Array);
+            for (int i = 1; i < depth; i++)
+            {
+                w.Write((uint)GgufValueType.Array);
+                w.Write(1UL);
+            }
+
+            w.Write((uint)GgufValueType.UInt32);
+            w.Write(1UL);
+            w.Write(7u);
+        });
+
+        using (var g = GgufFile.Open(Nested(GgufFile.MaxArrayNesting)))
+        {
+            Assert.Equal(GgufValueType.Array, g.MetadataTypes["x"]);
+        }
+
+        string path = Nested(GgufFile.MaxArrayNesting + 1);
+        var e = Assert.Throws<ModelFormatException>(() => GgufFile.Open(path).Dispose());
+        Assert.Equal($"{path}: metadata 'x': arrays nested more than 8 deep (at offset {24 + 9 + 4 + (12 * 8)})", e.Message);
+    }
+
+    [Fact]
+    public void CountsBeyondWhatAnArrayHoldsAreRejectedInFilesOver2GB()
+    {
+        // A sparse 3 GB file: the count passed the file-size check, then turned negative as an int (OverflowException from
+        // new object[count]); a string length did too (a read of a negative number of bytes).
+        using var dir = new TempDir();
+        const long size = 3L << 30;
+        string array = HandWritten(dir, "array.gguf", 0, 1, w =>
+        {
+            Key(w, "x");
+            w.Write((uint)GgufValueType.Array);
+            w.Write((uint)GgufValueType.UInt8);
+            w.Write(0xA000_0000UL);
+        }, size);
+        var e = Assert.Throws<ModelFormatException>(() => GgufFile.Open(array).Dispose());
+        Assert.Equal($"{array}: metadata 'x': array of 2684354560 elements (count at offset 41) is larger than kvaq reads ({Array.MaxLength / 4})", e.Message);
+
+        string text = HandWritten(dir, "string.gguf", 0, 1, w => w.Write(0x9000_0000UL), size);
+        e = Assert.Throws<ModelFormatException>(() => GgufFile.Open(text).Dispose());
+        Assert.Equal($"{text}: metadata key: string of 2415919104 bytes at offset 32 is larger than kvaq reads", e.Message);
+    }
+
+    [Fact]
+    public void ATensorWhoseByteSizeOverflowsIsRejected()
+    {
+        // [2^23, 2^23, 2^16] F32 (each dimension below the file's size in bits) is 2^62 elements, 2^64 bytes: the size
+        // wrapped to 0 and the file opened with the tensor in it.
+        using var dir = new TempDir();
+        string path = HandWritten(dir, "overflow.gguf", 1, 0, w =>
+        {
+            Key(w, "t");
+            w.Write(3u);
+            w.Write(1UL << 23);
+            w.Write(1UL << 23);
+            w.Write(1UL << 16);
+            w.Write((uint)GgmlType.F32);
+            w.Write(0UL);
+        }, 1L << 20);
+        var e = Assert.Throws<ModelFormatException>(() => GgufFile.Open(path).Dispose());
+        Assert.Equal($"{path}: tensor 't': F32 [8388608, 8388608, 65536] takes more bytes than a file can hold", e.Message);
+    }
 }

@@ -14,6 +14,12 @@ public sealed unsafe class GgufFile : IDisposable
     /// <summary>"GGUF" read as a little-endian uint32.</summary>
     public const uint Magic = 0x46554747;
 
+    /// <summary>
+    /// Deepest nesting of arrays in arrays read (kvaq's writer writes none; a forged file nesting 12-byte array headers
+    /// thousands deep would otherwise overflow the stack, which no handler catches).
+    /// </summary>
+    public const int MaxArrayNesting = 8;
+
     private readonly MappedFile _file;
     private readonly Dictionary<string, object> _metadata = new(StringComparer.Ordinal);
     private readonly Dictionary<string, GgufValueType> _types = new(StringComparer.Ordinal);
@@ -248,13 +254,23 @@ public sealed unsafe class GgufFile : IDisposable
                 throw new ModelFormatException(Path, $"tensor '{name}': row length {shape[0]} is not a multiple of the {type} block size {geo.BlockElements}");
             }
 
-            long bytes = elements / geo.BlockElements * geo.BlockBytes;
+            long bytes;
+            try
+            {
+                bytes = checked(elements / geo.BlockElements * geo.BlockBytes);
+            }
+            catch (OverflowException)
+            {
+                throw new ModelFormatException(Path, $"tensor '{name}': {type} [{string.Join(", ", shape)}] takes more bytes than a file can hold");
+            }
+
             if (offset % (ulong)Alignment != 0)
             {
                 throw new ModelFormatException(Path, $"tensor '{name}': data offset {offset} is not aligned to {Alignment}");
             }
 
-            if (offset > (ulong)_file.Length || DataOffset + (long)offset + bytes > _file.Length)
+            // Compared with what is left after the offset: DataOffset + offset + bytes can overflow for a forged shape.
+            if (offset > (ulong)_file.Length || bytes > _file.Length - DataOffset - (long)offset)
             {
                 throw new ModelFormatException(Path, $"tensor '{name}' ({type} [{string.Join(", ", shape)}], {bytes} bytes at data offset {offset}) runs past the end of the {_file.Length}-byte file: truncated?");
             }
@@ -281,7 +297,7 @@ public sealed unsafe class GgufFile : IDisposable
         }
     }
 
-    private object ReadValue(Reader r, GgufValueType type, string key) => type switch
+    private object ReadValue(Reader r, GgufValueType type, string key, int depth = 0) => type switch
     {
         GgufValueType.UInt8 => r.Span(1, key)[0],
         GgufValueType.Int8 => (sbyte)r.Span(1, key)[0],
@@ -295,13 +311,19 @@ public sealed unsafe class GgufFile : IDisposable
         GgufValueType.UInt64 => r.U64(),
         GgufValueType.Int64 => (long)r.U64(),
         GgufValueType.Float64 => BinaryPrimitives.ReadDoubleLittleEndian(r.Span(8, key)),
-        GgufValueType.Array => ReadArray(r, key),
+        GgufValueType.Array => ReadArray(r, key, depth + 1),
         _ => throw new ModelFormatException(Path, $"metadata '{key}': unknown value type {(uint)type}"),
     };
 
-    private object ReadArray(Reader r, string key)
+    private object ReadArray(Reader r, string key, int depth)
     {
+        if (depth > MaxArrayNesting)
+        {
+            throw new ModelFormatException(Path, $"metadata '{key}': arrays nested more than {MaxArrayNesting} deep (at offset {r.Position})");
+        }
+
         var et = (GgufValueType)r.U32();
+        long countAt = r.Position;
         ulong count = r.U64();
         int minSize = et switch
         {
@@ -315,6 +337,12 @@ public sealed unsafe class GgufFile : IDisposable
         if (count > (ulong)((_file.Length - r.Position) / minSize))
         {
             throw new ModelFormatException(Path, $"metadata '{key}': array of {count} elements runs past the end of the file");
+        }
+
+        // Only a file over 2 GB can hold more; the count would turn negative as an int.
+        if (count > (ulong)(Array.MaxLength / 4))
+        {
+            throw new ModelFormatException(Path, $"metadata '{key}': array of {count} elements (count at offset {countAt}) is larger than kvaq reads ({Array.MaxLength / 4})");
         }
 
         int n = (int)count;
@@ -360,7 +388,7 @@ public sealed unsafe class GgufFile : IDisposable
                     var a = new object[n];
                     for (int i = 0; i < n; i++)
                     {
-                        a[i] = ReadValue(r, et, key);
+                        a[i] = ReadValue(r, et, key, depth);
                     }
 
                     return a;
@@ -401,6 +429,12 @@ public sealed unsafe class GgufFile : IDisposable
             if (len > (ulong)(file.Length - Position))
             {
                 throw new ModelFormatException(file.Path, $"{what}: string of {len} bytes at offset {Position} runs past the end of the file");
+            }
+
+            // Only a file over 2 GB can hold more; the length would turn negative as an int.
+            if (len > (ulong)Array.MaxLength)
+            {
+                throw new ModelFormatException(file.Path, $"{what}: string of {len} bytes at offset {Position} is larger than kvaq reads");
             }
 
             return Encoding.UTF8.GetString(Span((int)len, what));
