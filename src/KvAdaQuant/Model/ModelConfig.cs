@@ -84,5 +84,14 @@ public sealed record ModelConfig
         Check(ContextLength is > 0 and <= 1 << 24, $"max sequence length must be in 1..16777216, found {ContextLength}");
         Check(NormEps > 0 && NormEps < 1, $"norm epsilon must be in (0, 1), found {NormEps}");
         Check(RopeTheta > 0, $"rope theta must be positive, found {RopeTheta}");
+        if (RopeScaling is { } s)
+        {
+            // Outside these the Llama 3 frequency factors mean nothing; a factor of 0 makes every rotated key NaN.
+            Check(float.IsFinite(s.Factor) && s.Factor > 0, $"rope scaling factor must be positive, found {s.Factor}");
+            Check(
+                float.IsFinite(s.HighFreqFactor) && s.LowFreqFactor > 0 && s.HighFreqFactor > s.LowFreqFactor,
+                $"rope scaling low_freq_factor {s.LowFreqFactor} and high_freq_factor {s.HighFreqFactor} must be positive, high above low");
+            Check(s.OriginalContextLength > 0, $"rope scaling original context length must be positive, found {s.OriginalContextLength}");
+        }
     }
 }

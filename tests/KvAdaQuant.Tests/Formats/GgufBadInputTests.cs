@@ -287,4 +287,23 @@ public class GgufBadInputTests(ConvertedModels models) : IClassFixture<Converted
         var e = Assert.Throws<ModelFormatException>(() => GgufFile.Open(path).Dispose());
         Assert.Equal($"{path}: tensor 't': F32 [8388608, 8388608, 65536] takes more bytes than a file can hold", e.Message);
     }
+
+    [Fact]
+    public void RopeFrequencyFactorsThatAreNotPositiveAreRejected()
+    {
+        // A 0 in rope_freqs.weight (positions are divided by the factors) loaded, and the first forward pass made every
+        // rotated key NaN, which the cache refused ("non-finite K value") naming no file.
+        long at;
+        using (var g = GgufFile.Open(models.TinyLlama))
+        {
+            at = g.FindTensor("rope_freqs.weight")!.Offset;
+        }
+
+        var path = models.Patched(models.TinyLlama, "rope.gguf", b =>
+        {
+            BinaryPrimitives.WriteSingleLittleEndian(b.AsSpan((int)at + 12), 0f);
+            return b;
+        });
+        Assert.EndsWith("rope.gguf: tensor 'rope_freqs.weight': element 3 is 0, but RoPE frequency factors must be positive and finite", LoadFails(path).Message);
+    }
 }

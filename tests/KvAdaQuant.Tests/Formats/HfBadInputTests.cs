@@ -313,9 +313,14 @@ public class HfBadInputTests
     [InlineData("rope_scaling", "{\"rope_type\": 3}", "rope_scaling.rope_type should be a string, found 3")]
     [InlineData("bos_token_id", "100000", "bos_token_id 100000 / eos_token_id 2 lie outside the vocabulary of 512 (vocab_size)")]
     [InlineData("eos_token_id", "-2", "bos_token_id 1 / eos_token_id -2 lie outside the vocabulary of 512 (vocab_size)")]
+    [InlineData("rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": 0}", "rope scaling factor must be positive, found 0")]
+    [InlineData("rope_scaling", "{\"rope_type\": \"llama3\", \"low_freq_factor\": 4, \"high_freq_factor\": 1}", "rope scaling low_freq_factor 4 and high_freq_factor 1 must be positive, high above low")]
+    [InlineData("rope_scaling", "{\"rope_type\": \"llama3\", \"original_max_position_embeddings\": -1}", "rope scaling original context length must be positive, found -1")]
     public void AMalformedConfigValueIsRejected(string field, string json, string message)
     {
-        // A BOS id outside the vocabulary loaded and failed on the first forward pass with ArgumentOutOfRangeException.
+        // A BOS id outside the vocabulary loaded and failed on the first forward pass with ArgumentOutOfRangeException; a
+        // rope_scaling factor of 0 loaded and made every rotated key NaN, which the cache refused ("non-finite K value")
+        // naming no file; low_freq_factor above high_freq_factor or a negative original length loaded as meaningless factors.
         using var dir = Folder();
         EditConfig(dir, cfg => cfg[field] = JsonDocument.Parse(json).RootElement.Clone());
         Assert.Equal($"{dir.File("config.json")}: {message}", LoadFails(dir.Path).Message);

@@ -242,6 +242,12 @@ public static unsafe class GgufModelLoader
         var finalNorm = Vec("output_norm.weight", d);
         var output = c.TiedEmbeddings ? emb : Mat("output.weight", d, v);
         var ropeFactors = OptionalVec("rope_freqs.weight", c.HeadDim / 2);
+        if (ropeFactors is not null && Array.FindIndex(ropeFactors, f => !(float.IsFinite(f) && f > 0)) is var bad and >= 0)
+        {
+            // Positions are divided by these: a 0, an infinity or a NaN makes every rotated key NaN.
+            throw new ModelFormatException(g.Path, $"tensor 'rope_freqs.weight': element {bad} is {ropeFactors[bad]}, but RoPE frequency factors must be positive and finite");
+        }
+
         RejectUnusedTensors(g, c, used);
         return new ModelWeights(emb, layers, finalNorm, output, [g]) { RopeFrequencyFactors = ropeFactors };
     }
