@@ -97,6 +97,17 @@ public sealed class LlamaCppModel : IDisposable
         return ids;
     }
 
+    /// <summary>
+    /// The bytes llama.cpp prints for <paramref name="token"/> alone (<c>llama_token_to_piece</c>, no leading space
+    /// stripped); <paramref name="special"/> prints control tokens as their text.
+    /// </summary>
+    public byte[] TokenToPiece(int token, bool special = false)
+    {
+        Span<byte> buffer = stackalloc byte[256];
+        uint n = _handle.TokenToSpan((LLama.Native.LLamaToken)token, buffer, 0, special);
+        return n <= buffer.Length ? buffer[..(int)n].ToArray() : throw new LlamaCppException($"token {token}'s piece is longer than {buffer.Length} bytes");
+    }
+
     /// <summary>Creates an evaluation context (its own KV cache) over these weights.</summary>
     public LlamaCppContext CreateContext(LlamaCppContextOptions options) => LlamaCppContext.Create(this, options);
 

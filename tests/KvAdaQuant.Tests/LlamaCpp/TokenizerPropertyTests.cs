@@ -94,6 +94,13 @@ public class TokenizerPropertyTests(ConvertedModels converted) : IClassFixture<C
     private static void CheckAgainstLlamaCpp(ITokenizer ours, string path)
     {
         using var llama = LlamaCppModel.Load(path, vocabOnly: true);
+
+        // Every token alone prints the bytes llama.cpp prints for it (llama_token_to_piece without special tokens' text).
+        Assert.Equal(llama.VocabSize, ours.VocabSize);
+        var differ = Enumerable.Range(0, ours.VocabSize).Where(t => !ours.DecodeBytes(-1, t).AsSpan().SequenceEqual(llama.TokenToPiece(t))).ToList();
+        Assert.True(differ.Count == 0, $"{Path.GetFileName(path)}: {differ.Count} tokens print otherwise, e.g. "
+            + string.Join(", ", differ.Take(6).Select(t => $"{t}: llama.cpp [{Convert.ToHexString(llama.TokenToPiece(t))}], ours [{Convert.ToHexString(ours.DecodeBytes(-1, t))}]")));
+
         Text.Sample(text =>
         {
             foreach (bool special in (bool[])[false, true])
