@@ -88,24 +88,31 @@ public sealed class LoaderFuzzTests(LoaderFuzzTests.Files files) : IClassFixture
 
     private static string CaseDir(TempDir dir) => Directory.CreateDirectory(dir.File(Guid.NewGuid().ToString("N"))).FullName;
 
+    // Each case's corrupted bytes (mutations drawn on mutate, or on layout) written as fileName in a folder of its own and
+    // loaded by load: it loads and runs, or fails clearly (clear, by default Named).
+    private static void FuzzFile(FileLayout layout, string fileName, int iterations, Action<string> load, Func<Exception, string, bool>? clear = null, FileLayout? mutate = null)
+    {
+        using var dir = new TempDir();
+        FileCorruption.Mutations(mutate ?? layout).Sample(
+            mutations =>
+            {
+                string path = Path.Combine(CaseDir(dir), fileName);
+                File.WriteAllBytes(path, FileCorruption.Apply(layout, mutations));
+                FileCorruption.Check(path, () => load(path), e => (clear ?? Named)(e, path));
+            },
+            iter: Iter(iterations),
+            print: Print);
+    }
+
     [Fact]
     public void CorruptGgufModelsFailClearly()
     {
         var layout = FileCorruption.GgufLayout(File.ReadAllBytes(files.Gguf));
-        using var dir = new TempDir();
-        FileCorruption.Mutations(layout).Sample(
-            mutations =>
-            {
-                string path = Path.Combine(CaseDir(dir), "model.gguf");
-                File.WriteAllBytes(path, FileCorruption.Apply(layout, mutations));
-                FileCorruption.Check(path, () =>
-                {
-                    using var m = ModelLoader.Load(path);
-                    Use(m);
-                }, e => Named(e, path));
-            },
-            iter: Iter(300),
-            print: Print);
+        FuzzFile(layout, "model.gguf", 300, path =>
+        {
+            using var m = ModelLoader.Load(path);
+            Use(m);
+        });
     }
 
     [Fact]
@@ -113,21 +120,12 @@ public sealed class LoaderFuzzTests(LoaderFuzzTests.Files files) : IClassFixture
     {
         var layout = FileCorruption.GgufLayout(File.ReadAllBytes(files.Gguf));
         var vocabHeader = layout with { HeaderEnd = layout.Fields.Where(f => f.Name.StartsWith("tokenizer.", StringComparison.Ordinal)).Max(f => f.Offset) + 8 };
-        using var dir = new TempDir();
-        FileCorruption.Mutations(vocabHeader).Sample(
-            mutations =>
-            {
-                string path = Path.Combine(CaseDir(dir), "tokenizer.gguf");
-                File.WriteAllBytes(path, FileCorruption.Apply(layout, mutations));
-                FileCorruption.Check(path, () =>
-                {
-                    var tok = ModelLoader.LoadTokenizer(path, 512);
-                    var ids = tok.Encode("Once upon a time, hello!", addBos: true);
-                    tok.Decode(ids);
-                }, e => Named(e, path));
-            },
-            iter: Iter(200),
-            print: Print);
+        FuzzFile(layout, "tokenizer.gguf", 200, path =>
+        {
+            var tok = ModelLoader.LoadTokenizer(path, 512);
+            var ids = tok.Encode("Once upon a time, hello!", addBos: true);
+            tok.Decode(ids);
+        }, mutate: vocabHeader);
     }
 
     [Fact]
@@ -135,20 +133,11 @@ public sealed class LoaderFuzzTests(LoaderFuzzTests.Files files) : IClassFixture
     {
         var fp32 = File.ReadAllBytes(Fixtures.Stories260K);
         var layout = new FileLayout(fp32, [.. Enumerable.Range(0, 7).Select(i => new FileField(i * 4, 4, $"header int {i}"))], [], 28);
-        using var dir = new TempDir();
-        FileCorruption.Mutations(layout).Sample(
-            mutations =>
-            {
-                string path = Path.Combine(CaseDir(dir), "model.bin");
-                File.WriteAllBytes(path, FileCorruption.Apply(layout, mutations));
-                FileCorruption.Check(path, () =>
-                {
-                    using var m = ModelLoader.Load(path, Fixtures.Stories260KTokenizer);
-                    Use(m);
-                }, e => Named(e, path));
-            },
-            iter: Iter(200),
-            print: Print);
+        FuzzFile(layout, "model.bin", 200, path =>
+        {
+            using var m = ModelLoader.Load(path, Fixtures.Stories260KTokenizer);
+            Use(m);
+        });
     }
 
     [Fact]
@@ -160,20 +149,11 @@ public sealed class LoaderFuzzTests(LoaderFuzzTests.Files files) : IClassFixture
         fields.Add(new(36, 1, "shared classifier"));
         fields.Add(new(37, 4, "group size"));
         var layout = new FileLayout(q80, fields, [], 256);
-        using var dir = new TempDir();
-        FileCorruption.Mutations(layout).Sample(
-            mutations =>
-            {
-                string path = Path.Combine(CaseDir(dir), "model.bin");
-                File.WriteAllBytes(path, FileCorruption.Apply(layout, mutations));
-                FileCorruption.Check(path, () =>
-                {
-                    using var m = ModelLoader.Load(path, Fixtures.Stories3MTokenizer);
-                    Use(m);
-                }, e => Named(e, path));
-            },
-            iter: Iter(40),
-            print: Print);
+        FuzzFile(layout, "model.bin", 40, path =>
+        {
+            using var m = ModelLoader.Load(path, Fixtures.Stories3MTokenizer);
+            Use(m);
+        });
     }
 
     [Fact]
@@ -194,20 +174,11 @@ public sealed class LoaderFuzzTests(LoaderFuzzTests.Files files) : IClassFixture
         }
 
         var layout = new FileLayout(bytes, fields, [], bytes.Length);
-        using var dir = new TempDir();
-        FileCorruption.Mutations(layout).Sample(
-            mutations =>
-            {
-                string path = Path.Combine(CaseDir(dir), "tok512.bin");
-                File.WriteAllBytes(path, FileCorruption.Apply(layout, mutations));
-                FileCorruption.Check(path, () =>
-                {
-                    var tok = ModelLoader.LoadTokenizer(path, 512);
-                    tok.Decode(tok.Encode("Once upon a time, hello!", addBos: true));
-                }, e => Named(e, path));
-            },
-            iter: Iter(200),
-            print: Print);
+        FuzzFile(layout, "tok512.bin", 200, path =>
+        {
+            var tok = ModelLoader.LoadTokenizer(path, 512);
+            tok.Decode(tok.Encode("Once upon a time, hello!", addBos: true));
+        });
     }
 
     [Fact]
@@ -278,25 +249,16 @@ public sealed class LoaderFuzzTests(LoaderFuzzTests.Files files) : IClassFixture
     {
         var layout = StateLayout(File.ReadAllBytes(files.State));
         using var model = ModelLoader.Load(Fixtures.Stories260K);
-        using var dir = new TempDir();
-        FileCorruption.Mutations(layout).Sample(
-            mutations =>
+        FuzzFile(layout, "state.kvaq", 300, path =>
+        {
+            using var t = new Transformer(model, 1);
+            using var session = new InferenceSession(t, KvCacheFactory.Create(StatePlan, t.CacheLayout(StateContext)));
+            var state = SessionStateFile.LoadFile(path, session);
+            if (state.Tokens.Count < StateContext)
             {
-                string path = Path.Combine(CaseDir(dir), "state.kvaq");
-                File.WriteAllBytes(path, FileCorruption.Apply(layout, mutations));
-                FileCorruption.Check(path, () =>
-                {
-                    using var t = new Transformer(model, 1);
-                    using var session = new InferenceSession(t, KvCacheFactory.Create(StatePlan, t.CacheLayout(StateContext)));
-                    var state = SessionStateFile.LoadFile(path, session);
-                    if (state.Tokens.Count < StateContext)
-                    {
-                        session.Decode(state.Tokens.Count > 0 ? state.Tokens[^1] : 1);
-                    }
-                }, e => e is InvalidDataException or KvCacheException && e.Message.Contains(path, StringComparison.Ordinal));
-            },
-            iter: Iter(300),
-            print: Print);
+                session.Decode(state.Tokens.Count > 0 ? state.Tokens[^1] : 1);
+            }
+        }, clear: (e, path) => e is InvalidDataException or KvCacheException && e.Message.Contains(path, StringComparison.Ordinal));
     }
 
     private static void LoadFolder(string folder) => FileCorruption.Check(folder, () =>
