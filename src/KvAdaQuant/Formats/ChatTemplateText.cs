@@ -60,6 +60,11 @@ public static class ChatTemplateText
                 return null;
             }
 
+            if (JsonText.LoneSurrogate(t, "$.chat_template") is { } at)
+            {
+                throw new ModelFormatException(path, $"the string at {at} {JsonText.LoneSurrogateProblem}");
+            }
+
             if (t.ValueKind == JsonValueKind.String)
             {
                 return t.GetString();

@@ -357,4 +357,15 @@ public class HfBadInputTests
 
         Assert.Equal($"{dir.File("tokenizer.json")}: {message}", LoadFails(dir.Path).Message);
     }
+
+    [Fact]
+    public void A_lone_surrogate_in_the_chat_template_is_an_error_naming_the_file_and_field()
+    {
+        // Was "a bug in kvaq" (InvalidOperationException from GetString); found by hand after the serve fuzzing found the same in requests.
+        using var dir = new TempDir();
+        File.WriteAllText(dir.File("tokenizer_config.json"), """{"chat_template": "<|im_start|>\ud800"}""");
+        var e = Assert.Throws<ModelFormatException>(() => ChatTemplateText.Read(dir.Path, null));
+        Assert.Contains(dir.File("tokenizer_config.json"), e.Message, StringComparison.Ordinal);
+        Assert.Contains("the string at $.chat_template escapes half of a UTF-16 surrogate pair", e.Message, StringComparison.Ordinal);
+    }
 }
