@@ -571,7 +571,7 @@ internal sealed partial class KvaqServer
         // A choice's end: the whole text read back (as the whole reply is). Where it is the calls streamed so far, what they
         // lack (and any later call) is sent; where it calls nothing, the part of its text not streamed yet; where calls were
         // streamed but the whole text is not them (the reply was cut short: max_tokens, a stop word), its text as the whole
-        // reply gives it, after them. Returns the finish reason.
+        // reply gives it, after them (less the text before them streamed already). Returns the finish reason.
         async Task<string> SendToolReply(int choice, string finish)
         {
             var h = held.Remove(choice, out var known) ? known : new ToolStream();
@@ -579,12 +579,8 @@ internal sealed partial class KvaqServer
             bool same = calls.Count >= h.Calls.Count && h.Calls.Select((s, i) => calls[i].Name == s.Name && calls[i].Arguments.StartsWith(s.Arguments, StringComparison.Ordinal)).All(x => x);
             if (calls.Count == 0 || !same)
             {
-                if (h.Calls.Count > 0)
-                {
-                    // Calls were streamed but the reply is not them: its text as the whole reply gives it, after them.
-                    h.Content = string.Empty;
-                }
-
+                // No calls (or calls were streamed but the reply is not them: cut short): the text the whole reply gives,
+                // less what was streamed of it already (Hermes text before a call).
                 await SendContent(choice, h, content ?? string.Empty);
                 if (h.Logprobs.Count > 0)
                 {

@@ -88,6 +88,22 @@ public class ServeToolFormatsTests
         int first = deltas.FindIndex(d => d.GetProperty("delta").TryGetProperty("content", out var t) && t.GetString() is { Length: > 0 });
         Assert.Equal(" Lily", Assert.Single(deltas, d => d.GetProperty("delta").TryGetProperty("content", out var t) && t.GetString() is { Length: > 0 }).GetProperty("delta").GetProperty("content").GetString());
         Assert.True(first < deltas.FindIndex(d => d.GetProperty("delta").TryGetProperty("tool_calls", out _)));
+
+        // Cut by max_tokens anywhere (inside the trigger word, the call's name, its arguments), the stream still adds up to
+        // the whole reply: the same finish reason, content deltas that make its content (text, or the text of a call cut
+        // short), no text twice.
+        for (int max = 1; max <= 72; max += 2)
+        {
+            string cut = request.Replace("\"max_tokens\": 160", $"\"max_tokens\": {max}", StringComparison.Ordinal);
+            var wholeCut = server.Post("/v1/chat/completions", cut + "}").Body.GetProperty("choices")[0];
+            var (_, cutEvents) = server.PostStream("/v1/chat/completions", cut + ", \"stream\": true}");
+            var cutDeltas = cutEvents[..^1].Select(e => JsonDocument.Parse(e).RootElement.GetProperty("choices")[0]).ToList();
+            Assert.Equal(wholeCut.GetProperty("finish_reason").GetString(), cutDeltas[^1].GetProperty("finish_reason").GetString());
+            string wholeText = wholeCut.GetProperty("message").GetProperty("content").GetString() ?? string.Empty;
+            string streamedText = string.Concat(cutDeltas.Select(d => d.GetProperty("delta").TryGetProperty("content", out var t) ? t.GetString() : null));
+            bool calls = wholeCut.GetProperty("message").TryGetProperty("tool_calls", out _);
+            Assert.True(calls ? streamedText.TrimStart() == wholeText : streamedText == wholeText, $"max_tokens {max}: whole {JsonSerializer.Serialize(wholeText)}, streamed {JsonSerializer.Serialize(streamedText)}");
+        }
         var streamed = deltas.Where(d => d.GetProperty("delta").TryGetProperty("tool_calls", out _))
             .Select(d => d.GetProperty("delta").GetProperty("tool_calls")[0].GetProperty("function"))
             .ToList();
