@@ -50,5 +50,19 @@ public static class JsonSchemaGrammar
 
     /// <summary>The grammar for <paramref name="schema"/>.</summary>
     /// <exception cref="JsonSchemaException">The schema uses something unsupported.</exception>
-    public static string FromSchema(JsonElement schema) => new JsonSchemaConverter(schema).Convert();
+    public static string FromSchema(JsonElement schema)
+    {
+        string grammar = new JsonSchemaConverter(schema).Convert();
+        try
+        {
+            _ = GbnfGrammar.Parse(grammar);
+        }
+        catch (GrammarException e) when (e.Message.Contains("left-recursive", StringComparison.Ordinal))
+        {
+            // A $ref back to a schema being written before any character of it (e.g. {"anyOf": [{"$ref": "#"}, ...]}).
+            throw new JsonSchemaException(string.Empty, $"a $ref leads back to the schema it is in before any character is written (left recursion), which a grammar cannot follow; put the reference inside an array or object ({e.Message})");
+        }
+
+        return grammar;
+    }
 }

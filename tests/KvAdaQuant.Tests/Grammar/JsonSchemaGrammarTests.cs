@@ -156,6 +156,18 @@ public class JsonSchemaGrammarTests
         Assert.IsAssignableFrom<FormatException>(e);
     }
 
+    [Theory]
+    [InlineData("""{"anyOf": [{"$ref": "#"}, {"type": "string"}]}""")]
+    [InlineData("""{"$defs": {"a": {"oneOf": [{"$ref": "#/$defs/a"}, {"const": 1}]}}, "properties": {"x": {"$ref": "#/$defs/a"}}}""")]
+    public void A_ref_back_to_itself_before_any_character_is_a_schema_error(string schema)
+    {
+        // Was a GBNF message about writing repetitions with * (found by GrammarFuzzTests); a reference inside an array
+        // or object stays fine: {"type": "array", "items": {"$ref": "#"}}.
+        var e = Assert.Throws<JsonSchemaException>(() => JsonSchemaGrammar.FromSchema(schema));
+        Assert.StartsWith("(root): a $ref leads back to the schema it is in before any character is written (left recursion)", e.Message, StringComparison.Ordinal);
+        _ = GbnfGrammar.Parse(JsonSchemaGrammar.FromSchema("""{"type": "array", "items": {"$ref": "#"}}"""));
+    }
+
     [Fact]
     public void NotJsonIsRefused()
     {
