@@ -135,13 +135,15 @@ public sealed partial class ChatToolFormat
             return before.Length > 0 ? before : null;
         }
 
-        return this == Generic ? GenericResponseSoFar(text) : null;
+        return this == Generic ? GenericResponseSoFar(text, out _) : null;
     }
 
-    // The decoded string of {"response": "..."} as far as text holds it (an escape not yet whole left out); null when text
-    // is not, or not yet, such an object with its string begun.
-    private static string? GenericResponseSoFar(string text)
+    // The decoded string of {"response": "..."} as far as text holds it (an escape not yet whole left out; a lone surrogate
+    // escape as U+FFFD), and whether its closing quote came (closed); null when text is not, or not yet, such an object
+    // with its string begun.
+    private static string? GenericResponseSoFar(string text, out bool closed)
     {
+        closed = false;
         int i = 0;
         bool Skip()
         {
@@ -175,6 +177,7 @@ public sealed partial class ChatToolFormat
             char ch = text[i];
             if (ch == '"')
             {
+                closed = true;
                 break;
             }
 
@@ -205,19 +208,28 @@ public sealed partial class ChatToolFormat
 
             if (char.IsHighSurrogate((char)unit))
             {
-                // Its low half comes in an escape of its own: both, or neither yet.
-                if (i + 12 > text.Length || text[i + 6] != '\\' || text[i + 7] != 'u'
-                    || !ushort.TryParse(text.AsSpan(i + 8, 4), System.Globalization.NumberStyles.AllowHexSpecifier, null, out ushort low))
+                // Its low half comes in an escape of its own: both, or neither while the next escape is not whole yet. A
+                // high half without its low one (valid JSON, but no text) reads as U+FFFD, as a lone low half does.
+                if (i + 12 <= text.Length && text[i + 6] == '\\' && text[i + 7] == 'u'
+                    && ushort.TryParse(text.AsSpan(i + 8, 4), System.Globalization.NumberStyles.AllowHexSpecifier, null, out ushort low)
+                    && char.IsLowSurrogate((char)low))
                 {
-                    break;
+                    b.Append((char)unit).Append((char)low);
+                    i += 12;
+                    continue;
                 }
 
-                b.Append((char)unit).Append((char)low);
-                i += 12;
+                if (i + 12 > text.Length && "\\u".AsSpan().StartsWith(text.AsSpan(i + 6, Math.Min(2, text.Length - i - 6))))
+                {
+                    break; // the next escape may be the low half
+                }
+
+                b.Append('\uFFFD');
+                i += 6;
                 continue;
             }
 
-            b.Append((char)unit);
+            b.Append(char.IsLowSurrogate((char)unit) ? '\uFFFD' : (char)unit);
             i += 6;
         }
 
@@ -371,8 +383,9 @@ public sealed partial class ChatToolFormat
 
             return true;
         }
-        catch (JsonException)
+        catch (Exception e) when (e is JsonException or InvalidOperationException)
         {
+            // Not JSON (or a string escaping a lone surrogate, which Parse reads as no call either): what came before stays.
             if (writer is not null)
             {
                 writer.Flush();

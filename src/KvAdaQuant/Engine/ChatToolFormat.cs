@@ -538,17 +538,35 @@ public sealed partial class ChatToolFormat
 
                         if (root.TryGetProperty("response", out var response))
                         {
-                            return new ChatToolReply(response.ValueKind == JsonValueKind.String ? response.GetString() : response.GetRawText(), []);
+                            // A string escaping a lone surrogate has no .NET text: decoded with U+FFFD in its place.
+                            return new ChatToolReply(response.ValueKind != JsonValueKind.String ? response.GetRawText()
+                                : !HasLoneSurrogate(response) ? response.GetString()
+                                : GenericResponseSoFar(text, out _) ?? response.GetRawText(), []);
                         }
 
                         return plain;
                     }
             }
         }
-        catch (JsonException)
+        catch (Exception e) when (e is JsonException or InvalidOperationException or ArgumentException)
         {
-            // A generic response cut short (max_tokens, a stop word) inside its string: that string as far as it goes.
-            return this == Generic && GenericResponseSoFar(text) is { } cut ? new ChatToolReply(cut, []) : plain;
+            // Not JSON, a lone surrogate escape (no text: GetString throws InvalidOperationException) or a string that is
+            // no UTF-16 (ArgumentException): not well formed. A generic response cut short (max_tokens, a stop word)
+            // inside its string: that string as far as it goes.
+            return this == Generic && GenericResponseSoFar(text, out bool closed) is { } cut && !closed ? new ChatToolReply(cut, []) : plain;
+        }
+    }
+
+    private static bool HasLoneSurrogate(JsonElement s)
+    {
+        try
+        {
+            _ = s.GetString();
+            return false;
+        }
+        catch (InvalidOperationException)
+        {
+            return true;
         }
     }
 

@@ -1,4 +1,5 @@
 using System.Text.Json;
+using CsCheck;
 using KvAdaQuant.Engine;
 using KvAdaQuant.Grammar;
 
@@ -352,6 +353,7 @@ public class ChatToolFormatTests
     [InlineData("hermes", "Two < three, and <tool_call> is a word here.", "Two < three, and", "Two < three, and <tool_call> is a word here.")] // not a call: all text
     [InlineData("generic", "{ \"response\" : \"Tab\\there, \\\"quoted\\\", \\u00e9t\\u00e9, \\ud83d\\ude00 ok\" }", "Tab\there, \"quoted\", \u00e9t\u00e9, \U0001F600 ok", "Tab\there, \"quoted\", \u00e9t\u00e9, \U0001F600 ok")]
     [InlineData("generic", "{\"response\": \"cut sh", "cut sh", "cut sh")] // cut short: the string as far as it goes
+    [InlineData("generic", "{\"response\": \"a\\ud83d b\\udc00\"}", "a\uFFFD b\uFFFD", "a\uFFFD b\uFFFD")] // lone surrogate escapes: U+FFFD
     [InlineData("generic", "Plain words", "Plain words", "Plain words")]
     [InlineData("llama3", " Sure, here.", " Sure, here.", " Sure, here.")]
     public void Content_so_far_of_every_cut_is_a_prefix_of_the_whole_replys_content(string format, string reply, string streamed, string content)
@@ -395,10 +397,34 @@ public class ChatToolFormatTests
     [InlineData("{\"response\": \"a\\u00", "a")]
     [InlineData("{\"response\": \"a\\ud83d", "a")] // a high surrogate waits for its low half
     [InlineData("{\"response\": \"a\\ud83d\\ude0", "a")]
+    [InlineData("{\"response\": \"a\\ud83d\\", "a")]
+    [InlineData("{\"response\": \"a\\ud83dx", "a\uFFFDx")] // no low half can follow
     [InlineData("{\"response\"", null)]
     [InlineData("{\"tool_call\": {\"name\": \"", null)]
     public void Generic_content_so_far_decodes_the_response_string_as_far_as_it_is_whole(string text, string? expected)
     {
         Assert.Equal(expected, ChatToolFormat.Generic.ContentSoFar(text));
+    }
+
+    [Fact]
+    public void Any_text_reads_back_without_throwing_in_every_format()
+    {
+        // Replies are model output: Parse, ParsePartial and ContentSoFar must take any text (pieces of the formats' syntax,
+        // broken JSON, escapes, lone surrogates) and give calls or content, never an exception.
+        string[] pieces = ["<tool_call>", "</tool_call>", "<|python_tag|>", "{", "}", "[", "]", "\"", "\\", "\\u", "\\ud83d", "\\u00e9", ":", ",", " ", "\n",
+            "\"name\"", "\"get_weather\"", "\"get_time\"", "\"arguments\"", "\"parameters\"", "\"response\"", "\"tool_call\"", "\"tool_calls\"",
+            "\"city\"", "\"Oslo\"", "1", "-2.5e3", "true", "null", "\ud800", "x", "{\"name\": \"get_time\", \"arguments\": {}}"];
+        Gen.Select(Gen.Int[0, ChatToolFormat.All.Count - 1], Gen.Int[0, pieces.Length - 1].Array[0, 30]).Sample((f, ix) =>
+        {
+            var format = ChatToolFormat.All[f];
+            string text = string.Concat(ix.Select(i => pieces[i]));
+            var whole = format.Parse(text, Tools);
+            Assert.True(whole.ToolCalls.Count > 0 || whole.Content is not null);
+            for (int n = 0; n <= text.Length; n++)
+            {
+                _ = format.ParsePartial(text[..n], Tools);
+                _ = format.ContentSoFar(text[..n]);
+            }
+        }, iter: 2000, threads: 1);
     }
 }
