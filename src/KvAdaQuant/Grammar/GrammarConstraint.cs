@@ -20,11 +20,12 @@ namespace KvAdaQuant.Grammar;
 /// A lazy constraint (built with <see cref="GrammarTriggers"/>, as llama.cpp's lazy grammar) allows every token, EOS
 /// included, until a trigger appears: a trigger word in the text generated since <see cref="Reset"/> (it may span tokens;
 /// the grammar then reads the text from the word's first byte through the end of the token that completes it, so the word
-/// is the start of a sentence of the grammar), or a trigger token (the grammar starts after it). From then on it constrains
-/// as a plain one. A token that would complete a trigger word is allowed only if the grammar accepts the text from the
-/// word's start to the token's end: a token that carries the word's last bytes and then text the grammar refuses (say
-/// <c>&lt;tool_call&gt;</c> and a space where the grammar wants a line break) is masked, so the model spells the trigger
-/// with other tokens or not at all; the free text before the trigger is never constrained.
+/// is the start of a sentence of the grammar), or a trigger token (the grammar reads the token's text, as llama.cpp's does:
+/// none for a control token, whose sentence then starts after it). From then on it constrains as a plain one. A token that
+/// would complete a trigger word is allowed only if the grammar accepts the text from the word's start to the token's end:
+/// a token that carries the word's last bytes and then text the grammar refuses (say <c>&lt;tool_call&gt;</c> and a space
+/// where the grammar wants a line break) is masked, so the model spells the trigger with other tokens or not at all; so is
+/// a trigger token whose text the grammar refuses; the free text before the trigger is never constrained.
 /// </remarks>
 public sealed class GrammarConstraint
 {
@@ -283,8 +284,8 @@ public sealed class GrammarConstraint
         AcceptedTokens++;
     }
 
-    // Lazy and not yet triggered: whether the token may come (all may, but one that completes a trigger word with text the
-    // grammar refuses).
+    // Lazy and not yet triggered: whether the token may come (all may, but a trigger token whose text, or one that completes
+    // a trigger word with text, the grammar refuses).
     private bool IsAllowedFree(int token)
     {
         if (IsEnd(token))
@@ -300,7 +301,8 @@ public sealed class GrammarConstraint
 
         if (IsTrigger(token))
         {
-            return true;
+            var t = _matcher.Current;
+            return _matcher.Advance(ref t, table.Bytes[token]); // its text (none for a control token) starts the grammar
         }
 
         int start = FindWord(table.Bytes[token], out var text);
@@ -322,13 +324,18 @@ public sealed class GrammarConstraint
             throw new InvalidOperationException($"the grammar does not allow token {token} here");
         }
 
+        var bytes = table.Bytes[token];
         if (IsTrigger(token))
         {
+            if (!_matcher.TryAccept(bytes))
+            {
+                throw new InvalidOperationException($"the grammar does not allow token {token} here: the trigger token's text is not the start of a sentence of the grammar");
+            }
+
             Activate();
             return;
         }
 
-        var bytes = table.Bytes[token];
         int start = FindWord(bytes, out var text);
         if (start >= 0)
         {

@@ -5,9 +5,10 @@ namespace KvAdaQuant.Grammar;
 /// <summary>
 /// What wakes a lazy <see cref="GrammarConstraint"/> (llama.cpp's lazy grammar): the generation is free until the text
 /// contains one of <see cref="Words"/> (the grammar then constrains the text from the word's first byte on: the word is the
-/// start of a sentence of the grammar) or one of <see cref="Tokens"/> is generated (the grammar starts after the token; meant
-/// for control tokens such as Llama 3's <c>&lt;|python_tag|&gt;</c>, which have no text). With <see cref="AtStart"/> a
-/// trigger counts only where the text before it is whitespace (none, or spaces, tabs and line breaks).
+/// start of a sentence of the grammar) or one of <see cref="Tokens"/> is generated (the token's text is the start of the
+/// sentence, as in llama.cpp; a control token such as Llama 3's <c>&lt;|python_tag|&gt;</c> has none, so the grammar starts
+/// after it). With <see cref="AtStart"/> a trigger counts only where the text before it is whitespace (none, or spaces, tabs
+/// and line breaks).
 /// </summary>
 /// <param name="Words">Trigger words (non-empty).</param>
 /// <param name="Tokens">Trigger token ids.</param>

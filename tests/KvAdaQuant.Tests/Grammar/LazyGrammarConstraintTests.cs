@@ -153,6 +153,38 @@ public class LazyGrammarConstraintTests
     }
 
     [Fact]
+    public void A_trigger_token_with_text_starts_the_grammar_with_its_text()
+    {
+        // As llama.cpp's lazy grammar reads a trigger token (found by LazyGrammarLlamaCppTests: kvaq started the grammar
+        // after the token's text, llama.cpp with it). 3 "Call", 4 " me", 5 "x", 6 a control token (no text).
+        var tok = new PieceTokenizer("Call", " me", "x", string.Empty);
+        var grammar = GbnfGrammar.Parse("root ::= \"Call me\"");
+        var lazy = new GrammarConstraint(grammar, tok, new GrammarTriggers([], [3, 5, 6]));
+        lazy.Reset();
+        var allowed = new bool[tok.VocabSize];
+        Assert.True(lazy.IsAllowed(3));
+        Assert.False(lazy.IsAllowed(5)); // its text "x" is refused by the grammar: masked, as a word completed with refused text
+        Assert.True(lazy.IsAllowed(6)); // no text: the grammar starts after it
+        Assert.Equal(tok.VocabSize - 1, lazy.ComputeAllowed(allowed));
+        Assert.False(allowed[5]);
+        Assert.Throws<InvalidOperationException>(() => lazy.Accept(5));
+        Assert.False(lazy.IsActive);
+
+        lazy.Accept(3);
+        Assert.True(lazy.IsActive);
+        Assert.True(lazy.IsAllowed(4)); // the grammar has read "Call"
+        Assert.False(lazy.IsAllowed(3));
+        lazy.Accept(4);
+        Assert.True(lazy.IsComplete);
+
+        lazy.Reset();
+        lazy.Accept(6);
+        Assert.True(lazy.IsActive);
+        Assert.True(lazy.IsAllowed(3));
+        Assert.False(lazy.IsAllowed(4));
+    }
+
+    [Fact]
     public void Bad_triggers_are_refused_with_a_reason()
     {
         var tok = new PieceTokenizer("a");
