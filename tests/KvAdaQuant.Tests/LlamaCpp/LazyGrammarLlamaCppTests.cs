@@ -14,10 +14,11 @@ namespace KvAdaQuant.Tests.LlamaCpp;
 /// <c>AddLazyGrammar</c> passes the patterns without their count and the process crashes) over the stories260K
 /// vocabulary. Our trigger words are given to llama.cpp as the pattern <c>(w1|w2)</c> (searched for in the generated text;
 /// the grammar reads from the group on), <see cref="GrammarTriggers.AtStart"/> as <c>^[ \t\n\r]*(w1|w2)</c>. Random walks
-/// through six cases (a Hermes-like GBNF call after <c>&lt;tool_call&gt;</c>, a JSON-schema call after <c>{"name"</c>, the
-/// same with <c>{ "name"</c> too and at the start only, the single character <c>x</c>, words found inside tokens such as
-/// <c>" the"</c>, and a trigger token with text beside a word): the free part is random text tokens and, a third of the
-/// time, a trigger word spelled in random pieces (the first may carry text before the word, the last text after it, so the
+/// through seven cases (a Hermes-like GBNF call after <c>&lt;tool_call&gt;</c>, a JSON-schema call after
+/// <c>{"name"</c>, the same with <c>{ "name"</c> too and at the start only, the single character <c>x</c>, two- and
+/// three-byte characters (spelled by byte tokens too), words found inside tokens such as <c>" the"</c>, and a trigger
+/// token with text beside a word): the free part is random text tokens and, a third of the time, a trigger word spelled
+/// in random pieces (the first may carry text before the word, the last text after it, so the
 /// trigger fires mid-token). At every step both agree whether the grammar is on; before the trigger llama.cpp allows every
 /// token and we allow every one but those a separate oracle (over the whole free text) finds completing a trigger word, or
 /// being a trigger token, with text the grammar refuses; from the trigger on the sets are compared as
@@ -335,6 +336,7 @@ public class LazyGrammarLlamaCppTests(ConvertedModels converted) : IClassFixture
             ["json-at-start"] = new(Call, ["{\"name\"", "{ \"name\""], [], true),
             ["single-character"] = new("root ::= \"x\" [0-9]+ (\",\" [0-9]+)* \".\"", ["x"], [], false),
             ["mid-token"] = new("root ::= \"he\" [a-z ]{0,12} \".\"", ["he", "Tim"], [], false, Tricky: true),
+            ["unicode"] = new("root ::= \"é\" [a-zé日]{1,5} \".\"", ["é", "日本"], [], false),
             ["token"] = new("root ::= (\" Lily\" | \"Tim\") (\" \" [a-z]+){1,3} \".\"", ["Tim"], [317], false, Tricky: true),
         };
     }
