@@ -24,6 +24,14 @@ public sealed class Stories260KFuzzServer : IDisposable
     }
 }
 
+/// <summary>One <c>kvaq serve</c> of stories260K with the hermes tool format (512 positions) for the request fuzzing.</summary>
+public sealed class Stories260KHermesFuzzServer : IDisposable
+{
+    public ServeProcess Server { get; } = new("-m", "stories260K", "--ctx", "512", "--threads", "1", "--tool-format", "hermes");
+
+    public void Dispose() => Server.Dispose();
+}
+
 /// <summary>
 /// Random malformed and odd requests against every POST endpoint of <c>kvaq serve</c> (CsCheck): valid requests with one
 /// to three values anywhere in them replaced by values of any JSON type (extreme numbers, empty and long strings, null, arrays, objects,
@@ -31,7 +39,7 @@ public sealed class Stories260KFuzzServer : IDisposable
 /// must be a 2xx or a 4xx/501 in OpenAI's error shape with a message (never the 500 the server gives a bug in itself),
 /// streams must end with <c>[DONE]</c>, and the server must log no bug and still answer afterwards.
 /// </summary>
-public class ServeRequestFuzzTests(Stories260KFuzzServer fixture) : IClassFixture<Stories260KFuzzServer>
+public class ServeRequestFuzzTests(Stories260KFuzzServer fixture, Stories260KHermesFuzzServer hermes) : IClassFixture<Stories260KFuzzServer>, IClassFixture<Stories260KHermesFuzzServer>
 {
     private static readonly (string Path, string Body)[] Valid =
     [
@@ -166,10 +174,17 @@ public class ServeRequestFuzzTests(Stories260KFuzzServer fixture) : IClassFixtur
     }
 
     [Fact]
-    public void Random_requests_get_an_answer_or_a_clear_error_never_a_server_bug()
+    public void Random_requests_get_an_answer_or_a_clear_error_never_a_server_bug() => Fuzz(fixture.Server, Request, 600);
+
+    // The chat requests with tools, streamed or not, on a server whose replies are read as hermes (text, then calls).
+    private static readonly Gen<(string Path, string Body)> ToolRequest = Request.Where(r => r.Body.Contains("\"tools\"", StringComparison.Ordinal));
+
+    [Fact]
+    public void Random_tool_requests_in_the_hermes_format_get_an_answer_or_a_clear_error() => Fuzz(hermes.Server, ToolRequest, 150);
+
+    private static void Fuzz(ServeProcess server, Gen<(string Path, string Body)> requests, int iterations)
     {
-        var server = fixture.Server;
-        Request.Sample(req =>
+        requests.Sample(req =>
         {
             var (path, body) = req;
             using var message = new HttpRequestMessage(HttpMethod.Post, path) { Content = new StringContent(body, Encoding.UTF8, "application/json") };
@@ -199,7 +214,7 @@ public class ServeRequestFuzzTests(Stories260KFuzzServer fixture) : IClassFixtur
             {
                 throw new Xunit.Sdk.XunitException("an error without a message: " + what);
             }
-        }, iter: 600, threads: 1);
+        }, iter: iterations, threads: 1);
 
         Assert.DoesNotContain("a bug in kvaq", server.Stderr, StringComparison.Ordinal);
         Assert.Equal(200, server.Get("/health").Status);
