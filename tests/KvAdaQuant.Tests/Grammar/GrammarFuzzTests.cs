@@ -89,17 +89,8 @@ public class GrammarFuzzTests
             var node = JsonNode.Parse(Schemas[i])!;
             foreach (var (at, value) in edits)
             {
-                var places = new List<(JsonNode Parent, object Key)>();
-                Collect(node, places);
-                var (parent, key) = places[at % places.Count];
-                if (key is string name)
-                {
-                    parent[name] = JsonNode.Parse(Values[value]);
-                }
-                else
-                {
-                    parent[(int)key] = JsonNode.Parse(Values[value]);
-                }
+                var places = JsonPlaces.Of(node);
+                JsonPlaces.Set(places[at % places.Count], JsonNode.Parse(Values[value]));
             }
 
             string schema = node.ToJsonString();
@@ -115,34 +106,5 @@ public class GrammarFuzzTests
 
             _ = GbnfGrammar.Parse(grammar); // what the converter writes always parses
         }, iter: 1000, threads: 1, print: t => $"{Schemas[t.Item1]} with {string.Join(", ", t.Item2)}");
-    }
-
-    private static void Collect(JsonNode node, List<(JsonNode Parent, object Key)> places)
-    {
-        switch (node)
-        {
-            case JsonObject o:
-                foreach (var (key, child) in o.ToList())
-                {
-                    places.Add((o, key));
-                    if (child is not null)
-                    {
-                        Collect(child, places);
-                    }
-                }
-
-                break;
-            case JsonArray a:
-                for (int i = 0; i < a.Count; i++)
-                {
-                    places.Add((a, i));
-                    if (a[i] is { } child)
-                    {
-                        Collect(child, places);
-                    }
-                }
-
-                break;
-        }
     }
 }

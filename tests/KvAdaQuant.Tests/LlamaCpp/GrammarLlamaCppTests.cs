@@ -47,9 +47,7 @@ public class GrammarLlamaCppTests(ConvertedModels converted) : IClassFixture<Con
         using var ours = ModelLoader.Load(gguf);
         var tok = ours.Tokenizer!;
         int vocab = ours.Config.VocabSize;
-        var p = new LLama.Common.ModelParams(gguf) { GpuLayerCount = 0 };
-        LLama.Extensions.IModelParamsExtensions.ToLlamaModelParams(p, out var native);
-        using var model = SafeLlamaModelHandle.LoadFromFile(gguf, native);
+        using var model = LlamaCppChains.LoadModel(gguf);
         var parsed = GbnfGrammar.Parse(grammar);
         var rng = new Random(name.GetHashCode(StringComparison.Ordinal) & 0xffff);
         var allowed = new bool[vocab];
@@ -67,7 +65,7 @@ public class GrammarLlamaCppTests(ConvertedModels converted) : IClassFixture<Con
             var partial = new List<byte>(); // the bytes of a character not yet whole
             for (int step = 0; step < 40; step++, steps++)
             {
-                var theirsAll = Allowed(chain, vocab);
+                var theirsAll = LlamaCppChains.Allowed(chain, vocab);
                 constraint.ComputeAllowed(allowed);
                 var mineAll = Enumerable.Range(0, vocab).Where(t => allowed[t]).ToArray();
                 Assert.DoesNotContain(mineAll, t => control.Contains(t) || byteOf[t] >= 0xF5); // never text, never UTF-8
@@ -107,7 +105,7 @@ public class GrammarLlamaCppTests(ConvertedModels converted) : IClassFixture<Con
                 constraint.Accept(next);
                 path.Add(next);
                 partial.AddRange(tok.DecodeBytes(-1, next));
-                if (Utf8Whole(partial))
+                if (LlamaCppChains.Utf8Whole(partial))
                 {
                     partial.Clear();
                 }
@@ -116,34 +114,5 @@ public class GrammarLlamaCppTests(ConvertedModels converted) : IClassFixture<Con
 
         Assert.True(steps >= 12 * 3, $"only {steps} steps compared");
         _ = ended;
-    }
-
-    // Whether the bytes end on a character boundary (the last lead byte's character has all its bytes).
-    private static bool Utf8Whole(List<byte> bytes)
-    {
-        int i = bytes.Count - 1;
-        while (i >= 0 && (bytes[i] & 0xC0) == 0x80)
-        {
-            i--;
-        }
-
-        if (i < 0)
-        {
-            return true;
-        }
-
-        int need = bytes[i] switch { < 0x80 => 1, >= 0xF0 => 4, >= 0xE0 => 3, _ => 2 };
-        return bytes.Count - i >= need;
-    }
-
-    // The tokens llama.cpp's chain leaves a finite logit, from logits all 0.
-    private static int[] Allowed(SafeLLamaSamplerChainHandle chain, int vocab)
-    {
-        var array = LLamaTokenDataArray.Create(new float[vocab]);
-        using (LLamaTokenDataArrayNative.Create(array, out var native))
-        {
-            chain.Apply(ref native);
-            return [.. native.Data.ToArray().Where(d => !float.IsNegativeInfinity(d.Logit)).Select(d => (int)d.ID).Order()];
-        }
     }
 }

@@ -45,9 +45,7 @@ public class LazyGrammarLlamaCppTests(ConvertedModels converted) : IClassFixture
         using var ours = ModelLoader.Load(gguf);
         var tok = ours.Tokenizer!;
         int vocab = ours.Config.VocabSize;
-        var p = new LLama.Common.ModelParams(gguf) { GpuLayerCount = 0 };
-        LLama.Extensions.IModelParamsExtensions.ToLlamaModelParams(p, out var native);
-        using var model = SafeLlamaModelHandle.LoadFromFile(gguf, native);
+        using var model = LlamaCppChains.LoadModel(gguf);
         var parsed = GbnfGrammar.Parse(c.Grammar);
         var triggers = new GrammarTriggers(c.Words, c.Tokens, c.AtStart);
         var rng = new Random(name.GetHashCode(StringComparison.Ordinal) & 0xffff);
@@ -73,7 +71,7 @@ public class LazyGrammarLlamaCppTests(ConvertedModels converted) : IClassFixture
             var partial = new List<byte>(); // after the trigger: the bytes of a character not yet whole
             for (int step = 0; step < 40; step++, steps++)
             {
-                var theirsAll = Allowed(chain, vocab);
+                var theirsAll = LlamaCppChains.Allowed(chain, vocab);
                 constraint.ComputeAllowed(allowed);
                 var mineAll = Enumerable.Range(0, vocab).Where(t => allowed[t]).ToArray();
                 string Where() => $"{name}, walk {walk}, step {step} after [{string.Join(" ", path.Select(t => $"'{Piece(t)}'"))}]";
@@ -112,7 +110,7 @@ public class LazyGrammarLlamaCppTests(ConvertedModels converted) : IClassFixture
                         var bytes = Bytes(next);
                         midToken += words.Any(w => bytes.AsSpan().IndexOf(w) > 0 || (bytes.AsSpan().IndexOf(w) == 0 && bytes.Length > w.Length)) ? 1 : 0;
                         partial.AddRange(bytes);
-                        if (Utf8Whole(partial))
+                        if (LlamaCppChains.Utf8Whole(partial))
                         {
                             partial.Clear();
                         }
@@ -152,7 +150,7 @@ public class LazyGrammarLlamaCppTests(ConvertedModels converted) : IClassFixture
                 constraint.Accept(next);
                 path.Add(next);
                 partial.AddRange(Bytes(next));
-                if (Utf8Whole(partial))
+                if (LlamaCppChains.Utf8Whole(partial))
                 {
                     partial.Clear();
                 }
@@ -207,9 +205,7 @@ public class LazyGrammarLlamaCppTests(ConvertedModels converted) : IClassFixture
         using var ours = ModelLoader.Load(gguf);
         var tok = ours.Tokenizer!;
         int vocab = ours.Config.VocabSize;
-        var p = new LLama.Common.ModelParams(gguf) { GpuLayerCount = 0 };
-        LLama.Extensions.IModelParamsExtensions.ToLlamaModelParams(p, out var native);
-        using var model = SafeLlamaModelHandle.LoadFromFile(gguf, native);
+        using var model = LlamaCppChains.LoadModel(gguf);
         int x = 123, lily = 317, bos = tok.BosToken;
         Assert.Equal("x", Encoding.UTF8.GetString(tok.DecodeBytes(-1, x)));
         Assert.Equal(" Lily", Encoding.UTF8.GetString(tok.DecodeBytes(-1, lily)));
@@ -230,7 +226,7 @@ public class LazyGrammarLlamaCppTests(ConvertedModels converted) : IClassFixture
                 constraint.Accept(t);
             }
 
-            return (Allowed(chain, vocab).Length < vocab, constraint.IsActive);
+            return (LlamaCppChains.Allowed(chain, vocab).Length < vocab, constraint.IsActive);
         }
 
         Assert.Equal((true, false), After(angle, new LazyCase(angle, ["<"], [], false), x, bos));
@@ -250,7 +246,7 @@ public class LazyGrammarLlamaCppTests(ConvertedModels converted) : IClassFixture
         var lazy = new GrammarConstraint(GbnfGrammar.Parse(name), tok, new GrammarTriggers(refuse.Words, [], false));
         lazy.Reset(previousToken: -1);
         int tim = Enumerable.Range(0, vocab).Single(t => Encoding.UTF8.GetString(tok.DecodeBytes(-1, t)) == " Tim");
-        Assert.Contains(tim, Allowed(c2, vocab));
+        Assert.Contains(tim, LlamaCppChains.Allowed(c2, vocab));
         Assert.False(lazy.IsAllowed(tim));
     }
 
@@ -284,33 +280,6 @@ public class LazyGrammarLlamaCppTests(ConvertedModels converted) : IClassFixture
         }
 
         return spelled;
-    }
-
-    private static bool Utf8Whole(List<byte> bytes)
-    {
-        int i = bytes.Count - 1;
-        while (i >= 0 && (bytes[i] & 0xC0) == 0x80)
-        {
-            i--;
-        }
-
-        if (i < 0)
-        {
-            return true;
-        }
-
-        int need = bytes[i] switch { < 0x80 => 1, >= 0xF0 => 4, >= 0xE0 => 3, _ => 2 };
-        return bytes.Count - i >= need;
-    }
-
-    private static int[] Allowed(SafeLLamaSamplerChainHandle chain, int vocab)
-    {
-        var array = LLamaTokenDataArray.Create(new float[vocab]);
-        using (LLamaTokenDataArrayNative.Create(array, out var native))
-        {
-            chain.Apply(ref native);
-            return [.. native.Data.ToArray().Where(d => !float.IsNegativeInfinity(d.Logit)).Select(d => (int)d.ID).Order()];
-        }
     }
 
     // One comparison: a grammar, kvaq's triggers, and llama.cpp's trigger pattern for the same words.

@@ -228,9 +228,7 @@ public class SamplerLlamaCppTests(ConvertedModels converted) : IClassFixture<Con
         var breakers = processed[0];
         Assert.Contains(Enumerable.Range(0, tok.VocabSize), t => processed[1].TailsOf(t).Any(tail => tail.Length > 0));
         // The whole model, not its vocabulary only: DRY's -1 and its window need the training context llama.cpp reads.
-        var p = new LLama.Common.ModelParams(gguf) { GpuLayerCount = 0 };
-        LLama.Extensions.IModelParamsExtensions.ToLlamaModelParams(p, out var native);
-        using var model = SafeLlamaModelHandle.LoadFromFile(gguf, native);
+        using var model = LlamaCppChains.LoadModel(gguf);
 
         // Sequences over a few words and the breakers' tokens, so that repeats and breakers are common.
         int[] alphabet = [.. tok.Encode("Lily said: \"the dog* ran\n", addBos: false).Distinct()];

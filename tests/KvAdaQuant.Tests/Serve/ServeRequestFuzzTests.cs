@@ -104,18 +104,8 @@ public class ServeRequestFuzzTests(Stories260KFuzzServer fixture, Stories260KHer
                     case 1 when keys.Count > 0:
                         {
                             // Any value in the tree (a message's content, a tool's parameters, a stop string, ...).
-                            var places = new List<(JsonNode Parent, object At)>();
-                            Collect(node, places);
-                            var (parent, at) = places[field % places.Count];
-                            if (at is string key)
-                            {
-                                parent[key] = $"@@{value}@@";
-                            }
-                            else
-                            {
-                                parent[(int)at] = $"@@{value}@@";
-                            }
-
+                            var places = JsonPlaces.Of(node);
+                            JsonPlaces.Set(places[field % places.Count], $"@@{value}@@");
                             break;
                         }
                     default:
@@ -134,36 +124,6 @@ public class ServeRequestFuzzTests(Stories260KFuzzServer fixture, Stories260KHer
             return (path, json);
         })),
         (1, Gen.Select(Gen.Int[0, Valid.Length - 1], Gen.Int[0, NotObjects.Length - 1]).Select((i, b) => (Valid[i].Path, NotObjects[b]))));
-
-    private static void Collect(JsonNode node, List<(JsonNode Parent, object At)> places)
-    {
-        switch (node)
-        {
-            case JsonObject o:
-                foreach (var (key, child) in o.ToList())
-                {
-                    places.Add((o, key));
-                    if (child is not null)
-                    {
-                        Collect(child, places);
-                    }
-                }
-
-                break;
-            case JsonArray a:
-                for (int i = 0; i < a.Count; i++)
-                {
-                    places.Add((a, i));
-                    if (a[i] is { } child)
-                    {
-                        Collect(child, places);
-                    }
-                }
-
-                break;
-        }
-    }
-
     [Fact]
     public void A_max_tokens_of_int_max_with_penalties_generates_to_the_context()
     {
