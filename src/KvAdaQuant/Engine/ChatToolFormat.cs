@@ -540,7 +540,7 @@ public sealed partial class ChatToolFormat
                         {
                             // A string escaping a lone surrogate has no .NET text: decoded with U+FFFD in its place.
                             return new ChatToolReply(response.ValueKind != JsonValueKind.String ? response.GetRawText()
-                                : !HasLoneSurrogate(response) ? response.GetString()
+                                : Formats.JsonText.LoneSurrogate(response) is null ? response.GetString()
                                 : GenericResponseSoFar(text, out _) ?? response.GetRawText(), []);
                         }
 
@@ -554,19 +554,6 @@ public sealed partial class ChatToolFormat
             // no UTF-16 (ArgumentException): not well formed. A generic response cut short (max_tokens, a stop word)
             // inside its string: that string as far as it goes.
             return this == Generic && GenericResponseSoFar(text, out bool closed) is { } cut && !closed ? new ChatToolReply(cut, []) : plain;
-        }
-    }
-
-    private static bool HasLoneSurrogate(JsonElement s)
-    {
-        try
-        {
-            _ = s.GetString();
-            return false;
-        }
-        catch (InvalidOperationException)
-        {
-            return true;
         }
     }
 
