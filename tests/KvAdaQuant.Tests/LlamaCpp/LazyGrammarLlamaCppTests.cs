@@ -48,7 +48,7 @@ public class LazyGrammarLlamaCppTests(ConvertedModels converted) : IClassFixture
         using var model = LlamaCppChains.LoadModel(gguf);
         var parsed = GbnfGrammar.Parse(c.Grammar);
         var triggers = new GrammarTriggers(c.Words, c.Tokens, c.AtStart);
-        var rng = new Random(name.GetHashCode(StringComparison.Ordinal) & 0xffff);
+        var rng = new Random(name.Aggregate(17, (h, ch) => (h * 31) + ch)); // the same walks every run (string.GetHashCode differs per process)
         var allowed = new bool[vocab];
         byte[] Bytes(int t) => tok.DecodeBytes(-1, t);
         string Piece(int t) => Encoding.UTF8.GetString(Bytes(t)).Replace("\n", "\\n", StringComparison.Ordinal);
