@@ -8,21 +8,28 @@ using KvAdaQuant.Model;
 namespace KvAdaQuant.Cli.Bench;
 
 /// <summary>
-/// <c>kvaq bench --device cuda</c>: decode speed of the GPU path at given context depths. The cache is filled with
-/// random values up to depth ctx - decodeTokens - 1 (no prefill: the GPU path runs the prompt position by position,
-/// which would take minutes at 32k), one untimed step, then decodeTokens steps of one token per sequence (device
-/// argmax, token copied back each step) are timed end to end; medians over runs. <c>--fit</c> reports, per context,
+/// <c>kvaq bench --device cuda</c>: prefill and decode speed of the GPU path at given context depths. Prefill: a prompt
+/// of min(ctx, <c>--prefill-tokens</c>, default 4,096) random tokens (every sequence of the batch its own copy) through <see cref="CudaDecoder.Prefill"/>
+/// from an empty cache (chunks of <c>--ubatch</c> positions, default <see cref="CudaDecoder.DefaultPrefillChunk"/>; 1 runs
+/// it position by position), timed to the device's end; medians over prefill runs. Decode: the cache is filled with
+/// random values up to depth ctx - decodeTokens - 1 (a prefill that deep would take long), one untimed step, then
+/// decodeTokens steps of one token per sequence (device argmax, token copied back each step) are timed end to end;
+/// medians over runs. <c>--fit</c> reports, per context,
 /// the largest batch whose cache and workspace fit next to the weights, computed from exact byte counts and verified
 /// by allocating it (and by failing to allocate one more sequence).
 /// </summary>
 internal static class CudaBenchRunner
 {
-    public static int Run(LlamaModel m, KvPlan plan, int[] contexts, int decodeTokens, int runs, int batch, bool fit, bool asJson)
+    /// <summary>Positions of the timed prefill at most, unless <c>--prefill-tokens</c> says otherwise.</summary>
+    public const int PrefillLimit = 4096;
+
+    public static int Run(
+        LlamaModel m, KvPlan plan, int[] contexts, int decodeTokens, int runs, int batch, bool fit, bool asJson, int? ubatch = null, int? prefillRuns = null, int prefillLimit = PrefillLimit)
     {
         using CudaContext context = DeviceOptions.OpenCuda();
         int capacity = contexts.Max();
         var watch = Stopwatch.StartNew();
-        using var decoder = new CudaDecoder(context, m, plan, fit ? 1 : batch, fit ? 256 : capacity);
+        using var decoder = new CudaDecoder(context, m, plan, fit ? 1 : batch, fit ? 256 : capacity, prefillChunk: ubatch ?? CudaDecoder.DefaultPrefillChunk);
         double loadSeconds = watch.Elapsed.TotalSeconds;
         var header = new Dictionary<string, object?>
         {
@@ -34,6 +41,7 @@ internal static class CudaBenchRunner
             ["weight_bytes"] = decoder.WeightBytes,
             ["load_seconds"] = loadSeconds,
             ["build"] = decoder.BuildNote,
+            ["prefill_chunk"] = decoder.PrefillChunk,
         };
         if (fit)
         {
@@ -42,8 +50,25 @@ internal static class CudaBenchRunner
 
         var rows = new List<Dictionary<string, object?>>();
         var tok = new int[batch];
+
+        // Untimed: the first prefill launches every chunk kernel once.
+        decoder.Reset();
+        decoder.Prefill(PromptTokens(Math.Min(64, capacity), batch, m.Config.VocabSize));
+        decoder.Synchronize();
         foreach (int ctx in contexts)
         {
+            int prefillTokens = Math.Min(ctx, prefillLimit);
+            int[] prompt = PromptTokens(prefillTokens, batch, m.Config.VocabSize);
+            var prefillSpeeds = new List<double>();
+            for (int run = 0; run < (prefillRuns ?? (prefillTokens <= 2048 ? runs : 1)); run++)
+            {
+                decoder.Reset();
+                var pw = Stopwatch.StartNew();
+                decoder.Prefill(prompt);
+                decoder.Synchronize();
+                prefillSpeeds.Add(prefillTokens / pw.Elapsed.TotalSeconds);
+            }
+
             var speeds = new List<double>();
             for (int run = 0; run <= runs; run++)
             {
@@ -80,10 +105,14 @@ internal static class CudaBenchRunner
                 gpu.Add(g);
             }
 
+            double prefill = BenchRunner.Median(prefillSpeeds);
             var row = new Dictionary<string, object?>
             {
                 ["ctx"] = ctx,
                 ["batch"] = batch,
+                ["prefill_tokens"] = prefillTokens,
+                ["prefill_tokens_per_second_per_sequence"] = prefill,
+                ["prefill_tokens_per_second_total"] = prefill * batch,
                 ["decode_tokens_per_second_per_sequence"] = perSeq,
                 ["decode_tokens_per_second_total"] = perSeq * batch,
                 ["ms_per_step"] = 1000.0 / perSeq,
@@ -96,7 +125,7 @@ internal static class CudaBenchRunner
             rows.Add(row);
             if (!asJson)
             {
-                Console.Error.WriteLine($"ctx {ctx}: {string.Join(", ", speeds.Select(x => x.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)))} tok/s per sequence");
+                Console.Error.WriteLine($"ctx {ctx}: prefill {string.Join(", ", prefillSpeeds.Select(x => x.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)))}, decode {string.Join(", ", speeds.Select(x => x.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)))} tok/s per sequence");
             }
         }
 
@@ -114,14 +143,28 @@ internal static class CudaBenchRunner
                 Console.Out.WriteLine($"{kv.Key}: {kv.Value}");
             }
 
-            Console.Out.WriteLine($"{"ctx",7} {"batch",6} {"tok/s/seq",10} {"tok/s total",12} {"ms/step",8} {"GPU ms",7} {"queue ms",9} {"KV bytes at ctx",16} {"device bytes",16}");
+            Console.Out.WriteLine($"{"ctx",7} {"batch",6} {"prefill",8} {"pp tok/s/seq",13} {"tok/s/seq",10} {"tok/s total",12} {"ms/step",8} {"GPU ms",7} {"queue ms",9} {"KV bytes at ctx",16} {"device bytes",16}");
             foreach (var r in rows)
             {
-                Console.Out.WriteLine($"{r["ctx"],7} {r["batch"],6} {(double)r["decode_tokens_per_second_per_sequence"]!,10:F1} {(double)r["decode_tokens_per_second_total"]!,12:F1} {(double)r["ms_per_step"]!,8:F2} {(double)r["gpu_ms_per_step"]!,7:F2} {(double)r["queue_ms_per_step"]!,9:F2} {(long)r["kv_bytes_at_ctx"]!,16:N0} {(long)r["device_bytes"]!,16:N0}");
+                Console.Out.WriteLine($"{r["ctx"],7} {r["batch"],6} {r["prefill_tokens"],8} {(double)r["prefill_tokens_per_second_per_sequence"]!,13:F1} {(double)r["decode_tokens_per_second_per_sequence"]!,10:F1} {(double)r["decode_tokens_per_second_total"]!,12:F1} {(double)r["ms_per_step"]!,8:F2} {(double)r["gpu_ms_per_step"]!,7:F2} {(double)r["queue_ms_per_step"]!,9:F2} {(long)r["kv_bytes_at_ctx"]!,16:N0} {(long)r["device_bytes"]!,16:N0}");
             }
         }
 
         return 0;
+    }
+
+    // A prompt of `positions` pseudo-random tokens (a fixed LCG), position-major, every sequence the same token.
+    private static int[] PromptTokens(int positions, int batch, int vocab)
+    {
+        var tokens = new int[positions * batch];
+        uint x = 12345;
+        for (int p = 0; p < positions; p++)
+        {
+            x = (x * 1664525) + 1013904223;
+            tokens.AsSpan(p * batch, batch).Fill((int)((x >> 8) % (uint)vocab));
+        }
+
+        return tokens;
     }
 
     // Bytes the cache holds for `ctx` positions of every sequence (the allocation is for the largest context).

@@ -31,18 +31,19 @@ internal static class BenchCommand
         var attnInt8 = CommonOptions.AttnInt8();
         var attnInt8Values = CommonOptions.AttnInt8Values();
         var batch = new Option<int>("--batch") { Description = "sequences decoded together, each with its own cache: on the CPU one forward pass a step for all of them (prefill runs the prompt in each; tokens/s count all sequences; llama-batched-bench's -npl; with --vs llama.cpp the same in one llama.cpp context of as many sequences); with --device cuda the GPU batch", DefaultValueFactory = _ => 1 };
+        var prefillTokens = new Option<int?>("--prefill-tokens") { Description = $"with --device cuda: prompt tokens of the timed prefill, at most ctx (default {CudaBenchRunner.PrefillLimit})" };
         var fit = new Option<bool>("--fit") { Description = "with --device cuda: the largest batch per --ctx whose cache fits next to the weights (computed from exact byte counts, verified by allocating it)" };
         var attentionAlone = new Option<bool>("--attention") { Description = "attention alone: one decode step of a whole layer's attention over the packed cache, timed against a STREAM-style triad in the same run (GB/s of packed K/V read, and its share of the triad's)" };
         var shape = new Option<string?>("--shape") { Description = $"with --attention: the attention shape of a preset instead of a model file: {SyntheticModelPreset.Names}" };
         var cmd = new Command("bench", "Prefill and decode tokens/s, KV bytes and peak RSS; with --vs llama.cpp the same from llama.cpp, engines alternated run by run; with --device cuda the GPU decode path; with --attention attention alone against a memory-bandwidth triad.")
         {
-            model, tokenizer, kv, kvPlan, ctx, threads, vs, vsCache, decodeTokens, runs, prefillRuns, ubatch, settleMs, json, device, batch, fit, attnInt8, attnInt8Values, attentionAlone, shape,
+            model, tokenizer, kv, kvPlan, ctx, threads, vs, vsCache, decodeTokens, runs, prefillRuns, ubatch, settleMs, json, device, batch, fit, prefillTokens, attnInt8, attnInt8Values, attentionAlone, shape,
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
             if (r.GetValue(attentionAlone))
             {
-                foreach (var unused in new Option[] { vs, vsCache, decodeTokens, prefillRuns, ubatch, settleMs, batch, fit, tokenizer })
+                foreach (var unused in new Option[] { vs, vsCache, decodeTokens, prefillRuns, ubatch, settleMs, batch, fit, prefillTokens, tokenizer })
                 {
                     if (r.GetResult(unused) is { Implicit: false })
                     {
@@ -188,17 +189,23 @@ internal static class BenchCommand
                     throw new ArgumentException($"{CommonOptions.AttentionFlag(attention)} selects a CPU attention kernel; it cannot be combined with --device cuda");
                 }
 
-                if (nUbatch is not null)
+                int nPrefillTokens = r.GetValue(prefillTokens) ?? CudaBenchRunner.PrefillLimit;
+                if (nPrefillTokens < 1)
                 {
-                    throw new ArgumentException("--ubatch sets the CPU engine's prefill batch; it cannot be combined with --device cuda");
+                    throw new ArgumentException($"--prefill-tokens must be at least 1, got {nPrefillTokens}");
                 }
 
-                return CudaBenchRunner.Run(m, plan, contexts, nDecode, nRuns, nBatch, r.GetValue(fit), asJson);
+                return CudaBenchRunner.Run(m, plan, contexts, nDecode, nRuns, nBatch, r.GetValue(fit), asJson, nUbatch, nPrefillRuns, nPrefillTokens);
             }
 
             if (r.GetValue(fit))
             {
                 throw new ArgumentException("--fit applies to --device cuda only");
+            }
+
+            if (r.GetResult(prefillTokens) is { Implicit: false })
+            {
+                throw new ArgumentException("--prefill-tokens applies to --device cuda only (the CPU bench's prompt is ctx - runs x decode tokens)");
             }
 
             var engines = new List<IBenchEngine>();

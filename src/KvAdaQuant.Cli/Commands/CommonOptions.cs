@@ -87,7 +87,7 @@ internal static class CommonOptions
     /// </summary>
     public static Option<int?> Ubatch() => new("--ubatch")
     {
-        Description = $"prefill tokens per forward pass on the CPU (llama.cpp's -ub); default {InferenceSession.FullPrecisionBatchSize} where the cache's results do not depend on it (FP16/FP32, per-token specs without a residual window) and the activations fit in 8 MiB, else {InferenceSession.QuantizedBatchSize}",
+        Description = $"prefill tokens per forward pass (llama.cpp's -ub); on the CPU default {InferenceSession.FullPrecisionBatchSize} where the cache's results do not depend on it (FP16/FP32, per-token specs without a residual window) and the activations fit in 8 MiB, else {InferenceSession.QuantizedBatchSize}; with --device cuda positions per prefill pass, default {KvAdaQuant.Gpu.Decode.CudaDecoder.DefaultPrefillChunk} (at most {KvAdaQuant.Gpu.Decode.CudaDecoder.MaxChunkRows} rows over the batch; 1 = position by position)",
     };
 
     /// <summary>The <c>--ubatch</c> value checked: null (the default) or at least 1.</summary>

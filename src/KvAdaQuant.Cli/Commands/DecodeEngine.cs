@@ -64,11 +64,6 @@ internal sealed class DecodeEngine : IDisposable
     public static DecodeEngine Open(LlamaModel m, string? kvText, string? planPath, bool onGpu, int threads, int ctx, AttentionPrecision precision = AttentionPrecision.Fp32, int parallel = 1, int? ubatch = null)
     {
         CommonOptions.CheckUbatch(ubatch);
-        if (onGpu && ubatch is not null)
-        {
-            throw new ArgumentException("--ubatch sets the CPU engine's prefill batch; it cannot be combined with --device cuda");
-        }
-
         if (parallel < 1)
         {
             throw new ArgumentException($"--parallel must be at least 1, got {parallel}");
@@ -126,7 +121,7 @@ internal sealed class DecodeEngine : IDisposable
         var context = DeviceOptions.OpenCuda();
         try
         {
-            var decoder = new CudaDecoder(context, m, plan, 1, ctx);
+            var decoder = new CudaDecoder(context, m, plan, 1, ctx, prefillChunk: ubatch ?? CudaDecoder.DefaultPrefillChunk);
             Console.Error.WriteLine($"[cuda: {context.DeviceName}; {decoder.BuildNote}; weights {decoder.WeightTypes}, {decoder.WeightBytes:N0} bytes uploaded in {decoder.UploadSeconds:F1} s; KV cache {decoder.Layout}, {decoder.CacheBytes:N0} bytes for {ctx} positions; sampling on the host]");
             return new DecodeEngine(context, decoder, null, null, new CudaDecodeSession(decoder));
         }

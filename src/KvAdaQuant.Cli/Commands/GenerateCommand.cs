@@ -107,11 +107,6 @@ internal static class GenerateCommand
                     throw new ArgumentException("--prompt-cache saves and loads the CPU engine's KV cache; it cannot be combined with --device cuda");
                 }
 
-                if (r.GetValue(ubatch) is not null)
-                {
-                    throw new ArgumentException("--ubatch sets the CPU engine's prefill batch; it cannot be combined with --device cuda");
-                }
-
                 if (speculative.Given(r) is { } specOption)
                 {
                     throw new ArgumentException($"{specOption}: speculative decoding runs on the CPU engine; it cannot be combined with --device cuda");
@@ -119,7 +114,7 @@ internal static class GenerateCommand
 
                 // A grammar makes the sampler non-basic, so the GPU run samples on the host through Generator (as the
                 // penalties do), where the grammar applies.
-                return GenerateOnGpu(r, m, tok, c, n, promptText, stops, sampling, grammar, kv, kvPlan, json, logprobOptions);
+                return GenerateOnGpu(r, m, tok, c, n, promptText, stops, sampling, grammar, kv, kvPlan, json, logprobOptions, CommonOptions.CheckUbatch(r.GetValue(ubatch)));
             }
 
             using var transformer = new Transformer(m, r.GetValue(threads));
@@ -247,7 +242,7 @@ internal static class GenerateCommand
 
     private static int GenerateOnGpu(
         ParseResult r, LlamaModel m, Tokenization.ITokenizer tok, int c, int n, string p, string[] stops, SamplingOptions sampling, GbnfGrammar? grammar, Option<string?> kv,
-        Option<string?> kvPlan, Option<bool> json, LogprobOptions? logprobs)
+        Option<string?> kvPlan, Option<bool> json, LogprobOptions? logprobs, int? ubatch)
     {
         string? kvText = r.GetValue(kv);
         string? planPath = r.GetValue(kvPlan);
@@ -258,7 +253,7 @@ internal static class GenerateCommand
         var constraint = grammar is null ? null : new GrammarConstraint(grammar, tok);
         var sampler = sampling.Create(r, constraint, tok);
         sampler.CheckVocabulary(m.Config.VocabSize);
-        using var decoder = new CudaDecoder(context, m, plan, 1, c);
+        using var decoder = new CudaDecoder(context, m, plan, 1, c, prefillChunk: ubatch ?? CudaDecoder.DefaultPrefillChunk);
         bool asJson = r.GetValue(json);
         if (!asJson)
         {
@@ -297,7 +292,7 @@ internal static class GenerateCommand
         else
         {
             Console.Out.WriteLine();
-            Console.Error.WriteLine($"[{result.PromptTokens.Count} prompt tokens, {result.Tokens.Count} generated ({result.StopReason}); prefill {result.PrefillTokensPerSecond:F1} tok/s (position by position), decode {result.DecodeTokensPerSecond:F1} tok/s on the GPU; KV cache {plan.Name} {result.KvBytes:N0} bytes allocated{GrammarNote(constraint)}]");
+            Console.Error.WriteLine($"[{result.PromptTokens.Count} prompt tokens, {result.Tokens.Count} generated ({result.StopReason}); prefill {result.PrefillTokensPerSecond:F1} tok/s ({(decoder.PrefillChunk == 1 ? "position by position" : $"chunks of {decoder.PrefillChunk} positions")}), decode {result.DecodeTokensPerSecond:F1} tok/s on the GPU; KV cache {plan.Name} {result.KvBytes:N0} bytes allocated{GrammarNote(constraint)}]");
             PrintLogprobs(tok, result);
         }
 

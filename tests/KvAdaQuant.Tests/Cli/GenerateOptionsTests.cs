@@ -116,9 +116,20 @@ public class GenerateOptionsTests
         var (code, _, err) = KvaqProcess.Run("generate", "-m", "stories260K", "-n", "2", "--ubatch", "0");
         Assert.Equal(1, code);
         Assert.Contains("--ubatch must be at least 1, got 0", err);
-        (code, _, err) = KvaqProcess.Run("generate", "-m", "stories260K", "-n", "2", "--device", "cuda", "--ubatch", "5");
+        (code, _, err) = KvaqProcess.Run("generate", "-m", "stories260K", "-n", "2", "--device", "cuda", "--ubatch", "0");
         Assert.Equal(1, code);
-        Assert.Contains("--ubatch sets the CPU engine's prefill batch; it cannot be combined with --device cuda", err);
+        Assert.Contains("--ubatch must be at least 1, got 0", err);
+        if (!KvAdaQuant.Gpu.Cuda.CudaContext.TryOpen(out var context, out _))
+        {
+            // --ubatch sets the GPU's prefill chunk; without a driver the error is --device cuda's alone.
+            (code, _, err) = KvaqProcess.Run("generate", "-m", "stories260K", "-n", "2", "--device", "cuda", "--ubatch", "5");
+            var (_, _, plain) = KvaqProcess.Run("generate", "-m", "stories260K", "-n", "2", "--device", "cuda");
+            Assert.Equal(1, code);
+            Assert.StartsWith("kvaq: error: --device cuda:", err, StringComparison.Ordinal);
+            Assert.Equal(plain, err);
+        }
+
+        context?.Dispose();
     }
 
 }

@@ -67,7 +67,7 @@ public class CudaDecoderTests(ITestOutputHelper output)
             dk.Fill(0);
             dv.Fill(0);
             using (var rotate = module.Function("dec_rotate_qkv").Prepare(
-                (heads + (2 * kvHeads), batch, 1), 32, dq, dScratch, dk, dv, CudaArgument.FromUInt64((ulong)(capacity * headDim)), slot, heads, kvHeads, 1, 1))
+                (heads + (2 * kvHeads), batch, 1), 32, dq, dScratch, dk, dv, CudaArgument.FromUInt64((ulong)(capacity * headDim)), slot, heads, kvHeads, 1, 1, batch))
             {
                 rotate.Launch();
             }

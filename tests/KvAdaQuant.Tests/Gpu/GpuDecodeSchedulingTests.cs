@@ -42,6 +42,86 @@ public class GpuDecodeSchedulingTests
         }
     }
 
+    [Theory]
+    [InlineData(32, 64, 32, 1)]
+    [InlineData(32, 64, 32, 5)]
+    [InlineData(7, 64, 32, 3)]
+    [InlineData(32, 63, 1, 2)]
+    [InlineData(32, 0, 32, 1)]
+    public void PrefillChunksFillTheWindowAsPositionByPositionDoes(int chunk, int window, int flush, int decodeBetween)
+    {
+        // CudaDecoder.Prefill's loop: flush a full window, then a chunk of at most the window's free rows. After every chunk the
+        // window is the state of the same count appended one by one (so the same rows are quantized), and it never overflows;
+        // decode steps between prefills leave it part full, so the next chunk is cut to the free rows.
+        var w = default(GpuKvWindow);
+        int length = 0, cuts = 0;
+        foreach (int prompt in new[] { 150, 37, 300 })
+        {
+            for (int done = 0; done < prompt;)
+            {
+                if (w.NeedsFlush(window, flush))
+                {
+                    w.Flush(flush);
+                }
+
+                int free = window + flush - w.Residual;
+                int n = CudaDecoder.ChunkSize(chunk, prompt - done, free);
+                Assert.InRange(n, 1, Math.Min(chunk, prompt - done));
+                cuts += n < Math.Min(chunk, prompt - done) ? 1 : 0;
+                w.Append(n);
+                done += n;
+                length += n;
+                Assert.InRange(w.Residual, 1, window + flush);
+                Assert.Equal(GpuKvWindow.At(length, window, flush), w);
+            }
+
+            for (int i = 0; i < decodeBetween; i++)
+            {
+                if (w.NeedsFlush(window, flush))
+                {
+                    w.Flush(flush);
+                }
+
+                w.Append();
+                length++;
+                Assert.Equal(GpuKvWindow.At(length, window, flush), w);
+            }
+        }
+
+        // A window of window + flush rows cuts some chunks whenever it is smaller than the chunk or left part full.
+        Assert.Equal(chunk > flush || decodeBetween % flush != 0, cuts > 0);
+    }
+
+    [Theory]
+    [InlineData(1, 32, 32)]
+    [InlineData(2, 32, 32)]
+    [InlineData(3, 32, 21)]
+    [InlineData(8, 32, 8)]
+    [InlineData(64, 32, 1)]
+    [InlineData(1000, 32, 1)]
+    [InlineData(1, 1, 1)]
+    [InlineData(1, 200, 64)]
+    public void PrefillChunkIsCutToTheRowBudget(int batch, int requested, int positions)
+    {
+        Assert.Equal(positions, CudaDecoder.ChunkPositions(batch, requested));
+        Assert.True(positions * batch <= CudaDecoder.MaxChunkRows || positions == 1);
+    }
+
+    [Theory]
+    [InlineData(8L, 132, 33)]
+    [InlineData(8L, 132, 4096)]
+    [InlineData(8L, 132, 32768)]
+    [InlineData(64L, 132, 131072)]
+    [InlineData(1L, 1, 100)]
+    public void PrefillChunkAttentionSplitsCoverThePositionsWithinTheirPartials(long perHead, int sms, int length)
+    {
+        (int tpw, int blocks) = CudaDecoder.ChunkSplits(perHead, sms, length);
+        Assert.True(tpw >= 32 && tpw % 8 == 0, $"{tpw} positions per warp");
+        Assert.InRange(4 * blocks, 1, 128);
+        Assert.True(4L * blocks * tpw >= length, "every position has a warp");
+        Assert.True(4L * (blocks - 1) * tpw < length, "no block is wholly idle");
+    }
+
     [Fact]
     public void ChunksOf32KeepThePackedCountAMultipleOf32()
     {

@@ -230,12 +230,26 @@ public class ServeParallelTests
 
     [Theory]
     [InlineData(new[] { "--ubatch", "0" }, "--ubatch must be at least 1, got 0")]
-    [InlineData(new[] { "--ubatch-size", "8", "--device", "cuda" }, "--ubatch sets the CPU engine's prefill batch; it cannot be combined with --device cuda")]
+    [InlineData(new[] { "--ubatch-size", "0", "--device", "cuda" }, "--ubatch must be at least 1, got 0")]
     public void Bad_ubatch_values_are_errors_naming_the_option(string[] options, string message)
     {
         var (rc, stdout, stderr) = KvAdaQuant.Tests.Cli.KvaqProcess.Run(["serve", "-m", "stories260K", "--port", "0", .. options]);
         Assert.Equal(1, rc);
         Assert.Equal($"kvaq: error: {message}", stderr.Trim());
+        Assert.DoesNotContain("listening", stdout, StringComparison.Ordinal);
+    }
+
+    [SkippableFact]
+    public void With_device_cuda_ubatch_is_taken_and_only_the_missing_driver_is_named()
+    {
+        // --ubatch sets the GPU's prefill chunk (CudaDecoder.Prefill); without a driver the error is --device cuda's alone.
+        Skip.If(KvAdaQuant.Gpu.Cuda.CudaContext.TryOpen(out var context, out _), "this machine has a CUDA device");
+        context?.Dispose();
+        var (_, _, plain) = KvAdaQuant.Tests.Cli.KvaqProcess.Run("serve", "-m", "stories260K", "--port", "0", "--device", "cuda");
+        Assert.StartsWith("kvaq: error: --device cuda:", plain, StringComparison.Ordinal);
+        var (rc, stdout, stderr) = KvAdaQuant.Tests.Cli.KvaqProcess.Run("serve", "-m", "stories260K", "--port", "0", "-ub", "8", "--device", "cuda");
+        Assert.Equal(1, rc);
+        Assert.Equal(plain, stderr);
         Assert.DoesNotContain("listening", stdout, StringComparison.Ordinal);
     }
 

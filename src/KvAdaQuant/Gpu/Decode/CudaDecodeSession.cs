@@ -5,7 +5,7 @@ namespace KvAdaQuant.Gpu.Decode;
 
 /// <summary>
 /// One sequence on a batch-1 <see cref="CudaDecoder"/> as an <see cref="IDecodeSession"/> (what <see cref="ChatSession"/>
-/// runs on): the prompt runs position by position through the decode step, the logits copied back to the host only
+/// runs on): the prompt runs through <see cref="CudaDecoder.Prefill"/> in chunks, the logits copied back to the host only
 /// after its last token; each decoded token's logits are copied back, so sampling (every <see cref="Sampler"/> setting)
 /// runs on the host, as <see cref="CudaGenerator"/>'s host-sampling overload does. The decoder is not owned: dispose it
 /// after the session.
@@ -70,12 +70,7 @@ public sealed class CudaDecodeSession : IDecodeSession
             }
         }
 
-        foreach (int t in tokens)
-        {
-            _one[0] = t;
-            _decoder.Step(_one);
-        }
-
+        _decoder.Prefill(tokens);
         _decoder.CopyLogits(_logits);
         return _logits;
     }

@@ -20,7 +20,16 @@ namespace KvAdaQuant.Gpu.Decode;
 /// </summary>
 public sealed class CudaDecoder : IDisposable
 {
+    /// <summary>Positions per sequence that <see cref="Prefill"/> runs through one pass of the layers by default.</summary>
+    public const int DefaultPrefillChunk = 32;
+
+    /// <summary>Rows (positions x sequences) of one prefill pass at most: the chunk is cut to fit the batch.</summary>
+    public const int MaxChunkRows = 64;
+
     private const int MaxFp16Splits = 512;
+
+    // Splits of one prefill chunk's attention at most (each warp runs every row of the chunk over its positions).
+    private const int MaxChunkSplits = 128;
     private readonly CudaContext _ctx;
     private readonly ModelConfig _c;
     private readonly List<IDisposable> _owned = [];
@@ -33,6 +42,7 @@ public sealed class CudaDecoder : IDisposable
     private readonly LayerLaunches[] _layers;
     private readonly int _maxSplits;
     private readonly int[] _hostTokens;
+    private readonly ChunkLaunches? _chunk;
     private GpuKvWindow _window;
 
     /// <summary>Uploads <paramref name="model"/>'s weights, compiles the kernels and allocates a cache of <paramref name="capacity"/> positions for <paramref name="batch"/> sequences.</summary>
@@ -44,8 +54,13 @@ public sealed class CudaDecoder : IDisposable
     /// <param name="keepQuantized">Keep Q8_0/Q4_0 matrices as such (else everything is FP16).</param>
     /// <param name="kernels">Compiled kernels to reuse (compiled here when null).</param>
     /// <param name="layout">The cache layout (default: <see cref="GpuKvCacheLayout.Create"/> of the plan with its defaults).</param>
-    public CudaDecoder(CudaContext context, LlamaModel model, KvPlan plan, int batch, int capacity, bool keepQuantized = true, CudaDecodeKernels? kernels = null, GpuKvCacheLayout? layout = null)
+    /// <param name="prefillChunk">Positions per sequence that <see cref="Prefill"/> runs through the layers at once (cut to
+    /// <see cref="MaxChunkRows"/> rows for the batch); 1 runs the prompt position by position through the decode step.</param>
+    public CudaDecoder(
+        CudaContext context, LlamaModel model, KvPlan plan, int batch, int capacity, bool keepQuantized = true, CudaDecodeKernels? kernels = null, GpuKvCacheLayout? layout = null,
+        int prefillChunk = DefaultPrefillChunk)
     {
+        ArgumentOutOfRangeException.ThrowIfLessThan(prefillChunk, 1);
         ArgumentNullException.ThrowIfNull(context);
         ArgumentNullException.ThrowIfNull(model);
         _ctx = context;
@@ -166,12 +181,13 @@ public sealed class CudaDecoder : IDisposable
             }
         }
 
-        List<CudaLaunch> MatVec(CudaWeightMatrix m, CudaDeviceBuffer x, int ldx, CudaDeviceBuffer y, int ldy, bool accumulate)
+        List<CudaLaunch> MatVec(CudaWeightMatrix m, CudaDeviceBuffer x, int ldx, CudaDeviceBuffer y, int ldy, bool accumulate, int rowCount = 0)
         {
+            rowCount = rowCount == 0 ? batch : rowCount;
             var list = new List<CudaLaunch>();
-            for (int b0 = 0; b0 < batch; b0 += 8)
+            for (int b0 = 0; b0 < rowCount; b0 += 8)
             {
-                int nb = Math.Min(8, batch - b0);
+                int nb = Math.Min(8, rowCount - b0);
                 list.Add(Own(matvec[(m.Type, nb)].Prepare(
                     ((m.Rows + 3) / 4, 1, 1), 256, m.Codes, m.Scales, m.LeadingDimension,
                     CudaArgument.FromUInt64(x.Pointer + ((ulong)b0 * (ulong)ldx * 4)), ldx,
@@ -199,7 +215,7 @@ public sealed class CudaDecoder : IDisposable
                 Rope = Own(K("dec_rope_append").Prepare(
                     (batch, 1, 1), 256, _qkv, qkvRows, lw.Bias is null ? CudaArgument.FromUInt64(0) : lw.Bias, cosT, sinT, CudaArgument.FromUInt64(0), 0,
                     _c.Heads, _c.KvHeads, _c.RopeLayout == RopeLayout.Interleaved ? 1 : 0, _q, cl.Keys, cl.Values, CudaArgument.FromUInt64(headStride), 0,
-                    kvScratch is null ? CudaArgument.FromUInt64(0) : kvScratch, ll.RotateKeys ? 1 : 0, ll.RotateValues ? 1 : 0)),
+                    kvScratch is null ? CudaArgument.FromUInt64(0) : kvScratch, ll.RotateKeys ? 1 : 0, ll.RotateValues ? 1 : 0, batch)),
                 Wo = MatVec(lw.Wo, _att, qd, _x, dim, true),
                 FfnNorm = Own(rms.Prepare((batch, 1, 1), 256, _x, lw.FfnNorm, _xb, dim, _c.NormEps)),
                 W13 = MatVec(lw.W13, _xb, dim, _gu, 2 * hid, false),
@@ -212,7 +228,7 @@ public sealed class CudaDecoder : IDisposable
                 // Rotated rows (rot): the query and the new K/V rows rotated after RoPE, the attention output turned back.
                 layer.Rotate = Own(K("dec_rotate_qkv").Prepare(
                     (_c.Heads + (2 * _c.KvHeads), batch, 1), 32, _q, kvScratch!, cl.Keys, cl.Values, CudaArgument.FromUInt64(headStride), 0,
-                    _c.Heads, _c.KvHeads, ll.RotateKeys ? 1 : 0, ll.RotateValues ? 1 : 0));
+                    _c.Heads, _c.KvHeads, ll.RotateKeys ? 1 : 0, ll.RotateValues ? 1 : 0, batch));
                 if (ll.RotateValues)
                 {
                     layer.Unrotate = Own(K("dec_unrotate_rows").Prepare((_c.Heads, batch, 1), 32, _att, _c.Heads));
@@ -259,6 +275,80 @@ public sealed class CudaDecoder : IDisposable
         _argmax = Own(K("dec_argmax").Prepare((batch, 1, 1), 1024, _logits, _c.VocabSize, _tokens));
         _spin = Own(K("dec_spin").Prepare((1, 1, 1), 32, CudaArgument.FromUInt64(40_000_000)));
         _sample = Own(K("dec_sample").Prepare((batch, 1, 1), 1024, _logits, _c.VocabSize, 1f, 0, 1f, _rng, _tokens));
+
+        // Prefill chunks: the same launches over rows p * batch + b of a chunk's own activation buffers.
+        PrefillChunk = ChunkPositions(batch, prefillChunk);
+        if (PrefillChunk > 1)
+        {
+            int cr = PrefillChunk * batch;
+            // Every buffer of ChunkWorkspaceSizes, so that WorkspaceBytes counts exactly what is allocated.
+            CudaDeviceBuffer[] cb = ChunkWorkspaceSizes(_c, Layout, prefillChunk).Select(Buffer).ToArray();
+            CudaDeviceBuffer cTokens = cb[0], cx = cb[1], cxb = cb[2], cqkv = cb[3], cq = cb[4], catt = cb[5], cgu = cb[6], ch = cb[7], cPartO = cb[9], cPartML = cb[10];
+            CudaDeviceBuffer? cScratch = cb.Length > 12 ? cb[12] : null;
+            var chunkLayers = new ChunkLayer[_c.Layers];
+            for (int l = 0; l < _c.Layers; l++)
+            {
+                var lw = layerWeights[l];
+                GpuKvLayerLayout ll = Layout.Layers[l];
+                CudaKvCacheBuffers.Layer cl = _cache.Layers[l];
+                ulong headStride = (ulong)(ll.IsPacked ? Layout.ResidualCapacity : capacity) * (ulong)hd;
+                CudaLaunch attn;
+                if (!ll.IsPacked)
+                {
+                    attn = Own(K("dec_attn_fp16_chunk").Prepare(
+                        (1, _c.KvHeads, batch), 128, cl.Keys, cl.Values, CudaArgument.FromUInt64(headStride), cq, cPartO, cPartML, 1, 32, ratio, scaleLog2, 1));
+                }
+                else
+                {
+                    // Every packed layer, the K4V2 tensor-core ones too, runs the FP32 packed kernel over the chunk's rows.
+                    PackedKvFormat kf = ll.Keys!, vf = ll.Values!;
+                    bool k4v2 = kf.BitsCode == 4 && vf.BitsCode == 2;
+                    attn = Own(K(k4v2 ? "dec_attn_packed_k4v2_chunk" : "dec_attn_packed_chunk").Prepare(
+                        (1, _c.KvHeads, batch), 128,
+                        cl.KeyCodes!, cl.KeyParams!, kf.BitsCode, kf.RowBytes, kf.GroupSize,
+                        cl.ValueCodes!, cl.ValueParams!, vf.BitsCode, vf.RowBytes, vf.GroupSize,
+                        cl.Keys, cl.Values, CudaArgument.FromUInt64((ulong)capacity), CudaArgument.FromUInt64(headStride),
+                        cq, cPartO, cPartML, 0, 0, 32, ratio, scaleLog2, 1));
+                }
+
+                chunkLayers[l] = new ChunkLayer
+                {
+                    Layout = ll,
+                    AttnNorm = Own(rms.Prepare((cr, 1, 1), 256, cx, lw.AttnNorm, cxb, dim, _c.NormEps)),
+                    Qkv = MatVec(lw.Qkv, cxb, dim, cqkv, qkvRows, false, cr),
+                    Rope = Own(K("dec_rope_append").Prepare(
+                        (cr, 1, 1), 256, cqkv, qkvRows, lw.Bias is null ? CudaArgument.FromUInt64(0) : lw.Bias, cosT, sinT, CudaArgument.FromUInt64(0), 0,
+                        _c.Heads, _c.KvHeads, _c.RopeLayout == RopeLayout.Interleaved ? 1 : 0, cq, cl.Keys, cl.Values, CudaArgument.FromUInt64(headStride), 0,
+                        cScratch is null ? CudaArgument.FromUInt64(0) : cScratch, ll.RotateKeys ? 1 : 0, ll.RotateValues ? 1 : 0, batch)),
+                    Rotate = ll.RotateKeys || ll.RotateValues
+                        ? Own(K("dec_rotate_qkv").Prepare(
+                            (_c.Heads + (2 * _c.KvHeads), cr, 1), 32, cq, cScratch!, cl.Keys, cl.Values, CudaArgument.FromUInt64(headStride), 0,
+                            _c.Heads, _c.KvHeads, ll.RotateKeys ? 1 : 0, ll.RotateValues ? 1 : 0, batch))
+                        : null,
+                    Unrotate = ll.RotateValues ? Own(K("dec_unrotate_rows").Prepare((_c.Heads, cr, 1), 32, catt, _c.Heads)) : null,
+                    Attn = attn,
+                    Combine = Own(_packed.Combine.Prepare((cr * _c.Heads, 1, 1), 128, cPartO, cPartML, catt, 1)),
+                    Wo = MatVec(lw.Wo, catt, qd, cx, dim, true, cr),
+                    FfnNorm = Own(rms.Prepare((cr, 1, 1), 256, cx, lw.FfnNorm, cxb, dim, _c.NormEps)),
+                    W13 = MatVec(lw.W13, cxb, dim, cgu, 2 * hid, false, cr),
+                    SwiGlu = Own(K("dec_swiglu").Prepare((Math.Min(4096, ((cr * hid) + 255) / 256), 1, 1), 256, cgu, ch, hid, cr)),
+                    W2 = MatVec(lw.W2, ch, hid, cx, dim, true, cr),
+                };
+            }
+
+            _chunk = new ChunkLaunches
+            {
+                Tokens = cTokens,
+                X = cx,
+                Embed = Own(K("dec_embed").Prepare((cr, 1, 1), 256, embedding.Codes, embedding.Scales, embedding.LeadingDimension, (int)embedding.Type, cTokens, cx, dim)),
+                Layers = chunkLayers,
+
+                // The last position's rows (one per sequence) through the final norm into the decode step's buffer, so the
+                // decode step's classifier launches give the logits.
+                FinalNorm = Own(rms.Prepare((batch, 1, 1), 256, cx, finalNorm, _xb, dim, _c.NormEps)),
+            };
+        }
+
         DeviceBytes = WeightBytes + _cache.ByteCount + _owned.OfType<CudaDeviceBuffer>().Sum(b => b.Length);
     }
 
@@ -300,14 +390,32 @@ public sealed class CudaDecoder : IDisposable
 
     /// <summary>
     /// Device bytes besides the weights and the cache for <paramref name="layout"/>: activations, logits, attention
-    /// partials (sized for the most splits the split policy can ask for), sampler states and the RoPE tables.
+    /// partials (sized for the most splits the split policy can ask for), sampler states and the RoPE tables, and the
+    /// prefill chunk's activations and partials (<paramref name="prefillChunk"/> as the constructor's).
     /// </summary>
-    public static long WorkspaceBytes(ModelConfig config, GpuKvCacheLayout layout, int multiprocessors)
+    public static long WorkspaceBytes(ModelConfig config, GpuKvCacheLayout layout, int multiprocessors, int prefillChunk = DefaultPrefillChunk)
     {
         ArgumentNullException.ThrowIfNull(config);
         ArgumentNullException.ThrowIfNull(layout);
         long rope = 2L * Math.Max(4, (long)layout.Capacity * (config.HeadDim / 2) * 4);
-        return WorkspaceSizes(config, layout.Batch, MaxSplits(layout, multiprocessors)).Sum() + rope + RotationScratchBytes(config, layout);
+        return WorkspaceSizes(config, layout.Batch, MaxSplits(layout, multiprocessors)).Sum() + rope + RotationScratchBytes(config, layout)
+            + ChunkWorkspaceSizes(config, layout, prefillChunk).Sum();
+    }
+
+    // The prefill chunk's buffers (WorkspaceSizes for its rows, without logits, then the rotation scratch where a layer is
+    // rotated); none when the chunk is one position.
+    private static long[] ChunkWorkspaceSizes(ModelConfig c, GpuKvCacheLayout layout, int prefillChunk)
+    {
+        int positions = ChunkPositions(layout.Batch, prefillChunk);
+        if (positions < 2)
+        {
+            return [];
+        }
+
+        int rows = positions * layout.Batch;
+        long[] sizes = WorkspaceSizes(c, rows, MaxChunkSplits, logits: false);
+        long scratch = RotationScratchBytes(c, layout) / layout.Batch * rows;
+        return scratch > 0 ? [.. sizes, scratch] : sizes;
     }
 
     // The FP32 K and V rows of one step that dec_rotate_qkv rotates into the cache, where a layer is rotated (rot); else 0.
@@ -386,6 +494,64 @@ public sealed class CudaDecoder : IDisposable
         if (Layout.AnyPacked)
         {
             _window = GpuKvWindow.At(length, Layout.Window, Layout.FlushChunk);
+        }
+    }
+
+    /// <summary>
+    /// Positions per sequence that <see cref="Prefill"/> runs through the layers at once: the constructor's
+    /// <c>prefillChunk</c> cut to <see cref="MaxChunkRows"/> / <see cref="Batch"/>; 1 when prefill runs position by position.
+    /// </summary>
+    public int PrefillChunk { get; }
+
+    /// <summary>
+    /// Runs <paramref name="tokens"/> (position-major: <see cref="Batch"/> tokens per position, sequence b's at index
+    /// p x Batch + b) for every sequence, <see cref="PrefillChunk"/> positions per pass through the layers: each weight
+    /// matrix is read once per 8 rows of the chunk instead of once per row, and the attention of a chunk's rows reads its
+    /// positions' K/V once from memory (causal: a row sees the positions up to its own). Each row computes what the
+    /// decode step computes for it (the same kernels for every product, norm and RoPE), except that the attention of a
+    /// packed layer always runs the FP32 packed kernel and its splits are cut differently. A packed cache takes at most
+    /// the window's free rows per chunk (the window is flushed first when full), so its packed rows are those of the
+    /// decode step. The logits of the last position stay on the device (<see cref="CopyLogits"/>, <see cref="Sample"/>).
+    /// </summary>
+    public void Prefill(ReadOnlySpan<int> tokens)
+    {
+        _ctx.MakeCurrent();
+        if (tokens.Length % Batch != 0)
+        {
+            throw new ArgumentException($"tokens: {tokens.Length} is not a whole number of positions for a batch of {Batch}", nameof(tokens));
+        }
+
+        foreach (int t in tokens)
+        {
+            if ((uint)t >= (uint)_c.VocabSize)
+            {
+                throw new ArgumentOutOfRangeException(nameof(tokens), $"token {t} is outside the vocabulary of {_c.VocabSize}");
+            }
+        }
+
+        int positions = tokens.Length / Batch;
+        if ((long)Position + positions > Capacity)
+        {
+            throw new KvCacheException($"context full: {positions} positions after {Position} do not fit in the GPU cache of {Capacity}");
+        }
+
+        for (int done = 0; done < positions;)
+        {
+            FlushIfFull();
+            int n = ChunkSize(PrefillChunk, positions - done, Layout.AnyPacked ? Layout.ResidualCapacity - _window.Residual : int.MaxValue);
+            ReadOnlySpan<int> part = tokens.Slice(done * Batch, n * Batch);
+            if (n == 1)
+            {
+                _tokens.CopyFrom(part);
+                Forward();
+            }
+            else
+            {
+                _chunk!.Tokens.CopyFrom(part);
+                ForwardChunk(n);
+            }
+
+            done += n;
         }
     }
 
@@ -544,21 +710,7 @@ public sealed class CudaDecoder : IDisposable
         }
 
         bool packed = Layout.AnyPacked;
-        if (packed && _window.NeedsFlush(Layout.Window, Layout.FlushChunk))
-        {
-            foreach (LayerLaunches l in _layers)
-            {
-                if (l.Flush is not null)
-                {
-                    l.Flush.SetArgument(3, _window.Residual);
-                    l.Flush.SetArgument(16, _window.Quantized);
-                    l.Flush.Launch();
-                }
-            }
-
-            _window.Flush(Layout.FlushChunk);
-        }
-
+        FlushIfFull();
         int pos = Position;
         int length = pos + 1;
         ConfigureAttention(length);
@@ -604,6 +756,100 @@ public sealed class CudaDecoder : IDisposable
         if (packed)
         {
             _window.Append();
+        }
+    }
+
+    // Quantizes the oldest chunk of a full FP16 window (packed layers) before the next append.
+    private void FlushIfFull()
+    {
+        if (!Layout.AnyPacked || !_window.NeedsFlush(Layout.Window, Layout.FlushChunk))
+        {
+            return;
+        }
+
+        foreach (LayerLaunches l in _layers)
+        {
+            if (l.Flush is not null)
+            {
+                l.Flush.SetArgument(3, _window.Residual);
+                l.Flush.SetArgument(16, _window.Quantized);
+                l.Flush.Launch();
+            }
+        }
+
+        _window.Flush(Layout.FlushChunk);
+    }
+
+    /// <summary>Positions of the next prefill pass: the chunk, the positions left and the window's free rows (packed caches), at least 1.</summary>
+    internal static int ChunkSize(int chunk, int remaining, int windowFree) => Math.Max(1, Math.Min(Math.Min(chunk, remaining), windowFree));
+
+    // One prefill pass of n positions for every sequence (the window already flushed if it was full); see Prefill.
+    private void ForwardChunk(int n)
+    {
+        ChunkLaunches c = _chunk!;
+        int rows = n * Batch, pos = Position, mv = (rows + 7) / 8;
+        int slot0 = Layout.AnyPacked ? _window.Residual : pos;
+        (int tpw, int gx) = ChunkSplits((long)Batch * _c.KvHeads, _ctx.MultiprocessorCount, pos + n);
+        int t = _window.Quantized, r = _window.Residual + n;
+        c.Embed.SetGrid((rows, 1, 1));
+        c.Embed.Launch();
+        foreach (ChunkLayer l in c.Layers)
+        {
+            l.AttnNorm.SetGrid((rows, 1, 1));
+            l.AttnNorm.Launch();
+            Run(l.Qkv, mv);
+            l.Rope.SetGrid((rows, 1, 1));
+            l.Rope.SetArgument(6, pos);
+            l.Rope.SetArgument(14, l.Layout.IsPacked ? slot0 : pos);
+            l.Rope.Launch();
+            if (l.Rotate is not null)
+            {
+                l.Rotate.SetGrid((_c.Heads + (2 * _c.KvHeads), rows, 1));
+                l.Rotate.SetArgument(5, l.Layout.IsPacked ? slot0 : pos);
+                l.Rotate.Launch();
+            }
+
+            l.Attn.SetGrid((gx, _c.KvHeads, Batch));
+            if (l.Layout.IsPacked)
+            {
+                l.Attn.SetArgument(17, t);
+                l.Attn.SetArgument(18, r);
+                l.Attn.SetArgument(19, tpw);
+                l.Attn.SetArgument(22, n);
+            }
+            else
+            {
+                l.Attn.SetArgument(6, pos + n);
+                l.Attn.SetArgument(7, tpw);
+                l.Attn.SetArgument(10, n);
+            }
+
+            l.Attn.Launch();
+            l.Combine.SetGrid((rows * _c.Heads, 1, 1));
+            l.Combine.SetArgument(3, 4 * gx);
+            l.Combine.Launch();
+            if (l.Unrotate is not null)
+            {
+                l.Unrotate.SetGrid((_c.Heads, rows, 1));
+                l.Unrotate.Launch();
+            }
+
+            Run(l.Wo, mv);
+            l.FfnNorm.SetGrid((rows, 1, 1));
+            l.FfnNorm.Launch();
+            Run(l.W13, mv);
+            l.SwiGlu.SetArgument(3, rows);
+            l.SwiGlu.Launch();
+            Run(l.W2, mv);
+        }
+
+        c.FinalNorm.SetArgument(0, CudaArgument.FromUInt64(c.X.Pointer + ((ulong)(n - 1) * (ulong)Batch * (ulong)_c.Dim * 4)));
+        c.FinalNorm.Launch();
+        Run(_output);
+        Position += n;
+        if (Layout.AnyPacked)
+        {
+            _window.Append(n);
         }
     }
 
@@ -668,6 +914,21 @@ public sealed class CudaDecoder : IDisposable
         return (tps, (quantized + tps - 1) / tps);
     }
 
+    /// <summary>
+    /// Split of a prefill chunk's attention over <paramref name="length"/> positions (the chunk included): as
+    /// <see cref="WarpSplits"/> with at most <see cref="MaxChunkSplits"/> splits, since every warp runs all rows of the chunk.
+    /// </summary>
+    internal static (int PositionsPerWarp, int Blocks) ChunkSplits(long perHead, int sms, int length)
+    {
+        int splits = Math.Min(Fp16Splits(perHead, sms), MaxChunkSplits);
+        int tpw = Math.Max(32, (((length + splits - 1) / splits) + 7) / 8 * 8);
+        splits = (length + tpw - 1) / tpw;
+        return (tpw, (splits + 3) / 4);
+    }
+
+    /// <summary>Positions per sequence of one prefill pass: <paramref name="prefillChunk"/> cut to <see cref="MaxChunkRows"/> rows for <paramref name="batch"/> sequences, at least 1.</summary>
+    internal static int ChunkPositions(int batch, int prefillChunk) => Math.Max(1, Math.Min(prefillChunk, MaxChunkRows / Math.Max(1, batch)));
+
     private static int Fp16Splits(long perHead, int sms) => (int)Math.Clamp(((sms * 64L) + perHead - 1) / perHead, 1, MaxFp16Splits);
 
     // The K4V2 kernel's positions per split: the largest of 2048..256 that still gives 1.9 blocks per multiprocessor, else 128.
@@ -684,23 +945,25 @@ public sealed class CudaDecoder : IDisposable
         return 128;
     }
 
-    private static long[] WorkspaceSizes(ModelConfig c, int batch, int maxSplits)
+    // Tokens, activations, logits (none for a prefill chunk's rows), attention partials and sampler states for `batch` rows.
+    private static long[] WorkspaceSizes(ModelConfig c, int batch, int maxSplits, bool logits = true)
     {
         long rows = (long)batch * c.Heads;
+        long logitRows = logits ? batch : 0;
         long[] sizes =
         [
             4L * batch, 4L * batch * c.Dim, 4L * batch * Math.Max(c.Dim, c.QDim), 4L * batch * (c.QDim + (2 * c.KvDim)), 4L * batch * c.QDim,
-            4L * batch * c.QDim, 4L * batch * 2 * c.HiddenDim, 4L * batch * c.HiddenDim, 4L * batch * c.VocabSize,
+            4L * batch * c.QDim, 4L * batch * 2 * c.HiddenDim, 4L * batch * c.HiddenDim, 4L * logitRows * c.VocabSize,
             4L * rows * maxSplits * c.HeadDim, 4L * rows * maxSplits * 2, 8L * batch,
         ];
         return sizes.Select(x => Math.Max(4, x)).ToArray();
     }
 
-    private static void Run(List<CudaLaunch> launches)
+    private static void Run(List<CudaLaunch> launches, int count = int.MaxValue)
     {
-        foreach (CudaLaunch launch in launches)
+        for (int i = 0; i < launches.Count && i < count; i++)
         {
-            launch.Launch();
+            launches[i].Launch();
         }
     }
 
@@ -717,6 +980,49 @@ public sealed class CudaDecoder : IDisposable
     {
         _owned.Add(item);
         return item;
+    }
+
+    // A prefill chunk's buffers and launches (rows p * batch + b of its own activations).
+    private sealed class ChunkLaunches
+    {
+        public required CudaDeviceBuffer Tokens { get; init; }
+
+        public required CudaDeviceBuffer X { get; init; }
+
+        public required CudaLaunch Embed { get; init; }
+
+        public required ChunkLayer[] Layers { get; init; }
+
+        public required CudaLaunch FinalNorm { get; init; }
+    }
+
+    private sealed class ChunkLayer
+    {
+        public required GpuKvLayerLayout Layout { get; init; }
+
+        public required CudaLaunch AttnNorm { get; init; }
+
+        public required List<CudaLaunch> Qkv { get; init; }
+
+        public required CudaLaunch Rope { get; init; }
+
+        public CudaLaunch? Rotate { get; init; }
+
+        public CudaLaunch? Unrotate { get; init; }
+
+        public required CudaLaunch Attn { get; init; }
+
+        public required CudaLaunch Combine { get; init; }
+
+        public required List<CudaLaunch> Wo { get; init; }
+
+        public required CudaLaunch FfnNorm { get; init; }
+
+        public required List<CudaLaunch> W13 { get; init; }
+
+        public required CudaLaunch SwiGlu { get; init; }
+
+        public required List<CudaLaunch> W2 { get; init; }
     }
 
     private sealed class LayerLaunches

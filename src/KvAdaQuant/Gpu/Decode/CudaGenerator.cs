@@ -4,7 +4,7 @@ using KvAdaQuant.Tokenization;
 namespace KvAdaQuant.Gpu.Decode;
 
 /// <summary>
-/// Text generation on a <see cref="CudaDecoder"/>: the prompt runs position by position through the decode step
+/// Text generation on a <see cref="CudaDecoder"/>: the prompt runs through <see cref="CudaDecoder.Prefill"/> in chunks
 /// (every sequence of the batch gets the same prompt), then tokens are sampled on the device; sequence 0's text is
 /// streamed and returned. Speeds count positions of one sequence per second.
 /// </summary>
@@ -26,7 +26,7 @@ public sealed class CudaGenerator
     {
         Sampler.Validate(temperature, topK, topP);
         var promptTokens = _tokenizer.Encode(prompt, addBos: true);
-        int[] step = new int[_decoder.Batch], picked = new int[_decoder.Batch];
+        int[] picked = new int[_decoder.Batch];
         return GenerationLoop.Run(
             promptTokens,
             _tokenizer,
@@ -36,11 +36,15 @@ public sealed class CudaGenerator
             {
                 _decoder.Reset();
                 _decoder.SeedSampler(seed);
-                foreach (int t in promptTokens)
+
+                // Position-major: every sequence gets the prompt.
+                var all = new int[promptTokens.Count * _decoder.Batch];
+                for (int p = 0; p < promptTokens.Count; p++)
                 {
-                    Array.Fill(step, t);
-                    _decoder.Step(step);
+                    all.AsSpan(p * _decoder.Batch, _decoder.Batch).Fill(promptTokens[p]);
                 }
+
+                _decoder.Prefill(all);
 
                 _decoder.Sample(temperature, topK, topP, picked);
                 return picked[0];

@@ -37,4 +37,7 @@ internal struct GpuKvWindow
 
     /// <summary>Counts one appended window row.</summary>
     public void Append() => Residual++;
+
+    /// <summary>Counts <paramref name="rows"/> window rows appended at once (a prefill chunk; the window must hold them).</summary>
+    public void Append(int rows) => Residual += rows;
 }

@@ -204,17 +204,20 @@ extern "C" __global__ void __launch_bounds__(256) dec_rmsnorm(const float* x, co
     for (int i = threadIdx.x; i < dim; i += blockDim.x) out[(size_t)b * dim + i] = __fmul_rn(__fmul_rn(xr[i], inv), w[i]);
 }
 
-// qkv = [b][q | k | v] (+ bias); rotates q and k (RoPE from the host's cos/sin table at `pos`), writes q to qOut
-// [b][heads][HEAD_DIM] and k, v as FP16 to the cache rows [b][kvHead][slot] (head stride `headStride` elements).
-// Grid (batch), block 256.
+// qkv = [r][q | k | v] (+ bias); rotates q and k (RoPE from the host's cos/sin table at `pos`), writes q to qOut
+// [r][heads][HEAD_DIM] and k, v as FP16 to the cache rows [b][kvHead][slot] (head stride `headStride` elements).
+// Row r = p * seqs + b is sequence b's p-th new position (a prefill chunk, position-major; a decode step has p = 0):
+// it takes position pos + p and cache slot slot + p. Grid (rows), block 256.
 extern "C" __global__ void __launch_bounds__(256) dec_rope_append(
     const float* qkv, int ldqkv, const float* bias, const float* cosT, const float* sinT, const int* posPtr, int pos, int heads, int kvHeads,
-    int interleaved, float* qOut, u16* kCache, u16* vCache, u64 headStride, int slot, float* kvScratch, int rotK, int rotV)
+    int interleaved, float* qOut, u16* kCache, u16* vCache, u64 headStride, int slot, float* kvScratch, int rotK, int rotV, int seqs)
 {
-    const int b = blockIdx.x;
+    const int r = blockIdx.x, b = r % seqs;
     const int half = HEAD_DIM / 2;
     if (posPtr != 0) pos = *posPtr;
-    const float* row = qkv + (size_t)b * ldqkv;
+    pos += r / seqs;
+    slot += r / seqs;
+    const float* row = qkv + (size_t)r * ldqkv;
     const float* cs = cosT + (size_t)pos * half;
     const float* sn = sinT + (size_t)pos * half;
     const int qd = heads * HEAD_DIM, kvd = kvHeads * HEAD_DIM;
@@ -230,14 +233,14 @@ extern "C" __global__ void __launch_bounds__(256) dec_rope_append(
         float y1 = __fadd_rn(__fmul_rn(x0, sn[p]), __fmul_rn(x1, cs[p]));
         if (h < heads)
         {
-            float* q = qOut + (size_t)b * qd + base;
+            float* q = qOut + (size_t)r * qd + base;
             q[a] = y0;
             q[c] = y1;
         }
         else if (rotK)
         {
             // Rotated keys: the FP32 row goes to the scratch, dec_rotate_qkv rotates it and writes the FP16 slot.
-            float* k = kvScratch + ((size_t)b * 2 * kvHeads + (h - heads)) * HEAD_DIM;
+            float* k = kvScratch + ((size_t)r * 2 * kvHeads + (h - heads)) * HEAD_DIM;
             k[a] = y0;
             k[c] = y1;
         }
@@ -254,7 +257,7 @@ extern "C" __global__ void __launch_bounds__(256) dec_rope_append(
         float v = row[qd + kvd + i];
         if (bias != 0) v = __fadd_rn(v, bias[qd + kvd + i]);
         int kvh = i / HEAD_DIM, d = i % HEAD_DIM;
-        if (rotV) kvScratch[((size_t)b * 2 * kvHeads + kvHeads + kvh) * HEAD_DIM + d] = v;
+        if (rotV) kvScratch[((size_t)r * 2 * kvHeads + kvHeads + kvh) * HEAD_DIM + d] = v;
         else vCache[((size_t)b * kvHeads + kvh) * headStride + (size_t)slot * HEAD_DIM + d] = f2h(v);
     }
 }
@@ -332,16 +335,18 @@ __device__ __forceinline__ void warp_load(const float* row, float* v, int lane)
 }
 
 // After dec_rope_append of a layer with rotated keys and/or values: the query rows rotated in place (with the keys), and
-// the K and V rows from the scratch rotated into their FP16 cache slot. Grid (heads + 2 kvHeads, batch), block 32.
+// the K and V rows from the scratch rotated into their FP16 cache slot. Rows as dec_rope_append's (row y = p * seqs + b:
+// sequence b, slot slot + p). Grid (heads + 2 kvHeads, rows), block 32.
 extern "C" __global__ void __launch_bounds__(32) dec_rotate_qkv(
-    float* q, const float* kvScratch, u16* kCache, u16* vCache, u64 headStride, int slot, int heads, int kvHeads, int rotK, int rotV)
+    float* q, const float* kvScratch, u16* kCache, u16* vCache, u64 headStride, int slot, int heads, int kvHeads, int rotK, int rotV, int seqs)
 {
-    const int r = blockIdx.x, b = blockIdx.y, lane = threadIdx.x;
+    const int r = blockIdx.x, y = blockIdx.y, b = y % seqs, lane = threadIdx.x;
+    slot += y / seqs;
     float v[ROT_E];
     if (r < heads)
     {
         if (!rotK) return;
-        float* row = q + ((size_t)b * heads + r) * HEAD_DIM;
+        float* row = q + ((size_t)y * heads + r) * HEAD_DIM;
         warp_load(row, v, lane);
         warp_rotate(v, lane, true);
 #pragma unroll
@@ -351,7 +356,7 @@ extern "C" __global__ void __launch_bounds__(32) dec_rotate_qkv(
     const bool keys = r < heads + kvHeads;
     if (keys ? !rotK : !rotV) return;
     const int kvh = keys ? r - heads : r - heads - kvHeads;
-    warp_load(kvScratch + ((size_t)b * 2 * kvHeads + (keys ? 0 : kvHeads) + kvh) * HEAD_DIM, v, lane);
+    warp_load(kvScratch + ((size_t)y * 2 * kvHeads + (keys ? 0 : kvHeads) + kvh) * HEAD_DIM, v, lane);
     warp_rotate(v, lane, true);
     u16* dst = (keys ? kCache : vCache) + ((size_t)b * kvHeads + kvh) * headStride + (size_t)slot * HEAD_DIM;
 #pragma unroll
@@ -433,11 +438,14 @@ __device__ __forceinline__ void load_halves(const u16* p, float* out)
     }
 }
 
+// One query row `qr` (its heads' queries in q, its partials in partO / partML) against positions [0, T) of sequence b's
+// cache. A decode step: qr = b = blockIdx.z.
 template <class SRC>
-__device__ __forceinline__ void attn_split(const SRC& src, const float* q, float* partO, float* partML, int T, int tokensPerWarp, int ratio, float scaleLog2)
+__device__ __forceinline__ void attn_split(const SRC& src, const float* q, float* partO, float* partML, int T, int tokensPerWarp, int ratio, float scaleLog2,
+                                           int b, int qr)
 {
     __shared__ alignas(16) float sq[MAX_RATIO][4][QK_PAD];
-    const int kvh = blockIdx.y, b = blockIdx.z, kvHeads = gridDim.y;
+    const int kvh = blockIdx.y, kvHeads = gridDim.y;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int split = blockIdx.x * 4 + warp;
@@ -447,7 +455,7 @@ __device__ __forceinline__ void attn_split(const SRC& src, const float* q, float
     for (int i = threadIdx.x; i < ratio * HEAD_DIM; i += blockDim.x)
     {
         int h = i / HEAD_DIM, d = i % HEAD_DIM;
-        sq[h][d / QK_DPL][d % QK_DPL] = q[((size_t)b * hqTotal + kvh * ratio + h) * HEAD_DIM + d] * scaleLog2;
+        sq[h][d / QK_DPL][d % QK_DPL] = q[((size_t)qr * hqTotal + kvh * ratio + h) * HEAD_DIM + d] * scaleLog2;
     }
     __syncthreads();
 
@@ -564,7 +572,7 @@ __device__ __forceinline__ void attn_split(const SRC& src, const float* q, float
     {
         if (h < ratio)
         {
-            size_t slot = ((size_t)b * hqTotal + kvh * ratio + h) * totalSplits + split;
+            size_t slot = ((size_t)qr * hqTotal + kvh * ratio + h) * totalSplits + split;
             if (lane < PV_LANES)
             {
 #pragma unroll
@@ -697,11 +705,32 @@ struct PackedRows
     }
 };
 
+// A prefill chunk: each sequence's `qps` new positions, query rows p * gridDim.z + b (position-major), causal: row p sees
+// the first T - (qps - 1 - p) positions, T counting the whole chunk. The warp runs the rows one after the other, so the
+// K/V rows of its split come from DRAM once and from L1/L2 for the later rows.
+template <class SRC>
+__device__ __forceinline__ void attn_chunk(const SRC& src, const float* q, float* partO, float* partML, int T, int tokensPerWarp, int ratio, float scaleLog2, int qps)
+{
+    const int b = blockIdx.z, seqs = gridDim.z;
+    for (int p = 0; p < qps; p++)
+    {
+        __syncthreads(); // the previous row's queries are no longer read
+        attn_split(src, q, partO, partML, T - (qps - 1 - p), tokensPerWarp, ratio, scaleLog2, b, p * seqs + b);
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(128) dec_attn_fp16(
     const u16* kCache, const u16* vCache, u64 headStride, const float* q, float* partO, float* partML,
     int T, int tokensPerWarp, int ratio, float scaleLog2)
 {
-    attn_split(Fp16Rows{kCache, vCache, headStride}, q, partO, partML, T, tokensPerWarp, ratio, scaleLog2);
+    attn_split(Fp16Rows{kCache, vCache, headStride}, q, partO, partML, T, tokensPerWarp, ratio, scaleLog2, blockIdx.z, blockIdx.z);
+}
+
+extern "C" __global__ void __launch_bounds__(128) dec_attn_fp16_chunk(
+    const u16* kCache, const u16* vCache, u64 headStride, const float* q, float* partO, float* partML,
+    int T, int tokensPerWarp, int ratio, float scaleLog2, int qps)
+{
+    attn_chunk(Fp16Rows{kCache, vCache, headStride}, q, partO, partML, T, tokensPerWarp, ratio, scaleLog2, qps);
 }
 
 // Any per-token packed format (1, 1.58, 2, 3, 4, 5, 6, 8 bits, any group dividing HEAD_DIM) plus the FP16 window:
@@ -715,7 +744,17 @@ extern "C" __global__ void __launch_bounds__(128) dec_attn_fp16(
     {                                                                                                                            \
         PackedRows<KB, VB> src{PackedRow<KB>{kCodes, kParams, kBits, kRowBytes, kGroup}, PackedRow<VB>{vCodes, vParams, vBits, vRowBytes, vGroup}, \
                                resK, resV, tokenStride, resHeadStride, T};                                                       \
-        attn_split(src, q, partO, partML, T + R, tokensPerWarp, ratio, scaleLog2);                                               \
+        attn_split(src, q, partO, partML, T + R, tokensPerWarp, ratio, scaleLog2, blockIdx.z, blockIdx.z);                       \
+    }                                                                                                                            \
+    extern "C" __global__ void __launch_bounds__(128) NAME##_chunk(                                                              \
+        const u8* kCodes, const u32* kParams, int kBits, int kRowBytes, int kGroup,                                              \
+        const u8* vCodes, const u32* vParams, int vBits, int vRowBytes, int vGroup,                                              \
+        const u16* resK, const u16* resV, u64 tokenStride, u64 resHeadStride,                                                    \
+        const float* q, float* partO, float* partML, int T, int R, int tokensPerWarp, int ratio, float scaleLog2, int qps)       \
+    {                                                                                                                            \
+        PackedRows<KB, VB> src{PackedRow<KB>{kCodes, kParams, kBits, kRowBytes, kGroup}, PackedRow<VB>{vCodes, vParams, vBits, vRowBytes, vGroup}, \
+                               resK, resV, tokenStride, resHeadStride, T};                                                       \
+        attn_chunk(src, q, partO, partML, T + R, tokensPerWarp, ratio, scaleLog2, qps);                                          \
     }
 
 DEC_ATTN_PACKED(dec_attn_packed, 0, 0)

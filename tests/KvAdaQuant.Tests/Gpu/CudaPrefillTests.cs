@@ -1,0 +1,212 @@
+using KvAdaQuant.Engine;
+using KvAdaQuant.Formats;
+using KvAdaQuant.Formats.Gguf;
+using KvAdaQuant.Gpu.Cuda;
+using KvAdaQuant.Gpu.Decode;
+using KvAdaQuant.KvCache;
+using KvAdaQuant.Model;
+using Xunit.Abstractions;
+
+namespace KvAdaQuant.Tests.Gpu;
+
+/// <summary>
+/// <see cref="CudaDecoder.Prefill"/> in chunks against the same decoder run position by position (prefill chunk 1) and
+/// against the CPU engine: FP16 and packed caches (the generic and the K4V2 kernels, rotated rows, a mixed plan), prompts
+/// that cross the packed window's flushes, a prefill after decode steps (a chat's next turn, whose first chunk the part-full
+/// window cuts), and a batch. GPU only: skipped with the reason elsewhere.
+/// </summary>
+public class CudaPrefillTests(ITestOutputHelper output)
+{
+    [SkippableTheory]
+    [InlineData("stories260K", "fp16")]
+    [InlineData("stories260K", "k4v2")]
+    [InlineData("stories260K", "k8v4")]
+    [InlineData("stories260K", "k3v2:g4")]
+    [InlineData("stories3M-q80", "fp16")]
+    [InlineData("stories3M-q80", "k4v2")]
+    [InlineData("tiny-hd64", "k4v2")]
+    [InlineData("tiny-hd64", "k4v2:rot")]
+    [InlineData("tiny-hd128", "k4v2")]
+    [InlineData("tiny-hd64", "fp16")]
+    public void ChunkedPrefillEqualsPositionByPosition(string modelName, string kv)
+    {
+        using CudaContext context = GpuAndCpuFp16.OpenContext();
+        using var dir = new TempDir();
+        using LlamaModel model = Load(modelName, dir);
+        var plan = KvPlan.Parse(kv, model.Config.Layers);
+        int[] first = Prompt(model.Config, 150, 1), second = Prompt(model.Config, 100, 2);
+        int[] between = Prompt(model.Config, 5, 3);
+        int capacity = first.Length + between.Length + second.Length + 32;
+        using var chunked = new CudaDecoder(context, model, plan, 1, capacity);
+        using var single = new CudaDecoder(context, model, plan, 1, capacity, prefillChunk: 1);
+        Assert.Equal(CudaDecoder.DefaultPrefillChunk, chunked.PrefillChunk);
+        Assert.Equal(1, single.PrefillChunk);
+
+        // Up to 4,096 positions the chunk's attention splits the positions as the decode step's (32 a warp), and every other
+        // kernel computes each row as the decode step does: the same bits. Layers on the K4V2 tensor-core kernel (FP16 inputs)
+        // run the FP32 packed kernel in a chunk, and the difference can move a K/V value across a rounding boundary of its
+        // 2- or 4-bit code, a whole quantization step in one position, so they are held to the decode checks' 1e-2.
+        bool fast = chunked.Layout.Layers.Any(l => l.UsesFastKernel);
+        double bound = fast ? 1e-2 : 0;
+        var a = new float[model.Config.VocabSize];
+        var b = new float[model.Config.VocabSize];
+        void Compare(string stage)
+        {
+            chunked.CopyLogits(a);
+            single.CopyLogits(b);
+            double rel = RelativeDifference(a, b);
+            output.WriteLine($"{modelName} {kv} {stage}: position {chunked.Position}, window {chunked.PackedState}, max |chunked - single| / max |single| = {rel:E2}");
+            Assert.Equal(single.Position, chunked.Position);
+            Assert.Equal(single.PackedState, chunked.PackedState);
+            Assert.True(rel <= bound, $"{stage}: {rel:E2} > {bound:E0}");
+        }
+
+        chunked.Prefill(first);
+        single.Prefill(first);
+        Compare("first prefill");
+        foreach (int t in between)
+        {
+            chunked.Step([t]);
+            single.Step([t]);
+        }
+
+        Compare("decode steps");
+        chunked.Prefill(second);
+        single.Prefill(second);
+        Compare("second prefill");
+
+        // Greedy decoding goes on from the chunked cache as from the other.
+        var ta = new int[1];
+        var tb = new int[1];
+        int same = 0;
+        for (int i = 0; i < 24; i++)
+        {
+            chunked.SampleGreedy(ta);
+            single.SampleGreedy(tb);
+            if (ta[0] != tb[0])
+            {
+                break;
+            }
+
+            same++;
+            chunked.StepSampled();
+            single.StepSampled();
+        }
+
+        output.WriteLine($"greedy tokens equal: {same} of 24");
+        Assert.True(fast || same == 24, $"only {same} greedy tokens equal");
+        Assert.True(same >= 8, $"only {same} greedy tokens equal");
+    }
+
+    [SkippableTheory]
+    [InlineData("stories260K")]
+    [InlineData("stories3M-q80")]
+    public void ChunkedPrefillMatchesTheCpuEngineAndGreedyTokensAreEqual(string modelName)
+    {
+        using CudaContext context = GpuAndCpuFp16.OpenContext();
+        using var model = ModelLoader.Load(modelName);
+        int[] prompt = Prompt(model.Config, 200, 4);
+        using var both = new GpuAndCpuFp16(context, model, 256);
+        both.Decoder.Prefill(prompt);
+        var gpu = new float[model.Config.VocabSize];
+        both.Decoder.CopyLogits(gpu);
+        float[] cpu = both.Cpu.Prefill(prompt).ToArray();
+        double rel = RelativeDifference(gpu, cpu);
+        output.WriteLine($"{modelName}: {prompt.Length} prompt tokens, max |GPU - CPU| / max |CPU| = {rel:E2}");
+        Assert.True(rel <= 1e-2, $"{rel:E2}");
+
+        var gpuTokens = new List<int>();
+        var cpuTokens = new List<int>();
+        var tok = new int[1];
+        ReadOnlySpan<float> logits = cpu;
+        for (int i = 0; i < 40; i++)
+        {
+            both.Decoder.SampleGreedy(tok);
+            gpuTokens.Add(tok[0]);
+            int next = Sampler.ArgMax(logits);
+            cpuTokens.Add(next);
+            both.Decoder.StepSampled();
+            logits = both.Cpu.Decode(next);
+        }
+
+        Assert.Equal(cpuTokens, gpuTokens);
+    }
+
+    [SkippableTheory]
+    [InlineData("fp16")]
+    [InlineData("k4v2")]
+    public void EverySequenceOfABatchGetsTheLogitsOfOne(string kv)
+    {
+        // Three sequences: 21 positions a chunk (64 rows at most), the splits cut for 3 x the KV heads.
+        using CudaContext context = GpuAndCpuFp16.OpenContext();
+        using var model = ModelLoader.Load("stories3M-q80");
+        var plan = KvPlan.Parse(kv, model.Config.Layers);
+        int[] prompt = Prompt(model.Config, 130, 5);
+        using var one = new CudaDecoder(context, model, plan, 1, 160);
+        using var three = new CudaDecoder(context, model, plan, 3, 160);
+        Assert.Equal(21, three.PrefillChunk);
+        one.Prefill(prompt);
+        three.Prefill(prompt.SelectMany(t => new[] { t, t, t }).ToArray());
+        int vocab = model.Config.VocabSize;
+        var want = new float[vocab];
+        var got = new float[3 * vocab];
+        one.CopyLogits(want);
+        three.CopyLogits(got);
+        for (int s = 0; s < 3; s++)
+        {
+            double rel = RelativeDifference(got.AsSpan(s * vocab, vocab), want);
+            output.WriteLine($"{kv} sequence {s}: {rel:E2}");
+            Assert.True(rel <= 1e-4, $"sequence {s}: {rel:E2}");
+        }
+    }
+
+    [SkippableFact]
+    public void BadPrefillInputIsOneClearErrorAndRunsNothing()
+    {
+        using CudaContext context = GpuAndCpuFp16.OpenContext();
+        using var model = ModelLoader.Load("stories260K");
+        using var decoder = new CudaDecoder(context, model, KvPlan.Parse("fp16", model.Config.Layers), 2, 64);
+        var e = Assert.Throws<ArgumentException>(() => decoder.Prefill(new[] { 1, 2, 3 }));
+        Assert.Contains("3 is not a whole number of positions for a batch of 2", e.Message, StringComparison.Ordinal);
+        var v = Assert.Throws<ArgumentOutOfRangeException>(() => decoder.Prefill(new[] { 1, 1, 2, model.Config.VocabSize }));
+        Assert.Contains($"token {model.Config.VocabSize} is outside the vocabulary", v.Message, StringComparison.Ordinal);
+        var full = Assert.Throws<KvCacheException>(() => decoder.Prefill(new int[2 * 65]));
+        Assert.Contains("65 positions after 0 do not fit in the GPU cache of 64", full.Message, StringComparison.Ordinal);
+        Assert.Equal(0, decoder.Position);
+    }
+
+    // The fixture models by name, or a synthetic Q8_0 Llama with head dim 64 or 128 (the K4V2 tensor-core kernel's).
+    private static LlamaModel Load(string name, TempDir dir)
+    {
+        if (!name.StartsWith("tiny-hd", StringComparison.Ordinal))
+        {
+            return ModelLoader.Load(name);
+        }
+
+        int heads = name == "tiny-hd64" ? 8 : 4;
+        var preset = new SyntheticModelPreset(
+            name, SyntheticModelPreset.Llama(512, 1024, 2, heads, 2, 512, 1024, 500000f, new RopeScaling(32f, 1f, 4f, 8192), tied: false), false);
+        string file = dir.File(name + ".gguf");
+        SyntheticModelWriter.Create(preset, KvAdaQuant.Numerics.GgmlType.Q8_0, 7).Write(file);
+        return ModelLoader.Load(file);
+    }
+
+    // BOS, then pseudo-random tokens of the vocabulary.
+    private static int[] Prompt(ModelConfig c, int length, int seed)
+    {
+        var rng = new Random(seed);
+        return Enumerable.Range(0, length).Select(i => i == 0 && seed == 1 ? c.BosToken : rng.Next(3, c.VocabSize)).ToArray();
+    }
+
+    private static double RelativeDifference(ReadOnlySpan<float> a, ReadOnlySpan<float> b)
+    {
+        double diff = 0, scale = 0;
+        for (int i = 0; i < b.Length; i++)
+        {
+            diff = Math.Max(diff, Math.Abs((double)a[i] - b[i]));
+            scale = Math.Max(scale, Math.Abs((double)b[i]));
+        }
+
+        return diff / scale;
+    }
+}
