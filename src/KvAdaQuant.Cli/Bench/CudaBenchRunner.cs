@@ -123,10 +123,7 @@ internal static class CudaBenchRunner
                 ["device_bytes"] = decoder.DeviceBytes,
             };
             rows.Add(row);
-            if (!asJson)
-            {
-                Console.Error.WriteLine($"ctx {ctx}: prefill {string.Join(", ", prefillSpeeds.Select(x => x.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)))}, decode {string.Join(", ", speeds.Select(x => x.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)))} tok/s per sequence");
-            }
+            Console.Error.WriteLine($"ctx {ctx}: prefill {string.Join(", ", prefillSpeeds.Select(x => x.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)))}, decode {string.Join(", ", speeds.Select(x => x.ToString("F1", System.Globalization.CultureInfo.InvariantCulture)))} tok/s per sequence");
         }
 
         if (asJson)

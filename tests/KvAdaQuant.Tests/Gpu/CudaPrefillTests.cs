@@ -42,12 +42,12 @@ public class CudaPrefillTests(ITestOutputHelper output)
         Assert.Equal(CudaDecoder.DefaultPrefillChunk, chunked.PrefillChunk);
         Assert.Equal(1, single.PrefillChunk);
 
-        // Up to 4,096 positions the chunk's attention splits the positions as the decode step's (32 a warp), and every other
-        // kernel computes each row as the decode step does: the same bits. Layers on the K4V2 tensor-core kernel (FP16 inputs)
-        // run the FP32 packed kernel in a chunk, and the difference can move a K/V value across a rounding boundary of its
-        // 2- or 4-bit code, a whole quantization step in one position, so they are held to the decode checks' 1e-2.
-        bool fast = chunked.Layout.Layers.Any(l => l.UsesFastKernel);
-        double bound = fast ? 1e-2 : 0;
+        // The chunk's matrix products sum each row's terms in another order than the decode step's matrix-vector kernels
+        // (FP32 rounding), and layers on the K4V2 tensor-core kernel (FP16 inputs) run the FP32 packed kernel in a chunk. In a
+        // packed layer such a difference can move a K/V value across a rounding boundary of its 2- to 8-bit code, a whole
+        // quantization step in one position, so packed caches are held to the decode checks' 1e-2.
+        bool packed = chunked.Layout.AnyPacked;
+        double bound = packed ? 1e-2 : 1e-4;
         var a = new float[model.Config.VocabSize];
         var b = new float[model.Config.VocabSize];
         void Compare(string stage)
@@ -94,7 +94,7 @@ public class CudaPrefillTests(ITestOutputHelper output)
         }
 
         output.WriteLine($"greedy tokens equal: {same} of 24");
-        Assert.True(fast || same == 24, $"only {same} greedy tokens equal");
+        Assert.True(packed || same == 24, $"only {same} greedy tokens equal");
         Assert.True(same >= 8, $"only {same} greedy tokens equal");
     }
 

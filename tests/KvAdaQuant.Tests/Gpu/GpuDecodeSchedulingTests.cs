@@ -117,9 +117,27 @@ public class GpuDecodeSchedulingTests
     {
         (int tpw, int blocks) = CudaDecoder.ChunkSplits(perHead, sms, length);
         Assert.True(tpw >= 32 && tpw % 8 == 0, $"{tpw} positions per warp");
-        Assert.InRange(4 * blocks, 1, 128);
+        Assert.InRange(4 * blocks, 1, 512);
         Assert.True(4L * blocks * tpw >= length, "every position has a warp");
         Assert.True(4L * (blocks - 1) * tpw < length, "no block is wholly idle");
+    }
+
+    [Theory]
+    [InlineData(3072, 2048, 32, 132)] // Llama 3.2 1B: Q/K/V, output, gate/up, down
+    [InlineData(2048, 2048, 32, 132)]
+    [InlineData(16384, 2048, 32, 132)]
+    [InlineData(2048, 8192, 32, 132)]
+    [InlineData(4096, 14336, 64, 132)] // Llama 3.1 8B down, two sequences
+    [InlineData(24, 172, 32, 132)] // stories260K's down: fewer columns than one split
+    [InlineData(768, 64, 21, 8)]
+    public void PrefillMatrixProductsSplitTheirColumnsToFillTheGpu(int rows, int cols, int chunkRows, int sms)
+    {
+        (int splits, int perSplit) = CudaDecoder.GemmSplits(rows, cols, chunkRows, sms);
+        Assert.True(splits >= 1 && perSplit % 32 == 0, $"{splits} x {perSplit}");
+        Assert.True((long)splits * perSplit >= cols && (long)(splits - 1) * perSplit < cols, "every column in one split, no split empty");
+        Assert.True(splits == 1 || perSplit >= 256, $"{perSplit} columns a split");
+        long blocks = (long)((rows + 63) / 64) * ((chunkRows + 31) / 32) * splits;
+        Assert.True(blocks >= 2 * sms || splits >= cols / 256, $"{blocks} blocks for {sms} multiprocessors");
     }
 
     [Fact]

@@ -29,7 +29,7 @@ public sealed class CudaDecoder : IDisposable
     private const int MaxFp16Splits = 512;
 
     // Splits of one prefill chunk's attention at most (each warp runs every row of the chunk over its positions).
-    private const int MaxChunkSplits = 128;
+    private const int MaxChunkSplits = 512;
     private readonly CudaContext _ctx;
     private readonly ModelConfig _c;
     private readonly List<IDisposable> _owned = [];
@@ -181,13 +181,12 @@ public sealed class CudaDecoder : IDisposable
             }
         }
 
-        List<CudaLaunch> MatVec(CudaWeightMatrix m, CudaDeviceBuffer x, int ldx, CudaDeviceBuffer y, int ldy, bool accumulate, int rowCount = 0)
+        List<CudaLaunch> MatVec(CudaWeightMatrix m, CudaDeviceBuffer x, int ldx, CudaDeviceBuffer y, int ldy, bool accumulate)
         {
-            rowCount = rowCount == 0 ? batch : rowCount;
             var list = new List<CudaLaunch>();
-            for (int b0 = 0; b0 < rowCount; b0 += 8)
+            for (int b0 = 0; b0 < batch; b0 += 8)
             {
-                int nb = Math.Min(8, rowCount - b0);
+                int nb = Math.Min(8, batch - b0);
                 list.Add(Own(matvec[(m.Type, nb)].Prepare(
                     ((m.Rows + 3) / 4, 1, 1), 256, m.Codes, m.Scales, m.LeadingDimension,
                     CudaArgument.FromUInt64(x.Pointer + ((ulong)b0 * (ulong)ldx * 4)), ldx,
@@ -276,15 +275,33 @@ public sealed class CudaDecoder : IDisposable
         _spin = Own(K("dec_spin").Prepare((1, 1, 1), 32, CudaArgument.FromUInt64(40_000_000)));
         _sample = Own(K("dec_sample").Prepare((batch, 1, 1), 1024, _logits, _c.VocabSize, 1f, 0, 1f, _rng, _tokens));
 
-        // Prefill chunks: the same launches over rows p * batch + b of a chunk's own activation buffers.
+        // Prefill chunks: the decode step's launches over rows p * batch + b of a chunk's own activation buffers, with the
+        // matrix products as matrix-matrix products (dec_gemm_*: every weight read once for all rows of the chunk).
         PrefillChunk = ChunkPositions(batch, prefillChunk);
         if (PrefillChunk > 1)
         {
+            var gemm = new Dictionary<GpuWeightType, CudaKernel> { [GpuWeightType.F16] = K("dec_gemm_f16"), [GpuWeightType.Q8_0] = K("dec_gemm_q8"), [GpuWeightType.Q4_0] = K("dec_gemm_q4") };
+            CudaKernel reduce = K("dec_gemm_reduce");
+            int chunkRows = PrefillChunk * batch, sms = context.MultiprocessorCount;
+
             int cr = PrefillChunk * batch;
             // Every buffer of ChunkWorkspaceSizes, so that WorkspaceBytes counts exactly what is allocated.
-            CudaDeviceBuffer[] cb = ChunkWorkspaceSizes(_c, Layout, prefillChunk).Select(Buffer).ToArray();
+            CudaDeviceBuffer[] cb = ChunkWorkspaceSizes(_c, Layout, prefillChunk, sms).Select(Buffer).ToArray();
             CudaDeviceBuffer cTokens = cb[0], cx = cb[1], cxb = cb[2], cqkv = cb[3], cq = cb[4], catt = cb[5], cgu = cb[6], ch = cb[7], cPartO = cb[9], cPartML = cb[10];
-            CudaDeviceBuffer? cScratch = cb.Length > 12 ? cb[12] : null;
+            CudaDeviceBuffer gemmPart = cb[12];
+            CudaDeviceBuffer? cScratch = cb.Length > 13 ? cb[13] : null;
+            ChunkGemm Gemm(CudaWeightMatrix m, CudaDeviceBuffer x, int ldx, CudaDeviceBuffer y, int ldy, bool accumulate)
+            {
+                (int splits, int colsPerSplit) = GemmSplits(m.Rows, m.Cols, chunkRows, sms);
+                return new ChunkGemm(
+                    Own(gemm[m.Type].Prepare(
+                        ((m.Rows + 63) / 64, (chunkRows + 31) / 32, splits), 128, m.Codes, m.Scales, m.LeadingDimension, x, ldx, y, ldy, m.Rows, m.Cols, chunkRows,
+                        accumulate ? 1 : 0, gemmPart, colsPerSplit)),
+                    splits == 1 ? null : Own(reduce.Prepare((Math.Min(4096, ((m.Rows * chunkRows) + 255) / 256), 1, 1), 256, gemmPart, splits, y, ldy, m.Rows, chunkRows, accumulate ? 1 : 0)),
+                    (m.Rows + 63) / 64,
+                    splits);
+            }
+
             var chunkLayers = new ChunkLayer[_c.Layers];
             for (int l = 0; l < _c.Layers; l++)
             {
@@ -315,7 +332,7 @@ public sealed class CudaDecoder : IDisposable
                 {
                     Layout = ll,
                     AttnNorm = Own(rms.Prepare((cr, 1, 1), 256, cx, lw.AttnNorm, cxb, dim, _c.NormEps)),
-                    Qkv = MatVec(lw.Qkv, cxb, dim, cqkv, qkvRows, false, cr),
+                    Qkv = Gemm(lw.Qkv, cxb, dim, cqkv, qkvRows, false),
                     Rope = Own(K("dec_rope_append").Prepare(
                         (cr, 1, 1), 256, cqkv, qkvRows, lw.Bias is null ? CudaArgument.FromUInt64(0) : lw.Bias, cosT, sinT, CudaArgument.FromUInt64(0), 0,
                         _c.Heads, _c.KvHeads, _c.RopeLayout == RopeLayout.Interleaved ? 1 : 0, cq, cl.Keys, cl.Values, CudaArgument.FromUInt64(headStride), 0,
@@ -328,11 +345,11 @@ public sealed class CudaDecoder : IDisposable
                     Unrotate = ll.RotateValues ? Own(K("dec_unrotate_rows").Prepare((_c.Heads, cr, 1), 32, catt, _c.Heads)) : null,
                     Attn = attn,
                     Combine = Own(_packed.Combine.Prepare((cr * _c.Heads, 1, 1), 128, cPartO, cPartML, catt, 1)),
-                    Wo = MatVec(lw.Wo, catt, qd, cx, dim, true, cr),
+                    Wo = Gemm(lw.Wo, catt, qd, cx, dim, true),
                     FfnNorm = Own(rms.Prepare((cr, 1, 1), 256, cx, lw.FfnNorm, cxb, dim, _c.NormEps)),
-                    W13 = MatVec(lw.W13, cxb, dim, cgu, 2 * hid, false, cr),
+                    W13 = Gemm(lw.W13, cxb, dim, cgu, 2 * hid, false),
                     SwiGlu = Own(K("dec_swiglu").Prepare((Math.Min(4096, ((cr * hid) + 255) / 256), 1, 1), 256, cgu, ch, hid, cr)),
-                    W2 = MatVec(lw.W2, ch, hid, cx, dim, true, cr),
+                    W2 = Gemm(lw.W2, ch, hid, cx, dim, true),
                 };
             }
 
@@ -399,12 +416,12 @@ public sealed class CudaDecoder : IDisposable
         ArgumentNullException.ThrowIfNull(layout);
         long rope = 2L * Math.Max(4, (long)layout.Capacity * (config.HeadDim / 2) * 4);
         return WorkspaceSizes(config, layout.Batch, MaxSplits(layout, multiprocessors)).Sum() + rope + RotationScratchBytes(config, layout)
-            + ChunkWorkspaceSizes(config, layout, prefillChunk).Sum();
+            + ChunkWorkspaceSizes(config, layout, prefillChunk, multiprocessors).Sum();
     }
 
-    // The prefill chunk's buffers (WorkspaceSizes for its rows, without logits, then the rotation scratch where a layer is
-    // rotated); none when the chunk is one position.
-    private static long[] ChunkWorkspaceSizes(ModelConfig c, GpuKvCacheLayout layout, int prefillChunk)
+    // The prefill chunk's buffers (WorkspaceSizes for its rows, without logits; the matrix products' split partials; then the
+    // rotation scratch where a layer is rotated); none when the chunk is one position.
+    private static long[] ChunkWorkspaceSizes(ModelConfig c, GpuKvCacheLayout layout, int prefillChunk, int sms)
     {
         int positions = ChunkPositions(layout.Batch, prefillChunk);
         if (positions < 2)
@@ -414,8 +431,10 @@ public sealed class CudaDecoder : IDisposable
 
         int rows = positions * layout.Batch;
         long[] sizes = WorkspaceSizes(c, rows, MaxChunkSplits, logits: false);
+        long part = new[] { (c.QDim + (2 * c.KvDim), c.Dim), (c.Dim, c.QDim), (2 * c.HiddenDim, c.Dim), (c.Dim, c.HiddenDim) }
+            .Max(m => GemmSplits(m.Item1, m.Item2, rows, sms) is ( > 1 and var splits, _) ? 4L * splits * rows * m.Item1 : 4);
         long scratch = RotationScratchBytes(c, layout) / layout.Batch * rows;
-        return scratch > 0 ? [.. sizes, scratch] : sizes;
+        return scratch > 0 ? [.. sizes, part, scratch] : [.. sizes, part];
     }
 
     // The FP32 K and V rows of one step that dec_rotate_qkv rotates into the cache, where a layer is rotated (rot); else 0.
@@ -787,7 +806,7 @@ public sealed class CudaDecoder : IDisposable
     private void ForwardChunk(int n)
     {
         ChunkLaunches c = _chunk!;
-        int rows = n * Batch, pos = Position, mv = (rows + 7) / 8;
+        int rows = n * Batch, pos = Position;
         int slot0 = Layout.AnyPacked ? _window.Residual : pos;
         (int tpw, int gx) = ChunkSplits((long)Batch * _c.KvHeads, _ctx.MultiprocessorCount, pos + n);
         int t = _window.Quantized, r = _window.Residual + n;
@@ -797,7 +816,7 @@ public sealed class CudaDecoder : IDisposable
         {
             l.AttnNorm.SetGrid((rows, 1, 1));
             l.AttnNorm.Launch();
-            Run(l.Qkv, mv);
+            RunGemm(l.Qkv, rows);
             l.Rope.SetGrid((rows, 1, 1));
             l.Rope.SetArgument(6, pos);
             l.Rope.SetArgument(14, l.Layout.IsPacked ? slot0 : pos);
@@ -834,13 +853,13 @@ public sealed class CudaDecoder : IDisposable
                 l.Unrotate.Launch();
             }
 
-            Run(l.Wo, mv);
+            RunGemm(l.Wo, rows);
             l.FfnNorm.SetGrid((rows, 1, 1));
             l.FfnNorm.Launch();
-            Run(l.W13, mv);
+            RunGemm(l.W13, rows);
             l.SwiGlu.SetArgument(3, rows);
             l.SwiGlu.Launch();
-            Run(l.W2, mv);
+            RunGemm(l.W2, rows);
         }
 
         c.FinalNorm.SetArgument(0, CudaArgument.FromUInt64(c.X.Pointer + ((ulong)(n - 1) * (ulong)Batch * (ulong)_c.Dim * 4)));
@@ -959,12 +978,39 @@ public sealed class CudaDecoder : IDisposable
         return sizes.Select(x => Math.Max(4, x)).ToArray();
     }
 
-    private static void Run(List<CudaLaunch> launches, int count = int.MaxValue)
+    private static void Run(List<CudaLaunch> launches)
     {
-        for (int i = 0; i < launches.Count && i < count; i++)
+        foreach (CudaLaunch launch in launches)
         {
-            launches[i].Launch();
+            launch.Launch();
         }
+    }
+
+    // A chunk's matrix product over its first `rows` rows (then the sum of its column splits).
+    private static void RunGemm(ChunkGemm g, int rows)
+    {
+        g.Gemm.SetGrid((g.RowTiles, (rows + 31) / 32, g.Splits));
+        g.Gemm.SetArgument(9, rows);
+        g.Gemm.Launch();
+        if (g.Reduce is not null)
+        {
+            g.Reduce.SetArgument(5, rows);
+            g.Reduce.Launch();
+        }
+    }
+
+    /// <summary>
+    /// Column splits of a prefill chunk's matrix product (<c>dec_gemm_*</c>) of <paramref name="rows"/> x
+    /// <paramref name="cols"/> weights over <paramref name="chunkRows"/> rows: enough for about two blocks per
+    /// multiprocessor, each split at least 256 columns, the columns per split a multiple of 32.
+    /// </summary>
+    internal static (int Splits, int ColsPerSplit) GemmSplits(int rows, int cols, int chunkRows, int sms)
+    {
+        long blocks = (long)((rows + 63) / 64) * ((chunkRows + 31) / 32);
+        int want = (int)Math.Min(int.MaxValue, ((2L * sms) + blocks - 1) / blocks);
+        int splits = Math.Clamp(want, 1, Math.Max(1, cols / 256));
+        int colsPerSplit = (((cols + splits - 1) / splits) + 31) / 32 * 32;
+        return ((cols + colsPerSplit - 1) / colsPerSplit, colsPerSplit);
     }
 
     private void Fill(CudaKernel kernel, CudaDeviceBuffer buffer, long count, uint seed)
@@ -1002,7 +1048,7 @@ public sealed class CudaDecoder : IDisposable
 
         public required CudaLaunch AttnNorm { get; init; }
 
-        public required List<CudaLaunch> Qkv { get; init; }
+        public required ChunkGemm Qkv { get; init; }
 
         public required CudaLaunch Rope { get; init; }
 
@@ -1014,16 +1060,19 @@ public sealed class CudaDecoder : IDisposable
 
         public required CudaLaunch Combine { get; init; }
 
-        public required List<CudaLaunch> Wo { get; init; }
+        public required ChunkGemm Wo { get; init; }
 
         public required CudaLaunch FfnNorm { get; init; }
 
-        public required List<CudaLaunch> W13 { get; init; }
+        public required ChunkGemm W13 { get; init; }
 
         public required CudaLaunch SwiGlu { get; init; }
 
-        public required List<CudaLaunch> W2 { get; init; }
+        public required ChunkGemm W2 { get; init; }
     }
+
+    // A chunk's matrix product: dec_gemm_* over (row tiles, x tiles, splits), and dec_gemm_reduce where it splits the columns.
+    private sealed record ChunkGemm(CudaLaunch Gemm, CudaLaunch? Reduce, int RowTiles, int Splits);
 
     private sealed class LayerLaunches
     {

@@ -170,6 +170,129 @@ DEC_MATVEC_ALL(f16, 0)
 DEC_MATVEC_ALL(q8, 1)
 DEC_MATVEC_ALL(q4, 2)
 
+// Prefill chunks: y[b][row] (+)= sum_c W[row][c] * x[b][c] over the chunk's nx rows of x. A block of 128 threads takes GM_W
+// weight rows, GM_X rows of x (grid y) and one of `splits` ranges of the columns (grid z, split-K, so that a product with
+// few weight rows still fills the GPU); each K step of GM_K columns stages the dequantized weights and the x values in
+// shared memory (transposed, so a thread reads 4 weights and 4 x values as two float4), and each thread accumulates a 4 x 4
+// tile in column order. With one split the tile goes to y; with more, to part[split][b][row], which dec_gemm_reduce adds
+// to y in split order (no atomics: the same sums every run). The weights are read once per x tile instead of once per
+// 8 rows (the matrix-vector kernels), and x once per 64 weight rows.
+#define GM_W 64
+#define GM_X 32
+#define GM_K 32
+template <int TYPE>
+__device__ __forceinline__ void gemm(const u8* W, const u16* S, int ldw, const float* x, int ldx, float* y, int ldy,
+                                     int rows, int cols, int nx, int accumulate, float* part, int colsPerSplit)
+{
+    __shared__ alignas(16) float sw[GM_K][GM_W + 4];
+    __shared__ alignas(16) float sx[GM_K][GM_X + 4];
+    const int t = threadIdx.x;
+    const int tw = t >> 3, tx = t & 7;            // the thread's 4 weight rows and 4 x rows
+    const int lr = t >> 2, lc = (t & 3) * 8;       // what it stages: weight rows lr and lr + 32, x row lr; columns lc .. lc + 7
+    const int row0 = blockIdx.x * GM_W, xb0 = blockIdx.y * GM_X;
+    const int kBegin = blockIdx.z * colsPerSplit, kEnd = min(cols, kBegin + colsPerSplit);
+    float acc[4][4];
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+    {
+#pragma unroll
+        for (int j = 0; j < 4; j++) acc[i][j] = 0.f;
+    }
+    const bool vec = (cols & 7) == 0 && (ldx & 3) == 0;
+    for (int k0 = kBegin; k0 < kEnd; k0 += GM_K)
+    {
+        const int c = k0 + lc;
+        const int xr = xb0 + lr;
+#pragma unroll
+        for (int half = 0; half < 2; half++)
+        {
+            const int wr = row0 + lr + 32 * half;
+            float w[8];
+            if (vec && c + 8 <= kEnd && wr < rows) weight8<TYPE>(W, S, ldw, cols, wr, c, w);
+            else
+            {
+#pragma unroll
+                for (int i = 0; i < 8; i++) w[i] = c + i < kEnd && wr < rows ? weight1<TYPE>(W, S, ldw, cols, wr, c + i) : 0.f;
+            }
+#pragma unroll
+            for (int i = 0; i < 8; i++) sw[lc + i][lr + 32 * half] = w[i];
+        }
+        float v[8];
+        if (vec && c + 8 <= kEnd && xr < nx)
+        {
+            float4 a = __ldg((const float4*)(x + (size_t)xr * ldx + c));
+            float4 b = __ldg((const float4*)(x + (size_t)xr * ldx + c + 4));
+            v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+        }
+        else
+        {
+#pragma unroll
+            for (int i = 0; i < 8; i++) v[i] = c + i < kEnd && xr < nx ? x[(size_t)xr * ldx + c + i] : 0.f;
+        }
+#pragma unroll
+        for (int i = 0; i < 8; i++) sx[lc + i][lr] = v[i];
+        __syncthreads();
+#pragma unroll 8
+        for (int kk = 0; kk < GM_K; kk++)
+        {
+            float4 a = *(const float4*)&sw[kk][tw * 4];
+            float4 b = *(const float4*)&sx[kk][tx * 4];
+            float wa[4] = {a.x, a.y, a.z, a.w}, xv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+            {
+#pragma unroll
+                for (int j = 0; j < 4; j++) acc[i][j] = fmaf(wa[i], xv[j], acc[i][j]);
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+    {
+        int b = xb0 + tx * 4 + j;
+        if (b >= nx) continue;
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+        {
+            int r = row0 + tw * 4 + i;
+            if (r >= rows) continue;
+            if (gridDim.z > 1) part[((size_t)blockIdx.z * nx + b) * rows + r] = acc[i][j];
+            else
+            {
+                float* dst = y + (size_t)b * ldy + r;
+                *dst = accumulate ? *dst + acc[i][j] : acc[i][j];
+            }
+        }
+    }
+}
+
+#define DEC_GEMM(TNAME, TYPE)                                                                                             \
+    extern "C" __global__ void __launch_bounds__(128) dec_gemm_##TNAME(                                                    \
+        const u8* W, const u16* S, int ldw, const float* x, int ldx, float* y, int ldy, int rows, int cols, int nx, int accumulate, \
+        float* part, int colsPerSplit)                                                                                    \
+    {                                                                                                                     \
+        gemm<TYPE>(W, S, ldw, x, ldx, y, ldy, rows, cols, nx, accumulate, part, colsPerSplit);                            \
+    }
+
+DEC_GEMM(f16, 0)
+DEC_GEMM(q8, 1)
+DEC_GEMM(q4, 2)
+
+// y[b][row] (+)= the splits' partial sums of dec_gemm_*, added in split order; grid-stride.
+extern "C" __global__ void __launch_bounds__(256) dec_gemm_reduce(const float* part, int splits, float* y, int ldy, int rows, int nx, int accumulate)
+{
+    const size_t n = (size_t)rows * nx;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+    {
+        size_t b = i / rows, r = i % rows;
+        float a = part[i];
+        for (int s = 1; s < splits; s++) a += part[(size_t)s * n + i];
+        float* dst = y + b * ldy + r;
+        *dst = accumulate ? *dst + a : a;
+    }
+}
+
 // x[b][i] = embedding row tokens[b]; grid (batch), block 256.
 extern "C" __global__ void __launch_bounds__(256) dec_embed(const u8* W, const u16* S, int ldw, int type, const int* tokens, float* x, int dim)
 {
