@@ -108,18 +108,36 @@ public class GpuDecodeSchedulingTests
     }
 
     [Theory]
-    [InlineData(8L, 132, 33)]
-    [InlineData(8L, 132, 4096)]
-    [InlineData(8L, 132, 32768)]
-    [InlineData(64L, 132, 131072)]
-    [InlineData(1L, 1, 100)]
-    public void PrefillChunkAttentionSplitsCoverThePositionsWithinTheirPartials(long perHead, int sms, int length)
+    [InlineData(8L, 1, 132, 33)]
+    [InlineData(8L, 1, 132, 4096)]
+    [InlineData(8L, 1, 132, 32768)]
+    [InlineData(8L, 2, 132, 131072)]
+    [InlineData(64L, 1, 132, 131072)]
+    [InlineData(1L, 1, 1, 100)]
+    [InlineData(1L, 1, 132, 1_000_000)]
+    public void PrefillChunkAttentionSplitsCoverThePositionsWithinTheirPartials(long perHead, int rowGroups, int sms, int length)
     {
-        (int tpw, int blocks) = CudaDecoder.ChunkSplits(perHead, sms, length);
-        Assert.True(tpw >= 32 && tpw % 8 == 0, $"{tpw} positions per warp");
-        Assert.InRange(4 * blocks, 1, 512);
-        Assert.True(4L * blocks * tpw >= length, "every position has a warp");
-        Assert.True(4L * (blocks - 1) * tpw < length, "no block is wholly idle");
+        (int tps, int splits) = CudaDecoder.ChunkSplits(perHead, rowGroups, sms, length);
+        Assert.True(tps >= 32 && tps % 32 == 0, $"{tps} positions a split");
+        Assert.InRange(splits, 1, 512);
+        Assert.True((long)splits * tps >= length, "every position has a split");
+        Assert.True((long)(splits - 1) * tps < length, "no split is empty");
+        // About four blocks a multiprocessor (at least three after the rounding to 32 positions), where the length allows.
+        Assert.True(splits * perHead * rowGroups >= Math.Min(3L * sms, perHead * rowGroups * ((length + 31) / 32)), $"{splits} splits");
+    }
+
+    [Theory]
+    [InlineData(32, 4, 64, 1)]
+    [InlineData(32, 4, 128, 2)]
+    [InlineData(21, 8, 128, 3)]
+    [InlineData(32, 8, 256, 8)]
+    [InlineData(32, 2, 8, 1)]
+    [InlineData(1, 1, 64, 1)]
+    public void PrefillChunkAttentionGivesEveryQueryRowAThread(int positions, int ratio, int headDim, int groups)
+    {
+        Assert.Equal(groups, CudaDecoder.ChunkRowGroups(positions, ratio, headDim));
+        int rowsPerBlock = 128 / Math.Max(1, headDim / 64);
+        Assert.True(groups * rowsPerBlock >= positions * ratio && (groups - 1) * rowsPerBlock < positions * ratio);
     }
 
     [Theory]

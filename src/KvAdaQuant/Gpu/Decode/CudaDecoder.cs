@@ -313,7 +313,7 @@ public sealed class CudaDecoder : IDisposable
                 if (!ll.IsPacked)
                 {
                     attn = Own(K("dec_attn_fp16_chunk").Prepare(
-                        (1, _c.KvHeads, batch), 128, cl.Keys, cl.Values, CudaArgument.FromUInt64(headStride), cq, cPartO, cPartML, 1, 32, ratio, scaleLog2, 1));
+                        (1, _c.KvHeads, batch), 128, cl.Keys, cl.Values, CudaArgument.FromUInt64(headStride), cq, cPartO, cPartML, 1, 32, ratio, scaleLog2, 1, 1));
                 }
                 else
                 {
@@ -325,7 +325,7 @@ public sealed class CudaDecoder : IDisposable
                         cl.KeyCodes!, cl.KeyParams!, kf.BitsCode, kf.RowBytes, kf.GroupSize,
                         cl.ValueCodes!, cl.ValueParams!, vf.BitsCode, vf.RowBytes, vf.GroupSize,
                         cl.Keys, cl.Values, CudaArgument.FromUInt64((ulong)capacity), CudaArgument.FromUInt64(headStride),
-                        cq, cPartO, cPartML, 0, 0, 32, ratio, scaleLog2, 1));
+                        cq, cPartO, cPartML, 0, 0, 32, ratio, scaleLog2, 1, 1));
                 }
 
                 chunkLayers[l] = new ChunkLayer
@@ -808,7 +808,8 @@ public sealed class CudaDecoder : IDisposable
         ChunkLaunches c = _chunk!;
         int rows = n * Batch, pos = Position;
         int slot0 = Layout.AnyPacked ? _window.Residual : pos;
-        (int tpw, int gx) = ChunkSplits((long)Batch * _c.KvHeads, _ctx.MultiprocessorCount, pos + n);
+        int rowGroups = ChunkRowGroups(n, _c.GroupSize, _c.HeadDim);
+        (int tps, int splits) = ChunkSplits((long)Batch * _c.KvHeads, rowGroups, _ctx.MultiprocessorCount, pos + n);
         int t = _window.Quantized, r = _window.Residual + n;
         c.Embed.SetGrid((rows, 1, 1));
         c.Embed.Launch();
@@ -828,24 +829,26 @@ public sealed class CudaDecoder : IDisposable
                 l.Rotate.Launch();
             }
 
-            l.Attn.SetGrid((gx, _c.KvHeads, Batch));
+            l.Attn.SetGrid((splits * rowGroups, _c.KvHeads, Batch));
             if (l.Layout.IsPacked)
             {
                 l.Attn.SetArgument(17, t);
                 l.Attn.SetArgument(18, r);
-                l.Attn.SetArgument(19, tpw);
+                l.Attn.SetArgument(19, tps);
                 l.Attn.SetArgument(22, n);
+                l.Attn.SetArgument(23, rowGroups);
             }
             else
             {
                 l.Attn.SetArgument(6, pos + n);
-                l.Attn.SetArgument(7, tpw);
+                l.Attn.SetArgument(7, tps);
                 l.Attn.SetArgument(10, n);
+                l.Attn.SetArgument(11, rowGroups);
             }
 
             l.Attn.Launch();
             l.Combine.SetGrid((rows * _c.Heads, 1, 1));
-            l.Combine.SetArgument(3, 4 * gx);
+            l.Combine.SetArgument(3, splits);
             l.Combine.Launch();
             if (l.Unrotate is not null)
             {
@@ -934,15 +937,26 @@ public sealed class CudaDecoder : IDisposable
     }
 
     /// <summary>
-    /// Split of a prefill chunk's attention over <paramref name="length"/> positions (the chunk included): as
-    /// <see cref="WarpSplits"/> with at most <see cref="MaxChunkSplits"/> splits, since every warp runs all rows of the chunk.
+    /// Split of a prefill chunk's attention over <paramref name="length"/> positions (the chunk included): about four
+    /// blocks per multiprocessor over the (sequence, KV head, row group) blocks of a split, each split a multiple of 32
+    /// positions, at most <see cref="MaxChunkSplits"/> splits.
     /// </summary>
-    internal static (int PositionsPerWarp, int Blocks) ChunkSplits(long perHead, int sms, int length)
+    internal static (int PositionsPerSplit, int Splits) ChunkSplits(long perHead, int rowGroups, int sms, int length)
     {
-        int splits = Math.Min(Fp16Splits(perHead, sms), MaxChunkSplits);
-        int tpw = Math.Max(32, (((length + splits - 1) / splits) + 7) / 8 * 8);
-        splits = (length + tpw - 1) / tpw;
-        return (tpw, (splits + 3) / 4);
+        long perSplit = perHead * rowGroups;
+        int splits = (int)Math.Clamp(((4L * sms) + perSplit - 1) / perSplit, 1, MaxChunkSplits);
+        int tps = Math.Max(32, (((length + splits - 1) / splits) + 31) / 32 * 32);
+        return (tps, (length + tps - 1) / tps);
+    }
+
+    /// <summary>
+    /// Blocks of the chunk attention per (split, KV head, sequence): its <paramref name="positions"/> x
+    /// <paramref name="ratio"/> query rows, 128 threads a block and head dim / 64 threads a row (at least one).
+    /// </summary>
+    internal static int ChunkRowGroups(int positions, int ratio, int headDim)
+    {
+        int rowsPerBlock = 128 / Math.Max(1, headDim / 64);
+        return ((positions * ratio) + rowsPerBlock - 1) / rowsPerBlock;
     }
 
     /// <summary>Positions per sequence of one prefill pass: <paramref name="prefillChunk"/> cut to <see cref="MaxChunkRows"/> rows for <paramref name="batch"/> sequences, at least 1.</summary>

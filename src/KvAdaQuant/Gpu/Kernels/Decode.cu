@@ -561,14 +561,11 @@ __device__ __forceinline__ void load_halves(const u16* p, float* out)
     }
 }
 
-// One query row `qr` (its heads' queries in q, its partials in partO / partML) against positions [0, T) of sequence b's
-// cache. A decode step: qr = b = blockIdx.z.
 template <class SRC>
-__device__ __forceinline__ void attn_split(const SRC& src, const float* q, float* partO, float* partML, int T, int tokensPerWarp, int ratio, float scaleLog2,
-                                           int b, int qr)
+__device__ __forceinline__ void attn_split(const SRC& src, const float* q, float* partO, float* partML, int T, int tokensPerWarp, int ratio, float scaleLog2)
 {
     __shared__ alignas(16) float sq[MAX_RATIO][4][QK_PAD];
-    const int kvh = blockIdx.y, kvHeads = gridDim.y;
+    const int kvh = blockIdx.y, b = blockIdx.z, kvHeads = gridDim.y;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int split = blockIdx.x * 4 + warp;
@@ -578,7 +575,7 @@ __device__ __forceinline__ void attn_split(const SRC& src, const float* q, float
     for (int i = threadIdx.x; i < ratio * HEAD_DIM; i += blockDim.x)
     {
         int h = i / HEAD_DIM, d = i % HEAD_DIM;
-        sq[h][d / QK_DPL][d % QK_DPL] = q[((size_t)qr * hqTotal + kvh * ratio + h) * HEAD_DIM + d] * scaleLog2;
+        sq[h][d / QK_DPL][d % QK_DPL] = q[((size_t)b * hqTotal + kvh * ratio + h) * HEAD_DIM + d] * scaleLog2;
     }
     __syncthreads();
 
@@ -695,7 +692,7 @@ __device__ __forceinline__ void attn_split(const SRC& src, const float* q, float
     {
         if (h < ratio)
         {
-            size_t slot = ((size_t)qr * hqTotal + kvh * ratio + h) * totalSplits + split;
+            size_t slot = ((size_t)b * hqTotal + kvh * ratio + h) * totalSplits + split;
             if (lane < PV_LANES)
             {
 #pragma unroll
@@ -829,31 +826,108 @@ struct PackedRows
 };
 
 // A prefill chunk: each sequence's `qps` new positions, query rows p * gridDim.z + b (position-major), causal: row p sees
-// the first T - (qps - 1 - p) positions, T counting the whole chunk. The warp runs the rows one after the other, so the
-// K/V rows of its split come from DRAM once and from L1/L2 for the later rows.
+// the first T - (qps - 1 - p) positions, T counting the whole chunk. A block of 128 threads takes one split of the
+// positions (`tokensPerSplit`) for CH_ROWS (query position, head) rows of one KV head (grid x = split * rowGroups + group):
+// each row is CH_TPR threads holding CH_DPT of its query's dimensions and of its output in registers. Tiles of CH_TILE
+// positions are dequantized into shared memory once for all rows; for each position a row forms its score, and the
+// output accumulates p * v with p = exp2(score - m), where the reference m only moves when a score exceeds it by more than
+// CH_SLACK (p <= 2^8; the accumulators are rescaled then), so the common position costs no rescale. The partial (m, l,
+// output relative to exp2(m)) is kvq_combine's.
+#define CH_DPT (HEAD_DIM < 64 ? HEAD_DIM : 64)
+#define CH_TPR (HEAD_DIM / CH_DPT)
+#define CH_ROWS (128 / CH_TPR)
+#define CH_TILE (HEAD_DIM <= 128 ? 32 : 16)
+#define CH_SLACK 8.f
 template <class SRC>
-__device__ __forceinline__ void attn_chunk(const SRC& src, const float* q, float* partO, float* partML, int T, int tokensPerWarp, int ratio, float scaleLog2, int qps)
+__device__ __forceinline__ void attn_chunk(const SRC& src, const float* q, float* partO, float* partML, int T, int tokensPerSplit, int ratio, float scaleLog2,
+                                           int qps, int rowGroups)
 {
-    const int b = blockIdx.z, seqs = gridDim.z;
-    for (int p = 0; p < qps; p++)
+    __shared__ alignas(16) float sk[CH_TILE][HEAD_DIM];
+    __shared__ alignas(16) float sv[CH_TILE][HEAD_DIM];
+    const int kvh = blockIdx.y, kvHeads = gridDim.y, b = blockIdx.z, seqs = gridDim.z;
+    const int split = blockIdx.x / rowGroups, group = blockIdx.x % rowGroups;
+    const int totalSplits = gridDim.x / rowGroups;
+    const int hqTotal = kvHeads * ratio;
+    const int t = threadIdx.x, lane = t & 31;
+    const int row = group * CH_ROWS + t / CH_TPR;
+    const int d0 = (t % CH_TPR) * CH_DPT;
+    const bool active = row < qps * ratio;
+    const int p = active ? row / ratio : 0, h = active ? row % ratio : 0;
+    const int qr = p * seqs + b;
+    const SRC rows = src.head((size_t)b * kvHeads + kvh);
+    const int t0 = split * tokensPerSplit, t1 = min(T, t0 + tokensPerSplit);
+    const int end = active ? min(t1, T - (qps - 1 - p)) : t0;
+    const unsigned rowMask = CH_TPR == 1 ? 1u << lane : ((1u << CH_TPR) - 1u) << (lane & ~(CH_TPR - 1));
+    float qv[CH_DPT], acc[CH_DPT];
+    const float* qrow = q + ((size_t)qr * hqTotal + kvh * ratio + h) * HEAD_DIM + d0;
+#pragma unroll
+    for (int i = 0; i < CH_DPT; i++)
     {
-        __syncthreads(); // the previous row's queries are no longer read
-        attn_split(src, q, partO, partML, T - (qps - 1 - p), tokensPerWarp, ratio, scaleLog2, b, p * seqs + b);
+        qv[i] = active ? qrow[i] * scaleLog2 : 0.f;
+        acc[i] = 0.f;
     }
+    float m = NEG_BIG, l = 0.f;
+    for (int base = t0; base < t1; base += CH_TILE)
+    {
+        const int n = min(CH_TILE, t1 - base);
+        __syncthreads(); // the previous tile is no longer read
+        for (int i = t; i < n * (HEAD_DIM / 8); i += blockDim.x)
+        {
+            const int j = i / (HEAD_DIM / 8), d = (i % (HEAD_DIM / 8)) * 8;
+            rows.template key_row<8>(base + j, d, &sk[j][d]);
+            rows.template value_row<8>(base + j, d, &sv[j][d]);
+        }
+        __syncthreads();
+        const int jn = min(n, end - base);
+        for (int j = 0; j < jn; j++)
+        {
+            float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
+#pragma unroll
+            for (int i = 0; i < CH_DPT; i += 4)
+            {
+                float4 k = *(const float4*)&sk[j][d0 + i];
+                a0 = fmaf(qv[i], k.x, a0); a1 = fmaf(qv[i + 1], k.y, a1); a2 = fmaf(qv[i + 2], k.z, a2); a3 = fmaf(qv[i + 3], k.w, a3);
+            }
+            float sc = (a0 + a1) + (a2 + a3);
+#pragma unroll
+            for (int o = 1; o < CH_TPR; o <<= 1) sc += __shfl_xor_sync(rowMask, sc, o);
+            if (sc > m + CH_SLACK)
+            {
+                const float alpha = exp2f(m - sc);
+                l *= alpha;
+#pragma unroll
+                for (int i = 0; i < CH_DPT; i++) acc[i] *= alpha;
+                m = sc;
+            }
+            const float pr = exp2f(sc - m);
+            l += pr;
+#pragma unroll
+            for (int i = 0; i < CH_DPT; i += 4)
+            {
+                float4 v = *(const float4*)&sv[j][d0 + i];
+                acc[i] = fmaf(pr, v.x, acc[i]); acc[i + 1] = fmaf(pr, v.y, acc[i + 1]); acc[i + 2] = fmaf(pr, v.z, acc[i + 2]); acc[i + 3] = fmaf(pr, v.w, acc[i + 3]);
+            }
+        }
+    }
+    if (!active) return;
+    const size_t slot = ((size_t)qr * hqTotal + kvh * ratio + h) * totalSplits + split;
+#pragma unroll
+    for (int i = 0; i < CH_DPT; i++) partO[slot * HEAD_DIM + d0 + i] = acc[i];
+    if (d0 == 0) { partML[slot * 2] = m; partML[slot * 2 + 1] = l; }
 }
 
 extern "C" __global__ void __launch_bounds__(128) dec_attn_fp16(
     const u16* kCache, const u16* vCache, u64 headStride, const float* q, float* partO, float* partML,
     int T, int tokensPerWarp, int ratio, float scaleLog2)
 {
-    attn_split(Fp16Rows{kCache, vCache, headStride}, q, partO, partML, T, tokensPerWarp, ratio, scaleLog2, blockIdx.z, blockIdx.z);
+    attn_split(Fp16Rows{kCache, vCache, headStride}, q, partO, partML, T, tokensPerWarp, ratio, scaleLog2);
 }
 
 extern "C" __global__ void __launch_bounds__(128) dec_attn_fp16_chunk(
     const u16* kCache, const u16* vCache, u64 headStride, const float* q, float* partO, float* partML,
-    int T, int tokensPerWarp, int ratio, float scaleLog2, int qps)
+    int T, int tokensPerSplit, int ratio, float scaleLog2, int qps, int rowGroups)
 {
-    attn_chunk(Fp16Rows{kCache, vCache, headStride}, q, partO, partML, T, tokensPerWarp, ratio, scaleLog2, qps);
+    attn_chunk(Fp16Rows{kCache, vCache, headStride}, q, partO, partML, T, tokensPerSplit, ratio, scaleLog2, qps, rowGroups);
 }
 
 // Any per-token packed format (1, 1.58, 2, 3, 4, 5, 6, 8 bits, any group dividing HEAD_DIM) plus the FP16 window:
@@ -867,17 +941,18 @@ extern "C" __global__ void __launch_bounds__(128) dec_attn_fp16_chunk(
     {                                                                                                                            \
         PackedRows<KB, VB> src{PackedRow<KB>{kCodes, kParams, kBits, kRowBytes, kGroup}, PackedRow<VB>{vCodes, vParams, vBits, vRowBytes, vGroup}, \
                                resK, resV, tokenStride, resHeadStride, T};                                                       \
-        attn_split(src, q, partO, partML, T + R, tokensPerWarp, ratio, scaleLog2, blockIdx.z, blockIdx.z);                       \
+        attn_split(src, q, partO, partML, T + R, tokensPerWarp, ratio, scaleLog2);                                               \
     }                                                                                                                            \
     extern "C" __global__ void __launch_bounds__(128) NAME##_chunk(                                                              \
         const u8* kCodes, const u32* kParams, int kBits, int kRowBytes, int kGroup,                                              \
         const u8* vCodes, const u32* vParams, int vBits, int vRowBytes, int vGroup,                                              \
         const u16* resK, const u16* resV, u64 tokenStride, u64 resHeadStride,                                                    \
-        const float* q, float* partO, float* partML, int T, int R, int tokensPerWarp, int ratio, float scaleLog2, int qps)       \
+        const float* q, float* partO, float* partML, int T, int R, int tokensPerSplit, int ratio, float scaleLog2, int qps,     \
+        int rowGroups)                                                                                                           \
     {                                                                                                                            \
         PackedRows<KB, VB> src{PackedRow<KB>{kCodes, kParams, kBits, kRowBytes, kGroup}, PackedRow<VB>{vCodes, vParams, vBits, vRowBytes, vGroup}, \
                                resK, resV, tokenStride, resHeadStride, T};                                                       \
-        attn_chunk(src, q, partO, partML, T + R, tokensPerWarp, ratio, scaleLog2, qps);                                          \
+        attn_chunk(src, q, partO, partML, T + R, tokensPerSplit, ratio, scaleLog2, qps, rowGroups);                              \
     }
 
 DEC_ATTN_PACKED(dec_attn_packed, 0, 0)
