@@ -2,10 +2,12 @@
 # GPU prefill speed, chunked (kvaq's default --ubatch 32) against position by position (--ubatch 1), on a synthetic GGUF file
 # written on the GPU machine. Usage: bash bench/gpu/run_prefill.sh KVAQ [MODELS] (MODELS: 1b, 8b or 1b,8b; default 1b)
 #   KVAQ: a self-contained kvaq (dotnet publish src/KvAdaQuant.Cli -c Release -r linux-x64 --self-contained)
+# SINGLE_RUNS (default 3): timed prefills of the position-by-position runs (one takes ~27 s on the 8B file).
 # Logs in $OUT (or ./out): prefill.log (each bench's command and per-run speeds), prefill.jsonl (its --json, one line per bench).
 set -u -o pipefail
 K=$1
 MODELS=${2:-1b}
+SINGLE_RUNS=${SINGLE_RUNS:-3}
 OUT=${OUT:-./out}
 W=${WORK:-/tmp/kvaq-prefill}
 mkdir -p "$OUT" "$W"
@@ -25,9 +27,8 @@ for m in ${MODELS//,/ }; do
   f="$W/$m-q8_0.gguf"
   [ -f "$f" ] || timeout 300 "$K" convert --synthetic $preset --type q8_0 --out "$f" > /dev/null 2>> "$OUT/prefill.log"
   for kv in fp16 k4v2; do
-    for ub in 1 32; do
-      run --device cuda -m "$f" --kv $kv --ctx 4096 --decode-tokens 16 --runs 1 --prefill-runs 3 --ubatch $ub
-    done
+    run --device cuda -m "$f" --kv $kv --ctx 4096 --decode-tokens 16 --runs 1 --prefill-runs "$SINGLE_RUNS" --ubatch 1
+    run --device cuda -m "$f" --kv $kv --ctx 4096 --decode-tokens 16 --runs 1 --prefill-runs 3 --ubatch 32
   done
   run --device cuda -m "$f" --kv k4v2 --ctx 32768 --prefill-tokens 32768 --decode-tokens 16 --runs 1 --prefill-runs 1
 done

@@ -118,6 +118,7 @@ public class GpuDecodeSchedulingTests
     public void PrefillChunkAttentionSplitsCoverThePositionsWithinTheirPartials(long perHead, int rowGroups, int sms, int length)
     {
         (int tps, int splits) = CudaDecoder.ChunkSplits(perHead, rowGroups, sms, length);
+        Assert.True(splits <= CudaDecoder.ChunkMaxSplits(perHead, sms, length), "the partials hold every split");
         Assert.True(tps >= 32 && tps % 32 == 0, $"{tps} positions a split");
         Assert.InRange(splits, 1, 512);
         Assert.True((long)splits * tps >= length, "every position has a split");

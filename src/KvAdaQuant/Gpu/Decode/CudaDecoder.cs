@@ -430,7 +430,7 @@ public sealed class CudaDecoder : IDisposable
         }
 
         int rows = positions * layout.Batch;
-        long[] sizes = WorkspaceSizes(c, rows, MaxChunkSplits, logits: false);
+        long[] sizes = WorkspaceSizes(c, rows, ChunkMaxSplits((long)layout.Batch * layout.KvHeads, sms, layout.Capacity), logits: false);
         long part = new[] { (c.QDim + (2 * c.KvDim), c.Dim), (c.Dim, c.QDim), (2 * c.HiddenDim, c.Dim), (c.Dim, c.HiddenDim) }
             .Max(m => GemmSplits(m.Item1, m.Item2, rows, sms) is ( > 1 and var splits, _) ? 4L * splits * rows * m.Item1 : 4);
         long scratch = RotationScratchBytes(c, layout) / layout.Batch * rows;
@@ -948,6 +948,13 @@ public sealed class CudaDecoder : IDisposable
         int tps = Math.Max(32, (((length + splits - 1) / splits) + 31) / 32 * 32);
         return (tps, (length + tps - 1) / tps);
     }
+
+    /// <summary>
+    /// The most splits <see cref="ChunkSplits"/> gives for any length up to <paramref name="capacity"/> (one row group), which
+    /// sizes the chunk's attention partials.
+    /// </summary>
+    internal static int ChunkMaxSplits(long perHead, int sms, int capacity) =>
+        (int)Math.Min(Math.Clamp(((4L * sms) + perHead - 1) / perHead, 1, MaxChunkSplits), Math.Max(1, (capacity + 31) / 32));
 
     /// <summary>
     /// Blocks of the chunk attention per (split, KV head, sequence): its <paramref name="positions"/> x
