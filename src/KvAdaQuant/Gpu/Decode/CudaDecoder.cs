@@ -1022,14 +1022,14 @@ public sealed class CudaDecoder : IDisposable
 
     /// <summary>
     /// Column splits of a prefill chunk's matrix product (<c>dec_gemm_*</c>) of <paramref name="rows"/> x
-    /// <paramref name="cols"/> weights over <paramref name="chunkRows"/> rows: enough for about two blocks per
-    /// multiprocessor, each split at least 256 columns, the columns per split a multiple of 32.
+    /// <paramref name="cols"/> weights over <paramref name="chunkRows"/> rows: enough for about six blocks per
+    /// multiprocessor, each split at least 128 columns, the columns per split a multiple of 32.
     /// </summary>
     internal static (int Splits, int ColsPerSplit) GemmSplits(int rows, int cols, int chunkRows, int sms)
     {
         long blocks = (long)((rows + 63) / 64) * ((chunkRows + 31) / 32);
-        int want = (int)Math.Min(int.MaxValue, ((2L * sms) + blocks - 1) / blocks);
-        int splits = Math.Clamp(want, 1, Math.Max(1, cols / 256));
+        int want = (int)Math.Min(int.MaxValue, ((6L * sms) + blocks - 1) / blocks);
+        int splits = Math.Clamp(want, 1, Math.Max(1, cols / 128));
         int colsPerSplit = (((cols + splits - 1) / splits) + 31) / 32 * 32;
         return ((cols + colsPerSplit - 1) / colsPerSplit, colsPerSplit);
     }

@@ -199,7 +199,9 @@ __device__ __forceinline__ void gemm(const u8* W, const u16* S, int ldw, const f
         for (int j = 0; j < 4; j++) acc[i][j] = 0.f;
     }
     const bool vec = (cols & 7) == 0 && (ldx & 3) == 0;
-    for (int k0 = kBegin; k0 < kEnd; k0 += GM_K)
+    // The next K step's weights and x values are loaded into registers while the current one is computed.
+    float w[2][8], v[8];
+    auto load = [&](int k0)
     {
         const int c = k0 + lc;
         const int xr = xb0 + lr;
@@ -207,17 +209,13 @@ __device__ __forceinline__ void gemm(const u8* W, const u16* S, int ldw, const f
         for (int half = 0; half < 2; half++)
         {
             const int wr = row0 + lr + 32 * half;
-            float w[8];
-            if (vec && c + 8 <= kEnd && wr < rows) weight8<TYPE>(W, S, ldw, cols, wr, c, w);
+            if (vec && c + 8 <= kEnd && wr < rows) weight8<TYPE>(W, S, ldw, cols, wr, c, w[half]);
             else
             {
 #pragma unroll
-                for (int i = 0; i < 8; i++) w[i] = c + i < kEnd && wr < rows ? weight1<TYPE>(W, S, ldw, cols, wr, c + i) : 0.f;
+                for (int i = 0; i < 8; i++) w[half][i] = c + i < kEnd && wr < rows ? weight1<TYPE>(W, S, ldw, cols, wr, c + i) : 0.f;
             }
-#pragma unroll
-            for (int i = 0; i < 8; i++) sw[lc + i][lr + 32 * half] = w[i];
         }
-        float v[8];
         if (vec && c + 8 <= kEnd && xr < nx)
         {
             float4 a = __ldg((const float4*)(x + (size_t)xr * ldx + c));
@@ -229,9 +227,19 @@ __device__ __forceinline__ void gemm(const u8* W, const u16* S, int ldw, const f
 #pragma unroll
             for (int i = 0; i < 8; i++) v[i] = c + i < kEnd && xr < nx ? x[(size_t)xr * ldx + c + i] : 0.f;
         }
+    };
+    if (kBegin < kEnd) load(kBegin);
+    for (int k0 = kBegin; k0 < kEnd; k0 += GM_K)
+    {
 #pragma unroll
-        for (int i = 0; i < 8; i++) sx[lc + i][lr] = v[i];
+        for (int i = 0; i < 8; i++)
+        {
+            sw[lc + i][lr] = w[0][i];
+            sw[lc + i][lr + 32] = w[1][i];
+            sx[lc + i][lr] = v[i];
+        }
         __syncthreads();
+        if (k0 + GM_K < kEnd) load(k0 + GM_K);
 #pragma unroll 8
         for (int kk = 0; kk < GM_K; kk++)
         {
