@@ -199,6 +199,26 @@ public sealed class CudaDecoder : IDisposable
         _embed = Own(K("dec_embed").Prepare((batch, 1, 1), 256, embedding.Codes, embedding.Scales, embedding.LeadingDimension, (int)embedding.Type, _tokens, _x, dim));
         float scaleLog2 = (float)(1.0 / Math.Sqrt(hd) / Math.Log(2.0));
         int ratio = _c.GroupSize;
+        // RoPE + cache append and the rotation of rot layers over `rows` rows (a step's batch, or a prefill chunk's rows).
+        CudaLaunch Rope(int l, int rows, CudaDeviceBuffer qkv, CudaDeviceBuffer q, CudaDeviceBuffer? scratch)
+        {
+            GpuKvLayerLayout ll = Layout.Layers[l];
+            CudaKvCacheBuffers.Layer cl = _cache.Layers[l];
+            return Own(K("dec_rope_append").Prepare(
+                (rows, 1, 1), 256, qkv, qkvRows, layerWeights[l].Bias is null ? CudaArgument.FromUInt64(0) : layerWeights[l].Bias!, cosT, sinT, CudaArgument.FromUInt64(0), 0,
+                _c.Heads, _c.KvHeads, _c.RopeLayout == RopeLayout.Interleaved ? 1 : 0, q, cl.Keys, cl.Values, CudaArgument.FromUInt64(HeadStride(ll)), 0,
+                scratch is null ? CudaArgument.FromUInt64(0) : scratch, ll.RotateKeys ? 1 : 0, ll.RotateValues ? 1 : 0, batch));
+        }
+
+        CudaLaunch Rotate(int l, int rows, CudaDeviceBuffer q, CudaDeviceBuffer scratch)
+        {
+            GpuKvLayerLayout ll = Layout.Layers[l];
+            CudaKvCacheBuffers.Layer cl = _cache.Layers[l];
+            return Own(K("dec_rotate_qkv").Prepare(
+                (_c.Heads + (2 * _c.KvHeads), rows, 1), 32, q, scratch, cl.Keys, cl.Values, CudaArgument.FromUInt64(HeadStride(ll)), 0,
+                _c.Heads, _c.KvHeads, ll.RotateKeys ? 1 : 0, ll.RotateValues ? 1 : 0, batch));
+        }
+
         _layers = new LayerLaunches[_c.Layers];
         for (int l = 0; l < _c.Layers; l++)
         {
@@ -211,10 +231,7 @@ public sealed class CudaDecoder : IDisposable
                 Layout = ll,
                 AttnNorm = Own(rms.Prepare((batch, 1, 1), 256, _x, lw.AttnNorm, _xb, dim, _c.NormEps)),
                 Qkv = MatVec(lw.Qkv, _xb, dim, _qkv, qkvRows, false),
-                Rope = Own(K("dec_rope_append").Prepare(
-                    (batch, 1, 1), 256, _qkv, qkvRows, lw.Bias is null ? CudaArgument.FromUInt64(0) : lw.Bias, cosT, sinT, CudaArgument.FromUInt64(0), 0,
-                    _c.Heads, _c.KvHeads, _c.RopeLayout == RopeLayout.Interleaved ? 1 : 0, _q, cl.Keys, cl.Values, CudaArgument.FromUInt64(headStride), 0,
-                    kvScratch is null ? CudaArgument.FromUInt64(0) : kvScratch, ll.RotateKeys ? 1 : 0, ll.RotateValues ? 1 : 0, batch)),
+                Rope = Rope(l, batch, _qkv, _q, kvScratch),
                 Wo = MatVec(lw.Wo, _att, qd, _x, dim, true),
                 FfnNorm = Own(rms.Prepare((batch, 1, 1), 256, _x, lw.FfnNorm, _xb, dim, _c.NormEps)),
                 W13 = MatVec(lw.W13, _xb, dim, _gu, 2 * hid, false),
@@ -225,9 +242,7 @@ public sealed class CudaDecoder : IDisposable
             if (ll.RotateKeys || ll.RotateValues)
             {
                 // Rotated rows (rot): the query and the new K/V rows rotated after RoPE, the attention output turned back.
-                layer.Rotate = Own(K("dec_rotate_qkv").Prepare(
-                    (_c.Heads + (2 * _c.KvHeads), batch, 1), 32, _q, kvScratch!, cl.Keys, cl.Values, CudaArgument.FromUInt64(headStride), 0,
-                    _c.Heads, _c.KvHeads, ll.RotateKeys ? 1 : 0, ll.RotateValues ? 1 : 0, batch));
+                layer.Rotate = Rotate(l, batch, _q, kvScratch!);
                 if (ll.RotateValues)
                 {
                     layer.Unrotate = Own(K("dec_unrotate_rows").Prepare((_c.Heads, batch, 1), 32, _att, _c.Heads));
@@ -333,15 +348,8 @@ public sealed class CudaDecoder : IDisposable
                     Layout = ll,
                     AttnNorm = Own(rms.Prepare((cr, 1, 1), 256, cx, lw.AttnNorm, cxb, dim, _c.NormEps)),
                     Qkv = Gemm(lw.Qkv, cxb, dim, cqkv, qkvRows, false),
-                    Rope = Own(K("dec_rope_append").Prepare(
-                        (cr, 1, 1), 256, cqkv, qkvRows, lw.Bias is null ? CudaArgument.FromUInt64(0) : lw.Bias, cosT, sinT, CudaArgument.FromUInt64(0), 0,
-                        _c.Heads, _c.KvHeads, _c.RopeLayout == RopeLayout.Interleaved ? 1 : 0, cq, cl.Keys, cl.Values, CudaArgument.FromUInt64(headStride), 0,
-                        cScratch is null ? CudaArgument.FromUInt64(0) : cScratch, ll.RotateKeys ? 1 : 0, ll.RotateValues ? 1 : 0, batch)),
-                    Rotate = ll.RotateKeys || ll.RotateValues
-                        ? Own(K("dec_rotate_qkv").Prepare(
-                            (_c.Heads + (2 * _c.KvHeads), cr, 1), 32, cq, cScratch!, cl.Keys, cl.Values, CudaArgument.FromUInt64(headStride), 0,
-                            _c.Heads, _c.KvHeads, ll.RotateKeys ? 1 : 0, ll.RotateValues ? 1 : 0, batch))
-                        : null,
+                    Rope = Rope(l, cr, cqkv, cq, cScratch),
+                    Rotate = ll.RotateKeys || ll.RotateValues ? Rotate(l, cr, cq, cScratch!) : null,
                     Unrotate = ll.RotateValues ? Own(K("dec_unrotate_rows").Prepare((_c.Heads, cr, 1), 32, catt, _c.Heads)) : null,
                     Attn = attn,
                     Combine = Own(_packed.Combine.Prepare((cr * _c.Heads, 1, 1), 128, cPartO, cPartML, catt, 1)),
@@ -777,6 +785,9 @@ public sealed class CudaDecoder : IDisposable
             _window.Append();
         }
     }
+
+    // Elements between two heads' FP16 rows of a layer: the whole capacity, or the window's rows for a packed layer.
+    private ulong HeadStride(GpuKvLayerLayout ll) => (ulong)(ll.IsPacked ? Layout.ResidualCapacity : Capacity) * (ulong)_c.HeadDim;
 
     // Quantizes the oldest chunk of a full FP16 window (packed layers) before the next append.
     private void FlushIfFull()
