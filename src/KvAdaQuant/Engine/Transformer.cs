@@ -239,7 +239,15 @@ public sealed class Transformer : IDisposable
             for (int s = 0; s < seg.Count; s++)
             {
                 int start = seg.Starts[s], count = seg.Counts[s];
-                seg.Caches[s]!.Layers[l].Append(k.Slice(start * kvd, count * kvd), v.Slice(start * kvd, count * kvd), count);
+                try
+                {
+                    seg.Caches[s]!.Layers[l].Append(k.Slice(start * kvd, count * kvd), v.Slice(start * kvd, count * kvd), count);
+                }
+                catch (KvValueException e)
+                {
+                    // A NaN or an infinity here comes from the weights (a damaged file) or the layers before this one.
+                    throw new KvValueException($"{_model.Path}: layer {l}: {e.Message} (NaN, infinity or an overflow in this model's weights or activations)", e);
+                }
             }
 
             Attention(l, n);

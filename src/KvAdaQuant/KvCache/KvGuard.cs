@@ -15,7 +15,7 @@ internal static class KvGuard
             {
                 if (!float.IsFinite(data[i]))
                 {
-                    throw new KvCacheException($"non-finite {what} value {data[i]} at position {firstPosition} + element {i}: refusing to cache it");
+                    throw new KvValueException($"non-finite {what} value {data[i]} at position {firstPosition} + element {i}: refusing to cache it");
                 }
             }
         }
@@ -30,7 +30,7 @@ internal static class KvGuard
             {
                 if (MathF.Abs(data[i]) > 65504f)
                 {
-                    throw new KvCacheException($"{what} value {data[i]} at position {firstPosition} + element {i} is beyond the FP16 range (65504) of this cache: refusing to cache it");
+                    throw new KvValueException($"{what} value {data[i]} at position {firstPosition} + element {i} is beyond the FP16 range (65504) of this cache: refusing to cache it");
                 }
             }
         }

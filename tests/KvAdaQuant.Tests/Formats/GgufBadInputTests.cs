@@ -289,6 +289,35 @@ public class GgufBadInputTests(ConvertedModels models) : IClassFixture<Converted
     }
 
     [Fact]
+    public void ANaNWeightIsNamedWithTheFileAndTheLayerWhereTheCacheRefusesIt()
+    {
+        // No loader reads every weight, so a NaN in one (a damaged file) shows up in the forward pass, where the cache refuses
+        // the non-finite K value. The error named neither the file nor the layer ("non-finite K value NaN at position 0 +
+        // element 0: refusing to cache it").
+        long at;
+        using (var g = GgufFile.Open(Source))
+        {
+            at = g.FindTensor("blk.1.attn_k.weight")!.Offset;
+        }
+
+        var path = models.Patched(Source, "nan.gguf", b =>
+        {
+            BinaryPrimitives.WriteSingleLittleEndian(b.AsSpan((int)at), float.NaN);
+            return b;
+        });
+        using var m = ModelLoader.Load(path);
+        using var t = new KvAdaQuant.Engine.Transformer(m, 1);
+        using var s = new KvAdaQuant.Engine.InferenceSession(t, KvAdaQuant.KvCache.KvCacheFactory.Create("fp32", t.CacheLayout(8)));
+        var e = Assert.Throws<KvAdaQuant.KvCache.KvValueException>(() => s.Prefill([1, 2, 3]));
+        Assert.StartsWith($"{path}: layer 1: non-finite K value NaN at position 0 + element 0: refusing to cache it", e.Message, StringComparison.Ordinal);
+        Assert.Contains("weights or activations", e.Message, StringComparison.Ordinal);
+
+        var (rc, _, stderr) = KvAdaQuant.Tests.Cli.KvaqProcess.Run("generate", "-m", path, "-p", "Once", "-n", "2");
+        Assert.Equal(1, rc);
+        Assert.StartsWith($"kvaq: error: {path}: layer 1: non-finite K value NaN", stderr, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void RopeFrequencyFactorsThatAreNotPositiveAreRejected()
     {
         // A 0 in rope_freqs.weight (positions are divided by the factors) loaded, and the first forward pass made every

@@ -63,11 +63,11 @@ public sealed class LoaderFuzzTests(LoaderFuzzTests.Files files) : IClassFixture
     private static int Iter(int n) => n * (int.TryParse(Environment.GetEnvironmentVariable("KVAQ_FUZZ_SCALE"), out int scale) && scale > 0 ? scale : 1);
 
     /// <summary>
-    /// The project's error naming the file; or, from the forward pass, the cache's refusal of a non-finite value: a flipped
-    /// byte in the weights can make a NaN or an infinity, which no loader looks for (it would have to read every weight).
+    /// The project's error naming the file; or, from the forward pass, the cache's refusal of a value it cannot hold, which
+    /// the engine also names the file in: a flipped byte in the weights can make a NaN or an infinity, which no loader
+    /// looks for (it would have to read every weight).
     /// </summary>
-    private static bool Named(Exception e, string path) => (e is ModelFormatException && e.Message.Contains(path, StringComparison.Ordinal))
-        || (e is KvCacheException && e.Message.Contains("non-finite", StringComparison.Ordinal));
+    private static bool Named(Exception e, string path) => e is ModelFormatException or KvValueException && e.Message.Contains(path, StringComparison.Ordinal);
 
     /// <summary>A short use of a loaded model: a few tokens through the forward pass, the next token decoded.</summary>
     private static void Use(LlamaModel m)

@@ -147,7 +147,7 @@ public class FusedAttentionTests
         cache.Layers[0].Append(k, v, 2);
         cache.Layers[0].Append(k, v, 1);
         v[37] = bad;
-        var e = Assert.Throws<KvCacheException>(() => cache.Layers[0].Append(k, v, 2));
+        var e = Assert.Throws<KvValueException>(() => cache.Layers[0].Append(k, v, 2));
         Assert.Contains(message, e.Message);
         Assert.Equal(3, cache.Layers[0].Length);
     }
