@@ -134,10 +134,15 @@ public class GpuDecodeSchedulingTests
     [InlineData(32, 8, 256, 8)]
     [InlineData(32, 2, 8, 1)]
     [InlineData(1, 1, 64, 1)]
+    [InlineData(32, 4, 96, 2)] // head dims between the powers of two take the next one's threads a row
+    [InlineData(32, 4, 80, 2)]
+    [InlineData(32, 4, 192, 4)]
     public void PrefillChunkAttentionGivesEveryQueryRowAThread(int positions, int ratio, int headDim, int groups)
     {
         Assert.Equal(groups, CudaDecoder.ChunkRowGroups(positions, ratio, headDim));
-        int rowsPerBlock = 128 / Math.Max(1, headDim / 64);
+        int tpr = CudaDecoder.ChunkThreadsPerRow(headDim);
+        Assert.True(tpr is 1 or 2 or 4 && headDim % tpr == 0 && headDim / tpr <= 64, $"{tpr} threads a row");
+        int rowsPerBlock = 128 / tpr;
         Assert.True(groups * rowsPerBlock >= positions * ratio && (groups - 1) * rowsPerBlock < positions * ratio);
     }
 

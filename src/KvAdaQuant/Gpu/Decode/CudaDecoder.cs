@@ -960,6 +960,9 @@ public sealed class CudaDecoder : IDisposable
         return (tps, (length + tps - 1) / tps);
     }
 
+    /// <summary>Threads of the chunk attention per query row: 1, 2 or 4 for head dims up to 64, 128 and 256 (the kernel's CH_TPR).</summary>
+    internal static int ChunkThreadsPerRow(int headDim) => headDim <= 64 ? 1 : headDim <= 128 ? 2 : 4;
+
     /// <summary>
     /// The most splits <see cref="ChunkSplits"/> gives for any length up to <paramref name="capacity"/> (one row group), which
     /// sizes the chunk's attention partials.
@@ -969,11 +972,12 @@ public sealed class CudaDecoder : IDisposable
 
     /// <summary>
     /// Blocks of the chunk attention per (split, KV head, sequence): its <paramref name="positions"/> x
-    /// <paramref name="ratio"/> query rows, 128 threads a block and head dim / 64 threads a row (at least one).
+    /// <paramref name="ratio"/> query rows, 128 threads a block and 1, 2 or 4 threads a row (head dim up to 64, 128, 256),
+    /// as the kernel's CH_TPR.
     /// </summary>
     internal static int ChunkRowGroups(int positions, int ratio, int headDim)
     {
-        int rowsPerBlock = 128 / Math.Max(1, headDim / 64);
+        int rowsPerBlock = 128 / ChunkThreadsPerRow(headDim);
         return ((positions * ratio) + rowsPerBlock - 1) / rowsPerBlock;
     }
 

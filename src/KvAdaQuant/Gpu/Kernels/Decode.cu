@@ -836,13 +836,14 @@ struct PackedRows
 // A prefill chunk: each sequence's `qps` new positions, query rows p * gridDim.z + b (position-major), causal: row p sees
 // the first T - (qps - 1 - p) positions, T counting the whole chunk. A block of 128 threads takes one split of the
 // positions (`tokensPerSplit`) for CH_ROWS (query position, head) rows of one KV head (grid x = split * rowGroups + group):
-// each row is CH_TPR threads holding CH_DPT of its query's dimensions and of its output in registers. Tiles of CH_TILE
+// each row is CH_TPR threads (1 up to head dim 64, 2 up to 128, 4 up to 256) holding CH_DPT = HEAD_DIM / CH_TPR of its
+// query's dimensions and of its output in registers. Tiles of CH_TILE
 // positions are dequantized into shared memory once for all rows; for each position a row forms its score, and the
 // output accumulates p * v with p = exp2(score - m), where the reference m only moves when a score exceeds it by more than
 // CH_SLACK (p <= 2^8; the accumulators are rescaled then), so the common position costs no rescale. The partial (m, l,
 // output relative to exp2(m)) is kvq_combine's.
-#define CH_DPT (HEAD_DIM < 64 ? HEAD_DIM : 64)
-#define CH_TPR (HEAD_DIM / CH_DPT)
+#define CH_TPR (HEAD_DIM <= 64 ? 1 : HEAD_DIM <= 128 ? 2 : 4)
+#define CH_DPT (HEAD_DIM / CH_TPR)
 #define CH_ROWS (128 / CH_TPR)
 #define CH_TILE (HEAD_DIM <= 128 ? 32 : 16)
 #define CH_SLACK 8.f
@@ -890,11 +891,24 @@ __device__ __forceinline__ void attn_chunk(const SRC& src, const float* q, float
         for (int j = 0; j < jn; j++)
         {
             float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
-#pragma unroll
-            for (int i = 0; i < CH_DPT; i += 4)
+            if constexpr (CH_DPT % 4 == 0)
             {
-                float4 k = *(const float4*)&sk[j][d0 + i];
-                a0 = fmaf(qv[i], k.x, a0); a1 = fmaf(qv[i + 1], k.y, a1); a2 = fmaf(qv[i + 2], k.z, a2); a3 = fmaf(qv[i + 3], k.w, a3);
+#pragma unroll
+                for (int i = 0; i < CH_DPT; i += 4)
+                {
+                    float4 k = *(const float4*)&sk[j][d0 + i];
+                    a0 = fmaf(qv[i], k.x, a0); a1 = fmaf(qv[i + 1], k.y, a1); a2 = fmaf(qv[i + 2], k.z, a2); a3 = fmaf(qv[i + 3], k.w, a3);
+                }
+            }
+            else
+            {
+                // Head dims in (128, 256] that 16 does not divide: 2 (mod 4) dimensions a thread, no float4.
+#pragma unroll
+                for (int i = 0; i < CH_DPT; i += 2)
+                {
+                    a0 = fmaf(qv[i], sk[j][d0 + i], a0);
+                    a1 = fmaf(qv[i + 1], sk[j][d0 + i + 1], a1);
+                }
             }
             float sc = (a0 + a1) + (a2 + a3);
 #pragma unroll
@@ -909,11 +923,19 @@ __device__ __forceinline__ void attn_chunk(const SRC& src, const float* q, float
             }
             const float pr = exp2f(sc - m);
             l += pr;
-#pragma unroll
-            for (int i = 0; i < CH_DPT; i += 4)
+            if constexpr (CH_DPT % 4 == 0)
             {
-                float4 v = *(const float4*)&sv[j][d0 + i];
-                acc[i] = fmaf(pr, v.x, acc[i]); acc[i + 1] = fmaf(pr, v.y, acc[i + 1]); acc[i + 2] = fmaf(pr, v.z, acc[i + 2]); acc[i + 3] = fmaf(pr, v.w, acc[i + 3]);
+#pragma unroll
+                for (int i = 0; i < CH_DPT; i += 4)
+                {
+                    float4 v = *(const float4*)&sv[j][d0 + i];
+                    acc[i] = fmaf(pr, v.x, acc[i]); acc[i + 1] = fmaf(pr, v.y, acc[i + 1]); acc[i + 2] = fmaf(pr, v.z, acc[i + 2]); acc[i + 3] = fmaf(pr, v.w, acc[i + 3]);
+                }
+            }
+            else
+            {
+#pragma unroll
+                for (int i = 0; i < CH_DPT; i++) acc[i] = fmaf(pr, sv[j][d0 + i], acc[i]);
             }
         }
     }
