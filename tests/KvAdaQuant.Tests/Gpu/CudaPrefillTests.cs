@@ -28,6 +28,8 @@ public class CudaPrefillTests(ITestOutputHelper output)
     [InlineData("tiny-hd64", "k4v2:rot")]
     [InlineData("tiny-hd128", "k4v2")]
     [InlineData("tiny-hd64", "fp16")]
+    [InlineData("tiny-hd96", "fp16")] // two threads a query row, 48 dimensions each
+    [InlineData("tiny-hd96", "k4v2")]
     public void ChunkedPrefillEqualsPositionByPosition(string modelName, string kv)
     {
         using CudaContext context = GpuAndCpuFp16.OpenContext();
@@ -175,7 +177,7 @@ public class CudaPrefillTests(ITestOutputHelper output)
         Assert.Equal(0, decoder.Position);
     }
 
-    // The fixture models by name, or a synthetic Q8_0 Llama with head dim 64 or 128 (the K4V2 tensor-core kernel's).
+    // The fixture models by name, or a synthetic Q8_0 Llama with head dim 64 or 128 (the K4V2 tensor-core kernel's) or 96.
     private static LlamaModel Load(string name, TempDir dir)
     {
         if (!name.StartsWith("tiny-hd", StringComparison.Ordinal))
@@ -183,9 +185,9 @@ public class CudaPrefillTests(ITestOutputHelper output)
             return ModelLoader.Load(name);
         }
 
-        int heads = name == "tiny-hd64" ? 8 : 4;
+        (int dim, int heads) = name switch { "tiny-hd64" => (512, 8), "tiny-hd96" => (384, 4), _ => (512, 4) };
         var preset = new SyntheticModelPreset(
-            name, SyntheticModelPreset.Llama(512, 1024, 2, heads, 2, 512, 1024, 500000f, new RopeScaling(32f, 1f, 4f, 8192), tied: false), false);
+            name, SyntheticModelPreset.Llama(dim, 1024, 2, heads, 2, 512, 1024, 500000f, new RopeScaling(32f, 1f, 4f, 8192), tied: false), false);
         string file = dir.File(name + ".gguf");
         SyntheticModelWriter.Create(preset, KvAdaQuant.Numerics.GgmlType.Q8_0, 7).Write(file);
         return ModelLoader.Load(file);
