@@ -42,6 +42,7 @@ internal static class ChatCommand
         var kvPlan = CommonOptions.KvPlan();
         var threads = CommonOptions.Threads();
         var json = new Option<bool>("--json") { Description = "print one JSON line per reply to stdout instead of the text" };
+        var ubatch = CommonOptions.Ubatch();
         var device = DeviceOptions.Device();
         var logprobs = new Option<int?>("--logprobs")
         {
@@ -55,7 +56,7 @@ internal static class ChatCommand
             "chat",
             "Chat on standard input: each line is a message (end a line with \\ to continue it), the reply streams back; the KV cache is kept between turns. /reset starts over, /save FILE and /load FILE save and restore the conversation with its KV cache, /exit (or end of input) ends.")
         {
-            model, tokenizer, system, template, maxTokens, reversePrompt, inPrefix, inSuffix, ctx, kv, kvPlan, threads, json, contextShift, device, logprobs,
+            model, tokenizer, system, template, maxTokens, reversePrompt, inPrefix, inSuffix, ctx, kv, kvPlan, threads, json, contextShift, device, logprobs, ubatch,
         };
         foreach (var o in sampling.All.Concat(grammarOptions.All).Concat(speculative.All))
         {
@@ -98,7 +99,7 @@ internal static class ChatCommand
                 throw new ArgumentException($"{specOption}: speculative decoding runs on the CPU engine; it cannot be combined with --device cuda");
             }
 
-            using var engine = DecodeEngine.Open(m, r.GetValue(kv), r.GetValue(kvPlan), r.GetValue(device) == DeviceOptions.Cuda, r.GetValue(threads), c);
+            using var engine = DecodeEngine.Open(m, r.GetValue(kv), r.GetValue(kvPlan), r.GetValue(device) == DeviceOptions.Cuda, r.GetValue(threads), c, ubatch: r.GetValue(ubatch));
             IDecodeSession session = engine.Session;
             string kvDescription = engine.KvDescription;
             using var speculation = speculative.Create(r, m, r.GetValue(tokenizer), c, r.GetValue(threads));

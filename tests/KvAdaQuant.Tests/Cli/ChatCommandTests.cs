@@ -68,6 +68,39 @@ public class ChatCommandTests
     }
 
     [Fact]
+    public void Ubatch_splits_each_turns_prefill_without_changing_a_reply()
+    {
+        // As generate's: prefill tokens per forward pass on the CPU (with --device cuda, positions per GPU prefill pass);
+        // with k4v2 per-token groups the replies and their log-probabilities are the same bits for any split.
+        string? first = null;
+        foreach (var ub in new[] { null, "1", "7" })
+        {
+            string[] args = ["chat", "-m", "stories3M-q80", "-n", "8", "--kv", "k4v2", "--json", "--logprobs", "2", "--threads", "1"];
+            var (rc, stdout, stderr) = KvaqProcess.RunWithInput("Once upon a time\nThe dog ran\n", ub is null ? args : [.. args, "--ubatch", ub]);
+            Assert.True(rc == 0, stderr);
+            var replies = stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonDocument.Parse(l).RootElement).ToArray();
+            Assert.Equal(2, replies.Length);
+            string seen = string.Join('|', replies.Select(r => r.GetProperty("reply").GetString() + r.GetProperty("tokens").ToString() + r.GetProperty("logprobs").ToString()));
+            first ??= seen;
+            Assert.Equal(first, seen);
+        }
+
+        var (code, _, err) = KvaqProcess.RunWithInput("Hi\n", "chat", "-m", "stories260K", "--ubatch", "0");
+        Assert.Equal(1, code);
+        Assert.Equal("kvaq: error: --ubatch must be at least 1, got 0", err.Trim());
+        if (!KvAdaQuant.Gpu.Cuda.CudaContext.TryOpen(out var context, out _))
+        {
+            var (_, _, plain) = KvaqProcess.RunWithInput("Hi\n", "chat", "-m", "stories260K", "--device", "cuda");
+            (code, _, err) = KvaqProcess.RunWithInput("Hi\n", "chat", "-m", "stories260K", "--device", "cuda", "--ubatch", "8");
+            Assert.Equal(1, code);
+            Assert.StartsWith("kvaq: error: --device cuda:", err, StringComparison.Ordinal);
+            Assert.Equal(plain, err);
+        }
+
+        context?.Dispose();
+    }
+
+    [Fact]
     public void Auto_detects_the_template_of_a_gguf_and_info_names_it()
     {
         using var tmp = new TempDir();
