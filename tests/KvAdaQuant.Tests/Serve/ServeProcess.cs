@@ -71,6 +71,22 @@ public sealed class ServeProcess : IDisposable
         }
     }
 
+    /// <summary>
+    /// What the server wrote to stderr once it holds <paramref name="text"/>, or after <paramref name="seconds"/>: a request's
+    /// log line comes after its response (the server logs when the handler returns) and reaches the test asynchronously.
+    /// </summary>
+    public string StderrOnce(string text, double seconds = 15)
+    {
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        string now;
+        while (!(now = Stderr).Contains(text, StringComparison.Ordinal) && watch.Elapsed.TotalSeconds < seconds)
+        {
+            Thread.Sleep(20);
+        }
+
+        return now;
+    }
+
     /// <summary>GETs <paramref name="path"/> and returns the status and the JSON body.</summary>
     public (int Status, JsonElement Body) Get(string path)
     {
