@@ -51,9 +51,8 @@ public class GrammarLlamaCppTests(ConvertedModels converted) : IClassFixture<Con
         var parsed = GbnfGrammar.Parse(grammar);
         var rng = new Random(name.Aggregate(17, (h, ch) => (h * 31) + ch)); // the same walks every run (string.GetHashCode differs per process)
         var allowed = new bool[vocab];
-        var control = Enumerable.Range(0, vocab).Where(t => t != tok.EosToken && tok.DecodeBytes(-1, t).Length == 0).ToHashSet();
-        var byteOf = Enumerable.Range(0, vocab).Select(t => tok.DecodeBytes(-1, t) is [byte b] && tok.Encode(((char)0).ToString(), false).Count >= 0 ? b : -1).ToArray();
-        bool Compared(int t) => !control.Contains(t) && !(byteOf[t] is 0 or >= 0xF5);
+        var v = new LlamaCppChains.GrammarVocabulary(tok, vocab);
+        var byteOf = v.ByteOf;
         int steps = 0, ended = 0;
         for (int walk = 0; walk < 12; walk++)
         {
@@ -68,25 +67,10 @@ public class GrammarLlamaCppTests(ConvertedModels converted) : IClassFixture<Con
                 var theirsAll = LlamaCppChains.Allowed(chain, vocab);
                 constraint.ComputeAllowed(allowed);
                 var mineAll = Enumerable.Range(0, vocab).Where(t => allowed[t]).ToArray();
-                Assert.DoesNotContain(mineAll, t => control.Contains(t) || byteOf[t] >= 0xF5); // never text, never UTF-8
-                Assert.DoesNotContain(theirsAll, t => byteOf[t] == 0);
-                // Tokens of whole characters are compared both ways while no character is half read; byte tokens of
-                // a character's start or middle, and every token mid-character, only as ours within theirs.
-                bool mid = partial.Count > 0;
-                var theirs = theirsAll.Where(t => Compared(t) && !mid && !(byteOf[t] >= 0x80)).ToArray();
-                var mine = mineAll.Where(t => Compared(t) && !mid && !(byteOf[t] >= 0x80)).ToArray();
-                var beyond = mineAll.Where(Compared).Except(theirsAll).ToArray();
-                if (!theirs.SequenceEqual(mine) || beyond.Length > 0)
-                {
-                    string Piece(int t) => System.Text.Encoding.UTF8.GetString(tok.DecodeBytes(-1, t)).Replace("\n", "\\n", StringComparison.Ordinal);
-                    var onlyTheirs = theirs.Except(mine).Take(8).Select(t => $"{t}'{Piece(t)}'");
-                    var onlyMine = mine.Except(theirs).Concat(beyond).Distinct().Take(8).Select(t => $"{t}'{Piece(t)}'");
-                    Assert.Fail($"{name}, walk {walk}, step {step} after [{string.Join(" ", path.Select(t => $"'{Piece(t)}'"))}]: "
-                        + $"llama.cpp only {string.Join(", ", onlyTheirs)}; ours only {string.Join(", ", onlyMine)} ({theirs.Length} vs {mine.Length} allowed)");
-                }
+                v.AssertSameAllowed(theirsAll, mineAll, partial.Count > 0, () => $"{name}, walk {walk}, step {step} after [{string.Join(" ", path.Select(t => $"'{v.Piece(t)}'"))}]");
 
                 // Never a dead end: byte tokens spell any character, so whatever was accepted can go on or end.
-                var choices = mineAll.Where(Compared).ToArray();
+                var choices = mineAll.Where(v.Compared).ToArray();
                 Assert.True(choices.Length > 0, $"{name}, walk {walk}, step {step}: a dead end after [{string.Join(" ", path)}]");
 
                 // Mostly a non-end token, so that walks go deep (a byte token a third of the time where there is one,

@@ -50,11 +50,9 @@ public class LazyGrammarLlamaCppTests(ConvertedModels converted) : IClassFixture
         var triggers = new GrammarTriggers(c.Words, c.Tokens, c.AtStart);
         var rng = new Random(name.Aggregate(17, (h, ch) => (h * 31) + ch)); // the same walks every run (string.GetHashCode differs per process)
         var allowed = new bool[vocab];
-        byte[] Bytes(int t) => tok.DecodeBytes(-1, t);
-        string Piece(int t) => Encoding.UTF8.GetString(Bytes(t)).Replace("\n", "\\n", StringComparison.Ordinal);
-        var control = Enumerable.Range(0, vocab).Where(t => t != tok.EosToken && Bytes(t).Length == 0).ToHashSet();
-        var byteOf = Enumerable.Range(0, vocab).Select(t => Bytes(t) is [byte b] ? b : -1).ToArray();
-        bool Compared(int t) => !control.Contains(t) && !(byteOf[t] is 0 or >= 0xF5);
+        var v = new LlamaCppChains.GrammarVocabulary(tok, vocab);
+        byte[] Bytes(int t) => v.Bytes(t);
+        string Piece(int t) => v.Piece(t);
         // Free text: tokens of ASCII text (no control token, no NUL, no byte of a longer character).
         var text = Enumerable.Range(0, vocab).Where(t => Bytes(t).Length > 0 && Bytes(t).All(b => b is > 0 and < 0x80)).ToArray();
         var words = c.Words.Select(Encoding.UTF8.GetBytes).ToArray();
@@ -124,20 +122,9 @@ public class LazyGrammarLlamaCppTests(ConvertedModels converted) : IClassFixture
                 }
 
                 // From the trigger on: as GrammarLlamaCppTests compares a plain grammar.
-                Assert.DoesNotContain(mineAll, t => control.Contains(t) || byteOf[t] >= 0xF5);
-                Assert.DoesNotContain(theirsAll, t => byteOf[t] == 0);
-                bool mid = partial.Count > 0;
-                var theirs = theirsAll.Where(t => Compared(t) && !mid && !(byteOf[t] >= 0x80)).ToArray();
-                var mine = mineAll.Where(t => Compared(t) && !mid && !(byteOf[t] >= 0x80)).ToArray();
-                var beyond = mineAll.Where(Compared).Except(theirsAll).ToArray();
-                if (!theirs.SequenceEqual(mine) || beyond.Length > 0)
-                {
-                    var onlyTheirs = theirs.Except(mine).Take(8).Select(t => $"{t}'{Piece(t)}'");
-                    var onlyMine = mine.Except(theirs).Concat(beyond).Distinct().Take(8).Select(t => $"{t}'{Piece(t)}'");
-                    Assert.Fail($"{Where()}: llama.cpp only {string.Join(", ", onlyTheirs)}; ours only {string.Join(", ", onlyMine)} ({theirs.Length} vs {mine.Length} allowed)");
-                }
+                v.AssertSameAllowed(theirsAll, mineAll, partial.Count > 0, Where);
 
-                var choices = mineAll.Where(Compared).ToArray();
+                var choices = mineAll.Where(v.Compared).ToArray();
                 Assert.True(choices.Length > 0, $"{Where()}: a dead end");
                 var body = choices.Where(t => t != tok.EosToken).ToArray();
                 next = body.Length > 0 && rng.Next(8) > 0 ? body[rng.Next(body.Length)] : choices[rng.Next(choices.Length)];

@@ -26,6 +26,23 @@ public class SamplerLlamaCppTests(ConvertedModels converted) : IClassFixture<Con
         }
     }
 
+    // The chain's logits by token id after it has accepted `sequence` (the penalty samplers' history) and run over logits.
+    private static float[] LogitsAfter(SafeLLamaSamplerChainHandle chain, IEnumerable<int> sequence, float[] logits)
+    {
+        foreach (int t in sequence)
+        {
+            chain.Accept((LLamaToken)t);
+        }
+
+        var byId = new float[logits.Length];
+        foreach (var (id, logit) in Apply(chain, logits))
+        {
+            byId[id] = logit;
+        }
+
+        return byId;
+    }
+
     [LlamaCppFact]
     public void Top_k_top_p_and_min_p_keep_the_tokens_llama_cpp_keeps()
     {
@@ -79,16 +96,7 @@ public class SamplerLlamaCppTests(ConvertedModels converted) : IClassFixture<Con
 
             using var chain = SafeLLamaSamplerChainHandle.Create(LLamaSamplerChainParams.Default());
             chain.AddPenalties(lastN < 0 ? 128 : lastN, repeat, frequency, presence); // -1 (the whole sequence) as llama.cpp's common code passes it: the context
-            foreach (int t in sequence)
-            {
-                chain.Accept((LLamaToken)t);
-            }
-
-            var theirs = new float[logits.Length];
-            foreach (var (id, logit) in Apply(chain, logits))
-            {
-                theirs[id] = logit;
-            }
+            var theirs = LogitsAfter(chain, sequence, logits);
 
             var mine = logits.ToArray();
             new Sampler { RepeatPenalty = repeat, RepeatLastN = lastN, FrequencyPenalty = frequency, PresencePenalty = presence }.ApplyPenalties(mine, sequence);
@@ -246,16 +254,7 @@ public class SamplerLlamaCppTests(ConvertedModels converted) : IClassFixture<Con
             int set = round % 2;
             breakers = processed[set];
             chain.AddDry(model, breakerSets[set], multiplier, dryBase, allowed, lastN);
-            foreach (int t in sequence)
-            {
-                chain.Accept((LLamaToken)t);
-            }
-
-            var theirs = new float[logits.Length];
-            foreach (var (id, logit) in Apply(chain, logits))
-            {
-                theirs[id] = logit;
-            }
+            var theirs = LogitsAfter(chain, sequence, logits);
 
             var mine = logits.ToArray();
             new Sampler { DryMultiplier = multiplier, DryBase = dryBase, DryAllowedLength = allowed, DryPenaltyLastN = lastN, DrySequenceBreakers = breakers }.ApplyDry(mine, sequence);
