@@ -23,13 +23,16 @@ internal static class CudaBenchRunner
     /// <summary>Positions of the timed prefill at most, unless <c>--prefill-tokens</c> says otherwise.</summary>
     public const int PrefillLimit = 4096;
 
+    /// <summary>Steps timed by <see cref="CudaDecoder.TimeStep"/> per context (their medians are reported).</summary>
+    private const int TimedSteps = 5;
+
     public static int Run(
-        LlamaModel m, KvPlan plan, int[] contexts, int decodeTokens, int runs, int batch, bool fit, bool asJson, int? ubatch = null, int? prefillRuns = null, int prefillLimit = PrefillLimit)
+        LlamaModel m, KvPlan plan, int[] contexts, int decodeTokens, int runs, int batch, bool fit, bool asJson, int? ubatch = null, int? prefillRuns = null, int prefillLimit = PrefillLimit, bool? tensorCores = null)
     {
         using CudaContext context = DeviceOptions.OpenCuda();
         int capacity = contexts.Max();
         var watch = Stopwatch.StartNew();
-        using var decoder = new CudaDecoder(context, m, plan, fit ? 1 : batch, fit ? 256 : capacity, prefillChunk: ubatch ?? CudaDecoder.DefaultPrefillChunk);
+        using var decoder = new CudaDecoder(context, m, plan, fit ? 1 : batch, fit ? 256 : capacity, prefillChunk: ubatch ?? CudaDecoder.DefaultPrefillChunk, tensorCoreGemm: tensorCores);
         double loadSeconds = watch.Elapsed.TotalSeconds;
         var header = new Dictionary<string, object?>
         {
@@ -42,6 +45,7 @@ internal static class CudaBenchRunner
             ["load_seconds"] = loadSeconds,
             ["build"] = decoder.BuildNote,
             ["prefill_chunk"] = decoder.PrefillChunk,
+            ["prefill_gemm"] = decoder.PrefillTensorCores ? "tensor-cores" : "fma",
         };
         if (fit)
         {
@@ -92,13 +96,14 @@ internal static class CudaBenchRunner
 
             double perSeq = BenchRunner.Median(speeds);
 
-            // Launch overhead vs GPU work of one step (see CudaDecoder.TimeStep).
-            decoder.FillRandom(ctx - decodeTokens - 1, 99);
+            // Launch overhead vs GPU work of one step (see CudaDecoder.TimeStep): one step, then TimedSteps more, all at most
+            // ctx deep (with fewer decode tokens than that, ctx - decodeTokens - 1 left too few free positions).
+            decoder.FillRandom(Math.Max(0, ctx - Math.Max(decodeTokens, TimedSteps) - 1), 99);
             Array.Fill(tok, Math.Min(1000, m.Config.VocabSize - 1));
             decoder.Step(tok);
             var queue = new List<double>();
             var gpu = new List<double>();
-            for (int i = 0; i < 5; i++)
+            for (int i = 0; i < TimedSteps; i++)
             {
                 var (q, g) = decoder.TimeStep();
                 queue.Add(q);

@@ -95,12 +95,14 @@ public class GpuDecodeSchedulingTests
     [Theory]
     [InlineData(1, 32, 32)]
     [InlineData(2, 32, 32)]
-    [InlineData(3, 32, 21)]
-    [InlineData(8, 32, 8)]
-    [InlineData(64, 32, 1)]
+    [InlineData(3, 256, 85)]
+    [InlineData(8, 256, 32)]
+    [InlineData(64, 32, 4)]
+    [InlineData(256, 32, 1)]
     [InlineData(1000, 32, 1)]
     [InlineData(1, 1, 1)]
-    [InlineData(1, 200, 64)]
+    [InlineData(1, 300, 256)]
+    [InlineData(1, 256, 256)]
     public void PrefillChunkIsCutToTheRowBudget(int batch, int requested, int positions)
     {
         Assert.Equal(positions, CudaDecoder.ChunkPositions(batch, requested));
@@ -162,6 +164,50 @@ public class GpuDecodeSchedulingTests
         Assert.True(splits == 1 || perSplit >= 128, $"{perSplit} columns a split");
         long blocks = (long)((rows + 63) / 64) * ((chunkRows + 31) / 32) * splits;
         Assert.True(blocks >= 5 * sms || splits >= cols / 128 - 1, $"{blocks} blocks for {sms} multiprocessors");
+    }
+
+    [Theory]
+    [InlineData(8L, 4, 64, 132, 4096, 256)] // Llama 3.2 1B, one sequence
+    [InlineData(8L, 4, 128, 132, 32768, 256)] // Llama 3.1 8B
+    [InlineData(24L, 4, 64, 132, 4096, 85)] // three sequences
+    [InlineData(4L, 2, 8, 132, 512, 256)] // stories260K
+    [InlineData(8L, 4, 64, 132, 100, 32)]
+    [InlineData(1L, 1, 64, 1, 64, 2)]
+    public void PrefillChunkAttentionPartialsHoldEveryChunkUpToTheirSize(long perHead, int ratio, int headDim, int sms, int capacity, int positions)
+    {
+        int partial = CudaDecoder.ChunkPartialSplits(perHead, ratio, headDim, sms, capacity, positions);
+        foreach (int n in Enumerable.Range(1, positions))
+        {
+            int groups = CudaDecoder.ChunkRowGroups(n, ratio, headDim);
+            foreach (int length in new[] { n, 33, 100, 1000, capacity / 2, capacity }.Where(l => l >= n && l <= capacity))
+            {
+                (_, int splits) = CudaDecoder.ChunkSplits(perHead, groups, sms, length);
+                Assert.True((long)n * splits <= (long)positions * partial, $"chunk of {n} at length {length}: {splits} splits over {positions} x {partial}");
+            }
+        }
+
+        // A chunk of many rows has many row groups and so few splits: at long capacities far fewer partials than positions x
+        // the most splits.
+        Assert.True(partial <= CudaDecoder.ChunkMaxSplits(perHead, sms, capacity));
+        if (positions >= 256 && capacity >= 4096)
+        {
+            Assert.True(partial * 4 <= CudaDecoder.ChunkMaxSplits(perHead, sms, capacity), $"{partial} partials a row");
+        }
+    }
+
+    [Theory]
+    [InlineData(3072, 2048, 256, 132)]
+    [InlineData(2048, 8192, 256, 132)]
+    [InlineData(4096, 14336, 85, 132)]
+    [InlineData(64, 172, 256, 132)]
+    public void PrefillMatrixProductPartialsHoldTheSplitsOfEveryRowCount(int rows, int cols, int chunkRows, int sms)
+    {
+        long most = CudaDecoder.GemmPartialRows(rows, cols, chunkRows, sms);
+        for (int n = 1; n <= chunkRows; n++)
+        {
+            (int splits, _) = CudaDecoder.GemmSplits(rows, cols, n, sms);
+            Assert.True(splits == 1 || (long)splits * n * rows <= most, $"{n} rows: {splits} splits");
+        }
     }
 
     [Fact]

@@ -146,6 +146,12 @@ public class BenchCommandTests
         (code, _, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--device", "cuda", "--prefill-tokens", "0", "--ctx", "40", "--runs", "1", "--decode-tokens", "4"]);
         Assert.Equal(1, code);
         Assert.Contains("--prefill-tokens must be at least 1, got 0", stderr);
+        (code, _, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--prefill-gemm", "fma"]);
+        Assert.Equal(1, code);
+        Assert.Contains("--prefill-gemm applies to --device cuda only", stderr);
+        (code, _, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--device", "cuda", "--prefill-gemm", "wmma", "--ctx", "40", "--runs", "1", "--decode-tokens", "4"]);
+        Assert.Equal(1, code);
+        Assert.Contains("--prefill-gemm: expected tensor-cores, fma or auto, got 'wmma'", stderr);
         (code, _, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--fit"]);
         Assert.Equal(1, code);
         Assert.Contains("--fit applies to --device cuda only", stderr);

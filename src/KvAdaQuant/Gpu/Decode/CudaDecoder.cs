@@ -20,11 +20,14 @@ namespace KvAdaQuant.Gpu.Decode;
 /// </summary>
 public sealed class CudaDecoder : IDisposable
 {
-    /// <summary>Positions per sequence that <see cref="Prefill"/> runs through one pass of the layers by default.</summary>
-    public const int DefaultPrefillChunk = 32;
+    /// <summary>
+    /// Positions per sequence that <see cref="Prefill"/> runs through one pass of the layers by default (a packed cache's
+    /// chunks are also cut to its window's free rows, 32 after a flush with the default window).
+    /// </summary>
+    public const int DefaultPrefillChunk = 256;
 
     /// <summary>Rows (positions x sequences) of one prefill pass at most: the chunk is cut to fit the batch.</summary>
-    public const int MaxChunkRows = 64;
+    public const int MaxChunkRows = 256;
 
     private const int MaxFp16Splits = 512;
 
@@ -56,12 +59,23 @@ public sealed class CudaDecoder : IDisposable
     /// <param name="layout">The cache layout (default: <see cref="GpuKvCacheLayout.Create"/> of the plan with its defaults).</param>
     /// <param name="prefillChunk">Positions per sequence that <see cref="Prefill"/> runs through the layers at once (cut to
     /// <see cref="MaxChunkRows"/> rows for the batch); 1 runs the prompt position by position through the decode step.</param>
+    /// <param name="tensorCoreGemm">Whether a prefill chunk's matrix products run on the tensor cores
+    /// (<c>dec_gemm_tc_*</c>) or as FP32 FMAs (<c>dec_gemm_*</c>); null: the tensor cores where the device has them
+    /// (compute capability 8.0 or later).</param>
     public CudaDecoder(
         CudaContext context, LlamaModel model, KvPlan plan, int batch, int capacity, bool keepQuantized = true, CudaDecodeKernels? kernels = null, GpuKvCacheLayout? layout = null,
-        int prefillChunk = DefaultPrefillChunk)
+        int prefillChunk = DefaultPrefillChunk, bool? tensorCoreGemm = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(prefillChunk, 1);
         ArgumentNullException.ThrowIfNull(context);
+        if (tensorCoreGemm == true && !TensorCoresAvailable(context.ComputeCapability))
+        {
+            throw new ArgumentException(
+                $"tensorCoreGemm: the prefill's tensor-core matrix products need compute capability 8.0 or later; this device ({context.Arch}) has {context.ComputeCapability.Major}.{context.ComputeCapability.Minor}",
+                nameof(tensorCoreGemm));
+        }
+
+        PrefillTensorCores = tensorCoreGemm ?? TensorCoresAvailable(context.ComputeCapability);
         ArgumentNullException.ThrowIfNull(model);
         _ctx = context;
         _c = model.Config;
@@ -295,7 +309,7 @@ public sealed class CudaDecoder : IDisposable
         PrefillChunk = ChunkPositions(batch, prefillChunk);
         if (PrefillChunk > 1)
         {
-            var gemm = new Dictionary<GpuWeightType, CudaKernel> { [GpuWeightType.F16] = K("dec_gemm_f16"), [GpuWeightType.Q8_0] = K("dec_gemm_q8"), [GpuWeightType.Q4_0] = K("dec_gemm_q4") };
+            var gemm = new[] { GpuWeightType.F16, GpuWeightType.Q8_0, GpuWeightType.Q4_0 }.ToDictionary(t => t, t => K(ChunkGemmKernel(t, PrefillTensorCores)));
             CudaKernel reduce = K("dec_gemm_reduce");
             int chunkRows = PrefillChunk * batch, sms = context.MultiprocessorCount;
 
@@ -305,6 +319,8 @@ public sealed class CudaDecoder : IDisposable
             CudaDeviceBuffer cTokens = cb[0], cx = cb[1], cxb = cb[2], cqkv = cb[3], cq = cb[4], catt = cb[5], cgu = cb[6], ch = cb[7], cPartO = cb[9], cPartML = cb[10];
             CudaDeviceBuffer gemmPart = cb[12];
             CudaDeviceBuffer? cScratch = cb.Length > 13 ? cb[13] : null;
+            // The column splits are chosen per chunk for its rows (RunGemm); gemmPart holds the most any row count up to the
+            // chunk's needs.
             ChunkGemm Gemm(CudaWeightMatrix m, CudaDeviceBuffer x, int ldx, CudaDeviceBuffer y, int ldy, bool accumulate)
             {
                 (int splits, int colsPerSplit) = GemmSplits(m.Rows, m.Cols, chunkRows, sms);
@@ -312,9 +328,10 @@ public sealed class CudaDecoder : IDisposable
                     Own(gemm[m.Type].Prepare(
                         ((m.Rows + 63) / 64, (chunkRows + 31) / 32, splits), 128, m.Codes, m.Scales, m.LeadingDimension, x, ldx, y, ldy, m.Rows, m.Cols, chunkRows,
                         accumulate ? 1 : 0, gemmPart, colsPerSplit)),
-                    splits == 1 ? null : Own(reduce.Prepare((Math.Min(4096, ((m.Rows * chunkRows) + 255) / 256), 1, 1), 256, gemmPart, splits, y, ldy, m.Rows, chunkRows, accumulate ? 1 : 0)),
-                    (m.Rows + 63) / 64,
-                    splits);
+                    Own(reduce.Prepare((Math.Min(4096, ((m.Rows * chunkRows) + 255) / 256), 1, 1), 256, gemmPart, splits, y, ldy, m.Rows, chunkRows, accumulate ? 1 : 0)),
+                    m.Rows,
+                    m.Cols,
+                    sms);
             }
 
             var chunkLayers = new ChunkLayer[_c.Layers];
@@ -371,6 +388,7 @@ public sealed class CudaDecoder : IDisposable
                 // The last position's rows (one per sequence) through the final norm into the decode step's buffer, so the
                 // decode step's classifier launches give the logits.
                 FinalNorm = Own(rms.Prepare((batch, 1, 1), 256, cx, finalNorm, _xb, dim, _c.NormEps)),
+                GemmInputs = [cxb, catt, ch],
             };
         }
 
@@ -379,6 +397,24 @@ public sealed class CudaDecoder : IDisposable
 
     /// <summary>Sequences decoded together.</summary>
     public int Batch { get; }
+
+    /// <summary>
+    /// Tests: the last prefill chunk's input of a matrix product of the last layer, <paramref name="rows"/> rows of
+    /// <paramref name="width"/> floats: 0 the FFN norm's output (W13's input), 1 the attention output (Wo's), 2 the SwiGLU
+    /// output (W2's).
+    /// </summary>
+    internal float[] ChunkGemmInput(int which, int rows, int width)
+    {
+        if (_chunk is null)
+        {
+            throw new InvalidOperationException("this decoder prefills position by position");
+        }
+
+        Synchronize();
+        var all = new float[_chunk.GemmInputs[which].Length / 4];
+        _chunk.GemmInputs[which].CopyTo<float>(all);
+        return all[..(rows * width)];
+    }
 
     /// <summary>Positions per sequence.</summary>
     public int Capacity { get; }
@@ -438,9 +474,13 @@ public sealed class CudaDecoder : IDisposable
         }
 
         int rows = positions * layout.Batch;
-        long[] sizes = WorkspaceSizes(c, rows, ChunkMaxSplits((long)layout.Batch * layout.KvHeads, sms, layout.Capacity), logits: false);
-        long part = new[] { (c.QDim + (2 * c.KvDim), c.Dim), (c.Dim, c.QDim), (2 * c.HiddenDim, c.Dim), (c.Dim, c.HiddenDim) }
-            .Max(m => GemmSplits(m.Item1, m.Item2, rows, sms) is ( > 1 and var splits, _) ? 4L * splits * rows * m.Item1 : 4);
+        long[] sizes = WorkspaceSizes(c, rows, ChunkPartialSplits((long)layout.Batch * layout.KvHeads, c.GroupSize, c.HeadDim, sms, layout.Capacity, positions), logits: false);
+        long part = 4;
+        foreach ((int r, int k) in new[] { (c.QDim + (2 * c.KvDim), c.Dim), (c.Dim, c.QDim), (2 * c.HiddenDim, c.Dim), (c.Dim, c.HiddenDim) })
+        {
+            part = Math.Max(part, 4L * GemmPartialRows(r, k, rows, sms));
+        }
+
         long scratch = RotationScratchBytes(c, layout) / layout.Batch * rows;
         return scratch > 0 ? [.. sizes, part, scratch] : [.. sizes, part];
     }
@@ -531,6 +571,12 @@ public sealed class CudaDecoder : IDisposable
     public int PrefillChunk { get; }
 
     /// <summary>
+    /// Whether a prefill chunk's matrix products run on the tensor cores (<c>dec_gemm_tc_*</c>: FP16 weight codes, each x
+    /// value split into two FP16 halves after a power-of-two scaling, FP32 accumulation) rather than as FP32 FMAs.
+    /// </summary>
+    public bool PrefillTensorCores { get; }
+
+    /// <summary>
     /// Runs <paramref name="tokens"/> (position-major: <see cref="Batch"/> tokens per position, sequence b's at index
     /// p x Batch + b) for every sequence, <see cref="PrefillChunk"/> positions per pass through the layers: each weight
     /// matrix is read once per 8 rows of the chunk instead of once per row, and the attention of a chunk's rows reads its
@@ -575,7 +621,7 @@ public sealed class CudaDecoder : IDisposable
             else
             {
                 _chunk!.Tokens.CopyFrom(part);
-                ForwardChunk(n);
+                ForwardChunk(n, logits: done + n == positions);
             }
 
             done += n;
@@ -814,7 +860,9 @@ public sealed class CudaDecoder : IDisposable
     internal static int ChunkSize(int chunk, int remaining, int windowFree) => Math.Max(1, Math.Min(Math.Min(chunk, remaining), windowFree));
 
     // One prefill pass of n positions for every sequence (the window already flushed if it was full); see Prefill.
-    private void ForwardChunk(int n)
+    // One chunk of n positions through the layers; the classifier runs only for the prompt's last chunk (logits: its last
+    // position's), since Prefill leaves only those on the device.
+    private void ForwardChunk(int n, bool logits)
     {
         ChunkLaunches c = _chunk!;
         int rows = n * Batch, pos = Position;
@@ -876,9 +924,13 @@ public sealed class CudaDecoder : IDisposable
             RunGemm(l.W2, rows);
         }
 
-        c.FinalNorm.SetArgument(0, CudaArgument.FromUInt64(c.X.Pointer + ((ulong)(n - 1) * (ulong)Batch * (ulong)_c.Dim * 4)));
-        c.FinalNorm.Launch();
-        Run(_output);
+        if (logits)
+        {
+            c.FinalNorm.SetArgument(0, CudaArgument.FromUInt64(c.X.Pointer + ((ulong)(n - 1) * (ulong)Batch * (ulong)_c.Dim * 4)));
+            c.FinalNorm.Launch();
+            Run(_output);
+        }
+
         Position += n;
         if (Layout.AnyPacked)
         {
@@ -1022,18 +1074,69 @@ public sealed class CudaDecoder : IDisposable
         }
     }
 
-    // A chunk's matrix product over its first `rows` rows (then the sum of its column splits).
+    // A chunk's matrix product over its first `rows` rows, its columns split for that many rows (then the sum of the splits).
     private static void RunGemm(ChunkGemm g, int rows)
     {
-        g.Gemm.SetGrid((g.RowTiles, (rows + 31) / 32, g.Splits));
+        (int splits, int colsPerSplit) = GemmSplits(g.Rows, g.Cols, rows, g.Multiprocessors);
+        g.Gemm.SetGrid(((g.Rows + 63) / 64, (rows + 31) / 32, splits));
         g.Gemm.SetArgument(9, rows);
+        g.Gemm.SetArgument(12, colsPerSplit);
         g.Gemm.Launch();
-        if (g.Reduce is not null)
+        if (splits > 1)
         {
+            g.Reduce.SetArgument(1, splits);
             g.Reduce.SetArgument(5, rows);
             g.Reduce.Launch();
         }
     }
+
+    /// <summary>
+    /// Partials per output element a chunk's matrix product of <paramref name="rows"/> x <paramref name="cols"/> weights needs
+    /// at most, over every row count up to <paramref name="chunkRows"/> (splits x rows x weight rows where it splits, else 0).
+    /// </summary>
+    internal static long GemmPartialRows(int rows, int cols, int chunkRows, int sms)
+    {
+        long most = 0;
+        for (int n = 1; n <= chunkRows; n++)
+        {
+            (int splits, _) = GemmSplits(rows, cols, n, sms);
+            most = Math.Max(most, splits > 1 ? (long)splits * n * rows : 0);
+        }
+
+        return most;
+    }
+
+    /// <summary>
+    /// Attention partials (splits) per query row to allocate for chunks of up to <paramref name="positions"/> positions, so that
+    /// rows x splits covers what <see cref="ChunkSplits"/> gives any chunk of n &lt;= positions positions at any length up to
+    /// <paramref name="capacity"/>: the larger a chunk, the more row groups and the fewer splits, so the most is far below
+    /// positions x <see cref="ChunkMaxSplits"/>.
+    /// </summary>
+    internal static int ChunkPartialSplits(long perHead, int ratio, int headDim, int sms, int capacity, int positions)
+    {
+        long most = 1;
+        for (int n = 1; n <= positions; n++)
+        {
+            long perSplit = perHead * ChunkRowGroups(n, ratio, headDim);
+            long splits = Math.Min(Math.Clamp(((4L * sms) + perSplit - 1) / perSplit, 1, MaxChunkSplits), Math.Max(1, (capacity + 31) / 32));
+            most = Math.Max(most, n * splits);
+        }
+
+        return (int)((most + positions - 1) / positions);
+    }
+
+    /// <summary>Whether a device of <paramref name="capability"/> runs <c>dec_gemm_tc_*</c> (mma.sync m16n8k16: 8.0 or later).</summary>
+    internal static bool TensorCoresAvailable((int Major, int Minor) capability) => capability.Major >= 8;
+
+    /// <summary>The kernel for a prefill chunk's matrix product of <paramref name="type"/> weights.</summary>
+    internal static string ChunkGemmKernel(GpuWeightType type, bool tensorCores) =>
+        (tensorCores ? "dec_gemm_tc_" : "dec_gemm_") + type switch
+        {
+            GpuWeightType.F16 => "f16",
+            GpuWeightType.Q8_0 => "q8",
+            GpuWeightType.Q4_0 => "q4",
+            _ => throw new ArgumentOutOfRangeException(nameof(type), type, "no prefill matrix product for this weight type"),
+        };
 
     /// <summary>
     /// Column splits of a prefill chunk's matrix product (<c>dec_gemm_*</c>) of <paramref name="rows"/> x
@@ -1076,6 +1179,9 @@ public sealed class CudaDecoder : IDisposable
         public required ChunkLayer[] Layers { get; init; }
 
         public required CudaLaunch FinalNorm { get; init; }
+
+        /// <summary>The matrix products' inputs: the norm output (QKV and W13), the attention output (Wo), the SwiGLU output (W2).</summary>
+        public required CudaDeviceBuffer[] GemmInputs { get; init; }
     }
 
     private sealed class ChunkLayer
@@ -1108,7 +1214,7 @@ public sealed class CudaDecoder : IDisposable
     }
 
     // A chunk's matrix product: dec_gemm_* over (row tiles, x tiles, splits), and dec_gemm_reduce where it splits the columns.
-    private sealed record ChunkGemm(CudaLaunch Gemm, CudaLaunch? Reduce, int RowTiles, int Splits);
+    private sealed record ChunkGemm(CudaLaunch Gemm, CudaLaunch Reduce, int Rows, int Cols, int Multiprocessors);
 
     private sealed class LayerLaunches
     {

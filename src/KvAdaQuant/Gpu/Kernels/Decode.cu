@@ -287,6 +287,243 @@ DEC_GEMM(f16, 0)
 DEC_GEMM(q8, 1)
 DEC_GEMM(q4, 2)
 
+// Prefill chunks on the tensor cores (sm_80 and later): the same product, tiles, splits and arguments as dec_gemm_*, with
+// mma.sync m16n8k16 (FP16 inputs, FP32 accumulation) instead of FP32 FMAs. Each K step is one 32-column block (a Q8_0 /
+// Q4_0 block of every weight row):
+// - Weights enter the mma as FP16 codes, exact: the Q8_0 codes (-128..127) and Q4_0 codes (-8..7) as integers, F16
+//   weights as they are. The block's weight scale (1 for F16) multiplies the block's FP32 partial sums afterwards.
+// - Each x row's 32 values are first scaled by a power of two 2^-e that puts the block's largest magnitude in
+//   [2^14, 2^15) (no FP16 overflow however large x is, no underflow of a small row), then split into two FP16 halves,
+//   hi = fp16(x 2^-e) and lo = fp16(x 2^-e - hi), and both go through the mma: hi + lo carries about 22 significant bits,
+//   so each product is as exact as the FP32 kernel's. The partial sums are multiplied by 2^e (exact) and the weight scale.
+// The block's 4 warps take 16 weight rows each, all 32 x rows (4 n-tiles of 8); fragments come from shared memory with
+// ldmatrix (rows padded to 80 bytes: conflict-free). The next K step is loaded into registers while the current one is
+// computed, as in dec_gemm_*. The sums differ from dec_gemm_*'s in order and rounding only; the same bits every run.
+#define TC_LD 40
+__device__ __forceinline__ u32 tc_smem(const void* p) { u64 a; asm("cvta.to.shared.u64 %0, %1;" : "=l"(a) : "l"(p)); return (u32)a; }
+__device__ __forceinline__ u32 tc_bits(float f) { u32 r; asm("mov.b32 %0, %1;" : "=r"(r) : "f"(f)); return r; }
+__device__ __forceinline__ float tc_float(u32 b) { float r; asm("mov.b32 %0, %1;" : "=f"(r) : "r"(b)); return r; }
+__device__ __forceinline__ void tc_st16(u16* p, u32 a, u32 b, u32 c, u32 d) { uint4 v; v.x = a; v.y = b; v.z = c; v.w = d; *(uint4*)p = v; }
+__device__ __forceinline__ void tc_ldsm_x4(u32 addr, u32& r0, u32& r1, u32& r2, u32& r3)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];" : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(addr) : "memory");
+}
+__device__ __forceinline__ void tc_mma(float* c, u32 a0, u32 a1, u32 a2, u32 a3, u32 b0, u32 b1)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+#else
+    __trap();
+#endif
+}
+// Two floats as a half2 (lo in bits 0..15), rounded to nearest.
+__device__ __forceinline__ u32 tc_h2(float lo, float hi) { u32 r; asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo)); return r; }
+__device__ __forceinline__ u32 tc_hsub2(u32 a, u32 b) { u32 r; asm("sub.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b)); return r; }
+
+// The FP16 codes of 8 consecutive elements [c, c + 8) of row `row` (as 4 half2) and the block's scale.
+template <int TYPE>
+__device__ __forceinline__ void tc_codes8(const u8* W, const u16* S, int ldw, int cols, int row, int c, u32* h, float& scale)
+{
+    if (TYPE == 0)
+    {
+        uint4 v = *(const uint4*)((const u16*)W + (size_t)row * ldw + c);
+        h[0] = v.x; h[1] = v.y; h[2] = v.z; h[3] = v.w;
+        scale = 1.f;
+    }
+    else if (TYPE == 1)
+    {
+        // A signed code q becomes the FP16 1024 + (q + 128) (exponent bits 0x6400, q + 128 in the mantissa), minus 1152.
+        uint2 v = *(const uint2*)(W + (size_t)row * cols + c);
+        u32 a = v.x ^ 0x80808080u, b = v.y ^ 0x80808080u;
+        h[0] = tc_hsub2((a & 0xFFu) | ((a & 0xFF00u) << 8) | 0x64006400u, 0x64806480u);
+        h[1] = tc_hsub2(((a >> 16) & 0xFFu) | ((a >> 8) & 0xFF0000u) | 0x64006400u, 0x64806480u);
+        h[2] = tc_hsub2((b & 0xFFu) | ((b & 0xFF00u) << 8) | 0x64006400u, 0x64806480u);
+        h[3] = tc_hsub2(((b >> 16) & 0xFFu) | ((b >> 8) & 0xFF0000u) | 0x64006400u, 0x64806480u);
+        scale = h2f(S[(size_t)row * (cols >> 5) + (c >> 5)]);
+    }
+    else
+    {
+        // Element 2i is the low nibble of byte i, 2i + 1 the high one: element e is bits 4e .. 4e + 3; n - 8 = (1024 + n) - 1032.
+        u32 v = *(const u32*)(W + (size_t)row * (cols >> 1) + (c >> 1));
+#pragma unroll
+        for (int i = 0; i < 4; i++) h[i] = tc_hsub2(((v >> (8 * i)) & 0xFu) | (((v >> (8 * i + 4)) & 0xFu) << 16) | 0x64006400u, 0x64086408u);
+        scale = h2f(S[(size_t)row * (cols >> 5) + (c >> 5)]);
+    }
+}
+
+// One element's FP16 code (0 outside the matrix); the slow path of tc_codes8.
+template <int TYPE>
+__device__ __forceinline__ float tc_code1(const u8* W, int ldw, int cols, int row, int c)
+{
+    if (TYPE == 0) return h2f(((const u16*)W)[(size_t)row * ldw + c]);
+    if (TYPE == 1) return (float)(int)(signed char)W[(size_t)row * cols + c];
+    u32 b = W[(size_t)row * (cols >> 1) + (c >> 1)];
+    return (float)((int)((c & 1) ? (b >> 4) : (b & 15u)) - 8);
+}
+
+template <int TYPE>
+__device__ __forceinline__ void gemm_tc(const u8* W, const u16* S, int ldw, const float* x, int ldx, float* y, int ldy,
+                                        int rows, int cols, int nx, int accumulate, float* part, int colsPerSplit)
+{
+    __shared__ alignas(16) u16 sw[GM_W][TC_LD];
+    __shared__ alignas(16) u16 sxh[GM_X][TC_LD];
+    __shared__ alignas(16) u16 sxl[GM_X][TC_LD];
+    __shared__ float sws[GM_W];
+    __shared__ float sxs[GM_X];
+    const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+    const int g = lane >> 2, tg = lane & 3;
+    const int lr = t >> 2, lc = (t & 3) * 8;  // what this thread stages: weight rows lr and lr + 32, x row lr; columns lc .. lc + 7
+    const int row0 = blockIdx.x * GM_W, xb0 = blockIdx.y * GM_X;
+    const int kBegin = blockIdx.z * colsPerSplit, kEnd = min(cols, kBegin + colsPerSplit);
+    float acc[4][4];
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+    {
+#pragma unroll
+        for (int i = 0; i < 4; i++) acc[j][i] = 0.f;
+    }
+    const bool vec = (cols & 7) == 0 && (ldx & 3) == 0;
+    u32 wh[2][4];
+    float ws[2], v[8];
+    auto load = [&](int k0)
+    {
+        const int c = k0 + lc;
+        const int xr = xb0 + lr;
+#pragma unroll
+        for (int half = 0; half < 2; half++)
+        {
+            const int wr = row0 + lr + 32 * half;
+            if (vec && c + 8 <= kEnd && wr < rows) tc_codes8<TYPE>(W, S, ldw, cols, wr, c, wh[half], ws[half]);
+            else
+            {
+                float f[8];
+#pragma unroll
+                for (int i = 0; i < 8; i++) f[i] = c + i < kEnd && wr < rows ? tc_code1<TYPE>(W, ldw, cols, wr, c + i) : 0.f;
+#pragma unroll
+                for (int i = 0; i < 4; i++) wh[half][i] = tc_h2(f[2 * i], f[2 * i + 1]);
+                ws[half] = TYPE == 0 || wr >= rows || c >= kEnd ? 1.f : h2f(S[(size_t)wr * (cols >> 5) + (c >> 5)]);
+            }
+        }
+        if (vec && c + 8 <= kEnd && xr < nx)
+        {
+            float4 a = __ldg((const float4*)(x + (size_t)xr * ldx + c));
+            float4 b = __ldg((const float4*)(x + (size_t)xr * ldx + c + 4));
+            v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+        }
+        else
+        {
+#pragma unroll
+            for (int i = 0; i < 8; i++) v[i] = c + i < kEnd && xr < nx ? x[(size_t)xr * ldx + c + i] : 0.f;
+        }
+    };
+    // ldmatrix addresses: A (weights) rows 16 warp + (lane & 7) + 8 ((lane >> 3) & 1), columns 8 (lane >> 4); B (x) rows
+    // (lane & 7) + 8 (lane >> 4) of each pair of n-tiles, columns 8 ((lane >> 3) & 1).
+    const u32 aAddr = tc_smem(&sw[16 * warp + (lane & 7) + 8 * ((lane >> 3) & 1)][8 * (lane >> 4)]);
+    const u32 bhAddr = tc_smem(&sxh[(lane & 7) + 8 * (lane >> 4)][8 * ((lane >> 3) & 1)]);
+    const u32 blAddr = tc_smem(&sxl[(lane & 7) + 8 * (lane >> 4)][8 * ((lane >> 3) & 1)]);
+    if (kBegin < kEnd) load(kBegin);
+    for (int k0 = kBegin; k0 < kEnd; k0 += GM_K)
+    {
+        // Stage: the weight codes, and x split into hi + lo after the power-of-two scaling of its 32-column block.
+        float m = 0.f;
+#pragma unroll
+        for (int i = 0; i < 8; i++) m = fmaxf(m, fabsf(v[i]));
+        m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, 1));
+        m = fmaxf(m, __shfl_xor_sync(0xFFFFFFFFu, m, 2));
+        const int e = (int)(tc_bits(m) >> 23);  // the biased exponent of the block's largest |x| (255: inf or NaN)
+        const int shift = e == 255 ? 0 : max(e - 141, -126);
+        const float down = tc_float((u32)(127 - shift) << 23), up = tc_float((u32)(127 + shift) << 23);
+        u32 hi[4], lo[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+        {
+            float a = v[2 * i] * down, b = v[2 * i + 1] * down;
+            hi[i] = tc_h2(a, b);
+            lo[i] = tc_h2(a - lo_h(hi[i]), b - hi_h(hi[i]));
+        }
+        tc_st16(&sw[lr][lc], wh[0][0], wh[0][1], wh[0][2], wh[0][3]);
+        tc_st16(&sw[lr + 32][lc], wh[1][0], wh[1][1], wh[1][2], wh[1][3]);
+        tc_st16(&sxh[lr][lc], hi[0], hi[1], hi[2], hi[3]);
+        tc_st16(&sxl[lr][lc], lo[0], lo[1], lo[2], lo[3]);
+        if ((t & 3) == 0)
+        {
+            sws[lr] = ws[0];
+            sws[lr + 32] = ws[1];
+            sxs[lr] = up;
+        }
+        __syncthreads();
+        if (k0 + GM_K < kEnd) load(k0 + GM_K);
+        float part4[4][4];
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+        {
+#pragma unroll
+            for (int i = 0; i < 4; i++) part4[j][i] = 0.f;
+        }
+#pragma unroll
+        for (int kk = 0; kk < GM_K; kk += 16)
+        {
+            u32 a0, a1, a2, a3;
+            tc_ldsm_x4(aAddr + 2 * kk, a0, a1, a2, a3);
+#pragma unroll
+            for (int jp = 0; jp < 2; jp++)
+            {
+                u32 b0, b1, b2, b3;
+                const u32 off = 2 * (16 * jp * TC_LD + kk);
+                tc_ldsm_x4(bhAddr + off, b0, b1, b2, b3);
+                tc_mma(part4[2 * jp], a0, a1, a2, a3, b0, b1);
+                tc_mma(part4[2 * jp + 1], a0, a1, a2, a3, b2, b3);
+                tc_ldsm_x4(blAddr + off, b0, b1, b2, b3);
+                tc_mma(part4[2 * jp], a0, a1, a2, a3, b0, b1);
+                tc_mma(part4[2 * jp + 1], a0, a1, a2, a3, b2, b3);
+            }
+        }
+        const float sa = sws[16 * warp + g], sb = sws[16 * warp + g + 8];
+#pragma unroll
+        for (int j = 0; j < 4; j++)
+        {
+            const float x0 = sxs[8 * j + 2 * tg], x1 = sxs[8 * j + 2 * tg + 1];
+            acc[j][0] = fmaf(sa * x0, part4[j][0], acc[j][0]);
+            acc[j][1] = fmaf(sa * x1, part4[j][1], acc[j][1]);
+            acc[j][2] = fmaf(sb * x0, part4[j][2], acc[j][2]);
+            acc[j][3] = fmaf(sb * x1, part4[j][3], acc[j][3]);
+        }
+        __syncthreads();
+    }
+    // acc[j]: rows 16 warp + g (0, 1) and + 8 (2, 3) of x rows 8 j + 2 tg (0, 2) and + 1 (1, 3).
+#pragma unroll
+    for (int j = 0; j < 4; j++)
+    {
+#pragma unroll
+        for (int i = 0; i < 4; i++)
+        {
+            const int b = xb0 + 8 * j + 2 * tg + (i & 1);
+            const int r = row0 + 16 * warp + g + 8 * (i >> 1);
+            if (b >= nx || r >= rows) continue;
+            if (gridDim.z > 1) part[((size_t)blockIdx.z * nx + b) * rows + r] = acc[j][i];
+            else
+            {
+                float* dst = y + (size_t)b * ldy + r;
+                *dst = accumulate ? *dst + acc[j][i] : acc[j][i];
+            }
+        }
+    }
+}
+
+#define DEC_GEMM_TC(TNAME, TYPE)                                                                                          \
+    extern "C" __global__ void __launch_bounds__(128) dec_gemm_tc_##TNAME(                                                 \
+        const u8* W, const u16* S, int ldw, const float* x, int ldx, float* y, int ldy, int rows, int cols, int nx, int accumulate, \
+        float* part, int colsPerSplit)                                                                                    \
+    {                                                                                                                     \
+        gemm_tc<TYPE>(W, S, ldw, x, ldx, y, ldy, rows, cols, nx, accumulate, part, colsPerSplit);                         \
+    }
+
+DEC_GEMM_TC(f16, 0)
+DEC_GEMM_TC(q8, 1)
+DEC_GEMM_TC(q4, 2)
+
 // y[b][row] (+)= the splits' partial sums of dec_gemm_*, added in split order; grid-stride.
 extern "C" __global__ void __launch_bounds__(256) dec_gemm_reduce(const float* part, int splits, float* y, int ldy, int rows, int nx, int accumulate)
 {
