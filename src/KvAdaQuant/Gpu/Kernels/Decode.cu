@@ -180,6 +180,35 @@ DEC_MATVEC_ALL(q4, 2)
 #define GM_W 64
 #define GM_X 32
 #define GM_K 32
+
+// x[xr][c .. c + 8) of a chunk's activations (0 past kEnd or nx), as two float4 loads where the columns allow.
+__device__ __forceinline__ void gemm_x8(const float* x, int ldx, int nx, int kEnd, int xr, int c, bool vec, float* v)
+{
+    if (vec && c + 8 <= kEnd && xr < nx)
+    {
+        float4 a = __ldg((const float4*)(x + (size_t)xr * ldx + c));
+        float4 b = __ldg((const float4*)(x + (size_t)xr * ldx + c + 4));
+        v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+    }
+    else
+    {
+#pragma unroll
+        for (int i = 0; i < 8; i++) v[i] = c + i < kEnd && xr < nx ? x[(size_t)xr * ldx + c + i] : 0.f;
+    }
+}
+
+// One output of a chunk's product, weight row r of x row b: to this split's partials where the columns are split, else
+// to y (added to it where accumulate); nothing outside the rows.
+__device__ __forceinline__ void gemm_out(float* y, int ldy, float* part, int rows, int nx, int r, int b, int accumulate, float v)
+{
+    if (b >= nx || r >= rows) return;
+    if (gridDim.z > 1) part[((size_t)blockIdx.z * nx + b) * rows + r] = v;
+    else
+    {
+        float* dst = y + (size_t)b * ldy + r;
+        *dst = accumulate ? *dst + v : v;
+    }
+}
 template <int TYPE>
 __device__ __forceinline__ void gemm(const u8* W, const u16* S, int ldw, const float* x, int ldx, float* y, int ldy,
                                      int rows, int cols, int nx, int accumulate, float* part, int colsPerSplit)
@@ -216,17 +245,7 @@ __device__ __forceinline__ void gemm(const u8* W, const u16* S, int ldw, const f
                 for (int i = 0; i < 8; i++) w[half][i] = c + i < kEnd && wr < rows ? weight1<TYPE>(W, S, ldw, cols, wr, c + i) : 0.f;
             }
         }
-        if (vec && c + 8 <= kEnd && xr < nx)
-        {
-            float4 a = __ldg((const float4*)(x + (size_t)xr * ldx + c));
-            float4 b = __ldg((const float4*)(x + (size_t)xr * ldx + c + 4));
-            v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
-        }
-        else
-        {
-#pragma unroll
-            for (int i = 0; i < 8; i++) v[i] = c + i < kEnd && xr < nx ? x[(size_t)xr * ldx + c + i] : 0.f;
-        }
+        gemm_x8(x, ldx, nx, kEnd, xr, c, vec, v);
     };
     if (kBegin < kEnd) load(kBegin);
     for (int k0 = kBegin; k0 < kEnd; k0 += GM_K)
@@ -258,34 +277,11 @@ __device__ __forceinline__ void gemm(const u8* W, const u16* S, int ldw, const f
 #pragma unroll
     for (int j = 0; j < 4; j++)
     {
-        int b = xb0 + tx * 4 + j;
-        if (b >= nx) continue;
 #pragma unroll
-        for (int i = 0; i < 4; i++)
-        {
-            int r = row0 + tw * 4 + i;
-            if (r >= rows) continue;
-            if (gridDim.z > 1) part[((size_t)blockIdx.z * nx + b) * rows + r] = acc[i][j];
-            else
-            {
-                float* dst = y + (size_t)b * ldy + r;
-                *dst = accumulate ? *dst + acc[i][j] : acc[i][j];
-            }
-        }
+        for (int i = 0; i < 4; i++) gemm_out(y, ldy, part, rows, nx, row0 + tw * 4 + i, xb0 + tx * 4 + j, accumulate, acc[i][j]);
     }
 }
 
-#define DEC_GEMM(TNAME, TYPE)                                                                                             \
-    extern "C" __global__ void __launch_bounds__(128) dec_gemm_##TNAME(                                                    \
-        const u8* W, const u16* S, int ldw, const float* x, int ldx, float* y, int ldy, int rows, int cols, int nx, int accumulate, \
-        float* part, int colsPerSplit)                                                                                    \
-    {                                                                                                                     \
-        gemm<TYPE>(W, S, ldw, x, ldx, y, ldy, rows, cols, nx, accumulate, part, colsPerSplit);                            \
-    }
-
-DEC_GEMM(f16, 0)
-DEC_GEMM(q8, 1)
-DEC_GEMM(q4, 2)
 
 // Prefill chunks on the tensor cores (sm_80 and later): the same product, tiles, splits and arguments as dec_gemm_*, with
 // mma.sync m16n8k16 (FP16 inputs, FP32 accumulation) instead of FP32 FMAs. Each K step is one 32-column block (a Q8_0 /
@@ -406,17 +402,7 @@ __device__ __forceinline__ void gemm_tc(const u8* W, const u16* S, int ldw, cons
                 ws[half] = TYPE == 0 || wr >= rows || c >= kEnd ? 1.f : h2f(S[(size_t)wr * (cols >> 5) + (c >> 5)]);
             }
         }
-        if (vec && c + 8 <= kEnd && xr < nx)
-        {
-            float4 a = __ldg((const float4*)(x + (size_t)xr * ldx + c));
-            float4 b = __ldg((const float4*)(x + (size_t)xr * ldx + c + 4));
-            v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
-        }
-        else
-        {
-#pragma unroll
-            for (int i = 0; i < 8; i++) v[i] = c + i < kEnd && xr < nx ? x[(size_t)xr * ldx + c + i] : 0.f;
-        }
+        gemm_x8(x, ldx, nx, kEnd, xr, c, vec, v);
     };
     // ldmatrix addresses: A (weights) rows 16 warp + (lane & 7) + 8 ((lane >> 3) & 1), columns 8 (lane >> 4); B (x) rows
     // (lane & 7) + 8 (lane >> 4) of each pair of n-tiles, columns 8 ((lane >> 3) & 1).
@@ -497,32 +483,25 @@ __device__ __forceinline__ void gemm_tc(const u8* W, const u16* S, int ldw, cons
     for (int j = 0; j < 4; j++)
     {
 #pragma unroll
-        for (int i = 0; i < 4; i++)
-        {
-            const int b = xb0 + 8 * j + 2 * tg + (i & 1);
-            const int r = row0 + 16 * warp + g + 8 * (i >> 1);
-            if (b >= nx || r >= rows) continue;
-            if (gridDim.z > 1) part[((size_t)blockIdx.z * nx + b) * rows + r] = acc[j][i];
-            else
-            {
-                float* dst = y + (size_t)b * ldy + r;
-                *dst = accumulate ? *dst + acc[j][i] : acc[j][i];
-            }
-        }
+        for (int i = 0; i < 4; i++) gemm_out(y, ldy, part, rows, nx, row0 + 16 * warp + g + 8 * (i >> 1), xb0 + 8 * j + 2 * tg + (i & 1), accumulate, acc[j][i]);
     }
 }
 
-#define DEC_GEMM_TC(TNAME, TYPE)                                                                                          \
-    extern "C" __global__ void __launch_bounds__(128) dec_gemm_tc_##TNAME(                                                 \
+// The chunk products' kernels: dec_gemm_<type> (FP32 FMAs) and dec_gemm_tc_<type> (tensor cores), same arguments.
+#define DEC_GEMM(KNAME, FN, TYPE)                                                                                         \
+    extern "C" __global__ void __launch_bounds__(128) KNAME(                                                              \
         const u8* W, const u16* S, int ldw, const float* x, int ldx, float* y, int ldy, int rows, int cols, int nx, int accumulate, \
         float* part, int colsPerSplit)                                                                                    \
     {                                                                                                                     \
-        gemm_tc<TYPE>(W, S, ldw, x, ldx, y, ldy, rows, cols, nx, accumulate, part, colsPerSplit);                         \
+        FN<TYPE>(W, S, ldw, x, ldx, y, ldy, rows, cols, nx, accumulate, part, colsPerSplit);                              \
     }
 
-DEC_GEMM_TC(f16, 0)
-DEC_GEMM_TC(q8, 1)
-DEC_GEMM_TC(q4, 2)
+DEC_GEMM(dec_gemm_f16, gemm, 0)
+DEC_GEMM(dec_gemm_q8, gemm, 1)
+DEC_GEMM(dec_gemm_q4, gemm, 2)
+DEC_GEMM(dec_gemm_tc_f16, gemm_tc, 0)
+DEC_GEMM(dec_gemm_tc_q8, gemm_tc, 1)
+DEC_GEMM(dec_gemm_tc_q4, gemm_tc, 2)
 
 // y[b][row] (+)= the splits' partial sums of dec_gemm_*, added in split order; grid-stride.
 extern "C" __global__ void __launch_bounds__(256) dec_gemm_reduce(const float* part, int splits, float* y, int ldy, int rows, int nx, int accumulate)
