@@ -175,7 +175,7 @@ public unsafe class CudaChunkGemmTests(ITestOutputHelper output)
     }
 
     [Fact]
-    public void KernelNamesFollowTheWeightTypeAndTheChoice()
+    public void KernelNamesFollowTheWeightTypeAndTheChoiceAndOldDevicesRefuseTheTensorCores()
     {
         Assert.Equal("dec_gemm_tc_q8", CudaDecoder.ChunkGemmKernel(GpuWeightType.Q8_0, true));
         Assert.Equal("dec_gemm_q4", CudaDecoder.ChunkGemmKernel(GpuWeightType.Q4_0, false));
@@ -183,6 +183,12 @@ public unsafe class CudaChunkGemmTests(ITestOutputHelper output)
         Assert.True(CudaDecoder.TensorCoresAvailable((8, 0)));
         Assert.True(CudaDecoder.TensorCoresAvailable((9, 0)));
         Assert.False(CudaDecoder.TensorCoresAvailable((7, 5)));
+        Assert.True(CudaDecoder.ChooseTensorCores(null, (9, 0)));
+        Assert.False(CudaDecoder.ChooseTensorCores(null, (7, 5)));
+        Assert.False(CudaDecoder.ChooseTensorCores(false, (9, 0)));
+        Assert.True(CudaDecoder.ChooseTensorCores(true, (8, 6)));
+        var e = Assert.Throws<ArgumentException>(() => CudaDecoder.ChooseTensorCores(true, (7, 5)));
+        Assert.Contains("--prefill-gemm tensor-cores) need compute capability 8.0 or later; this device (sm_75) has 7.5", e.Message, StringComparison.Ordinal);
     }
 
     // y (+)= W x through the kernel and, with more than one split, dec_gemm_reduce, as CudaDecoder launches them.

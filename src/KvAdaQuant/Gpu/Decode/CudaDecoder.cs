@@ -68,14 +68,7 @@ public sealed class CudaDecoder : IDisposable
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(prefillChunk, 1);
         ArgumentNullException.ThrowIfNull(context);
-        if (tensorCoreGemm == true && !TensorCoresAvailable(context.ComputeCapability))
-        {
-            throw new ArgumentException(
-                $"tensorCoreGemm: the prefill's tensor-core matrix products need compute capability 8.0 or later; this device ({context.Arch}) has {context.ComputeCapability.Major}.{context.ComputeCapability.Minor}",
-                nameof(tensorCoreGemm));
-        }
-
-        PrefillTensorCores = tensorCoreGemm ?? TensorCoresAvailable(context.ComputeCapability);
+        PrefillTensorCores = ChooseTensorCores(tensorCoreGemm, context.ComputeCapability);
         ArgumentNullException.ThrowIfNull(model);
         _ctx = context;
         _c = model.Config;
@@ -1127,6 +1120,22 @@ public sealed class CudaDecoder : IDisposable
 
     /// <summary>Whether a device of <paramref name="capability"/> runs <c>dec_gemm_tc_*</c> (mma.sync m16n8k16: 8.0 or later).</summary>
     internal static bool TensorCoresAvailable((int Major, int Minor) capability) => capability.Major >= 8;
+
+    /// <summary>
+    /// Whether the prefill's matrix products run on the tensor cores: <paramref name="requested"/>, or where null whether
+    /// the device has them; asking for them on a device without them is an error naming the option and the device.
+    /// </summary>
+    internal static bool ChooseTensorCores(bool? requested, (int Major, int Minor) capability)
+    {
+        if (requested == true && !TensorCoresAvailable(capability))
+        {
+            throw new ArgumentException(
+                $"tensorCoreGemm: the prefill's tensor-core matrix products (--prefill-gemm tensor-cores) need compute capability 8.0 or later; this device (sm_{capability.Major}{capability.Minor}) has {capability.Major}.{capability.Minor}",
+                "tensorCoreGemm");
+        }
+
+        return requested ?? TensorCoresAvailable(capability);
+    }
 
     /// <summary>The kernel for a prefill chunk's matrix product of <paramref name="type"/> weights.</summary>
     internal static string ChunkGemmKernel(GpuWeightType type, bool tensorCores) =>
