@@ -1000,7 +1000,7 @@ public sealed class CudaDecoder : IDisposable
     internal static (int PositionsPerSplit, int Splits) ChunkSplits(long perHead, int rowGroups, int sms, int length)
     {
         long perSplit = perHead * rowGroups;
-        int splits = (int)Math.Clamp(((4L * sms) + perSplit - 1) / perSplit, 1, MaxChunkSplits);
+        int splits = RequestedChunkSplits(perSplit, sms);
         int tps = Math.Max(32, (((length + splits - 1) / splits) + 31) / 32 * 32);
         return (tps, (length + tps - 1) / tps);
     }
@@ -1009,11 +1009,16 @@ public sealed class CudaDecoder : IDisposable
     internal static int ChunkThreadsPerRow(int headDim) => headDim <= 64 ? 1 : headDim <= 128 ? 2 : 4;
 
     /// <summary>
-    /// The most splits <see cref="ChunkSplits"/> gives for any length up to <paramref name="capacity"/> (one row group), which
-    /// sizes the chunk's attention partials.
+    /// The most splits <see cref="ChunkSplits"/> gives for any length up to <paramref name="capacity"/> over
+    /// <paramref name="perHead"/> blocks a split (one row group; <see cref="ChunkPartialSplits"/> passes the KV heads x the row
+    /// groups of each chunk size to size the partials).
     /// </summary>
     internal static int ChunkMaxSplits(long perHead, int sms, int capacity) =>
-        (int)Math.Min(Math.Clamp(((4L * sms) + perHead - 1) / perHead, 1, MaxChunkSplits), Math.Max(1, (capacity + 31) / 32));
+        Math.Min(RequestedChunkSplits(perHead, sms), Math.Max(1, (capacity + 31) / 32));
+
+    // Splits a chunk's attention asks for over `perSplit` blocks of a split: about four blocks a multiprocessor, at most
+    // MaxChunkSplits.
+    private static int RequestedChunkSplits(long perSplit, int sms) => (int)Math.Clamp(((4L * sms) + perSplit - 1) / perSplit, 1, MaxChunkSplits);
 
     /// <summary>
     /// Blocks of the chunk attention per (split, KV head, sequence): its <paramref name="positions"/> x
@@ -1110,9 +1115,8 @@ public sealed class CudaDecoder : IDisposable
         long most = 1;
         for (int n = 1; n <= positions; n++)
         {
-            long perSplit = perHead * ChunkRowGroups(n, ratio, headDim);
-            long splits = Math.Min(Math.Clamp(((4L * sms) + perSplit - 1) / perSplit, 1, MaxChunkSplits), Math.Max(1, (capacity + 31) / 32));
-            most = Math.Max(most, n * splits);
+            // ChunkMaxSplits of the chunk's (KV head, row group) blocks: the most its splits come to at any length.
+            most = Math.Max(most, (long)n * ChunkMaxSplits(perHead * ChunkRowGroups(n, ratio, headDim), sms, capacity));
         }
 
         return (int)((most + positions - 1) / positions);
