@@ -5,6 +5,7 @@
 # SINGLE_RUNS (default 3): timed prefills of the position-by-position runs (one takes ~27 s on the 8B file); 0 skips them.
 # GEMMS (default "fma tensor-cores"): the chunked runs' --prefill-gemm values, each run in turn.
 # CHUNKS (default "32 256"): the chunked 4,096-token runs' --ubatch values (the 32,768-token run takes kvaq's default).
+# ATTNS (default "auto"): the chunked runs' --prefill-attention values (tensor-cores, fma, auto), each run in turn.
 # Logs in $OUT (or ./out): prefill.log (each bench's command and per-run speeds), prefill.jsonl (its --json, one line per bench).
 set -u -o pipefail
 K=$1
@@ -12,6 +13,7 @@ MODELS=${2:-1b}
 SINGLE_RUNS=${SINGLE_RUNS:-3}
 GEMMS=${GEMMS:-fma tensor-cores}
 CHUNKS=${CHUNKS:-32 256}
+ATTNS=${ATTNS:-auto}
 OUT=${OUT:-./out}
 W=${WORK:-/tmp/kvaq-prefill}
 mkdir -p "$OUT" "$W"
@@ -34,11 +36,15 @@ for m in ${MODELS//,/ }; do
     [ "$SINGLE_RUNS" = 0 ] || run --device cuda -m "$f" --kv $kv --ctx 4096 --decode-tokens 16 --runs 1 --prefill-runs "$SINGLE_RUNS" --ubatch 1
     for ub in $CHUNKS; do
       for g in $GEMMS; do
-        run --device cuda -m "$f" --kv $kv --ctx 4096 --decode-tokens 16 --runs 1 --prefill-runs 3 --ubatch $ub --prefill-gemm $g
+        for a in $ATTNS; do
+          run --device cuda -m "$f" --kv $kv --ctx 4096 --decode-tokens 16 --runs 1 --prefill-runs 3 --ubatch $ub --prefill-gemm $g --prefill-attention $a
+        done
       done
     done
   done
   for g in $GEMMS; do
-    run --device cuda -m "$f" --kv k4v2 --ctx 32768 --prefill-tokens 32768 --decode-tokens 16 --runs 1 --prefill-runs 1 --prefill-gemm $g
+    for a in $ATTNS; do
+      run --device cuda -m "$f" --kv k4v2 --ctx 32768 --prefill-tokens 32768 --decode-tokens 16 --runs 1 --prefill-runs 1 --prefill-gemm $g --prefill-attention $a
+    done
   done
 done

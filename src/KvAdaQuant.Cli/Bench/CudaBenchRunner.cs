@@ -27,12 +27,14 @@ internal static class CudaBenchRunner
     private const int TimedSteps = 5;
 
     public static int Run(
-        LlamaModel m, KvPlan plan, int[] contexts, int decodeTokens, int runs, int batch, bool fit, bool asJson, int? ubatch = null, int? prefillRuns = null, int prefillLimit = PrefillLimit, bool? tensorCores = null)
+        LlamaModel m, KvPlan plan, int[] contexts, int decodeTokens, int runs, int batch, bool fit, bool asJson, int? ubatch = null, int? prefillRuns = null, int prefillLimit = PrefillLimit, bool? tensorCores = null,
+        bool? attentionTensorCores = null)
     {
         using CudaContext context = DeviceOptions.OpenCuda();
         int capacity = contexts.Max();
         var watch = Stopwatch.StartNew();
-        using var decoder = new CudaDecoder(context, m, plan, fit ? 1 : batch, fit ? 256 : capacity, prefillChunk: ubatch ?? CudaDecoder.DefaultPrefillChunk, tensorCoreGemm: tensorCores);
+        using var decoder = new CudaDecoder(context, m, plan, fit ? 1 : batch, fit ? 256 : capacity, prefillChunk: ubatch ?? CudaDecoder.DefaultPrefillChunk, tensorCoreGemm: tensorCores,
+            tensorCoreAttention: attentionTensorCores);
         double loadSeconds = watch.Elapsed.TotalSeconds;
         var header = new Dictionary<string, object?>
         {
@@ -46,6 +48,7 @@ internal static class CudaBenchRunner
             ["build"] = decoder.BuildNote,
             ["prefill_chunk"] = decoder.PrefillChunk,
             ["prefill_gemm"] = decoder.PrefillTensorCores ? "tensor-cores" : "fma",
+            ["prefill_attention"] = decoder.PrefillAttentionTensorCores ? "tensor-cores" : "fma",
         };
         if (fit)
         {

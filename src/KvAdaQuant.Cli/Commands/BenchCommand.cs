@@ -33,18 +33,19 @@ internal static class BenchCommand
         var batch = new Option<int>("--batch") { Description = "sequences decoded together, each with its own cache: on the CPU one forward pass a step for all of them (prefill runs the prompt in each; tokens/s count all sequences; llama-batched-bench's -npl; with --vs llama.cpp the same in one llama.cpp context of as many sequences); with --device cuda the GPU batch", DefaultValueFactory = _ => 1 };
         var prefillTokens = new Option<int?>("--prefill-tokens") { Description = $"with --device cuda: prompt tokens of the timed prefill, at most ctx (default {CudaBenchRunner.PrefillLimit})" };
         var prefillGemm = new Option<string?>("--prefill-gemm") { Description = "with --device cuda: the prefill chunk's matrix products, tensor-cores (mma, compute capability 8.0+), fma (FP32 FMAs) or auto (default: tensor cores where the device has them)" };
+        var prefillAttention = new Option<string?>("--prefill-attention") { Description = "with --device cuda: the prefill chunk's attention, tensor-cores (mma, compute capability 8.0+, head dim a multiple of 16 up to 128), fma (FP32 FMAs) or auto (default: tensor cores where the device and head dim allow)" };
         var fit = new Option<bool>("--fit") { Description = "with --device cuda: the largest batch per --ctx whose cache fits next to the weights (computed from exact byte counts, verified by allocating it)" };
         var attentionAlone = new Option<bool>("--attention") { Description = "attention alone: one decode step of a whole layer's attention over the packed cache, timed against a STREAM-style triad in the same run (GB/s of packed K/V read, and its share of the triad's)" };
         var shape = new Option<string?>("--shape") { Description = $"with --attention: the attention shape of a preset instead of a model file: {SyntheticModelPreset.Names}" };
         var cmd = new Command("bench", "Prefill and decode tokens/s, KV bytes and peak RSS; with --vs llama.cpp the same from llama.cpp, engines alternated run by run; with --device cuda the GPU decode path; with --attention attention alone against a memory-bandwidth triad.")
         {
-            model, tokenizer, kv, kvPlan, ctx, threads, vs, vsCache, decodeTokens, runs, prefillRuns, ubatch, settleMs, json, device, batch, fit, prefillTokens, prefillGemm, attnInt8, attnInt8Values, attentionAlone, shape,
+            model, tokenizer, kv, kvPlan, ctx, threads, vs, vsCache, decodeTokens, runs, prefillRuns, ubatch, settleMs, json, device, batch, fit, prefillTokens, prefillGemm, prefillAttention, attnInt8, attnInt8Values, attentionAlone, shape,
         };
         cmd.SetAction(r => CliRunner.Run(() =>
         {
             if (r.GetValue(attentionAlone))
             {
-                foreach (var unused in new Option[] { vs, vsCache, decodeTokens, prefillRuns, ubatch, settleMs, batch, fit, prefillTokens, prefillGemm, tokenizer })
+                foreach (var unused in new Option[] { vs, vsCache, decodeTokens, prefillRuns, ubatch, settleMs, batch, fit, prefillTokens, prefillGemm, prefillAttention, tokenizer })
                 {
                     if (r.GetResult(unused) is { Implicit: false })
                     {
@@ -196,8 +197,9 @@ internal static class BenchCommand
                     throw new ArgumentException($"--prefill-tokens must be at least 1, got {nPrefillTokens}");
                 }
 
-                bool? tensorCores = ParsePrefillGemm(r.GetValue(prefillGemm));
-                return CudaBenchRunner.Run(m, plan, contexts, nDecode, nRuns, nBatch, r.GetValue(fit), asJson, nUbatch, nPrefillRuns, nPrefillTokens, tensorCores);
+                bool? tensorCores = ParseKernelChoice("--prefill-gemm", r.GetValue(prefillGemm));
+                bool? attentionTensorCores = ParseKernelChoice("--prefill-attention", r.GetValue(prefillAttention));
+                return CudaBenchRunner.Run(m, plan, contexts, nDecode, nRuns, nBatch, r.GetValue(fit), asJson, nUbatch, nPrefillRuns, nPrefillTokens, tensorCores, attentionTensorCores);
             }
 
             if (r.GetValue(fit))
@@ -208,6 +210,11 @@ internal static class BenchCommand
             if (r.GetResult(prefillGemm) is { Implicit: false })
             {
                 throw new ArgumentException("--prefill-gemm applies to --device cuda only (the GPU prefill's matrix products)");
+            }
+
+            if (r.GetResult(prefillAttention) is { Implicit: false })
+            {
+                throw new ArgumentException("--prefill-attention applies to --device cuda only (the GPU prefill's chunk attention)");
             }
 
             if (r.GetResult(prefillTokens) is { Implicit: false })
@@ -399,13 +406,13 @@ internal static class BenchCommand
             : throw new ArgumentException($"--ctx '{text}': '{p}' is not a positive integer")).ToArray();
     }
 
-    /// <summary><c>--prefill-gemm</c>: null for auto, else whether the tensor-core kernels run.</summary>
-    internal static bool? ParsePrefillGemm(string? value) => value switch
+    /// <summary><c>--prefill-gemm</c> or <c>--prefill-attention</c> (<paramref name="option"/>): null for auto, else whether the tensor-core kernels run.</summary>
+    internal static bool? ParseKernelChoice(string option, string? value) => value switch
     {
         null or "auto" => null,
         "tensor-cores" => true,
         "fma" => false,
-        _ => throw new ArgumentException($"--prefill-gemm: expected tensor-cores, fma or auto, got '{value}'"),
+        _ => throw new ArgumentException($"{option}: expected tensor-cores, fma or auto, got '{value}'"),
     };
 
     private static void PrintTable(List<BenchContextResult> results, int threads, long kvaqPeak, long peak, int ubatch, int settleMs, int batch)

@@ -48,8 +48,8 @@ public class CudaPrefillTests(ITestOutputHelper output)
         Assert.Equal(1, single.PrefillChunk);
 
         // The chunk's matrix products sum each row's terms in another order than the decode step's matrix-vector kernels
-        // (FP32 rounding, about 1e-7 of the sum of |w x|), and layers on the K4V2 tensor-core kernel (FP16 inputs) run the FP32
-        // packed kernel in a chunk. Such a difference can move a cached value across a rounding boundary: of its FP16 value
+        // (FP32 rounding, about 1e-7 of the sum of |w x|), and the chunk's attention runs other kernels than the decode step's
+        // (tensor cores or FP32 FMAs over a tile of positions; the decode step's K4V2 tensor-core kernel takes FP16 inputs). Such a difference can move a cached value across a rounding boundary: of its FP16 value
         // (one FP16 step, 2^-11 of it; measured up to 6.8e-4 of the largest logit on stories260K), or of a packed layer's 2- to
         // 8-bit code (a whole quantization step), so FP16 caches are held to 2e-3 and packed ones to the decode checks' 1e-2.
         bool packed = chunked.Layout.AnyPacked;
@@ -173,11 +173,17 @@ public class CudaPrefillTests(ITestOutputHelper output)
     }
 
     [SkippableTheory]
-    [InlineData("stories260K", "fp16")] // F16 weights
-    [InlineData("stories3M-q80", "fp16")] // Q8_0
-    [InlineData("tiny-hd64-q4", "fp16")] // Q4_0
-    [InlineData("stories3M-q80", "k4v2")]
-    public void TensorCoreMatrixProductsGiveTheFmaKernelsLogits(string modelName, string kv)
+    [InlineData("stories260K", "fp16", "gemm")] // F16 weights
+    [InlineData("stories3M-q80", "fp16", "gemm")] // Q8_0
+    [InlineData("tiny-hd64-q4", "fp16", "gemm")] // Q4_0
+    [InlineData("stories3M-q80", "k4v2", "gemm")]
+    [InlineData("tiny-hd64", "fp16", "attention")] // two m-tiles a warp
+    [InlineData("tiny-hd96", "fp16", "attention")]
+    [InlineData("tiny-hd128", "fp16", "attention")]
+    [InlineData("tiny-hd64", "k4v2", "attention")] // the K4V2 chunk kernel: dequantized K / V as FP16 hi + lo
+    [InlineData("tiny-hd128", "k3v2:g32", "attention")] // the generic packed one
+    [InlineData("tiny-hd64", "k4v2:rot", "attention")]
+    public void TensorCoreKernelsGiveTheFmaKernelsLogits(string modelName, string kv, string kernels)
     {
         using CudaContext context = GpuAndCpuFp16.OpenContext();
         Skip.IfNot(CudaDecoder.TensorCoresAvailable(context.ComputeCapability), $"{context.Arch} has no mma.sync m16n8k16");
@@ -185,10 +191,14 @@ public class CudaPrefillTests(ITestOutputHelper output)
         using LlamaModel model = Load(modelName, dir);
         var plan = KvPlan.Parse(kv, model.Config.Layers);
         int[] prompt = Prompt(model.Config, 150, 6);
-        using var tc = new CudaDecoder(context, model, plan, 1, 200);
-        using var fma = new CudaDecoder(context, model, plan, 1, 200, tensorCoreGemm: false);
-        Assert.True(tc.PrefillTensorCores);
-        Assert.False(fma.PrefillTensorCores);
+
+        // Only the named kernels differ: the matrix products (gemm) or the chunk attention (attention).
+        bool gemm = kernels == "gemm";
+        using var tc = new CudaDecoder(context, model, plan, 1, 200, tensorCoreAttention: gemm ? false : null);
+        using var fma = new CudaDecoder(context, model, plan, 1, 200, tensorCoreGemm: gemm ? false : null, tensorCoreAttention: false);
+        Assert.True(gemm ? tc.PrefillTensorCores : tc.PrefillAttentionTensorCores);
+        Assert.False(gemm ? fma.PrefillTensorCores : fma.PrefillAttentionTensorCores);
+        Assert.Equal(tc.PrefillTensorCores, gemm ? !fma.PrefillTensorCores : fma.PrefillTensorCores);
         tc.Prefill(prompt);
         fma.Prefill(prompt);
         var a = new float[model.Config.VocabSize];
@@ -196,11 +206,12 @@ public class CudaPrefillTests(ITestOutputHelper output)
         tc.CopyLogits(a);
         fma.CopyLogits(b);
         double rel = RelativeDifference(a, b);
-        output.WriteLine($"{modelName} {kv}: max |tensor cores - FMA| / max |FMA| = {rel:E2}");
+        output.WriteLine($"{modelName} {kv} {kernels}: max |tensor cores - FMA| / max |FMA| = {rel:E2}");
 
-        // Both sum FP32-exact products in FP32 (the tensor-core kernel's x as two FP16 halves carries about 22 bits; its
-        // sums are checked against double precision in CudaChunkGemmTests), in another order. The bounds are those of
-        // ChunkedPrefillEqualsPositionByPosition: a rounding difference can move a cached FP16 value or a K/V code by a step.
+        // Both sum FP32-exact products in FP32 (the tensor-core kernels' FP32 operands as two FP16 halves carry about 22
+        // bits; their sums are checked against double precision in CudaChunkGemmTests and CudaChunkAttentionTests), in
+        // another order. The bounds are those of ChunkedPrefillEqualsPositionByPosition: a rounding difference can move a
+        // cached FP16 value or a K/V code by a step.
         Assert.True(rel <= (tc.Layout.AnyPacked ? 1e-2 : Fp16CacheBound), $"{rel:E2}");
         var ta = new int[1];
         var tb = new int[1];

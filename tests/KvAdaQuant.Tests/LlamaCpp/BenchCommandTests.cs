@@ -152,6 +152,12 @@ public class BenchCommandTests
         (code, _, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--device", "cuda", "--prefill-gemm", "wmma", "--ctx", "40", "--runs", "1", "--decode-tokens", "4"]);
         Assert.Equal(1, code);
         Assert.Contains("--prefill-gemm: expected tensor-cores, fma or auto, got 'wmma'", stderr);
+        (code, _, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--prefill-attention", "fma"]);
+        Assert.Equal(1, code);
+        Assert.Contains("--prefill-attention applies to --device cuda only", stderr);
+        (code, _, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--device", "cuda", "--prefill-attention", "flash", "--ctx", "40", "--runs", "1", "--decode-tokens", "4"]);
+        Assert.Equal(1, code);
+        Assert.Contains("--prefill-attention: expected tensor-cores, fma or auto, got 'flash'", stderr);
         (code, _, stderr) = Run(["bench", "--model", Fixtures.Stories260K, "--fit"]);
         Assert.Equal(1, code);
         Assert.Contains("--fit applies to --device cuda only", stderr);

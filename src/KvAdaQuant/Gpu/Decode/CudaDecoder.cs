@@ -62,14 +62,18 @@ public sealed class CudaDecoder : IDisposable
     /// <param name="tensorCoreGemm">Whether a prefill chunk's matrix products run on the tensor cores
     /// (<c>dec_gemm_tc_*</c>) or as FP32 FMAs (<c>dec_gemm_*</c>); null: the tensor cores where the device has them
     /// (compute capability 8.0 or later).</param>
+    /// <param name="tensorCoreAttention">Whether a prefill chunk's attention runs on the tensor cores (<c>dec_attn_*_chunk_tc</c>)
+    /// or as FP32 FMAs (<c>dec_attn_*_chunk</c>); null: the tensor cores where the device has them and the head dimension is
+    /// a multiple of 16 up to 128.</param>
     public CudaDecoder(
         CudaContext context, LlamaModel model, KvPlan plan, int batch, int capacity, bool keepQuantized = true, CudaDecodeKernels? kernels = null, GpuKvCacheLayout? layout = null,
-        int prefillChunk = DefaultPrefillChunk, bool? tensorCoreGemm = null)
+        int prefillChunk = DefaultPrefillChunk, bool? tensorCoreGemm = null, bool? tensorCoreAttention = null)
     {
         ArgumentOutOfRangeException.ThrowIfLessThan(prefillChunk, 1);
         ArgumentNullException.ThrowIfNull(context);
         PrefillTensorCores = ChooseTensorCores(tensorCoreGemm, context.ComputeCapability);
         ArgumentNullException.ThrowIfNull(model);
+        PrefillAttentionTensorCores = ChooseAttentionTensorCores(tensorCoreAttention, context.ComputeCapability, model.Config.HeadDim);
         _ctx = context;
         _c = model.Config;
         Batch = batch;
@@ -337,15 +341,14 @@ public sealed class CudaDecoder : IDisposable
                 CudaLaunch attn;
                 if (!ll.IsPacked)
                 {
-                    attn = Own(K("dec_attn_fp16_chunk").Prepare(
+                    attn = Own(K(ChunkAttentionKernel(null, PrefillAttentionTensorCores)).Prepare(
                         (1, _c.KvHeads, batch), 128, cl.Keys, cl.Values, CudaArgument.FromUInt64(headStride), cq, cPartO, cPartML, 1, 32, ratio, scaleLog2, 1, 1));
                 }
                 else
                 {
-                    // Every packed layer, the K4V2 tensor-core ones too, runs the FP32 packed kernel over the chunk's rows.
+                    // Every packed layer, the K4V2 tensor-core decode ones too, runs a chunk kernel over the per-token packed rows.
                     PackedKvFormat kf = ll.Keys!, vf = ll.Values!;
-                    bool k4v2 = kf.BitsCode == 4 && vf.BitsCode == 2;
-                    attn = Own(K(k4v2 ? "dec_attn_packed_k4v2_chunk" : "dec_attn_packed_chunk").Prepare(
+                    attn = Own(K(ChunkAttentionKernel(kf.BitsCode == 4 && vf.BitsCode == 2, PrefillAttentionTensorCores)).Prepare(
                         (1, _c.KvHeads, batch), 128,
                         cl.KeyCodes!, cl.KeyParams!, kf.BitsCode, kf.RowBytes, kf.GroupSize,
                         cl.ValueCodes!, cl.ValueParams!, vf.BitsCode, vf.RowBytes, vf.GroupSize,
@@ -568,6 +571,12 @@ public sealed class CudaDecoder : IDisposable
     /// value split into two FP16 halves after a power-of-two scaling, FP32 accumulation) rather than as FP32 FMAs.
     /// </summary>
     public bool PrefillTensorCores { get; }
+
+    /// <summary>
+    /// Whether a prefill chunk's attention runs on the tensor cores (<c>dec_attn_*_chunk_tc</c>: flash-attention style, q, p
+    /// and a packed cache's dequantized K / V each as two FP16 halves, FP32 sums) rather than as FP32 FMAs.
+    /// </summary>
+    public bool PrefillAttentionTensorCores { get; }
 
     /// <summary>
     /// Runs <paramref name="tokens"/> (position-major: <see cref="Batch"/> tokens per position, sequence b's at index
@@ -1140,6 +1149,40 @@ public sealed class CudaDecoder : IDisposable
 
         return requested ?? TensorCoresAvailable(capability);
     }
+
+    /// <summary>Whether the tensor-core chunk attention serves <paramref name="headDim"/> (a multiple of 16 up to 128: its m16n8k16 steps and registers).</summary>
+    internal static bool AttentionTensorCoresFit(int headDim) => headDim % 16 == 0 && headDim <= 128;
+
+    /// <summary>
+    /// Whether the prefill's chunk attention runs on the tensor cores: <paramref name="requested"/>, or where null whether the
+    /// device has them and <paramref name="headDim"/> fits; asking for them where either is missing is an error naming the
+    /// option, the device or the head dimension.
+    /// </summary>
+    internal static bool ChooseAttentionTensorCores(bool? requested, (int Major, int Minor) capability, int headDim)
+    {
+        if (requested == true && !TensorCoresAvailable(capability))
+        {
+            throw new ArgumentException(
+                $"tensorCoreAttention: the prefill's tensor-core attention (--prefill-attention tensor-cores) needs compute capability 8.0 or later; this device (sm_{capability.Major}{capability.Minor}) has {capability.Major}.{capability.Minor}",
+                "tensorCoreAttention");
+        }
+
+        if (requested == true && !AttentionTensorCoresFit(headDim))
+        {
+            throw new ArgumentException(
+                $"tensorCoreAttention: the prefill's tensor-core attention (--prefill-attention tensor-cores) serves head dimensions that are a multiple of 16 up to 128; this model's is {headDim}",
+                "tensorCoreAttention");
+        }
+
+        return requested ?? (TensorCoresAvailable(capability) && AttentionTensorCoresFit(headDim));
+    }
+
+    /// <summary>
+    /// The kernel for a prefill chunk's attention: over the FP16 cache (<paramref name="k4v2"/> null), a packed layer's
+    /// (false) or one with 4-bit keys and 2-bit values (true, widths fixed at compile time).
+    /// </summary>
+    internal static string ChunkAttentionKernel(bool? k4v2, bool tensorCores) =>
+        (k4v2 switch { null => "dec_attn_fp16_chunk", true => "dec_attn_packed_k4v2_chunk", false => "dec_attn_packed_chunk" }) + (tensorCores ? "_tc" : "");
 
     /// <summary>The kernel for a prefill chunk's matrix product of <paramref name="type"/> weights.</summary>
     internal static string ChunkGemmKernel(GpuWeightType type, bool tensorCores) =>

@@ -1162,6 +1162,272 @@ __device__ __forceinline__ void attn_chunk(const SRC& src, const float* q, float
     if (d0 == 0) { partML[slot * 2] = m; partML[slot * 2 + 1] = l; }
 }
 
+// The same chunk attention on the tensor cores (head dims a multiple of 16 up to 128; the C# side picks it), same grid,
+// arguments and partials as attn_chunk, flash-attention style: per tile of CT_KEYS positions the block's 4 warps each take
+// 16 x CT_M (query position, head) rows (CT_M = 2 m-tiles at head dim 64 and below, else 1) and form the tile's scores
+// S = Q K^T and then O += P V with mma.sync m16n8k16 (FP16 in, FP32 sums), the online softmax in between in registers.
+// Exactness as dec_gemm_tc_*: every FP32 operand goes in as two FP16 halves, hi = fp16(x) and lo = fp16(x - hi) (about 22
+// significant bits), and only hi x hi, hi x lo and lo x hi are summed (lo x lo is below FP32's rounding):
+// - each query row is scaled by a power of two 2^s putting its largest |q * scaleLog2| in [2^14, 2^15) before the split
+//   (no FP16 overflow or underflow of the row), and its scores by 2^-s after (exact);
+// - K and V tiles go to shared memory as FP16 hi halves, plus lo halves when LO (a packed cache's dequantized
+//   scale * code + min; the FP16 cache's values are FP16 already, lo = 0 and its mma skipped);
+// - p = exp2(score - m) in [0, 1] is split into hi / lo for P V.
+// V is stored transposed ([dim][position]) so that P V's B fragments are single 32-bit loads; rows padded by 8 halves
+// (conflict-free fragment loads). Positions past the tile's end are zero-filled, and masked scores give p = 0.
+#if HEAD_DIM % 16 == 0 && HEAD_DIM <= 128
+#define CT_KEYS 32
+#define CT_M (HEAD_DIM <= 64 ? 2 : 1)
+#define CT_KLD (HEAD_DIM + 8)
+#define CT_VLD (CT_KEYS + 8)
+template <bool LO, class SRC>
+__device__ __forceinline__ void attn_chunk_tc(const SRC& src, const float* q, float* partO, float* partML, int T, int tokensPerSplit, int ratio,
+                                              float scaleLog2, int qps, int rowGroups)
+{
+    static_assert(CH_ROWS == 4 * 16 * CT_M, "the tensor-core chunk attention takes attn_chunk's rows per block");
+    __shared__ alignas(16) u16 skh[CT_KEYS][CT_KLD];
+    __shared__ alignas(16) u16 svh[HEAD_DIM][CT_VLD];
+    __shared__ alignas(16) u16 skl[LO ? CT_KEYS : 1][LO ? CT_KLD : 8];
+    __shared__ alignas(16) u16 svl[LO ? HEAD_DIM : 1][LO ? CT_VLD : 8];
+    const int kvh = blockIdx.y, kvHeads = gridDim.y, b = blockIdx.z, seqs = gridDim.z;
+    const int split = blockIdx.x / rowGroups, group = blockIdx.x % rowGroups;
+    const int totalSplits = gridDim.x / rowGroups;
+    const int hqTotal = kvHeads * ratio;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t4 = lane & 3;
+    const SRC rows = src.head((size_t)b * kvHeads + kvh);
+    const int t0 = split * tokensPerSplit, t1 = min(T, t0 + tokensPerSplit);
+
+    // This thread's 2 CT_M rows (g and g + 8 of each m-tile): where each one's positions end (causal), and its query as
+    // A fragments (hi, lo) of the power-of-two-scaled q * scaleLog2.
+    int end[CT_M][2];
+    float unscale[CT_M][2];
+    u32 qh[CT_M][HEAD_DIM / 16][4], ql[CT_M][HEAD_DIM / 16][4];
+    int warpEnd = t0;
+#pragma unroll
+    for (int mt = 0; mt < CT_M; mt++)
+    {
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+        {
+            const int row = group * CH_ROWS + warp * 16 * CT_M + mt * 16 + g + 8 * r;
+            const bool active = row < qps * ratio;
+            const int p = active ? row / ratio : 0, h = active ? row % ratio : 0;
+            end[mt][r] = active ? min(t1, T - (qps - 1 - p)) : t0;
+            warpEnd = max(warpEnd, end[mt][r]);
+            const float* qrow = q + ((size_t)(p * seqs + b) * hqTotal + kvh * ratio + h) * HEAD_DIM;
+            float v[HEAD_DIM / 16][4];
+            float mx = 0.f;
+#pragma unroll
+            for (int kk = 0; kk < HEAD_DIM / 16; kk++)
+            {
+                const float2 c0 = active ? *(const float2*)(qrow + 16 * kk + 2 * t4) : make_float2(0.f, 0.f);
+                const float2 c8 = active ? *(const float2*)(qrow + 16 * kk + 8 + 2 * t4) : make_float2(0.f, 0.f);
+                v[kk][0] = c0.x * scaleLog2; v[kk][1] = c0.y * scaleLog2; v[kk][2] = c8.x * scaleLog2; v[kk][3] = c8.y * scaleLog2;
+#pragma unroll
+                for (int i = 0; i < 4; i++) mx = fmaxf(mx, fabsf(v[kk][i]));
+            }
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            // 2^s puts mx in [2^14, 2^15): with mx's biased exponent e (mx in [2^(e - 127), 2^(e - 126))), s = 141 - e; at
+            // most 2^126 (a row below 2^-111 stays below 2^15: its scores are that small too), none for an infinite or NaN row.
+            const int e = (int)(tc_bits(mx) >> 23);
+            const int s = e == 255 ? 0 : min(141 - e, 126);
+            unscale[mt][r] = ldexpf(1.f, -s);
+#pragma unroll
+            for (int kk = 0; kk < HEAD_DIM / 16; kk++)
+            {
+#pragma unroll
+                for (int i = 0; i < 2; i++)
+                {
+                    const float a = ldexpf(v[kk][2 * i], s), c = ldexpf(v[kk][2 * i + 1], s);
+                    const u32 hh = tc_h2(a, c);
+                    // Fragment registers: a0 (row g, k 2t..), a1 (row g + 8, k 2t..), a2 (row g, k 2t + 8..), a3 (row g + 8, k 2t + 8..).
+                    qh[mt][kk][2 * i + r] = hh;
+                    ql[mt][kk][2 * i + r] = tc_h2(a - lo_h(hh), c - hi_h(hh));
+                }
+            }
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) warpEnd = max(warpEnd, __shfl_xor_sync(0xffffffffu, warpEnd, o));
+
+    float acc[CT_M][HEAD_DIM / 8][4];
+    float m[CT_M][2], l[CT_M][2];
+#pragma unroll
+    for (int mt = 0; mt < CT_M; mt++)
+    {
+#pragma unroll
+        for (int r = 0; r < 2; r++) { m[mt][r] = NEG_BIG; l[mt][r] = 0.f; }
+#pragma unroll
+        for (int nt = 0; nt < HEAD_DIM / 8; nt++)
+        {
+#pragma unroll
+            for (int i = 0; i < 4; i++) acc[mt][nt][i] = 0.f;
+        }
+    }
+
+    for (int base = t0; base < t1; base += CT_KEYS)
+    {
+        const int n = min(CT_KEYS, t1 - base);
+        __syncthreads(); // the previous tile is no longer read
+        // Position j = i % CT_KEYS, dimensions 8 c .. 8 c + 7 (c = i / CT_KEYS): consecutive threads write consecutive
+        // positions of the transposed V rows.
+        for (int i = threadIdx.x; i < CT_KEYS * (HEAD_DIM / 8); i += blockDim.x)
+        {
+            const int j = i % CT_KEYS, d = (i / CT_KEYS) * 8;
+            float kf[8], vf[8];
+            if (j < n)
+            {
+                rows.template key_row<8>(base + j, d, kf);
+                rows.template value_row<8>(base + j, d, vf);
+            }
+            else
+            {
+#pragma unroll
+                for (int e = 0; e < 8; e++) { kf[e] = 0.f; vf[e] = 0.f; }
+            }
+            u32 kh[4];
+#pragma unroll
+            for (int e = 0; e < 4; e++) kh[e] = tc_h2(kf[2 * e], kf[2 * e + 1]);
+            tc_st16(&skh[j][d], kh[0], kh[1], kh[2], kh[3]);
+            if constexpr (LO)
+            {
+                u32 kl[4];
+#pragma unroll
+                for (int e = 0; e < 4; e++) kl[e] = tc_h2(kf[2 * e] - lo_h(kh[e]), kf[2 * e + 1] - hi_h(kh[e]));
+                tc_st16(&skl[j][d], kl[0], kl[1], kl[2], kl[3]);
+            }
+#pragma unroll
+            for (int e = 0; e < 8; e++)
+            {
+                const u16 vh = f2h(vf[e]);
+                svh[d + e][j] = vh;
+                if constexpr (LO) svl[d + e][j] = f2h(vf[e] - h2f(vh));
+            }
+        }
+        __syncthreads();
+        if (warpEnd <= base) continue; // every row of this warp ends before the tile (causal)
+#pragma unroll
+        for (int mt = 0; mt < CT_M; mt++)
+        {
+            float sc[CT_KEYS / 8][4];
+#pragma unroll
+            for (int nt = 0; nt < CT_KEYS / 8; nt++)
+            {
+#pragma unroll
+                for (int i = 0; i < 4; i++) sc[nt][i] = 0.f;
+            }
+#pragma unroll
+            for (int kk = 0; kk < HEAD_DIM / 16; kk++)
+            {
+#pragma unroll
+                for (int nt = 0; nt < CT_KEYS / 8; nt++)
+                {
+                    const u32 b0 = *(const u32*)&skh[nt * 8 + g][16 * kk + 2 * t4];
+                    const u32 b1 = *(const u32*)&skh[nt * 8 + g][16 * kk + 8 + 2 * t4];
+                    tc_mma(sc[nt], qh[mt][kk][0], qh[mt][kk][1], qh[mt][kk][2], qh[mt][kk][3], b0, b1);
+                    tc_mma(sc[nt], ql[mt][kk][0], ql[mt][kk][1], ql[mt][kk][2], ql[mt][kk][3], b0, b1);
+                    if constexpr (LO)
+                    {
+                        const u32 c0 = *(const u32*)&skl[nt * 8 + g][16 * kk + 2 * t4];
+                        const u32 c1 = *(const u32*)&skl[nt * 8 + g][16 * kk + 8 + 2 * t4];
+                        tc_mma(sc[nt], qh[mt][kk][0], qh[mt][kk][1], qh[mt][kk][2], qh[mt][kk][3], c0, c1);
+                    }
+                }
+            }
+            // Online softmax of the two rows: accumulator i of n-tile nt is row g + 8 (i / 2), position nt * 8 + 2 t + i % 2.
+            u32 ph[CT_KEYS / 8][2], pl[CT_KEYS / 8][2];
+#pragma unroll
+            for (int r = 0; r < 2; r++)
+            {
+                float mx = NEG_BIG;
+#pragma unroll
+                for (int nt = 0; nt < CT_KEYS / 8; nt++)
+                {
+#pragma unroll
+                    for (int i = 0; i < 2; i++)
+                    {
+                        const bool valid = base + nt * 8 + 2 * t4 + i < end[mt][r];
+                        const float v = valid ? sc[nt][2 * r + i] * unscale[mt][r] : NEG_BIG;
+                        sc[nt][2 * r + i] = v;
+                        mx = fmaxf(mx, v);
+                    }
+                }
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                const float mNew = fmaxf(m[mt][r], mx);
+                const float alpha = exp2f(m[mt][r] - mNew);
+                m[mt][r] = mNew;
+                float sum = 0.f;
+#pragma unroll
+                for (int nt = 0; nt < CT_KEYS / 8; nt++)
+                {
+                    float pv[2];
+#pragma unroll
+                    for (int i = 0; i < 2; i++)
+                    {
+                        const float v = sc[nt][2 * r + i];
+                        pv[i] = v > NEG_BIG ? exp2f(v - mNew) : 0.f;
+                        sum += pv[i];
+                    }
+                    ph[nt][r] = tc_h2(pv[0], pv[1]);
+                    pl[nt][r] = tc_h2(pv[0] - lo_h(ph[nt][r]), pv[1] - hi_h(ph[nt][r]));
+                }
+                l[mt][r] = l[mt][r] * alpha + sum;
+#pragma unroll
+                for (int nt = 0; nt < HEAD_DIM / 8; nt++)
+                {
+                    acc[mt][nt][2 * r] *= alpha;
+                    acc[mt][nt][2 * r + 1] *= alpha;
+                }
+            }
+            // O += P V: the k-step of 16 positions ks takes P's n-tiles 2 ks (a0, a1) and 2 ks + 1 (a2, a3).
+#pragma unroll
+            for (int ks = 0; ks < CT_KEYS / 16; ks++)
+            {
+                const u32 a0 = ph[2 * ks][0], a1 = ph[2 * ks][1], a2 = ph[2 * ks + 1][0], a3 = ph[2 * ks + 1][1];
+                const u32 e0 = pl[2 * ks][0], e1 = pl[2 * ks][1], e2 = pl[2 * ks + 1][0], e3 = pl[2 * ks + 1][1];
+#pragma unroll
+                for (int nt = 0; nt < HEAD_DIM / 8; nt++)
+                {
+                    const u32 b0 = *(const u32*)&svh[nt * 8 + g][16 * ks + 2 * t4];
+                    const u32 b1 = *(const u32*)&svh[nt * 8 + g][16 * ks + 8 + 2 * t4];
+                    tc_mma(acc[mt][nt], a0, a1, a2, a3, b0, b1);
+                    tc_mma(acc[mt][nt], e0, e1, e2, e3, b0, b1);
+                    if constexpr (LO)
+                    {
+                        const u32 c0 = *(const u32*)&svl[nt * 8 + g][16 * ks + 2 * t4];
+                        const u32 c1 = *(const u32*)&svl[nt * 8 + g][16 * ks + 8 + 2 * t4];
+                        tc_mma(acc[mt][nt], a0, a1, a2, a3, c0, c1);
+                    }
+                }
+            }
+        }
+    }
+
+    // l was summed over this thread's positions only: add the row's 4 threads.
+#pragma unroll
+    for (int mt = 0; mt < CT_M; mt++)
+    {
+#pragma unroll
+        for (int r = 0; r < 2; r++)
+        {
+            float s = l[mt][r];
+            s += __shfl_xor_sync(0xffffffffu, s, 1);
+            s += __shfl_xor_sync(0xffffffffu, s, 2);
+            const int row = group * CH_ROWS + warp * 16 * CT_M + mt * 16 + g + 8 * r;
+            if (row >= qps * ratio) continue;
+            const int p = row / ratio, h = row % ratio;
+            const size_t slot = ((size_t)(p * seqs + b) * hqTotal + kvh * ratio + h) * totalSplits + split;
+#pragma unroll
+            for (int nt = 0; nt < HEAD_DIM / 8; nt++)
+                *(float2*)&partO[slot * HEAD_DIM + nt * 8 + 2 * t4] = make_float2(acc[mt][nt][2 * r], acc[mt][nt][2 * r + 1]);
+            if (t4 == 0) { partML[slot * 2] = m[mt][r]; partML[slot * 2 + 1] = s; }
+        }
+    }
+}
+#endif
+
 extern "C" __global__ void __launch_bounds__(128) dec_attn_fp16(
     const u16* kCache, const u16* vCache, u64 headStride, const float* q, float* partO, float* partML,
     int T, int tokensPerWarp, int ratio, float scaleLog2)
@@ -1169,40 +1435,51 @@ extern "C" __global__ void __launch_bounds__(128) dec_attn_fp16(
     attn_split(Fp16Rows{kCache, vCache, headStride}, q, partO, partML, T, tokensPerWarp, ratio, scaleLog2);
 }
 
-extern "C" __global__ void __launch_bounds__(128) dec_attn_fp16_chunk(
-    const u16* kCache, const u16* vCache, u64 headStride, const float* q, float* partO, float* partML,
-    int T, int tokensPerSplit, int ratio, float scaleLog2, int qps, int rowGroups)
-{
-    attn_chunk(Fp16Rows{kCache, vCache, headStride}, q, partO, partML, T, tokensPerSplit, ratio, scaleLog2, qps, rowGroups);
-}
+// A prefill chunk's attention over the FP16 cache: dec_attn_fp16_chunk (FP32 FMAs), dec_attn_fp16_chunk_tc (tensor cores).
+#define DEC_ATTN_FP16_CHUNK(KNAME, CALL)                                                                                         \
+    extern "C" __global__ void __launch_bounds__(128) KNAME(                                                                     \
+        const u16* kCache, const u16* vCache, u64 headStride, const float* q, float* partO, float* partML,                       \
+        int T, int tokensPerSplit, int ratio, float scaleLog2, int qps, int rowGroups)                                           \
+    {                                                                                                                            \
+        CALL(Fp16Rows{kCache, vCache, headStride}, q, partO, partML, T, tokensPerSplit, ratio, scaleLog2, qps, rowGroups);      \
+    }
+DEC_ATTN_FP16_CHUNK(dec_attn_fp16_chunk, attn_chunk)
+#if HEAD_DIM % 16 == 0 && HEAD_DIM <= 128
+DEC_ATTN_FP16_CHUNK(dec_attn_fp16_chunk_tc, attn_chunk_tc<false>)
+#endif
 
 // Any per-token packed format (1, 1.58, 2, 3, 4, 5, 6, 8 bits, any group dividing HEAD_DIM) plus the FP16 window:
 // the same split scheme as dec_attn_fp16 over T + R positions, codes dequantized in FP32. _k4v2: widths fixed at 4 / 2.
+// A prefill chunk's: NAME_chunk (FP32 FMAs) and NAME_chunk_tc (tensor cores, the dequantized values as FP16 hi + lo).
+#define DEC_ATTN_PACKED_ARGS                                                                                                     \
+    const u8 *kCodes, const u32 *kParams, int kBits, int kRowBytes, int kGroup, const u8 *vCodes, const u32 *vParams, int vBits, \
+        int vRowBytes, int vGroup, const u16 *resK, const u16 *resV, u64 tokenStride, u64 resHeadStride
+#define DEC_ATTN_PACKED_SRC(KB, VB)                                                                                              \
+    PackedRows<KB, VB> src{PackedRow<KB>{kCodes, kParams, kBits, kRowBytes, kGroup}, PackedRow<VB>{vCodes, vParams, vBits, vRowBytes, vGroup}, \
+                           resK, resV, tokenStride, resHeadStride, T}
+#define DEC_ATTN_PACKED_CHUNK(KNAME, KB, VB, CALL)                                                                               \
+    extern "C" __global__ void __launch_bounds__(128) KNAME(                                                                     \
+        DEC_ATTN_PACKED_ARGS, const float* q, float* partO, float* partML, int T, int R, int tokensPerSplit, int ratio,          \
+        float scaleLog2, int qps, int rowGroups)                                                                                 \
+    {                                                                                                                            \
+        DEC_ATTN_PACKED_SRC(KB, VB);                                                                                             \
+        CALL(src, q, partO, partML, T + R, tokensPerSplit, ratio, scaleLog2, qps, rowGroups);                                    \
+    }
 #define DEC_ATTN_PACKED(NAME, KB, VB)                                                                                            \
     extern "C" __global__ void __launch_bounds__(128) NAME(                                                                      \
-        const u8* kCodes, const u32* kParams, int kBits, int kRowBytes, int kGroup,                                              \
-        const u8* vCodes, const u32* vParams, int vBits, int vRowBytes, int vGroup,                                              \
-        const u16* resK, const u16* resV, u64 tokenStride, u64 resHeadStride,                                                    \
-        const float* q, float* partO, float* partML, int T, int R, int tokensPerWarp, int ratio, float scaleLog2)                \
+        DEC_ATTN_PACKED_ARGS, const float* q, float* partO, float* partML, int T, int R, int tokensPerWarp, int ratio, float scaleLog2) \
     {                                                                                                                            \
-        PackedRows<KB, VB> src{PackedRow<KB>{kCodes, kParams, kBits, kRowBytes, kGroup}, PackedRow<VB>{vCodes, vParams, vBits, vRowBytes, vGroup}, \
-                               resK, resV, tokenStride, resHeadStride, T};                                                       \
+        DEC_ATTN_PACKED_SRC(KB, VB);                                                                                             \
         attn_split(src, q, partO, partML, T + R, tokensPerWarp, ratio, scaleLog2);                                               \
     }                                                                                                                            \
-    extern "C" __global__ void __launch_bounds__(128) NAME##_chunk(                                                              \
-        const u8* kCodes, const u32* kParams, int kBits, int kRowBytes, int kGroup,                                              \
-        const u8* vCodes, const u32* vParams, int vBits, int vRowBytes, int vGroup,                                              \
-        const u16* resK, const u16* resV, u64 tokenStride, u64 resHeadStride,                                                    \
-        const float* q, float* partO, float* partML, int T, int R, int tokensPerSplit, int ratio, float scaleLog2, int qps,     \
-        int rowGroups)                                                                                                           \
-    {                                                                                                                            \
-        PackedRows<KB, VB> src{PackedRow<KB>{kCodes, kParams, kBits, kRowBytes, kGroup}, PackedRow<VB>{vCodes, vParams, vBits, vRowBytes, vGroup}, \
-                               resK, resV, tokenStride, resHeadStride, T};                                                       \
-        attn_chunk(src, q, partO, partML, T + R, tokensPerSplit, ratio, scaleLog2, qps, rowGroups);                              \
-    }
+    DEC_ATTN_PACKED_CHUNK(NAME##_chunk, KB, VB, attn_chunk)
 
 DEC_ATTN_PACKED(dec_attn_packed, 0, 0)
 DEC_ATTN_PACKED(dec_attn_packed_k4v2, 4, 2)
+#if HEAD_DIM % 16 == 0 && HEAD_DIM <= 128
+DEC_ATTN_PACKED_CHUNK(dec_attn_packed_chunk_tc, 0, 0, attn_chunk_tc<true>)
+DEC_ATTN_PACKED_CHUNK(dec_attn_packed_k4v2_chunk_tc, 4, 2, attn_chunk_tc<true>)
+#endif
 
 // ---------------------------------------------------------------------------------------------------
 // Packed cache: quantize the oldest `chunk` rows of the FP16 residual window into packed rows [T, T + chunk)
