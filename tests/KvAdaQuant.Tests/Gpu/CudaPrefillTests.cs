@@ -12,8 +12,8 @@ namespace KvAdaQuant.Tests.Gpu;
 /// <summary>
 /// <see cref="CudaDecoder.Prefill"/> in chunks against the same decoder run position by position (prefill chunk 1) and
 /// against the CPU engine: FP16 and packed caches (the generic and the K4V2 kernels, rotated rows, a mixed plan), prompts
-/// that cross the packed window's flushes, a prefill after decode steps (a chat's next turn, whose first chunk the part-full
-/// window cuts), and a batch. GPU only: skipped with the reason elsewhere.
+/// that cross the packed window's flushes (a chunk of 256 positions attended in window segments, flushed between them), a
+/// prefill after decode steps (a chat's next turn, whose first segment the part-full window cuts), and a batch. GPU only: skipped with the reason elsewhere.
 /// </summary>
 public class CudaPrefillTests(ITestOutputHelper output)
 {
@@ -143,7 +143,7 @@ public class CudaPrefillTests(ITestOutputHelper output)
     [InlineData("k4v2")]
     public void EverySequenceOfABatchGetsTheLogitsOfOne(string kv)
     {
-        // Three sequences: 85 positions a chunk (256 rows at most; a packed cache's window cuts them to 32), the splits cut for
+        // Three sequences: 85 positions a chunk (256 rows at most; a packed layer attends them in window segments), the splits cut for
         // 3 x the KV heads.
         using CudaContext context = GpuAndCpuFp16.OpenContext();
         using var model = ModelLoader.Load("stories3M-q80");

@@ -48,13 +48,20 @@ public class GpuDecodeSchedulingTests
     [InlineData(7, 64, 32, 3)]
     [InlineData(32, 63, 1, 2)]
     [InlineData(32, 0, 32, 1)]
-    public void PrefillChunksFillTheWindowAsPositionByPositionDoes(int chunk, int window, int flush, int decodeBetween)
+    [InlineData(256, 64, 32, 0)]
+    [InlineData(256, 64, 32, 5)]
+    [InlineData(85, 64, 32, 3)]
+    [InlineData(256, 63, 1, 2)]
+    public void PrefillChunkSegmentsFillTheWindowAsPositionByPositionDoes(int chunk, int window, int flush, int decodeBetween)
     {
-        // CudaDecoder.Prefill's loop: flush a full window, then a chunk of at most the window's free rows. After every chunk the
-        // window is the state of the same count appended one by one (so the same rows are quantized), and it never overflows;
-        // decode steps between prefills leave it part full, so the next chunk is cut to the free rows.
+        // CudaDecoder.Prefill's loop: flush a full window, then a chunk of n = min(chunk, positions left) positions, whose
+        // packed layers attend in CudaDecoder.WindowSegments: each segment appends at most the window's free rows and a full
+        // window is flushed before the next. Before every segment the window is the state of the same count appended one by
+        // one (so each position sees the packed and window rows it would have seen, and the same rows are quantized), it
+        // never overflows, and the segments cover the chunk in order; decode steps between prefills leave it part full, so
+        // the next chunk's first segment is cut to the free rows.
         var w = default(GpuKvWindow);
-        int length = 0, cuts = 0;
+        int length = 0, cut = 0;
         foreach (int prompt in new[] { 150, 37, 300 })
         {
             for (int done = 0; done < prompt;)
@@ -64,15 +71,34 @@ public class GpuDecodeSchedulingTests
                     w.Flush(flush);
                 }
 
-                int free = window + flush - w.Residual;
-                int n = CudaDecoder.ChunkSize(chunk, prompt - done, free);
-                Assert.InRange(n, 1, Math.Min(chunk, prompt - done));
-                cuts += n < Math.Min(chunk, prompt - done) ? 1 : 0;
-                w.Append(n);
+                int n = Math.Min(chunk, prompt - done);
+                List<CudaDecoder.WindowSegment> segments = CudaDecoder.WindowSegments(w, n, window, flush, out GpuKvWindow end);
+                Assert.False(segments[0].FlushBefore);
+                int next = 0;
+                foreach (CudaDecoder.WindowSegment seg in segments)
+                {
+                    Assert.Equal(next, seg.First);
+                    Assert.InRange(seg.Count, 1, window + flush);
+                    // The window position by position holds before appending this segment's first position (a full one
+                    // flushed first); only a segment after another starts on a full window.
+                    GpuKvWindow want = GpuKvWindow.At(length + seg.First, window, flush);
+                    if (want.NeedsFlush(window, flush))
+                    {
+                        want.Flush(flush);
+                    }
+
+                    Assert.Equal(want, seg.Window);
+                    Assert.Equal(seg.First > 0, seg.FlushBefore);
+                    Assert.InRange(seg.Window.Residual + seg.Count, 1, window + flush);
+                    next += seg.Count;
+                }
+
+                Assert.Equal(n, next);
+                cut += segments.Count > 1 ? 1 : 0;
                 done += n;
                 length += n;
-                Assert.InRange(w.Residual, 1, window + flush);
-                Assert.Equal(GpuKvWindow.At(length, window, flush), w);
+                Assert.Equal(GpuKvWindow.At(length, window, flush), end);
+                w = end;
             }
 
             for (int i = 0; i < decodeBetween; i++)
@@ -88,8 +114,8 @@ public class GpuDecodeSchedulingTests
             }
         }
 
-        // A window of window + flush rows cuts some chunks whenever it is smaller than the chunk or left part full.
-        Assert.Equal(chunk > flush || decodeBetween % flush != 0, cuts > 0);
+        // A window of window + flush rows splits some chunks whenever it is smaller than the chunk or left part full.
+        Assert.Equal(chunk > flush || decodeBetween % flush != 0, cut > 0);
     }
 
     [Theory]

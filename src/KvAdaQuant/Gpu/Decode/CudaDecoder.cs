@@ -21,8 +21,8 @@ namespace KvAdaQuant.Gpu.Decode;
 public sealed class CudaDecoder : IDisposable
 {
     /// <summary>
-    /// Positions per sequence that <see cref="Prefill"/> runs through one pass of the layers by default (a packed cache's
-    /// chunks are also cut to its window's free rows, 32 after a flush with the default window).
+    /// Positions per sequence that <see cref="Prefill"/> runs through one pass of the layers by default (a packed layer's
+    /// attention takes them in segments of at most its window's free rows, 32 after a flush with the default window).
     /// </summary>
     public const int DefaultPrefillChunk = 256;
 
@@ -378,6 +378,9 @@ public sealed class CudaDecoder : IDisposable
             {
                 Tokens = cTokens,
                 X = cx,
+                Qkv = cqkv,
+                Q = cq,
+                Att = catt,
                 Embed = Own(K("dec_embed").Prepare((cr, 1, 1), 256, embedding.Codes, embedding.Scales, embedding.LeadingDimension, (int)embedding.Type, cTokens, cx, dim)),
                 Layers = chunkLayers,
 
@@ -583,10 +586,10 @@ public sealed class CudaDecoder : IDisposable
     /// p x Batch + b) for every sequence, <see cref="PrefillChunk"/> positions per pass through the layers: each weight
     /// matrix is read once per 8 rows of the chunk instead of once per row, and the attention of a chunk's rows reads its
     /// positions' K/V once from memory (causal: a row sees the positions up to its own). Each row computes what the
-    /// decode step computes for it (the same kernels for every product, norm and RoPE), except that the attention of a
-    /// packed layer always runs the FP32 packed kernel and its splits are cut differently. A packed cache takes at most
-    /// the window's free rows per chunk (the window is flushed first when full), so its packed rows are those of the
-    /// decode step. The logits of the last position stay on the device (<see cref="CopyLogits"/>, <see cref="Sample"/>).
+    /// decode step computes for it (the same kernels for every norm and RoPE; matrix products and attention summed in
+    /// another order, by chunk kernels). A packed layer appends and attends a chunk's positions in segments of at most the
+    /// window's free rows, its window flushed between them (<see cref="WindowSegments"/>), so each position sees the packed
+    /// and window rows the decode step would have shown it, and the packed rows are those of the decode step. The logits of the last position stay on the device (<see cref="CopyLogits"/>, <see cref="Sample"/>).
     /// </summary>
     public void Prefill(ReadOnlySpan<int> tokens)
     {
@@ -613,7 +616,7 @@ public sealed class CudaDecoder : IDisposable
         for (int done = 0; done < positions;)
         {
             FlushIfFull();
-            int n = ChunkSize(PrefillChunk, positions - done, Layout.AnyPacked ? Layout.ResidualCapacity - _window.Residual : int.MaxValue);
+            int n = Math.Min(PrefillChunk, positions - done);
             ReadOnlySpan<int> part = tokens.Slice(done * Batch, n * Batch);
             if (n == 1)
             {
@@ -849,68 +852,49 @@ public sealed class CudaDecoder : IDisposable
         {
             if (l.Flush is not null)
             {
-                l.Flush.SetArgument(3, _window.Residual);
-                l.Flush.SetArgument(16, _window.Quantized);
-                l.Flush.Launch();
+                LaunchFlush(l.Flush, _window.Residual, _window.Quantized);
             }
         }
 
         _window.Flush(Layout.FlushChunk);
     }
 
-    /// <summary>Positions of the next prefill pass: the chunk, the positions left and the window's free rows (packed caches), at least 1.</summary>
-    internal static int ChunkSize(int chunk, int remaining, int windowFree) => Math.Max(1, Math.Min(Math.Min(chunk, remaining), windowFree));
-
-    // One prefill pass of n positions for every sequence (the window already flushed if it was full); see Prefill.
-    // One chunk of n positions through the layers; the classifier runs only for the prompt's last chunk (logits: its last
-    // position's), since Prefill leaves only those on the device.
+    // One chunk of n positions through the layers (the window already flushed if it was full); see Prefill. The matrix
+    // products take all n positions at once; a packed layer's RoPE, cache append and attention run in the chunk's window
+    // segments (WindowSegments), its window flushed between them as position by position would. The classifier runs only
+    // for the prompt's last chunk (logits: its last position's), since Prefill leaves only those on the device.
     private void ForwardChunk(int n, bool logits)
     {
         ChunkLaunches c = _chunk!;
         int rows = n * Batch, pos = Position;
-        int slot0 = Layout.AnyPacked ? _window.Residual : pos;
-        int rowGroups = ChunkRowGroups(n, _c.GroupSize, _c.HeadDim);
-        (int tps, int splits) = ChunkSplits((long)Batch * _c.KvHeads, rowGroups, _ctx.MultiprocessorCount, pos + n);
-        int t = _window.Quantized, r = _window.Residual + n;
+        GpuKvWindow end = _window;
+        List<WindowSegment> segments = Layout.AnyPacked ? WindowSegments(_window, n, Layout.Window, Layout.FlushChunk, out end) : [];
         c.Embed.SetGrid((rows, 1, 1));
         c.Embed.Launch();
-        foreach (ChunkLayer l in c.Layers)
+        for (int li = 0; li < c.Layers.Length; li++)
         {
+            ChunkLayer l = c.Layers[li];
             l.AttnNorm.SetGrid((rows, 1, 1));
             l.AttnNorm.Launch();
             RunGemm(l.Qkv, rows);
-            l.Rope.SetGrid((rows, 1, 1));
-            l.Rope.SetArgument(6, pos);
-            l.Rope.SetArgument(14, l.Layout.IsPacked ? slot0 : pos);
-            l.Rope.Launch();
-            if (l.Rotate is not null)
-            {
-                l.Rotate.SetGrid((_c.Heads + (2 * _c.KvHeads), rows, 1));
-                l.Rotate.SetArgument(5, l.Layout.IsPacked ? slot0 : pos);
-                l.Rotate.Launch();
-            }
-
-            l.Attn.SetGrid((splits * rowGroups, _c.KvHeads, Batch));
             if (l.Layout.IsPacked)
             {
-                l.Attn.SetArgument(17, t);
-                l.Attn.SetArgument(18, r);
-                l.Attn.SetArgument(19, tps);
-                l.Attn.SetArgument(22, n);
-                l.Attn.SetArgument(23, rowGroups);
+                foreach (WindowSegment seg in segments)
+                {
+                    if (seg.FlushBefore)
+                    {
+                        // The state before the flush: a full window, the flush chunk not yet packed.
+                        LaunchFlush(_layers[li].Flush!, seg.Window.Residual + Layout.FlushChunk, seg.Window.Quantized - Layout.FlushChunk);
+                    }
+
+                    AttendChunkRows(l, seg.First, seg.Count, pos, seg.Window.Residual, seg.Window.Quantized, seg.Window.Residual + seg.Count);
+                }
             }
             else
             {
-                l.Attn.SetArgument(6, pos + n);
-                l.Attn.SetArgument(7, tps);
-                l.Attn.SetArgument(10, n);
-                l.Attn.SetArgument(11, rowGroups);
+                AttendChunkRows(l, 0, n, pos, pos, 0, 0);
             }
 
-            l.Attn.Launch();
-            l.Combine.SetGrid((rows * _c.Heads, 1, 1));
-            l.Combine.SetArgument(3, splits);
-            l.Combine.Launch();
             if (l.Unrotate is not null)
             {
                 l.Unrotate.SetGrid((_c.Heads, rows, 1));
@@ -934,10 +918,99 @@ public sealed class CudaDecoder : IDisposable
         }
 
         Position += n;
-        if (Layout.AnyPacked)
+        _window = end;
+    }
+
+    // RoPE, the cache append and the attention (splits merged into the attention output rows) of chunk positions
+    // [first, first + count) of one layer: cache slot `slot` onwards; a packed layer's attention over `quantized` packed
+    // and `residual` window rows (the new ones included), an FP16 layer's over every position up to the last new one.
+    private void AttendChunkRows(ChunkLayer l, int first, int count, int pos, int slot, int quantized, int residual)
+    {
+        ChunkLaunches c = _chunk!;
+        int rows = count * Batch;
+        ulong row0 = (ulong)first * (ulong)Batch;
+        var q = CudaArgument.FromUInt64(c.Q.Pointer + (row0 * (ulong)_c.QDim * 4));
+        l.Rope.SetGrid((rows, 1, 1));
+        l.Rope.SetArgument(0, CudaArgument.FromUInt64(c.Qkv.Pointer + (row0 * (ulong)(_c.QDim + (2 * _c.KvDim)) * 4)));
+        l.Rope.SetArgument(6, pos + first);
+        l.Rope.SetArgument(10, q);
+        l.Rope.SetArgument(14, slot);
+        l.Rope.Launch();
+        if (l.Rotate is not null)
         {
-            _window.Append(n);
+            l.Rotate.SetGrid((_c.Heads + (2 * _c.KvHeads), rows, 1));
+            l.Rotate.SetArgument(0, q);
+            l.Rotate.SetArgument(5, slot);
+            l.Rotate.Launch();
         }
+
+        int rowGroups = ChunkRowGroups(count, _c.GroupSize, _c.HeadDim);
+        int length = l.Layout.IsPacked ? quantized + residual : pos + first + count;
+        (int tps, int splits) = ChunkSplits((long)Batch * _c.KvHeads, rowGroups, _ctx.MultiprocessorCount, length);
+        l.Attn.SetGrid((splits * rowGroups, _c.KvHeads, Batch));
+        if (l.Layout.IsPacked)
+        {
+            l.Attn.SetArgument(14, q);
+            l.Attn.SetArgument(17, quantized);
+            l.Attn.SetArgument(18, residual);
+            l.Attn.SetArgument(19, tps);
+            l.Attn.SetArgument(22, count);
+            l.Attn.SetArgument(23, rowGroups);
+        }
+        else
+        {
+            l.Attn.SetArgument(3, q);
+            l.Attn.SetArgument(6, length);
+            l.Attn.SetArgument(7, tps);
+            l.Attn.SetArgument(10, count);
+            l.Attn.SetArgument(11, rowGroups);
+        }
+
+        l.Attn.Launch();
+        l.Combine.SetGrid((rows * _c.Heads, 1, 1));
+        l.Combine.SetArgument(2, CudaArgument.FromUInt64(c.Att.Pointer + (row0 * (ulong)_c.QDim * 4)));
+        l.Combine.SetArgument(3, splits);
+        l.Combine.Launch();
+    }
+
+    /// <summary>One part of a prefill chunk over a packed cache: chunk positions [<see cref="First"/>, First + <see cref="Count"/>),
+    /// appended to the window at <see cref="Window"/>, after a flush of the full window where <see cref="FlushBefore"/>.</summary>
+    internal readonly record struct WindowSegment(int First, int Count, bool FlushBefore, GpuKvWindow Window);
+
+    /// <summary>
+    /// The segments a prefill chunk of <paramref name="n"/> positions attends in over a packed cache whose window is
+    /// <paramref name="start"/>: each takes at most the window's free rows, and a full window is flushed before the next, as
+    /// position by position; so each position sees the packed and window rows it would have seen. <paramref name="end"/>: the
+    /// window after the chunk.
+    /// </summary>
+    internal static List<WindowSegment> WindowSegments(GpuKvWindow start, int n, int window, int flush, out GpuKvWindow end)
+    {
+        var segments = new List<WindowSegment>();
+        GpuKvWindow w = start;
+        for (int first = 0; first < n;)
+        {
+            bool flushBefore = w.NeedsFlush(window, flush);
+            if (flushBefore)
+            {
+                w.Flush(flush);
+            }
+
+            int count = Math.Min(n - first, window + flush - w.Residual);
+            segments.Add(new WindowSegment(first, count, flushBefore, w));
+            w.Append(count);
+            first += count;
+        }
+
+        end = w;
+        return segments;
+    }
+
+    // Quantizes the oldest flush chunk of one layer's full window of `residual` rows after `quantized` packed rows.
+    private static void LaunchFlush(CudaLaunch flush, int residual, int quantized)
+    {
+        flush.SetArgument(3, residual);
+        flush.SetArgument(16, quantized);
+        flush.Launch();
     }
 
     // Sets the split counts of every layer's attention for a sequence length of `length` (the new token included).
@@ -1229,6 +1302,13 @@ public sealed class CudaDecoder : IDisposable
         public required CudaDeviceBuffer Tokens { get; init; }
 
         public required CudaDeviceBuffer X { get; init; }
+
+        /// <summary>The QKV product's output, the roped queries and the attention output (rows p * batch + b).</summary>
+        public required CudaDeviceBuffer Qkv { get; init; }
+
+        public required CudaDeviceBuffer Q { get; init; }
+
+        public required CudaDeviceBuffer Att { get; init; }
 
         public required CudaLaunch Embed { get; init; }
 
