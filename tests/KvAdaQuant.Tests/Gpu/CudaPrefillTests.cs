@@ -229,6 +229,52 @@ public class CudaPrefillTests(ITestOutputHelper output)
         Assert.True(tc.Layout.AnyPacked ? same >= 8 : same == 24, $"only {same} greedy tokens equal");
     }
 
+    [SkippableTheory]
+    [InlineData("stories3M-q80", "fp16")]
+    [InlineData("stories3M-q80", "k4v2")]
+    [InlineData("tiny-hd64", "k4v2")]
+    public void EveryPositionsLogitsFromTheChunksMatchPositionByPosition(string modelName, string kv)
+    {
+        // A prompt's log-probabilities (IDecodeSession.Prefill with a handler, as kvaq serve's prompt logprobs use it): chunks
+        // of 64 (150 tokens: 64 + 64 + 22, the packed window flushed inside them) against the decoder run position by
+        // position, every position's logits within the bounds of ChunkedPrefillEqualsPositionByPosition.
+        using CudaContext context = GpuAndCpuFp16.OpenContext();
+        using var dir = new TempDir();
+        using LlamaModel model = Load(modelName, dir);
+        var plan = KvPlan.Parse(kv, model.Config.Layers);
+        int[] prompt = Prompt(model.Config, 150, 7);
+        using var chunked = new CudaDecoder(context, model, plan, 1, 200, prefillChunk: 64);
+        using var single = new CudaDecoder(context, model, plan, 1, 200, prefillChunk: 1);
+        var chunkSession = new CudaDecodeSession(chunked);
+        IDecodeSession singleSession = new CudaDecodeSession(single);
+        var got = new List<float[]>();
+        var want = new List<float[]>();
+        float[] last = chunkSession.Prefill(prompt, (i, logits) =>
+        {
+            Assert.Equal(got.Count, i);
+            got.Add(logits.ToArray());
+        }).ToArray();
+        singleSession.Prefill(prompt, (i, logits) => want.Add(logits.ToArray()));
+        Assert.Equal(prompt.Length, got.Count);
+        Assert.Equal(prompt.Length, want.Count);
+        Assert.Equal(prompt.Length, chunked.Position);
+        Assert.True(last.AsSpan().SequenceEqual(got[^1]), "the session's logits after the prompt differ from its last position's");
+        double bound = chunked.Layout.AnyPacked ? 1e-2 : Fp16CacheBound, worst = 0;
+        for (int i = 0; i < prompt.Length; i++)
+        {
+            double rel = RelativeDifference(got[i], want[i]);
+            worst = Math.Max(worst, rel);
+            Assert.True(rel <= bound, $"position {i}: {rel:E2}");
+        }
+
+        output.WriteLine($"{modelName} {kv}: {prompt.Length} positions' logits, max |chunked - single| / max |single| = {worst:E2}");
+
+        // Decoding goes on from the same state: the next token's logits within the same bound.
+        int next = Sampler.ArgMax(last);
+        double after = RelativeDifference(chunkSession.Decode(next), singleSession.Decode(next));
+        Assert.True(after <= bound, $"after the prompt: {after:E2}");
+    }
+
     [SkippableFact]
     public void BadPrefillInputIsOneClearErrorAndRunsNothing()
     {

@@ -50,7 +50,14 @@ public sealed class CudaDecodeSession : IDecodeSession
 
     /// <inheritdoc/>
     /// <remarks>The tokens are checked (vocabulary, positions left) before any runs.</remarks>
-    public ReadOnlySpan<float> Prefill(ReadOnlySpan<int> tokens)
+    public ReadOnlySpan<float> Prefill(ReadOnlySpan<int> tokens) => Prefill(tokens, null);
+
+    /// <inheritdoc/>
+    /// <remarks>
+    /// In the decoder's chunks (<see cref="CudaDecoder.Prefill(ReadOnlySpan{int}, PositionLogitsHandler?)"/>), not position
+    /// by position: each position's logits come from the classifier after its chunk. The tokens are checked before any runs.
+    /// </remarks>
+    public ReadOnlySpan<float> Prefill(ReadOnlySpan<int> tokens, PositionLogitsHandler? onLogits)
     {
         if (tokens.IsEmpty)
         {
@@ -70,7 +77,7 @@ public sealed class CudaDecodeSession : IDecodeSession
             }
         }
 
-        _decoder.Prefill(tokens);
+        _decoder.Prefill(tokens, onLogits);
         _decoder.CopyLogits(_logits);
         return _logits;
     }

@@ -591,7 +591,17 @@ public sealed class CudaDecoder : IDisposable
     /// window's free rows, its window flushed between them (<see cref="WindowSegments"/>), so each position sees the packed
     /// and window rows the decode step would have shown it, and the packed rows are those of the decode step. The logits of the last position stay on the device (<see cref="CopyLogits"/>, <see cref="Sample"/>).
     /// </summary>
-    public void Prefill(ReadOnlySpan<int> tokens)
+    public void Prefill(ReadOnlySpan<int> tokens) => Prefill(tokens, null);
+
+    /// <summary>
+    /// <see cref="Prefill(ReadOnlySpan{int})"/> that also hands <paramref name="onLogits"/> the logits after every position
+    /// (a prompt's log-probabilities): the index of the position in <paramref name="tokens"/> and the host copy of its
+    /// logits, <see cref="Batch"/> x vocabulary (sequence b's at b x vocabulary; valid during the call). The layers still run
+    /// in chunks; after each chunk every position's rows go through the final norm and the classifier (the decode step's
+    /// matrix-vector kernel, the same one that gives the last position's logits) and are copied back. A null handler is
+    /// <see cref="Prefill(ReadOnlySpan{int})"/>.
+    /// </summary>
+    public void Prefill(ReadOnlySpan<int> tokens, PositionLogitsHandler? onLogits)
     {
         _ctx.MakeCurrent();
         if (tokens.Length % Batch != 0)
@@ -613,6 +623,7 @@ public sealed class CudaDecoder : IDisposable
             throw new KvCacheException($"context full: {positions} positions after {Position} do not fit in the GPU cache of {Capacity}");
         }
 
+        float[]? host = onLogits is null ? null : new float[Batch * _c.VocabSize];
         for (int done = 0; done < positions;)
         {
             FlushIfFull();
@@ -622,15 +633,39 @@ public sealed class CudaDecoder : IDisposable
             {
                 _tokens.CopyFrom(part);
                 Forward();
+                if (onLogits is not null)
+                {
+                    CopyLogits(host);
+                    onLogits(done, host);
+                }
             }
             else
             {
                 _chunk!.Tokens.CopyFrom(part);
-                ForwardChunk(n, logits: done + n == positions);
+                ForwardChunk(n, logits: onLogits is null && done + n == positions);
+                if (onLogits is not null)
+                {
+                    for (int i = 0; i < n; i++)
+                    {
+                        ChunkLogits(i);
+                        CopyLogits(host);
+                        onLogits(done + i, host);
+                    }
+                }
             }
 
             done += n;
         }
+    }
+
+    // The logits of position i of the chunk just run (its rows through the final norm into the step's buffer, then the
+    // decode step's classifier).
+    private void ChunkLogits(int i)
+    {
+        ChunkLaunches c = _chunk!;
+        c.FinalNorm.SetArgument(0, CudaArgument.FromUInt64(c.X.Pointer + ((ulong)i * (ulong)Batch * (ulong)_c.Dim * 4)));
+        c.FinalNorm.Launch();
+        Run(_output);
     }
 
     /// <summary>Seeds the per-sequence xorshift64* states of the device sampler (sequence b gets seed + b, never 0).</summary>
@@ -912,9 +947,7 @@ public sealed class CudaDecoder : IDisposable
 
         if (logits)
         {
-            c.FinalNorm.SetArgument(0, CudaArgument.FromUInt64(c.X.Pointer + ((ulong)(n - 1) * (ulong)Batch * (ulong)_c.Dim * 4)));
-            c.FinalNorm.Launch();
-            Run(_output);
+            ChunkLogits(n - 1);
         }
 
         Position += n;
