@@ -26,6 +26,9 @@ public sealed class CudaDecoder : IDisposable
     /// </summary>
     public const int DefaultPrefillChunk = 256;
 
+    /// <summary>Threads of <c>dec_kv_flush</c>'s blocks (its FLUSH_THREADS: a warp quantizes a row).</summary>
+    internal const int FlushThreads = 512;
+
     /// <summary>Rows (positions x sequences) of one prefill pass at most: the chunk is cut to fit the batch.</summary>
     public const int MaxChunkRows = 256;
 
@@ -270,7 +273,7 @@ public sealed class CudaDecoder : IDisposable
                 PackedKvFormat kf = ll.Keys!, vf = ll.Values!;
                 int rcap = Layout.ResidualCapacity;
                 layer.Flush = Own(K("dec_kv_flush").Prepare(
-                    (_c.KvHeads, batch, 1), 128, cl.Keys, cl.Values, CudaArgument.FromUInt64(headStride), 0, Layout.FlushChunk,
+                    (_c.KvHeads, batch, 1), FlushThreads, cl.Keys, cl.Values, CudaArgument.FromUInt64(headStride), 0, Layout.FlushChunk,
                     cl.KeyCodes!, cl.KeyParams!, kf.BitsCode, kf.RowBytes, kf.GroupSize,
                     cl.ValueCodes!, cl.ValueParams!, vf.BitsCode, vf.RowBytes, vf.GroupSize,
                     CudaArgument.FromUInt64((ulong)capacity), 0));

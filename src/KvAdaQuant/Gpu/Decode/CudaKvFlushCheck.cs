@@ -36,7 +36,7 @@ public static class CudaKvFlushCheck
         using CudaDeviceBuffer kCodes = context.Allocate(heads * capacity * kf.RowBytes), kPar = context.Allocate(heads * kf.ParamCount(capacity) * 4);
         using CudaDeviceBuffer vCodes = context.Allocate(heads * capacity * vf.RowBytes), vPar = context.Allocate(heads * vf.ParamCount(capacity) * 4);
         using (CudaLaunch flush = module.Function("dec_kv_flush").Prepare(
-            (kvHeads, batch, 1), 128, dk, dv, CudaArgument.FromUInt64((ulong)(count * headDim)), count, chunk,
+            (kvHeads, batch, 1), CudaDecoder.FlushThreads, dk, dv, CudaArgument.FromUInt64((ulong)(count * headDim)), count, chunk,
             kCodes, kPar, kf.BitsCode, kf.RowBytes, kf.GroupSize, vCodes, vPar, vf.BitsCode, vf.RowBytes, vf.GroupSize,
             CudaArgument.FromUInt64(capacity), t0))
         {

@@ -1485,7 +1485,8 @@ DEC_ATTN_PACKED_CHUNK(dec_attn_packed_k4v2_chunk_tc, 4, 2, attn_chunk_tc<true>)
 // Packed cache: quantize the oldest `chunk` rows of the FP16 residual window into packed rows [T, T + chunk)
 // (per-token groups, asymmetric, the CPU AffineQuantizer's arithmetic in double: zero = min rounded down to FP16,
 // scale = (max - zero) / (levels - 1) rounded up to FP16, code = round-half-away((x - zero) / scale) clamped),
-// then move window rows [chunk, count) to [0, count - chunk). Grid (kvHeads, batch), block 128 (>= 2 * chunk).
+// then move window rows [chunk, count) to [0, count - chunk). Grid (kvHeads, batch), block FLUSH_THREADS (CudaDecoder.FlushThreads):
+// a warp a row.
 // ---------------------------------------------------------------------------------------------------
 
 __device__ __forceinline__ double half_to_double(u16 h) { return (double)h2f(h); }
@@ -1516,69 +1517,86 @@ __device__ __forceinline__ u16 half_round_up(double x)
     return half_to_double(h) < x ? half_next_up(h) : h;
 }
 
-// Quantizes one FP16 row of HEAD_DIM values into `codes` (rowBytes) and `params` (HEAD_DIM / group pairs).
-__device__ void quantize_row(const u16* src, u8* codes, u32* params, int bits, int group)
+// Quantizes one FP16 row of HEAD_DIM values into `codes` (HEAD_DIM x bits / 8 bytes, or ceil(HEAD_DIM / 5) ternary) and
+// `params` (HEAD_DIM / group pairs) with one warp: a lane per group for the (scale, zero) pair, a lane per element for its
+// code (the same double arithmetic as the CPU quantizer, so the same codes), then a lane per output byte of the
+// little-endian bit stream (ternary: 5 trits a byte in base 3). `par` and `code` are the warp's shared scratch.
+__device__ void quantize_row_warp(const u16* src, u8* codes, u32* params, int bits, int group, u32* par, u8* code, int lane)
 {
     const int top = (bits == 158 ? 3 : (1 << bits)) - 1;
-    u32 accBits = 0;
-    int nacc = 0, outByte = 0;
-    u32 tern = 0;
-    const u32 pow3[5] = {1u, 3u, 9u, 27u, 81u};
-    for (int g0 = 0; g0 < HEAD_DIM; g0 += group)
+    for (int g = lane; g < HEAD_DIM / group; g += 32)
     {
         float mn = 3.0e38f, mx = -3.0e38f;
         for (int i = 0; i < group; i++)
         {
-            float v = h2f(src[g0 + i]);
+            float v = h2f(src[g * group + i]);
             mn = fminf(mn, v);
             mx = fmaxf(mx, v);
         }
         u16 zh = half_round_down((double)mn);
         double z = half_to_double(zh);
         u16 sh = half_round_up(((double)mx - z) / top);
-        double s = half_to_double(sh);
-        params[g0 / group] = (u32)sh | ((u32)zh << 16);
-        for (int i = 0; i < group; i++)
+        par[g] = (u32)sh | ((u32)zh << 16);
+        params[g] = par[g];
+    }
+    __syncwarp();
+    for (int d = lane; d < HEAD_DIM; d += 32)
+    {
+        const u32 p = par[d / group];
+        const double z = half_to_double((u16)(p >> 16)), s = half_to_double((u16)(p & 0xFFFFu));
+        double c = s == 0.0 ? 0.0 : round(((double)h2f(src[d]) - z) / s);
+        code[d] = (u8)(u32)(c < 0.0 ? 0.0 : c > top ? (double)top : c);
+    }
+    __syncwarp();
+    if (bits == 158)
+    {
+        for (int j = lane; j < (HEAD_DIM + 4) / 5; j += 32)
         {
-            int d = g0 + i;
-            double c = s == 0.0 ? 0.0 : round(((double)h2f(src[d]) - z) / s);
-            u32 code = (u32)(c < 0.0 ? 0.0 : c > top ? (double)top : c);
-            if (bits == 158)
-            {
-                tern += code * pow3[d % 5];
-                if (d % 5 == 4 || d == HEAD_DIM - 1) { codes[d / 5] = (u8)tern; tern = 0; }
-            }
-            else
-            {
-                accBits |= code << nacc;
-                nacc += bits;
-                while (nacc >= 8) { codes[outByte++] = (u8)(accBits & 0xFFu); accBits >>= 8; nacc -= 8; }
-            }
+            u32 byte = 0;
+            for (int k = 4; k >= 0; k--) byte = byte * 3u + (5 * j + k < HEAD_DIM ? code[5 * j + k] : 0u);
+            codes[j] = (u8)byte;
         }
     }
+    else
+    {
+        for (int j = lane; j < HEAD_DIM * bits / 8; j += 32)
+        {
+            // Byte j holds bits [8 j, 8 j + 8) of the stream: codes d0..d1, code d at bit d x bits.
+            u32 byte = 0;
+            const int d0 = 8 * j / bits, d1 = min(HEAD_DIM - 1, (8 * j + 7) / bits);
+            for (int d = d0; d <= d1; d++)
+            {
+                const int off = d * bits - 8 * j;
+                byte |= off >= 0 ? (u32)code[d] << off : (u32)code[d] >> -off;
+            }
+            codes[j] = (u8)byte;
+        }
+    }
+    __syncwarp();
 }
 
-extern "C" __global__ void __launch_bounds__(128) dec_kv_flush(
+#define FLUSH_THREADS 512
+extern "C" __global__ void __launch_bounds__(FLUSH_THREADS) dec_kv_flush(
     u16* resK, u16* resV, u64 resHeadStride, int count, int chunk,
     u8* kCodes, u32* kParams, int kBits, int kRowBytes, int kGroup,
     u8* vCodes, u32* vParams, int vBits, int vRowBytes, int vGroup,
     u64 tokenStride, int T)
 {
+    __shared__ u32 spar[FLUSH_THREADS / 32][HEAD_DIM];
+    __shared__ u8 scode[FLUSH_THREADS / 32][HEAD_DIM];
     const int kvh = blockIdx.x, b = blockIdx.y, kvHeads = gridDim.x;
     const size_t bh = (size_t)b * kvHeads + kvh;
     u16* rk = resK + bh * resHeadStride;
     u16* rv = resV + bh * resHeadStride;
-    const int i = threadIdx.x;
-    if (i < chunk)
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+    // Warp w quantizes rows w, w + warps, ...: K rows [0, chunk), then V rows.
+    for (int i = warp; i < 2 * chunk; i += warps)
     {
-        size_t tok = bh * tokenStride + T + i;
-        quantize_row(rk + (size_t)i * HEAD_DIM, kCodes + tok * kRowBytes, kParams + tok * (HEAD_DIM / kGroup), kBits, kGroup);
-    }
-    else if (i < 2 * chunk)
-    {
-        int r = i - chunk;
-        size_t tok = bh * tokenStride + T + r;
-        quantize_row(rv + (size_t)r * HEAD_DIM, vCodes + tok * vRowBytes, vParams + tok * (HEAD_DIM / vGroup), vBits, vGroup);
+        const bool key = i < chunk;
+        const int r = key ? i : i - chunk;
+        const size_t tok = bh * tokenStride + T + r;
+        if (key) quantize_row_warp(rk + (size_t)r * HEAD_DIM, kCodes + tok * kRowBytes, kParams + tok * (HEAD_DIM / kGroup), kBits, kGroup, spar[warp], scode[warp], lane);
+        else quantize_row_warp(rv + (size_t)r * HEAD_DIM, vCodes + tok * vRowBytes, vParams + tok * (HEAD_DIM / vGroup), vBits, vGroup, spar[warp], scode[warp], lane);
     }
     __syncthreads();
     for (int first = chunk; first < count; first += chunk)
