@@ -66,16 +66,10 @@ public unsafe class CudaChunkGemmTests(ITestOutputHelper output)
             {
                 for (int r = 0; r < rows; r++)
                 {
-                    double s = accumulate ? y0[(b * rows) + r] : 0, a = Math.Abs(s);
-                    for (int c = 0; c < cols; c++)
-                    {
-                        double p = (double)deq[(r * cols) + c] * x[(b * cols) + c];
-                        s += p;
-                        a += Math.Abs(p);
-                    }
-
-                    want[(b * rows) + r] = s;
-                    scale[(b * rows) + r] = a;
+                    double y = accumulate ? y0[(b * rows) + r] : 0;
+                    (double s, double a) = DoubleSum(deq, x, cols, r, b);
+                    want[(b * rows) + r] = y + s;
+                    scale[(b * rows) + r] = Math.Abs(y) + a;
                 }
             }
 
@@ -156,14 +150,7 @@ public unsafe class CudaChunkGemmTests(ITestOutputHelper output)
                 {
                     for (int r = 0; r < w.Rows; r++)
                     {
-                        double sum = 0, abs = 0;
-                        for (int k = 0; k < w.Cols; k++)
-                        {
-                            double p = (double)deq[(r * w.Cols) + k] * x[(b * w.Cols) + k];
-                            sum += p;
-                            abs += Math.Abs(p);
-                        }
-
+                        (double sum, double abs) = DoubleSum(deq, x, w.Cols, r, b);
                         worst = Math.Max(worst, Math.Abs(y[(b * w.Rows) + r] - sum) / abs);
                     }
                 }
@@ -215,6 +202,20 @@ public unsafe class CudaChunkGemmTests(ITestOutputHelper output)
         var y = new float[nx * m.Rows];
         dy.CopyTo<float>(y);
         return y;
+    }
+
+    // Row r of the weights times row b of x in double precision, and the sum of |w x| (FP32 rounding's yardstick).
+    private static (double Sum, double Abs) DoubleSum(float[] w, float[] x, int cols, int r, int b)
+    {
+        double sum = 0, abs = 0;
+        for (int c = 0; c < cols; c++)
+        {
+            double p = (double)w[(r * cols) + c] * x[(b * cols) + c];
+            sum += p;
+            abs += Math.Abs(p);
+        }
+
+        return (sum, abs);
     }
 
     private static double Gaussian(Random rng) => Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble());
